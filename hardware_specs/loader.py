@@ -1,0 +1,228 @@
+"""Load a device spec TOML file into a validated ``DeviceSpec`` (SI units inside).
+
+A device is named by its catalogue name (the stem of ``hardware_specs/devices/*.toml``), an alias
+(``ALIASES``) or a path to a ``.toml`` file. Every mistake in a file raises one ``SpecError`` whose
+one-line message names the file, the key and the fix (STYLE.md rule 3).
+
+Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` converts to SI)::
+
+    name = "a100-sxm4-80gb"       vendor = "NVIDIA"       class = "gpu"     source = "..."
+    [compute]
+    peak_tflops = { fp32 = 19.5, tf32 = 156, bf16 = 312 }   # dense matrix peak per dtype
+    vector_tflops = 19.5          # fp32 peak of the non-matrix units
+    op_overhead_us = 3.3          # fixed cost per op (launch / dispatch)
+    matmul_efficiency = 0.9       # optional, in (0, 1], default 1.0
+    memory_efficiency = 0.88      # optional, in (0, 1], default 1.0
+    [[memory]]                    # innermost first, main memory last
+    name = "hbm2e"   capacity_gb = 80   bandwidth_gb_per_s = 2039    # or capacity_mib, ...
+    [power]
+    idle_w = 50      tdp_w = 400
+    [price]                       # optional table
+    usd_per_hour = 1.5
+"""
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from hardware_specs import units
+from hardware_specs.spec import DeviceClass, DeviceSpec, MemoryLevel
+from simulator.errors import SpecError
+from simulator.op import DType
+
+#: Short names users type -> catalogue names.
+ALIASES: dict[str, str] = {
+    "a100": "a100-sxm4-80gb",
+    "a100-80gb": "a100-sxm4-80gb",
+    "xeon": "xeon-8380",
+    "icelake": "xeon-8380",
+}
+
+#: dtype names allowed in ``peak_tflops`` (formats a matrix unit computes in).
+PEAK_DTYPES: dict[str, DType] = {d.name.lower(): d for d in
+                                 (DType.FP32, DType.TF32, DType.FP16, DType.BF16,
+                                  DType.FP8, DType.INT8)}
+
+_TOP_REQUIRED = ("name", "vendor", "class", "source", "compute", "memory", "power")
+_TOP_OPTIONAL = ("price",)
+_COMPUTE_REQUIRED = ("peak_tflops", "vector_tflops", "op_overhead_us")
+_COMPUTE_OPTIONAL = ("matmul_efficiency", "memory_efficiency")
+_MEMORY_REQUIRED = ("name", "bandwidth_gb_per_s")
+_POWER_REQUIRED = ("idle_w", "tdp_w")
+_PRICE_REQUIRED = ("usd_per_hour",)
+
+
+# ---------------------------------------------------------------------------------------- public
+
+def list_devices() -> list[str]:
+    """Catalogue names, sorted: the stems of the shipped ``devices/*.toml`` files."""
+    return sorted(entry.name[:-len(".toml")] for entry in _catalogue().iterdir()
+                  if entry.name.endswith(".toml"))
+
+
+def load_device(name_or_path: str) -> DeviceSpec:
+    """A catalogue name, an alias or a path to a spec ``.toml`` file -> a validated DeviceSpec."""
+    if _looks_like_path(name_or_path):
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise SpecError(f"no device spec file '{name_or_path}': give an existing .toml file "
+                            f"or a catalogue name (see 'hwsim devices')")
+        return parse_device(path.read_bytes(), str(path))
+    name = ALIASES.get(name_or_path.strip().lower(), name_or_path.strip().lower())
+    resource = _catalogue() / f"{name}.toml"
+    if not resource.is_file():
+        raise SpecError(f"unknown device '{name_or_path}': choose one of "
+                        f"{', '.join(list_devices())} (see 'hwsim devices') "
+                        f"or give a spec .toml file")
+    return parse_device(resource.read_bytes(), f"hardware_specs/devices/{name}.toml")
+
+
+def parse_device(data: bytes, path: str) -> DeviceSpec:
+    """TOML bytes of one device file -> DeviceSpec; ``path`` only names the file in errors."""
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        message = " ".join(str(error).split())
+        raise SpecError(f"{path}: not valid TOML ({message}); fix the syntax") from None
+    return _Checker(path).device(doc)
+
+
+# --------------------------------------------------------------------------------------- private
+
+def _catalogue():
+    return resources.files("hardware_specs").joinpath("devices")
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.endswith(".toml") or "/" in text or "\\" in text
+
+
+class _Checker:
+    """Validates one parsed document; every method raises SpecError naming ``self.path``."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def fail(self, key: str, problem: str) -> SpecError:
+        return SpecError(f"{self.path}: {key}: {problem}")
+
+    # -- structure -------------------------------------------------------------------------
+    def keys(self, table: dict, where: str, required: tuple, optional: tuple = ()) -> None:
+        prefix = f"{where}." if where else ""
+        for key in table:
+            if key not in required and key not in optional:
+                allowed = ", ".join(required + optional)
+                raise self.fail(f"{prefix}{key}", f"unknown key; allowed here: {allowed}")
+        for key in required:
+            if key not in table:
+                raise self.fail(f"{prefix}{key}", "missing required key; add it")
+
+    def table(self, doc: dict, key: str) -> dict:
+        value = doc[key]
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a table [{key}], not {type(value).__name__}")
+        return value
+
+    def text(self, value: Any, key: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, "must be a non-empty string")
+        return value
+
+    def positive(self, value: Any, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(key, f"must be a number, not {value!r}")
+        if not value > 0:
+            raise self.fail(key, f"must be > 0, got {value}; give the datasheet figure")
+        return float(value)
+
+    def fraction(self, value: Any, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(key, f"must be a number, not {value!r}")
+        if not 0 < value <= 1:
+            raise self.fail(key, f"must be in (0, 1], got {value}; it is a fraction of peak")
+        return float(value)
+
+    # -- sections --------------------------------------------------------------------------
+    def device(self, doc: dict) -> DeviceSpec:
+        self.keys(doc, "", _TOP_REQUIRED, _TOP_OPTIONAL)
+        compute = self.compute(self.table(doc, "compute"))
+        power = self.power(self.table(doc, "power"))
+        price = self.price(self.table(doc, "price")) if "price" in doc else None
+        return DeviceSpec(
+            name=self.text(doc["name"], "name"),
+            vendor=self.text(doc["vendor"], "vendor"),
+            device_class=self.device_class(doc["class"]),
+            memory=self.memory(doc["memory"]),
+            idle_power_w=power[0], tdp_w=power[1], price_per_hour_usd=price,
+            source=self.text(doc["source"], "source"), path=self.path, **compute)
+
+    def device_class(self, value: Any) -> DeviceClass:
+        names = [c.value for c in DeviceClass]
+        if value not in names:
+            raise self.fail("class", f"unknown device class {value!r}; "
+                                     f"choose one of {', '.join(names)}")
+        return DeviceClass(value)
+
+    def compute(self, table: dict) -> dict:
+        self.keys(table, "compute", _COMPUTE_REQUIRED, _COMPUTE_OPTIONAL)
+        result = {
+            "peak_flops_per_s": self.peaks(table["peak_tflops"]),
+            "vector_flops_per_s": units.tflops_to_flops_per_s(
+                self.positive(table["vector_tflops"], "compute.vector_tflops")),
+            "op_overhead_s": units.us_to_s(
+                self.positive(table["op_overhead_us"], "compute.op_overhead_us")),
+        }
+        for key in _COMPUTE_OPTIONAL:
+            if key in table:
+                result[key] = self.fraction(table[key], f"compute.{key}")
+        return result
+
+    def peaks(self, table: Any) -> dict[DType, float]:
+        key = "compute.peak_tflops"
+        if not isinstance(table, dict) or not table:
+            raise self.fail(key, "must be a non-empty table such as { fp32 = 19.5, bf16 = 312 }")
+        peaks = {}
+        for name, value in table.items():
+            if name not in PEAK_DTYPES:
+                raise self.fail(f"{key}.{name}", f"unknown dtype; choose from "
+                                                 f"{', '.join(PEAK_DTYPES)}")
+            tflops = self.positive(value, f"{key}.{name}")
+            peaks[PEAK_DTYPES[name]] = units.tflops_to_flops_per_s(tflops)
+        return peaks
+
+    def memory(self, levels: Any) -> tuple[MemoryLevel, ...]:
+        if not isinstance(levels, list) or not levels:
+            raise self.fail("memory", "must be one or more [[memory]] tables, "
+                                      "innermost first, main memory last")
+        return tuple(self.memory_level(level, i) for i, level in enumerate(levels))
+
+    def memory_level(self, level: Any, index: int) -> MemoryLevel:
+        where = f"memory[{index}]"
+        if not isinstance(level, dict):
+            raise self.fail(where, "must be a [[memory]] table")
+        capacity_keys = [k for k in level if k in units.CAPACITY_KEYS]
+        self.keys(level, where, _MEMORY_REQUIRED, tuple(units.CAPACITY_KEYS))
+        if len(capacity_keys) != 1:
+            raise self.fail(f"{where}.capacity_gb", "give exactly one capacity key "
+                            f"({', '.join(units.CAPACITY_KEYS)})")
+        capacity_key = capacity_keys[0]
+        capacity = self.positive(level[capacity_key], f"{where}.{capacity_key}")
+        bandwidth = self.positive(level["bandwidth_gb_per_s"], f"{where}.bandwidth_gb_per_s")
+        return MemoryLevel(name=self.text(level["name"], f"{where}.name"),
+                           capacity_bytes=units.capacity_to_bytes(capacity_key, capacity),
+                           bandwidth_bytes_per_s=units.gb_per_s_to_bytes_per_s(bandwidth))
+
+    def power(self, table: dict) -> tuple[float, float]:
+        self.keys(table, "power", _POWER_REQUIRED)
+        idle_w = self.positive(table["idle_w"], "power.idle_w")
+        tdp_w = self.positive(table["tdp_w"], "power.tdp_w")
+        if idle_w > tdp_w:
+            raise self.fail("power.idle_w", f"idle power {idle_w:g} W exceeds tdp_w "
+                                            f"{tdp_w:g} W; check both figures")
+        return idle_w, tdp_w
+
+    def price(self, table: dict) -> float:
+        self.keys(table, "price", _PRICE_REQUIRED)
+        return self.positive(table["usd_per_hour"], "price.usd_per_hour")

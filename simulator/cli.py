@@ -1,0 +1,137 @@
+"""The ``hwsim`` command: predict, models, devices.
+
+A user's mistake is one line on stderr and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from simulator.errors import HwsimError, PlanError
+from simulator.plan import Optimizer, Plan, Precision, Recompute
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not usage + error
+        raise HwsimError(f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hwsim", description="Predict deep-learning training time, memory, "
+                     "energy and cost on hardware you do not have.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("predict", help="predict one training step (and a whole run)")
+    p.add_argument("model", help="zoo name ('hwsim models') or workload .toml file")
+    p.add_argument("--device", required=True, help="catalogue name ('hwsim devices') or .toml")
+    p.add_argument("--num-devices", type=int, default=1)
+    p.add_argument("--global-batch", type=int, default=None)
+    p.add_argument("--micro-batch", type=int, default=1)
+    p.add_argument("--seq-len", type=int, default=None, help="override the model's context")
+    p.add_argument("--precision", choices=[m.value for m in Precision], default="bf16")
+    p.add_argument("--dp", type=int, default=1)
+    p.add_argument("--tp", type=int, default=1)
+    p.add_argument("--pp", type=int, default=1)
+    p.add_argument("--zero", type=int, default=0, choices=range(4))
+    p.add_argument("--recompute", choices=[m.value for m in Recompute], default="none")
+    p.add_argument("--optimizer", choices=[m.value for m in Optimizer], default="adamw")
+    run = p.add_mutually_exclusive_group()
+    run.add_argument("--tokens", type=float, default=None, help="whole run: tokens to train on")
+    run.add_argument("--steps", type=float, default=None, help="whole run: optimizer steps")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    sub.add_parser("models", help="list the model zoo")
+    sub.add_parser("devices", help="list the device catalogue")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return {"predict": _predict, "models": _models, "devices": _devices}[args.command](args)
+    except HwsimError as err:
+        print(f"hwsim: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # output piped into head: not an error
+        sys.stderr.close()
+        return 0
+
+
+def _predict(args) -> int:
+    from dataclasses import replace
+
+    from simulator.simulate import simulate
+    from workloads.zoo import get_workload
+
+    if max(args.num_devices, args.dp, args.tp, args.pp) > 1 or args.zero:
+        raise PlanError("multi-device plans (--num-devices/--dp/--tp/--pp/--zero) are not "
+                        "modelled yet: hwsim predicts one device; leave them at 1 and 0")
+    work = get_workload(args.model)
+    if args.seq_len is not None:
+        if not hasattr(work, "seq_len") or work.tokens_per_sample is None:
+            raise PlanError(f"--seq-len applies to language models, not {work.name}")
+        if args.seq_len <= 0:
+            raise PlanError(f"--seq-len = {args.seq_len} must be a positive integer")
+        work = replace(work, seq_len=args.seq_len)
+    plan = Plan(micro_batch=args.micro_batch, global_batch=args.global_batch,
+                precision=args.precision, recompute=args.recompute, optimizer=args.optimizer)
+    result = simulate(work, args.device, plan, tokens=args.tokens, steps=args.steps)
+    print(result.to_json() if args.json else format_summary(result.summary()))
+    return 0
+
+
+def format_summary(s: dict) -> str:
+    gb = 1e9
+    lines = [
+        f"{s['model']} on {s['device']} ({s['precision']}, global batch {s['global_batch']} "
+        f"= {s['micro_batches']} x micro-batch {s['micro_batch']})",
+        f"  step time          {s['step_time_s']:.4g} s",
+        f"  throughput         {s['samples_per_s']:.4g} samples/s"
+        + (f", {s['tokens_per_s']:.4g} tokens/s" if s["tokens_per_s"] else ""),
+        f"  model FLOPs/step   {s['flops_per_step']:.4g}  ({s['tflops_per_device']:.1f} "
+        f"TFLOP/s per device, MFU {s['mfu']:.1%}, HFU {s['hfu']:.1%})",
+        f"  peak memory        {s['peak_memory_bytes'] / gb:.2f} GB of "
+        f"{s['memory_capacity_bytes'] / gb:.0f} GB -> {'fits' if s['fits'] else 'DOES NOT FIT'}",
+        "    " + ", ".join(f"{k} {v / gb:.2f}" for k, v in s["memory_breakdown"].items()),
+        f"  energy             {s['energy_j_per_step']:.4g} J/step at {s['avg_power_w']:.0f} W",
+    ]
+    if "total_time_s" in s:
+        cost = f"${s['cost_usd']:,.0f}" if s["cost_usd"] is not None else "n/a (no price)"
+        lines.append(f"  whole run          {s['steps']:.4g} steps, {s['total_time_s'] / 86400:.4g}"
+                     f" days, {s['device_hours']:,.0f} device-hours, {s['energy_kwh']:,.0f} kWh,"
+                     f" {s['co2_kg']:,.0f} kg CO2, cost {cost}")
+    return "\n".join(lines)
+
+
+def _models(args) -> int:
+    from workloads.zoo import MODELS
+
+    for name, work in MODELS.items():
+        seq = work.tokens_per_sample
+        print(f"{name:14s} {work.num_params() / 1e6:12,.1f}M params"
+              + (f"   seq {seq}" if seq else ""))
+    return 0
+
+
+def _devices(args) -> int:
+    from hardware_specs.loader import list_devices, load_device
+    from simulator.op import DType
+
+    for name in list_devices():
+        d = load_device(name)
+        print(f"{name:16s} {d.device_class.value:4s} bf16 {d.peak_for(DType.BF16) / 1e12:7.1f} "
+              f"TFLOP/s  fp32 {d.peak_for(DType.FP32) / 1e12:6.1f}  mem "
+              f"{d.memory_bytes / 1e9:6.0f} GB at {d.memory_bandwidth_bytes_per_s / 1e9:6.0f} GB/s"
+              f"  TDP {d.tdp_w:.0f} W")
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

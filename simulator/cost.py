@@ -1,0 +1,53 @@
+"""Pricing lowered ops on a device: the rates each op runs at, then its roofline time.
+
+Counting is separate from pricing (STYLE.md rule 6): ``simulator.lower`` gives the counts, this
+module turns a ``DeviceSpec`` into per-op rates, and the roofline kernel turns both into times.
+It knows nothing of the scheduler (rule 7).
+
+The model is deliberately simple for now:
+- tensor ops (``TENSOR_KINDS``: matmul, conv, attention) run on the matrix units at
+  ``device.peak_for(dtype) * device.matmul_efficiency``;
+- every other op runs on the vector units at ``device.vector_flops_per_s``, the fp32 rate,
+  whatever its dtype. 16-bit vector math on recent GPUs runs at about twice the fp32 rate
+  (packed half2/bf16x2), but vector ops are almost always memory-bound, so this rarely changes
+  a time; shape-dependent efficiency (tile and wave quantisation) comes later;
+- all ops stream their bytes from main memory at
+  ``device.memory_bandwidth_bytes_per_s * device.memory_efficiency`` (no cache model);
+- each op pays ``device.op_overhead_s`` (kernel launch / dispatch).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from hardware_specs.spec import DeviceSpec
+from simulator.engine import kernels
+from simulator.lower import Lowered
+from simulator.op import TENSOR_KINDS, DType
+
+_TENSOR_CODES = np.array(sorted(int(kind) for kind in TENSOR_KINDS), dtype=np.int8)
+
+
+def price(lowered: Lowered, device: DeviceSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-op float64 ``(peak_flops_per_s, bandwidth_bytes_per_s, overhead_s)`` on ``device``."""
+    n = len(lowered)
+    matrix_rate = np.zeros(max(DType) + 1, dtype=np.float64)  # indexed by DType code
+    for dtype in DType:
+        matrix_rate[dtype] = device.peak_for(dtype) * device.matmul_efficiency
+    is_tensor = np.isin(lowered.kind, _TENSOR_CODES)
+    peak = np.where(is_tensor, matrix_rate[lowered.dtype.astype(np.int64)],
+                    float(device.vector_flops_per_s))
+    bandwidth = np.full(n, device.memory_bandwidth_bytes_per_s * device.memory_efficiency,
+                        dtype=np.float64)
+    overhead = np.full(n, float(device.op_overhead_s), dtype=np.float64)
+    return peak.astype(np.float64), bandwidth, overhead
+
+
+def op_costs(lowered: Lowered, device: DeviceSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-op float64 ``(compute_s, memory_s, time_s)`` of ``lowered`` on ``device``."""
+    peak, bandwidth, overhead = price(lowered, device)
+    flops = lowered.flops.astype(np.float64)
+    nbytes = lowered.nbytes.astype(np.float64)
+    return kernels.roofline(flops, nbytes, peak, bandwidth, overhead)
+
+
+__all__ = ["op_costs", "price"]

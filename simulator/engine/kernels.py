@@ -1,0 +1,84 @@
+"""numba kernels over the lowered arrays (STYLE.md rule 8).
+
+Pure ``@njit(cache=True)`` functions over flat NumPy arrays: no Python objects, no I/O, no
+validation (callers pass well-formed arrays; see each docstring's preconditions). Each kernel has
+a plain-Python twin in ``simulator.engine.reference`` that the tests hold it to, bit for bit.
+
+Graphs come as CSR predecessors in topological order: the predecessors of op ``i`` are
+``indices[indptr[i]:indptr[i + 1]]``, every one of them < ``i``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def roofline(flops, nbytes, peak_flops_per_s, bandwidth_bytes_per_s, overhead_s):
+    """Roofline time of each op: max(compute, memory) + overhead (Williams et al. 2009).
+
+    All five are float64 arrays of one length; ``peak_flops_per_s`` and
+    ``bandwidth_bytes_per_s`` are the achievable rates for each op (efficiency applied), > 0.
+    Returns ``(compute_s, memory_s, time_s)``.
+    """
+    n = flops.shape[0]
+    compute_s = np.empty(n, dtype=np.float64)
+    memory_s = np.empty(n, dtype=np.float64)
+    time_s = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        compute_s[i] = flops[i] / peak_flops_per_s[i]
+        memory_s[i] = nbytes[i] / bandwidth_bytes_per_s[i]
+        time_s[i] = max(compute_s[i], memory_s[i]) + overhead_s[i]
+    return compute_s, memory_s, time_s
+
+
+@njit(cache=True)
+def schedule(indptr, indices, duration, stream, n_streams):
+    """List scheduling in the given topological order on ``n_streams`` in-order streams.
+
+    Op ``i`` starts when all its predecessors have ended and its stream (``stream[i]`` in
+    ``[0, n_streams)``) is free, and holds the stream for ``duration[i]`` (>= 0) seconds. With
+    one stream this is the serial schedule: the makespan is the sum of the durations.
+    Returns float64 ``(start, end)``.
+    """
+    n = duration.shape[0]
+    start = np.empty(n, dtype=np.float64)
+    end = np.empty(n, dtype=np.float64)
+    free = np.zeros(n_streams, dtype=np.float64)
+    for i in range(n):
+        ready = free[stream[i]]
+        for e in range(indptr[i], indptr[i + 1]):
+            ready = max(ready, end[indices[e]])
+        start[i] = ready
+        end[i] = ready + duration[i]
+        free[stream[i]] = end[i]
+    return start, end
+
+
+@njit(cache=True)
+def critical_path(indptr, indices, duration):
+    """Longest path through the DAG, weighting each op by its ``duration`` (>= 0).
+
+    Ties go to the earliest op (the first predecessor in CSR order, the lowest end position).
+    Returns ``(length, on_path)``: the path's total duration and a bool mask of its ops.
+    """
+    n = duration.shape[0]
+    finish = np.empty(n, dtype=np.float64)
+    via = np.full(n, -1, dtype=np.int64)
+    last, length = -1, 0.0
+    for i in range(n):
+        best = 0.0
+        for e in range(indptr[i], indptr[i + 1]):
+            p = indices[e]
+            if via[i] < 0 or finish[p] > best:
+                best = finish[p]
+                via[i] = p
+        finish[i] = best + duration[i]
+        if last < 0 or finish[i] > length:
+            last = i
+            length = finish[i]
+    on_path = np.zeros(n, dtype=np.bool_)
+    while last >= 0:
+        on_path[last] = True
+        last = via[last]
+    return length, on_path

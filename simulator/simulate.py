@@ -1,0 +1,120 @@
+"""simulate(): the one place where workload, plan and hardware meet (STYLE.md rule 1)."""
+from __future__ import annotations
+
+import numpy as np
+
+from hardware_specs.loader import load_device
+from hardware_specs.spec import DeviceSpec
+from simulator.cost import op_costs
+from simulator.engine.kernels import schedule
+from simulator.errors import PlanError
+from simulator.lower import lower
+from simulator.memory import activation_bytes, state_bytes
+from simulator.op import Phase
+from simulator.plan import Plan
+from simulator.result import Result
+from simulator.training import training_graph
+from workloads.base import Workload
+from workloads.zoo import get_workload
+
+# Grid carbon intensity when none is given: U.S. 2022 average, 1,650 Mt CO2 over 4,230,672 GWh
+# = 0.39 kg/kWh (U.S. EIA, "How much carbon dioxide is produced per kilowatthour of U.S.
+# electricity generation?", FAQ 74, 2022 data).
+DEFAULT_GRID_KG_CO2_PER_KWH = 0.39
+_J_PER_KWH = 3.6e6
+
+
+def simulate(workload: str | Workload, hardware: str | DeviceSpec, plan: Plan | None = None,
+             *, tokens: float | None = None, steps: float | None = None,
+             grid_kg_co2_per_kwh: float = DEFAULT_GRID_KG_CO2_PER_KWH, **plan_fields) -> Result:
+    """Predict one training step of ``workload`` on one device of ``hardware``.
+
+    ``plan`` or its fields as keywords (``micro_batch``, ``global_batch``, ``precision``,
+    ``recompute``, ``optimizer``). ``tokens`` or ``steps`` add whole-run totals.
+    """
+    work = get_workload(workload)
+    device = hardware if isinstance(hardware, DeviceSpec) else load_device(hardware)
+    if plan is None:
+        plan = Plan(**plan_fields)
+    elif plan_fields:
+        raise PlanError("give either plan= or plan fields as keywords, not both")
+    formats = plan.formats
+    forward = work.forward_graph(plan.micro_batch, formats.activation, formats.weight)
+    lowered = lower(training_graph(forward, plan))
+    compute_s, memory_s, time_s = op_costs(lowered, device)
+    start, end = schedule(lowered.indptr, lowered.indices, time_s,
+                          np.zeros(len(lowered), dtype=np.int64), 1)
+
+    step_time = _step_time(lowered, time_s, plan.micro_batches)
+    model_flops, hardware_flops = _flops(lowered, plan.micro_batches)
+    memory = _memory(forward, plan)
+    peak = sum(memory.values())
+    per_sample_tokens = work.tokens_per_sample
+    samples_per_s = plan.batch / step_time
+    achieved = model_flops / step_time
+    dense_peak = device.peak_for(formats.compute)
+    # Until the per-op energy model lands, the device is taken to draw its TDP throughout:
+    # the convention of published training reports (device-hours x TDP), an upper bound.
+    power = device.tdp_w
+    result = Result(
+        model=getattr(work, "name", str(workload)), device=device.name,
+        precision=plan.precision.value, micro_batch=plan.micro_batch, global_batch=plan.batch,
+        micro_batches=plan.micro_batches, step_time_s=step_time, samples_per_s=samples_per_s,
+        tokens_per_s=samples_per_s * per_sample_tokens if per_sample_tokens else None,
+        flops_per_step=model_flops, hardware_flops_per_step=hardware_flops,
+        tflops_per_device=achieved / 1e12, mfu=achieved / dense_peak,
+        hfu=hardware_flops / step_time / dense_peak,
+        peak_memory_bytes=peak, memory_breakdown=memory,
+        memory_capacity_bytes=device.memory_bytes, fits=peak <= device.memory_bytes,
+        energy_j_per_step=power * step_time, avg_power_w=power, params=work.num_params(),
+        lowered=lowered,
+        times={"compute_s": compute_s, "memory_s": memory_s, "time_s": time_s,
+               "start_s": start, "end_s": end})
+    result.totals = _totals(result, device, per_sample_tokens, tokens, steps, grid_kg_co2_per_kwh)
+    return result
+
+
+def _step_time(lowered, time_s: np.ndarray, micro_batches: int) -> float:
+    """Serial stream: each micro-batch's forward and backward, then one optimizer update."""
+    is_update = lowered.phase == Phase.OPTIMIZER
+    return float(micro_batches * time_s[~is_update].sum() + time_s[is_update].sum())
+
+
+def _flops(lowered, micro_batches: int) -> tuple[float, float]:
+    """Model FLOPs (forward + backward) and hardware FLOPs (+ recomputation) of one step."""
+    from simulator.op import TENSOR_KINDS
+    tensor = np.isin(lowered.kind, [int(k) for k in TENSOR_KINDS])
+    flops = np.where(tensor, lowered.flops, 0).astype(np.float64)
+    model = flops[(lowered.phase == Phase.FORWARD) | (lowered.phase == Phase.BACKWARD)].sum()
+    recomputed = flops[lowered.phase == Phase.RECOMPUTE].sum()
+    return float(micro_batches * model), float(micro_batches * (model + recomputed))
+
+
+def _memory(forward, plan: Plan) -> dict[str, float]:
+    """States for all parameters plus one micro-batch's saved activations."""
+    out = {k: float(v) for k, v in state_bytes(forward.params(), plan).items()}
+    out["activations"] = float(activation_bytes(forward, plan))
+    out["workspace"] = 0.0  # temporaries and allocator slack: modelled with liveness (issue 3)
+    return out
+
+
+def _totals(result: Result, device: DeviceSpec, tokens_per_sample: int | None,
+            tokens: float | None, steps: float | None, grid: float) -> dict[str, float | None]:
+    if tokens is None and steps is None:
+        return {}
+    if tokens is not None and steps is not None:
+        raise PlanError("give --tokens or --steps, not both")
+    if tokens is not None:
+        if not tokens_per_sample:
+            raise PlanError(f"--tokens needs a language model; {result.model} has no tokens: "
+                            "use --steps")
+        steps = tokens / (result.global_batch * tokens_per_sample)
+    if steps is None or steps <= 0:
+        raise PlanError(f"steps/tokens = {steps!r} must be positive")
+    total_s = steps * result.step_time_s
+    device_hours = total_s * result.num_devices / 3600
+    kwh = steps * result.energy_j_per_step * result.num_devices / _J_PER_KWH
+    price = device.price_per_hour_usd
+    return {"steps": steps, "total_time_s": total_s, "device_hours": device_hours,
+            "energy_kwh": kwh, "co2_kg": kwh * grid,
+            "cost_usd": device_hours * price if price is not None else None}

@@ -1,0 +1,197 @@
+"""Forward graph -> one training step: loss, backward, recomputation, optimizer update.
+
+The backward is derived op by op, the way autograd runs it:
+- a matmul or convolution gets a data-gradient op per input that needs a gradient and a
+  weight-gradient op if it has a weight, each with the forward's FLOPs (so the backward of a
+  matmul is exactly twice its forward); inputs from outside the graph (token ids, images) get
+  no gradient, as in PyTorch;
+- an addition passes its gradient through without a kernel; a tensor read by several ops gets
+  one accumulation op summing their gradients;
+- every other op gets one backward op of its kind reading the output gradient and what the
+  forward saved, writing a gradient per input;
+- each backward op depends on the gradient of its output and on the forward ops (or their
+  recomputed copies) whose saved tensors it reads.
+Recomputation (Korthikanti et al. 2022) re-runs a region's forward ops in the backward: the
+attention core for ``selective``, each whole layer for ``full``. The optimizer updates each
+layer's parameters once its weight gradients are ready.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from simulator.graph import OpGraph
+from simulator.op import TENSOR_KINDS, Block, Op, OpKind, Phase
+from simulator.plan import OPTIMIZER_FLOPS_PER_PARAM, OPTIMIZER_STATES, Plan, Recompute
+
+WEIGHTED = frozenset({"linear", "conv2d"})  # tensor ops whose second operand is a parameter
+
+
+def region_of(op: Op, recompute: Recompute) -> int | None:
+    """The recomputation region an op belongs to (its layer), or None if it is kept."""
+    if recompute is Recompute.FULL and op.layer >= 0 and op.block is not Block.HEAD:
+        return op.layer
+    if recompute is Recompute.SELECTIVE and op.block is Block.ATTN_CORE:
+        return op.layer
+    return None
+
+
+def training_graph(forward: OpGraph, plan: Plan) -> OpGraph:
+    """One training step (one micro-batch's forward and backward, then the update)."""
+    return _Derivation(forward, plan).run()
+
+
+@dataclass
+class _Derivation:
+    forward: OpGraph
+    plan: Plan
+    out: OpGraph = field(init=False)
+    grads: dict[str, list[str]] = field(default_factory=dict)  # tensor -> gradient producers
+    recomputed: dict[str, str] = field(default_factory=dict)   # forward op -> its copy
+    done_regions: set[int] = field(default_factory=set)
+    regions: dict[int, list[str]] = field(default_factory=dict)   # region -> its ops, in order
+    weight_grads: dict[int, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.out = OpGraph(self.forward.name.replace("forward", "training step"))
+
+    def run(self) -> OpGraph:
+        order = self.forward.names()
+        compute = self.plan.formats.compute
+        for name in order:
+            op = self.forward.op(name)
+            if op.kind in TENSOR_KINDS:
+                op = op.evolve(dtype=compute)
+            self.out.add(op, self.forward.inputs(name))
+        for name in reversed(order):
+            self._backward(self.forward.op(name))
+        self._optimizer()
+        return self.out
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _saved(self, name: str) -> str:
+        """Where the backward reads a forward tensor: the recomputed copy if there is one."""
+        return self.recomputed.get(name, name)
+
+    def _grad_of(self, op: Op) -> list[str]:
+        """The op(s) whose completion makes d loss / d (op's output) available."""
+        producers = self.grads.get(op.name, [])
+        if len(producers) <= 1:
+            return producers
+        out_bytes = op.out_bytes
+        acc = Op(name=f"grad_accumulate:{op.name}", kind=OpKind.ELEMENTWISE,
+                 phase=Phase.BACKWARD, dtype=op.dtype, fn="add",
+                 flops=(len(producers) - 1) * out_bytes // op.dtype.bytes,
+                 bytes_read=len(producers) * out_bytes, bytes_written=out_bytes,
+                 out_bytes=out_bytes, layer=op.layer, block=op.block, forward_of=op.name)
+        return [self.out.add(acc, producers)]
+
+    def _add(self, op: Op, name: str, deps: list[str], saved: list[str], **fields) -> str:
+        bwd = op.evolve(name=f"{name}:{op.name}", phase=Phase.BACKWARD, params=0,
+                        saves=(), mask_bytes=0, stats_bytes=0, forward_of=op.name, **fields)
+        self.out.add(bwd, [])
+        for index, src in enumerate(deps):
+            self.out.add_edge(src, bwd.name, index)
+        for src in saved:
+            self.out.add_edge(self._saved(src), bwd.name, len(deps))
+        return bwd.name
+
+    def _contribute(self, tensor: str, producer: str) -> None:
+        self.grads.setdefault(tensor, []).append(producer)
+
+    # -- the backward of one op ---------------------------------------------------------------------
+    def _backward(self, op: Op) -> None:
+        if not self.grads.get(op.name) and op.kind is not OpKind.LOSS:
+            return  # nothing downstream needs this op's gradient
+        deps = self._grad_of(op) if op.kind is not OpKind.LOSS else [op.name]
+        region = region_of(op, self.plan.recompute)
+        if region is not None and region not in self.done_regions:
+            self._recompute_region(region, deps)
+        inputs = self.forward.inputs(op.name)
+        if op.fn == "add" and not op.params:  # gradient passes through, no kernel
+            for src in inputs:
+                self.grads.setdefault(src, []).extend(deps)
+            return
+        if op.kind in TENSOR_KINDS:
+            self._tensor_backward(op, deps, inputs)
+        else:
+            self._vector_backward(op, deps, inputs)
+
+    def _tensor_backward(self, op: Op, deps: list[str], inputs: list[str]) -> None:
+        grad_bytes = op.out_bytes
+        weighted = op.fn in WEIGHTED
+        operands = inputs[:1] if weighted else inputs
+        for index, src in enumerate(operands):
+            in_bytes = self.forward.op(src).out_bytes
+            other = [] if weighted else [inputs[1 - index]]
+            name = self._add(op, f"dgrad{index}" if len(operands) > 1 else "dgrad", deps, other,
+                             bytes_read=grad_bytes + op.bytes_read - in_bytes,
+                             bytes_written=in_bytes, out_bytes=in_bytes)
+            self._contribute(src, name)
+        if weighted:
+            gdtype = self.plan.formats.gradient
+            weight_bytes = op.n * op.k * gdtype.bytes
+            in_bytes = (self.forward.op(inputs[0]).out_bytes if inputs
+                        else op.bytes_read - op.n * op.k * op.dtype.bytes)
+            name = self._add(op, "wgrad", deps, inputs[:1],
+                             bytes_read=grad_bytes + in_bytes, bytes_written=weight_bytes,
+                             out_bytes=weight_bytes)
+            self.weight_grads.setdefault(op.layer, []).append(name)
+
+    def _vector_backward(self, op: Op, deps: list[str], inputs: list[str]) -> None:
+        saved = list(inputs) if "inputs" in op.saves else []
+        if "output" in op.saves or op.mask_bytes or op.stats_bytes:
+            saved.append(op.name)
+        saved_bytes = sum(self.forward.op(s).out_bytes for s in saved if s != op.name)
+        saved_bytes += op.mask_bytes + op.stats_bytes
+        saved_bytes += op.out_bytes if "output" in op.saves else 0
+        in_bytes = sum(self.forward.op(s).out_bytes for s in inputs)
+        param_bytes = op.params * self.plan.formats.gradient.bytes
+        grad_in = op.out_bytes if op.kind is not OpKind.LOSS else 0
+        name = self._add(op, "grad", deps, saved,
+                         bytes_read=grad_in + saved_bytes,
+                         bytes_written=in_bytes + param_bytes, out_bytes=in_bytes)
+        for src in inputs:
+            self._contribute(src, name)
+        if op.params:
+            self.weight_grads.setdefault(op.layer, []).append(name)
+
+    # -- recomputation ---------------------------------------------------------------------------
+    def _recompute_region(self, region: int, after: list[str]) -> None:
+        """Re-run the region's forward ops once the backward reaches it."""
+        self.done_regions.add(region)
+        if not self.regions:
+            for n in self.forward.names():
+                key = region_of(self.forward.op(n), self.plan.recompute)
+                if key is not None:
+                    self.regions.setdefault(key, []).append(n)
+        members = self.regions[region]
+        compute = self.plan.formats.compute
+        for name in members:
+            op = self.forward.op(name)
+            copy = op.evolve(name=f"recompute:{name}", phase=Phase.RECOMPUTE, forward_of=name,
+                             dtype=compute if op.kind in TENSOR_KINDS else op.dtype)
+            self.out.add(copy, [self._saved(src) for src in self.forward.inputs(name)])
+            self.recomputed[name] = copy.name
+            if not self.forward.inputs(name) or all(
+                    src not in self.recomputed for src in self.forward.inputs(name)):
+                for dep in after:  # ordering only: recompute waits for the backward to arrive
+                    self.out.add_edge(dep, copy.name, nbytes=0)
+
+    # -- optimizer ---------------------------------------------------------------------------------
+    def _optimizer(self) -> None:
+        """One fused update per layer: reads and writes master weights and states."""
+        f, opt = self.plan.formats, self.plan.optimizer
+        per_layer: dict[int, int] = {}
+        for op in self.forward.ops():
+            if op.params:
+                per_layer[op.layer] = per_layer.get(op.layer, 0) + op.params
+        for layer, params in sorted(per_layer.items()):
+            master = 4  # fp32 master weights (or the fp32 weights themselves)
+            states = 4 * OPTIMIZER_STATES[opt]
+            low_copy = f.weight.bytes if f.master else 0
+            op = Op(name=f"optimizer:L{layer}", kind=OpKind.OPTIMIZER, phase=Phase.OPTIMIZER,
+                    fn=opt.value, flops=OPTIMIZER_FLOPS_PER_PARAM[opt] * params,
+                    bytes_read=params * (master + states + f.gradient.bytes),
+                    bytes_written=params * (master + states + low_copy),
+                    layer=layer, block=Block.NONE, m=params)
+            self.out.add(op, self.weight_grads.get(layer, []))

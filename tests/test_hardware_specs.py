@@ -1,0 +1,220 @@
+"""Device spec loader: catalogue, SI conversion of headline figures, and every validation error.
+
+Headline figures are checked against the NVIDIA A100 datasheet (dense peaks, 2,039 GB/s, 80 GB,
+400 W) and Intel ARK for the Xeon Platinum 8380 (8 x DDR4-3200 = 204.8 GB/s, 270 W); exact.
+"""
+from __future__ import annotations
+
+import pytest
+
+from hardware_specs import units
+from hardware_specs.loader import ALIASES, list_devices, load_device
+from hardware_specs.spec import DeviceClass
+from simulator.errors import SpecError
+from simulator.op import DType
+
+GOOD = """
+name = "test-gpu"
+vendor = "Acme"
+class = "gpu"
+source = "unit test"
+
+[compute]
+peak_tflops = { fp32 = 10, bf16 = 100 }
+vector_tflops = 10
+op_overhead_us = 5
+matmul_efficiency = 0.8
+memory_efficiency = 0.9
+
+[[memory]]
+name = "sram"
+capacity_mib = 40
+bandwidth_gb_per_s = 5000
+
+[[memory]]
+name = "hbm"
+capacity_gb = 16
+bandwidth_gb_per_s = 1000
+
+[power]
+idle_w = 50
+tdp_w = 300
+
+[price]
+usd_per_hour = 1.5
+"""
+
+
+def write(tmp_path, text, name="dev.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def replace(old, new):
+    assert old in GOOD
+    return GOOD.replace(old, new)
+
+
+# --------------------------------------------------------------------------------- catalogue
+
+def test_list_devices_lists_both():
+    devices = list_devices()
+    assert "a100-sxm4-80gb" in devices and "xeon-8380" in devices
+    assert devices == sorted(devices)
+
+
+@pytest.mark.parametrize("name", ["a100-sxm4-80gb", "xeon-8380"])
+def test_catalogue_name_matches_file_stem(name):
+    spec = load_device(name)
+    assert spec.name == name
+    assert spec.source
+
+
+def test_a100_headline_figures_in_si():
+    a100 = load_device("a100-sxm4-80gb")
+    assert a100.device_class is DeviceClass.GPU
+    assert a100.peak_flops_per_s[DType.BF16] == 312e12
+    assert a100.peak_flops_per_s[DType.FP16] == 312e12
+    assert a100.peak_flops_per_s[DType.TF32] == 156e12
+    assert a100.peak_flops_per_s[DType.FP32] == 19.5e12
+    assert a100.vector_flops_per_s == 19.5e12
+    assert a100.memory_bandwidth_bytes_per_s == 2.039e12
+    assert a100.memory_bytes == 80e9
+    assert a100.tdp_w == 400
+    assert 0 < a100.idle_power_w < a100.tdp_w
+    assert 0 < a100.op_overhead_s < 1e-4
+    assert a100.peak_for(DType.FP8) == 312e12       # no FP8 units: runs at the 16-bit rate
+
+
+def test_xeon_headline_figures_in_si():
+    xeon = load_device("xeon-8380")
+    assert xeon.device_class is DeviceClass.CPU
+    assert xeon.peak_flops_per_s[DType.FP32] == pytest.approx(40 * 2.3e9 * 64)
+    assert xeon.memory_bandwidth_bytes_per_s == pytest.approx(8 * 3200e6 * 8)
+    assert xeon.tdp_w == 270
+
+
+@pytest.mark.parametrize("dtype", [DType.TF32, DType.BF16, DType.FP16, DType.FP8, DType.INT8])
+def test_cpu_peak_for_falls_back_to_fp32(dtype):
+    xeon = load_device("xeon-8380")
+    assert xeon.peak_for(dtype) == xeon.peak_flops_per_s[DType.FP32]
+
+
+def test_alias_and_case():
+    assert ALIASES["a100"] == "a100-sxm4-80gb"
+    assert load_device("a100") == load_device("a100-sxm4-80gb")
+    assert load_device("A100").name == "a100-sxm4-80gb"
+
+
+def test_unknown_name_lists_choices():
+    with pytest.raises(SpecError) as info:
+        load_device("a1000")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "'a1000'" in message and "a100-sxm4-80gb" in message and "xeon-8380" in message
+    assert "hwsim devices" in message
+
+
+def test_missing_file_path():
+    with pytest.raises(SpecError, match="no device spec file"):
+        load_device("/nonexistent/dir/gpu.toml")
+
+
+# ------------------------------------------------------------------------------ a good file
+
+def test_good_file_converts_units(tmp_path):
+    spec = load_device(write(tmp_path, GOOD))
+    assert spec.peak_flops_per_s == {DType.FP32: 10e12, DType.BF16: 100e12}
+    assert [m.name for m in spec.memory] == ["sram", "hbm"]
+    assert spec.memory[0].capacity_bytes == 40 * 2**20
+    assert spec.memory[0].bandwidth_bytes_per_s == 5e12
+    assert spec.memory_bytes == 16e9
+    assert spec.op_overhead_s == pytest.approx(5e-6)
+    assert (spec.matmul_efficiency, spec.memory_efficiency) == (0.8, 0.9)
+    assert spec.price_per_hour_usd == 1.5
+    assert spec.path.endswith("dev.toml")
+
+
+def test_optional_keys_default(tmp_path):
+    text = GOOD.replace("matmul_efficiency = 0.8\n", "").replace("memory_efficiency = 0.9\n", "")
+    text = text.replace("[price]\nusd_per_hour = 1.5\n", "")
+    spec = load_device(write(tmp_path, text))
+    assert (spec.matmul_efficiency, spec.memory_efficiency) == (1.0, 1.0)
+    assert spec.price_per_hour_usd is None
+
+
+def test_units_module():
+    assert units.tflops_to_flops_per_s(312) == 312e12
+    assert units.gb_per_s_to_bytes_per_s(2039) == 2.039e12
+    assert units.capacity_to_bytes("capacity_gib", 1) == 2**30
+    assert units.capacity_to_bytes("capacity_gb", 80) == 80e9
+    assert units.us_to_s(4) == pytest.approx(4e-6)
+
+
+# ------------------------------------------------------------------------------ bad files
+
+BAD_CASES = {
+    "bad_toml": (GOOD.replace('vendor = "Acme"', 'vendor = "Acme'), "not valid TOML"),
+    "unknown_top_key": (GOOD.replace('vendor = "Acme"', 'vendor = "Acme"\ncolour = "green"'),
+                        "colour"),
+    "unknown_compute_key": (replace("vector_tflops = 10", "vector_tflops = 10\nwarp = 32"),
+                            "compute.warp"),
+    "unknown_memory_key": (replace("capacity_mib = 40", "capacity_mib = 40\nlatency_ns = 5"),
+                           "memory[0].latency_ns"),
+    "unknown_power_key": (replace("tdp_w = 300", "tdp_w = 300\nboost_w = 350"),
+                          "power.boost_w"),
+    "missing_top_key": (GOOD.replace('source = "unit test"\n', ""), "source"),
+    "missing_compute_key": (replace("op_overhead_us = 5\n", ""), "compute.op_overhead_us"),
+    "missing_memory_bandwidth": (replace("capacity_gb = 16\nbandwidth_gb_per_s = 1000",
+                                         "capacity_gb = 16"), "memory[1].bandwidth_gb_per_s"),
+    "missing_capacity": (replace("capacity_gb = 16\n", ""), "memory[1].capacity"),
+    "two_capacities": (replace("capacity_gb = 16", "capacity_gb = 16\ncapacity_gib = 15"),
+                       "memory[1].capacity"),
+    "missing_power_table": (GOOD[:GOOD.index("[power]")] + GOOD[GOOD.index("[price]"):],
+                            "power"),
+    "no_memory": (GOOD[:GOOD.index("[[memory]]")] + GOOD[GOOD.index("[power]"):], "memory"),
+    "zero_bandwidth": (replace("bandwidth_gb_per_s = 1000", "bandwidth_gb_per_s = 0"),
+                       "memory[1].bandwidth_gb_per_s"),
+    "negative_capacity": (replace("capacity_mib = 40", "capacity_mib = -40"),
+                          "memory[0].capacity_mib"),
+    "zero_peak": (replace("bf16 = 100", "bf16 = 0"), "compute.peak_tflops.bf16"),
+    "negative_vector": (replace("vector_tflops = 10", "vector_tflops = -1"),
+                        "compute.vector_tflops"),
+    "zero_overhead": (replace("op_overhead_us = 5", "op_overhead_us = 0"),
+                      "compute.op_overhead_us"),
+    "zero_tdp": (replace("tdp_w = 300", "tdp_w = 0"), "power.tdp_w"),
+    "zero_idle": (replace("idle_w = 50", "idle_w = 0"), "power.idle_w"),
+    "zero_price": (replace("usd_per_hour = 1.5", "usd_per_hour = 0"), "price.usd_per_hour"),
+    "string_number": (replace("tdp_w = 300", 'tdp_w = "300"'), "power.tdp_w"),
+    "efficiency_above_one": (replace("matmul_efficiency = 0.8", "matmul_efficiency = 1.2"),
+                             "compute.matmul_efficiency"),
+    "efficiency_zero": (replace("memory_efficiency = 0.9", "memory_efficiency = 0"),
+                        "compute.memory_efficiency"),
+    "unknown_dtype": (replace("bf16 = 100", "bf61 = 100"), "compute.peak_tflops.bf61"),
+    "non_compute_dtype": (replace("bf16 = 100", "int64 = 100"), "compute.peak_tflops.int64"),
+    "empty_peaks": (replace("{ fp32 = 10, bf16 = 100 }", "{}"), "compute.peak_tflops"),
+    "unknown_class": (GOOD.replace('class = "gpu"', 'class = "gpgpu"'), "class"),
+    "idle_above_tdp": (replace("idle_w = 50", "idle_w = 400"), "power.idle_w"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_file_raises_one_line_naming_file_and_key(tmp_path, case):
+    text, key = BAD_CASES[case]
+    path = write(tmp_path, text, name=f"{case}.toml")
+    with pytest.raises(SpecError) as info:
+        load_device(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"{case}.toml" in message
+    assert key in message
+
+
+def test_error_messages_say_the_fix(tmp_path):
+    with pytest.raises(SpecError, match=r"choose one of gpu, tpu, cpu, fpga, accelerator"):
+        load_device(write(tmp_path, GOOD.replace('class = "gpu"', 'class = "gpgpu"')))
+    with pytest.raises(SpecError, match=r"must be in \(0, 1\]"):
+        load_device(write(tmp_path, replace("matmul_efficiency = 0.8", "matmul_efficiency = 2")))
+    with pytest.raises(SpecError, match=r"allowed here"):
+        load_device(write(tmp_path, replace("tdp_w = 300", "tdp_w = 300\nboost_w = 1")))

@@ -1,0 +1,206 @@
+"""Graph builder: the layers every zoo model is made of, with exact counts.
+
+Conventions (one place for all builders):
+- FLOPs of a matmul / convolution are 2 x multiply-accumulates, bias adds not counted (the
+  convention of Narayanan et al. 2021 and ``torch.utils.flop_counter``). These are the model
+  FLOPs. Vector ops (norms, softmax, activations) carry an approximate count of arithmetic per
+  element for the cost model only; it never enters MFU.
+- Bytes are the tensors an op reads and writes once each (no cache model here): activations
+  in the activation dtype, weights in the compute copy's dtype.
+- ``saves`` follows what PyTorch autograd keeps for each op (Korthikanti et al. 2022, sec. 4.1):
+  a linear keeps its input, softmax its output, dropout a 1-byte mask, a norm its input and
+  per-row statistics, GeLU its input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from simulator.graph import OpGraph
+from simulator.op import Block, DType, Op, OpKind
+
+# Arithmetic per element of the vector ops (cost model only; not model FLOPs).
+# Counted from the formulas: layernorm = mean, centre, square, mean, scale, shift.
+VECTOR_FLOPS_PER_ELEMENT = {
+    "add": 1, "mul": 1, "scale": 1, "dropout": 2, "relu": 1, "gelu": 8, "silu": 4,
+    "swiglu": 5, "layernorm": 7, "rmsnorm": 4, "batchnorm": 7, "softmax": 5,
+    "cross_entropy": 6, "maxpool": 1, "avgpool": 1, "mean": 1,
+}
+STATS_DTYPE = DType.FP32  # norms keep per-row statistics in fp32 (PyTorch's native kernels)
+
+
+def conv_out(size: int, kernel: int, stride: int, pad: int, dilation: int = 1) -> int:
+    """Output extent of a convolution or pooling window (PyTorch's formula)."""
+    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+
+
+@dataclass
+class Builder:
+    """Adds ops to ``graph`` with the current ``layer`` and ``block`` stamped on each."""
+
+    graph: OpGraph
+    dtype: DType = DType.FP32          # activations
+    param_dtype: DType = DType.FP32    # stored parameters (the compute copy)
+    layer: int = -1
+    block: Block = Block.NONE
+    _names: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def es(self) -> int:
+        return self.dtype.bytes
+
+    def _name(self, base: str) -> str:
+        prefix = f"L{self.layer}." if self.layer >= 0 else ""
+        name = prefix + base
+        count = self._names.get(name, 0)
+        self._names[name] = count + 1
+        return name if count == 0 else f"{name}#{count}"
+
+    def _add(self, base: str, inputs: tuple[str, ...], **fields) -> str:
+        op = Op(name=self._name(base), dtype=self.dtype, param_dtype=self.param_dtype,
+                layer=self.layer, block=self.block, **fields)
+        return self.graph.add(op, inputs)
+
+    # -- tensor arithmetic ----------------------------------------------------------------------
+    def linear(self, base: str, x: str | None, rows: int, in_f: int, out_f: int,
+               bias: bool = True, tied: bool = False) -> str:
+        """y = x W^T + b over ``rows`` rows (tokens, or batch for an MLP).
+
+        ``tied``: W is another op's parameter (tied embeddings): counted there, still read here
+        and still given a weight gradient here.
+        """
+        es = self.es
+        params = (0 if tied else in_f * out_f) + (out_f if bias else 0)
+        inputs = (x,) if x else ()
+        return self._add(base, inputs, kind=OpKind.MATMUL, fn="linear",
+                         flops=2 * rows * in_f * out_f, m=rows, n=out_f, k=in_f,
+                         bytes_read=(rows * in_f + in_f * out_f + (out_f if bias else 0)) * es,
+                         bytes_written=rows * out_f * es,
+                         out_bytes=rows * out_f * es, params=params, saves=("inputs",))
+
+    def matmul(self, base: str, a: str, b: str, batch: int, m: int, n: int, k: int) -> str:
+        """``batch`` products (m x k) @ (k x n) of two activations (e.g. QK^T, AV)."""
+        es = self.es
+        return self._add(base, (a, b), kind=OpKind.MATMUL, fn="bmm",
+                         flops=2 * batch * m * n * k, m=m, n=n, k=k, batch=batch,
+                         bytes_read=batch * (m * k + k * n) * es,
+                         bytes_written=batch * m * n * es, out_bytes=batch * m * n * es,
+                         saves=("inputs",))
+
+    def conv2d(self, base: str, x: str | None, n: int, cin: int, h: int, w: int, cout: int,
+               kernel: int, stride: int = 1, pad: int = 0, groups: int = 1,
+               bias: bool = False) -> tuple[str, int, int]:
+        """2-D convolution as its implicit GEMM; returns (name, Ho, Wo)."""
+        ho, wo = conv_out(h, kernel, stride, pad), conv_out(w, kernel, stride, pad)
+        k = cin // groups * kernel * kernel
+        params = cout * k + (cout if bias else 0)
+        es = self.es
+        name = self._add(base, (x,) if x else (), kind=OpKind.CONV, fn="conv2d",
+                         flops=2 * n * ho * wo * cout * k, m=n * ho * wo, n=cout, k=k,
+                         extra=(("kernel", kernel), ("stride", stride), ("pad", pad),
+                                ("groups", groups), ("cin", cin), ("h", h), ("w", w)),
+                         bytes_read=(n * cin * h * w + params) * es,
+                         bytes_written=n * cout * ho * wo * es, out_bytes=n * cout * ho * wo * es,
+                         params=params, saves=("inputs",))
+        return name, ho, wo
+
+    # -- vector ops ------------------------------------------------------------------------------
+    def elementwise(self, fn: str, inputs: tuple[str, ...], numel: int,
+                    saves: tuple[str, ...] = (), base: str | None = None,
+                    out_numel: int | None = None, params: int = 0) -> str:
+        """``params``: parameters applied elementwise (a learned position table, a bias)."""
+        out = numel if out_numel is None else out_numel
+        es = self.es
+        return self._add(base or fn, inputs, kind=OpKind.ELEMENTWISE, fn=fn,
+                         flops=VECTOR_FLOPS_PER_ELEMENT[fn] * out,
+                         bytes_read=(max(len(inputs), 1) * numel + params) * es,
+                         bytes_written=out * es, out_bytes=out * es, saves=saves, params=params)
+
+    def add(self, a: str, b: str, numel: int, base: str = "residual") -> str:
+        return self.elementwise("add", (a, b), numel, base=base)
+
+    def activation(self, fn: str, x: str, numel: int) -> str:
+        """relu / gelu / silu: the backward needs the input (relu could use its output)."""
+        return self.elementwise(fn, (x,), numel, saves=("inputs",))
+
+    def swiglu(self, gate: str, up: str, numel: int) -> str:
+        """silu(gate) * up, as one op reading both halves; backward needs both inputs."""
+        return self.elementwise("swiglu", (gate, up), numel, saves=("inputs",))
+
+    def dropout(self, x: str, numel: int, base: str = "dropout") -> str:
+        """Dropout keeps a 1-byte mask per element (Korthikanti et al. 2022, sec. 4.1)."""
+        es = self.es
+        return self._add(base, (x,), kind=OpKind.ELEMENTWISE, fn="dropout",
+                         flops=VECTOR_FLOPS_PER_ELEMENT["dropout"] * numel,
+                         bytes_read=numel * es, bytes_written=numel * es + numel,
+                         out_bytes=numel * es, mask_bytes=numel)
+
+    def norm(self, fn: str, x: str, rows: int, width: int, affine: bool = True,
+             bias: bool = True) -> str:
+        """layernorm / rmsnorm over ``width`` features, or batchnorm over ``rows`` per channel.
+
+        The backward keeps the input and per-row (per-channel for batchnorm) mean and rstd.
+        """
+        numel = rows * width
+        n_stats = 1 if fn == "rmsnorm" else 2
+        stat_rows = width if fn == "batchnorm" else rows
+        params = (width * (2 if bias else 1)) if affine else 0
+        es = self.es
+        return self._add(fn, (x,), kind=OpKind.NORM, fn=fn,
+                         flops=VECTOR_FLOPS_PER_ELEMENT[fn] * numel,
+                         bytes_read=numel * es + params * es, bytes_written=numel * es,
+                         out_bytes=numel * es, params=params, saves=("inputs",),
+                         stats_bytes=n_stats * stat_rows * STATS_DTYPE.bytes)
+
+    def softmax(self, x: str, rows: int, width: int, base: str = "softmax") -> str:
+        numel = rows * width
+        es = self.es
+        return self._add(base, (x,), kind=OpKind.SOFTMAX, fn="softmax",
+                         flops=VECTOR_FLOPS_PER_ELEMENT["softmax"] * numel,
+                         bytes_read=numel * es, bytes_written=numel * es, out_bytes=numel * es,
+                         saves=("output",))
+
+    def embedding(self, base: str, rows: int, vocab: int, width: int) -> str:
+        """Table lookup of ``rows`` integer ids (a graph input: no gradient flows to it)."""
+        es = self.es
+        return self._add(base, (), kind=OpKind.EMBEDDING, fn="embedding",
+                         flops=0, m=rows, n=width, k=vocab, params=vocab * width,
+                         bytes_read=rows * DType.INT64.bytes + rows * width * es,
+                         bytes_written=rows * width * es, out_bytes=rows * width * es)
+
+    def pool(self, fn: str, x: str, n: int, c: int, h: int, w: int, kernel: int,
+             stride: int, pad: int = 0) -> tuple[str, int, int]:
+        """max / avg pooling; max pooling keeps its input and int64 argmax indices."""
+        ho, wo = conv_out(h, kernel, stride, pad), conv_out(w, kernel, stride, pad)
+        out = n * c * ho * wo
+        es = self.es
+        name = self._add(fn, (x,), kind=OpKind.POOL, fn=fn,
+                         flops=VECTOR_FLOPS_PER_ELEMENT[fn] * out * kernel * kernel,
+                         extra=(("kernel", kernel), ("stride", stride), ("pad", pad)),
+                         bytes_read=n * c * h * w * es, bytes_written=out * es,
+                         out_bytes=out * es,
+                         mask_bytes=out * DType.INT64.bytes if fn == "maxpool" else 0,
+                         saves=("inputs",) if fn == "maxpool" else ())
+        return name, ho, wo
+
+    def mean(self, x: str, numel: int, out_numel: int, base: str = "mean") -> str:
+        """Mean over an axis (global average pooling): reduction, needs only shapes backward."""
+        es = self.es
+        return self._add(base, (x,), kind=OpKind.REDUCTION, fn="mean",
+                         flops=VECTOR_FLOPS_PER_ELEMENT["mean"] * numel,
+                         bytes_read=numel * es, bytes_written=out_numel * es,
+                         out_bytes=out_numel * es)
+
+    def copy(self, base: str, x: str, numel: int) -> str:
+        """A materialised layout change (transpose, concat, contiguous)."""
+        es = self.es
+        return self._add(base, (x,), kind=OpKind.COPY, fn="copy", bytes_read=numel * es,
+                         bytes_written=numel * es, out_bytes=numel * es)
+
+    def loss(self, logits: str, rows: int, classes: int) -> str:
+        """Cross-entropy over ``rows`` predictions; keeps the log-softmax (size of logits)."""
+        numel = rows * classes
+        es = self.es
+        return self._add("loss", (logits,), kind=OpKind.LOSS, fn="cross_entropy",
+                         flops=VECTOR_FLOPS_PER_ELEMENT["cross_entropy"] * numel,
+                         bytes_read=numel * es + rows * DType.INT64.bytes,
+                         bytes_written=numel * es + 4, out_bytes=4, saves=("inputs",))

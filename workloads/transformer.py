@@ -1,0 +1,238 @@
+"""Transformers: decoder LMs (GPT, LLaMA), encoders (BERT) and vision transformers (ViT).
+
+One parametric builder. A layer is built the way Megatron-LM runs it, so that its saved
+activations are those of Korthikanti et al. 2022, sec. 4.1 (34sbh + 5as^2b bytes at 16 bits):
+the attention scale and causal mask are fused into the softmax, Q, K and V are separate
+projections of the same normed input, and dropout keeps a 1-byte mask.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from simulator.errors import WorkloadError
+from simulator.graph import OpGraph
+from simulator.op import Block, DType
+from workloads.layers import Builder
+
+
+class Ffn(str, Enum):
+    GELU = "gelu"
+    SWIGLU = "swiglu"
+
+
+class Norm(str, Enum):
+    LAYERNORM = "layernorm"
+    RMSNORM = "rmsnorm"
+
+
+class Style(str, Enum):
+    DECODER = "decoder"  # causal LM, pre-norm (GPT, LLaMA)
+    ENCODER = "encoder"  # masked LM, post-norm (BERT)
+    VISION = "vision"    # ViT: patch embedding, class token, pre-norm, classifier head
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    name: str
+    layers: int
+    hidden: int
+    heads: int
+    vocab: int
+    seq_len: int
+    kv_heads: int | None = None       # None: multi-head; 1: multi-query; else grouped-query
+    ffn_hidden: int | None = None     # None: 4 x hidden
+    ffn: Ffn = Ffn.GELU
+    norm: Norm = Norm.LAYERNORM
+    tied_embeddings: bool = True
+    learned_positions: bool = True    # False: rotary (no parameters)
+    bias: bool = True                 # biases on the linear layers
+    dropout: bool = True
+    style: Style = Style.DECODER
+    type_vocab: int = 0               # BERT token-type embeddings
+    image_size: int = 224             # ViT only
+    patch: int = 16                   # ViT only
+    channels: int = 3                 # ViT only
+
+    def __post_init__(self) -> None:
+        for key in ("layers", "hidden", "heads", "vocab", "seq_len"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise WorkloadError(f"{self.name}: {key} = {value!r} must be a positive integer")
+        for key in ("kv_heads", "ffn_hidden"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise WorkloadError(f"{self.name}: {key} = {value!r} must be a positive integer")
+        if self.hidden % self.heads:
+            raise WorkloadError(f"{self.name}: heads = {self.heads} must divide hidden = "
+                                f"{self.hidden} (head dimension = hidden / heads)")
+        if self.heads % self.n_kv_heads:
+            raise WorkloadError(f"{self.name}: kv_heads = {self.n_kv_heads} must divide heads = "
+                                f"{self.heads} (each KV head serves a group of query heads)")
+
+    # -- derived sizes ---------------------------------------------------------------------------
+    @property
+    def n_kv_heads(self) -> int:
+        return self.heads if self.kv_heads is None else self.kv_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def ffn_dim(self) -> int:
+        return 4 * self.hidden if self.ffn_hidden is None else self.ffn_hidden
+
+    @property
+    def tokens_per_sample(self) -> int | None:
+        return None if self.style is Style.VISION else self.seq_len
+
+    @property
+    def sequence(self) -> int:
+        """Tokens the layers see per sample (ViT: patches + class token)."""
+        if self.style is Style.VISION:
+            return (self.image_size // self.patch) ** 2 + 1
+        return self.seq_len
+
+    # -- parameters (closed form) -------------------------------------------------------------------
+    def layer_params(self) -> int:
+        h, kv = self.hidden, self.n_kv_heads * self.head_dim
+        b = self.bias
+        attn = h * h + 2 * h * kv + h * h + (2 * h + 2 * kv if b else 0)
+        n_ffn_in = 2 if self.ffn is Ffn.SWIGLU else 1
+        mlp = (n_ffn_in + 1) * h * self.ffn_dim + ((n_ffn_in * self.ffn_dim + h) if b else 0)
+        return attn + mlp + 2 * self._norm_params()
+
+    def _norm_params(self) -> int:
+        return self.hidden * (2 if self.norm is Norm.LAYERNORM else 1)
+
+    def embedding_params(self) -> int:
+        h = self.hidden
+        if self.style is Style.VISION:
+            patch = self.channels * self.patch ** 2 * h + h
+            return patch + h + self.sequence * h  # + class token + positions
+        positions = self.seq_len * h if self.learned_positions else 0
+        extra = self.type_vocab * h + (self._norm_params() if self.style is Style.ENCODER else 0)
+        return self.vocab * h + positions + extra
+
+    def head_params(self) -> int:
+        h = self.hidden
+        if self.style is Style.VISION:
+            return self._norm_params() + h * self.vocab + self.vocab
+        if self.style is Style.ENCODER:  # MLM transform (dense, gelu, norm) + tied decoder + bias
+            return h * h + h + self._norm_params() + self.vocab
+        untied = 0 if self.tied_embeddings else self.vocab * h
+        return self._norm_params() + untied
+
+    def num_params(self) -> int:
+        return self.embedding_params() + self.layers * self.layer_params() + self.head_params()
+
+    # -- graph -------------------------------------------------------------------------------------
+    def forward_graph(self, batch: int, dtype: DType = DType.FP32,
+                      param_dtype: DType | None = None) -> OpGraph:
+        if batch <= 0:
+            raise WorkloadError(f"{self.name}: batch = {batch} must be a positive integer")
+        graph = OpGraph(f"{self.name} forward (batch {batch})")
+        b = Builder(graph, dtype=dtype, param_dtype=param_dtype or dtype)
+        x = _embed(self, b, batch)
+        for layer in range(self.layers):
+            b.layer = layer
+            x = _layer(self, b, x, batch)
+        b.layer, b.block = -1, Block.HEAD
+        _head(self, b, x, batch)
+        return graph
+
+
+def _embed(c: TransformerConfig, b: Builder, batch: int) -> str:
+    b.block = Block.HEAD
+    s, h = c.sequence, c.hidden
+    rows = batch * s
+    if c.style is Style.VISION:
+        side = c.image_size
+        x, _, _ = b.conv2d("patch_embed", None, batch, c.channels, side, side, h, c.patch,
+                           stride=c.patch, bias=True)
+        x = b.copy("cls_concat", x, rows * h)  # prepend the class token: a materialised concat
+        x = b.elementwise("add", (x,), rows * h, base="pos_add",
+                          params=h + rows // batch * h)  # class token + position table
+        return b.dropout(x, rows * h, base="emb_dropout") if c.dropout else x
+    x = b.embedding("tok_embed", rows, c.vocab, h)
+    if c.learned_positions:
+        x = b.add(x, b.embedding("pos_embed", rows, s, h), rows * h, base="pos_add")
+    if c.type_vocab:
+        x = b.add(x, b.embedding("type_embed", rows, c.type_vocab, h), rows * h, base="type_add")
+    if c.style is Style.ENCODER:
+        x = b.norm(c.norm.value, x, rows, h, bias=c.norm is Norm.LAYERNORM)
+    return b.dropout(x, rows * h, base="emb_dropout") if c.dropout else x
+
+
+def _layer(c: TransformerConfig, b: Builder, x: str, batch: int) -> str:
+    rows, h = batch * c.sequence, c.hidden
+    if c.style is Style.ENCODER:  # post-norm: x = norm(x + f(x))
+        x = _residual(b, x, _attention(c, b, x, batch), rows * h, Block.ATTN)
+        x = _norm(c, b, x, rows)
+        x = _residual(b, x, _mlp(c, b, x, rows), rows * h, Block.MLP)
+        return _norm(c, b, x, rows)
+    x = _residual(b, x, _attention(c, b, _norm(c, b, x, rows), batch), rows * h, Block.ATTN)
+    return _residual(b, x, _mlp(c, b, _norm(c, b, x, rows), rows), rows * h, Block.MLP)
+
+
+def _norm(c: TransformerConfig, b: Builder, x: str, rows: int) -> str:
+    b.block = Block.NORM
+    return b.norm(c.norm.value, x, rows, c.hidden, bias=c.norm is Norm.LAYERNORM)
+
+
+def _residual(b: Builder, x: str, y: str, numel: int, block: Block) -> str:
+    b.block = block
+    return b.add(x, y, numel)
+
+
+def _attention(c: TransformerConfig, b: Builder, x: str, batch: int) -> str:
+    s, h, d = c.sequence, c.hidden, c.head_dim
+    rows, kv = batch * s, c.n_kv_heads * d
+    b.block = Block.ATTN
+    q = b.linear("q_proj", x, rows, h, h, c.bias)
+    k = b.linear("k_proj", x, rows, h, kv, c.bias)
+    v = b.linear("v_proj", x, rows, h, kv, c.bias)
+    if not c.learned_positions and c.style is Style.DECODER:  # rotary embedding of q and k
+        q = b.elementwise("mul", (q,), rows * h, base="rope_q")
+        k = b.elementwise("mul", (k,), rows * kv, base="rope_k")
+    b.block = Block.ATTN_CORE
+    heads = batch * c.heads
+    scores = b.matmul("scores", q, k, heads, s, s, d)
+    probs = b.softmax(scores, heads * s, s)  # scale and causal mask fused, as in Megatron
+    if c.dropout:
+        probs = b.dropout(probs, heads * s * s, base="attn_dropout")
+    ctx = b.matmul("context", probs, v, heads, s, d, s)
+    b.block = Block.ATTN
+    out = b.linear("o_proj", ctx, rows, h, h, c.bias)
+    return b.dropout(out, rows * h, base="attn_out_dropout") if c.dropout else out
+
+
+def _mlp(c: TransformerConfig, b: Builder, x: str, rows: int) -> str:
+    h, f = c.hidden, c.ffn_dim
+    b.block = Block.MLP
+    if c.ffn is Ffn.SWIGLU:
+        act = b.swiglu(b.linear("gate_proj", x, rows, h, f, c.bias),
+                       b.linear("up_proj", x, rows, h, f, c.bias), rows * f)
+    else:
+        act = b.activation("gelu", b.linear("fc1", x, rows, h, f, c.bias), rows * f)
+    out = b.linear("fc2", act, rows, f, h, c.bias)
+    return b.dropout(out, rows * h, base="mlp_dropout") if c.dropout else out
+
+
+def _head(c: TransformerConfig, b: Builder, x: str, batch: int) -> None:
+    rows, h = batch * c.sequence, c.hidden
+    if c.style is Style.VISION:  # classify from the class token only
+        x = b.norm(c.norm.value, x, rows, h, bias=c.norm is Norm.LAYERNORM)
+        cls = b.copy("cls_select", x, batch * h)
+        b.loss(b.linear("classifier", cls, batch, h, c.vocab, bias=True), batch, c.vocab)
+        return
+    if c.style is Style.ENCODER:  # MLM transform, then the tied decoder with its own bias
+        x = b.activation("gelu", b.linear("mlm_dense", x, rows, h, h, True), rows * h)
+        x = b.norm(c.norm.value, x, rows, h, bias=c.norm is Norm.LAYERNORM)
+        logits = b.linear("lm_head", x, rows, h, c.vocab, bias=True, tied=True)
+    else:
+        x = b.norm(c.norm.value, x, rows, h, bias=c.norm is Norm.LAYERNORM)
+        logits = b.linear("lm_head", x, rows, h, c.vocab, bias=False,
+                          tied=c.tied_embeddings)
+    b.loss(logits, rows, c.vocab)

@@ -1,0 +1,85 @@
+"""The model zoo: named presets, and workload TOML files for models that are not in it."""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from simulator.errors import WorkloadError
+from workloads import cnn, mlp
+from workloads.base import Workload
+from workloads.presets import TRANSFORMERS
+from workloads.transformer import Ffn, Norm, TransformerConfig
+
+MODELS: dict[str, Workload] = {**TRANSFORMERS, **cnn.PRESETS, **mlp.PRESETS}
+
+_REQUIRED = ("layers", "hidden", "heads", "vocab", "seq_len")
+_OPTIONAL = {"kv_heads": int, "ffn_hidden": int, "ffn": Ffn, "norm": Norm, "name": str,
+             "tied_embeddings": bool, "learned_positions": bool, "bias": bool, "dropout": bool}
+
+
+def list_models() -> list[str]:
+    return list(MODELS)
+
+
+def get_workload(spec: str | Workload) -> Workload:
+    """A zoo name, a workload TOML file, or a workload object passed through."""
+    if not isinstance(spec, str):
+        return spec
+    if spec in MODELS:
+        return MODELS[spec]
+    if spec.endswith(".toml"):
+        return load_workload_toml(spec)
+    close = [m for m in MODELS if spec.lower().replace("_", "-") in m]
+    hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""
+    raise WorkloadError(f"unknown model {spec!r}{hint}: see 'hwsim models' for the zoo, or "
+                        "give a workload .toml file")
+
+
+def load_workload_toml(path: str | Path) -> TransformerConfig:
+    """``[transformer]`` with layers, hidden, heads, vocab, seq_len and optional fields."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise WorkloadError(f"{path}: no such workload file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise WorkloadError(f"{path}: not valid TOML ({err})") from None
+    table = data.get("transformer")
+    if not isinstance(table, dict):
+        raise WorkloadError(f"{path}: missing [transformer] table (with {', '.join(_REQUIRED)})")
+    unknown = set(data) - {"transformer"} | set(table) - set(_REQUIRED) - set(_OPTIONAL)
+    if unknown:
+        raise WorkloadError(f"{path}: unknown key {sorted(unknown)[0]!r}: allowed are "
+                            f"{', '.join(_REQUIRED + tuple(_OPTIONAL))}")
+    kwargs = {"name": table.get("name", path.stem)}
+    for key in _REQUIRED:
+        if key not in table:
+            raise WorkloadError(f"{path}: [transformer] {key} is missing: add {key} = <int>")
+        kwargs[key] = _integer(path, key, table[key])
+    for key, kind in _OPTIONAL.items():
+        if key in table and key != "name":
+            kwargs[key] = _typed(path, key, table[key], kind)
+    try:
+        return TransformerConfig(**kwargs)
+    except WorkloadError as err:
+        raise WorkloadError(f"{path}: {err}") from None
+
+
+def _integer(path: Path, key: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise WorkloadError(f"{path}: [transformer] {key} = {value!r} must be a positive integer")
+    return value
+
+
+def _typed(path: Path, key: str, value, kind):
+    if kind is int:
+        return _integer(path, key, value)
+    if kind is bool or kind is str:
+        if not isinstance(value, kind):
+            raise WorkloadError(f"{path}: [transformer] {key} = {value!r} must be a {kind.__name__}")
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        choices = " | ".join(repr(m.value) for m in kind)
+        raise WorkloadError(f"{path}: [transformer] {key} = {value!r}: choose {choices}") from None
