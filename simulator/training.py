@@ -86,6 +86,8 @@ class _Derivation:
         return [self.out.add(acc, producers)]
 
     def _add(self, op: Op, name: str, deps: list[str], saved: list[str], **fields) -> str:
+        if op.kind in TENSOR_KINDS:
+            fields.setdefault("dtype", self.plan.formats.compute)
         bwd = op.evolve(name=f"{name}:{op.name}", phase=Phase.BACKWARD, params=0,
                         saves=(), mask_bytes=0, stats_bytes=0, forward_of=op.name, **fields)
         self.out.add(bwd, [])

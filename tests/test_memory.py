@@ -1,0 +1,68 @@
+"""Memory of states (ZeRO paper) and saved activations (Korthikanti et al. 2022)."""
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from simulator.memory import activation_bytes, activation_bytes_by_layer, saved_tensors, state_bytes
+from simulator.op import DType
+from simulator.plan import Plan
+from workloads.presets import TRANSFORMERS
+from workloads.transformer import TransformerConfig
+
+
+def test_mixed_precision_adam_is_16_bytes_per_parameter():
+    """Rajbhandari et al. 2020 (ZeRO), sec. 3.1: 2 (fp16 weights) + 2 (fp16 gradients) +
+    12 (fp32 master weights, momentum, variance) = 16 bytes per parameter."""
+    for precision in ("fp16", "bf16"):
+        states = state_bytes(1_000, Plan(precision=precision, optimizer="adam"))
+        assert states == {"weights": 2_000, "gradients": 2_000, "optimizer_states": 12_000}
+
+
+def test_other_precisions_and_optimizers():
+    assert sum(state_bytes(1, Plan(precision="fp32", optimizer="adamw")).values()) == 16
+    assert sum(state_bytes(1, Plan(precision="fp32", optimizer="sgd")).values()) == 12
+    assert sum(state_bytes(1, Plan(precision="bf16", optimizer="sgd")).values()) == 12
+
+
+def _stats(forward, plan, layer):
+    return sum(nbytes for (kind, _), (nbytes, at) in saved_tensors(forward, plan).items()
+               if kind == "stats" and at == layer)
+
+
+@pytest.mark.parametrize("name,batch", [("gpt3-175b", 1), ("gpt3-1.3b", 4), ("gpt2-small", 3)])
+def test_gpt_layer_activations_equal_korthikanti(name, batch):
+    """Korthikanti et al. 2022, eq. (1): a layer keeps sbh(34 + 5as/h) bytes at 16 bits
+    without recomputation; 34sbh with selective (sec. 5); 2sbh with full (sec. 4.2.2).
+    Exact, besides the norms' fp32 mean/rstd (8 bytes per row each), which the paper drops."""
+    c = TRANSFORMERS[name]
+    s, b, h, a = c.seq_len, batch, c.hidden, c.heads
+    forward = c.forward_graph(b, DType.BF16)
+    expected = {"none": s * b * h * 34 + 5 * a * s * s * b, "selective": 34 * s * b * h,
+                "full": 2 * s * b * h}
+    for recompute, want in expected.items():
+        plan = Plan(micro_batch=b, recompute=recompute)
+        per_layer = activation_bytes_by_layer(forward, plan)
+        for layer in (0, c.layers // 2, c.layers - 1):
+            assert per_layer[layer] - _stats(forward, plan, layer) == want, (recompute, layer)
+        assert _stats(forward, Plan(micro_batch=b), 0) == 2 * 2 * s * b * 4  # 2 norms, fp32
+
+
+def test_fp32_activations_double_the_16_bit_ones():
+    c = TRANSFORMERS["gpt2-small"]
+    plan = Plan(micro_batch=2)
+    sixteen = activation_bytes(c.forward_graph(2, DType.BF16), plan)
+    thirty_two = activation_bytes(c.forward_graph(2, DType.FP32), plan)
+    masks_and_stats = sum(nb for (kind, _), (nb, _) in
+                          saved_tensors(c.forward_graph(2, DType.BF16), plan).items()
+                          if kind != "out")
+    assert thirty_two - masks_and_stats == 2 * (sixteen - masks_and_stats)
+
+
+@settings(max_examples=30, deadline=None)
+@given(batch=st.integers(1, 4), layers=st.integers(1, 4), heads=st.sampled_from([1, 2, 4]),
+       seq=st.integers(2, 64))
+def test_recomputation_never_keeps_more(batch, layers, heads, seq):
+    c = TransformerConfig("t", layers, 32, heads, vocab=50, seq_len=seq)
+    forward = c.forward_graph(batch, DType.BF16)
+    none, sel, full = (activation_bytes(forward, Plan(micro_batch=batch, recompute=r))
+                       for r in ("none", "selective", "full"))
+    assert none >= sel >= full > 0
