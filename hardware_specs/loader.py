@@ -17,8 +17,14 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     name = "hbm2e"   capacity_gb = 80   bandwidth_gb_per_s = 2039    # or capacity_mib, ...
     [power]
     idle_w = 50      tdp_w = 400
-    [price]                       # optional table
+    pj_per_flop = 0.5             # optional, only with a cited source
+    pj_per_byte = 7               # optional: main-memory access energy, cited
+    [price]                       # optional table: public on-demand price per device-hour
     usd_per_hour = 1.5
+    [architecture] / [[links]]    # optional tables, see ``hardware_specs.tables``
+
+``cpu-host`` is not a file: it is built at load time from the machine hwsim runs on
+(``hardware_specs.host``).
 """
 from __future__ import annotations
 
@@ -27,8 +33,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hardware_specs import units
+from hardware_specs import host, units
 from hardware_specs.spec import DeviceClass, DeviceSpec, MemoryLevel
+from hardware_specs.tables import OptionalTables
 from simulator.errors import SpecError
 from simulator.op import DType
 
@@ -38,6 +45,14 @@ ALIASES: dict[str, str] = {
     "a100-80gb": "a100-sxm4-80gb",
     "xeon": "xeon-8380",
     "icelake": "xeon-8380",
+    "h100": "h100-sxm5-80gb",
+    "h200": "h200-sxm",
+    "v100": "v100-sxm2-32gb",
+    "mi300": "mi300x",
+    "4090": "rtx-4090",
+    "a100-40gb": "a100-sxm4-40gb",
+    "sapphire-rapids": "xeon-8480",
+    "genoa": "epyc-9654",
 }
 
 #: dtype names allowed in ``peak_tflops`` (formats a matrix unit computes in).
@@ -46,20 +61,21 @@ PEAK_DTYPES: dict[str, DType] = {d.name.lower(): d for d in
                                   DType.FP8, DType.INT8)}
 
 _TOP_REQUIRED = ("name", "vendor", "class", "source", "compute", "memory", "power")
-_TOP_OPTIONAL = ("price",)
+_TOP_OPTIONAL = ("price", "architecture", "links")
 _COMPUTE_REQUIRED = ("peak_tflops", "vector_tflops", "op_overhead_us")
 _COMPUTE_OPTIONAL = ("matmul_efficiency", "memory_efficiency")
 _MEMORY_REQUIRED = ("name", "bandwidth_gb_per_s")
 _POWER_REQUIRED = ("idle_w", "tdp_w")
+_POWER_OPTIONAL = ("pj_per_flop", "pj_per_byte")
 _PRICE_REQUIRED = ("usd_per_hour",)
 
 
 # ---------------------------------------------------------------------------------------- public
 
 def list_devices() -> list[str]:
-    """Catalogue names, sorted: the stems of the shipped ``devices/*.toml`` files."""
-    return sorted(entry.name[:-len(".toml")] for entry in _catalogue().iterdir()
-                  if entry.name.endswith(".toml"))
+    """Catalogue names, sorted: the stems of the shipped ``devices/*.toml`` files and cpu-host."""
+    return sorted([entry.name[:-len(".toml")] for entry in _catalogue().iterdir()
+                   if entry.name.endswith(".toml")] + [host.HOST_NAME])
 
 
 def load_device(name_or_path: str) -> DeviceSpec:
@@ -71,6 +87,8 @@ def load_device(name_or_path: str) -> DeviceSpec:
                             f"or a catalogue name (see 'hwsim devices')")
         return parse_device(path.read_bytes(), str(path))
     name = ALIASES.get(name_or_path.strip().lower(), name_or_path.strip().lower())
+    if name == host.HOST_NAME:
+        return host.host_device()
     resource = _catalogue() / f"{name}.toml"
     if not resource.is_file():
         raise SpecError(f"unknown device '{name_or_path}': choose one of "
@@ -99,7 +117,7 @@ def _looks_like_path(text: str) -> bool:
     return text.endswith(".toml") or "/" in text or "\\" in text
 
 
-class _Checker:
+class _Checker(OptionalTables):
     """Validates one parsed document; every method raises SpecError naming ``self.path``."""
 
     def __init__(self, path: str):
@@ -150,13 +168,18 @@ class _Checker:
         compute = self.compute(self.table(doc, "compute"))
         power = self.power(self.table(doc, "power"))
         price = self.price(self.table(doc, "price")) if "price" in doc else None
+        optional = {"architecture": self.architecture(self.table(doc, "architecture"))
+                    } if "architecture" in doc else {}
+        if "links" in doc:
+            optional["links"] = self.links(doc["links"])
         return DeviceSpec(
             name=self.text(doc["name"], "name"),
             vendor=self.text(doc["vendor"], "vendor"),
             device_class=self.device_class(doc["class"]),
             memory=self.memory(doc["memory"]),
             idle_power_w=power[0], tdp_w=power[1], price_per_hour_usd=price,
-            source=self.text(doc["source"], "source"), path=self.path, **compute)
+            energy_per_flop_j=power[2], energy_per_byte_j=power[3],
+            source=self.text(doc["source"], "source"), path=self.path, **compute, **optional)
 
     def device_class(self, value: Any) -> DeviceClass:
         names = [c.value for c in DeviceClass]
@@ -214,14 +237,16 @@ class _Checker:
                            capacity_bytes=units.capacity_to_bytes(capacity_key, capacity),
                            bandwidth_bytes_per_s=units.gb_per_s_to_bytes_per_s(bandwidth))
 
-    def power(self, table: dict) -> tuple[float, float]:
-        self.keys(table, "power", _POWER_REQUIRED)
+    def power(self, table: dict) -> tuple[float, float, float | None, float | None]:
+        self.keys(table, "power", _POWER_REQUIRED, _POWER_OPTIONAL)
         idle_w = self.positive(table["idle_w"], "power.idle_w")
         tdp_w = self.positive(table["tdp_w"], "power.tdp_w")
         if idle_w > tdp_w:
             raise self.fail("power.idle_w", f"idle power {idle_w:g} W exceeds tdp_w "
                                             f"{tdp_w:g} W; check both figures")
-        return idle_w, tdp_w
+        energy = [units.pj_to_j(self.positive(table[key], f"power.{key}"))
+                  if key in table else None for key in _POWER_OPTIONAL]
+        return idle_w, tdp_w, energy[0], energy[1]
 
     def price(self, table: dict) -> float:
         self.keys(table, "price", _PRICE_REQUIRED)

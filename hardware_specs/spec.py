@@ -24,6 +24,50 @@ class MemoryLevel:
     bandwidth_bytes_per_s: float
 
 
+class LinkKind(str, Enum):
+    NVLINK = "nvlink"
+    INFINITY_FABRIC = "infinity-fabric"
+    ICI = "ici"
+    PCIE = "pcie"
+    ETHERNET = "ethernet"
+    INFINIBAND = "infiniband"
+    IPU_LINK = "ipu-link"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Link:
+    """One kind of off-chip link of a device (NVLink, ICI, PCIe, ...).
+
+    ``bandwidth_bytes_per_s`` is per direction, per device, all ``count`` physical links of this
+    kind together (an H100 SXM's 18 NVLink 4 links: 450 GB/s per direction, count 18).
+    """
+
+    name: str
+    kind: LinkKind
+    bandwidth_bytes_per_s: float
+    count: int = 1
+    latency_s: float | None = None
+
+    @property
+    def per_link_bytes_per_s(self) -> float:
+        return self.bandwidth_bytes_per_s / self.count
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Facts the efficiency model needs; every field is optional (None = not given)."""
+
+    compute_units: int | None = None          # SMs / CUs / TPU cores / CPU cores / AIE tiles
+    clock_hz: float | None = None
+    matrix_tile: tuple[int, int, int] | None = None     # GPU threadblock tile (m, n, k)
+    systolic_array: tuple[int, int] | None = None       # (rows, cols) of one matrix unit
+    matrix_units_per_core: int | None = None
+    simd_width_bits: int | None = None
+    fma_units_per_core: int | None = None
+    dsp_count: int | None = None                         # FPGA DSP slices
+
+
 @dataclass(frozen=True)
 class DeviceSpec:
     name: str
@@ -44,6 +88,10 @@ class DeviceSpec:
     source: str = ""
     path: str = ""                  # the file it was loaded from
     extra: dict[str, float] = field(default_factory=dict)
+    architecture: Architecture = field(default_factory=Architecture)
+    links: tuple[Link, ...] = ()
+    energy_per_flop_j: float | None = None      # dynamic energy, where a source gives it
+    energy_per_byte_j: float | None = None      # main-memory access energy per byte
 
     @property
     def main_memory(self) -> MemoryLevel:

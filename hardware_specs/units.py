@@ -32,3 +32,15 @@ def us_to_s(us: float) -> float:
 def capacity_to_bytes(key: str, value: float) -> float:
     """``capacity_gb = 80`` -> 80e9; ``capacity_mib = 40`` -> 40 * 2**20."""
     return value * CAPACITY_KEYS[key]
+
+
+GHZ = 1e9               # Hz per GHz
+PJ = 1e-12              # joules per picojoule
+
+
+def ghz_to_hz(ghz: float) -> float:
+    return ghz * GHZ
+
+
+def pj_to_j(pj: float) -> float:
+    return pj * PJ

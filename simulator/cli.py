@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from simulator.errors import HwsimError, PlanError
@@ -17,6 +18,17 @@ EXIT_USAGE = 2
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, not usage + error
         raise HwsimError(f"{message} (see '{self.prog} --help')")
+
+
+def _positive_float(text: str) -> float:
+    """A finite number > 0 (``1e9``): ``float()`` alone lets nan, inf and 0 through."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0, such as 1e9")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recompute", choices=[m.value for m in Recompute], default="none")
     p.add_argument("--optimizer", choices=[m.value for m in Optimizer], default="adamw")
     run = p.add_mutually_exclusive_group()
-    run.add_argument("--tokens", type=float, default=None, help="whole run: tokens to train on")
-    run.add_argument("--steps", type=float, default=None, help="whole run: optimizer steps")
+    run.add_argument("--tokens", type=_positive_float, default=None,
+                     help="whole run: tokens to train on")
+    run.add_argument("--steps", type=_positive_float, default=None,
+                     help="whole run: optimizer steps")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     sub.add_parser("models", help="list the model zoo")
     sub.add_parser("devices", help="list the device catalogue")
@@ -66,7 +80,12 @@ def _predict(args) -> int:
     from simulator.simulate import simulate
     from workloads.zoo import get_workload
 
-    if max(args.num_devices, args.dp, args.tp, args.pp) > 1 or args.zero:
+    counts = {"--num-devices": args.num_devices, "--dp": args.dp, "--tp": args.tp,
+              "--pp": args.pp}
+    for flag, value in counts.items():
+        if value < 1:
+            raise PlanError(f"{flag} = {value} must be a positive integer")
+    if max(counts.values()) > 1 or args.zero:
         raise PlanError("multi-device plans (--num-devices/--dp/--tp/--pp/--zero) are not "
                         "modelled yet: hwsim predicts one device; leave them at 1 and 0")
     work = get_workload(args.model)

@@ -39,11 +39,14 @@ def load_workload_toml(path: str | Path) -> TransformerConfig:
     """``[transformer]`` with layers, hidden, heads, vocab, seq_len and optional fields."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise WorkloadError(f"{path}: no such workload file") from None
-    except tomllib.TOMLDecodeError as err:
-        raise WorkloadError(f"{path}: not valid TOML ({err})") from None
+    except OSError as err:  # a directory, no permission
+        raise WorkloadError(f"{path}: cannot read the workload file ({err.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        message = " ".join(str(err).split())
+        raise WorkloadError(f"{path}: not valid TOML ({message}); fix the syntax") from None
     table = data.get("transformer")
     if not isinstance(table, dict):
         raise WorkloadError(f"{path}: missing [transformer] table (with {', '.join(_REQUIRED)})")
@@ -51,7 +54,7 @@ def load_workload_toml(path: str | Path) -> TransformerConfig:
     if unknown:
         raise WorkloadError(f"{path}: unknown key {sorted(unknown)[0]!r}: allowed are "
                             f"{', '.join(_REQUIRED + tuple(_OPTIONAL))}")
-    kwargs = {"name": table.get("name", path.stem)}
+    kwargs = {"name": _typed(path, "name", table.get("name", path.stem), str)}
     for key in _REQUIRED:
         if key not in table:
             raise WorkloadError(f"{path}: [transformer] {key} is missing: add {key} = <int>")
@@ -75,8 +78,9 @@ def _typed(path: Path, key: str, value, kind):
     if kind is int:
         return _integer(path, key, value)
     if kind is bool or kind is str:
-        if not isinstance(value, kind):
-            raise WorkloadError(f"{path}: [transformer] {key} = {value!r} must be a {kind.__name__}")
+        if not isinstance(value, kind) or (kind is str and not value.strip()):
+            what = "non-empty string" if kind is str else kind.__name__
+            raise WorkloadError(f"{path}: [transformer] {key} = {value!r} must be a {what}")
         return value
     try:
         return kind(value)

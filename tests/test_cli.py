@@ -1,0 +1,379 @@
+"""The ``hwsim`` command and ``simulate()``: the contract of DESIGN.md, end to end.
+
+The CLI runs as a real subprocess (``python -m simulator.cli``), as a user or a script runs it:
+a bad input must give one line on stderr, a non-zero exit and nothing on stdout.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+A100_SPEC = ROOT / "hardware_specs" / "devices" / "a100-sxm4-80gb.toml"
+A100_BF16_PEAK = 312e12      # A100 datasheet, dense BF16 tensor-core peak
+A100_CAPACITY = 80e9         # A100 datasheet, 80 GB HBM2e
+
+SUMMARY_KEYS = {"step_time_s", "samples_per_s", "tokens_per_s", "flops_per_step",
+                "tflops_per_device", "mfu", "peak_memory_bytes", "memory_breakdown", "fits",
+                "energy_j_per_step", "avg_power_w"}
+BREAKDOWN_KEYS = {"weights", "gradients", "optimizer_states", "activations", "workspace"}
+RUN_KEYS = {"total_time_s", "energy_kwh", "co2_kg", "cost_usd"}
+
+# A tiny grouped-query SwiGLU transformer: fast to simulate, every optional field exercised.
+TINY = dict(layers=2, hidden=64, heads=4, kv_heads=2, vocab=100, seq_len=32, ffn_hidden=96)
+TINY_TOML = """\
+[transformer]
+layers = 2
+hidden = 64
+heads = 4
+kv_heads = 2
+vocab = 100
+seq_len = 32
+ffn_hidden = 96
+ffn = "swiglu"
+"""
+
+
+def hwsim(*args: str) -> subprocess.CompletedProcess:
+    """Run ``hwsim ARGS`` from the repository root, installed or not."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return subprocess.run([sys.executable, "-m", "simulator.cli", *map(str, args)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def predict_json(*args: str) -> dict:
+    proc = hwsim("predict", *args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def write_workload(tmp_path: Path, text: str, name: str = "work.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def tiny_toml_without(key: str) -> str:
+    return "".join(line + "\n" for line in TINY_TOML.splitlines()
+                   if not line.startswith(f"{key} "))
+
+
+def tiny_toml_with(key: str, value: str) -> str:
+    return tiny_toml_without(key) + f"{key} = {value}\n"
+
+
+# -- bad input: one clear line, non-zero exit, no traceback, nothing on stdout ---------------------
+
+def _negative_bandwidth_spec(tmp_path: Path) -> Path:
+    text = A100_SPEC.read_text()
+    assert "bandwidth_gb_per_s = 2039" in text
+    path = tmp_path / "broken-a100.toml"
+    path.write_text(text.replace("bandwidth_gb_per_s = 2039", "bandwidth_gb_per_s = -2039"))
+    return path
+
+
+def _non_utf8_workload(tmp_path: Path) -> Path:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b"\xff\xfe[transformer]\n")
+    return path
+
+
+def _directory_workload(tmp_path: Path) -> Path:
+    path = tmp_path / "dir.toml"
+    path.mkdir()
+    return path
+
+
+# (id, function of tmp_path -> argv after "predict", words the message must contain)
+BAD_CASES = [
+    ("unknown-model", lambda t: ["gpt3-17b", "--device", "a100"], ["gpt3-17b"]),
+    ("unknown-device", lambda t: ["gpt2-small", "--device", "a1000"], ["a1000"]),
+    ("toml-missing-layers",
+     lambda t: [write_workload(t, tiny_toml_without("layers")), "--device", "a100"],
+     ["layers", "missing"]),
+    ("toml-negative-hidden",
+     lambda t: [write_workload(t, tiny_toml_with("hidden", "-64")), "--device", "a100"],
+     ["hidden", "-64"]),
+    ("toml-heads-not-dividing-hidden",
+     lambda t: [write_workload(t, tiny_toml_with("heads", "6")), "--device", "a100"],
+     ["heads", "6", "hidden"]),
+    ("toml-kv-heads-not-dividing-heads",
+     lambda t: [write_workload(t, tiny_toml_with("kv_heads", "3")), "--device", "a100"],
+     ["kv_heads", "3"]),
+    ("toml-zero-vocab",
+     lambda t: [write_workload(t, tiny_toml_with("vocab", "0")), "--device", "a100"],
+     ["vocab"]),
+    ("toml-float-layers",
+     lambda t: [write_workload(t, tiny_toml_with("layers", "2.5")), "--device", "a100"],
+     ["layers", "2.5"]),
+    ("toml-unknown-ffn",
+     lambda t: [write_workload(t, tiny_toml_with("ffn", '"relu"')), "--device", "a100"],
+     ["ffn", "relu"]),
+    ("toml-does-not-parse",
+     lambda t: [write_workload(t, "[transformer]\nlayers = = 2\n"), "--device", "a100"],
+     ["TOML"]),
+    ("toml-not-utf8", lambda t: [_non_utf8_workload(t), "--device", "a100"], ["TOML"]),
+    ("toml-no-transformer-table",
+     lambda t: [write_workload(t, "layers = 2\n"), "--device", "a100"], ["[transformer]"]),
+    ("toml-unknown-key",
+     lambda t: [write_workload(t, tiny_toml_with("dmodel", "64")), "--device", "a100"],
+     ["dmodel"]),
+    ("toml-no-such-file",
+     lambda t: [t / "missing.toml", "--device", "a100"], ["missing.toml"]),
+    ("toml-is-a-directory", lambda t: [_directory_workload(t), "--device", "a100"],
+     ["dir.toml"]),
+    ("bad-precision", lambda t: ["gpt2-small", "--device", "a100", "--precision", "fp64"],
+     ["precision", "fp64"]),
+    ("global-batch-not-multiple",
+     lambda t: ["gpt2-small", "--device", "a100", "--global-batch", "3", "--micro-batch", "2"],
+     ["global_batch", "3", "micro_batch"]),
+    ("zero-micro-batch", lambda t: ["gpt2-small", "--device", "a100", "--micro-batch", "0"],
+     ["micro_batch", "0"]),
+    ("tokens-on-resnet",
+     lambda t: ["resnet-50", "--device", "a100", "--tokens", "1e9"], ["tokens", "resnet-50"]),
+    ("tokens-and-steps",
+     lambda t: ["gpt2-small", "--device", "a100", "--tokens", "1e9", "--steps", "3"],
+     ["--steps", "--tokens"]),
+    ("negative-steps", lambda t: ["gpt2-small", "--device", "a100", "--steps", "-1"],
+     ["steps", "-1"]),
+    ("nan-tokens", lambda t: ["gpt2-small", "--device", "a100", "--tokens", "nan"],
+     ["tokens", "nan"]),
+    ("seq-len-on-cnn", lambda t: ["resnet-50", "--device", "a100", "--seq-len", "128"],
+     ["seq-len", "resnet-50"]),
+    ("tp-not-modelled", lambda t: ["gpt2-small", "--device", "a100", "--tp", "2"], ["--tp"]),
+    ("zero-num-devices",
+     lambda t: ["gpt2-small", "--device", "a100", "--num-devices", "0"], ["--num-devices"]),
+    ("missing-device", lambda t: ["gpt2-small"], ["--device"]),
+    ("device-negative-bandwidth",
+     lambda t: ["gpt2-small", "--device", _negative_bandwidth_spec(t)],
+     ["bandwidth_gb_per_s", "broken-a100.toml"]),
+    ("device-spec-no-such-file",
+     lambda t: ["gpt2-small", "--device", t / "nowhere.toml"], ["nowhere.toml"]),
+]
+
+
+@pytest.mark.parametrize("make_args, words", [c[1:] for c in BAD_CASES],
+                         ids=[c[0] for c in BAD_CASES])
+def test_bad_input_is_one_clear_line(tmp_path, make_args, words):
+    proc = hwsim("predict", *make_args(tmp_path))
+    assert proc.returncode != 0
+    assert proc.stdout == "", "nothing may be written half-way"
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].strip(), proc.stderr
+    for word in words:
+        assert word in lines[0], f"{word!r} not named in: {lines[0]}"
+
+
+def test_unknown_subcommand_is_one_line():
+    proc = hwsim("simulate", "gpt2-small")
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1 and "simulate" in proc.stderr
+
+
+def test_help_exits_zero():
+    proc = hwsim("predict", "--help")
+    assert proc.returncode == 0 and "--device" in proc.stdout
+
+
+# -- good paths -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def gpt2_json() -> dict:
+    return predict_json("gpt2-small", "--device", "a100")
+
+
+def test_predict_json_has_the_contract_keys(gpt2_json):
+    assert SUMMARY_KEYS <= set(gpt2_json)
+    assert set(gpt2_json["memory_breakdown"]) == BREAKDOWN_KEYS
+    assert not RUN_KEYS & set(gpt2_json), "whole-run totals only with --tokens or --steps"
+    for key in SUMMARY_KEYS - {"memory_breakdown", "fits"}:
+        assert isinstance(gpt2_json[key], (int, float)) and gpt2_json[key] > 0, key
+    assert isinstance(gpt2_json["fits"], bool)
+
+
+def test_predict_json_is_internally_consistent(gpt2_json):
+    s = gpt2_json
+    step = s["step_time_s"]
+    assert s["samples_per_s"] == pytest.approx(s["global_batch"] / step, rel=1e-12)
+    assert s["tokens_per_s"] == pytest.approx(s["samples_per_s"] * 1024, rel=1e-12)
+    assert s["tflops_per_device"] == pytest.approx(s["flops_per_step"] / step / 1e12, rel=1e-12)
+    assert s["mfu"] == pytest.approx(s["tflops_per_device"] * 1e12 / A100_BF16_PEAK, rel=1e-12)
+    assert 0 < s["mfu"] <= 1
+    assert s["peak_memory_bytes"] == pytest.approx(sum(s["memory_breakdown"].values()),
+                                                   rel=1e-12)
+    assert s["energy_j_per_step"] >= s["avg_power_w"] * step * (1 - 1e-9)
+    assert s["fits"] == (s["peak_memory_bytes"] <= A100_CAPACITY)
+    assert s["fits"] is True  # GPT-2 small at batch 1 needs a few GB of 80
+
+
+def test_predict_json_matches_simulate(gpt2_json):
+    from simulator import simulate
+
+    expected = simulate("gpt2-small", "a100").summary()
+    assert gpt2_json.keys() == expected.keys()
+    for key, value in expected.items():
+        assert gpt2_json[key] == (pytest.approx(value, rel=1e-12)
+                                  if isinstance(value, float) else value), key
+
+
+def test_predict_tokens_adds_whole_run_totals(gpt2_json):
+    s = predict_json("gpt2-small", "--device", "a100", "--tokens", "1e9")
+    assert SUMMARY_KEYS | RUN_KEYS <= set(s)
+    steps = 1e9 / (s["global_batch"] * 1024)
+    assert s["total_time_s"] == pytest.approx(steps * s["step_time_s"], rel=1e-9)
+    assert s["energy_kwh"] == pytest.approx(steps * s["energy_j_per_step"] / 3.6e6, rel=1e-9)
+    assert s["co2_kg"] > 0
+    assert s["cost_usd"] is None or s["cost_usd"] > 0  # None: the spec gives no price
+    assert s["step_time_s"] == pytest.approx(gpt2_json["step_time_s"], rel=1e-12)
+
+
+def test_predict_steps_totals():
+    s = predict_json("gpt2-small", "--device", "a100", "--steps", "10", "--micro-batch", "2",
+                     "--global-batch", "4")
+    assert RUN_KEYS <= set(s)
+    assert s["total_time_s"] == pytest.approx(10 * s["step_time_s"], rel=1e-12)
+    assert (s["global_batch"], s["micro_batch"], s["micro_batches"]) == (4, 2, 2)
+    assert s["samples_per_s"] == pytest.approx(4 / s["step_time_s"], rel=1e-12)
+
+
+def _tiny_params_by_hand(*, bias: bool, layernorm: bool, tied: bool, positions: bool) -> int:
+    """Parameters of TINY counted layer by layer, independently of TransformerConfig."""
+    h, f, v, s = TINY["hidden"], TINY["ffn_hidden"], TINY["vocab"], TINY["seq_len"]
+    kv = TINY["kv_heads"] * h // TINY["heads"]            # 2 KV heads of 16 = 32
+    norm = 2 * h if layernorm else h                        # LayerNorm: gain + bias
+    attention = h * h + h * kv + h * kv + h * h             # q, k, v, o
+    attention += (h + kv + kv + h) if bias else 0
+    mlp = h * f + h * f + f * h                             # gate, up, down (SwiGLU)
+    mlp += (f + f + h) if bias else 0
+    layer = attention + mlp + 2 * norm                      # pre-norm before each block
+    embedding = v * h + (s * h if positions else 0)
+    head = norm + (0 if tied else v * h)                    # final norm (+ untied lm_head)
+    return embedding + TINY["layers"] * layer + head
+
+
+def test_toml_workload_predicts_with_closed_form_params(tmp_path):
+    path = write_workload(tmp_path, TINY_TOML, "tiny-gqa.toml")
+    s = predict_json(path, "--device", "a100", "--micro-batch", "2")
+    # GPT-style defaults: biases, LayerNorm, tied embeddings, learned positions.
+    assert s["params"] == _tiny_params_by_hand(bias=True, layernorm=True, tied=True,
+                                               positions=True) == 52_000
+    assert s["model"] == "tiny-gqa"
+    assert s["tokens_per_s"] == pytest.approx(s["samples_per_s"] * TINY["seq_len"], rel=1e-12)
+    assert SUMMARY_KEYS <= set(s)
+
+
+def test_toml_workload_llama_style_params(tmp_path):
+    text = TINY_TOML + ('name = "tiny-llama"\nnorm = "rmsnorm"\nbias = false\n'
+                        'tied_embeddings = false\nlearned_positions = false\ndropout = false\n')
+    s = predict_json(write_workload(tmp_path, text), "--device", "a100")
+    assert s["model"] == "tiny-llama"
+    assert s["params"] == _tiny_params_by_hand(bias=False, layernorm=False, tied=False,
+                                               positions=False)
+
+
+def test_human_output():
+    proc = hwsim("predict", "gpt2-small", "--device", "a100", "--steps", "10")
+    assert proc.returncode == 0, proc.stderr
+    assert "step time" in proc.stdout and "whole run" in proc.stdout
+    assert proc.stderr == ""
+
+
+def test_models_lists_the_zoo_with_params():
+    proc = hwsim("models")
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines()}
+    for name in ("gpt3-175b", "llama2-70b", "resnet-50", "vit-b16", "bert-large", "mlp"):
+        assert name in rows and "params" in rows[name], name
+    assert "174,604.3M" in rows["gpt3-175b"]  # GPT-3 175B (Brown et al. 2020, Table 2.1)
+
+
+def test_devices_lists_the_catalogue():
+    proc = hwsim("devices")
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines()}
+    assert "a100-sxm4-80gb" in rows and "312.0" in rows["a100-sxm4-80gb"]
+
+
+def test_device_spec_file_is_accepted(tmp_path):
+    path = tmp_path / "my-a100.toml"
+    path.write_text(A100_SPEC.read_text())
+    s = predict_json("gpt2-small", "--device", path)
+    assert s["device"] == "a100-sxm4-80gb"
+
+
+# -- the Python API -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def result():
+    from simulator import simulate
+
+    return simulate("gpt2-small", "a100", micro_batch=2)
+
+
+def test_simulate_result_attributes(result):
+    from simulator import Result
+
+    assert isinstance(result, Result)
+    summary = result.summary()
+    for key in SUMMARY_KEYS:
+        assert getattr(result, key) == summary[key], key
+    assert result.micro_batch == result.global_batch == 2
+    assert result.samples_per_s == pytest.approx(2 / result.step_time_s, rel=1e-12)
+    assert result.mfu == pytest.approx(result.tflops_per_device * 1e12 / A100_BF16_PEAK,
+                                       rel=1e-12)
+    assert result.peak_memory_bytes == pytest.approx(sum(result.memory_breakdown.values()))
+    assert result.totals == {}
+
+
+def test_simulate_ops_dataframe(result):
+    import pandas as pd
+
+    ops = result.ops
+    assert isinstance(ops, pd.DataFrame)
+    assert len(ops) == len(result.lowered) > 100  # one row per op of the training graph
+    for column in ("kind", "phase", "flops", "bytes", "compute_s", "memory_s", "bound",
+                   "start_s", "end_s"):
+        assert column in ops.columns, column
+    assert set(ops["phase"]) >= {"forward", "backward", "optimizer"}
+    assert set(ops["bound"]) <= {"compute", "memory"}
+    assert ((ops["bound"] == "memory") == (ops["memory_s"] > ops["compute_s"])).all()
+    assert (ops["end_s"] >= ops["start_s"]).all()
+    # One micro-batch: the serial step is the sum of the op times.
+    assert ops["end_s"].max() == pytest.approx(result.step_time_s, rel=1e-9)
+
+
+def test_simulate_chrome_trace(result, tmp_path):
+    path = result.to_chrome_trace(tmp_path / "t.json")
+    trace = json.loads(Path(path).read_text())
+    assert len(trace["traceEvents"]) == len(result.ops)
+    assert all(e["ph"] == "X" and e["dur"] >= 0 for e in trace["traceEvents"])
+    assert [p.name for p in tmp_path.iterdir()] == ["t.json"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("precision, peak", [("fp32", 19.5e12), ("tf32", 156e12),
+                                             ("fp16", 312e12), ("bf16", 312e12)])
+def test_mfu_uses_the_peak_of_the_precision(tmp_path, precision, peak):
+    from simulator import simulate
+    from workloads.zoo import load_workload_toml
+
+    work = load_workload_toml(write_workload(tmp_path, TINY_TOML))
+    r = simulate(work, "a100", precision=precision)
+    assert r.mfu == pytest.approx(r.flops_per_step / r.step_time_s / peak, rel=1e-12)
+
+
+def test_simulate_bad_input_raises_hwsim_error():
+    from simulator import HwsimError, simulate
+
+    with pytest.raises(HwsimError, match="a1000"):
+        simulate("gpt2-small", "a1000")
+    with pytest.raises(HwsimError, match="gpt3-17b"):
+        simulate("gpt3-17b", "a100")
+    with pytest.raises(HwsimError, match="precision"):
+        simulate("gpt2-small", "a100", precision="fp64")
