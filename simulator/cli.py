@@ -10,7 +10,7 @@ import math
 import sys
 
 from simulator.errors import HwsimError, PlanError
-from simulator.plan import Optimizer, Plan, Precision, Recompute
+from simulator.plan import Attention, Fusion, Optimizer, Plan, Precision, Recompute
 
 EXIT_USAGE = 2
 
@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zero", type=int, default=0, choices=range(4))
     p.add_argument("--recompute", choices=[m.value for m in Recompute], default="none")
     p.add_argument("--optimizer", choices=[m.value for m in Optimizer], default="adamw")
+    p.add_argument("--attention", choices=[m.value for m in Attention], default="fused",
+                   help="fused (FlashAttention-style) or materialized (s x s in memory)")
+    p.add_argument("--fusion", choices=[m.value for m in Fusion], default="eager",
+                   help="eager (a kernel per op) or compiled (vector ops fused)")
     run = p.add_mutually_exclusive_group()
     run.add_argument("--tokens", type=_positive_float, default=None,
                      help="whole run: tokens to train on")
@@ -96,7 +100,8 @@ def _predict(args) -> int:
             raise PlanError(f"--seq-len = {args.seq_len} must be a positive integer")
         work = replace(work, seq_len=args.seq_len)
     plan = Plan(micro_batch=args.micro_batch, global_batch=args.global_batch,
-                precision=args.precision, recompute=args.recompute, optimizer=args.optimizer)
+                precision=args.precision, recompute=args.recompute, optimizer=args.optimizer,
+                attention=args.attention, fusion=args.fusion)
     result = simulate(work, args.device, plan, tokens=args.tokens, steps=args.steps)
     print(result.to_json() if args.json else format_summary(result.summary()))
     return 0

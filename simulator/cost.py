@@ -45,7 +45,10 @@ def price(lowered: Lowered, device: DeviceSpec) -> tuple[np.ndarray, np.ndarray,
 def op_costs(lowered: Lowered, device: DeviceSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-op float64 ``(compute_s, memory_s, time_s)`` of ``lowered`` on ``device``."""
     peak, bandwidth, overhead = price(lowered, device)
-    flops = lowered.flops.astype(np.float64)
+    # vector work fused into a tensor op runs on the vector units: fold it into an equivalent
+    # count at the op's own peak, so the kernel sees one number per op
+    vector = lowered.vector_flops.astype(np.float64) * (peak / float(device.vector_flops_per_s))
+    flops = lowered.flops.astype(np.float64) + vector
     nbytes = lowered.nbytes.astype(np.float64)
     return kernels.roofline(flops, nbytes, peak, bandwidth, overhead)
 

@@ -21,7 +21,7 @@ from simulator.graph import OpGraph
 # Op fields copied one-to-one into an array, and the array's dtype.
 _OP_FIELDS = {
     "kind": np.int8, "phase": np.int8, "dtype": np.int8,
-    "flops": np.int64, "bytes_read": np.int64, "bytes_written": np.int64,
+    "flops": np.int64, "vector_flops": np.int64, "bytes_read": np.int64, "bytes_written": np.int64,
     "out_bytes": np.int64, "params": np.int64,
     "m": np.int64, "n": np.int64, "k": np.int64, "batch": np.int64, "layer": np.int64,
 }
@@ -43,6 +43,7 @@ class Lowered:
     phase: np.ndarray       # int8, Phase codes
     dtype: np.ndarray       # int8, DType codes
     flops: np.ndarray       # int64
+    vector_flops: np.ndarray  # int64, vector-unit work inside a fused tensor op
     bytes_read: np.ndarray  # int64
     bytes_written: np.ndarray  # int64
     out_bytes: np.ndarray   # int64

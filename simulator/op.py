@@ -94,6 +94,7 @@ class Op:
     phase: Phase = Phase.FORWARD
     dtype: DType = DType.FP32
     flops: int = 0
+    vector_flops: int = 0  # arithmetic on the vector units inside a fused tensor op
     bytes_read: int = 0
     bytes_written: int = 0
     out_bytes: int = 0

@@ -28,6 +28,16 @@ class Optimizer(str, Enum):
     SGD = "sgd"              # with momentum, as ImageNet training uses it
 
 
+class Attention(str, Enum):
+    FUSED = "fused"                # FlashAttention-style: no s x s tensor in memory
+    MATERIALIZED = "materialized"  # QK^T, softmax, dropout, AV as separate kernels (Megatron)
+
+
+class Fusion(str, Enum):
+    EAGER = "eager"        # one kernel per op (PyTorch eager)
+    COMPILED = "compiled"  # vector ops folded into their producer (torch.compile, XLA)
+
+
 @dataclass(frozen=True)
 class Formats:
     """Dtypes of one precision. Mixed precision keeps an fp32 master copy (Micikevicius 2018)."""
@@ -66,8 +76,12 @@ class Plan:
     precision: Precision = Precision.BF16
     recompute: Recompute = Recompute.NONE
     optimizer: Optimizer = Optimizer.ADAMW
+    attention: Attention = Attention.FUSED
+    fusion: Fusion = Fusion.EAGER
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "attention", _enum(Attention, self.attention, "attention"))
+        object.__setattr__(self, "fusion", _enum(Fusion, self.fusion, "fusion"))
         object.__setattr__(self, "precision", _enum(Precision, self.precision, "precision"))
         object.__setattr__(self, "recompute", _enum(Recompute, self.recompute, "recompute"))
         object.__setattr__(self, "optimizer", _enum(Optimizer, self.optimizer, "optimizer"))

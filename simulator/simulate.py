@@ -11,7 +11,8 @@ from simulator.errors import PlanError
 from simulator.lower import lower
 from simulator.memory import activation_bytes, state_bytes
 from simulator.op import Phase
-from simulator.plan import Plan
+from simulator.fusion import fuse_attention, fuse_elementwise
+from simulator.plan import Attention, Fusion, Plan
 from simulator.result import Result
 from simulator.training import training_graph
 from workloads.base import Workload
@@ -40,7 +41,12 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec, plan: Plan | 
         raise PlanError("give either plan= or plan fields as keywords, not both")
     formats = plan.formats
     forward = work.forward_graph(plan.micro_batch, formats.activation, formats.weight)
-    lowered = lower(training_graph(forward, plan))
+    if plan.attention is Attention.FUSED:
+        forward = fuse_attention(forward)
+    step = training_graph(forward, plan)
+    if plan.fusion is Fusion.COMPILED:
+        step = fuse_elementwise(step)
+    lowered = lower(step)
     compute_s, memory_s, time_s = op_costs(lowered, device)
     start, end = schedule(lowered.indptr, lowered.indices, time_s,
                           np.zeros(len(lowered), dtype=np.int64), 1)

@@ -30,7 +30,8 @@ def region_of(op: Op, recompute: Recompute) -> int | None:
     """The recomputation region an op belongs to (its layer), or None if it is kept."""
     if recompute is Recompute.FULL and op.layer >= 0 and op.block is not Block.HEAD:
         return op.layer
-    if recompute is Recompute.SELECTIVE and op.block is Block.ATTN_CORE:
+    if (recompute is Recompute.SELECTIVE and op.block is Block.ATTN_CORE
+            and op.kind is not OpKind.ATTENTION):  # fused attention recomputes by itself
         return op.layer
     return None
 
@@ -88,7 +89,8 @@ class _Derivation:
     def _add(self, op: Op, name: str, deps: list[str], saved: list[str], **fields) -> str:
         if op.kind in TENSOR_KINDS:
             fields.setdefault("dtype", self.plan.formats.compute)
-        bwd = op.evolve(name=f"{name}:{op.name}", phase=Phase.BACKWARD, params=0,
+        fields.setdefault("phase", Phase.BACKWARD)
+        bwd = op.evolve(name=f"{name}:{op.name}", params=0,
                         saves=(), mask_bytes=0, stats_bytes=0, forward_of=op.name, **fields)
         self.out.add(bwd, [])
         for index, src in enumerate(deps):
@@ -113,7 +115,9 @@ class _Derivation:
             for src in inputs:
                 self.grads.setdefault(src, []).extend(deps)
             return
-        if op.kind in TENSOR_KINDS:
+        if op.kind is OpKind.ATTENTION:
+            self._attention_backward(op, deps, inputs)
+        elif op.kind in TENSOR_KINDS:
             self._tensor_backward(op, deps, inputs)
         else:
             self._vector_backward(op, deps, inputs)
@@ -138,6 +142,22 @@ class _Derivation:
                              bytes_read=grad_bytes + in_bytes, bytes_written=weight_bytes,
                              out_bytes=weight_bytes)
             self.weight_grads.setdefault(op.layer, []).append(name)
+
+    def _attention_backward(self, op: Op, deps: list[str], inputs: list[str]) -> None:
+        """FlashAttention's backward (Dao et al. 2022, alg. 4): it recomputes S = QK^T and P
+        block by block (a recompute op, half the forward's matmul FLOPs), then computes dV, dP,
+        dQ and dK (twice the forward's FLOPs, the model FLOPs of the backward)."""
+        in_bytes = sum(self.forward.op(s).out_bytes for s in inputs)
+        saved = [*inputs, op.name]
+        redo = self._add(op, "flash_recompute", deps, saved, phase=Phase.RECOMPUTE,
+                         flops=op.flops // 2, vector_flops=op.vector_flops,
+                         bytes_read=in_bytes, bytes_written=0, out_bytes=0)
+        name = self._add(op, "grad", [*deps, redo], saved, flops=2 * op.flops,
+                         vector_flops=op.vector_flops,
+                         bytes_read=in_bytes + 2 * op.out_bytes + op.stats_bytes,
+                         bytes_written=in_bytes, out_bytes=in_bytes)
+        for src in inputs:
+            self._contribute(src, name)
 
     def _vector_backward(self, op: Op, deps: list[str], inputs: list[str]) -> None:
         saved = list(inputs) if "inputs" in op.saves else []
