@@ -15,6 +15,16 @@ class DeviceClass(str, Enum):
     ACCELERATOR = "accelerator"
 
 
+FALLBACK = {
+    DType.FP32: (DType.FP32,),
+    DType.TF32: (DType.TF32, DType.FP32),
+    DType.FP16: (DType.FP16, DType.BF16, DType.FP32),
+    DType.BF16: (DType.BF16, DType.FP16, DType.FP32),
+    DType.FP8: (DType.FP8, DType.BF16, DType.FP16, DType.FP32),
+    DType.INT8: (DType.INT8, DType.FP16, DType.BF16, DType.FP32),
+}
+
+
 @dataclass(frozen=True)
 class MemoryLevel:
     """One level of the memory hierarchy, innermost (registers/SRAM) first, main memory last."""
@@ -106,14 +116,13 @@ class DeviceSpec:
         return self.main_memory.bandwidth_bytes_per_s
 
     def peak_for(self, dtype: DType) -> float:
-        """Dense matrix peak for ``dtype``; formats a device lacks run at its fp32 rate.
+        """Dense matrix peak for ``dtype``, or the rate of the format it would run in.
 
-        TF32 without a TF32 unit runs as FP32; FP8 without FP8 units runs at the 16-bit rate.
+        A device without a format runs it in the nearest one it has (``FALLBACK``): the other
+        16-bit float, then fp32; TF32 runs as fp32; FP8 and INT8 at the 16-bit rate. With
+        none of them, the vector units' rate.
         """
-        fallback = {DType.TF32: DType.FP32, DType.FP8: DType.BF16, DType.BF16: DType.FP16,
-                    DType.FP16: DType.FP32, DType.INT8: DType.FP16}
-        while dtype not in self.peak_flops_per_s:
-            if dtype not in fallback:
-                return self.vector_flops_per_s
-            dtype = fallback[dtype]
-        return self.peak_flops_per_s[dtype]
+        for candidate in FALLBACK.get(dtype, (dtype,)):
+            if candidate in self.peak_flops_per_s:
+                return self.peak_flops_per_s[candidate]
+        return self.vector_flops_per_s
