@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 def _predict(args) -> int:
     from dataclasses import replace
 
-    from simulator.simulate import simulate
+    from simulator.api import simulate
     from workloads.zoo import get_workload
 
     counts = {"--num-devices": args.num_devices, "--dp": args.dp, "--tp": args.tp,
@@ -144,8 +144,8 @@ def _devices(args) -> int:
     from hardware_specs.loader import list_devices, load_device
     from simulator.op import DType
 
-    for name in list_devices():
-        d = load_device(name)
+    devices = {name: load_device(name) for name in list_devices()}  # all valid, then print
+    for name, d in devices.items():
         print(f"{name:16s} {d.device_class.value:4s} bf16 {d.peak_for(DType.BF16) / 1e12:7.1f} "
               f"TFLOP/s  fp32 {d.peak_for(DType.FP32) / 1e12:6.1f}  mem "
               f"{d.memory_bytes / 1e9:6.0f} GB at {d.memory_bandwidth_bytes_per_s / 1e9:6.0f} GB/s"

@@ -6,11 +6,13 @@ It knows nothing of the scheduler (rule 7).
 
 The model is deliberately simple for now:
 - tensor ops (``TENSOR_KINDS``: matmul, conv, attention) run on the matrix units at
-  ``device.peak_for(dtype) * device.matmul_efficiency``;
+  ``device.peak_for(dtype) * device.matmul_efficiency`` times the shape efficiency of
+  ``simulator.efficiency`` (tile and wave quantisation, systolic padding, SIMD lanes); causal
+  fused attention runs only its unmasked blocks;
 - every other op runs on the vector units at ``device.vector_flops_per_s``, the fp32 rate,
   whatever its dtype. 16-bit vector math on recent GPUs runs at about twice the fp32 rate
   (packed half2/bf16x2), but vector ops are almost always memory-bound, so this rarely changes
-  a time; shape-dependent efficiency (tile and wave quantisation) comes later;
+  a time;
 - all ops stream their bytes from main memory at
   ``device.memory_bandwidth_bytes_per_s * device.memory_efficiency`` (no cache model);
 - each op pays ``device.op_overhead_s`` (kernel launch / dispatch).
@@ -20,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from hardware_specs.spec import DeviceSpec
+from simulator.efficiency import executed_fraction, shape_efficiency
 from simulator.engine import kernels
 from simulator.lower import Lowered
 from simulator.op import TENSOR_KINDS, DType
@@ -34,8 +37,8 @@ def price(lowered: Lowered, device: DeviceSpec) -> tuple[np.ndarray, np.ndarray,
     for dtype in DType:
         matrix_rate[dtype] = device.peak_for(dtype) * device.matmul_efficiency
     is_tensor = np.isin(lowered.kind, _TENSOR_CODES)
-    peak = np.where(is_tensor, matrix_rate[lowered.dtype.astype(np.int64)],
-                    float(device.vector_flops_per_s))
+    matrix = matrix_rate[lowered.dtype.astype(np.int64)] * shape_efficiency(lowered, device)
+    peak = np.where(is_tensor, matrix, float(device.vector_flops_per_s))
     bandwidth = np.full(n, device.memory_bandwidth_bytes_per_s * device.memory_efficiency,
                         dtype=np.float64)
     overhead = np.full(n, float(device.op_overhead_s), dtype=np.float64)
@@ -48,7 +51,7 @@ def op_costs(lowered: Lowered, device: DeviceSpec) -> tuple[np.ndarray, np.ndarr
     # vector work fused into a tensor op runs on the vector units: fold it into an equivalent
     # count at the op's own peak, so the kernel sees one number per op
     vector = lowered.vector_flops.astype(np.float64) * (peak / float(device.vector_flops_per_s))
-    flops = lowered.flops.astype(np.float64) + vector
+    flops = lowered.flops.astype(np.float64) * executed_fraction(lowered) + vector
     nbytes = lowered.nbytes.astype(np.float64)
     return kernels.roofline(flops, nbytes, peak, bandwidth, overhead)
 

@@ -13,6 +13,7 @@ Both take an ``OpGraph`` and return a new one; the input is never changed.
 from __future__ import annotations
 
 from simulator.graph import OpGraph
+from simulator.lower import READS_OUTPUT
 from simulator.op import Block, DType, Op, OpKind
 
 FUSIBLE = frozenset({OpKind.ELEMENTWISE, OpKind.NORM, OpKind.SOFTMAX})
@@ -83,8 +84,12 @@ def fuse_elementwise(graph: OpGraph) -> OpGraph:
         out.add(fused[name], [])
     for src, dst, data in graph.nx.edges(data=True):
         a, b = merged.get(src, src), merged.get(dst, dst)
-        if a != b:
+        if a != b:  # a merged edge reads the output if any of the edges it stands for did
+            reads = data.get(READS_OUTPUT, True)
+            if out.nx.has_edge(a, b):
+                reads = reads or out.nx.edges[a, b].get(READS_OUTPUT, True)
             out.add_edge(a, b, data["index"], data["bytes"])
+            out.nx.edges[a, b][READS_OUTPUT] = reads
     return out
 
 

@@ -18,12 +18,17 @@ import numpy as np
 
 from simulator.graph import OpGraph
 
+#: Edge attribute set by ``simulator.training``: False when the reader needs only the producer's
+#: kept bytes (mask, statistics), not its output. Absent means True.
+READS_OUTPUT = "reads_output"
+
 # Op fields copied one-to-one into an array, and the array's dtype.
 _OP_FIELDS = {
     "kind": np.int8, "phase": np.int8, "dtype": np.int8,
     "flops": np.int64, "vector_flops": np.int64, "bytes_read": np.int64, "bytes_written": np.int64,
     "out_bytes": np.int64, "params": np.int64,
     "m": np.int64, "n": np.int64, "k": np.int64, "batch": np.int64, "layer": np.int64,
+    "causal": np.int8,
 }
 
 
@@ -32,13 +37,17 @@ class Lowered:
     """One graph as arrays in topological order (position ``i`` is op ``names[i]``).
 
     The predecessors of op ``i`` are ``indices[indptr[i]:indptr[i + 1]]`` (positions, in input
-    order, each < ``i``); ``edge_bytes`` holds the tensor bytes on the same edges.
+    order, each < ``i``); ``edge_bytes`` holds the tensor bytes on the same edges and
+    ``edge_output`` whether the reader needs the producer's output (False: only what the producer
+    keeps besides, its ``keep_bytes``; the graph's ``reads_output`` edge attribute, default True;
+    an ordering-only edge of 0 bytes reads nothing).
     """
 
     names: list[str]
     indptr: np.ndarray      # int64, n + 1
     indices: np.ndarray     # int64, n_edges: predecessor positions
     edge_bytes: np.ndarray  # int64, n_edges
+    edge_output: np.ndarray  # bool, n_edges: the edge reads the producer's output
     kind: np.ndarray        # int8, OpKind codes
     phase: np.ndarray       # int8, Phase codes
     dtype: np.ndarray       # int8, DType codes
@@ -47,12 +56,14 @@ class Lowered:
     bytes_read: np.ndarray  # int64
     bytes_written: np.ndarray  # int64
     out_bytes: np.ndarray   # int64
+    keep_bytes: np.ndarray  # int64, mask_bytes + stats_bytes: kept for the backward besides
     params: np.ndarray      # int64, parameter elements owned
     m: np.ndarray           # int64
     n: np.ndarray           # int64
     k: np.ndarray           # int64
     batch: np.ndarray       # int64
     layer: np.ndarray       # int64, -1 outside any layer
+    causal: np.ndarray      # int8, 1 for attention under a causal mask
 
     def __len__(self) -> int:
         return len(self.names)
@@ -85,21 +96,27 @@ def lower(graph: OpGraph) -> Lowered:
     counts: list[int] = []
     indices: list[int] = []
     edge_bytes: list[int] = []
+    edge_output: list[bool] = []
+    keep_bytes: list[int] = []
     for name in names:
         op = nodes[name]["op"]
         for append, field in appenders:
             append(getattr(op, field))
+        keep_bytes.append(op.mask_bytes + op.stats_bytes)
         edges = sorted(pred[name].items(), key=lambda e: e[1]["index"])
         counts.append(len(edges))
         for src, data in edges:
             indices.append(position[src])
             edge_bytes.append(data["bytes"])
+            edge_output.append(bool(data.get(READS_OUTPUT, True)) and data["bytes"] > 0)
     indptr = np.zeros(len(names) + 1, dtype=np.int64)
     np.cumsum(np.asarray(counts, dtype=np.int64), out=indptr[1:])
     arrays = {field: np.asarray(values, dtype=_OP_FIELDS[field])
               for field, values in columns.items()}
     arrays.update(indptr=indptr, indices=np.asarray(indices, dtype=np.int64),
-                  edge_bytes=np.asarray(edge_bytes, dtype=np.int64))
+                  edge_bytes=np.asarray(edge_bytes, dtype=np.int64),
+                  edge_output=np.asarray(edge_output, dtype=np.bool_),
+                  keep_bytes=np.asarray(keep_bytes, dtype=np.int64))
     for array in arrays.values():
         array.flags.writeable = False
     return Lowered(names=names, **arrays)

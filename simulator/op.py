@@ -127,6 +127,11 @@ class Op:
         return self.flops if self.kind in TENSOR_KINDS else 0
 
     @property
+    def causal(self) -> int:
+        """1 for attention under a causal mask (a decoder's), else 0."""
+        return dict(self.extra).get("causal", 0)
+
+    @property
     def shape(self) -> dict[str, int]:
         facts = {"m": self.m, "n": self.n, "k": self.k, "batch": self.batch}
         facts.update(dict(self.extra))

@@ -43,6 +43,8 @@ class Result:
     avg_power_w: float
     params: int
     num_devices: int = 1
+    critical_path_s: float = 0.0         # longest dependency chain of one micro-batch's step
+    saved_activation_bytes: float = 0.0  # kept for the backward at the end of the forward
     totals: dict[str, float | None] = field(default_factory=dict)
     lowered: Lowered | None = field(default=None, repr=False)
     times: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
@@ -63,6 +65,8 @@ class Result:
             "memory_breakdown": dict(self.memory_breakdown),
             "memory_capacity_bytes": self.memory_capacity_bytes, "fits": self.fits,
             "energy_j_per_step": self.energy_j_per_step, "avg_power_w": self.avg_power_w,
+            "critical_path_s": self.critical_path_s,
+            "saved_activation_bytes": self.saved_activation_bytes,
         }
         out.update(self.totals)
         return out
@@ -73,7 +77,8 @@ class Result:
     # -- per-op detail ------------------------------------------------------------------------------
     @cached_property
     def ops(self) -> pd.DataFrame:
-        """One row per op of one micro-batch's step (serial schedule)."""
+        """One row per op of one micro-batch's step (serial schedule), with its energy in
+        joules and whether it lies on the step's critical path."""
         low, t = self.lowered, self.times
         if low is None:
             return pd.DataFrame()
@@ -87,6 +92,7 @@ class Result:
             "compute_s": t["compute_s"], "memory_s": t["memory_s"],
             "bound": _BOUND[(t["memory_s"] > t["compute_s"]).astype(int)],
             "time_s": t["time_s"], "start_s": t["start_s"], "end_s": t["end_s"],
+            "energy_j": t["energy_j"], "critical_path": t["critical_path"],
         })
 
     def to_chrome_trace(self, path: str | os.PathLike) -> Path:
@@ -95,7 +101,7 @@ class Result:
         events = [{"name": row.name, "cat": row.kind, "ph": "X", "pid": 0, "tid": 0,
                    "ts": row.start_s * 1e6, "dur": row.time_s * 1e6,
                    "args": {"phase": row.phase, "flops": int(row.flops), "bytes": int(row.bytes),
-                            "bound": row.bound}}
+                            "bound": row.bound, "energy_j": row.energy_j}}
                   for row in ops.itertuples(index=False)]
         trace = {"traceEvents": events, "displayTimeUnit": "ms",
                  "metadata": {"model": self.model, "device": self.device}}

@@ -20,10 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from simulator.graph import OpGraph
+from simulator.lower import READS_OUTPUT
 from simulator.op import TENSOR_KINDS, Block, Op, OpKind, Phase
 from simulator.plan import OPTIMIZER_FLOPS_PER_PARAM, OPTIMIZER_STATES, Plan, Recompute
 
 WEIGHTED = frozenset({"linear", "conv2d"})  # tensor ops whose second operand is a parameter
+#: Name prefix of weight-gradient ops: they write the persistent gradient buffers.
+WGRAD = "wgrad"
 
 
 def region_of(op: Op, recompute: Recompute) -> int | None:
@@ -138,7 +141,7 @@ class _Derivation:
             weight_bytes = op.n * op.k * gdtype.bytes
             in_bytes = (self.forward.op(inputs[0]).out_bytes if inputs
                         else op.bytes_read - op.n * op.k * op.dtype.bytes)
-            name = self._add(op, "wgrad", deps, inputs[:1],
+            name = self._add(op, WGRAD, deps, inputs[:1],
                              bytes_read=grad_bytes + in_bytes, bytes_written=weight_bytes,
                              out_bytes=weight_bytes)
             self.weight_grads.setdefault(op.layer, []).append(name)
@@ -172,6 +175,8 @@ class _Derivation:
         name = self._add(op, "grad", deps, saved,
                          bytes_read=grad_in + saved_bytes,
                          bytes_written=in_bytes + param_bytes, out_bytes=in_bytes)
+        if op.name in saved and "output" not in op.saves:  # it reads the mask / stats only
+            self.out.nx.edges[self._saved(op.name), name][READS_OUTPUT] = False
         for src in inputs:
             self._contribute(src, name)
         if op.params:

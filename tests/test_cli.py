@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,10 +72,12 @@ def tiny_toml_with(key: str, value: str) -> str:
 # -- bad input: one clear line, non-zero exit, no traceback, nothing on stdout ---------------------
 
 def _negative_bandwidth_spec(tmp_path: Path) -> Path:
-    text = A100_SPEC.read_text()
-    assert "bandwidth_gb_per_s = 2039" in text
+    """The A100 catalogue file with its first (main-memory) bandwidth made negative."""
+    text, count = re.subn(r"(?m)^bandwidth_gb_per_s = (?=\d)", "bandwidth_gb_per_s = -",
+                          A100_SPEC.read_text(), count=1)
+    assert count == 1
     path = tmp_path / "broken-a100.toml"
-    path.write_text(text.replace("bandwidth_gb_per_s = 2039", "bandwidth_gb_per_s = -2039"))
+    path.write_text(text)
     return path
 
 
@@ -263,7 +266,7 @@ def test_toml_workload_predicts_with_closed_form_params(tmp_path):
     s = predict_json(path, "--device", "a100", "--micro-batch", "2")
     # GPT-style defaults: biases, LayerNorm, tied embeddings, learned positions.
     assert s["params"] == _tiny_params_by_hand(bias=True, layernorm=True, tied=True,
-                                               positions=True) == 52_000
+                                               positions=True) == 71_424
     assert s["model"] == "tiny-gqa"
     assert s["tokens_per_s"] == pytest.approx(s["samples_per_s"] * TINY["seq_len"], rel=1e-12)
     assert SUMMARY_KEYS <= set(s)

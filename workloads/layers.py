@@ -77,10 +77,11 @@ class Builder:
                          bytes_written=rows * out_f * es,
                          out_bytes=rows * out_f * es, params=params, saves=("inputs",))
 
-    def matmul(self, base: str, a: str, b: str, batch: int, m: int, n: int, k: int) -> str:
+    def matmul(self, base: str, a: str, b: str, batch: int, m: int, n: int, k: int,
+               extra: tuple[tuple[str, int], ...] = ()) -> str:
         """``batch`` products (m x k) @ (k x n) of two activations (e.g. QK^T, AV)."""
         es = self.es
-        return self._add(base, (a, b), kind=OpKind.MATMUL, fn="bmm",
+        return self._add(base, (a, b), kind=OpKind.MATMUL, fn="bmm", extra=extra,
                          flops=2 * batch * m * n * k, m=m, n=n, k=k, batch=batch,
                          bytes_read=batch * (m * k + k * n) * es,
                          bytes_written=batch * m * n * es, out_bytes=batch * m * n * es,

@@ -132,6 +132,10 @@ class TransformerConfig:
                       param_dtype: DType | None = None) -> OpGraph:
         if batch <= 0:
             raise WorkloadError(f"{self.name}: batch = {batch} must be a positive integer")
+        largest = 2 * batch * self.heads * self.sequence ** 2 * self.head_dim  # QK^T FLOPs
+        if largest >= 2 ** 62 or batch * self.sequence * max(self.vocab, self.ffn_dim) >= 2 ** 56:
+            raise WorkloadError(f"{self.name}: seq_len = {self.seq_len} with batch {batch} "
+                                "is too large to count exactly (64-bit): use a smaller seq_len")
         graph = OpGraph(f"{self.name} forward (batch {batch})")
         b = Builder(graph, dtype=dtype, param_dtype=param_dtype or dtype)
         x = _embed(self, b, batch)
@@ -198,7 +202,8 @@ def _attention(c: TransformerConfig, b: Builder, x: str, batch: int) -> str:
         k = b.elementwise("mul", (k,), rows * kv, base="rope_k")
     b.block = Block.ATTN_CORE
     heads = batch * c.heads
-    scores = b.matmul("scores", q, k, heads, s, s, d)
+    causal = (("causal", 1),) if c.style is Style.DECODER else ()  # fused kernels skip blocks
+    scores = b.matmul("scores", q, k, heads, s, s, d, extra=causal)
     probs = b.softmax(scores, heads * s, s)  # scale and causal mask fused, as in Megatron
     if c.dropout:
         probs = b.dropout(probs, heads * s * s, base="attn_dropout")

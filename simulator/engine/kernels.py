@@ -82,3 +82,51 @@ def critical_path(indptr, indices, duration):
         on_path[last] = True
         last = via[last]
     return length, on_path
+
+
+@njit(cache=True)
+def liveness(indptr, indices, edge_output, start, end, out_bytes, keep_bytes, counted):
+    """Peak of the bytes held by live tensors over a schedule.
+
+    Op ``u`` allocates two tensors when it starts (``start[u]``): its output (``out_bytes[u]``)
+    and what it keeps for its backward besides (``keep_bytes[u]``: a dropout mask, a norm's
+    statistics). The output is freed when the last op reading it ends: the latest ``end[v]``
+    over the edges u -> v with ``edge_output`` True, or ``end[u]`` if there is none; the kept
+    bytes when the last reader of either ends (every edge). Ops with ``counted`` False hold
+    nothing (their bytes live elsewhere, e.g. in the persistent gradient buffers).
+
+    A tensor is live over ``[alloc, free)``: at one instant, frees happen before allocations
+    (a framework frees a tensor once its last reader has finished, before the next op
+    allocates), so a tensor of zero lifetime is never live. Returns ``(peak_bytes, peak_time,
+    out_free, keep_free)``: the int64 peak, the earliest instant it is reached (0.0 if nothing
+    is ever live) and the float64 free times.
+    """
+    n = start.shape[0]
+    out_free = end.copy()
+    keep_free = end.copy()
+    for v in range(n):
+        for e in range(indptr[v], indptr[v + 1]):
+            u = indices[e]
+            if edge_output[e] and end[v] > out_free[u]:
+                out_free[u] = end[v]
+            if end[v] > keep_free[u]:
+                keep_free[u] = end[v]
+    # events: all frees first, then all allocations; a stable sort by time keeps frees first
+    times = np.empty(4 * n, dtype=np.float64)
+    delta = np.zeros(4 * n, dtype=np.int64)
+    for u in range(n):
+        if counted[u]:
+            times[u], delta[u] = out_free[u], -out_bytes[u]
+            times[n + u], delta[n + u] = keep_free[u], -keep_bytes[u]
+            times[2 * n + u], delta[2 * n + u] = start[u], out_bytes[u]
+            times[3 * n + u], delta[3 * n + u] = start[u], keep_bytes[u]
+        else:
+            times[u] = times[n + u] = times[2 * n + u] = times[3 * n + u] = start[u]
+    order = np.argsort(times, kind="mergesort")
+    live, peak, peak_time = 0, 0, 0.0
+    for j in range(4 * n):
+        live += delta[order[j]]
+        if live > peak:
+            peak = live
+            peak_time = times[order[j]]
+    return peak, peak_time, out_free, keep_free

@@ -50,3 +50,25 @@ def critical_path(indptr, indices, duration):
         on_path[last] = True
         last = via[last]
     return length, on_path
+
+
+def liveness(indptr, indices, edge_output, start, end, out_bytes, keep_bytes, counted):
+    """The definition itself: the live bytes at every allocation instant, the largest wins."""
+    n = len(start)
+    out_free = [float(t) for t in end]
+    keep_free = [float(t) for t in end]
+    for v in range(n):
+        for e in range(int(indptr[v]), int(indptr[v + 1])):
+            u = int(indices[e])
+            if edge_output[e]:
+                out_free[u] = max(out_free[u], float(end[v]))
+            keep_free[u] = max(keep_free[u], float(end[v]))
+    tensors = [(float(start[u]), free, int(nbytes))
+               for u in range(n) if counted[u]
+               for free, nbytes in ((out_free[u], out_bytes[u]), (keep_free[u], keep_bytes[u]))]
+    peak, peak_time = 0, 0.0
+    for t in sorted({alloc for alloc, _, _ in tensors}):
+        live = sum(nbytes for alloc, free, nbytes in tensors if alloc <= t < free)
+        if live > peak:
+            peak, peak_time = live, t
+    return peak, peak_time, np.array(out_free, dtype=float), np.array(keep_free, dtype=float)

@@ -1,0 +1,66 @@
+"""Shape-dependent efficiency of tensor ops, from the device's architecture facts.
+
+Vectorised over the lowered arrays; every factor is derived from a spec figure, none is fitted:
+- GPU (``matrix_tile`` and ``compute_units``): a matmul is cut into tiles of the threadblock tile
+  (m x n), padded in k; tiles run in waves of one per SM. Tile quantisation wastes the padded
+  part of the edge tiles, wave quantisation the idle SMs of the last wave (NVIDIA, "Matrix
+  Multiplication Background User's Guide", DU-09799-001, sec. 2.3-2.4).
+- TPU (``systolic_array``): the weight-stationary array holds a (k x n) block; k and n are
+  padded to the array's rows and columns (Jouppi et al. 2017, sec. 2).
+- CPU (``simd_width_bits``): n is padded to the SIMD lanes of the format.
+- causal fused attention skips the blocks above the diagonal: of nb x nb blocks of 128 rows
+  (FlashAttention-2's block, Dao 2023) it runs nb(nb + 1)/2.
+The result multiplies the device's ``matmul_efficiency`` (a cited or calibrated base).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from hardware_specs.spec import DeviceClass, DeviceSpec
+from simulator.lower import Lowered
+from simulator.op import DType, OpKind
+
+FLASH_BLOCK = 128
+_DTYPE_BITS = np.array([DType(code).bytes * 8 for code in range(max(DType) + 1)], dtype=np.int64)
+
+
+def _pad(x: np.ndarray, tile: int) -> np.ndarray:
+    """Fraction of a padded extent that is real work: x / (ceil(x / tile) * tile)."""
+    x = np.maximum(x, 1)
+    return x / (np.ceil(x / tile) * tile)
+
+
+def gpu_tiles(m, n, k, batch, tile: tuple[int, int, int], units: int) -> np.ndarray:
+    """Tile x wave quantisation efficiency of ``batch`` (m x k)(k x n) products."""
+    tm, tn, tk = tile
+    m, n, k, batch = (np.maximum(np.asarray(a, dtype=np.float64), 1) for a in (m, n, k, batch))
+    tiles = batch * np.ceil(m / tm) * np.ceil(n / tn)
+    waves = np.ceil(tiles / units)
+    wave = tiles / (waves * units)
+    return wave * _pad(m, tm) * _pad(n, tn) * _pad(k, tk)
+
+
+def shape_efficiency(lowered: Lowered, device: DeviceSpec) -> np.ndarray:
+    """Per-op factor in (0, 1] for tensor ops (1 where the spec gives no facts)."""
+    arch = device.architecture
+    m, n, k, batch = lowered.m, lowered.n, lowered.k, lowered.batch
+    eff = np.ones(len(lowered))
+    if device.device_class is DeviceClass.GPU and arch.matrix_tile and arch.compute_units:
+        eff = gpu_tiles(m, n, k, batch, arch.matrix_tile, arch.compute_units)
+    elif arch.systolic_array:
+        rows, cols = arch.systolic_array
+        eff = _pad(k, rows) * _pad(n, cols)
+    elif device.device_class is DeviceClass.CPU and arch.simd_width_bits:
+        lanes = np.maximum(arch.simd_width_bits // _DTYPE_BITS[lowered.dtype.astype(np.int64)], 1)
+        eff = _pad(n, lanes)
+    return eff
+
+
+def executed_fraction(lowered: Lowered) -> np.ndarray:
+    """Share of an op's counted FLOPs that run: causal fused attention skips masked blocks."""
+    frac = np.ones(len(lowered))
+    causal = (lowered.kind == OpKind.ATTENTION) & (lowered.causal > 0)
+    if causal.any():
+        blocks = np.ceil(np.maximum(lowered.m[causal], 1) / FLASH_BLOCK)
+        frac[causal] = (blocks + 1) / (2 * blocks)
+    return frac
