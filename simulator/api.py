@@ -11,7 +11,7 @@ from simulator.engine.kernels import critical_path, liveness, schedule
 from simulator.errors import PlanError
 from simulator.lower import lower
 from simulator.memory import activation_bytes, state_bytes
-from simulator.op import Phase
+from simulator.op import OpKind, Phase
 from simulator.fusion import fuse_attention, fuse_elementwise
 from simulator.plan import Attention, Fusion, Plan
 from simulator.result import Result
@@ -28,6 +28,7 @@ _J_PER_KWH = 3.6e6
 # datacentre's cooling and power delivery multiply it (Uptime Institute, Global Data Center
 # Survey 2023: industry average 1.58; Google, 2023 Environmental Report: fleet average 1.10).
 DEFAULT_PUE = 1.0
+N_STREAMS = 2  # compute, and communication (collectives overlap compute where deps allow)
 
 
 def simulate(workload: str | Workload, hardware: str | DeviceSpec, plan: Plan | None = None,
@@ -56,10 +57,9 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec, plan: Plan | 
         step = fuse_elementwise(step)
     lowered = lower(step)
     compute_s, memory_s, time_s = op_costs(lowered, device)
-    start, end = schedule(lowered.indptr, lowered.indices, time_s,
-                          np.zeros(len(lowered), dtype=np.int64), 1)
+    start, end = schedule(lowered.indptr, lowered.indices, time_s, streams(lowered), N_STREAMS)
 
-    step_time = _step_time(lowered, time_s, plan.micro_batches)
+    step_time = _step_time(lowered, end, plan.micro_batches)
     model_flops, hardware_flops = _flops(lowered, plan.micro_batches)
     memory = _memory(forward, plan, lowered, start, end)
     peak = sum(memory.values())
@@ -90,10 +90,19 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec, plan: Plan | 
     return result
 
 
-def _step_time(lowered, time_s: np.ndarray, micro_batches: int) -> float:
-    """Serial stream: each micro-batch's forward and backward, then one optimizer update."""
+def streams(lowered) -> np.ndarray:
+    """The stream each op runs on: 0 compute, 1 communication (collectives)."""
+    return (lowered.kind == OpKind.COLLECTIVE).astype(np.int64)
+
+
+def _step_time(lowered, end: np.ndarray, micro_batches: int) -> float:
+    """Makespan of a step: micro-batches run their forward and backward one after another
+    (gradient accumulation), and only the last one is followed by the optimizer update."""
+    if len(end) == 0:
+        return 0.0
     is_update = lowered.phase == Phase.OPTIMIZER
-    return float(micro_batches * time_s[~is_update].sum() + time_s[is_update].sum())
+    micro = float(end[~is_update].max()) if (~is_update).any() else 0.0
+    return (micro_batches - 1) * micro + float(end.max())
 
 
 def _flops(lowered, micro_batches: int) -> tuple[float, float]:
@@ -134,12 +143,12 @@ def _memory(forward, plan: Plan, lowered, start: np.ndarray, end: np.ndarray) ->
 def _totals(result: Result, device: DeviceSpec, tokens_per_sample: int | None,
             tokens: float | None, steps: float | None, grid: float,
             pue: float) -> dict[str, float | None]:
-    if tokens is None and steps is None:
-        return {}
     if not pue >= 1.0:
         raise PlanError(f"pue = {pue!r} must be at least 1.0 (1.0: the devices alone)")
     if not grid >= 0.0:
         raise PlanError(f"grid_kg_co2_per_kwh = {grid!r} must be non-negative")
+    if tokens is None and steps is None:
+        return {}
     if tokens is not None and steps is not None:
         raise PlanError("give --tokens or --steps, not both")
     if tokens is not None:

@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="whole run: tokens to train on")
     run.add_argument("--steps", type=_positive_float, default=None,
                      help="whole run: optimizer steps")
+    p.add_argument("--pue", type=_positive_float, default=None,
+                   help="datacentre power usage effectiveness for run totals (default 1.0)")
+    p.add_argument("--grid", type=_positive_float, default=None, metavar="KG_PER_KWH",
+                   help="grid carbon intensity for run totals (default 0.39, U.S. 2022, EIA)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     sub.add_parser("models", help="list the model zoo")
     sub.add_parser("devices", help="list the device catalogue")
@@ -102,7 +106,9 @@ def _predict(args) -> int:
     plan = Plan(micro_batch=args.micro_batch, global_batch=args.global_batch,
                 precision=args.precision, recompute=args.recompute, optimizer=args.optimizer,
                 attention=args.attention, fusion=args.fusion)
-    result = simulate(work, args.device, plan, tokens=args.tokens, steps=args.steps)
+    totals = {key: value for key, value in
+              (("pue", args.pue), ("grid_kg_co2_per_kwh", args.grid)) if value is not None}
+    result = simulate(work, args.device, plan, tokens=args.tokens, steps=args.steps, **totals)
     print(result.to_json() if args.json else format_summary(result.summary()))
     return 0
 

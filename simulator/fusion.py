@@ -62,18 +62,22 @@ def _fused_core(forward: OpGraph, names: list[str]) -> Op:
 
 
 def fuse_elementwise(graph: OpGraph) -> OpGraph:
-    """Fold each fusible vector op into its producer when it is the producer's only reader."""
+    """Fold each fusible vector op into its producer when it is the producer's only reader in
+    the same phase. If later phases read the producer's output too (it is saved for the
+    backward), the fused kernel still writes it, but the vector op no longer reads it back."""
     merged: dict[str, str] = {}   # original name -> name of the op it now lives in
     fused: dict[str, Op] = {}
     order = graph.names()
     for name in order:
         op = graph.op(name)
         inputs = graph.inputs(name)
-        if op.kind in FUSIBLE and len(inputs) == 1 and len(graph.consumers(inputs[0])) == 1:
+        if op.kind in FUSIBLE and len(inputs) == 1:
+            readers = [graph.op(c).phase for c in graph.consumers(inputs[0])]
             host = merged.get(inputs[0], inputs[0])
             base = fused.get(host, graph.op(host))
-            if base.phase == op.phase and base.kind not in (OpKind.LOSS, OpKind.OPTIMIZER):
-                fused[host] = _absorb(base, op)
+            if (readers.count(op.phase) == 1 and base.phase == op.phase
+                    and base.kind not in (OpKind.LOSS, OpKind.OPTIMIZER)):
+                fused[host] = _absorb(base, op, keep_output=len(readers) > 1)
                 merged[name] = host
                 continue
         fused[name] = op
@@ -93,13 +97,18 @@ def fuse_elementwise(graph: OpGraph) -> OpGraph:
     return out
 
 
-def _absorb(host: Op, op: Op) -> Op:
-    """``host`` followed by ``op`` in one kernel: ``host``'s output stays on chip."""
+def _absorb(host: Op, op: Op, keep_output: bool) -> Op:
+    """``host`` followed by ``op`` in one kernel: ``op`` reads ``host``'s output on chip.
+
+    ``keep_output``: others read ``host``'s output later, so it is still written and stays
+    allocated with ``op``'s (the fused op's ``out_bytes`` holds both).
+    """
+    kept = host.out_bytes if keep_output else 0
     return host.evolve(
         vector_flops=host.vector_flops + op.flops + op.vector_flops,
         bytes_read=host.bytes_read + op.bytes_read - host.out_bytes,
-        bytes_written=host.bytes_written - host.out_bytes + op.bytes_written,
-        out_bytes=op.out_bytes, mask_bytes=host.mask_bytes + op.mask_bytes,
+        bytes_written=host.bytes_written - host.out_bytes + kept + op.bytes_written,
+        out_bytes=op.out_bytes + kept, mask_bytes=host.mask_bytes + op.mask_bytes,
         stats_bytes=host.stats_bytes + op.stats_bytes,
         params=host.params + op.params,
         saves=tuple(dict.fromkeys(host.saves + op.saves)))

@@ -120,8 +120,9 @@ class Builder:
         return self.elementwise("add", (a, b), numel, base=base)
 
     def activation(self, fn: str, x: str, numel: int) -> str:
-        """relu / gelu / silu: the backward needs the input (relu could use its output)."""
-        return self.elementwise(fn, (x,), numel, saves=("inputs",))
+        """relu / gelu / silu. PyTorch's relu backward reads its output (threshold_backward on
+        the result), the others their input."""
+        return self.elementwise(fn, (x,), numel, saves=("output",) if fn == "relu" else ("inputs",))
 
     def swiglu(self, gate: str, up: str, numel: int) -> str:
         """silu(gate) * up, as one op reading both halves; backward needs both inputs."""
