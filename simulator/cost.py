@@ -13,8 +13,8 @@ The model is deliberately simple for now:
   whatever its dtype. 16-bit vector math on recent GPUs runs at about twice the fp32 rate
   (packed half2/bf16x2), but vector ops are almost always memory-bound, so this rarely changes
   a time;
-- all ops stream their bytes from main memory at
-  ``device.memory_bandwidth_bytes_per_s * device.memory_efficiency`` (no cache model);
+- ops stream their bytes from the innermost memory level that holds them (``level_bandwidth``),
+  main memory at ``device.memory_bandwidth_bytes_per_s * device.memory_efficiency``;
 - each op pays ``device.op_overhead_s`` (kernel launch / dispatch).
 """
 from __future__ import annotations
@@ -39,10 +39,25 @@ def price(lowered: Lowered, device: DeviceSpec) -> tuple[np.ndarray, np.ndarray,
     is_tensor = np.isin(lowered.kind, _TENSOR_CODES)
     matrix = matrix_rate[lowered.dtype.astype(np.int64)] * shape_efficiency(lowered, device)
     peak = np.where(is_tensor, matrix, float(device.vector_flops_per_s))
-    bandwidth = np.full(n, device.memory_bandwidth_bytes_per_s * device.memory_efficiency,
-                        dtype=np.float64)
+    bandwidth = level_bandwidth(lowered.nbytes, device)
     overhead = np.full(n, float(device.op_overhead_s), dtype=np.float64)
     return peak.astype(np.float64), bandwidth, overhead
+
+
+def level_bandwidth(nbytes: np.ndarray, device: DeviceSpec) -> np.ndarray:
+    """Cache fit: an op whose bytes (read + written) fit in an on-chip level streams at that
+    level's bandwidth, else from main memory at its measured fraction of the datasheet rate.
+
+    Optimistic for a first touch: it assumes the working set is already resident, as it is
+    for the chains of small activations that one op hands the next. Only levels a spec lists
+    (with a cited or measured bandwidth) count.
+    """
+    main = device.main_memory
+    bandwidth = np.full(len(nbytes), main.bandwidth_bytes_per_s * device.memory_efficiency)
+    for level in reversed(device.memory[:-1]):  # outermost cache first, innermost last wins
+        bandwidth = np.where(nbytes <= level.capacity_bytes, level.bandwidth_bytes_per_s,
+                             bandwidth)
+    return bandwidth
 
 
 def op_costs(lowered: Lowered, device: DeviceSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -83,3 +83,15 @@ def test_step_is_at_least_flops_over_peak(name, batch):
     assert r.step_time_s >= r.hardware_flops_per_step / best
     assert np.all(shape_efficiency(r.lowered, device) <= 1.0)
     assert np.all(shape_efficiency(r.lowered, device) > 0.0)
+
+
+def test_cache_fit_prices_small_ops_at_the_cache_level():
+    from hardware_specs.spec import MemoryLevel
+    from simulator.cost import level_bandwidth
+
+    l2 = MemoryLevel("l2", capacity_bytes=40e6, bandwidth_bytes_per_s=5e12)
+    device = dataclasses.replace(A100, memory=(l2, *A100.memory))
+    bw = level_bandwidth(np.array([1e6, 40e6, 41e6]), device)
+    hbm = A100.memory_bandwidth_bytes_per_s * A100.memory_efficiency
+    assert list(bw) == [5e12, 5e12, hbm]
+    assert list(level_bandwidth(np.array([1e6]), A100)) == [hbm]  # no cache listed: main memory
