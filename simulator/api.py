@@ -85,6 +85,9 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec, plan: Plan | 
         saved_activation_bytes=float(activation_bytes(forward, plan)), lowered=lowered,
         times={"compute_s": compute_s, "memory_s": memory_s, "time_s": time_s,
                "start_s": start, "end_s": end, "energy_j": energy_j, "critical_path": on_path})
+    if device.matmul_efficiency == 1.0:
+        result.notes.append(f"{device.name} has no measured matmul efficiency: tensor ops run at "
+                            "the datasheet peak, so step time is an optimistic bound")
     result.totals = _totals(result, device, per_sample_tokens, tokens, steps,
                             grid_kg_co2_per_kwh, pue)
     return result

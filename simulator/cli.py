@@ -133,6 +133,7 @@ def format_summary(s: dict) -> str:
         lines.append(f"  whole run          {s['steps']:.4g} steps, {s['total_time_s'] / 86400:.4g}"
                      f" days, {s['device_hours']:,.0f} device-hours, {s['energy_kwh']:,.0f} kWh,"
                      f" {s['co2_kg']:,.0f} kg CO2, cost {cost}")
+    lines += [f"  note: {note}" for note in s.get("notes", [])]
     return "\n".join(lines)
 
 
@@ -152,7 +153,7 @@ def _devices(args) -> int:
 
     devices = {name: load_device(name) for name in list_devices()}  # all valid, then print
     for name, d in devices.items():
-        print(f"{name:16s} {d.device_class.value:4s} bf16 {d.peak_for(DType.BF16) / 1e12:7.1f} "
+        print(f"{name:16s} {d.device_class.value:11s} bf16 {d.peak_for(DType.BF16) / 1e12:7.1f} "
               f"TFLOP/s  fp32 {d.peak_for(DType.FP32) / 1e12:6.1f}  mem "
               f"{d.memory_bytes / 1e9:6.0f} GB at {d.memory_bandwidth_bytes_per_s / 1e9:6.0f} GB/s"
               f"  TDP {d.tdp_w:.0f} W")

@@ -46,6 +46,7 @@ class Result:
     critical_path_s: float = 0.0         # longest dependency chain of one micro-batch's step
     saved_activation_bytes: float = 0.0  # kept for the backward at the end of the forward
     totals: dict[str, float | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # caveats a user should read with the figures
     lowered: Lowered | None = field(default=None, repr=False)
     times: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -69,6 +70,7 @@ class Result:
             "saved_activation_bytes": self.saved_activation_bytes,
         }
         out.update(self.totals)
+        out["notes"] = list(self.notes)
         return out
 
     def to_json(self) -> str:
