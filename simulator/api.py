@@ -28,6 +28,7 @@ _J_PER_KWH = 3.6e6
 # datacentre's cooling and power delivery multiply it (Uptime Institute, Global Data Center
 # Survey 2023: industry average 1.58; Google, 2023 Environmental Report: fleet average 1.10).
 DEFAULT_PUE = 1.0
+UNKNOWN = "unknown:"  # an imported op's fn when hwsim does not know the operator
 N_STREAMS = 2  # compute, and communication (collectives overlap compute where deps allow)
 
 
@@ -85,6 +86,11 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec, plan: Plan | 
         saved_activation_bytes=float(activation_bytes(forward, plan)), lowered=lowered,
         times={"compute_s": compute_s, "memory_s": memory_s, "time_s": time_s,
                "start_s": start, "end_s": end, "energy_j": energy_j, "critical_path": on_path})
+    result.unknown_ops = sorted({op.fn.removeprefix(UNKNOWN) for op in forward.ops()
+                                 if op.fn.startswith(UNKNOWN)})
+    if result.unknown_ops:
+        result.notes.append(f"{len(result.unknown_ops)} operator type(s) hwsim does not know were "
+                            f"costed by their tensor traffic only: {', '.join(result.unknown_ops)}")
     if device.matmul_efficiency == 1.0:
         result.notes.append(f"{device.name} has no measured matmul efficiency: tensor ops run at "
                             "the datasheet peak, so step time is an optimistic bound")

@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", required=True, help="catalogue name ('hwsim devices') or .toml")
     p.add_argument("--num-devices", type=int, default=1)
     p.add_argument("--global-batch", type=int, default=None)
-    p.add_argument("--micro-batch", type=int, default=1)
+    p.add_argument("--micro-batch", type=int, default=None,
+                   help="samples per micro-batch (default: the model's, 1 for the zoo)")
     p.add_argument("--seq-len", type=int, default=None, help="override the model's context")
     p.add_argument("--precision", choices=[m.value for m in Precision], default="bf16")
     p.add_argument("--dp", type=int, default=1)
@@ -103,7 +104,9 @@ def _predict(args) -> int:
         if args.seq_len <= 0:
             raise PlanError(f"--seq-len = {args.seq_len} must be a positive integer")
         work = replace(work, seq_len=args.seq_len)
-    plan = Plan(micro_batch=args.micro_batch, global_batch=args.global_batch,
+    micro_batch = args.micro_batch if args.micro_batch is not None else getattr(
+        work, "default_batch", 1)
+    plan = Plan(micro_batch=micro_batch, global_batch=args.global_batch,
                 precision=args.precision, recompute=args.recompute, optimizer=args.optimizer,
                 attention=args.attention, fusion=args.fusion)
     totals = {key: value for key, value in

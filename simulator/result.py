@@ -47,6 +47,7 @@ class Result:
     saved_activation_bytes: float = 0.0  # kept for the backward at the end of the forward
     totals: dict[str, float | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # caveats a user should read with the figures
+    unknown_ops: list[str] = field(default_factory=list)  # imported operators costed by traffic
     lowered: Lowered | None = field(default=None, repr=False)
     times: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -71,6 +72,7 @@ class Result:
         }
         out.update(self.totals)
         out["notes"] = list(self.notes)
+        out["unknown_ops"] = list(self.unknown_ops)
         return out
 
     def to_json(self) -> str:

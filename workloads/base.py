@@ -21,3 +21,6 @@ class Workload(Protocol):
     @property
     def tokens_per_sample(self) -> int | None:
         """Sequence length for language models; None for others."""
+
+    # Optional: ``default_batch`` (int), the micro-batch the CLI uses when none is given
+    # (an imported model's example inputs fix it).
