@@ -29,10 +29,16 @@ def get_workload(spec: str | Workload) -> Workload:
         return MODELS[spec]
     if spec.endswith(".toml"):
         return load_workload_toml(spec)
+    if spec.endswith(".onnx"):
+        from workloads.onnx_import import load_onnx  # needs the onnx extra
+        return load_onnx(spec)
+    if ".py:" in spec:
+        from workloads.torch_import import load_factory  # needs the torch extra
+        return load_factory(spec)
     close = [m for m in MODELS if spec.lower().replace("_", "-") in m]
     hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""
     raise WorkloadError(f"unknown model {spec!r}{hint}: see 'hwsim models' for the zoo, or "
-                        "give a workload .toml file")
+                        "give a workload .toml file, a .onnx file or file.py:factory")
 
 
 def load_workload_toml(path: str | Path) -> TransformerConfig:
