@@ -12,6 +12,8 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     vector_tflops = 19.5          # fp32 peak of the non-matrix units
     op_overhead_us = 3.3          # fixed cost per op (launch / dispatch)
     matmul_efficiency = 0.9       # optional, in (0, 1], default 1.0
+    conv_efficiency = 0.7         # optional, in (0, 1], default: matmul_efficiency
+    vector_efficiency = 0.5       # optional, in (0, 1], default 1.0
     memory_efficiency = 0.88      # optional, in (0, 1], default 1.0
     [[memory]]                    # innermost first, main memory last
     name = "hbm2e"   capacity_gb = 80   bandwidth_gb_per_s = 2039    # or capacity_mib, ...
@@ -63,7 +65,8 @@ PEAK_DTYPES: dict[str, DType] = {d.name.lower(): d for d in
 _TOP_REQUIRED = ("name", "vendor", "class", "source", "compute", "memory", "power")
 _TOP_OPTIONAL = ("price", "architecture", "links")
 _COMPUTE_REQUIRED = ("peak_tflops", "vector_tflops", "op_overhead_us")
-_COMPUTE_OPTIONAL = ("matmul_efficiency", "memory_efficiency")
+_COMPUTE_OPTIONAL = ("matmul_efficiency", "conv_efficiency", "vector_efficiency",
+                     "memory_efficiency")
 _MEMORY_REQUIRED = ("name", "bandwidth_gb_per_s")
 _POWER_REQUIRED = ("idle_w", "tdp_w")
 _POWER_OPTIONAL = ("pj_per_flop", "pj_per_byte")

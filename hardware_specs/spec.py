@@ -94,6 +94,10 @@ class DeviceSpec:
     # Achieved fraction of peak on large, well-shaped work; 1.0 = ideal roofline.
     matmul_efficiency: float = 1.0
     memory_efficiency: float = 1.0
+    # Convolutions run library algorithms (implicit GEMM, Winograd, direct) of their own
+    # efficiency; None: as matmuls.
+    conv_efficiency: float | None = None
+    vector_efficiency: float = 1.0  # achieved fraction of the vector peak (norms, softmax, ...)
     price_per_hour_usd: float | None = None
     source: str = ""
     path: str = ""                  # the file it was loaded from

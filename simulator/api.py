@@ -11,7 +11,7 @@ from simulator.engine.kernels import critical_path, liveness, schedule
 from simulator.errors import PlanError
 from simulator.lower import lower
 from simulator.memory import activation_bytes, state_bytes
-from simulator.op import OpKind, Phase
+from simulator.op import TENSOR_KINDS, OpKind, Phase
 from simulator.fusion import fuse_attention, fuse_elementwise
 from simulator.plan import Attention, Fusion, Plan
 from simulator.result import Result
@@ -116,7 +116,6 @@ def _step_time(lowered, end: np.ndarray, micro_batches: int) -> float:
 
 def _flops(lowered, micro_batches: int) -> tuple[float, float]:
     """Model FLOPs (forward + backward) and hardware FLOPs (+ recomputation) of one step."""
-    from simulator.op import TENSOR_KINDS
     tensor = np.isin(lowered.kind, [int(k) for k in TENSOR_KINDS])
     flops = np.where(tensor, lowered.flops, 0).astype(np.float64)
     model = flops[(lowered.phase == Phase.FORWARD) | (lowered.phase == Phase.BACKWARD)].sum()

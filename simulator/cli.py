@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", type=_positive_float, default=None, metavar="KG_PER_KWH",
                    help="grid carbon intensity for run totals (default 0.39, U.S. 2022, EIA)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    c = sub.add_parser("calibrate", help="fit a device's efficiencies to micro-benchmarks "
+                       "run here with torch; writes a calibrated spec file")
+    c.add_argument("--device", required=True, help="the device present: cpu-host, or the "
+                   "catalogue name of the CUDA GPU in this machine")
+    c.add_argument("--out", default=None, help="spec file to write (default DEVICE-calibrated.toml)")
+    c.add_argument("--quick", action="store_true", help="a reduced sweep (for tests and CI)")
     sub.add_parser("models", help="list the model zoo")
     sub.add_parser("devices", help="list the device catalogue")
     return parser
@@ -72,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return {"predict": _predict, "models": _models, "devices": _devices}[args.command](args)
+        commands = {"predict": _predict, "calibrate": _calibrate, "models": _models,
+                    "devices": _devices}
+        return commands[args.command](args)
     except HwsimError as err:
         print(f"hwsim: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -138,6 +146,63 @@ def format_summary(s: dict) -> str:
                      f" {s['co2_kg']:,.0f} kg CO2, cost {cost}")
     lines += [f"  note: {note}" for note in s.get("notes", [])]
     return "\n".join(lines)
+
+
+def _calibrate(args) -> int:
+    import dataclasses
+
+    from hardware_specs.loader import load_device
+    from hardware_specs.writer import calibrated_toml
+    from simulator import calibrate
+    from simulator.result import write_atomic
+
+    device = load_device(args.device)
+    runtime = present_runtime(device)
+    todo = calibrate.cases(quick=args.quick)
+    if runtime.startswith("cuda"):
+        todo = [dataclasses.replace(c, dtype="bf16") if c.kind in ("matmul", "conv") else c
+                for c in todo]
+    measurements = calibrate.measure(todo, runtime, progress=_progress)
+    fit = calibrate.Calibration(device).fit(measurements)
+    calibrated = dataclasses.replace(fit.apply(), name=f"{device.name}-calibrated")
+    text = calibrated_toml(device, calibrated, calibrate.provenance(runtime))
+    out = args.out or f"{device.name}-calibrated.toml"
+    write_atomic(out, text)
+    print(fit.report())
+    print(f"wrote {out}: use it with --device {out}")
+    return 0
+
+
+def present_runtime(device) -> str:
+    """The torch device that runs ``device`` here, or a one-line error if it is not present."""
+    from hardware_specs.spec import DeviceClass
+
+    try:
+        import torch
+    except ImportError:
+        raise HwsimError('calibration runs torch: pip install "hwsim[torch]"') from None
+    if device.device_class is DeviceClass.CPU:
+        if device.path != "<cpu-host>":
+            raise HwsimError(f"--device {device.name}: hwsim calibrates the machine it runs "
+                             "on; use --device cpu-host (this machine's CPU)")
+        return "cpu"
+    if device.device_class is DeviceClass.GPU and torch.cuda.is_available():
+        here = torch.cuda.get_device_name(0)
+        family = device.name.split("-")[0].upper()
+        if family in here.upper().replace(" ", ""):
+            return "cuda"
+        raise HwsimError(f"--device {device.name}: the GPU here is {here!r}; calibrate the "
+                         "catalogue entry of that GPU")
+    raise HwsimError(f"--device {device.name}: no such device is present here (no CUDA GPU "
+                     "visible to torch); use --device cpu-host, or run on a machine with it")
+
+
+def _progress(done: int, total: int, label: str) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    end = "\n" if done == total else ""
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label:40s}", end=end,
+          file=sys.stderr, flush=True)
 
 
 def _models(args) -> int:

@@ -6,10 +6,12 @@ It knows nothing of the scheduler (rule 7).
 
 The model is deliberately simple for now:
 - tensor ops (``TENSOR_KINDS``: matmul, conv, attention) run on the matrix units at
-  ``device.peak_for(dtype) * device.matmul_efficiency`` times the shape efficiency of
+  ``device.peak_for(dtype) * device.matmul_efficiency`` (``conv_efficiency`` for convolutions)
+  times the shape efficiency of
   ``simulator.efficiency`` (tile and wave quantisation, systolic padding, SIMD lanes); causal
   fused attention runs only its unmasked blocks;
-- every other op runs on the vector units at ``device.vector_flops_per_s``, the fp32 rate,
+- every other op runs on the vector units at ``device.vector_flops_per_s`` (times
+  ``vector_efficiency``), the fp32 rate,
   whatever its dtype. 16-bit vector math on recent GPUs runs at about twice the fp32 rate
   (packed half2/bf16x2), but vector ops are almost always memory-bound, so this rarely changes
   a time;
@@ -25,7 +27,7 @@ from hardware_specs.spec import DeviceSpec
 from simulator.efficiency import executed_fraction, shape_efficiency
 from simulator.engine import kernels
 from simulator.lower import Lowered
-from simulator.op import TENSOR_KINDS, DType
+from simulator.op import TENSOR_KINDS, DType, OpKind
 
 _TENSOR_CODES = np.array(sorted(int(kind) for kind in TENSOR_KINDS), dtype=np.int8)
 
@@ -35,10 +37,14 @@ def price(lowered: Lowered, device: DeviceSpec) -> tuple[np.ndarray, np.ndarray,
     n = len(lowered)
     matrix_rate = np.zeros(max(DType) + 1, dtype=np.float64)  # indexed by DType code
     for dtype in DType:
-        matrix_rate[dtype] = device.peak_for(dtype) * device.matmul_efficiency
+        matrix_rate[dtype] = device.peak_for(dtype)
+    conv = device.matmul_efficiency if device.conv_efficiency is None else device.conv_efficiency
+    base = np.where(lowered.kind == OpKind.CONV, conv, device.matmul_efficiency)
     is_tensor = np.isin(lowered.kind, _TENSOR_CODES)
-    matrix = matrix_rate[lowered.dtype.astype(np.int64)] * shape_efficiency(lowered, device)
-    peak = np.where(is_tensor, matrix, float(device.vector_flops_per_s))
+    matrix = (matrix_rate[lowered.dtype.astype(np.int64)] * base
+              * shape_efficiency(lowered, device))
+    vector = device.vector_flops_per_s * device.vector_efficiency
+    peak = np.where(is_tensor, matrix, vector)
     bandwidth = level_bandwidth(lowered.nbytes, device)
     overhead = np.full(n, float(device.op_overhead_s), dtype=np.float64)
     return peak.astype(np.float64), bandwidth, overhead
@@ -65,7 +71,8 @@ def op_costs(lowered: Lowered, device: DeviceSpec) -> tuple[np.ndarray, np.ndarr
     peak, bandwidth, overhead = price(lowered, device)
     # vector work fused into a tensor op runs on the vector units: fold it into an equivalent
     # count at the op's own peak, so the kernel sees one number per op
-    vector = lowered.vector_flops.astype(np.float64) * (peak / float(device.vector_flops_per_s))
+    vector_rate = device.vector_flops_per_s * device.vector_efficiency
+    vector = lowered.vector_flops.astype(np.float64) * (peak / vector_rate)
     flops = lowered.flops.astype(np.float64) * executed_fraction(lowered) + vector
     nbytes = lowered.nbytes.astype(np.float64)
     return kernels.roofline(flops, nbytes, peak, bandwidth, overhead)

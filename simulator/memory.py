@@ -36,8 +36,8 @@ def saved_tensors(forward: OpGraph, plan: Plan) -> dict[tuple[str, str], tuple[i
     for name in forward.names():
         op = forward.op(name)
         inputs = forward.inputs(name)
-        if region_of(op, plan.recompute) is not None:
-            region = region_of(op, plan.recompute)
+        region = region_of(op, plan.recompute)
+        if region is not None:
             for src in inputs:  # the region's checkpoint: what it reads from outside
                 if region_of(forward.op(src), plan.recompute) != region:
                     keep("out", src, forward.op(src).out_bytes, op.layer)

@@ -60,6 +60,11 @@ class Builder:
                 layer=self.layer, block=self.block, **fields)
         return self.graph.add(op, inputs)
 
+    def input(self, base: str, numel: int) -> str:
+        """A placeholder for a tensor that comes from outside (no work, no gradient flows to
+        it): lets a graph start from an activation, as a micro-benchmark does."""
+        return self._add(base, (), kind=OpKind.COPY, fn="input", out_bytes=numel * self.es)
+
     # -- tensor arithmetic ----------------------------------------------------------------------
     def linear(self, base: str, x: str | None, rows: int, in_f: int, out_f: int,
                bias: bool = True, tied: bool = False) -> str:

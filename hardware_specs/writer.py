@@ -1,0 +1,105 @@
+"""Writing spec files: a calibrated copy of a device's file, or a file for a built device.
+
+A calibrated copy keeps the original file's text and comments (every datasheet figure keeps its
+source) and replaces only the calibrated keys of ``[compute]``, with a comment saying where
+the new values come from. A device built at run time (``cpu-host``) is written out whole.
+The text is parsed back before it is returned, so a written file always loads.
+"""
+from __future__ import annotations
+
+from importlib import resources
+
+from hardware_specs.spec import DeviceSpec
+
+CALIBRATED_KEYS = ("matmul_efficiency", "conv_efficiency", "vector_efficiency",
+                   "memory_efficiency", "op_overhead_us")
+
+
+def calibrated_toml(device: DeviceSpec, calibrated: DeviceSpec, provenance: str) -> str:
+    """The spec text of ``calibrated``: the source file of ``device`` with new efficiencies."""
+    original = _source_text(device)
+    text = original if original is not None else device_toml(device)
+    lines = [f"# Calibrated: {provenance}.", f"# Base figures: {device.path or device.name}."]
+    body = _replace_compute(text.splitlines(), _compute_lines(calibrated))
+    body = [f'name = "{calibrated.name}"' if line.startswith("name =") else line
+            for line in body]
+    out = "\n".join(lines + body) + "\n"
+    from hardware_specs.loader import parse_device  # validate before anyone writes it
+
+    parse_device(out.encode(), f"{calibrated.name}.toml")
+    return out
+
+
+def _source_text(device: DeviceSpec) -> str | None:
+    if not device.path:
+        return None
+    prefix = "hardware_specs/devices/"
+    if device.path.startswith(prefix):
+        return resources.files("hardware_specs").joinpath(
+            "devices", device.path[len(prefix):]).read_text(encoding="utf-8")
+    try:
+        with open(device.path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def _compute_lines(spec: DeviceSpec) -> list[str]:
+    out = [f"op_overhead_us = {spec.op_overhead_s * 1e6:.6g}",
+           f"matmul_efficiency = {spec.matmul_efficiency:.6g}",
+           f"vector_efficiency = {spec.vector_efficiency:.6g}",
+           f"memory_efficiency = {spec.memory_efficiency:.6g}"]
+    if spec.conv_efficiency is not None:
+        out.append(f"conv_efficiency = {spec.conv_efficiency:.6g}")
+    return out
+
+
+def _replace_compute(lines: list[str], new: list[str]) -> list[str]:
+    """Drop the calibrated keys inside ``[compute]`` and put the new ones under its header."""
+    out, section = [], None
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("["):
+            section = stripped.strip("[]").strip()
+        key = stripped.split("=", 1)[0].strip() if "=" in stripped else ""
+        if section == "compute" and key in CALIBRATED_KEYS:
+            continue
+        out.append(line)
+        if stripped == "[compute]":
+            out.extend(["# measured by hwsim calibrate (see the header):"] + new)
+    return out
+
+
+def device_toml(spec: DeviceSpec) -> str:
+    """A whole spec file for a device that has none (built at run time)."""
+    peaks = ", ".join(f"{d.name.lower()} = {v / 1e12:.12g}" for d, v in
+                      spec.peak_flops_per_s.items())
+    out = [f'name = "{spec.name}"', f'vendor = "{spec.vendor}"',
+           f'class = "{spec.device_class.value}"', f'source = "{spec.source}"', "",
+           "[compute]", f"peak_tflops = {{ {peaks} }}",
+           f"vector_tflops = {spec.vector_flops_per_s / 1e12:.12g}"] + _compute_lines(spec)
+    arch = spec.architecture
+    facts = {"compute_units": arch.compute_units, "simd_width_bits": arch.simd_width_bits,
+             "fma_units_per_core": arch.fma_units_per_core, "dsp_count": arch.dsp_count,
+             "matrix_units_per_core": arch.matrix_units_per_core,
+             "clock_ghz": None if arch.clock_hz is None else round(arch.clock_hz / 1e9, 6),
+             "matrix_tile": None if arch.matrix_tile is None else list(arch.matrix_tile),
+             "systolic_array": None if arch.systolic_array is None else list(arch.systolic_array)}
+    if any(v is not None for v in facts.values()):
+        out += ["", "[architecture]"] + [f"{k} = {v}" for k, v in facts.items() if v is not None]
+    for level in spec.memory:
+        out += ["", "[[memory]]", f'name = "{level.name}"',
+                f"capacity_gb = {level.capacity_bytes / 1e9:.9g}",
+                f"bandwidth_gb_per_s = {level.bandwidth_bytes_per_s / 1e9:.6g}"]
+    out += ["", "[power]", f"idle_w = {spec.idle_power_w:.6g}", f"tdp_w = {spec.tdp_w:.6g}"]
+    if spec.energy_per_flop_j is not None:
+        out.append(f"pj_per_flop = {spec.energy_per_flop_j * 1e12:.6g}")
+    if spec.energy_per_byte_j is not None:
+        out.append(f"pj_per_byte = {spec.energy_per_byte_j * 1e12:.6g}")
+    if spec.price_per_hour_usd is not None:
+        out += ["", "[price]", f"usd_per_hour = {spec.price_per_hour_usd:.6g}"]
+    for link in spec.links:
+        out += ["", "[[links]]", f'name = "{link.name}"', f'kind = "{link.kind.value}"',
+                f"bandwidth_gb_per_s = {link.bandwidth_bytes_per_s / 1e9:.6g}",
+                f"count = {link.count}"]
+    return "\n".join(out) + "\n"

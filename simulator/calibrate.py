@@ -1,0 +1,219 @@
+"""Calibration: micro-benchmarks with torch on the present device -> fitted efficiencies.
+
+``measure(cases, ...)`` times each case with torch; ``Calibration(device).fit(measurements)``
+fits the spec's efficiency parameters (``matmul_efficiency``, ``conv_efficiency``,
+``vector_efficiency``, ``memory_efficiency``, ``op_overhead_s``) by least squares on the log of predicted / measured
+time, pricing every case with the same cost model the simulator uses; ``apply()`` returns the
+calibrated ``DeviceSpec`` (scikit-learn's shape: learned values end in ``_``).
+torch and scipy are imported only here, and only when measuring or fitting.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import platform
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from hardware_specs.spec import DeviceSpec
+from simulator.cost import op_costs
+from simulator.graph import OpGraph
+from simulator.lower import lower
+from simulator.op import DType
+from workloads.layers import Builder
+
+PARAMS = ("matmul_efficiency", "conv_efficiency", "vector_efficiency", "memory_efficiency",
+          "op_overhead_s")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One micro-benchmark: ``kind`` and its dimensions (see ``case_graph``)."""
+
+    kind: str                  # matmul | conv | add | sum | layernorm | softmax | tiny
+    dims: tuple[int, ...]
+    dtype: str = "fp32"
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {'x'.join(map(str, self.dims))} {self.dtype}"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    case: Case
+    seconds: float
+
+
+def cases(quick: bool = False) -> list[Case]:
+    """The sweep: matmul shapes, convolutions by kernel/stride/channels, vector bandwidth,
+    normalisation, softmax and the dispatch overhead. ``quick`` keeps one of each family."""
+    mm = [(256, 256, 256), (1024, 1024, 1024), (4096, 1024, 256), (64, 4096, 1024),
+          (2048, 2048, 2048), (512, 512, 4096)]
+    conv = [(8, 64, 56, 56, 64, 3, 1, 1), (8, 64, 56, 56, 256, 1, 1, 0),
+            (8, 128, 28, 28, 128, 3, 2, 1), (8, 3, 224, 224, 64, 7, 2, 3),
+            (8, 256, 14, 14, 256, 3, 1, 1)]
+    vec = [1 << 14, 1 << 18, 1 << 22, 1 << 24]
+    rows = [(4096, 768), (16384, 1024)]
+    if quick:
+        mm, conv, vec, rows = mm[:2], conv[:2], vec[1:3], rows[:1]
+    out = [Case("matmul", d) for d in mm] + [Case("conv", d) for d in conv]
+    out += [Case("add", (n,)) for n in vec] + [Case("sum", (n,)) for n in vec[-2:]]
+    out += [Case("layernorm", r) for r in rows] + [Case("softmax", r) for r in rows]
+    return out + [Case("tiny", (1,))]
+
+
+def case_graph(case: Case) -> OpGraph:
+    """The op hwsim prices for a case; the case's op is the graph's last op."""
+    graph = OpGraph(case.label)
+    b = Builder(graph, dtype=DType[case.dtype.upper()])
+    d = case.dims
+    if case.kind == "matmul":  # (m, k) @ (k, n)
+        m, n, k = d
+        b.linear("mm", b.input("a", m * k), m, k, n, bias=False)
+    elif case.kind == "conv":
+        n, cin, h, w, cout, kernel, stride, pad = d
+        b.conv2d("conv", b.input("x", n * cin * h * w), n, cin, h, w, cout, kernel, stride, pad)
+    elif case.kind in ("add", "tiny"):
+        b.add(b.input("a", d[0]), b.input("b", d[0]), d[0], base="add")
+    elif case.kind == "sum":
+        b.mean(b.input("x", d[0]), d[0], 1, base="sum")
+    elif case.kind == "layernorm":
+        b.norm("layernorm", b.input("x", d[0] * d[1]), d[0], d[1])
+    elif case.kind == "softmax":
+        b.softmax(b.input("x", d[0] * d[1]), d[0], d[1])
+    else:
+        raise ValueError(f"unknown calibration case {case.kind!r}")
+    return graph
+
+
+def measure(todo: Iterable[Case], device: str = "cpu",
+            progress: Callable[[int, int, str], None] | None = None,
+            min_time_s: float = 0.05) -> list[Measurement]:
+    """Time each case with torch on ``device`` ("cpu" or "cuda"): median of repeats."""
+    import torch
+
+    todo = list(todo)
+    out = []
+    for i, case in enumerate(todo):
+        if progress:
+            progress(i, len(todo), case.label)
+        fn = _torch_case(torch, case, device)
+        out.append(Measurement(case, _time(torch, fn, device, min_time_s)))
+    if progress:
+        progress(len(todo), len(todo), "done")
+    return out
+
+
+def _torch_case(torch, case: Case, device: str):
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[case.dtype]
+    new = lambda *shape: torch.randn(*shape, dtype=dtype, device=device)  # noqa: E731
+    d = case.dims
+    if case.kind == "matmul":
+        a, b = new(d[0], d[2]), new(d[2], d[1])
+        return lambda: torch.mm(a, b)
+    if case.kind == "conv":
+        n, cin, h, w, cout, kernel, stride, pad = d
+        x, weight = new(n, cin, h, w), new(cout, cin, kernel, kernel)
+        return lambda: torch.nn.functional.conv2d(x, weight, stride=stride, padding=pad)
+    if case.kind in ("add", "tiny"):
+        a, b = new(d[0]), new(d[0])
+        return lambda: a + b
+    if case.kind == "sum":
+        x = new(d[0])
+        return lambda: x.mean()
+    x = new(d[0], d[1])
+    if case.kind == "layernorm":
+        weight, bias = new(d[1]), new(d[1])
+        return lambda: torch.nn.functional.layer_norm(x, (d[1],), weight, bias)
+    return lambda: torch.softmax(x, dim=-1)
+
+
+def _time(torch, fn, device: str, min_time_s: float) -> float:
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    fn(), fn()
+    sync()
+    start, calls = time.perf_counter(), 0
+    while time.perf_counter() - start < min_time_s / 5 and calls < 10_000:
+        fn()
+        calls += 1
+    sync()
+    per = max((time.perf_counter() - start) / max(calls, 1), 1e-9)
+    reps = max(1, min(1000, int(min_time_s / 5 / per)))
+    samples = []
+    for _ in range(5):
+        sync()
+        t = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        sync()
+        samples.append((time.perf_counter() - t) / reps)
+    return float(np.median(samples))
+
+
+class Calibration:
+    """Fits the efficiency parameters of ``device`` to measurements (least squares, log time)."""
+
+    def __init__(self, device: DeviceSpec) -> None:
+        self.device = device
+
+    def fit(self, measurements: list[Measurement]) -> "Calibration":
+        from scipy.optimize import least_squares
+
+        graphs = [lower(case_graph(m.case)) for m in measurements]
+        measured = np.array([m.seconds for m in measurements])
+        x0 = np.array([0.5, 0.5, 0.5, 0.8, max(self.device.op_overhead_s, 1e-6)])
+        lo, hi = np.array([1e-3] * 4 + [1e-8]), np.array([1.0] * 4 + [1e-2])
+
+        def residuals(x):
+            spec = self._spec(x)
+            predicted = np.array([op_costs(g, spec)[2][-1] for g in graphs])
+            return np.log(predicted) - np.log(measured)
+
+        # max(compute, memory) leaves flat regions where a parameter does not bind: start from
+        # a grid of vector and memory efficiencies and keep the best local fit
+        fits = []
+        for vector in (0.02, 0.1, 0.5, 1.0):
+            for memory in (0.1, 0.4, 0.9):
+                x0[2], x0[3] = vector, memory
+                fits.append(least_squares(residuals, x0, bounds=(lo, hi),
+                                          x_scale=[0.1] * 4 + [1e-6]))
+        fit = min(fits, key=lambda f: f.cost)
+        for name, value in zip(PARAMS, fit.x):
+            setattr(self, name + "_", float(value))
+        self.measurements_ = measurements
+        self.residuals_ = np.exp(residuals(fit.x)) - 1.0  # predicted / measured - 1
+        return self
+
+    def _spec(self, x) -> DeviceSpec:
+        return dataclasses.replace(self.device, **dict(zip(PARAMS, map(float, x))))
+
+    def apply(self) -> DeviceSpec:
+        """The calibrated spec (a new object; the device given to the constructor is kept)."""
+        return self._spec([getattr(self, name + "_") for name in PARAMS])
+
+    def report(self) -> str:
+        lines = [f"{name:18s} {getattr(self, name + '_'):.4g}" for name in PARAMS]
+        for m, r in zip(self.measurements_, self.residuals_):
+            lines.append(f"  {m.case.label:34s} measured {m.seconds * 1e6:10.1f} us  "
+                         f"predicted {r:+7.1%}")
+        med = float(np.median(np.abs(self.residuals_)))
+        lines.append(f"median |error| {med:.1%} over {len(self.residuals_)} micro-benchmarks")
+        return "\n".join(lines)
+
+
+def provenance(device: str) -> str:
+    """Where a calibration came from: host, torch version, threads, date (UTC)."""
+    import torch
+
+    detail = torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor()
+    return (f"hwsim calibrate on {platform.node()} ({detail or platform.machine()}), "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+
+
+def finite_positive(values: Iterable[float]) -> bool:
+    return all(math.isfinite(v) and v > 0 for v in values)

@@ -1,0 +1,101 @@
+"""Calibration: the fitter recovers known parameters; files are written whole and load."""
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hardware_specs.loader import load_device, parse_device
+from hardware_specs.writer import calibrated_toml
+from simulator.calibrate import PARAMS, Calibration, Case, Measurement, case_graph, cases
+from simulator.cost import op_costs
+from simulator.lower import lower
+
+ROOT = Path(__file__).resolve().parents[1]
+A100 = load_device("a100")
+
+
+def test_case_graphs_count_what_torch_runs():
+    mm = case_graph(Case("matmul", (64, 32, 16)))
+    assert mm.model_flops() == 2 * 64 * 32 * 16
+    conv = case_graph(Case("conv", (2, 3, 8, 8, 4, 3, 1, 1)))
+    assert conv.model_flops() == 2 * 2 * 8 * 8 * 4 * 3 * 3 * 3
+    add = list(case_graph(Case("add", (1000,))).ops())[-1]
+    assert add.bytes_read == 2 * 4000 and add.bytes_written == 4000
+
+
+def _synthetic(truth):
+    """Measurements made by the cost model itself with known parameters."""
+    spec = dataclasses.replace(A100, **truth)
+    return [Measurement(c, float(op_costs(lower(case_graph(c)), spec)[2][-1])) for c in cases()]
+
+
+def test_fit_recovers_known_parameters():
+    truth = {"matmul_efficiency": 0.71, "conv_efficiency": 0.43, "vector_efficiency": 0.02,
+             "memory_efficiency": 0.8, "op_overhead_s": 6e-6}
+    fit = Calibration(A100).fit(_synthetic(truth))
+    for name in PARAMS:
+        assert getattr(fit, name + "_") == pytest.approx(truth[name], rel=1e-3), name
+    assert np.max(np.abs(fit.residuals_)) < 1e-6
+    calibrated = fit.apply()
+    assert calibrated.matmul_efficiency == pytest.approx(0.71, rel=1e-3)
+    assert A100.matmul_efficiency == 1.0  # the input spec is left as it was
+
+
+@pytest.mark.parametrize("name", ["a100", "tpu-v4", "cpu-host"])
+def test_calibrated_file_loads_and_keeps_sources(name):
+    device = load_device(name)
+    new = dataclasses.replace(device, name=f"{device.name}-calibrated", matmul_efficiency=0.6,
+                              conv_efficiency=0.5, vector_efficiency=0.4, memory_efficiency=0.7,
+                              op_overhead_s=4e-6)
+    text = calibrated_toml(device, new, "unit test")
+    loaded = parse_device(text.encode(), "x.toml")
+    assert loaded.name == new.name
+    for key in ("matmul_efficiency", "conv_efficiency", "vector_efficiency",
+                "memory_efficiency"):
+        assert getattr(loaded, key) == pytest.approx(getattr(new, key))
+    assert loaded.op_overhead_s == pytest.approx(4e-6)
+    assert loaded.peak_flops_per_s == pytest.approx(device.peak_flops_per_s)
+    if name != "cpu-host":  # a catalogue file keeps its sources
+        assert "datasheet" in text.lower() or "source" in text.lower()
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "simulator.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("device,word", [("a100", "present"), ("xeon-8380", "cpu-host")])
+def test_calibrating_a_device_that_is_not_here_is_one_line(device, word, tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "x.toml"
+    run = _cli("calibrate", "--device", device, "--out", str(out))
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and word in run.stderr
+    assert not out.exists()
+
+
+def test_a_corrupt_calibration_file_is_one_line_and_left_alone(tmp_path):
+    bad = tmp_path / "cal.toml"
+    bad.write_text("name = \"x\"\n[compute\nmatmul_efficiency = 0.5\n")
+    before = bad.read_text()
+    run = _cli("predict", "gpt2-small", "--device", str(bad))
+    assert run.returncode != 0 and len(run.stderr.strip().splitlines()) == 1
+    assert "cal.toml" in run.stderr and bad.read_text() == before
+
+
+def test_quick_calibration_of_this_cpu(tmp_path):
+    """A real, reduced calibration here: the file it writes loads, and large matmuls (where
+    the model is a pure roofline) fit within 35 %."""
+    pytest.importorskip("torch")
+    pytest.importorskip("scipy")
+    out = tmp_path / "host.toml"
+    run = _cli("calibrate", "--device", "cpu-host", "--quick", "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    spec = load_device(str(out))
+    assert 0 < spec.matmul_efficiency <= 1 and spec.op_overhead_s > 0
+    matmul_lines = [line for line in run.stdout.splitlines() if "matmul 1024" in line]
+    error = float(matmul_lines[0].split("predicted")[1].strip().rstrip("%")) / 100
+    assert abs(error) < 0.35
