@@ -1,0 +1,289 @@
+"""ClusterSpec: nodes x devices per node, the networks joining them, and their loader.
+
+A cluster is data, like a device (STYLE.md rule 2): one file per preset in
+``hardware_specs/clusters/*.toml``. Schema (datasheet units; ``hardware_specs.units`` converts)::
+
+    name = "dgx-a100"     source = "..."
+    device = "a100-sxm4-80gb"     # catalogue name, alias or path of a device spec file
+    nodes = 1
+    devices_per_node = 8
+    topology = "switch"           # or "torus" (TPU ICI), then torus_dims = [4, 4, 4]
+    [intra]                       # the network inside a node (NVSwitch, PCIe, ICI)
+    name = "nvswitch"   kind = "nvlink"   bandwidth_gb_per_s = 300   latency_us = 0.6
+    [inter]                       # between nodes; required when nodes > 1
+    name = "hdr-ib"   kind = "infiniband"   bandwidth_gb_per_s = 25   latency_us = 2.7
+
+Bandwidths are per device and per direction (a DGX A100's eight HDR NICs: 25 GB/s per GPU).
+On a torus the intra bandwidth is that of all a chip's ICI links together; a group spanning
+fewer axes uses fewer of them (``ClusterSpec.group_network``). A TPU slice's hosts are joined by
+the same ICI, so its ``inter`` is the ICI network too.
+"""
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, replace
+from enum import Enum
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from hardware_specs import units
+from hardware_specs.loader import _Checker, load_device
+from hardware_specs.spec import DeviceClass, DeviceSpec, Link, LinkKind
+from simulator.errors import PlanError, SpecError
+
+
+class Topology(str, Enum):
+    SWITCH = "switch"    # every device reaches every other at full bandwidth (NVSwitch, a fat tree)
+    TORUS = "torus"      # TPU ICI: neighbours only, wrap-around links, ``torus_dims``
+
+
+@dataclass(frozen=True)
+class Network:
+    """One network: bandwidth per device, per direction; latency per message step (alpha)."""
+
+    name: str
+    kind: LinkKind
+    bandwidth_bytes_per_s: float
+    latency_s: float
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    name: str
+    device: DeviceSpec
+    nodes: int
+    devices_per_node: int
+    intra: Network
+    inter: Network | None
+    topology: Topology = Topology.SWITCH
+    torus_dims: tuple[int, ...] | None = None
+    source: str = ""
+    path: str = ""
+
+    @property
+    def num_devices(self) -> int:
+        return self.nodes * self.devices_per_node
+
+    def with_nodes(self, nodes: int) -> ClusterSpec:
+        """The same node design, ``nodes`` of them (a DGX H100 node -> a 32-node SuperPOD)."""
+        if self.topology is Topology.TORUS:
+            raise PlanError(f"cluster {self.name} is a {self.torus_dims} torus: give a slice of "
+                            f"the size you want, not a number of nodes")
+        if nodes > 1 and self.inter is None:
+            raise PlanError(f"cluster {self.name} has no [inter] network: it cannot span "
+                            f"{nodes} nodes")
+        return replace(self, nodes=nodes)
+
+    def group_network(self, group_size: int) -> Network:
+        """The intra network as a group of ``group_size`` neighbouring devices sees it.
+
+        Switch: unchanged. Torus: a group along k of the d axes drives 2k of the 2d links
+        (a bidirectional ring per axis; Austin et al., "How to Scale Your Model", sharding.md:
+        an AllGather over one axis takes V / W_ici, over several axes V / (axes x W_ici)).
+        """
+        if self.topology is not Topology.TORUS or not self.torus_dims:
+            return self.intra
+        spanned, covered = 0, 1
+        for dim in self.torus_dims:
+            if covered >= group_size:
+                break
+            covered *= dim
+            spanned += dim > 1
+        fraction = max(spanned, 1) / len(self.torus_dims)
+        return replace(self.intra, bandwidth_bytes_per_s=self.intra.bandwidth_bytes_per_s
+                       * fraction)
+
+
+# ---------------------------------------------------------------------------------- defaults
+
+#: Default inter-node network for ``cluster_for``: one 200 Gb/s HDR InfiniBand NIC per GPU, as in
+#: a DGX A100 (NVIDIA DGX A100 User Guide, "Hardware Overview": 8 x single-port ConnectX-6 VPI
+#: 200 Gb/s HDR InfiniBand) = 25 GB/s per device per direction. Latency: NCCL's per-step
+#: network latency, 2.7 us (NVIDIA/nccl src/graph/tuning.cc, hwLat[NET][Ring][LL]).
+DEFAULT_INTER = Network("hdr-infiniband", LinkKind.INFINIBAND, 25e9, 2.7e-6)
+
+#: Per-step latency of a link kind when its device file gives none. NVLink and PCIe: NCCL's
+#: hwLat[NVLINK|PCI][Ring][LL] = 0.6 / 1.0 us (NVIDIA/nccl src/graph/tuning.cc). ICI: "each hop
+#: ... typically around 1us" (Austin et al., "How to Scale Your Model", sharding.md).
+DEFAULT_LATENCY_S = {LinkKind.NVLINK: 0.6e-6, LinkKind.INFINITY_FABRIC: 0.6e-6,
+                     LinkKind.PCIE: 1.0e-6, LinkKind.ICI: 1.0e-6}
+_FABRICS = (LinkKind.NVLINK, LinkKind.INFINITY_FABRIC, LinkKind.IPU_LINK, LinkKind.ETHERNET)
+GPU_NODE_SIZE = 8       # DGX / HGX A100 and H100, AMD MI300X platform, Gaudi2 HLS: 8 per node
+TPU_HOST_SIZE = 4       # TPU v4 / v5p: 4 chips per host (Cloud TPU docs, system architecture)
+
+
+# ------------------------------------------------------------------------------------ public
+
+def list_clusters() -> list[str]:
+    """Preset names, sorted: the stems of the shipped ``clusters/*.toml`` files."""
+    return sorted(e.name[:-len(".toml")] for e in _presets().iterdir()
+                  if e.name.endswith(".toml"))
+
+
+def load_cluster(name_or_path: str) -> ClusterSpec:
+    """A preset name or a path to a cluster ``.toml`` file -> a validated ClusterSpec."""
+    text = name_or_path.strip()
+    if text.endswith(".toml") or "/" in text or "\\" in text:
+        path = Path(text)
+        if not path.is_file():
+            raise SpecError(f"no cluster spec file '{text}': give an existing .toml file or a "
+                            f"preset name ({', '.join(list_clusters())})")
+        return parse_cluster(path.read_bytes(), str(path))
+    resource = _presets() / f"{text.lower()}.toml"
+    if not resource.is_file():
+        raise SpecError(f"unknown cluster '{text}': choose one of {', '.join(list_clusters())} "
+                        f"or give a cluster .toml file")
+    return parse_cluster(resource.read_bytes(), f"hardware_specs/clusters/{text.lower()}.toml")
+
+
+def parse_cluster(data: bytes, path: str) -> ClusterSpec:
+    """TOML bytes of one cluster file -> ClusterSpec; ``path`` only names the file in errors."""
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        message = " ".join(str(error).split())
+        raise SpecError(f"{path}: not valid TOML ({message}); fix the syntax") from None
+    return _ClusterChecker(path).cluster(doc)
+
+
+def cluster_for(device: DeviceSpec, num_devices: int) -> ClusterSpec:
+    """The obvious cluster of ``num_devices`` x ``device`` (what ``--num-devices N`` builds).
+
+    GPUs and accelerators: 8 per node on their NVLink / Infinity Fabric (else PCIe), nodes
+    joined by ``DEFAULT_INTER``. TPUs: 4 chips per host, all on the ICI torus. CPUs and FPGAs:
+    one per node.
+    """
+    if isinstance(num_devices, bool) or not isinstance(num_devices, int) or num_devices < 1:
+        raise PlanError(f"num_devices = {num_devices!r} must be a positive integer")
+    if device.device_class is DeviceClass.TPU:
+        return _tpu_slice(device, num_devices)
+    per_node, intra = _node_of(device)
+    per_node = min(per_node, num_devices)
+    if num_devices % per_node:
+        raise PlanError(f"num_devices = {num_devices} is not a multiple of the {per_node} "
+                        f"{device.name} per node: use {num_devices // per_node * per_node} or "
+                        f"{(num_devices // per_node + 1) * per_node}")
+    return ClusterSpec(name=f"{num_devices}x{device.name}", device=device,
+                       nodes=num_devices // per_node, devices_per_node=per_node, intra=intra,
+                       inter=DEFAULT_INTER, source="hardware_specs.cluster.cluster_for")
+
+
+# ----------------------------------------------------------------------------------- private
+
+def _presets():
+    return resources.files("hardware_specs").joinpath("clusters")
+
+
+def _network(link: Link) -> Network:
+    latency = link.latency_s if link.latency_s is not None else \
+        DEFAULT_LATENCY_S.get(link.kind, DEFAULT_INTER.latency_s)
+    return Network(link.name, link.kind, link.bandwidth_bytes_per_s, latency)
+
+
+def _node_of(device: DeviceSpec) -> tuple[int, Network]:
+    """Devices per node and the network inside the node, from the device's own links."""
+    if device.device_class in (DeviceClass.CPU, DeviceClass.FPGA) or not device.links:
+        return 1, DEFAULT_INTER     # never used: one device per node
+    # An NVLink bridge joins pairs only (A100 / H100 PCIe datasheets): 8 of them share PCIe.
+    fabrics = [link for link in device.links
+               if link.kind in _FABRICS and "bridge" not in link.name]
+    pcie = [link for link in device.links if link.kind is LinkKind.PCIE]
+    chosen = fabrics[0] if fabrics else (pcie or list(device.links))[0]
+    return GPU_NODE_SIZE, _network(chosen)
+
+
+def _tpu_slice(device: DeviceSpec, num_devices: int) -> ClusterSpec:
+    ici = [link for link in device.links if link.kind is LinkKind.ICI]
+    if not ici:
+        raise SpecError(f"{device.path or device.name}: links: a TPU needs an [[links]] entry "
+                        f"of kind 'ici' to build a slice; add it")
+    per_host = min(TPU_HOST_SIZE, num_devices)
+    if num_devices % per_host:
+        raise PlanError(f"num_devices = {num_devices} is not a multiple of the {per_host} "
+                        f"{device.name} chips per host")
+    network = _network(ici[0])
+    axes = max(ici[0].count // 2, 1)      # 2 links per torus axis: 6 -> 3D, 4 -> 2D
+    return ClusterSpec(name=f"{num_devices}x{device.name}", device=device,
+                       nodes=num_devices // per_host, devices_per_node=per_host,
+                       intra=network, inter=network, topology=Topology.TORUS,
+                       torus_dims=torus_shape(num_devices, axes),
+                       source="hardware_specs.cluster.cluster_for")
+
+
+def torus_shape(num_devices: int, axes: int) -> tuple[int, ...]:
+    """``num_devices`` as ``axes`` dims, as even as prime factors allow: 64, 3 -> (4, 4, 4)."""
+    dims = [1] * axes
+    factors, rest, p = [], num_devices, 2
+    while rest > 1:
+        while rest % p == 0:
+            factors.append(p)
+            rest //= p
+        p += 1
+    for factor in sorted(factors, reverse=True):
+        dims[dims.index(min(dims))] *= factor
+    return tuple(sorted(dims))
+
+
+_TOP_REQUIRED = ("name", "source", "device", "nodes", "devices_per_node", "topology", "intra")
+_TOP_OPTIONAL = ("inter", "torus_dims")
+_NET_REQUIRED = ("name", "kind", "bandwidth_gb_per_s", "latency_us")
+
+
+class _ClusterChecker(_Checker):
+    """Validates one parsed cluster document; every method raises SpecError naming the file."""
+
+    def cluster(self, doc: dict) -> ClusterSpec:
+        self.keys(doc, "", _TOP_REQUIRED, _TOP_OPTIONAL)
+        nodes = self.integer(doc["nodes"], "nodes")
+        per_node = self.integer(doc["devices_per_node"], "devices_per_node")
+        inter = self.network(self.table(doc, "inter"), "inter") if "inter" in doc else None
+        if nodes > 1 and inter is None:
+            raise self.fail("inter", f"missing: {nodes} nodes need an [inter] network; add it")
+        topology = self.topology(doc["topology"])
+        return ClusterSpec(
+            name=self.text(doc["name"], "name"), device=self.device_of(doc["device"]),
+            nodes=nodes, devices_per_node=per_node,
+            intra=self.network(self.table(doc, "intra"), "intra"), inter=inter,
+            topology=topology, torus_dims=self.dims(doc, topology, nodes * per_node),
+            source=self.text(doc["source"], "source"), path=self.path)
+
+    def device_of(self, value: Any) -> DeviceSpec:
+        try:
+            return load_device(self.text(value, "device"))
+        except SpecError as error:
+            raise self.fail("device", f"{error}") from None
+
+    def topology(self, value: Any) -> Topology:
+        names = [t.value for t in Topology]
+        if value not in names:
+            raise self.fail("topology", f"unknown topology {value!r}; choose one of "
+                                        f"{', '.join(names)}")
+        return Topology(value)
+
+    def dims(self, doc: dict, topology: Topology, devices: int) -> tuple[int, ...] | None:
+        if topology is not Topology.TORUS:
+            if "torus_dims" in doc:
+                raise self.fail("torus_dims", "only for topology = \"torus\"; remove it")
+            return None
+        if "torus_dims" not in doc or not isinstance(doc["torus_dims"], list):
+            raise self.fail("torus_dims", "a torus needs torus_dims = [x, y, z]; add it")
+        dims = tuple(self.integer(d, f"torus_dims[{i}]") for i, d in enumerate(doc["torus_dims"]))
+        if math.prod(dims) != devices:
+            raise self.fail("torus_dims", f"{' x '.join(map(str, dims))} = {math.prod(dims)} "
+                            f"devices but nodes x devices_per_node = {devices}; make them agree")
+        return dims
+
+    def network(self, table: dict, where: str) -> Network:
+        self.keys(table, where, _NET_REQUIRED)
+        kinds = [k.value for k in LinkKind]
+        if table["kind"] not in kinds:
+            raise self.fail(f"{where}.kind", f"unknown network kind {table['kind']!r}; "
+                                             f"choose one of {', '.join(kinds)}")
+        bandwidth = self.positive(table["bandwidth_gb_per_s"], f"{where}.bandwidth_gb_per_s")
+        latency = self.positive(table["latency_us"], f"{where}.latency_us")
+        return Network(name=self.text(table["name"], f"{where}.name"),
+                       kind=LinkKind(table["kind"]),
+                       bandwidth_bytes_per_s=units.gb_per_s_to_bytes_per_s(bandwidth),
+                       latency_s=units.us_to_s(latency))

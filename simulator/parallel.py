@@ -1,0 +1,244 @@
+"""How a step is split over devices: data, tensor, sequence and pipeline parallelism, ZeRO.
+
+The plan is data (STYLE.md rule 1); the closed forms here count bubbles, in-flight micro-batches,
+per-device model state and the bytes of each collective, for the simulator to price on a
+cluster (``simulator.collectives``).
+
+Sources:
+- Shoeybi et al. 2019, "Megatron-LM" (arXiv:1909.08053), sec. 3, Fig. 3-4: tensor-parallel MLP
+  and attention, one all-reduce in the forward and one in the backward of each.
+- Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models"
+  (arXiv:2205.05198), sec. 4.2.2: sequence parallelism turns each all-reduce into a
+  reduce-scatter + all-gather of the same total bytes; sec. 4.2.3: in-flight activations of the
+  interleaved schedule.
+- Narayanan et al. 2021, "Efficient Large-Scale Language Model Training on GPU Clusters Using
+  Megatron-LM" (SC21, arXiv:2104.04473), sec. 2.2: bubble fraction (p-1)/m for GPipe and
+  1F1B, (p-1)/(v m) interleaved; 1F1B keeps at most p micro-batches in flight; sec. 4.1:
+  scatter/gather of pipeline messages over the tensor-parallel ranks.
+- Rajbhandari et al. 2020, "ZeRO: Memory Optimizations Toward Training Trillion Parameter
+  Models" (SC20, arXiv:1910.02054), Fig. 1 and sec. 5: per-device model state of stages 1-3;
+  sec. 7: their communication volume (2 x params for stages 0-2, 3 x params for stage 3).
+- Zhao et al. 2023, "PyTorch FSDP" (VLDB, arXiv:2304.11277): FULL_SHARD is ZeRO-3,
+  SHARD_GRAD_OP is ZeRO-2 (``FSDP_ZERO_STAGE``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from simulator.collectives import Collective
+from simulator.errors import PlanError
+
+
+class Schedule(str, Enum):
+    GPIPE = "gpipe"              # all forwards, then all backwards (Huang et al. 2019)
+    ONE_F_ONE_B = "1f1b"         # PipeDream-Flush (Narayanan et al. 2021, sec. 2.2.1)
+    INTERLEAVED = "interleaved"  # v model chunks per device (Narayanan et al. 2021, sec. 2.2.2)
+
+
+#: PyTorch FSDP sharding strategies as ZeRO stages (Zhao et al. 2023, sec. 3).
+FSDP_ZERO_STAGE = {"no_shard": 0, "shard_grad_op": 2, "full_shard": 3}
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    """dp x tp x pp devices; ``micro_batches`` per step per pipeline (None: from the batch)."""
+
+    dp: int = 1
+    tp: int = 1
+    pp: int = 1
+    sequence_parallel: bool = False
+    zero: int = 0
+    schedule: Schedule = Schedule.ONE_F_ONE_B
+    virtual_stages: int = 1
+    micro_batches: int | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "schedule", Schedule(self.schedule))
+        except ValueError:
+            choices = ", ".join(s.value for s in Schedule)
+            raise PlanError(f"schedule = {self.schedule!r} is not known: choose one of "
+                            f"{choices}") from None
+        for name in ("dp", "tp", "pp", "virtual_stages"):
+            _positive(getattr(self, name), name)
+        if self.micro_batches is not None:
+            _positive(self.micro_batches, "micro_batches")
+        if self.zero not in (0, 1, 2, 3) or isinstance(self.zero, bool):
+            raise PlanError(f"zero = {self.zero!r} must be a ZeRO stage 0, 1, 2 or 3")
+        if self.virtual_stages > 1 and self.schedule is not Schedule.INTERLEAVED:
+            raise PlanError(f"virtual_stages = {self.virtual_stages} needs the interleaved "
+                            f"schedule, not {self.schedule.value}")
+
+    @property
+    def num_devices(self) -> int:
+        return self.dp * self.tp * self.pp
+
+    def validate(self, num_devices: int, layers: int, heads: int, kv_heads: int | None = None,
+                 global_batch: int | None = None, micro_batch: int = 1,
+                 seq_len: int | None = None) -> int:
+        """Raise PlanError naming the numbers if the plan cannot run; else the micro-batches
+        per step of each pipeline (gradient-accumulation steps when pp = 1)."""
+        if self.num_devices != num_devices:
+            raise PlanError(f"dp x tp x pp = {self.dp} x {self.tp} x {self.pp} = "
+                            f"{self.num_devices} must equal the number of devices = {num_devices}")
+        self._check_tensor(heads, kv_heads, seq_len)
+        self._check_pipeline(layers)
+        micro_batches = self._micro_batches(global_batch, micro_batch)
+        if self.schedule is Schedule.INTERLEAVED and micro_batches % self.pp:
+            raise PlanError(f"the interleaved schedule needs micro-batches = {micro_batches} "
+                            f"to be a multiple of pp = {self.pp} (Megatron-LM)")
+        return micro_batches
+
+    def _check_tensor(self, heads: int, kv_heads: int | None, seq_len: int | None) -> None:
+        if heads % self.tp:
+            raise PlanError(f"tp = {self.tp} must divide heads = {heads}")
+        # Megatron-LM: "num_query_groups must be divisible by tensor_model_parallel_size".
+        if kv_heads is not None and kv_heads % self.tp:
+            raise PlanError(f"tp = {self.tp} must divide kv_heads = {kv_heads}")
+        if self.sequence_parallel and seq_len is not None and seq_len % self.tp:
+            raise PlanError(f"sequence parallel: tp = {self.tp} must divide seq_len = {seq_len}")
+
+    def _check_pipeline(self, layers: int) -> None:
+        if self.schedule is Schedule.INTERLEAVED:
+            if self.pp < 2 or self.virtual_stages < 2:
+                raise PlanError(f"the interleaved schedule needs pp >= 2 and virtual_stages "
+                                f">= 2, got pp = {self.pp}, virtual_stages = "
+                                f"{self.virtual_stages}")
+            chunks = self.pp * self.virtual_stages
+            if layers % chunks:
+                raise PlanError(f"pp x virtual_stages = {self.pp} x {self.virtual_stages} = "
+                                f"{chunks} must divide layers = {layers}")
+        elif layers % self.pp:
+            raise PlanError(f"pp = {self.pp} must divide layers = {layers}")
+
+    def _micro_batches(self, global_batch: int | None, micro_batch: int) -> int:
+        _positive(micro_batch, "micro_batch")
+        per_step = micro_batch * self.dp
+        if global_batch is None:
+            return self.micro_batches or 1
+        if global_batch % per_step:
+            raise PlanError(f"global batch = {global_batch} must be divisible by micro_batch x "
+                            f"dp = {micro_batch} x {self.dp} = {per_step}")
+        derived = global_batch // per_step
+        if self.micro_batches is not None and self.micro_batches != derived:
+            raise PlanError(f"global batch = {global_batch} must equal micro_batch x "
+                            f"micro_batches x dp = {micro_batch} x {self.micro_batches} x "
+                            f"{self.dp} = {per_step * self.micro_batches}")
+        return derived
+
+
+# -------------------------------------------------------------------------------- pipeline
+
+def bubble_over_ideal(p: int, m: int, schedule: Schedule = Schedule.ONE_F_ONE_B,
+                      v: int = 1) -> float:
+    """Pipeline bubble time / ideal (bubble-free) time: (p-1)/m for GPipe and 1F1B,
+    (p-1)/(v m) interleaved (Narayanan et al. 2021, sec. 2.2.1-2.2.2)."""
+    _positive(p, "pp")
+    _positive(m, "micro_batches")
+    chunks = v if Schedule(schedule) is Schedule.INTERLEAVED else 1
+    return (p - 1) / (chunks * m)
+
+
+def bubble_over_total(p: int, m: int, schedule: Schedule = Schedule.ONE_F_ONE_B,
+                      v: int = 1) -> float:
+    """Bubble / (ideal + bubble): (p-1)/(m+p-1) for GPipe and 1F1B, (p-1)/(v m+p-1) interleaved;
+    the idle share of a pipelined step."""
+    ratio = bubble_over_ideal(p, m, schedule, v)
+    return ratio / (1.0 + ratio)
+
+
+def in_flight_micro_batches(p: int, m: int, stage: int,
+                            schedule: Schedule = Schedule.ONE_F_ONE_B, v: int = 1) -> float:
+    """Micro-batches whose activations stage ``stage`` (0 = first) holds at its peak, in units
+    of one micro-batch through all of the stage's layers.
+
+    GPipe: m. 1F1B: min(p - stage, m) (Narayanan et al. 2021, sec. 2.2.1). Interleaved:
+    Megatron-LM's warm-up of 2(p - stage - 1) + (v-1) p chunk micro-batches plus the one in
+    steady state, capped at the v m there are, over v chunks per stage; the first stage holds
+    p + (p-1)/v, Korthikanti et al. 2022 sec. 4.2.3's p (1 + (p-1)/(p v)).
+    """
+    schedule = Schedule(schedule)
+    if not 0 <= stage < p:
+        raise PlanError(f"stage = {stage} must be in 0 .. pp - 1 = {p - 1}")
+    if schedule is Schedule.GPIPE:
+        return float(m)
+    if schedule is Schedule.ONE_F_ONE_B or v == 1:
+        return float(min(p - stage, m))
+    chunks = min(2 * (p - stage - 1) + (v - 1) * p + 1, v * m)
+    return chunks / v
+
+
+# ------------------------------------------------------------------------------------ ZeRO
+
+def zero_state_bytes(params: float, stage: int, dp: int, k: float = 12,
+                     weight_bytes: float = 2, grad_bytes: float = 2) -> dict[str, float]:
+    """Per-device model state under ZeRO (Rajbhandari et al. 2020, Fig. 1 and sec. 5).
+
+    With Psi = params, N_d = dp and K optimizer bytes per parameter (12 for mixed-precision
+    Adam: fp32 master, momentum, variance): stage 0 (2 + 2 + K) Psi; 1 (P_os) 2 Psi + 2 Psi +
+    K Psi / N_d; 2 (P_os+g) 2 Psi + (2 + K) Psi / N_d; 3 (P_os+g+p) (2 + 2 + K) Psi / N_d.
+    """
+    if stage not in (0, 1, 2, 3):
+        raise PlanError(f"zero = {stage!r} must be a ZeRO stage 0, 1, 2 or 3")
+    _positive(dp, "dp")
+    return {"weights": weight_bytes * params / (dp if stage >= 3 else 1),
+            "gradients": grad_bytes * params / (dp if stage >= 2 else 1),
+            "optimizer_states": k * params / (dp if stage >= 1 else 1)}
+
+
+# ----------------------------------------------------------------------------- collectives
+
+Transfer = tuple[str, Collective, float]     # (phase, collective, bytes of the whole buffer)
+
+
+def tensor_parallel_collectives(tokens: int, hidden: int, activation_bytes: float,
+                                sequence_parallel: bool = False) -> list[Transfer]:
+    """Collectives among the tp ranks for one transformer layer and one micro-batch.
+
+    Megatron (Shoeybi et al. 2019, sec. 3): an all-reduce of the tokens x hidden activation
+    after attention and after the MLP in the forward, and two in the backward. Sequence
+    parallel (Korthikanti et al. 2022, sec. 4.2.2): each becomes an all-gather before and a
+    reduce-scatter after the block, forward and backward.
+    """
+    nbytes = tokens * hidden * activation_bytes
+    if not sequence_parallel:
+        return [("forward", Collective.ALL_REDUCE, nbytes)] * 2 + \
+               [("backward", Collective.ALL_REDUCE, nbytes)] * 2
+    block = [Collective.ALL_GATHER, Collective.REDUCE_SCATTER]
+    return [(phase, kind, nbytes) for phase in ("forward", "backward")
+            for _ in range(2) for kind in block]
+
+
+def data_parallel_collectives(params: float, zero: int, weight_bytes: float = 2,
+                              grad_bytes: float = 2) -> list[Transfer]:
+    """Collectives among the dp ranks for one step (Rajbhandari et al. 2020, sec. 7).
+
+    Stage 0: all-reduce the gradients. Stages 1-2: reduce-scatter the gradients, all-gather the
+    updated weights (the same 2 Psi as an all-reduce). Stage 3 / FSDP full shard: all-gather
+    the weights in the forward and again in the backward, reduce-scatter the gradients (3 Psi).
+    """
+    grads, weights = params * grad_bytes, params * weight_bytes
+    if zero == 0:
+        return [("backward", Collective.ALL_REDUCE, grads)]
+    if zero in (1, 2):
+        return [("backward", Collective.REDUCE_SCATTER, grads),
+                ("optimizer", Collective.ALL_GATHER, weights)]
+    if zero == 3:
+        return [("forward", Collective.ALL_GATHER, weights),
+                ("backward", Collective.ALL_GATHER, weights),
+                ("backward", Collective.REDUCE_SCATTER, grads)]
+    raise PlanError(f"zero = {zero!r} must be a ZeRO stage 0, 1, 2 or 3")
+
+
+def pipeline_message_bytes(tokens: int, hidden: int, activation_bytes: float,
+                           tp: int = 1) -> float:
+    """Bytes one tp rank sends to the next stage per micro-batch (the activation forward, its
+    gradient backward): tokens x hidden, split over the tp ranks by the scatter/gather
+    optimisation (Narayanan et al. 2021, sec. 4.1)."""
+    return tokens * hidden * activation_bytes / tp
+
+
+def _positive(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PlanError(f"{name} = {value!r} must be a positive integer")

@@ -1,0 +1,222 @@
+"""Cluster presets, cluster_for, and every validation error of a cluster file.
+
+Preset figures are checked against their sources, exactly: DGX A100 (NVLink 3 600 GB/s
+bidirectional = 300 per direction; 8 x 200 Gb/s HDR = 25 GB/s per GPU), DGX H100 (NVLink 4
+900 GB/s bidirectional = 450; 8 x 400 Gb/s NDR = 50 GB/s per GPU), TPU v4 (6 ICI links x 45
+GB/s one way, scaling-book; 4 x 4 x 4 cube, Cloud TPU docs).
+"""
+from __future__ import annotations
+
+import pytest
+
+from hardware_specs.cluster import (ClusterSpec, Topology, cluster_for, list_clusters,
+                                    load_cluster, torus_shape)
+from hardware_specs.loader import load_device
+from hardware_specs.spec import LinkKind
+from simulator.errors import PlanError, SpecError
+
+GOOD = """
+name = "test-cluster"
+source = "unit test"
+device = "a100"
+nodes = 2
+devices_per_node = 8
+topology = "switch"
+
+[intra]
+name = "nvswitch"
+kind = "nvlink"
+bandwidth_gb_per_s = 300
+latency_us = 0.6
+
+[inter]
+name = "ib"
+kind = "infiniband"
+bandwidth_gb_per_s = 25
+latency_us = 2.7
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "cluster.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def replace(old, new):
+    assert old in GOOD
+    return GOOD.replace(old, new)
+
+
+# ----------------------------------------------------------------------------------- presets
+
+def test_presets_are_listed():
+    assert {"dgx-a100", "dgx-h100", "tpu-v4-pod-slice"} <= set(list_clusters())
+
+
+@pytest.mark.parametrize("name", ["dgx-a100", "dgx-h100", "tpu-v4-pod-slice"])
+def test_every_preset_loads(name):
+    cluster = load_cluster(name)
+    assert isinstance(cluster, ClusterSpec)
+    assert cluster.name == name and cluster.source
+
+
+def test_dgx_a100_figures():
+    c = load_cluster("dgx-a100")
+    assert c.device.name == "a100-sxm4-80gb"
+    assert (c.nodes, c.devices_per_node, c.num_devices) == (1, 8, 8)
+    assert c.topology is Topology.SWITCH and c.torus_dims is None
+    assert c.intra.bandwidth_bytes_per_s == 300e9 and c.intra.kind is LinkKind.NVLINK
+    assert c.inter.bandwidth_bytes_per_s == 25e9 and c.inter.kind is LinkKind.INFINIBAND
+    assert c.intra.latency_s == pytest.approx(0.6e-6)
+    assert c.inter.latency_s == pytest.approx(2.7e-6)
+
+
+def test_dgx_h100_figures():
+    c = load_cluster("dgx-h100")
+    assert c.device.name == "h100-sxm5-80gb"
+    assert c.intra.bandwidth_bytes_per_s == 450e9
+    assert c.inter.bandwidth_bytes_per_s == 50e9
+
+
+def test_tpu_v4_slice_is_a_4x4x4_torus():
+    c = load_cluster("tpu-v4-pod-slice")
+    assert c.topology is Topology.TORUS and c.torus_dims == (4, 4, 4)
+    assert c.num_devices == 64 and c.devices_per_node == 4
+    assert c.intra.bandwidth_bytes_per_s == 270e9      # 6 x 45 GB/s
+    assert c.inter == c.intra
+
+
+def test_torus_group_uses_the_links_of_the_axes_it_spans():
+    c = load_cluster("tpu-v4-pod-slice")
+    full = c.intra.bandwidth_bytes_per_s
+    assert c.group_network(4).bandwidth_bytes_per_s == pytest.approx(full / 3)
+    assert c.group_network(16).bandwidth_bytes_per_s == pytest.approx(full * 2 / 3)
+    assert c.group_network(64).bandwidth_bytes_per_s == pytest.approx(full)
+
+
+def test_with_nodes_scales_a_node_out():
+    c = load_cluster("dgx-h100").with_nodes(32)
+    assert c.num_devices == 256 and c.inter.bandwidth_bytes_per_s == 50e9
+
+
+def test_with_nodes_refuses_a_torus():
+    with pytest.raises(PlanError, match="torus"):
+        load_cluster("tpu-v4-pod-slice").with_nodes(2)
+
+
+def test_load_by_path(tmp_path):
+    c = load_cluster(write(tmp_path, GOOD))
+    assert c.num_devices == 16 and c.device.name == "a100-sxm4-80gb"
+
+
+def test_unknown_cluster_lists_the_presets():
+    with pytest.raises(SpecError, match="unknown cluster 'dgx-z9'.*dgx-a100"):
+        load_cluster("dgx-z9")
+
+
+def test_missing_file():
+    with pytest.raises(SpecError, match="no cluster spec file"):
+        load_cluster("nowhere/cluster.toml")
+
+
+# -------------------------------------------------------------------------------- cluster_for
+
+def test_cluster_for_a100_is_8_per_node_on_nvlink():
+    c = cluster_for(load_device("a100"), 32)
+    assert (c.nodes, c.devices_per_node) == (4, 8)
+    assert c.intra.kind is LinkKind.NVLINK and c.intra.bandwidth_bytes_per_s == 300e9
+    assert c.inter.bandwidth_bytes_per_s == 25e9
+
+
+def test_cluster_for_fewer_than_a_node():
+    c = cluster_for(load_device("h100"), 4)
+    assert (c.nodes, c.devices_per_node) == (1, 4)
+
+
+def test_cluster_for_a_bridged_pcie_gpu_uses_pcie():
+    c = cluster_for(load_device("a100-pcie-80gb"), 8)
+    assert c.intra.kind is LinkKind.PCIE and c.intra.bandwidth_bytes_per_s == 32e9
+
+
+def test_cluster_for_mi300x_uses_infinity_fabric():
+    c = cluster_for(load_device("mi300x"), 16)
+    assert c.intra.kind is LinkKind.INFINITY_FABRIC and c.devices_per_node == 8
+
+
+def test_cluster_for_tpu_v4_is_a_torus_of_hosts_of_4():
+    c = cluster_for(load_device("tpu-v4"), 64)
+    assert c.topology is Topology.TORUS and c.torus_dims == (4, 4, 4)
+    assert (c.nodes, c.devices_per_node) == (16, 4)
+    assert c.intra.kind is LinkKind.ICI and c.intra.bandwidth_bytes_per_s == 270e9
+
+
+def test_cluster_for_tpu_v5e_is_a_2d_torus():
+    assert cluster_for(load_device("tpu-v5e"), 32).torus_dims == (4, 8)
+
+
+def test_cluster_for_xeon_is_one_per_node():
+    c = cluster_for(load_device("xeon"), 3)
+    assert (c.nodes, c.devices_per_node) == (3, 1)
+
+
+def test_cluster_for_names_the_numbers_when_nodes_are_not_whole():
+    with pytest.raises(PlanError, match="num_devices = 12 .* 8 a100-sxm4-80gb per node"):
+        cluster_for(load_device("a100"), 12)
+
+
+@pytest.mark.parametrize("bad", [0, -8, 2.5, True])
+def test_cluster_for_needs_a_positive_count(bad):
+    with pytest.raises(PlanError, match="num_devices"):
+        cluster_for(load_device("a100"), bad)
+
+
+def test_torus_shape_is_balanced():
+    assert torus_shape(64, 3) == (4, 4, 4)
+    assert torus_shape(12, 3) == (2, 2, 3)
+    assert torus_shape(4, 3) == (1, 2, 2)
+
+
+# ------------------------------------------------------------------------- validation errors
+
+@pytest.mark.parametrize("old, new, pattern", [
+    ('nodes = 2\n', 'nodes = 2\ncolour = "green"\n', r"colour: unknown key"),
+    ('nodes = 2\n', '', r"nodes: missing required key"),
+    ('nodes = 2', 'nodes = 0', r"nodes: must be > 0"),
+    ('nodes = 2', 'nodes = 1.5', r"nodes: must be a whole number"),
+    ('devices_per_node = 8', 'devices_per_node = -8', r"devices_per_node: must be > 0"),
+    ('bandwidth_gb_per_s = 300', 'bandwidth_gb_per_s = 0', r"intra.bandwidth_gb_per_s: must be > 0"),
+    ('bandwidth_gb_per_s = 25', 'bandwidth_gb_per_s = -1', r"inter.bandwidth_gb_per_s: must be > 0"),
+    ('latency_us = 2.7', 'latency_us = "fast"', r"inter.latency_us: must be a number"),
+    ('latency_us = 0.6\n', '', r"intra.latency_us: missing required key"),
+    ('kind = "nvlink"', 'kind = "carrier-pigeon"', r"intra.kind: unknown network kind"),
+    ('device = "a100"', 'device = "z9000"', r"device: unknown device 'z9000'"),
+    ('topology = "switch"', 'topology = "ring"', r"topology: unknown topology 'ring'"),
+    ('topology = "switch"', 'topology = "switch"\ntorus_dims = [4, 4]',
+     r"torus_dims: only for topology"),
+    ('topology = "switch"', 'topology = "torus"', r"torus_dims: a torus needs"),
+    ('topology = "switch"', 'topology = "torus"\ntorus_dims = [4, 2, 4]',
+     r"torus_dims: 4 x 2 x 4 = 32 devices but nodes x devices_per_node = 16"),
+])
+def test_bad_cluster_file_names_file_and_key(tmp_path, old, new, pattern):
+    path = write(tmp_path, replace(old, new))
+    with pytest.raises(SpecError, match=pattern) as error:
+        load_cluster(path)
+    message = str(error.value)
+    assert message.startswith(path) and "\n" not in message
+
+
+def test_several_nodes_need_an_inter_network(tmp_path):
+    text = GOOD[:GOOD.index("[inter]")]
+    with pytest.raises(SpecError, match=r"inter: missing: 2 nodes need an \[inter\]"):
+        load_cluster(write(tmp_path, text))
+
+
+def test_one_node_without_inter_is_fine(tmp_path):
+    text = GOOD[:GOOD.index("[inter]")].replace("nodes = 2", "nodes = 1")
+    assert load_cluster(write(tmp_path, text)).inter is None
+
+
+def test_bad_toml(tmp_path):
+    with pytest.raises(SpecError, match="not valid TOML"):
+        load_cluster(write(tmp_path, "name = "))

@@ -1,0 +1,174 @@
+"""Collectives: closed forms (exact) and properties of the latency-bandwidth model.
+
+Closed forms: ring all-reduce moves 2(n-1)/n of the buffer per device (Patarasuk & Yuan 2009,
+and NCCL's bus-bandwidth factor); all-gather / reduce-scatter (n-1)/n (Thakur et al. 2005).
+"""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hardware_specs.cluster import Network, load_cluster
+from hardware_specs.spec import LinkKind
+from simulator.collectives import (Algorithm, Collective, bus_bandwidth_factor, bytes_moved,
+                                   cluster_time_s, hierarchical_time_s, steps, time_s)
+
+KINDS = list(Collective)
+ALGOS = [Algorithm.RING, Algorithm.TREE, Algorithm.AUTO]
+
+
+def net(bandwidth, latency):
+    return Network("n", LinkKind.OTHER, bandwidth, latency)
+
+
+# ------------------------------------------------------------------------------ closed forms
+
+@pytest.mark.parametrize("n", [2, 3, 4, 7, 8, 64, 1000])
+def test_ring_all_reduce_moves_2_n_minus_1_over_n(n):
+    nbytes = n * 1024                 # divisible, so the float result is exact
+    assert bytes_moved(Collective.ALL_REDUCE, nbytes, n) == 2 * (n - 1) * 1024
+    assert Fraction(bytes_moved(Collective.ALL_REDUCE, 1.0, n)).limit_denominator(10_000) \
+        == Fraction(2 * (n - 1), n)
+
+
+@pytest.mark.parametrize("kind", [Collective.ALL_GATHER, Collective.REDUCE_SCATTER,
+                                  Collective.ALL_TO_ALL])
+@pytest.mark.parametrize("n", [2, 4, 8, 16])
+def test_gather_scatter_move_n_minus_1_over_n(kind, n):
+    assert bytes_moved(kind, n * 100, n) == (n - 1) * 100
+
+
+def test_send_recv_moves_the_message():
+    assert bytes_moved(Collective.SEND_RECV, 123.0, 2) == 123.0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_one_device_moves_nothing_and_takes_no_time(kind):
+    assert bytes_moved(kind, 1e9, 1) == 0.0
+    assert time_s(kind, 1e9, 1, 1e9, 1e-6) == 0.0
+
+
+def test_nccl_bus_bandwidth_factor():
+    assert bus_bandwidth_factor(Collective.ALL_REDUCE, 8) == pytest.approx(2 * 7 / 8)
+    assert bus_bandwidth_factor(Collective.ALL_GATHER, 8) == pytest.approx(7 / 8)
+
+
+def test_ring_all_reduce_time_is_steps_times_latency_plus_bytes_over_bandwidth():
+    n, nbytes, bw, lat = 8, 1e9, 300e9, 0.6e-6
+    expected = 2 * (n - 1) * lat + 2 * (n - 1) / n * nbytes / bw
+    assert time_s(Collective.ALL_REDUCE, nbytes, n, bw, lat, Algorithm.RING) == \
+        pytest.approx(expected)
+
+
+def test_tree_latency_is_logarithmic():
+    assert steps(Collective.ALL_REDUCE, 64, Algorithm.TREE) == 12
+    assert steps(Collective.ALL_REDUCE, 64, Algorithm.RING) == 126
+    assert steps(Collective.ALL_GATHER, 64, Algorithm.TREE) == 6
+    assert steps(Collective.ALL_REDUCE, 6, Algorithm.TREE) == 6       # 2 ceil(log2 6)
+
+
+def test_auto_picks_tree_for_small_and_ring_for_large_messages():
+    n, bw, lat = 64, 25e9, 2.7e-6
+    small, large = 1e3, 1e10
+    ring = lambda b: time_s(Collective.ALL_REDUCE, b, n, bw, lat, Algorithm.RING)
+    tree = lambda b: time_s(Collective.ALL_REDUCE, b, n, bw, lat, Algorithm.TREE)
+    auto = lambda b: time_s(Collective.ALL_REDUCE, b, n, bw, lat, Algorithm.AUTO)
+    assert tree(small) < ring(small) and auto(small) == tree(small)
+    assert ring(large) < tree(large) and auto(large) == ring(large)
+
+
+def test_hierarchical_all_reduce_phases():
+    intra, inter = net(300e9, 0.6e-6), net(25e9, 2.7e-6)
+    nbytes, local, nodes = 1e9, 8, 4
+    expected = (time_s(Collective.REDUCE_SCATTER, nbytes, local, 300e9, 0.6e-6)
+                + time_s(Collective.ALL_REDUCE, nbytes / local, nodes, 25e9, 2.7e-6)
+                + time_s(Collective.ALL_GATHER, nbytes, local, 300e9, 0.6e-6))
+    got = hierarchical_time_s(Collective.ALL_REDUCE, nbytes, 32, 8, intra, inter)
+    assert got == pytest.approx(expected)
+
+
+def test_hierarchical_inside_one_node_uses_only_intra():
+    intra = net(300e9, 0.6e-6)
+    got = hierarchical_time_s(Collective.ALL_REDUCE, 1e9, 8, 8, intra, None)
+    assert got == time_s(Collective.ALL_REDUCE, 1e9, 8, 300e9, 0.6e-6)
+
+
+def test_hierarchical_beats_a_flat_ring_on_the_slow_network():
+    intra, inter = net(300e9, 0.6e-6), net(25e9, 2.7e-6)
+    flat = time_s(Collective.ALL_REDUCE, 1e9, 32, 25e9, 2.7e-6)
+    assert hierarchical_time_s(Collective.ALL_REDUCE, 1e9, 32, 8, intra, inter) < flat
+
+
+def test_cluster_time_on_dgx_and_tpu():
+    dgx = load_cluster("dgx-a100").with_nodes(4)
+    t = cluster_time_s(Collective.ALL_REDUCE, 1e9, 32, dgx)
+    assert t == hierarchical_time_s(Collective.ALL_REDUCE, 1e9, 32, 8, dgx.intra, dgx.inter)
+    tpu = load_cluster("tpu-v4-pod-slice")
+    axis = cluster_time_s(Collective.ALL_GATHER, 1e9, 4, tpu)
+    assert axis == pytest.approx(time_s(Collective.ALL_GATHER, 1e9, 4, 90e9, 1e-6))
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError):
+        bytes_moved(Collective.ALL_REDUCE, -1, 4)
+    with pytest.raises(ValueError):
+        time_s(Collective.ALL_REDUCE, 1, 4, 0.0, 1e-6)
+    with pytest.raises(ValueError):
+        hierarchical_time_s(Collective.ALL_REDUCE, 1, 12, 8, net(1, 0), net(1, 0))
+
+
+# -------------------------------------------------------------------------------- properties
+
+sizes = st.floats(0, 1e11, allow_nan=False)
+counts = st.integers(1, 4096)
+bandwidths = st.floats(1e6, 1e13, allow_nan=False)
+latencies = st.floats(0, 1e-3, allow_nan=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(KINDS), st.sampled_from(ALGOS), sizes, counts, bandwidths, bandwidths,
+       latencies)
+def test_faster_network_is_never_slower(kind, algo, nbytes, n, bw_a, bw_b, lat):
+    slow, fast = sorted((bw_a, bw_b))
+    assert time_s(kind, nbytes, n, fast, lat, algo) <= time_s(kind, nbytes, n, slow, lat, algo)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(KINDS), st.sampled_from(ALGOS), sizes, counts, bandwidths, latencies,
+       latencies)
+def test_time_is_non_decreasing_in_latency(kind, algo, nbytes, n, bw, lat_a, lat_b):
+    low, high = sorted((lat_a, lat_b))
+    assert time_s(kind, nbytes, n, bw, low, algo) <= time_s(kind, nbytes, n, bw, high, algo)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(KINDS), st.sampled_from(ALGOS), sizes, sizes, counts, bandwidths,
+       latencies)
+def test_time_is_non_decreasing_in_bytes(kind, algo, b_a, b_b, n, bw, lat):
+    small, large = sorted((b_a, b_b))
+    assert time_s(kind, small, n, bw, lat, algo) <= time_s(kind, large, n, bw, lat, algo)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(KINDS), sizes, st.sampled_from([1, 2, 4, 8]), st.integers(1, 64),
+       bandwidths, bandwidths, bandwidths, latencies, latencies)
+def test_hierarchical_never_slower_with_faster_inter(kind, nbytes, local, nodes, intra_bw,
+                                                     bw_a, bw_b, lat_intra, lat_inter):
+    slow, fast = sorted((bw_a, bw_b))
+    intra = net(intra_bw, lat_intra)
+    group = local * nodes
+    t_fast = hierarchical_time_s(kind, nbytes, group, local, intra, net(fast, lat_inter))
+    t_slow = hierarchical_time_s(kind, nbytes, group, local, intra, net(slow, lat_inter))
+    assert t_fast <= t_slow * (1 + 1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(sizes, st.integers(2, 1024))
+def test_ring_all_reduce_is_reduce_scatter_plus_all_gather(nbytes, n):
+    rs_ag = bytes_moved(Collective.REDUCE_SCATTER, nbytes, n) + \
+        bytes_moved(Collective.ALL_GATHER, nbytes, n)
+    assert math.isclose(bytes_moved(Collective.ALL_REDUCE, nbytes, n), rs_ag, rel_tol=1e-12)
