@@ -9,7 +9,9 @@ from __future__ import annotations
 import time
 
 from hardware_specs.loader import load_device
-from simulator.api import N_STREAMS, _memory, _step_time, streams
+from simulator.api import N_STREAMS, _memory, streams
+from simulator.distributed import StageRun, step_time
+from simulator.parallel import ParallelPlan
 from simulator.cost import op_costs
 from simulator.energy import op_energy, step_energy
 from simulator.engine.kernels import critical_path, schedule
@@ -25,9 +27,10 @@ def engine(step, forward, plan, device):
     compute_s, memory_s, time_s = op_costs(lowered, device)
     start, end = schedule(lowered.indptr, lowered.indices, time_s, streams(lowered), N_STREAMS)
     critical_path(lowered.indptr, lowered.indices, time_s)
-    memory = _memory(forward, plan, lowered, start, end)
+    run = StageRun(0, forward, lowered, compute_s, memory_s, time_s, start, end)
+    memory = _memory(run, plan, ParallelPlan(), 1)
     energy = step_energy(lowered, op_energy(lowered, device, compute_s, memory_s, time_s), 1)
-    return _step_time(lowered, end, 1), memory, energy, len(lowered)
+    return step_time([run], ParallelPlan(), 1)[0], memory, energy, len(lowered)
 
 
 def main() -> None:

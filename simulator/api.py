@@ -3,19 +3,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from hardware_specs.loader import load_device
+from hardware_specs.cluster import ClusterSpec, list_clusters
 from hardware_specs.spec import DeviceSpec
-from simulator.cost import op_costs
+from simulator.distributed import N_STREAMS  # noqa: F401 (re-exported)
+from simulator.distributed import idle_s, in_flight, micro_batches, resolve_hardware, \
+    run_stage, stage_forward, step_time
+from simulator.distributed import streams as distributed_streams
 from simulator.energy import op_energy, step_energy
-from simulator.engine.kernels import critical_path, liveness, schedule
+from simulator.engine.kernels import critical_path, liveness
 from simulator.errors import PlanError
-from simulator.lower import lower
-from simulator.memory import activation_bytes, state_bytes
+from simulator.memory import activation_bytes
 from simulator.op import TENSOR_KINDS, OpKind, Phase
-from simulator.fusion import fuse_attention, fuse_elementwise
-from simulator.plan import Attention, Fusion, Plan
+from simulator.parallel import ParallelPlan, zero_state_bytes
+from simulator.plan import Plan
 from simulator.result import Result
-from simulator.training import WGRAD, training_graph
+from simulator.training import WGRAD
 from workloads.base import Workload
 from workloads.zoo import get_workload
 
@@ -29,64 +31,94 @@ _J_PER_KWH = 3.6e6
 # Survey 2023: industry average 1.58; Google, 2023 Environmental Report: fleet average 1.10).
 DEFAULT_PUE = 1.0
 UNKNOWN = "unknown:"  # an imported op's fn when hwsim does not know the operator
-N_STREAMS = 2  # compute, and communication (collectives overlap compute where deps allow)
 
 
-def simulate(workload: str | Workload, hardware: str | DeviceSpec, plan: Plan | None = None,
-             *, tokens: float | None = None, steps: float | None = None,
+def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
+             plan: Plan | None = None, *, parallel: ParallelPlan | None = None,
+             num_devices: int | None = None, tokens: float | None = None,
+             steps: float | None = None,
              grid_kg_co2_per_kwh: float = DEFAULT_GRID_KG_CO2_PER_KWH, pue: float = DEFAULT_PUE,
-             **plan_fields) -> Result:
-    """Predict one training step of ``workload`` on one device of ``hardware``.
+             node_overhead_w: float = 0.0, **plan_fields) -> Result:
+    """Predict one training step of ``workload`` on ``hardware``, one device or many.
 
-    ``plan`` or its fields as keywords (``micro_batch``, ``global_batch``, ``precision``,
-    ``recompute``, ``optimizer``). ``tokens`` or ``steps`` add whole-run totals; their energy
-    is the devices' energy times ``pue`` (datacentre power usage effectiveness: cooling and
-    power delivery; 1.0, the default, counts the devices alone).
+    ``hardware``: a device (catalogue name, spec file or ``DeviceSpec``), with ``num_devices``
+    for many of it (``cluster_for`` builds the obvious cluster: 8 GPUs per node on their
+    NVLink, nodes on InfiniBand; TPU slices on their ICI torus), or a cluster (preset name or
+    ``ClusterSpec``). ``plan`` or its fields as keywords (``micro_batch``, ``global_batch``,
+    ``precision``, ``recompute``, ``optimizer``, ...); ``global_batch`` is the whole system's.
+    ``parallel``: how the step is split (``ParallelPlan``: dp, tp, pp, sequence parallel,
+    pipeline schedule, ZeRO stage); by default pure data parallelism over all devices. A plan
+    that cannot run raises ``PlanError`` naming the numbers. ``tokens`` or ``steps`` add
+    whole-run totals; their energy is the devices' energy plus ``node_overhead_w`` per node
+    (host CPUs, NICs, switches, fans), times ``pue`` (datacentre power usage effectiveness:
+    cooling and power delivery; 1.0, the default, counts the devices alone).
+
+    Per-device figures (memory, power, ``tflops_per_device``, MFU, HFU) are those of the
+    busiest device; ``samples_per_s`` and ``tokens_per_s`` are the whole system's.
     """
     work = get_workload(workload)
-    device = hardware if isinstance(hardware, DeviceSpec) else load_device(hardware)
     if plan is None:
         plan = Plan(**plan_fields)
     elif plan_fields:
         raise PlanError("give either plan= or plan fields as keywords, not both")
-    formats = plan.formats
-    forward = work.forward_graph(plan.micro_batch, formats.activation, formats.weight)
-    if plan.attention is Attention.FUSED:
-        forward = fuse_attention(forward)
-    step = training_graph(forward, plan)
-    if plan.fusion is Fusion.COMPILED:
-        step = fuse_elementwise(step)
-    lowered = lower(step)
-    compute_s, memory_s, time_s = op_costs(lowered, device)
-    start, end = schedule(lowered.indptr, lowered.indices, time_s, streams(lowered), N_STREAMS)
-
-    step_time = _step_time(lowered, end, plan.micro_batches)
-    model_flops, hardware_flops = _flops(lowered, plan.micro_batches)
-    memory = _memory(forward, plan, lowered, start, end)
+    if parallel is not None and num_devices is None and not _is_cluster(hardware):
+        num_devices = parallel.num_devices
+    device, cluster, n = resolve_hardware(hardware, num_devices)
+    parallel = parallel or ParallelPlan(dp=n)
+    m = micro_batches(work, plan, parallel, n)
+    runs, unsplit = [], None
+    for stage in sorted({0, parallel.pp - 1}):
+        unsplit, forward = stage_forward(work, plan, parallel, stage, cluster)
+        runs.append(run_stage(forward, plan, parallel, device, cluster, stage))
+    step_s, bubble, pace = step_time(runs, parallel, m)
+    run = runs[pace]
+    lowered = run.lowered
+    memories = [_memory(r, plan, parallel, m) for r in runs]
+    memory = max(memories, key=lambda mem: sum(mem.values()))
     peak = sum(memory.values())
-    energy_j = op_energy(lowered, device, compute_s, memory_s, time_s)
-    energy = step_energy(lowered, energy_j, plan.micro_batches)
-    path_s, on_path = critical_path(lowered.indptr, lowered.indices, time_s)
+    model_flops, hardware_flops = _system_flops(run, unsplit, parallel, m)
+    energy_j = op_energy(lowered, device, run.compute_s, run.memory_s, run.time_s)
+    comm = lowered.kind == OpKind.COLLECTIVE
+    if comm.any():  # static power is counted once, over the step, not per stream
+        energy_j = np.where(comm, np.maximum(energy_j - device.idle_power_w * run.time_s, 0.0),
+                            energy_j)
+    waiting, exposed = idle_s(run, m, step_s, bubble, max(r.t_micro for r in runs))
+    energy = step_energy(lowered, energy_j, m) + device.idle_power_w * waiting
+    path_s, on_path = critical_path(lowered.indptr, lowered.indices, run.time_s)
     per_sample_tokens = work.tokens_per_sample
-    samples_per_s = plan.batch / step_time
-    achieved = model_flops / step_time
-    dense_peak = device.peak_for(formats.compute)
+    global_batch = plan.micro_batch * m * parallel.dp
+    samples_per_s = global_batch / step_s
+    achieved = model_flops / n / step_s
+    dense_peak = device.peak_for(plan.formats.compute)
+    comm_s = _communication_s(run, m)
     result = Result(
         model=getattr(work, "name", str(workload)), device=device.name,
-        precision=plan.precision.value, micro_batch=plan.micro_batch, global_batch=plan.batch,
-        micro_batches=plan.micro_batches, step_time_s=step_time, samples_per_s=samples_per_s,
+        precision=plan.precision.value, micro_batch=plan.micro_batch, global_batch=global_batch,
+        micro_batches=m, step_time_s=step_s, samples_per_s=samples_per_s,
         tokens_per_s=samples_per_s * per_sample_tokens if per_sample_tokens else None,
         flops_per_step=model_flops, hardware_flops_per_step=hardware_flops,
         tflops_per_device=achieved / 1e12, mfu=achieved / dense_peak,
-        hfu=hardware_flops / step_time / dense_peak,
+        hfu=hardware_flops / n / step_s / dense_peak,
         peak_memory_bytes=peak, memory_breakdown=memory,
         memory_capacity_bytes=device.memory_bytes, fits=peak <= device.memory_bytes,
-        energy_j_per_step=energy, avg_power_w=energy / step_time, params=work.num_params(),
-        critical_path_s=float(path_s),
-        saved_activation_bytes=float(activation_bytes(forward, plan)), lowered=lowered,
-        times={"compute_s": compute_s, "memory_s": memory_s, "time_s": time_s,
-               "start_s": start, "end_s": end, "energy_j": energy_j, "critical_path": on_path})
-    result.unknown_ops = sorted({op.fn.removeprefix(UNKNOWN) for op in forward.ops()
+        energy_j_per_step=energy, avg_power_w=energy / step_s, params=work.num_params(),
+        num_devices=n, critical_path_s=float(path_s),
+        saved_activation_bytes=float(activation_bytes(run.forward, plan)), lowered=lowered,
+        times={"compute_s": run.compute_s, "memory_s": run.memory_s, "time_s": run.time_s,
+               "start_s": run.start, "end_s": run.end, "energy_j": energy_j,
+               "critical_path": on_path})
+    result.parallel = {"dp": parallel.dp, "tp": parallel.tp, "pp": parallel.pp,
+                       "zero": parallel.zero,
+                       "sequence_parallel": parallel.sequence_parallel,
+                       "schedule": parallel.schedule.value,
+                       "virtual_stages": parallel.virtual_stages,
+                       "cluster": cluster.name if cluster else None,
+                       "params_per_device": int(max(r.forward.params() for r in runs)),
+                       "micro_batch_s": max(r.t_micro for r in runs),
+                       "bubble_fraction": bubble / step_s,
+                       "communication_s": comm_s,
+                       "exposed_communication_s": exposed}
+    result.unknown_ops = sorted({op.fn.removeprefix(UNKNOWN) for op in run.forward.ops()
                                  if op.fn.startswith(UNKNOWN)})
     if result.unknown_ops:
         result.notes.append(f"{len(result.unknown_ops)} operator type(s) hwsim does not know were "
@@ -94,24 +126,47 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec, plan: Plan | 
     if device.matmul_efficiency == 1.0:
         result.notes.append(f"{device.name} has no measured matmul efficiency: tensor ops run at "
                             "the datasheet peak, so step time is an optimistic bound")
+    nodes = cluster.nodes if cluster else 1
     result.totals = _totals(result, device, per_sample_tokens, tokens, steps,
-                            grid_kg_co2_per_kwh, pue)
+                            grid_kg_co2_per_kwh, pue, node_overhead_w * nodes)
     return result
 
 
+def _is_cluster(hardware) -> bool:
+    return isinstance(hardware, ClusterSpec) or (isinstance(hardware, str)
+                                                 and hardware in list_clusters())
+
+
+def _system_flops(run, unsplit, parallel: ParallelPlan, m: int) -> tuple[float, float]:
+    """Model and hardware FLOPs of one step of the whole system (all replicas).
+
+    One device runs the whole model: its graph's counts. Split over tp or pp (transformers):
+    the unsplit model's forward tensor FLOPs x 3 (every tensor op of a transformer has a
+    data and a weight gradient, or two data gradients: the training graph's own count), plus
+    the stage's recomputed FLOPs on every rank of every stage (layers alone recompute, and
+    every stage has as many layers).
+    """
+    model, hardware = _flops(run.lowered, m)
+    if parallel.tp == 1 and parallel.pp == 1:
+        return model * parallel.dp, hardware * parallel.dp
+    per_layer = sum(op.model_flops for op in unsplit.ops() if op.layer >= 0)
+    outside = sum(op.model_flops for op in unsplit.ops() if op.layer < 0)
+    forward = outside + per_layer * parallel.pp
+    recomputed = (hardware - model) * parallel.tp * parallel.pp
+    model_step = 3.0 * forward * m * parallel.dp
+    return model_step, model_step + recomputed * parallel.dp
+
+
+def _communication_s(run, m: int) -> float:
+    """Seconds the device's collectives take per step (overlapped with compute or not)."""
+    comm = run.lowered.kind == OpKind.COLLECTIVE
+    each = run.time_s[comm & run.per_micro].sum()
+    return float(m * each + run.time_s[comm & ~run.per_micro].sum())
+
+
 def streams(lowered) -> np.ndarray:
-    """The stream each op runs on: 0 compute, 1 communication (collectives)."""
-    return (lowered.kind == OpKind.COLLECTIVE).astype(np.int64)
-
-
-def _step_time(lowered, end: np.ndarray, micro_batches: int) -> float:
-    """Makespan of a step: micro-batches run their forward and backward one after another
-    (gradient accumulation), and only the last one is followed by the optimizer update."""
-    if len(end) == 0:
-        return 0.0
-    is_update = lowered.phase == Phase.OPTIMIZER
-    micro = float(end[~is_update].max()) if (~is_update).any() else 0.0
-    return (micro_batches - 1) * micro + float(end.max())
+    """The stream each op runs on (``simulator.distributed.streams``)."""
+    return distributed_streams(lowered)
 
 
 def _flops(lowered, micro_batches: int) -> tuple[float, float]:
@@ -123,36 +178,58 @@ def _flops(lowered, micro_batches: int) -> tuple[float, float]:
     return float(micro_batches * model), float(micro_batches * (model + recomputed))
 
 
-def _memory(forward, plan: Plan, lowered, start: np.ndarray, end: np.ndarray) -> dict[str, float]:
-    """States for all parameters plus the tensors live at the peak of one micro-batch's step.
+def _memory(run, plan: Plan, parallel: ParallelPlan, m: int) -> dict[str, float]:
+    """Per-device states under ZeRO plus the tensors live at the peak of the stage's step.
 
-    Tensor liveness over the schedule (``kernels.liveness``): an op's output lives from its
-    start until the last op reading it ends, the backward ops that read saved tensors
-    included, so recomputation shortens lifetimes the way it does in a framework. At the
-    peak instant, tensors of forward and recomputed ops are ``activations``; tensors of backward
-    ops (activation gradients, transient) are ``workspace``. Weight-gradient ops and the
-    optimizer write the persistent buffers already counted in the states.
+    States: ``parallel.zero_state_bytes`` of the parameters on this device (its stage's, on
+    its tensor-parallel rank) over the dp replicas. Activations: tensor liveness over the
+    schedule of one micro-batch (``kernels.liveness``): an op's output lives from its start
+    until the last op reading it ends, the backward ops that read saved tensors included, so
+    recomputation shortens lifetimes the way it does in a framework. At the peak instant,
+    tensors of forward and recomputed ops are ``activations``; tensors of backward ops
+    (activation gradients, transient) are ``workspace``. Weight-gradient ops, the optimizer
+    and the collectives write the persistent buffers already counted in the states. A
+    pipeline stage holding k micro-batches in flight (``parallel.in_flight_micro_batches``)
+    adds k - 1 micro-batches' saved activations (each as kept at the end of its forward; an
+    approximation: they are freed as their backward runs). ZeRO-3 adds the gathered weights
+    of two layers (in use and prefetched) to the workspace.
     """
-    out = {k: float(v) for k, v in state_bytes(forward.params(), plan).items()}
+    lowered, forward = run.lowered, run.forward
+    per = plan.state_bytes_per_param()
+    out = zero_state_bytes(forward.params(), parallel.zero, parallel.dp,
+                           k=per["optimizer_states"], weight_bytes=per["weights"],
+                           grad_bytes=per["gradients"])
     counted = (lowered.phase != Phase.OPTIMIZER) & ~np.array(
         [name.startswith(WGRAD + ":") for name in lowered.names], dtype=np.bool_)
     _, at, out_free, keep_free = liveness(
-        lowered.indptr, lowered.indices, lowered.edge_output, start, end,
+        lowered.indptr, lowered.indices, lowered.edge_output, run.start, run.end,
         lowered.out_bytes, lowered.keep_bytes, counted)
-    began = counted & (start <= at)
+    began = counted & (run.start <= at)
     live = (np.where(began & (at < out_free), lowered.out_bytes, 0)
             + np.where(began & (at < keep_free), lowered.keep_bytes, 0))
     forward_like = (lowered.phase == Phase.FORWARD) | (lowered.phase == Phase.RECOMPUTE)
     out["activations"] = float(live[forward_like].sum())
     out["workspace"] = float(live[~forward_like].sum())
+    held = in_flight(parallel, m, run.stage)
+    if held > 1:
+        out["activations"] += (held - 1) * float(activation_bytes(forward, plan))
+    if parallel.zero == 3 and parallel.dp > 1:
+        layers: dict[int, int] = {}
+        for op in forward.ops():
+            layers[op.layer] = layers.get(op.layer, 0) + op.params
+        out["workspace"] += 2.0 * max(layers.values(), default=0) * per["weights"]
     return out
 
 
 def _totals(result: Result, device: DeviceSpec, tokens_per_sample: int | None,
             tokens: float | None, steps: float | None, grid: float,
-            pue: float) -> dict[str, float | None]:
+            pue: float, overhead_w: float = 0.0) -> dict[str, float | None]:
+    """Whole-run totals. ``overhead_w``: the power of everything in the nodes besides the
+    devices (all nodes together), drawn over the whole run."""
     if not pue >= 1.0:
         raise PlanError(f"pue = {pue!r} must be at least 1.0 (1.0: the devices alone)")
+    if not overhead_w >= 0.0:
+        raise PlanError(f"node_overhead_w = {overhead_w!r} must be non-negative")
     if not grid >= 0.0:
         raise PlanError(f"grid_kg_co2_per_kwh = {grid!r} must be non-negative")
     if tokens is None and steps is None:
@@ -169,8 +246,10 @@ def _totals(result: Result, device: DeviceSpec, tokens_per_sample: int | None,
     total_s = steps * result.step_time_s
     device_hours = total_s * result.num_devices / 3600
     kwh = steps * result.energy_j_per_step * result.num_devices * pue / _J_PER_KWH
+    if overhead_w:
+        kwh += overhead_w * total_s * pue / _J_PER_KWH
     price = device.price_per_hour_usd
     return {"steps": steps, "total_time_s": total_s, "device_hours": device_hours,
             "energy_kwh": kwh, "co2_kg": kwh * grid,
             "cost_usd": device_hours * price if price is not None else None,
-            "pue": pue, "grid_kg_co2_per_kwh": grid}
+            "pue": pue, "grid_kg_co2_per_kwh": grid, "node_overhead_w": overhead_w}

@@ -10,6 +10,7 @@ import math
 import sys
 
 from simulator.errors import HwsimError, PlanError
+from simulator.parallel import Schedule
 from simulator.plan import Attention, Fusion, Optimizer, Plan, Precision, Recompute
 
 EXIT_USAGE = 2
@@ -37,17 +38,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("predict", help="predict one training step (and a whole run)")
     p.add_argument("model", help="zoo name ('hwsim models') or workload .toml file")
-    p.add_argument("--device", required=True, help="catalogue name ('hwsim devices') or .toml")
-    p.add_argument("--num-devices", type=int, default=1)
+    p.add_argument("--device", default=None, help="catalogue name ('hwsim devices') or .toml")
+    p.add_argument("--cluster", default=None, help="a cluster preset (dgx-a100, dgx-h100, "
+                   "tpu-v4-pod-slice) or cluster .toml, instead of --device")
+    p.add_argument("--num-devices", type=int, default=None,
+                   help="devices in all (default dp x tp x pp, or the cluster's)")
     p.add_argument("--global-batch", type=int, default=None)
     p.add_argument("--micro-batch", type=int, default=None,
                    help="samples per micro-batch (default: the model's, 1 for the zoo)")
     p.add_argument("--seq-len", type=int, default=None, help="override the model's context")
     p.add_argument("--precision", choices=[m.value for m in Precision], default="bf16")
-    p.add_argument("--dp", type=int, default=1)
-    p.add_argument("--tp", type=int, default=1)
-    p.add_argument("--pp", type=int, default=1)
-    p.add_argument("--zero", type=int, default=0, choices=range(4))
+    p.add_argument("--dp", type=int, default=None,
+                   help="data-parallel replicas (default: the devices over tp x pp)")
+    p.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks (Megatron)")
+    p.add_argument("--pp", type=int, default=1, help="pipeline stages")
+    p.add_argument("--zero", type=int, default=0, choices=range(4),
+                   help="ZeRO stage over the dp replicas (3 = FSDP full shard)")
+    p.add_argument("--sequence-parallel", action="store_true",
+                   help="split norms and dropouts over the tp ranks (Korthikanti et al. 2022)")
+    p.add_argument("--schedule", choices=[m.value for m in Schedule], default="1f1b",
+                   help="pipeline schedule")
+    p.add_argument("--virtual-stages", type=int, default=1,
+                   help="model chunks per device for the interleaved schedule")
+    p.add_argument("--node-overhead-w", type=float, default=0.0, metavar="WATTS",
+                   help="run totals: power per node besides the devices (hosts, NICs, fans)")
     p.add_argument("--recompute", choices=[m.value for m in Recompute], default="none")
     p.add_argument("--optimizer", choices=[m.value for m in Optimizer], default="adamw")
     p.add_argument("--attention", choices=[m.value for m in Attention], default="fused",
@@ -70,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "catalogue name of the CUDA GPU in this machine")
     c.add_argument("--out", default=None, help="spec file to write (default DEVICE-calibrated.toml)")
     c.add_argument("--quick", action="store_true", help="a reduced sweep (for tests and CI)")
+    v = sub.add_parser("validate", help="time real training steps here with torch and compare "
+                       "them with hwsim's predictions")
+    v.add_argument("models", nargs="+", metavar="MODEL", help="path/to/file.py:factory")
+    v.add_argument("--device", required=True, help="the device present (cpu-host, a calibrated "
+                   "spec file of it, or the catalogue name of this machine's CUDA GPU)")
+    v.add_argument("--steps", type=int, default=5, help="timed steps per model (median)")
     sub.add_parser("models", help="list the model zoo")
     sub.add_parser("devices", help="list the device catalogue")
     return parser
@@ -78,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        commands = {"predict": _predict, "calibrate": _calibrate, "models": _models,
-                    "devices": _devices}
+        commands = {"predict": _predict, "calibrate": _calibrate, "validate": _validate,
+                    "models": _models, "devices": _devices}
         return commands[args.command](args)
     except HwsimError as err:
         print(f"hwsim: error: {err}", file=sys.stderr)
@@ -97,14 +117,7 @@ def _predict(args) -> int:
     from simulator.api import simulate
     from workloads.zoo import get_workload
 
-    counts = {"--num-devices": args.num_devices, "--dp": args.dp, "--tp": args.tp,
-              "--pp": args.pp}
-    for flag, value in counts.items():
-        if value < 1:
-            raise PlanError(f"{flag} = {value} must be a positive integer")
-    if max(counts.values()) > 1 or args.zero:
-        raise PlanError("multi-device plans (--num-devices/--dp/--tp/--pp/--zero) are not "
-                        "modelled yet: hwsim predicts one device; leave them at 1 and 0")
+    hardware, parallel, num_devices = _hardware_and_parallel(args)
     work = get_workload(args.model)
     if args.seq_len is not None:
         if not hasattr(work, "seq_len") or work.tokens_per_sample is None:
@@ -119,16 +132,54 @@ def _predict(args) -> int:
                 attention=args.attention, fusion=args.fusion)
     totals = {key: value for key, value in
               (("pue", args.pue), ("grid_kg_co2_per_kwh", args.grid)) if value is not None}
-    result = simulate(work, args.device, plan, tokens=args.tokens, steps=args.steps, **totals)
+    result = simulate(work, hardware, plan, parallel=parallel, num_devices=num_devices,
+                      tokens=args.tokens, steps=args.steps, node_overhead_w=args.node_overhead_w,
+                      **totals)
     print(result.to_json() if args.json else format_summary(result.summary()))
     return 0
+
+
+def _hardware_and_parallel(args):
+    """(device or cluster, ParallelPlan, num_devices) from the flags; dp defaults to the
+    devices left over by tp x pp."""
+    from hardware_specs.cluster import load_cluster
+    from simulator.parallel import ParallelPlan
+
+    counts = {"--num-devices": args.num_devices, "--dp": args.dp, "--tp": args.tp,
+              "--pp": args.pp, "--virtual-stages": args.virtual_stages}
+    for flag, value in counts.items():
+        if value is not None and value < 1:
+            raise PlanError(f"{flag} = {value} must be a positive integer")
+    if args.device is None and args.cluster is None:
+        raise PlanError("the following arguments are required: --device (or --cluster)")
+    if args.device is not None and args.cluster is not None:
+        raise PlanError("give --device or --cluster, not both")
+    if not args.node_overhead_w >= 0:
+        raise PlanError(f"--node-overhead-w = {args.node_overhead_w} must be non-negative")
+    hardware = load_cluster(args.cluster) if args.cluster else args.device
+    n = args.num_devices
+    if n is None:
+        n = hardware.num_devices if args.cluster else (args.dp or 1) * args.tp * args.pp
+    model_parallel = args.tp * args.pp
+    dp = args.dp
+    if dp is None:
+        if n % model_parallel:
+            raise PlanError(f"tp x pp = {args.tp} x {args.pp} = {model_parallel} must divide "
+                            f"the number of devices = {n}")
+        dp = n // model_parallel
+    parallel = ParallelPlan(dp=dp, tp=args.tp, pp=args.pp, zero=args.zero,
+                            sequence_parallel=args.sequence_parallel, schedule=args.schedule,
+                            virtual_stages=args.virtual_stages)
+    return hardware, parallel, n
 
 
 def format_summary(s: dict) -> str:
     gb = 1e9
     lines = [
         f"{s['model']} on {s['device']} ({s['precision']}, global batch {s['global_batch']} "
-        f"= {s['micro_batches']} x micro-batch {s['micro_batch']})",
+        f"= {s['micro_batches']} x micro-batch {s['micro_batch']}"
+        + (f" x dp {s['parallel']['dp']}" if (s.get("parallel") or {}).get("dp", 1) > 1 else "")
+        + ")",
         f"  step time          {s['step_time_s']:.4g} s",
         f"  throughput         {s['samples_per_s']:.4g} samples/s"
         + (f", {s['tokens_per_s']:.4g} tokens/s" if s["tokens_per_s"] else ""),
@@ -139,6 +190,15 @@ def format_summary(s: dict) -> str:
         "    " + ", ".join(f"{k} {v / gb:.2f}" for k, v in s["memory_breakdown"].items()),
         f"  energy             {s['energy_j_per_step']:.4g} J/step at {s['avg_power_w']:.0f} W",
     ]
+    par = s.get("parallel") or {}
+    if s.get("num_devices", 1) > 1 and par:
+        lines.insert(1, f"  {s['num_devices']} devices on {par['cluster']}: dp {par['dp']} x tp "
+                     f"{par['tp']} x pp {par['pp']}, ZeRO {par['zero']}"
+                     + (", sequence parallel" if par["sequence_parallel"] else "")
+                     + (f", {par['schedule']} schedule" if par["pp"] > 1 else ""))
+        lines.append(f"  communication      {par['communication_s']:.4g} s/step, exposed "
+                     f"{par['exposed_communication_s']:.4g} s; pipeline bubble "
+                     f"{par['bubble_fraction']:.1%} of the step")
     if "total_time_s" in s:
         cost = f"${s['cost_usd']:,.0f}" if s["cost_usd"] is not None else "n/a (no price)"
         lines.append(f"  whole run          {s['steps']:.4g} steps, {s['total_time_s'] / 86400:.4g}"
@@ -173,6 +233,23 @@ def _calibrate(args) -> int:
     return 0
 
 
+def _validate(args) -> int:
+    from hardware_specs.loader import load_device
+    from simulator.validate import report, validate_model
+
+    device = load_device(args.device)
+    runtime = present_runtime(device)
+    if args.steps <= 0:
+        raise HwsimError(f"--steps = {args.steps} must be a positive integer")
+    rows = []
+    for i, spec in enumerate(args.models):
+        _progress(i, len(args.models), spec)
+        rows.append(validate_model(spec, device, runtime, args.steps))
+    _progress(len(args.models), len(args.models), "done")
+    print(report(rows))
+    return 0
+
+
 def present_runtime(device) -> str:
     """The torch device that runs ``device`` here, or a one-line error if it is not present."""
     from hardware_specs.spec import DeviceClass
@@ -182,7 +259,7 @@ def present_runtime(device) -> str:
     except ImportError:
         raise HwsimError('calibration runs torch: pip install "hwsim[torch]"') from None
     if device.device_class is DeviceClass.CPU:
-        if device.path != "<cpu-host>":
+        if not device.name.startswith("cpu-host"):  # cpu-host, or a calibrated copy of it
             raise HwsimError(f"--device {device.name}: hwsim calibrates the machine it runs "
                              "on; use --device cpu-host (this machine's CPU)")
         return "cpu"

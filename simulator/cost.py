@@ -17,7 +17,12 @@ The model is deliberately simple for now:
   a time;
 - ops stream their bytes from the innermost memory level that holds them (``level_bandwidth``),
   main memory at ``device.memory_bandwidth_bytes_per_s * device.memory_efficiency``;
-- each op pays ``device.op_overhead_s`` (kernel launch / dispatch).
+- each op pays ``device.op_overhead_s`` (kernel launch / dispatch);
+- collectives (``OpKind.COLLECTIVE``) are priced on the cluster's networks, not by the
+  roofline: ``simulator.collectives.cluster_time_s`` for their kind, buffer (the larger of the
+  bytes read and written, as NCCL counts it), group and members per node; their compute time
+  is zero and their memory time the HBM traffic (for energy). A collective of one device, or
+  the identity half of Megatron's f, takes no time.
 """
 from __future__ import annotations
 
@@ -66,8 +71,44 @@ def level_bandwidth(nbytes: np.ndarray, device: DeviceSpec) -> np.ndarray:
     return bandwidth
 
 
-def op_costs(lowered: Lowered, device: DeviceSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-op float64 ``(compute_s, memory_s, time_s)`` of ``lowered`` on ``device``."""
+def op_costs(lowered: Lowered, device: DeviceSpec,
+             cluster=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-op float64 ``(compute_s, memory_s, time_s)`` of ``lowered`` on ``device``; the
+    collectives on ``cluster`` (a ``hardware_specs.cluster.ClusterSpec``)."""
+    compute_s, memory_s, time_s = _roofline(lowered, device)
+    comm = np.flatnonzero(lowered.kind == OpKind.COLLECTIVE)
+    if len(comm):
+        compute_s, time_s = compute_s.copy(), time_s.copy()
+        compute_s[comm] = 0.0
+        time_s[comm] = communication_s(lowered, comm, cluster)
+    return compute_s, memory_s, time_s
+
+
+def communication_s(lowered: Lowered, ops: np.ndarray, cluster) -> np.ndarray:
+    """Seconds of each collective in ``ops`` (positions) on ``cluster``."""
+    from simulator.collectives import Collective, cluster_time_s
+    from simulator.errors import PlanError
+    from simulator.lower import COLLECTIVE_FNS
+
+    out = np.zeros(len(ops), dtype=np.float64)
+    cache: dict[tuple, float] = {}
+    for j, i in enumerate(ops):
+        code, group = int(lowered.collective[i]), int(lowered.group[i])
+        nbytes = float(max(lowered.bytes_read[i], lowered.bytes_written[i]))
+        if code < 0 or group <= 1 or nbytes == 0:
+            continue
+        if cluster is None:
+            raise PlanError(f"op {lowered.names[i]} is a collective of {group} devices: "
+                            "simulate it on a cluster (num_devices or a cluster spec)")
+        key = (code, nbytes, group, int(lowered.local[i]))
+        if key not in cache:
+            cache[key] = cluster_time_s(Collective(COLLECTIVE_FNS[code]), nbytes, group,
+                                        cluster, devices_per_node=key[3] or None)
+        out[j] = cache[key]
+    return out
+
+
+def _roofline(lowered: Lowered, device: DeviceSpec):
     peak, bandwidth, overhead = price(lowered, device)
     # vector work fused into a tensor op runs on the vector units: fold it into an equivalent
     # count at the op's own peak, so the kernel sees one number per op

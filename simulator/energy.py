@@ -47,8 +47,9 @@ def op_energy(lowered: Lowered, device: DeviceSpec, compute_s: np.ndarray,
 
 
 def step_energy(lowered: Lowered, energy_j: np.ndarray, micro_batches: int) -> float:
-    """Joules of one step: ``micro_batches`` forwards and backwards, then one update."""
-    is_update = lowered.phase == Phase.OPTIMIZER
+    """Joules of one step: ``micro_batches`` forwards and backwards, then one update (and the
+    step's gradient reduction among replicas, ``Phase.COMMUNICATION``)."""
+    is_update = (lowered.phase == Phase.OPTIMIZER) | (lowered.phase == Phase.COMMUNICATION)
     return float(micro_batches * energy_j[~is_update].sum() + energy_j[is_update].sum())
 
 

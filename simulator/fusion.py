@@ -76,7 +76,8 @@ def fuse_elementwise(graph: OpGraph) -> OpGraph:
             host = merged.get(inputs[0], inputs[0])
             base = fused.get(host, graph.op(host))
             if (readers.count(op.phase) == 1 and base.phase == op.phase
-                    and base.kind not in (OpKind.LOSS, OpKind.OPTIMIZER)):
+                    and base.kind not in (OpKind.LOSS, OpKind.OPTIMIZER,
+                                                  OpKind.COLLECTIVE)):
                 fused[host] = _absorb(base, op, keep_output=len(readers) > 1)
                 merged[name] = host
                 continue

@@ -30,6 +30,12 @@ _OP_FIELDS = {
     "m": np.int64, "n": np.int64, "k": np.int64, "batch": np.int64, "layer": np.int64,
     "causal": np.int8,
 }
+# Facts from ``Op.extra`` a collective carries, their array dtype and the value when absent:
+# ``group`` devices taking part, ``local`` of them per node (0: as many as fit), ``axis`` the
+# parallel dimension (``simulator.parallel.Axis``) whose communicator runs it.
+_EXTRA_FIELDS = {"group": (np.int64, 1), "local": (np.int64, 0), "axis": (np.int8, 0)}
+#: ``Lowered.collective`` codes: the index of an op's ``fn`` in this tuple, -1 for any other fn.
+COLLECTIVE_FNS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,6 +70,10 @@ class Lowered:
     batch: np.ndarray       # int64
     layer: np.ndarray       # int64, -1 outside any layer
     causal: np.ndarray      # int8, 1 for attention under a causal mask
+    group: np.ndarray = None       # int64, devices in a collective's group (1 otherwise)
+    local: np.ndarray = None       # int64, of them per node (0: as many as fit in one)
+    axis: np.ndarray = None        # int8, ``simulator.parallel.Axis`` code of a collective
+    collective: np.ndarray = None  # int8, index in ``COLLECTIVE_FNS``, -1 if not a collective
 
     def __len__(self) -> int:
         return len(self.names)
@@ -98,11 +108,18 @@ def lower(graph: OpGraph) -> Lowered:
     edge_bytes: list[int] = []
     edge_output: list[bool] = []
     keep_bytes: list[int] = []
+    extras: dict[str, list[int]] = {field: [] for field in _EXTRA_FIELDS}
+    collective: list[int] = []
+    codes = {fn: i for i, fn in enumerate(COLLECTIVE_FNS)}
     for name in names:
         op = nodes[name]["op"]
         for append, field in appenders:
             append(getattr(op, field))
         keep_bytes.append(op.mask_bytes + op.stats_bytes)
+        facts = dict(op.extra) if op.extra else {}
+        for field, (_, default) in _EXTRA_FIELDS.items():
+            extras[field].append(facts.get(field, default))
+        collective.append(codes.get(op.fn, -1))
         edges = sorted(pred[name].items(), key=lambda e: e[1]["index"])
         counts.append(len(edges))
         for src, data in edges:
@@ -116,7 +133,10 @@ def lower(graph: OpGraph) -> Lowered:
     arrays.update(indptr=indptr, indices=np.asarray(indices, dtype=np.int64),
                   edge_bytes=np.asarray(edge_bytes, dtype=np.int64),
                   edge_output=np.asarray(edge_output, dtype=np.bool_),
-                  keep_bytes=np.asarray(keep_bytes, dtype=np.int64))
+                  keep_bytes=np.asarray(keep_bytes, dtype=np.int64),
+                  collective=np.asarray(collective, dtype=np.int8))
+    arrays.update({field: np.asarray(values, dtype=_EXTRA_FIELDS[field][0])
+                   for field, values in extras.items()})
     for array in arrays.values():
         array.flags.writeable = False
     return Lowered(names=names, **arrays)

@@ -86,7 +86,9 @@ class Op:
     ``saves`` tells what the backward pass needs from the forward pass: ``"inputs"`` (the
     tensors on the op's input edges, in input order), ``"output"`` (its own output) and
     ``mask_bytes`` (a mask the op keeps, e.g. dropout's), ``stats_bytes`` (per-row statistics a
-    norm keeps). Inputs that come from outside the graph (token ids, images) get no gradient.
+    norm keeps). Inputs that come from outside the graph (token ids, images) get no gradient,
+    nor do the inputs named in ``no_grad`` (producers of tensors that do not require grad: a
+    mask built in the graph, a frozen backbone's features).
     """
 
     name: str
@@ -112,6 +114,7 @@ class Op:
     stats_bytes: int = 0
     forward_of: str = ""
     fn: str = ""  # what the op computes within its kind: "gelu", "add", "layernorm", ...
+    no_grad: tuple[str, ...] = ()  # input producers that get no gradient from this op
 
     @property
     def param_bytes(self) -> int:

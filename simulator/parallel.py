@@ -24,7 +24,7 @@ Sources:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, IntEnum
 
 from simulator.collectives import Collective
 from simulator.errors import PlanError
@@ -34,6 +34,16 @@ class Schedule(str, Enum):
     GPIPE = "gpipe"              # all forwards, then all backwards (Huang et al. 2019)
     ONE_F_ONE_B = "1f1b"         # PipeDream-Flush (Narayanan et al. 2021, sec. 2.2.1)
     INTERLEAVED = "interleaved"  # v model chunks per device (Narayanan et al. 2021, sec. 2.2.2)
+
+
+class Axis(IntEnum):
+    """The parallel dimension a collective runs over: each has its own communicator (and so its
+    own stream) in Megatron-LM and PyTorch. The integer is the code the engine sees."""
+
+    NONE = 0
+    TENSOR = 1    # tensor / sequence parallel ranks (one node)
+    PIPELINE = 2  # neighbouring pipeline stages (send / recv)
+    DATA = 3      # data-parallel replicas (gradient reduction, ZeRO gathers)
 
 
 #: PyTorch FSDP sharding strategies as ZeRO stages (Zhao et al. 2023, sec. 3).

@@ -46,6 +46,10 @@ class Result:
     critical_path_s: float = 0.0         # longest dependency chain of one micro-batch's step
     saved_activation_bytes: float = 0.0  # kept for the backward at the end of the forward
     totals: dict[str, float | None] = field(default_factory=dict)
+    # the split over devices: dp, tp, pp, zero, sequence_parallel, schedule, virtual_stages,
+    # cluster, params_per_device, micro_batch_s (the slowest stage's forward + backward of
+    # one micro-batch), bubble_fraction, communication_s, exposed_communication_s
+    parallel: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # caveats a user should read with the figures
     unknown_ops: list[str] = field(default_factory=list)  # imported operators costed by traffic
     lowered: Lowered | None = field(default=None, repr=False)
@@ -69,6 +73,7 @@ class Result:
             "energy_j_per_step": self.energy_j_per_step, "avg_power_w": self.avg_power_w,
             "critical_path_s": self.critical_path_s,
             "saved_activation_bytes": self.saved_activation_bytes,
+            "parallel": dict(self.parallel),
         }
         out.update(self.totals)
         out["notes"] = list(self.notes)

@@ -11,6 +11,12 @@ The backward is derived op by op, the way autograd runs it:
   forward saved, writing a gradient per input;
 - each backward op depends on the gradient of its output and on the forward ops (or their
   recomputed copies) whose saved tensors it reads.
+- a collective (``simulator.tensor_parallel``, ``simulator.stages``) gets the collective that
+  is its adjoint (``BACKWARD_COLLECTIVE``): a forward all-reduce passes its gradient through, an
+  identity whose gradient must be summed over the tensor-parallel ranks (Megatron's f) becomes
+  an all-reduce, an all-gather a reduce-scatter and back, a pipeline send or receive the
+  receive or send of the gradient; a stage's send of its output starts the backward as a loss
+  does (the gradient arrives from the next stage).
 Recomputation (Korthikanti et al. 2022) re-runs a region's forward ops in the backward: the
 attention core for ``selective``, each whole layer for ``full``. The optimizer updates each
 layer's parameters once its weight gradients are ready.
@@ -24,9 +30,26 @@ from simulator.lower import READS_OUTPUT
 from simulator.op import TENSOR_KINDS, Block, Op, OpKind, Phase
 from simulator.plan import OPTIMIZER_FLOPS_PER_PARAM, OPTIMIZER_STATES, Plan, Recompute
 
-WEIGHTED = frozenset({"linear", "conv2d"})  # tensor ops whose second operand is a parameter
+#: Tensor ops whose second operand is a parameter (not an edge of the graph).
+WEIGHTED = frozenset({"linear", "conv1d", "conv2d", "conv3d",
+                      "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"})
+#: Ops whose gradient passes to their inputs unchanged, without a kernel: an addition, and an
+#: alias (an imported view that only gives a tensor op a distinct operand, e.g. q and k split
+#: from one projection).
+PASSTHROUGH = frozenset({"add", "view"})
 #: Name prefix of weight-gradient ops: they write the persistent gradient buffers.
 WGRAD = "wgrad"
+#: The backward of each forward collective (Shoeybi et al. 2019, sec. 3, f and g; Korthikanti
+#: et al. 2022, sec. 4.2.2, g and g-bar): None passes the gradient through without a kernel.
+BACKWARD_COLLECTIVE = {"all_reduce": None, "identity": "all_reduce",
+                       "all_gather": "reduce_scatter", "reduce_scatter": "all_gather",
+                       "send_recv": "send_recv"}
+
+
+def starts_backward(op: Op) -> bool:
+    """The loss, or a pipeline stage's send of its output (its gradient comes back)."""
+    return op.kind is OpKind.LOSS or (op.kind is OpKind.COLLECTIVE
+                                      and dict(op.extra).get("send", 0) == 1)
 
 
 def region_of(op: Op, recompute: Recompute) -> int | None:
@@ -93,8 +116,8 @@ class _Derivation:
         if op.kind in TENSOR_KINDS:
             fields.setdefault("dtype", self.plan.formats.compute)
         fields.setdefault("phase", Phase.BACKWARD)
-        bwd = op.evolve(name=f"{name}:{op.name}", params=0,
-                        saves=(), mask_bytes=0, stats_bytes=0, forward_of=op.name, **fields)
+        bwd = op.evolve(name=f"{name}:{op.name}", params=0, saves=(), mask_bytes=0,
+                        stats_bytes=0, forward_of=op.name, no_grad=(), **fields)
         self.out.add(bwd, [])
         for index, src in enumerate(deps):
             self.out.add_edge(src, bwd.name, index)
@@ -107,32 +130,39 @@ class _Derivation:
 
     # -- the backward of one op ---------------------------------------------------------------------
     def _backward(self, op: Op) -> None:
-        if not self.grads.get(op.name) and op.kind is not OpKind.LOSS:
+        start = starts_backward(op)
+        if not self.grads.get(op.name) and not start:
             return  # nothing downstream needs this op's gradient
-        deps = self._grad_of(op) if op.kind is not OpKind.LOSS else [op.name]
+        deps = [op.name] if start else self._grad_of(op)
         region = region_of(op, self.plan.recompute)
         if region is not None and region not in self.done_regions:
             self._recompute_region(region, deps)
         inputs = self.forward.inputs(op.name)
-        if op.fn == "add" and not op.params:  # gradient passes through, no kernel
-            for src in inputs:
+        wanted = [src for src in inputs if src not in op.no_grad]  # inputs that get a gradient
+        if op.fn in PASSTHROUGH and not op.params:  # gradient passes through, no kernel
+            for src in wanted:
                 self.grads.setdefault(src, []).extend(deps)
             return
-        if op.kind is OpKind.ATTENTION:
-            self._attention_backward(op, deps, inputs)
+        if op.kind is OpKind.COLLECTIVE and op.fn in BACKWARD_COLLECTIVE:
+            self._collective_backward(op, deps, wanted)
+        elif op.kind is OpKind.ATTENTION:
+            self._attention_backward(op, deps, inputs, wanted)
         elif op.kind in TENSOR_KINDS:
-            self._tensor_backward(op, deps, inputs)
+            self._tensor_backward(op, deps, inputs, wanted)
         else:
-            self._vector_backward(op, deps, inputs)
+            self._vector_backward(op, deps, inputs, wanted)
 
-    def _tensor_backward(self, op: Op, deps: list[str], inputs: list[str]) -> None:
+    def _tensor_backward(self, op: Op, deps: list[str], inputs: list[str],
+                         wanted: list[str]) -> None:
         grad_bytes = op.out_bytes
         weighted = op.fn in WEIGHTED
-        operands = inputs[:1] if weighted else inputs
-        for index, src in enumerate(operands):
+        operands = [src for src in (inputs[:1] if weighted else inputs) if src in wanted]
+        for src in operands:
+            index = inputs.index(src)
             in_bytes = self.forward.op(src).out_bytes
-            other = [] if weighted else [inputs[1 - index]]
-            name = self._add(op, f"dgrad{index}" if len(operands) > 1 else "dgrad", deps, other,
+            other = [] if weighted else [s for s in inputs if s != src]
+            name = self._add(op, "dgrad" if weighted or len(inputs) == 1 else f"dgrad{index}",
+                             deps, other,
                              bytes_read=grad_bytes + op.bytes_read - in_bytes,
                              bytes_written=in_bytes, out_bytes=in_bytes)
             self._contribute(src, name)
@@ -146,7 +176,24 @@ class _Derivation:
                              out_bytes=weight_bytes)
             self.weight_grads.setdefault(op.layer, []).append(name)
 
-    def _attention_backward(self, op: Op, deps: list[str], inputs: list[str]) -> None:
+    def _collective_backward(self, op: Op, deps: list[str], wanted: list[str]) -> None:
+        """The adjoint collective, reading the output gradient and writing the input's."""
+        fn = BACKWARD_COLLECTIVE[op.fn]
+        if fn is None:  # a forward all-reduce: the summed gradient is already on every rank
+            for src in wanted:
+                self.grads.setdefault(src, []).extend(deps)
+            return
+        moved = (op.out_bytes, op.out_bytes) if op.fn == "identity" else \
+            (op.bytes_written, op.bytes_read)
+        extra = tuple((key, value) for key, value in op.extra if key != "send")
+        name = self._add(op, "grad", deps, [], fn=fn, bytes_read=moved[0],
+                         bytes_written=moved[1], extra=extra,
+                         out_bytes=sum(self.forward.op(s).out_bytes for s in wanted))
+        for src in wanted:
+            self._contribute(src, name)
+
+    def _attention_backward(self, op: Op, deps: list[str], inputs: list[str],
+                            wanted: list[str]) -> None:
         """FlashAttention's backward (Dao et al. 2022, alg. 4): it recomputes S = QK^T and P
         block by block (a recompute op, half the forward's matmul FLOPs), then computes dV, dP,
         dQ and dK (twice the forward's FLOPs, the model FLOPs of the backward)."""
@@ -159,17 +206,18 @@ class _Derivation:
                          vector_flops=op.vector_flops,
                          bytes_read=in_bytes + 2 * op.out_bytes + op.stats_bytes,
                          bytes_written=in_bytes, out_bytes=in_bytes)
-        for src in inputs:
+        for src in wanted:
             self._contribute(src, name)
 
-    def _vector_backward(self, op: Op, deps: list[str], inputs: list[str]) -> None:
+    def _vector_backward(self, op: Op, deps: list[str], inputs: list[str],
+                         wanted: list[str]) -> None:
         saved = list(inputs) if "inputs" in op.saves else []
         if "output" in op.saves or op.mask_bytes or op.stats_bytes:
             saved.append(op.name)
         saved_bytes = sum(self.forward.op(s).out_bytes for s in saved if s != op.name)
         saved_bytes += op.mask_bytes + op.stats_bytes
         saved_bytes += op.out_bytes if "output" in op.saves else 0
-        in_bytes = sum(self.forward.op(s).out_bytes for s in inputs)
+        in_bytes = sum(self.forward.op(s).out_bytes for s in wanted)
         param_bytes = op.params * self.plan.formats.gradient.bytes
         grad_in = op.out_bytes if op.kind is not OpKind.LOSS else 0
         name = self._add(op, "grad", deps, saved,
@@ -177,7 +225,7 @@ class _Derivation:
                          bytes_written=in_bytes + param_bytes, out_bytes=in_bytes)
         if op.name in saved and "output" not in op.saves:  # it reads the mask / stats only
             self.out.nx.edges[self._saved(op.name), name][READS_OUTPUT] = False
-        for src in inputs:
+        for src in wanted:
             self._contribute(src, name)
         if op.params:
             self.weight_grads.setdefault(op.layer, []).append(name)

@@ -123,7 +123,7 @@ def test_bad_arguments_raise():
 
 # -------------------------------------------------------------------------------- properties
 
-sizes = st.floats(0, 1e11, allow_nan=False)
+sizes = st.one_of(st.just(0.0), st.floats(1.0, 1e11, allow_nan=False))  # bytes: 0, or at least one
 counts = st.integers(1, 4096)
 bandwidths = st.floats(1e6, 1e13, allow_nan=False)
 latencies = st.floats(0, 1e-3, allow_nan=False)

@@ -22,7 +22,11 @@ def list_models() -> list[str]:
 
 
 def get_workload(spec: str | Workload) -> Workload:
-    """A zoo name, a workload TOML file, or a workload object passed through."""
+    """A zoo name, a workload TOML file, ``(torch module, example inputs)``, or a workload
+    object passed through."""
+    if isinstance(spec, tuple) and len(spec) == 2:
+        from workloads.torch_import import import_module  # needs the torch extra
+        return import_module(*spec)
     if not isinstance(spec, str):
         return spec
     if spec in MODELS:

@@ -1,0 +1,107 @@
+"""Data parallelism and ZeRO: the collectives among the dp replicas, placed in a training graph.
+
+Where frameworks put them (Rajbhandari et al. 2020, sec. 7; Li et al. 2020, "PyTorch
+Distributed", VLDB, sec. 3.2.3; Zhao et al. 2023, "PyTorch FSDP", sec. 3.3-3.4):
+
+- gradients are reduced per layer (DDP's buckets, one per layer here) as soon as the layer's
+  weight gradients are written, on the data-parallel communicator's own stream, so that the
+  reduction overlaps the rest of the backward; the layer's optimizer update waits for it.
+  Stage 0 all-reduces; stages 1-3 reduce-scatter, and each replica updates its 1/dp shard;
+- stages 1-2 then all-gather the updated weights (after the update: not overlapped);
+- stage 3 / FSDP full shard all-gathers each layer's weights before its forward and again
+  before its backward, prefetching one layer ahead: the gather of a layer waits only for the
+  previous layer's first op (forward order, then backward order).
+
+The reductions belong to the step, not to each micro-batch (``Phase.COMMUNICATION``: gradient
+accumulation reduces once, after the last micro-batch, as DDP's ``no_sync`` does); ZeRO-3's
+gathers belong to every micro-batch. The gathered weights live in a buffer the size of two
+layers (the one in use and the one prefetched), counted by ``simulator.api`` as workspace.
+Approximations: ZeRO-3 under gradient accumulation reduce-scatters after every micro-batch
+(DeepSpeed) but here once per step.
+"""
+from __future__ import annotations
+
+from simulator.graph import OpGraph
+from simulator.op import Op, OpKind, Phase
+from simulator.parallel import Axis
+from simulator.plan import Plan
+from simulator.tensor_parallel import collective
+
+
+def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int = 0) -> OpGraph:
+    """Add the data-parallel collectives of ``dp`` replicas under ZeRO stage ``zero`` to
+    ``step`` (changed in place and returned); nothing when dp = 1."""
+    if dp == 1:
+        return step
+    formats = plan.formats
+    updates = [n for n in step.names() if step.op(n).kind is OpKind.OPTIMIZER]
+    for name in updates:
+        update = step.op(name)
+        params = update.m   # the update's parameter count (``training._optimizer``)
+        fn = "all_reduce" if zero == 0 else "reduce_scatter"
+        grads = params * formats.gradient.bytes
+        sync = collective(f"dp_{fn}:L{update.layer}", fn, grads,
+                          grads if zero == 0 else grads // dp, 0, dp, Axis.DATA, update,
+                          phase=Phase.COMMUNICATION, local=local)
+        producers = step.inputs(name)
+        step.add(sync, producers)
+        for src in producers:
+            step.nx.remove_edge(src, name)
+        step.add_edge(sync.name, name, nbytes=0)
+        if zero:
+            _shard_update(step, name, update, dp)
+        if zero in (1, 2):
+            weights = params * formats.weight.bytes
+            gather = collective(f"dp_all_gather:L{update.layer}", "all_gather", weights // dp,
+                                weights, 0, dp, Axis.DATA, update, phase=Phase.COMMUNICATION,
+                                local=local)
+            step.add(gather, [name])
+    if zero == 3:
+        _gather_weights(step, plan, dp, local)
+    return step
+
+
+def _shard_update(step: OpGraph, name: str, update: Op, dp: int) -> None:
+    """Each replica updates its 1/dp shard of the layer's parameters."""
+    step.nx.nodes[name]["op"] = update.evolve(flops=update.flops // dp,
+                                              bytes_read=update.bytes_read // dp,
+                                              bytes_written=update.bytes_written // dp)
+
+
+def _gather_weights(step: OpGraph, plan: Plan, dp: int, local: int) -> None:
+    """ZeRO-3: all-gather each layer's weights before its forward and before its backward."""
+    names = step.names()
+    params: dict[int, int] = {}
+    for n in names:
+        op = step.op(n)
+        if op.phase is Phase.FORWARD and op.params:
+            params[op.layer] = params.get(op.layer, 0) + op.params
+    weight_bytes = plan.formats.weight.bytes
+    last_forward = [n for n in names if step.op(n).phase is Phase.FORWARD][-1]
+    for phase in (Phase.FORWARD, Phase.BACKWARD):
+        users: dict[int, list[str]] = {}   # layer -> ops that read its weights, in order
+        for n in names:
+            op = step.op(n)
+            owner = op if phase is Phase.FORWARD else _forward_op(step, op)
+            ran = op.phase is phase or (phase is Phase.BACKWARD and op.phase is Phase.RECOMPUTE)
+            if ran and owner is not None and owner.params:
+                users.setdefault(op.layer, []).append(n)
+        previous = None if phase is Phase.FORWARD else last_forward
+        for layer, readers in users.items():   # in the order the pass reaches the layers
+            nbytes = params.get(layer, 0) * weight_bytes
+            gather = collective(f"zero3_all_gather_{phase.name.lower()}:L{layer}",
+                                "all_gather", nbytes // dp, nbytes, 0, dp, Axis.DATA,
+                                step.op(readers[0]), phase=phase, local=local)
+            step.add(gather, [previous] if previous else [])
+            for reader in readers:
+                step.add_edge(gather.name, reader, nbytes=0)
+            previous = readers[0]
+
+
+def _forward_op(step: OpGraph, op: Op) -> Op | None:
+    if op.forward_of and op.forward_of in step:
+        return step.op(op.forward_of)
+    return None
+
+
+__all__ = ["add_data_parallel"]

@@ -1,0 +1,73 @@
+"""Pipeline stages: the part of a forward graph one stage runs, with its sends and receives.
+
+A stage of a transformer split over ``pp`` devices runs ``layers / pp`` layers, the first stage
+also the embedding and the last the head and loss (Narayanan et al. 2021, sec. 2.2). Built from
+the forward graph of a model with ``layers / pp`` layers (every layer is alike), the stage
+keeps the embedding only if it is the first and the head only if it is the last; the tensor
+that crosses a cut becomes a receive (``send_recv`` collective, ``Axis.PIPELINE``) at the start
+of the next stage, and a send at the end of the previous one. The send starts the backward
+(``simulator.training.starts_backward``): its adjoint receives the output's gradient.
+
+Messages are split over the tp ranks (the scatter/gather optimisation of Narayanan et al. 2021,
+sec. 4.1, ``parallel.pipeline_message_bytes``); the all-gather that reassembles them inside the
+node is left out. With tied embeddings the last stage keeps its own copy of the word embedding
+for the lm_head (Megatron-LM); the all-reduce of its gradient with the first stage is left out
+(one vocab x hidden / tp buffer per step).
+"""
+from __future__ import annotations
+
+from simulator.graph import OpGraph
+from simulator.op import Op
+from simulator.parallel import Axis
+from simulator.tensor_parallel import collective
+
+
+def stage_graph(forward: OpGraph, first: bool, last: bool, tp: int = 1,
+                sequence_parallel: bool = False, local: int = 0) -> OpGraph:
+    """The ops of ``forward`` a stage runs; ``forward`` itself when it is both first and last.
+
+    ``local``: 2 when the neighbouring stages share a node (send/recv over the intra network),
+    1 when they do not (``collectives.hierarchical_time_s``).
+    """
+    if first and last:
+        return forward
+    names = forward.names()
+    in_layers = [i for i, n in enumerate(names) if forward.op(n).layer >= 0]
+    lo, hi = in_layers[0], in_layers[-1]
+    keep = {n for i, n in enumerate(names)
+            if lo <= i <= hi or (first and i < lo) or (last and i > hi)}
+    split = 1 if sequence_parallel else tp   # a sequence shard is already 1/tp
+    out = OpGraph(forward.name.replace("forward", "stage forward"))
+    received: dict[str, str] = {}
+    for name in names:
+        if name not in keep:
+            continue
+        op = forward.op(name)
+        if not first and op.fn == "linear" and op.params < op.k * op.n and \
+                name.rsplit(".", 1)[-1] == "lm_head":
+            op = op.evolve(params=op.params + op.k * op.n)  # the last stage's embedding copy
+        inputs = []
+        for src in forward.inputs(name):
+            if src not in keep and src not in received:
+                size = forward.op(src).out_bytes
+                recv = collective("pipeline_recv", "send_recv", size // split, size // split,
+                                  size, 2, Axis.PIPELINE, _outside(op), local=local)
+                received[src] = out.add(recv, [])
+            inputs.append(received.get(src, src))
+        out.add(op, inputs)
+    if not last:
+        outputs = [n for n in keep if any(c not in keep for c in forward.consumers(n))]
+        for src in outputs:
+            size = forward.op(src).out_bytes
+            send = collective("pipeline_send", "send_recv", size // split, size // split, 0, 2,
+                              Axis.PIPELINE, _outside(forward.op(src)), local=local, send=1)
+            out.add(send, [src])
+    return out
+
+
+def _outside(op: Op) -> Op:
+    """A template outside every layer (not recomputed with one)."""
+    return op.evolve(layer=-1)
+
+
+__all__ = ["stage_graph"]

@@ -1,0 +1,98 @@
+"""Validation: time real training steps with torch here, predict the same steps, compare.
+
+A step is what a training loop runs: forward, loss, backward, ``optimizer.step()`` (AdamW) and
+``zero_grad``. The loss follows the importer's rule (``workloads.torch_import``): a scalar
+output is the loss, logits (N, C) or (N, T, C) get cross-entropy over the last axis, anything
+else its mean. Measured and predicted figures are kept apart in ``Row`` and never mixed.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+from hardware_specs.spec import DeviceSpec
+from simulator.plan import Plan
+
+
+@dataclass(frozen=True)
+class Row:
+    model: str
+    batch: int
+    measured_s: float
+    predicted_s: float
+    measured_peak_bytes: float | None
+    predicted_peak_bytes: float
+
+    @property
+    def error(self) -> float:
+        """Predicted / measured - 1."""
+        return self.predicted_s / self.measured_s - 1.0
+
+
+def loss_of(torch, output):
+    """The importer's loss rule, applied to a real output."""
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    if output.dim() == 0:
+        return output
+    if output.dim() in (2, 3) and output.is_floating_point():
+        logits = output.reshape(-1, output.shape[-1])
+        target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        return torch.nn.functional.cross_entropy(logits, target)
+    return output.float().mean()
+
+
+def measure_step(module, inputs: tuple, runtime: str = "cpu", steps: int = 5,
+                 warmup: int = 2) -> tuple[float, float | None]:
+    """Median seconds of one training step (and peak bytes on CUDA) with torch."""
+    import torch
+
+    module = module.to(runtime).train()
+    inputs = tuple(x.to(runtime) if hasattr(x, "to") else x for x in inputs)
+    optimizer = torch.optim.AdamW(module.parameters())
+    sync = torch.cuda.synchronize if runtime.startswith("cuda") else (lambda: None)
+
+    def step():
+        loss_of(torch, module(*inputs)).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        step()
+    if runtime.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(steps):
+        sync()
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - start)
+    peak = float(torch.cuda.max_memory_allocated()) if runtime.startswith("cuda") else None
+    return statistics.median(times), peak
+
+
+def validate_model(spec: str, device: DeviceSpec, runtime: str = "cpu", steps: int = 5) -> Row:
+    """Measure ``file.py:factory``'s training step here and predict it on ``device``."""
+    from simulator.api import simulate
+    from workloads.torch_import import import_module, load_factory_parts
+
+    module, inputs, name = load_factory_parts(spec)
+    workload = import_module(module, inputs, name=name)
+    measured, peak = measure_step(module, inputs, runtime, steps)
+    plan = Plan(micro_batch=workload.default_batch, precision="fp32", optimizer="adamw")
+    result = simulate(workload, device, plan)
+    return Row(name, workload.default_batch, measured, result.step_time_s, peak,
+               result.peak_memory_bytes)
+
+
+def report(rows: list[Row]) -> str:
+    lines = [f"{'model':24s} {'batch':>5s} {'measured':>12s} {'predicted':>12s} {'error':>8s}"]
+    for r in rows:
+        lines.append(f"{r.model:24s} {r.batch:5d} {r.measured_s * 1e3:10.2f}ms "
+                     f"{r.predicted_s * 1e3:10.2f}ms {r.error:+8.1%}")
+    if rows:
+        median = statistics.median(abs(r.error) for r in rows)
+        lines.append(f"median |error| {median:.1%} over {len(rows)} models")
+    return "\n".join(lines)

@@ -1,0 +1,202 @@
+"""Many devices: data, tensor, sequence and pipeline parallelism, ZeRO, on clusters."""
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hardware_specs.cluster import DEFAULT_INTER, cluster_for, load_cluster
+from hardware_specs.loader import load_device
+from simulator import PlanError, simulate
+from simulator.fusion import fuse_attention
+from simulator.op import OpKind, Phase
+from simulator.parallel import ParallelPlan, bubble_over_total, zero_state_bytes
+from simulator.tensor_parallel import split
+from workloads.zoo import get_workload
+
+GPT = "gpt3-1.3b"
+
+
+def _run(parallel=None, model=GPT, device="a100", **plan):
+    plan.setdefault("micro_batch", 2)
+    plan.setdefault("global_batch", 8 * plan["micro_batch"] * (parallel.dp if parallel else 1))
+    return simulate(model, device, parallel=parallel, **plan)
+
+
+def test_one_device_plan_is_the_single_device_result_exactly():
+    alone = simulate(GPT, "a100", micro_batch=2, global_batch=16)
+    planned = simulate(GPT, "a100", micro_batch=2, global_batch=16,
+                       parallel=ParallelPlan(), num_devices=1)
+    a, b = alone.summary(), planned.summary()
+    assert a == b
+    assert np.array_equal(alone.times["end_s"], planned.times["end_s"])
+
+
+def test_transformer_model_flops_are_three_forwards():
+    """The closed form used for split models equals the training graph's own count."""
+    r = simulate(GPT, "a100", micro_batch=1)
+    forward = fuse_attention(get_workload(GPT).forward_graph(1))
+    assert r.flops_per_step == 3 * forward.model_flops()
+
+
+def test_pure_data_parallel_scales_throughput():
+    one = _run()
+    many = _run(ParallelPlan(dp=8))
+    assert many.num_devices == 8 and many.parallel["cluster"] == "8xa100-sxm4-80gb"
+    assert many.micro_batches == one.micro_batches
+    assert many.hardware_flops_per_step == 8 * one.hardware_flops_per_step
+    # same per-device compute: the gradient all-reduce is the only difference
+    assert many.step_time_s >= one.step_time_s
+    exposed = many.parallel["exposed_communication_s"]
+    assert many.step_time_s == pytest.approx(one.step_time_s + exposed, rel=1e-6)
+    assert 0 < exposed < many.parallel["communication_s"]   # mostly hidden by the backward
+    assert many.samples_per_s == pytest.approx(8 * one.samples_per_s * one.step_time_s
+                                               / many.step_time_s)
+    assert many.memory_breakdown == one.memory_breakdown
+
+
+def test_tensor_parallel_halves_matmul_flops_and_weights():
+    forward = fuse_attention(get_workload(GPT).forward_graph(2))
+    half = split(forward, 2)
+    for name in ("L3.q_proj", "L3.fc1", "L3.o_proj", "L3.fc2", "L3.attention"):
+        assert half.op(name).flops * 2 == forward.op(name).flops
+    for name in ("L3.q_proj", "L3.fc1", "L3.o_proj", "L3.fc2"):
+        op, whole = half.op(name), forward.op(name)
+        assert op.k * op.n * 2 == whole.k * whole.n     # the weight matrix, split exactly
+    assert half.op("L3.layernorm").flops == forward.op("L3.layernorm").flops  # replicated
+
+
+def test_tensor_parallel_adds_four_all_reduces_per_layer():
+    """Megatron: g after o_proj and fc2 forward, f before qkv and fc1 backward, each of
+    b x s x h x 2 bytes (Shoeybi et al. 2019, sec. 3)."""
+    work = get_workload(GPT)
+    r = _run(ParallelPlan(tp=2), micro_batch=2)
+    ops = r.ops
+    reduce = ops[(ops.kind == "collective") & (ops.layer == 5) & (ops.time_s > 0)]
+    assert sorted(reduce.phase) == ["backward", "backward", "forward", "forward"]
+    assert (reduce.bytes == 2 * 2 * work.seq_len * work.hidden * 2).all()   # read + written
+    assert r.parallel["params_per_device"] < 0.51 * r.params
+
+
+def test_sequence_parallel_moves_the_same_bytes_and_splits_norms():
+    plain = _run(ParallelPlan(tp=4))
+    sp = _run(ParallelPlan(tp=4, sequence_parallel=True))
+    comm = lambda r: r.ops[(r.ops.kind == "collective") & (r.ops.layer == 2)]
+    assert len(comm(sp)) > len(comm(plain))
+    norm = lambda r: r.ops[r.ops.name == "L2.layernorm"].flops.item()
+    assert norm(sp) * 4 == norm(plain)
+    assert sp.memory_breakdown["activations"] < plain.memory_breakdown["activations"]
+
+
+@pytest.mark.parametrize("schedule, v", [("gpipe", 1), ("1f1b", 1), ("interleaved", 2)])
+def test_pipeline_bubble_closed_form(schedule, v):
+    p, m = 4, 8
+    r = _run(ParallelPlan(pp=p, schedule=schedule, virtual_stages=v), global_batch=2 * m)
+    per_micro = r.parallel["micro_batch_s"]   # the slower of the first and last stages
+    assert per_micro >= r.ops[~r.ops.phase.isin(["optimizer", "communication"])].end_s.max()
+    bubble = r.parallel["bubble_fraction"] * r.step_time_s
+    assert bubble == pytest.approx((p - 1) / v * per_micro, rel=1e-9)
+    assert bubble / (m * per_micro + bubble) == pytest.approx(bubble_over_total(p, m, schedule, v))
+
+
+def test_pipeline_first_stage_holds_more_micro_batches_under_gpipe():
+    one_f = _run(ParallelPlan(pp=4), global_batch=32)
+    gpipe = _run(ParallelPlan(pp=4, schedule="gpipe"), global_batch=32)
+    assert gpipe.memory_breakdown["activations"] > one_f.memory_breakdown["activations"]
+    assert gpipe.step_time_s == pytest.approx(one_f.step_time_s)
+
+
+@pytest.mark.parametrize("zero", [0, 1, 2, 3])
+def test_zero_states_are_zero_state_bytes(zero):
+    r = _run(ParallelPlan(dp=8, zero=zero))
+    expected = zero_state_bytes(r.params, zero, 8, k=12, weight_bytes=2, grad_bytes=2)
+    for key, value in expected.items():
+        assert r.memory_breakdown[key] == pytest.approx(value)
+
+
+def test_zero3_gathers_weights_forward_and_backward():
+    r = _run(ParallelPlan(dp=8, zero=3))
+    names = r.ops[r.ops.kind == "collective"].name
+    assert names.str.startswith("zero3_all_gather_forward").sum() == 25   # 24 layers + head
+    assert names.str.startswith("zero3_all_gather_backward").sum() == 25
+    assert r.step_time_s > _run(ParallelPlan(dp=8)).step_time_s
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.sampled_from([2, 4, 8, 16]), st.sampled_from([2, 4, 8, 16]))
+def test_more_replicas_never_increase_memory_under_zero3(a, b):
+    small, large = sorted((a, b))
+    mem = lambda dp: simulate("gpt2-small", "a100", micro_batch=1, global_batch=dp,
+                              parallel=ParallelPlan(dp=dp, zero=3)).peak_memory_bytes
+    assert mem(large) <= mem(small)
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.floats(5e9, 100e9))
+def test_faster_inter_network_is_never_slower(bandwidth):
+    from dataclasses import replace
+    base = cluster_for(load_device("a100"), 16)
+    slow = replace(base, inter=replace(DEFAULT_INTER, bandwidth_bytes_per_s=bandwidth))
+    fast = replace(base, inter=replace(DEFAULT_INTER, bandwidth_bytes_per_s=2 * bandwidth))
+    run = lambda c: simulate("gpt2-small", c, micro_batch=4, global_batch=64,
+                             parallel=ParallelPlan(dp=16)).step_time_s
+    assert run(fast) <= run(slow)
+
+
+def test_cluster_presets_and_scaling_by_nodes():
+    r = simulate("gpt2-small", "dgx-a100", micro_batch=4, global_batch=32)
+    assert r.num_devices == 8 and r.parallel["cluster"] == "dgx-a100"
+    bigger = simulate("gpt2-small", load_cluster("dgx-a100"), num_devices=32, micro_batch=4,
+                      global_batch=128)
+    assert bigger.num_devices == 32
+
+
+def test_gpt3_175b_on_1024_devices():
+    """Megatron's PTD-P layout (Narayanan et al. 2021): tp 8 in a node, pp 16, dp 8."""
+    started = time.perf_counter()
+    r = simulate("gpt3-175b", "a100", parallel=ParallelPlan(dp=8, tp=8, pp=16),
+                 micro_batch=1, global_batch=1536, recompute="full", tokens=300e9)
+    assert time.perf_counter() - started < 10   # benchmarks/bench_cluster.py times it: < 1 s
+    assert r.num_devices == 1024 and r.micro_batches == 192
+    assert r.fits and 10e9 < r.peak_memory_bytes < 80e9
+    assert 0.3 < r.hfu <= 1 and r.mfu < r.hfu
+    assert r.hfu / r.mfu == pytest.approx(4 / 3, rel=0.02)   # full recompute: 4 forwards
+    assert 0 < r.parallel["bubble_fraction"] < 0.1
+    t = r.totals
+    assert t["device_hours"] == pytest.approx(t["total_time_s"] * 1024 / 3600)
+    assert t["energy_kwh"] == pytest.approx(t["steps"] * r.energy_j_per_step * 1024 / 3.6e6)
+
+
+def test_node_overhead_and_pue_in_totals():
+    r = simulate("gpt2-small", "a100", num_devices=16, micro_batch=4, global_batch=64,
+                 steps=100, pue=1.2, node_overhead_w=3000)
+    t = r.totals
+    devices = 100 * r.energy_j_per_step * 16
+    nodes = 3000 * 2 * t["total_time_s"]
+    assert t["energy_kwh"] == pytest.approx((devices + nodes) * 1.2 / 3.6e6)
+
+
+@pytest.mark.parametrize("parallel, kwargs, words", [
+    (ParallelPlan(tp=5), {}, ["tp = 5", "heads = 12"]),
+    (ParallelPlan(dp=2, tp=2), {"num_devices": 8}, ["dp x tp x pp", "8"]),
+    (ParallelPlan(dp=4), {"global_batch": 6}, ["global batch = 6", "dp"]),
+])
+def test_bad_plans_name_the_numbers(parallel, kwargs, words):
+    with pytest.raises(PlanError) as err:
+        simulate("gpt2-small", "a100", parallel=parallel, **kwargs)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_tensor_parallel_needs_a_transformer():
+    with pytest.raises(PlanError, match="not a transformer"):
+        simulate("resnet-50", "a100", parallel=ParallelPlan(tp=2), micro_batch=8)
+
+
+def test_data_parallel_works_for_any_model():
+    r = simulate("resnet-50", "a100", num_devices=8, micro_batch=32, global_batch=256)
+    assert r.num_devices == 8 and r.parallel["communication_s"] > 0
+    assert (r.lowered.kind == OpKind.COLLECTIVE).sum() > 0
+    assert set(np.unique(r.lowered.phase[r.lowered.kind == OpKind.COLLECTIVE])) == {
+        int(Phase.COMMUNICATION)}

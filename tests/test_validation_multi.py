@@ -1,0 +1,123 @@
+"""Predictions against published many-GPU training throughput (Megatron-LM on Selene).
+
+Rows come from tests/data/published_runs.csv (copied from the project's validation set with
+their sources):
+
+- ``megatron21-*``: Narayanan et al. 2021 (arXiv:2104.04473), Table 1, GPT weak scaling on
+  A100-SXM4-80GB DGX nodes, mixed fp16, full activation recomputation, interleaved 1F1B. The
+  paper's TFLOP/s per GPU counts the recomputed forward (96 B s l h^2 (1 + s/6h + V/16lh)), so
+  it is compared with hwsim's hardware FLOP/s (HFU x peak). Micro-batch 1 (not given in the
+  table); interleaved with the fewest model chunks (>= 2) that divide the layers (not given).
+- ``korthikanti22-*``: Korthikanti et al. 2022 (arXiv:2205.05198), Megatron-LM README table:
+  sequence parallelism + selective recomputation, dp = 1, MFU and HFU against the 312 TFLOP/s
+  peak. Micro-batch 1, 1F1B. The 530B-on-2240-GPUs row gives no global batch: left out.
+
+Both use Megatron's unfused attention (``attention="materialized"``) and the uncalibrated A100
+spec (matmuls at 100 % of the datasheet peak), so predictions run high: the absolute check is
+a strict xfail recording the measured error; what holds without calibration (the spread of
+the error over a 1,000x range of model sizes, MFU < HFU, the selective-recompute overhead)
+is asserted with its tolerance.
+"""
+import csv
+import statistics
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+
+from simulator import simulate
+from simulator.parallel import ParallelPlan
+from workloads.transformer import TransformerConfig
+
+ROWS = {row["run_id"]: row for row in
+        csv.DictReader((Path(__file__).parent / "data" / "published_runs.csv").open())}
+MEGATRON = sorted((r for r in ROWS if r.startswith("megatron21-")),
+                  key=lambda r: float(ROWS[r]["params_B"]))
+KORTHIKANTI = ["korthikanti22-22B", "korthikanti22-175B", "korthikanti22-530B",
+               "korthikanti22-1000B"]
+PEAK_TFLOPS = 312.0   # A100 dense fp16/bf16, the peak both papers use
+
+
+def _model(row) -> TransformerConfig:
+    return TransformerConfig(row["run_id"], int(row["layers"]), int(row["hidden"]),
+                             int(row["heads"]), vocab=int(row["vocab"]),
+                             seq_len=int(row["seq_len"]))
+
+
+def _chunks(layers: int, pp: int) -> int:
+    return next(v for v in range(2, layers + 1) if layers % (pp * v) == 0)
+
+
+@lru_cache(maxsize=None)
+def predict(run_id: str):
+    row = ROWS[run_id]
+    dp, tp, pp = int(row["dp"]), int(row["tp"]), int(row["pp"])
+    work = _model(row)
+    if run_id.startswith("megatron21-"):
+        parallel = (ParallelPlan(dp=dp, tp=tp, pp=pp, schedule="interleaved",
+                                 virtual_stages=_chunks(work.layers, pp))
+                    if pp > 1 else ParallelPlan(dp=dp, tp=tp))
+        recompute = "full"
+    else:
+        parallel = ParallelPlan(dp=dp, tp=tp, pp=pp, sequence_parallel=True)
+        recompute = "selective"
+    return simulate(work, "a100-sxm4-80gb", parallel=parallel, micro_batch=1,
+                    global_batch=int(row["global_batch_seqs"]), precision="fp16",
+                    recompute=recompute, attention="materialized")
+
+
+def measured_and_predicted(run_id: str) -> tuple[float, float]:
+    """(measured, predicted) TFLOP/s per GPU, like for like."""
+    row, result = ROWS[run_id], predict(run_id)
+    if run_id.startswith("megatron21-"):
+        return float(row["tflops_per_device"]), result.hfu * PEAK_TFLOPS
+    return float(row["mfu_pct"]) / 100 * PEAK_TFLOPS, result.mfu * PEAK_TFLOPS
+
+
+def errors(run_ids) -> list[float]:
+    return [p / m - 1 for m, p in map(measured_and_predicted, run_ids)]
+
+
+SP_MEMORY = pytest.mark.xfail(strict=True, reason="known miss: with sequence parallelism "
+                              "hwsim keeps the column-parallel linears' gathered inputs whole "
+                              "(Megatron keeps the shards and gathers again in the backward): "
+                              "+3.5 s b h per layer at tp 8, x 64 micro-batches in flight on the "
+                              "first stage: 87.7 GB predicted on an 80 GB GPU")
+
+
+@pytest.mark.parametrize("run_id", MEGATRON + KORTHIKANTI[:-1]
+                         + [pytest.param(KORTHIKANTI[-1], marks=SP_MEMORY)])
+def test_predicted_plans_run_and_fit(run_id):
+    result = predict(run_id)
+    assert result.num_devices == int(ROWS[run_id]["device_count"])
+    assert result.fits, f"{run_id}: {result.peak_memory_bytes / 1e9:.1f} GB per GPU"
+
+
+def test_megatron_error_is_stable_over_model_sizes():
+    """Uncalibrated, every row is over-predicted by a similar factor: the spread of
+    predicted / measured over the ten rows (1.7B to 1T parameters, 32 to 3,072 GPUs) stays
+    within 30 % (measured: 1.14 to 1.43, a spread of 1.26)."""
+    ratios = [1 + e for e in errors(MEGATRON)]
+    assert all(r > 1 for r in ratios)
+    assert max(ratios) / min(ratios) < 1.30
+
+
+@pytest.mark.parametrize("run_id", KORTHIKANTI)
+def test_selective_recompute_overhead_matches_hfu_over_mfu(run_id):
+    """HFU / MFU is the selective recomputation's extra FLOPs: measured 1.01-1.05; predicted
+    within 5 %."""
+    row, result = ROWS[run_id], predict(run_id)
+    measured = float(row["hfu_pct"]) / float(row["mfu_pct"])
+    assert result.hfu > result.mfu
+    assert result.hfu / result.mfu == pytest.approx(measured, rel=0.05)
+
+
+def _median_error() -> float:
+    return statistics.median(abs(e) for e in errors(MEGATRON + KORTHIKANTI))
+
+
+@pytest.mark.xfail(strict=True, reason="known miss: the uncalibrated A100 spec runs matmuls at "
+                   "100 % of peak; predictions are 1.14-1.43x the measured TFLOP/s per GPU "
+                   "(median error +27 % over the 14 rows); calibration is the open issue")
+def test_tflops_per_gpu_within_15_percent():
+    assert _median_error() < 0.15
