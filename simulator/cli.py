@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "energy and cost on hardware you do not have.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("predict", help="predict one training step (and a whole run)")
-    p.add_argument("model", help="zoo name ('hwsim models') or workload .toml file")
+    p.add_argument("model", help="zoo name ('hwsim models'), workload .toml file, model .onnx "
+                   "file, or path/to/file.py:factory returning (torch module, example inputs)")
     p.add_argument("--device", default=None, help="catalogue name ('hwsim devices') or .toml")
     p.add_argument("--cluster", default=None, help="a cluster preset (dgx-a100, dgx-h100, "
                    "tpu-v4-pod-slice) or cluster .toml, instead of --device")
