@@ -14,6 +14,7 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     matmul_efficiency = 0.9       # optional, in (0, 1], default 1.0
     conv_efficiency = 0.7         # optional, in (0, 1], default: matmul_efficiency
     vector_efficiency = 0.5       # optional, in (0, 1], default 1.0
+    optimizer_overhead_us = 16    # optional: eager optimizer cost per parameter tensor
     memory_efficiency = 0.88      # optional, in (0, 1], default 1.0
     [[memory]]                    # innermost first, main memory last
     name = "hbm2e"   capacity_gb = 80   bandwidth_gb_per_s = 2039    # or capacity_mib, ...
@@ -67,6 +68,7 @@ _TOP_OPTIONAL = ("price", "architecture", "links")
 _COMPUTE_REQUIRED = ("peak_tflops", "vector_tflops", "op_overhead_us")
 _COMPUTE_OPTIONAL = ("matmul_efficiency", "conv_efficiency", "vector_efficiency",
                      "memory_efficiency")
+_COMPUTE_TIMES = ("optimizer_overhead_us",)  # optional, microseconds, >= 0
 _MEMORY_REQUIRED = ("name", "bandwidth_gb_per_s")
 _POWER_REQUIRED = ("idle_w", "tdp_w")
 _POWER_OPTIONAL = ("pj_per_flop", "pj_per_byte")
@@ -192,7 +194,7 @@ class _Checker(OptionalTables):
         return DeviceClass(value)
 
     def compute(self, table: dict) -> dict:
-        self.keys(table, "compute", _COMPUTE_REQUIRED, _COMPUTE_OPTIONAL)
+        self.keys(table, "compute", _COMPUTE_REQUIRED, _COMPUTE_OPTIONAL + _COMPUTE_TIMES)
         result = {
             "peak_flops_per_s": self.peaks(table["peak_tflops"]),
             "vector_flops_per_s": units.tflops_to_flops_per_s(
@@ -203,6 +205,9 @@ class _Checker(OptionalTables):
         for key in _COMPUTE_OPTIONAL:
             if key in table:
                 result[key] = self.fraction(table[key], f"compute.{key}")
+        if "optimizer_overhead_us" in table:
+            result["optimizer_overhead_s"] = units.us_to_s(self.positive(
+                table["optimizer_overhead_us"], "compute.optimizer_overhead_us"))
         return result
 
     def peaks(self, table: Any) -> dict[DType, float]:

@@ -98,6 +98,9 @@ class DeviceSpec:
     # efficiency; None: as matmuls.
     conv_efficiency: float | None = None
     vector_efficiency: float = 1.0  # achieved fraction of the vector peak (norms, softmax, ...)
+    # Framework cost of updating one parameter tensor in an eager optimizer step (PyTorch's
+    # per-tensor AdamW launches a dozen kernels per tensor); 0 where updates are fused.
+    optimizer_overhead_s: float = 0.0
     price_per_hour_usd: float | None = None
     source: str = ""
     path: str = ""                  # the file it was loaded from

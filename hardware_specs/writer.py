@@ -12,7 +12,7 @@ from importlib import resources
 from hardware_specs.spec import DeviceSpec
 
 CALIBRATED_KEYS = ("matmul_efficiency", "conv_efficiency", "vector_efficiency",
-                   "memory_efficiency", "op_overhead_us")
+                   "memory_efficiency", "op_overhead_us", "optimizer_overhead_us")
 
 
 def calibrated_toml(device: DeviceSpec, calibrated: DeviceSpec, provenance: str) -> str:
@@ -51,6 +51,8 @@ def _compute_lines(spec: DeviceSpec) -> list[str]:
            f"memory_efficiency = {spec.memory_efficiency:.6g}"]
     if spec.conv_efficiency is not None:
         out.append(f"conv_efficiency = {spec.conv_efficiency:.6g}")
+    if spec.optimizer_overhead_s > 0:
+        out.append(f"optimizer_overhead_us = {spec.optimizer_overhead_s * 1e6:.6g}")
     return out
 
 

@@ -26,14 +26,14 @@ from simulator.op import DType
 from workloads.layers import Builder
 
 PARAMS = ("matmul_efficiency", "conv_efficiency", "vector_efficiency", "memory_efficiency",
-          "op_overhead_s")
+          "op_overhead_s", "optimizer_overhead_s")
 
 
 @dataclass(frozen=True)
 class Case:
     """One micro-benchmark: ``kind`` and its dimensions (see ``case_graph``)."""
 
-    kind: str                  # matmul | conv | add | sum | layernorm | softmax | tiny
+    kind: str                  # matmul | conv | add | sum | layernorm | softmax | train
     dims: tuple[int, ...]
     dtype: str = "fp32"
 
@@ -58,26 +58,33 @@ def cases(quick: bool = False) -> list[Case]:
             (8, 256, 14, 14, 256, 3, 1, 1)]
     vec = [1 << 14, 1 << 18, 1 << 22, 1 << 24]
     rows = [(4096, 768), (16384, 1024)]
+    # whole training steps of chains of small linears (layers, width, batch, relu between):
+    # the framework's per-op cost in forward, backward and the optimizer, which a bare kernel
+    # does not show; with and without relus, so that per-op and per-tensor costs separate
+    train = [(1, 8, 4, 0), (4, 8, 4, 0), (16, 8, 4, 0), (16, 8, 4, 1), (4, 256, 64, 1)]
     if quick:
-        mm, conv, vec, rows = mm[:2], conv[:2], vec[1:3], rows[:1]
+        mm, conv, vec, rows, train = mm[:2], conv[:2], vec[1:3], rows[:1], train[1:4]
     out = [Case("matmul", d) for d in mm] + [Case("conv", d) for d in conv]
     out += [Case("add", (n,)) for n in vec] + [Case("sum", (n,)) for n in vec[-2:]]
     out += [Case("layernorm", r) for r in rows] + [Case("softmax", r) for r in rows]
-    return out + [Case("tiny", (1,))]
+    return out + [Case("train", d) for d in train]
 
 
 def case_graph(case: Case) -> OpGraph:
-    """The op hwsim prices for a case; the case's op is the graph's last op."""
+    """What hwsim prices for a case: the case's op is the graph's last op, or for ``train``
+    the whole training step (forward, cross-entropy, backward, AdamW update)."""
     graph = OpGraph(case.label)
     b = Builder(graph, dtype=DType[case.dtype.upper()])
     d = case.dims
+    if case.kind == "train":
+        return _train_graph(b, *d)
     if case.kind == "matmul":  # (m, k) @ (k, n)
         m, n, k = d
         b.linear("mm", b.input("a", m * k), m, k, n, bias=False)
     elif case.kind == "conv":
         n, cin, h, w, cout, kernel, stride, pad = d
         b.conv2d("conv", b.input("x", n * cin * h * w), n, cin, h, w, cout, kernel, stride, pad)
-    elif case.kind in ("add", "tiny"):
+    elif case.kind == "add":
         b.add(b.input("a", d[0]), b.input("b", d[0]), d[0], base="add")
     elif case.kind == "sum":
         b.mean(b.input("x", d[0]), d[0], 1, base="sum")
@@ -88,6 +95,26 @@ def case_graph(case: Case) -> OpGraph:
     else:
         raise ValueError(f"unknown calibration case {case.kind!r}")
     return graph
+
+
+def _train_graph(b: Builder, layers: int, width: int, batch: int, relu: int) -> OpGraph:
+    from simulator.plan import Plan
+    from simulator.training import training_graph
+
+    x = None
+    for layer in range(layers):
+        b.layer = layer
+        x = b.linear("fc", x, batch, width, width)
+        if relu and layer < layers - 1:
+            x = b.activation("relu", x, batch * width)
+    b.layer = -1
+    b.loss(x, batch, width)
+    return training_graph(b.graph, Plan(micro_batch=batch, precision="fp32", optimizer="adamw"))
+
+
+def case_seconds(case: Case, time_s: np.ndarray) -> float:
+    """The predicted time of a case from its graph's per-op times (a serial stream)."""
+    return float(time_s.sum()) if case.kind == "train" else float(time_s[-1])
 
 
 def measure(todo: Iterable[Case], device: str = "cpu",
@@ -119,7 +146,9 @@ def _torch_case(torch, case: Case, device: str):
         n, cin, h, w, cout, kernel, stride, pad = d
         x, weight = new(n, cin, h, w), new(cout, cin, kernel, kernel)
         return lambda: torch.nn.functional.conv2d(x, weight, stride=stride, padding=pad)
-    if case.kind in ("add", "tiny"):
+    if case.kind == "train":
+        return _torch_train_step(torch, *d, device=device, dtype=dtype)
+    if case.kind == "add":
         a, b = new(d[0]), new(d[0])
         return lambda: a + b
     if case.kind == "sum":
@@ -130,6 +159,26 @@ def _torch_case(torch, case: Case, device: str):
         weight, bias = new(d[1]), new(d[1])
         return lambda: torch.nn.functional.layer_norm(x, (d[1],), weight, bias)
     return lambda: torch.softmax(x, dim=-1)
+
+
+def _torch_train_step(torch, layers: int, width: int, batch: int, relu: int, device: str,
+                      dtype):
+    blocks = []
+    for layer in range(layers):
+        blocks.append(torch.nn.Linear(width, width))
+        if relu and layer < layers - 1:
+            blocks.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*blocks)
+    model = model.to(device=device, dtype=dtype)
+    x = torch.randn(batch, width, device=device, dtype=dtype)
+    target = torch.zeros(batch, dtype=torch.long, device=device)
+    optimizer = torch.optim.AdamW(model.parameters())
+
+    def step():
+        torch.nn.functional.cross_entropy(model(x), target).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
 
 
 def _time(torch, fn, device: str, min_time_s: float) -> float:
@@ -165,12 +214,18 @@ class Calibration:
 
         graphs = [lower(case_graph(m.case)) for m in measurements]
         measured = np.array([m.seconds for m in measurements])
-        x0 = np.array([0.5, 0.5, 0.5, 0.8, max(self.device.op_overhead_s, 1e-6)])
-        lo, hi = np.array([1e-3] * 4 + [1e-8]), np.array([1.0] * 4 + [1e-2])
+        in_training = np.array([m.case.kind == "train" for m in measurements])
+        # x = the PARAMS, then the dispatch cost of a bare kernel call: a nuisance parameter.
+        # A kernel timed alone pays only the dispatch; an op in a training step pays the
+        # framework's per-op cost (module call, autograd), which is what op_overhead_s holds.
+        x0 = np.array([0.5, 0.5, 0.5, 0.8, 5e-6, 1e-6, 1e-6])
+        lo = np.array([1e-3] * 4 + [1e-8, 0.0, 1e-8])
+        hi = np.array([1.0] * 4 + [1e-2, 1e-3, 1e-3])
 
         def residuals(x):
-            spec = self._spec(x)
-            predicted = np.array([op_costs(g, spec)[2][-1] for g in graphs])
+            training, bare = self._spec(x[:-1]), self._spec(x[:-1], op_overhead_s=x[-1])
+            predicted = np.array([case_seconds(m.case, op_costs(g, training if t else bare)[2])
+                                  for m, g, t in zip(measurements, graphs, in_training)])
             return np.log(predicted) - np.log(measured)
 
         # max(compute, memory) leaves flat regions where a parameter does not bind: start from
@@ -180,23 +235,27 @@ class Calibration:
             for memory in (0.1, 0.4, 0.9):
                 x0[2], x0[3] = vector, memory
                 fits.append(least_squares(residuals, x0, bounds=(lo, hi),
-                                          x_scale=[0.1] * 4 + [1e-6]))
+                                          x_scale=[0.1] * 4 + [1e-6] * 3))
         fit = min(fits, key=lambda f: f.cost)
         for name, value in zip(PARAMS, fit.x):
             setattr(self, name + "_", float(value))
+        self.dispatch_s_ = float(fit.x[-1])
         self.measurements_ = measurements
         self.residuals_ = np.exp(residuals(fit.x)) - 1.0  # predicted / measured - 1
         return self
 
-    def _spec(self, x) -> DeviceSpec:
-        return dataclasses.replace(self.device, **dict(zip(PARAMS, map(float, x))))
+    def _spec(self, x, **changes) -> DeviceSpec:
+        values = dict(zip(PARAMS, map(float, x)))
+        values.update(changes)
+        return dataclasses.replace(self.device, **values)
 
     def apply(self) -> DeviceSpec:
         """The calibrated spec (a new object; the device given to the constructor is kept)."""
         return self._spec([getattr(self, name + "_") for name in PARAMS])
 
     def report(self) -> str:
-        lines = [f"{name:18s} {getattr(self, name + '_'):.4g}" for name in PARAMS]
+        lines = [f"{name:20s} {getattr(self, name + '_'):.4g}" for name in PARAMS]
+        lines.append(f"{'(bare dispatch_s)':20s} {self.dispatch_s_:.4g}")
         for m, r in zip(self.measurements_, self.residuals_):
             lines.append(f"  {m.case.label:34s} measured {m.seconds * 1e6:10.1f} us  "
                          f"predicted {r:+7.1%}")

@@ -54,6 +54,11 @@ class DType(IntEnum):
     BOOL = 7
 
     @property
+    def tensors(self) -> int:
+        """Parameter tensors this op owns (a weight and a bias are two)."""
+        return self.param_tensors or (1 if self.params else 0)
+
+    @property
     def bytes(self) -> int:
         return _DTYPE_BYTES[self]
 
@@ -101,6 +106,7 @@ class Op:
     bytes_written: int = 0
     out_bytes: int = 0
     params: int = 0
+    param_tensors: int = 0  # how many parameter tensors hold ``params`` (0: one if any)
     param_dtype: DType = DType.FP32
     layer: int = -1
     block: Block = Block.NONE
@@ -119,6 +125,11 @@ class Op:
     @property
     def param_bytes(self) -> int:
         return self.params * self.param_dtype.bytes
+
+    @property
+    def tensors(self) -> int:
+        """Parameter tensors this op owns (a weight and a bias are two)."""
+        return self.param_tensors or (1 if self.params else 0)
 
     @property
     def bytes(self) -> int:

@@ -254,12 +254,15 @@ class _Derivation:
 
     # -- optimizer ---------------------------------------------------------------------------------
     def _optimizer(self) -> None:
-        """One fused update per layer: reads and writes master weights and states."""
+        """One update per layer: reads and writes master weights and states. ``batch`` holds
+        the number of parameter tensors it updates (eager optimizers pay per tensor)."""
         f, opt = self.plan.formats, self.plan.optimizer
         per_layer: dict[int, int] = {}
+        tensors: dict[int, int] = {}
         for op in self.forward.ops():
             if op.params:
                 per_layer[op.layer] = per_layer.get(op.layer, 0) + op.params
+                tensors[op.layer] = tensors.get(op.layer, 0) + op.tensors
         for layer, params in sorted(per_layer.items()):
             master = 4  # fp32 master weights (or the fp32 weights themselves)
             states = 4 * OPTIMIZER_STATES[opt]
@@ -268,5 +271,5 @@ class _Derivation:
                     fn=opt.value, flops=OPTIMIZER_FLOPS_PER_PARAM[opt] * params,
                     bytes_read=params * (master + states + f.gradient.bytes),
                     bytes_written=params * (master + states + low_copy),
-                    layer=layer, block=Block.NONE, m=params)
+                    layer=layer, block=Block.NONE, m=params, batch=tensors[layer])
             self.out.add(op, self.weight_grads.get(layer, []))

@@ -9,7 +9,8 @@ import pytest
 
 from hardware_specs.loader import load_device, parse_device
 from hardware_specs.writer import calibrated_toml
-from simulator.calibrate import PARAMS, Calibration, Case, Measurement, case_graph, cases
+from simulator.calibrate import (PARAMS, Calibration, Case, Measurement, case_graph,
+                                 case_seconds, cases)
 from simulator.cost import op_costs
 from simulator.lower import lower
 
@@ -26,16 +27,21 @@ def test_case_graphs_count_what_torch_runs():
     assert add.bytes_read == 2 * 4000 and add.bytes_written == 4000
 
 
-def _synthetic(truth):
-    """Measurements made by the cost model itself with known parameters."""
-    spec = dataclasses.replace(A100, **truth)
-    return [Measurement(c, float(op_costs(lower(case_graph(c)), spec)[2][-1])) for c in cases()]
+def _synthetic(truth, dispatch_s):
+    """Measurements made by the cost model itself with known parameters: kernels timed alone
+    pay ``dispatch_s``, ops inside training steps the framework's ``op_overhead_s``."""
+    training = dataclasses.replace(A100, **truth)
+    bare = dataclasses.replace(training, op_overhead_s=dispatch_s)
+    return [Measurement(c, case_seconds(c, op_costs(lower(case_graph(c)),
+                                                    training if c.kind == "train" else bare)[2]))
+            for c in cases()]
 
 
 def test_fit_recovers_known_parameters():
     truth = {"matmul_efficiency": 0.71, "conv_efficiency": 0.43, "vector_efficiency": 0.02,
-             "memory_efficiency": 0.8, "op_overhead_s": 6e-6}
-    fit = Calibration(A100).fit(_synthetic(truth))
+             "memory_efficiency": 0.8, "op_overhead_s": 6e-6, "optimizer_overhead_s": 15e-6}
+    fit = Calibration(A100).fit(_synthetic(truth, dispatch_s=1.5e-6))
+    assert fit.dispatch_s_ == pytest.approx(1.5e-6, rel=1e-3)
     for name in PARAMS:
         assert getattr(fit, name + "_") == pytest.approx(truth[name], rel=1e-3), name
     assert np.max(np.abs(fit.residuals_)) < 1e-6

@@ -80,7 +80,8 @@ class Builder:
                          flops=2 * rows * in_f * out_f, m=rows, n=out_f, k=in_f,
                          bytes_read=(rows * in_f + in_f * out_f + (out_f if bias else 0)) * es,
                          bytes_written=rows * out_f * es,
-                         out_bytes=rows * out_f * es, params=params, saves=("inputs",))
+                         out_bytes=rows * out_f * es, params=params, saves=("inputs",),
+                         param_tensors=(0 if tied else 1) + int(bias))
 
     def matmul(self, base: str, a: str, b: str, batch: int, m: int, n: int, k: int,
                extra: tuple[tuple[str, int], ...] = ()) -> str:
@@ -106,20 +107,23 @@ class Builder:
                                 ("groups", groups), ("cin", cin), ("h", h), ("w", w)),
                          bytes_read=(n * cin * h * w + params) * es,
                          bytes_written=n * cout * ho * wo * es, out_bytes=n * cout * ho * wo * es,
-                         params=params, saves=("inputs",))
+                         params=params, saves=("inputs",), param_tensors=1 + int(bias))
         return name, ho, wo
 
     # -- vector ops ------------------------------------------------------------------------------
     def elementwise(self, fn: str, inputs: tuple[str, ...], numel: int,
                     saves: tuple[str, ...] = (), base: str | None = None,
-                    out_numel: int | None = None, params: int = 0) -> str:
-        """``params``: parameters applied elementwise (a learned position table, a bias)."""
+                    out_numel: int | None = None, params: int = 0,
+                    param_tensors: int = 0) -> str:
+        """``params``: parameters applied elementwise (a learned position table, a bias), held
+        in ``param_tensors`` tensors (0: one)."""
         out = numel if out_numel is None else out_numel
         es = self.es
         return self._add(base or fn, inputs, kind=OpKind.ELEMENTWISE, fn=fn,
                          flops=VECTOR_FLOPS_PER_ELEMENT[fn] * out,
                          bytes_read=(max(len(inputs), 1) * numel + params) * es,
-                         bytes_written=out * es, out_bytes=out * es, saves=saves, params=params)
+                         bytes_written=out * es, out_bytes=out * es, saves=saves, params=params,
+                         param_tensors=param_tensors)
 
     def add(self, a: str, b: str, numel: int, base: str = "residual") -> str:
         return self.elementwise("add", (a, b), numel, base=base)
@@ -156,6 +160,7 @@ class Builder:
                          flops=VECTOR_FLOPS_PER_ELEMENT[fn] * numel,
                          bytes_read=numel * es + params * es, bytes_written=numel * es,
                          out_bytes=numel * es, params=params, saves=("inputs",),
+                         param_tensors=(2 if bias else 1) if affine else 0,
                          stats_bytes=n_stats * stat_rows * STATS_DTYPE.bytes)
 
     def softmax(self, x: str, rows: int, width: int, base: str = "softmax") -> str:

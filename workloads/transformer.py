@@ -157,7 +157,8 @@ def _embed(c: TransformerConfig, b: Builder, batch: int) -> str:
                            stride=c.patch, bias=True)
         x = b.copy("cls_concat", x, rows * h)  # prepend the class token: a materialised concat
         x = b.elementwise("add", (x,), rows * h, base="pos_add",
-                          params=h + rows // batch * h)  # class token + position table
+                          params=h + rows // batch * h,  # class token + position table
+                          param_tensors=2)
         return b.dropout(x, rows * h, base="emb_dropout") if c.dropout else x
     x = b.embedding("tok_embed", rows, c.vocab, h)
     if c.learned_positions:
