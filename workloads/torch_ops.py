@@ -76,19 +76,20 @@ class Emitter:
         edges = [s for s in reads if s.op] if edges is None else edges
         producers = list(dict.fromkeys(s.op for s in edges if s.op))
         no_grad = tuple(p for p in producers if not any(s.grad for s in edges if s.op == p))
-        params = 0
+        params = tensors = 0
         for s in reads:
             if s.param is not None and s.param not in self.owned:
                 self.owned.add(s.param)
                 params += s.base
+                tensors += 1
         out_bytes = sum(self.nbytes(m) for m in outs if isinstance(m, Meta))
         if bytes_read is None:
             bytes_read = sum(self.read_bytes(s) for s in reads)
         mask = fields.get("mask_bytes", 0)
         op = Op(name=name, kind=kind, dtype=self.dtype, param_dtype=self.param_dtype,
                 flops=int(flops), bytes_read=int(bytes_read), bytes_written=out_bytes + mask,
-                out_bytes=out_bytes, params=params, layer=node.layer, fn=fn,
-                no_grad=no_grad, **fields)
+                out_bytes=out_bytes, params=params, param_tensors=tensors, layer=node.layer,
+                fn=fn, no_grad=no_grad, **fields)
         self.graph.add(op, producers)
         if grad is None:
             grad = any(s.grad for s in reads) and any(
