@@ -106,7 +106,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         saved_activation_bytes=float(activation_bytes(run.forward, plan)), lowered=lowered,
         times={"compute_s": run.compute_s, "memory_s": run.memory_s, "time_s": run.time_s,
                "start_s": run.start, "end_s": run.end, "energy_j": energy_j,
-               "critical_path": on_path})
+               "critical_path": on_path},
+        device_spec=device)
     result.parallel = {"dp": parallel.dp, "tp": parallel.tp, "pp": parallel.pp,
                        "zero": parallel.zero,
                        "sequence_parallel": parallel.sequence_parallel,
@@ -199,11 +200,7 @@ def _memory(run, plan: Plan, parallel: ParallelPlan, m: int) -> dict[str, float]
     out = zero_state_bytes(forward.params(), parallel.zero, parallel.dp,
                            k=per["optimizer_states"], weight_bytes=per["weights"],
                            grad_bytes=per["gradients"])
-    counted = (lowered.phase != Phase.OPTIMIZER) & ~np.array(
-        [name.startswith(WGRAD + ":") for name in lowered.names], dtype=np.bool_)
-    _, at, out_free, keep_free = liveness(
-        lowered.indptr, lowered.indices, lowered.edge_output, run.start, run.end,
-        lowered.out_bytes, lowered.keep_bytes, counted)
+    counted, at, out_free, keep_free = live_tensors(lowered, run.start, run.end)
     began = counted & (run.start <= at)
     live = (np.where(began & (at < out_free), lowered.out_bytes, 0)
             + np.where(began & (at < keep_free), lowered.keep_bytes, 0))
@@ -219,6 +216,18 @@ def _memory(run, plan: Plan, parallel: ParallelPlan, m: int) -> dict[str, float]
             layers[op.layer] = layers.get(op.layer, 0) + op.params
         out["workspace"] += 2.0 * max(layers.values(), default=0) * per["weights"]
     return out
+
+
+def live_tensors(lowered, start: np.ndarray, end: np.ndarray):
+    """``(counted, peak_time, out_free, keep_free)`` of one schedule (``kernels.liveness``):
+    which ops hold memory of their own (not weight-gradient ops, the optimizer, whose bytes
+    are the persistent states) and when their outputs and kept bytes are freed."""
+    counted = (lowered.phase != Phase.OPTIMIZER) & ~np.array(
+        [name.startswith(WGRAD + ":") for name in lowered.names], dtype=np.bool_)
+    _, at, out_free, keep_free = liveness(
+        lowered.indptr, lowered.indices, lowered.edge_output, start, end,
+        lowered.out_bytes, lowered.keep_bytes, counted)
+    return counted, at, out_free, keep_free
 
 
 def _totals(result: Result, device: DeviceSpec, tokens_per_sample: int | None,

@@ -5,15 +5,17 @@ A user's mistake is one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 
+from simulator import whatif
+from simulator.cli_plan import COMMANDS, add_commands
 from simulator.errors import HwsimError, PlanError
 from simulator.parallel import Schedule
 from simulator.plan import Attention, Fusion, Optimizer, Plan, Precision, Recompute
 
 EXIT_USAGE = 2
+PLOTS = ("roofline", "timeline", "memory", "pareto")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,6 +41,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict one training step (and a whole run)")
     p.add_argument("model", help="zoo name ('hwsim models'), workload .toml file, model .onnx "
                    "file, or path/to/file.py:factory returning (torch module, example inputs)")
+    add_plan_flags(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    c = sub.add_parser("calibrate", help="fit a device's efficiencies to micro-benchmarks "
+                       "run here with torch; writes a calibrated spec file")
+    c.add_argument("--device", required=True, help="the device present: cpu-host, or the "
+                   "catalogue name of the CUDA GPU in this machine")
+    c.add_argument("--out", default=None, help="spec file to write (default DEVICE-calibrated.toml)")
+    c.add_argument("--quick", action="store_true", help="a reduced sweep (for tests and CI)")
+    v = sub.add_parser("validate", help="time real training steps here with torch and compare "
+                       "them with hwsim's predictions")
+    v.add_argument("models", nargs="+", metavar="MODEL", help="path/to/file.py:factory")
+    v.add_argument("--device", required=True, help="the device present (cpu-host, a calibrated "
+                   "spec file of it, or the catalogue name of this machine's CUDA GPU)")
+    v.add_argument("--steps", type=int, default=5, help="timed steps per model (median)")
+    sub.add_parser("models", help="list the model zoo")
+    sub.add_parser("devices", help="list the device catalogue")
+    g = sub.add_parser("plot", help="draw a step's roofline, timeline or memory, or a sweep's "
+                       "Pareto front, as an image file")
+    g.add_argument("chart", choices=PLOTS, help="roofline, timeline, memory (of MODEL's step) "
+                   "or pareto (of a sweep or plan CSV file)")
+    g.add_argument("model", metavar="MODEL|CSV", help="as for predict; for pareto the CSV file "
+                   "written by 'hwsim sweep' or 'hwsim plan'")
+    g.add_argument("--out", required=True, help="image file to write (.png, .svg or .pdf)")
+    g.add_argument("--x", default="total_time_days", help="pareto: column on the x axis")
+    g.add_argument("--y", default="cost_usd", help="pareto: column on the y axis")
+    add_plan_flags(g)
+    add_commands(sub)  # compare, sweep, plan (simulator.cli_plan)
+    return parser
+
+
+def add_plan_flags(p: argparse.ArgumentParser) -> None:
+    """The hardware and plan flags of a simulated step (predict, plot)."""
     p.add_argument("--device", default=None, help="catalogue name ('hwsim devices') or .toml")
     p.add_argument("--cluster", default=None, help="a cluster preset (dgx-a100, dgx-h100, "
                    "tpu-v4-pod-slice) or cluster .toml, instead of --device")
@@ -78,29 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="datacentre power usage effectiveness for run totals (default 1.0)")
     p.add_argument("--grid", type=_positive_float, default=None, metavar="KG_PER_KWH",
                    help="grid carbon intensity for run totals (default 0.39, U.S. 2022, EIA)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    c = sub.add_parser("calibrate", help="fit a device's efficiencies to micro-benchmarks "
-                       "run here with torch; writes a calibrated spec file")
-    c.add_argument("--device", required=True, help="the device present: cpu-host, or the "
-                   "catalogue name of the CUDA GPU in this machine")
-    c.add_argument("--out", default=None, help="spec file to write (default DEVICE-calibrated.toml)")
-    c.add_argument("--quick", action="store_true", help="a reduced sweep (for tests and CI)")
-    v = sub.add_parser("validate", help="time real training steps here with torch and compare "
-                       "them with hwsim's predictions")
-    v.add_argument("models", nargs="+", metavar="MODEL", help="path/to/file.py:factory")
-    v.add_argument("--device", required=True, help="the device present (cpu-host, a calibrated "
-                   "spec file of it, or the catalogue name of this machine's CUDA GPU)")
-    v.add_argument("--steps", type=int, default=5, help="timed steps per model (median)")
-    sub.add_parser("models", help="list the model zoo")
-    sub.add_parser("devices", help="list the device catalogue")
-    return parser
+    p.add_argument("--set", action="append", default=None, metavar="PATH=VALUE",
+                   help="change a device figure, SI units (memory.main.bandwidth_bytes_per_s"
+                   "=6e12, tdp_w=500, price_per_hour_usd=2.5); repeatable")
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         commands = {"predict": _predict, "calibrate": _calibrate, "validate": _validate,
-                    "models": _models, "devices": _devices}
+                    "models": _models, "devices": _devices, "plot": _plot, **COMMANDS}
         return commands[args.command](args)
     except HwsimError as err:
         print(f"hwsim: error: {err}", file=sys.stderr)
@@ -113,6 +134,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _predict(args) -> int:
+    result = simulate_args(args)
+    print(result.to_json() if args.json else format_summary(result.summary()))
+    return 0
+
+
+def simulate_args(args):
+    """The ``Result`` of ``args.model`` under the hardware and plan flags (``add_plan_flags``)."""
     from dataclasses import replace
 
     from simulator.api import simulate
@@ -136,8 +164,33 @@ def _predict(args) -> int:
     result = simulate(work, hardware, plan, parallel=parallel, num_devices=num_devices,
                       tokens=args.tokens, steps=args.steps, node_overhead_w=args.node_overhead_w,
                       **totals)
-    print(result.to_json() if args.json else format_summary(result.summary()))
+    return result
+
+
+def _plot(args) -> int:
+    from pathlib import Path
+
+    from simulator import plots
+
+    if Path(args.out).suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise HwsimError(f"--out {args.out}: the image's suffix must be .png, .svg or .pdf")
+    if args.chart == "pareto":
+        fig = plots.pareto(_read_csv(args.model), x=args.x, y=args.y)
+    else:
+        plots.require()
+        fig = getattr(plots, args.chart)(simulate_args(args))
+    plots.save(fig, args.out)
+    print(f"wrote {args.out}")
     return 0
+
+
+def _read_csv(path: str):
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError) as err:
+        raise HwsimError(f"{path}: cannot read it as a CSV table ({err})") from None
 
 
 def _hardware_and_parallel(args):
@@ -158,6 +211,7 @@ def _hardware_and_parallel(args):
     if not args.node_overhead_w >= 0:
         raise PlanError(f"--node-overhead-w = {args.node_overhead_w} must be non-negative")
     hardware = load_cluster(args.cluster) if args.cluster else args.device
+    hardware = whatif.apply(hardware, whatif.parse_sets(args.set))
     n = args.num_devices
     if n is None:
         n = hardware.num_devices if args.cluster else (args.dp or 1) * args.tp * args.pp

@@ -131,13 +131,25 @@ def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
 
 def run_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan, device: DeviceSpec,
               cluster: ClusterSpec | None, stage: int = 0) -> StageRun:
+    per_node = cluster.devices_per_node if cluster else 1
+    return price_stage(build_stage(forward, plan, parallel, per_node), forward, device,
+                       cluster, stage)
+
+
+def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
+                per_node: int) -> Lowered:
+    """The device-independent half of a stage: its lowered training step (sweeps memoize it)."""
     step = training_graph(forward, plan)
     if plan.fusion is Fusion.COMPILED:
         step = fuse_elementwise(step)
-    per_node = cluster.devices_per_node if cluster else 1
     dp_local = math.gcd(parallel.dp, max(per_node // parallel.tp, 1))
     step = add_data_parallel(step, plan, parallel.dp, parallel.zero, dp_local)
-    lowered = lower(step)
+    return lower(step)
+
+
+def price_stage(lowered: Lowered, forward: OpGraph, device: DeviceSpec,
+                cluster: ClusterSpec | None, stage: int = 0) -> StageRun:
+    """Price and schedule a built stage on ``device``."""
     compute_s, memory_s, time_s = op_costs(lowered, device, cluster)
     start, end = schedule(lowered.indptr, lowered.indices, time_s, streams(lowered), N_STREAMS)
     return StageRun(stage, forward, lowered, compute_s, memory_s, time_s, start, end)

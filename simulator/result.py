@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hardware_specs.spec import DeviceSpec
 from simulator.lower import Lowered
 from simulator.op import DType, OpKind, Phase
 
@@ -54,6 +55,7 @@ class Result:
     unknown_ops: list[str] = field(default_factory=list)  # imported operators costed by traffic
     lowered: Lowered | None = field(default=None, repr=False)
     times: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    device_spec: DeviceSpec | None = field(default=None, repr=False)  # the roofs of its plots
 
     # -- the contract ----------------------------------------------------------------------------
     def summary(self) -> dict:
@@ -105,16 +107,41 @@ class Result:
         })
 
     def to_chrome_trace(self, path: str | os.PathLike) -> Path:
-        """Write the step as a Chrome / Perfetto trace (JSON, microseconds), atomically."""
+        """Write the step as a Chrome / Perfetto trace (JSON, microseconds), atomically: one
+        thread per stream (tid 0 compute, 1 tensor/pipeline communicator, 2 data-parallel)."""
+        from simulator.distributed import streams
+
         ops = self.ops
-        events = [{"name": row.name, "cat": row.kind, "ph": "X", "pid": 0, "tid": 0,
+        tids = streams(self.lowered).tolist() if self.lowered is not None else []
+        events = [{"name": row.name, "cat": row.kind, "ph": "X", "pid": 0, "tid": tid,
                    "ts": row.start_s * 1e6, "dur": row.time_s * 1e6,
                    "args": {"phase": row.phase, "flops": int(row.flops), "bytes": int(row.bytes),
                             "bound": row.bound, "energy_j": row.energy_j}}
-                  for row in ops.itertuples(index=False)]
+                  for row, tid in zip(ops.itertuples(index=False), tids)]
         trace = {"traceEvents": events, "displayTimeUnit": "ms",
                  "metadata": {"model": self.model, "device": self.device}}
         return write_atomic(path, json.dumps(trace))
+
+    # -- plots (simulator.plots; matplotlib is imported only when one is drawn) --------------------
+    def plot_roofline(self, path: str | os.PathLike | None = None):
+        """Each op on the device's roofline (``simulator.plots.roofline``); saved if ``path``."""
+        return self._plot("roofline", path)
+
+    def plot_timeline(self, path: str | os.PathLike | None = None):
+        """Gantt chart of the step's streams (``simulator.plots.timeline``); saved if ``path``."""
+        return self._plot("timeline", path)
+
+    def plot_memory(self, path: str | os.PathLike | None = None):
+        """Memory over the step by category (``simulator.plots.memory``); saved if ``path``."""
+        return self._plot("memory", path)
+
+    def _plot(self, name: str, path):
+        from simulator import plots
+
+        fig = getattr(plots, name)(self)
+        if path is not None:
+            plots.save(fig, path)
+        return fig
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> Path:

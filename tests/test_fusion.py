@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 from simulator import simulate
 from simulator.fusion import fuse_attention, fuse_elementwise
 from simulator.memory import activation_bytes_by_layer, saved_tensors
-from simulator.op import TENSOR_KINDS, DType, OpKind, Phase
+from simulator.op import DType, OpKind, Phase
 from simulator.plan import Plan
 from simulator.training import training_graph
 from workloads.presets import TRANSFORMERS

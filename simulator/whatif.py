@@ -1,0 +1,203 @@
+"""What-if studies: a device spec with some of its figures changed (``hwsim ... --set``).
+
+A change is a dotted path into ``DeviceSpec`` (SI units, named as the fields are) and a value::
+
+    tdp_w, idle_power_w, price_per_hour_usd, op_overhead_s, optimizer_overhead_s,
+    vector_flops_per_s,
+    matmul_efficiency, conv_efficiency, vector_efficiency, memory_efficiency,
+    energy_per_flop_j, energy_per_byte_j, name
+    peak_flops_per_s.<dtype>                       e.g. peak_flops_per_s.bf16 = 2e15
+    memory.<level name | main>.<capacity_bytes | bandwidth_bytes_per_s>
+    architecture.<field>                           e.g. architecture.compute_units = 144
+    links.<link name>.<bandwidth_bytes_per_s | count | latency_s>
+
+Values are validated as the loader validates a spec file (``hardware_specs.loader``): numbers
+> 0, efficiencies in (0, 1], idle power at most the TDP; a mistake is one ``SpecError`` naming
+the path and the fix. Values may be strings (from the command line): they are parsed for the
+field's type. The spec is frozen: ``override`` returns a new one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from hardware_specs.loader import PEAK_DTYPES
+from hardware_specs.spec import Architecture, DeviceSpec
+from simulator.errors import SpecError
+
+_FRACTIONS = ("matmul_efficiency", "conv_efficiency", "vector_efficiency", "memory_efficiency")
+_POSITIVE = ("vector_flops_per_s", "op_overhead_s", "optimizer_overhead_s", "idle_power_w",
+             "tdp_w", "price_per_hour_usd", "energy_per_flop_j", "energy_per_byte_j")
+_TEXT = ("name", "vendor")
+_LEVEL_FIELDS = ("capacity_bytes", "bandwidth_bytes_per_s")
+_LINK_FIELDS = {"bandwidth_bytes_per_s": float, "count": int, "latency_s": float}
+_ARCH_TUPLES = {"matrix_tile": 3, "systolic_array": 2}
+_ROOTS = _FRACTIONS + _POSITIVE + _TEXT + ("peak_flops_per_s.<dtype>",
+                                           "memory.<level|main>.<field>",
+                                           "architecture.<field>", "links.<name>.<field>")
+
+
+def override(device: DeviceSpec, changes: dict[str, object]) -> DeviceSpec:
+    """``device`` with each ``path -> value`` of ``changes`` applied (SpecError if one is bad)."""
+    for path, value in (changes or {}).items():
+        device = _apply(device, str(path).strip(), value)
+    if device.idle_power_w > device.tdp_w:
+        raise SpecError(f"--set: idle_power_w = {device.idle_power_w:g} W exceeds tdp_w = "
+                        f"{device.tdp_w:g} W; set both consistently")
+    return device
+
+
+def parse_sets(items: list[str] | None) -> dict[str, str]:
+    """``["PATH=VALUE", ...]`` (the command line's ``--set``) -> ``{PATH: VALUE}``."""
+    changes: dict[str, str] = {}
+    for item in items or []:
+        path, sep, value = item.partition("=")
+        if not sep or not path.strip() or not value.strip():
+            raise SpecError(f"--set {item!r}: write PATH=VALUE, such as "
+                            "memory.main.bandwidth_bytes_per_s=6e12")
+        changes[path.strip()] = value.strip()
+    return changes
+
+
+def _apply(device: DeviceSpec, path: str, value: Any) -> DeviceSpec:
+    head, _, rest = path.partition(".")
+    if not rest and head in _FRACTIONS:
+        return dataclasses.replace(device, **{head: _fraction(value, path)})
+    if not rest and head in _POSITIVE:
+        return dataclasses.replace(device, **{head: _positive(value, path)})
+    if not rest and head in _TEXT:
+        if not str(value).strip():
+            raise SpecError(f"--set {path}: must be a non-empty string")
+        return dataclasses.replace(device, **{head: str(value).strip()})
+    if head == "peak_flops_per_s" and rest:
+        return _peak(device, path, rest, value)
+    if head == "memory" and rest:
+        return _memory(device, path, rest, value)
+    if head == "architecture" and rest:
+        return _architecture(device, path, rest, value)
+    if head == "links" and rest:
+        return _link(device, path, rest, value)
+    raise SpecError(f"--set {path}: unknown spec path; choose one of {', '.join(_ROOTS)}")
+
+
+def _peak(device: DeviceSpec, path: str, dtype: str, value: Any) -> DeviceSpec:
+    if dtype.lower() not in PEAK_DTYPES:
+        raise SpecError(f"--set {path}: unknown dtype {dtype!r}; choose one of "
+                        f"{', '.join(PEAK_DTYPES)}")
+    peaks = dict(device.peak_flops_per_s)
+    peaks[PEAK_DTYPES[dtype.lower()]] = _positive(value, path)
+    return dataclasses.replace(device, peak_flops_per_s=peaks)
+
+
+def _memory(device: DeviceSpec, path: str, rest: str, value: Any) -> DeviceSpec:
+    level_name, _, field = rest.rpartition(".")
+    names = [level.name for level in device.memory]
+    if level_name == "main":
+        index = len(device.memory) - 1
+    elif level_name in names:
+        index = names.index(level_name)
+    else:
+        raise SpecError(f"--set {path}: {device.name} has no memory level {level_name!r}; "
+                        f"choose one of {', '.join(names + ['main'])}")
+    if field not in _LEVEL_FIELDS:
+        raise SpecError(f"--set {path}: unknown memory field {field!r}; choose one of "
+                        f"{', '.join(_LEVEL_FIELDS)}")
+    levels = list(device.memory)
+    levels[index] = dataclasses.replace(levels[index], **{field: _positive(value, path)})
+    return dataclasses.replace(device, memory=tuple(levels))
+
+
+def _architecture(device: DeviceSpec, path: str, field: str, value: Any) -> DeviceSpec:
+    fields = {f.name: f for f in dataclasses.fields(Architecture)}
+    if field not in fields:
+        raise SpecError(f"--set {path}: unknown architecture field; choose one of "
+                        f"{', '.join(fields)}")
+    if field == "clock_hz":
+        new = _positive(value, path)
+    elif field in _ARCH_TUPLES:
+        new = _integers(value, path, _ARCH_TUPLES[field])
+    else:
+        new = _integer(value, path)
+    arch = dataclasses.replace(device.architecture, **{field: new})
+    return dataclasses.replace(device, architecture=arch)
+
+
+def _link(device: DeviceSpec, path: str, rest: str, value: Any) -> DeviceSpec:
+    link_name, _, field = rest.rpartition(".")
+    names = [link.name for link in device.links]
+    if link_name not in names:
+        raise SpecError(f"--set {path}: {device.name} has no link {link_name!r}; choose one of "
+                        f"{', '.join(names) or '(none: it has no links)'}")
+    if field not in _LINK_FIELDS:
+        raise SpecError(f"--set {path}: unknown link field {field!r}; choose one of "
+                        f"{', '.join(_LINK_FIELDS)}")
+    new = _integer(value, path) if _LINK_FIELDS[field] is int else _positive(value, path)
+    links = list(device.links)
+    index = names.index(link_name)
+    links[index] = dataclasses.replace(links[index], **{field: new})
+    return dataclasses.replace(device, links=tuple(links))
+
+
+# ------------------------------------------------------------------------------------ values
+
+def _number(value: Any, path: str) -> float:
+    if isinstance(value, bool):
+        raise SpecError(f"--set {path}: must be a number, not {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SpecError(f"--set {path}: must be a number, not {value!r}") from None
+    if not math.isfinite(number):
+        raise SpecError(f"--set {path}: must be a finite number, not {value!r}")
+    return number
+
+
+def _positive(value: Any, path: str) -> float:
+    number = _number(value, path)
+    if not number > 0:
+        raise SpecError(f"--set {path}: must be > 0, got {value!r}; give the figure in SI "
+                        "units (bytes, bytes/s, FLOP/s, W, s)")
+    return number
+
+
+def _fraction(value: Any, path: str) -> float:
+    number = _number(value, path)
+    if not 0 < number <= 1:
+        raise SpecError(f"--set {path}: must be in (0, 1], got {value!r}; it is a fraction "
+                        "of peak")
+    return number
+
+
+def _integer(value: Any, path: str) -> int:
+    number = _positive(value, path)
+    if number != int(number):
+        raise SpecError(f"--set {path}: must be a whole number, not {value!r}")
+    return int(number)
+
+
+def _integers(value: Any, path: str, length: int) -> tuple[int, ...]:
+    items = value.replace("x", ",").split(",") if isinstance(value, str) else value
+    try:
+        items = list(items)
+    except TypeError:
+        items = []
+    if len(items) != length:
+        raise SpecError(f"--set {path}: must be {length} whole numbers such as "
+                        f"{','.join(['128'] * length)}, not {value!r}")
+    return tuple(_integer(item, path) for item in items)
+
+
+def apply(hardware, changes: dict[str, object] | None):
+    """``hardware`` (a device name, spec file, ``DeviceSpec`` or ``ClusterSpec``) with
+    ``changes``: a device is loaded and overridden; a cluster gets its device overridden.
+    Unchanged when there are no changes."""
+    if not changes:
+        return hardware
+    from hardware_specs.cluster import ClusterSpec
+    from hardware_specs.loader import load_device
+
+    if isinstance(hardware, ClusterSpec):
+        return dataclasses.replace(hardware, device=override(hardware.device, changes))
+    device = hardware if isinstance(hardware, DeviceSpec) else load_device(hardware)
+    return override(device, changes)

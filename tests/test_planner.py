@@ -1,0 +1,155 @@
+"""Capacity planning (``simulator.planner``): answers checked against brute force on a small
+grid, the Pareto front's definition, rejection reasons, the default search space, the CLI."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from simulator.cli import main
+from simulator.errors import PlanError
+from simulator.planner import MAX_CONFIGS, NO_PRICE, judge, pareto_mask, plan, search_space
+from simulator.sweep import resolve_devices, sweep
+from workloads.transformer import TransformerConfig
+from workloads.zoo import get_workload
+
+TINY = TransformerConfig(name="tiny", layers=4, hidden=128, heads=4, vocab=256, seq_len=64)
+GRID = {"tp": [1, 2, 3], "pp": [1, 2], "zero": [0, 1], "recompute": ["none", "full"],
+        "micro_batch": [1, 2], "global_batch": [16]}
+COUNTS = [1, 2, 4]
+TOKENS = 2e8
+PRICED = {"price_per_hour_usd": 2.0}
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return sweep(TINY, ["a100", "h100"], COUNTS, GRID, tokens=TOKENS, workers=1,
+                 progress=False, overrides=PRICED)
+
+
+def _deadline_and_budget(rows):
+    ok = rows[(rows.status == "ok") & rows.fits.fillna(False).astype(bool)]
+    return float(ok.total_time_days.median()), float(ok.cost_usd.quantile(0.7))
+
+
+@pytest.mark.parametrize("rank_by, keys", [("cost", ["cost_usd", "total_time_s"]),
+                                           ("time", ["total_time_s", "cost_usd"]),
+                                           ("energy", ["energy_kwh", "total_time_s"])])
+def test_planner_agrees_with_brute_force(rows, rank_by, keys):
+    deadline, budget = _deadline_and_budget(rows)
+    report = plan(TINY, TOKENS, devices=["a100", "h100"], device_counts=COUNTS, plans=GRID,
+                  deadline_days=deadline, budget_usd=budget, rank_by=rank_by, workers=1,
+                  overrides=PRICED, progress=False)
+    brute = rows[(rows.status == "ok") & rows.fits.fillna(False).astype(bool)
+                 & (rows.total_time_days <= deadline) & (rows.cost_usd <= budget)]
+    order = sorted(brute.itertuples(), key=lambda r: (*(getattr(r, k) for k in keys), r.config))
+    assert list(report.feasible.config) == [r.config for r in order]
+    assert list(report.feasible["rank"]) == list(range(1, len(order) + 1))
+    assert len(report.feasible) + len(report.rejected) == len(rows)
+    pd.testing.assert_frame_equal(report.rows, rows)
+
+
+def test_each_rejection_names_the_first_rule_broken(rows):
+    deadline, budget = _deadline_and_budget(rows)
+    report = judge(rows, deadline, budget)
+    for row in report.rejected.itertuples():
+        if row.status != "ok":
+            assert row.reason.startswith("invalid plan: ") and row.rejected_by == "invalid plan"
+        elif not row.fits:
+            assert row.reason.startswith("does not fit (")
+        elif row.total_time_days > deadline:
+            assert row.reason.startswith("misses deadline (") and "days >" in row.reason
+        else:
+            assert row.cost_usd > budget and row.reason.startswith("over budget ($")
+    assert set(report.rejections().index) <= {"invalid plan", "does not fit",
+                                              "misses deadline", "over budget"}
+    assert report.rejections()["invalid plan"] == (rows.status != "ok").sum()
+
+
+def _dominates(a, b) -> bool:
+    return bool(np.all(a <= b) and np.any(a < b))
+
+
+def test_pareto_front_is_exactly_the_non_dominated_feasible_rows(rows):
+    report = judge(rows, rank_by="cost")
+    objectives = ["total_time_s", "cost_usd", "energy_kwh"]
+    feasible = report.feasible[objectives].to_numpy()
+    front = report.pareto[objectives].to_numpy()
+    assert 0 < len(front) < len(feasible)
+    for point in front:
+        assert not any(_dominates(other, point) for other in feasible)
+    in_front = set(report.pareto.config)
+    for config, point in zip(report.feasible.config, feasible):
+        if config not in in_front:
+            assert any(_dominates(f, point) for f in front)
+
+
+def test_pareto_mask_by_hand():
+    table = pd.DataFrame({"total_time_s": [1, 2, 3, 1, 2], "cost_usd": [5, 4, 3, 5, math.nan],
+                          "energy_kwh": [1, 1, 1, 2, 0.5]})
+    # row 3 is dominated by row 0; row 4 has no cost (inf) but the least energy
+    assert pareto_mask(table).tolist() == [True, True, True, False, True]
+
+
+def test_devices_without_a_price_and_a_budget():
+    report = plan(TINY, TOKENS, devices=["a100"], device_counts=[1], plans={"tp": [1]},
+                  budget_usd=1e9, workers=1, progress=False)
+    assert report.feasible.empty
+    assert set(report.rejected.reason) == {NO_PRICE}
+    free = plan(TINY, TOKENS, devices=["a100"], device_counts=[1], plans={"tp": [1]},
+                workers=1, progress=False)
+    assert len(free.feasible) == 1 and math.isnan(free.feasible.cost_usd.iloc[0])
+
+
+def test_impossible_deadline_says_why():
+    report = plan(TINY, 1e15, devices=["h100"], device_counts=[1, 2], plans={"tp": [1]},
+                  deadline_days=1, workers=1, progress=False)
+    assert report.feasible.empty and report.pareto.empty
+    why = report.why_nothing()
+    assert why.startswith("nothing feasible among 2 configurations: 2 misses deadline")
+    assert "\n" not in why
+
+
+def test_bad_input():
+    for kwargs in ({"rank_by": "speed"}, {"deadline_days": 0}, {"budget_usd": -1}):
+        with pytest.raises(PlanError):
+            plan(TINY, TOKENS, devices=["a100"], plans={"tp": [1]}, progress=False, **kwargs)
+    with pytest.raises(PlanError, match="not a language model"):
+        plan("resnet-50", 1e9, devices=["a100"], progress=False)
+
+
+@pytest.mark.parametrize("model", ["gpt2-small", "llama2-7b", "llama2-70b", "gpt3-175b",
+                                   "llama3-405b"])
+def test_default_search_space_is_bounded_and_sensible(model):
+    work = get_workload(model)
+    specs = resolve_devices(["a100", "h100", "h200", "mi300x"], None)
+    plans = search_space(work, specs)
+    assert 0 < len(plans) * len(specs) <= MAX_CONFIGS
+    for p in plans:
+        n = p["dp"] * p["tp"] * p["pp"]
+        assert n & (n - 1) == 0                                   # a power of two
+        assert p["tp"] <= 8 and work.heads % p["tp"] == 0 and work.layers % p["pp"] == 0
+        assert p["zero"] in (0, 1, 2, 3) and (p["dp"] > 1 or p["zero"] == 0)
+        assert p["micro_batch"] in (1, 2, 4)
+        assert p["global_batch"] % (p["dp"] * p["micro_batch"]) == 0
+    assert {p["recompute"] for p in plans} == {"none", "selective", "full"}
+    assert len({repr(sorted(p.items())) for p in plans}) == len(plans)
+
+
+def test_cli(tmp_path, capsys):
+    out = tmp_path / "plan.csv"
+    assert main(["plan", "gpt2-small", "--tokens", "1e9", "--devices", "h100",
+                 "--device-counts", "1,2", "--grid", "tp=1,2", "--grid", "recompute=none,full",
+                 "--budget-usd", "1e6", "--workers", "1", "--top", "3", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "feasible; top 3 by cost" in text and "Pareto front" in text
+    assert "rejected: " in text and "invalid plan" in text  # tp 2 on one device
+    assert len(pd.read_csv(out)) == 8
+    assert main(["plan", "gpt2-small", "--tokens", "1e15", "--devices", "h100",
+                 "--device-counts", "1", "--grid", "tp=1", "--deadline-days", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "misses deadline" in err
+    assert main(["plan", "gpt2-small", "--tokens", "1e9", "--devices", "h100,zzz"]) == 2
+    assert main(["plan", "gpt2-small", "--tokens", "1e9", "--rank-by", "speed"]) == 2

@@ -1,0 +1,154 @@
+"""Sweeps (``simulator.sweep``): rows, invalid plans as rows, executors giving identical rows,
+the forward-graph memo changing nothing, interrupted sweeps keeping their rows, the CLI."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from simulator import memo, simulate
+from simulator.cli import main
+from simulator.errors import PlanError, SpecError
+from simulator.parallel import ParallelPlan
+from simulator.sweep import compare, expand, parse_grid, sweep
+from workloads.transformer import TransformerConfig
+
+TINY = TransformerConfig(name="tiny", layers=4, hidden=128, heads=4, vocab=256, seq_len=64)
+DEVICES = ["a100", "h100"]
+GRID = {"tp": [1, 2, 3], "pp": [1, 2], "zero": [0, 3], "global_batch": [8]}
+
+
+@pytest.fixture(scope="module")
+def local():
+    return sweep(TINY, DEVICES, [2, 4], GRID, workers=1, progress=False)
+
+
+def test_rows_are_configurations_sorted_with_invalid_ones_as_rows(local):
+    assert len(local) == 2 * 2 * 3 * 2 * 2
+    assert list(local.config) == list(range(len(local)))
+    bad = local[local.tp == 3]
+    assert (bad.status.str.startswith("invalid: ")).all()
+    assert bad.step_time_s.isna().all()
+    ok = local[local.status == "ok"]
+    assert len(ok) > 0 and ok.step_time_s.gt(0).all()
+    assert (ok.dp * ok.tp * ok.pp == ok.num_devices).all()
+    assert {"memory_weights", "bubble_fraction", "cost_usd_per_step", "fits"} <= set(local)
+
+
+def test_a_row_is_what_simulate_says(local):
+    memo.uninstall()
+    row = local[(local.device == "h100-sxm5-80gb") & (local.num_devices == 4) & (local.tp == 2)
+                & (local.pp == 1) & (local.zero == 3)].iloc[0]
+    direct = simulate(TINY, "h100", parallel=ParallelPlan(dp=2, tp=2, zero=3), global_batch=8)
+    assert row.step_time_s == direct.step_time_s
+    assert row.peak_memory_bytes == direct.peak_memory_bytes
+    assert row.energy_j_per_step == direct.energy_j_per_step
+    assert row.cost_usd_per_step == pytest.approx(
+        direct.step_time_s * 4 * 12.29 / 3600)
+
+
+def test_the_memo_changes_nothing(local):
+    memo.uninstall()
+    import simulator.sweep as module
+    original = module.install_memo
+    module.install_memo = lambda: None
+    try:
+        plain = sweep(TINY, DEVICES, [2, 4], GRID, workers=1, progress=False)
+    finally:
+        module.install_memo = original
+    pd.testing.assert_frame_equal(plain, local)
+
+
+def test_process_pool_gives_identical_rows(local):
+    pd.testing.assert_frame_equal(sweep(TINY, DEVICES, [2, 4], GRID, workers=2,
+                                        progress=False), local)
+
+
+def test_dask_local_cluster_gives_identical_rows(local):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        rows = sweep(TINY, DEVICES, [2, 4], GRID, client=client, progress=False)
+    pd.testing.assert_frame_equal(rows, local)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_an_interrupted_sweep_keeps_its_rows(tmp_path, local, suffix):
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    out = tmp_path / f"rows{suffix}"
+    calls = []
+
+    def progress(done, total):
+        calls.append(done)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sweep(TINY, DEVICES, [2, 4], GRID, workers=1, out=out, progress=progress)
+    kept = pd.read_csv(out) if suffix == ".csv" else pd.read_parquet(out)
+    assert len(kept) == calls[-1] and 0 < len(kept) < len(local)
+    assert list(kept.config) == list(range(len(kept)))
+    expected = local.iloc[:len(kept)]
+    pd.testing.assert_series_equal(kept.step_time_s, expected.step_time_s, check_names=False)
+    assert list(kept.status) == list(expected.status)
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
+
+
+def test_out_is_the_whole_frame(tmp_path, local):
+    out = tmp_path / "all.csv"
+    rows = sweep(TINY, DEVICES, [2, 4], GRID, workers=1, out=out, progress=False)
+    assert len(pd.read_csv(out)) == len(rows)
+    with pytest.raises(Exception, match=".csv or .parquet"):
+        sweep(TINY, DEVICES, [2], GRID, out=tmp_path / "rows.xlsx")
+
+
+def test_grids_and_bad_input():
+    assert expand({"tp": [1, 2], "zero": 1}) == [{"tp": 1, "zero": 1}, {"tp": 2, "zero": 1}]
+    assert expand(None) == [{}]
+    assert parse_grid(["tp=1,2", "recompute=none,full", "sequence-parallel=true"]) == {
+        "tp": [1, 2], "recompute": ["none", "full"], "sequence_parallel": [True]}
+    for bad in ({"tp": []}, [], {"colour": [1]}):
+        with pytest.raises(PlanError):
+            expand(bad)
+    for bad in (["tp="], ["tp=a"], ["nope=1"]):
+        with pytest.raises(PlanError):
+            parse_grid(bad)
+    with pytest.raises(SpecError, match="unknown device 'nope'"):
+        sweep(TINY, ["a100", "nope"], progress=False)
+    with pytest.raises(PlanError):
+        sweep(TINY, ["a100"], [0], progress=False)
+
+
+def test_device_counts_default_to_the_plan_and_overrides_apply():
+    rows = sweep(TINY, ["a100"], None, [{"dp": 2, "tp": 2}, {}], workers=1, progress=False,
+                 overrides={"price_per_hour_usd": 2.0}, tokens=1e6)
+    assert list(rows.num_devices) == [4, 1]
+    assert (rows.price_per_hour_usd == 2.0).all()
+    assert rows.cost_usd.notna().all() and (rows.total_time_days > 0).all()
+
+
+def test_compare_one_row_per_device():
+    rows = compare(TINY, ["a100", "h100", "mi300x"], micro_batch=2, tokens=1e6)
+    assert list(rows.device) == ["a100-sxm4-80gb", "h100-sxm5-80gb", "mi300x"]
+    assert {"step_time_s", "tokens_per_s", "mfu", "fits", "energy_j_per_step",
+            "cost_usd_per_step", "cost_usd"} <= set(rows.columns)
+    assert rows.cost_usd.isna().tolist() == [True, False, True]  # only the H100 has a price
+
+
+def test_cli(tmp_path, capsys):
+    out = tmp_path / "s.csv"
+    assert main(["sweep", "gpt2-small", "--devices", "a100,h100", "--device-counts", "2",
+                 "--grid", "tp=1,2,5", "--out", str(out), "--workers", "1"]) == 0
+    assert "wrote 6 configurations (4 valid, 2 invalid)" in capsys.readouterr().out
+    assert len(pd.read_csv(out)) == 6
+    assert main(["compare", "gpt2-small", "--devices", "a100,h100", "--csv"]) == 0
+    assert len(pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))) == 2
+    for argv in (["sweep", "gpt2-small", "--devices", "a100,nope"],
+                 ["sweep", "gpt2-small", "--devices", "a100", "--grid", "tp="],
+                 ["sweep", "gpt2-small", "--devices", ","],
+                 ["compare", "gpt2-small", "--devices", "a100", "--set", "memory.x.y=1"],
+                 ["sweep", "gpt2-small", "--devices", "a100", "--device-counts", "0"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("hwsim: error: ") and err.count("\n") == 1
