@@ -5,7 +5,8 @@ Distributed", VLDB, sec. 3.2.3; Zhao et al. 2023, "PyTorch FSDP", sec. 3.3-3.4):
 
 - gradients are reduced per layer (DDP's buckets, one per layer here) as soon as the layer's
   weight gradients are written, on the data-parallel communicator's own stream, so that the
-  reduction overlaps the rest of the backward; the layer's optimizer update waits for it.
+  reduction overlaps the rest of the backward; the updates wait for the last reduction, as
+  DDP's backward returns only when every bucket is reduced.
   Stage 0 all-reduces; stages 1-3 reduce-scatter, and each replica updates its 1/dp shard;
 - stages 1-2 then all-gather the updated weights (after the update: not overlapped);
 - stage 3 / FSDP full shard all-gathers each layer's weights before its forward and again
@@ -35,7 +36,10 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
         return step
     formats = plan.formats
     updates = [n for n in step.names() if step.op(n).kind is OpKind.OPTIMIZER]
-    for name in updates:
+    # issue the reductions in the order the backward makes gradients ready (last layer
+    # first), as DDP does: a stream runs its ops in issue order
+    last = None
+    for name in reversed(updates):
         update = step.op(name)
         params = update.m   # the update's parameter count (``training._optimizer``)
         fn = "all_reduce" if zero == 0 else "reduce_scatter"
@@ -48,6 +52,7 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
         for src in producers:
             step.nx.remove_edge(src, name)
         step.add_edge(sync.name, name, nbytes=0)
+        last = sync.name
         if zero:
             _shard_update(step, name, update, dp)
         if zero in (1, 2):
@@ -56,6 +61,10 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
                                 weights, 0, dp, Axis.DATA, update, phase=Phase.COMMUNICATION,
                                 local=local)
             step.add(gather, [name])
+    # backward() returns only when every bucket is reduced (DDP's finalize_backward): no
+    # update starts before the last reduction, issued last on the in-order stream, ends
+    for name in updates:
+        step.add_edge(last, name, nbytes=0)
     if zero == 3:
         _gather_weights(step, plan, dp, local)
     return step
