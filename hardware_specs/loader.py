@@ -15,6 +15,7 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     conv_efficiency = 0.7         # optional, in (0, 1], default: matmul_efficiency
     vector_efficiency = 0.5       # optional, in (0, 1], default 1.0
     optimizer_overhead_us = 16    # optional: eager optimizer cost per parameter tensor
+    step_overhead_us = 50         # optional: framework cost per training step
     memory_efficiency = 0.88      # optional, in (0, 1], default 1.0
     [[memory]]                    # innermost first, main memory last
     name = "hbm2e"   capacity_gb = 80   bandwidth_gb_per_s = 2039    # or capacity_mib, ...
@@ -68,7 +69,8 @@ _TOP_OPTIONAL = ("price", "architecture", "links")
 _COMPUTE_REQUIRED = ("peak_tflops", "vector_tflops", "op_overhead_us")
 _COMPUTE_OPTIONAL = ("matmul_efficiency", "conv_efficiency", "vector_efficiency",
                      "memory_efficiency")
-_COMPUTE_TIMES = ("optimizer_overhead_us",)  # optional, microseconds, >= 0
+_COMPUTE_TIMES = {"optimizer_overhead_us": "optimizer_overhead_s",  # optional, microseconds
+                  "step_overhead_us": "step_overhead_s"}
 _MEMORY_REQUIRED = ("name", "bandwidth_gb_per_s")
 _POWER_REQUIRED = ("idle_w", "tdp_w")
 _POWER_OPTIONAL = ("pj_per_flop", "pj_per_byte")
@@ -194,7 +196,7 @@ class _Checker(OptionalTables):
         return DeviceClass(value)
 
     def compute(self, table: dict) -> dict:
-        self.keys(table, "compute", _COMPUTE_REQUIRED, _COMPUTE_OPTIONAL + _COMPUTE_TIMES)
+        self.keys(table, "compute", _COMPUTE_REQUIRED, _COMPUTE_OPTIONAL + tuple(_COMPUTE_TIMES))
         result = {
             "peak_flops_per_s": self.peaks(table["peak_tflops"]),
             "vector_flops_per_s": units.tflops_to_flops_per_s(
@@ -205,9 +207,9 @@ class _Checker(OptionalTables):
         for key in _COMPUTE_OPTIONAL:
             if key in table:
                 result[key] = self.fraction(table[key], f"compute.{key}")
-        if "optimizer_overhead_us" in table:
-            result["optimizer_overhead_s"] = units.us_to_s(self.positive(
-                table["optimizer_overhead_us"], "compute.optimizer_overhead_us"))
+        for key, field in _COMPUTE_TIMES.items():
+            if key in table:
+                result[field] = units.us_to_s(self.positive(table[key], f"compute.{key}"))
         return result
 
     def peaks(self, table: Any) -> dict[DType, float]:

@@ -101,6 +101,9 @@ class DeviceSpec:
     # Framework cost of updating one parameter tensor in an eager optimizer step (PyTorch's
     # per-tensor AdamW launches a dozen kernels per tensor); 0 where updates are fused.
     optimizer_overhead_s: float = 0.0
+    # Framework cost of one training step besides its ops (the loop, loss.backward() and
+    # optimizer.step() entry, zero_grad): paid once per optimizer step; 0 where negligible.
+    step_overhead_s: float = 0.0
     price_per_hour_usd: float | None = None
     source: str = ""
     path: str = ""                  # the file it was loaded from

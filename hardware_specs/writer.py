@@ -12,7 +12,8 @@ from importlib import resources
 from hardware_specs.spec import DeviceSpec
 
 CALIBRATED_KEYS = ("matmul_efficiency", "conv_efficiency", "vector_efficiency",
-                   "memory_efficiency", "op_overhead_us", "optimizer_overhead_us")
+                   "memory_efficiency", "op_overhead_us", "optimizer_overhead_us",
+                   "step_overhead_us")
 
 
 def calibrated_toml(device: DeviceSpec, calibrated: DeviceSpec, provenance: str) -> str:
@@ -53,6 +54,8 @@ def _compute_lines(spec: DeviceSpec) -> list[str]:
         out.append(f"conv_efficiency = {spec.conv_efficiency:.6g}")
     if spec.optimizer_overhead_s > 0:
         out.append(f"optimizer_overhead_us = {spec.optimizer_overhead_s * 1e6:.6g}")
+    if spec.step_overhead_s > 0:
+        out.append(f"step_overhead_us = {spec.step_overhead_s * 1e6:.6g}")
     return out
 
 

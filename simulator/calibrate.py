@@ -26,7 +26,7 @@ from simulator.op import DType
 from workloads.layers import Builder
 
 PARAMS = ("matmul_efficiency", "conv_efficiency", "vector_efficiency", "memory_efficiency",
-          "op_overhead_s", "optimizer_overhead_s")
+          "op_overhead_s", "optimizer_overhead_s", "step_overhead_s")
 
 
 @dataclass(frozen=True)
@@ -218,9 +218,9 @@ class Calibration:
         # x = the PARAMS, then the dispatch cost of a bare kernel call: a nuisance parameter.
         # A kernel timed alone pays only the dispatch; an op in a training step pays the
         # framework's per-op cost (module call, autograd), which is what op_overhead_s holds.
-        x0 = np.array([0.5, 0.5, 0.5, 0.8, 5e-6, 1e-6, 1e-6])
-        lo = np.array([1e-3] * 4 + [1e-8, 0.0, 1e-8])
-        hi = np.array([1.0] * 4 + [1e-2, 1e-3, 1e-3])
+        x0 = np.array([0.5, 0.5, 0.5, 0.8, 5e-6, 1e-6, 1e-5, 1e-6])
+        lo = np.array([1e-3] * 4 + [1e-8, 0.0, 0.0, 1e-8])
+        hi = np.array([1.0] * 4 + [1e-2, 1e-3, 1e-2, 1e-3])
 
         def residuals(x):
             training, bare = self._spec(x[:-1]), self._spec(x[:-1], op_overhead_s=x[-1])
@@ -235,7 +235,7 @@ class Calibration:
             for memory in (0.1, 0.4, 0.9):
                 x0[2], x0[3] = vector, memory
                 fits.append(least_squares(residuals, x0, bounds=(lo, hi),
-                                          x_scale=[0.1] * 4 + [1e-6] * 3))
+                                          x_scale=[0.1] * 4 + [1e-6] * 2 + [1e-5, 1e-6]))
         fit = min(fits, key=lambda f: f.cost)
         for name, value in zip(PARAMS, fit.x):
             setattr(self, name + "_", float(value))

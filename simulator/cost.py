@@ -18,7 +18,8 @@ The model is deliberately simple for now:
 - ops stream their bytes from the innermost memory level that holds them (``level_bandwidth``),
   main memory at ``device.memory_bandwidth_bytes_per_s * device.memory_efficiency``;
 - each op pays ``device.op_overhead_s`` (kernel launch / dispatch); an optimizer update pays
-  ``optimizer_overhead_s`` per parameter tensor besides (eager per-tensor optimizers);
+  ``optimizer_overhead_s`` per parameter tensor besides (eager per-tensor optimizers), and
+  the first update of a step the step's fixed framework cost ``step_overhead_s``;
 - collectives (``OpKind.COLLECTIVE``) are priced on the cluster's networks, not by the
   roofline: ``simulator.collectives.cluster_time_s`` for their kind, buffer (the larger of the
   bytes read and written, as NCCL counts it), group and members per node; their compute time
@@ -55,6 +56,8 @@ def price(lowered: Lowered, device: DeviceSpec) -> tuple[np.ndarray, np.ndarray,
     overhead = np.full(n, float(device.op_overhead_s), dtype=np.float64)
     updates = lowered.kind == OpKind.OPTIMIZER  # eager optimizers pay per parameter tensor
     overhead[updates] += lowered.batch[updates] * device.optimizer_overhead_s
+    if updates.any():  # and a step pays its fixed framework cost once, with its first update
+        overhead[np.argmax(updates)] += device.step_overhead_s
     return peak.astype(np.float64), bandwidth, overhead
 
 

@@ -3,6 +3,7 @@
 A change is a dotted path into ``DeviceSpec`` (SI units, named as the fields are) and a value::
 
     tdp_w, idle_power_w, price_per_hour_usd, op_overhead_s, optimizer_overhead_s,
+    step_overhead_s,
     vector_flops_per_s,
     matmul_efficiency, conv_efficiency, vector_efficiency, memory_efficiency,
     energy_per_flop_j, energy_per_byte_j, name
@@ -27,7 +28,8 @@ from hardware_specs.spec import Architecture, DeviceSpec
 from simulator.errors import SpecError
 
 _FRACTIONS = ("matmul_efficiency", "conv_efficiency", "vector_efficiency", "memory_efficiency")
-_POSITIVE = ("vector_flops_per_s", "op_overhead_s", "optimizer_overhead_s", "idle_power_w",
+_POSITIVE = ("vector_flops_per_s", "op_overhead_s", "optimizer_overhead_s", "step_overhead_s",
+             "idle_power_w",
              "tdp_w", "price_per_hour_usd", "energy_per_flop_j", "energy_per_byte_j")
 _TEXT = ("name", "vendor")
 _LEVEL_FIELDS = ("capacity_bytes", "bandwidth_bytes_per_s")

@@ -39,7 +39,8 @@ def _synthetic(truth, dispatch_s):
 
 def test_fit_recovers_known_parameters():
     truth = {"matmul_efficiency": 0.71, "conv_efficiency": 0.43, "vector_efficiency": 0.02,
-             "memory_efficiency": 0.8, "op_overhead_s": 6e-6, "optimizer_overhead_s": 15e-6}
+             "memory_efficiency": 0.8, "op_overhead_s": 6e-6, "optimizer_overhead_s": 15e-6,
+             "step_overhead_s": 40e-6}
     fit = Calibration(A100).fit(_synthetic(truth, dispatch_s=1.5e-6))
     assert fit.dispatch_s_ == pytest.approx(1.5e-6, rel=1e-3)
     for name in PARAMS:
