@@ -5,11 +5,10 @@ A user's mistake is one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 from simulator import whatif
-from simulator.cli_plan import COMMANDS, add_commands
+from simulator.cli_plan import COMMANDS, add_commands, positive_float
 from simulator.errors import HwsimError, PlanError
 from simulator.parallel import Schedule
 from simulator.plan import Attention, Fusion, Optimizer, Plan, Precision, Recompute
@@ -21,17 +20,6 @@ PLOTS = ("roofline", "timeline", "memory", "pareto")
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, not usage + error
         raise HwsimError(f"{message} (see '{self.prog} --help')")
-
-
-def _positive_float(text: str) -> float:
-    """A finite number > 0 (``1e9``): ``float()`` alone lets nan, inf and 0 through."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0, such as 1e9")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,13 +92,13 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fusion", choices=[m.value for m in Fusion], default="eager",
                    help="eager (a kernel per op) or compiled (vector ops fused)")
     run = p.add_mutually_exclusive_group()
-    run.add_argument("--tokens", type=_positive_float, default=None,
+    run.add_argument("--tokens", type=positive_float, default=None,
                      help="whole run: tokens to train on")
-    run.add_argument("--steps", type=_positive_float, default=None,
+    run.add_argument("--steps", type=positive_float, default=None,
                      help="whole run: optimizer steps")
-    p.add_argument("--pue", type=_positive_float, default=None,
+    p.add_argument("--pue", type=positive_float, default=None,
                    help="datacentre power usage effectiveness for run totals (default 1.0)")
-    p.add_argument("--grid", type=_positive_float, default=None, metavar="KG_PER_KWH",
+    p.add_argument("--grid", type=positive_float, default=None, metavar="KG_PER_KWH",
                    help="grid carbon intensity for run totals (default 0.39, U.S. 2022, EIA)")
     p.add_argument("--set", action="append", default=None, metavar="PATH=VALUE",
                    help="change a device figure, SI units (memory.main.bandwidth_bytes_per_s"

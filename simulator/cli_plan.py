@@ -32,7 +32,7 @@ def add_commands(sub) -> None:
                        ("--optimizer", Optimizer), ("--attention", Attention),
                        ("--fusion", Fusion), ("--schedule", Schedule)):
         c.add_argument(flag, choices=[m.value for m in enum], default=None)
-    c.add_argument("--tokens", type=_positive, default=None, help="whole run: tokens")
+    c.add_argument("--tokens", type=positive_float, default=None, help="whole run: tokens")
     _common(c)
     out = c.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print JSON records")
@@ -41,16 +41,16 @@ def add_commands(sub) -> None:
     s.add_argument("model", help="as for predict")
     _devices_flag(s, required=True)
     _grid_flags(s)
-    s.add_argument("--tokens", type=_positive, default=None, help="whole run: tokens")
+    s.add_argument("--tokens", type=positive_float, default=None, help="whole run: tokens")
     s.add_argument("--out", default=None, help="write the rows to a .csv or .parquet file "
                    "(kept when interrupted); default: CSV on stdout")
     _common(s)
     p = sub.add_parser("plan", help="the cheapest / fastest / greenest way to train on T tokens "
                        "within a deadline and a budget")
     p.add_argument("model", help="a language model, as for predict")
-    p.add_argument("--tokens", type=_positive, required=True, help="tokens to train on")
-    p.add_argument("--deadline-days", type=_positive, default=None)
-    p.add_argument("--budget-usd", type=_positive, default=None)
+    p.add_argument("--tokens", type=positive_float, required=True, help="tokens to train on")
+    p.add_argument("--deadline-days", type=positive_float, default=None)
+    p.add_argument("--budget-usd", type=positive_float, default=None)
     p.add_argument("--rank-by", choices=("cost", "time", "energy"), default="cost")
     _devices_flag(p, required=False)
     _grid_flags(p)
@@ -74,8 +74,8 @@ def _grid_flags(p) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes (default: the CPUs)")
     p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
                    help="run on this Dask scheduler instead of local processes")
-    p.add_argument("--pue", type=_positive, default=None, help="for run totals (default 1.0)")
-    p.add_argument("--grid-intensity", type=_positive, default=None, metavar="KG_PER_KWH",
+    p.add_argument("--pue", type=positive_float, default=None, help="for run totals (default 1.0)")
+    p.add_argument("--grid-intensity", type=positive_float, default=None, metavar="KG_PER_KWH",
                    help="grid carbon intensity for run totals (default 0.39)")
 
 
@@ -231,7 +231,8 @@ def _counts(text: str) -> list[int]:
     return counts
 
 
-def _positive(text: str) -> float:
+def positive_float(text: str) -> float:
+    """A finite number > 0 (``1e9``): ``float()`` alone lets nan, inf and 0 through."""
     try:
         value = float(text)
     except ValueError:
