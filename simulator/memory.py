@@ -5,7 +5,9 @@
 - Activations: the tensors the forward pass keeps for the backward, each counted once,
   at the end of the forward pass (where training peaks without liveness analysis).
   Under recomputation a region keeps only the tensors it reads from outside (its checkpoint)
-  plus what ops outside it keep (Korthikanti et al. 2022, sec. 4.1-4.2).
+  plus what ops outside it keep (Korthikanti et al. 2022, sec. 4.1-4.2). With sequence
+  parallelism a linear reading an all-gather keeps the sequence shard (sec. 4.2.2, as
+  Megatron-LM does; ``training.gathered_shard``).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from collections import defaultdict
 
 from simulator.graph import OpGraph
 from simulator.plan import Plan
-from simulator.training import region_of
+from simulator.training import WEIGHTED, gathered_shard, region_of
 
 
 def state_bytes(params: int, plan: Plan) -> dict[str, int]:
@@ -44,6 +46,8 @@ def saved_tensors(forward: OpGraph, plan: Plan) -> dict[tuple[str, str], tuple[i
             continue
         if "inputs" in op.saves:
             for src in inputs:
+                if op.fn in WEIGHTED:
+                    src = gathered_shard(forward, src) or src
                 keep("out", src, forward.op(src).out_bytes, op.layer)
         if "output" in op.saves:
             keep("out", name, op.out_bytes, op.layer)

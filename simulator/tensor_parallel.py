@@ -16,12 +16,12 @@ its builder gives), returning a new graph:
   f before each column-parallel group (``identity`` forward, all-reduce backward) and g after
   each row-parallel linear and the vocab-parallel embedding (all-reduce forward, identity
   backward); with sequence parallelism all-gather / reduce-scatter instead, of the same
-  buffer (``simulator.training.BACKWARD_COLLECTIVE`` derives the backward ones).
+  buffer (``simulator.training.BACKWARD_COLLECTIVE`` derives the backward ones; with
+  sequence parallelism the column-parallel linears keep their inputs as shards and the
+  backward gathers them again, ``simulator.training.gathered_shard``, as Megatron-LM does).
 
 Left out: the three small all-reduces of the vocab-parallel cross-entropy (3 x tokens x 4
-bytes, against tokens x hidden x 2 for each of the layers' all-reduces); with sequence
-parallelism Megatron keeps the column-parallel linears' inputs as shards and gathers them
-again in the backward: here they are kept whole (slightly more memory, one all-gather fewer).
+bytes, against tokens x hidden x 2 for each of the layers' all-reduces).
 """
 from __future__ import annotations
 

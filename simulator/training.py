@@ -17,6 +17,11 @@ The backward is derived op by op, the way autograd runs it:
   an all-reduce, an all-gather a reduce-scatter and back, a pipeline send or receive the
   receive or send of the gradient; a stage's send of its output starts the backward as a loss
   does (the gradient arrives from the next stage).
+- a linear reading a sequence-parallel all-gather (``gathered_shard``) keeps only the sequence
+  shard for its backward, which gathers it again (a ``regather`` op, the forward all-gather's
+  kind and bytes, once per all-gather) before the weight gradient: Megatron-LM's
+  ``LinearWithGradAccumulationAndAsyncCommunication`` (Korthikanti et al. 2022, sec. 4.2.2), so
+  the gathered tensor is freed after its forward use.
 Recomputation (Korthikanti et al. 2022) re-runs a region's forward ops in the backward: the
 attention core for ``selective``, each whole layer for ``full``. The optimizer updates each
 layer's parameters once its weight gradients are ready.
@@ -28,6 +33,7 @@ from dataclasses import dataclass, field
 from simulator.graph import OpGraph
 from simulator.lower import READS_OUTPUT
 from simulator.op import TENSOR_KINDS, Block, Op, OpKind, Phase
+from simulator.parallel import Axis
 from simulator.plan import OPTIMIZER_FLOPS_PER_PARAM, OPTIMIZER_STATES, Plan, Recompute
 
 #: Tensor ops whose second operand is a parameter (not an edge of the graph).
@@ -39,6 +45,8 @@ WEIGHTED = frozenset({"linear", "conv1d", "conv2d", "conv3d",
 PASSTHROUGH = frozenset({"add", "view"})
 #: Name prefix of weight-gradient ops: they write the persistent gradient buffers.
 WGRAD = "wgrad"
+#: Name prefix of the backward's all-gather of a sequence shard (``gathered_shard``).
+REGATHER = "regather"
 #: The backward of each forward collective (Shoeybi et al. 2019, sec. 3, f and g; Korthikanti
 #: et al. 2022, sec. 4.2.2, g and g-bar): None passes the gradient through without a kernel.
 BACKWARD_COLLECTIVE = {"all_reduce": None, "identity": "all_reduce",
@@ -50,6 +58,18 @@ def starts_backward(op: Op) -> bool:
     """The loss, or a pipeline stage's send of its output (its gradient comes back)."""
     return op.kind is OpKind.LOSS or (op.kind is OpKind.COLLECTIVE
                                       and dict(op.extra).get("send", 0) == 1)
+
+
+def gathered_shard(graph: OpGraph, name: str) -> str | None:
+    """The producer of the sequence shard that op ``name`` all-gathers, if ``name`` is a
+    sequence-parallel all-gather (tensor axis; Korthikanti et al. 2022, sec. 4.2.2), else None.
+    A weighted op reading it keeps the shard for its backward, not the gathered tensor."""
+    op = graph.op(name)
+    if op.kind is not OpKind.COLLECTIVE or op.fn != "all_gather" or \
+            dict(op.extra).get("axis") != int(Axis.TENSOR):
+        return None
+    inputs = graph.inputs(name)
+    return inputs[0] if inputs else None
 
 
 def region_of(op: Op, recompute: Recompute) -> int | None:
@@ -77,6 +97,7 @@ class _Derivation:
     done_regions: set[int] = field(default_factory=set)
     regions: dict[int, list[str]] = field(default_factory=dict)   # region -> its ops, in order
     weight_grads: dict[int, list[str]] = field(default_factory=dict)
+    regathered: dict[str, str] = field(default_factory=dict)  # forward all-gather -> regather
 
     def __post_init__(self) -> None:
         self.out = OpGraph(self.forward.name.replace("forward", "training step"))
@@ -171,10 +192,26 @@ class _Derivation:
             weight_bytes = op.n * op.k * gdtype.bytes
             in_bytes = (self.forward.op(inputs[0]).out_bytes if inputs
                         else op.bytes_read - op.n * op.k * op.dtype.bytes)
-            name = self._add(op, WGRAD, deps, inputs[:1],
+            shard = gathered_shard(self.forward, inputs[0]) if inputs else None
+            reads, saved = ([*deps, self._regather(inputs[0], shard, deps)], []) if shard \
+                else (deps, inputs[:1])
+            name = self._add(op, WGRAD, reads, saved,
                              bytes_read=grad_bytes + in_bytes, bytes_written=weight_bytes,
                              out_bytes=weight_bytes)
             self.weight_grads.setdefault(op.layer, []).append(name)
+
+    def _regather(self, gather: str, shard: str, after: list[str]) -> str:
+        """All-gather the saved sequence shard again for the weight gradients (once per forward
+        all-gather, shared by its readers: Megatron fuses q, k, v and fc1 / gate, up into one
+        linear each), issued when the first reader's output gradient arrives."""
+        if gather not in self.regathered:
+            op = self.forward.op(gather)
+            again = op.evolve(name=f"{REGATHER}:{gather}", phase=Phase.BACKWARD,
+                              forward_of=gather)
+            self.regathered[gather] = self.out.add(again, [self._saved(shard)])
+            for dep in after:  # ordering only: the shard is gathered again in the backward
+                self.out.add_edge(dep, again.name, 1, nbytes=0)
+        return self.regathered[gather]
 
     def _collective_backward(self, op: Op, deps: list[str], wanted: list[str]) -> None:
         """The adjoint collective, reading the output gradient and writing the input's."""

@@ -9,10 +9,15 @@ from hypothesis import strategies as st
 from hardware_specs.cluster import DEFAULT_INTER, cluster_for, load_cluster
 from hardware_specs.loader import load_device
 from simulator import PlanError, simulate
+from simulator.api import live_tensors
+from simulator.distributed import stage_forward
 from simulator.fusion import fuse_attention
-from simulator.op import OpKind, Phase
+from simulator.memory import activation_bytes_by_layer
+from simulator.op import DType, OpKind, Phase
 from simulator.parallel import ParallelPlan, bubble_over_total, zero_state_bytes
+from simulator.plan import Plan
 from simulator.tensor_parallel import split
+from simulator.training import training_graph
 from workloads.zoo import get_workload
 
 GPT = "gpt3-1.3b"
@@ -87,6 +92,54 @@ def test_sequence_parallel_moves_the_same_bytes_and_splits_norms():
     norm = lambda r: r.ops[r.ops.name == "L2.layernorm"].flops.item()
     assert norm(sp) * 4 == norm(plain)
     assert sp.memory_breakdown["activations"] < plain.memory_breakdown["activations"]
+
+
+@pytest.mark.parametrize("tp", [2, 4, 8])
+def test_selective_recompute_layer_activations_equal_korthikanti_table_2(tp):
+    """Korthikanti et al. 2022, Table 2: with selective recomputation a layer keeps
+    sbh(10 + 24/t) bytes under tensor parallelism and 34sbh/t with sequence parallelism as
+    well (sec. 4.2.2: the column-parallel linears keep their input's sequence shard, as
+    Megatron-LM does). Exact, besides the two norms' fp32 mean and rstd (8 bytes per row
+    each) on the rank's rows, which the paper drops."""
+    c = get_workload(GPT)
+    b, s, h = 2, c.seq_len, c.hidden
+    plan = Plan(micro_batch=b, recompute="selective")
+    forward = c.forward_graph(b, DType.BF16)
+    norms = 2 * 8 * s * b
+    for sp, want in ((False, s * b * h * (10 + 24 // tp) + norms),
+                     (True, (34 * s * b * h + norms) // tp)):
+        per_layer = activation_bytes_by_layer(split(forward, tp, sp), plan)
+        assert per_layer[3] == want, sp
+
+
+def test_sequence_parallel_backward_gathers_the_shard_again():
+    """Megatron-LM's LinearWithGradAccumulationAndAsyncCommunication (Korthikanti et al.
+    2022, sec. 4.2.2): the weight gradients of the linears reading a sequence-parallel
+    all-gather read a second all-gather of the saved shard, issued in the backward; the
+    forward's gathered tensor is freed after its forward readers."""
+    parallel, plan = ParallelPlan(tp=4, sequence_parallel=True), Plan(micro_batch=2)
+    r = _run(parallel)
+    low, start, end = r.lowered, r.times["start_s"], r.times["end_s"]
+    at = low.position()
+    step = training_graph(stage_forward(get_workload(GPT), plan, parallel, 0, None)[1], plan)
+    assert step.names() == low.names   # the graph simulate() scheduled
+    gathers = [n for n in step.names() if step.op(n).fn == "all_gather"
+               and step.op(n).phase is Phase.FORWARD]
+    assert len(gathers) == 2 * 24 + 1   # two per layer, and the lm_head's
+    forward_end = end[low.phase == Phase.FORWARD].max()
+    _, _, out_free, _ = live_tensors(low, start, end)
+    for gather in gathers:
+        again = step.op(f"regather:{gather}")
+        fwd = step.op(gather)
+        assert (again.fn, again.bytes_read, again.bytes_written, again.out_bytes, again.extra) \
+            == (fwd.fn, fwd.bytes_read, fwd.bytes_written, fwd.out_bytes, fwd.extra)
+        assert step.inputs(again.name)[0] == step.inputs(gather)[0]   # the shard
+        readers = step.consumers(gather)
+        assert all(step.op(n).phase is Phase.FORWARD for n in readers)
+        wgrads = [f"wgrad:{n}" for n in readers]
+        assert all(again.name in step.inputs(w) for w in wgrads)
+        assert start[at[again.name]] >= forward_end
+        assert out_free[at[gather]] <= forward_end
 
 
 @pytest.mark.parametrize("schedule, v", [("gpipe", 1), ("1f1b", 1), ("interleaved", 2)])
