@@ -9,14 +9,14 @@ from __future__ import annotations
 import time
 
 from hardware_specs.loader import load_device
-from simulator.api import N_STREAMS, _memory, streams
-from simulator.distributed import StageRun, step_time
-from simulator.parallel import ParallelPlan
+from simulator.api import _memory
 from simulator.cost import op_costs
+from simulator.distributed import N_STREAMS, StageRun, step_time, streams
 from simulator.energy import op_energy, step_energy
 from simulator.engine.kernels import critical_path, schedule
 from simulator.fusion import fuse_attention
 from simulator.lower import lower
+from simulator.parallel import ParallelPlan
 from simulator.plan import Plan
 from simulator.training import training_graph
 from workloads.presets import TRANSFORMERS

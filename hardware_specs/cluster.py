@@ -21,7 +21,6 @@ the same ICI, so its ``inter`` is the ICI network too.
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, replace
 from enum import Enum
 from importlib import resources
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from hardware_specs import units
-from hardware_specs.loader import _Checker, load_device
+from hardware_specs.loader import _Checker, load_device, read_toml
 from hardware_specs.spec import DeviceClass, DeviceSpec, Link, LinkKind
 from simulator.errors import PlanError, SpecError
 
@@ -140,12 +139,7 @@ def load_cluster(name_or_path: str) -> ClusterSpec:
 
 def parse_cluster(data: bytes, path: str) -> ClusterSpec:
     """TOML bytes of one cluster file -> ClusterSpec; ``path`` only names the file in errors."""
-    try:
-        doc = tomllib.loads(data.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        message = " ".join(str(error).split())
-        raise SpecError(f"{path}: not valid TOML ({message}); fix the syntax") from None
-    return _ClusterChecker(path).cluster(doc)
+    return _ClusterChecker(path).cluster(read_toml(data, path))
 
 
 def cluster_for(device: DeviceSpec, num_devices: int) -> ClusterSpec:

@@ -106,12 +106,16 @@ def load_device(name_or_path: str) -> DeviceSpec:
 
 def parse_device(data: bytes, path: str) -> DeviceSpec:
     """TOML bytes of one device file -> DeviceSpec; ``path`` only names the file in errors."""
+    return _Checker(path).device(read_toml(data, path))
+
+
+def read_toml(data: bytes, path: str) -> dict:
+    """TOML bytes of a spec file -> dict, or a one-line SpecError naming ``path``."""
     try:
-        doc = tomllib.loads(data.decode("utf-8"))
+        return tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         message = " ".join(str(error).split())
         raise SpecError(f"{path}: not valid TOML ({message}); fix the syntax") from None
-    return _Checker(path).device(doc)
 
 
 # --------------------------------------------------------------------------------------- private

@@ -5,10 +5,8 @@ import numpy as np
 
 from hardware_specs.cluster import ClusterSpec, list_clusters
 from hardware_specs.spec import DeviceSpec
-from simulator.distributed import N_STREAMS  # noqa: F401 (re-exported)
 from simulator.distributed import idle_s, in_flight, micro_batches, resolve_hardware, \
     run_stage, stage_forward, step_time
-from simulator.distributed import streams as distributed_streams
 from simulator.energy import op_energy, step_energy
 from simulator.engine.kernels import critical_path, liveness
 from simulator.errors import PlanError
@@ -163,11 +161,6 @@ def _communication_s(run, m: int) -> float:
     comm = run.lowered.kind == OpKind.COLLECTIVE
     each = run.time_s[comm & run.per_micro].sum()
     return float(m * each + run.time_s[comm & ~run.per_micro].sum())
-
-
-def streams(lowered) -> np.ndarray:
-    """The stream each op runs on (``simulator.distributed.streams``)."""
-    return distributed_streams(lowered)
 
 
 def _flops(lowered, micro_batches: int) -> tuple[float, float]:

@@ -175,7 +175,7 @@ def timeline(result, ax=None):
 
 
 def _streams(result, ax) -> None:
-    from simulator.api import streams
+    from simulator.distributed import streams
 
     low = _lowered(result)
     ops = result.ops
