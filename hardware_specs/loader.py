@@ -26,6 +26,9 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     [price]                       # optional table: public on-demand price per device-hour
     usd_per_hour = 1.5
     [architecture] / [[links]]    # optional tables, see ``hardware_specs.tables``
+    [functions]                   # optional, written by ``hwsim calibrate``: per ``Op.fn``
+    gelu = { efficiency = 0.02, overhead_us = 4 }   # efficiency replaces the kind's
+    conv2d = { overhead_us = 45 }                    # extra fixed cost per call
 
 ``cpu-host`` is not a file: it is built at load time from the machine hwsim runs on
 (``hardware_specs.host``).
@@ -65,7 +68,8 @@ PEAK_DTYPES: dict[str, DType] = {d.name.lower(): d for d in
                                   DType.FP8, DType.INT8)}
 
 _TOP_REQUIRED = ("name", "vendor", "class", "source", "compute", "memory", "power")
-_TOP_OPTIONAL = ("price", "architecture", "links")
+_TOP_OPTIONAL = ("price", "architecture", "links", "functions")
+_FUNCTION_KEYS = ("efficiency", "overhead_us")
 _COMPUTE_REQUIRED = ("peak_tflops", "vector_tflops", "op_overhead_us")
 _COMPUTE_OPTIONAL = ("matmul_efficiency", "conv_efficiency", "vector_efficiency",
                      "memory_efficiency")
@@ -183,6 +187,8 @@ class _Checker(OptionalTables):
                     } if "architecture" in doc else {}
         if "links" in doc:
             optional["links"] = self.links(doc["links"])
+        if "functions" in doc:
+            optional.update(self.functions(self.table(doc, "functions")))
         return DeviceSpec(
             name=self.text(doc["name"], "name"),
             vendor=self.text(doc["vendor"], "vendor"),
@@ -215,6 +221,25 @@ class _Checker(OptionalTables):
             if key in table:
                 result[field] = units.us_to_s(self.positive(table[key], f"compute.{key}"))
         return result
+
+    def functions(self, table: dict) -> dict:
+        """``[functions]``: per-function efficiency and overhead from a calibration."""
+        efficiency, overhead = {}, {}
+        for fn, entry in table.items():
+            where = f"functions.{fn}"
+            if not isinstance(entry, dict) or not entry:
+                raise self.fail(where, "must be a table such as { efficiency = 0.05, "
+                                       "overhead_us = 4 }")
+            self.keys(entry, where, (), _FUNCTION_KEYS)
+            if "efficiency" in entry:
+                efficiency[fn] = self.fraction(entry["efficiency"], f"{where}.efficiency")
+            if "overhead_us" in entry:
+                value = entry["overhead_us"]
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                    raise self.fail(f"{where}.overhead_us", f"must be a number >= 0, not "
+                                                            f"{value!r}")
+                overhead[fn] = units.us_to_s(float(value))
+        return {"function_efficiency": efficiency, "function_overhead_s": overhead}
 
     def peaks(self, table: Any) -> dict[DType, float]:
         key = "compute.peak_tflops"

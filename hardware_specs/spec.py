@@ -104,6 +104,13 @@ class DeviceSpec:
     # Framework cost of one training step besides its ops (the loop, loss.backward() and
     # optimizer.step() entry, zero_grad): paid once per optimizer step; 0 where negligible.
     step_overhead_s: float = 0.0
+    # Per-function overrides, keyed by ``Op.fn`` ("gelu", "conv2d", "dropout", ...), measured by
+    # calibration: the fraction of its unit's peak a function achieves (replacing the kind's
+    # efficiency: vector functions are not all one speed -- an erf or a random-number generator
+    # costs many adds) and its extra fixed cost per call (a library's per-call setup, such as
+    # oneDNN's convolution primitives on a CPU). Empty: every function runs at its kind's rates.
+    function_efficiency: dict[str, float] = field(default_factory=dict)
+    function_overhead_s: dict[str, float] = field(default_factory=dict)
     price_per_hour_usd: float | None = None
     source: str = ""
     path: str = ""                  # the file it was loaded from

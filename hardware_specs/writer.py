@@ -21,9 +21,10 @@ def calibrated_toml(device: DeviceSpec, calibrated: DeviceSpec, provenance: str)
     original = _source_text(device)
     text = original if original is not None else device_toml(device)
     lines = [f"# Calibrated: {provenance}.", f"# Base figures: {device.path or device.name}."]
-    body = _replace_compute(text.splitlines(), _compute_lines(calibrated))
-    body = [f'name = "{calibrated.name}"' if line.startswith("name =") else line
-            for line in body]
+    body = _replace_compute(_drop_functions(text.splitlines()), _compute_lines(calibrated))
+    body += _function_lines(calibrated)
+    first = next(i for i, line in enumerate(body) if line.startswith("name ="))
+    body[first] = f'name = "{calibrated.name}"'  # the device's name, not a memory level's
     out = "\n".join(lines + body) + "\n"
     from hardware_specs.loader import parse_device  # validate before anyone writes it
 
@@ -56,6 +57,36 @@ def _compute_lines(spec: DeviceSpec) -> list[str]:
         out.append(f"optimizer_overhead_us = {spec.optimizer_overhead_s * 1e6:.6g}")
     if spec.step_overhead_s > 0:
         out.append(f"step_overhead_us = {spec.step_overhead_s * 1e6:.6g}")
+    return out
+
+
+def _function_lines(spec: DeviceSpec) -> list[str]:
+    """The ``[functions]`` table of ``spec``'s per-function figures (none: no table)."""
+    fns = sorted(set(spec.function_efficiency) | set(spec.function_overhead_s))
+    if not fns:
+        return []
+    out = ["", "[functions]  # measured by hwsim calibrate (see the header)"]
+    for fn in fns:
+        parts = []
+        if fn in spec.function_efficiency:
+            parts.append(f"efficiency = {spec.function_efficiency[fn]:.6g}")
+        if fn in spec.function_overhead_s:
+            parts.append(f"overhead_us = {spec.function_overhead_s[fn] * 1e6:.6g}")
+        out.append(f"{fn} = {{ {', '.join(parts)} }}")
+    return out
+
+
+def _drop_functions(lines: list[str]) -> list[str]:
+    """The lines without a ``[functions]`` table (a calibration replaces it whole)."""
+    out, inside = [], False
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("["):
+            inside = stripped.split("#", 1)[0].strip() == "[functions]"
+        if not inside:
+            out.append(line)
+    while out and not out[-1].strip():
+        out.pop()
     return out
 
 

@@ -10,6 +10,7 @@ torch and scipy are imported only here, and only when measuring or fitting.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import platform
 import time
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardware_specs.spec import DeviceSpec
+from simulator.calibrate_functions import EFFICIENCY_ONLY, FUNCTIONS, micro_model
 from simulator.cost import op_costs
 from simulator.graph import OpGraph
 from simulator.lower import lower
@@ -33,13 +35,14 @@ PARAMS = ("matmul_efficiency", "conv_efficiency", "vector_efficiency", "memory_e
 class Case:
     """One micro-benchmark: ``kind`` and its dimensions (see ``case_graph``)."""
 
-    kind: str                  # matmul | conv | add | sum | layernorm | softmax | train
+    kind: str                  # matmul | conv | add | sum | layernorm | softmax | train | function
     dims: tuple[int, ...]
     dtype: str = "fp32"
+    fn: str = ""               # for ``function``: the ``Op.fn`` its micro-model exercises
 
     @property
     def label(self) -> str:
-        return f"{self.kind} {'x'.join(map(str, self.dims))} {self.dtype}"
+        return f"{self.fn or self.kind} {'x'.join(map(str, self.dims))} {self.dtype}"
 
 
 @dataclass(frozen=True)
@@ -50,24 +53,31 @@ class Measurement:
 
 def cases(quick: bool = False) -> list[Case]:
     """The sweep: matmul shapes, convolutions by kernel/stride/channels, vector bandwidth,
-    normalisation, softmax and the dispatch overhead. ``quick`` keeps one of each family."""
+    normalisation, softmax and the dispatch overhead; then training steps of chains of linears
+    (the framework's per-op costs) and of each function's micro-model
+    (``simulator.calibrate_functions``). ``quick`` keeps fewer of each family."""
     mm = [(256, 256, 256), (1024, 1024, 1024), (4096, 1024, 256), (64, 4096, 1024),
           (2048, 2048, 2048), (512, 512, 4096)]
     conv = [(8, 64, 56, 56, 64, 3, 1, 1), (8, 64, 56, 56, 256, 1, 1, 0),
             (8, 128, 28, 28, 128, 3, 2, 1), (8, 3, 224, 224, 64, 7, 2, 3),
             (8, 256, 14, 14, 256, 3, 1, 1)]
-    vec = [1 << 14, 1 << 18, 1 << 22, 1 << 24]
-    rows = [(4096, 768), (16384, 1024)]
+    # vectors up to 16 MiB: beyond glibc's 32 MiB mmap threshold every output is fresh pages,
+    # a page-fault cost that training steps of the small models a CPU trains never see
+    vec = [1 << 12, 1 << 16, 1 << 20, 1 << 22]
+    rows = [(1024, 256), (4096, 768)]
     # whole training steps of chains of small linears (layers, width, batch, relu between):
     # the framework's per-op cost in forward, backward and the optimizer, which a bare kernel
     # does not show; with and without relus, so that per-op and per-tensor costs separate
     train = [(1, 8, 4, 0), (4, 8, 4, 0), (16, 8, 4, 0), (16, 8, 4, 1), (4, 256, 64, 1)]
+    fns = FUNCTIONS
     if quick:
         mm, conv, vec, rows, train = mm[:2], conv[:2], vec[1:3], rows[:1], train[1:4]
+        fns = {fn: (sizes[0], sizes[-1]) for fn, sizes in FUNCTIONS.items()}
     out = [Case("matmul", d) for d in mm] + [Case("conv", d) for d in conv]
     out += [Case("add", (n,)) for n in vec] + [Case("sum", (n,)) for n in vec[-2:]]
     out += [Case("layernorm", r) for r in rows] + [Case("softmax", r) for r in rows]
-    return out + [Case("train", d) for d in train]
+    out += [Case("train", d) for d in train]
+    return out + [Case("function", d, fn=fn) for fn, sizes in fns.items() for d in sizes]
 
 
 def case_graph(case: Case) -> OpGraph:
@@ -78,6 +88,8 @@ def case_graph(case: Case) -> OpGraph:
     d = case.dims
     if case.kind == "train":
         return _train_graph(b, *d)
+    if case.kind == "function":
+        return _function_graph(case)
     if case.kind == "matmul":  # (m, k) @ (k, n)
         m, n, k = d
         b.linear("mm", b.input("a", m * k), m, k, n, bias=False)
@@ -112,15 +124,36 @@ def _train_graph(b: Builder, layers: int, width: int, batch: int, relu: int) -> 
     return training_graph(b.graph, Plan(micro_batch=batch, precision="fp32", optimizer="adamw"))
 
 
+@functools.lru_cache(maxsize=None)
+def _function_graph(case: Case) -> OpGraph:
+    """The training step of ``case.fn``'s micro-model, imported from torch as any model is."""
+    import torch
+
+    from simulator.plan import Plan
+    from simulator.training import training_graph
+    from workloads.torch_import import import_module
+
+    module, inputs = micro_model(torch, case.fn, case.dims)
+    workload = import_module(module, inputs, name=case.label)
+    return training_graph(workload.forward_graph(workload.default_batch, DType[case.dtype.upper()]),
+                          Plan(micro_batch=workload.default_batch, precision=case.dtype,
+                               optimizer="adamw"))
+
+
+@functools.lru_cache(maxsize=None)
+def _lowered(case: Case):
+    return lower(case_graph(case))
+
+
 def case_seconds(case: Case, time_s: np.ndarray) -> float:
     """The predicted time of a case from its graph's per-op times (a serial stream)."""
-    return float(time_s.sum()) if case.kind == "train" else float(time_s[-1])
+    return float(time_s.sum()) if case.kind in ("train", "function") else float(time_s[-1])
 
 
 def measure(todo: Iterable[Case], device: str = "cpu",
             progress: Callable[[int, int, str], None] | None = None,
             min_time_s: float = 0.05) -> list[Measurement]:
-    """Time each case with torch on ``device`` ("cpu" or "cuda"): median of repeats."""
+    """Time each case with torch on ``device`` ("cpu" or "cuda"): best of five batches."""
     import torch
 
     todo = list(todo)
@@ -148,6 +181,10 @@ def _torch_case(torch, case: Case, device: str):
         return lambda: torch.nn.functional.conv2d(x, weight, stride=stride, padding=pad)
     if case.kind == "train":
         return _torch_train_step(torch, *d, device=device, dtype=dtype)
+    if case.kind == "function":
+        module, inputs = micro_model(torch, case.fn, d)
+        return _torch_step(torch, module.to(device=device),
+                           tuple(x.to(device=device) for x in inputs))
     if case.kind == "add":
         a, b = new(d[0]), new(d[0])
         return lambda: a + b
@@ -170,18 +207,27 @@ def _torch_train_step(torch, layers: int, width: int, batch: int, relu: int, dev
             blocks.append(torch.nn.ReLU())
     model = torch.nn.Sequential(*blocks)
     model = model.to(device=device, dtype=dtype)
-    x = torch.randn(batch, width, device=device, dtype=dtype)
-    target = torch.zeros(batch, dtype=torch.long, device=device)
-    optimizer = torch.optim.AdamW(model.parameters())
+    return _torch_step(torch, model, (torch.randn(batch, width, device=device, dtype=dtype),))
+
+
+def _torch_step(torch, module, inputs: tuple):
+    """One training step as ``simulator.validate`` times it: forward, the importer's loss,
+    backward, AdamW step, ``zero_grad``."""
+    from simulator.validate import loss_of
+
+    optimizer = torch.optim.AdamW(module.parameters())
+    module.train()
 
     def step():
-        torch.nn.functional.cross_entropy(model(x), target).backward()
+        loss_of(torch, module(*inputs)).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return step
 
 
-def _time(torch, fn, device: str, min_time_s: float) -> float:
+def _time(torch, fn, device: str, min_time_s: float, min_reps: int = 1) -> float:
+    """Seconds per call of ``fn``: the best of five batches of calls, each batch about a fifth
+    of ``min_time_s`` (and at least ``min_reps`` calls)."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     fn(), fn()
     sync()
@@ -191,7 +237,7 @@ def _time(torch, fn, device: str, min_time_s: float) -> float:
         calls += 1
     sync()
     per = max((time.perf_counter() - start) / max(calls, 1), 1e-9)
-    reps = max(1, min(1000, int(min_time_s / 5 / per)))
+    reps = max(min_reps, min(1000, int(min_time_s / 5 / per)))
     samples = []
     for _ in range(5):
         sync()
@@ -200,7 +246,7 @@ def _time(torch, fn, device: str, min_time_s: float) -> float:
             fn()
         sync()
         samples.append((time.perf_counter() - t) / reps)
-    return float(np.median(samples))
+    return float(min(samples))  # best of five batches: interference only ever adds time
 
 
 class Calibration:
@@ -209,10 +255,47 @@ class Calibration:
     def __init__(self, device: DeviceSpec) -> None:
         self.device = device
 
-    def fit(self, measurements: list[Measurement]) -> "Calibration":
+    def fit(self, measurements: list[Measurement], rounds: int = 3) -> "Calibration":
+        """Least squares on log time, solved by blocks: the global ``PARAMS`` on the kernel and
+        chain cases, then each function of ``FUNCTIONS`` on its own micro-model cases with
+        everything before it known; ``rounds`` times, since the chains contain functions
+        (linears, the loss) and the micro-models the framework's global costs.
+
+        Kernels timed alone are priced without the function figures (they measure the kinds'
+        efficiencies and the bare dispatch); training steps with them."""
+        kernels = [m for m in measurements if m.case.kind != "function"]
+        self.function_efficiency_: dict[str, float] = {}
+        self.function_overhead_s_: dict[str, float] = {}
+        for _ in range(rounds):
+            x = self._fit_globals(kernels)
+            for name, value in zip(PARAMS, x):
+                setattr(self, name + "_", float(value))
+            self.dispatch_s_ = float(x[-1])
+            for fn in FUNCTIONS:
+                cases = [m for m in measurements if m.case.kind == "function" and m.case.fn == fn]
+                if cases:
+                    self._fit_function(fn, cases)
+        self.measurements_ = kernels + [m for m in measurements if m.case.kind == "function"]
+        self.residuals_ = np.array([self._predict(m.case, self._device_for(m.case)) / m.seconds
+                                    - 1.0 for m in self.measurements_])  # predicted/measured - 1
+        return self
+
+    def _device_for(self, case: Case) -> DeviceSpec:
+        """The calibrated spec as it prices ``case``: a kernel timed alone pays the bare
+        dispatch and its kind's rates; a training step the framework's per-op cost."""
+        if case.kind in ("train", "function"):
+            return self.apply()
+        return dataclasses.replace(self.device, op_overhead_s=self.dispatch_s_,
+                                   **{name: getattr(self, name + "_") for name in PARAMS[:-3]})
+
+    @staticmethod
+    def _predict(case: Case, device: DeviceSpec) -> float:
+        return case_seconds(case, op_costs(_lowered(case), device)[2])
+
+    def _fit_globals(self, measurements: list[Measurement]) -> np.ndarray:
         from scipy.optimize import least_squares
 
-        graphs = [lower(case_graph(m.case)) for m in measurements]
+        graphs = [_lowered(m.case) for m in measurements]
         measured = np.array([m.seconds for m in measurements])
         in_training = np.array([m.case.kind == "train" for m in measurements])
         # x = the PARAMS, then the dispatch cost of a bare kernel call: a nuisance parameter.
@@ -222,8 +305,12 @@ class Calibration:
         lo = np.array([1e-3] * 4 + [1e-8, 0.0, 0.0, 1e-8])
         hi = np.array([1.0] * 4 + [1e-2, 1e-3, 1e-2, 1e-3])
 
+        functions = {"function_efficiency": dict(self.function_efficiency_),
+                     "function_overhead_s": dict(self.function_overhead_s_)}
+
         def residuals(x):
-            training, bare = self._spec(x[:-1]), self._spec(x[:-1], op_overhead_s=x[-1])
+            training = self._spec(x[:-1], **functions)
+            bare = self._spec(x[:-1], op_overhead_s=x[-1])
             predicted = np.array([case_seconds(m.case, op_costs(g, training if t else bare)[2])
                                   for m, g, t in zip(measurements, graphs, in_training)])
             return np.log(predicted) - np.log(measured)
@@ -236,13 +323,36 @@ class Calibration:
                 x0[2], x0[3] = vector, memory
                 fits.append(least_squares(residuals, x0, bounds=(lo, hi),
                                           x_scale=[0.1] * 4 + [1e-6] * 2 + [1e-5, 1e-6]))
-        fit = min(fits, key=lambda f: f.cost)
-        for name, value in zip(PARAMS, fit.x):
-            setattr(self, name + "_", float(value))
-        self.dispatch_s_ = float(fit.x[-1])
-        self.measurements_ = measurements
-        self.residuals_ = np.exp(residuals(fit.x)) - 1.0  # predicted / measured - 1
-        return self
+        return min(fits, key=lambda f: f.cost).x
+
+    def _fit_function(self, fn: str, measurements: list[Measurement]) -> None:
+        """Fit ``fn``'s efficiency (log scale) and per-call overhead to its cases."""
+        from scipy.optimize import least_squares
+
+        measured = np.log([m.seconds for m in measurements])
+        known = self.apply()
+        overhead = fn not in EFFICIENCY_ONLY
+
+        def spec(p):
+            efficiency = {**self.function_efficiency_, fn: float(np.exp(p[0]))}
+            overheads = dict(self.function_overhead_s_)
+            if overhead:
+                overheads[fn] = float(p[1])
+            return dataclasses.replace(known, function_efficiency=efficiency,
+                                       function_overhead_s=overheads)
+
+        def residuals(p):
+            device = spec(p)
+            return np.log([self._predict(m.case, device) for m in measurements]) - measured
+
+        lo, hi = [np.log(1e-4)] + [0.0] * overhead, [0.0] + [1e-3] * overhead
+        fits = [least_squares(residuals, [np.log(start)] + [1e-6] * overhead, bounds=(lo, hi),
+                              x_scale=[1.0] + [1e-5] * overhead)
+                for start in (1.0, 0.1, 0.01, 0.001)]
+        best = min(fits, key=lambda f: f.cost).x
+        self.function_efficiency_[fn] = float(np.exp(best[0]))
+        if overhead:
+            self.function_overhead_s_[fn] = float(best[1])
 
     def _spec(self, x, **changes) -> DeviceSpec:
         values = dict(zip(PARAMS, map(float, x)))
@@ -251,11 +361,17 @@ class Calibration:
 
     def apply(self) -> DeviceSpec:
         """The calibrated spec (a new object; the device given to the constructor is kept)."""
-        return self._spec([getattr(self, name + "_") for name in PARAMS])
+        return self._spec([getattr(self, name + "_") for name in PARAMS],
+                          function_efficiency=dict(getattr(self, "function_efficiency_", {})),
+                          function_overhead_s=dict(getattr(self, "function_overhead_s_", {})))
 
     def report(self) -> str:
         lines = [f"{name:20s} {getattr(self, name + '_'):.4g}" for name in PARAMS]
         lines.append(f"{'(bare dispatch_s)':20s} {self.dispatch_s_:.4g}")
+        for fn, efficiency in self.function_efficiency_.items():
+            over = self.function_overhead_s_.get(fn)
+            lines.append(f"  function {fn:14s} efficiency {efficiency:.4g}"
+                         + (f"  overhead {over * 1e6:.3g} us" if over is not None else ""))
         for m, r in zip(self.measurements_, self.residuals_):
             lines.append(f"  {m.case.label:34s} measured {m.seconds * 1e6:10.1f} us  "
                          f"predicted {r:+7.1%}")

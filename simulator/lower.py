@@ -74,6 +74,7 @@ class Lowered:
     local: np.ndarray = None       # int64, of them per node (0: as many as fit in one)
     axis: np.ndarray = None        # int8, ``simulator.parallel.Axis`` code of a collective
     collective: np.ndarray = None  # int8, index in ``COLLECTIVE_FNS``, -1 if not a collective
+    fn: np.ndarray = None          # object (str), ``Op.fn``: per-function rates look it up
 
     def __len__(self) -> int:
         return len(self.names)
@@ -110,6 +111,7 @@ def lower(graph: OpGraph) -> Lowered:
     keep_bytes: list[int] = []
     extras: dict[str, list[int]] = {field: [] for field in _EXTRA_FIELDS}
     collective: list[int] = []
+    fns: list[str] = []
     codes = {fn: i for i, fn in enumerate(COLLECTIVE_FNS)}
     for name in names:
         op = nodes[name]["op"]
@@ -120,6 +122,7 @@ def lower(graph: OpGraph) -> Lowered:
         for field, (_, default) in _EXTRA_FIELDS.items():
             extras[field].append(facts.get(field, default))
         collective.append(codes.get(op.fn, -1))
+        fns.append(op.fn)
         edges = sorted(pred[name].items(), key=lambda e: e[1]["index"])
         counts.append(len(edges))
         for src, data in edges:
@@ -134,7 +137,8 @@ def lower(graph: OpGraph) -> Lowered:
                   edge_bytes=np.asarray(edge_bytes, dtype=np.int64),
                   edge_output=np.asarray(edge_output, dtype=np.bool_),
                   keep_bytes=np.asarray(keep_bytes, dtype=np.int64),
-                  collective=np.asarray(collective, dtype=np.int8))
+                  collective=np.asarray(collective, dtype=np.int8),
+                  fn=np.asarray(fns, dtype=object))
     arrays.update({field: np.asarray(values, dtype=_EXTRA_FIELDS[field][0])
                    for field, values in extras.items()})
     for array in arrays.values():

@@ -37,7 +37,7 @@ from simulator.parallel import Axis
 from simulator.plan import OPTIMIZER_FLOPS_PER_PARAM, OPTIMIZER_STATES, Plan, Recompute
 
 #: Tensor ops whose second operand is a parameter (not an edge of the graph).
-WEIGHTED = frozenset({"linear", "conv1d", "conv2d", "conv3d",
+WEIGHTED = frozenset({"linear", "rnn_linear", "conv1d", "conv2d", "conv3d",
                       "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"})
 #: Ops whose gradient passes to their inputs unchanged, without a kernel: an addition, and an
 #: alias (an imported view that only gives a tensor op a distinct operand, e.g. q and k split

@@ -8,7 +8,6 @@ else its mean. Measured and predicted figures are kept apart in ``Row`` and neve
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass
 
 from hardware_specs.spec import DeviceSpec
@@ -44,14 +43,17 @@ def loss_of(torch, output):
 
 
 def measure_step(module, inputs: tuple, runtime: str = "cpu", steps: int = 5,
-                 warmup: int = 2) -> tuple[float, float | None]:
-    """Median seconds of one training step (and peak bytes on CUDA) with torch."""
+                 warmup: int = 2, min_time_s: float = 0.25) -> tuple[float, float | None]:
+    """Seconds of one training step (and peak bytes on CUDA) with torch: the best of five
+    batches of at least ``steps`` steps (and ``min_time_s`` in all), as ``hwsim calibrate``
+    times its micro-benchmarks (``simulator.calibrate._time``)."""
     import torch
+
+    from simulator.calibrate import _time
 
     module = module.to(runtime).train()
     inputs = tuple(x.to(runtime) if hasattr(x, "to") else x for x in inputs)
     optimizer = torch.optim.AdamW(module.parameters())
-    sync = torch.cuda.synchronize if runtime.startswith("cuda") else (lambda: None)
 
     def step():
         loss_of(torch, module(*inputs)).backward()
@@ -62,15 +64,9 @@ def measure_step(module, inputs: tuple, runtime: str = "cpu", steps: int = 5,
         step()
     if runtime.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(steps):
-        sync()
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
+    seconds = _time(torch, step, runtime, min_time_s, min_reps=steps)
     peak = float(torch.cuda.max_memory_allocated()) if runtime.startswith("cuda") else None
-    return statistics.median(times), peak
+    return seconds, peak
 
 
 def validate_model(spec: str, device: DeviceSpec, runtime: str = "cpu", steps: int = 5) -> Row:

@@ -27,28 +27,38 @@ def test_case_graphs_count_what_torch_runs():
     assert add.bytes_read == 2 * 4000 and add.bytes_written == 4000
 
 
-def _synthetic(truth, dispatch_s):
+def _synthetic(truth, functions, dispatch_s, todo):
     """Measurements made by the cost model itself with known parameters: kernels timed alone
-    pay ``dispatch_s``, ops inside training steps the framework's ``op_overhead_s``."""
-    training = dataclasses.replace(A100, **truth)
-    bare = dataclasses.replace(training, op_overhead_s=dispatch_s)
-    return [Measurement(c, case_seconds(c, op_costs(lower(case_graph(c)),
-                                                    training if c.kind == "train" else bare)[2]))
-            for c in cases()]
+    pay ``dispatch_s`` at their kinds' rates, training steps the framework's ``op_overhead_s``
+    and the functions' own figures."""
+    bare = dataclasses.replace(A100, **{**truth, "op_overhead_s": dispatch_s})
+    training = dataclasses.replace(A100, **truth, **functions)
+    return [Measurement(c, case_seconds(c, op_costs(lower(case_graph(c)), training
+                                                    if c.kind in ("train", "function")
+                                                    else bare)[2]))
+            for c in todo]
 
 
 def test_fit_recovers_known_parameters():
     truth = {"matmul_efficiency": 0.71, "conv_efficiency": 0.43, "vector_efficiency": 0.02,
              "memory_efficiency": 0.8, "op_overhead_s": 6e-6, "optimizer_overhead_s": 15e-6,
              "step_overhead_s": 40e-6}
-    fit = Calibration(A100).fit(_synthetic(truth, dispatch_s=1.5e-6))
+    functions = {"function_efficiency": {"gelu": 0.003, "conv2d": 0.3, "adamw": 0.01},
+                 "function_overhead_s": {"gelu": 2e-6, "conv2d": 50e-6}}
+    todo = [c for c in cases() if c.kind != "function" or c.fn in ("gelu", "conv2d", "adamw")]
+    fit = Calibration(A100).fit(_synthetic(truth, functions, 1.5e-6, todo))
     assert fit.dispatch_s_ == pytest.approx(1.5e-6, rel=1e-3)
     for name in PARAMS:
         assert getattr(fit, name + "_") == pytest.approx(truth[name], rel=1e-3), name
+    for fn, value in functions["function_efficiency"].items():
+        assert fit.function_efficiency_[fn] == pytest.approx(value, rel=1e-3), fn
+    for fn, value in functions["function_overhead_s"].items():
+        assert fit.function_overhead_s_[fn] == pytest.approx(value, rel=1e-3), fn
     assert np.max(np.abs(fit.residuals_)) < 1e-6
     calibrated = fit.apply()
     assert calibrated.matmul_efficiency == pytest.approx(0.71, rel=1e-3)
-    assert A100.matmul_efficiency == 1.0  # the input spec is left as it was
+    assert calibrated.function_overhead_s["conv2d"] == pytest.approx(50e-6, rel=1e-3)
+    assert A100.matmul_efficiency == 1.0 and not A100.function_efficiency  # input left as it was
 
 
 @pytest.mark.parametrize("name", ["a100", "tpu-v4", "cpu-host"])
@@ -56,10 +66,18 @@ def test_calibrated_file_loads_and_keeps_sources(name):
     device = load_device(name)
     new = dataclasses.replace(device, name=f"{device.name}-calibrated", matmul_efficiency=0.6,
                               conv_efficiency=0.5, vector_efficiency=0.4, memory_efficiency=0.7,
-                              op_overhead_s=4e-6)
+                              op_overhead_s=4e-6, function_efficiency={"gelu": 0.05},
+                              function_overhead_s={"gelu": 3e-6, "conv2d": 8e-5})
     text = calibrated_toml(device, new, "unit test")
     loaded = parse_device(text.encode(), "x.toml")
     assert loaded.name == new.name
+    assert [m.name for m in loaded.memory] == [m.name for m in device.memory]  # not renamed
+    assert loaded.function_efficiency == {"gelu": 0.05}
+    assert loaded.function_overhead_s == pytest.approx({"gelu": 3e-6, "conv2d": 8e-5})
+    again = calibrated_toml(loaded, dataclasses.replace(loaded, function_efficiency={},
+                                                        function_overhead_s={"relu": 1e-6}), "x")
+    assert parse_device(again.encode(), "y.toml").function_overhead_s == pytest.approx(
+        {"relu": 1e-6})  # a new calibration replaces the [functions] table whole
     for key in ("matmul_efficiency", "conv_efficiency", "vector_efficiency",
                 "memory_efficiency"):
         assert getattr(loaded, key) == pytest.approx(getattr(new, key))

@@ -95,3 +95,33 @@ def test_cache_fit_prices_small_ops_at_the_cache_level():
     hbm = A100.memory_bandwidth_bytes_per_s * A100.memory_efficiency
     assert list(bw) == [5e12, 5e12, hbm]
     assert list(level_bandwidth(np.array([1e6]), A100)) == [hbm]  # no cache listed: main memory
+
+
+def _gelu_mlp():
+    graph = OpGraph("gelu-mlp")
+    b = Builder(graph, dtype=DType.FP32)
+    x = b.linear("fc1", b.input("x", 64 * 256), 64, 256, 1024)
+    x = b.activation("gelu", x, 64 * 1024)
+    b.linear("fc2", x, 64, 1024, 256)
+    return lower(graph)
+
+
+def test_function_figures_price_only_their_function():
+    """A measured function runs at its own fraction of its unit's peak (replacing the kind's
+    efficiency) and pays its extra per-call cost; every other op is priced as before."""
+    from simulator.cost import op_costs
+
+    lowered = _gelu_mlp()
+    device = dataclasses.replace(A100, vector_efficiency=0.5)
+    base = op_costs(lowered, device)
+    slow = dataclasses.replace(device, function_efficiency={"gelu": 1e-4},
+                               function_overhead_s={"gelu": 7e-6, "linear": 1e-6})
+    compute, _, time_s = op_costs(lowered, slow)
+    gelu, linears = lowered.fn == "gelu", lowered.fn == "linear"
+    assert gelu.sum() == 1 and linears.sum() == 2
+    flops = lowered.flops[gelu][0]
+    assert compute[gelu][0] == pytest.approx(flops / (A100.vector_flops_per_s * 1e-4))
+    assert time_s[gelu][0] == pytest.approx(compute[gelu][0] + A100.op_overhead_s + 7e-6)
+    assert np.allclose(time_s[linears], base[2][linears] + 1e-6)
+    other = ~(gelu | linears)
+    assert np.array_equal(time_s[other], base[2][other])

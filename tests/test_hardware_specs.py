@@ -144,6 +144,15 @@ def test_optional_keys_default(tmp_path):
     assert spec.price_per_hour_usd is None
 
 
+def test_function_figures_load_in_si(tmp_path):
+    text = GOOD + "[functions]\ngelu = { efficiency = 0.05, overhead_us = 4 }\n" \
+                  "conv2d = { overhead_us = 0 }\n"
+    spec = load_device(write(tmp_path, text))
+    assert spec.function_efficiency == {"gelu": 0.05}
+    assert spec.function_overhead_s == {"gelu": pytest.approx(4e-6), "conv2d": 0.0}
+    assert load_device(write(tmp_path, GOOD)).function_efficiency == {}
+
+
 def test_units_module():
     assert units.tflops_to_flops_per_s(312) == 312e12
     assert units.gb_per_s_to_bytes_per_s(2039) == 2.039e12
@@ -196,6 +205,13 @@ BAD_CASES = {
     "empty_peaks": (replace("{ fp32 = 10, bf16 = 100 }", "{}"), "compute.peak_tflops"),
     "unknown_class": (GOOD.replace('class = "gpu"', 'class = "gpgpu"'), "class"),
     "idle_above_tdp": (replace("idle_w = 50", "idle_w = 400"), "power.idle_w"),
+    "function_efficiency_above_one": (GOOD + "[functions]\ngelu = { efficiency = 2 }\n",
+                                      "functions.gelu.efficiency"),
+    "function_negative_overhead": (GOOD + "[functions]\ngelu = { overhead_us = -1 }\n",
+                                   "functions.gelu.overhead_us"),
+    "function_unknown_key": (GOOD + "[functions]\ngelu = { speed = 2 }\n",
+                             "functions.gelu.speed"),
+    "function_not_a_table": (GOOD + "[functions]\ngelu = 0.5\n", "functions.gelu"),
 }
 
 

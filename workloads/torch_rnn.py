@@ -80,7 +80,9 @@ class _Direction:
         out_f, in_f = weight.meta.shape
         out = self.meta(rows, out_f)
         reads = [r for r in (x, weight, bias) if r is not None]
-        op, grad = self.em.emit(OpKind.MATMUL, "linear" if weight.grad else "matmul", reads,
+        # "rnn_linear": a GEMM inside the fused recurrent kernel (one aten::lstm call), which
+        # pays no per-call framework cost of its own, unlike an nn.Linear's "linear"
+        op, grad = self.em.emit(OpKind.MATMUL, "rnn_linear" if weight.grad else "matmul", reads,
                                 [out], name=name, edges=[x] if x.op else [], saves=("inputs",),
                                 flops=2 * rows * in_f * out_f, m=rows, n=out_f, k=in_f)
         return Src(op, grad, out, out.numel)
