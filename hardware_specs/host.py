@@ -32,6 +32,7 @@ operator_benchmark CPU dispatch, pytorch/pytorch PR #32194).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import platform
@@ -79,6 +80,21 @@ def host_device() -> DeviceSpec:
         path="<cpu-host>",
         architecture=Architecture(compute_units=cores, clock_hz=clock_hz,
                                   simd_width_bits=simd_bits, fma_units_per_core=FMA_UNITS))
+
+
+def on_cores(spec: DeviceSpec, cores: int) -> DeviceSpec:
+    """``spec`` (a CPU) used by ``cores`` of its cores, as a framework limited to that many
+    threads uses it: compute peaks and power scale with the cores; bandwidths are kept (a
+    copy on fewer threads is not measured again)."""
+    total = spec.architecture.compute_units or cores
+    if cores >= total:
+        return spec
+    share = cores / total
+    return dataclasses.replace(
+        spec, peak_flops_per_s={d: v * share for d, v in spec.peak_flops_per_s.items()},
+        vector_flops_per_s=spec.vector_flops_per_s * share,
+        idle_power_w=spec.idle_power_w * share, tdp_w=spec.tdp_w * share,
+        architecture=dataclasses.replace(spec.architecture, compute_units=cores))
 
 
 # ------------------------------------------------------------------------------ reading the OS

@@ -28,7 +28,7 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     [architecture] / [[links]]    # optional tables, see ``hardware_specs.tables``
     [functions]                   # optional, written by ``hwsim calibrate``: per ``Op.fn``
     gelu = { efficiency = 0.02, overhead_us = 4 }   # efficiency replaces the kind's
-    conv2d = { overhead_us = 45 }                    # extra fixed cost per call
+    conv2d = { overhead_us = 45 }                    # fixed cost per call, replaces op's
 
 ``cpu-host`` is not a file: it is built at load time from the machine hwsim runs on
 (``hardware_specs.host``).

@@ -107,8 +107,9 @@ class DeviceSpec:
     # Per-function overrides, keyed by ``Op.fn`` ("gelu", "conv2d", "dropout", ...), measured by
     # calibration: the fraction of its unit's peak a function achieves (replacing the kind's
     # efficiency: vector functions are not all one speed -- an erf or a random-number generator
-    # costs many adds) and its extra fixed cost per call (a library's per-call setup, such as
-    # oneDNN's convolution primitives on a CPU). Empty: every function runs at its kind's rates.
+    # costs many adds) and its fixed cost per call (replacing op_overhead_s: a library's
+    # per-call set-up, such as oneDNN's convolution primitives on a CPU, or none for the GEMMs
+    # inside one fused RNN call). Empty: every function runs at its kind's rates.
     function_efficiency: dict[str, float] = field(default_factory=dict)
     function_overhead_s: dict[str, float] = field(default_factory=dict)
     price_per_hour_usd: float | None = None

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardware_specs.spec import DeviceSpec
-from simulator.calibrate_functions import EFFICIENCY_ONLY, FUNCTIONS, micro_model
+from simulator.calibrate_functions import (EFFICIENCY_ONLY, FIT_ORDER, FITTED_ON, FUNCTIONS,
+                                          micro_model)
 from simulator.cost import op_costs
 from simulator.graph import OpGraph
 from simulator.lower import lower
@@ -152,20 +153,24 @@ def case_seconds(case: Case, time_s: np.ndarray) -> float:
 
 def measure(todo: Iterable[Case], device: str = "cpu",
             progress: Callable[[int, int, str], None] | None = None,
-            min_time_s: float = 0.05) -> list[Measurement]:
-    """Time each case with torch on ``device`` ("cpu" or "cuda"): best of five batches."""
+            min_time_s: float = 0.05, passes: int = 2) -> list[Measurement]:
+    """Time each case with torch on ``device`` ("cpu" or "cuda"): the best of five batches in
+    each of ``passes`` passes over all cases, so that a slow spell of a shared machine (tens
+    of seconds) spoils at most one pass."""
     import torch
 
     todo = list(todo)
-    out = []
-    for i, case in enumerate(todo):
-        if progress:
-            progress(i, len(todo), case.label)
-        fn = _torch_case(torch, case, device)
-        out.append(Measurement(case, _time(torch, fn, device, min_time_s)))
+    fns = [_torch_case(torch, case, device) for case in todo]
+    best = [float("inf")] * len(todo)
+    total = passes * len(todo)
+    for p in range(passes):
+        for i, (case, fn) in enumerate(zip(todo, fns)):
+            if progress:
+                progress(p * len(todo) + i, total, case.label)
+            best[i] = min(best[i], _time(torch, fn, device, min_time_s))
     if progress:
-        progress(len(todo), len(todo), "done")
-    return out
+        progress(total, total, "done")
+    return [Measurement(case, seconds) for case, seconds in zip(todo, best)]
 
 
 def _torch_case(torch, case: Case, device: str):
@@ -255,26 +260,29 @@ class Calibration:
     def __init__(self, device: DeviceSpec) -> None:
         self.device = device
 
-    def fit(self, measurements: list[Measurement], rounds: int = 3) -> "Calibration":
-        """Least squares on log time, solved by blocks: the global ``PARAMS`` on the kernel and
+    def fit(self, measurements: list[Measurement]) -> "Calibration":
+        """Least squares on log time in two stages: the global ``PARAMS`` on the kernel and
         chain cases, then each function of ``FUNCTIONS`` on its own micro-model cases with
-        everything before it known; ``rounds`` times, since the chains contain functions
-        (linears, the loss) and the micro-models the framework's global costs.
+        everything before it known.
 
-        Kernels timed alone are priced without the function figures (they measure the kinds'
-        efficiencies and the bare dispatch); training steps with them."""
+        One pass, not alternated to a joint optimum: a function's per-call overhead and the
+        global per-op overhead are nearly collinear, and alternating lets the functions absorb
+        the framework's per-op cost, leaving every function not calibrated none. Kernels timed
+        alone are priced without the function figures (they measure the kinds' efficiencies
+        and the bare dispatch); training steps with them, so the chains' linears take the
+        ``linear`` figures, fitted on larger linears (``report`` shows what that costs)."""
         kernels = [m for m in measurements if m.case.kind != "function"]
         self.function_efficiency_: dict[str, float] = {}
         self.function_overhead_s_: dict[str, float] = {}
-        for _ in range(rounds):
-            x = self._fit_globals(kernels)
-            for name, value in zip(PARAMS, x):
-                setattr(self, name + "_", float(value))
-            self.dispatch_s_ = float(x[-1])
-            for fn in FUNCTIONS:
-                cases = [m for m in measurements if m.case.kind == "function" and m.case.fn == fn]
-                if cases:
-                    self._fit_function(fn, cases)
+        x = self._fit_globals(kernels)
+        for name, value in zip(PARAMS, x):
+            setattr(self, name + "_", float(value))
+        self.dispatch_s_ = float(x[-1])
+        for fn in FIT_ORDER:
+            host = FITTED_ON.get(fn, fn)
+            cases = [m for m in measurements if m.case.kind == "function" and m.case.fn == host]
+            if cases:
+                self._fit_function(fn, cases)
         self.measurements_ = kernels + [m for m in measurements if m.case.kind == "function"]
         self.residuals_ = np.array([self._predict(m.case, self._device_for(m.case)) / m.seconds
                                     - 1.0 for m in self.measurements_])  # predicted/measured - 1
@@ -305,11 +313,8 @@ class Calibration:
         lo = np.array([1e-3] * 4 + [1e-8, 0.0, 0.0, 1e-8])
         hi = np.array([1.0] * 4 + [1e-2, 1e-3, 1e-2, 1e-3])
 
-        functions = {"function_efficiency": dict(self.function_efficiency_),
-                     "function_overhead_s": dict(self.function_overhead_s_)}
-
         def residuals(x):
-            training = self._spec(x[:-1], **functions)
+            training = self._spec(x[:-1])
             bare = self._spec(x[:-1], op_overhead_s=x[-1])
             predicted = np.array([case_seconds(m.case, op_costs(g, training if t else bare)[2])
                                   for m, g, t in zip(measurements, graphs, in_training)])
@@ -326,7 +331,7 @@ class Calibration:
         return min(fits, key=lambda f: f.cost).x
 
     def _fit_function(self, fn: str, measurements: list[Measurement]) -> None:
-        """Fit ``fn``'s efficiency (log scale) and per-call overhead to its cases."""
+        """Fit ``fn``'s efficiency (log scale) and per-call cost to its cases."""
         from scipy.optimize import least_squares
 
         measured = np.log([m.seconds for m in measurements])
@@ -346,8 +351,9 @@ class Calibration:
             return np.log([self._predict(m.case, device) for m in measurements]) - measured
 
         lo, hi = [np.log(1e-4)] + [0.0] * overhead, [0.0] + [1e-3] * overhead
-        fits = [least_squares(residuals, [np.log(start)] + [1e-6] * overhead, bounds=(lo, hi),
-                              x_scale=[1.0] + [1e-5] * overhead)
+        start_s = [self.op_overhead_s_] * overhead  # the global per-op cost, to begin with
+        fits = [least_squares(residuals, [np.log(start)] + start_s, bounds=(lo, hi),
+                              x_scale=[1.0] + [1e-5] * overhead, xtol=1e-12, ftol=1e-12)
                 for start in (1.0, 0.1, 0.01, 0.001)]
         best = min(fits, key=lambda f: f.cost).x
         self.function_efficiency_[fn] = float(np.exp(best[0]))

@@ -39,9 +39,17 @@ FUNCTIONS: dict[str, tuple[tuple[int, ...], ...]] = {
     "softmax": ((64, 128), (512, 512)),
     "sdpa": ((2, 4, 32, 16), (4, 8, 128, 32)),
     "embedding": ((1024, 32, 8, 32), (8192, 128, 16, 64)),
-    "lstm_cell": ((4, 8, 32, 32), (8, 16, 64, 128)),
-    "adamw": ((1 << 14,), (1 << 20,)),
+    # (batch, steps, width, hidden, layers, bidirectional): nn.LSTM's configurations
+    "lstm_cell": ((4, 8, 32, 32, 1, 0), (8, 16, 64, 128, 1, 0), (4, 16, 32, 64, 2, 1)),
+    "adamw": ((1 << 14,), (1 << 17,), (1 << 20,)),
 }
+#: Functions fitted on another function's micro-model: the GEMMs inside a fused recurrent
+#: kernel (one aten::lstm call, a oneDNN primitive on CPUs) are fitted on the LSTM's steps, first,
+#: then the cells with them known.
+FITTED_ON = {"rnn_linear": "lstm_cell"}
+#: The order functions are fitted in (``FUNCTIONS``'s, each borrowing function before its host).
+FIT_ORDER = tuple(fn for host in FUNCTIONS
+                  for fn in (*[f for f, h in FITTED_ON.items() if h == host], host))
 #: Functions whose per-call overhead is not fitted: an optimizer op updates a layer's tensors
 #: together, whose per-tensor cost is the global ``optimizer_overhead_s``.
 EFFICIENCY_ONLY = frozenset({"adamw"})
@@ -117,8 +125,9 @@ def _body(torch, nn, F, fn, d, gen):
         vocab, dim, n, t = d
         return nn.Embedding(vocab, dim), torch.randint(0, vocab, (n, t), generator=gen)
     if fn == "lstm_cell":
-        n, t, width, hidden = d
-        lstm = nn.LSTM(width, hidden, batch_first=True)
+        n, t, width, hidden, layers, bidirectional = d
+        lstm = nn.LSTM(width, hidden, num_layers=layers, batch_first=True,
+                       bidirectional=bool(bidirectional))
         return _lambda(nn, lambda self, x: self.lstm(x)[0], lstm=lstm), randn(n, t, width)
     if fn == "adamw":  # one large parameter: its update dominates the step
         holder = nn.Module()

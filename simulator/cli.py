@@ -37,12 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "catalogue name of the CUDA GPU in this machine")
     c.add_argument("--out", default=None, help="spec file to write (default DEVICE-calibrated.toml)")
     c.add_argument("--quick", action="store_true", help="a reduced sweep (for tests and CI)")
+    c.add_argument("--threads", type=int, default=None, help="CPU: torch threads (and cores "
+                   "of the calibrated spec); default: torch's, all cores")
     v = sub.add_parser("validate", help="time real training steps here with torch and compare "
                        "them with hwsim's predictions")
     v.add_argument("models", nargs="+", metavar="MODEL", help="path/to/file.py:factory")
     v.add_argument("--device", required=True, help="the device present (cpu-host, a calibrated "
                    "spec file of it, or the catalogue name of this machine's CUDA GPU)")
-    v.add_argument("--steps", type=int, default=5, help="timed steps per model (median)")
+    v.add_argument("--threads", type=int, default=None, help="CPU: torch threads; give what "
+                   "the spec was calibrated with")
+    v.add_argument("--steps", type=int, default=5, help="at least this many steps per timed "
+                   "batch (each model: best of five batches, in each of two passes)")
     sub.add_parser("models", help="list the model zoo")
     sub.add_parser("devices", help="list the device catalogue")
     g = sub.add_parser("plot", help="draw a step's roofline, timeline or memory, or a sweep's "
@@ -261,6 +266,10 @@ def _calibrate(args) -> int:
 
     device = load_device(args.device)
     runtime = present_runtime(device)
+    if _set_threads(args.threads, runtime):
+        from hardware_specs.host import on_cores
+
+        device = on_cores(device, args.threads)
     todo = calibrate.cases(quick=args.quick)
     if runtime.startswith("cuda"):
         todo = [dataclasses.replace(c, dtype="bf16") if c.kind in ("matmul", "conv") else c
@@ -276,20 +285,31 @@ def _calibrate(args) -> int:
     return 0
 
 
+def _set_threads(threads: int | None, runtime: str) -> bool:
+    """Limit torch to ``threads`` CPU threads; False when not asked."""
+    if threads is None:
+        return False
+    if threads <= 0:
+        raise HwsimError(f"--threads = {threads} must be a positive integer")
+    if runtime != "cpu":
+        raise HwsimError(f"--threads {threads}: only a CPU calibration or validation takes it")
+    import torch
+
+    torch.set_num_threads(threads)
+    return True
+
+
 def _validate(args) -> int:
     from hardware_specs.loader import load_device
-    from simulator.validate import report, validate_model
+    from simulator.validate import report, validate_models
 
     device = load_device(args.device)
     runtime = present_runtime(device)
+    _set_threads(args.threads, runtime)
     if args.steps <= 0:
         raise HwsimError(f"--steps = {args.steps} must be a positive integer")
-    rows = []
-    for i, spec in enumerate(args.models):
-        _progress(i, len(args.models), spec)
-        rows.append(validate_model(spec, device, runtime, args.steps))
-    _progress(len(args.models), len(args.models), "done")
-    print(report(rows))
+    print(report(validate_models(args.models, device, runtime, args.steps,
+                                 progress=_progress)))
     return 0
 
 

@@ -18,8 +18,8 @@ The model is deliberately simple for now:
 - ops stream their bytes from the innermost memory level that holds them (``level_bandwidth``),
   main memory at ``device.memory_bandwidth_bytes_per_s * device.memory_efficiency``;
 - a function the device has measured (``device.function_efficiency``, by ``Op.fn``) runs at
-  that fraction of its unit's peak instead of its kind's efficiency, and pays its extra fixed
-  cost per call (``device.function_overhead_s``) on top of the op's;
+  that fraction of its unit's peak instead of its kind's efficiency, and pays its own fixed
+  cost per call (``device.function_overhead_s``) instead of ``op_overhead_s``;
 - each op pays ``device.op_overhead_s`` (kernel launch / dispatch); an optimizer update pays
   ``optimizer_overhead_s`` per parameter tensor besides (eager per-tensor optimizers), and
   the first update of a step the step's fixed framework cost ``step_overhead_s``;
@@ -61,8 +61,8 @@ def price(lowered: Lowered, device: DeviceSpec) -> tuple[np.ndarray, np.ndarray,
         ops = lowered.fn == fn
         peak[ops] = np.where(is_tensor[ops], matrix[ops] / base[ops],
                              device.vector_flops_per_s) * efficiency
-    for fn, extra in device.function_overhead_s.items():
-        overhead[lowered.fn == fn] += extra
+    for fn, own in device.function_overhead_s.items():  # its own per-call cost
+        overhead[lowered.fn == fn] = own
     updates = lowered.kind == OpKind.OPTIMIZER  # eager optimizers pay per parameter tensor
     overhead[updates] += lowered.batch[updates] * device.optimizer_overhead_s
     if updates.any():  # and a step pays its fixed framework cost once, with its first update

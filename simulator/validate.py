@@ -69,18 +69,36 @@ def measure_step(module, inputs: tuple, runtime: str = "cpu", steps: int = 5,
     return seconds, peak
 
 
-def validate_model(spec: str, device: DeviceSpec, runtime: str = "cpu", steps: int = 5) -> Row:
-    """Measure ``file.py:factory``'s training step here and predict it on ``device``."""
+def validate_models(specs: list[str], device: DeviceSpec, runtime: str = "cpu", steps: int = 5,
+                    passes: int = 2, progress=None) -> list[Row]:
+    """Measure each ``file.py:factory``'s training step here and predict it on ``device``.
+
+    Every model is timed in each of ``passes`` passes over the list and keeps its best: a slow
+    spell of a shared machine (tens of seconds) then spoils at most one pass, not the model.
+    """
     from simulator.api import simulate
     from workloads.torch_import import import_module, load_factory_parts
 
-    module, inputs, name = load_factory_parts(spec)
-    workload = import_module(module, inputs, name=name)
-    measured, peak = measure_step(module, inputs, runtime, steps)
-    plan = Plan(micro_batch=workload.default_batch, precision="fp32", optimizer="adamw")
-    result = simulate(workload, device, plan)
-    return Row(name, workload.default_batch, measured, result.step_time_s, peak,
-               result.peak_memory_bytes)
+    parts = [load_factory_parts(spec) for spec in specs]
+    measured: list[tuple[float, float | None]] = [(float("inf"), None)] * len(parts)
+    total = passes * len(parts)
+    for p in range(passes):
+        for i, (module, inputs, name) in enumerate(parts):
+            if progress:
+                progress(p * len(parts) + i, total, name)
+            seconds, peak = measure_step(module, inputs, runtime, steps)
+            if seconds < measured[i][0]:
+                measured[i] = (seconds, peak)
+    if progress:
+        progress(total, total, "done")
+    rows = []
+    for (module, inputs, name), (seconds, peak) in zip(parts, measured):
+        workload = import_module(module, inputs, name=name)
+        plan = Plan(micro_batch=workload.default_batch, precision="fp32", optimizer="adamw")
+        result = simulate(workload, device, plan)
+        rows.append(Row(name, workload.default_batch, seconds, result.step_time_s, peak,
+                        result.peak_memory_bytes))
+    return rows
 
 
 def report(rows: list[Row]) -> str:
