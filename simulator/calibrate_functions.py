@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import functools
 
-#: fn -> the sizes its micro-model is timed at (the meaning of the tuple is ``_body``'s).
-#: Functions are fitted in this order, each with the ones before it known: the loss and the
-#: small ops that other micro-models contain come first.
+#: fn -> the sizes its micro-model is timed at, smallest first (``--quick`` keeps two; the
+#: meaning of each tuple is ``_body``'s). Functions are fitted in this order, each with the
+#: ones before it known: the loss and the small ops that other micro-models contain come first.
 FUNCTIONS: dict[str, tuple[tuple[int, ...], ...]] = {
     "cross_entropy": ((64, 128), (512, 1024)),
     "add": ((1 << 12,), (1 << 17,)),
@@ -35,17 +35,19 @@ FUNCTIONS: dict[str, tuple[tuple[int, ...], ...]] = {
     "gelu": ((1 << 12,), (1 << 17,)),
     "tanh": ((1 << 12,), (1 << 16,)),
     "sigmoid": ((1 << 12,), (1 << 17,)),
+    "hardtanh": ((1 << 12,), (1 << 17,)),
     "dropout": ((1 << 12,), (1 << 16,)),
     "softmax": ((64, 128), (512, 512)),
     "sdpa": ((2, 4, 32, 16), (4, 8, 128, 32)),
     "embedding": ((1024, 32, 8, 32), (8192, 128, 16, 64)),
     # (batch, steps, width, hidden, layers, bidirectional): nn.LSTM's configurations
-    "lstm_cell": ((4, 8, 32, 32, 1, 0), (8, 16, 64, 128, 1, 0), (4, 16, 32, 64, 2, 1)),
-    "adamw": ((1 << 14,), (1 << 17,), (1 << 20,)),
+    "lstm_cell": ((4, 8, 32, 32, 1, 0), (4, 16, 32, 64, 2, 1), (8, 16, 64, 128, 1, 0)),
+    "gru_cell": ((4, 8, 32, 32, 1, 0), (4, 16, 32, 64, 2, 1), (8, 16, 64, 128, 1, 0)),
+    "adamw": ((1 << 14,), (1 << 17,), (1 << 20,)),  # 1M: past the cache, ~4x the ns/param
 }
 #: Functions fitted on another function's micro-model: the GEMMs inside a fused recurrent
 #: kernel (one aten::lstm call, a oneDNN primitive on CPUs) are fitted on the LSTM's steps, first,
-#: then the cells with them known.
+#: then the cells with them known (the GRU's cells with the same GEMM figures).
 FITTED_ON = {"rnn_linear": "lstm_cell"}
 #: The order functions are fitted in (``FUNCTIONS``'s, each borrowing function before its host).
 FIT_ORDER = tuple(fn for host in FUNCTIONS
@@ -106,9 +108,9 @@ def _body(torch, nn, F, fn, d, gen):
         return nn.LayerNorm(d[1]), randn(*d)
     if fn in ("maxpool", "avgpool"):
         return (nn.MaxPool2d(2) if fn == "maxpool" else nn.AvgPool2d(2)), randn(*d)
-    if fn in ("relu", "gelu", "tanh", "sigmoid"):
-        return {"relu": nn.ReLU(), "gelu": nn.GELU(), "tanh": nn.Tanh(),
-                "sigmoid": nn.Sigmoid()}[fn], randn(*d)
+    if fn in ("relu", "gelu", "tanh", "sigmoid", "hardtanh"):
+        return {"relu": nn.ReLU(), "gelu": nn.GELU(), "tanh": nn.Tanh(), "sigmoid": nn.Sigmoid(),
+                "hardtanh": nn.ReLU6()}[fn], randn(*d)
     if fn == "dropout":
         return nn.Dropout(0.1), randn(*d)
     if fn == "add":
@@ -124,11 +126,11 @@ def _body(torch, nn, F, fn, d, gen):
     if fn == "embedding":
         vocab, dim, n, t = d
         return nn.Embedding(vocab, dim), torch.randint(0, vocab, (n, t), generator=gen)
-    if fn == "lstm_cell":
+    if fn in ("lstm_cell", "gru_cell"):
         n, t, width, hidden, layers, bidirectional = d
-        lstm = nn.LSTM(width, hidden, num_layers=layers, batch_first=True,
-                       bidirectional=bool(bidirectional))
-        return _lambda(nn, lambda self, x: self.lstm(x)[0], lstm=lstm), randn(n, t, width)
+        rnn = (nn.LSTM if fn == "lstm_cell" else nn.GRU)(
+            width, hidden, num_layers=layers, batch_first=True, bidirectional=bool(bidirectional))
+        return _lambda(nn, lambda self, x: self.rnn(x)[0], rnn=rnn), randn(n, t, width)
     if fn == "adamw":  # one large parameter: its update dominates the step
         holder = nn.Module()
         holder.weight = nn.Parameter(torch.zeros(d[0]))
