@@ -125,6 +125,10 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     if device.matmul_efficiency == 1.0:
         result.notes.append(f"{device.name} has no measured matmul efficiency: tensor ops run at "
                             "the datasheet peak, so step time is an optimistic bound")
+    elif device.vector_efficiency == 1.0 and not device.function_efficiency:
+        result.notes.append(f"{device.name} has a measured matmul efficiency but no calibration "
+                            "of its other ops: they run at the datasheet rates, so step time is "
+                            "an optimistic bound (hwsim calibrate measures them)")
     nodes = cluster.nodes if cluster else 1
     result.totals = _totals(result, device, per_sample_tokens, tokens, steps,
                             grid_kg_co2_per_kwh, pue, node_overhead_w * nodes)

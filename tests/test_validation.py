@@ -41,8 +41,8 @@ def test_resnet50_fits_where_the_benchmark_ran(run_id):
 
 
 @pytest.mark.xfail(strict=True, reason="known miss: uncalibrated roofline runs cuDNN convs "
-                   "and eager BatchNorm/ReLU at datasheet rates (predicts ~2.2x the measured "
-                   "throughput); calibration against real runs is the open issue that fixes it")
+                   "(at the GEMM efficiency) and eager BatchNorm/ReLU at datasheet rates (predicts "
+                   "~2.1x the measured throughput); GPU calibration is the open issue that fixes it")
 @pytest.mark.parametrize("run_id", sorted(RESNET50))
 def test_resnet50_throughput_within_25_percent(run_id):
     result, measured = _predict(run_id)
