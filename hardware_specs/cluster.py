@@ -12,6 +12,8 @@ A cluster is data, like a device (STYLE.md rule 2): one file per preset in
     name = "nvswitch"   kind = "nvlink"   bandwidth_gb_per_s = 300   latency_us = 0.6
     [inter]                       # between nodes; required when nodes > 1
     name = "hdr-ib"   kind = "infiniband"   bandwidth_gb_per_s = 25   latency_us = 2.7
+    efficiency = 0.9              # optional, either network: achieved fraction of the rate
+                                  # (default ``DEFAULT_EFFICIENCY`` by kind, else 1.0)
 
 Bandwidths are per device and per direction (a DGX A100's eight HDR NICs: 25 GB/s per GPU).
 On a torus the intra bandwidth is that of all a chip's ICI links together; a group spanning
@@ -46,6 +48,13 @@ class Network:
     kind: LinkKind
     bandwidth_bytes_per_s: float
     latency_s: float
+    # Achieved fraction of the link rate at the application level (packet and protocol
+    # overhead), as memory_efficiency is of a memory's; ``DEFAULT_EFFICIENCY`` by kind.
+    efficiency: float = 1.0
+
+    @property
+    def achieved_bytes_per_s(self) -> float:
+        return self.bandwidth_bytes_per_s * self.efficiency
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,11 @@ DEFAULT_INTER = Network("hdr-infiniband", LinkKind.INFINIBAND, 25e9, 2.7e-6)
 #: ... typically around 1us" (Austin et al., "How to Scale Your Model", sharding.md).
 DEFAULT_LATENCY_S = {LinkKind.NVLINK: 0.6e-6, LinkKind.INFINITY_FABRIC: 0.6e-6,
                      LinkKind.PCIE: 1.0e-6, LinkKind.ICI: 1.0e-6}
+#: Achieved fraction of a link kind's rate when its file gives none. NVLink: "the app-level
+#: bandwidth is 80% of the peak bandwidth" because of NVLink packet overhead (NCCL maintainer
+#: S. Jeaugey, NVIDIA/nccl issue #1054, 2023-11-06; NCCL's topology model uses 20 GB/s per
+#: NVLink 3 link of 25, src/graph/topo.h SM80_NVLINK_BW). Other kinds: no cited figure, 1.0.
+DEFAULT_EFFICIENCY = {LinkKind.NVLINK: 0.8}
 _FABRICS = (LinkKind.NVLINK, LinkKind.INFINITY_FABRIC, LinkKind.IPU_LINK, LinkKind.ETHERNET)
 GPU_NODE_SIZE = 8       # DGX / HGX A100 and H100, AMD MI300X platform, Gaudi2 HLS: 8 per node
 TPU_HOST_SIZE = 4       # TPU v4 / v5p: 4 chips per host (Cloud TPU docs, system architecture)
@@ -173,7 +187,8 @@ def _presets():
 def _network(link: Link) -> Network:
     latency = link.latency_s if link.latency_s is not None else \
         DEFAULT_LATENCY_S.get(link.kind, DEFAULT_INTER.latency_s)
-    return Network(link.name, link.kind, link.bandwidth_bytes_per_s, latency)
+    return Network(link.name, link.kind, link.bandwidth_bytes_per_s, latency,
+                   DEFAULT_EFFICIENCY.get(link.kind, 1.0))
 
 
 def _node_of(device: DeviceSpec) -> tuple[int, Network]:
@@ -223,6 +238,7 @@ def torus_shape(num_devices: int, axes: int) -> tuple[int, ...]:
 _TOP_REQUIRED = ("name", "source", "device", "nodes", "devices_per_node", "topology", "intra")
 _TOP_OPTIONAL = ("inter", "torus_dims")
 _NET_REQUIRED = ("name", "kind", "bandwidth_gb_per_s", "latency_us")
+_NET_OPTIONAL = ("efficiency",)
 
 
 class _ClusterChecker(_Checker):
@@ -270,14 +286,16 @@ class _ClusterChecker(_Checker):
         return dims
 
     def network(self, table: dict, where: str) -> Network:
-        self.keys(table, where, _NET_REQUIRED)
+        self.keys(table, where, _NET_REQUIRED, _NET_OPTIONAL)
         kinds = [k.value for k in LinkKind]
         if table["kind"] not in kinds:
             raise self.fail(f"{where}.kind", f"unknown network kind {table['kind']!r}; "
                                              f"choose one of {', '.join(kinds)}")
         bandwidth = self.positive(table["bandwidth_gb_per_s"], f"{where}.bandwidth_gb_per_s")
         latency = self.positive(table["latency_us"], f"{where}.latency_us")
-        return Network(name=self.text(table["name"], f"{where}.name"),
-                       kind=LinkKind(table["kind"]),
+        kind = LinkKind(table["kind"])
+        efficiency = (self.fraction(table["efficiency"], f"{where}.efficiency")
+                      if "efficiency" in table else DEFAULT_EFFICIENCY.get(kind, 1.0))
+        return Network(name=self.text(table["name"], f"{where}.name"), kind=kind,
                        bandwidth_bytes_per_s=units.gb_per_s_to_bytes_per_s(bandwidth),
-                       latency_s=units.us_to_s(latency))
+                       latency_s=units.us_to_s(latency), efficiency=efficiency)

@@ -106,7 +106,9 @@ def time_s(kind: Collective, nbytes: float, n: int, bandwidth_bytes_per_s: float
 def on(kind: Collective, nbytes: float, n: int, network: Link,
        algorithm: Algorithm = Algorithm.AUTO) -> float:
     """``time_s`` on a ``Network`` (anything with bandwidth_bytes_per_s and latency_s)."""
-    return time_s(kind, nbytes, n, network.bandwidth_bytes_per_s, network.latency_s, algorithm)
+    return time_s(kind, nbytes, n, getattr(network, "achieved_bytes_per_s",
+                                           network.bandwidth_bytes_per_s),
+                  network.latency_s, algorithm)
 
 
 def hierarchical_time_s(kind: Collective, nbytes: float, group_size: int, devices_per_node: int,
@@ -140,8 +142,8 @@ def hierarchical_time_s(kind: Collective, nbytes: float, group_size: int, device
         return on(kind, nbytes, 2, inter, algorithm)
     if kind is Collective.ALL_TO_ALL:
         near, far = local - 1, group_size - local       # peers in the node, in other nodes
-        return (near * intra.latency_s + near / group_size * nbytes / intra.bandwidth_bytes_per_s
-                + far * inter.latency_s + far / group_size * nbytes / inter.bandwidth_bytes_per_s)
+        return (near * intra.latency_s + near / group_size * nbytes / intra.achieved_bytes_per_s
+                + far * inter.latency_s + far / group_size * nbytes / inter.achieved_bytes_per_s)
     if kind is Collective.ALL_REDUCE:
         return (on(Collective.REDUCE_SCATTER, nbytes, local, intra, algorithm)
                 + on(Collective.ALL_REDUCE, nbytes / local, nodes, inter, algorithm)

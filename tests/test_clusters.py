@@ -177,6 +177,24 @@ def test_torus_shape_is_balanced():
     assert torus_shape(4, 3) == (1, 2, 2)
 
 
+def test_link_efficiency_defaults_by_kind_and_scales_the_bandwidth(tmp_path):
+    """NVLink carries 80 % of its rate (cited in DEFAULT_EFFICIENCY), other kinds all of it
+    unless the file says; a collective sees exactly the achieved bandwidth."""
+    from simulator.collectives import Collective, on, time_s
+
+    cluster = load_cluster(write(tmp_path, GOOD))
+    assert cluster.intra.efficiency == 0.8 and cluster.inter.efficiency == 1.0
+    assert cluster.intra.achieved_bytes_per_s == pytest.approx(240e9)
+    given = load_cluster(write(tmp_path, replace("latency_us = 2.7", "latency_us = 2.7\n"
+                                                 "efficiency = 0.9")))
+    assert given.inter.efficiency == 0.9
+    for network in (cluster.intra, given.inter):
+        assert on(Collective.ALL_REDUCE, 1e9, 8, network) == pytest.approx(time_s(
+            Collective.ALL_REDUCE, 1e9, 8, network.bandwidth_bytes_per_s * network.efficiency,
+            network.latency_s))
+    assert cluster_for(load_device("a100"), 16).intra.efficiency == 0.8  # from its links
+
+
 # ------------------------------------------------------------------------- validation errors
 
 @pytest.mark.parametrize("old, new, pattern", [
@@ -190,6 +208,7 @@ def test_torus_shape_is_balanced():
     ('latency_us = 2.7', 'latency_us = "fast"', r"inter.latency_us: must be a number"),
     ('latency_us = 0.6\n', '', r"intra.latency_us: missing required key"),
     ('kind = "nvlink"', 'kind = "carrier-pigeon"', r"intra.kind: unknown network kind"),
+    ('latency_us = 2.7', 'latency_us = 2.7\nefficiency = 1.2', r"inter.efficiency: must be in"),
     ('device = "a100"', 'device = "z9000"', r"device: unknown device 'z9000'"),
     ('topology = "switch"', 'topology = "ring"', r"topology: unknown topology 'ring'"),
     ('topology = "switch"', 'topology = "switch"\ntorus_dims = [4, 4]',

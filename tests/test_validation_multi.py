@@ -13,11 +13,11 @@ their sources):
   peak. Micro-batch 1, 1F1B. The 530B-on-2240-GPUs row gives no global batch: left out.
 
 Both use Megatron's unfused attention (``attention="materialized"``) and the A100 spec without
-a GPU calibration (matmuls at their cited best-shape GEMM efficiency, 86.9 % of peak; vector
-ops at the datasheet rate), so predictions run high: the absolute check is a strict xfail
-recording the measured error; what holds without calibration (the spread of the error over a
-1,000x range of model sizes, MFU < HFU, the selective-recompute overhead) is asserted with its
-tolerance.
+a GPU calibration (matmuls at their cited best-shape GEMM efficiency, 86.9 % of peak; NVLink
+at its cited application-level 80 %; vector ops at the datasheet rate), so predictions run
+high: the median error is asserted under 15 % and the issue's 10 % goal is a strict xfail
+recording the measured error; the spread of the error over a 1,000x range of model sizes,
+MFU < HFU and the selective-recompute overhead are asserted with their tolerances.
 """
 import csv
 import statistics
@@ -91,7 +91,7 @@ def test_predicted_plans_run_and_fit(run_id):
 def test_megatron_error_is_stable_over_model_sizes():
     """Uncalibrated, every row is over-predicted by a similar factor: the spread of
     predicted / measured over the ten rows (1.7B to 1T parameters, 32 to 3,072 GPUs) stays
-    within 30 % (measured: 1.08 to 1.28, a spread of 1.18)."""
+    within 30 % (measured: 1.06 to 1.26, a spread of 1.19)."""
     ratios = [1 + e for e in errors(MEGATRON)]
     assert all(r > 1 for r in ratios)
     assert max(ratios) / min(ratios) < 1.30
@@ -111,9 +111,15 @@ def _median_error() -> float:
     return statistics.median(abs(e) for e in errors(MEGATRON + KORTHIKANTI))
 
 
-@pytest.mark.xfail(strict=True, reason="known miss: without a GPU calibration the A100 spec runs "
-                   "matmuls at their best-shape GEMM efficiency and vector ops at the datasheet "
-                   "rate; predictions are 1.08-1.28x the measured TFLOP/s per GPU (median error "
-                   "+16 % over the 14 rows); GPU calibration is the open issue")
 def test_tflops_per_gpu_within_15_percent():
+    """Median |error| over the 14 rows under 15 % (measured: +14.3 %, every row over-predicted,
+    +6 to +26 %), with matmuls at their cited best-shape GEMM efficiency and NVLink at its
+    cited application-level 80 %; no constant fitted to these rows."""
     assert _median_error() < 0.15
+
+
+@pytest.mark.xfail(strict=True, reason="known miss: the issue's goal is a median under 10 %; "
+                   "measured +14.3 % without a GPU calibration (vector ops at the datasheet "
+                   "rate; the pipelined runs, only first and last stages simulated, +21 to +26 %)")
+def test_tflops_per_gpu_within_10_percent():
+    assert _median_error() < 0.10
