@@ -102,10 +102,18 @@ def validate_models(specs: list[str], device: DeviceSpec, runtime: str = "cpu", 
 
 
 def report(rows: list[Row]) -> str:
-    lines = [f"{'model':24s} {'batch':>5s} {'measured':>12s} {'predicted':>12s} {'error':>8s}"]
+    """Predicted vs measured step time per model and the median |error|; peak memory too
+    where the device reports it (CUDA's max_memory_allocated)."""
+    memory = any(r.measured_peak_bytes is not None for r in rows)
+    head = f"{'model':24s} {'batch':>5s} {'measured':>12s} {'predicted':>12s} {'error':>8s}"
+    lines = [head + ("  peak memory measured / predicted" if memory else "")]
     for r in rows:
-        lines.append(f"{r.model:24s} {r.batch:5d} {r.measured_s * 1e3:10.2f}ms "
-                     f"{r.predicted_s * 1e3:10.2f}ms {r.error:+8.1%}")
+        line = (f"{r.model:24s} {r.batch:5d} {r.measured_s * 1e3:10.2f}ms "
+                f"{r.predicted_s * 1e3:10.2f}ms {r.error:+8.1%}")
+        if r.measured_peak_bytes is not None:
+            line += (f"  {r.measured_peak_bytes / 2**20:9.1f} / "
+                     f"{r.predicted_peak_bytes / 2**20:.1f} MiB")
+        lines.append(line)
     if rows:
         median = statistics.median(abs(r.error) for r in rows)
         lines.append(f"median |error| {median:.1%} over {len(rows)} models")

@@ -125,3 +125,17 @@ def test_quick_calibration_of_this_cpu(tmp_path):
     matmul_lines = [line for line in run.stdout.splitlines() if "matmul 1024" in line]
     error = float(matmul_lines[0].split("predicted")[1].strip().rstrip("%")) / 100
     assert abs(error) < 0.35
+
+
+def test_validation_report_shows_errors_and_peak_memory_where_measured():
+    from simulator.validate import Row, report
+
+    cpu = Row("mlp", 32, measured_s=2e-3, predicted_s=2.2e-3, measured_peak_bytes=None,
+              predicted_peak_bytes=5 * 2**20)
+    gpu = Row("gpt", 4, measured_s=4e-3, predicted_s=3e-3, measured_peak_bytes=300 * 2**20,
+              predicted_peak_bytes=280 * 2**20)
+    assert cpu.error == pytest.approx(0.1) and gpu.error == pytest.approx(-0.25)
+    text = report([cpu])
+    assert "+10.0%" in text and "MiB" not in text and "median |error| 10.0%" in text
+    text = report([cpu, gpu])
+    assert "300.0 / 280.0 MiB" in text and "median |error| 17.5% over 2 models" in text
