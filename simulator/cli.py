@@ -88,6 +88,9 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
                    help="pipeline schedule")
     p.add_argument("--virtual-stages", type=int, default=1,
                    help="model chunks per device for the interleaved schedule")
+    p.add_argument("--no-overlap-grad-reduce", dest="overlap_grad_reduce", action="store_false",
+                   help="reduce data-parallel gradients after the whole backward, not during "
+                   "it (Megatron-LM before --overlap-grad-reduce)")
     p.add_argument("--node-overhead-w", type=float, default=0.0, metavar="WATTS",
                    help="run totals: power per node besides the devices (hosts, NICs, fans)")
     p.add_argument("--recompute", choices=[m.value for m in Recompute], default="none")
@@ -217,7 +220,8 @@ def _hardware_and_parallel(args):
         dp = n // model_parallel
     parallel = ParallelPlan(dp=dp, tp=args.tp, pp=args.pp, zero=args.zero,
                             sequence_parallel=args.sequence_parallel, schedule=args.schedule,
-                            virtual_stages=args.virtual_stages)
+                            virtual_stages=args.virtual_stages,
+                            overlap_grad_reduce=args.overlap_grad_reduce)
     return hardware, parallel, n
 
 

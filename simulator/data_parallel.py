@@ -6,7 +6,9 @@ Distributed", VLDB, sec. 3.2.3; Zhao et al. 2023, "PyTorch FSDP", sec. 3.3-3.4):
 - gradients are reduced per layer (DDP's buckets, one per layer here) as soon as the layer's
   weight gradients are written, on the data-parallel communicator's own stream, so that the
   reduction overlaps the rest of the backward; the updates wait for the last reduction, as
-  DDP's backward returns only when every bucket is reduced.
+  DDP's backward returns only when every bucket is reduced. Without overlap
+  (``ParallelPlan.overlap_grad_reduce`` False, Megatron-LM before 2023) the first reduction
+  waits for the whole backward and the others follow it on the in-order stream.
   Stage 0 all-reduces; stages 1-3 reduce-scatter, and each replica updates its 1/dp shard;
 - stages 1-2 then all-gather the updated weights (after the update: not overlapped);
 - stage 3 / FSDP full shard all-gathers each layer's weights before its forward and again
@@ -29,11 +31,16 @@ from simulator.plan import Plan
 from simulator.tensor_parallel import collective
 
 
-def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int = 0) -> OpGraph:
+def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int = 0,
+                      overlap: bool = True) -> OpGraph:
     """Add the data-parallel collectives of ``dp`` replicas under ZeRO stage ``zero`` to
-    ``step`` (changed in place and returned); nothing when dp = 1."""
+    ``step`` (changed in place and returned); nothing when dp = 1. ``overlap`` False: the
+    reductions start only when the whole backward is done (Megatron-LM before
+    ``--overlap-grad-reduce``)."""
     if dp == 1:
         return step
+    backward = [n for n in step.names()
+                if step.op(n).phase in (Phase.BACKWARD, Phase.RECOMPUTE)] if not overlap else []
     formats = plan.formats
     updates = [n for n in step.names() if step.op(n).kind is OpKind.OPTIMIZER]
     # issue the reductions in the order the backward makes gradients ready (last layer
@@ -52,6 +59,9 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
         for src in producers:
             step.nx.remove_edge(src, name)
         step.add_edge(sync.name, name, nbytes=0)
+        if last is None:  # the first issued: after every backward op, when not overlapped
+            for src in backward:
+                step.add_edge(src, sync.name, nbytes=0)
         last = sync.name
         if zero:
             _shard_update(step, name, update, dp)

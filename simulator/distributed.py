@@ -143,7 +143,8 @@ def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
     if plan.fusion is Fusion.COMPILED:
         step = fuse_elementwise(step)
     dp_local = math.gcd(parallel.dp, max(per_node // parallel.tp, 1))
-    step = add_data_parallel(step, plan, parallel.dp, parallel.zero, dp_local)
+    step = add_data_parallel(step, plan, parallel.dp, parallel.zero, dp_local,
+                             parallel.overlap_grad_reduce)
     return lower(step)
 
 

@@ -62,6 +62,10 @@ class ParallelPlan:
     schedule: Schedule = Schedule.ONE_F_ONE_B
     virtual_stages: int = 1
     micro_batches: int | None = None
+    # Reduce gradients during the backward, per layer as they are ready (PyTorch DDP, FSDP,
+    # DeepSpeed, Megatron-LM's --overlap-grad-reduce since 2023-09); False: after the whole
+    # backward, as Megatron-LM did before (NVIDIA/Megatron-LM issue #391).
+    overlap_grad_reduce: bool = True
 
     def __post_init__(self) -> None:
         try:

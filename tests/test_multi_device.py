@@ -253,3 +253,26 @@ def test_data_parallel_works_for_any_model():
     assert (r.lowered.kind == OpKind.COLLECTIVE).sum() > 0
     assert set(np.unique(r.lowered.phase[r.lowered.kind == OpKind.COLLECTIVE])) == {
         int(Phase.COMMUNICATION)}
+
+
+def test_gradient_reduction_without_overlap_waits_for_the_whole_backward():
+    """Megatron-LM before --overlap-grad-reduce: the first reduction starts when the last
+    backward op ends, the rest follow on the in-order stream; with overlap (DDP) the first
+    starts inside the backward. Not overlapping is never faster, and by at most the
+    reductions' own time."""
+    kw = dict(micro_batch=2, global_batch=64)
+    overlapped = simulate(GPT, "a100", num_devices=16, parallel=ParallelPlan(dp=16), **kw)
+    serial = simulate(GPT, "a100", num_devices=16,
+                      parallel=ParallelPlan(dp=16, overlap_grad_reduce=False), **kw)
+    assert serial.parallel["overlap_grad_reduce"] is False
+    for r, inside in ((overlapped, True), (serial, False)):
+        low, start, end = r.lowered, r.times["start_s"], r.times["end_s"]
+        reductions = np.flatnonzero(np.char.startswith(np.array(low.names, dtype=str),
+                                                       "dp_all_reduce"))
+        backward_end = end[(low.phase == Phase.BACKWARD) | (low.phase == Phase.RECOMPUTE)].max()
+        assert len(reductions) > 1
+        assert bool(start[reductions].min() < backward_end) == inside
+    assert serial.step_time_s > overlapped.step_time_s
+    reduce_s = serial.times["time_s"][np.char.startswith(
+        np.array(serial.lowered.names, dtype=str), "dp_all_reduce")].sum()
+    assert serial.step_time_s - overlapped.step_time_s <= reduce_s * (1 + 1e-9)
