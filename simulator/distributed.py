@@ -125,7 +125,7 @@ def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
     per_node = cluster.devices_per_node if cluster else 1
     local = 2 if 2 * parallel.tp * parallel.dp <= per_node else 1
     ranked = stage_graph(ranked, stage == 0, stage == p - 1, parallel.tp,
-                         parallel.sequence_parallel, local)
+                         parallel.sequence_parallel, local, parallel.virtual_stages)
     return forward, ranked
 
 

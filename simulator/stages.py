@@ -23,15 +23,22 @@ from simulator.tensor_parallel import collective
 
 
 def stage_graph(forward: OpGraph, first: bool, last: bool, tp: int = 1,
-                sequence_parallel: bool = False, local: int = 0) -> OpGraph:
-    """The ops of ``forward`` a stage runs; ``forward`` itself when it is both first and last.
+                sequence_parallel: bool = False, local: int = 0, chunks: int = 1) -> OpGraph:
+    """The ops of ``forward`` a stage runs; ``forward`` itself when it is both first and last
+    and runs one chunk.
 
     ``local``: 2 when the neighbouring stages share a node (send/recv over the intra network),
-    1 when they do not (``collectives.hierarchical_time_s``).
+    1 when they do not (``collectives.hierarchical_time_s``). ``chunks``: the model chunks of
+    the interleaved schedule a device runs (``virtual_stages``); between two of them the device
+    sends its chunk's output to the next device and receives the next chunk's input from the
+    previous one, one exchange each way in the forward and again in the backward: the
+    communication grows v times (Narayanan et al. 2021, sec. 2.2.2).
     """
-    if first and last:
+    if first and last and chunks == 1:
         return forward
     names = forward.names()
+    layers = 1 + max(forward.op(n).layer for n in names)
+    per_chunk = max(layers // chunks, 1) if chunks > 1 else 0
     in_layers = [i for i, n in enumerate(names) if forward.op(n).layer >= 0]
     lo, hi = in_layers[0], in_layers[-1]
     keep = {n for i, n in enumerate(names)
@@ -48,6 +55,12 @@ def stage_graph(forward: OpGraph, first: bool, last: bool, tp: int = 1,
             op = op.evolve(params=op.params + op.k * op.n)  # the last stage's embedding copy
         inputs = []
         for src in forward.inputs(name):
+            if per_chunk and _crosses_chunk(forward, src, op, per_chunk) and src not in received:
+                size = forward.op(src).out_bytes
+                swap = collective(f"pipeline_exchange:{src}", "send_recv", size // split,
+                                  size // split, size, 2, Axis.PIPELINE, _outside(op),
+                                  local=local)
+                received[src] = out.add(swap, [src])
             if src not in keep and src not in received:
                 size = forward.op(src).out_bytes
                 recv = collective("pipeline_recv", "send_recv", size // split, size // split,
@@ -63,6 +76,13 @@ def stage_graph(forward: OpGraph, first: bool, last: bool, tp: int = 1,
                               Axis.PIPELINE, _outside(forward.op(src)), local=local, send=1)
             out.add(send, [src])
     return out
+
+
+def _crosses_chunk(forward: OpGraph, src: str, op: Op, per_chunk: int) -> bool:
+    """``src`` is made in an earlier model chunk (of ``per_chunk`` layers) than ``op`` reads
+    it in."""
+    producer = forward.op(src).layer
+    return op.layer >= 0 and producer >= 0 and op.layer // per_chunk != producer // per_chunk
 
 
 def _outside(op: Op) -> Op:

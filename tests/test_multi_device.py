@@ -276,3 +276,27 @@ def test_gradient_reduction_without_overlap_waits_for_the_whole_backward():
     reduce_s = serial.times["time_s"][np.char.startswith(
         np.array(serial.lowered.names, dtype=str), "dp_all_reduce")].sum()
     assert serial.step_time_s - overlapped.step_time_s <= reduce_s * (1 + 1e-9)
+
+
+def test_interleaved_chunks_exchange_activations_v_times():
+    """Narayanan et al. 2021 sec. 2.2.2: with v model chunks per device the pipeline's
+    communication grows v times. A device's stage of 12 layers in v = 3 chunks of 4 exchanges
+    the residual stream at the two chunk boundaries, forward and backward, besides its own
+    send or receive; each message is the boundary activation split over the tp ranks."""
+    plan = Plan(micro_batch=1)
+    work = get_workload(GPT)
+    for v in (2, 3):
+        par = ParallelPlan(tp=2, pp=2, schedule="interleaved", virtual_stages=v)
+        _, stage = stage_forward(work, plan, par, 1, None)
+        swaps = [n for n in stage.names() if n.startswith("pipeline_exchange")]
+        assert len(swaps) == v - 1
+        for n in swaps:
+            op, src = stage.op(n), stage.op(stage.inputs(n)[0])
+            assert op.fn == "send_recv" and op.bytes_read == src.out_bytes // 2
+            assert stage.op(stage.consumers(n)[0]).layer == src.layer + 1
+        step = training_graph(stage, plan)
+        backward = [n for n in step.names() if n.startswith("grad:pipeline_exchange")]
+        assert len(backward) == v - 1
+    flat = ParallelPlan(tp=2, pp=2)
+    assert not [n for n in stage_forward(work, plan, flat, 1, None)[1].names()
+                if n.startswith("pipeline_exchange")]
