@@ -32,8 +32,11 @@ def test_calibrated_cpu_predicts_the_test_models_within_the_bound():
     torch.set_num_threads(1)
     try:
         device = on_cores(load_device("cpu-host"), 1)
-        fit = Calibration(device).fit(measure(cases(quick=True), "cpu"))
-        rows = validate_models([f"{path}:factory" for path in MODELS], fit.apply(), "cpu")
+        # three passes (the CLI's default is two): each figure is the best of its passes, so a
+        # slow spell of the shared machine must last through all three to move it
+        fit = Calibration(device).fit(measure(cases(quick=True), "cpu", passes=3))
+        rows = validate_models([f"{path}:factory" for path in MODELS], fit.apply(), "cpu",
+                               passes=3)
     finally:
         torch.set_num_threads(threads)
     table = report(rows)
