@@ -15,12 +15,13 @@ Distributed", VLDB, sec. 3.2.3; Zhao et al. 2023, "PyTorch FSDP", sec. 3.3-3.4):
   before its backward, prefetching one layer ahead: the gather of a layer waits only for the
   previous layer's first op (forward order, then backward order).
 
-The reductions belong to the step, not to each micro-batch (``Phase.COMMUNICATION``: gradient
-accumulation reduces once, after the last micro-batch, as DDP's ``no_sync`` does); ZeRO-3's
-gathers belong to every micro-batch. The gathered weights live in a buffer the size of two
+The reductions of stages 0-2 belong to the step, not to each micro-batch
+(``Phase.COMMUNICATION``: gradient accumulation reduces once, after the last micro-batch, as
+DDP's ``no_sync`` does); ZeRO-3's reduce-scatters and gathers belong to every micro-batch
+(DeepSpeed's stage 3 reduces each micro-batch's gradients into the partition it keeps; FSDP
+without ``no_sync`` the same), since no replica holds a whole unsharded gradient to
+accumulate in. The gathered weights live in a buffer the size of two
 layers (the one in use and the one prefetched), counted by ``simulator.api`` as workspace.
-Approximations: ZeRO-3 under gradient accumulation reduce-scatters after every micro-batch
-(DeepSpeed) but here once per step.
 """
 from __future__ import annotations
 
@@ -51,9 +52,12 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
         params = update.m   # the update's parameter count (``training._optimizer``)
         fn = "all_reduce" if zero == 0 else "reduce_scatter"
         grads = params * formats.gradient.bytes
+        # ZeRO-3 reduce-scatters every micro-batch (it keeps no unsharded gradient to
+        # accumulate in); stages 0-2 once per step, after the last micro-batch
         sync = collective(f"dp_{fn}:L{update.layer}", fn, grads,
                           grads if zero == 0 else grads // dp, 0, dp, Axis.DATA, update,
-                          phase=Phase.COMMUNICATION, local=local)
+                          phase=Phase.BACKWARD if zero == 3 else Phase.COMMUNICATION,
+                          local=local)
         producers = step.inputs(name)
         step.add(sync, producers)
         for src in producers:

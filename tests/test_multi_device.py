@@ -300,3 +300,23 @@ def test_interleaved_chunks_exchange_activations_v_times():
     flat = ParallelPlan(tp=2, pp=2)
     assert not [n for n in stage_forward(work, plan, flat, 1, None)[1].names()
                 if n.startswith("pipeline_exchange")]
+
+
+@pytest.mark.parametrize("zero, per_micro_batch", [(0, False), (2, False), (3, True)])
+def test_zero3_reduces_gradients_every_micro_batch(zero, per_micro_batch):
+    """Under gradient accumulation stages 0-2 reduce once per step (DDP's no_sync); ZeRO-3
+    keeps no unsharded gradient to accumulate in, so it reduce-scatters every micro-batch
+    (DeepSpeed stage 3, FSDP without no_sync): its step's communication is m times one
+    micro-batch's."""
+    one, four = (_run(ParallelPlan(dp=8, zero=zero), micro_batch=2, global_batch=16 * m)
+                 for m in (1, 4))
+    assert (one.micro_batches, four.micro_batches) == (1, 4)
+    names = np.array(one.lowered.names, dtype=str)
+    sync = np.char.startswith(names, "dp_all_reduce") | np.char.startswith(names,
+                                                                          "dp_reduce_scatter")
+    assert bool((one.lowered.phase[sync] == Phase.BACKWARD).all()) == per_micro_batch
+    if per_micro_batch:
+        assert four.parallel["communication_s"] == pytest.approx(
+            4 * one.parallel["communication_s"], rel=1e-9)
+    else:
+        assert four.parallel["communication_s"] < 4 * one.parallel["communication_s"]
