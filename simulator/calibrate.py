@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import platform
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ from simulator.lower import lower
 from simulator.op import DType
 from workloads.layers import Builder
 
+#: The kinds of micro-benchmark ``Case``s.
+KINDS = ("matmul", "conv", "add", "sum", "layernorm", "softmax", "train", "function")
 PARAMS = ("matmul_efficiency", "conv_efficiency", "vector_efficiency", "memory_efficiency",
           "op_overhead_s", "optimizer_overhead_s", "step_overhead_s")
 
@@ -388,14 +389,12 @@ class Calibration:
         return "\n".join(lines)
 
 
-def provenance(device: str) -> str:
-    """Where a calibration came from: host, torch version, threads, date (UTC)."""
-    import torch
-
-    detail = torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor()
-    return (f"hwsim calibrate on {platform.node()} ({detail or platform.machine()}), "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+def provenance(env: dict[str, str]) -> str:
+    """Where a calibration's timings came from (``simulator.records.environment``): host,
+    device, driver, torch version, threads, date (UTC)."""
+    driver = f", driver {env['driver']}, CUDA {env['cuda']}" if env.get("driver") else ""
+    return (f"hwsim calibrate on {env['host']} ({env['device']}{driver}), torch {env['torch']}, "
+            f"{env['threads']} threads, {env['date']}")
 
 
 def finite_positive(values: Iterable[float]) -> bool:

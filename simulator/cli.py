@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quick", action="store_true", help="a reduced sweep (for tests and CI)")
     c.add_argument("--threads", type=int, default=None, help="CPU: torch threads (and cores "
                    "of the calibrated spec); default: torch's, all cores")
+    c.add_argument("--record", default=None, metavar="CSV", help="also write the timings, with "
+                   "device, driver, torch version and date, to this file")
+    c.add_argument("--from", dest="recorded", default=None, metavar="CSV", help="fit timings "
+                   "recorded with --record (on another machine) instead of timing here")
     v = sub.add_parser("validate", help="time real training steps here with torch and compare "
                        "them with hwsim's predictions")
     v.add_argument("models", nargs="+", metavar="MODEL", help="path/to/file.py:factory")
@@ -46,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "spec file of it, or the catalogue name of this machine's CUDA GPU)")
     v.add_argument("--threads", type=int, default=None, help="CPU: torch threads; give what "
                    "the spec was calibrated with")
+    v.add_argument("--record", default=None, metavar="CSV", help="also write the measured and "
+                   "predicted steps, with device, driver, torch version and date, to this file")
     v.add_argument("--steps", type=int, default=5, help="at least this many steps per timed "
                    "batch (each model: best of five batches, in each of two passes)")
     sub.add_parser("models", help="list the model zoo")
@@ -268,20 +274,33 @@ def _calibrate(args) -> int:
     from simulator import calibrate
     from simulator.result import write_atomic
 
-    device = load_device(args.device)
-    runtime = present_runtime(device)
-    if _set_threads(args.threads, runtime):
-        from hardware_specs.host import on_cores
+    from simulator import records
 
-        device = on_cores(device, args.threads)
-    todo = calibrate.cases(quick=args.quick)
-    if runtime.startswith("cuda"):
-        todo = [dataclasses.replace(c, dtype="bf16") if c.kind in ("matmul", "conv") else c
-                for c in todo]
-    measurements = calibrate.measure(todo, runtime, progress=_progress)
+    device = load_device(args.device)
+    if args.recorded:  # fit recorded timings: nothing is timed, the device need not be here
+        measurements, env = records.read_kernels(args.recorded)
+        if args.threads:
+            from hardware_specs.host import on_cores
+
+            device = on_cores(device, args.threads)
+    else:
+        runtime = present_runtime(device)
+        if _set_threads(args.threads, runtime):
+            from hardware_specs.host import on_cores
+
+            device = on_cores(device, args.threads)
+        todo = calibrate.cases(quick=args.quick)
+        if runtime.startswith("cuda"):
+            todo = [dataclasses.replace(c, dtype="bf16") if c.kind in ("matmul", "conv") else c
+                    for c in todo]
+        measurements = calibrate.measure(todo, runtime, progress=_progress)
+        env = records.environment(runtime)
+        if args.record:
+            write_atomic(args.record, records.kernels_csv(measurements, env))
+            print(f"wrote {args.record}: the timings, for hwsim calibrate --from")
     fit = calibrate.Calibration(device).fit(measurements)
     calibrated = dataclasses.replace(fit.apply(), name=f"{device.name}-calibrated")
-    text = calibrated_toml(device, calibrated, calibrate.provenance(runtime))
+    text = calibrated_toml(device, calibrated, calibrate.provenance(env))
     out = args.out or f"{device.name}-calibrated.toml"
     write_atomic(out, text)
     print(fit.report())
@@ -312,8 +331,15 @@ def _validate(args) -> int:
     _set_threads(args.threads, runtime)
     if args.steps <= 0:
         raise HwsimError(f"--steps = {args.steps} must be a positive integer")
-    print(report(validate_models(args.models, device, runtime, args.steps,
-                                 progress=_progress)))
+    rows = validate_models(args.models, device, runtime, args.steps, progress=_progress)
+    print(report(rows))
+    if args.record:
+        from simulator import records
+        from simulator.result import write_atomic
+
+        write_atomic(args.record, records.steps_csv(rows, records.environment(runtime),
+                                                    device.name))
+        print(f"wrote {args.record}")
     return 0
 
 
