@@ -261,16 +261,19 @@ class Calibration:
     """Fits the efficiency parameters of ``device`` to measurements (least squares, log time)."""
 
     def __init__(self, device: DeviceSpec) -> None:
-        self.device = device
+        # a calibrated spec calibrated again starts from no function figures: every one is
+        # fitted anew, and stage 1 must not price the chains with the old ones
+        self.device = dataclasses.replace(device, function_efficiency={},
+                                          function_overhead_s={})
 
     def fit(self, measurements: list[Measurement]) -> "Calibration":
         """Least squares on log time in two stages: the global ``PARAMS`` on the kernel and
         chain cases, then each function of ``FUNCTIONS`` on its own micro-model cases with
         everything before it known.
 
-        One pass, not alternated to a joint optimum: a function's per-call overhead and the
-        global per-op overhead are nearly collinear, and alternating lets the functions absorb
-        the framework's per-op cost, leaving every function not calibrated none. Kernels timed
+        One pass, not alternated to a joint optimum: a function's own per-call cost and the
+        global per-op cost are nearly collinear, and alternating lets the functions absorb the
+        framework's per-op cost, leaving every function not calibrated none. Kernels timed
         alone are priced without the function figures (they measure the kinds' efficiencies
         and the bare dispatch); training steps with them, so the chains' linears take the
         ``linear`` figures, fitted on larger linears (``report`` shows what that costs)."""

@@ -139,3 +139,15 @@ def test_validation_report_shows_errors_and_peak_memory_where_measured():
     assert "+10.0%" in text and "MiB" not in text and "median |error| 10.0%" in text
     text = report([cpu, gpu])
     assert "300.0 / 280.0 MiB" in text and "median |error| 17.5% over 2 models" in text
+
+
+def test_calibrating_a_calibrated_spec_starts_from_no_function_figures():
+    """Old [functions] figures must not price stage 1's chains, nor survive a new fit."""
+    truth = {"matmul_efficiency": 0.6, "vector_efficiency": 0.05}
+    todo = [c for c in cases() if c.kind != "function"]
+    measured = _synthetic(truth, {}, 2e-6, todo)
+    stale = dataclasses.replace(A100, function_efficiency={"linear": 1e-3},
+                                function_overhead_s={"adamw": 1e-3})
+    fresh, again = Calibration(A100).fit(measured), Calibration(stale).fit(measured)
+    assert again.apply() == fresh.apply()
+    assert again.apply().function_efficiency == {} == again.apply().function_overhead_s
