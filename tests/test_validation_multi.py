@@ -33,8 +33,12 @@ from workloads.transformer import TransformerConfig
 
 ROWS = {row["run_id"]: row for row in
         csv.DictReader((Path(__file__).parent / "data" / "published_runs.csv").open())}
-MEGATRON = sorted((r for r in ROWS if r.startswith("megatron21-")),
+MEGATRON = sorted((r for r in ROWS if r.startswith("megatron21-")
+                   and not r.startswith("megatron21-t2-")),
                   key=lambda r: float(ROWS[r]["params_B"]))
+PTD_P = ["megatron21-t2-PTD-P-174.6B-384", "megatron21-t2-PTD-P-174.6B-1536",
+         "megatron21-t2-PTD-P-529.6B-2240"]
+ZERO3 = "megatron21-t2-ZeRO-3-174.6B-1536"
 KORTHIKANTI = ["korthikanti22-22B", "korthikanti22-175B", "korthikanti22-530B",
                "korthikanti22-1000B"]
 PEAK_TFLOPS = 312.0   # A100 dense fp16/bf16, the peak both papers use
@@ -55,7 +59,9 @@ def predict(run_id: str):
     row = ROWS[run_id]
     dp, tp, pp = int(row["dp"]), int(row["tp"]), int(row["pp"])
     work = _model(row)
-    if run_id.startswith("megatron21-"):
+    if run_id == ZERO3:  # DeepSpeed ZeRO-3, no model parallelism, every GPU a replica
+        parallel, recompute = ParallelPlan(dp=dp * tp * pp, zero=3), "full"
+    elif run_id.startswith("megatron21-"):
         # Megatron-LM of 2021 reduced data-parallel gradients after the backward: overlap came
         # with --overlap-grad-reduce in 2023-09 (NVIDIA/Megatron-LM issue #391)
         parallel = (ParallelPlan(dp=dp, tp=tp, pp=pp, schedule="interleaved",
@@ -109,6 +115,27 @@ def test_selective_recompute_overhead_matches_hfu_over_mfu(run_id):
     measured = float(row["hfu_pct"]) / float(row["mfu_pct"])
     assert result.hfu > result.mfu
     assert result.hfu / result.mfu == pytest.approx(measured, rel=0.05)
+
+
+@pytest.mark.parametrize("run_id", PTD_P[:2] + [pytest.param(PTD_P[2], marks=pytest.mark.xfail(
+    strict=True, reason="known miss: measured 159 TFLOP/s per GPU, predicted 202.7 (+27.5 %), "
+    "beyond the 25 % set from the Table 1 rows; the pipelined runs' over-prediction"))])
+def test_table2_ptd_p_rows_within_25_percent(run_id):
+    """Narayanan et al. 2021 Table 2 (held out: added after the model was built; the 174.6B
+    shape is GPT-3's, the 529.6B Table 1's): PTD-P at 384, 1,536 and 2,240 GPUs. Measured
+    153, 141, 159 TFLOP/s per GPU; predicted +19 %, +22 %, +27.5 % (tolerance 25 %: the largest
+    Table 1 error, +24 %, rounded up)."""
+    measured, predicted = measured_and_predicted(run_id)
+    assert predicted == pytest.approx(measured, rel=0.25)
+
+
+@pytest.mark.xfail(strict=True, reason="known miss: ZeRO-3 without model parallelism on 1,536 "
+                   "GPUs measured 44 TFLOP/s per GPU (DeepSpeed, 2021), predicted ~161 (+266 %): "
+                   "hwsim prices ideal prefetched, hierarchical gathers that hide behind each "
+                   "layer's compute; the 2021 implementation's per-parameter fetches did not")
+def test_table2_zero3_row_within_25_percent():
+    measured, predicted = measured_and_predicted(ZERO3)
+    assert predicted == pytest.approx(measured, rel=0.25)
 
 
 def _median_error() -> float:
