@@ -41,7 +41,8 @@ class Collective(str, Enum):
 class Algorithm(str, Enum):
     RING = "ring"
     TREE = "tree"     # double binary tree (all-reduce), recursive doubling/halving (AG, RS)
-    AUTO = "auto"     # the faster of the two for this size, as NCCL's tuner picks
+    AUTO = "auto"     # what NCCL would pick: the faster of the two for an all-reduce, ring
+                      # for all-gather and reduce-scatter (NCCL has no tree for them)
 
 
 class Link(Protocol):
@@ -91,14 +92,21 @@ def steps(kind: Collective, n: int, algorithm: Algorithm = Algorithm.RING) -> in
 def time_s(kind: Collective, nbytes: float, n: int, bandwidth_bytes_per_s: float,
            latency_s: float, algorithm: Algorithm = Algorithm.AUTO) -> float:
     """Seconds for one collective among ``n`` devices on one network: steps x latency +
-    bytes moved / bandwidth. ``AUTO`` takes the faster of ring and tree."""
+    bytes moved / bandwidth. ``AUTO`` takes NCCL's choice: the faster of ring and tree for an
+    all-reduce; the ring for all-gather and reduce-scatter, for which NCCL implements no tree
+    ("the Tree algorithm implements multiple reduce/broadcast operations, so it doesn't apply
+    to allgather/reducescatter", S. Jeaugey, NVIDIA/nccl issue #1473, 2024; its PAT algorithm
+    of 2.23 covers only one GPU per node). ``TREE`` asks for recursive doubling / halving
+    (MPI's) explicitly."""
     algorithm = Algorithm(algorithm)
     if bandwidth_bytes_per_s <= 0 or latency_s < 0:
         raise ValueError(f"bandwidth {bandwidth_bytes_per_s} must be > 0 and latency "
                          f"{latency_s} >= 0")
     if algorithm is Algorithm.AUTO:
+        candidates = (Algorithm.RING, Algorithm.TREE) if Collective(kind) is \
+            Collective.ALL_REDUCE else (Algorithm.RING,)
         return min(time_s(kind, nbytes, n, bandwidth_bytes_per_s, latency_s, a)
-                   for a in (Algorithm.RING, Algorithm.TREE))
+                   for a in candidates)
     moved = bytes_moved(kind, nbytes, n, algorithm)
     return steps(kind, n, algorithm) * latency_s + moved / bandwidth_bytes_per_s
 

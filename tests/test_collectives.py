@@ -81,6 +81,16 @@ def test_auto_picks_tree_for_small_and_ring_for_large_messages():
     assert ring(large) < tree(large) and auto(large) == ring(large)
 
 
+@pytest.mark.parametrize("kind", [Collective.ALL_GATHER, Collective.REDUCE_SCATTER])
+def test_auto_all_gather_and_reduce_scatter_are_rings_as_in_nccl(kind):
+    """NCCL has no tree for them (NVIDIA/nccl#1473): AUTO is the ring even where recursive
+    doubling, asked for explicitly, would be faster."""
+    n, bw, lat, small = 1024, 25e9, 2.7e-6, 1e3
+    ring = time_s(kind, small, n, bw, lat, Algorithm.RING)
+    assert time_s(kind, small, n, bw, lat, Algorithm.TREE) < ring
+    assert time_s(kind, small, n, bw, lat, Algorithm.AUTO) == ring
+
+
 def test_hierarchical_all_reduce_phases():
     intra, inter = net(300e9, 0.6e-6), net(25e9, 2.7e-6)
     nbytes, local, nodes = 1e9, 8, 4
