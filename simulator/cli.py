@@ -274,7 +274,7 @@ def _calibrate(args) -> int:
     from simulator import calibrate
     from simulator.result import write_atomic
 
-    from simulator import records
+    from simulator import records, timing
 
     device = load_device(args.device)
     if args.recorded:  # fit recorded timings: nothing is timed, the device need not be here
@@ -293,7 +293,7 @@ def _calibrate(args) -> int:
         if runtime.startswith("cuda"):
             todo = [dataclasses.replace(c, dtype="bf16") if c.kind in ("matmul", "conv") else c
                     for c in todo]
-        measurements = calibrate.measure(todo, runtime, progress=_progress)
+        measurements = timing.measure(todo, runtime, progress=_progress)
         env = records.environment(runtime)
         if args.record:
             write_atomic(args.record, records.kernels_csv(measurements, env))

@@ -45,26 +45,20 @@ def loss_of(torch, output):
 def measure_step(module, inputs: tuple, runtime: str = "cpu", steps: int = 5,
                  warmup: int = 2, min_time_s: float = 0.25) -> tuple[float, float | None]:
     """Seconds of one training step (and peak bytes on CUDA) with torch: the best of five
-    batches of at least ``steps`` steps (and ``min_time_s`` in all), as ``hwsim calibrate``
-    times its micro-benchmarks (``simulator.calibrate._time``)."""
+    batches of at least ``steps`` steps (and ``min_time_s`` in all), timed as ``hwsim
+    calibrate`` times its micro-benchmarks (``simulator.timing``)."""
     import torch
 
-    from simulator.calibrate import _time
+    from simulator.timing import best_of, training_step
 
-    module = module.to(runtime).train()
-    inputs = tuple(x.to(runtime) if hasattr(x, "to") else x for x in inputs)
-    optimizer = torch.optim.AdamW(module.parameters())
-
-    def step():
-        loss_of(torch, module(*inputs)).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
+    module = module.to(runtime)
+    step = training_step(torch, module, tuple(x.to(runtime) if hasattr(x, "to") else x
+                                              for x in inputs))
     for _ in range(warmup):
         step()
     if runtime.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    seconds = _time(torch, step, runtime, min_time_s, min_reps=steps)
+    seconds = best_of(torch, step, runtime, min_time_s, min_reps=steps)
     peak = float(torch.cuda.max_memory_allocated()) if runtime.startswith("cuda") else None
     return seconds, peak
 

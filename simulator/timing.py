@@ -1,0 +1,121 @@
+"""Timing with torch: the measuring half of ``hwsim calibrate`` and ``hwsim validate``.
+
+``best_of`` times a call the same way for both (the best of five batches: interference only
+ever adds time); ``training_step`` is the step both time (forward, the importer's loss,
+backward, AdamW step, ``zero_grad``); ``torch_case`` builds the call of each calibration
+``Case`` and ``measure`` times a list of them in passes. torch is imported by the callers'
+functions, never at module import.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+from simulator.calibrate import Case, Measurement
+from simulator.calibrate_functions import micro_model
+
+
+def measure(todo: Iterable[Case], device: str = "cpu",
+            progress: Callable[[int, int, str], None] | None = None,
+            min_time_s: float = 0.05, passes: int = 2) -> list[Measurement]:
+    """Time each case with torch on ``device`` ("cpu" or "cuda"): the best of five batches in
+    each of ``passes`` passes over all cases, so that a slow spell of a shared machine (tens
+    of seconds) spoils at most one pass."""
+    import torch
+
+    todo = list(todo)
+    fns = [torch_case(torch, case, device) for case in todo]
+    best = [float("inf")] * len(todo)
+    total = passes * len(todo)
+    for p in range(passes):
+        for i, (case, fn) in enumerate(zip(todo, fns)):
+            if progress:
+                progress(p * len(todo) + i, total, case.label)
+            best[i] = min(best[i], best_of(torch, fn, device, min_time_s))
+    if progress:
+        progress(total, total, "done")
+    return [Measurement(case, seconds) for case, seconds in zip(todo, best)]
+
+
+def torch_case(torch, case: Case, device: str):
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[case.dtype]
+    new = lambda *shape: torch.randn(*shape, dtype=dtype, device=device)  # noqa: E731
+    d = case.dims
+    if case.kind == "matmul":
+        a, b = new(d[0], d[2]), new(d[2], d[1])
+        return lambda: torch.mm(a, b)
+    if case.kind == "conv":
+        n, cin, h, w, cout, kernel, stride, pad = d
+        x, weight = new(n, cin, h, w), new(cout, cin, kernel, kernel)
+        return lambda: torch.nn.functional.conv2d(x, weight, stride=stride, padding=pad)
+    if case.kind == "train":
+        return _chain_step(torch, *d, device=device, dtype=dtype)
+    if case.kind == "function":
+        module, inputs = micro_model(torch, case.fn, d)
+        return training_step(torch, module.to(device=device),
+                           tuple(x.to(device=device) for x in inputs))
+    if case.kind == "add":
+        a, b = new(d[0]), new(d[0])
+        return lambda: a + b
+    if case.kind == "sum":
+        x = new(d[0])
+        return lambda: x.mean()
+    x = new(d[0], d[1])
+    if case.kind == "layernorm":
+        weight, bias = new(d[1]), new(d[1])
+        return lambda: torch.nn.functional.layer_norm(x, (d[1],), weight, bias)
+    return lambda: torch.softmax(x, dim=-1)
+
+
+def _chain_step(torch, layers: int, width: int, batch: int, relu: int, device: str,
+                      dtype):
+    blocks = []
+    for layer in range(layers):
+        blocks.append(torch.nn.Linear(width, width))
+        if relu and layer < layers - 1:
+            blocks.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*blocks)
+    model = model.to(device=device, dtype=dtype)
+    return training_step(torch, model, (torch.randn(batch, width, device=device, dtype=dtype),))
+
+
+def training_step(torch, module, inputs: tuple):
+    """A call running one training step of ``module`` (put in training mode): forward, the
+    importer's loss (``simulator.validate.loss_of``), backward, AdamW step, ``zero_grad``."""
+    from simulator.validate import loss_of
+
+    optimizer = torch.optim.AdamW(module.parameters())
+    module.train()
+
+    def step():
+        loss_of(torch, module(*inputs)).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def best_of(torch, fn, device: str, min_time_s: float, min_reps: int = 1) -> float:
+    """Seconds per call of ``fn``: the best of five batches of calls, each batch about a fifth
+    of ``min_time_s`` (and at least ``min_reps`` calls)."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    fn(), fn()
+    sync()
+    start, calls = time.perf_counter(), 0
+    while time.perf_counter() - start < min_time_s / 5 and calls < 10_000:
+        fn()
+        calls += 1
+    sync()
+    per = max((time.perf_counter() - start) / max(calls, 1), 1e-9)
+    reps = max(min_reps, min(1000, int(min_time_s / 5 / per)))
+    samples = []
+    for _ in range(5):
+        sync()
+        t = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        sync()
+        samples.append((time.perf_counter() - t) / reps)
+    return float(min(samples))  # best of five batches: interference only ever adds time
+
+
+__all__ = ["best_of", "measure", "torch_case", "training_step"]
