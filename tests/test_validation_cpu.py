@@ -9,7 +9,7 @@ Single-threaded, calibration and validation alike: on the 2-vCPU virtual machine
 two-thread OpenMP steps switch between two speeds about 35 % apart, at random and for tens of
 seconds at a time (hypervisor scheduling of the second vCPU), so a calibration and a validation
 minutes apart disagree by more than the bound for reasons that are not the model's. One thread
-is reproducible within about 5 % (README, "Calibration and validation").
+is reproducible within about 5 % (README, "Accuracy").
 """
 import statistics
 from pathlib import Path
