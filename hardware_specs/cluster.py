@@ -251,7 +251,7 @@ class _ClusterChecker(_Checker):
         inter = self.network(self.table(doc, "inter"), "inter") if "inter" in doc else None
         if nodes > 1 and inter is None:
             raise self.fail("inter", f"missing: {nodes} nodes need an [inter] network; add it")
-        topology = self.topology(doc["topology"])
+        topology = self.choice(doc["topology"], Topology, "topology", "topology")
         return ClusterSpec(
             name=self.text(doc["name"], "name"), device=self.device_of(doc["device"]),
             nodes=nodes, devices_per_node=per_node,
@@ -264,13 +264,6 @@ class _ClusterChecker(_Checker):
             return load_device(self.text(value, "device"))
         except SpecError as error:
             raise self.fail("device", f"{error}") from None
-
-    def topology(self, value: Any) -> Topology:
-        names = [t.value for t in Topology]
-        if value not in names:
-            raise self.fail("topology", f"unknown topology {value!r}; choose one of "
-                                        f"{', '.join(names)}")
-        return Topology(value)
 
     def dims(self, doc: dict, topology: Topology, devices: int) -> tuple[int, ...] | None:
         if topology is not Topology.TORUS:
@@ -287,13 +280,9 @@ class _ClusterChecker(_Checker):
 
     def network(self, table: dict, where: str) -> Network:
         self.keys(table, where, _NET_REQUIRED, _NET_OPTIONAL)
-        kinds = [k.value for k in LinkKind]
-        if table["kind"] not in kinds:
-            raise self.fail(f"{where}.kind", f"unknown network kind {table['kind']!r}; "
-                                             f"choose one of {', '.join(kinds)}")
+        kind = self.choice(table["kind"], LinkKind, f"{where}.kind", "network kind")
         bandwidth = self.positive(table["bandwidth_gb_per_s"], f"{where}.bandwidth_gb_per_s")
         latency = self.positive(table["latency_us"], f"{where}.latency_us")
-        kind = LinkKind(table["kind"])
         efficiency = (self.fraction(table["efficiency"], f"{where}.efficiency")
                       if "efficiency" in table else DEFAULT_EFFICIENCY.get(kind, 1.0))
         return Network(name=self.text(table["name"], f"{where}.name"), kind=kind,

@@ -192,18 +192,11 @@ class _Checker(OptionalTables):
         return DeviceSpec(
             name=self.text(doc["name"], "name"),
             vendor=self.text(doc["vendor"], "vendor"),
-            device_class=self.device_class(doc["class"]),
+            device_class=self.choice(doc["class"], DeviceClass, "class", "device class"),
             memory=self.memory(doc["memory"]),
             idle_power_w=power[0], tdp_w=power[1], price_per_hour_usd=price,
             energy_per_flop_j=power[2], energy_per_byte_j=power[3],
             source=self.text(doc["source"], "source"), path=self.path, **compute, **optional)
-
-    def device_class(self, value: Any) -> DeviceClass:
-        names = [c.value for c in DeviceClass]
-        if value not in names:
-            raise self.fail("class", f"unknown device class {value!r}; "
-                                     f"choose one of {', '.join(names)}")
-        return DeviceClass(value)
 
     def compute(self, table: dict) -> dict:
         self.keys(table, "compute", _COMPUTE_REQUIRED, _COMPUTE_OPTIONAL + tuple(_COMPUTE_TIMES))

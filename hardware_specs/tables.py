@@ -20,6 +20,7 @@ apart so that each module stays small. Schema::
 """
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 from hardware_specs import units
@@ -36,6 +37,13 @@ _LINK_OPTIONAL = ("count", "latency_us")
 
 class OptionalTables:
     """Checks for ``[architecture]`` and ``[[links]]``; mixed into the loader's checker."""
+
+    def choice(self, value: Any, kinds: type[Enum], key: str, what: str) -> Enum:
+        """``value`` as a member of the enum ``kinds``, or one line listing the choices."""
+        names = [k.value for k in kinds]
+        if value not in names:
+            raise self.fail(key, f"unknown {what} {value!r}; choose one of {', '.join(names)}")
+        return kinds(value)
 
     def integer(self, value: Any, key: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -71,14 +79,11 @@ class OptionalTables:
     def link(self, entry: dict, index: int) -> Link:
         where = f"links[{index}]"
         self.keys(entry, where, _LINK_REQUIRED, _LINK_OPTIONAL)
-        kinds = [k.value for k in LinkKind]
-        if entry["kind"] not in kinds:
-            raise self.fail(f"{where}.kind", f"unknown link kind {entry['kind']!r}; "
-                                             f"choose one of {', '.join(kinds)}")
+        kind = self.choice(entry["kind"], LinkKind, f"{where}.kind", "link kind")
         bandwidth = self.positive(entry["bandwidth_gb_per_s"], f"{where}.bandwidth_gb_per_s")
         latency = entry.get("latency_us")
         return Link(
-            name=self.text(entry["name"], f"{where}.name"), kind=LinkKind(entry["kind"]),
+            name=self.text(entry["name"], f"{where}.name"), kind=kind,
             bandwidth_bytes_per_s=units.gb_per_s_to_bytes_per_s(bandwidth),
             count=self.integer(entry.get("count", 1), f"{where}.count"),
             latency_s=None if latency is None else
