@@ -68,8 +68,7 @@ def host_device() -> DeviceSpec:
         peaks[DType.BF16] = cores * clock_hz * AMX_BF16_FLOP_PER_CYCLE
     elif "avx512_bf16" in flags:
         peaks[DType.BF16] = 2 * fp32
-    model = info[0].get("model name", platform.processor() or platform.machine()) if info \
-        else platform.processor() or platform.machine()
+    model = cpu_model(info)
     return DeviceSpec(
         name=HOST_NAME, vendor=(info[0].get("vendor_id", "unknown") if info else "unknown"),
         device_class=DeviceClass.CPU, peak_flops_per_s=peaks, vector_flops_per_s=fp32,
@@ -80,6 +79,13 @@ def host_device() -> DeviceSpec:
         path="<cpu-host>",
         architecture=Architecture(compute_units=cores, clock_hz=clock_hz,
                                   simd_width_bits=simd_bits, fma_units_per_core=FMA_UNITS))
+
+
+def cpu_model(info: list[dict[str, str]] | None = None) -> str:
+    """The CPU's model name (/proc/cpuinfo), else what ``platform`` knows."""
+    info = _cpuinfo() if info is None else info
+    return (info[0].get("model name") if info else None) or platform.processor() \
+        or platform.machine()
 
 
 def on_cores(spec: DeviceSpec, cores: int) -> DeviceSpec:

@@ -46,8 +46,12 @@ class Algorithm(str, Enum):
 
 
 class Link(Protocol):
-    bandwidth_bytes_per_s: float
+    """A network as collectives see it (``hardware_specs.cluster.Network``)."""
+
     latency_s: float
+
+    @property
+    def achieved_bytes_per_s(self) -> float: ...
 
 
 def bytes_moved(kind: Collective, nbytes: float, n: int,
@@ -113,10 +117,8 @@ def time_s(kind: Collective, nbytes: float, n: int, bandwidth_bytes_per_s: float
 
 def on(kind: Collective, nbytes: float, n: int, network: Link,
        algorithm: Algorithm = Algorithm.AUTO) -> float:
-    """``time_s`` on a ``Network`` (anything with bandwidth_bytes_per_s and latency_s)."""
-    return time_s(kind, nbytes, n, getattr(network, "achieved_bytes_per_s",
-                                           network.bandwidth_bytes_per_s),
-                  network.latency_s, algorithm)
+    """``time_s`` on a network at its achieved bandwidth."""
+    return time_s(kind, nbytes, n, network.achieved_bytes_per_s, network.latency_s, algorithm)
 
 
 def hierarchical_time_s(kind: Collective, nbytes: float, group_size: int, devices_per_node: int,

@@ -31,20 +31,14 @@ def environment(runtime: str) -> dict[str, str]:
     CUDA and torch versions, torch's threads, the host and the date (UTC)."""
     import torch
 
+    from hardware_specs.host import cpu_model
+
     cuda = runtime.startswith("cuda")
-    return {"device": torch.cuda.get_device_name(0) if cuda else _cpu_model(),
+    return {"device": torch.cuda.get_device_name(0) if cuda else cpu_model(),
             "driver": _driver() if cuda else "",
             "cuda": (torch.version.cuda or "") if cuda else "",
             "torch": torch.__version__, "threads": str(torch.get_num_threads()),
             "host": platform.node(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-
-
-def _cpu_model() -> str:
-    from hardware_specs.host import _cpuinfo
-
-    info = _cpuinfo()
-    return (info[0].get("model name") if info else None) or platform.processor() \
-        or platform.machine()
 
 
 def _driver() -> str:
