@@ -269,26 +269,20 @@ def format_summary(s: dict) -> str:
 def _calibrate(args) -> int:
     import dataclasses
 
+    from hardware_specs.host import on_cores
     from hardware_specs.loader import load_device
+    from hardware_specs.spec import DeviceClass
     from hardware_specs.writer import calibrated_toml
-    from simulator import calibrate
+    from simulator import calibrate, records, timing
     from simulator.result import write_atomic
-
-    from simulator import records, timing
 
     device = load_device(args.device)
     if args.recorded:  # fit recorded timings: nothing is timed, the device need not be here
+        _set_threads(args.threads, None)
         measurements, env = records.read_kernels(args.recorded)
-        if args.threads:
-            from hardware_specs.host import on_cores
-
-            device = on_cores(device, args.threads)
     else:
         runtime = present_runtime(device)
-        if _set_threads(args.threads, runtime):
-            from hardware_specs.host import on_cores
-
-            device = on_cores(device, args.threads)
+        _set_threads(args.threads, runtime)
         todo = calibrate.cases(quick=args.quick)
         if runtime.startswith("cuda"):
             todo = [dataclasses.replace(c, dtype="bf16") if c.kind in ("matmul", "conv") else c
@@ -298,6 +292,8 @@ def _calibrate(args) -> int:
         if args.record:
             write_atomic(args.record, records.kernels_csv(measurements, env))
             print(f"wrote {args.record}: the timings, for hwsim calibrate --from")
+    if args.threads and device.device_class is DeviceClass.CPU:
+        device = on_cores(device, args.threads)   # a CPU calibrated on that many cores
     fit = calibrate.Calibration(device).fit(measurements)
     calibrated = dataclasses.replace(fit.apply(), name=f"{device.name}-calibrated")
     text = calibrated_toml(device, calibrated, calibrate.provenance(env))
@@ -308,18 +304,20 @@ def _calibrate(args) -> int:
     return 0
 
 
-def _set_threads(threads: int | None, runtime: str) -> bool:
-    """Limit torch to ``threads`` CPU threads; False when not asked."""
+def _set_threads(threads: int | None, runtime: str | None) -> None:
+    """Check ``--threads`` and limit torch to that many CPU threads; ``runtime`` None: timings
+    recorded elsewhere, nothing to limit here."""
     if threads is None:
-        return False
+        return
     if threads <= 0:
         raise HwsimError(f"--threads = {threads} must be a positive integer")
+    if runtime is None:
+        return
     if runtime != "cpu":
         raise HwsimError(f"--threads {threads}: only a CPU calibration or validation takes it")
     import torch
 
     torch.set_num_threads(threads)
-    return True
 
 
 def _validate(args) -> int:
