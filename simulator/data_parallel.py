@@ -40,8 +40,7 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
     ``--overlap-grad-reduce``)."""
     if dp == 1:
         return step
-    backward = [n for n in step.names()
-                if step.op(n).phase in (Phase.BACKWARD, Phase.RECOMPUTE)] if not overlap else []
+    backward = [] if overlap else _backward_ends(step)
     formats = plan.formats
     updates = [n for n in step.names() if step.op(n).kind is OpKind.OPTIMIZER]
     # issue the reductions in the order the backward makes gradients ready (last layer
@@ -63,7 +62,7 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
         for src in producers:
             step.nx.remove_edge(src, name)
         step.add_edge(sync.name, name, nbytes=0)
-        if last is None:  # the first issued: after every backward op, when not overlapped
+        if last is None:  # the first issued: after the whole backward, when not overlapped
             for src in backward:
                 step.add_edge(src, sync.name, nbytes=0)
         last = sync.name
@@ -82,6 +81,14 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
     if zero == 3:
         _gather_weights(step, plan, dp, local)
     return step
+
+
+def _backward_ends(step: OpGraph) -> list[str]:
+    """The backward's last ops: those no other backward (or recomputed) op reads; once they
+    are done the whole backward is."""
+    phases = (Phase.BACKWARD, Phase.RECOMPUTE)
+    return [n for n in step.names() if step.op(n).phase in phases
+            and not any(step.op(c).phase in phases for c in step.consumers(n))]
 
 
 def _shard_update(step: OpGraph, name: str, update: Op, dp: int) -> None:
