@@ -19,22 +19,34 @@ def measure(todo: Iterable[Case], device: str = "cpu",
             progress: Callable[[int, int, str], None] | None = None,
             min_time_s: float = 0.05, passes: int = 2) -> list[Measurement]:
     """Time each case with torch on ``device`` ("cpu" or "cuda"): the best of five batches in
-    each of ``passes`` passes over all cases, so that a slow spell of a shared machine (tens
-    of seconds) spoils at most one pass."""
+    each of ``passes`` passes over all cases (``best_over_passes``)."""
     import torch
 
-    todo = list(todo)
-    fns = [torch_case(torch, case, device) for case in todo]
-    best = [float("inf")] * len(todo)
-    total = passes * len(todo)
+    pairs = [(case, torch_case(torch, case, device)) for case in todo]
+    best = best_over_passes(pairs, lambda pair: best_of(torch, pair[1], device, min_time_s),
+                            passes, progress, lambda pair: pair[0].label)
+    return [Measurement(case, seconds) for (case, _), seconds in zip(pairs, best)]
+
+
+def best_over_passes(items: list, time_one: Callable, passes: int,
+                     progress: Callable[[int, int, str], None] | None = None,
+                     label: Callable[[object], str] = str) -> list:
+    """``time_one(item)`` for every item in each of ``passes`` passes over ``items``, keeping
+    each item's fastest result (seconds, or a tuple that starts with them): a slow spell of a
+    shared machine (tens of seconds) then spoils at most one pass, not the item."""
+    seconds = lambda got: got[0] if isinstance(got, tuple) else got  # noqa: E731
+    best: list = [None] * len(items)
+    total = passes * len(items)
     for p in range(passes):
-        for i, (case, fn) in enumerate(zip(todo, fns)):
+        for i, item in enumerate(items):
             if progress:
-                progress(p * len(todo) + i, total, case.label)
-            best[i] = min(best[i], best_of(torch, fn, device, min_time_s))
+                progress(p * len(items) + i, total, label(item))
+            got = time_one(item)
+            if best[i] is None or seconds(got) < seconds(best[i]):
+                best[i] = got
     if progress:
         progress(total, total, "done")
-    return [Measurement(case, seconds) for case, seconds in zip(todo, best)]
+    return best
 
 
 def torch_case(torch, case: Case, device: str):
@@ -118,4 +130,4 @@ def best_of(torch, fn, device: str, min_time_s: float, min_reps: int = 1) -> flo
     return float(min(samples))  # best of five batches: interference only ever adds time
 
 
-__all__ = ["best_of", "measure", "torch_case", "training_step"]
+__all__ = ["best_of", "best_over_passes", "measure", "torch_case", "training_step"]

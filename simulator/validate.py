@@ -67,24 +67,16 @@ def validate_models(specs: list[str], device: DeviceSpec, runtime: str = "cpu", 
                     passes: int = 2, progress=None) -> list[Row]:
     """Measure each ``file.py:factory``'s training step here and predict it on ``device``.
 
-    Every model is timed in each of ``passes`` passes over the list and keeps its best: a slow
-    spell of a shared machine (tens of seconds) then spoils at most one pass, not the model.
+    Every model is timed in each of ``passes`` passes over the list and keeps its best
+    (``simulator.timing.best_over_passes``).
     """
     from simulator.api import simulate
+    from simulator.timing import best_over_passes
     from workloads.torch_import import import_module, load_factory_parts
 
     parts = [load_factory_parts(spec) for spec in specs]
-    measured: list[tuple[float, float | None]] = [(float("inf"), None)] * len(parts)
-    total = passes * len(parts)
-    for p in range(passes):
-        for i, (module, inputs, name) in enumerate(parts):
-            if progress:
-                progress(p * len(parts) + i, total, name)
-            seconds, peak = measure_step(module, inputs, runtime, steps)
-            if seconds < measured[i][0]:
-                measured[i] = (seconds, peak)
-    if progress:
-        progress(total, total, "done")
+    measured = best_over_passes(parts, lambda part: measure_step(part[0], part[1], runtime, steps),
+                                passes, progress, lambda part: part[2])
     rows = []
     for (module, inputs, name), (seconds, peak) in zip(parts, measured):
         workload = import_module(module, inputs, name=name)
