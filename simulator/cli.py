@@ -97,6 +97,13 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-overlap-grad-reduce", dest="overlap_grad_reduce", action="store_false",
                    help="reduce data-parallel gradients after the whole backward, not during "
                    "it (Megatron-LM before --overlap-grad-reduce)")
+    p.add_argument("--no-overlap-tp-comm", dest="overlap_tp_comm", action="store_false",
+                   help="tensor-parallel backward all-reduces wait for the weight gradients "
+                   "(Megatron-LM --no-async-tensor-model-parallel-allreduce)")
+    p.add_argument("--no-fused-grad-accumulation", dest="fused_grad_accumulation",
+                   action="store_false", help="add each micro-batch's weight gradients into "
+                   "the gradient buffer in a pass of its own (Megatron-LM "
+                   "--no-gradient-accumulation-fusion; PyTorch's autograd)")
     p.add_argument("--node-overhead-w", type=float, default=0.0, metavar="WATTS",
                    help="run totals: power per node besides the devices (hosts, NICs, fans)")
     p.add_argument("--recompute", choices=[m.value for m in Recompute], default="none")
@@ -227,7 +234,9 @@ def _hardware_and_parallel(args):
     parallel = ParallelPlan(dp=dp, tp=args.tp, pp=args.pp, zero=args.zero,
                             sequence_parallel=args.sequence_parallel, schedule=args.schedule,
                             virtual_stages=args.virtual_stages,
-                            overlap_grad_reduce=args.overlap_grad_reduce)
+                            overlap_grad_reduce=args.overlap_grad_reduce,
+                            overlap_tp_comm=args.overlap_tp_comm,
+                            fused_grad_accumulation=args.fused_grad_accumulation)
     return hardware, parallel, n
 
 

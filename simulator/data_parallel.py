@@ -83,6 +83,33 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
     return step
 
 
+def add_grad_accumulation(step: OpGraph, plan: Plan) -> OpGraph:
+    """Unfused gradient accumulation (``ParallelPlan.fused_grad_accumulation`` False): every
+    micro-batch adds each layer's new weight gradients into the gradient buffer, an elementwise
+    pass reading both and writing the sum. The adds run on the compute stream after the
+    backward, last layer first, and every update waits for the last (approximation: Megatron-LM
+    runs each in a hook as its gradient is ready; the time on the stream is the same, and its
+    DDP reduced gradients only after the backward). ``step`` is changed in place and returned."""
+    grad_bytes = plan.formats.gradient.bytes
+    updates = [n for n in step.names() if step.op(n).kind is OpKind.OPTIMIZER]
+    last = None
+    for name in reversed(updates):
+        update = step.op(name)
+        params = update.m   # the update's parameter count (``training._optimizer``)
+        add = Op(name=f"grad_accumulate:weights:L{update.layer}", kind=OpKind.ELEMENTWISE,
+                 phase=Phase.BACKWARD, dtype=plan.formats.gradient, fn="add", flops=params,
+                 bytes_read=2 * params * grad_bytes, bytes_written=params * grad_bytes,
+                 layer=update.layer, block=update.block)
+        producers = step.inputs(name)
+        step.add(add, producers + ([last] if last else []))
+        for src in producers:
+            step.nx.remove_edge(src, name)
+        last = add.name
+    for name in updates:
+        step.add_edge(last, name, nbytes=0)
+    return step
+
+
 def _backward_ends(step: OpGraph) -> list[str]:
     """The backward's last ops: those no other backward (or recomputed) op reads; once they
     are done the whole backward is."""
@@ -134,4 +161,4 @@ def _forward_op(step: OpGraph, op: Op) -> Op | None:
     return None
 
 
-__all__ = ["add_data_parallel"]
+__all__ = ["add_data_parallel", "add_grad_accumulation"]

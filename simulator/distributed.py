@@ -22,7 +22,7 @@ from hardware_specs.cluster import ClusterSpec, cluster_for, list_clusters, load
 from hardware_specs.loader import load_device
 from hardware_specs.spec import DeviceSpec
 from simulator.cost import op_costs
-from simulator.data_parallel import add_data_parallel
+from simulator.data_parallel import add_data_parallel, add_grad_accumulation
 from simulator.engine.kernels import schedule
 from simulator.errors import PlanError
 from simulator.fusion import fuse_attention, fuse_elementwise
@@ -33,7 +33,7 @@ from simulator.parallel import Axis, ParallelPlan, bubble_over_ideal
 from simulator.plan import Attention, Fusion, Plan
 from simulator.stages import stage_graph
 from simulator.tensor_parallel import check as check_tensor_parallel
-from simulator.tensor_parallel import split
+from simulator.tensor_parallel import split, wait_for_weight_gradients
 from simulator.training import training_graph
 
 N_STREAMS = 3  # compute; tensor/pipeline communicator; data-parallel communicator
@@ -140,8 +140,12 @@ def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
                 per_node: int) -> Lowered:
     """The device-independent half of a stage: its lowered training step (sweeps memoize it)."""
     step = training_graph(forward, plan)
+    if not parallel.overlap_tp_comm:
+        wait_for_weight_gradients(step)
     if plan.fusion is Fusion.COMPILED:
         step = fuse_elementwise(step)
+    if not parallel.fused_grad_accumulation:
+        add_grad_accumulation(step, plan)
     dp_local = math.gcd(parallel.dp, max(per_node // parallel.tp, 1))
     step = add_data_parallel(step, plan, parallel.dp, parallel.zero, dp_local,
                              parallel.overlap_grad_reduce)

@@ -66,6 +66,18 @@ class ParallelPlan:
     # DeepSpeed, Megatron-LM's --overlap-grad-reduce since 2023-09); False: after the whole
     # backward, as Megatron-LM did before (NVIDIA/Megatron-LM issue #391).
     overlap_grad_reduce: bool = True
+    # A tensor-parallel backward collective overlaps the weight-gradient GEMMs of the linears
+    # whose input gradient it reduces (Megatron-LM's asynchronous tensor-parallel all-reduce,
+    # on by default; --no-async-tensor-model-parallel-allreduce turns it off). False: it waits
+    # for them, as autograd ran a linear's input and weight gradients in one node before the
+    # collective's backward (Megatron-LM of Narayanan et al. 2021, before that option).
+    overlap_tp_comm: bool = True
+    # Weight gradients accumulate inside the GEMM (Megatron-LM --gradient-accumulation-fusion,
+    # on by default). False: each micro-batch's weight gradients are then added into the
+    # gradient buffer, a pass reading both and writing one (Megatron-LM's DDP hook,
+    # ``param.main_grad.add_(param.grad.data)``, megatron/model/distributed.py; PyTorch's
+    # AccumulateGrad does the same from the second micro-batch on).
+    fused_grad_accumulation: bool = True
 
     def __post_init__(self) -> None:
         try:

@@ -159,4 +159,30 @@ def _scaled(op: Op, tp: int) -> Op:
     return op.evolve(**fields)
 
 
-__all__ = ["COLUMN", "ROW", "check", "collective", "split"]
+def wait_for_weight_gradients(step: OpGraph) -> OpGraph:
+    """Make each backward tensor-parallel collective wait for the weight gradients of the
+    linears whose input gradients it reduces (``ParallelPlan.overlap_tp_comm`` False); ``step``
+    is a training graph, changed in place and returned."""
+    for name in step.names():
+        op = step.op(name)
+        if op.kind is OpKind.COLLECTIVE and op.phase is Phase.BACKWARD and \
+                dict(op.extra).get("axis") == int(Axis.TENSOR):
+            for src in _input_gradients(step, name):
+                wgrad = f"wgrad:{step.op(src).forward_of}"
+                if wgrad in step:
+                    step.add_edge(wgrad, name, nbytes=0)
+    return step
+
+
+def _input_gradients(step: OpGraph, name: str) -> list[str]:
+    """The input-gradient (dgrad) ops feeding ``name``, through gradient accumulations."""
+    found = []
+    for src in step.inputs(name):
+        if src.startswith("grad_accumulate:"):
+            found += _input_gradients(step, src)
+        elif src.startswith("dgrad"):
+            found.append(src)
+    return found
+
+
+__all__ = ["COLUMN", "ROW", "check", "collective", "split", "wait_for_weight_gradients"]

@@ -320,3 +320,54 @@ def test_zero3_reduces_gradients_every_micro_batch(zero, per_micro_batch):
             4 * one.parallel["communication_s"], rel=1e-9)
     else:
         assert four.parallel["communication_s"] < 4 * one.parallel["communication_s"]
+
+
+def _named(result, prefix: str) -> np.ndarray:
+    return np.flatnonzero(np.char.startswith(np.array(result.lowered.names, dtype=str), prefix))
+
+
+def test_tensor_parallel_backward_without_overlap_waits_for_weight_gradients():
+    """Megatron-LM's asynchronous tensor-parallel all-reduce overlaps a column-parallel
+    linear's input-gradient all-reduce with its weight-gradient GEMM; without it
+    (``overlap_tp_comm`` False, the 2021 code) the all-reduce starts after the weight
+    gradients of every linear it reduces for. Never faster, slower by at most the backward
+    all-reduces' own time per micro-batch."""
+    kw = dict(num_devices=8, micro_batch=2, global_batch=8, precision="fp16")
+    overlapped = simulate(GPT, "a100", parallel=ParallelPlan(tp=8), **kw)
+    serial = simulate(GPT, "a100", parallel=ParallelPlan(tp=8, overlap_tp_comm=False), **kw)
+    for result, waits in ((overlapped, False), (serial, True)):
+        names = np.array(result.lowered.names, dtype=str)
+        start, end = result.times["start_s"], result.times["end_s"]
+        layers = _named(result, "grad:L")
+        reduces = layers[np.char.endswith(names[layers], ".tp_identity")]
+        assert len(reduces) == 2 * 24    # before attention and before the MLP, every layer
+        for i in reduces:
+            layer = result.lowered.layer[i]
+            block = ("q_proj", "k_proj", "v_proj") if "#" not in names[i] else ("fc1",)
+            wgrads = [np.flatnonzero(names == f"wgrad:L{layer}.{b}")[0] for b in block]
+            after = bool(start[i] >= max(end[w] for w in wgrads))
+            # overlapped, the MLP's all-reduce runs beside fc1's weight gradient (attention's
+            # waits anyway for the add of q, k and v's input gradients behind theirs)
+            assert after if waits else (not after or block != ("fc1",))
+    assert serial.step_time_s > overlapped.step_time_s
+    reduce_s = serial.times["time_s"][reduces].sum()
+    assert serial.step_time_s - overlapped.step_time_s <= \
+        serial.micro_batches * reduce_s * (1 + 1e-9)
+
+
+def test_unfused_gradient_accumulation_adds_one_pass_per_micro_batch():
+    """Without Megatron-LM's fused accumulation each micro-batch adds its weight gradients
+    into the gradient buffer: per layer a pass reading 2 and writing 1 gradient-sized buffer
+    (fp16: 6 bytes per parameter), on the compute stream before the layer's update. Across
+    the step it costs m such passes: the step grows by m times their time (pp = 1, dp = 1:
+    nothing overlaps them)."""
+    kw = dict(micro_batch=1, global_batch=4, precision="fp16")
+    fused = simulate(GPT, "a100", parallel=ParallelPlan(), **kw)
+    unfused = simulate(GPT, "a100", parallel=ParallelPlan(fused_grad_accumulation=False), **kw)
+    assert not len(_named(fused, "grad_accumulate:weights"))
+    adds = _named(unfused, "grad_accumulate:weights")
+    low = unfused.lowered
+    assert (low.phase[adds] == Phase.BACKWARD).all()
+    assert low.nbytes[adds].sum() == 6 * unfused.parallel["params_per_device"]
+    added = unfused.micro_batches * unfused.times["time_s"][adds].sum()
+    assert unfused.step_time_s - fused.step_time_s == pytest.approx(added, rel=1e-6)
