@@ -9,8 +9,12 @@ of the next stage, and a send at the end of the previous one. The send starts th
 (``simulator.training.starts_backward``): its adjoint receives the output's gradient.
 
 Messages are split over the tp ranks (the scatter/gather optimisation of Narayanan et al. 2021,
-sec. 4.1, ``parallel.pipeline_message_bytes``); the all-gather that reassembles them inside the
-node is left out. With tied embeddings the last stage keeps its own copy of the word embedding
+sec. 4.1, ``parallel.pipeline_message_bytes``): each rank sends 1/tp of the activation over its
+own network card and the receiving node all-gathers the pieces over its intra-node links (a
+``tp_all_gather`` after each receive, marked ``scatter``; its gradient is a slice, no kernel);
+the gradient goes back the same way (``simulator.training`` gathers it after the receive of a
+send's or an exchange's adjoint, marked ``scatter`` = tp). With sequence parallelism the message
+is a sequence shard already: nothing to gather. With tied embeddings the last stage keeps its own copy of the word embedding
 for the lm_head (Megatron-LM); the all-reduce of its gradient with the first stage is left out
 (one vocab x hidden / tp buffer per step).
 """
@@ -44,6 +48,7 @@ def stage_graph(forward: OpGraph, first: bool, last: bool, tp: int = 1,
     keep = {n for i, n in enumerate(names)
             if lo <= i <= hi or (first and i < lo) or (last and i > hi)}
     split = 1 if sequence_parallel else tp   # a sequence shard is already 1/tp
+    scatter = {"scatter": split} if split > 1 else {}   # the adjoint receives a 1/tp gradient
     out = OpGraph(forward.name.replace("forward", "stage forward"))
     received: dict[str, str] = {}
     for name in names:
@@ -59,13 +64,13 @@ def stage_graph(forward: OpGraph, first: bool, last: bool, tp: int = 1,
                 size = forward.op(src).out_bytes
                 swap = collective(f"pipeline_exchange:{src}", "send_recv", size // split,
                                   size // split, size, 2, Axis.PIPELINE, _outside(op),
-                                  local=local)
-                received[src] = out.add(swap, [src])
+                                  local=local, **scatter)
+                received[src] = _gathered(out, out.add(swap, [src]), size, split, op)
             if src not in keep and src not in received:
                 size = forward.op(src).out_bytes
                 recv = collective("pipeline_recv", "send_recv", size // split, size // split,
                                   size, 2, Axis.PIPELINE, _outside(op), local=local)
-                received[src] = out.add(recv, [])
+                received[src] = _gathered(out, out.add(recv, []), size, split, op)
             inputs.append(received.get(src, src))
         out.add(op, inputs)
     if not last:
@@ -73,9 +78,20 @@ def stage_graph(forward: OpGraph, first: bool, last: bool, tp: int = 1,
         for src in outputs:
             size = forward.op(src).out_bytes
             send = collective("pipeline_send", "send_recv", size // split, size // split, 0, 2,
-                              Axis.PIPELINE, _outside(forward.op(src)), local=local, send=1)
+                              Axis.PIPELINE, _outside(forward.op(src)), local=local, send=1,
+                              **scatter)
             out.add(send, [src])
     return out
+
+
+def _gathered(out: OpGraph, received: str, size: int, split: int, reader: Op) -> str:
+    """The op the stage reads a received message from: the message itself, or the all-gather
+    that reassembles its ``split`` pieces inside the node."""
+    if split == 1:
+        return received
+    gather = collective(f"{received}.tp_all_gather", "all_gather", size // split, size, size,
+                        split, Axis.TENSOR, _outside(reader), scatter=1)
+    return out.add(gather, [received])
 
 
 def _crosses_chunk(forward: OpGraph, src: str, op: Op, per_chunk: int) -> bool:

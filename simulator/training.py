@@ -35,6 +35,7 @@ from simulator.lower import READS_OUTPUT
 from simulator.op import TENSOR_KINDS, Block, Op, OpKind, Phase
 from simulator.parallel import Axis
 from simulator.plan import OPTIMIZER_FLOPS_PER_PARAM, OPTIMIZER_STATES, Plan, Recompute
+from simulator.tensor_parallel import collective
 
 #: Tensor ops whose second operand is a parameter (not an edge of the graph).
 WEIGHTED = frozenset({"linear", "rnn_linear", "conv1d", "conv2d", "conv3d",
@@ -65,8 +66,9 @@ def gathered_shard(graph: OpGraph, name: str) -> str | None:
     sequence-parallel all-gather (tensor axis; Korthikanti et al. 2022, sec. 4.2.2), else None.
     A weighted op reading it keeps the shard for its backward, not the gathered tensor."""
     op = graph.op(name)
+    facts = dict(op.extra)
     if op.kind is not OpKind.COLLECTIVE or op.fn != "all_gather" or \
-            dict(op.extra).get("axis") != int(Axis.TENSOR):
+            facts.get("axis") != int(Axis.TENSOR) or facts.get("scatter"):
         return None
     inputs = graph.inputs(name)
     return inputs[0] if inputs else None
@@ -215,17 +217,25 @@ class _Derivation:
 
     def _collective_backward(self, op: Op, deps: list[str], wanted: list[str]) -> None:
         """The adjoint collective, reading the output gradient and writing the input's."""
+        facts = dict(op.extra)
         fn = BACKWARD_COLLECTIVE[op.fn]
-        if fn is None:  # a forward all-reduce: the summed gradient is already on every rank
+        if fn is None or (op.fn == "all_gather" and facts.get("scatter")):
+            # a forward all-reduce: the summed gradient is already on every rank; a pipeline
+            # message's reassembly: each rank sends its slice of the gradient back
             for src in wanted:
                 self.grads.setdefault(src, []).extend(deps)
             return
         moved = (op.out_bytes, op.out_bytes) if op.fn == "identity" else \
             (op.bytes_written, op.bytes_read)
         extra = tuple((key, value) for key, value in op.extra if key != "send")
+        full = sum(self.forward.op(s).out_bytes for s in wanted)
         name = self._add(op, "grad", deps, [], fn=fn, bytes_read=moved[0],
-                         bytes_written=moved[1], extra=extra,
-                         out_bytes=sum(self.forward.op(s).out_bytes for s in wanted))
+                         bytes_written=moved[1], extra=extra, out_bytes=full)
+        split = facts.get("scatter", 0)
+        if fn == "send_recv" and split > 1:  # the gradient arrives in 1/tp pieces: gather them
+            gather = collective(f"{name}.tp_all_gather", "all_gather", full // split, full,
+                                full, split, Axis.TENSOR, op, phase=Phase.BACKWARD)
+            name = self.out.add(gather.evolve(forward_of=op.name), [name])
         for src in wanted:
             self._contribute(src, name)
 

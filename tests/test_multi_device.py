@@ -288,14 +288,17 @@ def test_interleaved_chunks_exchange_activations_v_times():
     for v in (2, 3):
         par = ParallelPlan(tp=2, pp=2, schedule="interleaved", virtual_stages=v)
         _, stage = stage_forward(work, plan, par, 1, None)
-        swaps = [n for n in stage.names() if n.startswith("pipeline_exchange")]
+        swaps = [n for n in stage.names() if n.startswith("pipeline_exchange")
+                 and stage.op(n).fn == "send_recv"]
         assert len(swaps) == v - 1
         for n in swaps:
             op, src = stage.op(n), stage.op(stage.inputs(n)[0])
-            assert op.fn == "send_recv" and op.bytes_read == src.out_bytes // 2
-            assert stage.op(stage.consumers(n)[0]).layer == src.layer + 1
+            assert op.bytes_read == src.out_bytes // 2
+            (gather,) = stage.consumers(n)   # the node reassembles the message
+            assert stage.op(stage.consumers(gather)[0]).layer == src.layer + 1
         step = training_graph(stage, plan)
-        backward = [n for n in step.names() if n.startswith("grad:pipeline_exchange")]
+        backward = [n for n in step.names() if n.startswith("grad:pipeline_exchange")
+                    and step.op(n).fn == "send_recv"]
         assert len(backward) == v - 1
     flat = ParallelPlan(tp=2, pp=2)
     assert not [n for n in stage_forward(work, plan, flat, 1, None)[1].names()
@@ -371,3 +374,31 @@ def test_unfused_gradient_accumulation_adds_one_pass_per_micro_batch():
     assert low.nbytes[adds].sum() == 6 * unfused.parallel["params_per_device"]
     added = unfused.micro_batches * unfused.times["time_s"][adds].sum()
     assert unfused.step_time_s - fused.step_time_s == pytest.approx(added, rel=1e-6)
+
+
+@pytest.mark.parametrize("sequence_parallel", [False, True])
+def test_scatter_gather_reassembles_every_received_message(sequence_parallel):
+    """Narayanan et al. 2021 sec. 4.1: each tp rank sends 1/tp of a stage-boundary activation
+    over its own card; the receiving node all-gathers the pieces over NVLink. A middle stage
+    of v = 2 chunks receives its input and one chunk boundary forward, and its output's and
+    that boundary's gradients backward: four all-gathers of the whole activation (1/tp read
+    per rank), none of whose adjoints moves data. A sequence-parallel message is a shard
+    already: no gathers."""
+    plan = Plan(micro_batch=1, precision="fp16")
+    par = ParallelPlan(tp=2, pp=4, schedule="interleaved", virtual_stages=2,
+                       sequence_parallel=sequence_parallel)
+    _, stage = stage_forward(get_workload(GPT), plan, par, 1, None)
+    step = training_graph(stage, plan)
+    gathers = [n for n in step.names() if n.endswith(".tp_all_gather") and "pipeline" in n
+               and step.op(n).kind is OpKind.COLLECTIVE]
+    if sequence_parallel:
+        assert gathers == []
+        return
+    assert len(gathers) == 4
+    assert {step.op(n).phase for n in gathers} == {Phase.FORWARD, Phase.BACKWARD}
+    for n in gathers:
+        op, src = step.op(n), step.op(step.inputs(n)[0])
+        assert op.fn == "all_gather" and src.fn == "send_recv"
+        assert op.bytes_written == 2 * op.bytes_read == 2 * src.bytes_read
+    assert not [n for n in step.names() if n.startswith("grad:") and n.endswith(
+        ".tp_all_gather") and step.op(n).fn == "reduce_scatter"]
