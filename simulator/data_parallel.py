@@ -57,11 +57,7 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
                           grads if zero == 0 else grads // dp, 0, dp, Axis.DATA, update,
                           phase=Phase.BACKWARD if zero == 3 else Phase.COMMUNICATION,
                           local=local)
-        producers = step.inputs(name)
-        step.add(sync, producers)
-        for src in producers:
-            step.nx.remove_edge(src, name)
-        step.add_edge(sync.name, name, nbytes=0)
+        _before(step, name, sync)
         if last is None:  # the first issued: after the whole backward, when not overlapped
             for src in backward:
                 step.add_edge(src, sync.name, nbytes=0)
@@ -100,14 +96,21 @@ def add_grad_accumulation(step: OpGraph, plan: Plan) -> OpGraph:
                  phase=Phase.BACKWARD, dtype=plan.formats.gradient, fn="add", flops=params,
                  bytes_read=2 * params * grad_bytes, bytes_written=params * grad_bytes,
                  layer=update.layer, block=update.block)
-        producers = step.inputs(name)
-        step.add(add, producers + ([last] if last else []))
-        for src in producers:
-            step.nx.remove_edge(src, name)
-        last = add.name
+        last = _before(step, name, add, after=[last] if last else [])
     for name in updates:
         step.add_edge(last, name, nbytes=0)
     return step
+
+
+def _before(step: OpGraph, name: str, op: Op, after: list[str] = ()) -> str:
+    """Put ``op`` between the update ``name`` and the ops it read: ``op`` reads them (and
+    waits for ``after``), the update waits for ``op``. Returns ``op``'s name."""
+    producers = step.inputs(name)
+    step.add(op, [*producers, *after])
+    for src in producers:
+        step.nx.remove_edge(src, name)
+    step.add_edge(op.name, name, nbytes=0)
+    return op.name
 
 
 def _backward_ends(step: OpGraph) -> list[str]:

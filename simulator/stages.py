@@ -11,12 +11,12 @@ of the next stage, and a send at the end of the previous one. The send starts th
 Messages are split over the tp ranks (the scatter/gather optimisation of Narayanan et al. 2021,
 sec. 4.1, ``parallel.pipeline_message_bytes``): each rank sends 1/tp of the activation over its
 own network card and the receiving node all-gathers the pieces over its intra-node links (a
-``tp_all_gather`` after each receive, marked ``scatter``; its gradient is a slice, no kernel);
-the gradient goes back the same way (``simulator.training`` gathers it after the receive of a
-send's or an exchange's adjoint, marked ``scatter`` = tp). With sequence parallelism the message
-is a sequence shard already: nothing to gather. With tied embeddings the last stage keeps its own copy of the word embedding
-for the lm_head (Megatron-LM); the all-reduce of its gradient with the first stage is left out
-(one vocab x hidden / tp buffer per step).
+``tp_all_gather`` after each receive; its gradient is a slice, no kernel); the gradient goes
+back the same way (``simulator.training`` gathers it after the receive of a send's or an
+exchange's adjoint). Ops of a split message carry ``scatter`` = tp. With sequence parallelism
+the message is a sequence shard already: nothing to gather. With tied embeddings the last
+stage keeps its own copy of the word embedding for the lm_head (Megatron-LM); the all-reduce
+of its gradient with the first stage is left out (one vocab x hidden / tp buffer per step).
 """
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def _gathered(out: OpGraph, received: str, size: int, split: int, reader: Op) ->
     if split == 1:
         return received
     gather = collective(f"{received}.tp_all_gather", "all_gather", size // split, size, size,
-                        split, Axis.TENSOR, _outside(reader), scatter=1)
+                        split, Axis.TENSOR, _outside(reader), scatter=split)
     return out.add(gather, [received])
 
 

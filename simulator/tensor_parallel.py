@@ -163,12 +163,13 @@ def wait_for_weight_gradients(step: OpGraph) -> OpGraph:
     """Make each backward tensor-parallel collective wait for the weight gradients of the
     linears whose input gradients it reduces (``ParallelPlan.overlap_tp_comm`` False); ``step``
     is a training graph, changed in place and returned."""
+    from simulator.training import WGRAD   # training imports this module
     for name in step.names():
         op = step.op(name)
         if op.kind is OpKind.COLLECTIVE and op.phase is Phase.BACKWARD and \
                 dict(op.extra).get("axis") == int(Axis.TENSOR):
             for src in _input_gradients(step, name):
-                wgrad = f"wgrad:{step.op(src).forward_of}"
+                wgrad = f"{WGRAD}:{step.op(src).forward_of}"
                 if wgrad in step:
                     step.add_edge(wgrad, name, nbytes=0)
     return step

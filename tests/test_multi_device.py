@@ -29,6 +29,11 @@ def _run(parallel=None, model=GPT, device="a100", **plan):
     return simulate(model, device, parallel=parallel, **plan)
 
 
+def _named(result, prefix: str) -> np.ndarray:
+    """Positions of the ops whose names start with ``prefix``."""
+    return np.flatnonzero(np.char.startswith(np.array(result.lowered.names, dtype=str), prefix))
+
+
 def test_one_device_plan_is_the_single_device_result_exactly():
     alone = simulate(GPT, "a100", micro_batch=2, global_batch=16)
     planned = simulate(GPT, "a100", micro_batch=2, global_batch=16,
@@ -267,14 +272,12 @@ def test_gradient_reduction_without_overlap_waits_for_the_whole_backward():
     assert serial.parallel["overlap_grad_reduce"] is False
     for r, inside in ((overlapped, True), (serial, False)):
         low, start, end = r.lowered, r.times["start_s"], r.times["end_s"]
-        reductions = np.flatnonzero(np.char.startswith(np.array(low.names, dtype=str),
-                                                       "dp_all_reduce"))
+        reductions = _named(r, "dp_all_reduce")
         backward_end = end[(low.phase == Phase.BACKWARD) | (low.phase == Phase.RECOMPUTE)].max()
         assert len(reductions) > 1
         assert bool(start[reductions].min() < backward_end) == inside
     assert serial.step_time_s > overlapped.step_time_s
-    reduce_s = serial.times["time_s"][np.char.startswith(
-        np.array(serial.lowered.names, dtype=str), "dp_all_reduce")].sum()
+    reduce_s = serial.times["time_s"][_named(serial, "dp_all_reduce")].sum()
     assert serial.step_time_s - overlapped.step_time_s <= reduce_s * (1 + 1e-9)
 
 
@@ -323,10 +326,6 @@ def test_zero3_reduces_gradients_every_micro_batch(zero, per_micro_batch):
             4 * one.parallel["communication_s"], rel=1e-9)
     else:
         assert four.parallel["communication_s"] < 4 * one.parallel["communication_s"]
-
-
-def _named(result, prefix: str) -> np.ndarray:
-    return np.flatnonzero(np.char.startswith(np.array(result.lowered.names, dtype=str), prefix))
 
 
 def test_tensor_parallel_backward_without_overlap_waits_for_weight_gradients():

@@ -72,9 +72,11 @@ def _megatron21(run_id: str, work: TransformerConfig, dp: int, tp: int,
                 pp: int) -> tuple[ParallelPlan, int]:
     """(plan, micro-batch) of a Megatron-LM 2021 run: Table 1's from its script; Table 2's
     PTD-P rows (no script) micro-batch 1, interleaved with the fewest chunks (>= 2)."""
-    mbs, per_chunk, ddp = SC21.get(run_id, (1, -1, "local"))
-    chunks = _chunks(work.layers, pp) if per_chunk == -1 else \
-        (work.layers // pp // per_chunk if per_chunk else 1)
+    if run_id in SC21:
+        mbs, per_chunk, ddp = SC21[run_id]
+        chunks = work.layers // pp // per_chunk if per_chunk else 1
+    else:
+        mbs, ddp, chunks = 1, "local", _chunks(work.layers, pp)
     # "local" DDP reduced gradients after the backward: overlap came to Megatron-LM's own
     # DDP with --overlap-grad-reduce in 2023-09 (NVIDIA/Megatron-LM issue #391)
     plan = ParallelPlan(dp=dp, tp=tp, pp=pp, overlap_grad_reduce=ddp == "torch",
