@@ -82,13 +82,13 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
 def add_grad_accumulation(step: OpGraph, plan: Plan) -> OpGraph:
     """Unfused gradient accumulation (``ParallelPlan.fused_grad_accumulation`` False): every
     micro-batch adds each layer's new weight gradients into the gradient buffer, an elementwise
-    pass reading both and writing the sum. The adds run on the compute stream after the
-    backward, last layer first, and every update waits for the last (approximation: Megatron-LM
-    runs each in a hook as its gradient is ready; the time on the stream is the same, and its
-    DDP reduced gradients only after the backward). ``step`` is changed in place and returned."""
+    pass reading both and writing the sum. Each add is issued on the compute stream as soon as
+    its layer's weight gradients are written, inside the backward, as Megatron-LM's gradient
+    hook and PyTorch's AccumulateGrad run it; the layer's data-parallel reduction (added after
+    this) and its update wait for it. ``step`` is changed in place and returned."""
     grad_bytes = plan.formats.gradient.bytes
     updates = [n for n in step.names() if step.op(n).kind is OpKind.OPTIMIZER]
-    last = None
+    position = {name: i for i, name in enumerate(step.nx.nodes)}
     for name in reversed(updates):
         update = step.op(name)
         params = update.m   # the update's parameter count (``training._optimizer``)
@@ -96,17 +96,17 @@ def add_grad_accumulation(step: OpGraph, plan: Plan) -> OpGraph:
                  phase=Phase.BACKWARD, dtype=plan.formats.gradient, fn="add", flops=params,
                  bytes_read=2 * params * grad_bytes, bytes_written=params * grad_bytes,
                  layer=update.layer, block=update.block)
-        last = _before(step, name, add, after=[last] if last else [])
-    for name in updates:
-        step.add_edge(last, name, nbytes=0)
+        producers = step.inputs(name)
+        _before(step, name, add)
+        step.issue_after(add.name, max(producers, key=position.__getitem__))
     return step
 
 
-def _before(step: OpGraph, name: str, op: Op, after: list[str] = ()) -> str:
-    """Put ``op`` between the update ``name`` and the ops it read: ``op`` reads them (and
-    waits for ``after``), the update waits for ``op``. Returns ``op``'s name."""
+def _before(step: OpGraph, name: str, op: Op) -> str:
+    """Put ``op`` between the update ``name`` and the ops it read: ``op`` reads them, the
+    update waits for ``op``. Returns ``op``'s name."""
     producers = step.inputs(name)
-    step.add(op, [*producers, *after])
+    step.add(op, producers)
     for src in producers:
         step.nx.remove_edge(src, name)
     step.add_edge(op.name, name, nbytes=0)

@@ -47,10 +47,21 @@ class OpGraph:
     def op(self, name: str) -> Op:
         return self.nx.nodes[name]["op"]
 
+    def issue_after(self, name: str, anchor: str) -> None:
+        """Issue ``name`` right after ``anchor`` (once its inputs are done), as if it had been
+        added just after it: for an op added later that a framework runs in a hook as soon as
+        its input is ready (a gradient add after a layer's weight gradients)."""
+        self.nx.nodes[name]["issue_after"] = anchor
+
     def names(self) -> list[str]:
-        """Op names in a deterministic topological order (insertion order breaks ties)."""
+        """Op names in a deterministic topological order (insertion order breaks ties, an op
+        placed with ``issue_after`` taking the place just after its anchor)."""
         position = {name: i for i, name in enumerate(self.nx.nodes)}
-        return list(nx.lexicographical_topological_sort(self.nx, key=position.__getitem__))
+
+        def key(name: str) -> tuple[int, int]:
+            anchor = self.nx.nodes[name].get("issue_after")
+            return (position[anchor], position[name]) if anchor else (position[name], -1)
+        return list(nx.lexicographical_topological_sort(self.nx, key=key))
 
     def ops(self) -> Iterator[Op]:
         for name in self.names():
