@@ -120,6 +120,19 @@ def test_grids_and_bad_input():
         sweep(TINY, ["a100"], [0], progress=False)
 
 
+def test_framework_behaviours_are_sweepable():
+    """The plan's overlap and accumulation switches are grid fields like the others: turning
+    the overlap of the data-parallel reduction off makes this step slower."""
+    grid = parse_grid(["overlap-grad-reduce=true,false", "overlap-tp-comm=false",
+                       "fused-grad-accumulation=false"])
+    rows = sweep(TINY, ["a100"], [4], {**grid, "dp": [2], "tp": [2], "global_batch": [8]},
+                 workers=1, progress=False)
+    assert list(rows.status) == ["ok", "ok"]
+    assert not rows.overlap_tp_comm.any() and not rows.fused_grad_accumulation.any()
+    on, off = rows[rows.overlap_grad_reduce].iloc[0], rows[~rows.overlap_grad_reduce].iloc[0]
+    assert off.step_time_s > on.step_time_s
+
+
 def test_device_counts_default_to_the_plan_and_overrides_apply():
     rows = sweep(TINY, ["a100"], None, [{"dp": 2, "tp": 2}, {}], workers=1, progress=False,
                  overrides={"price_per_hour_usd": 2.0}, tokens=1e6)
