@@ -108,6 +108,9 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
                    help="run totals: power per node besides the devices (hosts, NICs, fans)")
     p.add_argument("--recompute", choices=[m.value for m in Recompute], default="none")
     p.add_argument("--optimizer", choices=[m.value for m in Optimizer], default="adamw")
+    p.add_argument("--grad-clip", action="store_true",
+                   help="clip gradients by their global norm: one more pass over them per "
+                   "step (Megatron-LM --clip-grad, Hugging Face max_grad_norm)")
     p.add_argument("--attention", choices=[m.value for m in Attention], default="fused",
                    help="fused (FlashAttention-style) or materialized (s x s in memory)")
     p.add_argument("--fusion", choices=[m.value for m in Fusion], default="eager",
@@ -167,7 +170,7 @@ def simulate_args(args):
         work, "default_batch", 1)
     plan = Plan(micro_batch=micro_batch, global_batch=args.global_batch,
                 precision=args.precision, recompute=args.recompute, optimizer=args.optimizer,
-                attention=args.attention, fusion=args.fusion)
+                attention=args.attention, fusion=args.fusion, grad_clip=args.grad_clip)
     totals = {key: value for key, value in
               (("pue", args.pue), ("grid_kg_co2_per_kwh", args.grid)) if value is not None}
     result = simulate(work, hardware, plan, parallel=parallel, num_devices=num_devices,

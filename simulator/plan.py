@@ -78,6 +78,9 @@ class Plan:
     optimizer: Optimizer = Optimizer.ADAMW
     attention: Attention = Attention.FUSED
     fusion: Fusion = Fusion.EAGER
+    # Clip gradients by their global norm before the update: one more pass reading every
+    # gradient (torch.nn.utils.clip_grad_norm_; Megatron-LM --clip-grad, 1.0 by default).
+    grad_clip: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attention", _enum(Attention, self.attention, "attention"))
@@ -85,6 +88,8 @@ class Plan:
         object.__setattr__(self, "precision", _enum(Precision, self.precision, "precision"))
         object.__setattr__(self, "recompute", _enum(Recompute, self.recompute, "recompute"))
         object.__setattr__(self, "optimizer", _enum(Optimizer, self.optimizer, "optimizer"))
+        if not isinstance(self.grad_clip, bool):
+            raise PlanError(f"grad_clip = {self.grad_clip!r} must be true or false")
         if not isinstance(self.micro_batch, int) or self.micro_batch <= 0:
             raise PlanError(f"micro_batch = {self.micro_batch!r} must be a positive integer")
         gb = self.global_batch

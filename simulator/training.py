@@ -34,7 +34,8 @@ from simulator.graph import OpGraph
 from simulator.lower import READS_OUTPUT
 from simulator.op import TENSOR_KINDS, Block, Op, OpKind, Phase
 from simulator.parallel import Axis
-from simulator.plan import OPTIMIZER_FLOPS_PER_PARAM, OPTIMIZER_STATES, Plan, Recompute
+from simulator.plan import (OPTIMIZER_FLOPS_PER_PARAM, OPTIMIZER_STATES, Plan, Precision,
+                            Recompute)
 from simulator.tensor_parallel import collective
 
 #: Tensor ops whose second operand is a parameter (not an edge of the graph).
@@ -302,8 +303,20 @@ class _Derivation:
     # -- optimizer ---------------------------------------------------------------------------------
     def _optimizer(self) -> None:
         """One update per layer: reads and writes master weights and states. ``batch`` holds
-        the number of parameter tensors it updates (eager optimizers pay per tensor)."""
+        the number of parameter tensors it updates (eager optimizers pay per tensor).
+
+        Its traffic is that of the passes a mixed-precision step makes over the layer's
+        parameters besides the update itself (Megatron-LM's ``MixedPrecisionOptimizer.step``,
+        megatron/core/optimizer/optimizer.py; PyTorch AMP's ``GradScaler``):
+        fp16 unscales its loss-scaled gradients and checks them for inf/nan first (read and
+        write each, ``torch._amp_foreach_non_finite_check_and_unscale_``); ``grad_clip`` reads
+        each gradient once more for the global norm; with a master copy the update writes the
+        fp32 weights and a separate pass then copies them to the 16-bit weights the model
+        reads (``_copy_main_params_to_model_params``: read 4 bytes, write 2)."""
         f, opt = self.plan.formats, self.plan.optimizer
+        grad = f.gradient.bytes
+        unscale = grad if self.plan.precision is Precision.FP16 else 0  # read, then written
+        clip = grad if self.plan.grad_clip else 0
         per_layer: dict[int, int] = {}
         tensors: dict[int, int] = {}
         for op in self.forward.ops():
@@ -313,10 +326,12 @@ class _Derivation:
         for layer, params in sorted(per_layer.items()):
             master = 4  # fp32 master weights (or the fp32 weights themselves)
             states = 4 * OPTIMIZER_STATES[opt]
-            low_copy = f.weight.bytes if f.master else 0
+            copy_read, copy_written = (master, f.weight.bytes) if f.master else (0, 0)
+            flops = (OPTIMIZER_FLOPS_PER_PARAM[opt] + (1 if unscale else 0)
+                     + (2 if clip else 0))  # unscale: a multiply; norm: a multiply-add
             op = Op(name=f"optimizer:L{layer}", kind=OpKind.OPTIMIZER, phase=Phase.OPTIMIZER,
-                    fn=opt.value, flops=OPTIMIZER_FLOPS_PER_PARAM[opt] * params,
-                    bytes_read=params * (master + states + f.gradient.bytes),
-                    bytes_written=params * (master + states + low_copy),
+                    fn=opt.value, flops=flops * params,
+                    bytes_read=params * (master + states + grad + unscale + clip + copy_read),
+                    bytes_written=params * (master + states + unscale + copy_written),
                     layer=layer, block=Block.NONE, m=params, batch=tensors[layer])
             self.out.add(op, self.weight_grads.get(layer, []))

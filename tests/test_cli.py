@@ -258,6 +258,23 @@ def test_predict_steps_totals():
     assert s["samples_per_s"] == pytest.approx(4 / s["step_time_s"], rel=1e-12)
 
 
+def test_predict_grad_clip_matches_simulate():
+    """--grad-clip adds the global-norm pass over the gradients: the step's optimizer ops read
+    2 more bytes per bf16 gradient, and the prediction is simulate()'s with grad_clip=True."""
+    from simulator import simulate
+
+    s = predict_json("gpt2-small", "--device", "a100", "--grad-clip")
+    clipped = simulate("gpt2-small", "a100", grad_clip=True)
+    plain = simulate("gpt2-small", "a100")
+    assert s["step_time_s"] == pytest.approx(clipped.step_time_s, rel=1e-12)
+    assert clipped.step_time_s > plain.step_time_s
+
+    def optimizer_bytes(result):
+        ops = result.ops
+        return ops.loc[ops.phase == "optimizer", "bytes"].sum()
+    assert optimizer_bytes(clipped) - optimizer_bytes(plain) == 2 * clipped.params
+
+
 def _tiny_params_by_hand(*, bias: bool, layernorm: bool, tied: bool, positions: bool) -> int:
     """Parameters of TINY counted layer by layer, independently of TransformerConfig."""
     h, f, v, s = TINY["hidden"], TINY["ffn_hidden"], TINY["vocab"], TINY["seq_len"]

@@ -2,6 +2,7 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from simulator.errors import PlanError
 from simulator.graph import OpGraph
 from simulator.op import TENSOR_KINDS, DType, OpKind, Phase
 from simulator.plan import Plan
@@ -96,6 +97,32 @@ def test_optimizer_updates_every_parameter_once_after_its_gradient():
     assert sum(op.m for op in updates) == fwd.params()
     for op in updates:
         assert step.inputs(op.name), op.name  # waits for the layer's weight gradients
+
+
+@pytest.mark.parametrize("precision, grad_clip, read, written", [
+    ("fp32", False, 4 + 8 + 4, 4 + 8),                     # torch.optim.AdamW, fp32 weights
+    ("fp32", True, 4 + 8 + 4 + 4, 4 + 8),                  # + the global-norm pass
+    ("bf16", False, 4 + 8 + 2 + 4, 4 + 8 + 2),             # + master -> bf16 weight copy
+    ("fp16", True, 4 + 8 + 2 + 2 + 2 + 4, 4 + 8 + 2 + 2),  # + unscale, norm, copy
+])
+def test_optimizer_traffic_per_parameter(precision, grad_clip, read, written):
+    """The bytes one step's optimizer passes move per parameter: the Adam update reads the
+    fp32 master weight, both moments and the gradient and writes weight and moments back;
+    fp16 unscales its loss-scaled gradients first (read, write), clipping reads each gradient
+    once more for the norm, and a master copy is copied to the 16-bit weights afterwards
+    (read 4, write 2) -- Megatron-LM's mixed-precision optimizer step."""
+    fwd = TRANSFORMERS["gpt2-small"].forward_graph(1, DType.BF16)
+    step = training_graph(fwd, Plan(precision=precision, optimizer="adamw",
+                                    grad_clip=grad_clip))
+    updates = step.select(phase=Phase.OPTIMIZER)
+    params = sum(op.m for op in updates)
+    assert sum(op.bytes_read for op in updates) == read * params
+    assert sum(op.bytes_written for op in updates) == written * params
+
+
+def test_grad_clip_must_be_a_bool():
+    with pytest.raises(PlanError, match="grad_clip = 'yes' must be true or false"):
+        Plan(grad_clip="yes")
 
 
 def test_precision_sets_the_matmul_format():

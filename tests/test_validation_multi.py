@@ -11,7 +11,8 @@ their sources):
   reproduction script (``SC21``); Megatron's "local" DDP reduces gradients after the backward,
   PyTorch's ("torch") during it. The 2021 code had neither the asynchronous tensor-parallel
   all-reduce nor fused gradient accumulation (``overlap_tp_comm`` and
-  ``fused_grad_accumulation`` False; both came later and are on by default now).
+  ``fused_grad_accumulation`` False; both came later and are on by default now). Both
+  papers' runs clip gradients (Megatron-LM's --clip-grad 1.0, ``grad_clip``).
 - ``korthikanti22-*``: Korthikanti et al. 2022 (arXiv:2205.05198), Megatron-LM README table:
   sequence parallelism + selective recomputation, dp = 1, MFU and HFU against the 312 TFLOP/s
   peak. Micro-batch 1, 1F1B. The 530B-on-2240-GPUs row gives no global batch: left out.
@@ -99,9 +100,11 @@ def predict(run_id: str):
     else:
         parallel = ParallelPlan(dp=dp, tp=tp, pp=pp, sequence_parallel=True)
         recompute = "selective"
+    # Megatron-LM clips gradients at norm 1.0 (its default; examples/sc21/CONFIG.sh sets
+    # --clip-grad 1.0 --fp16); DeepSpeed's configuration for the ZeRO-3 row is not published
     return simulate(work, "a100-sxm4-80gb", parallel=parallel, micro_batch=micro_batch,
                     global_batch=int(row["global_batch_seqs"]), precision="fp16",
-                    recompute=recompute, attention="materialized")
+                    recompute=recompute, attention="materialized", grad_clip=run_id != ZERO3)
 
 
 def measured_and_predicted(run_id: str) -> tuple[float, float]:
@@ -128,7 +131,7 @@ def test_predicted_plans_run_and_fit(run_id):
 def test_megatron_error_is_stable_over_model_sizes():
     """Uncalibrated, every row is over-predicted by a similar factor: the spread of
     predicted / measured over the ten rows (1.7B to 1T parameters, 32 to 3,072 GPUs) stays
-    within 30 % (measured: 1.11 to 1.25, a spread of 1.12)."""
+    within 30 % (measured: 1.10 to 1.26, a spread of 1.14)."""
     ratios = [1 + e for e in errors(MEGATRON)]
     assert all(r > 1 for r in ratios)
     assert max(ratios) / min(ratios) < 1.30
@@ -149,8 +152,8 @@ def test_table2_ptd_p_rows_within_25_percent(run_id):
     """Narayanan et al. 2021 Table 2 (held out: added after the model was built; the 174.6B
     shape is GPT-3's, the 529.6B Table 1's; no script gives their micro-batch or chunks:
     1 and the fewest chunks): PTD-P at 384, 1,536 and 2,240 GPUs. Measured 153, 141, 159
-    TFLOP/s per GPU; predicted +13 %, +16 %, +19 % (tolerance 25 %: the largest Table 1
-    error, +24.7 %, rounded up)."""
+    TFLOP/s per GPU; predicted +12 %, +15 %, +19 % (tolerance 25 %: the largest Table 1
+    error when this check was added, +24.7 %, rounded up)."""
     measured, predicted = measured_and_predicted(run_id)
     assert predicted == pytest.approx(measured, rel=0.25)
 
@@ -169,16 +172,16 @@ def _median_error() -> float:
 
 
 def test_tflops_per_gpu_within_15_percent():
-    """Median |error| over the 14 rows under 15 % (measured: +13.8 %, every row over-predicted,
-    +9 to +25 %), with the runs' own configurations, matmuls at their cited best-shape GEMM
+    """Median |error| over the 14 rows under 15 % (measured: +14.2 %, every row over-predicted,
+    +9 to +26 %), with the runs' own configurations, matmuls at their cited best-shape GEMM
     efficiency and NVLink at its cited application-level 80 %; no constant fitted to these
     rows."""
     assert _median_error() < 0.15
 
 
 @pytest.mark.xfail(strict=True, reason="known miss: the issue's goal is a median under 10 %; "
-                   "measured +13.8 % without a GPU calibration (vector ops at the datasheet "
-                   "rate); the Megatron-2021 rows +11 to +25 %, the smallest, one GPU per "
-                   "replica, most")
+                   "measured +14.2 % without a GPU calibration (vector ops at the datasheet "
+                   "rate); the Megatron-2021 rows +10 to +26 %, the smallest, one to four "
+                   "GPUs per replica, most")
 def test_tflops_per_gpu_within_10_percent():
     assert _median_error() < 0.10
