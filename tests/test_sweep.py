@@ -58,6 +58,20 @@ def test_the_memo_changes_nothing(local):
     pd.testing.assert_frame_equal(plain, local)
 
 
+def test_the_memo_tells_model_chunks_apart():
+    """Interleaved plans that differ only in their model chunks per device build different
+    stage graphs: each row is what simulate() says, memo or not."""
+    deep = TransformerConfig(name="deep", layers=16, hidden=128, heads=4, vocab=256, seq_len=64)
+    rows = sweep(deep, ["a100"], [4], {"pp": [4], "schedule": ["interleaved"],
+                                       "virtual_stages": [2, 4], "global_batch": [8]},
+                 workers=1, progress=False)
+    memo.uninstall()
+    for row in rows.itertuples():
+        direct = simulate(deep, "a100", global_batch=8, parallel=ParallelPlan(
+            pp=4, schedule="interleaved", virtual_stages=row.virtual_stages))
+        assert row.step_time_s == direct.step_time_s
+
+
 def test_process_pool_gives_identical_rows(local):
     pd.testing.assert_frame_equal(sweep(TINY, DEVICES, [2, 4], GRID, workers=2,
                                         progress=False), local)
