@@ -65,7 +65,9 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     parallel = parallel or ParallelPlan(dp=n)
     m = micro_batches(work, plan, parallel, n)
     runs, unsplit = [], None
-    for stage in sorted({0, parallel.pp - 1}):
+    # the first and last stages (embedding, head); with uneven stages a middle one too
+    for stage in sorted({0, parallel.pp - 1} | ({1} if parallel.uneven and parallel.pp > 2
+                                                else set())):
         unsplit, forward = stage_forward(work, plan, parallel, stage, cluster)
         runs.append(run_stage(forward, plan, parallel, device, cluster, stage))
     step_s, bubble, pace = step_time(runs, parallel, m)
@@ -74,7 +76,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     memories = [_memory(r, plan, parallel, m) for r in runs]
     memory = max(memories, key=lambda mem: sum(mem.values()))
     peak = sum(memory.values())
-    model_flops, hardware_flops = _system_flops(run, unsplit, parallel, m)
+    model_flops, hardware_flops = _system_flops(run, unsplit, parallel, m,
+                                                getattr(work, "layers", None))
     energy_j = op_energy(lowered, device, run.compute_s, run.memory_s, run.time_s)
     comm = lowered.kind == OpKind.COLLECTIVE
     if comm.any():  # static power is counted once, over the step, not per stream
@@ -114,6 +117,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                        "overlap_grad_reduce": parallel.overlap_grad_reduce,
                        "overlap_tp_comm": parallel.overlap_tp_comm,
                        "fused_grad_accumulation": parallel.fused_grad_accumulation,
+                       "stage_layers": (parallel.stage_layers(work.layers)
+                                        if parallel.pp > 1 else None),
                        "cluster": cluster.name if cluster else None,
                        "params_per_device": int(max(r.forward.params() for r in runs)),
                        "micro_batch_s": max(r.t_micro for r in runs),
@@ -143,22 +148,26 @@ def _is_cluster(hardware) -> bool:
                                                  and hardware in list_clusters())
 
 
-def _system_flops(run, unsplit, parallel: ParallelPlan, m: int) -> tuple[float, float]:
+def _system_flops(run, unsplit, parallel: ParallelPlan, m: int,
+                  layers: int | None) -> tuple[float, float]:
     """Model and hardware FLOPs of one step of the whole system (all replicas).
 
-    One device runs the whole model: its graph's counts. Split over tp or pp (transformers):
-    the unsplit model's forward tensor FLOPs x 3 (every tensor op of a transformer has a
-    data and a weight gradient, or two data gradients: the training graph's own count), plus
-    the stage's recomputed FLOPs on every rank of every stage (layers alone recompute, and
-    every stage has as many layers).
+    One device runs the whole model: its graph's counts. Split over tp or pp (transformers,
+    ``layers`` in all): the forward tensor FLOPs of a layer of the unsplit model (a model of
+    one stage's layers, every layer alike) times ``layers``, plus embedding and head, x 3
+    (every tensor op of a transformer has a data and a weight gradient, or two data
+    gradients: the training graph's own count), plus the recomputed FLOPs of a layer of the
+    pacing stage on every rank, for every layer (layers alone recompute).
     """
     model, hardware = _flops(run.lowered, m)
     if parallel.tp == 1 and parallel.pp == 1:
         return model * parallel.dp, hardware * parallel.dp
-    per_layer = sum(op.model_flops for op in unsplit.ops() if op.layer >= 0)
+    in_unsplit = 1 + max(op.layer for op in unsplit.ops())
+    per_layer = sum(op.model_flops for op in unsplit.ops() if op.layer >= 0) / in_unsplit
     outside = sum(op.model_flops for op in unsplit.ops() if op.layer < 0)
-    forward = outside + per_layer * parallel.pp
-    recomputed = (hardware - model) * parallel.tp * parallel.pp
+    forward = outside + per_layer * layers
+    in_run = parallel.stage_layers(layers)[run.stage] if parallel.pp > 1 else layers
+    recomputed = (hardware - model) / in_run * layers * parallel.tp
     model_step = 3.0 * forward * m * parallel.dp
     return model_step, model_step + recomputed * parallel.dp
 

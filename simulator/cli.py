@@ -94,6 +94,11 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
                    help="pipeline schedule")
     p.add_argument("--virtual-stages", type=int, default=1,
                    help="model chunks per device for the interleaved schedule")
+    p.add_argument("--first-stage-layers", type=int, metavar="N",
+                   help="uneven pipeline: layers of the first stage, the others sharing the "
+                   "rest (Megatron-LM --decoder-first-pipeline-num-layers)")
+    p.add_argument("--last-stage-layers", type=int, metavar="N",
+                   help="uneven pipeline: layers of the last stage")
     p.add_argument("--no-overlap-grad-reduce", dest="overlap_grad_reduce", action="store_false",
                    help="reduce data-parallel gradients after the whole backward, not during "
                    "it (Megatron-LM before --overlap-grad-reduce)")
@@ -205,6 +210,18 @@ def _read_csv(path: str):
         raise HwsimError(f"{path}: cannot read it as a CSV table ({err})") from None
 
 
+def _runs(values: list[int]) -> str:
+    """[7, 8, 8, 7] -> '7, 8 x 2, 7'."""
+    out, i = [], 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[i]:
+            j += 1
+        out.append(f"{values[i]}" + (f" x {j - i + 1}" if j > i else ""))
+        i = j + 1
+    return ", ".join(out)
+
+
 def _hardware_and_parallel(args):
     """(device or cluster, ParallelPlan, num_devices) from the flags; dp defaults to the
     devices left over by tp x pp."""
@@ -239,7 +256,9 @@ def _hardware_and_parallel(args):
                             virtual_stages=args.virtual_stages,
                             overlap_grad_reduce=args.overlap_grad_reduce,
                             overlap_tp_comm=args.overlap_tp_comm,
-                            fused_grad_accumulation=args.fused_grad_accumulation)
+                            fused_grad_accumulation=args.fused_grad_accumulation,
+                            first_stage_layers=args.first_stage_layers,
+                            last_stage_layers=args.last_stage_layers)
     return hardware, parallel, n
 
 
@@ -265,7 +284,10 @@ def format_summary(s: dict) -> str:
         lines.insert(1, f"  {s['num_devices']} devices on {par['cluster']}: dp {par['dp']} x tp "
                      f"{par['tp']} x pp {par['pp']}, ZeRO {par['zero']}"
                      + (", sequence parallel" if par["sequence_parallel"] else "")
-                     + (f", {par['schedule']} schedule" if par["pp"] > 1 else ""))
+                     + (f", {par['schedule']} schedule" if par["pp"] > 1 else "")
+                     + (f", stage layers {_runs(par['stage_layers'])}"
+                        if par.get("stage_layers") and len(set(par["stage_layers"])) > 1
+                        else ""))
         lines.append(f"  communication      {par['communication_s']:.4g} s/step, exposed "
                      f"{par['exposed_communication_s']:.4g} s; pipeline bubble "
                      f"{par['bubble_fraction']:.1%} of the step")

@@ -117,7 +117,7 @@ def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
     """(unsplit forward of a model of one stage's layers, the stage's forward on one rank)."""
     formats = plan.formats
     p = parallel.pp
-    model = replace(work, layers=work.layers // p) if p > 1 else work
+    model = replace(work, layers=parallel.stage_layers(work.layers)[stage]) if p > 1 else work
     forward = model.forward_graph(plan.micro_batch, formats.activation, formats.weight)
     if plan.attention is Attention.FUSED:
         forward = fuse_attention(forward)

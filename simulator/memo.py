@@ -76,7 +76,7 @@ def stage_forward(work, plan, parallel, stage, cluster):
     per_node = cluster.devices_per_node if cluster else 1
     key = (_identity(work), plan.micro_batch, plan.precision, plan.attention, parallel.dp,
            parallel.tp, parallel.pp, parallel.sequence_parallel, parallel.virtual_stages,
-           stage, per_node)
+           parallel.first_stage_layers, parallel.last_stage_layers, stage, per_node)
     original = _original[0] if _original else _distributed()
     return _remember(_cache, key, work,
                      lambda: original(work, plan, parallel, stage, cluster))

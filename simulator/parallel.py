@@ -78,6 +78,12 @@ class ParallelPlan:
     # ``param.main_grad.add_(param.grad.data)``, megatron/model/distributed.py; PyTorch's
     # AccumulateGrad does the same from the second micro-batch on).
     fused_grad_accumulation: bool = True
+    # Uneven pipeline stages: the layers of the first and of the last stage, the others
+    # sharing the rest evenly (Megatron-LM --decoder-first-pipeline-num-layers and
+    # --decoder-last-pipeline-num-layers; Llama 3 405B, 126 layers on 16 stages, ran 7 on the
+    # first and last, Dubey et al. 2024, sec. 3.3.2). None: layers / pp each.
+    first_stage_layers: int | None = None
+    last_stage_layers: int | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -90,6 +96,15 @@ class ParallelPlan:
             _positive(getattr(self, name), name)
         if self.micro_batches is not None:
             _positive(self.micro_batches, "micro_batches")
+        for name in ("first_stage_layers", "last_stage_layers"):
+            if getattr(self, name) is not None:
+                _positive(getattr(self, name), name)
+                if self.pp < 2:
+                    raise PlanError(f"{name} = {getattr(self, name)} needs a pipeline: pp = "
+                                    f"{self.pp}")
+                if self.schedule is Schedule.INTERLEAVED:
+                    raise PlanError(f"{name} = {getattr(self, name)}: uneven stages need the "
+                                    "1f1b or gpipe schedule, not interleaved")
         if self.zero not in (0, 1, 2, 3) or isinstance(self.zero, bool):
             raise PlanError(f"zero = {self.zero!r} must be a ZeRO stage 0, 1, 2 or 3")
         if self.virtual_stages > 1 and self.schedule is not Schedule.INTERLEAVED:
@@ -99,6 +114,35 @@ class ParallelPlan:
     @property
     def num_devices(self) -> int:
         return self.dp * self.tp * self.pp
+
+    @property
+    def uneven(self) -> bool:
+        return self.first_stage_layers is not None or self.last_stage_layers is not None
+
+    def stage_layers(self, layers: int) -> list[int]:
+        """Transformer layers of each pipeline stage, first to last (PlanError naming the
+        numbers when they do not split so)."""
+        first, last, p = self.first_stage_layers, self.last_stage_layers, self.pp
+        if not self.uneven:
+            if layers % p:
+                raise PlanError(f"pp = {p} must divide layers = {layers} (or give the first "
+                                "and last stages' layers: --first-stage-layers, "
+                                "--last-stage-layers)")
+            return [layers // p] * p
+        rest = layers - (first or 0) - (last or 0)
+        middle = p - (first is not None) - (last is not None)
+        given = " + ".join(f"{name} = {n}" for name, n in (("first_stage_layers", first),
+                                                           ("last_stage_layers", last))
+                           if n is not None)
+        if middle == 0 and rest != 0:
+            raise PlanError(f"{given} must add up to layers = {layers} with pp = {p}")
+        if middle and (rest < middle or rest % middle):
+            raise PlanError(f"{given} leaves {rest} of layers = {layers} for the other "
+                            f"{middle} of pp = {p} stages: they must share them evenly, at "
+                            "least one each")
+        each = rest // middle if middle else 0
+        return [first if first is not None else each, *[each] * (p - 2),
+                last if last is not None else each]
 
     def validate(self, num_devices: int, layers: int, heads: int, kv_heads: int | None = None,
                  global_batch: int | None = None, micro_batch: int = 1,
@@ -135,8 +179,8 @@ class ParallelPlan:
             if layers % chunks:
                 raise PlanError(f"pp x virtual_stages = {self.pp} x {self.virtual_stages} = "
                                 f"{chunks} must divide layers = {layers}")
-        elif layers % self.pp:
-            raise PlanError(f"pp = {self.pp} must divide layers = {layers}")
+        else:
+            self.stage_layers(layers)
 
     def _micro_batches(self, global_batch: int | None, micro_batch: int) -> int:
         _positive(micro_batch, "micro_batch")

@@ -35,7 +35,8 @@ from workloads.zoo import get_workload
 #: Plan fields a sweep varies, with the parser of a command-line value (``--grid tp=1,2``).
 PARALLEL_FIELDS = {"dp": int, "tp": int, "pp": int, "zero": int, "sequence_parallel": "bool",
                    "schedule": str, "virtual_stages": int, "overlap_grad_reduce": "bool",
-                   "overlap_tp_comm": "bool", "fused_grad_accumulation": "bool"}
+                   "overlap_tp_comm": "bool", "fused_grad_accumulation": "bool",
+                   "first_stage_layers": int, "last_stage_layers": int}
 PLAN_FIELDS = {"micro_batch": int, "global_batch": int, "precision": str, "recompute": str,
                "optimizer": str, "attention": str, "fusion": str, "grad_clip": "bool"}
 FIELDS = {**PARALLEL_FIELDS, **PLAN_FIELDS}

@@ -158,7 +158,11 @@ BAD_CASES = [
      lambda t: ["gpt2-small", "--device", "a100", "--num-devices", "8", "--global-batch", "12"],
      ["global batch = 12", "dp"]),
     ("pp-not-dividing-layers",
-     lambda t: ["gpt2-small", "--device", "a100", "--pp", "5"], ["pp = 5", "layers = 12"]),
+     lambda t: ["gpt2-small", "--device", "a100", "--pp", "5"],
+     ["pp = 5", "layers = 12", "--first-stage-layers"]),
+    ("stage-layers-not-splitting",
+     lambda t: ["gpt2-small", "--device", "a100", "--pp", "4", "--first-stage-layers", "4"],
+     ["first_stage_layers = 4", "8 of layers = 12", "3 of pp = 4"]),
     ("tp-on-a-cnn", lambda t: ["resnet-50", "--device", "a100", "--tp", "2"],
      ["tp = 2", "resnet-50"]),
     ("unknown-cluster", lambda t: ["gpt2-small", "--cluster", "dgx-z9"], ["dgx-z9"]),
@@ -273,6 +277,15 @@ def test_predict_grad_clip_matches_simulate():
         ops = result.ops
         return ops.loc[ops.phase == "optimizer", "bytes"].sum()
     assert optimizer_bytes(clipped) - optimizer_bytes(plain) == 2 * clipped.params
+
+
+def test_predict_uneven_stages():
+    s = predict_json("gpt2-small", "--device", "a100", "--pp", "4", "--first-stage-layers",
+                     "2", "--last-stage-layers", "2")
+    assert s["parallel"]["stage_layers"] == [2, 4, 4, 2]
+    proc = hwsim("predict", "gpt2-small", "--device", "a100", "--pp", "4",
+                 "--first-stage-layers", "2", "--last-stage-layers", "2")
+    assert proc.returncode == 0 and "stage layers 2, 4 x 2, 2" in proc.stdout
 
 
 def _tiny_params_by_hand(*, bias: bool, layernorm: bool, tied: bool, positions: bool) -> int:

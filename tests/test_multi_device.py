@@ -375,6 +375,30 @@ def test_unfused_gradient_accumulation_adds_one_pass_per_micro_batch():
     assert unfused.step_time_s - fused.step_time_s == pytest.approx(added, rel=1e-6)
 
 
+def test_uneven_stages():
+    """Megatron-LM's first/last stage layers: giving the even split changes nothing; an uneven
+    one keeps the step's FLOPs (the same model). 1F1B's steady state is paced by the slowest
+    stage: evenly split, the last (6 layers and the 50,257-word head); one layer fewer on the
+    first and last stages balances them (5, 7, 7, 5: faster, the reason Llama 3 405B ran 7 of
+    its 126 layers on its first and last stages); three fewer overloads the middle ones."""
+    kw = dict(micro_batch=1, global_batch=8, precision="bf16", recompute="full")
+
+    def run(**stages):
+        return simulate(GPT, "a100", parallel=ParallelPlan(pp=4, **stages), **kw)
+    even, given = run(), run(first_stage_layers=6, last_stage_layers=6)
+    balanced = run(first_stage_layers=5, last_stage_layers=5)
+    heavy = run(first_stage_layers=3, last_stage_layers=3)
+    assert given.step_time_s == even.step_time_s
+    assert given.peak_memory_bytes == even.peak_memory_bytes
+    assert balanced.parallel["stage_layers"] == [5, 7, 7, 5]
+    for uneven in (balanced, heavy):
+        assert uneven.flops_per_step == pytest.approx(even.flops_per_step, rel=1e-12)
+        assert uneven.hardware_flops_per_step == pytest.approx(
+            even.hardware_flops_per_step, rel=1e-12)
+    assert balanced.step_time_s < even.step_time_s < heavy.step_time_s
+    assert heavy.parallel["micro_batch_s"] > even.parallel["micro_batch_s"]
+
+
 def test_gradient_adds_run_inside_the_backward_and_keep_the_reduction_overlapped():
     """Megatron-LM's gradient hook and PyTorch's AccumulateGrad add a layer's weight
     gradients as soon as they are written: each add starts before the next layer's backward

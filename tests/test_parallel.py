@@ -50,6 +50,13 @@ def test_a_good_plan_returns_its_micro_batches():
      "micro-batches = 6 to be a multiple of pp = 4"),
     (ParallelPlan(tp=4, sequence_parallel=True), dict(num_devices=4, seq_len=1026),
      "tp = 4 must divide seq_len = 1026"),
+    (ParallelPlan(pp=16, first_stage_layers=7), dict(num_devices=16, layers=126),
+     "first_stage_layers = 7 leaves 119 of layers = 126 for the other 15 of pp = 16 stages"),
+    (ParallelPlan(pp=4, first_stage_layers=10, last_stage_layers=10),
+     dict(num_devices=4, layers=21), "leaves 1 of layers = 21 for the other 2 of pp = 4"),
+    (ParallelPlan(pp=2, first_stage_layers=7, last_stage_layers=8),
+     dict(num_devices=2, layers=14),
+     "first_stage_layers = 7 + last_stage_layers = 8 must add up to layers = 14"),
 ])
 def test_impossible_plans_name_the_numbers(plan, kwargs, message):
     args = dict(num_devices=1, layers=24, heads=32) | kwargs
@@ -65,10 +72,29 @@ def test_impossible_plans_name_the_numbers(plan, kwargs, message):
     (dict(schedule="zigzag"), "schedule = 'zigzag' is not known"),
     (dict(virtual_stages=2), "virtual_stages = 2 needs the interleaved schedule"),
     (dict(micro_batches=0), "micro_batches = 0 must be a positive integer"),
+    (dict(pp=2, first_stage_layers=0), "first_stage_layers = 0 must be a positive integer"),
+    (dict(last_stage_layers=3), "last_stage_layers = 3 needs a pipeline: pp = 1"),
+    (dict(pp=2, schedule="interleaved", virtual_stages=2, first_stage_layers=3),
+     "uneven stages need the 1f1b or gpipe schedule"),
 ])
 def test_bad_plan_fields(kwargs, message):
     with pytest.raises(PlanError, match=message):
         ParallelPlan(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, layers, expected", [
+    (dict(pp=4), 24, [6, 6, 6, 6]),
+    (dict(pp=16, first_stage_layers=7, last_stage_layers=7), 126, [7] + [8] * 14 + [7]),
+    (dict(pp=12, first_stage_layers=5, last_stage_layers=5), 70, [5] + [6] * 10 + [5]),
+    (dict(pp=4, first_stage_layers=3), 15, [3, 4, 4, 4]),
+    (dict(pp=4, last_stage_layers=1), 16, [5, 5, 5, 1]),
+    (dict(pp=2, first_stage_layers=9, last_stage_layers=7), 16, [9, 7]),
+])
+def test_stage_layers(kwargs, layers, expected):
+    """Megatron-LM's uneven split: the first and last stages' layers as given, the others
+    sharing the rest evenly (Llama 3 405B: 126 layers on 16 stages; BLOOM 176B: 70 on 12)."""
+    split = ParallelPlan(**kwargs).stage_layers(layers)
+    assert split == expected and sum(split) == layers
 
 
 def test_schedule_from_string():
