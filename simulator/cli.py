@@ -116,6 +116,9 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grad-clip", action="store_true",
                    help="clip gradients by their global norm: one more pass over them per "
                    "step (Megatron-LM --clip-grad, Hugging Face max_grad_norm)")
+    p.add_argument("--fp32-grads", action="store_true",
+                   help="keep and reduce gradients in fp32 under bf16/fp16 (Megatron-LM "
+                   "--accumulate-allreduce-grads-in-fp32, on with its --bf16)")
     p.add_argument("--attention", choices=[m.value for m in Attention], default="fused",
                    help="fused (FlashAttention-style) or materialized (s x s in memory)")
     p.add_argument("--fusion", choices=[m.value for m in Fusion], default="eager",
@@ -175,7 +178,8 @@ def simulate_args(args):
         work, "default_batch", 1)
     plan = Plan(micro_batch=micro_batch, global_batch=args.global_batch,
                 precision=args.precision, recompute=args.recompute, optimizer=args.optimizer,
-                attention=args.attention, fusion=args.fusion, grad_clip=args.grad_clip)
+                attention=args.attention, fusion=args.fusion, grad_clip=args.grad_clip,
+                fp32_grads=args.fp32_grads)
     totals = {key: value for key, value in
               (("pue", args.pue), ("grid_kg_co2_per_kwh", args.grid)) if value is not None}
     result = simulate(work, hardware, plan, parallel=parallel, num_devices=num_devices,

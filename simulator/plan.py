@@ -1,7 +1,7 @@
 """How a workload is run: batch, precision, recomputation, optimizer (STYLE.md rule 1)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from simulator.errors import PlanError
@@ -81,6 +81,11 @@ class Plan:
     # Clip gradients by their global norm before the update: one more pass reading every
     # gradient (torch.nn.utils.clip_grad_norm_; Megatron-LM --clip-grad, 1.0 by default).
     grad_clip: bool = False
+    # Keep, accumulate and reduce the gradients in fp32 under 16-bit training (Megatron-LM
+    # --accumulate-allreduce-grads-in-fp32, implied by its --bf16; Llama 3's "FP32 gradient
+    # accumulation ... and reduce-scatter", Dubey et al. 2024, sec. 3.3.2): 4 bytes per
+    # gradient instead of 2, in memory, in the data-parallel reduction and in the update.
+    fp32_grads: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attention", _enum(Attention, self.attention, "attention"))
@@ -88,8 +93,9 @@ class Plan:
         object.__setattr__(self, "precision", _enum(Precision, self.precision, "precision"))
         object.__setattr__(self, "recompute", _enum(Recompute, self.recompute, "recompute"))
         object.__setattr__(self, "optimizer", _enum(Optimizer, self.optimizer, "optimizer"))
-        if not isinstance(self.grad_clip, bool):
-            raise PlanError(f"grad_clip = {self.grad_clip!r} must be true or false")
+        for name in ("grad_clip", "fp32_grads"):
+            if not isinstance(getattr(self, name), bool):
+                raise PlanError(f"{name} = {getattr(self, name)!r} must be true or false")
         if not isinstance(self.micro_batch, int) or self.micro_batch <= 0:
             raise PlanError(f"micro_batch = {self.micro_batch!r} must be a positive integer")
         gb = self.global_batch
@@ -107,7 +113,8 @@ class Plan:
 
     @property
     def formats(self) -> Formats:
-        return FORMATS[self.precision]
+        formats = FORMATS[self.precision]
+        return replace(formats, gradient=DType.FP32) if self.fp32_grads else formats
 
     def state_bytes_per_param(self) -> dict[str, int]:
         """Bytes per parameter of weights, gradients and optimizer states.

@@ -38,7 +38,8 @@ PARALLEL_FIELDS = {"dp": int, "tp": int, "pp": int, "zero": int, "sequence_paral
                    "overlap_tp_comm": "bool", "fused_grad_accumulation": "bool",
                    "first_stage_layers": int, "last_stage_layers": int}
 PLAN_FIELDS = {"micro_batch": int, "global_batch": int, "precision": str, "recompute": str,
-               "optimizer": str, "attention": str, "fusion": str, "grad_clip": "bool"}
+               "optimizer": str, "attention": str, "fusion": str, "grad_clip": "bool",
+               "fp32_grads": "bool"}
 FIELDS = {**PARALLEL_FIELDS, **PLAN_FIELDS}
 CONFIG_COLUMNS = ("config", "status", "model", "device", "num_devices", *FIELDS)
 #: Columns of ``compare`` (those present: run totals only with tokens).

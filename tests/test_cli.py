@@ -279,6 +279,12 @@ def test_predict_grad_clip_matches_simulate():
     assert optimizer_bytes(clipped) - optimizer_bytes(plain) == 2 * clipped.params
 
 
+def test_predict_fp32_grads(gpt2_json):
+    s = predict_json("gpt2-small", "--device", "a100", "--fp32-grads")
+    assert s["memory_breakdown"]["gradients"] == 2 * gpt2_json["memory_breakdown"]["gradients"]
+    assert s["memory_breakdown"]["weights"] == gpt2_json["memory_breakdown"]["weights"]
+
+
 def test_predict_uneven_stages():
     s = predict_json("gpt2-small", "--device", "a100", "--pp", "4", "--first-stage-layers",
                      "2", "--last-stage-layers", "2")

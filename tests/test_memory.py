@@ -23,6 +23,19 @@ def test_other_precisions_and_optimizers():
     assert sum(state_bytes(1, Plan(precision="bf16", optimizer="sgd")).values()) == 12
 
 
+@pytest.mark.parametrize("dp", [1, 8, 64])
+def test_fp32_gradients_match_megatrons_distributed_optimizer_table(dp):
+    """Megatron-LM docs, "Distributed Optimizer" (docs/source/api-guide/dist_optimizer.md):
+    16-bit parameters with fp32 gradients take 18 bytes per parameter, 6 + 12/d with the
+    optimizer states sharded over d data-parallel ranks (ZeRO stage 1)."""
+    from simulator.parallel import zero_state_bytes
+    per = Plan(precision="bf16", optimizer="adam", fp32_grads=True).state_bytes_per_param()
+    assert sum(per.values()) == 18
+    sharded = zero_state_bytes(dp * 1000, 1, dp, k=per["optimizer_states"],
+                               weight_bytes=per["weights"], grad_bytes=per["gradients"])
+    assert sum(sharded.values()) == pytest.approx(dp * 1000 * (6 + 12 / dp))
+
+
 def _stats(forward, plan, layer):
     return sum(nbytes for (kind, _), (nbytes, at) in saved_tensors(forward, plan).items()
                if kind == "stats" and at == layer)

@@ -375,6 +375,22 @@ def test_unfused_gradient_accumulation_adds_one_pass_per_micro_batch():
     assert unfused.step_time_s - fused.step_time_s == pytest.approx(added, rel=1e-6)
 
 
+def test_fp32_gradients_double_the_gradient_memory_and_the_reduction():
+    """Gradients kept in fp32 under bf16 (Megatron-LM with --bf16): the gradient buffer and
+    every data-parallel all-reduce are twice the size; weights and optimizer states stay."""
+    kw = dict(micro_batch=1, global_batch=8, precision="bf16")
+    half = simulate(GPT, "a100", parallel=ParallelPlan(dp=8), **kw)
+    full = simulate(GPT, "a100", parallel=ParallelPlan(dp=8), fp32_grads=True, **kw)
+    for part in ("weights", "optimizer_states"):
+        assert full.memory_breakdown[part] == half.memory_breakdown[part]
+    assert full.memory_breakdown["gradients"] == 2 * half.memory_breakdown["gradients"]
+
+    def reduced(result):
+        return result.lowered.nbytes[_named(result, "dp_all_reduce")].sum()
+    assert reduced(full) == 2 * reduced(half) > 0
+    assert full.step_time_s > half.step_time_s
+
+
 def test_uneven_stages():
     """Megatron-LM's first/last stage layers: giving the even split changes nothing; an uneven
     one keeps the step's FLOPs (the same model). 1F1B's steady state is paced by the slowest
