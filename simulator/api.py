@@ -65,9 +65,10 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     parallel = parallel or ParallelPlan(dp=n)
     m = micro_batches(work, plan, parallel, n)
     runs, unsplit = [], None
-    # the first and last stages (embedding, head); with uneven stages a middle one too
-    for stage in sorted({0, parallel.pp - 1} | ({1} if parallel.uneven and parallel.pp > 2
-                                                else set())):
+    stages = {0, parallel.pp - 1}          # the first (embedding) and last (head) stages
+    if parallel.uneven and parallel.pp > 2:
+        stages.add(1)                      # and a middle one when it runs other layers
+    for stage in sorted(stages):
         unsplit, forward = stage_forward(work, plan, parallel, stage, cluster)
         runs.append(run_stage(forward, plan, parallel, device, cluster, stage))
     step_s, bubble, pace = step_time(runs, parallel, m)

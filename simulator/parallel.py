@@ -126,8 +126,8 @@ class ParallelPlan:
         if not self.uneven:
             if layers % p:
                 raise PlanError(f"pp = {p} must divide layers = {layers} (or give the first "
-                                "and last stages' layers: --first-stage-layers, "
-                                "--last-stage-layers)")
+                                "and last stages' layers: first_stage_layers, "
+                                "last_stage_layers; --first-stage-layers, --last-stage-layers)")
             return [layers // p] * p
         rest = layers - (first or 0) - (last or 0)
         middle = p - (first is not None) - (last is not None)
