@@ -6,10 +6,11 @@ rule it breaks -- the plan cannot run, it does not fit in memory, it misses the 
 device has no price while a budget is set, it is over budget -- and ranks the rest. The default
 search space for a language model is bounded (``search_space``): powers-of-two device counts
 from the fewest whose memory could hold the model states, tensor parallelism within a node
-dividing the heads, pipeline stages dividing the layers, ZeRO 0-3 (0-1 with pipeline stages:
-DeepSpeed does not combine ZeRO-2 and -3 with pipeline parallelism), the three recomputation
-modes and micro-batches of 1, 2 and 4, at a global batch of about 4M tokens (Llama 2's, Touvron
-et al. 2023b, sec. 2.2).
+dividing the heads, pipeline stages dividing the layers (or, with one layer fewer on the first
+and last stage, the layers + 2, as Llama 3 405B split its 126), ZeRO 0-3 (0-1 with pipeline
+stages: DeepSpeed does not combine ZeRO-2 and -3 with pipeline parallelism), the three
+recomputation modes and micro-batches of 1, 2 and 4, at a global batch of about 4M tokens
+(Llama 2's, Touvron et al. 2023b, sec. 2.2).
 """
 from __future__ import annotations
 
@@ -162,11 +163,15 @@ def _batch(work) -> int:
 
 
 def _plans(n: int, layers: int, heads: int, kv_heads: int, batch: int) -> list[dict]:
-    """Plans on n devices: tp within a node dividing the heads, pp dividing the layers, tp x pp
-    dividing n, dp dividing the batch's micro-batches, ZeRO only with dp > 1."""
+    """Plans on n devices: tp within a node dividing the heads, pp splitting the layers (see
+    ``_stages``), tp x pp dividing n, dp dividing the batch's micro-batches, ZeRO only with
+    dp > 1."""
     out = []
     for tp in (t for t in (1, 2, 4, 8) if not heads % t and not kv_heads % t):
-        for pp in (p for p in (1, 2, 4, 8) if not layers % p and not n % (tp * p)):
+        for pp in (p for p in (1, 2, 4, 8) if not n % (tp * p)):
+            stages = _stages(layers, pp)
+            if stages is None:
+                continue
             dp = n // (tp * pp)
             zeros = (0,) if dp == 1 else (0, 1, 2, 3) if pp == 1 else (0, 1)
             for zero, recompute, micro in itertools.product(
@@ -174,8 +179,21 @@ def _plans(n: int, layers: int, heads: int, kv_heads: int, batch: int) -> list[d
                 if not batch % (dp * micro):
                     out.append({"dp": dp, "tp": tp, "pp": pp, "zero": zero,
                                 "recompute": recompute, "micro_batch": micro,
-                                "global_batch": batch})
+                                "global_batch": batch, **stages})
     return out
+
+
+def _stages(layers: int, pp: int) -> dict | None:
+    """How ``pp`` stages split ``layers``: evenly ({}) when pp divides them; else, when
+    layers + 2 divides evenly, one layer fewer on the first and the last stage, whose
+    embedding and head take its place (Llama 3 405B: 126 layers on 16 stages, Dubey et al.
+    2024, sec. 3.3.2); None when neither."""
+    if not layers % pp:
+        return {}
+    if pp > 2 and not (layers + 2) % pp:
+        ends = (layers + 2) // pp - 1
+        return {"first_stage_layers": ends, "last_stage_layers": ends}
+    return None
 
 
 def _reason(row, deadline_days, budget_usd) -> str | None:

@@ -10,6 +10,7 @@ import pytest
 
 from simulator.cli import main
 from simulator.errors import PlanError
+from simulator.parallel import ParallelPlan
 from simulator.planner import MAX_CONFIGS, NO_PRICE, judge, pareto_mask, plan, search_space
 from simulator.sweep import resolve_devices, sweep
 from workloads.transformer import TransformerConfig
@@ -130,12 +131,31 @@ def test_default_search_space_is_bounded_and_sensible(model):
     for p in plans:
         n = p["dp"] * p["tp"] * p["pp"]
         assert n & (n - 1) == 0                                   # a power of two
-        assert p["tp"] <= 8 and work.heads % p["tp"] == 0 and work.layers % p["pp"] == 0
+        assert p["tp"] <= 8 and work.heads % p["tp"] == 0
+        split = ParallelPlan(pp=p["pp"], first_stage_layers=p.get("first_stage_layers"),
+                             last_stage_layers=p.get("last_stage_layers")).stage_layers(
+                                 work.layers)
+        assert max(split) - min(split) <= 1    # even, or one fewer on the first and last
         assert p["zero"] in (0, 1, 2, 3) and (p["dp"] > 1 or p["zero"] == 0)
         assert p["micro_batch"] in (1, 2, 4)
         assert p["global_batch"] % (p["dp"] * p["micro_batch"]) == 0
     assert {p["recompute"] for p in plans} == {"none", "selective", "full"}
     assert len({repr(sorted(p.items())) for p in plans}) == len(plans)
+
+
+def test_pipelines_not_dividing_the_layers_balance_their_ends():
+    """Llama 3 405B's 126 layers: 4 and 8 stages divide 126 + 2, so the planner runs them with
+    one layer fewer on the first and last stage (31 and 15 there); the plans run."""
+    plans = search_space(get_workload("llama3-405b"), resolve_devices(["h100"], None))
+    ends = {(p["pp"], p.get("first_stage_layers"), p.get("last_stage_layers")) for p in plans}
+    assert {(4, 31, 31), (8, 15, 15)} <= ends and all(pp in (1, 2, 4, 8) for pp, *_ in ends)
+    deep = TransformerConfig(name="deep", layers=30, hidden=128, heads=4, vocab=256,
+                             seq_len=64)
+    rows = plan(deep, 1e7, devices=["h100"], device_counts=[4], workers=1,
+                progress=False).rows
+    four = rows[rows.pp == 4]
+    assert len(four) and (four.status == "ok").all()
+    assert (four.first_stage_layers == 7).all() and (four.last_stage_layers == 7).all()
 
 
 def test_cli(tmp_path, capsys):
