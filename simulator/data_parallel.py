@@ -88,7 +88,6 @@ def add_grad_accumulation(step: OpGraph, plan: Plan) -> OpGraph:
     this) and its update wait for it. ``step`` is changed in place and returned."""
     grad_bytes = plan.formats.gradient.bytes
     updates = [n for n in step.names() if step.op(n).kind is OpKind.OPTIMIZER]
-    position = {name: i for i, name in enumerate(step.nx.nodes)}
     for name in reversed(updates):
         update = step.op(name)
         params = update.m   # the update's parameter count (``training._optimizer``)
@@ -96,9 +95,7 @@ def add_grad_accumulation(step: OpGraph, plan: Plan) -> OpGraph:
                  phase=Phase.BACKWARD, dtype=plan.formats.gradient, fn="add", flops=params,
                  bytes_read=2 * params * grad_bytes, bytes_written=params * grad_bytes,
                  layer=update.layer, block=update.block)
-        producers = step.inputs(name)
-        _before(step, name, add)
-        step.issue_after(add.name, max(producers, key=position.__getitem__))
+        step.issue_early(_before(step, name, add))
     return step
 
 

@@ -47,20 +47,21 @@ class OpGraph:
     def op(self, name: str) -> Op:
         return self.nx.nodes[name]["op"]
 
-    def issue_after(self, name: str, anchor: str) -> None:
-        """Issue ``name`` right after ``anchor`` (once its inputs are done), as if it had been
-        added just after it: for an op added later that a framework runs in a hook as soon as
-        its input is ready (a gradient add after a layer's weight gradients)."""
-        self.nx.nodes[name]["issue_after"] = anchor
+    def issue_early(self, name: str) -> None:
+        """Issue ``name`` as soon as its inputs are done, as if it had been added just after
+        the last of them: for an op added later that a framework runs in a hook when its
+        input is ready (a gradient add after a layer's weight gradients)."""
+        self.nx.nodes[name]["early"] = True
 
     def names(self) -> list[str]:
         """Op names in a deterministic topological order (insertion order breaks ties, an op
-        placed with ``issue_after`` taking the place just after its anchor)."""
+        marked ``issue_early`` taking the place just after the last-added of its inputs)."""
         position = {name: i for i, name in enumerate(self.nx.nodes)}
 
         def key(name: str) -> tuple[int, int]:
-            anchor = self.nx.nodes[name].get("issue_after")
-            return (position[anchor], position[name]) if anchor else (position[name], -1)
+            if self.nx.nodes[name].get("early"):
+                return max(position[src] for src in self.nx.predecessors(name)), position[name]
+            return position[name], -1
         return list(nx.lexicographical_topological_sort(self.nx, key=key))
 
     def ops(self) -> Iterator[Op]:
