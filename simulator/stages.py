@@ -21,7 +21,7 @@ of its gradient with the first stage is left out (one vocab x hidden / tp buffer
 from __future__ import annotations
 
 from simulator.graph import OpGraph
-from simulator.op import Op
+from simulator.op import Op, Phase
 from simulator.parallel import Axis
 from simulator.tensor_parallel import collective
 
@@ -84,14 +84,21 @@ def stage_graph(forward: OpGraph, first: bool, last: bool, tp: int = 1,
     return out
 
 
+def reassembly(received: str, size: int, split: int, template: Op,
+               phase: Phase = Phase.FORWARD) -> Op:
+    """The all-gather that reassembles, inside the receiving node, a message of ``size`` bytes
+    that arrived as op ``received`` in ``split`` pieces, one per tensor-parallel rank (an
+    activation here; its gradient in ``simulator.training``)."""
+    return collective(f"{received}.tp_all_gather", "all_gather", size // split, size, size,
+                      split, Axis.TENSOR, template, phase=phase, scatter=split)
+
+
 def _gathered(out: OpGraph, received: str, size: int, split: int, reader: Op) -> str:
-    """The op the stage reads a received message from: the message itself, or the all-gather
-    that reassembles its ``split`` pieces inside the node."""
+    """The op the stage reads a received message from: the message itself, or its
+    ``reassembly``."""
     if split == 1:
         return received
-    gather = collective(f"{received}.tp_all_gather", "all_gather", size // split, size, size,
-                        split, Axis.TENSOR, _outside(reader), scatter=split)
-    return out.add(gather, [received])
+    return out.add(reassembly(received, size, split, _outside(reader)), [received])
 
 
 def _crosses_chunk(forward: OpGraph, src: str, op: Op, per_chunk: int) -> bool:
@@ -106,4 +113,4 @@ def _outside(op: Op) -> Op:
     return op.evolve(layer=-1)
 
 
-__all__ = ["stage_graph"]
+__all__ = ["reassembly", "stage_graph"]

@@ -36,7 +36,7 @@ from simulator.op import TENSOR_KINDS, Block, Op, OpKind, Phase
 from simulator.parallel import Axis
 from simulator.plan import (OPTIMIZER_FLOPS_PER_PARAM, OPTIMIZER_STATES, Plan, Precision,
                             Recompute)
-from simulator.tensor_parallel import collective
+from simulator.stages import reassembly
 
 #: Tensor ops whose second operand is a parameter (not an edge of the graph).
 WEIGHTED = frozenset({"linear", "rnn_linear", "conv1d", "conv2d", "conv3d",
@@ -234,8 +234,7 @@ class _Derivation:
                          bytes_written=moved[1], extra=extra, out_bytes=full)
         split = facts.get("scatter", 0)
         if fn == "send_recv" and split > 1:  # the gradient arrives in 1/tp pieces: gather them
-            gather = collective(f"{name}.tp_all_gather", "all_gather", full // split, full,
-                                full, split, Axis.TENSOR, op, phase=Phase.BACKWARD)
+            gather = reassembly(name, full, split, op, Phase.BACKWARD)
             name = self.out.add(gather.evolve(forward_of=op.name), [name])
         for src in wanted:
             self._contribute(src, name)
