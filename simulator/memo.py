@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import replace
 
 _SIZE = 64
 _lock = threading.Lock()
@@ -72,11 +73,16 @@ def _remember(cache: OrderedDict, key, keep, build):
 
 
 def stage_forward(work, plan, parallel, stage, cluster):
-    """``simulator.distributed.stage_forward``, memoized on what it reads."""
+    """``simulator.distributed.stage_forward``, memoized on the workload, stage and devices
+    per node and on the plans with the fields it does not read set to their defaults: a
+    field added later is part of the key until it is listed here (a memo miss, never a
+    stale graph)."""
     per_node = cluster.devices_per_node if cluster else 1
-    key = (_identity(work), plan.micro_batch, plan.precision, plan.attention, parallel.dp,
-           parallel.tp, parallel.pp, parallel.sequence_parallel, parallel.virtual_stages,
-           parallel.first_stage_layers, parallel.last_stage_layers, stage, per_node)
+    key = (_identity(work), replace(plan, global_batch=None, recompute="none",
+                                    optimizer="adamw", fusion="eager", grad_clip=False,
+                                    fp32_grads=False),
+           replace(parallel, zero=0, micro_batches=None, overlap_grad_reduce=True,
+                   overlap_tp_comm=True, fused_grad_accumulation=True), stage, per_node)
     original = _original[0] if _original else _distributed()
     return _remember(_cache, key, work,
                      lambda: original(work, plan, parallel, stage, cluster))
