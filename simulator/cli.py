@@ -95,10 +95,12 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--virtual-stages", type=int, default=1,
                    help="model chunks per device for the interleaved schedule")
     p.add_argument("--first-stage-layers", type=int, metavar="N",
-                   help="uneven pipeline: layers of the first stage, the others sharing the "
-                   "rest (Megatron-LM --decoder-first-pipeline-num-layers)")
+                   help="uneven pipeline: layers of the first stage (interleaved: of the "
+                   "first model chunk), the others sharing the rest (Megatron-LM "
+                   "--decoder-first-pipeline-num-layers)")
     p.add_argument("--last-stage-layers", type=int, metavar="N",
-                   help="uneven pipeline: layers of the last stage")
+                   help="uneven pipeline: layers of the last stage (interleaved: of the "
+                   "last model chunk)")
     p.add_argument("--no-overlap-grad-reduce", dest="overlap_grad_reduce", action="store_false",
                    help="reduce data-parallel gradients after the whole backward, not during "
                    "it (Megatron-LM before --overlap-grad-reduce)")

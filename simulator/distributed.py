@@ -117,7 +117,8 @@ def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
     """(unsplit forward of a model of one stage's layers, the stage's forward on one rank)."""
     formats = plan.formats
     p = parallel.pp
-    model = replace(work, layers=parallel.stage_layers(work.layers)[stage]) if p > 1 else work
+    chunks = parallel.chunk_layers(work.layers)[stage] if p > 1 else []
+    model = replace(work, layers=sum(chunks)) if p > 1 else work
     forward = model.forward_graph(plan.micro_batch, formats.activation, formats.weight)
     if plan.attention is Attention.FUSED:
         forward = fuse_attention(forward)
@@ -125,7 +126,7 @@ def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
     per_node = cluster.devices_per_node if cluster else 1
     local = 2 if 2 * parallel.tp * parallel.dp <= per_node else 1
     ranked = stage_graph(ranked, stage == 0, stage == p - 1, parallel.tp,
-                         parallel.sequence_parallel, local, parallel.virtual_stages)
+                         parallel.sequence_parallel, local, chunks)
     return forward, ranked
 
 

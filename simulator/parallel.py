@@ -80,8 +80,13 @@ class ParallelPlan:
     fused_grad_accumulation: bool = True
     # Uneven pipeline stages: the layers of the first and of the last stage, the others
     # sharing the rest evenly (Megatron-LM --decoder-first-pipeline-num-layers and
-    # --decoder-last-pipeline-num-layers; Llama 3 405B, 126 layers on 16 stages, ran 7 on the
-    # first and last, Dubey et al. 2024, sec. 3.3.2). None: layers / pp each.
+    # --decoder-last-pipeline-num-layers; Llama 3 405B, 126 layers on 16 stages, ran one layer
+    # fewer on the first and last, Dubey et al. 2024, sec. 3.3.2). With the interleaved
+    # schedule a stage is a model chunk (Narayanan et al. 2021, sec. 2.2.2): the first is the
+    # embedding's chunk on the first device, the last the head's chunk on the last device,
+    # and either may hold no layer (Llama 3 405B: "the first model chunk on the first stage
+    # has only the embedding, and the last model chunk on the last stage has only output
+    # projection and loss calculation"). None: layers / (pp x virtual_stages) each.
     first_stage_layers: int | None = None
     last_stage_layers: int | None = None
 
@@ -97,14 +102,13 @@ class ParallelPlan:
         if self.micro_batches is not None:
             _positive(self.micro_batches, "micro_batches")
         for name in ("first_stage_layers", "last_stage_layers"):
-            if getattr(self, name) is not None:
-                _positive(getattr(self, name), name)
-                if self.pp < 2:
-                    raise PlanError(f"{name} = {getattr(self, name)} needs a pipeline: pp = "
-                                    f"{self.pp}")
-                if self.schedule is Schedule.INTERLEAVED:
-                    raise PlanError(f"{name} = {getattr(self, name)}: uneven stages need the "
-                                    "1f1b or gpipe schedule, not interleaved")
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if value != 0 or self.virtual_stages == 1:
+                _positive(value, name)
+            if self.pp < 2:
+                raise PlanError(f"{name} = {value} needs a pipeline: pp = {self.pp}")
         if self.zero not in (0, 1, 2, 3) or isinstance(self.zero, bool):
             raise PlanError(f"zero = {self.zero!r} must be a ZeRO stage 0, 1, 2 or 3")
         if self.virtual_stages > 1 and self.schedule is not Schedule.INTERLEAVED:
@@ -120,29 +124,44 @@ class ParallelPlan:
         return self.first_stage_layers is not None or self.last_stage_layers is not None
 
     def stage_layers(self, layers: int) -> list[int]:
-        """Transformer layers of each pipeline stage, first to last (PlanError naming the
-        numbers when they do not split so)."""
+        """Transformer layers of each pipeline device, first to last (PlanError naming the
+        numbers when they do not split so): the sum of its ``chunk_layers``."""
+        return [sum(chunks) for chunks in self.chunk_layers(layers)]
+
+    def chunk_layers(self, layers: int) -> list[list[int]]:
+        """Layers of the model chunks each pipeline device runs, in model order: device d runs
+        chunks d, d + pp, ..., d + (v-1) pp of the pp x v (Narayanan et al. 2021, sec. 2.2.2;
+        v = virtual_stages, 1 without interleaving). The first chunk has
+        ``first_stage_layers``, the last ``last_stage_layers``, the others share the rest
+        evenly; PlanError naming the numbers when they do not split so."""
         first, last, p = self.first_stage_layers, self.last_stage_layers, self.pp
+        v = self.virtual_stages
+        n = p * v
+        unit = "pp" if v == 1 else "pp x virtual_stages"
         if not self.uneven:
-            if layers % p:
-                raise PlanError(f"pp = {p} must divide layers = {layers} (or give the first "
+            if layers % n:
+                total = f"pp = {p}" if v == 1 else f"pp x virtual_stages = {p} x {v} = {n}"
+                raise PlanError(f"{total} must divide layers = {layers} (or give the first "
                                 "and last stages' layers: first_stage_layers, "
                                 "last_stage_layers; --first-stage-layers, --last-stage-layers)")
-            return [layers // p] * p
-        rest = layers - (first or 0) - (last or 0)
-        middle = p - (first is not None) - (last is not None)
-        given = " + ".join(f"{name} = {n}" for name, n in (("first_stage_layers", first),
-                                                           ("last_stage_layers", last))
-                           if n is not None)
-        if middle == 0 and rest != 0:
-            raise PlanError(f"{given} must add up to layers = {layers} with pp = {p}")
-        if middle and (rest < middle or rest % middle):
-            raise PlanError(f"{given} leaves {rest} of layers = {layers} for the other "
-                            f"{middle} of pp = {p} stages: they must share them evenly, at "
-                            "least one each")
-        each = rest // middle if middle else 0
-        return [first if first is not None else each, *[each] * (p - 2),
-                last if last is not None else each]
+            sizes = [layers // n] * n
+        else:
+            rest = layers - (first or 0) - (last or 0)
+            middle = n - (first is not None) - (last is not None)
+            given = " + ".join(f"{name} = {k}" for name, k in (("first_stage_layers", first),
+                                                               ("last_stage_layers", last))
+                               if k is not None)
+            if middle == 0 and rest != 0:
+                raise PlanError(f"{given} must add up to layers = {layers} with {unit} = {n}")
+            if middle and (rest < middle or rest % middle):
+                kind = "stages" if v == 1 else "model chunks"
+                raise PlanError(f"{given} leaves {rest} of layers = {layers} for the other "
+                                f"{middle} of {unit} = {n} {kind}: they must share them "
+                                "evenly, at least one each")
+            each = rest // middle if middle else 0
+            sizes = [first if first is not None else each, *[each] * (n - 2),
+                     last if last is not None else each]
+        return [sizes[d::p] for d in range(p)]
 
     def validate(self, num_devices: int, layers: int, heads: int, kv_heads: int | None = None,
                  global_batch: int | None = None, micro_batch: int = 1,
@@ -175,12 +194,7 @@ class ParallelPlan:
                 raise PlanError(f"the interleaved schedule needs pp >= 2 and virtual_stages "
                                 f">= 2, got pp = {self.pp}, virtual_stages = "
                                 f"{self.virtual_stages}")
-            chunks = self.pp * self.virtual_stages
-            if layers % chunks:
-                raise PlanError(f"pp x virtual_stages = {self.pp} x {self.virtual_stages} = "
-                                f"{chunks} must divide layers = {layers}")
-        else:
-            self.stage_layers(layers)
+        self.chunk_layers(layers)
 
     def _micro_batches(self, global_batch: int | None, micro_batch: int) -> int:
         _positive(micro_batch, "micro_batch")

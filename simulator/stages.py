@@ -1,8 +1,9 @@
 """Pipeline stages: the part of a forward graph one stage runs, with its sends and receives.
 
-A stage of a transformer split over ``pp`` devices runs ``layers / pp`` layers, the first stage
-also the embedding and the last the head and loss (Narayanan et al. 2021, sec. 2.2). Built from
-the forward graph of a model with ``layers / pp`` layers (every layer is alike), the stage
+A stage of a transformer split over ``pp`` devices runs ``layers / pp`` layers (or the uneven
+split of ``ParallelPlan.chunk_layers``), the first stage also the embedding and the last the
+head and loss (Narayanan et al. 2021, sec. 2.2). Built from the forward graph of a model with
+the stage's layers (every layer is alike), the stage
 keeps the embedding only if it is the first and the head only if it is the last; the tensor
 that crosses a cut becomes a receive (``send_recv`` collective, ``Axis.PIPELINE``) at the start
 of the next stage, and a send at the end of the previous one. The send starts the backward
@@ -20,6 +21,10 @@ of its gradient with the first stage is left out (one vocab x hidden / tp buffer
 """
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Sequence
+from itertools import accumulate
+
 from simulator.graph import OpGraph
 from simulator.op import Op, Phase
 from simulator.parallel import Axis
@@ -27,24 +32,35 @@ from simulator.tensor_parallel import collective
 
 
 def stage_graph(forward: OpGraph, first: bool, last: bool, tp: int = 1,
-                sequence_parallel: bool = False, local: int = 0, chunks: int = 1) -> OpGraph:
+                sequence_parallel: bool = False, local: int = 0,
+                chunks: Sequence[int] = ()) -> OpGraph:
     """The ops of ``forward`` a stage runs; ``forward`` itself when it is both first and last
     and runs one chunk.
 
     ``local``: 2 when the neighbouring stages share a node (send/recv over the intra network),
-    1 when they do not (``collectives.hierarchical_time_s``). ``chunks``: the model chunks of
-    the interleaved schedule a device runs (``virtual_stages``); between two of them the device
+    1 when they do not (``collectives.hierarchical_time_s``). ``chunks``: the layers of each
+    model chunk of the interleaved schedule the device runs (``ParallelPlan.chunk_layers``;
+    empty or one chunk: none); between two of them the device
     sends its chunk's output to the next device and receives the next chunk's input from the
     previous one, one exchange each way in the forward and again in the backward: the
     communication grows v times (Narayanan et al. 2021, sec. 2.2.2).
     """
-    if first and last and chunks == 1:
+    if first and last and len(chunks) <= 1:
         return forward
     names = forward.names()
-    layers = 1 + max(forward.op(n).layer for n in names)
-    per_chunk = max(layers // chunks, 1) if chunks > 1 else 0
     in_layers = [i for i, n in enumerate(names) if forward.op(n).layer >= 0]
     lo, hi = in_layers[0], in_layers[-1]
+    ends = list(accumulate(chunks)) if len(chunks) > 1 else []
+    before = set(names[:lo])
+
+    def chunk(name: str) -> int:
+        """The model chunk of the device an op runs in: by its layer; the embedding in the
+        first, the head in the last (either may hold no layer)."""
+        layer = forward.op(name).layer
+        if layer >= 0:
+            return bisect_right(ends, layer)
+        return 0 if name in before else len(chunks) - 1
+
     keep = {n for i, n in enumerate(names)
             if lo <= i <= hi or (first and i < lo) or (last and i > hi)}
     split = 1 if sequence_parallel else tp   # a sequence shard is already 1/tp
@@ -60,7 +76,7 @@ def stage_graph(forward: OpGraph, first: bool, last: bool, tp: int = 1,
             op = op.evolve(params=op.params + op.k * op.n)  # the last stage's embedding copy
         inputs = []
         for src in forward.inputs(name):
-            if per_chunk and _crosses_chunk(forward, src, op, per_chunk) and src not in received:
+            if ends and chunk(src) != chunk(name) and src not in received:
                 size = forward.op(src).out_bytes
                 swap = collective(f"pipeline_exchange:{src}", "send_recv", size // split,
                                   size // split, size, 2, Axis.PIPELINE, _outside(op),
@@ -99,13 +115,6 @@ def _gathered(out: OpGraph, received: str, size: int, split: int, reader: Op) ->
     if split == 1:
         return received
     return out.add(reassembly(received, size, split, _outside(reader)), [received])
-
-
-def _crosses_chunk(forward: OpGraph, src: str, op: Op, per_chunk: int) -> bool:
-    """``src`` is made in an earlier model chunk (of ``per_chunk`` layers) than ``op`` reads
-    it in."""
-    producer = forward.op(src).layer
-    return op.layer >= 0 and producer >= 0 and op.layer // per_chunk != producer // per_chunk
 
 
 def _outside(op: Op) -> Op:

@@ -1,5 +1,6 @@
 """Many devices: data, tensor, sequence and pipeline parallelism, ZeRO, on clusters."""
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -413,6 +414,70 @@ def test_uneven_stages():
             even.hardware_flops_per_step, rel=1e-12)
     assert balanced.step_time_s < even.step_time_s < heavy.step_time_s
     assert heavy.parallel["micro_batch_s"] > even.parallel["micro_batch_s"]
+
+
+def test_uneven_interleaved_stages():
+    """Uneven stages with the interleaved schedule (Llama 3 405B's layout): giving the even
+    split changes nothing. A 22-layer model, which 4 stages x 2 chunks cannot split evenly,
+    runs with one layer fewer on the first and last chunks (2, 3 | 3, 3 | 3, 3 | 3, 2): the
+    step's FLOPs are those of any other split of it, the first device's exchange reads its
+    first chunk's last layer, and it is faster than the split that piles the spare layers on
+    the first and last chunks (5, 2 | 2, 2 | 2, 2 | 2, 5), whose end devices pace the
+    pipeline."""
+    kw = dict(micro_batch=1, global_batch=8, precision="bf16", recompute="full")
+
+    def run(work, **stages):
+        return simulate(work, "a100", parallel=ParallelPlan(
+            pp=4, schedule="interleaved", virtual_stages=2, **stages), **kw)
+    gpt = get_workload(GPT)
+    even, given = run(gpt), run(gpt, first_stage_layers=3, last_stage_layers=3)
+    assert given.step_time_s == even.step_time_s
+    assert given.peak_memory_bytes == even.peak_memory_bytes
+    short = replace(gpt, layers=22)
+    fewer = run(short, first_stage_layers=2, last_stage_layers=2)
+    heavy = run(short, first_stage_layers=5, last_stage_layers=5)
+    assert fewer.parallel["stage_layers"] == [5, 6, 6, 5]
+    assert heavy.parallel["stage_layers"] == [7, 4, 4, 7]
+    assert fewer.flops_per_step == pytest.approx(heavy.flops_per_step, rel=1e-12)
+    assert fewer.hardware_flops_per_step == pytest.approx(heavy.hardware_flops_per_step,
+                                                          rel=1e-12)
+    assert fewer.step_time_s < heavy.step_time_s
+    plan = Plan(micro_batch=1)
+    par = ParallelPlan(pp=4, schedule="interleaved", virtual_stages=2, first_stage_layers=2,
+                       last_stage_layers=2)
+    for stage, boundary in ((0, 1), (1, 2), (3, 2)):   # the last layer of its first chunk
+        _, graph = stage_forward(short, plan, par, stage, None)
+        (swap,) = [n for n in graph.names() if n.startswith("pipeline_exchange")]
+        assert graph.op(graph.inputs(swap)[0]).layer == boundary
+
+
+def test_chunks_holding_only_the_embedding_or_the_head():
+    """Llama 3 405B's layout (Dubey et al. 2024, sec. 3.3.2): "the first model chunk on the
+    first stage has only the embedding, and the last model chunk on the last stage has only
+    output projection and loss calculation". The first device sends the embedding's output
+    on at once (its exchange reads it), the last device receives the head's input from
+    the previous device (its exchange feeds the final norm); the step's FLOPs are the
+    model's, as with three layers on each of those chunks."""
+    work, plan = replace(get_workload(GPT), layers=18), Plan(micro_batch=1)
+    par = ParallelPlan(pp=4, schedule="interleaved", virtual_stages=2, first_stage_layers=0,
+                       last_stage_layers=0)
+    assert par.chunk_layers(18) == [[0, 3], [3, 3], [3, 3], [3, 0]]
+    _, first = stage_forward(work, plan, par, 0, None)
+    (swap,) = [n for n in first.names() if n.startswith("pipeline_exchange")]
+    source = first.op(first.inputs(swap)[0])
+    assert source.layer == -1 and source.kind is not OpKind.COLLECTIVE
+    assert {first.op(n).layer for n in first.consumers(swap)} == {0}
+    _, last = stage_forward(work, plan, par, 3, None)
+    (swap,) = [n for n in last.names() if n.startswith("pipeline_exchange")]
+    assert last.op(last.inputs(swap)[0]).layer == 2        # the last layer the device runs
+    assert {n for n in last.names() if n.endswith("lm_head")}
+    kw = dict(micro_batch=1, global_batch=8, precision="bf16")
+    ends = simulate(work, "a100", parallel=par, **kw)
+    threes = simulate(work, "a100", parallel=replace(par, first_stage_layers=3,
+                                                     last_stage_layers=3), **kw)
+    assert ends.parallel["stage_layers"] == [3, 6, 6, 3]
+    assert threes.parallel["stage_layers"] == [5, 4, 4, 5]
+    assert ends.flops_per_step == pytest.approx(threes.flops_per_step, rel=1e-12)
 
 
 def test_gradient_adds_run_inside_the_backward_and_keep_the_reduction_overlapped():

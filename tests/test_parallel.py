@@ -57,6 +57,10 @@ def test_a_good_plan_returns_its_micro_batches():
     (ParallelPlan(pp=2, first_stage_layers=7, last_stage_layers=8),
      dict(num_devices=2, layers=14),
      "first_stage_layers = 7 + last_stage_layers = 8 must add up to layers = 14"),
+    (ParallelPlan(pp=4, schedule="interleaved", virtual_stages=2, first_stage_layers=2),
+     dict(num_devices=4, layers=17),
+     "first_stage_layers = 2 leaves 15 of layers = 17 for the other 7 of pp x virtual_stages "
+     "= 8 model chunks"),
 ])
 def test_impossible_plans_name_the_numbers(plan, kwargs, message):
     args = dict(num_devices=1, layers=24, heads=32) | kwargs
@@ -73,9 +77,9 @@ def test_impossible_plans_name_the_numbers(plan, kwargs, message):
     (dict(virtual_stages=2), "virtual_stages = 2 needs the interleaved schedule"),
     (dict(micro_batches=0), "micro_batches = 0 must be a positive integer"),
     (dict(pp=2, first_stage_layers=0), "first_stage_layers = 0 must be a positive integer"),
+    (dict(pp=2, schedule="interleaved", virtual_stages=2, last_stage_layers=-1),
+     "last_stage_layers = -1 must be a positive integer"),
     (dict(last_stage_layers=3), "last_stage_layers = 3 needs a pipeline: pp = 1"),
-    (dict(pp=2, schedule="interleaved", virtual_stages=2, first_stage_layers=3),
-     "uneven stages need the 1f1b or gpipe schedule"),
 ])
 def test_bad_plan_fields(kwargs, message):
     with pytest.raises(PlanError, match=message):
@@ -95,6 +99,30 @@ def test_stage_layers(kwargs, layers, expected):
     sharing the rest evenly (Llama 3 405B: 126 layers on 16 stages; BLOOM 176B: 70 on 12)."""
     split = ParallelPlan(**kwargs).stage_layers(layers)
     assert split == expected and sum(split) == layers
+
+
+@pytest.mark.parametrize("kwargs, layers, expected", [
+    (dict(pp=4), 24, [[6], [6], [6], [6]]),
+    (dict(pp=2, schedule="interleaved", virtual_stages=3), 12, [[2, 2, 2], [2, 2, 2]]),
+    # Llama 3 405B's 126 layers on 16 stages, one layer fewer on the first and last model
+    # chunk, 2 or 4 chunks per device (8 or 4 layers a chunk in the even split of 128)
+    (dict(pp=16, schedule="interleaved", virtual_stages=2, first_stage_layers=3,
+          last_stage_layers=3), 126, [[3, 4]] + [[4, 4]] * 14 + [[4, 3]]),
+    (dict(pp=16, schedule="interleaved", virtual_stages=4, first_stage_layers=1,
+          last_stage_layers=1), 126, [[1, 2, 2, 2]] + [[2, 2, 2, 2]] * 14 + [[2, 2, 2, 1]]),
+    (dict(pp=2, schedule="interleaved", virtual_stages=2, last_stage_layers=1), 10,
+     [[3, 3], [3, 1]]),
+    # as Llama 3 405B ran: the first chunk only the embedding, the last only the head
+    (dict(pp=16, schedule="interleaved", virtual_stages=8, first_stage_layers=0,
+          last_stage_layers=0), 126, [[0] + [1] * 7] + [[1] * 8] * 14 + [[1] * 7 + [0]]),
+])
+def test_chunk_layers(kwargs, layers, expected):
+    """Device d runs model chunks d, d + pp, ... (Narayanan et al. 2021, sec. 2.2.2); with
+    the interleaved schedule the uneven first and last stages are the first and last chunks."""
+    plan = ParallelPlan(**kwargs)
+    assert plan.chunk_layers(layers) == expected
+    assert plan.stage_layers(layers) == [sum(c) for c in expected]
+    assert sum(map(sum, expected)) == layers
 
 
 def test_schedule_from_string():
