@@ -111,6 +111,7 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                "critical_path": on_path},
         device_spec=device)
     result.parallel = {"dp": parallel.dp, "tp": parallel.tp, "pp": parallel.pp,
+                       "cp": parallel.cp,
                        "zero": parallel.zero,
                        "sequence_parallel": parallel.sequence_parallel,
                        "schedule": parallel.schedule.value,
@@ -158,19 +159,21 @@ def _system_flops(run, unsplit, parallel: ParallelPlan, m: int,
     one stage's layers, every layer alike) times ``layers``, plus embedding and head, x 3
     (every tensor op of a transformer has a data and a weight gradient, or two data
     gradients: the training graph's own count), plus the recomputed FLOPs of a layer of the
-    pacing stage on every rank, for every layer (layers alone recompute).
+    pacing stage on every rank, for every layer (layers alone recompute). Times the dp x cp
+    ranks that split the batch and the sequences (``ParallelPlan.replicas``: a
+    context-parallel rank's graph holds 1/cp of every sequence's tokens and attention).
     """
     model, hardware = _flops(run.lowered, m)
     if parallel.tp == 1 and parallel.pp == 1:
-        return model * parallel.dp, hardware * parallel.dp
+        return model * parallel.replicas, hardware * parallel.replicas
     in_unsplit = 1 + max(op.layer for op in unsplit.ops())
     per_layer = sum(op.model_flops for op in unsplit.ops() if op.layer >= 0) / in_unsplit
     outside = sum(op.model_flops for op in unsplit.ops() if op.layer < 0)
     forward = outside + per_layer * layers
     in_run = parallel.stage_layers(layers)[run.stage] if parallel.pp > 1 else layers
     recomputed = (hardware - model) / in_run * layers * parallel.tp
-    model_step = 3.0 * forward * m * parallel.dp
-    return model_step, model_step + recomputed * parallel.dp
+    model_step = 3.0 * forward * m * parallel.replicas
+    return model_step, model_step + recomputed * parallel.replicas
 
 
 def _communication_s(run, m: int) -> float:
@@ -207,7 +210,7 @@ def _memory(run, plan: Plan, parallel: ParallelPlan, m: int) -> dict[str, float]
     """
     lowered, forward = run.lowered, run.forward
     per = plan.state_bytes_per_param()
-    out = zero_state_bytes(forward.params(), parallel.zero, parallel.dp,
+    out = zero_state_bytes(forward.params(), parallel.zero, parallel.replicas,
                            k=per["optimizer_states"], weight_bytes=per["weights"],
                            grad_bytes=per["gradients"])
     counted, at, out_free, keep_free = live_tensors(lowered, run.start, run.end)
@@ -220,7 +223,7 @@ def _memory(run, plan: Plan, parallel: ParallelPlan, m: int) -> dict[str, float]
     held = in_flight(parallel, m, run.stage)
     if held > 1:
         out["activations"] += (held - 1) * float(activation_bytes(forward, plan))
-    if parallel.zero == 3 and parallel.dp > 1:
+    if parallel.zero == 3 and parallel.replicas > 1:
         layers: dict[int, int] = {}
         for op in forward.ops():
             layers[op.layer] = layers.get(op.layer, 0) + op.params

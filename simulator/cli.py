@@ -76,7 +76,7 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster", default=None, help="a cluster preset (dgx-a100, dgx-h100, "
                    "tpu-v4-pod-slice) or cluster .toml, instead of --device")
     p.add_argument("--num-devices", type=int, default=None,
-                   help="devices in all (default dp x tp x pp, or the cluster's)")
+                   help="devices in all (default dp x tp x pp x cp, or the cluster's)")
     p.add_argument("--global-batch", type=int, default=None)
     p.add_argument("--micro-batch", type=int, default=None,
                    help="samples per micro-batch (default: the model's, 1 for the zoo)")
@@ -86,6 +86,9 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
                    help="data-parallel replicas (default: the devices over tp x pp)")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks (Megatron)")
     p.add_argument("--pp", type=int, default=1, help="pipeline stages")
+    p.add_argument("--cp", type=int, default=1,
+                   help="context parallel: ranks sharing each sequence's tokens (Megatron-LM "
+                   "--context-parallel-size; needs --attention fused)")
     p.add_argument("--zero", type=int, default=0, choices=range(4),
                    help="ZeRO stage over the dp replicas (3 = FSDP full shard)")
     p.add_argument("--sequence-parallel", action="store_true",
@@ -235,7 +238,7 @@ def _hardware_and_parallel(args):
     from simulator.parallel import ParallelPlan
 
     counts = {"--num-devices": args.num_devices, "--dp": args.dp, "--tp": args.tp,
-              "--pp": args.pp, "--virtual-stages": args.virtual_stages}
+              "--pp": args.pp, "--cp": args.cp, "--virtual-stages": args.virtual_stages}
     for flag, value in counts.items():
         if value is not None and value < 1:
             raise PlanError(f"{flag} = {value} must be a positive integer")
@@ -249,15 +252,18 @@ def _hardware_and_parallel(args):
     hardware = whatif.apply(hardware, whatif.parse_sets(args.set))
     n = args.num_devices
     if n is None:
-        n = hardware.num_devices if args.cluster else (args.dp or 1) * args.tp * args.pp
-    model_parallel = args.tp * args.pp
+        n = hardware.num_devices if args.cluster else \
+            (args.dp or 1) * args.tp * args.pp * args.cp
+    model_parallel = args.tp * args.pp * args.cp
     dp = args.dp
     if dp is None:
         if n % model_parallel:
-            raise PlanError(f"tp x pp = {args.tp} x {args.pp} = {model_parallel} must divide "
-                            f"the number of devices = {n}")
+            names, values = ("tp x pp", f"{args.tp} x {args.pp}") if args.cp == 1 else \
+                ("tp x pp x cp", f"{args.tp} x {args.pp} x {args.cp}")
+            raise PlanError(f"{names} = {values} = {model_parallel} must divide the number of "
+                            f"devices = {n}")
         dp = n // model_parallel
-    parallel = ParallelPlan(dp=dp, tp=args.tp, pp=args.pp, zero=args.zero,
+    parallel = ParallelPlan(dp=dp, tp=args.tp, pp=args.pp, cp=args.cp, zero=args.zero,
                             sequence_parallel=args.sequence_parallel, schedule=args.schedule,
                             virtual_stages=args.virtual_stages,
                             overlap_grad_reduce=args.overlap_grad_reduce,
@@ -288,7 +294,9 @@ def format_summary(s: dict) -> str:
     par = s.get("parallel") or {}
     if s.get("num_devices", 1) > 1 and par:
         lines.insert(1, f"  {s['num_devices']} devices on {par['cluster']}: dp {par['dp']} x tp "
-                     f"{par['tp']} x pp {par['pp']}, ZeRO {par['zero']}"
+                     f"{par['tp']} x pp {par['pp']}"
+                     + (f" x cp {par['cp']}" if par.get("cp", 1) > 1 else "")
+                     + f", ZeRO {par['zero']}"
                      + (", sequence parallel" if par["sequence_parallel"] else "")
                      + (f", {par['schedule']} schedule" if par["pp"] > 1 else "")
                      + (f", stage layers {_runs(par['stage_layers'])}"

@@ -21,6 +21,7 @@ import numpy as np
 from hardware_specs.cluster import ClusterSpec, cluster_for, list_clusters, load_cluster
 from hardware_specs.loader import load_device
 from hardware_specs.spec import DeviceSpec
+from simulator.context_parallel import gather_keys_values, widen_attention
 from simulator.cost import op_costs
 from simulator.data_parallel import add_data_parallel, add_grad_accumulation
 from simulator.engine.kernels import schedule
@@ -35,6 +36,7 @@ from simulator.stages import stage_graph
 from simulator.tensor_parallel import check as check_tensor_parallel
 from simulator.tensor_parallel import split, wait_for_weight_gradients
 from simulator.training import training_graph
+from workloads.transformer import Style
 
 N_STREAMS = 3  # compute; tensor/pipeline communicator; data-parallel communicator
 
@@ -67,6 +69,9 @@ def micro_batches(work, plan: Plan, parallel: ParallelPlan, num_devices: int) ->
         raise PlanError(f"tp = {parallel.tp}, pp = {parallel.pp}: tensor and pipeline "
                         f"parallelism split transformer layers and {work.name} is not a "
                         "transformer: use dp (and zero) only")
+    if parallel.cp > 1 and getattr(work, "style", None) is Style.VISION:
+        raise PlanError(f"cp = {parallel.cp}: context parallelism splits a language model's "
+                        f"sequences, and {work.name} is a vision transformer")
     if parallel.sequence_parallel and parallel.tp == 1:
         raise PlanError("sequence parallelism splits the tensor-parallel ranks' tokens: it "
                         "needs tp > 1")
@@ -119,12 +124,18 @@ def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
     p = parallel.pp
     chunks = parallel.chunk_layers(work.layers)[stage] if p > 1 else []
     model = replace(work, layers=sum(chunks)) if p > 1 else work
+    cp = parallel.cp
+    if cp > 1:   # a rank's tokens (simulator.context_parallel)
+        model = replace(model, seq_len=work.seq_len // cp)
     forward = model.forward_graph(plan.micro_batch, formats.activation, formats.weight)
     if plan.attention is Attention.FUSED:
         forward = fuse_attention(forward)
+    forward = widen_attention(forward, cp)
     ranked = split(forward, parallel.tp, parallel.sequence_parallel)
     per_node = cluster.devices_per_node if cluster else 1
-    local = 2 if 2 * parallel.tp * parallel.dp <= per_node else 1
+    # Megatron-LM's rank order: tp fastest, then cp, then dp, then pp
+    ranked = gather_keys_values(ranked, cp, max(min(cp, per_node // parallel.tp), 1))
+    local = 2 if 2 * parallel.tp * parallel.cp * parallel.dp <= per_node else 1
     ranked = stage_graph(ranked, stage == 0, stage == p - 1, parallel.tp,
                          parallel.sequence_parallel, local, chunks)
     return forward, ranked
@@ -147,8 +158,8 @@ def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
         step = fuse_elementwise(step)
     if not parallel.fused_grad_accumulation:
         add_grad_accumulation(step, plan)
-    dp_local = math.gcd(parallel.dp, max(per_node // parallel.tp, 1))
-    step = add_data_parallel(step, plan, parallel.dp, parallel.zero, dp_local,
+    dp_local = math.gcd(parallel.replicas, max(per_node // parallel.tp, 1))
+    step = add_data_parallel(step, plan, parallel.replicas, parallel.zero, dp_local,
                              parallel.overlap_grad_reduce)
     return lower(step)
 

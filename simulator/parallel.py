@@ -20,6 +20,9 @@ Sources:
   sec. 7: their communication volume (2 x params for stages 0-2, 3 x params for stage 3).
 - Zhao et al. 2023, "PyTorch FSDP" (VLDB, arXiv:2304.11277): FULL_SHARD is ZeRO-3,
   SHARD_GRAD_OP is ZeRO-2 (``FSDP_ZERO_STAGE``).
+- Dubey et al. 2024, "The Llama 3 Herd of Models" (arXiv:2407.21783), sec. 3.3.2: context
+  parallelism (``cp``, ``simulator.context_parallel``) and uneven, interleaved pipeline
+  stages.
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ class Axis(IntEnum):
     TENSOR = 1    # tensor / sequence parallel ranks (one node)
     PIPELINE = 2  # neighbouring pipeline stages (send / recv)
     DATA = 3      # data-parallel replicas (gradient reduction, ZeRO gathers)
+    CONTEXT = 4   # context-parallel ranks (the all-gather of keys and values)
 
 
 #: PyTorch FSDP sharding strategies as ZeRO stages (Zhao et al. 2023, sec. 3).
@@ -89,6 +93,11 @@ class ParallelPlan:
     # projection and loss calculation"). None: layers / (pp x virtual_stages) each.
     first_stage_layers: int | None = None
     last_stage_layers: int | None = None
+    # Context parallelism: each of cp ranks holds seq_len / cp tokens of every sequence
+    # (Megatron-LM --context-parallel-size; Llama 3 405B's long-context training, Dubey et
+    # al. 2024, sec. 3.3.2). The parameters are replicated over them: gradients reduce, and
+    # ZeRO shards, over dp x cp ranks.
+    cp: int = 1
 
     def __post_init__(self) -> None:
         try:
@@ -97,7 +106,7 @@ class ParallelPlan:
             choices = ", ".join(s.value for s in Schedule)
             raise PlanError(f"schedule = {self.schedule!r} is not known: choose one of "
                             f"{choices}") from None
-        for name in ("dp", "tp", "pp", "virtual_stages"):
+        for name in ("dp", "tp", "pp", "virtual_stages", "cp"):
             _positive(getattr(self, name), name)
         if self.micro_batches is not None:
             _positive(self.micro_batches, "micro_batches")
@@ -117,7 +126,12 @@ class ParallelPlan:
 
     @property
     def num_devices(self) -> int:
-        return self.dp * self.tp * self.pp
+        return self.dp * self.tp * self.pp * self.cp
+
+    @property
+    def replicas(self) -> int:
+        """Ranks holding the same parameters: dp x cp (the gradient-reduction and ZeRO group)."""
+        return self.dp * self.cp
 
     @property
     def uneven(self) -> bool:
@@ -169,8 +183,12 @@ class ParallelPlan:
         """Raise PlanError naming the numbers if the plan cannot run; else the micro-batches
         per step of each pipeline (gradient-accumulation steps when pp = 1)."""
         if self.num_devices != num_devices:
-            raise PlanError(f"dp x tp x pp = {self.dp} x {self.tp} x {self.pp} = "
+            names, values = "dp x tp x pp", [self.dp, self.tp, self.pp]
+            if self.cp > 1:
+                names, values = names + " x cp", values + [self.cp]
+            raise PlanError(f"{names} = {' x '.join(map(str, values))} = "
                             f"{self.num_devices} must equal the number of devices = {num_devices}")
+        self._check_context(seq_len)
         self._check_tensor(heads, kv_heads, seq_len)
         self._check_pipeline(layers)
         micro_batches = self._micro_batches(global_batch, micro_batch)
@@ -185,8 +203,24 @@ class ParallelPlan:
         # Megatron-LM: "num_query_groups must be divisible by tensor_model_parallel_size".
         if kv_heads is not None and kv_heads % self.tp:
             raise PlanError(f"tp = {self.tp} must divide kv_heads = {kv_heads}")
-        if self.sequence_parallel and seq_len is not None and seq_len % self.tp:
-            raise PlanError(f"sequence parallel: tp = {self.tp} must divide seq_len = {seq_len}")
+        local = seq_len // self.cp if seq_len is not None else None
+        if self.sequence_parallel and local is not None and local % self.tp:
+            held = f"seq_len = {seq_len}" if self.cp == 1 else \
+                f"seq_len / cp = {seq_len} / {self.cp} = {local}"
+            raise PlanError(f"sequence parallel: tp = {self.tp} must divide {held}")
+
+    def _check_context(self, seq_len: int | None) -> None:
+        """Megatron-LM splits each sequence into 2 cp chunks, a rank taking chunks i and
+        2cp - 1 - i so that the causal mask leaves each the same work
+        ("seq_length must be divisible by 2 x context_parallel_size")."""
+        if self.cp == 1:
+            return
+        if seq_len is None:
+            raise PlanError(f"cp = {self.cp}: context parallelism splits a transformer's "
+                            "sequences; use dp, tp and pp for this model")
+        if seq_len % (2 * self.cp):
+            raise PlanError(f"context parallel: 2 x cp = {2 * self.cp} must divide seq_len = "
+                            f"{seq_len} (each rank holds two of 2 x cp chunks)")
 
     def _check_pipeline(self, layers: int) -> None:
         if self.schedule is Schedule.INTERLEAVED:

@@ -33,7 +33,8 @@ from simulator.whatif import override
 from workloads.zoo import get_workload
 
 #: Plan fields a sweep varies, with the parser of a command-line value (``--grid tp=1,2``).
-PARALLEL_FIELDS = {"dp": int, "tp": int, "pp": int, "zero": int, "sequence_parallel": "bool",
+PARALLEL_FIELDS = {"dp": int, "tp": int, "pp": int, "cp": int, "zero": int,
+                   "sequence_parallel": "bool",
                    "schedule": str, "virtual_stages": int, "overlap_grad_reduce": "bool",
                    "overlap_tp_comm": "bool", "fused_grad_accumulation": "bool",
                    "first_stage_layers": int, "last_stage_layers": int}
@@ -270,14 +271,17 @@ def _defaults() -> dict:
 
 
 def _parallel(fields: dict, n: int | None) -> tuple[ParallelPlan, int]:
-    tp, pp, dp = fields.get("tp", 1), fields.get("pp", 1), fields.get("dp")
+    tp, pp, cp, dp = fields.get("tp", 1), fields.get("pp", 1), fields.get("cp", 1), \
+        fields.get("dp")
     if n is None:
-        n = (dp or 1) * tp * pp
+        n = (dp or 1) * tp * pp * cp
     elif dp is None:
-        if n % (tp * pp):
-            raise PlanError(f"tp x pp = {tp} x {pp} = {tp * pp} must divide the number of "
+        if n % (tp * pp * cp):
+            names, values = ("tp x pp", f"{tp} x {pp}") if cp == 1 else \
+                ("tp x pp x cp", f"{tp} x {pp} x {cp}")
+            raise PlanError(f"{names} = {values} = {tp * pp * cp} must divide the number of "
                             f"devices = {n}")
-        dp = n // (tp * pp)
+        dp = n // (tp * pp * cp)
     kwargs = {k: v for k, v in fields.items() if k in PARALLEL_FIELDS}
     return ParallelPlan(**{**kwargs, "dp": dp or 1}), n
 

@@ -163,6 +163,11 @@ BAD_CASES = [
     ("stage-layers-not-splitting",
      lambda t: ["gpt2-small", "--device", "a100", "--pp", "4", "--first-stage-layers", "4"],
      ["first_stage_layers = 4", "8 of layers = 12", "3 of pp = 4"]),
+    ("cp-not-splitting-seq-len",
+     lambda t: ["gpt2-small", "--device", "a100", "--cp", "3", "--attention", "fused"],
+     ["2 x cp = 6", "seq_len = 1024"]),
+    ("cp-on-a-cnn", lambda t: ["resnet-50", "--device", "a100", "--cp", "2"],
+     ["cp = 2", "transformer"]),
     ("tp-on-a-cnn", lambda t: ["resnet-50", "--device", "a100", "--tp", "2"],
      ["tp = 2", "resnet-50"]),
     ("unknown-cluster", lambda t: ["gpt2-small", "--cluster", "dgx-z9"], ["dgx-z9"]),
@@ -292,6 +297,19 @@ def test_predict_uneven_stages():
     proc = hwsim("predict", "gpt2-small", "--device", "a100", "--pp", "4",
                  "--first-stage-layers", "2", "--last-stage-layers", "2")
     assert proc.returncode == 0 and "stage layers 2, 4 x 2, 2" in proc.stdout
+
+
+def test_predict_context_parallel():
+    s = predict_json("gpt2-small", "--device", "a100", "--cp", "2", "--num-devices", "4",
+                     "--attention", "fused", "--global-batch", "4")
+    assert s["parallel"]["cp"] == 2 and s["parallel"]["dp"] == 2
+    proc = hwsim("predict", "gpt2-small", "--device", "a100", "--cp", "2", "--attention",
+                 "fused")
+    assert proc.returncode == 0 and "dp 1 x tp 1 x pp 1 x cp 2" in proc.stdout
+    proc = hwsim("predict", "gpt2-small", "--device", "a100", "--cp", "2", "--attention",
+                 "materialized")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "cp = 2" in proc.stderr and "--attention fused" in proc.stderr
 
 
 def _tiny_params_by_hand(*, bias: bool, layernorm: bool, tied: bool, positions: bool) -> int:

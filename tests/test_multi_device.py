@@ -480,6 +480,78 @@ def test_chunks_holding_only_the_embedding_or_the_head():
     assert ends.flops_per_step == pytest.approx(threes.flops_per_step, rel=1e-12)
 
 
+def test_context_parallel_splits_the_tokens_and_keeps_the_flops():
+    """Context parallelism (Megatron-LM --context-parallel-size): each of cp ranks runs 1/cp
+    of every sequence's tokens, its queries against all the keys. The step's model and
+    hardware FLOPs are the unsplit run's exactly; every linear has 1/cp of the rows, every
+    attention 1/cp of the query rows and all the keys; the parameters on a rank are all of
+    them (the learned position table whole); activations shrink as cp grows."""
+    work = get_workload(GPT)
+    kw = dict(micro_batch=1, global_batch=2, precision="bf16", attention="fused",
+              recompute="none")
+    runs = {cp: simulate(work, "a100", parallel=ParallelPlan(dp=2, cp=cp), **kw)
+            for cp in (1, 2, 4)}
+    one = runs[1]
+    s, tokens = work.seq_len, work.seq_len  # micro-batch 1
+    for cp, run in runs.items():
+        assert run.num_devices == 2 * cp and run.parallel["cp"] == cp
+        assert run.flops_per_step == one.flops_per_step
+        assert run.hardware_flops_per_step == one.hardware_flops_per_step
+        assert run.parallel["params_per_device"] == one.parallel["params_per_device"]
+        forward = run.ops[run.ops.phase == "forward"]
+        fc1 = run.lowered.m[list(run.lowered.names).index("L0.fc1")]
+        assert fc1 == tokens // cp
+        i = list(run.lowered.names).index("L0.attention")
+        assert (run.lowered.m[i], run.lowered.n[i]) == (s // cp, s)
+        assert len(forward[forward.name.str.endswith("cp_all_gather")]) == \
+            (2 * work.layers if cp > 1 else 0)
+    acts = [runs[cp].memory_breakdown["activations"] for cp in (1, 2, 4)]
+    assert acts[0] > acts[1] > acts[2]
+
+
+def test_context_parallel_gathers_keys_and_values():
+    """Before each attention the cp ranks all-gather its keys and values (Llama 3's method,
+    Dubey et al. 2024, sec. 3.3.2): a buffer of micro-batch x seq_len x kv_heads / tp x
+    head_dim x 2 bytes each (the rank's tensor-parallel share of the heads), a group of cp on
+    the context axis; the backward reduce-scatters their gradients, the same buffer. The
+    parameters' gradients reduce over the dp x cp ranks that hold them."""
+    from simulator.lower import COLLECTIVE_FNS
+    from simulator.parallel import Axis
+    work = get_workload("llama2-7b")
+    tp, cp, b = 2, 2, 2
+    run = simulate(work, "a100", parallel=ParallelPlan(tp=tp, cp=cp), micro_batch=b,
+                   global_batch=b, precision="bf16", attention="fused", recompute="none")
+    low, names = run.lowered, list(run.lowered.names)
+    buffer = b * work.seq_len * work.n_kv_heads // tp * work.head_dim * 2
+    for phase, fn in ((Phase.FORWARD, "all_gather"), (Phase.BACKWARD, "reduce_scatter")):
+        ops = [i for i, n in enumerate(names) if "cp_all_gather" in n
+               and low.phase[i] == phase]
+        assert len(ops) == 2 * work.layers
+        for i in ops:
+            assert max(low.bytes_read[i], low.bytes_written[i]) == buffer
+            assert low.group[i] == cp and low.axis[i] == int(Axis.CONTEXT)
+            assert COLLECTIVE_FNS[low.collective[i]] == fn
+    reduce = [i for i, n in enumerate(names) if low.axis[i] == int(Axis.DATA)]
+    assert reduce and all(low.group[i] == cp for i in reduce)
+
+
+@pytest.mark.parametrize("parallel, kwargs, message", [
+    (ParallelPlan(cp=2), dict(attention="materialized"), "needs fused attention"),
+    (ParallelPlan(cp=3), dict(attention="fused"), "2 x cp = 6 must divide seq_len = 2048"),
+    (ParallelPlan(cp=4, tp=2, sequence_parallel=True), dict(attention="fused"),
+     None),
+])
+def test_context_parallel_plans_that_cannot_run(parallel, kwargs, message):
+    if message is None:   # 2048 / 4 = 512 tokens, which tp = 2 splits: it runs
+        assert simulate(GPT, "a100", parallel=parallel, micro_batch=1, **kwargs).fits
+        return
+    with pytest.raises(PlanError, match=message):
+        simulate(GPT, "a100", parallel=parallel, micro_batch=1, **kwargs)
+    with pytest.raises(PlanError, match="dp x tp x pp x cp = 1 x 1 x 1 x 2 = 2 must equal"):
+        simulate(GPT, "a100", num_devices=4, parallel=ParallelPlan(cp=2), micro_batch=1,
+                 attention="fused")
+
+
 def test_gradient_adds_run_inside_the_backward_and_keep_the_reduction_overlapped():
     """Megatron-LM's gradient hook and PyTorch's AccumulateGrad add a layer's weight
     gradients as soon as they are written: each add starts before the next layer's backward

@@ -147,6 +147,25 @@ def test_framework_behaviours_are_sweepable():
     assert off.step_time_s > on.step_time_s
 
 
+def test_every_plan_field_is_a_grid_field():
+    """The grid's field lists name every field of ParallelPlan and Plan (but micro_batches,
+    which the global batch gives), so a field added to a plan is sweepable."""
+    from dataclasses import fields
+
+    from simulator.plan import Plan
+    from simulator.sweep import PARALLEL_FIELDS, PLAN_FIELDS
+    assert set(PARALLEL_FIELDS) == {f.name for f in fields(ParallelPlan)} - {"micro_batches"}
+    assert set(PLAN_FIELDS) == {f.name for f in fields(Plan)}
+
+
+def test_context_parallel_is_sweepable():
+    """cp is a grid field: its devices come with it (dp x tp x pp x cp by default)."""
+    rows = sweep(TINY, ["a100"], None, {"cp": [1, 2], "attention": ["fused"],
+                                         "global_batch": [4]}, workers=1, progress=False)
+    assert list(rows.status) == ["ok", "ok"]
+    assert list(rows.num_devices) == [1, 2]
+
+
 def test_device_counts_default_to_the_plan_and_overrides_apply():
     rows = sweep(TINY, ["a100"], None, [{"dp": 2, "tp": 2}, {}], workers=1, progress=False,
                  overrides={"price_per_hour_usd": 2.0}, tokens=1e6)
