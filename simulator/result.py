@@ -47,9 +47,10 @@ class Result:
     critical_path_s: float = 0.0         # longest dependency chain of one micro-batch's step
     saved_activation_bytes: float = 0.0  # kept for the backward at the end of the forward
     totals: dict[str, float | None] = field(default_factory=dict)
-    # the split over devices: dp, tp, pp, zero, sequence_parallel, schedule, virtual_stages,
-    # cluster, params_per_device, micro_batch_s (the slowest stage's forward + backward of
-    # one micro-batch), bubble_fraction, communication_s, exposed_communication_s
+    # the split over devices: dp, tp, pp, cp, zero, sequence_parallel, schedule,
+    # virtual_stages, the framework switches, stage_layers, cluster, params_per_device,
+    # micro_batch_s (the slowest stage's forward + backward of one micro-batch),
+    # bubble_fraction, communication_s, exposed_communication_s
     parallel: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # caveats a user should read with the figures
     unknown_ops: list[str] = field(default_factory=list)  # imported operators costed by traffic
