@@ -235,7 +235,7 @@ def _hardware_and_parallel(args):
     """(device or cluster, ParallelPlan, num_devices) from the flags; dp defaults to the
     devices left over by tp x pp."""
     from hardware_specs.cluster import load_cluster
-    from simulator.parallel import ParallelPlan
+    from simulator.parallel import ParallelPlan, data_parallel_size
 
     counts = {"--num-devices": args.num_devices, "--dp": args.dp, "--tp": args.tp,
               "--pp": args.pp, "--cp": args.cp, "--virtual-stages": args.virtual_stages}
@@ -254,15 +254,7 @@ def _hardware_and_parallel(args):
     if n is None:
         n = hardware.num_devices if args.cluster else \
             (args.dp or 1) * args.tp * args.pp * args.cp
-    model_parallel = args.tp * args.pp * args.cp
-    dp = args.dp
-    if dp is None:
-        if n % model_parallel:
-            names, values = ("tp x pp", f"{args.tp} x {args.pp}") if args.cp == 1 else \
-                ("tp x pp x cp", f"{args.tp} x {args.pp} x {args.cp}")
-            raise PlanError(f"{names} = {values} = {model_parallel} must divide the number of "
-                            f"devices = {n}")
-        dp = n // model_parallel
+    dp = args.dp if args.dp is not None else data_parallel_size(n, args.tp, args.pp, args.cp)
     parallel = ParallelPlan(dp=dp, tp=args.tp, pp=args.pp, cp=args.cp, zero=args.zero,
                             sequence_parallel=args.sequence_parallel, schedule=args.schedule,
                             virtual_stages=args.virtual_stages,

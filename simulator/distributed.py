@@ -36,7 +36,7 @@ from simulator.stages import stage_graph
 from simulator.tensor_parallel import check as check_tensor_parallel
 from simulator.tensor_parallel import split, wait_for_weight_gradients
 from simulator.training import training_graph
-from workloads.transformer import Style
+from workloads.transformer import Style, TransformerConfig
 
 N_STREAMS = 3  # compute; tensor/pipeline communicator; data-parallel communicator
 
@@ -83,7 +83,6 @@ def micro_batches(work, plan: Plan, parallel: ParallelPlan, num_devices: int) ->
 
 
 def _shape(work):
-    from workloads.transformer import TransformerConfig
     if isinstance(work, TransformerConfig):
         return work.layers, work.heads, work.n_kv_heads, work.sequence
     return None, None, None, None

@@ -26,6 +26,7 @@ Sources:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 
@@ -114,8 +115,8 @@ class ParallelPlan:
             value = getattr(self, name)
             if value is None:
                 continue
-            if value != 0 or self.virtual_stages == 1:
-                _positive(value, name)
+            # interleaved: the first or last chunk may hold no layer
+            _positive(value, name, minimum=0 if self.virtual_stages > 1 else 1)
             if self.pp < 2:
                 raise PlanError(f"{name} = {value} needs a pipeline: pp = {self.pp}")
         if self.zero not in (0, 1, 2, 3) or isinstance(self.zero, bool):
@@ -154,7 +155,7 @@ class ParallelPlan:
         unit = "pp" if v == 1 else "pp x virtual_stages"
         if not self.uneven:
             if layers % n:
-                total = f"pp = {p}" if v == 1 else f"pp x virtual_stages = {p} x {v} = {n}"
+                total = product(pp=p, **({"virtual_stages": v} if v > 1 else {}))
                 raise PlanError(f"{total} must divide layers = {layers} (or give the first "
                                 "and last stages' layers: first_stage_layers, "
                                 "last_stage_layers; --first-stage-layers, --last-stage-layers)")
@@ -183,11 +184,9 @@ class ParallelPlan:
         """Raise PlanError naming the numbers if the plan cannot run; else the micro-batches
         per step of each pipeline (gradient-accumulation steps when pp = 1)."""
         if self.num_devices != num_devices:
-            names, values = "dp x tp x pp", [self.dp, self.tp, self.pp]
-            if self.cp > 1:
-                names, values = names + " x cp", values + [self.cp]
-            raise PlanError(f"{names} = {' x '.join(map(str, values))} = "
-                            f"{self.num_devices} must equal the number of devices = {num_devices}")
+            sizes = product(dp=self.dp, tp=self.tp, pp=self.pp,
+                            **({"cp": self.cp} if self.cp > 1 else {}))
+            raise PlanError(f"{sizes} must equal the number of devices = {num_devices}")
         self._check_context(seq_len)
         self._check_tensor(heads, kv_heads, seq_len)
         self._check_pipeline(layers)
@@ -357,6 +356,25 @@ def pipeline_message_bytes(tokens: int, hidden: int, activation_bytes: float,
     return tokens * hidden * activation_bytes / tp
 
 
-def _positive(value, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+def data_parallel_size(num_devices: int, tp: int, pp: int, cp: int = 1) -> int:
+    """The dp that fills ``num_devices`` with tp x pp x cp model-parallel groups (PlanError
+    naming the numbers when they do not divide it)."""
+    group = tp * pp * cp
+    if num_devices % group:
+        sizes = product(tp=tp, pp=pp, **({"cp": cp} if cp > 1 else {}))
+        raise PlanError(f"{sizes} must divide the number of devices = {num_devices}")
+    return num_devices // group
+
+
+def product(**sizes: int) -> str:
+    """A product of plan sizes as errors name it: ``tp x pp = 2 x 4 = 8`` (``pp = 4``)."""
+    if len(sizes) == 1:
+        (name, value), = sizes.items()
+        return f"{name} = {value}"
+    return (f"{' x '.join(sizes)} = {' x '.join(map(str, sizes.values()))} = "
+            f"{math.prod(sizes.values())}")
+
+
+def _positive(value, name: str, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise PlanError(f"{name} = {value!r} must be a positive integer")

@@ -27,7 +27,7 @@ from hardware_specs.loader import load_device
 from hardware_specs.spec import DeviceSpec
 from simulator.errors import HwsimError, PlanError, WorkloadError
 from simulator.memo import install as install_memo
-from simulator.parallel import ParallelPlan
+from simulator.parallel import ParallelPlan, data_parallel_size
 from simulator.plan import Plan
 from simulator.whatif import override
 from workloads.zoo import get_workload
@@ -276,12 +276,7 @@ def _parallel(fields: dict, n: int | None) -> tuple[ParallelPlan, int]:
     if n is None:
         n = (dp or 1) * tp * pp * cp
     elif dp is None:
-        if n % (tp * pp * cp):
-            names, values = ("tp x pp", f"{tp} x {pp}") if cp == 1 else \
-                ("tp x pp x cp", f"{tp} x {pp} x {cp}")
-            raise PlanError(f"{names} = {values} = {tp * pp * cp} must divide the number of "
-                            f"devices = {n}")
-        dp = n // (tp * pp * cp)
+        dp = data_parallel_size(n, tp, pp, cp)
     kwargs = {k: v for k, v in fields.items() if k in PARALLEL_FIELDS}
     return ParallelPlan(**{**kwargs, "dp": dp or 1}), n
 
