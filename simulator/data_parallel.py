@@ -79,6 +79,27 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
     return step
 
 
+def add_tied_embedding_reduce(step: OpGraph, plan: Plan, local: int = 0) -> OpGraph:
+    """Pipeline stages holding a copy of tied word embeddings (the first stage's embedding,
+    the last stage's head: forward ops with the fact ``tied``, ``simulator.stages``) all-reduce
+    its gradient between the two after the data-parallel reduction and before the update
+    (Megatron-LM's ``_allreduce_embedding_grads``, run in ``finalize_model_grads`` after the
+    data-parallel synchronisation; in 2021 after ``allreduce_gradients``), on the pipeline
+    communicator, once per step. ``local``: 2 when the two stages share a node, else 1.
+    ``step`` is changed in place and returned."""
+    grad_bytes = plan.formats.gradient.bytes
+    copies = [op for op in step.ops() if op.phase is Phase.FORWARD and dict(op.extra).get("tied")]
+    for op in copies:
+        name = f"optimizer:L{op.layer}"
+        copy = op.k * op.n if op.kind is OpKind.MATMUL else op.params   # the head: W, no bias
+        nbytes = copy * grad_bytes
+        reduce = collective(f"embedding_all_reduce:{op.name}", "all_reduce", nbytes, nbytes, 0,
+                            2, Axis.PIPELINE, step.op(name), phase=Phase.COMMUNICATION,
+                            local=local)
+        _before(step, name, reduce)
+    return step
+
+
 def add_grad_accumulation(step: OpGraph, plan: Plan) -> OpGraph:
     """Unfused gradient accumulation (``ParallelPlan.fused_grad_accumulation`` False): every
     micro-batch adds each layer's new weight gradients into the gradient buffer, an elementwise
@@ -161,4 +182,4 @@ def _forward_op(step: OpGraph, op: Op) -> Op | None:
     return None
 
 
-__all__ = ["add_data_parallel", "add_grad_accumulation"]
+__all__ = ["add_data_parallel", "add_grad_accumulation", "add_tied_embedding_reduce"]

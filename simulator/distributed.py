@@ -23,7 +23,8 @@ from hardware_specs.loader import load_device
 from hardware_specs.spec import DeviceSpec
 from simulator.context_parallel import gather_keys_values, widen_attention
 from simulator.cost import op_costs
-from simulator.data_parallel import add_data_parallel, add_grad_accumulation
+from simulator.data_parallel import (add_data_parallel, add_grad_accumulation,
+                                     add_tied_embedding_reduce)
 from simulator.engine.kernels import schedule
 from simulator.errors import PlanError
 from simulator.fusion import fuse_attention, fuse_elementwise
@@ -160,6 +161,9 @@ def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
     dp_local = math.gcd(parallel.replicas, max(per_node // parallel.tp, 1))
     step = add_data_parallel(step, plan, parallel.replicas, parallel.zero, dp_local,
                              parallel.overlap_grad_reduce)
+    if parallel.pp > 1:   # Megatron-LM's rank order: the first and last stages are pp-1 apart
+        ends_local = 2 if parallel.num_devices <= per_node else 1
+        step = add_tied_embedding_reduce(step, plan, ends_local)
     return lower(step)
 
 

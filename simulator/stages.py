@@ -16,8 +16,10 @@ own network card and the receiving node all-gathers the pieces over its intra-no
 back the same way (``simulator.training`` gathers it after the receive of a send's or an
 exchange's adjoint). Ops of a split message carry ``scatter`` = tp. With sequence parallelism
 the message is a sequence shard already: nothing to gather. With tied embeddings the last
-stage keeps its own copy of the word embedding for the lm_head (Megatron-LM); the all-reduce
-of its gradient with the first stage is left out (one vocab x hidden / tp buffer per step).
+stage keeps its own copy of the word embedding for the lm_head (Megatron-LM), and both copies
+carry the fact ``tied`` = 1: after the data-parallel reduction the two stages all-reduce the
+copies' gradients (``data_parallel.add_tied_embedding_reduce``), as Megatron-LM's
+``_allreduce_embedding_grads`` does each step.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from itertools import accumulate
 from simulator.graph import OpGraph
 from simulator.op import Op, Phase
 from simulator.parallel import Axis
-from simulator.tensor_parallel import collective
+from simulator.tensor_parallel import VOCAB_EMBEDDING, collective
 
 
 def stage_graph(forward: OpGraph, first: bool, last: bool, tp: int = 1,
@@ -61,6 +63,7 @@ def stage_graph(forward: OpGraph, first: bool, last: bool, tp: int = 1,
             return bisect_right(ends, layer)
         return 0 if name in before else len(chunks) - 1
 
+    tied = any(_is_tied_head(forward.op(n)) for n in names[hi + 1:])
     keep = {n for i, n in enumerate(names)
             if lo <= i <= hi or (first and i < lo) or (last and i > hi)}
     split = 1 if sequence_parallel else tp   # a sequence shard is already 1/tp
@@ -71,9 +74,10 @@ def stage_graph(forward: OpGraph, first: bool, last: bool, tp: int = 1,
         if name not in keep:
             continue
         op = forward.op(name)
-        if not first and op.fn == "linear" and op.params < op.k * op.n and \
-                name.rsplit(".", 1)[-1] == "lm_head":
-            op = op.evolve(params=op.params + op.k * op.n)  # the last stage's embedding copy
+        if not first and _is_tied_head(op):  # the last stage's embedding copy
+            op = op.evolve(params=op.params + op.k * op.n, extra=op.extra + (("tied", 1),))
+        elif tied and not last and name == VOCAB_EMBEDDING:
+            op = op.evolve(extra=op.extra + (("tied", 1),))
         inputs = []
         for src in forward.inputs(name):
             if ends and chunk(src) != chunk(name) and src not in received:
@@ -98,6 +102,12 @@ def stage_graph(forward: OpGraph, first: bool, last: bool, tp: int = 1,
                               **scatter)
             out.add(send, [src])
     return out
+
+
+def _is_tied_head(op: Op) -> bool:
+    """The language-model head reading the word embedding's weights (tied embeddings)."""
+    return op.fn == "linear" and op.params < op.k * op.n and \
+        op.name.rsplit(".", 1)[-1] == "lm_head"
 
 
 def reassembly(received: str, size: int, split: int, template: Op,

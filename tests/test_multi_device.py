@@ -11,11 +11,11 @@ from hardware_specs.cluster import DEFAULT_INTER, cluster_for, load_cluster
 from hardware_specs.loader import load_device
 from simulator import PlanError, simulate
 from simulator.api import live_tensors
-from simulator.distributed import stage_forward
+from simulator.distributed import build_stage, stage_forward
 from simulator.fusion import fuse_attention
 from simulator.memory import activation_bytes_by_layer
 from simulator.op import DType, OpKind, Phase
-from simulator.parallel import ParallelPlan, bubble_over_total, zero_state_bytes
+from simulator.parallel import Axis, ParallelPlan, bubble_over_total, zero_state_bytes
 from simulator.plan import Plan
 from simulator.tensor_parallel import split
 from simulator.training import training_graph
@@ -599,3 +599,35 @@ def test_scatter_gather_reassembles_every_received_message(sequence_parallel):
         assert op.bytes_written == 2 * op.bytes_read == 2 * src.bytes_read
     assert not [n for n in step.names() if n.startswith("grad:") and n.endswith(
         ".tp_all_gather") and step.op(n).fn == "reduce_scatter"]
+
+
+@pytest.mark.parametrize("fp32_grads", [False, True])
+def test_tied_embedding_gradients_are_all_reduced_between_the_end_stages(fp32_grads):
+    """Megatron-LM's _allreduce_embedding_grads: with tied embeddings and pp > 1 the first
+    stage (the embedding) and the last (the head's copy) all-reduce the word embedding's
+    gradient, vocab x hidden / tp elements, in a group of two on the pipeline communicator,
+    after the data-parallel reduction and before the update; not with untied embeddings,
+    nor on the middle stages, nor without a pipeline."""
+    work = get_workload(GPT)
+    plan = Plan(micro_batch=1, global_batch=16, precision="bf16", fp32_grads=fp32_grads)
+    par = ParallelPlan(dp=2, tp=2, pp=4)
+    expected = -(-work.vocab // 2) * work.hidden * (4 if fp32_grads else 2)  # vocab rows / tp
+
+    def reduces(model, parallel, stage):
+        low = build_stage(stage_forward(model, plan, parallel, stage, None)[1], plan,
+                          parallel, 8)
+        return low, [i for i, n in enumerate(low.names) if n.startswith("embedding_all_reduce")]
+    for stage in (0, 3):
+        low, found = reduces(work, par, stage)
+        assert len(found) == 1
+        i = found[0]
+        assert low.bytes_read[i] == low.bytes_written[i] == expected
+        assert (low.group[i], low.axis[i], low.phase[i]) == (2, int(Axis.PIPELINE),
+                                                            int(Phase.COMMUNICATION))
+        assert any(low.names[j].startswith("dp_all_reduce") for j in low.preds(i))
+        update = low.names.index("optimizer:L-1")
+        assert i in low.preds(update)
+    assert reduces(work, par, 1)[1] == []
+    assert reduces(work, ParallelPlan(dp=8, tp=2), 0)[1] == []
+    untied = replace(work, tied_embeddings=False)
+    assert all(reduces(untied, par, stage)[1] == [] for stage in (0, 3))
