@@ -7,10 +7,15 @@ device has no price while a budget is set, it is over budget -- and ranks the re
 search space for a language model is bounded (``search_space``): powers-of-two device counts
 from the fewest whose memory could hold the model states, tensor parallelism within a node
 dividing the heads, pipeline stages dividing the layers (or, with one layer fewer on the first
-and last stage, the layers + 2, as Llama 3 405B split its 126), ZeRO 0-3 (0-1 with pipeline
-stages: DeepSpeed does not combine ZeRO-2 and -3 with pipeline parallelism), the three
-recomputation modes and micro-batches of 1, 2 and 4, at a global batch of about 4M tokens
-(Llama 2's, Touvron et al. 2023b, sec. 2.2).
+and last stage, the layers + 2, as Llama 3 405B split its 126) with the 1F1B schedule and,
+where the layers split into two model chunks per stage and the micro-batches into a multiple
+of the stages (Megatron-LM's rule), the interleaved one with two chunks, context parallelism
+for long sequences (cp up to seq_len / 8192: each rank keeps at least 8K tokens, as Llama 3
+405B's cp 16 at 128K did, Dubey et al. 2024, Table 4), ZeRO 0-3 (0-1 with pipeline stages:
+DeepSpeed does not combine ZeRO-2 and -3 with pipeline parallelism), no or full recomputation
+(selective recomputation re-runs the attention core, which the default fused attention
+recomputes by itself: the same step as none) and micro-batches of 1, 2 and 4, at a global
+batch of about 4M tokens (Llama 2's, Touvron et al. 2023b, sec. 2.2).
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ RANKS = {"cost": ("cost_usd", "total_time_s", "energy_kwh"),
          "energy": ("energy_kwh", "total_time_s", "cost_usd")}
 OBJECTIVES = ("total_time_s", "cost_usd", "energy_kwh")
 GLOBAL_BATCH_TOKENS = 4e6        # Llama 2's global batch (Touvron et al. 2023b, sec. 2.2)
+CP_TOKENS = 8192                 # fewest tokens per context-parallel rank (Llama 3: 131,072 / 16)
 STATE_BYTES_PER_PARAM = 16       # mixed-precision Adam (Rajbhandari et al. 2020, sec. 3.1)
 COUNTS = 4                       # powers of two in the default device counts
 MAX_CONFIGS = 5000               # the default search space's bound
@@ -85,7 +91,8 @@ def plan(model, tokens: float, *, devices: list[str] | None = None,
     specs = resolve_devices(list(devices or DEFAULT_DEVICES), overrides)
     if plans is None:
         plans = search_space(work, specs) if device_counts is None else [
-            p for n in device_counts for p in _plans(n, *_shape(work), _batch(work))]
+            p for n in device_counts
+            for p in _plans(n, *_shape(work), _batch(work), work.seq_len)]
         device_counts = None  # each plan names its dp, so its device count
     rows = sweep(work, specs, device_counts, plans, tokens=tokens, workers=workers,
                  client=client, progress=progress, **totals)
@@ -141,7 +148,8 @@ def search_space(work, specs) -> list[dict]:
     start = 2 ** math.ceil(math.log2(fewest))
     counts = [start * 2 ** i for i in range(COUNTS)]
     while True:
-        plans = [p for n in counts for p in _plans(n, *_shape(work), _batch(work))]
+        plans = [p for n in counts for p in _plans(n, *_shape(work), _batch(work),
+                                                   work.seq_len)]
         if len(plans) * len(specs) <= MAX_CONFIGS or len(counts) == 1:
             break
         counts.pop()
@@ -162,25 +170,44 @@ def _batch(work) -> int:
     return 2 ** max(0, round(math.log2(GLOBAL_BATCH_TOKENS / work.tokens_per_sample)))
 
 
-def _plans(n: int, layers: int, heads: int, kv_heads: int, batch: int) -> list[dict]:
-    """Plans on n devices: tp within a node dividing the heads, pp splitting the layers (see
-    ``_stages``), tp x pp dividing n, dp dividing the batch's micro-batches, ZeRO only with
-    dp > 1."""
+def _plans(n: int, layers: int, heads: int, kv_heads: int, batch: int,
+           seq_len: int = 0) -> list[dict]:
+    """Plans on n devices: tp within a node dividing the heads, cp keeping ``CP_TOKENS``
+    tokens per rank, pp splitting the layers (see ``_stages``; interleaved too, see
+    ``_schedules``), tp x cp x pp dividing n, dp dividing the batch's micro-batches, ZeRO only
+    with dp > 1."""
     out = []
-    for tp in (t for t in (1, 2, 4, 8) if not heads % t and not kv_heads % t):
-        for pp in (p for p in (1, 2, 4, 8) if not n % (tp * p)):
+    cps = [c for c in (1, 2, 4, 8, 16) if c == 1 or
+           (seq_len // c >= CP_TOKENS and not seq_len % (2 * c))]
+    for tp, cp in itertools.product((t for t in (1, 2, 4, 8) if not heads % t
+                                     and not kv_heads % t), cps):
+        for pp in (p for p in (1, 2, 4, 8) if not n % (tp * cp * p)):
             stages = _stages(layers, pp)
             if stages is None:
                 continue
-            dp = n // (tp * pp)
-            zeros = (0,) if dp == 1 else (0, 1, 2, 3) if pp == 1 else (0, 1)
-            for zero, recompute, micro in itertools.product(
-                    zeros, ("none", "selective", "full"), (1, 2, 4)):
-                if not batch % (dp * micro):
+            dp = n // (tp * cp * pp)
+            zeros = (0,) if dp * cp == 1 else (0, 1, 2, 3) if pp == 1 else (0, 1)
+            for zero, recompute, micro in itertools.product(zeros, ("none", "full"),
+                                                            (1, 2, 4)):
+                if batch % (dp * micro):
+                    continue
+                for schedule in _schedules(layers, pp, batch // (dp * micro), stages):
                     out.append({"dp": dp, "tp": tp, "pp": pp, "zero": zero,
                                 "recompute": recompute, "micro_batch": micro,
-                                "global_batch": batch, **stages})
+                                "global_batch": batch, **stages, **schedule,
+                                **({"cp": cp} if cp > 1 else {})})
     return out
+
+
+def _schedules(layers: int, pp: int, micro_batches: int, stages: dict) -> list[dict]:
+    """1F1B (the sweep's default: {}) and, when the layers split evenly into two model chunks
+    per stage and the micro-batches are a multiple of pp (Megatron-LM's rule), the interleaved
+    schedule with two chunks: half the bubble for twice the pipeline messages (Narayanan et
+    al. 2021, sec. 2.2.2)."""
+    if pp == 1:
+        return [{}]
+    interleaved = not stages and not layers % (2 * pp) and not micro_batches % pp
+    return [{}] + ([{"schedule": "interleaved", "virtual_stages": 2}] if interleaved else [])
 
 
 def _stages(layers: int, pp: int) -> dict | None:

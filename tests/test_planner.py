@@ -3,6 +3,7 @@ grid, the Pareto front's definition, rejection reasons, the default search space
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -129,9 +130,14 @@ def test_default_search_space_is_bounded_and_sensible(model):
     plans = search_space(work, specs)
     assert 0 < len(plans) * len(specs) <= MAX_CONFIGS
     for p in plans:
-        n = p["dp"] * p["tp"] * p["pp"]
+        n = p["dp"] * p["tp"] * p["pp"] * p.get("cp", 1)
         assert n & (n - 1) == 0                                   # a power of two
         assert p["tp"] <= 8 and work.heads % p["tp"] == 0
+        assert work.seq_len // p.get("cp", 1) >= 8192 or "cp" not in p
+        if p.get("schedule") == "interleaved":   # two even chunks, micro-batches % pp == 0
+            assert p["pp"] > 1 and p["virtual_stages"] == 2
+            assert work.layers % (2 * p["pp"]) == 0
+            assert p["global_batch"] // (p["dp"] * p["micro_batch"]) % p["pp"] == 0
         split = ParallelPlan(pp=p["pp"], first_stage_layers=p.get("first_stage_layers"),
                              last_stage_layers=p.get("last_stage_layers")).stage_layers(
                                  work.layers)
@@ -139,7 +145,10 @@ def test_default_search_space_is_bounded_and_sensible(model):
         assert p["zero"] in (0, 1, 2, 3) and (p["dp"] > 1 or p["zero"] == 0)
         assert p["micro_batch"] in (1, 2, 4)
         assert p["global_batch"] % (p["dp"] * p["micro_batch"]) == 0
-    assert {p["recompute"] for p in plans} == {"none", "selective", "full"}
+    # selective recomputation is the default fused attention's own: the same step as none
+    assert {p["recompute"] for p in plans} == {"none", "full"}
+    assert any(p.get("schedule") == "interleaved" for p in plans) == any(
+        p["pp"] > 1 and not work.layers % (2 * p["pp"]) for p in plans)
     assert len({repr(sorted(p.items())) for p in plans}) == len(plans)
 
 
@@ -156,6 +165,22 @@ def test_pipelines_not_dividing_the_layers_balance_their_ends():
     four = rows[rows.pp == 4]
     assert len(four) and (four.status == "ok").all()
     assert (four.first_stage_layers == 7).all() and (four.last_stage_layers == 7).all()
+
+
+def test_long_sequences_get_context_parallel_plans_that_run():
+    """At 32K tokens the space holds cp 2 and 4 (8K tokens or more per rank, as Llama 3's cp 16
+    at 128K), never at the default 8K; the plans run, and the interleaved ones too."""
+    short = get_workload("llama3-8b")
+    assert not any("cp" in p for p in search_space(short, resolve_devices(["h100"], None)))
+    long = replace(short, seq_len=32768)
+    plans = search_space(long, resolve_devices(["h100"], None))
+    assert {p.get("cp", 1) for p in plans} == {1, 2, 4}
+    small = TransformerConfig(name="small", layers=8, hidden=256, heads=8, vocab=512,
+                              seq_len=16384)
+    rows = plan(small, 1e9, devices=["h100"], device_counts=[8], workers=1,
+                progress=False).rows
+    assert set(rows.cp.fillna(1)) == {1, 2} and set(rows.schedule.dropna()) >= {"interleaved"}
+    assert (rows.status == "ok").all()
 
 
 def test_cli(tmp_path, capsys):
