@@ -14,7 +14,8 @@ from simulator.parallel import Schedule
 from simulator.plan import Attention, Fusion, Optimizer, Precision, Recompute
 
 _GB = 1e9
-_PLAN_COLUMNS = ["device", "num_devices", "dp", "tp", "pp", "zero", "recompute", "micro_batch"]
+_PLAN_COLUMNS = ["device", "num_devices", "dp", "tp", "pp", "cp", "schedule", "zero",
+                 "recompute", "micro_batch"]
 
 
 def add_commands(sub) -> None:
@@ -160,8 +161,10 @@ def plan_text(report, top: int = 10) -> str:
     """The top feasible configurations, the Pareto front and the rejections by reason."""
     columns = ["rank", *_PLAN_COLUMNS, "total_time_days", "cost_usd", "energy_kwh", "mfu",
                "peak_memory_bytes"]
-    feasible = report.feasible
-    front = report.pareto.sort_values(["total_time_s", "config"])
+    if "cp" in report.rows and (report.rows["cp"].fillna(1) == 1).all():
+        columns.remove("cp")   # shown only when some plan splits the sequences
+    feasible = _pipeline_shown(report.feasible)
+    front = _pipeline_shown(report.pareto).sort_values(["total_time_s", "config"])
     distinct = front.drop_duplicates(["device", "num_devices", "total_time_s", "cost_usd",
                                       "energy_kwh"])
     lines = [f"{len(feasible)} of {len(report.rows)} configurations feasible; top "
@@ -183,6 +186,19 @@ def plan_text(report, top: int = 10) -> str:
 
 
 # -------------------------------------------------------------------------------- helpers
+
+def _pipeline_shown(rows):
+    """``rows`` with the schedule as shown: none without a pipeline, the chunks per device
+    with the interleaved one ("interleaved x2")."""
+    if "schedule" not in rows or rows.empty:
+        return rows
+    rows = rows.copy()
+    chunks = rows.get("virtual_stages", 1)
+    rows["schedule"] = rows["schedule"].where(rows["schedule"] != "interleaved",
+                                              "interleaved x" + chunks.astype(str))
+    rows.loc[rows["pp"] == 1, "schedule"] = "none"
+    return rows
+
 
 def _table(rows, columns: list[str]) -> str:
     shown = rows[[c for c in columns if c in rows.columns]].copy()

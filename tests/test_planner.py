@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from simulator.cli import main
+from simulator.cli_plan import plan_text
 from simulator.errors import PlanError
 from simulator.parallel import ParallelPlan
 from simulator.planner import MAX_CONFIGS, NO_PRICE, judge, pareto_mask, plan, search_space
@@ -177,10 +178,17 @@ def test_long_sequences_get_context_parallel_plans_that_run():
     assert {p.get("cp", 1) for p in plans} == {1, 2, 4}
     small = TransformerConfig(name="small", layers=8, hidden=256, heads=8, vocab=512,
                               seq_len=16384)
-    rows = plan(small, 1e9, devices=["h100"], device_counts=[8], workers=1,
-                progress=False).rows
+    report = plan(small, 1e9, devices=["h100"], device_counts=[8], workers=1, progress=False)
+    rows = report.rows
     assert set(rows.cp.fillna(1)) == {1, 2} and set(rows.schedule.dropna()) >= {"interleaved"}
     assert (rows.status == "ok").all()
+    header, *lines = plan_text(report, top=len(rows)).splitlines()[1:]
+    assert header.split()[5:8] == ["pp", "cp", "schedule"]
+    shown = set()
+    for line in lines[:len(report.feasible)]:
+        pp, cp, schedule, after = line.split()[5:9]   # "interleaved x2" is two words
+        shown.add((pp, cp, f"{schedule} {after}" if schedule == "interleaved" else schedule))
+    assert {("1", "2", "none"), ("2", "1", "interleaved x2"), ("2", "2", "1f1b")} <= shown
 
 
 def test_cli(tmp_path, capsys):
@@ -190,6 +198,7 @@ def test_cli(tmp_path, capsys):
                  "--budget-usd", "1e6", "--workers", "1", "--top", "3", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "feasible; top 3 by cost" in text and "Pareto front" in text
+    assert " schedule " in text and " cp " not in text   # no plan splits the sequences
     assert "rejected: " in text and "invalid plan" in text  # tp 2 on one device
     assert len(pd.read_csv(out)) == 8
     assert main(["plan", "gpt2-small", "--tokens", "1e15", "--devices", "h100",
