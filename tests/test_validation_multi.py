@@ -20,8 +20,11 @@ their sources):
   schedule with three chunks for 175B and 530B; vocabulary 51,200. The paper's 530B row at
   dp = 8 (2,240 GPUs, "keeping batch size per model instance constant": global batch 2,240,
   gradient all-reduces not overlapped with the backward, sec. 6.3) is held out.
+- ``smith22-mtnlg-*``: Smith et al. 2022 (arXiv:2201.11990), sec. 2.4, held out: MT-NLG 530B
+  (DeepSpeed's pipeline engine + Megatron-LM's tensor slicing, tp 8, pp 35) at a global batch
+  of 1,920 on 2,240, 2,800 and 3,360 A100s, TFLOP/s per GPU counting the recomputation.
 
-Both use Megatron's unfused attention (``attention="materialized"``) and the A100 spec without
+All use Megatron's unfused attention (``attention="materialized"``) and the A100 spec without
 a GPU calibration (matmuls at their cited best-shape GEMM efficiency, 86.9 % of peak; NVLink
 at its cited application-level 80 %; vector ops at the datasheet rate), so predictions run
 high: the median error is asserted under 20 % and the issue's 10 % goal is a strict xfail
@@ -50,6 +53,7 @@ ZERO3 = "megatron21-t2-ZeRO-3-174.6B-1536"
 KORTHIKANTI = ["korthikanti22-22B", "korthikanti22-175B", "korthikanti22-530B",
                "korthikanti22-1000B"]
 KORTHIKANTI_DP = "korthikanti22-530B-2240"
+MTNLG = ["smith22-mtnlg-530B-2240", "smith22-mtnlg-530B-2800", "smith22-mtnlg-530B-3360"]
 # Korthikanti et al. 2022, Table 3 (micro-batch size) and sec. 6 ("We use the interleaving
 # schedule with three interleaving stages for the 175B and 530B models"):
 # run_id -> (micro-batch, model chunks per device)
@@ -108,6 +112,12 @@ def predict(run_id: str):
         parallel, recompute = ParallelPlan(dp=dp * tp * pp, zero=3), "full"
     elif run_id.startswith("megatron21-"):
         (parallel, micro_batch), recompute = _megatron21(run_id, work, dp, tp, pp), "full"
+    elif run_id in MTNLG:   # DeepSpeed's pipeline engine: 1F1B, gradients reduced after the
+        # step's micro-batches (its TrainSchedule ends with ReduceGrads), autograd adding each
+        # micro-batch's gradients; Megatron-LM's 2021 tensor slicing; micro-batch not given: 1
+        parallel = ParallelPlan(dp=dp, tp=tp, pp=pp, overlap_grad_reduce=False,
+                                overlap_tp_comm=False, fused_grad_accumulation=False)
+        recompute = "full"
     else:
         micro_batch, chunks = KORTHIKANTI_RUNS[run_id]
         parallel = ParallelPlan(dp=dp, tp=tp, pp=pp, sequence_parallel=True,
@@ -124,7 +134,7 @@ def predict(run_id: str):
 def measured_and_predicted(run_id: str) -> tuple[float, float]:
     """(measured, predicted) TFLOP/s per GPU, like for like."""
     row, result = ROWS[run_id], predict(run_id)
-    if run_id.startswith("megatron21-"):
+    if run_id.startswith(("megatron21-", "smith22-")):
         return float(row["tflops_per_device"]), result.hfu * PEAK_TFLOPS
     return float(row["mfu_pct"]) / 100 * PEAK_TFLOPS, result.mfu * PEAK_TFLOPS
 
@@ -237,6 +247,29 @@ def test_korthikanti_table4_recompute_overheads():
 def test_table2_zero3_row_within_25_percent():
     measured, predicted = measured_and_predicted(ZERO3)
     assert predicted == pytest.approx(measured, rel=0.25)
+
+
+@pytest.mark.xfail(strict=True, reason="known miss: MT-NLG 530B (DeepSpeed's pipeline engine "
+                   "with Megatron-LM's tensor slicing, 2021) measured 126, 121, 113 TFLOP/s per "
+                   "GPU, predicted +39 to +46 %; Narayanan's PTD-P run of the same model on "
+                   "2,240 of the same GPUs measured 159 (predicted +19 %): hwsim prices the two "
+                   "frameworks' schedules (bubbles 12 % and 4 %), not their overheads")
+@pytest.mark.parametrize("run_id", MTNLG)
+def test_mtnlg_rows_within_25_percent(run_id):
+    measured, predicted = measured_and_predicted(run_id)
+    assert predicted == pytest.approx(measured, rel=0.25)
+
+
+def test_mtnlg_throughput_per_gpu_falls_with_scale():
+    """MT-NLG at a fixed global batch of 1,920 on 2,240, 2,800 and 3,360 GPUs (Smith et al.
+    2022, sec. 2.4; held out): more data-parallel replicas leave fewer micro-batches per
+    pipeline, so the 1F1B bubble grows (predicted 12, 15, 17 %) and throughput per GPU falls:
+    measured 126, 121, 113 TFLOP/s (-4 %, -10 %), predicted -3 %, -6 %. Asserted: it falls at
+    each step, and the ratio to the 2,240-GPU run within 10 % of the measured one."""
+    measured, predicted = zip(*map(measured_and_predicted, MTNLG))
+    assert predicted[0] > predicted[1] > predicted[2]
+    for m, p in zip(measured[1:], predicted[1:]):
+        assert p / predicted[0] == pytest.approx(m / measured[0], rel=0.10)
 
 
 def _median_error() -> float:
