@@ -92,7 +92,7 @@ def plan(model, tokens: float, *, devices: list[str] | None = None,
     if plans is None:
         plans = search_space(work, specs) if device_counts is None else [
             p for n in device_counts
-            for p in _plans(n, *_shape(work), _batch(work), work.seq_len)]
+            for p in _plans(n, *_shape(work), _batch(work), work.tokens_per_sample)]
         device_counts = None  # each plan names its dp, so its device count
     rows = sweep(work, specs, device_counts, plans, tokens=tokens, workers=workers,
                  client=client, progress=progress, **totals)
@@ -149,7 +149,7 @@ def search_space(work, specs) -> list[dict]:
     counts = [start * 2 ** i for i in range(COUNTS)]
     while True:
         plans = [p for n in counts for p in _plans(n, *_shape(work), _batch(work),
-                                                   work.seq_len)]
+                                                   work.tokens_per_sample)]
         if len(plans) * len(specs) <= MAX_CONFIGS or len(counts) == 1:
             break
         counts.pop()
