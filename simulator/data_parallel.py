@@ -42,7 +42,7 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
         return step
     backward = [] if overlap else _backward_ends(step)
     formats = plan.formats
-    updates = [n for n in step.names() if step.op(n).kind is OpKind.OPTIMIZER]
+    updates = _updates(step)
     # issue the reductions in the order the backward makes gradients ready (last layer
     # first), as DDP does: a stream runs its ops in issue order
     last = None
@@ -81,18 +81,20 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
 
 def add_tied_embedding_reduce(step: OpGraph, plan: Plan, local: int = 0) -> OpGraph:
     """Pipeline stages holding a copy of tied word embeddings (the first stage's embedding,
-    the last stage's head: forward ops with the fact ``tied``, ``simulator.stages``) all-reduce
-    its gradient between the two after the data-parallel reduction and before the update
-    (Megatron-LM's ``_allreduce_embedding_grads``, run in ``finalize_model_grads`` after the
-    data-parallel synchronisation; in 2021 after ``allreduce_gradients``), on the pipeline
-    communicator, once per step. ``local``: 2 when the two stages share a node, else 1.
-    ``step`` is changed in place and returned."""
-    grad_bytes = plan.formats.gradient.bytes
-    copies = [op for op in step.ops() if op.phase is Phase.FORWARD and dict(op.extra).get("tied")]
-    for op in copies:
-        name = f"optimizer:L{op.layer}"
-        copy = op.k * op.n if op.kind is OpKind.MATMUL else op.params   # the head: W, no bias
-        nbytes = copy * grad_bytes
+    the last stage's head: forward ops with the fact ``tied``, the shared weight's elements,
+    ``simulator.stages``) all-reduce its gradient between the two after the data-parallel
+    reduction and before the layer's update (Megatron-LM's ``_allreduce_embedding_grads``,
+    run in ``finalize_model_grads`` after the data-parallel synchronisation; in 2021 after
+    ``allreduce_gradients``), on the pipeline communicator, once per step. ``local``: 2 when
+    the two stages share a node, else 1. ``step`` is changed in place and returned."""
+    ops = [op for _, op in step.nx.nodes(data="op")]   # no order needed: no topological sort
+    update = {op.layer: op.name for op in ops if op.kind is OpKind.OPTIMIZER}
+    for op in ops:
+        elements = dict(op.extra).get("tied", 0) if op.phase is Phase.FORWARD else 0
+        if not elements:
+            continue
+        nbytes = elements * plan.formats.gradient.bytes
+        name = update[op.layer]
         reduce = collective(f"embedding_all_reduce:{op.name}", "all_reduce", nbytes, nbytes, 0,
                             2, Axis.PIPELINE, step.op(name), phase=Phase.COMMUNICATION,
                             local=local)
@@ -108,7 +110,7 @@ def add_grad_accumulation(step: OpGraph, plan: Plan) -> OpGraph:
     hook and PyTorch's AccumulateGrad run it; the layer's data-parallel reduction (added after
     this) and its update wait for it. ``step`` is changed in place and returned."""
     grad_bytes = plan.formats.gradient.bytes
-    updates = [n for n in step.names() if step.op(n).kind is OpKind.OPTIMIZER]
+    updates = _updates(step)
     for name in reversed(updates):
         update = step.op(name)
         params = update.m   # the update's parameter count (``training._optimizer``)
@@ -118,6 +120,11 @@ def add_grad_accumulation(step: OpGraph, plan: Plan) -> OpGraph:
                  layer=update.layer, block=update.block)
         step.issue_early(_before(step, name, add))
     return step
+
+
+def _updates(step: OpGraph) -> list[str]:
+    """The optimizer's update ops in step order, one per layer (``training._optimizer``)."""
+    return [n for n in step.names() if step.op(n).kind is OpKind.OPTIMIZER]
 
 
 def _before(step: OpGraph, name: str, op: Op) -> str:

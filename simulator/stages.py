@@ -17,9 +17,9 @@ back the same way (``simulator.training`` gathers it after the receive of a send
 exchange's adjoint). Ops of a split message carry ``scatter`` = tp. With sequence parallelism
 the message is a sequence shard already: nothing to gather. With tied embeddings the last
 stage keeps its own copy of the word embedding for the lm_head (Megatron-LM), and both copies
-carry the fact ``tied`` = 1: after the data-parallel reduction the two stages all-reduce the
-copies' gradients (``data_parallel.add_tied_embedding_reduce``), as Megatron-LM's
-``_allreduce_embedding_grads`` does each step.
+carry the fact ``tied``, the elements of the shared weight: after the data-parallel reduction
+the two stages all-reduce the copies' gradients (``data_parallel.add_tied_embedding_reduce``),
+as Megatron-LM's ``_allreduce_embedding_grads`` does each step.
 """
 from __future__ import annotations
 
@@ -75,9 +75,10 @@ def stage_graph(forward: OpGraph, first: bool, last: bool, tp: int = 1,
             continue
         op = forward.op(name)
         if not first and _is_tied_head(op):  # the last stage's embedding copy
-            op = op.evolve(params=op.params + op.k * op.n, extra=op.extra + (("tied", 1),))
+            op = op.evolve(params=op.params + op.k * op.n,
+                           extra=op.extra + (("tied", op.k * op.n),))
         elif tied and not last and name == VOCAB_EMBEDDING:
-            op = op.evolve(extra=op.extra + (("tied", 1),))
+            op = op.evolve(extra=op.extra + (("tied", op.params),))
         inputs = []
         for src in forward.inputs(name):
             if ends and chunk(src) != chunk(name) and src not in received:
