@@ -193,9 +193,8 @@ def _pipeline_shown(rows):
     if "schedule" not in rows or rows.empty:
         return rows
     rows = rows.copy()
-    chunks = rows.get("virtual_stages", 1)
     rows["schedule"] = rows["schedule"].where(rows["schedule"] != "interleaved",
-                                              "interleaved x" + chunks.astype(str))
+                                              "interleaved x" + rows["virtual_stages"].astype(str))
     rows.loc[rows["pp"] == 1, "schedule"] = "none"
     return rows
 

@@ -91,8 +91,7 @@ def plan(model, tokens: float, *, devices: list[str] | None = None,
     specs = resolve_devices(list(devices or DEFAULT_DEVICES), overrides)
     if plans is None:
         plans = search_space(work, specs) if device_counts is None else [
-            p for n in device_counts
-            for p in _plans(n, *_shape(work), _batch(work), work.tokens_per_sample)]
+            p for n in device_counts for p in _plans(n, work)]
         device_counts = None  # each plan names its dp, so its device count
     rows = sweep(work, specs, device_counts, plans, tokens=tokens, workers=workers,
                  client=client, progress=progress, **totals)
@@ -148,8 +147,7 @@ def search_space(work, specs) -> list[dict]:
     start = 2 ** math.ceil(math.log2(fewest))
     counts = [start * 2 ** i for i in range(COUNTS)]
     while True:
-        plans = [p for n in counts for p in _plans(n, *_shape(work), _batch(work),
-                                                   work.tokens_per_sample)]
+        plans = [p for n in counts for p in _plans(n, work)]
         if len(plans) * len(specs) <= MAX_CONFIGS or len(counts) == 1:
             break
         counts.pop()
@@ -170,12 +168,13 @@ def _batch(work) -> int:
     return 2 ** max(0, round(math.log2(GLOBAL_BATCH_TOKENS / work.tokens_per_sample)))
 
 
-def _plans(n: int, layers: int, heads: int, kv_heads: int, batch: int,
-           seq_len: int = 0) -> list[dict]:
-    """Plans on n devices: tp within a node dividing the heads, cp keeping ``CP_TOKENS``
-    tokens per rank, pp splitting the layers (see ``_stages``; interleaved too, see
-    ``_schedules``), tp x cp x pp dividing n, dp dividing the batch's micro-batches, ZeRO only
-    with dp > 1."""
+def _plans(n: int, work) -> list[dict]:
+    """Plans of ``work`` on n devices: tp within a node dividing the heads, cp keeping
+    ``CP_TOKENS`` tokens per rank, pp splitting the layers (see ``_stages``; interleaved too,
+    see ``_schedules``), tp x cp x pp dividing n, dp dividing the batch's (``_batch``)
+    micro-batches, ZeRO only with dp > 1."""
+    (layers, heads, kv_heads), batch, seq_len = _shape(work), _batch(work), \
+        work.tokens_per_sample
     out = []
     cps = [c for c in (1, 2, 4, 8, 16) if c == 1 or
            (seq_len // c >= CP_TOKENS and not seq_len % (2 * c))]
