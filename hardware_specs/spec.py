@@ -97,6 +97,9 @@ class DeviceSpec:
     # Convolutions run library algorithms (implicit GEMM, Winograd, direct) of their own
     # efficiency; None: as matmuls.
     conv_efficiency: float | None = None
+    # Fused attention kernels (FlashAttention: matmuls, online softmax and masking in one
+    # kernel) reach less of the peak than a GEMM; None: as matmuls.
+    attention_efficiency: float | None = None
     vector_efficiency: float = 1.0  # achieved fraction of the vector peak (norms, softmax, ...)
     # Framework cost of updating one parameter tensor in an eager optimizer step (PyTorch's
     # per-tensor AdamW launches a dozen kernels per tensor); 0 where updates are fused.

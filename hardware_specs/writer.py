@@ -114,6 +114,8 @@ def device_toml(spec: DeviceSpec) -> str:
            f'class = "{spec.device_class.value}"', f'source = "{spec.source}"', "",
            "[compute]", f"peak_tflops = {{ {peaks} }}",
            f"vector_tflops = {spec.vector_flops_per_s / 1e12:.12g}"] + _compute_lines(spec)
+    if spec.attention_efficiency is not None:  # cited, not calibrated: a calibrated file
+        out.append(f"attention_efficiency = {spec.attention_efficiency:.6g}")  # keeps its line
     arch = spec.architecture
     facts = {"compute_units": arch.compute_units, "simd_width_bits": arch.simd_width_bits,
              "fma_units_per_core": arch.fma_units_per_core, "dsp_count": arch.dsp_count,

@@ -6,8 +6,9 @@ It knows nothing of the scheduler (rule 7).
 
 The model is deliberately simple for now:
 - tensor ops (``TENSOR_KINDS``: matmul, conv, attention) run on the matrix units at
-  ``device.peak_for(dtype) * device.matmul_efficiency`` (``conv_efficiency`` for convolutions)
-  times the shape efficiency of
+  ``device.peak_for(dtype) * device.matmul_efficiency`` (``conv_efficiency`` for convolutions,
+  ``attention_efficiency`` for fused attention, where the spec gives them) times the shape
+  efficiency of
   ``simulator.efficiency`` (tile and wave quantisation, systolic padding, SIMD lanes); causal
   fused attention runs only its unmasked blocks;
 - every other op runs on the vector units at ``device.vector_flops_per_s`` (times
@@ -48,8 +49,11 @@ def price(lowered: Lowered, device: DeviceSpec) -> tuple[np.ndarray, np.ndarray,
     matrix_rate = np.zeros(max(DType) + 1, dtype=np.float64)  # indexed by DType code
     for dtype in DType:
         matrix_rate[dtype] = device.peak_for(dtype)
-    conv = device.matmul_efficiency if device.conv_efficiency is None else device.conv_efficiency
-    base = np.where(lowered.kind == OpKind.CONV, conv, device.matmul_efficiency)
+    own = {OpKind.CONV: device.conv_efficiency, OpKind.ATTENTION: device.attention_efficiency}
+    base = np.full(n, device.matmul_efficiency)
+    for kind, efficiency in own.items():
+        if efficiency is not None:
+            base[lowered.kind == kind] = efficiency
     is_tensor = np.isin(lowered.kind, _TENSOR_CODES)
     matrix = (matrix_rate[lowered.dtype.astype(np.int64)] * base
               * shape_efficiency(lowered, device))

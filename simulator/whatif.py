@@ -5,7 +5,8 @@ A change is a dotted path into ``DeviceSpec`` (SI units, named as the fields are
     tdp_w, idle_power_w, price_per_hour_usd, op_overhead_s, optimizer_overhead_s,
     step_overhead_s,
     vector_flops_per_s,
-    matmul_efficiency, conv_efficiency, vector_efficiency, memory_efficiency,
+    matmul_efficiency, conv_efficiency, attention_efficiency, vector_efficiency,
+    memory_efficiency,
     energy_per_flop_j, energy_per_byte_j, name
     peak_flops_per_s.<dtype>                       e.g. peak_flops_per_s.bf16 = 2e15
     memory.<level name | main>.<capacity_bytes | bandwidth_bytes_per_s>
@@ -27,7 +28,8 @@ from hardware_specs.loader import PEAK_DTYPES
 from hardware_specs.spec import Architecture, DeviceSpec
 from simulator.errors import SpecError
 
-_FRACTIONS = ("matmul_efficiency", "conv_efficiency", "vector_efficiency", "memory_efficiency")
+_FRACTIONS = ("matmul_efficiency", "conv_efficiency", "attention_efficiency",
+              "vector_efficiency", "memory_efficiency")
 _POSITIVE = ("vector_flops_per_s", "op_overhead_s", "optimizer_overhead_s", "step_overhead_s",
              "idle_power_w",
              "tdp_w", "price_per_hour_usd", "energy_per_flop_j", "energy_per_byte_j")

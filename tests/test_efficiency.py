@@ -46,9 +46,27 @@ def test_causal_fused_attention_runs_half_the_blocks():
     low = causal.lowered
     i = int(np.flatnonzero(low.kind == 2)[0])  # the first (forward) attention op
     s, heads, d = 16 * FLASH_BLOCK, 4, 64
-    peak = 312e12 * A100.matmul_efficiency * gpu_tiles(s, s, d, heads, (128, 128, 32), 108)
+    peak = 312e12 * A100.attention_efficiency * gpu_tiles(s, s, d, heads, (128, 128, 32), 108)
     expected = low.flops[i] * 17 / 32 / peak + low.vector_flops[i] / A100.vector_flops_per_s
     assert causal.times["compute_s"][i] == pytest.approx(expected, rel=1e-9)
+
+
+def test_fused_attention_runs_at_its_own_efficiency_and_falls_back_to_the_gemm_one():
+    """The A100's cited FlashAttention-2 figure (0.656) prices the fused attention ops, forward
+    and backward, and nothing else; a spec without one prices them as matmuls."""
+    c = TransformerConfig("t", 2, 256, 4, vocab=64, seq_len=4 * FLASH_BLOCK)
+    own = simulate(c, A100, micro_batch=2)
+    gemm = simulate(c, dataclasses.replace(A100, attention_efficiency=None), micro_batch=2)
+    kind = own.lowered.kind
+    attention = kind == 2
+    assert attention.sum() == 3 * c.layers   # forward, its recompute and its gradient
+    vector = own.lowered.vector_flops[attention] / A100.vector_flops_per_s
+    # compute = flops / (peak x efficiency) + fused vector work: the matmul part scales
+    matmul_part = lambda r: r.times["compute_s"][attention] - vector  # noqa: E731
+    assert matmul_part(gemm) * A100.matmul_efficiency == pytest.approx(
+        matmul_part(own) * A100.attention_efficiency, rel=1e-9)
+    assert np.array_equal(gemm.times["compute_s"][~attention], own.times["compute_s"][~attention])
+    assert A100.attention_efficiency < A100.matmul_efficiency
 
 
 devices = st.sampled_from(["a100", "h100", "v100-sxm2-32gb", "tpu-v4", "xeon-8380", "mi300x"])

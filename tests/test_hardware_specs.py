@@ -141,6 +141,7 @@ def test_optional_keys_default(tmp_path):
     text = text.replace("[price]\nusd_per_hour = 1.5\n", "")
     spec = load_device(write(tmp_path, text))
     assert (spec.matmul_efficiency, spec.memory_efficiency) == (1.0, 1.0)
+    assert (spec.conv_efficiency, spec.attention_efficiency) == (None, None)  # as matmuls
     assert spec.price_per_hour_usd is None
 
 
@@ -200,6 +201,9 @@ BAD_CASES = {
                              "compute.matmul_efficiency"),
     "efficiency_zero": (replace("memory_efficiency = 0.9", "memory_efficiency = 0"),
                         "compute.memory_efficiency"),
+    "attention_efficiency_above_one": (
+        replace("memory_efficiency = 0.9", "memory_efficiency = 0.9\nattention_efficiency = 1.5"),
+        "compute.attention_efficiency"),
     "unknown_dtype": (replace("bf16 = 100", "bf61 = 100"), "compute.peak_tflops.bf61"),
     "non_compute_dtype": (replace("bf16 = 100", "int64 = 100"), "compute.peak_tflops.int64"),
     "empty_peaks": (replace("{ fp32 = 10, bf16 = 100 }", "{}"), "compute.peak_tflops"),
