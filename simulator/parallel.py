@@ -377,4 +377,5 @@ def product(**sizes: int) -> str:
 
 def _positive(value, name: str, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise PlanError(f"{name} = {value!r} must be a positive integer")
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise PlanError(f"{name} = {value!r} must be {what}")
