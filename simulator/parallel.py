@@ -155,7 +155,7 @@ class ParallelPlan:
         unit = "pp" if v == 1 else "pp x virtual_stages"
         if not self.uneven:
             if layers % n:
-                total = product(pp=p, **({"virtual_stages": v} if v > 1 else {}))
+                total = product(pp=p, virtual_stages=v)
                 raise PlanError(f"{total} must divide layers = {layers} (or give the first "
                                 "and last stages' layers: first_stage_layers, "
                                 "last_stage_layers; --first-stage-layers, --last-stage-layers)")
@@ -184,8 +184,7 @@ class ParallelPlan:
         """Raise PlanError naming the numbers if the plan cannot run; else the micro-batches
         per step of each pipeline (gradient-accumulation steps when pp = 1)."""
         if self.num_devices != num_devices:
-            sizes = product(dp=self.dp, tp=self.tp, pp=self.pp,
-                            **({"cp": self.cp} if self.cp > 1 else {}))
+            sizes = product(dp=self.dp, tp=self.tp, pp=self.pp, cp=self.cp)
             raise PlanError(f"{sizes} must equal the number of devices = {num_devices}")
         self._check_context(seq_len)
         self._check_tensor(heads, kv_heads, seq_len)
@@ -361,13 +360,15 @@ def data_parallel_size(num_devices: int, tp: int, pp: int, cp: int = 1) -> int:
     naming the numbers when they do not divide it)."""
     group = tp * pp * cp
     if num_devices % group:
-        sizes = product(tp=tp, pp=pp, **({"cp": cp} if cp > 1 else {}))
+        sizes = product(tp=tp, pp=pp, cp=cp)
         raise PlanError(f"{sizes} must divide the number of devices = {num_devices}")
     return num_devices // group
 
 
 def product(**sizes: int) -> str:
-    """A product of plan sizes as errors name it: ``tp x pp = 2 x 4 = 8`` (``pp = 4``)."""
+    """A product of plan sizes as errors name it: ``tp x pp = 2 x 4 = 8`` (``pp = 4``). The
+    sizes most plans leave at 1 (``cp``, ``virtual_stages``) are named only when they split."""
+    sizes = {k: v for k, v in sizes.items() if v != 1 or k not in ("cp", "virtual_stages")}
     if len(sizes) == 1:
         (name, value), = sizes.items()
         return f"{name} = {value}"
