@@ -13,7 +13,7 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     op_overhead_us = 3.3          # fixed cost per op (launch / dispatch)
     matmul_efficiency = 0.9       # optional, in (0, 1], default 1.0
     conv_efficiency = 0.7         # optional, in (0, 1], default: matmul_efficiency
-    attention_efficiency = 0.65   # optional, fused attention kernels, default: matmul_efficiency
+    attention_efficiency = 0.65   # optional (fused attention), in (0, 1], default: as conv
     vector_efficiency = 0.5       # optional, in (0, 1], default 1.0
     optimizer_overhead_us = 16    # optional: eager optimizer cost per parameter tensor
     step_overhead_us = 50         # optional: framework cost per training step
@@ -73,8 +73,7 @@ _TOP_OPTIONAL = ("price", "architecture", "links", "functions")
 _FUNCTION_KEYS = ("efficiency", "overhead_us")
 _COMPUTE_REQUIRED = ("peak_tflops", "vector_tflops", "op_overhead_us")
 _COMPUTE_OPTIONAL = ("matmul_efficiency", "conv_efficiency", "attention_efficiency",
-                     "vector_efficiency",
-                     "memory_efficiency")
+                     "vector_efficiency", "memory_efficiency")
 _COMPUTE_TIMES = {"optimizer_overhead_us": "optimizer_overhead_s",  # optional, microseconds
                   "step_overhead_us": "step_overhead_s"}
 _MEMORY_REQUIRED = ("name", "bandwidth_gb_per_s")
