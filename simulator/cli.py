@@ -5,6 +5,7 @@ A user's mistake is one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 
 from simulator import whatif
@@ -221,14 +222,8 @@ def _read_csv(path: str):
 
 def _runs(values: list[int]) -> str:
     """[7, 8, 8, 7] -> '7, 8 x 2, 7'."""
-    out, i = [], 0
-    while i < len(values):
-        j = i
-        while j + 1 < len(values) and values[j + 1] == values[i]:
-            j += 1
-        out.append(f"{values[i]}" + (f" x {j - i + 1}" if j > i else ""))
-        i = j + 1
-    return ", ".join(out)
+    counted = ((value, len(list(run))) for value, run in itertools.groupby(values))
+    return ", ".join(f"{value}" + (f" x {n}" if n > 1 else "") for value, n in counted)
 
 
 def _hardware_and_parallel(args):

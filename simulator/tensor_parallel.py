@@ -164,8 +164,7 @@ def wait_for_weight_gradients(step: OpGraph) -> OpGraph:
     linears whose input gradients it reduces (``ParallelPlan.overlap_tp_comm`` False); ``step``
     is a training graph, changed in place and returned."""
     from simulator.training import WGRAD   # training imports this module
-    for name in step.names():
-        op = step.op(name)
+    for name, op in list(step.nx.nodes(data="op")):   # edges only: no order needed
         if op.kind is OpKind.COLLECTIVE and op.phase is Phase.BACKWARD and \
                 dict(op.extra).get("axis") == int(Axis.TENSOR):
             for src in _input_gradients(step, name):

@@ -320,9 +320,8 @@ FA1_EFFICIENCY = 3.5 / (1 / 0.50 + 2.5 / 0.35)
 @lru_cache(maxsize=None)
 def predict_flash(run_id: str):
     row = ROWS[run_id]
-    layers, hidden = int(row["layers"]), int(row["hidden"])
-    work = TransformerConfig(run_id, layers, hidden, int(row["heads"]), vocab=50264,  # padded
-                             seq_len=int(row["seq_len"]))
+    hidden = int(row["hidden"])
+    work = dataclasses.replace(_model(row), vocab=50264)  # padded to a multiple of 8
     micro = {768: 32, 1024: 16, 1536: 16, 2048: 8, 2560: 4}[hidden]  # the configs, >= 80 GB
     device = load_device("a100-sxm4-80gb")
     attention, fusion = "fused", "compiled"
