@@ -182,7 +182,7 @@ def test_table2_ptd_p_rows_within_25_percent(run_id):
     """Narayanan et al. 2021 Table 2 (held out: added after the model was built; the 174.6B
     shape is GPT-3's, the 529.6B Table 1's; no script gives their micro-batch or chunks:
     1 and the fewest chunks): PTD-P at 384, 1,536 and 2,240 GPUs. Measured 153, 141, 159
-    TFLOP/s per GPU; predicted +12 %, +15 %, +19 % (tolerance 25 %: the largest Table 1
+    TFLOP/s per GPU; predicted +8 %, +11 %, +14 % (tolerance 25 %: the largest Table 1
     error when this check was added, +24.7 %, rounded up)."""
     measured, predicted = measured_and_predicted(run_id)
     assert predicted == pytest.approx(measured, rel=0.25)
@@ -191,7 +191,7 @@ def test_table2_ptd_p_rows_within_25_percent(run_id):
 def test_korthikanti_data_parallel_row_within_25_percent():
     """Korthikanti et al. 2022 sec. 6.3 (held out: the 530B run at dp = 8 on 2,240 GPUs,
     global batch 2,240, gradient all-reduces after the backward): measured MFU 54.2 %
-    (169 TFLOP/s per GPU, 39.15 s per iteration); predicted +20 % (tolerance 25 %, as the
+    (169 TFLOP/s per GPU, 39.15 s per iteration); predicted +15 % (tolerance 25 %, as the
     Table 2 rows)."""
     measured, predicted = measured_and_predicted(KORTHIKANTI_DP)
     assert predicted == pytest.approx(measured, rel=0.25)
@@ -224,7 +224,7 @@ def _layer_ms(recompute: str, sequence_parallel: bool) -> tuple[float, float]:
 @pytest.mark.parametrize("config", TABLE4, ids=[f"{r}-sp{int(s)}" for r, s in TABLE4])
 def test_korthikanti_table4_layer_times_within_15_percent(config):
     """One layer's forward and backward, five ways (no recomputation, sequence parallel, full
-    and selective recomputation, selective + sequence parallel): predicted 8 to 13 % fast,
+    and selective recomputation, selective + sequence parallel): predicted 5 to 10 % fast,
     uncalibrated (tolerance 15 %). What the layer model gets from first principles, the
     published runs' end-to-end errors inherit: they are no pipeline or network artefact."""
     measured_f, measured_b = TABLE4[config]
@@ -247,7 +247,7 @@ def test_korthikanti_table4_recompute_overheads():
 
 
 @pytest.mark.xfail(strict=True, reason="known miss: ZeRO-3 without model parallelism on 1,536 "
-                   "GPUs measured 44 TFLOP/s per GPU (DeepSpeed, 2021), predicted ~160 (+264 %): "
+                   "GPUs measured 44 TFLOP/s per GPU (DeepSpeed, 2021), predicted ~155 (+253 %): "
                    "hwsim prices ideal prefetched, hierarchical gathers that hide behind each "
                    "layer's compute; the 2021 implementation's per-parameter fetches did not")
 def test_table2_zero3_row_within_25_percent():
@@ -257,8 +257,8 @@ def test_table2_zero3_row_within_25_percent():
 
 @pytest.mark.xfail(strict=True, reason="known miss: MT-NLG 530B (DeepSpeed's pipeline engine "
                    "with Megatron-LM's tensor slicing, 2021) measured 126, 121, 113 TFLOP/s per "
-                   "GPU, predicted +39 to +46 %; Narayanan's PTD-P run of the same model on "
-                   "2,240 of the same GPUs measured 159 (predicted +19 %): hwsim prices the two "
+                   "GPU, predicted +33 to +40 %; Narayanan's PTD-P run of the same model on "
+                   "2,240 of the same GPUs measured 159 (predicted +14 %): hwsim prices the two "
                    "frameworks' schedules (bubbles 12 % and 4 %), not their overheads")
 @pytest.mark.parametrize("run_id", MTNLG)
 def test_mtnlg_rows_within_25_percent(run_id):
@@ -282,18 +282,18 @@ def _median_error() -> float:
     return statistics.median(abs(e) for e in errors(MEGATRON + KORTHIKANTI))
 
 
-def test_tflops_per_gpu_within_20_percent():
-    """Median |error| over the 14 rows under 20 % (measured: +16.8 %, every row over-predicted,
-    +10 to +26 %), each run configured as its paper ran it (Narayanan's script, Korthikanti's
-    Table 3 and sec. 6), matmuls at their cited best-shape GEMM efficiency and NVLink at its
-    cited application-level 80 %; no constant fitted to these rows. (The bound was 15 % while
-    Korthikanti's runs were assumed micro-batch 1 and 1F1B: +14.2 %.)"""
-    assert _median_error() < 0.20
+def test_tflops_per_gpu_within_15_percent():
+    """Median |error| over the 14 rows under 15 % (measured: +11.9 %, every row over-predicted,
+    +5 to +23 %), each run configured as its paper ran it (Narayanan's script, Korthikanti's
+    Table 3 and sec. 6), matmuls at their cited sustained best-shape GEMM efficiency and NVLink
+    at its cited application-level 80 %; no constant fitted to these rows. (The bound was 20 %
+    while the A100 SXM's GEMMs ran at the burst MAMF figure: +16.8 %.)"""
+    assert _median_error() < 0.15
 
 
 @pytest.mark.xfail(strict=True, reason="known miss: the issue's goal is a median under 10 %; "
-                   "measured +16.8 % without a GPU calibration (vector ops at the datasheet "
-                   "rate); one layer of the 22B model alone is predicted 8-13 % fast "
+                   "measured +11.9 % without a GPU calibration (vector ops at the datasheet "
+                   "rate); one layer of the 22B model alone is predicted 5-10 % fast "
                    "(Korthikanti Table 4)")
 def test_tflops_per_gpu_within_10_percent():
     assert _median_error() < 0.10
@@ -354,10 +354,10 @@ def test_flash_attention_runs_fit():
 
 def test_flash_attention_rows_median_within_25_percent():
     """Held out, nine rows: the README's five (FlashAttention v1: 125M to 2.7B, measured
-    1,310k to 85k tokens/s on the node) predicted +18 to +32 %, Table 1's FlashAttention-2 rows
-    (196 and 205 TFLOP/s per GPU) +27 % and +22 %, its rows without FlashAttention (142, 149)
-    +31 % and +33 %: every row over-predicted, as every A100 row is uncalibrated; the median,
-    +24 %, within the 25 % the held-out PTD-P rows carry."""
+    1,310k to 85k tokens/s on the node) predicted +14 to +27 %, Table 1's FlashAttention-2 rows
+    (196 and 205 TFLOP/s per GPU) +21 % and +16 %, its rows without FlashAttention (142, 149)
+    +27 % and +28 %: every row over-predicted, as every A100 row is uncalibrated; the median,
+    +19 %, within the 25 % the held-out PTD-P rows carry."""
     errors_ = [p / m - 1 for m, p in map(flash_measured_and_predicted, FLASH + FLASH_T1)]
     assert all(e > 0 for e in errors_)
     assert statistics.median(errors_) < 0.25
@@ -365,8 +365,8 @@ def test_flash_attention_rows_median_within_25_percent():
 
 def test_flash_attention_speedup_over_standard_attention_within_10_percent():
     """What FlashAttention-2 buys over PyTorch's standard attention in the same model on the
-    same node (Dao 2023, Table 1): measured 1.38x (1.3B) and 1.38x (2.7B); predicted 1.33x and
-    1.26x (tolerance 10 %): the s x s scores' memory traffic, priced from first principles."""
+    same node (Dao 2023, Table 1): measured 1.38x (1.3B) and 1.38x (2.7B); predicted 1.32x and
+    1.25x (tolerance 10 %): the s x s scores' memory traffic, priced from first principles."""
     for model in ("1.3B", "2.7B"):
         (m_base, p_base), (m_fa2, p_fa2) = (flash_measured_and_predicted(
             f"dao23-fa2-t1-gpt3-{model}-2k-{kind}") for kind in ("noflash", "fa2"))
