@@ -307,13 +307,17 @@ class _Derivation:
         Its traffic is that of the passes a mixed-precision step makes over the layer's
         parameters besides the update itself (Megatron-LM's ``MixedPrecisionOptimizer.step``,
         megatron/core/optimizer/optimizer.py; PyTorch AMP's ``GradScaler``):
-        fp16 unscales its loss-scaled gradients and checks them for inf/nan first (read and
-        write each, ``torch._amp_foreach_non_finite_check_and_unscale_``); ``grad_clip`` reads
-        each gradient once more for the global norm; with a master copy the update writes the
-        fp32 weights and a separate pass then copies them to the 16-bit weights the model
-        reads (``_copy_main_params_to_model_params``: read 4 bytes, write 2)."""
+        with a master copy the update works on fp32 gradients, so 16-bit ones are first copied
+        to fp32 (``_copy_model_grads_to_main_grads``: ``main_grad.float()``, read 2 bytes, write
+        4; no copy when they are fp32 already); fp16 unscales its loss-scaled gradients and
+        checks them for inf/nan (read and write each,
+        ``torch._amp_foreach_non_finite_check_and_unscale_``); ``grad_clip`` reads each
+        gradient once more for the global norm; with a master copy the update writes the fp32
+        weights and a separate pass then copies them to the 16-bit weights the model reads
+        (``_copy_main_params_to_model_params``: read 4 bytes, write 2)."""
         f, opt = self.plan.formats, self.plan.optimizer
-        grad = f.gradient.bytes
+        grad = 4 if f.master else f.gradient.bytes  # the gradient the update reads
+        widen = f.gradient.bytes if grad > f.gradient.bytes else 0  # read; grad bytes written
         unscale = grad if self.plan.precision is Precision.FP16 else 0  # read, then written
         clip = grad if self.plan.grad_clip else 0
         per_layer: dict[int, int] = {}
@@ -330,7 +334,9 @@ class _Derivation:
                      + (2 if clip else 0))  # unscale: a multiply; norm: a multiply-add
             op = Op(name=f"optimizer:L{layer}", kind=OpKind.OPTIMIZER, phase=Phase.OPTIMIZER,
                     fn=opt.value, flops=flops * params,
-                    bytes_read=params * (master + states + grad + unscale + clip + copy_read),
-                    bytes_written=params * (master + states + unscale + copy_written),
+                    bytes_read=params * (widen + master + states + grad + unscale + clip
+                                         + copy_read),
+                    bytes_written=params * ((grad if widen else 0) + master + states + unscale
+                                            + copy_written),
                     layer=layer, block=Block.NONE, m=params, batch=tensors[layer])
             self.out.add(op, self.weight_grads.get(layer, []))

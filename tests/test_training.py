@@ -99,21 +99,25 @@ def test_optimizer_updates_every_parameter_once_after_its_gradient():
         assert step.inputs(op.name), op.name  # waits for the layer's weight gradients
 
 
-@pytest.mark.parametrize("precision, grad_clip, read, written", [
-    ("fp32", False, 4 + 8 + 4, 4 + 8),                     # torch.optim.AdamW, fp32 weights
-    ("fp32", True, 4 + 8 + 4 + 4, 4 + 8),                  # + the global-norm pass
-    ("bf16", False, 4 + 8 + 2 + 4, 4 + 8 + 2),             # + master -> bf16 weight copy
-    ("fp16", True, 4 + 8 + 2 + 2 + 2 + 4, 4 + 8 + 2 + 2),  # + unscale, norm, copy
+@pytest.mark.parametrize("precision, grad_clip, fp32_grads, read, written", [
+    ("fp32", False, False, 4 + 8 + 4, 4 + 8),              # torch.optim.AdamW, fp32 weights
+    ("fp32", True, False, 4 + 8 + 4 + 4, 4 + 8),           # + the global-norm pass
+    ("bf16", False, True, 4 + 8 + 4 + 4, 4 + 8 + 2),       # + master -> bf16 weight copy
+    ("bf16", False, False, 2 + 4 + 8 + 4 + 4, 4 + 4 + 8 + 2),  # + bf16 -> fp32 gradients
+    ("fp16", True, False, 2 + 4 + 8 + 4 + 4 + 4 + 4,       # + unscale, norm
+     4 + 4 + 8 + 4 + 2),
 ])
-def test_optimizer_traffic_per_parameter(precision, grad_clip, read, written):
+def test_optimizer_traffic_per_parameter(precision, grad_clip, fp32_grads, read, written):
     """The bytes one step's optimizer passes move per parameter: the Adam update reads the
     fp32 master weight, both moments and the gradient and writes weight and moments back;
-    fp16 unscales its loss-scaled gradients first (read, write), clipping reads each gradient
-    once more for the norm, and a master copy is copied to the 16-bit weights afterwards
-    (read 4, write 2) -- Megatron-LM's mixed-precision optimizer step."""
+    with a master copy it works on fp32 gradients, 16-bit ones copied to fp32 first (read 2,
+    write 4); fp16 unscales its loss-scaled gradients (read, write), clipping reads each
+    gradient once more for the norm, and the master copy is copied to the 16-bit weights
+    afterwards (read 4, write 2) -- Megatron-LM's Float16OptimizerWithFloat16Params step:
+    52 B per parameter in fp16 with clipping, 34 B in bf16 with fp32 gradients."""
     fwd = TRANSFORMERS["gpt2-small"].forward_graph(1, DType.BF16)
     step = training_graph(fwd, Plan(precision=precision, optimizer="adamw",
-                                    grad_clip=grad_clip))
+                                    grad_clip=grad_clip, fp32_grads=fp32_grads))
     updates = step.select(phase=Phase.OPTIMIZER)
     params = sum(op.m for op in updates)
     assert sum(op.bytes_read for op in updates) == read * params
