@@ -107,11 +107,11 @@ class _Derivation:
 
     def run(self) -> OpGraph:
         order = self.forward.names()
-        compute = self.plan.formats.compute
+        formats = self.plan.formats
         for name in order:
             op = self.forward.op(name)
             if op.kind in TENSOR_KINDS:
-                op = op.evolve(dtype=compute)
+                op = op.evolve(dtype=formats.of(op.kind, op.block, op.dtype))
             self.out.add(op, self.forward.inputs(name))
         for name in reversed(order):
             self._backward(self.forward.op(name))
@@ -138,7 +138,7 @@ class _Derivation:
 
     def _add(self, op: Op, name: str, deps: list[str], saved: list[str], **fields) -> str:
         if op.kind in TENSOR_KINDS:
-            fields.setdefault("dtype", self.plan.formats.compute)
+            fields.setdefault("dtype", self.plan.formats.of(op.kind, op.block, op.dtype))
         fields.setdefault("phase", Phase.BACKWARD)
         bwd = op.evolve(name=f"{name}:{op.name}", params=0, saves=(), mask_bytes=0,
                         stats_bytes=0, forward_of=op.name, no_grad=(), **fields)
@@ -287,11 +287,11 @@ class _Derivation:
                 if key is not None:
                     self.regions.setdefault(key, []).append(n)
         members = self.regions[region]
-        compute = self.plan.formats.compute
+        formats = self.plan.formats
         for name in members:
             op = self.forward.op(name)
             copy = op.evolve(name=f"recompute:{name}", phase=Phase.RECOMPUTE, forward_of=name,
-                             dtype=compute if op.kind in TENSOR_KINDS else op.dtype)
+                             dtype=formats.of(op.kind, op.block, op.dtype))
             self.out.add(copy, [self._saved(src) for src in self.forward.inputs(name)])
             self.recomputed[name] = copy.name
             if not self.forward.inputs(name) or all(

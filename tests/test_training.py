@@ -4,7 +4,7 @@ from hypothesis import given, settings, strategies as st
 
 from simulator.errors import PlanError
 from simulator.graph import OpGraph
-from simulator.op import TENSOR_KINDS, DType, OpKind, Phase
+from simulator.op import TENSOR_KINDS, Block, DType, OpKind, Phase
 from simulator.plan import Plan
 from simulator.training import training_graph
 from workloads.layers import Builder
@@ -130,10 +130,23 @@ def test_grad_clip_must_be_a_bool():
 
 
 def test_precision_sets_the_matmul_format():
+    """bf16 runs every tensor op in bf16. fp8 is Transformer Engine's: the layers' linear GEMMs
+    (forward, data and weight gradients, recomputed copies) in fp8, attention's core (QK^T,
+    AV or the fused kernel) and the output layer in bf16."""
     fwd = TRANSFORMERS["gpt2-small"].forward_graph(1, DType.BF16)
-    step = training_graph(fwd, Plan(precision="fp8"))
-    kinds = {op.dtype for op in step.ops() if op.kind is OpKind.MATMUL}
-    assert kinds == {DType.FP8}
+    tensor = (OpKind.MATMUL, OpKind.ATTENTION)
+    step = training_graph(fwd, Plan(precision="bf16"))
+    assert {op.dtype for op in step.ops() if op.kind in tensor} == {DType.BF16}
+    for attention in ("materialized", "fused"):
+        step = training_graph(fwd, Plan(precision="fp8", attention=attention,
+                                        recompute="full"))
+        for op in step.ops():
+            if op.kind in tensor:
+                linear = op.kind is OpKind.MATMUL and op.block not in (Block.ATTN_CORE,
+                                                                        Block.HEAD)
+                assert op.dtype is (DType.FP8 if linear else DType.BF16), op.name
+        linears = [op for op in step.ops() if op.dtype is DType.FP8]
+        assert {op.phase for op in linears} == {Phase.FORWARD, Phase.BACKWARD, Phase.RECOMPUTE}
 
 
 @settings(max_examples=40, deadline=None)
