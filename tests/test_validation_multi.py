@@ -28,10 +28,15 @@ their sources):
   (DeepSpeed's pipeline engine + Megatron-LM's tensor slicing, tp 8, pp 35) at a global batch
   of 1,920 on 2,240, 2,800 and 3,360 A100s, TFLOP/s per GPU counting the recomputation.
 
-All use Megatron's unfused attention (``attention="materialized"``) and the A100 spec without
-a GPU calibration (matmuls at their cited best-shape GEMM efficiency, 86.9 % of peak; NVLink
-at its cited application-level 80 %; vector ops at the datasheet rate), so predictions run
-high: the median error is asserted under 20 % and the issue's 10 % goal is a strict xfail
+- ``nemo-*`` (held out): NVIDIA's DGX Cloud benchmarking recipes on H100 SXM (NeMo: GPT-3
+  175B and Llama 3.1 70B, bf16 and fp8, weak scaling from 64 or 128 to 2,048 GPUs), each
+  as its recipe's configuration gives it; see ``predict_nemo``.
+
+The A100 rows use Megatron's unfused attention (``attention="materialized"``) and the A100
+spec without a GPU calibration (matmuls at their cited sustained best-shape GEMM efficiency,
+82.4 % of peak; NVLink at its cited application-level 80 %; vector ops at the datasheet
+rate), so predictions run high: the median error is asserted under 15 % and the issue's 10 %
+goal is a strict xfail
 recording the measured error; the spread of the error over a 1,000x range of model sizes,
 MFU < HFU and the selective-recompute overhead are asserted with their tolerances.
 """
@@ -46,6 +51,7 @@ import pytest
 from hardware_specs.loader import load_device
 from simulator import simulate
 from simulator.parallel import ParallelPlan
+from workloads.zoo import get_workload
 from workloads.transformer import TransformerConfig
 
 ROWS = {row["run_id"]: row for row in
@@ -371,3 +377,104 @@ def test_flash_attention_speedup_over_standard_attention_within_10_percent():
         (m_base, p_base), (m_fa2, p_fa2) = (flash_measured_and_predicted(
             f"dao23-fa2-t1-gpt3-{model}-2k-{kind}") for kind in ("noflash", "fa2"))
         assert p_fa2 / p_base == pytest.approx(m_fa2 / m_base, rel=0.10)
+
+
+# -- H100, 2024 software: NVIDIA's DGX Cloud benchmarking recipes (NVIDIA/dgxc-benchmarking) --
+# Held out (added after every mechanism they exercise): NeMo's GPT-3 175B (nemo_megatron/
+# README_175b.md and gpt3_175b_hydra.yaml) and Llama 3.1 70B (llama3.1/README_70b.md, NeMo
+# 24.09; NeMo-Framework-Launcher's llama3_1_70b.yaml), each at 2 sequences per GPU, bf16 (fp32
+# master weights, bf16 gradient sync) and fp8 (Transformer Engine), on DGX H100 nodes. Both
+# configurations: micro-batch 1, sequence parallelism, the interleaved schedule, the
+# distributed optimizer with overlapped gradient and parameter sync (ZeRO-1), tensor-parallel
+# communication overlapped (userbuffers), no recomputation, TE's fused attention and fused
+# bias/activation/dropout/add kernels (``fusion="compiled"``), gradient clipping 1.0, the
+# vocabulary padded to a multiple of 128 x tp. Measured: tokens/s of the whole run (the
+# READMEs' step time of the last step).
+NEMO = [r for r in ROWS if r.startswith("nemo-")]
+# model -> (zoo name, tp, pp, cp, virtual stages, sequence length)
+NEMO_RUNS = {"gpt3-175b": ("gpt3-175b", 4, 8, 1, 12, 2048),
+             "llama3.1-70b": ("llama3-70b", 4, 4, 2, 5, 8192)}
+
+
+def _nemo_run(run_id: str) -> tuple[str, str, int]:
+    """(model, precision, GPUs) of a ``nemo-<model>-<precision>-<GPUs>`` row."""
+    model, precision, gpus = run_id.removeprefix("nemo-").rsplit("-", 2)
+    return model, precision, int(gpus)
+
+
+@lru_cache(maxsize=None)
+def predict_nemo(run_id: str):
+    model, precision, gpus = _nemo_run(run_id)
+    name, tp, pp, cp, chunks, seq = NEMO_RUNS[model]
+    work = get_workload(name)
+    multiple = 128 * tp
+    work = dataclasses.replace(work, seq_len=seq, vocab=-(-work.vocab // multiple) * multiple)
+    plan = ParallelPlan(dp=gpus // (tp * pp * cp), tp=tp, pp=pp, cp=cp, sequence_parallel=True,
+                        zero=1, schedule="interleaved", virtual_stages=chunks)
+    return simulate(work, "h100-sxm5-80gb", parallel=plan, micro_batch=1,
+                    global_batch=int(ROWS[run_id]["global_batch_seqs"]), precision=precision,
+                    recompute="none", attention="fused", fusion="compiled", grad_clip=True)
+
+
+def nemo_measured_and_predicted(run_id: str) -> tuple[float, float]:
+    """(measured, predicted) tokens/s of the whole run."""
+    return float(ROWS[run_id]["tokens_per_s_total"]), predict_nemo(run_id).tokens_per_s
+
+
+def _nemo(model: str, precision: str) -> list[str]:
+    return sorted((r for r in NEMO if _nemo_run(r)[:2] == (model, precision)),
+                  key=lambda r: _nemo_run(r)[2])
+
+
+def test_nemo_h100_runs_fit():
+    """Every run fitted in 80 GB; so must its prediction (tightest: GPT-3 175B on 128 GPUs,
+    61.5 GB: the fewest data-parallel ranks to shard the optimizer over)."""
+    for run_id in NEMO:
+        assert predict_nemo(run_id).fits, run_id
+
+
+@pytest.mark.parametrize("model", sorted(NEMO_RUNS))
+def test_nemo_h100_bf16_within_15_percent(model):
+    """bf16, uncalibrated: GPT-3 175B on 128 to 2,048 H100s predicted +7 to +8 % (measured 63.1k to
+    988k tokens/s, 53.5 to 52.4 % MFU), Llama 3.1 70B on 64 to 2,048 +10 to +11 % (71.2k to
+    2.25M tokens/s, 54.1 to 53.4 % MFU): every row over-predicted (the H100's GEMM figure is
+    its burst MAMF, its fused attention priced as GEMMs), within 15 %."""
+    for run_id in _nemo(model, "bf16"):
+        measured, predicted = nemo_measured_and_predicted(run_id)
+        assert measured < predicted < 1.15 * measured, run_id
+
+
+@pytest.mark.parametrize("model", sorted(NEMO_RUNS))
+def test_nemo_h100_weak_scaling(model):
+    """Weak scaling at 2 sequences per GPU: the step grows with the data-parallel reduction's
+    reach. From the fewest GPUs to 2,048, bf16 / fp8: GPT-3 measured +2.2 / +5.9 %, predicted
+    +2.5 / +4.0 %; Llama measured +1.4 / +3.5 %, predicted +1.1 / +1.9 % (tolerance 2
+    points)."""
+    for precision in ("bf16", "fp8"):
+        runs = _nemo(model, precision)
+        small, large = (nemo_measured_and_predicted(r) for r in (runs[0], runs[-1]))
+        gpus = _nemo_run(runs[-1])[2] / _nemo_run(runs[0])[2]
+        measured = gpus * small[0] / large[0]     # step time ratio
+        predicted = gpus * small[1] / large[1]
+        assert predicted > 1
+        assert predicted == pytest.approx(measured, abs=0.02)
+
+
+@pytest.mark.parametrize("model", sorted(NEMO_RUNS))
+def test_nemo_h100_fp8_speedup_within_15_percent(model):
+    """What fp8 buys over bf16 on the same GPUs: measured 1.48x (GPT-3 175B, 128 GPUs) and
+    1.34x (Llama 3.1 70B, 64 GPUs); predicted 1.56x and 1.50x (tolerance 15 %): only the
+    layers' linear GEMMs run in fp8 (attention's core and the output layer stay bf16)."""
+    bf16, fp8 = (nemo_measured_and_predicted(_nemo(model, p)[0]) for p in ("bf16", "fp8"))
+    assert fp8[1] / bf16[1] == pytest.approx(fp8[0] / bf16[0], rel=0.15)
+
+
+@pytest.mark.xfail(strict=True, reason="known miss: fp8 GEMMs priced at the bf16 GEMM "
+                   "efficiency (no spec cites an fp8 one) and Transformer Engine's casts to "
+                   "fp8 (amax, scaling) not priced: GPT-3 175B +13 to +16 %, Llama 3.1 70B +22 "
+                   "to +26 %")
+@pytest.mark.parametrize("model", sorted(NEMO_RUNS))
+def test_nemo_h100_fp8_within_15_percent(model):
+    for run_id in _nemo(model, "fp8"):
+        measured, predicted = nemo_measured_and_predicted(run_id)
+        assert predicted == pytest.approx(measured, rel=0.15), run_id
