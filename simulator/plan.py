@@ -5,7 +5,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from simulator.errors import PlanError
-from simulator.op import TENSOR_KINDS, Block, DType, OpKind
+from simulator.op import Block, DType, OpKind
 
 
 class Precision(str, Enum):
@@ -48,14 +48,12 @@ class Formats:
     gradient: DType
     master: bool          # an fp32 master copy in the optimizer state
 
-    def of(self, kind: OpKind, block: Block, dtype: DType) -> DType:
-        """The format an op of ``kind`` in ``block`` runs in (``dtype``: its own, kept by ops
-        that are not tensor ops). FP8 is Transformer Engine's: its modules (Linear,
-        LayerNormLinear, LayerNormMLP) run their GEMMs in fp8, while attention's core
-        (DotProductAttention, fp8 only with fp8_dpa) and the output layer (Megatron-core's
-        ColumnParallelLinear, not a TE module) stay in the activation format."""
-        if kind not in TENSOR_KINDS:
-            return dtype
+    def of(self, kind: OpKind, block: Block) -> DType:
+        """The format a tensor op (``TENSOR_KINDS``) of ``kind`` in ``block`` runs in. FP8 is
+        Transformer Engine's: its modules (Linear, LayerNormLinear, LayerNormMLP) run their
+        GEMMs in fp8, while attention's core (DotProductAttention, fp8 only with fp8_dpa) and
+        the output layer (Megatron-core's ColumnParallelLinear, not a TE module) stay in the
+        activation format."""
         if self.compute is DType.FP8 and (kind is not OpKind.MATMUL
                                           or block in (Block.ATTN_CORE, Block.HEAD)):
             return self.activation

@@ -111,7 +111,7 @@ class _Derivation:
         for name in order:
             op = self.forward.op(name)
             if op.kind in TENSOR_KINDS:
-                op = op.evolve(dtype=formats.of(op.kind, op.block, op.dtype))
+                op = op.evolve(dtype=formats.of(op.kind, op.block))
             self.out.add(op, self.forward.inputs(name))
         for name in reversed(order):
             self._backward(self.forward.op(name))
@@ -138,7 +138,7 @@ class _Derivation:
 
     def _add(self, op: Op, name: str, deps: list[str], saved: list[str], **fields) -> str:
         if op.kind in TENSOR_KINDS:
-            fields.setdefault("dtype", self.plan.formats.of(op.kind, op.block, op.dtype))
+            fields.setdefault("dtype", self.plan.formats.of(op.kind, op.block))
         fields.setdefault("phase", Phase.BACKWARD)
         bwd = op.evolve(name=f"{name}:{op.name}", params=0, saves=(), mask_bytes=0,
                         stats_bytes=0, forward_of=op.name, no_grad=(), **fields)
@@ -291,7 +291,8 @@ class _Derivation:
         for name in members:
             op = self.forward.op(name)
             copy = op.evolve(name=f"recompute:{name}", phase=Phase.RECOMPUTE, forward_of=name,
-                             dtype=formats.of(op.kind, op.block, op.dtype))
+                             dtype=formats.of(op.kind, op.block)
+                             if op.kind in TENSOR_KINDS else op.dtype)
             self.out.add(copy, [self._saved(src) for src in self.forward.inputs(name)])
             self.recomputed[name] = copy.name
             if not self.forward.inputs(name) or all(
@@ -316,10 +317,16 @@ class _Derivation:
         weights and a separate pass then copies them to the 16-bit weights the model reads
         (``_copy_main_params_to_model_params``: read 4 bytes, write 2)."""
         f, opt = self.plan.formats, self.plan.optimizer
+        master = 4  # fp32 master weights (or the fp32 weights themselves)
+        states = 4 * OPTIMIZER_STATES[opt]
+        copy_read, copy_written = (master, f.weight.bytes) if f.master else (0, 0)
         grad = 4 if f.master else f.gradient.bytes  # the gradient the update reads
-        widen = f.gradient.bytes if grad > f.gradient.bytes else 0  # read; grad bytes written
+        widen_read, widen_written = ((f.gradient.bytes, grad) if grad > f.gradient.bytes
+                                     else (0, 0))
         unscale = grad if self.plan.precision is Precision.FP16 else 0  # read, then written
         clip = grad if self.plan.grad_clip else 0
+        flops = (OPTIMIZER_FLOPS_PER_PARAM[opt] + (1 if unscale else 0)
+                 + (2 if clip else 0))  # unscale: a multiply; norm: a multiply-add
         per_layer: dict[int, int] = {}
         tensors: dict[int, int] = {}
         for op in self.forward.ops():
@@ -327,16 +334,11 @@ class _Derivation:
                 per_layer[op.layer] = per_layer.get(op.layer, 0) + op.params
                 tensors[op.layer] = tensors.get(op.layer, 0) + op.tensors
         for layer, params in sorted(per_layer.items()):
-            master = 4  # fp32 master weights (or the fp32 weights themselves)
-            states = 4 * OPTIMIZER_STATES[opt]
-            copy_read, copy_written = (master, f.weight.bytes) if f.master else (0, 0)
-            flops = (OPTIMIZER_FLOPS_PER_PARAM[opt] + (1 if unscale else 0)
-                     + (2 if clip else 0))  # unscale: a multiply; norm: a multiply-add
             op = Op(name=f"optimizer:L{layer}", kind=OpKind.OPTIMIZER, phase=Phase.OPTIMIZER,
                     fn=opt.value, flops=flops * params,
-                    bytes_read=params * (widen + master + states + grad + unscale + clip
+                    bytes_read=params * (widen_read + master + states + grad + unscale + clip
                                          + copy_read),
-                    bytes_written=params * ((grad if widen else 0) + master + states + unscale
+                    bytes_written=params * (widen_written + master + states + unscale
                                             + copy_written),
                     layer=layer, block=Block.NONE, m=params, batch=tensors[layer])
             self.out.add(op, self.weight_grads.get(layer, []))
