@@ -71,6 +71,9 @@ class Architecture:
     compute_units: int | None = None          # SMs / CUs / TPU cores / CPU cores / AIE tiles
     clock_hz: float | None = None
     matrix_tile: tuple[int, int, int] | None = None     # GPU threadblock tile (m, n, k)
+    # fixed cost of each output tile (pipeline fill, epilogue) in k-steps of its 16-bit main
+    # loop: a tile of depth k runs as long as one of k + tile_fixed_k (``efficiency.gpu_tiles``)
+    tile_fixed_k: int | None = None
     systolic_array: tuple[int, int] | None = None       # (rows, cols) of one matrix unit
     matrix_units_per_core: int | None = None
     simd_width_bits: int | None = None

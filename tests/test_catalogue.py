@@ -195,7 +195,8 @@ def test_links_and_architecture_parsed():
     nvlink = next(link for link in h100.links if link.kind is LinkKind.NVLINK)
     assert nvlink.bandwidth_bytes_per_s == 450e9 and nvlink.count == 18
     assert nvlink.per_link_bytes_per_s == 25e9
-    assert h100.architecture.matrix_tile == (128, 128, 32)
+    assert h100.architecture.matrix_tile == (128, 256, 64)
+    assert h100.architecture.tile_fixed_k == 290
     assert h100.architecture.clock_hz == pytest.approx(1.98e9)
     tpu = load_device("tpu-v5p")
     assert tpu.links[0].kind is LinkKind.ICI
