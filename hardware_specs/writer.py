@@ -7,9 +7,10 @@ The text is parsed back before it is returned, so a written file always loads.
 """
 from __future__ import annotations
 
+import dataclasses
 from importlib import resources
 
-from hardware_specs.spec import DeviceSpec
+from hardware_specs.spec import Architecture, DeviceSpec
 
 CALIBRATED_KEYS = ("matmul_efficiency", "conv_efficiency", "vector_efficiency",
                    "memory_efficiency", "op_overhead_us", "optimizer_overhead_us",
@@ -116,15 +117,15 @@ def device_toml(spec: DeviceSpec) -> str:
            f"vector_tflops = {spec.vector_flops_per_s / 1e12:.12g}"] + _compute_lines(spec)
     if spec.attention_efficiency is not None:  # cited, not calibrated: a calibrated file
         out.append(f"attention_efficiency = {spec.attention_efficiency:.6g}")  # keeps its line
-    arch = spec.architecture
-    facts = {"compute_units": arch.compute_units, "simd_width_bits": arch.simd_width_bits,
-             "fma_units_per_core": arch.fma_units_per_core, "dsp_count": arch.dsp_count,
-             "matrix_units_per_core": arch.matrix_units_per_core,
-             "clock_ghz": None if arch.clock_hz is None else round(arch.clock_hz / 1e9, 6),
-             "matrix_tile": None if arch.matrix_tile is None else list(arch.matrix_tile),
-             "systolic_array": None if arch.systolic_array is None else list(arch.systolic_array)}
-    if any(v is not None for v in facts.values()):
-        out += ["", "[architecture]"] + [f"{k} = {v}" for k, v in facts.items() if v is not None]
+    facts = {}   # every fact the spec has, as the loader reads it (clock in GHz, tuples as lists)
+    for field in dataclasses.fields(Architecture):
+        value = getattr(spec.architecture, field.name)
+        if field.name == "clock_hz" and value is not None:
+            facts["clock_ghz"] = round(value / 1e9, 6)
+        elif value is not None:
+            facts[field.name] = list(value) if isinstance(value, tuple) else value
+    if facts:
+        out += ["", "[architecture]"] + [f"{k} = {v}" for k, v in facts.items()]
     for level in spec.memory:
         out += ["", "[[memory]]", f'name = "{level.name}"',
                 f"capacity_gb = {level.capacity_bytes / 1e9:.9g}",

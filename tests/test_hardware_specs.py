@@ -238,3 +238,17 @@ def test_error_messages_say_the_fix(tmp_path):
         load_device(write(tmp_path, replace("matmul_efficiency = 0.8", "matmul_efficiency = 2")))
     with pytest.raises(SpecError, match=r"allowed here"):
         load_device(write(tmp_path, replace("tdp_w = 300", "tdp_w = 300\nboost_w = 1")))
+
+
+@pytest.mark.parametrize("name", ["h100-sxm5-80gb", "tpu-v4", "xeon-8380"])
+def test_a_written_spec_keeps_every_architecture_fact(name):
+    """A device without a source file is written out whole (``device_toml``): loading the text
+    back gives the same architecture facts, the H100's tile fixed cost included."""
+    import dataclasses
+
+    from hardware_specs.loader import parse_device
+    from hardware_specs.writer import device_toml
+
+    device = dataclasses.replace(load_device(name), path=None)
+    back = parse_device(device_toml(device).encode(), f"{name}.toml")
+    assert back.architecture == device.architecture
