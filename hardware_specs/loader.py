@@ -18,6 +18,7 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     optimizer_overhead_us = 16    # optional: eager optimizer cost per parameter tensor
     step_overhead_us = 50         # optional: framework cost per training step
     memory_efficiency = 0.88      # optional, in (0, 1], default 1.0
+    matmul_memory_efficiency = 0.44   # optional: a memory-bound matmul's, default as memory
     [[memory]]                    # innermost first, main memory last
     name = "hbm2e"   capacity_gb = 80   bandwidth_gb_per_s = 2039    # or capacity_mib, ...
     [power]
@@ -73,7 +74,7 @@ _TOP_OPTIONAL = ("price", "architecture", "links", "functions")
 _FUNCTION_KEYS = ("efficiency", "overhead_us")
 _COMPUTE_REQUIRED = ("peak_tflops", "vector_tflops", "op_overhead_us")
 _COMPUTE_OPTIONAL = ("matmul_efficiency", "conv_efficiency", "attention_efficiency",
-                     "vector_efficiency", "memory_efficiency")
+                     "vector_efficiency", "memory_efficiency", "matmul_memory_efficiency")
 _COMPUTE_TIMES = {"optimizer_overhead_us": "optimizer_overhead_s",  # optional, microseconds
                   "step_overhead_us": "step_overhead_s"}
 _MEMORY_REQUIRED = ("name", "bandwidth_gb_per_s")

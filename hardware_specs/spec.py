@@ -103,6 +103,11 @@ class DeviceSpec:
     # Fused attention kernels (FlashAttention: matmuls, online softmax and masking in one
     # kernel) reach less of the peak than a GEMM; None: as matmuls.
     attention_efficiency: float | None = None
+    # A matmul whose bytes bound it (a batched GEMM with a short side: attention's scores and
+    # context at head dimension 64-128) streams them at this fraction of the main memory's
+    # datasheet bandwidth, not at memory_efficiency: its tiles' loads and epilogue writes are
+    # not one stream. None: at memory_efficiency.
+    matmul_memory_efficiency: float | None = None
     vector_efficiency: float = 1.0  # achieved fraction of the vector peak (norms, softmax, ...)
     # Framework cost of updating one parameter tensor in an eager optimizer step (PyTorch's
     # per-tensor AdamW launches a dozen kernels per tensor); 0 where updates are fused.

@@ -59,7 +59,11 @@ def price(lowered: Lowered, device: DeviceSpec) -> tuple[np.ndarray, np.ndarray,
               * shape_efficiency(lowered, device))
     vector = device.vector_flops_per_s * device.vector_efficiency
     peak = np.where(is_tensor, matrix, vector)
-    bandwidth = level_bandwidth(lowered.nbytes, device)
+    streaming = None
+    if device.matmul_memory_efficiency is not None:  # a GEMM's bytes are not one stream
+        streaming = np.where(lowered.kind == OpKind.MATMUL, device.matmul_memory_efficiency,
+                             device.memory_efficiency)
+    bandwidth = level_bandwidth(lowered.nbytes, device, streaming)
     overhead = np.full(n, float(device.op_overhead_s), dtype=np.float64)
     for fn, efficiency in device.function_efficiency.items():  # a measured function's own rate
         ops = lowered.fn == fn
@@ -74,7 +78,8 @@ def price(lowered: Lowered, device: DeviceSpec) -> tuple[np.ndarray, np.ndarray,
     return peak.astype(np.float64), bandwidth, overhead
 
 
-def level_bandwidth(nbytes: np.ndarray, device: DeviceSpec) -> np.ndarray:
+def level_bandwidth(nbytes: np.ndarray, device: DeviceSpec,
+                    efficiency: np.ndarray | None = None) -> np.ndarray:
     """Cache fit: an op whose bytes (read + written) fit in an on-chip level streams at that
     level's bandwidth, else from main memory at its measured fraction of the datasheet rate.
 
@@ -83,7 +88,9 @@ def level_bandwidth(nbytes: np.ndarray, device: DeviceSpec) -> np.ndarray:
     (with a cited or measured bandwidth) count.
     """
     main = device.main_memory
-    bandwidth = np.full(len(nbytes), main.bandwidth_bytes_per_s * device.memory_efficiency)
+    if efficiency is None:
+        efficiency = np.full(len(nbytes), device.memory_efficiency)
+    bandwidth = main.bandwidth_bytes_per_s * np.asarray(efficiency, dtype=np.float64)
     for level in reversed(device.memory[:-1]):  # outermost cache first, innermost last wins
         bandwidth = np.where(nbytes <= level.capacity_bytes, level.bandwidth_bytes_per_s,
                              bandwidth)

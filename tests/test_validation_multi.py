@@ -33,12 +33,13 @@ their sources):
   as its recipe's configuration gives it; see ``predict_nemo``.
 
 The A100 rows use Megatron's unfused attention (``attention="materialized"``) and the A100
-spec without a GPU calibration (matmuls at their cited sustained best-shape GEMM efficiency,
-82.4 % of peak; NVLink at its cited application-level 80 %; vector ops at the datasheet
-rate), so predictions run high: the median error is asserted under 15 % and the issue's 10 %
-goal is a strict xfail
-recording the measured error; the spread of the error over a 1,000x range of model sizes,
-MFU < HFU and the selective-recompute overhead are asserted with their tolerances.
+spec without a GPU calibration of its own: matmuls at their cited sustained best-shape GEMM
+efficiency (82.4 % of peak), memory-bound ones (attention's scores and context) at the
+bandwidth fitted to FlashAttention's A100 timings of Megatron's attention core (44 %, not to
+these rows), other ops at the cited 88 % of the memory's bandwidth, NVLink at its cited
+application-level 80 %. Predictions still run high (every row); the median error is asserted
+under the issue's 10 %; the spread of the error over a 1,000x range of model sizes, MFU < HFU
+and the selective-recompute overhead are asserted with their tolerances.
 """
 import csv
 import dataclasses
@@ -167,7 +168,7 @@ def test_predicted_plans_run_and_fit(run_id):
 def test_megatron_error_is_stable_over_model_sizes():
     """Uncalibrated, every row is over-predicted by a similar factor: the spread of
     predicted / measured over the ten rows (1.7B to 1T parameters, 32 to 3,072 GPUs) stays
-    within 30 % (measured: 1.10 to 1.26, a spread of 1.14)."""
+    within 30 % (measured: 1.05 to 1.15, a spread of 1.09)."""
     ratios = [1 + e for e in errors(MEGATRON)]
     assert all(r > 1 for r in ratios)
     assert max(ratios) / min(ratios) < 1.30
@@ -188,7 +189,7 @@ def test_table2_ptd_p_rows_within_25_percent(run_id):
     """Narayanan et al. 2021 Table 2 (held out: added after the model was built; the 174.6B
     shape is GPT-3's, the 529.6B Table 1's; no script gives their micro-batch or chunks:
     1 and the fewest chunks): PTD-P at 384, 1,536 and 2,240 GPUs. Measured 153, 141, 159
-    TFLOP/s per GPU; predicted +8 %, +11 %, +14 % (tolerance 25 %: the largest Table 1
+    TFLOP/s per GPU; predicted +6 %, +9 %, +13 % (tolerance 25 %: the largest Table 1
     error when this check was added, +24.7 %, rounded up)."""
     measured, predicted = measured_and_predicted(run_id)
     assert predicted == pytest.approx(measured, rel=0.25)
@@ -197,7 +198,7 @@ def test_table2_ptd_p_rows_within_25_percent(run_id):
 def test_korthikanti_data_parallel_row_within_25_percent():
     """Korthikanti et al. 2022 sec. 6.3 (held out: the 530B run at dp = 8 on 2,240 GPUs,
     global batch 2,240, gradient all-reduces after the backward): measured MFU 54.2 %
-    (169 TFLOP/s per GPU, 39.15 s per iteration); predicted +15 % (tolerance 25 %, as the
+    (169 TFLOP/s per GPU, 39.15 s per iteration); predicted +14 % (tolerance 25 %, as the
     Table 2 rows)."""
     measured, predicted = measured_and_predicted(KORTHIKANTI_DP)
     assert predicted == pytest.approx(measured, rel=0.25)
@@ -228,16 +229,16 @@ def _layer_ms(recompute: str, sequence_parallel: bool) -> tuple[float, float]:
 
 
 @pytest.mark.parametrize("config", TABLE4, ids=[f"{r}-sp{int(s)}" for r, s in TABLE4])
-def test_korthikanti_table4_layer_times_within_15_percent(config):
+def test_korthikanti_table4_layer_times_within_10_percent(config):
     """One layer's forward and backward, five ways (no recomputation, sequence parallel, full
-    and selective recomputation, selective + sequence parallel): predicted 5 to 10 % fast,
-    uncalibrated (tolerance 15 %). What the layer model gets from first principles, the
-    published runs' end-to-end errors inherit: they are no pipeline or network artefact."""
+    and selective recomputation, selective + sequence parallel): predicted 0 to 5 % fast
+    (tolerance 10 %; 5 to 10 % fast while the attention core's GEMMs streamed their bytes at
+    the rate of a copy). What the layer model gets from first principles, the published runs'
+    end-to-end errors inherit: they are no pipeline or network artefact."""
     measured_f, measured_b = TABLE4[config]
     forward, backward = _layer_ms(*config)
-    assert forward == pytest.approx(measured_f, rel=0.15)
-    assert backward == pytest.approx(measured_b, rel=0.15)
-    assert forward < measured_f and backward < measured_b   # uncalibrated: optimistic
+    assert forward == pytest.approx(measured_f, rel=0.10)
+    assert backward == pytest.approx(measured_b, rel=0.10)
 
 
 def test_korthikanti_table4_recompute_overheads():
@@ -263,8 +264,8 @@ def test_table2_zero3_row_within_25_percent():
 
 @pytest.mark.xfail(strict=True, reason="known miss: MT-NLG 530B (DeepSpeed's pipeline engine "
                    "with Megatron-LM's tensor slicing, 2021) measured 126, 121, 113 TFLOP/s per "
-                   "GPU, predicted +33 to +40 %; Narayanan's PTD-P run of the same model on "
-                   "2,240 of the same GPUs measured 159 (predicted +14 %): hwsim prices the two "
+                   "GPU, predicted +32 to +39 %; Narayanan's PTD-P run of the same model on "
+                   "2,240 of the same GPUs measured 159 (predicted +13 %): hwsim prices the two "
                    "frameworks' schedules (bubbles 12 % and 4 %), not their overheads")
 @pytest.mark.parametrize("run_id", MTNLG)
 def test_mtnlg_rows_within_25_percent(run_id):
@@ -288,20 +289,14 @@ def _median_error() -> float:
     return statistics.median(abs(e) for e in errors(MEGATRON + KORTHIKANTI))
 
 
-def test_tflops_per_gpu_within_15_percent():
-    """Median |error| over the 14 rows under 15 % (measured: +11.9 %, every row over-predicted,
-    +5 to +23 %), each run configured as its paper ran it (Narayanan's script, Korthikanti's
-    Table 3 and sec. 6), matmuls at their cited sustained best-shape GEMM efficiency and NVLink
-    at its cited application-level 80 %; no constant fitted to these rows. (The bound was 20 %
-    while the A100 SXM's GEMMs ran at the burst MAMF figure: +16.8 %.)"""
-    assert _median_error() < 0.15
-
-
-@pytest.mark.xfail(strict=True, reason="known miss: the issue's goal is a median under 10 %; "
-                   "measured +11.9 % without a GPU calibration (vector ops at the datasheet "
-                   "rate); one layer of the 22B model alone is predicted 5-10 % fast "
-                   "(Korthikanti Table 4)")
 def test_tflops_per_gpu_within_10_percent():
+    """The issue's goal: median |error| over the 14 rows under 10 % (measured: +8.0 %, every
+    row over-predicted, +4 to +15 %), each run configured as its paper ran it (Narayanan's
+    script, Korthikanti's Table 3 and sec. 6), matmuls at their cited sustained best-shape GEMM
+    efficiency, memory-bound ones at the bandwidth fitted to FlashAttention's A100 timings of
+    Megatron's attention core, NVLink at its cited application-level 80 %; no constant fitted
+    to these rows. (+11.9 % while those GEMMs streamed at the rate of a copy, +16.8 % while the
+    A100 SXM's GEMMs ran at the burst MAMF figure.)"""
     assert _median_error() < 0.10
 
 
@@ -361,9 +356,9 @@ def test_flash_attention_runs_fit():
 def test_flash_attention_rows_median_within_25_percent():
     """Held out, nine rows: the README's five (FlashAttention v1: 125M to 2.7B, measured
     1,310k to 85k tokens/s on the node) predicted +14 to +27 %, Table 1's FlashAttention-2 rows
-    (196 and 205 TFLOP/s per GPU) +21 % and +16 %, its rows without FlashAttention (142, 149)
-    +27 % and +28 %: every row over-predicted, as every A100 row is uncalibrated; the median,
-    +19 %, within the 25 % the held-out PTD-P rows carry."""
+    (196 and 205 TFLOP/s per GPU) +22 % and +16 %, its rows without FlashAttention (142, 149)
+    +14 % and +16 %: every row over-predicted, as every A100 row is uncalibrated; the median,
+    +16 %, within the 25 % the held-out PTD-P rows carry."""
     errors_ = [p / m - 1 for m, p in map(flash_measured_and_predicted, FLASH + FLASH_T1)]
     assert all(e > 0 for e in errors_)
     assert statistics.median(errors_) < 0.25
@@ -371,8 +366,9 @@ def test_flash_attention_rows_median_within_25_percent():
 
 def test_flash_attention_speedup_over_standard_attention_within_10_percent():
     """What FlashAttention-2 buys over PyTorch's standard attention in the same model on the
-    same node (Dao 2023, Table 1): measured 1.38x (1.3B) and 1.38x (2.7B); predicted 1.32x and
-    1.25x (tolerance 10 %): the s x s scores' memory traffic, priced from first principles."""
+    same node (Dao 2023, Table 1): measured 1.38x (1.3B) and 1.38x (2.7B); predicted 1.47x and
+    1.38x (tolerance 10 %): the s x s scores' memory traffic, its GEMMs' share at the
+    bandwidth FlashAttention's A100 timings give them."""
     for model in ("1.3B", "2.7B"):
         (m_base, p_base), (m_fa2, p_fa2) = (flash_measured_and_predicted(
             f"dao23-fa2-t1-gpt3-{model}-2k-{kind}") for kind in ("noflash", "fa2"))
