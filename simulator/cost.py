@@ -17,7 +17,9 @@ The model is deliberately simple for now:
   (packed half2/bf16x2), but vector ops are almost always memory-bound, so this rarely changes
   a time;
 - ops stream their bytes from the innermost memory level that holds them (``level_bandwidth``),
-  main memory at ``device.memory_bandwidth_bytes_per_s * device.memory_efficiency``;
+  main memory at ``device.memory_bandwidth_bytes_per_s * device.memory_efficiency``, a matmul
+  at ``device.matmul_memory_efficiency`` instead where the spec gives it (a GEMM bound by its
+  bytes does not stream them as a copy does);
 - a function the device has measured (``device.function_efficiency``, by ``Op.fn``) runs at
   that fraction of its unit's peak instead of its kind's efficiency, and pays its own fixed
   cost per call (``device.function_overhead_s``) instead of ``op_overhead_s``;
@@ -85,7 +87,8 @@ def level_bandwidth(nbytes: np.ndarray, device: DeviceSpec,
 
     Optimistic for a first touch: it assumes the working set is already resident, as it is
     for the chains of small activations that one op hands the next. Only levels a spec lists
-    (with a cited or measured bandwidth) count.
+    (with a cited or measured bandwidth) count. ``efficiency``: each op's fraction of the main
+    memory's datasheet rate (None: ``device.memory_efficiency`` for all).
     """
     main = device.main_memory
     if efficiency is None:

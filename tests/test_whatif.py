@@ -26,7 +26,7 @@ def test_each_kind_of_path_round_trips():
         f"memory.{hbm}.bandwidth_bytes_per_s": 6e12, "peak_flops_per_s.bf16": "1e15",
         "tdp_w": 500, "price_per_hour_usd": "2.5", "architecture.compute_units": 144,
         f"links.{link}.bandwidth_bytes_per_s": 9e11, "matmul_efficiency": 0.8,
-        "attention_efficiency": "0.5",
+        "attention_efficiency": "0.5", "matmul_memory_efficiency": "0.6",
         "architecture.matrix_tile": "256,128,64", "memory.main.capacity_bytes": 1.6e11})
     assert changed.memory_bandwidth_bytes_per_s == 6e12
     assert changed.memory_bytes == 1.6e11
@@ -36,6 +36,7 @@ def test_each_kind_of_path_round_trips():
     assert changed.architecture.matrix_tile == (256, 128, 64)
     assert changed.links[0].bandwidth_bytes_per_s == 9e11
     assert (changed.matmul_efficiency, changed.attention_efficiency) == (0.8, 0.5)
+    assert changed.matmul_memory_efficiency == 0.6
     assert a100.price_per_hour_usd is None  # the original is untouched (frozen)
 
 
