@@ -18,7 +18,7 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     optimizer_overhead_us = 16    # optional: eager optimizer cost per parameter tensor
     step_overhead_us = 50         # optional: framework cost per training step
     memory_efficiency = 0.88      # optional, in (0, 1], default 1.0
-    matmul_memory_efficiency = 0.44   # optional: a memory-bound matmul's, default as memory
+    matmul_memory_efficiency = 0.44   # optional: a memory-bound matmul's, default: memory's
     [[memory]]                    # innermost first, main memory last
     name = "hbm2e"   capacity_gb = 80   bandwidth_gb_per_s = 2039    # or capacity_mib, ...
     [power]

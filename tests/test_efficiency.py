@@ -121,13 +121,11 @@ def _fa1_core_ms(device, seq_len: int, dropout: bool) -> dict[str, float]:
 
 
 def _fa1_log_errors(device, rows) -> np.ndarray:
-    times = {}
-    for row in rows:
-        key = int(row["seq_len"]), row["dropout"] == "1"
-        if key not in times:
-            times[key] = _fa1_core_ms(device, *key)
-    return np.array([np.log(times[int(r["seq_len"]), r["dropout"] == "1"][r["pass"]]
-                            / float(r["megatron_ms"])) for r in rows])
+    """log(predicted / measured) of each row's Megatron time, one simulation per benchmark."""
+    keys = [(int(row["seq_len"]), row["dropout"] == "1") for row in rows]
+    times = {key: _fa1_core_ms(device, *key) for key in set(keys)}
+    return np.array([np.log(times[key][row["pass"]] / float(row["megatron_ms"]))
+                     for key, row in zip(keys, rows)])
 
 
 def test_a100_memory_bound_matmul_efficiency_is_the_fit_to_the_fa1_tables():
