@@ -1,0 +1,246 @@
+"""Rewrite the generated tables of the docs from the data they describe.
+
+    python docs/generate.py            rewrite every generated section in place
+    python docs/generate.py --check    exit 1, naming the stale sections, if any differs
+
+A generated section of a Markdown file lies between ``<!-- BEGIN generated: NAME -->`` and
+``<!-- END generated: NAME -->``; only the text between the two markers is rewritten, so the
+prose around it is kept as written. Each table is built from the shipped data and the code
+that reads it -- the device and cluster catalogue (``hardware_specs``) and the model zoo
+(``workloads.zoo.MODELS``) -- never typed by hand, so a figure in the docs cannot drift from
+the figure the simulator uses. Rewriting twice gives the same files (``tests/test_docs.py``
+asserts the committed sections equal what this script generates).
+
+Only ``hardware_specs`` and ``workloads`` are imported: the docs do not depend on the
+simulator's inner modules.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+if str(ROOT) not in sys.path:  # run as ``python docs/generate.py`` from a plain checkout
+    sys.path.insert(0, str(ROOT))
+
+BEGIN = "<!-- BEGIN generated: {name} -->"
+END = "<!-- END generated: {name} -->"
+NONE = "—"
+
+
+# ----------------------------------------------------------------------------- formatting
+
+def _num(value: float, digits: int = 6) -> str:
+    """A figure as written in a spec file: up to ``digits`` significant digits, no trailing
+    zeros, thousands separated (1,978.9, 6,000, 0.355), never in exponent form."""
+    if abs(value) >= 10 ** digits:
+        return f"{value:,.0f}"
+    return f"{value:,.{digits}g}"
+
+
+def _prose(text: str) -> list[str]:
+    """A paragraph wrapped as the hand-written text around it is (100 columns)."""
+    return textwrap.wrap(text, width=100, break_on_hyphens=False, break_long_words=False)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _code(name: str) -> str:
+    return f"`{name}`"
+
+
+# ---------------------------------------------------------------------------------- devices
+
+def _catalogue() -> dict:
+    """Catalogue name -> DeviceSpec, every shipped file (the host is built at run time)."""
+    from hardware_specs.host import HOST_NAME
+    from hardware_specs.loader import list_devices, load_device
+
+    return {name: load_device(name) for name in list_devices() if name != HOST_NAME}
+
+
+def _efficiency_defaults() -> dict[str, object]:
+    """The DeviceSpec fields named ``*_efficiency`` with a scalar default (1.0 or None)."""
+    from hardware_specs.spec import DeviceSpec
+
+    return {f.name: f.default for f in dataclasses.fields(DeviceSpec)
+            if f.name.endswith("_efficiency") and f.default is not dataclasses.MISSING}
+
+
+def _efficiencies(device, defaults: dict[str, object]) -> str:
+    """The efficiencies a spec file gives (a measured figure, cited there), else a dash."""
+    given = [f"{name[:-len('_efficiency')]} {_num(getattr(device, name))}"
+             for name, default in defaults.items() if getattr(device, name) != default]
+    if device.function_efficiency:
+        given.append(f"{len(device.function_efficiency)} functions (calibrated)")
+    return ", ".join(given) or NONE
+
+
+def devices_section() -> list[str]:
+    """Two tables of the shipped device files: compute and power, then memory and links."""
+    from hardware_specs.host import HOST_NAME
+    from hardware_specs.loader import ALIASES
+
+    devices = _catalogue()
+    formats = sorted({dtype for d in devices.values() for dtype in d.peak_flops_per_s})
+    defaults = _efficiency_defaults()
+    compute = [[_code(name), d.device_class.value, d.vendor]
+               + [_num(d.peak_flops_per_s[f] / 1e12) if f in d.peak_flops_per_s else NONE
+                  for f in formats]
+               + [_num(d.vector_flops_per_s / 1e12), _num(d.tdp_w), _num(d.idle_power_w),
+                  _num(d.price_per_hour_usd) if d.price_per_hour_usd is not None else NONE,
+                  _efficiencies(d, defaults)]
+               for name, d in devices.items()]
+    memory = [[_code(name),
+               "; ".join(f"{m.name} {_num(m.capacity_bytes / 1e9, 4)} GB at "
+                         f"{_num(m.bandwidth_bytes_per_s / 1e9)} GB/s" for m in d.memory),
+               "; ".join(f"{link.name} ({link.kind.value}) {_num(link.bandwidth_bytes_per_s / 1e9)}"
+                         f" GB/s" + (f", {link.count} links" if link.count > 1 else "")
+                         for link in d.links) or NONE]
+              for name, d in devices.items()]
+    aliases = ", ".join(f"`{alias}` (`{name}`)" for alias, name in sorted(ALIASES.items()))
+    lines = _prose(f"{len(devices) + 1} devices: the {len(devices)} shipped files below and "
+                   f"`{HOST_NAME}`, which is built at run time from the machine it runs on.")
+    lines += [""] + _prose(
+        "Compute and power. Dense peaks in TFLOP/s per format (a dash: the device has no matrix "
+        "units for it and runs it in the nearest format it has); vector: the fp32 peak of the "
+        "non-matrix units; power in W; price in USD per device-hour; measured efficiencies: the "
+        "achieved fractions of the datasheet rates that the spec file gives, each cited there (one not listed is 1.0, or "
+        "falls back as the schema says: conv and attention to matmul, matmul_memory to "
+        "memory).") + [""]
+    lines += _table(["device", "class", "vendor"] + [f.name.lower() for f in formats]
+                    + ["vector", "TDP", "idle", "price", "measured efficiencies"], compute)
+    lines += [""] + _prose("Memory (innermost level first; capacity in GB = 1e9 bytes, datasheet "
+                           "bandwidth) and links (GB/s per direction, all links of a kind "
+                           "together).") + [""]
+    lines += _table(["device", "memory", "links"], memory)
+    return lines + [""] + _prose(f"Aliases: {aliases}.")
+
+
+def clusters_section() -> list[str]:
+    """One row per shipped cluster file."""
+    from hardware_specs.cluster import list_clusters, load_cluster
+
+    def network(net) -> str:
+        if net is None:
+            return NONE
+        return (f"{net.name} ({net.kind.value}) {_num(net.bandwidth_bytes_per_s / 1e9)} GB/s, "
+                f"{_num(net.latency_s * 1e6)} us, efficiency {_num(net.efficiency)}")
+
+    rows = []
+    for name in list_clusters():
+        c = load_cluster(name)
+        shape = c.topology.value + (f" {'x'.join(map(str, c.torus_dims))}"
+                                    if c.torus_dims else "")
+        rows.append([_code(name), _code(c.device.name),
+                     f"{c.nodes} x {c.devices_per_node}", shape, network(c.intra),
+                     network(c.inter)])
+    return _table(["cluster", "device", "nodes x devices", "topology", "intra-node network",
+                   "inter-node network"], rows)
+
+
+# -------------------------------------------------------------------------------------- zoo
+
+def _transformer_row(w) -> list[str]:
+    return [w.style.value, str(w.layers), _num(w.hidden), str(w.heads),
+            str(w.n_kv_heads), f"{_num(w.ffn_dim)} {w.ffn.value}", w.norm.value,
+            "learned" if w.learned_positions else "rotary", _num(w.vocab), _num(w.sequence)]
+
+
+def _resnet_row(w) -> list[str]:
+    return [w.block.value, "-".join(map(str, w.layers)), f"{w.image_size}x{w.image_size}",
+            _num(w.num_classes)]
+
+
+def _mlp_row(w) -> list[str]:
+    return ["-".join(map(str, (w.input_dim, *w.hidden, w.num_classes))), w.activation.value]
+
+
+def _zoo_kinds() -> list[tuple[type, list[str], Callable]]:
+    from workloads.cnn import ResNetConfig
+    from workloads.mlp import MLPConfig
+    from workloads.transformer import TransformerConfig
+
+    return [(TransformerConfig, ["style", "layers", "hidden", "heads", "KV heads", "FFN",
+                                 "norm", "positions", "vocab / classes", "sequence"],
+             _transformer_row),
+            (ResNetConfig, ["block", "blocks per stage", "image", "classes"], _resnet_row),
+            (MLPConfig, ["widths", "activation"], _mlp_row)]
+
+
+def zoo_section() -> list[str]:
+    """One table per kind of zoo model, in ``MODELS`` order, with the closed-form parameters."""
+    from workloads.zoo import MODELS
+
+    lines: list[str] = []
+    kinds = _zoo_kinds()
+    for kind, header, row in kinds:
+        rows = [[_code(name), f"{w.num_params():,}"] + row(w)
+                for name, w in MODELS.items() if isinstance(w, kind)]
+        if rows:
+            lines += _table(["model", "parameters"] + header, rows) + [""]
+    others = [[_code(name), f"{w.num_params():,}"] for name, w in MODELS.items()
+              if not isinstance(w, tuple(kind for kind, _, _ in kinds))]
+    if others:
+        lines += _table(["model", "parameters"], others) + [""]
+    return lines[:-1]
+
+
+# ---------------------------------------------------------------------------------- files
+
+SECTIONS: dict[str, dict[str, Callable[[], list[str]]]] = {
+    "devices.md": {"devices": devices_section, "clusters": clusters_section},
+    "model.md": {"zoo": zoo_section},
+}
+
+
+def render(text: str, name: str, body: list[str], where: str = "") -> str:
+    """``text`` with the lines between ``name``'s two markers replaced by ``body``."""
+    begin, end = BEGIN.format(name=name), END.format(name=name)
+    pattern = re.compile(re.escape(begin) + r"\n.*?" + re.escape(end), re.DOTALL)
+    if len(pattern.findall(text)) != 1:
+        raise ValueError(f"{where}: needs exactly one '{begin}' ... '{end}' pair, each marker on "
+                         f"a line of its own")
+    return pattern.sub(lambda _: "\n".join([begin, *body, end]), text)
+
+
+def regenerate(text: str, file: str) -> str:
+    """``text`` of ``docs/<file>`` with every generated section rebuilt from the data."""
+    for name, build in SECTIONS[file].items():
+        text = render(text, name, build(), where=f"docs/{file}")
+    return text
+
+
+def generated(path: Path) -> str:
+    """The text ``path`` should have: its own, with every generated section rebuilt."""
+    return regenerate(path.read_text(encoding="utf-8"), path.name)
+
+
+def main(argv: list[str]) -> int:
+    check = argv == ["--check"]
+    if argv and not check:
+        print("usage: python docs/generate.py [--check]", file=sys.stderr)
+        return 2
+    stale = []
+    for file in SECTIONS:
+        path = DOCS / file
+        text = generated(path)
+        if text != path.read_text(encoding="utf-8"):
+            stale.append(file)
+            if not check:
+                path.write_text(text, encoding="utf-8")
+    verb = "stale" if check else "rewrote"
+    print(f"{verb}: {', '.join(stale)}" if stale else "docs: generated sections up to date")
+    return 1 if check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
