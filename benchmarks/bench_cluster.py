@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from simulator import simulate
-from simulator.parallel import ParallelPlan
+from simulator.plan.parallel import ParallelPlan
 
 
 def step():

@@ -10,15 +10,15 @@ import time
 
 from hardware_specs.loader import load_device
 from simulator.api import _memory
-from simulator.cost import op_costs
-from simulator.distributed import N_STREAMS, StageRun, step_time, streams
-from simulator.energy import op_energy, step_energy
+from simulator.cost.roofline import op_costs
+from simulator.parallel.rank import N_STREAMS, StageRun, step_time, streams
+from simulator.cost.energy import op_energy, step_energy
 from simulator.engine.kernels import critical_path, schedule
-from simulator.fusion import fuse_attention
-from simulator.lower import lower
-from simulator.parallel import ParallelPlan
-from simulator.plan import Plan
-from simulator.training import training_graph
+from simulator.training.fusion import fuse_attention
+from simulator.graph.lower import lower
+from simulator.plan.parallel import ParallelPlan
+from simulator.plan.step import Plan
+from simulator.training.backward import training_graph
 from workloads.presets import TRANSFORMERS
 
 

@@ -6,7 +6,7 @@ pp 1/2 x ZeRO 0/1/3 x recompute none/full), global batch 256: every configuratio
 ``simulate`` (invalid ones are rows too). Wall time of the whole ``sweep`` call from a fresh
 process, worker start-up and the kernels' JIT cache load included; the README records the
 figure on a 2-core machine. ``--no-memo`` leaves out the forward-graph memo
-(``simulator.memo``) to show what it saves; ``--dask`` runs on a 2-worker LocalCluster.
+(``simulator.explore.memo``) to show what it saves; ``--dask`` runs on a 2-worker LocalCluster.
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def main() -> None:
     parser.add_argument("--dask", action="store_true")
     args = parser.parse_args()
     t0 = time.perf_counter()
-    from simulator import memo, sweep
+    from simulator.explore import memo
+    from simulator.explore import sweep
     if args.no_memo:
         memo.install = lambda: None
     client = None

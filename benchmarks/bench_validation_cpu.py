@@ -18,9 +18,9 @@ import torch
 
 from hardware_specs.host import on_cores
 from hardware_specs.loader import load_device
-from simulator.calibrate import Calibration, cases
-from simulator.timing import measure
-from simulator.validate import report, validate_models
+from simulator.calibrate.fit import Calibration, cases
+from simulator.calibrate.timing import measure
+from simulator.calibrate.validate import report, validate_models
 
 ROOT = Path(__file__).resolve().parents[1]
 

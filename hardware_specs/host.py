@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from hardware_specs.spec import Architecture, DeviceClass, DeviceSpec, MemoryLevel
-from simulator.op import DType
+from simulator.graph.op import DType
 
 HOST_NAME = "cpu-host"
 FMA_UNITS = 2                       # assumed FMA pipes per core, see the module docstring

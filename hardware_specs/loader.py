@@ -46,7 +46,7 @@ from hardware_specs import host, units
 from hardware_specs.spec import DeviceClass, DeviceSpec, MemoryLevel
 from hardware_specs.tables import OptionalTables
 from simulator.errors import SpecError
-from simulator.op import DType
+from simulator.graph.op import DType
 
 #: Short names users type -> catalogue names.
 ALIASES: dict[str, str] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from simulator.op import DType
+from simulator.graph.op import DType
 
 
 class DeviceClass(str, Enum):

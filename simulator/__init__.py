@@ -1,20 +1,26 @@
 """hwsim: predict deep-learning training time, memory, energy and cost on hardware you lack.
 
-The light modules (op, graph, plan, errors) import eagerly; ``simulate`` and the rest load on
-first use, so that ``hardware_specs`` and ``workloads`` can import ``simulator.op`` without
-a circular import.
+The records and plans (errors, graph, plan) import eagerly; ``simulate`` and the rest load on
+first use, so that ``import simulator`` stays light and ``hardware_specs`` and ``workloads`` can
+import ``simulator.graph`` without loading the engine.
 """
 from importlib import import_module
 
 from simulator.errors import HwsimError, PlanError, SpecError, WorkloadError
-from simulator.graph import OpGraph
-from simulator.op import Block, DType, Op, OpKind, Phase
-from simulator.plan import Attention, Fusion, Optimizer, Plan, Precision, Recompute
+from simulator.graph.op import Block, DType, Op, OpKind, Phase
+from simulator.graph.opgraph import OpGraph
+from simulator.plan.parallel import ParallelPlan, Schedule
+from simulator.plan.step import Attention, Fusion, Optimizer, Plan, Precision, Recompute
 
 __version__ = "0.1.0"
 
-_LAZY = {"simulate": "simulator.api", "Result": "simulator.result",
-         "training_graph": "simulator.training"}
+_LAZY = {"simulate": "simulator.api", "Result": "simulator.report.result",
+         "training_graph": "simulator.training.backward",
+         "sweep": "simulator.explore.sweep", "compare": "simulator.explore.sweep",
+         "capacity_plan": "simulator.explore.capacity",
+         "CapacityReport": "simulator.explore.capacity",
+         "StageCache": "simulator.explore.memo",
+         "Calibration": "simulator.calibrate.fit", "override": "hardware_specs.override"}
 
 
 def __getattr__(name: str):
@@ -23,6 +29,8 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'simulator' has no attribute {name!r}")
 
 
-__all__ = ["Attention", "Block", "DType", "Fusion", "HwsimError", "Op", "OpGraph", "OpKind",
-           "Optimizer", "Phase", "Plan", "PlanError", "Precision", "Recompute", "Result",
-           "SpecError", "WorkloadError", "simulate", "training_graph"]
+__all__ = ["Attention", "Block", "Calibration", "CapacityReport", "DType", "Fusion",
+           "HwsimError", "Op", "OpGraph", "OpKind", "Optimizer", "ParallelPlan", "Phase", "Plan",
+           "PlanError", "Precision", "Recompute", "Result", "Schedule", "SpecError",
+           "StageCache", "WorkloadError", "capacity_plan", "compare", "override", "simulate",
+           "sweep", "training_graph"]

@@ -1,6 +1,6 @@
 """Recorded predictions of a dozen configurations, to prove that a refactor changes no figure.
 
-``python -m tests.golden`` rewrites ``tests/data/golden_results.json``; do that only when a
+``python -m tests.golden --write`` rewrites ``tests/data/golden_results.json``; do that only when a
 change is *meant* to move predictions, and say so in the commit.
 """
 from __future__ import annotations
@@ -56,5 +56,8 @@ def record() -> dict[str, dict]:
 
 
 if __name__ == "__main__":
+    import sys
+    if sys.argv[1:] != ["--write"]:
+        raise SystemExit("usage: python -m tests.golden --write  (rewrites the recorded figures)")
     GOLDEN.write_text(json.dumps(record(), indent=1, sort_keys=True) + "\n")
     print(f"wrote {GOLDEN}")

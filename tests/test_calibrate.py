@@ -9,10 +9,10 @@ import pytest
 
 from hardware_specs.loader import load_device, parse_device
 from hardware_specs.writer import calibrated_toml
-from simulator.calibrate import (PARAMS, Calibration, Case, Measurement, case_graph,
+from simulator.calibrate.fit import (PARAMS, Calibration, Case, Measurement, case_graph,
                                  case_seconds, cases)
-from simulator.cost import op_costs
-from simulator.lower import lower
+from simulator.cost.roofline import op_costs
+from simulator.graph.lower import lower
 
 ROOT = Path(__file__).resolve().parents[1]
 A100 = load_device("a100")
@@ -132,7 +132,7 @@ def test_quick_calibration_of_this_cpu(tmp_path):
 
 
 def test_validation_report_shows_errors_and_peak_memory_where_measured():
-    from simulator.validate import Row, report
+    from simulator.calibrate.validate import Row, report
 
     cpu = Row("mlp", 32, measured_s=2e-3, predicted_s=2.2e-3, measured_peak_bytes=None,
               predicted_peak_bytes=5 * 2**20)

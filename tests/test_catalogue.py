@@ -15,7 +15,7 @@ from hardware_specs import host
 from hardware_specs.loader import ALIASES, list_devices, load_device
 from hardware_specs.spec import DeviceClass, LinkKind
 from simulator.errors import SpecError
-from simulator.op import DType
+from simulator.graph.op import DType
 
 REQUIRED = [
     "v100-sxm2-32gb", "a100-sxm4-40gb", "a100-sxm4-80gb", "a100-pcie-80gb", "h100-sxm5-80gb",

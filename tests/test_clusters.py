@@ -180,7 +180,7 @@ def test_torus_shape_is_balanced():
 def test_link_efficiency_defaults_by_kind_and_scales_the_bandwidth(tmp_path):
     """NVLink carries 80 % of its rate (cited in DEFAULT_EFFICIENCY), other kinds all of it
     unless the file says; a collective sees exactly the achieved bandwidth."""
-    from simulator.collectives import Collective, on, time_s
+    from simulator.cost.collectives import Collective, on, time_s
 
     cluster = load_cluster(write(tmp_path, GOOD))
     assert cluster.intra.efficiency == 0.8 and cluster.inter.efficiency == 1.0

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from simulator.errors import WorkloadError
-from simulator.op import DType, OpKind
+from simulator.graph.op import DType, OpKind
 from workloads.base import Workload
 from workloads.cnn import (PRESETS as CNN_PRESETS, RESNET18, RESNET50, ResBlock,
                            ResNetConfig)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from hardware_specs.cluster import Network, load_cluster
 from hardware_specs.spec import LinkKind
-from simulator.collectives import (Algorithm, Collective, bus_bandwidth_factor, bytes_moved,
+from simulator.cost.collectives import (Algorithm, Collective, bus_bandwidth_factor, bytes_moved,
                                    cluster_time_s, hierarchical_time_s, steps, time_s)
 
 KINDS = list(Collective)

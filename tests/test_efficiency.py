@@ -9,11 +9,11 @@ from hypothesis import given, settings, strategies as st
 
 from hardware_specs.loader import load_device
 from simulator import simulate
-from simulator.efficiency import FLASH_BLOCK, REFERENCE_GEMM, gpu_tiles, shape_efficiency
-from simulator.cost import op_costs
-from simulator.graph import OpGraph
-from simulator.lower import lower
-from simulator.op import DType
+from simulator.cost.efficiency import FLASH_BLOCK, REFERENCE_GEMM, gpu_tiles, shape_efficiency
+from simulator.cost.roofline import op_costs
+from simulator.graph.opgraph import OpGraph
+from simulator.graph.lower import lower
+from simulator.graph.op import DType
 from workloads.layers import Builder
 from workloads.transformer import TransformerConfig
 
@@ -269,7 +269,7 @@ def test_step_is_at_least_flops_over_peak(name, batch):
 
 def test_cache_fit_prices_small_ops_at_the_cache_level():
     from hardware_specs.spec import MemoryLevel
-    from simulator.cost import level_bandwidth
+    from simulator.cost.roofline import level_bandwidth
 
     l2 = MemoryLevel("l2", capacity_bytes=40e6, bandwidth_bytes_per_s=5e12)
     device = dataclasses.replace(A100, memory=(l2, *A100.memory))
@@ -291,7 +291,7 @@ def _gelu_mlp():
 def test_function_figures_price_only_their_function():
     """A measured function runs at its own fraction of its unit's peak (replacing the kind's
     efficiency) and pays its own per-call cost; every other op is priced as before."""
-    from simulator.cost import op_costs
+    from simulator.cost.roofline import op_costs
 
     lowered = _gelu_mlp()
     device = dataclasses.replace(A100, vector_efficiency=0.5)

@@ -10,11 +10,11 @@ from hypothesis import given, settings, strategies as st
 from hardware_specs.loader import load_device
 from hardware_specs.spec import MemoryLevel
 from simulator.api import simulate
-from simulator.energy import counted, op_energy, step_energy
+from simulator.cost.energy import counted, op_energy, step_energy
 from simulator.errors import PlanError
-from simulator.graph import OpGraph
-from simulator.lower import lower
-from simulator.op import DType, Op, OpKind, Phase
+from simulator.graph.opgraph import OpGraph
+from simulator.graph.lower import lower
+from simulator.graph.op import DType, Op, OpKind, Phase
 from workloads.mlp import MLPConfig
 from workloads.transformer import TransformerConfig
 

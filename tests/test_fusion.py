@@ -3,11 +3,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from simulator import simulate
-from simulator.fusion import fuse_attention, fuse_elementwise
-from simulator.memory import activation_bytes_by_layer, saved_tensors
-from simulator.op import DType, OpKind, Phase
-from simulator.plan import Plan
-from simulator.training import training_graph
+from simulator.training.fusion import fuse_attention, fuse_elementwise
+from simulator.training.saved import activation_bytes_by_layer, saved_tensors
+from simulator.graph.op import DType, OpKind, Phase
+from simulator.plan.step import Plan
+from simulator.training.backward import training_graph
 from workloads.presets import TRANSFORMERS
 from workloads.transformer import TransformerConfig
 

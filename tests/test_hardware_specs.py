@@ -11,7 +11,7 @@ from hardware_specs import units
 from hardware_specs.loader import ALIASES, list_devices, load_device
 from hardware_specs.spec import DeviceClass
 from simulator.errors import SpecError
-from simulator.op import DType
+from simulator.graph.op import DType
 
 GOOD = """
 name = "test-gpu"

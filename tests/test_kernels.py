@@ -7,11 +7,11 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from hardware_specs.spec import DeviceClass, DeviceSpec, MemoryLevel
-from simulator.cost import op_costs, price
+from simulator.cost.roofline import op_costs, price
 from simulator.engine import kernels, reference
-from simulator.graph import OpGraph
-from simulator.lower import lower
-from simulator.op import DType, Op, OpKind
+from simulator.graph.opgraph import OpGraph
+from simulator.graph.lower import lower
+from simulator.graph.op import DType, Op, OpKind
 
 EXAMPLES = settings(max_examples=80, deadline=None)
 durations = st.floats(0.0, 1e3, allow_nan=False, allow_infinity=False)

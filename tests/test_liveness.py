@@ -7,13 +7,13 @@ from hypothesis import given, settings, strategies as st
 
 from simulator.api import simulate
 from simulator.engine import kernels, reference
-from simulator.fusion import fuse_attention
-from simulator.graph import OpGraph
-from simulator.lower import lower
-from simulator.memory import activation_bytes
-from simulator.op import DType, Op, OpKind
-from simulator.plan import Plan
-from simulator.training import training_graph
+from simulator.training.fusion import fuse_attention
+from simulator.graph.opgraph import OpGraph
+from simulator.graph.lower import lower
+from simulator.training.saved import activation_bytes
+from simulator.graph.op import DType, Op, OpKind
+from simulator.plan.step import Plan
+from simulator.training.backward import training_graph
 from workloads.presets import TRANSFORMERS
 from workloads.transformer import TransformerConfig
 

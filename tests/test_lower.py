@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from simulator.graph import OpGraph
-from simulator.lower import Lowered, lower
-from simulator.op import DType, Op, OpKind, Phase
+from simulator.graph.opgraph import OpGraph
+from simulator.graph.lower import Lowered, lower
+from simulator.graph.op import DType, Op, OpKind, Phase
 from workloads.layers import Builder
 
 

@@ -2,9 +2,9 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from simulator.memory import activation_bytes, activation_bytes_by_layer, saved_tensors, state_bytes
-from simulator.op import DType
-from simulator.plan import Plan
+from simulator.training.saved import activation_bytes, activation_bytes_by_layer, saved_tensors, state_bytes
+from simulator.graph.op import DType
+from simulator.plan.step import Plan
 from workloads.presets import TRANSFORMERS
 from workloads.transformer import TransformerConfig
 
@@ -28,7 +28,7 @@ def test_fp32_gradients_match_megatrons_distributed_optimizer_table(dp):
     """Megatron-LM docs, "Distributed Optimizer" (docs/source/api-guide/dist_optimizer.md):
     16-bit parameters with fp32 gradients take 18 bytes per parameter, 6 + 12/d with the
     optimizer states sharded over d data-parallel ranks (ZeRO stage 1)."""
-    from simulator.parallel import zero_state_bytes
+    from simulator.schedule.memory import zero_state_bytes
     per = Plan(precision="bf16", optimizer="adam", fp32_grads=True).state_bytes_per_param()
     assert sum(per.values()) == 18
     sharded = zero_state_bytes(dp * 1000, 1, dp, k=per["optimizer_states"],

@@ -10,15 +10,17 @@ from hypothesis import strategies as st
 from hardware_specs.cluster import DEFAULT_INTER, cluster_for, load_cluster
 from hardware_specs.loader import load_device
 from simulator import PlanError, simulate
-from simulator.api import live_tensors
-from simulator.distributed import build_stage, stage_forward
-from simulator.fusion import fuse_attention
-from simulator.memory import activation_bytes_by_layer
-from simulator.op import DType, OpKind, Phase
-from simulator.parallel import Axis, ParallelPlan, bubble_over_total, zero_state_bytes
-from simulator.plan import Plan
-from simulator.tensor_parallel import split
-from simulator.training import training_graph
+from simulator.graph.collective import Axis
+from simulator.graph.op import DType, OpKind, Phase
+from simulator.parallel.rank import build_stage, stage_forward
+from simulator.parallel.tensor import split
+from simulator.plan.parallel import ParallelPlan
+from simulator.plan.step import Plan
+from simulator.schedule.memory import live_tensors, zero_state_bytes
+from simulator.schedule.pipeline import bubble_over_total
+from simulator.training.backward import training_graph
+from simulator.training.fusion import fuse_attention
+from simulator.training.saved import activation_bytes_by_layer
 from workloads.zoo import get_workload
 
 GPT = "gpt3-1.3b"
@@ -524,8 +526,8 @@ def test_context_parallel_gathers_keys_and_values():
     head_dim x 2 bytes each (the rank's tensor-parallel share of the heads), a group of cp on
     the context axis; the backward reduce-scatters their gradients, the same buffer. The
     parameters' gradients reduce over the dp x cp ranks that hold them."""
-    from simulator.lower import COLLECTIVE_FNS
-    from simulator.parallel import Axis
+    from simulator.graph.collective import Axis
+    from simulator.graph.lower import COLLECTIVE_FNS
     work = get_workload("llama2-7b")
     tp, cp, b = 2, 2, 2
     run = simulate(work, "a100", parallel=ParallelPlan(tp=tp, cp=cp), micro_batch=b,

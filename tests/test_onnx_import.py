@@ -29,8 +29,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from simulator import simulate  # noqa: E402
 from simulator.errors import PlanError, WorkloadError  # noqa: E402
-from simulator.fusion import fuse_attention  # noqa: E402
-from simulator.op import OpKind  # noqa: E402
+from simulator.training.fusion import fuse_attention  # noqa: E402
+from simulator.graph.op import OpKind  # noqa: E402
 from workloads.onnx_import import load_onnx  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,12 +12,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.collectives import Collective, bytes_moved
+from simulator import simulate
+from simulator.cost.collectives import Collective, bytes_moved
 from simulator.errors import PlanError
-from simulator.parallel import (FSDP_ZERO_STAGE, ParallelPlan, Schedule, bubble_over_ideal,
-                                bubble_over_total, data_parallel_collectives,
-                                in_flight_micro_batches, pipeline_message_bytes,
-                                tensor_parallel_collectives, zero_state_bytes)
+from simulator.graph.collective import Axis
+from simulator.graph.op import Phase
+from simulator.plan.parallel import ParallelPlan, Schedule
+from simulator.schedule.memory import zero_state_bytes
+from simulator.schedule.pipeline import (
+    bubble_over_ideal,
+    bubble_over_total,
+    in_flight_micro_batches,
+)
+from tests.oracles import (
+    data_parallel_collectives,
+    pipeline_message_bytes,
+    tensor_parallel_collectives,
+)
 
 # ---------------------------------------------------------------------------------- validation
 
@@ -130,10 +141,6 @@ def test_schedule_from_string():
     assert ParallelPlan(schedule="gpipe").schedule is Schedule.GPIPE
 
 
-def test_fsdp_strategies_are_zero_stages():
-    assert FSDP_ZERO_STAGE == {"no_shard": 0, "shard_grad_op": 2, "full_shard": 3}
-
-
 # ----------------------------------------------------------------------------------- pipeline
 
 @pytest.mark.parametrize("p, m", [(1, 1), (2, 8), (4, 4), (8, 32), (16, 64)])
@@ -222,3 +229,40 @@ def test_zero_communication_volume(zero, volume):
 
 def test_pipeline_message_is_split_over_tp():
     assert pipeline_message_bytes(2048, 4096, 2, tp=4) == 2048 * 4096 * 2 / 4
+
+
+# ------------------------------------------------- the oracles above, checked against the graph
+
+def _collectives(result, axis: Axis, layer: int | None = None) -> list[tuple[str, str, int]]:
+    """(phase, collective, buffer bytes) of the step's collectives on ``axis`` that move bytes."""
+    low = result.lowered
+    out = []
+    for i in range(len(low)):
+        if low.collective[i] < 0 or low.axis[i] != int(axis) or low.bytes_read[i] == 0:
+            continue
+        if layer is not None and low.layer[i] != layer:
+            continue
+        buffer = int(max(low.bytes_read[i], low.bytes_written[i]))
+        out.append((Phase(int(low.phase[i])).name.lower(), str(low.fn[i]), buffer))
+    return sorted(out)
+
+
+def test_the_graphs_tensor_parallel_collectives_are_megatrons():
+    """A tp = 2 layer of gpt2-small runs exactly Shoeybi et al.'s four all-reduces of b s h."""
+    r = simulate("gpt2-small", "a100", micro_batch=2, parallel=ParallelPlan(tp=2))
+    tokens = 2 * 1024
+    expected = sorted((phase, kind.value, int(nbytes)) for phase, kind, nbytes in
+                      tensor_parallel_collectives(tokens, 768, 2))
+    assert _collectives(r, Axis.TENSOR, layer=5) == expected
+
+
+def test_the_graphs_data_parallel_collectives_are_zeros():
+    """The step's data-parallel collectives move the volume of Rajbhandari et al. sec. 7 on the
+    parameters the graph holds (stages 0-2: gradients; 3: gathers forward and backward)."""
+    for zero in (0, 3):
+        r = simulate("gpt2-small", "a100", micro_batch=2, parallel=ParallelPlan(dp=8, zero=zero))
+        graph = sum(bytes_moved(kind, nbytes, 8) for _, kind, nbytes in
+                    _collectives(r, Axis.DATA))
+        oracle = sum(bytes_moved(kind, nbytes, 8) for _, kind, nbytes in
+                     data_parallel_collectives(r.params, zero, 2, 2))
+        assert graph == pytest.approx(oracle, rel=0.01)

@@ -1,4 +1,4 @@
-"""Capacity planning (``simulator.planner``): answers checked against brute force on a small
+"""Capacity planning (``simulator.explore.capacity``): answers checked against brute force on a small
 grid, the Pareto front's definition, rejection reasons, the default search space, the CLI."""
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from simulator.cli import main
-from simulator.cli_plan import plan_text
+from simulator.cli.explore import plan_text
 from simulator.errors import PlanError
-from simulator.parallel import ParallelPlan
-from simulator.planner import MAX_CONFIGS, NO_PRICE, judge, pareto_mask, plan, search_space
-from simulator.sweep import resolve_devices, sweep
+from simulator.plan.parallel import ParallelPlan
+from simulator.explore.capacity import MAX_CONFIGS, NO_PRICE, judge, capacity_plan, pareto_mask, search_space
+from simulator.explore.sweep import resolve_devices, sweep
 from workloads.transformer import TransformerConfig
 from workloads.zoo import get_workload
 
@@ -42,7 +42,7 @@ def _deadline_and_budget(rows):
                                            ("energy", ["energy_kwh", "total_time_s"])])
 def test_planner_agrees_with_brute_force(rows, rank_by, keys):
     deadline, budget = _deadline_and_budget(rows)
-    report = plan(TINY, TOKENS, devices=["a100", "h100"], device_counts=COUNTS, plans=GRID,
+    report = capacity_plan(TINY, TOKENS, devices=["a100", "h100"], device_counts=COUNTS, plans=GRID,
                   deadline_days=deadline, budget_usd=budget, rank_by=rank_by, workers=1,
                   overrides=PRICED, progress=False)
     brute = rows[(rows.status == "ok") & rows.fits.fillna(False).astype(bool)
@@ -97,17 +97,17 @@ def test_pareto_mask_by_hand():
 
 
 def test_devices_without_a_price_and_a_budget():
-    report = plan(TINY, TOKENS, devices=["a100"], device_counts=[1], plans={"tp": [1]},
+    report = capacity_plan(TINY, TOKENS, devices=["a100"], device_counts=[1], plans={"tp": [1]},
                   budget_usd=1e9, workers=1, progress=False)
     assert report.feasible.empty
     assert set(report.rejected.reason) == {NO_PRICE}
-    free = plan(TINY, TOKENS, devices=["a100"], device_counts=[1], plans={"tp": [1]},
+    free = capacity_plan(TINY, TOKENS, devices=["a100"], device_counts=[1], plans={"tp": [1]},
                 workers=1, progress=False)
     assert len(free.feasible) == 1 and math.isnan(free.feasible.cost_usd.iloc[0])
 
 
 def test_impossible_deadline_says_why():
-    report = plan(TINY, 1e15, devices=["h100"], device_counts=[1, 2], plans={"tp": [1]},
+    report = capacity_plan(TINY, 1e15, devices=["h100"], device_counts=[1, 2], plans={"tp": [1]},
                   deadline_days=1, workers=1, progress=False)
     assert report.feasible.empty and report.pareto.empty
     why = report.why_nothing()
@@ -118,9 +118,9 @@ def test_impossible_deadline_says_why():
 def test_bad_input():
     for kwargs in ({"rank_by": "speed"}, {"deadline_days": 0}, {"budget_usd": -1}):
         with pytest.raises(PlanError):
-            plan(TINY, TOKENS, devices=["a100"], plans={"tp": [1]}, progress=False, **kwargs)
+            capacity_plan(TINY, TOKENS, devices=["a100"], plans={"tp": [1]}, progress=False, **kwargs)
     with pytest.raises(PlanError, match="not a language model"):
-        plan("resnet-50", 1e9, devices=["a100"], progress=False)
+        capacity_plan("resnet-50", 1e9, devices=["a100"], progress=False)
 
 
 @pytest.mark.parametrize("model", ["gpt2-small", "llama2-7b", "llama2-70b", "gpt3-175b",
@@ -161,7 +161,7 @@ def test_pipelines_not_dividing_the_layers_balance_their_ends():
     assert {(4, 31, 31), (8, 15, 15)} <= ends and all(pp in (1, 2, 4, 8) for pp, *_ in ends)
     deep = TransformerConfig(name="deep", layers=30, hidden=128, heads=4, vocab=256,
                              seq_len=64)
-    rows = plan(deep, 1e7, devices=["h100"], device_counts=[4], workers=1,
+    rows = capacity_plan(deep, 1e7, devices=["h100"], device_counts=[4], workers=1,
                 progress=False).rows
     four = rows[rows.pp == 4]
     assert len(four) and (four.status == "ok").all()
@@ -178,7 +178,7 @@ def test_long_sequences_get_context_parallel_plans_that_run():
     assert {p.get("cp", 1) for p in plans} == {1, 2, 4}
     small = TransformerConfig(name="small", layers=8, hidden=256, heads=8, vocab=512,
                               seq_len=16384)
-    report = plan(small, 1e9, devices=["h100"], device_counts=[8], workers=1, progress=False)
+    report = capacity_plan(small, 1e9, devices=["h100"], device_counts=[8], workers=1, progress=False)
     rows = report.rows
     assert set(rows.cp.fillna(1)) == {1, 2} and set(rows.schedule.dropna()) >= {"interleaved"}
     assert (rows.status == "ok").all()

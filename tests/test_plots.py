@@ -1,5 +1,5 @@
-"""Plots (``simulator.plots``, ``Result.plot_*``, ``hwsim plot``) and the tables behind them
-(``simulator.views``): every chart is written to a file and read back as a non-empty image;
+"""Plots (``simulator.report.plots``, ``Result.plot_*``, ``hwsim plot``) and the tables behind them
+(``simulator.report.views``): every chart is written to a file and read back as a non-empty image;
 the figures agree with the simulator's own (peak memory, roofs, the pipeline's slots);
 without matplotlib, one line says how to install it."""
 from __future__ import annotations
@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 
 import simulator
-from simulator import plots, views
 from simulator.cli import main
-from simulator.parallel import ParallelPlan
-from simulator.sweep import compare
+from simulator.explore.sweep import compare
+from simulator.plan.parallel import ParallelPlan
+from simulator.report import plots, views
+from simulator.schedule.pipeline import pipeline_blocks
 
 pytest.importorskip("matplotlib")
 from matplotlib.image import imread  # noqa: E402
@@ -140,7 +141,7 @@ def test_cli_plot_writes_png(chart, tmp_path, capsys):
 
 
 def test_cli_plot_pareto_from_a_sweep_csv(tmp_path):
-    from simulator.sweep import sweep
+    from simulator.explore.sweep import sweep
 
     csv = tmp_path / "sweep.csv"
     sweep("gpt3-125m", ["a100", "tpu-v4"], [1, 2], [{}], tokens=1e9, workers=1,
@@ -180,7 +181,7 @@ def test_missing_matplotlib_is_one_line(single, monkeypatch, capsys, tmp_path):
 
 
 def test_simulating_does_not_import_matplotlib():
-    code = ("import sys, simulator, simulator.cli, simulator.result\n"
+    code = ("import sys, simulator, simulator.cli.main, simulator.report.result\n"
             "simulator.simulate('mlp', 'a100').summary()\n"
             "print('matplotlib' in sys.modules)")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -206,7 +207,7 @@ def test_pipeline_blocks_take_m_plus_p_minus_one_slots(gpipe):
     (Narayanan et al. 2021, sec. 2.2: the bubble is (p - 1) slots); each stage runs m
     forwards and m backwards, never two at once."""
     p, m, t_f, t_b = 4, 6, 1.0, 2.0
-    blocks = views.pipeline_blocks(p, m, gpipe, t_f, t_b)
+    blocks = pipeline_blocks(p, m, gpipe, t_f, t_b)
     ends = [start + dur for spans in blocks.values() for start, dur in spans]
     assert max(ends) == pytest.approx((m + p - 1) * (t_f + t_b))
     for stage in range(p):

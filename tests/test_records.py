@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from hardware_specs.loader import load_device
-from simulator import records
-from simulator.calibrate import (Calibration, Case, Measurement, case_graph, case_seconds,
+from simulator.calibrate import records
+from simulator.calibrate.fit import (Calibration, Case, Measurement, case_graph, case_seconds,
                                  cases)
-from simulator.cost import op_costs
+from simulator.cost.roofline import op_costs
 from simulator.errors import SpecError
-from simulator.lower import lower
-from simulator.validate import Row
+from simulator.graph.lower import lower
+from simulator.calibrate.validate import Row
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {"device": "NVIDIA H100 80GB HBM3", "driver": "550.54.15", "cuda": "12.4",
@@ -92,7 +92,7 @@ def test_calibrating_from_a_record_needs_no_device_here(tmp_path):
 
 
 def test_best_over_passes_keeps_each_items_fastest_result_and_reports_progress():
-    from simulator.timing import best_over_passes
+    from simulator.calibrate.timing import best_over_passes
 
     runs = iter([3.0, (5.0, "a"), 2.0, (4.0, "b"), 2.5, (6.0, "c")])
     seen = []

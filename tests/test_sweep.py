@@ -1,15 +1,16 @@
-"""Sweeps (``simulator.sweep``): rows, invalid plans as rows, executors giving identical rows,
+"""Sweeps (``simulator.explore.sweep``): rows, invalid plans as rows, executors giving identical rows,
 the forward-graph memo changing nothing, interrupted sweeps keeping their rows, the CLI."""
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from simulator import memo, simulate
+from simulator import simulate
+from simulator.explore import memo
 from simulator.cli import main
 from simulator.errors import PlanError, SpecError
-from simulator.parallel import ParallelPlan
-from simulator.sweep import compare, expand, parse_grid, sweep
+from simulator.plan.parallel import ParallelPlan
+from simulator.explore.sweep import compare, expand, parse_grid, sweep
 from workloads.transformer import TransformerConfig
 
 TINY = TransformerConfig(name="tiny", layers=4, hidden=128, heads=4, vocab=256, seq_len=64)
@@ -48,7 +49,7 @@ def test_a_row_is_what_simulate_says(local):
 
 def test_the_memo_changes_nothing(local):
     memo.uninstall()
-    import simulator.sweep as module
+    import simulator.explore.sweep as module
     original = module.install_memo
     module.install_memo = lambda: None
     try:
@@ -152,8 +153,8 @@ def test_every_plan_field_is_a_grid_field():
     which the global batch gives), so a field added to a plan is sweepable."""
     from dataclasses import fields
 
-    from simulator.plan import Plan
-    from simulator.sweep import PARALLEL_FIELDS, PLAN_FIELDS
+    from simulator.plan.step import Plan
+    from simulator.explore.sweep import PARALLEL_FIELDS, PLAN_FIELDS
     assert set(PARALLEL_FIELDS) == {f.name for f in fields(ParallelPlan)} - {"micro_batches"}
     assert set(PLAN_FIELDS) == {f.name for f in fields(Plan)}
 

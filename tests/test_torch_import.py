@@ -27,9 +27,9 @@ from torch.utils.flop_counter import (FlopCounterMode, sdpa_backward_flop_count,
 
 from simulator.api import simulate  # noqa: E402
 from simulator.cli import main  # noqa: E402
-from simulator.op import TENSOR_KINDS, DType, OpKind, Phase  # noqa: E402
-from simulator.plan import Plan  # noqa: E402
-from simulator.training import training_graph  # noqa: E402
+from simulator.graph.op import TENSOR_KINDS, DType, OpKind, Phase  # noqa: E402
+from simulator.plan.step import Plan  # noqa: E402
+from simulator.training.backward import training_graph  # noqa: E402
 from workloads.torch_import import import_module, load_factory  # noqa: E402
 from workloads.transformer import TransformerConfig  # noqa: E402
 

@@ -3,10 +3,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from simulator.errors import PlanError
-from simulator.graph import OpGraph
-from simulator.op import TENSOR_KINDS, Block, DType, OpKind, Phase
-from simulator.plan import Plan
-from simulator.training import training_graph
+from simulator.graph.opgraph import OpGraph
+from simulator.graph.op import TENSOR_KINDS, Block, DType, OpKind, Phase
+from simulator.plan.step import Plan
+from simulator.training.backward import training_graph
 from workloads.layers import Builder
 from workloads.presets import TRANSFORMERS
 from workloads.zoo import MODELS

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from simulator.errors import WorkloadError
-from simulator.op import Block, OpKind
+from simulator.graph.op import Block, OpKind
 from workloads.presets import TRANSFORMERS
 from workloads.transformer import Ffn, Norm, TransformerConfig
 

@@ -20,9 +20,9 @@ torch = pytest.importorskip("torch")
 
 from hardware_specs.host import on_cores  # noqa: E402
 from hardware_specs.loader import load_device  # noqa: E402
-from simulator.calibrate import Calibration, cases  # noqa: E402
-from simulator.timing import measure  # noqa: E402
-from simulator.validate import report, validate_models  # noqa: E402
+from simulator.calibrate.fit import Calibration, cases  # noqa: E402
+from simulator.calibrate.timing import measure  # noqa: E402
+from simulator.calibrate.validate import report, validate_models  # noqa: E402
 
 MODELS = sorted(Path(__file__).parent.joinpath("models").glob("*_model.py"))
 

@@ -51,7 +51,7 @@ import pytest
 
 from hardware_specs.loader import load_device
 from simulator import simulate
-from simulator.parallel import ParallelPlan
+from simulator.plan.parallel import ParallelPlan
 from workloads.zoo import get_workload
 from workloads.transformer import TransformerConfig
 

@@ -1,4 +1,4 @@
-"""What-if overrides of a device spec (``simulator.whatif``) and ``--set`` on the command line."""
+"""What-if overrides of a device spec (``hardware_specs.override``) and ``--set`` on the command line."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,8 +11,8 @@ from hardware_specs.loader import load_device
 from simulator import simulate
 from simulator.cli import main
 from simulator.errors import SpecError
-from simulator.op import DType
-from simulator.whatif import apply, override, parse_sets
+from simulator.graph.op import DType
+from hardware_specs.override import apply, override, parse_sets
 from workloads.transformer import TransformerConfig
 
 TINY = TransformerConfig(name="tiny", layers=2, hidden=128, heads=4, vocab=256, seq_len=64)
@@ -116,7 +116,7 @@ def test_cli_set(capsys):
 
 def test_dataclass_fields_are_all_reachable():
     """Every numeric top-level field of DeviceSpec can be set (new fields need a path)."""
-    from simulator import whatif
+    from hardware_specs import override as whatif
     numeric = {f.name for f in dataclasses.fields(load_device("a100"))
                if f.type in ("float", "float | None")}
     assert numeric <= set(whatif._FRACTIONS + whatif._POSITIVE)

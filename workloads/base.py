@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from simulator.graph import OpGraph
-from simulator.op import DType
+from simulator.graph.opgraph import OpGraph
+from simulator.graph.op import DType
 
 
 @runtime_checkable

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from simulator.errors import WorkloadError
-from simulator.graph import OpGraph
-from simulator.op import Block, DType
+from simulator.graph.opgraph import OpGraph
+from simulator.graph.op import Block, DType
 from workloads.layers import Builder
 
 STEM_KERNEL, STEM_STRIDE, STEM_PAD = 7, 2, 3   # He et al. 2016 Table 1, conv1: 7x7, 64, stride 2

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from simulator.errors import PlanError
-from simulator.graph import OpGraph
-from simulator.op import DType
+from simulator.graph.opgraph import OpGraph
+from simulator.graph.op import DType
 
 
 @dataclass(frozen=True)

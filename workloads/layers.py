@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from simulator.graph import OpGraph
-from simulator.op import Block, DType, Op, OpKind
+from simulator.graph.opgraph import OpGraph
+from simulator.graph.op import Block, DType, Op, OpKind
 
 # Arithmetic per element of the vector ops (cost model only; not model FLOPs).
 # Counted from the formulas: layernorm = mean, centre, square, mean, scale, shift.

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from workloads.onnx_import import Parsed
+from workloads.onnx_model import Parsed
 
 VIEWS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 METADATA = frozenset({"Shape", "Size", "Constant"})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from simulator.op import OpKind
+from simulator.graph.op import OpKind
 from workloads.layers import STATS_DTYPE, VECTOR_FLOPS_PER_ELEMENT
 
 _IN, _OUT, _BOTH = ("inputs",), ("output",), ("inputs", "output")
@@ -128,7 +128,7 @@ def conv(c, i, node) -> None:
     extra = (("kernel", w[2] if len(w) > 2 else 1), ("stride", strides[0]), ("pad", pads[0]),
              ("groups", groups), ("cin", x[1]), ("h", x[2] if len(x) > 2 else 1),
              ("w", x[3] if len(x) > 3 else 1), ("spatial_dims", len(x) - 2))
-    # A learned kernel makes a weighted op (simulator.training.WEIGHTED), else two operands.
+    # A learned kernel makes a weighted op (simulator.training.backward.WEIGHTED), else two operands.
     dims = len(x) - 2
     kind = "conv" if node.op_type == "Conv" else "conv_transpose"
     fn = f"{kind}{dims}d" if w_t in c.a.roots and 1 <= dims <= 3 else "conv"

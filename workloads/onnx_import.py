@@ -2,7 +2,7 @@
 
 The file is read with the ``onnx`` package (the ``onnx`` extra, imported only here), its shapes
 are inferred, and each node becomes an op with exact counts (``workloads.onnx_ops``); the
-training step is then derived as for every other graph (``simulator.training``).
+training step is then derived as for every other graph (``simulator.training.backward``).
 
 Shapes: every graph input dimension that is symbolic is fixed before shape inference. Dim 0 of
 the first input is the batch: the plan's micro-batch when it is symbolic (1 by default), the
@@ -14,18 +14,18 @@ Loading does not read external weight data: only the initializers' shapes are ne
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from simulator.errors import PlanError, WorkloadError
-from simulator.graph import OpGraph
-from simulator.op import DType
+from simulator.graph.opgraph import OpGraph
+from simulator.graph.op import DType
 from workloads.imported import ImportedWorkload
+from workloads.onnx_model import Node, Parsed
+from workloads.onnx_ops import convert  # the converter needs no onnx objects
 
 INSTALL_HINT = 'pip install "hwsim[onnx]"'
-FLOAT_TYPES = frozenset({1, 10, 11, 16})  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
 _MAX_GUESS_ROUNDS = 64  # chained unknown operators whose shapes are guessed one round each
 
 
@@ -44,63 +44,11 @@ class OnnxWorkload(ImportedWorkload):
         return self.rebatch(batch)(dtype, param_dtype or dtype)
 
 
-@dataclass
-class Node:
-    op_type: str
-    domain: str
-    name: str
-    inputs: list[str]     # "" for an omitted optional input
-    outputs: list[str]
-    attrs: dict
-
-
-@dataclass
-class Parsed:
-    """A model with every tensor's shape known: what the converter reads (no onnx objects but
-    the initializers, which are turned into arrays only when a value is needed)."""
-
-    name: str
-    opset: int
-    nodes: list[Node]
-    inputs: list[str]                 # graph inputs that are not initializers
-    outputs: list[str]
-    shapes: dict[str, tuple[int, ...]]
-    elem: dict[str, int]              # ONNX element type of each tensor
-    tensors: dict[str, object]        # initializer and Constant TensorProtos by name
-    initializers: frozenset[str] = frozenset()
-    base_dir: str = ""                # where external tensor data lives
-    to_array: Callable = field(repr=False, default=None)
-    _values: dict = field(default_factory=dict, repr=False)
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return self.shapes.get(name, ())
-
-    def numel(self, name: str) -> int:
-        return math.prod(self.shape(name))
-
-    def is_float(self, name: str) -> bool:
-        return self.elem.get(name, 1) in FLOAT_TYPES
-
-    def value(self, name: str, external: bool = False):
-        """The numpy value of a constant tensor, or None (not a constant, unreadable, or stored
-        in an external data file and ``external`` is False: weights are not read in bulk)."""
-        proto = self.tensors.get(name)
-        if proto is None or (proto.data_location == 1 and not external):  # 1: EXTERNAL
-            return None
-        if name not in self._values:
-            try:
-                self._values[name] = self.to_array(proto, base_dir=self.base_dir)
-            except Exception:  # missing data file, unsupported type: value unknown
-                self._values[name] = None
-        return self._values[name]
-
-
 def load_onnx(path: str | Path) -> OnnxWorkload:
     """Read an ``.onnx`` file into a workload; a bad file is a ``WorkloadError``."""
     onnx = _onnx()
     path = Path(path)
     model = _read(onnx, path)
-    from workloads.onnx_ops import convert  # the converter needs no onnx objects
 
     def builder(batch: int | None) -> tuple[Parsed, OpGraph, Callable[[DType, DType], OpGraph]]:
         parsed = _prepare(onnx, model, path, batch)

@@ -19,12 +19,12 @@ Mapping (ONNX operator specification, https://onnx.ai/onnx/operators/):
 from __future__ import annotations
 
 from simulator.errors import WorkloadError
-from simulator.graph import OpGraph
-from simulator.op import Block, DType, Op, OpKind
+from simulator.graph.opgraph import OpGraph
+from simulator.graph.op import Block, DType, Op, OpKind
 from workloads.layers import VECTOR_FLOPS_PER_ELEMENT
 from workloads.onnx_graph import VIEWS, analyse
 from workloads.onnx_handlers import HANDLERS as _HANDLERS
-from workloads.onnx_import import Parsed
+from workloads.onnx_model import Parsed
 
 UNKNOWN = "unknown:"  # the prefix simulator.api lists in Result.unknown_ops
 _INT_BYTES = {2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 12: 4, 13: 8}  # ONNX element types

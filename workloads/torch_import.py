@@ -8,7 +8,7 @@ for them. Each ATen node becomes zero, one or several ``Op`` records (``workload
 views become none, an ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` one per step of the recurrence
 (``workloads.torch_rnn``), an operator hwsim does not know one op costed by its tensor traffic
 (``fn = "unknown:<target>"``, listed in ``Result.unknown_ops``). The training step is then
-derived from this forward graph by ``simulator.training``, as for zoo models.
+derived from this forward graph by ``simulator.training.backward``, as for zoo models.
 
 The trace is recorded once, without torch objects, so the graph can be built again in any
 activation / parameter dtype (the plan's precision): bytes follow the dtype, counts do not.
@@ -27,69 +27,16 @@ import io
 import logging
 import sys
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 from simulator.errors import WorkloadError
-from simulator.graph import OpGraph
-from simulator.op import DType
+from simulator.graph.opgraph import OpGraph
+from simulator.graph.op import DType
 from workloads.imported import ImportedWorkload
+from workloads.torch_ops import build_graph
+from workloads.torch_trace import Meta, Node, Placeholder, Ref, Trace
 
 INSTALL_HINT = 'pip install "hwsim[torch]"'
-
-
-@dataclass(frozen=True)
-class Meta:
-    """The facts of one tensor that counting needs."""
-
-    shape: tuple[int, ...]
-    stride: tuple[int, ...]
-    floating: bool
-    itemsize: int
-
-    @property
-    def numel(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
-
-
-@dataclass(frozen=True)
-class Ref:
-    """An argument that is the value of another node."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class Node:
-    """One ATen call of the trace, torch-free."""
-
-    name: str
-    target: str            # "aten.linear.default", "getitem", ...
-    args: tuple
-    kwargs: dict
-    out: object            # Meta, a tuple of them (None where not a tensor), or None
-    path: str = ""         # the innermost module that made the call
-    layer: int = -1        # index of the repeated block (blocks.3, layer2.1, ...) it sits in
-
-
-@dataclass(frozen=True)
-class Placeholder:
-    name: str
-    kind: str              # "param" | "buffer" | "input" | "constant"
-    meta: Meta
-    target: str = ""       # the parameter's or buffer's qualified name
-    grad: bool = False     # requires grad (trainable parameters only)
-
-
-@dataclass(frozen=True)
-class Trace:
-    name: str
-    placeholders: tuple[Placeholder, ...]
-    nodes: tuple[Node, ...]
-    outputs: tuple          # the user outputs, as Ref / values
 
 
 def _require_torch():
@@ -147,7 +94,6 @@ def import_module(module, example_inputs, name: str | None = None) -> ImportedWo
     params = sum(p.numel() for p in module.parameters())
 
     def build(dtype: DType, param_dtype: DType) -> OpGraph:
-        from workloads.torch_ops import build_graph
         return build_graph(trace, dtype, param_dtype, f"{name} forward (batch {batch})")
 
     return ImportedWorkload(name=name, build=build, default_batch=batch, params=params,

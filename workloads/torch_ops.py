@@ -9,16 +9,16 @@ is owned (counted in ``params``) by the first op that reads it.
 
 What PyTorch does and hwsim copies, for the derived backward: an input that does not require
 grad (data, a mask built from constants, a frozen layer's output) gets no gradient; a weight
-that is a trainable parameter gets a weight gradient (fn in ``simulator.training.WEIGHTED``).
+that is a trainable parameter gets a weight gradient (fn in ``simulator.training.backward.WEIGHTED``).
 """
 from __future__ import annotations
 
 from simulator.errors import WorkloadError
-from simulator.graph import OpGraph
-from simulator.op import Block, DType, Op, OpKind
+from simulator.graph.opgraph import OpGraph
+from simulator.graph.op import Block, DType, Op, OpKind
 from workloads.layers import STATS_DTYPE, VECTOR_FLOPS_PER_ELEMENT
 from workloads import torch_tables as t
-from workloads.torch_import import Meta, Ref, Trace
+from workloads.torch_trace import Meta, Ref, Trace
 from workloads.torch_rnn import RNNS, rnn
 from workloads.torch_tensor import ATTENTIONS, CONVS, MATMULS, attention, conv, matmul
 from workloads.torch_values import Src, packet, tensors

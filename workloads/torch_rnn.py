@@ -12,8 +12,8 @@ requires grad - not for the first step's recurrent product, whose initial state 
 """
 from __future__ import annotations
 
-from simulator.op import OpKind
-from workloads.torch_import import Meta
+from simulator.graph.op import OpKind
+from workloads.torch_trace import Meta
 from workloads.torch_tables import dropout_op
 from workloads.torch_values import Src, packet
 

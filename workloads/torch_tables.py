@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from math import ceil, prod
 
-from simulator.op import DType, OpKind
+from simulator.graph.op import DType, OpKind
 from workloads.layers import STATS_DTYPE, VECTOR_FLOPS_PER_ELEMENT
-from workloads.torch_import import Meta
+from workloads.torch_trace import Meta
 from workloads.torch_values import (Src, contiguous, first, main_out, packet, tensors,
                                     viewable)
 

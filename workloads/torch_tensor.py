@@ -8,7 +8,7 @@ score matrix (causal or not). Shape facts are the implicit GEMM: a convolution i
 output positions, n = Cout, k = Cin/groups x kernel; a transposed one m = N x input positions,
 n = Cout x kernel, k = Cin/groups.
 
-Which operand gets which gradient (``simulator.training``): a product of an activation and a
+Which operand gets which gradient (``simulator.training.backward``): a product of an activation and a
 trainable parameter is weighted (the parameter is no graph edge; backward = data gradient, if
 the activation requires grad, + weight gradient); any other product gives each operand that
 requires grad its own data gradient, as autograd does.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from math import prod
 
-from simulator.op import Block, OpKind
+from simulator.graph.op import Block, OpKind
 from workloads.layers import STATS_DTYPE
 from workloads.torch_values import Src, einsum_flops, first, gemm, main_out, packet
 

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from math import prod
 
-from workloads.torch_import import Meta
+from workloads.torch_trace import Meta
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from simulator.errors import WorkloadError
-from simulator.graph import OpGraph
-from simulator.op import Block, DType
+from simulator.graph.opgraph import OpGraph
+from simulator.graph.op import Block, DType
 from workloads.layers import Builder
 
 

@@ -1,0 +1,4 @@
+"""``python -m simulator.cli``: the ``hwsim`` command."""
+from simulator.cli.main import entry
+
+entry()

@@ -1,0 +1,260 @@
+"""The ``hwsim compare``, ``hwsim sweep`` and ``hwsim plan`` commands (``simulator.cli.main`` adds
+them): tables over several devices, sweeps over plans, capacity planning.
+
+Every mistake is a ``HwsimError`` (one line, exit 2 in ``simulator.cli.main``); an interrupted
+sweep keeps the rows already computed in ``--out`` and exits 130.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+
+from simulator.errors import HwsimError, PlanError
+from simulator.plan.parallel import Schedule
+from simulator.plan.step import Attention, Fusion, Optimizer, Precision, Recompute
+
+_GB = 1e9
+_PLAN_COLUMNS = ["device", "num_devices", "dp", "tp", "pp", "cp", "schedule", "zero",
+                 "recompute", "micro_batch"]
+
+
+def add_commands(sub) -> None:
+    """Add compare, sweep and plan to the ``hwsim`` subcommands ``sub``."""
+    c = sub.add_parser("compare", help="one plan on several devices, side by side")
+    c.add_argument("model", help="as for predict")
+    _devices_flag(c, required=True)
+    c.add_argument("--num-devices", type=int, default=None, help="devices of each kind")
+    for flag, kind in (("--dp", int), ("--tp", int), ("--pp", int), ("--micro-batch", int),
+                       ("--global-batch", int), ("--virtual-stages", int)):
+        c.add_argument(flag, type=kind, default=None)
+    c.add_argument("--zero", type=int, choices=range(4), default=None)
+    c.add_argument("--sequence-parallel", action="store_true", default=None)
+    for flag, enum in (("--precision", Precision), ("--recompute", Recompute),
+                       ("--optimizer", Optimizer), ("--attention", Attention),
+                       ("--fusion", Fusion), ("--schedule", Schedule)):
+        c.add_argument(flag, choices=[m.value for m in enum], default=None)
+    c.add_argument("--tokens", type=positive_float, default=None, help="whole run: tokens")
+    _common(c)
+    out = c.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print JSON records")
+    out.add_argument("--csv", action="store_true", help="print CSV")
+    s = sub.add_parser("sweep", help="every combination of devices, device counts and plans")
+    s.add_argument("model", help="as for predict")
+    _devices_flag(s, required=True)
+    _grid_flags(s)
+    s.add_argument("--tokens", type=positive_float, default=None, help="whole run: tokens")
+    s.add_argument("--out", default=None, help="write the rows to a .csv or .parquet file "
+                   "(kept when interrupted); default: CSV on stdout")
+    _common(s)
+    p = sub.add_parser("plan", help="the cheapest / fastest / greenest way to train on T tokens "
+                       "within a deadline and a budget")
+    p.add_argument("model", help="a language model, as for predict")
+    p.add_argument("--tokens", type=positive_float, required=True, help="tokens to train on")
+    p.add_argument("--deadline-days", type=positive_float, default=None)
+    p.add_argument("--budget-usd", type=positive_float, default=None)
+    p.add_argument("--rank-by", choices=("cost", "time", "energy"), default="cost")
+    _devices_flag(p, required=False)
+    _grid_flags(p)
+    p.add_argument("--top", type=int, default=10, help="feasible configurations to print")
+    p.add_argument("--out", default=None, help="write every configuration with its verdict to "
+                   "a .csv or .parquet file")
+    _common(p)
+
+
+def _devices_flag(p, required: bool) -> None:
+    p.add_argument("--devices", required=required, type=_names, metavar="A,B,...",
+                   help="catalogue names or spec files, comma-separated")
+
+
+def _grid_flags(p) -> None:
+    p.add_argument("--device-counts", type=_counts, default=None, metavar="N1,N2,...",
+                   help="devices of each kind (default: dp x tp x pp of each plan)")
+    p.add_argument("--grid", action="append", default=None, metavar="FIELD=V1,V2,...",
+                   help="plan values to combine (repeatable): tp, pp, dp, zero, recompute, "
+                   "micro_batch, global_batch, precision, ...")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: the CPUs)")
+    p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                   help="run on this Dask scheduler instead of local processes")
+    p.add_argument("--pue", type=positive_float, default=None, help="for run totals (default 1.0)")
+    p.add_argument("--grid-intensity", type=positive_float, default=None, metavar="KG_PER_KWH",
+                   help="grid carbon intensity for run totals (default 0.39)")
+
+
+def _common(p) -> None:
+    p.add_argument("--set", action="append", default=None, metavar="PATH=VALUE",
+                   help="change a device figure, SI units (memory.main.bandwidth_bytes_per_s"
+                   "=6e12, tdp_w=500, price_per_hour_usd=2.5); repeatable")
+
+
+# ------------------------------------------------------------------------------- commands
+
+def compare_command(args) -> int:
+    from hardware_specs.override import parse_sets
+    from simulator.explore.sweep import compare
+
+    fields = {key: getattr(args, key) for key in
+              ("dp", "tp", "pp", "zero", "sequence_parallel", "schedule", "virtual_stages",
+               "micro_batch", "global_batch", "precision", "recompute", "optimizer",
+               "attention", "fusion") if getattr(args, key) is not None}
+    rows = compare(args.model, args.devices, num_devices=args.num_devices, tokens=args.tokens,
+                   overrides=parse_sets(args.set), **fields)
+    if args.json:
+        print(rows.to_json(orient="records", indent=2))
+    elif args.csv:
+        print(rows.to_csv(index=False), end="")
+    else:
+        print(_table(rows, list(rows.columns)))
+    return 0
+
+
+def sweep_command(args) -> int:
+    from hardware_specs.override import parse_sets
+    from simulator.explore.sweep import parse_grid, sweep
+
+    client = _client(args.scheduler)
+    try:
+        rows = sweep(args.model, args.devices, args.device_counts,
+                     parse_grid(args.grid) or None, tokens=args.tokens,
+                     overrides=parse_sets(args.set), workers=args.workers, client=client,
+                     out=args.out, **_totals(args))
+    finally:
+        if client is not None:
+            client.close()
+    ok = int((rows.status == "ok").sum())
+    if args.out:
+        print(f"wrote {len(rows)} configurations ({ok} valid, {len(rows) - ok} invalid) "
+              f"to {args.out}")
+    else:
+        print(rows.to_csv(index=False), end="")
+    return 0
+
+
+def plan_command(args) -> int:
+    from hardware_specs.override import parse_sets
+    from simulator.explore.capacity import capacity_plan
+    from simulator.explore.sweep import _Writer, parse_grid
+
+    writer = _Writer(args.out) if args.out else None
+    if args.top < 1:
+        raise PlanError(f"--top = {args.top} must be a positive integer")
+    client = _client(args.scheduler)
+    try:
+        report = capacity_plan(args.model, args.tokens, devices=args.devices,
+                      device_counts=args.device_counts, deadline_days=args.deadline_days,
+                      budget_usd=args.budget_usd, rank_by=args.rank_by,
+                      plans=parse_grid(args.grid) or None, workers=args.workers,
+                      overrides=parse_sets(args.set), client=client, **_totals(args))
+    finally:
+        if client is not None:
+            client.close()
+    if writer:
+        import pandas as pd
+        table = pd.concat([report.feasible.drop(columns="rank"), report.rejected])
+        writer.write({int(row["config"]): row for row in table.to_dict("records")})
+    if report.feasible.empty:
+        raise HwsimError(report.why_nothing())
+    print(plan_text(report, args.top))
+    return 0
+
+
+def plan_text(report, top: int = 10) -> str:
+    """The top feasible configurations, the Pareto front and the rejections by reason."""
+    columns = ["rank", *_PLAN_COLUMNS, "total_time_days", "cost_usd", "energy_kwh", "mfu",
+               "peak_memory_bytes"]
+    if "cp" in report.rows and (report.rows["cp"].fillna(1) == 1).all():
+        columns.remove("cp")   # shown only when some plan splits the sequences
+    feasible = _pipeline_shown(report.feasible)
+    front = _pipeline_shown(report.pareto).sort_values(["total_time_s", "config"])
+    distinct = front.drop_duplicates(["device", "num_devices", "total_time_s", "cost_usd",
+                                      "energy_kwh"])
+    lines = [f"{len(feasible)} of {len(report.rows)} configurations feasible; top "
+             f"{min(top, len(feasible))} by {report.rank_by}:",
+             _table(feasible.head(top), columns), "",
+             f"Pareto front (time, cost, energy): {len(front)} configurations"
+             + (f" ({len(front) - len(distinct)} with the same figures as one shown left out)"
+                if len(distinct) < len(front) else ""),
+             _table(distinct, columns[1:])]
+    counts = report.rejections()
+    if len(counts):
+        lines += ["", "rejected: " + "; ".join(f"{n} {kind}" for kind, n in counts.items())]
+    notes = feasible.head(top)["notes"].dropna().str.split("; ").explode()
+    lines += [f"note: {note}" for note in dict.fromkeys(notes) if note]
+    if feasible["cost_usd"].isna().any():
+        lines.append("note: devices without a price have no cost (set price_per_hour_usd "
+                     "with --set)")
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------- helpers
+
+def _pipeline_shown(rows):
+    """``rows`` with the schedule as shown: none without a pipeline, the chunks per device
+    with the interleaved one ("interleaved x2")."""
+    if "schedule" not in rows or rows.empty:
+        return rows
+    rows = rows.copy()
+    rows["schedule"] = rows["schedule"].where(rows["schedule"] != "interleaved",
+                                              "interleaved x" + rows["virtual_stages"].astype(str))
+    rows.loc[rows["pp"] == 1, "schedule"] = "none"
+    return rows
+
+
+def _table(rows, columns: list[str]) -> str:
+    shown = rows[[c for c in columns if c in rows.columns]].copy()
+    if "peak_memory_bytes" in shown:
+        shown["peak_memory_bytes"] = shown["peak_memory_bytes"] / _GB
+        shown = shown.rename(columns={"peak_memory_bytes": "peak_memory_gb"})
+    if "memory_capacity_bytes" in shown:
+        shown["memory_capacity_bytes"] = shown["memory_capacity_bytes"] / _GB
+        shown = shown.rename(columns={"memory_capacity_bytes": "capacity_gb"})
+    return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="n/a")
+
+
+def _totals(args) -> dict:
+    totals = {"pue": args.pue, "grid_kg_co2_per_kwh": args.grid_intensity}
+    return {key: value for key, value in totals.items() if value is not None}
+
+
+def _client(address: str | None):
+    if address is None:
+        return None
+    try:
+        from distributed import Client
+    except ImportError:
+        raise HwsimError('--scheduler needs Dask: pip install "hwsim[sweep]"') from None
+    try:
+        return Client(address, timeout=10)
+    except (OSError, TimeoutError, ValueError) as err:
+        raise HwsimError(f"--scheduler {address}: cannot connect ({err}); start one with "
+                         "'dask scheduler' or leave --scheduler out") from None
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give one or more device names, such as a100,h100")
+    return names
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(n) for n in text.split(",") if n.strip()]
+    except ValueError:
+        counts = []
+    if not counts or any(n < 1 for n in counts):
+        raise argparse.ArgumentTypeError(f"{text!r}: give positive whole numbers, such as 8,16")
+    return counts
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (``1e9``): ``float()`` alone lets nan, inf and 0 through."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0, such as 1e9")
+    return value
+
+
+COMMANDS = {"compare": compare_command, "sweep": sweep_command, "plan": plan_command}

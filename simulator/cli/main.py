@@ -1,0 +1,437 @@
+"""The ``hwsim`` command: predict, models, devices.
+
+A user's mistake is one line on stderr and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+
+from hardware_specs import override as whatif
+from simulator.cli.explore import COMMANDS, add_commands, positive_float
+from simulator.errors import HwsimError, PlanError
+from simulator.plan.parallel import Schedule
+from simulator.plan.step import Attention, Fusion, Optimizer, Plan, Precision, Recompute
+
+EXIT_USAGE = 2
+PLOTS = ("roofline", "timeline", "memory", "pareto")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not usage + error
+        raise HwsimError(f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hwsim", description="Predict deep-learning training time, memory, "
+                     "energy and cost on hardware you do not have.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("predict", help="predict one training step (and a whole run)")
+    p.add_argument("model", help="zoo name ('hwsim models'), workload .toml file, model .onnx "
+                   "file, or path/to/file.py:factory returning (torch module, example inputs)")
+    add_plan_flags(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    c = sub.add_parser("calibrate", help="fit a device's efficiencies to micro-benchmarks "
+                       "run here with torch; writes a calibrated spec file")
+    c.add_argument("--device", required=True, help="the device present: cpu-host, or the "
+                   "catalogue name of the CUDA GPU in this machine")
+    c.add_argument("--out", default=None, help="spec file to write (default DEVICE-calibrated.toml)")
+    c.add_argument("--quick", action="store_true", help="a reduced sweep (for tests and CI)")
+    c.add_argument("--threads", type=int, default=None, help="CPU: torch threads (and cores "
+                   "of the calibrated spec); default: torch's, all cores")
+    c.add_argument("--record", default=None, metavar="CSV", help="also write the timings, with "
+                   "device, driver, torch version and date, to this file")
+    c.add_argument("--from", dest="recorded", default=None, metavar="CSV", help="fit timings "
+                   "recorded with --record (on another machine) instead of timing here")
+    v = sub.add_parser("validate", help="time real training steps here with torch and compare "
+                       "them with hwsim's predictions")
+    v.add_argument("models", nargs="+", metavar="MODEL", help="path/to/file.py:factory")
+    v.add_argument("--device", required=True, help="the device present (cpu-host, a calibrated "
+                   "spec file of it, or the catalogue name of this machine's CUDA GPU)")
+    v.add_argument("--threads", type=int, default=None, help="CPU: torch threads; give what "
+                   "the spec was calibrated with")
+    v.add_argument("--record", default=None, metavar="CSV", help="also write the measured and "
+                   "predicted steps, with device, driver, torch version and date, to this file")
+    v.add_argument("--steps", type=int, default=5, help="at least this many steps per timed "
+                   "batch (each model: best of five batches, in each of two passes)")
+    sub.add_parser("models", help="list the model zoo")
+    sub.add_parser("devices", help="list the device catalogue")
+    g = sub.add_parser("plot", help="draw a step's roofline, timeline or memory, or a sweep's "
+                       "Pareto front, as an image file")
+    g.add_argument("chart", choices=PLOTS, help="roofline, timeline, memory (of MODEL's step) "
+                   "or pareto (of a sweep or plan CSV file)")
+    g.add_argument("model", metavar="MODEL|CSV", help="as for predict; for pareto the CSV file "
+                   "written by 'hwsim sweep' or 'hwsim plan'")
+    g.add_argument("--out", required=True, help="image file to write (.png, .svg or .pdf)")
+    g.add_argument("--x", default="total_time_days", help="pareto: column on the x axis")
+    g.add_argument("--y", default="cost_usd", help="pareto: column on the y axis")
+    add_plan_flags(g)
+    add_commands(sub)  # compare, sweep, plan (simulator.cli.explore)
+    return parser
+
+
+def add_plan_flags(p: argparse.ArgumentParser) -> None:
+    """The hardware and plan flags of a simulated step (predict, plot)."""
+    p.add_argument("--device", default=None, help="catalogue name ('hwsim devices') or .toml")
+    p.add_argument("--cluster", default=None, help="a cluster preset (dgx-a100, dgx-h100, "
+                   "tpu-v4-pod-slice) or cluster .toml, instead of --device")
+    p.add_argument("--num-devices", type=int, default=None,
+                   help="devices in all (default dp x tp x pp x cp, or the cluster's)")
+    p.add_argument("--global-batch", type=int, default=None)
+    p.add_argument("--micro-batch", type=int, default=None,
+                   help="samples per micro-batch (default: the model's, 1 for the zoo)")
+    p.add_argument("--seq-len", type=int, default=None, help="override the model's context")
+    p.add_argument("--precision", choices=[m.value for m in Precision], default="bf16")
+    p.add_argument("--dp", type=int, default=None,
+                   help="data-parallel replicas (default: the devices over tp x pp)")
+    p.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks (Megatron)")
+    p.add_argument("--pp", type=int, default=1, help="pipeline stages")
+    p.add_argument("--cp", type=int, default=1,
+                   help="context parallel: ranks sharing each sequence's tokens (Megatron-LM "
+                   "--context-parallel-size; needs --attention fused)")
+    p.add_argument("--zero", type=int, default=0, choices=range(4),
+                   help="ZeRO stage over the dp replicas (3 = FSDP full shard)")
+    p.add_argument("--sequence-parallel", action="store_true",
+                   help="split norms and dropouts over the tp ranks (Korthikanti et al. 2022)")
+    p.add_argument("--schedule", choices=[m.value for m in Schedule], default="1f1b",
+                   help="pipeline schedule")
+    p.add_argument("--virtual-stages", type=int, default=1,
+                   help="model chunks per device for the interleaved schedule")
+    p.add_argument("--first-stage-layers", type=int, metavar="N",
+                   help="uneven pipeline: layers of the first stage (interleaved: of the "
+                   "first model chunk), the others sharing the rest (Megatron-LM "
+                   "--decoder-first-pipeline-num-layers)")
+    p.add_argument("--last-stage-layers", type=int, metavar="N",
+                   help="uneven pipeline: layers of the last stage (interleaved: of the "
+                   "last model chunk)")
+    p.add_argument("--no-overlap-grad-reduce", dest="overlap_grad_reduce", action="store_false",
+                   help="reduce data-parallel gradients after the whole backward, not during "
+                   "it (Megatron-LM before --overlap-grad-reduce)")
+    p.add_argument("--no-overlap-tp-comm", dest="overlap_tp_comm", action="store_false",
+                   help="tensor-parallel backward all-reduces wait for the weight gradients "
+                   "(Megatron-LM --no-async-tensor-model-parallel-allreduce)")
+    p.add_argument("--no-fused-grad-accumulation", dest="fused_grad_accumulation",
+                   action="store_false", help="add each micro-batch's weight gradients into "
+                   "the gradient buffer in a pass of its own (Megatron-LM "
+                   "--no-gradient-accumulation-fusion; PyTorch's autograd)")
+    p.add_argument("--node-overhead-w", type=float, default=0.0, metavar="WATTS",
+                   help="run totals: power per node besides the devices (hosts, NICs, fans)")
+    p.add_argument("--recompute", choices=[m.value for m in Recompute], default="none")
+    p.add_argument("--optimizer", choices=[m.value for m in Optimizer], default="adamw")
+    p.add_argument("--grad-clip", action="store_true",
+                   help="clip gradients by their global norm: one more pass over them per "
+                   "step (Megatron-LM --clip-grad, Hugging Face max_grad_norm)")
+    p.add_argument("--fp32-grads", action="store_true",
+                   help="keep and reduce gradients in fp32 under bf16/fp16 (Megatron-LM "
+                   "--accumulate-allreduce-grads-in-fp32, on with its --bf16)")
+    p.add_argument("--attention", choices=[m.value for m in Attention], default="fused",
+                   help="fused (FlashAttention-style) or materialized (s x s in memory)")
+    p.add_argument("--fusion", choices=[m.value for m in Fusion], default="eager",
+                   help="eager (a kernel per op) or compiled (vector ops fused)")
+    run = p.add_mutually_exclusive_group()
+    run.add_argument("--tokens", type=positive_float, default=None,
+                     help="whole run: tokens to train on")
+    run.add_argument("--steps", type=positive_float, default=None,
+                     help="whole run: optimizer steps")
+    p.add_argument("--pue", type=positive_float, default=None,
+                   help="datacentre power usage effectiveness for run totals (default 1.0)")
+    p.add_argument("--grid", type=positive_float, default=None, metavar="KG_PER_KWH",
+                   help="grid carbon intensity for run totals (default 0.39, U.S. 2022, EIA)")
+    p.add_argument("--set", action="append", default=None, metavar="PATH=VALUE",
+                   help="change a device figure, SI units (memory.main.bandwidth_bytes_per_s"
+                   "=6e12, tdp_w=500, price_per_hour_usd=2.5); repeatable")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        commands = {"predict": _predict, "calibrate": _calibrate, "validate": _validate,
+                    "models": _models, "devices": _devices, "plot": _plot, **COMMANDS}
+        return commands[args.command](args)
+    except HwsimError as err:
+        print(f"hwsim: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # output piped into head: not an error
+        sys.stderr.close()
+        return 0
+
+
+def _predict(args) -> int:
+    result = simulate_args(args)
+    print(result.to_json() if args.json else format_summary(result.summary()))
+    return 0
+
+
+def simulate_args(args):
+    """The ``Result`` of ``args.model`` under the hardware and plan flags (``add_plan_flags``)."""
+    from dataclasses import replace
+
+    from simulator.api import simulate
+    from workloads.zoo import get_workload
+
+    hardware, parallel, num_devices = _hardware_and_parallel(args)
+    work = get_workload(args.model)
+    if args.seq_len is not None:
+        if not hasattr(work, "seq_len") or work.tokens_per_sample is None:
+            raise PlanError(f"--seq-len applies to language models, not {work.name}")
+        if args.seq_len <= 0:
+            raise PlanError(f"--seq-len = {args.seq_len} must be a positive integer")
+        work = replace(work, seq_len=args.seq_len)
+    micro_batch = args.micro_batch if args.micro_batch is not None else getattr(
+        work, "default_batch", 1)
+    plan = Plan(micro_batch=micro_batch, global_batch=args.global_batch,
+                precision=args.precision, recompute=args.recompute, optimizer=args.optimizer,
+                attention=args.attention, fusion=args.fusion, grad_clip=args.grad_clip,
+                fp32_grads=args.fp32_grads)
+    totals = {key: value for key, value in
+              (("pue", args.pue), ("grid_kg_co2_per_kwh", args.grid)) if value is not None}
+    result = simulate(work, hardware, plan, parallel=parallel, num_devices=num_devices,
+                      tokens=args.tokens, steps=args.steps, node_overhead_w=args.node_overhead_w,
+                      **totals)
+    return result
+
+
+def _plot(args) -> int:
+    from pathlib import Path
+
+    from simulator.report import plots
+
+    if Path(args.out).suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise HwsimError(f"--out {args.out}: the image's suffix must be .png, .svg or .pdf")
+    if args.chart == "pareto":
+        fig = plots.pareto(_read_csv(args.model), x=args.x, y=args.y)
+    else:
+        plots.require()
+        fig = getattr(plots, args.chart)(simulate_args(args))
+    plots.save(fig, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _read_csv(path: str):
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError) as err:
+        raise HwsimError(f"{path}: cannot read it as a CSV table ({err})") from None
+
+
+def _runs(values: list[int]) -> str:
+    """[7, 8, 8, 7] -> '7, 8 x 2, 7'."""
+    counted = ((value, len(list(run))) for value, run in itertools.groupby(values))
+    return ", ".join(f"{value}" + (f" x {n}" if n > 1 else "") for value, n in counted)
+
+
+def _hardware_and_parallel(args):
+    """(device or cluster, ParallelPlan, num_devices) from the flags; dp defaults to the
+    devices left over by tp x pp."""
+    from hardware_specs.cluster import load_cluster
+    from simulator.plan.parallel import ParallelPlan, data_parallel_size
+
+    counts = {"--num-devices": args.num_devices, "--dp": args.dp, "--tp": args.tp,
+              "--pp": args.pp, "--cp": args.cp, "--virtual-stages": args.virtual_stages}
+    for flag, value in counts.items():
+        if value is not None and value < 1:
+            raise PlanError(f"{flag} = {value} must be a positive integer")
+    if args.device is None and args.cluster is None:
+        raise PlanError("the following arguments are required: --device (or --cluster)")
+    if args.device is not None and args.cluster is not None:
+        raise PlanError("give --device or --cluster, not both")
+    if not args.node_overhead_w >= 0:
+        raise PlanError(f"--node-overhead-w = {args.node_overhead_w} must be non-negative")
+    hardware = load_cluster(args.cluster) if args.cluster else args.device
+    hardware = whatif.apply(hardware, whatif.parse_sets(args.set))
+    n = args.num_devices
+    if n is None:
+        n = hardware.num_devices if args.cluster else \
+            (args.dp or 1) * args.tp * args.pp * args.cp
+    dp = args.dp if args.dp is not None else data_parallel_size(n, args.tp, args.pp, args.cp)
+    parallel = ParallelPlan(dp=dp, tp=args.tp, pp=args.pp, cp=args.cp, zero=args.zero,
+                            sequence_parallel=args.sequence_parallel, schedule=args.schedule,
+                            virtual_stages=args.virtual_stages,
+                            overlap_grad_reduce=args.overlap_grad_reduce,
+                            overlap_tp_comm=args.overlap_tp_comm,
+                            fused_grad_accumulation=args.fused_grad_accumulation,
+                            first_stage_layers=args.first_stage_layers,
+                            last_stage_layers=args.last_stage_layers)
+    return hardware, parallel, n
+
+
+def format_summary(s: dict) -> str:
+    gb = 1e9
+    lines = [
+        f"{s['model']} on {s['device']} ({s['precision']}, global batch {s['global_batch']} "
+        f"= {s['micro_batches']} x micro-batch {s['micro_batch']}"
+        + (f" x dp {s['parallel']['dp']}" if (s.get("parallel") or {}).get("dp", 1) > 1 else "")
+        + ")",
+        f"  step time          {s['step_time_s']:.4g} s",
+        f"  throughput         {s['samples_per_s']:.4g} samples/s"
+        + (f", {s['tokens_per_s']:.4g} tokens/s" if s["tokens_per_s"] else ""),
+        f"  model FLOPs/step   {s['flops_per_step']:.4g}  ({s['tflops_per_device']:.1f} "
+        f"TFLOP/s per device, MFU {s['mfu']:.1%}, HFU {s['hfu']:.1%})",
+        f"  peak memory        {s['peak_memory_bytes'] / gb:.2f} GB of "
+        f"{s['memory_capacity_bytes'] / gb:.0f} GB -> {'fits' if s['fits'] else 'DOES NOT FIT'}",
+        "    " + ", ".join(f"{k} {v / gb:.2f}" for k, v in s["memory_breakdown"].items()),
+        f"  energy             {s['energy_j_per_step']:.4g} J/step at {s['avg_power_w']:.0f} W",
+    ]
+    par = s.get("parallel") or {}
+    if s.get("num_devices", 1) > 1 and par:
+        lines.insert(1, f"  {s['num_devices']} devices on {par['cluster']}: dp {par['dp']} x tp "
+                     f"{par['tp']} x pp {par['pp']}"
+                     + (f" x cp {par['cp']}" if par.get("cp", 1) > 1 else "")
+                     + f", ZeRO {par['zero']}"
+                     + (", sequence parallel" if par["sequence_parallel"] else "")
+                     + (f", {par['schedule']} schedule" if par["pp"] > 1 else "")
+                     + (f", stage layers {_runs(par['stage_layers'])}"
+                        if par.get("stage_layers") and len(set(par["stage_layers"])) > 1
+                        else ""))
+        lines.append(f"  communication      {par['communication_s']:.4g} s/step, exposed "
+                     f"{par['exposed_communication_s']:.4g} s; pipeline bubble "
+                     f"{par['bubble_fraction']:.1%} of the step")
+    if "total_time_s" in s:
+        cost = (f"${s['cost_usd']:,.0f}" if s["cost_usd"] is not None
+                else "n/a (no price: --set price_per_hour_usd=...)")
+        lines.append(f"  whole run          {s['steps']:.4g} steps, {s['total_time_s'] / 86400:.4g}"
+                     f" days, {s['device_hours']:,.0f} device-hours, {s['energy_kwh']:,.0f} kWh,"
+                     f" {s['co2_kg']:,.0f} kg CO2, cost {cost}")
+    lines += [f"  note: {note}" for note in s.get("notes", [])]
+    return "\n".join(lines)
+
+
+def _calibrate(args) -> int:
+    import dataclasses
+
+    from hardware_specs.host import on_cores
+    from hardware_specs.loader import load_device
+    from hardware_specs.spec import DeviceClass
+    from hardware_specs.writer import calibrated_toml
+    from simulator.calibrate import fit as calibrate
+    from simulator.calibrate import records, timing
+    from simulator.report.result import write_atomic
+
+    device = load_device(args.device)
+    if args.recorded:  # fit recorded timings: nothing is timed, the device need not be here
+        _set_threads(args.threads, None)
+        measurements, env = records.read_kernels(args.recorded)
+    else:
+        runtime = present_runtime(device)
+        _set_threads(args.threads, runtime)
+        todo = calibrate.cases(quick=args.quick)
+        if runtime.startswith("cuda"):
+            todo = [dataclasses.replace(c, dtype="bf16") if c.kind in ("matmul", "conv") else c
+                    for c in todo]
+        measurements = timing.measure(todo, runtime, progress=_progress)
+        env = records.environment(runtime)
+        if args.record:
+            write_atomic(args.record, records.kernels_csv(measurements, env))
+            print(f"wrote {args.record}: the timings, for hwsim calibrate --from")
+    if args.threads and device.device_class is DeviceClass.CPU:
+        device = on_cores(device, args.threads)   # a CPU calibrated on that many cores
+    fit = calibrate.Calibration(device).fit(measurements)
+    calibrated = dataclasses.replace(fit.apply(), name=f"{device.name}-calibrated")
+    text = calibrated_toml(device, calibrated, calibrate.provenance(env))
+    out = args.out or f"{device.name}-calibrated.toml"
+    write_atomic(out, text)
+    print(fit.report())
+    print(f"wrote {out}: use it with --device {out}")
+    return 0
+
+
+def _set_threads(threads: int | None, runtime: str | None) -> None:
+    """Check ``--threads`` and limit torch to that many CPU threads; ``runtime`` None: timings
+    recorded elsewhere, nothing to limit here."""
+    if threads is None:
+        return
+    if threads <= 0:
+        raise HwsimError(f"--threads = {threads} must be a positive integer")
+    if runtime is None:
+        return
+    if runtime != "cpu":
+        raise HwsimError(f"--threads {threads}: only a CPU calibration or validation takes it")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _validate(args) -> int:
+    from hardware_specs.loader import load_device
+    from simulator.calibrate.validate import report, validate_models
+
+    device = load_device(args.device)
+    runtime = present_runtime(device)
+    _set_threads(args.threads, runtime)
+    if args.steps <= 0:
+        raise HwsimError(f"--steps = {args.steps} must be a positive integer")
+    rows = validate_models(args.models, device, runtime, args.steps, progress=_progress)
+    print(report(rows))
+    if args.record:
+        from simulator.calibrate import records
+        from simulator.report.result import write_atomic
+
+        write_atomic(args.record, records.steps_csv(rows, records.environment(runtime),
+                                                    device.name))
+        print(f"wrote {args.record}")
+    return 0
+
+
+def present_runtime(device) -> str:
+    """The torch device that runs ``device`` here, or a one-line error if it is not present."""
+    from hardware_specs.spec import DeviceClass
+
+    try:
+        import torch
+    except ImportError:
+        raise HwsimError('calibration runs torch: pip install "hwsim[torch]"') from None
+    if device.device_class is DeviceClass.CPU:
+        if not device.name.startswith("cpu-host"):  # cpu-host, or a calibrated copy of it
+            raise HwsimError(f"--device {device.name}: hwsim calibrates the machine it runs "
+                             "on; use --device cpu-host (this machine's CPU)")
+        return "cpu"
+    if device.device_class is DeviceClass.GPU and torch.cuda.is_available():
+        here = torch.cuda.get_device_name(0)
+        family = device.name.split("-")[0].upper()
+        if family in here.upper().replace(" ", ""):
+            return "cuda"
+        raise HwsimError(f"--device {device.name}: the GPU here is {here!r}; calibrate the "
+                         "catalogue entry of that GPU")
+    raise HwsimError(f"--device {device.name}: no such device is present here (no CUDA GPU "
+                     "visible to torch); use --device cpu-host, or run on a machine with it")
+
+
+def _progress(done: int, total: int, label: str) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    end = "\n" if done == total else ""
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label:40s}", end=end,
+          file=sys.stderr, flush=True)
+
+
+def _models(args) -> int:
+    from workloads.zoo import MODELS
+
+    for name, work in MODELS.items():
+        seq = work.tokens_per_sample
+        print(f"{name:14s} {work.num_params() / 1e6:12,.1f}M params"
+              + (f"   seq {seq}" if seq else ""))
+    return 0
+
+
+def _devices(args) -> int:
+    from hardware_specs.loader import list_devices, load_device
+    from simulator.graph.op import DType
+
+    devices = {name: load_device(name) for name in list_devices()}  # all valid, then print
+    for name, d in devices.items():
+        print(f"{name:16s} {d.device_class.value:11s} bf16 {d.peak_for(DType.BF16) / 1e12:7.1f} "
+              f"TFLOP/s  fp32 {d.peak_for(DType.FP32) / 1e12:6.1f}  mem "
+              f"{d.memory_bytes / 1e9:6.0f} GB at {d.memory_bandwidth_bytes_per_s / 1e9:6.0f} GB/s"
+              f"  TDP {d.tdp_w:.0f} W")
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())

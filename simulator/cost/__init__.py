@@ -1,0 +1,1 @@
+"""Lowered ops x device -> seconds and joules: roofline, efficiency, collectives, energy."""

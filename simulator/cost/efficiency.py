@@ -1,0 +1,93 @@
+"""Shape-dependent efficiency of tensor ops, from the device's architecture facts.
+
+Vectorised over the lowered arrays; every factor is derived from a spec figure, none is fitted:
+- GPU (``matrix_tile`` and ``compute_units``): a matmul is cut into tiles of the threadblock tile
+  (m x n), padded in k; tiles run in waves of one per SM. Tile quantisation wastes the padded
+  part of the edge tiles, wave quantisation the idle SMs of the last wave (NVIDIA, "Matrix
+  Multiplication Background User's Guide", DU-09799-001, sec. 2.3-2.4). Where the spec gives
+  the tile's fixed cost (``tile_fixed_k``: pipeline fill and epilogue, in k-steps of the 16-bit
+  main loop; a faster format's main loop is shorter, its fixed cost not), a tile of depth k
+  does k / (k + fixed) of its time's work, and the library may split k into 2, 4 or 8 slices
+  to fill more SMs (cuBLAS's split-k / ``segment_k`` kernels): the best split is taken (the
+  partial sums' reduction is not priced).
+- TPU (``systolic_array``): the weight-stationary array holds a (k x n) block; k and n are
+  padded to the array's rows and columns (Jouppi et al. 2017, sec. 2).
+- CPU (``simd_width_bits``): n is padded to the SIMD lanes of the format.
+- causal fused attention skips the blocks above the diagonal: of nb x nb blocks of 128 rows
+  (FlashAttention-2's block, Dao 2023) it runs nb(nb + 1)/2.
+The result multiplies the device's ``matmul_efficiency`` (a cited or calibrated base), relative
+to the factor of the ``REFERENCE_GEMM`` (8192^3) those figures were measured on.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from hardware_specs.spec import DeviceClass, DeviceSpec
+from simulator.graph.lower import Lowered
+from simulator.graph.op import DType, OpKind
+
+FLASH_BLOCK = 128
+REFERENCE_GEMM = 8192   # m = n = k of the GEMM the cited matmul_efficiency figures measure
+SPLITS = (1, 2, 4, 8)   # k slices a library may run in parallel (split-k)
+_DTYPE_BITS = np.array([DType(code).bytes * 8 for code in range(max(DType) + 1)], dtype=np.int64)
+
+
+def _pad(x: np.ndarray, tile: int) -> np.ndarray:
+    """Fraction of a padded extent that is real work: x / (ceil(x / tile) * tile)."""
+    x = np.maximum(x, 1)
+    return x / (np.ceil(x / tile) * tile)
+
+
+def gpu_tiles(m, n, k, batch, tile: tuple[int, int, int], units: int,
+              fixed_k=0.0) -> np.ndarray:
+    """Tile x wave quantisation efficiency of ``batch`` (m x k)(k x n) products; with a
+    per-tile ``fixed_k`` (k-steps), also the fixed cost's share, at the best split of k."""
+    tm, tn, tk = tile
+    m, n, k, batch = (np.maximum(np.asarray(a, dtype=np.float64), 1) for a in (m, n, k, batch))
+    fixed_k = np.asarray(fixed_k, dtype=np.float64)
+    best = np.zeros(np.broadcast(m, n, k, batch, fixed_k).shape)
+    for split in SPLITS if np.any(fixed_k > 0) else (1,):
+        part = np.ceil(k / split)   # the depth of each slice
+        tiles = batch * np.ceil(m / tm) * np.ceil(n / tn) * split
+        waves = np.ceil(tiles / units)
+        eff = (tiles / (waves * units) * _pad(m, tm) * _pad(n, tn)
+               * k / (split * np.ceil(part / tk) * tk) * part / (part + fixed_k))
+        best = np.maximum(best, np.where(part >= tk, eff, 0.0) if split > 1 else eff)
+    return best
+
+
+def shape_efficiency(lowered: Lowered, device: DeviceSpec) -> np.ndarray:
+    """Per-op factor for tensor ops, 1 for the reference GEMM (1 where the spec gives no
+    facts)."""
+    arch = device.architecture
+    m, n, k, batch = lowered.m, lowered.n, lowered.k, lowered.batch
+    eff = np.ones(len(lowered))
+    if device.device_class is DeviceClass.GPU and arch.matrix_tile and arch.compute_units:
+        fixed = float(arch.tile_fixed_k or 0)
+        if fixed:   # fixed in time: a format's faster main loop makes it more k-steps
+            rate16 = max(device.peak_for(DType.FP16), device.peak_for(DType.BF16))
+            rates = np.array([device.peak_for(DType(c)) for c in range(max(DType) + 1)])
+            fixed = fixed * rates[lowered.dtype.astype(np.int64)] / rate16
+            # a fused attention kernel's tile loops over the whole key sequence, not over k
+            fixed = np.where(lowered.kind == OpKind.ATTENTION, 0.0, fixed)
+        ref = REFERENCE_GEMM
+        eff = (gpu_tiles(m, n, k, batch, arch.matrix_tile, arch.compute_units, fixed)
+               / gpu_tiles(ref, ref, ref, 1, arch.matrix_tile, arch.compute_units,
+                           arch.tile_fixed_k or 0))
+    elif arch.systolic_array:
+        rows, cols = arch.systolic_array
+        eff = _pad(k, rows) * _pad(n, cols)
+    elif device.device_class is DeviceClass.CPU and arch.simd_width_bits:
+        lanes = np.maximum(arch.simd_width_bits // _DTYPE_BITS[lowered.dtype.astype(np.int64)], 1)
+        eff = _pad(n, lanes)
+    return eff
+
+
+def executed_fraction(lowered: Lowered) -> np.ndarray:
+    """Share of an op's counted FLOPs that run: causal fused attention skips masked blocks."""
+    frac = np.ones(len(lowered))
+    causal = (lowered.kind == OpKind.ATTENTION) & (lowered.causal > 0)
+    if causal.any():
+        blocks = np.ceil(np.maximum(lowered.m[causal], 1) / FLASH_BLOCK)
+        frac[causal] = (blocks + 1) / (2 * blocks)
+    return frac

@@ -1,0 +1,55 @@
+"""Energy of each op on a device: static power over its time plus its dynamic energy.
+
+Two models, chosen by what the device's spec gives:
+
+- Counted energy (Accelergy's counts x energy per action; Horowitz, "Computing's energy
+  problem", ISSCC 2014): where the spec cites both ``energy_per_flop_j`` and
+  ``energy_per_byte_j``, an op costs ``idle_power_w * time + flops * J/FLOP + bytes * J/byte``,
+  capped at ``tdp_w * time`` (the board's power limit: a device throttles rather than exceed it).
+- Utilisation power (Fan, Weber and Barroso 2007, "Power provisioning for a warehouse-sized
+  computer", ISCA, sec. 4.1: power is linear in utilisation, P = P_idle + (P_max - P_idle) u)
+  otherwise: u is the busy share of the op's time, ``max(compute_s, memory_s) / time_s`` (the
+  launch overhead is idle time), and P_max is the TDP.
+
+Either way every op draws between idle power and TDP, so a step's average power does too. The
+step's energy uses the step's accounting (``simulate``): each micro-batch's forward and backward,
+then one optimizer update.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from hardware_specs.spec import DeviceSpec
+from simulator.graph.lower import Lowered
+from simulator.graph.op import Phase
+
+
+def counted(device: DeviceSpec) -> bool:
+    """True where the spec cites dynamic energies, so ``op_energy`` counts FLOPs and bytes."""
+    return device.energy_per_flop_j is not None and device.energy_per_byte_j is not None
+
+
+def op_energy(lowered: Lowered, device: DeviceSpec, compute_s: np.ndarray,
+              memory_s: np.ndarray, time_s: np.ndarray) -> np.ndarray:
+    """Energy in joules of each op of ``lowered`` on ``device`` (float64, one per op)."""
+    idle, tdp = float(device.idle_power_w), float(device.tdp_w)
+    time_s = np.asarray(time_s, dtype=np.float64)
+    if counted(device):
+        flops = lowered.flops.astype(np.float64) + lowered.vector_flops.astype(np.float64)
+        dynamic = (flops * device.energy_per_flop_j
+                   + lowered.nbytes.astype(np.float64) * device.energy_per_byte_j)
+        return np.minimum(idle * time_s + dynamic, tdp * time_s)
+    busy = np.maximum(compute_s, memory_s)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        utilisation = np.where(time_s > 0, np.minimum(busy / time_s, 1.0), 0.0)
+    return (idle + (tdp - idle) * utilisation) * time_s
+
+
+def step_energy(lowered: Lowered, energy_j: np.ndarray, micro_batches: int) -> float:
+    """Joules of one step: ``micro_batches`` forwards and backwards, then one update (and the
+    step's gradient reduction among replicas, ``Phase.COMMUNICATION``)."""
+    is_update = (lowered.phase == Phase.OPTIMIZER) | (lowered.phase == Phase.COMMUNICATION)
+    return float(micro_batches * energy_j[~is_update].sum() + energy_j[is_update].sum())
+
+
+__all__ = ["counted", "op_energy", "step_energy"]

@@ -1,0 +1,151 @@
+"""Pricing lowered ops on a device: the rates each op runs at, then its roofline time.
+
+Counting is separate from pricing (STYLE.md rule 6): ``simulator.graph.lower`` gives the counts, this
+module turns a ``DeviceSpec`` into per-op rates, and the roofline kernel turns both into times.
+It knows nothing of the scheduler (rule 7).
+
+The model is deliberately simple for now:
+- tensor ops (``TENSOR_KINDS``: matmul, conv, attention) run on the matrix units at
+  ``device.peak_for(dtype) * device.matmul_efficiency`` (``conv_efficiency`` for convolutions,
+  ``attention_efficiency`` for fused attention, where the spec gives them) times the shape
+  efficiency of
+  ``simulator.cost.efficiency`` (tile and wave quantisation, systolic padding, SIMD lanes); causal
+  fused attention runs only its unmasked blocks;
+- every other op runs on the vector units at ``device.vector_flops_per_s`` (times
+  ``vector_efficiency``), the fp32 rate,
+  whatever its dtype. 16-bit vector math on recent GPUs runs at about twice the fp32 rate
+  (packed half2/bf16x2), but vector ops are almost always memory-bound, so this rarely changes
+  a time;
+- ops stream their bytes from the innermost memory level that holds them (``level_bandwidth``),
+  main memory at ``device.memory_bandwidth_bytes_per_s * device.memory_efficiency``, a matmul
+  at ``device.matmul_memory_efficiency`` instead where the spec gives it (a GEMM bound by its
+  bytes does not stream them as a copy does);
+- a function the device has measured (``device.function_efficiency``, by ``Op.fn``) runs at
+  that fraction of its unit's peak instead of its kind's efficiency, and pays its own fixed
+  cost per call (``device.function_overhead_s``) instead of ``op_overhead_s``;
+- each op pays ``device.op_overhead_s`` (kernel launch / dispatch); an optimizer update pays
+  ``optimizer_overhead_s`` per parameter tensor besides (eager per-tensor optimizers), and
+  the first update of a step the step's fixed framework cost ``step_overhead_s``;
+- collectives (``OpKind.COLLECTIVE``) are priced on the cluster's networks, not by the
+  roofline: ``simulator.cost.collectives.cluster_time_s`` for their kind, buffer (the larger of the
+  bytes read and written, as NCCL counts it), group and members per node; their compute time
+  is zero and their memory time the HBM traffic (for energy). A collective of one device, or
+  the identity half of Megatron's f, takes no time.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from hardware_specs.spec import DeviceSpec
+from simulator.cost.efficiency import executed_fraction, shape_efficiency
+from simulator.engine import kernels
+from simulator.graph.lower import Lowered
+from simulator.graph.op import TENSOR_KINDS, DType, OpKind
+
+_TENSOR_CODES = np.array(sorted(int(kind) for kind in TENSOR_KINDS), dtype=np.int8)
+
+
+def price(lowered: Lowered, device: DeviceSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-op float64 ``(peak_flops_per_s, bandwidth_bytes_per_s, overhead_s)`` on ``device``."""
+    n = len(lowered)
+    matrix_rate = np.zeros(max(DType) + 1, dtype=np.float64)  # indexed by DType code
+    for dtype in DType:
+        matrix_rate[dtype] = device.peak_for(dtype)
+    own = {OpKind.CONV: device.conv_efficiency, OpKind.ATTENTION: device.attention_efficiency}
+    base = np.full(n, device.matmul_efficiency)
+    for kind, efficiency in own.items():
+        if efficiency is not None:
+            base[lowered.kind == kind] = efficiency
+    is_tensor = np.isin(lowered.kind, _TENSOR_CODES)
+    matrix = (matrix_rate[lowered.dtype.astype(np.int64)] * base
+              * shape_efficiency(lowered, device))
+    vector = device.vector_flops_per_s * device.vector_efficiency
+    peak = np.where(is_tensor, matrix, vector)
+    streaming = None
+    if device.matmul_memory_efficiency is not None:  # a GEMM's bytes are not one stream
+        streaming = np.where(lowered.kind == OpKind.MATMUL, device.matmul_memory_efficiency,
+                             device.memory_efficiency)
+    bandwidth = level_bandwidth(lowered.nbytes, device, streaming)
+    overhead = np.full(n, float(device.op_overhead_s), dtype=np.float64)
+    for fn, efficiency in device.function_efficiency.items():  # a measured function's own rate
+        ops = lowered.fn == fn
+        peak[ops] = np.where(is_tensor[ops], matrix[ops] / base[ops],
+                             device.vector_flops_per_s) * efficiency
+    for fn, own in device.function_overhead_s.items():  # its own per-call cost
+        overhead[lowered.fn == fn] = own
+    updates = lowered.kind == OpKind.OPTIMIZER  # eager optimizers pay per parameter tensor
+    overhead[updates] += lowered.batch[updates] * device.optimizer_overhead_s
+    if updates.any():  # and a step pays its fixed framework cost once, with its first update
+        overhead[np.argmax(updates)] += device.step_overhead_s
+    return peak.astype(np.float64), bandwidth, overhead
+
+
+def level_bandwidth(nbytes: np.ndarray, device: DeviceSpec,
+                    efficiency: np.ndarray | None = None) -> np.ndarray:
+    """Cache fit: an op whose bytes (read + written) fit in an on-chip level streams at that
+    level's bandwidth, else from main memory at its measured fraction of the datasheet rate.
+
+    Optimistic for a first touch: it assumes the working set is already resident, as it is
+    for the chains of small activations that one op hands the next. Only levels a spec lists
+    (with a cited or measured bandwidth) count. ``efficiency``: each op's fraction of the main
+    memory's datasheet rate (None: ``device.memory_efficiency`` for all).
+    """
+    main = device.main_memory
+    if efficiency is None:
+        efficiency = np.full(len(nbytes), device.memory_efficiency)
+    bandwidth = main.bandwidth_bytes_per_s * np.asarray(efficiency, dtype=np.float64)
+    for level in reversed(device.memory[:-1]):  # outermost cache first, innermost last wins
+        bandwidth = np.where(nbytes <= level.capacity_bytes, level.bandwidth_bytes_per_s,
+                             bandwidth)
+    return bandwidth
+
+
+def op_costs(lowered: Lowered, device: DeviceSpec,
+             cluster=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-op float64 ``(compute_s, memory_s, time_s)`` of ``lowered`` on ``device``; the
+    collectives on ``cluster`` (a ``hardware_specs.cluster.ClusterSpec``)."""
+    compute_s, memory_s, time_s = _roofline(lowered, device)
+    comm = np.flatnonzero(lowered.kind == OpKind.COLLECTIVE)
+    if len(comm):
+        compute_s, time_s = compute_s.copy(), time_s.copy()
+        compute_s[comm] = 0.0
+        time_s[comm] = communication_s(lowered, comm, cluster)
+    return compute_s, memory_s, time_s
+
+
+def communication_s(lowered: Lowered, ops: np.ndarray, cluster) -> np.ndarray:
+    """Seconds of each collective in ``ops`` (positions) on ``cluster``."""
+    from simulator.cost.collectives import Collective, cluster_time_s
+    from simulator.errors import PlanError
+    from simulator.graph.lower import COLLECTIVE_FNS
+
+    out = np.zeros(len(ops), dtype=np.float64)
+    cache: dict[tuple, float] = {}
+    for j, i in enumerate(ops):
+        code, group = int(lowered.collective[i]), int(lowered.group[i])
+        nbytes = float(max(lowered.bytes_read[i], lowered.bytes_written[i]))
+        if code < 0 or group <= 1 or nbytes == 0:
+            continue
+        if cluster is None:
+            raise PlanError(f"op {lowered.names[i]} is a collective of {group} devices: "
+                            "simulate it on a cluster (num_devices or a cluster spec)")
+        key = (code, nbytes, group, int(lowered.local[i]))
+        if key not in cache:
+            cache[key] = cluster_time_s(Collective(COLLECTIVE_FNS[code]), nbytes, group,
+                                        cluster, devices_per_node=key[3] or None)
+        out[j] = cache[key]
+    return out
+
+
+def _roofline(lowered: Lowered, device: DeviceSpec):
+    peak, bandwidth, overhead = price(lowered, device)
+    # vector work fused into a tensor op runs on the vector units: fold it into an equivalent
+    # count at the op's own peak, so the kernel sees one number per op
+    vector_rate = device.vector_flops_per_s * device.vector_efficiency
+    vector = lowered.vector_flops.astype(np.float64) * (peak / vector_rate)
+    flops = lowered.flops.astype(np.float64) * executed_fraction(lowered) + vector
+    nbytes = lowered.nbytes.astype(np.float64)
+    return kernels.roofline(flops, nbytes, peak, bandwidth, overhead)
+
+
+__all__ = ["op_costs", "price"]

@@ -1,0 +1,1 @@
+"""Many simulate() calls: sweeps, comparisons, capacity plans."""

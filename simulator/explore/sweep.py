@@ -1,0 +1,371 @@
+"""Sweeps: one ``simulate`` per configuration of devices x device counts x plans, in parallel.
+
+``sweep`` evaluates every configuration in worker processes (``concurrent.futures``) or on a
+Dask cluster (``client.map`` / ``as_completed``) and returns one row per configuration: the
+configuration's columns, ``status`` ("ok" or "invalid: <reason>" for a plan that cannot run
+-- a row, not an error) and the flattened ``Result.summary()``. Rows are sorted by their
+configuration index, so any executor gives the same frame. With ``out`` the rows are written
+(.csv or .parquet, atomically) as they arrive and when the sweep is interrupted.
+``compare`` is the one-plan, few-devices table of ``hwsim compare``.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from enum import Enum
+from pathlib import Path
+
+import pandas as pd
+
+from hardware_specs.loader import load_device
+from hardware_specs.override import override
+from hardware_specs.spec import DeviceSpec
+from simulator.errors import HwsimError, PlanError, WorkloadError
+from simulator.explore.memo import install as install_memo
+from simulator.plan.parallel import ParallelPlan, data_parallel_size
+from simulator.plan.step import Plan
+from workloads.zoo import get_workload
+
+#: Plan fields a sweep varies, with the parser of a command-line value (``--grid tp=1,2``).
+PARALLEL_FIELDS = {"dp": int, "tp": int, "pp": int, "cp": int, "zero": int,
+                   "sequence_parallel": "bool",
+                   "schedule": str, "virtual_stages": int, "overlap_grad_reduce": "bool",
+                   "overlap_tp_comm": "bool", "fused_grad_accumulation": "bool",
+                   "first_stage_layers": int, "last_stage_layers": int}
+PLAN_FIELDS = {"micro_batch": int, "global_batch": int, "precision": str, "recompute": str,
+               "optimizer": str, "attention": str, "fusion": str, "grad_clip": "bool",
+               "fp32_grads": "bool"}
+FIELDS = {**PARALLEL_FIELDS, **PLAN_FIELDS}
+CONFIG_COLUMNS = ("config", "status", "model", "device", "num_devices", *FIELDS)
+#: Columns of ``compare`` (those present: run totals only with tokens).
+COMPARE_COLUMNS = ("device", "num_devices", "status", "step_time_s", "samples_per_s",
+                   "tokens_per_s", "mfu", "peak_memory_bytes", "memory_capacity_bytes", "fits",
+                   "energy_j_per_step", "avg_power_w", "price_per_hour_usd", "cost_usd_per_step",
+                   "total_time_days", "energy_kwh", "co2_kg", "cost_usd")
+_SUMMARY_DROPPED = ("model", "device", "num_devices", "precision", "micro_batch")
+_FLUSH_S = 2.0  # at most one rewrite of ``out`` per this many seconds while a sweep runs
+
+Progress = Callable[[int, int], None]
+
+
+# ---------------------------------------------------------------------------------- public
+
+def sweep(model, devices: list[str | DeviceSpec], device_counts: Iterable[int] | None = None,
+          plans: list[dict] | dict[str, list] | None = None, *, tokens: float | None = None,
+          overrides: dict[str, object] | None = None, workers: int | None = None, client=None,
+          out: str | os.PathLike | None = None, progress: bool | Progress = True,
+          **totals) -> pd.DataFrame:
+    """One row per configuration of ``devices`` x ``device_counts`` x ``plans``.
+
+    ``plans``: a list of plan-field dicts, or a grid ``{field: [values]}`` (every combination);
+    fields are ``FIELDS`` (dp, tp, pp, zero, recompute, micro_batch, precision, global_batch,
+    ...). ``device_counts``: None uses dp x tp x pp of each plan (dp 1 when not given); with
+    counts, dp defaults to the devices left over by tp x pp. ``overrides``: ``whatif``
+    changes applied to every device. ``workers``: processes (default: the CPUs; 1 runs here);
+    ``client``: a ``dask.distributed.Client`` to run on instead. ``out``: a .csv or .parquet
+    file, rewritten atomically as rows arrive and on an interrupt (which is then re-raised).
+    ``progress``: a bar on stderr (when it is a terminal), False for none, or a callable
+    ``(done, total)`` called after each chunk of rows.
+    ``totals``: ``pue``, ``grid_kg_co2_per_kwh``, ``node_overhead_w`` for run totals.
+    """
+    work = get_workload(model)
+    specs = resolve_devices(devices, overrides)
+    configs = list(_configs(specs, device_counts, expand(plans), work))
+    writer = _Writer(out) if out is not None else None
+    report = (_progress_bar if sys.stderr.isatty() else None) if progress is True else \
+        (progress or None)
+    chunks = _chunks(configs, workers, client)
+    rows: dict[int, dict] = {}
+    try:
+        for done in _execute(chunks, work, tokens, totals, workers, client):
+            rows.update(done)
+            if report:
+                report(len(rows), len(configs))
+            if writer:
+                writer.maybe_write(rows)
+    except BaseException:
+        if writer and rows:
+            writer.write(rows)
+        raise
+    if writer:
+        writer.write(rows)
+    return frame(rows)
+
+
+def compare(model, devices: list[str | DeviceSpec], *, num_devices: int | None = None,
+            tokens: float | None = None, overrides: dict[str, object] | None = None,
+            **plan_fields) -> pd.DataFrame:
+    """One row per device, the same plan on each (``COMPARE_COLUMNS``); evaluated here."""
+    counts = None if num_devices is None else [num_devices]
+    rows = sweep(model, devices, counts, [plan_fields], tokens=tokens, overrides=overrides,
+                 workers=1, progress=False)
+    return rows[[c for c in COMPARE_COLUMNS if c in rows.columns]].reset_index(drop=True)
+
+
+def expand(plans: list[dict] | dict[str, list] | None) -> list[dict]:
+    """A list of plan-field dicts, or every combination of a grid ``{field: [values]}``."""
+    if plans is None:
+        return [{}]
+    if isinstance(plans, dict):
+        grid = {key: list(values) if isinstance(values, (list, tuple, range)) else [values]
+                for key, values in plans.items()}
+        for key, values in grid.items():
+            if not values:
+                raise PlanError(f"empty grid: {key} has no values; give at least one")
+        plans = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+    elif not plans:
+        raise PlanError("empty grid: no plans to evaluate; give at least one")
+    for fields in plans:
+        unknown = set(fields) - set(FIELDS)
+        if unknown:
+            raise PlanError(f"unknown plan field {sorted(unknown)[0]!r}: choose from "
+                            f"{', '.join(FIELDS)}")
+    return [dict(fields) for fields in plans]
+
+
+def parse_grid(items: list[str] | None) -> dict[str, list]:
+    """``["tp=1,2,4", "recompute=none,full"]`` (``--grid``) -> ``{"tp": [1, 2, 4], ...}``."""
+    grid: dict[str, list] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in FIELDS:
+            raise PlanError(f"--grid {item!r}: write FIELD=V1,V2,... with FIELD one of "
+                            f"{', '.join(FIELDS)}")
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        if not values:
+            raise PlanError(f"empty grid: --grid {key}= has no values; give at least one")
+        grid[key] = [_parse_value(key, v) for v in values]
+    return grid
+
+
+def resolve_devices(devices: list[str | DeviceSpec], overrides: dict | None) -> list[DeviceSpec]:
+    """Load every device (SpecError naming an unknown one) and apply ``overrides``."""
+    if isinstance(devices, (str, DeviceSpec)):
+        devices = [devices]
+    if not devices:
+        raise PlanError("no devices given: name at least one (see 'hwsim devices')")
+    specs = [d if isinstance(d, DeviceSpec) else load_device(str(d).strip()) for d in devices]
+    return [override(spec, overrides) for spec in specs] if overrides else specs
+
+
+def frame(rows: dict[int, dict]) -> pd.DataFrame:
+    """Rows (by configuration index) -> a DataFrame sorted by index, config columns first."""
+    ordered = [rows[i] for i in sorted(rows)]
+    table = pd.DataFrame(ordered)
+    if table.empty:
+        return pd.DataFrame(columns=list(CONFIG_COLUMNS))
+    first = [c for c in CONFIG_COLUMNS if c in table.columns]
+    table = table[first + [c for c in table.columns if c not in first]]
+    if "fits" in table.columns:
+        table["fits"] = table["fits"].astype("boolean")
+    return table.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------- configurations
+
+def _configs(specs: list[DeviceSpec], counts: Iterable[int] | None, plans: list[dict],
+             work) -> Iterator[tuple]:
+    """(index, device, num_devices or None, plan fields): devices vary fastest, so that one
+    worker's chunk reuses the same plan's forward graphs (``simulator.explore.memo``)."""
+    counts = [None] if counts is None else list(counts)
+    if not counts:
+        raise PlanError("empty grid: no device counts given")
+    for n in counts:
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise PlanError(f"device count {n!r} must be a positive integer")
+    default_batch = getattr(work, "default_batch", 1)
+    combos = itertools.product(counts, plans, specs)
+    for index, (n, fields, spec) in enumerate(combos):
+        yield index, spec, n, {"micro_batch": default_batch, **fields}
+
+
+def _chunks(configs: list[tuple], workers: int | None, client) -> list[list[tuple]]:
+    slots = _workers(workers) if client is None else max(len(client.nthreads()), 1)
+    size = max(1, min(16, math.ceil(len(configs) / (4 * slots))))
+    return [configs[i:i + size] for i in range(0, len(configs), size)]
+
+
+def _workers(workers: int | None) -> int:
+    if workers is None:
+        return os.cpu_count() or 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise PlanError(f"workers = {workers!r} must be a positive integer")
+    return workers
+
+
+def _execute(chunks, work, tokens, totals, workers, client) -> Iterator[dict[int, dict]]:
+    """Each chunk's rows as it completes: here, in a process pool, or on a Dask cluster."""
+    if client is not None:
+        from distributed import as_completed as dask_completed
+        futures = client.map(run_chunk, chunks, work=work, tokens=tokens, totals=totals,
+                             pure=False)
+        try:
+            for future in dask_completed(futures):
+                yield future.result()
+        finally:
+            client.cancel(futures)
+        return
+    n = _workers(workers)
+    if n == 1 or len(chunks) == 1:
+        for chunk in chunks:
+            yield run_chunk(chunk, work, tokens, totals)
+        return
+    pool = ProcessPoolExecutor(min(n, len(chunks)), initializer=_ignore_interrupts)
+    try:
+        futures = [pool.submit(run_chunk, chunk, work, tokens, totals) for chunk in chunks]
+        for future in as_completed(futures):
+            yield future.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _ignore_interrupts() -> None:
+    """Workers leave Ctrl-C to the parent, which keeps the rows and stops the pool."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def run_chunk(chunk: list[tuple], work, tokens: float | None, totals: dict) -> dict[int, dict]:
+    """Evaluate a chunk of configurations (in a worker): ``{index: row}``."""
+    install_memo()
+    return {index: {"config": index, **evaluate(work, spec, n, fields, tokens, totals)}
+            for index, spec, n, fields in chunk}
+
+
+def evaluate(work, device: DeviceSpec, num_devices: int | None, fields: dict,
+             tokens: float | None = None, totals: dict | None = None) -> dict:
+    """One configuration's row: its columns, ``status`` and the flattened summary."""
+    from simulator.api import simulate
+
+    config = _config_columns(work, device, num_devices, fields)
+    try:
+        parallel, n = _parallel(fields, num_devices)
+        config["num_devices"], config["dp"] = n, parallel.dp
+        plan = Plan(**{k: v for k, v in fields.items() if k in PLAN_FIELDS})
+        result = simulate(work, device, plan, parallel=parallel, num_devices=n, tokens=tokens,
+                          **(totals or {}))
+    except (PlanError, WorkloadError) as err:
+        return {**config, "status": f"invalid: {err}"}
+    return {**config, "status": "ok", **flatten(result.summary(), device)}
+
+
+def _config_columns(work, device: DeviceSpec, n: int | None, fields: dict) -> dict:
+    defaults = {**_defaults(), **fields}
+    row = {"model": getattr(work, "name", str(work)), "device": device.name, "num_devices": n}
+    row.update({key: _plain(defaults.get(key)) for key in FIELDS})
+    return row
+
+
+def _defaults() -> dict:
+    plan, parallel = Plan(), ParallelPlan()
+    out = {key: getattr(parallel, key) for key in PARALLEL_FIELDS}
+    out.update({key: getattr(plan, key) for key in PLAN_FIELDS})
+    out["dp"] = None
+    return out
+
+
+def _parallel(fields: dict, n: int | None) -> tuple[ParallelPlan, int]:
+    tp, pp, cp, dp = fields.get("tp", 1), fields.get("pp", 1), fields.get("cp", 1), \
+        fields.get("dp")
+    if n is None:
+        n = (dp or 1) * tp * pp * cp
+    elif dp is None:
+        dp = data_parallel_size(n, tp, pp, cp)
+    kwargs = {k: v for k, v in fields.items() if k in PARALLEL_FIELDS}
+    return ParallelPlan(**{**kwargs, "dp": dp or 1}), n
+
+
+def flatten(summary: dict, device: DeviceSpec) -> dict:
+    """``Result.summary()`` as one flat row: memory_<part>, the parallel figures by name,
+    notes joined; None as NaN; plus the device's price and the cost of a step (and of the run,
+    its days)."""
+    row: dict = {}
+    for key, value in summary.items():
+        if key in _SUMMARY_DROPPED:
+            continue
+        if key == "memory_breakdown":
+            row.update({f"memory_{part}": float(v) for part, v in value.items()})
+        elif key == "parallel":
+            row.update({k: v for k, v in value.items() if k not in FIELDS})
+        elif isinstance(value, list):
+            row[key] = "; ".join(map(str, value))
+        else:
+            row[key] = math.nan if value is None else value
+    price = device.price_per_hour_usd
+    row["price_per_hour_usd"] = math.nan if price is None else price
+    row["cost_usd_per_step"] = (summary["step_time_s"] * summary["num_devices"] * price / 3600
+                                if price is not None else math.nan)
+    if "total_time_s" in summary:
+        row["total_time_days"] = summary["total_time_s"] / 86400
+    return row
+
+
+def _plain(value):
+    return value.value if isinstance(value, Enum) else value
+
+
+def _parse_value(key: str, text: str):
+    kind = FIELDS[key]
+    if kind == "bool":
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise PlanError(f"--grid {key}={text}: give true or false")
+        return text.lower() in ("true", "1", "yes")
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise PlanError(f"--grid {key}={text}: must be a whole number") from None
+    return text
+
+
+# ------------------------------------------------------------------------------ output, progress
+
+class _Writer:
+    """Writes the rows so far to ``out`` atomically (a temporary file, then a rename)."""
+
+    def __init__(self, out: str | os.PathLike):
+        self.path = Path(out)
+        self.kind = self.path.suffix.lower()
+        if self.kind not in (".csv", ".parquet"):
+            raise HwsimError(f"--out {out}: write a .csv or .parquet file")
+        if not self.path.parent.is_dir():
+            raise HwsimError(f"--out {out}: the folder {self.path.parent} does not exist")
+        if self.kind == ".parquet":
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise HwsimError('--out .parquet needs pyarrow: pip install "hwsim[sweep]", '
+                                 "or write a .csv file") from None
+        self.last = time.monotonic()
+
+    def maybe_write(self, rows: dict[int, dict]) -> None:
+        if time.monotonic() - self.last >= _FLUSH_S:
+            self.write(rows)
+
+    def write(self, rows: dict[int, dict]) -> None:
+        table = frame(rows)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            if self.kind == ".csv":
+                table.to_csv(tmp, index=False)
+            else:
+                table.to_parquet(tmp, index=False)
+            os.replace(tmp, self.path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        self.last = time.monotonic()
+
+
+def _progress_bar(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    end = "\n" if done == total else ""
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} configurations", end=end,
+          file=sys.stderr, flush=True)

@@ -1,0 +1,151 @@
+"""Lowering: an ``OpGraph`` to flat NumPy arrays, the only hand-off into the engine.
+
+The engine never sees networkx or ``Op`` records (DESIGN.md, data flow): it sees one array per
+fact, indexed by an op's position in the graph's deterministic topological order, and the
+predecessors in CSR form. ``lower`` is one Python pass over the ops that fills lists, then one
+``np.array`` per field, so a 50k-op GPT-3 training graph lowers in a fraction of a second.
+
+Dtypes: counts (``flops``, ``bytes_read``, ``bytes_written``, ``out_bytes``, ``params``,
+``edge_bytes``) and shapes (``m``, ``n``, ``k``, ``batch``, ``layer``) are int64, so they stay
+exact (DESIGN.md: FLOP counts are exact); pricing converts to float64. ``kind``, ``phase`` and
+``dtype`` are int8 codes of ``OpKind``, ``Phase`` and ``DType``. Every array is read-only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator.graph.collective import Collective
+from simulator.graph.opgraph import OpGraph
+
+#: Edge attribute set by ``simulator.training.backward``: False when the reader needs only the producer's
+#: kept bytes (mask, statistics), not its output. Absent means True.
+READS_OUTPUT = "reads_output"
+
+# Op fields copied one-to-one into an array, and the array's dtype.
+_OP_FIELDS = {
+    "kind": np.int8, "phase": np.int8, "dtype": np.int8,
+    "flops": np.int64, "vector_flops": np.int64, "bytes_read": np.int64, "bytes_written": np.int64,
+    "out_bytes": np.int64, "params": np.int64,
+    "m": np.int64, "n": np.int64, "k": np.int64, "batch": np.int64, "layer": np.int64,
+    "causal": np.int8,
+}
+# Facts from ``Op.extra`` a collective carries, their array dtype and the value when absent:
+# ``group`` devices taking part, ``local`` of them per node (0: as many as fit), ``axis`` the
+# parallel dimension (``simulator.graph.collective.Axis``) whose communicator runs it.
+_EXTRA_FIELDS = {"group": (np.int64, 1), "local": (np.int64, 0), "axis": (np.int8, 0)}
+#: ``Lowered.collective`` codes: the index of an op's ``fn`` in this tuple, -1 for any other fn.
+COLLECTIVE_FNS = tuple(kind.value for kind in Collective)
+
+
+@dataclass(frozen=True, eq=False)
+class Lowered:
+    """One graph as arrays in topological order (position ``i`` is op ``names[i]``).
+
+    The predecessors of op ``i`` are ``indices[indptr[i]:indptr[i + 1]]`` (positions, in input
+    order, each < ``i``); ``edge_bytes`` holds the tensor bytes on the same edges and
+    ``edge_output`` whether the reader needs the producer's output (False: only what the producer
+    keeps besides, its ``keep_bytes``; the graph's ``reads_output`` edge attribute, default True;
+    an ordering-only edge of 0 bytes reads nothing).
+    """
+
+    names: list[str]
+    indptr: np.ndarray      # int64, n + 1
+    indices: np.ndarray     # int64, n_edges: predecessor positions
+    edge_bytes: np.ndarray  # int64, n_edges
+    edge_output: np.ndarray  # bool, n_edges: the edge reads the producer's output
+    kind: np.ndarray        # int8, OpKind codes
+    phase: np.ndarray       # int8, Phase codes
+    dtype: np.ndarray       # int8, DType codes
+    flops: np.ndarray       # int64
+    vector_flops: np.ndarray  # int64, vector-unit work inside a fused tensor op
+    bytes_read: np.ndarray  # int64
+    bytes_written: np.ndarray  # int64
+    out_bytes: np.ndarray   # int64
+    keep_bytes: np.ndarray  # int64, mask_bytes + stats_bytes: kept for the backward besides
+    params: np.ndarray      # int64, parameter elements owned
+    m: np.ndarray           # int64
+    n: np.ndarray           # int64
+    k: np.ndarray           # int64
+    batch: np.ndarray       # int64
+    layer: np.ndarray       # int64, -1 outside any layer
+    causal: np.ndarray      # int8, 1 for attention under a causal mask
+    group: np.ndarray = None       # int64, devices in a collective's group (1 otherwise)
+    local: np.ndarray = None       # int64, of them per node (0: as many as fit in one)
+    axis: np.ndarray = None        # int8, ``simulator.graph.collective.Axis`` code of a collective
+    collective: np.ndarray = None  # int8, index in ``COLLECTIVE_FNS``, -1 if not a collective
+    fn: np.ndarray = None          # object (str), ``Op.fn``: per-function rates look it up
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.indptr[-1])
+
+    @property
+    def nbytes(self) -> np.ndarray:
+        """Bytes each op moves (read + written), int64."""
+        return self.bytes_read + self.bytes_written
+
+    def preds(self, i: int) -> np.ndarray:
+        """Positions of op ``i``'s predecessors, in input order."""
+        return self.indices[self.indptr[i]:self.indptr[i + 1]]
+
+    def position(self) -> dict[str, int]:
+        """Name -> position (built on demand; the engine itself never needs it)."""
+        return {name: i for i, name in enumerate(self.names)}
+
+
+def lower(graph: OpGraph) -> Lowered:
+    """Flatten ``graph`` into a ``Lowered`` in ``graph.names()`` order."""
+    names = graph.names()
+    position = {name: i for i, name in enumerate(names)}
+    nodes, pred = graph.nx.nodes, graph.nx.pred
+    columns: dict[str, list[int]] = {field: [] for field in _OP_FIELDS}
+    appenders = [(columns[field].append, field) for field in _OP_FIELDS]
+    counts: list[int] = []
+    indices: list[int] = []
+    edge_bytes: list[int] = []
+    edge_output: list[bool] = []
+    keep_bytes: list[int] = []
+    extras: dict[str, list[int]] = {field: [] for field in _EXTRA_FIELDS}
+    collective: list[int] = []
+    fns: list[str] = []
+    codes = {fn: i for i, fn in enumerate(COLLECTIVE_FNS)}
+    for name in names:
+        op = nodes[name]["op"]
+        for append, field in appenders:
+            append(getattr(op, field))
+        keep_bytes.append(op.mask_bytes + op.stats_bytes)
+        facts = dict(op.extra) if op.extra else {}
+        for field, (_, default) in _EXTRA_FIELDS.items():
+            extras[field].append(facts.get(field, default))
+        collective.append(codes.get(op.fn, -1))
+        fns.append(op.fn)
+        edges = sorted(pred[name].items(), key=lambda e: e[1]["index"])
+        counts.append(len(edges))
+        for src, data in edges:
+            indices.append(position[src])
+            edge_bytes.append(data["bytes"])
+            edge_output.append(bool(data.get(READS_OUTPUT, True)) and data["bytes"] > 0)
+    indptr = np.zeros(len(names) + 1, dtype=np.int64)
+    np.cumsum(np.asarray(counts, dtype=np.int64), out=indptr[1:])
+    arrays = {field: np.asarray(values, dtype=_OP_FIELDS[field])
+              for field, values in columns.items()}
+    arrays.update(indptr=indptr, indices=np.asarray(indices, dtype=np.int64),
+                  edge_bytes=np.asarray(edge_bytes, dtype=np.int64),
+                  edge_output=np.asarray(edge_output, dtype=np.bool_),
+                  keep_bytes=np.asarray(keep_bytes, dtype=np.int64),
+                  collective=np.asarray(collective, dtype=np.int8),
+                  fn=np.asarray(fns, dtype=object))
+    arrays.update({field: np.asarray(values, dtype=_EXTRA_FIELDS[field][0])
+                   for field, values in extras.items()})
+    for array in arrays.values():
+        array.flags.writeable = False
+    return Lowered(names=names, **arrays)
+
+
+__all__ = ["Lowered", "lower"]
+

@@ -1,0 +1,156 @@
+"""The operator record: one node of an operator graph.
+
+An ``Op`` holds facts about one operation (what it computes, how much, on which tensors), never
+results of pricing it (STYLE.md rule 5). Counting lives here and in the workload builders;
+pricing lives in ``simulator.engine``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import Enum, IntEnum
+
+
+class OpKind(IntEnum):
+    """The closed set of operator kinds. The integer is the code the engine sees."""
+
+    MATMUL = 0
+    CONV = 1
+    ATTENTION = 2
+    ELEMENTWISE = 3
+    REDUCTION = 4
+    NORM = 5
+    SOFTMAX = 6
+    EMBEDDING = 7
+    POOL = 8
+    LOSS = 9
+    OPTIMIZER = 10
+    COLLECTIVE = 11
+    COPY = 12
+
+
+#: Kinds whose FLOPs are "model FLOPs": the dense tensor arithmetic that MFU counts
+#: (Narayanan et al. 2021 eq. 3, PaLM appendix B, ``torch.utils.flop_counter``).
+TENSOR_KINDS = frozenset({OpKind.MATMUL, OpKind.CONV, OpKind.ATTENTION})
+#: The prefix of an imported op's ``fn`` when hwsim does not know the operator: such ops are
+#: costed by their tensor traffic, and ``Result.unknown_ops`` lists them.
+UNKNOWN = "unknown:"
+
+
+class Phase(IntEnum):
+    FORWARD = 0
+    BACKWARD = 1
+    RECOMPUTE = 2  # forward ops run again during the backward pass
+    OPTIMIZER = 3
+    COMMUNICATION = 4
+
+
+class DType(IntEnum):
+    """Numeric formats. ``bytes`` is the storage size of one element."""
+
+    FP32 = 0
+    TF32 = 1
+    FP16 = 2
+    BF16 = 3
+    FP8 = 4
+    INT8 = 5
+    INT64 = 6
+    BOOL = 7
+
+    @property
+    def bytes(self) -> int:
+        return _DTYPE_BYTES[self]
+
+
+_DTYPE_BYTES = {
+    DType.FP32: 4, DType.TF32: 4, DType.FP16: 2, DType.BF16: 2,
+    DType.FP8: 1, DType.INT8: 1, DType.INT64: 8, DType.BOOL: 1,
+}
+
+
+class Block(str, Enum):
+    """Where an op sits inside a layer; recomputation policies select ops by it."""
+
+    NONE = "none"
+    ATTN = "attn"            # attention projections and residual
+    ATTN_CORE = "attn_core"  # QK^T, softmax, dropout, AV: Korthikanti et al. 2022's selective part
+    MLP = "mlp"
+    NORM = "norm"
+    HEAD = "head"            # embedding, final norm, logits, loss
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One operation.
+
+    Shape facts: a matmul is ``batch`` independent (m x k) @ (k x n) products; a convolution is
+    described as its implicit GEMM (m = N*Ho*Wo, n = Cout, k = Cin/groups*kh*kw) with the
+    geometry in ``extra``. ``params`` are the parameter elements this op owns (forward ops only).
+
+    ``saves`` tells what the backward pass needs from the forward pass: ``"inputs"`` (the
+    tensors on the op's input edges, in input order), ``"output"`` (its own output) and
+    ``mask_bytes`` (a mask the op keeps, e.g. dropout's), ``stats_bytes`` (per-row statistics a
+    norm keeps). Inputs that come from outside the graph (token ids, images) get no gradient,
+    nor do the inputs named in ``no_grad`` (producers of tensors that do not require grad: a
+    mask built in the graph, a frozen backbone's features).
+    """
+
+    name: str
+    kind: OpKind
+    phase: Phase = Phase.FORWARD
+    dtype: DType = DType.FP32
+    flops: int = 0
+    vector_flops: int = 0  # arithmetic on the vector units inside a fused tensor op
+    bytes_read: int = 0
+    bytes_written: int = 0
+    out_bytes: int = 0
+    params: int = 0
+    param_tensors: int = 0  # how many parameter tensors hold ``params`` (0: one if any)
+    param_dtype: DType = DType.FP32
+    layer: int = -1
+    block: Block = Block.NONE
+    m: int = 0
+    n: int = 0
+    k: int = 0
+    batch: int = 1
+    extra: tuple[tuple[str, int], ...] = ()
+    saves: tuple[str, ...] = ()
+    mask_bytes: int = 0
+    stats_bytes: int = 0
+    forward_of: str = ""
+    fn: str = ""  # what the op computes within its kind: "gelu", "add", "layernorm", ...
+    no_grad: tuple[str, ...] = ()  # input producers that get no gradient from this op
+
+    @property
+    def param_bytes(self) -> int:
+        return self.params * self.param_dtype.bytes
+
+    @property
+    def tensors(self) -> int:
+        """Parameter tensors this op owns (a weight and a bias are two)."""
+        return self.param_tensors or (1 if self.params else 0)
+
+    @property
+    def bytes(self) -> int:
+        return self.bytes_read + self.bytes_written
+
+    @property
+    def model_flops(self) -> int:
+        """FLOPs that count towards MFU (dense tensor arithmetic only)."""
+        return self.flops if self.kind in TENSOR_KINDS else 0
+
+    @property
+    def causal(self) -> int:
+        """1 for attention under a causal mask (a decoder's), else 0."""
+        return dict(self.extra).get("causal", 0)
+
+    @property
+    def shape(self) -> dict[str, int]:
+        facts = {"m": self.m, "n": self.n, "k": self.k, "batch": self.batch}
+        facts.update(dict(self.extra))
+        return facts
+
+    def evolve(self, **changes) -> "Op":
+        return replace(self, **changes)
+
+
+__all__ = ["Block", "DType", "Op", "OpKind", "Phase", "TENSOR_KINDS"]

@@ -1,0 +1,103 @@
+"""OpGraph: one replica's operator DAG on top of ``networkx.DiGraph``.
+
+Nodes are op names with the immutable ``Op`` under the ``"op"`` attribute; an edge u -> v says v
+reads u's output and carries ``bytes`` (the tensor size) and ``index`` (the input position).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+
+import networkx as nx
+
+from simulator.errors import WorkloadError
+from simulator.graph.op import Op, OpKind, Phase
+
+
+class OpGraph:
+    def __init__(self, name: str = "graph") -> None:
+        self.name = name
+        self.nx = nx.DiGraph(name=name)
+
+    # -- building -----------------------------------------------------------------------------
+    def add(self, op: Op, inputs: Sequence[str] = ()) -> str:
+        """Add ``op`` reading the outputs of ``inputs`` (op names, in input order)."""
+        if op.name in self.nx:
+            raise WorkloadError(f"op name {op.name!r} used twice in graph {self.name!r}")
+        self.nx.add_node(op.name, op=op)
+        for index, src in enumerate(inputs):
+            self.add_edge(src, op.name, index)
+        return op.name
+
+    def add_edge(self, src: str, dst: str, index: int = 0, nbytes: int | None = None) -> None:
+        """Add a dependency; ``nbytes`` defaults to the size of src's output (0: ordering only)."""
+        if src not in self.nx:
+            raise WorkloadError(f"op {dst!r} reads {src!r}, which is not in graph {self.name!r}")
+        size = self.nx.nodes[src]["op"].out_bytes if nbytes is None else nbytes
+        if self.nx.has_edge(src, dst):  # same tensor read twice (x * x): one dependency
+            return
+        self.nx.add_edge(src, dst, bytes=size, index=index)
+
+    # -- reading ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.nx.number_of_nodes()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.nx
+
+    def op(self, name: str) -> Op:
+        return self.nx.nodes[name]["op"]
+
+    def issue_early(self, name: str) -> None:
+        """Issue ``name`` as soon as its inputs are done, as if it had been added just after
+        the last of them: for an op added later that a framework runs in a hook when its
+        input is ready (a gradient add after a layer's weight gradients)."""
+        self.nx.nodes[name]["early"] = True
+
+    def names(self) -> list[str]:
+        """Op names in a deterministic topological order (insertion order breaks ties, an op
+        marked ``issue_early`` taking the place just after the last-added of its inputs)."""
+        position = {name: i for i, name in enumerate(self.nx.nodes)}
+
+        def key(name: str) -> tuple[int, int]:
+            if self.nx.nodes[name].get("early"):
+                return max(position[src] for src in self.nx.predecessors(name)), position[name]
+            return position[name], -1
+        return list(nx.lexicographical_topological_sort(self.nx, key=key))
+
+    def ops(self) -> Iterator[Op]:
+        for name in self.names():
+            yield self.op(name)
+
+    def inputs(self, name: str) -> list[str]:
+        """Producers of ``name``'s inputs, in input order."""
+        preds = self.nx.in_edges(name, data="index")
+        return [src for src, _, _ in sorted(preds, key=lambda e: e[2])]
+
+    def consumers(self, name: str) -> list[str]:
+        return list(self.nx.successors(name))
+
+    def is_dag(self) -> bool:
+        return nx.is_directed_acyclic_graph(self.nx)
+
+    # -- totals -------------------------------------------------------------------------------
+    def select(self, phase: Phase | None = None, kind: OpKind | None = None) -> list[Op]:
+        return [op for op in self.ops() if (phase is None or op.phase == phase)
+                and (kind is None or op.kind == kind)]
+
+    def params(self) -> int:
+        return sum(op.params for op in self._all())
+
+    def flops(self, phases: Iterable[Phase] | None = None) -> int:
+        wanted = set(Phase) if phases is None else set(phases)
+        return sum(op.flops for op in self._all() if op.phase in wanted)
+
+    def model_flops(self, phases: Iterable[Phase] | None = None) -> int:
+        """Dense tensor FLOPs (matmul, conv, attention): what MFU counts."""
+        wanted = set(Phase) if phases is None else set(phases)
+        return sum(op.model_flops for op in self._all() if op.phase in wanted)
+
+    def _all(self) -> Iterator[Op]:
+        return (data for _, data in self.nx.nodes(data="op"))
+
+    def __repr__(self) -> str:
+        return f"OpGraph({self.name!r}, {len(self)} ops, {self.params():,} params)"

@@ -1,0 +1,79 @@
+"""Context parallelism: what one of ``cp`` ranks runs when each holds ``seq_len / cp`` tokens of
+every sequence (Megatron-LM ``--context-parallel-size``; Llama 3 405B's long-context training,
+Dubey et al. 2024, sec. 3.3.2).
+
+Every op outside attention works token by token, so a rank's forward graph is the graph of a
+model of ``seq_len / cp`` tokens (``simulator.parallel.rank.stage_forward`` builds it so); two
+things differ, and this module makes them:
+
+- ``widen_attention``: a rank's queries attend to the keys of the whole sequence, so each fused
+  attention op has ``cp`` times the keys (``n``), FLOPs and key/value reads of the graph it was
+  built in. With the causal mask Megatron-LM gives each rank chunks i and 2cp - 1 - i of
+  2cp, so every rank does 1/cp of the causal work, as the block skipping of
+  ``simulator.cost.efficiency.executed_fraction`` counts it for ``seq_len / cp`` query rows. The
+  learned position table (``pos_embed``) stays whole.
+- ``gather_keys_values``: before each attention, the ranks all-gather its keys and values
+  (``Axis.CONTEXT``), the all-gather method of Llama 3 ("we first all-gather the K and V
+  tensors, and then compute attention output for the local Q tensor chunk", sec. 3.3.2); its
+  adjoint, a reduce-scatter of their gradients, comes from ``simulator.training.backward``. Megatron-LM's
+  default ring exchange overlaps the same bytes with the attention; here they are not hidden.
+
+Only fused attention splits so (Megatron-LM runs context parallelism with its fused attention
+kernels only): a graph with a materialised attention core is a ``PlanError``.
+"""
+from __future__ import annotations
+
+from simulator.errors import PlanError
+from simulator.graph.collective import Axis, collective
+from simulator.graph.op import Block, OpKind
+from simulator.graph.opgraph import OpGraph
+
+POSITION_TABLE = "pos_embed"
+
+
+def widen_attention(forward: OpGraph, cp: int) -> OpGraph:
+    """The forward of one of ``cp`` ranks from the graph of a model of ``seq_len / cp`` tokens
+    (``forward`` itself if cp = 1): attention over all the sequence's keys."""
+    if cp == 1:
+        return forward
+    out = OpGraph(forward.name)
+    for name in forward.names():
+        op, inputs = forward.op(name), forward.inputs(name)
+        if op.block is Block.ATTN_CORE and op.kind is not OpKind.ATTENTION:
+            raise PlanError(f"cp = {cp}: context parallelism needs fused attention (attention "
+                            "= fused, --attention fused), as Megatron-LM runs it")
+        if op.kind is OpKind.ATTENTION:
+            query, *keys_values = (forward.op(s).out_bytes for s in inputs)
+            op = op.evolve(n=op.n * cp, flops=op.flops * cp, vector_flops=op.vector_flops * cp,
+                           bytes_read=query + cp * sum(keys_values))
+        elif op.kind is OpKind.EMBEDDING and name == POSITION_TABLE:
+            op = op.evolve(k=op.k * cp, params=op.params * cp)
+        out.add(op, inputs)
+    return out
+
+
+def gather_keys_values(ranked: OpGraph, cp: int, local: int = 0) -> OpGraph:
+    """Insert the all-gather of each attention's keys and values over the ``cp`` ranks
+    (``local`` of them per node, 0: as many as fit) into a rank's graph (after the
+    tensor-parallel split: the heads it holds)."""
+    if cp == 1:
+        return ranked
+    out = OpGraph(ranked.name)
+    gathered: dict[str, str] = {}
+    for name in ranked.names():
+        op, inputs = ranked.op(name), ranked.inputs(name)
+        if op.kind is OpKind.ATTENTION:
+            reads = inputs[:1]
+            for src in inputs[1:]:
+                if src not in gathered:
+                    size = ranked.op(src).out_bytes
+                    gather = collective(f"{src}.cp_all_gather", "all_gather", size, size * cp,
+                                        size * cp, cp, Axis.CONTEXT, op, local=local)
+                    gathered[src] = out.add(gather, [src])
+                reads.append(gathered[src])
+            inputs = reads
+        out.add(op, inputs)
+    return out
+
+
+__all__ = ["gather_keys_values", "widen_attention"]

@@ -1,0 +1,101 @@
+"""One rank's graph of a parallel plan: the plan checked against the workload, the forward of
+one pipeline stage on one tensor-/context-parallel rank (``stage_forward``), and its training
+step with the data-parallel collectives, lowered (``build_stage``, the device-independent half
+that sweeps memoize). Pricing and scheduling it is ``simulator.schedule``'s.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from hardware_specs.cluster import ClusterSpec
+from simulator.errors import PlanError
+from simulator.graph.lower import Lowered, lower
+from simulator.graph.opgraph import OpGraph
+from simulator.parallel.context import gather_keys_values, widen_attention
+from simulator.parallel.data import (
+    add_data_parallel,
+    add_grad_accumulation,
+    add_tied_embedding_reduce,
+)
+from simulator.parallel.pipeline import stage_graph
+from simulator.parallel.tensor import check as check_tensor_parallel
+from simulator.parallel.tensor import split, wait_for_weight_gradients
+from simulator.plan.parallel import ParallelPlan
+from simulator.plan.step import Attention, Fusion, Plan
+from simulator.training.backward import training_graph
+from simulator.training.fusion import fuse_attention, fuse_elementwise
+from workloads.transformer import Style, TransformerConfig
+
+
+def micro_batches(work, plan: Plan, parallel: ParallelPlan, num_devices: int) -> int:
+    """Check ``parallel`` against the workload, batch and devices (PlanError naming the
+    numbers); the micro-batches per step of each pipeline."""
+    layers, heads, kv, seq = _shape(work)
+    if layers is None and (parallel.tp > 1 or parallel.pp > 1):
+        raise PlanError(f"tp = {parallel.tp}, pp = {parallel.pp}: tensor and pipeline "
+                        f"parallelism split transformer layers and {work.name} is not a "
+                        "transformer: use dp (and zero) only")
+    if parallel.cp > 1 and getattr(work, "style", None) is Style.VISION:
+        raise PlanError(f"cp = {parallel.cp}: context parallelism splits a language model's "
+                        f"sequences, and {work.name} is a vision transformer")
+    if parallel.sequence_parallel and parallel.tp == 1:
+        raise PlanError("sequence parallelism splits the tensor-parallel ranks' tokens: it "
+                        "needs tp > 1")
+    m = parallel.validate(num_devices, layers or 1, heads or 1, kv, plan.global_batch,
+                          plan.micro_batch, seq)
+    if layers is not None and parallel.tp > 1:
+        check_tensor_parallel(work, parallel.tp)
+    return m
+
+
+def _shape(work):
+    if isinstance(work, TransformerConfig):
+        return work.layers, work.heads, work.n_kv_heads, work.sequence
+    return None, None, None, None
+
+
+def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
+                  cluster: ClusterSpec | None) -> tuple[OpGraph, OpGraph]:
+    """(unsplit forward of a model of one stage's layers, the stage's forward on one rank)."""
+    formats = plan.formats
+    p = parallel.pp
+    chunks = parallel.chunk_layers(work.layers)[stage] if p > 1 else []
+    model = replace(work, layers=sum(chunks)) if p > 1 else work
+    cp = parallel.cp
+    if cp > 1:   # a rank's tokens (simulator.parallel.context)
+        model = replace(model, seq_len=work.seq_len // cp)
+    forward = model.forward_graph(plan.micro_batch, formats.activation, formats.weight)
+    if plan.attention is Attention.FUSED:
+        forward = fuse_attention(forward)
+    forward = widen_attention(forward, cp)
+    ranked = split(forward, parallel.tp, parallel.sequence_parallel)
+    per_node = cluster.devices_per_node if cluster else 1
+    # Megatron-LM's rank order: tp fastest, then cp, then dp, then pp
+    ranked = gather_keys_values(ranked, cp, max(min(cp, per_node // parallel.tp), 1))
+    local = 2 if 2 * parallel.tp * parallel.cp * parallel.dp <= per_node else 1
+    ranked = stage_graph(ranked, stage == 0, stage == p - 1, parallel.tp,
+                         parallel.sequence_parallel, local, chunks)
+    return forward, ranked
+
+
+def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
+                per_node: int) -> Lowered:
+    """The device-independent half of a stage: its lowered training step (sweeps memoize it)."""
+    step = training_graph(forward, plan)
+    if not parallel.overlap_tp_comm:
+        wait_for_weight_gradients(step)
+    if plan.fusion is Fusion.COMPILED:
+        step = fuse_elementwise(step)
+    if not parallel.fused_grad_accumulation:
+        add_grad_accumulation(step, plan)
+    dp_local = math.gcd(parallel.replicas, max(per_node // parallel.tp, 1))
+    step = add_data_parallel(step, plan, parallel.replicas, parallel.zero, dp_local,
+                             parallel.overlap_grad_reduce)
+    if parallel.pp > 1:   # Megatron-LM's rank order: the first and last stages are pp-1 apart
+        ends_local = 2 if parallel.num_devices <= per_node else 1
+        step = add_tied_embedding_reduce(step, plan, ends_local)
+    return lower(step)
+
+
+__all__ = ["build_stage", "micro_batches", "stage_forward"]

@@ -1,0 +1,176 @@
+"""Tensor (and sequence) parallelism: one transformer forward graph -> what one of ``tp`` ranks
+runs, with the collectives Megatron-LM places.
+
+A graph transform over the forward ``OpGraph`` of a ``TransformerConfig`` (the names and blocks
+its builder gives), returning a new graph:
+
+- column-parallel linears (q, k, v, fc1, gate, up, and the vocab-parallel lm_head) keep 1/tp of
+  their output features (n / tp); row-parallel linears (o_proj, fc2) 1/tp of their input
+  features (k / tp), their bias replicated (Shoeybi et al. 2019, sec. 3, Fig. 3);
+- every op reading a split tensor (the attention core, whose batch of heads splits; rope,
+  GeLU, SwiGLU; the vocab-parallel cross-entropy) does 1/tp of the work; the token embedding
+  is vocab-parallel (1/tp of the table; vocab rounded up to a multiple of tp);
+- norms, residuals and dropouts outside the split regions stay replicated; with sequence
+  parallelism (Korthikanti et al. 2022, sec. 4.2.2) they run on 1/tp of the tokens;
+- collectives (``OpKind.COLLECTIVE``, ``extra`` group = tp, axis = ``Axis.TENSOR``): Megatron's
+  f before each column-parallel group (``identity`` forward, all-reduce backward) and g after
+  each row-parallel linear and the vocab-parallel embedding (all-reduce forward, identity
+  backward); with sequence parallelism all-gather / reduce-scatter instead, of the same
+  buffer (``simulator.graph.collective.ADJOINT`` derives the backward ones; with
+  sequence parallelism the column-parallel linears keep their inputs as shards and the
+  backward gathers them again, ``simulator.training.backward.gathered_shard``, as Megatron-LM does).
+
+Left out: the three small all-reduces of the vocab-parallel cross-entropy (3 x tokens x 4
+bytes, against tokens x hidden x 2 for each of the layers' all-reduces).
+"""
+from __future__ import annotations
+
+import math
+
+from simulator.errors import PlanError
+from simulator.graph.collective import Axis, collective
+from simulator.graph.op import Block, Op, OpKind, Phase
+from simulator.graph.opgraph import OpGraph
+
+COLUMN = frozenset({"q_proj", "k_proj", "v_proj", "fc1", "gate_proj", "up_proj", "lm_head"})
+ROW = frozenset({"o_proj", "fc2"})
+VOCAB_EMBEDDING = "tok_embed"
+
+
+def check(config, tp: int) -> None:
+    """Megatron-LM's divisibility rules beyond heads (``ParallelPlan.validate``)."""
+    if config.ffn_dim % tp:
+        raise PlanError(f"tp = {tp} must divide ffn_hidden = {config.ffn_dim}")
+    if config.hidden % tp:
+        raise PlanError(f"tp = {tp} must divide hidden = {config.hidden}")
+
+
+def split(forward: OpGraph, tp: int, sequence_parallel: bool = False) -> OpGraph:
+    """What one of ``tp`` tensor-parallel ranks runs of ``forward`` (``forward`` if tp = 1)."""
+    if tp == 1:
+        return forward
+    if sequence_parallel and VOCAB_EMBEDDING not in forward:
+        raise PlanError("sequence parallelism needs a language model (a token embedding); "
+                        "leave it off for this model")
+    return _Split(forward, tp, sequence_parallel).run()
+
+
+class _Split:
+    def __init__(self, forward: OpGraph, tp: int, sequence_parallel: bool) -> None:
+        self.forward, self.tp, self.sp = forward, tp, sequence_parallel
+        self.out = OpGraph(forward.name)
+        self.split: set[str] = set()     # outputs split over the ranks (heads, features, tokens)
+        self.remap: dict[str, str] = {}  # op -> the op its readers read instead (after g)
+        self.entry: dict[str, str] = {}  # producer -> its f (or all-gather) op
+
+    def run(self) -> OpGraph:
+        for name in self.forward.names():
+            op = self.forward.op(name)
+            inputs = self.forward.inputs(name)
+            base = name.rsplit(".", 1)[-1].split("#")[0]
+            if op.kind is OpKind.MATMUL and op.fn == "linear" and base in COLUMN:
+                reads = [self._enter(src, op) for src in inputs]
+                self._add(_linear(op, op.m, op.k, math.ceil(op.n / self.tp)), reads, split=True)
+            elif op.kind is OpKind.MATMUL and op.fn == "linear" and base in ROW:
+                self._add(_linear(op, op.m, op.k // self.tp, op.n), self._reads(inputs))
+                self._exit(name, op)
+            elif op.kind is OpKind.EMBEDDING and base == VOCAB_EMBEDDING:
+                vocab = math.ceil(op.k / self.tp)
+                self._add(op.evolve(k=vocab, params=vocab * op.n), [])
+                self._exit(name, op)
+            elif op.block is Block.ATTN_CORE or any(s in self.split
+                                                    for s in self._reads(inputs)):
+                self._add(_scaled(op, self.tp), self._reads(inputs), split=True)
+            else:
+                self._add(op, self._reads(inputs))
+        return self.out
+
+    def _reads(self, inputs: list[str]) -> list[str]:
+        return [self.remap.get(src, src) for src in inputs]
+
+    def _add(self, op: Op, inputs: list[str], split: bool = False) -> None:
+        self.out.add(op, inputs)
+        if split:
+            self.split.add(op.name)
+
+    def _enter(self, src: str, reader: Op) -> str:
+        """f before a column-parallel group: every rank needs the whole input."""
+        src = self.remap.get(src, src)
+        if src not in self.entry:
+            size = self.out.op(src).out_bytes
+            if self.sp:   # the input is a sequence shard: gather the whole tensor
+                op = collective(f"{src}.tp_all_gather", "all_gather", size, size * self.tp,
+                                size * self.tp, self.tp, Axis.TENSOR, reader)
+            else:         # the same tensor on every rank: no traffic forward
+                op = collective(f"{src}.tp_identity", "identity", 0, 0, size, self.tp,
+                                Axis.TENSOR, reader)
+            self.entry[src] = self.out.add(op, [src])
+        return self.entry[src]
+
+    def _exit(self, name: str, op: Op) -> None:
+        """g after a row-parallel linear or the vocab-parallel embedding: sum partial results
+        (or reduce-scatter them to sequence shards)."""
+        size = op.out_bytes
+        if self.sp:
+            g = collective(f"{name}.tp_reduce_scatter", "reduce_scatter", size, size // self.tp,
+                           size // self.tp, self.tp, Axis.TENSOR, op)
+            self.split.add(g.name)
+        else:
+            g = collective(f"{name}.tp_all_reduce", "all_reduce", size, size, size, self.tp,
+                           Axis.TENSOR, op)
+        self.remap[name] = self.out.add(g, [name])
+
+
+def _linear(op: Op, m: int, k: int, n: int) -> Op:
+    """``op`` (y = x W^T + b) recounted for an m x k @ k x n product, as the builder counts it."""
+    es = op.dtype.bytes
+    bias = op.bytes_read // es - op.m * op.k - op.k * op.n   # bias elements read
+    tied = op.params == bias                                # the weight is counted elsewhere
+    bias_out = n if bias else 0
+    return op.evolve(flops=2 * m * k * n, m=m, k=k, n=n,
+                     bytes_read=(m * k + k * n + bias_out) * es, bytes_written=m * n * es,
+                     out_bytes=m * n * es, params=(0 if tied else k * n) + bias_out)
+
+
+def _scaled(op: Op, tp: int) -> Op:
+    """1/tp of an op's work on a split tensor. Parameters (a norm's) stay replicated; a matmul
+    of a batch of heads keeps 1/tp of the heads, any other matmul 1/tp of its rows."""
+    fields = dict(flops=op.flops // tp, vector_flops=op.vector_flops // tp,
+                  bytes_read=op.bytes_read // tp, bytes_written=op.bytes_written // tp,
+                  out_bytes=op.out_bytes // tp, mask_bytes=op.mask_bytes // tp,
+                  stats_bytes=op.stats_bytes // tp)
+    if op.kind in (OpKind.MATMUL, OpKind.ATTENTION):
+        if op.batch > 1 and op.batch % tp == 0:
+            fields["batch"] = op.batch // tp
+        elif op.fn == "linear":
+            return _linear(op, op.m // tp, op.k, op.n)
+    return op.evolve(**fields)
+
+
+def wait_for_weight_gradients(step: OpGraph) -> OpGraph:
+    """Make each backward tensor-parallel collective wait for the weight gradients of the
+    linears whose input gradients it reduces (``ParallelPlan.overlap_tp_comm`` False); ``step``
+    is a training graph, changed in place and returned."""
+    from simulator.training.backward import WGRAD  # training imports this module
+    for name, op in list(step.nx.nodes(data="op")):   # edges only: no order needed
+        if op.kind is OpKind.COLLECTIVE and op.phase is Phase.BACKWARD and \
+                dict(op.extra).get("axis") == int(Axis.TENSOR):
+            for src in _input_gradients(step, name):
+                wgrad = f"{WGRAD}:{step.op(src).forward_of}"
+                if wgrad in step:
+                    step.add_edge(wgrad, name, nbytes=0)
+    return step
+
+
+def _input_gradients(step: OpGraph, name: str) -> list[str]:
+    """The input-gradient (dgrad) ops feeding ``name``, through gradient accumulations."""
+    found = []
+    for src in step.inputs(name):
+        if src.startswith("grad_accumulate:"):
+            found += _input_gradients(step, src)
+        elif src.startswith("dgrad"):
+            found.append(src)
+    return found
+
+
+__all__ = ["COLUMN", "ROW", "check", "collective", "split", "wait_for_weight_gradients"]

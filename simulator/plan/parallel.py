@@ -1,0 +1,257 @@
+"""How a step is split over devices: data, tensor, sequence and pipeline parallelism, ZeRO.
+
+The plan is data (STYLE.md rule 1): ``ParallelPlan`` and its checks against a workload, batch
+and device count. The closed forms it implies live where they are used: the pipeline's bubble
+and in-flight micro-batches in ``simulator.schedule.pipeline``, per-device model state under
+ZeRO in ``simulator.schedule.memory``; the collectives are built in the graph
+(``simulator.parallel``) and priced by ``simulator.cost.collectives``.
+
+Sources:
+- Shoeybi et al. 2019, "Megatron-LM" (arXiv:1909.08053), sec. 3, Fig. 3-4: tensor-parallel MLP
+  and attention, one all-reduce in the forward and one in the backward of each.
+- Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models"
+  (arXiv:2205.05198), sec. 4.2.2: sequence parallelism turns each all-reduce into a
+  reduce-scatter + all-gather of the same total bytes; sec. 4.2.3: in-flight activations of the
+  interleaved schedule.
+- Narayanan et al. 2021, "Efficient Large-Scale Language Model Training on GPU Clusters Using
+  Megatron-LM" (SC21, arXiv:2104.04473), sec. 2.2: bubble fraction (p-1)/m for GPipe and
+  1F1B, (p-1)/(v m) interleaved; 1F1B keeps at most p micro-batches in flight; sec. 4.1:
+  scatter/gather of pipeline messages over the tensor-parallel ranks.
+- Rajbhandari et al. 2020, "ZeRO: Memory Optimizations Toward Training Trillion Parameter
+  Models" (SC20, arXiv:1910.02054), Fig. 1 and sec. 5: per-device model state of stages 1-3;
+  sec. 7: their communication volume (2 x params for stages 0-2, 3 x params for stage 3).
+- Zhao et al. 2023, "PyTorch FSDP" (VLDB, arXiv:2304.11277): FULL_SHARD is ZeRO-3,
+  SHARD_GRAD_OP is ZeRO-2.
+- Dubey et al. 2024, "The Llama 3 Herd of Models" (arXiv:2407.21783), sec. 3.3.2: context
+  parallelism (``cp``, ``simulator.parallel.context``) and uneven, interleaved pipeline
+  stages.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+from simulator.errors import PlanError
+
+
+class Schedule(str, Enum):
+    GPIPE = "gpipe"              # all forwards, then all backwards (Huang et al. 2019)
+    ONE_F_ONE_B = "1f1b"         # PipeDream-Flush (Narayanan et al. 2021, sec. 2.2.1)
+    INTERLEAVED = "interleaved"  # v model chunks per device (Narayanan et al. 2021, sec. 2.2.2)
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    """dp x tp x pp devices; ``micro_batches`` per step per pipeline (None: from the batch)."""
+
+    dp: int = 1
+    tp: int = 1
+    pp: int = 1
+    sequence_parallel: bool = False
+    zero: int = 0
+    schedule: Schedule = Schedule.ONE_F_ONE_B
+    virtual_stages: int = 1
+    micro_batches: int | None = None
+    # Reduce gradients during the backward, per layer as they are ready (PyTorch DDP, FSDP,
+    # DeepSpeed, Megatron-LM's --overlap-grad-reduce since 2023-09); False: after the whole
+    # backward, as Megatron-LM did before (NVIDIA/Megatron-LM issue #391).
+    overlap_grad_reduce: bool = True
+    # A tensor-parallel backward collective overlaps the weight-gradient GEMMs of the linears
+    # whose input gradient it reduces (Megatron-LM's asynchronous tensor-parallel all-reduce,
+    # on by default; --no-async-tensor-model-parallel-allreduce turns it off). False: it waits
+    # for them, as autograd ran a linear's input and weight gradients in one node before the
+    # collective's backward (Megatron-LM of Narayanan et al. 2021, before that option).
+    overlap_tp_comm: bool = True
+    # Weight gradients accumulate inside the GEMM (Megatron-LM --gradient-accumulation-fusion,
+    # on by default). False: each micro-batch's weight gradients are then added into the
+    # gradient buffer, a pass reading both and writing one (Megatron-LM's DDP hook,
+    # ``param.main_grad.add_(param.grad.data)``, megatron/model/distributed.py; PyTorch's
+    # AccumulateGrad does the same from the second micro-batch on).
+    fused_grad_accumulation: bool = True
+    # Uneven pipeline stages: the layers of the first and of the last stage, the others
+    # sharing the rest evenly (Megatron-LM --decoder-first-pipeline-num-layers and
+    # --decoder-last-pipeline-num-layers; Llama 3 405B, 126 layers on 16 stages, ran one layer
+    # fewer on the first and last, Dubey et al. 2024, sec. 3.3.2). With the interleaved
+    # schedule a stage is a model chunk (Narayanan et al. 2021, sec. 2.2.2): the first is the
+    # embedding's chunk on the first device, the last the head's chunk on the last device,
+    # and either may hold no layer (Llama 3 405B: "the first model chunk on the first stage
+    # has only the embedding, and the last model chunk on the last stage has only output
+    # projection and loss calculation"). None: layers / (pp x virtual_stages) each.
+    first_stage_layers: int | None = None
+    last_stage_layers: int | None = None
+    # Context parallelism: each of cp ranks holds seq_len / cp tokens of every sequence
+    # (Megatron-LM --context-parallel-size; Llama 3 405B's long-context training, Dubey et
+    # al. 2024, sec. 3.3.2). The parameters are replicated over them: gradients reduce, and
+    # ZeRO shards, over dp x cp ranks.
+    cp: int = 1
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "schedule", Schedule(self.schedule))
+        except ValueError:
+            choices = ", ".join(s.value for s in Schedule)
+            raise PlanError(f"schedule = {self.schedule!r} is not known: choose one of "
+                            f"{choices}") from None
+        for name in ("dp", "tp", "pp", "virtual_stages", "cp"):
+            positive(getattr(self, name), name)
+        if self.micro_batches is not None:
+            positive(self.micro_batches, "micro_batches")
+        for name in ("first_stage_layers", "last_stage_layers"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            # interleaved: the first or last chunk may hold no layer
+            positive(value, name, minimum=0 if self.virtual_stages > 1 else 1)
+            if self.pp < 2:
+                raise PlanError(f"{name} = {value} needs a pipeline: pp = {self.pp}")
+        if self.zero not in (0, 1, 2, 3) or isinstance(self.zero, bool):
+            raise PlanError(f"zero = {self.zero!r} must be a ZeRO stage 0, 1, 2 or 3")
+        if self.virtual_stages > 1 and self.schedule is not Schedule.INTERLEAVED:
+            raise PlanError(f"virtual_stages = {self.virtual_stages} needs the interleaved "
+                            f"schedule, not {self.schedule.value}")
+
+    @property
+    def num_devices(self) -> int:
+        return self.dp * self.tp * self.pp * self.cp
+
+    @property
+    def replicas(self) -> int:
+        """Ranks holding the same parameters: dp x cp (the gradient-reduction and ZeRO group)."""
+        return self.dp * self.cp
+
+    @property
+    def uneven(self) -> bool:
+        return self.first_stage_layers is not None or self.last_stage_layers is not None
+
+    def stage_layers(self, layers: int) -> list[int]:
+        """Transformer layers of each pipeline device, first to last (PlanError naming the
+        numbers when they do not split so): the sum of its ``chunk_layers``."""
+        return [sum(chunks) for chunks in self.chunk_layers(layers)]
+
+    def chunk_layers(self, layers: int) -> list[list[int]]:
+        """Layers of the model chunks each pipeline device runs, in model order: device d runs
+        chunks d, d + pp, ..., d + (v-1) pp of the pp x v (Narayanan et al. 2021, sec. 2.2.2;
+        v = virtual_stages, 1 without interleaving). The first chunk has
+        ``first_stage_layers``, the last ``last_stage_layers``, the others share the rest
+        evenly; PlanError naming the numbers when they do not split so."""
+        first, last, p = self.first_stage_layers, self.last_stage_layers, self.pp
+        v = self.virtual_stages
+        n = p * v
+        unit = "pp" if v == 1 else "pp x virtual_stages"
+        if not self.uneven:
+            if layers % n:
+                total = product(pp=p, virtual_stages=v)
+                raise PlanError(f"{total} must divide layers = {layers} (or give the first "
+                                "and last stages' layers: first_stage_layers, "
+                                "last_stage_layers; --first-stage-layers, --last-stage-layers)")
+            sizes = [layers // n] * n
+        else:
+            rest = layers - (first or 0) - (last or 0)
+            middle = n - (first is not None) - (last is not None)
+            given = " + ".join(f"{name} = {k}" for name, k in (("first_stage_layers", first),
+                                                               ("last_stage_layers", last))
+                               if k is not None)
+            if middle == 0 and rest != 0:
+                raise PlanError(f"{given} must add up to layers = {layers} with {unit} = {n}")
+            if middle and (rest < middle or rest % middle):
+                kind = "stages" if v == 1 else "model chunks"
+                raise PlanError(f"{given} leaves {rest} of layers = {layers} for the other "
+                                f"{middle} of {unit} = {n} {kind}: they must share them "
+                                "evenly, at least one each")
+            each = rest // middle if middle else 0
+            sizes = [first if first is not None else each, *[each] * (n - 2),
+                     last if last is not None else each]
+        return [sizes[d::p] for d in range(p)]
+
+    def validate(self, num_devices: int, layers: int, heads: int, kv_heads: int | None = None,
+                 global_batch: int | None = None, micro_batch: int = 1,
+                 seq_len: int | None = None) -> int:
+        """Raise PlanError naming the numbers if the plan cannot run; else the micro-batches
+        per step of each pipeline (gradient-accumulation steps when pp = 1)."""
+        if self.num_devices != num_devices:
+            sizes = product(dp=self.dp, tp=self.tp, pp=self.pp, cp=self.cp)
+            raise PlanError(f"{sizes} must equal the number of devices = {num_devices}")
+        self._check_context(seq_len)
+        self._check_tensor(heads, kv_heads, seq_len)
+        self._check_pipeline(layers)
+        micro_batches = self._micro_batches(global_batch, micro_batch)
+        if self.schedule is Schedule.INTERLEAVED and micro_batches % self.pp:
+            raise PlanError(f"the interleaved schedule needs micro-batches = {micro_batches} "
+                            f"to be a multiple of pp = {self.pp} (Megatron-LM)")
+        return micro_batches
+
+    def _check_tensor(self, heads: int, kv_heads: int | None, seq_len: int | None) -> None:
+        if heads % self.tp:
+            raise PlanError(f"tp = {self.tp} must divide heads = {heads}")
+        # Megatron-LM: "num_query_groups must be divisible by tensor_model_parallel_size".
+        if kv_heads is not None and kv_heads % self.tp:
+            raise PlanError(f"tp = {self.tp} must divide kv_heads = {kv_heads}")
+        local = seq_len // self.cp if seq_len is not None else None
+        if self.sequence_parallel and local is not None and local % self.tp:
+            held = f"seq_len = {seq_len}" if self.cp == 1 else \
+                f"seq_len / cp = {seq_len} / {self.cp} = {local}"
+            raise PlanError(f"sequence parallel: tp = {self.tp} must divide {held}")
+
+    def _check_context(self, seq_len: int | None) -> None:
+        """Megatron-LM splits each sequence into 2 cp chunks, a rank taking chunks i and
+        2cp - 1 - i so that the causal mask leaves each the same work
+        ("seq_length must be divisible by 2 x context_parallel_size")."""
+        if self.cp == 1:
+            return
+        if seq_len is None:
+            raise PlanError(f"cp = {self.cp}: context parallelism splits a transformer's "
+                            "sequences; use dp, tp and pp for this model")
+        if seq_len % (2 * self.cp):
+            raise PlanError(f"context parallel: 2 x cp = {2 * self.cp} must divide seq_len = "
+                            f"{seq_len} (each rank holds two of 2 x cp chunks)")
+
+    def _check_pipeline(self, layers: int) -> None:
+        if self.schedule is Schedule.INTERLEAVED:
+            if self.pp < 2 or self.virtual_stages < 2:
+                raise PlanError(f"the interleaved schedule needs pp >= 2 and virtual_stages "
+                                f">= 2, got pp = {self.pp}, virtual_stages = "
+                                f"{self.virtual_stages}")
+        self.chunk_layers(layers)
+
+    def _micro_batches(self, global_batch: int | None, micro_batch: int) -> int:
+        positive(micro_batch, "micro_batch")
+        per_step = micro_batch * self.dp
+        if global_batch is None:
+            return self.micro_batches or 1
+        if global_batch % per_step:
+            raise PlanError(f"global batch = {global_batch} must be divisible by micro_batch x "
+                            f"dp = {micro_batch} x {self.dp} = {per_step}")
+        derived = global_batch // per_step
+        if self.micro_batches is not None and self.micro_batches != derived:
+            raise PlanError(f"global batch = {global_batch} must equal micro_batch x "
+                            f"micro_batches x dp = {micro_batch} x {self.micro_batches} x "
+                            f"{self.dp} = {per_step * self.micro_batches}")
+        return derived
+
+
+def data_parallel_size(num_devices: int, tp: int, pp: int, cp: int = 1) -> int:
+    """The dp that fills ``num_devices`` with tp x pp x cp model-parallel groups (PlanError
+    naming the numbers when they do not divide it)."""
+    group = tp * pp * cp
+    if num_devices % group:
+        sizes = product(tp=tp, pp=pp, cp=cp)
+        raise PlanError(f"{sizes} must divide the number of devices = {num_devices}")
+    return num_devices // group
+
+
+def product(**sizes: int) -> str:
+    """A product of plan sizes as errors name it: ``tp x pp = 2 x 4 = 8`` (``pp = 4``). The
+    sizes most plans leave at 1 (``cp``, ``virtual_stages``) are named only when they split."""
+    sizes = {k: v for k, v in sizes.items() if v != 1 or k not in ("cp", "virtual_stages")}
+    if len(sizes) == 1:
+        (name, value), = sizes.items()
+        return f"{name} = {value}"
+    return (f"{' x '.join(sizes)} = {' x '.join(map(str, sizes.values()))} = "
+            f"{math.prod(sizes.values())}")
+
+
+def positive(value, name: str, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise PlanError(f"{name} = {value!r} must be {what}")

@@ -1,0 +1,148 @@
+"""How a workload is run: batch, precision, recomputation, optimizer (STYLE.md rule 1)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import Enum
+
+from simulator.errors import PlanError
+from simulator.graph.op import Block, DType, OpKind
+
+
+class Precision(str, Enum):
+    FP32 = "fp32"
+    TF32 = "tf32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+    FP8 = "fp8"
+
+
+class Recompute(str, Enum):
+    NONE = "none"
+    SELECTIVE = "selective"  # Korthikanti et al. 2022: recompute the attention core only
+    FULL = "full"            # keep each layer's input, recompute the layer in the backward
+
+
+class Optimizer(str, Enum):
+    ADAM = "adam"
+    ADAMW = "adamw"
+    SGD = "sgd"              # with momentum, as ImageNet training uses it
+
+
+class Attention(str, Enum):
+    FUSED = "fused"                # FlashAttention-style: no s x s tensor in memory
+    MATERIALIZED = "materialized"  # QK^T, softmax, dropout, AV as separate kernels (Megatron)
+
+
+class Fusion(str, Enum):
+    EAGER = "eager"        # one kernel per op (PyTorch eager)
+    COMPILED = "compiled"  # vector ops folded into their producer (torch.compile, XLA)
+
+
+@dataclass(frozen=True)
+class Formats:
+    """Dtypes of one precision. Mixed precision keeps an fp32 master copy (Micikevicius 2018)."""
+
+    activation: DType
+    compute: DType        # the matmul / conv input format
+    weight: DType         # the copy the forward and backward read
+    gradient: DType
+    master: bool          # an fp32 master copy in the optimizer state
+
+    def of(self, kind: OpKind, block: Block) -> DType:
+        """The format a tensor op (``TENSOR_KINDS``) of ``kind`` in ``block`` runs in. FP8 is
+        Transformer Engine's: its modules (Linear, LayerNormLinear, LayerNormMLP) run their
+        GEMMs in fp8, while attention's core (DotProductAttention, fp8 only with fp8_dpa) and
+        the output layer (Megatron-core's ColumnParallelLinear, not a TE module) stay in the
+        activation format."""
+        if self.compute is DType.FP8 and (kind is not OpKind.MATMUL
+                                          or block in (Block.ATTN_CORE, Block.HEAD)):
+            return self.activation
+        return self.compute
+
+
+FORMATS = {
+    Precision.FP32: Formats(DType.FP32, DType.FP32, DType.FP32, DType.FP32, False),
+    Precision.TF32: Formats(DType.FP32, DType.TF32, DType.FP32, DType.FP32, False),
+    Precision.FP16: Formats(DType.FP16, DType.FP16, DType.FP16, DType.FP16, True),
+    Precision.BF16: Formats(DType.BF16, DType.BF16, DType.BF16, DType.BF16, True),
+    # FP8 (Transformer Engine): fp8 matmul inputs, bf16 activations and weights, fp32 master.
+    Precision.FP8: Formats(DType.BF16, DType.FP8, DType.BF16, DType.BF16, True),
+}
+
+# fp32 state elements per parameter, besides the master copy (Rajbhandari et al. 2020, sec. 3.1:
+# Adam keeps momentum and variance).
+OPTIMIZER_STATES = {Optimizer.ADAM: 2, Optimizer.ADAMW: 2, Optimizer.SGD: 1}
+# Arithmetic per parameter of one update, counted from PyTorch's single-tensor implementations
+# (torch/optim/adamw.py, sgd.py): AdamW 13 (moments 7, denominator 3, step 2, decay 1);
+# SGD with momentum and weight decay 6.
+OPTIMIZER_FLOPS_PER_PARAM = {Optimizer.ADAM: 13, Optimizer.ADAMW: 13, Optimizer.SGD: 6}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One device's run of a workload. ``global_batch`` = micro_batch x micro-batches."""
+
+    micro_batch: int = 1
+    global_batch: int | None = None
+    precision: Precision = Precision.BF16
+    recompute: Recompute = Recompute.NONE
+    optimizer: Optimizer = Optimizer.ADAMW
+    attention: Attention = Attention.FUSED
+    fusion: Fusion = Fusion.EAGER
+    # Clip gradients by their global norm before the update: one more pass reading every
+    # gradient (torch.nn.utils.clip_grad_norm_; Megatron-LM --clip-grad, 1.0 by default).
+    grad_clip: bool = False
+    # Keep, accumulate and reduce the gradients in fp32 under 16-bit training (Megatron-LM
+    # --accumulate-allreduce-grads-in-fp32, implied by its --bf16; Llama 3's "FP32 gradient
+    # accumulation ... and reduce-scatter", Dubey et al. 2024, sec. 3.3.2): 4 bytes per
+    # gradient instead of 2, in memory, in the data-parallel reduction and in the update.
+    fp32_grads: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "attention", _enum(Attention, self.attention, "attention"))
+        object.__setattr__(self, "fusion", _enum(Fusion, self.fusion, "fusion"))
+        object.__setattr__(self, "precision", _enum(Precision, self.precision, "precision"))
+        object.__setattr__(self, "recompute", _enum(Recompute, self.recompute, "recompute"))
+        object.__setattr__(self, "optimizer", _enum(Optimizer, self.optimizer, "optimizer"))
+        for name in ("grad_clip", "fp32_grads"):
+            if not isinstance(getattr(self, name), bool):
+                raise PlanError(f"{name} = {getattr(self, name)!r} must be true or false")
+        if not isinstance(self.micro_batch, int) or self.micro_batch <= 0:
+            raise PlanError(f"micro_batch = {self.micro_batch!r} must be a positive integer")
+        gb = self.global_batch
+        if gb is not None and (not isinstance(gb, int) or gb <= 0 or gb % self.micro_batch):
+            raise PlanError(f"global_batch = {gb!r} must be a positive multiple of "
+                            f"micro_batch = {self.micro_batch}")
+
+    @property
+    def batch(self) -> int:
+        return self.micro_batch if self.global_batch is None else self.global_batch
+
+    @property
+    def micro_batches(self) -> int:
+        return self.batch // self.micro_batch
+
+    @property
+    def formats(self) -> Formats:
+        formats = FORMATS[self.precision]
+        return replace(formats, gradient=DType.FP32) if self.fp32_grads else formats
+
+    def state_bytes_per_param(self) -> dict[str, int]:
+        """Bytes per parameter of weights, gradients and optimizer states.
+
+        Mixed-precision Adam: 2 + 2 + (4 master + 4 + 4) = 16 (ZeRO paper, sec. 3.1).
+        """
+        f = self.formats
+        states = 4 * OPTIMIZER_STATES[self.optimizer] + (4 if f.master else 0)
+        return {"weights": f.weight.bytes, "gradients": f.gradient.bytes,
+                "optimizer_states": states}
+
+
+def _enum(cls, value, field_name: str):
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls(str(value).lower())
+    except ValueError:
+        choices = ", ".join(m.value for m in cls)
+        raise PlanError(f"{field_name} = {value!r} is not known: choose one of {choices}") from None

@@ -1,0 +1,1 @@
+"""The Result of a step and its views: figures, tables, plots."""

@@ -1,0 +1,101 @@
+"""The figures a Result reports beyond the schedule: model and hardware FLOPs of the whole
+system, communication seconds, and whole-run totals (time, energy, CO2, cost)."""
+from __future__ import annotations
+
+import numpy as np
+
+from hardware_specs.spec import DeviceSpec
+from simulator.errors import PlanError
+from simulator.graph.op import TENSOR_KINDS, OpKind, Phase
+from simulator.plan.parallel import ParallelPlan
+from simulator.report.result import Result
+
+# Grid carbon intensity when none is given: U.S. 2022 average, 1,650 Mt CO2 over 4,230,672 GWh
+# = 0.39 kg/kWh (U.S. EIA, "How much carbon dioxide is produced per kilowatthour of U.S.
+# electricity generation?", FAQ 74, 2022 data).
+DEFAULT_GRID_KG_CO2_PER_KWH = 0.39
+_J_PER_KWH = 3.6e6
+# Power usage effectiveness when none is given: 1.0 counts the devices' own energy only; a
+# datacentre's cooling and power delivery multiply it (Uptime Institute, Global Data Center
+# Survey 2023: industry average 1.58; Google, 2023 Environmental Report: fleet average 1.10).
+DEFAULT_PUE = 1.0
+
+
+def system_flops(run, unsplit, parallel: ParallelPlan, m: int,
+                  layers: int | None) -> tuple[float, float]:
+    """Model and hardware FLOPs of one step of the whole system (all replicas).
+
+    One device runs the whole model: its graph's counts. Split over tp or pp (transformers,
+    ``layers`` in all): the forward tensor FLOPs of a layer of the unsplit model (a model of
+    one stage's layers, every layer alike) times ``layers``, plus embedding and head, x 3
+    (every tensor op of a transformer has a data and a weight gradient, or two data
+    gradients: the training graph's own count), plus the recomputed FLOPs of a layer of the
+    pacing stage on every rank, for every layer (layers alone recompute). Times the dp x cp
+    ranks that split the batch and the sequences (``ParallelPlan.replicas``: a
+    context-parallel rank's graph holds 1/cp of every sequence's tokens and attention).
+    """
+    model, hardware = _flops(run.lowered, m)
+    if parallel.tp == 1 and parallel.pp == 1:
+        return model * parallel.replicas, hardware * parallel.replicas
+    in_unsplit = 1 + max(op.layer for op in unsplit.ops())
+    per_layer = sum(op.model_flops for op in unsplit.ops() if op.layer >= 0) / in_unsplit
+    outside = sum(op.model_flops for op in unsplit.ops() if op.layer < 0)
+    forward = outside + per_layer * layers
+    in_run = parallel.stage_layers(layers)[run.stage] if parallel.pp > 1 else layers
+    recomputed = (hardware - model) / in_run * layers * parallel.tp
+    model_step = 3.0 * forward * m * parallel.replicas
+    return model_step, model_step + recomputed * parallel.replicas
+
+
+def communication_s(run, m: int) -> float:
+    """Seconds the device's collectives take per step (overlapped with compute or not)."""
+    comm = run.lowered.kind == OpKind.COLLECTIVE
+    each = run.time_s[comm & run.per_micro].sum()
+    return float(m * each + run.time_s[comm & ~run.per_micro].sum())
+
+
+def _flops(lowered, micro_batches: int) -> tuple[float, float]:
+    """Model FLOPs (forward + backward) and hardware FLOPs (+ recomputation) of one step."""
+    tensor = np.isin(lowered.kind, [int(k) for k in TENSOR_KINDS])
+    flops = np.where(tensor, lowered.flops, 0).astype(np.float64)
+    model = flops[(lowered.phase == Phase.FORWARD) | (lowered.phase == Phase.BACKWARD)].sum()
+    recomputed = flops[lowered.phase == Phase.RECOMPUTE].sum()
+    return float(micro_batches * model), float(micro_batches * (model + recomputed))
+
+
+def run_totals(result: Result, device: DeviceSpec, tokens_per_sample: int | None,
+            tokens: float | None, steps: float | None, grid: float,
+            pue: float, overhead_w: float = 0.0) -> dict[str, float | None]:
+    """Whole-run totals. ``overhead_w``: the power of everything in the nodes besides the
+    devices (all nodes together), drawn over the whole run."""
+    if not pue >= 1.0:
+        raise PlanError(f"pue = {pue!r} must be at least 1.0 (1.0: the devices alone)")
+    if not overhead_w >= 0.0:
+        raise PlanError(f"node_overhead_w = {overhead_w!r} must be non-negative")
+    if not grid >= 0.0:
+        raise PlanError(f"grid_kg_co2_per_kwh = {grid!r} must be non-negative")
+    if tokens is None and steps is None:
+        return {}
+    if tokens is not None and steps is not None:
+        raise PlanError("give --tokens or --steps, not both")
+    if tokens is not None:
+        if not tokens_per_sample:
+            raise PlanError(f"--tokens needs a language model; {result.model} has no tokens: "
+                            "use --steps")
+        steps = tokens / (result.global_batch * tokens_per_sample)
+    if steps is None or steps <= 0:
+        raise PlanError(f"steps/tokens = {steps!r} must be positive")
+    total_s = steps * result.step_time_s
+    device_hours = total_s * result.num_devices / 3600
+    kwh = steps * result.energy_j_per_step * result.num_devices * pue / _J_PER_KWH
+    if overhead_w:
+        kwh += overhead_w * total_s * pue / _J_PER_KWH
+    price = device.price_per_hour_usd
+    return {"steps": steps, "total_time_s": total_s, "device_hours": device_hours,
+            "energy_kwh": kwh, "co2_kg": kwh * grid,
+            "cost_usd": device_hours * price if price is not None else None,
+            "pue": pue, "grid_kg_co2_per_kwh": grid, "node_overhead_w": overhead_w}
+
+
+__all__ = ["DEFAULT_GRID_KG_CO2_PER_KWH", "DEFAULT_PUE", "communication_s", "run_totals",
+           "system_flops"]

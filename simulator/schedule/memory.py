@@ -1,0 +1,83 @@
+"""Memory per device: model states under ZeRO, and the tensors live over a stage's schedule."""
+from __future__ import annotations
+
+import numpy as np
+
+from simulator.engine.kernels import liveness
+from simulator.errors import PlanError
+from simulator.graph.op import Phase
+from simulator.plan.parallel import ParallelPlan, positive
+from simulator.plan.step import Plan
+from simulator.schedule.step import in_flight
+from simulator.training.backward import WGRAD
+from simulator.training.saved import activation_bytes
+
+
+def zero_state_bytes(params: float, stage: int, dp: int, k: float = 12,
+                     weight_bytes: float = 2, grad_bytes: float = 2) -> dict[str, float]:
+    """Per-device model state under ZeRO (Rajbhandari et al. 2020, Fig. 1 and sec. 5).
+
+    With Psi = params, N_d = dp and K optimizer bytes per parameter (12 for mixed-precision
+    Adam: fp32 master, momentum, variance): stage 0 (2 + 2 + K) Psi; 1 (P_os) 2 Psi + 2 Psi +
+    K Psi / N_d; 2 (P_os+g) 2 Psi + (2 + K) Psi / N_d; 3 (P_os+g+p) (2 + 2 + K) Psi / N_d.
+    """
+    if stage not in (0, 1, 2, 3):
+        raise PlanError(f"zero = {stage!r} must be a ZeRO stage 0, 1, 2 or 3")
+    positive(dp, "dp")
+    return {"weights": weight_bytes * params / (dp if stage >= 3 else 1),
+            "gradients": grad_bytes * params / (dp if stage >= 2 else 1),
+            "optimizer_states": k * params / (dp if stage >= 1 else 1)}
+    
+
+def stage_memory(run, plan: Plan, parallel: ParallelPlan, m: int) -> dict[str, float]:
+    """Per-device states under ZeRO plus the tensors live at the peak of the stage's step.
+
+    States: ``parallel.zero_state_bytes`` of the parameters on this device (its stage's, on
+    its tensor-parallel rank) over the dp replicas. Activations: tensor liveness over the
+    schedule of one micro-batch (``kernels.liveness``): an op's output lives from its start
+    until the last op reading it ends, the backward ops that read saved tensors included, so
+    recomputation shortens lifetimes the way it does in a framework. At the peak instant,
+    tensors of forward and recomputed ops are ``activations``; tensors of backward ops
+    (activation gradients, transient) are ``workspace``. Weight-gradient ops, the optimizer
+    and the collectives write the persistent buffers already counted in the states. A
+    pipeline stage holding k micro-batches in flight (``parallel.in_flight_micro_batches``)
+    adds k - 1 micro-batches' saved activations (each as kept at the end of its forward; an
+    approximation: they are freed as their backward runs). ZeRO-3 adds the gathered weights
+    of two layers (in use and prefetched) to the workspace.
+    """
+    lowered, forward = run.lowered, run.forward
+    per = plan.state_bytes_per_param()
+    out = zero_state_bytes(forward.params(), parallel.zero, parallel.replicas,
+                           k=per["optimizer_states"], weight_bytes=per["weights"],
+                           grad_bytes=per["gradients"])
+    counted, at, out_free, keep_free = live_tensors(lowered, run.start, run.end)
+    began = counted & (run.start <= at)
+    live = (np.where(began & (at < out_free), lowered.out_bytes, 0)
+            + np.where(began & (at < keep_free), lowered.keep_bytes, 0))
+    forward_like = (lowered.phase == Phase.FORWARD) | (lowered.phase == Phase.RECOMPUTE)
+    out["activations"] = float(live[forward_like].sum())
+    out["workspace"] = float(live[~forward_like].sum())
+    held = in_flight(parallel, m, run.stage)
+    if held > 1:
+        out["activations"] += (held - 1) * float(activation_bytes(forward, plan))
+    if parallel.zero == 3 and parallel.replicas > 1:
+        layers: dict[int, int] = {}
+        for op in forward.ops():
+            layers[op.layer] = layers.get(op.layer, 0) + op.params
+        out["workspace"] += 2.0 * max(layers.values(), default=0) * per["weights"]
+    return out
+
+
+def live_tensors(lowered, start: np.ndarray, end: np.ndarray):
+    """``(counted, peak_time, out_free, keep_free)`` of one schedule (``kernels.liveness``):
+    which ops hold memory of their own (not weight-gradient ops, the optimizer, whose bytes
+    are the persistent states) and when their outputs and kept bytes are freed."""
+    counted = (lowered.phase != Phase.OPTIMIZER) & ~np.array(
+        [name.startswith(WGRAD + ":") for name in lowered.names], dtype=np.bool_)
+    _, at, out_free, keep_free = liveness(
+        lowered.indptr, lowered.indices, lowered.edge_output, start, end,
+        lowered.out_bytes, lowered.keep_bytes, counted)
+    return counted, at, out_free, keep_free
+
+
+__all__ = ["live_tensors", "stage_memory", "zero_state_bytes"]

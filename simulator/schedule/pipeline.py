@@ -1,0 +1,87 @@
+"""A pipeline's schedule in closed form: its bubble, the micro-batches each stage holds in
+flight, and the blocks of forwards and backwards each stage runs (for the timeline plot).
+
+Narayanan et al. 2021, "Efficient Large-Scale Language Model Training on GPU Clusters Using
+Megatron-LM" (SC21, arXiv:2104.04473), sec. 2.2; Korthikanti et al. 2022 (arXiv:2205.05198),
+sec. 4.2.3.
+"""
+from __future__ import annotations
+
+from simulator.errors import PlanError
+from simulator.plan.parallel import Schedule, positive
+
+
+def bubble_over_ideal(p: int, m: int, schedule: Schedule = Schedule.ONE_F_ONE_B,
+                      v: int = 1) -> float:
+    """Pipeline bubble time / ideal (bubble-free) time: (p-1)/m for GPipe and 1F1B,
+    (p-1)/(v m) interleaved (Narayanan et al. 2021, sec. 2.2.1-2.2.2)."""
+    positive(p, "pp")
+    positive(m, "micro_batches")
+    chunks = v if Schedule(schedule) is Schedule.INTERLEAVED else 1
+    return (p - 1) / (chunks * m)
+
+
+def bubble_over_total(p: int, m: int, schedule: Schedule = Schedule.ONE_F_ONE_B,
+                      v: int = 1) -> float:
+    """Bubble / (ideal + bubble): (p-1)/(m+p-1) for GPipe and 1F1B, (p-1)/(v m+p-1) interleaved;
+    the idle share of a pipelined step."""
+    ratio = bubble_over_ideal(p, m, schedule, v)
+    return ratio / (1.0 + ratio)
+
+
+def in_flight_micro_batches(p: int, m: int, stage: int,
+                            schedule: Schedule = Schedule.ONE_F_ONE_B, v: int = 1) -> float:
+    """Micro-batches whose activations stage ``stage`` (0 = first) holds at its peak, in units
+    of one micro-batch through all of the stage's layers.
+
+    GPipe: m. 1F1B: min(p - stage, m) (Narayanan et al. 2021, sec. 2.2.1). Interleaved:
+    Megatron-LM's warm-up of 2(p - stage - 1) + (v-1) p chunk micro-batches plus the one in
+    steady state, capped at the v m there are, over v chunks per stage; the first stage holds
+    p + (p-1)/v, Korthikanti et al. 2022 sec. 4.2.3's p (1 + (p-1)/(p v)).
+    """
+    schedule = Schedule(schedule)
+    if not 0 <= stage < p:
+        raise PlanError(f"stage = {stage} must be in 0 .. pp - 1 = {p - 1}")
+    if schedule is Schedule.GPIPE:
+        return float(m)
+    if schedule is Schedule.ONE_F_ONE_B or v == 1:
+        return float(min(p - stage, m))
+    chunks = min(2 * (p - stage - 1) + (v - 1) * p + 1, v * m)
+    return chunks / v
+
+
+def pipeline_blocks(p: int, m: int, gpipe: bool, t_f: float, t_b: float) -> dict:
+    """{(stage, is_backward): [(start, duration)]}: each stage runs its blocks in order; a
+    forward waits for the previous stage's, a backward for the next stage's (the last stage's
+    for its own forward)."""
+    orders = []
+    for s in range(p):
+        warm = m if gpipe else min(p - s - 1, m)
+        order = [(False, j) for j in range(warm)]
+        for j in range(m - warm):
+            order += [(False, warm + j), (True, j)]
+        orders.append(order + [(True, j) for j in range(m - warm, m)])
+    done: dict = {}
+    free, nxt = [0.0] * p, [0] * p
+    while any(nxt[s] < len(orders[s]) for s in range(p)):
+        before = sum(nxt)
+        for s in range(p):
+            while nxt[s] < len(orders[s]):
+                backward, j = orders[s][nxt[s]]
+                dep = (s + 1, True, j) if backward and s < p - 1 else \
+                    (s, False, j) if backward else (s - 1, False, j)
+                if dep[0] >= 0 and dep not in done:
+                    break
+                start = max(free[s], done.get(dep, 0.0))
+                free[s] = done[(s, backward, j)] = start + (t_b if backward else t_f)
+                nxt[s] += 1
+        if sum(nxt) == before:  # cannot happen for these orders; never loop forever
+            raise RuntimeError("pipeline schedule deadlocked")
+    blocks: dict = {}
+    for (s, backward, _), end in done.items():
+        blocks.setdefault((s, backward), []).append((end - (t_b if backward else t_f),
+                                                     t_b if backward else t_f))
+    return blocks
+
+
+__all__ = ["bubble_over_ideal", "bubble_over_total", "in_flight_micro_batches", "pipeline_blocks"]

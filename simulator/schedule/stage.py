@@ -1,0 +1,71 @@
+"""One stage's lowered step priced on a device and list-scheduled on its streams.
+
+With pp > 1 the first stage (embedding) and the last (head, loss) are both simulated: the
+slower sets the pipeline's pace, the one needing more memory the plan's fit. Stages in
+between run the same layers without either, so they are never the slowest nor the fullest.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hardware_specs.cluster import ClusterSpec
+from hardware_specs.spec import DeviceSpec
+from simulator.cost.roofline import op_costs
+from simulator.engine.kernels import schedule
+from simulator.graph.collective import Axis
+from simulator.graph.lower import Lowered
+from simulator.graph.op import OpKind, Phase
+from simulator.graph.opgraph import OpGraph
+
+N_STREAMS = 3  # compute; tensor/pipeline communicator; data-parallel communicator
+
+
+@dataclass
+class StageRun:
+    """One simulated stage: its forward graph, lowered training step and schedule."""
+
+    stage: int
+    forward: OpGraph
+    lowered: Lowered
+    compute_s: np.ndarray
+    memory_s: np.ndarray
+    time_s: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+
+    @property
+    def per_micro(self) -> np.ndarray:
+        """Ops of every micro-batch (not the update, not the step's gradient reduction)."""
+        return (self.lowered.phase != Phase.OPTIMIZER) & (self.lowered.phase != Phase.COMMUNICATION)
+
+    @property
+    def t_micro(self) -> float:
+        mask = self.per_micro
+        return float(self.end[mask].max()) if mask.any() else 0.0
+
+    @property
+    def t_last(self) -> float:
+        return float(self.end.max()) if len(self.end) else 0.0
+
+
+def price_stage(lowered: Lowered, forward: OpGraph, device: DeviceSpec,
+                cluster: ClusterSpec | None, stage: int = 0) -> StageRun:
+    """Price and schedule a built stage on ``device``."""
+    compute_s, memory_s, time_s = op_costs(lowered, device, cluster)
+    start, end = schedule(lowered.indptr, lowered.indices, time_s, streams(lowered), N_STREAMS)
+    return StageRun(stage, forward, lowered, compute_s, memory_s, time_s, start, end)
+
+
+def streams(lowered: Lowered) -> np.ndarray:
+    """The stream each op runs on: 0 compute; 1 the tensor- and pipeline-parallel
+    communicators; 2 the data-parallel one (separate NCCL communicators, each with its own
+    stream, as in Megatron-LM and PyTorch DDP). A collective moving no bytes (the identity
+    half of Megatron's f) is a no-op in line with the compute."""
+    comm = (lowered.kind == OpKind.COLLECTIVE) & (lowered.nbytes > 0)
+    data = lowered.axis == int(Axis.DATA)
+    return np.where(comm, np.where(data, 2, 1), 0).astype(np.int64)
+
+
+__all__ = ["N_STREAMS", "StageRun", "price_stage", "streams"]

@@ -1,0 +1,69 @@
+"""One stage's scheduled micro-batch -> the whole step, in closed form.
+
+The engine schedules one micro-batch's forward and backward (then the update) of one pipeline
+stage of one rank (``simulator.schedule.stage``); every rank of a stage does the same work and
+every replica the same, so the rest of the step follows here: micro-batch after micro-batch
+(gradient accumulation, or a pipeline's steady state), the pipeline's fill and drain (the
+bubble, ``simulator.schedule.pipeline``), and the tail after the last backward (exposed
+gradient reduction, update).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from simulator.plan.parallel import ParallelPlan
+from simulator.schedule.pipeline import bubble_over_ideal, in_flight_micro_batches
+from simulator.schedule.stage import StageRun, streams
+
+
+def step_time(runs: list[StageRun], parallel: ParallelPlan, m: int) -> tuple[float, float, int]:
+    """(step seconds, pipeline bubble seconds, index of the run that sets the pace).
+
+    ``(m - 1) t + bubble + t_last``: t the slowest stage's micro-batch (forward + backward),
+    bubble = (p-1)/v t for 1F1B and interleaved, (p-1) t for GPipe (Narayanan et al. 2021,
+    sec. 2.2: bubble / ideal = (p-1)/(v m)), t_last the last micro-batch with the step's tail
+    (the gradient reduction not hidden by the backward, the update), for the stage finishing
+    last.
+    """
+    t = max(run.t_micro for run in runs)
+    p, v = parallel.pp, parallel.virtual_stages
+    bubble = bubble_over_ideal(p, m, parallel.schedule, v) * m * t if p > 1 else 0.0
+    lasts = [run.t_last + (t - run.t_micro) for run in runs]
+    pace = int(np.argmax(lasts))
+    return (m - 1) * t + bubble + lasts[pace], bubble, pace
+
+
+def in_flight(parallel: ParallelPlan, m: int, stage: int) -> float:
+    """Micro-batches whose activations a stage holds at its peak (1 without a pipeline)."""
+    if parallel.pp == 1:
+        return 1.0
+    return in_flight_micro_batches(parallel.pp, m, stage, parallel.schedule,
+                                   parallel.virtual_stages)
+
+
+def idle_s(run: StageRun, m: int, step: float, bubble: float,
+           t: float) -> tuple[float, float]:
+    """(seconds in a step the device's compute stream is idle, the part of them spent waiting
+    on communication). Besides communication: the pipeline bubble and waiting on a slower stage
+    (t is the pacing stage's micro-batch time)."""
+    compute = streams(run.lowered) == 0
+    waits = (m - 1) * _gaps(run, compute & run.per_micro, run.t_micro) + \
+        _gaps(run, compute, run.t_last)
+    slower = (m - 1) * (t - run.t_micro) + (t - run.t_micro)
+    rest = step - ((m - 1) * t + bubble + run.t_last + (t - run.t_micro))  # slower stage's tail
+    return waits + bubble + slower + max(rest, 0.0), waits
+
+
+def _gaps(run: StageRun, mask: np.ndarray, horizon: float) -> float:
+    """Idle time of the ops in ``mask`` (one stream, in order) from 0 to ``horizon``."""
+    if not mask.any():
+        return horizon
+    start, end = run.start[mask], run.end[mask]
+    order = np.argsort(start, kind="mergesort")
+    start, end = start[order], end[order]
+    reach = np.maximum.accumulate(end)
+    gaps = np.maximum(start[1:] - reach[:-1], 0.0).sum() if len(start) > 1 else 0.0
+    return float(start[0] + gaps + max(horizon - reach[-1], 0.0))
+
+
+__all__ = ["idle_s", "in_flight", "step_time"]

@@ -1,0 +1,1 @@
+"""Forward graph -> one training step: backward, recomputation, optimizer, fusion."""

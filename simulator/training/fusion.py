@@ -1,0 +1,115 @@
+"""Graph rewrites a plan asks for: fused attention and elementwise fusion.
+
+Both take an ``OpGraph`` and return a new one; the input is never changed.
+
+- ``fuse_attention``: each layer's attention core (QK^T, softmax, dropout, AV) becomes one
+  ``ATTENTION`` op, FlashAttention-style (Dao et al. 2022): it reads Q, K, V, writes the output
+  and keeps only the fp32 log-sum-exp per row for the backward; no s x s tensor reaches memory,
+  the dropout mask is regenerated from the RNG state.
+- ``fuse_elementwise``: a vector op whose single input comes from an op that nobody else reads
+  is folded into that producer, as a compiler (torch.compile / XLA) does: the intermediate
+  tensor is never written or read back, and one launch overhead is saved.
+"""
+from __future__ import annotations
+
+from simulator.graph.lower import READS_OUTPUT
+from simulator.graph.op import Block, DType, Op, OpKind
+from simulator.graph.opgraph import OpGraph
+
+FUSIBLE = frozenset({OpKind.ELEMENTWISE, OpKind.NORM, OpKind.SOFTMAX})
+LSE_DTYPE = DType.FP32  # FlashAttention keeps the row log-sum-exp in fp32
+
+
+def fuse_attention(forward: OpGraph) -> OpGraph:
+    """Replace every layer's attention core by one fused ``ATTENTION`` op."""
+    cores: dict[int, list[str]] = {}
+    for name in forward.names():
+        op = forward.op(name)
+        if op.block is Block.ATTN_CORE:
+            cores.setdefault(op.layer, []).append(name)
+    out = OpGraph(forward.name)
+    replaced: dict[str, str] = {}  # last core op -> fused op
+    first_of = {names[0]: names for names in cores.values()}
+    skip = {n for names in cores.values() for n in names}
+    for name in forward.names():
+        if name in first_of:
+            fused = _fused_core(forward, first_of[name])
+            members = set(first_of[name])
+            inputs = [s for n in first_of[name] for s in forward.inputs(n) if s not in members]
+            out.add(fused, [replaced.get(s, s) for s in dict.fromkeys(inputs)])
+            replaced[first_of[name][-1]] = fused.name
+        if name in skip:
+            continue
+        out.add(forward.op(name), [replaced.get(s, s) for s in forward.inputs(name)])
+    return out
+
+
+def _fused_core(forward: OpGraph, names: list[str]) -> Op:
+    ops = [forward.op(n) for n in names]
+    scores, context = ops[0], ops[-1]
+    members = set(names)
+    reads = sum(forward.op(s).out_bytes for n in names for s in forward.inputs(n)
+                if s not in members)
+    rows = scores.batch * scores.m
+    return Op(name=scores.name.replace("scores", "attention"), kind=OpKind.ATTENTION,
+              dtype=scores.dtype, fn="flash_attention",
+              flops=sum(op.flops for op in ops if op.kind is OpKind.MATMUL),
+              vector_flops=sum(op.flops for op in ops if op.kind is not OpKind.MATMUL),
+              bytes_read=reads, bytes_written=context.out_bytes, out_bytes=context.out_bytes,
+              layer=scores.layer, block=Block.ATTN_CORE, m=scores.m, n=scores.n, k=scores.k,
+              batch=scores.batch, extra=scores.extra, saves=("inputs", "output"),
+              stats_bytes=rows * LSE_DTYPE.bytes)
+
+
+def fuse_elementwise(graph: OpGraph) -> OpGraph:
+    """Fold each fusible vector op into its producer when it is the producer's only reader in
+    the same phase. If later phases read the producer's output too (it is saved for the
+    backward), the fused kernel still writes it, but the vector op no longer reads it back."""
+    merged: dict[str, str] = {}   # original name -> name of the op it now lives in
+    fused: dict[str, Op] = {}
+    order = graph.names()
+    for name in order:
+        op = graph.op(name)
+        inputs = graph.inputs(name)
+        if op.kind in FUSIBLE and len(inputs) == 1:
+            readers = [graph.op(c).phase for c in graph.consumers(inputs[0])]
+            host = merged.get(inputs[0], inputs[0])
+            base = fused.get(host, graph.op(host))
+            if (readers.count(op.phase) == 1 and base.phase == op.phase
+                    and base.kind not in (OpKind.LOSS, OpKind.OPTIMIZER,
+                                                  OpKind.COLLECTIVE)):
+                fused[host] = _absorb(base, op, keep_output=len(readers) > 1)
+                merged[name] = host
+                continue
+        fused[name] = op
+    out = OpGraph(graph.name)
+    for name in order:
+        if name in merged:
+            continue
+        out.add(fused[name], [])
+    for src, dst, data in graph.nx.edges(data=True):
+        a, b = merged.get(src, src), merged.get(dst, dst)
+        if a != b:  # a merged edge reads the output if any of the edges it stands for did
+            reads = data.get(READS_OUTPUT, True)
+            if out.nx.has_edge(a, b):
+                reads = reads or out.nx.edges[a, b].get(READS_OUTPUT, True)
+            out.add_edge(a, b, data["index"], data["bytes"])
+            out.nx.edges[a, b][READS_OUTPUT] = reads
+    return out
+
+
+def _absorb(host: Op, op: Op, keep_output: bool) -> Op:
+    """``host`` followed by ``op`` in one kernel: ``op`` reads ``host``'s output on chip.
+
+    ``keep_output``: others read ``host``'s output later, so it is still written and stays
+    allocated with ``op``'s (the fused op's ``out_bytes`` holds both).
+    """
+    kept = host.out_bytes if keep_output else 0
+    return host.evolve(
+        vector_flops=host.vector_flops + op.flops + op.vector_flops,
+        bytes_read=host.bytes_read + op.bytes_read - host.out_bytes,
+        bytes_written=host.bytes_written - host.out_bytes + kept + op.bytes_written,
+        out_bytes=op.out_bytes + kept, mask_bytes=host.mask_bytes + op.mask_bytes,
+        stats_bytes=host.stats_bytes + op.stats_bytes,
+        params=host.params + op.params,
+        saves=tuple(dict.fromkeys(host.saves + op.saves)))

@@ -1,0 +1,68 @@
+"""Memory of one training step on one device: model states and saved activations.
+
+- States: weights, gradients and optimizer states per parameter under the precision and
+  optimizer (Rajbhandari et al. 2020, "ZeRO", sec. 3.1: mixed-precision Adam = 16 bytes).
+- Activations: the tensors the forward pass keeps for the backward, each counted once,
+  at the end of the forward pass (where training peaks without liveness analysis).
+  Under recomputation a region keeps only the tensors it reads from outside (its checkpoint)
+  plus what ops outside it keep (Korthikanti et al. 2022, sec. 4.1-4.2). With sequence
+  parallelism a linear reading an all-gather keeps the sequence shard (sec. 4.2.2, as
+  Megatron-LM does; ``training.gathered_shard``).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from simulator.graph.opgraph import OpGraph
+from simulator.plan.step import Plan
+from simulator.training.backward import WEIGHTED, gathered_shard, region_of
+
+
+def state_bytes(params: int, plan: Plan) -> dict[str, int]:
+    """Bytes of weights, gradients and optimizer states for ``params`` parameters."""
+    return {key: params * per for key, per in plan.state_bytes_per_param().items()}
+
+
+def saved_tensors(forward: OpGraph, plan: Plan) -> dict[tuple[str, str], tuple[int, int]]:
+    """Tensors kept for the backward: (kind, producer) -> (bytes, layer of the op keeping it).
+
+    kind is ``"out"`` for an op's output, ``"mask"`` / ``"stats"`` for what an op keeps
+    besides. Each tensor is counted once, for the first op (in forward order) that keeps it.
+    """
+    kept: dict[tuple[str, str], tuple[int, int]] = {}
+
+    def keep(kind: str, producer: str, nbytes: int, layer: int) -> None:
+        if nbytes and (kind, producer) not in kept:
+            kept[(kind, producer)] = (nbytes, layer)
+
+    for name in forward.names():
+        op = forward.op(name)
+        inputs = forward.inputs(name)
+        region = region_of(op, plan.recompute)
+        if region is not None:
+            for src in inputs:  # the region's checkpoint: what it reads from outside
+                if region_of(forward.op(src), plan.recompute) != region:
+                    keep("out", src, forward.op(src).out_bytes, op.layer)
+            continue
+        if "inputs" in op.saves:
+            for src in inputs:
+                if op.fn in WEIGHTED:
+                    src = gathered_shard(forward, src) or src
+                keep("out", src, forward.op(src).out_bytes, op.layer)
+        if "output" in op.saves:
+            keep("out", name, op.out_bytes, op.layer)
+        keep("mask", name, op.mask_bytes, op.layer)
+        keep("stats", name, op.stats_bytes, op.layer)
+    return kept
+
+
+def activation_bytes_by_layer(forward: OpGraph, plan: Plan) -> dict[int, int]:
+    """Saved activation bytes per layer (layer -1: embedding and head)."""
+    totals: dict[int, int] = defaultdict(int)
+    for nbytes, layer in saved_tensors(forward, plan).values():
+        totals[layer] += nbytes
+    return dict(totals)
+
+
+def activation_bytes(forward: OpGraph, plan: Plan) -> int:
+    return sum(nbytes for nbytes, _ in saved_tensors(forward, plan).values())
