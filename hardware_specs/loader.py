@@ -19,6 +19,7 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     step_overhead_us = 50         # optional: framework cost per training step
     memory_efficiency = 0.88      # optional, in (0, 1], default 1.0
     matmul_memory_efficiency = 0.44   # optional: a memory-bound matmul's, default: memory's
+    norm_memory_efficiency = 0.7  # optional: norms' and softmax's, default: memory's
     [[memory]]                    # innermost first, main memory last
     name = "hbm2e"   capacity_gb = 80   bandwidth_gb_per_s = 2039    # or capacity_mib, ...
     [power]
@@ -73,8 +74,12 @@ _TOP_REQUIRED = ("name", "vendor", "class", "source", "compute", "memory", "powe
 _TOP_OPTIONAL = ("price", "architecture", "links", "functions")
 _FUNCTION_KEYS = ("efficiency", "overhead_us")
 _COMPUTE_REQUIRED = ("peak_tflops", "vector_tflops", "op_overhead_us")
-_COMPUTE_OPTIONAL = ("matmul_efficiency", "conv_efficiency", "attention_efficiency",
-                     "vector_efficiency", "memory_efficiency", "matmul_memory_efficiency")
+#: The optional efficiencies of ``[compute]``, each a fraction in (0, 1] (``override`` and the
+#: writer list them from here).
+EFFICIENCIES = ("matmul_efficiency", "conv_efficiency", "attention_efficiency",
+                "vector_efficiency", "memory_efficiency", "matmul_memory_efficiency",
+                "norm_memory_efficiency")
+_COMPUTE_OPTIONAL = EFFICIENCIES
 _COMPUTE_TIMES = {"optimizer_overhead_us": "optimizer_overhead_s",  # optional, microseconds
                   "step_overhead_us": "step_overhead_s"}
 _MEMORY_REQUIRED = ("name", "bandwidth_gb_per_s")

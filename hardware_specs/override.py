@@ -6,7 +6,7 @@ A change is a dotted path into ``DeviceSpec`` (SI units, named as the fields are
     step_overhead_s,
     vector_flops_per_s,
     matmul_efficiency, conv_efficiency, attention_efficiency, vector_efficiency,
-    memory_efficiency, matmul_memory_efficiency,
+    memory_efficiency, matmul_memory_efficiency, norm_memory_efficiency,
     energy_per_flop_j, energy_per_byte_j, name
     peak_flops_per_s.<dtype>                       e.g. peak_flops_per_s.bf16 = 2e15
     memory.<level name | main>.<capacity_bytes | bandwidth_bytes_per_s>
@@ -24,12 +24,11 @@ import dataclasses
 import math
 from typing import Any
 
-from hardware_specs.loader import PEAK_DTYPES
+from hardware_specs.loader import EFFICIENCIES, PEAK_DTYPES
 from hardware_specs.spec import Architecture, DeviceSpec
 from simulator.errors import SpecError
 
-_FRACTIONS = ("matmul_efficiency", "conv_efficiency", "attention_efficiency",
-              "vector_efficiency", "memory_efficiency", "matmul_memory_efficiency")
+_FRACTIONS = EFFICIENCIES
 _POSITIVE = ("vector_flops_per_s", "op_overhead_s", "optimizer_overhead_s", "step_overhead_s",
              "idle_power_w",
              "tdp_w", "price_per_hour_usd", "energy_per_flop_j", "energy_per_byte_j")

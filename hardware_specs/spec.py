@@ -108,6 +108,10 @@ class DeviceSpec:
     # datasheet bandwidth, not at memory_efficiency: its tiles' loads and epilogue writes are
     # not one stream. None: at memory_efficiency.
     matmul_memory_efficiency: float | None = None
+    # Norms and softmax (OpKind.NORM, SOFTMAX) reduce each row or channel before writing it and
+    # stream at this fraction of the datasheet bandwidth, less than an elementwise kernel
+    # (``simulator.calibrate.streaming``). None: at memory_efficiency.
+    norm_memory_efficiency: float | None = None
     vector_efficiency: float = 1.0  # achieved fraction of the vector peak (norms, softmax, ...)
     # Framework cost of updating one parameter tensor in an eager optimizer step (PyTorch's
     # per-tensor AdamW launches a dozen kernels per tensor); 0 where updates are fused.

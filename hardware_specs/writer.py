@@ -115,7 +115,8 @@ def device_toml(spec: DeviceSpec) -> str:
            f'class = "{spec.device_class.value}"', f'source = "{spec.source}"', "",
            "[compute]", f"peak_tflops = {{ {peaks} }}",
            f"vector_tflops = {spec.vector_flops_per_s / 1e12:.12g}"] + _compute_lines(spec)
-    for key in ("attention_efficiency", "matmul_memory_efficiency"):  # cited, not calibrated:
+    for key in ("attention_efficiency", "matmul_memory_efficiency",  # cited, not calibrated:
+                "norm_memory_efficiency"):
         if getattr(spec, key) is not None:           # a calibrated file keeps their lines
             out.append(f"{key} = {getattr(spec, key):.6g}")
     facts = {}   # every fact the spec has, as the loader reads it (clock in GHz, tuples as lists)

@@ -19,7 +19,8 @@ The model is deliberately simple for now:
 - ops stream their bytes from the innermost memory level that holds them (``level_bandwidth``),
   main memory at ``device.memory_bandwidth_bytes_per_s * device.memory_efficiency``, a matmul
   at ``device.matmul_memory_efficiency`` instead where the spec gives it (a GEMM bound by its
-  bytes does not stream them as a copy does);
+  bytes does not stream them as a copy does), norms and softmax at
+  ``device.norm_memory_efficiency`` (they reduce each row before writing it);
 - a function the device has measured (``device.function_efficiency``, by ``Op.fn``) runs at
   that fraction of its unit's peak instead of its kind's efficiency, and pays its own fixed
   cost per call (``device.function_overhead_s``) instead of ``op_overhead_s``;
@@ -62,9 +63,14 @@ def price(lowered: Lowered, device: DeviceSpec) -> tuple[np.ndarray, np.ndarray,
     vector = device.vector_flops_per_s * device.vector_efficiency
     peak = np.where(is_tensor, matrix, vector)
     streaming = None
-    if device.matmul_memory_efficiency is not None:  # a GEMM's bytes are not one stream
-        streaming = np.where(lowered.kind == OpKind.MATMUL, device.matmul_memory_efficiency,
-                             device.memory_efficiency)
+    own_streams = {OpKind.MATMUL: device.matmul_memory_efficiency,  # a GEMM's bytes: not one
+                   OpKind.NORM: device.norm_memory_efficiency,      # stream; norms and softmax
+                   OpKind.SOFTMAX: device.norm_memory_efficiency}   # reduce each row first
+    for kind, efficiency in own_streams.items():
+        if efficiency is not None:
+            if streaming is None:
+                streaming = np.full(n, device.memory_efficiency)
+            streaming[lowered.kind == kind] = efficiency
     bandwidth = level_bandwidth(lowered.nbytes, device, streaming)
     overhead = np.full(n, float(device.op_overhead_s), dtype=np.float64)
     for fn, efficiency in device.function_efficiency.items():  # a measured function's own rate

@@ -1,0 +1,74 @@
+"""Streaming efficiency of memory-bound kernels, fitted on measured kernel latencies.
+
+A vector kernel (an elementwise op, a norm, a softmax) that moves ``bytes`` through main memory
+takes ``bytes / (efficiency x datasheet bandwidth)`` once it is large enough to stream: the
+efficiency is what the kernel reaches of the datasheet rate, and it differs by kernel class.
+Elementwise kernels stream one input to one output; norms and softmax reduce each row (or
+channel) before writing it, with a second pass over it, and reach less.
+
+The fit uses only kernels well outside the last-level cache (``bytes >= 4 x L2``), where the
+datasheet bandwidth is the roof, and takes the geometric mean of the achieved fractions
+(least squares on log time). A fifth of each table is held out by shape range -- the rows
+with the longest rows (``row``) -- and the fit's error on them is reported, so that a fit is
+judged on shapes it did not see.
+
+Data: NeuSight (Lee et al., ASPLOS 2025; github.com/sitar-lab/NeuSight, MIT licence), PyTorch
+2.1.0 fp32 kernels timed on seven NVIDIA GPUs (``tests/data/neusight_vector_kernels.csv``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+#: Kernel classes, by the NeuSight op names they cover, and the bytes each element moves
+#: (fp32): an elementwise binary op reads two and writes one; the others read one, write one.
+CLASSES = {"elementwise": ("add", "mul", "relu", "gelu"), "norm": ("ln", "softmax")}
+_WORDS_PER_ELEMENT = {"add": 3, "mul": 3}
+_FP32 = 4
+#: Kernels smaller than this many times the last-level cache are not fitted on.
+CACHE_MULTIPLE = 4
+HELD_OUT = 0.2
+
+
+@dataclass(frozen=True)
+class StreamingFit:
+    """One device's fitted efficiency of one kernel class, and its held-out error."""
+
+    device: str
+    kind: str
+    efficiency: float
+    fitted_rows: int
+    held_out_rows: int
+    held_out_median_error: float   # median |predicted / measured - 1| on the held-out fifth
+
+
+def kernel_bytes(op: str, rows: int, row: int) -> float:
+    """Main-memory bytes one measured kernel moves (its parameters and statistics aside)."""
+    return float(_WORDS_PER_ELEMENT.get(op, 2) * _FP32 * rows * row)
+
+
+def fit(table: list[dict], device: str, kind: str, bandwidth_bytes_per_s: float,
+        l2_bytes: float) -> StreamingFit:
+    """Fit ``kind`` (a key of ``CLASSES``) on ``device``'s rows of ``table`` (dicts with
+    ``device, op, rows, row, latency_ms``)."""
+    usable = []
+    for r in table:
+        if r["device"] != device or r["op"] not in CLASSES[kind]:
+            continue
+        nbytes = kernel_bytes(r["op"], int(r["rows"]), int(r["row"]))
+        if nbytes >= CACHE_MULTIPLE * l2_bytes:
+            usable.append((int(r["row"]), nbytes, float(r["latency_ms"]) * 1e-3))
+    if len(usable) < 10:
+        raise ValueError(f"{device}: {len(usable)} {kind} kernels outside the cache; need 10")
+    usable.sort()
+    cut = len(usable) - max(1, round(HELD_OUT * len(usable)))
+    fitted, held = usable[:cut], usable[cut:]
+    logs = [math.log(nbytes / (t * bandwidth_bytes_per_s)) for _, nbytes, t in fitted]
+    efficiency = math.exp(sum(logs) / len(logs))
+    errors = sorted(abs(nbytes / (efficiency * bandwidth_bytes_per_s) / t - 1)
+                    for _, nbytes, t in held)
+    return StreamingFit(device, kind, efficiency, len(fitted), len(held),
+                        errors[len(errors) // 2])
+
+
+__all__ = ["CLASSES", "StreamingFit", "fit", "kernel_bytes"]
