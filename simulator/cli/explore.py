@@ -132,9 +132,10 @@ def sweep_command(args) -> int:
 def plan_command(args) -> int:
     from hardware_specs.override import parse_sets
     from simulator.explore.capacity import capacity_plan
-    from simulator.explore.sweep import _Writer, parse_grid
+    from simulator.explore.sweep import frame, parse_grid
+    from simulator.report.io import TableFile
 
-    writer = _Writer(args.out) if args.out else None
+    writer = TableFile(args.out) if args.out else None
     if args.top < 1:
         raise PlanError(f"--top = {args.top} must be a positive integer")
     client = _client(args.scheduler)
@@ -150,7 +151,7 @@ def plan_command(args) -> int:
     if writer:
         import pandas as pd
         table = pd.concat([report.feasible.drop(columns="rank"), report.rejected])
-        writer.write({int(row["config"]): row for row in table.to_dict("records")})
+        writer.write(frame({int(row["config"]): row for row in table.to_dict("records")}))
     if report.feasible.empty:
         raise HwsimError(report.why_nothing())
     print(plan_text(report, args.top))

@@ -311,7 +311,7 @@ def _calibrate(args) -> int:
     from hardware_specs.writer import calibrated_toml
     from simulator.calibrate import fit as calibrate
     from simulator.calibrate import records, timing
-    from simulator.report.result import write_atomic
+    from simulator.report.io import progress_bar, write_atomic
 
     device = load_device(args.device)
     if args.recorded:  # fit recorded timings: nothing is timed, the device need not be here
@@ -324,7 +324,7 @@ def _calibrate(args) -> int:
         if runtime.startswith("cuda"):
             todo = [dataclasses.replace(c, dtype="bf16") if c.kind in ("matmul", "conv") else c
                     for c in todo]
-        measurements = timing.measure(todo, runtime, progress=_progress)
+        measurements = timing.measure(todo, runtime, progress=progress_bar)
         env = records.environment(runtime)
         if args.record:
             write_atomic(args.record, records.kernels_csv(measurements, env))
@@ -360,17 +360,17 @@ def _set_threads(threads: int | None, runtime: str | None) -> None:
 def _validate(args) -> int:
     from hardware_specs.loader import load_device
     from simulator.calibrate.validate import report, validate_models
+    from simulator.report.io import progress_bar, write_atomic
 
     device = load_device(args.device)
     runtime = present_runtime(device)
     _set_threads(args.threads, runtime)
     if args.steps <= 0:
         raise HwsimError(f"--steps = {args.steps} must be a positive integer")
-    rows = validate_models(args.models, device, runtime, args.steps, progress=_progress)
+    rows = validate_models(args.models, device, runtime, args.steps, progress=progress_bar)
     print(report(rows))
     if args.record:
         from simulator.calibrate import records
-        from simulator.report.result import write_atomic
 
         write_atomic(args.record, records.steps_csv(rows, records.environment(runtime),
                                                     device.name))
@@ -400,14 +400,6 @@ def present_runtime(device) -> str:
                          "catalogue entry of that GPU")
     raise HwsimError(f"--device {device.name}: no such device is present here (no CUDA GPU "
                      "visible to torch); use --device cpu-host, or run on a machine with it")
-
-
-def _progress(done: int, total: int, label: str) -> None:
-    width = 30
-    filled = width * done // max(total, 1)
-    end = "\n" if done == total else ""
-    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label:40s}", end=end,
-          file=sys.stderr, flush=True)
 
 
 def _models(args) -> int:

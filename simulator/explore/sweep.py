@@ -19,17 +19,18 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from enum import Enum
-from pathlib import Path
+from functools import partial
 
 import pandas as pd
 
 from hardware_specs.loader import load_device
 from hardware_specs.override import override
 from hardware_specs.spec import DeviceSpec
-from simulator.errors import HwsimError, PlanError, WorkloadError
+from simulator.errors import PlanError, WorkloadError
 from simulator.explore.memo import install as install_memo
 from simulator.plan.parallel import ParallelPlan, data_parallel_size
 from simulator.plan.step import Plan
+from simulator.report.io import TableFile, progress_bar
 from workloads.zoo import get_workload
 
 #: Plan fields a sweep varies, with the parser of a command-line value (``--grid tp=1,2``).
@@ -52,6 +53,7 @@ _SUMMARY_DROPPED = ("model", "device", "num_devices", "precision", "micro_batch"
 _FLUSH_S = 2.0  # at most one rewrite of ``out`` per this many seconds while a sweep runs
 
 Progress = Callable[[int, int], None]
+_BAR: Progress = partial(progress_bar, label="configurations")
 
 
 # ---------------------------------------------------------------------------------- public
@@ -77,9 +79,8 @@ def sweep(model, devices: list[str | DeviceSpec], device_counts: Iterable[int] |
     work = get_workload(model)
     specs = resolve_devices(devices, overrides)
     configs = list(_configs(specs, device_counts, expand(plans), work))
-    writer = _Writer(out) if out is not None else None
-    report = (_progress_bar if sys.stderr.isatty() else None) if progress is True else \
-        (progress or None)
+    writer = _Out(out) if out is not None else None
+    report = (_BAR if sys.stderr.isatty() else None) if progress is True else (progress or None)
     chunks = _chunks(configs, workers, client)
     rows: dict[int, dict] = {}
     try:
@@ -324,24 +325,14 @@ def _parse_value(key: str, text: str):
     return text
 
 
-# ------------------------------------------------------------------------------ output, progress
+# ---------------------------------------------------------------------------------- output
 
-class _Writer:
-    """Writes the rows so far to ``out`` atomically (a temporary file, then a rename)."""
+class _Out:
+    """The rows so far in ``out`` (``simulator.report.io.TableFile``), rewritten at most once
+    per ``_FLUSH_S`` seconds while the sweep runs."""
 
     def __init__(self, out: str | os.PathLike):
-        self.path = Path(out)
-        self.kind = self.path.suffix.lower()
-        if self.kind not in (".csv", ".parquet"):
-            raise HwsimError(f"--out {out}: write a .csv or .parquet file")
-        if not self.path.parent.is_dir():
-            raise HwsimError(f"--out {out}: the folder {self.path.parent} does not exist")
-        if self.kind == ".parquet":
-            try:
-                import pyarrow  # noqa: F401
-            except ImportError:
-                raise HwsimError('--out .parquet needs pyarrow: pip install "hwsim[sweep]", '
-                                 "or write a .csv file") from None
+        self.file = TableFile(out)
         self.last = time.monotonic()
 
     def maybe_write(self, rows: dict[int, dict]) -> None:
@@ -349,23 +340,5 @@ class _Writer:
             self.write(rows)
 
     def write(self, rows: dict[int, dict]) -> None:
-        table = frame(rows)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            if self.kind == ".csv":
-                table.to_csv(tmp, index=False)
-            else:
-                table.to_parquet(tmp, index=False)
-            os.replace(tmp, self.path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        self.file.write(frame(rows))
         self.last = time.monotonic()
-
-
-def _progress_bar(done: int, total: int) -> None:
-    width = 30
-    filled = width * done // max(total, 1)
-    end = "\n" if done == total else ""
-    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} configurations", end=end,
-          file=sys.stderr, flush=True)

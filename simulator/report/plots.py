@@ -10,13 +10,13 @@ and returns the ``Figure``; ``save`` writes one atomically.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from simulator.errors import HwsimError
 from simulator.graph.op import TENSOR_KINDS, DType
+from simulator.report.io import write_atomic
 from simulator.report.views import intensity_points, live_bytes, pareto_front
 from simulator.schedule.pipeline import pipeline_blocks
 
@@ -61,18 +61,11 @@ def _new_figure(size):
 
 
 def save(fig, path: str | os.PathLike) -> Path:
-    """Write ``fig`` to ``path`` (format from the suffix: .png, .svg, .pdf) through a temporary
-    file: never a half-written image."""
+    """Write ``fig`` to ``path`` (format from the suffix: .png, .svg, .pdf) atomically
+    (``simulator.report.io.write_atomic``): never a half-written image."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format=path.suffix.lstrip(".") or "png", dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    return write_atomic(path, lambda handle: fig.savefig(
+        handle, format=path.suffix.lstrip(".") or "png", dpi=120))
 
 
 def _lowered(result):

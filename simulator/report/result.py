@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -14,6 +13,7 @@ import pandas as pd
 from hardware_specs.spec import DeviceSpec
 from simulator.graph.lower import Lowered
 from simulator.graph.op import DType, OpKind, Phase
+from simulator.report.io import write_atomic
 
 _BOUND = np.array(["compute", "memory"])
 
@@ -144,16 +144,3 @@ class Result:
             plots.save(fig, path)
         return fig
 
-
-def write_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file: never a half-written file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path

@@ -1,0 +1,98 @@
+"""Writing files and showing progress: the one atomic writer and the one progress bar.
+
+``write_atomic`` is what every file hwsim writes goes through (traces, plots, sweep rows,
+calibrated specs, records): the content goes to a new file beside the target -- an
+unpredictable name, created with ``O_CREAT | O_EXCL | O_NOFOLLOW``, so that it neither
+follows a link planted there nor opens a file that already exists -- which is then renamed
+over the target. A reader sees the old file or the new one, never half of one; the rename
+replaces a link at the target rather than writing through it; on an error the temporary file
+is removed and the target is left as it was.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from simulator.errors import HwsimError
+
+_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+          | getattr(os, "O_BINARY", 0))
+_ATTEMPTS = 100
+
+
+def write_atomic(path: str | os.PathLike,
+                 content: str | bytes | Callable[[BinaryIO], object]) -> Path:
+    """Write ``content`` to ``path`` atomically; the path. ``content``: text (UTF-8), bytes, or
+    a function writing to the binary file it is given (``frame.to_parquet``,
+    ``fig.savefig``). The file gets the permissions of a new file (0666 less the umask)."""
+    path = Path(path)
+    fd, tmp = _create_beside(path)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if isinstance(content, str):
+                handle.write(content.encode("utf-8"))
+            elif isinstance(content, bytes):
+                handle.write(content)
+            else:
+                content(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _create_beside(path: Path) -> tuple[int, Path]:
+    """A new, empty file in ``path``'s folder with an unpredictable name: (descriptor, path)."""
+    for _ in range(_ATTEMPTS):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            return os.open(tmp, _FLAGS, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path.parent}: no free temporary name after {_ATTEMPTS} tries")
+
+
+class TableFile:
+    """A .csv or .parquet file that a table (a ``DataFrame``) is written to, atomically, as
+    often as it changes: ``hwsim sweep --out``, ``hwsim plan --out``. Checked when made
+    (HwsimError naming the file): the suffix, the folder, pyarrow for parquet."""
+
+    def __init__(self, out: str | os.PathLike):
+        self.path = Path(out)
+        self.kind = self.path.suffix.lower()
+        if self.kind not in (".csv", ".parquet"):
+            raise HwsimError(f"--out {out}: write a .csv or .parquet file")
+        if not self.path.parent.is_dir():
+            raise HwsimError(f"--out {out}: the folder {self.path.parent} does not exist")
+        if self.kind == ".parquet":
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise HwsimError('--out .parquet needs pyarrow: pip install "hwsim[sweep]", '
+                                 "or write a .csv file") from None
+
+    def write(self, table) -> None:
+        if self.kind == ".csv":
+            write_atomic(self.path, table.to_csv(index=False))
+        else:
+            write_atomic(self.path, lambda handle: table.to_parquet(handle, index=False))
+
+
+def progress_bar(done: int, total: int, label: str = "") -> None:
+    """A one-line bar on stderr, redrawn in place: ``[####......] 3/10 label``; the line ends
+    when ``done`` reaches ``total``."""
+    width = 30
+    filled = width * done // max(total, 1)
+    end = "\n" if done == total else ""
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label:40s}", end=end,
+          file=sys.stderr, flush=True)
+
+
+__all__ = ["TableFile", "progress_bar", "write_atomic"]
