@@ -13,7 +13,8 @@ from simulator.cli import main
 from simulator.cli.explore import plan_text
 from simulator.errors import PlanError
 from simulator.plan.parallel import ParallelPlan
-from simulator.explore.capacity import MAX_CONFIGS, NO_PRICE, judge, capacity_plan, pareto_mask, search_space
+from simulator.explore.capacity import MAX_CONFIGS, NO_PRICE, OBJECTIVES, judge, capacity_plan, search_space
+from simulator.report.views import pareto_front
 from simulator.explore.sweep import resolve_devices, sweep
 from workloads.transformer import TransformerConfig
 from workloads.zoo import get_workload
@@ -89,11 +90,11 @@ def test_pareto_front_is_exactly_the_non_dominated_feasible_rows(rows):
             assert any(_dominates(f, point) for f in front)
 
 
-def test_pareto_mask_by_hand():
+def test_pareto_front_by_hand():
     table = pd.DataFrame({"total_time_s": [1, 2, 3, 1, 2], "cost_usd": [5, 4, 3, 5, math.nan],
                           "energy_kwh": [1, 1, 1, 2, 0.5]})
     # row 3 is dominated by row 0; row 4 has no cost (inf) but the least energy
-    assert pareto_mask(table).tolist() == [True, True, True, False, True]
+    assert pareto_front(table, OBJECTIVES).tolist() == [True, True, True, False, True]
 
 
 def test_devices_without_a_price_and_a_budget():

@@ -104,9 +104,12 @@ def test_memory_over_time_peaks_at_the_reported_peak(single):
 
 
 def test_pareto_front_by_hand():
+    """Row 3 is beaten by row 1, row 5 by row 0 (the same time, a higher cost); row 4 has no
+    time (+inf) but the lowest cost: nothing beats it (the plot leaves such rows out first)."""
     df = pd.DataFrame({"t": [1.0, 2.0, 3.0, 2.5, np.nan, 1.0],
                        "c": [5.0, 3.0, 1.0, 4.0, 0.1, 6.0]})
-    assert views.pareto_front(df, "t", "c").tolist() == [True, True, True, False, False, False]
+    assert views.pareto_front(df, ["t", "c"]).tolist() == [True, True, True, False, True, False]
+    assert views.pareto_front(df.iloc[:0], ["t", "c"]).tolist() == []
 
 
 def test_pareto_of_a_comparison(tmp_path):

@@ -28,6 +28,7 @@ import pandas as pd
 
 from simulator.errors import PlanError
 from simulator.explore.sweep import resolve_devices, sweep
+from simulator.report.views import pareto_front
 from workloads.zoo import get_workload
 
 DEFAULT_DEVICES = ("a100-sxm4-80gb", "h100-sxm5-80gb", "h200-sxm", "mi300x")
@@ -110,7 +111,7 @@ def judge(rows: pd.DataFrame, deadline_days: float | None = None,
     rejected["reason"] = verdict[verdict.notna()]
     rejected["rejected_by"] = rejected["reason"].str.extract(r"^([^(:]*)")[0].str.strip()
     rejected = rejected.reset_index(drop=True)
-    front = feasible[pareto_mask(feasible)].reset_index(drop=True)
+    front = feasible[pareto_front(feasible, OBJECTIVES)].reset_index(drop=True)
     return CapacityReport(feasible, rejected, front, rows, rank_by,
                       {"deadline_days": deadline_days, "budget_usd": budget_usd})
 
@@ -122,21 +123,6 @@ def rank(rows: pd.DataFrame, rank_by: str = "cost") -> pd.DataFrame:
     ranked = rows.sort_values(keys, na_position="last", kind="mergesort").reset_index(drop=True)
     ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
     return ranked
-
-
-def pareto_mask(rows: pd.DataFrame, objectives=OBJECTIVES) -> np.ndarray:
-    """True for each row no other row dominates (<= on every objective, < on one). A missing
-    value (no price: no cost) counts as +inf: an unknown cost is never the lower."""
-    if rows.empty:
-        return np.zeros(0, dtype=bool)
-    values = rows[list(objectives)].astype(float).to_numpy()
-    values = np.where(np.isnan(values), np.inf, values)
-    keep = np.ones(len(values), dtype=bool)
-    for i, point in enumerate(values):
-        no_worse = (values <= point).all(axis=1)
-        better = (values < point).any(axis=1)
-        keep[i] = not (no_worse & better).any()
-    return keep
 
 
 def search_space(work, specs) -> list[dict]:

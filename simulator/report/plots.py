@@ -296,7 +296,7 @@ def pareto(df, x: str = "total_time_days", y: str = "cost_usd", hue: str | None 
     groups = rows.groupby(hue, sort=True) if hue in rows.columns else [("configurations", rows)]
     for label, group in groups:
         ax.scatter(group[x], group[y], s=22, alpha=0.75, label=str(label))
-    front = rows[pareto_front(rows, x, y)].sort_values(x)
+    front = rows[pareto_front(rows, (x, y))].sort_values(x)
     ax.plot(front[x], front[y], color="black", lw=1.5, marker="o", mfc="none", ms=9,
             drawstyle="steps-post", label=f"Pareto front ({len(front)})")
     for column, set_scale, axis in ((x, ax.set_xscale, ax.xaxis), (y, ax.set_yscale, ax.yaxis)):

@@ -1,7 +1,7 @@
 """The tables behind the plots (``simulator.report.plots``), for notebooks and tests: the roofs of
 devices, each op's place on the roofline, where a step's time goes by kind, memory over the
-step by category, a pipeline's blocks and a Pareto front. pandas and numpy only: no
-matplotlib."""
+step by category, and the Pareto front of a table (a sweep's plot, capacity planning's
+front). pandas and numpy only: no matplotlib."""
 from __future__ import annotations
 
 import numpy as np
@@ -113,17 +113,21 @@ def _live(times, alloc, free, nbytes) -> np.ndarray:
             - freed[np.searchsorted(free[order_f], times, side="right")])
 
 
-def pareto_front(df, x: str, y: str) -> np.ndarray:
-    """Bool mask of the rows no other row beats on both ``x`` and ``y`` (lower is better);
-    rows with a missing value are never on the front."""
-    xs, ys = df[x].to_numpy(dtype=float), df[y].to_numpy(dtype=float)
-    valid = np.isfinite(xs) & np.isfinite(ys)
-    front = np.zeros(len(df), dtype=bool)
-    best = np.inf
-    for i in sorted(np.flatnonzero(valid), key=lambda i: (xs[i], ys[i])):
-        if ys[i] < best:
-            front[i], best = True, ys[i]
-    return front
+def pareto_front(rows: pd.DataFrame, objectives) -> np.ndarray:
+    """Bool mask of the rows no other row dominates: no worse on every one of ``objectives``
+    (lower is better) and better on one. A missing value counts as +inf (a device without a
+    price has no cost: an unknown cost is never the lower), so such a row is on the front
+    only when it beats every other row on another objective."""
+    if rows.empty:
+        return np.zeros(0, dtype=bool)
+    values = rows[list(objectives)].astype(float).to_numpy()
+    values = np.where(np.isnan(values), np.inf, values)
+    keep = np.ones(len(values), dtype=bool)
+    for i, point in enumerate(values):
+        no_worse = (values <= point).all(axis=1)
+        better = (values < point).any(axis=1)
+        keep[i] = not (no_worse & better).any()
+    return keep
 
 
 __all__ = ["ViewError", "device_roofs", "intensity_points", "live_bytes", "lowered_of",
