@@ -94,7 +94,7 @@ def test_optimizer_updates_every_parameter_once_after_its_gradient():
     fwd = TRANSFORMERS["llama2-7b"].forward_graph(1, DType.BF16)
     step = training_graph(fwd, Plan())
     updates = step.select(phase=Phase.OPTIMIZER)
-    assert sum(op.m for op in updates) == fwd.params()
+    assert sum(op.params for op in updates) == fwd.params() == step.params()
     for op in updates:
         assert step.inputs(op.name), op.name  # waits for the layer's weight gradients
 
@@ -119,7 +119,7 @@ def test_optimizer_traffic_per_parameter(precision, grad_clip, fp32_grads, read,
     step = training_graph(fwd, Plan(precision=precision, optimizer="adamw",
                                     grad_clip=grad_clip, fp32_grads=fp32_grads))
     updates = step.select(phase=Phase.OPTIMIZER)
-    params = sum(op.m for op in updates)
+    params = sum(op.params for op in updates)
     assert sum(op.bytes_read for op in updates) == read * params
     assert sum(op.bytes_written for op in updates) == written * params
 

@@ -1,6 +1,7 @@
 """What every workload offers the simulator: a forward graph for a batch, and its size."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from simulator.graph.opgraph import OpGraph
@@ -23,4 +24,20 @@ class Workload(Protocol):
         """Sequence length for language models; None for others."""
 
     # Optional: ``default_batch`` (int), the micro-batch the CLI uses when none is given
-    # (an imported model's example inputs fix it).
+    # (an imported model's example inputs fix it); ``transformer`` (a ``TransformerShape``, or
+    # None), what splitting its layers over tensor- and pipeline-parallel ranks needs, with
+    # ``layers`` and ``with_layers(n)``, the model of its first n layers (a pipeline stage's).
+
+
+@dataclass(frozen=True)
+class TransformerShape:
+    """What splitting a transformer's layers needs to know: Megatron-LM's divisibility rules
+    (``ParallelPlan.validate``, ``simulator.parallel.tensor.check``) and the layer count the
+    pipeline stages share."""
+
+    layers: int
+    hidden: int      # the residual stream's width (the attention output projection's)
+    heads: int
+    kv_heads: int
+    sequence: int    # tokens the layers see per sample
+    ffn: int         # the MLP's inner width (fc2's input features)

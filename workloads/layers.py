@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from simulator.graph.opgraph import OpGraph
-from simulator.graph.op import Block, DType, Op, OpKind
+from simulator.graph.op import Block, DType, Op, OpKind, Role
 
 # Arithmetic per element of the vector ops (cost model only; not model FLOPs).
 # Counted from the formulas: layernorm = mean, centre, square, mean, scale, shift.
@@ -67,11 +67,11 @@ class Builder:
 
     # -- tensor arithmetic ----------------------------------------------------------------------
     def linear(self, base: str, x: str | None, rows: int, in_f: int, out_f: int,
-               bias: bool = True, tied: bool = False) -> str:
+               bias: bool = True, tied: bool = False, role: Role = Role.REPLICATED) -> str:
         """y = x W^T + b over ``rows`` rows (tokens, or batch for an MLP).
 
         ``tied``: W is another op's parameter (tied embeddings): counted there, still read here
-        and still given a weight gradient here.
+        and still given a weight gradient here. ``role``: its place in the parallel split.
         """
         es = self.es
         params = (0 if tied else in_f * out_f) + (out_f if bias else 0)
@@ -81,7 +81,7 @@ class Builder:
                          bytes_read=(rows * in_f + in_f * out_f + (out_f if bias else 0)) * es,
                          bytes_written=rows * out_f * es,
                          out_bytes=rows * out_f * es, params=params, saves=("inputs",),
-                         param_tensors=(0 if tied else 1) + int(bias))
+                         param_tensors=(0 if tied else 1) + int(bias), role=role)
 
     def matmul(self, base: str, a: str, b: str, batch: int, m: int, n: int, k: int,
                extra: tuple[tuple[str, int], ...] = ()) -> str:
@@ -171,13 +171,15 @@ class Builder:
                          bytes_read=numel * es, bytes_written=numel * es, out_bytes=numel * es,
                          saves=("output",))
 
-    def embedding(self, base: str, rows: int, vocab: int, width: int) -> str:
+    def embedding(self, base: str, rows: int, vocab: int, width: int,
+                  role: Role = Role.REPLICATED) -> str:
         """Table lookup of ``rows`` integer ids (a graph input: no gradient flows to it)."""
         es = self.es
         return self._add(base, (), kind=OpKind.EMBEDDING, fn="embedding",
                          flops=0, m=rows, n=width, k=vocab, params=vocab * width,
                          bytes_read=rows * DType.INT64.bytes + rows * width * es,
-                         bytes_written=rows * width * es, out_bytes=rows * width * es)
+                         bytes_written=rows * width * es, out_bytes=rows * width * es,
+                         role=role)
 
     def pool(self, fn: str, x: str, n: int, c: int, h: int, w: int, kernel: int,
              stride: int, pad: int = 0) -> tuple[str, int, int]:

@@ -7,12 +7,13 @@ projections of the same normed input, and dropout keeps a 1-byte mask.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from simulator.errors import WorkloadError
 from simulator.graph.opgraph import OpGraph
-from simulator.graph.op import Block, DType
+from simulator.graph.op import Block, DType, Role
+from workloads.base import TransformerShape
 from workloads.layers import Builder
 
 
@@ -94,6 +95,17 @@ class TransformerConfig:
             return (self.image_size // self.patch) ** 2 + 1
         return self.seq_len
 
+    @property
+    def transformer(self) -> TransformerShape:
+        """What splitting the layers over tensor- and pipeline-parallel ranks needs."""
+        return TransformerShape(self.layers, self.hidden, self.heads, self.n_kv_heads,
+                                self.sequence, self.ffn_dim)
+
+    def with_layers(self, layers: int) -> "TransformerConfig":
+        """The model of this one's first ``layers`` layers (a pipeline stage's: every layer
+        is alike)."""
+        return replace(self, layers=layers)
+
     # -- parameters (closed form) -------------------------------------------------------------------
     def layer_params(self) -> int:
         h, kv = self.hidden, self.n_kv_heads * self.head_dim
@@ -160,9 +172,10 @@ def _embed(c: TransformerConfig, b: Builder, batch: int) -> str:
                           params=h + rows // batch * h,  # class token + position table
                           param_tensors=2)
         return b.dropout(x, rows * h, base="emb_dropout") if c.dropout else x
-    x = b.embedding("tok_embed", rows, c.vocab, h)
+    x = b.embedding("tok_embed", rows, c.vocab, h, role=Role.VOCAB_EMBEDDING)
     if c.learned_positions:
-        x = b.add(x, b.embedding("pos_embed", rows, s, h), rows * h, base="pos_add")
+        x = b.add(x, b.embedding("pos_embed", rows, s, h, role=Role.POSITION_EMBEDDING),
+                  rows * h, base="pos_add")
     if c.type_vocab:
         x = b.add(x, b.embedding("type_embed", rows, c.type_vocab, h), rows * h, base="type_add")
     if c.style is Style.ENCODER:
@@ -195,9 +208,9 @@ def _attention(c: TransformerConfig, b: Builder, x: str, batch: int) -> str:
     s, h, d = c.sequence, c.hidden, c.head_dim
     rows, kv = batch * s, c.n_kv_heads * d
     b.block = Block.ATTN
-    q = b.linear("q_proj", x, rows, h, h, c.bias)
-    k = b.linear("k_proj", x, rows, h, kv, c.bias)
-    v = b.linear("v_proj", x, rows, h, kv, c.bias)
+    q = b.linear("q_proj", x, rows, h, h, c.bias, role=Role.COLUMN)
+    k = b.linear("k_proj", x, rows, h, kv, c.bias, role=Role.COLUMN)
+    v = b.linear("v_proj", x, rows, h, kv, c.bias, role=Role.COLUMN)
     if not c.learned_positions and c.style is Style.DECODER:  # rotary embedding of q and k
         q = b.elementwise("mul", (q,), rows * h, base="rope_q")
         k = b.elementwise("mul", (k,), rows * kv, base="rope_k")
@@ -210,7 +223,7 @@ def _attention(c: TransformerConfig, b: Builder, x: str, batch: int) -> str:
         probs = b.dropout(probs, heads * s * s, base="attn_dropout")
     ctx = b.matmul("context", probs, v, heads, s, d, s)
     b.block = Block.ATTN
-    out = b.linear("o_proj", ctx, rows, h, h, c.bias)
+    out = b.linear("o_proj", ctx, rows, h, h, c.bias, role=Role.ROW)
     return b.dropout(out, rows * h, base="attn_out_dropout") if c.dropout else out
 
 
@@ -218,11 +231,12 @@ def _mlp(c: TransformerConfig, b: Builder, x: str, rows: int) -> str:
     h, f = c.hidden, c.ffn_dim
     b.block = Block.MLP
     if c.ffn is Ffn.SWIGLU:
-        act = b.swiglu(b.linear("gate_proj", x, rows, h, f, c.bias),
-                       b.linear("up_proj", x, rows, h, f, c.bias), rows * f)
+        act = b.swiglu(b.linear("gate_proj", x, rows, h, f, c.bias, role=Role.COLUMN),
+                       b.linear("up_proj", x, rows, h, f, c.bias, role=Role.COLUMN), rows * f)
     else:
-        act = b.activation("gelu", b.linear("fc1", x, rows, h, f, c.bias), rows * f)
-    out = b.linear("fc2", act, rows, f, h, c.bias)
+        act = b.activation("gelu", b.linear("fc1", x, rows, h, f, c.bias, role=Role.COLUMN),
+                           rows * f)
+    out = b.linear("fc2", act, rows, f, h, c.bias, role=Role.ROW)
     return b.dropout(out, rows * h, base="mlp_dropout") if c.dropout else out
 
 
@@ -236,9 +250,10 @@ def _head(c: TransformerConfig, b: Builder, x: str, batch: int) -> None:
     if c.style is Style.ENCODER:  # MLM transform, then the tied decoder with its own bias
         x = b.activation("gelu", b.linear("mlm_dense", x, rows, h, h, True), rows * h)
         x = b.norm(c.norm.value, x, rows, h, bias=c.norm is Norm.LAYERNORM)
-        logits = b.linear("lm_head", x, rows, h, c.vocab, bias=True, tied=True)
+        logits = b.linear("lm_head", x, rows, h, c.vocab, bias=True, tied=True,
+                          role=Role.VOCAB_HEAD)
     else:
         x = b.norm(c.norm.value, x, rows, h, bias=c.norm is Norm.LAYERNORM)
         logits = b.linear("lm_head", x, rows, h, c.vocab, bias=False,
-                          tied=c.tied_embeddings)
+                          tied=c.tied_embeddings, role=Role.VOCAB_HEAD)
     b.loss(logits, rows, c.vocab)

@@ -80,7 +80,7 @@ def price(lowered: Lowered, device: DeviceSpec) -> tuple[np.ndarray, np.ndarray,
     for fn, own in device.function_overhead_s.items():  # its own per-call cost
         overhead[lowered.fn == fn] = own
     updates = lowered.kind == OpKind.OPTIMIZER  # eager optimizers pay per parameter tensor
-    overhead[updates] += lowered.batch[updates] * device.optimizer_overhead_s
+    overhead[updates] += lowered.tensors[updates] * device.optimizer_overhead_s
     if updates.any():  # and a step pays its fixed framework cost once, with its first update
         overhead[np.argmax(updates)] += device.step_overhead_s
     return peak.astype(np.float64), bandwidth, overhead

@@ -6,9 +6,10 @@ predecessors in CSR form. ``lower`` is one Python pass over the ops that fills l
 ``np.array`` per field, so a 50k-op GPT-3 training graph lowers in a fraction of a second.
 
 Dtypes: counts (``flops``, ``bytes_read``, ``bytes_written``, ``out_bytes``, ``params``,
-``edge_bytes``) and shapes (``m``, ``n``, ``k``, ``batch``, ``layer``) are int64, so they stay
-exact (DESIGN.md: FLOP counts are exact); pricing converts to float64. ``kind``, ``phase`` and
-``dtype`` are int8 codes of ``OpKind``, ``Phase`` and ``DType``. Every array is read-only.
+``tensors``, ``edge_bytes``) and shapes (``m``, ``n``, ``k``, ``batch``, ``layer``) are int64,
+so they stay exact (DESIGN.md: FLOP counts are exact); pricing converts to float64. ``kind``,
+``phase``, ``task`` and ``dtype`` are int8 codes of ``OpKind``, ``Phase``, ``Task`` and
+``DType``. Every array is read-only.
 """
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ READS_OUTPUT = "reads_output"
 
 # Op fields copied one-to-one into an array, and the array's dtype.
 _OP_FIELDS = {
-    "kind": np.int8, "phase": np.int8, "dtype": np.int8,
+    "kind": np.int8, "phase": np.int8, "task": np.int8, "dtype": np.int8,
     "flops": np.int64, "vector_flops": np.int64, "bytes_read": np.int64, "bytes_written": np.int64,
-    "out_bytes": np.int64, "params": np.int64,
+    "out_bytes": np.int64, "params": np.int64, "tensors": np.int64,
     "m": np.int64, "n": np.int64, "k": np.int64, "batch": np.int64, "layer": np.int64,
     "causal": np.int8,
 }
@@ -57,6 +58,7 @@ class Lowered:
     edge_output: np.ndarray  # bool, n_edges: the edge reads the producer's output
     kind: np.ndarray        # int8, OpKind codes
     phase: np.ndarray       # int8, Phase codes
+    task: np.ndarray        # int8, Task codes
     dtype: np.ndarray       # int8, DType codes
     flops: np.ndarray       # int64
     vector_flops: np.ndarray  # int64, vector-unit work inside a fused tensor op
@@ -64,7 +66,8 @@ class Lowered:
     bytes_written: np.ndarray  # int64
     out_bytes: np.ndarray   # int64
     keep_bytes: np.ndarray  # int64, mask_bytes + stats_bytes: kept for the backward besides
-    params: np.ndarray      # int64, parameter elements owned
+    params: np.ndarray      # int64, parameter elements owned (or updated, by an update)
+    tensors: np.ndarray     # int64, the parameter tensors that hold them
     m: np.ndarray           # int64
     n: np.ndarray           # int64
     k: np.ndarray           # int64

@@ -78,13 +78,48 @@ class Block(str, Enum):
     HEAD = "head"            # embedding, final norm, logits, loss
 
 
+class Role(IntEnum):
+    """What a forward op is to the parallel splits of a transformer, whoever built it (the zoo's
+    builders set it, the importers infer it from the graph's structure,
+    ``workloads.structure``): Megatron-LM's tensor-parallel layers (Shoeybi et al. 2019,
+    sec. 3), the vocabulary-parallel embedding and head, the position table that context
+    parallelism keeps whole. Every other op is ``REPLICATED`` (or follows the split of the
+    tensor it reads, ``simulator.parallel.tensor``)."""
+
+    REPLICATED = 0
+    COLUMN = 1              # output features split: q, k, v (or one qkv), fc1, gate, up
+    ROW = 2                 # input features split: the attention's output projection, fc2
+    VOCAB_EMBEDDING = 3     # the token embedding: its vocabulary rows split
+    VOCAB_HEAD = 4          # the language-model head (hidden -> vocabulary): column-parallel
+    POSITION_EMBEDDING = 5  # a learned position table
+
+
+class Task(IntEnum):
+    """What an op does for the training step (``Phase`` says in which pass it runs):
+    ``simulator.training`` gives each op it derives its task, and ``forward_of`` names the
+    forward op a derived op belongs to. The integer is the code the engine sees."""
+
+    FORWARD = 0      # the model's forward: every op a workload builds, the collectives among them
+    DATA_GRAD = 1    # gradients of its inputs: a dgrad, a vector op's grad, an adjoint collective
+    WEIGHT_GRAD = 2  # the gradient of a weight, into the persistent gradient buffers (wgrad)
+    GRAD_SUM = 3     # sums gradients: of a tensor several ops read, of micro-batches, of replicas
+    RECOMPUTE = 4    # a forward op run again in the backward (FlashAttention's recomputation too)
+    REGATHER = 5     # a sequence-parallel all-gather run again for the weight gradients
+    UPDATE = 6       # the optimizer's update of one layer's parameters
+
+
 @dataclass(frozen=True, slots=True)
 class Op:
     """One operation.
 
     Shape facts: a matmul is ``batch`` independent (m x k) @ (k x n) products; a convolution is
     described as its implicit GEMM (m = N*Ho*Wo, n = Cout, k = Cin/groups*kh*kw) with the
-    geometry in ``extra``. ``params`` are the parameter elements this op owns (forward ops only).
+    geometry in ``extra``. ``params`` are the parameter elements this op owns (a forward op) or
+    updates (an optimizer update, ``Task.UPDATE``), held in ``tensors`` tensors.
+
+    ``role``: what the op is to the parallel split; ``task``: what it does for the training step;
+    ``forward_of``: the forward op a derived op (a gradient, a recomputed copy, a regather)
+    belongs to. Names are display labels and graph keys, never looked into.
 
     ``saves`` tells what the backward pass needs from the forward pass: ``"inputs"`` (the
     tensors on the op's input edges, in input order), ``"output"`` (its own output) and
@@ -117,6 +152,8 @@ class Op:
     mask_bytes: int = 0
     stats_bytes: int = 0
     forward_of: str = ""
+    role: Role = Role.REPLICATED
+    task: Task = Task.FORWARD
     fn: str = ""  # what the op computes within its kind: "gelu", "add", "layernorm", ...
     no_grad: tuple[str, ...] = ()  # input producers that get no gradient from this op
 
@@ -126,7 +163,7 @@ class Op:
 
     @property
     def tensors(self) -> int:
-        """Parameter tensors this op owns (a weight and a bias are two)."""
+        """Parameter tensors this op owns or updates (a weight and a bias are two)."""
         return self.param_tensors or (1 if self.params else 0)
 
     @property
@@ -153,4 +190,4 @@ class Op:
         return replace(self, **changes)
 
 
-__all__ = ["Block", "DType", "Op", "OpKind", "Phase", "TENSOR_KINDS"]
+__all__ = ["Block", "DType", "Op", "OpKind", "Phase", "Role", "TENSOR_KINDS", "Task"]

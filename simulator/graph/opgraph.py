@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import networkx as nx
 
 from simulator.errors import WorkloadError
-from simulator.graph.op import Op, OpKind, Phase
+from simulator.graph.op import Op, OpKind, Phase, Task
 
 
 class OpGraph:
@@ -85,7 +85,9 @@ class OpGraph:
                 and (kind is None or op.kind == kind)]
 
     def params(self) -> int:
-        return sum(op.params for op in self._all())
+        """Parameter elements the model's ops own (a recomputed copy or an optimizer update
+        refers to parameters a forward op owns)."""
+        return sum(op.params for op in self._all() if op.task is Task.FORWARD)
 
     def flops(self, phases: Iterable[Phase] | None = None) -> int:
         wanted = set(Phase) if phases is None else set(phases)

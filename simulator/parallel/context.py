@@ -11,7 +11,7 @@ things differ, and this module makes them:
   built in. With the causal mask Megatron-LM gives each rank chunks i and 2cp - 1 - i of
   2cp, so every rank does 1/cp of the causal work, as the block skipping of
   ``simulator.cost.efficiency.executed_fraction`` counts it for ``seq_len / cp`` query rows. The
-  learned position table (``pos_embed``) stays whole.
+  learned position table (``Role.POSITION_EMBEDDING``) stays whole.
 - ``gather_keys_values``: before each attention, the ranks all-gather its keys and values
   (``Axis.CONTEXT``), the all-gather method of Llama 3 ("we first all-gather the K and V
   tensors, and then compute attention output for the local Q tensor chunk", sec. 3.3.2); its
@@ -25,10 +25,8 @@ from __future__ import annotations
 
 from simulator.errors import PlanError
 from simulator.graph.collective import Axis, collective
-from simulator.graph.op import Block, OpKind
+from simulator.graph.op import Block, OpKind, Role
 from simulator.graph.opgraph import OpGraph
-
-POSITION_TABLE = "pos_embed"
 
 
 def widen_attention(forward: OpGraph, cp: int) -> OpGraph:
@@ -46,7 +44,7 @@ def widen_attention(forward: OpGraph, cp: int) -> OpGraph:
             query, *keys_values = (forward.op(s).out_bytes for s in inputs)
             op = op.evolve(n=op.n * cp, flops=op.flops * cp, vector_flops=op.vector_flops * cp,
                            bytes_read=query + cp * sum(keys_values))
-        elif op.kind is OpKind.EMBEDDING and name == POSITION_TABLE:
+        elif op.role is Role.POSITION_EMBEDDING:
             op = op.evolve(k=op.k * cp, params=op.params * cp)
         out.add(op, inputs)
     return out

@@ -26,7 +26,7 @@ layers (the one in use and the one prefetched), counted by ``simulator.api`` as 
 from __future__ import annotations
 
 from simulator.graph.collective import Axis, collective
-from simulator.graph.op import Op, OpKind, Phase
+from simulator.graph.op import Op, OpKind, Phase, Task
 from simulator.graph.opgraph import OpGraph
 from simulator.plan.step import Plan
 
@@ -47,7 +47,7 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
     last = None
     for name in reversed(updates):
         update = step.op(name)
-        params = update.m   # the update's parameter count (``training._optimizer``)
+        params = update.params   # the layer's parameters it updates (``Task.UPDATE``)
         fn = "all_reduce" if zero == 0 else "reduce_scatter"
         grads = params * formats.gradient.bytes
         # ZeRO-3 reduce-scatters every micro-batch (it keeps no unsharded gradient to
@@ -55,7 +55,7 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
         sync = collective(f"dp_{fn}:L{update.layer}", fn, grads,
                           grads if zero == 0 else grads // dp, 0, dp, Axis.DATA, update,
                           phase=Phase.BACKWARD if zero == 3 else Phase.COMMUNICATION,
-                          local=local)
+                          local=local).evolve(task=Task.GRAD_SUM)
         _before(step, name, sync)
         if last is None:  # the first issued: after the whole backward, when not overlapped
             for src in backward:
@@ -87,7 +87,7 @@ def add_tied_embedding_reduce(step: OpGraph, plan: Plan, local: int = 0) -> OpGr
     ``allreduce_gradients``), on the pipeline communicator, once per step. ``local``: 2 when
     the two stages share a node, else 1. ``step`` is changed in place and returned."""
     ops = [op for _, op in step.nx.nodes(data="op")]   # no order needed: no topological sort
-    update = {op.layer: op.name for op in ops if op.kind is OpKind.OPTIMIZER}
+    update = {op.layer: op.name for op in ops if op.task is Task.UPDATE}
     for op in ops:
         elements = dict(op.extra).get("tied", 0) if op.phase is Phase.FORWARD else 0
         if not elements:
@@ -96,7 +96,7 @@ def add_tied_embedding_reduce(step: OpGraph, plan: Plan, local: int = 0) -> OpGr
         name = update[op.layer]
         reduce = collective(f"embedding_all_reduce:{op.name}", "all_reduce", nbytes, nbytes, 0,
                             2, Axis.PIPELINE, step.op(name), phase=Phase.COMMUNICATION,
-                            local=local)
+                            local=local).evolve(task=Task.GRAD_SUM)
         _before(step, name, reduce)
     return step
 
@@ -112,18 +112,18 @@ def add_grad_accumulation(step: OpGraph, plan: Plan) -> OpGraph:
     updates = _updates(step)
     for name in reversed(updates):
         update = step.op(name)
-        params = update.m   # the update's parameter count (``training._optimizer``)
+        params = update.params   # the layer's parameters it updates (``Task.UPDATE``)
         add = Op(name=f"grad_accumulate:weights:L{update.layer}", kind=OpKind.ELEMENTWISE,
                  phase=Phase.BACKWARD, dtype=plan.formats.gradient, fn="add", flops=params,
                  bytes_read=2 * params * grad_bytes, bytes_written=params * grad_bytes,
-                 layer=update.layer, block=update.block)
+                 layer=update.layer, block=update.block, task=Task.GRAD_SUM)
         step.issue_early(_before(step, name, add))
     return step
 
 
 def _updates(step: OpGraph) -> list[str]:
     """The optimizer's update ops in step order, one per layer (``training._optimizer``)."""
-    return [n for n in step.names() if step.op(n).kind is OpKind.OPTIMIZER]
+    return [n for n in step.names() if step.op(n).task is Task.UPDATE]
 
 
 def _before(step: OpGraph, name: str, op: Op) -> str:

@@ -28,9 +28,8 @@ from collections.abc import Sequence
 from itertools import accumulate
 
 from simulator.graph.collective import Axis, collective, reassembly
-from simulator.graph.op import Op
+from simulator.graph.op import Op, Role
 from simulator.graph.opgraph import OpGraph
-from simulator.parallel.tensor import VOCAB_EMBEDDING
 
 
 def stage_graph(forward: OpGraph, first: bool, last: bool, tp: int = 1,
@@ -77,7 +76,7 @@ def stage_graph(forward: OpGraph, first: bool, last: bool, tp: int = 1,
         if not first and _is_tied_head(op):  # the last stage's embedding copy
             op = op.evolve(params=op.params + op.k * op.n,
                            extra=op.extra + (("tied", op.k * op.n),))
-        elif tied and not last and name == VOCAB_EMBEDDING:
+        elif tied and not last and op.role is Role.VOCAB_EMBEDDING:
             op = op.evolve(extra=op.extra + (("tied", op.params),))
         inputs = []
         for src in forward.inputs(name):
@@ -107,8 +106,7 @@ def stage_graph(forward: OpGraph, first: bool, last: bool, tp: int = 1,
 
 def _is_tied_head(op: Op) -> bool:
     """The language-model head reading the word embedding's weights (tied embeddings)."""
-    return op.fn == "linear" and op.params < op.k * op.n and \
-        op.name.rsplit(".", 1)[-1] == "lm_head"
+    return op.role is Role.VOCAB_HEAD and op.params < op.k * op.n
 
 
 def _gathered(out: OpGraph, received: str, size: int, split: int, reader: Op) -> str:

@@ -25,34 +25,41 @@ from simulator.plan.parallel import ParallelPlan
 from simulator.plan.step import Attention, Fusion, Plan
 from simulator.training.backward import training_graph
 from simulator.training.fusion import fuse_attention, fuse_elementwise
+from workloads.base import TransformerShape
 from workloads.transformer import Style, TransformerConfig
 
 
 def micro_batches(work, plan: Plan, parallel: ParallelPlan, num_devices: int) -> int:
     """Check ``parallel`` against the workload, batch and devices (PlanError naming the
     numbers); the micro-batches per step of each pipeline."""
-    layers, heads, kv, seq = _shape(work)
-    if layers is None and (parallel.tp > 1 or parallel.pp > 1):
+    shape = _shape(work)
+    if shape is None and (parallel.tp > 1 or parallel.pp > 1):
         raise PlanError(f"tp = {parallel.tp}, pp = {parallel.pp}: tensor and pipeline "
                         f"parallelism split transformer layers and {work.name} is not a "
                         "transformer: use dp (and zero) only")
     if parallel.cp > 1 and getattr(work, "style", None) is Style.VISION:
         raise PlanError(f"cp = {parallel.cp}: context parallelism splits a language model's "
                         f"sequences, and {work.name} is a vision transformer")
+    if parallel.cp > 1 and shape is not None and not isinstance(work, TransformerConfig):
+        raise PlanError(f"cp = {parallel.cp}: context parallelism builds the model for "
+                        f"seq_len / cp tokens, and {work.name} was traced at its whole "
+                        "sequence: use dp, tp and pp for an imported model")
     if parallel.sequence_parallel and parallel.tp == 1:
         raise PlanError("sequence parallelism splits the tensor-parallel ranks' tokens: it "
                         "needs tp > 1")
-    m = parallel.validate(num_devices, layers or 1, heads or 1, kv, plan.global_batch,
-                          plan.micro_batch, seq)
-    if layers is not None and parallel.tp > 1:
-        check_tensor_parallel(work, parallel.tp)
+    if shape is None:
+        m = parallel.validate(num_devices, 1, 1, None, plan.global_batch, plan.micro_batch)
+    else:
+        m = parallel.validate(num_devices, shape.layers, shape.heads, shape.kv_heads,
+                              plan.global_batch, plan.micro_batch, shape.sequence)
+    if shape is not None and parallel.tp > 1:
+        check_tensor_parallel(shape, parallel.tp)
     return m
 
 
-def _shape(work):
-    if isinstance(work, TransformerConfig):
-        return work.layers, work.heads, work.n_kv_heads, work.sequence
-    return None, None, None, None
+def _shape(work) -> TransformerShape | None:
+    """What splitting the workload's layers needs (a zoo or an imported transformer's)."""
+    return getattr(work, "transformer", None)
 
 
 def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
@@ -61,7 +68,7 @@ def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
     formats = plan.formats
     p = parallel.pp
     chunks = parallel.chunk_layers(work.layers)[stage] if p > 1 else []
-    model = replace(work, layers=sum(chunks)) if p > 1 else work
+    model = work.with_layers(sum(chunks)) if p > 1 else work
     cp = parallel.cp
     if cp > 1:   # a rank's tokens (simulator.parallel.context)
         model = replace(model, seq_len=work.seq_len // cp)

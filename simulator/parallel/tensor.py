@@ -1,15 +1,17 @@
 """Tensor (and sequence) parallelism: one transformer forward graph -> what one of ``tp`` ranks
 runs, with the collectives Megatron-LM places.
 
-A graph transform over the forward ``OpGraph`` of a ``TransformerConfig`` (the names and blocks
-its builder gives), returning a new graph:
+A graph transform over a transformer's forward ``OpGraph``, returning a new graph. It reads
+each op's ``Role`` (the zoo's builders set it, the importers infer it), never its name:
 
-- column-parallel linears (q, k, v, fc1, gate, up, and the vocab-parallel lm_head) keep 1/tp of
-  their output features (n / tp); row-parallel linears (o_proj, fc2) 1/tp of their input
-  features (k / tp), their bias replicated (Shoeybi et al. 2019, sec. 3, Fig. 3);
+- column-parallel linears (``Role.COLUMN``: q, k, v or one qkv, fc1, gate, up; and the
+  vocab-parallel head, ``Role.VOCAB_HEAD``) keep 1/tp of their output features (n / tp);
+  row-parallel linears (``Role.ROW``: the attention's output projection, fc2) 1/tp of their
+  input features (k / tp), their bias replicated (Shoeybi et al. 2019, sec. 3, Fig. 3);
 - every op reading a split tensor (the attention core, whose batch of heads splits; rope,
   GeLU, SwiGLU; the vocab-parallel cross-entropy) does 1/tp of the work; the token embedding
-  is vocab-parallel (1/tp of the table; vocab rounded up to a multiple of tp);
+  (``Role.VOCAB_EMBEDDING``) is vocab-parallel (1/tp of the table; vocab rounded up to a
+  multiple of tp);
 - norms, residuals and dropouts outside the split regions stay replicated; with sequence
   parallelism (Korthikanti et al. 2022, sec. 4.2.2) they run on 1/tp of the tokens;
 - collectives (``OpKind.COLLECTIVE``, ``extra`` group = tp, axis = ``Axis.TENSOR``): Megatron's
@@ -29,27 +31,27 @@ import math
 
 from simulator.errors import PlanError
 from simulator.graph.collective import Axis, collective
-from simulator.graph.op import Block, Op, OpKind, Phase
+from simulator.graph.op import Block, Op, OpKind, Phase, Role, Task
 from simulator.graph.opgraph import OpGraph
+from workloads.base import TransformerShape
 
-COLUMN = frozenset({"q_proj", "k_proj", "v_proj", "fc1", "gate_proj", "up_proj", "lm_head"})
-ROW = frozenset({"o_proj", "fc2"})
-VOCAB_EMBEDDING = "tok_embed"
+#: Roles whose output features split (the vocab-parallel head is column-parallel).
+COLUMN = frozenset({Role.COLUMN, Role.VOCAB_HEAD})
 
 
-def check(config, tp: int) -> None:
+def check(shape: TransformerShape, tp: int) -> None:
     """Megatron-LM's divisibility rules beyond heads (``ParallelPlan.validate``)."""
-    if config.ffn_dim % tp:
-        raise PlanError(f"tp = {tp} must divide ffn_hidden = {config.ffn_dim}")
-    if config.hidden % tp:
-        raise PlanError(f"tp = {tp} must divide hidden = {config.hidden}")
+    if shape.ffn % tp:
+        raise PlanError(f"tp = {tp} must divide ffn_hidden = {shape.ffn}")
+    if shape.hidden % tp:
+        raise PlanError(f"tp = {tp} must divide hidden = {shape.hidden}")
 
 
 def split(forward: OpGraph, tp: int, sequence_parallel: bool = False) -> OpGraph:
     """What one of ``tp`` tensor-parallel ranks runs of ``forward`` (``forward`` if tp = 1)."""
     if tp == 1:
         return forward
-    if sequence_parallel and VOCAB_EMBEDDING not in forward:
+    if sequence_parallel and not any(op.role is Role.VOCAB_EMBEDDING for op in forward.ops()):
         raise PlanError("sequence parallelism needs a language model (a token embedding); "
                         "leave it off for this model")
     return _Split(forward, tp, sequence_parallel).run()
@@ -67,14 +69,13 @@ class _Split:
         for name in self.forward.names():
             op = self.forward.op(name)
             inputs = self.forward.inputs(name)
-            base = name.rsplit(".", 1)[-1].split("#")[0]
-            if op.kind is OpKind.MATMUL and op.fn == "linear" and base in COLUMN:
+            if op.role in COLUMN:
                 reads = [self._enter(src, op) for src in inputs]
                 self._add(_linear(op, op.m, op.k, math.ceil(op.n / self.tp)), reads, split=True)
-            elif op.kind is OpKind.MATMUL and op.fn == "linear" and base in ROW:
+            elif op.role is Role.ROW:
                 self._add(_linear(op, op.m, op.k // self.tp, op.n), self._reads(inputs))
                 self._exit(name, op)
-            elif op.kind is OpKind.EMBEDDING and base == VOCAB_EMBEDDING:
+            elif op.role is Role.VOCAB_EMBEDDING:
                 vocab = math.ceil(op.k / self.tp)
                 self._add(op.evolve(k=vocab, params=vocab * op.n), [])
                 self._exit(name, op)
@@ -151,26 +152,28 @@ def wait_for_weight_gradients(step: OpGraph) -> OpGraph:
     """Make each backward tensor-parallel collective wait for the weight gradients of the
     linears whose input gradients it reduces (``ParallelPlan.overlap_tp_comm`` False); ``step``
     is a training graph, changed in place and returned."""
-    from simulator.training.backward import WGRAD  # training imports this module
-    for name, op in list(step.nx.nodes(data="op")):   # edges only: no order needed
+    ops = list(step.nx.nodes(data="op"))   # edges only: no order needed
+    weight_grad = {op.forward_of: name for name, op in ops if op.task is Task.WEIGHT_GRAD}
+    for name, op in ops:
         if op.kind is OpKind.COLLECTIVE and op.phase is Phase.BACKWARD and \
                 dict(op.extra).get("axis") == int(Axis.TENSOR):
             for src in _input_gradients(step, name):
-                wgrad = f"{WGRAD}:{step.op(src).forward_of}"
-                if wgrad in step:
+                wgrad = weight_grad.get(step.op(src).forward_of)
+                if wgrad is not None:
                     step.add_edge(wgrad, name, nbytes=0)
     return step
 
 
 def _input_gradients(step: OpGraph, name: str) -> list[str]:
-    """The input-gradient (dgrad) ops feeding ``name``, through gradient accumulations."""
+    """The input-gradient ops feeding ``name``, through gradient sums."""
     found = []
     for src in step.inputs(name):
-        if src.startswith("grad_accumulate:"):
+        task = step.op(src).task
+        if task is Task.GRAD_SUM:
             found += _input_gradients(step, src)
-        elif src.startswith("dgrad"):
+        elif task is Task.DATA_GRAD:
             found.append(src)
     return found
 
 
-__all__ = ["COLUMN", "ROW", "check", "collective", "split", "wait_for_weight_gradients"]
+__all__ = ["COLUMN", "check", "collective", "split", "wait_for_weight_gradients"]

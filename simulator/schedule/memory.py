@@ -5,11 +5,10 @@ import numpy as np
 
 from simulator.engine.kernels import liveness
 from simulator.errors import PlanError
-from simulator.graph.op import Phase
+from simulator.graph.op import Phase, Task
 from simulator.plan.parallel import ParallelPlan, positive
 from simulator.plan.step import Plan
 from simulator.schedule.step import in_flight
-from simulator.training.backward import WGRAD
 from simulator.training.saved import activation_bytes
 
 
@@ -72,8 +71,7 @@ def live_tensors(lowered, start: np.ndarray, end: np.ndarray):
     """``(counted, peak_time, out_free, keep_free)`` of one schedule (``kernels.liveness``):
     which ops hold memory of their own (not weight-gradient ops, the optimizer, whose bytes
     are the persistent states) and when their outputs and kept bytes are freed."""
-    counted = (lowered.phase != Phase.OPTIMIZER) & ~np.array(
-        [name.startswith(WGRAD + ":") for name in lowered.names], dtype=np.bool_)
+    counted = (lowered.phase != Phase.OPTIMIZER) & (lowered.task != Task.WEIGHT_GRAD)
     _, at, out_free, keep_free = liveness(
         lowered.indptr, lowered.indices, lowered.edge_output, start, end,
         lowered.out_bytes, lowered.keep_bytes, counted)

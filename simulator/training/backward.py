@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from simulator.graph.collective import ADJOINT, Axis, reassembly
 from simulator.graph.lower import READS_OUTPUT
-from simulator.graph.op import TENSOR_KINDS, Block, Op, OpKind, Phase
+from simulator.graph.op import TENSOR_KINDS, Block, Op, OpKind, Phase, Task
 from simulator.graph.opgraph import OpGraph
 from simulator.plan.step import (
     OPTIMIZER_FLOPS_PER_PARAM,
@@ -49,9 +49,9 @@ WEIGHTED = frozenset({"linear", "rnn_linear", "conv1d", "conv2d", "conv3d",
 #: alias (an imported view that only gives a tensor op a distinct operand, e.g. q and k split
 #: from one projection).
 PASSTHROUGH = frozenset({"add", "view"})
-#: Name prefix of weight-gradient ops: they write the persistent gradient buffers.
+#: Name prefixes (display labels; an op's ``task`` says what it is): weight-gradient ops, and
+#: the backward's all-gather of a sequence shard (``gathered_shard``).
 WGRAD = "wgrad"
-#: Name prefix of the backward's all-gather of a sequence shard (``gathered_shard``).
 REGATHER = "regather"
 
 
@@ -132,15 +132,19 @@ class _Derivation:
                  phase=Phase.BACKWARD, dtype=op.dtype, fn="add",
                  flops=(len(producers) - 1) * out_bytes // op.dtype.bytes,
                  bytes_read=len(producers) * out_bytes, bytes_written=out_bytes,
-                 out_bytes=out_bytes, layer=op.layer, block=op.block, forward_of=op.name)
+                 out_bytes=out_bytes, layer=op.layer, block=op.block, forward_of=op.name,
+                 task=Task.GRAD_SUM)
         return [self.out.add(acc, producers)]
 
-    def _add(self, op: Op, name: str, deps: list[str], saved: list[str], **fields) -> str:
+    def _add(self, op: Op, name: str, task: Task, deps: list[str], saved: list[str],
+             **fields) -> str:
+        """A backward op of ``op`` doing ``task``, named ``name:op``, reading the output
+        gradient (``deps``) and what the forward saved (``saved``)."""
         if op.kind in TENSOR_KINDS:
             fields.setdefault("dtype", self.plan.formats.of(op.kind, op.block))
         fields.setdefault("phase", Phase.BACKWARD)
         bwd = op.evolve(name=f"{name}:{op.name}", params=0, saves=(), mask_bytes=0,
-                        stats_bytes=0, forward_of=op.name, no_grad=(), **fields)
+                        stats_bytes=0, forward_of=op.name, no_grad=(), task=task, **fields)
         self.out.add(bwd, [])
         for index, src in enumerate(deps):
             self.out.add_edge(src, bwd.name, index)
@@ -185,7 +189,7 @@ class _Derivation:
             in_bytes = self.forward.op(src).out_bytes
             other = [] if weighted else [s for s in inputs if s != src]
             name = self._add(op, "dgrad" if weighted or len(inputs) == 1 else f"dgrad{index}",
-                             deps, other,
+                             Task.DATA_GRAD, deps, other,
                              bytes_read=grad_bytes + op.bytes_read - in_bytes,
                              bytes_written=in_bytes, out_bytes=in_bytes)
             self._contribute(src, name)
@@ -197,7 +201,7 @@ class _Derivation:
             shard = gathered_shard(self.forward, inputs[0]) if inputs else None
             reads, saved = ([*deps, self._regather(inputs[0], shard, deps)], []) if shard \
                 else (deps, inputs[:1])
-            name = self._add(op, WGRAD, reads, saved,
+            name = self._add(op, WGRAD, Task.WEIGHT_GRAD, reads, saved,
                              bytes_read=grad_bytes + in_bytes, bytes_written=weight_bytes,
                              out_bytes=weight_bytes)
             self.weight_grads.setdefault(op.layer, []).append(name)
@@ -209,7 +213,7 @@ class _Derivation:
         if gather not in self.regathered:
             op = self.forward.op(gather)
             again = op.evolve(name=f"{REGATHER}:{gather}", phase=Phase.BACKWARD,
-                              forward_of=gather)
+                              forward_of=gather, task=Task.REGATHER)
             self.regathered[gather] = self.out.add(again, [self._saved(shard)])
             for dep in after:  # ordering only: the shard is gathered again in the backward
                 self.out.add_edge(dep, again.name, 1, nbytes=0)
@@ -229,12 +233,12 @@ class _Derivation:
             (op.bytes_written, op.bytes_read)
         extra = tuple((key, value) for key, value in op.extra if key != "send")
         full = sum(self.forward.op(s).out_bytes for s in wanted)
-        name = self._add(op, "grad", deps, [], fn=fn, bytes_read=moved[0],
+        name = self._add(op, "grad", Task.DATA_GRAD, deps, [], fn=fn, bytes_read=moved[0],
                          bytes_written=moved[1], extra=extra, out_bytes=full)
         split = facts.get("scatter", 0)
         if fn == "send_recv" and split > 1:  # the gradient arrives in 1/tp pieces: gather them
             gather = reassembly(name, full, split, op, Phase.BACKWARD)
-            name = self.out.add(gather.evolve(forward_of=op.name), [name])
+            name = self.out.add(gather.evolve(forward_of=op.name, task=Task.DATA_GRAD), [name])
         for src in wanted:
             self._contribute(src, name)
 
@@ -245,10 +249,11 @@ class _Derivation:
         dQ and dK (twice the forward's FLOPs, the model FLOPs of the backward)."""
         in_bytes = sum(self.forward.op(s).out_bytes for s in inputs)
         saved = [*inputs, op.name]
-        redo = self._add(op, "flash_recompute", deps, saved, phase=Phase.RECOMPUTE,
+        redo = self._add(op, "flash_recompute", Task.RECOMPUTE, deps, saved,
+                         phase=Phase.RECOMPUTE,
                          flops=op.flops // 2, vector_flops=op.vector_flops,
                          bytes_read=in_bytes, bytes_written=0, out_bytes=0)
-        name = self._add(op, "grad", [*deps, redo], saved, flops=2 * op.flops,
+        name = self._add(op, "grad", Task.DATA_GRAD, [*deps, redo], saved, flops=2 * op.flops,
                          vector_flops=op.vector_flops,
                          bytes_read=in_bytes + 2 * op.out_bytes + op.stats_bytes,
                          bytes_written=in_bytes, out_bytes=in_bytes)
@@ -266,7 +271,7 @@ class _Derivation:
         in_bytes = sum(self.forward.op(s).out_bytes for s in wanted)
         param_bytes = op.params * self.plan.formats.gradient.bytes
         grad_in = op.out_bytes if op.kind is not OpKind.LOSS else 0
-        name = self._add(op, "grad", deps, saved,
+        name = self._add(op, "grad", Task.DATA_GRAD, deps, saved,
                          bytes_read=grad_in + saved_bytes,
                          bytes_written=in_bytes + param_bytes, out_bytes=in_bytes)
         if op.name in saved and "output" not in op.saves:  # it reads the mask / stats only
@@ -290,7 +295,7 @@ class _Derivation:
         for name in members:
             op = self.forward.op(name)
             copy = op.evolve(name=f"recompute:{name}", phase=Phase.RECOMPUTE, forward_of=name,
-                             dtype=formats.of(op.kind, op.block)
+                             task=Task.RECOMPUTE, dtype=formats.of(op.kind, op.block)
                              if op.kind in TENSOR_KINDS else op.dtype)
             self.out.add(copy, [self._saved(src) for src in self.forward.inputs(name)])
             self.recomputed[name] = copy.name
@@ -301,8 +306,9 @@ class _Derivation:
 
     # -- optimizer ---------------------------------------------------------------------------------
     def _optimizer(self) -> None:
-        """One update per layer: reads and writes master weights and states. ``batch`` holds
-        the number of parameter tensors it updates (eager optimizers pay per tensor).
+        """One update per layer (``Task.UPDATE``): reads and writes master weights and states.
+        ``params`` holds the layer's parameter elements it updates, ``param_tensors`` the tensors
+        that hold them (eager optimizers pay per tensor).
 
         Its traffic is that of the passes a mixed-precision step makes over the layer's
         parameters besides the update itself (Megatron-LM's ``MixedPrecisionOptimizer.step``,
@@ -339,5 +345,6 @@ class _Derivation:
                                          + copy_read),
                     bytes_written=params * (widen_written + master + states + unscale
                                             + copy_written),
-                    layer=layer, block=Block.NONE, m=params, batch=tensors[layer])
+                    layer=layer, block=Block.NONE, params=params, param_tensors=tensors[layer],
+                    task=Task.UPDATE)
             self.out.add(op, self.weight_grads.get(layer, []))
