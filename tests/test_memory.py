@@ -2,7 +2,7 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from simulator.training.saved import activation_bytes, activation_bytes_by_layer, saved_tensors, state_bytes
+from simulator.training.saved import activation_bytes, activation_bytes_by_layer, saved_tensors
 from simulator.graph.op import DType
 from simulator.plan.step import Plan
 from workloads.presets import TRANSFORMERS
@@ -13,14 +13,14 @@ def test_mixed_precision_adam_is_16_bytes_per_parameter():
     """Rajbhandari et al. 2020 (ZeRO), sec. 3.1: 2 (fp16 weights) + 2 (fp16 gradients) +
     12 (fp32 master weights, momentum, variance) = 16 bytes per parameter."""
     for precision in ("fp16", "bf16"):
-        states = state_bytes(1_000, Plan(precision=precision, optimizer="adam"))
-        assert states == {"weights": 2_000, "gradients": 2_000, "optimizer_states": 12_000}
+        states = Plan(precision=precision, optimizer="adam").state_bytes_per_param()
+        assert states == {"weights": 2, "gradients": 2, "optimizer_states": 12}
 
 
 def test_other_precisions_and_optimizers():
-    assert sum(state_bytes(1, Plan(precision="fp32", optimizer="adamw")).values()) == 16
-    assert sum(state_bytes(1, Plan(precision="fp32", optimizer="sgd")).values()) == 12
-    assert sum(state_bytes(1, Plan(precision="bf16", optimizer="sgd")).values()) == 12
+    assert sum(Plan(precision="fp32", optimizer="adamw").state_bytes_per_param().values()) == 16
+    assert sum(Plan(precision="fp32", optimizer="sgd").state_bytes_per_param().values()) == 12
+    assert sum(Plan(precision="bf16", optimizer="sgd").state_bytes_per_param().values()) == 12
 
 
 @pytest.mark.parametrize("dp", [1, 8, 64])

@@ -28,6 +28,7 @@ import pandas as pd
 
 from simulator.errors import PlanError
 from simulator.explore.sweep import resolve_devices, sweep
+from simulator.plan.step import Plan
 from simulator.report.views import pareto_front
 from workloads.zoo import get_workload
 
@@ -38,7 +39,6 @@ RANKS = {"cost": ("cost_usd", "total_time_s", "energy_kwh"),
 OBJECTIVES = ("total_time_s", "cost_usd", "energy_kwh")
 GLOBAL_BATCH_TOKENS = 4e6        # Llama 2's global batch (Touvron et al. 2023b, sec. 2.2)
 CP_TOKENS = 8192                 # fewest tokens per context-parallel rank (Llama 3: 131,072 / 16)
-STATE_BYTES_PER_PARAM = 16       # mixed-precision Adam (Rajbhandari et al. 2020, sec. 3.1)
 COUNTS = 4                       # powers of two in the default device counts
 MAX_CONFIGS = 5000               # the default search space's bound
 NO_PRICE = "no price for device-hour (set price_per_hour_usd with --set)"
@@ -130,7 +130,8 @@ def search_space(work, specs) -> list[dict]:
     ``COUNTS`` powers of two from the fewest devices whose memory could hold the model states;
     the largest counts are dropped while the space exceeds ``MAX_CONFIGS`` configurations."""
     capacity = min(spec.memory_bytes for spec in specs)
-    fewest = max(1.0, STATE_BYTES_PER_PARAM * work.num_params() / capacity)
+    per_param = sum(Plan().state_bytes_per_param().values())  # its plans keep bf16 AdamW: 16
+    fewest = max(1.0, per_param * work.num_params() / capacity)
     start = 2 ** math.ceil(math.log2(fewest))
     counts = [start * 2 ** i for i in range(COUNTS)]
     while True:

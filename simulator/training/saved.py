@@ -1,7 +1,8 @@
-"""Memory of one training step on one device: model states and saved activations.
+"""What the forward keeps for the backward: the saved activations of one training step.
 
-- States: weights, gradients and optimizer states per parameter under the precision and
-  optimizer (Rajbhandari et al. 2020, "ZeRO", sec. 3.1: mixed-precision Adam = 16 bytes).
+(Model states -- weights, gradients and optimizer states -- are ``Plan.state_bytes_per_param``
+times the parameters, sharded under ZeRO by ``simulator.schedule.memory``.)
+
 - Activations: the tensors the forward pass keeps for the backward, each counted once,
   at the end of the forward pass (where training peaks without liveness analysis).
   Under recomputation a region keeps only the tensors it reads from outside (its checkpoint)
@@ -16,11 +17,6 @@ from collections import defaultdict
 from simulator.graph.opgraph import OpGraph
 from simulator.plan.step import Plan
 from simulator.training.backward import WEIGHTED, gathered_shard, region_of
-
-
-def state_bytes(params: int, plan: Plan) -> dict[str, int]:
-    """Bytes of weights, gradients and optimizer states for ``params`` parameters."""
-    return {key: params * per for key, per in plan.state_bytes_per_param().items()}
 
 
 def saved_tensors(forward: OpGraph, plan: Plan) -> dict[tuple[str, str], tuple[int, int]]:
