@@ -5,8 +5,8 @@ Run by hand: ``python benchmarks/bench_sweep.py [--workers N] [--no-memo] [--das
 pp 1/2 x ZeRO 0/1/3 x recompute none/full), global batch 256: every configuration is one
 ``simulate`` (invalid ones are rows too). Wall time of the whole ``sweep`` call from a fresh
 process, worker start-up and the kernels' JIT cache load included; the README records the
-figure on a 2-core machine. ``--no-memo`` leaves out the forward-graph memo
-(``simulator.explore.memo``) to show what it saves; ``--dask`` runs on a 2-worker LocalCluster.
+figure on a 2-core machine. ``--no-memo`` leaves out the workers' stage caches
+(``simulator.explore.memo.StageCache``) to show what they save; ``--dask`` runs on a 2-worker LocalCluster.
 """
 from __future__ import annotations
 
@@ -26,17 +26,14 @@ def main() -> None:
     parser.add_argument("--dask", action="store_true")
     args = parser.parse_args()
     t0 = time.perf_counter()
-    from simulator.explore import memo
     from simulator.explore import sweep
-    if args.no_memo:
-        memo.install = lambda: None
     client = None
     if args.dask:
         from distributed import Client, LocalCluster
         client = Client(LocalCluster(n_workers=2, threads_per_worker=1, processes=True))
     t = time.perf_counter()
     rows = sweep.sweep("llama2-7b", DEVICES, COUNTS, GRID, workers=args.workers, client=client,
-                       progress=False)
+                       progress=False, memo=not args.no_memo)
     wall = time.perf_counter() - t
     ok = rows[rows.status == "ok"]
     print(f"{len(rows)} configurations of llama2-7b ({len(ok)} valid, "

@@ -14,6 +14,7 @@ from hardware_specs.spec import DeviceSpec
 from simulator.cost.energy import op_energy, step_energy
 from simulator.engine.kernels import critical_path
 from simulator.errors import PlanError
+from simulator.graph.lower import Lowered
 from simulator.graph.op import UNKNOWN, OpKind
 from simulator.graph.opgraph import OpGraph
 from simulator.parallel.rank import build_stage, micro_batches, stage_forward
@@ -40,7 +41,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
              num_devices: int | None = None, tokens: float | None = None,
              steps: float | None = None,
              grid_kg_co2_per_kwh: float = DEFAULT_GRID_KG_CO2_PER_KWH, pue: float = DEFAULT_PUE,
-             node_overhead_w: float = 0.0, **plan_fields) -> Result:
+             node_overhead_w: float = 0.0, cache: StageBuilder | None = None,
+             **plan_fields) -> Result:
     """Predict one training step of ``workload`` on ``hardware``, one device or many.
 
     ``hardware``: a device (catalogue name, spec file or ``DeviceSpec``), with ``num_devices``
@@ -53,7 +55,9 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     that cannot run raises ``PlanError`` naming the numbers. ``tokens`` or ``steps`` add
     whole-run totals; their energy is the devices' energy plus ``node_overhead_w`` per node
     (host CPUs, NICs, switches, fans), times ``pue`` (datacentre power usage effectiveness:
-    cooling and power delivery; 1.0, the default, counts the devices alone).
+    cooling and power delivery; 1.0, the default, counts the devices alone). ``cache``: where
+    the stages' device-independent graphs come from (a ``simulator.StageCache`` keeps them
+    across calls; by default they are built afresh): the same figures either way.
 
     Per-device figures (memory, power, ``tflops_per_device``, MFU, HFU) are those of the
     busiest device; ``samples_per_s`` and ``tokens_per_s`` are the whole system's.
@@ -72,9 +76,10 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     stages = {0, parallel.pp - 1}          # the first (embedding) and last (head) stages
     if parallel.uneven and parallel.pp > 2:
         stages.add(1)                      # and a middle one when it runs other layers
+    cache = _FRESH if cache is None else cache
     for stage in sorted(stages):
-        unsplit, forward = stage_forward(work, plan, parallel, stage, cluster)
-        runs.append(run_stage(forward, plan, parallel, device, cluster, stage))
+        unsplit, forward = cache.stage_forward(work, plan, parallel, stage, cluster)
+        runs.append(run_stage(forward, plan, parallel, device, cluster, stage, cache))
     step_s, bubble, pace = step_time(runs, parallel, m)
     run = runs[pace]
     lowered = run.lowered
@@ -174,8 +179,27 @@ def resolve_hardware(hardware, num_devices: int | None) -> tuple[DeviceSpec, Clu
     return device, (cluster_for(device, n) if n > 1 else None), n
 
 
+class StageBuilder:
+    """Where ``simulate`` gets a stage's device-independent graphs (its forward on one rank and
+    its lowered training step, ``simulator.parallel.rank``): built afresh on every call.
+    ``simulator.explore.memo.StageCache`` keeps them, for sweeps that price one plan on many
+    devices."""
+
+    def stage_forward(self, work, plan: Plan, parallel: ParallelPlan, stage: int,
+                      cluster: ClusterSpec | None) -> tuple[OpGraph, OpGraph]:
+        return stage_forward(work, plan, parallel, stage, cluster)
+
+    def build_stage(self, forward: OpGraph, plan: Plan, parallel: ParallelPlan,
+                    per_node: int) -> Lowered:
+        return build_stage(forward, plan, parallel, per_node)
+
+
+_FRESH = StageBuilder()
+
+
 def run_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan, device: DeviceSpec,
-              cluster: ClusterSpec | None, stage: int = 0) -> StageRun:
+              cluster: ClusterSpec | None, stage: int = 0,
+              cache: StageBuilder = _FRESH) -> StageRun:
     per_node = cluster.devices_per_node if cluster else 1
-    return price_stage(build_stage(forward, plan, parallel, per_node), forward, device,
+    return price_stage(cache.build_stage(forward, plan, parallel, per_node), forward, device,
                        cluster, stage)

@@ -1,12 +1,11 @@
 """Sweeps (``simulator.explore.sweep``): rows, invalid plans as rows, executors giving identical rows,
-the forward-graph memo changing nothing, interrupted sweeps keeping their rows, the CLI."""
+the stage cache changing nothing, interrupted sweeps keeping their rows, the CLI."""
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from simulator import simulate
-from simulator.explore import memo
+from simulator import StageCache, simulate
 from simulator.cli import main
 from simulator.errors import PlanError, SpecError
 from simulator.plan.parallel import ParallelPlan
@@ -36,7 +35,6 @@ def test_rows_are_configurations_sorted_with_invalid_ones_as_rows(local):
 
 
 def test_a_row_is_what_simulate_says(local):
-    memo.uninstall()
     row = local[(local.device == "h100-sxm5-80gb") & (local.num_devices == 4) & (local.tp == 2)
                 & (local.pp == 1) & (local.zero == 3)].iloc[0]
     direct = simulate(TINY, "h100", parallel=ParallelPlan(dp=2, tp=2, zero=3), global_batch=8)
@@ -48,15 +46,29 @@ def test_a_row_is_what_simulate_says(local):
 
 
 def test_the_memo_changes_nothing(local):
-    memo.uninstall()
-    import simulator.explore.sweep as module
-    original = module.install_memo
-    module.install_memo = lambda: None
-    try:
-        plain = sweep(TINY, DEVICES, [2, 4], GRID, workers=1, progress=False)
-    finally:
-        module.install_memo = original
+    plain = sweep(TINY, DEVICES, [2, 4], GRID, workers=1, progress=False, memo=False)
     pd.testing.assert_frame_equal(plain, local)
+
+
+def test_a_stage_cache_changes_no_figure_and_is_reused():
+    """simulate(cache=...) gives the figures it gives without one; plans differing only in
+    fields the stage's forward does not read share its forward graph."""
+    cache = StageCache()
+    parallel = ParallelPlan(dp=2, tp=2, zero=1)
+    for recompute in ("none", "full", "none"):
+        cached = simulate(TINY, "a100", parallel=parallel, global_batch=8, recompute=recompute,
+                          cache=cache)
+        plain = simulate(TINY, "a100", parallel=parallel, global_batch=8, recompute=recompute)
+        assert cached.summary() == plain.summary()
+    assert (len(cache.forwards), len(cache.steps)) == (1, 2)
+
+
+def test_the_forward_key_names_plan_fields():
+    from dataclasses import fields
+
+    from simulator.explore.memo import FORWARD_UNREAD
+    for cls, names in FORWARD_UNREAD.items():
+        assert set(names) < {f.name for f in fields(cls)}
 
 
 def test_the_memo_tells_model_chunks_apart():
@@ -66,7 +78,6 @@ def test_the_memo_tells_model_chunks_apart():
     rows = sweep(deep, ["a100"], [4], {"pp": [4], "schedule": ["interleaved"],
                                        "virtual_stages": [2, 4], "global_batch": [8]},
                  workers=1, progress=False)
-    memo.uninstall()
     for row in rows.itertuples():
         direct = simulate(deep, "a100", global_batch=8, parallel=ParallelPlan(
             pp=4, schedule="interleaved", virtual_stages=row.virtual_stages))

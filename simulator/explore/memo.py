@@ -1,92 +1,84 @@
-"""Memos of the device-independent graphs, for sweeps that simulate one plan on many devices.
+"""A cache of the device-independent graphs, for sweeps that simulate one plan on many devices.
 
 ``simulator.api.simulate`` spends most of its time building graphs: each simulated stage's
-forward graph (``simulator.parallel.rank.stage_forward``) and its lowered training step (the
-first half of ``run_stage``: training graph, fusion, data-parallel collectives, lowering).
-Neither depends on the device's figures -- only on the workload, the plan and the devices per
-node of the cluster -- and a sweep evaluates the same plan on many devices, so ``install()``
-puts bounded memos in front of both, in the processes that evaluate a sweep; only pricing and
-scheduling run per device. The graphs and arrays are only read downstream, so the results are
-the same with and without the memos (``tests/test_sweep.py`` checks this).
-
-``run_stage`` below composes ``simulator.parallel.rank``'s ``build_stage`` (memoized) and
-``price_stage``, as ``distributed.run_stage`` does.
+forward graph (``simulator.parallel.rank.stage_forward``) and its lowered training step
+(``build_stage``: training graph, fusion, data-parallel collectives, lowering). Neither
+depends on the device's figures -- only on the workload, the plan and the devices per node of
+the cluster -- and a sweep evaluates the same plan on many devices. A ``StageCache`` passed as
+``simulate(..., cache=StageCache())`` keeps bounded memos of both (a sweep gives each worker
+one); only pricing and scheduling then run per device. The graphs and arrays are only read
+downstream, so the results are the same with and without it (``tests/test_sweep.py``).
 """
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import replace
+from dataclasses import fields, replace
 
-_SIZE = 64
-_lock = threading.Lock()
-_cache: OrderedDict = OrderedDict()
-_steps: OrderedDict = OrderedDict()
-_original = None
+from simulator.api import StageBuilder
+from simulator.plan.parallel import ParallelPlan
+from simulator.plan.step import Plan
 
-
-def install() -> None:
-    """Put the memos in front of ``simulator.api``'s ``stage_forward`` and ``run_stage`` (once
-    per process)."""
-    global _original
-    import simulator.api as api
-    with _lock:
-        if _original is None:
-            _original = (api.stage_forward, api.run_stage)
-            api.stage_forward, api.run_stage = stage_forward, run_stage
+#: Plan fields ``stage_forward`` does not read: set to their defaults in its key, so that
+#: plans differing only in them share one forward graph. A field not named here is part of
+#: the key (a field added later: a miss until it is named here, never a stale graph).
+FORWARD_UNREAD = {
+    Plan: ("global_batch", "recompute", "optimizer", "fusion", "grad_clip", "fp32_grads"),
+    ParallelPlan: ("zero", "micro_batches", "overlap_grad_reduce", "overlap_tp_comm",
+                   "fused_grad_accumulation"),
+}
 
 
-def uninstall() -> None:
-    global _original
-    import simulator.api as api
-    with _lock:
-        if _original is not None:
-            api.stage_forward, api.run_stage = _original
-            _original = None
-        _cache.clear()
-        _steps.clear()
+class StageCache(StageBuilder):
+    """``simulate``'s stage graphs, kept: the last ``size`` forward graphs (``forwards``) and
+    lowered steps (``steps``), least recently used out first. Safe to share between
+    threads."""
+
+    def __init__(self, size: int = 64):
+        self.size = size
+        self._lock = threading.Lock()
+        self.forwards: OrderedDict = OrderedDict()
+        self.steps: OrderedDict = OrderedDict()
+
+    def stage_forward(self, work, plan, parallel, stage, cluster):
+        """``simulator.parallel.rank.stage_forward``, kept by the workload, stage, devices per
+        node and the plans less their ``FORWARD_UNREAD`` fields."""
+        per_node = cluster.devices_per_node if cluster else 1
+        key = (_identity(work), _read(plan), _read(parallel), stage, per_node)
+        build = super().stage_forward
+        return self._remember(self.forwards, key, work,
+                              lambda: build(work, plan, parallel, stage, cluster))
+
+    def build_stage(self, forward, plan, parallel, per_node):
+        """``simulator.parallel.rank.build_stage``, kept by the forward graph and the plans."""
+        build = super().build_stage
+        return self._remember(self.steps, (id(forward), plan, parallel, per_node), forward,
+                              lambda: build(forward, plan, parallel, per_node))
+
+    def clear(self) -> None:
+        with self._lock:
+            self.forwards.clear()
+            self.steps.clear()
+
+    def _remember(self, memo: OrderedDict, key, keep, build):
+        """``memo[key]``, built on a miss; ``keep`` is held with the value (an id() in the key
+        must stay alive); the oldest entries go beyond ``size``."""
+        with self._lock:
+            if key in memo:
+                memo.move_to_end(key)
+                return memo[key][1]
+        value = build()
+        with self._lock:
+            memo[key] = (keep, value)
+            while len(memo) > self.size:
+                memo.popitem(last=False)
+        return value
 
 
-def run_stage(forward, plan, parallel, device, cluster, stage: int = 0):
-    """``simulator.parallel.rank.run_stage`` with its device-independent half memoized."""
-    from simulator.parallel.rank import build_stage
-    from simulator.schedule.stage import price_stage
-
-    per_node = cluster.devices_per_node if cluster else 1
-    lowered = _remember(_steps, (id(forward), plan, parallel, per_node), forward,
-                        lambda: build_stage(forward, plan, parallel, per_node))
-    return price_stage(lowered, forward, device, cluster, stage)
-
-
-def _remember(cache: OrderedDict, key, keep, build):
-    """``cache[key]``, built on a miss; ``keep`` is held with the value (an id() in the key
-    must stay alive); the oldest entries go beyond ``_SIZE``."""
-    with _lock:
-        if key in cache:
-            cache.move_to_end(key)
-            return cache[key][1]
-    value = build()
-    with _lock:
-        cache[key] = (keep, value)
-        while len(cache) > _SIZE:
-            cache.popitem(last=False)
-    return value
-
-
-def stage_forward(work, plan, parallel, stage, cluster):
-    """``simulator.parallel.rank.stage_forward``, memoized on the workload, stage and devices
-    per node and on the plans with the fields it does not read set to their defaults: a
-    field added later is part of the key until it is listed here (a memo miss, never a
-    stale graph)."""
-    per_node = cluster.devices_per_node if cluster else 1
-    key = (_identity(work), replace(plan, global_batch=None, recompute="none",
-                                    optimizer="adamw", fusion="eager", grad_clip=False,
-                                    fp32_grads=False),
-           replace(parallel, zero=0, micro_batches=None, overlap_grad_reduce=True,
-                   overlap_tp_comm=True, fused_grad_accumulation=True), stage, per_node)
-    original = _original[0] if _original else _distributed()
-    return _remember(_cache, key, work,
-                     lambda: original(work, plan, parallel, stage, cluster))
+def _read(plan):
+    """``plan`` with the fields ``stage_forward`` does not read at their defaults."""
+    unread = FORWARD_UNREAD[type(plan)]
+    return replace(plan, **{f.name: f.default for f in fields(plan) if f.name in unread})
 
 
 def _identity(work):
@@ -97,6 +89,4 @@ def _identity(work):
     return work
 
 
-def _distributed():
-    from simulator.parallel.rank import stage_forward as original
-    return original
+__all__ = ["FORWARD_UNREAD", "StageCache"]

@@ -15,6 +15,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -26,8 +27,9 @@ import pandas as pd
 from hardware_specs.loader import load_device
 from hardware_specs.override import override
 from hardware_specs.spec import DeviceSpec
+from simulator.api import simulate
 from simulator.errors import PlanError, WorkloadError
-from simulator.explore.memo import install as install_memo
+from simulator.explore.memo import StageCache
 from simulator.plan.parallel import ParallelPlan, data_parallel_size
 from simulator.plan.step import Plan
 from simulator.report.io import TableFile, progress_bar
@@ -54,6 +56,8 @@ _FLUSH_S = 2.0  # at most one rewrite of ``out`` per this many seconds while a s
 
 Progress = Callable[[int, int], None]
 _BAR: Progress = partial(progress_bar, label="configurations")
+_WORKER_CACHE: StageCache | None = None  # a worker's (``_worker_cache``)
+_WORKER_LOCK = threading.Lock()
 
 
 # ---------------------------------------------------------------------------------- public
@@ -62,7 +66,7 @@ def sweep(model, devices: list[str | DeviceSpec], device_counts: Iterable[int] |
           plans: list[dict] | dict[str, list] | None = None, *, tokens: float | None = None,
           overrides: dict[str, object] | None = None, workers: int | None = None, client=None,
           out: str | os.PathLike | None = None, progress: bool | Progress = True,
-          **totals) -> pd.DataFrame:
+          memo: bool = True, **totals) -> pd.DataFrame:
     """One row per configuration of ``devices`` x ``device_counts`` x ``plans``.
 
     ``plans``: a list of plan-field dicts, or a grid ``{field: [values]}`` (every combination);
@@ -73,7 +77,9 @@ def sweep(model, devices: list[str | DeviceSpec], device_counts: Iterable[int] |
     ``client``: a ``dask.distributed.Client`` to run on instead. ``out``: a .csv or .parquet
     file, rewritten atomically as rows arrive and on an interrupt (which is then re-raised).
     ``progress``: a bar on stderr (when it is a terminal), False for none, or a callable
-    ``(done, total)`` called after each chunk of rows.
+    ``(done, total)`` called after each chunk of rows. ``memo``: each worker keeps the stage
+    graphs it builds for its later configurations (a ``StageCache`` per worker); False builds
+    them for every configuration (the same rows, slower).
     ``totals``: ``pue``, ``grid_kg_co2_per_kwh``, ``node_overhead_w`` for run totals.
     """
     work = get_workload(model)
@@ -84,7 +90,7 @@ def sweep(model, devices: list[str | DeviceSpec], device_counts: Iterable[int] |
     chunks = _chunks(configs, workers, client)
     rows: dict[int, dict] = {}
     try:
-        for done in _execute(chunks, work, tokens, totals, workers, client):
+        for done in _execute(chunks, (work, tokens, totals, memo), workers, client):
             rows.update(done)
             if report:
                 report(len(rows), len(configs))
@@ -201,12 +207,12 @@ def _workers(workers: int | None) -> int:
     return workers
 
 
-def _execute(chunks, work, tokens, totals, workers, client) -> Iterator[dict[int, dict]]:
-    """Each chunk's rows as it completes: here, in a process pool, or on a Dask cluster."""
+def _execute(chunks, job: tuple, workers, client) -> Iterator[dict[int, dict]]:
+    """Each chunk's rows as it completes: here, in a process pool, or on a Dask cluster.
+    ``job``: (workload, tokens, totals, memo) of every chunk."""
     if client is not None:
         from distributed import as_completed as dask_completed
-        futures = client.map(run_chunk, chunks, work=work, tokens=tokens, totals=totals,
-                             pure=False)
+        futures = client.map(_run_in_worker, chunks, job=job, pure=False)
         try:
             for future in dask_completed(futures):
                 yield future.result()
@@ -215,12 +221,14 @@ def _execute(chunks, work, tokens, totals, workers, client) -> Iterator[dict[int
         return
     n = _workers(workers)
     if n == 1 or len(chunks) == 1:
+        work, tokens, totals, memo = job
+        cache = StageCache() if memo else None
         for chunk in chunks:
-            yield run_chunk(chunk, work, tokens, totals)
+            yield run_chunk(chunk, work, tokens, totals, cache)
         return
     pool = ProcessPoolExecutor(min(n, len(chunks)), initializer=_ignore_interrupts)
     try:
-        futures = [pool.submit(run_chunk, chunk, work, tokens, totals) for chunk in chunks]
+        futures = [pool.submit(_run_in_worker, chunk, job) for chunk in chunks]
         for future in as_completed(futures):
             yield future.result()
     finally:
@@ -232,25 +240,40 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def run_chunk(chunk: list[tuple], work, tokens: float | None, totals: dict) -> dict[int, dict]:
-    """Evaluate a chunk of configurations (in a worker): ``{index: row}``."""
-    install_memo()
-    return {index: {"config": index, **evaluate(work, spec, n, fields, tokens, totals)}
+def _run_in_worker(chunk: list[tuple], job: tuple) -> dict[int, dict]:
+    """``run_chunk`` in a worker process or thread, with the worker's ``StageCache``."""
+    work, tokens, totals, memo = job
+    return run_chunk(chunk, work, tokens, totals, _worker_cache() if memo else None)
+
+
+def _worker_cache() -> StageCache:
+    """This worker's cache, made on its first chunk and kept for the others (threads of one
+    process share it)."""
+    global _WORKER_CACHE
+    with _WORKER_LOCK:
+        if _WORKER_CACHE is None:
+            _WORKER_CACHE = StageCache()
+        return _WORKER_CACHE
+
+
+def run_chunk(chunk: list[tuple], work, tokens: float | None, totals: dict,
+              cache: StageCache | None = None) -> dict[int, dict]:
+    """Evaluate a chunk of configurations: ``{index: row}``."""
+    return {index: {"config": index, **evaluate(work, spec, n, fields, tokens, totals, cache)}
             for index, spec, n, fields in chunk}
 
 
 def evaluate(work, device: DeviceSpec, num_devices: int | None, fields: dict,
-             tokens: float | None = None, totals: dict | None = None) -> dict:
+             tokens: float | None = None, totals: dict | None = None,
+             cache: StageCache | None = None) -> dict:
     """One configuration's row: its columns, ``status`` and the flattened summary."""
-    from simulator.api import simulate
-
     config = _config_columns(work, device, num_devices, fields)
     try:
         parallel, n = _parallel(fields, num_devices)
         config["num_devices"], config["dp"] = n, parallel.dp
         plan = Plan(**{k: v for k, v in fields.items() if k in PLAN_FIELDS})
         result = simulate(work, device, plan, parallel=parallel, num_devices=n, tokens=tokens,
-                          **(totals or {}))
+                          cache=cache, **(totals or {}))
     except (PlanError, WorkloadError) as err:
         return {**config, "status": f"invalid: {err}"}
     return {**config, "status": "ok", **flatten(result.summary(), device)}
