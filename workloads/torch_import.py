@@ -18,6 +18,11 @@ hwsim appends one: cross-entropy over the last axis for logits of shape (N, C) o
 the mean of the output for any other shape. The batch is dim 0 of the first tensor input; a
 model whose first input is integer ids of shape (N, T) is a language model with T tokens per
 sample. User inputs get no gradient (they are data), as in PyTorch.
+
+Roles: each build gives the graph's ops their ``Role`` in the parallel split from its structure
+(``workloads.structure``: the linears around an attention core and an MLP, the vocabulary
+embedding and head); when that structure is a transformer's, the workload's ``transformer``
+holds its shape, so that tensor and pipeline parallelism split it as a zoo transformer.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ from simulator.errors import WorkloadError
 from simulator.graph.opgraph import OpGraph
 from simulator.graph.op import DType
 from workloads.imported import ImportedWorkload
+from workloads.structure import assign_roles, transformer_shape
 from workloads.torch_ops import build_graph
 from workloads.torch_trace import Meta, Node, Placeholder, Ref, Trace
 
@@ -94,10 +100,12 @@ def import_module(module, example_inputs, name: str | None = None) -> ImportedWo
     params = sum(p.numel() for p in module.parameters())
 
     def build(dtype: DType, param_dtype: DType) -> OpGraph:
-        return build_graph(trace, dtype, param_dtype, f"{name} forward (batch {batch})")
+        return assign_roles(build_graph(trace, dtype, param_dtype,
+                                        f"{name} forward (batch {batch})"))
 
     return ImportedWorkload(name=name, build=build, default_batch=batch, params=params,
-                            seq_len=seq_len)
+                            seq_len=seq_len,
+                            transformer=transformer_shape(build(DType.FP32, DType.FP32), batch))
 
 
 # -- loading the factory --------------------------------------------------------------------------
