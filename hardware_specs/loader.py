@@ -63,6 +63,15 @@ ALIASES: dict[str, str] = {
     "a100-40gb": "a100-sxm4-40gb",
     "sapphire-rapids": "xeon-8480",
     "genoa": "epyc-9654",
+    "h800": "h800-sxm",
+    "5090": "rtx-5090",
+    "trn2": "trainium2",
+    "trillium": "tpu-v6e",
+    "v6e": "tpu-v6e",
+    "gaudi-3": "gaudi3",
+    "mi250x-gcd": "mi250x-die",
+    "p100": "p100-pcie-16gb",
+    "v100-pcie": "v100-pcie-32gb",
 }
 
 #: dtype names allowed in ``peak_tflops`` (formats a matrix unit computes in).
