@@ -51,18 +51,6 @@ def override(device: DeviceSpec, changes: dict[str, object]) -> DeviceSpec:
     return device
 
 
-def parse_sets(items: list[str] | None) -> dict[str, str]:
-    """``["PATH=VALUE", ...]`` (the command line's ``--set``) -> ``{PATH: VALUE}``."""
-    changes: dict[str, str] = {}
-    for item in items or []:
-        path, sep, value = item.partition("=")
-        if not sep or not path.strip() or not value.strip():
-            raise SpecError(f"--set {item!r}: write PATH=VALUE, such as "
-                            "memory.main.bandwidth_bytes_per_s=6e12")
-        changes[path.strip()] = value.strip()
-    return changes
-
-
 def _apply(device: DeviceSpec, path: str, value: Any) -> DeviceSpec:
     head, _, rest = path.partition(".")
     if not rest and head in _FRACTIONS:

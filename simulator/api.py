@@ -18,6 +18,7 @@ from simulator.graph.lower import Lowered
 from simulator.graph.op import UNKNOWN, OpKind
 from simulator.graph.opgraph import OpGraph
 from simulator.parallel.rank import build_stage, micro_batches, stage_forward
+from simulator.plan.fields import echo
 from simulator.plan.parallel import ParallelPlan
 from simulator.plan.step import Plan
 from simulator.report.figures import (
@@ -119,15 +120,7 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                "start_s": run.start, "end_s": run.end, "energy_j": energy_j,
                "critical_path": on_path},
         device_spec=device)
-    result.parallel = {"dp": parallel.dp, "tp": parallel.tp, "pp": parallel.pp,
-                       "cp": parallel.cp,
-                       "zero": parallel.zero,
-                       "sequence_parallel": parallel.sequence_parallel,
-                       "schedule": parallel.schedule.value,
-                       "virtual_stages": parallel.virtual_stages,
-                       "overlap_grad_reduce": parallel.overlap_grad_reduce,
-                       "overlap_tp_comm": parallel.overlap_tp_comm,
-                       "fused_grad_accumulation": parallel.fused_grad_accumulation,
+    result.parallel = {**echo(parallel),
                        "stage_layers": (parallel.stage_layers(work.layers)
                                         if parallel.pp > 1 else None),
                        "cluster": cluster.name if cluster else None,

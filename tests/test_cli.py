@@ -222,6 +222,32 @@ def test_predict_json_has_the_contract_keys(gpt2_json):
     assert isinstance(gpt2_json["fits"], bool)
 
 
+def test_every_plan_field_is_a_flag_and_is_echoed(gpt2_json):
+    """The plan flags, compare's and the JSON's "parallel" are made from Plan and ParallelPlan
+    (``simulator.plan.fields``): a field added to either is a flag of predict with the
+    dataclass's default (but micro_batch and dp, taken from the model and the devices), a flag
+    of compare left unset, and a key of "parallel" (but micro_batches, which the batch gives,
+    and the stage layers, echoed as stage_layers)."""
+    from dataclasses import fields
+
+    from simulator.cli.main import build_parser
+    from simulator.plan import ParallelPlan, Plan
+    from simulator.plan.fields import plain
+
+    predict = build_parser().parse_args(["predict", "gpt2-small"])
+    compare = build_parser().parse_args(["compare", "gpt2-small", "--devices", "a100"])
+    for f in [*fields(Plan), *fields(ParallelPlan)]:
+        if f.name == "micro_batches":
+            assert not hasattr(predict, f.name)
+            continue
+        unset = f.name in ("micro_batch", "dp")
+        assert getattr(predict, f.name) == (None if unset else plain(f.default)), f.name
+        assert getattr(compare, f.name) is None, f.name
+    echoed = {f.name for f in fields(ParallelPlan)} - {"micro_batches", "first_stage_layers",
+                                                       "last_stage_layers"}
+    assert echoed <= set(gpt2_json["parallel"])
+
+
 def test_predict_json_is_internally_consistent(gpt2_json):
     s = gpt2_json
     step = s["step_time_s"]

@@ -12,7 +12,8 @@ from simulator import simulate
 from simulator.cli import main
 from simulator.errors import SpecError
 from simulator.graph.op import DType
-from hardware_specs.override import apply, override, parse_sets
+from hardware_specs.override import apply, override
+from simulator.cli.flags import parse_sets
 from workloads.transformer import TransformerConfig
 
 TINY = TransformerConfig(name="tiny", layers=2, hidden=128, heads=4, vocab=256, seq_len=64)

@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from simulator.cli.flags import add_plan_fields, add_set_flag, parse_sets, plan_values
 from simulator.errors import HwsimError, PlanError
-from simulator.plan.parallel import Schedule
-from simulator.plan.step import Attention, Fusion, Optimizer, Precision, Recompute
 
 _GB = 1e9
 _PLAN_COLUMNS = ["device", "num_devices", "dp", "tp", "pp", "cp", "schedule", "zero",
@@ -24,17 +23,9 @@ def add_commands(sub) -> None:
     c.add_argument("model", help="as for predict")
     _devices_flag(c, required=True)
     c.add_argument("--num-devices", type=int, default=None, help="devices of each kind")
-    for flag, kind in (("--dp", int), ("--tp", int), ("--pp", int), ("--micro-batch", int),
-                       ("--global-batch", int), ("--virtual-stages", int)):
-        c.add_argument(flag, type=kind, default=None)
-    c.add_argument("--zero", type=int, choices=range(4), default=None)
-    c.add_argument("--sequence-parallel", action="store_true", default=None)
-    for flag, enum in (("--precision", Precision), ("--recompute", Recompute),
-                       ("--optimizer", Optimizer), ("--attention", Attention),
-                       ("--fusion", Fusion), ("--schedule", Schedule)):
-        c.add_argument(flag, choices=[m.value for m in enum], default=None)
+    add_plan_fields(c, unset=True)
     c.add_argument("--tokens", type=positive_float, default=None, help="whole run: tokens")
-    _common(c)
+    add_set_flag(c)
     out = c.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print JSON records")
     out.add_argument("--csv", action="store_true", help="print CSV")
@@ -45,7 +36,7 @@ def add_commands(sub) -> None:
     s.add_argument("--tokens", type=positive_float, default=None, help="whole run: tokens")
     s.add_argument("--out", default=None, help="write the rows to a .csv or .parquet file "
                    "(kept when interrupted); default: CSV on stdout")
-    _common(s)
+    add_set_flag(s)
     p = sub.add_parser("plan", help="the cheapest / fastest / greenest way to train on T tokens "
                        "within a deadline and a budget")
     p.add_argument("model", help="a language model, as for predict")
@@ -58,7 +49,7 @@ def add_commands(sub) -> None:
     p.add_argument("--top", type=int, default=10, help="feasible configurations to print")
     p.add_argument("--out", default=None, help="write every configuration with its verdict to "
                    "a .csv or .parquet file")
-    _common(p)
+    add_set_flag(p)
 
 
 def _devices_flag(p, required: bool) -> None:
@@ -80,22 +71,13 @@ def _grid_flags(p) -> None:
                    help="grid carbon intensity for run totals (default 0.39)")
 
 
-def _common(p) -> None:
-    p.add_argument("--set", action="append", default=None, metavar="PATH=VALUE",
-                   help="change a device figure, SI units (memory.main.bandwidth_bytes_per_s"
-                   "=6e12, tdp_w=500, price_per_hour_usd=2.5); repeatable")
-
-
 # ------------------------------------------------------------------------------- commands
 
 def compare_command(args) -> int:
-    from hardware_specs.override import parse_sets
-    from simulator.explore.sweep import compare
+    from simulator.explore.sweep import FIELDS, compare
 
-    fields = {key: getattr(args, key) for key in
-              ("dp", "tp", "pp", "zero", "sequence_parallel", "schedule", "virtual_stages",
-               "micro_batch", "global_batch", "precision", "recompute", "optimizer",
-               "attention", "fusion") if getattr(args, key) is not None}
+    fields = {key: value for key, value in plan_values(args, FIELDS).items()
+              if value is not None}
     rows = compare(args.model, args.devices, num_devices=args.num_devices, tokens=args.tokens,
                    overrides=parse_sets(args.set), **fields)
     if args.json:
@@ -108,7 +90,6 @@ def compare_command(args) -> int:
 
 
 def sweep_command(args) -> int:
-    from hardware_specs.override import parse_sets
     from simulator.explore.sweep import parse_grid, sweep
 
     client = _client(args.scheduler)
@@ -130,7 +111,6 @@ def sweep_command(args) -> int:
 
 
 def plan_command(args) -> int:
-    from hardware_specs.override import parse_sets
     from simulator.explore.capacity import capacity_plan
     from simulator.explore.sweep import frame, parse_grid
     from simulator.report.io import TableFile

@@ -10,9 +10,10 @@ import sys
 
 from hardware_specs import override as whatif
 from simulator.cli.explore import COMMANDS, add_commands, positive_float
+from simulator.cli.flags import add_plan_fields, add_set_flag, flag, parse_sets, plan_values
 from simulator.errors import HwsimError, PlanError
-from simulator.plan.parallel import Schedule
-from simulator.plan.step import Attention, Fusion, Optimizer, Plan, Precision, Recompute
+from simulator.plan.fields import PARALLEL, PLAN
+from simulator.plan.step import Plan
 
 EXIT_USAGE = 2
 PLOTS = ("roofline", "timeline", "memory", "pareto")
@@ -78,57 +79,10 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
                    "tpu-v4-pod-slice) or cluster .toml, instead of --device")
     p.add_argument("--num-devices", type=int, default=None,
                    help="devices in all (default dp x tp x pp x cp, or the cluster's)")
-    p.add_argument("--global-batch", type=int, default=None)
-    p.add_argument("--micro-batch", type=int, default=None,
-                   help="samples per micro-batch (default: the model's, 1 for the zoo)")
     p.add_argument("--seq-len", type=int, default=None, help="override the model's context")
-    p.add_argument("--precision", choices=[m.value for m in Precision], default="bf16")
-    p.add_argument("--dp", type=int, default=None,
-                   help="data-parallel replicas (default: the devices over tp x pp)")
-    p.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks (Megatron)")
-    p.add_argument("--pp", type=int, default=1, help="pipeline stages")
-    p.add_argument("--cp", type=int, default=1,
-                   help="context parallel: ranks sharing each sequence's tokens (Megatron-LM "
-                   "--context-parallel-size; needs --attention fused)")
-    p.add_argument("--zero", type=int, default=0, choices=range(4),
-                   help="ZeRO stage over the dp replicas (3 = FSDP full shard)")
-    p.add_argument("--sequence-parallel", action="store_true",
-                   help="split norms and dropouts over the tp ranks (Korthikanti et al. 2022)")
-    p.add_argument("--schedule", choices=[m.value for m in Schedule], default="1f1b",
-                   help="pipeline schedule")
-    p.add_argument("--virtual-stages", type=int, default=1,
-                   help="model chunks per device for the interleaved schedule")
-    p.add_argument("--first-stage-layers", type=int, metavar="N",
-                   help="uneven pipeline: layers of the first stage (interleaved: of the "
-                   "first model chunk), the others sharing the rest (Megatron-LM "
-                   "--decoder-first-pipeline-num-layers)")
-    p.add_argument("--last-stage-layers", type=int, metavar="N",
-                   help="uneven pipeline: layers of the last stage (interleaved: of the "
-                   "last model chunk)")
-    p.add_argument("--no-overlap-grad-reduce", dest="overlap_grad_reduce", action="store_false",
-                   help="reduce data-parallel gradients after the whole backward, not during "
-                   "it (Megatron-LM before --overlap-grad-reduce)")
-    p.add_argument("--no-overlap-tp-comm", dest="overlap_tp_comm", action="store_false",
-                   help="tensor-parallel backward all-reduces wait for the weight gradients "
-                   "(Megatron-LM --no-async-tensor-model-parallel-allreduce)")
-    p.add_argument("--no-fused-grad-accumulation", dest="fused_grad_accumulation",
-                   action="store_false", help="add each micro-batch's weight gradients into "
-                   "the gradient buffer in a pass of its own (Megatron-LM "
-                   "--no-gradient-accumulation-fusion; PyTorch's autograd)")
+    add_plan_fields(p)
     p.add_argument("--node-overhead-w", type=float, default=0.0, metavar="WATTS",
                    help="run totals: power per node besides the devices (hosts, NICs, fans)")
-    p.add_argument("--recompute", choices=[m.value for m in Recompute], default="none")
-    p.add_argument("--optimizer", choices=[m.value for m in Optimizer], default="adamw")
-    p.add_argument("--grad-clip", action="store_true",
-                   help="clip gradients by their global norm: one more pass over them per "
-                   "step (Megatron-LM --clip-grad, Hugging Face max_grad_norm)")
-    p.add_argument("--fp32-grads", action="store_true",
-                   help="keep and reduce gradients in fp32 under bf16/fp16 (Megatron-LM "
-                   "--accumulate-allreduce-grads-in-fp32, on with its --bf16)")
-    p.add_argument("--attention", choices=[m.value for m in Attention], default="fused",
-                   help="fused (FlashAttention-style) or materialized (s x s in memory)")
-    p.add_argument("--fusion", choices=[m.value for m in Fusion], default="eager",
-                   help="eager (a kernel per op) or compiled (vector ops fused)")
     run = p.add_mutually_exclusive_group()
     run.add_argument("--tokens", type=positive_float, default=None,
                      help="whole run: tokens to train on")
@@ -138,9 +92,7 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
                    help="datacentre power usage effectiveness for run totals (default 1.0)")
     p.add_argument("--grid", type=positive_float, default=None, metavar="KG_PER_KWH",
                    help="grid carbon intensity for run totals (default 0.39, U.S. 2022, EIA)")
-    p.add_argument("--set", action="append", default=None, metavar="PATH=VALUE",
-                   help="change a device figure, SI units (memory.main.bandwidth_bytes_per_s"
-                   "=6e12, tdp_w=500, price_per_hour_usd=2.5); repeatable")
+    add_set_flag(p)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,10 +134,7 @@ def simulate_args(args):
         work = replace(work, seq_len=args.seq_len)
     micro_batch = args.micro_batch if args.micro_batch is not None else getattr(
         work, "default_batch", 1)
-    plan = Plan(micro_batch=micro_batch, global_batch=args.global_batch,
-                precision=args.precision, recompute=args.recompute, optimizer=args.optimizer,
-                attention=args.attention, fusion=args.fusion, grad_clip=args.grad_clip,
-                fp32_grads=args.fp32_grads)
+    plan = Plan(**{**plan_values(args, PLAN), "micro_batch": micro_batch})
     totals = {key: value for key, value in
               (("pue", args.pue), ("grid_kg_co2_per_kwh", args.grid)) if value is not None}
     result = simulate(work, hardware, plan, parallel=parallel, num_devices=num_devices,
@@ -230,13 +179,13 @@ def _hardware_and_parallel(args):
     """(device or cluster, ParallelPlan, num_devices) from the flags; dp defaults to the
     devices left over by tp x pp."""
     from hardware_specs.cluster import load_cluster
-    from simulator.plan.parallel import ParallelPlan, data_parallel_size
+    from simulator.plan.parallel import COUNTS, ParallelPlan, data_parallel_size
 
-    counts = {"--num-devices": args.num_devices, "--dp": args.dp, "--tp": args.tp,
-              "--pp": args.pp, "--cp": args.cp, "--virtual-stages": args.virtual_stages}
-    for flag, value in counts.items():
+    counts = {"--num-devices": args.num_devices,
+              **{flag(name): getattr(args, name) for name in COUNTS}}
+    for name, value in counts.items():
         if value is not None and value < 1:
-            raise PlanError(f"{flag} = {value} must be a positive integer")
+            raise PlanError(f"{name} = {value} must be a positive integer")
     if args.device is None and args.cluster is None:
         raise PlanError("the following arguments are required: --device (or --cluster)")
     if args.device is not None and args.cluster is not None:
@@ -244,20 +193,13 @@ def _hardware_and_parallel(args):
     if not args.node_overhead_w >= 0:
         raise PlanError(f"--node-overhead-w = {args.node_overhead_w} must be non-negative")
     hardware = load_cluster(args.cluster) if args.cluster else args.device
-    hardware = whatif.apply(hardware, whatif.parse_sets(args.set))
+    hardware = whatif.apply(hardware, parse_sets(args.set))
     n = args.num_devices
     if n is None:
         n = hardware.num_devices if args.cluster else \
             (args.dp or 1) * args.tp * args.pp * args.cp
     dp = args.dp if args.dp is not None else data_parallel_size(n, args.tp, args.pp, args.cp)
-    parallel = ParallelPlan(dp=dp, tp=args.tp, pp=args.pp, cp=args.cp, zero=args.zero,
-                            sequence_parallel=args.sequence_parallel, schedule=args.schedule,
-                            virtual_stages=args.virtual_stages,
-                            overlap_grad_reduce=args.overlap_grad_reduce,
-                            overlap_tp_comm=args.overlap_tp_comm,
-                            fused_grad_accumulation=args.fused_grad_accumulation,
-                            first_stage_layers=args.first_stage_layers,
-                            last_stage_layers=args.last_stage_layers)
+    parallel = ParallelPlan(**{**plan_values(args, PARALLEL), "dp": dp})
     return hardware, parallel, n
 
 

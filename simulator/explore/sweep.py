@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from enum import Enum
 from functools import partial
 
 import pandas as pd
@@ -30,20 +29,17 @@ from hardware_specs.spec import DeviceSpec
 from simulator.api import simulate
 from simulator.errors import PlanError, WorkloadError
 from simulator.explore.memo import StageCache
+from simulator.plan import fields as plan_fields
+from simulator.plan.fields import plain
 from simulator.plan.parallel import ParallelPlan, data_parallel_size
 from simulator.plan.step import Plan
 from simulator.report.io import TableFile, progress_bar
 from workloads.zoo import get_workload
 
-#: Plan fields a sweep varies, with the parser of a command-line value (``--grid tp=1,2``).
-PARALLEL_FIELDS = {"dp": int, "tp": int, "pp": int, "cp": int, "zero": int,
-                   "sequence_parallel": "bool",
-                   "schedule": str, "virtual_stages": int, "overlap_grad_reduce": "bool",
-                   "overlap_tp_comm": "bool", "fused_grad_accumulation": "bool",
-                   "first_stage_layers": int, "last_stage_layers": int}
-PLAN_FIELDS = {"micro_batch": int, "global_batch": int, "precision": str, "recompute": str,
-               "optimizer": str, "attention": str, "fusion": str, "grad_clip": "bool",
-               "fp32_grads": "bool"}
+#: Plan fields a sweep varies (``--grid tp=1,2``): every field of ``ParallelPlan`` and ``Plan``
+#: but micro_batches, which the global batch gives (``simulator.plan.fields``).
+PARALLEL_FIELDS = plan_fields.PARALLEL
+PLAN_FIELDS = plan_fields.PLAN
 FIELDS = {**PARALLEL_FIELDS, **PLAN_FIELDS}
 CONFIG_COLUMNS = ("config", "status", "model", "device", "num_devices", *FIELDS)
 #: Columns of ``compare`` (those present: run totals only with tokens).
@@ -280,18 +276,9 @@ def evaluate(work, device: DeviceSpec, num_devices: int | None, fields: dict,
 
 
 def _config_columns(work, device: DeviceSpec, n: int | None, fields: dict) -> dict:
-    defaults = {**_defaults(), **fields}
     row = {"model": getattr(work, "name", str(work)), "device": device.name, "num_devices": n}
-    row.update({key: _plain(defaults.get(key)) for key in FIELDS})
+    row.update({key: plain(fields.get(key, field.default)) for key, field in FIELDS.items()})
     return row
-
-
-def _defaults() -> dict:
-    plan, parallel = Plan(), ParallelPlan()
-    out = {key: getattr(parallel, key) for key in PARALLEL_FIELDS}
-    out.update({key: getattr(plan, key) for key in PLAN_FIELDS})
-    out["dp"] = None
-    return out
 
 
 def _parallel(fields: dict, n: int | None) -> tuple[ParallelPlan, int]:
@@ -330,13 +317,9 @@ def flatten(summary: dict, device: DeviceSpec) -> dict:
     return row
 
 
-def _plain(value):
-    return value.value if isinstance(value, Enum) else value
-
-
 def _parse_value(key: str, text: str):
-    kind = FIELDS[key]
-    if kind == "bool":
+    kind = FIELDS[key].kind
+    if kind is bool:
         if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
             raise PlanError(f"--grid {key}={text}: give true or false")
         return text.lower() in ("true", "1", "yes")

@@ -29,10 +29,16 @@ Sources:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from simulator.errors import PlanError
+
+
+#: ZeRO's stages (Rajbhandari et al. 2020): 0 none, 1 optimizer states, 2 + gradients, 3 + weights.
+ZERO_STAGES = range(4)
+#: The sizes of a plan, each a positive integer (devices: dp x tp x pp x cp).
+COUNTS = ("dp", "tp", "pp", "virtual_stages", "cp")
 
 
 class Schedule(str, Enum):
@@ -45,30 +51,52 @@ class Schedule(str, Enum):
 class ParallelPlan:
     """dp x tp x pp devices; ``micro_batches`` per step per pipeline (None: from the batch)."""
 
-    dp: int = 1
-    tp: int = 1
-    pp: int = 1
-    sequence_parallel: bool = False
-    zero: int = 0
-    schedule: Schedule = Schedule.ONE_F_ONE_B
-    virtual_stages: int = 1
-    micro_batches: int | None = None
+    # A field's metadata is what the command line and sweeps need of it (simulator.plan.fields).
+    dp: int = field(default=1, metadata={
+        "unset": True, "help": "data-parallel replicas (default: the devices over tp x pp)"})
+    tp: int = field(default=1, metadata={"help": "tensor-parallel ranks (Megatron)"})
+    pp: int = field(default=1, metadata={"help": "pipeline stages"})
+    # Context parallelism: each of cp ranks holds seq_len / cp tokens of every sequence
+    # (Megatron-LM --context-parallel-size; Llama 3 405B's long-context training, Dubey et
+    # al. 2024, sec. 3.3.2). The parameters are replicated over them: gradients reduce, and
+    # ZeRO shards, over dp x cp ranks.
+    cp: int = field(default=1, metadata={
+        "help": "context parallel: ranks sharing each sequence's tokens (Megatron-LM "
+                "--context-parallel-size; needs --attention fused)"})
+    zero: int = field(default=0, metadata={
+        "choices": ZERO_STAGES,
+        "help": "ZeRO stage over the dp replicas (3 = FSDP full shard)"})
+    sequence_parallel: bool = field(default=False, metadata={
+        "help": "split norms and dropouts over the tp ranks (Korthikanti et al. 2022)"})
+    schedule: Schedule = field(default=Schedule.ONE_F_ONE_B, metadata={
+        "help": "pipeline schedule"})
+    virtual_stages: int = field(default=1, metadata={
+        "help": "model chunks per device for the interleaved schedule"})
+    # None: from the global batch, which the command line and sweeps give instead.
+    micro_batches: int | None = field(default=None, metadata={"derived": True})
     # Reduce gradients during the backward, per layer as they are ready (PyTorch DDP, FSDP,
     # DeepSpeed, Megatron-LM's --overlap-grad-reduce since 2023-09); False: after the whole
     # backward, as Megatron-LM did before (NVIDIA/Megatron-LM issue #391).
-    overlap_grad_reduce: bool = True
+    overlap_grad_reduce: bool = field(default=True, metadata={
+        "help": "reduce data-parallel gradients after the whole backward, not during it "
+                "(Megatron-LM before --overlap-grad-reduce)"})
     # A tensor-parallel backward collective overlaps the weight-gradient GEMMs of the linears
     # whose input gradient it reduces (Megatron-LM's asynchronous tensor-parallel all-reduce,
     # on by default; --no-async-tensor-model-parallel-allreduce turns it off). False: it waits
     # for them, as autograd ran a linear's input and weight gradients in one node before the
     # collective's backward (Megatron-LM of Narayanan et al. 2021, before that option).
-    overlap_tp_comm: bool = True
+    overlap_tp_comm: bool = field(default=True, metadata={
+        "help": "tensor-parallel backward all-reduces wait for the weight gradients "
+                "(Megatron-LM --no-async-tensor-model-parallel-allreduce)"})
     # Weight gradients accumulate inside the GEMM (Megatron-LM --gradient-accumulation-fusion,
     # on by default). False: each micro-batch's weight gradients are then added into the
     # gradient buffer, a pass reading both and writing one (Megatron-LM's DDP hook,
     # ``param.main_grad.add_(param.grad.data)``, megatron/model/distributed.py; PyTorch's
     # AccumulateGrad does the same from the second micro-batch on).
-    fused_grad_accumulation: bool = True
+    fused_grad_accumulation: bool = field(default=True, metadata={
+        "help": "add each micro-batch's weight gradients into the gradient buffer in a pass "
+                "of its own (Megatron-LM --no-gradient-accumulation-fusion; PyTorch's "
+                "autograd)"})
     # Uneven pipeline stages: the layers of the first and of the last stage, the others
     # sharing the rest evenly (Megatron-LM --decoder-first-pipeline-num-layers and
     # --decoder-last-pipeline-num-layers; Llama 3 405B, 126 layers on 16 stages, ran one layer
@@ -77,14 +105,17 @@ class ParallelPlan:
     # embedding's chunk on the first device, the last the head's chunk on the last device,
     # and either may hold no layer (Llama 3 405B: "the first model chunk on the first stage
     # has only the embedding, and the last model chunk on the last stage has only output
-    # projection and loss calculation"). None: layers / (pp x virtual_stages) each.
-    first_stage_layers: int | None = None
-    last_stage_layers: int | None = None
-    # Context parallelism: each of cp ranks holds seq_len / cp tokens of every sequence
-    # (Megatron-LM --context-parallel-size; Llama 3 405B's long-context training, Dubey et
-    # al. 2024, sec. 3.3.2). The parameters are replicated over them: gradients reduce, and
-    # ZeRO shards, over dp x cp ranks.
-    cp: int = 1
+    # projection and loss calculation"). None: layers / (pp x virtual_stages) each. A
+    # Result reports them as its stage_layers ("echo": False).
+    first_stage_layers: int | None = field(default=None, metadata={
+        "echo": False, "metavar": "N",
+        "help": "uneven pipeline: layers of the first stage (interleaved: of the first model "
+                "chunk), the others sharing the rest (Megatron-LM "
+                "--decoder-first-pipeline-num-layers)"})
+    last_stage_layers: int | None = field(default=None, metadata={
+        "echo": False, "metavar": "N",
+        "help": "uneven pipeline: layers of the last stage (interleaved: of the last model "
+                "chunk)"})
 
     def __post_init__(self) -> None:
         try:
@@ -93,7 +124,7 @@ class ParallelPlan:
             choices = ", ".join(s.value for s in Schedule)
             raise PlanError(f"schedule = {self.schedule!r} is not known: choose one of "
                             f"{choices}") from None
-        for name in ("dp", "tp", "pp", "virtual_stages", "cp"):
+        for name in COUNTS:
             positive(getattr(self, name), name)
         if self.micro_batches is not None:
             positive(self.micro_batches, "micro_batches")
@@ -105,7 +136,7 @@ class ParallelPlan:
             positive(value, name, minimum=0 if self.virtual_stages > 1 else 1)
             if self.pp < 2:
                 raise PlanError(f"{name} = {value} needs a pipeline: pp = {self.pp}")
-        if self.zero not in (0, 1, 2, 3) or isinstance(self.zero, bool):
+        if self.zero not in ZERO_STAGES or isinstance(self.zero, bool):
             raise PlanError(f"zero = {self.zero!r} must be a ZeRO stage 0, 1, 2 or 3")
         if self.virtual_stages > 1 and self.schedule is not Schedule.INTERLEAVED:
             raise PlanError(f"virtual_stages = {self.virtual_stages} needs the interleaved "

@@ -1,7 +1,7 @@
 """How a workload is run: batch, precision, recomputation, optimizer (STYLE.md rule 1)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from simulator.errors import PlanError
@@ -82,21 +82,29 @@ OPTIMIZER_FLOPS_PER_PARAM = {Optimizer.ADAM: 13, Optimizer.ADAMW: 13, Optimizer.
 class Plan:
     """One device's run of a workload. ``global_batch`` = micro_batch x micro-batches."""
 
-    micro_batch: int = 1
+    # A field's metadata is what the command line and sweeps need of it (simulator.plan.fields).
+    micro_batch: int = field(default=1, metadata={
+        "unset": True, "help": "samples per micro-batch (default: the model's, 1 for the zoo)"})
     global_batch: int | None = None
     precision: Precision = Precision.BF16
     recompute: Recompute = Recompute.NONE
     optimizer: Optimizer = Optimizer.ADAMW
-    attention: Attention = Attention.FUSED
-    fusion: Fusion = Fusion.EAGER
+    attention: Attention = field(default=Attention.FUSED, metadata={
+        "help": "fused (FlashAttention-style) or materialized (s x s in memory)"})
+    fusion: Fusion = field(default=Fusion.EAGER, metadata={
+        "help": "eager (a kernel per op) or compiled (vector ops fused)"})
     # Clip gradients by their global norm before the update: one more pass reading every
     # gradient (torch.nn.utils.clip_grad_norm_; Megatron-LM --clip-grad, 1.0 by default).
-    grad_clip: bool = False
+    grad_clip: bool = field(default=False, metadata={
+        "help": "clip gradients by their global norm: one more pass over them per step "
+                "(Megatron-LM --clip-grad, Hugging Face max_grad_norm)"})
     # Keep, accumulate and reduce the gradients in fp32 under 16-bit training (Megatron-LM
     # --accumulate-allreduce-grads-in-fp32, implied by its --bf16; Llama 3's "FP32 gradient
     # accumulation ... and reduce-scatter", Dubey et al. 2024, sec. 3.3.2): 4 bytes per
     # gradient instead of 2, in memory, in the data-parallel reduction and in the update.
-    fp32_grads: bool = False
+    fp32_grads: bool = field(default=False, metadata={
+        "help": "keep and reduce gradients in fp32 under bf16/fp16 (Megatron-LM "
+                "--accumulate-allreduce-grads-in-fp32, on with its --bf16)"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attention", _enum(Attention, self.attention, "attention"))
