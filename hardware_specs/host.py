@@ -40,8 +40,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
 from hardware_specs.spec import Architecture, DeviceClass, DeviceSpec, MemoryLevel
 from simulator.graph.op import DType
 
@@ -224,6 +222,8 @@ def _memory_levels(cores: int) -> tuple[MemoryLevel, ...]:
 def copy_bandwidth(total_bytes: int, threads: int, min_seconds: float = 0.02,
                    trials: int = 3) -> float:
     """Bytes/s of a threaded numpy copy of ``total_bytes`` (STREAM Copy: 2 bytes per byte)."""
+    import numpy as np
+
     threads = max(1, min(threads, os.cpu_count() or 1))
     chunk = max(1, total_bytes // 8 // threads)
     sources = [np.ones(chunk, dtype=np.float64) for _ in range(threads)]

@@ -8,13 +8,13 @@ from importlib import import_module
 
 from simulator.errors import HwsimError, PlanError, SpecError, WorkloadError
 from simulator.graph.op import Block, DType, Op, OpKind, Phase
-from simulator.graph.opgraph import OpGraph
 from simulator.plan.parallel import ParallelPlan, Schedule
 from simulator.plan.step import Attention, Fusion, Optimizer, Plan, Precision, Recompute
 
 __version__ = "0.1.0"
 
 _LAZY = {"simulate": "simulator.api", "Result": "simulator.report.result",
+         "OpGraph": "simulator.graph.opgraph",
          "training_graph": "simulator.training.backward",
          "sweep": "simulator.explore.sweep", "compare": "simulator.explore.sweep",
          "capacity_plan": "simulator.explore.capacity",

@@ -6,14 +6,17 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from hardware_specs.spec import DeviceSpec
 from simulator.graph.lower import Lowered
 from simulator.graph.op import DType, OpKind, Phase
 from simulator.report.io import write_atomic
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _BOUND = np.array(["compute", "memory"])
 
@@ -91,6 +94,8 @@ class Result:
     def ops(self) -> pd.DataFrame:
         """One row per op of one micro-batch's step (serial schedule), with its energy in
         joules and whether it lies on the step's critical path."""
+        import pandas as pd
+
         low, t = self.lowered, self.times
         if low is None:
             return pd.DataFrame()
