@@ -78,7 +78,7 @@ def test_random_configs_are_consistent(layers, heads, head_dim, group, ffn, norm
     assert [op.kind for op in graph.ops()][-1] is OpKind.LOSS
     b, s, h, f = 2, c.seq_len, c.hidden, c.ffn_dim
     kv_width = c.n_kv_heads * c.head_dim
-    matrices = 2 * h * h + 2 * h * kv_width + (3 if ffn is Ffn.SWIGLU else 2) * h * f
+    matrices = 2 * h * h + 2 * h * kv_width + (3 if ffn.gated else 2) * h * f
     per_layer = 2 * b * s * matrices + 4 * b * s * s * h
     assert graph.model_flops() == layers * per_layer + 2 * b * s * h * c.vocab
 

@@ -41,3 +41,8 @@ class TransformerShape:
     kv_heads: int
     sequence: int    # tokens the layers see per sample
     ffn: int         # the MLP's inner width (fc2's input features)
+    head_dim: int = 0  # features per attention head (0: hidden / heads)
+
+    @property
+    def head_size(self) -> int:
+        return self.head_dim or self.hidden // self.heads

@@ -22,7 +22,7 @@ from simulator.graph.op import Block, DType, Op, OpKind, Role
 # Counted from the formulas: layernorm = mean, centre, square, mean, scale, shift.
 VECTOR_FLOPS_PER_ELEMENT = {
     "add": 1, "mul": 1, "scale": 1, "dropout": 2, "relu": 1, "gelu": 8, "silu": 4,
-    "swiglu": 5, "layernorm": 7, "rmsnorm": 4, "batchnorm": 7, "softmax": 5,
+    "swiglu": 5, "geglu": 9, "layernorm": 7, "rmsnorm": 4, "batchnorm": 7, "softmax": 5,
     "cross_entropy": 6, "maxpool": 1, "avgpool": 1, "mean": 1,
 }
 STATS_DTYPE = DType.FP32  # norms keep per-row statistics in fp32 (PyTorch's native kernels)
@@ -133,9 +133,10 @@ class Builder:
         the result), the others their input."""
         return self.elementwise(fn, (x,), numel, saves=("output",) if fn == "relu" else ("inputs",))
 
-    def swiglu(self, gate: str, up: str, numel: int) -> str:
-        """silu(gate) * up, as one op reading both halves; backward needs both inputs."""
-        return self.elementwise("swiglu", (gate, up), numel, saves=("inputs",))
+    def swiglu(self, gate: str, up: str, numel: int, fn: str = "swiglu") -> str:
+        """silu(gate) * up (``fn`` "geglu": gelu(gate) * up), as one op reading both halves;
+        backward needs both inputs."""
+        return self.elementwise(fn, (gate, up), numel, saves=("inputs",))
 
     def dropout(self, x: str, numel: int, base: str = "dropout") -> str:
         """Dropout keeps a 1-byte mask per element (Korthikanti et al. 2022, sec. 4.1)."""

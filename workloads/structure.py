@@ -85,7 +85,7 @@ def transformer_shape(graph: OpGraph, batch: int) -> TransformerShape | None:
         return None
     ffn = next(op.k for op in rows if op.name != row)
     return TransformerShape(layers=len(layers), hidden=graph.op(row).n, heads=heads,
-                            kv_heads=kv, sequence=core.m, ffn=ffn)
+                            kv_heads=kv, sequence=core.m, ffn=ffn, head_dim=core.k)
 
 
 def first_layers(graph: OpGraph, count: int) -> OpGraph:

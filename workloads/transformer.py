@@ -19,12 +19,25 @@ from workloads.layers import Builder
 
 class Ffn(str, Enum):
     GELU = "gelu"
-    SWIGLU = "swiglu"
+    SWIGLU = "swiglu"    # silu(gate) * up (LLaMA)
+    GEGLU = "geglu"      # gelu(gate) * up (Gemma): SwiGLU's projections, a GeLU gate
+    RELU = "relu"        # OPT
+
+    @property
+    def gated(self) -> bool:
+        return self in (Ffn.SWIGLU, Ffn.GEGLU)
 
 
 class Norm(str, Enum):
     LAYERNORM = "layernorm"
     RMSNORM = "rmsnorm"
+
+
+class Residual(str, Enum):
+    SEQUENTIAL = "sequential"  # x + attn(norm x), then + mlp(norm .) (GPT, LLaMA)
+    PARALLEL = "parallel"      # x + attn(norm1 x) + mlp(norm2 x) (GPT-NeoX, Falcon-40B)
+    SHARED_NORM = "shared-norm"  # x + attn(norm x) + mlp(norm x): one norm (GPT-J, Falcon-7B,
+    #                              Phi)
 
 
 class Style(str, Enum):
@@ -54,19 +67,31 @@ class TransformerConfig:
     image_size: int = 224             # ViT only
     patch: int = 16                   # ViT only
     channels: int = 3                 # ViT only
+    # Hugging Face architectures (workloads.hf_config) beyond the presets' (None: as above)
+    head_size: int | None = None      # None: hidden / heads (Gemma and PaLM: 256)
+    qkv_bias: bool | None = None      # biases on q, k, v (None: as bias; Qwen2: True)
+    mlp_bias: bool | None = None      # biases on the MLP's linears (None: as bias)
+    head_bias: bool = False           # a bias on the LM head (Phi)
+    positions: int | None = None      # rows of the learned position table (None: seq_len;
+    #                                   OPT: max_position_embeddings + 2)
+    residual: Residual = Residual.SEQUENTIAL
 
     def __post_init__(self) -> None:
         for key in ("layers", "hidden", "heads", "vocab", "seq_len"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise WorkloadError(f"{self.name}: {key} = {value!r} must be a positive integer")
-        for key in ("kv_heads", "ffn_hidden"):
+        for key in ("kv_heads", "ffn_hidden", "head_size", "positions"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise WorkloadError(f"{self.name}: {key} = {value!r} must be a positive integer")
-        if self.hidden % self.heads:
+        if self.head_size is None and self.hidden % self.heads:
             raise WorkloadError(f"{self.name}: heads = {self.heads} must divide hidden = "
                                 f"{self.hidden} (head dimension = hidden / heads)")
+        if self.learned_positions and self.positions is not None and \
+                self.style is Style.DECODER and self.seq_len > self.positions:
+            raise WorkloadError(f"{self.name}: seq_len = {self.seq_len} is longer than its "
+                                f"learned position table (positions = {self.positions})")
         if self.heads % self.n_kv_heads:
             raise WorkloadError(f"{self.name}: kv_heads = {self.n_kv_heads} must divide heads = "
                                 f"{self.heads} (each KV head serves a group of query heads)")
@@ -78,7 +103,15 @@ class TransformerConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.hidden // self.heads
+        return self.hidden // self.heads if self.head_size is None else self.head_size
+
+    @property
+    def q_dim(self) -> int:
+        """Query (and attention output) features: heads x head dimension."""
+        return self.heads * self.head_dim
+
+    def _bias(self, override: bool | None) -> bool:
+        return self.bias if override is None else override
 
     @property
     def ffn_dim(self) -> int:
@@ -99,7 +132,7 @@ class TransformerConfig:
     def transformer(self) -> TransformerShape:
         """What splitting the layers over tensor- and pipeline-parallel ranks needs."""
         return TransformerShape(self.layers, self.hidden, self.heads, self.n_kv_heads,
-                                self.sequence, self.ffn_dim)
+                                self.sequence, self.ffn_dim, self.head_dim)
 
     def with_layers(self, layers: int) -> "TransformerConfig":
         """The model of this one's first ``layers`` layers (a pipeline stage's: every layer
@@ -108,12 +141,14 @@ class TransformerConfig:
 
     # -- parameters (closed form) -------------------------------------------------------------------
     def layer_params(self) -> int:
-        h, kv = self.hidden, self.n_kv_heads * self.head_dim
-        b = self.bias
-        attn = h * h + 2 * h * kv + h * h + (2 * h + 2 * kv if b else 0)
-        n_ffn_in = 2 if self.ffn is Ffn.SWIGLU else 1
-        mlp = (n_ffn_in + 1) * h * self.ffn_dim + ((n_ffn_in * self.ffn_dim + h) if b else 0)
-        return attn + mlp + 2 * self._norm_params()
+        h, q, kv = self.hidden, self.q_dim, self.n_kv_heads * self.head_dim
+        attn = 2 * h * q + 2 * h * kv + (q + 2 * kv if self._bias(self.qkv_bias) else 0) \
+            + (h if self.bias else 0)
+        n_ffn_in = 2 if self.ffn.gated else 1
+        mlp = (n_ffn_in + 1) * h * self.ffn_dim \
+            + ((n_ffn_in * self.ffn_dim + h) if self._bias(self.mlp_bias) else 0)
+        norms = 1 if self.residual is Residual.SHARED_NORM else 2
+        return attn + mlp + norms * self._norm_params()
 
     def _norm_params(self) -> int:
         return self.hidden * (2 if self.norm is Norm.LAYERNORM else 1)
@@ -123,7 +158,8 @@ class TransformerConfig:
         if self.style is Style.VISION:
             patch = self.channels * self.patch ** 2 * h + h
             return patch + h + self.sequence * h  # + class token + positions
-        positions = self.seq_len * h if self.learned_positions else 0
+        table = self.seq_len if self.positions is None else self.positions
+        positions = table * h if self.learned_positions else 0
         extra = self.type_vocab * h + (self._norm_params() if self.style is Style.ENCODER else 0)
         return self.vocab * h + positions + extra
 
@@ -134,7 +170,7 @@ class TransformerConfig:
         if self.style is Style.ENCODER:  # MLM transform (dense, gelu, norm) + tied decoder + bias
             return h * h + h + self._norm_params() + self.vocab
         untied = 0 if self.tied_embeddings else self.vocab * h
-        return self._norm_params() + untied
+        return self._norm_params() + untied + (self.vocab if self.head_bias else 0)
 
     def num_params(self) -> int:
         return self.embedding_params() + self.layers * self.layer_params() + self.head_params()
@@ -174,7 +210,8 @@ def _embed(c: TransformerConfig, b: Builder, batch: int) -> str:
         return b.dropout(x, rows * h, base="emb_dropout") if c.dropout else x
     x = b.embedding("tok_embed", rows, c.vocab, h, role=Role.VOCAB_EMBEDDING)
     if c.learned_positions:
-        x = b.add(x, b.embedding("pos_embed", rows, s, h, role=Role.POSITION_EMBEDDING),
+        table = s if c.positions is None else c.positions
+        x = b.add(x, b.embedding("pos_embed", rows, table, h, role=Role.POSITION_EMBEDDING),
                   rows * h, base="pos_add")
     if c.type_vocab:
         x = b.add(x, b.embedding("type_embed", rows, c.type_vocab, h), rows * h, base="type_add")
@@ -190,8 +227,14 @@ def _layer(c: TransformerConfig, b: Builder, x: str, batch: int) -> str:
         x = _norm(c, b, x, rows)
         x = _residual(b, x, _mlp(c, b, x, rows), rows * h, Block.MLP)
         return _norm(c, b, x, rows)
-    x = _residual(b, x, _attention(c, b, _norm(c, b, x, rows), batch), rows * h, Block.ATTN)
-    return _residual(b, x, _mlp(c, b, _norm(c, b, x, rows), rows), rows * h, Block.MLP)
+    if c.residual is Residual.SEQUENTIAL:
+        x = _residual(b, x, _attention(c, b, _norm(c, b, x, rows), batch), rows * h, Block.ATTN)
+        return _residual(b, x, _mlp(c, b, _norm(c, b, x, rows), rows), rows * h, Block.MLP)
+    normed = _norm(c, b, x, rows)  # attention and MLP read the same input, added at the end
+    attn = _attention(c, b, normed, batch)
+    mlp = _mlp(c, b, normed if c.residual is Residual.SHARED_NORM else _norm(c, b, x, rows),
+               rows)
+    return _residual(b, _residual(b, x, attn, rows * h, Block.ATTN), mlp, rows * h, Block.MLP)
 
 
 def _norm(c: TransformerConfig, b: Builder, x: str, rows: int) -> str:
@@ -205,14 +248,15 @@ def _residual(b: Builder, x: str, y: str, numel: int, block: Block) -> str:
 
 
 def _attention(c: TransformerConfig, b: Builder, x: str, batch: int) -> str:
-    s, h, d = c.sequence, c.hidden, c.head_dim
+    s, h, d, qd = c.sequence, c.hidden, c.head_dim, c.q_dim
     rows, kv = batch * s, c.n_kv_heads * d
     b.block = Block.ATTN
-    q = b.linear("q_proj", x, rows, h, h, c.bias, role=Role.COLUMN)
-    k = b.linear("k_proj", x, rows, h, kv, c.bias, role=Role.COLUMN)
-    v = b.linear("v_proj", x, rows, h, kv, c.bias, role=Role.COLUMN)
+    qkv_bias = c._bias(c.qkv_bias)
+    q = b.linear("q_proj", x, rows, h, qd, qkv_bias, role=Role.COLUMN)
+    k = b.linear("k_proj", x, rows, h, kv, qkv_bias, role=Role.COLUMN)
+    v = b.linear("v_proj", x, rows, h, kv, qkv_bias, role=Role.COLUMN)
     if not c.learned_positions and c.style is Style.DECODER:  # rotary embedding of q and k
-        q = b.elementwise("mul", (q,), rows * h, base="rope_q")
+        q = b.elementwise("mul", (q,), rows * qd, base="rope_q")
         k = b.elementwise("mul", (k,), rows * kv, base="rope_k")
     b.block = Block.ATTN_CORE
     heads = batch * c.heads
@@ -223,20 +267,21 @@ def _attention(c: TransformerConfig, b: Builder, x: str, batch: int) -> str:
         probs = b.dropout(probs, heads * s * s, base="attn_dropout")
     ctx = b.matmul("context", probs, v, heads, s, d, s)
     b.block = Block.ATTN
-    out = b.linear("o_proj", ctx, rows, h, h, c.bias, role=Role.ROW)
+    out = b.linear("o_proj", ctx, rows, qd, h, c.bias, role=Role.ROW)
     return b.dropout(out, rows * h, base="attn_out_dropout") if c.dropout else out
 
 
 def _mlp(c: TransformerConfig, b: Builder, x: str, rows: int) -> str:
-    h, f = c.hidden, c.ffn_dim
+    h, f, bias = c.hidden, c.ffn_dim, c._bias(c.mlp_bias)
     b.block = Block.MLP
-    if c.ffn is Ffn.SWIGLU:
-        act = b.swiglu(b.linear("gate_proj", x, rows, h, f, c.bias, role=Role.COLUMN),
-                       b.linear("up_proj", x, rows, h, f, c.bias, role=Role.COLUMN), rows * f)
+    if c.ffn.gated:
+        act = b.swiglu(b.linear("gate_proj", x, rows, h, f, bias, role=Role.COLUMN),
+                       b.linear("up_proj", x, rows, h, f, bias, role=Role.COLUMN), rows * f,
+                       fn=c.ffn.value)
     else:
-        act = b.activation("gelu", b.linear("fc1", x, rows, h, f, c.bias, role=Role.COLUMN),
-                           rows * f)
-    out = b.linear("fc2", act, rows, f, h, c.bias, role=Role.ROW)
+        act = b.activation(c.ffn.value, b.linear("fc1", x, rows, h, f, bias,
+                                                 role=Role.COLUMN), rows * f)
+    out = b.linear("fc2", act, rows, f, h, bias, role=Role.ROW)
     return b.dropout(out, rows * h, base="mlp_dropout") if c.dropout else out
 
 
@@ -254,6 +299,6 @@ def _head(c: TransformerConfig, b: Builder, x: str, batch: int) -> None:
                           role=Role.VOCAB_HEAD)
     else:
         x = b.norm(c.norm.value, x, rows, h, bias=c.norm is Norm.LAYERNORM)
-        logits = b.linear("lm_head", x, rows, h, c.vocab, bias=False,
+        logits = b.linear("lm_head", x, rows, h, c.vocab, bias=c.head_bias,
                           tied=c.tied_embeddings, role=Role.VOCAB_HEAD)
     b.loss(logits, rows, c.vocab)

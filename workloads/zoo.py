@@ -4,21 +4,39 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from simulator.errors import WorkloadError
+from simulator.errors import WorkloadError, canonical, did_you_mean
 from workloads import cnn, mlp
 from workloads.base import Workload
+from workloads.hf_config import is_hf_config, load_hf_config
 from workloads.presets import TRANSFORMERS
-from workloads.transformer import Ffn, Norm, TransformerConfig
+from workloads.transformer import Ffn, Norm, Residual, TransformerConfig
 
 MODELS: dict[str, Workload] = {**TRANSFORMERS, **cnn.PRESETS, **mlp.PRESETS}
+#: Names users give for zoo models beyond their loose spellings (``canonical``: resnet50,
+#: llama-3-8b, meta-llama/Llama-2-7b-hf): the Hugging Face Hub's names of the same models.
+ALIASES = {"gpt2": "gpt2-small", "bert-base-uncased": "bert-base",
+           "bert-large-uncased": "bert-large", "vit-base-patch16-224": "vit-b16",
+           "vit-large-patch16-224": "vit-l16", "meta-llama-3-8b": "llama3-8b",
+           "meta-llama-3-70b": "llama3-70b", "meta-llama-3.1-8b": "llama3-8b",
+           "meta-llama-3.1-70b": "llama3-70b", "meta-llama-3.1-405b": "llama3-405b"}
+_SPELLINGS = {canonical(name): name for name in [*MODELS, *ALIASES]}
 
 _REQUIRED = ("layers", "hidden", "heads", "vocab", "seq_len")
 _OPTIONAL = {"kv_heads": int, "ffn_hidden": int, "ffn": Ffn, "norm": Norm, "name": str,
-             "tied_embeddings": bool, "learned_positions": bool, "bias": bool, "dropout": bool}
+             "tied_embeddings": bool, "learned_positions": bool, "bias": bool, "dropout": bool,
+             "head_size": int, "residual": Residual}
 
 
 def list_models() -> list[str]:
     return list(MODELS)
+
+
+def zoo_name(spec: str) -> str | None:
+    """The zoo model ``spec`` names, as written, as an alias or loosely spelled; else None."""
+    if spec in MODELS:
+        return spec
+    name = _SPELLINGS.get(canonical(spec))
+    return ALIASES.get(name, name)
 
 
 def get_workload(spec: str | Workload) -> Workload:
@@ -29,20 +47,22 @@ def get_workload(spec: str | Workload) -> Workload:
         return import_module(*spec)
     if not isinstance(spec, str):
         return spec
-    if spec in MODELS:
-        return MODELS[spec]
     if spec.endswith(".toml"):
         return load_workload_toml(spec)
+    if is_hf_config(spec):
+        return load_hf_config(spec)
     if spec.endswith(".onnx"):
         from workloads.onnx_import import load_onnx  # needs the onnx extra
         return load_onnx(spec)
     if ".py:" in spec:
         from workloads.torch_import import load_factory  # needs the torch extra
         return load_factory(spec)
-    close = [m for m in MODELS if spec.lower().replace("_", "-") in m]
-    hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""
-    raise WorkloadError(f"unknown model {spec!r}{hint}: see 'hwsim models' for the zoo, or "
-                        "give a workload .toml file, a .onnx file or file.py:factory")
+    name = zoo_name(spec)
+    if name is not None:
+        return MODELS[name]
+    raise WorkloadError(f"unknown model {spec!r}{did_you_mean(spec, MODELS)}: see 'hwsim "
+                        "models' for the zoo, or give a Hugging Face config.json, a workload "
+                        ".toml file, a .onnx file or file.py:factory")
 
 
 def load_workload_toml(path: str | Path) -> TransformerConfig:

@@ -1,0 +1,123 @@
+"""Hugging Face config.json files read into the zoo's transformer (workloads/hf_config.py).
+
+Each fixture under tests/data/hf_configs/ is a published model's config.json (the README there
+names the repo). Its parameter count must equal the published model's, exactly: the count
+``transformers`` (4.46.3) gives for the model built from the same file
+(``AutoModelForCausalLM.from_config(...).num_parameters()`` on the meta device), which is
+what the model cards and papers state where they state one exactly (Pythia's README table:
+162,322,944 for pythia-160m; Llama 2 7B: 6,738,415,616 in its safetensors index).
+"""
+import json
+from pathlib import Path
+
+import pytest
+
+from simulator import WorkloadError, simulate
+from simulator.cli import main
+from workloads.hf_config import load_hf_config
+from workloads.transformer import Ffn, Norm, Residual
+from workloads.zoo import get_workload
+
+CONFIGS = Path(__file__).parent / "data" / "hf_configs"
+
+# fixture folder -> (published repo, parameters of the published model)
+PUBLISHED = {
+    "Llama-2-7b-hf": ("meta-llama/Llama-2-7b-hf", 6_738_415_616),
+    "Meta-Llama-3-8B": ("meta-llama/Meta-Llama-3-8B", 8_030_261_248),
+    "Mistral-7B-v0.1": ("mistralai/Mistral-7B-v0.1", 7_241_732_096),
+    "Qwen2-0.5B": ("Qwen/Qwen2-0.5B", 494_032_768),
+    "gemma-2b": ("google/gemma-2b", 2_506_172_416),
+    "gpt2": ("openai-community/gpt2", 124_439_808),
+    "pythia-160m": ("EleutherAI/pythia-160m", 162_322_944),
+    "opt-125m": ("facebook/opt-125m", 125_239_296),
+    "falcon-7b": ("tiiuae/falcon-7b", 6_921_720_704),
+    "phi-2": ("microsoft/phi-2", 2_779_683_840),
+}
+
+
+def config(name: str) -> str:
+    return str(CONFIGS / name / "config.json")
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_parameter_count_equals_the_published_one(name):
+    work = get_workload(config(name))
+    assert work.num_params() == PUBLISHED[name][1]
+    assert work.name == name
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_the_graph_owns_the_counted_parameters(name):
+    work = get_workload(config(name))
+    assert work.forward_graph(1).params() == work.num_params()
+
+
+def test_every_fixture_is_in_the_readme():
+    readme = (CONFIGS / "README.md").read_text()
+    for name, (repo, _) in PUBLISHED.items():
+        assert f"`{name}/`" in readme and repo in readme
+
+
+def test_architecture_facts():
+    gemma = load_hf_config(config("gemma-2b"))
+    assert (gemma.head_dim, gemma.q_dim, gemma.n_kv_heads) == (256, 2048, 1)
+    assert gemma.ffn is Ffn.GEGLU and gemma.norm is Norm.RMSNORM and gemma.tied_embeddings
+    falcon = load_hf_config(config("falcon-7b"))
+    assert falcon.residual is Residual.SHARED_NORM and falcon.n_kv_heads == 1
+    assert not falcon.bias and not falcon.learned_positions
+    pythia = load_hf_config(config("pythia-160m"))
+    assert pythia.residual is Residual.PARALLEL and not pythia.tied_embeddings
+    qwen = load_hf_config(config("Qwen2-0.5B"))
+    assert qwen.qkv_bias and not qwen.bias and qwen.tied_embeddings
+    opt = load_hf_config(config("opt-125m"))
+    assert opt.ffn is Ffn.RELU and opt.positions == 2050 and opt.seq_len == 2048
+    phi = load_hf_config(config("phi-2"))
+    assert phi.head_bias and phi.residual is Residual.SHARED_NORM
+    # Mistral's sliding window (4096) bounds the default context: attention is then exact
+    assert load_hf_config(config("Mistral-7B-v0.1")).seq_len == 4096
+
+
+def test_mixture_of_experts_is_refused_in_one_line():
+    with pytest.raises(WorkloadError, match="mixture of experts .*does not model MoE"):
+        get_workload(config("Mixtral-8x7B-v0.1"))
+
+
+def test_predict_a_config_from_the_cli(capsys):
+    assert main(["predict", config("gpt2"), "--device", "a100", "--micro-batch", "2",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["params"] == 124_439_808 and out["model"] == "gpt2"
+    assert out["tokens_per_s"] == pytest.approx(out["samples_per_s"] * 1024)
+
+
+def test_simulate_a_config_from_the_api():
+    result = simulate(config("Qwen2-0.5B"), "h100", micro_batch=1)
+    assert result.params == 494_032_768
+
+
+def test_seq_len_beyond_a_learned_position_table_is_refused(capsys):
+    assert main(["predict", config("gpt2"), "--device", "a100", "--seq-len", "2048"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "position table (positions = 1024)" in err
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "no such config file"),
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "one JSON object"),
+    ('{"model_type": "bert", "hidden_size": 768}', "model_type 'bert' is not supported"),
+    ('{"model_type": "llama", "hidden_size": 4096}', "num_attention_heads is missing"),
+    ('{"model_type": "llama", "hidden_size": -1, "num_attention_heads": 2, '
+     '"num_hidden_layers": 1, "vocab_size": 10, "intermediate_size": 8}',
+     "hidden_size = -1 must be a positive integer"),
+    ('{"model_type": "opt", "hidden_size": 1024, "word_embed_proj_dim": 512}',
+     "projected embeddings"),
+    ('{"hidden_size": 8}', "model_type is missing"),
+])
+def test_a_bad_config_is_one_line_and_exit_2(tmp_path, capsys, text, message):
+    path = tmp_path / "config.json"
+    if text is not None:
+        path.write_text(text)
+    assert main(["predict", str(path), "--device", "a100"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message in err and str(path) in err

@@ -1,0 +1,253 @@
+"""Hugging Face ``config.json`` files -> the zoo's transformer (``TransformerConfig``), offline.
+
+What every open model ships: the architecture's hyper-parameters under the names its
+``transformers`` class reads (``LlamaConfig``, ``GPT2Config``, ...). Each supported
+``model_type`` maps them onto ``TransformerConfig``'s fields as that class builds the model
+(``transformers/models/<type>/modeling_<type>.py``), so that ``num_params()`` equals the
+model's ``num_parameters()`` (tests/test_hf_config.py checks eleven published models).
+
+Modelled as the closest zoo layer, with the same parameters and GEMM FLOPs (the vector
+work differs slightly): Gemma's GeLU-gated MLP (``Ffn.GEGLU``) and its embedding scaled by
+sqrt(hidden); rotary embeddings on part of a head (GPT-NeoX's ``rotary_pct``, Phi's
+``partial_rotary_factor``) as on the whole head; a fused query_key_value projection (GPT-NeoX,
+Falcon) as three; a sliding attention window (Mistral) as full causal attention over seq_len:
+exact while seq_len <= the window, which is why the default seq_len stops there.
+Not modelled (a one-line error): mixtures of experts (Mixtral), OPT's projected embeddings
+(``word_embed_proj_dim`` != ``hidden_size``) and post-norm layers, Phi's ``qk_layernorm``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from simulator.errors import WorkloadError
+from workloads.transformer import Ffn, Norm, Residual, TransformerConfig
+
+#: The longest default context: a config's ``max_position_embeddings`` is often what rotary
+#: scaling reaches (Qwen2: 131072), not what the model trained on; --seq-len gives more.
+MAX_DEFAULT_SEQ_LEN = 8192
+
+
+def is_hf_config(spec: str) -> bool:
+    """A model argument that names a Hugging Face config: a ``.json`` file."""
+    return spec.lower().endswith(".json")
+
+
+def load_hf_config(path: str | Path) -> TransformerConfig:
+    """The transformer of a Hugging Face ``config.json`` (WorkloadError naming the file and the
+    key for a file hwsim cannot read or an architecture it does not model)."""
+    path = Path(path)
+    config = _Config(path, _read(path))
+    kind = config.text("model_type")
+    if kind not in ARCHITECTURES:
+        raise WorkloadError(f"{path}: model_type {kind!r} is not supported: hwsim reads "
+                            f"{', '.join(sorted(ARCHITECTURES))}")
+    fields = ARCHITECTURES[kind](config)
+    name = path.parent.name if path.name == "config.json" and path.parent.name else path.stem
+    fields.setdefault("seq_len", config.seq_len(fields.get("positions")))
+    try:
+        return TransformerConfig(name=name or "hf-model", **fields)
+    except WorkloadError as err:
+        raise WorkloadError(f"{path}: {err}") from None
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WorkloadError(f"{path}: no such config file (give a Hugging Face config.json)") \
+            from None
+    except OSError as err:
+        raise WorkloadError(f"{path}: cannot read the config file ({err.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise WorkloadError(f"{path}: not valid JSON ({err}); give the model's config.json") \
+            from None
+    if not isinstance(data, dict):
+        raise WorkloadError(f"{path}: a config.json holds one JSON object, not "
+                            f"{type(data).__name__}")
+    return data
+
+
+class _Config:
+    """A config's keys, each checked as it is read (the error names the file and the key)."""
+
+    def __init__(self, path: Path, data: dict) -> None:
+        self.path, self.data = path, data
+
+    def _get(self, key: str, default):
+        value = self.data.get(key)
+        return default if value is None else value
+
+    def count(self, key: str, default: int | None = None) -> int | None:
+        value = self._get(key, default)
+        if value is None:
+            raise WorkloadError(f"{self.path}: {key} is missing (a positive integer)")
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise WorkloadError(f"{self.path}: {key} = {value!r} must be a positive integer")
+        return value
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            raise WorkloadError(f"{self.path}: {key} = {value!r} must be true or false")
+        return value
+
+    def text(self, key: str, default: str | None = None) -> str:
+        value = self._get(key, default)
+        if not isinstance(value, str):
+            raise WorkloadError(f"{self.path}: {key} = {value!r} must be a string"
+                                if value is not None else f"{self.path}: {key} is missing")
+        return value
+
+    def rate(self, *keys: str) -> bool:
+        """Whether any of the dropout probabilities ``keys`` is above 0."""
+        for key in keys:
+            value = self._get(key, 0.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    not 0 <= value < 1:
+                raise WorkloadError(f"{self.path}: {key} = {value!r} must be a probability "
+                                    "in [0, 1)")
+            if value > 0:
+                return True
+        return False
+
+    def refuse(self, key: str, value, why: str) -> None:
+        if self.data.get(key) is not None and self.data.get(key) != value:
+            raise WorkloadError(f"{self.path}: {key} = {self.data[key]!r}: {why}")
+
+    def seq_len(self, positions: int | None) -> int:
+        """The default context: the position table, else max_position_embeddings (2048 if
+        absent), stopped at the sliding window and at ``MAX_DEFAULT_SEQ_LEN``."""
+        longest = positions or self.count("max_position_embeddings", 2048)
+        window = self.data.get("sliding_window")
+        if isinstance(window, int) and window > 0 and self.data.get("use_sliding_window", True):
+            longest = min(longest, window)
+        return min(longest, MAX_DEFAULT_SEQ_LEN)
+
+
+def _core(c: _Config) -> dict:
+    """The keys most types share (LlamaConfig's names)."""
+    heads = c.count("num_attention_heads")
+    return {"layers": c.count("num_hidden_layers"), "hidden": c.count("hidden_size"),
+            "heads": heads, "vocab": c.count("vocab_size"),
+            "kv_heads": c.count("num_key_value_heads", heads),
+            "ffn_hidden": c.count("intermediate_size")}
+
+
+def _gate(c: _Config, key: str = "hidden_act") -> Ffn:
+    act = c.text(key, "silu")
+    return Ffn.SWIGLU if act in ("silu", "swish") else Ffn.GEGLU
+
+
+def _llama(c: _Config) -> dict:
+    """LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM: RMSNorm, gated MLP, rotary,
+    no biases (Qwen2: on q, k, v; Llama: ``attention_bias``, ``mlp_bias``), untied."""
+    if c.data.get("num_local_experts") or c.data.get("num_experts"):
+        _moe(c)
+    qwen = c.data["model_type"] == "qwen2"
+    attention_bias = c.flag("attention_bias", False)
+    head = c.data.get("head_dim")
+    return {**_core(c), "ffn": _gate(c), "norm": Norm.RMSNORM,
+            "tied_embeddings": c.flag("tie_word_embeddings", False),
+            "learned_positions": False, "bias": attention_bias,
+            "qkv_bias": True if qwen else None, "mlp_bias": c.flag("mlp_bias", False),
+            "dropout": c.rate("attention_dropout"),
+            "head_size": c.count("head_dim") if head is not None else None}
+
+
+def _gemma(c: _Config) -> dict:
+    """GemmaForCausalLM: Llama's layer with a GeLU gate, head_dim apart from hidden / heads
+    (256), RMSNorm, tied embeddings."""
+    return {**_llama(c), "ffn": _gate(c, "hidden_activation" if "hidden_activation" in c.data
+                                      else "hidden_act"),
+            "tied_embeddings": c.flag("tie_word_embeddings", True)}
+
+
+def _moe(c: _Config) -> dict:
+    experts = c.data.get("num_local_experts") or c.data.get("num_experts")
+    raise WorkloadError(f"{c.path}: {c.data.get('model_type')} is a mixture of experts "
+                        f"({experts} experts, {c.data.get('num_experts_per_tok', '?')} per "
+                        "token): hwsim does not model MoE layers yet")
+
+
+def _gpt2(c: _Config) -> dict:
+    """GPT2LMHeadModel: learned positions (n_positions), LayerNorm, GeLU, biases, tied."""
+    hidden = c.count("n_embd")
+    positions = c.count("n_positions", 1024)
+    act = c.text("activation_function", "gelu_new")
+    return {"layers": c.count("n_layer"), "hidden": hidden, "heads": c.count("n_head"),
+            "vocab": c.count("vocab_size"), "ffn_hidden": c.count("n_inner", 4 * hidden),
+            "ffn": Ffn.RELU if act == "relu" else Ffn.GELU,
+            "tied_embeddings": c.flag("tie_word_embeddings", True), "positions": positions,
+            "seq_len": min(c.count("n_ctx", positions), positions, MAX_DEFAULT_SEQ_LEN),
+            "dropout": c.rate("resid_pdrop", "embd_pdrop", "attn_pdrop")}
+
+
+def _gpt_neox(c: _Config) -> dict:
+    """GPTNeoXForCausalLM (Pythia): parallel attention and MLP with a norm each
+    (``use_parallel_residual``), LayerNorm, GeLU, rotary, biases, untied."""
+    parallel = c.flag("use_parallel_residual", True)
+    return {**_core(c), "ffn": Ffn.GELU, "learned_positions": False,
+            "tied_embeddings": c.flag("tie_word_embeddings", False),
+            "bias": c.flag("attention_bias", True), "mlp_bias": True,
+            "residual": Residual.PARALLEL if parallel else Residual.SEQUENTIAL,
+            "dropout": c.rate("hidden_dropout", "attention_dropout")}
+
+
+def _opt(c: _Config) -> dict:
+    """OPTForCausalLM: learned positions with 2 rows of offset, pre-norm LayerNorm, ReLU,
+    biases, tied."""
+    hidden = c.count("hidden_size")
+    c.refuse("word_embed_proj_dim", hidden, "projected embeddings (OPT-350m) are not modelled")
+    c.refuse("do_layer_norm_before", True, "post-norm OPT layers (OPT-350m) are not modelled")
+    c.refuse("layer_norm_elementwise_affine", True, "norms without weights are not modelled")
+    positions = c.count("max_position_embeddings", 2048)
+    act = c.text("activation_function", "relu")
+    return {"layers": c.count("num_hidden_layers"), "hidden": hidden,
+            "heads": c.count("num_attention_heads"), "vocab": c.count("vocab_size"),
+            "ffn_hidden": c.count("ffn_dim"), "ffn": Ffn.RELU if act == "relu" else Ffn.GELU,
+            "bias": c.flag("enable_bias", True),
+            "tied_embeddings": c.flag("tie_word_embeddings", True),
+            "positions": positions + 2,   # OPTLearnedPositionalEmbedding's offset of 2
+            "seq_len": min(positions, MAX_DEFAULT_SEQ_LEN),
+            "dropout": c.rate("dropout", "attention_dropout")}
+
+
+def _falcon(c: _Config) -> dict:
+    """FalconForCausalLM: multi-query (7B) or grouped (``new_decoder_architecture``: 40B,
+    180B) attention, parallel attention and MLP (one norm, or ``num_ln_in_parallel_attn``),
+    LayerNorm, GeLU, rotary or ALiBi (no position parameters), tied."""
+    hidden, heads = c.count("hidden_size"), c.count("num_attention_heads")
+    new = c.flag("new_decoder_architecture", False)
+    if new:
+        kv = c.count("num_kv_heads", heads)
+        norms = c.count("num_ln_in_parallel_attn", 2)
+        residual = Residual.PARALLEL if norms == 2 else Residual.SHARED_NORM
+    else:
+        kv = 1 if c.flag("multi_query", True) else heads
+        residual = Residual.SHARED_NORM if c.flag("parallel_attn", True) else \
+            Residual.SEQUENTIAL
+    return {"layers": c.count("num_hidden_layers"), "hidden": hidden, "heads": heads,
+            "vocab": c.count("vocab_size"), "kv_heads": kv,
+            "ffn_hidden": c.count("ffn_hidden_size", 4 * hidden), "ffn": Ffn.GELU,
+            "bias": c.flag("bias", False), "learned_positions": False, "residual": residual,
+            "tied_embeddings": c.flag("tie_word_embeddings", True),
+            "dropout": c.rate("hidden_dropout", "attention_dropout")}
+
+
+def _phi(c: _Config) -> dict:
+    """PhiForCausalLM (Phi-1.5, Phi-2): parallel attention and MLP sharing one LayerNorm, GeLU,
+    rotary, biases everywhere, an untied LM head with a bias."""
+    c.refuse("qk_layernorm", False, "Phi's query/key norms are not modelled")
+    return {**_core(c), "ffn": Ffn.GELU, "learned_positions": False, "bias": True,
+            "head_bias": True, "residual": Residual.SHARED_NORM,
+            "tied_embeddings": c.flag("tie_word_embeddings", False),
+            "dropout": c.rate("resid_pdrop", "embd_pdrop", "attention_dropout")}
+
+
+#: model_type -> its fields.
+ARCHITECTURES = {"llama": _llama, "mistral": _llama, "qwen2": _llama, "gemma": _gemma,
+                 "mixtral": _moe, "gpt2": _gpt2, "gpt_neox": _gpt_neox, "opt": _opt,
+                 "falcon": _falcon, "phi": _phi}
+
+__all__ = ["ARCHITECTURES", "MAX_DEFAULT_SEQ_LEN", "is_hf_config", "load_hf_config"]
