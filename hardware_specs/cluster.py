@@ -26,13 +26,12 @@ import math
 from dataclasses import dataclass, replace
 from enum import Enum
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from hardware_specs import units
 from hardware_specs.loader import _Checker, load_device, read_toml
-from hardware_specs.spec import DeviceClass, DeviceSpec, Link, LinkKind
-from simulator.errors import PlanError, SpecError
+from hardware_specs.spec import DeviceClass, DeviceSpec, Link, LinkKind, fraction, within
+from simulator.errors import PlanError, SpecError, read_input, shown
 
 
 class Topology(str, Enum):
@@ -52,6 +51,11 @@ class Network:
     # overhead), as memory_efficiency is of a memory's; ``DEFAULT_EFFICIENCY`` by kind.
     efficiency: float = 1.0
 
+    def __post_init__(self) -> None:
+        within(self.bandwidth_bytes_per_s, "bandwidth_bytes_per_s", "bytes_per_s")
+        within(self.latency_s, "latency_s", "s")
+        fraction(self.efficiency, "efficiency")
+
     @property
     def achieved_bytes_per_s(self) -> float:
         return self.bandwidth_bytes_per_s * self.efficiency
@@ -69,6 +73,13 @@ class ClusterSpec:
     torus_dims: tuple[int, ...] | None = None
     source: str = ""
     path: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.device, DeviceSpec):
+            raise SpecError(f"device = {shown(self.device)} must be a DeviceSpec")
+        within(self.nodes, "nodes", "count")
+        within(self.devices_per_node, "devices_per_node", "count")
+        within(self.num_devices, "nodes x devices_per_node", "count")
 
     @property
     def num_devices(self) -> int:
@@ -137,17 +148,18 @@ def list_clusters() -> list[str]:
 
 def load_cluster(name_or_path: str) -> ClusterSpec:
     """A preset name or a path to a cluster ``.toml`` file -> a validated ClusterSpec."""
+    if not isinstance(name_or_path, str):
+        raise SpecError(f"cluster = {shown(name_or_path)} must be a preset name or a cluster "
+                        ".toml file")
     text = name_or_path.strip()
     if text.endswith(".toml") or "/" in text or "\\" in text:
-        path = Path(text)
-        if not path.is_file():
-            raise SpecError(f"no cluster spec file '{text}': give an existing .toml file or a "
-                            f"preset name ({', '.join(list_clusters())})")
-        return parse_cluster(path.read_bytes(), str(path))
+        data = read_input(text, "cluster spec", SpecError, hint=": give an existing .toml file "
+                          f"or a preset name ({', '.join(list_clusters())})")
+        return parse_cluster(data, shown(text, 200)[1:-1])
     resource = _presets() / f"{text.lower()}.toml"
-    if not resource.is_file():
-        raise SpecError(f"unknown cluster '{text}': choose one of {', '.join(list_clusters())} "
-                        f"or give a cluster .toml file")
+    if text.lower() not in list_clusters():
+        raise SpecError(f"unknown cluster {shown(text)}: choose one of "
+                        f"{', '.join(list_clusters())} or give a cluster .toml file")
     return parse_cluster(resource.read_bytes(), f"hardware_specs/clusters/{text.lower()}.toml")
 
 
@@ -252,7 +264,8 @@ class _ClusterChecker(_Checker):
         if nodes > 1 and inter is None:
             raise self.fail("inter", f"missing: {nodes} nodes need an [inter] network; add it")
         topology = self.choice(doc["topology"], Topology, "topology", "topology")
-        return ClusterSpec(
+        return self.made(
+            ClusterSpec, "cluster",
             name=self.text(doc["name"], "name"), device=self.device_of(doc["device"]),
             nodes=nodes, devices_per_node=per_node,
             intra=self.network(self.table(doc, "intra"), "intra"), inter=inter,
@@ -281,10 +294,11 @@ class _ClusterChecker(_Checker):
     def network(self, table: dict, where: str) -> Network:
         self.keys(table, where, _NET_REQUIRED, _NET_OPTIONAL)
         kind = self.choice(table["kind"], LinkKind, f"{where}.kind", "network kind")
-        bandwidth = self.positive(table["bandwidth_gb_per_s"], f"{where}.bandwidth_gb_per_s")
-        latency = self.positive(table["latency_us"], f"{where}.latency_us")
+        bandwidth = self.positive(table["bandwidth_gb_per_s"], f"{where}.bandwidth_gb_per_s",
+                                  "bytes_per_s", units.GB_PER_S)
+        latency = self.positive(table["latency_us"], f"{where}.latency_us", "s", units.US)
         efficiency = (self.fraction(table["efficiency"], f"{where}.efficiency")
                       if "efficiency" in table else DEFAULT_EFFICIENCY.get(kind, 1.0))
-        return Network(name=self.text(table["name"], f"{where}.name"), kind=kind,
-                       bandwidth_bytes_per_s=units.gb_per_s_to_bytes_per_s(bandwidth),
-                       latency_s=units.us_to_s(latency), efficiency=efficiency)
+        return self.made(Network, where, name=self.text(table["name"], f"{where}.name"),
+                         kind=kind, bandwidth_bytes_per_s=units.gb_per_s_to_bytes_per_s(bandwidth),
+                         latency_s=units.us_to_s(latency), efficiency=efficiency)

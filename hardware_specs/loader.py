@@ -33,20 +33,28 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     gelu = { efficiency = 0.02, overhead_us = 4 }   # efficiency replaces the kind's
     conv2d = { overhead_us = 45 }                    # fixed cost per call, replaces op's
 
+Every number must be finite and within the physical bounds of ``hardware_specs.spec.LIMITS``
+(checked in SI, after conversion): peaks 1 FLOP/s to 1e19 FLOP/s (1e7 TFLOP/s); a memory level's
+capacity up to 1e15 bytes; bandwidths 1 byte/s to 1e17 bytes/s (1e8 GB/s); power 1 mW to
+100 kW; fixed costs (overheads, latencies) up to 1 s; energies up to 1e6 pJ; prices up to
+1e6 USD/h; whole numbers (cores, link counts) up to 1e7; a spec file at most 1 MiB.
+
 ``cpu-host`` is not a file: it is built at load time from the machine hwsim runs on
 (``hardware_specs.host``).
 """
 from __future__ import annotations
 
+import math
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from hardware_specs import host, units
-from hardware_specs.spec import DeviceClass, DeviceSpec, MemoryLevel
+from hardware_specs.spec import LIMITS, DeviceClass, DeviceSpec, MemoryLevel
 from hardware_specs.tables import OptionalTables
-from simulator.errors import SpecError
+from simulator.errors import SpecError, read_input, shown
 from simulator.graph.op import DType
 
 #: Short names users type -> catalogue names.
@@ -95,6 +103,8 @@ _MEMORY_REQUIRED = ("name", "bandwidth_gb_per_s")
 _POWER_REQUIRED = ("idle_w", "tdp_w")
 _POWER_OPTIONAL = ("pj_per_flop", "pj_per_byte")
 _PRICE_REQUIRED = ("usd_per_hour",)
+#: What a catalogue name may be (a file stem of ``devices/``).
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
 # ---------------------------------------------------------------------------------------- public
@@ -107,18 +117,19 @@ def list_devices() -> list[str]:
 
 def load_device(name_or_path: str) -> DeviceSpec:
     """A catalogue name, an alias or a path to a spec ``.toml`` file -> a validated DeviceSpec."""
+    if not isinstance(name_or_path, str):
+        raise SpecError(f"device = {shown(name_or_path)} must be a catalogue name, a spec "
+                        ".toml file or a DeviceSpec")
     if _looks_like_path(name_or_path):
-        path = Path(name_or_path)
-        if not path.is_file():
-            raise SpecError(f"no device spec file '{name_or_path}': give an existing .toml file "
-                            f"or a catalogue name (see 'hwsim devices')")
-        return parse_device(path.read_bytes(), str(path))
+        data = read_input(name_or_path, "device spec", SpecError, hint=": give an existing "
+                          ".toml file or a catalogue name (see 'hwsim devices')")
+        return parse_device(data, shown(name_or_path, 200)[1:-1])
     name = ALIASES.get(name_or_path.strip().lower(), name_or_path.strip().lower())
     if name == host.HOST_NAME:
         return host.host_device()
     resource = _catalogue() / f"{name}.toml"
-    if not resource.is_file():
-        raise SpecError(f"unknown device '{name_or_path}': choose one of "
+    if not _NAME.fullmatch(name) or not resource.is_file():
+        raise SpecError(f"unknown device {shown(name_or_path)}: choose one of "
                         f"{', '.join(list_devices())} (see 'hwsim devices') "
                         f"or give a spec .toml file")
     return parse_device(resource.read_bytes(), f"hardware_specs/devices/{name}.toml")
@@ -136,6 +147,8 @@ def read_toml(data: bytes, path: str) -> dict:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         message = " ".join(str(error).split())
         raise SpecError(f"{path}: not valid TOML ({message}); fix the syntax") from None
+    except RecursionError:
+        raise SpecError(f"{path}: not valid TOML (arrays or tables nested too deeply)") from None
 
 
 # --------------------------------------------------------------------------------------- private
@@ -156,6 +169,14 @@ class _Checker(OptionalTables):
 
     def fail(self, key: str, problem: str) -> SpecError:
         return SpecError(f"{self.path}: {key}: {problem}")
+
+    def made(self, cls, where: str, **fields):
+        """``cls(**fields)``, its check's SpecError (a figure out of ``spec.LIMITS``) naming
+        the file and ``where``."""
+        try:
+            return cls(**fields)
+        except SpecError as error:
+            raise self.fail(where, str(error)) from None
 
     # -- structure -------------------------------------------------------------------------
     def keys(self, table: dict, where: str, required: tuple, optional: tuple = ()) -> None:
@@ -179,16 +200,27 @@ class _Checker(OptionalTables):
             raise self.fail(key, "must be a non-empty string")
         return value
 
-    def positive(self, value: Any, key: str) -> float:
+    def positive(self, value: Any, key: str, limit: str | None = None,
+                 factor: float = 1.0) -> float:
+        """A finite number > 0; with ``limit`` (a kind of ``spec.LIMITS``), ``value`` x
+        ``factor`` (its SI figure) within that kind's physical bounds."""
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.fail(key, f"must be a number, not {value!r}")
+            raise self.fail(key, f"must be a number, not {shown(value)}")
+        if not math.isfinite(value):
+            raise self.fail(key, f"must be a finite number, not {value}")
         if not value > 0:
             raise self.fail(key, f"must be > 0, got {value}; give the datasheet figure")
+        if limit is not None:
+            low, high, unit = LIMITS[limit]
+            if not low <= value * factor <= high:
+                raise self.fail(key, f"{value:g} is outside [{low / factor:g}, "
+                                     f"{high / factor:g}] ({low:g} to {high:g} {unit}); give "
+                                     "the datasheet figure in the key's unit")
         return float(value)
 
     def fraction(self, value: Any, key: str) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.fail(key, f"must be a number, not {value!r}")
+            raise self.fail(key, f"must be a number, not {shown(value)}")
         if not 0 < value <= 1:
             raise self.fail(key, f"must be in (0, 1], got {value}; it is a fraction of peak")
         return float(value)
@@ -205,7 +237,8 @@ class _Checker(OptionalTables):
             optional["links"] = self.links(doc["links"])
         if "functions" in doc:
             optional.update(self.functions(self.table(doc, "functions")))
-        return DeviceSpec(
+        return self.made(
+            DeviceSpec, "device",
             name=self.text(doc["name"], "name"),
             vendor=self.text(doc["vendor"], "vendor"),
             device_class=self.choice(doc["class"], DeviceClass, "class", "device class"),
@@ -219,16 +252,18 @@ class _Checker(OptionalTables):
         result = {
             "peak_flops_per_s": self.peaks(table["peak_tflops"]),
             "vector_flops_per_s": units.tflops_to_flops_per_s(
-                self.positive(table["vector_tflops"], "compute.vector_tflops")),
+                self.positive(table["vector_tflops"], "compute.vector_tflops",
+                              "flops_per_s", units.TFLOPS)),
             "op_overhead_s": units.us_to_s(
-                self.positive(table["op_overhead_us"], "compute.op_overhead_us")),
+                self.positive(table["op_overhead_us"], "compute.op_overhead_us", "s", units.US)),
         }
         for key in _COMPUTE_OPTIONAL:
             if key in table:
                 result[key] = self.fraction(table[key], f"compute.{key}")
         for key, field in _COMPUTE_TIMES.items():
             if key in table:
-                result[field] = units.us_to_s(self.positive(table[key], f"compute.{key}"))
+                result[field] = units.us_to_s(self.positive(table[key], f"compute.{key}", "s",
+                                                             units.US))
         return result
 
     def functions(self, table: dict) -> dict:
@@ -259,7 +294,7 @@ class _Checker(OptionalTables):
             if name not in PEAK_DTYPES:
                 raise self.fail(f"{key}.{name}", f"unknown dtype; choose from "
                                                  f"{', '.join(PEAK_DTYPES)}")
-            tflops = self.positive(value, f"{key}.{name}")
+            tflops = self.positive(value, f"{key}.{name}", "flops_per_s", units.TFLOPS)
             peaks[PEAK_DTYPES[name]] = units.tflops_to_flops_per_s(tflops)
         return peaks
 
@@ -279,23 +314,25 @@ class _Checker(OptionalTables):
             raise self.fail(f"{where}.capacity_gb", "give exactly one capacity key "
                             f"({', '.join(units.CAPACITY_KEYS)})")
         capacity_key = capacity_keys[0]
-        capacity = self.positive(level[capacity_key], f"{where}.{capacity_key}")
-        bandwidth = self.positive(level["bandwidth_gb_per_s"], f"{where}.bandwidth_gb_per_s")
-        return MemoryLevel(name=self.text(level["name"], f"{where}.name"),
-                           capacity_bytes=units.capacity_to_bytes(capacity_key, capacity),
-                           bandwidth_bytes_per_s=units.gb_per_s_to_bytes_per_s(bandwidth))
+        capacity = self.positive(level[capacity_key], f"{where}.{capacity_key}", "capacity_bytes",
+                                 units.CAPACITY_KEYS[capacity_key])
+        bandwidth = self.positive(level["bandwidth_gb_per_s"], f"{where}.bandwidth_gb_per_s",
+                                  "bytes_per_s", units.GB_PER_S)
+        return self.made(MemoryLevel, where, name=self.text(level["name"], f"{where}.name"),
+                         capacity_bytes=units.capacity_to_bytes(capacity_key, capacity),
+                         bandwidth_bytes_per_s=units.gb_per_s_to_bytes_per_s(bandwidth))
 
     def power(self, table: dict) -> tuple[float, float, float | None, float | None]:
         self.keys(table, "power", _POWER_REQUIRED, _POWER_OPTIONAL)
-        idle_w = self.positive(table["idle_w"], "power.idle_w")
-        tdp_w = self.positive(table["tdp_w"], "power.tdp_w")
+        idle_w = self.positive(table["idle_w"], "power.idle_w", "w")
+        tdp_w = self.positive(table["tdp_w"], "power.tdp_w", "w")
         if idle_w > tdp_w:
             raise self.fail("power.idle_w", f"idle power {idle_w:g} W exceeds tdp_w "
                                             f"{tdp_w:g} W; check both figures")
-        energy = [units.pj_to_j(self.positive(table[key], f"power.{key}"))
+        energy = [units.pj_to_j(self.positive(table[key], f"power.{key}", "j", units.PJ))
                   if key in table else None for key in _POWER_OPTIONAL]
         return idle_w, tdp_w, energy[0], energy[1]
 
     def price(self, table: dict) -> float:
         self.keys(table, "price", _PRICE_REQUIRED)
-        return self.positive(table["usd_per_hour"], "price.usd_per_hour")
+        return self.positive(table["usd_per_hour"], "price.usd_per_hour", "usd_per_hour")

@@ -13,8 +13,9 @@ A change is a dotted path into ``DeviceSpec`` (SI units, named as the fields are
     architecture.<field>                           e.g. architecture.compute_units = 144
     links.<link name>.<bandwidth_bytes_per_s | count | latency_s>
 
-Values are validated as the loader validates a spec file (``hardware_specs.loader``): numbers
-> 0, efficiencies in (0, 1], idle power at most the TDP; a mistake is one ``SpecError`` naming
+Values are validated as the loader validates a spec file (``hardware_specs.loader``): finite
+numbers > 0 within the physical bounds of ``hardware_specs.spec.LIMITS`` (checked by the spec
+itself), efficiencies in (0, 1], idle power at most the TDP; a mistake is one ``SpecError`` naming
 the path and the fix. Values may be strings (from the command line): they are parsed for the
 field's type. The spec is frozen: ``override`` returns a new one.
 """
@@ -26,7 +27,7 @@ from typing import Any
 
 from hardware_specs.loader import EFFICIENCIES, PEAK_DTYPES
 from hardware_specs.spec import Architecture, DeviceSpec
-from simulator.errors import SpecError
+from simulator.errors import SpecError, shown
 
 _FRACTIONS = EFFICIENCIES
 _POSITIVE = ("vector_flops_per_s", "op_overhead_s", "optimizer_overhead_s", "step_overhead_s",
@@ -42,9 +43,19 @@ _ROOTS = _FRACTIONS + _POSITIVE + _TEXT + ("peak_flops_per_s.<dtype>",
 
 
 def override(device: DeviceSpec, changes: dict[str, object]) -> DeviceSpec:
-    """``device`` with each ``path -> value`` of ``changes`` applied (SpecError if one is bad)."""
+    """``device`` with each ``path -> value`` of ``changes`` applied (SpecError if one is bad:
+    the spec's own check of ``spec.LIMITS`` names the field, the value and the bound)."""
+    if changes is not None and not isinstance(changes, dict):
+        raise SpecError(f"overrides = {shown(changes)} must be a dict of path -> value")
     for path, value in (changes or {}).items():
-        device = _apply(device, str(path).strip(), value)
+        try:
+            device = _apply(device, str(path).strip(), value)
+        except SpecError as error:
+            text = str(error)
+            if text.startswith("--set"):
+                raise
+            raise SpecError(f"--set {text}" if text.startswith(str(path).strip())
+                            else f"--set {path}: {text}") from None
     if device.idle_power_w > device.tdp_w:
         raise SpecError(f"--set: idle_power_w = {device.idle_power_w:g} W exceeds tdp_w = "
                         f"{device.tdp_w:g} W; set both consistently")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from simulator.errors import SpecError, bounded, clean
 from simulator.graph.op import DType
 
 
@@ -25,6 +26,49 @@ FALLBACK = {
 }
 
 
+#: Physical bounds of a device's figures, SI: (low, high, unit). A figure outside them is a typo
+#: or a unit mistake, not a device. ``DeviceSpec``, ``MemoryLevel``, ``Link`` and
+#: ``Architecture`` check them when made, so that a spec file, a ``--set`` change and a spec
+#: built in Python pass one check (``hardware_specs.loader``'s schema states them).
+LIMITS = {
+    "flops_per_s": (1.0, 1e19, "FLOP/s"),      # 10 EFLOP/s: 500 x an H100's dense fp8 peak
+    "capacity_bytes": (1.0, 1e15, "bytes"),    # 1 PB in one memory level
+    "bytes_per_s": (1.0, 1e17, "bytes/s"),     # 100 PB/s: 5 x a wafer-scale engine's SRAM
+    "w": (1e-3, 1e5, "W"),                     # a milliwatt to a 100 kW system
+    "s": (0.0, 1.0, "s"),                      # a fixed cost per op, call, step or message
+    "j": (0.0, 1e-6, "J"),                     # per FLOP or byte: 10^6 x a GPU's picojoule
+    "usd_per_hour": (0.0, 1e6, "USD/h"),
+    "hz": (1e3, 1e11, "Hz"),
+    "count": (1, 10**7, ""),                   # cores, tiles, links, lanes
+}
+
+
+def within(value, name: str, kind: str, *, optional: bool = False, low_open: bool = False):
+    """``value`` checked against ``LIMITS[kind]`` (SpecError naming ``name``); None passes
+    where ``optional``."""
+    if optional and value is None:
+        return None
+    low, high, unit = LIMITS[kind]
+    return bounded(value, name, low, high, integer=kind == "count", unit=unit, error=SpecError,
+                   low_open=low_open)
+
+
+def fraction(value, name: str, optional: bool = False):
+    """An efficiency: a number in (0, 1] (None passes where ``optional``)."""
+    if optional and value is None:
+        return None
+    return bounded(value, name, 0.0, 1.0, error=SpecError, low_open=True)
+
+
+def label(value, name: str) -> str:
+    """A name or vendor: one line of text, without control characters, of at most 200."""
+    if not isinstance(value, str) or not value.strip() or len(value) > 200 \
+            or clean(value) != value:
+        raise SpecError(f"{name} = {clean(repr(value))[:60]} must be a non-empty line of text "
+                        "(at most 200 characters, no control characters)")
+    return value
+
+
 @dataclass(frozen=True)
 class MemoryLevel:
     """One level of the memory hierarchy, innermost (registers/SRAM) first, main memory last."""
@@ -32,6 +76,11 @@ class MemoryLevel:
     name: str
     capacity_bytes: float
     bandwidth_bytes_per_s: float
+
+    def __post_init__(self) -> None:
+        label(self.name, "memory name")
+        within(self.capacity_bytes, "capacity_bytes", "capacity_bytes")
+        within(self.bandwidth_bytes_per_s, "bandwidth_bytes_per_s", "bytes_per_s")
 
 
 class LinkKind(str, Enum):
@@ -59,6 +108,14 @@ class Link:
     count: int = 1
     latency_s: float | None = None
 
+    def __post_init__(self) -> None:
+        label(self.name, "link name")
+        if not isinstance(self.kind, LinkKind):
+            raise SpecError(f"link kind = {clean(repr(self.kind))[:60]} must be a LinkKind")
+        within(self.bandwidth_bytes_per_s, "bandwidth_bytes_per_s", "bytes_per_s")
+        within(self.count, "count", "count")
+        within(self.latency_s, "latency_s", "s", optional=True)
+
     @property
     def per_link_bytes_per_s(self) -> float:
         return self.bandwidth_bytes_per_s / self.count
@@ -79,6 +136,19 @@ class Architecture:
     simd_width_bits: int | None = None
     fma_units_per_core: int | None = None
     dsp_count: int | None = None                         # FPGA DSP slices
+
+    def __post_init__(self) -> None:
+        for name in ("compute_units", "tile_fixed_k", "matrix_units_per_core",
+                     "simd_width_bits", "fma_units_per_core", "dsp_count"):
+            within(getattr(self, name), name, "count", optional=True)
+        within(self.clock_hz, "clock_hz", "hz", optional=True)
+        for name, length in (("matrix_tile", 3), ("systolic_array", 2)):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, tuple) or len(value) != length):
+                raise SpecError(f"{name} = {clean(repr(value))[:60]} must be {length} whole "
+                                "numbers")
+            for item in value or ():
+                within(item, name, "count")
 
 
 @dataclass(frozen=True)
@@ -135,6 +205,43 @@ class DeviceSpec:
     links: tuple[Link, ...] = ()
     energy_per_flop_j: float | None = None      # dynamic energy, where a source gives it
     energy_per_byte_j: float | None = None      # main-memory access energy per byte
+
+    def __post_init__(self) -> None:
+        """Every figure within ``LIMITS`` (SpecError naming the field, the value, the bound)."""
+        label(self.name, "name")
+        label(self.vendor, "vendor")
+        if not isinstance(self.device_class, DeviceClass):
+            raise SpecError(f"device_class = {clean(repr(self.device_class))[:60]} must be a "
+                            "DeviceClass")
+        if not isinstance(self.peak_flops_per_s, dict) or not all(
+                isinstance(key, DType) for key in self.peak_flops_per_s):
+            raise SpecError("peak_flops_per_s must map DTypes to FLOP/s")
+        for dtype, peak in self.peak_flops_per_s.items():
+            within(peak, f"peak_flops_per_s.{dtype.name.lower()}", "flops_per_s")
+        within(self.vector_flops_per_s, "vector_flops_per_s", "flops_per_s")
+        if not isinstance(self.memory, tuple) or not self.memory or not all(
+                isinstance(level, MemoryLevel) for level in self.memory):
+            raise SpecError("memory must be one or more MemoryLevels, main memory last")
+        for name in ("op_overhead_s", "optimizer_overhead_s", "step_overhead_s"):
+            within(getattr(self, name), name, "s")
+        for name in ("idle_power_w", "tdp_w"):
+            within(getattr(self, name), name, "w")
+        for name in ("matmul_efficiency", "memory_efficiency", "vector_efficiency"):
+            fraction(getattr(self, name), name)
+        for name in ("conv_efficiency", "attention_efficiency", "matmul_memory_efficiency",
+                     "norm_memory_efficiency"):
+            fraction(getattr(self, name), name, optional=True)
+        for fn, value in self.function_efficiency.items():
+            fraction(value, f"function_efficiency.{fn}")
+        for fn, value in self.function_overhead_s.items():
+            within(value, f"function_overhead_s.{fn}", "s")
+        within(self.price_per_hour_usd, "price_per_hour_usd", "usd_per_hour", optional=True,
+               low_open=True)
+        for name in ("energy_per_flop_j", "energy_per_byte_j"):
+            within(getattr(self, name), name, "j", optional=True, low_open=True)
+        if not isinstance(self.architecture, Architecture) or not isinstance(self.links, tuple) \
+                or not all(isinstance(link, Link) for link in self.links):
+            raise SpecError("architecture must be an Architecture and links a tuple of Links")
 
     @property
     def main_memory(self) -> MemoryLevel:

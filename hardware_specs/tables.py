@@ -1,7 +1,7 @@
 """Validation of the optional spec tables: ``[architecture]`` and ``[[links]]``.
 
-A mixin of the loader's checker (it uses its ``fail``, ``keys``, ``positive`` and ``text``), kept
-apart so that each module stays small. Schema::
+A mixin of the loader's checker (it uses its ``fail``, ``keys``, ``made``, ``positive`` and
+``text``), kept apart so that each module stays small. Schema::
 
     [architecture]                # every key optional, numbers only
     compute_units = 132           # SMs / CUs / TPU TensorCores / CPU cores / AI-engine tiles
@@ -67,8 +67,8 @@ class OptionalTables:
             elif key in _ARCH_TUPLES:
                 fields[key] = self.integers(value, where, _ARCH_TUPLES[key])
             else:
-                fields["clock_hz"] = units.ghz_to_hz(self.positive(value, where))
-        return Architecture(**fields)
+                fields["clock_hz"] = units.ghz_to_hz(self.positive(value, where, "hz", units.GHZ))
+        return self.made(Architecture, "architecture", **fields)
 
     def links(self, entries: Any) -> tuple[Link, ...]:
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
@@ -80,11 +80,12 @@ class OptionalTables:
         where = f"links[{index}]"
         self.keys(entry, where, _LINK_REQUIRED, _LINK_OPTIONAL)
         kind = self.choice(entry["kind"], LinkKind, f"{where}.kind", "link kind")
-        bandwidth = self.positive(entry["bandwidth_gb_per_s"], f"{where}.bandwidth_gb_per_s")
+        bandwidth = self.positive(entry["bandwidth_gb_per_s"], f"{where}.bandwidth_gb_per_s",
+                                  "bytes_per_s", units.GB_PER_S)
         latency = entry.get("latency_us")
-        return Link(
-            name=self.text(entry["name"], f"{where}.name"), kind=kind,
+        return self.made(
+            Link, where, name=self.text(entry["name"], f"{where}.name"), kind=kind,
             bandwidth_bytes_per_s=units.gb_per_s_to_bytes_per_s(bandwidth),
             count=self.integer(entry.get("count", 1), f"{where}.count"),
             latency_s=None if latency is None else
-            units.us_to_s(self.positive(latency, f"{where}.latency_us")))
+            units.us_to_s(self.positive(latency, f"{where}.latency_us", "s", units.US)))

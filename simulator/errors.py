@@ -1,4 +1,20 @@
-"""Errors for a user's mistake. The CLI prints ``str(error)`` as one line and exits non-zero."""
+"""Errors, and the checks every input passes on its way in.
+
+A user's mistake is a ``HwsimError`` (the CLI prints ``str(error)`` as one line and exits 2);
+a figure hwsim computed that breaks one of its own invariants is an ``InternalError`` (a bug in
+hwsim, reported as such, never printed as an answer). ``bounded`` is the one check of a number
+that enters (from the command line, the API, a spec, workload or cluster file): a finite number
+of the right type within the bounds its schema states, or one line naming the field, the value
+and the bound. ``read_input`` is the one way an input file is read: a regular file of bounded
+size (a FIFO, a device or a folder is refused without blocking).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import stat
+import unicodedata
 
 
 class HwsimError(Exception):
@@ -15,6 +31,91 @@ class WorkloadError(HwsimError):
 
 class PlanError(HwsimError):
     """A plan cannot run: bad precision, batch, recomputation or parallel split."""
+
+
+class InternalError(Exception):
+    """A result broke one of hwsim's own invariants (a figure not finite, a utilisation above
+    1, power above the TDP): a bug in hwsim, not in the input."""
+
+
+#: The largest input file read (spec, workload, cluster TOML): 1 MiB; the catalogue's biggest
+#: is under 10 KiB.
+MAX_TEXT_BYTES = 1 << 20
+
+
+def bounded(value, name: str, low: float, high: float, *, integer: bool = False,
+            unit: str = "", error: type[HwsimError] = PlanError, low_open: bool = False):
+    """``value`` if it is a finite number (an int where ``integer``) in [low, high] -- (low,
+    high] where ``low_open`` -- else ``error`` naming ``name``, the value and the bound."""
+    unit = f" {unit}" if unit else ""
+    what = "an integer" if integer else "a number"
+    kinds = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise error(f"{name} = {shown(value)} must be {what}")
+    if integer:
+        value = int(value)
+    elif not math.isfinite(value):
+        raise error(f"{name} = {shown(value)} must be a finite number")
+    below = value <= low if low_open else value < low
+    if below or value > high:
+        bracket = "(" if low_open else "["
+        raise error(f"{name} = {shown(value)}{unit} is outside {bracket}{low:g}, {high:g}]{unit}")
+    return value
+
+
+def shown(value, limit: int = 60) -> str:
+    """``repr(value)`` fit for one line of a terminal: control characters escaped, long text
+    cut to ``limit`` characters."""
+    text = clean(repr(value))
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def clean(text: str) -> str:
+    """``text`` with control and format characters (newlines, terminal escapes) escaped."""
+    return "".join(ch if unicodedata.category(ch)[0] != "C" else ascii(ch)[1:-1]
+                   for ch in str(text))
+
+
+def read_input(path, what: str, error: type[HwsimError], max_bytes: int = MAX_TEXT_BYTES,
+               hint: str = "") -> bytes:
+    """The bytes of the input file ``path`` (a ``what``: "device spec", "workload"): a regular
+    file of at most ``max_bytes``, opened without blocking (a FIFO is refused, not waited on),
+    or ``error`` saying why (``hint``: what to do instead, after a missing file's line)."""
+    name = shown(str(path))
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise error(f"no {what} file {name}{hint}") from None
+    except (OSError, ValueError) as err:   # ValueError: a NUL in the path
+        reason = getattr(err, "strerror", None) or str(err)
+        raise error(f"{name}: cannot read the {what} file ({reason})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise error(f"{name}: the {what} file must be a regular file, not "
+                        f"{_kind(info.st_mode)}")
+        if info.st_size > max_bytes:
+            raise error(f"{name}: the {what} file has {info.st_size:,} bytes, more than the "
+                        f"{max_bytes:,} allowed")
+        chunks, size = [], 0
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > max_bytes:
+                raise error(f"{name}: the {what} file has more than the {max_bytes:,} bytes "
+                            "allowed")
+        return b"".join(chunks)
+    except OSError as err:
+        raise error(f"{name}: cannot read the {what} file ({err.strerror})") from None
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
+             (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+    return next((text for test, text in kinds if test(mode)), "a special file")
 
 
 def canonical(name: str) -> str:
