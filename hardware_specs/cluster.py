@@ -31,7 +31,7 @@ from typing import Any
 from hardware_specs import units
 from hardware_specs.loader import _Checker, load_device, read_toml
 from hardware_specs.spec import DeviceClass, DeviceSpec, Link, LinkKind, fraction, within
-from simulator.errors import PlanError, SpecError, read_input, shown
+from simulator.errors import PlanError, SpecError, did_you_mean, read_input, shown
 
 
 class Topology(str, Enum):
@@ -158,7 +158,8 @@ def load_cluster(name_or_path: str) -> ClusterSpec:
         return parse_cluster(data, shown(text, 200)[1:-1])
     resource = _presets() / f"{text.lower()}.toml"
     if text.lower() not in list_clusters():
-        raise SpecError(f"unknown cluster {shown(text)}: choose one of "
+        raise SpecError(f"unknown cluster {shown(text)}"
+                        f"{did_you_mean(text, list_clusters())}: choose one of "
                         f"{', '.join(list_clusters())} or give a cluster .toml file")
     return parse_cluster(resource.read_bytes(), f"hardware_specs/clusters/{text.lower()}.toml")
 

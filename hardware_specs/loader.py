@@ -54,7 +54,7 @@ from typing import Any
 from hardware_specs import host, units
 from hardware_specs.spec import LIMITS, DeviceClass, DeviceSpec, MemoryLevel
 from hardware_specs.tables import OptionalTables
-from simulator.errors import SpecError, read_input, shown
+from simulator.errors import SpecError, canonical, did_you_mean, read_input, shown
 from simulator.graph.op import DType
 
 #: Short names users type -> catalogue names.
@@ -124,15 +124,32 @@ def load_device(name_or_path: str) -> DeviceSpec:
         data = read_input(name_or_path, "device spec", SpecError, hint=": give an existing "
                           ".toml file or a catalogue name (see 'hwsim devices')")
         return parse_device(data, shown(name_or_path, 200)[1:-1])
-    name = ALIASES.get(name_or_path.strip().lower(), name_or_path.strip().lower())
+    name = _catalogue_name(name_or_path)
     if name == host.HOST_NAME:
         return host.host_device()
     resource = _catalogue() / f"{name}.toml"
     if not _NAME.fullmatch(name) or not resource.is_file():
-        raise SpecError(f"unknown device {shown(name_or_path)}: choose one of "
+        raise SpecError(f"unknown device {shown(name_or_path)}"
+                        f"{_suggest(name_or_path)}: choose one of "
                         f"{', '.join(list_devices())} (see 'hwsim devices') "
                         f"or give a spec .toml file")
     return parse_device(resource.read_bytes(), f"hardware_specs/devices/{name}.toml")
+
+
+def _suggest(text: str) -> str:
+    """`` (did you mean ...?)`` for an unknown device name, or ``""``."""
+    return did_you_mean(text, [*list_devices(), *ALIASES])
+
+
+def _catalogue_name(text: str) -> str:
+    """The catalogue name ``text`` gives: as written, an alias (``ALIASES``) or loosely spelled
+    (``RTX4090``, ``h200_sxm``: ``simulator.errors.canonical``); else ``text`` in lower case."""
+    name = text.strip().lower()
+    name = ALIASES.get(name, name)
+    if name in list_devices():
+        return name
+    name = {canonical(n): n for n in [*list_devices(), *ALIASES]}.get(canonical(name), name)
+    return ALIASES.get(name, name)
 
 
 def parse_device(data: bytes, path: str) -> DeviceSpec:
