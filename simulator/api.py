@@ -12,7 +12,6 @@ from hardware_specs.cluster import ClusterSpec, cluster_for, list_clusters, load
 from hardware_specs.loader import load_device
 from hardware_specs.spec import DeviceSpec
 from simulator.cost.energy import op_energy, step_energy
-from simulator.engine.kernels import critical_path
 from simulator.errors import PlanError
 from simulator.graph.lower import Lowered
 from simulator.graph.op import UNKNOWN, OpKind
@@ -96,6 +95,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                             energy_j)
     waiting, exposed = idle_s(run, m, step_s, bubble, max(r.t_micro for r in runs))
     energy = step_energy(lowered, energy_j, m) + device.idle_power_w * waiting
+    from simulator.engine.kernels import critical_path  # numba loads when a step is priced
+
     path_s, on_path = critical_path(lowered.indptr, lowered.indices, run.time_s)
     per_sample_tokens = work.tokens_per_sample
     global_batch = plan.micro_batch * m * parallel.dp

@@ -39,7 +39,6 @@ import numpy as np
 
 from hardware_specs.spec import DeviceSpec
 from simulator.cost.efficiency import executed_fraction, shape_efficiency
-from simulator.engine import kernels
 from simulator.graph.lower import Lowered
 from simulator.graph.op import TENSOR_KINDS, DType, OpKind
 
@@ -144,6 +143,8 @@ def communication_s(lowered: Lowered, ops: np.ndarray, cluster) -> np.ndarray:
 
 
 def _roofline(lowered: Lowered, device: DeviceSpec):
+    from simulator.engine import kernels  # numba loads when a step is priced
+
     peak, bandwidth, overhead = price(lowered, device)
     # vector work fused into a tensor op runs on the vector units: fold it into an equivalent
     # count at the op's own peak, so the kernel sees one number per op

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.engine.kernels import liveness
 from simulator.errors import PlanError
 from simulator.graph.op import Phase, Task
 from simulator.plan.parallel import ParallelPlan, positive
@@ -71,6 +70,8 @@ def live_tensors(lowered, start: np.ndarray, end: np.ndarray):
     """``(counted, peak_time, out_free, keep_free)`` of one schedule (``kernels.liveness``):
     which ops hold memory of their own (not weight-gradient ops, the optimizer, whose bytes
     are the persistent states) and when their outputs and kept bytes are freed."""
+    from simulator.engine.kernels import liveness  # numba loads when a step is priced
+
     counted = (lowered.phase != Phase.OPTIMIZER) & (lowered.task != Task.WEIGHT_GRAD)
     _, at, out_free, keep_free = liveness(
         lowered.indptr, lowered.indices, lowered.edge_output, start, end,

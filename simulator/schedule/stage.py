@@ -13,7 +13,6 @@ import numpy as np
 from hardware_specs.cluster import ClusterSpec
 from hardware_specs.spec import DeviceSpec
 from simulator.cost.roofline import op_costs
-from simulator.engine.kernels import schedule
 from simulator.graph.collective import Axis
 from simulator.graph.lower import Lowered
 from simulator.graph.op import OpKind, Phase
@@ -53,6 +52,8 @@ class StageRun:
 def price_stage(lowered: Lowered, forward: OpGraph, device: DeviceSpec,
                 cluster: ClusterSpec | None, stage: int = 0) -> StageRun:
     """Price and schedule a built stage on ``device``."""
+    from simulator.engine.kernels import schedule  # numba loads when a step is priced
+
     compute_s, memory_s, time_s = op_costs(lowered, device, cluster)
     start, end = schedule(lowered.indptr, lowered.indices, time_s, streams(lowered), N_STREAMS)
     return StageRun(stage, forward, lowered, compute_s, memory_s, time_s, start, end)
