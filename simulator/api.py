@@ -6,19 +6,21 @@ step in closed form, and report (``simulator.report``).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from hardware_specs.cluster import ClusterSpec, cluster_for, list_clusters, load_cluster
 from hardware_specs.loader import load_device
 from hardware_specs.spec import DeviceSpec
 from simulator.cost.energy import op_energy, step_energy
-from simulator.errors import PlanError
+from simulator.errors import PlanError, did_you_mean
 from simulator.graph.lower import Lowered
 from simulator.graph.op import UNKNOWN, OpKind
 from simulator.graph.opgraph import OpGraph
 from simulator.parallel.rank import build_stage, micro_batches, stage_forward
-from simulator.plan.fields import echo
-from simulator.plan.parallel import ParallelPlan
+from simulator.plan.fields import PARALLEL, PLAN, echo
+from simulator.plan.parallel import ParallelPlan, data_parallel_size
 from simulator.plan.step import Plan
 from simulator.report.figures import (
     DEFAULT_GRID_KG_CO2_PER_KWH,
@@ -51,8 +53,11 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     ``ClusterSpec``). ``plan`` or its fields as keywords (``micro_batch``, ``global_batch``,
     ``precision``, ``recompute``, ``optimizer``, ...); ``global_batch`` is the whole system's.
     ``parallel``: how the step is split (``ParallelPlan``: dp, tp, pp, sequence parallel,
-    pipeline schedule, ZeRO stage); by default pure data parallelism over all devices. A plan
-    that cannot run raises ``PlanError`` naming the numbers. ``tokens`` or ``steps`` add
+    pipeline schedule, ZeRO stage), or its fields as keywords (``tp=2, pp=4, zero=1``; dp,
+    when not given, fills the devices); by default pure data parallelism over all devices.
+    ``seq_len``: a language model's context. An imported model runs its example inputs'
+    batch unless ``micro_batch`` says otherwise. An unknown keyword, or a plan that cannot
+    run, raises ``PlanError`` naming it. ``tokens`` or ``steps`` add
     whole-run totals; their energy is the devices' energy plus ``node_overhead_w`` per node
     (host CPUs, NICs, switches, fans), times ``pue`` (datacentre power usage effectiveness:
     cooling and power delivery; 1.0, the default, counts the devices alone). ``cache``: where
@@ -63,10 +68,19 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     busiest device; ``samples_per_s`` and ``tokens_per_s`` are the whole system's.
     """
     work = get_workload(workload)
+    plan_fields, parallel_fields, seq_len = _keywords(plan_fields)
+    if seq_len is not None:
+        work = with_seq_len(work, seq_len)
     if plan is None:
+        if hasattr(work, "default_batch"):   # an imported model: its example inputs' batch
+            plan_fields.setdefault("micro_batch", work.default_batch)
         plan = Plan(**plan_fields)
     elif plan_fields:
         raise PlanError("give either plan= or plan fields as keywords, not both")
+    if parallel_fields:
+        if parallel is not None:
+            raise PlanError("give either parallel= or parallel fields as keywords, not both")
+        parallel = _parallel(parallel_fields, hardware, num_devices)
     if parallel is not None and num_devices is None and not _is_cluster(hardware):
         num_devices = parallel.num_devices
     device, cluster, n = resolve_hardware(hardware, num_devices)
@@ -146,6 +160,40 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     result.totals = run_totals(result, device, per_sample_tokens, tokens, steps,
                             grid_kg_co2_per_kwh, pue, node_overhead_w * nodes)
     return result
+
+
+def _keywords(keywords: dict) -> tuple[dict, dict, int | None]:
+    """``simulate``'s keywords as (``Plan``'s fields, ``ParallelPlan``'s, ``seq_len``);
+    PlanError naming an unknown one and the closest names."""
+    known = [*PLAN, *PARALLEL, "seq_len"]
+    for key in keywords:
+        if key not in known:
+            raise PlanError(f"simulate() got an unknown keyword {key!r}{did_you_mean(key, known)}"
+                            f": it takes Plan's fields ({', '.join(PLAN)}), ParallelPlan's "
+                            f"({', '.join(PARALLEL)}) and seq_len")
+    return ({k: v for k, v in keywords.items() if k in PLAN},
+            {k: v for k, v in keywords.items() if k in PARALLEL}, keywords.get("seq_len"))
+
+
+def with_seq_len(work, seq_len: int):
+    """``work`` over ``seq_len`` tokens per sample (a language model's context)."""
+    if not hasattr(work, "seq_len") or work.tokens_per_sample is None:
+        raise PlanError(f"seq_len applies to language models, not {work.name}")
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
+        raise PlanError(f"seq_len = {seq_len!r} must be a positive integer")
+    return replace(work, seq_len=seq_len)
+
+
+def _parallel(fields: dict, hardware, num_devices: int | None) -> ParallelPlan:
+    """The ``ParallelPlan`` of keyword fields. dp, when not given, fills the devices
+    (``num_devices``, else the cluster's, else tp x pp x cp), as the command line's does."""
+    given = ParallelPlan(**{**fields, "dp": fields.get("dp") or 1})
+    if fields.get("dp") is not None:
+        return given
+    if num_devices is None:
+        num_devices = resolve_hardware(hardware, None)[2] if _is_cluster(hardware) \
+            else given.num_devices
+    return replace(given, dp=data_parallel_size(num_devices, given.tp, given.pp, given.cp))
 
 
 def _is_cluster(hardware) -> bool:
