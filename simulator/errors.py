@@ -65,9 +65,12 @@ def bounded(value, name: str, low: float, high: float, *, integer: bool = False,
 
 def shown(value, limit: int = 60) -> str:
     """``repr(value)`` fit for one line of a terminal: control characters escaped, long text
-    cut to ``limit`` characters."""
+    cut to ``limit`` characters in its middle (a path keeps its file name)."""
     text = clean(repr(value))
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    if len(text) <= limit:
+        return text
+    head = (limit - 3) // 2
+    return text[:head] + "..." + text[len(text) - (limit - 3 - head):]
 
 
 def clean(text: str) -> str:
@@ -81,7 +84,7 @@ def read_input(path, what: str, error: type[HwsimError], max_bytes: int = MAX_TE
     """The bytes of the input file ``path`` (a ``what``: "device spec", "workload"): a regular
     file of at most ``max_bytes``, opened without blocking (a FIFO is refused, not waited on),
     or ``error`` saying why (``hint``: what to do instead, after a missing file's line)."""
-    name = shown(str(path))
+    name = shown(str(path), 120)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
         fd = os.open(path, flags)

@@ -46,6 +46,14 @@ class Style(str, Enum):
     VISION = "vision"    # ViT: patch embedding, class token, pre-norm, classifier head
 
 
+#: The largest figure of each field: far beyond any real model (the largest published: 126
+#: layers, hidden 25,600 and ffn 102,400 (Megatron-LM's 1T), vocab 262,144 (Gemma 3), a 10M-token
+#: context (Llama 4 Scout)), small enough that a step's counts stay exact in int64.
+LIMITS = {"layers": 10_000, "hidden": 2**20, "heads": 2**16, "kv_heads": 2**16,
+          "ffn_hidden": 2**22, "vocab": 2**24, "seq_len": 2**24, "head_size": 2**16,
+          "positions": 2**24}
+
+
 @dataclass(frozen=True)
 class TransformerConfig:
     name: str
@@ -85,6 +93,11 @@ class TransformerConfig:
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise WorkloadError(f"{self.name}: {key} = {value!r} must be a positive integer")
+        for key, limit in LIMITS.items():
+            value = getattr(self, key, None)
+            if value is not None and value > limit:
+                raise WorkloadError(f"{self.name}: {key} = {value:,} is above {limit:,}, beyond "
+                                    "any real model (LIMITS); check the figure")
         if self.head_size is None and self.hidden % self.heads:
             raise WorkloadError(f"{self.name}: heads = {self.heads} must divide hidden = "
                                 f"{self.hidden} (head dimension = hidden / heads)")

@@ -4,7 +4,8 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from simulator.errors import WorkloadError, canonical, did_you_mean
+from simulator.errors import (WorkloadError, canonical, clean, did_you_mean, read_input,
+                              shown)
 from workloads import cnn, mlp
 from workloads.base import Workload
 from workloads.hf_config import is_hf_config, load_hf_config
@@ -68,15 +69,16 @@ def get_workload(spec: str | Workload) -> Workload:
 def load_workload_toml(path: str | Path) -> TransformerConfig:
     """``[transformer]`` with layers, hidden, heads, vocab, seq_len and optional fields."""
     path = Path(path)
+    data = read_input(path, "workload", WorkloadError)  # a regular file of at most 1 MiB
+    path = Path(shown(str(path), 200)[1:-1])             # as errors show it: one clean line
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise WorkloadError(f"{path}: no such workload file") from None
-    except OSError as err:  # a directory, no permission
-        raise WorkloadError(f"{path}: cannot read the workload file ({err.strerror})") from None
+        data = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         message = " ".join(str(err).split())
         raise WorkloadError(f"{path}: not valid TOML ({message}); fix the syntax") from None
+    except RecursionError:
+        raise WorkloadError(f"{path}: not valid TOML (arrays or tables nested too "
+                            "deeply)") from None
     table = data.get("transformer")
     if not isinstance(table, dict):
         raise WorkloadError(f"{path}: missing [transformer] table (with {', '.join(_REQUIRED)})")
@@ -108,8 +110,9 @@ def _typed(path: Path, key: str, value, kind):
     if kind is int:
         return _integer(path, key, value)
     if kind is bool or kind is str:
-        if not isinstance(value, kind) or (kind is str and not value.strip()):
-            what = "non-empty string" if kind is str else kind.__name__
+        if not isinstance(value, kind) or (kind is str and (
+                not value.strip() or len(value) > 200 or clean(value) != value)):
+            what = "line of text (at most 200 characters)" if kind is str else kind.__name__
             raise WorkloadError(f"{path}: [transformer] {key} = {value!r} must be a {what}")
         return value
     try:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simulator.errors import WorkloadError, shown
 from simulator.graph.collective import Collective
 from simulator.graph.opgraph import OpGraph
 
@@ -101,6 +102,23 @@ class Lowered:
         return {name: i for i, name in enumerate(self.names)}
 
 
+#: The largest count (FLOPs, bytes, elements) of one op: sums of two stay exact in int64.
+MAX_COUNT = 2**60
+
+
+def _check_counts(columns: dict[str, list[int]], names: list[str]) -> None:
+    """WorkloadError naming the op whose count is beyond ``MAX_COUNT`` (a model too large to
+    count: hidden = 2**40 was an OverflowError)."""
+    for field in ("flops", "vector_flops", "bytes_read", "bytes_written", "out_bytes", "params",
+                  "m", "n", "k", "batch"):
+        values = columns[field]
+        if values and max(values) > MAX_COUNT:
+            i = values.index(max(values))
+            raise WorkloadError(f"op {shown(names[i])}: {field} = {values[i]:.3e} is beyond the "
+                                f"{MAX_COUNT:.3e} hwsim counts in one op; use a smaller model, "
+                                "batch or sequence")
+
+
 def lower(graph: OpGraph) -> Lowered:
     """Flatten ``graph`` into a ``Lowered`` in ``graph.names()`` order."""
     names = graph.names()
@@ -135,6 +153,7 @@ def lower(graph: OpGraph) -> Lowered:
             edge_output.append(bool(data.get(READS_OUTPUT, True)) and data["bytes"] > 0)
     indptr = np.zeros(len(names) + 1, dtype=np.int64)
     np.cumsum(np.asarray(counts, dtype=np.int64), out=indptr[1:])
+    _check_counts(columns, names)
     arrays = {field: np.asarray(values, dtype=_OP_FIELDS[field])
               for field, values in columns.items()}
     arrays.update(indptr=indptr, indices=np.asarray(indices, dtype=np.int64),
