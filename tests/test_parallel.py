@@ -43,8 +43,8 @@ def test_a_good_plan_returns_its_micro_batches():
 @pytest.mark.parametrize("plan, kwargs, message", [
     (ParallelPlan(tp=3, dp=1), dict(num_devices=3, heads=32),
      "tp = 3 must divide heads = 32"),
-    (ParallelPlan(tp=8), dict(num_devices=8, heads=32, kv_heads=4),
-     "tp = 8 must divide kv_heads = 4"),
+    (ParallelPlan(tp=6), dict(num_devices=6, heads=48, kv_heads=4),
+     "tp = 6 must divide kv_heads = 4, or be a multiple of it"),
     (ParallelPlan(pp=5), dict(num_devices=5, layers=24),
      "pp = 5 must divide layers = 24"),
     (ParallelPlan(dp=2, tp=4, pp=2), dict(num_devices=8),

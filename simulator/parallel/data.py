@@ -101,6 +101,31 @@ def add_tied_embedding_reduce(step: OpGraph, plan: Plan, local: int = 0) -> OpGr
     return step
 
 
+def add_replicated_grad_reduce(step: OpGraph, plan: Plan) -> OpGraph:
+    """Weights replicated over tensor-parallel ranks (a KV head held by tp / kv_heads ranks:
+    forward ops with the facts ``replicas`` and ``replicated``, ``simulator.parallel.tensor``)
+    get partial gradients on each: one all-reduce per layer sums them over the ranks that share
+    them, on the tensor-parallel communicator, once per step before the layer's update, as
+    Megatron-LM sums the sequence-parallel norms' replicated gradients
+    (``_allreduce_layernorm_grads`` in ``finalize_model_grads``). ``step`` is changed in place
+    and returned."""
+    ops = [op for _, op in step.nx.nodes(data="op")]   # no order needed: no topological sort
+    update = {op.layer: op.name for op in ops if op.task is Task.UPDATE}
+    shared: dict[int, tuple[int, int, Op]] = {}   # layer -> (elements, ranks, an op of it)
+    for op in ops:
+        facts = dict(op.extra) if op.phase is Phase.FORWARD else {}
+        if facts.get("replicas", 1) > 1:
+            elements, _, _ = shared.get(op.layer, (0, 0, op))
+            shared[op.layer] = (elements + facts["replicated"], facts["replicas"], op)
+    for layer, (elements, ranks, op) in sorted(shared.items()):
+        nbytes = elements * plan.formats.gradient.bytes
+        reduce = collective(f"tp_replica_all_reduce:L{layer}", "all_reduce", nbytes, nbytes, 0,
+                            ranks, Axis.TENSOR, step.op(update[layer]),
+                            phase=Phase.COMMUNICATION).evolve(task=Task.GRAD_SUM)
+        _before(step, update[layer], reduce)
+    return step
+
+
 def add_grad_accumulation(step: OpGraph, plan: Plan) -> OpGraph:
     """Unfused gradient accumulation (``ParallelPlan.fused_grad_accumulation`` False): every
     micro-batch adds each layer's new weight gradients into the gradient buffer, an elementwise
@@ -188,4 +213,5 @@ def _forward_op(step: OpGraph, op: Op) -> Op | None:
     return None
 
 
-__all__ = ["add_data_parallel", "add_grad_accumulation", "add_tied_embedding_reduce"]
+__all__ = ["add_data_parallel", "add_grad_accumulation", "add_replicated_grad_reduce",
+           "add_tied_embedding_reduce"]

@@ -16,6 +16,7 @@ from simulator.parallel.context import gather_keys_values, widen_attention
 from simulator.parallel.data import (
     add_data_parallel,
     add_grad_accumulation,
+    add_replicated_grad_reduce,
     add_tied_embedding_reduce,
 )
 from simulator.parallel.pipeline import stage_graph
@@ -76,7 +77,7 @@ def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
     if plan.attention is Attention.FUSED:
         forward = fuse_attention(forward)
     forward = widen_attention(forward, cp)
-    ranked = split(forward, parallel.tp, parallel.sequence_parallel)
+    ranked = split(forward, parallel.tp, parallel.sequence_parallel, _shape(work))
     per_node = cluster.devices_per_node if cluster else 1
     # Megatron-LM's rank order: tp fastest, then cp, then dp, then pp
     ranked = gather_keys_values(ranked, cp, max(min(cp, per_node // parallel.tp), 1))
@@ -99,6 +100,7 @@ def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
     dp_local = math.gcd(parallel.replicas, max(per_node // parallel.tp, 1))
     step = add_data_parallel(step, plan, parallel.replicas, parallel.zero, dp_local,
                              parallel.overlap_grad_reduce)
+    add_replicated_grad_reduce(step, plan)
     if parallel.pp > 1:   # Megatron-LM's rank order: the first and last stages are pp-1 apart
         ends_local = 2 if parallel.num_devices <= per_node else 1
         step = add_tied_embedding_reduce(step, plan, ends_local)

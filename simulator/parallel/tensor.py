@@ -22,6 +22,18 @@ each op's ``Role`` (the zoo's builders set it, the importers infer it), never it
   sequence parallelism the column-parallel linears keep their inputs as shards and the
   backward gathers them again, ``simulator.training.backward.gathered_shard``, as Megatron-LM does).
 
+KV heads fewer than ranks (multi-query and grouped-query attention: PaLM's 1 KV head on 12
+ranks, StarCoder's on 4; tp a multiple of kv_heads): each rank holds the one KV head its query
+heads read, so the k and v projections (and the ops on their outputs, rope) keep 1/kv_heads
+of their features, not 1/tp: each head is replicated over g = tp / kv_heads ranks, as vLLM's
+``QKVParallelLinear`` does ("num_kv_head_replicas") and PaLM ran multi-query attention under
+model parallelism (Chowdhery et al. 2022, sec. 2 and 4). The replicated weights, their FLOPs
+and their memory are counted on every rank; such a linear carries the facts ``replicas`` (g)
+and ``replicated`` (its replicated weight elements), from which
+``simulator.parallel.data.add_replicated_grad_reduce`` sums their gradients over the g ranks
+that share them and ``simulator.report.figures`` counts the replicated FLOPs as hardware
+FLOPs, not model FLOPs.
+
 Left out: the three small all-reduces of the vocab-parallel cross-entropy (3 x tokens x 4
 bytes, against tokens x hidden x 2 for each of the layers' all-reduces).
 """
@@ -47,21 +59,28 @@ def check(shape: TransformerShape, tp: int) -> None:
         raise PlanError(f"tp = {tp} must divide hidden = {shape.hidden}")
 
 
-def split(forward: OpGraph, tp: int, sequence_parallel: bool = False) -> OpGraph:
-    """What one of ``tp`` tensor-parallel ranks runs of ``forward`` (``forward`` if tp = 1)."""
+def split(forward: OpGraph, tp: int, sequence_parallel: bool = False,
+          shape: TransformerShape | None = None) -> OpGraph:
+    """What one of ``tp`` tensor-parallel ranks runs of ``forward`` (``forward`` if tp = 1);
+    ``shape``: the transformer's, which says when KV heads are replicated (kv_heads < tp)."""
     if tp == 1:
         return forward
     if sequence_parallel and not any(op.role is Role.VOCAB_EMBEDDING for op in forward.ops()):
         raise PlanError("sequence parallelism needs a language model (a token embedding); "
                         "leave it off for this model")
-    return _Split(forward, tp, sequence_parallel).run()
+    return _Split(forward, tp, sequence_parallel, shape).run()
 
 
 class _Split:
-    def __init__(self, forward: OpGraph, tp: int, sequence_parallel: bool) -> None:
+    def __init__(self, forward: OpGraph, tp: int, sequence_parallel: bool,
+                 shape: TransformerShape | None = None) -> None:
         self.forward, self.tp, self.sp = forward, tp, sequence_parallel
+        replicated = shape is not None and shape.kv_heads < tp
+        self.kv = shape.kv_heads if replicated else 0  # KV heads when each rank holds one
+        self.shape = shape
         self.out = OpGraph(forward.name)
         self.split: set[str] = set()     # outputs split over the ranks (heads, features, tokens)
+        self.heads: set[str] = set()     # of them, the KV heads replicated over tp / kv ranks
         self.remap: dict[str, str] = {}  # op -> the op its readers read instead (after g)
         self.entry: dict[str, str] = {}  # producer -> its f (or all-gather) op
 
@@ -71,7 +90,13 @@ class _Split:
             inputs = self.forward.inputs(name)
             if op.role in COLUMN:
                 reads = [self._enter(src, op) for src in inputs]
-                self._add(_linear(op, op.m, op.k, math.ceil(op.n / self.tp)), reads, split=True)
+                kept = self._replicated(op)
+                if kept:
+                    self._add(kept, reads, split=True)
+                    self.heads.add(name)
+                else:
+                    self._add(_linear(op, op.m, op.k, math.ceil(op.n / self.tp)), reads,
+                              split=True)
             elif op.role is Role.ROW:
                 self._add(_linear(op, op.m, op.k // self.tp, op.n), self._reads(inputs))
                 self._exit(name, op)
@@ -81,10 +106,33 @@ class _Split:
                 self._exit(name, op)
             elif op.block is Block.ATTN_CORE or any(s in self.split
                                                     for s in self._reads(inputs)):
-                self._add(_scaled(op, self.tp), self._reads(inputs), split=True)
+                reads = self._reads(inputs)
+                heads = [s for s in reads if s in self.split]
+                on_heads = op.block is not Block.ATTN_CORE and all(s in self.heads
+                                                                   for s in heads)
+                self._add(_scaled(op, self.kv if on_heads else self.tp), reads, split=True)
+                if on_heads:
+                    self.heads.add(name)
             else:
                 self._add(op, self._reads(inputs))
         return self.out
+
+    def _replicated(self, op: Op) -> Op | None:
+        """A k or v projection (or a fused q, k, v one) when each rank holds one KV head
+        replicated over tp / kv ranks: its features on a rank, with the facts ``replicas`` and
+        ``replicated`` (weight elements); else None (split 1/tp as usual)."""
+        if not self.kv:
+            return None
+        d, heads, kv = self.shape.head_size, self.shape.heads, self.kv
+        if op.n == kv * d:                      # k or v: one head of kv
+            n, kv_features = d, d
+        elif op.n == (heads + 2 * kv) * d:      # fused q, k, v: heads / tp queries, k and v
+            n, kv_features = (heads // self.tp + 2) * d, 2 * d
+        else:
+            return None
+        bias = kv_features if op.params > op.k * op.n else 0   # replicated with the weight
+        facts = (("replicas", self.tp // kv), ("replicated", op.k * kv_features + bias))
+        return _linear(op, op.m, op.k, n).evolve(extra=(*op.extra, *facts))
 
     def _reads(self, inputs: list[str]) -> list[str]:
         return [self.remap.get(src, src) for src in inputs]

@@ -32,13 +32,19 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 
-from simulator.errors import PlanError
+from simulator.errors import PlanError, shown
 
 
 #: ZeRO's stages (Rajbhandari et al. 2020): 0 none, 1 optimizer states, 2 + gradients, 3 + weights.
 ZERO_STAGES = range(4)
 #: The sizes of a plan, each a positive integer (devices: dp x tp x pp x cp).
 COUNTS = ("dp", "tp", "pp", "virtual_stages", "cp")
+#: The most devices a plan spans (and the bound of each of its sizes): 2**20, five times the
+#: largest training clusters built (about 200,000 GPUs).
+MAX_DEVICES = 2**20
+#: The most samples in a step (and micro-batches in one): 2**30, a thousand times the largest
+#: published global batch of sequences (Llama 3 405B: 16M tokens of 8,192).
+MAX_BATCH = 2**30
 
 
 class Schedule(str, Enum):
@@ -126,8 +132,9 @@ class ParallelPlan:
                             f"{choices}") from None
         for name in COUNTS:
             positive(getattr(self, name), name)
+        positive(self.num_devices, "dp x tp x pp x cp")
         if self.micro_batches is not None:
-            positive(self.micro_batches, "micro_batches")
+            positive(self.micro_batches, "micro_batches", maximum=MAX_BATCH)
         for name in ("first_stage_layers", "last_stage_layers"):
             value = getattr(self, name)
             if value is None:
@@ -136,7 +143,8 @@ class ParallelPlan:
             positive(value, name, minimum=0 if self.virtual_stages > 1 else 1)
             if self.pp < 2:
                 raise PlanError(f"{name} = {value} needs a pipeline: pp = {self.pp}")
-        if self.zero not in ZERO_STAGES or isinstance(self.zero, bool):
+        if isinstance(self.zero, bool) or not isinstance(self.zero, int) \
+                or self.zero not in ZERO_STAGES:
             raise PlanError(f"zero = {self.zero!r} must be a ZeRO stage 0, 1, 2 or 3")
         if self.virtual_stages > 1 and self.schedule is not Schedule.INTERLEAVED:
             raise PlanError(f"virtual_stages = {self.virtual_stages} needs the interleaved "
@@ -215,9 +223,14 @@ class ParallelPlan:
     def _check_tensor(self, heads: int, kv_heads: int | None, seq_len: int | None) -> None:
         if heads % self.tp:
             raise PlanError(f"tp = {self.tp} must divide heads = {heads}")
-        # Megatron-LM: "num_query_groups must be divisible by tensor_model_parallel_size".
-        if kv_heads is not None and kv_heads % self.tp:
-            raise PlanError(f"tp = {self.tp} must divide kv_heads = {kv_heads}")
+        # Fewer KV heads than ranks: each rank holds the KV head its query heads use, a head
+        # replicated over tp / kv_heads ranks (simulator.parallel.tensor); else each rank holds
+        # kv_heads / tp of them (Megatron-LM: "num_query_groups must be divisible by
+        # tensor_model_parallel_size").
+        if kv_heads is not None and kv_heads % self.tp and self.tp % kv_heads:
+            raise PlanError(f"tp = {self.tp} must divide kv_heads = {kv_heads}, or be a "
+                            "multiple of it (each KV head then replicated over tp / kv_heads "
+                            "ranks)")
         local = seq_len // self.cp if seq_len is not None else None
         if self.sequence_parallel and local is not None and local % self.tp:
             held = f"seq_len = {seq_len}" if self.cp == 1 else \
@@ -282,7 +295,12 @@ def product(**sizes: int) -> str:
             f"{math.prod(sizes.values())}")
 
 
-def positive(value, name: str, minimum: int = 1) -> None:
+def positive(value, name: str, minimum: int = 1, maximum: int = MAX_DEVICES) -> None:
+    """PlanError unless ``value`` is an int in [minimum, maximum] (by default at most
+    ``MAX_DEVICES``, the bound of every size of a plan)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise PlanError(f"{name} = {value!r} must be {what}")
+        raise PlanError(f"{name} = {shown(value)} must be {what}")
+    if value > maximum:
+        raise PlanError(f"{name} = {value:,} is above {maximum:,}, more than any real "
+                        "cluster or batch needs")

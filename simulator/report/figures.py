@@ -44,7 +44,20 @@ def system_flops(run, unsplit, parallel: ParallelPlan, m: int,
     in_run = parallel.stage_layers(layers)[run.stage] if parallel.pp > 1 else layers
     recomputed = (hardware - model) / in_run * layers * parallel.tp
     model_step = 3.0 * forward * m * parallel.replicas
-    return model_step, model_step + recomputed * parallel.replicas
+    replicated = _replicated_flops(run.forward) / in_run * layers * parallel.tp * 3.0 * m
+    return model_step, model_step + (recomputed + replicated) * parallel.replicas
+
+
+def _replicated_flops(forward) -> float:
+    """Forward FLOPs of one rank's layers that other tensor-parallel ranks also run (KV heads
+    replicated over g ranks, ``simulator.parallel.tensor``): per rank, the part (1 - 1/g) of
+    its replicated weights' GEMMs beyond its share; hardware FLOPs, not model FLOPs."""
+    total = 0.0
+    for op in forward.ops():
+        facts = dict(op.extra)
+        if op.layer >= 0 and facts.get("replicas", 1) > 1:
+            total += 2.0 * op.m * facts["replicated"] * (1 - 1 / facts["replicas"])
+    return total
 
 
 def communication_s(run, m: int) -> float:
