@@ -27,34 +27,6 @@ REQUIRED = [
 ]
 FILES = [name for name in REQUIRED if name != host.HOST_NAME]
 
-GOOD = """
-name = "test-gpu"
-vendor = "Acme"
-class = "gpu"
-source = "unit test"
-
-[compute]
-peak_tflops = { fp32 = 10, bf16 = 100 }
-vector_tflops = 10
-op_overhead_us = 5
-
-[[memory]]
-name = "hbm"
-capacity_gb = 16
-bandwidth_gb_per_s = 1000
-
-[power]
-idle_w = 50
-tdp_w = 300
-"""
-
-
-def write(tmp_path, text, name="dev.toml"):
-    path = tmp_path / name
-    path.write_text(text)
-    return str(path)
-
-
 def device_text(name: str) -> str:
     return resources.files("hardware_specs").joinpath("devices", f"{name}.toml").read_text()
 
@@ -203,8 +175,8 @@ def test_links_and_architecture_parsed():
     assert load_device("alveo-u250").architecture.dsp_count == 12288
 
 
-def test_optional_tables_parse(tmp_path):
-    text = GOOD + """
+def test_optional_tables_parse(device_file):
+    tables = """
 [architecture]
 compute_units = 4
 clock_ghz = 1.5
@@ -218,8 +190,8 @@ bandwidth_gb_per_s = 100
 count = 4
 latency_us = 2
 """
-    text = text.replace("tdp_w = 300", "tdp_w = 300\npj_per_flop = 0.5\npj_per_byte = 7")
-    spec = load_device(write(tmp_path, text))
+    energy = "tdp_w = 300\npj_per_flop = 0.5\npj_per_byte = 7"
+    spec = load_device(device_file(("", tables), ("tdp_w = 300", energy)))
     assert spec.architecture.compute_units == 4
     assert spec.architecture.clock_hz == 1.5e9
     assert spec.architecture.matrix_tile == (64, 64, 16)
@@ -237,39 +209,41 @@ def test_files_without_optional_tables_default():
 
 LINK = '\n[[links]]\nname = "l"\nkind = "nvlink"\nbandwidth_gb_per_s = 100\n'
 ARCH = "\n[architecture]\ncompute_units = 4\n"
+# Each case: the edit (old, new) of the valid spec (conftest.DEVICE_TOML; an empty old appends
+# new) and the key its one-line error must name.
 BAD_TABLES = {
-    "arch_unknown_key": (GOOD + ARCH + "warp_size = 32\n", "architecture.warp_size"),
-    "arch_negative": (GOOD + "\n[architecture]\ncompute_units = -4\n",
+    "arch_unknown_key": (("", ARCH + "warp_size = 32\n"), "architecture.warp_size"),
+    "arch_negative": (("", "\n[architecture]\ncompute_units = -4\n"),
                       "architecture.compute_units"),
-    "arch_float_units": (GOOD + "\n[architecture]\ncompute_units = 4.5\n",
+    "arch_float_units": (("", "\n[architecture]\ncompute_units = 4.5\n"),
                          "architecture.compute_units"),
-    "arch_bad_tile": (GOOD + "\n[architecture]\nmatrix_tile = [128, 128]\n",
+    "arch_bad_tile": (("", "\n[architecture]\nmatrix_tile = [128, 128]\n"),
                       "architecture.matrix_tile"),
-    "arch_zero_systolic": (GOOD + "\n[architecture]\nsystolic_array = [128, 0]\n",
+    "arch_zero_systolic": (("", "\n[architecture]\nsystolic_array = [128, 0]\n"),
                            "architecture.systolic_array[1]"),
-    "arch_zero_clock": (GOOD + "\n[architecture]\nclock_ghz = 0\n", "architecture.clock_ghz"),
-    "link_negative_bandwidth": (GOOD + LINK.replace("= 100", "= -100"),
+    "arch_zero_clock": (("", "\n[architecture]\nclock_ghz = 0\n"), "architecture.clock_ghz"),
+    "link_negative_bandwidth": (("", LINK.replace("= 100", "= -100")),
                                 "links[0].bandwidth_gb_per_s"),
-    "link_bad_kind": (GOOD + LINK.replace('"nvlink"', '"carrier-pigeon"'), "links[0].kind"),
-    "link_unknown_key": (GOOD + LINK + "lanes = 16\n", "links[0].lanes"),
-    "link_missing_kind": (GOOD + LINK.replace('kind = "nvlink"\n', ""), "links[0].kind"),
-    "link_zero_count": (GOOD + LINK + "count = 0\n", "links[0].count"),
-    "link_not_array": (GOOD.replace('source = "unit test"\n',
-                                    'source = "unit test"\nlinks = "nvlink"\n'), "links"),
-    "power_negative_pj": (GOOD.replace("tdp_w = 300", "tdp_w = 300\npj_per_flop = -1"),
+    "link_bad_kind": (("", LINK.replace('"nvlink"', '"carrier-pigeon"')), "links[0].kind"),
+    "link_unknown_key": (("", LINK + "lanes = 16\n"), "links[0].lanes"),
+    "link_missing_kind": (("", LINK.replace('kind = "nvlink"\n', "")), "links[0].kind"),
+    "link_zero_count": (("", LINK + "count = 0\n"), "links[0].count"),
+    "link_not_array": (('source = "unit test"\n', 'source = "unit test"\nlinks = "nvlink"\n'),
+                       "links"),
+    "power_negative_pj": (("tdp_w = 300", "tdp_w = 300\npj_per_flop = -1"),
                           "power.pj_per_flop"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD_TABLES))
-def test_bad_optional_tables_raise_one_line_naming_the_key(tmp_path, case):
-    text, key = BAD_TABLES[case]
+def test_bad_optional_tables_raise_one_line_naming_the_key(device_file, case):
+    edit, key = BAD_TABLES[case]
     with pytest.raises(SpecError) as info:
-        load_device(write(tmp_path, text, name=f"{case}.toml"))
+        load_device(device_file(edit, name=f"{case}.toml"))
     message = str(info.value)
     assert "\n" not in message and f"{case}.toml" in message and key in message
 
 
-def test_bad_link_kind_lists_the_choices(tmp_path):
+def test_bad_link_kind_lists_the_choices(device_file):
     with pytest.raises(SpecError, match="choose one of nvlink, infinity-fabric, ici, pcie"):
-        load_device(write(tmp_path, GOOD + LINK.replace('"nvlink"', '"smoke-signal"')))
+        load_device(device_file(("", LINK.replace('"nvlink"', '"smoke-signal"'))))

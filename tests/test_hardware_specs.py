@@ -13,49 +13,6 @@ from hardware_specs.spec import DeviceClass
 from simulator.errors import SpecError
 from simulator.graph.op import DType
 
-GOOD = """
-name = "test-gpu"
-vendor = "Acme"
-class = "gpu"
-source = "unit test"
-
-[compute]
-peak_tflops = { fp32 = 10, bf16 = 100 }
-vector_tflops = 10
-op_overhead_us = 5
-matmul_efficiency = 0.8
-memory_efficiency = 0.9
-
-[[memory]]
-name = "sram"
-capacity_mib = 40
-bandwidth_gb_per_s = 5000
-
-[[memory]]
-name = "hbm"
-capacity_gb = 16
-bandwidth_gb_per_s = 1000
-
-[power]
-idle_w = 50
-tdp_w = 300
-
-[price]
-usd_per_hour = 1.5
-"""
-
-
-def write(tmp_path, text, name="dev.toml"):
-    path = tmp_path / name
-    path.write_text(text)
-    return str(path)
-
-
-def replace(old, new):
-    assert old in GOOD
-    return GOOD.replace(old, new)
-
-
 # --------------------------------------------------------------------------------- catalogue
 
 def test_list_devices_lists_both():
@@ -123,8 +80,8 @@ def test_missing_file_path():
 
 # ------------------------------------------------------------------------------ a good file
 
-def test_good_file_converts_units(tmp_path):
-    spec = load_device(write(tmp_path, GOOD))
+def test_good_file_converts_units(device_file):
+    spec = load_device(device_file())
     assert spec.peak_flops_per_s == {DType.FP32: 10e12, DType.BF16: 100e12}
     assert [m.name for m in spec.memory] == ["sram", "hbm"]
     assert spec.memory[0].capacity_bytes == 40 * 2**20
@@ -136,22 +93,22 @@ def test_good_file_converts_units(tmp_path):
     assert spec.path.endswith("dev.toml")
 
 
-def test_optional_keys_default(tmp_path):
-    text = GOOD.replace("matmul_efficiency = 0.8\n", "").replace("memory_efficiency = 0.9\n", "")
-    text = text.replace("[price]\nusd_per_hour = 1.5\n", "")
-    spec = load_device(write(tmp_path, text))
+def test_optional_keys_default(device_file):
+    spec = load_device(device_file(("matmul_efficiency = 0.8\n", ""),
+                                   ("memory_efficiency = 0.9\n", ""),
+                                   ("[price]\nusd_per_hour = 1.5\n", "")))
     assert (spec.matmul_efficiency, spec.memory_efficiency) == (1.0, 1.0)
     assert (spec.conv_efficiency, spec.attention_efficiency) == (None, None)  # as matmuls
     assert spec.price_per_hour_usd is None
 
 
-def test_function_figures_load_in_si(tmp_path):
-    text = GOOD + "[functions]\ngelu = { efficiency = 0.05, overhead_us = 4 }\n" \
-                  "conv2d = { overhead_us = 0 }\n"
-    spec = load_device(write(tmp_path, text))
+def test_function_figures_load_in_si(device_file):
+    functions = ("[functions]\ngelu = { efficiency = 0.05, overhead_us = 4 }\n"
+                 "conv2d = { overhead_us = 0 }\n")
+    spec = load_device(device_file(("", functions)))
     assert spec.function_efficiency == {"gelu": 0.05}
     assert spec.function_overhead_s == {"gelu": pytest.approx(4e-6), "conv2d": 0.0}
-    assert load_device(write(tmp_path, GOOD)).function_efficiency == {}
+    assert load_device(device_file(name="plain.toml")).function_efficiency == {}
 
 
 def test_units_module():
@@ -164,68 +121,65 @@ def test_units_module():
 
 # ------------------------------------------------------------------------------ bad files
 
+# Each case: the edit (old, new) of the valid spec (conftest.DEVICE_TOML; an empty old appends
+# new) and the key its one-line error must name.
 BAD_CASES = {
-    "bad_toml": (GOOD.replace('vendor = "Acme"', 'vendor = "Acme'), "not valid TOML"),
-    "unknown_top_key": (GOOD.replace('vendor = "Acme"', 'vendor = "Acme"\ncolour = "green"'),
-                        "colour"),
-    "unknown_compute_key": (replace("vector_tflops = 10", "vector_tflops = 10\nwarp = 32"),
+    "bad_toml": (('vendor = "Acme"', 'vendor = "Acme'), "not valid TOML"),
+    "unknown_top_key": (('vendor = "Acme"', 'vendor = "Acme"\ncolour = "green"'), "colour"),
+    "unknown_compute_key": (("vector_tflops = 10", "vector_tflops = 10\nwarp = 32"),
                             "compute.warp"),
-    "unknown_memory_key": (replace("capacity_mib = 40", "capacity_mib = 40\nlatency_ns = 5"),
+    "unknown_memory_key": (("capacity_mib = 40", "capacity_mib = 40\nlatency_ns = 5"),
                            "memory[0].latency_ns"),
-    "unknown_power_key": (replace("tdp_w = 300", "tdp_w = 300\nboost_w = 350"),
-                          "power.boost_w"),
-    "missing_top_key": (GOOD.replace('source = "unit test"\n', ""), "source"),
-    "missing_compute_key": (replace("op_overhead_us = 5\n", ""), "compute.op_overhead_us"),
-    "missing_memory_bandwidth": (replace("capacity_gb = 16\nbandwidth_gb_per_s = 1000",
-                                         "capacity_gb = 16"), "memory[1].bandwidth_gb_per_s"),
-    "missing_capacity": (replace("capacity_gb = 16\n", ""), "memory[1].capacity"),
-    "two_capacities": (replace("capacity_gb = 16", "capacity_gb = 16\ncapacity_gib = 15"),
+    "unknown_power_key": (("tdp_w = 300", "tdp_w = 300\nboost_w = 350"), "power.boost_w"),
+    "missing_top_key": (('source = "unit test"\n', ""), "source"),
+    "missing_compute_key": (("op_overhead_us = 5\n", ""), "compute.op_overhead_us"),
+    "missing_memory_bandwidth": (("capacity_gb = 16\nbandwidth_gb_per_s = 1000",
+                                  "capacity_gb = 16"), "memory[1].bandwidth_gb_per_s"),
+    "missing_capacity": (("capacity_gb = 16\n", ""), "memory[1].capacity"),
+    "two_capacities": (("capacity_gb = 16", "capacity_gb = 16\ncapacity_gib = 15"),
                        "memory[1].capacity"),
-    "missing_power_table": (GOOD[:GOOD.index("[power]")] + GOOD[GOOD.index("[price]"):],
-                            "power"),
-    "no_memory": (GOOD[:GOOD.index("[[memory]]")] + GOOD[GOOD.index("[power]"):], "memory"),
-    "zero_bandwidth": (replace("bandwidth_gb_per_s = 1000", "bandwidth_gb_per_s = 0"),
+    "missing_power_table": (("[power]\nidle_w = 50\ntdp_w = 300\n", ""), "power"),
+    "no_memory": (('[[memory]]\nname = "sram"\ncapacity_mib = 40\nbandwidth_gb_per_s = 5000\n\n'
+                   '[[memory]]\nname = "hbm"\ncapacity_gb = 16\nbandwidth_gb_per_s = 1000\n', ""),
+                  "memory"),
+    "zero_bandwidth": (("bandwidth_gb_per_s = 1000", "bandwidth_gb_per_s = 0"),
                        "memory[1].bandwidth_gb_per_s"),
-    "negative_capacity": (replace("capacity_mib = 40", "capacity_mib = -40"),
-                          "memory[0].capacity_mib"),
-    "zero_peak": (replace("bf16 = 100", "bf16 = 0"), "compute.peak_tflops.bf16"),
-    "negative_vector": (replace("vector_tflops = 10", "vector_tflops = -1"),
-                        "compute.vector_tflops"),
-    "zero_overhead": (replace("op_overhead_us = 5", "op_overhead_us = 0"),
-                      "compute.op_overhead_us"),
-    "zero_tdp": (replace("tdp_w = 300", "tdp_w = 0"), "power.tdp_w"),
-    "zero_idle": (replace("idle_w = 50", "idle_w = 0"), "power.idle_w"),
-    "zero_price": (replace("usd_per_hour = 1.5", "usd_per_hour = 0"), "price.usd_per_hour"),
-    "string_number": (replace("tdp_w = 300", 'tdp_w = "300"'), "power.tdp_w"),
-    "efficiency_above_one": (replace("matmul_efficiency = 0.8", "matmul_efficiency = 1.2"),
+    "negative_capacity": (("capacity_mib = 40", "capacity_mib = -40"), "memory[0].capacity_mib"),
+    "zero_peak": (("bf16 = 100", "bf16 = 0"), "compute.peak_tflops.bf16"),
+    "negative_vector": (("vector_tflops = 10", "vector_tflops = -1"), "compute.vector_tflops"),
+    "zero_overhead": (("op_overhead_us = 5", "op_overhead_us = 0"), "compute.op_overhead_us"),
+    "zero_tdp": (("tdp_w = 300", "tdp_w = 0"), "power.tdp_w"),
+    "zero_idle": (("idle_w = 50", "idle_w = 0"), "power.idle_w"),
+    "zero_price": (("usd_per_hour = 1.5", "usd_per_hour = 0"), "price.usd_per_hour"),
+    "string_number": (("tdp_w = 300", 'tdp_w = "300"'), "power.tdp_w"),
+    "efficiency_above_one": (("matmul_efficiency = 0.8", "matmul_efficiency = 1.2"),
                              "compute.matmul_efficiency"),
-    "efficiency_zero": (replace("memory_efficiency = 0.9", "memory_efficiency = 0"),
+    "efficiency_zero": (("memory_efficiency = 0.9", "memory_efficiency = 0"),
                         "compute.memory_efficiency"),
     "attention_efficiency_above_one": (
-        replace("memory_efficiency = 0.9", "memory_efficiency = 0.9\nattention_efficiency = 1.5"),
+        ("memory_efficiency = 0.9", "memory_efficiency = 0.9\nattention_efficiency = 1.5"),
         "compute.attention_efficiency"),
     "matmul_memory_efficiency_zero": (
-        replace("memory_efficiency = 0.9", "memory_efficiency = 0.9\nmatmul_memory_efficiency = 0"),
+        ("memory_efficiency = 0.9", "memory_efficiency = 0.9\nmatmul_memory_efficiency = 0"),
         "compute.matmul_memory_efficiency"),
-    "unknown_dtype": (replace("bf16 = 100", "bf61 = 100"), "compute.peak_tflops.bf61"),
-    "non_compute_dtype": (replace("bf16 = 100", "int64 = 100"), "compute.peak_tflops.int64"),
-    "empty_peaks": (replace("{ fp32 = 10, bf16 = 100 }", "{}"), "compute.peak_tflops"),
-    "unknown_class": (GOOD.replace('class = "gpu"', 'class = "gpgpu"'), "class"),
-    "idle_above_tdp": (replace("idle_w = 50", "idle_w = 400"), "power.idle_w"),
-    "function_efficiency_above_one": (GOOD + "[functions]\ngelu = { efficiency = 2 }\n",
+    "unknown_dtype": (("bf16 = 100", "bf61 = 100"), "compute.peak_tflops.bf61"),
+    "non_compute_dtype": (("bf16 = 100", "int64 = 100"), "compute.peak_tflops.int64"),
+    "empty_peaks": (("{ fp32 = 10, bf16 = 100 }", "{}"), "compute.peak_tflops"),
+    "unknown_class": (('class = "gpu"', 'class = "gpgpu"'), "class"),
+    "idle_above_tdp": (("idle_w = 50", "idle_w = 400"), "power.idle_w"),
+    "function_efficiency_above_one": (("", "[functions]\ngelu = { efficiency = 2 }\n"),
                                       "functions.gelu.efficiency"),
-    "function_negative_overhead": (GOOD + "[functions]\ngelu = { overhead_us = -1 }\n",
+    "function_negative_overhead": (("", "[functions]\ngelu = { overhead_us = -1 }\n"),
                                    "functions.gelu.overhead_us"),
-    "function_unknown_key": (GOOD + "[functions]\ngelu = { speed = 2 }\n",
-                             "functions.gelu.speed"),
-    "function_not_a_table": (GOOD + "[functions]\ngelu = 0.5\n", "functions.gelu"),
+    "function_unknown_key": (("", "[functions]\ngelu = { speed = 2 }\n"), "functions.gelu.speed"),
+    "function_not_a_table": (("", "[functions]\ngelu = 0.5\n"), "functions.gelu"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CASES))
-def test_bad_file_raises_one_line_naming_file_and_key(tmp_path, case):
-    text, key = BAD_CASES[case]
-    path = write(tmp_path, text, name=f"{case}.toml")
+def test_bad_file_raises_one_line_naming_file_and_key(device_file, case):
+    edit, key = BAD_CASES[case]
+    path = device_file(edit, name=f"{case}.toml")
     with pytest.raises(SpecError) as info:
         load_device(path)
     message = str(info.value)
@@ -234,13 +188,13 @@ def test_bad_file_raises_one_line_naming_file_and_key(tmp_path, case):
     assert key in message
 
 
-def test_error_messages_say_the_fix(tmp_path):
+def test_error_messages_say_the_fix(device_file):
     with pytest.raises(SpecError, match=r"choose one of gpu, tpu, cpu, fpga, accelerator"):
-        load_device(write(tmp_path, GOOD.replace('class = "gpu"', 'class = "gpgpu"')))
+        load_device(device_file(('class = "gpu"', 'class = "gpgpu"')))
     with pytest.raises(SpecError, match=r"must be in \(0, 1\]"):
-        load_device(write(tmp_path, replace("matmul_efficiency = 0.8", "matmul_efficiency = 2")))
+        load_device(device_file(("matmul_efficiency = 0.8", "matmul_efficiency = 2")))
     with pytest.raises(SpecError, match=r"allowed here"):
-        load_device(write(tmp_path, replace("tdp_w = 300", "tdp_w = 300\nboost_w = 1")))
+        load_device(device_file(("tdp_w = 300", "tdp_w = 300\nboost_w = 1")))
 
 
 @pytest.mark.parametrize("name", ["h100-sxm5-80gb", "a100-sxm4-80gb", "tpu-v4", "xeon-8380"])

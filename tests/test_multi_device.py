@@ -1,5 +1,4 @@
 """Many devices: data, tensor, sequence and pipeline parallelism, ZeRO, on clusters."""
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -215,10 +214,9 @@ def test_cluster_presets_and_scaling_by_nodes():
 
 def test_gpt3_175b_on_1024_devices():
     """Megatron's PTD-P layout (Narayanan et al. 2021): tp 8 in a node, pp 16, dp 8."""
-    started = time.perf_counter()
     r = simulate("gpt3-175b", "a100", parallel=ParallelPlan(dp=8, tp=8, pp=16),
                  micro_batch=1, global_batch=1536, recompute="full", tokens=300e9)
-    assert time.perf_counter() - started < 10   # benchmarks/bench_cluster.py times it: < 1 s
+    # how fast: benchmarks/bench_cluster.py times this call (docs/speed.md), not the suite
     assert r.num_devices == 1024 and r.micro_batches == 192
     assert r.fits and 10e9 < r.peak_memory_bytes < 80e9
     assert 0.3 < r.hfu <= 1 and r.mfu < r.hfu

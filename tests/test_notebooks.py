@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.notebook
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
@@ -52,6 +53,7 @@ def test_notebook_is_clean_and_holds_no_logic(path):
         assert not LOGIC.search(cell.source), f"logic in a notebook cell:\n{cell.source}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_clean(path, kernel_dir, monkeypatch):
     monkeypatch.setenv("JUPYTER_PATH", str(kernel_dir))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.onnx, pytest.mark.torch]  # the models are exported from torch
 onnx = pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
 nn, F = torch.nn, torch.nn.functional

@@ -154,6 +154,7 @@ def test_default_search_space_is_bounded_and_sensible(model):
     assert len({repr(sorted(p.items())) for p in plans}) == len(plans)
 
 
+@pytest.mark.slow
 def test_pipelines_not_dividing_the_layers_balance_their_ends():
     """Llama 3 405B's 126 layers: 4 and 8 stages divide 126 + 2, so the planner runs them with
     one layer fewer on the first and last stage (31 and 15 there); the plans run."""
@@ -169,6 +170,7 @@ def test_pipelines_not_dividing_the_layers_balance_their_ends():
     assert (four.first_stage_layers == 7).all() and (four.last_stage_layers == 7).all()
 
 
+@pytest.mark.slow
 def test_long_sequences_get_context_parallel_plans_that_run():
     """At 32K tokens the space holds cp 2 and 4 (8K tokens or more per rank, as Llama 3's cp 16
     at 128K), never at the default 8K; the plans run, and the interleaved ones too."""

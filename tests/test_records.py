@@ -27,6 +27,7 @@ def _measured():
             for c in todo]
 
 
+@pytest.mark.slow
 def test_kernel_record_round_trips_and_refits_identically(tmp_path):
     measured = _measured()
     path = tmp_path / "kernels.csv"
@@ -78,6 +79,7 @@ def test_calibrating_from_a_bad_record_writes_nothing(tmp_path):
     assert len(run.stderr.strip().splitlines()) == 1 and "seconds = '0'" in run.stderr
 
 
+@pytest.mark.slow
 def test_calibrating_from_a_record_needs_no_device_here(tmp_path):
     """GPU timings committed as data fit the GPU's spec on a machine without one."""
     path, out = tmp_path / "kernels.csv", tmp_path / "h100-cal.toml"

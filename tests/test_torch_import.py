@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 torch = pytest.importorskip("torch")
-pytestmark = pytest.mark.filterwarnings("ignore:TF32 acceleration:UserWarning")
+pytestmark = [pytest.mark.torch,
+              pytest.mark.filterwarnings("ignore:TF32 acceleration:UserWarning")]
 from torch import nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
@@ -228,6 +229,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_predicts_a_factory():
     done = run_cli("predict", "tests/models/mlp_model.py:factory", "--device", "a100", "--json")
     assert done.returncode == 0, done.stderr

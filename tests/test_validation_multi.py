@@ -422,6 +422,7 @@ def _nemo(model: str, precision: str) -> list[str]:
                   key=lambda r: _nemo_run(r)[2])
 
 
+@pytest.mark.slow
 def test_nemo_h100_runs_fit():
     """Every run fitted in 80 GB; so must its prediction (tightest: GPT-3 175B on 128 GPUs,
     61.5 GB: the fewest data-parallel ranks to shard the optimizer over)."""

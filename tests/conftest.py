@@ -1,0 +1,101 @@
+"""Shared fixtures and the test tiers.
+
+Tiers (markers registered in setup.cfg, ``--strict-markers``): ``torch`` and ``onnx`` tests need
+those extras, ``notebook`` tests run the notebooks in a Jupyter kernel, ``slow`` tests take more
+than about 5 s here. A marked test whose packages are not installed is skipped with the line that
+installs them, never passed silently. ``python -m pytest`` runs everything; the fast loop is
+``python -m pytest -m "not slow and not torch"``; the core tier, which needs none of the extras,
+is ``-m "not slow and not torch and not onnx and not notebook"``. Timing-bound checks are not
+tests: they live in benchmarks/, with their figures in docs/speed.md.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+
+# No wall-clock deadline on any property test (hypothesis' default is 200 ms an example): the
+# suite bounds no timing, since a slow spell of a shared machine is not a failing model.
+settings.register_profile("hwsim", deadline=None)
+settings.load_profile("hwsim")
+
+# What each marker needs installed, and the extra that installs it.
+NEEDS = {
+    "torch": (("torch",), "torch"),
+    "onnx": (("onnx",), "onnx"),
+    "notebook": (("nbformat", "nbclient", "ipykernel", "matplotlib"), "notebooks,plot"),
+}
+
+# One valid device spec file (schema: hardware_specs/loader.py): two memory levels, the optional
+# efficiencies and a price, so that every loader test can edit it into the case it needs.
+DEVICE_TOML = """
+name = "test-gpu"
+vendor = "Acme"
+class = "gpu"
+source = "unit test"
+
+[compute]
+peak_tflops = { fp32 = 10, bf16 = 100 }
+vector_tflops = 10
+op_overhead_us = 5
+matmul_efficiency = 0.8
+memory_efficiency = 0.9
+
+[[memory]]
+name = "sram"
+capacity_mib = 40
+bandwidth_gb_per_s = 5000
+
+[[memory]]
+name = "hbm"
+capacity_gb = 16
+bandwidth_gb_per_s = 1000
+
+[power]
+idle_w = 50
+tdp_w = 300
+
+[price]
+usd_per_hour = 1.5
+"""
+
+
+def _missing(modules: tuple[str, ...]) -> list[str]:
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker, (modules, extra) in NEEDS.items():
+        if item.get_closest_marker(marker) and (missing := _missing(modules)):
+            pytest.skip(f"needs {', '.join(missing)}: pip install \"hwsim[{extra}]\"")
+
+
+def edit(text: str, *edits: tuple[str, str]) -> str:
+    """``text`` with each ``(old, new)`` applied once, in order; an empty ``old`` appends
+    ``new``. ``old`` must be there, so that a case cannot silently test the unedited file."""
+    for old, new in edits:
+        if not old:
+            text += new
+            continue
+        assert old in text, f"{old!r} is not in the spec text"
+        text = text.replace(old, new, 1)
+    return text
+
+
+@pytest.fixture
+def device_toml() -> str:
+    """The text of one valid device spec file."""
+    return DEVICE_TOML
+
+
+@pytest.fixture
+def device_file(tmp_path):
+    """``device_file(*edits, name="dev.toml")``: the valid spec, edited (see ``edit``), written
+    under ``tmp_path``; returns its path as a string."""
+    def write(*edits: tuple[str, str], name: str = "dev.toml") -> str:
+        path = Path(tmp_path) / name
+        path.write_text(edit(DEVICE_TOML, *edits))
+        return str(path)
+    return write
