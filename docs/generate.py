@@ -11,8 +11,8 @@ that reads it -- the device and cluster catalogue (``hardware_specs``) and the m
 the figure the simulator uses. Rewriting twice gives the same files (``tests/test_docs.py``
 asserts the committed sections equal what this script generates).
 
-Only ``hardware_specs`` and ``workloads`` are imported: the docs do not depend on the
-simulator's inner modules.
+Only ``hardware_specs``, ``workloads`` and the kernel fits of ``simulator.calibrate.streaming``
+are imported.
 """
 from __future__ import annotations
 
@@ -78,6 +78,7 @@ def _efficiency_defaults() -> dict[str, object]:
 def _efficiencies(device, defaults: dict[str, object]) -> str:
     """The efficiencies a spec file gives (a measured figure, cited there), else a dash."""
     given = [f"{name[:-len('_efficiency')]} {_num(getattr(device, name))}"
+             + (" (prior)" if name in device.priors else "")
              for name, default in defaults.items() if getattr(device, name) != default]
     if device.function_efficiency:
         given.append(f"{len(device.function_efficiency)} functions (calibrated)")
@@ -114,8 +115,9 @@ def devices_section() -> list[str]:
         "units for it and runs it in the nearest format it has); vector: the fp32 peak of the "
         "non-matrix units; power in W; price in USD per device-hour; measured efficiencies: the "
         "achieved fractions of the datasheet rates that the spec file gives, each cited there (one not listed is 1.0, or "
-        "falls back as the schema says: conv and attention to matmul, matmul_memory to "
-        "memory).") + [""]
+        "falls back as the schema says: conv and attention to matmul, matmul_memory and "
+        "norm_memory to memory); a GPU with no streaming measurement carries the class priors, "
+        "marked (prior): the medians of the GPUs measured (accuracy.md, Kernels).") + [""]
     lines += _table(["device", "class", "vendor"] + [f.name.lower() for f in formats]
                     + ["vector", "TDP", "idle", "price", "measured efficiencies"], compute)
     lines += [""] + _prose("Memory (innermost level first; capacity in GB = 1e9 bytes, datasheet "
@@ -194,11 +196,81 @@ def zoo_section() -> list[str]:
     return lines[:-1]
 
 
+# ---------------------------------------------------------------------------------- kernels
+
+def kernels_section() -> list[str]:
+    """The streaming fits of ``simulator.calibrate.streaming`` on the NeuSight kernel table:
+    per GPU and kernel class, the efficiency and the held-out error."""
+    import csv
+
+    from simulator.calibrate.streaming import CLASSES, fit
+
+    data = ROOT / "tests" / "data"
+    with (data / "neusight_vector_kernels.csv").open(newline="") as handle:
+        table = list(csv.DictReader(handle))
+    with (data / "neusight_devices.csv").open(newline="") as handle:
+        devices = list(csv.DictReader(handle))
+    rows = []
+    for d in devices:
+        for kind in CLASSES:
+            f = fit(table, d["device"], kind, float(d["bandwidth_gb_per_s"]) * 1e9,
+                    float(d["l2_mb"]) * 2**20)
+            rows.append([d["device"], kind, f"{f.efficiency:.3f}", str(f.fitted_rows),
+                         str(f.held_out_rows), f"{100 * f.held_out_median_error:.1f} %",
+                         ", ".join(_code(n) for n in d["catalogue"].split()) or NONE])
+    lines = _prose(
+        "Memory-bound kernels at their measured streaming efficiency "
+        "(`simulator/calibrate/streaming.py`): fp32 elementwise (add, mul, relu, gelu), layer "
+        "norm and softmax kernels timed by NeuSight (Lee et al., ASPLOS 2025; PyTorch 2.1.0, "
+        "CUDA 12.1; `tests/data/neusight_vector_kernels.csv`). Fitted on kernels of at least 4x "
+        "the L2 (geometric mean of the achieved fraction of the datasheet bandwidth); the fifth "
+        "of each table with the longest rows is held out and its median |error| reported. "
+        "Catalogue: the spec files that carry the fit (same chip and memory where not the same "
+        "part; the A100 SXM4 files keep their own cited elementwise 0.88, an Nsight Compute "
+        "measurement these fits agree with within 0.03); every other GPU carries the medians "
+        "as a prior.") + [""]
+    return lines + _table(["GPU", "class", "efficiency", "fitted", "held out",
+                           "held-out median |error|", "catalogue"], rows)
+
+
+def attention_core_section() -> list[str]:
+    """FlashAttention's A100 timings of Megatron-LM's attention core against hwsim on the
+    a100-sxm4-40gb, with and without ``matmul_memory_efficiency``."""
+    import csv
+    import dataclasses as dc
+
+    from hardware_specs.loader import load_device
+    from simulator.calibrate.attention_core import core_ms
+
+    device = load_device("a100-sxm4-40gb")
+    streaming = dc.replace(device, matmul_memory_efficiency=None)
+    with (ROOT / "tests" / "data" / "fa1_attention_a100.csv").open(newline="") as handle:
+        table = list(csv.DictReader(handle))
+    cache: dict = {}
+
+    def ms(spec, seq: int, dropout: bool, phase: str) -> float:
+        key = (id(spec), seq, dropout)
+        if key not in cache:
+            cache[key] = core_ms(spec, seq, dropout)
+        return cache[key][phase]
+
+    rows = []
+    for r in table:
+        seq, dropout, measured = int(r["seq_len"]), r["dropout"] == "1", float(r["megatron_ms"])
+        hw, flat = (ms(spec, seq, dropout, r["pass"]) for spec in (device, streaming))
+        rows.append([f"{seq:,}", "yes" if dropout else "no", r["pass"], f"{measured:.2f} ms",
+                     f"{hw:.2f}", f"{hw / measured - 1:+.0%}".replace("%", " %"),
+                     f"{flat:.2f} ({flat / measured - 1:+.0%})".replace("%", " %")])
+    return _table(["tokens", "dropout", "pass", "measured", "hwsim", "error",
+                   "at the streaming rate"], rows)
+
+
 # ---------------------------------------------------------------------------------- files
 
 SECTIONS: dict[str, dict[str, Callable[[], list[str]]]] = {
     "devices.md": {"devices": devices_section, "clusters": clusters_section},
     "model.md": {"zoo": zoo_section},
+    "accuracy.md": {"kernels": kernels_section, "attention-core": attention_core_section},
 }
 
 

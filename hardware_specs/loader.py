@@ -97,6 +97,11 @@ EFFICIENCIES = ("matmul_efficiency", "conv_efficiency", "attention_efficiency",
                 "vector_efficiency", "memory_efficiency", "matmul_memory_efficiency",
                 "norm_memory_efficiency")
 _COMPUTE_OPTIONAL = EFFICIENCIES
+#: A GPU whose spec cites no streaming measurement gets these priors: the medians over the
+#: seven GPUs NeuSight timed (P4, P100, T4, V100, A100 PCIe 40GB and 80GB, L4; elementwise
+#: 0.736-0.894, norms and softmax 0.450-0.775), fitted by ``simulator.calibrate.streaming``
+#: (``tests/test_streaming.py`` derives them again). ``DeviceSpec.priors`` names those used.
+GPU_PRIORS = {"memory_efficiency": 0.780, "norm_memory_efficiency": 0.617}
 _COMPUTE_TIMES = {"optimizer_overhead_us": "optimizer_overhead_s",  # optional, microseconds
                   "step_overhead_us": "step_overhead_s"}
 _MEMORY_REQUIRED = ("name", "bandwidth_gb_per_s")
@@ -254,11 +259,15 @@ class _Checker(OptionalTables):
             optional["links"] = self.links(doc["links"])
         if "functions" in doc:
             optional.update(self.functions(self.table(doc, "functions")))
+        device_class = self.choice(doc["class"], DeviceClass, "class", "device class")
+        if device_class is DeviceClass.GPU:
+            priors = tuple(key for key in GPU_PRIORS if key not in compute)
+            compute.update({key: GPU_PRIORS[key] for key in priors}, priors=priors)
         return self.made(
             DeviceSpec, "device",
             name=self.text(doc["name"], "name"),
             vendor=self.text(doc["vendor"], "vendor"),
-            device_class=self.choice(doc["class"], DeviceClass, "class", "device class"),
+            device_class=device_class,
             memory=self.memory(doc["memory"]),
             idle_power_w=power[0], tdp_w=power[1], price_per_hour_usd=price,
             energy_per_flop_j=power[2], energy_per_byte_j=power[3],

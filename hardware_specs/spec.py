@@ -183,6 +183,9 @@ class DeviceSpec:
     # (``simulator.calibrate.streaming``). None: at memory_efficiency.
     norm_memory_efficiency: float | None = None
     vector_efficiency: float = 1.0  # achieved fraction of the vector peak (norms, softmax, ...)
+    # The efficiencies above that are a class prior, not a measurement of this device
+    # (``hardware_specs.loader.GPU_PRIORS``).
+    priors: tuple[str, ...] = ()
     # Framework cost of updating one parameter tensor in an eager optimizer step (PyTorch's
     # per-tensor AdamW launches a dozen kernels per tensor); 0 where updates are fused.
     optimizer_overhead_s: float = 0.0

@@ -114,11 +114,13 @@ def device_toml(spec: DeviceSpec) -> str:
     out = [f'name = "{spec.name}"', f'vendor = "{spec.vendor}"',
            f'class = "{spec.device_class.value}"', f'source = "{spec.source}"', "",
            "[compute]", f"peak_tflops = {{ {peaks} }}",
-           f"vector_tflops = {spec.vector_flops_per_s / 1e12:.12g}"] + _compute_lines(spec)
+           f"vector_tflops = {spec.vector_flops_per_s / 1e12:.12g}"]
+    out += [line for line in _compute_lines(spec)      # a class prior is the loader's to
+            if line.split(" =")[0] not in spec.priors]  # give, not a fact of this device
     for key in ("attention_efficiency", "matmul_memory_efficiency",  # cited, not calibrated:
                 "norm_memory_efficiency"):
-        if getattr(spec, key) is not None:           # a calibrated file keeps their lines
-            out.append(f"{key} = {getattr(spec, key):.6g}")
+        if getattr(spec, key) is not None and key not in spec.priors:  # a calibrated file
+            out.append(f"{key} = {getattr(spec, key):.6g}")             # keeps their lines
     facts = {}   # every fact the spec has, as the loader reads it (clock in GHz, tuples as lists)
     for field in dataclasses.fields(Architecture):
         value = getattr(spec.architecture, field.name)

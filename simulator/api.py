@@ -156,6 +156,10 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         result.notes.append(f"{device.name} has a measured matmul efficiency but no calibration "
                             "of its other ops: they run at the datasheet rates, so step time is "
                             "an optimistic bound (hwsim calibrate measures them)")
+    if device.priors:
+        result.notes.append(f"{device.name} has no measured {' or '.join(device.priors)}: "
+                            "memory-bound kernels stream at the medians measured on other "
+                            f"{device.device_class.value.upper()}s (a prior)")
     nodes = cluster.nodes if cluster else 1
     result.totals = run_totals(result, device, per_sample_tokens, tokens, steps,
                             grid_kg_co2_per_kwh, pue, node_overhead_w * nodes)

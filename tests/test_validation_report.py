@@ -36,9 +36,10 @@ ROWS = report.load_rows()
 PUBLISHED = {row["run_id"]: row for row in
              csv.DictReader((DATA / "published_runs.csv").open(newline="", encoding="utf-8"))}
 
-# Measured on 2026-12-03 (hwsim after the package move, 64 rows: 47 calibration, 17 validation).
+# Measured on 2026-12-03 (64 rows: 47 calibration, 17 validation), after norms and elementwise
+# kernels stream at their NeuSight-measured rates (median 52.9 -> 52.3 %, p90 140.7 -> 133.8 %).
 # Regression values, not targets. Tolerance: 0.05 points, a tenth of the tables' last digit.
-VALIDATION = {"n": 17, "median": 0.5295, "p90": 1.4073, "max": 2.4609, "bias": 0.5295}
+VALIDATION = {"n": 17, "median": 0.5234, "p90": 1.3381, "max": 2.4546, "bias": 0.5234}
 BASELINE = {"n": 17, "median": 0.3243, "p90": 2.1543, "max": 3.2993, "bias": 0.3243}
 CALIBRATION_MEDIAN_MFU = 0.4551
 TOLERANCE = 5e-4
