@@ -52,6 +52,9 @@ except ImportError:  # before the package move: the flat module
 
 ROWS_CSV = ROOT / "tests" / "data" / "validation_rows.csv"
 ACCURACY_MD = ROOT / "docs" / "accuracy.md"
+README = ROOT / "README.md"
+README_BEGIN = "<!-- BEGIN generated: accuracy-summary -->"
+README_END = "<!-- END generated: accuracy-summary -->"
 SECTION = "validation"
 BEGIN = f"<!-- BEGIN generated: {SECTION} -->"
 END = f"<!-- END generated: {SECTION} -->"
@@ -265,6 +268,26 @@ def row_lines(results) -> list[str]:
     return _table(header, rows)
 
 
+def readme_lines(results) -> list[str]:
+    """The README's summary: per set and device family, hwsim's median |error| and bias beside
+    the constant-MFU baseline's median |error|."""
+    header = ["set", "family", "runs", "hwsim median \\|error\\|", "hwsim bias",
+              f"constant {_pct(baseline_mfu(results))} MFU median \\|error\\|"]
+    rows = [[line["set"], line["family"], str(line["hwsim"]["n"]), _pct(line["hwsim"]["median"]),
+             _pct(line["hwsim"]["bias"], sign=True), _pct(line["baseline"]["median"])]
+            for line in summary(results)]
+    return _table(header, rows)
+
+
+def write_readme(results, path: Path = README) -> None:
+    text = path.read_text(encoding="utf-8")
+    start, stop = text.find(README_BEGIN), text.find(README_END)
+    if text.count(README_BEGIN) != 1 or text.count(README_END) != 1 or stop < start:
+        raise ValueError(f"{path}: needs exactly one '{README_BEGIN}' ... '{README_END}' pair")
+    block = "\n".join([README_BEGIN, *readme_lines(results), README_END])
+    path.write_text(text[:start] + block + text[stop + len(README_END):], encoding="utf-8")
+
+
 def section(results) -> list[str]:
     """The lines between the markers of docs/accuracy.md."""
     intro = INTRO.format(mfu=_pct(baseline_mfu(results)))
@@ -294,7 +317,8 @@ def write(results, path: Path = ACCURACY_MD) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true",
-                        help=f"rewrite the generated section of {ACCURACY_MD.relative_to(ROOT)}")
+                        help=f"rewrite the generated sections of {ACCURACY_MD.relative_to(ROOT)} "
+                        f"and {README.relative_to(ROOT)}")
     args = parser.parse_args(argv)
     results = outcomes()
     print("\n".join(summary_lines(results)))
@@ -302,7 +326,8 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(row_lines(results)))
     if args.write:
         write(results)
-        print(f"\nwrote {ACCURACY_MD.relative_to(ROOT)}")
+        write_readme(results)
+        print(f"\nwrote {ACCURACY_MD.relative_to(ROOT)} and {README.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

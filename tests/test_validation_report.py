@@ -83,6 +83,15 @@ def test_validation_figures_are_the_recorded_ones():
 
 
 @pytest.mark.slow
+def test_readme_summary_is_what_the_script_generates():
+    text = report.README.read_text(encoding="utf-8")
+    start = text.index(report.README_BEGIN) + len(report.README_BEGIN)
+    assert text[start:text.index(report.README_END)].strip("\n").splitlines() == \
+        report.readme_lines(report.outcomes()), (
+        "README.md's accuracy summary is stale: run "
+        "'python benchmarks/validation_report.py --write' and commit it")
+
+
 def test_docs_section_is_what_the_script_generates():
     text = report.ACCURACY_MD.read_text(encoding="utf-8")
     start, end = text.index(report.BEGIN) + len(report.BEGIN), text.index(report.END)
