@@ -119,7 +119,8 @@ class Op:
 
     ``role``: what the op is to the parallel split; ``task``: what it does for the training step;
     ``forward_of``: the forward op a derived op (a gradient, a recomputed copy, a regather)
-    belongs to. Names are display labels and graph keys, never looked into.
+    belongs to. Names are display labels and graph keys, never looked into. ``frozen``: its
+    parameters are not trained (fine-tuning, ``simulator.training.finetune``).
 
     ``saves`` tells what the backward pass needs from the forward pass: ``"inputs"`` (the
     tensors on the op's input edges, in input order), ``"output"`` (its own output) and
@@ -156,6 +157,7 @@ class Op:
     task: Task = Task.FORWARD
     fn: str = ""  # what the op computes within its kind: "gelu", "add", "layernorm", ...
     no_grad: tuple[str, ...] = ()  # input producers that get no gradient from this op
+    frozen: bool = False  # its parameters are not trained: no weight gradient, no optimizer state
 
     @property
     def param_bytes(self) -> int:

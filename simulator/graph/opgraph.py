@@ -89,6 +89,10 @@ class OpGraph:
         refers to parameters a forward op owns)."""
         return sum(op.params for op in self._all() if op.task is Task.FORWARD)
 
+    def trainable_params(self) -> int:
+        """Parameter elements the model's ops own and train (not ``frozen``)."""
+        return sum(op.params for op in self._all() if op.task is Task.FORWARD and not op.frozen)
+
     def flops(self, phases: Iterable[Phase] | None = None) -> int:
         wanted = set(Phase) if phases is None else set(phases)
         return sum(op.flops for op in self._all() if op.phase in wanted)

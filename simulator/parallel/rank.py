@@ -23,8 +23,9 @@ from simulator.parallel.pipeline import stage_graph
 from simulator.parallel.tensor import check as check_tensor_parallel
 from simulator.parallel.tensor import split, wait_for_weight_gradients
 from simulator.plan.parallel import ParallelPlan
-from simulator.plan.step import Attention, Fusion, Plan
+from simulator.plan.step import Attention, Finetune, Fusion, Plan
 from simulator.training.backward import training_graph
+from simulator.training.finetune import adapt, dequantize
 from simulator.training.fusion import fuse_attention, fuse_elementwise
 from workloads.base import TransformerShape
 from workloads.transformer import Style, TransformerConfig
@@ -45,6 +46,10 @@ def micro_batches(work, plan: Plan, parallel: ParallelPlan, num_devices: int) ->
         raise PlanError(f"cp = {parallel.cp}: context parallelism builds the model for "
                         f"seq_len / cp tokens, and {work.name} was traced at its whole "
                         "sequence: use dp, tp and pp for an imported model")
+    if plan.finetune is not Finetune.FULL and (parallel.tp > 1 or parallel.pp > 1):
+        raise PlanError(f"finetune = {plan.finetune.value} with tp = {parallel.tp}, pp = "
+                        f"{parallel.pp}: LoRA adapters are not split over tensor or pipeline "
+                        "ranks yet; use dp (and zero) for a fine-tune")
     if parallel.sequence_parallel and parallel.tp == 1:
         raise PlanError("sequence parallelism splits the tensor-parallel ranks' tokens: it "
                         "needs tp > 1")
@@ -73,7 +78,8 @@ def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
     cp = parallel.cp
     if cp > 1:   # a rank's tokens (simulator.parallel.context)
         model = replace(model, seq_len=work.seq_len // cp)
-    forward = model.forward_graph(plan.micro_batch, formats.activation, formats.weight)
+    forward = adapt(model.forward_graph(plan.micro_batch, formats.activation, formats.weight),
+                    plan)
     if plan.attention is Attention.FUSED:
         forward = fuse_attention(forward)
     forward = widen_attention(forward, cp)
@@ -90,7 +96,7 @@ def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
 def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
                 per_node: int) -> Lowered:
     """The device-independent half of a stage: its lowered training step (sweeps memoize it)."""
-    step = training_graph(forward, plan)
+    step = dequantize(training_graph(forward, plan), plan)
     if not parallel.overlap_tp_comm:
         wait_for_weight_gradients(step)
     if plan.fusion is Fusion.COMPILED:

@@ -38,6 +38,29 @@ class Fusion(str, Enum):
     COMPILED = "compiled"  # vector ops folded into their producer (torch.compile, XLA)
 
 
+class Finetune(str, Enum):
+    FULL = "full"    # every parameter trained
+    LORA = "lora"    # base weights frozen, low-rank adapters trained (Hu et al. 2021)
+
+
+class LoraTarget(str, Enum):
+    """The linears of each layer that get an adapter."""
+    QKV = "qkv"      # the attention's query, key and value projections
+    O = "o"          # the attention's output projection
+    MLP = "mlp"      # the MLP's linears (fc1, fc2; gate, up, down)
+
+
+class Quantization(str, Enum):
+    """How frozen weights are stored (QLoRA): bytes per weight element, dequantised to the
+    compute format before each GEMM."""
+    NF4 = "nf4"      # 4-bit NormalFloat, double-quantised constants (Dettmers et al. 2023)
+    INT8 = "int8"    # LLM.int8() (Dettmers et al. 2022): int8 with an fp32 scale per row
+
+
+#: LoRA's rank when none is given: PEFT's ``LoraConfig(r=8)`` default.
+DEFAULT_LORA_RANK = 8
+
+
 @dataclass(frozen=True)
 class Formats:
     """Dtypes of one precision. Mixed precision keeps an fp32 master copy (Micikevicius 2018)."""
@@ -106,6 +129,21 @@ class Plan:
         "help": "keep and reduce gradients in fp32 under bf16/fp16 (Megatron-LM "
                 "--accumulate-allreduce-grads-in-fp32, on with its --bf16)"})
 
+    # Fine-tuning (simulator.training.finetune): frozen parameters get no gradients and no
+    # optimizer states; LoRA trains rank-r adapters (Hu et al. 2021) beside the frozen
+    # linears of the targets; QLoRA stores the frozen linears quantised (Dettmers et al. 2023).
+    finetune: Finetune = field(default=Finetune.FULL, metadata={
+        "help": "full: train every parameter; lora: freeze the base weights and train "
+                "low-rank adapters (Hu et al. 2021)"})
+    lora_rank: int | None = field(default=None, metadata={
+        "metavar": "R", "help": f"LoRA adapters' rank (default {DEFAULT_LORA_RANK})"})
+    lora_targets: str | None = field(default=None, metadata={
+        "metavar": "qkv,o,mlp", "help": "the linears that get an adapter, comma-separated: "
+                                        "qkv, o, mlp (default qkv)"})
+    frozen_weights: Quantization | None = field(default=None, metadata={
+        "help": "QLoRA: store the frozen linears as nf4 or int8, dequantised before each "
+                "GEMM (default: the precision's weight format)"})
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "attention", _enum(Attention, self.attention, "attention"))
         object.__setattr__(self, "fusion", _enum(Fusion, self.fusion, "fusion"))
@@ -121,6 +159,37 @@ class Plan:
         if gb is not None and (not isinstance(gb, int) or gb <= 0 or gb % self.micro_batch):
             raise PlanError(f"global_batch = {gb!r} must be a positive multiple of "
                             f"micro_batch = {self.micro_batch}")
+
+        self._check_finetune()
+
+    def _check_finetune(self) -> None:
+        object.__setattr__(self, "finetune", _enum(Finetune, self.finetune, "finetune"))
+        if self.frozen_weights is not None:
+            object.__setattr__(self, "frozen_weights",
+                               _enum(Quantization, self.frozen_weights, "frozen_weights"))
+        lora = self.finetune is Finetune.LORA
+        for name in ("lora_rank", "lora_targets", "frozen_weights"):
+            if getattr(self, name) is not None and not lora:
+                raise PlanError(f"{name} = {getattr(self, name)!r} needs finetune = lora "
+                                "(--finetune lora)")
+        if self.lora_rank is not None and (isinstance(self.lora_rank, bool) or not isinstance(
+                self.lora_rank, int) or self.lora_rank <= 0):
+            raise PlanError(f"lora_rank = {self.lora_rank!r} must be a positive integer")
+        if self.lora_targets is not None:
+            parts = str(self.lora_targets).split(",")
+            targets = [_enum(LoraTarget, part.strip(), "lora_targets") for part in parts]
+            object.__setattr__(self, "lora_targets",
+                               ",".join(t.value for t in LoraTarget if t in targets))
+
+    @property
+    def rank(self) -> int:
+        """LoRA's rank (``lora_rank``, or PEFT's default)."""
+        return self.lora_rank or DEFAULT_LORA_RANK
+
+    @property
+    def targets(self) -> frozenset[LoraTarget]:
+        """The linears LoRA adapts (``lora_targets``, qkv by default)."""
+        return frozenset(LoraTarget(t) for t in (self.lora_targets or "qkv").split(","))
 
     @property
     def batch(self) -> int:

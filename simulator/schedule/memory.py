@@ -8,6 +8,7 @@ from simulator.graph.op import Phase, Task
 from simulator.plan.parallel import ParallelPlan, positive
 from simulator.plan.step import Plan
 from simulator.schedule.step import in_flight
+from simulator.training.finetune import frozen_weight_bytes
 from simulator.training.saved import activation_bytes
 
 
@@ -31,11 +32,12 @@ def stage_memory(run, plan: Plan, parallel: ParallelPlan, m: int) -> dict[str, f
     """Per-device states under ZeRO plus the tensors live at the peak of the stage's step.
 
     States: ``parallel.zero_state_bytes`` of the parameters on this device (its stage's, on
-    its tensor-parallel rank) over the dp replicas. Activations: tensor liveness over the
-    schedule of one micro-batch (``kernels.liveness``): an op's output lives from its start
-    until the last op reading it ends, the backward ops that read saved tensors included, so
-    recomputation shortens lifetimes the way it does in a framework. At the peak instant,
-    tensors of forward and recomputed ops are ``activations``; tensors of backward ops
+    its tensor-parallel rank) over the dp replicas; frozen parameters (fine-tuning) hold
+    their weights only, as stored (``simulator.training.finetune``). Activations: tensor
+    liveness over the schedule of one micro-batch (``kernels.liveness``): an op's output lives
+    from its start until the last op reading it ends, the backward ops that read saved tensors
+    included, so recomputation shortens lifetimes the way it does in a framework. At the peak
+    instant, tensors of forward and recomputed ops are ``activations``; tensors of backward ops
     (activation gradients, transient) are ``workspace``. Weight-gradient ops, the optimizer
     and the collectives write the persistent buffers already counted in the states. A
     pipeline stage holding k micro-batches in flight (``parallel.in_flight_micro_batches``)
@@ -45,9 +47,12 @@ def stage_memory(run, plan: Plan, parallel: ParallelPlan, m: int) -> dict[str, f
     """
     lowered, forward = run.lowered, run.forward
     per = plan.state_bytes_per_param()
-    out = zero_state_bytes(forward.params(), parallel.zero, parallel.replicas,
+    out = zero_state_bytes(forward.trainable_params(), parallel.zero, parallel.replicas,
                            k=per["optimizer_states"], weight_bytes=per["weights"],
                            grad_bytes=per["gradients"])
+    frozen = frozen_weight_bytes(forward, plan)   # fine-tuning: weights alone, maybe quantised
+    if frozen:
+        out["weights"] += frozen / (parallel.replicas if parallel.zero == 3 else 1)
     counted, at, out_free, keep_free = live_tensors(lowered, run.start, run.end)
     began = counted & (run.start <= at)
     live = (np.where(began & (at < out_free), lowered.out_bytes, 0)

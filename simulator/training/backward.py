@@ -41,6 +41,7 @@ from simulator.plan.step import (
     Precision,
     Recompute,
 )
+from simulator.training.finetune import needs_grad
 
 #: Tensor ops whose second operand is a parameter (not an edge of the graph).
 WEIGHTED = frozenset({"linear", "rnn_linear", "conv1d", "conv2d", "conv3d",
@@ -100,9 +101,11 @@ class _Derivation:
     regions: dict[int, list[str]] = field(default_factory=dict)   # region -> its ops, in order
     weight_grads: dict[int, list[str]] = field(default_factory=dict)
     regathered: dict[str, str] = field(default_factory=dict)  # forward all-gather -> regather
+    needs: set[str] | None = None   # ops whose output needs a gradient (None: every op)
 
     def __post_init__(self) -> None:
         self.out = OpGraph(self.forward.name.replace("forward", "training step"))
+        self.needs = needs_grad(self.forward)
 
     def run(self) -> OpGraph:
         order = self.forward.names()
@@ -165,7 +168,8 @@ class _Derivation:
         if region is not None and region not in self.done_regions:
             self._recompute_region(region, deps)
         inputs = self.forward.inputs(op.name)
-        wanted = [src for src in inputs if src not in op.no_grad]  # inputs that get a gradient
+        wanted = [src for src in inputs if src not in op.no_grad   # inputs that get a gradient
+                  and (self.needs is None or src in self.needs)]
         if op.fn in PASSTHROUGH and not op.params:  # gradient passes through, no kernel
             for src in wanted:
                 self.grads.setdefault(src, []).extend(deps)
@@ -193,7 +197,7 @@ class _Derivation:
                              bytes_read=grad_bytes + op.bytes_read - in_bytes,
                              bytes_written=in_bytes, out_bytes=in_bytes)
             self._contribute(src, name)
-        if weighted:
+        if weighted and not op.frozen:
             gdtype = self.plan.formats.gradient
             weight_bytes = op.n * op.k * gdtype.bytes
             in_bytes = (self.forward.op(inputs[0]).out_bytes if inputs
@@ -269,7 +273,7 @@ class _Derivation:
         saved_bytes += op.mask_bytes + op.stats_bytes
         saved_bytes += op.out_bytes if "output" in op.saves else 0
         in_bytes = sum(self.forward.op(s).out_bytes for s in wanted)
-        param_bytes = op.params * self.plan.formats.gradient.bytes
+        param_bytes = 0 if op.frozen else op.params * self.plan.formats.gradient.bytes
         grad_in = op.out_bytes if op.kind is not OpKind.LOSS else 0
         name = self._add(op, "grad", Task.DATA_GRAD, deps, saved,
                          bytes_read=grad_in + saved_bytes,
@@ -278,7 +282,7 @@ class _Derivation:
             self.out.nx.edges[self._saved(op.name), name][READS_OUTPUT] = False
         for src in wanted:
             self._contribute(src, name)
-        if op.params:
+        if op.params and not op.frozen:
             self.weight_grads.setdefault(op.layer, []).append(name)
 
     # -- recomputation ---------------------------------------------------------------------------
@@ -335,7 +339,7 @@ class _Derivation:
         per_layer: dict[int, int] = {}
         tensors: dict[int, int] = {}
         for op in self.forward.ops():
-            if op.params:
+            if op.params and not op.frozen:   # frozen parameters have no optimizer state
                 per_layer[op.layer] = per_layer.get(op.layer, 0) + op.params
                 tensors[op.layer] = tensors.get(op.layer, 0) + op.tensors
         for layer, params in sorted(per_layer.items()):

@@ -17,6 +17,7 @@ from collections import defaultdict
 from simulator.graph.opgraph import OpGraph
 from simulator.plan.step import Plan
 from simulator.training.backward import WEIGHTED, gathered_shard, region_of
+from simulator.training.finetune import needs_grad
 
 
 def saved_tensors(forward: OpGraph, plan: Plan) -> dict[tuple[str, str], tuple[int, int]]:
@@ -26,6 +27,7 @@ def saved_tensors(forward: OpGraph, plan: Plan) -> dict[tuple[str, str], tuple[i
     besides. Each tensor is counted once, for the first op (in forward order) that keeps it.
     """
     kept: dict[tuple[str, str], tuple[int, int]] = {}
+    needs = needs_grad(forward)   # None: every op's backward runs
 
     def keep(kind: str, producer: str, nbytes: int, layer: int) -> None:
         if nbytes and (kind, producer) not in kept:
@@ -34,14 +36,16 @@ def saved_tensors(forward: OpGraph, plan: Plan) -> dict[tuple[str, str], tuple[i
     for name in forward.names():
         op = forward.op(name)
         inputs = forward.inputs(name)
+        if needs is not None and name not in needs:
+            continue   # no gradient flows through it: it keeps nothing
         region = region_of(op, plan.recompute)
         if region is not None:
             for src in inputs:  # the region's checkpoint: what it reads from outside
                 if region_of(forward.op(src), plan.recompute) != region:
                     keep("out", src, forward.op(src).out_bytes, op.layer)
             continue
-        if "inputs" in op.saves:
-            for src in inputs:
+        if "inputs" in op.saves and not (op.frozen and op.fn in WEIGHTED):
+            for src in inputs:   # a frozen weight's GEMM needs only it for the data gradient
                 if op.fn in WEIGHTED:
                     src = gathered_shard(forward, src) or src
                 keep("out", src, forward.op(src).out_bytes, op.layer)

@@ -1,0 +1,160 @@
+"""Fine-tuning: frozen parameters, LoRA adapters and QLoRA's quantised base weights.
+
+- Frozen parameters (``Op.frozen``) get no weight gradient and no optimizer state; a tensor
+  gets a gradient only if some trainable parameter lies upstream of it (``needs_grad``), as
+  autograd's ``requires_grad`` propagates: the frozen base still needs its data gradients
+  wherever an adapter lies below, not its weight gradients.
+- LoRA (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models",
+  arXiv:2106.09685, sec. 4.1): beside each targeted linear W (k -> n), y = W x + (B A x) s
+  with A (k -> r) and B (r -> n) trained and W frozen; the adapters' output is scaled (s =
+  alpha / r) and added, as PEFT's ``lora.Linear.forward`` runs it (its dropout, 0 by default,
+  left out). Every other parameter is frozen too.
+- QLoRA (Dettmers et al. 2023, "QLoRA: Efficient Finetuning of Quantized LLMs",
+  arXiv:2305.14314, sec. 3): the frozen linears of the layers are stored as 4-bit NormalFloat
+  in blocks of 64 with double-quantised constants (8-bit per 64 weights, fp32 per 256 blocks:
+  4 + 8/64 + 32/(64 x 256) = 4.127 bits), or as LLM.int8() (Dettmers et al. 2022: int8 with an
+  fp32 scale per output row); embeddings, norms and the LM head stay in the weight format
+  (bitsandbytes leaves ``lm_head`` unconverted). Each GEMM on such a weight, forward,
+  recomputed or data gradient, first dequantises it to the compute format: an extra
+  memory-bound pass reading the stored weight and writing it out (bitsandbytes' ``MatMul4Bit``
+  dequantises in its forward and again in its backward).
+"""
+from __future__ import annotations
+
+from simulator.errors import PlanError
+from simulator.graph.op import Block, Op, OpKind, Role, Task
+from simulator.graph.opgraph import OpGraph
+from simulator.plan.step import Finetune, LoraTarget, Plan, Quantization
+
+#: Bits per stored weight of each quantisation (QLoRA sec. 3: 4 + 0.127 for NF4's constants).
+BITS = {Quantization.NF4: 4 + 8 / 64 + 32 / (64 * 256), Quantization.INT8: 8}
+#: Vector arithmetic per weight of a dequantisation: a table lookup (or a convert) and a scale.
+DEQUANTIZE_FLOPS_PER_ELEMENT = 2
+
+
+def adapt(forward: OpGraph, plan: Plan) -> OpGraph:
+    """``forward`` as ``plan.finetune`` trains it: itself for a full fine-tune; for LoRA, every
+    parameter frozen and rank-r adapters beside the targeted linears (PlanError if the model
+    has none of them)."""
+    if plan.finetune is Finetune.FULL:
+        return forward
+    out = OpGraph(forward.name)
+    remap: dict[str, str] = {}
+    adapted = 0
+    for name in forward.names():
+        op = forward.op(name)
+        inputs = [remap.get(src, src) for src in forward.inputs(name)]
+        if op.params:
+            op = op.evolve(frozen=True)
+        out.add(op, inputs)
+        if _targeted(op, plan.targets) and inputs:
+            remap[name] = _adapter(out, op, inputs[0], plan.rank)
+            adapted += 1
+    if not adapted:
+        targets = ",".join(t.value for t in LoraTarget if t in plan.targets)
+        raise PlanError(f"finetune = lora: {forward.name.split(' ')[0]} has no linear of the "
+                        f"targets {targets} in its layers (LoRA adapts a transformer's "
+                        "attention and MLP linears)")
+    return out
+
+
+def _targeted(op: Op, targets: frozenset[LoraTarget]) -> bool:
+    if op.fn != "linear" or op.layer < 0 or op.role not in (Role.COLUMN, Role.ROW):
+        return False
+    if op.block is Block.ATTN:
+        return (LoraTarget.QKV if op.role is Role.COLUMN else LoraTarget.O) in targets
+    return op.block is Block.MLP and LoraTarget.MLP in targets
+
+
+def _adapter(out: OpGraph, base: Op, x: str, rank: int) -> str:
+    """B A x s added to ``base``'s output; returns the sum's name (what readers read)."""
+    a = out.add(_linear(base, "lora_a", base.k, rank), [x])
+    b = out.add(_linear(base, "lora_b", rank, base.n), [a])
+    numel, es = base.m * base.n, base.dtype.bytes
+    vector = dict(kind=OpKind.ELEMENTWISE, dtype=base.dtype, layer=base.layer,
+                  block=base.block, bytes_written=numel * es, out_bytes=numel * es)
+    scaled = out.add(Op(name=f"{base.name}.lora_scale", fn="mul", flops=numel,
+                        bytes_read=numel * es, **vector), [b])
+    return out.add(Op(name=f"{base.name}.lora_add", fn="add", flops=numel,
+                      bytes_read=2 * numel * es, **vector), [base.name, scaled])
+
+
+def _linear(base: Op, suffix: str, k: int, n: int) -> Op:
+    """An adapter matrix (k -> n, no bias) over ``base``'s rows, trained."""
+    m, es = base.m, base.dtype.bytes
+    return base.evolve(name=f"{base.name}.{suffix}", flops=2 * m * k * n, m=m, k=k, n=n,
+                       bytes_read=(m * k + k * n) * es, bytes_written=m * n * es,
+                       out_bytes=m * n * es, params=k * n, param_tensors=1,
+                       role=Role.REPLICATED, frozen=False, extra=())
+
+
+def needs_grad(forward: OpGraph) -> set[str] | None:
+    """The ops whose output needs a gradient: those with trainable parameters and those
+    reading such an output (autograd's ``requires_grad``); None when nothing is frozen (every
+    op then gets its gradient, as before fine-tuning existed)."""
+    names = forward.names()
+    if not any(forward.op(n).frozen for n in names):
+        return None
+    needed: set[str] = set()
+    for name in names:
+        op = forward.op(name)
+        if (op.params and not op.frozen) or any(src in needed for src in forward.inputs(name)):
+            needed.add(name)
+    return needed
+
+
+def quantized(op: Op, plan: Plan) -> bool:
+    """Whether ``op`` (or a derived copy of it) is a GEMM on a quantised frozen weight."""
+    return (plan.frozen_weights is not None and op.frozen and op.fn == "linear"
+            and op.layer >= 0 and op.role in (Role.COLUMN, Role.ROW))
+
+
+def stored_weight_bytes(op: Op, plan: Plan) -> float:
+    """Bytes of ``op``'s weight as stored: quantised (``quantized``) or in the weight format."""
+    if not quantized(op, plan):
+        return op.params * plan.formats.weight.bytes
+    if plan.frozen_weights is Quantization.INT8:
+        return op.k * op.n + 4 * op.n + _bias(op) * plan.formats.weight.bytes
+    return op.k * op.n * BITS[Quantization.NF4] / 8 + _bias(op) * plan.formats.weight.bytes
+
+
+def _bias(op: Op) -> int:
+    return op.params - op.k * op.n if op.params > op.k * op.n else 0
+
+
+def frozen_weight_bytes(forward: OpGraph, plan: Plan) -> float:
+    """Bytes of the frozen weights one rank holds (no gradient, no optimizer state)."""
+    return sum(stored_weight_bytes(op, plan) for op in forward.ops()
+               if op.task is Task.FORWARD and op.frozen and op.params)
+
+
+def dequantize(step: OpGraph, plan: Plan) -> OpGraph:
+    """Before each GEMM on a quantised weight (forward, recomputed, data gradient), the pass
+    that dequantises it: reads the stored weight, writes it in the compute format, which the
+    GEMM reads and then frees. Issued as soon as the GEMM's first input is ready. ``step`` is
+    changed in place and returned."""
+    if plan.frozen_weights is None:
+        return step
+    for name in [n for n in step.names() if quantized(step.op(n), plan)
+                 and step.op(n).task is not Task.WEIGHT_GRAD]:
+        op = step.op(name)
+        stored = op.k * op.n * BITS[plan.frozen_weights] / 8
+        written = op.k * op.n * op.dtype.bytes
+        deq = Op(name=f"dequantize:{name}", kind=OpKind.ELEMENTWISE, phase=op.phase,
+                 dtype=op.dtype, fn="dequantize",
+                 flops=DEQUANTIZE_FLOPS_PER_ELEMENT * op.k * op.n,
+                 bytes_read=int(stored), bytes_written=written, out_bytes=written,
+                 layer=op.layer, block=op.block, forward_of=op.forward_of or name,
+                 task=op.task)
+        first = step.inputs(name)[:1]
+        step.add(deq, [])
+        for src in first:   # ordering only: dequantise just in time
+            step.add_edge(src, deq.name, nbytes=0)
+        step.add_edge(deq.name, name, index=len(step.inputs(name)))
+        if first:
+            step.issue_early(deq.name)
+    return step
+
+
+__all__ = ["BITS", "adapt", "dequantize", "frozen_weight_bytes", "needs_grad", "quantized",
+           "stored_weight_bytes"]

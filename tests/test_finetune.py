@@ -1,0 +1,127 @@
+"""Fine-tuning (issue 22, item 4): frozen parameters have no gradients or optimizer states; LoRA
+adapters' FLOPs and memory are counted, the frozen base keeps its data gradients; QLoRA stores
+the frozen linears as nf4 or int8 and dequantises them before each GEMM."""
+import json
+
+import pytest
+
+from simulator import simulate
+from simulator.cli import main
+from simulator.graph.op import Task
+from simulator.parallel.rank import stage_forward
+from simulator.plan.parallel import ParallelPlan
+from simulator.plan.step import Plan
+from simulator.training.backward import training_graph
+from simulator.training.finetune import BITS
+from workloads.zoo import MODELS
+
+LLAMA = MODELS["llama2-7b"]
+T, H, F, L, V, R = 512, 4096, 11008, 32, 32000, 16
+LAYER_LINEARS = 4 * H * H + 3 * H * F          # q, k, v, o; gate, up, down
+LINEARS = L * LAYER_LINEARS + H * V             # and the LM head
+QKV_ADAPTERS = L * 3 * (H * R + R * H)          # A (h -> r) and B (r -> h) beside q, k, v
+LORA = dict(micro_batch=1, seq_len=T, finetune="lora", lora_rank=R)
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return {"full": simulate("llama2-7b", "rtx-4090", micro_batch=1, seq_len=T),
+            "lora": simulate("llama2-7b", "rtx-4090", **LORA),
+            "nf4": simulate("llama2-7b", "rtx-4090", frozen_weights="nf4", **LORA),
+            "int8": simulate("llama2-7b", "rtx-4090", frozen_weights="int8", **LORA)}
+
+
+def test_llama2_7b_lora_fits_a_24gb_rtx_4090_and_the_full_fine_tune_does_not(runs):
+    assert runs["lora"].memory_capacity_bytes == 24e9
+    assert runs["lora"].fits and runs["lora"].peak_memory_bytes < 16e9    # 15.4 GB
+    assert not runs["full"].fits and runs["full"].peak_memory_bytes > 100e9  # 110 GB
+
+
+def test_frozen_parameters_have_no_gradients_or_optimizer_states(runs):
+    memory = runs["lora"].memory_breakdown
+    assert memory["weights"] == (LLAMA.num_params() + QKV_ADAPTERS) * 2   # bf16
+    assert memory["gradients"] == QKV_ADAPTERS * 2
+    assert memory["optimizer_states"] == QKV_ADAPTERS * (4 + 4 + 4)     # master, m, v
+
+
+def test_lora_step_flops_follow_the_closed_form(runs):
+    """Frozen base: forward + data gradient, 4 x linear params x tokens (the full step's 6
+    less its weight gradients), except the first layer's q, k, v and their adapters' A, whose
+    input (the normed embedding) needs no gradient, as autograd skips it; plus the adapters'
+    6 x params x tokens; attention's core as in the full step."""
+    first_layer = 3 * H * H + 3 * H * R
+    expected = (runs["full"].flops_per_step - 2 * LINEARS * T - 2 * first_layer * T
+                + 6 * QKV_ADAPTERS * T)
+    assert runs["lora"].flops_per_step == expected
+
+
+def test_adapting_every_linear_counts_its_adapters():
+    every = simulate("llama2-7b", "rtx-4090", lora_targets="mlp,qkv,o", **LORA)
+    adapters = L * (4 * (H * R + R * H) + 2 * (H * R + R * F) + (F * R + R * H))
+    assert every.memory_breakdown["gradients"] == adapters * 2
+
+
+def test_qlora_stores_the_layers_linears_quantised(runs):
+    quantised, rest = L * LAYER_LINEARS, LLAMA.num_params() - L * LAYER_LINEARS
+    nf4 = runs["nf4"].memory_breakdown["weights"]
+    assert nf4 == pytest.approx(quantised * BITS["nf4"] / 8 + (rest + QKV_ADAPTERS) * 2)
+    assert BITS["nf4"] == pytest.approx(4.127, abs=1e-3)   # QLoRA sec. 3
+    int8_rows = L * (4 * H + 2 * F + H)                 # an fp32 scale per output row
+    assert runs["int8"].memory_breakdown["weights"] == quantised + 4 * int8_rows \
+        + (rest + QKV_ADAPTERS) * 2
+    assert runs["nf4"].peak_memory_bytes < 7e9 < runs["int8"].peak_memory_bytes < 10e9
+    # dequantising is a memory-bound pass before each GEMM: slower than LoRA, same FLOPs
+    assert runs["nf4"].step_time_s > runs["lora"].step_time_s
+    assert runs["nf4"].flops_per_step == runs["lora"].flops_per_step
+
+
+def test_qlora_dequantises_before_every_gemm_on_a_quantised_weight():
+    plan = Plan(micro_batch=1, finetune="lora", lora_rank=R, frozen_weights="nf4")
+    small = LLAMA.with_layers(2)
+    forward = stage_forward(small, plan, ParallelPlan(), 0, None)[1]
+    from simulator.training.finetune import dequantize
+    step = dequantize(training_graph(forward, plan), plan)
+    ops = [step.op(n) for n in step.names()]
+    dequant = [op for op in ops if op.fn == "dequantize"]
+    # forward of 2 x 7 linears, data gradients of all but the first layer's q, k, v
+    assert len(dequant) == 2 * 7 * 2 - 3
+    assert {op.task for op in dequant} == {Task.FORWARD, Task.DATA_GRAD}
+    assert not any(op.task is Task.WEIGHT_GRAD and op.frozen for op in ops)
+
+
+def test_cli_flags_and_the_api_agree(runs, capsys):
+    assert main(["predict", "llama2-7b", "--device", "rtx-4090", "--micro-batch", "1",
+                 "--seq-len", "512", "--finetune", "lora", "--lora-rank", "16", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["fits"] and out["peak_memory_bytes"] == runs["lora"].peak_memory_bytes
+
+
+def test_a_workload_toml_fine_tunes(tmp_path):
+    spec = tmp_path / "tiny.toml"
+    spec.write_text('[transformer]\nlayers = 2\nhidden = 256\nheads = 4\nvocab = 1000\n'
+                    'seq_len = 128\nffn = "swiglu"\n')
+    full = simulate(str(spec), "a100", micro_batch=2)
+    lora = simulate(str(spec), "a100", micro_batch=2, finetune="lora", lora_rank=4,
+                    lora_targets="qkv,o,mlp")
+    assert lora.memory_breakdown["optimizer_states"] < full.memory_breakdown["optimizer_states"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--lora-rank", "16"], "lora_rank = 16 needs finetune = lora"),
+    (["--frozen-weights", "nf4"], "frozen_weights = "),
+    (["--finetune", "lora", "--lora-targets", "qkv,ffn"], "lora_targets = 'ffn' is not known"),
+    (["--finetune", "lora", "--lora-rank", "0"], "lora_rank = 0 must be a positive integer"),
+    (["--finetune", "qlora"], "invalid choice: 'qlora'"),
+    (["--finetune", "lora", "--num-devices", "2", "--tp", "2"],
+     "finetune = lora with tp = 2, pp = 1"),
+])
+def test_bad_fine_tuning_input_is_one_line_and_exit_2(capsys, flags, message):
+    assert main(["predict", "gpt2-small", "--device", "a100", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message in err
+
+
+def test_lora_of_a_model_without_its_linears_is_refused(capsys):
+    assert main(["predict", "resnet-50", "--device", "a100", "--finetune", "lora"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no linear of the targets qkv" in err
