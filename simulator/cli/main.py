@@ -29,8 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "energy and cost on hardware you do not have.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("predict", help="predict one training step (and a whole run)")
-    p.add_argument("model", help="zoo name ('hwsim models'), workload .toml file, model .onnx "
-                   "file, or path/to/file.py:factory returning (torch module, example inputs)")
+    p.add_argument("model", help="zoo name ('hwsim models'), Hugging Face config.json, "
+                   "workload .toml file, model .onnx file, or path/to/file.py:factory "
+                   "returning (torch module, example inputs)")
     add_plan_flags(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     c = sub.add_parser("calibrate", help="fit a device's efficiencies to micro-benchmarks "
