@@ -9,16 +9,17 @@ from __future__ import annotations
 import time
 
 from hardware_specs.loader import load_device
-from simulator.api import _memory
-from simulator.cost.roofline import op_costs
-from simulator.parallel.rank import N_STREAMS, StageRun, step_time, streams
 from simulator.cost.energy import op_energy, step_energy
+from simulator.cost.roofline import op_costs
 from simulator.engine.kernels import critical_path, schedule
-from simulator.training.fusion import fuse_attention
 from simulator.graph.lower import lower
 from simulator.plan.parallel import ParallelPlan
 from simulator.plan.step import Plan
+from simulator.schedule.memory import stage_memory
+from simulator.schedule.stage import N_STREAMS, StageRun, streams
+from simulator.schedule.step import step_time
 from simulator.training.backward import training_graph
+from simulator.training.fusion import fuse_attention
 from workloads.presets import TRANSFORMERS
 
 
@@ -28,7 +29,7 @@ def engine(step, forward, plan, device):
     start, end = schedule(lowered.indptr, lowered.indices, time_s, streams(lowered), N_STREAMS)
     critical_path(lowered.indptr, lowered.indices, time_s)
     run = StageRun(0, forward, lowered, compute_s, memory_s, time_s, start, end)
-    memory = _memory(run, plan, ParallelPlan(), 1)
+    memory = stage_memory(run, plan, ParallelPlan(), 1)
     energy = step_energy(lowered, op_energy(lowered, device, compute_s, memory_s, time_s), 1)
     return step_time([run], ParallelPlan(), 1)[0], memory, energy, len(lowered)
 
