@@ -35,7 +35,7 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
 
 Every number must be finite and within the physical bounds of ``hardware_specs.spec.LIMITS``
 (checked in SI, after conversion): peaks 1 FLOP/s to 1e19 FLOP/s (1e7 TFLOP/s); a memory level's
-capacity up to 1e15 bytes; bandwidths 1 byte/s to 1e17 bytes/s (1e8 GB/s); power 1 mW to
+capacity up to 1e15 bytes; bandwidths 1 byte/s to 1e17 bytes/s (1e8 GB/s); power up to
 100 kW; fixed costs (overheads, latencies) up to 1 s; energies up to 1e6 pJ; prices up to
 1e6 USD/h; whole numbers (cores, link counts) up to 1e7; a spec file at most 1 MiB.
 

@@ -34,7 +34,7 @@ LIMITS = {
     "flops_per_s": (1.0, 1e19, "FLOP/s"),      # 10 EFLOP/s: 500 x an H100's dense fp8 peak
     "capacity_bytes": (1.0, 1e15, "bytes"),    # 1 PB in one memory level
     "bytes_per_s": (1.0, 1e17, "bytes/s"),     # 100 PB/s: 5 x a wafer-scale engine's SRAM
-    "w": (1e-3, 1e5, "W"),                     # a milliwatt to a 100 kW system
+    "w": (0.0, 1e5, "W"),                      # up to a 100 kW system
     "s": (0.0, 1.0, "s"),                      # a fixed cost per op, call, step or message
     "j": (0.0, 1e-6, "J"),                     # per FLOP or byte: 10^6 x a GPU's picojoule
     "usd_per_hour": (0.0, 1e6, "USD/h"),
@@ -227,8 +227,8 @@ class DeviceSpec:
             raise SpecError("memory must be one or more MemoryLevels, main memory last")
         for name in ("op_overhead_s", "optimizer_overhead_s", "step_overhead_s"):
             within(getattr(self, name), name, "s")
-        for name in ("idle_power_w", "tdp_w"):
-            within(getattr(self, name), name, "w")
+        within(self.idle_power_w, "idle_power_w", "w")
+        within(self.tdp_w, "tdp_w", "w", low_open=True)
         for name in ("matmul_efficiency", "memory_efficiency", "vector_efficiency"):
             fraction(getattr(self, name), name)
         for name in ("conv_efficiency", "attention_efficiency", "matmul_memory_efficiency",
