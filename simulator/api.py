@@ -32,7 +32,7 @@ from simulator.report.figures import (
 from simulator.report.result import Result
 from simulator.schedule.memory import stage_memory
 from simulator.schedule.stage import StageRun, price_stage
-from simulator.schedule.step import idle_s, step_time
+from simulator.schedule.step import idle_s, step_time, throttled_j
 from simulator.training.saved import activation_bytes
 from workloads.base import Workload
 from workloads.zoo import get_workload
@@ -109,6 +109,7 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                             energy_j)
     waiting, exposed = idle_s(run, m, step_s, bubble, max(r.t_micro for r in runs))
     energy = step_energy(lowered, energy_j, m) + device.idle_power_w * waiting
+    energy -= throttled_j(run, energy_j, m, device.idle_power_w, device.tdp_w)  # at most TDP
     from simulator.engine.kernels import critical_path  # numba loads when a step is priced
 
     path_s, on_path = critical_path(lowered.indptr, lowered.indices, run.time_s)

@@ -11,9 +11,12 @@ Two models, chosen by what the device's spec gives:
   otherwise: u is the busy share of the op's time, ``max(compute_s, memory_s) / time_s`` (the
   launch overhead is idle time), and P_max is the TDP.
 
-Either way every op draws between idle power and TDP, so a step's average power does too. The
-step's energy uses the step's accounting (``simulate``): each micro-batch's forward and backward,
-then one optimizer update.
+Either way every op draws between idle power and TDP. Ops on different streams overlap
+(communication during compute, ring attention's transfers under its blocks): their powers
+add, and where the sum exceeds the TDP the device throttles instead, so ``over_tdp_j`` is the
+energy above the TDP at each instant of the schedule, which the step's energy leaves out; a
+step's average power is then between idle power and TDP. The step's energy uses the step's
+accounting (``simulate``): each micro-batch's forward and backward, then one optimizer update.
 """
 from __future__ import annotations
 
@@ -52,4 +55,30 @@ def step_energy(lowered: Lowered, energy_j: np.ndarray, micro_batches: int) -> f
     return float(micro_batches * energy_j[~is_update].sum() + energy_j[is_update].sum())
 
 
-__all__ = ["counted", "op_energy", "step_energy"]
+def over_tdp_j(start: np.ndarray, end: np.ndarray, energy_j: np.ndarray,
+               on_compute: np.ndarray, idle_w: float, tdp_w: float) -> float:
+    """Joules above ``tdp_w`` in one schedule: the integral of max(P(t) - TDP, 0), where P(t)
+    is the sum of the powers (``energy_j / (end - start)``) of the ops running at t, plus the
+    idle power while no op of the compute stream (``on_compute``) runs (the idle time the
+    step counts besides its ops). 0.0 where the powers never sum above the TDP (beyond float
+    rounding: a relative 1e-9)."""
+    span = end - start
+    timed = span > 0
+    if not timed.any():
+        return 0.0
+    power = energy_j[timed] / span[timed]
+    times, at = np.unique(np.concatenate([start[timed], end[timed]]), return_inverse=True)
+    n = len(power)
+    delta = np.zeros(len(times))
+    np.add.at(delta, at[:n], power)
+    np.add.at(delta, at[n:], -power)
+    busy = np.zeros(len(times))
+    computing = on_compute[timed].astype(np.float64)
+    np.add.at(busy, at[:n], computing)
+    np.add.at(busy, at[n:], -computing)
+    level = np.cumsum(delta)[:-1] + np.where(np.cumsum(busy)[:-1] > 0.5, 0.0, idle_w)
+    above = np.where(level > tdp_w * (1 + 1e-9), level - tdp_w, 0.0)
+    return float((above * np.diff(times)).sum())
+
+
+__all__ = ["counted", "op_energy", "over_tdp_j", "step_energy"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from simulator.cost.energy import over_tdp_j
 from simulator.plan.parallel import ParallelPlan
 from simulator.schedule.pipeline import bubble_over_ideal, in_flight_micro_batches
 from simulator.schedule.stage import StageRun, streams
@@ -54,6 +55,20 @@ def idle_s(run: StageRun, m: int, step: float, bubble: float,
     return waits + bubble + slower + max(rest, 0.0), waits
 
 
+def throttled_j(run: StageRun, energy_j: np.ndarray, m: int, idle_w: float,
+                tdp_w: float) -> float:
+    """Joules a step's ops would draw above the TDP when their streams overlap
+    (``simulator.cost.energy.over_tdp_j``), which the device throttles away: the first m - 1
+    micro-batches run their own ops, the last one also the step's reduction and update."""
+    compute = streams(run.lowered) == 0
+    last = over_tdp_j(run.start, run.end, energy_j, compute, idle_w, tdp_w)
+    if m == 1:
+        return last
+    per = run.per_micro
+    each = over_tdp_j(run.start[per], run.end[per], energy_j[per], compute[per], idle_w, tdp_w)
+    return (m - 1) * each + last
+
+
 def _gaps(run: StageRun, mask: np.ndarray, horizon: float) -> float:
     """Idle time of the ops in ``mask`` (one stream, in order) from 0 to ``horizon``."""
     if not mask.any():
@@ -66,4 +81,4 @@ def _gaps(run: StageRun, mask: np.ndarray, horizon: float) -> float:
     return float(start[0] + gaps + max(horizon - reach[-1], 0.0))
 
 
-__all__ = ["idle_s", "in_flight", "step_time"]
+__all__ = ["idle_s", "in_flight", "step_time", "throttled_j"]
