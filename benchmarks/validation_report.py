@@ -170,8 +170,18 @@ def predicted_value(row: dict[str, str], result) -> float:
     if metric == "tflops_per_device" and row["flops_counted"] == "hardware":
         return result.hfu * peak_tflops
     if metric == "tflops_per_device" and row["flops_counted"] == "model":
-        return result.tflops_per_device
+        # the sources' model FLOPs: Megatron-LM's formula, the causal attention core counted
+        # whole (hwsim counts half of a fused one, simulator.report.figures.counted_fraction)
+        return result.tokens_per_s / result.num_devices * megatron_flops_per_token(row) / 1e12
     raise ValueError(f"{row['run_id']}: unknown metric {metric!r} / {row['flops_counted']!r}")
+
+
+def megatron_flops_per_token(row: dict[str, str]) -> float:
+    """Model FLOPs per token of a training step as Megatron-LM counts them (Narayanan et al.
+    2021, eq. 3 over B s tokens): 72 l h^2 (1 + s / 6h + V / 12 l h)."""
+    layers, hidden = int(row["layers"]), int(row["hidden"])
+    seq, vocab = int(row["seq_len"]), int(row["vocab"])
+    return 72 * layers * hidden**2 * (1 + seq / (6 * hidden) + vocab / (12 * layers * hidden))
 
 
 def family(device: str) -> str:

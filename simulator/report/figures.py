@@ -23,7 +23,10 @@ DEFAULT_PUE = 1.0
 
 def system_flops(run, unsplit, parallel: ParallelPlan, m: int,
                   layers: int | None) -> tuple[float, float]:
-    """Model and hardware FLOPs of one step of the whole system (all replicas).
+    """Model and hardware FLOPs of one step of the whole system (all replicas), each op's
+    ``counted_fraction``: a causal fused attention core counts half its s x s products, those
+    on or below the diagonal (counted whole, as in Narayanan et al. 2021, eq. 3, they made MFU
+    exceed 100 % at long contexts, here and in NVIDIA/Megatron-LM issue #831).
 
     One device runs the whole model: its graph's counts. Split over tp or pp (transformers,
     ``layers`` in all): the forward tensor FLOPs of a layer of the unsplit model (a model of
@@ -37,9 +40,12 @@ def system_flops(run, unsplit, parallel: ParallelPlan, m: int,
     model, hardware = _flops(run.lowered, m)
     if parallel.tp == 1 and parallel.pp == 1:
         return model * parallel.replicas, hardware * parallel.replicas
-    in_unsplit = 1 + max(op.layer for op in unsplit.ops())
-    per_layer = sum(op.model_flops for op in unsplit.ops() if op.layer >= 0) / in_unsplit
-    outside = sum(op.model_flops for op in unsplit.ops() if op.layer < 0)
+    ops = list(unsplit.ops())
+    in_unsplit = 1 + max(op.layer for op in ops)
+    counted = [op.model_flops * f for op, f in
+               zip(ops, counted_fraction([op.kind for op in ops], [op.causal for op in ops]))]
+    per_layer = sum(f for op, f in zip(ops, counted) if op.layer >= 0) / in_unsplit
+    outside = sum(f for op, f in zip(ops, counted) if op.layer < 0)
     forward = outside + per_layer * layers
     in_run = parallel.stage_layers(layers)[run.stage] if parallel.pp > 1 else layers
     recomputed = (hardware - model) / in_run * layers * parallel.tp
@@ -67,10 +73,23 @@ def communication_s(run, m: int) -> float:
     return float(m * each + run.time_s[comm & ~run.per_micro].sum())
 
 
+def counted_fraction(kind, causal) -> np.ndarray:
+    """The share of each op's FLOPs that counts in MFU and HFU (ops given by their kinds and
+    causal facts): half of a causal fused attention core -- the products on or below the
+    diagonal, what a causal model needs and FlashAttention's benchmarks count; its kernel runs
+    a little more, the diagonal blocks whole (``simulator.cost.efficiency.executed_fraction``),
+    so that MFU <= HFU <= 1 -- and all of every other op (a materialized core runs, and
+    counts, the whole s x s product, as Narayanan et al. 2021, eq. 3 counts it)."""
+    kind, causal = np.asarray(kind), np.asarray(causal)
+    return np.where((kind == int(OpKind.ATTENTION)) & (causal > 0), 0.5, 1.0)
+
+
 def _flops(lowered, micro_batches: int) -> tuple[float, float]:
-    """Model FLOPs (forward + backward) and hardware FLOPs (+ recomputation) of one step."""
+    """Model FLOPs (forward + backward) and hardware FLOPs (+ recomputation) of one step
+    (tensor ops, ``counted_fraction`` of each)."""
     tensor = np.isin(lowered.kind, [int(k) for k in TENSOR_KINDS])
-    flops = np.where(tensor, lowered.flops, 0).astype(np.float64)
+    flops = np.where(tensor, lowered.flops * counted_fraction(lowered.kind, lowered.causal),
+                     0.0)
     model = flops[(lowered.phase == Phase.FORWARD) | (lowered.phase == Phase.BACKWARD)].sum()
     recomputed = flops[lowered.phase == Phase.RECOMPUTE].sum()
     return float(micro_batches * model), float(micro_batches * (model + recomputed))
@@ -110,5 +129,5 @@ def run_totals(result: Result, device: DeviceSpec, tokens_per_sample: int | None
             "pue": pue, "grid_kg_co2_per_kwh": grid, "node_overhead_w": overhead_w}
 
 
-__all__ = ["DEFAULT_GRID_KG_CO2_PER_KWH", "DEFAULT_PUE", "communication_s", "run_totals",
-           "system_flops"]
+__all__ = ["DEFAULT_GRID_KG_CO2_PER_KWH", "DEFAULT_PUE", "communication_s", "counted_fraction",
+           "run_totals", "system_flops"]
