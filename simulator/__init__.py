@@ -6,7 +6,7 @@ import ``simulator.graph`` without loading the engine.
 """
 from importlib import import_module
 
-from simulator.errors import HwsimError, PlanError, SpecError, WorkloadError
+from simulator.errors import HwsimError, InternalError, PlanError, SpecError, WorkloadError
 from simulator.graph.op import Block, DType, Op, OpKind, Phase
 from simulator.plan.parallel import ParallelPlan, Schedule
 from simulator.plan.step import Attention, Fusion, Optimizer, Plan, Precision, Recompute
@@ -30,7 +30,7 @@ def __getattr__(name: str):
 
 
 __all__ = ["Attention", "Block", "Calibration", "CapacityReport", "DType", "Fusion",
-           "HwsimError", "Op", "OpGraph", "OpKind", "Optimizer", "ParallelPlan", "Phase", "Plan",
-           "PlanError", "Precision", "Recompute", "Result", "Schedule", "SpecError",
-           "StageCache", "WorkloadError", "capacity_plan", "compare", "override", "simulate",
-           "sweep", "training_graph"]
+           "HwsimError", "InternalError", "Op", "OpGraph", "OpKind", "Optimizer",
+           "ParallelPlan", "Phase", "Plan", "PlanError", "Precision", "Recompute", "Result",
+           "Schedule", "SpecError", "StageCache", "WorkloadError", "capacity_plan", "compare",
+           "override", "simulate", "sweep", "training_graph"]

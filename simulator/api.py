@@ -14,17 +14,18 @@ from hardware_specs.cluster import ClusterSpec, cluster_for, list_clusters, load
 from hardware_specs.loader import load_device
 from hardware_specs.spec import DeviceSpec
 from simulator.cost.energy import op_energy, step_energy
-from simulator.errors import PlanError, did_you_mean
+from simulator.errors import PlanError, SpecError, WorkloadError, did_you_mean, shown
 from simulator.graph.lower import Lowered
 from simulator.graph.op import UNKNOWN, OpKind
 from simulator.graph.opgraph import OpGraph
 from simulator.parallel.rank import build_stage, micro_batches, stage_forward
 from simulator.plan.fields import PARALLEL, PLAN, echo
-from simulator.plan.parallel import ParallelPlan, data_parallel_size
+from simulator.plan.parallel import ParallelPlan, data_parallel_size, positive
 from simulator.plan.step import Plan
 from simulator.report.figures import (
     DEFAULT_GRID_KG_CO2_PER_KWH,
     DEFAULT_PUE,
+    check_run,
     communication_s,
     run_totals,
     system_flops,
@@ -66,7 +67,12 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
 
     Per-device figures (memory, power, ``tflops_per_device``, MFU, HFU) are those of the
     busiest device; ``samples_per_s`` and ``tokens_per_s`` are the whole system's.
+    Arguments of the wrong type or out of bounds raise hwsim's errors (``HwsimError``); a
+    result breaking one of hwsim's invariants (``Result.check``) raises ``InternalError``.
     """
+    _check_arguments(workload, hardware, plan, parallel, num_devices, cache)
+    check_run(tokens=tokens, steps=steps, grid_kg_co2_per_kwh=grid_kg_co2_per_kwh, pue=pue,
+              node_overhead_w=node_overhead_w)
     work = get_workload(workload)
     plan_fields, parallel_fields, seq_len = _keywords(plan_fields)
     if seq_len is not None:
@@ -164,7 +170,7 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     nodes = cluster.nodes if cluster else 1
     result.totals = run_totals(result, device, per_sample_tokens, tokens, steps,
                             grid_kg_co2_per_kwh, pue, node_overhead_w * nodes)
-    return result
+    return result.check()
 
 
 def _keywords(keywords: dict) -> tuple[dict, dict, int | None]:
@@ -199,6 +205,29 @@ def _parallel(fields: dict, hardware, num_devices: int | None) -> ParallelPlan:
         num_devices = resolve_hardware(hardware, None)[2] if _is_cluster(hardware) \
             else given.num_devices
     return replace(given, dp=data_parallel_size(num_devices, given.tp, given.pp, given.cp))
+
+
+def _check_arguments(workload, hardware, plan, parallel, num_devices, cache) -> None:
+    """hwsim's own error for an argument of the wrong type, before any work (never an
+    AttributeError or TypeError from deep inside)."""
+    if not (isinstance(workload, str) or (isinstance(workload, tuple) and len(workload) == 2)
+            or callable(getattr(workload, "forward_graph", None))):
+        raise WorkloadError(f"workload = {shown(workload)} must be a zoo name, a model file, "
+                            "(torch module, example inputs) or a Workload")
+    if not isinstance(hardware, (str, DeviceSpec, ClusterSpec)):
+        raise SpecError(f"hardware = {shown(hardware)} must be a device or cluster name, a "
+                        "spec file, a DeviceSpec or a ClusterSpec")
+    device = hardware.device if isinstance(hardware, ClusterSpec) else hardware
+    if isinstance(device, DeviceSpec) and device.idle_power_w > device.tdp_w:
+        raise SpecError(f"{device.name}: idle_power_w = {device.idle_power_w:g} W exceeds "
+                        f"tdp_w = {device.tdp_w:g} W")
+    for value, kind, name in ((plan, Plan, "plan"), (parallel, ParallelPlan, "parallel")):
+        if value is not None and not isinstance(value, kind):
+            raise PlanError(f"{name} = {shown(value)} must be a {kind.__name__} or None")
+    if num_devices is not None:
+        positive(num_devices, "num_devices")
+    if cache is not None and not callable(getattr(cache, "stage_forward", None)):
+        raise PlanError(f"cache = {shown(cache)} must be a StageCache or None")
 
 
 def _is_cluster(hardware) -> bool:

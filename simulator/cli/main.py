@@ -1,21 +1,27 @@
 """The ``hwsim`` command: predict, models, devices.
 
-A user's mistake is one line on stderr and exit status 2, never a traceback.
+A user's mistake is one line on stderr and exit status 2, never a traceback; a bug in hwsim
+(an ``InternalError``: a result breaking one of its invariants, or any other exception) is one
+line saying so and exit status 70; SIGTERM stops the command as Ctrl-C does (exit 143).
 """
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
+import signal
 import sys
 
 from hardware_specs import override as whatif
 from simulator.cli.explore import COMMANDS, add_commands, positive_float
 from simulator.cli.flags import add_plan_fields, add_set_flag, flag, parse_sets, plan_values
-from simulator.errors import HwsimError, PlanError
+from simulator.errors import HwsimError, InternalError, PlanError, clean
 from simulator.plan.fields import PARALLEL, PLAN
 from simulator.plan.step import Plan
 
-EXIT_USAGE = 2
+EXIT_USAGE = 2          # a user's mistake (HwsimError): one line
+EXIT_INTERNAL = 70      # a bug in hwsim (InternalError or any other exception): one line
+EXIT_TERMINATED = 143   # SIGTERM (128 + 15)
 PLOTS = ("roofline", "timeline", "memory", "pareto")
 
 
@@ -103,13 +109,36 @@ def main(argv: list[str] | None = None) -> int:
                     "models": _models, "devices": _devices, "plot": _plot, **COMMANDS}
         return commands[args.command](args)
     except HwsimError as err:
-        print(f"hwsim: error: {err}", file=sys.stderr)
+        print(f"hwsim: error: {_line(err)}", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated:
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # output piped into head: not an error
         sys.stderr.close()
         return 0
+    except Exception as err:  # a bug in hwsim: one line, not a traceback, unless asked for
+        if os.environ.get("HWSIM_TRACEBACK"):
+            raise
+        what = "" if isinstance(err, InternalError) else f"{type(err).__name__}: "
+        print(f"hwsim: internal error: {what}{_line(err)} (HWSIM_TRACEBACK=1 shows where)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread (``entry``) so that a sweep keeps its finished rows
+    and stops its workers as on Ctrl-C."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+def _line(err: BaseException) -> str:
+    """An error as one clean line: control characters escaped, whitespace runs as one space."""
+    return " ".join(clean(str(err)).split())
 
 
 def _predict(args) -> int:
@@ -191,8 +220,6 @@ def _hardware_and_parallel(args):
         raise PlanError("the following arguments are required: --device (or --cluster)")
     if args.device is not None and args.cluster is not None:
         raise PlanError("give --device or --cluster, not both")
-    if not args.node_overhead_w >= 0:
-        raise PlanError(f"--node-overhead-w = {args.node_overhead_w} must be non-negative")
     hardware = load_cluster(args.cluster) if args.cluster else args.device
     hardware = whatif.apply(hardware, parse_sets(args.set))
     n = args.num_devices
@@ -369,4 +396,5 @@ def _devices(args) -> int:
 
 
 def entry() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     sys.exit(main())

@@ -6,6 +6,7 @@ from enum import Enum
 
 from simulator.errors import PlanError
 from simulator.graph.op import Block, DType, OpKind
+from simulator.plan.parallel import MAX_BATCH, positive
 
 
 class Precision(str, Enum):
@@ -153,10 +154,11 @@ class Plan:
         for name in ("grad_clip", "fp32_grads"):
             if not isinstance(getattr(self, name), bool):
                 raise PlanError(f"{name} = {getattr(self, name)!r} must be true or false")
-        if not isinstance(self.micro_batch, int) or self.micro_batch <= 0:
-            raise PlanError(f"micro_batch = {self.micro_batch!r} must be a positive integer")
+        positive(self.micro_batch, "micro_batch", maximum=MAX_BATCH)
         gb = self.global_batch
-        if gb is not None and (not isinstance(gb, int) or gb <= 0 or gb % self.micro_batch):
+        if gb is not None:
+            positive(gb, "global_batch", maximum=MAX_BATCH)
+        if gb is not None and gb % self.micro_batch:
             raise PlanError(f"global_batch = {gb!r} must be a positive multiple of "
                             f"micro_batch = {self.micro_batch}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from hardware_specs.spec import DeviceSpec
-from simulator.errors import PlanError
+from simulator.errors import PlanError, bounded
 from simulator.graph.op import TENSOR_KINDS, OpKind, Phase
 from simulator.plan.parallel import ParallelPlan
 from simulator.report.result import Result
@@ -95,17 +95,29 @@ def _flops(lowered, micro_batches: int) -> tuple[float, float]:
     return float(micro_batches * model), float(micro_batches * (model + recomputed))
 
 
+#: Bounds of a whole run's figures (low, high): tokens and steps far beyond the largest runs
+#: (Qwen3: 36e12 tokens; 1e12 steps of a second are 31,700 years), a PUE from 1.0 (the
+#: devices alone) to 10, a grid intensity to 10 kg CO2/kWh (coal: about 1), a node's power
+#: besides its devices to 10 MW.
+RUN_LIMITS = {"tokens": (0.0, 1e16), "steps": (0.0, 1e12), "pue": (1.0, 10.0),
+              "grid_kg_co2_per_kwh": (0.0, 10.0), "node_overhead_w": (0.0, 1e7)}
+
+
+def check_run(**figures) -> None:
+    """PlanError naming the first of ``figures`` (``RUN_LIMITS``' names; None: not given) that
+    is not a finite number within its bounds (tokens and steps above 0)."""
+    for name, value in figures.items():
+        if value is not None:
+            low, high = RUN_LIMITS[name]
+            bounded(value, name, low, high, low_open=name in ("tokens", "steps"))
+
+
 def run_totals(result: Result, device: DeviceSpec, tokens_per_sample: int | None,
             tokens: float | None, steps: float | None, grid: float,
             pue: float, overhead_w: float = 0.0) -> dict[str, float | None]:
-    """Whole-run totals. ``overhead_w``: the power of everything in the nodes besides the
-    devices (all nodes together), drawn over the whole run."""
-    if not pue >= 1.0:
-        raise PlanError(f"pue = {pue!r} must be at least 1.0 (1.0: the devices alone)")
-    if not overhead_w >= 0.0:
-        raise PlanError(f"node_overhead_w = {overhead_w!r} must be non-negative")
-    if not grid >= 0.0:
-        raise PlanError(f"grid_kg_co2_per_kwh = {grid!r} must be non-negative")
+    """Whole-run totals (figures checked by ``check_run``). ``overhead_w``: the power of
+    everything in the nodes besides the devices (all nodes together), drawn over the whole
+    run."""
     if tokens is None and steps is None:
         return {}
     if tokens is not None and steps is not None:
@@ -129,5 +141,5 @@ def run_totals(result: Result, device: DeviceSpec, tokens_per_sample: int | None
             "pue": pue, "grid_kg_co2_per_kwh": grid, "node_overhead_w": overhead_w}
 
 
-__all__ = ["DEFAULT_GRID_KG_CO2_PER_KWH", "DEFAULT_PUE", "communication_s", "counted_fraction",
-           "run_totals", "system_flops"]
+__all__ = ["DEFAULT_GRID_KG_CO2_PER_KWH", "DEFAULT_PUE", "RUN_LIMITS", "check_run",
+           "communication_s", "counted_fraction", "run_totals", "system_flops"]

@@ -12,7 +12,9 @@ import numpy as np
 
 from hardware_specs.spec import DeviceSpec
 from simulator.graph.lower import Lowered
+from simulator.errors import InternalError
 from simulator.graph.op import DType, OpKind, Phase
+from simulator.report.check import check
 from simulator.report.io import write_atomic
 
 if TYPE_CHECKING:
@@ -87,7 +89,19 @@ class Result:
         return out
 
     def to_json(self) -> str:
-        return json.dumps(self.summary(), indent=2)
+        """``summary()`` as JSON: numbers only, never NaN or Infinity (``InternalError``)."""
+        try:
+            return json.dumps(self.summary(), indent=2, allow_nan=False)
+        except ValueError as err:
+            raise InternalError(f"{self.model} on {self.device}: {err} (a bug in hwsim)") from None
+
+    def check(self) -> Result:
+        """Raise ``InternalError`` if a figure breaks one of hwsim's invariants
+        (``simulator.report.check``: finite, MFU <= HFU <= 1, memory parts summing to the peak,
+        ``fits``, power between idle and TDP); ``simulate`` runs it on every Result it
+        builds. Returns the Result."""
+        check(self)
+        return self
 
     # -- per-op detail ------------------------------------------------------------------------------
     @cached_property
