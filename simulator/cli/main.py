@@ -177,9 +177,11 @@ def _plot(args) -> int:
     from pathlib import Path
 
     from simulator.report import plots
+    from simulator.report.io import writable
 
     if Path(args.out).suffix.lower() not in (".png", ".svg", ".pdf"):
         raise HwsimError(f"--out {args.out}: the image's suffix must be .png, .svg or .pdf")
+    writable(args.out)   # before any work
     if args.chart == "pareto":
         fig = plots.pareto(_read_csv(args.model), x=args.x, y=args.y)
     else:
@@ -281,8 +283,11 @@ def _calibrate(args) -> int:
     from hardware_specs.writer import calibrated_toml
     from simulator.calibrate import fit as calibrate
     from simulator.calibrate import records, timing
-    from simulator.report.io import progress_bar, write_atomic
+    from simulator.report.io import progress_bar, writable, write_atomic
 
+    for path, flag in ((args.out, "--out"), (args.record, "--record")):
+        if path:
+            writable(path, flag)   # before any timing
     device = load_device(args.device)
     if args.recorded:  # fit recorded timings: nothing is timed, the device need not be here
         _set_threads(args.threads, None)
@@ -330,8 +335,10 @@ def _set_threads(threads: int | None, runtime: str | None) -> None:
 def _validate(args) -> int:
     from hardware_specs.loader import load_device
     from simulator.calibrate.validate import report, validate_models
-    from simulator.report.io import progress_bar, write_atomic
+    from simulator.report.io import progress_bar, writable, write_atomic
 
+    if args.record:
+        writable(args.record, "--record")   # before any timing
     device = load_device(args.device)
     runtime = present_runtime(device)
     _set_threads(args.threads, runtime)

@@ -78,10 +78,10 @@ def sweep(model, devices: list[str | DeviceSpec], device_counts: Iterable[int] |
     them for every configuration (the same rows, slower).
     ``totals``: ``pue``, ``grid_kg_co2_per_kwh``, ``node_overhead_w`` for run totals.
     """
+    writer = _Out(out) if out is not None else None   # checked before any work
     work = get_workload(model)
     specs = resolve_devices(devices, overrides)
     configs = list(_configs(specs, device_counts, expand(plans), work))
-    writer = _Out(out) if out is not None else None
     report = (_BAR if sys.stderr.isatty() else None) if progress is True else (progress or None)
     chunks = _chunks(configs, workers, client)
     rows: dict[int, dict] = {}

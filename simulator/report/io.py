@@ -6,7 +6,8 @@ unpredictable name, created with ``O_CREAT | O_EXCL | O_NOFOLLOW``, so that it n
 follows a link planted there nor opens a file that already exists -- which is then renamed
 over the target. A reader sees the old file or the new one, never half of one; the rename
 replaces a link at the target rather than writing through it; on an error the temporary file
-is removed and the target is left as it was.
+is removed and the target is left as it was, and the error is one HwsimError line.
+``writable`` checks a target before any work is done (``--out`` of sweep, plan, plot).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from simulator.errors import HwsimError
+from simulator.errors import HwsimError, shown
 
 _FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
           | getattr(os, "O_BINARY", 0))
@@ -30,7 +31,11 @@ def write_atomic(path: str | os.PathLike,
     a function writing to the binary file it is given (``frame.to_parquet``,
     ``fig.savefig``). The file gets the permissions of a new file (0666 less the umask)."""
     path = Path(path)
-    fd, tmp = _create_beside(path)
+    try:
+        fd, tmp = _create_beside(path)
+    except OSError as err:
+        raise HwsimError(f"{shown(str(path), 120)}: cannot write there "
+                         f"({err.strerror or err})") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             if isinstance(content, str):
@@ -42,9 +47,33 @@ def write_atomic(path: str | os.PathLike,
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):   # a full disk, a folder at the target, ...
+            raise HwsimError(f"{shown(str(path), 120)}: cannot write it "
+                             f"({err.strerror or err})") from None
         raise
+    return path
+
+
+def writable(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """``path`` if a file can be written there (checked before any work: a new file is made
+    and removed beside it), else a HwsimError naming ``flag``: a folder, a device or a FIFO at
+    the path, a missing folder, a folder not writable (/proc, /sys, read-only mounts)."""
+    path = Path(path)
+    name = f"{flag} {shown(str(path), 120)}"
+    try:
+        if path.is_dir():
+            raise HwsimError(f"{name}: is a folder; give a file name in it")
+        if path.exists() and not path.is_file():
+            raise HwsimError(f"{name}: is not a regular file")
+        if not path.parent.is_dir():
+            raise HwsimError(f"{name}: the folder {shown(str(path.parent), 120)} does not exist")
+        fd, tmp = _create_beside(path)
+    except OSError as err:    # a name too long, a folder we may not list
+        raise HwsimError(f"{name}: cannot write there ({err.strerror or err})") from None
+    os.close(fd)
+    tmp.unlink(missing_ok=True)
     return path
 
 
@@ -62,15 +91,15 @@ def _create_beside(path: Path) -> tuple[int, Path]:
 class TableFile:
     """A .csv or .parquet file that a table (a ``DataFrame``) is written to, atomically, as
     often as it changes: ``hwsim sweep --out``, ``hwsim plan --out``. Checked when made
-    (HwsimError naming the file): the suffix, the folder, pyarrow for parquet."""
+    (HwsimError naming the file): the suffix, that a file can be written there (``writable``),
+    pyarrow for parquet."""
 
     def __init__(self, out: str | os.PathLike):
         self.path = Path(out)
         self.kind = self.path.suffix.lower()
         if self.kind not in (".csv", ".parquet"):
-            raise HwsimError(f"--out {out}: write a .csv or .parquet file")
-        if not self.path.parent.is_dir():
-            raise HwsimError(f"--out {out}: the folder {self.path.parent} does not exist")
+            raise HwsimError(f"--out {shown(str(out), 120)}: write a .csv or .parquet file")
+        writable(self.path)
         if self.kind == ".parquet":
             try:
                 import pyarrow  # noqa: F401
@@ -95,4 +124,4 @@ def progress_bar(done: int, total: int, label: str = "") -> None:
           file=sys.stderr, flush=True)
 
 
-__all__ = ["TableFile", "progress_bar", "write_atomic"]
+__all__ = ["TableFile", "progress_bar", "writable", "write_atomic"]
