@@ -5,7 +5,9 @@ Dask cluster (``client.map`` / ``as_completed``) and returns one row per configu
 configuration's columns, ``status`` ("ok" or "invalid: <reason>" for a plan that cannot run
 -- a row, not an error) and the flattened ``Result.summary()``. Rows are sorted by their
 configuration index, so any executor gives the same frame. With ``out`` the rows are written
-(.csv or .parquet, atomically) as they arrive and when the sweep is interrupted.
+(.csv or .parquet, atomically) as they arrive and when the sweep is interrupted; an interrupt
+(Ctrl-C, SIGTERM through the CLI, an error) ends the worker processes at once, and a worker
+whose parent is killed outright exits within a second: none is left running.
 ``compare`` is the one-plan, few-devices table of ``hwsim compare``.
 """
 from __future__ import annotations
@@ -222,18 +224,42 @@ def _execute(chunks, job: tuple, workers, client) -> Iterator[dict[int, dict]]:
         for chunk in chunks:
             yield run_chunk(chunk, work, tokens, totals, cache)
         return
-    pool = ProcessPoolExecutor(min(n, len(chunks)), initializer=_ignore_interrupts)
+    pool = ProcessPoolExecutor(min(n, len(chunks)), initializer=_worker_start)
     try:
         futures = [pool.submit(_run_in_worker, chunk, job) for chunk in chunks]
         for future in as_completed(futures):
             yield future.result()
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+    except BaseException:   # Ctrl-C, SIGTERM (the CLI raises it), an error: stop the workers
+        _stop(pool)
+        raise
+    pool.shutdown(wait=True)
 
 
-def _ignore_interrupts() -> None:
-    """Workers leave Ctrl-C to the parent, which keeps the rows and stops the pool."""
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and end the workers now (a chunk running in one would
+    otherwise run to its end, and the interpreter's exit wait for it)."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        if worker.is_alive():
+            worker.terminate()
+    for worker in workers:
+        worker.join(timeout=5)
+
+
+def _worker_start() -> None:
+    """Workers leave Ctrl-C to the parent, which keeps the rows and stops the pool; a worker
+    whose parent has gone (killed without a chance to stop it) exits within a second instead
+    of running on as an orphan."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="hwsim-parent-watch", daemon=True).start()
 
 
 def _run_in_worker(chunk: list[tuple], job: tuple) -> dict[int, dict]:
