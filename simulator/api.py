@@ -116,9 +116,10 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     waiting, exposed = idle_s(run, m, step_s, bubble, max(r.t_micro for r in runs))
     energy = step_energy(lowered, energy_j, m) + device.idle_power_w * waiting
     energy -= throttled_j(run, energy_j, m, device.idle_power_w, device.tdp_w)  # at most TDP
-    from simulator.engine.kernels import critical_path  # numba loads when a step is priced
+    from simulator.engine.dispatch import engine
 
-    path_s, on_path = critical_path(lowered.indptr, lowered.indices, run.time_s)
+    path_s, on_path = engine(len(lowered)).critical_path(lowered.indptr, lowered.indices,
+                                                          run.time_s)
     per_sample_tokens = work.tokens_per_sample
     global_batch = plan.micro_batch * m * parallel.dp
     samples_per_s = global_batch / step_s

@@ -180,3 +180,37 @@ def test_kernels_take_lowered_arrays_directly():
     start, end = kernels.schedule(low.indptr, low.indices, duration, np.array([0, 0, 1]), 2)
     assert list(start) == [0.0, 1.0, 1.0] and end.max() == 4.0
     assert kernels.critical_path(low.indptr, low.indices, duration)[0] == 4.0
+
+
+# -- the NumPy twins (simulator.engine.lite): what a small step is priced with ---------------
+@EXAMPLES
+@given(dags(max_ops=60))
+def test_lite_schedule_and_critical_path_are_the_kernels_bit_for_bit(dag):
+    from simulator.engine import lite
+    for got, want in zip(lite.schedule(*dag), kernels.schedule(*dag)):
+        same(got, want)
+    indptr, indices, duration, _, _ = dag
+    length, on_path = lite.critical_path(indptr, indices, duration)
+    want_length, want_path = kernels.critical_path(indptr, indices, duration)
+    assert length == want_length
+    same(on_path, want_path)
+
+
+@EXAMPLES
+@given(roofline_inputs())
+def test_lite_roofline_is_the_kernel_bit_for_bit(args):
+    from simulator.engine import lite
+    for got, want in zip(lite.roofline(*args), kernels.roofline(*args)):
+        same(got, want)
+
+
+def test_dispatch_picks_numpy_for_small_steps_and_numba_for_large_ones(monkeypatch):
+    import sys
+
+    from simulator.engine import dispatch, lite
+    monkeypatch.delitem(sys.modules, "numba", raising=False)
+    monkeypatch.setattr(dispatch, "_prefer", False)
+    assert dispatch.engine(dispatch.COMPILED_FROM_OPS - 1) is lite
+    assert dispatch.engine(dispatch.COMPILED_FROM_OPS) is kernels
+    monkeypatch.setattr(dispatch, "_prefer", True)
+    assert dispatch.engine(10) is kernels

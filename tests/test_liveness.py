@@ -194,3 +194,15 @@ def test_weight_gradients_and_updates_hold_no_live_bytes():
                                   low.out_bytes, low.keep_bytes, np.ones(len(low), bool))[0]
     weight_gradient = 4 * 4096 * 4  # fp32
     assert peak < weight_gradient <= everything
+
+
+@settings(max_examples=80, deadline=None)
+@given(scheduled_dags(max_ops=60))
+def test_lite_liveness_is_the_kernel_bit_for_bit(args):
+    """The NumPy twin a small step is priced with (simulator.engine.lite) gives the kernel's
+    peak, peak instant and free times exactly."""
+    from simulator.engine import lite
+    got, want = lite.liveness(*args), kernels.liveness(*args)
+    assert got[0] == want[0] and got[1] == want[1]
+    np.testing.assert_array_equal(got[2], want[2])
+    np.testing.assert_array_equal(got[3], want[3])

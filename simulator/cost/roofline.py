@@ -143,7 +143,7 @@ def communication_s(lowered: Lowered, ops: np.ndarray, cluster) -> np.ndarray:
 
 
 def _roofline(lowered: Lowered, device: DeviceSpec):
-    from simulator.engine import kernels  # numba loads when a step is priced
+    from simulator.engine.dispatch import engine
 
     peak, bandwidth, overhead = price(lowered, device)
     # vector work fused into a tensor op runs on the vector units: fold it into an equivalent
@@ -152,7 +152,7 @@ def _roofline(lowered: Lowered, device: DeviceSpec):
     vector = lowered.vector_flops.astype(np.float64) * (peak / vector_rate)
     flops = lowered.flops.astype(np.float64) * executed_fraction(lowered) + vector
     nbytes = lowered.nbytes.astype(np.float64)
-    return kernels.roofline(flops, nbytes, peak, bandwidth, overhead)
+    return engine(len(lowered)).roofline(flops, nbytes, peak, bandwidth, overhead)
 
 
 __all__ = ["op_costs", "price"]

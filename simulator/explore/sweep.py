@@ -280,7 +280,11 @@ def _worker_cache() -> StageCache:
 
 def run_chunk(chunk: list[tuple], work, tokens: float | None, totals: dict,
               cache: StageCache | None = None) -> dict[int, dict]:
-    """Evaluate a chunk of configurations: ``{index: row}``."""
+    """Evaluate a chunk of configurations: ``{index: row}`` (many steps: the compiled
+    kernels pay for their loading)."""
+    from simulator.engine.dispatch import prefer_compiled
+
+    prefer_compiled()
     return {index: {"config": index, **evaluate(work, spec, n, fields, tokens, totals, cache)}
             for index, spec, n, fields in chunk}
 

@@ -89,10 +89,10 @@ def live_tensors(lowered, start: np.ndarray, end: np.ndarray):
     """``(counted, peak_time, out_free, keep_free)`` of one schedule (``kernels.liveness``):
     which ops hold memory of their own (not weight-gradient ops, the optimizer, whose bytes
     are the persistent states) and when their outputs and kept bytes are freed."""
-    from simulator.engine.kernels import liveness  # numba loads when a step is priced
+    from simulator.engine.dispatch import engine
 
     counted = (lowered.phase != Phase.OPTIMIZER) & (lowered.task != Task.WEIGHT_GRAD)
-    _, at, out_free, keep_free = liveness(
+    _, at, out_free, keep_free = engine(len(lowered)).liveness(
         lowered.indptr, lowered.indices, lowered.edge_output, start, end,
         lowered.out_bytes, lowered.keep_bytes, counted)
     return counted, at, out_free, keep_free

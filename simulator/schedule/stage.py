@@ -52,10 +52,11 @@ class StageRun:
 def price_stage(lowered: Lowered, forward: OpGraph, device: DeviceSpec,
                 cluster: ClusterSpec | None, stage: int = 0) -> StageRun:
     """Price and schedule a built stage on ``device``."""
-    from simulator.engine.kernels import schedule  # numba loads when a step is priced
+    from simulator.engine.dispatch import engine
 
     compute_s, memory_s, time_s = op_costs(lowered, device, cluster)
-    start, end = schedule(lowered.indptr, lowered.indices, time_s, streams(lowered), N_STREAMS)
+    start, end = engine(len(lowered)).schedule(lowered.indptr, lowered.indices, time_s,
+                                               streams(lowered), N_STREAMS)
     return StageRun(stage, forward, lowered, compute_s, memory_s, time_s, start, end)
 
 
