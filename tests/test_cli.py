@@ -1,10 +1,13 @@
 """The ``hwsim`` command and ``simulate()``: the contract of DESIGN.md, end to end.
 
-The CLI runs as a real subprocess (``python -m simulator.cli``), as a user or a script runs it:
-a bad input must give one line on stderr, a non-zero exit and nothing on stdout.
+The CLI runs in this process through ``simulator.cli.main`` with its output captured, and as a
+real subprocess (``python -m simulator.cli``) where the process itself is what is tested: a bad
+input must give one line on stderr, a non-zero exit and nothing on stdout.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -13,6 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from simulator.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 A100_SPEC = ROOT / "hardware_specs" / "devices" / "a100-sxm4-80gb.toml"
@@ -40,12 +45,27 @@ ffn = "swiglu"
 """
 
 
-def hwsim(*args: str) -> subprocess.CompletedProcess:
-    """Run ``hwsim ARGS`` from the repository root, installed or not."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    return subprocess.run([sys.executable, "-m", "simulator.cli", *map(str, args)], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
+def hwsim(*args: str, real: bool = False) -> subprocess.CompletedProcess:
+    """Run ``hwsim ARGS`` from the repository root: in this process through
+    ``simulator.cli.main`` (its stdout, stderr and exit status captured), or, with ``real``,
+    as a subprocess, as a user runs it (``test_a_real_process_*`` keep that path covered)."""
+    args = [str(arg) for arg in args]
+    if real:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+        return subprocess.run([sys.executable, "-m", "simulator.cli", *args], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=300)
+    out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = main(args)
+            except SystemExit as stop:           # argparse's --help
+                status = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(args, status, out.getvalue(), err.getvalue())
 
 
 def predict_json(*args: str) -> dict:
@@ -193,6 +213,18 @@ def test_bad_input_is_one_clear_line(tmp_path, make_args, words):
     assert len(lines) == 1 and lines[0].strip(), proc.stderr
     for word in words:
         assert word in lines[0], f"{word!r} not named in: {lines[0]}"
+
+
+def test_a_real_process_refuses_bad_input_in_one_line():
+    proc = hwsim("predict", "gpt2-small", "--device", "a100", "--tp", "5", real=True)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_real_process_prints_the_same_json_as_main():
+    proc = hwsim("predict", "gpt2-small", "--device", "a100", "--json", real=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == predict_json("gpt2-small", "--device", "a100")
 
 
 def test_unknown_subcommand_is_one_line():
