@@ -31,10 +31,12 @@ def loaded(*argv: str) -> set[str]:
 
 
 def test_predict_imports_no_extra_nor_pandas():
-    """numpy, networkx and numba (with the scipy its first call loads) are what it needs."""
+    """numpy and networkx are what it needs: a step this small (1,322 ops a stage) is priced by
+    the NumPy twins of the kernels (simulator.engine.dispatch), so numba and the scipy its
+    first call loads stay out."""
     modules = loaded("predict", "llama2-7b", "--device", "h100")
-    assert {"numpy", "networkx", "numba"} <= modules
-    assert modules & (OPTIONAL | {"pandas"}) == set()
+    assert {"numpy", "networkx"} <= modules
+    assert modules & (OPTIONAL | {"pandas", "numba", "scipy"}) == set()
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["predict", "--help"]], ids=" ".join)
