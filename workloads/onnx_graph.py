@@ -19,12 +19,14 @@
 """
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from workloads.onnx_model import Parsed
+from simulator.errors import WorkloadError
+from workloads.onnx_model import Node, Parsed
 
 VIEWS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 METADATA = frozenset({"Shape", "Size", "Constant"})
@@ -42,6 +44,47 @@ class Analysis:
     tied: dict[str, str] = field(default_factory=dict)  # initializer -> the copy that counts
     cores: dict[int, tuple[int, str]] = field(default_factory=dict)  # node -> (core, role)
     causal_cores: set[int] = field(default_factory=set)
+
+
+def dag_order(nodes: list[Node], given: set[str], name: str) -> list[Node]:
+    """``nodes`` in an order where each runs after the nodes it reads (their list order where
+    it allows; ONNX requires it, exporters keep it). A WorkloadError, naming a node, for an
+    input that neither ``given`` (graph inputs, initializers) nor a node produces (a dangling
+    input) and for a cycle: such a graph is no model to price."""
+    producer: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        for out in node.outputs:
+            if out and out not in given:
+                producer.setdefault(out, i)
+    needs: list[set[int]] = []
+    for node in nodes:
+        dangling = [t for t in node.inputs if t and t not in given and t not in producer]
+        if dangling:
+            raise WorkloadError(f"{name}: node {node.name!r} ({node.op_type}) reads "
+                                f"{dangling[0]!r}, which no graph input, initializer or node "
+                                "produces (a dangling input); export the model again")
+        needs.append({producer[t] for t in node.inputs if t and t in producer})
+    readers: list[list[int]] = [[] for _ in nodes]
+    for i, deps in enumerate(needs):
+        for j in deps:
+            readers[j].append(i)
+    waiting = [len(deps) for deps in needs]
+    ready = [i for i, n in enumerate(waiting) if n == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for j in readers[i]:
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(ready, j)
+    if len(order) < len(nodes):
+        stuck = next(i for i, n in enumerate(waiting) if n)
+        raise WorkloadError(f"{name}: the graph has a cycle through node {nodes[stuck].name!r} "
+                            f"({nodes[stuck].op_type}): an ONNX graph must be acyclic; export "
+                            "the model again")
+    return [nodes[i] for i in order]
 
 
 def analyse(m: Parsed) -> Analysis:

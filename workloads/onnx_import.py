@@ -20,8 +20,9 @@ from pathlib import Path
 
 from simulator.errors import PlanError, WorkloadError
 from simulator.graph.opgraph import OpGraph
-from simulator.graph.op import DType
+from simulator.graph.op import DType, OpKind
 from workloads.imported import ImportedWorkload
+from workloads.onnx_graph import dag_order
 from workloads.onnx_model import Node, Parsed
 from workloads.onnx_ops import convert  # the converter needs no onnx objects
 
@@ -53,6 +54,9 @@ def load_onnx(path: str | Path) -> OnnxWorkload:
     def builder(batch: int | None) -> tuple[Parsed, OpGraph, Callable[[DType, DType], OpGraph]]:
         parsed = _prepare(onnx, model, path, batch)
         graph = convert(parsed, DType.FP32, DType.FP32)  # fail now, on load, not in simulate()
+        if not any(op.flops or op.vector_flops for op in graph.ops() if op.kind is not OpKind.LOSS):
+            raise WorkloadError(f"{path.stem}: no operator computes anything (only views, "
+                                "copies or constants lead to the output): nothing to train")
         return parsed, graph, lambda dtype, param_dtype: convert(parsed, dtype, param_dtype)
 
     parsed, graph, build = builder(None)
@@ -147,6 +151,7 @@ def _prepare(onnx, model, path: Path, batch: int | None) -> Parsed:
             tensors[n.output[0]] = _constant(onnx, n, attrs)
         nodes.append(Node(n.op_type, n.domain, n.name or f"{n.op_type}_{i}", list(n.input),
                           list(n.output), attrs))
+    nodes = dag_order(nodes, {v.name for v in model.graph.input} | inits, path.stem)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     return Parsed(name=path.stem, opset=opset, nodes=nodes,
                   inputs=[v.name for v in model.graph.input if v.name not in inits],
