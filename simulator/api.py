@@ -30,6 +30,7 @@ from simulator.report.figures import (
     run_totals,
     system_flops,
 )
+from simulator.report.depth import extrapolate
 from simulator.report.result import Result
 from simulator.schedule.memory import stage_memory
 from simulator.schedule.stage import StageRun, price_stage
@@ -91,6 +92,17 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         num_devices = parallel.num_devices
     device, cluster, n = resolve_hardware(hardware, num_devices)
     parallel = parallel or ParallelPlan(dp=n)
+    depths = _depths(work, parallel)
+    if depths is not None:   # a deep stack: two shallower ones, extrapolated
+        small, large = (simulate(work.with_layers(k), cluster or device, plan, parallel=parallel,
+                                 num_devices=n, cache=cache) for k in depths)
+        result = extrapolate(small, large, depths, work.layers,
+                             device.peak_for(plan.formats.compute), work.tokens_per_sample,
+                             parallel.stage_layers(work.layers) if parallel.pp > 1 else None)
+        result.totals = run_totals(result, device, work.tokens_per_sample, tokens, steps,
+                                   grid_kg_co2_per_kwh, pue,
+                                   node_overhead_w * (cluster.nodes if cluster else 1))
+        return result.check()
     m = micro_batches(work, plan, parallel, n)
     runs, unsplit = [], None
     stages = {0, parallel.pp - 1}          # the first (embedding) and last (head) stages
@@ -229,6 +241,25 @@ def _check_arguments(workload, hardware, plan, parallel, num_devices, cache) -> 
         positive(num_devices, "num_devices")
     if cache is not None and not callable(getattr(cache, "stage_forward", None)):
         raise PlanError(f"cache = {shown(cache)} must be a StageCache or None")
+
+
+#: A stack of more identical layers than this is simulated at two shallower depths, 16 and 32
+#: layers per pipeline chunk, and extrapolated (``simulator.report.depth``): beyond any real
+#: model (the deepest published: 126 to 160 layers), so that their figures are the full
+#: simulation's, and a 10,000-layer stack predicts in about a second.
+DEEP_LAYERS = 512
+
+
+def _depths(work, parallel: ParallelPlan) -> tuple[int, int] | None:
+    """The two depths a deep stack of identical layers is simulated at, or None to simulate
+    it whole (a shallow one, uneven pipeline stages, a model that is not a layer stack)."""
+    layers = getattr(work, "layers", None)
+    if (not isinstance(layers, int) or layers <= DEEP_LAYERS or parallel.uneven
+            or getattr(work, "transformer", None) is None or not hasattr(work, "with_layers")):
+        return None
+    parallel.stage_layers(layers)   # a PlanError naming the numbers when they do not split
+    unit = parallel.pp * parallel.virtual_stages
+    return (16 * unit, 32 * unit) if 32 * unit < layers else None
 
 
 def _is_cluster(hardware) -> bool:

@@ -5,6 +5,7 @@ reads u's output and carries ``bytes`` (the tensor size) and ``index`` (the inpu
 """
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Iterator, Sequence
 
 import networkx as nx
@@ -55,14 +56,34 @@ class OpGraph:
 
     def names(self) -> list[str]:
         """Op names in a deterministic topological order (insertion order breaks ties, an op
-        marked ``issue_early`` taking the place just after the last-added of its inputs)."""
-        position = {name: i for i, name in enumerate(self.nx.nodes)}
-
-        def key(name: str) -> tuple[int, int]:
-            if self.nx.nodes[name].get("early"):
-                return max(position[src] for src in self.nx.predecessors(name)), position[name]
-            return position[name], -1
-        return list(nx.lexicographical_topological_sort(self.nx, key=key))
+        marked ``issue_early`` taking the place just after the last-added of its inputs):
+        ``networkx.lexicographical_topological_sort``'s order, by Kahn's algorithm over
+        integer keys (several times faster on the 100,000-op graphs of deep models). A cycle
+        is a WorkloadError."""
+        nodes, pred, succ = self.nx.nodes, self.nx.pred, self.nx.succ
+        position = {name: i for i, name in enumerate(nodes)}
+        keys, waiting, ready = {}, {}, []
+        for name, early in nodes(data="early"):
+            inputs = pred[name]
+            keys[name] = ((max(position[src] for src in inputs), position[name]) if early
+                          else (position[name], -1))
+            waiting[name] = len(inputs)
+            if not inputs:
+                ready.append((keys[name], name))
+        heapq.heapify(ready)
+        order = []
+        while ready:
+            name = heapq.heappop(ready)[1]
+            order.append(name)
+            for child in succ[name]:
+                waiting[child] -= 1
+                if not waiting[child]:
+                    heapq.heappush(ready, (keys[child], child))
+        if len(order) != len(position):
+            stuck = sorted(name for name, n in waiting.items() if n)
+            raise WorkloadError(f"graph {self.name!r} has a cycle through {len(stuck)} ops "
+                                f"(such as {stuck[0]!r}): a model's ops must form a DAG")
+        return order
 
     def ops(self) -> Iterator[Op]:
         for name in self.names():
@@ -70,8 +91,8 @@ class OpGraph:
 
     def inputs(self, name: str) -> list[str]:
         """Producers of ``name``'s inputs, in input order."""
-        preds = self.nx.in_edges(name, data="index")
-        return [src for src, _, _ in sorted(preds, key=lambda e: e[2])]
+        preds = self.nx.pred[name]
+        return sorted(preds, key=lambda src: preds[src]["index"])
 
     def consumers(self, name: str) -> list[str]:
         return list(self.nx.successors(name))
