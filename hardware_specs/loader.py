@@ -48,7 +48,6 @@ import math
 import re
 import tomllib
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from hardware_specs import host, units

@@ -22,6 +22,7 @@ from simulator.parallel.rank import build_stage, micro_batches, stage_forward
 from simulator.plan.fields import PARALLEL, PLAN, echo
 from simulator.plan.parallel import ParallelPlan, data_parallel_size, positive
 from simulator.plan.step import Plan
+from simulator.report.depth import extrapolate
 from simulator.report.figures import (
     DEFAULT_GRID_KG_CO2_PER_KWH,
     DEFAULT_PUE,
@@ -30,7 +31,6 @@ from simulator.report.figures import (
     run_totals,
     system_flops,
 )
-from simulator.report.depth import extrapolate
 from simulator.report.result import Result
 from simulator.schedule.memory import stage_memory
 from simulator.schedule.stage import StageRun, price_stage

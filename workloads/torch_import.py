@@ -72,7 +72,7 @@ def load_factory_parts(spec: str):
     factory = _load_attr(path, attr)
     try:
         made = factory()
-    except Exception as err:  # the user's code: any error is theirs, reported in one line
+    except (Exception, SystemExit) as err:  # the user's code (sys.exit() too): one line
         raise WorkloadError(f"{spec}: {attr}() raised {type(err).__name__}: "
                             f"{_one_line(err)}") from None
     module, inputs = _check_made(spec, made)
@@ -123,7 +123,7 @@ def _load_attr(path: Path, attr: str):
                             "fix the syntax") from None
     except (ValueError, UnicodeDecodeError) as err:  # null bytes, not text
         raise WorkloadError(f"{path}: not a valid Python file ({_one_line(err)})") from None
-    except Exception as err:
+    except (Exception, SystemExit) as err:   # sys.exit() in the user's file: theirs too
         raise WorkloadError(f"{path}: running the file raised {type(err).__name__}: "
                             f"{_one_line(err)}") from None
     factory = getattr(user, attr, None)

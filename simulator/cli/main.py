@@ -236,7 +236,8 @@ def _hardware_and_parallel(args):
 def format_summary(s: dict) -> str:
     gb = 1e9
     lines = [
-        f"{s['model']} on {s['device']} ({s['precision']}, global batch {s['global_batch']} "
+        f"{clean(s['model'])} on {clean(s['device'])} ({s['precision']}, global batch "
+        f"{s['global_batch']} "
         f"= {s['micro_batches']} x micro-batch {s['micro_batch']}"
         + (f" x dp {s['parallel']['dp']}" if (s.get("parallel") or {}).get("dp", 1) > 1 else "")
         + ")",
@@ -285,9 +286,9 @@ def _calibrate(args) -> int:
     from simulator.calibrate import records, timing
     from simulator.report.io import progress_bar, writable, write_atomic
 
-    for path, flag in ((args.out, "--out"), (args.record, "--record")):
+    for path, option in ((args.out, "--out"), (args.record, "--record")):
         if path:
-            writable(path, flag)   # before any timing
+            writable(path, option)   # before any timing
     device = load_device(args.device)
     if args.recorded:  # fit recorded timings: nothing is timed, the device need not be here
         _set_threads(args.threads, None)

@@ -252,6 +252,7 @@ def _worker_start() -> None:
     whose parent has gone (killed without a chance to stop it) exits within a second instead
     of running on as an orphan."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)   # not the CLI's handler, forked with it
     parent = os.getppid()
 
     def watch() -> None:
