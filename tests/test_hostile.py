@@ -109,6 +109,10 @@ def test_a_fifo_is_refused_without_blocking(tmp_path):
     assert "FIFO" in one_line(*run("predict", fifo, "--device", "a100"))
     assert "FIFO" in one_line(*run("predict", "gpt2-small", "--device", fifo))
     assert "FIFO" in one_line(*run("predict", "gpt2-small", "--cluster", fifo))
+    (tmp_path / "hf").mkdir()
+    os.mkfifo(tmp_path / "hf" / "config.json")      # a Hugging Face config
+    assert "FIFO" in one_line(*run("predict", tmp_path / "hf" / "config.json", "--device",
+                                   "a100"))
 
 
 def test_a_long_device_name_is_one_clean_line():

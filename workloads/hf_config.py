@@ -18,9 +18,10 @@ Not modelled (a one-line error): mixtures of experts (Mixtral), OPT's projected 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-from simulator.errors import WorkloadError
+from simulator.errors import WorkloadError, read_input
 from workloads.transformer import Ffn, Norm, Residual, TransformerConfig
 
 #: The longest default context: a config's ``max_position_embeddings`` is often what rotary
@@ -52,13 +53,13 @@ def load_hf_config(path: str | Path) -> TransformerConfig:
 
 
 def _read(path: Path) -> dict:
+    if not os.path.exists(path):
+        raise WorkloadError(f"{path}: no such config file (give a Hugging Face config.json)")
+    text = read_input(path, "config", WorkloadError)   # a regular file: a FIFO is refused
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise WorkloadError(f"{path}: no such config file (give a Hugging Face config.json)") \
-            from None
-    except OSError as err:
-        raise WorkloadError(f"{path}: cannot read the config file ({err.strerror})") from None
+        data = json.loads(text.decode("utf-8"))
+    except RecursionError:
+        raise WorkloadError(f"{path}: not valid JSON (nested too deeply)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise WorkloadError(f"{path}: not valid JSON ({err}); give the model's config.json") \
             from None
