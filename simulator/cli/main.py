@@ -15,7 +15,7 @@ import sys
 from hardware_specs import override as whatif
 from simulator.cli.explore import COMMANDS, add_commands, positive_float
 from simulator.cli.flags import add_plan_fields, add_set_flag, flag, parse_sets, plan_values
-from simulator.errors import HwsimError, InternalError, PlanError, clean
+from simulator.errors import HwsimError, InternalError, PlanError, clean, read_input
 from simulator.plan.fields import PARALLEL, PLAN
 from simulator.plan.step import Plan
 
@@ -193,10 +193,13 @@ def _plot(args) -> int:
 
 
 def _read_csv(path: str):
+    import io
+
     import pandas as pd
 
+    data = read_input(path, "CSV", HwsimError, max_bytes=1 << 30)  # a regular file, <= 1 GiB
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(io.BytesIO(data))
     except (OSError, ValueError) as err:
         raise HwsimError(f"{path}: cannot read it as a CSV table ({err})") from None
 
