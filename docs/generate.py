@@ -265,12 +265,35 @@ def attention_core_section() -> list[str]:
                    "at the streaming rate"], rows)
 
 
+def layer_22b_section() -> list[str]:
+    """Korthikanti et al. 2022, Table 4 (one layer of the 22B model, tp 8, micro-batch 4)
+    against hwsim, as ``tests/test_validation_multi.py`` configures and checks it (its
+    published figures and its prediction are taken from there, so the two cannot differ)."""
+    from tests.test_validation_multi import TABLE4, _layer_ms
+
+    names = {("none", False): "no recomputation", ("none", True): "sequence parallel",
+             ("full", False): "full recomputation", ("selective", False): "selective recomputation",
+             ("selective", True): "selective + sequence parallel"}
+    base_measured, base_predicted = sum(TABLE4[("none", False)]), sum(_layer_ms("none", False))
+    rows = []
+    for config, (forward, backward) in TABLE4.items():
+        f, b = _layer_ms(*config)
+        overhead = ([NONE, NONE] if config == ("none", False) else
+                    [f"{(forward + backward) / base_measured - 1:+.0%}".replace("%", " %"),
+                     f"{(f + b) / base_predicted - 1:+.0%}".replace("%", " %")])
+        rows.append([names[config], f"{forward} ms", f"{f:.2f}", f"{backward} ms", f"{b:.2f}",
+                     *overhead])
+    return _table(["layer of the 22B model", "forward measured", "hwsim", "backward measured",
+                   "hwsim", "overhead measured", "hwsim"], rows)
+
+
 # ---------------------------------------------------------------------------------- files
 
 SECTIONS: dict[str, dict[str, Callable[[], list[str]]]] = {
     "devices.md": {"devices": devices_section, "clusters": clusters_section},
     "model.md": {"zoo": zoo_section},
-    "accuracy.md": {"kernels": kernels_section, "attention-core": attention_core_section},
+    "accuracy.md": {"kernels": kernels_section, "attention-core": attention_core_section,
+                    "layer-22b": layer_22b_section},
 }
 
 
