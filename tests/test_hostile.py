@@ -342,3 +342,18 @@ def test_a_signal_stops_the_sweep_workers_and_keeps_the_rows(tmp_path, sig, code
     assert alive == []
     rows = out.read_text().splitlines()
     assert 1 < len(rows) < 1 + 864
+
+
+def test_two_writers_of_one_table_file_the_second_is_refused(tmp_path):
+    """Two sweeps (or plans) writing the same --out: the second is one line, not a silent
+    replacement of the first one's rows; once the first is done, the file is free again."""
+    from simulator.errors import HwsimError
+    from simulator.report.io import TableFile
+
+    out = tmp_path / "rows.csv"
+    first = TableFile(out)
+    with pytest.raises(HwsimError, match="being written by another hwsim"):
+        TableFile(out)
+    first.release()
+    assert not out.with_name(".rows.csv.lock").exists()
+    TableFile(out).release()

@@ -111,11 +111,20 @@ def sweep_command(args) -> int:
 
 
 def plan_command(args) -> int:
-    from simulator.explore.capacity import capacity_plan
-    from simulator.explore.sweep import frame, parse_grid
     from simulator.report.io import TableFile
 
     writer = TableFile(args.out) if args.out else None
+    try:
+        return _plan(args, writer)
+    finally:
+        if writer:
+            writer.release()
+
+
+def _plan(args, writer) -> int:
+    from simulator.explore.capacity import capacity_plan
+    from simulator.explore.sweep import frame, parse_grid
+
     if args.top < 1:
         raise PlanError(f"--top = {args.top} must be a positive integer")
     client = _client(args.scheduler)

@@ -81,6 +81,16 @@ def sweep(model, devices: list[str | DeviceSpec], device_counts: Iterable[int] |
     ``totals``: ``pue``, ``grid_kg_co2_per_kwh``, ``node_overhead_w`` for run totals.
     """
     writer = _Out(out) if out is not None else None   # checked before any work
+    try:
+        return _sweep(writer, model, devices, device_counts, plans, workers, overrides, tokens,
+                      totals, client, progress, memo)
+    finally:
+        if writer:
+            writer.file.release()
+
+
+def _sweep(writer, model, devices, device_counts, plans, workers, overrides, tokens, totals,
+           client, progress, memo) -> pd.DataFrame:
     work = get_workload(model)
     specs = resolve_devices(devices, overrides)
     configs = list(_configs(specs, device_counts, expand(plans), work))

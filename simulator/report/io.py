@@ -106,6 +106,40 @@ class TableFile:
             except ImportError:
                 raise HwsimError('--out .parquet needs pyarrow: pip install "hwsim[sweep]", '
                                  "or write a .csv file") from None
+        self._claim()
+
+    def _claim(self) -> None:
+        """Hold the target for this process: a second hwsim writing the same file (another
+        sweep or plan) is refused in one line instead of silently replacing this one's rows.
+        An advisory lock (``flock``) on ``.NAME.lock`` beside the target; the kernel drops it
+        when the process ends, however it ends, and the file goes at a normal exit."""
+        import atexit
+        import fcntl
+
+        lock = self.path.with_name(f".{self.path.name}.lock")
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as err:
+            raise HwsimError(f"--out {shown(str(self.path), 120)}: cannot claim it "
+                             f"({err.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise HwsimError(f"--out {shown(str(self.path), 120)} is being written by another "
+                             "hwsim: wait for it, or give another file") from None
+        self._lock, self._lock_path = fd, lock
+        atexit.register(self.release)
+
+    def release(self) -> None:
+        """Give the target up: when done with it (sweep and plan do), else at exit."""
+        fd, self._lock = getattr(self, "_lock", None), None
+        if fd is not None:
+            try:
+                os.unlink(self._lock_path)
+            except OSError:
+                pass
+            os.close(fd)
 
     def write(self, table) -> None:
         if self.kind == ".csv":
