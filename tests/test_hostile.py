@@ -357,3 +357,38 @@ def test_two_writers_of_one_table_file_the_second_is_refused(tmp_path):
     first.release()
     assert not out.with_name(".rows.csv.lock").exists()
     TableFile(out).release()
+
+
+@pytest.mark.slow
+def test_a_signal_cancels_the_sweeps_dask_tasks_and_keeps_the_rows(tmp_path):
+    """On a Dask scheduler (--scheduler), SIGTERM to hwsim cancels the sweep's tasks there
+    (the workers are the cluster's, not hwsim's: they stay, idle) and keeps the rows done."""
+    distributed = pytest.importorskip("distributed")
+    out = tmp_path / "rows.csv"
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  protocol="tcp://", dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "simulator.cli", "sweep", "gpt2-small", "--devices",
+             "a100,h100,v100,mi300x,tpu-v4,l4", "--grid", "micro_batch=1,2,4,8,16,32",
+             "--grid", "recompute=none,selective,full", "--grid", "zero=0,1,2,3",
+             "--grid", "precision=bf16,fp16", "--scheduler", cluster.scheduler_address,
+             "--out", str(out)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        finished = proc.poll() is not None
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        if finished:
+            pytest.skip("the sweep ended before the signal")
+        assert proc.returncode == 143, err
+        assert "Traceback" not in err
+        rows = out.read_text().splitlines()
+        assert 1 < len(rows) < 1 + 864
+        deadline = time.monotonic() + 20       # the scheduler forgets the cancelled tasks
+        while client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0
