@@ -201,20 +201,14 @@ def zoo_section() -> list[str]:
 def kernels_section() -> list[str]:
     """The streaming fits of ``simulator.calibrate.streaming`` on the NeuSight kernel table:
     per GPU and kernel class, the efficiency and the held-out error."""
-    import csv
-
-    from simulator.calibrate.streaming import CLASSES, fit
+    from simulator.calibrate.streaming import CLASSES, fit_tables
 
     data = ROOT / "tests" / "data"
-    with (data / "neusight_vector_kernels.csv").open(newline="") as handle:
-        table = list(csv.DictReader(handle))
-    with (data / "neusight_devices.csv").open(newline="") as handle:
-        devices = list(csv.DictReader(handle))
+    devices, fits = fit_tables(data / "neusight_vector_kernels.csv", data / "neusight_devices.csv")
     rows = []
     for d in devices:
         for kind in CLASSES:
-            f = fit(table, d["device"], kind, float(d["bandwidth_gb_per_s"]) * 1e9,
-                    float(d["l2_mb"]) * 2**20)
+            f = fits[d["device"], kind]
             rows.append([d["device"], kind, f"{f.efficiency:.3f}", str(f.fitted_rows),
                          str(f.held_out_rows), f"{100 * f.held_out_median_error:.1f} %",
                          ", ".join(_code(n) for n in d["catalogue"].split()) or NONE])

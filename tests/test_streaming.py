@@ -5,7 +5,6 @@ timed are the fits of ``tests/data/neusight_vector_kernels.csv`` (Lee et al., AS
 fp32 kernels, PyTorch 2.1.0); devices of the same chip and memory carry them over, and GPUs
 with no measurement get the medians (``hardware_specs.loader.GPU_PRIORS``).
 """
-import csv
 import dataclasses
 import statistics
 from pathlib import Path
@@ -17,7 +16,7 @@ from hypothesis import strategies as st
 
 from hardware_specs.loader import GPU_PRIORS, list_devices, load_device
 from hardware_specs.spec import DeviceClass
-from simulator.calibrate.streaming import CLASSES, fit, kernel_bytes
+from simulator.calibrate.streaming import CLASSES, fit_tables, kernel_bytes
 from simulator.cost.roofline import op_costs
 from simulator.graph.lower import lower
 from simulator.graph.op import OpKind
@@ -26,17 +25,8 @@ from simulator.training.backward import training_graph
 from workloads.zoo import get_workload
 
 DATA = Path(__file__).parent / "data"
-TABLE = list(csv.DictReader((DATA / "neusight_vector_kernels.csv").open()))
-DEVICES = list(csv.DictReader((DATA / "neusight_devices.csv").open()))
+DEVICES, FITS = fit_tables(DATA / "neusight_vector_kernels.csv", DATA / "neusight_devices.csv")
 FIELDS = {"elementwise": "memory_efficiency", "norm": "norm_memory_efficiency"}
-
-
-def _fit(row: dict, kind: str):
-    return fit(TABLE, row["device"], kind, float(row["bandwidth_gb_per_s"]) * 1e9,
-               float(row["l2_mb"]) * 2**20)
-
-
-FITS = {(row["device"], kind): _fit(row, kind) for row in DEVICES for kind in CLASSES}
 
 
 @pytest.mark.parametrize("kind", sorted(CLASSES))

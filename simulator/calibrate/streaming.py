@@ -71,4 +71,21 @@ def fit(table: list[dict], device: str, kind: str, bandwidth_bytes_per_s: float,
                         errors[len(errors) // 2])
 
 
-__all__ = ["CLASSES", "StreamingFit", "fit", "kernel_bytes"]
+def fit_tables(kernels_csv, devices_csv) -> tuple[list[dict], dict[tuple[str, str], StreamingFit]]:
+    """Every device's fit of every class: the rows of ``devices_csv`` (``device,
+    bandwidth_gb_per_s, l2_mb, catalogue``) and ``{(device, kind): StreamingFit}`` from the
+    kernel table ``kernels_csv`` (``tests/data/neusight_*.csv``)."""
+    import csv
+
+    with open(kernels_csv, newline="") as handle:
+        table = list(csv.DictReader(handle))
+    with open(devices_csv, newline="") as handle:
+        devices = list(csv.DictReader(handle))
+    fits = {(d["device"], kind): fit(table, d["device"], kind,
+                                     float(d["bandwidth_gb_per_s"]) * 1e9,
+                                     float(d["l2_mb"]) * 2**20)
+            for d in devices for kind in CLASSES}
+    return devices, fits
+
+
+__all__ = ["CLASSES", "StreamingFit", "fit", "fit_tables", "kernel_bytes"]
