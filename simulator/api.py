@@ -174,8 +174,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                             "the datasheet peak, so step time is an optimistic bound")
     elif device.vector_efficiency == 1.0 and not device.function_efficiency:
         result.notes.append(f"{device.name} has a measured matmul efficiency but no calibration "
-                            "of its other ops: they run at the datasheet rates, so step time is "
-                            "an optimistic bound (hwsim calibrate measures them)")
+                            "of its other ops' compute: they run at the datasheet vector rate, "
+                            "so step time is an optimistic bound (hwsim calibrate measures them)")
     if device.priors:
         result.notes.append(f"{device.name} has no measured {' or '.join(device.priors)}: "
                             "memory-bound kernels stream at the medians measured on other "
