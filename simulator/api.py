@@ -20,7 +20,7 @@ from simulator.graph.op import UNKNOWN, OpKind
 from simulator.graph.opgraph import OpGraph
 from simulator.parallel.rank import build_stage, micro_batches, stage_forward
 from simulator.plan.fields import PARALLEL, PLAN, echo
-from simulator.plan.parallel import ParallelPlan, data_parallel_size, positive
+from simulator.plan.parallel import ParallelPlan, Schedule, data_parallel_size, positive
 from simulator.plan.step import Plan
 from simulator.report.depth import extrapolate
 from simulator.report.figures import (
@@ -58,7 +58,9 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     pipeline schedule, ZeRO stage), or its fields as keywords (``tp=2, pp=4, zero=1``; dp,
     when not given, fills the devices); by default pure data parallelism over all devices.
     ``seq_len``: a language model's context. An imported model runs its example inputs'
-    batch unless ``micro_batch`` says otherwise. An unknown keyword, or a plan that cannot
+    batch unless ``micro_batch`` says otherwise; any other model given ``global_batch`` but
+    no ``micro_batch`` runs the largest micro-batch that divides the per-replica batch and
+    fits in memory (``fitting_micro_batch``; a note says which). An unknown keyword, or a plan that cannot
     run, raises ``PlanError`` naming it. ``tokens`` or ``steps`` add
     whole-run totals; their energy is the devices' energy plus ``node_overhead_w`` per node
     (host CPUs, NICs, switches, fans), times ``pue`` (datacentre power usage effectiveness:
@@ -78,6 +80,7 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     plan_fields, parallel_fields, seq_len = _keywords(plan_fields)
     if seq_len is not None:
         work = with_seq_len(work, seq_len)
+    fit_batch = plan is None   # no micro_batch given: the largest that fits (below)
     if plan is None:
         if hasattr(work, "default_batch"):   # an imported model: its example inputs' batch
             plan_fields.setdefault("micro_batch", work.default_batch)
@@ -92,6 +95,11 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         num_devices = parallel.num_devices
     device, cluster, n = resolve_hardware(hardware, num_devices)
     parallel = parallel or ParallelPlan(dp=n)
+    if fit_batch and "micro_batch" not in plan_fields and plan.global_batch is not None:
+        return fitting_micro_batch(
+            work, cluster or device, plan, parallel, n,
+            {"tokens": tokens, "steps": steps, "grid_kg_co2_per_kwh": grid_kg_co2_per_kwh,
+             "pue": pue, "node_overhead_w": node_overhead_w, "cache": cache})
     depths = _depths(work, parallel)
     if depths is not None:   # a deep stack: two shallower ones, extrapolated
         small, large = (simulate(work.with_layers(k), cluster or device, plan, parallel=parallel,
@@ -184,6 +192,74 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     result.totals = run_totals(result, device, per_sample_tokens, tokens, steps,
                             grid_kg_co2_per_kwh, pue, node_overhead_w * nodes)
     return result.check()
+
+
+def fitting_micro_batch(work, hardware, plan: Plan, parallel: ParallelPlan, n: int,
+                        options: dict) -> Result:
+    """The step at the largest micro-batch that divides the per-replica batch
+    (``plan.global_batch / parallel.dp``) and fits in the device's memory, with a note saying
+    so; the step at micro-batch 1 when none fits (its ``fits`` is False).
+
+    Peak memory grows with the micro-batch, so the largest that fits is found by bisection
+    over the divisors (about log2 of their number of steps). Without a pipeline the largest
+    is also the fastest: the same samples in fewer, larger kernels. With one (pp > 1) a
+    smaller micro-batch also means more micro-batches and a smaller bubble ((p - 1) / m of
+    the ideal step, Narayanan et al. 2021, sec. 2.2), so the smaller divisors that fit are
+    tried too, largest first, while each is faster than the one before: the fastest of them
+    is run."""
+    gb, dp = plan.global_batch, parallel.dp
+    if gb % dp:   # the plan's own error (global batch not a multiple of dp)
+        return simulate(work, hardware, plan, parallel=parallel, num_devices=n, **options)
+    per_replica = gb // dp
+    sizes = [b for b in range(1, per_replica + 1) if not per_replica % b
+             and _runs(parallel, per_replica // b)]
+    if not sizes:   # the plan's own error (the micro-batches the schedule needs)
+        return simulate(work, hardware, plan, parallel=parallel, num_devices=n, **options)
+
+    def step(b: int) -> Result:
+        return simulate(work, hardware, replace(plan, micro_batch=b), parallel=parallel,
+                        num_devices=n, **options)
+
+    tried: dict[int, Result] = {}
+    low, high = 0, len(sizes) - 1        # sizes[low - 1] fits (or low = 0), sizes[high + 1]
+    while low <= high:                   # does not
+        mid = (low + high) // 2
+        tried[sizes[mid]] = step(sizes[mid])
+        if tried[sizes[mid]].fits:
+            low = mid + 1
+        else:
+            high = mid - 1
+    if low == 0:   # not even micro-batch 1 fits
+        result = tried.get(1) or step(1)
+        result.notes.append("micro-batch 1 (no --micro-batch given): no micro-batch fits in "
+                            "memory, not even 1")
+        return result
+    best = low - 1
+    result = tried[sizes[best]]
+    if parallel.pp > 1:   # a pipeline: smaller micro-batches shrink the bubble
+        for b in reversed(sizes[:best]):
+            smaller = tried.get(b) or step(b)
+            if smaller.step_time_s >= result.step_time_s:
+                break
+            result = smaller
+    b = result.micro_batch
+    larger = tried.get(sizes[low]) if low < len(sizes) else None
+    why = "the fastest of the micro-batches that divide" if b != sizes[best] else \
+        "the largest micro-batch that divides"
+    beyond = (f"; {larger.micro_batch} needs {larger.peak_memory_bytes / 1e9:.3g} GB of "
+              f"{larger.memory_capacity_bytes / 1e9:.3g}" if larger is not None else "")
+    result.notes.append(f"micro-batch {b} (no --micro-batch given): {why} the per-replica batch "
+                        f"of {per_replica} and {'fit' if b != sizes[best] else 'fits'} in "
+                        f"memory{beyond}")
+    return result
+
+
+def _runs(parallel: ParallelPlan, m: int) -> bool:
+    """Whether ``parallel`` takes ``m`` micro-batches per step (``ParallelPlan.validate``):
+    the number it fixes, if any; a multiple of pp for the interleaved schedule."""
+    if parallel.micro_batches is not None and m != parallel.micro_batches:
+        return False
+    return not (parallel.schedule is Schedule.INTERLEAVED and m % parallel.pp)
 
 
 def _keywords(keywords: dict) -> tuple[dict, dict, int | None]:

@@ -56,9 +56,10 @@ def test_a_stage_cache_changes_no_figure_and_is_reused():
     cache = StageCache()
     parallel = ParallelPlan(dp=2, tp=2, zero=1)
     for recompute in ("none", "full", "none"):
-        cached = simulate(TINY, "a100", parallel=parallel, global_batch=8, recompute=recompute,
-                          cache=cache)
-        plain = simulate(TINY, "a100", parallel=parallel, global_batch=8, recompute=recompute)
+        cached = simulate(TINY, "a100", parallel=parallel, global_batch=8, micro_batch=1,
+                          recompute=recompute, cache=cache)
+        plain = simulate(TINY, "a100", parallel=parallel, global_batch=8, micro_batch=1,
+                         recompute=recompute)
         assert cached.summary() == plain.summary()
     assert (len(cache.forwards), len(cache.steps)) == (1, 2)
 

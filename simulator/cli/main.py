@@ -17,7 +17,6 @@ from simulator.cli.explore import COMMANDS, add_commands, positive_float
 from simulator.cli.flags import add_plan_fields, add_set_flag, flag, parse_sets, plan_values
 from simulator.errors import HwsimError, InternalError, PlanError, clean, read_input
 from simulator.plan.fields import PARALLEL, PLAN
-from simulator.plan.step import Plan
 
 EXIT_USAGE = 2          # a user's mistake (HwsimError): one line
 EXIT_INTERNAL = 70      # a bug in hwsim (InternalError or any other exception): one line
@@ -162,14 +161,15 @@ def simulate_args(args):
         if args.seq_len <= 0:
             raise PlanError(f"--seq-len = {args.seq_len} must be a positive integer")
         work = replace(work, seq_len=args.seq_len)
-    micro_batch = args.micro_batch if args.micro_batch is not None else getattr(
-        work, "default_batch", 1)
-    plan = Plan(**{**plan_values(args, PLAN), "micro_batch": micro_batch})
+    # no --micro-batch: the model's (an imported one's example batch), or with a global
+    # batch the largest that fits (simulate's fitting_micro_batch)
+    fields = {key: value for key, value in plan_values(args, PLAN).items()
+              if not (key == "micro_batch" and value is None)}
     totals = {key: value for key, value in
               (("pue", args.pue), ("grid_kg_co2_per_kwh", args.grid)) if value is not None}
-    result = simulate(work, hardware, plan, parallel=parallel, num_devices=num_devices,
+    result = simulate(work, hardware, parallel=parallel, num_devices=num_devices,
                       tokens=args.tokens, steps=args.steps, node_overhead_w=args.node_overhead_w,
-                      **totals)
+                      **totals, **fields)
     return result
 
 

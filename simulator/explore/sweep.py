@@ -34,7 +34,6 @@ from simulator.explore.memo import StageCache
 from simulator.plan import fields as plan_fields
 from simulator.plan.fields import plain
 from simulator.plan.parallel import ParallelPlan, data_parallel_size
-from simulator.plan.step import Plan
 from simulator.report.io import TableFile, progress_bar
 from workloads.zoo import get_workload
 
@@ -195,10 +194,13 @@ def _configs(specs: list[DeviceSpec], counts: Iterable[int] | None, plans: list[
     for n in counts:
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise PlanError(f"device count {n!r} must be a positive integer")
-    default_batch = getattr(work, "default_batch", 1)
+    # no micro_batch: an imported model's example batch, 1 for the others; with a global
+    # batch, the largest that fits (simulate's fitting_micro_batch)
+    default_batch = getattr(work, "default_batch", None) or 1
     combos = itertools.product(counts, plans, specs)
     for index, (n, fields, spec) in enumerate(combos):
-        yield index, spec, n, {"micro_batch": default_batch, **fields}
+        fit = "micro_batch" not in fields and fields.get("global_batch") is not None
+        yield index, spec, n, fields if fit else {"micro_batch": default_batch, **fields}
 
 
 def _chunks(configs: list[tuple], workers: int | None, client) -> list[list[tuple]]:
@@ -308,11 +310,12 @@ def evaluate(work, device: DeviceSpec, num_devices: int | None, fields: dict,
     try:
         parallel, n = _parallel(fields, num_devices)
         config["num_devices"], config["dp"] = n, parallel.dp
-        plan = Plan(**{k: v for k, v in fields.items() if k in PLAN_FIELDS})
-        result = simulate(work, device, plan, parallel=parallel, num_devices=n, tokens=tokens,
-                          cache=cache, **(totals or {}))
+        plan = {k: v for k, v in fields.items() if k in PLAN_FIELDS}
+        result = simulate(work, device, parallel=parallel, num_devices=n, tokens=tokens,
+                          cache=cache, **(totals or {}), **plan)
     except (PlanError, WorkloadError) as err:
         return {**config, "status": f"invalid: {err}"}
+    config["micro_batch"] = result.micro_batch   # the one that fits, when not given
     return {**config, "status": "ok", **flatten(result.summary(), device)}
 
 
