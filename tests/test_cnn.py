@@ -85,7 +85,35 @@ def test_tensor_sizes_chain(model):
         op = graph.op(name)
         labels = 3 * DType.INT64.bytes if op.kind == OpKind.LOSS else 0
         incoming = sum(graph.op(p).out_bytes for p in producers)
-        assert op.bytes_read == incoming + op.params * es + labels, name
+        passes = 2 if op.fn == "batchnorm" else 1   # statistics, then normalise
+        assert op.bytes_read == passes * incoming + op.params * es + labels, name
+
+
+@pytest.mark.parametrize("dtype", [DType.FP32, DType.FP16])
+def test_batchnorm_bytes_as_pytorch_runs_it(dtype):
+    """Closed form of a BatchNorm2d over an (N, C, H, W) map in training (PyTorch's CUDA
+    kernels, ``simulator.graph.op.CHANNEL_NORMS``): forward reads the map twice (statistics,
+    then normalise) and the 2C affine parameters, writes it once; backward reads the output
+    gradient and the input twice each (reduce, then the input gradient) and the 2C fp32 mean /
+    rstd, writes the input gradient and the 2C parameter gradients. ReLU (for contrast) reads
+    once and writes once; its backward reads the gradient and its output."""
+    from simulator.plan.step import Plan
+    from simulator.training.backward import training_graph
+
+    n, c, h = 4, 64, 112   # the stem: 7x7/2 conv of a 224 x 224 image
+    graph = RESNET50.forward_graph(n, dtype)
+    es, numel = dtype.bytes, n * c * h * h
+    bn = graph.op("L0.batchnorm")
+    assert (bn.bytes_read, bn.bytes_written) == (2 * numel * es + 2 * c * es, numel * es)
+    precision = "fp32" if dtype is DType.FP32 else "fp16"
+    step = training_graph(graph, Plan(micro_batch=n, precision=precision))
+    grad = step.op("grad:L0.batchnorm")
+    assert grad.bytes_read == 4 * numel * es + 2 * c * 4
+    # parameter gradients in the plan's gradient format: fp16 under fp16 (AMP), fp32 under fp32
+    assert grad.bytes_written == numel * es + 2 * c * es
+    relu = graph.op("L0.relu")
+    assert (relu.bytes_read, relu.bytes_written) == (numel * es, numel * es)
+    assert step.op("grad:L0.relu").bytes_read == 2 * numel * es
 
 
 def test_resnet_layers_and_shapes():

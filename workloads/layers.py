@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from simulator.graph.opgraph import OpGraph
-from simulator.graph.op import Block, DType, Op, OpKind, Role
+from simulator.graph.op import CHANNEL_NORMS, Block, DType, Op, OpKind, Role
 
 # Arithmetic per element of the vector ops (cost model only; not model FLOPs).
 # Counted from the formulas: layernorm = mean, centre, square, mean, scale, shift.
@@ -151,15 +151,17 @@ class Builder:
         """layernorm / rmsnorm over ``width`` features, or batchnorm over ``rows`` per channel.
 
         The backward keeps the input and per-row (per-channel for batchnorm) mean and rstd.
+        A batchnorm reads its input twice (statistics, then normalise: ``CHANNEL_NORMS``).
         """
         numel = rows * width
+        passes = 2 if fn in CHANNEL_NORMS else 1
         n_stats = 1 if fn == "rmsnorm" else 2
         stat_rows = width if fn == "batchnorm" else rows
         params = (width * (2 if bias else 1)) if affine else 0
         es = self.es
         return self._add(fn, (x,), kind=OpKind.NORM, fn=fn,
                          flops=VECTOR_FLOPS_PER_ELEMENT[fn] * numel,
-                         bytes_read=numel * es + params * es, bytes_written=numel * es,
+                         bytes_read=passes * numel * es + params * es, bytes_written=numel * es,
                          out_bytes=numel * es, params=params, saves=("inputs",),
                          param_tensors=(2 if bias else 1) if affine else 0,
                          stats_bytes=n_stats * stat_rows * STATS_DTYPE.bytes)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from simulator.graph.op import OpKind
+from simulator.graph.op import CHANNEL_NORMS, OpKind
 from workloads.layers import STATS_DTYPE, VECTOR_FLOPS_PER_ELEMENT
 
 _IN, _OUT, _BOTH = ("inputs",), ("output",), ("inputs", "output")
@@ -151,8 +151,9 @@ def norm(c, i, node) -> None:
         stat_rows = x[0] * x[1]
     affine = [t for t in node.inputs[1:3] if t]  # scale and bias; BN's running stats excluded
     es = c.dtype.bytes
+    passes = 2 if fn in CHANNEL_NORMS else 1   # statistics, then normalise
     c.emit(i, node, OpKind.NORM, fn, outputs=node.outputs[:1], flops=_VECTOR[fn] * numel,
-           bytes_read=(numel + sum(c.m.numel(t) for t in affine)) * es,
+           bytes_read=(passes * numel + sum(c.m.numel(t) for t in affine)) * es,
            params=c.take(affine), saves=_IN, stats_bytes=n_stats * stat_rows * STATS_DTYPE.bytes)
 
 

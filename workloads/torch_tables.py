@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from math import ceil, prod
 
-from simulator.graph.op import DType, OpKind
+from simulator.graph.op import CHANNEL_NORMS, DType, OpKind
 from workloads.layers import STATS_DTYPE, VECTOR_FLOPS_PER_ELEMENT
 from workloads.torch_trace import Meta
 from workloads.torch_values import (Src, contiguous, first, main_out, packet, tensors,
@@ -216,7 +216,11 @@ def norm(em, node, args, kwargs):
         stats = 2 * shape[0] * shape[1]
     reads = list(tensors((args, kwargs)))
     flops = VECTOR_FLOPS_PER_ELEMENT.get(fn, VECTOR_FLOPS_PER_ELEMENT["layernorm"]) * numel
+    # in training a channel norm reads its input twice (statistics, then normalise); with
+    # running statistics (``..._no_training``) once
+    again = em.read_bytes(x) if fn in CHANNEL_NORMS and "no_training" not in t else 0
     name, grad = em.emit(OpKind.NORM, fn, reads, main_out(node), flops=flops, saves=("inputs",),
+                         bytes_read=sum(em.read_bytes(s) for s in reads) + again,
                          stats_bytes=stats * STATS_DTYPE.bytes)
     return em.outputs(name, grad, node.out)
 

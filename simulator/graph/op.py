@@ -31,6 +31,17 @@ class OpKind(IntEnum):
 #: Kinds whose FLOPs are "model FLOPs": the dense tensor arithmetic that MFU counts
 #: (Narayanan et al. 2021 eq. 3, PaLM appendix B, ``torch.utils.flop_counter``).
 TENSOR_KINDS = frozenset({OpKind.MATMUL, OpKind.CONV, OpKind.ATTENTION})
+#: Norms whose statistics span a whole channel (batch x spatial values, too many for one thread
+#: block to hold) and so read their input twice in training: a statistics pass, then a pass that
+#: normalises and writes; their backward likewise reduces (reads the output gradient and the
+#: input) before it writes the input gradient (reads both again). PyTorch's CUDA kernels,
+#: aten/src/ATen/native/cuda/Normalization.cuh: ``batch_norm_collect_statistics_kernel`` then
+#: ``batch_norm_transform_input_kernel``; backward ``batch_norm_backward_reduce_kernel`` then
+#: ``batch_norm_backward_elemt_kernel`` (instance norm runs as a batch norm of N*C channels);
+#: group_norm_kernel.cu: ``RowwiseMomentsCUDAKernel`` then the affine apply, backward
+#: ``ComputeInternalGradientsCUDAKernel`` then the input-gradient kernel. A layer / RMS norm's
+#: row (a few thousand values) stays in registers: one read.
+CHANNEL_NORMS = frozenset({"batchnorm", "groupnorm", "instancenorm"})
 #: The prefix of an imported op's ``fn`` when hwsim does not know the operator: such ops are
 #: costed by their tensor traffic, and ``Result.unknown_ops`` lists them.
 UNKNOWN = "unknown:"

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from simulator.graph.collective import ADJOINT, Axis, reassembly
 from simulator.graph.lower import READS_OUTPUT
-from simulator.graph.op import TENSOR_KINDS, Block, Op, OpKind, Phase, Task
+from simulator.graph.op import CHANNEL_NORMS, TENSOR_KINDS, Block, Op, OpKind, Phase, Task
 from simulator.graph.opgraph import OpGraph
 from simulator.plan.step import (
     OPTIMIZER_FLOPS_PER_PARAM,
@@ -275,8 +275,12 @@ class _Derivation:
         in_bytes = sum(self.forward.op(s).out_bytes for s in wanted)
         param_bytes = 0 if op.frozen else op.params * self.plan.formats.gradient.bytes
         grad_in = op.out_bytes if op.kind is not OpKind.LOSS else 0
+        # a channel norm's backward reduces over each channel (reads the output gradient and
+        # the input) before it writes the input gradient (reads both again): CHANNEL_NORMS
+        again = grad_in + sum(self.forward.op(s).out_bytes for s in inputs[:1]) \
+            if op.kind is OpKind.NORM and op.fn in CHANNEL_NORMS else 0
         name = self._add(op, "grad", Task.DATA_GRAD, deps, saved,
-                         bytes_read=grad_in + saved_bytes,
+                         bytes_read=grad_in + saved_bytes + again,
                          bytes_written=in_bytes + param_bytes, out_bytes=in_bytes)
         if op.name in saved and "output" not in op.saves:  # it reads the mask / stats only
             self.out.nx.edges[self._saved(op.name), name][READS_OUTPUT] = False
