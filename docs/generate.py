@@ -281,13 +281,25 @@ def layer_22b_section() -> list[str]:
                    "hwsim", "overhead measured", "hwsim"], rows)
 
 
+def neusight_labels_section() -> list[str]:
+    """NeuSight's end-to-end fp32 training labels against hwsim
+    (``benchmarks/neusight_labels.py``, which also prints it; validation, never fitted on)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "neusight_labels", ROOT / "benchmarks" / "neusight_labels.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.markdown_lines()
+
+
 # ---------------------------------------------------------------------------------- files
 
 SECTIONS: dict[str, dict[str, Callable[[], list[str]]]] = {
     "devices.md": {"devices": devices_section, "clusters": clusters_section},
     "model.md": {"zoo": zoo_section},
     "accuracy.md": {"kernels": kernels_section, "attention-core": attention_core_section,
-                    "layer-22b": layer_22b_section},
+                    "layer-22b": layer_22b_section, "neusight-labels": neusight_labels_section},
 }
 
 

@@ -1,0 +1,111 @@
+"""hwsim against NeuSight's end-to-end training labels (validation only: nothing is fitted on them).
+
+    python benchmarks/neusight_labels.py      print the table (predicted, measured, error)
+
+NeuSight (Lee et al., ASPLOS 2025; github.com/sitar-lab/NeuSight, MIT licence, commit 6945927)
+timed one training iteration of Hugging Face models on single GPUs
+(``scripts/asplos/label/<GPU>/<model>-train-<seq>-<batch>.json``, copied to
+``tests/data/neusight_train_labels.csv``): ``model(input_ids)`` then ``loss.backward()`` in fp32,
+``model.train()`` (dropout on), ``attn_implementation="eager"`` (the attention scores
+materialised), no optimizer step, CUDA events around each of the two calls
+(``neusight/Tracing/trace.py``, ``measure_e2e``). The label is the sum of the two.
+
+hwsim prices the same: the models' configs (``tests/data/neusight_configs/``; BERT-large as the zoo's
+``bert-large``, which is that config), ``precision="fp32"``, ``attention="materialized"``, and
+the forward + backward of one micro-batch (``Result.parallel["micro_batch_s"]``: no optimizer,
+no per-step framework cost). The loss is in hwsim's backward graph and in NeuSight's timed
+backward, its forward in hwsim's only (a cross-entropy over the vocabulary: well under 1 %).
+"""
+from __future__ import annotations
+
+import csv
+import statistics
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = ROOT / "tests" / "data" / "neusight_train_labels.csv"
+CONFIGS = ROOT / "tests" / "data" / "neusight_configs"
+#: NeuSight model names whose config hwsim reads from the zoo instead (its HF reader covers
+#: decoders; BERT-large is the zoo's ``bert-large``: 24 layers, 1024 wide, 16 heads, vocab 30522).
+ZOO = {"bert_large": "bert-large"}
+
+
+class Row(NamedTuple):
+    gpu: str          # as NeuSight names it
+    device: str       # the catalogue spec it is priced on
+    model: str
+    seq_len: int
+    batch: int
+    measured_ms: float
+    predicted_ms: float
+
+    @property
+    def error(self) -> float:
+        return self.predicted_ms / self.measured_ms - 1
+
+
+def labels() -> list[dict]:
+    with LABELS.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def predict_ms(model: str, device: str, seq_len: int, batch: int) -> float:
+    """hwsim's forward + backward of one fp32 micro-batch, in milliseconds."""
+    from simulator.api import simulate
+
+    work = ZOO.get(model) or str(CONFIGS / f"{model}.json")
+    result = simulate(work, device, micro_batch=batch, seq_len=seq_len, precision="fp32",
+                      attention="materialized", optimizer="sgd")
+    return result.parallel["micro_batch_s"] * 1e3
+
+
+def rows() -> list[Row]:
+    out = []
+    for r in labels():
+        seq, batch = int(r["seq_len"]), int(r["batch"])
+        out.append(Row(r["gpu"], r["catalogue"], r["model"], seq, batch, float(r["e2e_ms"]),
+                       predict_ms(r["model"], r["catalogue"], seq, batch)))
+    return out
+
+
+def median_abs_error(table: list[Row]) -> float:
+    return statistics.median(abs(r.error) for r in table)
+
+
+def _pct(x: float, sign: bool = True) -> str:
+    return (f"{100 * x:+.1f} %" if sign else f"{100 * x:.1f} %")
+
+
+def markdown_lines(table: list[Row] | None = None) -> list[str]:
+    """The table (one line per label), then the per-GPU and overall median |error|, as
+    Markdown lines (``docs/generate.py`` renders them into ``docs/accuracy.md``)."""
+    table = rows() if table is None else table
+    lines = ["| GPU | priced on | model | sequence | batch | measured | hwsim | error |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in table:
+        lines.append(f"| {r.gpu.replace('_', ' ')} | `{r.device}` | {r.model} | {r.seq_len:,} | "
+                     f"{r.batch} | {r.measured_ms:,.1f} ms | {r.predicted_ms:,.1f} | "
+                     f"{_pct(r.error)} |")
+    lines += ["", "| GPU | labels | median \\|error\\| | worst | bias (median error) |",
+              "|---|---|---|---|---|"]
+    for gpu in dict.fromkeys(r.gpu for r in table):
+        mine = [r for r in table if r.gpu == gpu]
+        worst = max(mine, key=lambda r: abs(r.error))
+        lines.append(f"| {gpu.replace('_', ' ')} | {len(mine)} | "
+                     f"{_pct(median_abs_error(mine), False)} | {_pct(worst.error)} | "
+                     f"{_pct(statistics.median(r.error for r in mine))} |")
+    worst = max(table, key=lambda r: abs(r.error))
+    lines.append(f"| all | {len(table)} | {_pct(median_abs_error(table), False)} | "
+                 f"{_pct(worst.error)} | {_pct(statistics.median(r.error for r in table))} |")
+    return lines
+
+
+def main(argv: list[str]) -> int:
+    print("\n".join(markdown_lines()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
