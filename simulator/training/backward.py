@@ -42,9 +42,12 @@ from simulator.plan.step import (
     Recompute,
 )
 from simulator.training.finetune import needs_grad
+from simulator.training.loss import add_backward as add_loss_backward
+from simulator.training.loss import add_forward as add_loss_forward
+from simulator.training.loss import vocab_head
 
 #: Tensor ops whose second operand is a parameter (not an edge of the graph).
-WEIGHTED = frozenset({"linear", "rnn_linear", "conv1d", "conv2d", "conv3d",
+WEIGHTED = frozenset({"linear", "grouped_linear", "rnn_linear", "conv1d", "conv2d", "conv3d",
                       "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"})
 #: Ops whose gradient passes to their inputs unchanged, without a kernel: an addition, and an
 #: alias (an imported view that only gives a tensor op a distinct operand, e.g. q and k split
@@ -114,6 +117,10 @@ class _Derivation:
             op = self.forward.op(name)
             if op.kind in TENSOR_KINDS:
                 op = op.evolve(dtype=formats.of(op.kind, op.block))
+            head = vocab_head(self.forward, name)
+            if head is not None:  # a language model's loss: its kernels (training.loss)
+                add_loss_forward(self.out, op, self.forward.inputs(name)[0], head, self.plan)
+                continue
             self.out.add(op, self.forward.inputs(name))
         for name in reversed(order):
             self._backward(self.forward.op(name))
@@ -170,6 +177,12 @@ class _Derivation:
         inputs = self.forward.inputs(op.name)
         wanted = [src for src in inputs if src not in op.no_grad   # inputs that get a gradient
                   and (self.needs is None or src in self.needs)]
+        head = vocab_head(self.forward, op.name) if op.kind is OpKind.LOSS else None
+        grad = head and add_loss_backward(self.out, op, inputs[0], head, self.plan)
+        if grad:   # the eager kernels of a language model's loss (training.loss)
+            for src in wanted:
+                self._contribute(src, grad)
+            return
         if op.fn in PASSTHROUGH and not op.params:  # gradient passes through, no kernel
             for src in wanted:
                 self.grads.setdefault(src, []).extend(deps)
@@ -199,7 +212,8 @@ class _Derivation:
             self._contribute(src, name)
         if weighted and not op.frozen:
             gdtype = self.plan.formats.gradient
-            weight_bytes = op.n * op.k * gdtype.bytes
+            weight_bytes = op.n * op.k * gdtype.bytes * (op.batch if op.fn == "grouped_linear"
+                                                         else 1)   # one weight per expert
             in_bytes = (self.forward.op(inputs[0]).out_bytes if inputs
                         else op.bytes_read - op.n * op.k * op.dtype.bytes)
             shard = gathered_shard(self.forward, inputs[0]) if inputs else None

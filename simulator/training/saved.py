@@ -18,6 +18,8 @@ from simulator.graph.opgraph import OpGraph
 from simulator.plan.step import Plan
 from simulator.training.backward import WEIGHTED, gathered_shard, region_of
 from simulator.training.finetune import needs_grad
+from simulator.training.loss import kept_bytes as loss_kept_bytes
+from simulator.training.loss import vocab_head
 
 
 def saved_tensors(forward: OpGraph, plan: Plan) -> dict[tuple[str, str], tuple[int, int]]:
@@ -43,6 +45,10 @@ def saved_tensors(forward: OpGraph, plan: Plan) -> dict[tuple[str, str], tuple[i
             for src in inputs:  # the region's checkpoint: what it reads from outside
                 if region_of(forward.op(src), plan.recompute) != region:
                     keep("out", src, forward.op(src).out_bytes, op.layer)
+            continue
+        head = vocab_head(forward, name)
+        if head is not None and loss_kept_bytes(head, plan):  # its eager fp32 softmax
+            keep("out", name, loss_kept_bytes(head, plan), op.layer)
             continue
         if "inputs" in op.saves and not (op.frozen and op.fn in WEIGHTED):
             for src in inputs:   # a frozen weight's GEMM needs only it for the data gradient

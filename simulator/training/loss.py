@@ -1,0 +1,182 @@
+"""A language model's loss as frameworks run it: the kernels of the cross-entropy over the
+vocabulary, forward and backward.
+
+A builder's loss is one ``OpKind.LOSS`` op reading the logits (``workloads.layers.Builder.loss``).
+Over a vocabulary the logits are the step's largest tensor (tokens x vocabulary: 65,536 x 50,304
+per micro-batch of Pythia 70M), and what the frameworks do with them is several passes in fp32:
+
+- **eager** (``Fusion.EAGER``): Megatron-LM's ``vocab_parallel_cross_entropy`` as GPT-NeoX and
+  Megatron-LM run it (``megatron/mpu/cross_entropy.py``, 2021, called on ``output.float()`` by
+  ``megatron/model/gpt_model.py`` unless ``--fp16-lm-cross-entropy``;
+  ``megatron/core/tensor_parallel/cross_entropy.py``, ``VocabParallelCrossEntropy``, whose
+  ``calculate_logits_max`` calls ``.float()`` itself). One kernel per line of its code, each
+  over the whole (tokens x vocabulary / tp) tensor, per element:
+
+  ========  ====================================  =========  ========
+  kernel    code                                  read (B)   written
+  ========  ====================================  =========  ========
+  cast      ``logits.float()`` (16-bit logits)    a          4
+  max       ``torch.max(logits, dim=-1)``         4          rows
+  sub       ``logits -= logits_max`` (in place)   4          4
+  exp       ``torch.exp(logits, out=logits)``     4          4
+  sum       ``exp_logits.sum(dim=-1)``            4          rows
+  div       ``exp_logits.div_(sum)`` (in place)   4          4
+  mul       backward: ``grad_input.mul_(grad)``   4          4
+  cast      backward of ``.float()``: to 16 bits  4          a
+  ========  ====================================  =========  ========
+
+  so 38 + 14 = 52 bytes per logit with 16-bit logits (a = 2), against the 8 of one read and one
+  write each way. The fp32 buffer is written in place from the cast on, kept for the backward
+  (``ctx.save_for_backward(exp_logits, ...)``, the softmax), and scaled in place there: the
+  ops after the cast read it (out_bytes 0), so it lives from the cast until the backward's
+  cast back. The row-sized work (target mask, the gathered target logit, ``log``, the loss;
+  the backward's ``grad_2d[arange, target] -= 1``) stays in the ``LOSS`` op and the ``mul``.
+  With fp32 logits there is no cast: the passes work in place on the head's output, and the
+  ``mul`` writes the gradient as a new tensor (an approximation: Megatron scales in place).
+  PyTorch's own ``F.cross_entropy`` on an fp32 cast (``log_softmax`` then ``nll_loss``,
+  ``aten/src/ATen/native/cuda/SoftMax.cu`` ``cunn_SoftMaxForward``/``Backward``,
+  ``Loss.cu``/``LossNLL.cu``: ``nll_loss_backward`` zero-fills the gradient) moves 36 to 48
+  bytes per logit depending on how many times its softmax kernels re-read a row: not modelled
+  separately (its kernels are priced as Megatron's).
+- **compiled** (``Fusion.COMPILED``): a fused cross-entropy kernel, as flash-attention's
+  training scripts use (``flash_attn/losses/cross_entropy.py``, ``flash_attn/ops/triton/
+  cross_entropy.py``: the forward reads the 16-bit logits once and keeps the fp32 log-sum-exp
+  per row; the backward reads them and the log-sum-exp and writes the gradient): one ``LOSS``
+  op reading the logits and writing per-row statistics, whose backward
+  (``simulator.training.backward``) reads them again and writes the gradient. Transformer
+  Engine's and Liger's Triton kernels (``transformer_engine/common/triton/cross_entropy.py``:
+  ``online_softmax_kernel``, then ``cross_entropy_kernel`` writing the gradient in the
+  forward) read the logits twice in the forward: not modelled separately.
+
+Only a loss whose logits come from a language model's vocabulary head (``Role.VOCAB_HEAD``) is
+lowered so; a classifier's loss over a few classes keeps its one op.
+"""
+from __future__ import annotations
+
+from simulator.graph.op import Block, DType, Op, OpKind, Phase, Role, Task
+from simulator.graph.opgraph import OpGraph
+from simulator.plan.step import Fusion, Plan
+
+#: The format the frameworks compute the loss in (``.float()``).
+LOSS_DTYPE = DType.FP32
+#: Bytes per row of the row-sized work in the forward: reads the int64 target (twice: the
+#: two comparisons of the vocab range), the gathered target logit and the row's sum; writes the
+#: bool mask, the int64 masked target, the target logit and the loss (fp32).
+ROW_READ, ROW_WRITTEN = 8 + 8 + 4 + 4, 1 + 8 + 4 + 4
+#: The backward's row work: reads the masked target, the mask and the loss gradient (fp32),
+#: updates one logit per row (read and written).
+GRAD_ROW_READ, GRAD_ROW_WRITTEN = 8 + 1 + 4 + 4, 4
+
+
+def vocab_head(forward: OpGraph, name: str) -> Op | None:
+    """The vocabulary head whose logits the cross-entropy ``name`` reads, if it is one."""
+    op = forward.op(name)
+    if op.kind is not OpKind.LOSS or op.fn != "cross_entropy":
+        return None
+    inputs = forward.inputs(name)
+    if len(inputs) != 1:
+        return None
+    head = forward.op(inputs[0])
+    if head.role is not Role.VOCAB_HEAD or head.kind is not OpKind.MATMUL or not head.m:
+        return None
+    return head
+
+
+def shape(head: Op) -> tuple[int, int, int]:
+    """(logits elements, rows, bytes per logit) of a vocabulary head's output on this rank."""
+    elements = head.m * head.n
+    return elements, head.m, head.out_bytes // elements
+
+
+def eager_passes(elements: int, rows: int, width: int) -> dict[str, tuple[int, int]]:
+    """The eager kernels of the forward, fn -> (bytes read, bytes written), in order; the
+    loss's own row work last (``"loss"``). ``width``: bytes per logit as the head writes them."""
+    f = LOSS_DTYPE.bytes
+    passes = {"to_copy": (elements * width, elements * f)} if width != f else {}
+    passes.update({
+        "max": (elements * f, rows * f),
+        "sub": (elements * f + rows * f, elements * f),
+        "exp": (elements * f, elements * f),
+        "sum": (elements * f, rows * f),
+        "div": (elements * f + rows * f, elements * f),
+        "loss": (rows * ROW_READ, rows * ROW_WRITTEN),
+    })
+    return passes
+
+
+def eager_grad_passes(elements: int, rows: int, width: int) -> dict[str, tuple[int, int]]:
+    """The eager kernels of the backward, fn -> (bytes read, bytes written), in order."""
+    f = LOSS_DTYPE.bytes
+    passes = {"mul": (elements * f + rows * GRAD_ROW_READ, elements * f + rows * GRAD_ROW_WRITTEN)}
+    if width != f:
+        passes["to_copy"] = (elements * f, elements * width)
+    return passes
+
+
+def kept_bytes(head: Op, plan: Plan) -> int:
+    """What the eager loss keeps for its backward: the fp32 softmax (the 16-bit logits are
+    freed after the cast); 0 under ``Fusion.COMPILED`` (the fused kernel keeps the logits, as
+    the loss op's saved input, and the per-row statistics)."""
+    if plan.fusion is Fusion.COMPILED:
+        return 0
+    elements, _, _ = shape(head)
+    return elements * LOSS_DTYPE.bytes
+
+
+def add_forward(out: OpGraph, loss: Op, logits: str, head: Op, plan: Plan) -> None:
+    """Add ``loss``'s forward kernels to ``out``, the ``LOSS`` op (same name) last."""
+    elements, rows, width = shape(head)
+    if plan.fusion is Fusion.COMPILED:   # one fused kernel: per-row log-sum-exp kept
+        stats = rows * LOSS_DTYPE.bytes
+        out.add(loss.evolve(bytes_read=elements * width + rows * DType.INT64.bytes,
+                            bytes_written=stats + rows * LOSS_DTYPE.bytes, stats_bytes=stats),
+                [logits])
+        return
+    buffer = logits   # the tensor the passes work on in place
+    previous = logits
+    passes = eager_passes(elements, rows, width)
+    for fn, (read, written) in passes.items():
+        if fn == "loss":
+            break
+        new = fn in ("to_copy", "max", "sum")   # in-place passes write no new tensor
+        out_bytes = (elements if fn == "to_copy" else rows) * LOSS_DTYPE.bytes if new else 0
+        kind = {"to_copy": OpKind.COPY, "max": OpKind.REDUCTION,
+                "sum": OpKind.REDUCTION}.get(fn, OpKind.ELEMENTWISE)
+        op = Op(name=f"{loss.name}.{fn}", kind=kind, dtype=LOSS_DTYPE, fn=fn,
+                flops=elements if fn != "to_copy" else 0, bytes_read=read,
+                bytes_written=written, out_bytes=out_bytes, layer=loss.layer,
+                block=Block.HEAD)
+        out.add(op, [buffer] if previous == buffer else [buffer, previous])
+        if fn == "to_copy":
+            buffer = op.name
+        previous = op.name
+    read, written = passes["loss"]
+    out.add(loss.evolve(bytes_read=read, bytes_written=written, out_bytes=LOSS_DTYPE.bytes,
+                        flops=rows * 4, saves=()), [buffer, previous])
+
+
+def add_backward(out: OpGraph, loss: Op, logits: str, head: Op, plan: Plan) -> str | None:
+    """Add the eager backward kernels of ``loss`` to ``out`` after its forward (built by
+    ``add_forward``); the name of the op writing the logits' gradient. None under
+    ``Fusion.COMPILED``: the fused kernel's backward is a vector op's, derived as any."""
+    if plan.fusion is Fusion.COMPILED:
+        return None
+    elements, rows, width = shape(head)
+    buffer = f"{loss.name}.to_copy" if f"{loss.name}.to_copy" in out else logits
+    previous = loss.name
+    for fn, (read, written) in eager_grad_passes(elements, rows, width).items():
+        last = fn == "to_copy" or width == LOSS_DTYPE.bytes
+        op = Op(name=f"grad:{loss.name}.{fn}", kind=OpKind.COPY if fn == "to_copy"
+                else OpKind.ELEMENTWISE, phase=Phase.BACKWARD, dtype=LOSS_DTYPE, fn=fn,
+                flops=elements if fn == "mul" else 0, bytes_read=read, bytes_written=written,
+                out_bytes=elements * width if last else 0, layer=loss.layer,
+                block=Block.HEAD, forward_of=loss.name, task=Task.DATA_GRAD)
+        out.add(op, [])
+        out.add_edge(previous, op.name, 0, nbytes=0 if previous != loss.name else None)
+        out.add_edge(buffer, op.name, 1)
+        previous = op.name
+    return previous
+
+
+__all__ = ["add_backward", "add_forward", "eager_grad_passes", "eager_passes", "kept_bytes",
+           "vocab_head"]
