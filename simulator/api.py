@@ -14,6 +14,7 @@ from hardware_specs.cluster import ClusterSpec, cluster_for, list_clusters, load
 from hardware_specs.loader import load_device
 from hardware_specs.spec import DeviceSpec
 from simulator.cost.energy import op_energy, step_energy
+from simulator.cost.power import check_limit
 from simulator.errors import PlanError, SpecError, WorkloadError, did_you_mean, shown
 from simulator.graph.lower import Lowered
 from simulator.graph.op import UNKNOWN, OpKind
@@ -94,6 +95,7 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     if parallel is not None and num_devices is None and not _is_cluster(hardware):
         num_devices = parallel.num_devices
     device, cluster, n = resolve_hardware(hardware, num_devices)
+    limit_w = check_limit(plan.power_limit_w, device)
     parallel = parallel or ParallelPlan(dp=n)
     if fit_batch and "micro_batch" not in plan_fields and plan.global_batch is not None:
         return fitting_micro_batch(
@@ -128,14 +130,15 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     peak = sum(memory.values())
     model_flops, hardware_flops = system_flops(run, unsplit, parallel, m,
                                                 getattr(work, "layers", None))
-    energy_j = op_energy(lowered, device, run.compute_s, run.memory_s, run.time_s)
+    energy_j = op_energy(lowered, device, run.compute_s, run.memory_s, run.time_s, run.clock,
+                         limit_w)
     comm = lowered.kind == OpKind.COLLECTIVE
     if comm.any():  # static power is counted once, over the step, not per stream
         energy_j = np.where(comm, np.maximum(energy_j - device.idle_power_w * run.time_s, 0.0),
                             energy_j)
     waiting, exposed = idle_s(run, m, step_s, bubble, max(r.t_micro for r in runs))
     energy = step_energy(lowered, energy_j, m) + device.idle_power_w * waiting
-    energy -= throttled_j(run, energy_j, m, device.idle_power_w, device.tdp_w)  # at most TDP
+    energy -= throttled_j(run, energy_j, m, device.idle_power_w, limit_w)  # at most the limit
     from simulator.engine.dispatch import engine
 
     path_s, on_path = engine(len(lowered)).critical_path(lowered.indptr, lowered.indices,
@@ -156,7 +159,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         hfu=hardware_flops / n / step_s / dense_peak,
         peak_memory_bytes=peak, memory_breakdown=memory,
         memory_capacity_bytes=device.memory_bytes, fits=peak <= device.memory_bytes,
-        energy_j_per_step=energy, avg_power_w=energy / step_s, params=work.num_params(),
+        energy_j_per_step=energy, avg_power_w=energy / step_s, power_limit_w=limit_w,
+        params=work.num_params(),
         num_devices=n, critical_path_s=float(path_s),
         saved_activation_bytes=float(activation_bytes(run.forward, plan)), lowered=lowered,
         times={"compute_s": run.compute_s, "memory_s": run.memory_s, "time_s": run.time_s,
@@ -386,4 +390,4 @@ def run_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan, device: Devi
               cache: StageBuilder = _FRESH) -> StageRun:
     per_node = cluster.devices_per_node if cluster else 1
     return price_stage(cache.build_stage(forward, plan, parallel, per_node), forward, device,
-                       cluster, stage)
+                       cluster, stage, plan.power_limit_w)

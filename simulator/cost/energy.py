@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from hardware_specs.spec import DeviceSpec
+from simulator.cost.power import dynamic_scale, energy_scale
 from simulator.graph.lower import Lowered
 from simulator.graph.op import Phase
 
@@ -33,18 +34,25 @@ def counted(device: DeviceSpec) -> bool:
 
 
 def op_energy(lowered: Lowered, device: DeviceSpec, compute_s: np.ndarray,
-              memory_s: np.ndarray, time_s: np.ndarray) -> np.ndarray:
-    """Energy in joules of each op of ``lowered`` on ``device`` (float64, one per op)."""
+              memory_s: np.ndarray, time_s: np.ndarray,
+              clock: np.ndarray | None = None, limit_w: float | None = None) -> np.ndarray:
+    """Energy in joules of each op of ``lowered`` on ``device`` (float64, one per op).
+    ``clock``: each op's relative core clock under a power limit (``simulator.cost.power``;
+    None: the reference clock), which scales its dynamic power by ``x v(x)^2``; the times
+    are those at that clock. ``limit_w``: the board's power limit (default the TDP)."""
     idle, tdp = float(device.idle_power_w), float(device.tdp_w)
+    cap = tdp if limit_w is None else float(limit_w)
     time_s = np.asarray(time_s, dtype=np.float64)
     if counted(device):
         flops = lowered.flops.astype(np.float64) + lowered.vector_flops.astype(np.float64)
-        dynamic = (flops * device.energy_per_flop_j
-                   + lowered.nbytes.astype(np.float64) * device.energy_per_byte_j)
-        return np.minimum(idle * time_s + dynamic, tdp * time_s)
+        per_flop = device.energy_per_flop_j * (1.0 if clock is None else energy_scale(clock))
+        dynamic = flops * per_flop + lowered.nbytes.astype(np.float64) * device.energy_per_byte_j
+        return np.minimum(idle * time_s + dynamic, cap * time_s)
     busy = np.maximum(compute_s, memory_s)
     with np.errstate(divide="ignore", invalid="ignore"):
         utilisation = np.where(time_s > 0, np.minimum(busy / time_s, 1.0), 0.0)
+    if clock is not None:
+        utilisation = utilisation * dynamic_scale(clock)
     return (idle + (tdp - idle) * utilisation) * time_s
 
 

@@ -1,6 +1,7 @@
 """How a workload is run: batch, precision, recomputation, optimizer (STYLE.md rule 1)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
@@ -144,6 +145,11 @@ class Plan:
     frozen_weights: Quantization | None = field(default=None, metadata={
         "help": "QLoRA: store the frozen linears as nf4 or int8, dequantised before each "
                 "GEMM (default: the precision's weight format)"})
+    # The devices' power limit (nvidia-smi -pl): under it each phase of the step runs at the
+    # clock that keeps its power within it (simulator.cost.power); None: the TDP.
+    power_limit_w: float | None = field(default=None, metadata={
+        "metavar": "W", "help": "the devices' power limit in watts (nvidia-smi -pl; default "
+                                "the TDP): clocks drop to keep each phase's power within it"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attention", _enum(Attention, self.attention, "attention"))
@@ -163,6 +169,7 @@ class Plan:
                             f"micro_batch = {self.micro_batch}")
 
         self._check_finetune()
+        object.__setattr__(self, "power_limit_w", _watts(self.power_limit_w, "power_limit_w"))
 
     def _check_finetune(self) -> None:
         object.__setattr__(self, "finetune", _enum(Finetune, self.finetune, "finetune"))
@@ -215,6 +222,21 @@ class Plan:
         states = 4 * OPTIMIZER_STATES[self.optimizer] + (4 if f.master else 0)
         return {"weights": f.weight.bytes, "gradients": f.gradient.bytes,
                 "optimizer_states": states}
+
+
+def _watts(value, field_name: str) -> float | None:
+    """A power in watts (a number or its text, from a flag or a sweep's grid) as a float;
+    PlanError unless finite and in (0, 1e6]."""
+    if value is None:
+        return None
+    try:
+        watts = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        watts = math.nan
+    if not 0 < watts <= 1e6:
+        raise PlanError(f"{field_name} = {value!r} must be a power in watts, above 0 and at "
+                        "most 1e6 (e.g. 300)")
+    return watts
 
 
 def _enum(cls, value, field_name: str):

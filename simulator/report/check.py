@@ -45,9 +45,10 @@ def problems(result):
     spec = result.device_spec
     if spec is not None:
         power = summary["avg_power_w"]
-        if not spec.idle_power_w * (1 - _RTOL) <= power <= spec.tdp_w * (1 + _RTOL):
-            yield (f"avg_power_w = {power} W is outside the device's idle power and TDP "
-                   f"[{spec.idle_power_w:g}, {spec.tdp_w:g}] W")
+        limit = summary.get("power_limit_w") or spec.tdp_w
+        if not spec.idle_power_w * (1 - _RTOL) <= power <= limit * (1 + _RTOL):
+            yield (f"avg_power_w = {power} W is outside the device's idle power and power "
+                   f"limit [{spec.idle_power_w:g}, {limit:g}] W")
     for name in ("steps", "total_time_s", "device_hours", "energy_kwh", "co2_kg", "cost_usd"):
         value = summary.get(name)
         if value is not None and not value >= 0:

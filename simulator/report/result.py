@@ -48,6 +48,8 @@ class Result:
     energy_j_per_step: float
     avg_power_w: float
     params: int
+    # the devices' power limit the step ran under (the TDP unless the plan set one lower)
+    power_limit_w: float | None = None
     num_devices: int = 1
     critical_path_s: float = 0.0         # longest dependency chain of one micro-batch's step
     saved_activation_bytes: float = 0.0  # kept for the backward at the end of the forward
@@ -79,6 +81,7 @@ class Result:
             "memory_breakdown": dict(self.memory_breakdown),
             "memory_capacity_bytes": self.memory_capacity_bytes, "fits": self.fits,
             "energy_j_per_step": self.energy_j_per_step, "avg_power_w": self.avg_power_w,
+            "power_limit_w": self.power_limit_w,
             "critical_path_s": self.critical_path_s,
             "saved_activation_bytes": self.saved_activation_bytes,
             "parallel": dict(self.parallel),

@@ -1,0 +1,138 @@
+"""Clocks under a power limit (DVFS): how much a device slows when its power is capped.
+
+A GPU holds its board power at or under its power limit by lowering its core clock (and with
+it the voltage). The dynamic power of busy cores is ``C f V(f)^2``; hwsim writes it relative
+to the reference clock, the one at which the spec's measured efficiencies were taken (the
+clock a busy device sustains at its default limit, the TDP, where it draws the TDP)::
+
+    P_busy(x) = P_idle + (TDP - P_idle) * x * v(x)^2,   x = f / f_ref,  v(1) = 1
+    v(x) = V_FLOOR + (1 - V_FLOOR) * max(0, (x - KNEE) / (1 - KNEE))
+
+below the knee the voltage sits at its floor and power falls linearly with the clock; above
+it the voltage rises with the clock and power steeply: with the A100 fit below, the top 15 %
+of the clock costs a third of the dynamic power.
+
+``V_FLOOR`` and ``KNEE`` are fitted on one device-level measurement: Perseus's frequency sweep
+of a GPT-3 pipeline stage's forward on an A100 SXM (Chung et al., "Perseus: Reducing Energy
+Bloat in Large Model Training", SOSP 2024; data: github.com/ml-energy/zeus,
+sosp24_data/emulation/stage_profile/gpt3-175b+a100_sxm_bf16.csv, stage 0, forward, 855-1290
+MHz: the stage's compute alone, no communication; ``tests/test_power.py`` refits them). Its
+power falls from 413 W at 1290 MHz to 235 W at 855 MHz; the least-squares fit of
+``P0 + C x v(x)^2`` (x = f / 1290 MHz) gives a voltage floor of 0.886 of the 1290 MHz voltage
+below x = 0.855 (P0 = 43 W), within 5 W of all 30 points; the backward's sweep gives 0.892
+below 0.850 (P0 = 49 W). hwsim uses 0.89 and 0.85 for every device: a prior from one
+measured GPU (no other device's sweep was found), checked against Zeus's power-limit sweeps
+of V100 training, never fitted on them (docs/accuracy.md, "Power limits").
+
+The clock is set per phase of the step (forward, backward, recompute, update): a GPU's power
+controller averages over tens of milliseconds, longer than an op and about as long as a phase.
+A phase's power at clock x is the idle power plus its ops' dynamic energy over their time;
+its clock is the highest x (a grid of ``_GRID`` steps down to ``MIN_CLOCK``) at which that
+power is within the limit. Compute time scales as 1/x; memory time does not (HBM has its own
+clock); an op's fixed launch cost does not. Lowering the limit can only lower a phase's clock,
+so a step is never faster under a lower limit.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from hardware_specs.spec import DeviceSpec
+from simulator.errors import PlanError
+from simulator.graph.lower import Lowered
+from simulator.graph.op import OpKind, Phase
+
+#: Voltage at and below the knee, relative to the reference clock's (Perseus A100 sweep fit,
+#: module docstring: forward 0.886, backward 0.892).
+V_FLOOR = 0.89
+#: Relative clock below which the voltage stays at its floor (forward 0.855, backward 0.850).
+KNEE = 0.85
+#: The lowest relative clock hwsim lowers a phase to: the A100's lowest settable SM clock,
+#: 210 of 1410 MHz (nvidia-smi -q -d SUPPORTED_CLOCKS), rounded up.
+MIN_CLOCK = 0.15
+_GRID = 256
+
+
+def voltage(x):
+    """Relative voltage at relative clock ``x`` (array or float)."""
+    return V_FLOOR + (1.0 - V_FLOOR) * np.clip((np.asarray(x, dtype=np.float64) - KNEE)
+                                                / (1.0 - KNEE), 0.0, None)
+
+
+def dynamic_scale(x):
+    """Busy dynamic power at relative clock ``x`` over its value at the reference clock:
+    ``x v(x)^2`` (1.0 at x = 1)."""
+    x = np.asarray(x, dtype=np.float64)
+    return x * voltage(x) ** 2
+
+
+def energy_scale(x):
+    """Dynamic energy per operation at relative clock ``x`` over its reference value:
+    ``v(x)^2`` (energy per switching event goes with the voltage squared)."""
+    return voltage(x) ** 2
+
+
+def floor_w(device: DeviceSpec) -> float:
+    """The lowest power a busy device can be held to: its busy power at ``MIN_CLOCK``."""
+    return float(device.idle_power_w + (device.tdp_w - device.idle_power_w)
+                 * dynamic_scale(MIN_CLOCK))
+
+
+def check_limit(limit_w: float | None, device: DeviceSpec) -> float:
+    """The power limit in watts (the TDP when None); PlanError unless it lies between the
+    device's floor (``floor_w``) and its TDP."""
+    if limit_w is None:
+        return float(device.tdp_w)
+    low = floor_w(device)
+    if limit_w > device.tdp_w * (1 + 1e-9):
+        raise PlanError(f"power_limit_w = {limit_w:g} W is above {device.name}'s TDP "
+                        f"{device.tdp_w:g} W: clocks above the reference clock are not "
+                        f"modelled; give at most {device.tdp_w:g}")
+    if limit_w < low:
+        raise PlanError(f"power_limit_w = {limit_w:g} W is below what {device.name} can be "
+                        f"held to while busy ({low:.0f} W: idle {device.idle_power_w:g} W "
+                        f"plus its dynamic power at the lowest clock); give at least "
+                        f"{low:.0f}")
+    return float(limit_w)
+
+
+def scaled_times(compute_s: np.ndarray, memory_s: np.ndarray, time_s: np.ndarray,
+                 clock: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(compute_s, time_s) of each op at relative clock ``clock``: compute over the clock,
+    memory and the fixed cost as they are."""
+    compute = compute_s / clock
+    return compute, time_s + (np.maximum(compute, memory_s) - np.maximum(compute_s, memory_s))
+
+
+def phase_clocks(lowered: Lowered, device: DeviceSpec, compute_s: np.ndarray,
+                 memory_s: np.ndarray, time_s: np.ndarray, limit_w: float) -> np.ndarray:
+    """Relative clock of each op (float64, 1.0 where the limit does not bind): per phase, the
+    highest clock on the grid at which the phase's average power is within ``limit_w``
+    (``MIN_CLOCK`` where none is). Collectives keep 1.0 (they run on the copy engines and
+    the network, not the cores' clock)."""
+    n = len(time_s)
+    clock = np.ones(n, dtype=np.float64)
+    idle, tdp = float(device.idle_power_w), float(device.tdp_w)
+    if limit_w >= tdp or n == 0:
+        return clock
+    grid = np.linspace(1.0, MIN_CLOCK, _GRID)
+    compute_op = lowered.kind != OpKind.COLLECTIVE
+    fixed = np.maximum(time_s - np.maximum(compute_s, memory_s), 0.0)
+    for phase in (Phase.FORWARD, Phase.BACKWARD, Phase.RECOMPUTE, Phase.OPTIMIZER):
+        ops = compute_op & (lowered.phase == phase)
+        if not ops.any():
+            continue
+        c, m, o = compute_s[ops], memory_s[ops], float(fixed[ops].sum())
+        clock[ops] = MIN_CLOCK
+        for x in grid:   # from the reference clock down: the first that fits
+            busy = float(np.maximum(c / x, m).sum())
+            total = busy + o
+            power = idle + (tdp - idle) * float(dynamic_scale(x)) * busy / total \
+                if total > 0 else idle
+            if power <= limit_w * (1 + 1e-12):
+                clock[ops] = x
+                break
+    return clock
+
+
+__all__ = ["KNEE", "MIN_CLOCK", "V_FLOOR", "check_limit", "dynamic_scale", "energy_scale",
+           "floor_w", "phase_clocks", "scaled_times", "voltage"]

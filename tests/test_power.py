@@ -1,0 +1,138 @@
+"""Power limits and clocks (simulator.cost.power): the DVFS fit, its invariants, its errors."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hardware_specs.loader import load_device
+from simulator.api import simulate
+from simulator.cost import power
+from simulator.errors import PlanError
+from simulator.plan.step import Plan
+
+DATA = Path(__file__).parent / "data"
+
+
+def _perseus(instruction: str) -> tuple[np.ndarray, np.ndarray]:
+    """(frequency MHz, power W) of Perseus's A100 stage sweep at and below 1290 MHz."""
+    rows = [r for r in csv.DictReader(open(DATA / "perseus_a100_frequency.csv"))
+            if r["instruction"] == instruction and float(r["frequency_mhz"]) <= 1290]
+    f = np.array([float(r["frequency_mhz"]) for r in rows])
+    p = np.array([float(r["energy_j"]) / float(r["time_s"]) for r in rows])
+    return f, p
+
+
+@pytest.mark.parametrize("instruction, floor, knee", [("forward", 0.886, 0.855),
+                                                      ("backward", 0.892, 0.850)])
+def test_voltage_floor_and_knee_refit_from_perseus(instruction, floor, knee):
+    """P0 + C f v(f)^2 fitted to the measured sweep (least squares over a grid of the floor
+    and the knee, P0 and C linear) gives the figures power.py cites, and
+    reproduces every point within 6 W."""
+    f, p = _perseus(instruction)
+    x = f / 1290
+    best = None
+    for v0 in np.arange(0.70, 1.0001, 0.002):
+        for k in np.arange(0.60, 0.99, 0.005):
+            v = v0 + (1 - v0) * np.clip((x - k) / (1 - k), 0, None)
+            a = np.vstack([np.ones_like(x), x * v ** 2]).T
+            coef, *_ = np.linalg.lstsq(a, p, rcond=None)
+            err = float(((a @ coef - p) ** 2).sum())
+            if best is None or err < best[0]:
+                best = (err, v0, k, a @ coef - p)
+    _, v0, k, residual = best
+    assert v0 == pytest.approx(floor, abs=0.003)
+    assert k == pytest.approx(knee, abs=0.006)
+    assert np.abs(residual).max() < 6
+    assert power.V_FLOOR == pytest.approx((0.886 + 0.892) / 2, abs=0.002)
+    assert power.KNEE == pytest.approx((0.855 + 0.850) / 2, abs=0.003)
+
+
+def test_dynamic_scale_closed_form():
+    assert power.dynamic_scale(1.0) == pytest.approx(1.0)
+    assert power.dynamic_scale(0.5) == pytest.approx(0.5 * power.V_FLOOR ** 2)
+    x = power.KNEE + (1 - power.KNEE) / 2
+    assert power.dynamic_scale(x) == pytest.approx(x * ((1 + power.V_FLOOR) / 2) ** 2)
+    grid = np.linspace(power.MIN_CLOCK, 1, 100)
+    assert np.all(np.diff(power.dynamic_scale(grid)) > 0)
+
+
+def test_compute_bound_phase_clock_closed_form():
+    """A compute-bound step under a limit runs at the clock where idle + (TDP - idle) x v^2
+    meets the limit (to the grid's step), and its time grows as 1/x."""
+    device = load_device("a100")
+    free = simulate("gpt3-1.3b", device, micro_batch=8, seq_len=2048)
+    limit = 300.0
+    capped = simulate("gpt3-1.3b", device, micro_batch=8, seq_len=2048, power_limit_w=limit)
+    idle, tdp = device.idle_power_w, device.tdp_w
+    grid = np.linspace(1.0, power.MIN_CLOCK, 256)
+    x = grid[np.flatnonzero(idle + (tdp - idle) * power.dynamic_scale(grid) <= limit)[0]]
+    slowdown = capped.step_time_s / free.step_time_s
+    assert 1.0 < slowdown <= 1 / x * 1.001   # memory-bound ops do not slow
+    assert slowdown > 0.8 / x                # a GPT step is mostly compute-bound
+    assert capped.power_limit_w == limit and free.power_limit_w == device.tdp_w
+    assert capped.avg_power_w <= limit * (1 + 1e-9)
+
+
+_DEVICES = ["a100", "h100", "v100-pcie-32gb", "tpu-v4", "mi300x", "rtx-4090", "l4"]
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(device=st.sampled_from(_DEVICES), share=st.floats(0.0, 1.0),
+       model=st.sampled_from(["gpt2-small", "resnet-18", "bert-base"]),
+       micro_batch=st.sampled_from([1, 8, 32]))
+def test_power_within_idle_and_limit_and_monotone(device, share, model, micro_batch):
+    """Average power lies between idle and the limit; a lower limit never makes the step
+    faster nor its power higher."""
+    spec = load_device(device)
+    floor = power.floor_w(spec)
+    high = floor + share * (spec.tdp_w - floor)
+    low = floor + 0.5 * share * (spec.tdp_w - floor)
+    a = simulate(model, spec, micro_batch=micro_batch, power_limit_w=high)
+    b = simulate(model, spec, micro_batch=micro_batch, power_limit_w=low)
+    for r, limit in ((a, high), (b, low)):
+        assert spec.idle_power_w * (1 - 1e-9) <= r.avg_power_w <= limit * (1 + 1e-9)
+    assert b.step_time_s >= a.step_time_s * (1 - 1e-12)
+    assert b.avg_power_w <= a.avg_power_w * (1 + 1e-9)
+
+
+def test_multi_device_overlap_stays_under_limit():
+    """Communication overlapping compute cannot push the average above the limit (the
+    issue's llama2-7b --cp 2 case drew 400.83 W against 400 W)."""
+    r = simulate("llama2-7b", "a100", num_devices=2, cp=2)
+    assert r.avg_power_w <= 400 * (1 + 1e-9)
+    r = simulate("llama2-7b", "a100", num_devices=2, cp=2, power_limit_w=250)
+    assert r.avg_power_w <= 250 * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("value", [0, -5, "abc", float("nan"), float("inf"), True])
+def test_plan_rejects_bad_power_limit(value):
+    with pytest.raises(PlanError, match="power_limit_w"):
+        Plan(power_limit_w=value)
+
+
+def test_limit_outside_device_range_is_a_plan_error():
+    with pytest.raises(PlanError, match="above .*TDP"):
+        simulate("gpt2-small", "a100", power_limit_w=500)
+    with pytest.raises(PlanError, match="below what"):
+        simulate("gpt2-small", "a100", power_limit_w=50)
+    assert Plan(power_limit_w="300").power_limit_w == 300.0
+
+
+def test_cli_power_limit(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    run = [sys.executable, "-m", "simulator.cli", "predict", "gpt2-small", "--device", "a100"]
+    out = subprocess.run(run + ["--power-limit-w", "250", "--json"], capture_output=True,
+                         text=True, check=True)
+    summary = json.loads(out.stdout)
+    assert summary["power_limit_w"] == 250 and summary["avg_power_w"] <= 250
+    bad = subprocess.run(run + ["--power-limit-w", "20"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "power_limit_w" in bad.stderr
+    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
