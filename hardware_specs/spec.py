@@ -173,6 +173,11 @@ class DeviceSpec:
     # Fused attention kernels (FlashAttention: matmuls, online softmax and masking in one
     # kernel) reach less of the peak than a GEMM; None: as matmuls.
     attention_efficiency: float | None = None
+    # The fused attention kernel the run uses (``simulator.cost.attention.AttentionKernel``
+    # value; "auto": the device's default). Set from the plan's ``attention_kernel``; where the
+    # kernel has a fit for this device's chip, it prices fused attention instead of
+    # ``attention_efficiency``.
+    attention_kernel: str = "auto"
     # A matmul whose bytes bound it (a batched GEMM with a short side: attention's scores and
     # context at head dimension 64-128) streams them at this fraction of the main memory's
     # datasheet bandwidth, not at memory_efficiency: its tiles' loads and epilogue writes are

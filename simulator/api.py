@@ -13,6 +13,7 @@ import numpy as np
 from hardware_specs.cluster import ClusterSpec, cluster_for, list_clusters, load_cluster
 from hardware_specs.loader import load_device
 from hardware_specs.spec import DeviceSpec
+from simulator.cost import attention
 from simulator.cost.energy import op_energy, step_energy
 from simulator.cost.power import check_limit
 from simulator.errors import PlanError, SpecError, WorkloadError, did_you_mean, shown
@@ -22,7 +23,7 @@ from simulator.graph.opgraph import OpGraph
 from simulator.parallel.rank import build_stage, micro_batches, stage_forward
 from simulator.plan.fields import PARALLEL, PLAN, echo
 from simulator.plan.parallel import ParallelPlan, Schedule, data_parallel_size, positive
-from simulator.plan.step import Plan
+from simulator.plan.step import Attention, Plan
 from simulator.report.depth import extrapolate
 from simulator.report.figures import (
     DEFAULT_GRID_KG_CO2_PER_KWH,
@@ -95,6 +96,7 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     if parallel is not None and num_devices is None and not _is_cluster(hardware):
         num_devices = parallel.num_devices
     device, cluster, n = resolve_hardware(hardware, num_devices)
+    device = attention.with_kernel(device, plan.attention_kernel)   # the plan's fused kernel
     limit_w = check_limit(plan.power_limit_w, device)
     parallel = parallel or ParallelPlan(dp=n)
     if fit_batch and "micro_batch" not in plan_fields and plan.global_batch is not None:
@@ -188,6 +190,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         result.notes.append(f"{device.name} has a measured matmul efficiency but no calibration "
                             "of its other ops' compute: they run at the datasheet vector rate, "
                             "so step time is an optimistic bound (hwsim calibrate measures them)")
+    if plan.attention is Attention.FUSED and attention.note(device):
+        result.notes.append(attention.note(device))
     if device.priors:
         result.notes.append(f"{device.name} has no measured {' or '.join(device.priors)}: "
                             "memory-bound kernels stream at the medians measured on other "

@@ -308,15 +308,13 @@ def test_tflops_per_gpu_within_10_percent():
 # from the 760M model up), micro-batch for an 80 GB GPU, bf16 under PyTorch Lightning's autocast
 # (fp32 weights and gradients: ``fp32_grads``), gradient clipping 1.0, no recomputation, fused
 # dense+bias+gelu and dropout+add+LayerNorm (``fusion="compiled"``). The attention kernel is
-# the run's: FlashAttention-2 at the A100 spec's cited figure; FlashAttention (v1) at its own
-# cited best fractions, forward 50 % and backward 35 % of peak (Dao 2023, sec. 1), combined as
-# the spec's FlashAttention-2 figure is; "without FlashAttention" PyTorch's separate
-# QK^T, softmax, dropout and AV kernels (``attention="materialized"``, eager).
+# the run's (``attention_kernel``, priced by its kernel benchmarks, simulator.cost.attention):
+# FlashAttention-2 (the A100's default) or FlashAttention (v1); "without FlashAttention"
+# PyTorch's separate QK^T, softmax, dropout and AV kernels (``attention="materialized"``, eager).
 FLASH = sorted((r for r in ROWS if r.startswith("dao-flashattn-")),
                key=lambda r: float(ROWS[r]["params_B"]))
 FLASH_T1 = ["dao23-fa2-t1-gpt3-1.3B-2k-noflash", "dao23-fa2-t1-gpt3-1.3B-2k-fa2",
             "dao23-fa2-t1-gpt3-2.7B-2k-noflash", "dao23-fa2-t1-gpt3-2.7B-2k-fa2"]
-FA1_EFFICIENCY = 3.5 / (1 / 0.50 + 2.5 / 0.35)
 
 
 @lru_cache(maxsize=None)
@@ -326,16 +324,16 @@ def predict_flash(run_id: str):
     work = dataclasses.replace(_model(row), vocab=50264)  # padded to a multiple of 8
     micro = {768: 32, 1024: 16, 1536: 16, 2048: 8, 2560: 4}[hidden]  # the configs, >= 80 GB
     device = load_device("a100-sxm4-80gb")
-    attention, fusion = "fused", "compiled"
+    attention, fusion, kernel = "fused", "compiled", "auto"
     if run_id.startswith("dao-flashattn-"):
-        device = dataclasses.replace(device, attention_efficiency=FA1_EFFICIENCY)
+        kernel = "flash-attn-1"
     elif run_id.endswith("noflash"):  # its s x s scores need a smaller micro-batch (not
         # given): the largest power of two that fits in 80 GB (8 and 4 predict 105 and 98 GB)
         attention, fusion, micro = "materialized", "eager", micro // 2
     return simulate(work, device, parallel=ParallelPlan(dp=8, zero=1 if hidden >= 1536 else 0),
                     micro_batch=micro, global_batch=int(row["global_batch_seqs"]),
                     precision="bf16", fp32_grads=True, recompute="none", attention=attention,
-                    fusion=fusion, grad_clip=True)
+                    fusion=fusion, grad_clip=True, attention_kernel=kernel)
 
 
 def flash_measured_and_predicted(run_id: str) -> tuple[float, float]:

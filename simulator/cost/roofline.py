@@ -38,6 +38,7 @@ from __future__ import annotations
 import numpy as np
 
 from hardware_specs.spec import DeviceSpec
+from simulator.cost.attention import fitted_rates
 from simulator.cost.efficiency import executed_fraction, shape_efficiency
 from simulator.graph.lower import Lowered
 from simulator.graph.op import TENSOR_KINDS, DType, OpKind
@@ -78,6 +79,8 @@ def price(lowered: Lowered, device: DeviceSpec) -> tuple[np.ndarray, np.ndarray,
                              device.vector_flops_per_s) * efficiency
     for fn, own in device.function_overhead_s.items():  # its own per-call cost
         overhead[lowered.fn == fn] = own
+    fused, rates = fitted_rates(lowered, device)  # fused attention by its kernel's fit
+    peak[fused] = rates
     updates = lowered.kind == OpKind.OPTIMIZER  # eager optimizers pay per parameter tensor
     overhead[updates] += lowered.tensors[updates] * device.optimizer_overhead_s
     if updates.any():  # and a step pays its fixed framework cost once, with its first update
@@ -150,6 +153,7 @@ def _roofline(lowered: Lowered, device: DeviceSpec):
     # count at the op's own peak, so the kernel sees one number per op
     vector_rate = device.vector_flops_per_s * device.vector_efficiency
     vector = lowered.vector_flops.astype(np.float64) * (peak / vector_rate)
+    vector[fitted_rates(lowered, device)[0]] = 0.0   # a kernel fit times its softmax too
     flops = lowered.flops.astype(np.float64) * executed_fraction(lowered) + vector
     nbytes = lowered.nbytes.astype(np.float64)
     return engine(len(lowered)).roofline(flops, nbytes, peak, bandwidth, overhead)

@@ -35,6 +35,15 @@ class Attention(str, Enum):
     MATERIALIZED = "materialized"  # QK^T, softmax, dropout, AV as separate kernels (Megatron)
 
 
+class AttentionKernel(str, Enum):
+    """The fused attention kernel (``simulator.cost.attention`` prices each by its fit)."""
+    AUTO = "auto"                  # the device's default (simulator.cost.attention)
+    FLASH_ATTN_1 = "flash-attn-1"  # Dao et al. 2022
+    FLASH_ATTN_2 = "flash-attn-2"  # Dao 2023: PyTorch SDPA's flash backend, HF flash_attention_2
+    FLASH_ATTN_3 = "flash-attn-3"  # Shah et al. 2024: Hopper only
+    CUDNN = "cudnn"                # cuDNN fused attention (Transformer Engine's FusedAttention)
+
+
 class Fusion(str, Enum):
     EAGER = "eager"        # one kernel per op (PyTorch eager)
     COMPILED = "compiled"  # vector ops folded into their producer (torch.compile, XLA)
@@ -116,6 +125,9 @@ class Plan:
     optimizer: Optimizer = Optimizer.ADAMW
     attention: Attention = field(default=Attention.FUSED, metadata={
         "help": "fused (FlashAttention-style) or materialized (s x s in memory)"})
+    attention_kernel: AttentionKernel = field(default=AttentionKernel.AUTO, metadata={
+        "help": "the fused attention kernel: auto (FlashAttention-2 on an A100, cuDNN on an "
+                "H100), flash-attn-1, flash-attn-2, flash-attn-3 (Hopper) or cudnn"})
     fusion: Fusion = field(default=Fusion.EAGER, metadata={
         "help": "eager (a kernel per op) or compiled (vector ops fused)"})
     # Clip gradients by their global norm before the update: one more pass reading every
@@ -153,6 +165,8 @@ class Plan:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attention", _enum(Attention, self.attention, "attention"))
+        object.__setattr__(self, "attention_kernel",
+                           _enum(AttentionKernel, self.attention_kernel, "attention_kernel"))
         object.__setattr__(self, "fusion", _enum(Fusion, self.fusion, "fusion"))
         object.__setattr__(self, "precision", _enum(Precision, self.precision, "precision"))
         object.__setattr__(self, "recompute", _enum(Recompute, self.recompute, "recompute"))

@@ -1,0 +1,145 @@
+"""Fitting the fused attention model (``simulator.cost.attention``) on kernel benchmarks.
+
+The table (``tests/data/attention_kernels.csv``) gives TFLOP/s by device, kernel, pass
+(``fwd``, ``bwd`` or ``fwd_bwd``), causal mask, head dimension and sequence length, as the
+FlashAttention-2 and -3 papers measure them: batch x sequence = 16k tokens, hidden 2048 (so
+2048 / d heads), FLOPs 4 s^2 d per head forward (half of it under a causal mask), 2.5 times that
+backward. Each row becomes a time; the fit minimises the squared log error of the predicted
+times (a ``fwd_bwd`` row: forward + backward) over each (device, kernel)'s rows.
+
+``python -m simulator.calibrate.attention`` prints the fitted ``FITS`` and the held-out error.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from simulator.cost.attention import TIED_BACKWARD, AttentionKernel, pass_time_s
+
+TABLE = Path(__file__).resolve().parents[2] / "tests" / "data" / "attention_kernels.csv"
+TOKENS, HIDDEN = 16384, 2048   # the papers' benchmark setup (Dao 2023, sec. 4.1)
+# dense fp16/bf16 peaks and SMs of the benchmarked devices (their catalogue specs)
+DEVICES = {"a100-sxm4-80gb": (312e12, 108), "h100-sxm5-80gb": (989.4e12, 132)}
+
+
+def load(path: Path = TABLE) -> list[dict]:
+    with path.open(newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    for row in rows:
+        for key in ("causal", "head_dim", "seq_len"):
+            row[key] = int(row[key])
+        row["tflops"] = float(row["tflops"])
+    return rows
+
+
+def _arrays(rows):
+    s = np.array([r["seq_len"] for r in rows], dtype=np.float64)
+    d = np.array([r["head_dim"] for r in rows], dtype=np.float64)
+    causal = np.array([r["causal"] for r in rows])
+    batch = (TOKENS / s) * (HIDDEN / d)   # (batch x heads) score matrices
+    factor = np.array([{"fwd": 1.0, "bwd": 2.5, "fwd_bwd": 3.5}[r["pass"]] for r in rows])
+    flops = 4 * s * s * d * batch * factor * np.where(causal > 0, 0.5, 1.0)
+    measured = flops / (np.array([r["tflops"] for r in rows]) * 1e12)
+    return s, d, causal, batch, measured
+
+
+def predict(rows, fwd, bwd, peak: float, units: int) -> np.ndarray:
+    """Predicted seconds of each row with (e, c, h) ``fwd`` and ``bwd``."""
+    s, d, causal, batch, _ = _arrays(rows)
+    t_fwd = pass_time_s(s, s, d, batch, causal, False, peak, fwd, units)
+    t_bwd = pass_time_s(s, s, d, batch, causal, True, peak, bwd, units)
+    kinds = np.array([r["pass"] for r in rows])
+    return np.where(kinds == "fwd", t_fwd, np.where(kinds == "bwd", t_bwd, t_fwd + t_bwd))
+
+
+def _unpack(x, tied: float | None):
+    if tied is not None:
+        e, c, h = x
+        return (e, c, h), (e * tied, c, h)
+    return tuple(x[:3]), tuple(x[3:])
+
+
+def fit(rows, device: str, kernel: str):
+    """((e, c, h) forward, (e, c, h) backward) of ``kernel`` on ``device`` from ``rows``."""
+    from scipy.optimize import least_squares
+
+    rows = [r for r in rows if r["device"] == device and r["kernel"] == kernel]
+    passes = {r["pass"] for r in rows}
+    tied = (TIED_BACKWARD[AttentionKernel(kernel)]
+            if not {"fwd", "bwd"} <= passes else None)
+    peak, units = DEVICES[device]
+    measured = _arrays(rows)[-1]
+
+    def residual(x):
+        fwd, bwd = _unpack(x, tied)
+        return np.log(predict(rows, fwd, bwd, peak, units) / measured)
+
+    start = [0.7, 1.0, 20.0] * (1 if tied is not None else 2)
+    bounds = ([0.01, 0.0, 0.0] * (len(start) // 3), [1.0, 50.0, 500.0] * (len(start) // 3))
+    x = least_squares(residual, start, bounds=bounds).x
+    return _unpack([float(v) for v in x], tied)
+
+
+def groups(rows) -> list[tuple[str, str]]:
+    return sorted({(r["device"], r["kernel"]) for r in rows})
+
+
+def fit_all(rows=None) -> dict[tuple[str, str, str], tuple[float, float, float]]:
+    rows = load() if rows is None else rows
+    out = {}
+    for device, kernel in groups(rows):
+        fwd, bwd = fit(rows, device, kernel)
+        out[(device, kernel, "fwd")], out[(device, kernel, "bwd")] = fwd, bwd
+    return out
+
+
+def errors(rows, fits) -> np.ndarray:
+    """predicted / measured throughput - 1 of each row under ``fits``."""
+    out = np.empty(len(rows))
+    for device, kernel in groups(rows):
+        index = [i for i, r in enumerate(rows) if r["device"] == device and r["kernel"] == kernel]
+        part = [rows[i] for i in index]
+        peak, units = DEVICES[device]
+        t = predict(part, fits[(device, kernel, "fwd")], fits[(device, kernel, "bwd")], peak,
+                    units)
+        out[index] = _arrays(part)[-1] / t - 1
+    return out
+
+
+def held_out(rows=None, longest: bool = True) -> dict[tuple[str, str], np.ndarray]:
+    """Errors on the rows of the longest (or shortest) sequence length when fitted without
+    them: the fit's extrapolation in shape, per (device, kernel)."""
+    rows = load() if rows is None else rows
+    edge = max if longest else min
+    cut = edge(r["seq_len"] for r in rows)
+    train = [r for r in rows if r["seq_len"] != cut]
+    test = [r for r in rows if r["seq_len"] == cut]
+    fits = fit_all(train)
+    err = errors(test, fits)
+    return {(device, kernel): err[[i for i, r in enumerate(test)
+                                   if (r["device"], r["kernel"]) == (device, kernel)]]
+            for device, kernel in groups(test)}
+
+
+def main() -> None:
+    rows = load()
+    fits = fit_all(rows)
+    print("FITS = {")
+    for key, (e, c, h) in sorted(fits.items()):
+        print(f"    {key!r}: ({e:.4f}, {c:.3f}, {h:.2f}),")
+    print("}")
+    err = errors(rows, fits)
+    for device, kernel in groups(rows):
+        sel = np.array([(r["device"], r["kernel"]) == (device, kernel) for r in rows])
+        print(f"in-sample {device} {kernel}: median |err| {np.median(np.abs(err[sel])):.1%}, "
+              f"max {np.max(np.abs(err[sel])):.1%} ({sel.sum()} rows)")
+    for longest in (True, False):
+        for key, e in held_out(rows, longest).items():
+            print(f"held out {'16k' if longest else '512'} {key[0]} {key[1]}: median |err| "
+                  f"{np.median(np.abs(e)):.1%}, max {np.max(np.abs(e)):.1%} ({len(e)} rows)")
+
+
+if __name__ == "__main__":
+    main()

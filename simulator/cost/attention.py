@@ -1,0 +1,207 @@
+"""Fused attention kernels as they run: efficiency by shape, pass and kernel, fitted on kernel
+benchmarks (``tests/data/attention_kernels.csv``).
+
+One mechanism, three parameters per (measured device, kernel, pass):
+
+    rate = peak(dtype) x e x waves / ((1 + h / d) x (1 + c / nk))
+
+- ``e``: the fraction of the dense peak the kernel's main loop reaches;
+- ``h``: the non-matmul work (online softmax: exp, max, rescale) per score, in head-dimension
+  units: a score costs d multiply-adds on the tensor cores but a fixed number of exp/max/scale
+  on the slower units, so a short head (d = 64) spends more of its time off the tensor cores;
+- ``c``: the fixed cost of one query block of 128 rows (load Q, write O and the log-sum-exp,
+  the pipeline's fill and drain), in key blocks of 128: a block that visits nk key blocks does
+  nk / (nk + c) of its time's work. A causal block visits (nb + 1) / 2 of the nb key blocks on
+  average (the masked ones are skipped, ``simulator.cost.efficiency.executed_fraction``), so
+  causal attention is slower per executed FLOP at short sequences, as measured;
+- ``waves``: one thread block per (batch x head, query block) runs in waves over the SMs
+  (from the spec's ``compute_units``, not fitted).
+
+The forward and the backward (FlashAttention's recompute of S and P, then dQ, dK, dV) have
+their own parameters where the benchmarks time them apart (H100: Shah et al. 2024, Figs. 4-5).
+Where only forward + backward is published (A100, and FlashAttention-1 on the H100: Dao 2023,
+Figs. 4 and 7), one (c, h) serves both passes and the backward's ``e`` is the forward's times
+the ratio the kernel's own paper gives (``TIED_BACKWARD``). ``simulator.calibrate.attention``
+fits the parameters (``FITS`` holds its output; ``tests/test_attention_kernels.py`` fits
+again, holds out the longest sequences and checks both).
+
+Devices of the measured chip (an A100 of any form factor, an H100, H800 or H200: the same
+GA100 / GH100 SMs) use its fit as fractions of their own peak; other devices have no
+attention measurement and keep the spec's ``attention_efficiency`` (or the matmul
+efficiency) times the tile model (``simulator.cost.efficiency``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from simulator.plan.step import AttentionKernel
+
+BLOCK = 128   # FlashAttention-2/3's query and key block (Dao 2023, sec. 3.1; Shah et al. 2024)
+
+
+# Which measured device's fit a catalogue device uses: the same chip's SMs and clocks scale
+# with its own peak (an A100 PCIe runs the A100's kernels; H800 and H200 are GH100).
+CHIPS = {"a100-": "a100-sxm4-80gb", "h100-": "h100-sxm5-80gb", "h800-": "h100-sxm5-80gb",
+         "h200-": "h100-sxm5-80gb"}
+# The kernel a current stack runs when the plan does not say (attention_kernel = auto):
+# Ampere: FlashAttention-2 (PyTorch's SDPA flash backend, Hugging Face's flash_attention_2,
+# Megatron-LM / Transformer Engine's flash-attn backend on sm80). Hopper: cuDNN's fused
+# attention, which Transformer Engine (NeMo, Megatron-LM) prefers on sm90 (NVIDIA TE
+# documentation, "Attention backends": FusedAttention is selected first on Hopper) and which
+# reaches 92-96 % of FlashAttention-3's throughput at 2k-16k tokens (Shah et al. 2024, Figs.
+# 4-5); FlashAttention-3 needs a separate build (flash-attention's hopper/ package).
+DEFAULT_KERNEL = {"a100-sxm4-80gb": AttentionKernel.FLASH_ATTN_2,
+                  "h100-sxm5-80gb": AttentionKernel.CUDNN}
+HOPPER_ONLY = frozenset({AttentionKernel.FLASH_ATTN_3})
+
+# Backward e / forward e where a kernel is benchmarked only forward + backward together:
+# FlashAttention-2 "up to 73 % of the theoretical maximum FLOPs/s" forward and 63 % backward on
+# the A100 (Dao 2023, sec. 4.1); FlashAttention-1 30-50 % forward, 25-35 % backward (Dao 2023,
+# sec. 1), the ratio of the upper ends.
+TIED_BACKWARD = {AttentionKernel.FLASH_ATTN_2: 63 / 73, AttentionKernel.FLASH_ATTN_1: 35 / 50}
+
+# (device, kernel, pass) -> (e, c, h), fitted by ``simulator.calibrate.attention.fit_all`` on
+# tests/data/attention_kernels.csv (every row: FlashAttention-2 paper Figs. 4 and 7,
+# FlashAttention-3 paper Figs. 4-5; log-time least squares). Regenerate with
+# ``python -m simulator.calibrate.attention``.
+FITS: dict[tuple[str, str, str], tuple[float, float, float]] = {
+    ('a100-sxm4-80gb', 'flash-attn-1', 'bwd'): (0.2701, 0.807, 0.00),
+    ('a100-sxm4-80gb', 'flash-attn-1', 'fwd'): (0.3858, 0.807, 0.00),
+    ('a100-sxm4-80gb', 'flash-attn-2', 'bwd'): (0.7094, 1.486, 18.88),
+    ('a100-sxm4-80gb', 'flash-attn-2', 'fwd'): (0.8220, 1.486, 18.88),
+    ('h100-sxm5-80gb', 'cudnn', 'bwd'): (0.6833, 2.788, 28.19),
+    ('h100-sxm5-80gb', 'cudnn', 'fwd'): (0.7331, 1.103, 40.49),
+    ('h100-sxm5-80gb', 'flash-attn-1', 'bwd'): (0.1400, 0.425, 0.00),
+    ('h100-sxm5-80gb', 'flash-attn-1', 'fwd'): (0.2000, 0.425, 0.00),
+    ('h100-sxm5-80gb', 'flash-attn-2', 'bwd'): (0.4081, 1.960, 21.82),
+    ('h100-sxm5-80gb', 'flash-attn-2', 'fwd'): (0.3654, 0.870, 4.71),
+    ('h100-sxm5-80gb', 'flash-attn-3', 'bwd'): (0.7480, 3.246, 28.13),
+    ('h100-sxm5-80gb', 'flash-attn-3', 'fwd'): (0.9475, 2.295, 49.91),
+}
+
+
+def chip(device) -> str | None:
+    """The measured device whose attention fits ``device`` uses, if any."""
+    for prefix, measured in CHIPS.items():
+        if device.name.startswith(prefix):
+            return measured
+    return None
+
+
+def resolve(device, kernel) -> AttentionKernel | None:
+    """The kernel ``device`` runs for plan value ``kernel`` (None: no fit for the device)."""
+    measured = chip(device)
+    kernel = AttentionKernel(kernel or AttentionKernel.AUTO)
+    if measured is None:
+        return None
+    if kernel is AttentionKernel.AUTO:
+        return DEFAULT_KERNEL[measured]
+    return kernel
+
+
+def fit_for(device, kernel) -> tuple[tuple[float, float, float], tuple[float, float, float]] | None:
+    """The (forward, backward) parameters ``device`` runs ``kernel`` with, or None."""
+    measured = chip(device)
+    kernel = resolve(device, kernel)
+    if kernel is None:
+        return None
+    fwd, bwd = FITS.get((measured, kernel.value, "fwd")), FITS.get((measured, kernel.value, "bwd"))
+    return (fwd, bwd) if fwd and bwd else None
+
+
+def kernel_efficiency(m, n, k, batch, causal, params, units: int | None) -> np.ndarray:
+    """Fraction of the dense peak an attention pass of ``batch`` (m x n) score matrices at
+    head dimension ``k`` runs at, with ``params`` = (e, c, h)."""
+    e, c, h = params
+    m, n, k, batch = (np.maximum(np.asarray(a, dtype=np.float64), 1) for a in (m, n, k, batch))
+    query_blocks = np.ceil(m / BLOCK)
+    key_blocks = np.ceil(n / BLOCK)
+    visited = np.where(np.asarray(causal) > 0, (query_blocks + 1) / 2, key_blocks)
+    waves = 1.0
+    if units:
+        tiles = batch * query_blocks
+        waves = tiles / (np.ceil(tiles / units) * units)
+    return e * waves / ((1 + h / k) * (1 + c / visited))
+
+
+def pass_time_s(m, n, k, batch, causal, backward: bool, peak_flops: float, params,
+                units: int | None) -> np.ndarray:
+    """Seconds of one pass as a benchmark times it: forward 4 m n k FLOPs per (batch x head),
+    the backward 2.5 times that (its recompute of S and P included), the executed share of a
+    causal mask's blocks only."""
+    m, n, k, batch = (np.asarray(a, dtype=np.float64) for a in (m, n, k, batch))
+    flops = 4 * m * n * k * batch * (2.5 if backward else 1.0)
+    blocks = np.ceil(np.maximum(m, 1) / BLOCK)
+    flops = np.where(np.asarray(causal) > 0, flops * (blocks + 1) / (2 * blocks), flops)
+    return flops / (peak_flops * kernel_efficiency(m, n, k, batch, causal, params, units))
+
+
+HOPPER = ("h100-", "h800-", "h200-", "h20", "gh200")   # sm90 devices of the catalogue
+
+
+def with_kernel(device, kernel):
+    """``device`` running fused attention with ``kernel`` (a plan's ``attention_kernel``);
+    PlanError for FlashAttention-3 on a device that is not a Hopper GPU (its kernels use sm90's
+    wgmma and TMA instructions)."""
+    import dataclasses
+
+    from simulator.errors import PlanError
+
+    kernel = AttentionKernel(kernel)
+    if kernel in HOPPER_ONLY and not device.name.startswith(HOPPER):
+        raise PlanError(f"attention_kernel = {kernel.value} runs only on Hopper GPUs (H100, "
+                        f"H800, H200), not on {device.name}: choose flash-attn-2, cudnn or auto")
+    if device.attention_kernel == kernel.value:
+        return device
+    return dataclasses.replace(device, attention_kernel=kernel.value)
+
+
+def note(device) -> str | None:
+    """What a Result says when the plan's kernel has no measurement on ``device``."""
+    kernel = AttentionKernel(device.attention_kernel)
+    if kernel is AttentionKernel.AUTO or fit_for(device, kernel) is not None:
+        return None
+    return (f"no benchmark of {kernel.value} on {device.name}'s chip: fused attention runs at "
+            "the spec's attention efficiency (tests/data/attention_kernels.csv has the A100 "
+            "and H100)")
+
+
+def fitted_rates(lowered, device) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the fused attention ops ``device`` prices by a kernel fit, and their
+    FLOP/s (of the executed FLOPs). A forward pass, and the forward run again by activation
+    recompute, use the forward's parameters; FlashAttention's own recompute inside the
+    backward (``flash_recompute:``) and the gradient kernel the backward's."""
+    from simulator.graph.op import DType, OpKind, Task
+
+    empty = np.zeros(0, dtype=np.int64)
+    fits = fit_for(device, getattr(device, "attention_kernel", None))
+    if fits is None:
+        return empty, np.zeros(0)
+    ops = np.flatnonzero(lowered.kind == OpKind.ATTENTION)
+    if not len(ops):
+        return empty, np.zeros(0)
+    task = lowered.task[ops]
+    backward = (task == Task.DATA_GRAD) | np.array(
+        [task[j] == Task.RECOMPUTE and lowered.names[i].startswith("flash_recompute:")
+         for j, i in enumerate(ops)], dtype=bool)
+    args = (lowered.m[ops], lowered.n[ops], lowered.k[ops], lowered.batch[ops],
+            lowered.causal[ops])
+    units = device.architecture.compute_units
+    eff = np.where(backward, kernel_efficiency(*args, fits[1], units),
+                   kernel_efficiency(*args, fits[0], units))
+    peaks = np.array([device.peak_for(DType(int(code))) for code in lowered.dtype[ops]])
+    return ops, peaks * eff
+
+
+__all__ = [
+    "FITS",
+    "AttentionKernel",
+    "chip",
+    "fit_for",
+    "fitted_rates",
+    "kernel_efficiency",
+    "note",
+    "pass_time_s",
+    "resolve",
+    "with_kernel",
+]
