@@ -25,56 +25,101 @@ layers (the one in use and the one prefetched), counted by ``simulator.api`` as 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from simulator.graph.collective import Axis, collective
 from simulator.graph.op import Op, OpKind, Phase, Task
 from simulator.graph.opgraph import OpGraph
+from simulator.plan.parallel import (
+    DEEPSPEED_PERSISTENCE,
+    ParallelPlan,
+    Sharding,
+)
 from simulator.plan.step import Plan
 
 
 def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int = 0,
-                      overlap: bool = True) -> OpGraph:
+                      overlap: bool = True, parallel: ParallelPlan | None = None) -> OpGraph:
     """Add the data-parallel collectives of ``dp`` replicas under ZeRO stage ``zero`` to
     ``step`` (changed in place and returned); nothing when dp = 1. ``overlap`` False: the
     reductions start only when the whole backward is done (Megatron-LM before
-    ``--overlap-grad-reduce``)."""
+    ``--overlap-grad-reduce``). ``parallel``: how the library runs it (``sharding``, FSDP's
+    prefetch, DeepSpeed's buckets, hybrid ``shard_group``; the defaults when None)."""
     if dp == 1:
         return step
+    parallel = parallel or ParallelPlan()
+    # hybrid sharding (FSDP HYBRID_SHARD, DeepSpeed MiCS/hpZ): ZeRO over ``shards`` ranks (a
+    # node's, when local), the gradients' shards then all-reduced over the ``dp // shards``
+    # copies, one rank per group on each (Zhao et al. 2023, sec. 3.2.2)
+    shards = min(parallel.shard_group or dp, dp) if zero else dp
+    copies = dp // shards
+    shard_local = local if shards >= local or not local else shards
+    copy_local = max(local // shards, 1) if local else 0
     backward = [] if overlap else _backward_ends(step)
     formats = plan.formats
     updates = _updates(step)
+    fn = "all_reduce" if zero == 0 else "reduce_scatter"
+    deepspeed = parallel.sharding is Sharding.DEEPSPEED
     # issue the reductions in the order the backward makes gradients ready (last layer
-    # first), as DDP does: a stream runs its ops in issue order
-    last = None
+    # first), as DDP does: a stream runs its ops in issue order. FSDP reduce-scatters each
+    # unit's gradients in its post-backward hook; DeepSpeed fills buckets of
+    # ``reduce_bucket_size`` elements and reduces each when full (stage_1_and_2.py and
+    # stage3.py, reduce_independent_p_g_buckets_and_remove_grads), the last when the
+    # backward ends.
+    buckets: list[list[str]] = []
+    filled = 0
     for name in reversed(updates):
-        update = step.op(name)
-        params = update.params   # the layer's parameters it updates (``Task.UPDATE``)
-        fn = "all_reduce" if zero == 0 else "reduce_scatter"
+        if not buckets or not deepspeed or filled >= parallel.zero_reduce_bucket:
+            buckets.append([])
+            filled = 0
+        buckets[-1].append(name)
+        filled += step.op(name).params
+    last = None
+    reductions: dict[int, str] = {}   # layer -> the reduction of its gradients
+    for bucket in buckets:
+        first = step.op(bucket[0])
+        params = sum(step.op(name).params for name in bucket)   # ``Task.UPDATE``'s params
         grads = params * formats.gradient.bytes
         # ZeRO-3 reduce-scatters every micro-batch (it keeps no unsharded gradient to
         # accumulate in); stages 0-2 once per step, after the last micro-batch
-        sync = collective(f"dp_{fn}:L{update.layer}", fn, grads,
-                          grads if zero == 0 else grads // dp, 0, dp, Axis.DATA, update,
-                          phase=Phase.BACKWARD if zero == 3 else Phase.COMMUNICATION,
-                          local=local).evolve(task=Task.GRAD_SUM)
-        _before(step, name, sync)
+        phase = Phase.BACKWARD if zero == 3 else Phase.COMMUNICATION
+        tag = f"L{first.layer}" if len(bucket) == 1 else f"L{first.layer}+{len(bucket) - 1}"
+        sync = collective(f"dp_{fn}:{tag}", fn, grads, grads if zero == 0 else grads // shards,
+                          0, shards, Axis.DATA, first, phase=phase,
+                          local=shard_local).evolve(task=Task.GRAD_SUM)
+        _before_all(step, bucket, sync)
+        step.issue_early(sync.name)   # issued by the hook that sees the bucket's last grad
+        if copies > 1:   # hybrid: each shard all-reduced over the copies
+            shard = grads // shards
+            across = collective(f"dp_all_reduce_copies:{tag}", "all_reduce", shard, shard, 0,
+                                copies, Axis.DATA, first, phase=phase,
+                                local=copy_local).evolve(task=Task.GRAD_SUM)
+            _before_all(step, bucket, across)
+            step.add_edge(sync.name, across.name, nbytes=0)
+            sync_end = across.name
+        else:
+            sync_end = sync.name
         if last is None:  # the first issued: after the whole backward, when not overlapped
             for src in backward:
                 step.add_edge(src, sync.name, nbytes=0)
-        last = sync.name
-        if zero:
-            _shard_update(step, name, update, dp)
-        if zero in (1, 2):
-            weights = params * formats.weight.bytes
-            gather = collective(f"dp_all_gather:L{update.layer}", "all_gather", weights // dp,
-                                weights, 0, dp, Axis.DATA, update, phase=Phase.COMMUNICATION,
-                                local=local)
-            step.add(gather, [name])
+        last = sync_end
+        for name in bucket:
+            reductions[step.op(name).layer] = sync.name
+            update = step.op(name)
+            if zero:
+                _shard_update(step, name, update, shards)
+            if zero in (1, 2):
+                weights = update.params * formats.weight.bytes
+                gather = collective(f"dp_all_gather:L{update.layer}", "all_gather",
+                                    weights // shards, weights, 0, shards, Axis.DATA, update,
+                                    phase=Phase.COMMUNICATION, local=shard_local)
+                step.add(gather, [name])
     # backward() returns only when every bucket is reduced (DDP's finalize_backward): no
     # update starts before the last reduction, issued last on the in-order stream, ends
     for name in updates:
         step.add_edge(last, name, nbytes=0)
     if zero == 3:
-        _gather_weights(step, plan, dp, local)
+        _gather_weights(step, plan, shards, shard_local, parallel, reductions)
     return step
 
 
@@ -151,6 +196,21 @@ def _updates(step: OpGraph) -> list[str]:
     return [n for n in step.names() if step.op(n).task is Task.UPDATE]
 
 
+def _before_all(step: OpGraph, names: list[str], op: Op) -> str:
+    """``_before`` for several updates: ``op`` reads what each of them read, each waits for
+    it. Returns ``op``'s name."""
+    if len(names) == 1:
+        return _before(step, names[0], op)
+    producers = list(dict.fromkeys(src for name in names for src in step.inputs(name)))
+    step.add(op, producers)
+    for name in names:
+        for src in step.inputs(name):
+            if src in producers and src != op.name:
+                step.nx.remove_edge(src, name)
+        step.add_edge(op.name, name, nbytes=0)
+    return op.name
+
+
 def _before(step: OpGraph, name: str, op: Op) -> str:
     """Put ``op`` between the update ``name`` and the ops it read: ``op`` reads them, the
     update waits for ``op``. Returns ``op``'s name."""
@@ -177,34 +237,183 @@ def _shard_update(step: OpGraph, name: str, update: Op, dp: int) -> None:
                                               bytes_written=update.bytes_written // dp)
 
 
-def _gather_weights(step: OpGraph, plan: Plan, dp: int, local: int) -> None:
-    """ZeRO-3: all-gather each layer's weights before its forward and before its backward."""
+#: DeepSpeed's stage3_max_reuse_distance default (parameters; deepspeed/runtime/zero/config.py):
+#: a module's gathered parameters are kept when it is used again within this many.
+DEEPSPEED_MAX_REUSE = 1_000_000_000
+#: The root unit of FSDP (the parameters outside the transformer blocks), ``Op.layer``.
+ROOT = -1
+
+
+@dataclass
+class Use:
+    """One unit's weights read by consecutive ops of a pass (``_uses``)."""
+
+    unit: object          # FSDP: the layer; DeepSpeed: the forward op (module) owning them
+    params: int
+    readers: list[str]    # the ops that read them, in issue order
+
+
+def _gather_weights(step: OpGraph, plan: Plan, shards: int, local: int,
+                    parallel: ParallelPlan | None = None,
+                    reductions: dict[int, str] | None = None) -> None:
+    """ZeRO-3: all-gather the weights of each unit before the ops that read them, in the
+    forward and again in the backward, issued as the implementation issues them (on the
+    data-parallel communicator's stream, in issue order):
+
+    - FSDP (Zhao et al. 2023, sec. 3.3-3.4; torch/distributed/fsdp): a unit per transformer
+      block (the usual per-block ``auto_wrap_policy``) plus the root (embeddings, final norm,
+      head), gathered once for the forward and kept through the backward. The gather of unit
+      j is issued when unit j - ``fsdp_prefetch`` starts (BackwardPrefetch.BACKWARD_PRE: one
+      ahead, before the current unit's reduce-scatter on the stream); with
+      ``limit_all_gathers`` no earlier than unit j - 2 has ended (the rate limiter: "GPU memory
+      usage from only two consecutive FSDP instances"); with prefetch 0 when unit j - 1 has
+      ended and, in the backward, behind unit j - 1's reduce-scatter: every gather exposed.
+      ``fsdp_reshard_after_forward`` False (SHARD_GRAD_OP) keeps the forward's gathers for the
+      backward.
+    - DeepSpeed (deepspeed/runtime/zero/partitioned_param_coordinator.py, fetch_sub_module):
+      a unit per module holding at least ``stage3_param_persistence_threshold`` parameters
+      (smaller ones persist, never partitioned). When a module starts, its own gather (if not
+      prefetched) is issued and waited for, then the next modules' are prefetched while the
+      prefetched parameters stay under min(``stage3_prefetch_bucket_size``,
+      ``stage3_max_live_parameters`` - parameters live): a module as large as the live budget
+      is never prefetched, its gather exposed. After its use a module is released unless it
+      is used again within ``stage3_max_reuse_distance`` parameters (the recompute then the
+      backward of one module keep it).
+
+    ``reductions``: layer -> the reduce-scatter of its gradients (FSDP prefetch 0 issues the
+    next gather behind it)."""
+    parallel = parallel or ParallelPlan()
+    deepspeed = parallel.sharding is Sharding.DEEPSPEED
     names = step.names()
-    params: dict[int, int] = {}
+    forward_uses = _uses(step, names, (Phase.FORWARD,), deepspeed)
+    backward_uses = _uses(step, names, (Phase.BACKWARD, Phase.RECOMPUTE), deepspeed)
+    if deepspeed:
+        gathers = _deepspeed_gathers(forward_uses + backward_uses, parallel)
+    else:
+        gathers = _fsdp_gathers(forward_uses, backward_uses, parallel, reductions or {})
+    weight_bytes = plan.formats.weight.bytes
+    uses = forward_uses + backward_uses
+    # the backward's gathers come after the forward is done with the weights they replace
+    forward_end = [forward_uses[-1].readers[-1]] if forward_uses else []
+    previous = None
+    for index, deps in gathers:
+        use = uses[index]
+        first = step.op(use.readers[0])
+        nbytes = use.params * weight_bytes
+        phase = Phase.FORWARD if index < len(forward_uses) else Phase.BACKWARD
+        if phase is Phase.BACKWARD:
+            deps = deps + forward_end
+        gather = collective(f"zero3_all_gather_{phase.name.lower()}:{index}:L{first.layer}",
+                            "all_gather", nbytes // shards, nbytes, 0, shards, Axis.DATA,
+                            first, phase=phase, local=local)
+        # in issue order on the communicator's stream (after the previous gather), each
+        # issued by the hook of the op it follows, not when the stream reaches it
+        step.add(gather, list(dict.fromkeys(deps or ([previous] if previous else []))))
+        if previous or deps:
+            step.issue_early(gather.name)
+        for reader in use.readers:
+            step.add_edge(gather.name, reader, nbytes=0)
+        previous = gather.name
+
+
+def _uses(step: OpGraph, names: list[str], phases: tuple[Phase, ...],
+          per_module: bool) -> list[Use]:
+    """The uses of weights in one pass, in issue order: consecutive ops reading one unit's
+    weights (FSDP: a block's, whose pre-backward hook gathers it for its recomputation and
+    backward both; DeepSpeed: a module's, its recomputed forward and its backward apart)."""
+    uses: list[Use] = []
+    last = None
+    layer_params: dict[int, int] = {}
     for n in names:
         op = step.op(n)
-        if op.phase is Phase.FORWARD and op.params:
-            params[op.layer] = params.get(op.layer, 0) + op.params
-    weight_bytes = plan.formats.weight.bytes
-    last_forward = [n for n in names if step.op(n).phase is Phase.FORWARD][-1]
-    for phase in (Phase.FORWARD, Phase.BACKWARD):
-        users: dict[int, list[str]] = {}   # layer -> ops that read its weights, in order
-        for n in names:
-            op = step.op(n)
-            owner = op if phase is Phase.FORWARD else _forward_op(step, op)
-            ran = op.phase is phase or (phase is Phase.BACKWARD and op.phase is Phase.RECOMPUTE)
-            if ran and owner is not None and owner.params:
-                users.setdefault(op.layer, []).append(n)
-        previous = None if phase is Phase.FORWARD else last_forward
-        for layer, readers in users.items():   # in the order the pass reaches the layers
-            nbytes = params.get(layer, 0) * weight_bytes
-            gather = collective(f"zero3_all_gather_{phase.name.lower()}:L{layer}",
-                                "all_gather", nbytes // dp, nbytes, 0, dp, Axis.DATA,
-                                step.op(readers[0]), phase=phase, local=local)
-            step.add(gather, [previous] if previous else [])
-            for reader in readers:
-                step.add_edge(gather.name, reader, nbytes=0)
-            previous = readers[0]
+        if op.phase is Phase.FORWARD:
+            layer_params[op.layer] = layer_params.get(op.layer, 0) + op.params
+    for n in names:
+        op = step.op(n)
+        if op.phase not in phases:
+            continue
+        owner = op if op.phase is Phase.FORWARD else _forward_op(step, op)
+        if owner is None or not owner.params:
+            continue
+        if per_module:
+            if owner.params < DEEPSPEED_PERSISTENCE:
+                continue   # persistent: never partitioned (stage3_param_persistence_threshold)
+            key, unit, params = (owner.name, op.phase), owner.name, owner.params
+        else:
+            key, unit, params = owner.layer, owner.layer, layer_params[owner.layer]
+        if not uses or key != last:
+            uses.append(Use(unit, params, []))
+            last = key
+        uses[-1].readers.append(n)
+    return uses
+
+
+def _fsdp_gathers(forward: list[Use], backward: list[Use], parallel: ParallelPlan,
+                  reductions: dict[int, str]) -> list[tuple[int, list[str]]]:
+    """(index of the use in forward + backward, the ops its gather is issued after) of each
+    gather FSDP issues."""
+    depth, limit = parallel.fsdp_prefetch, parallel.fsdp_limit_all_gathers
+    out: list[tuple[int, list[str]]] = []
+    kept: set = set()   # units gathered in the forward and kept for the backward
+    for offset, uses in ((0, forward), (len(forward), backward)):
+        gathered: list[int] = []   # positions in ``uses`` of the pass's gathers, in order
+        live = set(kept)           # a unit stays gathered until the pass is done with it
+        for j, use in enumerate(uses):
+            if use.unit in live:
+                continue
+            live.add(use.unit)
+            if use.unit == ROOT or not parallel.fsdp_reshard_after_forward:
+                kept.add(use.unit)   # the root is not resharded after the forward
+            deps: list[str] = []
+            k = len(gathered)
+            if depth == 0 and j > 0:
+                deps.append(uses[j - 1].readers[-1])
+                done = all(u.unit != uses[j - 1].unit for u in uses[j:])
+                if offset and done and uses[j - 1].unit in reductions:
+                    deps.append(reductions[uses[j - 1].unit])
+            elif depth and k:   # issued when the unit ``depth`` gathers back starts
+                deps.append(uses[gathered[max(k - depth, 0)]].readers[0])
+            if limit and k >= 2:
+                deps.append(uses[gathered[k - 2]].readers[-1])
+            gathered.append(j)
+            out.append((offset + j, list(dict.fromkeys(deps))))
+    return out
+
+
+def _deepspeed_gathers(uses: list[Use], parallel: ParallelPlan) -> list[tuple[int, list[str]]]:
+    """(index of the use, the ops its gather is issued after) of each gather DeepSpeed's
+    parameter coordinator issues over the step's uses (forward then backward)."""
+    live: dict = {}                       # unit -> parameters, gathered or in flight
+    planned: dict[int, list[str]] = {}    # use index -> issued after (prefetched)
+    out: list[tuple[int, list[str]]] = []
+    queue = 0                             # the next use the prefetcher looks at
+    for i, use in enumerate(uses):
+        if i in planned:
+            out.append((i, planned.pop(i)))
+        elif use.unit not in live:        # fetched at its own pre-hook: the stream waits
+            out.append((i, [uses[i - 1].readers[-1]] if i else []))
+            live[use.unit] = use.params
+        queue = max(queue, i + 1)
+        budget = min(parallel.zero_max_live - sum(live.values()), parallel.zero_prefetch_bucket)
+        numel = 0
+        while queue < len(uses) and numel < budget:
+            nxt = uses[queue]
+            if nxt.unit not in live:
+                planned[queue] = [use.readers[0]]
+                live[nxt.unit] = nxt.params
+                numel += nxt.params
+            queue += 1
+        # released after its use unless used again within the reuse distance
+        between = 0
+        for later in uses[i + 1:]:
+            if later.unit == use.unit or between >= DEEPSPEED_MAX_REUSE:
+                break
+            between += later.params
+        else:
+            between = DEEPSPEED_MAX_REUSE
+        if between >= DEEPSPEED_MAX_REUSE:
+            live.pop(use.unit, None)
+    return out
 
 
 def _forward_op(step: OpGraph, op: Op) -> Op | None:

@@ -105,7 +105,7 @@ def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
         add_grad_accumulation(step, plan)
     dp_local = math.gcd(parallel.replicas, max(per_node // parallel.tp, 1))
     step = add_data_parallel(step, plan, parallel.replicas, parallel.zero, dp_local,
-                             parallel.overlap_grad_reduce)
+                             parallel.overlap_grad_reduce, parallel)
     add_replicated_grad_reduce(step, plan)
     if parallel.pp > 1:   # Megatron-LM's rank order: the first and last stages are pp-1 apart
         ends_local = 2 if parallel.num_devices <= per_node else 1

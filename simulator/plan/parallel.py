@@ -53,6 +53,27 @@ class Schedule(str, Enum):
     INTERLEAVED = "interleaved"  # v model chunks per device (Narayanan et al. 2021, sec. 2.2.2)
 
 
+class Sharding(str, Enum):
+    """Who runs ZeRO (``simulator.parallel.data``): the unit of a gather, when it is issued."""
+    FSDP = "fsdp"            # PyTorch FSDP: one unit per wrapped transformer block
+    DEEPSPEED = "deepspeed"  # DeepSpeed ZeRO: one unit per module, prefetch by bucket of params
+
+
+class PipelineEngine(str, Enum):
+    """Who runs the pipeline's schedule (``simulator.parallel.pipeline``)."""
+    MEGATRON = "megatron"    # Megatron-LM's schedules: p2p on their own stream
+    DEEPSPEED = "deepspeed"  # DeepSpeed's PipelineEngine: blocking p2p on the compute stream
+
+
+#: DeepSpeed's defaults (deepspeed/runtime/zero/config.py, DeepSpeedZeroConfig):
+#: stage3_prefetch_bucket_size 5e7, stage3_max_live_parameters 1e9,
+#: stage3_param_persistence_threshold 1e5 (params), reduce_bucket_size 5e8 (elements).
+DEEPSPEED_PREFETCH_BUCKET = 50_000_000
+DEEPSPEED_MAX_LIVE = 1_000_000_000
+DEEPSPEED_PERSISTENCE = 100_000
+DEEPSPEED_REDUCE_BUCKET = 500_000_000
+
+
 @dataclass(frozen=True)
 class ParallelPlan:
     """dp x tp x pp devices; ``micro_batches`` per step per pipeline (None: from the batch)."""
@@ -123,7 +144,60 @@ class ParallelPlan:
         "help": "uneven pipeline: layers of the last stage (interleaved: of the last model "
                 "chunk)"})
 
+    # Sharded data parallelism as implementations run it (simulator.parallel.data). Defaults
+    # are the libraries': FSDP's BackwardPrefetch.BACKWARD_PRE (one unit ahead),
+    # limit_all_gathers=True, FULL_SHARD (reshard after forward), the whole replica group
+    # as the shard group (torch/distributed/fsdp/fully_sharded_data_parallel.py); DeepSpeed's
+    # bucket sizes in DeepSpeedZeroConfig (deepspeed/runtime/zero/config.py).
+    sharding: Sharding = field(default=Sharding.FSDP, metadata={
+        "help": "the library running ZeRO: fsdp (a gather per transformer block) or "
+                "deepspeed (a gather per module, prefetched by --zero-prefetch-bucket)"})
+    fsdp_prefetch: int = field(default=1, metadata={
+        "metavar": "UNITS",
+        "help": "FSDP: blocks whose all-gather is issued ahead of the one computing "
+                "(BACKWARD_PRE: 1; 0: none, every gather exposed)"})
+    fsdp_limit_all_gathers: bool = field(default=True, metadata={
+        "help": "FSDP: no rate limiter (limit_all_gathers=False): the host issues every "
+                "forward gather ahead, however many blocks"})
+    fsdp_reshard_after_forward: bool = field(default=True, metadata={
+        "help": "FSDP: keep the gathered weights from the forward to the backward "
+                "(reshard_after_forward=False, SHARD_GRAD_OP): no backward gathers"})
+    shard_group: int | None = field(default=None, metadata={
+        "metavar": "RANKS",
+        "help": "hybrid sharding: shard over this many replicas (FSDP HYBRID_SHARD: a "
+                "node's), replicate over the rest (default: all replicas)"})
+    zero_prefetch_bucket: int = field(default=DEEPSPEED_PREFETCH_BUCKET, metadata={
+        "metavar": "PARAMS",
+        "help": "DeepSpeed: stage3_prefetch_bucket_size, parameters gathered ahead"})
+    zero_max_live: int = field(default=DEEPSPEED_MAX_LIVE, metadata={
+        "metavar": "PARAMS",
+        "help": "DeepSpeed: stage3_max_live_parameters, gathered parameters held at once"})
+    zero_reduce_bucket: int = field(default=DEEPSPEED_REDUCE_BUCKET, metadata={
+        "metavar": "ELEMENTS",
+        "help": "DeepSpeed: reduce_bucket_size, gradient elements per reduction"})
+    pipeline_engine: PipelineEngine = field(default=PipelineEngine.MEGATRON, metadata={
+        "help": "the pipeline's engine: megatron, or deepspeed (blocking p2p per "
+                "micro-batch, gradients reduced after the step)"})
+    # NCCL's kernels take SMs and HBM bandwidth from the compute they overlap
+    # (simulator.cost.interference). False: overlapped communication is free.
+    comm_interference: bool = field(default=True, metadata={
+        "help": "overlapped communication costs the compute nothing (no SMs, no HBM "
+                "bandwidth taken by NCCL's kernels)"})
+
     def __post_init__(self) -> None:
+        for name, kind in (("sharding", Sharding), ("pipeline_engine", PipelineEngine)):
+            try:
+                object.__setattr__(self, name, kind(getattr(self, name)))
+            except ValueError:
+                choices = ", ".join(s.value for s in kind)
+                raise PlanError(f"{name} = {getattr(self, name)!r} is not known: choose one "
+                                f"of {choices}") from None
+        positive(self.fsdp_prefetch, "fsdp_prefetch", minimum=0)
+        for name in ("zero_prefetch_bucket", "zero_max_live"):
+            positive(getattr(self, name), name, minimum=0, maximum=2**50)
+        positive(self.zero_reduce_bucket, "zero_reduce_bucket", maximum=2**50)
+        if self.shard_group is not None:
+            positive(self.shard_group, "shard_group")
         try:
             object.__setattr__(self, "schedule", Schedule(self.schedule))
         except ValueError:
@@ -158,6 +232,12 @@ class ParallelPlan:
     def replicas(self) -> int:
         """Ranks holding the same parameters: dp x cp (the gradient-reduction and ZeRO group)."""
         return self.dp * self.cp
+
+    @property
+    def shards(self) -> int:
+        """Ranks ZeRO shards the model states over: the replicas, or the ``shard_group`` of
+        hybrid sharding (each state then held by replicas / shard_group copies)."""
+        return min(self.shard_group or self.replicas, self.replicas)
 
     @property
     def uneven(self) -> bool:
@@ -211,6 +291,9 @@ class ParallelPlan:
         if self.num_devices != num_devices:
             sizes = product(dp=self.dp, tp=self.tp, pp=self.pp, cp=self.cp)
             raise PlanError(f"{sizes} must equal the number of devices = {num_devices}")
+        if self.shard_group is not None and self.replicas % self.shard_group:
+            raise PlanError(f"shard_group = {self.shard_group} must divide the replicas dp x cp "
+                            f"= {self.replicas} (hybrid sharding replicates whole shard groups)")
         self._check_context(seq_len)
         self._check_tensor(heads, kv_heads, seq_len)
         self._check_pipeline(layers)

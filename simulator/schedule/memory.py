@@ -5,7 +5,7 @@ import numpy as np
 
 from simulator.errors import PlanError
 from simulator.graph.op import Phase, Task
-from simulator.plan.parallel import ParallelPlan, positive
+from simulator.plan.parallel import ParallelPlan, Sharding, positive
 from simulator.plan.step import Plan
 from simulator.schedule.step import in_flight
 from simulator.training.finetune import frozen_weight_bytes
@@ -47,12 +47,12 @@ def stage_memory(run, plan: Plan, parallel: ParallelPlan, m: int) -> dict[str, f
     """
     lowered, forward = run.lowered, run.forward
     per = plan.state_bytes_per_param()
-    out = zero_state_bytes(forward.trainable_params(), parallel.zero, parallel.replicas,
+    out = zero_state_bytes(forward.trainable_params(), parallel.zero, parallel.shards,
                            k=per["optimizer_states"], weight_bytes=per["weights"],
                            grad_bytes=per["gradients"])
     frozen = frozen_weight_bytes(forward, plan)   # fine-tuning: weights alone, maybe quantised
     if frozen:
-        out["weights"] += frozen / (parallel.replicas if parallel.zero == 3 else 1)
+        out["weights"] += frozen / (parallel.shards if parallel.zero == 3 else 1)
     counted, at, out_free, keep_free = live_tensors(lowered, run.start, run.end)
     began = counted & (run.start <= at)
     live = (np.where(began & (at < out_free), lowered.out_bytes, 0)
@@ -63,8 +63,12 @@ def stage_memory(run, plan: Plan, parallel: ParallelPlan, m: int) -> dict[str, f
     held = in_flight(parallel, m, run.stage)
     if held > 1:
         out["activations"] += (held - 1) * float(activation_bytes(forward, plan))
-    if parallel.zero == 3 and parallel.replicas > 1:
-        out["workspace"] += zero3_gathered_params(forward) * per["weights"]
+    if parallel.zero == 3 and parallel.shards > 1:
+        # FSDP SHARD_GRAD_OP (reshard_after_forward False) keeps every unit gathered from
+        # its forward to its backward
+        keeps = parallel.sharding is Sharding.FSDP and not parallel.fsdp_reshard_after_forward
+        held = forward.params() if keeps else zero3_gathered_params(forward)
+        out["workspace"] += held * per["weights"]
     return out
 
 
