@@ -281,6 +281,20 @@ def layer_22b_section() -> list[str]:
                    "hwsim", "overhead measured", "hwsim"], rows)
 
 
+def conv_fits_section() -> list[str]:
+    """The convolution fits of ``simulator.calibrate.conv`` on NeuSight's fp32 conv table: per
+    GPU the rate, the fixed cost and the held-out error, with the spec's own."""
+    from simulator.calibrate.conv import fit_table
+
+    fits = fit_table(ROOT / "tests" / "data" / "neusight_conv_kernels.csv")
+    rows = [[f.device, _code(f.catalogue), f"{f.rate:.2f}", f"{f.fixed_s * 1e6:.0f} µs",
+             str(f.fitted_rows), str(f.held_out_rows),
+             f"{100 * f.held_out_median_error:.1f} %", f"{100 * f.unfitted_median_error:.1f} %"]
+            for f in fits.values()]
+    return _table(["GPU", "spec", "rate", "fixed cost", "fitted", "held out",
+                   "held-out median |error|", "at the spec's efficiency"], rows)
+
+
 def neusight_labels_section() -> list[str]:
     """NeuSight's end-to-end fp32 training labels against hwsim
     (``benchmarks/neusight_labels.py``, which also prints it; validation, never fitted on)."""
@@ -299,7 +313,8 @@ SECTIONS: dict[str, dict[str, Callable[[], list[str]]]] = {
     "devices.md": {"devices": devices_section, "clusters": clusters_section},
     "model.md": {"zoo": zoo_section},
     "accuracy.md": {"kernels": kernels_section, "attention-core": attention_core_section,
-                    "layer-22b": layer_22b_section, "neusight-labels": neusight_labels_section},
+                    "layer-22b": layer_22b_section, "neusight-labels": neusight_labels_section,
+                    "conv-fits": conv_fits_section},
 }
 
 
