@@ -125,6 +125,7 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         unsplit, forward = cache.stage_forward(work, plan, parallel, stage, cluster)
         runs.append(run_stage(forward, plan, parallel, device, cluster, stage, cache))
     step_s, bubble, pace = step_time(runs, parallel, m)
+    step_s += plan.step_overhead_ms * 1e-3   # outside the step's graph: the devices idle
     run = runs[pace]
     lowered = run.lowered
     memories = [stage_memory(r, plan, parallel, m) for r in runs]
@@ -164,6 +165,7 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         energy_j_per_step=energy, avg_power_w=energy / step_s, power_limit_w=limit_w,
         params=work.num_params(),
         num_devices=n, critical_path_s=float(path_s),
+        step_overhead_s=plan.step_overhead_ms * 1e-3,
         saved_activation_bytes=float(activation_bytes(run.forward, plan)), lowered=lowered,
         times={"compute_s": run.compute_s, "memory_s": run.memory_s, "time_s": run.time_s,
                "start_s": run.start, "end_s": run.end, "energy_j": energy_j,
@@ -394,4 +396,4 @@ def run_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan, device: Devi
               cache: StageBuilder = _FRESH) -> StageRun:
     per_node = cluster.devices_per_node if cluster else 1
     return price_stage(cache.build_stage(forward, plan, parallel, per_node), forward, device,
-                       cluster, stage, plan.power_limit_w)
+                       cluster, stage, plan.power_limit_w, plan=plan)

@@ -66,7 +66,8 @@ def test_energy_lies_between_idle_and_tdp(device, workload, micro_batch, micro_b
     assert np.all(ops.energy_j <= device.tdp_w * ops.time_s * (1 + REL))
     update = (ops.phase == "optimizer").to_numpy()
     per_step = micro_batches * ops.energy_j[~update].sum() + ops.energy_j[update].sum()
-    assert e == pytest.approx(per_step, rel=REL)
+    # besides its ops' energy, the device idles while it waits on the host (simulator.cost.host)
+    assert per_step * (1 - REL) <= e <= per_step + device.idle_power_w * t * (1 + REL)
 
 
 def _toy():
@@ -123,7 +124,9 @@ def test_ops_carry_energy_and_the_critical_path():
     r = simulate("gpt2-small", "a100", micro_batch=2)
     ops = r.ops
     assert {"energy_j", "critical_path"} <= set(ops.columns)
-    assert ops.energy_j.sum() == pytest.approx(r.energy_j_per_step, rel=REL)
+    # the ops' energy, and the idle power while the device waits on the host besides
+    idle = r.device_spec.idle_power_w * r.step_time_s
+    assert ops.energy_j.sum() * (1 - REL) <= r.energy_j_per_step <= ops.energy_j.sum() + idle
     path = ops[ops.critical_path]
     assert path.time_s.sum() == pytest.approx(r.critical_path_s, rel=1e-12)
     assert 0 < r.critical_path_s <= r.step_time_s

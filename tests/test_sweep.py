@@ -149,9 +149,10 @@ def test_grids_and_bad_input():
 
 def test_framework_behaviours_are_sweepable():
     """The plan's overlap and accumulation switches are grid fields like the others: turning
-    the overlap of the data-parallel reduction off makes this step slower."""
+    the overlap of the data-parallel reduction off makes this step slower (under CUDA graphs:
+    this tiny step is host-bound in eager mode, the reduction hidden behind the host)."""
     grid = parse_grid(["overlap-grad-reduce=true,false", "overlap-tp-comm=false",
-                       "fused-grad-accumulation=false"])
+                       "fused-grad-accumulation=false", "graphs=true"])
     rows = sweep(TINY, ["a100"], [4], {**grid, "dp": [2], "tp": [2], "global_batch": [8]},
                  workers=1, progress=False)
     assert list(rows.status) == ["ok", "ok"]

@@ -254,6 +254,9 @@ def format_summary(s: dict) -> str:
         "    " + ", ".join(f"{k} {v / gb:.2f}" for k, v in s["memory_breakdown"].items()),
         f"  energy             {s['energy_j_per_step']:.4g} J/step at {s['avg_power_w']:.0f} W",
     ]
+    if s.get("step_overhead_s"):
+        lines.insert(2, f"  outside the graph  {s['step_overhead_s'] * 1e3:.4g} ms/step (data "
+                        "loading, logging, .item(), LR scheduler: --step-overhead-ms)")
     par = s.get("parallel") or {}
     if s.get("num_devices", 1) > 1 and par:
         lines.insert(1, f"  {s['num_devices']} devices on {par['cluster']}: dp {par['dp']} x tp "

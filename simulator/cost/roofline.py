@@ -24,9 +24,11 @@ The model is deliberately simple for now:
 - a function the device has measured (``device.function_efficiency``, by ``Op.fn``) runs at
   that fraction of its unit's peak instead of its kind's efficiency, and pays its own fixed
   cost per call (``device.function_overhead_s``) instead of ``op_overhead_s``;
-- each op pays ``device.op_overhead_s`` (kernel launch / dispatch); an optimizer update pays
-  ``optimizer_overhead_s`` per parameter tensor besides (eager per-tensor optimizers), and
-  the first update of a step the step's fixed framework cost ``step_overhead_s``;
+- each op's host cost (``device.op_overhead_s``: framework dispatch and launch; an update's
+  per its implementation; the step's fixed ``step_overhead_s`` with the first update) is
+  ``simulator.cost.host``'s: on a CPU it is added to the op's time, as the CPU runs both; on a
+  GPU the host is its own stream (``simulator.schedule.stage``) and the op pays only the
+  device-side gap between kernels;
 - collectives (``OpKind.COLLECTIVE``) are priced on the cluster's networks, not by the
   roofline: ``simulator.cost.collectives.cluster_time_s`` for their kind, buffer (the larger of the
   bytes read and written, as NCCL counts it), group and members per node; their compute time
@@ -40,14 +42,17 @@ import numpy as np
 from hardware_specs.spec import DeviceSpec
 from simulator.cost.attention import fitted_rates
 from simulator.cost.efficiency import executed_fraction, shape_efficiency
+from simulator.cost.host import costs as host_costs
 from simulator.graph.lower import Lowered
 from simulator.graph.op import TENSOR_KINDS, DType, OpKind
 
 _TENSOR_CODES = np.array(sorted(int(kind) for kind in TENSOR_KINDS), dtype=np.int8)
 
 
-def price(lowered: Lowered, device: DeviceSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-op float64 ``(peak_flops_per_s, bandwidth_bytes_per_s, overhead_s)`` on ``device``."""
+def price(lowered: Lowered, device: DeviceSpec,
+          plan=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-op float64 ``(peak_flops_per_s, bandwidth_bytes_per_s, overhead_s)`` on ``device``
+    (``plan``, a ``simulator.plan.step.Plan``: how the host issues the kernels)."""
     n = len(lowered)
     matrix_rate = np.zeros(max(DType) + 1, dtype=np.float64)  # indexed by DType code
     for dtype in DType:
@@ -72,19 +77,13 @@ def price(lowered: Lowered, device: DeviceSpec) -> tuple[np.ndarray, np.ndarray,
                 streaming = np.full(n, device.memory_efficiency)
             streaming[lowered.kind == kind] = efficiency
     bandwidth = level_bandwidth(lowered.nbytes, device, streaming)
-    overhead = np.full(n, float(device.op_overhead_s), dtype=np.float64)
     for fn, efficiency in device.function_efficiency.items():  # a measured function's own rate
         ops = lowered.fn == fn
         peak[ops] = np.where(is_tensor[ops], matrix[ops] / base[ops],
                              device.vector_flops_per_s) * efficiency
-    for fn, own in device.function_overhead_s.items():  # its own per-call cost
-        overhead[lowered.fn == fn] = own
     fused, rates = fitted_rates(lowered, device)  # fused attention by its kernel's fit
     peak[fused] = rates
-    updates = lowered.kind == OpKind.OPTIMIZER  # eager optimizers pay per parameter tensor
-    overhead[updates] += lowered.tensors[updates] * device.optimizer_overhead_s
-    if updates.any():  # and a step pays its fixed framework cost once, with its first update
-        overhead[np.argmax(updates)] += device.step_overhead_s
+    overhead, _ = host_costs(lowered, device, plan)  # on a GPU the host is its own stream
     return peak.astype(np.float64), bandwidth, overhead
 
 
@@ -108,11 +107,12 @@ def level_bandwidth(nbytes: np.ndarray, device: DeviceSpec,
     return bandwidth
 
 
-def op_costs(lowered: Lowered, device: DeviceSpec,
-             cluster=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def op_costs(lowered: Lowered, device: DeviceSpec, cluster=None,
+             plan=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-op float64 ``(compute_s, memory_s, time_s)`` of ``lowered`` on ``device``; the
-    collectives on ``cluster`` (a ``hardware_specs.cluster.ClusterSpec``)."""
-    compute_s, memory_s, time_s = _roofline(lowered, device)
+    collectives on ``cluster`` (a ``hardware_specs.cluster.ClusterSpec``); ``plan``: how the
+    host issues the kernels (``simulator.cost.host``)."""
+    compute_s, memory_s, time_s = _roofline(lowered, device, plan)
     comm = np.flatnonzero(lowered.kind == OpKind.COLLECTIVE)
     if len(comm):
         compute_s, time_s = compute_s.copy(), time_s.copy()
@@ -145,10 +145,10 @@ def communication_s(lowered: Lowered, ops: np.ndarray, cluster) -> np.ndarray:
     return out
 
 
-def _roofline(lowered: Lowered, device: DeviceSpec):
+def _roofline(lowered: Lowered, device: DeviceSpec, plan=None):
     from simulator.engine.dispatch import engine
 
-    peak, bandwidth, overhead = price(lowered, device)
+    peak, bandwidth, overhead = price(lowered, device, plan)
     # vector work fused into a tensor op runs on the vector units: fold it into an equivalent
     # count at the op's own peak, so the kernel sees one number per op
     vector_rate = device.vector_flops_per_s * device.vector_efficiency

@@ -56,6 +56,27 @@ def schedule(indptr, indices, duration, stream, n_streams):
 
 
 @njit(cache=True)
+def schedule_issued(indptr, indices, duration, stream, n_streams, release):
+    """``schedule`` with an issue time per op: op ``i`` starts no earlier than
+    ``release[i]`` (float64, >= 0), the instant the host has issued it
+    (``simulator.cost.host``), besides its predecessors' ends and its stream being free.
+    With ``release`` all zeros this is ``schedule``. Returns float64 ``(start, end)``.
+    """
+    n = duration.shape[0]
+    start = np.empty(n, dtype=np.float64)
+    end = np.empty(n, dtype=np.float64)
+    free = np.zeros(n_streams, dtype=np.float64)
+    for i in range(n):
+        ready = max(free[stream[i]], release[i])
+        for e in range(indptr[i], indptr[i + 1]):
+            ready = max(ready, end[indices[e]])
+        start[i] = ready
+        end[i] = ready + duration[i]
+        free[stream[i]] = end[i]
+    return start, end
+
+
+@njit(cache=True)
 def critical_path(indptr, indices, duration):
     """Longest path through the DAG, weighting each op by its ``duration`` (>= 0).
 

@@ -32,6 +32,24 @@ def schedule(indptr, indices, duration, stream, n_streams):
     return np.array(start, dtype=np.float64), np.array(end, dtype=np.float64)
 
 
+def schedule_issued(indptr, indices, duration, stream, n_streams, release):
+    ptr, ind, dur, on = indptr.tolist(), indices.tolist(), duration.tolist(), stream.tolist()
+    rel = release.tolist()
+    n = len(dur)
+    start, end, free = [0.0] * n, [0.0] * n, [0.0] * n_streams
+    for i in range(n):
+        ready = free[on[i]]
+        if rel[i] > ready:
+            ready = rel[i]
+        for e in range(ptr[i], ptr[i + 1]):
+            if end[ind[e]] > ready:
+                ready = end[ind[e]]
+        start[i] = ready
+        end[i] = ready + dur[i]
+        free[on[i]] = end[i]
+    return np.array(start, dtype=np.float64), np.array(end, dtype=np.float64)
+
+
 def critical_path(indptr, indices, duration):
     ptr, ind, dur = indptr.tolist(), indices.tolist(), duration.tolist()
     n = len(dur)
@@ -75,4 +93,4 @@ def liveness(indptr, indices, edge_output, start, end, out_bytes, keep_bytes, co
     return int(live[j]), float(times[order[j]]), out_free, keep_free
 
 
-__all__ = ["critical_path", "liveness", "roofline", "schedule"]
+__all__ = ["critical_path", "liveness", "roofline", "schedule", "schedule_issued"]

@@ -32,6 +32,18 @@ def schedule(indptr, indices, duration, stream, n_streams):
     return np.array(start, dtype=float), np.array(end, dtype=float)
 
 
+def schedule_issued(indptr, indices, duration, stream, n_streams, release):
+    free = [0.0] * n_streams
+    start, end = [], []
+    for i, d in enumerate(duration):
+        s = stream[i]
+        begin = max([free[s], float(release[i])] + [end[p] for p in _preds(indptr, indices, i)])
+        start.append(begin)
+        end.append(begin + float(d))
+        free[s] = end[-1]
+    return np.array(start, dtype=float), np.array(end, dtype=float)
+
+
 def critical_path(indptr, indices, duration):
     finish: list[float] = []
     via: list[int] = []

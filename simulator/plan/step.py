@@ -30,6 +30,13 @@ class Optimizer(str, Enum):
     SGD = "sgd"              # with momentum, as ImageNet training uses it
 
 
+class OptimizerImpl(str, Enum):
+    """How the update runs (PyTorch's torch/optim implementations; simulator.cost.host)."""
+    SINGLE = "single"        # a for-loop over the tensors (_single_tensor_adamw)
+    FOREACH = "foreach"      # _foreach_ calls over all tensors (_multi_tensor_adamw)
+    FUSED = "fused"          # one fused kernel (fused=True, _fused_adamw; Apex FusedAdam)
+
+
 class Attention(str, Enum):
     FUSED = "fused"                # FlashAttention-style: no s x s tensor in memory
     MATERIALIZED = "materialized"  # QK^T, softmax, dropout, AV as separate kernels (Megatron)
@@ -110,6 +117,16 @@ OPTIMIZER_STATES = {Optimizer.ADAM: 2, Optimizer.ADAMW: 2, Optimizer.SGD: 1}
 # (torch/optim/adamw.py, sgd.py): AdamW 13 (moments 7, denominator 3, step 2, decay 1);
 # SGD with momentum and weight decay 6.
 OPTIMIZER_FLOPS_PER_PARAM = {Optimizer.ADAM: 13, Optimizer.ADAMW: 13, Optimizer.SGD: 6}
+# Passes over fp32 arrays of the parameter's size that an unfused update (for-loop or foreach)
+# makes besides the fused kernel's (which reads weight, gradient and states once and writes
+# weight and states once), as (reads, writes). Counted in torch/optim/adamw.py
+# (_single_tensor_adamw; _multi_tensor_adamw runs the same lines as _foreach_ calls), without
+# amsgrad: param.mul_ (R1 W1), exp_avg.lerp_ (R2 W1), exp_avg_sq.mul_ (R1 W1), .addcmul_
+# (R2 W1), exp_avg_sq.sqrt() (R1 W1), / bias_correction2_sqrt (R1 W1), .add_(eps) (R1 W1),
+# param.addcdiv_ (R3 W1): 12 reads, 8 writes against _fused_adamw_'s 4 and 3. SGD with
+# momentum and weight decay (torch/optim/sgd.py, _single_tensor_sgd): grad.add(param) (R2 W1),
+# buf.mul_ (R1 W1), .add_(grad) (R2 W1), param.add_ (R2 W1): 7 and 4 against 3 and 2.
+UNFUSED_EXTRA_PASSES = {Optimizer.ADAM: (8, 5), Optimizer.ADAMW: (8, 5), Optimizer.SGD: (4, 3)}
 
 
 @dataclass(frozen=True)
@@ -163,15 +180,33 @@ class Plan:
         "metavar": "W", "help": "the devices' power limit in watts (nvidia-smi -pl; default "
                                 "the TDP): clocks drop to keep each phase's power within it"})
 
+    # The host that issues the kernels (simulator.cost.host) and the step's costs outside its
+    # graph.
+    graphs: bool = field(default=False, metadata={
+        "help": "CUDA graphs: the step's kernels replayed, one host call per micro-batch "
+                "instead of one per kernel"})
+    optimizer_impl: OptimizerImpl | None = field(default=None, metadata={
+        "help": "the update's implementation: single (a for-loop over tensors), foreach, "
+                "fused (fused=True, Apex FusedAdam); default as PyTorch: foreach on a GPU, "
+                "single on a CPU"})
+    step_overhead_ms: float = field(default=0.0, metadata={
+        "metavar": "MS", "help": "milliseconds per step outside the step's graph (data "
+                                 "loading, logging, the loss's .item(), LR scheduler)"})
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "attention", _enum(Attention, self.attention, "attention"))
+        if self.optimizer_impl is not None:
+            object.__setattr__(self, "optimizer_impl",
+                               _enum(OptimizerImpl, self.optimizer_impl, "optimizer_impl"))
+        object.__setattr__(self, "step_overhead_ms",
+                           _milliseconds(self.step_overhead_ms, "step_overhead_ms"))
         object.__setattr__(self, "attention_kernel",
                            _enum(AttentionKernel, self.attention_kernel, "attention_kernel"))
         object.__setattr__(self, "fusion", _enum(Fusion, self.fusion, "fusion"))
         object.__setattr__(self, "precision", _enum(Precision, self.precision, "precision"))
         object.__setattr__(self, "recompute", _enum(Recompute, self.recompute, "recompute"))
         object.__setattr__(self, "optimizer", _enum(Optimizer, self.optimizer, "optimizer"))
-        for name in ("grad_clip", "fp32_grads"):
+        for name in ("grad_clip", "fp32_grads", "graphs"):
             if not isinstance(getattr(self, name), bool):
                 raise PlanError(f"{name} = {getattr(self, name)!r} must be true or false")
         positive(self.micro_batch, "micro_batch", maximum=MAX_BATCH)
@@ -251,6 +286,19 @@ def _watts(value, field_name: str) -> float | None:
         raise PlanError(f"{field_name} = {value!r} must be a power in watts, above 0 and at "
                         "most 1e6 (e.g. 300)")
     return watts
+
+
+def _milliseconds(value, field_name: str) -> float:
+    """A duration in milliseconds (a number or its text) as a float; PlanError unless finite
+    and in [0, 1e6]."""
+    try:
+        ms = float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError):
+        ms = float("nan")
+    if not 0 <= ms <= 1e6:
+        raise PlanError(f"{field_name} = {value!r} must be a duration in milliseconds, 0 to "
+                        "1e6 (e.g. 5)")
+    return ms
 
 
 def _enum(cls, value, field_name: str):

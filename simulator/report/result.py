@@ -52,6 +52,7 @@ class Result:
     power_limit_w: float | None = None
     num_devices: int = 1
     critical_path_s: float = 0.0         # longest dependency chain of one micro-batch's step
+    step_overhead_s: float = 0.0         # per step outside its graph (plan.step_overhead_ms)
     saved_activation_bytes: float = 0.0  # kept for the backward at the end of the forward
     totals: dict[str, float | None] = field(default_factory=dict)
     # the split over devices: dp, tp, pp, cp, zero, sequence_parallel, schedule,
@@ -83,6 +84,7 @@ class Result:
             "energy_j_per_step": self.energy_j_per_step, "avg_power_w": self.avg_power_w,
             "power_limit_w": self.power_limit_w,
             "critical_path_s": self.critical_path_s,
+            "step_overhead_s": self.step_overhead_s,
             "saved_activation_bytes": self.saved_activation_bytes,
             "parallel": dict(self.parallel),
         }

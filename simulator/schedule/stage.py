@@ -13,6 +13,8 @@ import numpy as np
 from hardware_specs.cluster import ClusterSpec
 from hardware_specs.spec import DeviceSpec
 from simulator.cost.power import phase_clocks, scaled_times
+from simulator.cost.host import costs as host_costs
+from simulator.cost.host import release
 from simulator.cost.roofline import op_costs
 from simulator.graph.collective import Axis
 from simulator.graph.lower import Lowered
@@ -55,19 +57,21 @@ class StageRun:
 
 def price_stage(lowered: Lowered, forward: OpGraph, device: DeviceSpec,
                 cluster: ClusterSpec | None, stage: int = 0,
-                power_limit_w: float | None = None) -> StageRun:
+                power_limit_w: float | None = None, plan=None) -> StageRun:
     """Price and schedule a built stage on ``device``; under ``power_limit_w`` (below the
     TDP) each phase runs at the clock that keeps its power within the limit
     (``simulator.cost.power``)."""
     from simulator.engine.dispatch import engine
 
-    compute_s, memory_s, time_s = op_costs(lowered, device, cluster)
+    compute_s, memory_s, time_s = op_costs(lowered, device, cluster, plan)
     clock = None
     if power_limit_w is not None and power_limit_w < device.tdp_w:
         clock = phase_clocks(lowered, device, compute_s, memory_s, time_s, power_limit_w)
         compute_s, time_s = scaled_times(compute_s, memory_s, time_s, clock)
-    start, end = engine(len(lowered)).schedule(lowered.indptr, lowered.indices, time_s,
-                                               streams(lowered), N_STREAMS)
+    # the host issues the kernels in program order: none starts before it is issued
+    issued = release(host_costs(lowered, device, plan)[1], device, plan)
+    start, end = engine(len(lowered)).schedule_issued(lowered.indptr, lowered.indices, time_s,
+                                                      streams(lowered), N_STREAMS, issued)
     return StageRun(stage, forward, lowered, compute_s, memory_s, time_s, start, end, clock)
 
 

@@ -37,6 +37,8 @@ from simulator.graph.opgraph import OpGraph
 from simulator.plan.step import (
     OPTIMIZER_FLOPS_PER_PARAM,
     OPTIMIZER_STATES,
+    UNFUSED_EXTRA_PASSES,
+    OptimizerImpl,
     Plan,
     Precision,
     Recompute,
@@ -352,6 +354,8 @@ class _Derivation:
                                      else (0, 0))
         unscale = grad if self.plan.precision is Precision.FP16 else 0  # read, then written
         clip = grad if self.plan.grad_clip else 0
+        extra_read, extra_written = (0, 0) if self.plan.optimizer_impl is OptimizerImpl.FUSED \
+            else (4 * n for n in UNFUSED_EXTRA_PASSES[opt])   # for-loop or foreach: more passes
         flops = (OPTIMIZER_FLOPS_PER_PARAM[opt] + (1 if unscale else 0)
                  + (2 if clip else 0))  # unscale: a multiply; norm: a multiply-add
         per_layer: dict[int, int] = {}
@@ -364,9 +368,9 @@ class _Derivation:
             op = Op(name=f"optimizer:L{layer}", kind=OpKind.OPTIMIZER, phase=Phase.OPTIMIZER,
                     fn=opt.value, flops=flops * params,
                     bytes_read=params * (widen_read + master + states + grad + unscale + clip
-                                         + copy_read),
+                                         + copy_read + extra_read),
                     bytes_written=params * (widen_written + master + states + unscale
-                                            + copy_written),
+                                            + copy_written + extra_written),
                     layer=layer, block=Block.NONE, params=params, param_tensors=tensors[layer],
                     task=Task.UPDATE)
             self.out.add(op, self.weight_grads.get(layer, []))

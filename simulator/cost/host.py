@@ -1,0 +1,151 @@
+"""The host that issues a device's kernels: eager PyTorch, torch.compile, CUDA graphs.
+
+Eager PyTorch issues every kernel from Python: a CPU cost per op (Python, the dispatcher,
+autograd's bookkeeping in the forward, the autograd engine in the backward, the launch call),
+``device.op_overhead_s``. A GPU (any device that is not the CPU itself) runs its kernels
+asynchronously: the host is its own stream, issuing the step's kernels in program order (the
+lowered order), and a kernel starts no earlier than it was issued (``release``), after its
+predecessors and when its stream is free (``simulator.engine.kernels.schedule_issued``).
+When kernels are shorter than the host's cost per op, the device waits for the host: the step
+is host-bound and scales with the op count, not the FLOPs. On the device itself each kernel
+costs ``KERNEL_GAP_S`` besides its roofline time (the gap between back-to-back kernels in a
+stream). On a CPU the host *is* the device: the per-op cost is serial with the kernels, added
+to each op's time, as before.
+
+- ``fusion = compiled`` (torch.compile / XLA): the fused kernels are launched from generated
+  wrapper code, with no Python module call and no autograd node per op:
+  ``COMPILED_HOST_FRACTION`` of the eager cost per kernel.
+- ``graphs`` (CUDA graphs, ``torch.cuda.graph`` over the whole step): the step's kernels are
+  replayed, one host call per micro-batch (``op_overhead_s``, a replay is one call) and no
+  host cost per kernel; on the device ``GRAPH_KERNEL_GAP_S`` between kernels.
+- The optimizer (``optimizer_impl``) launches per PyTorch's implementations
+  (``optimizer_launches``): for-loop ``single`` (a kernel per tensor per line of the update),
+  ``foreach`` (one call per line for all tensors, ``multi_tensor_apply`` launching a kernel
+  per ``TENSORS_PER_LAUNCH`` tensors) and ``fused`` (one call, one kernel per chunk list).
+
+Not modelled: the host blocking on a synchronisation (``.item()``, a non-finite check) inside
+a micro-batch (a step starts with host and device both idle, ``simulator.schedule.step``);
+the CUDA launch queue's depth (the host never stalls on a full queue); host threads of
+several GPUs contending for one CPU; backward hooks' Python cost (DDP, FSDP).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from hardware_specs.spec import DeviceClass, DeviceSpec
+from simulator.errors import PlanError
+from simulator.graph.lower import Lowered
+from simulator.graph.op import OpKind
+from simulator.plan.step import Fusion, Optimizer, OptimizerImpl, Plan
+
+# Device-side cost of a kernel queued behind another in a CUDA stream, and in a CUDA graph:
+# NVIDIA, "Getting Started with CUDA Graphs" (A. Gray, 2019,
+# https://developer.nvidia.com/blog/cuda-graphs/): a 2.9 us kernel on a V100 took 3.8 us per
+# kernel launched back to back in a stream (host launches overlapped, no synchronisation) and
+# 3.4 us in a graph: 0.9 us and 0.5 us of gap per kernel.
+KERNEL_GAP_S = 3.8e-6 - 2.9e-6
+GRAPH_KERNEL_GAP_S = 3.4e-6 - 2.9e-6
+# Host cost of a kernel launched from torch.compile's generated wrapper code, as a fraction of
+# eager's per-op cost: measured on the development machine (torch 2.13 CPU, one thread, best
+# of 3 x 20,000 calls): an op with no autograd (x + x of 8 elements under no_grad) 0.99 us;
+# a chain of 50 multiplies, forward and backward, 6.76 us per forward op, i.e. 3.38 us per
+# kernel (forward and backward each one): 0.99 / 3.38 = 0.29. The wrapper's call per kernel is
+# a dispatch without the module call and the autograd node (AOTAutograd compiles the backward
+# too). hwsim calibrate measures both figures on a host (the bare dispatch_s and
+# op_overhead_s it fits).
+COMPILED_HOST_FRACTION = 0.29
+# multi_tensor_apply (aten/src/ATen/native/cuda/MultiTensorApply.cuh, depth_to_max_tensors):
+# a launch takes at most 110, 64, 48, 36 tensors for 1, 2, 3, 4 tensor lists; AdamW's foreach
+# lines take 1 to 3 lists (48 used), the fused kernel 4 (params, grads, exp_avg, exp_avg_sq).
+TENSORS_PER_LAUNCH = {OptimizerImpl.FOREACH: 48, OptimizerImpl.FUSED: 36}
+# The update's lines, counted in PyTorch's torch/optim/adamw.py (commit 002d2f0) without
+# amsgrad, capturable or maximize, and torch/optim/sgd.py with momentum and weight decay:
+# (device kernels per tensor or list, host-only calls besides).
+# _single_tensor_adamw per tensor: step_t += 1 (a CPU tensor: host only); param.mul_,
+# exp_avg.lerp_, exp_avg_sq.mul_, .addcmul_, exp_avg_sq.sqrt(), / bias_correction2_sqrt,
+# .add_(eps), param.addcdiv_: 8 kernels. _multi_tensor_adamw: the same 8 lines as _foreach_
+# calls over every tensor, and the step increment. _fused_adamw: _foreach_add_ of the
+# (device) steps and _fused_adamw_: 2 calls. SGD (_single_tensor_sgd): grad.add(param),
+# buf.mul_().add_(), param.add_(): 4 kernels; _fused_sgd_: 1.
+UPDATE_LINES = {Optimizer.ADAMW: (8, 1), Optimizer.ADAM: (8, 1), Optimizer.SGD: (4, 0)}
+FUSED_LINES = {Optimizer.ADAMW: 2, Optimizer.ADAM: 2, Optimizer.SGD: 1}
+
+
+def serial(device: DeviceSpec) -> bool:
+    """Whether ``device``'s host is the device itself (a CPU): its per-op costs are paid in
+    line with its kernels, not on a stream of their own."""
+    return device.device_class is DeviceClass.CPU
+
+
+def implementation(plan: Plan | None, device: DeviceSpec) -> OptimizerImpl:
+    """The optimizer implementation a step runs: the plan's, else PyTorch's default
+    (``torch/optim/optimizer.py`` ``_default_to_fused_or_foreach``: foreach when every
+    parameter is on a CUDA-like device, the for-loop on a CPU; fused only when asked)."""
+    if plan is not None and plan.optimizer_impl is not None:
+        return plan.optimizer_impl
+    return OptimizerImpl.SINGLE if serial(device) else OptimizerImpl.FOREACH
+
+
+def optimizer_launches(lowered: Lowered, ops: np.ndarray, optimizer: Optimizer,
+                       impl: OptimizerImpl) -> tuple[np.ndarray, np.ndarray]:
+    """(host calls, device kernels) of the update ops ``ops`` (a mask): each hwsim update op
+    holds one layer's ``tensors``; a foreach or fused call covers every tensor of the step, so
+    its calls are shared out over the layers by their tensors."""
+    tensors = lowered.tensors[ops].astype(np.float64)
+    kernels, host_only = UPDATE_LINES[optimizer]
+    if impl is OptimizerImpl.SINGLE:
+        return (kernels + host_only) * tensors, kernels * tensors
+    share = tensors / max(tensors.sum(), 1.0)
+    lines = kernels + host_only if impl is OptimizerImpl.FOREACH else FUSED_LINES[optimizer]
+    launches = (kernels if impl is OptimizerImpl.FOREACH else 1) * np.maximum(
+        tensors / TENSORS_PER_LAUNCH[impl], share)
+    return lines * share, launches
+
+
+def costs(lowered: Lowered, device: DeviceSpec,
+          plan: Plan | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-op float64 ``(overhead_s, issue_s)``: what each op costs on the device besides its
+    roofline time, and what issuing it costs the host. On a CPU (``serial``) the host's cost
+    is the device's: ``overhead_s`` holds it and ``issue_s`` is zero."""
+    n = len(lowered)
+    graphs = plan is not None and plan.graphs
+    if graphs and serial(device):
+        raise PlanError(f"graphs = true needs a GPU (CUDA graphs): {device.name} is a CPU; "
+                        "drop --graphs")
+    compiled = plan is not None and plan.fusion is Fusion.COMPILED
+    per_op = device.op_overhead_s * (COMPILED_HOST_FRACTION if compiled else 1.0)
+    kernel = ~((lowered.kind == OpKind.COLLECTIVE) & (lowered.nbytes == 0))  # f's identity
+    host = np.where(kernel, per_op, 0.0)
+    launches = kernel.astype(np.float64)
+    updates = lowered.kind == OpKind.OPTIMIZER   # the optimizer runs eagerly, compiled or not
+    if updates.any():
+        optimizer = plan.optimizer if plan is not None else Optimizer.ADAMW
+        impl = implementation(plan, device)
+        calls, kernels = optimizer_launches(lowered, updates, optimizer, impl)
+        if impl is OptimizerImpl.SINGLE and device.optimizer_overhead_s > 0:  # measured
+            calls_s = (device.op_overhead_s
+                       + lowered.tensors[updates] * device.optimizer_overhead_s)
+        else:
+            calls_s = calls * device.op_overhead_s
+        host[updates] = calls_s
+        launches[updates] = kernels
+        host[np.argmax(updates)] += device.step_overhead_s  # the step's fixed framework cost
+    for fn, own in device.function_overhead_s.items():  # a function's own per-call cost
+        host[lowered.fn == fn] = own
+    if serial(device):
+        return host, np.zeros(n)
+    return (GRAPH_KERNEL_GAP_S if graphs else KERNEL_GAP_S) * launches, host
+
+
+def release(issue_s: np.ndarray, device: DeviceSpec, plan: Plan | None = None) -> np.ndarray:
+    """When the host has issued each op (float64 seconds from the micro-batch's start): the
+    running sum of the issue costs in program order; under ``graphs`` one replay call
+    (``op_overhead_s``) issues every kernel at once (never later than eager would)."""
+    issued = np.cumsum(issue_s)
+    if plan is not None and plan.graphs:
+        return np.minimum(issued, float(device.op_overhead_s))
+    return issued
+
+
+__all__ = ["COMPILED_HOST_FRACTION", "GRAPH_KERNEL_GAP_S", "KERNEL_GAP_S", "costs",
+           "implementation", "optimizer_launches", "release", "serial"]

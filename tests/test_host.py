@@ -1,0 +1,186 @@
+"""The host as its own stream (simulator.cost.host): eager dispatch, torch.compile, CUDA graphs,
+optimizer implementations and the step's costs outside its graph."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import simulator
+from hardware_specs.loader import load_device
+from simulator.cost import host
+from simulator.engine import kernels, lite, reference
+from simulator.errors import PlanError
+from simulator.graph.op import OpKind
+from simulator.plan.step import Plan
+from tests.test_kernels import dags
+from workloads.zoo import get_workload
+
+EXAMPLES = settings(max_examples=60, deadline=None)
+A100 = load_device("a100-sxm4-80gb")
+
+
+@st.composite
+def issued_dags(draw):
+    indptr, indices, duration, stream, n_streams = draw(dags(max_ops=50))
+    costs = draw(st.lists(st.floats(0.0, 1e3, allow_nan=False), min_size=len(duration),
+                          max_size=len(duration)))
+    return indptr, indices, duration, stream, n_streams, np.cumsum(np.array(costs, float))
+
+
+# -- the engine: schedule_issued and its twins ---------------------------------------------------
+@EXAMPLES
+@given(issued_dags())
+def test_schedule_issued_is_bit_identical_in_kernels_lite_and_reference(dag):
+    want = kernels.schedule_issued(*dag)
+    for got in (lite.schedule_issued(*dag), reference.schedule_issued(*dag)):
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+
+
+@EXAMPLES
+@given(issued_dags())
+def test_no_op_starts_before_it_is_issued_and_zero_release_is_schedule(dag):
+    start, end = kernels.schedule_issued(*dag)
+    assert np.all(start >= dag[5])
+    np.testing.assert_allclose(end - start, dag[2], rtol=1e-12, atol=1e-9)
+    zero = kernels.schedule_issued(*dag[:5], np.zeros(len(dag[2])))
+    for a, b in zip(zero, kernels.schedule(*dag[:5])):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_host_bound_chain_in_closed_form():
+    """Three ops in a chain of 1 us each, issued at 5 us each: the device waits on the host,
+    the last op ends at 3 x 5 + 1 us."""
+    indptr, indices = np.array([0, 0, 1, 2]), np.array([0, 1])
+    release = np.cumsum([5e-6] * 3)
+    start, end = kernels.schedule_issued(indptr, indices, np.full(3, 1e-6),
+                                         np.zeros(3, np.int64), 1, release)
+    np.testing.assert_allclose(start, [5e-6, 10e-6, 15e-6])
+    assert end[-1] == pytest.approx(16e-6)
+
+
+# -- the step: what the host changes -------------------------------------------------------------
+def _step(model="gpt2", device=A100, **plan):
+    return simulator.simulate(model, device, micro_batch=plan.pop("micro_batch", 1), **plan)
+
+
+def _device_busy(result) -> float:
+    """Seconds of the compute stream's ops (their durations) in one micro-batch's schedule."""
+    compute = result.lowered.kind != OpKind.COLLECTIVE
+    return float(result.times["time_s"][compute].sum())
+
+
+def test_host_bound_step_scales_with_op_count_not_flops():
+    """With a host 1 ms per op every step is host-bound: twice the layers, about twice the
+    time; four times the batch (four times the FLOPs, the same ops), the same time."""
+    slow_host = dataclasses.replace(A100, op_overhead_s=1e-3)
+    base = _step("gpt2", slow_host)
+    deeper = simulator.simulate(get_workload("gpt2").with_layers(24), slow_host,
+                                micro_batch=1)
+    wider = _step("gpt2", slow_host, micro_batch=4)
+    ops = lambda r: int((r.lowered.kind != OpKind.COLLECTIVE).sum())
+    assert deeper.step_time_s / base.step_time_s == pytest.approx(ops(deeper) / ops(base),
+                                                                 rel=0.05)
+    assert wider.flops_per_step == pytest.approx(4 * base.flops_per_step, rel=0.01)
+    assert wider.step_time_s == pytest.approx(base.step_time_s, rel=0.02)
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.floats(0.0, 1e-4), st.floats(1.0, 100.0), st.booleans())
+def test_a_faster_host_is_never_slower(per_op, speedup, compiled):
+    fusion = "compiled" if compiled else "eager"
+    slow = _step(device=dataclasses.replace(A100, op_overhead_s=per_op), fusion=fusion)
+    fast = _step(device=dataclasses.replace(A100, op_overhead_s=per_op / speedup),
+                 fusion=fusion)
+    assert fast.step_time_s <= slow.step_time_s * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("fusion", ["eager", "compiled"])
+@pytest.mark.parametrize("per_op", [0.0, 3.3e-6, 50e-6])
+def test_graphs_never_slower_than_eager(fusion, per_op):
+    device = dataclasses.replace(A100, op_overhead_s=per_op)
+    eager = _step(device=device, fusion=fusion)
+    graphs = _step(device=device, fusion=fusion, graphs=True)
+    assert graphs.step_time_s <= eager.step_time_s * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("plan", [{}, {"graphs": True}, {"fusion": "compiled"},
+                                  {"optimizer_impl": "single"}])
+def test_device_busy_never_below_the_roofline_sum(plan):
+    """Each op's device time is its roofline time plus a non-negative gap; the schedule never
+    runs an op in less."""
+    r = _step(**plan)
+    roof = np.maximum(r.times["compute_s"], r.times["memory_s"])
+    compute = r.lowered.kind != OpKind.COLLECTIVE
+    assert np.all(r.times["time_s"][compute] >= roof[compute])
+    assert np.all(r.times["end_s"] - r.times["start_s"] >= r.times["time_s"] * (1 - 1e-12))
+    assert _device_busy(r) >= roof[compute].sum()
+
+
+def test_a_gpu_kernel_pays_the_cited_gap_not_the_host_cost():
+    r = _step()
+    roof = np.maximum(r.times["compute_s"], r.times["memory_s"])
+    matmul = r.lowered.kind == OpKind.MATMUL
+    np.testing.assert_allclose((r.times["time_s"] - roof)[matmul], host.KERNEL_GAP_S,
+                               rtol=1e-9)
+    g = _step(graphs=True)
+    np.testing.assert_allclose((g.times["time_s"] - roof)[matmul], host.GRAPH_KERNEL_GAP_S,
+                               rtol=1e-9)
+
+
+def test_a_cpu_pays_its_host_cost_in_line_and_refuses_graphs():
+    cpu = load_device("xeon-8380")
+    r = simulator.simulate("mlp", cpu, micro_batch=8)
+    roof = np.maximum(r.times["compute_s"], r.times["memory_s"])
+    ops = r.lowered.kind == OpKind.MATMUL
+    np.testing.assert_allclose((r.times["time_s"] - roof)[ops], cpu.op_overhead_s, rtol=1e-9)
+    with pytest.raises(PlanError, match="graphs"):
+        simulator.simulate("mlp", cpu, micro_batch=8, graphs=True)
+
+
+# -- optimizer implementations --------------------------------------------------------------------
+def test_optimizer_launches_counted_from_pytorch():
+    """_single_tensor_adamw: 8 kernels and 9 calls per tensor; foreach: 9 calls per step,
+    8 kernels per 48 tensors; fused: 2 calls, a kernel per 36 tensors."""
+    from simulator.plan.step import Optimizer, OptimizerImpl
+
+    class Fake:
+        tensors = np.array([96, 48])
+
+    mask = np.array([True, True])
+    calls, kernels_ = host.optimizer_launches(Fake, mask, Optimizer.ADAMW, OptimizerImpl.SINGLE)
+    assert list(calls) == [9 * 96, 9 * 48] and list(kernels_) == [8 * 96, 8 * 48]
+    calls, kernels_ = host.optimizer_launches(Fake, mask, Optimizer.ADAMW, OptimizerImpl.FOREACH)
+    assert calls.sum() == pytest.approx(9) and list(kernels_) == [16, 8]
+    calls, kernels_ = host.optimizer_launches(Fake, mask, Optimizer.ADAMW, OptimizerImpl.FUSED)
+    assert calls.sum() == pytest.approx(2) and list(kernels_) == pytest.approx([96 / 36, 48 / 36])
+
+
+def test_optimizer_default_is_pytorchs():
+    assert host.implementation(None, A100).value == "foreach"
+    assert host.implementation(None, load_device("xeon-8380")).value == "single"
+    assert host.implementation(Plan(optimizer_impl="fused"), A100).value == "fused"
+
+
+def test_fused_update_is_never_slower_and_for_loop_never_faster():
+    single, foreach, fused = (_step(optimizer_impl=i) for i in ("single", "foreach", "fused"))
+    assert fused.step_time_s <= foreach.step_time_s <= single.step_time_s
+
+
+# -- per-step costs outside the graph --------------------------------------------------------------
+def test_step_overhead_is_added_once_per_step_and_reported():
+    base = _step(global_batch=4)
+    more = _step(global_batch=4, step_overhead_ms=5)
+    assert more.step_time_s == pytest.approx(base.step_time_s + 5e-3, rel=1e-9)
+    assert more.summary()["step_overhead_s"] == pytest.approx(5e-3)
+    assert more.energy_j_per_step > base.energy_j_per_step     # the device idles meanwhile
+
+
+@pytest.mark.parametrize("bad", [-1, "x", float("nan"), True])
+def test_bad_step_overhead_is_one_plan_error(bad):
+    with pytest.raises(PlanError, match="step_overhead_ms"):
+        Plan(step_overhead_ms=bad)
