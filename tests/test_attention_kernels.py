@@ -88,14 +88,16 @@ def _attention_ops(result):
     return np.flatnonzero(low.kind == OpKind.ATTENTION), low
 
 
-def test_simulate_prices_fused_attention_by_the_fit():
+@pytest.mark.parametrize("recompute", ["none", "full"])
+def test_simulate_prices_fused_attention_by_the_fit(recompute):
     """Closed form: an attention op's compute time is its executed FLOPs at the dtype's peak
-    times the fitted efficiency (forward parameters for the forward, backward ones for
-    FlashAttention's recompute and gradient kernels); its softmax is inside the fit."""
+    times the fitted efficiency (forward parameters for the forward and its re-run under
+    activation recompute, backward ones for FlashAttention's recompute and gradient
+    kernels); its softmax is inside the fit."""
     c = TransformerConfig("t", 2, 512, 4, vocab=64, seq_len=2048)
-    result = simulate(c, A100, micro_batch=2, precision="bf16")
+    result = simulate(c, A100, micro_batch=2, precision="bf16", recompute=recompute)
     ops, low = _attention_ops(result)
-    assert len(ops) == 3 * c.layers
+    assert len(ops) == (3 if recompute == "none" else 4) * c.layers
     fwd, bwd = attention.fit_for(A100, "auto")
     for i in ops:
         backward = low.task[i] == Task.DATA_GRAD or low.names[i].startswith("flash_recompute:")

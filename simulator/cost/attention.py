@@ -181,15 +181,18 @@ def fitted_rates(lowered, device) -> tuple[np.ndarray, np.ndarray]:
     if not len(ops):
         return empty, np.zeros(0)
     task = lowered.task[ops]
-    backward = (task == Task.DATA_GRAD) | np.array(
-        [task[j] == Task.RECOMPUTE and lowered.names[i].startswith("flash_recompute:")
-         for j, i in enumerate(ops)], dtype=bool)
+    # FlashAttention's recompute inside the backward writes nothing to memory (it feeds the
+    # gradient kernel on chip: simulator.training.backward); a forward re-run by activation
+    # recompute writes its output like the forward
+    backward = (task == Task.DATA_GRAD) | ((task == Task.RECOMPUTE)
+                                           & (lowered.out_bytes[ops] == 0))
     args = (lowered.m[ops], lowered.n[ops], lowered.k[ops], lowered.batch[ops],
             lowered.causal[ops])
     units = device.architecture.compute_units
     eff = np.where(backward, kernel_efficiency(*args, fits[1], units),
                    kernel_efficiency(*args, fits[0], units))
-    peaks = np.array([device.peak_for(DType(int(code))) for code in lowered.dtype[ops]])
+    rate = np.array([device.peak_for(DType(code)) for code in range(max(DType) + 1)])
+    peaks = rate[lowered.dtype[ops].astype(np.int64)]
     return ops, peaks * eff
 
 

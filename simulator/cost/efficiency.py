@@ -24,12 +24,13 @@ import numpy as np
 
 from hardware_specs.spec import DeviceClass, DeviceSpec
 from simulator.graph.lower import Lowered
-from simulator.graph.op import DType, OpKind
+from simulator.graph.op import TENSOR_KINDS, DType, OpKind
 
 FLASH_BLOCK = 128
 REFERENCE_GEMM = 8192   # m = n = k of the GEMM the cited matmul_efficiency figures measure
 SPLITS = (1, 2, 4, 8)   # k slices a library may run in parallel (split-k)
 _DTYPE_BITS = np.array([DType(code).bytes * 8 for code in range(max(DType) + 1)], dtype=np.int64)
+_TENSOR_CODES = np.array(sorted(int(kind) for kind in TENSOR_KINDS), dtype=np.int8)
 
 
 def _pad(x: np.ndarray, tile: int) -> np.ndarray:
@@ -46,11 +47,13 @@ def gpu_tiles(m, n, k, batch, tile: tuple[int, int, int], units: int,
     m, n, k, batch = (np.maximum(np.asarray(a, dtype=np.float64), 1) for a in (m, n, k, batch))
     fixed_k = np.asarray(fixed_k, dtype=np.float64)
     best = np.zeros(np.broadcast(m, n, k, batch, fixed_k).shape)
+    output_tiles = batch * np.ceil(m / tm) * np.ceil(n / tn)   # the same for every split
+    pad_m, pad_n = _pad(m, tm), _pad(n, tn)
     for split in SPLITS if np.any(fixed_k > 0) else (1,):
         part = np.ceil(k / split)   # the depth of each slice
-        tiles = batch * np.ceil(m / tm) * np.ceil(n / tn) * split
+        tiles = output_tiles * split
         waves = np.ceil(tiles / units)
-        eff = (tiles / (waves * units) * _pad(m, tm) * _pad(n, tn)
+        eff = (tiles / (waves * units) * pad_m * pad_n
                * k / (split * np.ceil(part / tk) * tk) * part / (part + fixed_k))
         best = np.maximum(best, np.where(part >= tk, eff, 0.0) if split > 1 else eff)
     return best
@@ -63,17 +66,21 @@ def shape_efficiency(lowered: Lowered, device: DeviceSpec) -> np.ndarray:
     m, n, k, batch = lowered.m, lowered.n, lowered.k, lowered.batch
     eff = np.ones(len(lowered))
     if device.device_class is DeviceClass.GPU and arch.matrix_tile and arch.compute_units:
+        # only tensor ops run on the matrix units (the others' factor is never used): a
+        # 1M-op graph's split-k search over every op took 145 ms (benchmarks/bench_price.py)
+        ops = np.flatnonzero(np.isin(lowered.kind, _TENSOR_CODES))
         fixed = float(arch.tile_fixed_k or 0)
         if fixed:   # fixed in time: a format's faster main loop makes it more k-steps
             rate16 = max(device.peak_for(DType.FP16), device.peak_for(DType.BF16))
             rates = np.array([device.peak_for(DType(c)) for c in range(max(DType) + 1)])
-            fixed = fixed * rates[lowered.dtype.astype(np.int64)] / rate16
+            fixed = fixed * rates[lowered.dtype[ops].astype(np.int64)] / rate16
             # a fused attention kernel's tile loops over the whole key sequence, not over k
-            fixed = np.where(lowered.kind == OpKind.ATTENTION, 0.0, fixed)
+            fixed = np.where(lowered.kind[ops] == OpKind.ATTENTION, 0.0, fixed)
         ref = REFERENCE_GEMM
-        eff = (gpu_tiles(m, n, k, batch, arch.matrix_tile, arch.compute_units, fixed)
-               / gpu_tiles(ref, ref, ref, 1, arch.matrix_tile, arch.compute_units,
-                           arch.tile_fixed_k or 0))
+        eff[ops] = (gpu_tiles(m[ops], n[ops], k[ops], batch[ops], arch.matrix_tile,
+                              arch.compute_units, fixed)
+                    / gpu_tiles(ref, ref, ref, 1, arch.matrix_tile, arch.compute_units,
+                                arch.tile_fixed_k or 0))
     elif arch.systolic_array:
         rows, cols = arch.systolic_array
         eff = _pad(k, rows) * _pad(n, cols)
