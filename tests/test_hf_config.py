@@ -32,6 +32,7 @@ PUBLISHED = {
     "opt-125m": ("facebook/opt-125m", 125_239_296),
     "falcon-7b": ("tiiuae/falcon-7b", 6_921_720_704),
     "phi-2": ("microsoft/phi-2", 2_779_683_840),
+    "Mixtral-8x7B-v0.1": ("mistralai/Mixtral-8x7B-v0.1", 46_702_792_704),
 }
 
 
@@ -77,9 +78,37 @@ def test_architecture_facts():
     assert load_hf_config(config("Mistral-7B-v0.1")).seq_len == 4096
 
 
-def test_mixture_of_experts_is_refused_in_one_line():
-    with pytest.raises(WorkloadError, match="mixture of experts .*does not model MoE"):
-        get_workload(config("Mixtral-8x7B-v0.1"))
+def test_mixtral_is_read_as_a_mixture_of_experts_like_the_zoo_preset():
+    mixtral = get_workload(config("Mixtral-8x7B-v0.1"))
+    assert (mixtral.moe.experts, mixtral.moe.top_k) == (8, 2)
+    zoo = get_workload("mixtral-8x7b")
+    assert (mixtral.num_params(), mixtral.active_params()) == \
+        (zoo.num_params(), zoo.active_params()) == (46_702_792_704, 12_879_925_248)
+
+
+def test_deepseek_v3_and_qwen2_moe_configs_are_read_as_their_zoo_presets(tmp_path):
+    """config.json keys of deepseek-ai/DeepSeek-V3 and Qwen/Qwen1.5-MoE-A2.7B (the
+    architecture keys only): the same model as the zoo's presets."""
+    deepseek = {"model_type": "deepseek_v3", "num_hidden_layers": 61, "hidden_size": 7168,
+                "num_attention_heads": 128, "num_key_value_heads": 128, "vocab_size": 129280,
+                "intermediate_size": 18432, "moe_intermediate_size": 2048,
+                "n_routed_experts": 256, "n_shared_experts": 1, "num_experts_per_tok": 8,
+                "first_k_dense_replace": 3, "q_lora_rank": 1536, "kv_lora_rank": 512,
+                "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
+                "scoring_func": "sigmoid", "hidden_act": "silu", "tie_word_embeddings": False,
+                "max_position_embeddings": 163840, "num_nextn_predict_layers": 1}
+    qwen = {"model_type": "qwen2_moe", "num_hidden_layers": 24, "hidden_size": 2048,
+            "num_attention_heads": 16, "num_key_value_heads": 16, "vocab_size": 151936,
+            "intermediate_size": 5632, "moe_intermediate_size": 1408, "num_experts": 60,
+            "num_experts_per_tok": 4, "shared_expert_intermediate_size": 5632,
+            "decoder_sparse_step": 1, "mlp_only_layers": [], "hidden_act": "silu",
+            "tie_word_embeddings": False, "max_position_embeddings": 8192}
+    for keys, preset in ((deepseek, "deepseek-v3"), (qwen, "qwen2-moe")):
+        path = tmp_path / f"{preset}.json"
+        path.write_text(json.dumps(keys))
+        work, zoo = get_workload(str(path)), get_workload(preset)
+        assert work.num_params() == zoo.num_params()
+        assert work.active_params() == zoo.active_params()
 
 
 def test_predict_a_config_from_the_cli(capsys):

@@ -42,6 +42,8 @@ class TransformerShape:
     sequence: int    # tokens the layers see per sample
     ffn: int         # the MLP's inner width (fc2's input features)
     head_dim: int = 0  # features per attention head (0: hidden / heads)
+    experts: int = 0     # a mixture of experts' routed experts (0: a dense model)
+    expert_ffn: int = 0  # their inner width (tp splits it as the dense MLP's)
 
     @property
     def head_size(self) -> int:

@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 
 from simulator.errors import WorkloadError, read_input
+from workloads.moe import MLA, MoE, Router
 from workloads.transformer import Ffn, Norm, Residual, TransformerConfig
 
 #: The longest default context: a config's ``max_position_embeddings`` is often what rotary
@@ -143,9 +144,7 @@ def _gate(c: _Config, key: str = "hidden_act") -> Ffn:
 def _llama(c: _Config) -> dict:
     """LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM: RMSNorm, gated MLP, rotary,
     no biases (Qwen2: on q, k, v; Llama: ``attention_bias``, ``mlp_bias``), untied."""
-    if c.data.get("num_local_experts") or c.data.get("num_experts"):
-        _moe(c)
-    qwen = c.data["model_type"] == "qwen2"
+    qwen = c.data["model_type"] in ("qwen2", "qwen2_moe")
     attention_bias = c.flag("attention_bias", False)
     head = c.data.get("head_dim")
     return {**_core(c), "ffn": _gate(c), "norm": Norm.RMSNORM,
@@ -164,11 +163,57 @@ def _gemma(c: _Config) -> dict:
             "tied_embeddings": c.flag("tie_word_embeddings", True)}
 
 
-def _moe(c: _Config) -> dict:
-    experts = c.data.get("num_local_experts") or c.data.get("num_experts")
-    raise WorkloadError(f"{c.path}: {c.data.get('model_type')} is a mixture of experts "
-                        f"({experts} experts, {c.data.get('num_experts_per_tok', '?')} per "
-                        "token): hwsim does not model MoE layers yet")
+def _mixtral(c: _Config) -> dict:
+    """MixtralForCausalLM: Mistral's layer with num_local_experts SwiGLU experts of
+    intermediate_size, num_experts_per_tok per token, a softmax router (workloads.moe)."""
+    return {**_llama(c), "moe": MoE(experts=c.count("num_local_experts"),
+                                    top_k=c.count("num_experts_per_tok"))}
+
+
+def _qwen2_moe(c: _Config) -> dict:
+    """Qwen2MoeForCausalLM: Qwen2's layer (q, k, v biases) with num_experts experts of
+    moe_intermediate_size, num_experts_per_tok per token (softmax), and a shared expert of
+    shared_expert_intermediate_size behind a sigmoid gate (built as shared experts of the
+    routed width: the same weights and FLOPs when it is a multiple of it)."""
+    c.refuse("decoder_sparse_step", 1, "hwsim models a mixture of experts in every layer "
+             "(decoder_sparse_step = 1)")
+    if c.data.get("mlp_only_layers"):
+        raise WorkloadError(f"{c.path}: mlp_only_layers = {c.data['mlp_only_layers']!r}: "
+                            "hwsim models dense layers only first (first_dense_layers)")
+    f = c.count("moe_intermediate_size")
+    shared = c.data.get("shared_expert_intermediate_size") or 0
+    if shared % f:
+        raise WorkloadError(f"{c.path}: shared_expert_intermediate_size = {shared} must be a "
+                            f"multiple of moe_intermediate_size = {f}")
+    return {**_llama(c), "moe": MoE(experts=c.count("num_experts"),
+                                    top_k=c.count("num_experts_per_tok"),
+                                    expert_ffn_hidden=f, shared_experts=shared // f,
+                                    shared_gate=bool(shared))}
+
+
+def _deepseek_v3(c: _Config) -> dict:
+    """DeepseekV3ForCausalLM: multi-head latent attention, first_k_dense_replace dense layers,
+    then n_routed_experts experts of moe_intermediate_size (num_experts_per_tok per token,
+    sigmoid scores with a correction bias) and n_shared_experts shared ones. The
+    multi-token prediction layers (num_nextn_predict_layers) are left out, as transformers
+    builds the model (``mtp`` adds them)."""
+    c.refuse("scoring_func", "sigmoid", "hwsim models DeepSeek-V3's sigmoid router")
+    heads = c.count("num_attention_heads")
+    q_rank = c.data.get("q_lora_rank")
+    mla = MLA(kv_lora_rank=c.count("kv_lora_rank"), qk_nope_head_dim=c.count("qk_nope_head_dim"),
+              qk_rope_head_dim=c.count("qk_rope_head_dim"), v_head_dim=c.count("v_head_dim"),
+              q_lora_rank=c.count("q_lora_rank") if q_rank is not None else None)
+    moe = MoE(experts=c.count("n_routed_experts"), top_k=c.count("num_experts_per_tok"),
+              shared_experts=c.data.get("n_shared_experts") or 0,
+              expert_ffn_hidden=c.count("moe_intermediate_size"),
+              first_dense_layers=c.data.get("first_k_dense_replace") or 0,
+              router=Router.SIGMOID, router_bias=True)
+    return {"layers": c.count("num_hidden_layers"), "hidden": c.count("hidden_size"),
+            "heads": heads, "vocab": c.count("vocab_size"),
+            "ffn_hidden": c.count("intermediate_size"), "ffn": _gate(c), "norm": Norm.RMSNORM,
+            "tied_embeddings": c.flag("tie_word_embeddings", False),
+            "learned_positions": False, "bias": c.flag("attention_bias", False),
+            "dropout": c.rate("attention_dropout"), "mla": mla, "moe": moe}
 
 
 def _gpt2(c: _Config) -> dict:
@@ -248,7 +293,8 @@ def _phi(c: _Config) -> dict:
 
 #: model_type -> its fields.
 ARCHITECTURES = {"llama": _llama, "mistral": _llama, "qwen2": _llama, "gemma": _gemma,
-                 "mixtral": _moe, "gpt2": _gpt2, "gpt_neox": _gpt_neox, "opt": _opt,
-                 "falcon": _falcon, "phi": _phi}
+                 "mixtral": _mixtral, "qwen2_moe": _qwen2_moe, "deepseek_v3": _deepseek_v3,
+                 "gpt2": _gpt2, "gpt_neox": _gpt_neox, "opt": _opt, "falcon": _falcon,
+                 "phi": _phi}
 
 __all__ = ["ARCHITECTURES", "MAX_DEFAULT_SEQ_LEN", "is_hf_config", "load_hf_config"]

@@ -24,6 +24,11 @@ VECTOR_FLOPS_PER_ELEMENT = {
     "add": 1, "mul": 1, "scale": 1, "dropout": 2, "relu": 1, "gelu": 8, "silu": 4,
     "swiglu": 5, "geglu": 9, "layernorm": 7, "rmsnorm": 4, "batchnorm": 7, "softmax": 5,
     "cross_entropy": 6, "maxpool": 1, "avgpool": 1, "mean": 1,
+    # mixture of experts (workloads.moe): a sigmoid is an exp, an add and a divide (as silu
+    # without its multiply); top-k of a row of expert scores is k passes of compare-and-keep
+    # (counted as 1 per element per pass by ``top_k``); un-permuting multiplies each token
+    # copy by its routing probability and adds it into its token (2 per copy element)
+    "sigmoid": 3, "topk": 1, "unpermute": 2,
 }
 STATS_DTYPE = DType.FP32  # norms keep per-row statistics in fp32 (PyTorch's native kernels)
 
@@ -82,6 +87,63 @@ class Builder:
                          bytes_written=rows * out_f * es,
                          out_bytes=rows * out_f * es, params=params, saves=("inputs",),
                          param_tensors=(0 if tied else 1) + int(bias), role=role)
+
+    def grouped_linear(self, base: str, x: str, slots: int, experts: int, in_f: int,
+                       out_f: int, role: Role, load: int = 1000) -> str:
+        """The grouped GEMM of ``experts`` experts over ``slots`` token copies (a mixture of
+        experts' routed MLP, ``workloads.moe``; no bias): ``experts`` GEMMs of
+        slots / experts rows each on average (``m``, rounded up, for the shape efficiency;
+        ``batch`` = experts), exactly 2 x slots x in_f x out_f FLOPs. ``load``: the busiest
+        expert's work over the mean, per mille (the time, not the FLOPs, scales by it:
+        ``simulator.cost.efficiency.executed_fraction``)."""
+        es = self.es
+        weights = experts * in_f * out_f
+        return self._add(base, (x,), kind=OpKind.MATMUL, fn="grouped_linear",
+                         flops=2 * slots * in_f * out_f, m=-(-slots // experts), n=out_f,
+                         k=in_f, batch=experts,
+                         extra=(("experts", experts), ("load", load)),
+                         bytes_read=(slots * in_f + weights) * es,
+                         bytes_written=slots * out_f * es, out_bytes=slots * out_f * es,
+                         params=weights, saves=("inputs",), param_tensors=1, role=role)
+
+    def top_k(self, scores: str, rows: int, experts: int, k: int) -> str:
+        """The router's choice: the top ``k`` of ``experts`` scores per token, written as
+        their probabilities and int64 expert indices."""
+        es = self.es
+        written = rows * k * (es + DType.INT64.bytes)
+        return self._add("router_topk", (scores,), kind=OpKind.REDUCTION, fn="topk",
+                         flops=VECTOR_FLOPS_PER_ELEMENT["topk"] * rows * experts * k,
+                         bytes_read=rows * experts * es, bytes_written=written,
+                         out_bytes=written, saves=("output",))
+
+    def permute(self, x: str, chosen: str, numel: int, out_numel: int) -> str:
+        """Token copies grouped by expert (a gather by the router's indices): the MoE
+        dispatch's local half (``Role.EXPERT_DISPATCH``)."""
+        es = self.es
+        index = self.graph.op(chosen).out_bytes
+        return self._add("permute", (x, chosen), kind=OpKind.COPY, fn="permute",
+                         bytes_read=numel * es + index, bytes_written=out_numel * es,
+                         out_bytes=out_numel * es, role=Role.EXPERT_DISPATCH)
+
+    def unpermute(self, y: str, chosen: str, numel: int, out_numel: int) -> str:
+        """Token copies weighted by their routing probabilities and summed back into token
+        order: the MoE combine's local half (``Role.EXPERT_COMBINE``); its backward needs
+        both inputs (the probabilities get a gradient)."""
+        es = self.es
+        index = self.graph.op(chosen).out_bytes
+        return self._add("unpermute", (y, chosen), kind=OpKind.ELEMENTWISE, fn="unpermute",
+                         flops=VECTOR_FLOPS_PER_ELEMENT["unpermute"] * numel,
+                         bytes_read=numel * es + index, bytes_written=out_numel * es,
+                         out_bytes=out_numel * es, saves=("inputs",),
+                         role=Role.EXPERT_COMBINE)
+
+    def concat(self, base: str, inputs: tuple[str, ...], numel: int) -> str:
+        """A materialised concatenation (or broadcast) of ``inputs`` into ``numel``
+        elements."""
+        es = self.es
+        read = sum(self.graph.op(src).out_bytes for src in inputs)
+        return self._add(base, inputs, kind=OpKind.COPY, fn="concat", bytes_read=read,
+                         bytes_written=numel * es, out_bytes=numel * es)
 
     def matmul(self, base: str, a: str, b: str, batch: int, m: int, n: int, k: int,
                extra: tuple[tuple[str, int], ...] = ()) -> str:
@@ -175,11 +237,13 @@ class Builder:
                          saves=("output",))
 
     def embedding(self, base: str, rows: int, vocab: int, width: int,
-                  role: Role = Role.REPLICATED) -> str:
-        """Table lookup of ``rows`` integer ids (a graph input: no gradient flows to it)."""
+                  role: Role = Role.REPLICATED, tied: bool = False) -> str:
+        """Table lookup of ``rows`` integer ids (a graph input: no gradient flows to it).
+        ``tied``: the table is another op's (counted there)."""
         es = self.es
         return self._add(base, (), kind=OpKind.EMBEDDING, fn="embedding",
-                         flops=0, m=rows, n=width, k=vocab, params=vocab * width,
+                         flops=0, m=rows, n=width, k=vocab,
+                         params=0 if tied else vocab * width,
                          bytes_read=rows * DType.INT64.bytes + rows * width * es,
                          bytes_written=rows * width * es, out_bytes=rows * width * es,
                          role=role)

@@ -1,6 +1,7 @@
 """Named transformer presets, each with the paper or model card its numbers come from."""
 from __future__ import annotations
 
+from workloads.moe import MLA, MoE, Router
 from workloads.transformer import Ffn, Norm, Style, TransformerConfig
 
 
@@ -60,6 +61,45 @@ TRANSFORMERS: dict[str, TransformerConfig] = {c.name: c for c in [
     _llama("llama3-8b", 32, 4096, 32, 14336, 128256, 8192, kv_heads=8),
     _llama("llama3-70b", 80, 8192, 64, 28672, 128256, 8192, kv_heads=8),
     _llama("llama3-405b", 126, 16384, 128, 53248, 128256, 8192, kv_heads=8),
+    # Mixtral: Jiang et al. 2024 ("Mixtral of Experts", arXiv:2401.04088), Table 1, and the
+    # released config.json (mistralai/Mixtral-8x7B-v0.1, Mixtral-8x22B-v0.1): Mistral's layer
+    # with 8 SwiGLU experts, 2 per token, softmax router, vocab 32000, rope. 46,702,792,704
+    # parameters, 12,879,925,248 active ("46.7B", "12.9B"); 8x22B: 140,620,634,112 and
+    # 39,152,031,744 ("141B", "39B").
+    TransformerConfig("mixtral-8x7b", 32, 4096, 32, vocab=32000, seq_len=4096, kv_heads=8,
+                      ffn_hidden=14336, ffn=Ffn.SWIGLU, norm=Norm.RMSNORM,
+                      tied_embeddings=False, learned_positions=False, bias=False,
+                      dropout=False, moe=MoE(experts=8, top_k=2)),
+    TransformerConfig("mixtral-8x22b", 56, 6144, 48, vocab=32000, seq_len=4096, kv_heads=8,
+                      ffn_hidden=16384, ffn=Ffn.SWIGLU, norm=Norm.RMSNORM,
+                      tied_embeddings=False, learned_positions=False, bias=False,
+                      dropout=False, moe=MoE(experts=8, top_k=2)),
+    # DeepSeek-V3: DeepSeek-AI 2024 (arXiv:2412.19437), sec. 4.2 and the released config.json
+    # (deepseek-ai/DeepSeek-V3): 61 layers of hidden 7168, the first 3 dense (ffn 18432), the
+    # others 256 routed experts of 2048 (8 per token, sigmoid scores with a bias) and 1
+    # shared; MLA with 128 heads, q_lora_rank 1536, kv_lora_rank 512, 128 + 64 q/k and 128 v
+    # features per head; vocab 129280, untied; trained at 4K context. 671,026,419,200
+    # parameters ("671B"), 37,552,297,472 active with the input embedding, 36,625,618,432
+    # without ("37B"); the option mtp = 1 adds the multi-token prediction module (11,610,068,224 more).
+    TransformerConfig("deepseek-v3", 61, 7168, 128, vocab=129280, seq_len=4096,
+                      ffn_hidden=18432, ffn=Ffn.SWIGLU, norm=Norm.RMSNORM,
+                      tied_embeddings=False, learned_positions=False, bias=False,
+                      dropout=False,
+                      moe=MoE(experts=256, top_k=8, shared_experts=1, expert_ffn_hidden=2048,
+                              first_dense_layers=3, router=Router.SIGMOID, router_bias=True),
+                      mla=MLA(kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64,
+                              v_head_dim=128, q_lora_rank=1536)),
+    # Qwen1.5-MoE-A2.7B: Qwen team 2024 (qwenlm.github.io/blog/qwen-moe) and the released
+    # config.json (Qwen/Qwen1.5-MoE-A2.7B): 24 layers of hidden 2048, 16 heads with q, k, v
+    # biases, 60 experts of 1408 (4 per token, softmax) and a shared expert of 5632 (= 4 x
+    # 1408) behind a sigmoid gate, vocab 151936, untied. 14,315,784,192 parameters ("14.3B"),
+    # 2,689,173,504 active ("2.7B").
+    TransformerConfig("qwen2-moe", 24, 2048, 16, vocab=151936, seq_len=8192,
+                      ffn_hidden=5632, ffn=Ffn.SWIGLU, norm=Norm.RMSNORM,
+                      tied_embeddings=False, learned_positions=False, bias=False, qkv_bias=True,
+                      dropout=False,
+                      moe=MoE(experts=60, top_k=4, shared_experts=4, expert_ffn_hidden=1408,
+                              shared_gate=True)),
     # BERT: Devlin et al. 2019, sec. 3.
     _bert("bert-base", 12, 768, 12),
     _bert("bert-large", 24, 1024, 16),

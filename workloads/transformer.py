@@ -15,6 +15,7 @@ from simulator.graph.opgraph import OpGraph
 from simulator.graph.op import Block, DType, Role
 from workloads.base import TransformerShape
 from workloads.layers import Builder
+from workloads.moe import MLA, MoE, mla_attention, mla_params, moe_mlp, moe_mlp_params
 
 
 class Ffn(str, Enum):
@@ -83,6 +84,13 @@ class TransformerConfig:
     positions: int | None = None      # rows of the learned position table (None: seq_len;
     #                                   OPT: max_position_embeddings + 2)
     residual: Residual = Residual.SEQUENTIAL
+    # Mixture of experts, multi-head latent attention and multi-token prediction
+    # (workloads.moe; DeepSeek-V3, arXiv:2412.19437, sec. 2.2: ``mtp`` extra modules, each an
+    # RMSNorm of the hidden state and of the next token's embedding, a linear 2h -> h and one
+    # transformer layer, sharing the embedding and the output head, with its own loss)
+    moe: MoE | None = None
+    mla: MLA | None = None
+    mtp: int = 0
 
     def __post_init__(self) -> None:
         for key in ("layers", "hidden", "heads", "vocab", "seq_len"):
@@ -108,6 +116,16 @@ class TransformerConfig:
         if self.heads % self.n_kv_heads:
             raise WorkloadError(f"{self.name}: kv_heads = {self.n_kv_heads} must divide heads = "
                                 f"{self.heads} (each KV head serves a group of query heads)")
+        if self.moe is not None and self.moe.first_dense_layers > self.layers:
+            raise WorkloadError(f"{self.name}: [moe] first_dense_layers = "
+                                f"{self.moe.first_dense_layers} is more than layers = "
+                                f"{self.layers}")
+        if self.mtp not in (0, 1) or isinstance(self.mtp, bool):
+            raise WorkloadError(f"{self.name}: mtp = {self.mtp!r} must be 0 or 1 (multi-token "
+                                "prediction modules: DeepSeek-V3 trains one)")
+        if (self.moe or self.mla or self.mtp) and self.style is not Style.DECODER:
+            raise WorkloadError(f"{self.name}: [moe], [mla] and mtp describe decoder language "
+                                "models only")
 
     # -- derived sizes ---------------------------------------------------------------------------
     @property
@@ -144,16 +162,45 @@ class TransformerConfig:
     @property
     def transformer(self) -> TransformerShape:
         """What splitting the layers over tensor- and pipeline-parallel ranks needs."""
+        moe = self.moe
+        head_dim = self.mla.qk_head_dim if self.mla is not None else self.head_dim
         return TransformerShape(self.layers, self.hidden, self.heads, self.n_kv_heads,
-                                self.sequence, self.ffn_dim, self.head_dim)
+                                self.sequence, self.ffn_dim, head_dim,
+                                moe.experts if moe else 0,
+                                moe.ffn(self.ffn_dim) if moe else 0)
 
     def with_layers(self, layers: int) -> "TransformerConfig":
         """The model of this one's first ``layers`` layers (a pipeline stage's: every layer
-        is alike)."""
-        return replace(self, layers=layers)
+        is alike; a mixture of experts keeps its dense first layers, at most ``layers``)."""
+        moe = self.moe
+        if moe is not None and moe.first_dense_layers > layers:
+            moe = replace(moe, first_dense_layers=layers)
+        return replace(self, layers=layers, moe=moe)
 
     # -- parameters (closed form) -------------------------------------------------------------------
-    def layer_params(self) -> int:
+    def layer_params(self, layer: int = 0, active: bool = False) -> int:
+        """Parameters of layer ``layer`` (``active``: of a mixture of experts, those one token
+        uses: top_k routed experts)."""
+        if self.moe is None and self.mla is None:
+            return self._dense_layer_params()
+        attn = mla_params(self) if self.mla is not None else self._attention_params()
+        if self.moe is not None and self.moe.is_moe(layer):
+            mlp = moe_mlp_params(self, active)
+        else:
+            mlp = self._mlp_params()
+        return attn + mlp + 2 * self._norm_params()
+
+    def _attention_params(self) -> int:
+        h, q, kv = self.hidden, self.q_dim, self.n_kv_heads * self.head_dim
+        return 2 * h * q + 2 * h * kv + (q + 2 * kv if self._bias(self.qkv_bias) else 0) \
+            + (h if self.bias else 0)
+
+    def _mlp_params(self) -> int:
+        h, n_ffn_in = self.hidden, 2 if self.ffn.gated else 1
+        return (n_ffn_in + 1) * h * self.ffn_dim \
+            + ((n_ffn_in * self.ffn_dim + h) if self._bias(self.mlp_bias) else 0)
+
+    def _dense_layer_params(self) -> int:
         h, q, kv = self.hidden, self.q_dim, self.n_kv_heads * self.head_dim
         attn = 2 * h * q + 2 * h * kv + (q + 2 * kv if self._bias(self.qkv_bias) else 0) \
             + (h if self.bias else 0)
@@ -186,7 +233,30 @@ class TransformerConfig:
         return self._norm_params() + untied + (self.vocab if self.head_bias else 0)
 
     def num_params(self) -> int:
-        return self.embedding_params() + self.layers * self.layer_params() + self.head_params()
+        return self._params(active=False)
+
+    def active_params(self) -> int:
+        """Parameters one token uses (a mixture of experts: top_k routed experts per layer;
+        a dense model: all of them), the input embedding included."""
+        return self._params(active=True)
+
+    def _params(self, active: bool) -> int:
+        if self.moe is None and self.mla is None:
+            layers = self.layers * self.layer_params()
+        else:
+            dense = self.moe.first_dense_layers if self.moe is not None else self.layers
+            layers = dense * self.layer_params(0, active) + (self.layers - dense) * \
+                self.layer_params(self.layers - 1, active)
+        return self.embedding_params() + layers + self.head_params() + self.mtp_params(active)
+
+    def mtp_params(self, active: bool = False) -> int:
+        """Multi-token prediction modules (DeepSeek-V3, sec. 2.2): per module three RMSNorms
+        (of the hidden state, of the embedding, and before the shared head: the released
+        checkpoint's enorm, hnorm and shared_head.norm), the projection 2h -> h and one layer
+        like the last (the embedding and head shared)."""
+        h = self.hidden
+        return self.mtp * (3 * self._norm_params() + 2 * h * h
+                           + self.layer_params(self.layers, active))
 
     # -- graph -------------------------------------------------------------------------------------
     def forward_graph(self, batch: int, dtype: DType = DType.FP32,
@@ -205,6 +275,8 @@ class TransformerConfig:
             x = _layer(self, b, x, batch)
         b.layer, b.block = -1, Block.HEAD
         _head(self, b, x, batch)
+        if self.mtp:
+            _mtp(self, b, x, batch)
         return graph
 
 
@@ -261,6 +333,8 @@ def _residual(b: Builder, x: str, y: str, numel: int, block: Block) -> str:
 
 
 def _attention(c: TransformerConfig, b: Builder, x: str, batch: int) -> str:
+    if c.mla is not None:
+        return mla_attention(c, b, x, batch)
     s, h, d, qd = c.sequence, c.hidden, c.head_dim, c.q_dim
     rows, kv = batch * s, c.n_kv_heads * d
     b.block = Block.ATTN
@@ -285,6 +359,9 @@ def _attention(c: TransformerConfig, b: Builder, x: str, batch: int) -> str:
 
 
 def _mlp(c: TransformerConfig, b: Builder, x: str, rows: int) -> str:
+    # a multi-token prediction module (built outside the layers) is a layer past the last
+    if c.moe is not None and c.moe.is_moe(b.layer if b.layer >= 0 else c.layers):
+        return moe_mlp(c, b, x, rows)
     h, f, bias = c.hidden, c.ffn_dim, c._bias(c.mlp_bias)
     b.block = Block.MLP
     if c.ffn.gated:
@@ -314,4 +391,25 @@ def _head(c: TransformerConfig, b: Builder, x: str, batch: int) -> None:
         x = b.norm(c.norm.value, x, rows, h, bias=c.norm is Norm.LAYERNORM)
         logits = b.linear("lm_head", x, rows, h, c.vocab, bias=c.head_bias,
                           tied=c.tied_embeddings, role=Role.VOCAB_HEAD)
+    b.loss(logits, rows, c.vocab)
+
+
+def _mtp(c: TransformerConfig, b: Builder, x: str, batch: int) -> None:
+    """DeepSeek-V3's multi-token prediction module (arXiv:2412.19437, sec. 2.2, eq. 21-24):
+    RMSNorm of the last layer's output and of the embedding of the token one further ahead
+    (the shared embedding table, read again), their concatenation projected 2h -> h, one
+    transformer layer, the shared final norm and output head, and its own cross-entropy. Built
+    outside the layers (``layer`` -1, on the last pipeline stage, as DeepSeek-V3 places it)."""
+    rows, h = batch * c.sequence, c.hidden
+    b.block = Block.HEAD
+    emb = b.embedding("mtp_embed", rows, c.vocab, h, tied=True)
+    left = b.norm(c.norm.value, x, rows, h, bias=False)
+    right = b.norm(c.norm.value, emb, rows, h, bias=False)
+    joined = b.concat("mtp_concat", (left, right), 2 * rows * h)
+    y = b.linear("mtp_proj", joined, rows, 2 * h, h, False)
+    y = _layer(c, b, y, batch)
+    b.block = Block.HEAD
+    y = b.norm(c.norm.value, y, rows, h, bias=False)
+    logits = b.linear("mtp_head", y, rows, h, c.vocab, bias=False, tied=True,
+                      role=Role.VOCAB_HEAD)
     b.loss(logits, rows, c.vocab)

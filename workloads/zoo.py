@@ -10,6 +10,7 @@ from workloads import cnn, mlp
 from workloads.base import Workload
 from workloads.hf_config import is_hf_config, load_hf_config
 from workloads.presets import TRANSFORMERS
+from workloads.moe import MLA, MoE, Router
 from workloads.transformer import Ffn, Norm, Residual, TransformerConfig
 
 MODELS: dict[str, Workload] = {**TRANSFORMERS, **cnn.PRESETS, **mlp.PRESETS}
@@ -25,7 +26,16 @@ _SPELLINGS = {canonical(name): name for name in [*MODELS, *ALIASES]}
 _REQUIRED = ("layers", "hidden", "heads", "vocab", "seq_len")
 _OPTIONAL = {"kv_heads": int, "ffn_hidden": int, "ffn": Ffn, "norm": Norm, "name": str,
              "tied_embeddings": bool, "learned_positions": bool, "bias": bool, "dropout": bool,
-             "head_size": int, "residual": Residual}
+             "head_size": int, "residual": Residual, "mtp": int}
+#: ``[moe]`` (workloads.moe.MoE) and ``[mla]`` (workloads.moe.MLA): their keys and types
+#: (float: a number; None in a type: the key may be left out).
+_MOE = {"experts": int, "top_k": int, "shared_experts": int, "expert_ffn_hidden": int,
+        "capacity_factor": float, "first_dense_layers": int, "router": Router,
+        "router_bias": bool, "shared_gate": bool, "imbalance": float}
+_MOE_REQUIRED = ("experts", "top_k")
+_MLA = {"kv_lora_rank": int, "qk_nope_head_dim": int, "qk_rope_head_dim": int,
+        "v_head_dim": int, "q_lora_rank": int}
+_MLA_REQUIRED = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
 
 
 def list_models() -> list[str]:
@@ -67,7 +77,9 @@ def get_workload(spec: str | Workload) -> Workload:
 
 
 def load_workload_toml(path: str | Path) -> TransformerConfig:
-    """``[transformer]`` with layers, hidden, heads, vocab, seq_len and optional fields."""
+    """``[transformer]`` with layers, hidden, heads, vocab, seq_len and optional fields;
+    ``[moe]`` (a mixture of experts: experts, top_k, ...) and ``[mla]`` (multi-head latent
+    attention) optional (``workloads.moe``)."""
     path = Path(path)
     data = read_input(path, "workload", WorkloadError)  # a regular file of at most 1 MiB
     path = Path(shown(str(path), 200)[1:-1])             # as errors show it: one clean line
@@ -82,7 +94,11 @@ def load_workload_toml(path: str | Path) -> TransformerConfig:
     table = data.get("transformer")
     if not isinstance(table, dict):
         raise WorkloadError(f"{path}: missing [transformer] table (with {', '.join(_REQUIRED)})")
-    unknown = set(data) - {"transformer"} | set(table) - set(_REQUIRED) - set(_OPTIONAL)
+    tables = set(data) - {"transformer", "moe", "mla"}
+    if tables:
+        raise WorkloadError(f"{path}: unknown table {sorted(tables)[0]!r}: allowed are "
+                            "[transformer], [moe] and [mla]")
+    unknown = set(table) - set(_REQUIRED) - set(_OPTIONAL)
     if unknown:
         raise WorkloadError(f"{path}: unknown key {sorted(unknown)[0]!r}: allowed are "
                             f"{', '.join(_REQUIRED + tuple(_OPTIONAL))}")
@@ -92,8 +108,14 @@ def load_workload_toml(path: str | Path) -> TransformerConfig:
             raise WorkloadError(f"{path}: [transformer] {key} is missing: add {key} = <int>")
         kwargs[key] = _integer(path, key, table[key])
     for key, kind in _OPTIONAL.items():
-        if key in table and key != "name":
+        if key in table and key not in ("name", "mtp"):
             kwargs[key] = _typed(path, key, table[key], kind)
+    if "mtp" in table:   # 0 or 1 (TransformerConfig checks it)
+        kwargs["mtp"] = table["mtp"]
+    for name, keys, required, kind in (("moe", _MOE, _MOE_REQUIRED, MoE),
+                                       ("mla", _MLA, _MLA_REQUIRED, MLA)):
+        if name in data:
+            kwargs[name] = _sub_table(path, name, data[name], keys, required, kind)
     try:
         return TransformerConfig(**kwargs)
     except WorkloadError as err:
@@ -120,3 +142,37 @@ def _typed(path: Path, key: str, value, kind):
     except ValueError:
         choices = " | ".join(repr(m.value) for m in kind)
         raise WorkloadError(f"{path}: [transformer] {key} = {value!r}: choose {choices}") from None
+
+
+def _sub_table(path: Path, name: str, table, keys: dict, required: tuple, kind):
+    """``[moe]`` or ``[mla]`` read into ``kind`` (WorkloadError naming the file and key)."""
+    if not isinstance(table, dict):
+        raise WorkloadError(f"{path}: {name} must be a table [{name}]")
+    unknown = set(table) - set(keys)
+    if unknown:
+        raise WorkloadError(f"{path}: [{name}] unknown key {sorted(unknown)[0]!r}: allowed "
+                            f"are {', '.join(keys)}")
+    fields = {}
+    for key in required:
+        if key not in table:
+            raise WorkloadError(f"{path}: [{name}] {key} is missing: add {key} = <int>")
+    for key, value in table.items():
+        expected = keys[key]
+        if expected is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise WorkloadError(f"{path}: [{name}] {key} = {value!r} must be a number")
+            fields[key] = float(value)
+        elif expected is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise WorkloadError(f"{path}: [{name}] {key} = {value!r} must be an integer")
+            fields[key] = value
+        elif expected is bool:
+            if not isinstance(value, bool):
+                raise WorkloadError(f"{path}: [{name}] {key} = {value!r} must be true or false")
+            fields[key] = value
+        else:
+            fields[key] = value   # an enum: the dataclass names the choices
+    try:
+        return kind(**fields)
+    except WorkloadError as err:
+        raise WorkloadError(f"{path}: {err}") from None

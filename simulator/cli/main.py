@@ -262,6 +262,7 @@ def format_summary(s: dict) -> str:
         lines.insert(1, f"  {s['num_devices']} devices on {par['cluster']}: dp {par['dp']} x tp "
                      f"{par['tp']} x pp {par['pp']}"
                      + (f" x cp {par['cp']}" if par.get("cp", 1) > 1 else "")
+                     + (f", experts over ep {par['ep']}" if par.get("ep", 1) > 1 else "")
                      + f", ZeRO {par['zero']}"
                      + (", sequence parallel" if par["sequence_parallel"] else "")
                      + (f", {par['schedule']} schedule" if par["pp"] > 1 else "")

@@ -174,16 +174,28 @@ def _plans(n: int, work) -> list[dict]:
                 continue
             dp = n // (tp * cp * pp)
             zeros = (0,) if dp * cp == 1 else (0, 1, 2, 3) if pp == 1 else (0, 1)
-            for zero, recompute, micro in itertools.product(zeros, ("none", "full"),
-                                                            (1, 2, 4)):
+            for zero, recompute, micro, ep in itertools.product(
+                    zeros, ("none", "full"), (1, 2, 4), _expert_ranks(work, dp * cp)):
                 if batch % (dp * micro):
                     continue
                 for schedule in _schedules(layers, pp, batch // (dp * micro), stages):
                     out.append({"dp": dp, "tp": tp, "pp": pp, "zero": zero,
                                 "recompute": recompute, "micro_batch": micro,
                                 "global_batch": batch, **stages, **schedule,
-                                **({"cp": cp} if cp > 1 else {})})
+                                **({"cp": cp} if cp > 1 else {}),
+                                **({"ep": ep} if ep > 1 else {})})
     return out
+
+
+def _expert_ranks(work, replicas: int) -> list[int]:
+    """Expert-parallel sizes to try for a mixture of experts (``simulator.parallel.expert``):
+    1 and the powers of two up to 64 dividing both its experts and the dp x cp replicas the
+    ep ranks are taken from; [1] for a dense model."""
+    moe = getattr(work, "moe", None)
+    if moe is None:
+        return [1]
+    return [1] + [e for e in (2, 4, 8, 16, 32, 64)
+                  if not moe.experts % e and not replicas % e]
 
 
 def _schedules(layers: int, pp: int, micro_batches: int, stages: dict) -> list[dict]:

@@ -28,13 +28,14 @@ class Axis(IntEnum):
     PIPELINE = 2  # neighbouring pipeline stages (send / recv)
     DATA = 3      # data-parallel replicas (gradient reduction, ZeRO gathers)
     CONTEXT = 4   # context-parallel ranks (the all-gather of keys and values)
+    EXPERT = 5    # expert-parallel ranks (a mixture of experts' token all-to-all)
 
 
 #: The backward of each forward collective (Shoeybi et al. 2019, sec. 3, f and g; Korthikanti
 #: et al. 2022, sec. 4.2.2, g and g-bar): None passes the gradient through without a kernel.
 ADJOINT = {"all_reduce": None, "identity": "all_reduce",
            "all_gather": "reduce_scatter", "reduce_scatter": "all_gather",
-           "send_recv": "send_recv"}
+           "send_recv": "send_recv", "all_to_all": "all_to_all"}
 
 
 def collective(name: str, fn: str, nbytes_read: int, nbytes_written: int, out_bytes: int,

@@ -36,7 +36,10 @@ _OP_FIELDS = {
 # Facts from ``Op.extra`` a collective carries, their array dtype and the value when absent:
 # ``group`` devices taking part, ``local`` of them per node (0: as many as fit), ``axis`` the
 # parallel dimension (``simulator.graph.collective.Axis``) whose communicator runs it.
-_EXTRA_FIELDS = {"group": (np.int64, 1), "local": (np.int64, 0), "axis": (np.int8, 0)}
+# ``load``: a mixture of experts' grouped GEMM, the busiest expert's work over the mean, per
+# mille (0: none; ``workloads.moe``).
+_EXTRA_FIELDS = {"group": (np.int64, 1), "local": (np.int64, 0), "axis": (np.int8, 0),
+                 "load": (np.int64, 0)}
 #: ``Lowered.collective`` codes: the index of an op's ``fn`` in this tuple, -1 for any other fn.
 COLLECTIVE_FNS = tuple(kind.value for kind in Collective)
 
@@ -80,6 +83,7 @@ class Lowered:
     axis: np.ndarray = None        # int8, ``simulator.graph.collective.Axis`` code of a collective
     collective: np.ndarray = None  # int8, index in ``COLLECTIVE_FNS``, -1 if not a collective
     fn: np.ndarray = None          # object (str), ``Op.fn``: per-function rates look it up
+    load: np.ndarray = None        # int64, an expert GEMM's busiest load / mean, per mille
 
     def __len__(self) -> int:
         return len(self.names)

@@ -103,6 +103,15 @@ class Role(IntEnum):
     VOCAB_EMBEDDING = 3     # the token embedding: its vocabulary rows split
     VOCAB_HEAD = 4          # the language-model head (hidden -> vocabulary): column-parallel
     POSITION_EMBEDDING = 5  # a learned position table
+    # Mixture of experts (``workloads.moe``): the router stays replicated over tensor-parallel
+    # ranks; the routed experts' grouped GEMMs split like the dense MLP's (column, then row)
+    # and their experts over the expert-parallel ranks (``simulator.parallel.expert``); the
+    # permutation and un-permutation are where the all-to-all dispatch and combine go.
+    ROUTER = 6
+    EXPERT_COLUMN = 7
+    EXPERT_ROW = 8
+    EXPERT_DISPATCH = 9
+    EXPERT_COMBINE = 10
 
 
 class Task(IntEnum):

@@ -19,6 +19,9 @@ from simulator.parallel.data import (
     add_replicated_grad_reduce,
     add_tied_embedding_reduce,
 )
+from simulator.parallel.expert import check as check_expert_parallel
+from simulator.parallel.expert import local_members
+from simulator.parallel.expert import shard as shard_experts
 from simulator.parallel.pipeline import stage_graph
 from simulator.parallel.tensor import check as check_tensor_parallel
 from simulator.parallel.tensor import split, wait_for_weight_gradients
@@ -60,6 +63,7 @@ def micro_batches(work, plan: Plan, parallel: ParallelPlan, num_devices: int) ->
                               plan.global_batch, plan.micro_batch, shape.sequence)
     if shape is not None and parallel.tp > 1:
         check_tensor_parallel(shape, parallel.tp)
+    check_expert_parallel(work, parallel.ep, parallel.tp)
     return m
 
 
@@ -75,6 +79,9 @@ def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
     p = parallel.pp
     chunks = parallel.chunk_layers(work.layers)[stage] if p > 1 else []
     model = work.with_layers(sum(chunks)) if p > 1 else work
+    if p > 1 and getattr(work, "moe", None) is not None:   # its dense layers: those it holds
+        model = replace(model, moe=replace(work.moe, first_dense_layers=_dense_held(
+            parallel, work.layers, work.moe.first_dense_layers, stage)))
     cp = parallel.cp
     if cp > 1:   # a rank's tokens (simulator.parallel.context)
         model = replace(model, seq_len=work.seq_len // cp)
@@ -85,12 +92,23 @@ def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
     forward = widen_attention(forward, cp)
     ranked = split(forward, parallel.tp, parallel.sequence_parallel, _shape(work))
     per_node = cluster.devices_per_node if cluster else 1
+    ranked = shard_experts(ranked, parallel.ep,
+                           local_members(parallel.ep, parallel.tp, cp, per_node))
     # Megatron-LM's rank order: tp fastest, then cp, then dp, then pp
     ranked = gather_keys_values(ranked, cp, max(min(cp, per_node // parallel.tp), 1))
     local = 2 if 2 * parallel.tp * parallel.cp * parallel.dp <= per_node else 1
     ranked = stage_graph(ranked, stage == 0, stage == p - 1, parallel.tp,
                          parallel.sequence_parallel, local, chunks)
     return forward, ranked
+
+
+def _dense_held(parallel: ParallelPlan, layers: int, dense: int, stage: int) -> int:
+    """Of a mixture of experts' first ``dense`` (dense) layers, those pipeline device
+    ``stage`` holds: its model chunks are chunks stage, stage + pp, ... of the model's."""
+    sizes = [size for chunk in zip(*parallel.chunk_layers(layers)) for size in chunk]
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    held = range(stage, len(sizes), parallel.pp)
+    return sum(max(0, min(dense, starts[i] + sizes[i]) - starts[i]) for i in held)
 
 
 def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,

@@ -57,6 +57,9 @@ def check(shape: TransformerShape, tp: int) -> None:
         raise PlanError(f"tp = {tp} must divide ffn_hidden = {shape.ffn}")
     if shape.hidden % tp:
         raise PlanError(f"tp = {tp} must divide hidden = {shape.hidden}")
+    if shape.expert_ffn % tp:
+        raise PlanError(f"tp = {tp} must divide the experts' ffn = {shape.expert_ffn} "
+                        "([moe] expert_ffn_hidden)")
 
 
 def split(forward: OpGraph, tp: int, sequence_parallel: bool = False,
@@ -88,7 +91,13 @@ class _Split:
         for name in self.forward.names():
             op = self.forward.op(name)
             inputs = self.forward.inputs(name)
-            if op.role in COLUMN:
+            if op.role is Role.EXPERT_COLUMN:   # the experts split as the dense MLP does
+                reads = [self._enter(src, op) for src in inputs]
+                self._add(grouped(op, op.k, math.ceil(op.n / self.tp)), reads, split=True)
+            elif op.role is Role.EXPERT_ROW:
+                self._add(grouped(op, op.k // self.tp, op.n), self._reads(inputs))
+                self._exit(name, op)
+            elif op.role in COLUMN:
                 reads = [self._enter(src, op) for src in inputs]
                 kept = self._replicated(op)
                 if kept:
@@ -181,6 +190,18 @@ def _linear(op: Op, m: int, k: int, n: int) -> Op:
                      out_bytes=m * n * es, params=(0 if tied else k * n) + bias_out)
 
 
+def grouped(op: Op, k: int, n: int, experts: int | None = None) -> Op:
+    """A grouped expert GEMM (``workloads.layers.Builder.grouped_linear``) recounted for
+    ``experts`` experts (None: its own) of k x n weights over the same token copies."""
+    es = op.dtype.bytes
+    slots = op.flops // (2 * op.k * op.n)
+    e = op.batch if experts is None else experts
+    facts = tuple((key, e if key == "experts" else value) for key, value in op.extra)
+    return op.evolve(flops=2 * slots * k * n, k=k, n=n, batch=e, m=-(-slots // e),
+                     bytes_read=(slots * k + e * k * n) * es, bytes_written=slots * n * es,
+                     out_bytes=slots * n * es, params=e * k * n, extra=facts)
+
+
 def _scaled(op: Op, tp: int) -> Op:
     """1/tp of an op's work on a split tensor. Parameters (a norm's) stay replicated; a matmul
     of a batch of heads keeps 1/tp of the heads, any other matmul 1/tp of its rows."""
@@ -224,4 +245,4 @@ def _input_gradients(step: OpGraph, name: str) -> list[str]:
     return found
 
 
-__all__ = ["COLUMN", "check", "collective", "split", "wait_for_weight_gradients"]
+__all__ = ["COLUMN", "check", "collective", "grouped", "split", "wait_for_weight_gradients"]

@@ -38,7 +38,7 @@ from simulator.errors import PlanError, shown
 #: ZeRO's stages (Rajbhandari et al. 2020): 0 none, 1 optimizer states, 2 + gradients, 3 + weights.
 ZERO_STAGES = range(4)
 #: The sizes of a plan, each a positive integer (devices: dp x tp x pp x cp).
-COUNTS = ("dp", "tp", "pp", "virtual_stages", "cp")
+COUNTS = ("dp", "tp", "pp", "virtual_stages", "cp", "ep")
 #: The most devices a plan spans (and the bound of each of its sizes): 2**20, five times the
 #: largest training clusters built (about 200,000 GPUs).
 MAX_DEVICES = 2**20
@@ -90,6 +90,14 @@ class ParallelPlan:
     cp: int = field(default=1, metadata={
         "help": "context parallel: ranks sharing each sequence's tokens (Megatron-LM "
                 "--context-parallel-size; needs --attention fused)"})
+    # Expert parallelism: a mixture of experts' routed experts sharded over ep ranks taken
+    # from the dp x cp replicas (Megatron-Core --expert-model-parallel-size; expert tensor
+    # parallelism = tp), their tokens exchanged by all-to-all (simulator.parallel.expert).
+    # Adds no devices (Megatron-Core reduces the experts' gradients over dp x cp / ep
+    # replicas; hwsim, with the layer's, over dp x cp: simulator.parallel.expert).
+    ep: int = field(default=1, metadata={
+        "help": "expert parallel: ranks sharing a mixture of experts' experts, taken from "
+                "the dp x cp replicas (Megatron-Core --expert-model-parallel-size)"})
     zero: int = field(default=0, metadata={
         "choices": ZERO_STAGES,
         "help": "ZeRO stage over the dp replicas (3 = FSDP full shard)"})
@@ -294,6 +302,10 @@ class ParallelPlan:
         if self.shard_group is not None and self.replicas % self.shard_group:
             raise PlanError(f"shard_group = {self.shard_group} must divide the replicas dp x cp "
                             f"= {self.replicas} (hybrid sharding replicates whole shard groups)")
+        if self.replicas % self.ep:
+            raise PlanError(f"ep = {self.ep} must divide the replicas dp x cp = {self.dp} x "
+                            f"{self.cp} = {self.replicas} (expert-parallel ranks are data- or "
+                            "context-parallel ranks)")
         self._check_context(seq_len)
         self._check_tensor(heads, kv_heads, seq_len)
         self._check_pipeline(layers)

@@ -1,0 +1,113 @@
+"""Expert parallelism: a mixture of experts' routed experts sharded over ``ep`` ranks, the
+tokens sent to their experts and back by all-to-all (Lepikhin et al. 2020, "GShard",
+arXiv:2006.16668, sec. 2.3 and 3.2; Megatron-Core's ``MoEAlltoAllTokenDispatcher``,
+megatron/core/transformer/moe/token_dispatcher.py).
+
+A graph transform over one tensor-parallel rank's forward (``simulator.parallel.tensor``'s
+output), returning a new graph. It reads each op's ``Role``:
+
+- every grouped expert GEMM (``Role.EXPERT_COLUMN``, ``Role.EXPERT_ROW``) keeps experts / ep of
+  the experts, their weights (and so their gradients and optimizer states) 1/ep; the token
+  copies it runs are the same in number: each rank receives, on average, as many copies from
+  the other ranks for its experts as it sends them for theirs;
+- after the permutation (``Role.EXPERT_DISPATCH``) an all-to-all among the ep ranks sends
+  each copy to its expert's rank (dispatch); before the un-permutation
+  (``Role.EXPERT_COMBINE``) an all-to-all brings the results back (combine). Each moves the
+  rank's token copies, slots x hidden elements, (ep - 1) / ep of them over the network
+  (``simulator.cost.collectives``, NCCL's all-to-all: pairwise exchange, Thakur et al. 2005);
+  the busiest rank receives ``load`` times the mean (``workloads.moe``), so the buffer is
+  scaled by it. Their backward is the all-to-all the other way (``ADJOINT``).
+
+Placement: Megatron-Core orders ranks tp fastest, then cp, then ep inside the data-parallel
+dimension (``RankGenerator``, order "tp-cp-ep-dp-pp"), so the ep ranks are tp x cp apart and a
+node of d devices holds gcd(ep, d / (tp x cp)) of a group: ep = 8 with tp = 1 is one node's
+NVLink; ep = 64 spans 8 nodes and pays the inter-node network for 56 of 64 peers.
+
+Overlap: the all-to-alls run on the model-parallel communicator's stream; the ops that do not
+need their result (the shared experts, which read the layer's input, not the routed copies)
+run on the compute stream meanwhile, as DeepSeek-V3 overlaps them and Megatron-Core does with
+``--moe-shared-expert-overlap``; the routed experts wait for the dispatch, the layer's output for
+the combine: exposed otherwise, as in Megatron-Core's default of 2024.
+
+Left out: the experts' gradients are reduced over the layer's dp x cp replicas with the other
+parameters (Megatron-Core reduces them over dp x cp / ep, the expert-data-parallel group: the
+same bytes per device within a factor (n - 1) / n, over a group that spans fewer nodes), and
+ZeRO shards their states over dp x cp (not dp x cp / ep); token dropping's effect on the
+bytes beyond the capacity cut of ``load``.
+"""
+from __future__ import annotations
+
+import math
+
+from simulator.errors import PlanError
+from simulator.graph.collective import Axis, collective
+from simulator.graph.op import Op, Role
+from simulator.graph.opgraph import OpGraph
+from simulator.parallel.tensor import grouped
+
+#: Roles of the grouped expert GEMMs.
+EXPERTS = frozenset({Role.EXPERT_COLUMN, Role.EXPERT_ROW})
+
+
+def check(work, ep: int, tp: int = 1) -> None:
+    """PlanError naming the numbers when ``ep`` cannot split ``work``'s experts."""
+    moe = getattr(work, "moe", None)
+    if ep == 1:
+        return
+    if moe is None:
+        raise PlanError(f"ep = {ep}: expert parallelism splits a mixture of experts' experts "
+                        f"and {getattr(work, 'name', 'this model')} has none; use dp, tp, pp "
+                        "and cp")
+    if moe.experts % ep:
+        raise PlanError(f"ep = {ep} must divide experts = {moe.experts} (each rank holds "
+                        "experts / ep of them)")
+
+
+def local_members(ep: int, tp: int, cp: int, per_node: int) -> int:
+    """Members of an ep group in one node: the ep ranks are tp x cp apart (Megatron-Core's
+    rank order), so a node holds gcd(ep, devices per node / (tp x cp)) of them (1 at least)."""
+    return math.gcd(ep, max(per_node // (tp * cp), 1))
+
+
+def shard(forward: OpGraph, ep: int, local: int = 0) -> OpGraph:
+    """What one of ``ep`` expert-parallel ranks runs of ``forward`` (``forward`` if ep = 1, or
+    if it has no experts); ``local``: members of the group per node (0: as many as fit)."""
+    if ep == 1 or not any(op.role in EXPERTS for op in forward.ops()):
+        return forward
+    out = OpGraph(forward.name)
+    remap: dict[str, str] = {}
+    load = max(_load(op) for op in forward.ops() if op.role in EXPERTS)
+    for name in forward.names():
+        op = forward.op(name)
+        inputs = [remap.get(src, src) for src in forward.inputs(name)]
+        if op.role in EXPERTS:
+            experts = op.batch // ep
+            out.add(grouped(op, op.k, op.n, experts), inputs)
+        elif op.role is Role.EXPERT_COMBINE:
+            routed = inputs[0]   # the experts' output (the first input): send it back
+            combine = _all_to_all(f"{name}.ep_combine", out.op(routed), op, ep, local, load)
+            out.add(combine, [routed])
+            out.add(op, [combine.name, *inputs[1:]])
+        else:
+            out.add(op, inputs)
+        if op.role is Role.EXPERT_DISPATCH:
+            dispatch = _all_to_all(f"{name}.ep_dispatch", op, op, ep, local, load)
+            remap[name] = out.add(dispatch, [name])
+    return out
+
+
+def _all_to_all(name: str, source: Op, template: Op, ep: int, local: int,
+                load: float) -> Op:
+    """The all-to-all of ``source``'s output among ``ep`` ranks, the busiest rank receiving
+    ``load`` times the mean (the grouped GEMMs' fact)."""
+    size = source.out_bytes
+    nbytes = round(size * load)
+    return collective(name, "all_to_all", nbytes, nbytes, size, ep, Axis.EXPERT, template,
+                      local=local)
+
+
+def _load(op: Op) -> float:
+    return dict(op.extra).get("load", 1000) / 1000.0
+
+
+__all__ = ["EXPERTS", "check", "local_members", "shard"]
