@@ -23,7 +23,7 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     [[memory]]                    # innermost first, main memory last
     name = "hbm2e"   capacity_gb = 80   bandwidth_gb_per_s = 2039    # or capacity_mib, ...
     [power]
-    idle_w = 50      tdp_w = 400
+    idle_w = 50      tdp_w = 400  # idle_w: measured draw; left out, a GPU's or CPU's class prior
     pj_per_flop = 0.5             # optional, only with a cited source
     pj_per_byte = 7               # optional: main-memory access energy, cited
     [price]                       # optional table: public on-demand price per device-hour
@@ -104,8 +104,15 @@ GPU_PRIORS = {"memory_efficiency": 0.780, "norm_memory_efficiency": 0.617}
 _COMPUTE_TIMES = {"optimizer_overhead_us": "optimizer_overhead_s",  # optional, microseconds
                   "step_overhead_us": "step_overhead_s"}
 _MEMORY_REQUIRED = ("name", "bandwidth_gb_per_s")
-_POWER_REQUIRED = ("idle_w", "tdp_w")
-_POWER_OPTIONAL = ("pj_per_flop", "pj_per_byte")
+_POWER_REQUIRED = ("tdp_w",)
+_POWER_OPTIONAL = ("idle_w", "pj_per_flop", "pj_per_byte")
+#: Idle power over TDP where a spec has no measured idle_w (the device is flagged
+#: ``DeviceSpec.idle_prior``): the median over the GPUs whose idle draw is measured (nvidia-smi
+#: or amd-smi readings cited in their files): A100-SXM4-40GB 50/400 = 0.125, H100 SXM5 79/700
+#: = 0.113, B200 137/1000 = 0.137, MI355X 238/1400 = 0.170; median 0.131
+#: (``tests/test_power.py`` recomputes it). CPUs: the Xeon 8380's measured 27 of 270 W.
+#: Other classes must give idle_w.
+IDLE_PRIORS = {DeviceClass.GPU: 0.13, DeviceClass.CPU: 0.10}
 _PRICE_REQUIRED = ("usd_per_hour",)
 #: What a catalogue name may be (a file stem of ``devices/``).
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -262,8 +269,14 @@ class _Checker(OptionalTables):
         if device_class is DeviceClass.GPU:
             priors = tuple(key for key in GPU_PRIORS if key not in compute)
             compute.update({key: GPU_PRIORS[key] for key in priors}, priors=priors)
+        idle_prior = power[0] is None
+        if idle_prior:
+            if device_class not in IDLE_PRIORS:
+                raise self.fail("power.idle_w", f"required for a {device_class.value} (no class "
+                                "prior): give the measured idle draw in watts")
+            power = (IDLE_PRIORS[device_class] * power[1], *power[1:])
         return self.made(
-            DeviceSpec, "device",
+            DeviceSpec, "device", idle_prior=idle_prior,
             name=self.text(doc["name"], "name"),
             vendor=self.text(doc["vendor"], "vendor"),
             device_class=device_class,
@@ -347,15 +360,17 @@ class _Checker(OptionalTables):
                          capacity_bytes=units.capacity_to_bytes(capacity_key, capacity),
                          bandwidth_bytes_per_s=units.gb_per_s_to_bytes_per_s(bandwidth))
 
-    def power(self, table: dict) -> tuple[float, float, float | None, float | None]:
+    def power(self, table: dict) -> tuple[float | None, float, float | None, float | None]:
+        """(idle W or None where not given, TDP W, J/FLOP, J/byte)."""
         self.keys(table, "power", _POWER_REQUIRED, _POWER_OPTIONAL)
-        idle_w = self.positive(table["idle_w"], "power.idle_w", "w")
+        idle_w = self.positive(table["idle_w"], "power.idle_w", "w") if "idle_w" in table \
+            else None
         tdp_w = self.positive(table["tdp_w"], "power.tdp_w", "w")
-        if idle_w > tdp_w:
+        if idle_w is not None and idle_w > tdp_w:
             raise self.fail("power.idle_w", f"idle power {idle_w:g} W exceeds tdp_w "
                                             f"{tdp_w:g} W; check both figures")
         energy = [units.pj_to_j(self.positive(table[key], f"power.{key}", "j", units.PJ))
-                  if key in table else None for key in _POWER_OPTIONAL]
+                  if key in table else None for key in ("pj_per_flop", "pj_per_byte")]
         return idle_w, tdp_w, energy[0], energy[1]
 
     def price(self, table: dict) -> float:

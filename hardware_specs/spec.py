@@ -213,6 +213,8 @@ class DeviceSpec:
     links: tuple[Link, ...] = ()
     energy_per_flop_j: float | None = None      # dynamic energy, where a source gives it
     energy_per_byte_j: float | None = None      # main-memory access energy per byte
+    # idle_power_w is the class prior (hardware_specs.loader.IDLE_PRIORS), not a measurement
+    idle_prior: bool = False
 
     def __post_init__(self) -> None:
         """Every figure within ``LIMITS`` (SpecError naming the field, the value, the bound)."""

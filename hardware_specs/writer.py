@@ -134,7 +134,8 @@ def device_toml(spec: DeviceSpec) -> str:
         out += ["", "[[memory]]", f'name = "{level.name}"',
                 f"capacity_gb = {level.capacity_bytes / 1e9:.9g}",
                 f"bandwidth_gb_per_s = {level.bandwidth_bytes_per_s / 1e9:.6g}"]
-    out += ["", "[power]", f"idle_w = {spec.idle_power_w:.6g}", f"tdp_w = {spec.tdp_w:.6g}"]
+    out += ["", "[power]"] + ([] if spec.idle_prior else [f"idle_w = {spec.idle_power_w:.6g}"])
+    out.append(f"tdp_w = {spec.tdp_w:.6g}")   # a prior idle is the loader's to give
     if spec.energy_per_flop_j is not None:
         out.append(f"pj_per_flop = {spec.energy_per_flop_j * 1e12:.6g}")
     if spec.energy_per_byte_j is not None:

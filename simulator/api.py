@@ -198,6 +198,12 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         result.notes.append(f"{device.name} has no measured {' or '.join(device.priors)}: "
                             "memory-bound kernels stream at the medians measured on other "
                             f"{device.device_class.value.upper()}s (a prior)")
+    if device.idle_prior:
+        result.notes.append(f"{device.name} has no measured idle power: its "
+                            f"{device.idle_power_w:.0f} W is the "
+                            f"{device.device_class.value.upper()} class prior "
+                            f"({device.idle_power_w / device.tdp_w:.0%} of its TDP), and so are "
+                            "its energy figures in part")
     nodes = cluster.nodes if cluster else 1
     result.totals = run_totals(result, device, per_sample_tokens, tokens, steps,
                             grid_kg_co2_per_kwh, pue, node_overhead_w * nodes)

@@ -136,3 +136,32 @@ def test_cli_power_limit(tmp_path):
     bad = subprocess.run(run + ["--power-limit-w", "20"], capture_output=True, text=True)
     assert bad.returncode == 2 and "power_limit_w" in bad.stderr
     assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_idle_prior_is_the_median_of_measured_gpus():
+    from statistics import median
+
+    from hardware_specs.loader import IDLE_PRIORS
+    from hardware_specs.spec import DeviceClass
+
+    measured = [load_device(n) for n in ("a100-sxm4-40gb", "h100-sxm5-80gb", "b200", "mi355x")]
+    assert not any(d.idle_prior for d in measured)
+    share = median(d.idle_power_w / d.tdp_w for d in measured)
+    assert IDLE_PRIORS[DeviceClass.GPU] == pytest.approx(share, abs=0.005)
+    xeon = load_device("xeon-8380")
+    assert IDLE_PRIORS[DeviceClass.CPU] == pytest.approx(xeon.idle_power_w / xeon.tdp_w)
+    t4 = load_device("t4")
+    assert t4.idle_prior and t4.idle_power_w == pytest.approx(0.13 * t4.tdp_w)
+    r = simulate("gpt2-small", t4)
+    assert any("no measured idle power" in note for note in r.notes)
+
+
+def test_idle_w_required_without_a_class_prior(tmp_path):
+    from hardware_specs.loader import parse_device
+    from simulator.errors import SpecError
+
+    text = open(load_device("alveo-u250").path).read()
+    assert "idle_w" in text
+    stripped = "\n".join(line for line in text.splitlines() if not line.startswith("idle_w"))
+    with pytest.raises(SpecError, match="power.idle_w"):
+        parse_device(stripped.encode(), "u250-without-idle")
