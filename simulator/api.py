@@ -35,7 +35,7 @@ from simulator.report.figures import (
 )
 from simulator.report.result import Result
 from simulator.schedule.memory import stage_memory
-from simulator.schedule.stage import StageRun, price_stage
+from simulator.schedule.stage import StageRun, interfere, price_stage
 from simulator.schedule.step import idle_s, step_time, throttled_j
 from simulator.training.saved import activation_bytes
 from workloads.base import Workload
@@ -123,7 +123,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     cache = _FRESH if cache is None else cache
     for stage in sorted(stages):
         unsplit, forward = cache.stage_forward(work, plan, parallel, stage, cluster)
-        runs.append(run_stage(forward, plan, parallel, device, cluster, stage, cache))
+        runs.append(interfere(run_stage(forward, plan, parallel, device, cluster, stage, cache),
+                              device, parallel.comm_interference))
     step_s, bubble, pace = step_time(runs, parallel, m)
     step_s += plan.step_overhead_ms * 1e-3   # outside the step's graph: the devices idle
     run = runs[pace]

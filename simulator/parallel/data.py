@@ -119,7 +119,8 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
     for name in updates:
         step.add_edge(last, name, nbytes=0)
     if zero == 3:
-        _gather_weights(step, plan, shards, shard_local, parallel, reductions)
+        # reductions deferred to the end of the backward (overlap False) hold no gather back
+        _gather_weights(step, plan, shards, shard_local, parallel, reductions if overlap else {})
     return step
 
 

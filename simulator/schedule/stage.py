@@ -6,7 +6,7 @@ between run the same layers without either, so they are never the slowest nor th
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -75,6 +75,31 @@ def price_stage(lowered: Lowered, forward: OpGraph, device: DeviceSpec,
     return StageRun(stage, forward, lowered, compute_s, memory_s, time_s, start, end, clock)
 
 
+def interfere(run: StageRun, device: DeviceSpec, on: bool = True) -> StageRun:
+    """``run`` with the compute its collectives overlap slowed (``simulator.cost.interference``:
+    NCCL's kernels hold SMs and HBM bandwidth) and scheduled again; ``run`` itself when ``on``
+    is False or nothing overlaps. The second schedule keeps no op before its first start
+    (durations only grow, so none would move earlier: the host's issue times, where a
+    schedule has them, stay met)."""
+    from simulator.cost.interference import slowed_times
+    from simulator.engine.dispatch import engine
+
+    if not on:
+        return run
+    on_stream = streams(run.lowered)
+    slowed = slowed_times(run.lowered, device, run.compute_s, run.memory_s, run.time_s,
+                          run.start, run.end, on_stream)
+    if slowed is None:
+        return run
+    low, kernels = run.lowered, engine(len(run.lowered))
+    if hasattr(kernels, "schedule_issued"):
+        start, end = kernels.schedule_issued(low.indptr, low.indices, slowed, on_stream,
+                                             N_STREAMS, run.start)
+    else:
+        start, end = kernels.schedule(low.indptr, low.indices, slowed, on_stream, N_STREAMS)
+    return replace(run, time_s=slowed, start=start, end=end)
+
+
 def streams(lowered: Lowered) -> np.ndarray:
     """The stream each op runs on: 0 compute; 1 the tensor- and pipeline-parallel
     communicators; 2 the data-parallel one (separate NCCL communicators, each with its own
@@ -85,4 +110,4 @@ def streams(lowered: Lowered) -> np.ndarray:
     return np.where(comm, np.where(data, 2, 1), 0).astype(np.int64)
 
 
-__all__ = ["N_STREAMS", "StageRun", "price_stage", "streams"]
+__all__ = ["N_STREAMS", "StageRun", "interfere", "price_stage", "streams"]

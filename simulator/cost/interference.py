@@ -1,0 +1,130 @@
+"""Communication that overlaps compute is not free: NCCL's kernels take SMs and HBM bandwidth
+from the kernels running beside them.
+
+A collective runs as a kernel of its own on its communicator's stream. While it runs:
+
+- it holds ``NCCL_SMS`` of the device's SMs, which no compute kernel shares ("NCCL CTAs won't
+  share an SM with compute kernels"; "If you are on DGX with 8 NICs and a top speed of 190
+  GB/s, then it would use 16 SMs", S. Jeaugey, NVIDIA/nccl issue #689, 2023): a compute-bound
+  kernel beside it runs on S - c of S SMs, S / (S - c) times as long;
+- it streams its data through HBM ``HBM_PASSES`` times per byte it moves: received data is
+  stored, then read back to be sent on or reduced, and a reduction also reads the local
+  input ("300GB/s needs to be multiplied by at least 2x for memory bandwidth, as we need to
+  store to memory, then read back from it. If you add reading from or writing to user data,
+  it can be 3x", S. Jeaugey, NVIDIA/nccl issue #1428, 2024): a memory-bound kernel beside it
+  gets B - r of the bandwidth B, B / (B - r) times as long.
+
+A kernel with compute time C and memory time M (its roofline's, T = max(C, M)) under both runs
+max(C S / (S - c), M B / (B - r)) instead of T; over a span where collectives come and go, the
+extra time is integrated over the kernel's span (``slowed_times``). Only the compute stream's
+kernels are slowed; the collectives themselves keep their network-bound time (they also slow
+beside compute, NVIDIA/nccl issues #357 and #1433: not modelled). Devices whose collectives run
+on DMA engines rather than cores (TPU ICI, Trainium, Gaudi's NICs) lose no cores, only HBM
+bandwidth.
+
+Check against measurement (tests/test_interference.py): Hassani et al. 2025,
+"Characterizing Compute-Communication Overlap in GPU-Accelerated Distributed Deep Learning"
+(arXiv:2507.03114), on 4 A100s, H100s, MI250s and MI210s training GPT and LLaMA layers: compute
+overlapped with communication slows by 18.9 % on average, 40.0 % at most. The model gives a
+compute-bound GEMM 17 % (A100, 16 of 108 SMs) and 14 % (H100, of 132), and a memory-bound
+kernel beside an NVLink all-reduce 25-40 %.
+
+Overlap on the first schedule is what is priced; the slowed kernels are then scheduled again
+(one pass: their longer spans overlap a little more communication, not priced). Durations
+only grow and each stream runs its ops in issue order, so the step is never faster than
+without interference (``ParallelPlan.comm_interference`` False).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from simulator.graph.collective import Collective
+from simulator.graph.op import OpKind
+
+#: SMs (CTAs, one per NCCL channel) a collective holds: NVIDIA/nccl issue #689 (S. Jeaugey,
+#: 2023), a DGX-class node with 8 NICs: 16.
+NCCL_SMS = 16
+#: Bytes through HBM per byte a device moves: stored then read back (2), plus the local
+#: operand of a reduction (3): NVIDIA/nccl issue #1428 (S. Jeaugey, 2024).
+HBM_PASSES = {Collective.ALL_REDUCE: 3, Collective.REDUCE_SCATTER: 3,
+              Collective.ALL_GATHER: 2, Collective.ALL_TO_ALL: 2, Collective.SEND_RECV: 2}
+#: Vendors whose collectives run as kernels on the compute cores (NCCL, RCCL).
+KERNEL_COLLECTIVES = ("nvidia", "amd")
+#: Neither share falls to zero: a compute kernel keeps at least this fraction of the SMs and
+#: of the bandwidth (a guard, reached only by many collectives at once).
+FLOOR = 0.1
+
+
+def slowed_times(lowered, device, compute_s: np.ndarray, memory_s: np.ndarray,
+                 time_s: np.ndarray, start: np.ndarray, end: np.ndarray,
+                 stream: np.ndarray) -> np.ndarray | None:
+    """Each op's time with the interference of the collectives overlapping it on the
+    schedule (``start``, ``end``); None when nothing overlaps (no collective with bytes)."""
+    from simulator.cost.collectives import bytes_moved
+    from simulator.graph.lower import COLLECTIVE_FNS
+
+    comm = np.flatnonzero((lowered.kind == OpKind.COLLECTIVE) & (stream > 0)
+                          & (end > start))
+    if not len(comm):
+        return None
+    sms = float(_units(device))
+    cores = sms > NCCL_SMS and str(device.vendor).lower() in KERNEL_COLLECTIVES
+    bandwidth = float(device.memory[-1].bandwidth_bytes_per_s)
+    rates = np.empty(len(comm))
+    for k, i in enumerate(comm):
+        kind = Collective(COLLECTIVE_FNS[int(lowered.collective[i])])
+        group = int(lowered.group[i])
+        nbytes = float(max(lowered.bytes_read[i], lowered.bytes_written[i]))
+        moved = bytes_moved(kind, nbytes, group) if group > 1 else 0.0
+        rates[k] = HBM_PASSES[kind] * moved / (end[i] - start[i])
+    # piecewise-constant SMs held and HBM bytes/s taken, between the collectives' edges
+    edges = np.concatenate([start[comm], end[comm]])
+    held = np.concatenate([np.full(len(comm), float(NCCL_SMS)), np.full(len(comm), -NCCL_SMS)])
+    taken = np.concatenate([rates, -rates])
+    order = np.argsort(edges, kind="mergesort")
+    times = edges[order]
+    held_now = np.cumsum(held[order])[:-1]
+    taken_now = np.cumsum(taken[order])[:-1]
+    width = np.diff(times)
+    if cores:
+        free = np.maximum(1.0 - held_now / sms, FLOOR)
+        sm_extra = np.concatenate([[0.0], np.cumsum(width * (1.0 / free - 1.0))])
+    else:
+        sm_extra = np.zeros(len(times))
+    free = np.maximum(1.0 - taken_now / bandwidth, FLOOR)
+    hbm_extra = np.concatenate([[0.0], np.cumsum(width * (1.0 / free - 1.0))])
+    work = (stream == 0) & (lowered.kind != OpKind.COLLECTIVE) & (end > start)
+    # the integral over each op's span of (slowdown - 1), by either resource
+    sm_span = np.interp(end, times, sm_extra) - np.interp(start, times, sm_extra)
+    hbm_span = np.interp(end, times, hbm_extra) - np.interp(start, times, hbm_extra)
+    bound = np.maximum(np.maximum(compute_s, memory_s), 1e-30)
+    a, b = compute_s / bound, memory_s / bound
+    span = end - start
+    extra = np.maximum(a * (span + sm_span), b * (span + hbm_span)) - span
+    extra = np.where(work, np.maximum(extra, 0.0), 0.0)
+    if not extra.any():
+        return None
+    return time_s + extra
+
+
+def gemm_slowdown(device, link_bytes_per_s: float, kind: Collective = Collective.ALL_REDUCE,
+                  memory_bound: bool = False) -> float:
+    """The factor a kernel's time grows by beside one collective moving ``link_bytes_per_s``
+    through the device's HBM at ``HBM_PASSES`` per byte: a compute-bound kernel's S / (S - c),
+    a memory-bound one's B / (B - r) (the closed form ``slowed_times`` integrates)."""
+    if memory_bound:
+        rate = HBM_PASSES[Collective(kind)] * link_bytes_per_s
+        return 1.0 / max(1.0 - rate / device.memory[-1].bandwidth_bytes_per_s, FLOOR)
+    sms = float(_units(device))
+    if sms <= NCCL_SMS or str(device.vendor).lower() not in KERNEL_COLLECTIVES:
+        return 1.0
+    return 1.0 / max(1.0 - NCCL_SMS / sms, FLOOR)
+
+
+def _units(device) -> int:
+    """The device's SMs / CUs (its architecture's ``compute_units``; 0 when not given)."""
+    arch = getattr(device, "architecture", None)
+    return (getattr(arch, "compute_units", None) or 0) if arch is not None else 0
+
+
+__all__ = ["HBM_PASSES", "NCCL_SMS", "gemm_slowdown", "slowed_times"]
