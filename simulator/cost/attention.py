@@ -46,10 +46,11 @@ CHIPS = {"a100-": "a100-sxm4-80gb", "h100-": "h100-sxm5-80gb", "h800-": "h100-sx
 # The kernel a current stack runs when the plan does not say (attention_kernel = auto):
 # Ampere: FlashAttention-2 (PyTorch's SDPA flash backend, Hugging Face's flash_attention_2,
 # Megatron-LM / Transformer Engine's flash-attn backend on sm80). Hopper: cuDNN's fused
-# attention, which Transformer Engine (NeMo, Megatron-LM) prefers on sm90 (NVIDIA TE
-# documentation, "Attention backends": FusedAttention is selected first on Hopper) and which
-# reaches 92-96 % of FlashAttention-3's throughput at 2k-16k tokens (Shah et al. 2024, Figs.
-# 4-5); FlashAttention-3 needs a separate build (flash-attention's hopper/ package).
+# attention: "when both implementations are applicable, Transformer Engine prefers cuDNN flash
+# attention on Hopper+ architectures, and Tri Dao flash attention on Ampere" (NeMo
+# documentation, memory_optimizations.rst, NVIDIA/NeMo PR 9188); it reaches 92-96 % of
+# FlashAttention-3's throughput at 2k-16k tokens (Shah et al. 2024, Figs. 4-5), and
+# FlashAttention-3 needs a separate build (flash-attention's hopper/ package).
 DEFAULT_KERNEL = {"a100-sxm4-80gb": AttentionKernel.FLASH_ATTN_2,
                   "h100-sxm5-80gb": AttentionKernel.CUDNN}
 HOPPER_ONLY = frozenset({AttentionKernel.FLASH_ATTN_3})
