@@ -133,6 +133,7 @@ def step_plan(row: dict[str, str]) -> Plan:
     fields = {key: row[key] for key in PLAN_FIELDS}
     fields["micro_batch"] = int(row["micro_batch"])
     fields["attention_kernel"] = row["attention_kernel"] or "auto"   # as the run used
+    fields["optimizer_impl"] = row["optimizer_impl"] or None   # None: PyTorch's default
     fields["global_batch"] = int(row["global_batch"]) if row["global_batch"] else None
     return Plan(grad_clip=_flag(row["grad_clip"]), fp32_grads=_flag(row["fp32_grads"]), **fields)
 
