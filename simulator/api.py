@@ -132,6 +132,12 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     memories = [stage_memory(r, plan, parallel, m) for r in runs]
     memory = max(memories, key=lambda mem: sum(mem.values()))
     peak = sum(memory.values())
+    if parallel.pp > 1 and getattr(getattr(work, "moe", None), "first_dense_layers", 0):
+        # layers unlike each other (a mixture of experts' dense first layers): count the
+        # whole model's forward, not a stage's layers times the model's (system_flops)
+        whole = replace(parallel, pp=1, virtual_stages=1, schedule="1f1b",
+                        first_stage_layers=None, last_stage_layers=None)
+        unsplit, _ = cache.stage_forward(work, plan, whole, 0, cluster)
     model_flops, hardware_flops = system_flops(run, unsplit, parallel, m,
                                                 getattr(work, "layers", None))
     energy_j = op_energy(lowered, device, run.compute_s, run.memory_s, run.time_s, run.clock,

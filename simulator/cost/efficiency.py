@@ -91,8 +91,13 @@ def shape_efficiency(lowered: Lowered, device: DeviceSpec) -> np.ndarray:
 
 
 def executed_fraction(lowered: Lowered) -> np.ndarray:
-    """Share of an op's counted FLOPs that run: causal fused attention skips masked blocks."""
+    """Share of an op's counted FLOPs that run on the device that paces the step: causal
+    fused attention skips masked blocks; a mixture of experts' grouped GEMM runs its busiest
+    expert's load, ``load`` per mille of the mean (``workloads.moe``)."""
     frac = np.ones(len(lowered))
+    if lowered.load is not None and lowered.load.any():
+        loaded = lowered.load > 0
+        frac[loaded] = lowered.load[loaded] / 1000.0
     causal = (lowered.kind == OpKind.ATTENTION) & (lowered.causal > 0)
     if causal.any():
         blocks = np.ceil(np.maximum(lowered.m[causal], 1) / FLASH_BLOCK)
