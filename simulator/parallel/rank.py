@@ -30,6 +30,7 @@ from simulator.plan.step import Attention, Finetune, Fusion, Plan
 from simulator.training.backward import training_graph
 from simulator.training.finetune import adapt, dequantize
 from simulator.training.fusion import fuse_attention, fuse_elementwise
+from simulator.training.layout import add_layout_transposes
 from workloads.base import TransformerShape
 from workloads.transformer import Style, TransformerConfig
 
@@ -114,7 +115,8 @@ def _dense_held(parallel: ParallelPlan, layers: int, dense: int, stage: int) -> 
 def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
                 per_node: int) -> Lowered:
     """The device-independent half of a stage: its lowered training step (sweeps memoize it)."""
-    step = dequantize(training_graph(forward, plan), plan)
+    step = add_layout_transposes(dequantize(training_graph(forward, plan), plan),
+                                 plan.channels_last)
     if not parallel.overlap_tp_comm:
         wait_for_weight_gradients(step)
     if plan.fusion is Fusion.COMPILED:
