@@ -8,6 +8,7 @@ A cluster is data, like a device (STYLE.md rule 2): one file per preset in
     nodes = 1
     devices_per_node = 8
     topology = "switch"           # or "torus" (TPU ICI), then torus_dims = [4, 4, 4]
+    node_power_w = 6500           # optional, cited: a node's maximum system power (datasheet)
     [intra]                       # the network inside a node (NVSwitch, PCIe, ICI)
     name = "nvswitch"   kind = "nvlink"   bandwidth_gb_per_s = 300   latency_us = 0.6
     [inter]                       # between nodes; required when nodes > 1
@@ -73,6 +74,9 @@ class ClusterSpec:
     torus_dims: tuple[int, ...] | None = None
     source: str = ""
     path: str = ""
+    # A node's maximum system power from its datasheet (GPUs, CPUs, NICs, switches, fans,
+    # power supplies); None where none is cited.
+    node_power_w: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.device, DeviceSpec):
@@ -80,6 +84,15 @@ class ClusterSpec:
         within(self.nodes, "nodes", "count")
         within(self.devices_per_node, "devices_per_node", "count")
         within(self.num_devices, "nodes x devices_per_node", "count")
+        within(self.node_power_w, "node_power_w", "w", optional=True, low_open=True)
+
+    @property
+    def node_overhead_w(self) -> float:
+        """Watts a node draws besides its devices: the datasheet's maximum system power less
+        its devices' TDPs (an upper bound: fans and CPUs at full load); 0.0 without one."""
+        if self.node_power_w is None:
+            return 0.0
+        return max(self.node_power_w - self.devices_per_node * self.device.tdp_w, 0.0)
 
     @property
     def num_devices(self) -> int:
@@ -249,7 +262,7 @@ def torus_shape(num_devices: int, axes: int) -> tuple[int, ...]:
 
 
 _TOP_REQUIRED = ("name", "source", "device", "nodes", "devices_per_node", "topology", "intra")
-_TOP_OPTIONAL = ("inter", "torus_dims")
+_TOP_OPTIONAL = ("inter", "torus_dims", "node_power_w")
 _NET_REQUIRED = ("name", "kind", "bandwidth_gb_per_s", "latency_us")
 _NET_OPTIONAL = ("efficiency",)
 
@@ -271,6 +284,8 @@ class _ClusterChecker(_Checker):
             nodes=nodes, devices_per_node=per_node,
             intra=self.network(self.table(doc, "intra"), "intra"), inter=inter,
             topology=topology, torus_dims=self.dims(doc, topology, nodes * per_node),
+            node_power_w=(self.positive(doc["node_power_w"], "node_power_w", "w")
+                          if "node_power_w" in doc else None),
             source=self.text(doc["source"], "source"), path=self.path)
 
     def device_of(self, value: Any) -> DeviceSpec:

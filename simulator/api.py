@@ -47,7 +47,7 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
              num_devices: int | None = None, tokens: float | None = None,
              steps: float | None = None,
              grid_kg_co2_per_kwh: float = DEFAULT_GRID_KG_CO2_PER_KWH, pue: float = DEFAULT_PUE,
-             node_overhead_w: float = 0.0, cache: StageBuilder | None = None,
+             node_overhead_w: float | None = None, cache: StageBuilder | None = None,
              **plan_fields) -> Result:
     """Predict one training step of ``workload`` on ``hardware``, one device or many.
 
@@ -65,7 +65,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     fits in memory (``fitting_micro_batch``; a note says which). An unknown keyword, or a plan that cannot
     run, raises ``PlanError`` naming it. ``tokens`` or ``steps`` add
     whole-run totals; their energy is the devices' energy plus ``node_overhead_w`` per node
-    (host CPUs, NICs, switches, fans), times ``pue`` (datacentre power usage effectiveness:
+    (host CPUs, NICs, switches, fans; default: a cluster preset's datasheet system power less
+    its devices' TDPs, ``ClusterSpec.node_overhead_w``, else 0), times ``pue`` (datacentre power usage effectiveness:
     cooling and power delivery; 1.0, the default, counts the devices alone). ``cache``: where
     the stages' device-independent graphs come from (a ``simulator.StageCache`` keeps them
     across calls; by default they are built afresh): the same figures either way.
@@ -98,6 +99,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     device, cluster, n = resolve_hardware(hardware, num_devices)
     device = attention.with_kernel(device, plan.attention_kernel)   # the plan's fused kernel
     limit_w = check_limit(plan.power_limit_w, device)
+    if node_overhead_w is None:   # the preset's datasheet node power less its devices' TDPs
+        node_overhead_w = cluster.node_overhead_w if cluster else 0.0
     parallel = parallel or ParallelPlan(dp=n)
     if fit_batch and "micro_batch" not in plan_fields and plan.global_batch is not None:
         return fitting_micro_batch(

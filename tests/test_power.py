@@ -165,3 +165,38 @@ def test_idle_w_required_without_a_class_prior(tmp_path):
     stripped = "\n".join(line for line in text.splitlines() if not line.startswith("idle_w"))
     with pytest.raises(SpecError, match="power.idle_w"):
         parse_device(stripped.encode(), "u250-without-idle")
+
+
+def test_node_power_from_datasheets_in_run_totals():
+    """A preset's node power (DGX datasheets) less its GPUs' TDPs is the default node overhead
+    in run totals; --node-overhead-w 0 leaves the devices alone."""
+    from hardware_specs.cluster import load_cluster
+
+    for name, node_w, tdp in (("dgx-a100", 6500, 400), ("dgx-h100", 10200, 700)):
+        cluster = load_cluster(name)
+        assert cluster.node_power_w == node_w
+        assert cluster.node_overhead_w == pytest.approx(node_w - 8 * tdp)
+    r = simulate("gpt2-small", "dgx-h100", micro_batch=4, global_batch=32, steps=100)
+    bare = simulate("gpt2-small", "dgx-h100", micro_batch=4, global_batch=32, steps=100,
+                    node_overhead_w=0)
+    t, b = r.totals, bare.totals
+    devices_kwh = 100 * r.energy_j_per_step * 8 / 3.6e6
+    assert b["energy_kwh"] == pytest.approx(devices_kwh, rel=1e-9)
+    assert t["node_overhead_w"] == pytest.approx(4600)
+    assert t["energy_kwh"] == pytest.approx(devices_kwh + 4600 * t["total_time_s"] / 3.6e6,
+                                            rel=1e-9)
+    assert load_cluster("tpu-v4-pod-slice").node_overhead_w == 0.0   # no datasheet figure
+
+
+def test_efficiency_figures_closed_form():
+    r = simulate("gpt2-small", "a100", micro_batch=8, num_devices=2)
+    s = r.summary()
+    watts = r.avg_power_w * 2
+    assert s["tokens_per_joule"] == pytest.approx(r.tokens_per_s / watts)
+    assert s["samples_per_kwh"] == pytest.approx(r.samples_per_s / watts * 3.6e6)
+    assert s["tflops_per_watt"] == pytest.approx(r.tflops_per_device / r.avg_power_w)
+    assert simulate("resnet-18", "a100").summary()["tokens_per_joule"] is None
+    from simulator.explore.sweep import compare
+
+    rows = compare("gpt2-small", ["a100", "t4"])
+    assert {"tokens_per_joule", "samples_per_kwh", "tflops_per_watt"} <= set(rows.columns)

@@ -150,7 +150,7 @@ def _plan(args, writer) -> int:
 def plan_text(report, top: int = 10) -> str:
     """The top feasible configurations, the Pareto front and the rejections by reason."""
     columns = ["rank", *_PLAN_COLUMNS, "total_time_days", "cost_usd", "energy_kwh", "mfu",
-               "peak_memory_bytes"]
+               "tflops_per_watt", "peak_memory_bytes"]
     if "cp" in report.rows and (report.rows["cp"].fillna(1) == 1).all():
         columns.remove("cp")   # shown only when some plan splits the sequences
     feasible = _pipeline_shown(report.feasible)

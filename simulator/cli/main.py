@@ -87,8 +87,10 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
                    help="devices in all (default dp x tp x pp x cp, or the cluster's)")
     p.add_argument("--seq-len", type=int, default=None, help="override the model's context")
     add_plan_fields(p)
-    p.add_argument("--node-overhead-w", type=float, default=0.0, metavar="WATTS",
-                   help="run totals: power per node besides the devices (hosts, NICs, fans)")
+    p.add_argument("--node-overhead-w", type=float, default=None, metavar="WATTS",
+                   help="run totals: power per node besides the devices (hosts, NICs, fans; "
+                        "default: a cluster preset's datasheet node power less its devices' "
+                        "TDPs, else 0)")
     run = p.add_mutually_exclusive_group()
     run.add_argument("--tokens", type=positive_float, default=None,
                      help="whole run: tokens to train on")
@@ -252,8 +254,14 @@ def format_summary(s: dict) -> str:
         f"  peak memory        {s['peak_memory_bytes'] / gb:.2f} GB of "
         f"{s['memory_capacity_bytes'] / gb:.0f} GB -> {'fits' if s['fits'] else 'DOES NOT FIT'}",
         "    " + ", ".join(f"{k} {v / gb:.2f}" for k, v in s["memory_breakdown"].items()),
-        f"  energy             {s['energy_j_per_step']:.4g} J/step at {s['avg_power_w']:.0f} W",
+        f"  energy             {s['energy_j_per_step']:.4g} J/step at {s['avg_power_w']:.0f} W"
+        + (f" (power limit {s['power_limit_w']:.0f} W)" if s.get("power_limit_w") else ""),
     ]
+    if s.get("samples_per_kwh"):
+        lines.append("  per energy         " + (f"{s['tokens_per_joule']:.4g} tokens/J, "
+                                                if s.get("tokens_per_joule") else "")
+                     + f"{s['samples_per_kwh']:.4g} samples/kWh, {s['tflops_per_watt']:.3g} "
+                     "TFLOP/s per W (devices alone)")
     if s.get("step_overhead_s"):
         lines.insert(2, f"  outside the graph  {s['step_overhead_s'] * 1e3:.4g} ms/step (data "
                         "loading, logging, .item(), LR scheduler: --step-overhead-ms)")

@@ -46,7 +46,8 @@ CONFIG_COLUMNS = ("config", "status", "model", "device", "num_devices", *FIELDS)
 #: Columns of ``compare`` (those present: run totals only with tokens).
 COMPARE_COLUMNS = ("device", "num_devices", "status", "step_time_s", "samples_per_s",
                    "tokens_per_s", "mfu", "peak_memory_bytes", "memory_capacity_bytes", "fits",
-                   "energy_j_per_step", "avg_power_w", "price_per_hour_usd", "cost_usd_per_step",
+                   "energy_j_per_step", "avg_power_w", "tokens_per_joule", "samples_per_kwh",
+                   "tflops_per_watt", "price_per_hour_usd", "cost_usd_per_step",
                    "total_time_days", "energy_kwh", "co2_kg", "cost_usd")
 _SUMMARY_DROPPED = ("model", "device", "num_devices", "precision", "micro_batch")
 _FLUSH_S = 2.0  # at most one rewrite of ``out`` per this many seconds while a sweep runs

@@ -83,6 +83,7 @@ class Result:
             "memory_capacity_bytes": self.memory_capacity_bytes, "fits": self.fits,
             "energy_j_per_step": self.energy_j_per_step, "avg_power_w": self.avg_power_w,
             "power_limit_w": self.power_limit_w,
+            **self.efficiency(),
             "critical_path_s": self.critical_path_s,
             "step_overhead_s": self.step_overhead_s,
             "saved_activation_bytes": self.saved_activation_bytes,
@@ -92,6 +93,17 @@ class Result:
         out["notes"] = list(self.notes)
         out["unknown_ops"] = list(self.unknown_ops)
         return out
+
+    def efficiency(self) -> dict[str, float | None]:
+        """Work per energy of the devices alone (no node, no facility: the run totals add
+        those): ``tokens_per_joule`` (None for a model without tokens), ``samples_per_kwh`` and
+        ``tflops_per_watt`` (model TFLOP/s per device over its average power)."""
+        watts = self.avg_power_w * self.num_devices
+        if not watts > 0:
+            return {"tokens_per_joule": None, "samples_per_kwh": None, "tflops_per_watt": None}
+        return {"tokens_per_joule": self.tokens_per_s / watts if self.tokens_per_s else None,
+                "samples_per_kwh": self.samples_per_s / watts * 3.6e6,
+                "tflops_per_watt": self.tflops_per_device / self.avg_power_w}
 
     def to_json(self) -> str:
         """``summary()`` as JSON: numbers only, never NaN or Infinity (``InternalError``)."""
