@@ -38,6 +38,7 @@ LIMITS = {
     "s": (0.0, 1.0, "s"),                      # a fixed cost per op, call, step or message
     "j": (0.0, 1e-6, "J"),                     # per FLOP or byte: 10^6 x a GPU's picojoule
     "usd_per_hour": (0.0, 1e6, "USD/h"),
+    "usd": (0.0, 1e9, "USD"),                  # a device's purchase price
     "hz": (1e3, 1e11, "Hz"),
     "count": (1, 10**7, ""),                   # cores, tiles, links, lanes
 }
@@ -206,6 +207,10 @@ class DeviceSpec:
     function_efficiency: dict[str, float] = field(default_factory=dict)
     function_overhead_s: dict[str, float] = field(default_factory=dict)
     price_per_hour_usd: float | None = None
+    # What one device costs to buy (its share of a server's baseboard where it is sold so),
+    # for the cost of owning it (``simulator.report.figures.own_cost``); None: not sold or
+    # no cited price.
+    purchase_usd: float | None = None
     source: str = ""
     path: str = ""                  # the file it was loaded from
     extra: dict[str, float] = field(default_factory=dict)
@@ -247,6 +252,7 @@ class DeviceSpec:
             within(value, f"function_overhead_s.{fn}", "s")
         within(self.price_per_hour_usd, "price_per_hour_usd", "usd_per_hour", optional=True,
                low_open=True)
+        within(self.purchase_usd, "purchase_usd", "usd", optional=True, low_open=True)
         for name in ("energy_per_flop_j", "energy_per_byte_j"):
             within(getattr(self, name), name, "j", optional=True, low_open=True)
         if not isinstance(self.architecture, Architecture) or not isinstance(self.links, tuple) \

@@ -140,8 +140,11 @@ def device_toml(spec: DeviceSpec) -> str:
         out.append(f"pj_per_flop = {spec.energy_per_flop_j * 1e12:.6g}")
     if spec.energy_per_byte_j is not None:
         out.append(f"pj_per_byte = {spec.energy_per_byte_j * 1e12:.6g}")
-    if spec.price_per_hour_usd is not None:
-        out += ["", "[price]", f"usd_per_hour = {spec.price_per_hour_usd:.6g}"]
+    prices = [f"{key} = {value:.6g}" for key, value in (
+        ("usd_per_hour", spec.price_per_hour_usd), ("purchase_usd", spec.purchase_usd))
+        if value is not None]
+    if prices:
+        out += ["", "[price]", *prices]
     for link in spec.links:
         out += ["", "[[links]]", f'name = "{link.name}"', f'kind = "{link.kind.value}"',
                 f"bandwidth_gb_per_s = {link.bandwidth_bytes_per_s / 1e9:.6g}",

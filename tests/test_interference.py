@@ -182,3 +182,29 @@ def test_deepspeed_reduces_in_buckets():
         "reduce_scatter")))
     assert count(one) == 1
     assert count(many) == SMALL.layers + 1   # the layers and the root's update
+
+
+# -- DeepSpeed's pipeline engine -------------------------------------------------------------------
+
+def test_deepspeeds_pipeline_engine_blocks_on_messages_and_reduces_after_the_step():
+    """PipelineEngine: blocking sends and receives between compute instructions, ReduceGrads
+    after the last backward. No compute op issued after a pipeline message starts before it
+    ends; the first data-parallel reduction starts after every backward op; never faster than
+    Megatron-LM's schedule."""
+    work = TransformerConfig("pipe", layers=8, hidden=1024, heads=8, vocab=8192, seq_len=1024)
+    plan = Plan(micro_batch=1, global_batch=16)
+    runs = {engine: simulate(work, A100, plan, parallel=ParallelPlan(
+        dp=2, tp=2, pp=2, pipeline_engine=engine)) for engine in ("megatron", "deepspeed")}
+    r = runs["deepspeed"]
+    low, start, end = r.lowered, r.times["start_s"], r.times["end_s"]
+    on = streams(low)
+    p2p = np.flatnonzero((low.axis == int(Axis.PIPELINE)) & (on > 0))
+    compute = np.flatnonzero((on == 0) & (low.kind != OpKind.COLLECTIVE))
+    assert len(p2p)
+    for i in p2p:
+        later = compute[compute > i]
+        assert np.all(start[later] >= end[i] - 1e-12)
+    backward = (low.phase == int(Phase.BACKWARD)) & (on == 0)
+    data = np.flatnonzero((low.axis == int(Axis.DATA)) & (on == 2))
+    assert start[data].min() >= end[backward].max() - 1e-12
+    assert r.step_time_s >= runs["megatron"].step_time_s

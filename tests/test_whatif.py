@@ -38,7 +38,7 @@ def test_each_kind_of_path_round_trips():
     assert changed.links[0].bandwidth_bytes_per_s == 9e11
     assert (changed.matmul_efficiency, changed.attention_efficiency) == (0.8, 0.5)
     assert changed.matmul_memory_efficiency == 0.6
-    assert a100.price_per_hour_usd is None  # the original is untouched (frozen)
+    assert a100.price_per_hour_usd == 4.00  # the original is untouched (frozen): its file's
 
 
 def test_setting_the_current_values_gives_the_same_spec():

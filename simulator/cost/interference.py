@@ -57,14 +57,16 @@ FLOOR = 0.1
 
 def slowed_times(lowered, device, compute_s: np.ndarray, memory_s: np.ndarray,
                  time_s: np.ndarray, start: np.ndarray, end: np.ndarray,
-                 stream: np.ndarray) -> np.ndarray | None:
+                 stream: np.ndarray, among: np.ndarray | None = None) -> np.ndarray | None:
     """Each op's time with the interference of the collectives overlapping it on the
-    schedule (``start``, ``end``); None when nothing overlaps (no collective with bytes)."""
+    schedule (``start``, ``end``); None when nothing overlaps (no collective with bytes).
+    ``among``: a mask of the ops whose collectives count (default all)."""
     from simulator.cost.collectives import bytes_moved
     from simulator.graph.lower import COLLECTIVE_FNS
 
+    counted = np.ones(len(start), dtype=bool) if among is None else among
     comm = np.flatnonzero((lowered.kind == OpKind.COLLECTIVE) & (stream > 0)
-                          & (end > start))
+                          & (end > start) & counted)
     if not len(comm):
         return None
     sms = float(_units(device))

@@ -88,7 +88,10 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
                           0, shards, Axis.DATA, first, phase=phase,
                           local=shard_local).evolve(task=Task.GRAD_SUM)
         _before_all(step, bucket, sync)
-        step.issue_early(sync.name)   # issued by the hook that sees the bucket's last grad
+        if overlap:   # issued by the hook that sees the bucket's last gradient
+            step.issue_early(sync.name)
+        elif last is not None:   # after the backward, one after the other
+            step.add_edge(last, sync.name, nbytes=0)
         if copies > 1:   # hybrid: each shard all-reduced over the copies
             shard = grads // shards
             across = collective(f"dp_all_reduce_copies:{tag}", "all_reduce", shard, shard, 0,

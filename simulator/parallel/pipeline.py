@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from itertools import accumulate
 
 from simulator.graph.collective import Axis, collective, reassembly
-from simulator.graph.op import Op, Role
+from simulator.graph.op import Op, OpKind, Phase, Role
 from simulator.graph.opgraph import OpGraph
 
 
@@ -122,4 +122,31 @@ def _outside(op: Op) -> Op:
     return op.evolve(layer=-1)
 
 
-__all__ = ["stage_graph"]
+def block_on_p2p(step: OpGraph) -> OpGraph:
+    """DeepSpeed's pipeline engine (deepspeed/runtime/pipe/engine.py, its instructions
+    SendActivation, RecvActivation, SendGrad, RecvGrad; pipe/p2p.py): each send and receive is
+    a blocking ``dist.send`` / ``dist.recv`` (a ``dist.broadcast`` in a two-rank group before
+    PyTorch had point-to-point NCCL) run by the engine's instruction loop between compute
+    instructions, so no compute op issued after one starts before it ends. Megatron-LM's
+    schedules instead post the next receive while computing. Each pipeline message op here
+    (``Axis.PIPELINE`` send/recv, the interleaved exchanges, and their backward adjoints)
+    holds back the compute op issued after it. ``step`` is changed in place and returned."""
+    names = step.names()
+    pending: list[str] = []
+    for name in names:
+        op = step.op(name)
+        if op.kind is OpKind.COLLECTIVE:
+            if op.fn == "send_recv" and dict(op.extra).get("axis") == int(Axis.PIPELINE):
+                pending.append(name)
+            continue
+        if pending and op.phase in _BLOCKED:
+            for src in pending:
+                step.add_edge(src, name, nbytes=0)   # later in issue order: no cycle
+            pending = []
+    return step
+
+
+_BLOCKED = (Phase.FORWARD, Phase.BACKWARD, Phase.RECOMPUTE)
+
+
+__all__ = ["block_on_p2p", "stage_graph"]

@@ -22,14 +22,15 @@ from simulator.parallel.data import (
 from simulator.parallel.expert import check as check_expert_parallel
 from simulator.parallel.expert import local_members
 from simulator.parallel.expert import shard as shard_experts
-from simulator.parallel.pipeline import stage_graph
+from simulator.parallel.pipeline import block_on_p2p, stage_graph
 from simulator.parallel.tensor import check as check_tensor_parallel
 from simulator.parallel.tensor import split, wait_for_weight_gradients
-from simulator.plan.parallel import ParallelPlan
+from simulator.plan.parallel import ParallelPlan, PipelineEngine
 from simulator.plan.step import Attention, Finetune, Fusion, Plan
 from simulator.training.backward import training_graph
 from simulator.training.finetune import adapt, dequantize
 from simulator.training.fusion import fuse_attention, fuse_elementwise
+from simulator.training.layout import add_layout_transposes
 from workloads.base import TransformerShape
 from workloads.transformer import Style, TransformerConfig
 
@@ -114,7 +115,8 @@ def _dense_held(parallel: ParallelPlan, layers: int, dense: int, stage: int) -> 
 def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
                 per_node: int) -> Lowered:
     """The device-independent half of a stage: its lowered training step (sweeps memoize it)."""
-    step = dequantize(training_graph(forward, plan), plan)
+    step = add_layout_transposes(dequantize(training_graph(forward, plan), plan),
+                                 plan.channels_last)
     if not parallel.overlap_tp_comm:
         wait_for_weight_gradients(step)
     if plan.fusion is Fusion.COMPILED:
@@ -122,8 +124,13 @@ def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
     if not parallel.fused_grad_accumulation:
         add_grad_accumulation(step, plan)
     dp_local = math.gcd(parallel.replicas, max(per_node // parallel.tp, 1))
+    # DeepSpeed's pipeline engine reduces the gradients after the step's last backward (its
+    # ReduceGrads instruction) and blocks on each pipeline message
+    deepspeed_pipe = parallel.pp > 1 and parallel.pipeline_engine is PipelineEngine.DEEPSPEED
     step = add_data_parallel(step, plan, parallel.replicas, parallel.zero, dp_local,
-                             parallel.overlap_grad_reduce, parallel)
+                             parallel.overlap_grad_reduce and not deepspeed_pipe, parallel)
+    if deepspeed_pipe:
+        block_on_p2p(step)
     add_replicated_grad_reduce(step, plan)
     if parallel.pp > 1:   # Megatron-LM's rank order: the first and last stages are pp-1 apart
         ends_local = 2 if parallel.num_devices <= per_node else 1

@@ -147,6 +147,12 @@ class Plan:
                 "H100), flash-attn-1, flash-attn-2, flash-attn-3 (Hopper) or cudnn"})
     fusion: Fusion = field(default=Fusion.EAGER, metadata={
         "help": "eager (a kernel per op) or compiled (vector ops fused)"})
+    # Convolutions' activations in NHWC (PyTorch's memory_format=torch.channels_last): no layout
+    # transposes around 16-bit convolutions (simulator.training.layout). False: NCHW, PyTorch's
+    # default, where cuDNN's tensor-core kernels transpose each convolution's input and output.
+    channels_last: bool = field(default=False, metadata={
+        "help": "convolutions' activations in NHWC (torch.channels_last): no NCHW/NHWC "
+                "transposes around 16-bit convolutions"})
     # Clip gradients by their global norm before the update: one more pass reading every
     # gradient (torch.nn.utils.clip_grad_norm_; Megatron-LM --clip-grad, 1.0 by default).
     grad_clip: bool = field(default=False, metadata={
@@ -206,7 +212,7 @@ class Plan:
         object.__setattr__(self, "precision", _enum(Precision, self.precision, "precision"))
         object.__setattr__(self, "recompute", _enum(Recompute, self.recompute, "recompute"))
         object.__setattr__(self, "optimizer", _enum(Optimizer, self.optimizer, "optimizer"))
-        for name in ("grad_clip", "fp32_grads", "graphs"):
+        for name in ("grad_clip", "fp32_grads", "graphs", "channels_last"):
             if not isinstance(getattr(self, name), bool):
                 raise PlanError(f"{name} = {getattr(self, name)!r} must be true or false")
         positive(self.micro_batch, "micro_batch", maximum=MAX_BATCH)

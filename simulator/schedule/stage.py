@@ -39,6 +39,9 @@ class StageRun:
     # each op's relative core clock under the plan's power limit (simulator.cost.power);
     # None: the reference clock
     clock: np.ndarray | None = None
+    # a micro-batch's time when not the schedule's (``interfere``: the step's reduction slows
+    # only the last micro-batch); None: from the schedule
+    micro_s: float | None = None
 
     @property
     def per_micro(self) -> np.ndarray:
@@ -47,6 +50,8 @@ class StageRun:
 
     @property
     def t_micro(self) -> float:
+        if self.micro_s is not None:   # set apart from the last micro-batch (``interfere``)
+            return self.micro_s
         mask = self.per_micro
         return float(self.end[mask].max()) if mask.any() else 0.0
 
@@ -92,12 +97,26 @@ def interfere(run: StageRun, device: DeviceSpec, on: bool = True) -> StageRun:
     if slowed is None:
         return run
     low, kernels = run.lowered, engine(len(run.lowered))
-    if hasattr(kernels, "schedule_issued"):
-        start, end = kernels.schedule_issued(low.indptr, low.indices, slowed, on_stream,
-                                             N_STREAMS, run.start)
+
+    def again(time_s):
+        if hasattr(kernels, "schedule_issued"):
+            return kernels.schedule_issued(low.indptr, low.indices, time_s, on_stream,
+                                           N_STREAMS, run.start)
+        return kernels.schedule(low.indptr, low.indices, time_s, on_stream, N_STREAMS)
+
+    start, end = again(slowed)
+    # the step's own collectives (its gradient reduction, ``Phase.COMMUNICATION``) overlap
+    # only the last micro-batch: the others are slowed by their own collectives alone
+    step_comm = run.lowered.phase == Phase.COMMUNICATION
+    micro = run.per_micro
+    alone = slowed_times(run.lowered, device, run.compute_s, run.memory_s, run.time_s,
+                         run.start, run.end, on_stream, among=~step_comm)
+    if step_comm.any() and micro.any():
+        _, end_alone = again(run.time_s if alone is None else alone)
+        micro_s = float(end_alone[micro].max())
     else:
-        start, end = kernels.schedule(low.indptr, low.indices, slowed, on_stream, N_STREAMS)
-    return replace(run, time_s=slowed, start=start, end=end)
+        micro_s = None
+    return replace(run, time_s=slowed, start=start, end=end, micro_s=micro_s)
 
 
 def streams(lowered: Lowered) -> np.ndarray:

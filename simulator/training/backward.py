@@ -44,6 +44,7 @@ from simulator.plan.step import (
     Recompute,
 )
 from simulator.training.finetune import needs_grad
+from simulator.training.fp8 import add_casts as add_fp8_casts
 from simulator.training.loss import add_backward as add_loss_backward
 from simulator.training.loss import add_forward as add_loss_forward
 from simulator.training.loss import vocab_head
@@ -127,7 +128,7 @@ class _Derivation:
         for name in reversed(order):
             self._backward(self.forward.op(name))
         self._optimizer()
-        return self.out
+        return add_fp8_casts(self.out, self.plan)   # Transformer Engine's casts (training.fp8)
 
     # -- helpers ----------------------------------------------------------------------------------
     def _saved(self, name: str) -> str:

@@ -1,0 +1,154 @@
+"""fp8 as Transformer Engine runs it: the cast kernels around each fp8 GEMM of a training step.
+
+Under ``Precision.FP8`` the GEMMs of Transformer Engine's modules run in fp8
+(``simulator.plan.step.Formats.of``), and their operands are cast from 16 bits by kernels of their
+own. Counted from TE (github.com/NVIDIA/TransformerEngine, ``transformer_engine/pytorch/module/
+linear.py``, ``layernorm_linear.py``, ``layernorm_mlp.py``; ``common/transpose/cast_transpose.cu``)
+for delayed scaling on Hopper, whose fp8 GEMMs take only the TN layout, so every operand a
+GEMM reads transposed needs its own transposed fp8 copy:
+
+- **input** (``cast_transpose``, once per GEMM input, shared by the GEMMs that read it: q, k and v,
+  gate and up): the 16-bit activation is read once and written twice in fp8, row-wise for the
+  forward GEMM and column-wise (transposed) for the weight gradient (``input_quantizer.
+  set_usage(rowwise=True, columnwise=backward_needs_input)``): read 2, write 2 bytes per element.
+  When a LayerNorm / RMSNorm writes it (``LayerNormLinear``, ``LayerNormMLP``), the norm kernel
+  writes fp8 itself (``pytorch/csrc/extensions/normalization.cpp``, ``Impl::FULLY_FUSED`` for a
+  ``Float8Quantizer``): the norm writes 1 byte less per element and the cast is a transpose of
+  the fp8 tensor (read 1, write 1).
+- **output gradient** (``cast_transpose``, or ``cast_transpose_dbias`` with a bias: same bytes),
+  once per GEMM in the backward: the 16-bit gradient read once, written row-wise for the data
+  gradient and column-wise for the weight gradient: read 2, write 2.
+- **weight** (``quantize_weight``, a cast and transpose of the 16-bit weight: read 2, write 2 per
+  element), once per step: Megatron-core passes ``is_first_microbatch`` to TE
+  (``megatron/core/extensions/transformer_engine.py``; ``set_is_first_microbatch`` at each step's
+  first micro-batch, ``pipeline_parallel/schedules.py``) and TE caches the fp8 weight and its
+  transpose for the other micro-batches. Priced once per step (``Phase.OPTIMIZER``, task
+  ``FORWARD``: it serves the forward GEMMs), after the layer's update; with Megatron-core's
+  ``--fp8-param-gather`` the update itself writes the fp8 weights, the same bytes.
+- **amax**: delayed scaling computes each tensor's amax inside these cast kernels; the step's
+  amax-history update (one multi-tensor kernel, one small all-reduce) is not priced.
+
+Not modelled: the fp8 copies' memory (TE keeps the column-wise fp8 input for the weight gradient
+where hwsim keeps the 16-bit input: fp8 activation memory is overestimated by up to one byte per
+element of each GEMM input); fp8 all-gathers under sequence parallelism (TE gathers the fp8
+norm output: half the bytes); the dgelu fused into fc1's gradient cast
+(``cast_transpose_dbias_dgelu``); current-scaling and block-scaled (MXFP8) recipes, whose amax is a
+separate pass.
+"""
+from __future__ import annotations
+
+from simulator.graph.op import DType, Op, OpKind, Phase, Task
+from simulator.graph.opgraph import OpGraph
+from simulator.plan.step import Plan
+
+#: fn of the cast kernels (``cast_transpose`` for the weights, too).
+CAST = "cast_transpose"
+_FP8 = DType.FP8.bytes
+_SOURCE = DType.BF16   # a cast op's dtype: the 16-bit tensor it reads (the GEMMs are the fp8 ops)
+_FORWARD = (Task.FORWARD, Task.RECOMPUTE)
+_NORMS = frozenset({"layernorm", "rmsnorm"})
+_PASS = frozenset({"identity", "all_gather"})   # tensor-parallel f: the norm's output, gathered
+
+
+def fp8_gemms(step: OpGraph) -> list[str]:
+    """The step's fp8 linears (forward, recomputed, data and weight gradients), in order."""
+    return [n for n in step.names() if _is_fp8(step.op(n))]
+
+
+def _is_fp8(op: Op) -> bool:
+    return op.kind is OpKind.MATMUL and op.dtype is DType.FP8 and op.fn == "linear"
+
+
+def add_casts(step: OpGraph, plan: Plan) -> OpGraph:
+    """Add the cast kernels of ``step``'s fp8 GEMMs to it (in place; returned)."""
+    width = plan.formats.activation.bytes
+    if plan.formats.compute is not DType.FP8 or width == _FP8:
+        return step
+    names = fp8_gemms(step)
+    by_input: dict[str, list[str]] = {}   # forward GEMMs, by the tensor they read
+    by_output: dict[str, list[str]] = {}  # gradient GEMMs, by the forward linear they are of
+    for name in names:
+        op = step.op(name)
+        if op.task in _FORWARD:
+            inputs = step.inputs(name)
+            if inputs:
+                by_input.setdefault(inputs[0], []).append(name)
+        elif op.task in (Task.DATA_GRAD, Task.WEIGHT_GRAD):
+            by_output.setdefault(op.forward_of, []).append(name)
+    for src, readers in by_input.items():
+        _input_cast(step, src, readers, width)
+    for forward, readers in by_output.items():
+        _grad_cast(step, forward, readers, width)
+    for name in names:
+        op = step.op(name)
+        if op.task is Task.FORWARD and op.params and op.n * op.k:
+            _weight_cast(step, op, width)
+    return step
+
+
+def _add(step: OpGraph, like: Op, name: str, read: int, written: int, task: Task,
+         phase: Phase, sources: list[str], readers: list[str]) -> None:
+    cast = Op(name=name, kind=OpKind.COPY, phase=phase, dtype=_SOURCE, fn=CAST,
+              bytes_read=read, bytes_written=written, layer=like.layer, block=like.block,
+              forward_of=like.forward_of or like.name, task=task)
+    step.add(cast, [])
+    for index, src in enumerate(sources):
+        step.add_edge(src, name, index)
+    step.issue_early(name)   # TE casts as soon as its input is ready, before its GEMMs
+    for reader in readers:   # ordering: the fp8 copies live with the 16-bit tensor (not counted)
+        step.add_edge(name, reader, len(step.inputs(reader)), nbytes=0)
+
+
+def _fused_norm(step: OpGraph, src: str, readers: list[str]) -> str | None:
+    """The norm that writes ``src`` (through the tensor-parallel f) if every reader of its
+    output is an fp8 GEMM: Transformer Engine's LayerNormLinear / LayerNormMLP."""
+    op = step.op(src)
+    if op.kind is OpKind.COLLECTIVE and op.fn in _PASS and len(step.inputs(src)) == 1:
+        if set(step.consumers(src)) != set(readers):
+            return None
+        src = step.inputs(src)[0]
+        op = step.op(src)
+    if op.kind is not OpKind.NORM or op.fn not in _NORMS:
+        return None
+    forward = [c for c in step.consumers(src) if step.op(c).phase is op.phase]
+    if not all(_is_fp8(step.op(c)) or step.op(c).kind is OpKind.COLLECTIVE for c in forward):
+        return None
+    return src
+
+
+def _input_cast(step: OpGraph, src: str, readers: list[str], width: int) -> None:
+    first = step.op(readers[0])
+    elements = first.m * first.k
+    norm = _fused_norm(step, src, readers)
+    if norm is not None:   # the norm writes fp8; a transpose makes the column-wise copy
+        op = step.op(norm)
+        saved = op.out_bytes // width * (width - _FP8)
+        step.nx.nodes[norm]["op"] = op.evolve(bytes_written=max(op.bytes_written - saved, 0))
+        read, written = elements * _FP8, elements * _FP8
+    else:
+        read, written = elements * width, 2 * elements * _FP8
+    _add(step, first, f"{CAST}:{readers[0]}", read, written, first.task, first.phase, [src],
+         readers)
+
+
+def _grad_cast(step: OpGraph, forward: str, readers: list[str], width: int) -> None:
+    """One cast of the output gradient of ``forward`` for its data- and weight-gradient GEMMs."""
+    sources = list(dict.fromkeys(
+        p for r in readers for p in step.inputs(r)
+        if step.op(p).phase is Phase.BACKWARD and step.op(p).task is not Task.REGATHER
+        and step.op(p).fn != CAST))
+    first = step.op(readers[0])   # a data or weight gradient: the forward's m, n, k
+    elements = first.m * first.n
+    _add(step, first, f"{CAST}:grad:{forward}", elements * width, 2 * elements * _FP8,
+         Task.DATA_GRAD, Phase.BACKWARD, sources, readers)
+
+
+def _weight_cast(step: OpGraph, op: Op, width: int) -> None:
+    """The weight's fp8 copy and its transpose, once per step, after its layer's update."""
+    elements = op.n * op.k
+    update = f"optimizer:L{op.layer}"
+    _add(step, op, f"{CAST}:weight:{op.name}", elements * width, 2 * elements * _FP8,
+         Task.FORWARD, Phase.OPTIMIZER, [update] if update in step else [], [])
+
+
+__all__ = ["CAST", "add_casts", "fp8_gemms"]

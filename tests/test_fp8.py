@@ -1,0 +1,70 @@
+"""fp8 as Transformer Engine runs it (simulator.training.fp8): the cast kernels of each fp8 GEMM,
+their bytes in closed form."""
+import pytest
+
+from simulator.graph.op import DType, OpKind, Phase
+from simulator.plan.step import Plan
+from simulator.training.backward import training_graph
+from simulator.training.fp8 import CAST
+from workloads.transformer import TransformerConfig
+
+
+def _step(layers, hidden, heads, seq, batch, precision="fp8", **kw):
+    c = TransformerConfig("t", layers, hidden, heads, vocab=100, seq_len=seq, **kw)
+    return c, training_graph(c.forward_graph(batch, DType.BF16),
+                             Plan(micro_batch=batch, precision=precision))
+
+
+def _casts(step, phase):
+    return [step.op(n) for n in step.names()
+            if step.op(n).fn == CAST and step.op(n).phase is phase]
+
+
+@pytest.mark.parametrize("layers, hidden, heads, seq, batch", [
+    (1, 64, 4, 16, 2), (3, 128, 8, 32, 1), (2, 96, 3, 8, 5)])
+def test_cast_bytes_in_closed_form(layers, hidden, heads, seq, batch):
+    """Per layer of a GPT (q, k, v, o, fc1, fc2 in fp8; 16-bit activations, a = 2 bytes):
+    forward, the norms write fp8 (LayerNormLinear, LayerNormMLP) and a transpose makes the
+    column-wise copy (1 + 1 byte per element, twice), the attention output and the GeLU output
+    are cast and transposed (2 + 2); backward, each GEMM's output gradient is cast and
+    transposed (2 + 2); once per step each weight (2 + 2)."""
+    c, step = _step(layers, hidden, heads, seq, batch)
+    rows, h, f = batch * seq, hidden, c.ffn_dim
+    forward = sum(op.bytes_read + op.bytes_written for op in _casts(step, Phase.FORWARD))
+    assert forward == layers * rows * (2 * h * 2 + 4 * h + 4 * f)
+    backward = sum(op.bytes_read + op.bytes_written for op in _casts(step, Phase.BACKWARD))
+    assert backward == layers * rows * 4 * (5 * h + f)
+    weights = sum(op.bytes_read + op.bytes_written for op in _casts(step, Phase.OPTIMIZER))
+    assert weights == layers * 4 * (4 * h * h + 2 * h * f)
+    # the layers' norms write fp8 instead of 16 bits; the final norm (before the 16-bit head)
+    # does not
+    _, bf16 = _step(layers, hidden, heads, seq, batch, precision="bf16")
+    for name in ("L0.layernorm", "L0.layernorm#1"):
+        assert bf16.op(name).bytes_written - step.op(name).bytes_written == rows * h
+    assert bf16.op("layernorm").bytes_written == step.op("layernorm").bytes_written
+
+
+def test_each_cast_precedes_its_gemms_and_follows_its_input():
+    _, step = _step(1, 64, 4, 16, 2)
+    order = {n: i for i, n in enumerate(step.names())}
+    for op in _casts(step, Phase.FORWARD) + _casts(step, Phase.BACKWARD):
+        readers = step.consumers(op.name)
+        assert readers and all(step.op(r).dtype is DType.FP8 for r in readers)
+        assert all(order[op.name] < order[r] for r in readers)
+        # issued right after its input, not at the end of the graph
+        assert order[op.name] == max(order[s] for s in step.inputs(op.name)) + 1 or any(
+            step.op(n).fn == CAST for n in step.names()[max(order[s] for s in
+                                                             step.inputs(op.name)) + 1:
+                                                         order[op.name]])
+
+
+def test_no_casts_without_fp8_nor_for_16_bit_gemms():
+    """bf16 has none; under fp8 the head and the attention core stay 16-bit (Formats.of)."""
+    _, bf16 = _step(2, 64, 4, 16, 2, precision="bf16")
+    assert not [n for n in bf16.names() if bf16.op(n).fn == CAST]
+    _, step = _step(2, 64, 4, 16, 2)
+    cast_of = {step.op(n).forward_of for n in step.names() if step.op(n).fn == CAST}
+    assert not any(name.startswith("lm_head") or "scores" in name or "context" in name
+                   for name in cast_of)
+    assert all(step.op(n).kind is OpKind.COPY and step.op(n).out_bytes == 0
+               for n in step.names() if step.op(n).fn == CAST)
