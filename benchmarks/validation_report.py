@@ -125,6 +125,7 @@ def hardware(row: dict[str, str]):
 
 def parallel_plan(row: dict[str, str]) -> ParallelPlan:
     fields = {key: int(row[key]) for key in PARALLEL_INTS}
+    fields["ep"] = int(row.get("ep") or 1)   # expert parallel (the last column; empty: 1)
     fields.update({key: _flag(row[key]) for key in PARALLEL_FLAGS})
     return ParallelPlan(schedule=row["schedule"], **fields)
 
