@@ -282,17 +282,22 @@ def layer_22b_section() -> list[str]:
 
 
 def conv_fits_section() -> list[str]:
-    """The convolution fits of ``simulator.calibrate.conv`` on NeuSight's fp32 conv table: per
-    GPU the rate, the fixed cost and the held-out error, with the spec's own."""
-    from simulator.calibrate.conv import fit_table
+    """The convolution fits of ``simulator.calibrate.conv`` on NeuSight's fp32 conv table and
+    DeepBench's fp16 and fp32 ones: per GPU the rate, the fixed cost and the held-out error,
+    with the spec's own."""
+    from simulator.calibrate.conv import fit_deepbench_table, fit_table
 
-    fits = fit_table(ROOT / "tests" / "data" / "neusight_conv_kernels.csv")
-    rows = [[f.device, _code(f.catalogue), f"{f.rate:.2f}", f"{f.fixed_s * 1e6:.0f} µs",
-             str(f.fitted_rows), str(f.held_out_rows),
+    data = ROOT / "tests" / "data"
+    fits = [("NeuSight", f) for f in fit_table(data / "neusight_conv_kernels.csv").values()]
+    for precision in ("fp16", "fp32"):
+        fits += [("DeepBench", f) for f in
+                 fit_deepbench_table(data / "deepbench_conv.csv", precision).values()]
+    rows = [[source, f.device, _code(f.catalogue), f.precision, f.passes, f"{f.rate:.2f}",
+             f"{f.fixed_s * 1e6:.0f} µs", str(f.fitted_rows), str(f.held_out_rows),
              f"{100 * f.held_out_median_error:.1f} %", f"{100 * f.unfitted_median_error:.1f} %"]
-            for f in fits.values()]
-    return _table(["GPU", "spec", "rate", "fixed cost", "fitted", "held out",
-                   "held-out median |error|", "at the spec's efficiency"], rows)
+            for source, f in fits]
+    return _table(["table", "GPU", "spec", "format", "passes", "rate", "fixed cost", "fitted",
+                   "held out", "held-out median |error|", "at the spec's efficiency"], rows)
 
 
 def neusight_labels_section() -> list[str]:

@@ -21,7 +21,14 @@ Of the rest, the rate is fitted on the upper half (the geometric mean of ``compu
 fixed)``, where the fixed cost is a small share) and the fixed cost on the smallest quarter (the
 median of ``measured - the rate's time``, where it dominates), alternately until both settle.
 
-Data: NeuSight (Lee et al., ASPLOS 2025; github.com/sitar-lab/NeuSight, MIT licence, commit
+Two tables. DeepBench (Baidu, github.com/baidu-research/DeepBench, Apache-2.0, commit da81ba7;
+``tests/data/deepbench_conv.csv``): 94 training convolutions of six applications (1x1 to 20x5
+kernels, strides 1 and 2), forward, data and weight gradients, fp16 on tensor cores (NHWC) and
+fp32, on a V100 (DGX-1) and a T4, cuDNN 7.6.2, timed back to back (``code/nvidia/conv_bench.cu``),
+so the fixed cost is the kernels' own; the three passes are priced as hwsim prices them, on the
+forward's implicit GEMM (``fit_deepbench``).
+
+NeuSight (Lee et al., ASPLOS 2025; github.com/sitar-lab/NeuSight, MIT licence, commit
 6945927), ``scripts/asplos/data/dataset/train/collect/conv/p2.1.0/<GPU>.csv``: fp32 forward
 convolutions, PyTorch 2.1.0, cuDNN 8.9.2, CUDA 12.1, every fourth row
 (``tests/data/neusight_conv_kernels.csv``). Their shapes are all 3x3, stride 1, padding 1
@@ -54,35 +61,50 @@ class ConvFit:
     held_out_rows: int
     held_out_median_error: float      # the fit's median |predicted / measured - 1|
     unfitted_median_error: float      # at the spec's own conv (or matmul) efficiency, no fixed
+    precision: str = "fp32"
+    passes: str = "forward"           # the passes timed: forward, or forward, dgrad, wgrad
 
 
-def implicit_gemm(batch, cin, cout, kernel, size, stride, pad):
-    """(M, N, K, direct FLOPs, bytes) of square fp32 convolutions, as arrays."""
+def implicit_gemm(batch, cin, cout, kernel, size, stride, pad, width=None, kernel_w=None,
+                  stride_w=None, pad_w=None, element_bytes=_FP32):
+    """(M, N, K, direct FLOPs, bytes) of convolutions, as arrays: square unless the ``_w``
+    (width) figures are given."""
     batch, cin, cout, kernel, size, stride, pad = (np.asarray(a, dtype=np.float64) for a in
                                                    (batch, cin, cout, kernel, size, stride, pad))
-    out = np.floor((size + 2 * pad - kernel) / stride) + 1
-    m, n, k = batch * out * out, cout, cin * kernel * kernel
-    nbytes = _FP32 * (batch * cin * size * size + n * k + m * n)
+    width, kernel_w, stride_w, pad_w = (np.asarray(a if a is not None else b, dtype=np.float64)
+                                        for a, b in ((width, size), (kernel_w, kernel),
+                                                     (stride_w, stride), (pad_w, pad)))
+    out_h = np.floor((size + 2 * pad - kernel) / stride) + 1
+    out_w = np.floor((width + 2 * pad_w - kernel_w) / stride_w) + 1
+    m, n, k = batch * out_h * out_w, cout, cin * kernel * kernel_w
+    nbytes = element_bytes * (batch * cin * size * width + n * k + m * n)
     return m, n, k, 2 * m * n * k, nbytes
 
 
-def _shape_terms(rows: list[dict], spec):
-    """Per row: direct FLOPs over the fp32 peak x tile efficiency (s), and memory time (s)."""
+def _terms(m, n, k, flops, nbytes, spec, dtype):
+    """Per row: direct FLOPs over the format's peak x tile efficiency (s), and the bytes'
+    time at the streaming rate (s)."""
     from simulator.cost.efficiency import REFERENCE_GEMM, gpu_tiles
+
+    arch = spec.architecture
+    tiles = np.ones(len(m))
+    if arch.matrix_tile and arch.compute_units:
+        tiles = (gpu_tiles(m, n, k, 1, arch.matrix_tile, arch.compute_units)
+                 / gpu_tiles(REFERENCE_GEMM, REFERENCE_GEMM, REFERENCE_GEMM, 1,
+                             arch.matrix_tile, arch.compute_units))
+    compute = flops / (spec.peak_for(dtype) * tiles)
+    memory = nbytes / (spec.main_memory.bandwidth_bytes_per_s * spec.memory_efficiency)
+    return compute, memory
+
+
+def _shape_terms(rows: list[dict], spec):
+    """NeuSight rows: (direct FLOPs, compute s at rate 1, memory s), fp32."""
     from simulator.graph.op import DType
 
     cols = {key: [float(r[key]) for r in rows]
             for key in ("batch", "cin", "cout", "kernel", "size", "stride", "pad")}
     m, n, k, flops, nbytes = implicit_gemm(**cols)
-    arch = spec.architecture
-    tiles = np.ones(len(rows))
-    if arch.matrix_tile and arch.compute_units:
-        tiles = (gpu_tiles(m, n, k, 1, arch.matrix_tile, arch.compute_units)
-                 / gpu_tiles(REFERENCE_GEMM, REFERENCE_GEMM, REFERENCE_GEMM, 1,
-                             arch.matrix_tile, arch.compute_units))
-    compute = flops / (spec.peak_for(DType.FP32) * tiles)
-    memory = nbytes / (spec.main_memory.bandwidth_bytes_per_s * spec.memory_efficiency)
-    return flops, compute, memory
+    return (flops, *_terms(m, n, k, flops, nbytes, spec, DType.FP32))
 
 
 def predict_s(compute: np.ndarray, memory: np.ndarray, rate, fixed_s) -> np.ndarray:
@@ -98,8 +120,13 @@ def fit(rows: list[dict], device: str, spec) -> ConvFit:
         raise ValueError(f"{device}: {len(mine)} convolutions; need 50")
     flops, compute, memory = _shape_terms(mine, spec)
     measured = np.array([float(r["latency_ms"]) * 1e-3 for r in mine])
+    return _fit_arrays(device, spec, flops, compute, memory, measured)
+
+
+def _fit_arrays(device: str, spec, flops, compute, memory, measured, **labels) -> ConvFit:
+    """The rate and fixed cost of timed convolutions, the largest-FLOPs fifth held out."""
     order = np.argsort(flops, kind="stable")
-    count = len(mine)
+    count = len(measured)
     cut = count - max(1, round(HELD_OUT * count))
     held = np.zeros(count, dtype=bool)
     held[order[cut:]] = True
@@ -115,7 +142,50 @@ def fit(rows: list[dict], device: str, spec) -> ConvFit:
     unfitted = np.abs(predict_s(compute, memory, base, spec.op_overhead_s)[held]
                       / measured[held] - 1)
     return ConvFit(device, spec.name, rate, fixed, cut, count - cut,
-                   float(np.median(errors)), float(np.median(unfitted)))
+                   float(np.median(errors)), float(np.median(unfitted)), **labels)
+
+
+#: DeepBench's GPUs and the catalogue spec of each (V100: a DGX-1's SXM2 16 GB, the chip and
+#: clocks of the 32 GB part; T4: the T4).
+DEEPBENCH_CATALOGUE = {"NVIDIA V100 (DGX-1)": "v100-sxm2-32gb", "NVIDIA T4": "t4"}
+_PASSES = ("fwd", "dgrad", "wgrad")
+
+
+def fit_deepbench(rows: list[dict], device: str, spec, precision: str = "fp16") -> ConvFit:
+    """Fit ``device``'s convolutions of DeepBench's table (``tests/data/deepbench_conv.csv``) in
+    ``precision`` (fp16: fp16 inputs, fp32 accumulation on tensor cores, NHWC; fp32), the
+    forward, data-gradient and weight-gradient times together, each priced as hwsim prices the
+    three: the forward's implicit GEMM (M = N x P x Q, N = K, K = C x R x S) and its FLOPs."""
+    from simulator.graph.op import DType
+
+    mine = [r for r in rows if r["device"] == device and r["precision"] == precision]
+    if len(mine) < 50:
+        raise ValueError(f"{device}: {len(mine)} {precision} convolutions; need 50")
+    col = {key: np.array([float(r[key]) for r in mine]) for key in
+           ("n", "c", "k", "r", "h", "stride_h", "pad_h", "w", "s", "stride_w", "pad_w")}
+    dtype = DType.FP16 if precision == "fp16" else DType.FP32
+    m, n, k, flops, nbytes = implicit_gemm(
+        col["n"], col["c"], col["k"], col["r"], col["h"], col["stride_h"], col["pad_h"],
+        width=col["w"], kernel_w=col["s"], stride_w=col["stride_w"], pad_w=col["pad_w"],
+        element_bytes=dtype.bytes)
+    compute, memory = _terms(m, n, k, flops, nbytes, spec, dtype)
+    keep: list[tuple[int, float]] = []
+    for p in _PASSES:   # a pass DeepBench did not time (the data gradient of an image) is empty
+        keep += [(i, float(r[f"{p}_ms"]) * 1e-3) for i, r in enumerate(mine) if r[f"{p}_ms"]]
+    index = np.array([i for i, _ in keep])
+    measured = np.array([t for _, t in keep])
+    return _fit_arrays(device, spec, flops[index], compute[index], memory[index], measured,
+                       precision=precision, passes="forward, dgrad, wgrad")
+
+
+def fit_deepbench_table(path, precision: str = "fp16") -> dict[str, ConvFit]:
+    """Every DeepBench GPU's fit in ``precision`` from the table at ``path``."""
+    from hardware_specs.loader import load_device
+
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {device: fit_deepbench(rows, device, load_device(name), precision)
+            for device, name in DEEPBENCH_CATALOGUE.items()}
 
 
 #: The NeuSight GPUs of the table and the catalogue spec of each (same chip, clocks and memory).
@@ -132,4 +202,5 @@ def fit_table(path) -> dict[str, ConvFit]:
     return {device: fit(rows, device, load_device(name)) for device, name in CATALOGUE.items()}
 
 
-__all__ = ["CATALOGUE", "ConvFit", "fit", "fit_table", "implicit_gemm", "predict_s"]
+__all__ = ["CATALOGUE", "DEEPBENCH_CATALOGUE", "ConvFit", "fit", "fit_deepbench",
+           "fit_deepbench_table", "fit_table", "implicit_gemm", "predict_s"]
