@@ -127,6 +127,10 @@ def parallel_plan(row: dict[str, str]) -> ParallelPlan:
     fields = {key: int(row[key]) for key in PARALLEL_INTS}
     fields["ep"] = int(row.get("ep") or 1)   # expert parallel (the last column; empty: 1)
     fields.update({key: _flag(row[key]) for key in PARALLEL_FLAGS})
+    # the library that ran the sharding and the pipeline (columns sharding, pipeline_engine;
+    # absent or empty: PyTorch FSDP, Megatron-LM's schedules)
+    fields["sharding"] = row.get("sharding") or "fsdp"
+    fields["pipeline_engine"] = row.get("pipeline_engine") or "megatron"
     return ParallelPlan(schedule=row["schedule"], **fields)
 
 

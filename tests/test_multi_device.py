@@ -57,7 +57,9 @@ def test_transformer_model_flops_are_three_forwards():
 
 def test_pure_data_parallel_scales_throughput():
     one = _run()
-    many = _run(ParallelPlan(dp=8))
+    # without NCCL's interference (simulator.cost.interference) the compute is the same
+    many = _run(ParallelPlan(dp=8, comm_interference=False))
+    assert _run(ParallelPlan(dp=8)).step_time_s >= many.step_time_s
     assert many.num_devices == 8 and many.parallel["cluster"] == "8xa100-sxm4-80gb"
     assert many.micro_batches == one.micro_batches
     assert many.hardware_flops_per_step == 8 * one.hardware_flops_per_step
@@ -182,8 +184,12 @@ def test_zero3_gathers_weights_forward_and_backward():
     r = _run(ParallelPlan(dp=8, zero=3))
     names = r.ops[r.ops.kind == "collective"].name
     assert names.str.startswith("zero3_all_gather_forward").sum() == 25   # 24 layers + head
-    assert names.str.startswith("zero3_all_gather_backward").sum() == 25
-    assert r.step_time_s > _run(ParallelPlan(dp=8)).step_time_s
+    # FSDP keeps its root unit (embeddings, final norm, head) gathered through the backward
+    assert names.str.startswith("zero3_all_gather_backward").sum() == 24
+    # 3 Psi of traffic against DDP's 2 Psi (Rajbhandari et al. 2020, sec. 7), every
+    # micro-batch; its step can still be shorter: the update is sharded (1/8 of Adam's passes)
+    # and the gathers hide behind the compute
+    assert r.parallel["communication_s"] > _run(ParallelPlan(dp=8)).parallel["communication_s"]
 
 
 @settings(max_examples=8, deadline=None)
