@@ -13,7 +13,7 @@ import numpy as np
 from hardware_specs.cluster import ClusterSpec, cluster_for, list_clusters, load_cluster
 from hardware_specs.loader import load_device
 from hardware_specs.spec import DeviceSpec
-from simulator.cost import attention
+from simulator.cost import attention, precision
 from simulator.cost.energy import op_energy, step_energy
 from simulator.cost.power import check_limit
 from simulator.errors import PlanError, SpecError, WorkloadError, did_you_mean, shown
@@ -98,6 +98,7 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         num_devices = parallel.num_devices
     device, cluster, n = resolve_hardware(hardware, num_devices)
     device = attention.with_kernel(device, plan.attention_kernel)   # the plan's fused kernel
+    format_note = precision.check(device, plan)   # PlanError where it cannot train in it
     limit_w = check_limit(plan.power_limit_w, device)
     if node_overhead_w is None:   # the preset's datasheet node power less its devices' TDPs
         node_overhead_w = cluster.node_overhead_w if cluster else 0.0
@@ -202,6 +203,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         result.notes.append(f"{device.name} has a measured matmul efficiency but no calibration "
                             "of its other ops' compute: they run at the datasheet vector rate, "
                             "so step time is an optimistic bound (hwsim calibrate measures them)")
+    if format_note:
+        result.notes.append(format_note)
     if plan.attention is Attention.FUSED and attention.note(device):
         result.notes.append(attention.note(device))
     if device.priors:

@@ -145,10 +145,11 @@ def test_a_factory_calling_sys_exit_is_one_line(tmp_path):
 # ------------------------------------------------------ outputs: invariants, internal errors
 
 def test_mfu_and_hfu_count_only_what_the_kernels_run():
-    """The Snapdragon has no bf16 matrix peak: everything runs at its vector rate, the MFU's
-    denominator too; a causal fused core counts half its s x s products, so MFU <= HFU <= 1
-    (was 1.0067 / 1.029; llama2-7b at 131k tokens on an H100 was 1.085 / 1.237)."""
-    for result in (simulate("gpt2-small", "snapdragon-8g3"),
+    """The Snapdragon has no floating-point matrix peak: fp32 runs at its vector rate, the
+    MFU's denominator too (bf16 is refused: simulator.cost.precision); a causal fused core
+    counts half its s x s products, so MFU <= HFU <= 1 (was 1.0067 / 1.029; llama2-7b at 131k
+    tokens on an H100 was 1.085 / 1.237)."""
+    for result in (simulate("gpt2-small", "snapdragon-8g3", precision="fp32"),
                    simulate("llama2-7b", "h100", seq_len=131072)):
         assert 0 < result.mfu <= result.hfu <= 1
 
