@@ -28,10 +28,16 @@ GEMM reads transposed needs its own transposed fp8 copy:
 - **amax**: delayed scaling computes each tensor's amax inside these cast kernels; the step's
   amax-history update (one multi-tensor kernel, one small all-reduce) is not priced.
 
-Not modelled: the fp8 copies' memory (TE keeps the column-wise fp8 input for the weight gradient
-where hwsim keeps the 16-bit input: fp8 activation memory is overestimated by up to one byte per
-element of each GEMM input); fp8 all-gathers under sequence parallelism (TE gathers the fp8
-norm output: half the bytes); the dgelu fused into fc1's gradient cast
+Memory: what a GEMM keeps for its weight gradient is the column-wise fp8 copy of its input
+(``ctx.save_for_backward`` of the quantized input in ``linear.py``), 1 byte per element: the cast
+op's output (``out_bytes``), which the weight-gradient GEMM reads instead of the 16-bit input, so
+the 16-bit tensor lives on only where something else keeps it (FlashAttention its output, the
+attention's context; a GeLU its input, not its output), and a norm that writes fp8 holds 1 byte
+per element (``saved_bytes`` counts the same for ``simulator.training.saved``).
+
+Not modelled: the row-wise fp8 copy, transient (freed after the forward GEMM); under sequence
+parallelism the kept sequence shard stays 16-bit and is gathered again at 16 bits (TE gathers the
+fp8 norm output: half the bytes); the dgelu fused into fc1's gradient cast
 (``cast_transpose_dbias_dgelu``); current-scaling and block-scaled (MXFP8) recipes, whose amax is a
 separate pass.
 """
@@ -57,6 +63,17 @@ def fp8_gemms(step: OpGraph) -> list[str]:
 
 def _is_fp8(op: Op) -> bool:
     return op.kind is OpKind.MATMUL and op.dtype is DType.FP8 and op.fn == "linear"
+
+
+def saved_bytes(op: Op, src: Op, plan: Plan) -> int | None:
+    """What fp8 linear ``op`` (a forward op, 16-bit in the forward graph) keeps of its input
+    ``src`` for its weight gradient: the column-wise fp8 copy, 1 byte per element; None if
+    ``op`` is not an fp8 GEMM under ``plan``."""
+    width = plan.formats.activation.bytes
+    if (plan.formats.compute is not DType.FP8 or op.kind is not OpKind.MATMUL
+            or op.fn != "linear" or plan.formats.of(op.kind, op.block) is not DType.FP8):
+        return None
+    return src.out_bytes // width * _FP8
 
 
 def add_casts(step: OpGraph, plan: Plan) -> OpGraph:
@@ -87,10 +104,10 @@ def add_casts(step: OpGraph, plan: Plan) -> OpGraph:
 
 
 def _add(step: OpGraph, like: Op, name: str, read: int, written: int, task: Task,
-         phase: Phase, sources: list[str], readers: list[str]) -> None:
+         phase: Phase, sources: list[str], readers: list[str], kept: int = 0) -> None:
     cast = Op(name=name, kind=OpKind.COPY, phase=phase, dtype=_SOURCE, fn=CAST,
-              bytes_read=read, bytes_written=written, layer=like.layer, block=like.block,
-              forward_of=like.forward_of or like.name, task=task)
+              bytes_read=read, bytes_written=written, out_bytes=kept, layer=like.layer,
+              block=like.block, forward_of=like.forward_of or like.name, task=task)
     step.add(cast, [])
     for index, src in enumerate(sources):
         step.add_edge(src, name, index)
@@ -123,12 +140,20 @@ def _input_cast(step: OpGraph, src: str, readers: list[str], width: int) -> None
     if norm is not None:   # the norm writes fp8; a transpose makes the column-wise copy
         op = step.op(norm)
         saved = op.out_bytes // width * (width - _FP8)
-        step.nx.nodes[norm]["op"] = op.evolve(bytes_written=max(op.bytes_written - saved, 0))
+        step.nx.nodes[norm]["op"] = op.evolve(bytes_written=max(op.bytes_written - saved, 0),
+                                              out_bytes=op.out_bytes - saved)
         read, written = elements * _FP8, elements * _FP8
     else:
         read, written = elements * width, 2 * elements * _FP8
-    _add(step, first, f"{CAST}:{readers[0]}", read, written, first.task, first.phase, [src],
-         readers)
+    name = f"{CAST}:{readers[0]}"
+    _add(step, first, name, read, written, first.task, first.phase, [src], readers,
+         kept=elements * _FP8)
+    for reader in readers:   # the weight gradient reads the kept fp8 copy, not the input
+        wgrad = [c for c in step.consumers(src) if step.op(c).task is Task.WEIGHT_GRAD
+                 and step.op(c).forward_of == (step.op(reader).forward_of or reader)]
+        for grad in wgrad:
+            step.nx.remove_edge(src, grad)
+            step.add_edge(name, grad, len(step.inputs(grad)))
 
 
 def _grad_cast(step: OpGraph, forward: str, readers: list[str], width: int) -> None:
@@ -151,4 +176,4 @@ def _weight_cast(step: OpGraph, op: Op, width: int) -> None:
          Task.FORWARD, Phase.OPTIMIZER, [update] if update in step else [], [])
 
 
-__all__ = ["CAST", "add_casts", "fp8_gemms"]
+__all__ = ["CAST", "add_casts", "fp8_gemms", "saved_bytes"]
