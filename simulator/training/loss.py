@@ -30,7 +30,9 @@ per micro-batch of Pythia 70M), and what the frameworks do with them is several 
   (``ctx.save_for_backward(exp_logits, ...)``, the softmax), and scaled in place there: the
   ops after the cast read it (out_bytes 0), so it lives from the cast until the backward's
   cast back. The row-sized work (target mask, the gathered target logit, ``log``, the loss;
-  the backward's ``grad_2d[arange, target] -= 1``) stays in the ``LOSS`` op and the ``mul``.
+  the backward's ``grad_2d[arange, target] -= 1``) stays in the ``LOSS`` op and the ``mul``:
+  in eager PyTorch those are a dozen more small kernels (comparisons, ``clone``, index gathers
+  and puts, ``arange``), which one op each stands for here.
   With fp32 logits there is no cast: the passes work in place on the head's output, and the
   ``mul`` writes the gradient as a new tensor (an approximation: Megatron scales in place).
   PyTorch's own ``F.cross_entropy`` on an fp32 cast (``log_softmax`` then ``nll_loss``,
