@@ -174,7 +174,8 @@ def test_node_power_from_datasheets_in_run_totals():
     in run totals; --node-overhead-w 0 leaves the devices alone."""
     from hardware_specs.cluster import load_cluster
 
-    for name, node_w, tdp in (("dgx-a100", 6500, 400), ("dgx-h100", 10200, 700)):
+    for name, node_w, tdp in (("dgx-a100", 6500, 400), ("dgx-h100", 10200, 700),
+                              ("dgx-b200", 14300, 1000)):
         cluster = load_cluster(name)
         assert cluster.node_power_w == node_w
         assert cluster.node_overhead_w == pytest.approx(node_w - 8 * tdp)
