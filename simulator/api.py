@@ -27,6 +27,7 @@ from simulator.plan.step import Attention, Plan
 from simulator.report.depth import extrapolate
 from simulator.report.figures import (
     DEFAULT_GRID_KG_CO2_PER_KWH,
+    DEFAULT_NODE_COST_USD,
     DEFAULT_PUE,
     check_run,
     communication_s,
@@ -48,7 +49,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
              steps: float | None = None,
              grid_kg_co2_per_kwh: float = DEFAULT_GRID_KG_CO2_PER_KWH, pue: float = DEFAULT_PUE,
              node_overhead_w: float | None = None, cache: StageBuilder | None = None,
-             **plan_fields) -> Result:
+             own_years: float | None = None, electricity_usd_per_kwh: float | None = None,
+             node_cost_usd: float = DEFAULT_NODE_COST_USD, **plan_fields) -> Result:
     """Predict one training step of ``workload`` on ``hardware``, one device or many.
 
     ``hardware``: a device (catalogue name, spec file or ``DeviceSpec``), with ``num_devices``
@@ -70,6 +72,10 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     cooling and power delivery; 1.0, the default, counts the devices alone). ``cache``: where
     the stages' device-independent graphs come from (a ``simulator.StageCache`` keeps them
     across calls; by default they are built afresh): the same figures either way.
+    ``own_years`` and ``electricity_usd_per_kwh`` (both or neither) add ``own_cost_usd`` to
+    the run totals: the devices' purchase price and ``node_cost_usd`` per node amortised over
+    ``own_years``, the run's share of them, plus its energy at that price
+    (``simulator.report.figures.own_cost``).
 
     Per-device figures (memory, power, ``tflops_per_device``, MFU, HFU) are those of the
     busiest device; ``samples_per_s`` and ``tokens_per_s`` are the whole system's.
@@ -78,7 +84,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     """
     _check_arguments(workload, hardware, plan, parallel, num_devices, cache)
     check_run(tokens=tokens, steps=steps, grid_kg_co2_per_kwh=grid_kg_co2_per_kwh, pue=pue,
-              node_overhead_w=node_overhead_w)
+              node_overhead_w=node_overhead_w, own_years=own_years,
+              electricity_usd_per_kwh=electricity_usd_per_kwh, node_cost_usd=node_cost_usd)
     work = get_workload(workload)
     plan_fields, parallel_fields, seq_len = _keywords(plan_fields)
     if seq_len is not None:
@@ -107,7 +114,9 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         return fitting_micro_batch(
             work, cluster or device, plan, parallel, n,
             {"tokens": tokens, "steps": steps, "grid_kg_co2_per_kwh": grid_kg_co2_per_kwh,
-             "pue": pue, "node_overhead_w": node_overhead_w, "cache": cache})
+             "pue": pue, "node_overhead_w": node_overhead_w, "cache": cache,
+             "own_years": own_years, "electricity_usd_per_kwh": electricity_usd_per_kwh,
+             "node_cost_usd": node_cost_usd})
     depths = _depths(work, parallel)
     if depths is not None:   # a deep stack: two shallower ones, extrapolated
         small, large = (simulate(work.with_layers(k), cluster or device, plan, parallel=parallel,
@@ -117,7 +126,9 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                              parallel.stage_layers(work.layers) if parallel.pp > 1 else None)
         result.totals = run_totals(result, device, work.tokens_per_sample, tokens, steps,
                                    grid_kg_co2_per_kwh, pue,
-                                   node_overhead_w * (cluster.nodes if cluster else 1))
+                                   node_overhead_w * (cluster.nodes if cluster else 1),
+                                   _owning(own_years, electricity_usd_per_kwh, node_cost_usd,
+                                           cluster.nodes if cluster else 1))
         return result.check()
     m = micro_batches(work, plan, parallel, n)
     runs, unsplit = [], None
@@ -219,7 +230,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                             "its energy figures in part")
     nodes = cluster.nodes if cluster else 1
     result.totals = run_totals(result, device, per_sample_tokens, tokens, steps,
-                            grid_kg_co2_per_kwh, pue, node_overhead_w * nodes)
+                            grid_kg_co2_per_kwh, pue, node_overhead_w * nodes,
+                            _owning(own_years, electricity_usd_per_kwh, node_cost_usd, nodes))
     return result.check()
 
 
@@ -289,6 +301,15 @@ def _runs(parallel: ParallelPlan, m: int) -> bool:
     if parallel.micro_batches is not None and m != parallel.micro_batches:
         return False
     return not (parallel.schedule is Schedule.INTERLEAVED and m % parallel.pp)
+
+
+def _owning(years: float | None, usd_per_kwh: float | None, node_cost_usd: float,
+            nodes: int) -> dict | None:
+    """``run_totals``' ``own`` (None: no cost of owning asked for)."""
+    if years is None:
+        return None
+    return {"own_years": years, "electricity_usd_per_kwh": usd_per_kwh,
+            "nodes_cost_usd": node_cost_usd * nodes}
 
 
 def _keywords(keywords: dict) -> tuple[dict, dict, int | None]:

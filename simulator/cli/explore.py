@@ -9,7 +9,14 @@ from __future__ import annotations
 import argparse
 import math
 
-from simulator.cli.flags import add_plan_fields, add_set_flag, parse_sets, plan_values
+from simulator.cli.flags import (
+    add_plan_fields,
+    add_run_flags,
+    add_set_flag,
+    parse_sets,
+    plan_values,
+    run_values,
+)
 from simulator.errors import HwsimError, PlanError
 
 _GB = 1e9
@@ -23,8 +30,10 @@ def add_commands(sub) -> None:
     c.add_argument("model", help="as for predict")
     _devices_flag(c, required=True)
     c.add_argument("--num-devices", type=int, default=None, help="devices of each kind")
+    c.add_argument("--seq-len", type=int, default=None, help="override the model's context")
     add_plan_fields(c, unset=True)
     c.add_argument("--tokens", type=positive_float, default=None, help="whole run: tokens")
+    add_run_flags(c)
     add_set_flag(c)
     out = c.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print JSON records")
@@ -36,6 +45,8 @@ def add_commands(sub) -> None:
     s.add_argument("--tokens", type=positive_float, default=None, help="whole run: tokens")
     s.add_argument("--out", default=None, help="write the rows to a .csv or .parquet file "
                    "(kept when interrupted); default: CSV on stdout")
+    s.add_argument("--seq-len", type=int, default=None, help="override the model's context")
+    add_run_flags(s)
     add_set_flag(s)
     p = sub.add_parser("plan", help="the cheapest / fastest / greenest way to train on T tokens "
                        "within a deadline and a budget")
@@ -49,6 +60,8 @@ def add_commands(sub) -> None:
     p.add_argument("--top", type=int, default=10, help="feasible configurations to print")
     p.add_argument("--out", default=None, help="write every configuration with its verdict to "
                    "a .csv or .parquet file")
+    p.add_argument("--seq-len", type=int, default=None, help="override the model's context")
+    add_run_flags(p)
     add_set_flag(p)
 
 
@@ -66,9 +79,9 @@ def _grid_flags(p) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes (default: the CPUs)")
     p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
                    help="run on this Dask scheduler instead of local processes")
-    p.add_argument("--pue", type=positive_float, default=None, help="for run totals (default 1.0)")
-    p.add_argument("--grid-intensity", type=positive_float, default=None, metavar="KG_PER_KWH",
-                   help="grid carbon intensity for run totals (default 0.39)")
+    # --grid-intensity: the old name of --carbon-intensity (add_run_flags), kept working
+    p.add_argument("--grid-intensity", dest="carbon_intensity", type=positive_float,
+                   default=None, help=argparse.SUPPRESS)
 
 
 # ------------------------------------------------------------------------------- commands
@@ -78,8 +91,8 @@ def compare_command(args) -> int:
 
     fields = {key: value for key, value in plan_values(args, FIELDS).items()
               if value is not None}
-    rows = compare(args.model, args.devices, num_devices=args.num_devices, tokens=args.tokens,
-                   overrides=parse_sets(args.set), **fields)
+    rows = compare(_model(args), _specs(args, args.devices), num_devices=args.num_devices,
+                   tokens=args.tokens, totals=run_values(args), **fields)
     if args.json:
         print(rows.to_json(orient="records", indent=2))
     elif args.csv:
@@ -94,10 +107,9 @@ def sweep_command(args) -> int:
 
     client = _client(args.scheduler)
     try:
-        rows = sweep(args.model, args.devices, args.device_counts,
+        rows = sweep(_model(args), _specs(args, args.devices), args.device_counts,
                      parse_grid(args.grid) or None, tokens=args.tokens,
-                     overrides=parse_sets(args.set), workers=args.workers, client=client,
-                     out=args.out, **_totals(args))
+                     workers=args.workers, client=client, out=args.out, **run_values(args))
     finally:
         if client is not None:
             client.close()
@@ -122,18 +134,19 @@ def plan_command(args) -> int:
 
 
 def _plan(args, writer) -> int:
-    from simulator.explore.capacity import capacity_plan
+    from simulator.explore.capacity import DEFAULT_DEVICES, capacity_plan
     from simulator.explore.sweep import frame, parse_grid
 
     if args.top < 1:
         raise PlanError(f"--top = {args.top} must be a positive integer")
     client = _client(args.scheduler)
     try:
-        report = capacity_plan(args.model, args.tokens, devices=args.devices,
+        report = capacity_plan(_model(args), args.tokens,
+                      devices=_specs(args, args.devices or DEFAULT_DEVICES),
                       device_counts=args.device_counts, deadline_days=args.deadline_days,
                       budget_usd=args.budget_usd, rank_by=args.rank_by,
                       plans=parse_grid(args.grid) or None, workers=args.workers,
-                      overrides=parse_sets(args.set), client=client, **_totals(args))
+                      client=client, **run_values(args))
     finally:
         if client is not None:
             client.close()
@@ -200,9 +213,22 @@ def _table(rows, columns: list[str]) -> str:
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="n/a")
 
 
-def _totals(args) -> dict:
-    totals = {"pue": args.pue, "grid_kg_co2_per_kwh": args.grid_intensity}
-    return {key: value for key, value in totals.items() if value is not None}
+def _model(args):
+    """``args.model`` over ``--seq-len`` tokens when given (``simulator.api.with_seq_len``)."""
+    if args.seq_len is None:
+        return args.model
+    from simulator.api import with_seq_len
+    from workloads.zoo import get_workload
+
+    return with_seq_len(get_workload(args.model), args.seq_len)
+
+
+def _specs(args, devices):
+    """The devices loaded, with ``--set`` and ``--price-per-hour`` applied."""
+    from simulator.explore.sweep import resolve_devices, with_prices
+
+    return with_prices(resolve_devices(list(devices), parse_sets(args.set)),
+                       args.price_per_hour)
 
 
 def _client(address: str | None):

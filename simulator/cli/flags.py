@@ -8,6 +8,7 @@ fields' names, so ``plan_values`` reads them back.
 from __future__ import annotations
 
 import argparse
+import math
 
 from simulator.errors import SpecError
 from simulator.plan.fields import PARALLEL, PLAN, PlanField
@@ -45,6 +46,67 @@ def add_set_flag(p: argparse.ArgumentParser) -> None:
                    "=6e12, tdp_w=500, price_per_hour_usd=2.5); repeatable")
 
 
+def add_run_flags(p: argparse.ArgumentParser, prices: bool = True) -> None:
+    """The run totals' flags every command that predicts shares (predict, compare, sweep,
+    plan): datacentre PUE, carbon intensity, the cost of owning (``own_cost_usd``) and, with
+    ``prices``, per-device prices."""
+    p.add_argument("--pue", type=_positive, default=None,
+                   help="datacentre power usage effectiveness for run totals (default 1.0)")
+    p.add_argument("--carbon-intensity", dest="carbon_intensity", type=_positive, default=None,
+                   metavar="KG_PER_KWH", help="grid carbon intensity for run totals (default "
+                   "0.39, U.S. 2022, EIA)")
+    p.add_argument("--own-years", type=_positive, default=None, metavar="N",
+                   help="own_cost_usd: the devices bought and kept N years (with "
+                        "--electricity-usd-per-kwh)")
+    p.add_argument("--electricity-usd-per-kwh", type=_positive, default=None, metavar="P",
+                   help="own_cost_usd: the price of electricity (with --own-years)")
+    p.add_argument("--node-cost-usd", type=_positive, default=None, metavar="USD",
+                   help="own_cost_usd: a node's parts besides its devices (default 32,010, a "
+                        "DGX H100's, SemiAnalysis 2023)")
+    if prices:
+        p.add_argument("--price-per-hour", type=parse_prices, default=None,
+                       metavar="DEVICE=USD,...", help="on-demand USD per device-hour by device "
+                       "(a100=1.8,h100=2.5), instead of the catalogue's")
+
+
+def run_values(args: argparse.Namespace) -> dict:
+    """``simulate``'s run-total keywords from ``add_run_flags``' flags (those given)."""
+    values = {"pue": args.pue, "grid_kg_co2_per_kwh": args.carbon_intensity,
+              "own_years": args.own_years,
+              "electricity_usd_per_kwh": args.electricity_usd_per_kwh,
+              "node_cost_usd": args.node_cost_usd}
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def parse_prices(text: str) -> dict[str, float]:
+    """``"a100=1.8,h100=2.5"`` (``--price-per-hour``) -> ``{"a100": 1.8, "h100": 2.5}``; a
+    bare price (``2.5``) prices every device: ``{"*": 2.5}``."""
+    prices: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        if not sep and "," not in text:
+            name, sep, value = "*", "=", item
+        try:
+            price = float(value)
+        except ValueError:
+            price = math.nan
+        if not sep or not name.strip() or not (math.isfinite(price) and 0 < price <= 1e6):
+            raise argparse.ArgumentTypeError(
+                f"{item.strip()!r}: write DEVICE=USD per device-hour, such as a100=1.8,h100=2.5")
+        prices[name.strip()] = price
+    return prices
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0")
+    return value
+
+
 def parse_sets(items: list[str] | None) -> dict[str, str]:
     """``["PATH=VALUE", ...]`` (``--set``) -> ``{PATH: VALUE}`` for
     ``hardware_specs.override``."""
@@ -58,4 +120,5 @@ def parse_sets(items: list[str] | None) -> dict[str, str]:
     return changes
 
 
-__all__ = ["add_plan_fields", "add_set_flag", "flag", "parse_sets", "plan_values"]
+__all__ = ["add_plan_fields", "add_run_flags", "add_set_flag", "flag", "parse_prices",
+           "parse_sets", "plan_values", "run_values"]

@@ -14,7 +14,15 @@ import sys
 
 from hardware_specs import override as whatif
 from simulator.cli.explore import COMMANDS, add_commands, positive_float
-from simulator.cli.flags import add_plan_fields, add_set_flag, flag, parse_sets, plan_values
+from simulator.cli.flags import (
+    add_plan_fields,
+    add_run_flags,
+    add_set_flag,
+    flag,
+    parse_sets,
+    plan_values,
+    run_values,
+)
 from simulator.errors import HwsimError, InternalError, PlanError, clean, read_input
 from simulator.plan.fields import PARALLEL, PLAN
 
@@ -96,10 +104,10 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
                      help="whole run: tokens to train on")
     run.add_argument("--steps", type=positive_float, default=None,
                      help="whole run: optimizer steps")
-    p.add_argument("--pue", type=positive_float, default=None,
-                   help="datacentre power usage effectiveness for run totals (default 1.0)")
-    p.add_argument("--grid", type=positive_float, default=None, metavar="KG_PER_KWH",
-                   help="grid carbon intensity for run totals (default 0.39, U.S. 2022, EIA)")
+    add_run_flags(p)
+    # --grid: the old name of --carbon-intensity (a sweep's --grid is its plan grid)
+    p.add_argument("--grid", dest="carbon_intensity", type=positive_float, default=None,
+                   help=argparse.SUPPRESS)
     add_set_flag(p)
 
 
@@ -167,8 +175,9 @@ def simulate_args(args):
     # batch the largest that fits (simulate's fitting_micro_batch)
     fields = {key: value for key, value in plan_values(args, PLAN).items()
               if not (key == "micro_batch" and value is None)}
-    totals = {key: value for key, value in
-              (("pue", args.pue), ("grid_kg_co2_per_kwh", args.grid)) if value is not None}
+    totals = run_values(args)
+    if args.price_per_hour:
+        hardware = _priced(hardware, args.price_per_hour)
     result = simulate(work, hardware, parallel=parallel, num_devices=num_devices,
                       tokens=args.tokens, steps=args.steps, node_overhead_w=args.node_overhead_w,
                       **totals, **fields)
@@ -210,6 +219,20 @@ def _runs(values: list[int]) -> str:
     """[7, 8, 8, 7] -> '7, 8 x 2, 7'."""
     counted = ((value, len(list(run))) for value, run in itertools.groupby(values))
     return ", ".join(f"{value}" + (f" x {n}" if n > 1 else "") for value, n in counted)
+
+
+def _priced(hardware, prices: dict):
+    """``hardware`` (device name, spec or cluster) with its device's ``--price-per-hour``."""
+    import dataclasses
+
+    from hardware_specs.cluster import ClusterSpec
+    from hardware_specs.loader import load_device
+    from simulator.explore.sweep import with_prices
+
+    if isinstance(hardware, ClusterSpec):
+        return dataclasses.replace(hardware, device=with_prices([hardware.device], prices)[0])
+    device = hardware if not isinstance(hardware, str) else load_device(hardware)
+    return with_prices([device], prices)[0]
 
 
 def _hardware_and_parallel(args):
@@ -286,6 +309,12 @@ def format_summary(s: dict) -> str:
         lines.append(f"  whole run          {s['steps']:.4g} steps, {s['total_time_s'] / 86400:.4g}"
                      f" days, {s['device_hours']:,.0f} device-hours, {s['energy_kwh']:,.0f} kWh,"
                      f" {s['co2_kg']:,.0f} kg CO2, cost {cost}")
+        if "own_cost_usd" in s:
+            owned = (f"${s['own_cost_usd']:,.0f}" if s["own_cost_usd"] is not None
+                     else "n/a (no purchase price: --set purchase_usd=...)")
+            lines.append(f"  owning             {owned} (devices and nodes over "
+                         f"{s['own_years']:g} years, electricity at "
+                         f"${s['electricity_usd_per_kwh']:g}/kWh) vs renting {cost}")
     lines += [f"  note: {note}" for note in s.get("notes", [])]
     return "\n".join(lines)
 
@@ -409,12 +438,16 @@ def _devices(args) -> int:
     from hardware_specs.loader import list_devices, load_device
     from simulator.graph.op import DType
 
+    from simulator.cost.status import status_line
+
     devices = {name: load_device(name) for name in list_devices()}  # all valid, then print
     for name, d in devices.items():
         print(f"{name:16s} {d.device_class.value:11s} bf16 {d.peak_for(DType.BF16) / 1e12:7.1f} "
               f"TFLOP/s  fp32 {d.peak_for(DType.FP32) / 1e12:6.1f}  mem "
               f"{d.memory_bytes / 1e9:6.0f} GB at {d.memory_bandwidth_bytes_per_s / 1e9:6.0f} GB/s"
-              f"  TDP {d.tdp_w:.0f} W")
+              f"  TDP {d.tdp_w:.0f} W  {status_line(d)}")
+    print("per op class: measured (a cited kernel measurement), calibrated (hwsim calibrate), "
+          "kernel-fit, prior (the class median), datasheet (the peak: optimistic), as-gemm")
     return 0
 
 

@@ -29,7 +29,7 @@ from hardware_specs.loader import load_device
 from hardware_specs.override import override
 from hardware_specs.spec import DeviceSpec
 from simulator.api import simulate
-from simulator.errors import PlanError, WorkloadError
+from simulator.errors import PlanError, SpecError, WorkloadError
 from simulator.explore.memo import StageCache
 from simulator.plan import fields as plan_fields
 from simulator.plan.fields import plain
@@ -48,7 +48,7 @@ COMPARE_COLUMNS = ("device", "num_devices", "status", "step_time_s", "samples_pe
                    "tokens_per_s", "mfu", "peak_memory_bytes", "memory_capacity_bytes", "fits",
                    "energy_j_per_step", "avg_power_w", "tokens_per_joule", "samples_per_kwh",
                    "tflops_per_watt", "price_per_hour_usd", "cost_usd_per_step",
-                   "total_time_days", "energy_kwh", "co2_kg", "cost_usd")
+                   "total_time_days", "energy_kwh", "co2_kg", "cost_usd", "own_cost_usd")
 _SUMMARY_DROPPED = ("model", "device", "num_devices", "precision", "micro_batch")
 _FLUSH_S = 2.0  # at most one rewrite of ``out`` per this many seconds while a sweep runs
 
@@ -115,11 +115,13 @@ def _sweep(writer, model, devices, device_counts, plans, workers, overrides, tok
 
 def compare(model, devices: list[str | DeviceSpec], *, num_devices: int | None = None,
             tokens: float | None = None, overrides: dict[str, object] | None = None,
-            **plan_fields) -> pd.DataFrame:
-    """One row per device, the same plan on each (``COMPARE_COLUMNS``); evaluated here."""
+            totals: dict | None = None, **plan_fields) -> pd.DataFrame:
+    """One row per device, the same plan on each (``COMPARE_COLUMNS``); evaluated here.
+    ``totals``: ``simulate``'s run-total keywords (``pue``, ``grid_kg_co2_per_kwh``,
+    ``own_years``, ``electricity_usd_per_kwh``, ...)."""
     counts = None if num_devices is None else [num_devices]
     rows = sweep(model, devices, counts, [plan_fields], tokens=tokens, overrides=overrides,
-                 workers=1, progress=False)
+                 workers=1, progress=False, **(totals or {}))
     return rows[[c for c in COMPARE_COLUMNS if c in rows.columns]].reset_index(drop=True)
 
 
@@ -168,6 +170,31 @@ def resolve_devices(devices: list[str | DeviceSpec], overrides: dict | None) -> 
         raise PlanError("no devices given: name at least one (see 'hwsim devices')")
     specs = [d if isinstance(d, DeviceSpec) else load_device(str(d).strip()) for d in devices]
     return [override(spec, overrides) for spec in specs] if overrides else specs
+
+
+def with_prices(specs: list[DeviceSpec], prices: dict[str, float] | None) -> list[DeviceSpec]:
+    """``specs`` with on-demand prices per device-hour by device (``--price-per-hour``:
+    ``{"a100": 1.8, "h100": 2.5}``; a catalogue alias names the device it loads; ``"*"``
+    prices every device not named). SpecError naming a device that is not among ``specs``."""
+    if not prices:
+        return specs
+    named: dict[str, float] = {}
+    for key, price in prices.items():
+        if key == "*":
+            continue
+        try:
+            name = load_device(key).name
+        except SpecError:
+            name = key
+        if all(spec.name != name for spec in specs):
+            raise SpecError(f"--price-per-hour {key}={price:g}: {key} is not among the devices "
+                            f"({', '.join(spec.name for spec in specs)}); name one of them")
+        named[name] = price
+    out = []
+    for spec in specs:
+        price = named.get(spec.name, prices.get("*"))
+        out.append(spec if price is None else override(spec, {"price_per_hour_usd": price}))
+    return out
 
 
 def frame(rows: dict[int, dict]) -> pd.DataFrame:

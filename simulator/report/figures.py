@@ -19,6 +19,13 @@ _J_PER_KWH = 3.6e6
 # datacentre's cooling and power delivery multiply it (Uptime Institute, Global Data Center
 # Survey 2023: industry average 1.58; Google, 2023 Environmental Report: fleet average 1.10).
 DEFAULT_PUE = 1.0
+# Owning: a node's parts besides its devices -- CPUs, memory, NICs and transceivers, storage,
+# chassis, power supplies -- $32,010 for an 8-GPU DGX H100 (SemiAnalysis's bill of materials,
+# "AI Server Cost Analysis", 2023-05: 5,200 + 7,860 + 3,456 + 10,908 + 563 + 875 + 463 + 1,200
+# + 1,485, as summed in epoch-research/training-cost-trends, h100_manufacturing_cost.ipynb).
+# A cluster's network beyond the nodes, buildings and staff are not counted.
+DEFAULT_NODE_COST_USD = 32_010.0
+HOURS_PER_YEAR = 24 * 365.25
 
 
 def system_flops(run, unsplit, parallel: ParallelPlan, m: int,
@@ -100,7 +107,11 @@ def _flops(lowered, micro_batches: int) -> tuple[float, float]:
 #: devices alone) to 10, a grid intensity to 10 kg CO2/kWh (coal: about 1), a node's power
 #: besides its devices to 10 MW.
 RUN_LIMITS = {"tokens": (0.0, 1e16), "steps": (0.0, 1e12), "pue": (1.0, 10.0),
-              "grid_kg_co2_per_kwh": (0.0, 10.0), "node_overhead_w": (0.0, 1e7)}
+              "grid_kg_co2_per_kwh": (0.0, 10.0), "node_overhead_w": (0.0, 1e7),
+              # owning: devices kept up to 100 years, electricity to $10/kWh (retail prices
+              # are $0.05-0.40), a node's other parts to $10M
+              "own_years": (0.0, 100.0), "electricity_usd_per_kwh": (0.0, 10.0),
+              "node_cost_usd": (0.0, 1e7)}
 
 
 def check_run(**figures) -> None:
@@ -109,15 +120,20 @@ def check_run(**figures) -> None:
     for name, value in figures.items():
         if value is not None:
             low, high = RUN_LIMITS[name]
-            bounded(value, name, low, high, low_open=name in ("tokens", "steps"))
+            bounded(value, name, low, high, low_open=name in ("tokens", "steps", "own_years"))
+    if (figures.get("own_years") is None) != (figures.get("electricity_usd_per_kwh") is None):
+        raise PlanError("the cost of owning needs both own_years and electricity_usd_per_kwh "
+                        "(--own-years N --electricity-usd-per-kwh P)")
 
 
 def run_totals(result: Result, device: DeviceSpec, tokens_per_sample: int | None,
             tokens: float | None, steps: float | None, grid: float,
-            pue: float, overhead_w: float = 0.0) -> dict[str, float | None]:
+            pue: float, overhead_w: float = 0.0, own: dict | None = None
+               ) -> dict[str, float | None]:
     """Whole-run totals (figures checked by ``check_run``). ``overhead_w``: the power of
     everything in the nodes besides the devices (all nodes together), drawn over the whole
-    run."""
+    run. ``own``: ``own_years``, ``electricity_usd_per_kwh`` and ``nodes_cost_usd`` (all the
+    nodes' parts besides the devices) for ``own_cost_usd`` (``own_cost``)."""
     if tokens is None and steps is None:
         return {}
     if tokens is not None and steps is not None:
@@ -138,8 +154,27 @@ def run_totals(result: Result, device: DeviceSpec, tokens_per_sample: int | None
     return {"steps": steps, "total_time_s": total_s, "device_hours": device_hours,
             "energy_kwh": kwh, "co2_kg": kwh * grid,
             "cost_usd": device_hours * price if price is not None else None,
-            "pue": pue, "grid_kg_co2_per_kwh": grid, "node_overhead_w": overhead_w}
+            "pue": pue, "grid_kg_co2_per_kwh": grid, "node_overhead_w": overhead_w,
+            **({"own_cost_usd": own_cost(device, result.num_devices, total_s, kwh, **own),
+                "own_years": own["own_years"],
+                "electricity_usd_per_kwh": own["electricity_usd_per_kwh"]}
+               if own and own.get("own_years") is not None else {})}
 
 
-__all__ = ["DEFAULT_GRID_KG_CO2_PER_KWH", "DEFAULT_PUE", "RUN_LIMITS", "check_run",
-           "communication_s", "counted_fraction", "run_totals", "system_flops"]
+def own_cost(device: DeviceSpec, devices: int, total_s: float, kwh: float, own_years: float,
+             electricity_usd_per_kwh: float, nodes_cost_usd: float) -> float | None:
+    """What a run costs its owner: the devices' purchase and the nodes' other parts
+    (``nodes_cost_usd``, all nodes) amortised over ``own_years`` (straight-line), the run
+    paying the share of those years it takes, plus its energy (``kwh``, with the PUE and the
+    nodes' power) at ``electricity_usd_per_kwh``. None when the device has no purchase price.
+    Not counted: the cluster's network beyond the nodes, buildings, staff, financing, idle
+    time between runs (the run pays its own hours only)."""
+    if device.purchase_usd is None:
+        return None
+    share = total_s / 3600 / (own_years * HOURS_PER_YEAR)
+    return share * (devices * device.purchase_usd + nodes_cost_usd) + kwh * electricity_usd_per_kwh
+
+
+__all__ = ["DEFAULT_GRID_KG_CO2_PER_KWH", "DEFAULT_NODE_COST_USD", "DEFAULT_PUE", "RUN_LIMITS",
+           "check_run", "communication_s", "counted_fraction", "own_cost", "run_totals",
+           "system_flops"]

@@ -1,0 +1,193 @@
+"""Money and ownership (issue 22, item 6) and one vocabulary for run totals (item 8): cited
+prices in the catalogue, --price-per-hour by device, the cost of owning beside renting, and
+--pue, --carbon-intensity, --seq-len on predict, compare, sweep and plan."""
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from hardware_specs.loader import load_device, parse_device
+from simulator import simulate
+from simulator.cli import main
+from simulator.errors import PlanError, SpecError
+from simulator.explore.sweep import compare, resolve_devices, with_prices
+from simulator.report.figures import DEFAULT_NODE_COST_USD, HOURS_PER_YEAR
+
+DEVICES = Path(__file__).resolve().parents[1] / "hardware_specs" / "devices"
+
+
+def cli(argv, capsys):
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def load_device_text(text: str):
+    return parse_device(text.encode(), "test.toml")
+
+
+def _price_table(path: Path) -> str:
+    text = path.read_text()
+    match = re.search(r"^\[price\]\n((?:#.*\n|\w+ = .*\n)+)", text, re.M)
+    return match.group(1) if match else ""
+
+
+def test_catalogue_prices_are_cited_and_plausible():
+    """Each [price] table cites its figures (a source and a year in its comments), on-demand
+    prices lie between $0.05 and $50 per device-hour and purchase prices between $500 and
+    $100,000 (the catalogue's range: a T4 hour, a B200's share of a DGX). At least 18
+    devices have an on-demand price and 24 a purchase price (TPUs and Trainium are not
+    sold; the others say no figure was found)."""
+    hourly = bought = 0
+    for path in sorted(DEVICES.glob("*.toml")):
+        spec = load_device(str(path))
+        table = _price_table(path)
+        if spec.price_per_hour_usd is None and spec.purchase_usd is None:
+            continue
+        comments = " ".join(line for line in table.splitlines() if line.startswith("#"))
+        assert re.search(r"(19|20)\d\d", comments), path.name
+        assert re.search(r"[a-z0-9]\.(com|ai|io|org|net)|arXiv|AWS|Google|Intel|AMD|NVIDIA",
+                         comments), path.name
+        if spec.price_per_hour_usd is not None:
+            hourly += 1
+            assert 0.05 <= spec.price_per_hour_usd <= 50, path.name
+        if spec.purchase_usd is not None:
+            bought += 1
+            assert 500 <= spec.purchase_usd <= 100_000, path.name
+    assert hourly >= 18 and bought >= 24
+
+
+def test_a_price_table_needs_a_figure():
+    base = (DEVICES / "t4.toml").read_text()
+    table = "\n[price]\n" + _price_table(DEVICES / "t4.toml")
+    assert table in base
+    only_purchase = load_device_text(base.replace(table, "\n[price]\npurchase_usd = 2000\n"))
+    assert (only_purchase.price_per_hour_usd, only_purchase.purchase_usd) == (None, 2000)
+    with pytest.raises(SpecError, match="price.*empty table"):
+        load_device_text(base.replace(table, "\n[price]\n"))
+    with pytest.raises(SpecError, match="purchase_usd.*> 0"):
+        load_device_text(base.replace(table, "\n[price]\npurchase_usd = -5\n"))
+
+
+def test_own_cost_is_the_amortised_purchase_plus_energy():
+    """Straight-line: the run pays the share of the owning years it takes of the devices'
+    purchase and of each node's other parts, plus its kWh at the electricity price."""
+    r = simulate("gpt3-1.3b", "h100", num_devices=16, micro_batch=4, global_batch=64,
+                 tokens=1e10, own_years=4, electricity_usd_per_kwh=0.12, pue=1.3)
+    t = r.totals
+    share = t["total_time_s"] / 3600 / (4 * HOURS_PER_YEAR)
+    h100 = load_device("h100")
+    expected = share * (16 * h100.purchase_usd + 2 * DEFAULT_NODE_COST_USD) \
+        + t["energy_kwh"] * 0.12
+    assert t["own_cost_usd"] == pytest.approx(expected, rel=1e-12)
+    assert t["cost_usd"] == pytest.approx(t["device_hours"] * h100.price_per_hour_usd)
+    # a device kept twice as long costs half as much per run (energy unchanged)
+    longer = simulate("gpt3-1.3b", "h100", num_devices=16, micro_batch=4, global_batch=64,
+                      tokens=1e10, own_years=8, electricity_usd_per_kwh=0.12, pue=1.3)
+    assert longer.totals["own_cost_usd"] - t["energy_kwh"] * 0.12 == pytest.approx(
+        (expected - t["energy_kwh"] * 0.12) / 2)
+
+
+def test_no_purchase_price_no_own_cost():
+    r = simulate("gpt2-small", "tpu-v4", micro_batch=1, tokens=1e8, own_years=3,
+                 electricity_usd_per_kwh=0.1)
+    assert r.totals["own_cost_usd"] is None and r.totals["cost_usd"] is not None
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"own_years": 3}, "both own_years and electricity_usd_per_kwh"),
+    ({"electricity_usd_per_kwh": 0.1}, "both own_years and electricity_usd_per_kwh"),
+    ({"own_years": 0, "electricity_usd_per_kwh": 0.1}, "own_years"),
+    ({"own_years": 3, "electricity_usd_per_kwh": math.nan}, "electricity_usd_per_kwh"),
+])
+def test_own_cost_bad_input(kwargs, words):
+    with pytest.raises(PlanError, match=words):
+        simulate("gpt2-small", "h100", micro_batch=1, tokens=1e8, **kwargs)
+
+
+def test_prices_by_device():
+    specs = with_prices(resolve_devices(["a100", "h100", "mi300x"], None),
+                        {"a100": 1.8, "h100-sxm5-80gb": 2.5})
+    assert [s.price_per_hour_usd for s in specs] == [1.8, 2.5, None]
+    every = with_prices(resolve_devices(["a100", "mi300x"], None), {"*": 3.0, "a100": 1.0})
+    assert [s.price_per_hour_usd for s in every] == [1.0, 3.0]
+    with pytest.raises(SpecError, match="h200 is not among the devices"):
+        with_prices(resolve_devices(["a100"], None), {"h200": 2.0})
+
+
+def test_compare_rows_rent_and_own(capsys):
+    code, out, _ = cli(["compare", "gpt3-1.3b", "--devices", "a100,h100,mi300x",
+                        "--num-devices", "8", "--micro-batch", "4", "--global-batch", "64",
+                        "--tokens", "1e10", "--price-per-hour", "a100=1.8,h100=2.5",
+                        "--own-years", "4", "--electricity-usd-per-kwh", "0.1", "--json"],
+                       capsys)
+    assert code == 0
+    rows = {row["device"]: row for row in json.loads(out)}
+    a100 = rows["a100-sxm4-80gb"]
+    assert a100["price_per_hour_usd"] == 1.8
+    assert a100["cost_usd"] == pytest.approx(a100["total_time_days"] * 24 * 8 * 1.8)
+    assert rows["mi300x"]["cost_usd"] is None and rows["mi300x"]["own_cost_usd"] > 0
+    assert all(row["own_cost_usd"] < row["cost_usd"] for row in rows.values()
+               if row["cost_usd"] is not None)
+
+
+def test_predict_prints_owning_beside_renting(capsys):
+    code, out, _ = cli(["predict", "gpt2-small", "--device", "h100", "--micro-batch", "8",
+                        "--tokens", "1e9", "--own-years", "3", "--electricity-usd-per-kwh",
+                        "0.15", "--price-per-hour", "2.0"], capsys)
+    assert code == 0
+    assert re.search(r"owning +\$[\d,]+ \(devices and nodes over 3 years, electricity at "
+                     r"\$0.15/kWh\) vs renting \$[\d,]+", out)
+
+
+def test_run_flags_are_one_vocabulary(capsys):
+    """--pue and --carbon-intensity mean the same on predict and compare (--grid on predict
+    and --grid-intensity on sweep and plan stay as their old names); --seq-len too."""
+    base = ["gpt2-small", "--micro-batch", "4", "--tokens", "1e9"]
+    code, out, _ = cli(["predict", *base, "--device", "a100", "--pue", "1.5",
+                        "--carbon-intensity", "0.2", "--json"], capsys)
+    predicted = json.loads(out)
+    assert predicted["co2_kg"] == pytest.approx(predicted["energy_kwh"] * 0.2)
+    code, out, _ = cli(["predict", *base, "--device", "a100", "--pue", "1.5", "--grid", "0.2",
+                        "--json"], capsys)
+    assert json.loads(out)["co2_kg"] == predicted["co2_kg"]
+    code, out, _ = cli(["compare", *base, "--devices", "a100", "--pue", "1.5",
+                        "--carbon-intensity", "0.2", "--json"], capsys)
+    (row,) = json.loads(out)
+    assert row["energy_kwh"] == pytest.approx(predicted["energy_kwh"])
+    assert row["co2_kg"] == pytest.approx(predicted["co2_kg"])
+    code, out, _ = cli(["compare", *base, "--devices", "a100", "--seq-len", "256", "--json"],
+                       capsys)
+    (row,) = json.loads(out)
+    assert row["tokens_per_s"] == pytest.approx(row["samples_per_s"] * 256)
+    for flag in ("--carbon-intensity", "--grid-intensity"):
+        code, out, _ = cli(["sweep", "gpt2-small", "--grid", "micro_batch=4", "--tokens",
+                            "1e9", "--devices", "a100", "--workers", "1", flag, "0.2",
+                            "--pue", "1.5"], capsys)
+        assert code == 0 and "co2_kg" in out
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["predict", "gpt2-small", "--device", "a100", "--tokens", "1e9", "--own-years", "3"],
+     "electricity_usd_per_kwh"),
+    (["compare", "gpt2-small", "--devices", "a100", "--price-per-hour", "h100=2"],
+     "h100 is not among the devices"),
+    (["compare", "gpt2-small", "--devices", "a100", "--price-per-hour", "a100=cheap"],
+     "DEVICE=USD"),
+    (["sweep", "gpt2-small", "--devices", "a100", "--electricity-usd-per-kwh", "-1"],
+     "finite number > 0"),
+    (["compare", "gpt2-small", "--devices", "a100", "--seq-len", "0"], "seq_len = 0"),
+    (["compare", "resnet-50", "--devices", "a100", "--seq-len", "128"], "language models"),
+])
+def test_bad_run_flags_are_one_line(argv, words, capsys):
+    code, out, err = cli(argv, capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and words in err and "Traceback" not in err
+
+
+def test_compare_api_takes_totals():
+    rows = compare("gpt2-small", ["a100"], micro_batch=4, tokens=1e9,
+                   totals={"own_years": 2, "electricity_usd_per_kwh": 0.1})
+    assert rows.own_cost_usd.iloc[0] > 0
