@@ -20,7 +20,7 @@ from simulator.cli.flags import (
 from simulator.errors import HwsimError, PlanError
 
 _GB = 1e9
-_PLAN_COLUMNS = ["device", "num_devices", "dp", "tp", "pp", "cp", "schedule", "zero",
+_PLAN_COLUMNS = ["device", "num_devices", "dp", "tp", "pp", "cp", "ep", "schedule", "zero",
                  "recompute", "micro_batch"]
 
 
@@ -164,8 +164,9 @@ def plan_text(report, top: int = 10) -> str:
     """The top feasible configurations, the Pareto front and the rejections by reason."""
     columns = ["rank", *_PLAN_COLUMNS, "total_time_days", "cost_usd", "energy_kwh", "mfu",
                "tflops_per_watt", "peak_memory_bytes"]
-    if "cp" in report.rows and (report.rows["cp"].fillna(1) == 1).all():
-        columns.remove("cp")   # shown only when some plan splits the sequences
+    for size in ("cp", "ep"):   # shown only when some plan splits sequences or experts
+        if size not in report.rows or (report.rows[size].fillna(1) == 1).all():
+            columns.remove(size)
     feasible = _pipeline_shown(report.feasible)
     front = _pipeline_shown(report.pareto).sort_values(["total_time_s", "config"])
     distinct = front.drop_duplicates(["device", "num_devices", "total_time_s", "cost_usd",
