@@ -26,7 +26,7 @@ import dataclasses
 import math
 from typing import Any
 
-from hardware_specs.loader import EFFICIENCIES, PEAK_DTYPES
+from hardware_specs.loader import EFFICIENCIES, IDLE_PRIORS, PEAK_DTYPES
 from hardware_specs.spec import Architecture, DeviceSpec
 from simulator.errors import SpecError, shown
 
@@ -58,6 +58,12 @@ def override(device: DeviceSpec, changes: dict[str, object]) -> DeviceSpec:
                 raise
             raise SpecError(f"--set {text}" if text.startswith(str(path).strip())
                             else f"--set {path}: {text}") from None
+    keys = {str(path).strip() for path in (changes or {})}
+    if "idle_power_w" in keys:           # a figure the user gives is no longer the prior
+        device = dataclasses.replace(device, idle_prior=False)
+    elif device.idle_prior and "tdp_w" in keys:   # the class prior follows the new TDP
+        device = dataclasses.replace(
+            device, idle_power_w=IDLE_PRIORS[device.device_class] * device.tdp_w)
     if device.idle_power_w > device.tdp_w:
         raise SpecError(f"--set: idle_power_w = {device.idle_power_w:g} W exceeds tdp_w = "
                         f"{device.tdp_w:g} W; set both consistently")

@@ -224,3 +224,17 @@ def test_power_limit_shape_against_zeus_v100():
         best = min(mine, key=lambda row: row["predicted_energy"])["limit_w"]
         measured = min(mine, key=lambda row: row["measured_energy"])["limit_w"]
         assert abs(best - measured) <= 25, (workload, best, measured)
+
+
+def test_set_idle_or_tdp_on_a_prior_device():
+    """--set idle_power_w makes it a given figure (no prior note); --set tdp_w moves the
+    class prior with the TDP."""
+    from hardware_specs.override import override
+
+    t4 = load_device("t4")
+    given = override(t4, {"idle_power_w": "12"})
+    assert given.idle_power_w == 12 and not given.idle_prior
+    hotter = override(t4, {"tdp_w": 140})
+    assert hotter.idle_prior and hotter.idle_power_w == pytest.approx(0.13 * 140)
+    measured = override(load_device("h100"), {"tdp_w": 600})
+    assert measured.idle_power_w == 79 and not measured.idle_prior
