@@ -191,3 +191,22 @@ def test_compare_api_takes_totals():
     rows = compare("gpt2-small", ["a100"], micro_batch=4, tokens=1e9,
                    totals={"own_years": 2, "electricity_usd_per_kwh": 0.1})
     assert rows.own_cost_usd.iloc[0] > 0
+
+
+def test_plot_pareto_reads_the_parquet_a_sweep_writes(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("pyarrow")
+    from simulator.explore.sweep import sweep
+
+    rows = tmp_path / "rows.parquet"
+    sweep("gpt3-125m", ["a100", "tpu-v4"], [1, 2], [{}], tokens=1e9, workers=1,
+          progress=False, out=rows)
+    out = tmp_path / "pareto.png"
+    assert main(["plot", "pareto", str(rows), "--x", "total_time_s", "--y", "energy_kwh",
+                 "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"PAR1 not really")
+    assert main(["plot", "pareto", str(bad), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read it as a Parquet table" in err and err.count("\n") == 1

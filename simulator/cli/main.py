@@ -76,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "Pareto front, as an image file")
     g.add_argument("chart", choices=PLOTS, help="roofline, timeline, memory (of MODEL's step) "
                    "or pareto (of a sweep or plan CSV file)")
-    g.add_argument("model", metavar="MODEL|CSV", help="as for predict; for pareto the CSV file "
-                   "written by 'hwsim sweep' or 'hwsim plan'")
+    g.add_argument("model", metavar="MODEL|TABLE", help="as for predict; for pareto the CSV "
+                   "or Parquet file written by 'hwsim sweep' or 'hwsim plan'")
     g.add_argument("--out", required=True, help="image file to write (.png, .svg or .pdf)")
     g.add_argument("--x", default="total_time_days", help="pareto: column on the x axis")
     g.add_argument("--y", default="cost_usd", help="pareto: column on the y axis")
@@ -204,15 +204,23 @@ def _plot(args) -> int:
 
 
 def _read_csv(path: str):
+    """A sweep's or plan's rows: a CSV file, or the Parquet file that ``--out rows.parquet``
+    writes (by its suffix, or its PAR1 magic bytes)."""
     import io
 
     import pandas as pd
 
-    data = read_input(path, "CSV", HwsimError, max_bytes=1 << 30)  # a regular file, <= 1 GiB
+    data = read_input(path, "table", HwsimError, max_bytes=1 << 30)  # a regular file, <= 1 GiB
+    parquet = str(path).lower().endswith(".parquet") or data[:4] == b"PAR1"
     try:
-        return pd.read_csv(io.BytesIO(data))
-    except (OSError, ValueError) as err:
-        raise HwsimError(f"{path}: cannot read it as a CSV table ({err})") from None
+        return pd.read_parquet(io.BytesIO(data)) if parquet else pd.read_csv(io.BytesIO(data))
+    except ImportError:
+        raise HwsimError(f"{path}: reading Parquet needs pyarrow: pip install pyarrow, or "
+                         "write the sweep's --out as .csv") from None
+    except Exception as err:   # pandas' and pyarrow's parse errors are not one class
+        kind = "Parquet" if parquet else "CSV"
+        raise HwsimError(f"{path}: cannot read it as a {kind} table "
+                         f"({type(err).__name__})") from None
 
 
 def _runs(values: list[int]) -> str:
