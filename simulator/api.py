@@ -139,7 +139,7 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     for stage in sorted(stages):
         unsplit, forward = cache.stage_forward(work, plan, parallel, stage, cluster)
         runs.append(interfere(run_stage(forward, plan, parallel, device, cluster, stage, cache),
-                              device, parallel.comm_interference))
+                              device, parallel.comm_interference, parallel.comm_sms))
     step_s, bubble, pace = step_time(runs, parallel, m)
     step_s += plan.step_overhead_ms * 1e-3   # outside the step's graph: the devices idle
     run = runs[pace]

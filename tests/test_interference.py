@@ -12,7 +12,7 @@ from hardware_specs.cluster import cluster_for
 from hardware_specs.loader import load_device
 from simulator import Plan, simulate
 from simulator.cost.collectives import Collective
-from simulator.cost.interference import NCCL_SMS, gemm_slowdown
+from simulator.cost.interference import NCCL_SMS, collective_sms, gemm_slowdown
 from simulator.graph.collective import Axis
 from simulator.graph.lower import COLLECTIVE_FNS
 from simulator.graph.op import OpKind, Phase
@@ -38,6 +38,18 @@ def test_a_compute_bound_gemm_loses_ncclss_sms():
     assert gemm_slowdown(load_device("h100-sxm5-80gb"), 0.0) == pytest.approx(132 / 116)
     # a TPU's collectives run on its ICI DMA engines: no cores taken
     assert gemm_slowdown(load_device("tpu-v4"), 0.0) == 1.0
+
+
+def test_pcie_only_gpus_lose_two_sms_and_the_count_is_a_plan_field():
+    """NVIDIA/nccl #689: "a PCI system with a single NIC ... should just launch 2 SMs". An L40S
+    (PCIe only, 142 SMs) loses 2; ``comm_sms`` overrides the count, and more SMs held never
+    make a step faster."""
+    l40s = load_device("l40s")
+    assert collective_sms(l40s) == 2 and collective_sms(load_device(A100)) == 16
+    assert gemm_slowdown(l40s, 0.0) == pytest.approx(142 / 140)
+    steps = [_run(zero=3, comm_sms=c).step_time_s for c in (1, 16, 32)]
+    assert steps[0] <= steps[1] <= steps[2]
+    assert _run(zero=3).step_time_s == _run(zero=3, comm_sms=16).step_time_s
 
 
 @pytest.mark.parametrize("name", [A100, "h100-sxm5-80gb"])

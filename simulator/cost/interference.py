@@ -3,7 +3,8 @@ from the kernels running beside them.
 
 A collective runs as a kernel of its own on its communicator's stream. While it runs:
 
-- it holds ``NCCL_SMS`` of the device's SMs, which no compute kernel shares ("NCCL CTAs won't
+- it holds ``NCCL_SMS`` of the device's SMs (``PCIE_SMS`` where only PCIe joins the GPUs;
+  ``ParallelPlan.comm_sms`` sets it), which no compute kernel shares ("NCCL CTAs won't
   share an SM with compute kernels"; "If you are on DGX with 8 NICs and a top speed of 190
   GB/s, then it would use 16 SMs", S. Jeaugey, NVIDIA/nccl issue #689, 2023): a compute-bound
   kernel beside it runs on S - c of S SMs, S / (S - c) times as long;
@@ -42,8 +43,10 @@ from simulator.graph.collective import Collective
 from simulator.graph.op import OpKind
 
 #: SMs (CTAs, one per NCCL channel) a collective holds: NVIDIA/nccl issue #689 (S. Jeaugey,
-#: 2023), a DGX-class node with 8 NICs: 16.
+#: 2023), "NCCL uses the minimal number of SMs to achieve the performance of the platform":
+#: a DGX-class node (NVLink, 8 NICs) 16, "a PCI system with a single NIC ... just 2".
 NCCL_SMS = 16
+PCIE_SMS = 2
 #: Bytes through HBM per byte a device moves: stored then read back (2), plus the local
 #: operand of a reduction (3): NVIDIA/nccl issue #1428 (S. Jeaugey, 2024).
 HBM_PASSES = {Collective.ALL_REDUCE: 3, Collective.REDUCE_SCATTER: 3,
@@ -57,10 +60,12 @@ FLOOR = 0.1
 
 def slowed_times(lowered, device, compute_s: np.ndarray, memory_s: np.ndarray,
                  time_s: np.ndarray, start: np.ndarray, end: np.ndarray,
-                 stream: np.ndarray, among: np.ndarray | None = None) -> np.ndarray | None:
+                 stream: np.ndarray, among: np.ndarray | None = None,
+                 sms_held: int | None = None) -> np.ndarray | None:
     """Each op's time with the interference of the collectives overlapping it on the
     schedule (``start``, ``end``); None when nothing overlaps (no collective with bytes).
-    ``among``: a mask of the ops whose collectives count (default all)."""
+    ``among``: a mask of the ops whose collectives count (default all); ``sms_held``: the SMs
+    each collective holds (default ``collective_sms(device)``)."""
     from simulator.cost.collectives import bytes_moved
     from simulator.graph.lower import COLLECTIVE_FNS
 
@@ -70,7 +75,8 @@ def slowed_times(lowered, device, compute_s: np.ndarray, memory_s: np.ndarray,
     if not len(comm):
         return None
     sms = float(_units(device))
-    cores = sms > NCCL_SMS and str(device.vendor).lower() in KERNEL_COLLECTIVES
+    c = float(collective_sms(device) if sms_held is None else sms_held)
+    cores = sms > c and str(device.vendor).lower() in KERNEL_COLLECTIVES
     bandwidth = float(device.memory[-1].bandwidth_bytes_per_s)
     rates = np.empty(len(comm))
     for k, i in enumerate(comm):
@@ -81,7 +87,7 @@ def slowed_times(lowered, device, compute_s: np.ndarray, memory_s: np.ndarray,
         rates[k] = HBM_PASSES[kind] * moved / (end[i] - start[i])
     # piecewise-constant SMs held and HBM bytes/s taken, between the collectives' edges
     edges = np.concatenate([start[comm], end[comm]])
-    held = np.concatenate([np.full(len(comm), float(NCCL_SMS)), np.full(len(comm), -NCCL_SMS)])
+    held = np.concatenate([np.full(len(comm), c), np.full(len(comm), -c)])
     taken = np.concatenate([rates, -rates])
     order = np.argsort(edges, kind="mergesort")
     times = edges[order]
@@ -109,6 +115,14 @@ def slowed_times(lowered, device, compute_s: np.ndarray, memory_s: np.ndarray,
     return time_s + extra
 
 
+def collective_sms(device) -> int:
+    """SMs a collective holds on ``device``: 16 where GPUs talk over NVLink or Infinity
+    Fabric, 2 where only PCIe joins them (NVIDIA/nccl #689)."""
+    from hardware_specs.spec import LinkKind
+    fast = (LinkKind.NVLINK, LinkKind.INFINITY_FABRIC)
+    return NCCL_SMS if any(link.kind in fast for link in device.links) else PCIE_SMS
+
+
 def gemm_slowdown(device, link_bytes_per_s: float, kind: Collective = Collective.ALL_REDUCE,
                   memory_bound: bool = False) -> float:
     """The factor a kernel's time grows by beside one collective moving ``link_bytes_per_s``
@@ -117,10 +131,10 @@ def gemm_slowdown(device, link_bytes_per_s: float, kind: Collective = Collective
     if memory_bound:
         rate = HBM_PASSES[Collective(kind)] * link_bytes_per_s
         return 1.0 / max(1.0 - rate / device.memory[-1].bandwidth_bytes_per_s, FLOOR)
-    sms = float(_units(device))
-    if sms <= NCCL_SMS or str(device.vendor).lower() not in KERNEL_COLLECTIVES:
+    sms, held = float(_units(device)), collective_sms(device)
+    if sms <= held or str(device.vendor).lower() not in KERNEL_COLLECTIVES:
         return 1.0
-    return 1.0 / max(1.0 - NCCL_SMS / sms, FLOOR)
+    return 1.0 / max(1.0 - held / sms, FLOOR)
 
 
 def _units(device) -> int:
@@ -129,4 +143,4 @@ def _units(device) -> int:
     return (getattr(arch, "compute_units", None) or 0) if arch is not None else 0
 
 
-__all__ = ["HBM_PASSES", "NCCL_SMS", "gemm_slowdown", "slowed_times"]
+__all__ = ["HBM_PASSES", "NCCL_SMS", "PCIE_SMS", "collective_sms", "gemm_slowdown", "slowed_times"]

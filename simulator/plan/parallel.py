@@ -191,6 +191,10 @@ class ParallelPlan:
     comm_interference: bool = field(default=True, metadata={
         "help": "overlapped communication costs the compute nothing (no SMs, no HBM "
                 "bandwidth taken by NCCL's kernels)"})
+    comm_sms: int | None = field(default=None, metadata={
+        "metavar": "SMS",
+        "help": "SMs each NCCL collective holds while it runs (default 16 with NVLink or "
+                "Infinity Fabric, 2 over PCIe only; NCCL_MAX_NCHANNELS caps it)"})
 
     def __post_init__(self) -> None:
         for name, kind in (("sharding", Sharding), ("pipeline_engine", PipelineEngine)):
@@ -206,6 +210,8 @@ class ParallelPlan:
         positive(self.zero_reduce_bucket, "zero_reduce_bucket", maximum=2**50)
         if self.shard_group is not None:
             positive(self.shard_group, "shard_group")
+        if self.comm_sms is not None:
+            positive(self.comm_sms, "comm_sms", maximum=1024)
         try:
             object.__setattr__(self, "schedule", Schedule(self.schedule))
         except ValueError:

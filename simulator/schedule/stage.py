@@ -80,12 +80,14 @@ def price_stage(lowered: Lowered, forward: OpGraph, device: DeviceSpec,
     return StageRun(stage, forward, lowered, compute_s, memory_s, time_s, start, end, clock)
 
 
-def interfere(run: StageRun, device: DeviceSpec, on: bool = True) -> StageRun:
+def interfere(run: StageRun, device: DeviceSpec, on: bool = True,
+              sms: int | None = None) -> StageRun:
     """``run`` with the compute its collectives overlap slowed (``simulator.cost.interference``:
     NCCL's kernels hold SMs and HBM bandwidth) and scheduled again; ``run`` itself when ``on``
     is False or nothing overlaps. The second schedule keeps no op before its first start
     (durations only grow, so none would move earlier: the host's issue times, where a
-    schedule has them, stay met)."""
+    schedule has them, stay met). ``sms``: the SMs each collective holds (default by the
+    device's links, ``simulator.cost.interference.collective_sms``)."""
     from simulator.cost.interference import slowed_times
     from simulator.engine.dispatch import engine
 
@@ -93,7 +95,7 @@ def interfere(run: StageRun, device: DeviceSpec, on: bool = True) -> StageRun:
         return run
     on_stream = streams(run.lowered)
     slowed = slowed_times(run.lowered, device, run.compute_s, run.memory_s, run.time_s,
-                          run.start, run.end, on_stream)
+                          run.start, run.end, on_stream, sms_held=sms)
     if slowed is None:
         return run
     low, kernels = run.lowered, engine(len(run.lowered))
@@ -110,7 +112,7 @@ def interfere(run: StageRun, device: DeviceSpec, on: bool = True) -> StageRun:
     step_comm = run.lowered.phase == Phase.COMMUNICATION
     micro = run.per_micro
     alone = slowed_times(run.lowered, device, run.compute_s, run.memory_s, run.time_s,
-                         run.start, run.end, on_stream, among=~step_comm)
+                         run.start, run.end, on_stream, among=~step_comm, sms_held=sms)
     if step_comm.any() and micro.any():
         _, end_alone = again(run.time_s if alone is None else alone)
         micro_s = float(end_alone[micro].max())
