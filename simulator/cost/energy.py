@@ -11,11 +11,13 @@ Two models, chosen by what the device's spec gives:
   otherwise: u is the busy share of the op's time, ``max(compute_s, memory_s) / time_s`` (the
   launch overhead is idle time), and P_max is the TDP.
 
-Either way every op draws between idle power and TDP. Ops on different streams overlap
-(communication during compute, ring attention's transfers under its blocks): their powers
-add, and where the sum exceeds the TDP the device throttles instead, so ``over_tdp_j`` is the
-energy above the TDP at each instant of the schedule, which the step's energy leaves out; a
-step's average power is then between idle power and TDP. The step's energy uses the step's
+Either way every op draws between idle power and TDP. Under a power limit below the TDP
+(``Plan.power_limit_w``) each phase runs at a lower clock (``simulator.cost.power``) and the
+dynamic power scales by ``x v(x)^2``. Ops on different streams overlap (communication during
+compute, ring attention's transfers under its blocks): their powers add, and where the sum
+exceeds the limit (the TDP by default) the device throttles instead, so ``over_tdp_j`` is the
+energy above the limit at each instant of the schedule, which the step's energy leaves out; a
+step's average power is then between idle power and the limit. The step's energy uses the step's
 accounting (``simulate``): each micro-batch's forward and backward, then one optimizer update.
 """
 from __future__ import annotations
