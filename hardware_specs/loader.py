@@ -103,6 +103,17 @@ _COMPUTE_OPTIONAL = EFFICIENCIES
 #: 0.736-0.894, norms and softmax 0.450-0.775), fitted by ``simulator.calibrate.streaming``
 #: (``tests/test_streaming.py`` derives them again). ``DeviceSpec.priors`` names those used.
 GPU_PRIORS = {"memory_efficiency": 0.780, "norm_memory_efficiency": 0.617}
+#: A device whose spec cites no GEMM measurement (``matmul_efficiency``) runs its GEMMs at its
+#: class's prior, never at its datasheet peak: the median over the catalogue specs of its class
+#: that cite one (GPUs: A100 SXM4 40/80GB 0.824, A100 PCIe 80GB 0.827, H100 SXM 0.803, H200
+#: 0.763, B200 0.776, GB200 0.729, MI300X 0.471, MI325X 0.600, MI355X 0.622 -> 0.770;
+#: accelerators: Gaudi 2 0.969, Gaudi 3 0.677 -> 0.823); TPUs and FPGAs, with no measured
+#: member, the median over all those specs (0.770). A fraction of the device's own peak, as
+#: the streaming priors are of its own bandwidth: its balance of compute and bandwidth decides
+#: which bounds an op. CPUs get theirs from ``hwsim calibrate``. ``tests/test_priors.py``
+#: recomputes them; ``DeviceSpec.priors`` names the fields a device runs on.
+MATMUL_PRIORS = {DeviceClass.GPU: 0.770, DeviceClass.ACCELERATOR: 0.823,
+                 DeviceClass.TPU: 0.770, DeviceClass.FPGA: 0.770}
 _COMPUTE_TIMES = {"optimizer_overhead_us": "optimizer_overhead_s",  # optional, microseconds
                   "step_overhead_us": "step_overhead_s"}
 _MEMORY_REQUIRED = ("name", "bandwidth_gb_per_s")
@@ -272,6 +283,9 @@ class _Checker(OptionalTables):
         if device_class is DeviceClass.GPU:
             priors = tuple(key for key in GPU_PRIORS if key not in compute)
             compute.update({key: GPU_PRIORS[key] for key in priors}, priors=priors)
+        if "matmul_efficiency" not in compute and device_class in MATMUL_PRIORS:
+            compute.update(matmul_efficiency=MATMUL_PRIORS[device_class],
+                           priors=(*compute.get("priors", ()), "matmul_efficiency"))
         idle_prior = power[0] is None
         if idle_prior:
             if device_class not in IDLE_PRIORS:

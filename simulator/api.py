@@ -13,7 +13,7 @@ import numpy as np
 from hardware_specs.cluster import ClusterSpec, cluster_for, list_clusters, load_cluster
 from hardware_specs.loader import load_device
 from hardware_specs.spec import DeviceSpec
-from simulator.cost import attention, precision
+from simulator.cost import attention, precision, status
 from simulator.cost.energy import op_energy, step_energy
 from simulator.cost.power import check_limit
 from simulator.errors import PlanError, SpecError, WorkloadError, did_you_mean, shown
@@ -211,17 +211,15 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         result.notes.append(f"{device.name} has no measured matmul efficiency: tensor ops run at "
                             "the datasheet peak, so step time is an optimistic bound")
     elif device.vector_efficiency == 1.0 and not device.function_efficiency:
-        result.notes.append(f"{device.name} has a measured matmul efficiency but no calibration "
-                            "of its other ops' compute: they run at the datasheet vector rate, "
+        result.notes.append(f"{device.name} has no calibration of its vector ops' compute "
+                            "(norms, activations, softmax): they run at the datasheet vector rate, "
                             "so step time is an optimistic bound (hwsim calibrate measures them)")
     if format_note:
         result.notes.append(format_note)
     if plan.attention is Attention.FUSED and attention.note(device):
         result.notes.append(attention.note(device))
     if device.priors:
-        result.notes.append(f"{device.name} has no measured {' or '.join(device.priors)}: "
-                            "memory-bound kernels stream at the medians measured on other "
-                            f"{device.device_class.value.upper()}s (a prior)")
+        result.notes.append(status.priors_note(device))
     if device.idle_prior:
         result.notes.append(f"{device.name} has no measured idle power: its "
                             f"{device.idle_power_w:.0f} W is the "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from hardware_specs import units
-from hardware_specs.loader import ALIASES, GPU_PRIORS, list_devices, load_device
+from hardware_specs.loader import ALIASES, GPU_PRIORS, MATMUL_PRIORS, list_devices, load_device
 from hardware_specs.spec import DeviceClass
 from simulator.errors import SpecError
 from simulator.graph.op import DType
@@ -97,12 +97,13 @@ def test_optional_keys_default(device_file):
     spec = load_device(device_file(("matmul_efficiency = 0.8\n", ""),
                                    ("memory_efficiency = 0.9\n", ""),
                                    ("[price]\nusd_per_hour = 1.5\n", "")))
-    assert spec.matmul_efficiency == 1.0
+    # a GPU with no GEMM measurement runs at the class prior, never at its peak
+    assert spec.matmul_efficiency == MATMUL_PRIORS[DeviceClass.GPU] < 1.0
     assert (spec.conv_efficiency, spec.attention_efficiency) == (None, None)  # as matmuls
     assert spec.price_per_hour_usd is None
     # a GPU with no streaming measurement gets the class priors, and says so
     assert spec.device_class is DeviceClass.GPU
-    assert spec.priors == ("memory_efficiency", "norm_memory_efficiency")
+    assert spec.priors == ("memory_efficiency", "norm_memory_efficiency", "matmul_efficiency")
     assert (spec.memory_efficiency, spec.norm_memory_efficiency) == (
         GPU_PRIORS["memory_efficiency"], GPU_PRIORS["norm_memory_efficiency"])
     measured = load_device(device_file())          # the template cites memory_efficiency

@@ -1,0 +1,83 @@
+"""Devices with no measurement run on documented class priors, never at the datasheet peak
+(issue 20, item 3): hardware_specs.loader.MATMUL_PRIORS, simulator.cost.status."""
+import statistics
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from hardware_specs.loader import GPU_PRIORS, MATMUL_PRIORS, list_devices, load_device
+from hardware_specs.spec import DeviceClass
+from hardware_specs.writer import device_toml
+from simulator import simulate
+from simulator.cost.status import calibration_status, priors_note
+
+DEVICES = Path(__file__).resolve().parents[1] / "hardware_specs" / "devices"
+
+
+def _cited() -> dict[str, list[float]]:
+    """matmul_efficiency of every catalogue file that cites one, by class."""
+    out: dict[str, list[float]] = {}
+    for path in sorted(DEVICES.glob("*.toml")):
+        doc = tomllib.loads(path.read_text())
+        if "matmul_efficiency" in doc["compute"]:
+            out.setdefault(doc["class"], []).append(doc["compute"]["matmul_efficiency"])
+    return out
+
+
+def test_the_gemm_priors_are_the_class_medians_of_the_cited_measurements():
+    cited = _cited()
+    everything = [e for values in cited.values() for e in values]
+    for device_class, prior in MATMUL_PRIORS.items():
+        values = cited.get(device_class.value) or everything   # no measured member: all
+        assert prior == pytest.approx(statistics.median(values), abs=5e-4), device_class
+    assert DeviceClass.CPU not in MATMUL_PRIORS   # CPUs: hwsim calibrate
+
+
+@pytest.mark.parametrize("name", sorted(set(list_devices()) - {"cpu-host"}))
+def test_no_device_runs_gemms_at_its_peak_without_a_measurement(name):
+    spec = load_device(name)
+    status = calibration_status(spec)
+    if spec.device_class is DeviceClass.CPU:
+        assert status["gemm"] in ("datasheet", "calibrated", "measured")
+        return
+    assert spec.matmul_efficiency < 1.0
+    assert status["gemm"] == ("prior" if "matmul_efficiency" in spec.priors else "measured")
+    if status["gemm"] == "prior":
+        assert spec.matmul_efficiency == MATMUL_PRIORS[spec.device_class]
+        assert "matmul_efficiency" not in device_toml(spec)   # a prior is not a fact to write
+
+
+def test_the_status_of_each_op_class():
+    assert calibration_status(load_device("a100-sxm4-80gb")) == {
+        "gemm": "measured", "conv": "as gemm", "attention": "kernel fit", "stream": "measured",
+        "norm": "measured", "vector": "datasheet"}
+    t4 = calibration_status(load_device("t4"))
+    assert (t4["gemm"], t4["attention"], t4["stream"]) == ("prior", "as gemm", "measured")
+    h100 = calibration_status(load_device("h100-pcie-80gb"))
+    assert (h100["gemm"], h100["attention"], h100["stream"], h100["norm"]) == (
+        "prior", "kernel fit", "prior", "prior")
+    assert calibration_status(load_device("xeon-8380"))["gemm"] == "datasheet"
+
+
+def test_predictions_say_which_priors_they_ran_on():
+    result = simulate("gpt2-small", "h100-pcie-80gb", micro_batch=1)
+    note = next(n for n in result.notes if n.endswith("(priors)"))
+    assert note == priors_note(load_device("h100-pcie-80gb"))
+    assert "GEMMs run at 77.0% of its peak, the median measured on other GPUs" in note
+    assert "memory-bound kernels stream at the medians measured on other GPUs" in note
+    tpu = simulate("gpt2-small", "tpu-v5p", micro_batch=1)
+    assert any("none of its class is measured" in n for n in tpu.notes)
+    assert not any("(priors)" in n for n in simulate("gpt2-small", "a100", micro_batch=1).notes)
+    assert GPU_PRIORS["memory_efficiency"] < 1
+
+
+def test_hwsim_devices_shows_each_class():
+    out = subprocess.run([sys.executable, "-m", "simulator.cli", "devices"], capture_output=True,
+                         text=True, check=True).stdout
+    rows = {line.split()[0]: line for line in out.splitlines()}
+    assert "gemm:measured" in rows["a100-sxm4-80gb"]
+    assert "attention:kernel-fit" in rows["h100-sxm5-80gb"]
+    assert "gemm:prior" in rows["t4"] and "gemm:datasheet" in rows["xeon-8380"]
