@@ -126,6 +126,27 @@ def test_each_expert_rank_holds_experts_over_ep_and_exchanges_its_token_copies()
     assert r.step_time_s < one.step_time_s   # a 46.7B model's states: less to reduce
 
 
+def test_expert_gradients_reduce_over_their_expert_data_parallel_group():
+    """ep = 8 on 2 nodes of 8: the ranks holding the same experts are one per node (tp x cp
+    x ep = 8 apart), so each layer's expert gradients reduce over a group of 2 with 1 member
+    per node, the other parameters over all 16 replicas; the bytes add up to the layer's."""
+    work = replace(get_workload("mixtral-8x7b").with_layers(2), seq_len=1024)
+    for zero, fns in ((0, {"all_reduce"}), (1, {"reduce_scatter", "all_gather"})):
+        r = simulate(work, "h100", num_devices=16, micro_batch=1, precision="bf16", ep=8,
+                     zero=zero)
+        low = r.lowered
+        names = {n: i for i, n in enumerate(low.names)}
+        experts = [n for n in names if n.endswith(":experts")]
+        assert {n.split(":")[0].removeprefix("dp_") for n in experts} == fns
+        assert len(experts) == 2 * len(fns)   # one per MoE layer and collective
+        expert_grads = 3 * 4096 * 14336 * 2   # a layer's one expert per rank, bf16
+        for name in experts:
+            i, dense = names[name], names[name.removesuffix(":experts")]
+            assert (low.group[i], low.local[i], low.group[dense]) == (2, 1, 16)
+            if name.startswith("dp_all_reduce") or name.startswith("dp_reduce_scatter"):
+                assert low.bytes_read[i] == expert_grads
+
+
 def test_all_to_all_across_nodes_is_priced_on_both_networks():
     """ep = 16 of 8-GPU nodes: 7 peers over NVLink, 8 over InfiniBand, pairwise
     (simulator.cost.collectives.hierarchical_time_s)."""

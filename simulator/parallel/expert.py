@@ -29,19 +29,28 @@ run on the compute stream meanwhile, as DeepSeek-V3 overlaps them and Megatron-C
 ``--moe-shared-expert-overlap``; the routed experts wait for the dispatch, the layer's output for
 the combine: exposed otherwise, as in Megatron-Core's default of 2024.
 
-Left out: the experts' gradients are reduced over the layer's dp x cp replicas with the other
-parameters (Megatron-Core reduces them over dp x cp / ep, the expert-data-parallel group: the
-same bytes per device within a factor (n - 1) / n, over a group that spans fewer nodes), and
-ZeRO shards their states over dp x cp (not dp x cp / ep); token dropping's effect on the
-bytes beyond the capacity cut of ``load``.
+Gradients (``reduce_expert_gradients``): a rank's experts are held by the dp x cp / ep ranks
+of its expert-data-parallel group, tp x cp x ep apart (Megatron-Core's ``expert_data_parallel``
+group: its distributed optimizer reduce-scatters, its DDP all-reduces, the experts' gradients
+there and the other parameters' over dp x cp), so each layer's data-parallel reduction is split
+in two: the dense parameters' over the replicas, the experts' over their group. With ep = 8 in
+a node the expert group has one rank per node: its reduction crosses the inter-node network
+whole, not the 1/8 the hierarchical all-reduce of all the replicas sends there.
+
+Left out: ZeRO shards the experts' optimizer states and update over dp x cp (not dp x cp /
+ep: their memory under ZeRO is understated by up to ep); the split is made for the
+per-layer reductions (Megatron-Core, FSDP, DDP), not for DeepSpeed's multi-layer buckets,
+hybrid sharding's copies or ZeRO-3's gathers; token dropping's effect on the bytes beyond the
+capacity cut of ``load``.
 """
 from __future__ import annotations
 
 import math
+import re
 
 from simulator.errors import PlanError
 from simulator.graph.collective import Axis, collective
-from simulator.graph.op import Op, Role
+from simulator.graph.op import Op, OpKind, Phase, Role
 from simulator.graph.opgraph import OpGraph
 from simulator.parallel.tensor import grouped
 
@@ -96,6 +105,61 @@ def shard(forward: OpGraph, ep: int, local: int = 0) -> OpGraph:
     return out
 
 
+def reduce_expert_gradients(step: OpGraph, replicas: int, ep: int, stride: int,
+                            per_node: int) -> OpGraph:
+    """Split each layer's data-parallel gradient reduction (and ZeRO 1-2's all-gather of the
+    updated weights) of a training ``step`` with ``replicas`` replicas (changed in place and
+    returned): the experts' share over their expert-data-parallel group of replicas / ep
+    ranks, ``stride`` (tp x cp x ep) apart, on a node of ``per_node`` devices; nothing when
+    ep = 1 or the step has no experts."""
+    if ep == 1:
+        return step
+    experts: dict[int, int] = {}   # layer -> its experts' parameters (this rank's)
+    params: dict[int, int] = {}    # layer -> all its parameters
+    for op in step.ops():
+        if op.phase is Phase.FORWARD and op.params:
+            params[op.layer] = params.get(op.layer, 0) + op.params
+            if op.role in EXPERTS:
+                experts[op.layer] = experts.get(op.layer, 0) + op.params
+    if not experts:
+        return step
+    group = replicas // ep
+    local = math.gcd(group, max(per_node // stride, 1))
+    for name in list(step.names()):
+        op = step.op(name)
+        facts = dict(op.extra)
+        match = _PER_LAYER.match(name)
+        if op.kind is not OpKind.COLLECTIVE or facts.get("axis") != int(Axis.DATA) or \
+                not match or facts.get("group") != replicas:
+            continue
+        layer = int(match.group(2))
+        share = experts.get(layer, 0)
+        if not share:
+            continue
+        total = params[layer]
+        dense = op.evolve(bytes_read=op.bytes_read * (total - share) // total,
+                          bytes_written=op.bytes_written * (total - share) // total)
+        step.nx.nodes[name]["op"] = dense
+        read = op.bytes_read * share // total
+        written = read if op.fn == "all_reduce" else (
+            read // group if op.fn == "reduce_scatter" else read * group)
+        if op.fn == "all_gather":   # reads a shard, writes the whole
+            read, written = op.bytes_written * share // total // group, \
+                op.bytes_written * share // total
+        part = collective(f"{name}:experts", op.fn, read, written, 0, group, Axis.DATA, op,
+                          phase=op.phase, local=local).evolve(task=op.task)
+        step.add(part, step.inputs(name))
+        for reader in step.consumers(name):
+            step.add_edge(part.name, reader, nbytes=0)
+        if step.nx.nodes[name].get("early"):
+            step.issue_early(part.name)
+    return step
+
+
+#: The data-parallel collectives of one layer (``simulator.parallel.data``).
+_PER_LAYER = re.compile(r"^dp_(all_reduce|reduce_scatter|all_gather):L(\d+)$")
+
+
 def _all_to_all(name: str, source: Op, template: Op, ep: int, local: int,
                 load: float) -> Op:
     """The all-to-all of ``source``'s output among ``ep`` ranks, the busiest rank receiving
@@ -110,4 +174,4 @@ def _load(op: Op) -> float:
     return dict(op.extra).get("load", 1000) / 1000.0
 
 
-__all__ = ["EXPERTS", "check", "local_members", "shard"]
+__all__ = ["EXPERTS", "check", "local_members", "reduce_expert_gradients", "shard"]

@@ -20,7 +20,7 @@ from simulator.parallel.data import (
     add_tied_embedding_reduce,
 )
 from simulator.parallel.expert import check as check_expert_parallel
-from simulator.parallel.expert import local_members
+from simulator.parallel.expert import local_members, reduce_expert_gradients
 from simulator.parallel.expert import shard as shard_experts
 from simulator.parallel.pipeline import block_on_p2p, stage_graph
 from simulator.parallel.tensor import check as check_tensor_parallel
@@ -131,6 +131,8 @@ def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
                              parallel.overlap_grad_reduce and not deepspeed_pipe, parallel)
     if deepspeed_pipe:
         block_on_p2p(step)
+    reduce_expert_gradients(step, parallel.replicas, parallel.ep,
+                            parallel.tp * parallel.cp * parallel.ep, per_node)
     add_replicated_grad_reduce(step, plan)
     if parallel.pp > 1:   # Megatron-LM's rank order: the first and last stages are pp-1 apart
         ends_local = 2 if parallel.num_devices <= per_node else 1

@@ -93,8 +93,8 @@ class ParallelPlan:
     # Expert parallelism: a mixture of experts' routed experts sharded over ep ranks taken
     # from the dp x cp replicas (Megatron-Core --expert-model-parallel-size; expert tensor
     # parallelism = tp), their tokens exchanged by all-to-all (simulator.parallel.expert).
-    # Adds no devices (Megatron-Core reduces the experts' gradients over dp x cp / ep
-    # replicas; hwsim, with the layer's, over dp x cp: simulator.parallel.expert).
+    # Adds no devices; the experts' gradients reduce over the dp x cp / ep replicas holding
+    # the same experts (Megatron-Core's expert-data-parallel group: simulator.parallel.expert).
     ep: int = field(default=1, metadata={
         "help": "expert parallel: ranks sharing a mixture of experts' experts, taken from "
                 "the dp x cp replicas (Megatron-Core --expert-model-parallel-size)"})
