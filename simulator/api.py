@@ -18,7 +18,7 @@ from simulator.cost.energy import op_energy, step_energy
 from simulator.cost.power import check_limit
 from simulator.errors import PlanError, SpecError, WorkloadError, did_you_mean, shown
 from simulator.graph.lower import Lowered
-from simulator.graph.op import UNKNOWN, OpKind
+from simulator.graph.op import UNKNOWN, OpKind, Phase
 from simulator.graph.opgraph import OpGraph
 from simulator.parallel.rank import build_stage, micro_batches, stage_forward
 from simulator.plan.fields import PARALLEL, PLAN, echo
@@ -220,6 +220,15 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         result.notes.append(attention.note(device))
     if device.priors:
         result.notes.append(status.priors_note(device))
+    if run.clock is not None and (run.clock < 1).any():
+        phases = [(name, float(run.clock[lowered.phase == phase].min()))
+                  for name, phase in (("forward", Phase.FORWARD), ("backward", Phase.BACKWARD),
+                                      ("recompute", Phase.RECOMPUTE),
+                                      ("update", Phase.OPTIMIZER))
+                  if (lowered.phase == phase).any()]
+        result.notes.append(f"power limit {limit_w:g} W: clocks at " + ", ".join(
+            f"{x:.0%} ({name})" for name, x in phases) + " of the reference clock "
+            "(simulator.cost.power)")
     if device.idle_prior:
         result.notes.append(f"{device.name} has no measured idle power: its "
                             f"{device.idle_power_w:.0f} W is the "

@@ -76,6 +76,8 @@ def test_compute_bound_phase_clock_closed_form():
     assert 1.0 < slowdown <= 1 / x * 1.001   # memory-bound ops do not slow
     assert slowdown > 0.8 / x                # a GPT step is mostly compute-bound
     assert capped.power_limit_w == limit and free.power_limit_w == device.tdp_w
+    assert any(note.startswith(f"power limit {limit:g} W: clocks at") for note in capped.notes)
+    assert not any(note.startswith("power limit") for note in free.notes)
     assert capped.avg_power_w <= limit * (1 + 1e-9)
 
 
