@@ -2,7 +2,7 @@
 their bytes in closed form."""
 import pytest
 
-from simulator.graph.op import DType, OpKind, Phase
+from simulator.graph.op import DType, OpKind, Phase, Task
 from simulator.plan.step import Plan
 from simulator.training.backward import training_graph
 from simulator.training.fp8 import CAST
@@ -151,3 +151,30 @@ def test_fp8_matmul_efficiency_is_a_fraction(tmp_path, value):
     path.write_text(text)
     with pytest.raises(SpecError, match="fp8_matmul_efficiency"):
         load_device(str(path))
+
+
+def test_sequence_parallel_gathers_the_fp8_norm_output():
+    """Under sequence parallelism TE all-gathers the norm's fp8 output (forward and again for
+    the weight gradient): those all-gathers move 1 byte per element; the reduce-scatters of
+    the row-parallel outputs stay 16-bit."""
+    from simulator.parallel.tensor import split
+    from simulator.training.fusion import fuse_attention
+    from workloads.presets import TRANSFORMERS
+
+    c = TRANSFORMERS["gpt3-1.3b"].with_layers(2)
+    forward = split(fuse_attention(c.forward_graph(1, DType.BF16)), 2, True, c.transformer)
+    steps = {p: training_graph(forward, Plan(micro_batch=1, precision=p))
+             for p in ("bf16", "fp8")}
+    bf16 = steps["bf16"]
+    gathers = [n for n in bf16.names() if bf16.op(n).fn == "all_gather"
+               and bf16.op(n).layer >= 0 and bf16.op(n).task in (Task.FORWARD, Task.REGATHER)]
+    assert len(gathers) == 2 * 2 * 2   # two norms per layer, forward and regather
+    grads = [n for n in bf16.names() if bf16.op(n).fn == "all_gather" and n not in gathers]
+    assert grads and all(steps["fp8"].op(n).bytes_read == bf16.op(n).bytes_read for n in grads)
+    for name in gathers:
+        bf16, fp8 = steps["bf16"].op(name), steps["fp8"].op(name)
+        assert (fp8.bytes_read, fp8.bytes_written) == (bf16.bytes_read // 2,
+                                                       bf16.bytes_written // 2), name
+    for name in steps["bf16"].names():
+        if steps["bf16"].op(name).fn == "reduce_scatter":
+            assert steps["fp8"].op(name).bytes_read == steps["bf16"].op(name).bytes_read

@@ -35,9 +35,12 @@ the 16-bit tensor lives on only where something else keeps it (FlashAttention it
 attention's context; a GeLU its input, not its output), and a norm that writes fp8 holds 1 byte
 per element (``saved_bytes`` counts the same for ``simulator.training.saved``).
 
+Sequence parallelism: TE all-gathers the fp8 norm output (``LayerNormLinear`` with
+``sequence_parallel``: ``ln_out`` quantized before ``gather_along_first_dim``), in the forward
+and again for the weight gradient: those all-gathers move 1 byte per element, not 2.
+
 Not modelled: the row-wise fp8 copy, transient (freed after the forward GEMM); under sequence
-parallelism the kept sequence shard stays 16-bit and is gathered again at 16 bits (TE gathers the
-fp8 norm output: half the bytes); the dgelu fused into fc1's gradient cast
+parallelism ``training.saved`` counts the kept shard at 16 bits (the liveness at 1); the dgelu fused into fc1's gradient cast
 (``cast_transpose_dbias_dgelu``); current-scaling and block-scaled (MXFP8) recipes, whose amax is a
 separate pass.
 """
@@ -54,6 +57,7 @@ _SOURCE = DType.BF16   # a cast op's dtype: the 16-bit tensor it reads (the GEMM
 _FORWARD = (Task.FORWARD, Task.RECOMPUTE)
 _NORMS = frozenset({"layernorm", "rmsnorm"})
 _PASS = frozenset({"identity", "all_gather"})   # tensor-parallel f: the norm's output, gathered
+REGATHER = "regather"   # simulator.training.backward.REGATHER: the backward's all-gather again
 
 
 def fp8_gemms(step: OpGraph) -> list[str]:
@@ -142,6 +146,10 @@ def _input_cast(step: OpGraph, src: str, readers: list[str], width: int) -> None
         saved = op.out_bytes // width * (width - _FP8)
         step.nx.nodes[norm]["op"] = op.evolve(bytes_written=max(op.bytes_written - saved, 0),
                                               out_bytes=op.out_bytes - saved)
+        if src != norm and step.op(src).fn == "all_gather":   # sequence parallel: TE gathers
+            for gather in (src, f"{REGATHER}:{src}"):          # the fp8 norm output, forward
+                if gather in step:                              # and again for the wgrad
+                    _narrow(step, gather, width)
         read, written = elements * _FP8, elements * _FP8
     else:
         read, written = elements * width, 2 * elements * _FP8
@@ -154,6 +162,14 @@ def _input_cast(step: OpGraph, src: str, readers: list[str], width: int) -> None
         for grad in wgrad:
             step.nx.remove_edge(src, grad)
             step.add_edge(name, grad, len(step.inputs(grad)))
+
+
+def _narrow(step: OpGraph, name: str, width: int) -> None:
+    """A collective of a 16-bit tensor run on its fp8 copy: its bytes / width."""
+    op = step.op(name)
+    step.nx.nodes[name]["op"] = op.evolve(
+        bytes_read=op.bytes_read // width * _FP8, bytes_written=op.bytes_written // width * _FP8,
+        out_bytes=op.out_bytes // width * _FP8)
 
 
 def _grad_cast(step: OpGraph, forward: str, readers: list[str], width: int) -> None:
