@@ -147,6 +147,18 @@ def test_expert_gradients_reduce_over_their_expert_data_parallel_group():
                 assert low.bytes_read[i] == expert_grads
 
 
+def test_zero_shards_the_experts_over_their_expert_data_parallel_group():
+    """ZeRO-1 on 16 devices: with ep = 8 each expert's optimizer states are spread over the 2
+    ranks holding it, so every device holds as many optimizer-state bytes as without ep (each
+    expert over 16 devices either way), and 1/8 of the experts' weights and gradients."""
+    work = replace(get_workload("mixtral-8x7b").with_layers(2), seq_len=1024)
+    one, eight = (simulate(work, "h100", num_devices=16, micro_batch=1, precision="bf16",
+                           ep=ep, zero=1).memory_breakdown for ep in (1, 8))
+    assert eight["optimizer_states"] == pytest.approx(one["optimizer_states"], rel=1e-3)
+    experts = 2 * 8 * 3 * 4096 * 14336
+    assert one["weights"] - eight["weights"] == pytest.approx(2 * experts * 7 / 8)
+
+
 def test_all_to_all_across_nodes_is_priced_on_both_networks():
     """ep = 16 of 8-GPU nodes: 7 peers over NVLink, 8 over InfiniBand, pairwise
     (simulator.cost.collectives.hierarchical_time_s)."""

@@ -37,9 +37,10 @@ in two: the dense parameters' over the replicas, the experts' over their group. 
 a node the expert group has one rank per node: its reduction crosses the inter-node network
 whole, not the 1/8 the hierarchical all-reduce of all the replicas sends there.
 
-Left out: ZeRO shards the experts' optimizer states and update over dp x cp (not dp x cp /
-ep: their memory under ZeRO is understated by up to ep); the split is made for the
-per-layer reductions (Megatron-Core, FSDP, DDP), not for DeepSpeed's multi-layer buckets,
+ZeRO shards the experts' states over the same group (``simulator.schedule.memory``).
+
+Left out: the update of the experts' shard is priced as 1/(dp x cp) of them (not 1/(dp x cp
+/ ep)); the split is made for the per-layer reductions (Megatron-Core, FSDP, DDP), not for DeepSpeed's multi-layer buckets,
 hybrid sharding's copies or ZeRO-3's gathers; token dropping's effect on the bytes beyond the
 capacity cut of ``load``.
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from simulator.errors import PlanError
-from simulator.graph.op import Phase, Task
+from simulator.graph.op import Phase, Role, Task
 from simulator.plan.parallel import ParallelPlan, Sharding, positive
 from simulator.plan.step import Plan
 from simulator.schedule.step import in_flight
@@ -47,9 +47,19 @@ def stage_memory(run, plan: Plan, parallel: ParallelPlan, m: int) -> dict[str, f
     """
     lowered, forward = run.lowered, run.forward
     per = plan.state_bytes_per_param()
-    out = zero_state_bytes(forward.trainable_params(), parallel.zero, parallel.shards,
-                           k=per["optimizer_states"], weight_bytes=per["weights"],
-                           grad_bytes=per["gradients"])
+    sizes = dict(k=per["optimizer_states"], weight_bytes=per["weights"],
+                 grad_bytes=per["gradients"])
+    # a mixture of experts' experts (this rank's experts / ep of them) are sharded over the
+    # dp x cp / ep ranks that hold them, Megatron-Core's expert-data-parallel group
+    # (simulator.parallel.expert); the other parameters over the replicas
+    experts = sum(op.params for op in forward.ops() if not op.frozen
+                  and op.role in (Role.EXPERT_COLUMN, Role.EXPERT_ROW))
+    out = zero_state_bytes(forward.trainable_params() - experts, parallel.zero,
+                           parallel.shards, **sizes)
+    if experts:
+        held = zero_state_bytes(experts, parallel.zero, max(parallel.shards // parallel.ep, 1),
+                                **sizes)
+        out = {key: out[key] + held[key] for key in out}
     frozen = frozen_weight_bytes(forward, plan)   # fine-tuning: weights alone, maybe quantised
     if frozen:
         out["weights"] += frozen / (parallel.shards if parallel.zero == 3 else 1)
