@@ -1,9 +1,10 @@
 """hwsim against NeuSight's single-GPU fp32 training labels (benchmarks/neusight_labels.py).
 
 Validation, never fitted on: the bounds below are regression checks set just above what was
-measured on 2026-12-03 (commit after b67950e): median |error| 25.8 % over 37 labels on 7 GPUs;
-A100 80GB PCIe 10.1 %, V100 PCIe 5.6 %, H100 12.2 % (the GPUs whose matmul efficiency is
-measured); the AMD GPUs (-46 %) and the L4 (-49 %) run their fp32 GEMMs at the datasheet peak
+measured on 2026-12-03: median |error| 25.8 % over 37 labels on 7 GPUs at 88dabca, 29.2 % at
+5cc5f48 (the host stream and device priors landed between); A100 80GB PCIe 10.1 -> 9.9 %,
+V100 PCIe 5.6 -> 6.6 %, H100 12.2 -> 13.6 % (the GPUs whose matmul efficiency is measured); the
+AMD GPUs (-46 -> -47 %) and the L4 (-49 -> -50 %) run their fp32 GEMMs at the datasheet peak
 with no measurement (issue 20, items 3 and 5). A change that moves these figures should move
 the bounds with it, in the same commit, saying why.
 """
@@ -54,16 +55,16 @@ def test_labels_are_neusights_forward_plus_backward(bench):
 
 
 def test_median_error_regression(bench, table):
-    """Median |error| 25.8 % when measured: at most 30 %; every prediction positive."""
+    """Median |error| 29.2 % when last measured: at most 32 %; every prediction positive."""
     assert all(r.predicted_ms > 0 and math.isfinite(r.predicted_ms) for r in table)
-    assert bench.median_abs_error(table) <= 0.30
+    assert bench.median_abs_error(table) <= 0.32
 
 
 @pytest.mark.parametrize("gpu, bound", [("NVIDIA_A100_80GB_PCIe", 0.13),
                                         ("Tesla_V100-PCIE-32GB", 0.10),
                                         ("NVIDIA_H100_80GB_HBM3", 0.15)])
 def test_measured_gpus_within_bound(bench, table, gpu, bound):
-    """The GPUs with a measured matmul efficiency: A100 10.1 %, V100 5.6 %, H100 12.2 %."""
+    """The GPUs with a measured matmul efficiency: A100 9.9 %, V100 6.6 %, H100 13.6 %."""
     mine = [r for r in table if r.gpu == gpu]
     assert mine and bench.median_abs_error(mine) <= bound
 
