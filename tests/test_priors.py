@@ -81,3 +81,12 @@ def test_hwsim_devices_shows_each_class():
     assert "gemm:measured" in rows["a100-sxm4-80gb"]
     assert "attention:kernel-fit" in rows["h100-sxm5-80gb"]
     assert "gemm:prior" in rows["t4"] and "gemm:datasheet" in rows["xeon-8380"]
+
+
+def test_compare_names_the_devices_on_priors():
+    out = subprocess.run([sys.executable, "-m", "simulator.cli", "compare", "gpt2-small",
+                          "--devices", "a100,t4,h100-pcie-80gb"], capture_output=True,
+                         text=True, check=True).stdout
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("note: on class priors or datasheet rates")
+    assert "t4 (gemm); h100-pcie-80gb (gemm, stream, norm)" in last and "a100" not in last

@@ -98,7 +98,12 @@ def compare_command(args) -> int:
     elif args.csv:
         print(rows.to_csv(index=False), end="")
     else:
+        from simulator.cost.status import priors_summary
+
         print(_table(rows, list(rows.columns)))
+        summary = priors_summary(_specs(args, args.devices))
+        if summary:
+            print(summary)
     return 0
 
 
@@ -117,6 +122,11 @@ def sweep_command(args) -> int:
     if args.out:
         print(f"wrote {len(rows)} configurations ({ok} valid, {len(rows) - ok} invalid) "
               f"to {args.out}")
+        from simulator.cost.status import priors_summary
+
+        summary = priors_summary(_specs(args, args.devices))
+        if summary:
+            print(summary)
     else:
         print(rows.to_csv(index=False), end="")
     return 0

@@ -68,4 +68,19 @@ def priors_note(device) -> str | None:
             f"{'; '.join(parts)} (priors)")
 
 
-__all__ = ["calibration_status", "priors_note", "status_line"]
+def priors_summary(devices) -> str | None:
+    """One line naming the devices of ``devices`` that run on class priors or the datasheet
+    for their GEMMs or streams, and for which op classes (None: none does)."""
+    shown = []
+    for device in devices:
+        weak = [cls for cls, state in calibration_status(device).items()
+                if state in (PRIOR, DATASHEET) and cls in ("gemm", "stream", "norm")]
+        if weak:
+            shown.append(f"{device.name} ({', '.join(weak)})")
+    if not shown:
+        return None
+    return ("note: on class priors or datasheet rates, not measurements (hwsim devices shows "
+            "each op class): " + "; ".join(shown))
+
+
+__all__ = ["calibration_status", "priors_note", "priors_summary", "status_line"]
