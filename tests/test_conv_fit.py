@@ -37,25 +37,26 @@ def test_implicit_gemm_matches_the_builders_conv():
     assert nbytes == 4 * (2 * 3 * 224 * 224 + 64 * 3 * 49 + 2 * 112 * 112 * 64)
 
 
-@pytest.mark.parametrize("device, rate, fixed_us, held, spec", [
-    ("NVIDIA A100 80GB PCIe", 1.43, 46, 0.315, 0.996),
-    ("Tesla V100-PCIE-32GB", 1.64, 48, 0.259, 0.672),
-    ("Tesla T4", 1.11, 139, 0.292, 0.341),
-    ("Tesla P100-PCIE-16GB", 1.00, 460, 0.296, 0.255)])
-def test_fit_as_measured(fits, device, rate, fixed_us, held, spec):
+@pytest.mark.parametrize("device, rate, fixed_us, held", [
+    ("NVIDIA A100 80GB PCIe", 1.43, 46, 0.315),
+    ("Tesla V100-PCIE-32GB", 1.64, 48, 0.259),
+    ("Tesla T4", 1.11, 139, 0.292),
+    ("Tesla P100-PCIE-16GB", 1.00, 460, 0.296)])
+def test_fit_as_measured(fits, device, rate, fixed_us, held):
     """Each GPU's fit reproduces what was measured (rate within 5 %, fixed cost within 10 %,
-    held-out errors within 2 points)."""
+    held-out error within 2 points). The fits use the specs' peaks, tiles and streaming rates,
+    not their efficiencies, so priors do not move them."""
     f = fits[device]
     assert f.rate == pytest.approx(rate, rel=0.05)
     assert f.fixed_s * 1e6 == pytest.approx(fixed_us, rel=0.10)
     assert f.held_out_median_error == pytest.approx(held, abs=0.02)
-    assert f.unfitted_median_error == pytest.approx(spec, abs=0.02)
     assert f.held_out_rows * 4 == pytest.approx(f.fitted_rows, rel=0.01)
 
 
 def test_fit_beats_the_spec_where_winograd_runs_fastest(fits):
     """On the A100 and V100 (rate > 1.4: most convolutions run Winograd) the spec's efficiency
-    misses the held-out fifth by 67-100 %, the fit by under 32 %."""
+    (the A100's measured GEMM figure 0.827, the V100's GPU prior 0.77) misses the held-out fifth
+    by 100-117 %, the fit by under 32 %."""
     for device in ("NVIDIA A100 80GB PCIe", "Tesla V100-PCIE-32GB"):
         assert fits[device].held_out_median_error < 0.5 * fits[device].unfitted_median_error
 
@@ -74,23 +75,23 @@ def test_model_is_monotone(compute, memory, rate, faster, fixed):
 DEEPBENCH = Path(__file__).resolve().parent / "data" / "deepbench_conv.csv"
 
 
-@pytest.mark.parametrize("precision, device, rate, held, spec", [
-    ("fp16", "NVIDIA V100 (DGX-1)", 0.656, 0.229, 0.296),
-    ("fp16", "NVIDIA T4", 0.397, 0.529, 0.421),
-    ("fp32", "NVIDIA V100 (DGX-1)", 1.963, 0.272, 0.983),
-    ("fp32", "NVIDIA T4", 0.957, 0.401, 0.350)])
-def test_deepbench_fits_as_measured(precision, device, rate, held, spec):
+@pytest.mark.parametrize("precision, device, rate, held", [
+    ("fp16", "NVIDIA V100 (DGX-1)", 0.656, 0.229),
+    ("fp16", "NVIDIA T4", 0.397, 0.529),
+    ("fp32", "NVIDIA V100 (DGX-1)", 1.963, 0.272),
+    ("fp32", "NVIDIA T4", 0.957, 0.401)])
+def test_deepbench_fits_as_measured(precision, device, rate, held):
     """DeepBench's convolutions (forward, data and weight gradients; 94 shapes of 1x1 to 20x5
     kernels, strides 1 and 2): measured when written: V100 fp16 (tensor cores, NHWC) 0.656 of
-    the peak x tile, held-out 22.9 % (spec 29.6 %); T4 fp16 0.397, 52.9 % (42.1 %); V100 fp32
-    1.963 (Winograd), 27.2 % (98.3 %); T4 fp32 0.957, 40.1 % (35.0 %). Rate within 5 %, errors
-    within 2 points."""
+    the peak x tile, held-out 22.9 %; T4 fp16 0.397, 52.9 %; V100 fp32 1.963 (Winograd), 27.2 %;
+    T4 fp32 0.957, 40.1 %. (At the GPU prior 0.77 and no fixed cost the held-out errors are 16.6,
+    25.5, 157 and 56.4 %: the prior carries the large tensor-core convolutions better than the
+    fits' extrapolation, and misses the fp32 ones by far.) Rate within 5 %, error within 2 points."""
     from simulator.calibrate.conv import fit_deepbench_table
 
     f = fit_deepbench_table(DEEPBENCH, precision)[device]
     assert f.rate == pytest.approx(rate, rel=0.05)
     assert f.held_out_median_error == pytest.approx(held, abs=0.02)
-    assert f.unfitted_median_error == pytest.approx(spec, abs=0.02)
     assert f.fitted_rows + f.held_out_rows == 94 + 84 + 94   # 10 shapes have no data gradient
 
 
@@ -104,3 +105,4 @@ def test_one_conv_efficiency_cannot_serve_both_formats():
     fp16 = fit_deepbench_table(DEEPBENCH, "fp16")["NVIDIA V100 (DGX-1)"].rate
     fp32 = fit_deepbench_table(DEEPBENCH, "fp32")["NVIDIA V100 (DGX-1)"].rate
     assert fp32 / fp16 > 2.5
+
