@@ -129,7 +129,10 @@ def test_quick_calibration_of_this_cpu(tmp_path):
     pytest.importorskip("scipy")
     out = tmp_path / "host.toml"
     run = _cli("calibrate", "--device", "cpu-host", "--quick", "--out", str(out))
-    assert run.returncode == 0, run.stderr
+    if run.returncode != 0:   # a busy machine: the fit is refused in one line, nothing written
+        assert "refused, nothing written" in run.stderr, run.stderr
+        assert len(run.stderr.strip().splitlines()) == 1 and not out.exists()
+        return
     spec = load_device(str(out))
     assert 0 < spec.matmul_efficiency <= 1 and spec.op_overhead_s > 0
     assert any("matmul 1024" in line and "predicted" in line for line in run.stdout.splitlines())

@@ -354,12 +354,16 @@ def _calibrate(args) -> int:
                     for c in todo]
         measurements = timing.measure(todo, runtime, progress=progress_bar)
         env = records.environment(runtime)
-        if args.record:
-            write_atomic(args.record, records.kernels_csv(measurements, env))
-            print(f"wrote {args.record}: the timings, for hwsim calibrate --from")
     if args.threads and device.device_class is DeviceClass.CPU:
         device = on_cores(device, args.threads)   # a CPU calibrated on that many cores
-    fit = calibrate.Calibration(device).fit(measurements)
+    # the noisiest cases timed again, then the fit judged: CalibrationRefused (one line,
+    # exit 2) writes nothing, not even --record
+    retime = None if args.recorded else (
+        lambda again: timing.measure(again, runtime, progress=progress_bar))
+    fit = calibrate.checked_fit(device, measurements, retime)
+    if args.record and not args.recorded:
+        write_atomic(args.record, records.kernels_csv(fit.measurements_, env))
+        print(f"wrote {args.record}: the timings, for hwsim calibrate --from")
     calibrated = dataclasses.replace(fit.apply(), name=f"{device.name}-calibrated")
     text = calibrated_toml(device, calibrated, calibrate.provenance(env))
     out = args.out or f"{device.name}-calibrated.toml"
