@@ -333,3 +333,11 @@ def test_moe_fields_are_checked():
     odd = replace(qwen, moe=replace(qwen.moe, expert_ffn_hidden=1400))
     with pytest.raises(PlanError, match="tp = 16 must divide the experts' ffn = 1400"):
         simulate(odd, "h100", tp=16, num_devices=16, micro_batch=1)
+
+
+def test_models_lists_the_experts_and_active_parameters(capsys):
+    assert main(["models"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "mixture of 8 experts, 12,879.9M active" in rows["mixtral-8x7b"]
+    assert "671,026.4M params" in rows["deepseek-v3"] and "256 experts" in rows["deepseek-v3"]
+    assert "experts" not in rows["llama2-7b"]

@@ -441,8 +441,11 @@ def _models(args) -> int:
 
     for name, work in MODELS.items():
         seq = work.tokens_per_sample
+        moe = getattr(work, "moe", None)
         print(f"{name:14s} {work.num_params() / 1e6:12,.1f}M params"
-              + (f"   seq {seq}" if seq else ""))
+              + (f"   seq {seq}" if seq else "")
+              + (f"   mixture of {moe.experts} experts, {work.active_params() / 1e6:,.1f}M "
+                 "active" if moe else ""))
     return 0
 
 
