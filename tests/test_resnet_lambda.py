@@ -1,0 +1,41 @@
+"""ResNet-50 AMP on seven single GPUs (Lambda's benchmark), as validation: nothing is fitted on it.
+
+tests/data/lambda_resnet50_fp16.csv: NVIDIA DeepLearningExamples' ResNet-50 v1.5 with AMP, NCHW,
+SGD, synthetic data, each GPU at the batch Lambda ran. Measured on 2026-12-03 (8f931a3):
+V100 +1 %, A100 40GB PCIe +14 %, A100 80GB PCIe +24 %, A100 80GB SXM4 +28 %, RTX 4090 -30 %,
+H100 PCIe +4 %, H100 SXM5 +13 %: median |error| 14.3 % (issue 20's bound: 15 %). Before the
+channel norms' second pass and the NCHW transposes (simulator.training.layout) the median was
+85.3 %, after the first alone 60.2 %.
+"""
+from __future__ import annotations
+
+import csv
+import statistics
+from pathlib import Path
+
+import pytest
+
+from simulator import simulate
+
+ROWS = list(csv.DictReader((Path(__file__).parent / "data" / "lambda_resnet50_fp16.csv").open()))
+
+
+@pytest.fixture(scope="module")
+def errors():
+    out = {}
+    for row in ROWS:
+        result = simulate("resnet-50", row["catalogue"], micro_batch=int(row["batch"]),
+                          precision="fp16", optimizer="sgd")
+        out[row["name_gpu"]] = result.samples_per_s / float(row["samples_per_s"]) - 1
+    return out
+
+
+def test_median_error_within_issue_bound(errors):
+    """Median |error| over the seven GPUs at most 15 % (14.3 % when measured)."""
+    assert len(errors) == 7
+    assert statistics.median(abs(e) for e in errors.values()) <= 0.15
+
+
+def test_every_gpu_within_35_percent(errors):
+    """The worst, the RTX 4090 (-30 %) and the A100 80GB SXM4 (+28 %), within 35 %."""
+    assert max(abs(e) for e in errors.values()) <= 0.35
