@@ -59,7 +59,7 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
     formats = plan.formats
     updates = _updates(step)
     fn = "all_reduce" if zero == 0 else "reduce_scatter"
-    deepspeed = parallel.sharding is Sharding.DEEPSPEED
+    deepspeed = parallel.sharding in (Sharding.DEEPSPEED, Sharding.DEEPSPEED_2021)
     # issue the reductions in the order the backward makes gradients ready (last layer
     # first), as DDP does: a stream runs its ops in issue order. FSDP reduce-scatters each
     # unit's gradients in its post-backward hook; DeepSpeed fills buckets of
@@ -274,25 +274,28 @@ def _gather_weights(step: OpGraph, plan: Plan, shards: int, local: int,
       ended and, in the backward, behind unit j - 1's reduce-scatter: every gather exposed.
       ``fsdp_reshard_after_forward`` False (SHARD_GRAD_OP) keeps the forward's gathers for the
       backward.
-    - DeepSpeed (deepspeed/runtime/zero/partitioned_param_coordinator.py, fetch_sub_module):
+    - DeepSpeed (deepspeed/runtime/zero/partitioned_param_coordinator.py, fetch_sub_module;
+      ``deepspeed-2021``: v0.3.13's stage3.py, synchronising the device in every fetch):
       a unit per module holding at least ``stage3_param_persistence_threshold`` parameters
       (smaller ones persist, never partitioned). When a module starts, its own gather (if not
       prefetched) is issued and waited for, then the next modules' are prefetched while the
       prefetched parameters stay under min(``stage3_prefetch_bucket_size``,
       ``stage3_max_live_parameters`` - parameters live): a module as large as the live budget
-      is never prefetched, its gather exposed. After its use a module is released unless it
+      is never prefetched, its gather issued at its own pre-hook (``_deepspeed_gathers``:
+      exposed only when the fetch synchronises, as in 2021). After its use a module is released unless it
       is used again within ``stage3_max_reuse_distance`` parameters (the recompute then the
       backward of one module keep it).
 
     ``reductions``: layer -> the reduce-scatter of its gradients (FSDP prefetch 0 issues the
     next gather behind it)."""
     parallel = parallel or ParallelPlan()
-    deepspeed = parallel.sharding is Sharding.DEEPSPEED
+    deepspeed = parallel.sharding in (Sharding.DEEPSPEED, Sharding.DEEPSPEED_2021)
     names = step.names()
     forward_uses = _uses(step, names, (Phase.FORWARD,), deepspeed)
     backward_uses = _uses(step, names, (Phase.BACKWARD, Phase.RECOMPUTE), deepspeed)
     if deepspeed:
-        gathers = _deepspeed_gathers(forward_uses + backward_uses, parallel)
+        gathers = _deepspeed_gathers(forward_uses + backward_uses, parallel,
+                                     parallel.sharding is Sharding.DEEPSPEED_2021)
     else:
         gathers = _fsdp_gathers(forward_uses, backward_uses, parallel, reductions or {})
     weight_bytes = plan.formats.weight.bytes
@@ -384,9 +387,19 @@ def _fsdp_gathers(forward: list[Use], backward: list[Use], parallel: ParallelPla
     return out
 
 
-def _deepspeed_gathers(uses: list[Use], parallel: ParallelPlan) -> list[tuple[int, list[str]]]:
+def _deepspeed_gathers(uses: list[Use], parallel: ParallelPlan,
+                       synchronous: bool = False) -> list[tuple[int, list[str]]]:
     """(index of the use, the ops its gather is issued after) of each gather DeepSpeed's
-    parameter coordinator issues over the step's uses (forward then backward)."""
+    parameter coordinator issues over the step's uses (forward then backward).
+
+    A module's own gather (not prefetched) is issued by its pre-forward hook. Today's
+    coordinator issues it from the host and only makes the compute stream wait for it
+    (``fetch_sub_module``: ``wait_stream``, no host synchronisation), so a host running ahead of
+    the device issues it while the previous module computes: it waits for nothing on the
+    device. DeepSpeed's of 2021 (``synchronous``; v0.3.13, ``stage3.py``,
+    ``_synchronize_communication``: ``torch.cuda.synchronize()`` in every fetch, and one per
+    parameter in ``partition_parameters._allgather_param``) holds the host until the device is
+    idle: the gather starts when the previous module has finished, exposed."""
     live: dict = {}                       # unit -> parameters, gathered or in flight
     planned: dict[int, list[str]] = {}    # use index -> issued after (prefetched)
     out: list[tuple[int, list[str]]] = []
@@ -395,7 +408,7 @@ def _deepspeed_gathers(uses: list[Use], parallel: ParallelPlan) -> list[tuple[in
         if i in planned:
             out.append((i, planned.pop(i)))
         elif use.unit not in live:        # fetched at its own pre-hook: the stream waits
-            out.append((i, [uses[i - 1].readers[-1]] if i else []))
+            out.append((i, [uses[i - 1].readers[-1]] if i and synchronous else []))
             live[use.unit] = use.params
         queue = max(queue, i + 1)
         budget = min(parallel.zero_max_live - sum(live.values()), parallel.zero_prefetch_bucket)

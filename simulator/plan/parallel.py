@@ -56,8 +56,9 @@ class Schedule(str, Enum):
 class Sharding(str, Enum):
     """Who runs ZeRO (``simulator.parallel.data``): the unit of a gather, when it is issued."""
     FSDP = "fsdp"            # PyTorch FSDP: one unit per wrapped transformer block
-    DEEPSPEED = "deepspeed"  # DeepSpeed ZeRO: one unit per module, prefetch by bucket of params
-
+        "help": "the library running ZeRO: fsdp (a gather per transformer block), deepspeed "
+                "(a gather per module, prefetched by --zero-prefetch-bucket) or deepspeed-2021 "
+                "(each module's fetch synchronises the device)"})
 
 class PipelineEngine(str, Enum):
     """Who runs the pipeline's schedule (``simulator.parallel.pipeline``)."""
@@ -158,8 +159,9 @@ class ParallelPlan:
     # as the shard group (torch/distributed/fsdp/fully_sharded_data_parallel.py); DeepSpeed's
     # bucket sizes in DeepSpeedZeroConfig (deepspeed/runtime/zero/config.py).
     sharding: Sharding = field(default=Sharding.FSDP, metadata={
-        "help": "the library running ZeRO: fsdp (a gather per transformer block) or "
-                "deepspeed (a gather per module, prefetched by --zero-prefetch-bucket)"})
+        "help": "the library running ZeRO: fsdp (a gather per transformer block), deepspeed "
+                "(a gather per module, prefetched by --zero-prefetch-bucket) or deepspeed-2021 "
+                "(each module's fetch synchronises the device)"})
     fsdp_prefetch: int = field(default=1, metadata={
         "metavar": "UNITS",
         "help": "FSDP: blocks whose all-gather is issued ahead of the one computing "
