@@ -56,9 +56,10 @@ class Schedule(str, Enum):
 class Sharding(str, Enum):
     """Who runs ZeRO (``simulator.parallel.data``): the unit of a gather, when it is issued."""
     FSDP = "fsdp"            # PyTorch FSDP: one unit per wrapped transformer block
-        "help": "the library running ZeRO: fsdp (a gather per transformer block), deepspeed "
-                "(a gather per module, prefetched by --zero-prefetch-bucket) or deepspeed-2021 "
-                "(each module's fetch synchronises the device)"})
+    DEEPSPEED = "deepspeed"  # DeepSpeed ZeRO: one unit per module, prefetch by bucket of params
+    # DeepSpeed of 2021 (v0.3.13-v0.4): every module's fetch synchronises the device
+    DEEPSPEED_2021 = "deepspeed-2021"
+
 
 class PipelineEngine(str, Enum):
     """Who runs the pipeline's schedule (``simulator.parallel.pipeline``)."""
