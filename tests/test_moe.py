@@ -341,3 +341,28 @@ def test_models_lists_the_experts_and_active_parameters(capsys):
     assert "mixture of 8 experts, 12,879.9M active" in rows["mixtral-8x7b"]
     assert "671,026.4M params" in rows["deepseek-v3"] and "256 experts" in rows["deepseek-v3"]
     assert "experts" not in rows["llama2-7b"]
+
+
+def test_shared_experts_wait_for_the_combine_unless_they_overlap():
+    """Megatron-Core's MoELayer adds the shared experts after the routed ones by default; with
+    --moe-shared-expert-overlap (DeepSeek-V3's schedule) they run beside the all-to-alls."""
+    from simulator.api import resolve_hardware
+    from simulator.parallel.rank import stage_forward
+    from simulator.plan.parallel import ParallelPlan
+    from simulator.plan.step import Plan
+    work = replace(get_workload("qwen2-moe").with_layers(2), seq_len=512)
+    _, cluster, _ = resolve_hardware("h100", 8)
+    for overlap in (False, True):
+        parallel = ParallelPlan(dp=8, ep=4, moe_shared_expert_overlap=overlap)
+        _, ranked = stage_forward(work, Plan(micro_batch=1), parallel, 0, cluster)
+        combine = {ranked.op(n).layer: ranked.inputs(n)[0] for n in ranked.names()
+                   if ranked.op(n).role is Role.EXPERT_COMBINE}
+        assert {ranked.op(c).fn for c in combine.values()} == {"all_to_all"}
+        shared = [n for n in ranked.names() if ranked.op(n).role is Role.COLUMN
+                  and ranked.op(n).layer in combine and ranked.op(n).block.value == "mlp"]
+        assert len(shared) == 2 * 2   # gate and up of the shared expert, 2 layers
+        waits = [combine[ranked.op(n).layer] in ranked.inputs(n) for n in shared]
+        assert all(waits) if not overlap else not any(waits)
+        for n in shared:   # the activation stays the linear's first input
+            assert ranked.op(ranked.inputs(n)[0]).kind is not OpKind.COLLECTIVE or \
+                ranked.op(ranked.inputs(n)[0]).fn != "all_to_all"

@@ -226,21 +226,10 @@ def moe_mlp(c, b: Builder, x: str, rows: int) -> str:
     chosen = b.top_k(scores, rows, m.experts, m.top_k)
     slots = rows * m.top_k   # token copies, one per chosen expert
     permuted = b.permute(x, chosen, rows * h, slots * h)
-    load = round(1000 * m.load)
     gated = c.ffn.gated
-    if gated:
-        act = b.swiglu(
-            b.grouped_linear("expert_gate_proj", permuted, slots, m.experts, h, f,
-                             Role.EXPERT_COLUMN, load),
-            b.grouped_linear("expert_up_proj", permuted, slots, m.experts, h, f,
-                             Role.EXPERT_COLUMN, load), slots * f, fn=c.ffn.value)
-    else:
-        act = b.activation(c.ffn.value, b.grouped_linear(
-            "expert_fc1", permuted, slots, m.experts, h, f, Role.EXPERT_COLUMN, load),
-            slots * f)
-    out = b.grouped_linear("expert_down_proj", act, slots, m.experts, f, h, Role.EXPERT_ROW,
-                           load)
-    y = b.unpermute(out, chosen, slots * h, rows * h)
+    # the shared experts first: issued while the tokens are dispatched to the routed ones
+    # (simulator.parallel.expert orders them after the combine unless they overlap)
+    shared = None
     if m.shared_experts:
         g = m.shared_experts * f
         if gated:
@@ -255,6 +244,21 @@ def moe_mlp(c, b: Builder, x: str, rows: int) -> str:
             gate = b.linear("shared_expert_gate", x, rows, h, 1, False)
             shared = b.elementwise("mul", (shared, gate), rows * h, saves=("inputs",),
                                    base="shared_gate_mul")
+    load = round(1000 * m.load)
+    if gated:
+        act = b.swiglu(
+            b.grouped_linear("expert_gate_proj", permuted, slots, m.experts, h, f,
+                             Role.EXPERT_COLUMN, load),
+            b.grouped_linear("expert_up_proj", permuted, slots, m.experts, h, f,
+                             Role.EXPERT_COLUMN, load), slots * f, fn=c.ffn.value)
+    else:
+        act = b.activation(c.ffn.value, b.grouped_linear(
+            "expert_fc1", permuted, slots, m.experts, h, f, Role.EXPERT_COLUMN, load),
+            slots * f)
+    out = b.grouped_linear("expert_down_proj", act, slots, m.experts, f, h, Role.EXPERT_ROW,
+                           load)
+    y = b.unpermute(out, chosen, slots * h, rows * h)
+    if shared is not None:
         y = b.add(y, shared, rows * h, base="shared_add")
     return b.dropout(y, rows * h, base="mlp_dropout") if c.dropout else y
 

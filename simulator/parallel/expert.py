@@ -23,11 +23,13 @@ dimension (``RankGenerator``, order "tp-cp-ep-dp-pp"), so the ep ranks are tp x 
 node of d devices holds gcd(ep, d / (tp x cp)) of a group: ep = 8 with tp = 1 is one node's
 NVLink; ep = 64 spans 8 nodes and pays the inter-node network for 56 of 64 peers.
 
-Overlap: the all-to-alls run on the model-parallel communicator's stream; the ops that do not
-need their result (the shared experts, which read the layer's input, not the routed copies)
-run on the compute stream meanwhile, as DeepSeek-V3 overlaps them and Megatron-Core does with
-``--moe-shared-expert-overlap``; the routed experts wait for the dispatch, the layer's output for
-the combine: exposed otherwise, as in Megatron-Core's default of 2024.
+Overlap: the all-to-alls run on the model-parallel communicator's stream, and the routed
+experts wait for the dispatch, the layer's output for the combine. The shared experts (which
+read the layer's input, not the routed copies) run after the combine, in sequence, as
+Megatron-Core's ``MoELayer`` runs them by default (``shared_experts(hidden_states)`` added to
+the routed output); with ``ParallelPlan.moe_shared_expert_overlap`` (Megatron-Core's
+``--moe-shared-expert-overlap``, DeepSeek-V3's schedule) they run on the compute stream while
+the all-to-alls move the tokens.
 
 Gradients (``reduce_expert_gradients``): a rank's experts are held by the dp x cp / ep ranks
 of its expert-data-parallel group, tp x cp x ep apart (Megatron-Core's ``expert_data_parallel``
@@ -51,7 +53,7 @@ import re
 
 from simulator.errors import PlanError
 from simulator.graph.collective import Axis, collective
-from simulator.graph.op import Op, OpKind, Phase, Role
+from simulator.graph.op import Block, Op, OpKind, Phase, Role
 from simulator.graph.opgraph import OpGraph
 from simulator.parallel.tensor import grouped
 
@@ -79,11 +81,38 @@ def local_members(ep: int, tp: int, cp: int, per_node: int) -> int:
     return math.gcd(ep, max(per_node // (tp * cp), 1))
 
 
-def shard(forward: OpGraph, ep: int, local: int = 0) -> OpGraph:
+def shard(forward: OpGraph, ep: int, local: int = 0, overlap_shared: bool = False) -> OpGraph:
     """What one of ``ep`` expert-parallel ranks runs of ``forward`` (``forward`` if ep = 1, or
-    if it has no experts); ``local``: members of the group per node (0: as many as fit)."""
+    if it has no experts); ``local``: members of the group per node (0: as many as fit);
+    ``overlap_shared``: the shared experts run beside the all-to-alls (else after the
+    combine)."""
     if ep == 1 or not any(op.role in EXPERTS for op in forward.ops()):
         return forward
+    out = _shard(forward, ep, local)
+    if not overlap_shared:
+        _shared_after_combine(out)
+    return out
+
+
+def _shared_after_combine(graph: OpGraph) -> None:
+    """Make each MoE layer's shared experts wait for its combine all-to-all: the linears of
+    the layer's MLP block that are not routed experts nor its router (the shared experts'
+    column-parallel ones, and Qwen-MoE's gate: a linear to one feature)."""
+    combines = {}   # layer -> its combine all-to-all (the un-permutation's first input)
+    for name in graph.names():
+        op = graph.op(name)
+        if op.role is Role.EXPERT_COMBINE:
+            combines[op.layer] = graph.inputs(name)[0]
+    for name in graph.names():
+        op = graph.op(name)
+        if op.layer not in combines or op.block is not Block.MLP or op.fn != "linear":
+            continue
+        if op.role is Role.COLUMN or (op.role is Role.REPLICATED and op.n == 1):
+            # an ordering edge after the op's own inputs (a linear's activation stays first)
+            graph.add_edge(combines[op.layer], name, len(graph.inputs(name)), nbytes=0)
+
+
+def _shard(forward: OpGraph, ep: int, local: int) -> OpGraph:
     out = OpGraph(forward.name)
     remap: dict[str, str] = {}
     load = max(_load(op) for op in forward.ops() if op.role in EXPERTS)

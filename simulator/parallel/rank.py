@@ -94,7 +94,8 @@ def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
     ranked = split(forward, parallel.tp, parallel.sequence_parallel, _shape(work))
     per_node = cluster.devices_per_node if cluster else 1
     ranked = shard_experts(ranked, parallel.ep,
-                           local_members(parallel.ep, parallel.tp, cp, per_node))
+                           local_members(parallel.ep, parallel.tp, cp, per_node),
+                           parallel.moe_shared_expert_overlap)
     # Megatron-LM's rank order: tp fastest, then cp, then dp, then pp
     ranked = gather_keys_values(ranked, cp, max(min(cp, per_node // parallel.tp), 1))
     local = 2 if 2 * parallel.tp * parallel.cp * parallel.dp <= per_node else 1

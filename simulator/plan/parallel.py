@@ -100,6 +100,12 @@ class ParallelPlan:
     ep: int = field(default=1, metadata={
         "help": "expert parallel: ranks sharing a mixture of experts' experts, taken from "
                 "the dp x cp replicas (Megatron-Core --expert-model-parallel-size)"})
+    # The shared experts run beside the all-to-alls (Megatron-Core
+    # --moe-shared-expert-overlap, DeepSeek-V3); False, Megatron-Core's default: after the
+    # routed experts' combine, in sequence (simulator.parallel.expert).
+    moe_shared_expert_overlap: bool = field(default=False, metadata={
+        "help": "run a mixture of experts' shared experts beside the expert-parallel "
+                "all-to-alls (Megatron-Core --moe-shared-expert-overlap)"})
     zero: int = field(default=0, metadata={
         "choices": ZERO_STAGES,
         "help": "ZeRO stage over the dp replicas (3 = FSDP full shard)"})
