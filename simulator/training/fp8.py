@@ -39,8 +39,7 @@ Sequence parallelism: TE all-gathers the fp8 norm output (``LayerNormLinear`` wi
 ``sequence_parallel``: ``ln_out`` quantized before ``gather_along_first_dim``), in the forward
 and again for the weight gradient: those all-gathers move 1 byte per element, not 2.
 
-Not modelled: the row-wise fp8 copy, transient (freed after the forward GEMM); under sequence
-parallelism ``training.saved`` counts the kept shard at 16 bits (the liveness at 1); the dgelu fused into fc1's gradient cast
+Not modelled: the row-wise fp8 copy, transient (freed after the forward GEMM); the dgelu fused into fc1's gradient cast
 (``cast_transpose_dbias_dgelu``); current-scaling and block-scaled (MXFP8) recipes, whose amax is a
 separate pass.
 """
@@ -55,7 +54,7 @@ CAST = "cast_transpose"
 _FP8 = DType.FP8.bytes
 _SOURCE = DType.BF16   # a cast op's dtype: the 16-bit tensor it reads (the GEMMs are the fp8 ops)
 _FORWARD = (Task.FORWARD, Task.RECOMPUTE)
-_NORMS = frozenset({"layernorm", "rmsnorm"})
+NORMS = frozenset({"layernorm", "rmsnorm"})   # norms that write fp8 in TE
 _PASS = frozenset({"identity", "all_gather"})   # tensor-parallel f: the norm's output, gathered
 REGATHER = "regather"   # simulator.training.backward.REGATHER: the backward's all-gather again
 
@@ -129,7 +128,7 @@ def _fused_norm(step: OpGraph, src: str, readers: list[str]) -> str | None:
             return None
         src = step.inputs(src)[0]
         op = step.op(src)
-    if op.kind is not OpKind.NORM or op.fn not in _NORMS:
+    if op.kind is not OpKind.NORM or op.fn not in NORMS:
         return None
     forward = [c for c in step.consumers(src) if step.op(c).phase is op.phase]
     if not all(_is_fp8(step.op(c)) or step.op(c).kind is OpKind.COLLECTIVE for c in forward):
@@ -192,4 +191,4 @@ def _weight_cast(step: OpGraph, op: Op, width: int) -> None:
          Task.FORWARD, Phase.OPTIMIZER, [update] if update in step else [], [])
 
 
-__all__ = ["CAST", "add_casts", "fp8_gemms", "saved_bytes"]
+__all__ = ["CAST", "NORMS", "add_casts", "fp8_gemms", "saved_bytes"]

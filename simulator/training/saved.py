@@ -18,6 +18,7 @@ from simulator.graph.opgraph import OpGraph
 from simulator.plan.step import Plan
 from simulator.training.backward import WEIGHTED, gathered_shard, region_of
 from simulator.training.finetune import needs_grad
+from simulator.training.fp8 import NORMS as FP8_NORMS
 from simulator.training.fp8 import saved_bytes as fp8_saved_bytes
 from simulator.training.loss import kept_bytes as loss_kept_bytes
 from simulator.training.loss import vocab_head
@@ -55,10 +56,12 @@ def saved_tensors(forward: OpGraph, plan: Plan) -> dict[tuple[str, str], tuple[i
             for src in inputs:   # a frozen weight's GEMM needs only it for the data gradient
                 if op.fn in WEIGHTED:
                     shard = gathered_shard(forward, src)
-                    fp8 = None if shard else fp8_saved_bytes(op, forward.op(src), plan)
-                    if fp8 is not None:   # Transformer Engine keeps an fp8 copy
-                        keep("fp8", src, fp8, op.layer)
-                        continue
+                    holder = shard if shard and forward.op(shard).fn in FP8_NORMS else src
+                    fp8 = None if shard and holder == src else fp8_saved_bytes(
+                        op, forward.op(holder), plan)
+                    if fp8 is not None:   # Transformer Engine keeps an fp8 copy (of the
+                        keep("fp8", holder, fp8, op.layer)   # norm's shard under sequence
+                        continue                            # parallelism: its fp8 output)
                     src = shard or src
                 keep("out", src, forward.op(src).out_bytes, op.layer)
         if "output" in op.saves:
