@@ -115,7 +115,7 @@ def _add(step: OpGraph, like: Op, name: str, read: int, written: int, task: Task
     for index, src in enumerate(sources):
         step.add_edge(src, name, index)
     step.issue_early(name)   # TE casts as soon as its input is ready, before its GEMMs
-    for reader in readers:   # ordering: the fp8 copies live with the 16-bit tensor (not counted)
+    for reader in readers:   # ordering only: the transient row-wise copy is not counted
         step.add_edge(name, reader, len(step.inputs(reader)), nbytes=0)
 
 
