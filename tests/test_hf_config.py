@@ -96,7 +96,8 @@ def test_deepseek_v3_and_qwen2_moe_configs_are_read_as_their_zoo_presets(tmp_pat
                 "first_k_dense_replace": 3, "q_lora_rank": 1536, "kv_lora_rank": 512,
                 "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
                 "scoring_func": "sigmoid", "hidden_act": "silu", "tie_word_embeddings": False,
-                "max_position_embeddings": 163840, "num_nextn_predict_layers": 1}
+                "max_position_embeddings": 163840, "num_nextn_predict_layers": 1,
+                "n_group": 8, "topk_group": 4}
     qwen = {"model_type": "qwen2_moe", "num_hidden_layers": 24, "hidden_size": 2048,
             "num_attention_heads": 16, "num_key_value_heads": 16, "vocab_size": 151936,
             "intermediate_size": 5632, "moe_intermediate_size": 1408, "num_experts": 60,
@@ -109,6 +110,7 @@ def test_deepseek_v3_and_qwen2_moe_configs_are_read_as_their_zoo_presets(tmp_pat
         work, zoo = get_workload(str(path)), get_workload(preset)
         assert work.num_params() == zoo.num_params()
         assert work.active_params() == zoo.active_params()
+        assert work.moe.max_nodes == zoo.moe.max_nodes == (4 if preset == "deepseek-v3" else None)
 
 
 def test_predict_a_config_from_the_cli(capsys):

@@ -235,20 +235,3 @@ def test_deepspeeds_pipeline_engine_blocks_on_messages_and_reduces_after_the_ste
     data = np.flatnonzero((low.axis == int(Axis.DATA)) & (on == 2))
     assert start[data].min() >= end[backward].max() - 1e-12
     assert r.step_time_s >= runs["megatron"].step_time_s
-
-
-def test_fsdp2_copies_each_gather_out_on_the_compute_stream():
-    """fully_shard's foreach_all_gather_copy_out: after each gather a copy reading and writing
-    the unit's unsharded weights, on the compute stream, before the unit's ops; FSDP1's flat
-    parameter is gathered in place (no copy). Never faster."""
-    one = _run(zero=3, comm_interference=False)
-    two = _run(zero=3, fsdp_version=2, comm_interference=False)
-    low = two.lowered
-    copies = [i for i, n in enumerate(low.names) if n.startswith("fsdp2_copy_out")]
-    gathers = _gathers(two)
-    assert len(copies) == len(gathers)
-    assert not any(n.startswith("fsdp2_copy_out") for n in one.lowered.names)
-    for c, g in zip(copies, gathers):
-        assert low.bytes_read[c] == low.bytes_written[c] == low.bytes_written[g]
-        assert streams(low)[c] == 0
-    assert two.step_time_s > one.step_time_s

@@ -366,3 +366,35 @@ def test_shared_experts_wait_for_the_combine_unless_they_overlap():
         for n in shared:   # the activation stays the linear's first input
             assert ranked.op(ranked.inputs(n)[0]).kind is not OpKind.COLLECTIVE or \
                 ranked.op(ranked.inputs(n)[0]).fn != "all_to_all"
+
+
+def test_deepep_sends_each_token_once_per_node_then_forwards_it_inside():
+    """DeepEP's dispatch (--moe-dispatcher deepep): over InfiniBand among the nodes' same-index
+    ranks, each token once per node its experts are on (k = 2 choices over 2 nodes: 1.5 on
+    average, 2 (1 - 1/2^2)), then inside each node over NVLink every copy to its expert."""
+    from simulator.parallel.expert import nodes_per_token
+    mixtral = get_workload("mixtral-8x7b")
+    assert nodes_per_token(mixtral.moe, 2) == 1.5
+    deepseek = get_workload("deepseek-v3")   # 8 choices, at most 4 of 8 nodes
+    assert nodes_per_token(deepseek.moe, 8) == pytest.approx(4 * (1 - 0.75 ** 8))
+    work = replace(mixtral.with_layers(2), seq_len=1024)
+    work = replace(work, moe=replace(work.moe, experts=16))
+    copies = 1024 * 2 * 4096 * 2   # tokens x top_k x hidden x bf16
+    runs = {}
+    for dispatcher in ("alltoall", "deepep"):
+        r = simulate(work, "h100", num_devices=16, micro_batch=1, precision="bf16", ep=16,
+                     moe_dispatcher=dispatcher)
+        low = r.lowered
+        a2a = np.flatnonzero((low.kind == OpKind.COLLECTIVE) & (low.axis == int(Axis.EXPERT)))
+        runs[dispatcher] = (r, {(int(low.group[i]), int(low.local[i]), int(low.bytes_read[i]))
+                                for i in a2a}, r.times["time_s"][a2a].sum())
+    assert runs["alltoall"][1] == {(16, 8, copies)}
+    assert runs["deepep"][1] == {(2, 1, copies * 3 // 4), (8, 8, copies)}
+    assert runs["deepep"][2] < runs["alltoall"][2]
+    assert runs["deepep"][0].flops_per_step == runs["alltoall"][0].flops_per_step
+    # inside one node DeepEP's dispatch is the one all-to-all over NVLink
+    one = simulate(work, "h100", num_devices=8, micro_batch=1, precision="bf16", ep=8,
+                   moe_dispatcher="deepep")
+    low = one.lowered
+    a2a = np.flatnonzero((low.kind == OpKind.COLLECTIVE) & (low.axis == int(Axis.EXPERT)))
+    assert {(int(low.group[i]), int(low.local[i])) for i in a2a} == {(8, 8)}

@@ -207,7 +207,10 @@ def _deepseek_v3(c: _Config) -> dict:
               shared_experts=c.data.get("n_shared_experts") or 0,
               expert_ffn_hidden=c.count("moe_intermediate_size"),
               first_dense_layers=c.data.get("first_k_dense_replace") or 0,
-              router=Router.SIGMOID, router_bias=True)
+              router=Router.SIGMOID, router_bias=True,
+              # group-limited routing: topk_group of n_group expert groups, each group a
+              # node in DeepSeek-V3's 64-way expert parallelism over 8 nodes (sec. 2.1.2)
+              max_nodes=c.count("topk_group") if c.data.get("topk_group") else None)
     return {"layers": c.count("num_hidden_layers"), "hidden": c.count("hidden_size"),
             "heads": heads, "vocab": c.count("vocab_size"),
             "ffn_hidden": c.count("intermediate_size"), "ffn": _gate(c), "norm": Norm.RMSNORM,

@@ -74,6 +74,9 @@ class MoE:
     #                                        e_score_correction_bias, not trained by gradient)
     shared_gate: bool = False              # a sigmoid gate on the shared experts (Qwen-MoE)
     imbalance: float = 1.0                 # busiest expert's load / the mean load
+    max_nodes: int | None = None           # node-limited routing: each token's experts on at
+    #                                        most this many nodes (DeepSeek-V3: 4, its
+    #                                        topk_group of 8 expert groups, one per node)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "router", _choice(Router, self.router, "router"))
@@ -83,6 +86,10 @@ class MoE:
                     not 0 < value <= MAX_EXPERTS:
                 raise WorkloadError(f"[moe] {key} = {value!r} must be an integer in 1.."
                                     f"{MAX_EXPERTS}")
+        if self.max_nodes is not None and (isinstance(self.max_nodes, bool) or not isinstance(
+                self.max_nodes, int) or not 0 < self.max_nodes <= MAX_EXPERTS):
+            raise WorkloadError(f"[moe] max_nodes = {self.max_nodes!r} must be a positive "
+                                "integer")
         for key in ("shared_experts", "first_dense_layers"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10_000:

@@ -78,7 +78,8 @@ TRANSFORMERS: dict[str, TransformerConfig] = {c.name: c for c in [
     # (deepseek-ai/DeepSeek-V3): 61 layers of hidden 7168, the first 3 dense (ffn 18432), the
     # others 256 routed experts of 2048 (8 per token, sigmoid scores with a bias) and 1
     # shared; MLA with 128 heads, q_lora_rank 1536, kv_lora_rank 512, 128 + 64 q/k and 128 v
-    # features per head; vocab 129280, untied; trained at 4K context. 671,026,419,200
+    # features per head; vocab 129280, untied; node-limited routing to at most 4 nodes (sec.
+    # 2.1.2; config topk_group 4 of n_group 8); trained at 4K context. 671,026,419,200
     # parameters ("671B"), 37,552,297,472 active with the input embedding, 36,625,618,432
     # without ("37B"); the option mtp = 1 adds the multi-token prediction module (11,610,068,224 more).
     TransformerConfig("deepseek-v3", 61, 7168, 128, vocab=129280, seq_len=4096,
@@ -86,7 +87,8 @@ TRANSFORMERS: dict[str, TransformerConfig] = {c.name: c for c in [
                       tied_embeddings=False, learned_positions=False, bias=False,
                       dropout=False,
                       moe=MoE(experts=256, top_k=8, shared_experts=1, expert_ffn_hidden=2048,
-                              first_dense_layers=3, router=Router.SIGMOID, router_bias=True),
+                              first_dense_layers=3, router=Router.SIGMOID, router_bias=True,
+                              max_nodes=4),
                       mla=MLA(kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64,
                               v_head_dim=128, q_lora_rank=1536)),
     # Qwen1.5-MoE-A2.7B: Qwen team 2024 (qwenlm.github.io/blog/qwen-moe) and the released

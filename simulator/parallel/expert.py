@@ -81,14 +81,20 @@ def local_members(ep: int, tp: int, cp: int, per_node: int) -> int:
     return math.gcd(ep, max(per_node // (tp * cp), 1))
 
 
-def shard(forward: OpGraph, ep: int, local: int = 0, overlap_shared: bool = False) -> OpGraph:
+def shard(forward: OpGraph, ep: int, local: int = 0, overlap_shared: bool = False,
+          deepep: bool = False, moe=None) -> OpGraph:
     """What one of ``ep`` expert-parallel ranks runs of ``forward`` (``forward`` if ep = 1, or
     if it has no experts); ``local``: members of the group per node (0: as many as fit);
     ``overlap_shared``: the shared experts run beside the all-to-alls (else after the
-    combine)."""
+    combine); ``deepep``: DeepEP's two-hop dispatch (``nodes_per_token``) for ``moe`` (the
+    workload's ``workloads.moe.MoE``)."""
     if ep == 1 or not any(op.role in EXPERTS for op in forward.ops()):
         return forward
-    out = _shard(forward, ep, local)
+    members = local or ep
+    hops = None
+    if deepep and moe is not None and ep > members:
+        hops = (ep // members, members, nodes_per_token(moe, ep // members))
+    out = _shard(forward, ep, local, hops, moe.top_k if moe is not None else 1)
     if not overlap_shared:
         _shared_after_combine(out)
     return out
@@ -112,7 +118,18 @@ def _shared_after_combine(graph: OpGraph) -> None:
             graph.add_edge(combines[op.layer], name, len(graph.inputs(name)), nbytes=0)
 
 
-def _shard(forward: OpGraph, ep: int, local: int) -> OpGraph:
+def nodes_per_token(moe, nodes: int) -> float:
+    """Nodes a token's top_k expert choices land on, on average, among ``nodes`` (its
+    ``max_nodes`` when node-limited): n (1 - (1 - 1/n)^k) for k choices spread uniformly over
+    n nodes (the expected count of distinct ones). DeepEP sends a token over the inter-node
+    network once per such node, then forwards its copies inside the node over NVLink
+    (deepseek-ai/DeepEP README, "normal kernels ... NVLink and RDMA forwarding"; DeepSeek-V3,
+    arXiv:2412.19437, sec. 3.2.2)."""
+    n = min(nodes, moe.max_nodes or nodes)
+    return n * (1 - (1 - 1 / n) ** moe.top_k)
+
+
+def _shard(forward: OpGraph, ep: int, local: int, hops=None, top_k: int = 1) -> OpGraph:
     out = OpGraph(forward.name)
     remap: dict[str, str] = {}
     load = max(_load(op) for op in forward.ops() if op.role in EXPERTS)
@@ -124,15 +141,33 @@ def _shard(forward: OpGraph, ep: int, local: int) -> OpGraph:
             out.add(grouped(op, op.k, op.n, experts), inputs)
         elif op.role is Role.EXPERT_COMBINE:
             routed = inputs[0]   # the experts' output (the first input): send it back
-            combine = _all_to_all(f"{name}.ep_combine", out.op(routed), op, ep, local, load)
-            out.add(combine, [routed])
-            out.add(op, [combine.name, *inputs[1:]])
+            last = routed
+            for a2a in reversed(_exchange(f"{name}.ep_combine", out.op(routed), op, ep, local,
+                                          load, hops, top_k)):
+                last = out.add(a2a, [last])
+            out.add(op, [last, *inputs[1:]])
         else:
             out.add(op, inputs)
         if op.role is Role.EXPERT_DISPATCH:
-            dispatch = _all_to_all(f"{name}.ep_dispatch", op, op, ep, local, load)
-            remap[name] = out.add(dispatch, [name])
+            last = name
+            for a2a in _exchange(f"{name}.ep_dispatch", op, op, ep, local, load, hops, top_k):
+                last = out.add(a2a, [last])
+            remap[name] = last
     return out
+
+
+def _exchange(name: str, source: Op, template: Op, ep: int, local: int, load: float, hops,
+              top_k: int) -> list[Op]:
+    """The all-to-alls that move ``source``'s token copies to their experts' ranks, in
+    dispatch order: one among the ep ranks, or DeepEP's two (``hops``: nodes, members per
+    node, nodes per token): among the nodes' same-index ranks, each token once per node it
+    goes to, then inside each node every copy to its expert's rank."""
+    if hops is None:
+        return [_all_to_all(name, source, template, ep, local, load)]
+    nodes, members, per_token = hops
+    inter = _all_to_all(f"{name}.inter", source, template, nodes, 1, load * per_token / top_k)
+    intra = _all_to_all(f"{name}.intra", source, template, members, members, load)
+    return [inter, intra]
 
 
 def reduce_expert_gradients(step: OpGraph, replicas: int, ep: int, stride: int,
@@ -204,4 +239,5 @@ def _load(op: Op) -> float:
     return dict(op.extra).get("load", 1000) / 1000.0
 
 
-__all__ = ["EXPERTS", "check", "local_members", "reduce_expert_gradients", "shard"]
+__all__ = ["EXPERTS", "check", "local_members", "nodes_per_token", "reduce_expert_gradients",
+           "shard"]

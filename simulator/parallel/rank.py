@@ -25,7 +25,7 @@ from simulator.parallel.expert import shard as shard_experts
 from simulator.parallel.pipeline import block_on_p2p, stage_graph
 from simulator.parallel.tensor import check as check_tensor_parallel
 from simulator.parallel.tensor import split, wait_for_weight_gradients
-from simulator.plan.parallel import ParallelPlan, PipelineEngine
+from simulator.plan.parallel import Dispatcher, ParallelPlan, PipelineEngine
 from simulator.plan.step import Attention, Finetune, Fusion, Plan
 from simulator.training.backward import training_graph
 from simulator.training.finetune import adapt, dequantize
@@ -95,7 +95,9 @@ def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
     per_node = cluster.devices_per_node if cluster else 1
     ranked = shard_experts(ranked, parallel.ep,
                            local_members(parallel.ep, parallel.tp, cp, per_node),
-                           parallel.moe_shared_expert_overlap)
+                           parallel.moe_shared_expert_overlap,
+                           parallel.moe_dispatcher is Dispatcher.DEEPEP,
+                           getattr(work, "moe", None))
     # Megatron-LM's rank order: tp fastest, then cp, then dp, then pp
     ranked = gather_keys_values(ranked, cp, max(min(cp, per_node // parallel.tp), 1))
     local = 2 if 2 * parallel.tp * parallel.cp * parallel.dp <= per_node else 1

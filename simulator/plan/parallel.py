@@ -61,6 +61,14 @@ class Sharding(str, Enum):
     DEEPSPEED_2021 = "deepspeed-2021"
 
 
+class Dispatcher(str, Enum):
+    """How a mixture of experts' tokens reach their experts' ranks (simulator.parallel.expert)."""
+    ALLTOALL = "alltoall"  # one all-to-all, each token copy sent to its expert's rank
+    #                        (Megatron-Core --moe-token-dispatcher-type alltoall)
+    DEEPEP = "deepep"      # DeepEP: over the inter-node network once per token and node, then
+    #                        forwarded inside the node over NVLink (Megatron-Core flex + DeepEP)
+
+
 class PipelineEngine(str, Enum):
     """Who runs the pipeline's schedule (``simulator.parallel.pipeline``)."""
     MEGATRON = "megatron"    # Megatron-LM's schedules: p2p on their own stream
@@ -106,6 +114,10 @@ class ParallelPlan:
     moe_shared_expert_overlap: bool = field(default=False, metadata={
         "help": "run a mixture of experts' shared experts beside the expert-parallel "
                 "all-to-alls (Megatron-Core --moe-shared-expert-overlap)"})
+    moe_dispatcher: Dispatcher = field(default=Dispatcher.ALLTOALL, metadata={
+        "help": "how tokens reach their experts across nodes: alltoall (every copy sent to "
+                "its rank) or deepep (once per token and node over the inter-node network, "
+                "then over NVLink: DeepEP)"})
     zero: int = field(default=0, metadata={
         "choices": ZERO_STAGES,
         "help": "ZeRO stage over the dp replicas (3 = FSDP full shard)"})
@@ -176,13 +188,6 @@ class ParallelPlan:
     fsdp_limit_all_gathers: bool = field(default=True, metadata={
         "help": "FSDP: no rate limiter (limit_all_gathers=False): the host issues every "
                 "forward gather ahead, however many blocks"})
-    # FSDP2 (fully_shard) all-gathers into one buffer and copies each parameter out of it on
-    # the compute stream (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py,
-    # foreach_all_gather_copy_out); FSDP1's FlatParameter is gathered in place.
-    fsdp_version: int = field(default=1, metadata={
-        "choices": (1, 2),
-        "help": "FSDP: 1 (FullyShardedDataParallel, gathered in place) or 2 (fully_shard: "
-                "a copy out of each gather's buffer on the compute stream)"})
     fsdp_reshard_after_forward: bool = field(default=True, metadata={
         "help": "FSDP: keep the gathered weights from the forward to the backward "
                 "(reshard_after_forward=False, SHARD_GRAD_OP): no backward gathers"})
@@ -213,7 +218,8 @@ class ParallelPlan:
                 "Infinity Fabric, 2 over PCIe only; NCCL_MAX_NCHANNELS caps it)"})
 
     def __post_init__(self) -> None:
-        for name, kind in (("sharding", Sharding), ("pipeline_engine", PipelineEngine)):
+        for name, kind in (("sharding", Sharding), ("pipeline_engine", PipelineEngine),
+                           ("moe_dispatcher", Dispatcher)):
             try:
                 object.__setattr__(self, name, kind(getattr(self, name)))
             except ValueError:
@@ -221,8 +227,6 @@ class ParallelPlan:
                 raise PlanError(f"{name} = {getattr(self, name)!r} is not known: choose one "
                                 f"of {choices}") from None
         positive(self.fsdp_prefetch, "fsdp_prefetch", minimum=0)
-        if self.fsdp_version not in (1, 2) or isinstance(self.fsdp_version, bool):
-            raise PlanError(f"fsdp_version = {self.fsdp_version!r} must be 1 or 2")
         for name in ("zero_prefetch_bucket", "zero_max_live"):
             positive(getattr(self, name), name, minimum=0, maximum=2**50)
         positive(self.zero_reduce_bucket, "zero_reduce_bucket", maximum=2**50)
