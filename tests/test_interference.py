@@ -3,6 +3,8 @@ compute it overlaps, FSDP's and DeepSpeed's sharded data parallelism, DeepSpeed'
 engine. Closed forms, cited measurements with their tolerances, and invariants."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -85,8 +87,8 @@ def test_interference_never_speeds_a_step_up(dp, zero, sharding, prefetch, m, ov
                                              engine):
     """Durations only grow and every stream runs in issue order (a max-plus schedule); the
     step's own reduction slows the last micro-batch only."""
-    kw = dict(zero=zero, sharding=sharding, fsdp_prefetch=prefetch, overlap_grad_reduce=overlap,
-              pp=pp, pipeline_engine=engine)
+    kw = {"zero": zero, "sharding": sharding, "fsdp_prefetch": prefetch,
+          "overlap_grad_reduce": overlap, "pp": pp, "pipeline_engine": engine}
     if pp > 1 and zero > 1:
         kw["zero"] = 1   # ZeRO 2-3 with a pipeline: not a plan Megatron-LM or DeepSpeed runs
     on = _run(dp, m, **kw)
@@ -131,7 +133,7 @@ def test_prefetch_depth_zero_exposes_every_gather():
 def test_more_prefetch_is_never_slower(limit):
     times = [_run(zero=3, fsdp_prefetch=d, fsdp_limit_all_gathers=limit,
                   comm_interference=False).step_time_s for d in range(4)]
-    assert all(b <= a * (1 + 1e-12) for a, b in zip(times, times[1:])), times
+    assert all(b <= a * (1 + 1e-12) for a, b in itertools.pairwise(times)), times
 
 
 def test_resharding_after_forward_costs_the_backward_gathers():
@@ -139,7 +141,7 @@ def test_resharding_after_forward_costs_the_backward_gathers():
     gathers are gone, and it holds every parameter gathered."""
     full = _run(zero=3, comm_interference=False)
     kept = _run(zero=3, fsdp_reshard_after_forward=False, comm_interference=False)
-    phases = lambda r: sorted(r.lowered.phase[_gathers(r)].tolist())   # noqa: E731
+    phases = lambda r: sorted(r.lowered.phase[_gathers(r)].tolist())
     assert int(Phase.BACKWARD) in phases(full) and int(Phase.BACKWARD) not in phases(kept)
     assert kept.step_time_s <= full.step_time_s
     assert kept.memory_breakdown["workspace"] > full.memory_breakdown["workspace"]
@@ -162,7 +164,8 @@ def test_hybrid_shard_keeps_gathers_in_the_node_and_all_reduces_the_shard_across
                                                          for i in scatters)
     # states sharded over the group only
     whole = _run(dp=16, zero=3)
-    assert r.memory_breakdown["optimizer_states"] == pytest.approx(2 * whole.memory_breakdown["optimizer_states"])
+    states = r.memory_breakdown["optimizer_states"]
+    assert states == pytest.approx(2 * whole.memory_breakdown["optimizer_states"])
 
 
 # -- DeepSpeed -------------------------------------------------------------------------------------
@@ -192,7 +195,7 @@ def test_deepspeed_live_budget_below_a_module_stops_prefetch():
     """stage3_max_live_parameters smaller than a module: nothing is prefetched (the budget
     max_live - live is spent), as with no prefetch bucket; under 2021's synchronising fetch
     that exposes every gather."""
-    kw = dict(zero=3, sharding="deepspeed-2021", comm_interference=False)
+    kw = {"zero": 3, "sharding": "deepspeed-2021", "comm_interference": False}
     tight = _run(zero_max_live=10**6, **kw)
     none = _run(zero_prefetch_bucket=0, **kw)
     loose = _run(**kw)
@@ -205,7 +208,7 @@ def test_deepspeed_reduces_in_buckets():
     reduce-scatter issued when the backward ends; small buckets one per layer."""
     one = _run(zero=2, sharding="deepspeed", zero_reduce_bucket=10**12)
     many = _run(zero=2, sharding="deepspeed", zero_reduce_bucket=1)
-    count = lambda r: int(np.sum(r.lowered.collective == COLLECTIVE_FNS.index(   # noqa: E731
+    count = lambda r: int(np.sum(r.lowered.collective == COLLECTIVE_FNS.index(
         "reduce_scatter")))
     assert count(one) == 1
     assert count(many) == SMALL.layers + 1   # the layers and the root's update
@@ -235,3 +238,20 @@ def test_deepspeeds_pipeline_engine_blocks_on_messages_and_reduces_after_the_ste
     data = np.flatnonzero((low.axis == int(Axis.DATA)) & (on == 2))
     assert start[data].min() >= end[backward].max() - 1e-12
     assert r.step_time_s >= runs["megatron"].step_time_s
+
+
+def test_fsdp2_copies_each_gather_out_on_the_compute_stream():
+    """fully_shard's foreach_all_gather_copy_out: after each gather a copy reading and writing
+    the unit's unsharded weights, on the compute stream, before the unit's ops; FSDP1's flat
+    parameter is gathered in place (no copy). Never faster."""
+    one = _run(zero=3, comm_interference=False)
+    two = _run(zero=3, fsdp_version=2, comm_interference=False)
+    low = two.lowered
+    copies = [i for i, n in enumerate(low.names) if n.startswith("fsdp2_copy_out")]
+    gathers = _gathers(two)
+    assert len(copies) == len(gathers)
+    assert not any(n.startswith("fsdp2_copy_out") for n in one.lowered.names)
+    for c, g in zip(copies, gathers):
+        assert low.bytes_read[c] == low.bytes_written[c] == low.bytes_written[g]
+        assert streams(low)[c] == 0
+    assert two.step_time_s > one.step_time_s

@@ -282,9 +282,9 @@ def _gather_weights(step: OpGraph, plan: Plan, shards: int, local: int,
       prefetched parameters stay under min(``stage3_prefetch_bucket_size``,
       ``stage3_max_live_parameters`` - parameters live): a module as large as the live budget
       is never prefetched, its gather issued at its own pre-hook (``_deepspeed_gathers``:
-      exposed only when the fetch synchronises, as in 2021). After its use a module is released unless it
-      is used again within ``stage3_max_reuse_distance`` parameters (the recompute then the
-      backward of one module keep it).
+      exposed only when the fetch synchronises, as in 2021). After its use a module is
+      released unless it is used again within ``stage3_max_reuse_distance`` parameters (the
+      recompute then the backward of one module keep it).
 
     ``reductions``: layer -> the reduce-scatter of its gradients (FSDP prefetch 0 issues the
     next gather behind it)."""
@@ -300,6 +300,10 @@ def _gather_weights(step: OpGraph, plan: Plan, shards: int, local: int,
         gathers = _fsdp_gathers(forward_uses, backward_uses, parallel, reductions or {})
     weight_bytes = plan.formats.weight.bytes
     uses = forward_uses + backward_uses
+    # FSDP2 gathers into one buffer per unit and copies the parameters out of it on the compute
+    # stream before the unit runs (foreach_all_gather_copy_out: split_with_sizes_copy, a read
+    # and a write of the unit's weights); its output is the gathered weights memory counts
+    copy_out = not deepspeed and parallel.fsdp_version == 2
     # the backward's gathers come after the forward is done with the weights they replace
     forward_end = [forward_uses[-1].readers[-1]] if forward_uses else []
     previous = None
@@ -318,8 +322,14 @@ def _gather_weights(step: OpGraph, plan: Plan, shards: int, local: int,
         step.add(gather, list(dict.fromkeys(deps or ([previous] if previous else []))))
         if previous or deps:
             step.issue_early(gather.name)
+        ready = gather.name
+        if copy_out:   # FSDP2: each parameter copied out of the gathered buffer
+            ready = step.add(Op(name=f"fsdp2_copy_out:{index}:L{first.layer}",
+                                kind=OpKind.ELEMENTWISE, phase=phase, dtype=plan.formats.weight,
+                                fn="copy", bytes_read=nbytes, bytes_written=nbytes,
+                                layer=first.layer, block=first.block), [gather.name])
         for reader in use.readers:
-            step.add_edge(gather.name, reader, nbytes=0)
+            step.add_edge(ready, reader, nbytes=0)
         previous = gather.name
 
 

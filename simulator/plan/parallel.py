@@ -188,6 +188,13 @@ class ParallelPlan:
     fsdp_limit_all_gathers: bool = field(default=True, metadata={
         "help": "FSDP: no rate limiter (limit_all_gathers=False): the host issues every "
                 "forward gather ahead, however many blocks"})
+    # FSDP2 (fully_shard) all-gathers into one buffer and copies each parameter out of it on
+    # the compute stream (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py,
+    # foreach_all_gather_copy_out); FSDP1's FlatParameter is gathered in place.
+    fsdp_version: int = field(default=1, metadata={
+        "choices": (1, 2),
+        "help": "FSDP: 1 (FullyShardedDataParallel, gathered in place) or 2 (fully_shard: "
+                "a copy out of each gather's buffer on the compute stream)"})
     fsdp_reshard_after_forward: bool = field(default=True, metadata={
         "help": "FSDP: keep the gathered weights from the forward to the backward "
                 "(reshard_after_forward=False, SHARD_GRAD_OP): no backward gathers"})
@@ -227,6 +234,8 @@ class ParallelPlan:
                 raise PlanError(f"{name} = {getattr(self, name)!r} is not known: choose one "
                                 f"of {choices}") from None
         positive(self.fsdp_prefetch, "fsdp_prefetch", minimum=0)
+        if self.fsdp_version not in (1, 2) or isinstance(self.fsdp_version, bool):
+            raise PlanError(f"fsdp_version = {self.fsdp_version!r} must be 1 or 2")
         for name in ("zero_prefetch_bucket", "zero_max_live"):
             positive(getattr(self, name), name, minimum=0, maximum=2**50)
         positive(self.zero_reduce_bucket, "zero_reduce_bucket", maximum=2**50)
