@@ -5,8 +5,13 @@ measured on 2026-12-03: median |error| 25.8 % over 37 labels on 7 GPUs at 88dabc
 5cc5f48 (the host stream and device priors landed between); A100 80GB PCIe 10.1 -> 9.9 %,
 V100 PCIe 5.6 -> 6.6 %, H100 12.2 -> 13.6 % (the GPUs whose matmul efficiency is measured); the
 AMD GPUs (-46 -> -47 %) and the L4 (-49 -> -50 %) run their fp32 GEMMs at the datasheet peak
-with no measurement (issue 20, items 3 and 5). A change that moves these figures should move
-the bounds with it, in the same commit, saying why.
+with no measurement (issue 20, items 3 and 5). At 198fcd3 the GPUs without a GEMM measurement
+(V100, L4, AMD) run at the GPU class prior, 0.770 of the peak (hardware_specs.loader.MATMUL_PRIORS,
+the median of ten bf16 tensor-core MAMF/MSMF figures): all 29.2 -> 24.0 %, MI100/MI210/MI250
+-49/-47/-47 -> -40/-36/-37 %, L4 -50 -> -43 %, V100 6.6 -> 18.4 % (+18 %: its fp32 SGEMMs on
+CUDA cores reach more of their peak than tensor-core GEMMs do of theirs; an fp32 GEMM
+measurement of the V100 would replace the prior). A change that moves these figures should
+move the bounds with it, in the same commit, saying why.
 """
 from __future__ import annotations
 
@@ -55,23 +60,24 @@ def test_labels_are_neusights_forward_plus_backward(bench):
 
 
 def test_median_error_regression(bench, table):
-    """Median |error| 29.2 % when last measured: at most 32 %; every prediction positive."""
+    """Median |error| 24.0 % when last measured: at most 26 %; every prediction positive."""
     assert all(r.predicted_ms > 0 and math.isfinite(r.predicted_ms) for r in table)
-    assert bench.median_abs_error(table) <= 0.32
+    assert bench.median_abs_error(table) <= 0.26
 
 
 @pytest.mark.parametrize("gpu, bound", [("NVIDIA_A100_80GB_PCIe", 0.13),
-                                        ("Tesla_V100-PCIE-32GB", 0.10),
+                                        ("Tesla_V100-PCIE-32GB", 0.20),
                                         ("NVIDIA_H100_80GB_HBM3", 0.15)])
 def test_measured_gpus_within_bound(bench, table, gpu, bound):
-    """The GPUs with a measured matmul efficiency: A100 9.9 %, V100 6.6 %, H100 13.6 %."""
+    """The GPUs with a measured matmul efficiency, A100 9.9 %, H100 13.6 %, and the V100 on the
+    GPU class prior, 18.4 % (6.6 % at its datasheet peak, before 198fcd3)."""
     mine = [r for r in table if r.gpu == gpu]
     assert mine and bench.median_abs_error(mine) <= bound
 
 
 def test_unmeasured_gpus_are_optimistic(table):
-    """The AMD GPUs and the L4 (no matmul measurement: fp32 GEMMs at the datasheet peak) are
-    predicted fast, never slow: an optimistic bound, as their note says."""
+    """The AMD GPUs and the L4 (no matmul measurement: fp32 GEMMs at the GPU class prior) are
+    still predicted fast, never slow (-36 to -43 %)."""
     for gpu in ("AMD_Instinct_MI100", "AMD_Instinct_MI210", "AMD_Instinct_MI250", "NVIDIA_L4"):
         assert statistics.median(r.error for r in table if r.gpu == gpu) < 0
 
