@@ -48,7 +48,8 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
     if dp == 1:
         return step
     parallel = parallel or ParallelPlan()
-    # hybrid sharding (FSDP HYBRID_SHARD, DeepSpeed MiCS/hpZ): ZeRO over ``shards`` ranks (a
+    # hybrid sharding (FSDP HYBRID_SHARD; DeepSpeed MiCS, mics_shard_size; not ZeRO++'s hpZ,
+    # whose secondary partition serves only the backward): ZeRO over ``shards`` ranks (a
     # node's, when local), the gradients' shards then all-reduced over the ``dp // shards``
     # copies, one rank per group on each (Zhao et al. 2023, sec. 3.2.2)
     shards = min(parallel.shard_group or dp, dp) if zero else dp
