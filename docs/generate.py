@@ -300,6 +300,32 @@ def conv_fits_section() -> list[str]:
                    "held out", "held-out median |error|", "at the spec's efficiency"], rows)
 
 
+def attention_kernels_section() -> list[str]:
+    """The fused attention fits of ``simulator.calibrate.attention``: per device and kernel the
+    rows, the in-sample and held-out (16k, 512 tokens) median and worst |error|."""
+    import numpy as np
+
+    from simulator.calibrate import attention
+
+    rows = attention.load()
+    fits = attention.fit_all(rows)
+    errors = attention.errors(rows, fits)
+    held = {longest: attention.held_out(rows, longest) for longest in (True, False)}
+
+    def pair(values) -> str:
+        values = np.abs(values)
+        return f"{100 * np.median(values):.1f} % / {100 * values.max():.1f} %"
+
+    out = []
+    for device, kernel in attention.groups(rows):
+        mine = np.array([(r["device"], r["kernel"]) == (device, kernel) for r in rows])
+        passes = ", ".join(sorted({r["pass"] for r, m in zip(rows, mine) if m}))
+        out.append([_code(device), kernel, passes, str(int(mine.sum())), pair(errors[mine]),
+                    pair(held[True][(device, kernel)]), pair(held[False][(device, kernel)])])
+    return _table(["device", "kernel", "passes", "rows", "in sample (median / worst)",
+                   "held out: 16k", "held out: 512"], out)
+
+
 def neusight_labels_section() -> list[str]:
     """NeuSight's end-to-end fp32 training labels against hwsim
     (``benchmarks/neusight_labels.py``, which also prints it; validation, never fitted on)."""
@@ -319,7 +345,8 @@ SECTIONS: dict[str, dict[str, Callable[[], list[str]]]] = {
     "model.md": {"zoo": zoo_section},
     "accuracy.md": {"kernels": kernels_section, "attention-core": attention_core_section,
                     "layer-22b": layer_22b_section, "neusight-labels": neusight_labels_section,
-                    "conv-fits": conv_fits_section},
+                    "conv-fits": conv_fits_section,
+                    "attention-kernels": attention_kernels_section},
 }
 
 
