@@ -174,10 +174,27 @@ def predicted_value(row: dict[str, str], result) -> float:
 
 def megatron_flops_per_token(row: dict[str, str]) -> float:
     """Model FLOPs per token of a training step as Megatron-LM counts them (Narayanan et al.
-    2021, eq. 3 over B s tokens): 72 l h^2 (1 + s / 6h + V / 12 l h)."""
+    2021, eq. 3 over B s tokens): 72 l h^2 (1 + s / 6h + V / 12 l h); a mixture of experts
+    as Megatron-Core counts it (``megatron_moe_flops_per_token``)."""
+    if row["model"] != "transformer" and getattr(workload(row), "moe", None) is not None:
+        return megatron_moe_flops_per_token(workload(row))
     layers, hidden = int(row["layers"]), int(row["hidden"])
     seq, vocab = int(row["seq_len"]), int(row["vocab"])
     return 72 * layers * hidden**2 * (1 + seq / (6 * hidden) + vocab / (12 * layers * hidden))
+
+
+def megatron_moe_flops_per_token(work) -> float:
+    """Megatron-Core's ``num_floating_point_operations`` per token (NVIDIA/Megatron-LM
+    megatron/training/training.py at c230e0d7c2, MCore v0.9): 12 l h^2 [(1 + g/a + s/h) q/h
+    + f/h k (3/2 gated) + f_shared/h (3/2 gated) + V / (2 l h)], g KV heads of a, q = heads x
+    head size, k experts per token; the router and the attention's causal half not counted."""
+    h, layers, s = work.hidden, work.layers, work.seq_len
+    gated = 1.5 if work.ffn.gated else 1.0
+    moe = work.moe
+    f = moe.ffn(work.ffn_dim)
+    attention = (1 + work.n_kv_heads / work.heads + s / h) * work.q_dim / h
+    mlp = f / h * moe.top_k * gated + moe.shared_experts * f / h * gated
+    return 12 * layers * h * h * (attention + mlp + work.vocab / (2 * layers * h))
 
 
 def family(device: str) -> str:
