@@ -144,7 +144,7 @@ def plan_command(args) -> int:
 
 
 def _plan(args, writer) -> int:
-    from simulator.explore.capacity import DEFAULT_DEVICES, capacity_plan
+    from simulator.explore.capacity import capacity_plan, priced_devices
     from simulator.explore.sweep import frame, parse_grid
 
     if args.top < 1:
@@ -152,7 +152,7 @@ def _plan(args, writer) -> int:
     client = _client(args.scheduler)
     try:
         report = capacity_plan(_model(args), args.tokens,
-                      devices=_specs(args, args.devices or DEFAULT_DEVICES),
+                      devices=_specs(args, args.devices or _priced(args, priced_devices())),
                       device_counts=args.device_counts, deadline_days=args.deadline_days,
                       budget_usd=args.budget_usd, rank_by=args.rank_by,
                       plans=parse_grid(args.grid) or None, workers=args.workers,
@@ -191,6 +191,13 @@ def plan_text(report, top: int = 10) -> str:
     counts = report.rejections()
     if len(counts):
         lines += ["", "rejected: " + "; ".join(f"{n} {kind}" for kind, n in counts.items())]
+    from simulator.explore.capacity import explain
+
+    lines += ["", *explain(report)]
+    if getattr(report, "pruned", None):
+        lines.append("left out as dominated (dearer, hungrier, slower and smaller per device "
+                     "than another): " + ", ".join(f"{name} (by {by})"
+                                                   for name, by in report.pruned.items()))
     notes = feasible.head(top)["notes"].dropna().str.split("; ").explode()
     lines += [f"note: {note}" for note in dict.fromkeys(notes) if note]
     if feasible["cost_usd"].isna().any():
@@ -222,6 +229,13 @@ def _table(rows, columns: list[str]) -> str:
         shown["memory_capacity_bytes"] = shown["memory_capacity_bytes"] / _GB
         shown = shown.rename(columns={"memory_capacity_bytes": "capacity_gb"})
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="n/a")
+
+
+def _priced(args, names: list[str]) -> list[str]:
+    """The catalogue's priced devices and those --price-per-hour names (the default devices
+    of a plan)."""
+    extra = [name for name in (args.price_per_hour or {}) if name != "*"]
+    return list(dict.fromkeys([*names, *extra]))
 
 
 def _model(args):

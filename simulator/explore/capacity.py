@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from hardware_specs.loader import list_devices, load_device
 from simulator.errors import PlanError
-from simulator.explore.sweep import resolve_devices, sweep
+from simulator.explore.memo import StageCache
+from simulator.explore.sweep import resolve_devices, sweep, sweep_configs
 from simulator.plan.step import Plan
 from simulator.report.views import pareto_front
 from workloads.zoo import get_workload
@@ -56,6 +58,8 @@ class CapacityReport:
     rows: pd.DataFrame
     rank_by: str = "cost"
     constraints: dict = field(default_factory=dict)
+    # devices left out of the search as dominated (``deadline_space``): name -> by which
+    pruned: dict = field(default_factory=dict)
 
     def rejections(self) -> pd.Series:
         """How many configurations each rule rejected, most first."""
@@ -71,6 +75,11 @@ class CapacityReport:
                  for kind, count in self.rejections().items()]
         return (f"nothing feasible among {len(self.rows)} configurations: " + "; ".join(parts)
                 + "; relax the deadline or budget, or add devices or device counts")
+
+
+def priced_devices() -> list[str]:
+    """The catalogue devices with an on-demand price: the planner's default devices."""
+    return [name for name in list_devices() if load_device(name).price_per_hour_usd is not None]
 
 
 def capacity_plan(model, tokens: float, *, devices: list[str] | None = None,
@@ -90,7 +99,16 @@ def capacity_plan(model, tokens: float, *, devices: list[str] | None = None,
     work = get_workload(model)
     if not work.tokens_per_sample:
         raise PlanError(f"planning counts tokens: {work.name} is not a language model")
-    specs = resolve_devices(list(devices or DEFAULT_DEVICES), overrides)
+    specs = resolve_devices(list(devices or priced_devices()), overrides)
+    if progress is True:
+        progress = Progress()
+    if plans is None and device_counts is None and deadline_days is not None:
+        configs, pruned = deadline_space(work, specs, tokens, deadline_days)
+        rows = sweep_configs(work, configs, tokens=tokens, workers=workers, client=client,
+                             progress=progress, **totals)
+        report = judge(rows, deadline_days, budget_usd, rank_by)
+        report.pruned = pruned
+        return report
     if plans is None:
         plans = search_space(work, specs) if device_counts is None else [
             p for n in device_counts for p in _plans(n, work)]
@@ -144,6 +162,225 @@ def search_space(work, specs) -> list[dict]:
                         f"configurations (over {MAX_CONFIGS}): give fewer devices, device "
                         "counts or a plan grid")
     return plans
+
+
+#: The device counts tried around what a deadline needs (``deadline_space``): the power of two
+#: that perfect scaling would need, and twice it (scaling is not perfect; the larger count is
+#: also the Pareto front's faster point).
+DEADLINE_FACTORS = (1, 2)
+#: Micro-batches tried under a deadline: 1 and 2 (4 rarely fits beside the states of a 7B+
+#: model at 4K+ tokens and halves nothing the others do not).
+DEADLINE_MICRO_BATCHES = (1, 2)
+#: The model-parallel sizes (tp x pp x cp) kept per count: the smallest whose model states fit
+#: and the next (more room for activations), the larger ones only cost communication.
+MODEL_PARALLEL_SIZES = 2
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A device's single-device step of the model (memory aside): what the search is sized by."""
+
+    tokens_per_s: float
+    joules_per_token: float
+    usd_per_token: float      # inf without a price
+
+
+def device_rates(work, specs) -> dict[str, Rate]:
+    """Each device running the model alone at micro-batch 1 (its memory ignored): its tokens
+    per second, joules and dollars per token. The forward graph is built once and priced on
+    every device (``StageCache``)."""
+    from simulator.api import simulate
+
+    cache, out = StageCache(), {}
+    for spec in specs:
+        result = simulate(work, spec, micro_batch=1, cache=cache)
+        per_step = result.global_batch * work.tokens_per_sample
+        price = spec.price_per_hour_usd
+        out[spec.name] = Rate(result.tokens_per_s, result.energy_j_per_step / per_step,
+                              price / 3600 / result.tokens_per_s if price else math.inf)
+    return out
+
+
+def dominated(specs, rates: dict[str, Rate]) -> dict[str, str]:
+    """Devices another beats or equals on every count: cost and energy per token, tokens per
+    second per device and memory (at every device count it is then at least as cheap, as
+    frugal and as fast, and holds as much): name -> the device that dominates it."""
+    def key(spec):
+        r = rates[spec.name]
+        return (r.usd_per_token, r.joules_per_token, -r.tokens_per_s, -spec.memory_bytes)
+
+    out = {}
+    for spec in specs:
+        for other in specs:
+            a, b = key(other), key(spec)
+            if other is not spec and all(x <= y for x, y in zip(a, b)) and a != b:
+                out[spec.name] = other.name
+                break
+    return out
+
+
+def deadline_space(work, specs, tokens: float, deadline_days: float
+                   ) -> tuple[list[tuple], dict[str, str]]:
+    """(configurations ``(device, None, plan)``, devices left out as dominated) sized by the
+    work: each device's counts are ``DEADLINE_FACTORS`` times the power of two that its
+    single-device rate (``device_rates``) would need, scaling perfectly, to train ``tokens``
+    within the deadline (never fewer than hold the model states); at each count the plans of
+    the ``MODEL_PARALLEL_SIZES`` smallest model-parallel sizes whose states fit."""
+    rates = device_rates(work, specs)
+    pruned = dominated(specs, rates) if len(specs) > 1 else {}
+    per_param = sum(Plan().state_bytes_per_param().values())
+    configs = []
+    for spec in specs:
+        if spec.name in pruned:
+            continue
+        need = tokens / (rates[spec.name].tokens_per_s * deadline_days * 86400)
+        fewest = per_param * work.num_params() / spec.memory_bytes
+        start = 2 ** math.ceil(math.log2(max(need, fewest, 1.0)))
+        for n in (start * f for f in DEADLINE_FACTORS):
+            plans = [p for p in _plans(n, work) if p["micro_batch"] in DEADLINE_MICRO_BATCHES
+                     and not _dominated_zero(p)]
+            configs += [(spec, None, plan) for plan in _smallest_splits(plans, work, spec)]
+    # the same plan on different devices side by side: a worker builds its graphs once
+    configs.sort(key=lambda c: sorted((k, str(v)) for k, v in c[2].items()))
+    if len(configs) > MAX_CONFIGS:
+        raise PlanError(f"the deadline's search space has {len(configs)} configurations (over "
+                        f"{MAX_CONFIGS}): give fewer devices, device counts or a plan grid")
+    return configs, pruned
+
+
+def _dominated_zero(plan: dict) -> bool:
+    """A ZeRO stage another stage beats on memory for the same traffic: with data parallelism,
+    ZeRO-1 shards the optimizer states and ZeRO-2 the gradients too, each for the
+    reduce-scatter and all-gather that plain data parallelism's all-reduce is made of
+    (Rajbhandari et al. 2020, sec. 7.1): stage 0 is dominated by 1, and, without pipeline
+    stages (which allow 0-1 only), 1 by 2."""
+    if plan["dp"] * plan.get("cp", 1) == 1:
+        return False
+    return plan["zero"] == 0 or (plan["zero"] == 1 and plan["pp"] == 1)
+
+
+def _smallest_splits(plans: list[dict], work, spec) -> list[dict]:
+    """The plans whose model states (ZeRO-sharded weights, gradients, optimizer states) fit
+    ``spec``, of the ``MODEL_PARALLEL_SIZES`` smallest tp x pp x cp among those."""
+    per_param = Plan().state_bytes_per_param()
+    params = work.num_params()
+
+    def states(plan):
+        split = params / (plan["tp"] * plan["pp"])
+        replicas = plan["dp"] * plan.get("cp", 1)
+        zero = plan["zero"]
+        return sum(split * per_param[part] / (replicas if zero >= stage else 1)
+                   for part, stage in (("weights", 3), ("gradients", 2),
+                                       ("optimizer_states", 1)))
+
+    fitting = [p for p in plans if states(p) <= spec.memory_bytes]
+    size = lambda p: p["tp"] * p["pp"] * p.get("cp", 1)  # noqa: E731
+    keep = sorted({size(p) for p in fitting})[:MODEL_PARALLEL_SIZES]
+    return [p for p in fitting if size(p) in keep]
+
+
+class Progress:
+    """The planner's progress on stderr once it has run a second: a bar redrawn in place on a
+    terminal, else a line at each tenth of the configurations."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.start, self.clock, self.shown = time.monotonic(), time.monotonic, -1
+
+    def __call__(self, done: int, total: int) -> None:
+        import sys
+
+        from simulator.report.io import progress_bar
+
+        if self.clock() - self.start < 1.0:
+            return
+        if sys.stderr.isatty():
+            progress_bar(done, total, "configurations")
+            return
+        tenth = 10 * done // max(total, 1)
+        if tenth > self.shown:
+            self.shown = tenth
+            print(f"hwsim plan: {done}/{total} configurations", file=sys.stderr, flush=True)
+
+
+#: The levers ``explain`` pulls one at a time from the best plan.
+LEVERS = ("device", "num_devices", "tp", "pp", "cp", "zero", "recompute", "micro_batch",
+          "schedule")
+_KEY = (*LEVERS, "virtual_stages", "first_stage_layers", "last_stage_layers", "ep")
+_WORDS = {"cost": "cheapest", "time": "fastest", "energy": "most frugal"}
+
+
+def explain(report: CapacityReport) -> list[str]:
+    """Why the best plan is best -- its figures against the constraints and the runner-up --
+    and what pulling one more lever from it buys: for each of ``LEVERS``, the fastest
+    configuration evaluated that differs from the best in that lever alone, with its time,
+    cost and energy against the best's and its verdict."""
+    feasible = report.feasible
+    if feasible.empty:
+        return []
+    best = feasible.iloc[0]
+    first = RANKS[report.rank_by][0]
+    limits = []
+    if report.constraints.get("deadline_days") is not None:
+        limits.append(f"{best.total_time_days:.3g} of {report.constraints['deadline_days']:g} "
+                      "days")
+    if report.constraints.get("budget_usd") is not None:
+        limits.append(f"${best.cost_usd:,.0f} of ${report.constraints['budget_usd']:,.0f}")
+    lines = [f"why: {_name(best)} is the {_WORDS[report.rank_by]} of {len(feasible)} feasible "
+             f"configurations ({_figures(best)})"
+             + (f", within {' and '.join(limits)}" if limits else "")]
+    if len(feasible) > 1:
+        second = feasible.iloc[1]
+        lines.append(f"  runner-up: {_name(second)}: {_delta(second, best)}"
+                     + (" (a tie)" if second[first] == best[first] else ""))
+    table = pd.concat([feasible.drop(columns="rank"), report.rejected], ignore_index=True)
+    keys = [k for k in _KEY if k in table.columns]
+    same = {k: table[k].map(_value) == _value(best[k]) for k in keys}
+    for lever in (k for k in LEVERS if k in keys):
+        others = table[~same[lever] & np.logical_and.reduce(
+            [same[k] for k in keys if k != lever]) & (table.status == "ok")]
+        if others.empty:
+            continue
+        alt = others.sort_values(["total_time_s", "config"]).iloc[0]
+        verdict = "feasible" if pd.isna(alt.get("reason")) else alt["reason"]
+        lines.append(f"  {lever} {_value(best[lever])} -> {_value(alt[lever])}: "
+                     f"{_delta(alt, best)}; {verdict}")
+    return lines
+
+
+def _value(value) -> str:
+    """A table cell as text, whichever dtype its column got: 256, 256.0 -> "256"; NaN,
+    None -> "nan"."""
+    if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
+        return "nan"
+    if isinstance(value, (float, np.floating, np.integer)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _name(row) -> str:
+    parts = [f"{row.device} x {int(row.num_devices)}", f"tp {int(row.tp)}", f"pp {int(row.pp)}",
+             f"ZeRO {int(row.zero)}", f"recompute {row.recompute}",
+             f"micro-batch {int(row.micro_batch)}"]
+    return ", ".join(parts)
+
+
+def _figures(row) -> str:
+    cost = "no price" if pd.isna(row.cost_usd) else f"${row.cost_usd:,.0f}"
+    return f"{row.total_time_days:.3g} days, {cost}, {row.energy_kwh:,.0f} kWh"
+
+
+def _delta(row, best) -> str:
+    def change(key, fmt):
+        now, was = row[key], best[key]
+        if pd.isna(now) or pd.isna(was) or not was:
+            return fmt(now) if not pd.isna(now) else "n/a"
+        return f"{fmt(now)} ({now / was - 1:+.0%})"
+
+    return ", ".join([change("total_time_days", lambda v: f"{v:.3g} days"),
+                      change("cost_usd", lambda v: f"${v:,.0f}"),
+                      change("energy_kwh", lambda v: f"{v:,.0f} kWh")])
 
 
 def _shape(work) -> tuple[int, int, int]:

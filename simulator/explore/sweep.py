@@ -113,6 +113,27 @@ def _sweep(writer, model, devices, device_counts, plans, workers, overrides, tok
     return frame(rows)
 
 
+def sweep_configs(model, configs: list[tuple[DeviceSpec, int | None, dict]], *,
+                  tokens: float | None = None, workers: int | None = None, client=None,
+                  progress: bool | Progress = True, memo: bool = True,
+                  **totals) -> pd.DataFrame:
+    """One row per configuration ``(device, num_devices or None, plan fields)`` -- each
+    device with its own counts and plans (``simulator.explore.capacity``), where ``sweep``
+    crosses every device with every plan. Executors, ``progress``, ``memo`` and ``totals`` as
+    for ``sweep``."""
+    work = get_workload(model)
+    plans = expand([fields for _, _, fields in configs]) if configs else []
+    todo = [(i, spec, n, fields) for i, ((spec, n, _), fields) in enumerate(zip(configs, plans))]
+    report = (_BAR if sys.stderr.isatty() else None) if progress is True else (progress or None)
+    rows: dict[int, dict] = {}
+    for done in _execute(_chunks(todo, workers, client), (work, tokens, totals, memo), workers,
+                         client) if todo else ():
+        rows.update(done)
+        if report:
+            report(len(rows), len(todo))
+    return frame(rows)
+
+
 def compare(model, devices: list[str | DeviceSpec], *, num_devices: int | None = None,
             tokens: float | None = None, overrides: dict[str, object] | None = None,
             totals: dict | None = None, **plan_fields) -> pd.DataFrame:

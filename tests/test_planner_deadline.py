@@ -1,0 +1,100 @@
+"""A planner that reaches the deadline (issue 22, item 7): device counts sized by the work and
+each device's predicted rate, every priced device by default with the dominated ones left out,
+the plans pruned to the model-parallel sizes that hold the states, progress on stderr after a
+second, and an answer that says why the best plan is best and what one more lever buys."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from hardware_specs.loader import list_devices, load_device
+from simulator.explore import capacity
+from simulator.explore.capacity import (Rate, capacity_plan, deadline_space, device_rates,
+                                        dominated, explain, priced_devices)
+from simulator.explore.sweep import resolve_devices
+from workloads.transformer import TransformerConfig
+
+TINY = TransformerConfig(name="tiny", layers=4, hidden=128, heads=4, vocab=256, seq_len=64)
+
+
+def test_priced_devices_are_the_catalogue_s_priced_ones():
+    names = priced_devices()
+    assert names == [n for n in list_devices() if load_device(n).price_per_hour_usd]
+    assert {"a100-sxm4-80gb", "h100-sxm5-80gb", "tpu-v5e"} <= set(names)
+    assert "mi300x" not in names           # no cited on-demand price
+
+
+def test_dominance_by_hand():
+    a, b, c = resolve_devices(["a100", "h100", "h200"], None)   # 80, 80, 141 GB
+    rates = {a.name: Rate(100.0, 1.0, 2.0), b.name: Rate(200.0, 0.5, 1.0),
+             c.name: Rate(150.0, 0.5, 1.5)}
+    # the H100 beats the A100 on every count at equal memory; the H200 is slower and dearer
+    # than the H100 but holds more: not dominated
+    assert dominated([a, b, c], rates) == {a.name: b.name}
+    same = {a.name: Rate(100.0, 1.0, 2.0), b.name: Rate(100.0, 1.0, 2.0)}
+    assert dominated([a, b], same) == {}   # equals dominate nothing
+
+
+def test_counts_are_what_the_deadline_needs():
+    """The power of two that perfect scaling needs at the device's single-device rate, and
+    twice it; never fewer than hold the 16 bytes per parameter of states."""
+    specs = resolve_devices(["h100"], None)
+    rate = device_rates(TINY, specs)["h100-sxm5-80gb"]
+    tokens, days = 1e12, 10
+    need = tokens / (rate.tokens_per_s * days * 86400)
+    start = 2 ** math.ceil(math.log2(need))
+    configs, pruned = deadline_space(TINY, specs, tokens, days)
+    assert pruned == {}
+    counts = {c[2]["dp"] * c[2]["tp"] * c[2]["pp"] * c[2].get("cp", 1) for c in configs}
+    assert counts == {start, 2 * start}
+
+
+def test_plans_keep_the_smallest_model_parallel_sizes_that_hold_the_states():
+    big = TransformerConfig(name="big", layers=8, hidden=8192, heads=64, vocab=1024,
+                            seq_len=256)   # 6.4B parameters: 103 GB of states
+    plans = [{"dp": 1, "tp": tp, "pp": pp, "zero": 0} for tp in (1, 2, 4, 8) for pp in (1, 2)]
+    kept = capacity._smallest_splits(plans, big, load_device("h100"))
+    sizes = sorted({p["tp"] * p["pp"] for p in kept})
+    assert sizes == [2, 4]   # 103 GB does not fit 80 GB on one device; 2 and 4 do
+    assert capacity._dominated_zero({"dp": 8, "pp": 1, "zero": 1})
+    assert capacity._dominated_zero({"dp": 8, "pp": 2, "zero": 0})
+    assert not capacity._dominated_zero({"dp": 8, "pp": 2, "zero": 1})
+    assert not capacity._dominated_zero({"dp": 1, "pp": 1, "zero": 0})
+
+
+def test_a_deadline_plan_says_why_and_what_a_lever_buys():
+    report = capacity_plan(TINY, 1e10, devices=["a100", "h100"], deadline_days=1,
+                           workers=1, progress=False)
+    assert not report.feasible.empty
+    lines = explain(report)
+    best = report.feasible.iloc[0]
+    assert lines[0].startswith(f"why: {best.device} x {int(best.num_devices)}")
+    assert "cheapest of" in lines[0] and "of 1 days" in lines[0]
+    levers = [line.split()[0] for line in lines[1:] if not line.startswith("  runner-up")]
+    assert "num_devices" in levers
+    doubled = next(line for line in lines if line.startswith("  num_devices"))
+    assert f"{int(best.num_devices)} -> " in doubled and "days (" in doubled
+
+
+def test_progress_waits_a_second_then_reports_tenths(monkeypatch, capsys):
+    clock = iter([0.0, 0.5, 1.5, 1.6, 1.7])
+    progress = capacity.Progress.__new__(capacity.Progress)
+    progress.start, progress.clock, progress.shown = 0.0, lambda: next(clock), -1
+    progress(1, 10)          # at 0.0 s: nothing
+    progress(2, 10)          # 0.5 s: nothing
+    progress(3, 10)          # 1.5 s: a line
+    progress(3, 10)          # same tenth: no new line
+    progress(10, 10)         # the last
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["hwsim plan: 3/10 configurations", "hwsim plan: 10/10 configurations"]
+
+
+@pytest.mark.slow
+def test_the_issue_s_llama3_8b_plan_reaches_its_deadline():
+    """'hwsim plan llama3-8b --tokens 1e12 --deadline-days 30' found nothing among 2,424
+    configurations of 2-16 devices; sized by the work it finds plans of hundreds of devices."""
+    report = capacity_plan("llama3-8b", 1e12, deadline_days=30, workers=2, progress=False)
+    assert not report.feasible.empty
+    assert report.feasible.num_devices.min() >= 128
+    assert (report.feasible.total_time_days <= 30).all()
