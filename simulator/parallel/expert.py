@@ -42,14 +42,13 @@ whole, not the 1/8 the hierarchical all-reduce of all the replicas sends there.
 ZeRO shards the experts' states over the same group (``simulator.schedule.memory``).
 
 Left out: the update of the experts' shard is priced as 1/(dp x cp) of them (not 1/(dp x cp
-/ ep)); the split is made for the per-layer reductions (Megatron-Core, FSDP, DDP), not for DeepSpeed's multi-layer buckets,
-hybrid sharding's copies or ZeRO-3's gathers; token dropping's effect on the bytes beyond the
-capacity cut of ``load``.
+/ ep)); the split is made for the per-layer reductions (Megatron-Core, FSDP, DDP), not for
+DeepSpeed's multi-layer buckets, hybrid sharding's copies or ZeRO-3's gathers; token
+dropping's effect on the bytes beyond the capacity cut of ``load``.
 """
 from __future__ import annotations
 
 import math
-import re
 
 from simulator.errors import PlanError
 from simulator.graph.collective import Axis, collective
@@ -193,11 +192,15 @@ def reduce_expert_gradients(step: OpGraph, replicas: int, ep: int, stride: int,
     for name in list(step.names()):
         op = step.op(name)
         facts = dict(op.extra)
-        match = _PER_LAYER.match(name)
         if op.kind is not OpKind.COLLECTIVE or facts.get("axis") != int(Axis.DATA) or \
-                not match or facts.get("group") != replicas:
+                op.fn not in _PER_LAYER or facts.get("group") != replicas:
             continue
-        layer = int(match.group(2))
+        # one layer's reduction reads only that layer's gradients (its gather, its update): a
+        # bucket of several layers (DeepSpeed's) or ZeRO-3's prefetched gather is left whole
+        sources = {step.op(src).layer for src in step.inputs(name)}
+        layer = op.layer
+        if sources != {layer}:
+            continue
         share = experts.get(layer, 0)
         if not share:
             continue
@@ -221,8 +224,8 @@ def reduce_expert_gradients(step: OpGraph, replicas: int, ep: int, stride: int,
     return step
 
 
-#: The data-parallel collectives of one layer (``simulator.parallel.data``).
-_PER_LAYER = re.compile(r"^dp_(all_reduce|reduce_scatter|all_gather):L(\d+)$")
+#: The data-parallel collectives of one layer's parameters (``simulator.parallel.data``).
+_PER_LAYER = frozenset({"all_reduce", "reduce_scatter", "all_gather"})
 
 
 def _all_to_all(name: str, source: Op, template: Op, ep: int, local: int,
