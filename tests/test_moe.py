@@ -398,3 +398,16 @@ def test_deepep_sends_each_token_once_per_node_then_forwards_it_inside():
     low = one.lowered
     a2a = np.flatnonzero((low.kind == OpKind.COLLECTIVE) & (low.axis == int(Axis.EXPERT)))
     assert {(int(low.group[i]), int(low.local[i])) for i in a2a} == {(8, 8)}
+
+
+@pytest.mark.parametrize("plan", [dict(pp=2), dict(pp=4, ep=4), dict(pp=2, tp=2, ep=2),
+                                  dict(pp=2, schedule="interleaved", virtual_stages=2, ep=8)],
+                         ids=["pp2", "pp4-ep4", "pp2-tp2-ep2", "interleaved-ep8"])
+def test_deepseek_flops_do_not_depend_on_the_split(plan):
+    """DeepSeek-V3's 3 dense layers sit on the first stage and its MTP module on the last:
+    the step's model FLOPs are the one-device closed form on any split."""
+    work = replace(get_workload("deepseek-v3").with_layers(8), seq_len=512, mtp=1)
+    expected = 6 * 16 * 512 * matmul_active(work) + 3 * attention_flops(work, 512, 16)
+    r = simulate(work, "h100", num_devices=16, micro_batch=1, global_batch=16,
+                 precision="bf16", attention="fused", **plan)
+    assert r.flops_per_step == pytest.approx(expected, rel=1e-12)
