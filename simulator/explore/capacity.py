@@ -109,13 +109,19 @@ def capacity_plan(model, tokens: float, *, devices: list[str] | None = None,
         report = judge(rows, deadline_days, budget_usd, rank_by)
         report.pruned = pruned
         return report
+    pruned = {}
     if plans is None:
+        if device_counts is None and len(specs) > 1:   # the default space: dominated out
+            pruned = dominated(specs, device_rates(work, specs))
+            specs = [spec for spec in specs if spec.name not in pruned]
         plans = search_space(work, specs) if device_counts is None else [
             p for n in device_counts for p in _plans(n, work)]
         device_counts = None  # each plan names its dp, so its device count
     rows = sweep(work, specs, device_counts, plans, tokens=tokens, workers=workers,
                  client=client, progress=progress, **totals)
-    return judge(rows, deadline_days, budget_usd, rank_by)
+    report = judge(rows, deadline_days, budget_usd, rank_by)
+    report.pruned = pruned
+    return report
 
 
 def judge(rows: pd.DataFrame, deadline_days: float | None = None,
