@@ -210,3 +210,26 @@ def test_plot_pareto_reads_the_parquet_a_sweep_writes(tmp_path, capsys):
     assert main(["plot", "pareto", str(bad), "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
     assert "cannot read it as a Parquet table" in err and err.count("\n") == 1
+
+
+def test_cluster_presets_on_compare_and_sweep(capsys):
+    """--cluster on compare and sweep runs each preset as predict --cluster does (its device,
+    node layout and links); --devices and --cluster mix; neither is one line."""
+    from hardware_specs.cluster import load_cluster
+
+    code, out, _ = cli(["compare", "gpt3-1.3b", "--cluster", "dgx-h100", "--devices", "a100",
+                        "--micro-batch", "4", "--json"], capsys)
+    assert code == 0
+    rows = json.loads(out)
+    cluster = next(r for r in rows if r["cluster"] == "dgx-h100")
+    direct = simulate("gpt3-1.3b", load_cluster("dgx-h100"), micro_batch=4)
+    assert cluster["num_devices"] == direct.num_devices == 8
+    assert cluster["step_time_s"] == pytest.approx(direct.step_time_s, rel=1e-9)
+    assert any(r["device"] == "a100-sxm4-80gb" and r["num_devices"] == 1 for r in rows)
+    code, out, _ = cli(["sweep", "gpt3-1.3b", "--cluster", "dgx-h100", "--grid",
+                        "micro_batch=4", "--workers", "1"], capsys)
+    assert code == 0 and ",dgx-h100," in out
+    code, out, err = cli(["compare", "gpt3-1.3b", "--micro-batch", "4"], capsys)
+    assert code == 2 and "give --devices" in err and err.count("\n") == 1
+    code, out, err = cli(["compare", "gpt3-1.3b", "--cluster", "dgx-nope"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "dgx-nope" in err

@@ -28,7 +28,7 @@ def add_commands(sub) -> None:
     """Add compare, sweep and plan to the ``hwsim`` subcommands ``sub``."""
     c = sub.add_parser("compare", help="one plan on several devices, side by side")
     c.add_argument("model", help="as for predict")
-    _devices_flag(c, required=True)
+    _devices_flag(c, required=False)
     c.add_argument("--num-devices", type=int, default=None, help="devices of each kind")
     c.add_argument("--seq-len", type=int, default=None, help="override the model's context")
     add_plan_fields(c, unset=True)
@@ -40,7 +40,7 @@ def add_commands(sub) -> None:
     out.add_argument("--csv", action="store_true", help="print CSV")
     s = sub.add_parser("sweep", help="every combination of devices, device counts and plans")
     s.add_argument("model", help="as for predict")
-    _devices_flag(s, required=True)
+    _devices_flag(s, required=False)
     _grid_flags(s)
     s.add_argument("--tokens", type=positive_float, default=None, help="whole run: tokens")
     s.add_argument("--out", default=None, help="write the rows to a .csv or .parquet file "
@@ -68,6 +68,10 @@ def add_commands(sub) -> None:
 def _devices_flag(p, required: bool) -> None:
     p.add_argument("--devices", required=required, type=_names, metavar="A,B,...",
                    help="catalogue names or spec files, comma-separated")
+    p.add_argument("--cluster", type=_names, default=None, metavar="PRESET,...",
+                   help="cluster presets (dgx-a100, dgx-h100, ...), comma-separated: their "
+                        "devices, node layout and links (plan: their devices, counted by the "
+                        "planner)")
 
 
 def _grid_flags(p) -> None:
@@ -91,7 +95,8 @@ def compare_command(args) -> int:
 
     fields = {key: value for key, value in plan_values(args, FIELDS).items()
               if value is not None}
-    rows = compare(_model(args), _specs(args, args.devices), num_devices=args.num_devices,
+    specs = _specs(args, _hardware(args))
+    rows = compare(_model(args), specs, num_devices=args.num_devices,
                    tokens=args.tokens, totals=run_values(args), **fields)
     if args.json:
         print(rows.to_json(orient="records", indent=2))
@@ -101,7 +106,7 @@ def compare_command(args) -> int:
         from simulator.cost.status import priors_summary
 
         print(_table(rows, list(rows.columns)))
-        summary = priors_summary(_specs(args, args.devices))
+        summary = priors_summary([getattr(spec, "device", spec) for spec in specs])
         if summary:
             print(summary)
     return 0
@@ -112,7 +117,8 @@ def sweep_command(args) -> int:
 
     client = _client(args.scheduler)
     try:
-        rows = sweep(_model(args), _specs(args, args.devices), args.device_counts,
+        specs = _specs(args, _hardware(args))
+        rows = sweep(_model(args), specs, args.device_counts,
                      parse_grid(args.grid) or None, tokens=args.tokens,
                      workers=args.workers, client=client, out=args.out, **run_values(args))
     finally:
@@ -124,7 +130,7 @@ def sweep_command(args) -> int:
               f"to {args.out}")
         from simulator.cost.status import priors_summary
 
-        summary = priors_summary(_specs(args, args.devices))
+        summary = priors_summary([getattr(spec, "device", spec) for spec in specs])
         if summary:
             print(summary)
     else:
@@ -152,7 +158,8 @@ def _plan(args, writer) -> int:
     client = _client(args.scheduler)
     try:
         report = capacity_plan(_model(args), args.tokens,
-                      devices=_specs(args, args.devices or _priced(args, priced_devices())),
+                      devices=_specs(args, _cluster_devices(args)
+                                     or args.devices or _priced(args, priced_devices())),
                       device_counts=args.device_counts, deadline_days=args.deadline_days,
                       budget_usd=args.budget_usd, rank_by=args.rank_by,
                       plans=parse_grid(args.grid) or None, workers=args.workers,
@@ -229,6 +236,25 @@ def _table(rows, columns: list[str]) -> str:
         shown["memory_capacity_bytes"] = shown["memory_capacity_bytes"] / _GB
         shown = shown.rename(columns={"memory_capacity_bytes": "capacity_gb"})
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="n/a")
+
+
+def _hardware(args) -> list[str]:
+    """--devices and --cluster together (one of them needed)."""
+    names = [*(args.devices or []), *(args.cluster or [])]
+    if not names:
+        raise HwsimError("give --devices (catalogue names or spec files) or --cluster "
+                         "(presets: see 'hwsim devices')")
+    return names
+
+
+def _cluster_devices(args) -> list[str]:
+    """A plan's --devices plus the devices of its --cluster presets (the planner counts)."""
+    if not args.cluster:
+        return []
+    from hardware_specs.cluster import load_cluster
+
+    return list(dict.fromkeys([*(args.devices or []),
+                               *(load_cluster(name).device.name for name in args.cluster)]))
 
 
 def _priced(args, names: list[str]) -> list[str]:

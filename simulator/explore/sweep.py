@@ -21,10 +21,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
 from functools import partial
 
 import pandas as pd
 
+from hardware_specs.cluster import ClusterSpec, list_clusters, load_cluster
 from hardware_specs.loader import load_device
 from hardware_specs.override import override
 from hardware_specs.spec import DeviceSpec
@@ -44,7 +46,7 @@ PLAN_FIELDS = plan_fields.PLAN
 FIELDS = {**PARALLEL_FIELDS, **PLAN_FIELDS}
 CONFIG_COLUMNS = ("config", "status", "model", "device", "num_devices", *FIELDS)
 #: Columns of ``compare`` (those present: run totals only with tokens).
-COMPARE_COLUMNS = ("device", "num_devices", "status", "step_time_s", "samples_per_s",
+COMPARE_COLUMNS = ("device", "num_devices", "cluster", "status", "step_time_s", "samples_per_s",
                    "tokens_per_s", "mfu", "peak_memory_bytes", "memory_capacity_bytes", "fits",
                    "energy_j_per_step", "avg_power_w", "tokens_per_joule", "samples_per_kwh",
                    "tflops_per_watt", "price_per_hour_usd", "cost_usd_per_step",
@@ -189,8 +191,23 @@ def resolve_devices(devices: list[str | DeviceSpec], overrides: dict | None) -> 
         devices = [devices]
     if not devices:
         raise PlanError("no devices given: name at least one (see 'hwsim devices')")
-    specs = [d if isinstance(d, DeviceSpec) else load_device(str(d).strip()) for d in devices]
-    return [override(spec, overrides) for spec in specs] if overrides else specs
+    specs = [d if isinstance(d, (DeviceSpec, ClusterSpec)) else _load(str(d).strip())
+             for d in devices]
+    return [_override(spec, overrides) for spec in specs] if overrides else specs
+
+
+def _load(name: str) -> DeviceSpec | ClusterSpec:
+    """A catalogue device or spec file, or a cluster preset (``hwsim`` cluster names:
+    dgx-a100, dgx-h100, ...) when the name is one."""
+    if name in list_clusters():
+        return load_cluster(name)
+    return load_device(name)
+
+
+def _override(spec, changes):
+    if isinstance(spec, ClusterSpec):
+        return replace(spec, device=override(spec.device, changes))
+    return override(spec, changes)
 
 
 def with_prices(specs: list[DeviceSpec], prices: dict[str, float] | None) -> list[DeviceSpec]:
@@ -207,14 +224,16 @@ def with_prices(specs: list[DeviceSpec], prices: dict[str, float] | None) -> lis
             name = load_device(key).name
         except SpecError:
             name = key
-        if all(spec.name != name for spec in specs):
+        if all(spec.name != name and getattr(spec, "device", spec).name != name
+               for spec in specs):
             raise SpecError(f"--price-per-hour {key}={price:g}: {key} is not among the devices "
                             f"({', '.join(spec.name for spec in specs)}); name one of them")
         named[name] = price
     out = []
     for spec in specs:
-        price = named.get(spec.name, prices.get("*"))
-        out.append(spec if price is None else override(spec, {"price_per_hour_usd": price}))
+        device = spec.device if isinstance(spec, ClusterSpec) else spec
+        price = named.get(device.name, prices.get("*"))
+        out.append(spec if price is None else _override(spec, {"price_per_hour_usd": price}))
     return out
 
 
@@ -354,13 +373,20 @@ def run_chunk(chunk: list[tuple], work, tokens: float | None, totals: dict,
 def evaluate(work, device: DeviceSpec, num_devices: int | None, fields: dict,
              tokens: float | None = None, totals: dict | None = None,
              cache: StageCache | None = None) -> dict:
-    """One configuration's row: its columns, ``status`` and the flattened summary."""
+    """One configuration's row: its columns, ``status`` and the flattened summary.
+    ``device`` may be a cluster (``ClusterSpec``): the run is on it, its device named, its
+    devices the count unless ``num_devices`` says otherwise (nodes added or removed)."""
+    hardware = device
+    if isinstance(device, ClusterSpec):
+        device = hardware.device
+        if num_devices is None and not any(fields.get(k) for k in ("dp",)):
+            num_devices = hardware.num_devices
     config = _config_columns(work, device, num_devices, fields)
     try:
         parallel, n = _parallel(fields, num_devices)
         config["num_devices"], config["dp"] = n, parallel.dp
         plan = {k: v for k, v in fields.items() if k in PLAN_FIELDS}
-        result = simulate(work, device, parallel=parallel, num_devices=n, tokens=tokens,
+        result = simulate(work, hardware, parallel=parallel, num_devices=n, tokens=tokens,
                           cache=cache, **(totals or {}), **plan)
     except (PlanError, WorkloadError) as err:
         return {**config, "status": f"invalid: {err}"}
