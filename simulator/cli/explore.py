@@ -208,8 +208,8 @@ def plan_text(report, top: int = 10) -> str:
     notes = feasible.head(top)["notes"].dropna().str.split("; ").explode()
     lines += [f"note: {note}" for note in dict.fromkeys(notes) if note]
     if feasible["cost_usd"].isna().any():
-        lines.append("note: devices without a price have no cost (set price_per_hour_usd "
-                     "with --set)")
+        lines.append("note: devices without a price have no cost (give --price-per-hour "
+                     "DEVICE=USD)")
     return "\n".join(lines)
 
 

@@ -313,7 +313,7 @@ def format_summary(s: dict) -> str:
                      f"{par['bubble_fraction']:.1%} of the step")
     if "total_time_s" in s:
         cost = (f"${s['cost_usd']:,.0f}" if s["cost_usd"] is not None
-                else "n/a (no price: --set price_per_hour_usd=...)")
+                else "n/a (no price: --price-per-hour USD)")
         lines.append(f"  whole run          {s['steps']:.4g} steps, {s['total_time_s'] / 86400:.4g}"
                      f" days, {s['device_hours']:,.0f} device-hours, {s['energy_kwh']:,.0f} kWh,"
                      f" {s['co2_kg']:,.0f} kg CO2, cost {cost}")

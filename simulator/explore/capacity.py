@@ -43,7 +43,7 @@ GLOBAL_BATCH_TOKENS = 4e6        # Llama 2's global batch (Touvron et al. 2023b,
 CP_TOKENS = 8192                 # fewest tokens per context-parallel rank (Llama 3: 131,072 / 16)
 COUNTS = 4                       # powers of two in the default device counts
 MAX_CONFIGS = 5000               # the default search space's bound
-NO_PRICE = "no price for device-hour (set price_per_hour_usd with --set)"
+NO_PRICE = "no price for device-hour (give --price-per-hour DEVICE=USD)"
 
 
 @dataclass
