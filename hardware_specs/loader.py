@@ -115,7 +115,7 @@ GPU_PRIORS = {"memory_efficiency": 0.780, "norm_memory_efficiency": 0.617}
 MATMUL_PRIORS = {DeviceClass.GPU: 0.770, DeviceClass.ACCELERATOR: 0.823,
                  DeviceClass.TPU: 0.770, DeviceClass.FPGA: 0.770}
 _COMPUTE_TIMES = {"optimizer_overhead_us": "optimizer_overhead_s",  # optional, microseconds
-                  "step_overhead_us": "step_overhead_s"}
+                  "step_overhead_us": "step_overhead_s", "host_overhead_us": "host_overhead_s"}
 _MEMORY_REQUIRED = ("name", "bandwidth_gb_per_s")
 _POWER_REQUIRED = ("tdp_w",)
 _POWER_OPTIONAL = ("idle_w", "pj_per_flop", "pj_per_byte")

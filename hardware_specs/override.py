@@ -4,7 +4,7 @@ A change is a dotted path into ``DeviceSpec`` (SI units, named as the fields are
 
     tdp_w, idle_power_w, price_per_hour_usd, purchase_usd, op_overhead_s,
     optimizer_overhead_s,
-    step_overhead_s,
+    step_overhead_s, host_overhead_s,
     vector_flops_per_s,
     matmul_efficiency, conv_efficiency, attention_efficiency, vector_efficiency,
     memory_efficiency, matmul_memory_efficiency, norm_memory_efficiency, fp8_matmul_efficiency,
@@ -32,7 +32,7 @@ from simulator.errors import SpecError, shown
 
 _FRACTIONS = EFFICIENCIES
 _POSITIVE = ("vector_flops_per_s", "op_overhead_s", "optimizer_overhead_s", "step_overhead_s",
-             "idle_power_w",
+             "host_overhead_s", "idle_power_w",
              "tdp_w", "price_per_hour_usd", "purchase_usd", "energy_per_flop_j",
              "energy_per_byte_j")
 _TEXT = ("name", "vendor")

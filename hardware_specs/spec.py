@@ -198,6 +198,10 @@ class DeviceSpec:
     # Framework cost of updating one parameter tensor in an eager optimizer step (PyTorch's
     # per-tensor AdamW launches a dozen kernels per tensor); 0 where updates are fused.
     optimizer_overhead_s: float = 0.0
+    # The host's cost of issuing one op (eager PyTorch: Python, dispatcher, autograd, launch
+    # call), on its own stream on a device that is not a CPU (simulator.cost.host); None: as
+    # op_overhead_s, which stays each kernel's fixed cost on the device.
+    host_overhead_s: float | None = None
     # Framework cost of one training step besides its ops (the loop, loss.backward() and
     # optimizer.step() entry, zero_grad): paid once per optimizer step; 0 where negligible.
     step_overhead_s: float = 0.0
@@ -242,6 +246,7 @@ class DeviceSpec:
             raise SpecError("memory must be one or more MemoryLevels, main memory last")
         for name in ("op_overhead_s", "optimizer_overhead_s", "step_overhead_s"):
             within(getattr(self, name), name, "s")
+        within(self.host_overhead_s, "host_overhead_s", "s", optional=True)
         within(self.idle_power_w, "idle_power_w", "w")
         within(self.tdp_w, "tdp_w", "w", low_open=True)
         for name in ("matmul_efficiency", "memory_efficiency", "vector_efficiency"):

@@ -13,7 +13,7 @@ import numpy as np
 from hardware_specs.cluster import ClusterSpec, cluster_for, list_clusters, load_cluster
 from hardware_specs.loader import load_device
 from hardware_specs.spec import DeviceSpec
-from simulator.cost import attention, precision, status
+from simulator.cost import attention, host, precision, status
 from simulator.cost.energy import op_energy, step_energy
 from simulator.cost.power import check_limit
 from simulator.errors import PlanError, SpecError, WorkloadError, did_you_mean, shown
@@ -218,6 +218,9 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         result.notes.append(format_note)
     if plan.attention is Attention.FUSED and attention.note(device):
         result.notes.append(attention.note(device))
+    host_note = host.note(run.lowered, run.time_s, run.per_micro, device, plan)
+    if host_note:
+        result.notes.append(host_note)
     if device.priors:
         result.notes.append(status.priors_note(device))
     if run.clock is not None and (run.clock < 1).any():

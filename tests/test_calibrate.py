@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 
 from hardware_specs.loader import load_device, parse_device
+from hardware_specs.spec import DeviceClass
 from hardware_specs.writer import calibrated_toml
 from simulator.calibrate.fit import (PARAMS, Calibration, Case, Measurement, case_graph,
-                                 case_seconds, cases)
-from simulator.cost.roofline import op_costs
-from simulator.graph.lower import lower
+                                 cases, predicted_seconds)
 
 ROOT = Path(__file__).resolve().parents[1]
 A100 = load_device("a100")
@@ -27,21 +26,26 @@ def test_case_graphs_count_what_torch_runs():
     assert add.bytes_read == 2 * 4000 and add.bytes_written == 4000
 
 
-def _synthetic(truth, functions, dispatch_s, todo):
+def _synthetic(truth, functions, dispatch_s, todo, device=A100):
     """Measurements made by the cost model itself with known parameters: kernels timed alone
     pay ``dispatch_s`` at their kinds' rates, training steps the framework's ``op_overhead_s``
     and the functions' own figures."""
-    bare = dataclasses.replace(A100, **{**truth, "op_overhead_s": dispatch_s})
-    training = dataclasses.replace(A100, **truth, **functions)
-    return [Measurement(c, case_seconds(c, op_costs(lower(case_graph(c)), training
-                                                    if c.kind in ("train", "function")
-                                                    else bare)[2]))
+    bare = dataclasses.replace(device, **{**truth, "op_overhead_s": dispatch_s})
+    training = dataclasses.replace(device, **truth, **functions)
+    return [Measurement(c, predicted_seconds(c, training if c.kind in ("train", "function")
+                                             else bare))
             for c in todo]
 
 
 @pytest.mark.torch  # the function cases' micro-models are imported from torch
 @pytest.mark.slow
-def test_fit_recovers_known_parameters():
+@pytest.mark.parametrize("serial", [True, False])
+def test_fit_recovers_known_parameters(serial):
+    """The A100's figures with a serial host (a CPU's: per-op costs in line) and with its own
+    (simulator.cost.host: the host a stream of its own). There the functions' micro-models,
+    sized for a CPU, are host-bound, so their device efficiencies do not show in the step's
+    time and are not asserted; everything else is."""
+    device = dataclasses.replace(A100, device_class=DeviceClass.CPU) if serial else A100
     truth = {"matmul_efficiency": 0.71, "conv_efficiency": 0.43, "vector_efficiency": 0.02,
              "memory_efficiency": 0.8, "op_overhead_s": 6e-6, "optimizer_overhead_s": 15e-6,
              "step_overhead_s": 40e-6}
@@ -49,19 +53,20 @@ def test_fit_recovers_known_parameters():
     functions = {"function_efficiency": {"gelu": 0.003, "conv2d": 0.3, "dropout": 0.01},
                  "function_overhead_s": {"gelu": 2e-6, "conv2d": 50e-6}}
     todo = [c for c in cases() if c.kind != "function" or c.fn in ("gelu", "conv2d", "dropout")]
-    fit = Calibration(A100).fit(_synthetic(truth, functions, 1.5e-6, todo))
+    fit = Calibration(device).fit(_synthetic(truth, functions, 1.5e-6, todo, device))
     assert fit.dispatch_s_ == pytest.approx(1.5e-6, rel=1e-3)
-    for name in PARAMS:
-        assert getattr(fit, name + "_") == pytest.approx(truth[name], rel=1e-3), name
+    for param in PARAMS:
+        assert getattr(fit, param + "_") == pytest.approx(truth[param], rel=1e-3), param
     for fn, value in functions["function_efficiency"].items():
-        assert fit.function_efficiency_[fn] == pytest.approx(value, rel=1e-2), fn
+        if serial:
+            assert fit.function_efficiency_[fn] == pytest.approx(value, rel=1e-2), fn
     for fn, value in functions["function_overhead_s"].items():
         assert fit.function_overhead_s_[fn] == pytest.approx(value, rel=1e-2), fn
     assert np.max(np.abs(fit.residuals_)) < 1e-4
     calibrated = fit.apply()
     assert calibrated.matmul_efficiency == pytest.approx(0.71, rel=1e-3)
     assert calibrated.function_overhead_s["conv2d"] == pytest.approx(50e-6, rel=1e-3)
-    assert A100 == load_device("a100") and not A100.function_efficiency  # input left as it was
+    assert A100 == load_device("a100") and not device.function_efficiency  # input kept
 
 
 @pytest.mark.parametrize("name", ["a100", "tpu-v4", "cpu-host"])

@@ -7,7 +7,6 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from hardware_specs.spec import DeviceClass, DeviceSpec, MemoryLevel
-from simulator.cost.host import KERNEL_GAP_S
 from simulator.cost.roofline import op_costs, price
 from simulator.engine import kernels, reference
 from simulator.graph.opgraph import OpGraph
@@ -160,11 +159,11 @@ def test_price_and_op_costs():
     peak, bandwidth, overhead = price(low, toy_device())
     # bf16 falls back to the fp16 matrix rate (x efficiency); vector ops at the fp32 vector rate
     assert list(peak) == [400.0 * 0.5, 50.0]
-    # a GPU's kernels pay the gap between kernels; its host's 0.5 s per op is its own stream
-    assert list(bandwidth) == [800.0, 800.0] and list(overhead) == [KERNEL_GAP_S] * 2
+    # a GPU's kernels keep their fixed cost; its host's issue cost is a stream of its own
+    assert list(bandwidth) == [800.0, 800.0] and list(overhead) == [0.5, 0.5]
     compute, memory, time = op_costs(low, toy_device())
     assert list(compute) == [10.0, 2.0] and list(memory) == [0.5, 3.0]
-    assert list(time) == [10.0 + KERNEL_GAP_S, 3.0 + KERNEL_GAP_S]
+    assert list(time) == [10.5, 3.5]
 
 
 def test_op_costs_of_empty_graph():

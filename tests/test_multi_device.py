@@ -66,7 +66,11 @@ def test_pure_data_parallel_scales_throughput():
     # same per-device compute: the gradient all-reduce is the only difference
     assert many.step_time_s >= one.step_time_s
     exposed = many.parallel["exposed_communication_s"]
-    assert many.step_time_s == pytest.approx(one.step_time_s + exposed, rel=1e-6)
+    # besides, the host issues each reduction (simulator.cost.host): at most its cost per op
+    # each, where the host is what the step waits on
+    issued = (many.lowered.kind == OpKind.COLLECTIVE).sum() * many.device_spec.op_overhead_s
+    assert one.step_time_s + exposed <= many.step_time_s * (1 + 1e-9)
+    assert many.step_time_s <= (one.step_time_s + exposed + issued) * (1 + 1e-9)
     assert 0 < exposed < many.parallel["communication_s"]   # mostly hidden by the backward
     assert many.samples_per_s == pytest.approx(8 * one.samples_per_s * one.step_time_s
                                                / many.step_time_s)

@@ -26,6 +26,7 @@ from simulator.calibrate.functions import (
     FUNCTIONS,
     micro_model,
 )
+from simulator.cost.host import costs as host_costs
 from simulator.cost.roofline import op_costs
 from simulator.errors import HwsimError
 from simulator.graph.lower import lower
@@ -155,9 +156,25 @@ def _lowered(case: Case):
     return lower(case_graph(case))
 
 
-def case_seconds(case: Case, time_s: np.ndarray) -> float:
-    """The predicted time of a case from its graph's per-op times (a serial stream)."""
-    return float(time_s.sum()) if case.kind in ("train", "function") else float(time_s[-1])
+def case_seconds(case: Case, time_s: np.ndarray, issue_s: np.ndarray | None = None) -> float:
+    """The predicted time of a case from its graph's per-op times (a serial stream) and, on a
+    GPU, the host's issue cost of each (``simulator.cost.host``): a training step runs its ops
+    in order, none before the host has issued it; a kernel timed alone, called back to back,
+    takes the longer of its time and its issue cost per call."""
+    if issue_s is None or not issue_s.any():
+        return float(time_s.sum()) if case.kind in ("train", "function") else float(time_s[-1])
+    if case.kind not in ("train", "function"):
+        return float(max(time_s[-1], issue_s[-1]))
+    end = 0.0
+    for t, issued in zip(time_s.tolist(), np.cumsum(issue_s).tolist()):
+        end = max(end, issued) + t
+    return end
+
+
+def predicted_seconds(case: Case, device: DeviceSpec) -> float:
+    """What hwsim predicts for ``case`` on ``device``: its ops priced, with the host."""
+    lowered = _lowered(case)
+    return case_seconds(case, op_costs(lowered, device)[2], host_costs(lowered, device)[1])
 
 
 class Calibration:
@@ -207,12 +224,11 @@ class Calibration:
 
     @staticmethod
     def _predict(case: Case, device: DeviceSpec) -> float:
-        return case_seconds(case, op_costs(_lowered(case), device)[2])
+        return predicted_seconds(case, device)
 
     def _fit_globals(self, measurements: list[Measurement]) -> np.ndarray:
         from scipy.optimize import least_squares
 
-        graphs = [_lowered(m.case) for m in measurements]
         measured = np.array([m.seconds for m in measurements])
         in_training = np.array([m.case.kind == "train" for m in measurements])
         # x = the PARAMS, then the dispatch cost of a bare kernel call: a nuisance parameter.
@@ -225,8 +241,8 @@ class Calibration:
         def residuals(x):
             training = self._spec(x[:-1])
             bare = self._spec(x[:-1], op_overhead_s=x[-1])
-            predicted = np.array([case_seconds(m.case, op_costs(g, training if t else bare)[2])
-                                  for m, g, t in zip(measurements, graphs, in_training)])
+            predicted = np.array([predicted_seconds(m.case, training if t else bare)
+                                  for m, t in zip(measurements, in_training)])
             return np.log(predicted) - np.log(measured)
 
         # max(compute, memory) leaves flat regions where a parameter does not bind: start from

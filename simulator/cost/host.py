@@ -2,22 +2,24 @@
 
 Eager PyTorch issues every kernel from Python: a CPU cost per op (Python, the dispatcher,
 autograd's bookkeeping in the forward, the autograd engine in the backward, the launch call),
-``device.op_overhead_s``. A GPU (any device that is not the CPU itself) runs its kernels
-asynchronously: the host is its own stream, issuing the step's kernels in program order (the
-lowered order), and a kernel starts no earlier than it was issued (``release``), after its
-predecessors and when its stream is free (``simulator.engine.kernels.schedule_issued``).
-When kernels are shorter than the host's cost per op, the device waits for the host: the step
-is host-bound and scales with the op count, not the FLOPs. On the device itself each kernel
-costs ``KERNEL_GAP_S`` besides its roofline time (the gap between back-to-back kernels in a
-stream). On a CPU the host *is* the device: the per-op cost is serial with the kernels, added
-to each op's time, as before.
+``host_per_op`` (``device.host_overhead_s``, else ``op_overhead_s``). A GPU (any device that
+is not the CPU itself) runs its kernels asynchronously: the host is its own stream, issuing
+the step's kernels in program order (the lowered order), and a kernel starts no earlier than
+it was issued (``release``), after its predecessors and when its stream is free
+(``simulator.engine.kernels.schedule_issued``). When kernels are shorter than the host's cost
+per op, the device waits for the host: the step is host-bound and scales with the op count,
+not the FLOPs. On the device each kernel keeps its fixed cost ``op_overhead_s`` besides its
+roofline time: the kernel-level fits (OpenXLA's H100 GEMM table, NeuSight's kernel tables)
+were made with it, and refitting the H100's tile cost without it fits worse (median 7.2 %
+instead of 3.1 %). On a CPU the host *is* the device: the per-op cost is serial with the
+kernels, added to each op's time, as before.
 
 - ``fusion = compiled`` (torch.compile / XLA): the fused kernels are launched from generated
   wrapper code, with no Python module call and no autograd node per op:
   ``COMPILED_HOST_FRACTION`` of the eager cost per kernel.
 - ``graphs`` (CUDA graphs, ``torch.cuda.graph`` over the whole step): the step's kernels are
-  replayed, one host call per micro-batch (``op_overhead_s``, a replay is one call) and no
-  host cost per kernel; on the device ``GRAPH_KERNEL_GAP_S`` between kernels.
+  replayed, one host call per micro-batch (one eager op's cost) and no host cost per kernel;
+  on the device a kernel's fixed cost shrinks by ``GRAPH_SAVES_S``.
 - The optimizer (``optimizer_impl``) launches per PyTorch's implementations
   (``optimizer_launches``): for-loop ``single`` (a kernel per tensor per line of the update),
   ``foreach`` (one call per line for all tensors, ``multi_tensor_apply`` launching a kernel
@@ -38,13 +40,11 @@ from simulator.graph.lower import Lowered
 from simulator.graph.op import OpKind
 from simulator.plan.step import Fusion, Optimizer, OptimizerImpl, Plan
 
-# Device-side cost of a kernel queued behind another in a CUDA stream, and in a CUDA graph:
-# NVIDIA, "Getting Started with CUDA Graphs" (A. Gray, 2019,
-# https://developer.nvidia.com/blog/cuda-graphs/): a 2.9 us kernel on a V100 took 3.8 us per
-# kernel launched back to back in a stream (host launches overlapped, no synchronisation) and
-# 3.4 us in a graph: 0.9 us and 0.5 us of gap per kernel.
-KERNEL_GAP_S = 3.8e-6 - 2.9e-6
-GRAPH_KERNEL_GAP_S = 3.4e-6 - 2.9e-6
+# What a CUDA graph saves on the device per kernel: NVIDIA, "Getting Started with CUDA Graphs"
+# (A. Gray, 2019, https://developer.nvidia.com/blog/cuda-graphs/): a 2.9 us kernel on a V100
+# took 3.8 us per kernel launched back to back in a stream (host launches overlapped, no
+# synchronisation) and 3.4 us in a graph: 0.4 us less per kernel (never below zero).
+GRAPH_SAVES_S = 3.8e-6 - 3.4e-6
 # Host cost of a kernel launched from torch.compile's generated wrapper code, as a fraction of
 # eager's per-op cost: measured on the development machine (torch 2.13 CPU, one thread, best
 # of 3 x 20,000 calls): an op with no autograd (x + x of 8 elements under no_grad) 0.99 us;
@@ -113,7 +113,7 @@ def costs(lowered: Lowered, device: DeviceSpec,
         raise PlanError(f"graphs = true needs a GPU (CUDA graphs): {device.name} is a CPU; "
                         "drop --graphs")
     compiled = plan is not None and plan.fusion is Fusion.COMPILED
-    per_op = device.op_overhead_s * (COMPILED_HOST_FRACTION if compiled else 1.0)
+    per_op = host_per_op(device) * (COMPILED_HOST_FRACTION if compiled else 1.0)
     kernel = ~((lowered.kind == OpKind.COLLECTIVE) & (lowered.nbytes == 0))  # f's identity
     host = np.where(kernel, per_op, 0.0)
     launches = kernel.astype(np.float64)
@@ -122,30 +122,60 @@ def costs(lowered: Lowered, device: DeviceSpec,
         optimizer = plan.optimizer if plan is not None else Optimizer.ADAMW
         impl = implementation(plan, device)
         calls, kernels = optimizer_launches(lowered, updates, optimizer, impl)
-        if impl is OptimizerImpl.SINGLE and device.optimizer_overhead_s > 0:  # measured
-            calls_s = (device.op_overhead_s
-                       + lowered.tensors[updates] * device.optimizer_overhead_s)
+        per_tensor = lowered.tensors[updates] * device.optimizer_overhead_s  # measured, or 0
+        if impl is OptimizerImpl.SINGLE and device.optimizer_overhead_s > 0:
+            calls_s = host_per_op(device) + per_tensor    # the measurement holds the calls
         else:
-            calls_s = calls * device.op_overhead_s
+            calls_s = calls * host_per_op(device) + per_tensor
         host[updates] = calls_s
         launches[updates] = kernels
         host[np.argmax(updates)] += device.step_overhead_s  # the step's fixed framework cost
+    fixed = np.full(n, float(device.op_overhead_s))   # each kernel's fixed cost on the device
     for fn, own in device.function_overhead_s.items():  # a function's own per-call cost
         host[lowered.fn == fn] = own
+        fixed[lowered.fn == fn] = own
     if serial(device):
         return host, np.zeros(n)
-    return (GRAPH_KERNEL_GAP_S if graphs else KERNEL_GAP_S) * launches, host
+    if graphs:
+        fixed = np.maximum(fixed - GRAPH_SAVES_S, 0.0)
+    return fixed * launches, host
+
+
+def host_per_op(device: DeviceSpec) -> float:
+    """The host's cost of issuing one eager op on ``device``."""
+    return float(device.op_overhead_s if device.host_overhead_s is None
+                 else device.host_overhead_s)
 
 
 def release(issue_s: np.ndarray, device: DeviceSpec, plan: Plan | None = None) -> np.ndarray:
-    """When the host has issued each op (float64 seconds from the micro-batch's start): the
-    running sum of the issue costs in program order; under ``graphs`` one replay call
-    (``op_overhead_s``) issues every kernel at once (never later than eager would)."""
+    """When the host has issued each op, in float64 seconds from the micro-batch's start: the
+    running sum of the issue costs in program order, from the first op's issue (the host
+    issues it while the device still runs the micro-batch before: micro-batches run back to
+    back, so a step that is not host-bound waits on the host only as it starts, for one op).
+    Under ``graphs`` one replay call, issued ahead as well, releases every kernel at once."""
+    if plan is not None and plan.graphs or not len(issue_s):
+        return np.zeros(len(issue_s))
     issued = np.cumsum(issue_s)
+    return issued - issued[0]
+
+
+def note(lowered: Lowered, time_s: np.ndarray, per_micro: np.ndarray, device: DeviceSpec,
+         plan: Plan | None = None) -> str | None:
+    """A line for the result when the host sets the pace: its issue time of one micro-batch
+    exceeds the device's kernel time of it (None otherwise, and on a CPU)."""
+    if serial(device):
+        return None
+    issue = costs(lowered, device, plan)[1]
     if plan is not None and plan.graphs:
-        return np.minimum(issued, float(device.op_overhead_s))
-    return issued
+        return None   # one replay call per micro-batch
+    host_s, device_s = float(issue[per_micro].sum()), float(time_s[per_micro].sum())
+    if host_s <= device_s:
+        return None
+    return (f"the host issuing kernels sets the pace: {host_s * 1e3:.3g} ms of host time per "
+            f"micro-batch ({host_per_op(device) * 1e6:.3g} us per eager op) against "
+            f"{device_s * 1e3:.3g} ms of kernels; --graphs (CUDA graphs) or --fusion compiled "
+            "cut it (simulator/cost/host.py)")
 
 
-__all__ = ["COMPILED_HOST_FRACTION", "GRAPH_KERNEL_GAP_S", "KERNEL_GAP_S", "costs",
-           "implementation", "optimizer_launches", "release", "serial"]
+__all__ = ["COMPILED_HOST_FRACTION", "GRAPH_SAVES_S", "costs", "host_per_op",
+           "implementation", "note", "optimizer_launches", "release", "serial"]
