@@ -34,6 +34,8 @@ def test_dominance_by_hand():
     assert dominated([a, b, c], rates) == {a.name: b.name}
     same = {a.name: Rate(100.0, 1.0, 2.0), b.name: Rate(100.0, 1.0, 2.0)}
     assert dominated([a, b], same) == {}   # equals dominate nothing
+    failed = {a.name: "cannot run it: no", b.name: Rate(1.0, 1.0, 1.0)}
+    assert dominated([a, b], failed) == {a.name: "cannot run it: no"}
 
 
 def test_counts_are_what_the_deadline_needs():

@@ -203,8 +203,9 @@ def plan_text(report, top: int = 10) -> str:
     lines += ["", *explain(report)]
     if getattr(report, "pruned", None):
         lines.append("left out as dominated (dearer, hungrier, slower and smaller per device "
-                     "than another): " + ", ".join(f"{name} (by {by})"
-                                                   for name, by in report.pruned.items()))
+                     "than another) or unable to run it: " + ", ".join(
+                         f"{name} ({by if by.startswith('cannot') else 'by ' + by})"
+                         for name, by in report.pruned.items()))
     notes = feasible.head(top)["notes"].dropna().str.split("; ").explode()
     lines += [f"note: {note}" for note in dict.fromkeys(notes) if note]
     if feasible["cost_usd"].isna().any():

@@ -191,15 +191,19 @@ class Rate:
     usd_per_token: float      # inf without a price
 
 
-def device_rates(work, specs) -> dict[str, Rate]:
+def device_rates(work, specs) -> dict[str, Rate | str]:
     """Each device running the model alone at micro-batch 1 (its memory ignored): its tokens
-    per second, joules and dollars per token. The forward graph is built once and priced on
-    every device (``StageCache``)."""
+    per second, joules and dollars per token, or why it cannot run the model (a PlanError's
+    text). The forward graph is built once and priced on every device (``StageCache``)."""
     from simulator.api import simulate
 
     cache, out = StageCache(), {}
     for spec in specs:
-        result = simulate(work, spec, micro_batch=1, cache=cache)
+        try:
+            result = simulate(work, spec, micro_batch=1, cache=cache)
+        except PlanError as err:
+            out[spec.name] = f"cannot run it: {err}"
+            continue
         per_step = result.global_batch * work.tokens_per_sample
         price = spec.price_per_hour_usd
         out[spec.name] = Rate(result.tokens_per_s, result.energy_j_per_step / per_step,
@@ -210,12 +214,14 @@ def device_rates(work, specs) -> dict[str, Rate]:
 def dominated(specs, rates: dict[str, Rate]) -> dict[str, str]:
     """Devices another beats or equals on every count: cost and energy per token, tokens per
     second per device and memory (at every device count it is then at least as cheap, as
-    frugal and as fast, and holds as much): name -> the device that dominates it."""
+    frugal and as fast, and holds as much): name -> the device that dominates it; devices
+    that cannot run the model (``device_rates``): name -> why."""
     def key(spec):
         r = rates[spec.name]
         return (r.usd_per_token, r.joules_per_token, -r.tokens_per_s, -spec.memory_bytes)
 
-    out = {}
+    out = {spec.name: rates[spec.name] for spec in specs if isinstance(rates[spec.name], str)}
+    specs = [spec for spec in specs if spec.name not in out]
     for spec in specs:
         for other in specs:
             a, b = key(other), key(spec)
@@ -233,7 +239,7 @@ def deadline_space(work, specs, tokens: float, deadline_days: float
     within the deadline (never fewer than hold the model states); at each count the plans of
     the ``MODEL_PARALLEL_SIZES`` smallest model-parallel sizes whose states fit."""
     rates = device_rates(work, specs)
-    pruned = dominated(specs, rates) if len(specs) > 1 else {}
+    pruned = dominated(specs, rates)
     per_param = sum(Plan().state_bytes_per_param().values())
     configs = []
     for spec in specs:
