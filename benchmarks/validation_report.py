@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as ``python benchmarks/validation_report.py``
     sys.path.insert(0, str(ROOT))
 
+from hardware_specs.cluster import load_cluster
 from simulator import Plan, simulate
 from workloads.transformer import TransformerConfig
 from workloads.zoo import get_workload
@@ -119,8 +120,18 @@ def workload(row: dict[str, str]):
 
 
 def hardware(row: dict[str, str]):
-    """The catalogue device (the run's attention kernel is a plan field, ``step_plan``)."""
-    return row["device"]
+    """The catalogue device (the run's attention kernel is a plan field, ``step_plan``), or
+    the cluster preset the run ran on (column ``cluster``), with ``devices_per_node`` of each
+    node in use where the column gives it."""
+    if not row.get("cluster"):
+        return row["device"]
+    cluster = load_cluster(row["cluster"])
+    per_node = int(row.get("devices_per_node") or cluster.devices_per_node)
+    count = int(row["device_count"])
+    if cluster.device.name != row["device"] or count % per_node:
+        raise ValueError(f"{row['run_id']}: {count} x {row['device']} is not a whole number "
+                         f"of {cluster.name} nodes of {per_node}")
+    return dataclasses.replace(cluster, devices_per_node=per_node).with_nodes(count // per_node)
 
 
 def parallel_plan(row: dict[str, str]) -> ParallelPlan:
