@@ -106,6 +106,10 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     device, cluster, n = resolve_hardware(hardware, num_devices)
     device = attention.with_kernel(device, plan.attention_kernel)   # the plan's fused kernel
     format_note = precision.check(device, plan)   # PlanError where it cannot train in it
+    if not plan.channels_last and device.vendor != "NVIDIA":
+        # the NCHW/NHWC transposes are cuDNN's (simulator.training.layout): XLA, Gaudi's and
+        # Neuron's graph compilers and MIOpen choose their own layouts
+        plan = replace(plan, channels_last=True)
     limit_w = check_limit(plan.power_limit_w, device)
     if node_overhead_w is None:   # the preset's datasheet node power less its devices' TDPs
         node_overhead_w = cluster.node_overhead_w if cluster else 0.0
@@ -155,14 +159,20 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         unsplit, _ = cache.stage_forward(work, plan, whole, 0, cluster)
     model_flops, hardware_flops = system_flops(run, unsplit, parallel, m,
                                                 getattr(work, "layers", None))
-    energy_j = op_energy(lowered, device, run.compute_s, run.memory_s, run.time_s, run.clock,
-                         limit_w)
     comm = lowered.kind == OpKind.COLLECTIVE
-    if comm.any():  # static power is counted once, over the step, not per stream
-        energy_j = np.where(comm, np.maximum(energy_j - device.idle_power_w * run.time_s, 0.0),
-                            energy_j)
+
+    def joules(time_s):
+        energy_j = op_energy(lowered, device, run.compute_s, run.memory_s, time_s, run.clock,
+                             limit_w)
+        # static power is counted once, over the step, not per stream
+        return np.where(comm, np.maximum(energy_j - device.idle_power_w * time_s, 0.0),
+                        energy_j)
+
+    energy_j = joules(run.time_s)
     waiting, exposed = idle_s(run, m, step_s, bubble, max(r.t_micro for r in runs))
     energy = step_energy(lowered, energy_j, m) + device.idle_power_w * waiting
+    if run.alone_s is not None and m > 1:  # the step's reduction slows the last micro-batch
+        energy -= (m - 1) * float((energy_j - joules(run.alone_s))[run.per_micro].sum())
     energy -= throttled_j(run, energy_j, m, device.idle_power_w, limit_w)  # at most the limit
     from simulator.engine.dispatch import engine
 

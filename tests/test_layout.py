@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from simulator.api import simulate
 from simulator.errors import PlanError
 from simulator.graph.op import DType, OpKind, Task
 from simulator.plan.step import Plan
@@ -79,3 +80,15 @@ def test_transposes_share_of_a_measured_step_is_what_channels_last_saves(device,
     nhwc = simulate("resnet-50", device, channels_last=True, **kwargs).step_time_s
     share = (nchw - nhwc) / (batch / measured)
     assert 0.07 <= share <= 0.30
+
+
+@pytest.mark.parametrize("device", ["tpu-v5e", "gaudi2", "mi300x", "trainium1"])
+def test_only_nvidia_devices_transpose(device):
+    """The transposes are cuDNN's: other devices' compilers and libraries choose their
+    layouts, so their step is the channels_last one; an NVIDIA GPU's is slower than its own."""
+    default = simulate("resnet-50", device, micro_batch=32)
+    assert default.step_time_s == simulate("resnet-50", device, micro_batch=32,
+                                           channels_last=True).step_time_s
+    a100 = simulate("resnet-50", "a100", micro_batch=32)
+    assert a100.step_time_s > simulate("resnet-50", "a100", micro_batch=32,
+                                       channels_last=True).step_time_s

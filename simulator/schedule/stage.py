@@ -42,6 +42,9 @@ class StageRun:
     # a micro-batch's time when not the schedule's (``interfere``: the step's reduction slows
     # only the last micro-batch); None: from the schedule
     micro_s: float | None = None
+    # each op's time without the step's reduction beside it: how the first m - 1 micro-batches
+    # run (``interfere``); None: ``time_s``
+    alone_s: np.ndarray | None = None
 
     @property
     def per_micro(self) -> np.ndarray:
@@ -114,11 +117,12 @@ def interfere(run: StageRun, device: DeviceSpec, on: bool = True,
     alone = slowed_times(run.lowered, device, run.compute_s, run.memory_s, run.time_s,
                          run.start, run.end, on_stream, among=~step_comm, sms_held=sms)
     if step_comm.any() and micro.any():
-        _, end_alone = again(run.time_s if alone is None else alone)
+        alone_s = run.time_s if alone is None else alone
+        _, end_alone = again(alone_s)
         micro_s = float(end_alone[micro].max())
     else:
-        micro_s = None
-    return replace(run, time_s=slowed, start=start, end=end, micro_s=micro_s)
+        alone_s = micro_s = None
+    return replace(run, time_s=slowed, start=start, end=end, micro_s=micro_s, alone_s=alone_s)
 
 
 def streams(lowered: Lowered) -> np.ndarray:

@@ -17,8 +17,9 @@ the time. ``Plan.channels_last`` (tensors in NHWC) adds none, and neither do fp3
 convolutions, whose NCHW kernels cuDNN runs directly (NeuSight's fp32 conv kernels,
 ``tests/data/neusight_conv_kernels.csv``: none of them transposes).
 
-Not modelled: the transient NHWC copies' memory (the op keeps no output), and devices whose
-compilers pick layouts themselves (XLA on TPUs: run them with ``channels_last``).
+Only NVIDIA devices get them: ``simulator.api.simulate`` runs every other device as if
+``channels_last`` were given (XLA on TPUs, Gaudi's and Neuron's graph compilers and MIOpen choose
+their own layouts). Not modelled: the transient NHWC copies' memory (the op keeps no output).
 """
 from __future__ import annotations
 
