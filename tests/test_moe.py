@@ -286,7 +286,7 @@ q_lora_rank = 96
     base = simulate(work, "h100", num_devices=16, micro_batch=1, global_batch=32,
                     attention="fused")
     for plan in (dict(ep=8, tp=2, sequence_parallel=True), dict(ep=4, pp=2, zero=1),
-                 dict(ep=2, cp=2), dict(ep=8, zero=3)):
+                 dict(ep=2, cp=2), dict(ep=8, zero=2)):
         r = simulate(work, "h100", num_devices=16, micro_batch=1, global_batch=32,
                      attention="fused", **plan)
         assert r.flops_per_step == pytest.approx(base.flops_per_step, rel=1e-12), plan
@@ -411,3 +411,12 @@ def test_deepseek_flops_do_not_depend_on_the_split(plan):
     r = simulate(work, "h100", num_devices=16, micro_batch=1, global_batch=16,
                  precision="bf16", attention="fused", **plan)
     assert r.flops_per_step == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("plan", [dict(zero=3), dict(zero=1, shard_group=8),
+                                  dict(zero=1, sharding="deepspeed")])
+def test_expert_parallel_refuses_units_that_mix_experts(plan):
+    """ZeRO-3's gathers, hybrid shard groups and DeepSpeed's buckets span experts and dense
+    weights alike; only whole-replica, per-layer reductions are split by expert: one line."""
+    with pytest.raises(PlanError, match="ep = 8 is modelled with ZeRO 0-2"):
+        simulate("mixtral-8x7b", "h100", num_devices=16, micro_batch=1, ep=8, **plan)

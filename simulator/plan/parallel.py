@@ -343,6 +343,12 @@ class ParallelPlan:
             raise PlanError(f"ep = {self.ep} must divide the replicas dp x cp = {self.dp} x "
                             f"{self.cp} = {self.replicas} (expert-parallel ranks are data- or "
                             "context-parallel ranks)")
+        if self.ep > 1 and (self.shard_group is not None or self.zero == 3 or (
+                self.zero and self.sharding is not Sharding.FSDP)):
+            # their collectives span units mixing experts and dense weights
+            # (simulator.parallel.expert splits only a whole-replica, per-layer reduction)
+            raise PlanError(f"ep = {self.ep} is modelled with ZeRO 0-2 under fsdp sharding, "
+                            "without shard_group: use zero <= 2 and sharding = fsdp")
         self._check_context(seq_len)
         self._check_tensor(heads, kv_heads, seq_len)
         self._check_pipeline(layers)
