@@ -122,11 +122,17 @@ def costs(lowered: Lowered, device: DeviceSpec,
         optimizer = plan.optimizer if plan is not None else Optimizer.ADAMW
         impl = implementation(plan, device)
         calls, kernels = optimizer_launches(lowered, updates, optimizer, impl)
-        per_tensor = lowered.tensors[updates] * device.optimizer_overhead_s  # measured, or 0
-        if impl is OptimizerImpl.SINGLE and device.optimizer_overhead_s > 0:
+        # the measured per-tensor cost (calibration, 0 otherwise) is that of the
+        # implementation it was measured under, the device's default: another is its counted
+        # calls alone
+        measured = impl is implementation(None, device) and device.optimizer_overhead_s > 0
+        per_tensor = lowered.tensors[updates] * device.optimizer_overhead_s
+        if measured and impl is OptimizerImpl.SINGLE:
             calls_s = host_per_op(device) + per_tensor    # the measurement holds the calls
-        else:
+        elif measured:
             calls_s = calls * host_per_op(device) + per_tensor
+        else:
+            calls_s = calls * host_per_op(device)
         host[updates] = calls_s
         launches[updates] = kernels
         host[np.argmax(updates)] += device.step_overhead_s  # the step's fixed framework cost
