@@ -177,12 +177,28 @@ def test_all_to_all_across_nodes_is_priced_on_both_networks():
     assert expected > inside
 
 
-def test_imbalance_slows_the_experts_not_the_flops_and_capacity_caps_it():
+def _imbalanced_runs(work, **plan):
+    moes = {"balanced": work.moe, "skewed": replace(work.moe, imbalance=1.5),
+            "capped": replace(work.moe, imbalance=1.5, capacity_factor=1.0)}
+    return {key: simulate(replace(work, moe=moe), "h100", micro_batch=1, precision="bf16",
+                          **plan) for key, moe in moes.items()}
+
+
+def test_imbalance_changes_nothing_on_one_device_running_every_expert():
+    """ep = 1: one grouped GEMM over all the experts does the same work however the tokens
+    spread over them."""
     work = replace(get_workload("mixtral-8x7b").with_layers(2), seq_len=1024)
-    runs = {}
-    for key, moe in {"balanced": work.moe, "skewed": replace(work.moe, imbalance=1.5),
-                     "capped": replace(work.moe, imbalance=1.5, capacity_factor=1.0)}.items():
-        runs[key] = simulate(replace(work, moe=moe), "h100", micro_batch=1, precision="bf16")
+    runs = _imbalanced_runs(work)
+    assert runs["skewed"].step_time_s == runs["balanced"].step_time_s
+    low = runs["skewed"].lowered
+    grouped = np.array([fn == "grouped_linear" for fn in low.fn])
+    assert set(low.load[grouped]) == {1000}
+
+
+def test_imbalance_slows_the_experts_not_the_flops_and_capacity_caps_it():
+    """ep > 1: the rank holding the busiest experts paces the step."""
+    work = replace(get_workload("mixtral-8x7b").with_layers(2), seq_len=1024)
+    runs = _imbalanced_runs(work, num_devices=8, ep=8)
     assert runs["skewed"].flops_per_step == runs["balanced"].flops_per_step
     assert runs["skewed"].step_time_s > runs["balanced"].step_time_s
     assert runs["capped"].step_time_s == pytest.approx(runs["balanced"].step_time_s)

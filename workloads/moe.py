@@ -21,9 +21,12 @@ dispatcher and grouped GEMMs (megatron/core/transformer/moe/, ``TEGroupedMLP``):
 Load imbalance and token dropping. The busiest expert (or expert-parallel rank) receives
 ``imbalance`` times the mean load, and every rank waits for it at the combine; with a
 ``capacity_factor`` C (GShard, sec. 2.2; Switch, sec. 2.2) an expert keeps at most C x the
-mean load and drops the rest. The expert GEMMs therefore run ``load = min(imbalance, C)``
-times their mean work on the rank that paces the step: the ``load`` fact of each grouped GEMM
-(per mille) which ``simulator.cost.efficiency.executed_fraction`` applies to its time. Their
+mean load and drops the rest. With expert parallelism (ep > 1) the expert GEMMs therefore run
+``load = min(imbalance, C)`` times their mean work on the rank that paces the step: the
+``load`` fact of each grouped GEMM (per mille), set by ``simulator.parallel.expert``, which
+``simulator.cost.efficiency.executed_fraction`` applies to its time. With ep = 1 one device
+runs every expert in one grouped GEMM: its work is the same however the tokens spread, so the
+graph built here is balanced (load 1). Their
 FLOPs stay the mean (the closed form: every routed token counted once), so MFU counts model
 FLOPs only; tokens dropped over capacity are not subtracted from them (their share depends on
 the distribution of loads, which one factor does not give). Default ``imbalance`` 1.0: a
@@ -251,19 +254,18 @@ def moe_mlp(c, b: Builder, x: str, rows: int) -> str:
             gate = b.linear("shared_expert_gate", x, rows, h, 1, False)
             shared = b.elementwise("mul", (shared, gate), rows * h, saves=("inputs",),
                                    base="shared_gate_mul")
-    load = round(1000 * m.load)
+    # balanced (load 1): one device running all experts does the same work however the tokens
+    # spread; simulator.parallel.expert sets the busiest rank's load when ep > 1
     if gated:
         act = b.swiglu(
             b.grouped_linear("expert_gate_proj", permuted, slots, m.experts, h, f,
-                             Role.EXPERT_COLUMN, load),
+                             Role.EXPERT_COLUMN),
             b.grouped_linear("expert_up_proj", permuted, slots, m.experts, h, f,
-                             Role.EXPERT_COLUMN, load), slots * f, fn=c.ffn.value)
+                             Role.EXPERT_COLUMN), slots * f, fn=c.ffn.value)
     else:
         act = b.activation(c.ffn.value, b.grouped_linear(
-            "expert_fc1", permuted, slots, m.experts, h, f, Role.EXPERT_COLUMN, load),
-            slots * f)
-    out = b.grouped_linear("expert_down_proj", act, slots, m.experts, f, h, Role.EXPERT_ROW,
-                           load)
+            "expert_fc1", permuted, slots, m.experts, h, f, Role.EXPERT_COLUMN), slots * f)
+    out = b.grouped_linear("expert_down_proj", act, slots, m.experts, f, h, Role.EXPERT_ROW)
     y = b.unpermute(out, chosen, slots * h, rows * h)
     if shared is not None:
         y = b.add(y, shared, rows * h, base="shared_add")

@@ -15,8 +15,10 @@ output), returning a new graph. It reads each op's ``Role``:
   (``Role.EXPERT_COMBINE``) an all-to-all brings the results back (combine). Each moves the
   rank's token copies, slots x hidden elements, (ep - 1) / ep of them over the network
   (``simulator.cost.collectives``, NCCL's all-to-all: pairwise exchange, Thakur et al. 2005);
-  the busiest rank receives ``load`` times the mean (``workloads.moe``), so the buffer is
-  scaled by it. Their backward is the all-to-all the other way (``ADJOINT``).
+  the busiest rank receives ``load`` times the mean (``workloads.moe``'s ``MoE.load``), so the
+  buffer is scaled by it, and so is its grouped GEMMs' time (their ``load`` fact, set here:
+  with ep = 1 one device runs all the experts and the imbalance changes nothing). Their
+  backward is the all-to-all the other way (``ADJOINT``).
 
 Placement: Megatron-Core orders ranks tp fastest, then cp, then ep inside the data-parallel
 dimension (``RankGenerator``, order "tp-cp-ep-dp-pp"), so the ep ranks are tp x cp apart and a
@@ -93,7 +95,8 @@ def shard(forward: OpGraph, ep: int, local: int = 0, overlap_shared: bool = Fals
     hops = None
     if deepep and moe is not None and ep > members:
         hops = (ep // members, members, nodes_per_token(moe, ep // members))
-    out = _shard(forward, ep, local, hops, moe.top_k if moe is not None else 1)
+    load = moe.load if moe is not None else 1.0
+    out = _shard(forward, ep, local, hops, moe.top_k if moe is not None else 1, load)
     if not overlap_shared:
         _shared_after_combine(out)
     return out
@@ -128,16 +131,20 @@ def nodes_per_token(moe, nodes: int) -> float:
     return n * (1 - (1 - 1 / n) ** moe.top_k)
 
 
-def _shard(forward: OpGraph, ep: int, local: int, hops=None, top_k: int = 1) -> OpGraph:
+def _shard(forward: OpGraph, ep: int, local: int, hops=None, top_k: int = 1,
+           load: float = 1.0) -> OpGraph:
     out = OpGraph(forward.name)
     remap: dict[str, str] = {}
-    load = max(_load(op) for op in forward.ops() if op.role in EXPERTS)
+    permille = round(1000 * load)
     for name in forward.names():
         op = forward.op(name)
         inputs = [remap.get(src, src) for src in forward.inputs(name)]
         if op.role in EXPERTS:
             experts = op.batch // ep
-            out.add(grouped(op, op.k, op.n, experts), inputs)
+            part = grouped(op, op.k, op.n, experts)
+            facts = tuple((key, permille if key == "load" else value)
+                          for key, value in part.extra)
+            out.add(part.evolve(extra=facts), inputs)
         elif op.role is Role.EXPERT_COMBINE:
             routed = inputs[0]   # the experts' output (the first input): send it back
             last = routed
@@ -236,10 +243,6 @@ def _all_to_all(name: str, source: Op, template: Op, ep: int, local: int,
     nbytes = round(size * load)
     return collective(name, "all_to_all", nbytes, nbytes, size, ep, Axis.EXPERT, template,
                       local=local)
-
-
-def _load(op: Op) -> float:
-    return dict(op.extra).get("load", 1000) / 1000.0
 
 
 __all__ = ["EXPERTS", "check", "local_members", "nodes_per_token", "reduce_expert_gradients",
