@@ -342,6 +342,10 @@ def test_moe_fields_are_checked():
         MoE(experts=2, top_k=3)
     with pytest.raises(WorkloadError, match="capacity_factor"):
         MoE(experts=8, top_k=2, capacity_factor=0)
+    # the bias is built only beside a sigmoid router: counted without it, the graph lacked it
+    with pytest.raises(WorkloadError, match="router_bias = true needs router = 'sigmoid'"):
+        MoE(experts=8, top_k=2, router_bias=True)
+    assert MoE(experts=8, top_k=2, router="sigmoid", router_bias=True).router_bias
     with pytest.raises(WorkloadError, match="first_dense_layers = 5 is more than layers"):
         replace(get_workload("mixtral-8x7b").with_layers(4),
                 moe=MoE(experts=8, top_k=2, first_dense_layers=5))

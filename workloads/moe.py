@@ -106,6 +106,9 @@ class MoE:
         if self.top_k > self.experts:
             raise WorkloadError(f"[moe] top_k = {self.top_k} must be at most experts = "
                                 f"{self.experts} (each token picks top_k of them)")
+        if self.router_bias and self.router is not Router.SIGMOID:
+            raise WorkloadError("[moe] router_bias = true needs router = 'sigmoid' (DeepSeek-"
+                                f"V3's score correction bias), not {self.router.value!r}")
         for key, low in (("capacity_factor", 0.0), ("imbalance", 1.0)):
             value = getattr(self, key)
             if value is None and key == "capacity_factor":
