@@ -282,8 +282,9 @@ def _gather_weights(step: OpGraph, plan: Plan, shards: int, local: int,
       prefetched) is issued and waited for, then the next modules' are prefetched while the
       prefetched parameters stay under min(``stage3_prefetch_bucket_size``,
       ``stage3_max_live_parameters`` - parameters live): a module as large as the live budget
-      is never prefetched, its gather issued at its own pre-hook (``_deepspeed_gathers``:
-      exposed only when the fetch synchronises, as in 2021). After its use a module is
+      is never prefetched, its gather issued at its own pre-hook, once the previous module
+      is reached (``_deepspeed_gathers``), as a prefetch one module ahead is: less prefetch
+      is never faster. After its use a module is
       released unless it is used again within ``stage3_max_reuse_distance`` parameters (the
       recompute then the backward of one module keep it).
 
@@ -406,8 +407,11 @@ def _deepspeed_gathers(uses: list[Use], parallel: ParallelPlan,
     A module's own gather (not prefetched) is issued by its pre-forward hook. Today's
     coordinator issues it from the host and only makes the compute stream wait for it
     (``fetch_sub_module``: ``wait_stream``, no host synchronisation), so a host running ahead of
-    the device issues it while the previous module computes: it waits for nothing on the
-    device. DeepSpeed's of 2021 (``synchronous``; v0.3.13, ``stage3.py``,
+    the device issues it while the previous module computes; it is modelled as issued after
+    the previous module's first op reading its weights, where a prefetch one module ahead is
+    issued, so a prefetch is never later than the fetch it replaces (a host further ahead,
+    which would release every gather at once whatever the live budget, is not modelled).
+    DeepSpeed's of 2021 (``synchronous``; v0.3.13, ``stage3.py``,
     ``_synchronize_communication``: ``torch.cuda.synchronize()`` in every fetch, and one per
     parameter in ``partition_parameters._allgather_param``) holds the host until the device is
     idle: the gather starts when the previous module has finished, exposed."""
@@ -419,7 +423,10 @@ def _deepspeed_gathers(uses: list[Use], parallel: ParallelPlan,
         if i in planned:
             out.append((i, planned.pop(i)))
         elif use.unit not in live:        # fetched at its own pre-hook: the stream waits
-            out.append((i, [uses[i - 1].readers[-1]] if i and synchronous else []))
+            # where a prefetch one module ahead would be issued (the previous module's first
+            # op reading weights); 2021's synchronising fetch once the device has finished it
+            last = uses[i - 1].readers[-1 if synchronous else 0]
+            out.append((i, [last] if i else []))
             live[use.unit] = use.params
         queue = max(queue, i + 1)
         budget = min(parallel.zero_max_live - sum(live.values()), parallel.zero_prefetch_bucket)
