@@ -115,17 +115,24 @@ def _hidden(result, op: int) -> float:
     return float(np.maximum(overlap, 0.0).sum())
 
 
-def test_prefetch_depth_zero_exposes_every_gather():
-    """No matmul runs beside any ZeRO-3 gather: each is issued when its unit is reached (after
-    the previous unit's last op reading weights), in the backward behind the previous unit's
-    reduce-scatter."""
+def test_prefetch_depth_zero_exposes_every_backward_gather():
+    """backward_prefetch=None changes the backward only: no matmul runs beside any backward
+    gather (each issued when its unit is reached, after the previous unit's last op reading
+    weights and behind its reduce-scatter); the forward's gathers are issued as with one unit
+    ahead (a host running ahead, under the rate limiter)."""
     r = _run(zero=3, fsdp_prefetch=0, comm_interference=False)
-    gathers = _gathers(r)
-    assert len(gathers) >= 2 * SMALL.layers
-    for g in gathers:
-        assert _hidden(r, g) <= 1e-12, r.lowered.names[g]
-    # and one unit ahead hides some of them
     ahead = _run(zero=3, fsdp_prefetch=1, comm_interference=False)
+    gathers = _gathers(r)
+    backward = [g for g in gathers if r.lowered.phase[g] == int(Phase.BACKWARD)]
+    forward = [g for g in gathers if r.lowered.phase[g] == int(Phase.FORWARD)]
+    assert len(backward) >= SMALL.layers and len(forward) >= SMALL.layers
+    for g in backward:
+        assert _hidden(r, g) <= 1e-12, r.lowered.names[g]
+    assert sum(_hidden(r, g) for g in forward) > 0
+    starts = lambda res: [res.times["start_s"][g] for g in _gathers(res)
+                          if res.lowered.phase[g] == int(Phase.FORWARD)]
+    assert starts(r) == pytest.approx(starts(ahead))
+    # and one unit ahead hides some of the backward's
     assert ahead.step_time_s < r.step_time_s
 
 

@@ -271,8 +271,9 @@ def _gather_weights(step: OpGraph, plan: Plan, shards: int, local: int,
       j is issued when unit j - ``fsdp_prefetch`` starts (BackwardPrefetch.BACKWARD_PRE: one
       ahead, before the current unit's reduce-scatter on the stream); with
       ``limit_all_gathers`` no earlier than unit j - 2 has ended (the rate limiter: "GPU memory
-      usage from only two consecutive FSDP instances"); with prefetch 0 when unit j - 1 has
-      ended and, in the backward, behind unit j - 1's reduce-scatter: every gather exposed.
+      usage from only two consecutive FSDP instances"); with prefetch 0 (backward_prefetch
+      None, which changes the backward only) a backward gather is issued when unit j - 1 has
+      ended, behind its reduce-scatter: every backward gather exposed, the forward's as with 1.
       ``fsdp_reshard_after_forward`` False (SHARD_GRAD_OP) keeps the forward's gathers for the
       backward.
     - DeepSpeed (deepspeed/runtime/zero/partitioned_param_coordinator.py, fetch_sub_module;
@@ -385,13 +386,16 @@ def _fsdp_gathers(forward: list[Use], backward: list[Use], parallel: ParallelPla
                 kept.add(use.unit)   # the root is not resharded after the forward
             deps: list[str] = []
             k = len(gathered)
-            if depth == 0 and j > 0:
+            # backward_prefetch=None changes the backward only: the forward's gathers are
+            # still issued one unit ahead by a host running ahead, under the rate limiter
+            ahead = depth if offset else max(depth, 1)
+            if ahead == 0 and j > 0:
                 deps.append(uses[j - 1].readers[-1])
                 done = all(u.unit != uses[j - 1].unit for u in uses[j:])
-                if offset and done and uses[j - 1].unit in reductions:
+                if done and uses[j - 1].unit in reductions:
                     deps.append(reductions[uses[j - 1].unit])
-            elif depth and k:   # issued when the unit ``depth`` gathers back starts
-                deps.append(uses[gathered[max(k - depth, 0)]].readers[0])
+            elif ahead and k:   # issued when the unit ``ahead`` gathers back starts
+                deps.append(uses[gathered[max(k - ahead, 0)]].readers[0])
             if limit and k >= 2:
                 deps.append(uses[gathered[k - 2]].readers[-1])
             gathered.append(j)

@@ -184,7 +184,7 @@ class ParallelPlan:
     fsdp_prefetch: int = field(default=1, metadata={
         "metavar": "UNITS",
         "help": "FSDP: blocks whose all-gather is issued ahead of the one computing "
-                "(BACKWARD_PRE: 1; 0: none, every gather exposed)"})
+                "(BACKWARD_PRE: 1; 0: none, every backward gather exposed)"})
     fsdp_limit_all_gathers: bool = field(default=True, metadata={
         "help": "FSDP: no rate limiter (limit_all_gathers=False): the host issues every "
                 "forward gather ahead, however many blocks"})
