@@ -27,8 +27,9 @@ The model is deliberately simple for now:
 - each op's host cost (``device.op_overhead_s``: framework dispatch and launch; an update's
   per its implementation; the step's fixed ``step_overhead_s`` with the first update) is
   ``simulator.cost.host``'s: on a CPU it is added to the op's time, as the CPU runs both; on a
-  GPU the host is its own stream (``simulator.schedule.stage``) and the op pays only the
-  device-side gap between kernels;
+  GPU the host is its own stream (``simulator.schedule.stage``), issuing each op at
+  ``host_overhead_s`` (else ``op_overhead_s``), and each kernel still pays ``op_overhead_s`` on
+  the device (less ``GRAPH_SAVES_S`` under CUDA graphs);
 - collectives (``OpKind.COLLECTIVE``) are priced on the cluster's networks, not by the
   roofline: ``simulator.cost.collectives.cluster_time_s`` for their kind, buffer (the larger of the
   bytes read and written, as NCCL counts it), group and members per node; their compute time

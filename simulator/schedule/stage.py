@@ -104,10 +104,8 @@ def interfere(run: StageRun, device: DeviceSpec, on: bool = True,
     low, kernels = run.lowered, engine(len(run.lowered))
 
     def again(time_s):
-        if hasattr(kernels, "schedule_issued"):
-            return kernels.schedule_issued(low.indptr, low.indices, time_s, on_stream,
-                                           N_STREAMS, run.start)
-        return kernels.schedule(low.indptr, low.indices, time_s, on_stream, N_STREAMS)
+        return kernels.schedule_issued(low.indptr, low.indices, time_s, on_stream, N_STREAMS,
+                                       run.start)
 
     start, end = again(slowed)
     # the step's own collectives (its gradient reduction, ``Phase.COMMUNICATION``) overlap
