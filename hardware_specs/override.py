@@ -59,6 +59,9 @@ def override(device: DeviceSpec, changes: dict[str, object]) -> DeviceSpec:
             raise SpecError(f"--set {text}" if text.startswith(str(path).strip())
                             else f"--set {path}: {text}") from None
     keys = {str(path).strip() for path in (changes or {})}
+    if set(device.priors) & keys:        # figures the user gives are no longer priors
+        device = dataclasses.replace(
+            device, priors=tuple(name for name in device.priors if name not in keys))
     if "idle_power_w" in keys:           # a figure the user gives is no longer the prior
         device = dataclasses.replace(device, idle_prior=False)
     elif device.idle_prior and "tdp_w" in keys:   # the class prior follows the new TDP

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -271,3 +272,13 @@ def test_set_idle_or_tdp_on_a_prior_device():
     assert hotter.idle_prior and hotter.idle_power_w == pytest.approx(0.13 * 140)
     measured = override(load_device("h100"), {"tdp_w": 600})
     assert measured.idle_power_w == 79 and not measured.idle_prior
+
+
+@pytest.mark.parametrize("name", ["t4", "a100-pcie-40gb", "h200-sxm"])
+def test_the_limit_a_refusal_suggests_is_accepted(name):
+    """The refusal's 'give at least N' is the floor rounded up (16.34 W was offered as 16)."""
+    device = load_device(name)
+    low = power.floor_w(device)
+    with pytest.raises(PlanError, match=f"give at least {math.ceil(low)}$"):
+        power.check_limit(low - 0.01, device)
+    assert power.check_limit(math.ceil(low), device) == math.ceil(low)

@@ -90,3 +90,16 @@ def test_compare_names_the_devices_on_priors():
     last = out.strip().splitlines()[-1]
     assert last.startswith("note: on class priors or datasheet rates")
     assert "t4 (gemm); h100-pcie-80gb (gemm, stream, norm)" in last and "a100" not in last
+
+
+def test_a_figure_set_by_the_user_is_no_longer_a_prior():
+    """--set matmul_efficiency on a device running on the GEMM prior: the note, the status
+    and a written spec keep the user's figure, not the prior's."""
+    from hardware_specs.override import override
+
+    device = load_device("v100-sxm2-32gb")
+    assert "matmul_efficiency" in device.priors
+    given = override(device, {"matmul_efficiency": 0.9})
+    assert "matmul_efficiency" not in given.priors and given.matmul_efficiency == 0.9
+    assert "matmul_efficiency = 0.9" in device_toml(given)
+    assert "matmul_efficiency" not in (priors_note(given) or "")

@@ -34,6 +34,8 @@ so a step is never faster under a lower limit.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from hardware_specs.spec import DeviceSpec
@@ -87,9 +89,9 @@ def check_limit(limit_w: float | None, device: DeviceSpec) -> float:
     low = floor_w(device)
     if limit_w < low:
         raise PlanError(f"power_limit_w = {limit_w:g} W is below what {device.name} can be "
-                        f"held to while busy ({low:.0f} W: idle {device.idle_power_w:g} W "
+                        f"held to while busy ({low:.1f} W: idle {device.idle_power_w:g} W "
                         f"plus its dynamic power at the lowest clock); give at least "
-                        f"{low:.0f}")
+                        f"{math.ceil(low)}")
     return float(limit_w)
 
 

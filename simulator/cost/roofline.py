@@ -86,8 +86,9 @@ def price(lowered: Lowered, device: DeviceSpec,
     bandwidth = level_bandwidth(lowered.nbytes, device, streaming)
     for fn, efficiency in device.function_efficiency.items():  # a measured function's own rate
         ops = lowered.fn == fn
-        peak[ops] = np.where(is_tensor[ops], matrix[ops] / base[ops],
-                             device.vector_flops_per_s) * efficiency
+        peak[ops] = np.where(is_tensor[ops], np.minimum(matrix[ops] / base[ops] * efficiency,
+                                                        rate[ops]),
+                             device.vector_flops_per_s * efficiency)
     fused, rates = fitted_rates(lowered, device)  # fused attention by its kernel's fit
     peak[fused] = rates
     overhead, _ = host_costs(lowered, device, plan)  # on a GPU the host is its own stream
