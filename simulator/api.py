@@ -26,6 +26,7 @@ from simulator.plan.parallel import ParallelPlan, Schedule, data_parallel_size, 
 from simulator.plan.step import Attention, Plan
 from simulator.report.depth import extrapolate
 from simulator.report.figures import (
+    COSTED_NODE_DEVICES,
     DEFAULT_GRID_KG_CO2_PER_KWH,
     DEFAULT_NODE_COST_USD,
     DEFAULT_PUE,
@@ -248,7 +249,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                             f"{device.device_class.value.upper()} class prior "
                             f"({device.idle_power_w / device.tdp_w:.0%} of its TDP), and so are "
                             "its energy figures in part")
-    nodes = cluster.nodes if cluster else 1
+    # a run without a cluster (one device) owns its share of a costed 8-GPU node's other parts
+    nodes = cluster.nodes if cluster else n / COSTED_NODE_DEVICES
     result.totals = run_totals(result, device, per_sample_tokens, tokens, steps,
                             grid_kg_co2_per_kwh, pue, node_overhead_w * nodes,
                             _owning(own_years, electricity_usd_per_kwh, node_cost_usd, nodes))

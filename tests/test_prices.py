@@ -90,6 +90,18 @@ def test_own_cost_is_the_amortised_purchase_plus_energy():
         (expected - t["energy_kwh"] * 0.12) / 2)
 
 
+def test_one_device_owns_its_share_of_a_node():
+    """Without a cluster a single device pays an eighth of a costed 8-GPU node's other parts,
+    not the whole node (an RTX 4090 was charged a DGX H100's $32,010 of CPUs and NICs)."""
+    r = simulate("gpt2-small", "rtx-4090", tokens=1e8, own_years=4,
+                 electricity_usd_per_kwh=0.1)
+    t = r.totals
+    share = t["total_time_s"] / 3600 / (4 * HOURS_PER_YEAR)
+    expected = share * (load_device("rtx-4090").purchase_usd + DEFAULT_NODE_COST_USD / 8) \
+        + t["energy_kwh"] * 0.1
+    assert t["own_cost_usd"] == pytest.approx(expected, rel=1e-12)
+
+
 def test_no_purchase_price_no_own_cost():
     r = simulate("gpt2-small", "tpu-v4", micro_batch=1, tokens=1e8, own_years=3,
                  electricity_usd_per_kwh=0.1)

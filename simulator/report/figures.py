@@ -25,6 +25,7 @@ DEFAULT_PUE = 1.0
 # + 1,485, as summed in epoch-research/training-cost-trends, h100_manufacturing_cost.ipynb).
 # A cluster's network beyond the nodes, buildings and staff are not counted.
 DEFAULT_NODE_COST_USD = 32_010.0
+COSTED_NODE_DEVICES = 8   # the GPUs of the node that figure costs
 HOURS_PER_YEAR = 24 * 365.25
 
 
@@ -175,6 +176,6 @@ def own_cost(device: DeviceSpec, devices: int, total_s: float, kwh: float, own_y
     return share * (devices * device.purchase_usd + nodes_cost_usd) + kwh * electricity_usd_per_kwh
 
 
-__all__ = ["DEFAULT_GRID_KG_CO2_PER_KWH", "DEFAULT_NODE_COST_USD", "DEFAULT_PUE", "RUN_LIMITS",
-           "check_run", "communication_s", "counted_fraction", "own_cost", "run_totals",
-           "system_flops"]
+__all__ = ["COSTED_NODE_DEVICES", "DEFAULT_GRID_KG_CO2_PER_KWH", "DEFAULT_NODE_COST_USD",
+           "DEFAULT_PUE", "RUN_LIMITS", "check_run", "communication_s", "counted_fraction",
+           "own_cost", "run_totals", "system_flops"]
