@@ -20,8 +20,13 @@ from simulator.cost.attention import TIED_BACKWARD, AttentionKernel, pass_time_s
 
 TABLE = Path(__file__).resolve().parents[2] / "tests" / "data" / "attention_kernels.csv"
 TOKENS, HIDDEN = 16384, 2048   # the papers' benchmark setup (Dao 2023, sec. 4.1)
-# dense fp16/bf16 peaks and SMs of the benchmarked devices (their catalogue specs)
-DEVICES = {"a100-sxm4-80gb": (312e12, 108), "h100-sxm5-80gb": (989.4e12, 132)}
+def _peak_and_units(device: str) -> tuple[float, int]:
+    """A benchmarked device's dense 16-bit peak and SMs, from its catalogue spec."""
+    from hardware_specs.loader import load_device
+    from simulator.graph.op import DType
+
+    spec = load_device(device)
+    return spec.peak_for(DType.BF16), spec.architecture.compute_units
 
 
 def load(path: Path = TABLE) -> list[dict]:
@@ -69,7 +74,7 @@ def fit(rows, device: str, kernel: str):
     passes = {r["pass"] for r in rows}
     tied = (TIED_BACKWARD[AttentionKernel(kernel)]
             if not {"fwd", "bwd"} <= passes else None)
-    peak, units = DEVICES[device]
+    peak, units = _peak_and_units(device)
     measured = _arrays(rows)[-1]
 
     def residual(x):
@@ -101,7 +106,7 @@ def errors(rows, fits) -> np.ndarray:
     for device, kernel in groups(rows):
         index = [i for i, r in enumerate(rows) if r["device"] == device and r["kernel"] == kernel]
         part = [rows[i] for i in index]
-        peak, units = DEVICES[device]
+        peak, units = _peak_and_units(device)
         t = predict(part, fits[(device, kernel, "fwd")], fits[(device, kernel, "bwd")], peak,
                     units)
         out[index] = _arrays(part)[-1] / t - 1
