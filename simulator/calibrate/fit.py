@@ -235,7 +235,7 @@ class Calibration:
         # A kernel timed alone pays only the dispatch; an op in a training step pays the
         # framework's per-op cost (module call, autograd), which is what op_overhead_s holds.
         x0 = np.array([0.5, 0.5, 0.5, 0.8, 5e-6, 1e-6, 1e-5, 1e-6])
-        lo = np.array([1e-3] * 4 + [1e-8, 0.0, 0.0, 1e-8])
+        lo = np.array([_EFFICIENCY_FLOOR] * 4 + [1e-8, 0.0, 0.0, 1e-8])
         hi = np.array([1.0] * 4 + [1e-2, 1e-3, 1e-2, 1e-3])
 
         def residuals(x):
@@ -275,7 +275,7 @@ class Calibration:
             device = spec(p)
             return np.log([self._predict(m.case, device) for m in measurements]) - measured
 
-        lo, hi = [np.log(1e-4)] + [0.0] * overhead, [0.0] + [1e-3] * overhead
+        lo, hi = [np.log(_FUNCTION_FLOOR)] + [0.0] * overhead, [0.0] + [1e-3] * overhead
         start_s = [self.op_overhead_s_] * overhead  # the global per-op cost, to begin with
         fits = [least_squares(residuals, [np.log(start)] + start_s, bounds=(lo, hi),
                               x_scale=[1.0] + [1e-5] * overhead, xtol=1e-12, ftol=1e-12)

@@ -135,7 +135,9 @@ class Plan:
 
     # A field's metadata is what the command line and sweeps need of it (simulator.plan.fields).
     micro_batch: int = field(default=1, metadata={
-        "unset": True, "help": "samples per micro-batch (default: the model's, 1 for the zoo)"})
+        "unset": True, "help": "samples per micro-batch (default: with --global-batch, the "
+                              "largest that divides the replica's batch and fits; else the "
+                              "model's, 1 for the zoo)"})
     global_batch: int | None = None
     precision: Precision = Precision.BF16
     recompute: Recompute = Recompute.NONE
