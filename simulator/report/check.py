@@ -7,7 +7,8 @@
   the hardware runs no faster than its peak);
 - memory: every part of ``memory_breakdown`` at least 0, the parts summing to
   ``peak_memory_bytes``, and ``fits`` exactly when the peak is within the capacity;
-- power: the average power per device between the device's idle power and the plan's power limit (the TDP by default);
+- power: the average power per device between the device's idle power and the plan's power
+  limit (the TDP by default);
 - run totals: each at least 0.
 """
 from __future__ import annotations
