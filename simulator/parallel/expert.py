@@ -62,7 +62,7 @@ from simulator.parallel.tensor import grouped
 EXPERTS = frozenset({Role.EXPERT_COLUMN, Role.EXPERT_ROW})
 
 
-def check(work, ep: int, tp: int = 1) -> None:
+def check(work, ep: int) -> None:
     """PlanError naming the numbers when ``ep`` cannot split ``work``'s experts."""
     moe = getattr(work, "moe", None)
     if ep == 1:

@@ -64,7 +64,7 @@ def micro_batches(work, plan: Plan, parallel: ParallelPlan, num_devices: int) ->
                               plan.global_batch, plan.micro_batch, shape.sequence)
     if shape is not None and parallel.tp > 1:
         check_tensor_parallel(shape, parallel.tp)
-    check_expert_parallel(work, parallel.ep, parallel.tp)
+    check_expert_parallel(work, parallel.ep)
     return m
 
 
