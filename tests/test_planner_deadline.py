@@ -5,7 +5,9 @@ second, and an answer that says why the best plan is best and what one more leve
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
+import pandas as pd
 import pytest
 
 from hardware_specs.loader import list_devices, load_device
@@ -13,7 +15,9 @@ from simulator.explore import capacity
 from simulator.explore.capacity import (Rate, capacity_plan, deadline_space, device_rates,
                                         dominated, explain, priced_devices)
 from simulator.explore.sweep import resolve_devices
+from workloads.moe import MoE
 from workloads.transformer import TransformerConfig
+from workloads.zoo import get_workload
 
 TINY = TransformerConfig(name="tiny", layers=4, hidden=128, heads=4, vocab=256, seq_len=64)
 
@@ -32,8 +36,9 @@ def test_dominance_by_hand():
     # the H100 beats the A100 on every count at equal memory; the H200 is slower and dearer
     # than the H100 but holds more: not dominated
     assert dominated([a, b, c], rates) == {a.name: b.name}
-    same = {a.name: Rate(100.0, 1.0, 2.0), b.name: Rate(100.0, 1.0, 2.0)}
-    assert dominated([a, b], same) == {}   # equals dominate nothing
+    twin = replace(a, name="a100-twin")   # the same links and memory
+    same = {a.name: Rate(100.0, 1.0, 2.0), twin.name: Rate(100.0, 1.0, 2.0)}
+    assert dominated([a, twin], same) == {}   # equals dominate nothing
     failed = {a.name: "cannot run it: no", b.name: Rate(1.0, 1.0, 1.0)}
     assert dominated([a, b], failed) == {a.name: "cannot run it: no"}
 
@@ -101,3 +106,57 @@ def test_the_issue_s_llama3_8b_plan_reaches_its_deadline():
     assert not report.feasible.empty
     assert report.feasible.num_devices.min() >= 64
     assert (report.feasible.total_time_days <= 30).all()
+
+
+def test_a_device_with_slower_links_dominates_none():
+    """Single-device rates never see the links: an A100 PCIe (80 GB, PCIe) pruned an A100 SXM4
+    40 GB (NVLink) whose tp 8 runs 2.2x faster (llama2-7b: 2.07 against 4.48 s a step)."""
+    pcie, sxm40, sxm80 = resolve_devices(["a100-pcie-80gb", "a100-sxm4-40gb",
+                                          "a100-sxm4-80gb"], None)
+    rates = {spec.name: Rate(100.0, 1.0, 1.0) for spec in (pcie, sxm40, sxm80)}
+    assert dominated([pcie, sxm40], rates) == {}
+    # the same links and more memory still dominate (and faster links too)
+    assert dominated([pcie, sxm40, sxm80], rates) == {sxm40.name: sxm80.name,
+                                                      pcie.name: sxm80.name}
+    assert capacity.links(sxm40)[0] > capacity.links(pcie)[0]
+
+
+def test_a_priced_alias_is_its_device_once():
+    """--price-per-hour a100=1.8 added 'a100' beside the a100-sxm4-80gb it loads: every
+    configuration of that device evaluated twice."""
+    from argparse import Namespace
+
+    from simulator.cli.explore import _priced
+
+    names = _priced(Namespace(price_per_hour={"a100": 1.8, "mi300x": 2.0, "*": 3.0}),
+                    priced_devices())
+    loaded = [load_device(name).name for name in names]
+    assert len(loaded) == len(set(loaded))
+    assert "a100" not in names and "a100-sxm4-80gb" in names and "mi300x" in names
+
+
+def test_plan_names_tell_ep_and_cp_apart():
+    row = dict(device="h100-sxm5-80gb", num_devices=16, tp=1, pp=1, zero=1, recompute="none",
+               micro_batch=1, cp=float("nan"), ep=1)
+    names = {capacity._name(pd.Series({**row, **change}))
+             for change in ({}, {"ep": 8}, {"cp": 2}, {"cp": 2, "ep": 8})}
+    assert len(names) == 4
+    assert "h100-sxm5-80gb x 16, tp 1, pp 1, cp 2, ep 8, ZeRO 1" in " | ".join(names)
+
+
+def test_the_default_moe_search_space_fits_its_bound_and_runs():
+    """'hwsim plan mixtral-8x7b --tokens 1e11' (no deadline) failed: up to 7 ep sizes made
+    7,224 configurations at one device count. ep is trimmed to 1 and the largest in a node
+    first; ep > 1 is never paired with ZeRO-3 (which it refuses)."""
+    work = get_workload("mixtral-8x7b")
+    specs = resolve_devices(priced_devices(), None)
+    pruned = dominated(specs, device_rates(work, specs))
+    kept = [spec for spec in specs if spec.name not in pruned]
+    plans = capacity.search_space(work, kept)
+    assert len(plans) * len(kept) <= capacity.MAX_CONFIGS
+    assert {1, 8} <= {p.get("ep", 1) for p in plans}
+    assert not any(p.get("ep", 1) > 1 and p["zero"] == 3 for p in plans)
+    tiny = TransformerConfig(name="tiny-moe", layers=1, hidden=128, heads=1, vocab=256,
+                             seq_len=64, moe=MoE(experts=8, top_k=2))
+    report = capacity_plan(tiny, 1e8, devices=["h100"], workers=1, progress=False)
+    assert report.rejected.empty and (report.feasible.ep > 1).any()

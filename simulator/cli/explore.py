@@ -260,9 +260,22 @@ def _cluster_devices(args) -> list[str]:
 
 def _priced(args, names: list[str]) -> list[str]:
     """The catalogue's priced devices and those --price-per-hour names (the default devices
-    of a plan)."""
-    extra = [name for name in (args.price_per_hour or {}) if name != "*"]
-    return list(dict.fromkeys([*names, *extra]))
+    of a plan), each device once: an alias (a100) is the device it loads (a100-sxm4-80gb)."""
+    from hardware_specs.loader import load_device
+    from simulator.errors import SpecError
+
+    out, seen = [], set()
+    for name in [*names, *(args.price_per_hour or {})]:
+        if name == "*":
+            continue
+        try:
+            device = load_device(name).name
+        except SpecError:   # not a device (a cluster preset): resolve_devices says what it is
+            device = name
+        if device not in seen:
+            seen.add(device)
+            out.append(name)
+    return out
 
 
 def _model(args):

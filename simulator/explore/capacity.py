@@ -15,7 +15,8 @@ for long sequences (cp up to seq_len / 8192: each rank keeps at least 8K tokens,
 DeepSpeed does not combine ZeRO-2 and -3 with pipeline parallelism), no or full recomputation
 (selective recomputation re-runs the attention core, which the default fused attention
 recomputes by itself: the same step as none) and micro-batches of 1, 2 and 4, at a global
-batch of about 4M tokens (Llama 2's, Touvron et al. 2023b, sec. 2.2).
+batch of about 4M tokens (Llama 2's, Touvron et al. 2023b, sec. 2.2), and for a mixture of
+experts expert-parallel sizes (``_expert_ranks``), trimmed first when over the bound.
 """
 from __future__ import annotations
 
@@ -26,15 +27,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from hardware_specs.cluster import GPU_NODE_SIZE, ClusterSpec, cluster_for
 from hardware_specs.loader import list_devices, load_device
-from simulator.errors import PlanError
+from simulator.errors import PlanError, SpecError
 from simulator.explore.memo import StageCache
 from simulator.explore.sweep import resolve_devices, sweep, sweep_configs
 from simulator.plan.step import Plan
 from simulator.report.views import pareto_front
 from workloads.zoo import get_workload
 
-DEFAULT_DEVICES = ("a100-sxm4-80gb", "h100-sxm5-80gb", "h200-sxm", "mi300x")
 RANKS = {"cost": ("cost_usd", "total_time_s", "energy_kwh"),
          "time": ("total_time_s", "cost_usd", "energy_kwh"),
          "energy": ("energy_kwh", "total_time_s", "cost_usd")}
@@ -151,18 +152,20 @@ def rank(rows: pd.DataFrame, rank_by: str = "cost") -> pd.DataFrame:
 
 def search_space(work, specs) -> list[dict]:
     """The default plans (with dp: each names its device count) for a transformer, over
-    ``COUNTS`` powers of two from the fewest devices whose memory could hold the model states;
-    the largest counts are dropped while the space exceeds ``MAX_CONFIGS`` configurations."""
+    ``COUNTS`` powers of two from the fewest devices whose memory could hold the model states.
+    While the space exceeds ``MAX_CONFIGS`` configurations it is trimmed (``_trim``): a mixture
+    of experts' expert-parallel sizes to two first, then the largest counts one by one, then,
+    at one count, the ZeRO stages another stage beats."""
     capacity = min(spec.memory_bytes for spec in specs)
     per_param = sum(Plan().state_bytes_per_param().values())  # its plans keep bf16 AdamW: 16
     fewest = max(1.0, per_param * work.num_params() / capacity)
     start = 2 ** math.ceil(math.log2(fewest))
     counts = [start * 2 ** i for i in range(COUNTS)]
-    while True:
-        plans = [p for n in counts for p in _plans(n, work)]
-        if len(plans) * len(specs) <= MAX_CONFIGS or len(counts) == 1:
+    steps = [(len(counts), 0)] + [(c, 1) for c in range(len(counts), 0, -1)] + [(1, 2)]
+    for size, level in steps:
+        plans = _trim([p for n in counts[:size] for p in _plans(n, work)], work, level)
+        if len(plans) * len(specs) <= MAX_CONFIGS:
             break
-        counts.pop()
     if len(plans) * len(specs) > MAX_CONFIGS:
         raise PlanError(f"the default search space has {len(plans) * len(specs)} "
                         f"configurations (over {MAX_CONFIGS}): give fewer devices, device "
@@ -213,12 +216,15 @@ def device_rates(work, specs) -> dict[str, Rate | str]:
 
 def dominated(specs, rates: dict[str, Rate]) -> dict[str, str]:
     """Devices another beats or equals on every count: cost and energy per token, tokens per
-    second per device and memory (at every device count it is then at least as cheap, as
-    frugal and as fast, and holds as much): name -> the device that dominates it; devices
-    that cannot run the model (``device_rates``): name -> why."""
+    second per device, memory and the achieved bandwidth of the networks inside and between
+    nodes (``links``; at every device count it is then at least as cheap, as frugal and as
+    fast, and holds as much): name -> the device that dominates it; devices that cannot run
+    the model (``device_rates``): name -> why."""
     def key(spec):
         r = rates[spec.name]
-        return (r.usd_per_token, r.joules_per_token, -r.tokens_per_s, -spec.memory_bytes)
+        intra, inter = links(spec)
+        return (r.usd_per_token, r.joules_per_token, -r.tokens_per_s, -spec.memory_bytes,
+                -intra, -inter)
 
     out = {spec.name: rates[spec.name] for spec in specs if isinstance(rates[spec.name], str)}
     specs = [spec for spec in specs if spec.name not in out]
@@ -229,6 +235,20 @@ def dominated(specs, rates: dict[str, Rate]) -> dict[str, str]:
                 out[spec.name] = other.name
                 break
     return out
+
+
+def links(spec) -> tuple[float, float]:
+    """Achieved bytes/s per device of the network inside a node and of the one between nodes
+    of ``spec`` (a cluster's own, a device's default cluster: ``cluster_for`` of 8 devices).
+    A single-device step, which the rates are, never sees them: an A100 SXM4 40 GB's NVLink
+    runs llama2-7b at tp 8 2.2x as fast as an A100 PCIe 80 GB's PCIe (2.07 against 4.48 s a
+    step), though the PCIe one wins on rates and memory. (0, 0) where no cluster is built."""
+    try:
+        cluster = spec if isinstance(spec, ClusterSpec) else cluster_for(spec, 8)
+    except (PlanError, SpecError):
+        return 0.0, 0.0
+    return tuple(0.0 if net is None else net.bandwidth_bytes_per_s * net.efficiency
+                 for net in (cluster.intra, cluster.inter))
 
 
 def deadline_space(work, specs, tokens: float, deadline_days: float
@@ -372,9 +392,11 @@ def _value(value) -> str:
 
 
 def _name(row) -> str:
-    parts = [f"{row.device} x {int(row.num_devices)}", f"tp {int(row.tp)}", f"pp {int(row.pp)}",
-             f"ZeRO {int(row.zero)}", f"recompute {row.recompute}",
-             f"micro-batch {int(row.micro_batch)}"]
+    parts = [f"{row.device} x {int(row.num_devices)}", f"tp {int(row.tp)}", f"pp {int(row.pp)}"]
+    parts += [f"{key} {int(size)}" for key in ("cp", "ep")
+              if not pd.isna(size := getattr(row, key, 1)) and size > 1]
+    parts += [f"ZeRO {int(row.zero)}", f"recompute {row.recompute}",
+              f"micro-batch {int(row.micro_batch)}"]
     return ", ".join(parts)
 
 
@@ -409,7 +431,7 @@ def _plans(n: int, work) -> list[dict]:
     """Plans of ``work`` on n devices: tp within a node dividing the heads, cp keeping
     ``CP_TOKENS`` tokens per rank, pp splitting the layers (see ``_stages``; interleaved too,
     see ``_schedules``), tp x cp x pp dividing n, dp dividing the batch's (``_batch``)
-    micro-batches, ZeRO only with dp > 1."""
+    micro-batches, ZeRO only with dp > 1 (and 0-2 with ep > 1, which refuses ZeRO-3)."""
     (layers, heads, kv_heads), batch, seq_len = _shape(work), _batch(work), \
         work.tokens_per_sample
     out = []
@@ -425,7 +447,7 @@ def _plans(n: int, work) -> list[dict]:
             zeros = (0,) if dp * cp == 1 else (0, 1, 2, 3) if pp == 1 else (0, 1)
             for zero, recompute, micro, ep in itertools.product(
                     zeros, ("none", "full"), (1, 2, 4), _expert_ranks(work, dp * cp)):
-                if batch % (dp * micro):
+                if batch % (dp * micro) or (ep > 1 and zero == 3):   # refused (ParallelPlan)
                     continue
                 for schedule in _schedules(layers, pp, batch // (dp * micro), stages):
                     out.append({"dp": dp, "tp": tp, "pp": pp, "zero": zero,
@@ -433,6 +455,23 @@ def _plans(n: int, work) -> list[dict]:
                                 "global_batch": batch, **stages, **schedule,
                                 **({"cp": cp} if cp > 1 else {}),
                                 **({"ep": ep} if ep > 1 else {})})
+    return out
+
+
+def _trim(plans: list[dict], work, level: int) -> list[dict]:
+    """``plans`` trimmed to ``level``: 0 all; 1 a mixture of experts' ep 1 and the largest of
+    its ep sizes within a node (``GPU_NODE_SIZE``: the all-to-alls on the node's network)
+    only; 2 also without the ZeRO stages another stage beats (``_dominated_zero``)."""
+    if level == 0:
+        return plans
+    out = []
+    for plan in plans:
+        ep = plan.get("ep", 1)
+        if ep > 1 and ep != max(e for e in _expert_ranks(work, plan["dp"] * plan.get("cp", 1))
+                                if e <= GPU_NODE_SIZE):
+            continue
+        if level < 2 or not _dominated_zero(plan):
+            out.append(plan)
     return out
 
 
