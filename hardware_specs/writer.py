@@ -14,7 +14,7 @@ from hardware_specs.spec import Architecture, DeviceSpec
 
 CALIBRATED_KEYS = ("matmul_efficiency", "conv_efficiency", "vector_efficiency",
                    "memory_efficiency", "op_overhead_us", "optimizer_overhead_us",
-                   "step_overhead_us")
+                   "step_overhead_us", "host_overhead_us")
 
 
 def calibrated_toml(device: DeviceSpec, calibrated: DeviceSpec, provenance: str) -> str:
@@ -58,6 +58,10 @@ def _compute_lines(spec: DeviceSpec) -> list[str]:
         out.append(f"optimizer_overhead_us = {spec.optimizer_overhead_s * 1e6:.6g}")
     if spec.step_overhead_s > 0:
         out.append(f"step_overhead_us = {spec.step_overhead_s * 1e6:.6g}")
+    # the host's cost per op; absent, the loader leaves it None and the host issues at
+    # op_overhead_s (simulator.cost.host.host_per_op)
+    if spec.host_overhead_s is not None and spec.host_overhead_s != spec.op_overhead_s:
+        out.append(f"host_overhead_us = {spec.host_overhead_s * 1e6:.6g}")
     return out
 
 

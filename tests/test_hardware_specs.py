@@ -223,3 +223,27 @@ def test_a_written_spec_keeps_every_architecture_fact(name):
     assert back.architecture == device.architecture
     for key in ("attention_efficiency", "matmul_memory_efficiency"):
         assert getattr(back, key) == getattr(device, key)
+
+
+@pytest.mark.parametrize("host", [None, 7e-6])
+def test_a_written_spec_keeps_its_host_cost(host, tmp_path):
+    """``host_overhead_s`` (TOML ``host_overhead_us``; None: the host issues at
+    ``op_overhead_s``, so it is written only where it differs) survives a device written out
+    whole and a calibrated copy, of a file that gives it too (its line replaced, not
+    duplicated)."""
+    import dataclasses
+
+    from hardware_specs.loader import parse_device
+    from hardware_specs.writer import calibrated_toml, device_toml
+
+    device = dataclasses.replace(load_device("h100-sxm5-80gb"), host_overhead_s=host)
+    whole = parse_device(device_toml(dataclasses.replace(device, path=None)).encode(), "h.toml")
+    assert whole.host_overhead_s == (None if host is None else pytest.approx(host))
+    file = tmp_path / "h100-cal.toml"
+    file.write_text(calibrated_toml(device, dataclasses.replace(device, name="h100-cal"),
+                                    "unit test"))
+    again = load_device(str(file))
+    assert again.host_overhead_s == whole.host_overhead_s
+    faster = dataclasses.replace(again, host_overhead_s=3e-6)
+    assert parse_device(calibrated_toml(again, faster, "unit test").encode(),
+                        "h.toml").host_overhead_s == pytest.approx(3e-6)
