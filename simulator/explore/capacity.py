@@ -241,8 +241,9 @@ def links(spec) -> tuple[float, float]:
     """Achieved bytes/s per device of the network inside a node and of the one between nodes
     of ``spec`` (a cluster's own, a device's default cluster: ``cluster_for`` of 8 devices).
     A single-device step, which the rates are, never sees them: an A100 SXM4 40 GB's NVLink
-    runs llama2-7b at tp 8 2.2x as fast as an A100 PCIe 80 GB's PCIe (2.07 against 4.48 s a
-    step), though the PCIe one wins on rates and memory. (0, 0) where no cluster is built."""
+    runs llama2-7b at tp 8 2.0x as fast as an A100 PCIe 80 GB's PCIe (micro-batch 1, global
+    batch 8: 1.54 against 3.15 s a step), though the PCIe one wins on rates and memory.
+    (0, 0) where no cluster is built."""
     try:
         cluster = spec if isinstance(spec, ClusterSpec) else cluster_for(spec, 8)
     except (PlanError, SpecError):
