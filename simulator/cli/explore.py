@@ -7,7 +7,6 @@ sweep keeps the rows already computed in ``--out`` and exits 130.
 from __future__ import annotations
 
 import argparse
-import math
 
 from simulator.cli.flags import (
     add_plan_fields,
@@ -15,6 +14,7 @@ from simulator.cli.flags import (
     add_set_flag,
     parse_sets,
     plan_values,
+    positive_float,
     run_values,
 )
 from simulator.errors import HwsimError, PlanError
@@ -325,17 +325,6 @@ def _counts(text: str) -> list[int]:
     if not counts or any(n < 1 for n in counts):
         raise argparse.ArgumentTypeError(f"{text!r}: give positive whole numbers, such as 8,16")
     return counts
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0 (``1e9``): ``float()`` alone lets nan, inf and 0 through."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0, such as 1e9")
-    return value
 
 
 COMMANDS = {"compare": compare_command, "sweep": sweep_command, "plan": plan_command}

@@ -50,17 +50,17 @@ def add_run_flags(p: argparse.ArgumentParser, prices: bool = True) -> None:
     """The run totals' flags every command that predicts shares (predict, compare, sweep,
     plan): datacentre PUE, carbon intensity, the cost of owning (``own_cost_usd``) and, with
     ``prices``, per-device prices."""
-    p.add_argument("--pue", type=_positive, default=None,
+    p.add_argument("--pue", type=positive_float, default=None,
                    help="datacentre power usage effectiveness for run totals (default 1.0)")
-    p.add_argument("--carbon-intensity", dest="carbon_intensity", type=_positive, default=None,
+    p.add_argument("--carbon-intensity", dest="carbon_intensity", type=positive_float, default=None,
                    metavar="KG_PER_KWH", help="grid carbon intensity for run totals (default "
                    "0.39, U.S. 2022, EIA)")
-    p.add_argument("--own-years", type=_positive, default=None, metavar="N",
+    p.add_argument("--own-years", type=positive_float, default=None, metavar="N",
                    help="own_cost_usd: the devices bought and kept N years (with "
                         "--electricity-usd-per-kwh)")
-    p.add_argument("--electricity-usd-per-kwh", type=_positive, default=None, metavar="P",
+    p.add_argument("--electricity-usd-per-kwh", type=positive_float, default=None, metavar="P",
                    help="own_cost_usd: the price of electricity (with --own-years)")
-    p.add_argument("--node-cost-usd", type=_positive, default=None, metavar="USD",
+    p.add_argument("--node-cost-usd", type=positive_float, default=None, metavar="USD",
                    help="own_cost_usd: a node's parts besides its devices (default 32,010, a "
                         "DGX H100's, SemiAnalysis 2023)")
     if prices:
@@ -97,13 +97,14 @@ def parse_prices(text: str) -> dict[str, float]:
     return prices
 
 
-def _positive(text: str) -> float:
+def positive_float(text: str) -> float:
+    """A finite number > 0 (``1e9``): ``float()`` alone lets nan, inf and 0 through."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0")
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0, such as 1e9")
     return value
 
 

@@ -13,7 +13,7 @@ import signal
 import sys
 
 from hardware_specs import override as whatif
-from simulator.cli.explore import COMMANDS, add_commands, positive_float
+from simulator.cli.explore import COMMANDS, add_commands
 from simulator.cli.flags import (
     add_plan_fields,
     add_run_flags,
@@ -21,6 +21,7 @@ from simulator.cli.flags import (
     flag,
     parse_sets,
     plan_values,
+    positive_float,
     run_values,
 )
 from simulator.errors import HwsimError, InternalError, PlanError, clean, read_input
