@@ -41,18 +41,8 @@ def schedule(indptr, indices, duration, stream, n_streams):
     one stream this is the serial schedule: the makespan is the sum of the durations.
     Returns float64 ``(start, end)``.
     """
-    n = duration.shape[0]
-    start = np.empty(n, dtype=np.float64)
-    end = np.empty(n, dtype=np.float64)
-    free = np.zeros(n_streams, dtype=np.float64)
-    for i in range(n):
-        ready = free[stream[i]]
-        for e in range(indptr[i], indptr[i + 1]):
-            ready = max(ready, end[indices[e]])
-        start[i] = ready
-        end[i] = ready + duration[i]
-        free[stream[i]] = end[i]
-    return start, end
+    return schedule_issued(indptr, indices, duration, stream, n_streams,
+                           np.zeros(duration.shape[0], dtype=np.float64))
 
 
 @njit(cache=True)

@@ -18,18 +18,8 @@ def roofline(flops, nbytes, peak_flops_per_s, bandwidth_bytes_per_s, overhead_s)
 
 
 def schedule(indptr, indices, duration, stream, n_streams):
-    ptr, ind, dur, on = indptr.tolist(), indices.tolist(), duration.tolist(), stream.tolist()
-    n = len(dur)
-    start, end, free = [0.0] * n, [0.0] * n, [0.0] * n_streams
-    for i in range(n):
-        ready = free[on[i]]
-        for e in range(ptr[i], ptr[i + 1]):
-            if end[ind[e]] > ready:
-                ready = end[ind[e]]
-        start[i] = ready
-        end[i] = ready + dur[i]
-        free[on[i]] = end[i]
-    return np.array(start, dtype=np.float64), np.array(end, dtype=np.float64)
+    return schedule_issued(indptr, indices, duration, stream, n_streams,
+                           np.zeros(len(duration), dtype=np.float64))
 
 
 def schedule_issued(indptr, indices, duration, stream, n_streams, release):
