@@ -13,6 +13,7 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     op_overhead_us = 3.3          # fixed cost per op (launch / dispatch)
     matmul_efficiency = 0.9       # optional, in (0, 1], default 1.0
     fp8_matmul_efficiency = 0.7   # optional: fp8 GEMMs', default: matmul_efficiency
+    fp32_matmul_efficiency = 0.9  # optional: fp32 GEMMs' (CUDA cores), default: matmul_efficiency
     conv_efficiency = 0.7         # optional, in (0, 1], default: matmul_efficiency
     attention_efficiency = 0.65   # optional (fused attention), in (0, 1], default: as conv
     vector_efficiency = 0.5       # optional, in (0, 1], default 1.0
@@ -96,7 +97,7 @@ _COMPUTE_REQUIRED = ("peak_tflops", "vector_tflops", "op_overhead_us")
 #: writer list them from here).
 EFFICIENCIES = ("matmul_efficiency", "conv_efficiency", "attention_efficiency",
                 "vector_efficiency", "memory_efficiency", "matmul_memory_efficiency",
-                "norm_memory_efficiency", "fp8_matmul_efficiency")
+                "norm_memory_efficiency", "fp8_matmul_efficiency", "fp32_matmul_efficiency")
 _COMPUTE_OPTIONAL = EFFICIENCIES
 #: A GPU whose spec cites no streaming measurement gets these priors: the medians over the
 #: seven GPUs NeuSight timed (P4, P100, T4, V100, A100 PCIe 40GB and 80GB, L4; elementwise

@@ -170,6 +170,9 @@ class DeviceSpec:
     # The same for fp8 GEMMs, where measured: they reach a smaller fraction of their (twice as
     # high) peak than 16-bit ones. None: matmul_efficiency.
     fp8_matmul_efficiency: float | None = None
+    # The same for fp32 GEMMs, where measured: on GPUs they run on the CUDA cores, not the
+    # matrix units, and reach another fraction of their peak. None: matmul_efficiency.
+    fp32_matmul_efficiency: float | None = None
     memory_efficiency: float = 1.0
     # Convolutions run library algorithms (implicit GEMM, Winograd, direct) of their own
     # efficiency; None: as matmuls.
@@ -252,7 +255,8 @@ class DeviceSpec:
         for name in ("matmul_efficiency", "memory_efficiency", "vector_efficiency"):
             fraction(getattr(self, name), name)
         for name in ("conv_efficiency", "attention_efficiency", "matmul_memory_efficiency",
-                     "norm_memory_efficiency", "fp8_matmul_efficiency"):
+                     "norm_memory_efficiency", "fp8_matmul_efficiency",
+                     "fp32_matmul_efficiency"):
             fraction(getattr(self, name), name, optional=True)
         for fn, value in self.function_efficiency.items():
             fraction(value, f"function_efficiency.{fn}")

@@ -1,4 +1,5 @@
-"""A GPU's GEMM efficiency from measured kernel timings: ``matmul_efficiency`` of its spec.
+"""A GPU's GEMM efficiencies from measured kernel timings: ``matmul_efficiency`` and
+``fp32_matmul_efficiency`` of its spec.
 
 hwsim prices a GEMM at ``peak x matmul_efficiency x shape`` (``simulator.cost.efficiency``: tile
 and wave quantisation relative to the 8192^3 reference GEMM). Given measured times of GEMMs on a
@@ -11,7 +12,8 @@ Data: DeepBench (Baidu, github.com/baidu-research/DeepBench, Apache-2.0, commit 
 dense GEMMs of six applications (``tests/data/deepbench_gemm.csv``, 95 shapes per device and
 format) timed with cuBLAS by ``code/nvidia/gemm_bench.cu`` on a V100 SXM2 (DGX-1) and a T4, CUDA
 10.1, cuDNN 7.6.2, driver 418.67, fp32 and fp16 ("16 bit inputs, 16 bit multiplication, 32 bit
-addition": tensor cores). ``tests/test_gemm_fit.py`` fits them again and checks the specs.
+addition": tensor cores). ``tests/test_gemm_fit.py`` fits them again and checks the specs: fp16 as ``matmul_efficiency``,
+fp32 (CUDA cores) as ``fp32_matmul_efficiency``.
 """
 from __future__ import annotations
 
@@ -42,8 +44,8 @@ def fit(rows: list[dict], device, precision: str) -> dict:
 
     chosen = [r for r in rows if r["precision"] == precision]
     dtype = DType.FP16 if precision == "fp16" else DType.FP32
-    ideal = dataclasses.replace(device, matmul_efficiency=1.0, matmul_memory_efficiency=None,
-                                priors=())
+    ideal = dataclasses.replace(device, matmul_efficiency=1.0, fp32_matmul_efficiency=None,
+                                matmul_memory_efficiency=None, priors=())
     graph = OpGraph()
     for i, r in enumerate(chosen):
         Builder(graph, dtype=dtype).linear(f"g{i}", None, int(r["m"]), int(r["k"]), int(r["n"]),

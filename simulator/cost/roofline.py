@@ -7,8 +7,8 @@ It knows nothing of the scheduler (rule 7).
 The model is deliberately simple for now:
 - tensor ops (``TENSOR_KINDS``: matmul, conv, attention) run on the matrix units at
   ``device.peak_for(dtype) * device.matmul_efficiency`` (``conv_efficiency`` for convolutions,
-  ``attention_efficiency`` for fused attention, ``fp8_matmul_efficiency`` for fp8 GEMMs, where
-  the spec gives them) times the shape efficiency of
+  ``attention_efficiency`` for fused attention, ``fp8_matmul_efficiency`` and
+  ``fp32_matmul_efficiency`` for fp8 and fp32 GEMMs, where the spec gives them) times the shape efficiency of
   ``simulator.cost.efficiency`` (tile and wave quantisation, systolic padding, SIMD lanes); causal
   fused attention runs only its unmasked blocks;
 - every other op runs on the vector units at ``device.vector_flops_per_s`` (times
@@ -63,9 +63,10 @@ def price(lowered: Lowered, device: DeviceSpec,
     for kind, efficiency in own.items():
         if efficiency is not None:
             base[lowered.kind == kind] = efficiency
-    if device.fp8_matmul_efficiency is not None:   # a measured fp8 GEMM figure
-        base[(lowered.kind == OpKind.MATMUL) & (lowered.dtype == DType.FP8)] = \
-            device.fp8_matmul_efficiency
+    for dtype, efficiency in ((DType.FP8, device.fp8_matmul_efficiency),    # measured GEMM
+                              (DType.FP32, device.fp32_matmul_efficiency)):  # figures per format
+        if efficiency is not None:
+            base[(lowered.kind == OpKind.MATMUL) & (lowered.dtype == dtype)] = efficiency
     is_tensor = np.isin(lowered.kind, _TENSOR_CODES)
     rate = matrix_rate[lowered.dtype.astype(np.int64)]
     # at most the datasheet peak: a shape that fills its last wave better than the reference
