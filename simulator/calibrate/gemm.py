@@ -33,24 +33,29 @@ def load(path: Path = TABLE) -> list[dict]:
         return list(csv.DictReader(file))
 
 
+def predicted_s(device, shapes, dtype) -> np.ndarray:
+    """hwsim's seconds for each (m, n, k) GEMM of ``shapes`` in ``dtype`` on ``device``."""
+    from simulator.cost.roofline import op_costs
+    from simulator.graph.lower import lower
+    from simulator.graph.opgraph import OpGraph
+    from workloads.layers import Builder
+
+    graph = OpGraph()
+    for i, (m, n, k) in enumerate(shapes):
+        Builder(graph, dtype=dtype).linear(f"g{i}", None, m, k, n, bias=False)
+    return op_costs(lower(graph), device)[2]
+
+
 def fit(rows: list[dict], device, precision: str) -> dict:
     """``{"efficiency", "held_out_median", "held_out_max", "n"}`` of ``device`` (a DeviceSpec)
     on the ``precision`` ("fp32" or "fp16") rows of ``rows`` (one device's)."""
-    from simulator.cost.roofline import op_costs
-    from simulator.graph.lower import lower
     from simulator.graph.op import DType
-    from simulator.graph.opgraph import OpGraph
-    from workloads.layers import Builder
 
     chosen = [r for r in rows if r["precision"] == precision]
     dtype = DType.FP16 if precision == "fp16" else DType.FP32
     ideal = dataclasses.replace(device, matmul_efficiency=1.0, fp32_matmul_efficiency=None,
                                 matmul_memory_efficiency=None, priors=())
-    graph = OpGraph()
-    for i, r in enumerate(chosen):
-        Builder(graph, dtype=dtype).linear(f"g{i}", None, int(r["m"]), int(r["k"]), int(r["n"]),
-                                           bias=False)
-    _, _, time_s = op_costs(lower(graph), ideal)
+    time_s = predicted_s(ideal, [(int(r["m"]), int(r["n"]), int(r["k"])) for r in chosen], dtype)
     measured = np.array([float(r["time_ms"]) * 1e-3 for r in chosen])
     flops = np.array([2.0 * int(r["m"]) * int(r["n"]) * int(r["k"]) for r in chosen])
     large = np.flatnonzero(flops >= LARGE_FLOPS)
@@ -63,4 +68,4 @@ def fit(rows: list[dict], device, precision: str) -> dict:
             "held_out_max": float(errors.max()), "n": len(fitted)}
 
 
-__all__ = ["LARGE_FLOPS", "TABLE", "fit", "load"]
+__all__ = ["LARGE_FLOPS", "TABLE", "fit", "load", "predicted_s"]
