@@ -219,6 +219,16 @@ def test_pipeline_blocks_take_m_plus_p_minus_one_slots(gpipe):
         assert all(a[0] + a[1] <= b[0] + 1e-12 for a, b in zip(spans, spans[1:]))
 
 
+def test_a_result_without_ops_is_one_clear_error():
+    """A timeline of a result with no ops is refused with the views' one-line error (a
+    HwsimError the CLI prints as one line), not a numpy error from an empty table."""
+    class Empty:
+        model, device, lowered, parallel = "m", "d", None, None
+
+    with pytest.raises(views.ViewError, match="m on d: the result has no ops to show"):
+        plots.timeline(Empty())
+
+
 def test_timeline_of_a_pipeline_shows_its_stages(tmp_path):
     r = simulator.simulate("gpt3-125m", "a100", parallel=ParallelPlan(pp=2), micro_batch=1,
                            global_batch=4)

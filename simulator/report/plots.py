@@ -17,7 +17,7 @@ import numpy as np
 from simulator.errors import HwsimError
 from simulator.graph.op import TENSOR_KINDS, DType
 from simulator.report.io import write_atomic
-from simulator.report.views import intensity_points, live_bytes, pareto_front
+from simulator.report.views import intensity_points, live_bytes, lowered_of, pareto_front
 from simulator.schedule.pipeline import pipeline_blocks
 
 INSTALL_HINT = 'pip install "hwsim[plot]"'
@@ -66,12 +66,6 @@ def save(fig, path: str | os.PathLike) -> Path:
     path = Path(path)
     return write_atomic(path, lambda handle: fig.savefig(
         handle, format=path.suffix.lstrip(".") or "png", dpi=120))
-
-
-def _lowered(result):
-    if result.lowered is None or not len(result.lowered.names):
-        raise PlotError(f"{result.model} on {result.device}: the result has no ops to plot")
-    return result.lowered
 
 
 # -- roofline -----------------------------------------------------------------------------------
@@ -171,7 +165,7 @@ def timeline(result, ax=None):
 def _streams(result, ax) -> None:
     from simulator.schedule.stage import streams
 
-    low = _lowered(result)
+    low = lowered_of(result)
     ops = result.ops
     row_of = streams(low)
     rows = sorted(set(row_of.tolist()))
