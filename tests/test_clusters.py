@@ -72,6 +72,26 @@ def test_dgx_a100_figures():
     assert c.inter.latency_s == pytest.approx(2.7e-6)
 
 
+def test_aws_p4d_figures():
+    # AWS p4d.24xlarge: 8 x A100 40GB on NVSwitch, 400 Gbps EFA per node (AWS EC2 P4 page)
+    c = load_cluster("aws-p4d")
+    assert c.device.name == "a100-sxm4-40gb" and c.devices_per_node == 8
+    assert c.intra.bandwidth_bytes_per_s == 300e9 and c.intra.kind is LinkKind.NVLINK
+    assert c.inter.bandwidth_bytes_per_s == pytest.approx(400e9 / 8 / 8)
+    assert c.inter.kind is LinkKind.ETHERNET and c.inter.efficiency == 1.0
+
+
+def test_aws_p4d_network_slows_data_parallel_steps():
+    # the same 16 A100 40GB, nodes joined by a quarter of the DGX A100's per-GPU rate: the
+    # gradient all-reduce crosses the network, so the step cannot be faster, and is slower
+    from simulator import simulate
+    p4d = load_cluster("aws-p4d").with_nodes(2)
+    hdr = cluster_for(p4d.device, 16)
+    slow = simulate("gpt2-small", p4d, micro_batch=4, global_batch=64)
+    fast = simulate("gpt2-small", hdr, micro_batch=4, global_batch=64)
+    assert slow.step_time_s > fast.step_time_s
+
+
 def test_dgx_h100_figures():
     c = load_cluster("dgx-h100")
     assert c.device.name == "h100-sxm5-80gb"
