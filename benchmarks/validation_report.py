@@ -142,6 +142,10 @@ def parallel_plan(row: dict[str, str]) -> ParallelPlan:
     # absent or empty: PyTorch FSDP, Megatron-LM's schedules)
     fields["sharding"] = row.get("sharding") or "fsdp"
     fields["pipeline_engine"] = row.get("pipeline_engine") or "megatron"
+    # DeepSpeed's reduce_bucket_size as the run's config set it (column zero_reduce_bucket;
+    # absent or empty: DeepSpeed's default)
+    if row.get("zero_reduce_bucket"):
+        fields["zero_reduce_bucket"] = int(row["zero_reduce_bucket"])
     return ParallelPlan(schedule=row["schedule"], **fields)
 
 
