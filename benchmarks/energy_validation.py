@@ -1,0 +1,118 @@
+"""hwsim's energy against MLPerf Training's metered runs (issue 25, item 4): never fitted on.
+
+    python benchmarks/energy_validation.py      print the comparison (writes nothing)
+
+MLCommons' Training v4.0 round (github.com/mlcommons/training_results_v4.0, Apache-2.0, commit
+6fe9543) has power submissions by Sustainable Metal Cloud: each node's AC power every 2 s during
+each run (``tests/data/mlperf_power.csv``, extracted by ``benchmarks/mlperf_power_extract.py``:
+the mean over the training blocks, evaluation left out, and the median step time). Rows hwsim
+can express, each as the submission configured it (``smc-ac-power/benchmarks/*``):
+
+- GPT-3 175B on 64 nodes of 8 H100 SXM (NeMo 24.04, ``config_SMCH100_64x8x128x4x8.sh`` and
+  ``config_common.sh``): tp 4, pp 8, 12 virtual stages (``conf/custom.yaml``'s default),
+  micro-batch 2, global batch 2,048 of 2,048 tokens, sequence parallel, distributed optimizer,
+  TP communication overlap, FP8 (Transformer Engine, hybrid), no recomputation;
+- ResNet-50 on one node of 8 H100 SXM (MXNet, DALI): global batch 3,200 (400 per GPU), fp16.
+
+Compared per node and per step: energy (mean node power x step time) and mean node power,
+hwsim's as 8 x the device's ``avg_power_w`` plus the node overhead of the ``dgx-h100`` preset
+(its datasheet system maximum less the GPUs' TDPs, 4.6 kW: an upper bound, not a typical
+draw) and, beside it, the GPUs alone. SMC's nodes are immersion cooled (no fans; the system
+json's "cooling"), so their overhead is lower than an air-cooled DGX's.
+"""
+from __future__ import annotations
+
+import csv
+import statistics
+import sys
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as ``python benchmarks/energy_validation.py``
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import validation_report as vr
+
+TABLE = ROOT / "tests" / "data" / "mlperf_power.csv"
+CLUSTER = "dgx-h100"
+#: The published rows a metered run's configuration starts from, and what it changes.
+RUNS = {
+    "gpt3": ("nemo-gpt3-175b-fp8-512",
+             {"micro_batch": "2", "global_batch": "2048", "cluster": CLUSTER,
+              "devices_per_node": "8"}),
+    "resnet": ("lambda-resnet50-A100_80GB_SXM4",
+               {"device": "h100-sxm5-80gb", "device_count": "8", "dp": "8",
+                "micro_batch": "400", "global_batch": "3200", "cluster": CLUSTER,
+                "devices_per_node": "8"}),
+}
+
+
+def measured() -> dict[str, dict]:
+    """Per benchmark: the medians over its runs of step time and mean node power (W)."""
+    with TABLE.open(newline="") as handle:
+        table = list(csv.DictReader(handle))
+    out = {}
+    for bench in RUNS:
+        rows = [r for r in table if r["benchmark"] == bench]
+        out[bench] = {"runs": len(rows), "nodes": int(rows[0]["nodes"]),
+                      "step_time_s": statistics.median(float(r["step_time_s"]) for r in rows),
+                      "node_power_w": statistics.median(float(r["node_power_w"])
+                                                        for r in rows)}
+    return out
+
+
+@cache
+def predicted(bench: str):
+    """hwsim's Result for the benchmark's run, and its cluster's node overhead in watts."""
+    base, changes = RUNS[bench]
+    row = dict(next(r for r in vr.load_rows() if r["run_id"] == base))
+    row.update(changes, run_id=f"mlperf-v4.0-smc-{bench}")
+    cluster = vr.hardware(row)
+    return vr.predict(row), cluster.node_overhead_w, cluster.devices_per_node
+
+
+def rows() -> list[dict]:
+    """One row per benchmark: measured and predicted step time, node power and node energy
+    per step (with the node overhead, and the GPUs alone)."""
+    out = []
+    for bench, m in measured().items():
+        result, overhead_w, per_node = predicted(bench)
+        gpus_w = per_node * result.avg_power_w
+        node_w = gpus_w + overhead_w
+        out.append({"benchmark": bench, "runs": m["runs"], "nodes": m["nodes"],
+                    "measured_step_s": m["step_time_s"], "predicted_step_s": result.step_time_s,
+                    "measured_node_w": m["node_power_w"], "predicted_node_w": node_w,
+                    "predicted_gpus_w": gpus_w,
+                    "measured_j": m["node_power_w"] * m["step_time_s"],
+                    "predicted_j": node_w * result.step_time_s,
+                    "predicted_gpus_j": gpus_w * result.step_time_s})
+    return out
+
+
+def _pct(a: float, b: float) -> str:
+    return f"{(a / b - 1) * 100:+.1f} %"
+
+
+def section() -> list[str]:
+    """The comparison as a markdown table (for docs/accuracy.md)."""
+    lines = [("| MLPerf v4.0 run (SMC, H100 SXM) | runs | step time, measured / hwsim | "
+              "node power (W), measured / hwsim (GPUs alone) | node energy per step (kJ), "
+              "measured / hwsim (GPUs alone) | energy error (GPUs alone) |"),
+             "|---|---|---|---|---|---|"]
+    for r in rows():
+        lines.append(
+            f"| {r['benchmark']}, {r['nodes']} x 8 GPUs | {r['runs']} | "
+            f"{r['measured_step_s']:.4g} / {r['predicted_step_s']:.4g} s "
+            f"({_pct(r['predicted_step_s'], r['measured_step_s'])}) | "
+            f"{r['measured_node_w']:,.0f} / {r['predicted_node_w']:,.0f} "
+            f"({r['predicted_gpus_w']:,.0f}) | "
+            f"{r['measured_j'] / 1e3:.4g} / {r['predicted_j'] / 1e3:.4g} "
+            f"({r['predicted_gpus_j'] / 1e3:.4g}) | "
+            f"{_pct(r['predicted_j'], r['measured_j'])} "
+            f"({_pct(r['predicted_gpus_j'], r['measured_j'])}) |")
+    return lines
+
+
+if __name__ == "__main__":
+    print("\n".join(section()))

@@ -1,0 +1,87 @@
+"""Extract MLPerf Training's metered node power into ``tests/data/mlperf_power.csv``.
+
+Reads a local git copy of mlcommons/training_results_v4.0 (Apache-2.0) and, for each power
+submission run of a benchmark hwsim can express, writes one row: the run's median training
+step time (``tracked_stats``: NeMo's 'train_step_timing in s', or the global batch over the
+median 'throughput' in samples/s where a benchmark logs that instead) and
+the mean AC power of its nodes while training (each node's ``power_reading`` samples, every
+2 s, inside the run's ``block_start`` .. ``block_stop`` intervals: evaluation and
+initialisation left out), averaged over the nodes. Energy per step per node is their product.
+
+Usage (prints the CSV; nothing else is written)::
+
+    python benchmarks/mlperf_power_extract.py /path/to/training_results_v4.0 > tests/data/mlperf_power.csv
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+
+#: (submitter folder, system, benchmark) of the runs hwsim can express.
+RUNS = [("smc-ac-power", "64xSMC-H100-SXM-80GB", "gpt3"),
+        ("smc-ac-power", "1xSMC-H100-SXM-80GB", "resnet")]
+
+
+def _git(repo: str, *args: str) -> str:
+    return subprocess.run(["git", "-C", repo, *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def _events(text: str):
+    for line in text.splitlines():
+        at = line.find(":::MLLOG ")
+        if at >= 0:
+            yield json.loads(line[at + len(":::MLLOG "):])
+
+
+def run_row(repo: str, folder: str, system: str, bench: str, result: str,
+            files: list[str]) -> dict:
+    base = f"{folder}/results/{system}/{bench}"
+    log = list(_events(_git(repo, "show", f"HEAD:{base}/{result}.txt")))
+    blocks, start = [], None
+    for e in log:
+        if e["key"] == "block_start":
+            start = e["time_ms"]
+        elif e["key"] == "block_stop" and start is not None:
+            blocks.append((start, e["time_ms"]))
+            start = None
+    stats = [e["value"] for e in log if e["key"] == "tracked_stats"]
+    batch = next(e["value"] for e in log if e["key"] == "global_batch_size")
+    steps = [float(v["train_step_timing in s"]) for v in stats if "train_step_timing in s" in v]
+    if not steps:
+        steps = [batch / float(v["throughput"]) for v in stats if "throughput" in v]
+    nodes = [f for f in files if f.startswith(f"{base}/power/{result}/node_")]
+    means = []
+    for path in nodes:
+        readings = [(e["time_ms"], float(e["value"])) for e in _events(_git(repo, "show",
+                                                                         f"HEAD:{path}"))
+                    if e["key"] == "power_reading"]
+        inside = [w for t, w in readings if any(a <= t <= b for a, b in blocks)]
+        means.append(statistics.fmean(inside))
+    return {"submitter": folder, "system": system, "benchmark": bench, "result": result,
+            "nodes": len(nodes), "global_batch": batch, "steps_logged": len(steps),
+            "step_time_s": round(statistics.median(steps), 4 if steps[0] > 1 else 6),
+            "node_power_w": round(statistics.fmean(means), 1),
+            "node_power_min_w": round(min(means), 1), "node_power_max_w": round(max(means), 1)}
+
+
+def main(repo: str) -> None:
+    commit = _git(repo, "rev-parse", "HEAD").strip()
+    files = _git(repo, "ls-tree", "-r", "--name-only", "HEAD").splitlines()
+    rows = []
+    for folder, system, bench in RUNS:
+        prefix = f"{folder}/results/{system}/{bench}/"
+        for path in files:
+            rest = path[len(prefix):] if path.startswith(prefix) else ""
+            if rest.startswith("result_") and rest.endswith(".txt") and "/" not in rest:
+                rows.append(run_row(repo, folder, system, bench, rest[:-4], files))
+    keys = list(rows[0])
+    print(",".join(keys + ["commit"]))
+    for row in rows:
+        print(",".join(str(row[k]) for k in keys) + f",{commit[:7]}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,65 @@
+"""hwsim's energy per step against MLPerf Training v4.0's metered node power (issue 25, item 4).
+
+Validation only: nothing in hwsim was fitted on these runs (``benchmarks/energy_validation.py``
+says what each side counts). The figures asserted are those of docs/accuracy.md, "Metered
+energy (MLPerf Training)", with the tolerances stated there.
+"""
+from __future__ import annotations
+
+import csv
+import statistics
+
+import pytest
+
+from benchmarks import energy_validation as ev
+
+#: The extracted medians (tests/data/mlperf_power.csv): GPT-3 10.636 s and 6,904 W per node,
+#: ResNet-50 0.05667 s and 7,097 W.
+MEASURED = {"gpt3": (10.636, 6904.0), "resnet": (0.05667, 7097.0)}
+
+
+def _table():
+    with ev.TABLE.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_extracted_runs_agree_with_each_other():
+    """The metered runs of one benchmark repeat: step times within 0.2 % and mean node power
+    within 3 % of their median (a wrong window, say one including evaluation or idle
+    initialisation, would spread them)."""
+    table = _table()
+    for bench in ev.RUNS:
+        rows = [r for r in table if r["benchmark"] == bench]
+        assert len(rows) >= 3
+        for key, tolerance in (("step_time_s", 0.002), ("node_power_w", 0.03)):
+            values = [float(r[key]) for r in rows]
+            middle = statistics.median(values)
+            assert all(abs(v / middle - 1) <= tolerance for v in values), (bench, key, values)
+
+
+def test_measured_medians():
+    got = ev.measured()
+    for bench, (step_s, power_w) in MEASURED.items():
+        assert got[bench]["step_time_s"] == pytest.approx(step_s, rel=1e-3)
+        assert got[bench]["node_power_w"] == pytest.approx(power_w, rel=1e-3)
+    # the GPT-3 run spans 64 nodes, each logged
+    assert got["gpt3"]["nodes"] == 64
+
+
+def test_gpt3_node_energy_bracketed():
+    """GPT-3 175B on 512 H100 (the row whose configuration hwsim expresses fully): step time
+    within 10 % of the measured one, and the metered node energy per step lies between
+    hwsim's GPUs alone and its GPUs plus the DGX H100 datasheet's maximum node overhead
+    (4.6 kW, an upper bound): -38.9 % and +23.1 % when this test was written."""
+    row = next(r for r in ev.rows() if r["benchmark"] == "gpt3")
+    assert row["predicted_step_s"] == pytest.approx(row["measured_step_s"], rel=0.10)
+    assert row["predicted_gpus_j"] < row["measured_j"] < row["predicted_j"]
+    assert row["predicted_j"] / row["measured_j"] - 1 == pytest.approx(0.231, abs=0.05)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 25's target is not met: node energy per step "
+                   "+23 % (GPT-3, node overhead at the datasheet maximum) and +247 % "
+                   "(ResNet-50: hwsim's step 2.4x the MLPerf MXNet run's); median +135 %")
+def test_metered_energy_within_15_percent_median():
+    errors = [abs(r["predicted_j"] / r["measured_j"] - 1) for r in ev.rows()]
+    assert statistics.median(errors) <= 0.15
