@@ -24,6 +24,8 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     norm_memory_efficiency = 0.7  # optional: norms' and softmax's, default: memory's
     [[memory]]                    # innermost first, main memory last
     name = "hbm2e"   capacity_gb = 80   bandwidth_gb_per_s = 2039    # or capacity_mib, ...
+    [streaming_memory]            # optional: off-chip memory reached only by explicit copies
+    name = "ddr4"    capacity_gb = 64   bandwidth_gb_per_s = 16   # (Graphcore; see streamed.py)
     [power]
     idle_w = 50      tdp_w = 400  # idle_w: measured draw; left out, a GPU's or CPU's class prior
     pj_per_flop = 0.5             # optional, only with a cited source
@@ -90,7 +92,7 @@ PEAK_DTYPES: dict[str, DType] = {d.name.lower(): d for d in
                                   DType.FP8, DType.INT8)}
 
 _TOP_REQUIRED = ("name", "vendor", "class", "source", "compute", "memory", "power")
-_TOP_OPTIONAL = ("price", "architecture", "links", "functions")
+_TOP_OPTIONAL = ("price", "architecture", "links", "functions", "streaming_memory")
 _FUNCTION_KEYS = ("efficiency", "overhead_us")
 _COMPUTE_REQUIRED = ("peak_tflops", "vector_tflops", "op_overhead_us")
 #: The optional efficiencies of ``[compute]``, each a fraction in (0, 1] (``override`` and the
@@ -280,6 +282,9 @@ class _Checker(OptionalTables):
             optional["links"] = self.links(doc["links"])
         if "functions" in doc:
             optional.update(self.functions(self.table(doc, "functions")))
+        if "streaming_memory" in doc:
+            optional["streaming_memory"] = self.memory_level(
+                self.table(doc, "streaming_memory"), 0, "streaming_memory")
         device_class = self.choice(doc["class"], DeviceClass, "class", "device class")
         if device_class is DeviceClass.GPU:
             priors = tuple(key for key in GPU_PRIORS if key not in compute)
@@ -361,8 +366,8 @@ class _Checker(OptionalTables):
                                       "innermost first, main memory last")
         return tuple(self.memory_level(level, i) for i, level in enumerate(levels))
 
-    def memory_level(self, level: Any, index: int) -> MemoryLevel:
-        where = f"memory[{index}]"
+    def memory_level(self, level: Any, index: int, where: str | None = None) -> MemoryLevel:
+        where = where or f"memory[{index}]"
         if not isinstance(level, dict):
             raise self.fail(where, "must be a [[memory]] table")
         capacity_keys = [k for k in level if k in units.CAPACITY_KEYS]

@@ -230,6 +230,10 @@ class DeviceSpec:
     energy_per_byte_j: float | None = None      # main-memory access energy per byte
     # idle_power_w is the class prior (hardware_specs.loader.IDLE_PRIORS), not a measurement
     idle_prior: bool = False
+    # Off-chip memory the device computes from only through explicit copies (a Graphcore IPU's
+    # Streaming Memory): model states that do not fit in ``memory`` live there and are
+    # streamed in per phase (``simulator.schedule.streamed``); None: no such memory.
+    streaming_memory: MemoryLevel | None = None
 
     def __post_init__(self) -> None:
         """Every figure within ``LIMITS`` (SpecError naming the field, the value, the bound)."""
@@ -270,6 +274,9 @@ class DeviceSpec:
         if not isinstance(self.architecture, Architecture) or not isinstance(self.links, tuple) \
                 or not all(isinstance(link, Link) for link in self.links):
             raise SpecError("architecture must be an Architecture and links a tuple of Links")
+        if self.streaming_memory is not None and not isinstance(self.streaming_memory,
+                                                                MemoryLevel):
+            raise SpecError("streaming_memory must be a MemoryLevel or None")
 
     @property
     def main_memory(self) -> MemoryLevel:

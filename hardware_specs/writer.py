@@ -138,6 +138,11 @@ def device_toml(spec: DeviceSpec) -> str:
         out += ["", "[[memory]]", f'name = "{level.name}"',
                 f"capacity_gb = {level.capacity_bytes / 1e9:.9g}",
                 f"bandwidth_gb_per_s = {level.bandwidth_bytes_per_s / 1e9:.6g}"]
+    if spec.streaming_memory is not None:   # off-chip states, streamed in (Graphcore)
+        level = spec.streaming_memory
+        out += ["", "[streaming_memory]", f'name = "{level.name}"',
+                f"capacity_gb = {level.capacity_bytes / 1e9:.9g}",
+                f"bandwidth_gb_per_s = {level.bandwidth_bytes_per_s / 1e9:.6g}"]
     out += ["", "[power]"] + ([] if spec.idle_prior else [f"idle_w = {spec.idle_power_w:.6g}"])
     out.append(f"tdp_w = {spec.tdp_w:.6g}")   # a prior idle is the loader's to give
     if spec.energy_per_flop_j is not None:

@@ -39,6 +39,7 @@ from simulator.report.result import Result
 from simulator.schedule.memory import stage_memory
 from simulator.schedule.stage import StageRun, interfere, price_stage
 from simulator.schedule.step import idle_s, step_time, throttled_j
+from simulator.schedule.streamed import stream
 from simulator.training.saved import activation_bytes
 from workloads.base import Workload
 from workloads.zoo import get_workload
@@ -151,6 +152,11 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     lowered = run.lowered
     memories = [stage_memory(r, plan, parallel, m) for r in runs]
     memory = max(memories, key=lambda mem: sum(mem.values()))
+    # states that do not fit on chip, in a Graphcore IPU's streaming memory, streamed in
+    streamed = stream(device, memory, max((op.params for op in run.forward.ops()), default=0)
+                      / max(run.forward.params(), 1), m)
+    if streamed is not None:
+        memory, step_s = streamed.on_chip, step_s + streamed.time_s
     peak = sum(memory.values())
     if parallel.pp > 1 and getattr(getattr(work, "moe", None), "first_dense_layers", 0):
         # layers unlike each other (a mixture of experts' dense first layers): count the
@@ -227,6 +233,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                             "so step time is an optimistic bound (hwsim calibrate measures them)")
     if format_note:
         result.notes.append(format_note)
+    if streamed is not None:
+        result.notes.append(streamed.note(device))
     if plan.attention is Attention.FUSED and attention.note(device):
         result.notes.append(attention.note(device))
     host_note = host.note(run.lowered, run.time_s, run.per_micro, device, plan)

@@ -12,7 +12,12 @@ case (docs/model.md, "Precision a device lacks"):
   rate would predict a run nobody can launch.
 - **16-bit precisions on a device whose matrix unit runs only integers** (the Snapdragon 8 Gen
   3's Hexagon NPU, int8 only): refused; its CPU cores train in fp32 (``--precision fp32``, on
-  the vector units, with a note).
+  the vector units, with a note). No released stack trains on a phone's GPU or NPU: Qualcomm AI
+  Engine Direct (QNN) and ExecuTorch's Qualcomm backend compile inference graphs ahead of time;
+  the on-device training that exists runs on the CPU: ExecuTorch's ``extension/training``
+  ("experimental", SGD only: pytorch/executorch extension/training/README.md) and ONNX
+  Runtime's on-device training (CPU execution provider). The Adreno 750's fp16 rate is not
+  published by Qualcomm (only "25 % faster" than the Adreno 740) and is not in the spec.
 - **any other missing format** runs in the one the device has, with a note naming it: fp16 on a
   TPU, Trainium or Gaudi at the bf16 rate (XLA and the Neuron and Habana stacks compute in
   bf16), bf16 on a V100, T4 or P100 at the fp16 rate (optimistic: those GPUs have no bf16
@@ -43,8 +48,10 @@ def check(device, plan) -> str | None:
     if not any(fmt in peaks for fmt in _FLOATS) and dtype is not DType.FP32 \
             and dtype is not DType.TF32:
         raise PlanError(f"precision = {name}: {device.name}'s matrix unit runs only integer "
-                        "formats (its spec gives no floating-point matrix peak): choose fp32, "
-                        "which runs on its vector units")
+                        "formats (its spec gives no floating-point matrix peak) and no released "
+                        "framework trains on its GPU or NPU (Qualcomm's QNN SDK runs inference "
+                        "only; ExecuTorch's and ONNX Runtime's on-device training run on the "
+                        "CPU): choose fp32, which trains on its CPU cores' vector units")
     used = next((fmt for fmt in FALLBACK.get(dtype, ()) if fmt in peaks), None)
     rate = device.peak_for(dtype) / 1e12
     where = (f"its {used.name.lower()} rate" if used is not None else "its vector units' rate")

@@ -1,0 +1,95 @@
+"""Seed systems done properly (issue 24, item 2): a Graphcore IPU's streaming memory
+(simulator.schedule.streamed: model states off chip, streamed in per phase, priced in closed
+form) and the refusals of what no stack trains (Snapdragon 16-bit, one line, exit 2)."""
+from dataclasses import replace
+
+import pytest
+
+from hardware_specs.loader import load_device, parse_device
+from hardware_specs.spec import MemoryLevel
+from hardware_specs.writer import device_toml
+from simulator import simulate
+from simulator.cli import main
+from simulator.errors import SpecError
+from simulator.schedule.streamed import moved_bytes
+
+BOW = load_device("graphcore-bow")
+ON_CHIP_ONLY = replace(BOW, streaming_memory=None)
+# gpt2-small: the largest op is the token embedding, 50,257 x 768 of 124,439,808 parameters
+# (GPT-2 small as published; hwsim's zoo preset)
+WTE_SHARE = 50257 * 768 / 124_439_808
+
+
+def test_the_bow_spec_cites_its_streaming_memory():
+    level = BOW.streaming_memory
+    assert level.capacity_bytes == 64e9            # 256 GB per Bow-2000 / 4 IPUs
+    # PCIe Gen4 x8, per direction: 16 GT/s x 8 lanes x 128/130 (encoding) / 8 bits
+    assert level.bandwidth_bytes_per_s == pytest.approx(16e9 * 8 * 128 / 130 / 8, rel=1e-3)
+    assert BOW.memory_bytes == 900e6                # 3.6 GB per Bow-2000 / 4 IPUs
+
+
+@pytest.mark.parametrize("global_batch", [1, 4])
+def test_gpt2_small_fits_a_bow_ipu_with_its_states_streamed(global_batch):
+    """Without streaming memory gpt2-small's 2.6 GB does not fit the IPU's 0.9 GB of SRAM;
+    with it the weights, gradients and Adam states live off chip and the step pays
+    ((2m + 1) W + 2m G + 2S) bytes at the link's bandwidth, nothing else moving."""
+    plain = simulate("gpt2-small", ON_CHIP_ONLY, micro_batch=1, global_batch=global_batch)
+    assert not plain.fits
+    streamed = simulate("gpt2-small", BOW, micro_batch=1, global_batch=global_batch)
+    assert streamed.fits
+    m = global_batch
+    assert streamed.micro_batches == plain.micro_batches == m
+    mem = plain.memory_breakdown
+    moved = moved_bytes(mem["weights"], mem["gradients"], mem["optimizer_states"], m)
+    assert moved == (2 * m + 1) * mem["weights"] + 2 * m * mem["gradients"] \
+        + 2 * mem["optimizer_states"]
+    assert streamed.step_time_s - plain.step_time_s == pytest.approx(moved / 15.75e9,
+                                                                     rel=1e-9)
+    on_chip = streamed.memory_breakdown
+    assert on_chip["optimizer_states"] == 0
+    assert on_chip["weights"] == pytest.approx(mem["weights"] * WTE_SHARE)
+    assert on_chip["gradients"] == pytest.approx(mem["gradients"] * WTE_SHARE)
+    assert on_chip["activations"] == mem["activations"]
+    assert streamed.peak_memory_bytes == pytest.approx(sum(on_chip.values()))
+    assert streamed.flops_per_step == plain.flops_per_step
+    assert any("streamed in per phase" in note for note in streamed.notes)
+    # the IPU idles while the states stream: at least idle power over the added time
+    assert streamed.energy_j_per_step - plain.energy_j_per_step >= \
+        BOW.idle_power_w * (streamed.step_time_s - plain.step_time_s) * (1 - 1e-9)
+
+
+def test_nothing_streams_when_the_step_fits_on_chip():
+    small = simulate("resnet50", BOW, micro_batch=8)
+    assert small.fits
+    assert small.step_time_s == simulate("resnet50", ON_CHIP_ONLY, micro_batch=8).step_time_s
+    assert not any("streaming memory" in note for note in small.notes)
+
+
+def test_states_beyond_the_streaming_memory_do_not_fit():
+    tiny = replace(BOW, streaming_memory=MemoryLevel("ddr4", 1e9, 15.75e9))
+    result = simulate("gpt2-small", tiny, micro_batch=1)
+    assert not result.fits
+    assert result.step_time_s == simulate("gpt2-small", ON_CHIP_ONLY,
+                                          micro_batch=1).step_time_s
+
+
+def test_streaming_memory_round_trips_and_bad_tables_are_one_line():
+    again = parse_device(device_toml(BOW).encode(), "bow.toml")
+    assert again.streaming_memory == BOW.streaming_memory
+    text = device_toml(BOW).replace("bandwidth_gb_per_s = 15.75\n", "")
+    with pytest.raises(SpecError, match="streaming_memory") as err:
+        parse_device(text.encode(), "bow.toml")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_snapdragon_16bit_is_refused_in_one_line(precision, capsys):
+    code = main(["predict", "gpt2-small", "--device", "snapdragon-8g3",
+                 "--precision", precision])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "no released framework trains on its GPU or NPU" in err
+    assert "choose fp32" in err
+    assert main(["predict", "gpt2-small", "--device", "snapdragon-8g3", "--precision",
+                 "fp32", "--micro-batch", "1"]) == 0
