@@ -34,7 +34,7 @@ def test_the_table_has_every_kernel_pass_and_shape():
     assert ("a100-sxm4-80gb", "flash-attn-2", "fwd_bwd") in keys
     assert {r["seq_len"] for r in ROWS} == {512, 1024, 2048, 4096, 8192, 16384}
     assert {r["head_dim"] for r in ROWS} == {64, 128, 256}
-    assert all(r["source"] for r in ROWS) and len(ROWS) == 239
+    assert all(r["source"] for r in ROWS) and len(ROWS) == 263
 
 
 def test_the_committed_parameters_are_the_fit():
@@ -46,7 +46,7 @@ def test_the_committed_parameters_are_the_fit():
 
 @pytest.mark.parametrize("kernel, median, worst", [
     ("flash-attn-2", 0.03, 0.15), ("flash-attn-3", 0.04, 0.15), ("cudnn", 0.05, 0.20),
-    ("flash-attn-1", 0.12, 0.25)])
+    ("flash-attn-1", 0.12, 0.25), ("flash-attn-triton", 0.12, 0.25)])
 def test_the_fit_reproduces_the_benchmarks(kernel, median, worst):
     """In-sample error of throughput per kernel (both devices): FlashAttention-1 is the worst
     (its head dimension 128 runs slower than 64, smaller blocks: no term of the model)."""
@@ -62,7 +62,8 @@ def test_held_out_sequence_lengths(longest):
     FlashAttention-1; none worse than 25 %."""
     for (device, kernel), errors in fitting.held_out(ROWS, longest).items():
         median, worst = _median_max(errors)
-        assert median <= (0.15 if kernel == "flash-attn-1" else 0.08), (device, kernel, median)
+        loose = kernel in ("flash-attn-1", "flash-attn-triton")   # no head-dimension term
+        assert median <= (0.15 if loose else 0.08), (device, kernel, median)
         assert worst <= 0.25, (device, kernel, worst)
 
 
@@ -149,3 +150,21 @@ def test_devices_of_a_measured_chip_use_its_fit_at_their_own_peak():
     assert result.times["compute_s"][i] == pytest.approx(executed / (peak * eff), rel=1e-9)
     unfitted = dataclasses.replace(A100, name="gpu-without-attention-benchmarks")
     assert attention.fit_for(unfitted, "auto") is None
+
+
+def test_the_triton_kernel_runs_at_its_a100_fit_and_at_flash_attention_1_on_hopper():
+    """Tri Dao's Triton FlashAttention (MPT's attn_impl: triton) has A100 benchmarks only
+    (FlashAttention-2 paper, Fig. 4): on an A100 it runs at its own fit, a little slower than
+    FlashAttention-1 at d = 128 as measured; on an H100 at FlashAttention-1's fit, and the
+    Result says it is a stand-in."""
+    c = TransformerConfig("t", 2, 2048, 16, vocab=64, seq_len=4096)
+    a100 = {k: simulate(c, A100, micro_batch=2, attention_kernel=k)
+            for k in ("flash-attn-1", "flash-attn-triton", "flash-attn-2")}
+    attn = {k: r.times["compute_s"][_attention_ops(r)[0]].sum() for k, r in a100.items()}
+    assert attn["flash-attn-2"] < attn["flash-attn-1"] < attn["flash-attn-triton"]
+    assert attention.fit_for(A100, "flash-attn-triton")[0] == attention.FITS[
+        ("a100-sxm4-80gb", "flash-attn-triton", "fwd")]
+    assert attention.fit_for(H100, "flash-attn-triton") == attention.fit_for(H100, "flash-attn-1")
+    hopper = simulate(c, H100, micro_batch=2, attention_kernel="flash-attn-triton")
+    assert any("runs at flash-attn-1's fit" in n for n in hopper.notes)
+    assert not any("no benchmark" in n for n in a100["flash-attn-triton"].notes)

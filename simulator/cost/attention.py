@@ -59,7 +59,19 @@ HOPPER_ONLY = frozenset({AttentionKernel.FLASH_ATTN_3})
 # FlashAttention-2 "up to 73 % of the theoretical maximum FLOPs/s" forward and 63 % backward on
 # the A100 (Dao 2023, sec. 4.1); FlashAttention-1 30-50 % forward, 25-35 % backward (Dao 2023,
 # sec. 1), the ratio of the upper ends.
-TIED_BACKWARD = {AttentionKernel.FLASH_ATTN_2: 63 / 73, AttentionKernel.FLASH_ATTN_1: 35 / 50}
+# Tri Dao's Triton kernel (flash_attn/flash_attn_triton.py, MPT's and llm-foundry's
+# ``attn_impl: triton``) has no published split: its docstring says only that its forward is
+# faster and its backward slower than FlashAttention-1's CUDA kernels, the two together
+# "slightly slower" (FlashAttention-2 paper, Fig. 4: 4 % slower than FlashAttention-1 at the
+# median). FlashAttention-1's ratio is used, so its backward is if anything priced fast.
+TIED_BACKWARD = {AttentionKernel.FLASH_ATTN_2: 63 / 73, AttentionKernel.FLASH_ATTN_1: 35 / 50,
+                 AttentionKernel.FLASH_ATTN_TRITON: 35 / 50}
+# A kernel benchmarked on one chip only, run on another measured chip: the Triton kernel "has
+# only been tested on A100" (its docstring) and no H100 benchmark of it is published. On
+# Hopper it compiles to the same pre-Hopper mma instructions as FlashAttention-1 (neither uses
+# sm90's wgmma or TMA), so it runs at FlashAttention-1's H100 fit: a stated stand-in, which
+# ``note`` reports.
+STAND_IN = {("h100-sxm5-80gb", AttentionKernel.FLASH_ATTN_TRITON): AttentionKernel.FLASH_ATTN_1}
 
 # (device, kernel, pass) -> (e, c, h), fitted by ``simulator.calibrate.attention.fit_all`` on
 # tests/data/attention_kernels.csv (every row: FlashAttention-2 paper Figs. 4 and 7,
@@ -70,6 +82,8 @@ FITS: dict[tuple[str, str, str], tuple[float, float, float]] = {
     ('a100-sxm4-80gb', 'flash-attn-1', 'fwd'): (0.3858, 0.807, 0.00),
     ('a100-sxm4-80gb', 'flash-attn-2', 'bwd'): (0.7094, 1.486, 18.88),
     ('a100-sxm4-80gb', 'flash-attn-2', 'fwd'): (0.8220, 1.486, 18.88),
+    ('a100-sxm4-80gb', 'flash-attn-triton', 'bwd'): (0.2674, 0.724, 0.00),
+    ('a100-sxm4-80gb', 'flash-attn-triton', 'fwd'): (0.3820, 0.724, 0.00),
     ('h100-sxm5-80gb', 'cudnn', 'bwd'): (0.6833, 2.788, 28.19),
     ('h100-sxm5-80gb', 'cudnn', 'fwd'): (0.7331, 1.103, 40.49),
     ('h100-sxm5-80gb', 'flash-attn-1', 'bwd'): (0.1400, 0.425, 0.00),
@@ -106,6 +120,7 @@ def fit_for(device, kernel) -> tuple[tuple[float, float, float], tuple[float, fl
     kernel = resolve(device, kernel)
     if kernel is None:
         return None
+    kernel = STAND_IN.get((measured, kernel), kernel)
     fwd, bwd = FITS.get((measured, kernel.value, "fwd")), FITS.get((measured, kernel.value, "bwd"))
     return (fwd, bwd) if fwd and bwd else None
 
@@ -160,7 +175,13 @@ def with_kernel(device, kernel):
 def note(device) -> str | None:
     """What a Result says when the plan's kernel has no measurement on ``device``."""
     kernel = AttentionKernel(device.attention_kernel)
-    if kernel is AttentionKernel.AUTO or fit_for(device, kernel) is not None:
+    if kernel is AttentionKernel.AUTO:
+        return None
+    if (chip(device), kernel) in STAND_IN and fit_for(device, kernel) is not None:
+        stand_in = STAND_IN[(chip(device), kernel)].value
+        return (f"no benchmark of {kernel.value} on {device.name}'s chip: fused attention runs "
+                f"at {stand_in}'s fit there (simulator.cost.attention.STAND_IN)")
+    if fit_for(device, kernel) is not None:
         return None
     return (f"no benchmark of {kernel.value} on {device.name}'s chip: fused attention runs at "
             "the spec's attention efficiency (tests/data/attention_kernels.csv has the A100 "
@@ -199,6 +220,7 @@ def fitted_rates(lowered, device) -> tuple[np.ndarray, np.ndarray]:
 
 __all__ = [
     "FITS",
+    "STAND_IN",
     "AttentionKernel",
     "chip",
     "fit_for",

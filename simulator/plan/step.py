@@ -48,6 +48,7 @@ class AttentionKernel(str, Enum):
     FLASH_ATTN_1 = "flash-attn-1"  # Dao et al. 2022
     FLASH_ATTN_2 = "flash-attn-2"  # Dao 2023: PyTorch SDPA's flash backend, HF flash_attention_2
     FLASH_ATTN_3 = "flash-attn-3"  # Shah et al. 2024: Hopper only
+    FLASH_ATTN_TRITON = "flash-attn-triton"  # Tri Dao's Triton kernel (MPT's attn_impl: triton)
     CUDNN = "cudnn"                # cuDNN fused attention (Transformer Engine's FusedAttention)
 
 
@@ -146,7 +147,8 @@ class Plan:
         "help": "fused (FlashAttention-style) or materialized (s x s in memory)"})
     attention_kernel: AttentionKernel = field(default=AttentionKernel.AUTO, metadata={
         "help": "the fused attention kernel: auto (FlashAttention-2 on an A100, cuDNN on an "
-                "H100), flash-attn-1, flash-attn-2, flash-attn-3 (Hopper) or cudnn"})
+                "H100), flash-attn-1, flash-attn-2, flash-attn-3 (Hopper), flash-attn-triton "
+                "or cudnn"})
     fusion: Fusion = field(default=Fusion.EAGER, metadata={
         "help": "eager (a kernel per op) or compiled (vector ops fused)"})
     # Convolutions' activations in NHWC (PyTorch's memory_format=torch.channels_last): no layout
