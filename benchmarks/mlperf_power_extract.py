@@ -21,7 +21,9 @@ import sys
 
 #: (submitter folder, system, benchmark) of the runs hwsim can express.
 RUNS = [("smc-ac-power", "64xSMC-H100-SXM-80GB", "gpt3"),
-        ("smc-ac-power", "1xSMC-H100-SXM-80GB", "resnet")]
+        ("smc-ac-power", "1xSMC-H100-SXM-80GB", "resnet"),
+        ("smc-ac-power", "1xSMC-H100-SXM-80GB", "llama2_70b_lora"),
+        ("smc-ac-power", "8xSMC-H100-SXM-80GB", "llama2_70b_lora")]
 
 
 def _git(repo: str, *args: str) -> str:

@@ -24,17 +24,17 @@ def _table():
 
 
 def test_extracted_runs_agree_with_each_other():
-    """The metered runs of one benchmark repeat: step times within 0.2 % and mean node power
+    """The metered runs of one benchmark repeat: step times within 1 % and mean node power
     within 3 % of their median (a wrong window, say one including evaluation or idle
     initialisation, would spread them)."""
     table = _table()
-    for bench in ev.RUNS:
-        rows = [r for r in table if r["benchmark"] == bench]
+    for key in [key for key, _, _ in ev.RUNS.values()] + list(ev.NOT_EXPRESSIBLE):
+        rows = [r for r in table if (r["benchmark"], r["system"]) == key]
         assert len(rows) >= 3
-        for key, tolerance in (("step_time_s", 0.002), ("node_power_w", 0.03)):
-            values = [float(r[key]) for r in rows]
+        for column, tolerance in (("step_time_s", 0.01), ("node_power_w", 0.03)):
+            values = [float(r[column]) for r in rows]
             middle = statistics.median(values)
-            assert all(abs(v / middle - 1) <= tolerance for v in values), (bench, key, values)
+            assert all(abs(v / middle - 1) <= tolerance for v in values), (key, column, values)
 
 
 def test_measured_medians():
