@@ -215,3 +215,98 @@ def test_step_overhead_is_added_once_per_step_and_reported():
 def test_bad_step_overhead_is_one_plan_error(bad):
     with pytest.raises(PlanError, match="step_overhead_ms"):
         Plan(step_overhead_ms=bad)
+
+
+# -- host synchronisations (simulator.cost.host.syncs, the engine's schedule_synced) ------------
+@st.composite
+def synced_dags(draw):
+    dag = draw(issued_dags())
+    sync = draw(st.lists(st.booleans(), min_size=len(dag[2]), max_size=len(dag[2])))
+    return (*dag, np.array(sync, dtype=np.bool_))
+
+
+@EXAMPLES
+@given(synced_dags())
+def test_schedule_synced_is_bit_identical_in_kernels_lite_and_reference(dag):
+    want = kernels.schedule_synced(*dag)
+    for got in (lite.schedule_synced(*dag), reference.schedule_synced(*dag)):
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+
+
+@EXAMPLES
+@given(synced_dags())
+def test_a_sync_waits_for_everything_issued_and_never_speeds_up(dag):
+    """Op i after a sync starts no earlier than every op before it has ended plus the host's
+    issue cost of op i; no sync at all is schedule_issued bit for bit; a sync never makes any
+    op start earlier."""
+    release, sync = dag[5], dag[6]
+    start, end = kernels.schedule_synced(*dag)
+    plain = kernels.schedule_issued(*dag[:6])
+    for a, b in zip(kernels.schedule_synced(*dag[:6], np.zeros(len(sync), np.bool_)), plain):
+        np.testing.assert_array_equal(a, b)
+    assert np.all(start >= plain[0] - 1e-9 * np.maximum(1.0, plain[0]))
+    for i in np.flatnonzero(sync):
+        if i:
+            gap = release[i] - release[i - 1]
+            assert start[i] >= end[:i].max() + gap - 1e-9 * max(1.0, end[:i].max())
+
+
+def test_sync_closed_form():
+    """Op 0 (10 s, compute stream) and op 1 (20 s, another stream), then op 2 on the compute
+    stream, each issued 1 s after the one before: without a sync op 2 starts when op 0 ends
+    (10 s); with one the host first waits for op 1 (issued at 1 s, ending at 21 s) and then
+    issues op 2 (1 s): 22 s."""
+    indptr, indices = np.array([0, 0, 0, 0]), np.array([], dtype=np.int64)
+    args = (indptr, indices, np.array([10.0, 20.0, 5.0]), np.array([0, 1, 0]), 2,
+            np.array([0.0, 1.0, 2.0]))
+    assert kernels.schedule_issued(*args)[0][2] == 10.0
+    start, _ = kernels.schedule_synced(*args, np.array([False, False, True]))
+    assert start[2] == 22.0
+
+
+def test_sync_each_layer_marks_each_checkpointed_block_boundary():
+    """gpt2 (12 layers) with full recompute: a sync before each layer's forward, after the
+    last layer's forward, before each layer's recompute-and-backward block and after the last
+    one's: 12 + 1 + 12 + 1 boundaries on the compute stream."""
+    result = _step(recompute="full")
+    plan = Plan(recompute="full", sync_each_layer=True)
+    marks = host.syncs(result.lowered, A100, plan)
+    assert int(marks.sum()) == 2 * (12 + 1)
+    assert not host.syncs(result.lowered, dataclasses.replace(
+        A100, device_class=load_device("cpu-host").device_class), plan).any()
+    pass_marks = host.syncs(result.lowered, A100, Plan(sync_each_pass=True))
+    assert int(pass_marks.sum()) == 3   # forward, backward, optimizer
+
+
+@pytest.mark.parametrize("plan", [{"sync_each_layer": True}, {"sync_each_pass": True},
+                                  {"sync_each_layer": True, "sync_each_pass": True}])
+def test_syncs_never_speed_a_step_up_and_cost_more_on_a_slow_host(plan):
+    fast = _step(recompute="full")
+    synced = _step(recompute="full", **plan)
+    assert synced.step_time_s > fast.step_time_s
+    slow = dataclasses.replace(A100, host_overhead_s=20e-6)
+    # on a host that issues slower the device waits longer after each sync
+    gap_slow = (_step(recompute="full", device=slow, **plan).step_time_s
+                - _step(recompute="full", device=slow).step_time_s)
+    assert gap_slow > synced.step_time_s - fast.step_time_s
+
+
+def test_sync_each_pass_exposes_the_first_op_issue_per_micro_batch():
+    """Without pipeline or reductions, a micro-batch synchronised at its start loses at least
+    its first op's issue cost (the synchronize call and the op: two eager ops' cost)."""
+    one, four = (_step(recompute="full", global_batch=g) for g in (1, 4))
+    s_one, s_four = (_step(recompute="full", global_batch=g, sync_each_pass=True)
+                     for g in (1, 4))
+    extra_micro = (s_four.step_time_s - four.step_time_s) - (s_one.step_time_s
+                                                            - one.step_time_s)
+    assert extra_micro >= 3 * 2 * host.host_per_op(A100) * (1 - 1e-9)
+
+
+@pytest.mark.parametrize("plan, word", [({"sync_each_layer": True}, "recompute"),
+                                        ({"sync_each_pass": True, "graphs": True}, "graphs"),
+                                        ({"sync_each_layer": "yes", "recompute": "full"},
+                                         "sync_each_layer")])
+def test_sync_plan_errors(plan, word):
+    with pytest.raises(PlanError, match=word):
+        Plan(**plan)

@@ -25,9 +25,23 @@ kernels, added to each op's time, as before.
   ``foreach`` (one call per line for all tensors, ``multi_tensor_apply`` launching a kernel
   per ``TENSORS_PER_LAUNCH`` tensors) and ``fused`` (one call, one kernel per chunk list).
 
-Not modelled: the host blocking on a synchronisation (``.item()``, a non-finite check) inside
-a micro-batch (a step starts with host and device both idle, ``simulator.schedule.step``);
-the CUDA launch queue's depth (the host never stalls on a full queue); host threads of
+Host synchronisations (``syncs``): before some ops the host calls ``torch.cuda.synchronize()``
+and waits until the device has run everything issued before (every stream), so its issue
+time of what follows is exposed (``simulator.engine.kernels.schedule_synced``); the call
+itself costs one eager op. ``Plan.sync_each_layer`` (DeepSpeed activation checkpointing's
+``synchronize_checkpoint_boundary``, GPT-NeoX's ``synchronize-each-layer``:
+``deepspeed/runtime/activation_checkpointing/checkpointing.py`` v0.8.0,
+``CheckpointFunction.forward`` synchronises before and after the checkpointed block's forward,
+``.backward`` before its recomputation and after its backward) and ``Plan.sync_each_pass``
+(``deepspeed/utils/timer.py`` v0.3.13-v0.6.3: ``SynchronizedWallClockTimer.Timer.start`` and
+``stop`` call ``torch.cuda.synchronize()``, and the engine's ``wall_clock_breakdown`` timers
+start and stop around each micro-batch's forward, backward and step; its ``ThroughputTimer``
+synchronises as each micro-batch's forward starts, every version): a micro-batch then starts
+with the device idle, the host issuing its first op while the device waits.
+
+Not modelled: the loss's ``.item()`` and other synchronisations at the step's end (a step
+starts with host and device both idle, ``simulator.schedule.step``: the same thing); the CUDA
+launch queue's depth (the host never stalls on a full queue); host threads of
 several GPUs contending for one CPU; backward hooks' Python cost (DDP, FSDP).
 """
 from __future__ import annotations
@@ -37,7 +51,7 @@ import numpy as np
 from hardware_specs.spec import DeviceClass, DeviceSpec
 from simulator.errors import PlanError
 from simulator.graph.lower import Lowered
-from simulator.graph.op import OpKind
+from simulator.graph.op import OpKind, Phase
 from simulator.plan.step import Fusion, Optimizer, OptimizerImpl, Plan
 
 # What a CUDA graph saves on the device per kernel: NVIDIA, "Getting Started with CUDA Graphs"
@@ -142,9 +156,44 @@ def costs(lowered: Lowered, device: DeviceSpec,
         fixed[lowered.fn == fn] = own
     if serial(device):
         return host, np.zeros(n)
+    host += syncs(lowered, device, plan) * host_per_op(device)   # the synchronize() call
     if graphs:
         fixed = np.maximum(fixed - GRAPH_SAVES_S, 0.0)
     return fixed * launches, host
+
+
+def syncs(lowered: Lowered, device: DeviceSpec, plan: Plan | None = None) -> np.ndarray:
+    """Bool per op: the host synchronises with the device before issuing it (all False on a
+    CPU, whose host is the device, and without the plan's sync fields).
+
+    ``sync_each_layer``: at each boundary of a checkpointed layer's work on the compute stream,
+    in issue order: its forward's first op and the op after its forward, its backward's first
+    op (the recomputation) and the op after its backward (a layer's recomputation and backward
+    are one block). ``sync_each_pass``: before the first op of the forward, of the backward
+    (recomputation included) and of the optimizer step."""
+    n = len(lowered)
+    out = np.zeros(n, dtype=np.bool_)
+    if plan is None or serial(device) or not (plan.sync_each_layer or plan.sync_each_pass):
+        return out
+    compute = np.flatnonzero(~((lowered.kind == OpKind.COLLECTIVE) & (lowered.nbytes > 0)))
+    if not len(compute):
+        return out
+    phase = lowered.phase[compute]
+    backward = np.isin(phase, (int(Phase.BACKWARD), int(Phase.RECOMPUTE)))
+    if plan.sync_each_pass:
+        for mask in (phase == int(Phase.FORWARD), backward, phase == int(Phase.OPTIMIZER)):
+            if mask.any():
+                out[compute[np.argmax(mask)]] = True
+    if plan.sync_each_layer:
+        layer = lowered.layer[compute]
+        checkpointed = np.isin(layer, np.unique(lowered.layer[lowered.phase ==
+                                                              int(Phase.RECOMPUTE)]))
+        block = np.where(phase == int(Phase.FORWARD), 0, np.where(backward, 1, 2))
+        checkpointed &= (layer >= 0) & (block < 2)   # the update is no checkpointed block
+        change = np.r_[True, (layer[1:] != layer[:-1]) | (block[1:] != block[:-1])]
+        edge = change & (checkpointed | np.r_[False, checkpointed[:-1]])
+        out[compute[edge]] = True
+    return out
 
 
 def host_per_op(device: DeviceSpec) -> float:
@@ -162,6 +211,8 @@ def release(issue_s: np.ndarray, device: DeviceSpec, plan: Plan | None = None) -
     if plan is not None and plan.graphs or not len(issue_s):
         return np.zeros(len(issue_s))
     issued = np.cumsum(issue_s)
+    if plan is not None and plan.sync_each_pass:
+        return issued   # the micro-batch starts with a synchronisation: no op issued ahead
     return issued - issued[0]
 
 
@@ -184,4 +235,4 @@ def note(lowered: Lowered, time_s: np.ndarray, per_micro: np.ndarray, device: De
 
 
 __all__ = ["COMPILED_HOST_FRACTION", "GRAPH_SAVES_S", "costs", "host_per_op",
-           "implementation", "note", "optimizer_launches", "release", "serial"]
+           "implementation", "note", "optimizer_launches", "release", "serial", "syncs"]

@@ -67,6 +67,35 @@ def schedule_issued(indptr, indices, duration, stream, n_streams, release):
 
 
 @njit(cache=True)
+def schedule_synced(indptr, indices, duration, stream, n_streams, release, sync):
+    """``schedule_issued`` with host synchronisations (``simulator.cost.host.syncs``): before
+    issuing op ``i`` with ``sync[i]`` (bool) True the host waits until every op before it in
+    issue order (all streams) has ended, so the host's time from then on is shifted by the
+    wait: op ``i``'s issue time is ``release[i]`` plus the largest wait so far, the wait at
+    ``i`` being (the latest end before ``i``) - ``release[i - 1]`` (when the host had issued
+    op ``i - 1``). With ``sync`` all False this is ``schedule_issued``, bit for bit.
+    Returns float64 ``(start, end)``.
+    """
+    n = duration.shape[0]
+    start = np.empty(n, dtype=np.float64)
+    end = np.empty(n, dtype=np.float64)
+    free = np.zeros(n_streams, dtype=np.float64)
+    shift = 0.0
+    last = 0.0
+    for i in range(n):
+        if sync[i] and i > 0 and last - release[i - 1] > shift:
+            shift = last - release[i - 1]
+        ready = max(free[stream[i]], release[i] + shift)
+        for e in range(indptr[i], indptr[i + 1]):
+            ready = max(ready, end[indices[e]])
+        start[i] = ready
+        end[i] = ready + duration[i]
+        free[stream[i]] = end[i]
+        last = max(last, end[i])
+    return start, end
+
+
+@njit(cache=True)
 def critical_path(indptr, indices, duration):
     """Longest path through the DAG, weighting each op by its ``duration`` (>= 0).
 

@@ -40,6 +40,26 @@ def schedule_issued(indptr, indices, duration, stream, n_streams, release):
     return np.array(start, dtype=np.float64), np.array(end, dtype=np.float64)
 
 
+def schedule_synced(indptr, indices, duration, stream, n_streams, release, sync):
+    ptr, ind, dur, on = indptr.tolist(), indices.tolist(), duration.tolist(), stream.tolist()
+    rel, wait = release.tolist(), np.asarray(sync, dtype=np.bool_).tolist()
+    n = len(dur)
+    start, end, free = [0.0] * n, [0.0] * n, [0.0] * n_streams
+    shift = last = 0.0
+    for i in range(n):
+        if wait[i] and i > 0 and last - rel[i - 1] > shift:
+            shift = last - rel[i - 1]
+        ready = free[on[i]]
+        ready = max(ready, rel[i] + shift)
+        for e in range(ptr[i], ptr[i + 1]):
+            ready = max(ready, end[ind[e]])
+        start[i] = ready
+        end[i] = ready + dur[i]
+        free[on[i]] = end[i]
+        last = max(last, end[i])
+    return np.array(start, dtype=np.float64), np.array(end, dtype=np.float64)
+
+
 def critical_path(indptr, indices, duration):
     ptr, ind, dur = indptr.tolist(), indices.tolist(), duration.tolist()
     n = len(dur)
@@ -83,4 +103,5 @@ def liveness(indptr, indices, edge_output, start, end, out_bytes, keep_bytes, co
     return int(live[j]), float(times[order[j]]), out_free, keep_free
 
 
-__all__ = ["critical_path", "liveness", "roofline", "schedule", "schedule_issued"]
+__all__ = ["critical_path", "liveness", "roofline", "schedule", "schedule_issued",
+           "schedule_synced"]

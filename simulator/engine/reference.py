@@ -44,6 +44,23 @@ def schedule_issued(indptr, indices, duration, stream, n_streams, release):
     return np.array(start, dtype=float), np.array(end, dtype=float)
 
 
+def schedule_synced(indptr, indices, duration, stream, n_streams, release, sync):
+    """The host waits at each sync for every op issued before it (all streams) to end."""
+    free = [0.0] * n_streams
+    start, end = [], []
+    shift = 0.0
+    for i, d in enumerate(duration):
+        if sync[i] and i > 0:
+            shift = max(shift, max(end) - float(release[i - 1]))
+        s = stream[i]
+        begin = max([free[s], float(release[i]) + shift] +
+                    [end[p] for p in _preds(indptr, indices, i)])
+        start.append(begin)
+        end.append(begin + float(d))
+        free[s] = end[-1]
+    return np.array(start, dtype=float), np.array(end, dtype=float)
+
+
 def critical_path(indptr, indices, duration):
     finish: list[float] = []
     via: list[int] = []

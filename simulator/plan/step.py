@@ -199,6 +199,19 @@ class Plan:
         "help": "the update's implementation: single (a for-loop over tensors), foreach, "
                 "fused (fused=True, Apex FusedAdam); default as PyTorch: foreach on a GPU, "
                 "single on a CPU"})
+    # Host synchronisations inside the step (simulator.cost.host.syncs): the host waits
+    # (torch.cuda.synchronize) until the device has run everything issued, so its issue time
+    # of what follows is exposed. Both off by default, as in DeepSpeed (its activation
+    # checkpointing's synchronize_checkpoint_boundary and its wall_clock_breakdown default to
+    # false: deepspeed/runtime/activation_checkpointing/config.py, runtime/constants.py).
+    sync_each_layer: bool = field(default=False, metadata={
+        "help": "a device synchronisation at each checkpointed layer's forward and backward "
+                "boundaries (DeepSpeed's synchronize_checkpoint_boundary, GPT-NeoX "
+                "synchronize-each-layer); needs recompute = full"})
+    sync_each_pass: bool = field(default=False, metadata={
+        "help": "a device synchronisation as each micro-batch's forward, backward and the "
+                "optimizer step start (timers that synchronise: DeepSpeed's "
+                "wall_clock_breakdown before v0.6.4, its throughput timer)"})
     step_overhead_ms: float = field(default=0.0, metadata={
         "metavar": "MS", "help": "milliseconds per step outside the step's graph (data "
                                  "loading, logging, the loss's .item(), LR scheduler)"})
@@ -216,9 +229,17 @@ class Plan:
         object.__setattr__(self, "precision", _enum(Precision, self.precision, "precision"))
         object.__setattr__(self, "recompute", _enum(Recompute, self.recompute, "recompute"))
         object.__setattr__(self, "optimizer", _enum(Optimizer, self.optimizer, "optimizer"))
-        for name in ("grad_clip", "fp32_grads", "graphs", "channels_last"):
+        for name in ("grad_clip", "fp32_grads", "graphs", "channels_last", "sync_each_layer",
+                     "sync_each_pass"):
             if not isinstance(getattr(self, name), bool):
                 raise PlanError(f"{name} = {getattr(self, name)!r} must be true or false")
+        if self.sync_each_layer and self.recompute is not Recompute.FULL:
+            raise PlanError(f"sync_each_layer = true synchronises at checkpointed layers: it "
+                            f"needs recompute = full, not {self.recompute.value} (--recompute "
+                            "full, or drop --sync-each-layer)")
+        if self.graphs and (self.sync_each_layer or self.sync_each_pass):
+            raise PlanError("graphs = true cannot capture a device synchronisation: drop "
+                            "--sync-each-layer / --sync-each-pass or --graphs")
         positive(self.micro_batch, "micro_batch", maximum=MAX_BATCH)
         gb = self.global_batch
         if gb is not None:

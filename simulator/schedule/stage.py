@@ -12,9 +12,10 @@ import numpy as np
 
 from hardware_specs.cluster import ClusterSpec
 from hardware_specs.spec import DeviceSpec
-from simulator.cost.power import phase_clocks, scaled_times
 from simulator.cost.host import costs as host_costs
 from simulator.cost.host import release
+from simulator.cost.host import syncs as host_syncs
+from simulator.cost.power import phase_clocks, scaled_times
 from simulator.cost.roofline import op_costs
 from simulator.graph.collective import Axis
 from simulator.graph.lower import Lowered
@@ -45,6 +46,10 @@ class StageRun:
     # each op's time without the step's reduction beside it: how the first m - 1 micro-batches
     # run (``interfere``); None: ``time_s``
     alone_s: np.ndarray | None = None
+    # the host's issue times before any synchronisation and the ops it synchronises before
+    # (``simulator.cost.host.syncs``); None: no synchronisation in the step
+    issued: np.ndarray | None = None
+    sync: np.ndarray | None = None
 
     @property
     def per_micro(self) -> np.ndarray:
@@ -78,9 +83,17 @@ def price_stage(lowered: Lowered, forward: OpGraph, device: DeviceSpec,
         compute_s, time_s = scaled_times(compute_s, memory_s, time_s, clock)
     # the host issues the kernels in program order: none starts before it is issued
     issued = release(host_costs(lowered, device, plan)[1], device, plan)
-    start, end = engine(len(lowered)).schedule_issued(lowered.indptr, lowered.indices, time_s,
-                                                      streams(lowered), N_STREAMS, issued)
-    return StageRun(stage, forward, lowered, compute_s, memory_s, time_s, start, end, clock)
+    sync = host_syncs(lowered, device, plan)
+    kernels = engine(len(lowered))
+    if not sync.any():
+        start, end = kernels.schedule_issued(lowered.indptr, lowered.indices, time_s,
+                                             streams(lowered), N_STREAMS, issued)
+        return StageRun(stage, forward, lowered, compute_s, memory_s, time_s, start, end, clock)
+    # the host waits at each synchronisation until the device has run what it issued
+    start, end = kernels.schedule_synced(lowered.indptr, lowered.indices, time_s,
+                                         streams(lowered), N_STREAMS, issued, sync)
+    return StageRun(stage, forward, lowered, compute_s, memory_s, time_s, start, end, clock,
+                    issued=issued, sync=sync)
 
 
 def interfere(run: StageRun, device: DeviceSpec, on: bool = True,
@@ -104,6 +117,9 @@ def interfere(run: StageRun, device: DeviceSpec, on: bool = True,
     low, kernels = run.lowered, engine(len(run.lowered))
 
     def again(time_s):
+        if run.sync is not None:   # the waits at the synchronisations grow with the kernels
+            return kernels.schedule_synced(low.indptr, low.indices, time_s, on_stream,
+                                           N_STREAMS, run.issued, run.sync)
         return kernels.schedule_issued(low.indptr, low.indices, time_s, on_stream, N_STREAMS,
                                        run.start)
 
