@@ -235,6 +235,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         result.notes.append(format_note)
     if streamed is not None:
         result.notes.append(streamed.note(device))
+    if precision.stack_note(device):   # no framework trains on it (an FPGA)
+        result.notes.append(precision.stack_note(device))
     if plan.attention is Attention.FUSED and attention.note(device):
         result.notes.append(attention.note(device))
     host_note = host.note(run.lowered, run.time_s, run.per_micro, device, plan)

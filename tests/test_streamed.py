@@ -93,3 +93,13 @@ def test_snapdragon_16bit_is_refused_in_one_line(precision, capsys):
     assert "choose fp32" in err
     assert main(["predict", "gpt2-small", "--device", "snapdragon-8g3", "--precision",
                  "fp32", "--micro-batch", "1"]) == 0
+
+
+@pytest.mark.parametrize("device", ["alveo-u280", "alveo-u250", "versal-vck5000"])
+def test_an_fpga_prediction_says_no_framework_trains_on_it(device):
+    result = simulate("gpt2-small", device, micro_batch=1, precision="fp32")
+    notes = [n for n in result.notes if "no released framework trains on it" in n]
+    assert len(notes) == 1 and notes[0].startswith(f"{device} is an FPGA")
+    assert "Vitis AI runs inference only" in notes[0]
+    assert not any("no released framework" in n
+                   for n in simulate("gpt2-small", "a100", micro_batch=1).notes)

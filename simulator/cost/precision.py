@@ -26,7 +26,7 @@ case (docs/model.md, "Precision a device lacks"):
 """
 from __future__ import annotations
 
-from hardware_specs.spec import FALLBACK
+from hardware_specs.spec import FALLBACK, DeviceClass
 from simulator.errors import PlanError
 from simulator.graph.op import DType
 
@@ -59,4 +59,24 @@ def check(device, plan) -> str | None:
             f"runs its matmuls at {where} ({rate:.4g} TFLOP/s), which MFU is measured against")
 
 
-__all__ = ["check"]
+def stack_note(device) -> str | None:
+    """A note where no released framework trains on ``device`` at all (an FPGA), so that the
+    prediction reads as the what-if of a custom design it is; None elsewhere.
+
+    FPGAs: PyTorch, JAX and TensorFlow have no FPGA backend, and AMD's Vitis AI (Alveo, Versal)
+    compiles and runs inference only; training on one is a custom HLS/OpenCL/RTL design. The
+    published research designs reach a large fraction of their own peak on GEMM-shaped
+    training: a bfloat16 systolic-array MLP trainer in OpenCL, 5 TFLOP/s and "over 90 % of the
+    peak efficiency during training" on a mid-range FPGA (BFLOAT MLP Training Accelerator for
+    FPGAs, ReConFig 2019, doi:10.1109/RECONFIG48160.2019.8994798), so hwsim keeps the class
+    prior on the device's DSP-derived peak and says what it is."""
+    if device.device_class is not DeviceClass.FPGA:
+        return None
+    return (f"{device.name} is an FPGA: no released framework trains on it (PyTorch, JAX and "
+            "TensorFlow have no FPGA backend; AMD's Vitis AI runs inference only), so this is "
+            "the what-if of a custom HLS/RTL training design at its DSP-derived peak times the "
+            "class prior (research designs report up to 90 % of their own peak on MLP "
+            "training: ReConFig 2019, doi:10.1109/RECONFIG48160.2019.8994798)")
+
+
+__all__ = ["check", "stack_note"]
