@@ -155,6 +155,12 @@ def step_plan(row: dict[str, str]) -> Plan:
     fields["attention_kernel"] = row["attention_kernel"] or "auto"   # as the run used
     fields["optimizer_impl"] = row["optimizer_impl"] or None   # None: PyTorch's default
     fields["global_batch"] = int(row["global_batch"]) if row["global_batch"] else None
+    # the host's synchronisations inside the step (column host_syncs, space-separated:
+    # layer = Plan.sync_each_layer, pass = Plan.sync_each_pass; absent or empty: none)
+    syncs = (row.get("host_syncs") or "").split()
+    if set(syncs) - {"layer", "pass"}:
+        raise ValueError(f"{row['run_id']}: host_syncs {row['host_syncs']!r}: layer, pass")
+    fields["sync_each_layer"], fields["sync_each_pass"] = "layer" in syncs, "pass" in syncs
     return Plan(grad_clip=_flag(row["grad_clip"]), fp32_grads=_flag(row["fp32_grads"]), **fields)
 
 

@@ -135,6 +135,19 @@ class ParallelPlan:
     overlap_grad_reduce: bool = field(default=True, metadata={
         "help": "reduce data-parallel gradients after the whole backward, not during it "
                 "(Megatron-LM before --overlap-grad-reduce)"})
+    # ZeRO 1-2 (Megatron-LM's distributed optimizer): the all-gather of the updated weights
+    # issued by the next step's forward, each layer's before the layer runs, on the
+    # data-parallel stream while earlier layers compute (Megatron-LM --overlap-param-gather:
+    # megatron/core/distributed/param_and_grad_buffer.py, finish_param_sync waits for a
+    # bucket's gather in the module's forward pre-hook and dispatches the next bucket's;
+    # simulator.parallel.data). Default False as Megatron-LM's (DistributedDataParallelConfig
+    # .overlap_param_gather = False, megatron/core/distributed/
+    # distributed_data_parallel_config.py at d98e8a64dd); NeMo's recipes set it True
+    # (nemo/collections/llm/recipes/{mixtral_8x7b,mixtral_8x22b,gpt3_175b,llama31_70b}.py at
+    # NVIDIA/NeMo 8cfedd7, their DistributedDataParallelConfig). Nothing else reads it.
+    overlap_param_gather: bool = field(default=False, metadata={
+        "help": "ZeRO 1-2: all-gather the updated weights during the next step's forward, "
+                "each layer's before it runs (Megatron-LM --overlap-param-gather)"})
     # A tensor-parallel backward collective overlaps the weight-gradient GEMMs of the linears
     # whose input gradient it reduces (Megatron-LM's asynchronous tensor-parallel all-reduce,
     # on by default; --no-async-tensor-model-parallel-allreduce turns it off). False: it waits
