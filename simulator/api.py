@@ -36,6 +36,7 @@ from simulator.report.figures import (
     system_flops,
 )
 from simulator.report.result import Result
+from simulator.schedule.ahead import paid_once
 from simulator.schedule.memory import stage_memory
 from simulator.schedule.stage import StageRun, interfere, price_stage
 from simulator.schedule.step import idle_s, step_time, throttled_j
@@ -144,8 +145,9 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     cache = _FRESH if cache is None else cache
     for stage in sorted(stages):
         unsplit, forward = cache.stage_forward(work, plan, parallel, stage, cluster)
-        runs.append(interfere(run_stage(forward, plan, parallel, device, cluster, stage, cache),
-                              device, parallel.comm_interference, parallel.comm_sms))
+        run = interfere(run_stage(forward, plan, parallel, device, cluster, stage, cache),
+                        device, parallel.comm_interference, parallel.comm_sms)
+        runs.append(paid_once(run, device, plan))
     step_s, bubble, pace = step_time(runs, parallel, m)
     step_s += plan.step_overhead_ms * 1e-3   # outside the step's graph: the devices idle
     run = runs[pace]

@@ -25,7 +25,8 @@ from simulator.plan.step import Plan
 FORWARD_UNREAD = {
     Plan: ("global_batch", "recompute", "optimizer", "fusion", "grad_clip", "fp32_grads"),
     ParallelPlan: ("zero", "micro_batches", "overlap_grad_reduce", "overlap_tp_comm",
-                   "fused_grad_accumulation", "sharding", "fsdp_prefetch", "fsdp_version",
+                   "fused_grad_accumulation", "overlap_param_gather", "sharding",
+                   "fsdp_prefetch", "fsdp_version",
                    "fsdp_limit_all_gathers", "fsdp_reshard_after_forward", "shard_group",
                    "zero_prefetch_bucket", "zero_max_live", "zero_reduce_bucket",
                    "pipeline_engine", "comm_interference", "comm_sms"),

@@ -77,6 +77,7 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
         filled += step.op(name).params
     last = None
     reductions: dict[int, str] = {}   # layer -> the reduction of its gradients
+    ahead: list[Op] = []   # ZeRO 1-2's gathers issued by the next step's forward
     for bucket in buckets:
         first = step.op(bucket[0])
         params = sum(step.op(name).params for name in bucket)   # ``Task.UPDATE``'s params
@@ -117,15 +118,54 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
                 gather = collective(f"dp_all_gather:L{update.layer}", "all_gather",
                                     weights // shards, weights, 0, shards, Axis.DATA, update,
                                     phase=Phase.COMMUNICATION, local=shard_local)
-                step.add(gather, [name])
+                if parallel.overlap_param_gather:
+                    ahead.append(gather.evolve(extra=(*gather.extra, ("ahead", 1))))
+                else:
+                    step.add(gather, [name])
     # backward() returns only when every bucket is reduced (DDP's finalize_backward): no
     # update starts before the last reduction, issued last on the in-order stream, ends
     for name in updates:
         step.add_edge(last, name, nbytes=0)
+    if ahead:
+        _gather_ahead(step, ahead, {step.op(name).layer: name for name in updates})
     if zero == 3:
         # reductions deferred to the end of the backward (overlap False) hold no gather back
         _gather_weights(step, plan, shards, shard_local, parallel, reductions if overlap else {})
     return step
+
+
+def _gather_ahead(step: OpGraph, gathers: list[Op], updates: dict[int, str]) -> None:
+    """``ParallelPlan.overlap_param_gather`` (Megatron-LM --overlap-param-gather): each layer's
+    all-gather of its updated weights runs before the layer's first forward op that reads
+    them, in the forward's layer order, one after the other on the data-parallel stream, all
+    issued at the start (megatron/core/distributed/param_and_grad_buffer.py: the module's
+    forward pre-hook waits for its bucket's gather, then dispatches the next bucket's; the
+    host runs ahead of the device, so each is queued behind the previous one). The step is
+    periodic: the gathers of the previous step's update, overlapping this step's first
+    forward. They stay ``Phase.COMMUNICATION`` (once a step, not per micro-batch): what they
+    delay the forward by is paid once (``simulator.schedule.stage``: the first m - 1
+    micro-batches are timed without them). Per layer, not per bucket (Megatron-Core's buckets
+    hold max(40M, 1M x dp) parameters); a layer with no forward op reading weights keeps its
+    gather after its update."""
+    readers: dict[int, list[str]] = {}   # layer -> its forward ops owning weights, in order
+    for name in step.names():
+        op = step.op(name)
+        if op.phase is Phase.FORWARD and op.params:
+            readers.setdefault(op.layer, []).append(name)
+    by_layer = {gather.layer: gather for gather in gathers}
+    previous = None
+    for layer, names in readers.items():
+        gather = by_layer.pop(layer, None)
+        if gather is None:
+            continue
+        step.add(gather, [previous] if previous else [])
+        if previous:
+            step.issue_early(gather.name)
+        for name in names:
+            step.add_edge(gather.name, name, nbytes=0)
+        previous = gather.name
+    for layer, gather in by_layer.items():   # no forward reader: after the update
+        step.add(gather, [updates[layer]])
 
 
 def add_tied_embedding_reduce(step: OpGraph, plan: Plan, local: int = 0) -> OpGraph:

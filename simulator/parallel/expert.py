@@ -206,7 +206,8 @@ def reduce_expert_gradients(step: OpGraph, replicas: int, ep: int, stride: int,
         # bucket of several layers (DeepSpeed's) or ZeRO-3's prefetched gather is left whole
         sources = {step.op(src).layer for src in step.inputs(name)}
         layer = op.layer
-        if sources != {layer}:
+        # a gather the next step's forward issues (``ahead``) follows the previous layer's
+        if sources != {layer} and not facts.get("ahead"):
             continue
         share = experts.get(layer, 0)
         if not share:

@@ -1,0 +1,57 @@
+"""Step collectives that delay the first micro-batch only: the weight all-gathers of
+Megatron-LM's ``--overlap-param-gather`` (``ParallelPlan.overlap_param_gather``,
+``simulator.parallel.data``).
+
+The engine schedules one micro-batch and the step's tail (``simulator.schedule.stage``); the
+step is ``(m - 1) t + t_last`` (``simulator.schedule.step``). The gathers that the next step's
+forward issues are step collectives (``Phase.COMMUNICATION``) that the graph's forward ops
+wait for: what they delay the forward by belongs in ``t_last`` once, not in ``t``, the time
+of each of the other m - 1 micro-batches. ``paid_once`` times ``t`` without them: the same
+graph scheduled again with the gathers taking no time (and, where ``interfere`` timed the
+micro-batches alone, with those times).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from hardware_specs.spec import DeviceSpec
+from simulator.cost.host import costs as host_costs
+from simulator.cost.host import release
+from simulator.graph.lower import Lowered
+from simulator.graph.op import Phase
+from simulator.schedule.stage import N_STREAMS, StageRun, streams
+
+
+def ahead(lowered: Lowered) -> np.ndarray:
+    """Mask of the step collectives (``Phase.COMMUNICATION``) an op of every micro-batch
+    waits for."""
+    phase = lowered.phase
+    micro = (phase != Phase.OPTIMIZER) & (phase != Phase.COMMUNICATION)
+    readers = np.repeat(np.arange(len(lowered)), np.diff(lowered.indptr))
+    mask = np.zeros(len(lowered), dtype=bool)
+    feeds = micro[readers] & (phase[lowered.indices] == Phase.COMMUNICATION)
+    mask[lowered.indices[feeds]] = True
+    return mask
+
+
+def paid_once(run: StageRun, device: DeviceSpec, plan=None) -> StageRun:
+    """``run`` with its micro-batch time taken without the step collectives the forward waits
+    for (``ahead``); ``run`` itself when it has none."""
+    from simulator.engine.dispatch import engine
+
+    low = run.lowered
+    early = ahead(low)
+    if not early.any():
+        return run
+    time_s = np.array(run.alone_s if run.alone_s is not None else run.time_s, dtype=float)
+    time_s[early] = 0.0
+    issued = release(host_costs(low, device, plan)[1], device, plan)
+    _, end = engine(len(low)).schedule_issued(low.indptr, low.indices, time_s, streams(low),
+                                              N_STREAMS, issued)
+    micro = run.per_micro
+    return replace(run, micro_s=float(end[micro].max()))
+
+
+__all__ = ["ahead", "paid_once"]

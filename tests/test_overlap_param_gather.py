@@ -1,0 +1,109 @@
+"""ParallelPlan.overlap_param_gather (Megatron-LM --overlap-param-gather): ZeRO 1-2's
+all-gathers of the updated weights run during the next step's forward, each layer's before
+the layer (simulator.parallel.data._gather_ahead), paid once a step
+(simulator.schedule.ahead)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from simulator import ParallelPlan, simulate
+from simulator.graph.op import OpKind, Phase
+from workloads.zoo import get_workload
+
+# 16 GPUs in two DGX H100 nodes over 25 GB/s per GPU: gathers long enough to matter
+COMMON = dict(num_devices=16, micro_batch=1, precision="bf16", attention="fused")
+
+
+def _dense(layers=4):
+    return replace(get_workload("llama2-7b").with_layers(layers), seq_len=1024)
+
+
+def _run(work, overlap, **plan):
+    return simulate(work, "h100", overlap_param_gather=overlap, **{**COMMON, **plan})
+
+
+def _gathers(result):
+    ops = result.ops
+    return ops[(ops.kind == "collective") & ops.name.str.startswith("dp_all_gather")]
+
+
+def test_default_is_megatrons():
+    """Megatron-LM's DistributedDataParallelConfig.overlap_param_gather defaults to False."""
+    assert ParallelPlan().overlap_param_gather is False
+
+
+@pytest.mark.parametrize("global_batch", [16, 64])
+def test_overlap_hides_behind_the_forward_only(global_batch):
+    """Overlapped, the gathers hide behind the forward at most: the step is shorter by no more
+    than one micro-batch's forward, and no shorter than the gathers themselves (one stream);
+    each other micro-batch keeps its time (the delay is paid once)."""
+    work = _dense()
+    off = _run(work, False, zero=1, global_batch=global_batch)
+    on = _run(work, True, zero=1, global_batch=global_batch)
+    forward = on.ops[on.ops.phase == "forward"].time_s.sum()
+    gathers = _gathers(on).time_s.sum()
+    assert gathers > 0
+    assert on.step_time_s < off.step_time_s
+    assert off.step_time_s - on.step_time_s <= forward * 1.001
+    assert on.step_time_s >= gathers
+    # the same but for the host's cost of issuing the gathers (a few microseconds)
+    assert on.parallel["micro_batch_s"] == pytest.approx(off.parallel["micro_batch_s"],
+                                                         rel=1e-3)
+
+
+def test_each_layer_waits_for_its_own_gather():
+    """Every forward op owning weights starts after its layer's gather ends; the gathers run
+    in the forward's layer order, before any update."""
+    on = _run(_dense(3), True, zero=1, global_batch=16)
+    ops = on.ops
+    gathers = _gathers(on)
+    ends = dict(zip(gathers.layer, gathers.end_s))
+    assert set(ends) >= {0, 1, 2}
+    forward = ops[(ops.phase == "forward") & (ops.kind == "matmul")]
+    for layer, start in zip(forward.layer, forward.start_s):
+        assert start >= ends[layer] - 1e-12
+    updates = ops[ops.phase == "optimizer"]
+    assert gathers.start_s.max() < updates.start_s.min()
+    assert all(gathers.phase == "communication")
+
+
+def test_no_effect_without_the_distributed_optimizer():
+    """ZeRO 0 (all-reduce, no gather) and ZeRO 3 (gathers per unit) ignore the field."""
+    work = _dense(2)
+    for zero in (0, 3):
+        off = _run(work, False, zero=zero, global_batch=16)
+        on = _run(work, True, zero=zero, global_batch=16)
+        assert on.step_time_s == off.step_time_s
+
+
+def test_without_overlap_the_gathers_follow_the_update():
+    """The default: each gather waits for its layer's update (after the whole backward)."""
+    off = _run(_dense(2), False, zero=1, global_batch=16)
+    ops = off.ops
+    updates = ops[ops.phase == "optimizer"]
+    assert _gathers(off).start_s.min() >= updates.end_s.min()
+
+
+def test_experts_gathers_split_and_overlapped():
+    """With ep the experts' share of each gather runs over their expert-data-parallel group
+    (simulator.parallel.expert.reduce_expert_gradients) also ahead of the forward."""
+    work = replace(get_workload("mixtral-8x7b").with_layers(2), seq_len=1024)
+    on = simulate(work, "h100", num_devices=16, micro_batch=1, global_batch=32,
+                  precision="bf16", ep=8, zero=1, overlap_param_gather=True)
+    ops = on.ops
+    experts = ops[ops.name.str.contains(r"dp_all_gather:L\d+:experts")]
+    assert len(experts) == 2
+    first_expert_gemm = ops[(ops.kind == "matmul") & ops.name.str.contains("expert_gate_proj")
+                            & (ops.phase == "forward")]
+    for layer, start in zip(first_expert_gemm.layer, first_expert_gemm.start_s):
+        assert start >= float(experts[experts.layer == layer].end_s.iloc[0]) - 1e-12
+    off = simulate(work, "h100", num_devices=16, micro_batch=1, global_batch=32,
+                   precision="bf16", ep=8, zero=1)
+    assert on.step_time_s < off.step_time_s
+
+
+def test_phase_and_kind_names_used_here_exist():
+    assert Phase.COMMUNICATION.name.lower() == "communication"
+    assert OpKind.COLLECTIVE.name.lower() == "collective"
