@@ -91,6 +91,22 @@ class Outcome:
     def error(self) -> float:
         return self.predicted / self.measured - 1
 
+    @property
+    def source(self) -> str:
+        """Where the row was published (``SOURCES``, by the run id's first word)."""
+        head = self.run_id.split("-")[0]
+        return SOURCES.get(head, head)
+
+
+#: The publication behind each row, by its run id's first word: the report groups the rows by
+#: it too, so that one large table (llm-foundry's 216 runs) cannot hide a family that is off.
+SOURCES = {
+    "foundry": "llm-foundry (MPT, FSDP)", "pythia": "Pythia (GPT-NeoX)", "nemo": "NeMo",
+    "megatron21": "Megatron-LM 2021", "korthikanti22": "Megatron-LM 2022",
+    "megatron": "Megatron-Core", "smith22": "MT-NLG (DeepSpeed)", "dao": "FlashAttention GPT",
+    "dao23": "FlashAttention-2 GPT", "lambda": "Lambda ResNet-50",
+}
+
 
 def load_rows(path: Path = ROWS_CSV) -> list[dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as file:
@@ -261,13 +277,16 @@ def stats(errors: list[float]) -> dict[str, float]:
 
 
 def summary(results) -> list[dict]:
-    """Per set, then per device family within it: hwsim's figures and the baseline's."""
+    """Per set, then per device family and per source within it: hwsim's figures and the
+    baseline's."""
     mfu = baseline_mfu(results)
     table = []
     for name in SETS:
         members = [o for o in results if o.set == name]
         groups = [("all", members)] + [(f, [o for o in members if o.family == f])
                                        for f in sorted({o.family for o in members})]
+        groups += [(f"source: {source}", [o for o in members if o.source == source])
+                   for source in sorted({o.source for o in members})]
         for group, chosen in groups:
             table.append({"set": name, "family": group,
                           "hwsim": stats([o.error for o in chosen]),
