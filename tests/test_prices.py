@@ -59,6 +59,27 @@ def test_catalogue_prices_are_cited_and_plausible():
     assert hourly >= 18 and bought >= 24
 
 
+def test_every_device_without_a_price_says_so(capsys):
+    """Each catalogue spec without an on-demand price says none was cited (or that the device
+    is not rented), each without a purchase price that none was cited or that it is not sold,
+    and 'hwsim devices' shows both figures or 'none cited' on every device's row."""
+    for path in sorted(DEVICES.glob("*.toml")):
+        spec, text = load_device(str(path)), path.read_text().replace("\n# ", " ")
+        if spec.price_per_hour_usd is None:
+            assert re.search(r"no (cited )?(public )?on-demand price", text, re.I), path.name
+        if spec.purchase_usd is None:
+            assert re.search(r"no (cited )?purchase price|not sold", text, re.I), path.name
+    assert main(["devices"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "rent $4.00/h buy $17,349" in rows["a100-sxm4-80gb"]       # Oracle; HGX share
+    assert "rent $1.29/h buy $15,000" in rows["a100-pcie-40gb"]       # Lambda; list price
+    assert "rent none cited buy none cited" in rows["mi325x"]
+    assert "rent $1.20/h buy none cited" in rows["tpu-v5e"]          # Google; not sold
+    for path in DEVICES.glob("*.toml"):
+        assert re.search(r"rent (none cited|\$[\d.]+/h) buy (none cited|\$[\d,]+)",
+                         rows[path.stem]), path.stem
+
+
 def test_a_price_table_needs_a_figure():
     base = (DEVICES / "t4.toml").read_text()
     table = "\n[price]\n" + _price_table(DEVICES / "t4.toml")

@@ -461,10 +461,20 @@ def _devices(args) -> int:
         print(f"{name:16s} {d.device_class.value:11s} bf16 {d.peak_for(DType.BF16) / 1e12:7.1f} "
               f"TFLOP/s  fp32 {d.peak_for(DType.FP32) / 1e12:6.1f}  mem "
               f"{d.memory_bytes / 1e9:6.0f} GB at {d.memory_bandwidth_bytes_per_s / 1e9:6.0f} GB/s"
-              f"  TDP {d.tdp_w:.0f} W  {status_line(d)}")
+              f"  TDP {d.tdp_w:.0f} W  {_price_words(d)}  {status_line(d)}")
     print("per op class: measured (a cited kernel measurement), calibrated (hwsim calibrate), "
           "kernel-fit, prior (the class median), datasheet (the peak: optimistic), as-gemm")
+    print("prices: on-demand USD per device-hour and purchase USD, each cited in the spec's "
+          "[price] comments; 'none cited' where no citable figure was found (or the device "
+          "is not sold or rented): give --price-per-hour DEVICE=USD or --set purchase_usd=USD")
     return 0
+
+
+def _price_words(device) -> str:
+    """``rent $4.00/h buy $17,349``, with 'none cited' for a price the spec does not give."""
+    rent, buy = device.price_per_hour_usd, device.purchase_usd
+    return (f"rent {'none cited' if rent is None else f'${rent:.2f}/h'} "
+            f"buy {'none cited' if buy is None else f'${buy:,.0f}'}")
 
 
 def entry() -> None:
