@@ -297,3 +297,23 @@ def test_fsdp2_copies_each_gather_out_on_the_compute_stream():
         assert low.bytes_read[c] == low.bytes_written[c] == low.bytes_written[g]
         assert streams(low)[c] == 0
     assert two.step_time_s > one.step_time_s
+
+
+def test_deepspeed_2021_copies_each_gather_out_per_rank_after_a_sync():
+    """v0.3.13's list all-gather: ProcessGroupNCCL copies the flat buffer out to each of the
+    dp outputs (dp launches on the data-parallel stream, each with the kernel's fixed cost),
+    and the host synchronises before each gather; today's DeepSpeed gathers in place."""
+    from hardware_specs.loader import load_device
+    from simulator.cost import host
+    from simulator.schedule.stage import streams
+    a100 = load_device(A100)
+    r = _run(zero=3, sharding="deepspeed-2021", comm_interference=False)
+    low = r.lowered
+    copies = np.flatnonzero(low.fn == "nccl_copy_out")
+    assert len(copies) == len(_gathers(r))
+    assert np.all(streams(low)[copies] == 2) and np.all(low.tensors[copies] == 16)
+    assert np.all(r.times["time_s"][copies] >= 16 * a100.op_overhead_s)
+    marks = host.syncs(low, a100, None)
+    assert set(np.flatnonzero(marks)) == {int(low.indices[low.indptr[i]]) for i in copies}
+    now = _run(zero=3, sharding="deepspeed", comm_interference=False)
+    assert not np.any(now.lowered.fn == "nccl_copy_out")

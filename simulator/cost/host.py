@@ -81,6 +81,10 @@ TENSORS_PER_LAUNCH = {OptimizerImpl.FOREACH: 48, OptimizerImpl.FUSED: 36}
 # calls over every tensor, and the step increment. _fused_adamw: _foreach_add_ of the
 # (device) steps and _fused_adamw_: 2 calls. SGD (_single_tensor_sgd): grad.add(param),
 # buf.mul_().add_(), param.add_(): 4 kernels; _fused_sgd_: 1.
+#: ``Op.fn`` of the copies out of a list all-gather (``simulator.parallel.data.nccl_copy_out``:
+#: ``tensors`` copies, each a kernel launched from C++, a dispatch without the module call and
+#: the autograd node: ``COMPILED_HOST_FRACTION`` of an eager op's host cost).
+COPY_OUT = "nccl_copy_out"
 UPDATE_LINES = {Optimizer.ADAMW: (8, 1), Optimizer.ADAM: (8, 1), Optimizer.SGD: (4, 0)}
 FUSED_LINES = {Optimizer.ADAMW: 2, Optimizer.ADAM: 2, Optimizer.SGD: 1}
 
@@ -150,6 +154,10 @@ def costs(lowered: Lowered, device: DeviceSpec,
         host[updates] = calls_s
         launches[updates] = kernels
         host[np.argmax(updates)] += device.step_overhead_s  # the step's fixed framework cost
+    copies = lowered.fn == COPY_OUT
+    if copies.any():   # launched from C++ (ProcessGroupNCCL), one copy per output tensor
+        launches[copies] = lowered.tensors[copies]
+        host[copies] = lowered.tensors[copies] * COMPILED_HOST_FRACTION * host_per_op(device)
     fixed = np.full(n, float(device.op_overhead_s))   # each kernel's fixed cost on the device
     for fn, own in device.function_overhead_s.items():  # a function's own per-call cost
         host[lowered.fn == fn] = own
@@ -173,7 +181,13 @@ def syncs(lowered: Lowered, device: DeviceSpec, plan: Plan | None = None) -> np.
     (recomputation included) and of the optimizer step."""
     n = len(lowered)
     out = np.zeros(n, dtype=np.bool_)
-    if plan is None or serial(device) or not (plan.sync_each_layer or plan.sync_each_pass):
+    if serial(device):
+        return out
+    # DeepSpeed 2021's list all-gathers: torch.cuda.synchronize() before each
+    # (partition_parameters._allgather_param, v0.3.13), the gather each copy-out reads first
+    for i in np.flatnonzero(lowered.fn == COPY_OUT):
+        out[lowered.indices[lowered.indptr[i]]] = True
+    if plan is None or not (plan.sync_each_layer or plan.sync_each_pass):
         return out
     compute = np.flatnonzero(~((lowered.kind == OpKind.COLLECTIVE) & (lowered.nbytes > 0)))
     if not len(compute):

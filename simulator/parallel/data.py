@@ -347,6 +347,7 @@ def _gather_weights(step: OpGraph, plan: Plan, shards: int, local: int,
     # stream before the unit runs (foreach_all_gather_copy_out: split_with_sizes_copy, a read
     # and a write of the unit's weights); its output is the gathered weights memory counts
     copy_out = not deepspeed and parallel.fsdp_version == 2
+    synchronous = parallel.sharding is Sharding.DEEPSPEED_2021
     # the backward's gathers come after the forward is done with the weights they replace
     forward_end = [forward_uses[-1].readers[-1]] if forward_uses else []
     previous = None
@@ -366,6 +367,9 @@ def _gather_weights(step: OpGraph, plan: Plan, shards: int, local: int,
         if previous or deps:
             step.issue_early(gather.name)
         ready = gather.name
+        if synchronous:   # DeepSpeed 2021: the list all-gather's copies out, one per rank
+            ready = step.add(nccl_copy_out(gather.name, index, first, plan, nbytes, shards,
+                                           phase), [gather.name])
         if copy_out:   # FSDP2: each parameter copied out of the gathered buffer
             ready = step.add(Op(name=f"fsdp2_copy_out:{index}:L{first.layer}",
                                 kind=OpKind.ELEMENTWISE, phase=phase, dtype=plan.formats.weight,
@@ -374,6 +378,26 @@ def _gather_weights(step: OpGraph, plan: Plan, shards: int, local: int,
         for reader in use.readers:
             step.add_edge(ready, reader, nbytes=0)
         previous = gather.name
+
+
+#: ``Op.fn`` of the copies out of a list all-gather (``nccl_copy_out``).
+NCCL_COPY_OUT = "nccl_copy_out"
+
+
+def nccl_copy_out(gather: str, index: int, first: Op, plan: Plan, nbytes: int, ranks: int,
+                  phase: Phase) -> Op:
+    """The copies after a list all-gather of ``nbytes`` over ``ranks``: DeepSpeed v0.3.13's
+    ``partition_parameters._allgather_param`` all-gathers into a list of ``ranks`` views of
+    its buffer, and PyTorch's ProcessGroupNCCL (``allgather``, torch 1.8) gathers into a
+    flat buffer of its own and copies it out to each output tensor on the NCCL stream:
+    ``ranks`` copies (``tensors``; launches, ``simulator.cost.host``), reading and writing
+    the parameter once in all. Placed on the data-parallel stream
+    (``simulator.schedule.stage.streams``); the host synchronises before the gather
+    (``simulator.cost.host.syncs``: ``torch.cuda.synchronize()`` after the buffer's
+    ``torch.zeros``)."""
+    return Op(name=f"{NCCL_COPY_OUT}:{index}:L{first.layer}:{gather}", kind=OpKind.ELEMENTWISE,
+              phase=phase, dtype=plan.formats.weight, fn=NCCL_COPY_OUT, bytes_read=nbytes,
+              bytes_written=nbytes, param_tensors=ranks, layer=first.layer, block=first.block)
 
 
 def _uses(step: OpGraph, names: list[str], phases: tuple[Phase, ...],

@@ -143,10 +143,14 @@ def streams(lowered: Lowered) -> np.ndarray:
     """The stream each op runs on: 0 compute; 1 the tensor- and pipeline-parallel
     communicators; 2 the data-parallel one (separate NCCL communicators, each with its own
     stream, as in Megatron-LM and PyTorch DDP). A collective moving no bytes (the identity
-    half of Megatron's f) is a no-op in line with the compute."""
+    half of Megatron's f) is a no-op in line with the compute. The copies out of a list
+    all-gather (``simulator.parallel.data.nccl_copy_out``) run on the data-parallel one."""
     comm = (lowered.kind == OpKind.COLLECTIVE) & (lowered.nbytes > 0)
     data = lowered.axis == int(Axis.DATA)
-    return np.where(comm, np.where(data, 2, 1), 0).astype(np.int64)
+    on = np.where(comm, np.where(data, 2, 1), 0).astype(np.int64)
+    if lowered.fn is not None:   # a list all-gather's copies run on its NCCL stream
+        on[lowered.fn == "nccl_copy_out"] = 2
+    return on
 
 
 __all__ = ["N_STREAMS", "StageRun", "interfere", "price_stage", "streams"]
