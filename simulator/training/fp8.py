@@ -64,8 +64,20 @@ def fp8_gemms(step: OpGraph) -> list[str]:
     return [n for n in step.names() if _is_fp8(step.op(n))]
 
 
+#: GEMMs TE runs in fp8: its Linear modules' and GroupedLinear's (a mixture of experts'
+#: grouped expert GEMMs: transformer_engine/pytorch/module/grouped_linear.py at d0067d0da,
+#: ``_split_quantize`` of the inputs and of the output gradients, ``quantize_weight``'s cache
+#: under ``is_first_microbatch``), each expert's GEMM cast as a Linear's.
+LINEARS = frozenset({"linear", "grouped_linear"})
+
+
 def _is_fp8(op: Op) -> bool:
-    return op.kind is OpKind.MATMUL and op.dtype is DType.FP8 and op.fn == "linear"
+    return op.kind is OpKind.MATMUL and op.dtype is DType.FP8 and op.fn in LINEARS
+
+
+def _groups(op: Op) -> int:
+    """GEMMs ``op`` is: a grouped GEMM's experts (its m is per expert), else 1."""
+    return op.batch if op.fn == "grouped_linear" else 1
 
 
 def saved_bytes(op: Op, src: Op, plan: Plan) -> int | None:
@@ -74,7 +86,7 @@ def saved_bytes(op: Op, src: Op, plan: Plan) -> int | None:
     ``op`` is not an fp8 GEMM under ``plan``."""
     width = plan.formats.activation.bytes
     if (plan.formats.compute is not DType.FP8 or op.kind is not OpKind.MATMUL
-            or op.fn != "linear" or plan.formats.of(op.kind, op.block) is not DType.FP8):
+            or op.fn not in LINEARS or plan.formats.of(op.kind, op.block) is not DType.FP8):
         return None
     return src.out_bytes // width * _FP8
 
@@ -138,7 +150,7 @@ def _fused_norm(step: OpGraph, src: str, readers: list[str]) -> str | None:
 
 def _input_cast(step: OpGraph, src: str, readers: list[str], width: int) -> None:
     first = step.op(readers[0])
-    elements = first.m * first.k
+    elements = first.m * first.k * _groups(first)
     norm = _fused_norm(step, src, readers)
     if norm is not None:   # the norm writes fp8; a transpose makes the column-wise copy
         op = step.op(norm)
@@ -178,14 +190,14 @@ def _grad_cast(step: OpGraph, forward: str, readers: list[str], width: int) -> N
         if step.op(p).phase is Phase.BACKWARD and step.op(p).task is not Task.REGATHER
         and step.op(p).fn != CAST))
     first = step.op(readers[0])   # a data or weight gradient: the forward's m, n, k
-    elements = first.m * first.n
+    elements = first.m * first.n * _groups(first)
     _add(step, first, f"{CAST}:grad:{forward}", elements * width, 2 * elements * _FP8,
          Task.DATA_GRAD, Phase.BACKWARD, sources, readers)
 
 
 def _weight_cast(step: OpGraph, op: Op, width: int) -> None:
     """The weight's fp8 copy and its transpose, once per step, after its layer's update."""
-    elements = op.n * op.k
+    elements = op.n * op.k * _groups(op)
     update = f"optimizer:L{op.layer}"
     _add(step, op, f"{CAST}:weight:{op.name}", elements * width, 2 * elements * _FP8,
          Task.FORWARD, Phase.OPTIMIZER, [update] if update in step else [], [])
