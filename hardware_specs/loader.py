@@ -15,6 +15,7 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     fp8_matmul_efficiency = 0.7   # optional: fp8 GEMMs', default: matmul_efficiency
     fp32_matmul_efficiency = 0.9  # optional: fp32 GEMMs' (CUDA cores), default: matmul_efficiency
     conv_efficiency = 0.7         # optional, in (0, 1], default: matmul_efficiency
+    fp32_conv_efficiency = 1.0    # optional: fp32 convolutions', default: conv_efficiency
     attention_efficiency = 0.65   # optional (fused attention), in (0, 1], default: as conv
     vector_efficiency = 0.5       # optional, in (0, 1], default 1.0
     optimizer_overhead_us = 16    # optional: eager optimizer cost per parameter tensor
@@ -99,7 +100,8 @@ _COMPUTE_REQUIRED = ("peak_tflops", "vector_tflops", "op_overhead_us")
 #: writer list them from here).
 EFFICIENCIES = ("matmul_efficiency", "conv_efficiency", "attention_efficiency",
                 "vector_efficiency", "memory_efficiency", "matmul_memory_efficiency",
-                "norm_memory_efficiency", "fp8_matmul_efficiency", "fp32_matmul_efficiency")
+                "norm_memory_efficiency", "fp8_matmul_efficiency", "fp32_matmul_efficiency",
+                "fp32_conv_efficiency")
 _COMPUTE_OPTIONAL = EFFICIENCIES
 #: A GPU whose spec cites no streaming measurement gets these priors: the medians over the
 #: seven GPUs NeuSight timed (P4, P100, T4, V100, A100 PCIe 40GB and 80GB, L4; elementwise

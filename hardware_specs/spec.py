@@ -177,6 +177,10 @@ class DeviceSpec:
     # Convolutions run library algorithms (implicit GEMM, Winograd, direct) of their own
     # efficiency; None: as matmuls.
     conv_efficiency: float | None = None
+    # The same for fp32 convolutions, where measured: cuDNN runs them on other kernels
+    # (Winograd, FFT, CUDA-core implicit GEMM) than its tensor-core 16-bit ones. None:
+    # conv_efficiency, else as fp32 matmuls.
+    fp32_conv_efficiency: float | None = None
     # Fused attention kernels (FlashAttention: matmuls, online softmax and masking in one
     # kernel) reach less of the peak than a GEMM; None: as matmuls.
     attention_efficiency: float | None = None
@@ -260,7 +264,7 @@ class DeviceSpec:
             fraction(getattr(self, name), name)
         for name in ("conv_efficiency", "attention_efficiency", "matmul_memory_efficiency",
                      "norm_memory_efficiency", "fp8_matmul_efficiency",
-                     "fp32_matmul_efficiency"):
+                     "fp32_matmul_efficiency", "fp32_conv_efficiency"):
             fraction(getattr(self, name), name, optional=True)
         for fn, value in self.function_efficiency.items():
             fraction(value, f"function_efficiency.{fn}")

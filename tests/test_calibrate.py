@@ -48,6 +48,9 @@ def test_fit_recovers_known_parameters(serial):
     sized for a CPU, are host-bound, so their device efficiencies do not show in the step's
     time and are not asserted; everything else should be, but is not yet (xfail)."""
     device = dataclasses.replace(A100, device_class=DeviceClass.CPU) if serial else A100
+    # a calibration's conv_efficiency serves every format (fit.Calibration drops the spec's
+    # fp32_conv_efficiency): so do the synthetic measurements'
+    device = dataclasses.replace(device, fp32_conv_efficiency=None)
     truth = {"matmul_efficiency": 0.71, "conv_efficiency": 0.43, "vector_efficiency": 0.02,
              "memory_efficiency": 0.8, "op_overhead_s": 6e-6, "optimizer_overhead_s": 15e-6,
              "step_overhead_s": 40e-6}

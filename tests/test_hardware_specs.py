@@ -209,7 +209,7 @@ def test_error_messages_say_the_fix(device_file):
 
 
 @pytest.mark.parametrize("name", ["h100-sxm5-80gb", "a100-sxm4-80gb", "tpu-v4", "xeon-8380",
-                                  "t4"])
+                                  "t4", "v100-sxm2-32gb"])
 def test_a_written_spec_keeps_every_architecture_fact(name):
     """A device without a source file is written out whole (``device_toml``): loading the text
     back gives the same architecture facts, the H100's tile fixed cost included, and the cited
@@ -223,7 +223,7 @@ def test_a_written_spec_keeps_every_architecture_fact(name):
     back = parse_device(device_toml(device).encode(), f"{name}.toml")
     assert back.architecture == device.architecture
     for key in ("attention_efficiency", "matmul_memory_efficiency", "fp8_matmul_efficiency",
-                "fp32_matmul_efficiency"):
+                "fp32_matmul_efficiency", "conv_efficiency", "fp32_conv_efficiency"):
         assert getattr(back, key) == getattr(device, key)
 
 

@@ -184,7 +184,9 @@ class Calibration:
         # a calibrated spec calibrated again starts from no function figures: every one is
         # fitted anew, and stage 1 must not price the chains with the old ones
         self.device = dataclasses.replace(device, function_efficiency={},
-                                          function_overhead_s={})
+                                          function_overhead_s={},
+                                          # its conv_efficiency serves every format
+                                          fp32_conv_efficiency=None)
 
     def fit(self, measurements: list[Measurement]) -> "Calibration":
         """Least squares on log time in two stages: the global ``PARAMS`` on the kernel and

@@ -8,7 +8,8 @@ The model is deliberately simple for now:
 - tensor ops (``TENSOR_KINDS``: matmul, conv, attention) run on the matrix units at
   ``device.peak_for(dtype) * device.matmul_efficiency`` (``conv_efficiency`` for convolutions,
   ``attention_efficiency`` for fused attention, ``fp8_matmul_efficiency`` and
-  ``fp32_matmul_efficiency`` for fp8 and fp32 GEMMs, where the spec gives them) times the shape efficiency of
+  ``fp32_matmul_efficiency`` for fp8 and fp32 GEMMs, ``fp32_conv_efficiency`` for fp32
+  convolutions, where the spec gives them) times the shape efficiency of
   ``simulator.cost.efficiency`` (tile and wave quantisation, systolic padding, SIMD lanes); causal
   fused attention runs only its unmasked blocks;
 - every other op runs on the vector units at ``device.vector_flops_per_s`` (times
@@ -67,6 +68,9 @@ def price(lowered: Lowered, device: DeviceSpec,
                               (DType.FP32, device.fp32_matmul_efficiency)):  # figures per format
         if efficiency is not None:
             base[(lowered.kind == OpKind.MATMUL) & (lowered.dtype == dtype)] = efficiency
+    fp32_conv = device.fp32_conv_efficiency    # cuDNN's fp32 algorithms, measured per GPU
+    if fp32_conv is not None:
+        base[(lowered.kind == OpKind.CONV) & (lowered.dtype == DType.FP32)] = fp32_conv
     is_tensor = np.isin(lowered.kind, _TENSOR_CODES)
     rate = matrix_rate[lowered.dtype.astype(np.int64)]
     # at most the datasheet peak: a shape that fills its last wave better than the reference
