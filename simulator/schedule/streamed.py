@@ -13,23 +13,29 @@ accumulators live there too and are loaded phase by phase, one phase's on chip a
 PopART's ``ExecutionPhaseSettings`` with remote-buffer weights).
 
 What hwsim models, per device and per step of ``m`` micro-batches, with ``W``, ``G`` and ``S``
-the bytes of weights, gradients and optimizer states the plan would hold on chip:
+the bytes of weights, gradients and optimizer states the plan would hold on chip, in two
+tiers, the one moving fewer bytes first:
 
-- on chip stay the activations and workspace, plus the weights and gradients of the largest
-  phase, taken as the op holding the most parameters (a lower bound on a real phase, which is
-  a layer or more); the optimizer states are streamed through in chunks (none kept);
-- streamed per step: each micro-batch reads the weights in its forward and again in its
-  backward (``2 m W``) and reads and writes its gradient accumulators (``2 m G``, the first
-  micro-batch's read included: an upper bound by ``G``); the update reads and writes the
-  optimizer states (``2 S``) and writes the updated weights (``W``): in all
-  ``(2 m + 1) W + 2 m G + 2 S`` bytes;
-- those bytes cross the Streaming Memory link at its bandwidth, not overlapped with compute:
-  the IPU runs bulk-synchronous supersteps, and remote-buffer copies are steps of their own
-  between compute phases (IPU Programmer's Guide, "Programming model": compute and exchange
-  alternate). Graphcore's "overlap I/O" (I/O tiles) can hide some of it: not modelled.
+1. optimizer states off chip (what Optimum Graphcore's configurations of large models set):
+   the update reads and writes them once per step, ``2 S`` bytes; weights and gradients stay
+   on chip. Taken when the rest fits.
+2. weights and gradient accumulators off chip too, loaded phase by phase: on chip stay the
+   weights and gradients of the largest phase, taken as the op holding the most parameters (a
+   lower bound on a real phase, which is a layer or more); each micro-batch reads the weights
+   in its forward and again in its backward (``2 m W``) and reads and writes its gradient
+   accumulators (``2 m G``, the first micro-batch's read included: an upper bound by ``G``);
+   the update reads and writes the optimizer states (``2 S``) and writes the updated weights
+   (``W``): in all ``(2 m + 1) W + 2 m G + 2 S`` bytes.
 
-Not modelled: streamed activations (Poplar can offload them too), replicated tensor sharding
-of the streamed states over replicas, and the contention of four IPUs on one gateway's DRAM.
+In both the optimizer states are streamed through the chip in chunks (none kept on chip), and
+the bytes cross the Streaming Memory link at its bandwidth, not overlapped with compute: the
+IPU runs bulk-synchronous supersteps, and remote-buffer copies are steps of their own between
+compute phases (IPU Programmer's Guide, "Programming model": compute and exchange alternate).
+
+Not modelled: Graphcore's "overlap I/O" (I/O tiles), which can hide some of the copies;
+streamed activations (Poplar can offload them too); batch serialisation (one weight load per
+phase for all micro-batches, activations streamed instead); replicated tensor sharding of the
+streamed states over replicas; the contention of four IPUs on one gateway's DRAM.
 """
 from __future__ import annotations
 
@@ -48,21 +54,29 @@ class Streamed:
     off_chip_bytes: float
     moved_bytes: float
     time_s: float
+    phased: bool = True     # weights and gradients off chip too (tier 2), not only the states
 
     def note(self, device) -> str:
         level = device.streaming_memory
+        what = ("weights, gradients and optimizer states" if self.phased
+                else "its optimizer states")
+        how = "streamed in per phase" if self.phased else "streamed through the update"
         return (f"{device.name}: model states do not fit its {device.memory_bytes / 1e9:.3g} GB "
-                f"on chip; weights, gradients and optimizer states ({self.off_chip_bytes / 1e9:.3g}"
+                f"on chip; {what} ({self.off_chip_bytes / 1e9:.3g}"
                 f" GB) live in its streaming memory ({level.name}, "
-                f"{level.capacity_bytes / 1e9:.3g} GB) and are streamed in per phase: "
+                f"{level.capacity_bytes / 1e9:.3g} GB) and are {how}: "
                 f"{self.moved_bytes / 1e9:.3g} GB per step at "
                 f"{level.bandwidth_bytes_per_s / 1e9:.3g} GB/s adds {self.time_s * 1e3:.4g} ms "
                 "(simulator.schedule.streamed)")
 
 
-def moved_bytes(weights: float, gradients: float, states: float, m: int) -> float:
-    """Bytes through the Streaming Memory link per step of ``m`` micro-batches:
-    ``(2 m + 1) W + 2 m G + 2 S`` (module docstring)."""
+def moved_bytes(weights: float, gradients: float, states: float, m: int,
+                phased: bool = True) -> float:
+    """Bytes through the Streaming Memory link per step of ``m`` micro-batches: ``2 S`` with
+    only the optimizer states off chip, ``(2 m + 1) W + 2 m G + 2 S`` with the weights and
+    gradients phased in too (module docstring)."""
+    if not phased:
+        return 2 * states
     return (2 * m + 1) * weights + 2 * m * gradients + 2 * states
 
 
@@ -77,17 +91,17 @@ def stream(device, memory: dict[str, float], largest_share: float, m: int) -> St
     level = getattr(device, "streaming_memory", None)
     if level is None or sum(memory.values()) <= device.memory_bytes:
         return None
-    off = sum(memory.get(key, 0.0) for key in STREAMED)
+    weights, gradients, states = (memory.get(key, 0.0) for key in STREAMED)
+    on_chip = {**memory, "optimizer_states": 0.0}
+    phased = sum(on_chip.values()) > device.memory_bytes   # tier 1 does not fit: tier 2
+    if phased:
+        on_chip.update(weights=weights * largest_share, gradients=gradients * largest_share)
+    off = states + (weights + gradients if phased else 0.0)
     if off <= 0 or off > level.capacity_bytes:
         return None
-    on_chip = dict(memory)
-    on_chip["weights"] = memory.get("weights", 0.0) * largest_share
-    on_chip["gradients"] = memory.get("gradients", 0.0) * largest_share
-    on_chip["optimizer_states"] = 0.0
-    moved = moved_bytes(memory.get("weights", 0.0), memory.get("gradients", 0.0),
-                        memory.get("optimizer_states", 0.0), m)
+    moved = moved_bytes(weights, gradients, states, m, phased)
     return Streamed(on_chip=on_chip, off_chip_bytes=off, moved_bytes=moved,
-                    time_s=moved / level.bandwidth_bytes_per_s)
+                    time_s=moved / level.bandwidth_bytes_per_s, phased=phased)
 
 
 __all__ = ["STREAMED", "Streamed", "moved_bytes", "stream"]
