@@ -46,6 +46,7 @@ def add_commands(sub) -> None:
     s.add_argument("--out", default=None, help="write the rows to a .csv or .parquet file "
                    "(kept when interrupted); default: CSV on stdout")
     s.add_argument("--seq-len", type=int, default=None, help="override the model's context")
+    add_plan_fields(s, unset=True)
     add_run_flags(s)
     add_set_flag(s)
     p = sub.add_parser("plan", help="the cheapest / fastest / greenest way to train on T tokens "
@@ -61,6 +62,7 @@ def add_commands(sub) -> None:
     p.add_argument("--out", default=None, help="write every configuration with its verdict to "
                    "a .csv or .parquet file")
     p.add_argument("--seq-len", type=int, default=None, help="override the model's context")
+    add_plan_fields(p, unset=True)
     add_run_flags(p)
     add_set_flag(p)
 
@@ -113,13 +115,13 @@ def compare_command(args) -> int:
 
 
 def sweep_command(args) -> int:
-    from simulator.explore.sweep import parse_grid, sweep
+    from simulator.explore.sweep import sweep
 
     client = _client(args.scheduler)
     try:
         specs = _specs(args, _hardware(args))
         rows = sweep(_model(args), specs, args.device_counts,
-                     parse_grid(args.grid) or None, tokens=args.tokens,
+                     _grid_and_fixed(args), tokens=args.tokens,
                      workers=args.workers, client=client, out=args.out, **run_values(args))
     finally:
         if client is not None:
@@ -163,7 +165,7 @@ def _plan(args, writer) -> int:
                       device_counts=args.device_counts, deadline_days=args.deadline_days,
                       budget_usd=args.budget_usd, rank_by=args.rank_by,
                       plans=parse_grid(args.grid) or None, workers=args.workers,
-                      client=client, **run_values(args))
+                      client=client, fixed=_fixed(args), **run_values(args))
     finally:
         if client is not None:
             client.close()
@@ -179,11 +181,13 @@ def _plan(args, writer) -> int:
 
 def plan_text(report, top: int = 10) -> str:
     """The top feasible configurations, the Pareto front and the rejections by reason."""
-    columns = ["rank", *_PLAN_COLUMNS, "total_time_days", "cost_usd", "energy_kwh", "mfu",
-               "tflops_per_watt", "peak_memory_bytes"]
+    columns = ["rank", *_PLAN_COLUMNS, "total_time_days", "cost_usd", "own_cost_usd",
+               "energy_kwh", "mfu", "tflops_per_watt", "peak_memory_bytes"]
     for size in ("cp", "ep"):   # shown only when some plan splits sequences or experts
         if size not in report.rows or (report.rows[size].fillna(1) == 1).all():
             columns.remove(size)
+    if "own_cost_usd" not in report.rows or report.rows["own_cost_usd"].isna().all():
+        columns.remove("own_cost_usd")   # shown with --own-years and an electricity price
     feasible = _pipeline_shown(report.feasible)
     front = _pipeline_shown(report.pareto).sort_values(["total_time_s", "config"])
     distinct = front.drop_duplicates(["device", "num_devices", "total_time_s", "cost_usd",
@@ -237,6 +241,25 @@ def _table(rows, columns: list[str]) -> str:
         shown["memory_capacity_bytes"] = shown["memory_capacity_bytes"] / _GB
         shown = shown.rename(columns={"memory_capacity_bytes": "capacity_gb"})
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="n/a")
+
+
+def _fixed(args) -> dict:
+    """The plan fields given as flags (``--cp 2``, ``--precision fp8``): every configuration
+    of a sweep or plan keeps them."""
+    from simulator.explore.sweep import FIELDS
+
+    return {key: value for key, value in plan_values(args, FIELDS).items()
+            if value is not None}
+
+
+def _grid_and_fixed(args) -> dict | None:
+    """A sweep's ``--grid`` with the plan fields given as flags as one-value lists (a field
+    given both ways is a PlanError)."""
+    from simulator.explore.capacity import with_fixed
+    from simulator.explore.sweep import parse_grid
+
+    grid, fixed = parse_grid(args.grid), _fixed(args)
+    return (with_fixed(grid, fixed) if fixed else grid) or None
 
 
 def _hardware(args) -> list[str]:

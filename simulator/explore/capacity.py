@@ -88,8 +88,12 @@ def capacity_plan(model, tokens: float, *, devices: list[str] | None = None,
                   budget_usd: float | None = None, rank_by: str = "cost",
                   plans: list[dict] | dict[str, list] | None = None, workers: int | None = None,
                   overrides: dict | None = None, client=None, progress=True,
-                  **totals) -> CapacityReport:
-    """Rank the configurations that train ``model`` on ``tokens`` within the constraints."""
+                  fixed: dict | None = None, **totals) -> CapacityReport:
+    """Rank the configurations that train ``model`` on ``tokens`` within the constraints.
+    ``fixed``: plan fields every configuration keeps (``hwsim plan --cp 2 --precision fp8``):
+    the search varies only the others; a searched field (tp, pp, cp, ep, dp, zero, recompute,
+    micro_batch, global_batch, the pipeline's schedule and stage layers) takes the value
+    given, the others are added to every plan (``plans`` given: to each of them)."""
     if rank_by not in RANKS:
         raise PlanError(f"rank_by = {rank_by!r}: choose one of {', '.join(RANKS)}")
     for name, value in (("tokens", tokens), ("deadline_days", deadline_days),
@@ -101,10 +105,13 @@ def capacity_plan(model, tokens: float, *, devices: list[str] | None = None,
     if not work.tokens_per_sample:
         raise PlanError(f"planning counts tokens: {work.name} is not a language model")
     specs = resolve_devices(list(devices or priced_devices()), overrides)
+    fixed = _check_fixed(fixed)
+    if plans is not None and fixed:
+        plans = with_fixed(plans, fixed)
     if progress is True:
         progress = Progress()
     if plans is None and device_counts is None and deadline_days is not None:
-        configs, pruned = deadline_space(work, specs, tokens, deadline_days)
+        configs, pruned = deadline_space(work, specs, tokens, deadline_days, fixed)
         rows = sweep_configs(work, configs, tokens=tokens, workers=workers, client=client,
                              progress=progress, **totals)
         report = judge(rows, deadline_days, budget_usd, rank_by)
@@ -115,8 +122,8 @@ def capacity_plan(model, tokens: float, *, devices: list[str] | None = None,
         if device_counts is None and len(specs) > 1:   # the default space: dominated out
             pruned = dominated(specs, device_rates(work, specs))
             specs = [spec for spec in specs if spec.name not in pruned]
-        plans = search_space(work, specs) if device_counts is None else [
-            p for n in device_counts for p in _plans(n, work)]
+        plans = search_space(work, specs, fixed) if device_counts is None else [
+            p for n in device_counts for p in _plans(n, work, fixed)]
         device_counts = None  # each plan names its dp, so its device count
     rows = sweep(work, specs, device_counts, plans, tokens=tokens, workers=workers,
                  client=client, progress=progress, **totals)
@@ -150,7 +157,7 @@ def rank(rows: pd.DataFrame, rank_by: str = "cost") -> pd.DataFrame:
     return ranked
 
 
-def search_space(work, specs) -> list[dict]:
+def search_space(work, specs, fixed: dict | None = None) -> list[dict]:
     """The default plans (with dp: each names its device count) for a transformer, over
     ``COUNTS`` powers of two from the fewest devices whose memory could hold the model states.
     While the space exceeds ``MAX_CONFIGS`` configurations it is trimmed (``_trim``): a mixture
@@ -163,7 +170,8 @@ def search_space(work, specs) -> list[dict]:
     counts = [start * 2 ** i for i in range(COUNTS)]
     steps = [(len(counts), 0)] + [(c, 1) for c in range(len(counts), 0, -1)] + [(1, 2)]
     for size, level in steps:
-        plans = _trim([p for n in counts[:size] for p in _plans(n, work)], work, level)
+        plans = _trim([p for n in counts[:size] for p in _plans(n, work, fixed)], work,
+                      level if level < 2 or "zero" not in (fixed or {}) else 1)
         if len(plans) * len(specs) <= MAX_CONFIGS:
             break
     if len(plans) * len(specs) > MAX_CONFIGS:
@@ -252,8 +260,8 @@ def links(spec) -> tuple[float, float]:
                  for net in (cluster.intra, cluster.inter))
 
 
-def deadline_space(work, specs, tokens: float, deadline_days: float
-                   ) -> tuple[list[tuple], dict[str, str]]:
+def deadline_space(work, specs, tokens: float, deadline_days: float,
+                   fixed: dict | None = None) -> tuple[list[tuple], dict[str, str]]:
     """(configurations ``(device, None, plan)``, devices left out as dominated) sized by the
     work: each device's counts are ``DEADLINE_FACTORS`` times the power of two that its
     single-device rate (``device_rates``) would need, scaling perfectly, to train ``tokens``
@@ -270,8 +278,10 @@ def deadline_space(work, specs, tokens: float, deadline_days: float
         fewest = per_param * work.num_params() / spec.memory_bytes
         start = 2 ** math.ceil(math.log2(max(need, fewest, 1.0)))
         for n in (start * f for f in DEADLINE_FACTORS):
-            plans = [p for p in _plans(n, work) if p["micro_batch"] in DEADLINE_MICRO_BATCHES
-                     and not _dominated_zero(p)]
+            fixed = fixed or {}
+            plans = [p for p in _plans(n, work, fixed)
+                     if ("micro_batch" in fixed or p["micro_batch"] in DEADLINE_MICRO_BATCHES)
+                     and ("zero" in fixed or not _dominated_zero(p))]
             configs += [(spec, None, plan) for plan in _smallest_splits(plans, work, spec)]
     # the same plan on different devices side by side: a worker builds its graphs once
     configs.sort(key=lambda c: sorted((k, str(v)) for k, v in c[2].items()))
@@ -428,35 +438,75 @@ def _batch(work) -> int:
     return 2 ** max(0, round(math.log2(GLOBAL_BATCH_TOKENS / work.tokens_per_sample)))
 
 
-def _plans(n: int, work) -> list[dict]:
+def _plans(n: int, work, fixed: dict | None = None) -> list[dict]:
     """Plans of ``work`` on n devices: tp within a node dividing the heads, cp keeping
     ``CP_TOKENS`` tokens per rank, pp splitting the layers (see ``_stages``; interleaved too,
     see ``_schedules``), tp x cp x pp dividing n, dp dividing the batch's (``_batch``)
-    micro-batches, ZeRO only with dp > 1 (and 0-2 with ep > 1, which refuses ZeRO-3)."""
-    (layers, heads, kv_heads), batch, seq_len = _shape(work), _batch(work), \
-        work.tokens_per_sample
+    micro-batches, ZeRO only with dp > 1 (and 0-2 with ep > 1, which refuses ZeRO-3).
+    ``fixed`` (``capacity_plan``): a searched field given takes only its value; the plans
+    keep the others' values."""
+    fixed = fixed or {}
+    (layers, heads, kv_heads), seq_len = _shape(work), work.tokens_per_sample
+    batch = fixed.get("global_batch") or _batch(work)
     out = []
     cps = [c for c in (1, 2, 4, 8, 16) if c == 1 or
            (seq_len // c >= CP_TOKENS and not seq_len % (2 * c))]
-    for tp, cp in itertools.product((t for t in (1, 2, 4, 8) if not heads % t
-                                     and not kv_heads % t), cps):
-        for pp in (p for p in (1, 2, 4, 8) if not n % (tp * cp * p)):
+    tps = [t for t in (1, 2, 4, 8) if not heads % t and not kv_heads % t]
+    for tp, cp in itertools.product(_given(fixed, "tp", tps), _given(fixed, "cp", cps)):
+        for pp in (p for p in _given(fixed, "pp", (1, 2, 4, 8)) if not n % (tp * cp * p)):
             stages = _stages(layers, pp)
             if stages is None:
-                continue
+                if "first_stage_layers" not in fixed and "last_stage_layers" not in fixed:
+                    continue
+                stages = {}
             dp = n // (tp * cp * pp)
+            if "dp" in fixed and fixed["dp"] != dp:
+                continue
             zeros = (0,) if dp * cp == 1 else (0, 1, 2, 3) if pp == 1 else (0, 1)
             for zero, recompute, micro, ep in itertools.product(
-                    zeros, ("none", "full"), (1, 2, 4), _expert_ranks(work, dp * cp)):
+                    _given(fixed, "zero", zeros), _given(fixed, "recompute", ("none", "full")),
+                    _given(fixed, "micro_batch", (1, 2, 4)),
+                    _given(fixed, "ep", _expert_ranks(work, dp * cp))):
                 if batch % (dp * micro) or (ep > 1 and zero == 3):   # refused (ParallelPlan)
                     continue
-                for schedule in _schedules(layers, pp, batch // (dp * micro), stages):
+                schedules = ([{}] if "schedule" in fixed or "virtual_stages" in fixed
+                             else _schedules(layers, pp, batch // (dp * micro), stages))
+                for schedule in schedules:
                     out.append({"dp": dp, "tp": tp, "pp": pp, "zero": zero,
                                 "recompute": recompute, "micro_batch": micro,
                                 "global_batch": batch, **stages, **schedule,
                                 **({"cp": cp} if cp > 1 else {}),
-                                **({"ep": ep} if ep > 1 else {})})
+                                **({"ep": ep} if ep > 1 else {}), **fixed})
     return out
+
+
+def _given(fixed: dict, name: str, values) -> tuple:
+    """The values a searched field takes: the one given in ``fixed``, else ``values``."""
+    return (fixed[name],) if name in fixed else tuple(values)
+
+
+def _check_fixed(fixed: dict | None) -> dict:
+    """``fixed`` without its None values, each a plan field (PlanError naming one that is
+    not)."""
+    from simulator.explore.sweep import FIELDS
+
+    fixed = {k: v for k, v in (fixed or {}).items() if v is not None}
+    for name in fixed:
+        if name not in FIELDS:
+            raise PlanError(f"{name!r} is not a plan field: use one of {', '.join(FIELDS)}")
+    return fixed
+
+
+def with_fixed(plans, fixed: dict):
+    """A plan grid (dict of lists) or list of plans with ``fixed``'s fields added; a field
+    both in the grid and fixed is a PlanError."""
+    if isinstance(plans, dict):
+        both = sorted(set(plans) & set(fixed))
+        if both:
+            raise PlanError(f"{both[0]} is given both as a fixed value and in the plan grid: "
+                            "give one of them")
+        return {**plans, **{k: [v] for k, v in fixed.items()}}
+    return [{**plan, **fixed} for plan in plans]
 
 
 def _trim(plans: list[dict], work, level: int) -> list[dict]:

@@ -1,0 +1,100 @@
+"""One vocabulary (issue 22, item 8): every plan flag of predict and compare (--cp, --tp, ...,
+--precision, --sequence-parallel) on sweep and plan too, where each fixes that field in every
+configuration; the run-total flags (--pue, --carbon-intensity, --seq-len, --cluster, the
+prices) on all four."""
+import pytest
+
+from simulator.cli import main
+from simulator.cli.main import build_parser
+from simulator.errors import PlanError
+from simulator.explore.capacity import capacity_plan, with_fixed
+from simulator.explore.sweep import FIELDS
+
+SHARED = ("--seq-len", "--cluster", "--pue", "--carbon-intensity", "--own-years",
+          "--electricity-usd-per-kwh", "--node-cost-usd", "--price-per-hour", "--set")
+
+
+def _options(command: str) -> set[str]:
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+    return {flag for action in sub.choices[command]._actions for flag in action.option_strings}
+
+
+@pytest.mark.parametrize("command", ["compare", "sweep", "plan"])
+def test_every_plan_flag_of_predict_is_on(command):
+    predict = _options("predict")
+    plan_flags = {f for f in predict if f.lstrip("-").replace("no-", "", 1).replace("-", "_")
+                  in FIELDS}
+    assert len(plan_flags) == len(FIELDS)            # one flag per plan field
+    missing = (plan_flags | set(SHARED)) - _options(command)
+    assert not missing, f"{command} lacks {sorted(missing)}"
+    assert "--cp" in _options(command)
+
+
+def _cli(argv, capsys):
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_sweep_flags_fix_every_row(capsys):
+    code, out, _ = _cli(["sweep", "gpt2-small", "--devices", "h100", "--seq-len", "2048",
+                         "--cp", "2", "--tp", "2", "--micro-batch", "1", "--global-batch", "8",
+                         "--grid", "zero=0,1", "--sequence-parallel", "--workers", "1"], capsys)
+    assert code == 0
+    header, *lines = out.strip().splitlines()
+    rows = [dict(zip(header.split(","), line.split(","))) for line in lines]
+    assert len(rows) == 2                             # the grid's two ZeRO stages
+    assert {r["zero"] for r in rows} == {"0", "1"}
+    for r in rows:
+        assert (r["status"], r["cp"], r["tp"], r["sequence_parallel"]) == ("ok", "2", "2", "True")
+        assert r["num_devices"] == "4"                # dp 1 x tp 2 x cp 2
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["sweep", "gpt2-small", "--devices", "h100", "--cp", "2", "--grid", "cp=1,2"],
+     "cp is given both"),
+    (["plan", "gpt2-small", "--tokens", "1e9", "--devices", "h100", "--cp", "2", "--grid",
+      "cp=1,2"], "cp is given both"),
+    (["plan", "gpt2-small", "--tokens", "1e9", "--devices", "h100", "--cp", "two"],
+     "invalid int value"),
+])
+def test_fixed_and_grid_bad_input_is_one_line(argv, words, capsys):
+    code, out, err = _cli(argv, capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and words in err and "Traceback" not in err
+
+
+def test_plan_keeps_the_fields_given(capsys):
+    """The planner varies only the fields not given: cp 2 at 2,048 tokens (below the 8,192
+    tokens per rank it would try cp at by itself) and fp8 in every configuration."""
+    report = capacity_plan("gpt2-small", 1e9, devices=["h100"], device_counts=[8],
+                           fixed={"cp": 2, "precision": "fp8", "micro_batch": 2, "pp": 1},
+                           workers=1, progress=False)
+    rows = report.rows
+    assert len(rows) > 1 and (rows.status == "ok").all()
+    assert set(rows.cp) == {2} and set(rows.precision) == {"fp8"}
+    assert set(rows.micro_batch) == {2} and set(rows.pp) == {1}
+    assert set(rows.tp) == {1, 2, 4}                  # still searched (12 heads: tp 8 is not)
+    code, out, _ = _cli(["plan", "gpt2-small", "--tokens", "1e9", "--devices", "h100",
+                         "--device-counts", "8", "--cp", "2", "--pp", "1", "--tp", "2",
+                         "--micro-batch", "2", "--workers", "1", "--top", "1"], capsys)
+    assert code == 0 and "cp 2" in out and "tp 2" in out
+
+
+def test_deadline_space_keeps_a_fixed_zero_stage():
+    """The deadline's space drops ZeRO stages another beats (0 beside 1 and 2); one given is
+    kept: ZeRO 0 alone, not an empty search."""
+    report = capacity_plan("gpt2-small", 1e10, devices=["h100"], deadline_days=1,
+                           fixed={"zero": 0, "recompute": "none", "tp": 1},
+                           workers=1, progress=False)
+    assert len(report.rows) > 0 and set(report.rows.zero) == {0}
+    assert report.rows.dp.max() > 1                   # data parallel, yet ZeRO 0
+
+
+def test_fixed_bad_input():
+    with pytest.raises(PlanError, match="'cpx' is not a plan field"):
+        capacity_plan("gpt2-small", 1e9, devices=["h100"], fixed={"cpx": 2}, progress=False)
+    with pytest.raises(PlanError, match="tp is given both"):
+        with_fixed({"tp": [1, 2]}, {"tp": 2})
+    assert with_fixed([{"tp": 2}], {"cp": 2}) == [{"tp": 2, "cp": 2}]
