@@ -16,9 +16,10 @@ from hardware_specs.loader import load_device
 from simulator import Plan, simulate
 from simulator.cost.collectives import Collective, bytes_moved
 from simulator.cost.interference import NCCL_SMS, collective_sms, slowed_times
+from simulator.errors import PlanError
 from simulator.graph.collective import Axis
 from simulator.graph.lower import COLLECTIVE_FNS
-from simulator.graph.op import OpKind, Phase
+from simulator.graph.op import OpKind, Phase, Task
 from simulator.plan.parallel import ParallelPlan
 from simulator.schedule.stage import streams
 from workloads.transformer import TransformerConfig
@@ -303,9 +304,7 @@ def test_deepspeed_2021_copies_each_gather_out_per_rank_after_a_sync():
     """v0.3.13's list all-gather: ProcessGroupNCCL copies the flat buffer out to each of the
     dp outputs (dp launches on the data-parallel stream, each with the kernel's fixed cost),
     and the host synchronises before each gather; today's DeepSpeed gathers in place."""
-    from hardware_specs.loader import load_device
     from simulator.cost import host
-    from simulator.schedule.stage import streams
     a100 = load_device(A100)
     r = _run(zero=3, sharding="deepspeed-2021", comm_interference=False)
     low = r.lowered
@@ -317,3 +316,25 @@ def test_deepspeed_2021_copies_each_gather_out_per_rank_after_a_sync():
     assert set(np.flatnonzero(marks)) == {int(low.indices[low.indptr[i]]) for i in copies}
     now = _run(zero=3, sharding="deepspeed", comm_interference=False)
     assert not np.any(now.lowered.fn == "nccl_copy_out")
+
+
+def test_ddp_reduces_in_pytorchs_buckets():
+    """PyTorch DDP (stage 0): a first bucket of 1 MiB (the last layer's gradients alone, the
+    head's being larger), then bucket_cap_mb: a cap above every gradient leaves two
+    all-reduces, a cap below any layer one per layer; the 25 MiB default is between."""
+    code = COLLECTIVE_FNS.index("all_reduce")
+    count = lambda r: int(np.sum((r.lowered.collective == code)
+                                 & (r.lowered.axis == int(Axis.DATA))))
+    updates = lambda r: int(np.sum(r.lowered.task == int(Task.UPDATE)))
+    huge = _run(dp=8, ddp_bucket_mb=1e9)
+    tiny = _run(dp=8, ddp_bucket_mb=1e-6)
+    default = _run(dp=8)
+    assert count(huge) == 2 and count(tiny) == updates(tiny)
+    assert 2 <= count(default) <= updates(default)
+    assert default.step_time_s > 0
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, "x"])
+def test_bad_ddp_bucket_is_one_plan_error(bad):
+    with pytest.raises(PlanError, match="ddp_bucket_mb"):
+        ParallelPlan(ddp_bucket_mb=bad)

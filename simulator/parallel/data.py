@@ -67,14 +67,25 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
     # ``reduce_bucket_size`` elements and reduces each when full (stage_1_and_2.py and
     # stage3.py, reduce_independent_p_g_buckets_and_remove_grads), the last when the
     # backward ends.
+    # PyTorch DDP (stage 0, not DeepSpeed) fills buckets of ``ddp_bucket_mb`` MiB of
+    # gradients, the first (the last layers') of DDP_FIRST_BUCKET_BYTES, in reverse
+    # parameter order, and all-reduces each when all its gradients are ready (reducer.cpp,
+    # compute_bucket_assignment_by_size: a bucket closes once its size reaches the limit);
+    # here a whole layer's update at a time, never split
+    ddp = zero == 0 and not deepspeed
     buckets: list[list[str]] = []
     filled = 0
     for name in reversed(updates):
-        if not buckets or not deepspeed or filled >= parallel.zero_reduce_bucket:
+        if ddp:
+            limit = DDP_FIRST_BUCKET_BYTES if len(buckets) == 1 else parallel.ddp_bucket_mb * 2**20
+            full = filled >= limit
+        else:
+            full = not deepspeed or filled >= parallel.zero_reduce_bucket
+        if not buckets or full:
             buckets.append([])
             filled = 0
         buckets[-1].append(name)
-        filled += step.op(name).params
+        filled += step.op(name).params * (formats.gradient.bytes if ddp else 1)
     last = None
     reductions: dict[int, str] = {}   # layer -> the reduction of its gradients
     ahead: list[Op] = []   # ZeRO 1-2's gathers issued by the next step's forward
@@ -282,6 +293,10 @@ def _shard_update(step: OpGraph, name: str, update: Op, dp: int) -> None:
                                               bytes_written=update.bytes_written // dp)
 
 
+#: PyTorch DDP's first bucket (torch/csrc/distributed/c10d/reducer.hpp, v2.5.0:
+#: kDefaultFirstBucketBytes = 1024 * 1024; the others kDefaultBucketBytesCap, 25 MiB, the
+#: ``bucket_cap_mb`` default: ``ParallelPlan.ddp_bucket_mb``).
+DDP_FIRST_BUCKET_BYTES = 2**20
 #: DeepSpeed's stage3_max_reuse_distance default (parameters; deepspeed/runtime/zero/config.py):
 #: a module's gathered parameters are kept when it is used again within this many.
 DEEPSPEED_MAX_REUSE = 1_000_000_000
