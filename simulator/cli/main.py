@@ -305,6 +305,7 @@ def format_summary(s: dict) -> str:
                      + (f", experts over ep {par['ep']}" if par.get("ep", 1) > 1 else "")
                      + f", ZeRO {par['zero']}"
                      + (", sequence parallel" if par["sequence_parallel"] else "")
+                     + (", hidden-sharded" if par.get("hidden_sharded") else "")
                      + (f", {par['schedule']} schedule" if par["pp"] > 1 else "")
                      + (f", stage layers {_runs(par['stage_layers'])}"
                         if par.get("stage_layers") and len(set(par["stage_layers"])) > 1

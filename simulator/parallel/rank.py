@@ -57,6 +57,8 @@ def micro_batches(work, plan: Plan, parallel: ParallelPlan, num_devices: int) ->
     if parallel.sequence_parallel and parallel.tp == 1:
         raise PlanError("sequence parallelism splits the tensor-parallel ranks' tokens: it "
                         "needs tp > 1")
+    if parallel.hidden_sharded:
+        _check_hidden_sharded(parallel, shape)
     if shape is None:
         m = parallel.validate(num_devices, 1, 1, None, plan.global_batch, plan.micro_batch)
     else:
@@ -66,6 +68,18 @@ def micro_batches(work, plan: Plan, parallel: ParallelPlan, num_devices: int) ->
         check_tensor_parallel(shape, parallel.tp)
     check_expert_parallel(work, parallel.ep)
     return m
+
+
+def _check_hidden_sharded(parallel: ParallelPlan, shape: TransformerShape | None) -> None:
+    if parallel.sequence_parallel:
+        raise PlanError("sequence_parallel and hidden_sharded split the same tensors (along "
+                        "the tokens or the hidden dimension): choose one")
+    if parallel.tp == 1:
+        raise PlanError("hidden_sharded splits the tensor-parallel ranks' activations along "
+                        "the hidden dimension: it needs tp > 1")
+    if shape is not None and shape.hidden % parallel.tp:
+        raise PlanError(f"hidden_sharded: tp = {parallel.tp} must divide hidden = "
+                        f"{shape.hidden}")
 
 
 def _shape(work) -> TransformerShape | None:
@@ -91,7 +105,7 @@ def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
     if plan.attention is Attention.FUSED:
         forward = fuse_attention(forward)
     forward = widen_attention(forward, cp)
-    ranked = split(forward, parallel.tp, parallel.sequence_parallel, _shape(work))
+    ranked = split(forward, parallel.tp, parallel.activations_split, _shape(work))
     per_node = cluster.devices_per_node if cluster else 1
     ranked = shard_experts(ranked, parallel.ep,
                            local_members(parallel.ep, parallel.tp, cp, per_node),
@@ -102,7 +116,7 @@ def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
     ranked = gather_keys_values(ranked, cp, max(min(cp, per_node // parallel.tp), 1))
     local = 2 if 2 * parallel.tp * parallel.cp * parallel.dp <= per_node else 1
     ranked = stage_graph(ranked, stage == 0, stage == p - 1, parallel.tp,
-                         parallel.sequence_parallel, local, chunks)
+                         parallel.activations_split, local, chunks)
     return forward, ranked
 
 

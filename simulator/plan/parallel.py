@@ -123,6 +123,18 @@ class ParallelPlan:
         "help": "ZeRO stage over the dp replicas (3 = FSDP full shard)"})
     sequence_parallel: bool = field(default=False, metadata={
         "help": "split norms and dropouts over the tp ranks (Korthikanti et al. 2022)"})
+    # The same split along the hidden dimension instead of the tokens: GSPMD's "2D finalized"
+    # layout (Xu et al. 2021, sec. 3.3), which PaLM 540B trained with on TPU v4 (Chowdhery et
+    # al. 2022, sec. 4: 12-way model and 256-way fully sharded data parallelism "in the 2D
+    # finalized" layout), 2,048 tokens not dividing by its 12 model-parallel chips. Each rank
+    # holds 1/tp of every tensor outside the matmuls, an all-gather before each column-parallel
+    # group and a reduce-scatter after each row-parallel one: the bytes, FLOPs and traffic of
+    # sequence parallelism, needing tp | hidden instead of tp | seq_len. Not modelled: the
+    # norms' per-token statistics all-reduced over the tp ranks (4 bytes per token and norm).
+    hidden_sharded: bool = field(default=False, metadata={
+        "help": "split norms, dropouts and the residual stream over the tp ranks along the "
+                "hidden dimension (GSPMD's 2D finalized layout, PaLM's): as "
+                "--sequence-parallel, needing tp to divide the hidden size, not seq_len"})
     schedule: Schedule = field(default=Schedule.ONE_F_ONE_B, metadata={
         "help": "pipeline schedule"})
     virtual_stages: int = field(default=1, metadata={
@@ -224,12 +236,6 @@ class ParallelPlan:
     zero_reduce_bucket: int = field(default=DEEPSPEED_REDUCE_BUCKET, metadata={
         "metavar": "ELEMENTS",
         "help": "DeepSpeed: reduce_bucket_size, gradient elements per reduction"})
-    # PyTorch DDP's bucket_cap_mb (torch/nn/parallel/distributed.py: 25 MiB;
-    # simulator.parallel.data): gradients all-reduced in buckets of this size (stage 0)
-    ddp_bucket_mb: float = field(default=25.0, metadata={
-        "metavar": "MIB",
-        "help": "PyTorch DDP: bucket_cap_mb, MiB of gradients per all-reduce (the first "
-                "bucket 1 MiB)"})
     pipeline_engine: PipelineEngine = field(default=PipelineEngine.MEGATRON, metadata={
         "help": "the pipeline's engine: megatron, or deepspeed (blocking p2p per "
                 "micro-batch, gradients reduced after the step)"})
@@ -258,10 +264,6 @@ class ParallelPlan:
         for name in ("zero_prefetch_bucket", "zero_max_live"):
             positive(getattr(self, name), name, minimum=0, maximum=2**50)
         positive(self.zero_reduce_bucket, "zero_reduce_bucket", maximum=2**50)
-        if isinstance(self.ddp_bucket_mb, bool) or not isinstance(self.ddp_bucket_mb, (
-                int, float)) or not 0 < self.ddp_bucket_mb < 2**40:
-            raise PlanError(f"ddp_bucket_mb = {self.ddp_bucket_mb!r} must be a positive number "
-                            "of MiB (PyTorch's default 25)")
         if self.shard_group is not None:
             positive(self.shard_group, "shard_group")
         if self.comm_sms is not None:
@@ -306,6 +308,12 @@ class ParallelPlan:
         """Ranks ZeRO shards the model states over: the replicas, or the ``shard_group`` of
         hybrid sharding (each state then held by replicas / shard_group copies)."""
         return min(self.shard_group or self.replicas, self.replicas)
+
+    @property
+    def activations_split(self) -> bool:
+        """Tensors outside the matmuls split over the tp ranks: along the tokens (sequence
+        parallel) or the hidden dimension (``hidden_sharded``), the same bytes either way."""
+        return self.sequence_parallel or self.hidden_sharded
 
     @property
     def uneven(self) -> bool:
