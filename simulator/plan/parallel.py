@@ -236,6 +236,12 @@ class ParallelPlan:
     zero_reduce_bucket: int = field(default=DEEPSPEED_REDUCE_BUCKET, metadata={
         "metavar": "ELEMENTS",
         "help": "DeepSpeed: reduce_bucket_size, gradient elements per reduction"})
+    # PyTorch DDP's bucket_cap_mb (torch/nn/parallel/distributed.py: 25 MiB;
+    # simulator.parallel.data): gradients all-reduced in buckets of this size (stage 0)
+    ddp_bucket_mb: float = field(default=25.0, metadata={
+        "metavar": "MIB",
+        "help": "PyTorch DDP: bucket_cap_mb, MiB of gradients per all-reduce (the first "
+                "bucket 1 MiB)"})
     pipeline_engine: PipelineEngine = field(default=PipelineEngine.MEGATRON, metadata={
         "help": "the pipeline's engine: megatron, or deepspeed (blocking p2p per "
                 "micro-batch, gradients reduced after the step)"})
@@ -264,6 +270,10 @@ class ParallelPlan:
         for name in ("zero_prefetch_bucket", "zero_max_live"):
             positive(getattr(self, name), name, minimum=0, maximum=2**50)
         positive(self.zero_reduce_bucket, "zero_reduce_bucket", maximum=2**50)
+        if isinstance(self.ddp_bucket_mb, bool) or not isinstance(self.ddp_bucket_mb, (
+                int, float)) or not 0 < self.ddp_bucket_mb < 2**40:
+            raise PlanError(f"ddp_bucket_mb = {self.ddp_bucket_mb!r} must be a positive number "
+                            "of MiB (PyTorch's default 25)")
         if self.shard_group is not None:
             positive(self.shard_group, "shard_group")
         if self.comm_sms is not None:
