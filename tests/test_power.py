@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -327,3 +328,44 @@ def test_the_limit_a_refusal_suggests_is_accepted(name):
     with pytest.raises(PlanError, match=f"give at least {math.ceil(low)}$"):
         power.check_limit(low - 0.01, device)
     assert power.check_limit(math.ceil(low), device) == math.ceil(low)
+
+
+#: What a [power] section's comments must name: a source of the figures (a datasheet, a
+#: measurement and where it was read, a document) or that they are a prior or an assumption.
+_POWER_SOURCE = re.compile(r"datasheet|measured|docs|https?://|issue|PR #|review|ARK|Hot Chips|"
+                           r"DS9\d\d|Apple Support|nvidia-smi|amd-smi|whitepaper|prior|"
+                           r"assumption|stand-in|convention|eeNews", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "hardware_specs"
+                                         / "devices").glob("*.toml")), ids=lambda p: p.stem)
+def test_every_device_power_figure_cites_a_source_or_says_prior(path):
+    """Issue 25: every device's power figures cite a source or say they are a prior. The
+    [power] section's comments name one; a spec without idle_w loads with the class prior,
+    flagged (idle_prior) and noted in a result."""
+    text = path.read_text()
+    section = re.search(r"^\[power\]\n(.*?)(?=^\[|\Z)", text, re.DOTALL | re.MULTILINE).group(1)
+    comments = " ".join(line.split("#", 1)[1] for line in section.splitlines() if "#" in line)
+    assert _POWER_SOURCE.search(comments), f"{path.name}: [power] cites nothing"
+    device = load_device(path.stem)
+    given = re.search(r"^idle_w\s*=", section, re.MULTILINE) is not None
+    assert device.idle_prior is not given
+    if device.idle_prior:
+        assert "prior" in comments.lower()
+
+
+def test_compare_and_plan_print_perf_per_watt(capsys):
+    """Issue 25: compare and plan print perf/W (tflops_per_watt, and tokens_per_joule in
+    compare), the figures of Result.summary."""
+    from simulator.cli.main import main
+
+    assert main(["compare", "gpt2-small", "--devices", "a100,t4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    assert {"tflops_per_watt", "tokens_per_joule", "samples_per_kwh"} <= set(header)
+    row = dict(zip(header, next(line for line in lines if line.split()[0] == "t4").split()))
+    expected = simulate("gpt2-small", "t4").summary()["tflops_per_watt"]
+    assert float(row["tflops_per_watt"]) == pytest.approx(expected, rel=1e-3)
+    assert main(["plan", "gpt2-small", "--tokens", "1e9", "--devices", "h100",
+                 "--device-counts", "1", "--grid", "tp=1", "--workers", "1", "--top", "1"]) == 0
+    assert "tflops_per_watt" in capsys.readouterr().out
