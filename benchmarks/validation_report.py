@@ -120,7 +120,9 @@ def _flag(text: str) -> bool:
 
 
 def _option(text: str):
-    return _flag(text) if text in ("true", "false") else int(text)
+    if text in ("true", "false"):
+        return _flag(text)
+    return float(text) if "." in text else int(text)   # rotary_pct=0.25
 
 
 def workload(row: dict[str, str]):
@@ -170,6 +172,8 @@ def step_plan(row: dict[str, str]) -> Plan:
     fields["micro_batch"] = int(row["micro_batch"])
     fields["attention_kernel"] = row["attention_kernel"] or "auto"   # as the run used
     fields["optimizer_impl"] = row["optimizer_impl"] or None   # None: PyTorch's default
+    # where the attention kernel's q, k, v live (column attention_layout; empty: native)
+    fields["attention_layout"] = row.get("attention_layout") or "native"
     fields["global_batch"] = int(row["global_batch"]) if row["global_batch"] else None
     # the host's synchronisations inside the step (column host_syncs, space-separated:
     # layer = Plan.sync_each_layer, pass = Plan.sync_each_pass; absent or empty: none)

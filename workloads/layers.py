@@ -176,16 +176,16 @@ class Builder:
     def elementwise(self, fn: str, inputs: tuple[str, ...], numel: int,
                     saves: tuple[str, ...] = (), base: str | None = None,
                     out_numel: int | None = None, params: int = 0,
-                    param_tensors: int = 0) -> str:
+                    param_tensors: int = 0, extra: tuple[tuple[str, int], ...] = ()) -> str:
         """``params``: parameters applied elementwise (a learned position table, a bias), held
-        in ``param_tensors`` tensors (0: one)."""
+        in ``param_tensors`` tensors (0: one); ``extra``: facts for later passes (``Op.extra``)."""
         out = numel if out_numel is None else out_numel
         es = self.es
         return self._add(base or fn, inputs, kind=OpKind.ELEMENTWISE, fn=fn,
                          flops=VECTOR_FLOPS_PER_ELEMENT[fn] * out,
                          bytes_read=(max(len(inputs), 1) * numel + params) * es,
                          bytes_written=out * es, out_bytes=out * es, saves=saves, params=params,
-                         param_tensors=param_tensors)
+                         param_tensors=param_tensors, extra=extra)
 
     def add(self, a: str, b: str, numel: int, base: str = "residual") -> str:
         return self.elementwise("add", (a, b), numel, base=base)

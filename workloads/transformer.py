@@ -69,6 +69,9 @@ class TransformerConfig:
     norm: Norm = Norm.LAYERNORM
     tied_embeddings: bool = True
     learned_positions: bool = True    # False: rotary (no parameters)
+    # the fraction of each head's dimensions the rotary embedding rotates, the rest passed
+    # through (GPT-NeoX's rotary_pct: 0.25 in Pythia; Phi's partial_rotary_factor)
+    rotary_pct: float = 1.0
     bias: bool = True                 # biases on the linear layers
     dropout: bool = True
     style: Style = Style.DECODER
@@ -106,6 +109,10 @@ class TransformerConfig:
             if value is not None and value > limit:
                 raise WorkloadError(f"{self.name}: {key} = {value:,} is above {limit:,}, beyond "
                                     "any real model (LIMITS); check the figure")
+        if isinstance(self.rotary_pct, bool) or not isinstance(self.rotary_pct, (int, float)) \
+                or not 0 < self.rotary_pct <= 1:
+            raise WorkloadError(f"{self.name}: rotary_pct = {self.rotary_pct!r} must be a "
+                                "fraction in (0, 1] (GPT-NeoX's rotary_pct; 1: whole heads)")
         if self.head_size is None and self.hidden % self.heads:
             raise WorkloadError(f"{self.name}: heads = {self.heads} must divide hidden = "
                                 f"{self.hidden} (head dimension = hidden / heads)")
@@ -343,8 +350,12 @@ def _attention(c: TransformerConfig, b: Builder, x: str, batch: int) -> str:
     k = b.linear("k_proj", x, rows, h, kv, qkv_bias, role=Role.COLUMN)
     v = b.linear("v_proj", x, rows, h, kv, qkv_bias, role=Role.COLUMN)
     if not c.learned_positions and c.style is Style.DECODER:  # rotary embedding of q and k
-        q = b.elementwise("mul", (q,), rows * qd, base="rope_q")
-        k = b.elementwise("mul", (k,), rows * kv, base="rope_k")
+        # one op each (a fused kernel); tagged with the rotated and the head's dimensions for
+        # simulator.training.qkv, which prices PyTorch's eager kernels in their place
+        rotated = max(1, round(d * c.rotary_pct))
+        tag = (("rotary_dims", rotated), ("head_dim", d))
+        q = b.elementwise("mul", (q,), rows * qd, base="rope_q", extra=tag)
+        k = b.elementwise("mul", (k,), rows * kv, base="rope_k", extra=tag)
     b.block = Block.ATTN_CORE
     heads = batch * c.heads
     causal = (("causal", 1),) if c.style is Style.DECODER else ()  # fused kernels skip blocks

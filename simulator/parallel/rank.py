@@ -31,6 +31,7 @@ from simulator.training.backward import training_graph
 from simulator.training.finetune import adapt, dequantize
 from simulator.training.fusion import fuse_attention, fuse_elementwise
 from simulator.training.layout import add_layout_transposes
+from simulator.training.qkv import add_qkv_kernels
 from workloads.base import TransformerShape
 from workloads.transformer import Style, TransformerConfig
 
@@ -134,6 +135,7 @@ def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
     """The device-independent half of a stage: its lowered training step (sweeps memoize it)."""
     step = add_layout_transposes(dequantize(training_graph(forward, plan), plan),
                                  plan.channels_last)
+    step = add_qkv_kernels(step, plan)   # eager rotary kernels, attention layout copies
     if not parallel.overlap_tp_comm:
         wait_for_weight_gradients(step)
     if plan.fusion is Fusion.COMPILED:

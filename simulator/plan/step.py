@@ -42,6 +42,15 @@ class Attention(str, Enum):
     MATERIALIZED = "materialized"  # QK^T, softmax, dropout, AV as separate kernels (Megatron)
 
 
+class AttentionLayout(str, Enum):
+    """Where a fused attention kernel's q, k, v and output live (simulator.training.qkv)."""
+    NATIVE = "native"            # the kernel reads q, k, v where the projections wrote them
+    SBHD = "sbhd"                # [s, b, h] activations copied to the kernel's [b, s, h, d] and
+    #                              back (Megatron-LM's FlashSelfAttention, 2023)
+    SBHD_PACKED = "sbhd-packed"  # as sbhd, then q, k, v concatenated into one packed tensor
+    #                              (GPT-NeoX's flash path, flash_attn_unpadded_qkvpacked_func)
+
+
 class AttentionKernel(str, Enum):
     """The fused attention kernel (``simulator.cost.attention`` prices each by its fit)."""
     AUTO = "auto"                  # the device's default (simulator.cost.attention)
@@ -149,6 +158,11 @@ class Plan:
         "help": "the fused attention kernel: auto (FlashAttention-2 on an A100, cuDNN on an "
                 "H100), flash-attn-1, flash-attn-2, flash-attn-3 (Hopper), flash-attn-triton "
                 "or cudnn"})
+    attention_layout: AttentionLayout = field(default=AttentionLayout.NATIVE, metadata={
+        "help": "where the fused attention kernel's q, k, v live: native (as the projections "
+                "wrote them), sbhd (sequence-first activations copied to [b, s, h, d] and "
+                "back: Megatron-LM's flash path) or sbhd-packed (also packed into one qkv "
+                "tensor: GPT-NeoX's flash path)"})
     fusion: Fusion = field(default=Fusion.EAGER, metadata={
         "help": "eager (a kernel per op) or compiled (vector ops fused)"})
     # Convolutions' activations in NHWC (PyTorch's memory_format=torch.channels_last): no layout
@@ -226,6 +240,8 @@ class Plan:
         object.__setattr__(self, "attention_kernel",
                            _enum(AttentionKernel, self.attention_kernel, "attention_kernel"))
         object.__setattr__(self, "fusion", _enum(Fusion, self.fusion, "fusion"))
+        object.__setattr__(self, "attention_layout",
+                           _enum(AttentionLayout, self.attention_layout, "attention_layout"))
         object.__setattr__(self, "precision", _enum(Precision, self.precision, "precision"))
         object.__setattr__(self, "recompute", _enum(Recompute, self.recompute, "recompute"))
         object.__setattr__(self, "optimizer", _enum(Optimizer, self.optimizer, "optimizer"))
