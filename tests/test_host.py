@@ -14,7 +14,7 @@ from hardware_specs.loader import load_device
 from simulator.cost import host
 from simulator.engine import kernels, lite, reference
 from simulator.errors import PlanError
-from simulator.graph.op import OpKind
+from simulator.graph.op import OpKind, Task
 from simulator.plan.step import Plan
 from tests.test_kernels import dags
 from workloads.zoo import get_workload
@@ -163,6 +163,7 @@ def test_optimizer_launches_counted_from_pytorch():
 
     class Fake:
         tensors = np.array([96, 48])
+        params = np.array([96 * 1000, 48 * 1000])
 
     mask = np.array([True, True])
     calls, kernels_ = host.optimizer_launches(Fake, mask, Optimizer.ADAMW, OptimizerImpl.SINGLE)
@@ -171,6 +172,27 @@ def test_optimizer_launches_counted_from_pytorch():
     assert calls.sum() == pytest.approx(9) and list(kernels_) == [16, 8]
     calls, kernels_ = host.optimizer_launches(Fake, mask, Optimizer.ADAMW, OptimizerImpl.FUSED)
     assert calls.sum() == pytest.approx(2) and list(kernels_) == pytest.approx([96 / 36, 48 / 36])
+
+
+def test_multi_tensor_apply_launches_per_320_chunks_of_65536():
+    """A layer of 2 tensors holding 10 x 320 x 65,536 elements: the tensor count asks for
+    2/48 launch of each foreach line, the chunks for 10 (MultiTensorApply.cuh: 320 blocks of
+    kChunkSize per launch); fused likewise 10. Under ZeRO the rank's shard counts."""
+    from simulator.plan.step import Optimizer, OptimizerImpl
+
+    class Fake:
+        tensors = np.array([2])
+        params = np.array([10 * host.ELEMENTS_PER_LAUNCH])
+
+    mask = np.array([True])
+    assert host.optimizer_launches(Fake, mask, Optimizer.ADAMW,
+                                   OptimizerImpl.FOREACH)[1] == pytest.approx([8 * 10])
+    assert host.optimizer_launches(Fake, mask, Optimizer.ADAMW,
+                                   OptimizerImpl.FUSED)[1] == pytest.approx([10])
+    whole = simulator.simulate("gpt2", A100, micro_batch=1)
+    sharded = simulator.simulate("gpt2", A100, micro_batch=1, num_devices=8, zero=1)
+    upd = lambda r: r.lowered.params[r.lowered.task == int(Task.UPDATE)]
+    assert upd(sharded).sum() == pytest.approx(upd(whole).sum() / 8, rel=1e-3)
 
 
 def test_optimizer_default_is_pytorchs():

@@ -23,7 +23,8 @@ kernels, added to each op's time, as before.
 - The optimizer (``optimizer_impl``) launches per PyTorch's implementations
   (``optimizer_launches``): for-loop ``single`` (a kernel per tensor per line of the update),
   ``foreach`` (one call per line for all tensors, ``multi_tensor_apply`` launching a kernel
-  per ``TENSORS_PER_LAUNCH`` tensors) and ``fused`` (one call, one kernel per chunk list).
+  per ``TENSORS_PER_LAUNCH`` tensors or ``ELEMENTS_PER_LAUNCH`` elements, whichever needs
+  more) and ``fused`` (one call, one kernel per chunk list, the same limits).
 
 Host synchronisations (``syncs``): before some ops the host calls ``torch.cuda.synchronize()``
 and waits until the device has run everything issued before (every stream), so its issue
@@ -72,6 +73,10 @@ COMPILED_HOST_FRACTION = 0.29
 # a launch takes at most 110, 64, 48, 36 tensors for 1, 2, 3, 4 tensor lists; AdamW's foreach
 # lines take 1 to 3 lists (48 used), the fused kernel 4 (params, grads, exp_avg, exp_avg_sq).
 TENSORS_PER_LAUNCH = {OptimizerImpl.FOREACH: 48, OptimizerImpl.FUSED: 36}
+# ... and at most depth_to_max_blocks = 320 blocks of kChunkSize = 65,536 elements each (the
+# same file; apex's multi_tensor_apply.cuh has the same limits): a launch covers at most
+# 20,971,520 elements, so a large layer's update takes several.
+ELEMENTS_PER_LAUNCH = 320 * 65536
 # The update's lines, counted in PyTorch's torch/optim/adamw.py (commit 002d2f0) without
 # amsgrad, capturable or maximize, and torch/optim/sgd.py with momentum and weight decay:
 # (device kernels per tensor or list, host-only calls besides).
@@ -110,13 +115,14 @@ def optimizer_launches(lowered: Lowered, ops: np.ndarray, optimizer: Optimizer,
     holds one layer's ``tensors``; a foreach or fused call covers every tensor of the step, so
     its calls are shared out over the layers by their tensors."""
     tensors = lowered.tensors[ops].astype(np.float64)
+    elements = lowered.params[ops].astype(np.float64)   # the rank's share under ZeRO
     kernels, host_only = UPDATE_LINES[optimizer]
     if impl is OptimizerImpl.SINGLE:
         return (kernels + host_only) * tensors, kernels * tensors
     share = tensors / max(tensors.sum(), 1.0)
     lines = kernels + host_only if impl is OptimizerImpl.FOREACH else FUSED_LINES[optimizer]
-    launches = (kernels if impl is OptimizerImpl.FOREACH else 1) * np.maximum(
-        tensors / TENSORS_PER_LAUNCH[impl], share)
+    launches = (kernels if impl is OptimizerImpl.FOREACH else 1) * np.maximum(np.maximum(
+        tensors / TENSORS_PER_LAUNCH[impl], elements / ELEMENTS_PER_LAUNCH), share)
     return lines * share, launches
 
 
@@ -248,5 +254,5 @@ def note(lowered: Lowered, time_s: np.ndarray, per_micro: np.ndarray, device: De
             "cut it (simulator/cost/host.py)")
 
 
-__all__ = ["COMPILED_HOST_FRACTION", "GRAPH_SAVES_S", "costs", "host_per_op",
-           "implementation", "note", "optimizer_launches", "release", "serial", "syncs"]
+__all__ = ["COMPILED_HOST_FRACTION", "ELEMENTS_PER_LAUNCH", "GRAPH_SAVES_S", "costs",
+           "host_per_op", "implementation", "note", "optimizer_launches", "release", "serial", "syncs"]

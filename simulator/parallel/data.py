@@ -287,8 +287,10 @@ def _backward_ends(step: OpGraph) -> list[str]:
 
 
 def _shard_update(step: OpGraph, name: str, update: Op, dp: int) -> None:
-    """Each replica updates its 1/dp shard of the layer's parameters."""
+    """Each replica updates its 1/dp shard of the layer's parameters (``params`` too: the
+    elements its update covers, which ``simulator.cost.host`` counts launches by)."""
     step.nx.nodes[name]["op"] = update.evolve(flops=update.flops // dp,
+                                              params=-(-update.params // dp),
                                               bytes_read=update.bytes_read // dp,
                                               bytes_written=update.bytes_written // dp)
 
