@@ -3,7 +3,8 @@
     python benchmarks/energy_validation.py      print the comparison (writes nothing)
 
 MLCommons' Training v4.0 round (github.com/mlcommons/training_results_v4.0, Apache-2.0, commit
-6fe9543) has power submissions by Sustainable Metal Cloud: each node's AC power every 2 s during
+6fe9543) has power submissions by Sustainable Metal Cloud (v5.0, commit 0fdc28f, one by Lenovo
+on B200): each node's AC power every 2 s during
 each run (``tests/data/mlperf_power.csv``, extracted by ``benchmarks/mlperf_power_extract.py``:
 the mean over the training blocks, evaluation left out, and the median step time). Rows hwsim
 can express, each as the submission configured it (``smc-ac-power/benchmarks/*``):
@@ -14,8 +15,8 @@ can express, each as the submission configured it (``smc-ac-power/benchmarks/*``
   TP communication overlap, FP8 (Transformer Engine, hybrid), no recomputation;
 - ResNet-50 on one node of 8 H100 SXM (MXNet, DALI): global batch 3,200 (400 per GPU), fp16.
 
-Llama 2 70B LoRA fine-tuning (NeMo, 1 and 8 nodes, tp 4) is extracted too but not predicted:
-hwsim refuses LoRA under tensor parallelism (``NOT_EXPRESSIBLE``).
+Llama 2 70B LoRA fine-tuning (NeMo; SMC's H100 nodes, 1 and 8, tp 4; Lenovo's 8 x B200, tp 1)
+is extracted too but not predicted (``NOT_EXPRESSIBLE`` says why).
 
 Compared per node and per step: energy (mean node power x step time) and mean node power,
 hwsim's as 8 x the device's ``avg_power_w`` plus the node overhead of the ``dgx-h100`` preset
@@ -54,6 +55,9 @@ RUNS = {
 NOT_EXPRESSIBLE = {
     ("llama2_70b_lora", "1xSMC-H100-SXM-80GB"): "LoRA under tensor parallelism (tp 4) is refused",
     ("llama2_70b_lora", "8xSMC-H100-SXM-80GB"): "LoRA under tensor parallelism (tp 4) is refused",
+    ("llama2_70b_lora", "SR780aV3-8xB200_SXM_180GB"):
+        "fp8 frozen weights and fp8 saved activations (the run's FP8 and FP8_ACT): hwsim holds "
+        "them in 16 bits and finds 272 GB per B200 where the run used 169 GB of 180",
 }
 
 

@@ -1,16 +1,17 @@
 """Extract MLPerf Training's metered node power into ``tests/data/mlperf_power.csv``.
 
-Reads a local git copy of mlcommons/training_results_v4.0 (Apache-2.0) and, for each power
-submission run of a benchmark hwsim can express, writes one row: the run's median training
-step time (``tracked_stats``: NeMo's 'train_step_timing in s', or the global batch over the
-median 'throughput' in samples/s where a benchmark logs that instead) and
-the mean AC power of its nodes while training (each node's ``power_reading`` samples, every
+Reads local git copies of mlcommons/training_results_v4.0 and v5.0 (Apache-2.0) and, for each
+power submission run of a benchmark hwsim can express or nearly, writes one row: the run's
+median training step time (``tracked_stats``: NeMo's 'train_step_timing in s' or v5.0's
+'train_step_time', else the global batch over the median 'throughput' in samples/s) and the
+mean AC power of its nodes while training (each node's ``power_reading`` samples, every
 2 s, inside the run's ``block_start`` .. ``block_stop`` intervals: evaluation and
 initialisation left out), averaged over the nodes. Energy per step per node is their product.
 
 Usage (prints the CSV; nothing else is written)::
 
-    python benchmarks/mlperf_power_extract.py /path/to/training_results_v4.0 > tests/data/mlperf_power.csv
+    python benchmarks/mlperf_power_extract.py v4.0=/path/to/training_results_v4.0 \\
+        v5.0=/path/to/training_results_v5.0 > tests/data/mlperf_power.csv
 """
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ import statistics
 import subprocess
 import sys
 
-#: (submitter folder, system, benchmark) of the runs hwsim can express.
-RUNS = [("smc-ac-power", "64xSMC-H100-SXM-80GB", "gpt3"),
-        ("smc-ac-power", "1xSMC-H100-SXM-80GB", "resnet"),
-        ("smc-ac-power", "1xSMC-H100-SXM-80GB", "llama2_70b_lora"),
-        ("smc-ac-power", "8xSMC-H100-SXM-80GB", "llama2_70b_lora")]
+#: Per MLPerf round, (submitter folder, system, benchmark) of the power runs hwsim can express
+#: or might (benchmarks/energy_validation.py says which it predicts).
+RUNS = {"v4.0": [("smc-ac-power", "64xSMC-H100-SXM-80GB", "gpt3"),
+                 ("smc-ac-power", "1xSMC-H100-SXM-80GB", "resnet"),
+                 ("smc-ac-power", "1xSMC-H100-SXM-80GB", "llama2_70b_lora"),
+                 ("smc-ac-power", "8xSMC-H100-SXM-80GB", "llama2_70b_lora")],
+        "v5.0": [("Lenovo", "SR780aV3-8xB200_SXM_180GB", "llama2_70b_lora")]}
 
 
 def _git(repo: str, *args: str) -> str:
@@ -53,6 +56,8 @@ def run_row(repo: str, folder: str, system: str, bench: str, result: str,
     batch = next(e["value"] for e in log if e["key"] == "global_batch_size")
     steps = [float(v["train_step_timing in s"]) for v in stats if "train_step_timing in s" in v]
     if not steps:
+        steps = [float(v["train_step_time"]) for v in stats if "train_step_time" in v]
+    if not steps:
         steps = [batch / float(v["throughput"]) for v in stats if "throughput" in v]
     nodes = [f for f in files if f.startswith(f"{base}/power/{result}/node_")]
     means = []
@@ -69,21 +74,25 @@ def run_row(repo: str, folder: str, system: str, bench: str, result: str,
             "node_power_min_w": round(min(means), 1), "node_power_max_w": round(max(means), 1)}
 
 
-def main(repo: str) -> None:
-    commit = _git(repo, "rev-parse", "HEAD").strip()
-    files = _git(repo, "ls-tree", "-r", "--name-only", "HEAD").splitlines()
+def main(repos: list[str]) -> None:
+    """``repos``: ROUND=PATH of local copies of mlcommons/training_results_ROUND."""
     rows = []
-    for folder, system, bench in RUNS:
-        prefix = f"{folder}/results/{system}/{bench}/"
-        for path in files:
-            rest = path[len(prefix):] if path.startswith(prefix) else ""
-            if rest.startswith("result_") and rest.endswith(".txt") and "/" not in rest:
-                rows.append(run_row(repo, folder, system, bench, rest[:-4], files))
+    for item in repos:
+        round_, repo = item.split("=", 1)
+        commit = _git(repo, "rev-parse", "HEAD").strip()
+        files = _git(repo, "ls-tree", "-r", "--name-only", "HEAD").splitlines()
+        for folder, system, bench in RUNS[round_]:
+            prefix = f"{folder}/results/{system}/{bench}/"
+            for path in files:
+                rest = path[len(prefix):] if path.startswith(prefix) else ""
+                if rest.startswith("result_") and rest.endswith(".txt") and "/" not in rest:
+                    row = run_row(repo, folder, system, bench, rest[:-4], files)
+                    rows.append({"round": round_, **row, "commit": commit[:7]})
     keys = list(rows[0])
-    print(",".join(keys + ["commit"]))
+    print(",".join(keys))
     for row in rows:
-        print(",".join(str(row[k]) for k in keys) + f",{commit[:7]}")
+        print(",".join(str(row[k]) for k in keys))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1:])
