@@ -464,7 +464,8 @@ def _devices(args) -> int:
               f"{d.memory_bytes / 1e9:6.0f} GB at {d.memory_bandwidth_bytes_per_s / 1e9:6.0f} GB/s"
               f"  TDP {d.tdp_w:.0f} W  {_price_words(d)}  {status_line(d)}")
     print("per op class: measured (a cited kernel measurement), calibrated (hwsim calibrate), "
-          "kernel-fit, prior (the class median), datasheet (the peak: optimistic), as-gemm")
+          "kernel-fit, prior (the class median), datasheet (the peak: optimistic), as-gemm, "
+          "fp32-measured (conv: fp32 measured, 16-bit as GEMMs)")
     print("prices: on-demand USD per device-hour and purchase USD, each cited in the spec's "
           "[price] comments; 'none cited' where no citable figure was found (or the device "
           "is not sold or rented): give --price-per-hour DEVICE=USD or --set purchase_usd=USD")

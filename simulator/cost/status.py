@@ -6,7 +6,8 @@ Classes and their sources (docs/model.md):
 - ``gemm``: ``matmul_efficiency`` cited from a GEMM measurement (MAMF/MSMF, OpenXLA's table),
   a class prior (``hardware_specs.loader.MATMUL_PRIORS``), calibrated functions (``hwsim
   calibrate``), or the datasheet peak;
-- ``conv``: ``conv_efficiency`` or a calibrated ``conv2d``, else as GEMMs;
+- ``conv``: ``conv_efficiency`` or a calibrated ``conv2d``; ``fp32 measured`` where only the fp32
+  convolutions are (``fp32_conv_efficiency``: 16-bit ones as GEMMs); else as GEMMs;
 - ``attention``: a kernel fit of the chip (``simulator.cost.attention``), a cited
   ``attention_efficiency``, else as GEMMs;
 - ``stream`` (elementwise bytes) and ``norm`` (norms, softmax): NeuSight-measured streaming
@@ -35,7 +36,8 @@ def calibration_status(device) -> dict[str, str]:
 
     gemm = (CALIBRATED if any(fn in functions for fn in _GEMM_FNS)
             else own("matmul_efficiency", 1.0, DATASHEET))
-    conv = CALIBRATED if "conv2d" in functions else own("conv_efficiency", None, "as gemm")
+    conv = CALIBRATED if "conv2d" in functions else own(
+        "conv_efficiency", None, "fp32 measured" if device.fp32_conv_efficiency else "as gemm")
     attention = ("kernel fit" if fit_for(device, "auto") is not None
                  else own("attention_efficiency", None, "as gemm"))
     stream = own("memory_efficiency", 1.0, DATASHEET)
