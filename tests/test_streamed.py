@@ -126,3 +126,15 @@ def test_an_fpga_prediction_says_no_framework_trains_on_it(device):
     assert "Vitis AI runs inference only" in notes[0]
     assert not any("no released framework" in n
                    for n in simulate("gpt2-small", "a100", micro_batch=1).notes)
+
+
+def test_hwsim_devices_lists_each_source_and_the_streaming_memory(capsys):
+    from hardware_specs.loader import list_devices
+    assert main(["devices"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name in list_devices():
+        row = next(i for i, line in enumerate(lines) if line.split()[0] == name)
+        assert lines[row + 1].split(None, 1) == ["source:", load_device(name).source], name
+    bow = next(line for line in lines if line.startswith("graphcore-bow "))
+    assert "mem      1 GB at  65000 GB/s + 64 GB streaming at 16 GB/s" in bow
+    assert "streaming" not in next(line for line in lines if line.startswith("a100-sxm4-80gb "))

@@ -462,7 +462,9 @@ def _devices(args) -> int:
         print(f"{name:16s} {d.device_class.value:11s} bf16 {d.peak_for(DType.BF16) / 1e12:7.1f} "
               f"TFLOP/s  fp32 {d.peak_for(DType.FP32) / 1e12:6.1f}  mem "
               f"{d.memory_bytes / 1e9:6.0f} GB at {d.memory_bandwidth_bytes_per_s / 1e9:6.0f} GB/s"
-              f"  TDP {d.tdp_w:.0f} W  {_price_words(d)}  {status_line(d)}")
+              f"{_streaming_words(d)}  TDP {d.tdp_w:.0f} W  {_price_words(d)}  "
+              f"{status_line(d)}")
+        print(f"{'':16s} source: {d.source}")
     print("per op class: measured (a cited kernel measurement), calibrated (hwsim calibrate), "
           "kernel-fit, prior (the class median), datasheet (the peak: optimistic), as-gemm, "
           "fp32-measured (conv: fp32 measured, 16-bit as GEMMs)")
@@ -470,6 +472,14 @@ def _devices(args) -> int:
           "[price] comments; 'none cited' where no citable figure was found (or the device "
           "is not sold or rented): give --price-per-hour DEVICE=USD or --set purchase_usd=USD")
     return 0
+
+
+def _streaming_words(device) -> str:
+    """`` + 64 GB streaming at 16 GB/s`` for a device with streaming memory (a Graphcore
+    IPU's, ``simulator.schedule.streamed``), else nothing."""
+    level = device.streaming_memory
+    return ("" if level is None else f" + {level.capacity_bytes / 1e9:.0f} GB streaming at "
+            f"{level.bandwidth_bytes_per_s / 1e9:.0f} GB/s")
 
 
 def _price_words(device) -> str:
