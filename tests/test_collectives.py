@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from hardware_specs.cluster import Network, load_cluster
 from hardware_specs.spec import LinkKind
 from simulator.cost.collectives import (Algorithm, Collective, bus_bandwidth_factor, bytes_moved,
-                                   cluster_time_s, hierarchical_time_s, steps, time_s)
+                                   cluster_time_s, hierarchical_time_s, nccl_time_s,
+                                   speaks_nccl, steps, time_s)
 
 KINDS = list(Collective)
 ALGOS = [Algorithm.RING, Algorithm.TREE, Algorithm.AUTO]
@@ -116,7 +117,10 @@ def test_hierarchical_beats_a_flat_ring_on_the_slow_network():
 def test_cluster_time_on_dgx_and_tpu():
     dgx = load_cluster("dgx-a100").with_nodes(4)
     t = cluster_time_s(Collective.ALL_REDUCE, 1e9, 32, dgx)
-    assert t == hierarchical_time_s(Collective.ALL_REDUCE, 1e9, 32, 8, dgx.intra, dgx.inter)
+    assert t == nccl_time_s(Collective.ALL_REDUCE, 1e9, 32, 8, dgx.intra, dgx.inter)
+    asked = cluster_time_s(Collective.ALL_REDUCE, 1e9, 32, dgx, algorithm=Algorithm.RING)
+    assert asked == hierarchical_time_s(Collective.ALL_REDUCE, 1e9, 32, 8, dgx.intra, dgx.inter,
+                                        Algorithm.RING)
     tpu = load_cluster("tpu-v4-pod-slice")
     axis = cluster_time_s(Collective.ALL_GATHER, 1e9, 4, tpu)
     assert axis == pytest.approx(time_s(Collective.ALL_GATHER, 1e9, 4, 90e9, 1e-6))
@@ -182,3 +186,70 @@ def test_ring_all_reduce_is_reduce_scatter_plus_all_gather(nbytes, n):
     rs_ag = bytes_moved(Collective.REDUCE_SCATTER, nbytes, n) + \
         bytes_moved(Collective.ALL_GATHER, nbytes, n)
     assert math.isclose(bytes_moved(Collective.ALL_REDUCE, nbytes, n), rs_ag, rel_tol=1e-12)
+
+
+# ------------------------------------------------------------------------ NCCL's own model
+
+NVL = Network("nvl", LinkKind.NVLINK, 300e9, 0.6e-6)
+IB = Network("ib", LinkKind.INFINIBAND, 25e9, 2.7e-6)
+
+
+def test_nccl_large_all_gather_over_nodes_is_simple_ring_closed_form():
+    """NVIDIA/nccl src/graph/tuning.cc: a 1 GB all-gather of 64 ranks in 8 nodes runs the ring
+    with the Simple protocol: 8.4 us base, 56 in-node steps at max(3.4, 3 x 1.0) us, 7 network
+    steps at 14 us, plus the bandwidth time (hwsim's hierarchical phases, latency-free)."""
+    quiet = hierarchical_time_s(Collective.ALL_GATHER, 1e9, 64, 8,
+                                Network("nvl", LinkKind.NVLINK, 300e9, 0.0),
+                                Network("ib", LinkKind.INFINIBAND, 25e9, 0.0))
+    expected = (8.4 + 56 * 3.4 + 7 * 14.0) * 1e-6 + quiet
+    assert nccl_time_s(Collective.ALL_GATHER, 1e9, 64, 8, NVL, IB) == pytest.approx(expected,
+                                                                                   rel=1e-12)
+
+
+def test_nccl_tiny_all_gather_is_ll_latency():
+    """A 64-byte all-gather of 8 ranks in one node: LL, 6.6 us + 7 x 0.6 us, and its halved
+    bandwidth costs nothing that matters."""
+    got = nccl_time_s(Collective.ALL_GATHER, 64.0, 8, 8, NVL, None)
+    transfer = 7 / 8 * 64 / (300e9 * 0.5)
+    assert got == pytest.approx((6.6 + 7 * 0.6) * 1e-6 + transfer, rel=1e-12)
+
+
+def test_nccl_ring_pays_every_rank_not_every_node():
+    """The ring's latency grows with ranks (511 steps at 512 GPUs), not with nodes alone: the
+    difference from the hierarchical alpha-beta model is what a 512-GPU FSDP run pays."""
+    small = nccl_time_s(Collective.REDUCE_SCATTER, 1e3, 512, 8, NVL, IB)
+    assert small >= (6.6 + 448 * 1.0 + 63 * 2.7) * 1e-6 * (1 - 1e-12)
+    assert small > 3 * hierarchical_time_s(Collective.REDUCE_SCATTER, 1e3, 512, 8, NVL, IB)
+
+
+def test_only_gpus_on_nccl_links_speak_nccl():
+    assert speaks_nccl(load_cluster("dgx-h100").with_nodes(2))
+    assert not speaks_nccl(load_cluster("tpu-v4-pod-slice"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(kind=st.sampled_from([Collective.ALL_REDUCE, Collective.ALL_GATHER,
+                             Collective.REDUCE_SCATTER]),
+       nbytes=st.floats(1.0, 1e10), nodes=st.integers(1, 64), local=st.sampled_from([1, 2, 4, 8]),
+       faster=st.floats(1.0, 8.0))
+def test_nccl_time_is_monotone_and_never_below_the_bandwidth(kind, nbytes, nodes, local, faster):
+    """More bytes never take less time; more bandwidth is never slower; higher latency never
+    faster; and no protocol beats the latency-free hierarchical transfer."""
+    n = nodes * local
+    if n == 1:
+        return
+    inter = IB if nodes > 1 else None
+    t = nccl_time_s(kind, nbytes, n, local, NVL, inter)
+    assert nccl_time_s(kind, nbytes * 2, n, local, NVL, inter) >= t
+    quick = [Network(x.name, x.kind, x.bandwidth_bytes_per_s * faster, x.latency_s)
+             if x is not None else None for x in (NVL, inter)]
+    assert nccl_time_s(kind, nbytes, n, local, *quick) <= t * (1 + 1e-12)
+    slow = [Network(x.name, x.kind, x.bandwidth_bytes_per_s, x.latency_s * faster)
+            if x is not None else None for x in (NVL, inter)]
+    assert nccl_time_s(kind, nbytes, n, local, *slow) >= t * (1 - 1e-12)
+    free = [Network(x.name, x.kind, x.bandwidth_bytes_per_s, 0.0) if x is not None else None
+            for x in (NVL, inter)]
+    floor = min(hierarchical_time_s(kind, nbytes, n, local, *free, a)
+                for a in ((Algorithm.RING, Algorithm.TREE) if kind is Collective.ALL_REDUCE
+                          else (Algorithm.RING,)))
+    assert t >= floor * (1 - 1e-12)

@@ -156,6 +156,100 @@ def hierarchical_time_s(kind: Collective, nbytes: float, group_size: int, device
             + on(kind, nbytes / local, nodes, inter, algorithm))
 
 
+# -- NCCL's own cost model ---------------------------------------------------------------------
+# NVIDIA/nccl src/graph/tuning.cc (commit 5067397c, 2026-06): ncclTunerConstantsDefaults and
+# ncclTopoTuneModel. NCCL predicts each (algorithm, protocol) as latency + bytes / bandwidth and
+# runs the fastest. Its latency is a base (launch) latency plus one hardware latency per ring
+# step, and a ring over nodes takes nRanks - 1 steps (2 (nRanks - 1) for an all-reduce), of which
+# nNodes - 1 cross the network and the rest (at no less than the network overhead, 1 us, three
+# times for Simple) stay in the node. Protocols: LL (8-byte stores with a flag: half the
+# bandwidth, the lowest latency), LL128 (120 of 128 bytes: 0.92), Simple (full bandwidth, the
+# highest latency).
+PROTOCOLS = ("LL", "LL128", "Simple")
+NCCL_BASE_US = {Algorithm.RING: (6.6, 14.0, 8.4), Algorithm.TREE: (6.8, 14.0, 8.4)}
+NCCL_HW_US = {   # per step, (LL, LL128, Simple)
+    "nvlink": {Algorithm.TREE: (0.6, 1.25, 4.0), Algorithm.RING: (0.6, 1.9, 3.4)},
+    "pci": {Algorithm.TREE: (1.0, 1.9, 4.0), Algorithm.RING: (1.0, 2.5, 5.7)},
+    "net": {Algorithm.TREE: (5.0, 8.5, 14.0), Algorithm.RING: (2.7, 4.0, 14.0)},
+}
+NCCL_NET_OVERHEAD_US = 1.0   # getNetOverhead: x86 Intel hosts (AMD: 2.0); x 3 for Simple
+# Bandwidth of each protocol as a fraction of the link's: ring LL x 0.5, LL128 x 0.92; the tree
+# all-reduce x 0.92 (then LL / 3.8, LL128 x 120/128 between nodes) -- its halved algorithm
+# bandwidth is ``bytes_moved``'s 2 x nbytes.
+NCCL_BANDWIDTH = {Algorithm.RING: (0.5, 0.92, 1.0),
+                  Algorithm.TREE: (0.92 / 3.8, 0.92 * 120 / 128, 0.92)}
+# hwsim's link kinds as NCCL's hardware classes (AMD's xGMI as NVLink: RCCL keeps NCCL's tuning
+# model); a spec's latency_us is the class's ring LL figure (NVLink 0.6, network 2.7 us), and
+# the other protocols' latencies scale with it.
+NCCL_CLASS = {"nvlink": "nvlink", "infinity-fabric": "nvlink", "pcie": "pci",
+              "infiniband": "net", "ethernet": "net"}
+
+
+def _nccl_latency_s(network: Link, algorithm: Algorithm, protocol: int) -> float:
+    table = NCCL_HW_US[NCCL_CLASS[_kind(network)]]
+    return network.latency_s * table[algorithm][protocol] / table[Algorithm.RING][0]
+
+
+def _kind(network) -> str:
+    kind = getattr(network, "kind", "")
+    return getattr(kind, "value", kind)
+
+
+def speaks_nccl(cluster: ClusterSpec) -> bool:
+    """Whether ``cluster``'s collectives run on NCCL (or RCCL): GPUs on switched links NCCL
+    knows. TPUs' ICI, Gaudi's HCCL, Trainium's and the others keep the plain ring/tree model."""
+    from hardware_specs.cluster import Topology
+    from hardware_specs.spec import DeviceClass
+    nets = [cluster.intra] + ([cluster.inter] if cluster.inter is not None else [])
+    return (cluster.device.device_class is DeviceClass.GPU
+            and cluster.topology is Topology.SWITCH
+            and all(_kind(net) in NCCL_CLASS for net in nets))
+
+
+def nccl_time_s(kind: Collective, nbytes: float, group_size: int, devices_per_node: int,
+                intra: Link, inter: Link | None) -> float:
+    """Seconds of an all-reduce, all-gather or reduce-scatter as NCCL predicts and picks it:
+    the fastest (algorithm, protocol) of ring (and, for an all-reduce, tree) x LL, LL128,
+    Simple, each its base latency + per-step latencies (``NCCL_HW_US``: a ring over nodes pays
+    every one of its nRanks - 1 steps) + the hierarchical bandwidth time
+    (``hierarchical_time_s`` without latency) over the protocol's share of the bandwidth."""
+    import dataclasses
+
+    kind = Collective(kind)
+    _check(nbytes, group_size)
+    if group_size == 1:
+        return 0.0
+    local = min(devices_per_node, group_size)
+    nodes = group_size // local
+    quiet = [None if net is None else dataclasses.replace(net, latency_s=0.0)
+             for net in (intra, inter)]
+    all_reduce = kind is Collective.ALL_REDUCE
+    best = math.inf
+    for algorithm in (Algorithm.RING, Algorithm.TREE) if all_reduce else (Algorithm.RING,):
+        transfer = hierarchical_time_s(kind, nbytes, group_size, local, *quiet, algorithm)
+        for p in range(len(PROTOCOLS)):
+            latency = NCCL_BASE_US[algorithm][p] * 1e-6
+            intra_step = _nccl_latency_s(intra, algorithm, p)
+            if algorithm is Algorithm.RING:
+                steps_all = 2 * (group_size - 1) if all_reduce else group_size - 1
+                steps_net = (2 * (nodes - 1) if all_reduce else nodes - 1) if nodes > 1 else 0
+                if nodes > 1:
+                    overhead = NCCL_NET_OVERHEAD_US * (3 if PROTOCOLS[p] == "Simple" else 1)
+                    intra_step = max(intra_step, overhead * 1e-6)
+                    # one rank per node: the tree's network latency (tuning.cc)
+                    net_step = _nccl_latency_s(inter, Algorithm.TREE if local == 1
+                                               else Algorithm.RING, p)
+                else:
+                    net_step = 0.0
+                latency += (steps_all - steps_net) * intra_step + steps_net * net_step
+            else:
+                latency += 2 * (local - 1) * intra_step
+                if nodes > 1:
+                    latency += 2 * int(math.log2(nodes)) * _nccl_latency_s(inter, algorithm, p)
+            best = min(best, latency + transfer / NCCL_BANDWIDTH[algorithm][p])
+    return best
+
+
 def cluster_time_s(kind: Collective, nbytes: float, group_size: int, cluster: ClusterSpec,
                    devices_per_node: int | None = None,
                    algorithm: Algorithm = Algorithm.AUTO) -> float:
@@ -164,12 +258,18 @@ def cluster_time_s(kind: Collective, nbytes: float, group_size: int, cluster: Cl
     Torus (TPU ICI): one flat collective on the links the group spans
     (``ClusterSpec.group_network``). Switch: ``hierarchical_time_s`` with the group's members
     per node (default: as many as fit in one node, the layout of a tensor-parallel group;
-    a data-parallel group strided over tensor-parallel ones has fewer).
+    a data-parallel group strided over tensor-parallel ones has fewer). GPUs on NCCL's links
+    (``speaks_nccl``): all-reduce, all-gather and reduce-scatter at NCCL's own prediction
+    (``nccl_time_s``) when the algorithm is left to it.
     """
     from hardware_specs.cluster import Topology
     if cluster.topology is Topology.TORUS:
         return on(kind, nbytes, group_size, cluster.group_network(group_size), algorithm)
     local = devices_per_node or min(group_size, cluster.devices_per_node)
+    if (Algorithm(algorithm) is Algorithm.AUTO and speaks_nccl(cluster)
+            and Collective(kind) in (Collective.ALL_REDUCE, Collective.ALL_GATHER,
+                                     Collective.REDUCE_SCATTER)):
+        return nccl_time_s(kind, nbytes, group_size, local, cluster.intra, cluster.inter)
     return hierarchical_time_s(kind, nbytes, group_size, local, cluster.intra, cluster.inter,
                                algorithm)
 
