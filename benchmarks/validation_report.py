@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:  # run as ``python benchmarks/validation_report.py
 
 from hardware_specs.cluster import load_cluster
 from simulator import Plan, simulate
-from workloads.transformer import TransformerConfig
+from workloads.transformer import Residual, TransformerConfig
 from workloads.zoo import get_workload
 
 try:
@@ -130,7 +130,8 @@ def workload(row: dict[str, str]):
     shape = {key: int(row[key]) for key in ("layers", "hidden", "heads", "vocab", "seq_len")
              if row[key]}
     options = dict(item.split("=") for item in row["model_options"].split())
-    options = {key: _option(value) for key, value in options.items()}
+    options = {key: Residual(value) if key == "residual" else _option(value)
+               for key, value in options.items()}   # residual=parallel (GPT-NeoX)
     if row["model"] == "transformer":
         return TransformerConfig(row["run_id"], **shape, **options)
     work = get_workload(row["model"])

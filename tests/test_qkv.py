@@ -163,3 +163,15 @@ def test_rotary_pct_must_be_a_fraction(pct):
 def test_unknown_attention_layout_is_refused():
     with pytest.raises(PlanError, match="attention_layout.*native, sbhd, sbhd-packed"):
         Plan(attention_layout="bshd")
+
+
+def test_workload_file_takes_rotary_pct(tmp_path):
+    from workloads.zoo import get_workload
+    path = tmp_path / "neox.toml"
+    text = ('[transformer]\nlayers = 2\nhidden = 512\nheads = 8\nvocab = 1000\nseq_len = 128\n'
+            'learned_positions = false\nrotary_pct = {}\n')
+    path.write_text(text.format("0.25"))
+    assert get_workload(str(path)).rotary_pct == 0.25
+    path.write_text(text.format('"quarter"'))
+    with pytest.raises(WorkloadError, match="rotary_pct.*must be a number"):
+        get_workload(str(path))

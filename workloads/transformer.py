@@ -326,7 +326,15 @@ def _layer(c: TransformerConfig, b: Builder, x: str, batch: int) -> str:
     attn = _attention(c, b, normed, batch)
     mlp = _mlp(c, b, normed if c.residual is Residual.SHARED_NORM else _norm(c, b, x, rows),
                rows)
-    return _residual(b, _residual(b, x, attn, rows * h, Block.ATTN), mlp, rows * h, Block.MLP)
+    # attn + mlp first, then the residual: under tensor parallelism the two row-parallel
+    # partial sums are added before one all-reduce (GPT-NeoX's gpt_j_residual: "we can do a
+    # single allreduce after we add mlp / attn outputs", EleutherAI/gpt-neox 53112bf
+    # megatron/model/transformer.py ParallelTransformerLayer.forward); the tag tells
+    # simulator.parallel.tensor
+    b.block = Block.ATTN
+    both = b.elementwise("add", (attn, mlp), rows * h, base="parallel_sum",
+                         extra=(("partial_sum", 1),))
+    return _residual(b, x, both, rows * h, Block.MLP)
 
 
 def _norm(c: TransformerConfig, b: Builder, x: str, rows: int) -> str:

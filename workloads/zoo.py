@@ -26,7 +26,7 @@ _SPELLINGS = {canonical(name): name for name in [*MODELS, *ALIASES]}
 _REQUIRED = ("layers", "hidden", "heads", "vocab", "seq_len")
 _OPTIONAL = {"kv_heads": int, "ffn_hidden": int, "ffn": Ffn, "norm": Norm, "name": str,
              "tied_embeddings": bool, "learned_positions": bool, "bias": bool, "dropout": bool,
-             "head_size": int, "residual": Residual, "mtp": int}
+             "head_size": int, "residual": Residual, "mtp": int, "rotary_pct": float}
 #: ``[moe]`` (workloads.moe.MoE) and ``[mla]`` (workloads.moe.MLA): their keys and types
 #: (float: a number; None in a type: the key may be left out).
 _MOE = {"experts": int, "top_k": int, "shared_experts": int, "expert_ffn_hidden": int,
@@ -131,6 +131,10 @@ def _integer(path: Path, key: str, value) -> int:
 def _typed(path: Path, key: str, value, kind):
     if kind is int:
         return _integer(path, key, value)
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise WorkloadError(f"{path}: [transformer] {key} = {value!r} must be a number")
+        return float(value)
     if kind is bool or kind is str:
         if not isinstance(value, kind) or (kind is str and (
                 not value.strip() or len(value) > 200 or clean(value) != value)):

@@ -86,6 +86,7 @@ class _Split:
         self.heads: set[str] = set()     # of them, the KV heads replicated over tp / kv ranks
         self.remap: dict[str, str] = {}  # op -> the op its readers read instead (after g)
         self.entry: dict[str, str] = {}  # producer -> its f (or all-gather) op
+        self.partial: set[str] = set()   # row-parallel partial sums not yet reduced
 
     def run(self) -> OpGraph:
         for name in self.forward.names():
@@ -108,7 +109,16 @@ class _Split:
                               split=True)
             elif op.role is Role.ROW:
                 self._add(_linear(op, op.m, op.k // self.tp, op.n), self._reads(inputs))
-                self._exit(name, op)
+                if self._summed_first(name):
+                    self.partial.add(name)   # reduced after the sum (parallel residual)
+                else:
+                    self._exit(name, op)
+            elif inputs and all(self.remap.get(s, s) in self.partial for s in inputs):
+                self._add(op, self._reads(inputs))   # on partial sums: the tag's add, a dropout
+                if _sums(op):
+                    self._exit(name, op)
+                else:
+                    self.partial.add(name)
             elif op.role is Role.VOCAB_EMBEDDING:
                 vocab = math.ceil(op.k / self.tp)
                 self._add(op.evolve(k=vocab, params=vocab * op.n), [])
@@ -125,6 +135,26 @@ class _Split:
             else:
                 self._add(op, self._reads(inputs))
         return self.out
+
+    def _summed_first(self, name: str) -> bool:
+        """Whether a row-parallel output reaches only an add tagged ``partial_sum`` (directly
+        or through one single-input vector op, a dropout) whose inputs all come so from
+        row-parallel outputs: a parallel-residual layer, whose attention and MLP partial sums
+        are added before one all-reduce (``workloads.transformer``)."""
+        readers = self.forward.consumers(name)
+        if len(readers) == 1 and not _sums(self.forward.op(readers[0])) and \
+                self._passes(readers[0]):
+            readers = self.forward.consumers(readers[0])
+        if len(readers) != 1 or not _sums(self.forward.op(readers[0])):
+            return False
+        return all(self.forward.op(src).role is Role.ROW or (
+            self._passes(src) and self.forward.op(self.forward.inputs(src)[0]).role is Role.ROW)
+            for src in self.forward.inputs(readers[0]))
+
+    def _passes(self, name: str) -> bool:
+        """A single-input vector op (a dropout) a partial sum may go through."""
+        return self.forward.op(name).kind is OpKind.ELEMENTWISE and \
+            len(self.forward.inputs(name)) == 1
 
     def _replicated(self, op: Op) -> Op | None:
         """A k or v projection (or a fused q, k, v one) when each rank holds one KV head
@@ -177,6 +207,11 @@ class _Split:
             g = collective(f"{name}.tp_all_reduce", "all_reduce", size, size, size, self.tp,
                            Axis.TENSOR, op)
         self.remap[name] = self.out.add(g, [name])
+
+
+def _sums(op: Op) -> bool:
+    """The add of a parallel-residual layer's attention and MLP outputs."""
+    return bool(dict(op.extra).get("partial_sum"))
 
 
 def _linear(op: Op, m: int, k: int, n: int) -> Op:
