@@ -4,6 +4,8 @@ form) and the refusals of what no stack trains (Snapdragon 16-bit, one line, exi
 from dataclasses import replace
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hardware_specs.loader import load_device, parse_device
 from hardware_specs.spec import MemoryLevel
@@ -138,3 +140,31 @@ def test_hwsim_devices_lists_each_source_and_the_streaming_memory(capsys):
     bow = next(line for line in lines if line.startswith("graphcore-bow "))
     assert "mem      1 GB at  65000 GB/s + 64 GB streaming at 16 GB/s" in bow
     assert "streaming" not in next(line for line in lines if line.startswith("a100-sxm4-80gb "))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(model=st.sampled_from(["gpt2-small", "bert-base", "gpt2-medium"]),
+       seq_len=st.sampled_from([128, 512, 1024]), m=st.integers(1, 4),
+       recompute=st.sampled_from(["none", "full"]),
+       gb_per_s=st.floats(1.0, 100.0))
+def test_streaming_only_ever_adds_its_closed_form(model, seq_len, m, recompute, gb_per_s):
+    """Whatever the model and plan: with streaming memory a step either runs as without it
+    (it fitted on chip, or its states exceed the streaming memory too) or fits on chip and
+    takes exactly its tier's bytes over the link's bandwidth longer; FLOPs never move."""
+    device = replace(BOW, streaming_memory=MemoryLevel("ddr4", 64e9, gb_per_s * 1e9))
+    kwargs = {"micro_batch": 1, "global_batch": m, "recompute": recompute,
+              "seq_len": seq_len}
+    plain = simulate(model, ON_CHIP_ONLY, **kwargs)
+    streamed = simulate(model, device, **kwargs)
+    assert streamed.flops_per_step == plain.flops_per_step
+    notes = [n for n in streamed.notes if "streaming memory" in n]
+    if plain.fits or not notes:
+        assert not notes and streamed.step_time_s == plain.step_time_s
+        assert streamed.fits == plain.fits
+        return
+    assert streamed.fits and streamed.peak_memory_bytes <= BOW.memory_bytes
+    mem = plain.memory_breakdown
+    phased = "per phase" in notes[0]
+    moved = moved_bytes(mem["weights"], mem["gradients"], mem["optimizer_states"], m, phased)
+    assert streamed.step_time_s - plain.step_time_s == pytest.approx(moved / (gb_per_s * 1e9),
+                                                                     rel=1e-9)
