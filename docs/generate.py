@@ -338,6 +338,18 @@ def neusight_labels_section() -> list[str]:
     return module.markdown_lines()
 
 
+def metered_energy_section() -> list[str]:
+    """hwsim's node energy per step against MLPerf Training's metered runs
+    (``benchmarks/energy_validation.py``, which also prints it; validation, never fitted on)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "energy_validation", ROOT / "benchmarks" / "energy_validation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.section()
+
+
 # ---------------------------------------------------------------------------------- files
 
 SECTIONS: dict[str, dict[str, Callable[[], list[str]]]] = {
@@ -346,7 +358,8 @@ SECTIONS: dict[str, dict[str, Callable[[], list[str]]]] = {
     "accuracy.md": {"kernels": kernels_section, "attention-core": attention_core_section,
                     "layer-22b": layer_22b_section, "neusight-labels": neusight_labels_section,
                     "conv-fits": conv_fits_section,
-                    "attention-kernels": attention_kernels_section},
+                    "attention-kernels": attention_kernels_section,
+                    "metered-energy": metered_energy_section},
 }
 
 

@@ -60,8 +60,8 @@ def test_gpt3_node_power_and_energy():
 
 
 @pytest.mark.xfail(strict=True, reason="issue 25's target is not met on two rows: node energy "
-                   "per step -0.7 % (GPT-3) and +186 % (ResNet-50: hwsim's step 2.4x the "
-                   "MLPerf MXNet run's); median 93 %")
+                   "per step -0.7 % (GPT-3) and +73 % (ResNet-50: hwsim's step 1.47x the "
+                   "MLPerf MXNet run's); median 37 %")
 def test_metered_energy_within_15_percent_median():
     errors = [abs(r["predicted_j"] / r["measured_j"] - 1) for r in ev.rows()]
     assert statistics.median(errors) <= 0.15
