@@ -175,3 +175,13 @@ def test_workload_file_takes_rotary_pct(tmp_path):
     path.write_text(text.format('"quarter"'))
     with pytest.raises(WorkloadError, match="rotary_pct.*must be a number"):
         get_workload(str(path))
+
+
+@pytest.mark.parametrize("model, pct", [("pythia-160m", 0.25), ("phi-2", 0.4)])
+def test_hf_configs_carry_the_rotated_fraction(model, pct):
+    """GPT-NeoX's rotary_pct and Phi's partial_rotary_factor, as their config.json give them."""
+    from pathlib import Path
+
+    from workloads.hf_config import load_hf_config
+    path = Path(__file__).parent / "data" / "hf_configs" / model / "config.json"
+    assert load_hf_config(path).rotary_pct == pct

@@ -8,8 +8,7 @@ model's ``num_parameters()`` (tests/test_hf_config.py checks eleven published mo
 
 Modelled as the closest zoo layer, with the same parameters and GEMM FLOPs (the vector
 work differs slightly): Gemma's GeLU-gated MLP (``Ffn.GEGLU``) and its embedding scaled by
-sqrt(hidden); rotary embeddings on part of a head (GPT-NeoX's ``rotary_pct``, Phi's
-``partial_rotary_factor``) as on the whole head; a fused query_key_value projection (GPT-NeoX,
+sqrt(hidden); a fused query_key_value projection (GPT-NeoX,
 Falcon) as three; a sliding attention window (Mistral) as full causal attention over seq_len:
 exact while seq_len <= the window, which is why the default seq_len stops there.
 Not modelled (a one-line error): mixtures of experts (Mixtral), OPT's projected embeddings
@@ -112,6 +111,13 @@ class _Config:
             if value > 0:
                 return True
         return False
+
+    def fraction(self, key: str, default: float) -> float:
+        """A fraction in (0, 1] (the part of each head a rotary embedding rotates)."""
+        value = self._get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise WorkloadError(f"{self.path}: {key} = {value!r} must be a fraction in (0, 1]")
+        return float(value)
 
     def refuse(self, key: str, value, why: str) -> None:
         if self.data.get(key) is not None and self.data.get(key) != value:
@@ -237,6 +243,7 @@ def _gpt_neox(c: _Config) -> dict:
     (``use_parallel_residual``), LayerNorm, GeLU, rotary, biases, untied."""
     parallel = c.flag("use_parallel_residual", True)
     return {**_core(c), "ffn": Ffn.GELU, "learned_positions": False,
+            "rotary_pct": c.fraction("rotary_pct", 1.0),
             "tied_embeddings": c.flag("tie_word_embeddings", False),
             "bias": c.flag("attention_bias", True), "mlp_bias": True,
             "residual": Residual.PARALLEL if parallel else Residual.SEQUENTIAL,
@@ -290,6 +297,7 @@ def _phi(c: _Config) -> dict:
     c.refuse("qk_layernorm", False, "Phi's query/key norms are not modelled")
     return {**_core(c), "ffn": Ffn.GELU, "learned_positions": False, "bias": True,
             "head_bias": True, "residual": Residual.SHARED_NORM,
+            "rotary_pct": c.fraction("partial_rotary_factor", 0.5),
             "tied_embeddings": c.flag("tie_word_embeddings", False),
             "dropout": c.rate("resid_pdrop", "embd_pdrop", "attention_dropout")}
 
