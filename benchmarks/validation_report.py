@@ -165,6 +165,9 @@ def parallel_plan(row: dict[str, str]) -> ParallelPlan:
     # absent or empty: DeepSpeed's default)
     if row.get("zero_reduce_bucket"):
         fields["zero_reduce_bucket"] = int(row["zero_reduce_bucket"])
+    # Megatron-LM's --overlap-param-gather as the run's config set it (column
+    # overlap_param_gather; absent or empty: off, Megatron-LM's default)
+    fields["overlap_param_gather"] = _flag(row.get("overlap_param_gather") or "false")
     return ParallelPlan(schedule=row["schedule"], **fields)
 
 
