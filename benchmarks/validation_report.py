@@ -165,6 +165,9 @@ def parallel_plan(row: dict[str, str]) -> ParallelPlan:
     # absent or empty: DeepSpeed's default)
     if row.get("zero_reduce_bucket"):
         fields["zero_reduce_bucket"] = int(row["zero_reduce_bucket"])
+    # DeepSpeed's partition_activations as the run's config set it (column
+    # partition_activations; absent or empty: off, DeepSpeed's default)
+    fields["partition_activations"] = _flag(row.get("partition_activations") or "false")
     # Megatron-LM's --overlap-param-gather as the run's config set it (column
     # overlap_param_gather; absent or empty: off, Megatron-LM's default)
     fields["overlap_param_gather"] = _flag(row.get("overlap_param_gather") or "false")

@@ -98,3 +98,16 @@ def test_fixed_bad_input():
     with pytest.raises(PlanError, match="tp is given both"):
         with_fixed({"tp": [1, 2]}, {"tp": 2})
     assert with_fixed([{"tp": 2}], {"cp": 2}) == [{"tp": 2, "cp": 2}]
+
+
+def test_planner_tries_tp_over_replicated_kv_heads(tmp_path):
+    """Issue 22, item 2: a multi-query model (one KV head) runs at tp > 1, its KV head
+    replicated; the planner tries tp 1-8 as for any model whose heads they divide (it tried
+    tp 1 alone: 'tp must divide kv_heads')."""
+    spec = tmp_path / "mqa.toml"
+    spec.write_text('[transformer]\nlayers = 4\nhidden = 1024\nheads = 16\nkv_heads = 1\n'
+                    'vocab = 1000\nseq_len = 512\n')
+    report = capacity_plan(str(spec), 1e8, devices=["h100"], device_counts=[8],
+                           fixed={"pp": 1, "zero": 1, "micro_batch": 1, "recompute": "none"},
+                           workers=1, progress=False)
+    assert set(report.rows.tp) == {1, 2, 4, 8} and (report.rows.status == "ok").all()

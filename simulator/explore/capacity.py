@@ -439,9 +439,10 @@ def _batch(work) -> int:
 
 
 def _plans(n: int, work, fixed: dict | None = None) -> list[dict]:
-    """Plans of ``work`` on n devices: tp within a node dividing the heads, cp keeping
-    ``CP_TOKENS`` tokens per rank, pp splitting the layers (see ``_stages``; interleaved too,
-    see ``_schedules``), tp x cp x pp dividing n, dp dividing the batch's (``_batch``)
+    """Plans of ``work`` on n devices: tp within a node dividing the heads (and the KV heads,
+    or a multiple of them: replicated), cp keeping ``CP_TOKENS`` tokens per rank, pp
+    splitting the layers (see ``_stages``; interleaved too, see ``_schedules``), tp x cp x pp
+    dividing n, dp dividing the batch's (``_batch``)
     micro-batches, ZeRO only with dp > 1 (and 0-2 with ep > 1, which refuses ZeRO-3).
     ``fixed`` (``capacity_plan``): a searched field given takes only its value; the plans
     keep the others' values."""
@@ -451,7 +452,9 @@ def _plans(n: int, work, fixed: dict | None = None) -> list[dict]:
     out = []
     cps = [c for c in (1, 2, 4, 8, 16) if c == 1 or
            (seq_len // c >= CP_TOKENS and not seq_len % (2 * c))]
-    tps = [t for t in (1, 2, 4, 8) if not heads % t and not kv_heads % t]
+    # tp dividing the KV heads, or a multiple of them (each replicated over tp / kv_heads
+    # ranks, as Megatron-LM does: ParallelPlan's rule)
+    tps = [t for t in (1, 2, 4, 8) if not heads % t and (not kv_heads % t or not t % kv_heads)]
     for tp, cp in itertools.product(_given(fixed, "tp", tps), _given(fixed, "cp", cps)):
         for pp in (p for p in _given(fixed, "pp", (1, 2, 4, 8)) if not n % (tp * cp * p)):
             stages = _stages(layers, pp)

@@ -24,9 +24,13 @@ from simulator.parallel.expert import local_members, reduce_expert_gradients
 from simulator.parallel.expert import shard as shard_experts
 from simulator.parallel.pipeline import block_on_p2p, stage_graph
 from simulator.parallel.tensor import check as check_tensor_parallel
-from simulator.parallel.tensor import split, wait_for_weight_gradients
+from simulator.parallel.tensor import (
+    gather_partitioned_checkpoints,
+    split,
+    wait_for_weight_gradients,
+)
 from simulator.plan.parallel import Dispatcher, ParallelPlan, PipelineEngine
-from simulator.plan.step import Attention, Finetune, Fusion, Plan
+from simulator.plan.step import Attention, Finetune, Fusion, Plan, Recompute
 from simulator.training.backward import training_graph
 from simulator.training.finetune import adapt, dequantize
 from simulator.training.fusion import fuse_attention, fuse_elementwise
@@ -58,6 +62,11 @@ def micro_batches(work, plan: Plan, parallel: ParallelPlan, num_devices: int) ->
     if parallel.sequence_parallel and parallel.tp == 1:
         raise PlanError("sequence parallelism splits the tensor-parallel ranks' tokens: it "
                         "needs tp > 1")
+    if parallel.partition_activations and (parallel.tp == 1 or plan.recompute
+                                           is not Recompute.FULL):
+        raise PlanError("partition_activations splits checkpointed layer inputs over the "
+                        f"tensor-parallel ranks: it needs tp > 1 (tp = {parallel.tp}) and "
+                        f"recompute = full (recompute = {plan.recompute.value})")
     if parallel.hidden_sharded:
         _check_hidden_sharded(parallel, shape)
     if shape is None:
@@ -136,6 +145,8 @@ def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
     step = add_layout_transposes(dequantize(training_graph(forward, plan), plan),
                                  plan.channels_last)
     step = add_qkv_kernels(step, plan)   # eager rotary kernels, attention layout copies
+    if parallel.partition_activations and not parallel.activations_split:
+        gather_partitioned_checkpoints(step, parallel.tp)
     if not parallel.overlap_tp_comm:
         wait_for_weight_gradients(step)
     if plan.fusion is Fusion.COMPILED:

@@ -160,6 +160,15 @@ class ParallelPlan:
     overlap_param_gather: bool = field(default=False, metadata={
         "help": "ZeRO 1-2: all-gather the updated weights during the next step's forward, "
                 "each layer's before it runs (Megatron-LM --overlap-param-gather)"})
+    # DeepSpeed activation checkpointing's partition_activations (GPT-NeoX
+    # partition-activations): each checkpointed layer's input is kept 1/tp per tensor-parallel
+    # rank and all-gathered before the layer is recomputed (deepspeed/runtime/
+    # activation_checkpointing/checkpointing.py: partition_activations in CheckpointFunction
+    # .forward, gather_partitioned_activations in its backward; simulator.parallel.tensor).
+    # Default False, as DeepSpeed's (activation_checkpointing/config.py).
+    partition_activations: bool = field(default=False, metadata={
+        "help": "DeepSpeed: keep each checkpointed layer input split over the tensor-parallel "
+                "ranks, all-gathered before its recomputation (needs recompute = full, tp > 1)"})
     # A tensor-parallel backward collective overlaps the weight-gradient GEMMs of the linears
     # whose input gradient it reduces (Megatron-LM's asynchronous tensor-parallel all-reduce,
     # on by default; --no-async-tensor-model-parallel-allreduce turns it off). False: it waits
