@@ -58,3 +58,49 @@ def test_fp32_gemms_run_at_their_own_figure():
         Builder(graph, dtype=dtype).linear("g", None, 8192, 8192, 8192, bias=False)
         low = lower(graph)
         assert op_costs(low, t4)[0][0] == pytest.approx(op_costs(low, one)[0][0] * ratio)
+
+
+@pytest.fixture(scope="module")
+def neusight_fits():
+    from simulator.calibrate.gemm import fit_neusight
+
+    return fit_neusight()
+
+
+@pytest.mark.parametrize("device, efficiency, held", [
+    ("NVIDIA L4", 0.299, 0.078), ("NVIDIA H100 80GB HBM3", 0.760, 0.010),
+    ("NVIDIA A100 80GB PCIe", 0.929, 0.067), ("NVIDIA A100-PCIE-40GB", 0.837, 0.073),
+    ("AMD Instinct MI100", 0.653, 0.134), ("AMD Instinct MI210", 0.628, 0.405),
+    ("Tesla P100-PCIE-16GB", 0.695, 0.628)])
+def test_neusight_fp32_fits_are_in_the_specs(neusight_fits, device, efficiency, held):
+    """NeuSight's fp32 torch.nn.Linear calls (tests/data/neusight_linear_kernels.csv), fitted as
+    DeepBench's are: measured when written (efficiency within 1 %, held-out median error within
+    2 points), and each GPU's spec carries its figure as fp32_matmul_efficiency (3 decimals).
+    The MI210's and P100's held-out fifth (GEMMs of a second or more) run far slower than the
+    fit: their clocks fall under a long load, which one efficiency does not carry."""
+    from hardware_specs.loader import load_device
+
+    f = neusight_fits[device]
+    assert f["efficiency"] == pytest.approx(efficiency, rel=0.01)
+    assert f["held_out_median"] == pytest.approx(held, abs=0.02)
+    assert load_device(f["spec"]).fp32_matmul_efficiency == pytest.approx(f["efficiency"],
+                                                                           abs=5e-4)
+
+
+def test_two_tables_agree_on_the_t4(neusight_fits):
+    """An independent check: NeuSight's T4 fp32 fit (PyTorch 2.1.0, CUDA 12.1, 2023) is within
+    10 % of DeepBench's (cuBLAS, CUDA 10.1, 2019: 0.464, the spec's figure): 0.495."""
+    from hardware_specs.loader import load_device
+
+    assert neusight_fits["Tesla T4"]["efficiency"] == pytest.approx(
+        load_device("t4").fp32_matmul_efficiency, rel=0.10)
+
+
+def test_the_l4_runs_far_below_its_datasheet(neusight_fits):
+    """The L4's fp32 GEMMs reach under a third of the datasheet's 30.3 TFLOP/s (0.299 x 30.3 =
+    9.1), far below the GPU prior (0.776) it ran at before: the one measured GPU where the
+    datasheet peak misleads by 3x."""
+    from hardware_specs.loader import MATMUL_PRIORS
+    from hardware_specs.spec import DeviceClass
+
+    assert neusight_fits["NVIDIA L4"]["efficiency"] < 0.4 * MATMUL_PRIORS[DeviceClass.GPU]

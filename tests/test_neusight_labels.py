@@ -62,25 +62,33 @@ def test_labels_are_neusights_forward_plus_backward(bench):
 
 
 def test_median_error_regression(bench, table):
-    """Median |error| 21.7 % when last measured: at most 23 %; every prediction positive."""
+    """Median |error| 14.7 % when last measured (21.7 % before NeuSight's fp32 linear kernels
+    gave the L4, H100, A100 PCIe, MI100 and MI210 their fp32 GEMM figures): at most 16 %; every
+    prediction positive."""
     assert all(r.predicted_ms > 0 and math.isfinite(r.predicted_ms) for r in table)
-    assert bench.median_abs_error(table) <= 0.23
+    assert bench.median_abs_error(table) <= 0.16
 
 
-@pytest.mark.parametrize("gpu, bound", [("NVIDIA_A100_80GB_PCIe", 0.13),
+@pytest.mark.parametrize("gpu, bound", [("NVIDIA_A100_80GB_PCIe", 0.16),
                                         ("Tesla_V100-PCIE-32GB", 0.11),
-                                        ("NVIDIA_H100_80GB_HBM3", 0.15)])
+                                        ("NVIDIA_H100_80GB_HBM3", 0.10),
+                                        ("NVIDIA_L4", 0.08)])
 def test_measured_gpus_within_bound(bench, table, gpu, bound):
-    """The GPUs with a measured matmul efficiency: A100 10.1 %, H100 12.2 %, V100 (its
-    DeepBench fp32 figure, 8.8 %; 18.4 % on the GPU class prior, 6.6 % at its datasheet peak)."""
+    """The GPUs with a measured fp32 GEMM efficiency: A100 PCIe 14.4 % (NeuSight's linear
+    kernels, 0.929; 10.1 % at its bf16 MSMF 0.827: the measured GEMMs expose a shortfall
+    elsewhere), H100 7.9 % (12.2 % at its bf16 0.803), L4 5.9 % (42.7 % at the GPU prior 0.776),
+    V100 (its DeepBench fp32 figure, 8.8 %; 18.4 % on the GPU class prior, 6.6 % at its
+    datasheet peak)."""
     mine = [r for r in table if r.gpu == gpu]
     assert mine and bench.median_abs_error(mine) <= bound
 
 
-def test_unmeasured_gpus_are_optimistic(table):
-    """The AMD GPUs and the L4 (no matmul measurement: fp32 GEMMs at the GPU class prior) are
-    still predicted fast, never slow (-36 to -43 %)."""
-    for gpu in ("AMD_Instinct_MI100", "AMD_Instinct_MI210", "AMD_Instinct_MI250", "NVIDIA_L4"):
+def test_amd_gpus_are_optimistic(table):
+    """The AMD GPUs, with their fp32 GEMMs measured (NeuSight: MI100 0.653, MI210 0.628; the
+    MI250's labels priced on the MI210), are still predicted fast, never slow (medians -23.5 to
+    -30.0 %, from -35.5 to -38.0 % at the GPU prior): something else than the GEMMs is missing
+    there."""
+    for gpu in ("AMD_Instinct_MI100", "AMD_Instinct_MI210", "AMD_Instinct_MI250"):
         assert statistics.median(r.error for r in table if r.gpu == gpu) < 0
 
 

@@ -14,6 +14,15 @@ format) timed with cuBLAS by ``code/nvidia/gemm_bench.cu`` on a V100 SXM2 (DGX-1
 10.1, cuDNN 7.6.2, driver 418.67, fp32 and fp16 ("16 bit inputs, 16 bit multiplication, 32 bit
 addition": tensor cores). ``tests/test_gemm_fit.py`` fits them again and checks the specs: fp16 as ``matmul_efficiency``,
 fp32 (CUDA cores) as ``fp32_matmul_efficiency``.
+
+NeuSight (Lee et al., ASPLOS 2025; github.com/sitar-lab/NeuSight, MIT licence, commit 6945927):
+fp32 ``torch.nn.Linear`` calls (``ampere_sgemm`` / CUTLASS SIMT kernels on NVIDIA, TF32 off,
+PyTorch 2.1.0, CUDA 12.1; rocBLAS/Tensile MFMA kernels on AMD, PyTorch 2.4.1), each timed alone
+between two CUDA events (the best 5 of 25), of at least ``LARGE_FLOPS``, on nine GPUs
+(``tests/data/neusight_linear_kernels.csv``; ``NEUSIGHT_CATALOGUE`` names the spec of each): the
+same fit gives their ``fp32_matmul_efficiency``. The GEMMs of a second or more (the largest
+fifth, held out) run slower on the P100 and the MI210 (0.25 and 0.36 of the peak against 0.72
+and 0.63 on GEMMs of 10-100 ms): their clocks fall under a long load.
 """
 from __future__ import annotations
 
@@ -24,6 +33,14 @@ from pathlib import Path
 import numpy as np
 
 TABLE = Path(__file__).resolve().parents[2] / "tests" / "data" / "deepbench_gemm.csv"
+NEUSIGHT_TABLE = TABLE.with_name("neusight_linear_kernels.csv")
+#: NeuSight's GPUs and the catalogue spec each is priced on (same chip, clocks and memory).
+NEUSIGHT_CATALOGUE = {"NVIDIA L4": "l4", "NVIDIA H100 80GB HBM3": "h100-sxm5-80gb",
+                      "NVIDIA A100 80GB PCIe": "a100-pcie-80gb",
+                      "NVIDIA A100-PCIE-40GB": "a100-pcie-40gb",
+                      "Tesla V100-PCIE-32GB": "v100-pcie-32gb", "Tesla T4": "t4",
+                      "Tesla P100-PCIE-16GB": "p100-pcie-16gb", "AMD Instinct MI100": "mi100",
+                      "AMD Instinct MI210": "mi210"}
 #: GEMMs of at least this many FLOPs are fitted on (16 of DeepBench's 95 per table).
 LARGE_FLOPS = 2e11
 
@@ -68,4 +85,17 @@ def fit(rows: list[dict], device, precision: str) -> dict:
             "held_out_max": float(errors.max()), "n": len(fitted)}
 
 
-__all__ = ["LARGE_FLOPS", "TABLE", "fit", "load", "predicted_s"]
+def fit_neusight(path: Path = NEUSIGHT_TABLE) -> dict[str, dict]:
+    """Every NeuSight GPU's fp32 fit (``fit``'s dict, with ``"spec"``: the catalogue name)."""
+    from hardware_specs.loader import load_device
+
+    rows = load(path)
+    out = {}
+    for device, name in NEUSIGHT_CATALOGUE.items():
+        out[device] = {**fit([r for r in rows if r["device"] == device], load_device(name),
+                             "fp32"), "spec": name}
+    return out
+
+
+__all__ = ["LARGE_FLOPS", "NEUSIGHT_CATALOGUE", "NEUSIGHT_TABLE", "TABLE", "fit", "fit_neusight",
+           "load", "predicted_s"]
