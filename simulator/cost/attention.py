@@ -172,6 +172,25 @@ def with_kernel(device, kernel):
     return dataclasses.replace(device, attention_kernel=kernel.value)
 
 
+#: FlashAttention (v1)'s head dimensions: multiples of 8 up to 128 (Dao-AILab/flash-attention
+#: csrc/flash_attn/fmha_api.cpp at 4a6eaa9, the version GPT-NeoX vendored in
+#: megatron/model/flash_attention.py: ``TORCH_CHECK((head_size % 8 == 0) && (head_size <=
+#: 128))``; its README: "Head dimensions that are multiples of 8, up to 128").
+FLASH_ATTN_1_MAX_HEAD_DIM = 128
+
+
+def check_head_dim(kernel, head_dim: int | None) -> None:
+    """PlanError where ``kernel`` cannot run a head of ``head_dim`` (None: unknown, no check)."""
+    from simulator.errors import PlanError
+
+    if head_dim is None or AttentionKernel(kernel) is not AttentionKernel.FLASH_ATTN_1:
+        return
+    if head_dim % 8 or head_dim > FLASH_ATTN_1_MAX_HEAD_DIM:
+        raise PlanError(f"attention_kernel = flash-attn-1 takes head dimensions that are "
+                        f"multiples of 8 up to {FLASH_ATTN_1_MAX_HEAD_DIM}, not {head_dim}: "
+                        "choose flash-attn-2 or attention = materialized")
+
+
 def note(device) -> str | None:
     """What a Result says when the plan's kernel has no measurement on ``device``."""
     kernel = AttentionKernel(device.attention_kernel)
