@@ -47,9 +47,14 @@ def paid_once(run: StageRun, device: DeviceSpec, plan=None) -> StageRun:
         return run
     time_s = np.array(run.alone_s if run.alone_s is not None else run.time_s, dtype=float)
     time_s[early] = 0.0
-    issued = release(host_costs(low, device, plan)[1], device, plan)
-    _, end = engine(len(low)).schedule_issued(low.indptr, low.indices, time_s, streams(low),
-                                              N_STREAMS, issued)
+    kernels = engine(len(low))
+    if run.sync is not None:   # the host waits at its synchronisations (as price_stage)
+        _, end = kernels.schedule_synced(low.indptr, low.indices, time_s, streams(low),
+                                         N_STREAMS, run.issued, run.sync)
+    else:
+        issued = release(host_costs(low, device, plan)[1], device, plan)
+        _, end = kernels.schedule_issued(low.indptr, low.indices, time_s, streams(low),
+                                         N_STREAMS, issued)
     micro = run.per_micro
     return replace(run, micro_s=float(end[micro].max()))
 
