@@ -198,6 +198,34 @@ def fit_deepbench(rows: list[dict], device: str, spec, precision: str = "fp16") 
                        precision=precision, passes="forward, dgrad, wgrad")
 
 
+def deepbench_pass_rates(rows: list[dict], device: str, spec, precision: str = "fp16",
+                         bound: float = 3.0) -> dict[str, float]:
+    """The median rate (compute at rate 1 / measured) of each pass -- fwd, dgrad, wgrad -- of
+    ``device``'s ``precision`` convolutions of DeepBench's table, over the rows in the upper
+    half by FLOPs whose compute time is at least ``bound`` x their memory time (the fixed cost
+    a small share). The specs take one rate for the three passes (``fit_deepbench``); this says
+    how far apart they are."""
+    from simulator.graph.op import DType
+
+    mine = [r for r in rows if r["device"] == device and r["precision"] == precision]
+    col = {key: np.array([float(r[key]) for r in mine]) for key in
+           ("n", "c", "k", "r", "h", "stride_h", "pad_h", "w", "s", "stride_w", "pad_w")}
+    dtype = DType.FP16 if precision == "fp16" else DType.FP32
+    m, n, k, flops, nbytes = implicit_gemm(
+        col["n"], col["c"], col["k"], col["r"], col["h"], col["stride_h"], col["pad_h"],
+        width=col["w"], kernel_w=col["s"], stride_w=col["stride_w"], pad_w=col["pad_w"],
+        element_bytes=dtype.bytes)
+    compute, memory = _terms(m, n, k, flops, nbytes, spec, dtype)
+    out = {}
+    for p in _PASSES:
+        measured = np.array([float(r[f"{p}_ms"]) * 1e-3 if r[f"{p}_ms"] else np.nan
+                             for r in mine])
+        timed = ~np.isnan(measured)
+        chosen = timed & (flops > np.median(flops[timed])) & (compute >= bound * memory)
+        out[p] = float(np.median(compute[chosen] / measured[chosen]))
+    return out
+
+
 def fit_deepbench_table(path, precision: str = "fp16") -> dict[str, ConvFit]:
     """Every DeepBench GPU's fit in ``precision`` from the table at ``path``."""
     from hardware_specs.loader import load_device
@@ -222,6 +250,6 @@ def fit_table(path) -> dict[str, ConvFit]:
     return {device: fit(rows, device, load_device(name)) for device, name in CATALOGUE.items()}
 
 
-__all__ = ["CATALOGUE", "DEEPBENCH_CATALOGUE", "ConvFit", "fit", "fit_deepbench",
-           "fit_deepbench_table", "fit_table", "implicit_gemm", "predict_s",
+__all__ = ["CATALOGUE", "DEEPBENCH_CATALOGUE", "ConvFit", "deepbench_pass_rates", "fit",
+           "fit_deepbench", "fit_deepbench_table", "fit_table", "implicit_gemm", "predict_s",
            "spec_conv_efficiency"]
