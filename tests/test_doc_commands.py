@@ -68,3 +68,19 @@ def test_the_tours_plan_flags_show(capsys):
     assert main(argv) == 0
     header = capsys.readouterr().out.splitlines()[1].split()
     assert header.index("own_cost_usd") == header.index("cost_usd") + 1
+
+
+def test_the_tours_sweep_rows_plot(tmp_path, capsys):
+    """The README's sweep has no --tokens, so its rows have no run totals: the pareto plot's
+    default axes say so and what to give, in one line; per-step axes plot."""
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("pyarrow")
+    from simulator.explore.sweep import sweep
+
+    rows = tmp_path / "rows.parquet"
+    sweep("gpt3-125m", ["a100", "h100"], [1], [{}], workers=1, progress=False, out=rows)
+    assert main(["plot", "pareto", str(rows), "--out", str(tmp_path / "a.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "give the sweep --tokens" in err
+    assert main(["plot", "pareto", str(rows), "--x", "step_time_s", "--y", "cost_usd_per_step",
+                 "--out", str(tmp_path / "b.png")]) == 0

@@ -269,6 +269,11 @@ def _plain_log(axis) -> None:
 
 
 # -- Pareto fronts ------------------------------------------------------------------------------
+#: The columns a sweep has only for a whole run (``--tokens``): the pareto plot's defaults.
+_RUN_TOTALS = ("total_time_days", "total_time_s", "cost_usd", "energy_kwh", "co2_kg",
+               "own_cost_usd")
+
+
 def pareto(df, x: str = "total_time_days", y: str = "cost_usd", hue: str | None = "device",
            ax=None):
     """Every configuration of a sweep or plan (``simulator.explore.sweep.sweep``, ``CapacityReport``) as
@@ -276,6 +281,10 @@ def pareto(df, x: str = "total_time_days", y: str = "cost_usd", hue: str | None 
     on both (lower is better). Rows whose ``status`` is not ``ok`` or that do not fit are
     left out."""
     for column in (x, y):
+        if column in _RUN_TOTALS and column not in df.columns and "step_time_s" in df.columns:
+            raise PlotError(f"pareto: no column {column!r}: the rows have no run totals (give "
+                            "the sweep --tokens), or plot per step: --x step_time_s --y "
+                            "cost_usd_per_step")
         if column not in df.columns:
             raise PlotError(f"pareto: no column {column!r} (columns: {', '.join(df.columns)})")
     rows = df
