@@ -338,3 +338,4 @@ def test_ddp_reduces_in_pytorchs_buckets():
 def test_bad_ddp_bucket_is_one_plan_error(bad):
     with pytest.raises(PlanError, match="ddp_bucket_mb"):
         ParallelPlan(ddp_bucket_mb=bad)
+    assert ParallelPlan(ddp_bucket_mb="10").ddp_bucket_mb == 10.0   # a grid's text

@@ -279,10 +279,17 @@ class ParallelPlan:
         for name in ("zero_prefetch_bucket", "zero_max_live"):
             positive(getattr(self, name), name, minimum=0, maximum=2**50)
         positive(self.zero_reduce_bucket, "zero_reduce_bucket", maximum=2**50)
-        if isinstance(self.ddp_bucket_mb, bool) or not isinstance(self.ddp_bucket_mb, (
-                int, float)) or not 0 < self.ddp_bucket_mb < 2**40:
+        bucket = self.ddp_bucket_mb
+        if isinstance(bucket, str):   # a grid's or a file's text
+            try:
+                bucket = float(bucket)
+            except ValueError:
+                pass
+        if isinstance(bucket, bool) or not isinstance(bucket, (int, float)) or not (
+                0 < bucket < 2**40):
             raise PlanError(f"ddp_bucket_mb = {self.ddp_bucket_mb!r} must be a positive number "
                             "of MiB (PyTorch's default 25)")
+        object.__setattr__(self, "ddp_bucket_mb", float(bucket))
         if self.shard_group is not None:
             positive(self.shard_group, "shard_group")
         if self.comm_sms is not None:
