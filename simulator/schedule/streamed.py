@@ -82,8 +82,9 @@ def moved_bytes(weights: float, gradients: float, states: float, m: int,
 
 def stream(device, memory: dict[str, float], largest_share: float, m: int) -> Streamed | None:
     """The step with its model states in ``device``'s streaming memory, or None where it needs
-    none: the device has no streaming memory, everything already fits on chip, or the states
-    do not fit the streaming memory either (then the plan does not fit, as before).
+    none: the device has no streaming memory, everything already fits on chip, the states
+    do not fit the streaming memory either, or what must stay on chip (activations, workspace,
+    the largest phase) overflows it anyway (then the plan does not fit, as before).
 
     ``memory``: the on-chip breakdown the plan would need (``stage_memory``);
     ``largest_share``: the largest op's share of the device's parameters (the phase kept on
@@ -96,6 +97,8 @@ def stream(device, memory: dict[str, float], largest_share: float, m: int) -> St
     phased = sum(on_chip.values()) > device.memory_bytes   # tier 1 does not fit: tier 2
     if phased:
         on_chip.update(weights=weights * largest_share, gradients=gradients * largest_share)
+        if sum(on_chip.values()) > device.memory_bytes:
+            return None      # activations alone overflow the chip: streaming cannot save it
     off = states + (weights + gradients if phased else 0.0)
     if off <= 0 or off > level.capacity_bytes:
         return None
