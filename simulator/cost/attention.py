@@ -172,6 +172,31 @@ def with_kernel(device, kernel):
     return dataclasses.replace(device, attention_kernel=kernel.value)
 
 
+#: The head dimensions each FlashAttention kernel is compiled for: a head runs in the smallest
+#: that holds it, the columns past its own computed and discarded, so it takes that head's
+#: time. FlashAttention (v1): 32, 64, 128 (csrc/flash_attn/fmha_api.cpp ``run_fmha_fwd`` and
+#: ``run_fmha_bwd`` at 4a6eaa9); FlashAttention-2: 32, 64, 96, 128, 192, 256
+#: (csrc/flash_attn/src/static_switch.h ``HEADDIM_SWITCH`` at 0251105); the Triton kernel: the
+#: next power of two, at least 16 (flash_attn/flash_attn_triton.py ``BLOCK_HEADDIM = max(
+#: triton.next_power_of_2(d), 16)``). The fits' benchmarks ran heads of 64 and 128, which no
+#: kernel pads.
+COMPILED_HEADS = {AttentionKernel.FLASH_ATTN_1: (32, 64, 128),
+                  AttentionKernel.FLASH_ATTN_2: (32, 64, 96, 128, 192, 256),
+                  AttentionKernel.FLASH_ATTN_TRITON: (16, 32, 64, 128, 256, 512, 1024)}
+
+
+def padded_head(kernel, k: np.ndarray) -> np.ndarray:
+    """The head dimension ``kernel`` runs heads of ``k`` at (``k`` where it has no table or
+    the head is past its largest)."""
+    k = np.asarray(k, dtype=np.float64)
+    sizes = COMPILED_HEADS.get(kernel)
+    if not sizes:
+        return k
+    table = np.asarray(sizes, dtype=np.float64)
+    index = np.searchsorted(table, k)
+    return np.where(index < len(table), table[np.minimum(index, len(table) - 1)], k)
+
+
 #: FlashAttention (v1)'s head dimensions: multiples of 8 up to 128 (Dao-AILab/flash-attention
 #: csrc/flash_attn/fmha_api.cpp at 4a6eaa9, the version GPT-NeoX vendored in
 #: megatron/model/flash_attention.py: ``TORCH_CHECK((head_size % 8 == 0) && (head_size <=
@@ -227,11 +252,15 @@ def fitted_rates(lowered, device) -> tuple[np.ndarray, np.ndarray]:
     # recompute writes its output like the forward
     backward = (task == Task.DATA_GRAD) | ((task == Task.RECOMPUTE)
                                            & (lowered.out_bytes[ops] == 0))
-    args = (lowered.m[ops], lowered.n[ops], lowered.k[ops], lowered.batch[ops],
-            lowered.causal[ops])
+    # a head narrower than the kernel's compiled one runs at that one's time (COMPILED_HEADS):
+    # the rate of the compiled head, of which the head's own FLOPs are k / compiled
+    k = np.maximum(lowered.k[ops].astype(np.float64), 1)
+    compiled = padded_head(resolve(device, device.attention_kernel), k)
+    args = (lowered.m[ops], lowered.n[ops], compiled, lowered.batch[ops], lowered.causal[ops])
     units = device.architecture.compute_units
     eff = np.where(backward, kernel_efficiency(*args, fits[1], units),
                    kernel_efficiency(*args, fits[0], units))
+    eff = eff * k / compiled
     rate = np.array([device.peak_for(DType(code)) for code in range(max(DType) + 1)])
     peaks = rate[lowered.dtype[ops].astype(np.int64)]
     return ops, peaks * eff
@@ -246,6 +275,7 @@ __all__ = [
     "fitted_rates",
     "kernel_efficiency",
     "note",
+    "padded_head",
     "pass_time_s",
     "resolve",
     "with_kernel",
