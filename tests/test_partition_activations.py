@@ -36,7 +36,9 @@ def test_gathers_never_speed_a_step_up():
     assert _run(partition_activations=True).step_time_s > _run().step_time_s
 
 
-@pytest.mark.parametrize("tp, recompute", [(1, "full"), (2, "none"), (2, "selective")])
-def test_needs_tensor_parallel_checkpoints(tp, recompute):
-    with pytest.raises(PlanError, match="partition_activations.*tp > 1.*recompute = full"):
+@pytest.mark.parametrize("tp, recompute, needs", [(1, "full", "tp > 1"),
+                                                  (2, "none", "recompute = full, not none"),
+                                                  (2, "selective", "recompute = full")])
+def test_needs_tensor_parallel_checkpoints(tp, recompute, needs):
+    with pytest.raises(PlanError, match=f"partition_activations.*{needs}"):
         _run(tp, recompute=recompute, partition_activations=True)

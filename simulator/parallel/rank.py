@@ -62,11 +62,12 @@ def micro_batches(work, plan: Plan, parallel: ParallelPlan, num_devices: int) ->
     if parallel.sequence_parallel and parallel.tp == 1:
         raise PlanError("sequence parallelism splits the tensor-parallel ranks' tokens: it "
                         "needs tp > 1")
-    if parallel.partition_activations and (parallel.tp == 1 or plan.recompute
-                                           is not Recompute.FULL):
+    if parallel.partition_activations and parallel.tp == 1:
         raise PlanError("partition_activations splits checkpointed layer inputs over the "
-                        f"tensor-parallel ranks: it needs tp > 1 (tp = {parallel.tp}) and "
-                        f"recompute = full (recompute = {plan.recompute.value})")
+                        "tensor-parallel ranks: it needs tp > 1 (--tp), or leave it off")
+    if parallel.partition_activations and plan.recompute is not Recompute.FULL:
+        raise PlanError("partition_activations splits checkpointed layer inputs: it needs "
+                        f"recompute = full, not {plan.recompute.value} (--recompute full)")
     if parallel.hidden_sharded:
         _check_hidden_sharded(parallel, shape)
     if shape is None:
