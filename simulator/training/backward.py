@@ -38,6 +38,7 @@ from simulator.plan.step import (
     OPTIMIZER_FLOPS_PER_PARAM,
     OPTIMIZER_STATES,
     UNFUSED_EXTRA_PASSES,
+    Fusion,
     OptimizerImpl,
     Plan,
     Precision,
@@ -59,7 +60,17 @@ PASSTHROUGH = frozenset({"add", "view"})
 #: Name prefixes (display labels; an op's ``task`` says what it is): weight-gradient ops, and
 #: the backward's all-gather of a sequence shard (``gathered_shard``).
 WGRAD = "wgrad"
+BGRAD = "bgrad"   # a biased linear's bias gradient under eager fusion
 REGATHER = "regather"
+
+
+def _bias_elements(op: Op) -> int:
+    """A linear's bias elements (0: none, or not a plain linear): its parameters past the
+    weight, or all of them when the weight is another op's (tied)."""
+    if op.fn != "linear" or op.frozen or op.batch != 1 or not op.params:
+        return 0
+    weight = op.k * op.n
+    return op.params - weight if op.params >= weight else op.params
 
 
 def starts_backward(op: Op) -> bool:
@@ -226,6 +237,18 @@ class _Derivation:
                              bytes_read=grad_bytes + in_bytes, bytes_written=weight_bytes,
                              out_bytes=weight_bytes)
             self.weight_grads.setdefault(op.layer, []).append(name)
+            bias = _bias_elements(op)
+            if bias and self.plan.fusion is Fusion.EAGER:
+                # eager PyTorch sums the output gradient over the rows for the bias: a kernel
+                # of its own (autograd's sum_to for addmm's broadcast bias; Megatron-LM's
+                # grad_output.sum(dim=0), megatron/core/tensor_parallel/layers.py
+                # LinearWithGradAccumulationAndAsyncCommunication.backward); cuBLASLt's BGRAD
+                # epilogue (Transformer Engine, apex fused_dense) or a compiler fuses it
+                name = self._add(op, BGRAD, Task.WEIGHT_GRAD, deps, [], kind=OpKind.REDUCTION,
+                                 fn="sum", flops=0, vector_flops=grad_bytes // op.dtype.bytes,
+                                 bytes_read=grad_bytes, bytes_written=bias * gdtype.bytes,
+                                 out_bytes=bias * gdtype.bytes, m=0, n=0, k=0)
+                self.weight_grads.setdefault(op.layer, []).append(name)
 
     def _regather(self, gather: str, shard: str, after: list[str]) -> str:
         """All-gather the saved sequence shard again for the weight gradients (once per forward
