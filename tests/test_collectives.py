@@ -253,3 +253,25 @@ def test_nccl_time_is_monotone_and_never_below_the_bandwidth(kind, nbytes, nodes
                 for a in ((Algorithm.RING, Algorithm.TREE) if kind is Collective.ALL_REDUCE
                           else (Algorithm.RING,)))
     assert t >= floor * (1 - 1e-12)
+
+
+def test_ll128_only_over_nvlink_and_its_tree_share_in_one_node():
+    """tuning.cc enables LL128 only when the GPUs' intra path is NVLink (typeIntra <=
+    PATH_NVB): on a PCIe box a mid-size all-gather costs what LL and Simple allow. A single-node
+    tree all-reduce in LL128 gets 0.92 x 7/9 of the bandwidth, not 120/128."""
+    pci = Network("pci", LinkKind.PCIE, 32e9, 1.0e-6)
+    got = nccl_time_s(Collective.ALL_GATHER, 3e6, 8, 8, pci, None)
+    transfer = 7 / 8 * 3e6 / 32e9
+    ll = (6.6 + 7 * 1.0) * 1e-6 + transfer / 0.5
+    simple = (8.4 + 7 * 5.7) * 1e-6 + transfer
+    assert got == pytest.approx(min(ll, simple), rel=1e-12)
+    nvl_ll128 = (14.0 + 7 * 1.9) * 1e-6 + transfer / 0.92
+    assert nccl_time_s(Collective.ALL_GATHER, 3e6, 8, 8,
+                       Network("nvl", LinkKind.NVLINK, 32e9, 0.6e-6), None) <= nvl_ll128
+    from simulator.cost import collectives
+    assert collectives.NCCL_TREE_LL128_ONE_NODE == pytest.approx(0.92 * 7 / 9)
+
+
+def test_amd_links_keep_the_alpha_beta_model():
+    from simulator.cost.collectives import NCCL_CLASS
+    assert "infinity-fabric" not in NCCL_CLASS

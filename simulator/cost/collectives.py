@@ -174,15 +174,16 @@ NCCL_HW_US = {   # per step, (LL, LL128, Simple)
 }
 NCCL_NET_OVERHEAD_US = 1.0   # getNetOverhead: x86 Intel hosts (AMD: 2.0); x 3 for Simple
 # Bandwidth of each protocol as a fraction of the link's: ring LL x 0.5, LL128 x 0.92; the tree
-# all-reduce x 0.92 (then LL / 3.8, LL128 x 120/128 between nodes) -- its halved algorithm
-# bandwidth is ``bytes_moved``'s 2 x nbytes.
+# all-reduce x 0.92, then LL / 3.8, LL128 x 7/9 in one node and x 120/128 over nodes -- its
+# halved algorithm bandwidth is ``bytes_moved``'s 2 x nbytes.
 NCCL_BANDWIDTH = {Algorithm.RING: (0.5, 0.92, 1.0),
                   Algorithm.TREE: (0.92 / 3.8, 0.92 * 120 / 128, 0.92)}
-# hwsim's link kinds as NCCL's hardware classes (AMD's xGMI as NVLink: RCCL keeps NCCL's tuning
-# model); a spec's latency_us is the class's ring LL figure (NVLink 0.6, network 2.7 us), and
-# the other protocols' latencies scale with it.
-NCCL_CLASS = {"nvlink": "nvlink", "infinity-fabric": "nvlink", "pcie": "pci",
-              "infiniband": "net", "ethernet": "net"}
+NCCL_TREE_LL128_ONE_NODE = 0.92 * 7 / 9
+# hwsim's link kinds as NCCL's hardware classes; a spec's latency_us is the class's ring LL
+# figure (NVLink 0.6, network 2.7 us), and the other protocols' latencies scale with it. AMD's
+# links (RCCL, whose tuning.cc has other constants: ROCm/rccl) keep the alpha-beta model until
+# RCCL's table is cited.
+NCCL_CLASS = {"nvlink": "nvlink", "pcie": "pci", "infiniband": "net", "ethernet": "net"}
 
 
 def _nccl_latency_s(network: Link, algorithm: Algorithm, protocol: int) -> float:
@@ -224,10 +225,13 @@ def nccl_time_s(kind: Collective, nbytes: float, group_size: int, devices_per_no
     quiet = [None if net is None else dataclasses.replace(net, latency_s=0.0)
              for net in (intra, inter)]
     all_reduce = kind is Collective.ALL_REDUCE
+    # LL128 only where the GPUs talk over NVLink (tuning.cc: typeIntra <= PATH_NVB)
+    protocols = [p for p in range(len(PROTOCOLS))
+                 if PROTOCOLS[p] != "LL128" or NCCL_CLASS[_kind(intra)] == "nvlink"]
     best = math.inf
     for algorithm in (Algorithm.RING, Algorithm.TREE) if all_reduce else (Algorithm.RING,):
         transfer = hierarchical_time_s(kind, nbytes, group_size, local, *quiet, algorithm)
-        for p in range(len(PROTOCOLS)):
+        for p in protocols:
             latency = NCCL_BASE_US[algorithm][p] * 1e-6
             intra_step = _nccl_latency_s(intra, algorithm, p)
             if algorithm is Algorithm.RING:
@@ -246,7 +250,10 @@ def nccl_time_s(kind: Collective, nbytes: float, group_size: int, devices_per_no
                 latency += 2 * (local - 1) * intra_step
                 if nodes > 1:
                     latency += 2 * int(math.log2(nodes)) * _nccl_latency_s(inter, algorithm, p)
-            best = min(best, latency + transfer / NCCL_BANDWIDTH[algorithm][p])
+            share = NCCL_BANDWIDTH[algorithm][p]
+            if algorithm is Algorithm.TREE and PROTOCOLS[p] == "LL128" and nodes == 1:
+                share = NCCL_TREE_LL128_ONE_NODE
+            best = min(best, latency + transfer / share)
     return best
 
 
