@@ -8,8 +8,7 @@ A cluster is data, like a device (STYLE.md rule 2): one file per preset in
     nodes = 1
     devices_per_node = 8
     topology = "switch"           # or "torus" (TPU ICI), then torus_dims = [4, 4, 4]
-    node_power_w = 6500           # optional, cited: a node's power at full load (measured, else
-                                  # the datasheet's maximum)
+    node_power_w = 6500           # optional, cited: a node's maximum system power (datasheet)
     [intra]                       # the network inside a node (NVSwitch, PCIe, ICI)
     name = "nvswitch"   kind = "nvlink"   bandwidth_gb_per_s = 300   latency_us = 0.6
     [inter]                       # between nodes; required when nodes > 1
@@ -75,9 +74,8 @@ class ClusterSpec:
     torus_dims: tuple[int, ...] | None = None
     source: str = ""
     path: str = ""
-    # A node's system power at full load (GPUs, CPUs, NICs, switches, fans, power supplies):
-    # the measured maximum where one is cited, else the datasheet's rated maximum; None where
-    # neither is.
+    # A node's maximum system power from its datasheet (GPUs, CPUs, NICs, switches, fans,
+    # power supplies); None where none is cited.
     node_power_w: float | None = None
 
     def __post_init__(self) -> None:
@@ -90,9 +88,8 @@ class ClusterSpec:
 
     @property
     def node_overhead_w(self) -> float:
-        """Watts a node draws besides its devices: its system power at full load
-        (``node_power_w``) less its devices' TDPs (an upper bound: fans and CPUs at full
-        load); 0.0 without one."""
+        """Watts a node draws besides its devices: the datasheet's maximum system power less
+        its devices' TDPs (an upper bound: fans and CPUs at full load); 0.0 without one."""
         if self.node_power_w is None:
             return 0.0
         return max(self.node_power_w - self.devices_per_node * self.device.tdp_w, 0.0)
