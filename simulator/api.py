@@ -149,7 +149,7 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         unsplit, forward = cache.stage_forward(work, plan, parallel, stage, cluster)
         run = interfere(run_stage(forward, plan, parallel, device, cluster, stage, cache),
                         device, parallel.comm_interference, parallel.comm_sms)
-        runs.append(paid_once(run, device, plan))
+        runs.append(paid_once(run))
     step_s, bubble, pace = step_time(runs, parallel, m)
     step_s += plan.step_overhead_ms * 1e-3   # outside the step's graph: the devices idle
     run = runs[pace]
@@ -180,11 +180,13 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                         energy_j)
 
     energy_j = joules(run.time_s)
+    # the step's reduction slows the last micro-batch only: the others' ops as they run alone
+    micro_j = energy_j if run.alone_s is None else joules(run.alone_s)
     waiting, exposed = idle_s(run, m, step_s, bubble, max(r.t_micro for r in runs))
     energy = step_energy(lowered, energy_j, m) + device.idle_power_w * waiting
-    if run.alone_s is not None and m > 1:  # the step's reduction slows the last micro-batch
-        energy -= (m - 1) * float((energy_j - joules(run.alone_s))[run.per_micro].sum())
-    energy -= throttled_j(run, energy_j, m, device.idle_power_w, limit_w)  # at most the limit
+    if m > 1:
+        energy -= (m - 1) * float((energy_j - micro_j)[run.per_micro].sum())
+    energy -= throttled_j(run, energy_j, micro_j, m, device.idle_power_w, limit_w)  # the limit
     from simulator.engine.dispatch import engine
 
     path_s, on_path = engine(len(lowered)).critical_path(lowered.indptr, lowered.indices,

@@ -8,7 +8,8 @@ forward issues are step collectives (``Phase.COMMUNICATION``) that the graph's f
 wait for: what they delay the forward by belongs in ``t_last`` once, not in ``t``, the time
 of each of the other m - 1 micro-batches. ``paid_once`` times ``t`` without them: the same
 graph scheduled again with the gathers taking no time (and, where ``interfere`` timed the
-micro-batches alone, with those times).
+micro-batches alone, with those times), whose start and end times are those of the other
+micro-batches (``StageRun.micro_schedule``: their idle time, exposed communication and energy).
 """
 from __future__ import annotations
 
@@ -16,9 +17,6 @@ from dataclasses import replace
 
 import numpy as np
 
-from hardware_specs.spec import DeviceSpec
-from simulator.cost.host import costs as host_costs
-from simulator.cost.host import release
 from simulator.graph.lower import Lowered
 from simulator.graph.op import Phase
 from simulator.schedule.stage import N_STREAMS, StageRun, streams
@@ -36,9 +34,10 @@ def ahead(lowered: Lowered) -> np.ndarray:
     return mask
 
 
-def paid_once(run: StageRun, device: DeviceSpec, plan=None) -> StageRun:
-    """``run`` with its micro-batch time taken without the step collectives the forward waits
-    for (``ahead``); ``run`` itself when it has none."""
+def paid_once(run: StageRun) -> StageRun:
+    """``run`` with the schedule of its first m - 1 micro-batches (``StageRun.micro_start``,
+    ``micro_end``) taken without the step collectives the forward waits for (``ahead``);
+    ``run`` itself when it has none. The host issues the ops as in ``run`` (``run.issued``)."""
     from simulator.engine.dispatch import engine
 
     low = run.lowered
@@ -49,14 +48,12 @@ def paid_once(run: StageRun, device: DeviceSpec, plan=None) -> StageRun:
     time_s[early] = 0.0
     kernels = engine(len(low))
     if run.sync is not None:   # the host waits at its synchronisations (as price_stage)
-        _, end = kernels.schedule_synced(low.indptr, low.indices, time_s, streams(low),
-                                         N_STREAMS, run.issued, run.sync)
+        start, end = kernels.schedule_synced(low.indptr, low.indices, time_s, streams(low),
+                                             N_STREAMS, run.issued, run.sync)
     else:
-        issued = release(host_costs(low, device, plan)[1], device, plan)
-        _, end = kernels.schedule_issued(low.indptr, low.indices, time_s, streams(low),
-                                         N_STREAMS, issued)
-    micro = run.per_micro
-    return replace(run, micro_s=float(end[micro].max()))
+        start, end = kernels.schedule_issued(low.indptr, low.indices, time_s, streams(low),
+                                             N_STREAMS, run.issued)
+    return replace(run, micro_start=start, micro_end=end)
 
 
 __all__ = ["ahead", "paid_once"]

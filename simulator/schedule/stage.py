@@ -40,16 +40,24 @@ class StageRun:
     # each op's relative core clock under the plan's power limit (simulator.cost.power);
     # None: the reference clock
     clock: np.ndarray | None = None
-    # a micro-batch's time when not the schedule's (``interfere``: the step's reduction slows
-    # only the last micro-batch); None: from the schedule
-    micro_s: float | None = None
+    # how each of the first m - 1 micro-batches runs when not as the schedule's last one
+    # (``interfere``: without the step's reduction beside it; ``simulator.schedule.ahead``:
+    # without the next step's weight gathers ahead of its forward); None: ``start``/``end``
+    micro_start: np.ndarray | None = None
+    micro_end: np.ndarray | None = None
     # each op's time without the step's reduction beside it: how the first m - 1 micro-batches
     # run (``interfere``); None: ``time_s``
     alone_s: np.ndarray | None = None
-    # the host's issue times before any synchronisation and the ops it synchronises before
-    # (``simulator.cost.host.syncs``); None: no synchronisation in the step
+    # the host's issue times before any synchronisation (``simulator.cost.host.release``) and
+    # the ops it synchronises before (``simulator.cost.host.syncs``; None: none in the step)
     issued: np.ndarray | None = None
     sync: np.ndarray | None = None
+
+    def micro_schedule(self) -> tuple[np.ndarray, np.ndarray]:
+        """(start, end) of each op as each of the first m - 1 micro-batches runs it."""
+        if self.micro_start is None:
+            return self.start, self.end
+        return self.micro_start, self.micro_end
 
     @property
     def per_micro(self) -> np.ndarray:
@@ -58,10 +66,9 @@ class StageRun:
 
     @property
     def t_micro(self) -> float:
-        if self.micro_s is not None:   # set apart from the last micro-batch (``interfere``)
-            return self.micro_s
+        """Seconds of each of the first m - 1 micro-batches."""
         mask = self.per_micro
-        return float(self.end[mask].max()) if mask.any() else 0.0
+        return float(self.micro_schedule()[1][mask].max()) if mask.any() else 0.0
 
     @property
     def t_last(self) -> float:
@@ -88,7 +95,8 @@ def price_stage(lowered: Lowered, forward: OpGraph, device: DeviceSpec,
     if not sync.any():
         start, end = kernels.schedule_issued(lowered.indptr, lowered.indices, time_s,
                                              streams(lowered), N_STREAMS, issued)
-        return StageRun(stage, forward, lowered, compute_s, memory_s, time_s, start, end, clock)
+        return StageRun(stage, forward, lowered, compute_s, memory_s, time_s, start, end, clock,
+                        issued=issued)
     # the host waits at each synchronisation until the device has run what it issued
     start, end = kernels.schedule_synced(lowered.indptr, lowered.indices, time_s,
                                          streams(lowered), N_STREAMS, issued, sync)
@@ -100,10 +108,11 @@ def interfere(run: StageRun, device: DeviceSpec, on: bool = True,
               sms: int | None = None) -> StageRun:
     """``run`` with the compute its collectives overlap slowed (``simulator.cost.interference``:
     NCCL's kernels hold SMs and HBM bandwidth) and scheduled again; ``run`` itself when ``on``
-    is False or nothing overlaps. The second schedule keeps no op before its first start
-    (durations only grow, so none would move earlier: the host's issue times, where a
-    schedule has them, stay met). ``sms``: the SMs each collective holds (default by the
-    device's links, ``simulator.cost.interference.collective_sms``)."""
+    is False or nothing overlaps. The second schedule issues the ops at the host's issue
+    times (``StageRun.issued``) as the first, ``simulator.schedule.ahead`` too, and those of
+    the first m - 1 micro-batches, which run without the step's reduction beside them, are
+    kept (``StageRun.micro_schedule``). ``sms``: the SMs each collective holds (default by
+    the device's links, ``simulator.cost.interference.collective_sms``)."""
     from simulator.cost.interference import slowed_times
     from simulator.engine.dispatch import engine
 
@@ -121,7 +130,7 @@ def interfere(run: StageRun, device: DeviceSpec, on: bool = True,
             return kernels.schedule_synced(low.indptr, low.indices, time_s, on_stream,
                                            N_STREAMS, run.issued, run.sync)
         return kernels.schedule_issued(low.indptr, low.indices, time_s, on_stream, N_STREAMS,
-                                       run.start)
+                                       run.issued)
 
     start, end = again(slowed)
     # the step's own collectives (its gradient reduction, ``Phase.COMMUNICATION``) overlap
@@ -132,11 +141,11 @@ def interfere(run: StageRun, device: DeviceSpec, on: bool = True,
                          run.start, run.end, on_stream, among=~step_comm, sms_held=sms)
     if step_comm.any() and micro.any():
         alone_s = run.time_s if alone is None else alone
-        _, end_alone = again(alone_s)
-        micro_s = float(end_alone[micro].max())
+        micro_start, micro_end = again(alone_s)
     else:
-        alone_s = micro_s = None
-    return replace(run, time_s=slowed, start=start, end=end, micro_s=micro_s, alone_s=alone_s)
+        alone_s = micro_start = micro_end = None
+    return replace(run, time_s=slowed, start=start, end=end, micro_start=micro_start,
+                   micro_end=micro_end, alone_s=alone_s)
 
 
 def streams(lowered: Lowered) -> np.ndarray:

@@ -46,34 +46,37 @@ def idle_s(run: StageRun, m: int, step: float, bubble: float,
            t: float) -> tuple[float, float]:
     """(seconds in a step the device's compute stream is idle, the part of them spent waiting
     on communication). Besides communication: the pipeline bubble and waiting on a slower stage
-    (t is the pacing stage's micro-batch time)."""
+    (t is the pacing stage's micro-batch time). The first m - 1 micro-batches wait as they run
+    (``StageRun.micro_schedule``), the last as the schedule runs it, with the step's tail."""
     compute = streams(run.lowered) == 0
-    waits = (m - 1) * _gaps(run, compute & run.per_micro, run.t_micro) + \
-        _gaps(run, compute, run.t_last)
+    waits = (m - 1) * _gaps(*run.micro_schedule(), compute & run.per_micro, run.t_micro) + \
+        _gaps(run.start, run.end, compute, run.t_last)
     slower = (m - 1) * (t - run.t_micro) + (t - run.t_micro)
     rest = step - ((m - 1) * t + bubble + run.t_last + (t - run.t_micro))  # slower stage's tail
     return waits + bubble + slower + max(rest, 0.0), waits
 
 
-def throttled_j(run: StageRun, energy_j: np.ndarray, m: int, idle_w: float,
-                tdp_w: float) -> float:
+def throttled_j(run: StageRun, energy_j: np.ndarray, micro_j: np.ndarray, m: int,
+                idle_w: float, tdp_w: float) -> float:
     """Joules a step's ops would draw above the TDP when their streams overlap
     (``simulator.cost.energy.over_tdp_j``), which the device throttles away: the first m - 1
-    micro-batches run their own ops, the last one also the step's reduction and update."""
+    micro-batches run their own ops as they run them (``StageRun.micro_schedule``, each op
+    drawing ``micro_j``), the last one also the step's reduction and update."""
     compute = streams(run.lowered) == 0
     last = over_tdp_j(run.start, run.end, energy_j, compute, idle_w, tdp_w)
     if m == 1:
         return last
     per = run.per_micro
-    each = over_tdp_j(run.start[per], run.end[per], energy_j[per], compute[per], idle_w, tdp_w)
+    start, end = run.micro_schedule()
+    each = over_tdp_j(start[per], end[per], micro_j[per], compute[per], idle_w, tdp_w)
     return (m - 1) * each + last
 
 
-def _gaps(run: StageRun, mask: np.ndarray, horizon: float) -> float:
+def _gaps(start: np.ndarray, end: np.ndarray, mask: np.ndarray, horizon: float) -> float:
     """Idle time of the ops in ``mask`` (one stream, in order) from 0 to ``horizon``."""
     if not mask.any():
         return horizon
-    start, end = run.start[mask], run.end[mask]
+    start, end = start[mask], end[mask]
     order = np.argsort(start, kind="mergesort")
     start, end = start[order], end[order]
     reach = np.maximum.accumulate(end)
