@@ -301,6 +301,21 @@ def test_sync_each_layer_marks_each_checkpointed_block_boundary():
     assert int(pass_marks.sum()) == 3   # forward, backward, optimizer
 
 
+def test_sync_each_layer_counts_a_call_as_each_block_starts_and_ends():
+    """DeepSpeed v0.8.0's CheckpointFunction synchronises as each block starts and as it ends,
+    in the forward and in the backward: 2 x 12 calls per pass for gpt2's 12 one-layer blocks,
+    two of them back to back where one block ends and the next begins, each costing the host
+    one eager op."""
+    lowered = _step(recompute="full").lowered
+    plan = Plan(recompute="full", sync_each_layer=True)
+    calls = host.sync_calls(lowered, A100, plan)
+    assert calls.sum() == 2 * 2 * 12
+    assert sorted(np.unique(calls[calls > 0])) == [1.0, 2.0]
+    extra = (host.costs(lowered, A100, plan)[1].sum()
+             - host.costs(lowered, A100, Plan(recompute="full"))[1].sum())
+    assert extra == pytest.approx(2 * 2 * 12 * host.host_per_op(A100))
+
+
 @pytest.mark.parametrize("plan", [{"sync_each_layer": True}, {"sync_each_pass": True},
                                   {"sync_each_layer": True, "sync_each_pass": True}])
 def test_syncs_never_speed_a_step_up_and_cost_more_on_a_slow_host(plan):

@@ -170,7 +170,7 @@ def costs(lowered: Lowered, device: DeviceSpec,
         fixed[lowered.fn == fn] = own
     if serial(device):
         return host, np.zeros(n)
-    host += syncs(lowered, device, plan) * host_per_op(device)   # the synchronize() call
+    host += sync_calls(lowered, device, plan) * host_per_op(device)   # the synchronize() calls
     if graphs:
         fixed = np.maximum(fixed - GRAPH_SAVES_S, 0.0)
     return fixed * launches, host
@@ -178,21 +178,29 @@ def costs(lowered: Lowered, device: DeviceSpec,
 
 def syncs(lowered: Lowered, device: DeviceSpec, plan: Plan | None = None) -> np.ndarray:
     """Bool per op: the host synchronises with the device before issuing it (all False on a
-    CPU, whose host is the device, and without the plan's sync fields).
+    CPU, whose host is the device, and without the plan's sync fields): ``sync_calls`` > 0."""
+    return sync_calls(lowered, device, plan) > 0
+
+
+def sync_calls(lowered: Lowered, device: DeviceSpec, plan: Plan | None = None) -> np.ndarray:
+    """Float64 per op: the ``torch.cuda.synchronize()`` calls the host makes before issuing
+    it, each costing the host one eager op (all 0 on a CPU and without the plan's sync fields).
 
     ``sync_each_layer``: at each boundary of a checkpointed layer's work on the compute stream,
     in issue order: its forward's first op and the op after its forward, its backward's first
     op (the recomputation) and the op after its backward (a layer's recomputation and backward
-    are one block). ``sync_each_pass``: before the first op of the forward, of the backward
+    are one block). Where one block ends and the next begins the host calls it twice
+    (``CheckpointFunction`` synchronises as each block starts and as it ends: 2 calls per block
+    and pass). ``sync_each_pass``: before the first op of the forward, of the backward
     (recomputation included) and of the optimizer step."""
     n = len(lowered)
-    out = np.zeros(n, dtype=np.bool_)
+    out = np.zeros(n, dtype=np.float64)
     if serial(device):
         return out
     # DeepSpeed 2021's list all-gathers: torch.cuda.synchronize() before each
     # (partition_parameters._allgather_param, v0.3.13), the gather each copy-out reads first
     for i in np.flatnonzero(lowered.fn == COPY_OUT):
-        out[lowered.indices[lowered.indptr[i]]] = True
+        out[lowered.indices[lowered.indptr[i]]] += 1
     if plan is None or not (plan.sync_each_layer or plan.sync_each_pass):
         return out
     compute = np.flatnonzero(~((lowered.kind == OpKind.COLLECTIVE) & (lowered.nbytes > 0)))
@@ -203,7 +211,7 @@ def syncs(lowered: Lowered, device: DeviceSpec, plan: Plan | None = None) -> np.
     if plan.sync_each_pass:
         for mask in (phase == int(Phase.FORWARD), backward, phase == int(Phase.OPTIMIZER)):
             if mask.any():
-                out[compute[np.argmax(mask)]] = True
+                out[compute[np.argmax(mask)]] += 1
     if plan.sync_each_layer:
         layer = lowered.layer[compute]
         checkpointed = np.isin(layer, np.unique(lowered.layer[lowered.phase ==
@@ -211,8 +219,9 @@ def syncs(lowered: Lowered, device: DeviceSpec, plan: Plan | None = None) -> np.
         block = np.where(phase == int(Phase.FORWARD), 0, np.where(backward, 1, 2))
         checkpointed &= (layer >= 0) & (block < 2)   # the update is no checkpointed block
         change = np.r_[True, (layer[1:] != layer[:-1]) | (block[1:] != block[:-1])]
-        edge = change & (checkpointed | np.r_[False, checkpointed[:-1]])
-        out[compute[edge]] = True
+        ended = np.r_[False, checkpointed[:-1]]   # the op before closes a checkpointed block
+        out[compute[change & checkpointed]] += 1   # a block starts
+        out[compute[change & ended]] += 1          # a block ends
     return out
 
 
@@ -255,4 +264,5 @@ def note(lowered: Lowered, time_s: np.ndarray, per_micro: np.ndarray, device: De
 
 
 __all__ = ["COMPILED_HOST_FRACTION", "ELEMENTS_PER_LAUNCH", "GRAPH_SAVES_S", "costs",
-           "host_per_op", "implementation", "note", "optimizer_launches", "release", "serial", "syncs"]
+           "host_per_op", "implementation", "note", "optimizer_launches", "release", "serial",
+           "sync_calls", "syncs"]
