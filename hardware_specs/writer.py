@@ -14,7 +14,8 @@ from hardware_specs.spec import Architecture, DeviceSpec
 
 CALIBRATED_KEYS = ("matmul_efficiency", "conv_efficiency", "vector_efficiency",
                    "memory_efficiency", "op_overhead_us", "optimizer_overhead_us",
-                   "step_overhead_us", "host_overhead_us", "fp32_conv_efficiency")
+                   "step_overhead_us", "host_overhead_us", "fp32_matmul_efficiency",
+                   "fp32_conv_efficiency")  # the fp32 ones: a calibration's serve fp32 (fit.py)
 
 
 def calibrated_toml(device: DeviceSpec, calibrated: DeviceSpec, provenance: str) -> str:

@@ -73,6 +73,26 @@ def test_fit_recovers_known_parameters(serial):
     assert A100 == load_device("a100") and not device.function_efficiency  # input kept
 
 
+def test_fit_recovers_matmul_efficiency_on_a_spec_with_an_fp32_figure():
+    """Every case is fp32: on a spec with its own fp32_matmul_efficiency (the H100's, 0.76) the
+    fitted matmul_efficiency must price the fp32 GEMMs, not that figure, else it is not
+    determined and stays at its start (0.5) -- which the calibrated file would write."""
+    h100 = load_device("h100-sxm5-80gb")
+    assert h100.fp32_matmul_efficiency is not None
+    truth = {"matmul_efficiency": 0.8, "conv_efficiency": 0.43, "vector_efficiency": 0.05,
+             "memory_efficiency": 0.8, "op_overhead_s": 6e-6, "optimizer_overhead_s": 15e-6,
+             "step_overhead_s": 40e-6}
+    todo = [c for c in cases() if c.kind != "function"]
+    own = dataclasses.replace(h100, fp32_matmul_efficiency=None, fp32_conv_efficiency=None)
+    fit = Calibration(h100).fit(_synthetic(truth, {}, 2e-6, todo, own))
+    assert fit.matmul_efficiency_ == pytest.approx(0.8, rel=1e-3)
+    assert fit.conv_efficiency_ == pytest.approx(0.43, rel=1e-3)
+    assert fit.apply().fp32_matmul_efficiency is None  # the fitted figure serves fp32
+    written = parse_device(calibrated_toml(h100, fit.apply(), "unit test").encode(), "x.toml")
+    assert written.fp32_matmul_efficiency is None and written.fp32_conv_efficiency is None
+    assert written.matmul_efficiency == pytest.approx(0.8, rel=1e-3)
+
+
 @pytest.mark.parametrize("name", ["a100", "tpu-v4", "cpu-host"])
 def test_calibrated_file_loads_and_keeps_sources(name):
     device = load_device(name)

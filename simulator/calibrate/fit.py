@@ -185,7 +185,11 @@ class Calibration:
         # fitted anew, and stage 1 must not price the chains with the old ones
         self.device = dataclasses.replace(device, function_efficiency={},
                                           function_overhead_s={},
-                                          # its conv_efficiency serves every format
+                                          # every case is fp32: its fitted matmul and conv
+                                          # efficiencies serve fp32, not the spec's own
+                                          # fp32 figures (which would price the cases
+                                          # instead, leaving the fitted ones undetermined)
+                                          fp32_matmul_efficiency=None,
                                           fp32_conv_efficiency=None)
 
     def fit(self, measurements: list[Measurement]) -> "Calibration":
