@@ -294,6 +294,19 @@ class DeviceSpec:
     def memory_bandwidth_bytes_per_s(self) -> float:
         return self.main_memory.bandwidth_bytes_per_s
 
+    def conv_efficiency_for(self, dtype: DType) -> float:
+        """The efficiency a ``dtype`` convolution runs at (``simulator.cost.roofline.price``'s
+        rule, the one place it is written): ``fp32_conv_efficiency`` for fp32, else
+        ``conv_efficiency``, else as a GEMM of its format (``fp32_matmul_efficiency`` for fp32,
+        else ``matmul_efficiency``)."""
+        if dtype == DType.FP32 and self.fp32_conv_efficiency is not None:
+            return self.fp32_conv_efficiency
+        if self.conv_efficiency is not None:
+            return self.conv_efficiency
+        if dtype == DType.FP32 and self.fp32_matmul_efficiency is not None:
+            return self.fp32_matmul_efficiency
+        return self.matmul_efficiency
+
     def peak_for(self, dtype: DType) -> float:
         """Dense matrix peak for ``dtype``, or the rate of the format it would run in.
 

@@ -156,6 +156,45 @@ def test_each_format_is_priced_at_its_own_conv_figure():
     assert fallback[~half][0] == pytest.approx(2 * base[~half][0], rel=1e-9)
 
 
+def test_an_fp32_conv_without_conv_figures_runs_as_fp32_gemms():
+    """With neither fp32_conv_efficiency nor conv_efficiency an fp32 convolution runs as an fp32
+    GEMM: at fp32_matmul_efficiency (the L4's 0.299, not its 16-bit matmul figure), a 16-bit one
+    at matmul_efficiency; the roofline and ``spec_conv_efficiency`` give the same figure."""
+    import dataclasses
+
+    from hardware_specs.loader import load_device
+    from simulator.calibrate.conv import spec_conv_efficiency
+    from simulator.cost.roofline import price
+    from simulator.graph.lower import lower
+    from simulator.graph.op import DType, Op, OpKind
+    from simulator.graph.opgraph import OpGraph
+
+    l4 = load_device("l4")
+    assert l4.conv_efficiency is None and l4.fp32_conv_efficiency is None
+    step = OpGraph()
+    m, n, k = 64 * 56 * 56, 256, 256 * 9
+    for dtype in (DType.FP16, DType.FP32):
+        step.add(Op(name=f"conv.{dtype.name}", kind=OpKind.CONV, dtype=dtype, fn="conv2d",
+                    m=m, n=n, k=k, flops=2 * m * n * k, bytes_read=dtype.bytes * (m * k // 9),
+                    bytes_written=dtype.bytes * m * n), [])
+    low = lower(step)
+    half = low.dtype == DType.FP16
+
+    def peak(**changes):
+        return price(low, dataclasses.replace(l4, **changes))[0]
+
+    base = peak()
+    assert spec_conv_efficiency(l4, "fp32") == l4.fp32_matmul_efficiency == 0.299
+    assert spec_conv_efficiency(l4, "fp16") == l4.matmul_efficiency
+    # the fp32 conv's rate scales with fp32_matmul_efficiency, the fp16 one's does not
+    halved = peak(fp32_matmul_efficiency=l4.fp32_matmul_efficiency / 2)
+    assert halved[~half][0] == pytest.approx(base[~half][0] / 2, rel=1e-9)
+    assert halved[half][0] == pytest.approx(base[half][0], rel=1e-9)
+    as_gemm = peak(fp32_matmul_efficiency=None)  # then at matmul_efficiency, as before
+    assert as_gemm[~half][0] == pytest.approx(
+        base[~half][0] * l4.matmul_efficiency / l4.fp32_matmul_efficiency, rel=1e-9)
+
+
 
 @pytest.mark.parametrize("device, precision, fwd, dgrad, wgrad", [
     ("NVIDIA V100 (DGX-1)", "fp16", 0.840, 0.710, 0.721),

@@ -73,14 +73,10 @@ class ConvFit:
 
 def spec_conv_efficiency(spec, precision: str) -> float:
     """The efficiency ``spec`` prices a ``precision`` convolution at (``roofline.price``'s
-    rule: ``fp32_conv_efficiency`` for fp32, else ``conv_efficiency``, else the GEMM figure)."""
-    if precision == "fp32" and spec.fp32_conv_efficiency is not None:
-        return spec.fp32_conv_efficiency
-    if spec.conv_efficiency is not None:
-        return spec.conv_efficiency
-    if precision == "fp32" and spec.fp32_matmul_efficiency is not None:
-        return spec.fp32_matmul_efficiency
-    return spec.matmul_efficiency
+    rule, ``DeviceSpec.conv_efficiency_for``)."""
+    from simulator.graph.op import DType
+
+    return spec.conv_efficiency_for(DType[precision.upper()])
 
 
 def implicit_gemm(batch, cin, cout, kernel, size, stride, pad, width=None, kernel_w=None,

@@ -59,18 +59,16 @@ def price(lowered: Lowered, device: DeviceSpec,
     matrix_rate = np.zeros(max(DType) + 1, dtype=np.float64)  # indexed by DType code
     for dtype in DType:
         matrix_rate[dtype] = device.peak_for(dtype)
-    own = {OpKind.CONV: device.conv_efficiency, OpKind.ATTENTION: device.attention_efficiency}
     base = np.full(n, device.matmul_efficiency)
-    for kind, efficiency in own.items():
-        if efficiency is not None:
-            base[lowered.kind == kind] = efficiency
+    if device.attention_efficiency is not None:
+        base[lowered.kind == OpKind.ATTENTION] = device.attention_efficiency
     for dtype, efficiency in ((DType.FP8, device.fp8_matmul_efficiency),    # measured GEMM
                               (DType.FP32, device.fp32_matmul_efficiency)):  # figures per format
         if efficiency is not None:
             base[(lowered.kind == OpKind.MATMUL) & (lowered.dtype == dtype)] = efficiency
-    fp32_conv = device.fp32_conv_efficiency    # cuDNN's fp32 algorithms, measured per GPU
-    if fp32_conv is not None:
-        base[(lowered.kind == OpKind.CONV) & (lowered.dtype == DType.FP32)] = fp32_conv
+    conv = lowered.kind == OpKind.CONV
+    for dtype in np.unique(lowered.dtype[conv]):  # cuDNN's algorithms: DeviceSpec's rule
+        base[conv & (lowered.dtype == dtype)] = device.conv_efficiency_for(DType(int(dtype)))
     is_tensor = np.isin(lowered.kind, _TENSOR_CODES)
     rate = matrix_rate[lowered.dtype.astype(np.int64)]
     # at most the datasheet peak: a shape that fills its last wave better than the reference
