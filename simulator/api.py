@@ -109,7 +109,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     device, cluster, n = resolve_hardware(hardware, num_devices)
     device = attention.with_kernel(device, plan.attention_kernel)   # the plan's fused kernel
     if plan.attention is Attention.FUSED and getattr(work, "mla", None) is None:
-        attention.check_head_dim(plan.attention_kernel, getattr(work, "head_dim", None))
+        attention.check_head_dim(plan.attention_kernel, getattr(work, "head_dim", None),
+                                 plan.precision)
     format_note = precision.check(device, plan)   # PlanError where it cannot train in it
     if not plan.channels_last and device.vendor != "NVIDIA":
         # the NCHW/NHWC transposes are cuDNN's (simulator.training.layout): XLA, Gaudi's and

@@ -1,5 +1,7 @@
 """FlashAttention (v1) runs heads of multiples of 8 up to 128 (flash-attention fmha_api.cpp at
-4a6eaa9, the version GPT-NeoX vendored): a plan asking it for another head is refused."""
+4a6eaa9, the version GPT-NeoX vendored), the Triton kernel heads up to 128 in fp16 or bf16
+(flash_attn_triton.py): a plan asking either for another is refused. A head narrower than a
+kernel's compiled one runs at that one's time."""
 import pytest
 
 from simulator import simulate
@@ -24,6 +26,38 @@ def test_other_heads_are_refused(head_dim):
     with pytest.raises(PlanError, match=f"flash-attn-1 .* up to 128, not {head_dim}"):
         simulate(_model(8 * head_dim, 8), "a100-sxm4-40gb", micro_batch=1,
                  attention_kernel="flash-attn-1")
+
+
+@pytest.mark.parametrize("head_dim, precision, words", [
+    (256, "bf16", "up to 128, not 256"), (136, "fp16", "up to 128, not 136"),
+    (64, "fp32", "fp16 and bf16 only, not fp32"), (64, "tf32", "fp16 and bf16 only, not tf32")])
+def test_the_triton_kernel_refuses_wide_heads_and_fp32(head_dim, precision, words):
+    """flash_attn_triton.py _flash_attn_forward: ``assert d <= 128``, fp16 and bf16 only."""
+    with pytest.raises(PlanError, match=f"flash-attn-triton .*{words}"):
+        simulate(_model(8 * head_dim, 8), "a100-sxm4-40gb", micro_batch=1, precision=precision,
+                 attention_kernel="flash-attn-triton")
+
+
+@pytest.mark.parametrize("head_dim, precision", [(80, "bf16"), (128, "fp16"), (100, "fp8")])
+def test_the_triton_kernel_runs_heads_up_to_128_in_16_bits(head_dim, precision):
+    check_head_dim("flash-attn-triton", head_dim, precision)
+    device = "h100-sxm5-80gb" if precision == "fp8" else "a100-sxm4-40gb"
+    assert simulate(_model(8 * head_dim, 8), device, micro_batch=1, precision=precision,
+                    attention_kernel="flash-attn-triton").step_time_s > 0
+
+
+def test_the_refusal_is_one_line_at_the_cli():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "-m", "simulator.cli", "predict", "gpt2-small",
+                          "--device", "a100-sxm4-40gb", "--precision", "fp32",
+                          "--attention-kernel", "flash-attn-triton"],
+                         cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 2, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "flash-attn-triton" in out.stderr
 
 
 def test_other_kernels_and_materialized_attention_are_not_checked():

@@ -178,11 +178,11 @@ def with_kernel(device, kernel):
 #: ``run_fmha_bwd`` at 4a6eaa9); FlashAttention-2: 32, 64, 96, 128, 192, 256
 #: (csrc/flash_attn/src/static_switch.h ``HEADDIM_SWITCH`` at 0251105); the Triton kernel: the
 #: next power of two, at least 16 (flash_attn/flash_attn_triton.py ``BLOCK_HEADDIM = max(
-#: triton.next_power_of_2(d), 16)``). The fits' benchmarks ran heads of 64 and 128, which no
-#: kernel pads.
+#: triton.next_power_of_2(d), 16)``; heads above 128 are refused, ``check_head_dim``). The fits'
+#: benchmarks ran heads of 64 and 128, which no kernel pads.
 COMPILED_HEADS = {AttentionKernel.FLASH_ATTN_1: (32, 64, 128),
                   AttentionKernel.FLASH_ATTN_2: (32, 64, 96, 128, 192, 256),
-                  AttentionKernel.FLASH_ATTN_TRITON: (16, 32, 64, 128, 256, 512, 1024)}
+                  AttentionKernel.FLASH_ATTN_TRITON: (16, 32, 64, 128)}
 
 
 def padded_head(kernel, k: np.ndarray) -> np.ndarray:
@@ -202,13 +202,32 @@ def padded_head(kernel, k: np.ndarray) -> np.ndarray:
 #: megatron/model/flash_attention.py: ``TORCH_CHECK((head_size % 8 == 0) && (head_size <=
 #: 128))``; its README: "Head dimensions that are multiples of 8, up to 128").
 FLASH_ATTN_1_MAX_HEAD_DIM = 128
+#: Tri Dao's Triton kernel: any head up to 128, in fp16 or bf16 only (flash_attn/
+#: flash_attn_triton.py ``_flash_attn_forward``: ``assert d <= 128, "FlashAttention only
+#: support head dimensions up to 128"``; ``assert q.dtype in [torch.float16, torch.bfloat16],
+#: "Only support fp16 and bf16"``).
+FLASH_ATTN_TRITON_MAX_HEAD_DIM = 128
 
 
-def check_head_dim(kernel, head_dim: int | None) -> None:
-    """PlanError where ``kernel`` cannot run a head of ``head_dim`` (None: unknown, no check)."""
+def check_head_dim(kernel, head_dim: int | None, precision=None) -> None:
+    """PlanError where ``kernel`` cannot run a head of ``head_dim`` (None: unknown, no check)
+    or, for the Triton kernel, in ``precision`` (a plan's ``Precision``; its attention core runs
+    in the activation format: fp32 under fp32 and tf32)."""
     from simulator.errors import PlanError
 
-    if head_dim is None or AttentionKernel(kernel) is not AttentionKernel.FLASH_ATTN_1:
+    kernel = AttentionKernel(kernel)
+    if kernel is AttentionKernel.FLASH_ATTN_TRITON:
+        precision = getattr(precision, "value", precision)
+        if precision in ("fp32", "tf32"):
+            raise PlanError(f"attention_kernel = flash-attn-triton runs fp16 and bf16 only, not "
+                            f"{precision}: choose precision = bf16 or fp16, or attention = "
+                            "materialized")
+        if head_dim is not None and head_dim > FLASH_ATTN_TRITON_MAX_HEAD_DIM:
+            raise PlanError(f"attention_kernel = flash-attn-triton takes head dimensions up to "
+                            f"{FLASH_ATTN_TRITON_MAX_HEAD_DIM}, not {head_dim}: choose "
+                            "flash-attn-2 or attention = materialized")
+        return
+    if head_dim is None or kernel is not AttentionKernel.FLASH_ATTN_1:
         return
     if head_dim % 8 or head_dim > FLASH_ATTN_1_MAX_HEAD_DIM:
         raise PlanError(f"attention_kernel = flash-attn-1 takes head dimensions that are "
