@@ -21,13 +21,14 @@ power falls from 413 W at 1290 MHz to 235 W at 855 MHz; the least-squares fit of
 ``P0 + C x v(x)^2`` (x = f / 1290 MHz) gives a voltage floor of 0.886 of the 1290 MHz voltage
 below x = 0.855 (P0 = 43 W), within 5 W of all 30 points; the backward's sweep gives 0.892
 below 0.850 (P0 = 49 W). hwsim uses 0.89 and 0.85 for every device: a prior from one
-measured GPU, checked on a second one and never fitted on it: Perseus's sweep of the same
-stage on an A40 (GA102 with GDDR6, 300 W; same file set, gpt3-175b+a40_bf16.csv;
+measured GPU. A second one is consistent with it, not evidence for it: Perseus's sweep of the
+same stage on an A40 (GA102 with GDDR6, 300 W; same file set, gpt3-175b+a40_bf16.csv;
 tests/data/perseus_a40_frequency.csv) is reproduced within 7.2 W (rms 2.6 W) from 1410 down
-to 855 MHz with these two constants and only P0 and C fitted; the A40's own best floor is
-0.856 / 0.888 (forward / backward), its knee lower (0.80). Above 1440 MHz the A40's forward
-draws its 300 W limit and runs no faster however high a clock is asked for: the regime this
-module models (tests/test_power.py). Also checked against Zeus's power-limit sweeps of V100
+to 855 MHz with these two constants and only P0 and C fitted, but a plain x^3 (no floor) fits
+it as well (max 5.9 W, rms 3.7 W), so the A40 cannot tell the floor from none; it only rules
+out a voltage flat over the range (power linear in the clock: 15.4 W). Above 1440 MHz the
+A40's forward draws its 300 W limit and runs no faster however high a clock is asked for:
+the regime this module models (tests/test_power.py). Also checked against Zeus's power-limit sweeps of V100
 training, never fitted on them (docs/accuracy.md, "Power limits"). No H100 or other
 accelerator's frequency or power-cap sweep was found to check it on.
 
