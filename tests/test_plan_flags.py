@@ -111,3 +111,17 @@ def test_planner_tries_tp_over_replicated_kv_heads(tmp_path):
                            fixed={"pp": 1, "zero": 1, "micro_batch": 1, "recompute": "none"},
                            workers=1, progress=False)
     assert set(report.rows.tp) == {1, 2, 4, 8} and (report.rows.status == "ok").all()
+
+
+def test_fixed_field_conflicting_with_a_plan_is_refused():
+    """A list of plans is treated as a grid is: a fixed field a plan gives otherwise is a
+    PlanError (it overwrote the plan's value); the same value, as text or enum, is kept."""
+    from simulator.plan.step import Precision
+
+    with pytest.raises(PlanError, match="tp is 1 in a plan but fixed at 2"):
+        with_fixed([{"tp": 2}, {"tp": 1}], {"tp": 2})
+    assert with_fixed([{"tp": 2, "precision": Precision.FP8}], {"tp": 2, "precision": "fp8"}) \
+        == [{"tp": 2, "precision": "fp8"}]
+    with pytest.raises(PlanError, match="precision is 'bf16' in a plan"):
+        capacity_plan("gpt2-small", 1e9, devices=["h100"], plans=[{"precision": "bf16"}],
+                      fixed={"precision": "fp8"}, progress=False)

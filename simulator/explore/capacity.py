@@ -32,6 +32,7 @@ from hardware_specs.loader import list_devices, load_device
 from simulator.errors import PlanError, SpecError
 from simulator.explore.memo import StageCache
 from simulator.explore.sweep import resolve_devices, sweep, sweep_configs
+from simulator.plan.fields import plain
 from simulator.plan.step import Plan
 from simulator.report.views import pareto_front
 from workloads.zoo import get_workload
@@ -502,13 +503,18 @@ def _check_fixed(fixed: dict | None) -> dict:
 
 def with_fixed(plans, fixed: dict):
     """A plan grid (dict of lists) or list of plans with ``fixed``'s fields added; a field
-    both in the grid and fixed is a PlanError."""
+    both in the grid and fixed, or in a plan with another value, is a PlanError."""
     if isinstance(plans, dict):
         both = sorted(set(plans) & set(fixed))
         if both:
             raise PlanError(f"{both[0]} is given both as a fixed value and in the plan grid: "
                             "give one of them")
         return {**plans, **{k: [v] for k, v in fixed.items()}}
+    for plan in plans:
+        for key in sorted(set(plan) & set(fixed)):
+            if plain(plan[key]) != plain(fixed[key]):
+                raise PlanError(f"{key} is {plain(plan[key])!r} in a plan but fixed at "
+                                f"{plain(fixed[key])!r}: give one of them")
     return [{**plan, **fixed} for plan in plans]
 
 
