@@ -125,3 +125,19 @@ def test_fixed_field_conflicting_with_a_plan_is_refused():
     with pytest.raises(PlanError, match="precision is 'bf16' in a plan"):
         capacity_plan("gpt2-small", 1e9, devices=["h100"], plans=[{"precision": "bf16"}],
                       fixed={"precision": "fp8"}, progress=False)
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--micro-batch", "3"], ("no plan keeps --micro-batch 3 on 8 devices: dp x micro-batch "
+                              "must divide the global batch (4096 sequences, a power of two")),
+    (["--dp", "3"], "no plan keeps --dp 3 on 8 devices: dp x tp x pp x cp must be the device"),
+    (["--tp", "3"], "no plan keeps --tp 3 on 8 devices: tp x pp x cp must divide the device"),
+    (["--tp", "3", "--pp", "1", "--zero", "1"], "no plan keeps --tp 3 on 8 devices"),
+])
+def test_fixed_fields_leaving_no_plan_say_which(flags, words, capsys):
+    """A fixed field no plan can keep names itself and its rule (it said 'empty grid: no
+    plans to evaluate; give at least one', though no grid was given)."""
+    code, out, err = _cli(["plan", "gpt2-small", "--tokens", "1e9", "--devices", "h100",
+                           "--device-counts", "8", *flags, "--workers", "1"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert words in err and "empty grid" not in err

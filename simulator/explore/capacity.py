@@ -125,6 +125,8 @@ def capacity_plan(model, tokens: float, *, devices: list[str] | None = None,
             specs = [spec for spec in specs if spec.name not in pruned]
         plans = search_space(work, specs, fixed) if device_counts is None else [
             p for n in device_counts for p in _plans(n, work, fixed)]
+        if not plans:
+            _require_plans(device_counts, work, fixed)
         device_counts = None  # each plan names its dp, so its device count
     rows = sweep(work, specs, device_counts, plans, tokens=tokens, workers=workers,
                  client=client, progress=progress, **totals)
@@ -179,6 +181,8 @@ def search_space(work, specs, fixed: dict | None = None) -> list[dict]:
         raise PlanError(f"the default search space has {len(plans) * len(specs)} "
                         f"configurations (over {MAX_CONFIGS}): give fewer devices, device "
                         "counts or a plan grid")
+    if not plans:
+        _require_plans(counts, work, fixed)
     return plans
 
 
@@ -271,7 +275,7 @@ def deadline_space(work, specs, tokens: float, deadline_days: float,
     rates = device_rates(work, specs)
     pruned = dominated(specs, rates)
     per_param = sum(Plan().state_bytes_per_param().values())
-    configs = []
+    configs, counts = [], set()
     for spec in specs:
         if spec.name in pruned:
             continue
@@ -280,10 +284,13 @@ def deadline_space(work, specs, tokens: float, deadline_days: float,
         start = 2 ** math.ceil(math.log2(max(need, fewest, 1.0)))
         for n in (start * f for f in DEADLINE_FACTORS):
             fixed = fixed or {}
+            counts.add(n)
             plans = [p for p in _plans(n, work, fixed)
                      if ("micro_batch" in fixed or p["micro_batch"] in DEADLINE_MICRO_BATCHES)
                      and ("zero" in fixed or not _dominated_zero(p))]
             configs += [(spec, None, plan) for plan in _smallest_splits(plans, work, spec)]
+    if not configs:
+        _require_plans(sorted(counts), work, fixed)
     # the same plan on different devices side by side: a worker builds its graphs once
     configs.sort(key=lambda c: sorted((k, str(v)) for k, v in c[2].items()))
     if len(configs) > MAX_CONFIGS:
@@ -482,6 +489,42 @@ def _plans(n: int, work, fixed: dict | None = None) -> list[dict]:
                                 **({"cp": cp} if cp > 1 else {}),
                                 **({"ep": ep} if ep > 1 else {}), **fixed})
     return out
+
+
+#: The fields ``_plans`` searches whose value given can leave it no plan.
+_DIVIDING = ("tp", "pp", "cp", "dp", "ep", "zero", "micro_batch", "global_batch")
+
+
+def _require_plans(counts, work, fixed: dict | None) -> None:
+    """PlanError when ``fixed`` leaves ``_plans`` no plan on any of ``counts`` devices: the
+    fixed fields without which some plan is left (all of them when no single one is), each
+    with the rule it breaks."""
+    fixed = fixed or {}
+    if not fixed or any(_plans(n, work, fixed) for n in counts):
+        return
+    given = [k for k in _DIVIDING if k in fixed]
+    culprits = [k for k in given if any(_plans(n, work, {f: v for f, v in fixed.items()
+                                                          if f != k}) for n in counts)]
+    culprits = culprits or given
+    layers = _shape(work)[0]
+    batch = fixed.get("global_batch") or _batch(work)
+    default = "" if "global_batch" in fixed else ", a power of two near 4M tokens: give " \
+                                                 "--global-batch"
+    rules = {"tp": "tp x pp x cp must divide the device count",
+             "cp": "tp x pp x cp must divide the device count",
+             "pp": f"pp must split the {layers} layers and tp x pp x cp divide the device "
+                   "count",
+             "dp": "dp x tp x pp x cp must be the device count",
+             "micro_batch": f"dp x micro-batch must divide the global batch ({batch} "
+                            f"sequences{default})",
+             "global_batch": f"the global batch ({batch}) must be a multiple of dp x "
+                             "micro-batch",
+             "ep": "ZeRO-3 cannot run with ep > 1", "zero": "ZeRO-3 cannot run with ep > 1"}
+    flags = " ".join(f"--{k.replace('_', '-')} {plain(fixed[k])}" for k in culprits)
+    why = "; ".join(dict.fromkeys(rules[k] for k in culprits))
+    *most, last = [str(n) for n in counts]
+    devices = f"{', '.join(most)} or {last}" if most else last
+    raise PlanError(f"no plan keeps {flags} on {devices} devices: {why}")
 
 
 def _given(fixed: dict, name: str, values) -> tuple:
