@@ -113,6 +113,7 @@ def test_planner_tries_tp_over_replicated_kv_heads(tmp_path):
     assert set(report.rows.tp) == {1, 2, 4, 8} and (report.rows.status == "ok").all()
 
 
+
 def test_fixed_field_conflicting_with_a_plan_is_refused():
     """A list of plans is treated as a grid is: a fixed field a plan gives otherwise is a
     PlanError (it overwrote the plan's value); the same value, as text or enum, is kept."""
@@ -141,3 +142,41 @@ def test_fixed_fields_leaving_no_plan_say_which(flags, words, capsys):
                            "--device-counts", "8", *flags, "--workers", "1"], capsys)
     assert code == 2 and out == "" and err.count("\n") == 1
     assert words in err and "empty grid" not in err
+
+
+def test_device_pruning_rates_the_fixed_plan(monkeypatch):
+    """The devices left out as dominated are judged at the plan searched: at bf16 an H100 PCIe
+    beats an RTX 4090 on every count for Llama 2 7B, at fp8 it does not (the RTX 4090's fp8
+    speeds it up more), so ``--precision fp8`` keeps it (the rates were the default plan's)."""
+    from simulator.explore import capacity
+    from simulator.explore.sweep import resolve_devices
+    from workloads.zoo import get_workload
+
+    work = get_workload("llama2-7b")
+    specs = resolve_devices(["rtx-4090", "h100-pcie-80gb"], None)
+    bf16, fp8 = (capacity.device_rates(work, specs, fixed)
+                 for fixed in ({}, {"precision": "fp8"}))
+    assert fp8["rtx-4090"].tokens_per_s > bf16["rtx-4090"].tokens_per_s
+    assert capacity.dominated(specs, bf16) == {"rtx-4090": "h100-pcie-80gb"}
+    assert capacity.dominated(specs, fp8) == {}
+    _, pruned = capacity.deadline_space(work, specs, 1e11, 30, {"precision": "fp8"})
+    assert pruned == {}
+
+    searched = []
+
+    def stop(work, specs, *args, **kwargs):
+        searched.extend(spec.name for spec in specs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(capacity, "sweep", stop)
+    with pytest.raises(KeyboardInterrupt):     # the default space's devices, then stopped
+        capacity_plan("llama2-7b", 1e11, devices=["rtx-4090", "h100-pcie-80gb"],
+                      fixed={"precision": "fp8"}, progress=False)
+    assert searched == ["rtx-4090", "h100-pcie-80gb"]
+
+
+def test_no_device_runs_the_fixed_plan_is_one_line(capsys):
+    code, out, err = _cli(["plan", "gpt2-small", "--tokens", "1e9", "--devices", "a100,v100",
+                           "--precision", "fp8", "--workers", "1"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "none of the 2 devices can run gpt2-small" in err and "fp8" in err

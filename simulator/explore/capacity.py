@@ -32,6 +32,7 @@ from hardware_specs.loader import list_devices, load_device
 from simulator.errors import PlanError, SpecError
 from simulator.explore.memo import StageCache
 from simulator.explore.sweep import resolve_devices, sweep, sweep_configs
+from simulator.plan.fields import PLAN as PLAN_FIELDS
 from simulator.plan.fields import plain
 from simulator.plan.step import Plan
 from simulator.report.views import pareto_front
@@ -121,7 +122,7 @@ def capacity_plan(model, tokens: float, *, devices: list[str] | None = None,
     pruned = {}
     if plans is None:
         if device_counts is None and len(specs) > 1:   # the default space: dominated out
-            pruned = dominated(specs, device_rates(work, specs))
+            pruned = _prune(work, specs, fixed)[1]
             specs = [spec for spec in specs if spec.name not in pruned]
         plans = search_space(work, specs, fixed) if device_counts is None else [
             p for n in device_counts for p in _plans(n, work, fixed)]
@@ -167,7 +168,7 @@ def search_space(work, specs, fixed: dict | None = None) -> list[dict]:
     of experts' expert-parallel sizes to two first, then the largest counts one by one, then,
     at one count, the ZeRO stages another stage beats."""
     capacity = min(spec.memory_bytes for spec in specs)
-    per_param = sum(Plan().state_bytes_per_param().values())  # its plans keep bf16 AdamW: 16
+    per_param = sum(_states_plan(fixed or {}).state_bytes_per_param().values())  # AdamW: 16
     fewest = max(1.0, per_param * work.num_params() / capacity)
     start = 2 ** math.ceil(math.log2(fewest))
     counts = [start * 2 ** i for i in range(COUNTS)]
@@ -207,16 +208,23 @@ class Rate:
     usd_per_token: float      # inf without a price
 
 
-def device_rates(work, specs) -> dict[str, Rate | str]:
+def device_rates(work, specs, fixed: dict | None = None) -> dict[str, Rate | str]:
     """Each device running the model alone at micro-batch 1 (its memory ignored): its tokens
     per second, joules and dollars per token, or why it cannot run the model (a PlanError's
-    text). The forward graph is built once and priced on every device (``StageCache``)."""
+    text). The forward graph is built once and priced on every device (``StageCache``).
+    ``fixed`` (``capacity_plan``): its step-plan fields (precision, recomputation,
+    micro-batch, optimizer, ...) are those the device runs, as every plan searched does: an
+    RTX 4090 that an H100 PCIe dominates in bf16 is not dominated in fp8. Its global batch
+    (the whole system's) and its parallel fields (a split over devices) are not a single
+    device's."""
     from simulator.api import simulate
 
+    step = {"micro_batch": 1, **{k: v for k, v in (fixed or {}).items()
+                                 if k in PLAN_FIELDS and k != "global_batch"}}
     cache, out = StageCache(), {}
     for spec in specs:
         try:
-            result = simulate(work, spec, micro_batch=1, cache=cache)
+            result = simulate(work, spec, cache=cache, **step)
         except PlanError as err:
             out[spec.name] = f"cannot run it: {err}"
             continue
@@ -225,6 +233,25 @@ def device_rates(work, specs) -> dict[str, Rate | str]:
         out[spec.name] = Rate(result.tokens_per_s, result.energy_j_per_step / per_step,
                               price / 3600 / result.tokens_per_s if price else math.inf)
     return out
+
+
+def _prune(work, specs, fixed: dict | None) -> tuple[dict, dict[str, str]]:
+    """(``device_rates``, the devices left out: ``dominated``); PlanError when none of
+    ``specs`` can run the model (with ``fixed``'s fields), naming why the first cannot."""
+    rates = device_rates(work, specs, fixed)
+    pruned = dominated(specs, rates)
+    if specs and len(pruned) == len(specs):
+        name = specs[0].name
+        raise PlanError(f"none of the {len(specs)} devices can run {work.name}: {name} "
+                        f"{rates[name]}")
+    return rates, pruned
+
+
+def _states_plan(fields: dict) -> Plan:
+    """The step plan whose model states (``Plan.state_bytes_per_param``: its precision,
+    optimizer and fp32 gradients) ``fields`` give."""
+    return Plan(**{k: fields[k] for k in ("precision", "optimizer", "fp32_grads")
+                   if k in fields})
 
 
 def dominated(specs, rates: dict[str, Rate]) -> dict[str, str]:
@@ -271,10 +298,11 @@ def deadline_space(work, specs, tokens: float, deadline_days: float,
     work: each device's counts are ``DEADLINE_FACTORS`` times the power of two that its
     single-device rate (``device_rates``) would need, scaling perfectly, to train ``tokens``
     within the deadline (never fewer than hold the model states); at each count the plans of
-    the ``MODEL_PARALLEL_SIZES`` smallest model-parallel sizes whose states fit."""
-    rates = device_rates(work, specs)
-    pruned = dominated(specs, rates)
-    per_param = sum(Plan().state_bytes_per_param().values())
+    the ``MODEL_PARALLEL_SIZES`` smallest model-parallel sizes whose states fit. The rates
+    and states are those of ``fixed``'s step plan (``device_rates``, ``_states_plan``)."""
+    rates, pruned = _prune(work, specs, fixed)
+    fixed = fixed or {}
+    per_param = sum(_states_plan(fixed).state_bytes_per_param().values())
     configs, counts = [], set()
     for spec in specs:
         if spec.name in pruned:
@@ -283,7 +311,6 @@ def deadline_space(work, specs, tokens: float, deadline_days: float,
         fewest = per_param * work.num_params() / spec.memory_bytes
         start = 2 ** math.ceil(math.log2(max(need, fewest, 1.0)))
         for n in (start * f for f in DEADLINE_FACTORS):
-            fixed = fixed or {}
             counts.add(n)
             plans = [p for p in _plans(n, work, fixed)
                      if ("micro_batch" in fixed or p["micro_batch"] in DEADLINE_MICRO_BATCHES)
@@ -313,10 +340,10 @@ def _dominated_zero(plan: dict) -> bool:
 def _smallest_splits(plans: list[dict], work, spec) -> list[dict]:
     """The plans whose model states (ZeRO-sharded weights, gradients, optimizer states) fit
     ``spec``, of the ``MODEL_PARALLEL_SIZES`` smallest tp x pp x cp among those."""
-    per_param = Plan().state_bytes_per_param()
     params = work.num_params()
 
     def states(plan):
+        per_param = _states_plan(plan).state_bytes_per_param()
         split = params / (plan["tp"] * plan["pp"])
         replicas = plan["dp"] * plan.get("cp", 1)
         zero = plan["zero"]
