@@ -16,6 +16,7 @@ from simulator.training.qkv import (
     add_qkv_kernels,
     eager_rotary_kernels,
     layout_copies,
+    scripted_rotary_kernels,
 )
 from workloads.transformer import TransformerConfig
 
@@ -83,6 +84,36 @@ def test_full_rotary_add_reads_both_products():
 
 def test_compiled_keeps_one_rotary_kernel():
     assert not _added(_step(PARTIAL, fusion="compiled"), ROTARY_FN)
+    assert not _added(_step(PARTIAL, fusion="compiled", rotary="scripted"), ROTARY_FN)
+
+
+def test_scripted_rotary_kernels_closed_form():
+    """GPT-NeoX's torch.jit.script-ed rotary under the legacy fuser: rotate_half's neg + cat
+    (a FusedConcat group: f N read, f N written), then q * cos + rotated * sin (2 f N, f N);
+    with whole heads only the first, the rope op being the fused product and sum."""
+    n = 4096
+    partial = scripted_rotary_kernels(0.25, n)
+    assert [(label, read, written) for label, _, read, written in partial] == [
+        ("rotate_half", n // 4, n // 4), ("mul_add", n // 2, n // 4)]
+    assert scripted_rotary_kernels(1.0, n) == [("rotate_half", OpKind.ELEMENTWISE, n, n)]
+
+
+def test_scripted_step_counts_rotary_kernels():
+    """Per layer, tensor (q, k) and pass: two kernels of 5 f N bytes before the rope op (the
+    pass-through cat, N and N); whole heads: one of 2 N, and the rope op reads 2 N."""
+    step = _step(PARTIAL, rotary="scripted")
+    ops = _added(step, ROTARY_FN)
+    assert len(ops) == 2 * 2 * 2 * 2
+    assert _moved(ops) == 2 * 2 * 2 * 5 * Q_BYTES // 4
+    full = _step(FULL, rotary="scripted")
+    assert _moved(_added(full, ROTARY_FN)) == 2 * 2 * 2 * 2 * Q_BYTES
+    ropes = [op for op in full.ops() if dict(op.extra).get("rotary_dims")]
+    assert ropes and all(op.bytes_read == 2 * op.out_bytes for op in ropes)
+
+
+def test_unknown_rotary_is_refused():
+    with pytest.raises(PlanError, match="rotary"):
+        Plan(rotary="jit")
 
 
 @pytest.mark.parametrize("layout, forward_tensors, backward_tensors", [

@@ -66,6 +66,13 @@ class Fusion(str, Enum):
     COMPILED = "compiled"  # vector ops folded into their producer (torch.compile, XLA)
 
 
+class Rotary(str, Enum):
+    """How eager PyTorch runs a rotary embedding (``simulator.training.qkv``; ``Fusion.EAGER``
+    only: compiled fusion keeps it one kernel)."""
+    EAGER = "eager"        # q * cos + rotate_half(q) * sin, a kernel per op (HF, GPT-NeoX bf16)
+    SCRIPTED = "scripted"  # @torch.jit.script with the legacy fuser (GPT-NeoX fp16): two kernels
+
+
 class Finetune(str, Enum):
     FULL = "full"    # every parameter trained
     LORA = "lora"    # base weights frozen, low-rank adapters trained (Hu et al. 2021)
@@ -165,6 +172,9 @@ class Plan:
                 "tensor: GPT-NeoX's flash path)"})
     fusion: Fusion = field(default=Fusion.EAGER, metadata={
         "help": "eager (a kernel per op) or compiled (vector ops fused)"})
+    rotary: Rotary = field(default=Rotary.EAGER, metadata={
+        "help": "a rotary embedding under eager fusion: eager (PyTorch, a kernel per op) or "
+                "scripted (torch.jit.script with the legacy fuser: GPT-NeoX's fp16 path)"})
     # Convolutions' activations in NHWC (PyTorch's memory_format=torch.channels_last): no layout
     # transposes around 16-bit convolutions (simulator.training.layout). False: NCHW, PyTorch's
     # default, where cuDNN's tensor-core kernels transpose each convolution's input and output.
@@ -240,6 +250,7 @@ class Plan:
         object.__setattr__(self, "attention_kernel",
                            _enum(AttentionKernel, self.attention_kernel, "attention_kernel"))
         object.__setattr__(self, "fusion", _enum(Fusion, self.fusion, "fusion"))
+        object.__setattr__(self, "rotary", _enum(Rotary, self.rotary, "rotary"))
         object.__setattr__(self, "attention_layout",
                            _enum(AttentionLayout, self.attention_layout, "attention_layout"))
         object.__setattr__(self, "precision", _enum(Precision, self.precision, "precision"))

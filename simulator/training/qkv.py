@@ -32,10 +32,24 @@ five kernels moving 10 f N bytes (f < 1), four moving 7 N (f = 1), against the f
 2 N. The cos and sin tables (sequence x rotated dims) are left out. The backward is priced as
 the same kernels again (autograd's products by cos and sin, the negation, and the slice
 backwards' zero-filled copies and their sums: at least as many bytes as the forward; counted as
-the forward's). Under ``Fusion.COMPILED`` the rotary stays one kernel. GPT-NeoX's fp16 path
-wraps ``apply_rotary_pos_emb`` in ``torch.jit.script`` (its bf16 path does not: "jitting fails
-with bf16"); TorchScript's fuser may fuse its products and sum, not the concatenations outside
-it: priced as eager either way.
+the forward's). Under ``Fusion.COMPILED`` the rotary stays one kernel.
+
+**Scripted** (``Plan.rotary = scripted``, under ``Fusion.EAGER``). GPT-NeoX's fp16 path runs
+``apply_rotary_pos_emb``, a ``@torch.jit.script`` function (``positional_embeddings.py``; its
+bf16 path ``apply_rotary_pos_emb_torch`` is not scripted: "jitting fails with bf16",
+``transformer.py`` ``apply_rotary_fn = apply_rotary_pos_emb_torch if self.bf16 else
+apply_rotary_pos_emb``), and ``transformer.py`` selects the legacy executor with GPU fusion at
+import (``_jit_set_profiling_mode(False)``, ``_jit_set_profiling_executor(False)``,
+``_jit_override_can_fuse_on_gpu(True)``). Its fuser (``torch/csrc/jit/passes/graph_fuser.cpp``)
+fuses simple maps (mul, neg, add) and takes a ``cat`` only as a fusion group's exit node
+(``prim::FusedConcat``), whose output no node inside a group may read
+(``mustRemainAsFusionGroupOutput``). So rotate_half's ``cat((-x2, x1))``, which ``* sin`` reads,
+splits the chain in two kernels: the negation with the concatenation (reading both halves,
+``f N``, writing ``f N``) and ``q * cos + rotated * sin`` (reading ``2 f N``, writing ``f N``);
+the slices are views. The concatenation with the pass-through part runs outside the script
+(eager, ``N`` and ``N``: the rope op). Per tensor, f < 1: two kernels before the rope op, 5 f N
++ 2 N bytes in all; f = 1: the rotate_half kernel before the rope op, which is the fused
+product-and-sum and reads ``2 N``. The backward is counted as the forward's, as above.
 
 **Layout copies around a fused attention kernel** (``Plan.attention_layout``). FlashAttention
 takes q, k and v as ``[batch, seq, heads, dim]``; Megatron-LM (2021-2023) and GPT-NeoX keep
@@ -66,7 +80,7 @@ from __future__ import annotations
 
 from simulator.graph.op import Op, OpKind, Task
 from simulator.graph.opgraph import OpGraph
-from simulator.plan.step import AttentionLayout, Fusion, Plan
+from simulator.plan.step import AttentionLayout, Fusion, Plan, Rotary
 
 ROTARY_FN = "rotary_eager"
 LAYOUT_FN = "attention_layout"
@@ -93,6 +107,18 @@ def eager_rotary_kernels(fraction: float, nbytes: int) -> list[tuple[str, OpKind
     return kernels
 
 
+def scripted_rotary_kernels(fraction: float,
+                            nbytes: int) -> list[tuple[str, OpKind, int, int]]:
+    """As ``eager_rotary_kernels``, for GPT-NeoX's ``torch.jit.script``-ed rotary under the
+    legacy fuser: rotate_half's negation and concatenation (one ``FusedConcat`` group), then,
+    where the rope op is the pass-through concatenation (f < 1), the fused products and sum."""
+    rot = round(fraction * nbytes)
+    kernels = [("rotate_half", OpKind.ELEMENTWISE, rot, rot)]
+    if rot < nbytes:   # the fused mul/mul/add is a kernel of its own; the rope op is the cat
+        kernels.append(("mul_add", OpKind.ELEMENTWISE, 2 * rot, rot))
+    return kernels
+
+
 def layout_copies(layout: AttentionLayout, task: Task, inputs: list[int],
                   out: int) -> tuple[list[int], list[int]]:
     """The tensors (bytes) a fused attention call of ``task`` copies before and after its
@@ -115,7 +141,7 @@ def add_qkv_kernels(step: OpGraph, plan: Plan) -> OpGraph:
         op = step.op(name)
         fraction = rotary_fraction(op) if op.kind is OpKind.ELEMENTWISE else None
         if eager and fraction is not None and op.out_bytes:
-            _rotary(step, name, op, fraction)
+            _rotary(step, name, op, fraction, plan.rotary)
         elif op.kind is OpKind.ATTENTION and plan.attention_layout is not AttentionLayout.NATIVE:
             _layout(step, name, op, plan.attention_layout)
     return step
@@ -143,11 +169,12 @@ def _chain_before(step: OpGraph, name: str, ops: list[Op]) -> None:
         step.add_edge(ops[-1].name, name, len(inputs), nbytes=0)
 
 
-def _rotary(step: OpGraph, name: str, op: Op, fraction: float) -> None:
-    kernels = eager_rotary_kernels(fraction, op.out_bytes)
+def _rotary(step: OpGraph, name: str, op: Op, fraction: float, rotary: Rotary) -> None:
+    kernels = (scripted_rotary_kernels if rotary is Rotary.SCRIPTED
+               else eager_rotary_kernels)(fraction, op.out_bytes)
     _chain_before(step, name, [_kernel(op, f"rope.{label}", kind, read, written, ROTARY_FN)
                                for label, kind, read, written in kernels])
-    if fraction >= 1:   # the rope op is the add: it reads both products
+    if fraction >= 1:   # the rope op is the add (or the fused sum): it reads both products
         step.nx.nodes[name]["op"] = op.evolve(bytes_read=op.bytes_read + op.out_bytes)
 
 
@@ -173,4 +200,4 @@ def _layout(step: OpGraph, name: str, op: Op, layout: AttentionLayout) -> None:
 
 
 __all__ = ["LAYOUT_FN", "ROTARY_FN", "add_qkv_kernels", "eager_rotary_kernels", "layout_copies",
-           "rotary_fraction"]
+           "rotary_fraction", "scripted_rotary_kernels"]
