@@ -6,11 +6,13 @@
 (efficiency x bandwidth)`` on the calls out of the cache. Measured when written (intercept,
 floor = median call under 1 MB, efficiency, held-out median |error| of the fit / of the
 no-intercept rule):
-A100 PCIe 40GB 16.4 / 26.8 us, 0.881, 0.3 / 4.4 %; V100 PCIe 18.1 / 32.6 us, 0.922, 0.7 / 18.1 %;
-T4 14.9 / 31.5 us, 0.755, 1.2 / 7.8 %; P100 25.1 / 46.0 us, 0.755, 1.6 / 24.6 %;
-P4 15.1 / 27.3 us, 0.754, 0.1 / 7.6 %.
+A100 PCIe 40GB 16.4 / 26.8 us, 0.881, 0.3 / 5.0 %; V100 PCIe 18.1 / 32.6 us, 0.922, 0.7 / 22.1 %;
+T4 14.9 / 31.5 us, 0.755, 1.2 / 9.0 %; P100 25.1 / 46.0 us, 0.755, 1.6 / 29.6 %;
+P4 15.1 / 27.3 us, 0.754, 0.1 / 8.5 %. (The no-intercept rule fitted on the same rows and
+judged on the same largest-bytes fifth as the ramp.)
 
-So the "ramp" of these timings is the host's: every call under ~25 MB takes the floor, and the
+So the "ramp" of these timings is the host's: every call up to the bytes the device streams in
+a quarter of its floor (1 MB on the P4 to 9 MB on the A100) takes the floor, and the
 intercept is about half of it on every GPU, following the host machine (the P100's slow one)
 rather than the memory. No device-side ramp is resolved; hwsim charges a kernel's host issue and
 launch apart (``simulator.cost.host``, ``op_overhead_s``), and the specs' streaming
@@ -83,11 +85,24 @@ def test_the_intercept_is_half_the_hosts_floor(device):
 @pytest.mark.parametrize("device", GPUS)
 def test_the_fit_predicts_the_largest_calls(device):
     """The largest fifth of the calls, never fitted on, within 2 % (median); the no-intercept
-    rule (the specs' fits) misses them by 4-25 %, its efficiency lowered by the host's time."""
+    rule (the specs' fits), fitted on the same rows, misses them by 5-30 %, its efficiency
+    lowered by the host's time. Both on one split: the rule's own ``fit`` holds out the
+    longest rows, not the largest bytes, and is not what this compares."""
+    from simulator.calibrate.streaming import no_intercept_efficiency
+
     fit = _fit(device)
     assert fit.held_out_rows >= 10
     assert fit.held_out_median_error < 0.02
     assert fit.streaming_only_error > 2 * fit.held_out_median_error
+    row = DEVICES[device]
+    bandwidth, l2 = float(row["bandwidth_gb_per_s"]) * 1e9, float(row["l2_mb"]) * 2**20
+    calls = sorted((kernel_bytes(r["op"], int(r["rows"]), int(r["row"])),
+                    float(r["latency_ms"]) * 1e-3) for r in TABLE if r["device"] == device)
+    calls = [c for c in calls if c[0] >= 4 * l2]
+    fitted, held = calls[:fit.fitted_rows], calls[fit.fitted_rows:]
+    rate = no_intercept_efficiency(fitted, bandwidth) * bandwidth
+    plain = sorted(abs(b / rate / t - 1) for b, t in held)[len(held) // 2]
+    assert fit.streaming_only_error == pytest.approx(plain, rel=1e-9)
 
 
 @pytest.mark.parametrize("device, spec", [("NVIDIA A100-PCIE-40GB", "a100-pcie-40gb"),
