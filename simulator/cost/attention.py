@@ -272,7 +272,10 @@ def fitted_rates(lowered, device) -> tuple[np.ndarray, np.ndarray]:
     backward = (task == Task.DATA_GRAD) | ((task == Task.RECOMPUTE)
                                            & (lowered.out_bytes[ops] == 0))
     # a head narrower than the kernel's compiled one runs at that one's time (COMPILED_HEADS):
-    # the rate of the compiled head, of which the head's own FLOPs are k / compiled
+    # the rate of the compiled head, of which the head's own FLOPs are k / compiled. The whole
+    # efficiency, its softmax term h / d included, is the compiled head's: the kernel runs that
+    # head's tiles, and h was fitted on heads of 64 and 128, never padded (at the head's own d
+    # a v2 head of 80 would take (1 + h/80) / (1 + h/96) = 3.3 % longer than one of 96)
     k = np.maximum(lowered.k[ops].astype(np.float64), 1)
     compiled = padded_head(resolve(device, device.attention_kernel), k)
     args = (lowered.m[ops], lowered.n[ops], compiled, lowered.batch[ops], lowered.causal[ops])
