@@ -157,8 +157,8 @@ def parallel_plan(row: dict[str, str]) -> ParallelPlan:
     fields = {key: int(row[key]) for key in PARALLEL_INTS}
     fields["ep"] = int(row.get("ep") or 1)   # expert parallel (the last column; empty: 1)
     fields.update({key: _flag(row[key]) for key in PARALLEL_FLAGS})
-    # the library that ran the sharding and the pipeline (columns sharding, pipeline_engine;
-    # absent or empty: PyTorch FSDP, Megatron-LM's schedules)
+    # the library that ran data parallelism, the sharding and the pipeline (columns sharding,
+    # pipeline_engine; absent or empty: PyTorch DDP or FSDP, Megatron-LM's schedules)
     fields["sharding"] = row.get("sharding") or "fsdp"
     fields["pipeline_engine"] = row.get("pipeline_engine") or "megatron"
     # DeepSpeed's reduce_bucket_size as the run's config set it (column zero_reduce_bucket;

@@ -318,20 +318,52 @@ def test_deepspeed_2021_copies_each_gather_out_per_rank_after_a_sync():
     assert not np.any(now.lowered.fn == "nccl_copy_out")
 
 
-def test_ddp_reduces_in_pytorchs_buckets():
-    """PyTorch DDP (stage 0): a first bucket of 1 MiB (the last layer's gradients alone, the
-    head's being larger), then bucket_cap_mb: a cap above every gradient leaves two
-    all-reduces, a cap below any layer one per layer; the 25 MiB default is between."""
+def _all_reduces(result) -> list[str]:
+    """The data-parallel all-reduces' names, in issue order."""
     code = COLLECTIVE_FNS.index("all_reduce")
-    count = lambda r: int(np.sum((r.lowered.collective == code)
-                                 & (r.lowered.axis == int(Axis.DATA))))
+    low = result.lowered
+    return [low.names[i] for i in np.flatnonzero((low.collective == code)
+                                                 & (low.axis == int(Axis.DATA)))]
+
+
+def test_ddp_reduces_in_pytorchs_buckets():
+    """PyTorch DDP (stage 0, sharding fsdp): a first bucket of 1 MiB, then bucket_cap_mb, in
+    reverse layer order, a bucket closing once it reaches its cap. SMALL's gradients (bf16):
+    each block 12,596,224 x 2 B = 24.03 MiB, the embeddings (L-1) 9,439,232 x 2 B = 18.0 MiB;
+    so L3 alone (past 1 MiB), L2 + L1 (48 MiB, past 25), L0 + L-1 (the rest). A cap above
+    every gradient leaves two all-reduces, a cap below any layer one per layer."""
     updates = lambda r: int(np.sum(r.lowered.task == int(Task.UPDATE)))
     huge = _run(dp=8, ddp_bucket_mb=1e9)
     tiny = _run(dp=8, ddp_bucket_mb=1e-6)
-    default = _run(dp=8)
-    assert count(huge) == 2 and count(tiny) == updates(tiny)
-    assert 2 <= count(default) <= updates(default)
-    assert default.step_time_s > 0
+    assert len(_all_reduces(huge)) == 2 and len(_all_reduces(tiny)) == updates(tiny) == 5
+    assert _all_reduces(_run(dp=8)) == ["dp_all_reduce:L3", "dp_all_reduce:L2+1",
+                                        "dp_all_reduce:L0+1"]
+
+
+@pytest.mark.parametrize("dp, overlap, buckets", [
+    (8, True, ["dp_all_reduce:L3+3", "dp_all_reduce:L-1"]),   # 40M: L3..L0 = 50.4M
+    (64, True, ["dp_all_reduce:L3+4"]),                       # 64M: 59.8M in all
+    (8, False, ["dp_all_reduce:L3+4"])])                      # no overlap: one bucket
+def test_megatron_reduces_in_its_own_buckets(dp, overlap, buckets):
+    """Megatron-LM's DDP (stage 0, sharding megatron): buckets of max(40M, 1M x dp)
+    parameters (Megatron-Core's DistributedDataParallel), none without --overlap-grad-reduce
+    (one all-reduce after the backward, as Megatron-LM of 2021 reduced its gradient buffer).
+    SMALL's blocks hold 12,596,224 parameters each, its embeddings 9,439,232. PyTorch DDP's
+    25 MiB buckets are not Megatron-LM's."""
+    megatron = _run(dp=dp, sharding="megatron", overlap_grad_reduce=overlap)
+    assert _all_reduces(megatron) == buckets
+    assert _all_reduces(_run(dp=dp, overlap_grad_reduce=overlap)) != buckets
+
+
+def test_megatron_sharding_runs_zero_0_to_2_only():
+    """Megatron-LM has no ZeRO-3 of its own here: one PlanError naming the fix; its
+    distributed optimizer (ZeRO 1-2) runs as under sharding fsdp, overlapped gathers too."""
+    with pytest.raises(PlanError, match="zero = 3 with sharding = megatron.*--sharding fsdp"):
+        ParallelPlan(dp=8, zero=3, sharding="megatron")
+    for zero in (1, 2):
+        on = _run(dp=8, zero=zero, sharding="megatron", overlap_param_gather=True)
+        fsdp = _run(dp=8, zero=zero, overlap_param_gather=True)
+        assert on.step_time_s == fsdp.step_time_s
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, "x"])

@@ -3,10 +3,12 @@
 Where frameworks put them (Rajbhandari et al. 2020, sec. 7; Li et al. 2020, "PyTorch
 Distributed", VLDB, sec. 3.2.3; Zhao et al. 2023, "PyTorch FSDP", sec. 3.3-3.4):
 
-- gradients are reduced per layer (DDP's buckets, one per layer here) as soon as the layer's
-  weight gradients are written, on the data-parallel communicator's own stream, so that the
-  reduction overlaps the rest of the backward; the updates wait for the last reduction, as
-  DDP's backward returns only when every bucket is reduced. Without overlap
+- gradients are reduced in buckets of whole layers (PyTorch DDP's, Megatron-LM's DDP's or
+  DeepSpeed's by their sizes; one per layer for FSDP and Megatron-LM's distributed optimizer),
+  each as soon as its layers' weight gradients are written, on the data-parallel
+  communicator's own stream, so that the reduction overlaps the rest of the backward; the
+  updates wait for the last reduction, as DDP's backward returns only when every bucket is
+  reduced. Without overlap
   (``ParallelPlan.overlap_grad_reduce`` False, Megatron-LM before 2023) the first reduction
   waits for the whole backward and the others follow it on the in-order stream.
   Stage 0 all-reduces; stages 1-3 reduce-scatter, and each replica updates its 1/dp shard;
@@ -67,18 +69,23 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
     # ``reduce_bucket_size`` elements and reduces each when full (stage_1_and_2.py and
     # stage3.py, reduce_independent_p_g_buckets_and_remove_grads), the last when the
     # backward ends.
-    # PyTorch DDP (stage 0, not DeepSpeed) fills buckets of ``ddp_bucket_mb`` MiB of
+    # PyTorch DDP (stage 0, ``Sharding.FSDP``) fills buckets of ``ddp_bucket_mb`` MiB of
     # gradients, the first (the last layers') of DDP_FIRST_BUCKET_BYTES, in reverse
     # parameter order, and all-reduces each when all its gradients are ready (reducer.cpp,
     # compute_bucket_assignment_by_size: a bucket closes once its size reaches the limit);
-    # here a whole layer's update at a time, never split
-    ddp = zero == 0 and not deepspeed
+    # Megatron-LM's DDP (stage 0, ``Sharding.MEGATRON``) in buckets of ``megatron_bucket``
+    # parameters, closed the same way. Here a whole layer's update at a time, never split;
+    # Megatron-LM's distributed optimizer (stages 1-2) reduces per layer
+    ddp = zero == 0 and parallel.sharding is Sharding.FSDP
+    megatron = zero == 0 and parallel.sharding is Sharding.MEGATRON
     buckets: list[list[str]] = []
     filled = 0
     for name in reversed(updates):
         if ddp:
             limit = DDP_FIRST_BUCKET_BYTES if len(buckets) == 1 else parallel.ddp_bucket_mb * 2**20
             full = filled >= limit
+        elif megatron:
+            full = overlap and filled >= megatron_bucket(dp)
         else:
             full = not deepspeed or filled >= parallel.zero_reduce_bucket
         if not buckets or full:
@@ -299,6 +306,23 @@ def _shard_update(step: OpGraph, name: str, update: Op, dp: int) -> None:
 #: kDefaultFirstBucketBytes = 1024 * 1024; the others kDefaultBucketBytesCap, 25 MiB, the
 #: ``bucket_cap_mb`` default: ``ParallelPlan.ddp_bucket_mb``).
 DDP_FIRST_BUCKET_BYTES = 2**20
+#: Megatron-Core's DDP bucket (megatron/core/distributed/distributed_data_parallel.py,
+#: DistributedDataParallel.__init__: bucket_size = max(40000000, 1000000 x the data-parallel
+#: size) parameters, ``megatron_bucket``).
+MEGATRON_BUCKET_PARAMS = 40_000_000
+MEGATRON_BUCKET_PER_REPLICA = 1_000_000
+
+
+def megatron_bucket(replicas: int) -> float:
+    """Parameters per gradient bucket of Megatron-LM's DDP over ``replicas`` data-parallel
+    ranks (x context-parallel: the group it reduces over), when it overlaps the reduction
+    with the backward (``--overlap-grad-reduce``). Without overlap Megatron-Core sets
+    bucket_size None, one bucket of every gradient, as Megatron-LM of 2021 all-reduced its
+    contiguous gradient buffer in one call after the backward (megatron/model/distributed.py,
+    ``allreduce_gradients``): ``add_data_parallel`` then makes one bucket. Not modelled: no
+    buckets on pipeline stages after the first and on model chunks after the first
+    (``disable_bucketing``)."""
+    return max(MEGATRON_BUCKET_PARAMS, MEGATRON_BUCKET_PER_REPLICA * replicas)
 #: DeepSpeed's stage3_max_reuse_distance default (parameters; deepspeed/runtime/zero/config.py):
 #: a module's gathered parameters are kept when it is used again within this many.
 DEEPSPEED_MAX_REUSE = 1_000_000_000

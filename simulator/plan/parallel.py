@@ -54,8 +54,13 @@ class Schedule(str, Enum):
 
 
 class Sharding(str, Enum):
-    """Who runs ZeRO (``simulator.parallel.data``): the unit of a gather, when it is issued."""
-    FSDP = "fsdp"            # PyTorch FSDP: one unit per wrapped transformer block
+    """Who runs data parallelism and ZeRO (``simulator.parallel.data``): the buckets of a
+    reduction, the unit of a gather, when it is issued."""
+    # PyTorch: DDP's buckets at ZeRO 0, FSDP at 3 (one unit per wrapped transformer block);
+    # ZeRO 1-2 are Megatron-LM's distributed optimizer (as ``MEGATRON``)
+    FSDP = "fsdp"
+    # Megatron-LM: its DDP's buckets at ZeRO 0, its distributed optimizer at 1-2; no ZeRO 3
+    MEGATRON = "megatron"
     DEEPSPEED = "deepspeed"  # DeepSpeed ZeRO: one unit per module, prefetch by bucket of params
     # DeepSpeed of 2021 (v0.3.13-v0.4): every module's fetch synchronises the device
     DEEPSPEED_2021 = "deepspeed-2021"
@@ -212,9 +217,11 @@ class ParallelPlan:
     # as the shard group (torch/distributed/fsdp/fully_sharded_data_parallel.py); DeepSpeed's
     # bucket sizes in DeepSpeedZeroConfig (deepspeed/runtime/zero/config.py).
     sharding: Sharding = field(default=Sharding.FSDP, metadata={
-        "help": "the library running ZeRO: fsdp (a gather per transformer block), deepspeed "
-                "(a gather per module, prefetched by --zero-prefetch-bucket) or deepspeed-2021 "
-                "(each module's fetch synchronises the device)"})
+        "help": "the library running data parallelism and ZeRO: fsdp (PyTorch: DDP's buckets "
+                "at zero 0, a gather per transformer block at 3), megatron (Megatron-LM's DDP "
+                "buckets at zero 0, its distributed optimizer at 1-2), deepspeed (a gather per "
+                "module, prefetched by --zero-prefetch-bucket) or deepspeed-2021 (each "
+                "module's fetch synchronises the device)"})
     fsdp_prefetch: int = field(default=1, metadata={
         "metavar": "UNITS",
         "help": "FSDP: blocks whose all-gather is issued ahead of the one computing "
@@ -319,6 +326,17 @@ class ParallelPlan:
         if self.virtual_stages > 1 and self.schedule is not Schedule.INTERLEAVED:
             raise PlanError(f"virtual_stages = {self.virtual_stages} needs the interleaved "
                             f"schedule, not {self.schedule.value}")
+        if self.overlap_param_gather and self.sharding in (Sharding.DEEPSPEED,
+                                                           Sharding.DEEPSPEED_2021):
+            # DeepSpeed ZeRO 1-2 gathers the updated weights in its step (stage_1_and_2.py
+            # step: all_gather_dp_groups after the update); no option defers them to the forward
+            raise PlanError(f"overlap_param_gather = true with sharding = {self.sharding.value}:"
+                            " Megatron-LM's option, DeepSpeed has none; drop "
+                            "--overlap-param-gather or use --sharding megatron")
+        if self.zero == 3 and self.sharding is Sharding.MEGATRON:
+            raise PlanError("zero = 3 with sharding = megatron: Megatron-LM's DDP and "
+                            "distributed optimizer run ZeRO 0-2; use --sharding fsdp or "
+                            "deepspeed for ZeRO 3")
 
     @property
     def num_devices(self) -> int:
@@ -401,11 +419,11 @@ class ParallelPlan:
                             f"{self.cp} = {self.replicas} (expert-parallel ranks are data- or "
                             "context-parallel ranks)")
         if self.ep > 1 and (self.shard_group is not None or self.zero == 3 or (
-                self.zero and self.sharding is not Sharding.FSDP)):
+                self.zero and self.sharding not in (Sharding.FSDP, Sharding.MEGATRON))):
             # their collectives span units mixing experts and dense weights
             # (simulator.parallel.expert splits only a whole-replica, per-layer reduction)
-            raise PlanError(f"ep = {self.ep} is modelled with ZeRO 0-2 under fsdp sharding, "
-                            "without shard_group: use zero <= 2 and sharding = fsdp")
+            raise PlanError(f"ep = {self.ep} is modelled with ZeRO 0-2 under fsdp or megatron "
+                            "sharding, without shard_group: use zero <= 2 and sharding = fsdp")
         self._check_context(seq_len)
         self._check_tensor(heads, kv_heads, seq_len)
         self._check_pipeline(layers)
