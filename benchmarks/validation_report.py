@@ -181,8 +181,10 @@ def step_plan(row: dict[str, str]) -> Plan:
     fields["optimizer_impl"] = row["optimizer_impl"] or None   # None: PyTorch's default
     # where the attention kernel's q, k, v live (column attention_layout; empty: native)
     fields["attention_layout"] = row.get("attention_layout") or "native"
-    # how the rotary embedding ran under eager fusion (column rotary; empty: eager PyTorch)
+    # how the rotary embedding ran under eager fusion (column rotary; empty: eager PyTorch),
+    # and which Transformer Engine modules ran fp8 (column fp8_modules; empty: fused)
     fields["rotary"] = row.get("rotary") or "eager"
+    fields["fp8_modules"] = row.get("fp8_modules") or "fused"
     fields["global_batch"] = int(row["global_batch"]) if row["global_batch"] else None
     # the host's synchronisations inside the step (column host_syncs, space-separated:
     # layer = Plan.sync_each_layer, pass = Plan.sync_each_pass; absent or empty: none)

@@ -73,6 +73,13 @@ class Rotary(str, Enum):
     SCRIPTED = "scripted"  # @torch.jit.script with the legacy fuser (GPT-NeoX fp16): two kernels
 
 
+class Fp8Modules(str, Enum):
+    """Which Transformer Engine modules run a model's fp8 GEMMs (``simulator.training.fp8``)."""
+    FUSED = "fused"    # LayerNormLinear / LayerNormMLP, weights cast once per step (Megatron-core)
+    LINEAR = "linear"  # te.Linear only: the norm writes 16 bits, weights cast every forward call
+    #                    (llm-foundry's fc_type = 'te': no is_first_microbatch)
+
+
 class Finetune(str, Enum):
     FULL = "full"    # every parameter trained
     LORA = "lora"    # base weights frozen, low-rank adapters trained (Hu et al. 2021)
@@ -175,6 +182,10 @@ class Plan:
     rotary: Rotary = field(default=Rotary.EAGER, metadata={
         "help": "a rotary embedding under eager fusion: eager (PyTorch, a kernel per op) or "
                 "scripted (torch.jit.script with the legacy fuser: GPT-NeoX's fp16 path)"})
+    fp8_modules: Fp8Modules = field(default=Fp8Modules.FUSED, metadata={
+        "help": "fp8's Transformer Engine modules: fused (LayerNormLinear/LayerNormMLP, "
+                "weights cast once per step) or linear (te.Linear only: 16-bit norms, weights "
+                "cast at every forward call)"})
     # Convolutions' activations in NHWC (PyTorch's memory_format=torch.channels_last): no layout
     # transposes around 16-bit convolutions (simulator.training.layout). False: NCHW, PyTorch's
     # default, where cuDNN's tensor-core kernels transpose each convolution's input and output.
@@ -251,6 +262,8 @@ class Plan:
                            _enum(AttentionKernel, self.attention_kernel, "attention_kernel"))
         object.__setattr__(self, "fusion", _enum(Fusion, self.fusion, "fusion"))
         object.__setattr__(self, "rotary", _enum(Rotary, self.rotary, "rotary"))
+        object.__setattr__(self, "fp8_modules",
+                           _enum(Fp8Modules, self.fp8_modules, "fp8_modules"))
         object.__setattr__(self, "attention_layout",
                            _enum(AttentionLayout, self.attention_layout, "attention_layout"))
         object.__setattr__(self, "precision", _enum(Precision, self.precision, "precision"))

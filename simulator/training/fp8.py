@@ -25,6 +25,16 @@ GEMM reads transposed needs its own transposed fp8 copy:
   transpose for the other micro-batches. Priced once per step (``Phase.OPTIMIZER``, task
   ``FORWARD``: it serves the forward GEMMs), after the layer's update; with Megatron-core's
   ``--fp8-param-gather`` the update itself writes the fp8 weights, the same bytes.
+- **te.Linear only** (``Plan.fp8_modules = linear``: llm-foundry's ``fc_type = 'te'``, which
+  swaps ``nn.Linear`` for ``te.Linear`` and keeps its own norms, ``submit_benchmarks.py`` and
+  ``llmfoundry/models/layers/fc.py`` at 5e85bd6): no norm writes fp8, so every GEMM input is
+  cast from 16 bits (read 2, write 2); and no ``is_first_microbatch`` is passed, so TE
+  (``linear.py`` at v0.13, 2023-10: ``update_fp8_weights = is_first_microbatch is None or
+  is_first_microbatch``) casts and transposes the weight at every forward call: once per GEMM
+  per micro-batch in the forward (``Phase.FORWARD``) and again in a recomputed forward, none
+  in the optimizer phase. Not modelled there: te.Linear under sequence parallelism (it
+  gathers its fp8 input; priced as a 16-bit gather, then the cast), and a forward under
+  ``torch.no_grad`` (reentrant checkpointing), whose casts write no transposed copy.
 - **amax**: delayed scaling computes each tensor's amax inside these cast kernels; the step's
   amax-history update (one multi-tensor kernel, one small all-reduce) is not priced.
 
@@ -47,7 +57,7 @@ from __future__ import annotations
 
 from simulator.graph.op import DType, Op, OpKind, Phase, Task
 from simulator.graph.opgraph import OpGraph
-from simulator.plan.step import Plan
+from simulator.plan.step import Fp8Modules, Plan
 
 #: fn of the cast kernels (``cast_transpose`` for the weights, too).
 CAST = "cast_transpose"
@@ -107,14 +117,19 @@ def add_casts(step: OpGraph, plan: Plan) -> OpGraph:
                 by_input.setdefault(inputs[0], []).append(name)
         elif op.task in (Task.DATA_GRAD, Task.WEIGHT_GRAD):
             by_output.setdefault(op.forward_of, []).append(name)
+    fused = plan.fp8_modules is Fp8Modules.FUSED
     for src, readers in by_input.items():
-        _input_cast(step, src, readers, width)
+        _input_cast(step, src, readers, width, fused)
     for forward, readers in by_output.items():
         _grad_cast(step, forward, readers, width)
     for name in names:
         op = step.op(name)
-        if op.task is Task.FORWARD and op.params and op.n * op.k:
+        if not (op.params and op.n * op.k):
+            continue
+        if fused and op.task is Task.FORWARD:
             _weight_cast(step, op, width)
+        elif not fused and op.task in _FORWARD:
+            _weight_recast(step, op, width)
     return step
 
 
@@ -148,10 +163,11 @@ def _fused_norm(step: OpGraph, src: str, readers: list[str]) -> str | None:
     return src
 
 
-def _input_cast(step: OpGraph, src: str, readers: list[str], width: int) -> None:
+def _input_cast(step: OpGraph, src: str, readers: list[str], width: int,
+                fused: bool = True) -> None:
     first = step.op(readers[0])
     elements = first.m * first.k * _groups(first)
-    norm = _fused_norm(step, src, readers)
+    norm = _fused_norm(step, src, readers) if fused else None
     if norm is not None:   # the norm writes fp8; a transpose makes the column-wise copy
         op = step.op(norm)
         saved = op.out_bytes // width * (width - _FP8)
@@ -201,6 +217,18 @@ def _weight_cast(step: OpGraph, op: Op, width: int) -> None:
     update = f"optimizer:L{op.layer}"
     _add(step, op, f"{CAST}:weight:{op.name}", elements * width, 2 * elements * _FP8,
          Task.FORWARD, Phase.OPTIMIZER, [update] if update in step else [], [])
+
+
+def _weight_recast(step: OpGraph, op: Op, width: int) -> None:
+    """``Fp8Modules.LINEAR``: the weight's fp8 copy and its transpose at each forward call of
+    ``op`` (forward or recomputed), just before it (TE's ``update_fp8_weights = is_first_microbatch
+    is None or is_first_microbatch``: with no ``is_first_microbatch``, every call casts)."""
+    elements = op.n * op.k * _groups(op)
+    name = f"{CAST}:weight:{op.name}"
+    _add(step, op, name, elements * width, 2 * elements * _FP8, op.task, op.phase, [], [op.name])
+    inputs = step.inputs(op.name)
+    if inputs:   # ordering only: issued with the GEMM's input, not at the graph's start
+        step.add_edge(inputs[0], name, 0, nbytes=0)
 
 
 __all__ = ["CAST", "NORMS", "add_casts", "fp8_gemms", "saved_bytes"]
