@@ -20,6 +20,7 @@ from simulator.errors import PlanError
 from simulator.graph.collective import Axis
 from simulator.graph.lower import COLLECTIVE_FNS
 from simulator.graph.op import OpKind, Phase, Task
+from simulator.parallel.data import NCCL_COPY_OUT
 from simulator.plan.parallel import ParallelPlan
 from simulator.schedule.stage import streams
 from workloads.transformer import TransformerConfig
@@ -308,14 +309,27 @@ def test_deepspeed_2021_copies_each_gather_out_per_rank_after_a_sync():
     a100 = load_device(A100)
     r = _run(zero=3, sharding="deepspeed-2021", comm_interference=False)
     low = r.lowered
-    copies = np.flatnonzero(low.fn == "nccl_copy_out")
+    copies = np.flatnonzero(low.fn == NCCL_COPY_OUT)
     assert len(copies) == len(_gathers(r))
     assert np.all(streams(low)[copies] == 2) and np.all(low.tensors[copies] == 16)
     assert np.all(r.times["time_s"][copies] >= 16 * a100.op_overhead_s)
     marks = host.syncs(low, a100, None)
     assert set(np.flatnonzero(marks)) == {int(low.indices[low.indptr[i]]) for i in copies}
     now = _run(zero=3, sharding="deepspeed", comm_interference=False)
-    assert not np.any(now.lowered.fn == "nccl_copy_out")
+    assert not np.any(now.lowered.fn == NCCL_COPY_OUT)
+
+
+def test_the_copies_out_have_one_name():
+    """The graph (simulator.parallel.data), the host's launches and syncs (simulator.cost.host)
+    and the stream assignment (simulator.schedule.stage) read one Op.fn constant: the name is
+    spelled in one module only."""
+    from pathlib import Path
+
+    import simulator
+    root = Path(simulator.__file__).parent
+    spelled = [str(p.relative_to(root)) for p in root.rglob("*.py")
+               if '"nccl_copy_out"' in p.read_text() or "'nccl_copy_out'" in p.read_text()]
+    assert spelled == ["parallel/data.py"]
 
 
 def _all_reduces(result) -> list[str]:

@@ -53,6 +53,7 @@ from hardware_specs.spec import DeviceClass, DeviceSpec
 from simulator.errors import PlanError
 from simulator.graph.lower import Lowered
 from simulator.graph.op import OpKind, Phase
+from simulator.parallel.data import NCCL_COPY_OUT
 from simulator.plan.step import Fusion, Optimizer, OptimizerImpl, Plan
 
 # What a CUDA graph saves on the device per kernel: NVIDIA, "Getting Started with CUDA Graphs"
@@ -86,10 +87,6 @@ ELEMENTS_PER_LAUNCH = 320 * 65536
 # calls over every tensor, and the step increment. _fused_adamw: _foreach_add_ of the
 # (device) steps and _fused_adamw_: 2 calls. SGD (_single_tensor_sgd): grad.add(param),
 # buf.mul_().add_(), param.add_(): 4 kernels; _fused_sgd_: 1.
-#: ``Op.fn`` of the copies out of a list all-gather (``simulator.parallel.data.nccl_copy_out``:
-#: ``tensors`` copies, each a kernel launched from C++, a dispatch without the module call and
-#: the autograd node: ``COMPILED_HOST_FRACTION`` of an eager op's host cost).
-COPY_OUT = "nccl_copy_out"
 UPDATE_LINES = {Optimizer.ADAMW: (8, 1), Optimizer.ADAM: (8, 1), Optimizer.SGD: (4, 0)}
 FUSED_LINES = {Optimizer.ADAMW: 2, Optimizer.ADAM: 2, Optimizer.SGD: 1}
 
@@ -160,8 +157,11 @@ def costs(lowered: Lowered, device: DeviceSpec,
         host[updates] = calls_s
         launches[updates] = kernels
         host[np.argmax(updates)] += device.step_overhead_s  # the step's fixed framework cost
-    copies = lowered.fn == COPY_OUT
-    if copies.any():   # launched from C++ (ProcessGroupNCCL), one copy per output tensor
+    # the copies out of a list all-gather (``simulator.parallel.data.nccl_copy_out``):
+    # ``tensors`` kernels launched from C++ (ProcessGroupNCCL), one per output tensor, each a
+    # dispatch without the module call and the autograd node
+    copies = lowered.fn == NCCL_COPY_OUT
+    if copies.any():
         launches[copies] = lowered.tensors[copies]
         host[copies] = lowered.tensors[copies] * COMPILED_HOST_FRACTION * host_per_op(device)
     fixed = np.full(n, float(device.op_overhead_s))   # each kernel's fixed cost on the device
@@ -199,7 +199,7 @@ def sync_calls(lowered: Lowered, device: DeviceSpec, plan: Plan | None = None) -
         return out
     # DeepSpeed 2021's list all-gathers: torch.cuda.synchronize() before each
     # (partition_parameters._allgather_param, v0.3.13), the gather each copy-out reads first
-    for i in np.flatnonzero(lowered.fn == COPY_OUT):
+    for i in np.flatnonzero(lowered.fn == NCCL_COPY_OUT):
         out[lowered.indices[lowered.indptr[i]]] += 1
     if plan is None or not (plan.sync_each_layer or plan.sync_each_pass):
         return out

@@ -421,7 +421,9 @@ def _gather_weights(step: OpGraph, plan: Plan, shards: int, local: int,
         previous = gather.name
 
 
-#: ``Op.fn`` of the copies out of a list all-gather (``nccl_copy_out``).
+#: ``Op.fn`` of the copies out of a list all-gather (``nccl_copy_out``); the one name
+#: ``simulator.cost.host`` (their launches, the synchronisation before the gather) and
+#: ``simulator.schedule.stage.streams`` (their stream) look for.
 NCCL_COPY_OUT = "nccl_copy_out"
 
 
@@ -566,5 +568,5 @@ def _forward_op(step: OpGraph, op: Op) -> Op | None:
     return None
 
 
-__all__ = ["add_data_parallel", "add_grad_accumulation", "add_replicated_grad_reduce",
-           "add_tied_embedding_reduce"]
+__all__ = ["NCCL_COPY_OUT", "add_data_parallel", "add_grad_accumulation",
+           "add_replicated_grad_reduce", "add_tied_embedding_reduce", "megatron_bucket"]

@@ -21,6 +21,7 @@ from simulator.graph.collective import Axis
 from simulator.graph.lower import Lowered
 from simulator.graph.op import OpKind, Phase
 from simulator.graph.opgraph import OpGraph
+from simulator.parallel.data import NCCL_COPY_OUT
 
 N_STREAMS = 3  # compute; tensor/pipeline communicator; data-parallel communicator
 
@@ -158,7 +159,7 @@ def streams(lowered: Lowered) -> np.ndarray:
     data = lowered.axis == int(Axis.DATA)
     on = np.where(comm, np.where(data, 2, 1), 0).astype(np.int64)
     if lowered.fn is not None:   # a list all-gather's copies run on its NCCL stream
-        on[lowered.fn == "nccl_copy_out"] = 2
+        on[lowered.fn == NCCL_COPY_OUT] = 2
     return on
 
 
