@@ -135,6 +135,23 @@ def test_the_v100_specs_carry_the_fits(name):
     assert fp32 > 1.0 and spec.fp32_conv_efficiency == 1.0
 
 
+def _conv_step():
+    """A batch-64 3x3 convolution of 256 channels in fp16 and in fp32, lowered, and which of
+    its two ops is the 16-bit one."""
+    from simulator.graph.lower import lower
+    from simulator.graph.op import DType, Op, OpKind
+    from simulator.graph.opgraph import OpGraph
+
+    step = OpGraph()
+    m, n, k = 64 * 56 * 56, 256, 256 * 9
+    for dtype in (DType.FP16, DType.FP32):
+        step.add(Op(name=f"conv.{dtype.name}", kind=OpKind.CONV, dtype=dtype, fn="conv2d",
+                    m=m, n=n, k=k, flops=2 * m * n * k, bytes_read=dtype.bytes * (m * k // 9),
+                    bytes_written=dtype.bytes * m * n), [])
+    low = lower(step)
+    return low, low.dtype == DType.FP16
+
+
 def test_each_format_is_priced_at_its_own_conv_figure():
     """A compute-bound convolution's time scales as 1 / its format's figure: fp16 at
     conv_efficiency, fp32 at fp32_conv_efficiency (changing one leaves the other's time), and
@@ -143,19 +160,9 @@ def test_each_format_is_priced_at_its_own_conv_figure():
 
     from hardware_specs.loader import load_device
     from simulator.cost.roofline import op_costs
-    from simulator.graph.lower import lower
-    from simulator.graph.op import DType, Op, OpKind
-    from simulator.graph.opgraph import OpGraph
 
     v100 = load_device("v100-sxm2-32gb")
-    step = OpGraph()
-    m, n, k = 64 * 56 * 56, 256, 256 * 9     # a batch-64 3x3 convolution, 256 channels
-    for dtype in (DType.FP16, DType.FP32):
-        step.add(Op(name=f"conv.{dtype.name}", kind=OpKind.CONV, dtype=dtype, fn="conv2d",
-                    m=m, n=n, k=k, flops=2 * m * n * k, bytes_read=dtype.bytes * (m * k // 9),
-                    bytes_written=dtype.bytes * m * n), [])
-    low = lower(step)
-    half = low.dtype == DType.FP16
+    low, half = _conv_step()
 
     def times(**changes):
         return op_costs(low, dataclasses.replace(v100, op_overhead_s=0.0, **changes))[0]
@@ -179,20 +186,10 @@ def test_an_fp32_conv_without_conv_figures_runs_as_fp32_gemms():
     from hardware_specs.loader import load_device
     from simulator.calibrate.conv import spec_conv_efficiency
     from simulator.cost.roofline import price
-    from simulator.graph.lower import lower
-    from simulator.graph.op import DType, Op, OpKind
-    from simulator.graph.opgraph import OpGraph
 
     l4 = load_device("l4")
     assert l4.conv_efficiency is None and l4.fp32_conv_efficiency is None
-    step = OpGraph()
-    m, n, k = 64 * 56 * 56, 256, 256 * 9
-    for dtype in (DType.FP16, DType.FP32):
-        step.add(Op(name=f"conv.{dtype.name}", kind=OpKind.CONV, dtype=dtype, fn="conv2d",
-                    m=m, n=n, k=k, flops=2 * m * n * k, bytes_read=dtype.bytes * (m * k // 9),
-                    bytes_written=dtype.bytes * m * n), [])
-    low = lower(step)
-    half = low.dtype == DType.FP16
+    low, half = _conv_step()
 
     def peak(**changes):
         return price(low, dataclasses.replace(l4, **changes))[0]

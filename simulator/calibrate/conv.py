@@ -167,16 +167,12 @@ DEEPBENCH_CATALOGUE = {"NVIDIA V100 (DGX-1)": "v100-sxm2-32gb", "NVIDIA T4": "t4
 _PASSES = ("fwd", "dgrad", "wgrad")
 
 
-def fit_deepbench(rows: list[dict], device: str, spec, precision: str = "fp16") -> ConvFit:
-    """Fit ``device``'s convolutions of DeepBench's table (``tests/data/deepbench_conv.csv``) in
-    ``precision`` (fp16: fp16 inputs, fp32 accumulation on tensor cores, NHWC; fp32), the
-    forward, data-gradient and weight-gradient times together, each priced as hwsim prices the
-    three: the forward's implicit GEMM (M = N x P x Q, N = K, K = C x R x S) and its FLOPs."""
+def _deepbench_terms(rows: list[dict], device: str, spec, precision: str):
+    """``device``'s ``precision`` rows of DeepBench's table, and each one's FLOPs and compute
+    and memory times at rate 1 (the forward's implicit GEMM, as hwsim prices a convolution)."""
     from simulator.graph.op import DType
 
     mine = [r for r in rows if r["device"] == device and r["precision"] == precision]
-    if len(mine) < 50:
-        raise ValueError(f"{device}: {len(mine)} {precision} convolutions; need 50")
     col = {key: np.array([float(r[key]) for r in mine]) for key in
            ("n", "c", "k", "r", "h", "stride_h", "pad_h", "w", "s", "stride_w", "pad_w")}
     dtype = DType.FP16 if precision == "fp16" else DType.FP32
@@ -185,6 +181,17 @@ def fit_deepbench(rows: list[dict], device: str, spec, precision: str = "fp16") 
         width=col["w"], kernel_w=col["s"], stride_w=col["stride_w"], pad_w=col["pad_w"],
         element_bytes=dtype.bytes)
     compute, memory = _terms(m, n, k, flops, nbytes, spec, dtype)
+    return mine, flops, compute, memory
+
+
+def fit_deepbench(rows: list[dict], device: str, spec, precision: str = "fp16") -> ConvFit:
+    """Fit ``device``'s convolutions of DeepBench's table (``tests/data/deepbench_conv.csv``) in
+    ``precision`` (fp16: fp16 inputs, fp32 accumulation on tensor cores, NHWC; fp32), the
+    forward, data-gradient and weight-gradient times together, each priced as hwsim prices the
+    three: the forward's implicit GEMM (M = N x P x Q, N = K, K = C x R x S) and its FLOPs."""
+    mine, flops, compute, memory = _deepbench_terms(rows, device, spec, precision)
+    if len(mine) < 50:
+        raise ValueError(f"{device}: {len(mine)} {precision} convolutions; need 50")
     keep: list[tuple[int, float]] = []
     for p in _PASSES:   # a pass DeepBench did not time (the data gradient of an image) is empty
         keep += [(i, float(r[f"{p}_ms"]) * 1e-3) for i, r in enumerate(mine) if r[f"{p}_ms"]]
@@ -201,17 +208,7 @@ def deepbench_pass_rates(rows: list[dict], device: str, spec, precision: str = "
     half by FLOPs whose compute time is at least ``bound`` x their memory time (the fixed cost
     a small share). The specs take one rate for the three passes (``fit_deepbench``); this says
     how far apart they are."""
-    from simulator.graph.op import DType
-
-    mine = [r for r in rows if r["device"] == device and r["precision"] == precision]
-    col = {key: np.array([float(r[key]) for r in mine]) for key in
-           ("n", "c", "k", "r", "h", "stride_h", "pad_h", "w", "s", "stride_w", "pad_w")}
-    dtype = DType.FP16 if precision == "fp16" else DType.FP32
-    m, n, k, flops, nbytes = implicit_gemm(
-        col["n"], col["c"], col["k"], col["r"], col["h"], col["stride_h"], col["pad_h"],
-        width=col["w"], kernel_w=col["s"], stride_w=col["stride_w"], pad_w=col["pad_w"],
-        element_bytes=dtype.bytes)
-    compute, memory = _terms(m, n, k, flops, nbytes, spec, dtype)
+    mine, flops, compute, memory = _deepbench_terms(rows, device, spec, precision)
     out = {}
     for p in _PASSES:
         measured = np.array([float(r[f"{p}_ms"]) * 1e-3 if r[f"{p}_ms"] else np.nan
