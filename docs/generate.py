@@ -326,28 +326,26 @@ def attention_kernels_section() -> list[str]:
                    "held out: 16k", "held out: 512"], out)
 
 
+def _benchmark(name: str):
+    """The module ``benchmarks/<name>.py`` (benchmarks/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def neusight_labels_section() -> list[str]:
     """NeuSight's end-to-end fp32 training labels against hwsim
     (``benchmarks/neusight_labels.py``, which also prints it; validation, never fitted on)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "neusight_labels", ROOT / "benchmarks" / "neusight_labels.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.markdown_lines()
+    return _benchmark("neusight_labels").markdown_lines()
 
 
 def metered_energy_section() -> list[str]:
     """hwsim's node energy per step against MLPerf Training's metered runs
     (``benchmarks/energy_validation.py``, which also prints it; validation, never fitted on)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "energy_validation", ROOT / "benchmarks" / "energy_validation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.section()
+    return _benchmark("energy_validation").section()
 
 
 # ---------------------------------------------------------------------------------- files
