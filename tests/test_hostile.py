@@ -332,7 +332,8 @@ def test_a_signal_stops_the_sweep_workers_and_keeps_the_rows(tmp_path, sig, code
     workers = _children(proc.pid)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    if not workers:
+    finished = proc.returncode == 0 and len(out.read_text().splitlines()) == 1 + 864
+    if not workers or finished:   # a race: the last rows were written as the signal was sent
         pytest.skip("the sweep ended before the signal")
     assert proc.returncode == code, err
     assert "Traceback" not in err
