@@ -32,13 +32,18 @@ def issued_dags(draw):
 
 
 # -- the engine: schedule_issued and its twins ---------------------------------------------------
+def _same_in_every_engine(name: str, dag) -> None:
+    """The numba kernel's ``name`` and its NumPy twin and reference give equal arrays."""
+    want = getattr(kernels, name)(*dag)
+    for engine in (lite, reference):
+        for a, b in zip(getattr(engine, name)(*dag), want):
+            np.testing.assert_array_equal(a, b)
+
+
 @EXAMPLES
 @given(issued_dags())
 def test_schedule_issued_is_bit_identical_in_kernels_lite_and_reference(dag):
-    want = kernels.schedule_issued(*dag)
-    for got in (lite.schedule_issued(*dag), reference.schedule_issued(*dag)):
-        for a, b in zip(got, want):
-            np.testing.assert_array_equal(a, b)
+    _same_in_every_engine("schedule_issued", dag)
 
 
 @EXAMPLES
@@ -250,10 +255,7 @@ def synced_dags(draw):
 @EXAMPLES
 @given(synced_dags())
 def test_schedule_synced_is_bit_identical_in_kernels_lite_and_reference(dag):
-    want = kernels.schedule_synced(*dag)
-    for got in (lite.schedule_synced(*dag), reference.schedule_synced(*dag)):
-        for a, b in zip(got, want):
-            np.testing.assert_array_equal(a, b)
+    _same_in_every_engine("schedule_synced", dag)
 
 
 @EXAMPLES

@@ -240,12 +240,11 @@ def note(device) -> str | None:
     kernel = AttentionKernel(device.attention_kernel)
     if kernel is AttentionKernel.AUTO:
         return None
-    if (chip(device), kernel) in STAND_IN and fit_for(device, kernel) is not None:
-        stand_in = STAND_IN[(chip(device), kernel)].value
-        return (f"no benchmark of {kernel.value} on {device.name}'s chip: fused attention runs "
-                f"at {stand_in}'s fit there (simulator.cost.attention.STAND_IN)")
     if fit_for(device, kernel) is not None:
-        return None
+        stand_in = STAND_IN.get((chip(device), kernel))
+        return None if stand_in is None else (
+            f"no benchmark of {kernel.value} on {device.name}'s chip: fused attention runs "
+            f"at {stand_in.value}'s fit there (simulator.cost.attention.STAND_IN)")
     return (f"no benchmark of {kernel.value} on {device.name}'s chip: fused attention runs at "
             "the spec's attention efficiency (tests/data/attention_kernels.csv has the A100 "
             "and H100)")
