@@ -38,6 +38,26 @@ def test_the_triton_kernel_refuses_wide_heads_and_fp32(head_dim, precision, word
                  attention_kernel="flash-attn-triton")
 
 
+@pytest.mark.parametrize("kernel, device", [
+    ("flash-attn-1", "a100-sxm4-40gb"), ("flash-attn-2", "a100-sxm4-40gb"),
+    ("flash-attn-3", "h100-sxm5-80gb"), ("cudnn", "h100-sxm5-80gb")])
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+def test_every_named_kernel_refuses_fp32(kernel, device, precision):
+    """FlashAttention-1/2/3 ``TORCH_CHECK`` fp16/bf16 (fp8 for v3) inputs; Transformer Engine
+    disables cuDNN's FusedAttention for an fp32 qkv_dtype (HALF_ONLY_PRECISIONS); the same plan
+    in bf16 runs, and ``auto`` (no kernel named) is not refused in fp32."""
+    with pytest.raises(PlanError, match=f"^attention_kernel = {kernel} runs fp16 and bf16 only, "
+                                        f"not {precision}: choose"):
+        simulate(_model(512, 8), device, micro_batch=1, precision=precision,
+                 attention_kernel=kernel)
+    assert simulate(_model(512, 8), device, micro_batch=1, precision="bf16",
+                    attention_kernel=kernel).step_time_s > 0
+    assert simulate(_model(512, 8), device, micro_batch=1, precision=precision,
+                    attention_kernel="auto").step_time_s > 0
+    assert simulate(_model(512, 8), device, micro_batch=1, precision=precision,
+                    attention="materialized", attention_kernel=kernel).step_time_s > 0
+
+
 @pytest.mark.parametrize("head_dim, precision", [(80, "bf16"), (128, "fp16"), (100, "fp8")])
 def test_the_triton_kernel_runs_heads_up_to_128_in_16_bits(head_dim, precision):
     check_head_dim("flash-attn-triton", head_dim, precision)

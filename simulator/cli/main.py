@@ -459,7 +459,7 @@ def _devices(args) -> int:
 
     devices = {name: load_device(name) for name in list_devices()}  # all valid, then print
     for name, d in devices.items():
-        print(f"{name:16s} {d.device_class.value:11s} bf16 {d.peak_for(DType.BF16) / 1e12:7.1f} "
+        print(f"{name:16s} {d.device_class.value:11s} {_half_words(d)} "
               f"TFLOP/s  fp32 {d.peak_for(DType.FP32) / 1e12:6.1f}  mem "
               f"{d.memory_bytes / 1e9:6.0f} GB at {d.memory_bandwidth_bytes_per_s / 1e9:6.0f} GB/s"
               f"{_streaming_words(d)}  TDP {d.tdp_w:.0f} W  {_price_words(d)}  "
@@ -472,6 +472,19 @@ def _devices(args) -> int:
           "[price] comments; 'none cited' where no citable figure was found (or the device "
           "is not sold or rented): give --price-per-hour DEVICE=USD or --set purchase_usd=USD")
     return 0
+
+
+def _half_words(device) -> str:
+    """The 16-bit matrix peak as the datasheet gives it: ``bf16   312.0``; ``fp16   112.0`` on a
+    device without bf16 (V100, T4, P100: a bf16 run falls back to the fp16 rate with a note,
+    ``simulator.cost.precision``); ``bf16       -`` on one with neither (an int8-only NPU, an FPGA
+    whose matrix figure is fp32 or int8), not the fallback rate ``peak_for`` would give."""
+    from simulator.graph.op import DType
+
+    for dtype in (DType.BF16, DType.FP16):
+        if dtype in device.peak_flops_per_s:
+            return f"{dtype.name.lower()} {device.peak_flops_per_s[dtype] / 1e12:7.1f}"
+    return f"bf16 {'-':>7s}"
 
 
 def _streaming_words(device) -> str:

@@ -209,19 +209,32 @@ FLASH_ATTN_1_MAX_HEAD_DIM = 128
 FLASH_ATTN_TRITON_MAX_HEAD_DIM = 128
 
 
+#: Every named fused kernel refuses fp32 inputs (the attention core runs in the activation
+#: format: fp32 under fp32 and tf32): FlashAttention-1 ``TORCH_CHECK(q_dtype == torch::kFloat16
+#: || (is_sm8x && q_dtype == torch::kBFloat16))`` (csrc/flash_attn/fmha_api.cpp at 4a6eaa9);
+#: FlashAttention-2 "FlashAttention only support fp16 and bf16 data type"
+#: (csrc/flash_attn/flash_api.cpp at 0251105); FlashAttention-3 "FlashAttention only supports
+#: fp16, bf16, and fp8_e4m3 data type" (hopper/flash_api.cpp); the Triton kernel ``assert
+#: q.dtype in [torch.float16, torch.bfloat16]``; cuDNN's fused attention: Transformer Engine
+#: disables FusedAttention "for unsupported qkv_dtype" outside bf16, fp16 and fp8
+#: (transformer_engine/pytorch/attention/dot_product_attention/utils.py). ``auto`` is not
+#: refused: it names no kernel (PyTorch's SDPA would pick its memory-efficient fp32 kernel).
+HALF_ONLY_PRECISIONS = ("fp32", "tf32")
+
+
 def check_head_dim(kernel, head_dim: int | None, precision=None) -> None:
     """PlanError where ``kernel`` cannot run a head of ``head_dim`` (None: unknown, no check)
-    or, for the Triton kernel, in ``precision`` (a plan's ``Precision``; its attention core runs
-    in the activation format: fp32 under fp32 and tf32)."""
+    or in ``precision`` (a plan's ``Precision``): a named kernel under fp32 or tf32
+    (``HALF_ONLY_PRECISIONS``)."""
     from simulator.errors import PlanError
 
     kernel = AttentionKernel(kernel)
+    precision = getattr(precision, "value", precision)
+    if kernel is not AttentionKernel.AUTO and precision in HALF_ONLY_PRECISIONS:
+        raise PlanError(f"attention_kernel = {kernel.value} runs fp16 and bf16 only, not "
+                        f"{precision}: choose precision = bf16 or fp16, attention_kernel = "
+                        "auto, or attention = materialized")
     if kernel is AttentionKernel.FLASH_ATTN_TRITON:
-        precision = getattr(precision, "value", precision)
-        if precision in ("fp32", "tf32"):
-            raise PlanError(f"attention_kernel = flash-attn-triton runs fp16 and bf16 only, not "
-                            f"{precision}: choose precision = bf16 or fp16, or attention = "
-                            "materialized")
         if head_dim is not None and head_dim > FLASH_ATTN_TRITON_MAX_HEAD_DIM:
             raise PlanError(f"attention_kernel = flash-attn-triton takes head dimensions up to "
                             f"{FLASH_ATTN_TRITON_MAX_HEAD_DIM}, not {head_dim}: choose "
