@@ -316,6 +316,45 @@ def test_power_limit_shape_against_zeus_v100():
         assert abs(best - measured) <= 25, (workload, best, measured)
 
 
+def _p100_sweep():
+    from simulator.calibrate.power_limits import rows
+
+    return rows(device="p100-pcie-16gb")
+
+
+def test_power_limit_sweep_on_the_p100_shows_the_busy_power_gap():
+    """Validation, never fitted on: Zeus's P100 sweeps (NSDI 2023 traces, ResNet-50 b128 and
+    BERT-base b24). What holds: hwsim's step never gets faster as the limit falls and its power
+    stays under each limit; its energy per unit of work is within 17 % of the measured one at
+    every limit. What the data says hwsim misses (pinned here, docs/accuracy.md): the busy
+    P100 drew at most 72 % of its 250 W limit (165 and 179 W) and ran within 1 % of full
+    speed at 200 W, where hwsim's busy device draws the TDP (over 99 %) and is over 5 %
+    slower at 200 W."""
+    table = _p100_sweep()
+    assert len(table) == 12
+    for workload in {row["workload"] for row in table}:
+        mine = sorted((row for row in table if row["workload"] == workload),
+                      key=lambda row: -row["limit_w"])
+        times = [row["predicted_time"] for row in mine]
+        assert times == sorted(times), workload
+        for row in mine:
+            assert row["predicted_power_w"] <= row["limit_w"] + 1e-6, row
+            assert row["predicted_energy"] == pytest.approx(row["measured_energy"], rel=0.17), row
+        top, at200 = mine[0], next(row for row in mine if row["limit_w"] == 200)
+        assert top["measured_power_w"] <= 0.72 * 250 and top["predicted_power_w"] >= 0.99 * 250
+        assert at200["measured_time"] <= 1.01 and at200["predicted_time"] > 1.05
+
+
+@pytest.mark.xfail(strict=True, reason="hwsim's busy P100 draws its 250 W TDP where the card "
+                   "drew 165-179 W, so every limit binds harder: x1.52 / x1.79 at 125 W against "
+                   "the measured x1.14 / x1.18 (no kernel-level P100 power measurement found)")
+def test_p100_slowdown_within_the_v100_tolerance():
+    """The V100's tolerance (time within 20 % of the measured slowdown at every limit) on the
+    P100: not met until a busy device's power below its TDP is modelled."""
+    for row in _p100_sweep():
+        assert row["predicted_time"] == pytest.approx(row["measured_time"], rel=0.20), row
+
+
 def test_set_idle_or_tdp_on_a_prior_device():
     """--set idle_power_w makes it a given figure (no prior note); --set tdp_w moves the
     class prior with the TDP."""
