@@ -138,7 +138,7 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                                    grid_kg_co2_per_kwh, pue,
                                    node_overhead_w * (cluster.nodes if cluster else 1),
                                    _owning(own_years, electricity_usd_per_kwh, node_cost_usd,
-                                           cluster.nodes if cluster else 1))
+                                           cluster.nodes if cluster else 1), plan)
         return result.check()
     m = micro_batches(work, plan, parallel, n)
     runs, unsplit = [], None
@@ -270,7 +270,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     nodes = cluster.nodes if cluster else n / COSTED_NODE_DEVICES
     result.totals = run_totals(result, device, per_sample_tokens, tokens, steps,
                             grid_kg_co2_per_kwh, pue, node_overhead_w * nodes,
-                            _owning(own_years, electricity_usd_per_kwh, node_cost_usd, nodes))
+                            _owning(own_years, electricity_usd_per_kwh, node_cost_usd, nodes),
+                            plan)
     return result.check()
 
 

@@ -319,6 +319,12 @@ def format_summary(s: dict) -> str:
         lines.append(f"  whole run          {s['steps']:.4g} steps, {s['total_time_s'] / 86400:.4g}"
                      f" days, {s['device_hours']:,.0f} device-hours, {s['energy_kwh']:,.0f} kWh,"
                      f" {s['co2_kg']:,.0f} kg CO2, cost {cost}")
+        if s.get("goodput", 1.0) < 1.0:
+            lines.append(f"  goodput            {s['goodput']:.1%}: steps "
+                         f"{s['training_time_s'] / 86400:.4g} days, checkpoints "
+                         f"{s['checkpoint_time_s'] / 3600:.4g} h, evaluations "
+                         f"{s['eval_time_s'] / 3600:.4g} h, failures (expected) "
+                         f"{s['failure_time_s'] / 3600:.4g} h")
         if "own_cost_usd" in s:
             owned = (f"${s['own_cost_usd']:,.0f}" if s["own_cost_usd"] is not None
                      else "n/a (no purchase price: --set purchase_usd=...)")

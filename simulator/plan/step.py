@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
-from simulator.errors import PlanError
+from simulator.errors import PlanError, bounded
 from simulator.graph.op import Block, DType, OpKind
 from simulator.plan.parallel import MAX_BATCH, positive
 
@@ -250,6 +250,27 @@ class Plan:
     step_overhead_ms: float = field(default=0.0, metadata={
         "metavar": "MS", "help": "milliseconds per step outside the step's graph (data "
                                  "loading, logging, the loss's .item(), LR scheduler)"})
+    # The whole run's losses outside its steps (simulator.report.goodput): checkpoint writes,
+    # evaluations, failures. They change neither the step nor its memory, only a run's totals
+    # (--tokens / --steps); all off by default.
+    checkpoint_every: int = field(default=0, metadata={
+        "metavar": "STEPS", "help": "run totals: a synchronous checkpoint (weights and "
+                                    "optimizer states) every STEPS steps (0: none)"})
+    storage_gb_s: float = field(default=0.0, metadata={
+        "metavar": "GB_S", "help": "run totals: checkpoint storage's aggregate write "
+                                   "bandwidth in GB/s (0: 0.122 GB/s per device, Llama 3's "
+                                   "2 TB/s for 16,384 GPUs)"})
+    eval_every: int = field(default=0, metadata={
+        "metavar": "STEPS", "help": "run totals: an evaluation every STEPS steps (0: none)"})
+    eval_batches: int = field(default=0, metadata={
+        "metavar": "N", "help": "run totals: forward-only global batches per evaluation "
+                                "(GPT-NeoX eval-iters)"})
+    failure_rate: float = field(default=0.0, metadata={
+        "metavar": "PER_DEVICE_HOUR", "help": "run totals: job-stopping failures per "
+                                              "device-hour (Llama 3: 1.97e-5; 0: none)"})
+    restart_s: float = field(default=0.0, metadata={
+        "metavar": "S", "help": "run totals: seconds from a failure to training again "
+                                "(detection, rescheduling, start-up, checkpoint load)"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attention", _enum(Attention, self.attention, "attention"))
@@ -258,6 +279,7 @@ class Plan:
                                _enum(OptimizerImpl, self.optimizer_impl, "optimizer_impl"))
         object.__setattr__(self, "step_overhead_ms",
                            _milliseconds(self.step_overhead_ms, "step_overhead_ms"))
+        self._check_run()
         object.__setattr__(self, "attention_kernel",
                            _enum(AttentionKernel, self.attention_kernel, "attention_kernel"))
         object.__setattr__(self, "fusion", _enum(Fusion, self.fusion, "fusion"))
@@ -290,6 +312,21 @@ class Plan:
 
         self._check_finetune()
         object.__setattr__(self, "power_limit_w", _watts(self.power_limit_w, "power_limit_w"))
+
+    def _check_run(self) -> None:
+        """The run-level fields (simulator.report.goodput): counts of steps and batches from 0
+        to MAX_BATCH, a bandwidth to 1e6 GB/s, a failure rate to 1 per device-hour, a restart
+        to a year; numbers or their text (a sweep's grid)."""
+        for name in ("checkpoint_every", "eval_every", "eval_batches"):
+            object.__setattr__(self, name, bounded(_number(getattr(self, name), int), name,
+                                                   0, MAX_BATCH, integer=True))
+        for name, high in (("storage_gb_s", 1e6), ("failure_rate", 1.0),
+                           ("restart_s", 3.2e7)):
+            object.__setattr__(self, name, bounded(_number(getattr(self, name), float), name,
+                                                   0.0, high))
+        if self.eval_every and not self.eval_batches:
+            raise PlanError(f"eval_every = {self.eval_every} needs eval_batches, the batches "
+                            "each evaluation runs (--eval-batches N)")
 
     def _check_finetune(self) -> None:
         object.__setattr__(self, "finetune", _enum(Finetune, self.finetune, "finetune"))
@@ -357,6 +394,17 @@ def _watts(value, field_name: str) -> float | None:
         raise PlanError(f"{field_name} = {value!r} must be a power in watts, above 0 and at "
                         "most 1e6 (e.g. 300)")
     return watts
+
+
+def _number(value, kind: type):
+    """A number's text (a flag's or a sweep grid's) as ``kind``; anything else as it is (for
+    ``bounded`` to refuse)."""
+    if isinstance(value, str):
+        try:
+            return kind(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _milliseconds(value, field_name: str) -> float:

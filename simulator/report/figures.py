@@ -8,6 +8,8 @@ from hardware_specs.spec import DeviceSpec
 from simulator.errors import PlanError, bounded
 from simulator.graph.op import TENSOR_KINDS, OpKind, Phase
 from simulator.plan.parallel import ParallelPlan
+from simulator.plan.step import Plan
+from simulator.report import goodput
 from simulator.report.result import Result
 
 # Grid carbon intensity when none is given: U.S. 2022 average, 1,650 Mt CO2 over 4,230,672 GWh
@@ -129,12 +131,16 @@ def check_run(**figures) -> None:
 
 def run_totals(result: Result, device: DeviceSpec, tokens_per_sample: int | None,
             tokens: float | None, steps: float | None, grid: float,
-            pue: float, overhead_w: float = 0.0, own: dict | None = None
-               ) -> dict[str, float | None]:
+            pue: float, overhead_w: float = 0.0, own: dict | None = None,
+               plan: Plan | None = None) -> dict[str, float | None]:
     """Whole-run totals (figures checked by ``check_run``). ``overhead_w``: the power of
     everything in the nodes besides the devices (all nodes together), drawn over the whole
     run. ``own``: ``own_years``, ``electricity_usd_per_kwh`` and ``nodes_cost_usd`` (all the
-    nodes' parts besides the devices) for ``own_cost_usd`` (``own_cost``)."""
+    nodes' parts besides the devices) for ``own_cost_usd`` (``own_cost``). ``plan``: its
+    run-level fields (checkpoints, evaluations, failures: ``simulator.report.goodput``) make
+    ``total_time_s`` the run's expected wall-clock time, ``training_time_s`` its steps' and
+    ``goodput`` their ratio; the devices idle through the rest (their idle power), held and
+    paid for all of it."""
     if tokens is None and steps is None:
         return {}
     if tokens is not None and steps is not None:
@@ -146,9 +152,12 @@ def run_totals(result: Result, device: DeviceSpec, tokens_per_sample: int | None
         steps = tokens / (result.global_batch * tokens_per_sample)
     if steps is None or steps <= 0:
         raise PlanError(f"steps/tokens = {steps!r} must be positive")
-    total_s = steps * result.step_time_s
+    run = _run_time(result, plan, steps)
+    total_s = run["total_time_s"]
     device_hours = total_s * result.num_devices / 3600
     kwh = steps * result.energy_j_per_step * result.num_devices * pue / _J_PER_KWH
+    kwh += (device.idle_power_w * result.num_devices * (total_s - run["training_time_s"])
+            * pue / _J_PER_KWH)
     if overhead_w:
         kwh += overhead_w * total_s * pue / _J_PER_KWH
     price = device.price_per_hour_usd
@@ -156,10 +165,33 @@ def run_totals(result: Result, device: DeviceSpec, tokens_per_sample: int | None
             "energy_kwh": kwh, "co2_kg": kwh * grid,
             "cost_usd": device_hours * price if price is not None else None,
             "pue": pue, "grid_kg_co2_per_kwh": grid, "node_overhead_w": overhead_w,
+            **{key: run[key] for key in ("goodput", "training_time_s", "checkpoint_time_s",
+                                         "eval_time_s", "failure_time_s")},
             **({"own_cost_usd": own_cost(device, result.num_devices, total_s, kwh, **own),
                 "own_years": own["own_years"],
                 "electricity_usd_per_kwh": own["electricity_usd_per_kwh"]}
                if own and own.get("own_years") is not None else {})}
+
+
+def _run_time(result: Result, plan: Plan | None, steps: float) -> dict[str, float]:
+    """``goodput.run_time`` of ``steps`` of ``result`` under ``plan``'s run-level fields: a
+    checkpoint's write at the plan's storage bandwidth (``STORAGE_B_PER_S_PER_DEVICE`` x the
+    devices when it gives none), an evaluation batch at the step's forward share of its time
+    (model FLOPs / 3 over hardware FLOPs), the job's failure rate = the devices' rate x their
+    number."""
+    if plan is None:
+        return goodput.run_time(steps, result.step_time_s)
+    bandwidth = (plan.storage_gb_s * 1e9 if plan.storage_gb_s
+                 else goodput.STORAGE_B_PER_S_PER_DEVICE * result.num_devices)
+    write_s = goodput.checkpoint_bytes(result.params, plan.state_bytes_per_param()) / bandwidth
+    forward = (result.flops_per_step / 3 / result.hardware_flops_per_step
+               if result.hardware_flops_per_step > 0 else 1 / 3)
+    return goodput.run_time(
+        steps, result.step_time_s, checkpoint_every=plan.checkpoint_every,
+        checkpoint_s=write_s, eval_every=plan.eval_every,
+        eval_s=plan.eval_batches * forward * result.step_time_s,
+        failures_per_s=plan.failure_rate * result.num_devices / 3600,
+        restart_s=plan.restart_s)
 
 
 def own_cost(device: DeviceSpec, devices: int, total_s: float, kwh: float, own_years: float,
