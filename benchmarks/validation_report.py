@@ -132,9 +132,14 @@ def workload(row: dict[str, str]):
     options = dict(item.split("=") for item in row["model_options"].split())
     options = {key: Residual(value) if key == "residual" else _option(value)
                for key, value in options.items()}   # residual=parallel (GPT-NeoX)
+    # moe.<field>=<value>: a mixture of experts' [moe] field as the run set it
+    # (moe.capacity_factor=1.0: NeMo's MegatronTokenDropCallback)
+    moe = {key[4:]: options.pop(key) for key in list(options) if key.startswith("moe.")}
     if row["model"] == "transformer":
         return TransformerConfig(row["run_id"], **shape, **options)
     work = get_workload(row["model"])
+    if moe:
+        options["moe"] = dataclasses.replace(work.moe, **moe)
     return dataclasses.replace(work, **shape, **options) if shape or options else work
 
 

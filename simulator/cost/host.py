@@ -39,6 +39,9 @@ itself costs one eager op. ``Plan.sync_each_layer`` (DeepSpeed activation checkp
 start and stop around each micro-batch's forward, backward and step; its ``ThroughputTimer``
 synchronises as each micro-batch's forward starts, every version): a micro-batch then starts
 with the device idle, the host issuing its first op while the device waits.
+A dropless mixture of experts under expert parallelism synchronises before each MoE layer's
+dispatch all-to-all in the forward (Megatron-Core's all-to-all dispatcher reads the split
+sizes on the host: ``simulator.parallel.expert``, the op's ``sync`` fact).
 
 Not modelled: the loss's ``.item()`` and other synchronisations at the step's end (a step
 starts with host and device both idle, ``simulator.schedule.step``: the same thing); the CUDA
@@ -201,6 +204,11 @@ def sync_calls(lowered: Lowered, device: DeviceSpec, plan: Plan | None = None) -
     # (partition_parameters._allgather_param, v0.3.13), the gather each copy-out reads first
     for i in np.flatnonzero(lowered.fn == NCCL_COPY_OUT):
         out[lowered.indices[lowered.indptr[i]]] += 1
+    # a dropless mixture of experts' dispatch all-to-all: the host reads the split sizes
+    # first (simulator.parallel.expert), in the forward and its recomputation
+    if lowered.sync is not None and lowered.sync.any():
+        forward = np.isin(lowered.phase, (int(Phase.FORWARD), int(Phase.RECOMPUTE)))
+        out[(lowered.sync > 0) & forward] += 1
     if plan is None or not (plan.sync_each_layer or plan.sync_each_pass):
         return out
     compute = np.flatnonzero(~((lowered.kind == OpKind.COLLECTIVE) & (lowered.nbytes > 0)))

@@ -37,9 +37,11 @@ _OP_FIELDS = {
 # ``group`` devices taking part, ``local`` of them per node (0: as many as fit), ``axis`` the
 # parallel dimension (``simulator.graph.collective.Axis``) whose communicator runs it.
 # ``load``: a mixture of experts' grouped GEMM, the busiest expert's work over the mean, per
-# mille (0: none; ``workloads.moe``).
+# mille (0: none; ``workloads.moe``). ``sync``: the host synchronises with the device before
+# issuing the op in the forward (1; ``simulator.parallel.expert``: a dropless dispatch's split
+# sizes read on the host; ``simulator.cost.host.sync_calls``).
 _EXTRA_FIELDS = {"group": (np.int64, 1), "local": (np.int64, 0), "axis": (np.int8, 0),
-                 "load": (np.int64, 0)}
+                 "load": (np.int64, 0), "sync": (np.int8, 0)}
 #: ``Lowered.collective`` codes: the index of an op's ``fn`` in this tuple, -1 for any other fn.
 COLLECTIVE_FNS = tuple(kind.value for kind in Collective)
 
@@ -84,6 +86,7 @@ class Lowered:
     collective: np.ndarray = None  # int8, index in ``COLLECTIVE_FNS``, -1 if not a collective
     fn: np.ndarray = None          # object (str), ``Op.fn``: per-function rates look it up
     load: np.ndarray = None        # int64, an expert GEMM's busiest load / mean, per mille
+    sync: np.ndarray = None        # int8, 1: the host synchronises before it in the forward
 
     def __len__(self) -> int:
         return len(self.names)

@@ -33,6 +33,17 @@ the routed output); with ``ParallelPlan.moe_shared_expert_overlap`` (Megatron-Co
 ``--moe-shared-expert-overlap``, DeepSeek-V3's schedule) they run on the compute stream while
 the all-to-alls move the tokens.
 
+Host synchronisation: without a capacity factor (dropless) the all-to-all's split sizes
+depend on the routing, so Megatron-Core's ``MoEAlltoAllTokenDispatcher`` copies the token
+counts to the host and calls ``torch.cuda.current_stream().synchronize()`` before the
+dispatch all-to-all of each MoE layer's forward (``cuda_sync_point = "before_ep_alltoall"``,
+megatron/core/transformer/moe/token_dispatcher.py at NVIDIA/Megatron-LM c230e0d7c2, MCore
+v0.9-0.10; with a capacity factor and ``--moe-pad-expert-input-to-capacity`` the sizes are
+known and it does not: ``"no_sync"``). The dispatch carries the fact ``sync``, and
+``simulator.cost.host.sync_calls`` makes the host wait for the device before issuing it (in
+the forward and a recomputation; the backward reuses the sizes). Not modelled: the sync
+before the permutation of a capacity factor without padding, DeepEP's own.
+
 Gradients (``reduce_expert_gradients``): a rank's experts are held by the dp x cp / ep ranks
 of its expert-data-parallel group, tp x cp x ep apart (Megatron-Core's ``expert_data_parallel``
 group: its distributed optimizer reduce-scatters, its DDP all-reduces, the experts' gradients
@@ -96,7 +107,9 @@ def shard(forward: OpGraph, ep: int, local: int = 0, overlap_shared: bool = Fals
     if deepep and moe is not None and ep > members:
         hops = (ep // members, members, nodes_per_token(moe, ep // members))
     load = moe.load if moe is not None else 1.0
-    out = _shard(forward, ep, local, hops, moe.top_k if moe is not None else 1, load)
+    # Megatron-Core's dropless all-to-all dispatcher reads the split sizes on the host first
+    sync = moe is not None and moe.capacity_factor is None and hops is None
+    out = _shard(forward, ep, local, hops, moe.top_k if moe is not None else 1, load, sync)
     if not overlap_shared:
         _shared_after_combine(out)
     return out
@@ -132,7 +145,7 @@ def nodes_per_token(moe, nodes: int) -> float:
 
 
 def _shard(forward: OpGraph, ep: int, local: int, hops=None, top_k: int = 1,
-           load: float = 1.0) -> OpGraph:
+           load: float = 1.0, sync: bool = False) -> OpGraph:
     out = OpGraph(forward.name)
     remap: dict[str, str] = {}
     permille = round(1000 * load)
@@ -157,6 +170,8 @@ def _shard(forward: OpGraph, ep: int, local: int, hops=None, top_k: int = 1,
         if op.role is Role.EXPERT_DISPATCH:
             last = name
             for a2a in _exchange(f"{name}.ep_dispatch", op, op, ep, local, load, hops, top_k):
+                if sync and last == name:   # the first all-to-all waits on the host's sizes
+                    a2a = a2a.evolve(extra=(*a2a.extra, ("sync", 1)))
                 last = out.add(a2a, [last])
             remap[name] = last
     return out

@@ -1,0 +1,88 @@
+"""The host synchronisation of a dropless mixture of experts' all-to-all dispatch
+(simulator/parallel/expert.py, simulator/cost/host.py).
+
+Megatron-Core's ``MoEAlltoAllTokenDispatcher`` (NVIDIA/Megatron-LM c230e0d7c2,
+megatron/core/transformer/moe/token_dispatcher.py) without a capacity factor and with ep > 1
+sets ``cuda_sync_point = "before_ep_alltoall"`` and calls
+``torch.cuda.current_stream().synchronize()`` there, once per MoE layer's forward; padded to a
+capacity (``moe_pad_expert_input_to_capacity``, NeMo's performance recipes) it is
+``"no_sync"``; with one rank there is no all-to-all.
+"""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from simulator import simulate
+from simulator.cost.host import sync_calls
+from simulator.graph.op import Phase
+from workloads.zoo import get_workload
+
+LAYERS = 2
+
+
+def _work(**moe):
+    work = replace(get_workload("mixtral-8x7b").with_layers(LAYERS), seq_len=1024)
+    return replace(work, moe=replace(work.moe, **moe)) if moe else work
+
+
+def _run(work, **plan):
+    fields = dict(num_devices=8, micro_batch=1, precision="bf16", ep=8)
+    fields.update(plan)
+    return simulate(work, "h100", **fields)
+
+
+def _synced(result):
+    """The ops the host synchronises before (the backward's copies of a dispatch keep its
+    ``sync`` fact; only a forward or a recomputation waits)."""
+    low = result.lowered
+    return [low.names[i] for i in np.flatnonzero(sync_calls(low, result.device_spec))]
+
+
+def test_a_dropless_dispatch_synchronises_once_per_moe_layer_forward():
+    run = _run(_work())
+    names = _synced(run)
+    assert len(names) == LAYERS and all(name.endswith("permute.ep_dispatch") for name in names)
+    low = run.lowered
+    calls = sync_calls(low, run.device_spec)
+    at = np.flatnonzero(calls)
+    assert list(calls[at]) == [1.0] * LAYERS
+    assert set(low.phase[at]) == {int(Phase.FORWARD)}
+    # the backward's all-to-alls reuse the sizes: no other op waits for the device
+    assert calls.sum() == LAYERS
+
+
+def test_recomputation_synchronises_again():
+    run = _run(_work(), recompute="full")
+    low = run.lowered
+    calls = sync_calls(low, run.device_spec)
+    phases = low.phase[calls > 0]
+    assert sorted(phases) == sorted([int(Phase.FORWARD)] * LAYERS
+                                    + [int(Phase.RECOMPUTE)] * LAYERS)
+
+
+@pytest.mark.parametrize("case", ["capacity", "one-rank", "deepep"])
+def test_no_synchronisation_when_the_sizes_are_known(case):
+    if case == "capacity":    # padded to capacity: Megatron-Core's "no_sync"
+        run = _run(_work(capacity_factor=1.0))
+    elif case == "one-rank":  # no all-to-all
+        run = _run(_work(), num_devices=1, ep=1)
+    else:                     # DeepEP's dispatch is not Megatron-Core's all-to-all dispatcher
+        run = _run(replace(_work(), moe=replace(_work().moe, experts=16)), num_devices=16,
+                   ep=16, moe_dispatcher="deepep")
+    assert not _synced(run)
+    assert sync_calls(run.lowered, run.device_spec).sum() == 0
+
+
+def test_the_synchronisation_costs_the_hosts_issue_time_and_nothing_else():
+    """Dropless and capacity factor 1.0 at imbalance 1.0 run the same work (load 1); only the
+    host waits differ: dropless is slower, by less than the host's issue time of all the
+    forward ops (the most a host that restarts from an idle device can expose)."""
+    dropless, padded = _run(_work()), _run(_work(capacity_factor=1.0))
+    assert dropless.flops_per_step == padded.flops_per_step
+    extra = dropless.step_time_s - padded.step_time_s
+    assert extra > 0
+    from simulator.cost.host import costs
+    issue = costs(dropless.lowered, dropless.device_spec)[1]
+    forward = dropless.lowered.phase == int(Phase.FORWARD)
+    assert extra < issue[forward].sum()
