@@ -7,6 +7,8 @@ sec. 4.2.3.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from simulator.errors import PlanError
 from simulator.plan.parallel import Schedule, positive
 
@@ -84,4 +86,56 @@ def pipeline_blocks(p: int, m: int, gpipe: bool, t_f: float, t_b: float) -> dict
     return blocks
 
 
-__all__ = ["bubble_over_ideal", "bubble_over_total", "in_flight_micro_batches", "pipeline_blocks"]
+def deepspeed_instruction(stage: int, step: int, p: int) -> tuple[int, bool]:
+    """(micro-batch, is_forward) of DeepSpeed's ``TrainSchedule`` at ``step`` on ``stage``
+    (deepspeed/runtime/pipe/schedule.py, ``_step_to_micro_batch``, read at microsoft/DeepSpeed
+    f28432441b, v0.5.0, Aug 2021; the same from v0.3.13 to v0.8.0): a stage runs forwards on
+    the steps of its own parity and backwards on the others; micro-batch j's forward runs on
+    stage s at step 2j + s, its backward at step 2j + 2p - s - 1. Ids outside 0 .. m - 1 are
+    idle steps."""
+    if step % 2 == stage % 2:
+        return (step - stage) // 2, True
+    return (step + stage + 1) // 2 - p, False
+
+
+def deepspeed_train_ends(forward, backward, m: int) -> np.ndarray:
+    """When each stage ends its last instruction under DeepSpeed's pipeline engine (its
+    ``TrainSchedule``, ``deepspeed_instruction``), from each stage's forward and backward of
+    one micro-batch (seconds, each with its own blocking messages).
+
+    The engine runs 2 (m + p - 1) steps. At each one a stage exchanges with one neighbour:
+    on a forward step ``RecvActivation`` then ``SendGrad`` with the previous stage, on a
+    backward step ``SendActivation`` then ``RecvGrad`` with the next (schedule.py
+    ``TrainSchedule.steps``), each a blocking ``dist.broadcast`` in the pair's group
+    (pipe/p2p.py ``send``/``recv``, async_op forced False: the NCCL stream waits for the
+    compute before it, the compute after it for the message). A step of a stage therefore
+    starts when it and the neighbour it exchanges with have both ended the previous one
+    ("the synchronous 1F1B pipeline training schedule", jaywonchung in microsoft/DeepSpeed
+    issue #2800). The pairs alternate (s with s + 1, then with s - 1), so the stages stagger
+    rather than lock into steps of max(F, B): equal stages end at (m + p - 1)(F + B), the
+    1F1B closed form of Narayanan et al. 2021 sec. 2.2.1, and unequal ones never later than
+    (m + p - 1) x the slowest stage's F + B (``tests/test_deepspeed_engines.py``), which is
+    why ``simulator.schedule.step.step_time`` prices both engines with that closed form. The
+    messages' own time is in F and B (two blocking exchanges a step, as in each stage's
+    scheduled micro-batch, ``simulator.parallel.pipeline.block_on_p2p``)."""
+    forward, backward = np.asarray(forward, float), np.asarray(backward, float)
+    p = len(forward)
+    positive(p, "pp")
+    positive(m, "micro_batches")
+    stage = np.arange(p)
+    end = np.zeros(p)
+    for step in range(2 * (m + p - 1)):
+        is_fwd = step % 2 == stage % 2
+        # the micro-batch of this step and of the previous one (deepspeed_instruction)
+        j = np.where(is_fwd, (step - stage) // 2, (step + stage + 1) // 2 - p)
+        prev = np.where(is_fwd, (step + stage) // 2 - p, (step - 1 - stage) // 2)
+        valid, valid_prev = (j >= 0) & (j < m), (prev >= 0) & (prev < m)
+        peer = np.where(is_fwd, stage - 1, stage + 1)
+        talks = (valid | valid_prev) & (peer >= 0) & (peer < p)
+        start = np.where(talks, np.maximum(end, end[np.clip(peer, 0, p - 1)]), end)
+        end = start + np.where(valid, np.where(is_fwd, forward, backward), 0.0)
+    return end
+
+
+__all__ = ["bubble_over_ideal", "bubble_over_total", "deepspeed_instruction",
+           "deepspeed_train_ends", "in_flight_micro_batches", "pipeline_blocks"]

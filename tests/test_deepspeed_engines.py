@@ -1,0 +1,62 @@
+"""DeepSpeed's engines as they ran in 2021: the pipeline engine's instruction schedule
+(deepspeed/runtime/pipe/schedule.py ``TrainSchedule``, v0.5.0) and ZeRO-3's gather buffers
+(deepspeed/runtime/zero/partition_parameters.py ``_allgather_param``, v0.3.13)."""
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulator.schedule.pipeline import deepspeed_instruction, deepspeed_train_ends
+
+# -- the pipeline engine's TrainSchedule --------------------------------------------------------
+
+
+@given(p=st.integers(1, 12), m=st.integers(1, 40))
+def test_trainschedule_runs_each_micro_batch_once_in_2_m_plus_p_minus_1_steps(p, m):
+    """Every stage runs each micro-batch's forward and backward once in 2 (m + p - 1) steps;
+    micro-batch j's forward reaches stage s at step 2j + s, its backward at 2j + 2p - s - 1,
+    so stage s holds p - s forwards in flight at most (min(p - s, m): PipeDream-Flush's)."""
+    steps = 2 * (m + p - 1)
+    for s in range(p):
+        ops = [deepspeed_instruction(s, t, p) for t in range(steps)]
+        forwards = [t for t, (j, fwd) in enumerate(ops) if fwd and 0 <= j < m]
+        backwards = [t for t, (j, fwd) in enumerate(ops) if not fwd and 0 <= j < m]
+        assert forwards == [2 * j + s for j in range(m)]
+        assert backwards == [2 * j + 2 * p - s - 1 for j in range(m)]
+        held = max(sum(f <= t for f in forwards) - sum(b <= t for b in backwards)
+                   for t in range(steps))
+        assert held == min(p - s, m)
+
+
+@given(p=st.integers(1, 12), m=st.integers(1, 60),
+       f=st.floats(0.01, 1.0), b=st.floats(0.01, 4.0))
+def test_trainschedule_takes_1f1bs_closed_form_with_equal_stages(p, m, f, b):
+    """Blocking exchanges between neighbours at every step do not lock the stages into steps
+    of max(F, B): stages of equal forward F and backward B end the schedule at
+    (m + p - 1)(F + B), the 1F1B time with its (p - 1)(F + B) bubble (Narayanan et al. 2021,
+    sec. 2.2.1) that ``simulator.schedule.step.step_time`` prices for both engines."""
+    ends = deepspeed_train_ends([f] * p, [b] * p, m)
+    assert abs(ends.max() - (m + p - 1) * (f + b)) <= 1e-9 * (m + p) * (f + b)
+    # the first stage runs the last backward; the last stage ends p - 1 backwards earlier
+    assert abs(ends[0] - ends.max()) <= 1e-9 * ends.max()
+    assert abs(ends[0] - ends[-1] - (p - 1) * b) <= 1e-9 * ends.max()
+
+
+@settings(max_examples=200)
+@given(data=st.data(), p=st.integers(1, 8), m=st.integers(1, 24))
+def test_trainschedule_is_bounded_by_the_closed_form_and_monotone(data, p, m):
+    """With stages unlike each other: no faster than the slowest stage's own m micro-batches,
+    no slower than (m + p - 1) x the slowest stage's micro-batch (the closed form hwsim uses,
+    so pricing DeepSpeed's engine with it never makes the step shorter), and a slower
+    forward or backward anywhere never ends the schedule earlier."""
+    times = st.floats(0.01, 3.0)
+    f = np.array(data.draw(st.lists(times, min_size=p, max_size=p)))
+    b = np.array(data.draw(st.lists(times, min_size=p, max_size=p)))
+    end = deepspeed_train_ends(f, b, m).max()
+    assert end >= m * (f + b).max() * (1 - 1e-12)
+    assert end <= (m + p - 1) * (f + b).max() * (1 + 1e-12)
+    s = data.draw(st.integers(0, p - 1))
+    slower = b.copy()
+    slower[s] += data.draw(st.floats(0.0, 2.0))
+    assert deepspeed_train_ends(f, slower, m).max() >= end * (1 - 1e-12)
