@@ -34,6 +34,7 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     [price]                       # optional table, cited: public on-demand price per
     usd_per_hour = 1.5            # device-hour (provider, region, date), and what buying
     purchase_usd = 15000          # one costs (for own_cost_usd); at least one of them
+    purchase_is_system = true     # optional: purchase_usd buys a whole computer (Mac Studio)
     [architecture] / [[links]]    # optional tables, see ``hardware_specs.tables``
     [functions]                   # optional, written by ``hwsim calibrate``: per ``Op.fn``
     gelu = { efficiency = 0.02, overhead_us = 4 }   # efficiency replaces the kind's
@@ -131,7 +132,7 @@ _POWER_OPTIONAL = ("idle_w", "pj_per_flop", "pj_per_byte")
 #: (``tests/test_power.py`` recomputes it). CPUs: the Xeon 8380's measured 27 of 270 W.
 #: Other classes must give idle_w.
 IDLE_PRIORS = {DeviceClass.GPU: 0.13, DeviceClass.CPU: 0.10}
-_PRICE_OPTIONAL = ("usd_per_hour", "purchase_usd")   # at least one
+_PRICE_OPTIONAL = ("usd_per_hour", "purchase_usd", "purchase_is_system")   # one price at least
 #: What a catalogue name may be (a file stem of ``devices/``).
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
@@ -276,8 +277,8 @@ class _Checker(OptionalTables):
         self.keys(doc, "", _TOP_REQUIRED, _TOP_OPTIONAL)
         compute = self.compute(self.table(doc, "compute"))
         power = self.power(self.table(doc, "power"))
-        price, purchase = (self.price(self.table(doc, "price")) if "price" in doc
-                           else (None, None))
+        price, purchase, system = (self.price(self.table(doc, "price")) if "price" in doc
+                                   else (None, None, False))
         optional = {"architecture": self.architecture(self.table(doc, "architecture"))
                     } if "architecture" in doc else {}
         if "links" in doc:
@@ -307,7 +308,7 @@ class _Checker(OptionalTables):
             device_class=device_class,
             memory=self.memory(doc["memory"]),
             idle_power_w=power[0], tdp_w=power[1], price_per_hour_usd=price,
-            purchase_usd=purchase,
+            purchase_usd=purchase, purchase_is_system=system,
             energy_per_flop_j=power[2], energy_per_byte_j=power[3],
             source=self.text(doc["source"], "source"), path=self.path, **compute, **optional)
 
@@ -399,10 +400,19 @@ class _Checker(OptionalTables):
                   if key in table else None for key in ("pj_per_flop", "pj_per_byte")]
         return idle_w, tdp_w, energy[0], energy[1]
 
-    def price(self, table: dict) -> tuple[float | None, float | None]:
-        """(on-demand USD per device-hour, purchase USD per device), either None."""
+    def price(self, table: dict) -> tuple[float | None, float | None, bool]:
+        """(on-demand USD per device-hour, purchase USD per device, whether that purchase
+        is a whole computer), the prices either None."""
         self.keys(table, "price", (), _PRICE_OPTIONAL)
-        if not table:
+        if "usd_per_hour" not in table and "purchase_usd" not in table:
             raise self.fail("price", "empty table: give usd_per_hour, purchase_usd or both")
-        return tuple(self.positive(table[key], f"price.{key}", kind) if key in table else None
-                     for key, kind in (("usd_per_hour", "usd_per_hour"), ("purchase_usd", "usd")))
+        system = table.get("purchase_is_system", False)
+        if not isinstance(system, bool):
+            raise self.fail("price.purchase_is_system", f"must be true or false, got {system!r}")
+        if system and "purchase_usd" not in table:
+            raise self.fail("price.purchase_is_system", "needs purchase_usd (the system's "
+                            "price): give it or drop purchase_is_system")
+        hourly, bought = (self.positive(table[key], f"price.{key}", kind) if key in table
+                          else None for key, kind in (("usd_per_hour", "usd_per_hour"),
+                                                      ("purchase_usd", "usd")))
+        return hourly, bought, system

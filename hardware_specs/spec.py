@@ -225,6 +225,10 @@ class DeviceSpec:
     # for the cost of owning it (``simulator.report.figures.own_cost``); None: not sold or
     # no cited price.
     purchase_usd: float | None = None
+    # purchase_usd buys a whole computer (a Mac Studio, a phone): its CPUs, memory, storage and
+    # power supply are in that price, so owning it adds no node's other parts
+    # (``simulator.report.figures.own_cost``); False: a device that goes into a server.
+    purchase_is_system: bool = False
     source: str = ""
     path: str = ""                  # the file it was loaded from
     extra: dict[str, float] = field(default_factory=dict)

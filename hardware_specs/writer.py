@@ -154,6 +154,8 @@ def device_toml(spec: DeviceSpec) -> str:
     prices = [f"{key} = {value:.6g}" for key, value in (
         ("usd_per_hour", spec.price_per_hour_usd), ("purchase_usd", spec.purchase_usd))
         if value is not None]
+    if spec.purchase_is_system and spec.purchase_usd is not None:
+        prices.append("purchase_is_system = true")
     if prices:
         out += ["", "[price]", *prices]
     for link in spec.links:

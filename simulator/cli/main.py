@@ -502,10 +502,12 @@ def _streaming_words(device) -> str:
 
 
 def _price_words(device) -> str:
-    """``rent $4.00/h buy $17,349``, with 'none cited' for a price the spec does not give."""
+    """``rent $4.00/h buy $17,349``, with 'none cited' for a price the spec does not give and
+    ``(system)`` after a purchase price that buys a whole computer (a Mac Studio)."""
     rent, buy = device.price_per_hour_usd, device.purchase_usd
+    system = " (system)" if buy is not None and device.purchase_is_system else ""
     return (f"rent {'none cited' if rent is None else f'${rent:.2f}/h'} "
-            f"buy {'none cited' if buy is None else f'${buy:,.0f}'}")
+            f"buy {'none cited' if buy is None else f'${buy:,.0f}'}{system}")
 
 
 def entry() -> None:

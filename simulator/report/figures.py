@@ -200,12 +200,15 @@ def own_cost(device: DeviceSpec, devices: int, total_s: float, kwh: float, own_y
     (``nodes_cost_usd``, all nodes) amortised over ``own_years`` (straight-line), the run
     paying the share of those years it takes, plus its energy (``kwh``, with the PUE and the
     nodes' power) at ``electricity_usd_per_kwh``. None when the device has no purchase price.
-    Not counted: the cluster's network beyond the nodes, buildings, staff, financing, idle
-    time between runs (the run pays its own hours only)."""
+    A device whose purchase price is a whole computer (``DeviceSpec.purchase_is_system``: a Mac
+    Studio) has no node parts besides it: ``nodes_cost_usd`` is not added. Not counted: the
+    cluster's network beyond the nodes, buildings, staff, financing, idle time between runs
+    (the run pays its own hours only)."""
     if device.purchase_usd is None:
         return None
     share = total_s / 3600 / (own_years * HOURS_PER_YEAR)
-    return share * (devices * device.purchase_usd + nodes_cost_usd) + kwh * electricity_usd_per_kwh
+    nodes = 0.0 if device.purchase_is_system else nodes_cost_usd
+    return share * (devices * device.purchase_usd + nodes) + kwh * electricity_usd_per_kwh
 
 
 __all__ = ["COSTED_NODE_DEVICES", "DEFAULT_GRID_KG_CO2_PER_KWH", "DEFAULT_NODE_COST_USD",
