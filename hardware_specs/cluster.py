@@ -130,11 +130,19 @@ class ClusterSpec:
 
 # ---------------------------------------------------------------------------------- defaults
 
+#: Achieved fraction of an InfiniBand NIC's line rate through NCCL: "For NDR @ 400Gbps you
+#: should see 46-48GB/s per NIC" (D. Addison, NVIDIA, NVIDIA/nccl-tests issue #290,
+#: 2025-03-03): 47 of 50 GB/s. Checks: HDR, a DGX with 8 NICs of 200 Gb/s has "a top speed of
+#: 190 GB/s" (S. Jeaugey, NVIDIA/nccl issue #689, 2023): 0.95; NCCL's own topology search books
+#: a 400 Gb/s NIC at 48 GB/s per channel on Hopper and a 200 Gb/s one at 24 (NVIDIA/nccl
+#: src/graph/search.cc, sm90SpeedArrayInter, speedArrayInter): 0.96.
+IB_EFFICIENCY = 0.94
 #: Default inter-node network for ``cluster_for``: one 200 Gb/s HDR InfiniBand NIC per GPU, as in
 #: a DGX A100 (NVIDIA DGX A100 User Guide, "Hardware Overview": 8 x single-port ConnectX-6 VPI
-#: 200 Gb/s HDR InfiniBand) = 25 GB/s per device per direction. Latency: NCCL's per-step
-#: network latency, 2.7 us (NVIDIA/nccl src/graph/tuning.cc, hwLat[NET][Ring][LL]).
-DEFAULT_INTER = Network("hdr-infiniband", LinkKind.INFINIBAND, 25e9, 2.7e-6)
+#: 200 Gb/s HDR InfiniBand) = 25 GB/s per device per direction, at ``IB_EFFICIENCY``. Latency:
+#: NCCL's per-step network latency, 2.7 us (NVIDIA/nccl src/graph/tuning.cc,
+#: hwLat[NET][Ring][LL]).
+DEFAULT_INTER = Network("hdr-infiniband", LinkKind.INFINIBAND, 25e9, 2.7e-6, IB_EFFICIENCY)
 
 #: Per-step latency of a link kind when its device file gives none. NVLink and PCIe: NCCL's
 #: hwLat[NVLINK|PCI][Ring][LL] = 0.6 / 1.0 us (NVIDIA/nccl src/graph/tuning.cc). ICI: "each hop
@@ -144,8 +152,9 @@ DEFAULT_LATENCY_S = {LinkKind.NVLINK: 0.6e-6, LinkKind.INFINITY_FABRIC: 0.6e-6,
 #: Achieved fraction of a link kind's rate when its file gives none. NVLink: "the app-level
 #: bandwidth is 80% of the peak bandwidth" because of NVLink packet overhead (NCCL maintainer
 #: S. Jeaugey, NVIDIA/nccl issue #1054, 2023-11-06; NCCL's topology model uses 20 GB/s per
-#: NVLink 3 link of 25, src/graph/topo.h SM80_NVLINK_BW). Other kinds: no cited figure, 1.0.
-DEFAULT_EFFICIENCY = {LinkKind.NVLINK: 0.8}
+#: NVLink 3 link of 25, src/graph/topo.h SM80_NVLINK_BW). InfiniBand: ``IB_EFFICIENCY``.
+#: Other kinds: no cited figure, 1.0.
+DEFAULT_EFFICIENCY = {LinkKind.NVLINK: 0.8, LinkKind.INFINIBAND: IB_EFFICIENCY}
 _FABRICS = (LinkKind.NVLINK, LinkKind.INFINITY_FABRIC, LinkKind.IPU_LINK, LinkKind.ETHERNET)
 GPU_NODE_SIZE = 8       # DGX / HGX A100 and H100, AMD MI300X platform, Gaudi2 HLS: 8 per node
 TPU_HOST_SIZE = 4       # TPU v4 / v5p: 4 chips per host (Cloud TPU docs, system architecture)

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from hardware_specs.cluster import Network, load_cluster
 from hardware_specs.spec import LinkKind
 from simulator.cost.collectives import (Algorithm, Collective, bus_bandwidth_factor, bytes_moved,
-                                   cluster_time_s, hierarchical_time_s, nccl_time_s,
-                                   speaks_nccl, steps, time_s)
+                                   cluster_time_s, flat_ring_s, hierarchical_time_s,
+                                   nccl_time_s, speaks_nccl, steps, time_s)
 
 KINDS = list(Collective)
 ALGOS = [Algorithm.RING, Algorithm.TREE, Algorithm.AUTO]
@@ -197,10 +197,9 @@ IB = Network("ib", LinkKind.INFINIBAND, 25e9, 2.7e-6)
 def test_nccl_large_all_gather_over_nodes_is_simple_ring_closed_form():
     """NVIDIA/nccl src/graph/tuning.cc: a 1 GB all-gather of 64 ranks in 8 nodes runs the ring
     with the Simple protocol: 8.4 us base, 56 in-node steps at max(3.4, 3 x 1.0) us, 7 network
-    steps at 14 us, plus the bandwidth time (hwsim's hierarchical phases, latency-free)."""
-    quiet = hierarchical_time_s(Collective.ALL_GATHER, 1e9, 64, 8,
-                                Network("nvl", LinkKind.NVLINK, 300e9, 0.0),
-                                Network("ib", LinkKind.INFINIBAND, 25e9, 0.0))
+    steps at 14 us, plus the flat ring's bandwidth time: 63/64 of the buffer out of each node
+    through its 8 NICs of 25 GB/s (the NVLink share, 7/8 of it at 300 GB/s, is shorter)."""
+    quiet = 63 / 64 * 1e9 / (8 * 25e9)
     expected = (8.4 + 56 * 3.4 + 7 * 14.0) * 1e-6 + quiet
     assert nccl_time_s(Collective.ALL_GATHER, 1e9, 64, 8, NVL, IB) == pytest.approx(expected,
                                                                                    rel=1e-12)
@@ -234,7 +233,8 @@ def test_only_gpus_on_nccl_links_speak_nccl():
        faster=st.floats(1.0, 8.0))
 def test_nccl_time_is_monotone_and_never_below_the_bandwidth(kind, nbytes, nodes, local, faster):
     """More bytes never take less time; more bandwidth is never slower; higher latency never
-    faster; and no protocol beats the latency-free hierarchical transfer."""
+    faster; and no protocol beats the latency-free transfer of the algorithms NCCL picks from
+    (the flat ring, the tree in phases)."""
     n = nodes * local
     if n == 1:
         return
@@ -249,9 +249,9 @@ def test_nccl_time_is_monotone_and_never_below_the_bandwidth(kind, nbytes, nodes
     assert nccl_time_s(kind, nbytes, n, local, *slow) >= t * (1 - 1e-12)
     free = [Network(x.name, x.kind, x.bandwidth_bytes_per_s, 0.0) if x is not None else None
             for x in (NVL, inter)]
-    floor = min(hierarchical_time_s(kind, nbytes, n, local, *free, a)
-                for a in ((Algorithm.RING, Algorithm.TREE) if kind is Collective.ALL_REDUCE
-                          else (Algorithm.RING,)))
+    floor = flat_ring_s(kind, nbytes, n, local, *free)
+    if kind is Collective.ALL_REDUCE:
+        floor = min(floor, hierarchical_time_s(kind, nbytes, n, local, *free, Algorithm.TREE))
     assert t >= floor * (1 - 1e-12)
 
 
@@ -275,3 +275,74 @@ def test_ll128_only_over_nvlink_and_its_tree_share_in_one_node():
 def test_amd_links_keep_the_alpha_beta_model():
     from simulator.cost.collectives import NCCL_CLASS
     assert "infinity-fabric" not in NCCL_CLASS
+
+
+# -- NCCL's flat ring over nodes (simulator.cost.collectives.flat_ring_s) -------------------------
+
+NDR = Network("ndr", LinkKind.INFINIBAND, 50e9, 2.7e-6, 0.94)
+NVL4 = Network("nvl4", LinkKind.NVLINK, 450e9, 0.6e-6, 0.8)
+
+
+@pytest.mark.parametrize("nodes", [2, 4, 32])
+def test_flat_ring_bus_bandwidth_is_the_nodes_nics(nodes):
+    """Across DGX H100 nodes a large ring all-gather's bus bandwidth is the 8 NICs' rate,
+    whatever the node count: 8 x 47 = 376 GB/s, inside the "46-48GB/s per NIC" NVIDIA gives
+    for NDR (NVIDIA/nccl-tests issue #290): 368 to 384 GB/s. The phases would give 2 nodes
+    249 GB/s (their NVLink time added, not overlapped) and 32 nodes 233 GB/s."""
+    n, nbytes = 8 * nodes, 8e9
+    busbw = nbytes * bus_bandwidth_factor(Collective.ALL_GATHER, n) / flat_ring_s(
+        Collective.ALL_GATHER, nbytes, n, 8, NVL4, NDR)
+    assert busbw == pytest.approx(8 * 47e9, rel=1e-9)
+    assert 368e9 <= busbw <= 384e9
+
+
+def test_flat_ring_sends_the_whole_buffer_out_of_each_node():
+    """Two GPUs per node (a data-parallel group strided over tensor-parallel ranks), two nodes:
+    each node's rings send (n - 1)/n = 3/4 of the buffer out through its 2 NICs, where the
+    phases would send (k - 1)/k = 1/2: an all-reduce of 1 GB 2 x 3/4 x 1e9 / (2 x 47e9)."""
+    got = flat_ring_s(Collective.ALL_REDUCE, 1e9, 4, 2, NVL4, NDR)
+    assert got == pytest.approx(2 * 3 / 4 * 1e9 / (2 * 47e9), rel=1e-12)
+    one_node = flat_ring_s(Collective.ALL_GATHER, 1e9, 8, 8, NVL4, None)
+    assert one_node == pytest.approx(7 / 8 * 1e9 / 360e9, rel=1e-12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(kind=st.sampled_from([Collective.ALL_REDUCE, Collective.ALL_GATHER,
+                             Collective.REDUCE_SCATTER]),
+       nbytes=st.floats(1.0, 1e10), nodes=st.integers(2, 128), local=st.sampled_from([1, 2, 4, 8]),
+       faster=st.floats(1.0, 8.0))
+def test_flat_ring_more_network_is_never_slower_and_the_nics_bound_it(kind, nbytes, nodes,
+                                                                      local, faster):
+    """More NIC or NVLink bandwidth never slows the ring; it never beats the NICs' share of the
+    bytes each rank moves, nor the NVLink share; and as nodes grow the phases' extra (k-1)/k
+    factor tends to the ring's (n-1)/n: the ring is never slower than the phases by more than
+    (n - 1)/n x k/(k - 1)."""
+    n = nodes * local
+    t = flat_ring_s(kind, nbytes, n, local, NVL4, NDR)
+    for intra, inter in ((NVL4, Network("x", LinkKind.INFINIBAND, 50e9 * faster, 0.0, 0.94)),
+                         (Network("y", LinkKind.NVLINK, 450e9 * faster, 0.0, 0.8), NDR)):
+        assert flat_ring_s(kind, nbytes, n, local, intra, inter) <= t * (1 + 1e-12)
+    moved = bytes_moved(kind, nbytes, n)
+    assert t >= moved / (local * NDR.achieved_bytes_per_s) * (1 - 1e-12)
+    assert t >= (local - 1) / local * moved / NVL4.achieved_bytes_per_s * (1 - 1e-12)
+    quiet = [Network(x.name, x.kind, x.bandwidth_bytes_per_s, 0.0, x.efficiency)
+             for x in (NVL4, NDR)]
+    phases = hierarchical_time_s(kind, nbytes, n, local, *quiet, Algorithm.RING)
+    assert t <= phases * (n - 1) / n * nodes / (nodes - 1) * (1 + 1e-9)
+
+
+def test_more_network_bandwidth_never_slows_a_training_step():
+    """GPT-3 175B-shaped layers on 4 DGX H100 nodes, data- and pipeline-parallel: the same plan
+    on nodes joined at 25, 50 and 100 GB/s per GPU is never slower as the network grows."""
+    import dataclasses
+
+    from simulator import simulate
+    base = load_cluster("dgx-h100").with_nodes(4)
+    times = []
+    for rate in (25e9, 50e9, 100e9):
+        cluster = dataclasses.replace(base, inter=dataclasses.replace(
+            base.inter, bandwidth_bytes_per_s=rate))
+        times.append(simulate("gpt2-medium", cluster, micro_batch=2, global_batch=256, tp=2,
+                              pp=2, zero=1).step_time_s)
+    assert times[0] >= times[1] >= times[2]
+    assert times[0] > times[2]

@@ -156,6 +156,49 @@ def hierarchical_time_s(kind: Collective, nbytes: float, group_size: int, device
             + on(kind, nbytes / local, nodes, inter, algorithm))
 
 
+def flat_ring_s(kind: Collective, nbytes: float, group_size: int, devices_per_node: int,
+                intra: Link, inter: Link | None) -> float:
+    """Bandwidth seconds (no latency) of NCCL's ring all-reduce, all-gather or reduce-scatter
+    over ``group_size`` devices, ``devices_per_node`` of them in each node.
+
+    NCCL's ring is one flat ring, not the phases of ``hierarchical_time_s``: each channel's
+    ring "flow[s] from the NIC to the nearest GPU, go[es] through all the other GPUs through
+    NVLink, then exit[s] from the last GPU, back to the NIC" (S. Jeaugey, NVIDIA/nccl issue
+    #412, 2020), its channels entering and leaving by each of the node's NICs in turn, and
+    every link is busy at once, in chunks: the ring runs at its slowest link ("busbw ...
+    reflect[s] the speed of the hardware bottleneck", nccl-tests doc/PERFORMANCE.md). Every
+    rank sends ``bytes_moved`` (ring) on its ring edges, so a node's rings send that many
+    bytes out of the node, spread over the L = ``devices_per_node`` devices' own NICs, and
+    each device the other (L - 1) / L of them over NVLink:
+
+        max(moved / (L x inter), (L - 1) / L x moved / intra).
+
+    Its check: across nodes, the ring's bus bandwidth is the node's NICs', whatever the
+    number of nodes (8 x NDR, 400 Gb/s each: "46-48GB/s per NIC", NVIDIA/nccl-tests issue
+    #290, D. Addison (NVIDIA), 2025; 4 nodes of 8 x H200 on EFA, a 4 GiB ring all-reduce over
+    32 ranks: 364.65 GB/s of 8 x 50, stas00/ml-engineering network/README.md). With few nodes
+    the whole buffer still crosses every node's NICs, (n - 1) / n of it, where the phases
+    would send only (k - 1) / k (k nodes): two nodes of 8 send 15/16 where the phases send 1/2;
+    over many nodes the two meet, and the flat ring is then the faster, its NVLink and NIC
+    time overlapping instead of adding up. One node: the intra network alone."""
+    kind = Collective(kind)
+    _check(nbytes, group_size)
+    local = min(devices_per_node, group_size)
+    if local < 1 or group_size % local:
+        raise ValueError(f"group of {group_size} is not a whole number of nodes of {local}")
+    if kind not in (Collective.ALL_REDUCE, Collective.ALL_GATHER, Collective.REDUCE_SCATTER):
+        raise ValueError(f"a flat ring runs all-reduce, all-gather or reduce-scatter, not {kind}")
+    moved = bytes_moved(kind, nbytes, group_size, Algorithm.RING)
+    if group_size == local:
+        return moved / intra.achieved_bytes_per_s
+    if inter is None:
+        raise ValueError(f"a group of {group_size} over {group_size // local} nodes needs an "
+                         "inter network")
+    out = moved / (local * inter.achieved_bytes_per_s)
+    within_node = (local - 1) / local * moved / intra.achieved_bytes_per_s
+    return max(out, within_node)
+
+
 # -- NCCL's own cost model ---------------------------------------------------------------------
 # NVIDIA/nccl src/graph/tuning.cc (commit 5067397c, 2026-06): ncclTunerConstantsDefaults and
 # ncclTopoTuneModel. NCCL predicts each (algorithm, protocol) as latency + bytes / bandwidth and
@@ -212,8 +255,9 @@ def nccl_time_s(kind: Collective, nbytes: float, group_size: int, devices_per_no
     """Seconds of an all-reduce, all-gather or reduce-scatter as NCCL predicts and picks it:
     the fastest (algorithm, protocol) of ring (and, for an all-reduce, tree) x LL, LL128,
     Simple, each its base latency + per-step latencies (``NCCL_HW_US``: a ring over nodes pays
-    every one of its nRanks - 1 steps) + the hierarchical bandwidth time
-    (``hierarchical_time_s`` without latency) over the protocol's share of the bandwidth."""
+    every one of its nRanks - 1 steps) + the bandwidth time over the protocol's share of the
+    bandwidth: the flat ring's (``flat_ring_s``), the tree's in phases (``hierarchical_time_s``
+    without latency: intra-node chains, a tree between the nodes)."""
     import dataclasses
 
     kind = Collective(kind)
@@ -230,7 +274,9 @@ def nccl_time_s(kind: Collective, nbytes: float, group_size: int, devices_per_no
                  if PROTOCOLS[p] != "LL128" or NCCL_CLASS[_kind(intra)] == "nvlink"]
     best = math.inf
     for algorithm in (Algorithm.RING, Algorithm.TREE) if all_reduce else (Algorithm.RING,):
-        transfer = hierarchical_time_s(kind, nbytes, group_size, local, *quiet, algorithm)
+        transfer = (flat_ring_s(kind, nbytes, group_size, local, intra, inter)
+                    if algorithm is Algorithm.RING else
+                    hierarchical_time_s(kind, nbytes, group_size, local, *quiet, algorithm))
         for p in protocols:
             latency = NCCL_BASE_US[algorithm][p] * 1e-6
             intra_step = _nccl_latency_s(intra, algorithm, p)
