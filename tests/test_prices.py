@@ -76,10 +76,12 @@ def test_every_device_without_a_price_says_why(capsys):
     for path in sorted(DEVICES.glob("*.toml")):
         spec, text = load_device(str(path)), path.read_text().replace("\n# ", " ")
         if spec.price_per_hour_usd is None:
-            assert _NO_HOURLY.search(text), path.name
+            assert _NO_HOURLY.search(text), (
+                f"{path.name}: write 'No on-demand price per device-hour cited: <why>'")
             reasons += 1
         if spec.purchase_usd is None:
-            assert _NO_PURCHASE.search(text), path.name
+            assert _NO_PURCHASE.search(text), (
+                f"{path.name}: write 'No purchase price cited: <why>' (or that it is not sold)")
             reasons += 1
     assert reasons > 0        # the catalogue still has gaps: the check ran on some
     assert main(["devices"]) == 0
