@@ -49,6 +49,7 @@ from pathlib import Path
 
 import pytest
 
+from hardware_specs.cluster import load_cluster
 from hardware_specs.loader import load_device
 from simulator import simulate
 from simulator.plan.parallel import ParallelPlan
@@ -384,7 +385,9 @@ def test_flash_attention_speedup_over_standard_attention_within_10_percent():
 # communication overlapped (userbuffers), no recomputation, TE's fused attention and fused
 # bias/activation/dropout/add kernels (``fusion="compiled"``), gradient clipping 1.0, the
 # vocabulary padded to a multiple of 128 x tp. Measured: tokens/s of the whole run (the
-# READMEs' step time of the last step).
+# READMEs' step time of the last step). Priced on the system they ran on: DGX H100 nodes
+# (``dgx-h100``: one 400 Gb/s NDR NIC per GPU, at the rate NCCL reaches), not the 200 Gb/s
+# HDR network ``cluster_for`` builds by default.
 # model -> (zoo name, tp, pp, cp, virtual stages, sequence length)
 NEMO_RUNS = {"gpt3-175b": ("gpt3-175b", 4, 8, 1, 12, 2048),
              "llama3.1-70b": ("llama3-70b", 4, 4, 2, 5, 8192)}
@@ -410,7 +413,8 @@ def predict_nemo(run_id: str):
     work = dataclasses.replace(work, seq_len=seq, vocab=-(-work.vocab // multiple) * multiple)
     plan = ParallelPlan(dp=gpus // (tp * pp * cp), tp=tp, pp=pp, cp=cp, sequence_parallel=True,
                         zero=1, schedule="interleaved", virtual_stages=chunks)
-    return simulate(work, "h100-sxm5-80gb", parallel=plan, micro_batch=1,
+    cluster = load_cluster("dgx-h100").with_nodes(gpus // 8)
+    return simulate(work, cluster, parallel=plan, micro_batch=1,
                     global_batch=int(ROWS[run_id]["global_batch_seqs"]), precision=precision,
                     recompute="none", attention="fused", fusion="compiled", grad_clip=True)
 
@@ -435,30 +439,36 @@ def test_nemo_h100_runs_fit():
 
 @pytest.mark.parametrize("model", sorted(NEMO_RUNS))
 def test_nemo_h100_bf16_within_15_percent(model):
-    """bf16, uncalibrated: GPT-3 175B on 128 to 2,048 H100s predicted +8 to +9 % (measured
-    63.1k to 988k tokens/s, 53.5 to 52.4 % MFU), Llama 3.1 70B on 64 to 2,048 +11 to +12 %
-    (71.2k to 2.25M tokens/s, 54.1 to 53.4 % MFU): every row over-predicted (the H100's GEMM
-    figure is its burst MAMF, its fused attention priced as GEMMs), within 15 %."""
+    """bf16, uncalibrated: GPT-3 175B on 128 to 2,048 H100s predicted +12 to +14 % (measured
+    63.1k to 988k tokens/s, 53.5 to 52.4 % MFU), Llama 3.1 70B on 64 to 2,048 +8 to +9 %
+    (71.2k to 2.25M tokens/s, 54.1 to 53.4 % MFU): every row over-predicted, within 15 %. On
+    cluster_for's 25 GB/s HDR network, not the DGX H100s' 50 GB/s NDR they ran on, they came
+    out +6 % (both): the slower network hid what is optimistic in the node (with an infinitely
+    fast network GPT-3 on 128 GPUs would be +21 %: the network is 7 % of its step)."""
     for run_id in _nemo(model, "bf16"):
         measured, predicted = nemo_measured_and_predicted(run_id)
         assert measured < predicted < 1.15 * measured, run_id
 
 
 _WEAK_MISS = pytest.mark.xfail(strict=True, reason="known miss: GPT-3 175B fp8 from 128 to "
-                               "2,048 GPUs measured +5.9 %, predicted +3.1 % (2.8 points; +3.8 % "
-                               "before Transformer Engine's casts and fp8 GEMM efficiency were "
-                               "priced, +3.9 % before norms and elementwise kernels streamed at "
-                               "their measured rates): the exposed data-parallel reduction is "
-                               "underpriced")
+                               "2,048 GPUs measured +5.9 %, predicted +0.4 % on the DGX H100 "
+                               "network it ran on (+3.1 % on a 25 GB/s network): what grows "
+                               "with scale is not the network's bandwidth")
+_WEAK_MISS_LLAMA = pytest.mark.xfail(strict=True, reason="known miss: Llama 3.1 70B fp8 from 64 "
+                                     "to 2,048 GPUs measured +3.5 %, predicted +0.0 % on the "
+                                     "DGX H100 network it ran on (+1.6 % on a 25 GB/s network)")
 @pytest.mark.parametrize("model, precision", [
     ("gpt3-175b", "bf16"), pytest.param("gpt3-175b", "fp8", marks=_WEAK_MISS),
-    ("llama3.1-70b", "bf16"), ("llama3.1-70b", "fp8")])
+    ("llama3.1-70b", "bf16"), pytest.param("llama3.1-70b", "fp8", marks=_WEAK_MISS_LLAMA)])
 def test_nemo_h100_weak_scaling(model, precision):
-    """Weak scaling at 2 sequences per GPU: the step grows with the data-parallel reduction's
-    reach. From the fewest GPUs to 2,048, bf16 / fp8: GPT-3 measured +2.2 / +5.9 %, predicted
-    +2.2 / +3.1 %; Llama measured +1.4 / +3.5 %, predicted +1.0 / +1.6 % (tolerance 2
-    points; Llama fp8 was +1.3 % before collectives were priced at NCCL's own latencies,
-    simulator.cost.collectives.nccl_time_s)."""
+    """Weak scaling at 2 sequences per GPU: the step grows as the data-parallel groups reach
+    over more nodes. From the fewest GPUs to 2,048, bf16 / fp8: GPT-3 measured +2.2 / +5.9 %,
+    predicted +0.3 / +0.4 %; Llama measured +1.4 / +3.5 %, predicted +0.0 / +0.0 % (tolerance
+    2 points). On a 25 GB/s network with the ring priced as hierarchical phases, whose bytes
+    out of a node grow as (k - 1)/k with k nodes, it came out +2.2 / +3.1 and +1.0 / +1.6 %;
+    NCCL's flat ring sends (n - 1)/n of the buffer whatever the nodes, and on the 50 GB/s NICs
+    the runs had its growth is a few milliseconds: what grows with scale (stragglers, the
+    fabric's switch tiers) is not modelled."""
     runs = _nemo(model, precision)
     small, large = (nemo_measured_and_predicted(r) for r in (runs[0], runs[-1]))
     gpus = _nemo_run(runs[-1])[2] / _nemo_run(runs[0])[2]
@@ -471,7 +481,7 @@ def test_nemo_h100_weak_scaling(model, precision):
 @pytest.mark.parametrize("model", sorted(NEMO_RUNS))
 def test_nemo_h100_fp8_speedup_within_15_percent(model):
     """What fp8 buys over bf16 on the same GPUs: measured 1.48x (GPT-3 175B, 128 GPUs) and
-    1.34x (Llama 3.1 70B, 64 GPUs); predicted 1.38x and 1.33x (tolerance 15 %; 1.52x and 1.45x
+    1.34x (Llama 3.1 70B, 64 GPUs); predicted 1.40x and 1.32x (tolerance 15 %; 1.52x and 1.45x
     before Transformer Engine's casts and the fp8 GEMM efficiency were priced): only the
     layers' linear GEMMs run in fp8 (attention's core and the output layer stay bf16)."""
     bf16, fp8 = (nemo_measured_and_predicted(_nemo(model, p)[0]) for p in ("bf16", "fp8"))
@@ -480,8 +490,9 @@ def test_nemo_h100_fp8_speedup_within_15_percent(model):
 
 @pytest.mark.parametrize("model", ["gpt3-175b", "llama3.1-70b"])
 def test_nemo_h100_fp8_within_15_percent(model):
-    """fp8, uncalibrated: GPT-3 175B on 128 to 2,048 H100s predicted +1 to +4 %, Llama 3.1 70B
-    on 64 to 2,048 +6 to +10 %, within 15 % (before Transformer Engine's casts, fp8
+    """fp8, uncalibrated: GPT-3 175B on 128 to 2,048 H100s predicted +6 to +12 %, Llama 3.1 70B
+    on 64 to 2,048 +6 to +10 %, within 15 % (on a 25 GB/s network -2 to +1 % and +3 to +6 %;
+    before Transformer Engine's casts, fp8
     all-gathers and the H100's measured fp8 GEMM efficiency were priced,
     ``simulator.training.fp8``: +11 to +14 % and +14 to +18 %, Llama a known miss)."""
     for run_id in _nemo(model, "fp8"):
