@@ -152,7 +152,10 @@ DEFAULT_LATENCY_S = {LinkKind.NVLINK: 0.6e-6, LinkKind.INFINITY_FABRIC: 0.6e-6,
 #: Achieved fraction of a link kind's rate when its file gives none. NVLink: "the app-level
 #: bandwidth is 80% of the peak bandwidth" because of NVLink packet overhead (NCCL maintainer
 #: S. Jeaugey, NVIDIA/nccl issue #1054, 2023-11-06; NCCL's topology model uses 20 GB/s per
-#: NVLink 3 link of 25, src/graph/topo.h SM80_NVLINK_BW). InfiniBand: ``IB_EFFICIENCY``.
+#: NVLink 3 link of 25, src/graph/topo.h SM80_NVLINK_BW); checks on NVLink 4 and 5: a ring
+#: all-reduce's bus bandwidth is 82 % of the per-direction rate on an 8 x H200 node (NVLS off)
+#: and 740.64 of 900 GB/s on an 8 x B200 node (stas00/ml-engineering network/README.md).
+#: InfiniBand: ``IB_EFFICIENCY``.
 #: Other kinds: no cited figure, 1.0.
 DEFAULT_EFFICIENCY = {LinkKind.NVLINK: 0.8, LinkKind.INFINIBAND: IB_EFFICIENCY}
 _FABRICS = (LinkKind.NVLINK, LinkKind.INFINITY_FABRIC, LinkKind.IPU_LINK, LinkKind.ETHERNET)
