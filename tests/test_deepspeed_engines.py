@@ -60,3 +60,49 @@ def test_trainschedule_is_bounded_by_the_closed_form_and_monotone(data, p, m):
     slower = b.copy()
     slower[s] += data.draw(st.floats(0.0, 2.0))
     assert deepspeed_train_ends(f, slower, m).max() >= end * (1 - 1e-12)
+
+
+# -- ZeRO-3 of 2021: each gather's buffer zero-filled first ---------------------------------------
+
+def test_deepspeed_2021_zero_fills_each_gather_buffer():
+    """v0.3.13's ``_allgather_param`` allocates the gathered parameter with ``torch.zeros``
+    (a write of all its bytes) before the sync and the gather: one fill per gather, as many
+    bytes written as the gather's output, on the data-parallel stream, ended before its
+    gather starts; the host still synchronises before the gather (not the fill); today's
+    coordinator (``--sharding deepspeed``) gathers into an empty buffer."""
+    from hardware_specs.loader import load_device
+    from simulator import Plan, simulate
+    from simulator.cost import host
+    from simulator.graph.collective import Axis
+    from simulator.graph.lower import COLLECTIVE_FNS
+    from simulator.graph.op import Phase
+    from simulator.parallel.data import ZERO_FILL
+    from simulator.plan.parallel import ParallelPlan
+    from simulator.schedule.stage import streams
+    from workloads.transformer import TransformerConfig
+
+    work = TransformerConfig("small", layers=4, hidden=1024, heads=8, vocab=8192, seq_len=1024)
+    a100 = "a100-sxm4-80gb"
+
+    def run(sharding):
+        return simulate(work, a100, Plan(micro_batch=1, global_batch=16), parallel=ParallelPlan(
+            dp=16, zero=3, sharding=sharding, comm_interference=False))
+
+    r = run("deepspeed-2021")
+    low, start, end = r.lowered, r.times["start_s"], r.times["end_s"]
+    gathers = np.flatnonzero((low.collective == COLLECTIVE_FNS.index("all_gather"))
+                             & (low.axis == int(Axis.DATA))
+                             & (low.phase != int(Phase.COMMUNICATION)))
+    fills = np.flatnonzero(low.fn == ZERO_FILL)
+    assert len(gathers) and len(fills) == len(gathers)
+    assert np.all(streams(low)[fills] == 2)
+    sync = host.syncs(low, load_device(a100), None)
+    for g in gathers:
+        inputs = low.indices[low.indptr[g]:low.indptr[g + 1]]
+        fill = [int(i) for i in inputs if low.fn[i] == ZERO_FILL]
+        assert len(fill) == 1
+        assert low.bytes_written[fill[0]] == low.bytes_written[g]
+        assert low.bytes_read[fill[0]] == 0
+        assert end[fill[0]] <= start[g] + 1e-12
+        assert sync[g] and not sync[fill[0]]
+    assert not np.any(run("deepspeed").lowered.fn == ZERO_FILL)
