@@ -71,12 +71,12 @@ def neusight_fits():
     ("NVIDIA L4", 0.299, 0.078), ("NVIDIA H100 80GB HBM3", 0.760, 0.010),
     ("NVIDIA A100 80GB PCIe", 0.929, 0.067), ("NVIDIA A100-PCIE-40GB", 0.837, 0.073),
     ("AMD Instinct MI100", 0.653, 0.134), ("AMD Instinct MI210", 0.628, 0.405),
-    ("Tesla P100-PCIE-16GB", 0.695, 0.628)])
+    ("Tesla P100-PCIE-16GB", 0.695, 0.628), ("Tesla P4", 0.675, 0.346)])
 def test_neusight_fp32_fits_are_in_the_specs(neusight_fits, device, efficiency, held):
     """NeuSight's fp32 torch.nn.Linear calls (tests/data/neusight_linear_kernels.csv), fitted as
     DeepBench's are: measured when written (efficiency within 1 %, held-out median error within
     2 points), and each GPU's spec carries its figure as fp32_matmul_efficiency (3 decimals).
-    The MI210's and P100's held-out fifth (GEMMs of a second or more) run far slower than the
+    The MI210's, P100's and P4's held-out fifth (GEMMs of a second or more) run far slower than the
     fit: their clocks fall under a long load, which one efficiency does not carry."""
     from hardware_specs.loader import load_device
 

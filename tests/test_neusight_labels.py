@@ -62,11 +62,13 @@ def test_labels_are_neusights_forward_plus_backward(bench):
 
 
 def test_median_error_regression(bench, table):
-    """Median |error| 14.7 % when last measured (21.7 % before NeuSight's fp32 linear kernels
-    gave the L4, H100, A100 PCIe, MI100 and MI210 their fp32 GEMM figures): at most 16 %; every
-    prediction positive."""
+    """Median |error| 11.9 % when last measured (21.7 % before NeuSight's fp32 linear kernels
+    gave the L4, H100, A100 PCIe, MI100 and MI210 their fp32 GEMM figures; 13.6 % before
+    NeuSight's AMD elementwise, layer-norm and softmax kernels gave the MI100 and MI210 their
+    streaming figures and the MI250's labels moved to one GCD of it, ``mi250-die``): at most
+    13 %; every prediction positive."""
     assert all(r.predicted_ms > 0 and math.isfinite(r.predicted_ms) for r in table)
-    assert bench.median_abs_error(table) <= 0.16
+    assert bench.median_abs_error(table) <= 0.13
 
 
 @pytest.mark.parametrize("gpu, bound", [("NVIDIA_A100_80GB_PCIe", 0.16),
@@ -85,9 +87,15 @@ def test_measured_gpus_within_bound(bench, table, gpu, bound):
 
 def test_amd_gpus_are_optimistic(table):
     """The AMD GPUs, with their fp32 GEMMs measured (NeuSight: MI100 0.653, MI210 0.628; the
-    MI250's labels priced on the MI210), are still predicted fast, never slow (medians -23.5 to
-    -30.0 %, from -35.5 to -38.0 % at the GPU prior): something else than the GEMMs is missing
-    there."""
+    MI250's labels priced on one GCD, ``mi250-die``, which carries the MI210's figures), are
+    still predicted fast, never slow (medians -23.5 to -30.0 %, from -35.5 to -38.0 % at the
+    GPU prior; -18.3 to -26.2 % with their measured streaming rates, norms and softmax at 0.36
+    and 0.44 of the bandwidth): something else than the kernels NeuSight timed is missing
+    there. The two worst (the MI210's and MI250's gpt2-large batch-4 and gpt3-xl rows, -48 and
+    -26 to -28 %) have forwards as long as or longer than their backwards (1.12 s against 0.73 s
+    for gpt2-large), where every other label's forward is about half its backward; the per-op
+    trace NeuSight published beside the gpt2-large label (its .csv: one layer and the head)
+    adds up to about 0.43 s of forward over 36 layers."""
     for gpu in ("AMD_Instinct_MI100", "AMD_Instinct_MI210", "AMD_Instinct_MI250"):
         assert statistics.median(r.error for r in table if r.gpu == gpu) < 0
 

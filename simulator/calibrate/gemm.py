@@ -21,8 +21,8 @@ PyTorch 2.1.0, CUDA 12.1; rocBLAS/Tensile MFMA kernels on AMD, PyTorch 2.4.1), e
 between two CUDA events (the best 5 of 25), of at least ``LARGE_FLOPS``, on nine GPUs
 (``tests/data/neusight_linear_kernels.csv``; ``NEUSIGHT_CATALOGUE`` names the spec of each): the
 same fit gives their ``fp32_matmul_efficiency``. The GEMMs of a second or more (the largest
-fifth, held out) run slower on the P100 and the MI210 (0.25 and 0.36 of the peak against 0.72
-and 0.63 on GEMMs of 10-100 ms): their clocks fall under a long load.
+fifth, held out) run slower on the P100, the P4 and the MI210 (0.25, 0.44 and 0.36 of the peak
+against 0.72, 0.80 and 0.63 on GEMMs of 10-100 ms): their clocks fall under a long load.
 """
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ NEUSIGHT_CATALOGUE = {"NVIDIA L4": "l4", "NVIDIA H100 80GB HBM3": "h100-sxm5-80g
                       "NVIDIA A100 80GB PCIe": "a100-pcie-80gb",
                       "NVIDIA A100-PCIE-40GB": "a100-pcie-40gb",
                       "Tesla V100-PCIE-32GB": "v100-pcie-32gb", "Tesla T4": "t4",
-                      "Tesla P100-PCIE-16GB": "p100-pcie-16gb", "AMD Instinct MI100": "mi100",
+                      "Tesla P100-PCIE-16GB": "p100-pcie-16gb", "Tesla P4": "p4",
+                      "AMD Instinct MI100": "mi100",
                       "AMD Instinct MI210": "mi210"}
 #: GEMMs of at least this many FLOPs are fitted on (16 of DeepBench's 95 per table).
 LARGE_FLOPS = 2e11
