@@ -50,7 +50,8 @@ COMPARE_COLUMNS = ("device", "num_devices", "cluster", "status", "step_time_s", 
                    "tokens_per_s", "mfu", "peak_memory_bytes", "memory_capacity_bytes", "fits",
                    "energy_j_per_step", "avg_power_w", "tokens_per_joule", "samples_per_kwh",
                    "tflops_per_watt", "price_per_hour_usd", "cost_usd_per_step",
-                   "total_time_days", "energy_kwh", "co2_kg", "cost_usd", "own_cost_usd")
+                   "total_time_days", "goodput", "energy_kwh", "co2_kg", "cost_usd",
+                   "own_cost_usd")
 _SUMMARY_DROPPED = ("model", "device", "num_devices", "precision", "micro_batch")
 _FLUSH_S = 2.0  # at most one rewrite of ``out`` per this many seconds while a sweep runs
 
