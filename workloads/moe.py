@@ -30,8 +30,9 @@ graph built here is balanced (load 1). Their
 FLOPs stay the mean (the closed form: every routed token counted once), so MFU counts model
 FLOPs only; tokens dropped over capacity are not subtracted from them (their share depends on
 the distribution of loads, which one factor does not give). Default ``imbalance`` 1.0: a
-balanced router (``--moe-router-force-load-balancing``, what benchmarks run); measured
-imbalance of a real router is the user's input (``[moe] imbalance``).
+router balanced in expectation (``--moe-router-force-load-balancing``, what benchmarks run),
+whose random spread over a micro-batch ``simulator.parallel.expert.sampling_load`` still
+adds; measured imbalance of a real router is the user's input (``[moe] imbalance``).
 
 Multi-head latent attention (MLA, DeepSeek-V2, arXiv:2405.04434, sec. 2.1.2; DeepSeek-V3,
 arXiv:2412.19437, sec. 2.1.1): queries through a low-rank bottleneck (q_lora_rank, with an
