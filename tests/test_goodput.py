@@ -143,3 +143,20 @@ def test_predict_shows_goodput_and_refuses_a_bad_rate(capsys):
     err = capsys.readouterr().err
     assert "failure_rate" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_the_totals_name_youngs_interval_and_it_pays():
+    """With a failure rate the totals give Young's interval in steps; checkpointing at it is
+    no slower than a quarter or four times as often (one failure per device-week, 1,000
+    devices, 10 minutes to restart)."""
+    kw = {"num_devices": 8, "global_batch": 64, "micro_batch": 8, "steps": 2e6,
+          "failure_rate": 1 / 168 * 125, "restart_s": 600.0}
+    with pytest.raises(PlanError, match="Young's optimum"):   # no checkpoints: refused
+        simulate("gpt2", "a100-sxm4-40gb", **kw)
+    hint = simulate("gpt2", "a100-sxm4-40gb", checkpoint_every=1000,
+                    **kw).totals["young_checkpoint_every"]
+    times = {c: simulate("gpt2", "a100-sxm4-40gb", checkpoint_every=c, **kw)
+             .totals["total_time_s"] for c in (hint // 4, hint, hint * 4)}
+    assert times[hint] <= min(times.values()) * (1 + 1e-9)
+    assert "young_checkpoint_every" not in simulate("gpt2", "a100-sxm4-40gb",
+                                                    steps=10).totals

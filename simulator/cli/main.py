@@ -324,7 +324,10 @@ def format_summary(s: dict) -> str:
                          f"{s['training_time_s'] / 86400:.4g} days, checkpoints "
                          f"{s['checkpoint_time_s'] / 3600:.4g} h, evaluations "
                          f"{s['eval_time_s'] / 3600:.4g} h, failures (expected) "
-                         f"{s['failure_time_s'] / 3600:.4g} h")
+                         f"{s['failure_time_s'] / 3600:.4g} h"
+                         + (f"; Young's optimum: a checkpoint every "
+                            f"{s['young_checkpoint_every']:,} steps"
+                            if "young_checkpoint_every" in s else ""))
         if "own_cost_usd" in s:
             owned = (f"${s['own_cost_usd']:,.0f}" if s["own_cost_usd"] is not None
                      else "n/a (no purchase price: --set purchase_usd=...)")

@@ -166,7 +166,8 @@ def run_totals(result: Result, device: DeviceSpec, tokens_per_sample: int | None
             "cost_usd": device_hours * price if price is not None else None,
             "pue": pue, "grid_kg_co2_per_kwh": grid, "node_overhead_w": overhead_w,
             **{key: run[key] for key in ("goodput", "training_time_s", "checkpoint_time_s",
-                                         "eval_time_s", "failure_time_s")},
+                                         "eval_time_s", "failure_time_s",
+                                         "young_checkpoint_every") if key in run},
             **({"own_cost_usd": own_cost(device, result.num_devices, total_s, kwh, **own),
                 "own_years": own["own_years"],
                 "electricity_usd_per_kwh": own["electricity_usd_per_kwh"]}
@@ -186,12 +187,16 @@ def _run_time(result: Result, plan: Plan | None, steps: float) -> dict[str, floa
     write_s = goodput.checkpoint_bytes(result.params, plan.state_bytes_per_param()) / bandwidth
     forward = (result.flops_per_step / 3 / result.hardware_flops_per_step
                if result.hardware_flops_per_step > 0 else 1 / 3)
-    return goodput.run_time(
+    failures_per_s = plan.failure_rate * result.num_devices / 3600
+    run = goodput.run_time(
         steps, result.step_time_s, checkpoint_every=plan.checkpoint_every,
         checkpoint_s=write_s, eval_every=plan.eval_every,
         eval_s=plan.eval_batches * forward * result.step_time_s,
-        failures_per_s=plan.failure_rate * result.num_devices / 3600,
-        restart_s=plan.restart_s)
+        failures_per_s=failures_per_s, restart_s=plan.restart_s)
+    if failures_per_s > 0 and result.step_time_s > 0:   # the planner's hint: Young's interval
+        run["young_checkpoint_every"] = max(1, round(
+            goodput.young_interval_s(write_s, failures_per_s) / result.step_time_s))
+    return run
 
 
 def own_cost(device: DeviceSpec, devices: int, total_s: float, kwh: float, own_years: float,

@@ -81,12 +81,15 @@ def run_time(steps: float, step_s: float, *, checkpoint_every: int = 0,
     total = work + lost
     if not total > 0 or training / total < MIN_GOODPUT:
         hours = 1 / failures_per_s / 3600 if failures_per_s else math.inf
+        between = work / (max(steps / checkpoint_every, 1.0) if checkpoint_every else 1.0)
+        young = (f", Young's optimum "
+                 f"{max(1, round(young_interval_s(checkpoint_s, failures_per_s) / step_s)):,}"
+                 if checkpoint_s > 0 and failures_per_s > 0 and step_s > 0 else "")
         raise PlanError(
             f"failure_rate: a failure every {hours:.3g} h of the job against "
-            f"{(work / (max(steps / checkpoint_every, 1.0) if checkpoint_every else 1)) / 3600:.3g}"
-            " h of work between checkpoints: the run would not finish (goodput below "
-            f"{MIN_GOODPUT:g}); checkpoint more often (--checkpoint-every STEPS) or lower "
-            "--failure-rate")
+            f"{between / 3600:.3g} h of work between checkpoints: the run would not finish "
+            f"(goodput below {MIN_GOODPUT:g}); checkpoint more often (--checkpoint-every "
+            f"STEPS{young}) or lower --failure-rate")
     return {"training_time_s": training, "checkpoint_time_s": writes * checkpoint_s,
             "eval_time_s": evals * eval_s, "failure_time_s": lost, "total_time_s": total,
             "goodput": training / total if total else 1.0}
