@@ -205,6 +205,9 @@ def kernels_section() -> list[str]:
 
     data = ROOT / "tests" / "data"
     devices, fits = fit_tables(data / "neusight_vector_kernels.csv", data / "neusight_devices.csv")
+    amd, amd_fits = fit_tables(data / "neusight_vector_kernels_amd.csv",
+                               data / "neusight_devices_amd.csv")
+    devices, fits = devices + amd, {**fits, **amd_fits}
     rows = []
     for d in devices:
         for kind in CLASSES:
@@ -216,13 +219,15 @@ def kernels_section() -> list[str]:
         "Memory-bound kernels at their measured streaming efficiency "
         "(`simulator/calibrate/streaming.py`): fp32 elementwise (add, mul, relu, gelu), layer "
         "norm and softmax kernels timed by NeuSight (Lee et al., ASPLOS 2025; PyTorch 2.1.0, "
-        "CUDA 12.1; `tests/data/neusight_vector_kernels.csv`). Fitted on kernels of at least 4x "
+        "CUDA 12.1; `tests/data/neusight_vector_kernels.csv`; the AMD MI100 and MI210: PyTorch "
+        "2.4.1, ROCm, `tests/data/neusight_vector_kernels_amd.csv`, all their rows of those "
+        "ops). Fitted on kernels of at least 4x "
         "the L2 (geometric mean of the achieved fraction of the datasheet bandwidth); the fifth "
         "of each table with the longest rows is held out and its median |error| reported. "
         "Catalogue: the spec files that carry the fit (same chip and memory where not the same "
         "part; the A100 SXM4 files keep their own cited elementwise 0.88, an Nsight Compute "
-        "measurement these fits agree with within 0.03); every other GPU carries the medians "
-        "as a prior.") + [""]
+        "measurement these fits agree with within 0.03; one MI250 GCD, `mi250-die`, the "
+        "MI210's GCD); every other GPU carries the NVIDIA GPUs' medians as a prior.") + [""]
     return lines + _table(["GPU", "class", "efficiency", "fitted", "held out",
                            "held-out median |error|", "catalogue"], rows)
 
