@@ -115,6 +115,61 @@ def rows() -> list[dict]:
     return out
 
 
+#: Each metered system's GPU, for the power-profile analysis (``profile``).
+SYSTEM_DEVICES = {"64xSMC-H100-SXM-80GB": "h100-sxm5-80gb", "1xSMC-H100-SXM-80GB": "h100-sxm5-80gb",
+                  "8xSMC-H100-SXM-80GB": "h100-sxm5-80gb",
+                  "SR780aV3-8xB200_SXM_180GB": "b200"}
+
+
+def profile() -> list[dict]:
+    """What the metered power profiles say about a node's parts (analysis; hwsim uses none of
+    it). Per node type (SMC's H100 nodes, one per system name sharing the machine; Lenovo's
+    B200 node): ``floor_w``, the lowest reading any of its runs logged (``node_power_floor_w``:
+    initialisation or evaluation, the GPUs near idle), and ``rest_w``, that less eight GPUs at
+    their spec's measured idle draw: an upper bound on what the node's other parts (CPUs,
+    memory, NICs, switches, power supplies) draw at idle. Per benchmark: ``plateau_w``, the
+    median over its runs of the node's 90th percentile while training, ``gpu_plateau_w``, the
+    per-GPU draw that leaves if the other parts still draw ``rest_w`` (``(plateau - rest) / 8``),
+    ``gpu_mean_w`` the same from the mean node power, and ``rest_min_w``, the least the other
+    parts can draw at the plateau with the GPUs at most at their TDP (``plateau - 8 TDP``)."""
+    from hardware_specs.loader import load_device
+
+    with TABLE.open(newline="") as handle:
+        table = list(csv.DictReader(handle))
+    machines = {"smc-h100": [s for s in SYSTEM_DEVICES if "SMC-H100" in s],
+                "lenovo-b200": ["SR780aV3-8xB200_SXM_180GB"]}
+    out = []
+    for machine, systems in machines.items():
+        device = load_device(SYSTEM_DEVICES[systems[0]])
+        mine = [r for r in table if r["system"] in systems]
+        floor = min(float(r["node_power_floor_w"]) for r in mine)
+        rest = floor - 8 * device.idle_power_w
+        for key in sorted({(r["benchmark"], r["system"]) for r in mine}):
+            runs = [r for r in mine if (r["benchmark"], r["system"]) == key]
+            plateau = statistics.median(float(r["node_power_p90_w"]) for r in runs)
+            mean = statistics.median(float(r["node_power_w"]) for r in runs)
+            out.append({"machine": machine, "device": device.name, "benchmark": key[0],
+                        "system": key[1], "runs": len(runs), "floor_w": floor,
+                        "rest_w": rest, "tdp_w": float(device.tdp_w), "plateau_w": plateau,
+                        "mean_w": mean, "gpu_plateau_w": (plateau - rest) / 8,
+                        "gpu_mean_w": (mean - rest) / 8,
+                        "rest_min_w": plateau - 8 * device.tdp_w})
+    return out
+
+
+def profile_section() -> list[str]:
+    """``profile`` as a markdown table (docs/accuracy.md, hand-maintained)."""
+    lines = [("| node | run | runs | floor (W) | rest at the floor (W) | plateau (W) | "
+              "GPU at the plateau (W) | GPU on average (W) | rest at the plateau, at least (W) |"),
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in profile():
+        lines.append(f"| {r['machine']} ({r['device']}, TDP {r['tdp_w']:,.0f} W) | "
+                     f"{r['benchmark']}, {r['system']} | {r['runs']} | {r['floor_w']:,.0f} | "
+                     f"{r['rest_w']:,.0f} | {r['plateau_w']:,.0f} | {r['gpu_plateau_w']:,.0f} | "
+                     f"{r['gpu_mean_w']:,.0f} | {r['rest_min_w']:,.0f} |")
+    return lines
+
+
 def _pct(a: float, b: float) -> str:
     return f"{(a / b - 1) * 100:+.1f} %"
 

@@ -7,6 +7,11 @@ median training step time (``tracked_stats``: NeMo's 'train_step_timing in s' or
 mean AC power of its nodes while training (each node's ``power_reading`` samples, every
 2 s, inside the run's ``block_start`` .. ``block_stop`` intervals: evaluation and
 initialisation left out), averaged over the nodes. Energy per step per node is their product.
+Two more figures describe the power profile, for analysis (docs/accuracy.md, "Metered
+energy"): ``node_power_p90_w``, each node's 90th percentile reading inside the training blocks
+(the plateau while the GPUs compute), and ``node_power_floor_w``, each node's lowest reading
+anywhere in its log (initialisation and evaluation included: the least the node drew while
+the run held it, an upper bound on its idle draw), both averaged over the nodes.
 
 Usage (prints the CSV; nothing else is written)::
 
@@ -60,18 +65,23 @@ def run_row(repo: str, folder: str, system: str, bench: str, result: str,
     if not steps:
         steps = [batch / float(v["throughput"]) for v in stats if "throughput" in v]
     nodes = [f for f in files if f.startswith(f"{base}/power/{result}/node_")]
-    means = []
+    means, plateaus, floors = [], [], []
     for path in nodes:
         readings = [(e["time_ms"], float(e["value"])) for e in _events(_git(repo, "show",
                                                                          f"HEAD:{path}"))
                     if e["key"] == "power_reading"]
         inside = [w for t, w in readings if any(a <= t <= b for a, b in blocks)]
         means.append(statistics.fmean(inside))
+        plateaus.append(statistics.quantiles(inside, n=10)[-1] if len(inside) > 1
+                        else inside[0])
+        floors.append(min(w for _, w in readings))
     return {"submitter": folder, "system": system, "benchmark": bench, "result": result,
             "nodes": len(nodes), "global_batch": batch, "steps_logged": len(steps),
             "step_time_s": round(statistics.median(steps), 4 if steps[0] > 1 else 6),
             "node_power_w": round(statistics.fmean(means), 1),
-            "node_power_min_w": round(min(means), 1), "node_power_max_w": round(max(means), 1)}
+            "node_power_min_w": round(min(means), 1), "node_power_max_w": round(max(means), 1),
+            "node_power_p90_w": round(statistics.fmean(plateaus), 1),
+            "node_power_floor_w": round(statistics.fmean(floors), 1)}
 
 
 def main(repos: list[str]) -> None:
