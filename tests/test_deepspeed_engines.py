@@ -106,3 +106,59 @@ def test_deepspeed_2021_zero_fills_each_gather_buffer():
         assert end[fill[0]] <= start[g] + 1e-12
         assert sync[g] and not sync[fill[0]]
     assert not np.any(run("deepspeed").lowered.fn == ZERO_FILL)
+
+
+# -- ZeRO-3 of 2021: a list reduce-scatter per parameter, its inputs copied in -----------------
+
+def test_deepspeed_2021_copies_each_gradient_into_its_list_reduce_scatter():
+    """v0.3.13 reduce-scatters each parameter's gradient as a list of dp views, which torch
+    1.8's ProcessGroupNCCL copies into a flat buffer first: before each bucket's reduce-scatter
+    one copy op reading and writing the bucket's gradients, dp x (the bucket's parameter
+    tensors) launches, on the data-parallel stream, each launch costing the host a C++
+    dispatch; none under today's coordinator, and never a faster step for them."""
+    from hardware_specs.loader import load_device
+    from simulator import Plan, simulate
+    from simulator.cost import host
+    from simulator.graph.lower import COLLECTIVE_FNS
+    from simulator.graph.op import Phase
+    from simulator.parallel.data import NCCL_COPY_IN
+    from simulator.plan.parallel import ParallelPlan
+    from simulator.schedule.stage import streams
+    from workloads.transformer import TransformerConfig
+
+    work = TransformerConfig("small", layers=4, hidden=1024, heads=8, vocab=8192, seq_len=1024)
+    a100, dp = "a100-sxm4-80gb", 16
+
+    def run(sharding, **kw):
+        return simulate(work, a100, Plan(micro_batch=1, global_batch=dp), parallel=ParallelPlan(
+            dp=dp, zero=3, sharding=sharding, comm_interference=False, **kw))
+
+    r = run("deepspeed-2021")
+    low = r.lowered
+    scatters = np.flatnonzero(low.collective == COLLECTIVE_FNS.index("reduce_scatter"))
+    copies = np.flatnonzero(low.fn == NCCL_COPY_IN)
+    assert len(scatters) and len(copies) == len(scatters)
+    assert np.all(streams(low)[copies] == 2)
+    updates = np.flatnonzero(low.phase == int(Phase.OPTIMIZER))
+    assert low.tensors[copies].sum() == dp * low.tensors[updates].sum()
+    device = load_device(a100)
+    overhead, issue = host.costs(low, device, None)
+    assert np.allclose(overhead[copies], low.tensors[copies] * device.op_overhead_s)
+    assert np.allclose(issue[copies], low.tensors[copies] * host.COMPILED_HOST_FRACTION
+                       * host.host_per_op(device))
+    for s in scatters:
+        inputs = low.indices[low.indptr[s]:low.indptr[s + 1]]
+        copy = [int(i) for i in inputs if low.fn[i] == NCCL_COPY_IN]
+        assert len(copy) == 1
+        assert low.bytes_read[copy[0]] == low.bytes_written[copy[0]] == low.bytes_read[s]
+        assert r.times["end_s"][copy[0]] <= r.times["start_s"][s] + 1e-12
+    today = run("deepspeed")
+    assert not np.any(today.lowered.fn == NCCL_COPY_IN)
+    # a bucket per layer (reduce_bucket_size below a layer): the copies follow the buckets,
+    # the same launches in all
+    many = run("deepspeed-2021", zero_reduce_bucket=1)
+    low = many.lowered
+    mine = low.fn == NCCL_COPY_IN
+    assert mine.sum() == np.sum(low.collective == COLLECTIVE_FNS.index("reduce_scatter")) \
+        == work.layers + 1 > len(scatters)
+    assert low.tensors[mine].sum() == r.lowered.tensors[copies].sum()

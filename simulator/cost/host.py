@@ -56,7 +56,7 @@ from hardware_specs.spec import DeviceClass, DeviceSpec
 from simulator.errors import PlanError
 from simulator.graph.lower import Lowered
 from simulator.graph.op import OpKind, Phase
-from simulator.parallel.data import NCCL_COPY_OUT
+from simulator.parallel.data import NCCL_COPY_IN, NCCL_COPY_OUT
 from simulator.plan.step import Fusion, Optimizer, OptimizerImpl, Plan
 
 # What a CUDA graph saves on the device per kernel: NVIDIA, "Getting Started with CUDA Graphs"
@@ -160,10 +160,11 @@ def costs(lowered: Lowered, device: DeviceSpec,
         host[updates] = calls_s
         launches[updates] = kernels
         host[np.argmax(updates)] += device.step_overhead_s  # the step's fixed framework cost
-    # the copies out of a list all-gather (``simulator.parallel.data.nccl_copy_out``):
-    # ``tensors`` kernels launched from C++ (ProcessGroupNCCL), one per output tensor, each a
-    # dispatch without the module call and the autograd node
-    copies = lowered.fn == NCCL_COPY_OUT
+    # the copies out of a list all-gather (``simulator.parallel.data.nccl_copy_out``) and
+    # into a list reduce-scatter (``nccl_copy_in``): ``tensors`` kernels launched from C++
+    # (ProcessGroupNCCL), one per tensor, each a dispatch without the module call and the
+    # autograd node
+    copies = np.isin(lowered.fn, (NCCL_COPY_OUT, NCCL_COPY_IN))
     if copies.any():
         launches[copies] = lowered.tensors[copies]
         host[copies] = lowered.tensors[copies] * COMPILED_HOST_FRACTION * host_per_op(device)

@@ -107,11 +107,19 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
         sync = collective(f"dp_{fn}:{tag}", fn, grads, grads if zero == 0 else grads // shards,
                           0, shards, Axis.DATA, first, phase=phase,
                           local=shard_local).evolve(task=Task.GRAD_SUM)
+        head = sync.name   # the bucket's first op on the data-parallel stream
+        if zero == 3 and parallel.sharding is Sharding.DEEPSPEED_2021:
+            # v0.3.13: one list reduce-scatter per parameter, its inputs copied in first
+            tensors = sum(step.op(name).tensors for name in bucket)
+            head = _before_all(step, bucket, nccl_copy_in(sync.name, tag, first, plan, grads,
+                                                          shards, tensors, phase))
         _before_all(step, bucket, sync)
         if overlap:   # issued by the hook that sees the bucket's last gradient
+            if head != sync.name:
+                step.issue_early(head)
             step.issue_early(sync.name)
         elif last is not None:   # after the backward, one after the other
-            step.add_edge(last, sync.name, nbytes=0)
+            step.add_edge(last, head, nbytes=0)
         if copies > 1:   # hybrid: each shard all-reduced over the copies
             shard = grads // shards
             across = collective(f"dp_all_reduce_copies:{tag}", "all_reduce", shard, shard, 0,
@@ -124,7 +132,7 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
             sync_end = sync.name
         if last is None:  # the first issued: after the whole backward, when not overlapped
             for src in backward:
-                step.add_edge(src, sync.name, nbytes=0)
+                step.add_edge(src, head, nbytes=0)
         last = sync_end
         for name in bucket:
             reductions[step.op(name).layer] = sync.name
@@ -447,6 +455,33 @@ def nccl_copy_out(gather: str, index: int, first: Op, plan: Plan, nbytes: int, r
               bytes_written=nbytes, param_tensors=ranks, layer=first.layer, block=first.block)
 
 
+#: ``Op.fn`` of the copies into a list reduce-scatter's flat input (``nccl_copy_in``), which
+#: ``simulator.cost.host`` (their launches) and ``simulator.schedule.stage.streams`` (their
+#: stream) look for.
+NCCL_COPY_IN = "nccl_copy_in"
+
+
+def nccl_copy_in(reduction: str, tag: str, first: Op, plan: Plan, nbytes: int, ranks: int,
+                 tensors: int, phase: Phase) -> Op:
+    """The copies before DeepSpeed v0.3.13's gradient reduce-scatters: ``stage3.py``
+    ``average_tensor`` hands each bucket's parameters to ``partition_parameters.
+    _reduce_scatter_gradients``, which reduce-scatters every parameter's gradient on its own,
+    a ``torch.distributed.reduce_scatter`` of a list of ``ranks`` views of it
+    (``_reduce_scatter_gradient``), and PyTorch's ProcessGroupNCCL (``reduce_scatter``,
+    torch 1.8, torch/lib/c10d/ProcessGroupNCCL.cpp: "Copy the input tensors to the flattened
+    inputs") first copies each of the ``ranks`` inputs into a flat buffer on the NCCL stream:
+    ``ranks`` x ``tensors`` copies a bucket (launches, ``simulator.cost.host``), reading and
+    writing its gradients once in all, on the data-parallel stream
+    (``simulator.schedule.stage.streams``) before the bucket's reduce-scatter. ``tensors``:
+    the parameter tensors whose gradients the bucket holds (``Op.tensors`` of its updates).
+    Not priced: the bucket's ``div_`` by the ranks before it (one more pass over its
+    gradients), and the latency of one reduce-scatter per parameter rather than one per bucket."""
+    return Op(name=f"{NCCL_COPY_IN}:{tag}:{reduction}", kind=OpKind.ELEMENTWISE, phase=phase,
+              dtype=plan.formats.gradient, fn=NCCL_COPY_IN, bytes_read=nbytes,
+              bytes_written=nbytes, param_tensors=ranks * tensors, layer=first.layer,
+              block=first.block)
+
+
 #: ``Op.fn`` of the zero-fill of a DeepSpeed 2021 gather's buffer (``zero_fill``), which
 #: ``simulator.schedule.stage.streams`` places on the data-parallel stream.
 ZERO_FILL = "zero3_zero_fill"
@@ -597,5 +632,5 @@ def _forward_op(step: OpGraph, op: Op) -> Op | None:
     return None
 
 
-__all__ = ["NCCL_COPY_OUT", "ZERO_FILL", "add_data_parallel", "add_grad_accumulation",
+__all__ = ["NCCL_COPY_IN", "NCCL_COPY_OUT", "ZERO_FILL", "add_data_parallel", "add_grad_accumulation",
            "add_replicated_grad_reduce", "add_tied_embedding_reduce", "megatron_bucket"]
