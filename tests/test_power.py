@@ -326,10 +326,10 @@ def test_power_limit_sweep_on_the_p100_shows_the_busy_power_gap():
     """Validation, never fitted on: Zeus's P100 sweeps (NSDI 2023 traces, ResNet-50 b128 and
     BERT-base b24). What holds: hwsim's step never gets faster as the limit falls and its power
     stays under each limit; its energy per unit of work is within 20 % of the measured one at
-    every limit (16.2 % at most at this commit: BERT at 125 W). What the data says hwsim misses (pinned here, docs/accuracy.md): the busy
-    P100 drew at most 72 % of its 250 W limit (165 and 179 W) and ran within 1 % of full
-    speed at 200 W, where hwsim's busy device draws the TDP (over 99 %) and is over 5 %
-    slower at 200 W."""
+    every limit (16.2 % at most at this commit: BERT at 125 W). What the data says hwsim misses
+    (docs/accuracy.md; hwsim's side is the strict xfail below): the busy P100 drew at most 72 %
+    of its 250 W limit (165 and 179 W) and ran within 1 % of full speed at 200 W, where
+    hwsim's busy device draws the TDP."""
     table = _p100_sweep()
     assert len(table) == 12
     for workload in {row["workload"] for row in table}:
@@ -341,8 +341,8 @@ def test_power_limit_sweep_on_the_p100_shows_the_busy_power_gap():
             assert row["predicted_power_w"] <= row["limit_w"] + 1e-6, row
             assert row["predicted_energy"] == pytest.approx(row["measured_energy"], rel=0.20), row
         top, at200 = mine[0], next(row for row in mine if row["limit_w"] == 200)
-        assert top["measured_power_w"] <= 0.72 * 250 and top["predicted_power_w"] >= 0.99 * 250
-        assert at200["measured_time"] <= 1.01 and at200["predicted_time"] > 1.05
+        assert top["measured_power_w"] <= 0.72 * 250
+        assert at200["measured_time"] <= 1.01
 
 
 @pytest.mark.xfail(strict=True, reason="hwsim's busy P100 draws its 250 W TDP where the card "
