@@ -176,6 +176,13 @@ def parallel_plan(row: dict[str, str]) -> ParallelPlan:
     # Megatron-LM's --overlap-param-gather as the run's config set it (column
     # overlap_param_gather; absent or empty: off, Megatron-LM's default)
     fields["overlap_param_gather"] = _flag(row.get("overlap_param_gather") or "false")
+    # FSDP's backward_prefetch as the run's framework set it (column fsdp_backward_prefetch:
+    # pre = BACKWARD_PRE, post = BACKWARD_POST, Composer's default; absent or empty: pre,
+    # PyTorch's default)
+    prefetch = row.get("fsdp_backward_prefetch") or "pre"
+    if prefetch not in ("pre", "post"):
+        raise ValueError(f"{row['run_id']}: fsdp_backward_prefetch {prefetch!r}: pre, post")
+    fields["fsdp_backward_post"] = prefetch == "post"
     return ParallelPlan(schedule=row["schedule"], **fields)
 
 

@@ -27,7 +27,8 @@ FORWARD_UNREAD = {
     ParallelPlan: ("zero", "micro_batches", "overlap_grad_reduce", "overlap_tp_comm",
                    "fused_grad_accumulation", "overlap_param_gather", "sharding",
                    "fsdp_prefetch", "fsdp_version",
-                   "fsdp_limit_all_gathers", "fsdp_reshard_after_forward", "shard_group",
+                   "fsdp_limit_all_gathers", "fsdp_backward_post", "fsdp_reshard_after_forward",
+                   "shard_group",
                    "zero_prefetch_bucket", "zero_max_live", "zero_reduce_bucket",
                    "pipeline_engine", "comm_interference", "comm_sms"),
 }

@@ -362,7 +362,10 @@ def _gather_weights(step: OpGraph, plan: Plan, shards: int, local: int,
       ``limit_all_gathers`` no earlier than unit j - 2 has ended (the rate limiter: "GPU memory
       usage from only two consecutive FSDP instances"); with prefetch 0 (backward_prefetch
       None, which changes the backward only) a backward gather is issued when unit j - 1 has
-      ended, behind its reduce-scatter: every backward gather exposed, the forward's as with 1.
+      ended, behind its reduce-scatter: every backward gather exposed, the forward's as with 1;
+      with ``fsdp_backward_post`` (BACKWARD_POST) a backward gather is issued when unit j - 1
+      has ended, ahead of its reduce-scatter (the post-backward hook prefetches, then
+      reduces): exposed too, but no reduce-scatter before it.
       ``fsdp_reshard_after_forward`` False (SHARD_GRAD_OP) keeps the forward's gathers for the
       backward.
     - DeepSpeed (deepspeed/runtime/zero/partitioned_param_coordinator.py, fetch_sub_module;
@@ -379,17 +382,19 @@ def _gather_weights(step: OpGraph, plan: Plan, shards: int, local: int,
       recompute then the backward of one module keep it).
 
     ``reductions``: layer -> the reduce-scatter of its gradients (FSDP prefetch 0 issues the
-    next gather behind it)."""
+    next gather behind it, BACKWARD_POST ahead of it)."""
     parallel = parallel or ParallelPlan()
     deepspeed = parallel.sharding in (Sharding.DEEPSPEED, Sharding.DEEPSPEED_2021)
     names = step.names()
     forward_uses = _uses(step, names, (Phase.FORWARD,), deepspeed)
     backward_uses = _uses(step, names, (Phase.BACKWARD, Phase.RECOMPUTE), deepspeed)
+    ahead_of: dict[int, str] = {}   # gather -> the reduction issued after it (BACKWARD_POST)
     if deepspeed:
         gathers = _deepspeed_gathers(forward_uses + backward_uses, parallel,
                                      parallel.sharding is Sharding.DEEPSPEED_2021)
     else:
-        gathers = _fsdp_gathers(forward_uses, backward_uses, parallel, reductions or {})
+        gathers = _fsdp_gathers(forward_uses, backward_uses, parallel, reductions or {},
+                                ahead_of)
     weight_bytes = plan.formats.weight.bytes
     uses = forward_uses + backward_uses
     # FSDP2 gathers into one buffer per unit and copies the parameters out of it on the compute
@@ -430,7 +435,15 @@ def _gather_weights(step: OpGraph, plan: Plan, shards: int, local: int,
                                 layer=first.layer, block=first.block), [gather.name])
         for reader in use.readers:
             step.add_edge(ready, reader, nbytes=0)
+        if index in ahead_of:   # the same hook's reduce-scatter follows it on the stream
+            step.add_edge(gather.name, ahead_of[index], nbytes=0)
         previous = gather.name
+    if ahead_of and previous:
+        # BACKWARD_POST: the reductions no gather precedes (the units the backward ends with)
+        # follow the last gather too, so the reductions keep their issue order on the stream
+        # (the data-parallel stream runs its ops in graph order, simulator.graph.opgraph.names)
+        for name in set((reductions or {}).values()) - set(ahead_of.values()):
+            step.add_edge(previous, name, nbytes=0)
 
 
 #: ``Op.fn`` of the copies out of a list all-gather (``nccl_copy_out``); the one name
@@ -540,10 +553,14 @@ def _uses(step: OpGraph, names: list[str], phases: tuple[Phase, ...],
 
 
 def _fsdp_gathers(forward: list[Use], backward: list[Use], parallel: ParallelPlan,
-                  reductions: dict[int, str]) -> list[tuple[int, list[str]]]:
+                  reductions: dict[int, str],
+                  ahead_of: dict[int, str] | None = None) -> list[tuple[int, list[str]]]:
     """(index of the use in forward + backward, the ops its gather is issued after) of each
-    gather FSDP issues."""
+    gather FSDP issues; ``ahead_of`` gets, for BACKWARD_POST's backward gathers, the
+    reduce-scatter issued just after each (index -> its name)."""
     depth, limit = parallel.fsdp_prefetch, parallel.fsdp_limit_all_gathers
+    post = parallel.fsdp_backward_post
+    ahead_of = {} if ahead_of is None else ahead_of
     out: list[tuple[int, list[str]]] = []
     kept: set = set()   # units gathered in the forward and kept for the backward
     for offset, uses in ((0, forward), (len(forward), backward)):
@@ -560,7 +577,14 @@ def _fsdp_gathers(forward: list[Use], backward: list[Use], parallel: ParallelPla
             # backward_prefetch=None changes the backward only: the forward's gathers are
             # still issued one unit ahead by a host running ahead, under the rate limiter
             ahead = depth if offset else max(depth, 1)
-            if ahead == 0 and j > 0:
+            if offset and post and j > 0:
+                # BACKWARD_POST: unit j - 1's post-backward hook (its gradients written)
+                # issues this gather, then that unit's reduce-scatter
+                deps.append(uses[j - 1].readers[-1])
+                done = all(u.unit != uses[j - 1].unit for u in uses[j:])
+                if done and uses[j - 1].unit in reductions:
+                    ahead_of[offset + j] = reductions[uses[j - 1].unit]
+            elif ahead == 0 and j > 0:
                 deps.append(uses[j - 1].readers[-1])
                 done = all(u.unit != uses[j - 1].unit for u in uses[j:])
                 if done and uses[j - 1].unit in reductions:

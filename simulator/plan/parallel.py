@@ -229,6 +229,18 @@ class ParallelPlan:
     fsdp_limit_all_gathers: bool = field(default=True, metadata={
         "help": "FSDP: no rate limiter (limit_all_gathers=False): the host issues every "
                 "forward gather ahead, however many blocks"})
+    # BackwardPrefetch.BACKWARD_POST: FSDP's post-backward hook of a unit reshards it, then
+    # prefetches the next unit's all-gather, then reduce-scatters its gradients
+    # (torch/distributed/fsdp/_runtime_utils.py: _post_backward_hook calls
+    # _post_backward_reshard -> _prefetch_handle(state, handle, _PrefetchMode.BACKWARD)
+    # before _reduce_grad), so each backward gather overlaps no compute of the backward.
+    # Composer's default (composer/trainer/dist_strategy.py, fsdp_config 'backward_prefetch':
+    # 'BACKWARD_POST', v0.12.1 to v0.17.2), so llm-foundry's unless its config says otherwise.
+    fsdp_backward_post: bool = field(default=False, metadata={
+        "help": "FSDP: BackwardPrefetch.BACKWARD_POST (Composer's default): a block's "
+                "backward gather is issued once the block the backward has just run has its "
+                "gradients, ahead of that block's reduce-scatter (exposed), instead of when "
+                "that block's backward starts (BACKWARD_PRE)"})
     # FSDP2 (fully_shard) all-gathers into one buffer and copies each parameter out of it on
     # the compute stream (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py,
     # foreach_all_gather_copy_out); FSDP1's FlatParameter is gathered in place.
@@ -281,6 +293,10 @@ class ParallelPlan:
                 raise PlanError(f"{name} = {getattr(self, name)!r} is not known: choose one "
                                 f"of {choices}") from None
         positive(self.fsdp_prefetch, "fsdp_prefetch", minimum=0)
+        if self.fsdp_backward_post and self.fsdp_prefetch != 1:
+            raise PlanError(f"fsdp_backward_post with fsdp_prefetch = {self.fsdp_prefetch}: "
+                            "BACKWARD_POST prefetches one unit; use fsdp_prefetch 1, or "
+                            "fsdp_prefetch 0 alone for no backward prefetch")
         if self.fsdp_version not in (1, 2) or isinstance(self.fsdp_version, bool):
             raise PlanError(f"fsdp_version = {self.fsdp_version!r} must be 1 or 2")
         for name in ("zero_prefetch_bucket", "zero_max_live"):
