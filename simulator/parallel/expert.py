@@ -30,10 +30,16 @@ each expert runs exactly that). A floor: real routers are also skewed (tokens of
 a domain, route alike) and that part is the ``imbalance`` the user gives; no cited measurement
 of it for an aux-loss router is built in.
 
-Placement: Megatron-Core orders ranks tp fastest, then cp, then ep inside the data-parallel
-dimension (``RankGenerator``, order "tp-cp-ep-dp-pp"), so the ep ranks are tp x cp apart and a
-node of d devices holds gcd(ep, d / (tp x cp)) of a group: ep = 8 with tp = 1 is one node's
-NVLink; ep = 64 spans 8 nodes and pays the inter-node network for 56 of 64 peers.
+Placement: Megatron-Core's MoE parallel folding (NVIDIA/Megatron-LM 7f22e210cd, 2024-11-23,
+"MoE parallel folding: separate MoE parallel states from dense", in every release since
+v0.10, so in NeMo 25.02 and 25.04; Liu et al. 2025, arXiv:2504.14960) generates the experts'
+groups with a RankGenerator of their own, tp = the expert tensor parallel size (= tp here),
+ep, dp = the expert data parallel size, cp = 1, order "tp-cp-ep-dp-pp": the dense layers'
+context-parallel ranks fold into the experts' ep and data-parallel ranks. The ep ranks are
+therefore tp apart and a node of d devices holds gcd(ep, d / tp) of a group: ep = 8 with
+tp = 1 is one node's NVLink, and so is ep = 8 with tp = 1 and cp = 8; ep = 64 spans 8 nodes
+and pays the inter-node network for 56 of 64 peers. (Before folding, Megatron-Core v0.9 and
+earlier, ep ranks were tp x cp apart and ep had to divide dp; with cp = 1 the two agree.)
 
 Overlap: the all-to-alls run on the model-parallel communicator's stream, and the routed
 experts wait for the dispatch, the layer's output for the combine. The shared experts (which
@@ -55,7 +61,7 @@ the forward and a recomputation; the backward reuses the sizes). Not modelled: t
 before the permutation of a capacity factor without padding, DeepEP's own.
 
 Gradients (``reduce_expert_gradients``): a rank's experts are held by the dp x cp / ep ranks
-of its expert-data-parallel group, tp x cp x ep apart (Megatron-Core's ``expert_data_parallel``
+of its expert-data-parallel group, tp x ep apart (Megatron-Core's ``expert_data_parallel``
 group: its distributed optimizer reduce-scatters, its DDP all-reduces, the experts' gradients
 there and the other parameters' over dp x cp), so each layer's data-parallel reduction is split
 in two: the dense parameters' over the replicas, the experts' over their group. With ep = 8 in
@@ -100,10 +106,11 @@ def check(work, ep: int) -> None:
                         "experts / ep of them)")
 
 
-def local_members(ep: int, tp: int, cp: int, per_node: int) -> int:
-    """Members of an ep group in one node: the ep ranks are tp x cp apart (Megatron-Core's
-    rank order), so a node holds gcd(ep, devices per node / (tp x cp)) of them (1 at least)."""
-    return math.gcd(ep, max(per_node // (tp * cp), 1))
+def local_members(ep: int, tp: int, per_node: int) -> int:
+    """Members of an ep group in one node: the ep ranks are tp apart (Megatron-Core's experts'
+    rank order under MoE parallel folding: context parallelism folds into ep and the experts'
+    data parallelism), so a node holds gcd(ep, devices per node / tp) of them (1 at least)."""
+    return math.gcd(ep, max(per_node // tp, 1))
 
 
 def shard(forward: OpGraph, ep: int, local: int = 0, overlap_shared: bool = False,
@@ -257,7 +264,8 @@ def reduce_expert_gradients(step: OpGraph, replicas: int, ep: int, stride: int,
     """Split each layer's data-parallel gradient reduction (and ZeRO 1-2's all-gather of the
     updated weights) of a training ``step`` with ``replicas`` replicas (changed in place and
     returned): the experts' share over their expert-data-parallel group of replicas / ep
-    ranks, ``stride`` (tp x cp x ep) apart, on a node of ``per_node`` devices; nothing when
+    ranks, ``stride`` (tp x ep, MoE parallel folding) apart, on a node of ``per_node``
+    devices; nothing when
     ep = 1 or the step has no experts."""
     if ep == 1:
         return step

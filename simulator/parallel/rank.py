@@ -119,7 +119,7 @@ def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
     ranked = split(forward, parallel.tp, parallel.activations_split, _shape(work))
     per_node = cluster.devices_per_node if cluster else 1
     ranked = shard_experts(ranked, parallel.ep,
-                           local_members(parallel.ep, parallel.tp, cp, per_node),
+                           local_members(parallel.ep, parallel.tp, per_node),
                            parallel.moe_shared_expert_overlap,
                            parallel.moe_dispatcher is Dispatcher.DEEPEP,
                            getattr(work, "moe", None))
@@ -162,8 +162,8 @@ def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
                              parallel.overlap_grad_reduce and not deepspeed_pipe, parallel)
     if deepspeed_pipe:
         block_on_p2p(step)
-    reduce_expert_gradients(step, parallel.replicas, parallel.ep,
-                            parallel.tp * parallel.cp * parallel.ep, per_node)
+    reduce_expert_gradients(step, parallel.replicas, parallel.ep, parallel.tp * parallel.ep,
+                            per_node)   # MoE parallel folding: cp folds into the experts' dp
     add_replicated_grad_reduce(step, plan)
     if parallel.pp > 1:   # Megatron-LM's rank order: the first and last stages are pp-1 apart
         ends_local = 2 if parallel.num_devices <= per_node else 1
