@@ -108,15 +108,18 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
                           0, shards, Axis.DATA, first, phase=phase,
                           local=shard_local).evolve(task=Task.GRAD_SUM)
         head = sync.name   # the bucket's first op on the data-parallel stream
+        chain = []         # the ops before ``sync`` in it
         if zero == 3 and parallel.sharding is Sharding.DEEPSPEED_2021:
             # v0.3.13: one list reduce-scatter per parameter, its inputs copied in first
             tensors = sum(step.op(name).tensors for name in bucket)
             head = _before_all(step, bucket, nccl_copy_in(sync.name, tag, first, plan, grads,
                                                           shards, tensors, phase))
+            pieces, sync = per_parameter(step, bucket, sync, tensors, shards)
+            chain = [head] + pieces
         _before_all(step, bucket, sync)
         if overlap:   # issued by the hook that sees the bucket's last gradient
-            if head != sync.name:
-                step.issue_early(head)
+            for name in chain:
+                step.issue_early(name)
             step.issue_early(sync.name)
         elif last is not None:   # after the backward, one after the other
             step.add_edge(last, head, nbytes=0)
@@ -468,6 +471,28 @@ def nccl_copy_out(gather: str, index: int, first: Op, plan: Plan, nbytes: int, r
               bytes_written=nbytes, param_tensors=ranks, layer=first.layer, block=first.block)
 
 
+def per_parameter(step: OpGraph, bucket: list[str], sync: Op, tensors: int,
+                  shards: int) -> tuple[list[str], Op]:
+    """DeepSpeed v0.3.13's reduce-scatter of a bucket, one call per parameter tensor
+    (``partition_parameters._reduce_scatter_gradients``): ``tensors`` reduce-scatters one
+    after the other on the stream, the bucket's ``sync`` bytes split evenly among them
+    (hwsim's update holds a layer's parameter tensors together, not each one's size: the
+    bandwidth time is the bucket's either way, and each call pays the collective's latency).
+    The first ``tensors - 1`` are put before the updates of ``bucket`` (``_before_all``, in
+    order); returns their names and the last one, ``sync`` with the remaining share, for the
+    caller to put after them."""
+    if tensors < 2:
+        return [], sync
+    total, written = sync.bytes_read, sync.bytes_written
+    share, out = total // tensors, written // tensors
+    names = [_before_all(step, bucket, sync.evolve(name=f"{sync.name}:param{i}",
+                                                   bytes_read=share, bytes_written=out))
+             for i in range(tensors - 1)]
+    rest = sync.evolve(bytes_read=total - share * (tensors - 1),
+                       bytes_written=written - out * (tensors - 1))
+    return names, rest
+
+
 #: ``Op.fn`` of the copies into a list reduce-scatter's flat input (``nccl_copy_in``), which
 #: ``simulator.cost.host`` (their launches) and ``simulator.schedule.stage.streams`` (their
 #: stream) look for.
@@ -487,8 +512,8 @@ def nccl_copy_in(reduction: str, tag: str, first: Op, plan: Plan, nbytes: int, r
     writing its gradients once in all, on the data-parallel stream
     (``simulator.schedule.stage.streams``) before the bucket's reduce-scatter. ``tensors``:
     the parameter tensors whose gradients the bucket holds (``Op.tensors`` of its updates).
-    Not priced: the bucket's ``div_`` by the ranks before it (one more pass over its
-    gradients), and the latency of one reduce-scatter per parameter rather than one per bucket."""
+    The reduce-scatters themselves, one per parameter tensor: ``per_parameter``. Not priced:
+    the bucket's ``div_`` by the ranks before them (one more pass over its gradients)."""
     return Op(name=f"{NCCL_COPY_IN}:{tag}:{reduction}", kind=OpKind.ELEMENTWISE, phase=phase,
               dtype=plan.formats.gradient, fn=NCCL_COPY_IN, bytes_read=nbytes,
               bytes_written=nbytes, param_tensors=ranks * tensors, layer=first.layer,
