@@ -39,7 +39,7 @@ _POSITIVE = ("vector_flops_per_s", "op_overhead_s", "optimizer_overhead_s", "ste
 _TEXT = ("name", "vendor")
 _LEVEL_FIELDS = ("capacity_bytes", "bandwidth_bytes_per_s")
 _LINK_FIELDS = {"bandwidth_bytes_per_s": float, "count": int, "latency_s": float}
-_ARCH_TUPLES = {"matrix_tile": 3, "systolic_array": 2}
+_ARCH_TUPLES = {"matrix_tile": 3, "fp32_matrix_tile": 3, "systolic_array": 2}
 _ROOTS = _FRACTIONS + _POSITIVE + _TEXT + ("peak_flops_per_s.<dtype>",
                                            "memory.<level|main>.<field>",
                                            "architecture.<field>", "links.<name>.<field>")

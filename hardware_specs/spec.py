@@ -132,6 +132,12 @@ class Architecture:
     # fixed cost of each output tile (pipeline fill, epilogue) in k-steps of its 16-bit main
     # loop: a tile of depth k runs as long as one of k + tile_fixed_k (``efficiency.gpu_tiles``)
     tile_fixed_k: int | None = None
+    # the tile of the library's fp32 (CUDA-core) GEMM kernel where it differs from the 16-bit
+    # one (an H100's fp32 GEMMs run sm80 FFMA kernels of 128 x 128 x 8 tiles): fp32 matmuls are
+    # cut into it, with its own fixed cost per tile in k-steps of the fp32 main loop
+    # (fp32_tile_fixed_k, else none) and no split of k (``efficiency.shape_efficiency``)
+    fp32_matrix_tile: tuple[int, int, int] | None = None
+    fp32_tile_fixed_k: int | None = None
     systolic_array: tuple[int, int] | None = None       # (rows, cols) of one matrix unit
     matrix_units_per_core: int | None = None
     simd_width_bits: int | None = None
@@ -139,11 +145,11 @@ class Architecture:
     dsp_count: int | None = None                         # FPGA DSP slices
 
     def __post_init__(self) -> None:
-        for name in ("compute_units", "tile_fixed_k", "matrix_units_per_core",
+        for name in ("compute_units", "tile_fixed_k", "fp32_tile_fixed_k", "matrix_units_per_core",
                      "simd_width_bits", "fma_units_per_core", "dsp_count"):
             within(getattr(self, name), name, "count", optional=True)
         within(self.clock_hz, "clock_hz", "hz", optional=True)
-        for name, length in (("matrix_tile", 3), ("systolic_array", 2)):
+        for name, length in (("matrix_tile", 3), ("fp32_matrix_tile", 3), ("systolic_array", 2)):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, tuple) or len(value) != length):
                 raise SpecError(f"{name} = {clean(repr(value))[:60]} must be {length} whole "

@@ -62,11 +62,13 @@ def test_labels_are_neusights_forward_plus_backward(bench):
 
 
 def test_median_error_regression(bench, table):
-    """Median |error| 11.9 % when last measured (21.7 % before NeuSight's fp32 linear kernels
+    """Median |error| 11.1 % when last measured (21.7 % before NeuSight's fp32 linear kernels
     gave the L4, H100, A100 PCIe, MI100 and MI210 their fp32 GEMM figures; 13.6 % before
     NeuSight's AMD elementwise, layer-norm and softmax kernels gave the MI100 and MI210 their
-    streaming figures and the MI250's labels moved to one GCD of it, ``mi250-die``): at most
-    13 %; every prediction positive."""
+    streaming figures and the MI250's labels moved to one GCD of it, ``mi250-die``: 11.9 %;
+    then the H100's fp32 GEMMs their own kernel's tile and fixed cost, fitted on its small
+    fp32 calls (tests/test_fp32_tile.py): H100 7.4 -> 8.4 %, its worst row, BERT-large at
+    batch 2, -21.2 -> +9.2 %): at most 13 %; every prediction positive."""
     assert all(r.predicted_ms > 0 and math.isfinite(r.predicted_ms) for r in table)
     assert bench.median_abs_error(table) <= 0.13
 
@@ -78,9 +80,9 @@ def test_median_error_regression(bench, table):
 def test_measured_gpus_within_bound(bench, table, gpu, bound):
     """The GPUs with a measured fp32 GEMM efficiency: A100 PCIe 14.4 % (NeuSight's linear
     kernels, 0.929; 10.1 % at its bf16 MSMF 0.827: the measured GEMMs expose a shortfall
-    elsewhere), H100 7.9 % (12.2 % at its bf16 0.803), L4 5.9 % (42.7 % at the GPU prior 0.776),
-    V100 (its DeepBench fp32 figure, 8.8 %; 18.4 % on the GPU class prior, 6.6 % at its
-    datasheet peak)."""
+    elsewhere), H100 7.9 % (12.2 % at its bf16 0.803; 8.4 % with its fp32 tile,
+    tests/test_fp32_tile.py), L4 5.9 % (42.7 % at the GPU prior 0.776), V100 (its DeepBench
+    fp32 figure, 8.8 %; 18.4 % on the GPU class prior, 6.6 % at its datasheet peak)."""
     mine = [r for r in table if r.gpu == gpu]
     assert mine and bench.median_abs_error(mine) <= bound
 

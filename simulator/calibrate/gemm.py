@@ -98,5 +98,75 @@ def fit_neusight(path: Path = NEUSIGHT_TABLE) -> dict[str, dict]:
     return out
 
 
-__all__ = ["LARGE_FLOPS", "NEUSIGHT_CATALOGUE", "NEUSIGHT_TABLE", "TABLE", "fit", "fit_neusight",
-           "load", "predicted_s"]
+#: NeuSight's fp32 linear and bmm calls of 1e9 to 2e11 FLOPs on the H100 (the range under
+#: ``LARGE_FLOPS``, which ``fit`` leaves out): ``fit_fp32_tile`` fits the fp32 kernel's fixed
+#: cost per tile on them.
+SMALL_TABLE = TABLE.with_name("neusight_small_gemm_h100.csv")
+#: The fixed costs tried, in k-steps of the fp32 main loop.
+FIXED_GRID = tuple(range(0, 129, 4))
+
+
+def _small_times(device, rows: list[dict], fixed: int) -> tuple[np.ndarray, float]:
+    """hwsim's seconds for each call of ``rows`` on ``device`` with ``fixed`` as its
+    ``fp32_tile_fixed_k``, at ``fp32_matmul_efficiency`` 1, and the reference factor."""
+    from simulator.cost.roofline import op_costs
+    from simulator.graph.lower import lower
+    from simulator.graph.op import DType
+    from simulator.graph.opgraph import OpGraph
+    from workloads.layers import Builder
+
+    arch = dataclasses.replace(device.architecture, fp32_tile_fixed_k=fixed or None)
+    ideal = dataclasses.replace(device, architecture=arch, fp32_matmul_efficiency=1.0,
+                                matmul_memory_efficiency=None, priors=())
+    graph = OpGraph()
+    builder = Builder(graph, dtype=DType.FP32)
+    names = []
+    for i, r in enumerate(rows):
+        batch, m, n, k = (int(r[c]) for c in ("batch", "m", "n", "k"))
+        if r["op"] == "linear":
+            names.append(builder.linear(f"g{i}", None, m, k, n, bias=False))
+        else:
+            a, b = builder.input(f"a{i}", batch * m * k), builder.input(f"b{i}", batch * k * n)
+            names.append(builder.matmul(f"g{i}", a, b, batch, m, n, k))
+    lowered = lower(graph)
+    where = {name: i for i, name in enumerate(lowered.names)}
+    return op_costs(lowered, ideal)[2][[where[name] for name in names]]
+
+
+def fit_fp32_tile(device, rows: list[dict], large_rows: list[dict]) -> dict:
+    """The fixed cost per tile of ``device``'s fp32 GEMM kernel (its spec's
+    ``fp32_matrix_tile``), in k-steps of the fp32 main loop, fitted on NeuSight's fp32 linear
+    and bmm calls of 1e9 to 2e11 FLOPs (``rows``, ``SMALL_TABLE``).
+
+    Each call was timed alone between two CUDA events, so it carries the host's issue and the
+    events' floor, which hwsim prices apart (``simulator.cost.host``): the model is ``t =
+    intercept + hwsim's time``, the intercept one figure for all calls (the median of the
+    residuals) and not part of the device; for each fixed cost of ``FIXED_GRID`` the
+    ``fp32_matmul_efficiency`` is refitted on ``large_rows`` (``fit``'s rule), and the fixed
+    cost with the smallest median |error| wins. The fifth of ``rows`` with the most FLOPs is
+    held out (by shape range) and its median |error| reported."""
+    flops = np.array([2.0 * int(r["batch"]) * int(r["m"]) * int(r["n"]) * int(r["k"])
+                      for r in rows])
+    measured = np.array([float(r["time_ms"]) * 1e-3 for r in rows])
+    order = np.argsort(flops, kind="stable")
+    cut = int(0.8 * len(rows))
+    fitted, held = order[:cut], order[cut:]
+    best = None
+    for fixed in FIXED_GRID:
+        arch = dataclasses.replace(device.architecture, fp32_tile_fixed_k=fixed or None)
+        efficiency = fit(large_rows, dataclasses.replace(device, architecture=arch),
+                         "fp32")["efficiency"]
+        time_s = _small_times(device, rows, fixed) / efficiency
+        intercept = float(np.median(measured[fitted] - time_s[fitted]))
+        errors = np.abs((time_s + intercept) / measured - 1)
+        score = float(np.median(errors[fitted]))
+        if best is None or score < best["median"]:
+            best = {"fixed_k": fixed, "efficiency": efficiency, "intercept_s": intercept,
+                    "median": score, "held_out_median": float(np.median(errors[held])),
+                    "no_intercept_median": float(np.median(np.abs(time_s / measured - 1)[fitted])),
+                    "n": len(fitted)}
+    return best
+
+
+__all__ = ["FIXED_GRID", "LARGE_FLOPS", "NEUSIGHT_CATALOGUE", "NEUSIGHT_TABLE", "SMALL_TABLE",
+           "TABLE", "fit", "fit_fp32_tile", "fit_neusight", "load", "predicted_s"]

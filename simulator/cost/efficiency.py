@@ -9,7 +9,10 @@ Vectorised over the lowered arrays; every factor is derived from a spec figure, 
   main loop; a faster format's main loop is shorter, its fixed cost not), a tile of depth k
   does k / (k + fixed) of its time's work, and the library may split k into 2, 4 or 8 slices
   to fill more SMs (cuBLAS's split-k / ``segment_k`` kernels): the best split is taken (the
-  partial sums' reduction is not priced).
+  partial sums' reduction is not priced). Where the spec gives the tile of the library's fp32
+  (CUDA-core) kernel (``fp32_matrix_tile``), fp32 matmuls are cut into that tile instead, with
+  no fixed cost and no split of k (NeuSight's H100 fp32 ``torch.nn.Linear`` calls run sm80 FFMA
+  kernels of 128 x 128 x 8 tiles, none split-k).
 - TPU (``systolic_array``): the weight-stationary array holds a (k x n) block; k and n are
   padded to the array's rows and columns (Jouppi et al. 2017, sec. 2).
 - CPU (``simd_width_bits``): n is padded to the SIMD lanes of the format.
@@ -40,16 +43,17 @@ def _pad(x: np.ndarray, tile: int) -> np.ndarray:
 
 
 def gpu_tiles(m, n, k, batch, tile: tuple[int, int, int], units: int,
-              fixed_k=0.0) -> np.ndarray:
+              fixed_k=0.0, splits: tuple[int, ...] = SPLITS) -> np.ndarray:
     """Tile x wave quantisation efficiency of ``batch`` (m x k)(k x n) products; with a
-    per-tile ``fixed_k`` (k-steps), also the fixed cost's share, at the best split of k."""
+    per-tile ``fixed_k`` (k-steps), also the fixed cost's share, at the best split of k of
+    ``splits``."""
     tm, tn, tk = tile
     m, n, k, batch = (np.maximum(np.asarray(a, dtype=np.float64), 1) for a in (m, n, k, batch))
     fixed_k = np.asarray(fixed_k, dtype=np.float64)
     best = np.zeros(np.broadcast(m, n, k, batch, fixed_k).shape)
     output_tiles = batch * np.ceil(m / tm) * np.ceil(n / tn)   # the same for every split
     pad_m, pad_n = _pad(m, tm), _pad(n, tn)
-    for split in SPLITS if np.any(fixed_k > 0) else (1,):
+    for split in splits if np.any(fixed_k > 0) else (1,):
         part = np.ceil(k / split)   # the depth of each slice
         tiles = output_tiles * split
         waves = np.ceil(tiles / units)
@@ -81,6 +85,13 @@ def shape_efficiency(lowered: Lowered, device: DeviceSpec) -> np.ndarray:
                               arch.compute_units, fixed)
                     / gpu_tiles(ref, ref, ref, 1, arch.matrix_tile, arch.compute_units,
                                 arch.tile_fixed_k or 0))
+        if arch.fp32_matrix_tile:   # fp32 GEMMs run the library's CUDA-core kernel's tile
+            own = ops[(lowered.kind[ops] == OpKind.MATMUL) & (lowered.dtype[ops] == DType.FP32)]
+            fixed32 = float(arch.fp32_tile_fixed_k or 0)   # k-steps of the fp32 loop, no split
+            eff[own] = (gpu_tiles(m[own], n[own], k[own], batch[own], arch.fp32_matrix_tile,
+                                  arch.compute_units, fixed32, splits=(1,))
+                        / gpu_tiles(ref, ref, ref, 1, arch.fp32_matrix_tile, arch.compute_units,
+                                    fixed32, splits=(1,)))
     elif arch.systolic_array:
         rows, cols = arch.systolic_array
         eff = _pad(k, rows) * _pad(n, cols)
