@@ -2,6 +2,7 @@
 expected loss to failures, their closed forms and invariants, and the run totals they move."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -160,3 +161,15 @@ def test_the_totals_name_youngs_interval_and_it_pays():
     assert times[hint] <= min(times.values()) * (1 + 1e-9)
     assert "young_checkpoint_every" not in simulate("gpt2", "a100-sxm4-40gb",
                                                     steps=10).totals
+
+
+def test_json_carries_the_run_level_figures(capsys):
+    """--json with --tokens: goodput and its parts beside total_time_s; the parts sum to it."""
+    assert main(["predict", "gpt2", "--device", "a100-sxm4-40gb", "--micro-batch", "8",
+                 "--tokens", "3e9", "--eval-every", "500", "--eval-batches", "20",
+                 "--checkpoint-every", "1000", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    parts = ("training_time_s", "checkpoint_time_s", "eval_time_s", "failure_time_s")
+    assert out["total_time_s"] == pytest.approx(sum(out[key] for key in parts))
+    assert out["goodput"] == pytest.approx(out["training_time_s"] / out["total_time_s"])
+    assert 0 < out["goodput"] < 1 and out["eval_time_s"] > 0 and out["failure_time_s"] == 0
