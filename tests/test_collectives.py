@@ -296,6 +296,21 @@ def test_flat_ring_bus_bandwidth_is_the_nodes_nics(nodes):
     assert 368e9 <= busbw <= 384e9
 
 
+def test_flat_ring_all_reduce_on_dgx_a100_nodes_is_their_190_gb_s():
+    """Two DGX A100 nodes (8 HDR NICs of 25 GB/s at 0.94, NVLink 3 at 240 of 300): the ring
+    all-reduce's bus bandwidth is 8 x 23.5 = 188 GB/s, within 2 % of the "top speed of 190
+    GB/s" of a DGX with 8 NICs (S. Jeaugey, NVIDIA/nccl issue #689); the phases, their NVLink
+    time added to the NICs', gave 149 GB/s."""
+    nvl3 = Network("nvl3", LinkKind.NVLINK, 300e9, 0.0, 0.8)
+    hdr = Network("hdr", LinkKind.INFINIBAND, 25e9, 0.0, 0.94)
+    factor = bus_bandwidth_factor(Collective.ALL_REDUCE, 16)
+    busbw = 1e9 * factor / flat_ring_s(Collective.ALL_REDUCE, 1e9, 16, 8, nvl3, hdr)
+    assert busbw == pytest.approx(190e9, rel=0.02)
+    phases = 1e9 * factor / hierarchical_time_s(Collective.ALL_REDUCE, 1e9, 16, 8, nvl3, hdr,
+                                                Algorithm.RING)
+    assert phases == pytest.approx(149e9, rel=0.01)
+
+
 def test_flat_ring_sends_the_whole_buffer_out_of_each_node():
     """Two GPUs per node (a data-parallel group strided over tensor-parallel ranks), two nodes:
     each node's rings send (n - 1)/n = 3/4 of the buffer out through its 2 NICs, where the
