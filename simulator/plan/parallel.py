@@ -62,7 +62,9 @@ class Sharding(str, Enum):
     # Megatron-LM: its DDP's buckets at ZeRO 0, its distributed optimizer at 1-2; no ZeRO 3
     MEGATRON = "megatron"
     DEEPSPEED = "deepspeed"  # DeepSpeed ZeRO: one unit per module, prefetch by bucket of params
-    # DeepSpeed of 2021 (v0.3.13-v0.4): every module's fetch synchronises the device
+    # DeepSpeed of 2021 (v0.3.13-v0.4): every module's fetch synchronises the device; ZeRO 3
+    # gathers and reduce-scatters one parameter at a time through list collectives (zero-fill,
+    # copies out and in: simulator.parallel.data)
     DEEPSPEED_2021 = "deepspeed-2021"
 
 
