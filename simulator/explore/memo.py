@@ -23,7 +23,10 @@ from simulator.plan.step import Plan
 #: plans differing only in them share one forward graph. A field not named here is part of
 #: the key (a field added later: a miss until it is named here, never a stale graph).
 FORWARD_UNREAD = {
-    Plan: ("global_batch", "recompute", "optimizer", "fusion", "grad_clip", "fp32_grads"),
+    Plan: ("global_batch", "recompute", "optimizer", "fusion", "grad_clip", "fp32_grads",
+           # a run's goodput (simulator.report.goodput): read by its totals alone
+           "checkpoint_every", "storage_gb_s", "eval_every", "eval_batches", "failure_rate",
+           "restart_s"),
     ParallelPlan: ("zero", "micro_batches", "overlap_grad_reduce", "overlap_tp_comm",
                    "fused_grad_accumulation", "overlap_param_gather", "sharding",
                    "fsdp_prefetch", "fsdp_version",
