@@ -87,3 +87,16 @@ def test_the_synchronisation_costs_the_hosts_issue_time_and_nothing_else():
     issue = costs(dropless.lowered, dropless.device_spec)[1]
     forward = dropless.lowered.phase == int(Phase.FORWARD)
     assert extra < issue[forward].sum()
+
+
+def test_the_nemo_rows_run_padded_and_megatron_cores_dropless():
+    """NeMo's performance recipes pad every expert to capacity factor 1.0
+    (MegatronTokenDropCallback): their validation rows say so (model_options
+    moe.capacity_factor=1.0) and so run without the synchronisation; Megatron-Core's README
+    run is dropless."""
+    from benchmarks.validation_report import load_rows, workload
+    rows = {row["run_id"]: row for row in load_rows() if "mixtral" in row["run_id"]}
+    assert len(rows) == 5
+    for run_id, row in rows.items():
+        expected = None if run_id.startswith("megatron-core") else 1.0
+        assert workload(row).moe.capacity_factor == expected, run_id
