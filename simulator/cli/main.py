@@ -478,8 +478,10 @@ def _devices(args) -> int:
           "kernel-fit, prior (the class median), datasheet (the peak: optimistic), as-gemm, "
           "fp32-measured (conv: fp32 measured, 16-bit as GEMMs)")
     print("prices: on-demand USD per device-hour and purchase USD, each cited in the spec's "
-          "[price] comments; 'none cited' where no citable figure was found (or the device "
-          "is not sold or rented): give --price-per-hour DEVICE=USD or --set purchase_usd=USD")
+          "[price] comments ('(system)': a whole computer's price, with no server node's parts "
+          "to add); 'none cited' where no citable figure was found, with the reason in the "
+          "spec (or the device is not sold or rented): give --price-per-hour DEVICE=USD or "
+          "--set purchase_usd=USD")
     return 0
 
 
