@@ -11,8 +11,10 @@ materialised), no optimizer step, CUDA events around each of the two calls
 (``neusight/Tracing/trace.py``, ``measure_e2e``). The label is the sum of the two.
 
 hwsim prices the same: the models' configs (``tests/data/neusight_configs/``; BERT-large as the zoo's
-``bert-large``, which is that config), ``precision="fp32"``, ``attention="materialized"``, and
-the forward + backward of one micro-batch (``Result.parallel["micro_batch_s"]``: no optimizer,
+``bert-large``, which is that config), as Hugging Face's eager modules run them (``workload``:
+the attention's scale and mask, and GPT-2's ``gelu_new``, as their own kernels, the ops
+NeuSight's per-op traces of these runs list), ``precision="fp32"``,
+``attention="materialized"``, and the forward + backward of one micro-batch (``Result.parallel["micro_batch_s"]``: no optimizer,
 no per-step framework cost). The loss is in hwsim's backward graph and in NeuSight's timed
 backward, its forward in hwsim's only (a cross-entropy over the vocabulary: well under 1 %).
 """
@@ -51,13 +53,31 @@ def labels() -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def predict_ms(model: str, device: str, seq_len: int, batch: int) -> float:
+def workload(model: str, eager: bool = True):
+    """The model NeuSight ran: its config (or the zoo's BERT-large) as Hugging Face's eager
+    modules run it (``TransformerConfig.hf_eager``: the attention's scale and mask as their own
+    kernels; ``gelu_kernels`` 8 where the config's activation is ``gelu_new``). ``eager``
+    False: the fused kernels hwsim prices by default."""
+    import dataclasses
+    import json
+
+    from workloads.zoo import get_workload
+
+    path = CONFIGS / f"{model}.json"
+    work = get_workload(ZOO.get(model) or str(path))
+    if not eager:
+        return work
+    gelu_new = model not in ZOO and json.loads(path.read_text()).get(
+        "activation_function") == "gelu_new"
+    return dataclasses.replace(work, hf_eager=True, gelu_kernels=8 if gelu_new else 1)
+
+
+def predict_ms(model: str, device: str, seq_len: int, batch: int, eager: bool = True) -> float:
     """hwsim's forward + backward of one fp32 micro-batch, in milliseconds."""
     from simulator.api import simulate
 
-    work = ZOO.get(model) or str(CONFIGS / f"{model}.json")
-    result = simulate(work, device, micro_batch=batch, seq_len=seq_len, precision="fp32",
-                      attention="materialized", optimizer="sgd")
+    result = simulate(workload(model, eager), device, micro_batch=batch, seq_len=seq_len,
+                      precision="fp32", attention="materialized", optimizer="sgd")
     return result.parallel["micro_batch_s"] * 1e3
 
 

@@ -94,6 +94,17 @@ class TransformerConfig:
     moe: MoE | None = None
     mla: MLA | None = None
     mtp: int = 0
+    # Hugging Face's eager modules (attn_implementation="eager"), as NeuSight's per-op traces of
+    # GPT-2, BERT and OPT show them (sitar-lab/NeuSight 6945927, scripts/asplos/label/<GPU>/
+    # <model>-train-<seq>-<batch>.csv): the attention's scale and its mask run as two
+    # elementwise kernels of their own over the s x s scores before the softmax (GPT-2
+    # ``truediv`` and ``where``, BERT ``truediv`` and ``add``, OPT ``add`` and ``max``), where
+    # Megatron fuses both into its softmax kernel; and, with ``gelu_kernels`` 8, GPT-2's
+    # ``gelu_new`` (NewGELUActivation: 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))) runs
+    # as its eight elementwise kernels (``mul``, ``pow``, ``mul``, ``add``, ``mul``, ``tanh``,
+    # ``add``, ``mul``). Off by default: the presets and configs price the fused kernels.
+    hf_eager: bool = False
+    gelu_kernels: int = 1
 
     def __post_init__(self) -> None:
         for key in ("layers", "hidden", "heads", "vocab", "seq_len"):
@@ -127,6 +138,9 @@ class TransformerConfig:
             raise WorkloadError(f"{self.name}: [moe] first_dense_layers = "
                                 f"{self.moe.first_dense_layers} is more than layers = "
                                 f"{self.layers}")
+        if self.gelu_kernels not in (1, 8) or isinstance(self.gelu_kernels, bool):
+            raise WorkloadError(f"{self.name}: gelu_kernels = {self.gelu_kernels!r} must be 1 (a "
+                                "fused GELU) or 8 (Hugging Face's gelu_new in eager PyTorch)")
         if self.mtp not in (0, 1) or isinstance(self.mtp, bool):
             raise WorkloadError(f"{self.name}: mtp = {self.mtp!r} must be 0 or 1 (multi-token "
                                 "prediction modules: DeepSeek-V3 trains one)")
@@ -368,6 +382,9 @@ def _attention(c: TransformerConfig, b: Builder, x: str, batch: int) -> str:
     heads = batch * c.heads
     causal = (("causal", 1),) if c.style is Style.DECODER else ()  # fused kernels skip blocks
     scores = b.matmul("scores", q, k, heads, s, s, d, extra=causal)
+    if c.hf_eager:   # the scale and the mask as their own kernels (hf_eager)
+        scores = b.elementwise("scale", (scores,), heads * s * s, base="attn_scale")
+        scores = b.elementwise("add", (scores,), heads * s * s, base="attn_mask")
     probs = b.softmax(scores, heads * s, s)  # scale and causal mask fused, as in Megatron
     if c.dropout:
         probs = b.dropout(probs, heads * s * s, base="attn_dropout")
@@ -387,11 +404,27 @@ def _mlp(c: TransformerConfig, b: Builder, x: str, rows: int) -> str:
         act = b.swiglu(b.linear("gate_proj", x, rows, h, f, bias, role=Role.COLUMN),
                        b.linear("up_proj", x, rows, h, f, bias, role=Role.COLUMN), rows * f,
                        fn=c.ffn.value)
+    elif c.ffn is Ffn.GELU and c.gelu_kernels == 8:
+        act = _gelu_new(b, b.linear("fc1", x, rows, h, f, bias, role=Role.COLUMN), rows * f)
     else:
         act = b.activation(c.ffn.value, b.linear("fc1", x, rows, h, f, bias,
                                                  role=Role.COLUMN), rows * f)
     out = b.linear("fc2", act, rows, f, h, bias, role=Role.ROW)
     return b.dropout(out, rows * h, base="mlp_dropout") if c.dropout else out
+
+
+def _gelu_new(b: Builder, x: str, numel: int) -> str:
+    """Hugging Face's NewGELUActivation in eager PyTorch, one kernel per operation of
+    ``0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x,
+    3.0))))``, as NeuSight's traces of GPT-2 list them; each saves what its backward reads."""
+    half = b.elementwise("scale", (x,), numel, base="gelu_half")
+    cube = b.elementwise("mul", (x,), numel, saves=("inputs",), base="gelu_pow")
+    inner = b.elementwise("add", (x, b.elementwise("scale", (cube,), numel, base="gelu_coef")),
+                          numel, base="gelu_sum")
+    tanh = b.elementwise("mul", (b.elementwise("scale", (inner,), numel, base="gelu_scale"),),
+                         numel, saves=("output",), base="gelu_tanh")
+    one = b.elementwise("scale", (tanh,), numel, base="gelu_one")
+    return b.elementwise("mul", (half, one), numel, saves=("inputs",), base="gelu_new")
 
 
 def _head(c: TransformerConfig, b: Builder, x: str, batch: int) -> None:
