@@ -57,7 +57,9 @@ megatron/core/transformer/moe/token_dispatcher.py at NVIDIA/Megatron-LM c230e0d7
 v0.9-0.10; with a capacity factor and ``--moe-pad-expert-input-to-capacity`` the sizes are
 known and it does not: ``"no_sync"``). The dispatch carries the fact ``sync``, and
 ``simulator.cost.host.sync_calls`` makes the host wait for the device before issuing it (in
-the forward and a recomputation; the backward reuses the sizes). Not modelled: the sync
+the forward and a recomputation; the backward reuses the sizes). The dropless permutation
+itself (moe_utils.permute at the same commit: ``masked_select``, whose output size the host
+must read) waits just before it, so the host waits once either way. Not modelled: the sync
 before the permutation of a capacity factor without padding, DeepEP's own.
 
 Gradients (``reduce_expert_gradients``): a rank's experts are held by the dp x cp / ep ranks
