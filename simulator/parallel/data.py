@@ -266,8 +266,12 @@ def add_grad_accumulation(step: OpGraph, plan: Plan) -> OpGraph:
 
 
 def _updates(step: OpGraph) -> list[str]:
-    """The optimizer's update ops in step order, one per layer (``training._optimizer``)."""
-    return [n for n in step.names() if step.op(n).task is Task.UPDATE]
+    """The optimizer's update ops in step order, one per layer (``training._optimizer``):
+    by layer (the root's, -1, first), whatever order the graph's other ops leave them in
+    (ops added around the attention, ``simulator.training.qkv``, reordered them, and with
+    them the gradient accumulations and reductions issued from this order)."""
+    updates = [n for n in step.names() if step.op(n).task is Task.UPDATE]
+    return sorted(updates, key=lambda n: step.op(n).layer)
 
 
 def _before_all(step: OpGraph, names: list[str], op: Op) -> str:

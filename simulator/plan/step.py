@@ -49,6 +49,8 @@ class AttentionLayout(str, Enum):
     #                              back (Megatron-LM's FlashSelfAttention, 2023)
     SBHD_PACKED = "sbhd-packed"  # as sbhd, then q, k, v concatenated into one packed tensor
     #                              (GPT-NeoX's flash path, flash_attn_unpadded_qkvpacked_func)
+    UNPADDED = "unpadded"        # q, k, v gathered to [tokens, h, d] and the output scattered
+    #                              back (flash-attn's bert_padding: llm-foundry's flash path)
 
 
 class AttentionKernel(str, Enum):
@@ -175,8 +177,9 @@ class Plan:
     attention_layout: AttentionLayout = field(default=AttentionLayout.NATIVE, metadata={
         "help": "where the fused attention kernel's q, k, v live: native (as the projections "
                 "wrote them), sbhd (sequence-first activations copied to [b, s, h, d] and "
-                "back: Megatron-LM's flash path) or sbhd-packed (also packed into one qkv "
-                "tensor: GPT-NeoX's flash path)"})
+                "back: Megatron-LM's flash path), sbhd-packed (also packed into one qkv "
+                "tensor: GPT-NeoX's flash path) or unpadded (gathered to the unpadded tokens "
+                "and scattered back: llm-foundry's flash path)"})
     fusion: Fusion = field(default=Fusion.EAGER, metadata={
         "help": "eager (a kernel per op) or compiled (vector ops fused)"})
     rotary: Rotary = field(default=Rotary.EAGER, metadata={

@@ -68,6 +68,17 @@ activations sequence-first (``[seq, batch, hidden]``), so each call copies:
   .contiguous()`` of the output: q, k and v moved twice, the output once, per forward. In the
   backward the output gradient, a transposed view, is reshaped to ``[b * s, np, hn]`` (a copy);
   the packed gradient is split by views.
+- ``unpadded``: llm-foundry's ``flash_attn_fn`` (mosaicml/llm-foundry 5e85bd6,
+  ``llmfoundry/models/layers/attention.py``) unpads q, k and v with flash-attn's
+  ``bert_padding.unpad_input`` and pads the output back with ``pad_input`` (flash-attn v2.4.2
+  ``flash_attn/bert_padding.py``), whether or not any token is padding: each forward gathers q,
+  k and v (``IndexFirstAxis``: ``torch.gather``, a read and a write each) and pads the output
+  (``IndexPutFirstAxis``: ``torch.zeros`` of it, then ``output[indices] = values``); the backward
+  gathers the output gradient (``grad_output[indices]``) and scatters dq, dk, dv each into a
+  zeroed tensor (``torch.zeros``, then ``scatter_``). A zero-fill writes its tensor, reading
+  nothing. Not priced: the index tensors (``repeat`` of the token indices, a stride-0 view) and
+  the ``.item()`` of the longest sequence in each ``unpad_input``, which synchronises the host
+  with the device in every forward and recomputed forward of a layer.
 
 Each copy is one kernel reading and writing its tensor, run on the attention's chain: the
 input copies before the kernel, the output copy after it, before its consumers. FlashAttention's
@@ -125,12 +136,22 @@ def layout_copies(layout: AttentionLayout, task: Task, inputs: list[int],
     kernel, given its inputs' (q, k, v) and output's bytes."""
     if layout is AttentionLayout.NATIVE:
         return [], []
+    if layout is AttentionLayout.UNPADDED:   # gathered in, scattered out (bert_padding)
+        return ([out], list(inputs)) if task is Task.DATA_GRAD else (list(inputs), [out])
     if task is Task.DATA_GRAD:   # the output gradient, made contiguous for the packed API
         return ([out] if layout is AttentionLayout.SBHD_PACKED else []), []
     before = list(inputs)
     if layout is AttentionLayout.SBHD_PACKED:
         before.append(sum(inputs))   # the concatenation into the packed qkv tensor
     return before, [out]
+
+
+def layout_fills(layout: AttentionLayout, task: Task, inputs: list[int], out: int) -> list[int]:
+    """The tensors (bytes) zero-filled before the copies after the kernel (``layout_copies``'
+    second list, one each, in order): bert_padding's scatters write into ``torch.zeros``."""
+    if layout is not AttentionLayout.UNPADDED:
+        return []
+    return list(inputs) if task is Task.DATA_GRAD else [out]
 
 
 def add_qkv_kernels(step: OpGraph, plan: Plan) -> OpGraph:
@@ -187,16 +208,23 @@ def _layout(step: OpGraph, name: str, op: Op, layout: AttentionLayout) -> None:
     inputs = [step.op(src).out_bytes for src in sources if step.op(src).out_bytes] \
         or [forward.bytes_read]
     before, after = layout_copies(layout, op.task, inputs, forward.out_bytes)
+    fills = layout_fills(layout, op.task, inputs, forward.out_bytes)
     copies = [_kernel(op, f"layout{i}", OpKind.COPY, size, size, LAYOUT_FN)
               for i, size in enumerate(before)]
     _chain_before(step, name, copies)
     for i, size in enumerate(after):
-        copy = _kernel(op, f"layout_out{i}", OpKind.COPY, size, size, LAYOUT_FN)
+        kernels = [_kernel(op, f"layout_out{i}", OpKind.COPY, size, size, LAYOUT_FN)]
+        if i < len(fills):   # the zeroed tensor the copy scatters into, filled first
+            kernels.insert(0, _kernel(op, f"layout_fill{i}", OpKind.COPY, 0, fills[i],
+                                      LAYOUT_FN))
         consumers = step.consumers(name)
-        step.add(copy, [name])
-        step.issue_early(copy.name)
+        previous = name
+        for kernel in kernels:
+            step.add(kernel, [previous])
+            step.issue_early(kernel.name)
+            previous = kernel.name
         for dst in consumers:
-            step.add_edge(copy.name, dst, len(step.inputs(dst)), nbytes=0)
+            step.add_edge(previous, dst, len(step.inputs(dst)), nbytes=0)
 
 
 __all__ = ["LAYOUT_FN", "ROTARY_FN", "add_qkv_kernels", "eager_rotary_kernels", "layout_copies",
