@@ -1,6 +1,7 @@
 """llm-foundry's flash path (Plan.attention_layout = unpadded): flash-attn's bert_padding gathers
 q, k, v to the unpadded tokens and scatters the output back around the kernel, and the
 backward does the reverse into zeroed tensors (simulator.training.qkv), in closed form."""
+import numpy as np
 import pytest
 
 from simulator import simulate
@@ -100,3 +101,21 @@ def test_reductions_keep_the_backwards_order(layout, zero):
     layers = [int(low.names[i].rsplit(":L", 1)[1])
               for i in sorted(scatters, key=lambda i: r.times["start_s"][i])]
     assert layers == [3, 2, 1, 0, -1]
+
+
+@pytest.mark.parametrize("recompute, passes", [("none", 1), ("full", 2)])
+def test_each_unpad_synchronises_the_host_twice(recompute, passes):
+    """unpad_input's torch.nonzero and .item() (q, k, v: three calls) before each gather: six
+    host synchronisations per layer in the forward and again in a recomputed forward, none in
+    the backward; the native layout has none."""
+    from simulator.cost.host import sync_calls
+    plan = Plan(micro_batch=2, attention_layout="unpadded", recompute=recompute)
+    r = simulate(GPT, "h100-sxm5-80gb", plan)
+    calls = sync_calls(r.lowered, r.device_spec, plan)
+    assert calls.sum() == 6 * GPT.layers * passes
+    marked = np.flatnonzero(calls)
+    assert all(r.lowered.names[i].startswith("layout") for i in marked)
+    assert set(r.lowered.phase[marked]) <= {int(Phase.FORWARD), int(Phase.RECOMPUTE)}
+    native = Plan(micro_batch=2, recompute=recompute)
+    assert sync_calls(simulate(GPT, "h100-sxm5-80gb", native).lowered,
+                      r.device_spec, native).sum() == 0

@@ -206,10 +206,13 @@ def sync_calls(lowered: Lowered, device: DeviceSpec, plan: Plan | None = None) -
     for i in np.flatnonzero(lowered.fn == NCCL_COPY_OUT):
         out[lowered.indices[lowered.indptr[i]]] += 1
     # a dropless mixture of experts' dispatch all-to-all: the host reads the split sizes
-    # first (simulator.parallel.expert), in the forward and its recomputation
+    # first (simulator.parallel.expert), in the forward and its recomputation; flash-attn's
+    # unpad_input, its nonzero and .item() before each gather (simulator.training.qkv): the
+    # op's ``sync`` calls
     if lowered.sync is not None and lowered.sync.any():
         forward = np.isin(lowered.phase, (int(Phase.FORWARD), int(Phase.RECOMPUTE)))
-        out[(lowered.sync > 0) & forward] += 1
+        marked = (lowered.sync > 0) & forward
+        out[marked] += lowered.sync[marked]
     if plan is None or not (plan.sync_each_layer or plan.sync_each_pass):
         return out
     compute = np.flatnonzero(~((lowered.kind == OpKind.COLLECTIVE) & (lowered.nbytes > 0)))

@@ -76,9 +76,13 @@ activations sequence-first (``[seq, batch, hidden]``), so each call copies:
   (``IndexPutFirstAxis``: ``torch.zeros`` of it, then ``output[indices] = values``); the backward
   gathers the output gradient (``grad_output[indices]``) and scatters dq, dk, dv each into a
   zeroed tensor (``torch.zeros``, then ``scatter_``). A zero-fill writes its tensor, reading
-  nothing. Not priced: the index tensors (``repeat`` of the token indices, a stride-0 view) and
-  the ``.item()`` of the longest sequence in each ``unpad_input``, which synchronises the host
-  with the device in every forward and recomputed forward of a layer.
+  nothing. Each ``unpad_input`` (of q, then k, then v) first synchronises the host with the
+  device twice, its ``torch.nonzero`` of the mask and the ``.item()`` of the longest sequence
+  (on CUDA both wait for the device: PyTorch's ``torch.nonzero`` docs, "causes host-device
+  synchronization"): the gather carries ``sync`` 2 (``simulator.cost.host.sync_calls``), in
+  every forward and recomputed forward. Not priced: the index tensors (``repeat`` of the
+  token indices, a stride-0 view) and the few small kernels computing them (the mask's sum,
+  max and cumulative sum).
 
 Each copy is one kernel reading and writing its tensor, run on the attention's chain: the
 input copies before the kernel, the output copy after it, before its consumers. FlashAttention's
@@ -95,6 +99,9 @@ from simulator.plan.step import AttentionLayout, Fusion, Plan, Rotary
 
 ROTARY_FN = "rotary_eager"
 LAYOUT_FN = "attention_layout"
+#: host synchronisations in each of flash-attn's ``unpad_input`` calls: ``torch.nonzero`` of
+#: the mask and ``.item()`` of the longest sequence (flash-attn v2.4.2 bert_padding.py)
+UNPAD_SYNCS = 2
 
 
 def rotary_fraction(op: Op) -> float | None:
@@ -211,6 +218,9 @@ def _layout(step: OpGraph, name: str, op: Op, layout: AttentionLayout) -> None:
     fills = layout_fills(layout, op.task, inputs, forward.out_bytes)
     copies = [_kernel(op, f"layout{i}", OpKind.COPY, size, size, LAYOUT_FN)
               for i, size in enumerate(before)]
+    if layout is AttentionLayout.UNPADDED and op.task is not Task.DATA_GRAD:
+        # unpad_input's nonzero and .item() before each gather: two host synchronisations
+        copies = [copy.evolve(extra=(*copy.extra, ("sync", UNPAD_SYNCS))) for copy in copies]
     _chain_before(step, name, copies)
     for i, size in enumerate(after):
         kernels = [_kernel(op, f"layout_out{i}", OpKind.COPY, size, size, LAYOUT_FN)]
