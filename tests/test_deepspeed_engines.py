@@ -111,7 +111,7 @@ def test_deepspeed_2021_zero_fills_each_gather_buffer():
 # -- ZeRO-3 of 2021: a list reduce-scatter per parameter, its inputs copied in -----------------
 
 def test_deepspeed_2021_copies_each_gradient_into_its_list_reduce_scatter():
-    """v0.3.13 reduce-scatters each parameter's gradient on its own, as a list of dp views,
+    """With contiguous_gradients on, v0.3.13 reduce-scatters each parameter's gradient on its own, as a list of dp views,
     which torch 1.8's ProcessGroupNCCL copies into a flat buffer first: before each bucket's
     reduce-scatters one copy op reading and writing the bucket's gradients, dp x (the bucket's
     parameter tensors) launches, on the data-parallel stream, each launch costing the host a
@@ -131,6 +131,8 @@ def test_deepspeed_2021_copies_each_gradient_into_its_list_reduce_scatter():
     a100, dp = "a100-sxm4-80gb", 16
 
     def run(sharding, **kw):
+        if sharding == "deepspeed-2021":
+            kw = {"zero_contiguous_gradients": True, **kw}
         return simulate(work, a100, Plan(micro_batch=1, global_batch=dp), parallel=ParallelPlan(
             dp=dp, zero=3, sharding=sharding, comm_interference=False, **kw))
 
@@ -164,3 +166,44 @@ def test_deepspeed_2021_copies_each_gradient_into_its_list_reduce_scatter():
     assert theirs.sum() == len(scatters)
     assert many.tensors[mine].sum() == low.tensors[copies].sum()
     assert many.bytes_read[theirs].sum() == low.bytes_read[scatters].sum()
+
+
+def test_deepspeed_2021_flattens_all_reduces_and_copies_back_by_default():
+    """v0.3.13's ZeRO-3 default, contiguous_gradients off: each bucket flattened and divided
+    (two passes over its gradients), all-reduced whole (``allreduce_bucket`` forces an
+    all-reduce), copied back (one pass), all on the data-parallel stream; the updates wait
+    for the copy back; no list reduce-scatter, no copies in."""
+    from simulator import Plan, simulate
+    from simulator.graph.lower import COLLECTIVE_FNS
+    from simulator.graph.op import Phase
+    from simulator.parallel.data import FLAT_COPY, NCCL_COPY_IN
+    from simulator.plan.parallel import ParallelPlan
+    from simulator.schedule.stage import streams
+    from workloads.transformer import TransformerConfig
+
+    work = TransformerConfig("small", layers=4, hidden=1024, heads=8, vocab=8192, seq_len=1024)
+    r = simulate(work, "a100-sxm4-80gb", Plan(micro_batch=1, global_batch=16),
+                 parallel=ParallelPlan(dp=16, zero=3, sharding="deepspeed-2021",
+                                       zero_reduce_bucket=1, comm_interference=False))
+    low, start, end = r.lowered, r.times["start_s"], r.times["end_s"]
+    assert not np.any(low.fn == NCCL_COPY_IN)
+    assert not np.any(low.collective == COLLECTIVE_FNS.index("reduce_scatter"))
+    reduce = np.flatnonzero((low.collective == COLLECTIVE_FNS.index("all_reduce"))
+                            & (low.phase == int(Phase.BACKWARD)))
+    assert len(reduce) == work.layers + 1   # a bucket per layer's update
+    updates = np.flatnonzero(low.phase == int(Phase.OPTIMIZER))
+    for i in reduce:
+        inputs = low.indices[low.indptr[i]:low.indptr[i + 1]]
+        before = [int(j) for j in inputs if low.fn[j] == FLAT_COPY]
+        assert len(before) == 1
+        assert low.bytes_read[before[0]] == low.bytes_written[before[0]] == 2 * low.bytes_read[i]
+        assert end[before[0]] <= start[i] + 1e-12
+        after = [j for j in np.flatnonzero(low.fn == FLAT_COPY)
+                 if i in low.indices[low.indptr[j]:low.indptr[j + 1]]]
+        assert len(after) == 1
+        assert low.bytes_read[after[0]] == low.bytes_read[i]
+        assert start[after[0]] >= end[i] - 1e-12
+        assert all(start[u] >= end[after[0]] - 1e-12 for u in updates
+                   if after[0] in low.indices[low.indptr[u]:low.indptr[u + 1]])
+    copies = np.flatnonzero(low.fn == FLAT_COPY)
+    assert len(copies) == 2 * len(reduce) and np.all(streams(low)[copies] == 2)

@@ -33,6 +33,7 @@ FORWARD_UNREAD = {
                    "fsdp_limit_all_gathers", "fsdp_backward_post", "fsdp_reshard_after_forward",
                    "shard_group",
                    "zero_prefetch_bucket", "zero_max_live", "zero_reduce_bucket",
+                   "zero_contiguous_gradients",
                    "pipeline_engine", "comm_interference", "comm_sms"),
 }
 

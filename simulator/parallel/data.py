@@ -104,23 +104,40 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
         # accumulate in); stages 0-2 once per step, after the last micro-batch
         phase = Phase.BACKWARD if zero == 3 else Phase.COMMUNICATION
         tag = f"L{first.layer}" if len(bucket) == 1 else f"L{first.layer}+{len(bucket) - 1}"
-        sync = collective(f"dp_{fn}:{tag}", fn, grads, grads if zero == 0 else grads // shards,
-                          0, shards, Axis.DATA, first, phase=phase,
+        legacy = zero == 3 and parallel.sharding is Sharding.DEEPSPEED_2021
+        flat = legacy and not parallel.zero_contiguous_gradients
+        kind = "all_reduce" if flat else fn   # v0.3.13's buffered_reduce_fallback all-reduces
+        sync = collective(f"dp_{kind}:{tag}", kind, grads,
+                          grads if zero == 0 or flat else grads // shards, 0, shards,
+                          Axis.DATA, first, phase=phase,
                           local=shard_local).evolve(task=Task.GRAD_SUM)
         head = sync.name   # the bucket's first op on the data-parallel stream
         chain = []         # the ops before ``sync`` in it
-        if zero == 3 and parallel.sharding is Sharding.DEEPSPEED_2021:
-            # v0.3.13: one list reduce-scatter per parameter, its inputs copied in first
+        tail = None        # the op after it (DeepSpeed 2021's copy back)
+        if legacy and flat:
+            # v0.3.13 with contiguous_gradients off: flattened and divided, all-reduced,
+            # copied back (stage3.py allreduce_and_copy)
+            head = _before_all(step, bucket, flat_copy(f"{sync.name}:flatten", first, plan,
+                                                       2 * grads, phase))
+            chain = [head]
+        elif legacy:
+            # v0.3.13 with contiguous_gradients: one list reduce-scatter per parameter, its
+            # inputs copied in first
             tensors = sum(step.op(name).tensors for name in bucket)
             head = _before_all(step, bucket, nccl_copy_in(sync.name, tag, first, plan, grads,
                                                           shards, tensors, phase))
             pieces, sync = per_parameter(step, bucket, sync, tensors, shards)
             chain = [head] + pieces
         _before_all(step, bucket, sync)
+        if flat:
+            tail = _before_all(step, bucket, flat_copy(f"{sync.name}:unflatten", first, plan,
+                                                       grads, phase))
         if overlap:   # issued by the hook that sees the bucket's last gradient
             for name in chain:
                 step.issue_early(name)
             step.issue_early(sync.name)
+            if tail:
+                step.issue_early(tail)
         elif last is not None:   # after the backward, one after the other
             step.add_edge(last, head, nbytes=0)
         if copies > 1:   # hybrid: each shard all-reduced over the copies
@@ -132,7 +149,7 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
             step.add_edge(sync.name, across.name, nbytes=0)
             sync_end = across.name
         else:
-            sync_end = sync.name
+            sync_end = tail or sync.name
         if last is None:  # the first issued: after the whole backward, when not overlapped
             for src in backward:
                 step.add_edge(src, head, nbytes=0)
@@ -497,6 +514,25 @@ def per_parameter(step: OpGraph, bucket: list[str], sync: Op, tensors: int,
     return names, rest
 
 
+#: ``Op.fn`` of DeepSpeed 2021's passes over a gradient bucket around its all-reduce
+#: (``flat_copy``), which ``simulator.schedule.stage.streams`` places on the data-parallel
+#: stream.
+FLAT_COPY = "zero_flat_copy"
+
+
+def flat_copy(name: str, first: Op, plan: Plan, nbytes: int, phase: Phase) -> Op:
+    """DeepSpeed v0.3.13's passes over a bucket of gradients when ``contiguous_gradients`` is
+    off, its ZeRO-3 default (``stage3.py`` ``reduce_ipg_grads`` -> ``buffered_reduce_fallback``
+    -> ``allreduce_and_copy``, on its reduction stream): the bucket flattened
+    (``_flatten_dense_tensors``, a copy) and divided by the ranks (``div_``) before its
+    ``dist.all_reduce`` (``allreduce_bucket`` sets ``rank = None``: an all-reduce, not a
+    reduce), and copied back into each gradient after it (``unflatten``, ``buf.copy_``):
+    ``nbytes`` read and written (2 passes before, 1 after), on the data-parallel stream."""
+    return Op(name=name, kind=OpKind.ELEMENTWISE, phase=phase, dtype=plan.formats.gradient,
+              fn=FLAT_COPY, bytes_read=nbytes, bytes_written=nbytes, layer=first.layer,
+              block=first.block)
+
+
 #: ``Op.fn`` of the copies into a list reduce-scatter's flat input (``nccl_copy_in``), which
 #: ``simulator.cost.host`` (their launches) and ``simulator.schedule.stage.streams`` (their
 #: stream) look for.
@@ -685,5 +721,5 @@ def _forward_op(step: OpGraph, op: Op) -> Op | None:
     return None
 
 
-__all__ = ["NCCL_COPY_IN", "NCCL_COPY_OUT", "ZERO_FILL", "add_data_parallel", "add_grad_accumulation",
+__all__ = ["FLAT_COPY", "NCCL_COPY_IN", "NCCL_COPY_OUT", "ZERO_FILL", "add_data_parallel", "add_grad_accumulation",
            "add_replicated_grad_reduce", "add_tied_embedding_reduce", "megatron_bucket"]

@@ -266,6 +266,13 @@ class ParallelPlan:
     zero_reduce_bucket: int = field(default=DEEPSPEED_REDUCE_BUCKET, metadata={
         "metavar": "ELEMENTS",
         "help": "DeepSpeed: reduce_bucket_size, gradient elements per reduction"})
+    # DeepSpeed v0.3.13's ZeRO-3 default is off (zero/constants.py
+    # ZERO3_OPTIMIZATION_CONTIGUOUS_GRADIENTS_DEFAULT = False); only --sharding deepspeed-2021
+    # at ZeRO 3 reads it (simulator.parallel.data)
+    zero_contiguous_gradients: bool = field(default=False, metadata={
+        "help": "DeepSpeed 2021 at ZeRO 3: contiguous_gradients on (each parameter's "
+                "gradient reduce-scattered on its own as a list; off, v0.3.13's default: "
+                "each bucket flattened, all-reduced and copied back)"})
     # PyTorch DDP's bucket_cap_mb (torch/nn/parallel/distributed.py: 25 MiB;
     # simulator.parallel.data): gradients all-reduced in buckets of this size (stage 0)
     ddp_bucket_mb: float = field(default=25.0, metadata={

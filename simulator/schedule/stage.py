@@ -21,7 +21,7 @@ from simulator.graph.collective import Axis
 from simulator.graph.lower import Lowered
 from simulator.graph.op import OpKind, Phase
 from simulator.graph.opgraph import OpGraph
-from simulator.parallel.data import NCCL_COPY_IN, NCCL_COPY_OUT, ZERO_FILL
+from simulator.parallel.data import FLAT_COPY, NCCL_COPY_IN, NCCL_COPY_OUT, ZERO_FILL
 
 N_STREAMS = 3  # compute; tensor/pipeline communicator; data-parallel communicator
 
@@ -155,14 +155,14 @@ def streams(lowered: Lowered) -> np.ndarray:
     stream, as in Megatron-LM and PyTorch DDP). A collective moving no bytes (the identity
     half of Megatron's f) is a no-op in line with the compute. The copies out of a list
     all-gather (``simulator.parallel.data.nccl_copy_out``), the copies into a list
-    reduce-scatter (``nccl_copy_in``) and DeepSpeed 2021's zero-fill of a gather's buffer
-    (``simulator.parallel.data.zero_fill``, on its fetch stream) run on the data-parallel
-    one."""
+    reduce-scatter (``nccl_copy_in``), DeepSpeed 2021's zero-fill of a gather's buffer
+    (``simulator.parallel.data.zero_fill``, on its fetch stream) and its passes over a
+    gradient bucket (``flat_copy``, on its reduction stream) run on the data-parallel one."""
     comm = (lowered.kind == OpKind.COLLECTIVE) & (lowered.nbytes > 0)
     data = lowered.axis == int(Axis.DATA)
     on = np.where(comm, np.where(data, 2, 1), 0).astype(np.int64)
     if lowered.fn is not None:   # a list all-gather's copies run on its NCCL stream
-        on[np.isin(lowered.fn, (NCCL_COPY_OUT, NCCL_COPY_IN, ZERO_FILL))] = 2
+        on[np.isin(lowered.fn, (NCCL_COPY_OUT, NCCL_COPY_IN, ZERO_FILL, FLAT_COPY))] = 2
     return on
 
 
