@@ -37,8 +37,8 @@ def _price_table(path: Path) -> str:
 def test_catalogue_prices_are_cited_and_plausible():
     """Each [price] table cites its figures (a source and a year in its comments), on-demand
     prices lie between $0.05 and $50 per device-hour and purchase prices between $500 and
-    $100,000 (the catalogue's range: a T4 hour, a B200's share of a DGX). At least 24
-    devices have an on-demand price and 26 a purchase price (TPUs and Trainium are not
+    $100,000 (the catalogue's range: a T4 hour, a B200's share of a DGX). At least 27
+    devices have an on-demand price and 29 a purchase price (TPUs and Trainium are not
     sold; the others say why no figure is cited)."""
     hourly = bought = 0
     for path in sorted(DEVICES.glob("*.toml")):
@@ -56,7 +56,7 @@ def test_catalogue_prices_are_cited_and_plausible():
         if spec.purchase_usd is not None:
             bought += 1
             assert 500 <= spec.purchase_usd <= 100_000, path.name
-    assert hourly >= 24 and bought >= 26
+    assert hourly >= 27 and bought >= 29
 
 
 # A missing price is stated with its reason: "No on-demand price per device-hour cited: <why>"
@@ -94,6 +94,9 @@ def test_every_device_without_a_price_says_why(capsys):
     assert "rent $4.20/h buy none cited" in rows["tpu-v5p"]          # Google, via SkyPilot
     assert "rent $5.37/h buy none cited" in rows["trainium2"]        # AWS trn2.48xlarge / 16
     assert "rent none cited buy $9,499 (system)" in rows["m3-ultra"]  # a whole Mac Studio
+    assert "rent $10.50/h buy none cited" in rows["gb200"]          # CoreWeave gb200-4x / 4
+    assert "rent none cited buy $6,400" in rows["mi100"]             # launch price
+    assert "rent none cited buy $5,000 (system)" in rows["m4-max"]   # a whole MacBook Pro
     for path in DEVICES.glob("*.toml"):
         assert re.search(r"rent (none cited|\$[\d.]+/h) buy (none cited|\$[\d,]+)",
                          rows[path.stem]), path.stem
@@ -102,10 +105,12 @@ def test_every_device_without_a_price_says_why(capsys):
 def test_the_cloud_prices_are_the_instance_price_per_device():
     """The per-device prices are the cited instance prices over their device counts: a TPU v5p
     slice of 12,288 cores (6,144 chips) at $25,804.80/h, a trn2.48xlarge (16 chips) at
-    $85.964/h, Nebius's 8 x B200 VM at $44.00/h; and a run pays device-hours x that price."""
+    $85.964/h, Nebius's 8 x B200 VM at $44.00/h, CoreWeave's gb200-4x node (4 GB200 GPUs) at
+    $42.00/h; and a run pays device-hours x that price."""
     assert load_device("tpu-v5p").price_per_hour_usd == pytest.approx(25804.8 / 6144, abs=1e-9)
     assert load_device("trainium2").price_per_hour_usd == pytest.approx(85.964 / 16, abs=1e-9)
     assert load_device("b200").price_per_hour_usd == pytest.approx(44.0 / 8, abs=1e-9)
+    assert load_device("gb200").price_per_hour_usd == pytest.approx(42.0 / 4, abs=1e-9)
     r = simulate("gpt3-1.3b", "tpu-v5p", num_devices=8, micro_batch=4, global_batch=64,
                  tokens=1e10)
     t = r.totals
@@ -113,16 +118,18 @@ def test_the_cloud_prices_are_the_instance_price_per_device():
     assert t["cost_usd"] == pytest.approx(t["device_hours"] * 4.20, rel=1e-12)
 
 
-def test_a_whole_system_purchase_owns_no_node_parts():
-    """A Mac Studio's price is the whole computer's (purchase_is_system): its own cost is the
-    share of the owning years the run takes of $9,499 plus its energy, with no server node's
-    CPUs and NICs added (a GPU without the flag pays an eighth of $32,010 alone)."""
-    r = simulate("gpt2-small", "m3-ultra", micro_batch=4, tokens=1e8, own_years=4,
+@pytest.mark.parametrize("device, price", [("m3-ultra", 9499), ("m4-max", 5000)])
+def test_a_whole_system_purchase_owns_no_node_parts(device, price):
+    """A Mac Studio's (a MacBook Pro's) price is the whole computer's (purchase_is_system): its
+    own cost is the share of the owning years the run takes of $9,499 ($5,000) plus its energy,
+    with no server node's CPUs and NICs added (a GPU without the flag pays an eighth of $32,010
+    alone)."""
+    r = simulate("gpt2-small", device, micro_batch=4, tokens=1e8, own_years=4,
                  electricity_usd_per_kwh=0.1)
     t = r.totals
     share = t["total_time_s"] / 3600 / (4 * HOURS_PER_YEAR)
-    assert load_device("m3-ultra").purchase_is_system
-    assert t["own_cost_usd"] == pytest.approx(share * 9499 + t["energy_kwh"] * 0.1, rel=1e-12)
+    assert load_device(device).purchase_is_system
+    assert t["own_cost_usd"] == pytest.approx(share * price + t["energy_kwh"] * 0.1, rel=1e-12)
     assert t["cost_usd"] is None                                       # not rented: n/a
     assert not load_device("rtx-4090").purchase_is_system
 
