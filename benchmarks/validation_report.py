@@ -183,6 +183,12 @@ def parallel_plan(row: dict[str, str]) -> ParallelPlan:
     if prefetch not in ("pre", "post"):
         raise ValueError(f"{row['run_id']}: fsdp_backward_prefetch {prefetch!r}: pre, post")
     fields["fsdp_backward_post"] = prefetch == "post"
+    # an uneven pipeline split as the run set it (columns first_stage_layers,
+    # last_stage_layers; absent or empty: even): NeMo's Llama 3.1 405B recipe counts the
+    # embedding and the loss as a layer each (account_for_embedding/loss_in_pipeline_split)
+    for key in ("first_stage_layers", "last_stage_layers"):
+        if row.get(key):
+            fields[key] = int(row[key])
     return ParallelPlan(schedule=row["schedule"], **fields)
 
 
