@@ -37,7 +37,7 @@ def _price_table(path: Path) -> str:
 def test_catalogue_prices_are_cited_and_plausible():
     """Each [price] table cites its figures (a source and a year in its comments), on-demand
     prices lie between $0.05 and $50 per device-hour and purchase prices between $500 and
-    $100,000 (the catalogue's range: a T4 hour, a B200's share of a DGX). At least 29
+    $100,000 (the catalogue's range: a T4 hour, a B200's share of a DGX). At least 30
     devices have an on-demand price and 29 a purchase price (TPUs and Trainium are not
     sold; the others say why no figure is cited)."""
     hourly = bought = 0
@@ -56,7 +56,7 @@ def test_catalogue_prices_are_cited_and_plausible():
         if spec.purchase_usd is not None:
             bought += 1
             assert 500 <= spec.purchase_usd <= 100_000, path.name
-    assert hourly >= 29 and bought >= 29
+    assert hourly >= 30 and bought >= 29
 
 
 # A missing price is stated with its reason: "No on-demand price per device-hour cited: <why>"
@@ -98,6 +98,7 @@ def test_every_device_without_a_price_says_why(capsys):
     assert "rent none cited buy $6,400" in rows["mi100"]             # launch price
     assert "rent $1.30/h buy $8,125" in rows["gaudi2"]               # Intel Tiber AI Cloud / 8
     assert "rent $2.49/h buy $15,625" in rows["gaudi3"]              # Intel Tiber AI Cloud / 8
+    assert "rent $1.65/h buy none cited" in rows["alveo-u250"]       # Azure Standard_NP10s
     assert "rent none cited buy $5,000 (system)" in rows["m4-max"]   # a whole MacBook Pro
     for path in DEVICES.glob("*.toml"):
         assert re.search(r"rent (none cited|\$[\d.]+/h) buy (none cited|\$[\d,]+)",
@@ -109,13 +110,15 @@ def test_the_cloud_prices_are_the_instance_price_per_device():
     slice of 12,288 cores (6,144 chips) at $25,804.80/h, a trn2.48xlarge (16 chips) at
     $85.964/h, Nebius's 8 x B200 VM at $44.00/h, CoreWeave's gb200-4x node (4 GB200 GPUs) at
     $42.00/h, Intel Tiber AI Cloud's 8-card Gaudi 2 and Gaudi 3 nodes at $10.40/h and
-    $19.92/h; and a run pays device-hours x that price."""
+    $19.92/h, Azure's NP40s (4 Alveo U250) at $6.60/h; and a run pays device-hours x that
+    price."""
     assert load_device("tpu-v5p").price_per_hour_usd == pytest.approx(25804.8 / 6144, abs=1e-9)
     assert load_device("trainium2").price_per_hour_usd == pytest.approx(85.964 / 16, abs=1e-9)
     assert load_device("b200").price_per_hour_usd == pytest.approx(44.0 / 8, abs=1e-9)
     assert load_device("gb200").price_per_hour_usd == pytest.approx(42.0 / 4, abs=1e-9)
     assert load_device("gaudi2").price_per_hour_usd == pytest.approx(10.40 / 8, abs=1e-9)
     assert load_device("gaudi3").price_per_hour_usd == pytest.approx(19.92 / 8, abs=1e-9)
+    assert load_device("alveo-u250").price_per_hour_usd == pytest.approx(6.60 / 4, abs=1e-9)
     r = simulate("gpt3-1.3b", "tpu-v5p", num_devices=8, micro_batch=4, global_batch=64,
                  tokens=1e10)
     t = r.totals
