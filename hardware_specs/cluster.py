@@ -9,6 +9,8 @@ A cluster is data, like a device (STYLE.md rule 2): one file per preset in
     devices_per_node = 8
     topology = "switch"           # or "torus" (TPU ICI), then torus_dims = [4, 4, 4]
     node_power_w = 6500           # optional, cited: a node's maximum system power (datasheet)
+    power_limit_w = 700           # optional, cited: the devices' default power set point as the
+                                  # system ships (at most the device's TDP; default: the TDP)
     [intra]                       # the network inside a node (NVSwitch, PCIe, ICI)
     name = "nvswitch"   kind = "nvlink"   bandwidth_gb_per_s = 300   latency_us = 0.6
     [inter]                       # between nodes; required when nodes > 1
@@ -77,6 +79,10 @@ class ClusterSpec:
     # A node's maximum system power from its datasheet (GPUs, CPUs, NICs, switches, fans,
     # power supplies); None where none is cited.
     node_power_w: float | None = None
+    # The devices' default power limit as the system ships them (the set point nvidia-smi and
+    # the BMC report), where its vendor documents one below the device's TDP; None: the TDP.
+    # simulate() applies it when the plan gives no power_limit_w (simulator.cost.power).
+    power_limit_w: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.device, DeviceSpec):
@@ -85,6 +91,7 @@ class ClusterSpec:
         within(self.devices_per_node, "devices_per_node", "count")
         within(self.num_devices, "nodes x devices_per_node", "count")
         within(self.node_power_w, "node_power_w", "w", optional=True, low_open=True)
+        within(self.power_limit_w, "power_limit_w", "w", optional=True, low_open=True)
 
     @property
     def node_overhead_w(self) -> float:
@@ -274,7 +281,7 @@ def torus_shape(num_devices: int, axes: int) -> tuple[int, ...]:
 
 
 _TOP_REQUIRED = ("name", "source", "device", "nodes", "devices_per_node", "topology", "intra")
-_TOP_OPTIONAL = ("inter", "torus_dims", "node_power_w")
+_TOP_OPTIONAL = ("inter", "torus_dims", "node_power_w", "power_limit_w")
 _NET_REQUIRED = ("name", "kind", "bandwidth_gb_per_s", "latency_us")
 _NET_OPTIONAL = ("efficiency",)
 
@@ -290,14 +297,21 @@ class _ClusterChecker(_Checker):
         if nodes > 1 and inter is None:
             raise self.fail("inter", f"missing: {nodes} nodes need an [inter] network; add it")
         topology = self.choice(doc["topology"], Topology, "topology", "topology")
+        device = self.device_of(doc["device"])
+        limit = (self.positive(doc["power_limit_w"], "power_limit_w", "w")
+                 if "power_limit_w" in doc else None)
+        if limit is not None and limit > device.tdp_w:
+            raise self.fail("power_limit_w", f"{limit:g} W is above {device.name}'s TDP "
+                            f"({device.tdp_w:g} W); give at most the TDP or leave it out")
         return self.made(
             ClusterSpec, "cluster",
-            name=self.text(doc["name"], "name"), device=self.device_of(doc["device"]),
+            name=self.text(doc["name"], "name"), device=device,
             nodes=nodes, devices_per_node=per_node,
             intra=self.network(self.table(doc, "intra"), "intra"), inter=inter,
             topology=topology, torus_dims=self.dims(doc, topology, nodes * per_node),
             node_power_w=(self.positive(doc["node_power_w"], "node_power_w", "w")
                           if "node_power_w" in doc else None),
+            power_limit_w=limit,
             source=self.text(doc["source"], "source"), path=self.path)
 
     def device_of(self, value: Any) -> DeviceSpec:

@@ -116,6 +116,12 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         # the NCHW/NHWC transposes are cuDNN's (simulator.training.layout): XLA, Gaudi's and
         # Neuron's graph compilers and MIOpen choose their own layouts
         plan = replace(plan, channels_last=True)
+    # the system's default set point (ClusterSpec.power_limit_w) where the plan gives none
+    system_limit = cluster.power_limit_w if cluster is not None else None
+    if plan.power_limit_w is None and system_limit is not None and system_limit < device.tdp_w:
+        plan = replace(plan, power_limit_w=system_limit)
+    else:
+        system_limit = None
     limit_w = check_limit(plan.power_limit_w, device)
     if node_overhead_w is None:   # the preset's datasheet node power less its devices' TDPs
         node_overhead_w = cluster.node_overhead_w if cluster else 0.0
@@ -260,6 +266,11 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         result.notes.append(f"power limit {limit_w:g} W: clocks at " + ", ".join(
             f"{x:.0%} ({name})" for name, x in phases) + " of the reference clock "
             "(simulator.cost.power)")
+    if system_limit is not None:
+        result.notes.append(f"{cluster.name} runs its devices at their default power limit, "
+                            f"{system_limit:g} W of {device.tdp_w:g} W (the preset cites the "
+                            f"system's documentation); give --power-limit-w {device.tdp_w:g} "
+                            "for a system raised to the maximum")
     if device.idle_prior:
         result.notes.append(f"{device.name} has no measured idle power: its "
                             f"{device.idle_power_w:.0f} W is the "
