@@ -207,3 +207,49 @@ def test_deepspeed_2021_flattens_all_reduces_and_copies_back_by_default():
                    if after[0] in low.indices[low.indptr[u]:low.indptr[u + 1]])
     copies = np.flatnonzero(low.fn == FLAT_COPY)
     assert len(copies) == 2 * len(reduce) and np.all(streams(low)[copies] == 2)
+
+
+# -- the pipeline engine's ReduceGrads, one stage or more -----------------------------------------
+
+def test_deepspeeds_engine_reduces_after_the_backward_even_with_one_stage():
+    """GPT-NeoX runs DeepSpeed's PipelineEngine at pipe-parallel-size 1: the gradients are
+    reduced by its ReduceGrads instruction after the last backward, however many buckets;
+    before v0.4.0 (``deepspeed-2021``) that instruction all-reduces every gradient with the
+    engine's buffered_allreduce_fallback at ZeRO 1 too (flatten, all-reduce, copy back), where
+    today's engine leaves ZeRO 1 to its optimizer's reduce-scatter. Megatron-LM's schedules
+    with overlap issue a full bucket during the backward."""
+    from simulator import Plan, simulate
+    from simulator.graph.collective import Axis
+    from simulator.graph.lower import COLLECTIVE_FNS
+    from simulator.graph.op import OpKind, Phase
+    from simulator.parallel.data import FLAT_COPY
+    from simulator.plan.parallel import ParallelPlan
+    from simulator.schedule.stage import streams
+    from workloads.transformer import TransformerConfig
+
+    work = TransformerConfig("small", layers=4, hidden=1024, heads=8, vocab=8192, seq_len=1024)
+
+    def run(engine, sharding):
+        return simulate(work, "a100-sxm4-80gb", Plan(micro_batch=1, global_batch=16),
+                        parallel=ParallelPlan(dp=16, zero=1, sharding=sharding,
+                                              pipeline_engine=engine, zero_reduce_bucket=1,
+                                              overlap_grad_reduce=True,
+                                              comm_interference=False))
+
+    def reductions(r):
+        low = r.lowered
+        data = (low.axis == int(Axis.DATA)) & (low.kind == OpKind.COLLECTIVE)
+        kinds = {COLLECTIVE_FNS[c] for c in low.collective[data & (low.phase != int(
+            Phase.OPTIMIZER))] if c >= 0}
+        backward = (low.phase == int(Phase.BACKWARD)) & (streams(low) == 0)
+        first = r.times["start_s"][np.flatnonzero(data)].min()
+        return kinds, first >= r.times["end_s"][backward].max() - 1e-12, low
+
+    kinds, after, low = reductions(run("deepspeed", "deepspeed-2021"))
+    assert "all_reduce" in kinds and "reduce_scatter" not in kinds and after
+    assert np.sum(low.fn == FLAT_COPY) == 2 * np.sum(
+        (low.collective == COLLECTIVE_FNS.index("all_reduce")) & (low.axis == int(Axis.DATA)))
+    kinds, after, low = reductions(run("deepspeed", "deepspeed"))
+    assert "reduce_scatter" in kinds and after and not np.any(low.fn == FLAT_COPY)
+    kinds, after, low = reductions(run("megatron", "deepspeed"))
+    assert "reduce_scatter" in kinds and not after

@@ -35,6 +35,7 @@ from simulator.graph.opgraph import OpGraph
 from simulator.plan.parallel import (
     DEEPSPEED_PERSISTENCE,
     ParallelPlan,
+    PipelineEngine,
     Sharding,
 )
 from simulator.plan.step import Plan
@@ -105,8 +106,15 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
         phase = Phase.BACKWARD if zero == 3 else Phase.COMMUNICATION
         tag = f"L{first.layer}" if len(bucket) == 1 else f"L{first.layer}+{len(bucket) - 1}"
         legacy = zero == 3 and parallel.sharding is Sharding.DEEPSPEED_2021
-        flat = legacy and not parallel.zero_contiguous_gradients
-        kind = "all_reduce" if flat else fn   # v0.3.13's buffered_reduce_fallback all-reduces
+        # DeepSpeed's pipeline engine (one stage too: GPT-NeoX runs it at pipe-parallel-size
+        # 1) reduces in its ReduceGrads instruction with the engine's buffered_allreduce_
+        # fallback at ZeRO 0, and before v0.4.0 at ZeRO 1 as well (pipe/engine.py
+        # _exec_reduce_grads, v0.3.13-v0.3.16 and EleutherAI/DeeperSpeed eb7f5cff; from v0.4.0
+        # allreduce_gradients leaves ZeRO 1 to its optimizer)
+        by_engine = parallel.pipeline_engine is PipelineEngine.DEEPSPEED and deepspeed and (
+            zero == 0 or (zero == 1 and parallel.sharding is Sharding.DEEPSPEED_2021))
+        flat = (legacy and not parallel.zero_contiguous_gradients) or by_engine
+        kind = "all_reduce" if flat else fn   # buffered_(reduce_)fallback all-reduces
         sync = collective(f"dp_{kind}:{tag}", kind, grads,
                           grads if zero == 0 or flat else grads // shards, 0, shards,
                           Axis.DATA, first, phase=phase,
@@ -114,9 +122,9 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
         head = sync.name   # the bucket's first op on the data-parallel stream
         chain = []         # the ops before ``sync`` in it
         tail = None        # the op after it (DeepSpeed 2021's copy back)
-        if legacy and flat:
-            # v0.3.13 with contiguous_gradients off: flattened and divided, all-reduced,
-            # copied back (stage3.py allreduce_and_copy)
+        if flat:
+            # flattened and divided, all-reduced, copied back (allreduce_and_copy: v0.3.13's
+            # stage3.py with contiguous_gradients off, the engine's own at ZeRO 0-1)
             head = _before_all(step, bucket, flat_copy(f"{sync.name}:flatten", first, plan,
                                                        2 * grads, phase))
             chain = [head]
@@ -521,13 +529,16 @@ FLAT_COPY = "zero_flat_copy"
 
 
 def flat_copy(name: str, first: Op, plan: Plan, nbytes: int, phase: Phase) -> Op:
-    """DeepSpeed v0.3.13's passes over a bucket of gradients when ``contiguous_gradients`` is
-    off, its ZeRO-3 default (``stage3.py`` ``reduce_ipg_grads`` -> ``buffered_reduce_fallback``
-    -> ``allreduce_and_copy``, on its reduction stream): the bucket flattened
-    (``_flatten_dense_tensors``, a copy) and divided by the ranks (``div_``) before its
-    ``dist.all_reduce`` (``allreduce_bucket`` sets ``rank = None``: an all-reduce, not a
-    reduce), and copied back into each gradient after it (``unflatten``, ``buf.copy_``):
-    ``nbytes`` read and written (2 passes before, 1 after), on the data-parallel stream."""
+    """DeepSpeed's passes over a bucket of gradients around its all-reduce: v0.3.13's ZeRO 3
+    when ``contiguous_gradients`` is off, its default (``stage3.py`` ``reduce_ipg_grads`` ->
+    ``buffered_reduce_fallback`` -> ``allreduce_and_copy``, on its reduction stream:
+    ``allreduce_bucket`` sets ``rank = None``, an all-reduce, not a reduce), and the engine's
+    own ``buffered_allreduce_fallback`` (``engine.py`` ``allreduce_bucket``: flatten, all-reduce,
+    scale by 1 / ranks; ``allreduce_and_copy``: copy back) that the pipeline engine's
+    ``ReduceGrads`` runs: the bucket flattened (``_flatten_dense_tensors``, a copy) and scaled
+    (``div_`` / ``mul_``), and copied back into each gradient after the all-reduce
+    (``unflatten``, ``buf.copy_``): ``nbytes`` read and written (2 passes before, 1 after), on
+    the data-parallel stream."""
     return Op(name=name, kind=OpKind.ELEMENTWISE, phase=phase, dtype=plan.formats.gradient,
               fn=FLAT_COPY, bytes_read=nbytes, bytes_written=nbytes, layer=first.layer,
               block=first.block)

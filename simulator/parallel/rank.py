@@ -156,11 +156,13 @@ def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
         add_grad_accumulation(step, plan)
     dp_local = math.gcd(parallel.replicas, max(per_node // parallel.tp, 1))
     # DeepSpeed's pipeline engine reduces the gradients after the step's last backward (its
-    # ReduceGrads instruction) and blocks on each pipeline message
-    deepspeed_pipe = parallel.pp > 1 and parallel.pipeline_engine is PipelineEngine.DEEPSPEED
+    # ReduceGrads instruction; with one stage too, as GPT-NeoX runs it at pipe-parallel-size
+    # 1: megatron/neox_arguments/arguments.py is_pipe_parallel = pipe_parallel_size >= 1,
+    # EleutherAI/gpt-neox 53112bf) and blocks on each pipeline message
+    deepspeed_engine = parallel.pipeline_engine is PipelineEngine.DEEPSPEED
     step = add_data_parallel(step, plan, parallel.replicas, parallel.zero, dp_local,
-                             parallel.overlap_grad_reduce and not deepspeed_pipe, parallel)
-    if deepspeed_pipe:
+                             parallel.overlap_grad_reduce and not deepspeed_engine, parallel)
+    if deepspeed_engine and parallel.pp > 1:
         block_on_p2p(step)
     reduce_expert_gradients(step, parallel.replicas, parallel.ep, parallel.tp * parallel.ep,
                             per_node)   # MoE parallel folding: cp folds into the experts' dp
