@@ -72,6 +72,7 @@ def host_device() -> DeviceSpec:
         device_class=DeviceClass.CPU, peak_flops_per_s=peaks, vector_flops_per_s=fp32,
         memory=_memory_levels(cores), op_overhead_s=OP_OVERHEAD_S,
         idle_power_w=cores * IDLE_WATTS_PER_CORE, tdp_w=cores * WATTS_PER_CORE,
+        power_priors=("idle_w", "tdp_w"),    # the xeon-8380's figures per core, a prior
         source=f"built at load time from /proc/cpuinfo, sysfs and /proc/meminfo on '{model}'; "
                f"bandwidths measured with numpy copies (see hardware_specs/host.py)",
         path="<cpu-host>",

@@ -28,7 +28,9 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     [streaming_memory]            # optional: off-chip memory reached only by explicit copies
     name = "ddr4"    capacity_gb = 64   bandwidth_gb_per_s = 16   # (Graphcore; see streamed.py)
     [power]
-    idle_w = 50      tdp_w = 400  # idle_w: measured draw; left out, a GPU's or CPU's class prior
+    idle_w = 50      tdp_w = 400  # idle_w: measured draw; left out, the class prior (IDLE_PRIORS)
+    prior = ["tdp_w"]             # optional: the figures given here that are priors, not
+                                  # published for this device (the comments say from what)
     pj_per_flop = 0.5             # optional, only with a cited source
     pj_per_byte = 7               # optional: main-memory access energy, cited
     [price]                       # optional table, cited: public on-demand price per
@@ -58,7 +60,13 @@ from importlib import resources
 from typing import Any
 
 from hardware_specs import host, units
-from hardware_specs.spec import LIMITS, DeviceClass, DeviceSpec, MemoryLevel
+from hardware_specs.spec import (
+    LIMITS,
+    POWER_FIGURES,
+    DeviceClass,
+    DeviceSpec,
+    MemoryLevel,
+)
 from hardware_specs.tables import OptionalTables
 from simulator.errors import SpecError, canonical, did_you_mean, read_input, shown
 from simulator.graph.op import DType
@@ -124,14 +132,18 @@ _COMPUTE_TIMES = {"optimizer_overhead_us": "optimizer_overhead_s",  # optional, 
                   "step_overhead_us": "step_overhead_s", "host_overhead_us": "host_overhead_s"}
 _MEMORY_REQUIRED = ("name", "bandwidth_gb_per_s")
 _POWER_REQUIRED = ("tdp_w",)
-_POWER_OPTIONAL = ("idle_w", "pj_per_flop", "pj_per_byte")
+_POWER_OPTIONAL = ("idle_w", "pj_per_flop", "pj_per_byte", "prior")
 #: Idle power over TDP where a spec has no measured idle_w (the device is flagged
 #: ``DeviceSpec.idle_prior``): the median over the GPUs whose idle draw is measured (nvidia-smi
 #: or amd-smi readings cited in their files): A100-SXM4-40GB 50/400 = 0.125, H100 SXM5 79/700
 #: = 0.113, B200 137/1000 = 0.137, MI355X 238/1400 = 0.170; median 0.131
-#: (``tests/test_power.py`` recomputes it). CPUs: the Xeon 8380's measured 27 of 270 W.
-#: Other classes must give idle_w.
-IDLE_PRIORS = {DeviceClass.GPU: 0.13, DeviceClass.CPU: 0.10}
+#: (``tests/test_power.py`` recomputes it). CPUs: the Xeon 8380's measured 27 of 270 W. TPUs:
+#: Google's measured minimum over maximum power of TPU v3 (123/262 = 0.469) and v4 (90/192 =
+#: 0.469), the Cloud TPU docs' figures the tpu-v3/v4 specs cite; 0.47. Accelerators (Trainium,
+#: Gaudi), with no measured member: the median over those six measured GPUs and TPUs (0.154),
+#: as MATMUL_PRIORS does for classes without one; 0.15. FPGAs (none measured) must give idle_w.
+IDLE_PRIORS = {DeviceClass.GPU: 0.13, DeviceClass.CPU: 0.10, DeviceClass.TPU: 0.47,
+               DeviceClass.ACCELERATOR: 0.15}
 _PRICE_OPTIONAL = ("usd_per_hour", "purchase_usd", "purchase_is_system")   # one price at least
 #: What a catalogue name may be (a file stem of ``devices/``).
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -301,8 +313,13 @@ class _Checker(OptionalTables):
                 raise self.fail("power.idle_w", f"required for a {device_class.value} (no class "
                                 "prior): give the measured idle draw in watts")
             power = (IDLE_PRIORS[device_class] * power[1], *power[1:])
+            if "idle_w" in power[4]:
+                raise self.fail("power.prior", "names idle_w, which the table does not give (a "
+                                "left-out idle_w is the class prior, flagged without it): list "
+                                "only figures given here")
+        power_priors = (*(("idle_w",) if idle_prior else ()), *power[4])
         return self.made(
-            DeviceSpec, "device", idle_prior=idle_prior,
+            DeviceSpec, "device", idle_prior=idle_prior, power_priors=power_priors,
             name=self.text(doc["name"], "name"),
             vendor=self.text(doc["vendor"], "vendor"),
             device_class=device_class,
@@ -387,8 +404,10 @@ class _Checker(OptionalTables):
                          capacity_bytes=units.capacity_to_bytes(capacity_key, capacity),
                          bandwidth_bytes_per_s=units.gb_per_s_to_bytes_per_s(bandwidth))
 
-    def power(self, table: dict) -> tuple[float | None, float, float | None, float | None]:
-        """(idle W or None where not given, TDP W, J/FLOP, J/byte)."""
+    def power(self, table: dict) -> tuple[float | None, float, float | None, float | None,
+                                          tuple[str, ...]]:
+        """(idle W or None where not given, TDP W, J/FLOP, J/byte, the figures that are
+        priors)."""
         self.keys(table, "power", _POWER_REQUIRED, _POWER_OPTIONAL)
         idle_w = self.positive(table["idle_w"], "power.idle_w", "w") if "idle_w" in table \
             else None
@@ -398,7 +417,21 @@ class _Checker(OptionalTables):
                                             f"{tdp_w:g} W; check both figures")
         energy = [units.pj_to_j(self.positive(table[key], f"power.{key}", "j", units.PJ))
                   if key in table else None for key in ("pj_per_flop", "pj_per_byte")]
-        return idle_w, tdp_w, energy[0], energy[1]
+        return idle_w, tdp_w, energy[0], energy[1], self.power_priors(table)
+
+    def power_priors(self, table: dict) -> tuple[str, ...]:
+        """``[power] prior``: a list naming figures given in the table (idle_w, tdp_w) that
+        are priors, not published for this device."""
+        names = table.get("prior", [])
+        fix = 'list the figures given here that are priors, e.g. prior = ["idle_w", "tdp_w"]'
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise self.fail("power.prior", f"must be a list of names, not {shown(names)}; {fix}")
+        for name in names:
+            if name not in POWER_FIGURES:
+                raise self.fail("power.prior", f"unknown figure {shown(name)}; {fix}")
+        if len(set(names)) != len(names):
+            raise self.fail("power.prior", f"names a figure twice ({names}); {fix}")
+        return tuple(names)
 
     def price(self, table: dict) -> tuple[float | None, float | None, bool]:
         """(on-demand USD per device-hour, purchase USD per device, whether that purchase

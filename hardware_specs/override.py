@@ -63,6 +63,11 @@ def override(device: DeviceSpec, changes: dict[str, object]) -> DeviceSpec:
     if set(device.priors) & keys:        # figures the user gives are no longer priors
         device = dataclasses.replace(
             device, priors=tuple(name for name in device.priors if name not in keys))
+    given = {"idle_w"} if "idle_power_w" in keys else set()
+    given |= {"tdp_w"} if "tdp_w" in keys else set()
+    if set(device.power_priors) & given:   # power figures the user gives are not priors
+        device = dataclasses.replace(device, power_priors=tuple(
+            name for name in device.power_priors if name not in given))
     if "idle_power_w" in keys:           # a figure the user gives is no longer the prior
         device = dataclasses.replace(device, idle_prior=False)
     elif device.idle_prior and "tdp_w" in keys:   # the class prior follows the new TDP

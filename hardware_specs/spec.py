@@ -26,6 +26,10 @@ FALLBACK = {
 }
 
 
+#: The figures of a spec's [power] table that may be priors (``DeviceSpec.power_priors``).
+POWER_FIGURES = ("idle_w", "tdp_w")
+
+
 #: Physical bounds of a device's figures, SI: (low, high, unit). A figure outside them is a typo
 #: or a unit mistake, not a device. ``DeviceSpec``, ``MemoryLevel``, ``Link`` and
 #: ``Architecture`` check them when made, so that a spec file, a ``--set`` change and a spec
@@ -244,6 +248,11 @@ class DeviceSpec:
     energy_per_byte_j: float | None = None      # main-memory access energy per byte
     # idle_power_w is the class prior (hardware_specs.loader.IDLE_PRIORS), not a measurement
     idle_prior: bool = False
+    # The [power] figures ("idle_w", "tdp_w") that are priors, not a measurement or datasheet
+    # figure of this device: those the spec file names in ``[power] prior = [...]`` (its
+    # comments say from which measured devices they come) and "idle_w" where the loader gave
+    # the class prior (idle_prior). ``hwsim devices`` and a Result's notes say so.
+    power_priors: tuple[str, ...] = ()
     # Off-chip memory the device computes from only through explicit copies (a Graphcore IPU's
     # Streaming Memory): model states that do not fit in ``memory`` live there and are
     # streamed in per phase (``simulator.schedule.streamed``); None: no such memory.
@@ -270,6 +279,10 @@ class DeviceSpec:
         within(self.host_overhead_s, "host_overhead_s", "s", optional=True)
         within(self.idle_power_w, "idle_power_w", "w")
         within(self.tdp_w, "tdp_w", "w", low_open=True)
+        if not isinstance(self.power_priors, tuple) or not set(self.power_priors) <= set(
+                POWER_FIGURES) or len(set(self.power_priors)) != len(self.power_priors):
+            raise SpecError(f"power_priors = {clean(repr(self.power_priors))[:60]} must name "
+                            f"each of {', '.join(POWER_FIGURES)} at most once")
         for name in ("matmul_efficiency", "memory_efficiency", "vector_efficiency"):
             fraction(getattr(self, name), name)
         for name in ("conv_efficiency", "attention_efficiency", "matmul_memory_efficiency",

@@ -277,6 +277,14 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                             f"{device.device_class.value.upper()} class prior "
                             f"({device.idle_power_w / device.tdp_w:.0%} of its TDP), and so are "
                             "its energy figures in part")
+    given_priors = [f"{'idle power' if name == 'idle_w' else 'TDP'} "
+                    f"({device.idle_power_w if name == 'idle_w' else device.tdp_w:.0f} W)"
+                    for name in device.power_priors if name != "idle_w" or not device.idle_prior]
+    if given_priors:                     # figures its spec marks [power] prior = [...]
+        result.notes.append(f"{device.name}'s {' and '.join(given_priors)} "
+                            f"{'are priors' if len(given_priors) > 1 else 'is a prior'}, not "
+                            "published for this device (its spec says from which measured "
+                            "devices), and so are its energy figures in part")
     # a run without a cluster (one device) owns its share of a costed 8-GPU node's other parts
     nodes = cluster.nodes if cluster else n / COSTED_NODE_DEVICES
     result.totals = run_totals(result, device, per_sample_tokens, tokens, steps,

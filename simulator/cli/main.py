@@ -471,7 +471,7 @@ def _devices(args) -> int:
         print(f"{name:16s} {d.device_class.value:11s} {_half_words(d)} "
               f"TFLOP/s  fp32 {d.peak_for(DType.FP32) / 1e12:6.1f}  mem "
               f"{d.memory_bytes / 1e9:6.0f} GB at {d.memory_bandwidth_bytes_per_s / 1e9:6.0f} GB/s"
-              f"{_streaming_words(d)}  TDP {d.tdp_w:.0f} W  {_price_words(d)}  "
+              f"{_streaming_words(d)}  {_power_words(d)}  {_price_words(d)}  "
               f"{status_line(d)}")
         print(f"{'':16s} source: {d.source}")
     print("per op class: measured (a cited kernel measurement), calibrated (hwsim calibrate), "
@@ -482,6 +482,9 @@ def _devices(args) -> int:
           "to add); 'none cited' where no citable figure was found, with the reason in the "
           "spec (or the device is not sold or rented): give --price-per-hour DEVICE=USD or "
           "--set purchase_usd=USD")
+    print("power: 'TDP ... (prior)', 'idle prior': a figure not published for the device, a "
+          "prior from measured devices of its class (the spec's [power] comments say which; "
+          "its energy figures are uncertain): give --set tdp_w=W or --set idle_power_w=W")
     return 0
 
 
@@ -504,6 +507,14 @@ def _streaming_words(device) -> str:
     level = device.streaming_memory
     return ("" if level is None else f" + {level.capacity_bytes / 1e9:.0f} GB streaming at "
             f"{level.bandwidth_bytes_per_s / 1e9:.0f} GB/s")
+
+
+def _power_words(device) -> str:
+    """``TDP 700 W``, with ``(prior)`` after a TDP and ``idle prior`` for an idle draw that is
+    a prior, not published for the device (``DeviceSpec.power_priors``)."""
+    tdp = " (prior)" if "tdp_w" in device.power_priors else ""
+    idle = ", idle prior" if "idle_w" in device.power_priors else ""
+    return f"TDP {device.tdp_w:.0f} W{tdp}{idle}"
 
 
 def _price_words(device) -> str:
