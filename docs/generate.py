@@ -96,8 +96,10 @@ def devices_section() -> list[str]:
     compute = [[_code(name), d.device_class.value, d.vendor]
                + [_num(d.peak_flops_per_s[f] / 1e12) if f in d.peak_flops_per_s else NONE
                   for f in formats]
-               + [_num(d.vector_flops_per_s / 1e12), _num(d.tdp_w), _num(d.idle_power_w),
-                  _num(d.price_per_hour_usd) if d.price_per_hour_usd is not None else NONE,
+               + [_num(d.vector_flops_per_s / 1e12)]
+               + [_num(value) + (" (prior)" if figure in d.power_priors else "")
+                  for figure, value in (("tdp_w", d.tdp_w), ("idle_w", d.idle_power_w))]
+               + [_num(d.price_per_hour_usd) if d.price_per_hour_usd is not None else NONE,
                   _efficiencies(d, defaults)]
                for name, d in devices.items()]
     memory = [[_code(name),
@@ -117,7 +119,9 @@ def devices_section() -> list[str]:
         "achieved fractions of the datasheet rates that the spec file gives, each cited there (one not listed is 1.0, or "
         "falls back as the schema says: conv and attention to matmul, matmul_memory and "
         "norm_memory to memory); a GPU with no streaming measurement carries the class priors, "
-        "marked (prior): the medians of the GPUs measured (accuracy.md, Kernels).") + [""]
+        "marked (prior): the medians of the GPUs measured (accuracy.md, Kernels). A TDP or idle "
+        "draw marked (prior) is not published for the device: a class prior (idle) or a "
+        "figure from measured devices of its class, as its spec's [power] comments say.") + [""]
     lines += _table(["device", "class", "vendor"] + [f.name.lower() for f in formats]
                     + ["vector", "TDP", "idle", "price", "measured efficiencies"], compute)
     lines += [""] + _prose("Memory (innermost level first; capacity in GB = 1e9 bytes, datasheet "
