@@ -62,9 +62,10 @@ class Sharding(str, Enum):
     # Megatron-LM: its DDP's buckets at ZeRO 0, its distributed optimizer at 1-2; no ZeRO 3
     MEGATRON = "megatron"
     DEEPSPEED = "deepspeed"  # DeepSpeed ZeRO: one unit per module, prefetch by bucket of params
-    # DeepSpeed of 2021 (v0.3.13-v0.4): every module's fetch synchronises the device; ZeRO 3
+    # DeepSpeed of 2021 (v0.3.13-v0.3.16): every module's fetch synchronises the device; ZeRO 3
     # gathers and reduce-scatters one parameter at a time through list collectives (zero-fill,
-    # copies out and in: simulator.parallel.data)
+    # copies out and in: simulator.parallel.data); the pipeline engine's ReduceGrads
+    # all-reduces every gradient at ZeRO 1 too
     DEEPSPEED_2021 = "deepspeed-2021"
 
 
@@ -222,8 +223,9 @@ class ParallelPlan:
         "help": "the library running data parallelism and ZeRO: fsdp (PyTorch: DDP's buckets "
                 "at zero 0, a gather per transformer block at 3), megatron (Megatron-LM's DDP "
                 "buckets at zero 0, its distributed optimizer at 1-2), deepspeed (a gather per "
-                "module, prefetched by --zero-prefetch-bucket) or deepspeed-2021 (each "
-                "module's fetch synchronises the device)"})
+                "module, prefetched by --zero-prefetch-bucket) or deepspeed-2021 (v0.3.13-"
+                "v0.3.16: each module's fetch synchronises the device, ZeRO 3's list "
+                "collectives per parameter; its pipeline engine all-reduces at ZeRO 1)"})
     fsdp_prefetch: int = field(default=1, metadata={
         "metavar": "UNITS",
         "help": "FSDP: blocks whose all-gather is issued ahead of the one computing "
