@@ -203,6 +203,9 @@ def step_plan(row: dict[str, str]) -> Plan:
     # and which Transformer Engine modules ran fp8 (column fp8_modules; empty: fused)
     fields["rotary"] = row.get("rotary") or "eager"
     fields["fp8_modules"] = row.get("fp8_modules") or "fused"
+    # how Transformer Engine scaled the fp8 tensors (column fp8_recipe; empty: delayed, TE's
+    # default): current for NeMo 25.04's runs (per-tensor current scaling, as its page says)
+    fields["fp8_recipe"] = row.get("fp8_recipe") or "delayed"
     fields["global_batch"] = int(row["global_batch"]) if row["global_batch"] else None
     # the host's synchronisations inside the step (column host_syncs, space-separated:
     # layer = Plan.sync_each_layer, pass = Plan.sync_each_pass; absent or empty: none)

@@ -82,6 +82,14 @@ class Fp8Modules(str, Enum):
     #                    (llm-foundry's fc_type = 'te': no is_first_microbatch)
 
 
+class Fp8Recipe(str, Enum):
+    """How Transformer Engine scales a tensor to fp8 (``simulator.training.fp8``)."""
+    DELAYED = "delayed"  # scale from the amax history of earlier steps; the amax of this step
+    #                      taken inside the cast kernel (TE's DelayedScaling, its default)
+    CURRENT = "current"  # per-tensor current scaling: an amax pass over the tensor, then the
+    #                      cast (TE's Float8CurrentScaling; NeMo 25.04's performance runs)
+
+
 class Finetune(str, Enum):
     FULL = "full"    # every parameter trained
     LORA = "lora"    # base weights frozen, low-rank adapters trained (Hu et al. 2021)
@@ -189,6 +197,10 @@ class Plan:
         "help": "fp8's Transformer Engine modules: fused (LayerNormLinear/LayerNormMLP, "
                 "weights cast once per step) or linear (te.Linear only: 16-bit norms, weights "
                 "cast at every forward call)"})
+    fp8_recipe: Fp8Recipe = field(default=Fp8Recipe.DELAYED, metadata={
+        "help": "fp8 scaling: delayed (amax history; the amax taken inside each cast) or "
+                "current (per-tensor current scaling: an amax pass over each tensor before "
+                "its cast, norms writing 16 bits)"})
     # Convolutions' activations in NHWC (PyTorch's memory_format=torch.channels_last): no layout
     # transposes around 16-bit convolutions (simulator.training.layout). False: NCHW, PyTorch's
     # default, where cuDNN's tensor-core kernels transpose each convolution's input and output.
@@ -289,6 +301,7 @@ class Plan:
         object.__setattr__(self, "rotary", _enum(Rotary, self.rotary, "rotary"))
         object.__setattr__(self, "fp8_modules",
                            _enum(Fp8Modules, self.fp8_modules, "fp8_modules"))
+        object.__setattr__(self, "fp8_recipe", _enum(Fp8Recipe, self.fp8_recipe, "fp8_recipe"))
         object.__setattr__(self, "attention_layout",
                            _enum(AttentionLayout, self.attention_layout, "attention_layout"))
         object.__setattr__(self, "precision", _enum(Precision, self.precision, "precision"))

@@ -37,6 +37,20 @@ GEMM reads transposed needs its own transposed fp8 copy:
   ``torch.no_grad`` (reentrant checkpointing), whose casts write no transposed copy.
 - **amax**: delayed scaling computes each tensor's amax inside these cast kernels; the step's
   amax-history update (one multi-tensor kernel, one small all-reduce) is not priced.
+- **current scaling** (``Plan.fp8_recipe = current``, TE's ``Float8CurrentScalingQuantizer``;
+  NVIDIA/TransformerEngine d0067d0da ``pytorch/csrc/quantizer.cpp``, ``quantize_impl``: the
+  scale comes from this tensor's own amax, so ``nvte_compute_amax`` reads the 16-bit tensor in
+  a kernel of its own, then ``nvte_compute_scale_from_amax`` and ``nvte_quantize_v2`` cast it):
+  the amax pass reads the 16-bit tensor once more (read 2 per element, write nothing), priced
+  inside its cast (the cast op reads 4 per element; the amax kernel's own launch and its
+  ordering are not modelled separately): gradient, weight and unfused input casts. A norm
+  that feeds fp8 GEMMs
+  (``pytorch/csrc/extensions/normalization.cpp``, ``Impl::FUSED_NORM_AMAX_FP8``) computes the
+  amax in the norm kernel but writes its output in 16 bits, which the cast then reads (read 2,
+  write 2): the fused norm's fp8 write and its 1-byte transpose are gone. Not priced: the
+  amax all-reduce over the tensor-parallel group of a sequence-parallel input (a few bytes,
+  latency-bound), the scale kernel (a few bytes); the gathers stay fp8, as TE casts before it
+  gathers.
 
 Memory: what a GEMM keeps for its weight gradient is the column-wise fp8 copy of its input
 (``ctx.save_for_backward`` of the quantized input in ``linear.py``), 1 byte per element: the cast
@@ -50,14 +64,13 @@ Sequence parallelism: TE all-gathers the fp8 norm output (``LayerNormLinear`` wi
 and again for the weight gradient: those all-gathers move 1 byte per element, not 2.
 
 Not modelled: the row-wise fp8 copy, transient (freed after the forward GEMM); the dgelu fused into fc1's gradient cast
-(``cast_transpose_dbias_dgelu``); current-scaling and block-scaled (MXFP8) recipes, whose amax is a
-separate pass.
+(``cast_transpose_dbias_dgelu``); block-scaled recipes (MXFP8, per-block scales in the cast).
 """
 from __future__ import annotations
 
 from simulator.graph.op import DType, Op, OpKind, Phase, Task
 from simulator.graph.opgraph import OpGraph
-from simulator.plan.step import Fp8Modules, Plan
+from simulator.plan.step import Fp8Modules, Fp8Recipe, Plan
 
 #: fn of the cast kernels (``cast_transpose`` for the weights, too).
 CAST = "cast_transpose"
@@ -118,19 +131,27 @@ def add_casts(step: OpGraph, plan: Plan) -> OpGraph:
         elif op.task in (Task.DATA_GRAD, Task.WEIGHT_GRAD):
             by_output.setdefault(op.forward_of, []).append(name)
     fused = plan.fp8_modules is Fp8Modules.FUSED
+    current = plan.fp8_recipe is Fp8Recipe.CURRENT
     for src, readers in by_input.items():
-        _input_cast(step, src, readers, width, fused)
+        _input_cast(step, src, readers, width, fused, current)
     for forward, readers in by_output.items():
-        _grad_cast(step, forward, readers, width)
+        _grad_cast(step, forward, readers, width, current)
     for name in names:
         op = step.op(name)
         if not (op.params and op.n * op.k):
             continue
         if fused and op.task is Task.FORWARD:
-            _weight_cast(step, op, width)
+            _weight_cast(step, op, width, current)
         elif not fused and op.task in _FORWARD:
-            _weight_recast(step, op, width)
+            _weight_recast(step, op, width, current)
     return step
+
+
+def _amax(step: OpGraph, cast: str) -> None:
+    """Current scaling's amax pass over the tensor ``cast`` casts: one more read of it, priced
+    in the cast op (its bytes read doubled; the amax kernel's own launch not counted)."""
+    op = step.op(cast)
+    step.nx.nodes[cast]["op"] = op.evolve(bytes_read=2 * op.bytes_read)
 
 
 def _add(step: OpGraph, like: Op, name: str, read: int, written: int, task: Task,
@@ -164,11 +185,17 @@ def _fused_norm(step: OpGraph, src: str, readers: list[str]) -> str | None:
 
 
 def _input_cast(step: OpGraph, src: str, readers: list[str], width: int,
-                fused: bool = True) -> None:
+                fused: bool = True, current: bool = False) -> None:
     first = step.op(readers[0])
     elements = first.m * first.k * _groups(first)
     norm = _fused_norm(step, src, readers) if fused else None
-    if norm is not None:   # the norm writes fp8; a transpose makes the column-wise copy
+    if norm is not None and current:   # the norm takes the amax and writes 16 bits; the cast
+        if src != norm and step.op(src).fn == "all_gather":   # reads them (TE casts, then
+            for gather in (src, f"{REGATHER}:{src}"):          # gathers the fp8 copy)
+                if gather in step:
+                    _narrow(step, gather, width)
+        read, written = elements * width, 2 * elements * _FP8
+    elif norm is not None:   # the norm writes fp8; a transpose makes the column-wise copy
         op = step.op(norm)
         saved = op.out_bytes // width * (width - _FP8)
         step.nx.nodes[norm]["op"] = op.evolve(bytes_written=max(op.bytes_written - saved, 0),
@@ -183,6 +210,8 @@ def _input_cast(step: OpGraph, src: str, readers: list[str], width: int,
     name = f"{CAST}:{readers[0]}"
     _add(step, first, name, read, written, first.task, first.phase, [src], readers,
          kept=elements * _FP8)
+    if current and norm is None:
+        _amax(step, name)
     for reader in readers:   # the weight gradient reads the kept fp8 copy, not the input
         wgrad = [c for c in step.consumers(src) if step.op(c).task is Task.WEIGHT_GRAD
                  and step.op(c).forward_of == (step.op(reader).forward_of or reader)]
@@ -199,7 +228,8 @@ def _narrow(step: OpGraph, name: str, width: int) -> None:
         out_bytes=op.out_bytes // width * _FP8)
 
 
-def _grad_cast(step: OpGraph, forward: str, readers: list[str], width: int) -> None:
+def _grad_cast(step: OpGraph, forward: str, readers: list[str], width: int,
+               current: bool = False) -> None:
     """One cast of the output gradient of ``forward`` for its data- and weight-gradient GEMMs."""
     sources = list(dict.fromkeys(
         p for r in readers for p in step.inputs(r)
@@ -209,17 +239,21 @@ def _grad_cast(step: OpGraph, forward: str, readers: list[str], width: int) -> N
     elements = first.m * first.n * _groups(first)
     _add(step, first, f"{CAST}:grad:{forward}", elements * width, 2 * elements * _FP8,
          Task.DATA_GRAD, Phase.BACKWARD, sources, readers)
+    if current:
+        _amax(step, f"{CAST}:grad:{forward}")
 
 
-def _weight_cast(step: OpGraph, op: Op, width: int) -> None:
+def _weight_cast(step: OpGraph, op: Op, width: int, current: bool = False) -> None:
     """The weight's fp8 copy and its transpose, once per step, after its layer's update."""
     elements = op.n * op.k * _groups(op)
     update = f"optimizer:L{op.layer}"
     _add(step, op, f"{CAST}:weight:{op.name}", elements * width, 2 * elements * _FP8,
          Task.FORWARD, Phase.OPTIMIZER, [update] if update in step else [], [])
+    if current:
+        _amax(step, f"{CAST}:weight:{op.name}")
 
 
-def _weight_recast(step: OpGraph, op: Op, width: int) -> None:
+def _weight_recast(step: OpGraph, op: Op, width: int, current: bool = False) -> None:
     """``Fp8Modules.LINEAR``: the weight's fp8 copy and its transpose at each forward call of
     ``op`` (forward or recomputed), just before it (TE's ``update_fp8_weights = is_first_microbatch
     is None or is_first_microbatch``: with no ``is_first_microbatch``, every call casts)."""
@@ -229,6 +263,8 @@ def _weight_recast(step: OpGraph, op: Op, width: int) -> None:
     inputs = step.inputs(op.name)
     if inputs:   # ordering only: issued with the GEMM's input, not at the graph's start
         step.add_edge(inputs[0], name, 0, nbytes=0)
+    if current:
+        _amax(step, name)
 
 
 __all__ = ["CAST", "NORMS", "add_casts", "fp8_gemms", "saved_bytes"]
