@@ -50,8 +50,8 @@ def _matmul_beside(result, op: int) -> float:
     return float(np.maximum(overlap, 0.0).sum())
 
 
-CASES = [dict(), dict(m=4, recompute="full", fp32_grads=True), dict(dp=64, m=2, fp32_grads=True),
-         dict(dp=8, m=2, recompute="full")]
+CASES = [{}, {"m": 4, "recompute": "full", "fp32_grads": True},
+         {"dp": 64, "m": 2, "fp32_grads": True}, {"dp": 8, "m": 2, "recompute": "full"}]
 
 
 @pytest.mark.parametrize("case", CASES)

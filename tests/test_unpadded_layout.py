@@ -9,7 +9,12 @@ from simulator.graph.op import DType, OpKind, Phase, Task
 from simulator.plan.step import AttentionLayout, Plan
 from simulator.training.backward import training_graph
 from simulator.training.fusion import fuse_attention
-from simulator.training.qkv import LAYOUT_FN, add_qkv_kernels, layout_copies, layout_fills
+from simulator.training.qkv import (
+    LAYOUT_FN,
+    add_qkv_kernels,
+    layout_copies,
+    layout_fills,
+)
 from workloads.transformer import TransformerConfig
 
 GPT = TransformerConfig("gpt", 2, 512, 8, vocab=1000, seq_len=128)   # learned positions
