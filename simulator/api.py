@@ -23,7 +23,7 @@ from simulator.graph.opgraph import OpGraph
 from simulator.parallel.rank import build_stage, micro_batches, stage_forward
 from simulator.plan.fields import PARALLEL, PLAN, echo
 from simulator.plan.parallel import ParallelPlan, Schedule, data_parallel_size, positive
-from simulator.plan.step import Attention, Plan
+from simulator.plan.step import Attention, Finetune, Plan
 from simulator.report.depth import extrapolate
 from simulator.report.figures import (
     COSTED_NODE_DEVICES,
@@ -215,7 +215,7 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         peak_memory_bytes=peak, memory_breakdown=memory,
         memory_capacity_bytes=device.memory_bytes, fits=peak <= device.memory_bytes,
         energy_j_per_step=energy, avg_power_w=energy / step_s, power_limit_w=limit_w,
-        params=work.num_params(),
+        params=work.num_params(), trainable_params=_trainable(plan, unsplit),
         num_devices=n, critical_path_s=float(path_s),
         step_overhead_s=plan.step_overhead_ms * 1e-3,
         saved_activation_bytes=float(activation_bytes(run.forward, plan)), lowered=lowered,
@@ -433,6 +433,13 @@ def _check_arguments(workload, hardware, plan, parallel, num_devices, cache) -> 
 #: model (the deepest published: 126 to 160 layers), so that their figures are the full
 #: simulation's, and a 10,000-layer stack predicts in about a second.
 DEEP_LAYERS = 512
+
+
+def _trainable(plan: Plan, unsplit: OpGraph) -> int | None:
+    """The model's trained parameters under a fine-tune, None under a full one: its
+    checkpoints' optimizer states (``goodput.checkpoint_bytes``). A fine-tune has no pipeline
+    stages (``micro_batches`` refuses them), so ``unsplit`` is the whole model's forward."""
+    return None if plan.finetune is Finetune.FULL else unsplit.trainable_params()
 
 
 def _depths(work, parallel: ParallelPlan) -> tuple[int, int] | None:

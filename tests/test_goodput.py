@@ -103,10 +103,22 @@ def test_a_run_that_cannot_finish_is_refused():
 
 @pytest.mark.parametrize("bad", [{"checkpoint_every": -1}, {"eval_every": 1.5},
                                  {"failure_rate": 2.0}, {"restart_s": math.nan},
-                                 {"storage_gb_s": -1}, {"eval_every": 10}])
+                                 {"storage_gb_s": -1}, {"eval_every": 10},
+                                 {"eval_batches": 5}])
 def test_bad_run_fields_are_plan_errors(bad):
     with pytest.raises(PlanError):
         Plan(**bad)
+
+
+def test_eval_batches_without_eval_every_is_refused_in_one_line(capsys):
+    """Evaluation batches with no evaluations would be dropped silently: refused, as
+    eval_every without eval_batches is."""
+    with pytest.raises(PlanError, match="needs eval_every"):
+        Plan(eval_batches=5)
+    assert main(["predict", "gpt2", "--device", "a100-sxm4-40gb", "--steps", "10",
+                 "--eval-batches", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "eval_batches" in err and len(err.strip().splitlines()) == 1
 
 
 def test_checkpoint_bytes_are_weights_and_optimizer_states():
@@ -114,6 +126,50 @@ def test_checkpoint_bytes_are_weights_and_optimizer_states():
     bytes per parameter; the gradients are not saved."""
     assert sum(Plan().state_bytes_per_param().values()) == 16
     assert checkpoint_bytes(1e9, Plan().state_bytes_per_param()) == 14e9
+    # a fine-tune: every parameter's weights (2 B), the trainable ones' optimizer states (12 B)
+    assert checkpoint_bytes(1e9, Plan().state_bytes_per_param(), 1e6) == 2e9 + 12e6
+
+
+def test_a_lora_checkpoint_has_the_adapters_optimizer_states_only():
+    """gpt2 under LoRA: a checkpoint is the 124M weights (2 B each) and the adapters' optimizer
+    states (12 B each), not 14 B for every parameter; its evaluations take the LoRA step's
+    forward share, above a full step's third (no frozen weight gradients)."""
+    kw = {"micro_batch": 8, "steps": 1000, "checkpoint_every": 100, "eval_every": 100,
+          "eval_batches": 10}
+    full = simulate("gpt2", "a100-sxm4-40gb", **kw)
+    lora = simulate("gpt2", "a100-sxm4-40gb", finetune="lora", **kw)
+    assert full.trainable_params is None and 0 < lora.trainable_params < 0.01 * lora.params
+    write_s = (lora.params * 2 + lora.trainable_params * 12) / STORAGE_B_PER_S_PER_DEVICE
+    assert lora.totals["checkpoint_time_s"] == pytest.approx(10 * write_s)
+    assert lora.totals["checkpoint_time_s"] < full.totals["checkpoint_time_s"] / 6
+    full_share, lora_share = (r.totals["eval_time_s"] / (10 * 10 * r.step_time_s)
+                              for r in (full, lora))
+    assert full_share == pytest.approx(1 / 3, abs=0.03)
+    assert lora_share > full_share + 0.05
+
+
+def test_evaluations_and_rerun_work_draw_busy_power():
+    """Evaluations are forward passes: their energy is the step's average power over their
+    time, not the idle power; without a restart, all the time failures lose is work run again
+    (busy); a restart's share, exp(-L R) short of R per failure, idles."""
+    kw = {"num_devices": 8, "global_batch": 64, "micro_batch": 8, "steps": 10_000}
+    plain = simulate("gpt2", "a100-sxm4-40gb", **kw)
+    evals = simulate("gpt2", "a100-sxm4-40gb", eval_every=100, eval_batches=20, **kw)
+    added = evals.totals["energy_kwh"] - plain.totals["energy_kwh"]
+    busy = evals.avg_power_w * 8 * evals.totals["eval_time_s"] / 3.6e6
+    assert added == pytest.approx(busy)
+    idle = evals.device_spec.idle_power_w * 8 * evals.totals["eval_time_s"] / 3.6e6
+    assert added > 1.5 * idle
+    lost = run_time(1000, 1.0, failures_per_s=1e-4)
+    assert lost["busy_time_s"] == pytest.approx(lost["failure_time_s"])
+    rate, restart = 1e-4, 300.0
+    out = run_time(1000, 1.0, checkpoint_every=100, checkpoint_s=10.0, eval_every=500,
+                   eval_s=20.0, failures_per_s=rate, restart_s=restart)
+    restarts = out["total_time_s"] * -math.expm1(-rate * restart)
+    work = 1000 + 10 * 10.0 + 2 * 20.0
+    rerun = (out["failure_time_s"] - restarts) * (1000 + 40) / work
+    assert out["busy_time_s"] == pytest.approx(2 * 20.0 + rerun)
+    assert 0 < rerun < out["failure_time_s"] - restarts
 
 
 def test_the_run_totals_pay_for_checkpoints():

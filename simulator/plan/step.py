@@ -343,6 +343,9 @@ class Plan:
         if self.eval_every and not self.eval_batches:
             raise PlanError(f"eval_every = {self.eval_every} needs eval_batches, the batches "
                             "each evaluation runs (--eval-batches N)")
+        if self.eval_batches and not self.eval_every:
+            raise PlanError(f"eval_batches = {self.eval_batches} needs eval_every, the steps "
+                            "between evaluations (--eval-every STEPS)")
 
     def _check_finetune(self) -> None:
         object.__setattr__(self, "finetune", _enum(Finetune, self.finetune, "finetune"))

@@ -60,6 +60,8 @@ def extrapolate(small: Result, large: Result, depths: tuple[int, int], depth: in
         fits=peak <= large.memory_capacity_bytes,
         avg_power_w=figures["energy_j_per_step"] / step,
         params=round(at(small.params, large.params)), parallel=parallel,
+        trainable_params=(None if large.trainable_params is None
+                          else round(at(small.trainable_params, large.trainable_params))),
         notes=[*large.notes, note], totals={})
 
 

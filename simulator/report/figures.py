@@ -139,8 +139,10 @@ def run_totals(result: Result, device: DeviceSpec, tokens_per_sample: int | None
     nodes' parts besides the devices) for ``own_cost_usd`` (``own_cost``). ``plan``: its
     run-level fields (checkpoints, evaluations, failures: ``simulator.report.goodput``) make
     ``total_time_s`` the run's expected wall-clock time, ``training_time_s`` its steps' and
-    ``goodput`` their ratio; the devices idle through the rest (their idle power), held and
-    paid for all of it."""
+    ``goodput`` their ratio; the devices compute through its evaluations and the work failures
+    make them run again (``busy_time_s``, at the step's average power, ``avg_power_w``) and
+    idle through the rest (checkpoint writes, restarts: their idle power), held and paid for
+    all of it."""
     if tokens is None and steps is None:
         return {}
     if tokens is not None and steps is not None:
@@ -156,7 +158,9 @@ def run_totals(result: Result, device: DeviceSpec, tokens_per_sample: int | None
     total_s = run["total_time_s"]
     device_hours = total_s * result.num_devices / 3600
     kwh = steps * result.energy_j_per_step * result.num_devices * pue / _J_PER_KWH
-    kwh += (device.idle_power_w * result.num_devices * (total_s - run["training_time_s"])
+    busy_s = run["busy_time_s"]
+    idle_s = total_s - run["training_time_s"] - busy_s
+    kwh += ((result.avg_power_w * busy_s + device.idle_power_w * idle_s) * result.num_devices
             * pue / _J_PER_KWH)
     if overhead_w:
         kwh += overhead_w * total_s * pue / _J_PER_KWH
@@ -177,16 +181,16 @@ def run_totals(result: Result, device: DeviceSpec, tokens_per_sample: int | None
 def _run_time(result: Result, plan: Plan | None, steps: float) -> dict[str, float]:
     """``goodput.run_time`` of ``steps`` of ``result`` under ``plan``'s run-level fields: a
     checkpoint's write at the plan's storage bandwidth (``STORAGE_B_PER_S_PER_DEVICE`` x the
-    devices when it gives none), an evaluation batch at the step's forward share of its time
-    (model FLOPs / 3 over hardware FLOPs), the job's failure rate = the devices' rate x their
-    number."""
+    devices when it gives none; optimizer states for the trainable parameters alone), an
+    evaluation batch at the step's forward share of its time (``forward_share``), the job's
+    failure rate = the devices' rate x their number."""
     if plan is None:
         return goodput.run_time(steps, result.step_time_s)
     bandwidth = (plan.storage_gb_s * 1e9 if plan.storage_gb_s
                  else goodput.STORAGE_B_PER_S_PER_DEVICE * result.num_devices)
-    write_s = goodput.checkpoint_bytes(result.params, plan.state_bytes_per_param()) / bandwidth
-    forward = (result.flops_per_step / 3 / result.hardware_flops_per_step
-               if result.hardware_flops_per_step > 0 else 1 / 3)
+    write_s = goodput.checkpoint_bytes(result.params, plan.state_bytes_per_param(),
+                                       result.trainable_params) / bandwidth
+    forward = forward_share(result)
     failures_per_s = plan.failure_rate * result.num_devices / 3600
     run = goodput.run_time(
         steps, result.step_time_s, checkpoint_every=plan.checkpoint_every,
@@ -197,6 +201,18 @@ def _run_time(result: Result, plan: Plan | None, steps: float) -> dict[str, floa
         run["young_checkpoint_every"] = max(1, round(
             goodput.young_interval_s(write_s, failures_per_s) / result.step_time_s))
     return run
+
+
+def forward_share(result: Result) -> float:
+    """The share of a step's FLOPs its forward ops run: its (pacing stage's) lowered graph's
+    forward-phase FLOPs over all its ops' (model FLOPs / 3 over hardware FLOPs without one).
+    A full training step's is about 1/3; a LoRA step's more (its backward computes no frozen
+    weight's gradient)."""
+    lowered = result.lowered
+    if lowered is not None and lowered.flops.sum() > 0:
+        return float(lowered.flops[lowered.phase == Phase.FORWARD].sum() / lowered.flops.sum())
+    return (result.flops_per_step / 3 / result.hardware_flops_per_step
+            if result.hardware_flops_per_step > 0 else 1 / 3)
 
 
 def own_cost(device: DeviceSpec, devices: int, total_s: float, kwh: float, own_years: float,
@@ -218,4 +234,4 @@ def own_cost(device: DeviceSpec, devices: int, total_s: float, kwh: float, own_y
 
 __all__ = ["COSTED_NODE_DEVICES", "DEFAULT_GRID_KG_CO2_PER_KWH", "DEFAULT_NODE_COST_USD",
            "DEFAULT_PUE", "RUN_LIMITS", "check_run", "communication_s", "counted_fraction",
-           "own_cost", "run_totals", "system_flops"]
+           "forward_share", "own_cost", "run_totals", "system_flops"]

@@ -54,6 +54,7 @@ class Result:
     critical_path_s: float = 0.0         # longest dependency chain of one micro-batch's step
     step_overhead_s: float = 0.0         # per step outside its graph (plan.step_overhead_ms)
     saved_activation_bytes: float = 0.0  # kept for the backward at the end of the forward
+    trainable_params: int | None = None  # fine-tuning's trained parameters (None: all of them)
     totals: dict[str, float | None] = field(default_factory=dict)
     # the split over devices: dp, tp, pp, cp, zero, sequence_parallel, schedule,
     # virtual_stages, the framework switches, stage_layers, cluster, params_per_device,
