@@ -11,8 +11,9 @@ Vectorised over the lowered arrays; every factor is derived from a spec figure, 
   to fill more SMs (cuBLAS's split-k / ``segment_k`` kernels): the best split is taken (the
   partial sums' reduction is not priced). Where the spec gives the tile of the library's fp32
   (CUDA-core) kernel (``fp32_matrix_tile``), fp32 matmuls are cut into that tile instead, with
-  no fixed cost and no split of k (NeuSight's H100 fp32 ``torch.nn.Linear`` calls run sm80 FFMA
-  kernels of 128 x 128 x 8 tiles, none split-k).
+  that kernel's own fixed cost where the spec gives one (``fp32_tile_fixed_k``, in k-steps of
+  the fp32 loop; none without it) and no split of k (NeuSight's H100 fp32
+  ``torch.nn.Linear`` calls run sm80 FFMA kernels of 128 x 128 x 8 tiles, none split-k).
 - TPU (``systolic_array``): the weight-stationary array holds a (k x n) block; k and n are
   padded to the array's rows and columns (Jouppi et al. 2017, sec. 2).
 - CPU (``simd_width_bits``): n is padded to the SIMD lanes of the format.
