@@ -6,7 +6,8 @@ megatron/core/transformer/moe/token_dispatcher.py) without a capacity factor and
 sets ``cuda_sync_point = "before_ep_alltoall"`` and calls
 ``torch.cuda.current_stream().synchronize()`` there, once per MoE layer's forward; padded to a
 capacity (``moe_pad_expert_input_to_capacity``, NeMo's performance recipes) it is
-``"no_sync"``; with one rank there is no all-to-all.
+``"no_sync"``; with one rank there is no all-to-all, but a dropless dispatcher still reads the
+tokens per expert on the host (``"before_ep_alltoall"`` or ``"before_finish"``).
 """
 from dataclasses import replace
 
@@ -61,24 +62,39 @@ def test_recomputation_synchronises_again():
                                     + [int(Phase.RECOMPUTE)] * LAYERS)
 
 
-@pytest.mark.parametrize("case", ["capacity", "one-rank", "deepep"])
+@pytest.mark.parametrize("case", ["capacity", "one-rank-padded", "deepep", "deepep-in-a-node"])
 def test_no_synchronisation_when_the_sizes_are_known(case):
     if case == "capacity":    # padded to capacity: Megatron-Core's "no_sync"
         run = _run(_work(capacity_factor=1.0))
-    elif case == "one-rank":  # no all-to-all
-        run = _run(_work(), num_devices=1, ep=1)
-    else:                     # DeepEP's dispatch is not Megatron-Core's all-to-all dispatcher
+    elif case == "one-rank-padded":
+        run = _run(_work(capacity_factor=1.0), num_devices=1, ep=1)
+    elif case == "deepep":    # DeepEP's dispatch is not Megatron-Core's all-to-all dispatcher
         run = _run(replace(_work(), moe=replace(_work().moe, experts=16)), num_devices=16,
                    ep=16, moe_dispatcher="deepep")
+    else:                     # nor inside one node (no inter-node hop)
+        run = _run(_work(), moe_dispatcher="deepep")
     assert not _synced(run)
     assert sync_calls(run.lowered, run.device_spec).sum() == 0
 
 
+def test_one_rank_dropless_synchronises_at_the_permutation():
+    """ep = 1, dropless, 8 local experts: Megatron-Core's dispatcher still reads the tokens
+    per expert on the host (cuda_sync_point "before_ep_alltoall" with several local experts,
+    "before_finish" with one): once per MoE layer's forward, at the permutation."""
+    run = _run(_work(), num_devices=1, ep=1)
+    names = _synced(run)
+    assert len(names) == LAYERS and all(name.endswith("permute") for name in names), names
+    assert sync_calls(run.lowered, run.device_spec).sum() == LAYERS
+
+
 def test_the_synchronisation_costs_the_hosts_issue_time_and_nothing_else():
-    """Dropless and a capacity factor no expert reaches (64) run the same work (the same
-    load); only the host waits differ: dropless is slower, by less than the host's issue time
-    of all the forward ops (the most a host that restarts from an idle device can expose)."""
-    dropless, padded = _run(_work()), _run(_work(capacity_factor=64.0))
+    """Dropless and padded to a capacity factor equal to dropless's busiest load run the same
+    work (the same load); only the host waits differ: dropless is slower, by less than the
+    host's issue time of all the forward ops (the most a host that restarts from an idle
+    device can expose)."""
+    dropless = _run(_work())
+    busiest = max(dropless.lowered.load) / 1000
+    padded = _run(_work(capacity_factor=busiest))
     assert set(dropless.lowered.load) == set(padded.lowered.load)
     assert dropless.flops_per_step == padded.flops_per_step
     extra = dropless.step_time_s - padded.step_time_s

@@ -21,8 +21,11 @@ dispatcher and grouped GEMMs (megatron/core/transformer/moe/, ``TEGroupedMLP``):
 Load imbalance and token dropping. The busiest expert (or expert-parallel rank) receives
 ``imbalance`` times the mean load, and every rank waits for it at the combine; with a
 ``capacity_factor`` C (GShard, sec. 2.2; Switch, sec. 2.2) an expert keeps at most C x the
-mean load and drops the rest. With expert parallelism (ep > 1) the expert GEMMs therefore run
-``load = min(imbalance, C)`` times their mean work on the rank that paces the step: the
+mean load and drops the rest, its input padded to C x the mean (Megatron-Core's
+``--moe-pad-expert-input-to-capacity``, as NeMo's recipes run). With expert parallelism
+(ep > 1) the expert GEMMs therefore run ``load`` times their mean work on the rank that paces
+the step (dropless: the larger of the imbalance and the sampling spread; with C: C;
+``simulator.parallel.expert.busiest_load``): the
 ``load`` fact of each grouped GEMM (per mille), set by ``simulator.parallel.expert``, which
 ``simulator.cost.efficiency.executed_fraction`` applies to its time. With ep = 1 one device
 runs every expert in one grouped GEMM: its work is the same however the tokens spread, so the
@@ -123,13 +126,6 @@ class MoE:
 
     def ffn(self, dense_ffn: int) -> int:
         return dense_ffn if self.expert_ffn_hidden is None else self.expert_ffn_hidden
-
-    @property
-    def load(self) -> float:
-        """The busiest expert's work over the mean: the imbalance, cut at the capacity."""
-        if self.capacity_factor is None:
-            return float(self.imbalance)
-        return float(min(self.imbalance, self.capacity_factor))
 
     def is_moe(self, layer: int) -> bool:
         return layer >= self.first_dense_layers

@@ -25,8 +25,8 @@ user's) and the spread of a router balanced in expectation (``sampling_load``: a
 copies fall on the ranks at random, so the busiest of ep ranks receives, in expectation,
 the mean plus E[max of ep correlated normals] standard deviations: closed form, checked
 against a Monte Carlo of top-k routing in tests/test_moe_load.py; Mixtral 8x7B, 4,096 tokens
-x top-2 a rank over 8 ranks: 1.015), cut at the capacity factor (dropped or padded to it,
-each expert runs exactly that). A floor: real routers are also skewed (tokens of a sequence,
+x top-2 a rank over 8 ranks: 1.015); with a capacity factor C, exactly C (every expert's
+input padded to capacity, as NeMo's recipes run: ``busiest_load``). A floor: real routers are also skewed (tokens of a sequence,
 a domain, route alike) and that part is the ``imbalance`` the user gives; no cited measurement
 of it for an aux-loss router is built in.
 
@@ -55,12 +55,17 @@ counts to the host and calls ``torch.cuda.current_stream().synchronize()`` befor
 dispatch all-to-all of each MoE layer's forward (``cuda_sync_point = "before_ep_alltoall"``,
 megatron/core/transformer/moe/token_dispatcher.py at NVIDIA/Megatron-LM c230e0d7c2, MCore
 v0.9-0.10; with a capacity factor and ``--moe-pad-expert-input-to-capacity`` the sizes are
-known and it does not: ``"no_sync"``). The dispatch carries the fact ``sync``, and
+known and it does not: ``"no_sync"``; a capacity factor is taken as padded throughout, load
+and sync). With ep = 1 the dropless permutation carries it (no all-to-all; the host still
+reads the tokens per expert: ``"before_ep_alltoall"`` or ``"before_finish"``); DeepEP's
+dispatch (``deepep``), in a node or across nodes, does not. The dispatch carries the fact
+``sync``, and
 ``simulator.cost.host.sync_calls`` makes the host wait for the device before issuing it (in
 the forward and a recomputation; the backward reuses the sizes). The dropless permutation
 itself (moe_utils.permute at the same commit: ``masked_select``, whose output size the host
-must read) waits just before it, so the host waits once either way. Not modelled: the sync
-before the permutation of a capacity factor without padding, DeepEP's own.
+must read) waits just before it, so the host waits once either way. Not modelled: a capacity
+factor without padding (load min(busiest, C) and a sync "before_permutation_1"), DeepEP's
+own sync.
 
 Gradients (``reduce_expert_gradients``): a rank's experts are held by the dp x cp / ep ranks
 of its expert-data-parallel group, tp x ep apart (Megatron-Core's ``expert_data_parallel``
@@ -122,15 +127,18 @@ def shard(forward: OpGraph, ep: int, local: int = 0, overlap_shared: bool = Fals
     ``overlap_shared``: the shared experts run beside the all-to-alls (else after the
     combine); ``deepep``: DeepEP's two-hop dispatch (``nodes_per_token``) for ``moe`` (the
     workload's ``workloads.moe.MoE``)."""
-    if ep == 1 or not any(op.role in EXPERTS for op in forward.ops()):
+    # Megatron-Core's dropless all-to-all dispatcher reads the split sizes on the host first
+    # (DeepEP's dispatch is not that dispatcher, inside a node as across nodes)
+    sync = moe is not None and moe.capacity_factor is None and not deepep
+    if not any(op.role in EXPERTS for op in forward.ops()):
         return forward
+    if ep == 1:   # no all-to-all: the host still reads the tokens per expert, at the permutation
+        return _sync_permutation(forward) if sync else forward
     members = local or ep
     hops = None
     if deepep and moe is not None and ep > members:
         hops = (ep // members, members, nodes_per_token(moe, ep // members))
     load = busiest_load(moe, _copies_per_rank(forward), ep) if moe is not None else 1.0
-    # Megatron-Core's dropless all-to-all dispatcher reads the split sizes on the host first
-    sync = moe is not None and moe.capacity_factor is None and hops is None
     out = _shard(forward, ep, local, hops, moe.top_k if moe is not None else 1, load, sync)
     if not overlap_shared:
         _shared_after_combine(out)
@@ -168,13 +176,28 @@ def sampling_load(copies: float, ep: int, experts: int = 0, top_k: int = 1) -> f
 
 
 def busiest_load(moe, copies: float, ep: int) -> float:
-    """The grouped GEMMs' ``load`` on the rank that paces the step: the larger of the
-    workload's ``imbalance`` and the sampling floor (``sampling_load``), cut at the capacity
-    factor (an expert padded or dropped to capacity runs exactly that)."""
-    busiest = max(float(moe.imbalance), sampling_load(copies, ep, moe.experts, moe.top_k))
-    if moe.capacity_factor is None:
-        return busiest
-    return min(busiest, float(moe.capacity_factor))
+    """The grouped GEMMs' ``load`` on the rank that paces the step: dropless, the larger of
+    the workload's ``imbalance`` and the sampling floor (``sampling_load``); with a capacity
+    factor C, C: every expert's input padded to capacity (Megatron-Core's
+    ``--moe-pad-expert-input-to-capacity``, NeMo's recipes), so each runs exactly C x the
+    mean, however the tokens spread (dropping without padding is not modelled)."""
+    if moe.capacity_factor is not None:
+        return float(moe.capacity_factor)
+    return max(float(moe.imbalance), sampling_load(copies, ep, moe.experts, moe.top_k))
+
+
+def _sync_permutation(forward: OpGraph) -> OpGraph:
+    """``forward`` with the host synchronising before each dropless permutation (ep = 1:
+    Megatron-Core's dispatcher reads the tokens per expert on the host, ``cuda_sync_point``
+    "before_ep_alltoall" with several local experts, "before_finish" with one,
+    token_dispatcher.py at c230e0d7c2)."""
+    out = OpGraph(forward.name)
+    for name in forward.names():
+        op = forward.op(name)
+        if op.role is Role.EXPERT_DISPATCH:
+            op = op.evolve(extra=(*op.extra, ("sync", 1)))
+        out.add(op, forward.inputs(name))
+    return out
 
 
 def _copies_per_rank(forward: OpGraph) -> float:
