@@ -98,13 +98,16 @@ def test_tpu_tdp_priors_follow_v4s_measured_watts_per_flop():
 
 
 def test_trainium_tdp_from_semianalysis_and_aws_ratio():
-    """Trainium2: SemiAnalysis's 500 W (a cited third-party figure, not flagged a prior);
-    Trainium1: 500 W x AWS's 'up to 2x' energy efficiency x the bf16 peaks' ratio."""
+    """Trainium2: SemiAnalysis's 500 W (a dated third-party figure, cited, not flagged a
+    prior); Trainium1: 500 W x AWS's 'up to 2x' energy efficiency x the bf16 peaks' ratio, an
+    upper estimate no one publishes: flagged a prior like TPU v5e/v5p/v6e's derived TDPs."""
     trn1, trn2 = load_device("trainium1"), load_device("trainium2")
     assert trn2.tdp_w == 500
     assert trn1.tdp_w == pytest.approx(500 * 2 * _bf16("trainium1") / _bf16("trainium2"), abs=0.5)
+    assert trn1.power_priors == ("idle_w", "tdp_w")
+    assert trn2.power_priors == ("idle_w",)
     for device in (trn1, trn2):
-        assert device.power_priors == ("idle_w",) and device.idle_prior
+        assert device.idle_prior
         assert device.idle_power_w == pytest.approx(IDLE_PRIORS[DeviceClass.ACCELERATOR]
                                                     * device.tdp_w)
 
