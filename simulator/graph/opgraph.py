@@ -56,29 +56,38 @@ class OpGraph:
 
     def names(self) -> list[str]:
         """Op names in a deterministic topological order (insertion order breaks ties, an op
-        marked ``issue_early`` taking the place just after the last-added of its inputs):
-        ``networkx.lexicographical_topological_sort``'s order, by Kahn's algorithm over
-        integer keys (several times faster on the 100,000-op graphs of deep models). A cycle
-        is a WorkloadError."""
+        marked ``issue_early`` taking the place just after the last-placed of its inputs: an
+        input that is itself ``issue_early`` counts at its own place, not where it was
+        added): ``networkx.lexicographical_topological_sort``'s order, by Kahn's algorithm
+        over integer keys (several times faster on the 100,000-op graphs of deep models). A
+        cycle is a WorkloadError."""
         nodes, pred, succ = self.nx.nodes, self.nx.pred, self.nx.succ
         position = {name: i for i, name in enumerate(nodes)}
-        keys, waiting, ready = {}, {}, []
-        for name, early in nodes(data="early"):
+        early = dict(nodes(data="early"))
+        # place: where an op counts for the early ops reading it (its insertion position, or,
+        # for an early op, its inputs' latest place): set when the op is popped, before any
+        # reader is pushed (a reader is pushed once all its inputs are popped)
+        place: dict[str, int] = {}
+        waiting, ready = {}, []
+        for name in nodes:
             inputs = pred[name]
-            keys[name] = ((max(position[src] for src in inputs), position[name]) if early
-                          else (position[name], -1))
             waiting[name] = len(inputs)
             if not inputs:
-                ready.append((keys[name], name))
+                ready.append(((position[name], -1), name))
         heapq.heapify(ready)
         order = []
         while ready:
             name = heapq.heappop(ready)[1]
             order.append(name)
+            inputs = pred[name]
+            place[name] = (max(place[src] for src in inputs) if early[name] and inputs
+                           else position[name])
             for child in succ[name]:
                 waiting[child] -= 1
                 if not waiting[child]:
-                    heapq.heappush(ready, (keys[child], child))
+                    key = ((max(place[src] for src in pred[child]), position[child])
+                           if early[child] else (position[child], -1))
+                    heapq.heappush(ready, (key, child))
         if len(order) != len(position):
             stuck = sorted(name for name, n in waiting.items() if n)
             raise WorkloadError(f"graph {self.name!r} has a cycle through {len(stuck)} ops "
