@@ -70,18 +70,16 @@ def test_metered_energy_within_15_percent_median():
 
 def test_metered_power_profile_splits_the_node():
     """What the power logs say about a node's parts (benchmarks/energy_validation.profile;
-    analysis, nothing in hwsim set from it). Two bounds on the non-GPU parts agree: at the
-    lowest reading a run logged (SMC's H100 node 2,325 W, Lenovo's B200 node 2,969 W) less eight
-    GPUs at their measured idle, at most 1,693 / 1,873 W; at the training plateau (90th
-    percentile) less eight GPUs at their TDP, at least 1,609-1,719 / 1,885 W, within 5 % of the
-    first where the GPUs compute flat out (GPT-3, one-node LoRA, B200 LoRA): those GPUs draw
-    their TDP (689, 703 and 1,002 W), as hwsim's busy GPUs do. The DGX H100 datasheet's overhead
-    (4.6 kW, hwsim's dgx-h100 default) is over 2.5x these nodes' other parts (immersion cooled,
-    no fans). hwsim's average GPU power: ResNet-50 within 10 % of the metered node's GPUs
+    analysis, nothing in hwsim set from it). First, checks of the logs alone, not of hwsim: two
+    bounds on the non-GPU parts agree, at the lowest reading a run logged (SMC's H100 node
+    2,325 W, Lenovo's B200 node 2,969 W) less eight GPUs at their measured idle, at most 1,693 /
+    1,873 W; at the training plateau (90th percentile) less eight GPUs at their TDP, at least
+    1,609-1,719 / 1,885 W, within 5 % of the first where the GPUs compute flat out (GPT-3,
+    one-node LoRA, B200 LoRA): consistent with those GPUs at their TDP (689, 703 and 1,002 W if
+    the other parts draw no more loaded than at idle; an inference, not a GPU reading). Then
+    hwsim's validation: its average GPU power, ResNet-50 within 10 % of the metered node's GPUs
     (+2.5 % at this commit), GPT-3 within 20 % (-14 %: more idle and exposed communication in
     hwsim's step)."""
-    from hardware_specs.cluster import load_cluster
-
     rows = {(r["machine"], r["benchmark"], r["system"]): r for r in ev.profile()}
     flat_out = [("smc-h100", "gpt3", "64xSMC-H100-SXM-80GB"),
                 ("smc-h100", "llama2_70b_lora", "1xSMC-H100-SXM-80GB"),
@@ -92,7 +90,6 @@ def test_metered_power_profile_splits_the_node():
         assert r["rest_min_w"] == pytest.approx(r["rest_w"], rel=0.05), key
     smc = rows[flat_out[0]]
     assert smc["rest_w"] == pytest.approx(2325 - 8 * 79)
-    assert load_cluster("dgx-h100").node_overhead_w > 2.5 * smc["rest_w"]
     per_gpu = {r["benchmark"]: r["predicted_gpus_w"] / 8 for r in ev.rows()}
     resnet = rows[("smc-h100", "resnet", "1xSMC-H100-SXM-80GB")]
     assert per_gpu["resnet"] == pytest.approx(resnet["gpu_mean_w"], rel=0.10)

@@ -326,10 +326,10 @@ def test_power_limit_sweep_on_the_p100_shows_the_busy_power_gap():
     """Validation, never fitted on: Zeus's P100 sweeps (NSDI 2023 traces, ResNet-50 b128 and
     BERT-base b24). What holds: hwsim's step never gets faster as the limit falls and its power
     stays under each limit; its energy per unit of work is within 20 % of the measured one at
-    every limit (16.2 % at most at this commit: BERT at 125 W). What the data says hwsim misses
-    (docs/accuracy.md; hwsim's side is the strict xfail below): the busy P100 drew at most 72 %
-    of its 250 W limit (165 and 179 W) and ran within 1 % of full speed at 200 W, where
-    hwsim's busy device draws the TDP."""
+    every limit (16.2 % at most at this commit: BERT at 125 W). The last two checks are of the
+    measured data alone, not of hwsim: the busy P100 drew at most 72 % of its 250 W limit (165
+    and 179 W) and ran within 1 % of full speed at 200 W, what hwsim misses where its busy
+    device draws the TDP (docs/accuracy.md; hwsim's side is the strict xfail below)."""
     table = _p100_sweep()
     assert len(table) == 12
     for workload in {row["workload"] for row in table}:
