@@ -183,6 +183,12 @@ class DeviceSpec:
     # The same for fp32 GEMMs, where measured: on GPUs they run on the CUDA cores, not the
     # matrix units, and reach another fraction of their peak. None: matmul_efficiency.
     fp32_matmul_efficiency: float | None = None
+    # Where matmul_efficiency (and fp8_matmul_efficiency) is a burst figure (a short benchmark
+    # on a cool chip, at its boost clock): the fraction of that rate the device holds when its
+    # GEMMs run back to back at its power limit, as in training (the sustained
+    # over the burst rate of one tool on the device or its die; simulator.cost.power
+    # .sustained_times). None: the figures are already sustained.
+    matmul_sustained: float | None = None
     memory_efficiency: float = 1.0
     # Convolutions run library algorithms (implicit GEMM, Winograd, direct) of their own
     # efficiency; None: as matmuls.
@@ -287,7 +293,7 @@ class DeviceSpec:
             fraction(getattr(self, name), name)
         for name in ("conv_efficiency", "attention_efficiency", "matmul_memory_efficiency",
                      "norm_memory_efficiency", "fp8_matmul_efficiency",
-                     "fp32_matmul_efficiency", "fp32_conv_efficiency"):
+                     "fp32_matmul_efficiency", "fp32_conv_efficiency", "matmul_sustained"):
             fraction(getattr(self, name), name, optional=True)
         for fn, value in self.function_efficiency.items():
             fraction(value, f"function_efficiency.{fn}")

@@ -51,7 +51,7 @@ import numpy as np
 from hardware_specs.spec import DeviceSpec
 from simulator.errors import PlanError
 from simulator.graph.lower import Lowered
-from simulator.graph.op import OpKind, Phase
+from simulator.graph.op import DType, OpKind, Phase
 
 #: Voltage at and below the knee, relative to the reference clock's (Perseus A100 sweep fit,
 #: module docstring: forward 0.886, backward 0.892).
@@ -62,6 +62,7 @@ KNEE = 0.85
 #: 210 of 1410 MHz (nvidia-smi -q -d SUPPORTED_CLOCKS), rounded up.
 MIN_CLOCK = 0.15
 _GRID = 256
+_GEMM_CODES = np.array([int(OpKind.MATMUL), int(OpKind.CONV)], dtype=np.int8)
 
 
 def voltage(x):
@@ -113,6 +114,32 @@ def scaled_times(compute_s: np.ndarray, memory_s: np.ndarray, time_s: np.ndarray
     return compute, time_s + (np.maximum(compute, memory_s) - np.maximum(compute_s, memory_s))
 
 
+def sustained_times(lowered: Lowered, device: DeviceSpec, compute_s: np.ndarray,
+                    memory_s: np.ndarray, time_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(compute_s, time_s) of each op as a training step runs it: GEMMs back to back at the
+    power limit, not a cool chip's short burst.
+
+    A spec whose GEMM figures are burst measurements (``matmul_efficiency``,
+    ``fp8_matmul_efficiency``: the best shape's short run at the boost clock, MAMF) gives
+    ``matmul_sustained``, the measured ratio of the sustained rate (MSMF: the best shape held
+    until the board sits at its power limit) to the burst one; the compute of every GEMM in a
+    tensor-core format (matmuls and convolutions, which cuDNN runs as implicit GEMMs; not
+    fp32, which runs on the CUDA cores) is divided by it, its memory time and fixed cost kept,
+    as ``scaled_times`` does for a clock. Fused attention keeps its own kernel's rate: the
+    ratio is measured on GEMMs, and no sustained figure of an attention kernel is known. The
+    step's GEMMs then run at the reference this module's power model assumes (a busy device
+    at its TDP). Kernel-level comparisons (a table of kernels timed alone:
+    ``simulator.cost.roofline.op_costs``) keep the burst rate. A spec without the ratio
+    (None: its figures are sustained, or no sustained figure is known) is unchanged."""
+    ratio = device.matmul_sustained
+    if ratio is None or ratio >= 1.0 or len(time_s) == 0:
+        return compute_s, time_s
+    clock = np.ones(len(time_s), dtype=np.float64)
+    gemm = np.isin(lowered.kind, _GEMM_CODES) & (lowered.dtype != DType.FP32)
+    clock[gemm] = ratio
+    return scaled_times(compute_s, memory_s, time_s, clock)
+
+
 def phase_clocks(lowered: Lowered, device: DeviceSpec, compute_s: np.ndarray,
                  memory_s: np.ndarray, time_s: np.ndarray, limit_w: float) -> np.ndarray:
     """Relative clock of each op (float64, 1.0 where the limit does not bind): per phase, the
@@ -145,4 +172,4 @@ def phase_clocks(lowered: Lowered, device: DeviceSpec, compute_s: np.ndarray,
 
 
 __all__ = ["KNEE", "MIN_CLOCK", "V_FLOOR", "check_limit", "dynamic_scale", "energy_scale",
-           "floor_w", "phase_clocks", "scaled_times", "voltage"]
+           "floor_w", "phase_clocks", "scaled_times", "sustained_times", "voltage"]

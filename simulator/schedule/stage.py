@@ -15,7 +15,7 @@ from hardware_specs.spec import DeviceSpec
 from simulator.cost.host import costs as host_costs
 from simulator.cost.host import release
 from simulator.cost.host import syncs as host_syncs
-from simulator.cost.power import phase_clocks, scaled_times
+from simulator.cost.power import phase_clocks, scaled_times, sustained_times
 from simulator.cost.roofline import op_costs
 from simulator.graph.collective import Axis
 from simulator.graph.lower import Lowered
@@ -85,6 +85,8 @@ def price_stage(lowered: Lowered, forward: OpGraph, device: DeviceSpec,
     from simulator.engine.dispatch import engine
 
     compute_s, memory_s, time_s = op_costs(lowered, device, cluster, plan)
+    # a step's GEMMs run sustained, not as a burst (the spec's matmul_sustained, if any)
+    compute_s, time_s = sustained_times(lowered, device, compute_s, memory_s, time_s)
     clock = None
     if power_limit_w is not None and power_limit_w < device.tdp_w:
         clock = phase_clocks(lowered, device, compute_s, memory_s, time_s, power_limit_w)

@@ -1,0 +1,118 @@
+"""GEMMs sustained, not burst (issue 20 item 1, issue 21): a spec whose GEMM figures are short
+bursts on a cool chip (MAMF) gives ``matmul_sustained``, the measured sustained-over-burst
+ratio; a training step divides its tensor-core compute by it (simulator.cost.power
+.sustained_times), a kernel timed alone keeps the burst rate.
+
+The H100 SXM's ratio is the H200 SXM's (the same GH100 die at the same 700 W): MSMF 755 over
+MAMF 850 TFLOP/s in one run of stas00/ml-engineering's mamf-finder ("Maximum Achievable and
+Sustainable Matmul FLOPS comparison table", read 2026-10-02)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hardware_specs.loader import load_device
+from hardware_specs.override import override
+from simulator import simulate
+from simulator.cost.power import sustained_times
+from simulator.cost.roofline import op_costs
+from simulator.errors import SpecError
+from simulator.graph.lower import lower
+from simulator.graph.op import DType, OpKind
+from simulator.graph.opgraph import OpGraph
+from workloads.layers import Builder
+
+H100 = load_device("h100-sxm5-80gb")
+PLAN = {"micro_batch": 2, "global_batch": 16, "seq_len": 1024, "precision": "bf16"}
+
+
+def _lowered(dtype: DType):
+    graph = OpGraph()
+    b = Builder(graph, dtype=dtype)
+    b.linear("big", None, 8192, 8192, 8192, bias=False)     # compute-bound
+    b.linear("thin", None, 1, 8192, 8192, bias=False)       # bound by its weight's bytes
+    return lower(graph)
+
+
+def test_the_h100_ratio_is_the_h200_msmf_over_its_mamf():
+    assert H100.matmul_sustained == pytest.approx(755 / 850, abs=5e-4)
+    # its neighbours: the specs whose figure is already sustained carry no ratio
+    for name in ("h200-sxm", "a100-sxm4-80gb", "a100-pcie-80gb", "mi300x"):
+        assert load_device(name).matmul_sustained is None
+
+
+def test_closed_form_compute_bound_gemm_runs_at_the_sustained_rate():
+    """The 8192^3 bf16 GEMM: burst 2 x 8192^3 / (989.4e12 x 0.803 x shape), sustained the same
+    over 0.888; the memory-bound GEMV keeps its time; the kernel alone (op_costs) is a burst."""
+    low = _lowered(DType.BF16)
+    compute, memory, time = op_costs(low, H100)
+    sustained_compute, sustained_time = sustained_times(low, H100, compute, memory, time)
+    assert sustained_compute[0] == pytest.approx(compute[0] / 0.888, rel=1e-3)
+    assert sustained_time[0] - time[0] == pytest.approx(compute[0] * (1 / 0.888 - 1), rel=1e-3)
+    assert memory[1] > compute[1] / 0.888   # the GEMV stays bound by its bytes
+    assert sustained_time[1] == time[1]
+    # the burst rate of the big GEMM at the spec's figures, within its shape factor
+    assert 2 * 8192 ** 3 / compute[0] == pytest.approx(989.4e12 * 0.803, rel=0.02)
+
+
+def test_fp32_gemms_on_the_cuda_cores_are_not_scaled_fp8_ones_are():
+    low = _lowered(DType.FP32)
+    compute, memory, time = op_costs(low, H100)
+    assert np.array_equal(sustained_times(low, H100, compute, memory, time)[1], time)
+    low = _lowered(DType.FP8)
+    compute, memory, time = op_costs(low, H100)
+    assert sustained_times(low, H100, compute, memory, time)[0][0] == pytest.approx(
+        compute[0] / 0.888, rel=1e-9)
+
+
+def test_no_ratio_changes_nothing():
+    bare = dataclasses.replace(H100, matmul_sustained=None)
+    low = _lowered(DType.BF16)
+    compute, memory, time = op_costs(low, bare)
+    out = sustained_times(low, bare, compute, memory, time)
+    assert out[0] is compute and out[1] is time
+
+
+def test_a_ratio_outside_zero_one_is_refused():
+    with pytest.raises(SpecError, match="matmul_sustained"):
+        override(H100, {"matmul_sustained": 1.2})
+    assert override(H100, {"matmul_sustained": 0.5}).matmul_sustained == 0.5
+
+
+@settings(max_examples=4, deadline=None)
+@given(ratio=st.floats(min_value=0.5, max_value=1.0))
+def test_a_sustained_step_is_never_faster_than_the_burst_nor_slower_than_its_ratio(ratio):
+    """Invariants: the step slows by at least nothing and at most 1 / ratio (only tensor-core
+    compute is scaled); MFU and HFU stay at most 1."""
+    burst = simulate("gpt3-125m", dataclasses.replace(H100, matmul_sustained=None), **PLAN)
+    held = simulate("gpt3-125m", dataclasses.replace(H100, matmul_sustained=ratio), **PLAN)
+    assert burst.step_time_s <= held.step_time_s * (1 + 1e-12)
+    assert held.step_time_s <= burst.step_time_s / ratio * (1 + 1e-9)
+    summary = held.summary()
+    assert 0 < summary["mfu"] <= summary["hfu"] <= 1
+
+
+def test_in_a_step_matmuls_slow_by_the_ratio_and_fused_attention_keeps_its_rate():
+    """The step's compute of each bf16 matmul is its burst compute over 0.888; the fused
+    attention ops (their own kernel's fit, no sustained figure) and the vector ops keep
+    theirs."""
+    from workloads.transformer import TransformerConfig
+
+    c = TransformerConfig("t", 2, 1024, 8, vocab=512, seq_len=2048)
+    held = simulate(c, H100, micro_batch=2, precision="bf16")
+    burst = simulate(c, dataclasses.replace(H100, matmul_sustained=None), micro_batch=2,
+                     precision="bf16")
+    low = held.lowered
+    matmul = (low.kind == OpKind.MATMUL) & (low.dtype == DType.BF16) & (low.flops > 0)
+    attention = low.kind == OpKind.ATTENTION
+    assert matmul.sum() > 0 and attention.sum() == 3 * c.layers
+    np.testing.assert_allclose(held.times["compute_s"][matmul],
+                               burst.times["compute_s"][matmul] / 0.888, rtol=1e-9)
+    others = ~matmul & (low.kind != OpKind.CONV)
+    np.testing.assert_array_equal(held.times["compute_s"][others],
+                                  burst.times["compute_s"][others])
+    assert held.step_time_s > burst.step_time_s
