@@ -73,3 +73,23 @@ def test_the_eager_model_is_slower_materialized_and_the_same_fused():
 def test_gelu_kernels_is_1_or_8(value):
     with pytest.raises(WorkloadError, match="gelu_kernels"):
         dataclasses.replace(BASE, gelu_kernels=value)
+
+
+def test_a_workload_toml_can_say_so(tmp_path):
+    """hf_eager and gelu_kernels are [transformer] keys of a workload TOML too: the model it
+    loads prices the eager kernels (more elementwise ops than the plain file's); a bad value is
+    one WorkloadError naming the file and the key."""
+    from workloads.zoo import get_workload
+
+    text = "[transformer]\nlayers = 2\nhidden = 256\nheads = 4\nvocab = 1000\nseq_len = 128\n"
+    plain, eager, bad = (tmp_path / "plain.toml", tmp_path / "eager.toml", tmp_path / "bad.toml")
+    plain.write_text(text)
+    eager.write_text(text + "hf_eager = true\ngelu_kernels = 8\n")
+    bad.write_text(text + "hf_eager = 1\n")
+    work = get_workload(str(eager))
+    assert work.hf_eager is True and work.gelu_kernels == 8
+    kinds = [simulate(str(path), "a100-sxm4-40gb").lowered.kind for path in (plain, eager)]
+    assert ((kinds[1] == OpKind.ELEMENTWISE).sum()
+            > (kinds[0] == OpKind.ELEMENTWISE).sum())
+    with pytest.raises(WorkloadError, match="hf_eager"):
+        get_workload(str(bad))

@@ -26,7 +26,8 @@ _SPELLINGS = {canonical(name): name for name in [*MODELS, *ALIASES]}
 _REQUIRED = ("layers", "hidden", "heads", "vocab", "seq_len")
 _OPTIONAL = {"kv_heads": int, "ffn_hidden": int, "ffn": Ffn, "norm": Norm, "name": str,
              "tied_embeddings": bool, "learned_positions": bool, "bias": bool, "dropout": bool,
-             "head_size": int, "residual": Residual, "mtp": int, "rotary_pct": float}
+             "head_size": int, "residual": Residual, "mtp": int, "rotary_pct": float,
+             "hf_eager": bool, "gelu_kernels": int}
 #: ``[moe]`` (workloads.moe.MoE) and ``[mla]`` (workloads.moe.MLA): their keys and types
 #: (float: a number; None in a type: the key may be left out).
 _MOE = {"experts": int, "top_k": int, "shared_experts": int, "expert_ffn_hidden": int,
