@@ -323,6 +323,13 @@ class DeviceSpec:
     def memory_bandwidth_bytes_per_s(self) -> float:
         return self.main_memory.bandwidth_bytes_per_s
 
+    @property
+    def given_power_priors(self) -> tuple[str, ...]:
+        """The ``power_priors`` the spec file names in ``[power] prior = [...]``: all of them
+        but a class-prior idle (``idle_prior``), which the loader gives."""
+        return tuple(name for name in self.power_priors
+                     if name != "idle_w" or not self.idle_prior)
+
     def conv_efficiency_for(self, dtype: DType) -> float:
         """The efficiency a ``dtype`` convolution runs at (``simulator.cost.roofline.price``'s
         rule, the one place it is written): ``fp32_conv_efficiency`` for fp32, else

@@ -147,9 +147,9 @@ def device_toml(spec: DeviceSpec) -> str:
                 f"bandwidth_gb_per_s = {level.bandwidth_bytes_per_s / 1e9:.6g}"]
     out += ["", "[power]"] + ([] if spec.idle_prior else [f"idle_w = {spec.idle_power_w:.6g}"])
     out.append(f"tdp_w = {spec.tdp_w:.6g}")   # a prior idle is the loader's to give
-    given_priors = [name for name in spec.power_priors if name != "idle_w" or not spec.idle_prior]
-    if given_priors:                          # figures of the file that are priors stay so
-        out.append("prior = [" + ", ".join(f'"{name}"' for name in given_priors) + "]")
+    if spec.given_power_priors:               # figures of the file that are priors stay so
+        out.append("prior = [" + ", ".join(f'"{name}"' for name in spec.given_power_priors)
+                   + "]")
     if spec.energy_per_flop_j is not None:
         out.append(f"pj_per_flop = {spec.energy_per_flop_j * 1e12:.6g}")
     if spec.energy_per_byte_j is not None:

@@ -279,7 +279,7 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                             "its energy figures in part")
     given_priors = [f"{'idle power' if name == 'idle_w' else 'TDP'} "
                     f"({device.idle_power_w if name == 'idle_w' else device.tdp_w:.0f} W)"
-                    for name in device.power_priors if name != "idle_w" or not device.idle_prior]
+                    for name in device.given_power_priors]
     if given_priors:                     # figures its spec marks [power] prior = [...]
         result.notes.append(f"{device.name}'s {' and '.join(given_priors)} "
                             f"{'are priors' if len(given_priors) > 1 else 'is a prior'}, not "

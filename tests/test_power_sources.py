@@ -162,6 +162,16 @@ def test_written_spec_keeps_its_power_priors(name):
                                                                device.tdp_w))
 
 
+def test_given_power_priors_are_the_files_own():
+    """DeviceSpec.given_power_priors: the priors the file names (the writer's and the notes'
+    list), without a class-prior idle the loader gave."""
+    assert load_device("tpu-v5e").given_power_priors == ("tdp_w",)
+    assert load_device("m3-ultra").given_power_priors == ("idle_w", "tdp_w")
+    assert load_device("alveo-u250").given_power_priors == ("idle_w",)
+    assert load_device("trainium2").given_power_priors == ()
+    assert load_device("h100").given_power_priors == ()
+
+
 def test_a_figure_the_user_gives_is_no_longer_a_prior():
     v6e = load_device("tpu-v6e")
     assert override(v6e, {"tdp_w": 300}).power_priors == ("idle_w",)
