@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -253,3 +254,72 @@ def test_deepspeeds_engine_reduces_after_the_backward_even_with_one_stage():
     assert "reduce_scatter" in kinds and after and not np.any(low.fn == FLAT_COPY)
     kinds, after, low = reductions(run("megatron", "deepspeed"))
     assert "reduce_scatter" in kinds and not after
+
+
+def _engine_run(zero, sharding, engine="megatron", **kw):
+    from simulator import Plan, simulate
+    from simulator.plan.parallel import ParallelPlan
+    from workloads.transformer import TransformerConfig
+
+    work = TransformerConfig("small", layers=4, hidden=1024, heads=8, vocab=8192, seq_len=1024)
+    return simulate(work, "a100-sxm4-80gb", Plan(micro_batch=1, global_batch=16),
+                    parallel=ParallelPlan(dp=16, zero=zero, sharding=sharding,
+                                          pipeline_engine=engine, comm_interference=False, **kw))
+
+
+def test_the_plain_engine_all_reduces_flat_after_the_backward_at_zero_0():
+    """DeepSpeed's engine without a pipeline, ZeRO 0 (v0.3.13 and DeeperSpeed eb7f5cff
+    engine.py ``backward`` -> ``allreduce_gradients`` -> ``buffered_allreduce_fallback``):
+    after the backward, in buckets of 5e8 elements (``MEMORY_OPT_ALLREDUCE_SIZE``, not
+    ``reduce_bucket_size``: one bucket for this model even at zero_reduce_bucket = 1), each
+    flattened (1 pass), all-reduced, then scaled by 1 / ranks and copied back (2 passes:
+    ``allreduce_bucket``'s postscale ``mul_``, ``allreduce_and_copy``)."""
+    from simulator.graph.collective import Axis
+    from simulator.graph.lower import COLLECTIVE_FNS
+    from simulator.graph.op import OpKind, Phase
+    from simulator.parallel.data import FLAT_COPY
+    from simulator.schedule.stage import streams
+
+    for sharding in ("deepspeed", "deepspeed-2021"):
+        r = _engine_run(0, sharding, zero_reduce_bucket=1, overlap_grad_reduce=True)
+        low, start, end = r.lowered, r.times["start_s"], r.times["end_s"]
+        data = np.flatnonzero((low.axis == int(Axis.DATA)) & (low.kind == OpKind.COLLECTIVE)
+                              & (low.collective == COLLECTIVE_FNS.index("all_reduce")))
+        assert len(data) == 1, sharding
+        i = data[0]
+        backward = (low.phase == int(Phase.BACKWARD)) & (streams(low) == 0)
+        assert start[i] >= end[backward].max() - 1e-12
+        copies = np.flatnonzero(low.fn == FLAT_COPY)
+        before = [j for j in copies if end[j] <= start[i] + 1e-12]
+        after = [j for j in copies if start[j] >= end[i] - 1e-12]
+        assert len(before) == len(after) == 1
+        assert low.bytes_read[before[0]] == low.bytes_read[i]
+        assert low.bytes_read[after[0]] == 2 * low.bytes_read[i]
+
+
+def test_the_pipeline_engine_buckets_by_memory_opt_allreduce_size():
+    """ReduceGrads calls buffered_allreduce_fallback(elements_per_buffer=
+    MEMORY_OPT_ALLREDUCE_SIZE) (DeeperSpeed eb7f5cff pipe/engine.py l.241): ZeRO's
+    reduce_bucket_size does not split it."""
+    from simulator.graph.collective import Axis
+    from simulator.graph.lower import COLLECTIVE_FNS
+
+    low = _engine_run(1, "deepspeed-2021", "deepspeed", zero_reduce_bucket=1).lowered
+    reduce = (low.axis == int(Axis.DATA)) & (low.collective == COLLECTIVE_FNS.index("all_reduce"))
+    assert reduce.sum() == 1
+
+
+@pytest.mark.parametrize("zero, sharding", [(2, "deepspeed"), (3, "deepspeed-2021"),
+                                            (0, "fsdp"), (1, "megatron")])
+def test_the_pipeline_engine_refuses_zero_2_3_and_other_libraries(zero, sharding):
+    """DeepSpeed's PipelineEngine asserts "ZeRO-2 and ZeRO-3 are incompatible with pipeline
+    parallelism" (pipe/engine.py) and runs DeepSpeed's own ZeRO: one line, exit 2."""
+    from simulator.errors import PlanError
+    from tests.test_cli import hwsim
+
+    with pytest.raises(PlanError, match="pipeline_engine = deepspeed"):
+        _engine_run(zero, sharding, "deepspeed")
+    proc = hwsim("predict", "gpt2-small", "--device", "a100", "--num-devices", "8",
+                 "--zero", str(zero), "--sharding", sharding, "--pipeline-engine", "deepspeed")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

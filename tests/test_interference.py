@@ -111,8 +111,10 @@ def test_interference_never_speeds_a_step_up(dp, zero, sharding, prefetch, m, ov
     step's own reduction slows the last micro-batch only."""
     kw = {"zero": zero, "sharding": sharding, "fsdp_prefetch": prefetch,
           "overlap_grad_reduce": overlap, "pp": pp, "pipeline_engine": engine}
-    if pp > 1 and zero > 1:
+    if (pp > 1 or engine == "deepspeed") and zero > 1:
         kw["zero"] = 1   # ZeRO 2-3 with a pipeline: not a plan Megatron-LM or DeepSpeed runs
+    if engine == "deepspeed" and sharding == "fsdp":
+        kw["sharding"] = "deepspeed"   # DeepSpeed's pipeline engine runs its own ZeRO
     on = _run(dp, m, **kw)
     off = _run(dp, m, comm_interference=False, **kw)
     assert on.step_time_s >= off.step_time_s * (1 - 1e-12)
@@ -268,7 +270,8 @@ def test_deepspeeds_pipeline_engine_blocks_on_messages_and_reduces_after_the_ste
     work = TransformerConfig("pipe", layers=8, hidden=1024, heads=8, vocab=8192, seq_len=1024)
     plan = Plan(micro_batch=1, global_batch=16)
     runs = {engine: simulate(work, A100, plan, parallel=ParallelPlan(
-        dp=2, tp=2, pp=2, pipeline_engine=engine)) for engine in ("megatron", "deepspeed")}
+        dp=2, tp=2, pp=2, pipeline_engine=engine, sharding="deepspeed"))
+        for engine in ("megatron", "deepspeed")}
     r = runs["deepspeed"]
     low, start, end = r.lowered, r.times["start_s"], r.times["end_s"]
     on = streams(low)

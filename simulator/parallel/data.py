@@ -79,6 +79,7 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
     # Megatron-LM's distributed optimizer (stages 1-2) reduces per layer
     ddp = zero == 0 and parallel.sharding is Sharding.FSDP
     megatron = zero == 0 and parallel.sharding is Sharding.MEGATRON
+    by_engine = engine_reduces(parallel, zero)
     buckets: list[list[str]] = []
     filled = 0
     for name in reversed(updates):
@@ -88,7 +89,8 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
         elif megatron:
             full = overlap and filled >= megatron_bucket(dp)
         else:
-            full = not deepspeed or filled >= parallel.zero_reduce_bucket
+            full = not deepspeed or filled >= (
+                MEMORY_OPT_ALLREDUCE_SIZE if by_engine else parallel.zero_reduce_bucket)
         if not buckets or full:
             buckets.append([])
             filled = 0
@@ -106,13 +108,6 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
         phase = Phase.BACKWARD if zero == 3 else Phase.COMMUNICATION
         tag = f"L{first.layer}" if len(bucket) == 1 else f"L{first.layer}+{len(bucket) - 1}"
         legacy = zero == 3 and parallel.sharding is Sharding.DEEPSPEED_2021
-        # DeepSpeed's pipeline engine (one stage too: GPT-NeoX runs it at pipe-parallel-size
-        # 1) reduces in its ReduceGrads instruction with the engine's buffered_allreduce_
-        # fallback at ZeRO 0, and before v0.4.0 at ZeRO 1 as well (pipe/engine.py
-        # _exec_reduce_grads, v0.3.13-v0.3.16 and EleutherAI/DeeperSpeed eb7f5cff; from v0.4.0
-        # allreduce_gradients leaves ZeRO 1 to its optimizer)
-        by_engine = parallel.pipeline_engine is PipelineEngine.DEEPSPEED and deepspeed and (
-            zero == 0 or (zero == 1 and parallel.sharding is Sharding.DEEPSPEED_2021))
         flat = (legacy and not parallel.zero_contiguous_gradients) or by_engine
         kind = "all_reduce" if flat else fn   # buffered_(reduce_)fallback all-reduces
         sync = collective(f"dp_{kind}:{tag}", kind, grads,
@@ -123,10 +118,12 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
         chain = []         # the ops before ``sync`` in it
         tail = None        # the op after it (DeepSpeed 2021's copy back)
         if flat:
-            # flattened and divided, all-reduced, copied back (allreduce_and_copy: v0.3.13's
-            # stage3.py with contiguous_gradients off, the engine's own at ZeRO 0-1)
+            # flattened, all-reduced, scaled and copied back (allreduce_and_copy: v0.3.13's
+            # stage3.py with contiguous_gradients off divides before, the engine's own at ZeRO
+            # 0-1 after: ``flat_copy``)
+            before = grads if by_engine else 2 * grads
             head = _before_all(step, bucket, flat_copy(f"{sync.name}:flatten", first, plan,
-                                                       2 * grads, phase))
+                                                       before, phase))
             chain = [head]
         elif legacy:
             # v0.3.13 with contiguous_gradients: one list reduce-scatter per parameter, its
@@ -134,12 +131,12 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
             tensors = sum(step.op(name).tensors for name in bucket)
             head = _before_all(step, bucket, nccl_copy_in(sync.name, tag, first, plan, grads,
                                                           shards, tensors, phase))
-            pieces, sync = per_parameter(step, bucket, sync, tensors, shards)
+            pieces, sync = per_parameter(step, bucket, sync, tensors)
             chain = [head] + pieces
         _before_all(step, bucket, sync)
         if flat:
             tail = _before_all(step, bucket, flat_copy(f"{sync.name}:unflatten", first, plan,
-                                                       grads, phase))
+                                                       3 * grads - before, phase))
         if overlap:   # issued by the hook that sees the bucket's last gradient
             for name in chain:
                 step.issue_early(name)
@@ -500,8 +497,8 @@ def nccl_copy_out(gather: str, index: int, first: Op, plan: Plan, nbytes: int, r
               bytes_written=nbytes, param_tensors=ranks, layer=first.layer, block=first.block)
 
 
-def per_parameter(step: OpGraph, bucket: list[str], sync: Op, tensors: int,
-                  shards: int) -> tuple[list[str], Op]:
+def per_parameter(step: OpGraph, bucket: list[str], sync: Op,
+                  tensors: int) -> tuple[list[str], Op]:
     """DeepSpeed v0.3.13's reduce-scatter of a bucket, one call per parameter tensor
     (``partition_parameters._reduce_scatter_gradients``): ``tensors`` reduce-scatters one
     after the other on the stream, the bucket's ``sync`` bytes split evenly among them
@@ -522,6 +519,27 @@ def per_parameter(step: OpGraph, bucket: list[str], sync: Op, tensors: int,
     return names, rest
 
 
+#: Elements in each of the DeepSpeed engine's own all-reduce buckets
+#: (``buffered_allreduce_fallback(elements_per_buffer=MEMORY_OPT_ALLREDUCE_SIZE)``:
+#: DeepSpeed v0.3.13 and DeeperSpeed eb7f5cff engine.py l.51, pipe/engine.py l.241), not
+#: ZeRO's ``reduce_bucket_size``.
+MEMORY_OPT_ALLREDUCE_SIZE = 500_000_000
+
+
+def engine_reduces(parallel: ParallelPlan, zero: int) -> bool:
+    """DeepSpeed's engine all-reduces the gradients itself after the backward, flat, in
+    buckets of ``MEMORY_OPT_ALLREDUCE_SIZE`` elements (``buffered_allreduce_fallback``): the
+    plain engine's ``backward`` -> ``allreduce_gradients`` at ZeRO 0, the pipeline engine's
+    ``ReduceGrads`` (one stage too: GPT-NeoX runs it at pipe-parallel-size 1) at ZeRO 0, and
+    before v0.4.0 at ZeRO 1 as well (pipe/engine.py ``_exec_reduce_grads``, v0.3.13-v0.3.16 and
+    EleutherAI/DeeperSpeed eb7f5cff; from v0.4.0 ``allreduce_gradients`` leaves ZeRO 1 to its
+    optimizer)."""
+    if parallel.sharding not in (Sharding.DEEPSPEED, Sharding.DEEPSPEED_2021):
+        return False
+    return zero == 0 or (zero == 1 and parallel.sharding is Sharding.DEEPSPEED_2021
+                         and parallel.pipeline_engine is PipelineEngine.DEEPSPEED)
+
+
 #: ``Op.fn`` of DeepSpeed 2021's passes over a gradient bucket around its all-reduce
 #: (``flat_copy``), which ``simulator.schedule.stage.streams`` places on the data-parallel
 #: stream.
@@ -533,11 +551,13 @@ def flat_copy(name: str, first: Op, plan: Plan, nbytes: int, phase: Phase) -> Op
     when ``contiguous_gradients`` is off, its default (``stage3.py`` ``reduce_ipg_grads`` ->
     ``buffered_reduce_fallback`` -> ``allreduce_and_copy``, on its reduction stream:
     ``allreduce_bucket`` sets ``rank = None``, an all-reduce, not a reduce), and the engine's
-    own ``buffered_allreduce_fallback`` (``engine.py`` ``allreduce_bucket``: flatten, all-reduce,
-    scale by 1 / ranks; ``allreduce_and_copy``: copy back) that the pipeline engine's
-    ``ReduceGrads`` runs: the bucket flattened (``_flatten_dense_tensors``, a copy) and scaled
-    (``div_`` / ``mul_``), and copied back into each gradient after the all-reduce
-    (``unflatten``, ``buf.copy_``): ``nbytes`` read and written (2 passes before, 1 after), on
+    own ``buffered_allreduce_fallback`` that the pipeline engine's ``ReduceGrads`` runs, and
+    the plain engine's backward at ZeRO 0 (``engine_reduces``). Each pass reads and writes the
+    bucket: stage 3 flattens (``_flatten_dense_tensors``, a copy), divides by the ranks
+    (``div_``), all-reduces, copies back into each gradient (``unflatten``, ``buf.copy_``): 2
+    passes before, 1 after; the engine's ``allreduce_bucket`` (v0.3.13, DeeperSpeed eb7f5cff
+    engine.py: ``postscale_gradients``, the default) flattens, all-reduces, then scales by 1 /
+    ranks (``mul_``) and copies back: 1 before, 2 after. ``nbytes``: those passes' bytes, on
     the data-parallel stream."""
     return Op(name=name, kind=OpKind.ELEMENTWISE, phase=phase, dtype=plan.formats.gradient,
               fn=FLAT_COPY, bytes_read=nbytes, bytes_written=nbytes, layer=first.layer,
@@ -732,5 +752,6 @@ def _forward_op(step: OpGraph, op: Op) -> Op | None:
     return None
 
 
-__all__ = ["FLAT_COPY", "NCCL_COPY_IN", "NCCL_COPY_OUT", "ZERO_FILL", "add_data_parallel", "add_grad_accumulation",
-           "add_replicated_grad_reduce", "add_tied_embedding_reduce", "megatron_bucket"]
+__all__ = ["FLAT_COPY", "MEMORY_OPT_ALLREDUCE_SIZE", "NCCL_COPY_IN", "NCCL_COPY_OUT", "ZERO_FILL",
+           "add_data_parallel", "add_grad_accumulation", "add_replicated_grad_reduce",
+           "add_tied_embedding_reduce", "engine_reduces", "megatron_bucket"]

@@ -18,6 +18,7 @@ from simulator.parallel.data import (
     add_grad_accumulation,
     add_replicated_grad_reduce,
     add_tied_embedding_reduce,
+    engine_reduces,
 )
 from simulator.parallel.expert import check as check_expert_parallel
 from simulator.parallel.expert import local_members, reduce_expert_gradients
@@ -158,10 +159,12 @@ def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
     # DeepSpeed's pipeline engine reduces the gradients after the step's last backward (its
     # ReduceGrads instruction; with one stage too, as GPT-NeoX runs it at pipe-parallel-size
     # 1: megatron/neox_arguments/arguments.py is_pipe_parallel = pipe_parallel_size >= 1,
-    # EleutherAI/gpt-neox 53112bf) and blocks on each pipeline message
+    # EleutherAI/gpt-neox 53112bf) and blocks on each pipeline message; the plain engine
+    # at ZeRO 0 all-reduces after the backward too (``engine_reduces``)
     deepspeed_engine = parallel.pipeline_engine is PipelineEngine.DEEPSPEED
+    after = deepspeed_engine or engine_reduces(parallel, parallel.zero)
     step = add_data_parallel(step, plan, parallel.replicas, parallel.zero, dp_local,
-                             parallel.overlap_grad_reduce and not deepspeed_engine, parallel)
+                             parallel.overlap_grad_reduce and not after, parallel)
     if deepspeed_engine and parallel.pp > 1:
         block_on_p2p(step)
     reduce_expert_gradients(step, parallel.replicas, parallel.ep, parallel.tp * parallel.ep,

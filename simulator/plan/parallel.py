@@ -451,6 +451,13 @@ class ParallelPlan:
             # (simulator.parallel.expert splits only a whole-replica, per-layer reduction)
             raise PlanError(f"ep = {self.ep} is modelled with ZeRO 0-2 under fsdp or megatron "
                             "sharding, without shard_group: use zero <= 2 and sharding = fsdp")
+        if self.pipeline_engine is PipelineEngine.DEEPSPEED and (self.zero >= 2 or (
+                self.sharding not in (Sharding.DEEPSPEED, Sharding.DEEPSPEED_2021))):
+            # DeepSpeed's PipelineEngine asserts "ZeRO-2 and ZeRO-3 are incompatible with
+            # pipeline parallelism" (pipe/engine.py, v0.3.13 to now)
+            raise PlanError(f"pipeline_engine = deepspeed runs DeepSpeed's ZeRO 0-1, not zero = "
+                            f"{self.zero} with sharding = {self.sharding.value}: use zero <= 1 "
+                            "and sharding = deepspeed or deepspeed-2021")
         self._check_context(seq_len)
         self._check_tensor(heads, kv_heads, seq_len)
         self._check_pipeline(layers)
