@@ -347,7 +347,7 @@ def test_flat_ring_more_network_is_never_slower_and_the_nics_bound_it(kind, nbyt
 
 
 def test_more_network_bandwidth_never_slows_a_training_step():
-    """GPT-3 175B-shaped layers on 4 DGX H100 nodes, data- and pipeline-parallel: the same plan
+    """GPT-2 medium on 4 DGX H100 nodes, tensor-, data- and pipeline-parallel: the same plan
     on nodes joined at 25, 50 and 100 GB/s per GPU is never slower as the network grows."""
     import dataclasses
 
@@ -361,3 +361,24 @@ def test_more_network_bandwidth_never_slows_a_training_step():
                               pp=2, zero=1).step_time_s)
     assert times[0] >= times[1] >= times[2]
     assert times[0] > times[2]
+
+
+def test_a_group_filling_nodes_unevenly_is_a_plan_error():
+    """tp = 12 on nodes of 8: its collectives cannot run in node-sized phases; the CLI says so
+    in one line, exit 2 (it was 'internal error: ValueError'). cp ranks are tp apart: cp = 3
+    with tp = 4 puts 2 a node."""
+    from simulator.errors import PlanError
+    from simulator.parallel.rank import check_nodes
+    from simulator.plan.parallel import ParallelPlan
+    from tests.test_cli import hwsim
+
+    proc = hwsim("predict", "gpt3-175b", "--device", "h100", "--num-devices", "24", "--tp",
+                 "12", "--pp", "2")
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "tp = 12" in lines[0] and "divides 8" in lines[0], proc.stderr
+    cluster = load_cluster("dgx-h100")
+    with pytest.raises(PlanError, match="cp = 3"):
+        check_nodes(ParallelPlan(tp=4, cp=3), cluster)
+    for tp, cp in ((16, 1), (8, 2), (4, 2), (2, 4), (1, 16), (3, 1)):
+        check_nodes(ParallelPlan(tp=tp, cp=cp), cluster)

@@ -115,6 +115,16 @@ def on(kind: Collective, nbytes: float, n: int, network: Link,
     return time_s(kind, nbytes, n, network.achieved_bytes_per_s, network.latency_s, algorithm)
 
 
+def _whole_nodes(nbytes: float, group_size: int, devices_per_node: int) -> tuple[int, int]:
+    """(members per node, nodes) of a group spanning whole nodes; ValueError otherwise (a
+    plan's groups are checked first: ``simulator.parallel.rank.check_nodes``)."""
+    _check(nbytes, group_size)
+    local = min(devices_per_node, group_size)
+    if local < 1 or group_size % local:
+        raise ValueError(f"group of {group_size} is not a whole number of nodes of {local}")
+    return local, group_size // local
+
+
 def hierarchical_time_s(kind: Collective, nbytes: float, group_size: int, devices_per_node: int,
                         intra: Link, inter: Link | None,
                         algorithm: Algorithm = Algorithm.AUTO) -> float:
@@ -133,11 +143,7 @@ def hierarchical_time_s(kind: Collective, nbytes: float, group_size: int, device
     A group inside one node uses only the intra network.
     """
     kind = Collective(kind)
-    _check(nbytes, group_size)
-    local = min(devices_per_node, group_size)
-    if local < 1 or group_size % local:
-        raise ValueError(f"group of {group_size} is not a whole number of nodes of {local}")
-    nodes = group_size // local
+    local, nodes = _whole_nodes(nbytes, group_size, devices_per_node)
     if nodes == 1:
         return on(kind, nbytes, group_size, intra, algorithm)
     if inter is None:
@@ -182,10 +188,7 @@ def flat_ring_s(kind: Collective, nbytes: float, group_size: int, devices_per_no
     over many nodes the two meet, and the flat ring is then the faster, its NVLink and NIC
     time overlapping instead of adding up. One node: the intra network alone."""
     kind = Collective(kind)
-    _check(nbytes, group_size)
-    local = min(devices_per_node, group_size)
-    if local < 1 or group_size % local:
-        raise ValueError(f"group of {group_size} is not a whole number of nodes of {local}")
+    local, _ = _whole_nodes(nbytes, group_size, devices_per_node)
     if kind not in (Collective.ALL_REDUCE, Collective.ALL_GATHER, Collective.REDUCE_SCATTER):
         raise ValueError(f"a flat ring runs all-reduce, all-gather or reduce-scatter, not {kind}")
     moved = bytes_moved(kind, nbytes, group_size, Algorithm.RING)

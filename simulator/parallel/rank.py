@@ -82,6 +82,24 @@ def micro_batches(work, plan: Plan, parallel: ParallelPlan, num_devices: int) ->
     return m
 
 
+def check_nodes(parallel: ParallelPlan, cluster: ClusterSpec | None) -> None:
+    """PlanError when a tensor- or context-parallel group fills its nodes unevenly on a
+    switched cluster (its collectives run in node-sized phases: ``simulator.cost.collectives``):
+    tp ranks are contiguous, cp ranks tp apart (Megatron-LM's rank order)."""
+    from hardware_specs.cluster import Topology
+    if cluster is None or cluster.topology is Topology.TORUS:
+        return
+    per_node, tp, cp = cluster.devices_per_node, parallel.tp, parallel.cp
+    if tp > per_node and tp % per_node:
+        raise PlanError(f"tp = {tp} fills nodes of {per_node} devices unevenly: use a tp that "
+                        f"divides {per_node} or is a multiple of it")
+    local = max(min(cp, per_node // tp), 1)   # cp ranks in a node (as stage_forward places)
+    if cp % local:
+        raise PlanError(f"cp = {cp} with tp = {tp} fills nodes of {per_node} devices unevenly "
+                        f"({local} of its ranks a node): use a cp that is a multiple of "
+                        f"{local} or divides it")
+
+
 def _check_hidden_sharded(parallel: ParallelPlan, shape: TransformerShape | None) -> None:
     if parallel.sequence_parallel:
         raise PlanError("sequence_parallel and hidden_sharded split the same tensors (along "
@@ -102,6 +120,7 @@ def _shape(work) -> TransformerShape | None:
 def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
                   cluster: ClusterSpec | None) -> tuple[OpGraph, OpGraph]:
     """(unsplit forward of a model of one stage's layers, the stage's forward on one rank)."""
+    check_nodes(parallel, cluster)
     formats = plan.formats
     p = parallel.pp
     chunks = parallel.chunk_layers(work.layers)[stage] if p > 1 else []
