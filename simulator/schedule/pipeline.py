@@ -125,10 +125,10 @@ def deepspeed_train_ends(forward, backward, m: int) -> np.ndarray:
     stage = np.arange(p)
     end = np.zeros(p)
     for step in range(2 * (m + p - 1)):
-        is_fwd = step % 2 == stage % 2
-        # the micro-batch of this step and of the previous one (deepspeed_instruction)
-        j = np.where(is_fwd, (step - stage) // 2, (step + stage + 1) // 2 - p)
-        prev = np.where(is_fwd, (step + stage) // 2 - p, (step - 1 - stage) // 2)
+        # the micro-batch of this step and of the previous one
+        j, is_fwd = (np.array(x) for x in zip(*(deepspeed_instruction(s, step, p)
+                                                 for s in range(p))))
+        prev = np.array([deepspeed_instruction(s, step - 1, p)[0] for s in range(p)])
         valid, valid_prev = (j >= 0) & (j < m), (prev >= 0) & (prev < m)
         peer = np.where(is_fwd, stage - 1, stage + 1)
         talks = (valid | valid_prev) & (peer >= 0) & (peer < p)
