@@ -140,9 +140,9 @@ class ClusterSpec:
 #: Achieved fraction of an InfiniBand NIC's line rate through NCCL: "For NDR @ 400Gbps you
 #: should see 46-48GB/s per NIC" (D. Addison, NVIDIA, NVIDIA/nccl-tests issue #290,
 #: 2025-03-03): 47 of 50 GB/s. Checks: HDR, a DGX with 8 NICs of 200 Gb/s has "a top speed of
-#: 190 GB/s" (S. Jeaugey, NVIDIA/nccl issue #689, 2023): 0.95; NCCL's own topology search books
-#: a 400 Gb/s NIC at 48 GB/s per channel on Hopper and a 200 Gb/s one at 24 (NVIDIA/nccl
-#: src/graph/search.cc, sm90SpeedArrayInter, speedArrayInter): 0.96.
+#: 190 GB/s" (S. Jeaugey, NVIDIA/nccl issue #689, 2023): 0.95. (NCCL's search.cc
+#: sm90SpeedArrayInter is a list of bandwidths its topology search tries, not an achieved
+#: rate: no check.)
 IB_EFFICIENCY = 0.94
 #: Default inter-node network for ``cluster_for``: one 200 Gb/s HDR InfiniBand NIC per GPU, as in
 #: a DGX A100 (NVIDIA DGX A100 User Guide, "Hardware Overview": 8 x single-port ConnectX-6 VPI
