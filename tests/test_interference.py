@@ -54,6 +54,30 @@ def _beside(device, compute: float, memory: float, kind=Collective.ALL_REDUCE,
     return 1.0 if slowed is None else float(slowed[0] / span)
 
 
+@pytest.mark.parametrize("fn", ["zero_flat_copy", "nccl_copy_in", "nccl_copy_out",
+                                "zero3_zero_fill"])
+def test_deepspeeds_side_stream_copies_take_hbm_bandwidth(fn):
+    """A copy on the data-parallel stream reading and writing half the HBM bandwidth's worth
+    of bytes over a memory-bound kernel's span leaves it half the bandwidth: twice as long; a
+    compute-bound kernel keeps its SMs (the copy's are not counted)."""
+    from simulator.parallel import data
+
+    assert fn in (data.FLAT_COPY, data.NCCL_COPY_IN, data.NCCL_COPY_OUT, data.ZERO_FILL)
+    device = load_device(A100)
+    rate = device.memory[-1].bandwidth_bytes_per_s
+    low = SimpleNamespace(kind=np.array([int(OpKind.MATMUL), int(OpKind.ELEMENTWISE)]),
+                          collective=np.array([-1, -1]), group=np.array([1, 1]),
+                          bytes_read=np.array([0, int(rate / 4)]),
+                          bytes_written=np.array([0, int(rate / 4)]),
+                          fn=np.array(["matmul", fn], dtype=object))
+    for compute, memory, expected in ((0.0, 1.0, 2.0), (1.0, 0.0, 1.0)):
+        compute_s, memory_s = np.array([compute, 0.0]), np.array([memory, 1.0])
+        slowed = slowed_times(low, device, compute_s, memory_s, np.array([1.0, 1.0]),
+                              np.zeros(2), np.ones(2), np.array([0, 2]))
+        got = 1.0 if slowed is None else float(slowed[0])
+        assert got == pytest.approx(expected, rel=1e-6)
+
+
 def test_a_compute_bound_gemm_loses_ncclss_sms():
     """S / (S - 16): 108 / 92 on an A100, 132 / 116 on an H100 (NVIDIA/nccl #689: 16 SMs)."""
     assert NCCL_SMS == 16

@@ -17,7 +17,10 @@ A collective runs as a kernel of its own on its communicator's stream. While it 
 
 A kernel with compute time C and memory time M (its roofline's, T = max(C, M)) under both runs
 max(C S / (S - c), M B / (B - r)) instead of T; over a span where collectives come and go, the
-extra time is integrated over the kernel's span (``slowed_times``). Only the compute stream's
+extra time is integrated over the kernel's span (``slowed_times``). DeepSpeed 2021's
+copies and zero-fills on a communicator's stream (``simulator.parallel.data``: ``flat_copy``,
+``nccl_copy_in``, ``nccl_copy_out``, the gather buffers' fill) take HBM bandwidth the same way,
+their bytes read and written over their span (not SMs: not modelled). Only the compute stream's
 kernels are slowed; the collectives themselves keep their network-bound time (they also slow
 beside compute, NVIDIA/nccl issues #357 and #1433: not modelled). Devices whose collectives run
 on DMA engines rather than cores (TPU ICI, Trainium, Gaudi's NICs) lose no cores, only HBM
@@ -72,10 +75,19 @@ def slowed_times(lowered, device, compute_s: np.ndarray, memory_s: np.ndarray,
     from simulator.cost.collectives import bytes_moved
     from simulator.graph.lower import COLLECTIVE_FNS
 
+    from simulator.parallel.data import FLAT_COPY, NCCL_COPY_IN, NCCL_COPY_OUT, ZERO_FILL
+
     counted = np.ones(len(start), dtype=bool) if among is None else among
     comm = np.flatnonzero((lowered.kind == OpKind.COLLECTIVE) & (stream > 0)
                           & (end > start) & counted)
-    if not len(comm):
+    # DeepSpeed 2021's copies and fills on a communicator's stream: HBM only, their bytes
+    # over their span (their SMs, a copy kernel's grid, are not counted)
+    fn = getattr(lowered, "fn", None)
+    copying = np.zeros(len(start), dtype=bool) if fn is None else np.isin(
+        fn, (FLAT_COPY, NCCL_COPY_IN, NCCL_COPY_OUT, ZERO_FILL))
+    copies = np.flatnonzero(copying & (lowered.kind != OpKind.COLLECTIVE) & (stream > 0)
+                            & (end > start) & counted)
+    if not len(comm) and not len(copies):
         return None
     sms = float(_units(device))
     c = float(collective_sms(device) if sms_held is None else sms_held)
@@ -88,10 +100,13 @@ def slowed_times(lowered, device, compute_s: np.ndarray, memory_s: np.ndarray,
         nbytes = float(max(lowered.bytes_read[i], lowered.bytes_written[i]))
         moved = bytes_moved(kind, nbytes, group) if group > 1 else 0.0
         rates[k] = HBM_PASSES[kind] * moved / (end[i] - start[i])
+    copied = (lowered.bytes_read[copies] + lowered.bytes_written[copies]).astype(float) / (
+        end[copies] - start[copies])
     # piecewise-constant SMs held and HBM bytes/s taken, between the collectives' edges
-    edges = np.concatenate([start[comm], end[comm]])
-    held = np.concatenate([np.full(len(comm), c), np.full(len(comm), -c)])
-    taken = np.concatenate([rates, -rates])
+    edges = np.concatenate([start[comm], end[comm], start[copies], end[copies]])
+    held = np.concatenate([np.full(len(comm), c), np.full(len(comm), -c),
+                           np.zeros(2 * len(copies))])
+    taken = np.concatenate([rates, -rates, copied, -copied])
     order = np.argsort(edges, kind="mergesort")
     times = edges[order]
     held_now = np.cumsum(held[order])[:-1]
