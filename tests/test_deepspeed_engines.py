@@ -323,3 +323,16 @@ def test_the_pipeline_engine_refuses_zero_2_3_and_other_libraries(zero, sharding
                  "--zero", str(zero), "--sharding", sharding, "--pipeline-engine", "deepspeed")
     assert proc.returncode == 2 and proc.stdout == ""
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_the_pythia_rows_notes_say_the_gradients_are_reduced_after_the_backward():
+    """The eight Pythia rows run DeepSpeed's pipeline engine (ReduceGrads after the
+    backward): their notes must not also say the gradients are reduced during it."""
+    from benchmarks.validation_report import load_rows
+
+    rows = [row for row in load_rows() if row["run_id"].startswith("pythia-")]
+    assert len(rows) == 8
+    for row in rows:
+        assert row["pipeline_engine"] == "deepspeed", row["run_id"]
+        assert "ReduceGrads all-reduces every gradient after the backward" in row["notes"]
+        assert "during the backward" not in row["notes"], row["run_id"]

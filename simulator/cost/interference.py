@@ -74,8 +74,12 @@ def slowed_times(lowered, device, compute_s: np.ndarray, memory_s: np.ndarray,
     each collective holds (default ``collective_sms(device)``)."""
     from simulator.cost.collectives import bytes_moved
     from simulator.graph.lower import COLLECTIVE_FNS
-
-    from simulator.parallel.data import FLAT_COPY, NCCL_COPY_IN, NCCL_COPY_OUT, ZERO_FILL
+    from simulator.parallel.data import (
+        FLAT_COPY,
+        NCCL_COPY_IN,
+        NCCL_COPY_OUT,
+        ZERO_FILL,
+    )
 
     counted = np.ones(len(start), dtype=bool) if among is None else among
     comm = np.flatnonzero((lowered.kind == OpKind.COLLECTIVE) & (stream > 0)
