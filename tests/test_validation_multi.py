@@ -476,7 +476,9 @@ def test_nemo_h100_weak_scaling(model, precision):
     gpus = _nemo_run(runs[-1])[2] / _nemo_run(runs[0])[2]
     measured = gpus * small[0] / large[0]     # step time ratio
     predicted = gpus * small[1] / large[1]
-    assert predicted > 1
+    # more nodes never make the step shorter (Llama's predicted growth is +0.04 %, bf16);
+    # how much it grows is the tolerance's
+    assert predicted >= 1 - 1e-9
     assert predicted == pytest.approx(measured, abs=0.02)
 
 

@@ -37,9 +37,11 @@ _OP_FIELDS = {
 # ``group`` devices taking part, ``local`` of them per node (0: as many as fit), ``axis`` the
 # parallel dimension (``simulator.graph.collective.Axis``) whose communicator runs it.
 # ``load``: a mixture of experts' grouped GEMM, the busiest expert's work over the mean, per
-# mille (0: none; ``workloads.moe``). ``sync``: the host synchronises with the device before
-# issuing the op in the forward (1; ``simulator.parallel.expert``: a dropless dispatch's split
-# sizes read on the host; ``simulator.cost.host.sync_calls``).
+# mille (0: none; ``workloads.moe``). ``sync``: the host's synchronisations with the device
+# before issuing the op in the forward (0: none; 1 before a dropless MoE dispatch,
+# ``simulator.parallel.expert``: its split sizes read on the host; 2 before each of
+# flash-attn's unpad gathers, ``simulator.training.qkv.UNPAD_SYNCS``;
+# ``simulator.cost.host.sync_calls``).
 _EXTRA_FIELDS = {"group": (np.int64, 1), "local": (np.int64, 0), "axis": (np.int8, 0),
                  "load": (np.int64, 0), "sync": (np.int8, 0)}
 #: ``Lowered.collective`` codes: the index of an op's ``fn`` in this tuple, -1 for any other fn.
@@ -86,7 +88,7 @@ class Lowered:
     collective: np.ndarray = None  # int8, index in ``COLLECTIVE_FNS``, -1 if not a collective
     fn: np.ndarray = None          # object (str), ``Op.fn``: per-function rates look it up
     load: np.ndarray = None        # int64, an expert GEMM's busiest load / mean, per mille
-    sync: np.ndarray = None        # int8, 1: the host synchronises before it in the forward
+    sync: np.ndarray = None        # int8, the host's synchronisations before it in the forward
 
     def __len__(self) -> int:
         return len(self.names)
