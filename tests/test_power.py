@@ -154,7 +154,7 @@ _DEVICES = _devices()
        micro_batch=st.sampled_from([1, 8, 32]))
 def test_power_within_idle_and_limit_and_monotone(device, share, model, micro_batch):
     """Average power lies between idle and the limit, for the step and for each phase's
-    compute ops; a lower limit never makes the step faster nor its power higher."""
+    compute ops; a lower limit never makes the step faster nor any kernel's power higher."""
     spec = load_device(device)
     floor = power.floor_w(spec)
     high = floor + share * (spec.tdp_w - floor)
@@ -173,7 +173,13 @@ def test_power_within_idle_and_limit_and_monotone(device, share, model, micro_ba
             watts = phase.energy_j.sum() / phase.time_s.sum()
             assert spec.idle_power_w * (1 - 1e-9) <= watts <= limit * (1 + 1e-9)
     assert b.step_time_s >= a.step_time_s * (1 - 1e-12)
-    assert b.avg_power_w <= a.avg_power_w * (1 + 1e-9)
+    # Every kernel draws no more under the lower limit. The step's average may still rise a
+    # little: capped kernels run longer, so they weigh more against the step's low-power
+    # stretches (graphcore-bow, gpt2-small, micro-batch 1: 48.93 -> 48.97 W).
+    both = a.ops.merge(b.ops, on="name", suffixes=("_a", "_b"))
+    both = both[(both.time_s_a > 0) & (both.time_s_b > 0)]
+    assert (both.energy_j_b / both.time_s_b
+            <= both.energy_j_a / both.time_s_a * (1 + 1e-9)).all()
 
 
 def test_multi_device_overlap_stays_under_limit():
