@@ -17,7 +17,7 @@ from simulator.graph.collective import Axis
 from simulator.graph.lower import COLLECTIVE_FNS
 from simulator.graph.op import OpKind, Phase
 from simulator.plan.parallel import ParallelPlan
-from simulator.schedule.stage import streams
+from tests.test_interference import _hidden
 from workloads.transformer import TransformerConfig
 
 SMALL = TransformerConfig("small", layers=4, hidden=1024, heads=8, vocab=8192, seq_len=1024)
@@ -41,15 +41,6 @@ def _backward_gathers(result) -> np.ndarray:
     return gathers[result.lowered.phase[gathers] == int(Phase.BACKWARD)]
 
 
-def _matmul_beside(result, op: int) -> float:
-    """Seconds of matmuls on the compute stream that run while op ``op`` runs."""
-    start, end = result.times["start_s"], result.times["end_s"]
-    compute = np.flatnonzero((streams(result.lowered) == 0) & (end > start)
-                             & (result.lowered.kind == OpKind.MATMUL))
-    overlap = np.minimum(end[compute], end[op]) - np.maximum(start[compute], start[op])
-    return float(np.maximum(overlap, 0.0).sum())
-
-
 CASES = [{}, {"m": 4, "recompute": "full", "fp32_grads": True},
          {"dp": 64, "m": 2, "fp32_grads": True}, {"dp": 8, "m": 2, "recompute": "full"}]
 
@@ -70,8 +61,8 @@ def test_every_backward_gather_is_exposed():
     post, pre = _run(fsdp_backward_post=True), _run()
     gathers = _backward_gathers(post)
     assert len(gathers) == SMALL.layers
-    assert all(_matmul_beside(post, g) == 0.0 for g in gathers)
-    assert sum(_matmul_beside(pre, g) for g in _backward_gathers(pre)) > 0
+    assert all(_hidden(post, g) == 0.0 for g in gathers)
+    assert sum(_hidden(pre, g) for g in _backward_gathers(pre)) > 0
 
 
 def test_each_gather_goes_ahead_of_its_units_reduce_scatter():
