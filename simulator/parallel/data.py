@@ -673,18 +673,19 @@ def _fsdp_gathers(forward: list[Use], backward: list[Use], parallel: ParallelPla
             # backward_prefetch=None changes the backward only: the forward's gathers are
             # still issued one unit ahead by a host running ahead, under the rate limiter
             ahead = depth if offset else max(depth, 1)
-            if offset and post and j > 0:
-                # BACKWARD_POST: unit j - 1's post-backward hook (its gradients written)
-                # issues this gather, then that unit's reduce-scatter
+            backward_post = bool(offset and post)
+            if (backward_post or ahead == 0) and j > 0:
+                # issued when unit j - 1 has ended; if that ends the unit, its reduce-scatter
+                # goes before this gather (prefetch 0) or just after it (BACKWARD_POST: the
+                # unit's post-backward hook issues this gather, then the reduce-scatter)
                 deps.append(uses[j - 1].readers[-1])
                 done = all(u.unit != uses[j - 1].unit for u in uses[j:])
                 if done and uses[j - 1].unit in reductions:
-                    ahead_of[offset + j] = reductions[uses[j - 1].unit]
-            elif ahead == 0 and j > 0:
-                deps.append(uses[j - 1].readers[-1])
-                done = all(u.unit != uses[j - 1].unit for u in uses[j:])
-                if done and uses[j - 1].unit in reductions:
-                    deps.append(reductions[uses[j - 1].unit])
+                    reduction = reductions[uses[j - 1].unit]
+                    if backward_post:
+                        ahead_of[offset + j] = reduction
+                    else:
+                        deps.append(reduction)
             elif ahead and k:   # issued when the unit ``ahead`` gathers back starts
                 deps.append(uses[gathered[max(k - ahead, 0)]].readers[0])
             if limit and k >= 2:
