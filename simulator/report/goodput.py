@@ -76,10 +76,10 @@ def run_time(steps: float, step_s: float, *, checkpoint_every: int = 0,
     writes = math.floor(steps / checkpoint_every) if checkpoint_every else 0
     evals = math.floor(steps / eval_every) if eval_every else 0
     work = training + writes * checkpoint_s + evals * eval_s
+    # segments between checkpoints: their count, and the work of each
+    segments = max(steps / checkpoint_every, 1.0) if checkpoint_every else 1.0
     lost = busy_rerun = 0.0
     if failures_per_s > 0 and work > 0:
-        # segments between checkpoints: their count, and the work of each
-        segments = max(steps / checkpoint_every, 1.0) if checkpoint_every else 1.0
         each = work / segments
         x = failures_per_s * (each + restart_s)
         if x > math.log(1 / MIN_GOODPUT) + 50:   # exp(x) far beyond the bound: no overflow
@@ -97,7 +97,7 @@ def run_time(steps: float, step_s: float, *, checkpoint_every: int = 0,
     total = work + lost
     if not total > 0 or training / total < MIN_GOODPUT:
         hours = 1 / failures_per_s / 3600 if failures_per_s else math.inf
-        between = work / (max(steps / checkpoint_every, 1.0) if checkpoint_every else 1.0)
+        between = work / segments
         young = (f", Young's optimum "
                  f"{max(1, round(young_interval_s(checkpoint_s, failures_per_s) / step_s)):,}"
                  if checkpoint_s > 0 and failures_per_s > 0 and step_s > 0 else "")
