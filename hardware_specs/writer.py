@@ -112,6 +112,16 @@ def _replace_compute(lines: list[str], new: list[str]) -> list[str]:
     return out
 
 
+def _capacity_line(capacity_bytes: float) -> str:
+    """The capacity key that reads back to the same bytes: whole MiB (what nvidia-smi reports,
+    e.g. the H100 SXM5's 81559 MiB) as ``capacity_mib``, anything else in GB at full
+    precision."""
+    mib = capacity_bytes / 2**20
+    if mib == int(mib):
+        return f"capacity_mib = {int(mib)}"
+    return f"capacity_gb = {capacity_bytes / 1e9!r}"
+
+
 def device_toml(spec: DeviceSpec) -> str:
     """A whole spec file for a device that has none (built at run time)."""
     peaks = ", ".join(f"{d.name.lower()} = {v / 1e12:.12g}" for d, v in
@@ -137,13 +147,12 @@ def device_toml(spec: DeviceSpec) -> str:
     if facts:
         out += ["", "[architecture]"] + [f"{k} = {v}" for k, v in facts.items()]
     for level in spec.memory:
-        out += ["", "[[memory]]", f'name = "{level.name}"',
-                f"capacity_gb = {level.capacity_bytes / 1e9:.9g}",
+        out += ["", "[[memory]]", f'name = "{level.name}"', _capacity_line(level.capacity_bytes),
                 f"bandwidth_gb_per_s = {level.bandwidth_bytes_per_s / 1e9:.6g}"]
     if spec.streaming_memory is not None:   # off-chip states, streamed in (Graphcore)
         level = spec.streaming_memory
         out += ["", "[streaming_memory]", f'name = "{level.name}"',
-                f"capacity_gb = {level.capacity_bytes / 1e9:.9g}",
+                _capacity_line(level.capacity_bytes),
                 f"bandwidth_gb_per_s = {level.bandwidth_bytes_per_s / 1e9:.6g}"]
     out += ["", "[power]"] + ([] if spec.idle_prior else [f"idle_w = {spec.idle_power_w:.6g}"])
     out.append(f"tdp_w = {spec.tdp_w:.6g}")   # a prior idle is the loader's to give

@@ -22,7 +22,7 @@ from simulator.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 A100_SPEC = ROOT / "hardware_specs" / "devices" / "a100-sxm4-80gb.toml"
 A100_BF16_PEAK = 312e12      # A100 datasheet, dense BF16 tensor-core peak
-A100_CAPACITY = 80e9         # A100 datasheet, 80 GB HBM2e
+A100_CAPACITY = 80 * 2**30   # A100 datasheet, 80 GB HBM2e (nvidia-smi: 81920 MiB)
 
 SUMMARY_KEYS = {"step_time_s", "samples_per_s", "tokens_per_s", "flops_per_step",
                 "tflops_per_device", "mfu", "peak_memory_bytes", "memory_breakdown", "fits",

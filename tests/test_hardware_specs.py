@@ -37,7 +37,7 @@ def test_a100_headline_figures_in_si():
     assert a100.peak_flops_per_s[DType.FP32] == 19.5e12
     assert a100.vector_flops_per_s == 19.5e12
     assert a100.memory_bandwidth_bytes_per_s == 2.039e12
-    assert a100.memory_bytes == 80e9
+    assert a100.memory_bytes == 80 * 2**30      # 80 GB HBM2e; nvidia-smi 81920 MiB
     assert a100.tdp_w == 400
     assert 0 < a100.idle_power_w < a100.tdp_w
     assert 0 < a100.op_overhead_s < 1e-4
@@ -249,3 +249,41 @@ def test_a_written_spec_keeps_its_host_cost(host, tmp_path):
     faster = dataclasses.replace(again, host_overhead_s=3e-6)
     assert parse_device(calibrated_toml(again, faster, "unit test").encode(),
                         "h.toml").host_overhead_s == pytest.approx(3e-6)
+
+
+# A spec's capacity is what its source means: a datasheet's "80 GB" of DRAM is a JEDEC GB
+# (2**30 bytes, JESD100B.01), and where the total the driver reports is cited (nvidia-smi's
+# MiB, rocm-smi's bytes; the figure cudaMemGetInfo and torch.cuda's total_memory give), that
+# total. Read as 1e9 bytes, an H100 lost 5.5e9 of its 85.5e9 bytes.
+REPORTED_TOTAL_BYTES = {
+    "h100-sxm5-80gb": 81559 * 2**20,    # nvidia-smi (NVIDIA/nccl issue 1264; modal-client PR 2797)
+    "a100-sxm4-80gb": 81920 * 2**20,    # nvidia-smi (modal-labs/modal-client PR 2797)
+    "a100-sxm4-40gb": 40960 * 2**20,    # nvidia-smi (modal-labs/modal-client PR 2797)
+    "l40s": 46068 * 2**20,              # nvidia-smi, ECC on (modal-client PR 2797)
+    "l4": 23034 * 2**20,                # nvidia-smi, ECC on (modal-client PR 2797)
+    "t4": 15360 * 2**20,                # nvidia-smi, ECC on (modal-client PR 2797)
+    "h200-sxm": 143771 * 2**20,         # nvidia-smi (sgl-project/sglang issue 3196)
+    "mi300x": 206141652992,             # rocm-smi VRAM Total Memory (ROCm/legacy-rocm-build 4750)
+}
+
+
+@pytest.mark.parametrize("name", sorted(REPORTED_TOTAL_BYTES))
+def test_capacity_is_the_total_the_driver_reports(name):
+    assert load_device(name).memory_bytes == REPORTED_TOTAL_BYTES[name]
+
+
+@pytest.mark.parametrize("name", ["h100-sxm5-80gb", "h200-sxm", "mi300x", "a100-sxm4-40gb",
+                                  "graphcore-bow"])
+def test_a_written_spec_keeps_its_capacity_to_the_byte(name):
+    """The writer (calibrated copies, ``hwsim devices --write``) gives back the bytes it read:
+    81559 MiB printed as ``capacity_gb = 85.5208100`` read back 190 kB short."""
+    import dataclasses
+
+    from hardware_specs.loader import parse_device
+    from hardware_specs.writer import device_toml
+
+    device = dataclasses.replace(load_device(name), path=None)
+    back = parse_device(device_toml(device).encode(), f"{name}.toml")
+    assert [m.capacity_bytes for m in back.memory] == [m.capacity_bytes for m in device.memory]
+    if device.streaming_memory is not None:
+        assert back.streaming_memory.capacity_bytes == device.streaming_memory.capacity_bytes
