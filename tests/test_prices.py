@@ -37,9 +37,9 @@ def _price_table(path: Path) -> str:
 def test_catalogue_prices_are_cited_and_plausible():
     """Each [price] table cites its figures (a source and a year in its comments), on-demand
     prices lie between $0.05 and $50 per device-hour and purchase prices between $500 and
-    $100,000 (the catalogue's range: a T4 hour, a B200's share of a DGX). At least 31
-    devices have an on-demand price and 29 a purchase price (TPUs and Trainium are not
-    sold; the others say why no figure is cited)."""
+    $100,000 (the catalogue's range: a T4 hour, a B200's share of a DGX). At least 34
+    devices have an on-demand price (the three server CPUs per socket-hour) and 29 a purchase
+    price (TPUs and Trainium are not sold; the others say why no figure is cited)."""
     hourly = bought = 0
     for path in sorted(DEVICES.glob("*.toml")):
         spec = load_device(str(path))
@@ -56,7 +56,7 @@ def test_catalogue_prices_are_cited_and_plausible():
         if spec.purchase_usd is not None:
             bought += 1
             assert 500 <= spec.purchase_usd <= 100_000, path.name
-    assert hourly >= 31 and bought >= 29
+    assert hourly >= 34 and bought >= 29
 
 
 # A missing price is stated with its reason: "No on-demand price per device-hour cited: <why>"
@@ -101,10 +101,25 @@ def test_every_device_without_a_price_says_why(capsys):
     assert "rent $2.49/h buy $15,625" in rows["gaudi3"]              # Intel Tiber AI Cloud / 8
     assert "rent $1.65/h buy none cited" in rows["alveo-u250"]       # Azure Standard_NP10s
     assert "rent none cited buy $5,000 (system)" in rows["m4-max"]   # a whole MacBook Pro
+    assert "rent $5.56/h buy $11,805" in rows["epyc-9654"]           # AWS m7a.metal-48xl / 2
+    assert "rent $3.84/h buy $8,099" in rows["xeon-8380"]            # 40 M6i core-hours
+    assert "rent $5.64/h buy $10,710" in rows["xeon-8480"]           # 56 M7i core-hours
     for path in DEVICES.glob("*.toml"):
         assert re.search(r"rent (none cited|\$[\d.]+/h) buy (none cited|\$[\d,]+)",
                          rows[path.stem]), path.stem
 
+
+def test_cost_na_names_the_device_and_where_the_reason_is(capsys):
+    """A run on a device with no cited price prints 'cost n/a' with the device, that its spec
+    says why, and the flag that supplies a price; owning it likewise for the purchase price."""
+    code, out, _ = cli(["predict", "gpt2-small", "--device", "mi210", "--micro-batch", "4",
+                        "--steps", "10", "--own-years", "4", "--electricity-usd-per-kwh", "0.1"],
+                       capsys)
+    assert code == 0
+    assert ("cost n/a (no on-demand price cited for mi210, its spec says why: "
+            "--price-per-hour USD)") in out
+    assert ("owning             n/a (no purchase price cited for mi210, its spec says why: "
+            "--set purchase_usd=...)") in out
 
 def test_the_cloud_prices_are_the_instance_price_per_device():
     """The per-device prices are the cited instance prices over their device counts: a TPU v5p
@@ -120,6 +135,16 @@ def test_the_cloud_prices_are_the_instance_price_per_device():
     assert load_device("gaudi2").price_per_hour_usd == pytest.approx(10.40 / 8, abs=1e-9)
     assert load_device("gaudi3").price_per_hour_usd == pytest.approx(19.92 / 8, abs=1e-9)
     assert load_device("alveo-u250").price_per_hour_usd == pytest.approx(6.60 / 4, abs=1e-9)
+    # A server CPU's socket-hour: the instance's price per physical core (AWS us-east-1,
+    # m7a.metal-48xl 192 single-thread cores, m6i.metal 64 and m7i.metal-48xl 96 two-thread
+    # cores) times the catalogue part's cores (96, 40, 56).
+    assert load_device("epyc-9654").price_per_hour_usd == pytest.approx(11.12832 / 192 * 96,
+                                                                         abs=1e-9)
+    assert load_device("xeon-8380").price_per_hour_usd == pytest.approx(6.144 / 64 * 40, abs=1e-9)
+    assert load_device("xeon-8480").price_per_hour_usd == pytest.approx(9.6768 / 96 * 56,
+                                                                         abs=1e-9)
+    for name, cores in (("epyc-9654", 96), ("xeon-8480", 56)):   # the 8380's is in its comment
+        assert load_device(name).architecture.compute_units == cores, name
     r = simulate("gpt3-1.3b", "tpu-v5p", num_devices=8, micro_batch=4, global_batch=64,
                  tokens=1e10)
     t = r.totals

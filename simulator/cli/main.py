@@ -98,8 +98,8 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
     add_plan_fields(p)
     p.add_argument("--node-overhead-w", type=float, default=None, metavar="WATTS",
                    help="run totals: power per node besides the devices (hosts, NICs, fans; "
-                        "default: a cluster preset's datasheet node power less its devices' "
-                        "TDPs, else 0)")
+                        "default: a cluster preset's measured, else datasheet, maximum node "
+                        "power less its devices' TDPs, else 0)")
     run = p.add_mutually_exclusive_group()
     run.add_argument("--tokens", type=positive_float, default=None,
                      help="whole run: tokens to train on")
@@ -315,7 +315,8 @@ def format_summary(s: dict) -> str:
                      f"{par['bubble_fraction']:.1%} of the step")
     if "total_time_s" in s:
         cost = (f"${s['cost_usd']:,.0f}" if s["cost_usd"] is not None
-                else "n/a (no price: --price-per-hour USD)")
+                else f"n/a (no on-demand price cited for {s['device']}, its spec says why: "
+                     "--price-per-hour USD)")
         lines.append(f"  whole run          {s['steps']:.4g} steps, {s['total_time_s'] / 86400:.4g}"
                      f" days, {s['device_hours']:,.0f} device-hours, {s['energy_kwh']:,.0f} kWh,"
                      f" {s['co2_kg']:,.0f} kg CO2, cost {cost}")
@@ -330,7 +331,8 @@ def format_summary(s: dict) -> str:
                             if "young_checkpoint_every" in s else ""))
         if "own_cost_usd" in s:
             owned = (f"${s['own_cost_usd']:,.0f}" if s["own_cost_usd"] is not None
-                     else "n/a (no purchase price: --set purchase_usd=...)")
+                     else f"n/a (no purchase price cited for {s['device']}, its spec says "
+                          "why: --set purchase_usd=...)")
             lines.append(f"  owning             {owned} (devices and nodes over "
                          f"{s['own_years']:g} years, electricity at "
                          f"${s['electricity_usd_per_kwh']:g}/kWh) vs renting {cost}")
