@@ -152,3 +152,43 @@ def test_a_bad_config_is_one_line_and_exit_2(tmp_path, capsys, text, message):
     assert main(["predict", str(path), "--device", "a100"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and message in err and str(path) in err
+
+
+def _dropouts(work) -> dict[str, int]:
+    """How many dropout ops of each kind one forward graph holds, by the op's name."""
+    graph = work.forward_graph(1)
+    counts: dict[str, int] = {}
+    for op in graph.ops():
+        if op.fn == "dropout":
+            kind = op.name.rsplit(".", 1)[-1].rstrip("0123456789_")
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def test_opt_prices_its_hidden_dropout_and_not_its_attention_dropout():
+    """facebook/opt-125m: dropout 0.1, attention_dropout 0.0. At p = 0 ATen's dropout returns
+    its input and launches nothing, so the 12 layers price an output dropout after the
+    attention and the MLP each, one after the embeddings, and none on the probabilities."""
+    opt = load_hf_config(config("opt-125m"))
+    assert opt.dropout and not opt.drops_attention
+    assert _dropouts(get_workload(config("opt-125m"))) == \
+        {"emb_dropout": 1, "attn_out_dropout": 12, "mlp_dropout": 12}
+
+
+@pytest.mark.parametrize("name, keys, hidden, attention", [
+    ("opt-125m", {"attention_dropout": 0.1}, 25, 12),
+    ("opt-125m", {"dropout": 0.0}, 0, 0),
+    ("gpt2", {}, 25, 12),                                   # resid/embd/attn_pdrop 0.1
+    ("gpt2", {"attn_pdrop": 0.0}, 25, 0),
+    ("Llama-2-7b-hf", {}, 0, 0),                            # attention_dropout 0.0
+    ("Llama-2-7b-hf", {"attention_dropout": 0.1}, 0, 32),   # Llama has no hidden dropout
+    ("pythia-160m", {"attention_dropout": 0.1}, 0, 12),
+])
+def test_attention_and_hidden_dropout_are_read_apart(tmp_path, name, keys, hidden, attention):
+    data = {**json.loads(Path(config(name)).read_text()), **keys}
+    path = tmp_path / name / "config.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(data))
+    counts = _dropouts(get_workload(str(path)))
+    assert counts.pop("attn_dropout", 0) == attention
+    assert sum(counts.values()) == hidden

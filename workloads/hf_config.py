@@ -157,7 +157,7 @@ def _llama(c: _Config) -> dict:
             "tied_embeddings": c.flag("tie_word_embeddings", False),
             "learned_positions": False, "bias": attention_bias,
             "qkv_bias": True if qwen else None, "mlp_bias": c.flag("mlp_bias", False),
-            "dropout": c.rate("attention_dropout"),
+            "dropout": False, "attention_dropout": c.rate("attention_dropout"),
             "head_size": c.count("head_dim") if head is not None else None}
 
 
@@ -222,7 +222,8 @@ def _deepseek_v3(c: _Config) -> dict:
             "ffn_hidden": c.count("intermediate_size"), "ffn": _gate(c), "norm": Norm.RMSNORM,
             "tied_embeddings": c.flag("tie_word_embeddings", False),
             "learned_positions": False, "bias": c.flag("attention_bias", False),
-            "dropout": c.rate("attention_dropout"), "mla": mla, "moe": moe}
+            "dropout": False, "attention_dropout": c.rate("attention_dropout"), "mla": mla,
+            "moe": moe}
 
 
 def _gpt2(c: _Config) -> dict:
@@ -235,7 +236,8 @@ def _gpt2(c: _Config) -> dict:
             "ffn": Ffn.RELU if act == "relu" else Ffn.GELU,
             "tied_embeddings": c.flag("tie_word_embeddings", True), "positions": positions,
             "seq_len": min(c.count("n_ctx", positions), positions, MAX_DEFAULT_SEQ_LEN),
-            "dropout": c.rate("resid_pdrop", "embd_pdrop", "attn_pdrop")}
+            "dropout": c.rate("resid_pdrop", "embd_pdrop"),
+            "attention_dropout": c.rate("attn_pdrop")}
 
 
 def _gpt_neox(c: _Config) -> dict:
@@ -247,7 +249,8 @@ def _gpt_neox(c: _Config) -> dict:
             "tied_embeddings": c.flag("tie_word_embeddings", False),
             "bias": c.flag("attention_bias", True), "mlp_bias": True,
             "residual": Residual.PARALLEL if parallel else Residual.SEQUENTIAL,
-            "dropout": c.rate("hidden_dropout", "attention_dropout")}
+            "dropout": c.rate("hidden_dropout"),
+            "attention_dropout": c.rate("attention_dropout")}
 
 
 def _opt(c: _Config) -> dict:
@@ -266,7 +269,7 @@ def _opt(c: _Config) -> dict:
             "tied_embeddings": c.flag("tie_word_embeddings", True),
             "positions": positions + 2,   # OPTLearnedPositionalEmbedding's offset of 2
             "seq_len": min(positions, MAX_DEFAULT_SEQ_LEN),
-            "dropout": c.rate("dropout", "attention_dropout")}
+            "dropout": c.rate("dropout"), "attention_dropout": c.rate("attention_dropout")}
 
 
 def _falcon(c: _Config) -> dict:
@@ -288,7 +291,8 @@ def _falcon(c: _Config) -> dict:
             "ffn_hidden": c.count("ffn_hidden_size", 4 * hidden), "ffn": Ffn.GELU,
             "bias": c.flag("bias", False), "learned_positions": False, "residual": residual,
             "tied_embeddings": c.flag("tie_word_embeddings", True),
-            "dropout": c.rate("hidden_dropout", "attention_dropout")}
+            "dropout": c.rate("hidden_dropout"),
+            "attention_dropout": c.rate("attention_dropout")}
 
 
 def _phi(c: _Config) -> dict:
@@ -299,7 +303,8 @@ def _phi(c: _Config) -> dict:
             "head_bias": True, "residual": Residual.SHARED_NORM,
             "rotary_pct": c.fraction("partial_rotary_factor", 0.5),
             "tied_embeddings": c.flag("tie_word_embeddings", False),
-            "dropout": c.rate("resid_pdrop", "embd_pdrop", "attention_dropout")}
+            "dropout": c.rate("resid_pdrop", "embd_pdrop"),
+            "attention_dropout": c.rate("attention_dropout")}
 
 
 #: model_type -> its fields.

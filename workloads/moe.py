@@ -212,7 +212,7 @@ def mla_attention(c, b: Builder, x: str, batch: int) -> str:
     n = batch * heads
     scores = b.matmul("scores", q, k, n, s, s, a.qk_head_dim, extra=(("causal", 1),))
     probs = b.softmax(scores, n * s, s)
-    if c.dropout:
+    if c.drops_attention:
         probs = b.dropout(probs, n * s * s, base="attn_dropout")
     ctx = b.matmul("context", probs, kv, n, s, a.v_head_dim, s)
     b.block = Block.ATTN

@@ -73,7 +73,12 @@ class TransformerConfig:
     # through (GPT-NeoX's rotary_pct: 0.25 in Pythia; Phi's partial_rotary_factor)
     rotary_pct: float = 1.0
     bias: bool = True                 # biases on the linear layers
-    dropout: bool = True
+    dropout: bool = True              # hidden dropout: embeddings, attention and MLP outputs
+    # dropout on the attention probabilities (None: as ``dropout``). Hugging Face configs give
+    # it apart (``attention_dropout``, ``attn_pdrop``): OPT's is 0.0 beside its dropout 0.1,
+    # and at p = 0 ATen's dropout returns its input with no kernel (aten/src/ATen/native/
+    # Dropout.cpp, ``_dropout_impl``), so it is priced only when above 0.
+    attention_dropout: bool | None = None
     style: Style = Style.DECODER
     type_vocab: int = 0               # BERT token-type embeddings
     image_size: int = 224             # ViT only
@@ -164,6 +169,12 @@ class TransformerConfig:
 
     def _bias(self, override: bool | None) -> bool:
         return self.bias if override is None else override
+
+    @property
+    def drops_attention(self) -> bool:
+        """Whether a dropout runs on the attention probabilities (``attention_dropout``,
+        else as the hidden ``dropout``)."""
+        return self.dropout if self.attention_dropout is None else self.attention_dropout
 
     @property
     def ffn_dim(self) -> int:
@@ -386,7 +397,7 @@ def _attention(c: TransformerConfig, b: Builder, x: str, batch: int) -> str:
         scores = b.elementwise("scale", (scores,), heads * s * s, base="attn_scale")
         scores = b.elementwise("add", (scores,), heads * s * s, base="attn_mask")
     probs = b.softmax(scores, heads * s, s)  # scale and causal mask fused, as in Megatron
-    if c.dropout:
+    if c.drops_attention:
         probs = b.dropout(probs, heads * s * s, base="attn_dropout")
     ctx = b.matmul("context", probs, v, heads, s, d, s)
     b.block = Block.ATTN

@@ -26,6 +26,7 @@ _SPELLINGS = {canonical(name): name for name in [*MODELS, *ALIASES]}
 _REQUIRED = ("layers", "hidden", "heads", "vocab", "seq_len")
 _OPTIONAL = {"kv_heads": int, "ffn_hidden": int, "ffn": Ffn, "norm": Norm, "name": str,
              "tied_embeddings": bool, "learned_positions": bool, "bias": bool, "dropout": bool,
+             "attention_dropout": bool,
              "head_size": int, "residual": Residual, "mtp": int, "rotary_pct": float,
              "hf_eager": bool, "gelu_kernels": int}
 #: ``[moe]`` (workloads.moe.MoE) and ``[mla]`` (workloads.moe.MLA): their keys and types
