@@ -168,3 +168,28 @@ def test_the_triton_kernel_runs_at_its_a100_fit_and_at_flash_attention_1_on_hopp
     hopper = simulate(c, H100, micro_batch=2, attention_kernel="flash-attn-triton")
     assert any("runs at flash-attn-1's fit" in n for n in hopper.notes)
     assert not any("no benchmark" in n for n in a100["flash-attn-triton"].notes)
+
+
+@pytest.mark.parametrize("device", [A100, H100])
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+def test_auto_in_fp32_is_priced_as_the_formats_gemms_not_a_half_precision_kernels_fit(
+        device, precision):
+    """Every fused kernel with a fit runs fp16 and bf16 only (HALF_ONLY_PRECISIONS); in fp32
+    PyTorch's SDPA runs its memory-efficient kernel, whose tiles are GEMMs of the format. So
+    under ``auto`` an fp32/tf32 attention op is priced by no kernel fit and not at
+    ``attention_efficiency`` (FlashAttention-2's bf16 figure), but as a GEMM of its format:
+    its compute time is the same on the chip with fits as on a copy without (the roofline's
+    GEMM rule), and its efficiency is the format's GEMM one. bf16 still runs at the fit."""
+    c = TransformerConfig("t", 2, 512, 4, vocab=64, seq_len=2048)
+    result = simulate(c, device, micro_batch=2, precision=precision)
+    ops, low = _attention_ops(result)
+    assert len(ops) == 3 * c.layers
+    assert len(attention.fitted_rates(low, device)[0]) == 0
+    unfitted = dataclasses.replace(device, name="gpu-without-attention-benchmarks")
+    again = simulate(c, unfitted, micro_batch=2, precision=precision)
+    assert np.array_equal(result.times["compute_s"][ops], again.times["compute_s"][ops])
+    stripped = dataclasses.replace(unfitted, attention_efficiency=None)
+    bare = simulate(c, stripped, micro_batch=2, precision=precision)
+    assert np.array_equal(result.times["compute_s"][ops], bare.times["compute_s"][ops])
+    half = simulate(c, device, micro_batch=2, precision="bf16")
+    assert len(attention.fitted_rates(half.lowered, device)[0]) == 3 * c.layers

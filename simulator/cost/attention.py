@@ -218,8 +218,17 @@ FLASH_ATTN_TRITON_MAX_HEAD_DIM = 128
 #: q.dtype in [torch.float16, torch.bfloat16]``; cuDNN's fused attention: Transformer Engine
 #: disables FusedAttention "for unsupported qkv_dtype" outside bf16, fp16 and fp8
 #: (transformer_engine/pytorch/attention/dot_product_attention/utils.py). ``auto`` is not
-#: refused: it names no kernel (PyTorch's SDPA would pick its memory-efficient fp32 kernel).
+#: refused: it names no kernel. In fp32 PyTorch's SDPA dispatcher runs its memory-efficient
+#: kernel (torch.nn.functional.scaled_dot_product_attention: the flash backend takes fp16 and
+#: bf16, the memory-efficient one fp32 too; aten/src/ATen/native/transformers/cuda/
+#: sdp_utils.cpp ``check_tensor_dtype``), of which no benchmark is cited: an fp32 or tf32
+#: attention op is priced by no half-precision kernel's fit (``fitted_rates``;
+#: ``HALF_ONLY_DTYPES``: the op formats the fits do not cover) and not at the spec's
+#: ``attention_efficiency`` (FlashAttention-2's bf16 figure), but as GEMMs of its format, the
+#: memory-efficient kernel's tiles (``simulator.cost.roofline.price``): an upper bound, its
+#: softmax and online rescaling between the GEMMs not counted.
 HALF_ONLY_PRECISIONS = ("fp32", "tf32")
+HALF_ONLY_DTYPES = ("FP32", "TF32")
 
 
 def check_head_dim(kernel, head_dim: int | None, precision=None) -> None:
@@ -274,7 +283,9 @@ def fitted_rates(lowered, device) -> tuple[np.ndarray, np.ndarray]:
     fits = fit_for(device, getattr(device, "attention_kernel", None))
     if fits is None:
         return empty, np.zeros(0)
-    ops = np.flatnonzero(lowered.kind == OpKind.ATTENTION)
+    # a fit is of a half-precision kernel: fp32 attention is not its (HALF_ONLY_PRECISIONS)
+    full = np.isin(lowered.dtype, [DType[name] for name in HALF_ONLY_DTYPES])
+    ops = np.flatnonzero((lowered.kind == OpKind.ATTENTION) & ~full)
     if not len(ops):
         return empty, np.zeros(0)
     task = lowered.task[ops]

@@ -60,12 +60,18 @@ def price(lowered: Lowered, device: DeviceSpec,
     for dtype in DType:
         matrix_rate[dtype] = device.peak_for(dtype)
     base = np.full(n, device.matmul_efficiency)
+    # fused attention in fp32 or tf32 is no fused kernel's (they run fp16 and bf16 only,
+    # simulator.cost.attention.HALF_ONLY_PRECISIONS): SDPA's memory-efficient kernel, whose
+    # tiles are GEMMs of the format, is priced as those GEMMs, not at attention_efficiency
+    # (a half-precision kernel's figure)
+    full = np.isin(lowered.dtype, [DType.FP32, DType.TF32])
     if device.attention_efficiency is not None:
-        base[lowered.kind == OpKind.ATTENTION] = device.attention_efficiency
+        base[(lowered.kind == OpKind.ATTENTION) & ~full] = device.attention_efficiency
     for dtype, efficiency in ((DType.FP8, device.fp8_matmul_efficiency),    # measured GEMM
                               (DType.FP32, device.fp32_matmul_efficiency)):  # figures per format
         if efficiency is not None:
-            base[(lowered.kind == OpKind.MATMUL) & (lowered.dtype == dtype)] = efficiency
+            gemm = (lowered.kind == OpKind.MATMUL) | (full & (lowered.kind == OpKind.ATTENTION))
+            base[gemm & (lowered.dtype == dtype)] = efficiency
     conv = lowered.kind == OpKind.CONV
     for dtype in np.unique(lowered.dtype[conv]):  # cuDNN's algorithms: DeviceSpec's rule
         base[conv & (lowered.dtype == dtype)] = device.conv_efficiency_for(DType(int(dtype)))
