@@ -75,6 +75,13 @@ class Rotary(str, Enum):
     SCRIPTED = "scripted"  # @torch.jit.script with the legacy fuser (GPT-NeoX fp16): two kernels
 
 
+class BiasAdd(str, Enum):
+    """Where eager PyTorch adds a linear's bias (``simulator.training.bias``; ``Fusion.EAGER``
+    only)."""
+    FUSED = "fused"        # in the GEMM (a cuBLASLt bias epilogue) or the next fused kernel
+    SEPARATE = "separate"  # a kernel of its own after the GEMM (GPT-NeoX on PyTorch 1.8)
+
+
 class Fp8Modules(str, Enum):
     """Which Transformer Engine modules run a model's fp8 GEMMs (``simulator.training.fp8``)."""
     FUSED = "fused"    # LayerNormLinear / LayerNormMLP, weights cast once per step (Megatron-core)
@@ -193,6 +200,10 @@ class Plan:
     rotary: Rotary = field(default=Rotary.EAGER, metadata={
         "help": "a rotary embedding under eager fusion: eager (PyTorch, a kernel per op) or "
                 "scripted (torch.jit.script with the legacy fuser: GPT-NeoX's fp16 path)"})
+    bias_add: BiasAdd = field(default=BiasAdd.FUSED, metadata={
+        "help": "a biased linear's bias under eager fusion: fused (in the GEMM's epilogue) or "
+                "separate (a kernel reading and writing the output after the GEMM, unless an "
+                "activation's kernel adds it: GPT-NeoX on PyTorch 1.8)"})
     fp8_modules: Fp8Modules = field(default=Fp8Modules.FUSED, metadata={
         "help": "fp8's Transformer Engine modules: fused (LayerNormLinear/LayerNormMLP, "
                 "weights cast once per step) or linear (te.Linear only: 16-bit norms, weights "
@@ -299,6 +310,7 @@ class Plan:
                            _enum(AttentionKernel, self.attention_kernel, "attention_kernel"))
         object.__setattr__(self, "fusion", _enum(Fusion, self.fusion, "fusion"))
         object.__setattr__(self, "rotary", _enum(Rotary, self.rotary, "rotary"))
+        object.__setattr__(self, "bias_add", _enum(BiasAdd, self.bias_add, "bias_add"))
         object.__setattr__(self, "fp8_modules",
                            _enum(Fp8Modules, self.fp8_modules, "fp8_modules"))
         object.__setattr__(self, "fp8_recipe", _enum(Fp8Recipe, self.fp8_recipe, "fp8_recipe"))

@@ -32,7 +32,15 @@ from dataclasses import dataclass, field
 
 from simulator.graph.collective import ADJOINT, Axis, reassembly
 from simulator.graph.lower import READS_OUTPUT
-from simulator.graph.op import CHANNEL_NORMS, TENSOR_KINDS, Block, Op, OpKind, Phase, Task
+from simulator.graph.op import (
+    CHANNEL_NORMS,
+    TENSOR_KINDS,
+    Block,
+    Op,
+    OpKind,
+    Phase,
+    Task,
+)
 from simulator.graph.opgraph import OpGraph
 from simulator.plan.step import (
     OPTIMIZER_FLOPS_PER_PARAM,
@@ -44,6 +52,7 @@ from simulator.plan.step import (
     Precision,
     Recompute,
 )
+from simulator.training.bias import add_bias_kernels, bias_elements
 from simulator.training.finetune import needs_grad
 from simulator.training.fp8 import add_casts as add_fp8_casts
 from simulator.training.loss import add_backward as add_loss_backward
@@ -62,15 +71,6 @@ PASSTHROUGH = frozenset({"add", "view"})
 WGRAD = "wgrad"
 BGRAD = "bgrad"   # a biased linear's bias gradient under eager fusion
 REGATHER = "regather"
-
-
-def _bias_elements(op: Op) -> int:
-    """A linear's bias elements (0: none, or not a plain linear): its parameters past the
-    weight, or all of them when the weight is another op's (tied)."""
-    if op.fn != "linear" or op.frozen or op.batch != 1 or not op.params:
-        return 0
-    weight = op.k * op.n
-    return op.params - weight if op.params >= weight else op.params
 
 
 def starts_backward(op: Op) -> bool:
@@ -103,8 +103,9 @@ def region_of(op: Op, recompute: Recompute) -> int | None:
 
 
 def training_graph(forward: OpGraph, plan: Plan) -> OpGraph:
-    """One training step (one micro-batch's forward and backward, then the update)."""
-    return _Derivation(forward, plan).run()
+    """One training step (one micro-batch's forward and backward, then the update); eager
+    bias kernels (``simulator.training.bias``) join the forward first."""
+    return _Derivation(add_bias_kernels(forward, plan), plan).run()
 
 
 @dataclass
@@ -237,7 +238,7 @@ class _Derivation:
                              bytes_read=grad_bytes + in_bytes, bytes_written=weight_bytes,
                              out_bytes=weight_bytes)
             self.weight_grads.setdefault(op.layer, []).append(name)
-            bias = _bias_elements(op)
+            bias = bias_elements(op)
             if bias and self.plan.fusion is Fusion.EAGER:
                 # eager PyTorch sums the output gradient over the rows for the bias: a kernel
                 # of its own (autograd's sum_to for addmm's broadcast bias; Megatron-LM's
