@@ -211,3 +211,22 @@ def test_cli(tmp_path, capsys):
     assert err.count("\n") == 1 and "misses deadline" in err
     assert main(["plan", "gpt2-small", "--tokens", "1e9", "--devices", "h100,zzz"]) == 2
     assert main(["plan", "gpt2-small", "--tokens", "1e9", "--rank-by", "speed"]) == 2
+
+
+def test_a_recommended_device_on_priors_or_datasheet_rates_is_named(capsys):
+    """``hwsim plan`` says, as ``compare`` does, which shown configuration's device runs its
+    GEMMs or streams on class priors or the datasheet: Gaudi 3's streams are its datasheet
+    bandwidth (no measured memory_efficiency), the MI325X's the GPU class medians (priors);
+    the H100 searched beside them but not shown is not named."""
+    assert main(["plan", "gpt2-small", "--tokens", "1e9", "--devices", "gaudi3,mi325x",
+                 "--device-counts", "1", "--grid", "recompute=none", "--grid", "zero=0",
+                 "--micro-batch", "4", "--workers", "1", "--top", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    summary = [line for line in lines if line.startswith("note: on class priors")]
+    assert len(summary) == 1
+    assert "gaudi3 (stream)" in summary[0] and "mi325x (stream, norm)" in summary[0]
+    assert main(["plan", "gpt2-small", "--tokens", "1e9", "--devices", "gaudi3,h100",
+                 "--device-counts", "1", "--grid", "recompute=none", "--grid", "zero=0",
+                 "--micro-batch", "4", "--workers", "1", "--top", "1", "--rank-by", "time"]) == 0
+    summary = capsys.readouterr().out.splitlines()[-1]
+    assert summary.startswith("note: on class priors") and summary.endswith(": gaudi3 (stream)")

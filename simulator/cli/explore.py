@@ -157,11 +157,12 @@ def _plan(args, writer) -> int:
 
     if args.top < 1:
         raise PlanError(f"--top = {args.top} must be a positive integer")
+    specs = _specs(args, _cluster_devices(args) or args.devices
+                   or _priced(args, priced_devices()))
     client = _client(args.scheduler)
     try:
         report = capacity_plan(_model(args), args.tokens,
-                      devices=_specs(args, _cluster_devices(args)
-                                     or args.devices or _priced(args, priced_devices())),
+                      devices=specs,
                       device_counts=args.device_counts, deadline_days=args.deadline_days,
                       budget_usd=args.budget_usd, rank_by=args.rank_by,
                       plans=parse_grid(args.grid) or None, workers=args.workers,
@@ -175,12 +176,14 @@ def _plan(args, writer) -> int:
         writer.write(frame({int(row["config"]): row for row in table.to_dict("records")}))
     if report.feasible.empty:
         raise HwsimError(report.why_nothing())
-    print(plan_text(report, args.top))
+    print(plan_text(report, args.top, specs))
     return 0
 
 
-def plan_text(report, top: int = 10) -> str:
-    """The top feasible configurations, the Pareto front and the rejections by reason."""
+def plan_text(report, top: int = 10, specs=()) -> str:
+    """The top feasible configurations, the Pareto front and the rejections by reason; of
+    ``specs`` (the devices or clusters searched), those of the configurations shown that run
+    on class priors or datasheet rates are named (``priors_summary``), as ``compare`` does."""
     columns = ["rank", *_PLAN_COLUMNS, "total_time_days", "cost_usd", "own_cost_usd",
                "energy_kwh", "mfu", "tflops_per_watt", "peak_memory_bytes"]
     for size in ("cp", "ep"):   # shown only when some plan splits sequences or experts
@@ -215,6 +218,14 @@ def plan_text(report, top: int = 10) -> str:
     if feasible["cost_usd"].isna().any():
         lines.append("note: devices without a price have no cost (give --price-per-hour "
                      "DEVICE=USD)")
+    from simulator.cost.status import priors_summary
+
+    shown = set(feasible.head(top)["device"]) | set(distinct["device"])
+    summary = priors_summary([device for device in (getattr(spec, "device", spec)
+                                                    for spec in specs)
+                              if device.name in shown])
+    if summary:
+        lines.append(summary)
     return "\n".join(lines)
 
 
