@@ -1,11 +1,18 @@
 """Fitting the fused attention model (``simulator.cost.attention``) on kernel benchmarks.
 
-The table (``tests/data/attention_kernels.csv``) gives TFLOP/s by device, kernel, pass
-(``fwd``, ``bwd`` or ``fwd_bwd``), causal mask, head dimension and sequence length, as the
-FlashAttention-2 and -3 papers measure them: batch x sequence = 16k tokens, hidden 2048 (so
-2048 / d heads), FLOPs 4 s^2 d per head forward (half of it under a causal mask), 2.5 times that
-backward. Each row becomes a time; the fit minimises the squared log error of the predicted
-times (a ``fwd_bwd`` row: forward + backward) over each (device, kernel)'s rows.
+The tables (``tests/data/attention_kernels.csv``, ``attention_kernels_blackwell.csv``) give
+TFLOP/s by device, kernel, pass (``fwd``, ``bwd`` or ``fwd_bwd``), causal mask, head dimension
+and sequence length. The FlashAttention-2 and -3 papers' rows run batch x sequence = 16k tokens,
+hidden 2048 (so 2048 / d heads); a row that gives ``batch_heads`` (cuDNN frontend's training
+benchmark: batch 1 x 128 query heads at every length) runs that many score matrices. FLOPs are
+4 s^2 d per head forward (half of it under a causal mask), 2.5 times that backward. Each row
+becomes a time; the fit minimises the squared log error of the predicted times (a ``fwd_bwd``
+row: forward + backward) over each (device, kernel)'s rows. A (device, kernel) measured at one
+head dimension cannot tell the main loop's efficiency ``e`` from the softmax term ``h / d``:
+its ``h`` is held at 0 and only ``e`` and ``c`` are fitted, so the softmax's share measured at
+that head dimension is inside ``e`` and a narrower head runs at the same efficiency
+(optimistic for it: on the H100, cuDNN's d = 64 runs 1.24 times slower per FLOP than its
+d = 128, from its fit's h).
 
 ``python -m simulator.calibrate.attention`` prints the fitted ``FITS`` and the held-out error.
 """
@@ -19,6 +26,7 @@ import numpy as np
 from simulator.cost.attention import TIED_BACKWARD, AttentionKernel, pass_time_s
 
 TABLE = Path(__file__).resolve().parents[2] / "tests" / "data" / "attention_kernels.csv"
+BLACKWELL = TABLE.with_name("attention_kernels_blackwell.csv")
 TOKENS, HIDDEN = 16384, 2048   # the papers' benchmark setup (Dao 2023, sec. 4.1)
 def _peak_and_units(device: str) -> tuple[float, int]:
     """A benchmarked device's dense 16-bit peak and SMs, from its catalogue spec."""
@@ -29,13 +37,16 @@ def _peak_and_units(device: str) -> tuple[float, int]:
     return spec.peak_for(DType.BF16), spec.architecture.compute_units
 
 
-def load(path: Path = TABLE) -> list[dict]:
-    with path.open(newline="", encoding="utf-8") as file:
-        rows = list(csv.DictReader(file))
+def load(paths: tuple[Path, ...] = (TABLE, BLACKWELL)) -> list[dict]:
+    rows = []
+    for path in paths:
+        with path.open(newline="", encoding="utf-8") as file:
+            rows += list(csv.DictReader(file))
     for row in rows:
         for key in ("causal", "head_dim", "seq_len"):
             row[key] = int(row[key])
         row["tflops"] = float(row["tflops"])
+        row["batch_heads"] = int(row["batch_heads"]) if row.get("batch_heads") else None
     return rows
 
 
@@ -43,7 +54,9 @@ def _arrays(rows):
     s = np.array([r["seq_len"] for r in rows], dtype=np.float64)
     d = np.array([r["head_dim"] for r in rows], dtype=np.float64)
     causal = np.array([r["causal"] for r in rows])
-    batch = (TOKENS / s) * (HIDDEN / d)   # (batch x heads) score matrices
+    # (batch x heads) score matrices: the row's own, or the papers' setup
+    batch = np.array([r.get("batch_heads") or (TOKENS / r["seq_len"]) * (HIDDEN / r["head_dim"])
+                      for r in rows], dtype=np.float64)
     factor = np.array([{"fwd": 1.0, "bwd": 2.5, "fwd_bwd": 3.5}[r["pass"]] for r in rows])
     flops = 4 * s * s * d * batch * factor * np.where(causal > 0, 0.5, 1.0)
     measured = flops / (np.array([r["tflops"] for r in rows]) * 1e12)
@@ -59,15 +72,18 @@ def predict(rows, fwd, bwd, peak: float, units: int) -> np.ndarray:
     return np.where(kinds == "fwd", t_fwd, np.where(kinds == "bwd", t_bwd, t_fwd + t_bwd))
 
 
-def _unpack(x, tied: float | None):
+def _unpack(x, tied: float | None, held: tuple[float, float] | None = None):
+    if held is not None:   # (e, c) per pass, h held
+        return (x[0], x[1], held[0]), (x[2], x[3], held[1])
     if tied is not None:
         e, c, h = x
         return (e, c, h), (e * tied, c, h)
     return tuple(x[:3]), tuple(x[3:])
 
 
-def fit(rows, device: str, kernel: str):
-    """((e, c, h) forward, (e, c, h) backward) of ``kernel`` on ``device`` from ``rows``."""
+def fit(rows, device: str, kernel: str, held: tuple[float, float] | None = None):
+    """((e, c, h) forward, (e, c, h) backward) of ``kernel`` on ``device`` from ``rows``; with
+    ``held`` = (forward h, backward h), only e and c of each pass are fitted."""
     from scipy.optimize import least_squares
 
     rows = [r for r in rows if r["device"] == device and r["kernel"] == kernel]
@@ -78,13 +94,16 @@ def fit(rows, device: str, kernel: str):
     measured = _arrays(rows)[-1]
 
     def residual(x):
-        fwd, bwd = _unpack(x, tied)
+        fwd, bwd = _unpack(x, tied, held)
         return np.log(predict(rows, fwd, bwd, peak, units) / measured)
 
-    start = [0.7, 1.0, 20.0] * (1 if tied is not None else 2)
-    bounds = ([0.01, 0.0, 0.0] * (len(start) // 3), [1.0, 50.0, 500.0] * (len(start) // 3))
+    if held is not None:
+        start, bounds = [0.7, 1.0] * 2, ([0.01, 0.0] * 2, [1.0, 50.0] * 2)
+    else:
+        start = [0.7, 1.0, 20.0] * (1 if tied is not None else 2)
+        bounds = ([0.01, 0.0, 0.0] * (len(start) // 3), [1.0, 50.0, 500.0] * (len(start) // 3))
     x = least_squares(residual, start, bounds=bounds).x
-    return _unpack([float(v) for v in x], tied)
+    return _unpack([float(v) for v in x], tied, held)
 
 
 def groups(rows) -> list[tuple[str, str]]:
@@ -94,8 +113,12 @@ def groups(rows) -> list[tuple[str, str]]:
 def fit_all(rows=None) -> dict[tuple[str, str, str], tuple[float, float, float]]:
     rows = load() if rows is None else rows
     out = {}
-    for device, kernel in groups(rows):
-        fwd, bwd = fit(rows, device, kernel)
+    one_head = {(device, kernel) for device, kernel in groups(rows)
+                if len({r["head_dim"] for r in rows
+                        if (r["device"], r["kernel"]) == (device, kernel)}) == 1}
+    for device, kernel in groups(rows):   # one head dimension: h is not identified, held at 0
+        held = (0.0, 0.0) if (device, kernel) in one_head else None
+        fwd, bwd = fit(rows, device, kernel, held)
         out[(device, kernel, "fwd")], out[(device, kernel, "bwd")] = fwd, bwd
     return out
 

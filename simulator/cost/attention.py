@@ -26,9 +26,12 @@ fits the parameters (``FITS`` holds its output; ``tests/test_attention_kernels.p
 again, holds out the longest sequences and checks both).
 
 Devices of the measured chip (an A100 of any form factor, an H100, H800 or H200: the same
-GA100 / GH100 SMs) use its fit as fractions of their own peak; other devices have no
-attention measurement and keep the spec's ``attention_efficiency`` (or the matmul
-efficiency) times the tile model (``simulator.cost.efficiency``).
+GA100 / GH100 SMs) use its fit as fractions of their own peak. The B200 and GB200 each have
+their own table (NVIDIA cuDNN frontend's training benchmark, ``tests/data/
+attention_kernels_blackwell.csv``: cuDNN and PyTorch's FlashAttention-2 backend, causal, head
+dimension 128 only, so their ``h`` is held at 0: ``simulator.calibrate.attention``). Other
+devices have no attention measurement and keep the spec's ``attention_efficiency`` (or the
+matmul efficiency) times the tile model (``simulator.cost.efficiency``).
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ BLOCK = 128   # FlashAttention-2/3's query and key block (Dao 2023, sec. 3.1; Sh
 # Which measured device's fit a catalogue device uses: the same chip's SMs and clocks scale
 # with its own peak (an A100 PCIe runs the A100's kernels; H800 and H200 are GH100).
 CHIPS = {"a100-": "a100-sxm4-80gb", "h100-": "h100-sxm5-80gb", "h800-": "h100-sxm5-80gb",
-         "h200-": "h100-sxm5-80gb"}
+         "h200-": "h100-sxm5-80gb", "b200": "b200", "gb200": "gb200"}
 # The kernel a current stack runs when the plan does not say (attention_kernel = auto):
 # Ampere: FlashAttention-2 (PyTorch's SDPA flash backend, Hugging Face's flash_attention_2,
 # Megatron-LM / Transformer Engine's flash-attn backend on sm80). Hopper: cuDNN's fused
@@ -50,9 +53,11 @@ CHIPS = {"a100-": "a100-sxm4-80gb", "h100-": "h100-sxm5-80gb", "h800-": "h100-sx
 # attention on Hopper+ architectures, and Tri Dao flash attention on Ampere" (NeMo
 # documentation, memory_optimizations.rst, NVIDIA/NeMo PR 9188); it reaches 92-96 % of
 # FlashAttention-3's throughput at 2k-16k tokens (Shah et al. 2024, Figs. 4-5), and
-# FlashAttention-3 needs a separate build (flash-attention's hopper/ package).
+# FlashAttention-3 needs a separate build (flash-attention's hopper/ package). Blackwell
+# (B200, GB200): cuDNN's, by the same preference ("Hopper+").
 DEFAULT_KERNEL = {"a100-sxm4-80gb": AttentionKernel.FLASH_ATTN_2,
-                  "h100-sxm5-80gb": AttentionKernel.CUDNN}
+                  "h100-sxm5-80gb": AttentionKernel.CUDNN,
+                  "b200": AttentionKernel.CUDNN, "gb200": AttentionKernel.CUDNN}
 HOPPER_ONLY = frozenset({AttentionKernel.FLASH_ATTN_3})
 
 # Backward e / forward e where a kernel is benchmarked only forward + backward together:
@@ -75,8 +80,10 @@ STAND_IN = {("h100-sxm5-80gb", AttentionKernel.FLASH_ATTN_TRITON): AttentionKern
 
 # (device, kernel, pass) -> (e, c, h), fitted by ``simulator.calibrate.attention.fit_all`` on
 # tests/data/attention_kernels.csv (every row: FlashAttention-2 paper Figs. 4 and 7,
-# FlashAttention-3 paper Figs. 4-5; log-time least squares). Regenerate with
-# ``python -m simulator.calibrate.attention``.
+# FlashAttention-3 paper Figs. 4-5; log-time least squares) and attention_kernels_blackwell.csv
+# (NVIDIA/cudnn-frontend benchmark/sdpa_benchmark_training/artifacts: B200 @bb37575d, PyTorch's
+# SDPA on cuDNN 9.13, 2,048-16,384 tokens; GB200 @d48a60eb, cuDNN frontend 1.16 on cuDNN 9.17,
+# 512-16,384). Regenerate with ``python -m simulator.calibrate.attention``.
 FITS: dict[tuple[str, str, str], tuple[float, float, float]] = {
     ('a100-sxm4-80gb', 'flash-attn-1', 'bwd'): (0.2701, 0.807, 0.00),
     ('a100-sxm4-80gb', 'flash-attn-1', 'fwd'): (0.3858, 0.807, 0.00),
@@ -84,6 +91,14 @@ FITS: dict[tuple[str, str, str], tuple[float, float, float]] = {
     ('a100-sxm4-80gb', 'flash-attn-2', 'fwd'): (0.8220, 1.486, 18.88),
     ('a100-sxm4-80gb', 'flash-attn-triton', 'bwd'): (0.2674, 0.724, 0.00),
     ('a100-sxm4-80gb', 'flash-attn-triton', 'fwd'): (0.3820, 0.724, 0.00),
+    ('b200', 'cudnn', 'bwd'): (0.6885, 21.944, 0.00),
+    ('b200', 'cudnn', 'fwd'): (0.8349, 20.681, 0.00),
+    ('b200', 'flash-attn-2', 'bwd'): (0.1624, 6.715, 0.00),
+    ('b200', 'flash-attn-2', 'fwd'): (0.1977, 5.749, 0.00),
+    ('gb200', 'cudnn', 'bwd'): (0.5534, 5.287, 0.00),
+    ('gb200', 'cudnn', 'fwd'): (0.7422, 5.127, 0.00),
+    ('gb200', 'flash-attn-2', 'bwd'): (0.1437, 1.811, 0.00),
+    ('gb200', 'flash-attn-2', 'fwd'): (0.1809, 2.184, 0.00),
     ('h100-sxm5-80gb', 'cudnn', 'bwd'): (0.6833, 2.788, 28.19),
     ('h100-sxm5-80gb', 'cudnn', 'fwd'): (0.7331, 1.103, 40.49),
     ('h100-sxm5-80gb', 'flash-attn-1', 'bwd'): (0.1400, 0.425, 0.00),
@@ -268,8 +283,8 @@ def note(device) -> str | None:
             f"no benchmark of {kernel.value} on {device.name}'s chip: fused attention runs "
             f"at {stand_in.value}'s fit there (simulator.cost.attention.STAND_IN)")
     return (f"no benchmark of {kernel.value} on {device.name}'s chip: fused attention runs at "
-            "the spec's attention efficiency (tests/data/attention_kernels.csv has the A100 "
-            "and H100)")
+            "the spec's attention efficiency (tests/data/attention_kernels*.csv have the A100, "
+            "H100, B200 and GB200)")
 
 
 def fitted_rates(lowered, device) -> tuple[np.ndarray, np.ndarray]:
