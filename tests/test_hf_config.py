@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator import WorkloadError, simulate
+from simulator import simulate
 from simulator.cli import main
 from workloads.hf_config import load_hf_config
 from workloads.transformer import Ffn, Norm, Residual

@@ -7,7 +7,6 @@ import pytest
 
 from simulator import ParallelPlan, Plan, PlanError, simulate
 from simulator.cli import main
-from simulator.graph.op import OpKind, Phase
 from simulator.parallel.rank import build_stage, micro_batches, stage_forward
 from workloads.transformer import Ffn, Norm, Residual, TransformerConfig
 

@@ -252,13 +252,13 @@ def add_replicated_grad_reduce(step: OpGraph, plan: Plan) -> OpGraph:
     and returned."""
     ops = [op for _, op in step.nx.nodes(data="op")]   # no order needed: no topological sort
     update = {op.layer: op.name for op in ops if op.task is Task.UPDATE}
-    shared: dict[int, tuple[int, int, Op]] = {}   # layer -> (elements, ranks, an op of it)
+    shared: dict[int, tuple[int, int]] = {}   # layer -> (elements, ranks)
     for op in ops:
         facts = dict(op.extra) if op.phase is Phase.FORWARD else {}
         if facts.get("replicas", 1) > 1:
-            elements, _, _ = shared.get(op.layer, (0, 0, op))
-            shared[op.layer] = (elements + facts["replicated"], facts["replicas"], op)
-    for layer, (elements, ranks, op) in sorted(shared.items()):
+            elements, _ = shared.get(op.layer, (0, 0))
+            shared[op.layer] = (elements + facts["replicated"], facts["replicas"])
+    for layer, (elements, ranks) in sorted(shared.items()):
         nbytes = elements * plan.formats.gradient.bytes
         reduce = collective(f"tp_replica_all_reduce:L{layer}", "all_reduce", nbytes, nbytes, 0,
                             ranks, Axis.TENSOR, step.op(update[layer]),
