@@ -17,6 +17,7 @@ from simulator.training.qkv import (
     eager_rotary_kernels,
     layout_copies,
     scripted_rotary_kernels,
+    slice_backward_kernels,
 )
 from workloads.transformer import TransformerConfig
 
@@ -62,16 +63,39 @@ def test_full_rotary_kernels_closed_form():
 
 
 def test_eager_step_counts_rotary_kernels():
-    """Per layer, tensor (q, k) and pass (forward, backward): five kernels of 10 f N bytes;
-    with full recomputation the recomputed forward runs them too."""
+    """Per layer, tensor (q, k) and pass (forward, backward): five kernels of 10 f N bytes, and
+    in the backward the two slices' zero-filled copies (4 N); with full recomputation the
+    recomputed forward runs the five too."""
     step = _step(PARTIAL)
     ops = _added(step, ROTARY_FN)
-    assert len(ops) == 2 * 2 * 2 * 5
-    assert _moved(ops) == 2 * 2 * 2 * 10 * Q_BYTES // 4
+    assert len(ops) == 2 * 2 * (5 + 5 + 4)
+    assert _moved(ops) == 2 * 2 * (2 * 10 * Q_BYTES // 4 + 4 * Q_BYTES)
     assert {op.phase for op in ops} == {Phase.FORWARD, Phase.BACKWARD}
     full = _added(_step(PARTIAL, recompute="full"), ROTARY_FN)
-    assert len(full) == 3 * len(ops) // 2
+    assert len(full) == len(ops) + 2 * 2 * 5
     assert {op.phase for op in full} == {Phase.FORWARD, Phase.BACKWARD, Phase.RECOMPUTE}
+
+
+def test_slice_backward_kernels_closed_form():
+    """x[..., :r] and x[..., r:] backward: a zero-filled tensor of the input's size each (N
+    written), the slice's gradient copied into it (f N and (1 - f) N, read and written)."""
+    n = 4096
+    kernels = slice_backward_kernels(0.25, n)
+    assert [(label, read, written) for label, _, read, written in kernels] == [
+        ("fill_rot", 0, n), ("slice_rot", n // 4, n // 4), ("fill_pass", 0, n),
+        ("slice_pass", 3 * n // 4, 3 * n // 4)]
+    assert all(kind is OpKind.COPY for _, kind, *_ in kernels)
+
+
+def test_partial_rotary_backward_sums_the_slices_gradients():
+    """The rope op's backward is the sum of the two slices' gradients: 2 N read, N written;
+    in the forward it is the pass-through concatenation (N, N)."""
+    ropes = [op for op in _step(PARTIAL).ops() if dict(op.extra).get("rotary_dims")]
+    grads = [op for op in ropes if op.task is Task.DATA_GRAD]
+    assert grads and all((op.bytes_read, op.bytes_written) == (2 * Q_BYTES, Q_BYTES)
+                         for op in grads)
+    assert all((op.bytes_read, op.bytes_written) == (Q_BYTES, Q_BYTES)
+               for op in ropes if op.task is Task.FORWARD)
 
 
 def test_full_rotary_add_reads_both_products():
@@ -100,11 +124,12 @@ def test_scripted_rotary_kernels_closed_form():
 
 def test_scripted_step_counts_rotary_kernels():
     """Per layer, tensor (q, k) and pass: two kernels of 5 f N bytes before the rope op (the
-    pass-through cat, N and N); whole heads: one of 2 N, and the rope op reads 2 N."""
+    pass-through cat, N and N), and the backward's slice kernels; whole heads: one of 2 N, no
+    slices, and the rope op reads 2 N."""
     step = _step(PARTIAL, rotary="scripted")
     ops = _added(step, ROTARY_FN)
-    assert len(ops) == 2 * 2 * 2 * 2
-    assert _moved(ops) == 2 * 2 * 2 * 5 * Q_BYTES // 4
+    assert len(ops) == 2 * 2 * (2 + 2 + 4)   # the backward's slice kernels: 4 N
+    assert _moved(ops) == 2 * 2 * (2 * 5 * Q_BYTES // 4 + 4 * Q_BYTES)
     full = _step(FULL, rotary="scripted")
     assert _moved(_added(full, ROTARY_FN)) == 2 * 2 * 2 * 2 * Q_BYTES
     ropes = [op for op in full.ops() if dict(op.extra).get("rotary_dims")]

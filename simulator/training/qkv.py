@@ -29,10 +29,16 @@ kernel                                 read           written
 The builder's rope op stands for the last kernel (the concatenation with the pass-through part;
 with a whole-head rotary, the add, which reads ``N`` more); the others are added before it:
 five kernels moving 10 f N bytes (f < 1), four moving 7 N (f = 1), against the fused kernel's
-2 N. The cos and sin tables (sequence x rotated dims) are left out. The backward is priced as
-the same kernels again (autograd's products by cos and sin, the negation, and the slice
-backwards' zero-filled copies and their sums: at least as many bytes as the forward; counted as
-the forward's). Under ``Fusion.COMPILED`` the rotary stays one kernel.
+2 N. The cos and sin tables (sequence x rotated dims) are left out. In the backward the
+rotation's kernels are counted as the forward's (autograd's products by cos and sin and the
+negation). With f < 1 the concatenation's backward is views, but each of the two slices
+(``x[..., :r]``, ``x[..., r:]``) has a backward of its own, PyTorch's ``slice_backward``
+(``aten/src/ATen/native/TensorShape.cpp``: ``at::zeros`` of the input's sizes, then
+``copy_`` into the slice): a zero-filled tensor of the input's size (``N`` written) into which
+the slice's gradient is copied (``f N`` and ``(1 - f) N``, read and written), and autograd then
+sums the two gradients of ``x`` (the rope op's backward: ``2 N`` read, ``N`` written):
+``slice_backward_kernels``, 7 N per tensor in all where the forward's concatenation moves
+2 N. Under ``Fusion.COMPILED`` the rotary stays one kernel.
 
 **Scripted** (``Plan.rotary = scripted``, under ``Fusion.EAGER``). GPT-NeoX's fp16 path runs
 ``apply_rotary_pos_emb``, a ``@torch.jit.script`` function (``positional_embeddings.py``; its
@@ -49,7 +55,8 @@ splits the chain in two kernels: the negation with the concatenation (reading bo
 the slices are views. The concatenation with the pass-through part runs outside the script
 (eager, ``N`` and ``N``: the rope op). Per tensor, f < 1: two kernels before the rope op, 5 f N
 + 2 N bytes in all; f = 1: the rotate_half kernel before the rope op, which is the fused
-product-and-sum and reads ``2 N``. The backward is counted as the forward's, as above.
+product-and-sum and reads ``2 N``. The backward is counted as the forward's, with the slices'
+backward as above (the slicing runs outside the script).
 
 **Layout copies around a fused attention kernel** (``Plan.attention_layout``). FlashAttention
 takes q, k and v as ``[batch, seq, heads, dim]``; Megatron-LM (2021-2023) and GPT-NeoX keep
@@ -197,12 +204,29 @@ def _chain_before(step: OpGraph, name: str, ops: list[Op]) -> None:
         step.add_edge(ops[-1].name, name, len(inputs), nbytes=0)
 
 
+def slice_backward_kernels(fraction: float,
+                           nbytes: int) -> list[tuple[str, OpKind, int, int]]:
+    """The backward of a partly rotated tensor's two slices (``x[..., :r]``, ``x[..., r:]``) of
+    ``nbytes`` bytes, rotating ``fraction`` of each head: PyTorch's ``slice_backward`` zero-fills
+    a tensor of the input's size and copies the slice's gradient into it, for each slice
+    (``aten/src/ATen/native/TensorShape.cpp``); the two gradients are then summed (the rope op's
+    backward: 2 N read, N written). The concatenation's backward is views."""
+    rot = round(fraction * nbytes)
+    return [("fill_rot", OpKind.COPY, 0, nbytes), ("slice_rot", OpKind.COPY, rot, rot),
+            ("fill_pass", OpKind.COPY, 0, nbytes),
+            ("slice_pass", OpKind.COPY, nbytes - rot, nbytes - rot)]
+
+
 def _rotary(step: OpGraph, name: str, op: Op, fraction: float, rotary: Rotary) -> None:
     kernels = (scripted_rotary_kernels if rotary is Rotary.SCRIPTED
                else eager_rotary_kernels)(fraction, op.out_bytes)
+    sliced = fraction < 1 and op.task is Task.DATA_GRAD
+    if sliced:   # the slices' backward before the sum of their gradients (the rope op)
+        kernels = kernels + slice_backward_kernels(fraction, op.out_bytes)
     _chain_before(step, name, [_kernel(op, f"rope.{label}", kind, read, written, ROTARY_FN)
                                for label, kind, read, written in kernels])
-    if fraction >= 1:   # the rope op is the add (or the fused sum): it reads both products
+    if fraction >= 1 or sliced:   # the rope op is the add (or the fused sum, or the sum of
+        #                           the slices' gradients): it reads both terms
         step.nx.nodes[name]["op"] = op.evolve(bytes_read=op.bytes_read + op.out_bytes)
 
 
@@ -238,4 +262,4 @@ def _layout(step: OpGraph, name: str, op: Op, layout: AttentionLayout) -> None:
 
 
 __all__ = ["LAYOUT_FN", "ROTARY_FN", "add_qkv_kernels", "eager_rotary_kernels", "layout_copies",
-           "rotary_fraction", "scripted_rotary_kernels"]
+           "rotary_fraction", "scripted_rotary_kernels", "slice_backward_kernels"]
