@@ -263,6 +263,7 @@ REPORTED_TOTAL_BYTES = {
     "l4": 23034 * 2**20,                # nvidia-smi, ECC on (modal-client PR 2797)
     "t4": 15360 * 2**20,                # nvidia-smi, ECC on (modal-client PR 2797)
     "h200-sxm": 143771 * 2**20,         # nvidia-smi (sgl-project/sglang issue 3196)
+    "b200": 183359 * 2**20,             # nvidia-smi (NVIDIA/TensorRT-LLM issue 10278)
     "mi300x": 206141652992,             # rocm-smi VRAM Total Memory (ROCm/legacy-rocm-build 4750)
 }
 
