@@ -37,9 +37,10 @@ def _price_table(path: Path) -> str:
 def test_catalogue_prices_are_cited_and_plausible():
     """Each [price] table cites its figures (a source and a year in its comments), on-demand
     prices lie between $0.05 and $50 per device-hour and purchase prices between $500 and
-    $100,000 (the catalogue's range: a T4 hour, a B200's share of a DGX). At least 34
-    devices have an on-demand price (the three server CPUs per socket-hour) and 29 a purchase
-    price (TPUs and Trainium are not sold; the others say why no figure is cited)."""
+    $100,000 (the catalogue's range: a T4 hour, a B200's share of a DGX). At least 35
+    devices have an on-demand price (the three server CPUs per socket-hour; the V100 PCIe
+    32 GB its nearest rented part's) and 29 a purchase price (TPUs and Trainium are not sold;
+    the others say why no figure is cited)."""
     hourly = bought = 0
     for path in sorted(DEVICES.glob("*.toml")):
         spec = load_device(str(path))
@@ -56,7 +57,7 @@ def test_catalogue_prices_are_cited_and_plausible():
         if spec.purchase_usd is not None:
             bought += 1
             assert 500 <= spec.purchase_usd <= 100_000, path.name
-    assert hourly >= 34 and bought >= 29
+    assert hourly >= 35 and bought >= 29
 
 
 # A missing price is stated with its reason: "No on-demand price per device-hour cited: <why>"
@@ -104,6 +105,7 @@ def test_every_device_without_a_price_says_why(capsys):
     assert "rent $5.56/h buy $11,805" in rows["epyc-9654"]           # AWS m7a.metal-48xl / 2
     assert "rent $3.84/h buy $8,099" in rows["xeon-8380"]            # 40 M6i core-hours
     assert "rent $5.64/h buy $10,710" in rows["xeon-8480"]           # 56 M7i core-hours
+    assert "rent $3.06/h buy $7,500" in rows["v100-pcie-32gb"]       # Azure NC6s v3 (16 GB)
     for path in DEVICES.glob("*.toml"):
         assert re.search(r"rent (none cited|\$[\d.]+/h) buy (none cited|\$[\d,]+)",
                          rows[path.stem]), path.stem
@@ -145,6 +147,12 @@ def test_the_cloud_prices_are_the_instance_price_per_device():
                                                                          abs=1e-9)
     for name, cores in (("epyc-9654", 96), ("xeon-8480", 56)):   # the 8380's is in its comment
         assert load_device(name).architecture.compute_units == cores, name
+    # The V100 PCIe 32 GB is priced as its nearest rented part, Azure's Standard_NC6s_v3: one
+    # 16 GB V100 PCIe card at $3.06/h (East US, 2025-03-03); the 32 GB card keeps its own
+    # purchase price and capacity.
+    v100 = load_device("v100-pcie-32gb")
+    assert v100.price_per_hour_usd == pytest.approx(3.06 / 1, abs=1e-9)
+    assert (v100.purchase_usd, v100.memory[0].capacity_bytes) == (7500, 32 * 2**30)
     r = simulate("gpt3-1.3b", "tpu-v5p", num_devices=8, micro_batch=4, global_batch=64,
                  tokens=1e10)
     t = r.totals
