@@ -48,3 +48,12 @@ def test_the_gb200s_gemms_pay_wave_quantisation():
     reference = (8192 // 128) ** 2 / (np.ceil((8192 // 128) ** 2 / 152) * 152)
     assert eff[0] == pytest.approx(1 / reference, rel=1e-9)
     assert eff[1] == pytest.approx(153 / 304 / reference, rel=1e-9)
+
+
+def test_the_b200s_hbm_bandwidth_is_nvidias_hgx_figure_and_the_drivers_bus():
+    """7.7 TB/s (NVIDIA's HGX B200 column); the driver's 7,680-bit bus at 3,996 MHz gives
+    7.67 TB/s (pytorch/ao PR #4002), within 0.5 %. The GB200 keeps 8 TB/s."""
+    (hbm,) = B200.memory
+    assert hbm.bandwidth_bytes_per_s == pytest.approx(7.7e12)
+    assert hbm.bandwidth_bytes_per_s == pytest.approx(7680 / 8 * 3996e6 * 2, rel=0.005)
+    assert GB200.memory[0].bandwidth_bytes_per_s == pytest.approx(8.0e12)
