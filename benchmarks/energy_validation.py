@@ -21,11 +21,10 @@ is extracted too but not predicted (``NOT_EXPRESSIBLE`` says why).
 
 Compared per node and per step: energy (mean node power x step time) and mean node power,
 hwsim's as 8 x the device's ``avg_power_w`` plus the node overhead of the ``dgx-h100`` preset
-(its datasheet system maximum less the GPUs' TDPs, 4.6 kW: an upper bound, not a typical
-draw) and, beside it, the GPUs alone. SMC's nodes are immersion cooled (no fans; the system
-json's "cooling"), so their overhead is lower than an air-cooled DGX's. An 8 x H100 node's
-measured maximum, 8.4 kW (Latif et al. 2025), would put the overhead at 2.8 kW; it is not
-used (no such figure for the other presets; chosen after this comparison, it would be tuning).
+(an 8 x H100 HGX node's measured maximum, 8.4 kW, Latif et al. 2025, less the GPUs' TDPs:
+2.8 kW, drawn over the whole step; the DGX H100 datasheet's 10.2 kW rating gave 4.6 kW) and,
+beside it, the GPUs alone. SMC's nodes are immersion cooled (no fans; the system json's
+"cooling"), so their other parts may draw less than an air-cooled node's.
 """
 from __future__ import annotations
 

@@ -9,6 +9,8 @@ A cluster is data, like a device (STYLE.md rule 2): one file per preset in
     devices_per_node = 8
     topology = "switch"           # or "torus" (TPU ICI), then torus_dims = [4, 4, 4]
     node_power_w = 6500           # optional, cited: a node's maximum system power (datasheet)
+    node_power_measured_w = 6000  # optional, cited: the most a node of this design was measured
+                                  # to draw with its devices near full load (at most node_power_w)
     power_limit_w = 700           # optional, cited: the devices' default power set point as the
                                   # system ships (at most the device's TDP; default: the TDP)
     [intra]                       # the network inside a node (NVSwitch, PCIe, ICI)
@@ -79,6 +81,10 @@ class ClusterSpec:
     # A node's maximum system power from its datasheet (GPUs, CPUs, NICs, switches, fans,
     # power supplies); None where none is cited.
     node_power_w: float | None = None
+    # The most a node of this design was measured to draw at the wall with its devices near full
+    # load (a published measurement, cited in the preset); None where none is cited. Where
+    # given, the node overhead is taken from it instead of the datasheet rating.
+    node_power_measured_w: float | None = None
     # The devices' default power limit as the system ships them (the set point nvidia-smi and
     # the BMC report), where its vendor documents one below the device's TDP; None: the TDP.
     # simulate() applies it when the plan gives no power_limit_w (simulator.cost.power).
@@ -91,15 +97,20 @@ class ClusterSpec:
         within(self.devices_per_node, "devices_per_node", "count")
         within(self.num_devices, "nodes x devices_per_node", "count")
         within(self.node_power_w, "node_power_w", "w", optional=True, low_open=True)
+        within(self.node_power_measured_w, "node_power_measured_w", "w", optional=True,
+               low_open=True)
         within(self.power_limit_w, "power_limit_w", "w", optional=True, low_open=True)
 
     @property
     def node_overhead_w(self) -> float:
-        """Watts a node draws besides its devices: the datasheet's maximum system power less
-        its devices' TDPs (an upper bound: fans and CPUs at full load); 0.0 without one."""
-        if self.node_power_w is None:
+        """Watts a node draws besides its devices: its maximum system power less its devices'
+        TDPs; the measured maximum (``node_power_measured_w``) where one is cited, else the
+        datasheet's rating (an upper bound: fans and CPUs at full load); 0.0 without either."""
+        node_w = (self.node_power_measured_w if self.node_power_measured_w is not None
+                  else self.node_power_w)
+        if node_w is None:
             return 0.0
-        return max(self.node_power_w - self.devices_per_node * self.device.tdp_w, 0.0)
+        return max(node_w - self.devices_per_node * self.device.tdp_w, 0.0)
 
     @property
     def num_devices(self) -> int:
@@ -281,7 +292,8 @@ def torus_shape(num_devices: int, axes: int) -> tuple[int, ...]:
 
 
 _TOP_REQUIRED = ("name", "source", "device", "nodes", "devices_per_node", "topology", "intra")
-_TOP_OPTIONAL = ("inter", "torus_dims", "node_power_w", "power_limit_w")
+_TOP_OPTIONAL = ("inter", "torus_dims", "node_power_w", "node_power_measured_w",
+                 "power_limit_w")
 _NET_REQUIRED = ("name", "kind", "bandwidth_gb_per_s", "latency_us")
 _NET_OPTIONAL = ("efficiency",)
 
@@ -303,14 +315,19 @@ class _ClusterChecker(_Checker):
         if limit is not None and limit > device.tdp_w:
             raise self.fail("power_limit_w", f"{limit:g} W is above {device.name}'s TDP "
                             f"({device.tdp_w:g} W); give at most the TDP or leave it out")
+        rated, measured = (self.positive(doc[key], key, "w") if key in doc else None
+                           for key in ("node_power_w", "node_power_measured_w"))
+        if rated is not None and measured is not None and measured > rated:
+            raise self.fail("node_power_measured_w", f"{measured:g} W is above node_power_w "
+                            f"({rated:g} W, the rating); give the measured maximum, at most "
+                            f"the rating")
         return self.made(
             ClusterSpec, "cluster",
             name=self.text(doc["name"], "name"), device=device,
             nodes=nodes, devices_per_node=per_node,
             intra=self.network(self.table(doc, "intra"), "intra"), inter=inter,
             topology=topology, torus_dims=self.dims(doc, topology, nodes * per_node),
-            node_power_w=(self.positive(doc["node_power_w"], "node_power_w", "w")
-                          if "node_power_w" in doc else None),
+            node_power_w=rated, node_power_measured_w=measured,
             power_limit_w=limit,
             source=self.text(doc["source"], "source"), path=self.path)
 

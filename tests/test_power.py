@@ -266,25 +266,49 @@ def test_idle_w_required_without_a_class_prior(tmp_path):
 
 
 def test_node_power_from_datasheets_in_run_totals():
-    """A preset's node power (DGX datasheets) less its GPUs' TDPs is the default node overhead
-    in run totals; --node-overhead-w 0 leaves the devices alone."""
+    """A preset's node power less its GPUs' TDPs is the default node overhead in run totals:
+    the measured maximum where one is cited (an 8 x H100 HGX node, about 8.4 kW, Latif et al.
+    2025: 2.8 kW), else the datasheet's rating (DGX A100 6.5 kW, DGX B200 14.3 kW); --node-
+    overhead-w 0 leaves the devices alone."""
     from hardware_specs.cluster import load_cluster
 
-    for name, node_w, tdp in (("dgx-a100", 6500, 400), ("dgx-h100", 10200, 700),
-                              ("dgx-b200", 14300, 1000)):
+    for name, rated_w, measured_w, tdp in (("dgx-a100", 6500, None, 400),
+                                           ("dgx-h100", 10200, 8400, 700),
+                                           ("dgx-b200", 14300, None, 1000)):
         cluster = load_cluster(name)
-        assert cluster.node_power_w == node_w
-        assert cluster.node_overhead_w == pytest.approx(node_w - 8 * tdp)
+        assert (cluster.node_power_w, cluster.node_power_measured_w) == (rated_w, measured_w)
+        assert cluster.node_overhead_w == pytest.approx((measured_w or rated_w) - 8 * tdp)
     r = simulate("gpt2-small", "dgx-h100", micro_batch=4, global_batch=32, steps=100)
     bare = simulate("gpt2-small", "dgx-h100", micro_batch=4, global_batch=32, steps=100,
                     node_overhead_w=0)
     t, b = r.totals, bare.totals
     devices_kwh = 100 * r.energy_j_per_step * 8 / 3.6e6
     assert b["energy_kwh"] == pytest.approx(devices_kwh, rel=1e-9)
-    assert t["node_overhead_w"] == pytest.approx(4600)
-    assert t["energy_kwh"] == pytest.approx(devices_kwh + 4600 * t["total_time_s"] / 3.6e6,
+    assert t["node_overhead_w"] == pytest.approx(2800)
+    assert t["energy_kwh"] == pytest.approx(devices_kwh + 2800 * t["total_time_s"] / 3.6e6,
                                             rel=1e-9)
     assert load_cluster("tpu-v4-pod-slice").node_overhead_w == 0.0   # no datasheet figure
+
+
+@pytest.mark.parametrize("measured, pattern", [
+    ("10201", r"node_power_measured_w: 10201 W is above node_power_w \(10200 W"),
+    ("0", r"node_power_measured_w: must be > 0"),
+    ('"high"', r"node_power_measured_w: must be a number"),
+])
+def test_measured_node_power_is_checked_on_load(tmp_path, measured, pattern):
+    """A measured node maximum above the node's rating, or not a positive number, is refused
+    on load with the file and the key named."""
+    from hardware_specs.cluster import load_cluster
+    from simulator.errors import SpecError
+
+    text = Path(load_cluster("dgx-h100").path).read_text()
+    assert "node_power_measured_w = 8400" in text
+    path = tmp_path / "node.toml"
+    path.write_text(text.replace("node_power_measured_w = 8400",
+                                 f"node_power_measured_w = {measured}"))
+    with pytest.raises(SpecError, match=pattern) as error:
+        load_cluster(str(path))
+    assert str(error.value).startswith(str(path))
 
 
 def test_efficiency_figures_closed_form():
