@@ -98,8 +98,8 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
     add_plan_fields(p)
     p.add_argument("--node-overhead-w", type=float, default=None, metavar="WATTS",
                    help="run totals: power per node besides the devices (hosts, NICs, fans; "
-                        "default: a cluster preset's datasheet node power less its devices' "
-                        "TDPs, else 0)")
+                        "default: a cluster preset's measured, else datasheet, maximum node "
+                        "power less its devices' TDPs, else 0)")
     run = p.add_mutually_exclusive_group()
     run.add_argument("--tokens", type=positive_float, default=None,
                      help="whole run: tokens to train on")
