@@ -96,8 +96,8 @@ class ClusterSpec:
         within(self.nodes, "nodes", "count")
         within(self.devices_per_node, "devices_per_node", "count")
         within(self.num_devices, "nodes x devices_per_node", "count")
-        within(self.node_power_w, "node_power_w", "w", optional=True, low_open=True)
-        within(self.node_power_measured_w, "node_power_measured_w", "w", optional=True,
+        within(self.node_power_w, "node_power_w", "node_w", optional=True, low_open=True)
+        within(self.node_power_measured_w, "node_power_measured_w", "node_w", optional=True,
                low_open=True)
         within(self.power_limit_w, "power_limit_w", "w", optional=True, low_open=True)
 
@@ -315,7 +315,7 @@ class _ClusterChecker(_Checker):
         if limit is not None and limit > device.tdp_w:
             raise self.fail("power_limit_w", f"{limit:g} W is above {device.name}'s TDP "
                             f"({device.tdp_w:g} W); give at most the TDP or leave it out")
-        rated, measured = (self.positive(doc[key], key, "w") if key in doc else None
+        rated, measured = (self.positive(doc[key], key, "node_w") if key in doc else None
                            for key in ("node_power_w", "node_power_measured_w"))
         if rated is not None and measured is not None and measured > rated:
             raise self.fail("node_power_measured_w", f"{measured:g} W is above node_power_w "

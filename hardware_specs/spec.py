@@ -39,6 +39,8 @@ LIMITS = {
     "capacity_bytes": (1.0, 1e15, "bytes"),    # 1 PB in one memory level
     "bytes_per_s": (1.0, 1e17, "bytes/s"),     # 100 PB/s: 5 x a wafer-scale engine's SRAM
     "w": (0.0, 1e5, "W"),                      # up to a 100 kW system
+    "node_w": (0.0, 1e7, "W"),                 # a cluster's node: up to a rack-scale NVLink
+                                               # domain (RUN_LIMITS' node_overhead_w bound)
     "s": (0.0, 1.0, "s"),                      # a fixed cost per op, call, step or message
     "j": (0.0, 1e-6, "J"),                     # per FLOP or byte: 10^6 x a GPU's picojoule
     "usd_per_hour": (0.0, 1e6, "USD/h"),

@@ -290,6 +290,22 @@ def test_node_power_from_datasheets_in_run_totals():
     assert load_cluster("tpu-v4-pod-slice").node_overhead_w == 0.0   # no datasheet figure
 
 
+def test_gb200_rack_power_from_nvidia_planning_figures():
+    """The GB200 NVL72 preset's node is the rack: NVIDIA's ~120 kW at full load (Mission Control
+    PRS FAQ) less 72 x 1,200 W GPUs is 33.6 kW for the rest, and the same FAQ's per-tray split
+    (6.7 kW: 4 x 1.2 kW GPUs, 0.5 kW of CPUs, ~1.4 kW static) over 18 trays agrees within 2 %
+    (120.6 kW; the FAQ rounds the rack to 120 kW)."""
+    from hardware_specs.cluster import load_cluster
+
+    rack = load_cluster("gb200-nvl72")
+    assert rack.devices_per_node == 72 and rack.device.tdp_w == 1200
+    assert rack.node_power_w == 120_000 and rack.node_power_measured_w is None
+    assert rack.node_overhead_w == pytest.approx(120_000 - 72 * 1200)
+    trays = 18 * (4 * 1200 + 500 + 1400)
+    assert trays == pytest.approx(rack.node_power_w, rel=0.02)
+    assert 18 * (500 + 1400) == pytest.approx(rack.node_overhead_w, rel=0.02)
+
+
 @pytest.mark.parametrize("measured, pattern", [
     ("10201", r"node_power_measured_w: 10201 W is above node_power_w \(10200 W"),
     ("0", r"node_power_measured_w: must be > 0"),
