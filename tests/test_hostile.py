@@ -82,9 +82,9 @@ def test_device_files_with_impossible_figures_are_one_line(tmp_path):
     bf16 = "bf16 = 312"
     inf = _device(tmp_path, bf16, "bf16 = inf")                     # was accepted
     assert "peak_tflops.bf16" in one_line(*run("predict", "gpt2-small", "--device", inf))
-    huge = _device(tmp_path, "capacity_gb = 80", "capacity_gb = 1e300")  # was Infinity, fits
+    huge = _device(tmp_path, "capacity_gib = 80", "capacity_gib = 1e300")  # was Infinity, fits
     err = one_line(*run("predict", "gpt2-small", "--device", huge))
-    assert "capacity_gb" in err and "1e+300" in err and "1e+15" in err
+    assert "capacity_gib" in err and "1e+300" in err and "1e+15" in err
     with pytest.raises(SpecError, match="tdp_w"):
         load_device(str(_device(tmp_path, "tdp_w = 400", "tdp_w = 1e9")))
 

@@ -30,12 +30,15 @@ def test_priced_devices_are_the_catalogue_s_priced_ones():
 
 
 def test_dominance_by_hand():
-    a, b, c = resolve_devices(["a100", "h100", "h200"], None)   # 80, 80, 141 GB
+    a, b, c = resolve_devices(["a100", "h100", "h200"], None)   # 81920, 81559, 143771 MiB
     rates = {a.name: Rate(100.0, 1.0, 2.0), b.name: Rate(200.0, 0.5, 1.0),
              c.name: Rate(150.0, 0.5, 1.5)}
-    # the H100 beats the A100 on every count at equal memory; the H200 is slower and dearer
-    # than the H100 but holds more: not dominated
-    assert dominated([a, b, c], rates) == {a.name: b.name}
+    # the H100 beats the A100 on every rate but reports 361 MiB less memory (nvidia-smi's
+    # totals): not dominated by it; the H200 beats the A100 on every rate and holds more, and
+    # is slower and dearer than the H100 but holds more: the A100 alone is dominated, by it
+    assert dominated([a, b, c], rates) == {a.name: c.name}
+    same_memory = replace(b, memory=a.memory)
+    assert dominated([a, same_memory], rates) == {a.name: b.name}   # at equal memory it is
     twin = replace(a, name="a100-twin")   # the same links and memory
     same = {a.name: Rate(100.0, 1.0, 2.0), twin.name: Rate(100.0, 1.0, 2.0)}
     assert dominated([a, twin], same) == {}   # equals dominate nothing
