@@ -121,14 +121,14 @@ GPU_PRIORS = {"memory_efficiency": 0.780, "norm_memory_efficiency": 0.617}
 #: A device whose spec cites no GEMM measurement (``matmul_efficiency``) runs its GEMMs at its
 #: class's prior, never at its datasheet peak: the median over the catalogue specs of its class
 #: that cite one (GPUs: A100 SXM4 40/80GB 0.824, A100 PCIe 80GB 0.827, H100 SXM 0.803, H200
-#: 0.763, B200 0.776, GB200 0.729, MI300X 0.471, MI325X 0.600, MI355X 0.622, V100 SXM2/PCIe
-#: 0.848, T4 0.616 -> 0.776; accelerators: Gaudi 2 0.969, Gaudi 3 0.677 -> 0.823); TPUs and
-#: FPGAs, with no measured member, the median over all those specs (0.776). A fraction of the device's own peak, as
+#: 0.763, B200 0.787, GB200 0.729, MI300X 0.471, MI325X 0.600, MI355X 0.622, V100 SXM2/PCIe
+#: 0.848, T4 0.616 -> 0.787; accelerators: Gaudi 2 0.969, Gaudi 3 0.677 -> 0.823); TPUs and
+#: FPGAs, with no measured member, the median over all those specs (0.787). A fraction of the device's own peak, as
 #: the streaming priors are of its own bandwidth: its balance of compute and bandwidth decides
 #: which bounds an op. CPUs get theirs from ``hwsim calibrate``. ``tests/test_priors.py``
 #: recomputes them; ``DeviceSpec.priors`` names the fields a device runs on.
-MATMUL_PRIORS = {DeviceClass.GPU: 0.776, DeviceClass.ACCELERATOR: 0.823,
-                 DeviceClass.TPU: 0.776, DeviceClass.FPGA: 0.776}
+MATMUL_PRIORS = {DeviceClass.GPU: 0.787, DeviceClass.ACCELERATOR: 0.823,
+                 DeviceClass.TPU: 0.787, DeviceClass.FPGA: 0.787}
 _COMPUTE_TIMES = {"optimizer_overhead_us": "optimizer_overhead_s",  # optional, microseconds
                   "step_overhead_us": "step_overhead_s", "host_overhead_us": "host_overhead_s"}
 _MEMORY_REQUIRED = ("name", "bandwidth_gb_per_s")
