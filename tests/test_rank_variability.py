@@ -1,0 +1,84 @@
+"""The slowest rank sets the pace (simulator.schedule.variability): the expected maximum of N
+standard normals in closed form and against tables, and its invariants."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import integrate, special, stats
+
+from simulator.schedule.variability import expected_max_normal, figures, slowest_of
+
+ROOT_PI = math.sqrt(math.pi)
+
+
+def test_expected_max_closed_forms():
+    """E[M_N] in closed form for N <= 5 (Godwin 1949, Biometrika 36; David & Nagaraja,
+    Order Statistics, 3rd ed. 2003): E[M_2] = 1/sqrt(pi), E[M_3] = 3/(2 sqrt(pi)),
+    E[M_4] = 3/(2 sqrt(pi)) (1 + 2/pi arcsin(1/3)), E[M_5] = 5/(4 sqrt(pi)) (1 + 6/pi
+    arcsin(1/3))."""
+    third = math.asin(1 / 3)
+    assert expected_max_normal(1) == 0.0
+    assert expected_max_normal(2) == pytest.approx(1 / ROOT_PI, abs=1e-12)
+    assert expected_max_normal(3) == pytest.approx(3 / (2 * ROOT_PI), abs=1e-12)
+    assert expected_max_normal(4) == pytest.approx(3 / (2 * ROOT_PI) * (1 + 2 / math.pi * third),
+                                                   abs=1e-12)
+    assert expected_max_normal(5) == pytest.approx(5 / (4 * ROOT_PI) * (1 + 6 / math.pi * third),
+                                                   abs=1e-12)
+
+
+@pytest.mark.parametrize("n, table", [(10, 1.53875), (20, 1.86748), (50, 2.24907),
+                                      (100, 2.50759)])
+def test_expected_max_against_the_table(n, table):
+    """Harter (1961), 'Expected values of normal order statistics', Biometrika 48, table 1
+    (five decimals), as reprinted in David & Nagaraja's tables."""
+    assert expected_max_normal(n) == pytest.approx(table, abs=6e-6)
+
+
+def _density_integral(n: int) -> float:
+    """E[M_n] the other way: int x n phi(x) Phi(x)^(n-1) dx (the maximum's density)."""
+    mode = math.sqrt(2 * math.log(n))
+    value, _ = integrate.quad(
+        lambda x: x * n * math.exp(stats.norm.logpdf(x) + (n - 1) * special.log_ndtr(x)),
+        -12.0, mode + 12.0, points=[mode], limit=400, epsabs=1e-12, epsrel=1e-12)
+    return value
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(min_value=2, max_value=200_000))
+def test_expected_max_against_the_density_integral(n):
+    assert expected_max_normal(n) == pytest.approx(_density_integral(n), abs=1e-7)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(min_value=2, max_value=2 ** 30))
+def test_expected_max_below_its_bound(n):
+    """E[max of N standard normals] <= sqrt(2 ln N) (Jensen on the moment generating
+    function), and above the N = 2 value."""
+    assert 1 / ROOT_PI - 1e-12 <= expected_max_normal(n) <= math.sqrt(2 * math.log(n))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(min_value=1, max_value=100_000), st.integers(min_value=1, max_value=1000),
+       st.floats(min_value=0.0, max_value=0.5), st.floats(min_value=0.0, max_value=0.5))
+def test_monotone_in_ranks_and_variation(n, more, c, d):
+    low, high = sorted((c, d))
+    assert expected_max_normal(n + more) > expected_max_normal(n)
+    assert slowest_of(n + more, c) >= slowest_of(n, c)
+    assert slowest_of(n, high) >= slowest_of(n, low) >= 1.0
+
+
+def test_one_device_or_no_variation_is_the_identity():
+    assert slowest_of(1, 0.3) == 1.0
+    assert slowest_of(4096, 0.0) == 1.0
+    assert figures(8, 0.02) == {"coefficient_of_variation": 0.02, "ranks": 8,
+                                "expected_max_sigma": expected_max_normal(8),
+                                "step_factor": 1 + 0.02 * expected_max_normal(8)}
+
+
+@pytest.mark.parametrize("n", [0, -1, 1.5, True, 2 ** 41])
+def test_expected_max_refuses_a_non_count(n):
+    with pytest.raises(ValueError):
+        expected_max_normal(n)
