@@ -24,7 +24,7 @@ WTE_SHARE = 50257 * 768 / 124_439_808
 
 def test_the_bow_spec_cites_its_streaming_memory():
     level = BOW.streaming_memory
-    assert level.capacity_bytes == 64e9            # 256 GB per Bow-2000 / 4 IPUs
+    assert level.capacity_bytes == 64 * 2**30      # 256 GB (JEDEC) per Bow-2000 / 4 IPUs
     # PCIe Gen4 x8, per direction: 16 GT/s x 8 lanes x 128/130 (encoding) / 8 bits
     assert level.bandwidth_bytes_per_s == pytest.approx(16e9 * 8 * 128 / 130 / 8, rel=1e-3)
     assert BOW.memory_bytes == 900e6                # 3.6 GB per Bow-2000 / 4 IPUs
@@ -138,7 +138,7 @@ def test_hwsim_devices_lists_each_source_and_the_streaming_memory(capsys):
         row = next(i for i, line in enumerate(lines) if line.split()[0] == name)
         assert lines[row + 1].split(None, 1) == ["source:", load_device(name).source], name
     bow = next(line for line in lines if line.startswith("graphcore-bow "))
-    assert "mem      1 GB at  65000 GB/s + 64 GB streaming at 16 GB/s" in bow
+    assert "mem      1 GB at  65000 GB/s + 69 GB streaming at 16 GB/s" in bow   # 64 GiB
     assert "streaming" not in next(line for line in lines if line.startswith("a100-sxm4-80gb "))
 
 
