@@ -207,10 +207,12 @@ def sync_calls(lowered: Lowered, device: DeviceSpec, plan: Plan | None = None) -
         out[lowered.indices[lowered.indptr[i]]] += 1
     # a dropless mixture of experts' dispatch all-to-all: the host reads the split sizes
     # first (simulator.parallel.expert), in the forward and its recomputation; flash-attn's
-    # unpad_input, its nonzero and .item() before each gather (simulator.training.qkv): the
-    # op's ``sync`` calls
+    # unpad_input, its nonzero and .item() before each gather (simulator.training.qkv);
+    # DeepSpeed 2021's stage 1 optimizer, a wait per parameter tensor in its overflow and norm
+    # walks (simulator.parallel.checks): the op's ``sync`` calls (not its backward copies')
     if lowered.sync is not None and lowered.sync.any():
-        forward = np.isin(lowered.phase, (int(Phase.FORWARD), int(Phase.RECOMPUTE)))
+        forward = np.isin(lowered.phase, (int(Phase.FORWARD), int(Phase.RECOMPUTE),
+                                          int(Phase.OPTIMIZER)))
         marked = (lowered.sync > 0) & forward
         out[marked] += lowered.sync[marked]
     if plan is None or not (plan.sync_each_layer or plan.sync_each_pass):

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from simulator.graph.collective import Axis, collective
 from simulator.graph.op import Op, OpKind, Phase, Task
 from simulator.graph.opgraph import OpGraph
+from simulator.parallel.checks import add_checks
 from simulator.plan.parallel import (
     DEEPSPEED_PERSISTENCE,
     ParallelPlan,
@@ -182,7 +183,8 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
     if zero == 3:
         # reductions deferred to the end of the backward (overlap False) hold no gather back
         _gather_weights(step, plan, shards, shard_local, parallel, reductions if overlap else {})
-    return step
+    # DeepSpeed 2021's stage 1 optimizer walks every gradient twice before its update
+    return add_checks(step, plan, parallel)
 
 
 def _gather_ahead(step: OpGraph, gathers: list[Op], updates: dict[int, str]) -> None:
