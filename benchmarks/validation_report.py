@@ -176,6 +176,11 @@ def parallel_plan(row: dict[str, str]) -> ParallelPlan:
     # Megatron-LM's --overlap-param-gather as the run's config set it (column
     # overlap_param_gather; absent or empty: off, Megatron-LM's default)
     fields["overlap_param_gather"] = _flag(row.get("overlap_param_gather") or "false")
+    # Megatron-Core's tp_comm_overlap (TransformerEngine's userbuffers) and interleaved
+    # overlap_p2p_comm as the run's config set them (columns tp_comm_overlap,
+    # overlap_p2p_comm; absent or empty: off, ModelParallelConfig's defaults)
+    for key in ("tp_comm_overlap", "overlap_p2p_comm"):
+        fields[key] = _flag(row.get(key) or "false")
     # FSDP's backward_prefetch as the run's framework set it (column fsdp_backward_prefetch:
     # pre = BACKWARD_PRE, post = BACKWARD_POST, Composer's default; absent or empty: pre,
     # PyTorch's default)

@@ -47,17 +47,25 @@ def test_measured_medians():
 
 
 def test_gpt3_node_energy_bracketed():
-    """GPT-3 175B on 512 H100 (the row whose configuration hwsim expresses fully): step time
-    within 10 % of the measured one (+1.8 %; -6.4 % before the H100's GEMMs ran at their
-    sustained rate, matmul_sustained), and the metered node energy per step lies between
-    hwsim's GPUs alone (-33 %) and its GPUs plus the dgx-h100 preset's node overhead: +8.3 %
-    at this commit, within 15 %, with the overhead from an 8 x H100 node's measured maximum
-    (8.4 kW, Latif et al. 2025, less 8 x 700 W: 2.8 kW); +35 % with the datasheet's rating
-    (10.2 kW: 4.6 kW), the overhead before."""
+    """GPT-3 175B on 512 H100 (the row whose configuration hwsim expresses fully): the metered
+    node energy per step lies between hwsim's GPUs alone (-35 %) and its GPUs plus the
+    dgx-h100 preset's node overhead: +1.4 % at this commit, with the overhead from an 8 x
+    H100 node's measured maximum (8.4 kW, Latif et al. 2025, less 8 x 700 W: 2.8 kW); +8.3 %
+    before the run's TP communication overlap and overlapped pipeline messages were priced
+    (ParallelPlan.tp_comm_overlap, overlap_p2p_comm: its step then 10.83 s, now 9.51 s);
+    +35 % with the datasheet's rating (10.2 kW: 4.6 kW), the overhead before."""
+    row = next(r for r in ev.rows() if r["benchmark"] == "gpt3")
+    assert row["predicted_gpus_j"] < row["measured_j"] < row["predicted_j"]
+    assert row["predicted_j"] / row["measured_j"] - 1 == pytest.approx(0.014, abs=0.05)
+
+
+@pytest.mark.xfail(strict=True, reason="the step is -10.6 % (9.51 s against 10.64 s) since "
+                   "the run's TP communication overlap and overlapped pipeline messages are "
+                   "priced (+1.8 % before: a compensating error); the same rows of NeMo's "
+                   "GPT-3 175B validation table come out 10-16 % fast")
+def test_gpt3_step_within_10_percent():
     row = next(r for r in ev.rows() if r["benchmark"] == "gpt3")
     assert row["predicted_step_s"] == pytest.approx(row["measured_step_s"], rel=0.10)
-    assert row["predicted_gpus_j"] < row["measured_j"] < row["predicted_j"]
-    assert row["predicted_j"] / row["measured_j"] - 1 == pytest.approx(0.083, abs=0.05)
 
 
 @pytest.mark.xfail(strict=True, reason="issue 25's target is not met: node energy per step "

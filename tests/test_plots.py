@@ -88,7 +88,7 @@ def test_roofline_points_lie_under_the_roofs(single):
 def test_timeline_has_a_row_per_busy_stream(split):
     ax = plots.timeline(split).axes[0]
     labels = [t.get_text() for t in ax.get_yticklabels()]
-    assert labels == ["compute", "tensor/pipeline comm", "data-parallel comm"]
+    assert labels == ["compute", "tensor-parallel comm", "data-parallel comm"]
 
 
 def test_memory_over_time_peaks_at_the_reported_peak(single):

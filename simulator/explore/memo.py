@@ -34,7 +34,8 @@ FORWARD_UNREAD = {
                    "shard_group",
                    "zero_prefetch_bucket", "zero_max_live", "zero_reduce_bucket",
                    "zero_contiguous_gradients",
-                   "pipeline_engine", "comm_interference", "comm_sms"),
+                   "pipeline_engine", "comm_interference", "comm_sms", "tp_comm_overlap",
+                   "overlap_p2p_comm"),
 }
 
 

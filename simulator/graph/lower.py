@@ -41,9 +41,11 @@ _OP_FIELDS = {
 # before issuing the op in the forward (0: none; 1 before a dropless MoE dispatch,
 # ``simulator.parallel.expert``: its split sizes read on the host; 2 before each of
 # flash-attn's unpad gathers, ``simulator.training.qkv.UNPAD_SYNCS``;
-# ``simulator.cost.host.sync_calls``).
+# ``simulator.cost.host.sync_calls``). ``userbuffers``: 1 on a tensor-parallel collective
+# TransformerEngine's userbuffers overlap with its GEMM (``ParallelPlan.tp_comm_overlap``,
+# ``simulator.cost.overlap``; 0: none).
 _EXTRA_FIELDS = {"group": (np.int64, 1), "local": (np.int64, 0), "axis": (np.int8, 0),
-                 "load": (np.int64, 0), "sync": (np.int8, 0)}
+                 "load": (np.int64, 0), "sync": (np.int8, 0), "userbuffers": (np.int8, 0)}
 #: ``Lowered.collective`` codes: the index of an op's ``fn`` in this tuple, -1 for any other fn.
 COLLECTIVE_FNS = tuple(kind.value for kind in Collective)
 
@@ -89,6 +91,7 @@ class Lowered:
     fn: np.ndarray = None          # object (str), ``Op.fn``: per-function rates look it up
     load: np.ndarray = None        # int64, an expert GEMM's busiest load / mean, per mille
     sync: np.ndarray = None        # int8, the host's synchronisations before it in the forward
+    userbuffers: np.ndarray = None  # int8, 1: a collective overlapped with its GEMM
 
     def __len__(self) -> int:
         return len(self.names)

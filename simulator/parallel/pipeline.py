@@ -149,4 +149,43 @@ def block_on_p2p(step: OpGraph) -> OpGraph:
 _BLOCKED = (Phase.FORWARD, Phase.BACKWARD, Phase.RECOMPUTE)
 
 
-__all__ = ["block_on_p2p", "stage_graph"]
+def overlap_p2p(step: OpGraph) -> OpGraph:
+    """Megatron-LM's interleaved schedule with ``overlap_p2p_comm``
+    (megatron/core/pipeline_parallel/schedules.py,
+    ``forward_backward_pipelining_with_interleaving``, and p2p_communication.py, at
+    NVIDIA/Megatron-LM d98e8a64dd: each chunk's send and the next chunk's receive are posted
+    as ``isend``/``irecv`` before a chunk computes and waited on only before the chunk that
+    reads them): in the steady state a message travels while other micro-batches' chunks
+    compute, so no compute waits for it. Here each op reading a pipeline message
+    (``Axis.PIPELINE`` send/recv, the interleaved exchanges and the backward's adjoints)
+    reads instead what the message itself waited for, the nearest ops before it that are not
+    pipeline messages (ordering edges of 0 bytes); the messages still run, on their
+    communicator's stream, beside the compute (``simulator.cost.interference`` applies).
+    They run on the pipeline communicator's own stream (``simulator.schedule.stage.streams``),
+    so no tensor-parallel collective waits behind one either. Left out: the first
+    micro-batch's receive, which nothing hides (Megatron-LM waits for it before the warm-up),
+    and a message outlasting the chunks it overlaps. ``step`` is changed in place and
+    returned."""
+    def message(name: str) -> bool:
+        op = step.op(name)
+        return op.kind is OpKind.COLLECTIVE and op.fn == "send_recv" and \
+            dict(op.extra).get("axis") == int(Axis.PIPELINE)
+
+    before: dict[str, set[str]] = {}   # each message's nearest non-message ancestors
+    for name in step.names():
+        if not message(name):
+            continue
+        before[name] = set()
+        for src in step.inputs(name):
+            before[name] |= before.get(src, {src})
+        for reader in step.consumers(name):
+            if message(reader):
+                continue
+            index = step.nx.edges[name, reader]["index"]
+            step.nx.remove_edge(name, reader)
+            for src in sorted(before[name]):
+                step.add_edge(src, reader, index, nbytes=0)
+    return step
+
+
+__all__ = ["block_on_p2p", "overlap_p2p", "stage_graph"]

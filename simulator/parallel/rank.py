@@ -23,14 +23,15 @@ from simulator.parallel.data import (
 from simulator.parallel.expert import check as check_expert_parallel
 from simulator.parallel.expert import local_members, reduce_expert_gradients
 from simulator.parallel.expert import shard as shard_experts
-from simulator.parallel.pipeline import block_on_p2p, stage_graph
+from simulator.parallel.pipeline import block_on_p2p, overlap_p2p, stage_graph
 from simulator.parallel.tensor import check as check_tensor_parallel
 from simulator.parallel.tensor import (
     gather_partitioned_checkpoints,
     split,
+    use_userbuffers,
     wait_for_weight_gradients,
 )
-from simulator.plan.parallel import Dispatcher, ParallelPlan, PipelineEngine
+from simulator.plan.parallel import Dispatcher, ParallelPlan, PipelineEngine, Schedule
 from simulator.plan.step import Attention, Finetune, Fusion, Plan, Recompute
 from simulator.training.backward import training_graph
 from simulator.training.finetune import adapt, dequantize
@@ -170,6 +171,8 @@ def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
         gather_partitioned_checkpoints(step, parallel.tp)
     if not parallel.overlap_tp_comm:
         wait_for_weight_gradients(step)
+    if parallel.tp_comm_overlap and parallel.tp > 1:
+        use_userbuffers(step)   # TransformerEngine's userbuffers (simulator.cost.overlap)
     if plan.fusion is Fusion.COMPILED:
         step = fuse_elementwise(step)
     if not parallel.fused_grad_accumulation:
@@ -186,6 +189,9 @@ def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
                              parallel.overlap_grad_reduce and not after, parallel)
     if deepspeed_engine and parallel.pp > 1:
         block_on_p2p(step)
+    elif parallel.overlap_p2p_comm and parallel.schedule is Schedule.INTERLEAVED and \
+            parallel.pp > 1:   # Megatron-LM turns it off for the other schedules
+        overlap_p2p(step)
     reduce_expert_gradients(step, parallel.replicas, parallel.ep, parallel.tp * parallel.ep,
                             per_node)   # MoE parallel folding: cp folds into the experts' dp
     add_replicated_grad_reduce(step, plan)

@@ -241,6 +241,19 @@ def gather_partitioned_checkpoints(step: OpGraph, tp: int) -> OpGraph:
     return step
 
 
+def use_userbuffers(step: OpGraph) -> OpGraph:
+    """Megatron-Core's ``tp_comm_overlap``: every tensor-parallel all-gather and
+    reduce-scatter of ``step`` carries the fact ``userbuffers`` = 1, which
+    ``simulator.cost.overlap`` prices as TransformerEngine's userbuffers overlapping it with
+    its GEMM. ``step`` is changed in place and returned."""
+    for name in step.names():
+        op = step.op(name)
+        if op.kind is OpKind.COLLECTIVE and op.fn in ("all_gather", "reduce_scatter") and \
+                dict(op.extra).get("axis") == int(Axis.TENSOR):
+            step.nx.nodes[name]["op"] = op.evolve(extra=(*op.extra, ("userbuffers", 1)))
+    return step
+
+
 def _sums(op: Op) -> bool:
     """The add of a parallel-residual layer's attention and MLP outputs."""
     return bool(dict(op.extra).get("partial_sum"))
@@ -312,4 +325,5 @@ def _input_gradients(step: OpGraph, name: str) -> list[str]:
     return found
 
 
-__all__ = ["COLUMN", "check", "collective", "grouped", "split", "wait_for_weight_gradients"]
+__all__ = ["COLUMN", "check", "collective", "grouped", "split", "use_userbuffers",
+           "wait_for_weight_gradients"]

@@ -185,6 +185,24 @@ class ParallelPlan:
     overlap_tp_comm: bool = field(default=True, metadata={
         "help": "tensor-parallel backward all-reduces wait for the weight gradients "
                 "(Megatron-LM --no-async-tensor-model-parallel-allreduce)"})
+    # TransformerEngine's userbuffers: each sequence-parallel all-gather and reduce-scatter
+    # split into chunks and overlapped with its GEMM (simulator.cost.overlap). Default False
+    # as Megatron-LM's (--tp-comm-overlap; ModelParallelConfig.tp_comm_overlap = False,
+    # megatron/core/model_parallel_config.py at NVIDIA/Megatron-LM d98e8a64dd), which asserts
+    # sequence parallelism with it (megatron/training/arguments.py).
+    tp_comm_overlap: bool = field(default=False, metadata={
+        "help": "overlap the sequence-parallel all-gathers and reduce-scatters with their "
+                "GEMMs, chunk by chunk (Megatron-Core --tp-comm-overlap, TransformerEngine's "
+                "userbuffers; needs --sequence-parallel)"})
+    # Megatron-LM's interleaved schedule posts each micro-batch's pipeline send and receive
+    # while another computes (simulator.parallel.pipeline.overlap_p2p). The dataclass default
+    # is False (ModelParallelConfig.overlap_p2p_comm, megatron/core/model_parallel_config.py
+    # at d98e8a64dd; Megatron-LM's command line turns it on, --no-overlap-p2p-communication,
+    # megatron/training/arguments.py); only the interleaved schedule overlaps (Megatron-LM
+    # turns it off for the others): nothing changes with 1f1b or gpipe.
+    overlap_p2p_comm: bool = field(default=False, metadata={
+        "help": "interleaved schedule: pipeline sends and receives run while the next "
+                "chunk computes (Megatron-Core overlap_p2p_comm)"})
     # Weight gradients accumulate inside the GEMM (Megatron-LM --gradient-accumulation-fusion,
     # on by default). False: each micro-batch's weight gradients are then added into the
     # gradient buffer, a pass reading both and writing one (Megatron-LM's DDP hook,
@@ -360,6 +378,12 @@ class ParallelPlan:
             raise PlanError(f"overlap_param_gather = true with sharding = {self.sharding.value}:"
                             " Megatron-LM's option, DeepSpeed has none; drop "
                             "--overlap-param-gather or use --sharding megatron")
+        if self.tp_comm_overlap and self.tp > 1 and not self.activations_split:
+            # megatron/training/arguments.py: "Tensor parallel communication/GEMM overlap can
+            # happen only when sequence parallelism is enabled"
+            raise PlanError("tp_comm_overlap = true needs sequence parallelism (its all-gathers "
+                            "and reduce-scatters are what overlaps): add --sequence-parallel "
+                            "or drop --tp-comm-overlap")
         if self.zero == 3 and self.sharding is Sharding.MEGATRON:
             raise PlanError("zero = 3 with sharding = megatron: Megatron-LM's DDP and "
                             "distributed optimizer run ZeRO 0-2; use --sharding fsdp or "

@@ -21,7 +21,7 @@ from simulator.report.views import intensity_points, live_bytes, lowered_of, par
 from simulator.schedule.pipeline import pipeline_blocks
 
 INSTALL_HINT = 'pip install "hwsim[plot]"'
-STREAM_NAMES = ("compute", "tensor/pipeline comm", "data-parallel comm")
+STREAM_NAMES = ("compute", "tensor-parallel comm", "data-parallel comm", "pipeline comm")
 PHASE_COLOURS = {"forward": "tab:blue", "backward": "tab:orange", "recompute": "tab:purple",
                  "optimizer": "tab:green", "communication": "tab:red"}
 MEMORY_COLOURS = {"weights": "#4c72b0", "gradients": "#dd8452", "optimizer_states": "#55a868",
@@ -144,7 +144,7 @@ def bars(df, y: str = "step_time_s", label: str = "device", ax=None):
 # -- timeline -----------------------------------------------------------------------------------
 def timeline(result, ax=None):
     """Gantt chart of one micro-batch's step on the simulated device: one row per stream
-    (compute; tensor/pipeline communicator; data-parallel communicator), each op a bar from
+    (compute; tensor-parallel, data-parallel and pipeline communicators), each op a bar from
     its start to its end coloured by phase; the ops on the critical path carry a black strip.
     Every rank of a stage and every replica runs the same schedule; with several micro-batches
     the forward and backward repeat (``Result.micro_batches``) before the update. With a

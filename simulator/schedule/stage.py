@@ -15,6 +15,7 @@ from hardware_specs.spec import DeviceSpec
 from simulator.cost.host import costs as host_costs
 from simulator.cost.host import release
 from simulator.cost.host import syncs as host_syncs
+from simulator.cost.overlap import overlapped
 from simulator.cost.power import phase_clocks, scaled_times, sustained_times
 from simulator.cost.roofline import op_costs
 from simulator.graph.collective import Axis
@@ -23,7 +24,7 @@ from simulator.graph.op import OpKind, Phase
 from simulator.graph.opgraph import OpGraph
 from simulator.parallel.data import FLAT_COPY, NCCL_COPY_IN, NCCL_COPY_OUT, ZERO_FILL
 
-N_STREAMS = 3  # compute; tensor/pipeline communicator; data-parallel communicator
+N_STREAMS = 4  # compute; tensor; data-parallel; pipeline communicators
 
 
 @dataclass
@@ -53,6 +54,9 @@ class StageRun:
     # the ops it synchronises before (``simulator.cost.host.syncs``; None: none in the step)
     issued: np.ndarray | None = None
     sync: np.ndarray | None = None
+    # the tensor-parallel collectives priced as overlapped with their GEMMs, their
+    # interference counted there (``simulator.cost.overlap``); None: none
+    hidden: np.ndarray | None = None
 
     def micro_schedule(self) -> tuple[np.ndarray, np.ndarray]:
         """(start, end) of each op as each of the first m - 1 micro-batches runs it."""
@@ -81,7 +85,8 @@ def price_stage(lowered: Lowered, forward: OpGraph, device: DeviceSpec,
                 power_limit_w: float | None = None, plan=None) -> StageRun:
     """Price and schedule a built stage on ``device``; under ``power_limit_w`` (below the
     TDP) each phase runs at the clock that keeps its power within the limit
-    (``simulator.cost.power``)."""
+    (``simulator.cost.power``); the tensor-parallel collectives marked for userbuffers
+    (``ParallelPlan.tp_comm_overlap``) overlap their GEMMs (``simulator.cost.overlap``)."""
     from simulator.engine.dispatch import engine
 
     compute_s, memory_s, time_s = op_costs(lowered, device, cluster, plan)
@@ -91,6 +96,9 @@ def price_stage(lowered: Lowered, forward: OpGraph, device: DeviceSpec,
     if power_limit_w is not None and power_limit_w < device.tdp_w:
         clock = phase_clocks(lowered, device, compute_s, memory_s, time_s, power_limit_w)
         compute_s, time_s = scaled_times(compute_s, memory_s, time_s, clock)
+    hidden = None
+    if lowered.userbuffers is not None and lowered.userbuffers.any():
+        time_s, hidden = overlapped(lowered, device, compute_s, memory_s, time_s)
     # the host issues the kernels in program order: none starts before it is issued
     issued = release(host_costs(lowered, device, plan)[1], device, plan)
     sync = host_syncs(lowered, device, plan)
@@ -99,12 +107,12 @@ def price_stage(lowered: Lowered, forward: OpGraph, device: DeviceSpec,
         start, end = kernels.schedule_issued(lowered.indptr, lowered.indices, time_s,
                                              streams(lowered), N_STREAMS, issued)
         return StageRun(stage, forward, lowered, compute_s, memory_s, time_s, start, end, clock,
-                        issued=issued)
+                        issued=issued, hidden=hidden)
     # the host waits at each synchronisation until the device has run what it issued
     start, end = kernels.schedule_synced(lowered.indptr, lowered.indices, time_s,
                                          streams(lowered), N_STREAMS, issued, sync)
     return StageRun(stage, forward, lowered, compute_s, memory_s, time_s, start, end, clock,
-                    issued=issued, sync=sync)
+                    issued=issued, sync=sync, hidden=hidden)
 
 
 def interfere(run: StageRun, device: DeviceSpec, on: bool = True,
@@ -122,8 +130,10 @@ def interfere(run: StageRun, device: DeviceSpec, on: bool = True,
     if not on:
         return run
     on_stream = streams(run.lowered)
+    # the collectives overlapped with their GEMMs took their share there (cost.overlap)
+    counted = None if run.hidden is None else ~run.hidden
     slowed = slowed_times(run.lowered, device, run.compute_s, run.memory_s, run.time_s,
-                          run.start, run.end, on_stream, sms_held=sms)
+                          run.start, run.end, on_stream, among=counted, sms_held=sms)
     if slowed is None:
         return run
     low, kernels = run.lowered, engine(len(run.lowered))
@@ -141,7 +151,9 @@ def interfere(run: StageRun, device: DeviceSpec, on: bool = True,
     step_comm = run.lowered.phase == Phase.COMMUNICATION
     micro = run.per_micro
     alone = slowed_times(run.lowered, device, run.compute_s, run.memory_s, run.time_s,
-                         run.start, run.end, on_stream, among=~step_comm, sms_held=sms)
+                         run.start, run.end, on_stream,
+                         among=~step_comm if counted is None else ~step_comm & counted,
+                         sms_held=sms)
     if step_comm.any() and micro.any():
         alone_s = run.time_s if alone is None else alone
         micro_start, micro_end = again(alone_s)
@@ -152,17 +164,20 @@ def interfere(run: StageRun, device: DeviceSpec, on: bool = True,
 
 
 def streams(lowered: Lowered) -> np.ndarray:
-    """The stream each op runs on: 0 compute; 1 the tensor- and pipeline-parallel
-    communicators; 2 the data-parallel one (separate NCCL communicators, each with its own
-    stream, as in Megatron-LM and PyTorch DDP). A collective moving no bytes (the identity
-    half of Megatron's f) is a no-op in line with the compute. The copies out of a list
+    """The stream each op runs on: 0 compute; 1 the tensor-parallel communicators (and the
+    context- and expert-parallel ones); 2 the data-parallel one; 3 the pipeline's sends and
+    receives (separate NCCL communicators, each with its own stream, as in Megatron-LM and
+    PyTorch DDP; Megatron-LM's pipeline p2p runs in the pipeline group,
+    megatron/core/pipeline_parallel/p2p_communication.py). A collective moving no bytes (the
+    identity half of Megatron's f) is a no-op in line with the compute. The copies out of a list
     all-gather (``simulator.parallel.data.nccl_copy_out``), the copies into a list
     reduce-scatter (``nccl_copy_in``), DeepSpeed 2021's zero-fill of a gather's buffer
     (``simulator.parallel.data.zero_fill``, on its fetch stream) and its passes over a
     gradient bucket (``flat_copy``, on its reduction stream) run on the data-parallel one."""
     comm = (lowered.kind == OpKind.COLLECTIVE) & (lowered.nbytes > 0)
     data = lowered.axis == int(Axis.DATA)
-    on = np.where(comm, np.where(data, 2, 1), 0).astype(np.int64)
+    pipe = lowered.axis == int(Axis.PIPELINE)
+    on = np.where(comm, np.where(data, 2, np.where(pipe, 3, 1)), 0).astype(np.int64)
     if lowered.fn is not None:   # a list all-gather's copies run on its NCCL stream
         on[np.isin(lowered.fn, (NCCL_COPY_OUT, NCCL_COPY_IN, ZERO_FILL, FLAT_COPY))] = 2
     return on

@@ -1,0 +1,195 @@
+"""ParallelPlan.tp_comm_overlap (Megatron-Core --tp-comm-overlap, TransformerEngine's
+userbuffers: simulator.cost.overlap) and ParallelPlan.overlap_p2p_comm (Megatron-LM's
+interleaved schedule posting its pipeline messages while other chunks compute:
+simulator.parallel.pipeline.overlap_p2p)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulator import ParallelPlan, PlanError, simulate
+from simulator.cost.overlap import PIPELINE_SPLITS, overlapped, pipelined_s
+from simulator.graph.collective import Axis, Collective
+from simulator.graph.lower import COLLECTIVE_FNS
+from simulator.graph.op import OpKind, Task
+from simulator.schedule import stage
+from workloads.zoo import get_workload
+
+COMMON = {"micro_batch": 1, "precision": "bf16", "attention": "fused"}
+
+
+def _small(layers=2, hidden=1024, seq_len=1024):
+    work = get_workload("llama2-7b").with_layers(layers)
+    return replace(work, hidden=hidden, heads=hidden // 64, kv_heads=hidden // 64,
+                   ffn_hidden=hidden * 8 // 3 // 64 * 64, seq_len=seq_len)
+
+
+def _captured(monkeypatch):
+    """Run ``simulator.cost.overlap.overlapped`` as price_stage calls it, keeping its inputs
+    and outputs."""
+    calls = []
+
+    def spy(lowered, device, compute_s, memory_s, time_s):
+        out, hidden = overlapped(lowered, device, compute_s, memory_s, time_s)
+        calls.append((lowered, time_s.copy(), out, hidden))
+        return out, hidden
+
+    monkeypatch.setattr(stage, "overlapped", spy)
+    return calls
+
+
+def test_defaults_are_megatrons():
+    """ModelParallelConfig.tp_comm_overlap and .overlap_p2p_comm default to False
+    (megatron/core/model_parallel_config.py at NVIDIA/Megatron-LM d98e8a64dd)."""
+    assert ParallelPlan().tp_comm_overlap is False
+    assert ParallelPlan().overlap_p2p_comm is False
+
+
+def test_needs_sequence_parallelism():
+    """Megatron-LM asserts sequence parallelism with --tp-comm-overlap; one clear error."""
+    with pytest.raises(PlanError, match="needs sequence parallelism"):
+        ParallelPlan(tp=2, tp_comm_overlap=True)
+    ParallelPlan(tp=1, tp_comm_overlap=True)   # nothing to overlap: allowed, no effect
+    ParallelPlan(tp=2, tp_comm_overlap=True, sequence_parallel=True)
+
+
+def test_pipelined_closed_forms():
+    """T = max(G + last C, first G + C): a ring all-gather over 4 ranks (first 1/4, last 0)
+    hides a 2 s gather behind a 4 s GEMM whole, and exposes 6 + 1 - 4 = 3 s of a 6 s one; a
+    pipelined reduce-scatter in 4 splits of a 4 s GEMM and a 4 s scatter takes 5 s."""
+    assert pipelined_s(4.0, 2.0, 0.25, 0.0) == 4.0
+    assert pipelined_s(4.0, 6.0, 0.25, 0.0) == 7.0
+    assert pipelined_s(4.0, 4.0, 0.25, 0.25) == 5.0
+    assert pipelined_s(4.0, 0.0, 0.25, 0.25) == 4.0   # nothing to send: the GEMM alone
+
+
+def test_pairs_and_exposed_parts(monkeypatch):
+    """Each forward layer pairs its two all-gathers (ring exchange, tp chunks) with the GEMMs
+    reading them and its two reduce-scatters (4 splits) with the GEMM before; the backward
+    pairs the all-gathers of the output gradients with the input-gradient GEMMs, never a
+    regather or a backward reduce-scatter (bulk overlap, left to the schedule). Each paired
+    collective keeps exactly the exposed part of the closed form over its GEMMs' chunked and
+    slowed time; nothing else changes."""
+    calls = _captured(monkeypatch)
+    tp = 4
+    simulate(_small(), "h100-sxm5-80gb", num_devices=tp, tp=tp, sequence_parallel=True,
+             tp_comm_overlap=True, global_batch=1, **COMMON)
+    (low, before, after, hidden), = calls
+    gather = COLLECTIVE_FNS.index(Collective.ALL_GATHER.value)
+    scatter = COLLECTIVE_FNS.index(Collective.REDUCE_SCATTER.value)
+    readers = np.repeat(np.arange(len(low)), np.diff(low.indptr))
+    assert (low.axis[hidden] == int(Axis.TENSOR)).all()
+    assert not (hidden & (low.task == Task.REGATHER)).any()
+    assert not (hidden & (low.collective == scatter) & (low.task == Task.DATA_GRAD)).any()
+    layers = 2
+    forward_ag = hidden & (low.collective == gather) & (low.task == Task.FORWARD)
+    assert forward_ag.sum() >= 2 * layers   # + the head's gather
+    assert (hidden & (low.collective == scatter)).sum() == 2 * layers
+    assert (hidden & (low.task == Task.DATA_GRAD)).sum() == 2 * layers
+    gemm = low.kind == OpKind.MATMUL
+    assert (after[~gemm & ~hidden] == before[~gemm & ~hidden]).all()
+    for i in np.flatnonzero(hidden):
+        if low.collective[i] == gather:
+            partners = readers[low.indices == i]
+            partners = partners[gemm[partners] & (low.task[partners] != Task.WEIGHT_GRAD)]
+            first, last = 1 / tp, 0.0
+        else:
+            partners = low.preds(i)[gemm[low.preds(i)]]
+            first = last = 1 / PIPELINE_SPLITS
+        g, c = after[partners].sum(), before[i]
+        assert after[i] == pytest.approx(max(g + last * c, first * g + c) - g, rel=1e-12)
+        assert 0.0 <= after[i] <= c
+
+
+@settings(max_examples=8, deadline=None)
+@given(hidden=st.sampled_from([512, 1024, 2048]), tp=st.sampled_from([2, 4, 8]),
+       seq_len=st.sampled_from([256, 1024, 2048]), device=st.sampled_from(
+           ["h100-sxm5-80gb", "a100-sxm4-80gb"]))
+def test_overlap_bounded(hidden, tp, seq_len, device):
+    """Overlap saves at most the tensor-parallel communication it hides: the step is never
+    shorter than without overlap less every paired collective's time, and never longer than
+    without overlap plus what chunking and the userbuffers' SMs and bandwidth add to the
+    GEMMs (a GEMM chunked into pieces too small to fill the device can make it slower)."""
+    work = _small(hidden=hidden, seq_len=seq_len)
+    run = dict(num_devices=tp, tp=tp, sequence_parallel=True, global_batch=1, **COMMON)
+    off = simulate(work, device, tp_comm_overlap=False, **run)
+    with pytest.MonkeyPatch.context() as patch:
+        calls = _captured(patch)
+        on = simulate(work, device, tp_comm_overlap=True, **run)
+    (low, before, after, hidden_mask), = calls
+    gemm = low.kind == OpKind.MATMUL
+    assert hidden_mask.any()
+    assert on.step_time_s >= off.step_time_s - before[hidden_mask].sum() - 1e-12
+    assert on.step_time_s <= off.step_time_s + (after - before)[gemm].sum() + 1e-12
+
+
+def test_moves_only_with_sequence_parallel_tp():
+    """With tp = 1 the option changes nothing (no tensor-parallel collective)."""
+    work = _small()
+    base = dict(num_devices=1, global_batch=1, **COMMON)
+    assert simulate(work, "h100-sxm5-80gb", tp_comm_overlap=True, **base).step_time_s == \
+        simulate(work, "h100-sxm5-80gb", **base).step_time_s
+
+
+def _pipelined(overlap, schedule="interleaved", v=2):
+    work = _small(layers=4)
+    return simulate(work, "h100-sxm5-80gb", num_devices=2, pp=2, schedule=schedule,
+                    virtual_stages=v, overlap_p2p_comm=overlap, global_batch=8, **COMMON)
+
+
+def test_p2p_overlap_hides_messages():
+    """Interleaved: with overlap_p2p_comm no compute op waits for a pipeline message, so the
+    step is shorter, by at most the messages' time per micro-batch (8 of them) and the
+    bubble's share of it."""
+    off, on = _pipelined(False), _pipelined(True)
+    ops = off.ops
+    messages = ops[(ops.kind == "collective") & ops.name.str.contains("pipeline_")]
+    assert len(messages)
+    assert on.step_time_s < off.step_time_s
+    per_micro = messages.time_s.sum()
+    assert off.step_time_s - on.step_time_s <= 8 * 2 * per_micro   # bubble < one step's
+
+
+def test_p2p_overlap_only_interleaved():
+    """Megatron-LM turns overlap_p2p_comm off for the non-interleaved schedules
+    (megatron/training/arguments.py): 1f1b is unchanged."""
+    assert _pipelined(True, "1f1b", 1).step_time_s == _pipelined(False, "1f1b", 1).step_time_s
+
+
+def test_p2p_overlap_graph(monkeypatch):
+    """No compute op reads a pipeline message any more; the messages are all still there."""
+    from simulator.parallel import rank
+    seen = []
+    original = rank.overlap_p2p
+
+    def spy(step):
+        out = original(step)
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(rank, "overlap_p2p", spy)
+    _pipelined(True)
+    assert seen
+    for step in seen:
+        messages = [n for n in step.names() if step.op(n).kind is OpKind.COLLECTIVE
+                    and step.op(n).fn == "send_recv"]
+        assert messages
+        for name in messages:
+            for reader in step.consumers(name):
+                assert step.op(reader).kind is OpKind.COLLECTIVE
+
+
+def test_pipeline_messages_have_their_own_stream():
+    """Pipeline sends and receives run on the pipeline communicator's stream (3), apart from
+    the tensor-parallel (1) and data-parallel (2) ones, as Megatron-LM's p2p runs in the
+    pipeline group."""
+    result = _pipelined(True)
+    on = stage.streams(result.lowered)
+    pipe = (result.lowered.axis == int(Axis.PIPELINE)) & (
+        result.lowered.kind == OpKind.COLLECTIVE) & (result.lowered.nbytes > 0)
+    assert pipe.any() and (on[pipe] == 3).all()
+    assert stage.N_STREAMS == 4
