@@ -207,6 +207,8 @@ def step_plan(row: dict[str, str]) -> Plan:
     # how the rotary embedding ran under eager fusion (column rotary; empty: eager PyTorch),
     # and which Transformer Engine modules ran fp8 (column fp8_modules; empty: fused)
     fields["rotary"] = row.get("rotary") or "eager"
+    # where eager code added a linear's bias (column bias_add; empty: fused, in the GEMM)
+    fields["bias_add"] = row.get("bias_add") or "fused"
     fields["fp8_modules"] = row.get("fp8_modules") or "fused"
     # how Transformer Engine scaled the fp8 tensors (column fp8_recipe; empty: delayed, TE's
     # default): current for NeMo 25.04's runs (per-tensor current scaling, as its page says)
