@@ -36,6 +36,7 @@ from simulator.report.figures import (
     system_flops,
 )
 from simulator.report.result import Result
+from simulator.schedule import variability
 from simulator.schedule.ahead import paid_once
 from simulator.schedule.memory import stage_memory
 from simulator.schedule.stage import StageRun, interfere, price_stage
@@ -158,6 +159,7 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                         device, parallel.comm_interference, parallel.comm_sms)
         runs.append(paid_once(run))
     step_s, bubble, pace = step_time(runs, parallel, m)
+    step_s *= variability.slowest_of(n, plan.rank_variability)   # the others wait, idle
     step_s += plan.step_overhead_ms * 1e-3   # outside the step's graph: the devices idle
     run = runs[pace]
     lowered = run.lowered
@@ -232,6 +234,13 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                        "bubble_fraction": bubble / step_s,
                        "communication_s": comm_s,
                        "exposed_communication_s": exposed}
+    if plan.rank_variability:   # the slowest device's pace: c, ranks, E[max], step factor
+        slowest = variability.figures(n, plan.rank_variability)
+        result.parallel["rank_variability"] = slowest
+        result.notes.append(
+            f"rank variability {plan.rank_variability:g}: the slowest of {n:,} devices sets "
+            f"the pace, {slowest['step_factor']:.4g} x the median device's step "
+            "(simulator.schedule.variability; a what-if, not a measured figure)")
     result.unknown_ops = sorted({op.fn.removeprefix(UNKNOWN) for op in run.forward.ops()
                                  if op.fn.startswith(UNKNOWN)})
     if result.unknown_ops:

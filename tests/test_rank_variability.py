@@ -1,7 +1,10 @@
 """The slowest rank sets the pace (simulator.schedule.variability): the expected maximum of N
-standard normals in closed form and against tables, and its invariants."""
+standard normals in closed form and against tables, its invariants, and the step it scales."""
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import math
 
 import pytest
@@ -9,6 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, special, stats
 
+from simulator import simulate
+from simulator.cli import main
+from simulator.errors import PlanError
+from simulator.plan.step import Plan
 from simulator.schedule.variability import expected_max_normal, figures, slowest_of
 
 ROOT_PI = math.sqrt(math.pi)
@@ -82,3 +89,47 @@ def test_one_device_or_no_variation_is_the_identity():
 def test_expected_max_refuses_a_non_count(n):
     with pytest.raises(ValueError):
         expected_max_normal(n)
+
+
+def test_the_step_waits_for_the_slowest_device():
+    """A data-parallel step of 16 devices is 1 + c E[M_16] times the step without variation;
+    one device's step does not move."""
+    base = simulate("gpt2-small", "a100", num_devices=16, micro_batch=4, global_batch=64)
+    varied = simulate("gpt2-small", "a100", num_devices=16, micro_batch=4, global_batch=64,
+                      rank_variability=0.03)
+    factor = 1 + 0.03 * expected_max_normal(16)
+    assert varied.step_time_s == pytest.approx(base.step_time_s * factor, rel=1e-12)
+    assert varied.parallel["rank_variability"]["step_factor"] == pytest.approx(factor,
+                                                                         rel=1e-15)
+    assert varied.avg_power_w < base.avg_power_w   # the waiting devices idle
+    assert "rank_variability" not in base.parallel
+    one = simulate("gpt2-small", "a100", micro_batch=4, rank_variability=0.03)
+    assert one.step_time_s == simulate("gpt2-small", "a100", micro_batch=4).step_time_s
+
+
+@pytest.mark.parametrize("c", [-0.01, 0.51, float("nan"), "x", True])
+def test_plan_refuses_a_bad_variation(c):
+    with pytest.raises(PlanError, match="rank_variability"):
+        Plan(rank_variability=c)
+
+
+def _run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(argv)
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_cli_reports_it_and_refuses_a_bad_value():
+    status, out, _ = _run(["predict", "gpt2-small", "--device", "a100", "--num-devices", "8",
+                           "--micro-batch", "4", "--rank-variability", "0.02", "--json"])
+    assert status == 0
+    shown = json.loads(out)["parallel"]["rank_variability"]
+    assert shown["ranks"] == 8 and shown["step_factor"] == pytest.approx(
+        1 + 0.02 * expected_max_normal(8))
+    status, out, _ = _run(["predict", "gpt2-small", "--device", "a100", "--micro-batch", "4",
+                           "--json"])
+    assert status == 0 and "rank_variability" not in json.loads(out)["parallel"]
+    status, _, err = _run(["predict", "gpt2-small", "--device", "a100",
+                           "--rank-variability", "0.9"])
+    assert status == 2 and err.count("\n") == 1 and "rank_variability" in err

@@ -276,6 +276,14 @@ class Plan:
     step_overhead_ms: float = field(default=0.0, metadata={
         "metavar": "MS", "help": "milliseconds per step outside the step's graph (data "
                                  "loading, logging, the loss's .item(), LR scheduler)"})
+    # Identical devices run at different speeds and a synchronous step waits for the slowest
+    # of them (simulator.schedule.variability): c, the coefficient of variation of the
+    # devices' speed. 0 (off) by default: no measured per-device distribution is cited yet.
+    rank_variability: float = field(default=0.0, metadata={
+        "metavar": "C", "help": "the devices' speed varies with coefficient of variation C "
+                                "(0 to 0.5; default 0, off): the step waits for the slowest "
+                                "of the job's devices, 1 + C E[max of N normals] times the "
+                                "median's"})
     # The whole run's losses outside its steps (simulator.report.goodput): checkpoint writes,
     # evaluations, failures. They change neither the step nor its memory, only a run's totals
     # (--tokens / --steps); all off by default.
@@ -305,6 +313,8 @@ class Plan:
                                _enum(OptimizerImpl, self.optimizer_impl, "optimizer_impl"))
         object.__setattr__(self, "step_overhead_ms",
                            _milliseconds(self.step_overhead_ms, "step_overhead_ms"))
+        object.__setattr__(self, "rank_variability", bounded(
+            _number(self.rank_variability, float), "rank_variability", 0.0, 0.5))
         self._check_run()
         object.__setattr__(self, "attention_kernel",
                            _enum(AttentionKernel, self.attention_kernel, "attention_kernel"))

@@ -66,7 +66,7 @@ def slowest_of(n: int, c: float) -> float:
 
 
 def figures(n: int, c: float) -> dict:
-    """What a Result reports of it (``rank_variability`` in ``--json``)."""
+    """What a Result reports of it (``parallel.rank_variability`` in ``--json``)."""
     return {"coefficient_of_variation": c, "ranks": n,
             "expected_max_sigma": expected_max_normal(n), "step_factor": slowest_of(n, c)}
 
