@@ -71,8 +71,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     fits in memory (``fitting_micro_batch``; a note says which). An unknown keyword, or a plan that cannot
     run, raises ``PlanError`` naming it. ``tokens`` or ``steps`` add
     whole-run totals; their energy is the devices' energy plus ``node_overhead_w`` per node
-    (host CPUs, NICs, switches, fans; default: a cluster preset's datasheet system power less
-    its devices' TDPs, ``ClusterSpec.node_overhead_w``, else 0), times ``pue`` (datacentre power usage effectiveness:
+    (host CPUs, NICs, switches, fans; default: a cluster preset's measured or else datasheet
+    maximum system power less its devices' TDPs, ``ClusterSpec.node_overhead_w``, else 0), times ``pue`` (datacentre power usage effectiveness:
     cooling and power delivery; 1.0, the default, counts the devices alone). ``cache``: where
     the stages' device-independent graphs come from (a ``simulator.StageCache`` keeps them
     across calls; by default they are built afresh): the same figures either way.
@@ -124,7 +124,7 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     else:
         system_limit = None
     limit_w = check_limit(plan.power_limit_w, device)
-    if node_overhead_w is None:   # the preset's datasheet node power less its devices' TDPs
+    if node_overhead_w is None:   # the preset's node maximum less its devices' TDPs
         node_overhead_w = cluster.node_overhead_w if cluster else 0.0
     parallel = parallel or ParallelPlan(dp=n)
     if fit_batch and "micro_batch" not in plan_fields and plan.global_batch is not None:
