@@ -146,7 +146,8 @@ class Result:
 
     def to_chrome_trace(self, path: str | os.PathLike) -> Path:
         """Write the step as a Chrome / Perfetto trace (JSON, microseconds), atomically: one
-        thread per stream (tid 0 compute, 1 tensor/pipeline communicator, 2 data-parallel)."""
+        thread per stream (tid 0 compute, 1 tensor-parallel communicator, 2 data-parallel,
+        3 pipeline)."""
         from simulator.schedule.stage import streams
 
         ops = self.ops
