@@ -87,7 +87,14 @@ def test_pairs_and_exposed_parts(monkeypatch):
     assert not (hidden & (low.collective == scatter) & (low.task == Task.DATA_GRAD)).any()
     layers = 2
     forward_ag = hidden & (low.collective == gather) & (low.task == Task.FORWARD)
-    assert forward_ag.sum() >= 2 * layers   # + the head's gather
+    # the layers' two gathers each; the LM head's (Megatron-Core's plain
+    # ColumnParallelLinear) and the embedding's reduce-scatter are never userbuffers'
+    assert forward_ag.sum() == 2 * layers
+    assert (low.layer[hidden] >= 0).all()
+    head = (low.kind == OpKind.COLLECTIVE) & (low.axis == int(Axis.TENSOR)) & (
+        low.collective == gather) & (low.task == Task.FORWARD) & (low.layer < 0)
+    assert head.sum() == 1 and not (hidden & head).any()
+    assert low.userbuffers[head].sum() == 0
     assert (hidden & (low.collective == scatter)).sum() == 2 * layers
     assert (hidden & (low.task == Task.DATA_GRAD)).sum() == 2 * layers
     gemm = low.kind == OpKind.MATMUL

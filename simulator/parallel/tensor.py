@@ -243,13 +243,18 @@ def gather_partitioned_checkpoints(step: OpGraph, tp: int) -> OpGraph:
 
 def use_userbuffers(step: OpGraph) -> OpGraph:
     """Megatron-Core's ``tp_comm_overlap``: every tensor-parallel all-gather and
-    reduce-scatter of ``step`` carries the fact ``userbuffers`` = 1, which
-    ``simulator.cost.overlap`` prices as TransformerEngine's userbuffers overlapping it with
-    its GEMM. ``step`` is changed in place and returned."""
+    reduce-scatter inside a transformer layer of ``step`` (``Op.layer`` >= 0) carries the
+    fact ``userbuffers`` = 1, which ``simulator.cost.overlap`` prices as TransformerEngine's
+    userbuffers overlapping it with its GEMM. Only the layers' linears are TransformerEngine
+    modules with userbuffers: the embedding's reduce-scatter and the LM head's all-gather
+    (Megatron-Core's ``output_layer`` is ``tensor_parallel.ColumnParallelLinear`` unless an
+    MXFP8 output projection is asked, megatron/core/models/gpt/gpt_model.py at
+    NVIDIA/Megatron-LM d98e8a64dd) stay plain
+    NCCL collectives. ``step`` is changed in place and returned."""
     for name in step.names():
         op = step.op(name)
         if op.kind is OpKind.COLLECTIVE and op.fn in ("all_gather", "reduce_scatter") and \
-                dict(op.extra).get("axis") == int(Axis.TENSOR):
+                dict(op.extra).get("axis") == int(Axis.TENSOR) and op.layer >= 0:
             step.nx.nodes[name]["op"] = op.evolve(extra=(*op.extra, ("userbuffers", 1)))
     return step
 
