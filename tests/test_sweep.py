@@ -9,6 +9,7 @@ from simulator import StageCache, simulate
 from simulator.cli import main
 from simulator.errors import PlanError, SpecError
 from simulator.plan.parallel import ParallelPlan
+from simulator.plan.step import Plan
 from simulator.explore.sweep import compare, expand, parse_grid, sweep
 from workloads.transformer import TransformerConfig
 
@@ -64,12 +65,32 @@ def test_a_stage_cache_changes_no_figure_and_is_reused():
     assert (len(cache.forwards), len(cache.steps)) == (1, 2)
 
 
+def test_bias_add_and_rank_variability_share_the_stage_graphs():
+    """bias_add is read by the training step, not the forward: plans differing in it share
+    one forward graph and build two steps; rank_variability only scales the priced step: plans
+    differing in it share both. The figures are simulate()'s without the cache."""
+    parallel = ParallelPlan(dp=2, tp=2)
+    runs = {"bias_add": ("fused", "separate", "fused"), "rank_variability": (0.0, 0.1, 0.2)}
+    for name, values in runs.items():
+        cache = StageCache()
+        for value in values:
+            cached = simulate(TINY, "a100", parallel=parallel, global_batch=8, micro_batch=1,
+                              cache=cache, **{name: value})
+            plain = simulate(TINY, "a100", parallel=parallel, global_batch=8, micro_batch=1,
+                             **{name: value})
+            assert cached.summary() == plain.summary()
+        built = len(set(values)) if name == "bias_add" else 1
+        assert (len(cache.forwards), len(cache.steps)) == (1, built), name
+
+
 def test_the_forward_key_names_plan_fields():
     from dataclasses import fields
 
     from simulator.explore.memo import FORWARD_UNREAD
+    from simulator.explore.memo import STEP_UNREAD
     for cls, names in FORWARD_UNREAD.items():
         assert set(names) < {f.name for f in fields(cls)}
+    assert set(STEP_UNREAD) <= set(FORWARD_UNREAD[Plan])
 
 
 def test_the_memo_tells_model_chunks_apart():

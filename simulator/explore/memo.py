@@ -26,7 +26,11 @@ FORWARD_UNREAD = {
     Plan: ("global_batch", "recompute", "optimizer", "fusion", "grad_clip", "fp32_grads",
            # a run's goodput (simulator.report.goodput): read by its totals alone
            "checkpoint_every", "storage_gb_s", "eval_every", "eval_batches", "failure_rate",
-           "restart_s"),
+           "restart_s",
+           # read by the training step (simulator.training.bias, from build_stage)
+           "bias_add",
+           # scales the whole step after its graphs are priced (simulator.api.simulate)
+           "rank_variability"),
     ParallelPlan: ("zero", "micro_batches", "overlap_grad_reduce", "overlap_tp_comm",
                    "fused_grad_accumulation", "overlap_param_gather", "sharding",
                    "fsdp_prefetch", "fsdp_version",
@@ -37,6 +41,10 @@ FORWARD_UNREAD = {
                    "pipeline_engine", "comm_interference", "comm_sms", "tp_comm_overlap",
                    "overlap_p2p_comm"),
 }
+
+#: Plan fields ``build_stage`` does not read either: set to their defaults in its key too.
+#: rank_variability only scales the priced step (simulator.schedule.variability).
+STEP_UNREAD = ("rank_variability",)
 
 
 class StageCache(StageBuilder):
@@ -60,9 +68,11 @@ class StageCache(StageBuilder):
                               lambda: build(work, plan, parallel, stage, cluster))
 
     def build_stage(self, forward, plan, parallel, per_node):
-        """``simulator.parallel.rank.build_stage``, kept by the forward graph and the plans."""
+        """``simulator.parallel.rank.build_stage``, kept by the forward graph and the plans
+        less their ``STEP_UNREAD`` fields."""
         build = super().build_stage
-        return self._remember(self.steps, (id(forward), plan, parallel, per_node), forward,
+        read = replace(plan, **{f.name: f.default for f in fields(plan) if f.name in STEP_UNREAD})
+        return self._remember(self.steps, (id(forward), read, parallel, per_node), forward,
                               lambda: build(forward, plan, parallel, per_node))
 
     def clear(self) -> None:
@@ -99,4 +109,4 @@ def _identity(work):
     return work
 
 
-__all__ = ["FORWARD_UNREAD", "StageCache"]
+__all__ = ["FORWARD_UNREAD", "STEP_UNREAD", "StageCache"]
