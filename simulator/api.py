@@ -42,6 +42,7 @@ from simulator.schedule.memory import stage_memory
 from simulator.schedule.stage import StageRun, interfere, price_stage
 from simulator.schedule.step import idle_s, step_time, throttled_j
 from simulator.schedule.streamed import stream
+from simulator.training import bias
 from simulator.training.saved import activation_bytes
 from workloads.base import Workload
 from workloads.zoo import get_workload
@@ -159,8 +160,6 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                         device, parallel.comm_interference, parallel.comm_sms)
         runs.append(paid_once(run))
     step_s, bubble, pace = step_time(runs, parallel, m)
-    step_s *= variability.slowest_of(n, plan.rank_variability)   # the others wait, idle
-    step_s += plan.step_overhead_ms * 1e-3   # outside the step's graph: the devices idle
     run = runs[pace]
     lowered = run.lowered
     memories = [stage_memory(r, plan, parallel, m) for r in runs]
@@ -170,6 +169,9 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                       / max(run.forward.params(), 1), m)
     if streamed is not None:
         memory, step_s = streamed.on_chip, step_s + streamed.time_s
+    # the whole device step, streaming included, at the slowest device's pace: the others wait
+    step_s *= variability.slowest_of(n, plan.rank_variability)
+    step_s += plan.step_overhead_ms * 1e-3   # outside the step's graph: the devices idle
     peak = sum(memory.values())
     if parallel.pp > 1 and getattr(getattr(work, "moe", None), "first_dense_layers", 0):
         # layers unlike each other (a mixture of experts' dense first layers): count the
@@ -255,6 +257,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                             "so step time is an optimistic bound (hwsim calibrate measures them)")
     if format_note:
         result.notes.append(format_note)
+    if bias.note(plan):   # --bias-add separate under compiled fusion: nothing to add
+        result.notes.append(bias.note(plan))
     if streamed is not None:
         result.notes.append(streamed.note(device))
     if precision.stack_note(device):   # no framework trains on it (an FPGA)

@@ -76,6 +76,18 @@ def test_fused_bias_and_compiled_fusion_add_none(plan):
     assert not _bias_ops(_step(**plan))
 
 
+def test_separate_bias_under_compiled_fusion_is_noted():
+    """--bias-add separate adds no kernel under compiled fusion: the step is the fused one's,
+    and the result says so; under eager fusion there is no such note."""
+    compiled = simulate(NEOX, "a100", micro_batch=BATCH, fusion="compiled", bias_add="separate")
+    fused = simulate(NEOX, "a100", micro_batch=BATCH, fusion="compiled")
+    eager = simulate(NEOX, "a100", micro_batch=BATCH, bias_add="separate")
+    assert compiled.step_time_s == fused.step_time_s
+    noted = [n for n in compiled.notes if n.startswith("bias_add separate")]
+    assert len(noted) == 1 and "eager fusion only" in noted[0] and "--fusion eager" in noted[0]
+    assert not any(n.startswith("bias_add separate") for n in fused.notes + eager.notes)
+
+
 def test_unbiased_linears_get_none():
     llama = TransformerConfig("llama-ish", 2, 512, 8, vocab=1000, seq_len=128, bias=False,
                               learned_positions=False, ffn=Ffn.SWIGLU)

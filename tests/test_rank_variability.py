@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, special, stats
 
+from hardware_specs.loader import load_device
 from simulator import simulate
 from simulator.cli import main
 from simulator.errors import PlanError
@@ -105,6 +106,21 @@ def test_the_step_waits_for_the_slowest_device():
     assert "rank_variability" not in base.parallel
     one = simulate("gpt2-small", "a100", micro_batch=4, rank_variability=0.03)
     assert one.step_time_s == simulate("gpt2-small", "a100", micro_batch=4).step_time_s
+
+
+def test_the_slowest_device_scales_the_streamed_step_too():
+    """On Graphcore IPUs streaming their states in (simulator.schedule.streamed), the factor
+    scales the whole device step, the streaming time with it; a step overhead outside the
+    step's graph is added after it, unscaled."""
+    bow = load_device("graphcore-bow")
+    kw = dict(num_devices=4, micro_batch=1, global_batch=8)
+    base = simulate("gpt2-small", bow, **kw)
+    assert any("do not fit" in note for note in base.notes)   # streamed
+    varied = simulate("gpt2-small", bow, rank_variability=0.05, **kw)
+    factor = 1 + 0.05 * expected_max_normal(4)
+    assert varied.step_time_s == pytest.approx(base.step_time_s * factor, rel=1e-12)
+    late = simulate("gpt2-small", bow, rank_variability=0.05, step_overhead_ms=100, **kw)
+    assert late.step_time_s == pytest.approx(varied.step_time_s + 0.1, rel=1e-12)
 
 
 @pytest.mark.parametrize("c", [-0.01, 0.51, float("nan"), "x", True])

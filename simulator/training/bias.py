@@ -97,4 +97,15 @@ def add_bias_kernels(forward: OpGraph, plan: Plan) -> OpGraph:
     return out
 
 
-__all__ = ["ACTIVATIONS", "add_bias_kernels", "bias_elements", "bias_kernel", "separate_bias"]
+def note(plan: Plan) -> str | None:
+    """A result's note where ``plan`` asks for separate bias kernels that its fusion does not
+    run (compiled fusion adds a bias inside its fused kernels: the step is the fused one)."""
+    if plan.bias_add is BiasAdd.SEPARATE and plan.fusion is not Fusion.EAGER:
+        return (f"bias_add separate applies under eager fusion only: with {plan.fusion.value} "
+                "fusion each bias is added inside a fused kernel, as with bias_add fused "
+                "(simulator.training.bias); give --fusion eager for separate bias kernels")
+    return None
+
+
+__all__ = ["ACTIVATIONS", "add_bias_kernels", "bias_elements", "bias_kernel", "note",
+           "separate_bias"]
