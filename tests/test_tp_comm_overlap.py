@@ -200,3 +200,28 @@ def test_pipeline_messages_have_their_own_stream():
         result.lowered.kind == OpKind.COLLECTIVE) & (result.lowered.nbytes > 0)
     assert pipe.any() and (on[pipe] == 3).all()
     assert stage.N_STREAMS == 4
+
+
+@pytest.mark.parametrize("device", ["tpu-v5p", "gaudi3", "trainium2"])
+def test_refused_without_transformer_engine(device):
+    """TransformerEngine's userbuffers run on NVIDIA GPUs (and AMD's through its ROCm port):
+    elsewhere --tp-comm-overlap is one line naming the device, exit 2, no traceback."""
+    from tests.test_cli import hwsim
+
+    proc = hwsim("predict", "llama2-7b", "--device", device, "--num-devices", 8, "--tp", 4,
+                 "--sequence-parallel", "--tp-comm-overlap", "--global-batch", 8,
+                 "--micro-batch", 1)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert f"tp_comm_overlap = true on {device}" in lines[0]
+    assert "--tp-comm-overlap" in lines[0]
+
+
+def test_allowed_on_amd_gpus():
+    """TransformerEngine's ROCm port carries userbuffers (rocm_comm_gemm_overlap.cpp): an
+    MI300X runs the overlap, and it moves the step."""
+    work = _small()
+    run = dict(num_devices=4, tp=4, sequence_parallel=True, global_batch=1, **COMMON)
+    assert simulate(work, "mi300x", tp_comm_overlap=True, **run).step_time_s != \
+        simulate(work, "mi300x", **run).step_time_s

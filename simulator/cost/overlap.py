@@ -56,6 +56,27 @@ PIPELINE_SMS = 16     # "num_sm": ... else 16; "set_sm_margin": not ring_exchang
 PIPELINE_SPLITS = 4   # "num_splits": tp_size if method == "ring_exchange" else 4
 
 
+#: Vendors whose GPUs run TransformerEngine's userbuffers: NVIDIA's (CUDA) and AMD's
+#: (TransformerEngine's ROCm port, ROCm/TransformerEngine
+#: transformer_engine/common/comm_gemm_overlap/rocm_comm_gemm_overlap.cpp, merged with its
+#: pull request #367 "Userbuffer epic", 2026). Other devices (TPUs, Gaudi, Trainium, CPUs)
+#: have no TransformerEngine.
+USERBUFFER_VENDORS = ("nvidia", "amd")
+
+
+def check(device) -> None:
+    """PlanError (one line) when ``device`` has no TransformerEngine userbuffers to run the
+    tensor-parallel overlap (``ParallelPlan.tp_comm_overlap``) on."""
+    from hardware_specs.spec import DeviceClass
+    from simulator.errors import PlanError
+
+    if device.device_class is not DeviceClass.GPU or \
+            str(device.vendor).lower() not in USERBUFFER_VENDORS:
+        raise PlanError(f"tp_comm_overlap = true on {device.name} ({device.vendor}): "
+                        "TransformerEngine's userbuffers run on NVIDIA and AMD GPUs only; "
+                        "drop --tp-comm-overlap")
+
+
 def pipelined_s(gemm_s: float, comm_s: float, first: float, last: float) -> float:
     """Seconds of a GEMM and a collective split into chunks run as a two-stage pipeline:
     max(G + last C, first G + C), ``first`` the share of the GEMM before the collective can
@@ -68,11 +89,13 @@ def overlapped(lowered, device, compute_s: np.ndarray, memory_s: np.ndarray,
                time_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(each op's seconds with the tensor-parallel all-gathers and reduce-scatters marked for
     userbuffers (``Lowered.userbuffers``, ``simulator.parallel.tensor.use_userbuffers``)
-    overlapped with their GEMMs, the mask of the collectives so priced)."""
+    overlapped with their GEMMs, the mask of the collectives so priced); a PlanError on a
+    device without TransformerEngine's userbuffers (``check``)."""
     from simulator.cost.collectives import bytes_moved
     from simulator.cost.interference import HBM_PASSES, KERNEL_COLLECTIVES, _units
     from simulator.graph.lower import COLLECTIVE_FNS
 
+    check(device)   # PlanError where TransformerEngine cannot run
     n = len(lowered)
     time_s = time_s.copy()
     hidden = np.zeros(n, dtype=bool)
@@ -152,5 +175,5 @@ def chunk_slowdown(lowered, device, j: int, splits: int) -> float:
     return whole / chunk if chunk > 0 else 1.0
 
 
-__all__ = ["PIPELINE_SMS", "PIPELINE_SPLITS", "RING_SMS", "chunk_slowdown", "overlapped",
-           "pipelined_s"]
+__all__ = ["PIPELINE_SMS", "PIPELINE_SPLITS", "RING_SMS", "USERBUFFER_VENDORS", "check",
+           "chunk_slowdown", "overlapped", "pipelined_s"]
