@@ -51,7 +51,7 @@ def test_one_head_dimension_holds_h_at_zero_and_the_fit_is_the_committed_one():
 
 
 @pytest.mark.parametrize("device, kernel, median, worst", [
-    ("b200", "cudnn", 0.07, 0.10), ("b200", "flash-attn-2", 0.03, 0.05),
+    ("b200", "cudnn", 0.04, 0.09), ("b200", "flash-attn-2", 0.03, 0.05),
     ("gb200", "cudnn", 0.03, 0.20), ("gb200", "flash-attn-2", 0.02, 0.07)])
 def test_the_fit_reproduces_each_blackwell_benchmark(device, kernel, median, worst):
     """In-sample throughput error per (device, kernel); the GB200 cuDNN's worst is its
@@ -63,13 +63,37 @@ def test_the_fit_reproduces_each_blackwell_benchmark(device, kernel, median, wor
 
 def test_held_out_16k_rows():
     """Fitted without the 16,384-token rows, those rows' throughput: the GB200's within 6 %;
-    the B200's cuDNN, fitted on three lengths only (2,048-8,192), within 25 % (20 % slow),
-    its FlashAttention-2 within 7 %."""
+    the B200's cuDNN, fitted on three lengths only (2,048-8,192), within 19 % (18.3 % fast
+    backward, 7.5 % forward; 22.5 % before PyTorch's call was taken off), its
+    FlashAttention-2 within 7 %."""
     held = fitting.held_out(ROWS, longest=True)
     assert np.abs(held[("gb200", "cudnn")]).max() <= 0.06
     assert np.abs(held[("gb200", "flash-attn-2")]).max() <= 0.06
-    assert np.abs(held[("b200", "cudnn")]).max() <= 0.25
+    assert np.abs(held[("b200", "cudnn")]).max() <= 0.19
     assert np.abs(held[("b200", "flash-attn-2")]).max() <= 0.07
+
+
+def test_the_b200_cudnn_rows_are_fitted_without_pytorchs_call():
+    """The B200's cuDNN rows were timed through PyTorch's SDPA (CUDA events around one call):
+    each row's time less the call's floor, in closed form from the artifact's 512-token rows
+    (0.102 / 0.160 ms) less the same die's cuDNN-frontend kernel there (GB200 0.021 / 0.065 ms)
+    at the B200's peak, is what the fit reproduces; no other group has a floor taken off. Before
+    the fix the fitted fixed cost put the B200 at 0.24 / 0.19 of its peak at 2,048 tokens
+    against the GB200's 0.45 / 0.33; now 0.32 / 0.21."""
+    floor = fitting.CALL_FLOOR_S
+    assert set(floor) == {("b200", "cudnn", "fwd"), ("b200", "cudnn", "bwd")}
+    assert floor[("b200", "cudnn", "fwd")] == pytest.approx(0.102e-3 - 0.021e-3 / 0.9)
+    assert floor[("b200", "cudnn", "bwd")] == pytest.approx(0.160e-3 - 0.065e-3 / 0.9)
+    rows = [r for r in BLACKWELL if (r["device"], r["kernel"]) == ("b200", "cudnn")]
+    raw = [fitting._arrays([r])[-1][0] + floor[("b200", "cudnn", r["pass"])] for r in rows]
+    # the table's times (its notes: forward 0.287 ms, backward 0.925 ms at 2,048 tokens)
+    assert raw[0] == pytest.approx(0.925e-3, rel=2e-3)
+    assert raw[4] == pytest.approx(0.287e-3, rel=2e-3)
+    for pass_, low in (("fwd", 0.30), ("bwd", 0.20)):
+        eff = attention.kernel_efficiency(2048, 2048, 128, 128, 1,
+                                          attention.FITS[("b200", "cudnn", pass_)], 148)
+        assert low < eff < attention.kernel_efficiency(
+            2048, 2048, 128, 128, 1, attention.FITS[("gb200", "cudnn", pass_)], 152)
 
 
 def test_blackwell_runs_cudnn_by_default_at_its_own_fit():
