@@ -225,3 +225,22 @@ def test_allowed_on_amd_gpus():
     run = dict(num_devices=4, tp=4, sequence_parallel=True, global_batch=1, **COMMON)
     assert simulate(work, "mi300x", tp_comm_overlap=True, **run).step_time_s != \
         simulate(work, "mi300x", **run).step_time_s
+
+
+def test_plan_refuses_overlap_without_sequence_parallel():
+    """``hwsim plan --tp-comm-overlap`` without --sequence-parallel would reject every tp > 1
+    candidate as an invalid plan: it is refused up front with ParallelPlan's one line, exit
+    2; with --tp 1 there is nothing to overlap and the search runs."""
+    from simulator.explore.capacity import _check_tp_overlap
+    from tests.test_cli import hwsim
+
+    proc = hwsim("plan", "llama2-7b", "--tokens", "1e9", "--devices", "h100-sxm5-80gb",
+                 "--device-counts", 8, "--tp-comm-overlap")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs sequence parallelism" in lines[0]
+    assert "add --sequence-parallel" in lines[0]
+    _check_tp_overlap({"tp_comm_overlap": True, "tp": 1})
+    _check_tp_overlap({"tp_comm_overlap": True, "sequence_parallel": True})
+    with pytest.raises(PlanError, match="needs sequence parallelism"):
+        _check_tp_overlap({"tp_comm_overlap": True, "tp": 4})

@@ -110,6 +110,8 @@ def capacity_plan(model, tokens: float, *, devices: list[str] | None = None,
     fixed = _check_fixed(fixed)
     if plans is not None and fixed:
         plans = with_fixed(plans, fixed)
+    if plans is None:
+        _check_tp_overlap(fixed)
     if progress is True:
         progress = Progress()
     if plans is None and device_counts is None and deadline_days is not None:
@@ -552,6 +554,19 @@ def _require_plans(counts, work, fixed: dict | None) -> None:
     *most, last = [str(n) for n in counts]
     devices = f"{', '.join(most)} or {last}" if most else last
     raise PlanError(f"no plan keeps {flags} on {devices} devices: {why}")
+
+
+def _check_tp_overlap(fixed: dict) -> None:
+    """ParallelPlan's PlanError, up front, when ``fixed`` asks for tp_comm_overlap without
+    sequence parallelism: every searched tp > 1 candidate would be refused with it (NeMo's
+    MegatronCommOverlapCallback turns the overlap off instead, with a warning, and Megatron-LM
+    asserts: neither turns sequence parallelism on)."""
+    from simulator.plan.parallel import ParallelPlan
+
+    if fixed.get("tp_comm_overlap") and fixed.get("tp", 2) > 1:
+        ParallelPlan(tp=fixed.get("tp", 2), tp_comm_overlap=True,
+                     sequence_parallel=bool(fixed.get("sequence_parallel")),
+                     hidden_sharded=bool(fixed.get("hidden_sharded")))
 
 
 def _given(fixed: dict, name: str, values) -> tuple:
