@@ -257,6 +257,7 @@ def test_a_written_spec_keeps_its_host_cost(host, tmp_path):
 # total. Read as 1e9 bytes, an H100 lost 5.5e9 of its 85.5e9 bytes.
 REPORTED_TOTAL_BYTES = {
     "h100-sxm5-80gb": 81559 * 2**20,    # nvidia-smi (NVIDIA/nccl issue 1264; modal-client PR 2797)
+    "h100-pcie-80gb": 81559 * 2**20,    # nvidia-smi (scaleway/docs-content, MIG how-to)
     "a100-sxm4-80gb": 81920 * 2**20,    # nvidia-smi (modal-labs/modal-client PR 2797)
     "a100-sxm4-40gb": 40960 * 2**20,    # nvidia-smi (modal-labs/modal-client PR 2797)
     "l40s": 46068 * 2**20,              # nvidia-smi, ECC on (modal-client PR 2797)
