@@ -515,4 +515,5 @@ def run_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan, device: Devi
               cache: StageBuilder = _FRESH) -> StageRun:
     per_node = cluster.devices_per_node if cluster else 1
     return price_stage(cache.build_stage(forward, plan, parallel, per_node), forward, device,
-                       cluster, stage, plan.power_limit_w, plan=plan)
+                       cluster, stage, plan.power_limit_w, plan=plan,
+                       interference=parallel.comm_interference)

@@ -33,8 +33,8 @@ def _captured(monkeypatch):
     and outputs."""
     calls = []
 
-    def spy(lowered, device, compute_s, memory_s, time_s):
-        out, hidden = overlapped(lowered, device, compute_s, memory_s, time_s)
+    def spy(lowered, device, compute_s, memory_s, time_s, interference=True):
+        out, hidden = overlapped(lowered, device, compute_s, memory_s, time_s, interference)
         calls.append((lowered, time_s.copy(), out, hidden))
         return out, hidden
 
@@ -244,3 +244,100 @@ def test_plan_refuses_overlap_without_sequence_parallel():
     _check_tp_overlap({"tp_comm_overlap": True, "sequence_parallel": True})
     with pytest.raises(PlanError, match="needs sequence parallelism"):
         _check_tp_overlap({"tp_comm_overlap": True, "tp": 4})
+
+
+def _hand_built(monkeypatch, spec):
+    """A real layer's lowered graph (tp 4 on an H100: 132 SMs) with hand-set times: every op
+    0 s but those named in ``spec`` ({name: (compute, memory, time) in units of ``unit``}),
+    chunking free (``chunk_slowdown`` 1); returns (lowered, device, compute, memory, time)."""
+    from simulator.cost import overlap
+
+    calls = []
+
+    def spy(lowered, device, compute_s, memory_s, time_s, interference=True):
+        calls.append((lowered, device))
+        return overlapped(lowered, device, compute_s, memory_s, time_s, interference)
+
+    monkeypatch.setattr(stage, "overlapped", spy)
+    simulate(_small(), "h100-sxm5-80gb", num_devices=4, tp=4, sequence_parallel=True,
+             tp_comm_overlap=True, global_batch=1, **COMMON)
+    low, device = calls[0]
+    monkeypatch.setattr(overlap, "chunk_slowdown", lambda *a: 1.0)
+    assert device.architecture.compute_units == 132
+    arrays = [np.zeros(len(low)) for _ in range(3)]
+    for name, values in spec.items():
+        for array, value in zip(arrays, values):
+            array[low.names.index(name)] = value
+    return (low, device, *arrays)
+
+
+@pytest.mark.parametrize("interference", [True, False])
+def test_hand_built_reduce_scatter(monkeypatch, interference):
+    """o_proj's reduce-scatter, TransformerEngine's pipelined method: 4 splits, 16 of the
+    H100's 132 SMs left out of the GEMM throughout. The scatter moves (3/4) x 2 MiB through
+    HBM 3 times in C, set so that it takes half the HBM bandwidth B: C = 4.5 x 2 MiB / B.
+    The GEMM: compute G = memory M = 4 C. With interference the GEMM runs
+    max(G x 132/116, M x (1 + C / M)) = max(4.552 C, 5 C) = 5 C (its memory stream at half
+    the bandwidth while the scatter runs), the scatter exposes max(5 C + C/4, 5 C/4 + C) -
+    5 C = C/4: 5.25 C in all. Without interference (--no-comm-interference) the bandwidth
+    term goes, the SM margin (a launch setting) stays: 4 C x 132/116 + C/4."""
+    nbytes = 2 * 2**20
+    low, device, *_ = _hand_built(monkeypatch, {})
+    bandwidth = float(device.memory[-1].bandwidth_bytes_per_s)
+    c = 4.5 * nbytes / bandwidth
+    rs, gemm = "L0.o_proj.tp_reduce_scatter", "L0.o_proj"
+    i, j = low.names.index(rs), low.names.index(gemm)
+    assert max(low.bytes_read[i], low.bytes_written[i]) == nbytes
+    _, _, compute, memory, time = _hand_built(
+        monkeypatch, {gemm: (4 * c, 4 * c, 4 * c), rs: (0.0, 0.0, c)})
+    out, hidden = overlapped(low, device, compute, memory, time, interference)
+    assert np.flatnonzero(hidden).tolist() == [i]
+    gemm_s = 5 * c if interference else 4 * c * 132 / 116
+    assert out[j] == pytest.approx(gemm_s, rel=1e-12)
+    assert out[i] + out[j] == pytest.approx(gemm_s + c / 4, rel=1e-12)
+
+
+@pytest.mark.parametrize("interference", [True, False])
+def test_hand_built_ring_all_gather(monkeypatch, interference):
+    """The first norm's all-gather, ring exchange over tp = 4 (one SM, no margin), read by
+    q, k and v: compute = memory = 0.5 C, 0.25 C, 0.25 C (G = C). The gather moves (3/4) x
+    2 MiB through HBM twice in C, set to half the bandwidth: C = 3 x 2 MiB / B. Over the
+    overlapped time (all of each GEMM, as C >= G) a GEMM's memory runs at half the
+    bandwidth, its compute on 131 of 132 SMs: each takes max(g x 132/131, 2 g) = 2 g, G' = 2
+    C, and the gather is hidden: max(2 C, 2 C / 4 + C) = 2 C in all. Without interference
+    the GEMMs keep their time (the ring's SM is held only while it runs), the gather
+    exposes max(C, C/4 + C) - C = C/4: 1.25 C."""
+    nbytes = 2 * 2**20
+    low, device, *_ = _hand_built(monkeypatch, {})
+    c = 3.0 * nbytes / float(device.memory[-1].bandwidth_bytes_per_s)
+    ag = "L0.rmsnorm.tp_all_gather"
+    gemms = {"L0.q_proj": 0.5 * c, "L0.k_proj": 0.25 * c, "L0.v_proj": 0.25 * c}
+    spec = {name: (g, g, g) for name, g in gemms.items()}
+    _, _, compute, memory, time = _hand_built(monkeypatch, {**spec, ag: (0.0, 0.0, c)})
+    i = low.names.index(ag)
+    assert max(low.bytes_read[i], low.bytes_written[i]) == nbytes
+    out, hidden = overlapped(low, device, compute, memory, time, interference)
+    assert np.flatnonzero(hidden).tolist() == [i]
+    total = out[i] + sum(out[low.names.index(name)] for name in gemms)
+    assert total == pytest.approx(2 * c if interference else 1.25 * c, rel=1e-12)
+    assert out[i] == pytest.approx(0.0 if interference else 0.25 * c, abs=1e-18)
+
+
+def test_no_interference_reaches_overlap(monkeypatch):
+    """--no-comm-interference reaches overlapped() (before, it priced the chunks' HBM
+    traffic whatever the flag), and the overlapped GEMMs take less time without it."""
+    flags = []
+
+    def spy(lowered, device, compute_s, memory_s, time_s, interference=True):
+        out, hidden = overlapped(lowered, device, compute_s, memory_s, time_s, interference)
+        flags.append((interference, out[lowered.kind == OpKind.MATMUL].sum()))
+        return out, hidden
+
+    monkeypatch.setattr(stage, "overlapped", spy)
+    run = dict(num_devices=4, tp=4, sequence_parallel=True, tp_comm_overlap=True,
+               global_batch=1, **COMMON)
+    simulate(_small(), "h100-sxm5-80gb", **run)
+    simulate(_small(), "h100-sxm5-80gb", comm_interference=False, **run)
+    (on, on_s), (off, off_s) = flags
+    assert on is True and off is False
+    assert off_s < on_s

@@ -86,13 +86,16 @@ def pipelined_s(gemm_s: float, comm_s: float, first: float, last: float) -> floa
 
 
 def overlapped(lowered, device, compute_s: np.ndarray, memory_s: np.ndarray,
-               time_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+               time_s: np.ndarray, interference: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(each op's seconds with the tensor-parallel all-gathers and reduce-scatters marked for
     userbuffers (``Lowered.userbuffers``, ``simulator.parallel.tensor.use_userbuffers``)
     overlapped with their GEMMs, the mask of the collectives so priced); a PlanError on a
-    device without TransformerEngine's userbuffers (``check``)."""
+    device without TransformerEngine's userbuffers (``check``). ``interference`` False
+    (``ParallelPlan.comm_interference``): the chunks take no HBM bandwidth from the GEMM,
+    nor the ring's SM while it runs; the SMs the pipelined reduce-scatters leave out of it
+    throughout (``set_sm_margin``, a launch setting of the GEMM, not contention) still count."""
     from simulator.cost.collectives import bytes_moved
-    from simulator.cost.interference import HBM_PASSES, KERNEL_COLLECTIVES, _units
+    from simulator.cost.interference import FLOOR, HBM_PASSES, KERNEL_COLLECTIVES, _units
     from simulator.graph.lower import COLLECTIVE_FNS
 
     check(device)   # PlanError where TransformerEngine cannot run
@@ -131,8 +134,10 @@ def overlapped(lowered, device, compute_s: np.ndarray, memory_s: np.ndarray,
         comm = float(time_s[i])
         nbytes = float(max(lowered.bytes_read[i], lowered.bytes_written[i]))
         rate = HBM_PASSES[kind] * bytes_moved(kind, nbytes, group) / comm
-        free_hbm = max(1.0 - rate / bandwidth, 0.1)   # interference.FLOOR
+        free_hbm = max(1.0 - rate / bandwidth, FLOOR) if interference else 1.0
         sm_slow = units / (units - sms) - 1.0 if cores else 0.0
+        if not interference and not margin:
+            sm_slow = 0.0   # the ring's SM is held only while it runs: contention
         total = float(time_s[partners].sum())
         for j in partners:
             # the chunks' GEMMs: the compute time at the chunk's tile efficiency

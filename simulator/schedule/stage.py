@@ -82,11 +82,13 @@ class StageRun:
 
 def price_stage(lowered: Lowered, forward: OpGraph, device: DeviceSpec,
                 cluster: ClusterSpec | None, stage: int = 0,
-                power_limit_w: float | None = None, plan=None) -> StageRun:
+                power_limit_w: float | None = None, plan=None,
+                interference: bool = True) -> StageRun:
     """Price and schedule a built stage on ``device``; under ``power_limit_w`` (below the
     TDP) each phase runs at the clock that keeps its power within the limit
     (``simulator.cost.power``); the tensor-parallel collectives marked for userbuffers
-    (``ParallelPlan.tp_comm_overlap``) overlap their GEMMs (``simulator.cost.overlap``)."""
+    (``ParallelPlan.tp_comm_overlap``) overlap their GEMMs (``simulator.cost.overlap``;
+    ``interference``: ``ParallelPlan.comm_interference``, the chunks' HBM traffic slows them)."""
     from simulator.engine.dispatch import engine
 
     compute_s, memory_s, time_s = op_costs(lowered, device, cluster, plan)
@@ -98,7 +100,8 @@ def price_stage(lowered: Lowered, forward: OpGraph, device: DeviceSpec,
         compute_s, time_s = scaled_times(compute_s, memory_s, time_s, clock)
     hidden = None
     if lowered.userbuffers is not None and lowered.userbuffers.any():
-        time_s, hidden = overlapped(lowered, device, compute_s, memory_s, time_s)
+        time_s, hidden = overlapped(lowered, device, compute_s, memory_s, time_s,
+                                    interference)
     # the host issues the kernels in program order: none starts before it is issued
     issued = release(host_costs(lowered, device, plan)[1], device, plan)
     sync = host_syncs(lowered, device, plan)
