@@ -20,6 +20,7 @@ from simulator.errors import PlanError, SpecError, WorkloadError, did_you_mean, 
 from simulator.graph.lower import Lowered
 from simulator.graph.op import UNKNOWN, OpKind, Phase
 from simulator.graph.opgraph import OpGraph
+from simulator.parallel.pipeline import p2p_note
 from simulator.parallel.rank import build_stage, micro_batches, stage_forward
 from simulator.plan.fields import PARALLEL, PLAN, echo
 from simulator.plan.parallel import ParallelPlan, Schedule, data_parallel_size, positive
@@ -259,6 +260,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         result.notes.append(format_note)
     if bias.note(plan):   # --bias-add separate under compiled fusion: nothing to add
         result.notes.append(bias.note(plan))
+    if p2p_note(parallel):   # --overlap-p2p-comm off the interleaved schedule: nothing
+        result.notes.append(p2p_note(parallel))
     if streamed is not None:
         result.notes.append(streamed.note(device))
     if precision.stack_note(device):   # no framework trains on it (an FPGA)

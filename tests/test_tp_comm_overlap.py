@@ -163,8 +163,17 @@ def test_p2p_overlap_hides_messages():
 
 def test_p2p_overlap_only_interleaved():
     """Megatron-LM turns overlap_p2p_comm off for the non-interleaved schedules
-    (megatron/training/arguments.py): 1f1b is unchanged."""
-    assert _pipelined(True, "1f1b", 1).step_time_s == _pipelined(False, "1f1b", 1).step_time_s
+    (megatron/training/arguments.py): 1f1b is unchanged, and the result says so in a note
+    (none where the option applies or is not asked)."""
+    on, off = _pipelined(True, "1f1b", 1), _pipelined(False, "1f1b", 1)
+    assert on.step_time_s == off.step_time_s
+    notes = [n for n in on.notes if n.startswith("overlap_p2p_comm")]
+    assert len(notes) == 1 and "schedule 1f1b it changes nothing" in notes[0]
+    assert not [n for n in off.notes if n.startswith("overlap_p2p_comm")]
+    assert not [n for n in _pipelined(True).notes if n.startswith("overlap_p2p_comm")]
+    alone = simulate(_small(), "h100-sxm5-80gb", overlap_p2p_comm=True, global_batch=1,
+                     **COMMON)
+    assert any(n.startswith("overlap_p2p_comm: no pipeline") for n in alone.notes)
 
 
 def test_p2p_overlap_graph(monkeypatch):

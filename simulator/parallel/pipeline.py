@@ -188,4 +188,22 @@ def overlap_p2p(step: OpGraph) -> OpGraph:
     return step
 
 
-__all__ = ["block_on_p2p", "overlap_p2p", "stage_graph"]
+def p2p_note(parallel) -> str | None:
+    """The result's note when ``overlap_p2p_comm`` is asked where it changes nothing: only
+    the interleaved schedule over a pipeline overlaps its messages (Megatron-LM turns the
+    option off for the others: megatron/training/arguments.py at NVIDIA/Megatron-LM
+    d98e8a64dd); None where it applies or is not asked."""
+    from simulator.plan.parallel import Schedule
+
+    if not parallel.overlap_p2p_comm:
+        return None
+    if parallel.pp < 2:
+        return "overlap_p2p_comm: no pipeline (pp = 1), no message to overlap; it changes nothing"
+    if parallel.schedule is not Schedule.INTERLEAVED:
+        return (f"overlap_p2p_comm: only the interleaved schedule overlaps its pipeline "
+                f"messages (Megatron-LM turns it off for the others); with schedule "
+                f"{parallel.schedule.value} it changes nothing")
+    return None
+
+
+__all__ = ["block_on_p2p", "overlap_p2p", "p2p_note", "stage_graph"]
