@@ -150,15 +150,19 @@ def _pipelined(overlap, schedule="interleaved", v=2):
 
 def test_p2p_overlap_hides_messages():
     """Interleaved: with overlap_p2p_comm no compute op waits for a pipeline message, so the
-    step is shorter, by at most the messages' time per micro-batch (8 of them) and the
-    bubble's share of it."""
+    step is shorter. The step is (m - 1) t + bubble + t_last with bubble = (p - 1) / v x t
+    (simulator.schedule.step.step_time); hiding the messages shortens each micro-batch's t
+    (and t_last) by at most its messages' time, so the step by at most
+    (m + (p - 1) / v) x that: 8 + 1/2 = 8.5 per-micro-batch message times here (m 8, p 2,
+    v 2; both stages hold the same messages). The hidden part is at least one message's
+    time per micro-batch: a message on the critical path of each one."""
     off, on = _pipelined(False), _pipelined(True)
     ops = off.ops
     messages = ops[(ops.kind == "collective") & ops.name.str.contains("pipeline_")]
-    assert len(messages)
-    assert on.step_time_s < off.step_time_s
+    assert len(messages) == 4   # the forward's and the backward's exchange and send
     per_micro = messages.time_s.sum()
-    assert off.step_time_s - on.step_time_s <= 8 * 2 * per_micro   # bubble < one step's
+    saved = off.step_time_s - on.step_time_s
+    assert 8 * messages.time_s.min() <= saved <= (8 + (2 - 1) / 2) * per_micro
 
 
 def test_p2p_overlap_only_interleaved():
