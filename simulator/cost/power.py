@@ -122,7 +122,9 @@ def sustained_times(lowered: Lowered, device: DeviceSpec, compute_s: np.ndarray,
     A spec whose GEMM figures are burst measurements (``matmul_efficiency``,
     ``fp8_matmul_efficiency``: the best shape's short run at the boost clock, MAMF) gives
     ``matmul_sustained``, the measured ratio of the sustained rate (MSMF: the best shape held
-    until the board sits at its power limit) to the burst one; the compute of every GEMM in a
+    until the board sits at its power limit) to the burst one (the GB200's is derived: the
+    B200's MSMF, the same die, run up this module's curve to its 1,200 W; its spec file says
+    how); the compute of every GEMM in a
     tensor-core format (matmuls and convolutions, which cuDNN runs as implicit GEMMs; not
     fp32, which runs on the CUDA cores) is divided by it, its memory time and fixed cost kept,
     as ``scaled_times`` does for a clock. Fused attention keeps its own kernel's rate: the
