@@ -265,6 +265,7 @@ REPORTED_TOTAL_BYTES = {
     "t4": 15360 * 2**20,                # nvidia-smi, ECC on (modal-client PR 2797)
     "h200-sxm": 143771 * 2**20,         # nvidia-smi (sgl-project/sglang issue 3196)
     "b200": 183359 * 2**20,             # nvidia-smi (NVIDIA/TensorRT-LLM issue 10278)
+    "gb200": 189471 * 2**20,            # nvidia-smi (vllm-project/vllm issue 24272)
     "mi300x": 206141652992,             # rocm-smi VRAM Total Memory (ROCm/legacy-rocm-build 4750)
 }
 
