@@ -36,7 +36,15 @@ reduction). The collectives so priced are returned in a mask, so that
 Paired by the lowered graph alone: an all-gather of the tensor axis (not a regather) with
 the GEMMs reading it that are not weight gradients; a reduce-scatter of the forward (or its
 recomputation) with the GEMM it reduces. Mixture-of-experts GEMMs (``Lowered.load`` > 0)
-are not paired: userbuffers cover qkv, proj, fc1 and fc2 only. Not modelled: each chunk's
+are not paired: userbuffers cover qkv, proj, fc1 and fc2 only, and only the transformer
+layers' collectives are marked (``use_userbuffers``: the LM head and the embedding are not
+TransformerEngine modules). Devices without TransformerEngine are refused (``check``).
+``--no-comm-interference`` drops the chunks' contention, not the SM margin.
+
+Configuration: TransformerEngine's defaults throughout, not the userbuffers configurations
+NeMo passes (nemo/collections/llm/recipes/tp_overlap_configs/userbuffers.py at NVIDIA/NeMo
+8cfedd7: other SM counts, and ring exchange for the reduce-scatters in most of its fp8 and B200
+ones); docs/model.md lists the differences. Not modelled: each chunk's
 own kernel launch, the all-reduce of tensor parallelism without sequence
 parallelism (Megatron-LM asserts sequence parallelism with --tp-comm-overlap,
 megatron/training/arguments.py at d98e8a64dd), fp8 userbuffers' casts, atomic GEMMs.
@@ -95,7 +103,12 @@ def overlapped(lowered, device, compute_s: np.ndarray, memory_s: np.ndarray,
     nor the ring's SM while it runs; the SMs the pipelined reduce-scatters leave out of it
     throughout (``set_sm_margin``, a launch setting of the GEMM, not contention) still count."""
     from simulator.cost.collectives import bytes_moved
-    from simulator.cost.interference import FLOOR, HBM_PASSES, KERNEL_COLLECTIVES, _units
+    from simulator.cost.interference import (
+        FLOOR,
+        HBM_PASSES,
+        KERNEL_COLLECTIVES,
+        _units,
+    )
     from simulator.graph.lower import COLLECTIVE_FNS
 
     check(device)   # PlanError where TransformerEngine cannot run
