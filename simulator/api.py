@@ -362,8 +362,8 @@ def fitting_micro_batch(work, hardware, plan: Plan, parallel: ParallelPlan, n: i
     larger = tried.get(sizes[low]) if low < len(sizes) else None
     why = "the fastest of the micro-batches that divide" if b != sizes[best] else \
         "the largest micro-batch that divides"
-    beyond = (f"; {larger.micro_batch} needs {larger.peak_memory_bytes / 1e9:.3g} GB of "
-              f"{larger.memory_capacity_bytes / 1e9:.3g}" if larger is not None else "")
+    beyond = (f"; {larger.micro_batch} needs {larger.peak_memory_bytes / 2 ** 30:.3g} GiB of "
+              f"{larger.memory_capacity_bytes / 2 ** 30:.3g}" if larger is not None else "")
     result.notes.append(f"micro-batch {b} (no --micro-batch given): {why} the per-replica batch "
                         f"of {per_replica} and {'fit' if b != sizes[best] else 'fits'} in "
                         f"memory{beyond}")

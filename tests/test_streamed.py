@@ -138,7 +138,7 @@ def test_hwsim_devices_lists_each_source_and_the_streaming_memory(capsys):
         row = next(i for i, line in enumerate(lines) if line.split()[0] == name)
         assert lines[row + 1].split(None, 1) == ["source:", load_device(name).source], name
     bow = next(line for line in lines if line.startswith("graphcore-bow "))
-    assert "mem      1 GB at  65000 GB/s + 69 GB streaming at 16 GB/s" in bow   # 64 GiB
+    assert "mem    0.8 GiB at  65000 GB/s + 64 GiB streaming at 16 GB/s" in bow   # 900 MB, 64 GiB
     assert "streaming" not in next(line for line in lines if line.startswith("a100-sxm4-80gb "))
 
 

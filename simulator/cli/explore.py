@@ -19,7 +19,7 @@ from simulator.cli.flags import (
 )
 from simulator.errors import HwsimError, PlanError
 
-_GB = 1e9
+_GIB = 2.0 ** 30   # memory shown in GiB, as a device's '80 GB' of HBM means it
 _PLAN_COLUMNS = ["device", "num_devices", "dp", "tp", "pp", "cp", "ep", "schedule", "zero",
                  "recompute", "micro_batch"]
 
@@ -246,11 +246,11 @@ def _pipeline_shown(rows):
 def _table(rows, columns: list[str]) -> str:
     shown = rows[[c for c in columns if c in rows.columns]].copy()
     if "peak_memory_bytes" in shown:
-        shown["peak_memory_bytes"] = shown["peak_memory_bytes"] / _GB
-        shown = shown.rename(columns={"peak_memory_bytes": "peak_memory_gb"})
+        shown["peak_memory_bytes"] = shown["peak_memory_bytes"] / _GIB
+        shown = shown.rename(columns={"peak_memory_bytes": "peak_memory_gib"})
     if "memory_capacity_bytes" in shown:
-        shown["memory_capacity_bytes"] = shown["memory_capacity_bytes"] / _GB
-        shown = shown.rename(columns={"memory_capacity_bytes": "capacity_gb"})
+        shown["memory_capacity_bytes"] = shown["memory_capacity_bytes"] / _GIB
+        shown = shown.rename(columns={"memory_capacity_bytes": "capacity_gib"})
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="n/a")
 
 

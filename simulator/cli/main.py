@@ -271,7 +271,7 @@ def _hardware_and_parallel(args):
 
 
 def format_summary(s: dict) -> str:
-    gb = 1e9
+    gib = 2.0 ** 30   # memory in GiB, as drivers and datasheets' 'GB' of DRAM mean it
     lines = [
         f"{clean(s['model'])} on {clean(s['device'])} ({s['precision']}, global batch "
         f"{s['global_batch']} "
@@ -283,9 +283,9 @@ def format_summary(s: dict) -> str:
         + (f", {s['tokens_per_s']:.4g} tokens/s" if s["tokens_per_s"] else ""),
         f"  model FLOPs/step   {s['flops_per_step']:.4g}  ({s['tflops_per_device']:.1f} "
         f"TFLOP/s per device, MFU {s['mfu']:.1%}, HFU {s['hfu']:.1%})",
-        f"  peak memory        {s['peak_memory_bytes'] / gb:.2f} GB of "
-        f"{s['memory_capacity_bytes'] / gb:.0f} GB -> {'fits' if s['fits'] else 'DOES NOT FIT'}",
-        "    " + ", ".join(f"{k} {v / gb:.2f}" for k, v in s["memory_breakdown"].items()),
+        f"  peak memory        {s['peak_memory_bytes'] / gib:.2f} GiB of "
+        f"{s['memory_capacity_bytes'] / gib:.1f} GiB -> {'fits' if s['fits'] else 'DOES NOT FIT'}",
+        "    " + ", ".join(f"{k} {v / gib:.2f}" for k, v in s["memory_breakdown"].items()),
         f"  energy             {s['energy_j_per_step']:.4g} J/step at {s['avg_power_w']:.0f} W"
         + (f" (power limit {s['power_limit_w']:.0f} W)" if s.get("power_limit_w") else ""),
     ]
@@ -472,7 +472,7 @@ def _devices(args) -> int:
     for name, d in devices.items():
         print(f"{name:16s} {d.device_class.value:11s} {_half_words(d)} "
               f"TFLOP/s  fp32 {d.peak_for(DType.FP32) / 1e12:6.1f}  mem "
-              f"{d.memory_bytes / 1e9:6.0f} GB at {d.memory_bandwidth_bytes_per_s / 1e9:6.0f} GB/s"
+              f"{d.memory_bytes / 2 ** 30:6.1f} GiB at {d.memory_bandwidth_bytes_per_s / 1e9:6.0f} GB/s"
               f"{_streaming_words(d)}  {_power_words(d)}  {_price_words(d)}  "
               f"{status_line(d)}")
         print(f"{'':16s} source: {d.source}")
@@ -507,7 +507,7 @@ def _streaming_words(device) -> str:
     """`` + 64 GB streaming at 16 GB/s`` for a device with streaming memory (a Graphcore
     IPU's, ``simulator.schedule.streamed``), else nothing."""
     level = device.streaming_memory
-    return ("" if level is None else f" + {level.capacity_bytes / 1e9:.0f} GB streaming at "
+    return ("" if level is None else f" + {level.capacity_bytes / 2 ** 30:.0f} GiB streaming at "
             f"{level.bandwidth_bytes_per_s / 1e9:.0f} GB/s")
 
 

@@ -659,8 +659,8 @@ def _reason(row, deadline_days, budget_usd) -> str | None:
     if row.status != "ok":
         return "invalid plan: " + row.status.removeprefix("invalid: ")
     if not row.fits:
-        return (f"does not fit ({row.peak_memory_bytes / 1e9:.1f} GB > "
-                f"{row.memory_capacity_bytes / 1e9:.0f} GB)")
+        return (f"does not fit ({row.peak_memory_bytes / 2 ** 30:.1f} GiB > "
+                f"{row.memory_capacity_bytes / 2 ** 30:.1f} GiB)")
     if deadline_days is not None and row.total_time_days > deadline_days:
         return f"misses deadline ({row.total_time_days:.1f} days > {deadline_days:g})"
     if budget_usd is not None:

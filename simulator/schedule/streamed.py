@@ -64,7 +64,7 @@ class Streamed:
         return (f"{device.name}: model states do not fit its {device.memory_bytes / 1e9:.3g} GB "
                 f"on chip; {what} ({self.off_chip_bytes / 1e9:.3g}"
                 f" GB) live in its streaming memory ({level.name}, "
-                f"{level.capacity_bytes / 1e9:.3g} GB) and are {how}: "
+                f"{level.capacity_bytes / 2 ** 30:.3g} GiB) and are {how}: "
                 f"{self.moved_bytes / 1e9:.3g} GB per step at "
                 f"{level.bandwidth_bytes_per_s / 1e9:.3g} GB/s adds {self.time_s * 1e3:.4g} ms "
                 "(simulator.schedule.streamed)")
