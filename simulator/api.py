@@ -258,10 +258,10 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                             "so step time is an optimistic bound (hwsim calibrate measures them)")
     if format_note:
         result.notes.append(format_note)
-    if bias.note(plan):   # --bias-add separate under compiled fusion: nothing to add
-        result.notes.append(bias.note(plan))
-    if p2p_note(parallel):   # --overlap-p2p-comm off the interleaved schedule: nothing
-        result.notes.append(p2p_note(parallel))
+    if note := bias.note(plan):   # --bias-add separate under compiled fusion: nothing to add
+        result.notes.append(note)
+    if note := p2p_note(parallel):   # --overlap-p2p-comm off the interleaved schedule: nothing
+        result.notes.append(note)
     if streamed is not None:
         result.notes.append(streamed.note(device))
     if precision.stack_note(device):   # no framework trains on it (an FPGA)

@@ -28,8 +28,8 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-#: Above this many devices E[max] is integrated with N as a float (the integrand is smooth in
-#: N); 2**40 is beyond any job.
+#: The most devices ``expected_max_normal`` accepts (2**40 is beyond any job); more is a
+#: ValueError.
 MAX_RANKS = 2 ** 40
 
 
