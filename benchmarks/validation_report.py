@@ -214,6 +214,9 @@ def step_plan(row: dict[str, str]) -> Plan:
     # default): current for NeMo 25.04's runs (per-tensor current scaling, as its page says)
     fields["fp8_recipe"] = row.get("fp8_recipe") or "delayed"
     fields["global_batch"] = int(row["global_batch"]) if row["global_batch"] else None
+    # CUDA graphs (column graphs; empty: false): NeMo's cuda_graphs column of
+    # scripts/performance/recommended_model_configs/model_configs_{b200,gb200}.csv (8cfedd7)
+    fields["graphs"] = _flag(row.get("graphs") or "false")
     # the host's synchronisations inside the step (column host_syncs, space-separated:
     # layer = Plan.sync_each_layer, pass = Plan.sync_each_pass; absent or empty: none)
     syncs = (row.get("host_syncs") or "").split()
