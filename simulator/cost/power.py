@@ -32,7 +32,11 @@ the regime this module models (tests/test_power.py). Also checked against Zeus's
 sweeps of V100 and P100 training, never fitted on them (docs/accuracy.md, "Power limits"): the
 P100 drew 165-179 W under its 250 W limit and kept its speed down to 200 W, so this model, whose
 busy device draws the TDP at the reference clock, slows it too early (a strict xfail in
-tests/test_power.py). No H100 frequency or power-cap sweep was found to check it on.
+tests/test_power.py). No H100 or newer frequency or power-cap sweep that can be cited and
+read was found to check it on (searched 2026-12-04: ml-energy/zeus's history holds Perseus's
+A100 and A40 sweeps only; arXiv 2604.11391's power-capped H100/H200 DGEMM tables were not
+readable; no table of one was found from Patel et al. ASPLOS'24, Polca or DynamoLLM), so the
+H100 and newer run on this A100 prior unchecked.
 
 The clock is set per phase of the step (forward, backward, recompute, update): a GPU's power
 controller averages over tens of milliseconds, longer than an op and about as long as a phase.
