@@ -99,7 +99,8 @@ def devices_section() -> list[str]:
                + [_num(d.vector_flops_per_s / 1e12)]
                + [_num(value) + (" (prior)" if figure in d.power_priors else "")
                   for figure, value in (("tdp_w", d.tdp_w), ("idle_w", d.idle_power_w))]
-               + [_num(d.price_per_hour_usd) if d.price_per_hour_usd is not None else NONE,
+               + [_num(d.price_per_hour_usd) if d.price_per_hour_usd is not None
+                  else (d.unpriced_words() or NONE).split(" (")[0],   # not offered / none cited
                   _efficiencies(d, defaults)]
                for name, d in devices.items()]
     memory = [[_code(name),
@@ -115,7 +116,9 @@ def devices_section() -> list[str]:
     lines += [""] + _prose(
         "Compute and power. Dense peaks in TFLOP/s per format (a dash: the device has no matrix "
         "units for it and runs it in the nearest format it has); vector: the fp32 peak of the "
-        "non-matrix units; power in W; price in USD per device-hour; measured efficiencies: the "
+        "non-matrix units; power in W; price in USD per device-hour ('not offered': no one "
+        "rents the device, as far as its spec's dated search found; 'none cited': rented, but "
+        "no citable dated price); measured efficiencies: the "
         "achieved fractions of the datasheet rates that the spec file gives, each cited there (one not listed is 1.0, or "
         "falls back as the schema says: conv and attention to matmul, matmul_memory and "
         "norm_memory to memory); a GPU with no streaming measurement carries the class priors, "

@@ -40,7 +40,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from hardware_specs.spec import Architecture, DeviceClass, DeviceSpec, MemoryLevel
+from hardware_specs.spec import (
+    Architecture,
+    DeviceClass,
+    DeviceSpec,
+    MemoryLevel,
+    Unpriced,
+)
 from simulator.graph.op import DType
 
 HOST_NAME = "cpu-host"
@@ -73,6 +79,9 @@ def host_device() -> DeviceSpec:
         memory=_memory_levels(cores), op_overhead_s=OP_OVERHEAD_S,
         idle_power_w=cores * IDLE_WATTS_PER_CORE, tdp_w=cores * WATTS_PER_CORE,
         power_priors=("idle_w", "tdp_w"),    # the xeon-8380's figures per core, a prior
+        # not a product: no price to rent or buy this machine ('n/a (this machine)')
+        rent_unpriced=Unpriced(offered=False, searched=None),
+        purchase_unpriced=Unpriced(offered=False, searched=None),
         source=f"built at load time from /proc/cpuinfo, sysfs and /proc/meminfo on '{model}'; "
                f"bandwidths measured with numpy copies (see hardware_specs/host.py)",
         path="<cpu-host>",

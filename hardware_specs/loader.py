@@ -38,6 +38,11 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     usd_per_hour = 1.5            # device-hour (provider, region, date), and what buying
     purchase_usd = 15000          # one costs (for own_cost_usd); at least one of them
     purchase_is_system = true     # optional: purchase_usd buys a whole computer (Mac Studio)
+    no_usd_per_hour = { offered = false, searched = 2026-12-04 }   # instead of a figure: no
+    no_purchase_usd = { offered = true, searched = 2026-12-04 }    # one rents (sells) it, or
+                                  # it is offered but no citable dated price was found, as
+                                  # searched that day (the comments say where); a figure and
+                                  # its record together are an error
     [architecture] / [[links]]    # optional tables, see ``hardware_specs.tables``
     [functions]                   # optional, written by ``hwsim calibrate``: per ``Op.fn``
     gelu = { efficiency = 0.02, overhead_us = 4 }   # efficiency replaces the kind's
@@ -54,6 +59,7 @@ capacity up to 1e15 bytes; bandwidths 1 byte/s to 1e17 bytes/s (1e8 GB/s); power
 """
 from __future__ import annotations
 
+import datetime
 import math
 import re
 import tomllib
@@ -67,6 +73,7 @@ from hardware_specs.spec import (
     DeviceClass,
     DeviceSpec,
     MemoryLevel,
+    Unpriced,
 )
 from hardware_specs.tables import OptionalTables
 from simulator.errors import SpecError, canonical, did_you_mean, read_input, shown
@@ -145,7 +152,8 @@ _POWER_OPTIONAL = ("idle_w", "pj_per_flop", "pj_per_byte", "prior")
 #: as MATMUL_PRIORS does for classes without one; 0.15. FPGAs (none measured) must give idle_w.
 IDLE_PRIORS = {DeviceClass.GPU: 0.13, DeviceClass.CPU: 0.10, DeviceClass.TPU: 0.47,
                DeviceClass.ACCELERATOR: 0.15}
-_PRICE_OPTIONAL = ("usd_per_hour", "purchase_usd", "purchase_is_system")   # one price at least
+_PRICE_OPTIONAL = ("usd_per_hour", "purchase_usd", "purchase_is_system", "no_usd_per_hour",
+                   "no_purchase_usd")   # a price or its record at least
 #: What a catalogue name may be (a file stem of ``devices/``).
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
@@ -290,8 +298,8 @@ class _Checker(OptionalTables):
         self.keys(doc, "", _TOP_REQUIRED, _TOP_OPTIONAL)
         compute = self.compute(self.table(doc, "compute"))
         power = self.power(self.table(doc, "power"))
-        price, purchase, system = (self.price(self.table(doc, "price")) if "price" in doc
-                                   else (None, None, False))
+        price, purchase, system, unpriced = (self.price(self.table(doc, "price"))
+                                             if "price" in doc else (None, None, False, {}))
         optional = {"architecture": self.architecture(self.table(doc, "architecture"))
                     } if "architecture" in doc else {}
         if "links" in doc:
@@ -326,7 +334,7 @@ class _Checker(OptionalTables):
             device_class=device_class,
             memory=self.memory(doc["memory"]),
             idle_power_w=power[0], tdp_w=power[1], price_per_hour_usd=price,
-            purchase_usd=purchase, purchase_is_system=system,
+            purchase_usd=purchase, purchase_is_system=system, **unpriced,
             energy_per_flop_j=power[2], energy_per_byte_j=power[3],
             source=self.text(doc["source"], "source"), path=self.path, **compute, **optional)
 
@@ -434,12 +442,24 @@ class _Checker(OptionalTables):
             raise self.fail("power.prior", f"names a figure twice ({names}); {fix}")
         return tuple(names)
 
-    def price(self, table: dict) -> tuple[float | None, float | None, bool]:
+    def price(self, table: dict) -> tuple[float | None, float | None, bool, dict]:
         """(on-demand USD per device-hour, purchase USD per device, whether that purchase
-        is a whole computer), the prices either None."""
+        is a whole computer, the ``Unpriced`` records of the prices not given by their
+        ``DeviceSpec`` field), the prices either None."""
         self.keys(table, "price", (), _PRICE_OPTIONAL)
-        if "usd_per_hour" not in table and "purchase_usd" not in table:
-            raise self.fail("price", "empty table: give usd_per_hour, purchase_usd or both")
+        if not set(table) - {"purchase_is_system"}:
+            raise self.fail("price", "empty table: give usd_per_hour, purchase_usd or both "
+                            "(or no_usd_per_hour / no_purchase_usd records)")
+        unpriced = {}
+        for key, figure, field_name in (("no_usd_per_hour", "usd_per_hour", "rent_unpriced"),
+                                        ("no_purchase_usd", "purchase_usd",
+                                         "purchase_unpriced")):
+            if key not in table:
+                continue
+            if figure in table:
+                raise self.fail(f"price.{key}", f"given with {figure}: a cited price needs no "
+                                f"record of its absence; drop one of them")
+            unpriced[field_name] = self.unpriced(table[key], f"price.{key}")
         system = table.get("purchase_is_system", False)
         if not isinstance(system, bool):
             raise self.fail("price.purchase_is_system", f"must be true or false, got {system!r}")
@@ -449,4 +469,18 @@ class _Checker(OptionalTables):
         hourly, bought = (self.positive(table[key], f"price.{key}", kind) if key in table
                           else None for key, kind in (("usd_per_hour", "usd_per_hour"),
                                                       ("purchase_usd", "usd")))
-        return hourly, bought, system
+        return hourly, bought, system, unpriced
+
+    def unpriced(self, value: Any, key: str) -> Unpriced:
+        """``{ offered = false, searched = 2026-12-04 }`` as an ``Unpriced`` record."""
+        fix = "write { offered = false, searched = YYYY-MM-DD } (true: offered, none cited)"
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be an inline table, not {shown(value)}; {fix}")
+        self.keys(value, key, ("offered", "searched"), ())
+        offered, searched = value["offered"], value["searched"]
+        if not isinstance(offered, bool):
+            raise self.fail(f"{key}.offered", f"must be true or false, got {shown(offered)}")
+        if not isinstance(searched, datetime.date) or isinstance(searched, datetime.datetime):
+            raise self.fail(f"{key}.searched", f"must be a TOML date (YYYY-MM-DD, unquoted), "
+                            f"got {shown(searched)}")
+        return Unpriced(offered=offered, searched=searched.isoformat())

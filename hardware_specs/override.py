@@ -68,6 +68,11 @@ def override(device: DeviceSpec, changes: dict[str, object]) -> DeviceSpec:
     if set(device.power_priors) & given:   # power figures the user gives are not priors
         device = dataclasses.replace(device, power_priors=tuple(
             name for name in device.power_priors if name not in given))
+    given_prices = {name: None for name, figure in (("rent_unpriced", "price_per_hour_usd"),
+                                                    ("purchase_unpriced", "purchase_usd"))
+                    if figure in keys}
+    if given_prices:                     # a price the user gives is no longer missing
+        device = dataclasses.replace(device, **given_prices)
     if "idle_power_w" in keys:           # a figure the user gives is no longer the prior
         device = dataclasses.replace(device, idle_prior=False)
     elif device.idle_prior and "tdp_w" in keys:   # the class prior follows the new TDP

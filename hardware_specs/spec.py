@@ -165,6 +165,35 @@ class Architecture:
 
 
 @dataclass(frozen=True)
+class Unpriced:
+    """Why a spec gives no on-demand price (``DeviceSpec.rent_unpriced``) or no purchase price
+    (``purchase_unpriced``): ``offered`` False: no one rents (sells) the device, as far as the
+    search of ``searched`` (an ISO date, the spec's comments say where) found; True: it is
+    rented (sold), but no citable dated price was found. ``searched`` None: not a product at
+    all (``cpu-host``, the machine hwsim runs on)."""
+
+    offered: bool
+    searched: str | None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.offered, bool):
+            raise SpecError(f"offered = {clean(repr(self.offered))[:60]} must be true or false")
+        if self.searched is not None and not (
+                isinstance(self.searched, str)
+                and len(self.searched) == 10 and self.searched[4] == self.searched[7] == "-"
+                and self.searched.replace("-", "").isdigit()):
+            raise SpecError(f"searched = {clean(repr(self.searched))[:60]} must be a date, "
+                            "YYYY-MM-DD")
+
+    def words(self) -> str:
+        """``not offered (searched 2026-12-04)``, ``none cited (searched 2026-12-04)`` or
+        ``n/a (this machine)``: what ``hwsim devices`` and the cost columns print."""
+        if self.searched is None:
+            return "n/a (this machine)"
+        return f"{'none cited' if self.offered else 'not offered'} (searched {self.searched})"
+
+
+@dataclass(frozen=True)
 class DeviceSpec:
     name: str
     vendor: str
@@ -247,6 +276,10 @@ class DeviceSpec:
     # power supply are in that price, so owning it adds no node's other parts
     # (``simulator.report.figures.own_cost``); False: a device that goes into a server.
     purchase_is_system: bool = False
+    # Where price_per_hour_usd (purchase_usd) is None: whether the device is offered at all,
+    # and when that was searched (``Unpriced``); None: the spec says nothing (a user's file).
+    rent_unpriced: Unpriced | None = None
+    purchase_unpriced: Unpriced | None = None
     source: str = ""
     path: str = ""                  # the file it was loaded from
     extra: dict[str, float] = field(default_factory=dict)
@@ -304,6 +337,9 @@ class DeviceSpec:
         within(self.price_per_hour_usd, "price_per_hour_usd", "usd_per_hour", optional=True,
                low_open=True)
         within(self.purchase_usd, "purchase_usd", "usd", optional=True, low_open=True)
+        for name in ("rent_unpriced", "purchase_unpriced"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), Unpriced):
+                raise SpecError(f"{name} must be an Unpriced record or None")
         for name in ("energy_per_flop_j", "energy_per_byte_j"):
             within(getattr(self, name), name, "j", optional=True, low_open=True)
         if not isinstance(self.architecture, Architecture) or not isinstance(self.links, tuple) \
@@ -331,6 +367,15 @@ class DeviceSpec:
         but a class-prior idle (``idle_prior``), which the loader gives."""
         return tuple(name for name in self.power_priors
                      if name != "idle_w" or not self.idle_prior)
+
+    def unpriced_words(self, purchase: bool = False) -> str | None:
+        """Why the on-demand (``purchase``: the purchase) price is missing, as printed: the
+        spec's record (``Unpriced.words``: 'not offered (searched 2026-12-04)', 'none cited
+        (searched 2026-12-04)') or 'none cited' without one; None where the price is given."""
+        if (self.purchase_usd if purchase else self.price_per_hour_usd) is not None:
+            return None
+        record = self.purchase_unpriced if purchase else self.rent_unpriced
+        return "none cited" if record is None else record.words()
 
     def conv_efficiency_for(self, dtype: DType) -> float:
         """The efficiency a ``dtype`` convolution runs at (``simulator.cost.roofline.price``'s

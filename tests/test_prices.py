@@ -68,14 +68,27 @@ _NO_PURCHASE = re.compile(r"no purchase price cited: \w|\bis not sold|\bare not 
                           re.IGNORECASE)
 
 
-def test_every_device_without_a_price_says_why(capsys):
-    """Each catalogue spec without an on-demand price says none is cited and why (what was
-    searched, or that the device is not rented by the hour), each without a purchase price
-    that none is cited and why, or that it is not sold; and 'hwsim devices' shows both
-    figures or 'none cited' on every device's row."""
+def _price_gaps(spec) -> list[str]:
+    """The prices ``spec`` neither gives nor records as missing (a dated ``no_usd_per_hour`` /
+    ``no_purchase_usd`` record): what the catalogue check refuses."""
+    return [name for name, figure, record in (
+        ("usd_per_hour", spec.price_per_hour_usd, spec.rent_unpriced),
+        ("purchase_usd", spec.purchase_usd, spec.purchase_unpriced))
+        if figure is None and (record is None or record.searched is None)]
+
+
+def test_every_device_has_a_price_or_a_dated_record(capsys):
+    """Each catalogue spec gives each price or records, dated, that it was searched for and
+    whether the device is offered at all (no_usd_per_hour / no_purchase_usd), with the reason
+    in its comments (none cited and why, or that it is not sold); a spec with neither is
+    refused by the check. 'hwsim devices' prints each figure, 'not offered (searched DATE)'
+    or 'none cited (searched DATE)' on every device's row, so the two are told apart."""
     reasons = 0
     for path in sorted(DEVICES.glob("*.toml")):
         spec, text = load_device(str(path)), path.read_text().replace("\n# ", " ")
+        assert not _price_gaps(spec), (
+            f"{path.name}: give {_price_gaps(spec)} or a record "
+            "'no_usd_per_hour = {{ offered = false, searched = YYYY-MM-DD }}'")
         if spec.price_per_hour_usd is None:
             assert _NO_HOURLY.search(text), (
                 f"{path.name}: write 'No on-demand price per device-hour cited: <why>'")
@@ -85,30 +98,84 @@ def test_every_device_without_a_price_says_why(capsys):
                 f"{path.name}: write 'No purchase price cited: <why>' (or that it is not sold)")
             reasons += 1
     assert reasons > 0        # the catalogue still has gaps: the check ran on some
+    t4 = (DEVICES / "t4.toml").read_text()
+    bare = load_device_text(t4.replace(
+        "no_purchase_usd = { offered = true, searched = 2026-12-04 }\n", ""))
+    assert _price_gaps(bare) == ["purchase_usd"]          # neither figure nor record: refused
     assert main(["devices"]) == 0
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
     assert "rent $4.00/h buy $17,349" in rows["a100-sxm4-80gb"]       # Oracle; HGX share
     assert "rent $1.29/h buy $15,000" in rows["a100-pcie-40gb"]       # Lambda; list price
-    assert "rent none cited buy none cited" in rows["mi210"]
-    assert "rent $8.60/h buy none cited" in rows["mi355x"]            # OCI price list
+    assert ("rent none cited (searched 2026-12-04) buy none cited (searched 2026-12-04)"
+            in rows["mi210"])                                         # offered, uncitable
+    assert "rent $8.60/h buy none cited (searched 2026-12-04)" in rows["mi355x"]   # OCI
     assert "rent $6.00/h buy $25,734" in rows["mi300x"]              # Oracle/Azure; UBB share
-    assert "rent $1.20/h buy none cited" in rows["tpu-v5e"]          # Google; not sold
-    assert "rent $4.20/h buy none cited" in rows["tpu-v5p"]          # Google, via SkyPilot
-    assert "rent $5.37/h buy none cited" in rows["trainium2"]        # AWS trn2.48xlarge / 16
-    assert "rent none cited buy $9,499 (system)" in rows["m3-ultra"]  # a whole Mac Studio
-    assert "rent $10.50/h buy none cited" in rows["gb200"]          # CoreWeave gb200-4x / 4
-    assert "rent none cited buy $6,400" in rows["mi100"]             # launch price
+    assert "rent $1.20/h buy not offered (searched 2026-12-04)" in rows["tpu-v5e"]  # not sold
+    assert "rent $4.20/h buy not offered (searched 2026-12-04)" in rows["tpu-v5p"]
+    assert "rent $5.37/h buy not offered (searched 2026-12-04)" in rows["trainium2"]
+    assert ("rent none cited (searched 2026-12-04) buy $9,499 (system)"
+            in rows["m3-ultra"])                                     # a whole Mac Studio
+    assert ("rent not offered (searched 2026-12-04) buy $6,999 (system)"
+            in rows["m2-ultra"])                                     # no M2 Ultra on AWS
+    assert "rent $10.50/h buy none cited (searched 2026-12-04)" in rows["gb200"]
+    assert "rent none cited (searched 2026-12-04) buy $6,400" in rows["mi100"]
     assert "rent $1.30/h buy $8,125" in rows["gaudi2"]               # Intel Tiber AI Cloud / 8
     assert "rent $2.49/h buy $15,625" in rows["gaudi3"]              # Intel Tiber AI Cloud / 8
-    assert "rent $1.65/h buy none cited" in rows["alveo-u250"]       # Azure Standard_NP10s
-    assert "rent none cited buy $5,000 (system)" in rows["m4-max"]   # a whole MacBook Pro
+    assert "rent $1.65/h buy none cited (searched 2026-12-04)" in rows["alveo-u250"]
+    assert ("rent not offered (searched 2026-12-04) buy none cited (searched 2026-12-04)"
+            in rows["versal-vck5000"])                               # no cloud rents it
+    assert ("rent not offered (searched 2026-12-04) buy not offered (searched 2026-12-04)"
+            in rows["snapdragon-8g3"])                               # a phone SoC
+    assert "rent n/a (this machine) buy n/a (this machine)" in rows["cpu-host"]
     assert "rent $5.56/h buy $11,805" in rows["epyc-9654"]           # AWS m7a.metal-48xl / 2
     assert "rent $3.84/h buy $8,099" in rows["xeon-8380"]            # 40 M6i core-hours
     assert "rent $5.64/h buy $10,710" in rows["xeon-8480"]           # 56 M7i core-hours
     assert "rent $3.06/h buy $7,500" in rows["v100-pcie-32gb"]       # Azure NC6s v3 (16 GB)
+    missing = r"(not offered|none cited) \(searched \d{4}-\d\d-\d\d\)"
     for path in DEVICES.glob("*.toml"):
-        assert re.search(r"rent (none cited|\$[\d.]+/h) buy (none cited|\$[\d,]+)",
+        assert re.search(rf"rent ({missing}|\$[\d.]+/h) buy ({missing}|\$[\d,]+)",
                          rows[path.stem]), path.stem
+
+
+def test_a_missing_price_record_is_checked_and_written_back():
+    """A no_usd_per_hour / no_purchase_usd record is an inline table of a bool and a TOML date;
+    a record beside its figure, a quoted date, an unknown key are one SpecError naming the
+    field; the writer writes it back; a price given by --set or --price-per-hour replaces it."""
+    from hardware_specs.override import override
+    from hardware_specs.spec import Unpriced
+    from hardware_specs.writer import device_toml
+
+    base = (DEVICES / "t4.toml").read_text()
+    record = "no_purchase_usd = { offered = true, searched = 2026-12-04 }\n"
+    assert record in base
+    t4 = load_device_text(base)
+    assert t4.purchase_unpriced == Unpriced(offered=True, searched="2026-12-04")
+    assert t4.rent_unpriced is None and t4.unpriced_words() is None
+    assert t4.unpriced_words(purchase=True) == "none cited (searched 2026-12-04)"
+    again = load_device_text(device_toml(t4))
+    assert again.purchase_unpriced == t4.purchase_unpriced
+    for bad, words in (
+            ("no_purchase_usd = { offered = true, searched = 2026-12-04 }\npurchase_usd = 2000\n",
+             "no_purchase_usd.*given with purchase_usd"),
+            ('no_purchase_usd = { offered = true, searched = "2026-12-04" }\n',
+             "no_purchase_usd.searched.*TOML date"),
+            ("no_purchase_usd = { offered = 1, searched = 2026-12-04 }\n",
+             "no_purchase_usd.offered.*true or false"),
+            ("no_purchase_usd = { offered = true }\n", "no_purchase_usd.searched.*missing"),
+            ("no_purchase_usd = { offered = true, searched = 2026-12-04, why = 1 }\n",
+             "no_purchase_usd.why.*unknown key"),
+            ("no_purchase_usd = 2026-12-04\n", "no_purchase_usd.*inline table")):
+        with pytest.raises(SpecError, match=words):
+            load_device_text(base.replace(record, bad))
+    only_record = load_device_text(re.sub(
+        r"\n\[price\]\n(?:#.*\n|\w+ = .*\n)+", "\n[price]\n" + record, base))
+    assert (only_record.price_per_hour_usd, only_record.purchase_usd) == (None, None)
+    bought = override(t4, {"purchase_usd": 2000})
+    assert bought.purchase_unpriced is None and bought.unpriced_words(purchase=True) is None
+    rented = with_prices([load_device("mi210")], {"mi210": 1.0})[0]
+    assert rented.rent_unpriced is None and rented.purchase_unpriced is not None
+    with pytest.raises(SpecError, match="searched.*YYYY-MM-DD"):
+        Unpriced(offered=True, searched="4 Dec 2026")
 
 
 def test_cost_na_names_the_device_and_where_the_reason_is(capsys):
@@ -118,10 +185,51 @@ def test_cost_na_names_the_device_and_where_the_reason_is(capsys):
                         "--steps", "10", "--own-years", "4", "--electricity-usd-per-kwh", "0.1"],
                        capsys)
     assert code == 0
-    assert ("cost n/a (no on-demand price cited for mi210, its spec says why: "
-            "--price-per-hour USD)") in out
-    assert ("owning             n/a (no purchase price cited for mi210, its spec says why: "
-            "--set purchase_usd=...)") in out
+    assert ("cost n/a (no on-demand price cited for mi210 (searched 2026-12-04), its spec "
+            "says why: --price-per-hour USD)") in out
+    assert ("owning             n/a (no purchase price cited for mi210 (searched 2026-12-04), "
+            "its spec says why: --set purchase_usd=...)") in out
+    code, out, _ = cli(["predict", "gpt2-small", "--device", "versal-vck5000", "--micro-batch",
+                        "1", "--steps", "10"], capsys)
+    assert code == 0
+    assert ("cost n/a (versal-vck5000 is not rented by anyone (searched 2026-12-04), its spec "
+            "says where: --price-per-hour USD)") in out
+    code, out, _ = cli(["predict", "gpt2-small", "--device", "tpu-v4", "--micro-batch", "1",
+                        "--steps", "10", "--own-years", "4", "--electricity-usd-per-kwh", "0.1"],
+                       capsys)
+    assert ("owning             n/a (tpu-v4 is not sold by anyone (searched 2026-12-04), its "
+            "spec says where: --set purchase_usd=...)") in out
+
+
+def test_compare_cost_cells_say_why_a_price_is_missing(capsys):
+    """compare's text table prints 'not offered' in the cost cells of a device no one rents
+    (sells) and 'none cited' where one is offered without a citable price, with a legend; its
+    --json keeps null (the contract)."""
+    argv = ["compare", "gpt2-small", "--devices", "a100,mi210,versal-vck5000,tpu-v4",
+            "--micro-batch", "1", "--tokens", "1e8", "--own-years", "3",
+            "--electricity-usd-per-kwh", "0.1"]
+    code, out, _ = cli(argv, capsys)
+    assert code == 0
+    rows = {line.split()[0]: line for line in out.splitlines()[1:5]}
+    counts = {name: (row.count("not offered"), row.count("none cited"))
+              for name, row in rows.items()}
+    # price_per_hour_usd, cost_usd_per_step, cost_usd (rent) and own_cost_usd (purchase)
+    assert counts == {"a100-sxm4-80gb": (0, 0), "mi210": (0, 4), "versal-vck5000": (3, 1),
+                      "tpu-v4": (1, 0)}
+    assert "n/a" not in " ".join(rows.values())
+    assert any(line.startswith("cost columns: 'not offered': no one rents (sells) the device")
+               and "'none cited'" in line for line in out.splitlines())
+    code, out, _ = cli([*argv, "--json"], capsys)
+    by_device = {row["device"]: row for row in json.loads(out)}
+    assert by_device["versal-vck5000"]["cost_usd"] is None
+    assert by_device["tpu-v4"]["own_cost_usd"] is None
+    code, out, _ = cli(["plan", "gpt2-small", "--tokens", "1e8", "--devices",
+                        "a100,mi210,versal-vck5000", "--device-counts", "1", "--workers", "1",
+                        "--rank-by", "time", "--grid", "micro_batch=4"], capsys)
+    assert code == 0
+    ranked = {line.split()[1]: line for line in out.splitlines()[2:5]}
+    assert not re.search(r"none cited|not offered|n/a", ranked["a100-sxm4-80gb"])  # a figure
+    assert "none cited" in ranked["mi210"] and "not offered" in ranked["versal-vck5000"]
 
 def test_the_cloud_prices_are_the_instance_price_per_device():
     """The per-device prices are the cited instance prices over their device counts: a TPU v5p

@@ -7,6 +7,7 @@ sweep keeps the rows already computed in ``--out`` and exits 130.
 from __future__ import annotations
 
 import argparse
+import math
 
 from simulator.cli.flags import (
     add_plan_fields,
@@ -107,7 +108,7 @@ def compare_command(args) -> int:
     else:
         from simulator.cost.status import priors_summary
 
-        print(_table(rows, list(rows.columns)))
+        print(_table(rows, list(rows.columns), specs))
         summary = priors_summary([getattr(spec, "device", spec) for spec in specs])
         if summary:
             print(summary)
@@ -197,11 +198,11 @@ def plan_text(report, top: int = 10, specs=()) -> str:
                                       "energy_kwh"])
     lines = [f"{len(feasible)} of {len(report.rows)} configurations feasible; top "
              f"{min(top, len(feasible))} by {report.rank_by}:",
-             _table(feasible.head(top), columns), "",
+             _table(feasible.head(top), columns, specs), "",
              f"Pareto front (time, cost, energy): {len(front)} configurations"
              + (f" ({len(front) - len(distinct)} with the same figures as one shown left out)"
                 if len(distinct) < len(front) else ""),
-             _table(distinct, columns[1:])]
+             _table(distinct, columns[1:], specs, legend=False)]
     counts = report.rejections()
     if len(counts):
         lines += ["", "rejected: " + "; ".join(f"{n} {kind}" for kind, n in counts.items())]
@@ -243,7 +244,50 @@ def _pipeline_shown(rows):
     return rows
 
 
-def _table(rows, columns: list[str]) -> str:
+#: The columns a device's on-demand price (a purchase price) makes: n/a where it is missing.
+_RENT_COLUMNS = ("price_per_hour_usd", "cost_usd_per_step", "cost_usd")
+_OWN_COLUMNS = ("own_cost_usd",)
+
+
+def _unpriced_cells(shown, specs):
+    """``shown`` with a missing price's cells saying why (``DeviceSpec.unpriced_words``, short:
+    'not offered' where no one rents (sells) the device, 'none cited' where no citable price
+    was found) instead of n/a, on rows of valid plans of devices among ``specs``; the numbers
+    of those columns as the table's other floats print. The legend line, or None."""
+    devices = {device.name: device for device in (getattr(spec, "device", spec)
+                                                  for spec in specs)}
+    if "device" not in shown or not devices:
+        return shown, None
+    ok = shown["status"] == "ok" if "status" in shown else True
+    labels = set()
+    for columns, purchase in ((_RENT_COLUMNS, False), (_OWN_COLUMNS, True)):
+        for column in (c for c in columns if c in shown):
+            if shown[column].isna().all() and purchase:
+                continue      # no --own-years: the column is empty for every device
+            why = shown["device"].map(lambda name, p=purchase: (
+                devices[name].unpriced_words(p) if name in devices else None))
+            why = why.where(shown[column].isna() & ok & why.notna())
+            if why.isna().all():
+                continue
+            short = why.str.split(" (", regex=False).str[0]
+            labels |= set(short.dropna())
+            shown[column] = short.where(short.notna(), shown[column].map(
+                lambda v: "n/a" if math.isnan(v) else f"{v:.4g}"))
+    if not labels:
+        return shown, None
+    legend = {"not offered": ("'not offered': no one rents (sells) the device, as far as the "
+                              "search its spec records found"),
+              "none cited": ("'none cited': no citable dated price was found (hwsim devices "
+                             "says when it was searched)"),
+              "n/a": "'n/a': the machine hwsim runs on, not a product"}
+    return shown, ("cost columns: " + "; ".join(text for key, text in legend.items()
+                                                if key in labels)
+                   + "; give --price-per-hour DEVICE=USD or --set purchase_usd=USD")
+
+
+def _table(rows, columns: list[str], specs=(), legend: bool = True) -> str:
+    """The ``columns`` of ``rows`` as text; a missing price's cells say why where the devices'
+    specs are given (``_unpriced_cells``, with ``legend`` its legend line after the table)."""
     shown = rows[[c for c in columns if c in rows.columns]].copy()
     if "peak_memory_bytes" in shown:
         shown["peak_memory_bytes"] = shown["peak_memory_bytes"] / _GIB
@@ -251,7 +295,9 @@ def _table(rows, columns: list[str]) -> str:
     if "memory_capacity_bytes" in shown:
         shown["memory_capacity_bytes"] = shown["memory_capacity_bytes"] / _GIB
         shown = shown.rename(columns={"memory_capacity_bytes": "capacity_gib"})
-    return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="n/a")
+    shown, why = _unpriced_cells(shown, specs)
+    text = shown.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="n/a")
+    return text if why is None or not legend else f"{text}\n{why}"
 
 
 def _fixed(args) -> dict:

@@ -153,7 +153,8 @@ def _line(err: BaseException) -> str:
 
 def _predict(args) -> int:
     result = simulate_args(args)
-    print(result.to_json() if args.json else format_summary(result.summary()))
+    print(result.to_json() if args.json
+          else format_summary(result.summary(), result.device_spec))
     return 0
 
 
@@ -270,7 +271,9 @@ def _hardware_and_parallel(args):
     return hardware, parallel, n
 
 
-def format_summary(s: dict) -> str:
+def format_summary(s: dict, device=None) -> str:
+    """The predict summary ``s`` as text; ``device`` (its DeviceSpec, if known) says why a
+    missing price is missing (``_missing_price``)."""
     gib = 2.0 ** 30   # memory in GiB, as drivers and datasheets' 'GB' of DRAM mean it
     lines = [
         f"{clean(s['model'])} on {clean(s['device'])} ({s['precision']}, global batch "
@@ -315,7 +318,7 @@ def format_summary(s: dict) -> str:
                      f"{par['bubble_fraction']:.1%} of the step")
     if "total_time_s" in s:
         cost = (f"${s['cost_usd']:,.0f}" if s["cost_usd"] is not None
-                else f"n/a (no on-demand price cited for {s['device']}, its spec says why: "
+                else f"n/a ({_missing_price(s['device'], device, False)}: "
                      "--price-per-hour USD)")
         lines.append(f"  whole run          {s['steps']:.4g} steps, {s['total_time_s'] / 86400:.4g}"
                      f" days, {s['device_hours']:,.0f} device-hours, {s['energy_kwh']:,.0f} kWh,"
@@ -331,13 +334,31 @@ def format_summary(s: dict) -> str:
                             if "young_checkpoint_every" in s else ""))
         if "own_cost_usd" in s:
             owned = (f"${s['own_cost_usd']:,.0f}" if s["own_cost_usd"] is not None
-                     else f"n/a (no purchase price cited for {s['device']}, its spec says "
-                          "why: --set purchase_usd=...)")
+                     else f"n/a ({_missing_price(s['device'], device, True)}: "
+                          "--set purchase_usd=...)")
             lines.append(f"  owning             {owned} (devices and nodes over "
                          f"{s['own_years']:g} years, electricity at "
                          f"${s['electricity_usd_per_kwh']:g}/kWh) vs renting {cost}")
     lines += [f"  note: {note}" for note in s.get("notes", [])]
     return "\n".join(lines)
+
+
+def _missing_price(name: str, device, purchase: bool) -> str:
+    """Why ``name`` has no on-demand (``purchase``: purchase) price, for a cost shown as n/a:
+    'mi210 is not rented by anyone (searched 2026-12-04), its spec says where' from the
+    spec's record (``DeviceSpec.rent_unpriced``), 'no on-demand price cited for h20 (searched
+    2026-12-04), its spec says why' where it is offered but no citable price was found."""
+    kind = "purchase" if purchase else "on-demand"
+    record = None if device is None else (device.purchase_unpriced if purchase
+                                          else device.rent_unpriced)
+    if record is None:
+        return f"no {kind} price cited for {name}, its spec says why"
+    if record.searched is None:
+        return f"{name} is not a product: no {kind} price"
+    if not record.offered:
+        return (f"{name} is not {'sold' if purchase else 'rented'} by anyone (searched "
+                f"{record.searched}), its spec says where")
+    return f"no {kind} price cited for {name} (searched {record.searched}), its spec says why"
 
 
 def _calibrate(args) -> int:
@@ -481,9 +502,10 @@ def _devices(args) -> int:
           "fp32-measured (conv: fp32 measured, 16-bit as GEMMs)")
     print("prices: on-demand USD per device-hour and purchase USD, each cited in the spec's "
           "[price] comments ('(system)': a whole computer's price, with no server node's parts "
-          "to add); 'none cited' where no citable figure was found, with the reason in the "
-          "spec (or the device is not sold or rented): give --price-per-hour DEVICE=USD or "
-          "--set purchase_usd=USD")
+          "to add); 'not offered (searched DATE)': no one rents (sells) the device, as far as "
+          "that day's search found; 'none cited (searched DATE)': it is offered, but no "
+          "citable dated price was found (the spec's comments say where each was searched): "
+          "give --price-per-hour DEVICE=USD or --set purchase_usd=USD")
     print("power: 'TDP ... (prior)', 'idle prior': a figure not published for the device, a "
           "prior from measured devices of its class (the spec's [power] comments say which; "
           "its energy figures are uncertain): give --set tdp_w=W or --set idle_power_w=W")
@@ -520,12 +542,15 @@ def _power_words(device) -> str:
 
 
 def _price_words(device) -> str:
-    """``rent $4.00/h buy $17,349``, with 'none cited' for a price the spec does not give and
-    ``(system)`` after a purchase price that buys a whole computer (a Mac Studio)."""
+    """``rent $4.00/h buy $17,349``, ``(system)`` after a purchase price that buys a whole
+    computer (a Mac Studio); for a price the spec does not give, its record
+    (``DeviceSpec.unpriced_words``): 'not offered (searched 2026-12-04)' where no one rents
+    (sells) it, 'none cited (searched 2026-12-04)' where it is offered but no citable price
+    was found, plain 'none cited' where the spec says neither."""
     rent, buy = device.price_per_hour_usd, device.purchase_usd
     system = " (system)" if buy is not None and device.purchase_is_system else ""
-    return (f"rent {'none cited' if rent is None else f'${rent:.2f}/h'} "
-            f"buy {'none cited' if buy is None else f'${buy:,.0f}'}{system}")
+    return (f"rent {device.unpriced_words() or f'${rent:.2f}/h'} "
+            f"buy {device.unpriced_words(purchase=True) or f'${buy:,.0f}'}{system}")
 
 
 def entry() -> None:
