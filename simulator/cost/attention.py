@@ -39,6 +39,24 @@ forward and 0 backward, c 11.5 / 15.0, so the rest is the B200's cuDNN 9.13 kern
 SDPA, not the call (an unexplained gap: cuDNN versions differ, 9.13 against 9.17). Other
 devices have no attention measurement and keep the spec's ``attention_efficiency`` (or the
 matmul efficiency) times the tile model (``simulator.cost.efficiency``).
+
+Burst rates, kept in a training step. Every table above was timed in short runs, none holding
+the chip at its power limit: the FlashAttention-2 benchmark times each configuration over 30
+``torch.utils.benchmark`` repeats (Dao-AILab/flash-attention ``benchmarks/
+benchmark_flash_attention.py``, ``repeats = 30``; FlashAttention-3's ``hopper/benchmark_attn.py``
+uses Triton's ``do_bench``, a 3 ms warm-up); cuDNN frontend's training benchmark reports the
+median of 10 iterations, each after fresh ``torch.randn`` inputs (``benchmark/
+sdpa_benchmark_training/README.md``, ``--num_iterations 10``). So they are bursts, as the GEMM
+tables that a spec's ``matmul_sustained`` scales are, not sustained figures. They are still not
+scaled by that ratio (``simulator.cost.power.sustained_times``): it is measured on a GEMM held
+at about 0.8 of the peak with every tensor core busy (MSMF over MAMF), while these kernels run
+at 0.2-0.75 of it with their softmax off the tensor cores, and no measurement says at which
+clock they run inside a power-limited step. Applied anyway (the tree of 1e5dd95, 2026-12-04),
+it moved 112 rows: validation median |error| 6.3 -> 6.4 %, p90 16.6 -> 18.3 %, bias +5.3 ->
++4.7 %; H100 6.7 -> 7.4 % (NeMo Llama 3.1 70B +6.2..+11.2 -> +4.9..+9.4 %, llm-foundry's 32K-65K
+rows -5.9..-11.9 -> -14.4..-20.5 %), B200 3.0 -> 6.3 % (Mixtral 8x22B +0.8 -> -8.5 %), GB200
+18.3 -> 16.6 %; no A100 row (its GEMM figure is already sustained: no ratio). An open item: a
+sustained figure of a fused attention kernel would settle it.
 """
 from __future__ import annotations
 

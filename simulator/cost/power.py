@@ -131,8 +131,10 @@ def sustained_times(lowered: Lowered, device: DeviceSpec, compute_s: np.ndarray,
     how); the compute of every GEMM in a
     tensor-core format (matmuls and convolutions, which cuDNN runs as implicit GEMMs; not
     fp32, which runs on the CUDA cores) is divided by it, its memory time and fixed cost kept,
-    as ``scaled_times`` does for a clock. Fused attention keeps its own kernel's rate: the
-    ratio is measured on GEMMs, and no sustained figure of an attention kernel is known. The
+    as ``scaled_times`` does for a clock. Fused attention keeps its own kernel's rate: its
+    tables are bursts too, but the ratio is measured on GEMMs and no sustained figure of an
+    attention kernel is known (``simulator.cost.attention``'s docstring: each table's timing,
+    and how the rows move when it is scaled anyway). The
     step's GEMMs then run at the reference this module's power model assumes (a busy device
     at its TDP). Kernel-level comparisons (a table of kernels timed alone:
     ``simulator.cost.roofline.op_costs``) keep the burst rate. A spec without the ratio
