@@ -37,7 +37,7 @@ def _price_table(path: Path) -> str:
 def test_catalogue_prices_are_cited_and_plausible():
     """Each [price] table cites its figures (a source and a year in its comments), on-demand
     prices lie between $0.05 and $50 per device-hour and purchase prices between $500 and
-    $100,000 (the catalogue's range: a T4 hour, a B200's share of a DGX). At least 35
+    $100,000 (the catalogue's range: a T4 hour, a B200's share of a DGX). At least 37
     devices have an on-demand price (the three server CPUs per socket-hour; the V100 PCIe
     32 GB its nearest rented part's) and 29 a purchase price (TPUs and Trainium are not sold;
     the others say why no figure is cited)."""
@@ -57,7 +57,7 @@ def test_catalogue_prices_are_cited_and_plausible():
         if spec.purchase_usd is not None:
             bought += 1
             assert 500 <= spec.purchase_usd <= 100_000, path.name
-    assert hourly >= 35 and bought >= 29
+    assert hourly >= 37 and bought >= 29
 
 
 # A missing price is stated with its reason: "No on-demand price per device-hour cited: <why>"
@@ -110,6 +110,8 @@ def test_every_device_has_a_price_or_a_dated_record(capsys):
             in rows["mi210"])                                         # offered, uncitable
     assert "rent $8.60/h buy none cited (searched 2026-12-04)" in rows["mi355x"]   # OCI
     assert "rent $6.00/h buy $25,734" in rows["mi300x"]              # Oracle/Azure; UBB share
+    assert "rent $2.10/h buy $15,770" in rows["mi250"]               # RunPod's MI250 page
+    assert "rent $1.05/h buy $7,885" in rows["mi250-die"]            # half the package
     assert "rent $1.20/h buy not offered (searched 2026-12-04)" in rows["tpu-v5e"]  # not sold
     assert "rent $4.20/h buy not offered (searched 2026-12-04)" in rows["tpu-v5p"]
     assert "rent $5.37/h buy not offered (searched 2026-12-04)" in rows["trainium2"]
@@ -245,6 +247,9 @@ def test_the_cloud_prices_are_the_instance_price_per_device():
     assert load_device("gaudi2").price_per_hour_usd == pytest.approx(10.40 / 8, abs=1e-9)
     assert load_device("gaudi3").price_per_hour_usd == pytest.approx(19.92 / 8, abs=1e-9)
     assert load_device("alveo-u250").price_per_hour_usd == pytest.approx(6.60 / 4, abs=1e-9)
+    # RunPod's MI250 page: $2.10 per package-hour; a GCD (mi250-die) pays half of it
+    assert load_device("mi250").price_per_hour_usd == pytest.approx(2.10 / 1, abs=1e-9)
+    assert load_device("mi250-die").price_per_hour_usd == pytest.approx(2.10 / 2, abs=1e-9)
     # A server CPU's socket-hour: the instance's price per physical core (AWS us-east-1,
     # m7a.metal-48xl 192 single-thread cores, m6i.metal 64 and m7i.metal-48xl 96 two-thread
     # cores) times the catalogue part's cores (96, 40, 56).
