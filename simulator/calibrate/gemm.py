@@ -168,5 +168,64 @@ def fit_fp32_tile(device, rows: list[dict], large_rows: list[dict]) -> dict:
     return best
 
 
-__all__ = ["FIXED_GRID", "LARGE_FLOPS", "NEUSIGHT_CATALOGUE", "NEUSIGHT_TABLE", "SMALL_TABLE",
-           "TABLE", "fit", "fit_fp32_tile", "fit_neusight", "load", "predicted_s"]
+#: LLMCompass's A100 80GB SXM 16-bit torch.matmul calls (Zhang et al., ISCA 2024; 20 shapes,
+#: 2.3 to 293 TFLOP/s, each call timed alone with its host floor): ``fit_tile`` fits the
+#: A100's 16-bit tile fixed cost on them.
+A100_TABLE = TABLE.with_name("llmcompass_a100_gemm.csv")
+#: The 16-bit fixed costs tried, in k-steps of the 16-bit main loop (the H100's and B200's
+#: fits used steps of 10).
+TILE_GRID = tuple(range(0, 801, 10))
+
+
+def _tile_times(device, rows: list[dict], fixed: int, efficiency: float) -> np.ndarray:
+    """hwsim's seconds for the bf16 GEMMs of ``rows`` on ``device`` with ``fixed`` as its
+    ``tile_fixed_k`` and ``efficiency`` as its ``matmul_efficiency`` (no sustained ratio: a
+    kernel timed alone)."""
+    from simulator.graph.op import DType
+
+    arch = dataclasses.replace(device.architecture, tile_fixed_k=fixed or None)
+    priced = dataclasses.replace(device, architecture=arch, matmul_efficiency=efficiency,
+                                 matmul_sustained=None, priors=())
+    return predicted_s(priced, [(int(r["m"]), int(r["n"]), int(r["k"])) for r in rows],
+                       DType.BF16)
+
+
+def fit_tile(device, rows: list[dict], grid: tuple[int, ...] = TILE_GRID) -> dict:
+    """The fixed cost per tile of ``device``'s 16-bit GEMM kernel (its spec's ``matrix_tile``),
+    in k-steps, fitted on GEMM calls each timed alone (``rows``: m, n, k, time_ms).
+
+    Each call carries the host's issue and synchronisation, which hwsim prices apart
+    (``simulator.cost.host``): the model is ``t = intercept + hwsim's time``, the intercept one
+    figure for all calls (the median residual) and not part of the device, the burst
+    efficiency of the table one figure too (the median over its GEMMs of at least
+    ``LARGE_FLOPS`` of hwsim's time at efficiency 1 over the measured time less the
+    intercept; two passes). For each fixed cost of ``grid`` both are refitted and the one
+    with the smallest median |error| wins. The fifth of ``rows`` with the most FLOPs is held
+    out and its median |error| reported, and each row's error (``errors``, in ``rows``'
+    order)."""
+    flops = np.array([2.0 * int(r["m"]) * int(r["n"]) * int(r["k"]) for r in rows])
+    measured = np.array([float(r["time_ms"]) * 1e-3 for r in rows])
+    order = np.argsort(flops, kind="stable")
+    cut = int(0.8 * len(rows))
+    fitted, held = order[:cut], order[cut:]
+    large = fitted[flops[fitted] >= LARGE_FLOPS]
+    best = None
+    for fixed in grid:
+        ideal = _tile_times(device, rows, fixed, 1.0)
+        intercept = 0.0
+        for _ in range(2):
+            efficiency = float(np.median(ideal[large] / (measured[large] - intercept)))
+            time_s = _tile_times(device, rows, fixed, efficiency)
+            intercept = float(np.median(measured[fitted] - time_s[fitted]))
+        errors = (time_s + intercept) / measured - 1
+        score = float(np.median(np.abs(errors[fitted])))
+        if best is None or score < best["median"]:
+            best = {"fixed_k": fixed, "efficiency": efficiency, "intercept_s": intercept,
+                    "median": score, "held_out_median": float(np.median(np.abs(errors[held]))),
+                    "errors": errors, "n": len(fitted)}
+    return best
+
+
+__all__ = ["A100_TABLE", "FIXED_GRID", "LARGE_FLOPS", "NEUSIGHT_CATALOGUE", "NEUSIGHT_TABLE",
+           "SMALL_TABLE", "TABLE", "TILE_GRID", "fit", "fit_fp32_tile", "fit_neusight",
+           "fit_tile", "load", "predicted_s"]
