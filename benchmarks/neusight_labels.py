@@ -1,6 +1,7 @@
-"""hwsim against NeuSight's end-to-end training labels (validation only: nothing is fitted on them).
+"""hwsim against NeuSight's end-to-end training and inference labels (validation only: nothing
+is fitted on them).
 
-    python benchmarks/neusight_labels.py      print the table (predicted, measured, error)
+    python benchmarks/neusight_labels.py      print the tables (predicted, measured, error)
 
 NeuSight (Lee et al., ASPLOS 2025; github.com/sitar-lab/NeuSight, MIT licence, commit 6945927)
 timed one training iteration of Hugging Face models on single GPUs
@@ -17,6 +18,19 @@ NeuSight's per-op traces of these runs list), ``precision="fp32"``,
 ``attention="materialized"``, and the forward + backward of one micro-batch (``Result.parallel["micro_batch_s"]``: no optimizer,
 no per-step framework cost). The loss is in hwsim's backward graph and in NeuSight's timed
 backward, its forward in hwsim's only (a cross-entropy over the vocabulary: well under 1 %).
+
+Inference labels (``scripts/asplos/label/<GPU>/<model>-inf-<seq>-<batch>.json``, the ``-fusion``
+variants left out; copied to ``tests/data/neusight_inference_labels.csv``): the same
+``measure_e2e`` with ``is_train`` False, i.e. ``model.eval()`` (no dropout) and one forward call
+under ``torch.no_grad()``, timed with CUDA events; BERT-large as Hugging Face's
+``AutoModelForSequenceClassification`` (no masked-LM head; a pooler and a two-way classifier
+on the first token instead), the decoders as ``AutoModelForCausalLM`` (the LM head over every
+position, no loss). They cover four GPUs that have no training label (Tesla T4, P100, P4 and
+the A100 PCIe 40GB). hwsim prices them as the forward phase of the same eager fp32 graph with
+both dropouts off (``predict_inference_ms``): the time at which its last forward op ends,
+the loss left out, and for BERT the masked-LM head (``mlm_dense`` on) left out; the pooler
+and classifier (a 1024 x 1024 GEMM on one token per sample, then 1024 x 2) are not priced
+(microseconds). ``no_grad`` changes what is kept for a backward, not the kernels run.
 """
 from __future__ import annotations
 
@@ -28,6 +42,7 @@ from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ROOT / "tests" / "data" / "neusight_train_labels.csv"
+INFERENCE_LABELS = ROOT / "tests" / "data" / "neusight_inference_labels.csv"
 CONFIGS = ROOT / "tests" / "data" / "neusight_configs"
 #: NeuSight model names whose config hwsim reads from the zoo instead (its HF reader covers
 #: decoders; BERT-large is the zoo's ``bert-large``: 24 layers, 1024 wide, 16 heads, vocab 30522).
@@ -42,14 +57,15 @@ class Row(NamedTuple):
     batch: int
     measured_ms: float
     predicted_ms: float
+    mode: str = "train"   # NeuSight's mode: train (forward + backward) or inf (forward)
 
     @property
     def error(self) -> float:
         return self.predicted_ms / self.measured_ms - 1
 
 
-def labels() -> list[dict]:
-    with LABELS.open(newline="") as handle:
+def labels(path: Path = LABELS) -> list[dict]:
+    with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -81,6 +97,33 @@ def predict_ms(model: str, device: str, seq_len: int, batch: int, eager: bool = 
     return result.parallel["micro_batch_s"] * 1e3
 
 
+def predict_inference_ms(model: str, device: str, seq_len: int, batch: int) -> float:
+    """hwsim's forward of one fp32 batch as ``model.eval()`` under ``no_grad`` runs it, in
+    milliseconds: the end of the last forward op of the eager graph with both dropouts off,
+    the loss left out and, for BERT (a sequence classifier there), the masked-LM head."""
+    import dataclasses
+
+    from simulator.api import simulate
+    from simulator.graph.op import Phase
+
+    work = dataclasses.replace(workload(model), dropout=False, attention_dropout=False)
+    result = simulate(work, device, micro_batch=batch, seq_len=seq_len, precision="fp32",
+                      attention="materialized", optimizer="sgd")
+    lowered, names = result.lowered, result.lowered.names
+    head = names.index("mlm_dense") if model == "bert_large" else len(names)
+    kept = [i for i in range(head)
+            if lowered.phase[i] == Phase.FORWARD and not names[i].startswith("loss")]
+    return float(result.times["end_s"][kept].max()) * 1e3
+
+
+def inference_rows() -> list[Row]:
+    return [Row(r["gpu"], r["catalogue"], r["model"], int(r["seq_len"]), int(r["batch"]),
+                float(r["fw_ms"]),
+                predict_inference_ms(r["model"], r["catalogue"], int(r["seq_len"]),
+                                     int(r["batch"])), "inf")
+            for r in labels(INFERENCE_LABELS)]
+
+
 def rows() -> list[Row]:
     out = []
     for r in labels():
@@ -98,10 +141,33 @@ def _pct(x: float, sign: bool = True) -> str:
     return (f"{100 * x:+.1f} %" if sign else f"{100 * x:.1f} %")
 
 
-def markdown_lines(table: list[Row] | None = None) -> list[str]:
-    """The table (one line per label), then the per-GPU and overall median |error|, as
-    Markdown lines (``docs/generate.py`` renders them into ``docs/accuracy.md``)."""
+def markdown_lines(table: list[Row] | None = None,
+                   inference: list[Row] | None = None) -> list[str]:
+    """The training table (one line per label), its per-GPU and overall median |error|, then
+    the same two for the inference labels and a per-GPU summary of both, as Markdown lines
+    (``docs/generate.py`` renders them into ``docs/accuracy.md``)."""
     table = rows() if table is None else table
+    inference = inference_rows() if inference is None else inference
+    lines = ["Training (forward + backward):", ""]
+    lines += _mode_lines(table)
+    lines += ["", "Inference (forward under `no_grad`, `eval()`):", ""]
+    lines += _mode_lines(inference)
+    both = table + inference
+    gpus = list(dict.fromkeys(r.gpu for r in both))
+    lines += ["", f"Both, per GPU ({len(gpus)} GPUs):", "",
+              "| GPU | labels | median \\|error\\| | worst |", "|---|---|---|---|"]
+    for gpu in gpus:
+        mine = [r for r in both if r.gpu == gpu]
+        worst = max(mine, key=lambda r: abs(r.error))
+        lines.append(f"| {gpu.replace('_', ' ')} | {len(mine)} | "
+                     f"{_pct(median_abs_error(mine), False)} | {_pct(worst.error)} |")
+    worst = max(both, key=lambda r: abs(r.error))
+    lines.append(f"| all | {len(both)} | {_pct(median_abs_error(both), False)} | "
+                 f"{_pct(worst.error)} |")
+    return lines
+
+
+def _mode_lines(table: list[Row]) -> list[str]:
     lines = ["| GPU | priced on | model | sequence | batch | measured | hwsim | error |",
              "|---|---|---|---|---|---|---|---|"]
     for r in table:
