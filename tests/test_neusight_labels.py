@@ -160,10 +160,25 @@ def test_labels_cover_nine_gpus_at_ten_percent(bench, table, inference):
 
 @pytest.mark.xfail(strict=True, reason="issue 20: none worse than 25 % is not met: the L4's "
                    "training labels (+50 %), the MI210's and MI250's gpt2-large/gpt3-xl training "
-                   "labels (-40 %), the P4's inference labels (-30 to -41 %: the 75 W card runs "
-                   "below its boost clock, which its spec does not model) and the T4's BERT "
-                   "batch 8 (+30 %)")
+                   "labels (-40 %), the P4's inference labels (-30 to -41 %) and the T4's BERT "
+                   "batch 8 (+30 %); diagnosed on NeuSight's per-op traces, no cited mechanism "
+                   "(docstring)")
 def test_no_label_worse_than_25_percent(table, inference):
+    """Diagnosis on NeuSight's per-op trace of each label (``tests/test_neusight_traces.py``).
+    MI210/MI250 gpt2-large batch 4 and gpt3-xl: the label's forward is 2.7x and 1.7x the sum
+    of its own ops (backward 1.06-1.13x, inference forwards 0.92-1.06x), and hwsim is within
+    7 % of the ops' sums: time outside the kernels, consistent with ``measure_e2e``'s
+    ``torch.cuda.empty_cache()`` before each timed iteration (a training forward allocates
+    what it saves inside the timed region); no cited allocation cost, so not priced. P4: the
+    labels equal their ops' sums (1.00-1.02x); its GEMMs ran at 0.29-0.68 of the fp32 peak
+    there, 0.8-0.88 for the same sizes in NeuSight's kernel table and 0.16-0.47 in its
+    training-set table: the passively cooled card's rate changes between sessions, no figure
+    to model it. L4 and T4: hwsim prices NeuSight's own fp32 Linear calls whose 128 x 128
+    tiles leave part of the last wave idle far too slow (L4: +70 % median at a wave factor of
+    0.4-0.6, +1 % at full waves; T4 +59 %; the V100 and A100 PCIe show it too, +41-74 %),
+    as BERT's 1024 x 1024 outputs on the L4's 58 SMs; the libraries pick narrower tiles
+    there (the tables' kernel names: 128x64, 64x64), which hwsim's one tile per device does
+    not model (see the session report's what-if)."""
     assert max(abs(r.error) for r in table + inference) <= 0.25
 
 
