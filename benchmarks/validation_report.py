@@ -214,8 +214,10 @@ def step_plan(row: dict[str, str]) -> Plan:
     # default): current for NeMo 25.04's runs (per-tensor current scaling, as its page says)
     fields["fp8_recipe"] = row.get("fp8_recipe") or "delayed"
     fields["global_batch"] = int(row["global_batch"]) if row["global_batch"] else None
-    # CUDA graphs (column graphs; empty: false): NeMo's cuda_graphs column of
-    # scripts/performance/recommended_model_configs/model_configs_{b200,gb200}.csv (8cfedd7)
+    # CUDA graphs (column graphs; empty: false) as the NeMo release of each page ran them:
+    # 25.02's B200 rows, NeMo v2.2.0 scripts/llm/performance/pretrain_*.py's enable_cuda_graph
+    # (Mixtral 8x7B only: in ["b200"]); 25.04's GB200 rows, NeMo v2.3.0's
+    # scripts/performance/recommended_model_configs/model_configs_gb200.csv cuda_graphs column
     fields["graphs"] = _flag(row.get("graphs") or "false")
     # the host's synchronisations inside the step (column host_syncs, space-separated:
     # layer = Plan.sync_each_layer, pass = Plan.sync_each_pass; absent or empty: none)

@@ -38,6 +38,10 @@ PAGE = {
 }
 
 
+GRAPHS = {"nemo-mixtral-8x7b-fp8-b200-64", "nemo-mixtral-8x7b-fp8-gb200-64",
+          "nemo-gpt3-175b-fp8-gb200-128", "nemo-llama3-8b-fp8-gb200-8"}
+
+
 @pytest.mark.parametrize("run_id", sorted(PAGE))
 def test_each_row_is_the_pages_configuration(run_id):
     gpus, gbs, mbs, tp, pp, cp, vp, ga, value = PAGE[run_id]
@@ -52,6 +56,8 @@ def test_each_row_is_the_pages_configuration(run_id):
     # 25.02's bf16_with_fp8_mixed: delayed scaling; 25.04's page: per-tensor current scaling
     assert plan.fp8_recipe.value == ("current" if "gb200" in run_id else "delayed")
     assert row["cluster"] == ("gb200-nvl72" if "gb200" in run_id else "dgx-b200")
+    # CUDA graphs: NeMo v2.2.0's B200 scripts (Mixtral 8x7B only), v2.3.0's GB200 configs
+    assert plan.graphs == (run_id in GRAPHS)
 
 
 @pytest.mark.parametrize("run_id", [r for r in PAGE if "405b" in r])
