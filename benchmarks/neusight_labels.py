@@ -30,7 +30,7 @@ the A100 PCIe 40GB). hwsim prices them as the forward phase of the same eager fp
 both dropouts off (``predict_inference_ms``): the time at which its last forward op ends,
 the loss left out, and for BERT the masked-LM head (``mlm_dense`` on) left out; the pooler
 and classifier (a 1024 x 1024 GEMM on one token per sample, then 1024 x 2) are not priced
-(microseconds). ``no_grad`` changes what is kept for a backward, not the kernels run.
+(microseconds). ``no_grad`` changes what is kept for a backward, not the kernels run; it also skips autograd's bookkeeping, which hwsim's per-op host cost includes (``simulator.cost.host``): not taken out, a few microseconds per op against forwards of 70 ms and more.
 """
 from __future__ import annotations
 

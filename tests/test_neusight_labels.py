@@ -131,12 +131,37 @@ def test_inference_labels_are_neusights_forward_timings(bench):
 
 
 def test_inference_is_the_forward_without_loss_dropout_or_mlm_head(bench):
-    """The forward alone is shorter than the training label's forward + backward of the same
-    model, GPU, sequence and batch (H100, GPT-2 large at batch 4: both labelled), and BERT's
-    priced forward leaves its masked-LM head out: it is shorter than the training graph's
-    forward up to the loss."""
-    assert bench.predict_inference_ms("gpt2_large", "h100-sxm5-80gb", 1024, 4) < \
-        bench.predict_ms("gpt2_large", "h100-sxm5-80gb", 1024, 4) / 2
+    """The priced inference is the training graph's forward up to its head, without dropout:
+    for BERT-large (a sequence classifier under eval) it ends before the training forward's
+    masked-LM head starts, and is shorter than the same forward with dropout on; for GPT-2
+    large (a causal LM) it includes the LM head, ending after the training forward's last
+    layer, before its loss; and it is under half the training label's forward + backward."""
+    import dataclasses
+
+    import numpy as np
+
+    from simulator.api import simulate
+    from simulator.graph.op import Phase
+
+    def forward_ends(model, dropout):
+        work = dataclasses.replace(bench.workload(model), dropout=dropout,
+                                   attention_dropout=dropout)
+        r = simulate(work, "h100-sxm5-80gb", micro_batch=4, seq_len=512, precision="fp32",
+                     attention="materialized", optimizer="sgd")
+        names, end = r.lowered.names, r.times["end_s"]
+        fwd = np.flatnonzero(r.lowered.phase == Phase.FORWARD)
+        return {names[i]: end[i] * 1e3 for i in fwd}
+
+    bert = bench.predict_inference_ms("bert_large", "h100-sxm5-80gb", 512, 4)
+    trained = forward_ends("bert_large", False)
+    assert bert < trained["lm_head"] and bert <= trained["mlm_dense"]
+    with_dropout = forward_ends("bert_large", True)
+    assert bert < max(t for n, t in with_dropout.items() if n.startswith("L23."))
+    gpt = bench.predict_inference_ms("gpt2_large", "h100-sxm5-80gb", 512, 4)
+    decoder = forward_ends("gpt2_large", False)
+    assert max(t for n, t in decoder.items() if n.startswith("L35.")) < gpt
+    assert gpt == pytest.approx(max(t for n, t in decoder.items() if not n.startswith("loss")))
+    assert gpt < bench.predict_ms("gpt2_large", "h100-sxm5-80gb", 512, 4) / 2
 
 
 def test_inference_median_error_regression(inference, bench):
