@@ -41,8 +41,8 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     no_usd_per_hour = { offered = false, searched = 2026-12-04 }   # instead of a figure: no
     no_purchase_usd = { offered = true, searched = 2026-12-04 }    # one rents (sells) it, or
                                   # it is offered but no citable dated price was found, as
-                                  # searched that day (the comments say where); a figure and
-                                  # its record together are an error
+                                  # searched that day (the comments say where; not after
+                                  # today); a figure and its record together are an error
     [architecture] / [[links]]    # optional tables, see ``hardware_specs.tables``
     [functions]                   # optional, written by ``hwsim calibrate``: per ``Op.fn``
     gelu = { efficiency = 0.02, overhead_us = 4 }   # efficiency replaces the kind's
@@ -462,7 +462,8 @@ class _Checker(OptionalTables):
             unpriced[field_name] = self.unpriced(table[key], f"price.{key}")
         system = table.get("purchase_is_system", False)
         if not isinstance(system, bool):
-            raise self.fail("price.purchase_is_system", f"must be true or false, got {system!r}")
+            raise self.fail("price.purchase_is_system",
+                            f"must be true or false, got {shown(system)}")
         if system and "purchase_usd" not in table:
             raise self.fail("price.purchase_is_system", "needs purchase_usd (the system's "
                             "price): give it or drop purchase_is_system")
@@ -483,4 +484,8 @@ class _Checker(OptionalTables):
         if not isinstance(searched, datetime.date) or isinstance(searched, datetime.datetime):
             raise self.fail(f"{key}.searched", f"must be a TOML date (YYYY-MM-DD, unquoted), "
                             f"got {shown(searched)}")
+        today = datetime.date.today()      # this machine's local date
+        if searched > today:
+            raise self.fail(f"{key}.searched", f"{searched.isoformat()} is after today "
+                            f"({today.isoformat()}); give the date the search was made")
         return Unpriced(offered=offered, searched=searched.isoformat())

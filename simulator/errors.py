@@ -10,6 +10,7 @@ size (a FIFO, a device or a folder is refused without blocking).
 """
 from __future__ import annotations
 
+import datetime
 import math
 import numbers
 import os
@@ -65,8 +66,13 @@ def bounded(value, name: str, low: float, high: float, *, integer: bool = False,
 
 def shown(value, limit: int = 60) -> str:
     """``repr(value)`` fit for one line of a terminal: control characters escaped, long text
-    cut to ``limit`` characters in its middle (a path keeps its file name)."""
-    text = clean(repr(value))
+    cut to ``limit`` characters in its middle (a path keeps its file name). A TOML date, time
+    or date-time is shown in its ISO form (``2026-12-04T10:00:00``, as a spec writes it), not
+    as Python's ``datetime.datetime(...)``."""
+    if isinstance(value, (datetime.date, datetime.time)):
+        text = clean(value.isoformat())
+    else:
+        text = clean(repr(value))
     if len(text) <= limit:
         return text
     head = (limit - 3) // 2

@@ -180,6 +180,41 @@ def test_a_missing_price_record_is_checked_and_written_back():
         Unpriced(offered=True, searched="4 Dec 2026")
 
 
+def test_a_record_dated_wrongly_is_one_line_in_the_specs_own_words(tmp_path, capsys):
+    """A date-time, a time or a date after today as a record's ``searched`` (and a date as
+    purchase_is_system) is one line naming the field and the value as the spec writes it (ISO,
+    never Python's ``datetime.datetime(...)``), exit 2; today's date is accepted."""
+    import datetime
+
+    base = (DEVICES / "t4.toml").read_text()
+    record = "no_purchase_usd = { offered = true, searched = 2026-12-04 }\n"
+    assert record in base
+    today = datetime.date.today()
+    tomorrow = (today + datetime.timedelta(days=1)).isoformat()
+    path = tmp_path / "t4-dated.toml"
+    for bad, words in (
+            (record.replace("2026-12-04", "2026-12-04T10:00:00"),
+             r"no_purchase_usd\.searched: must be a TOML date .*, got 2026-12-04T10:00:00$"),
+            (record.replace("2026-12-04", "2026-12-04T10:00:00Z"),
+             r"no_purchase_usd\.searched: .*, got 2026-12-04T10:00:00\+00:00$"),
+            (record.replace("2026-12-04", "10:00:00"),
+             r"no_purchase_usd\.searched: .*, got 10:00:00$"),
+            (record.replace("2026-12-04", "2099-12-04"),
+             rf"no_purchase_usd\.searched: 2099-12-04 is after today \({today.isoformat()}\)"),
+            (record.replace("2026-12-04", tomorrow),
+             rf"no_purchase_usd\.searched: {tomorrow} is after today"),
+            (record + "purchase_is_system = 2026-12-04\n",
+             r"purchase_is_system: must be true or false, got 2026-12-04$")):
+        path.write_text(base.replace(record, bad))
+        code, out, err = cli(["predict", "gpt2-small", "--device", str(path)], capsys)
+        lines = err.strip().splitlines()
+        assert (code, out, len(lines)) == (2, "", 1), (bad, err)
+        assert re.search(words, lines[0]) and "datetime" not in err, (bad, err)
+    dated_today = load_device_text(base.replace(record, record.replace(
+        "2026-12-04", today.isoformat())))
+    assert dated_today.purchase_unpriced.searched == today.isoformat()
+
+
 def test_cost_na_names_the_device_and_where_the_reason_is(capsys):
     """A run on a device with no cited price prints 'cost n/a' with the device, that its spec
     says why, and the flag that supplies a price; owning it likewise for the purchase price."""
