@@ -13,6 +13,7 @@ to its own model for it) and is a burst (a cool chip, ~4 ms calls)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from hardware_specs.loader import load_device
 from simulator.calibrate.gemm import A100_TABLE, fit_tile, load
@@ -25,11 +26,11 @@ THIN = np.array([int(r["m"]) <= 128 for r in ROWS])
 def test_the_a100_has_no_tile_fixed_cost_to_fit():
     """Fitted as the H100's and B200's (simulator.calibrate.gemm.fit_tile: burst efficiency and
     host floor refitted at each fixed cost of 0-800 k-steps, the largest-FLOPs fifth held out),
-    the table asks for 30 k-steps at most (0.3 us a tile, against the H100's 290 = 2.5 us): the
-    fitted rows' median error 2.9 -> 2.0 %, the held-out fifth's 2.7 -> 3.8 %. So the spec sets
-    none, and its shape model (128 x 128 x 32 tiles in waves over 108 SMs) stands."""
+    the table asks for 40 k-steps at most (0.45 us a tile, against the H100's 290 = 2.5 us):
+    the fitted rows' median error 2.9 -> 1.9 %, the held-out fifth's 2.7 -> 3.6 %. So the spec
+    sets none, and its shape model (128 x 128 x 32 tiles in waves over 108 SMs) stands."""
     best = fit_tile(A100, ROWS)
-    assert best["fixed_k"] <= 30
+    assert best["fixed_k"] <= 40
     assert A100.architecture.tile_fixed_k is None
 
 
@@ -55,3 +56,18 @@ def test_the_table_is_a_burst_above_the_spec_sustained_figure():
     burst = fit_tile(A100, ROWS, grid=(0,))["efficiency"]
     assert 0.88 < burst < 0.92
     assert 0.90 < A100.matmul_efficiency / burst < 0.95
+
+
+def test_fit_tile_recovers_the_figures_it_was_given():
+    """Closed loop: calls priced by hwsim itself (the H100's tile at 290 k-steps, burst
+    efficiency 0.8, a 20 us host floor) on the table's shapes give back 290, 0.8 and 20 us."""
+    from simulator.calibrate.gemm import _tile_times
+
+    h100 = load_device("h100-sxm5-80gb")
+    seconds = _tile_times(h100, ROWS, 290, 0.8) + 20e-6
+    rows = [{**r, "time_ms": str(t * 1e3)} for r, t in zip(ROWS, seconds)]
+    fit = fit_tile(h100, rows)
+    assert fit["fixed_k"] == 290
+    assert fit["efficiency"] == pytest.approx(0.8, rel=1e-6)
+    assert fit["intercept_s"] == pytest.approx(20e-6, rel=1e-6)
+    assert fit["median"] < 1e-9

@@ -175,6 +175,8 @@ A100_TABLE = TABLE.with_name("llmcompass_a100_gemm.csv")
 #: The 16-bit fixed costs tried, in k-steps of the 16-bit main loop (the H100's and B200's
 #: fits used steps of 10).
 TILE_GRID = tuple(range(0, 801, 10))
+#: The most passes of ``fit_tile``'s alternation between efficiency and host floor.
+PASSES = 50
 
 
 def _tile_times(device, rows: list[dict], fixed: int, efficiency: float) -> np.ndarray:
@@ -197,10 +199,10 @@ def fit_tile(device, rows: list[dict], grid: tuple[int, ...] = TILE_GRID) -> dic
     Each call carries the host's issue and synchronisation, which hwsim prices apart
     (``simulator.cost.host``): the model is ``t = intercept + hwsim's time``, the intercept one
     figure for all calls (the median residual) and not part of the device, the burst
-    efficiency of the table one figure too (the median over its GEMMs of at least
-    ``LARGE_FLOPS`` of hwsim's time at efficiency 1 over the measured time less the
-    intercept; two passes). For each fixed cost of ``grid`` both are refitted and the one
-    with the smallest median |error| wins. The fifth of ``rows`` with the most FLOPs is held
+    efficiency of the table one figure too (scaled until the median over its GEMMs of at
+    least ``LARGE_FLOPS`` of hwsim's time over the measured time less the intercept is 1,
+    the two alternated until they settle). For each fixed cost of ``grid`` both are refitted
+    and the one with the smallest median |error| wins. The fifth of ``rows`` with the most FLOPs is held
     out and its median |error| reported, and each row's error (``errors``, in ``rows``'
     order)."""
     flops = np.array([2.0 * int(r["m"]) * int(r["n"]) * int(r["k"]) for r in rows])
@@ -211,12 +213,16 @@ def fit_tile(device, rows: list[dict], grid: tuple[int, ...] = TILE_GRID) -> dic
     large = fitted[flops[fitted] >= LARGE_FLOPS]
     best = None
     for fixed in grid:
-        ideal = _tile_times(device, rows, fixed, 1.0)
-        intercept = 0.0
-        for _ in range(2):
-            efficiency = float(np.median(ideal[large] / (measured[large] - intercept)))
+        efficiency = 1.0
+        for _ in range(PASSES):   # until the large calls' median ratio is 1 and stays there
             time_s = _tile_times(device, rows, fixed, efficiency)
             intercept = float(np.median(measured[fitted] - time_s[fitted]))
+            ratio = float(np.median(time_s[large] / (measured[large] - intercept)))
+            efficiency *= ratio
+            if abs(ratio - 1) < 1e-12:
+                break
+        time_s = _tile_times(device, rows, fixed, efficiency)
+        intercept = float(np.median(measured[fitted] - time_s[fitted]))
         errors = (time_s + intercept) / measured - 1
         score = float(np.median(np.abs(errors[fitted])))
         if best is None or score < best["median"]:
