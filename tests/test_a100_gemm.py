@@ -4,8 +4,11 @@ Data: ``tests/data/llmcompass_a100_gemm.csv``, Zhang et al., "LLMCompass" (ISCA 
 PrincetonUniversity/LLMCompass ``ae/figure5/ab/real_hardware/matmul_A100.csv`` at commit b95c6c9
 (BSD 3-Clause, Copyright (c) 2024, Princeton University): 20 torch.matmul calls on an A100 80GB
 SXM (its ``configs/GA100.json``: four NVLink-connected A100s of 80 GB, 5 HBM2e stacks at
-3.2 Gb/s per pin = 2.05 TB/s), PyTorch 2.0, random-normal 16-bit inputs (``software_model/
-matmul.py`` ``run_on_gpu``: bfloat16 ``torch.randn``), 3 warm-up calls with 1 s sleeps, then the
+3.2 Gb/s per pin = 2.05 TB/s), PyTorch 2.0, random-normal 16-bit inputs: the driver builds
+each GEMM as ``Matmul(data_type=data_type_dict["fp16"])`` (``ae/figure5/ab/test_matmul.py``), but
+``Matmul.run_on_gpu`` (``software_model/matmul.py``) ignores the data type and times
+``torch.randn(..., dtype=torch.bfloat16)`` inputs, so the table is bf16 (the fp16 tag only
+sizes LLMCompass's own model); 3 warm-up calls (fp32 4096^2 matmuls) with 1 s sleeps, then the
 median of 50 calls each timed alone with the host's clock around the call and a
 synchronisation (``ae/figure5/ab/test_matmul.py``: m from 64 to 32,768 at n = k = 12,288;
 n = k from 64 to 32,768 at m = 8,192). Each time carries the host floor (LLMCompass adds 21 us
