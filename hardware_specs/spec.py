@@ -144,6 +144,10 @@ class Architecture:
     # (fp32_tile_fixed_k, else none) and no split of k (``efficiency.shape_efficiency``)
     fp32_matrix_tile: tuple[int, int, int] | None = None
     fp32_tile_fixed_k: int | None = None
+    # the library also runs narrower fp32 tiles (halves of fp32_matrix_tile's sides down to 32)
+    # and picks the fastest; each operand a tile loads per k-step costs this many FMAs' time,
+    # so a narrower tile runs slower (``efficiency.fp32_tiles``)
+    fp32_tile_load_cost: int | None = None
     systolic_array: tuple[int, int] | None = None       # (rows, cols) of one matrix unit
     matrix_units_per_core: int | None = None
     simd_width_bits: int | None = None
@@ -151,7 +155,8 @@ class Architecture:
     dsp_count: int | None = None                         # FPGA DSP slices
 
     def __post_init__(self) -> None:
-        for name in ("compute_units", "tile_fixed_k", "fp32_tile_fixed_k", "matrix_units_per_core",
+        for name in ("compute_units", "tile_fixed_k", "fp32_tile_fixed_k", "fp32_tile_load_cost",
+                     "matrix_units_per_core",
                      "simd_width_bits", "fma_units_per_core", "dsp_count"):
             within(getattr(self, name), name, "count", optional=True)
         within(self.clock_hz, "clock_hz", "hz", optional=True)

@@ -13,7 +13,16 @@ Vectorised over the lowered arrays; every factor is derived from a spec figure, 
   (CUDA-core) kernel (``fp32_matrix_tile``), fp32 matmuls are cut into that tile instead, with
   that kernel's own fixed cost where the spec gives one (``fp32_tile_fixed_k``, in k-steps of
   the fp32 loop; none without it) and no split of k (NeuSight's H100 fp32
-  ``torch.nn.Linear`` calls run sm80 FFMA kernels of 128 x 128 x 8 tiles, none split-k).
+  ``torch.nn.Linear`` calls run sm80 FFMA kernels of 128 x 128 x 8 tiles, none split-k). Where
+  the spec also gives ``fp32_tile_load_cost`` (c), the library picks the fastest of that tile's
+  halvings down to 32 x 32 (cuBLAS's ``ampere_sgemm_128x64``, ``64x64``, ``32x128`` ... where
+  128 x 128 tiles leave SMs idle, as NeuSight's kernel names show on the L4, T4, V100 and A100
+  PCIe), a narrower tile running slower: per k-step a tm x tn tile does tm tn FMAs and loads
+  tm + tn operands, each costing c FMAs' time (``fp32_tiles``); batched GEMMs keep the widest
+  tile (NeuSight's fp32 bmm calls run ``ampere_sgemm_128x128`` alone on the A100 PCIe and L4).
+  Not modelled: the T4's and V100's narrower bmm tiles, cuBLAS's
+  in-tile k slicing (``_sliced1x4``), its split-k grids and the L4's CUTLASS
+  ``simt_sgemm_256...`` kernels (a wider tile; the table cuts their names).
 - TPU (``systolic_array``): the weight-stationary array holds a (k x n) block; k and n are
   padded to the array's rows and columns (Jouppi et al. 2017, sec. 2).
 - CPU (``simd_width_bits``): n is padded to the SIMD lanes of the format.
@@ -32,6 +41,7 @@ from simulator.graph.op import TENSOR_KINDS, DType, OpKind
 
 FLASH_BLOCK = 128
 REFERENCE_GEMM = 8192   # m = n = k of the GEMM the cited matmul_efficiency figures measure
+NARROWEST = 32   # the narrowest side of cuBLAS's sgemm tiles (ampere_sgemm_32x128, 64x32, 32x32)
 SPLITS = (1, 2, 4, 8)   # k slices a library may run in parallel (split-k)
 _DTYPE_BITS = np.array([DType(code).bytes * 8 for code in range(max(DType) + 1)], dtype=np.int64)
 _TENSOR_CODES = np.array(sorted(int(kind) for kind in TENSOR_KINDS), dtype=np.int8)
@@ -64,6 +74,39 @@ def gpu_tiles(m, n, k, batch, tile: tuple[int, int, int], units: int,
     return best
 
 
+def narrow_tiles(tile: tuple[int, int, int]) -> list[tuple[int, int, int]]:
+    """The tiles of an fp32 kernel family whose widest tile is ``tile``: each side halved down
+    to ``NARROWEST`` (of 128 x 128 x 8: 128, 64 or 32 by 128, 64 or 32)."""
+    tm, tn, tk = tile
+    sides_m = [tm >> i for i in range(8) if tm >> i >= min(NARROWEST, tm)]
+    sides_n = [tn >> i for i in range(8) if tn >> i >= min(NARROWEST, tn)]
+    return [(a, b, tk) for a in sides_m for b in sides_n]
+
+
+def fp32_tiles(m, n, k, batch, arch) -> np.ndarray:
+    """The fp32 kernel's tile x wave factor: its one tile (``fp32_matrix_tile``, with
+    ``fp32_tile_fixed_k``), or, where the spec gives ``fp32_tile_load_cost`` (c), the best of
+    ``narrow_tiles``, a tile of tm x tn running at (1 + c (1/TM + 1/TN)) / (1 + c (1/tm + 1/tn))
+    of the widest's (TM x TN) rate: per k-step it does tm tn FMAs and loads tm + tn operands,
+    each costing c FMAs' time; a batched GEMM (``batch`` > 1) keeps the widest tile."""
+    fixed32 = float(arch.fp32_tile_fixed_k or 0)   # k-steps of the fp32 loop, no split
+    widest = arch.fp32_matrix_tile
+    cost = arch.fp32_tile_load_cost
+    one = gpu_tiles(m, n, k, batch, widest, arch.compute_units, fixed32, splits=(1,))
+    if not cost:
+        return one
+    best = one
+    for tile in narrow_tiles(widest)[1:]:
+        rate = (1 + cost * (1 / widest[0] + 1 / widest[1])) / (1 + cost * (1 / tile[0]
+                                                                          + 1 / tile[1]))
+        best = np.maximum(best, rate * gpu_tiles(m, n, k, batch, tile, arch.compute_units,
+                                                 fixed32, splits=(1,)))
+    # the choice is fitted on single GEMMs (torch.nn.Linear); batched ones keep the widest
+    # tile, as cuBLAS runs them on the A100 PCIe and L4 (ampere_sgemm_128x128 in all 6,860 of
+    # NeuSight's fp32 bmm calls there; the T4's and V100's run narrower tiles, not modelled)
+    return np.where(np.asarray(batch) > 1, one, best)
+
+
 def shape_efficiency(lowered: Lowered, device: DeviceSpec) -> np.ndarray:
     """Per-op factor for tensor ops, 1 for the reference GEMM (1 where the spec gives no
     facts)."""
@@ -88,11 +131,8 @@ def shape_efficiency(lowered: Lowered, device: DeviceSpec) -> np.ndarray:
                                 arch.tile_fixed_k or 0))
         if arch.fp32_matrix_tile:   # fp32 GEMMs run the library's CUDA-core kernel's tile
             own = ops[(lowered.kind[ops] == OpKind.MATMUL) & (lowered.dtype[ops] == DType.FP32)]
-            fixed32 = float(arch.fp32_tile_fixed_k or 0)   # k-steps of the fp32 loop, no split
-            eff[own] = (gpu_tiles(m[own], n[own], k[own], batch[own], arch.fp32_matrix_tile,
-                                  arch.compute_units, fixed32, splits=(1,))
-                        / gpu_tiles(ref, ref, ref, 1, arch.fp32_matrix_tile, arch.compute_units,
-                                    fixed32, splits=(1,)))
+            eff[own] = (fp32_tiles(m[own], n[own], k[own], batch[own], arch)
+                        / fp32_tiles(ref, ref, ref, 1, arch))
     elif arch.systolic_array:
         rows, cols = arch.systolic_array
         eff = _pad(k, rows) * _pad(n, cols)
