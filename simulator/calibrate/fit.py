@@ -14,7 +14,8 @@ import dataclasses
 import functools
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from simulator.graph.lower import lower
 from simulator.graph.op import DType
 from simulator.graph.opgraph import OpGraph
 from workloads.layers import Builder
+
+if TYPE_CHECKING:
+    from simulator.calibrate.stability import Spread
 
 #: The kinds of micro-benchmark ``Case``s.
 KINDS = ("matmul", "conv", "add", "sum", "layernorm", "softmax", "train", "function")
@@ -56,8 +60,12 @@ class Case:
 
 @dataclass(frozen=True)
 class Measurement:
+    """A case's time: ``seconds`` (the lower median of its passes, ``timing.lower_median``)
+    and, where they were kept, every pass's timing (``samples``, in the order timed)."""
+
     case: Case
     seconds: float
+    samples: tuple[float, ...] = field(default=(), compare=False)
 
 
 def cases(quick: bool = False) -> list[Case]:
@@ -192,7 +200,8 @@ class Calibration:
                                           fp32_matmul_efficiency=None,
                                           fp32_conv_efficiency=None)
 
-    def fit(self, measurements: list[Measurement]) -> "Calibration":
+    def fit(self, measurements: list[Measurement],
+            start: Calibration | None = None) -> Calibration:
         """Least squares on log time in two stages: the global ``PARAMS`` on the kernel and
         chain cases, then each function of ``FUNCTIONS`` on its own micro-model cases with
         everything before it known.
@@ -202,11 +211,14 @@ class Calibration:
         framework's per-op cost, leaving every function not calibrated none. Kernels timed
         alone are priced without the function figures (they measure the kinds' efficiencies
         and the bare dispatch); training steps with them, so the chains' linears take the
-        ``linear`` figures, fitted on larger linears (``report`` shows what that costs)."""
+        ``linear`` figures, fitted on larger linears (``report`` shows what that costs).
+
+        ``start``: a fit of nearly the same timings (``simulator.calibrate.stability``'s halves)
+        to start every least-squares problem from, once, instead of the grid of starts."""
         kernels = [m for m in measurements if m.case.kind != "function"]
         self.function_efficiency_: dict[str, float] = {}
         self.function_overhead_s_: dict[str, float] = {}
-        x = self._fit_globals(kernels)
+        x = self._fit_globals(kernels, start)
         for name, value in zip(PARAMS, x):
             setattr(self, name + "_", _cost(name, float(value)))
         self.dispatch_s_ = _cost("dispatch_s", float(x[-1]))
@@ -214,7 +226,8 @@ class Calibration:
             host = FITTED_ON.get(fn, fn)
             cases = [m for m in measurements if m.case.kind == "function" and m.case.fn == host]
             if cases:
-                self._fit_function(fn, cases)
+                self._fit_function(fn, cases, start)
+        self.spread_: Spread | None = None   # set by checked_fit (``stability``)
         self.measurements_ = kernels + [m for m in measurements if m.case.kind == "function"]
         self.residuals_ = np.array([self._predict(m.case, self._device_for(m.case)) / m.seconds
                                     - 1.0 for m in self.measurements_])  # predicted/measured - 1
@@ -232,7 +245,8 @@ class Calibration:
     def _predict(case: Case, device: DeviceSpec) -> float:
         return predicted_seconds(case, device)
 
-    def _fit_globals(self, measurements: list[Measurement]) -> np.ndarray:
+    def _fit_globals(self, measurements: list[Measurement],
+                     start: Calibration | None = None) -> np.ndarray:
         from scipy.optimize import least_squares
 
         measured = np.array([m.seconds for m in measurements])
@@ -258,17 +272,22 @@ class Calibration:
         # zero, and a fit started only there stopped in a local minimum (the A100's synthetic
         # case: op_overhead_s 8.5 us for 6, residuals 9 %); started where the step is
         # host-bound it walks down to them (tests/test_calibrate.py)
+        scale = [0.1] * 4 + [1e-6] * 2 + [1e-5, 1e-6]
+        if start is not None:   # one local fit from a fit of nearly the same timings
+            x0 = np.clip([getattr(start, name + "_") for name in PARAMS] + [start.dispatch_s_],
+                         lo, hi)
+            return least_squares(residuals, x0, bounds=(lo, hi), x_scale=scale).x
         fits = []
         for vector in (0.02, 0.1, 0.5, 1.0):
             for memory in (0.1, 0.4, 0.9):
                 for host in ((1e-6, 1e-5), (1e-4, 1e-4)):
                     x0[2], x0[3] = vector, memory
                     x0[5], x0[6] = host
-                    fits.append(least_squares(residuals, x0, bounds=(lo, hi),
-                                              x_scale=[0.1] * 4 + [1e-6] * 2 + [1e-5, 1e-6]))
+                    fits.append(least_squares(residuals, x0, bounds=(lo, hi), x_scale=scale))
         return min(fits, key=lambda f: f.cost).x
 
-    def _fit_function(self, fn: str, measurements: list[Measurement]) -> None:
+    def _fit_function(self, fn: str, measurements: list[Measurement],
+                      start: Calibration | None = None) -> None:
         """Fit ``fn``'s efficiency (log scale) and per-call cost to its cases."""
         from scipy.optimize import least_squares
 
@@ -290,9 +309,13 @@ class Calibration:
 
         lo, hi = [np.log(_FUNCTION_FLOOR)] + [0.0] * overhead, [0.0] + [1e-3] * overhead
         start_s = [self.op_overhead_s_] * overhead  # the global per-op cost, to begin with
-        fits = [least_squares(residuals, [np.log(start)] + start_s, bounds=(lo, hi),
+        efficiencies = (1.0, 0.1, 0.01, 0.001)
+        if start is not None and fn in start.function_efficiency_:   # once, from its figures
+            efficiencies = (start.function_efficiency_[fn],)
+            start_s = [min(start.function_overhead_s_.get(fn, 0.0), 1e-3)] * overhead
+        fits = [least_squares(residuals, [np.log(e)] + start_s, bounds=(lo, hi),
                               x_scale=[1.0] + [1e-5] * overhead, xtol=1e-12, ftol=1e-12)
-                for start in (1.0, 0.1, 0.01, 0.001)]
+                for e in efficiencies]
         best = min(fits, key=lambda f: f.cost).x
         self.function_efficiency_[fn] = float(np.exp(best[0]))
         if overhead:
@@ -340,6 +363,10 @@ class Calibration:
                          f"predicted {r:+7.1%}")
         med = float(np.median(np.abs(self.residuals_)))
         lines.append(f"median |error| {med:.1%} over {len(self.residuals_)} micro-benchmarks")
+        if self.spread_ is not None:
+            lines.append(f"stability: {self.spread_.describe()}")
+            if self.spread_.unstable:
+                lines.append(self.spread_.warning())
         return "\n".join(lines)
 
 
@@ -387,10 +414,11 @@ def checked_fit(device: DeviceSpec, measurements: list[Measurement], retime=None
                  if abs(r) > RETIME_ERROR]
         if not noisy:
             break
-        again = {m.case: m.seconds for m in retime(noisy)}
+        again = {m.case: m for m in retime(noisy)}
         retimed += len(noisy)
-        measurements = [Measurement(m.case, min(m.seconds, again.get(m.case, m.seconds)))
-                        for m in measurements]
+        measurements = [Measurement(m.case, min(m.seconds, again[m.case].seconds),
+                                    m.samples + again[m.case].samples)
+                        if m.case in again else m for m in measurements]
         fit = Calibration(device).fit(measurements)
     problems = fit.problems()
     if problems:
@@ -399,15 +427,20 @@ def checked_fit(device: DeviceSpec, measurements: list[Measurement], retime=None
             f"calibration of {device.name} refused, nothing written: {'; '.join(problems)}"
             f"{again}. The machine is too busy, or the device is not what the spec says: run "
             "it again on a quiet machine, or check --device")
+    from simulator.calibrate.stability import stability
+
+    fit.spread_ = stability(device, measurements, fit)   # said, and written, not refused
     return fit
 
 
-def provenance(env: dict[str, str]) -> str:
+def provenance(env: dict[str, str], spread: Spread | None = None) -> str:
     """Where a calibration's timings came from (``simulator.calibrate.records.environment``): host,
-    device, driver, torch version, threads, date (UTC)."""
+    device, driver, torch version, threads, date (UTC); with ``spread``, how far fits on halves
+    of its timings disagree (``stability``)."""
     driver = f", driver {env['driver']}, CUDA {env['cuda']}" if env.get("driver") else ""
     return (f"hwsim calibrate on {env['host']} ({env['device']}{driver}), torch {env['torch']}, "
-            f"{env['threads']} threads, {env['date']}")
+            f"{env['threads']} threads, {env['date']}"
+            + (f"; {spread.describe()}" if spread is not None else ""))
 
 
 def finite_positive(values: Iterable[float]) -> bool:

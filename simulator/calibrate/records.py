@@ -22,6 +22,9 @@ from simulator.errors import SpecError
 
 ENVIRONMENT = ("device", "driver", "cuda", "torch", "threads", "host", "date")
 KERNEL_COLUMNS = ("kind", "fn", "dims", "dtype", "seconds")
+#: Written after ``KERNEL_COLUMNS``, optional when read (records written before it have none):
+#: every pass's timing of the case, joined by spaces (``Measurement.samples``).
+SAMPLES = "samples"
 STEP_COLUMNS = ("model", "batch", "measured_s", "predicted_s", "measured_peak_bytes",
                 "predicted_peak_bytes", "spec")
 
@@ -53,8 +56,9 @@ def _driver() -> str:
 def kernels_csv(measurements, env: dict[str, str]) -> str:
     """The text of a calibration record: one row per micro-benchmark."""
     rows = [{"kind": m.case.kind, "fn": m.case.fn, "dims": "x".join(map(str, m.case.dims)),
-             "dtype": m.case.dtype, "seconds": repr(m.seconds)} for m in measurements]
-    return _csv(KERNEL_COLUMNS, rows, env)
+             "dtype": m.case.dtype, "seconds": repr(m.seconds),
+             SAMPLES: " ".join(map(repr, m.samples))} for m in measurements]
+    return _csv((*KERNEL_COLUMNS, SAMPLES), rows, env)
 
 
 def steps_csv(rows, env: dict[str, str], spec: str) -> str:
@@ -77,7 +81,8 @@ def _csv(columns, rows, env) -> str:
 
 
 def read_kernels(path: str | Path):
-    """(measurements, environment of the first row) from a calibration record."""
+    """(measurements, environment of the first row) from a calibration record; each case's
+    pass timings where the record has them (``SAMPLES``)."""
     from simulator.calibrate.fit import KINDS, Case, Measurement
     from simulator.calibrate.functions import FUNCTIONS
 
@@ -93,7 +98,9 @@ def read_kernels(path: str | Path):
             raise SpecError(f"{path}: row {i}, kind = {row['kind']!r}, fn = {row['fn']!r}: "
                             "not a case this hwsim measures; record it again")
         case = Case(row["kind"], dims, row["dtype"], row["fn"])
-        out.append(Measurement(case, _seconds(path, i, "seconds", row["seconds"])))
+        samples = tuple(_seconds(path, i, SAMPLES, value)
+                        for value in (row.get(SAMPLES) or "").split())
+        out.append(Measurement(case, _seconds(path, i, "seconds", row["seconds"]), samples))
     return out, {k: rows[0].get(k, "") for k in ENVIRONMENT}
 
 

@@ -3,8 +3,13 @@
 ``best_of`` times a call the same way for both (the best of five batches: interference only
 ever adds time); ``training_step`` is the step both time (forward, the importer's loss,
 backward, AdamW step, ``zero_grad``); ``torch_case`` builds the call of each calibration
-``Case`` and ``measure`` times a list of them in passes. torch is imported by the callers'
-functions, never at module import.
+``Case`` and ``measure`` times a list of them in passes. Passes are interleaved (every item
+once, then every item again), so that a slow spell of a shared machine, tens of seconds, falls
+on one pass of many items rather than on every timing of one; each item keeps the lower median
+of its passes (``median_over_passes``: with two passes their best, with three the middle one)
+and, for ``hwsim calibrate``, every pass's timing (``Measurement.samples``: the fit repeated on
+halves of them says how stable it is, ``simulator.calibrate.fit.stability``). torch is imported
+by the callers' functions, never at module import.
 """
 from __future__ import annotations
 
@@ -14,39 +19,67 @@ from collections.abc import Callable, Iterable
 from simulator.calibrate.fit import Case, Measurement
 from simulator.calibrate.functions import micro_model
 
+#: Interleaved passes over the cases (and the models ``hwsim validate`` times): three, so that
+#: the lower median is the middle pass and one pass spoiled by a slow spell of a shared machine
+#: moves no figure; their timings split in halves (passes 1 and 3, pass 2) measure the fit's
+#: stability (``simulator.calibrate.fit.stability``).
+PASSES = 3
+
 
 def measure(todo: Iterable[Case], device: str = "cpu",
             progress: Callable[[int, int, str], None] | None = None,
-            min_time_s: float = 0.05, passes: int = 2) -> list[Measurement]:
+            min_time_s: float = 0.05, passes: int = PASSES) -> list[Measurement]:
     """Time each case with torch on ``device`` ("cpu" or "cuda"): the best of five batches in
-    each of ``passes`` passes over all cases (``best_over_passes``)."""
+    each of ``passes`` interleaved passes over all cases; each case's figure is the lower
+    median over its passes, and every pass's timing is kept in ``Measurement.samples``."""
     import torch
 
     pairs = [(case, torch_case(torch, case, device)) for case in todo]
-    best = best_over_passes(pairs, lambda pair: best_of(torch, pair[1], device, min_time_s),
-                            passes, progress, lambda pair: pair[0].label)
-    return [Measurement(case, seconds) for (case, _), seconds in zip(pairs, best)]
+    runs = over_passes(pairs, lambda pair: best_of(torch, pair[1], device, min_time_s),
+                       passes, progress, lambda pair: pair[0].label)
+    return [Measurement(case, lower_median(times), tuple(times))
+            for (case, _), times in zip(pairs, runs)]
 
 
-def best_over_passes(items: list, time_one: Callable, passes: int,
-                     progress: Callable[[int, int, str], None] | None = None,
-                     label: Callable[[object], str] = str) -> list:
-    """``time_one(item)`` for every item in each of ``passes`` passes over ``items``, keeping
-    each item's fastest result (seconds, or a tuple that starts with them): a slow spell of a
-    shared machine (tens of seconds) then spoils at most one pass, not the item."""
-    seconds = lambda got: got[0] if isinstance(got, tuple) else got  # noqa: E731
-    best: list = [None] * len(items)
+def over_passes(items: list, time_one: Callable, passes: int,
+                progress: Callable[[int, int, str], None] | None = None,
+                label: Callable[[object], str] = str) -> list[list]:
+    """``time_one(item)`` for every item in each of ``passes`` interleaved passes over
+    ``items``: each item's results (seconds, or tuples that start with them), pass by pass."""
+    runs: list[list] = [[] for _ in items]
     total = passes * len(items)
     for p in range(passes):
         for i, item in enumerate(items):
             if progress:
                 progress(p * len(items) + i, total, label(item))
-            got = time_one(item)
-            if best[i] is None or seconds(got) < seconds(best[i]):
-                best[i] = got
+            runs[i].append(time_one(item))
     if progress:
         progress(total, total, "done")
-    return best
+    return runs
+
+
+def lower_median(results: list):
+    """The lower median of results (seconds, or tuples that start with them), by seconds: with
+    two results the faster (interference only adds time), with three or more the middle one
+    (robust to one pass spoiled by a slow spell, and to one lucky fast one)."""
+    ordered = sorted(results, key=lambda got: got[0] if isinstance(got, tuple) else got)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def median_over_passes(items: list, time_one: Callable, passes: int,
+                       progress: Callable[[int, int, str], None] | None = None,
+                       label: Callable[[object], str] = str) -> list:
+    """Each item's ``lower_median`` over ``passes`` interleaved passes (``over_passes``)."""
+    return [lower_median(runs) for runs in over_passes(items, time_one, passes, progress, label)]
+
+
+def best_over_passes(items: list, time_one: Callable, passes: int,
+                     progress: Callable[[int, int, str], None] | None = None,
+                     label: Callable[[object], str] = str) -> list:
+    """Each item's fastest result over ``passes`` interleaved passes (``over_passes``)."""
+    seconds = lambda got: got[0] if isinstance(got, tuple) else got  # noqa: E731
+    return [min(runs, key=seconds)
+            for runs in over_passes(items, time_one, passes, progress, label)]
 
 
 def torch_case(torch, case: Case, device: str):
@@ -142,4 +175,5 @@ def best_of(torch, fn, device: str, min_time_s: float, min_reps: int = 1) -> flo
     return float(min(samples))  # best of five batches: interference only ever adds time
 
 
-__all__ = ["best_of", "best_over_passes", "measure", "torch_case", "training_step"]
+__all__ = ["PASSES", "best_of", "best_over_passes", "lower_median", "measure",
+           "median_over_passes", "over_passes", "torch_case", "training_step"]

@@ -51,19 +51,30 @@ def measure_step(module, inputs: tuple, runtime: str = "cpu", steps: int = 5,
 
 
 def validate_models(specs: list[str], device: DeviceSpec, runtime: str = "cpu", steps: int = 5,
-                    passes: int = 2, progress=None) -> list[Row]:
+                    passes: int | None = None, progress=None) -> list[Row]:
     """Measure each ``file.py:factory``'s training step here and predict it on ``device``.
 
-    Every model is timed in each of ``passes`` passes over the list and keeps its best
-    (``simulator.calibrate.timing.best_over_passes``).
+    Every model is timed in each of ``passes`` interleaved passes over the list (default
+    ``simulator.calibrate.timing.PASSES``, as ``hwsim calibrate`` times its cases) and keeps the
+    lower median (``simulator.calibrate.timing.median_over_passes``).
     """
-    from simulator.api import simulate
-    from simulator.calibrate.timing import best_over_passes
-    from workloads.torch_import import import_module, load_factory_parts
+    from simulator.calibrate.timing import PASSES, median_over_passes
+    from workloads.torch_import import load_factory_parts
 
     parts = [load_factory_parts(spec) for spec in specs]
-    measured = best_over_passes(parts, lambda part: measure_step(part[0], part[1], runtime, steps),
-                                passes, progress, lambda part: part[2])
+    measured = median_over_passes(parts,
+                                  lambda part: measure_step(part[0], part[1], runtime, steps),
+                                  passes or PASSES, progress, lambda part: part[2])
+    return predict_rows(parts, measured, device)
+
+
+def predict_rows(parts: list[tuple], measured: list[tuple[float, float | None]],
+                 device: DeviceSpec) -> list[Row]:
+    """``Row``s of the models ``parts`` (``workloads.torch_import.load_factory_parts``: module,
+    inputs, name) measured at ``(seconds, peak bytes)`` each, predicted on ``device``."""
+    from simulator.api import simulate
+    from workloads.torch_import import import_module
+
     rows = []
     for (module, inputs, name), (seconds, peak) in zip(parts, measured):
         workload = import_module(module, inputs, name=name)

@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--record", default=None, metavar="CSV", help="also write the measured and "
                    "predicted steps, with device, driver, torch version and date, to this file")
     v.add_argument("--steps", type=int, default=5, help="at least this many steps per timed "
-                   "batch (each model: best of five batches, in each of two passes)")
+                   "batch (each model: best of five batches in each of three interleaved "
+                   "passes, the median pass kept)")
     sub.add_parser("models", help="list the model zoo")
     sub.add_parser("devices", help="list the device catalogue")
     g = sub.add_parser("plot", help="draw a step's roofline, timeline or memory, or a sweep's "
@@ -399,7 +400,7 @@ def _calibrate(args) -> int:
         write_atomic(args.record, records.kernels_csv(fit.measurements_, env))
         print(f"wrote {args.record}: the timings, for hwsim calibrate --from")
     calibrated = dataclasses.replace(fit.apply(), name=f"{device.name}-calibrated")
-    text = calibrated_toml(device, calibrated, calibrate.provenance(env))
+    text = calibrated_toml(device, calibrated, calibrate.provenance(env, fit.spread_))
     out = args.out or f"{device.name}-calibrated.toml"
     write_atomic(out, text)
     print(fit.report())
