@@ -11,7 +11,10 @@ the function's own efficiency and per-call overhead are then fitted to its cases
 (``DeviceSpec.function_efficiency`` / ``function_overhead_s``).
 
 The shapes are generic powers of two, chosen to span the sizes of small models' tensors; none
-is taken from the validation models.
+is taken from the validation models, and no op of the held-out models of
+``benchmarks/bench_validation_cpu.py`` has one of their shapes
+(``tests/test_calibrate_heldout.py``): a function's two figures, fitted on its sizes, predict
+those models' other sizes.
 """
 from __future__ import annotations
 
