@@ -98,7 +98,8 @@ def test_the_b200_cudnn_rows_are_fitted_without_pytorchs_call():
 
 def test_blackwell_runs_cudnn_by_default_at_its_own_fit():
     """Closed form: the forward attention op's compute time is its executed FLOPs at the
-    bf16 peak times the B200 cuDNN forward fit, waves over its 148 SMs."""
+    bf16 peak times the B200 cuDNN forward fit, waves over its 148 SMs, run in a step at the
+    B200's sustained ratio (0.822, simulator.cost.power.sustained_times)."""
     c = TransformerConfig("t", 1, 2048, 16, vocab=64, seq_len=8192)
     for device in (B200, GB200):
         assert attention.chip(device) == device.name
@@ -110,7 +111,9 @@ def test_blackwell_runs_cudnn_by_default_at_its_own_fit():
                                       attention.FITS[("b200", "cudnn", "fwd")], 148)
     blocks = np.ceil(low.m[i] / 128)
     executed = low.flops[i] * ((blocks + 1) / (2 * blocks) if low.causal[i] else 1)
-    assert result.times["compute_s"][i] == pytest.approx(executed / (2250e12 * eff), rel=1e-9)
+    assert B200.matmul_sustained == pytest.approx(0.822)
+    assert result.times["compute_s"][i] == pytest.approx(
+        executed / (2250e12 * eff * B200.matmul_sustained), rel=1e-9)
 
 
 def test_flash_attention_2_is_slower_than_cudnn_on_blackwell_and_fa3_is_refused():

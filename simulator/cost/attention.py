@@ -40,23 +40,32 @@ SDPA, not the call (an unexplained gap: cuDNN versions differ, 9.13 against 9.17
 devices have no attention measurement and keep the spec's ``attention_efficiency`` (or the
 matmul efficiency) times the tile model (``simulator.cost.efficiency``).
 
-Burst rates, kept in a training step. Every table above was timed in short runs, none holding
-the chip at its power limit: the FlashAttention-2 benchmark times each configuration over 30
-``torch.utils.benchmark`` repeats (Dao-AILab/flash-attention ``benchmarks/
-benchmark_flash_attention.py``, ``repeats = 30``; FlashAttention-3's ``hopper/benchmark_attn.py``
-uses Triton's ``do_bench``, a 3 ms warm-up); cuDNN frontend's training benchmark reports the
-median of 10 iterations, each after fresh ``torch.randn`` inputs (``benchmark/
-sdpa_benchmark_training/README.md``, ``--num_iterations 10``). So they are bursts, as the GEMM
-tables that a spec's ``matmul_sustained`` scales are, not sustained figures. They are still not
-scaled by that ratio (``simulator.cost.power.sustained_times``): it is measured on a GEMM held
-at about 0.8 of the peak with every tensor core busy (MSMF over MAMF), while these kernels run
-at 0.2-0.75 of it with their softmax off the tensor cores, and no measurement says at which
-clock they run inside a power-limited step. Applied anyway (the tree of 1e5dd95, 2026-12-04),
-it moved 112 rows: validation median |error| 6.3 -> 6.4 %, p90 16.6 -> 18.3 %, bias +5.3 ->
-+4.7 %; H100 6.7 -> 7.4 % (NeMo Llama 3.1 70B +6.2..+11.2 -> +4.9..+9.4 %, llm-foundry's 32K-65K
-rows -5.9..-11.9 -> -14.4..-20.5 %), B200 3.0 -> 6.3 % (Mixtral 8x22B +0.8 -> -8.5 %), GB200
-18.3 -> 16.6 %; no A100 row (its GEMM figure is already sustained: no ratio). An open item: a
-sustained figure of a fused attention kernel would settle it.
+Burst rates, slowed in a training step as GEMMs are. Every table above was timed in short runs,
+none holding the chip at its power limit: the FlashAttention-2 benchmark times each
+configuration over 30 ``torch.utils.benchmark`` repeats (Dao-AILab/flash-attention
+``benchmarks/benchmark_flash_attention.py``, ``repeats = 30``; FlashAttention-3's
+``hopper/benchmark_attn.py`` uses Triton's ``do_bench``, a 3 ms warm-up); cuDNN frontend's
+training benchmark reports the median of 10 iterations, each after fresh ``torch.randn`` inputs
+(``benchmark/sdpa_benchmark_training/README.md``, ``--num_iterations 10``). So they are bursts,
+as the GEMM tables that a spec's ``matmul_sustained`` scales are, and a training step divides
+their compute by that ratio too (``simulator.cost.power.sustained_times``): the ratio is a
+clock's, and a chip held at its power limit lowers the clock of every tensor-core kernel it
+runs, whatever fraction of the peak the kernel reaches (small or thin GEMMs far below the best
+shape's rate and materialized attention's bmm's are scaled alike, so the 0.2-0.75 of the peak
+that these kernels reach is no reason to exempt them). Not modelled: a kernel drawing less than
+the cap (the online softmax off the tensor cores) and so keeping a higher clock; no measured
+power draw or held clock of a fused attention kernel was found (searched 2026-12-04), and a
+GEMM's is not known by shape either. Its movement (validation, never fitted on; the tree of
+7bb0998 without and with attention scaled): 112 rows on the H100, B200 and GB200 (97
+validation, 15 calibration; the A100's GEMM figure is already sustained: no ratio), 81 closer,
+31 further; validation median |error| 6.3 -> 6.4 %, p90 16.6 -> 18.3 %, bias +5.3 -> +4.7 %;
+H100 6.7 -> 7.4 % (NeMo Llama 3.1 70B fp8 +7.0..+10.2 -> +5.2..+8.4 %; llm-foundry's 56 rows of
+2K-4K tokens 0.6-5.2 points lower, median 1.7, e.g. MPT-760M on 32 GPUs +4.1 -> +0.6 %, but its
+14 8-GPU rows of 16K-65K tokens, mostly attention, -4.8..-11.9 -> -10.9..-20.5 %), B200 3.0 ->
+6.3 % (Mixtral 8x22B +0.8 -> -8.5 %, Llama 3 8B +2.2 -> -3.0 %), GB200 18.3 -> 16.6 % (Mixtral
+8x22B +31.9 -> +23.9 %); H100 calibration rows (NeMo) 10.5 -> 9.4 %. The long-sequence rows
+moving away is the open item: a held clock of a fused attention kernel measured above the
+GEMMs' would show the mechanism not modelled here.
 """
 from __future__ import annotations
 

@@ -66,7 +66,10 @@ KNEE = 0.85
 #: 210 of 1410 MHz (nvidia-smi -q -d SUPPORTED_CLOCKS), rounded up.
 MIN_CLOCK = 0.15
 _GRID = 256
-_GEMM_CODES = np.array([int(OpKind.MATMUL), int(OpKind.CONV)], dtype=np.int8)
+#: The tensor-core kernels a held clock slows (``sustained_times``): GEMMs, convolutions (implicit
+#: GEMMs) and fused attention (its QK^T and PV on the same tensor cores).
+_TENSOR_CORE_CODES = np.array([int(OpKind.MATMUL), int(OpKind.CONV), int(OpKind.ATTENTION)],
+                              dtype=np.int8)
 
 
 def voltage(x):
@@ -128,23 +131,26 @@ def sustained_times(lowered: Lowered, device: DeviceSpec, compute_s: np.ndarray,
     ``matmul_sustained``, the measured ratio of the sustained rate (MSMF: the best shape held
     until the board sits at its power limit) to the burst one (the GB200's is derived: the
     B200's MSMF, the same die, run up this module's curve to its 1,200 W; its spec file says
-    how); the compute of every GEMM in a
-    tensor-core format (matmuls and convolutions, which cuDNN runs as implicit GEMMs; not
-    fp32, which runs on the CUDA cores) is divided by it, its memory time and fixed cost kept,
-    as ``scaled_times`` does for a clock. Fused attention keeps its own kernel's rate: its
-    tables are bursts too, but the ratio is measured on GEMMs and no sustained figure of an
-    attention kernel is known (``simulator.cost.attention``'s docstring: each table's timing,
-    and how the rows move when it is scaled anyway). The
-    step's GEMMs then run at the reference this module's power model assumes (a busy device
-    at its TDP). Kernel-level comparisons (a table of kernels timed alone:
-    ``simulator.cost.roofline.op_costs``) keep the burst rate. A spec without the ratio
-    (None: its figures are sustained, or no sustained figure is known) is unchanged."""
+    how); the compute of every tensor-core kernel in a tensor-core format (matmuls,
+    convolutions, which cuDNN runs as implicit GEMMs, and fused attention; not fp32, which runs
+    on the CUDA cores) is divided by it, its memory time and fixed cost kept, as
+    ``scaled_times`` does for a clock. The ratio is a clock's: a chip held at its power limit
+    lowers the clock of whatever runs on it, whatever fraction of the peak that kernel reaches
+    (small GEMMs and materialized attention's bmm's are scaled alike), and fused attention's
+    tables are bursts too (``simulator.cost.attention``'s docstring: each table's timing, and
+    how the rows moved when the ratio was applied to it). Not modelled: a kernel that draws
+    less than the cap and so keeps a higher clock (no measured draw of a GEMM or attention
+    kernel by shape is known). The step's tensor-core kernels then run at the reference this
+    module's power model assumes (a busy device at its TDP). Kernel-level comparisons (a table
+    of kernels timed alone: ``simulator.cost.roofline.op_costs``) keep the burst rate. A spec
+    without the ratio (None: its figures are sustained, or no sustained figure is known) is
+    unchanged."""
     ratio = device.matmul_sustained
     if ratio is None or ratio >= 1.0 or len(time_s) == 0:
         return compute_s, time_s
     clock = np.ones(len(time_s), dtype=np.float64)
-    gemm = np.isin(lowered.kind, _GEMM_CODES) & (lowered.dtype != DType.FP32)
-    clock[gemm] = ratio
+    held = np.isin(lowered.kind, _TENSOR_CORE_CODES) & (lowered.dtype != DType.FP32)
+    clock[held] = ratio
     return scaled_times(compute_s, memory_s, time_s, clock)
 
 
