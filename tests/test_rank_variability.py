@@ -3,9 +3,12 @@ standard normals in closed form and against tables, its invariants, and the step
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import math
+import statistics
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -17,7 +20,14 @@ from simulator import simulate
 from simulator.cli import main
 from simulator.errors import PlanError
 from simulator.plan.step import Plan
-from simulator.schedule.variability import expected_max_normal, figures, slowest_of
+from simulator.schedule.variability import (
+    NORMAL_MAD,
+    V100_GEMM_SPREAD,
+    expected_max_normal,
+    figures,
+    slowest_of,
+    spread,
+)
 
 ROOT_PI = math.sqrt(math.pi)
 
@@ -95,7 +105,8 @@ def test_expected_max_refuses_a_non_count(n):
 def test_the_step_waits_for_the_slowest_device():
     """A data-parallel step of 16 devices is 1 + c E[M_16] times the step without variation;
     one device's step does not move."""
-    base = simulate("gpt2-small", "a100", num_devices=16, micro_batch=4, global_batch=64)
+    base = simulate("gpt2-small", "a100", num_devices=16, micro_batch=4, global_batch=64,
+                    rank_variability=0)
     varied = simulate("gpt2-small", "a100", num_devices=16, micro_batch=4, global_batch=64,
                       rank_variability=0.03)
     factor = 1 + 0.03 * expected_max_normal(16)
@@ -113,8 +124,8 @@ def test_the_slowest_device_scales_the_streamed_step_too():
     scales the whole device step, the streaming time with it; a step overhead outside the
     step's graph is added after it, unscaled."""
     bow = load_device("graphcore-bow")
-    kw = dict(num_devices=4, micro_batch=1, global_batch=8)
-    base = simulate("gpt2-small", bow, **kw)
+    kw = {"num_devices": 4, "micro_batch": 1, "global_batch": 8}
+    base = simulate("gpt2-small", bow, rank_variability=0, **kw)
     assert any("do not fit" in note for note in base.notes)   # streamed
     varied = simulate("gpt2-small", bow, rank_variability=0.05, **kw)
     factor = 1 + 0.05 * expected_max_normal(4)
@@ -149,3 +160,71 @@ def test_cli_reports_it_and_refuses_a_bad_value():
     status, _, err = _run(["predict", "gpt2-small", "--device", "a100",
                            "--rank-variability", "0.9"])
     assert status == 2 and err.count("\n") == 1 and "rank_variability" in err
+
+
+SPREADS = Path(__file__).parent / "data" / "gpu_variability.csv"
+
+
+def _per_gpu(device: str) -> list[dict]:
+    with SPREADS.open() as f:
+        return [row for row in csv.DictReader(f) if row["device"] == device]
+
+
+def test_the_default_is_the_v100_sgemm_spread():
+    """V100_GEMM_SPREAD from its data: 392 V100 SXM2 GPUs of TACC Longhorn, each GPU's median
+    SGEMM (25536^3) kernel time (hal-uw/blox-pal sgemm-longhorn-agg.csv, commit da726ca):
+    1.4826 MAD / median = 0.0172 (to the constant's four decimals)."""
+    rows = _per_gpu("v100-sxm2-16gb")
+    assert len(rows) == 392 and {row["benchmark"] for row in rows} == {"sgemm-25536"}
+    assert spread(float(row["time_s"]) for row in rows) == pytest.approx(V100_GEMM_SPREAD,
+                                                                         abs=5e-5)
+
+
+def test_the_v100_spread_is_a_normal_less_its_outliers():
+    """The health check's rule, the modified z-score above 3.5 (Iglewicz & Hoaglin 1993),
+    removes 3 slow GPUs (the slowest 1.20x the median); the standard deviation of the other
+    389 is within 5 % of the MAD's sigma, as for a normal. Slower GPUs ran at lower SM clocks
+    under the 300 W cap (r < -0.8): the spread is the chips' clocks."""
+    times = [float(row["time_s"]) for row in _per_gpu("v100-sxm2-16gb")]
+    middle = statistics.median(times)
+    sigma = V100_GEMM_SPREAD * middle
+    outliers = [t for t in times if abs(t - middle) / sigma > 3.5]
+    kept = [t for t in times if abs(t - middle) / sigma <= 3.5]
+    assert len(outliers) == 3 and all(t > middle for t in outliers)
+    assert max(times) / middle == pytest.approx(1.2027, abs=1e-4)
+    assert statistics.stdev(kept) / middle == pytest.approx(spread(times), rel=0.05)
+    clocks = [float(row["sm_clock_mhz"]) for row in _per_gpu("v100-sxm2-16gb")]
+    assert statistics.correlation(times, clocks) < -0.8
+
+
+def test_the_a100_spread_agrees_with_the_prior():
+    """Another generation and workload: 132 A100 PCIe 40GB GPUs of TACC Lonestar6, each one's
+    mean ResNet-50 iteration (blox-pal resnet-ls6-agg.csv), spread 0.0150: within 0.3 points
+    of the V100 GEMM figure the other devices take as their prior."""
+    rows = _per_gpu("a100-pcie-40gb")
+    assert len(rows) == 132
+    measured = spread(float(row["time_s"]) for row in rows)
+    assert measured == pytest.approx(0.0150, abs=5e-5)
+    assert abs(measured - V100_GEMM_SPREAD) < 0.003
+
+
+def test_spread_closed_form_and_refusals():
+    """1.4826 MAD / median: for 1, 2, 3 the MAD is 1 and the median 2."""
+    assert spread([3.0, 1.0, 2.0]) == pytest.approx(NORMAL_MAD / 2, rel=1e-15)
+    assert spread([5.0, 5.0, 5.0]) == 0.0
+    for bad in ([], [1.0], [0.0, 1.0], [1.0, float("nan")], [-1.0, 2.0]):
+        with pytest.raises(ValueError):
+            spread(bad)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(min_value=0.1, max_value=10.0), min_size=5, max_size=50),
+       st.floats(min_value=0.01, max_value=100.0))
+def test_spread_is_scale_free_and_ignores_one_outlier(times, scale):
+    """The same spread in any unit; one device 1000x slower moves the MAD's median by at most
+    one place (it never counts its size)."""
+    assert spread([t * scale for t in times]) == pytest.approx(spread(times), rel=1e-9,
+                                                               abs=1e-12)
+    outlier = spread([*times, 1000.0 * max(times)])
+    ranked = sorted(times)
+    assert outlier <= NORMAL_MAD * (ranked[-1] - ranked[0]) / statistics.median(ranked) + 1e-12
