@@ -23,15 +23,17 @@ from simulator.parallel.data import (
 from simulator.parallel.expert import check as check_expert_parallel
 from simulator.parallel.expert import local_members, reduce_expert_gradients
 from simulator.parallel.expert import shard as shard_experts
+from simulator.parallel.partitioned import partition_checkpoints
 from simulator.parallel.pipeline import block_on_p2p, overlap_p2p, stage_graph
 from simulator.parallel.tensor import check as check_tensor_parallel
-from simulator.parallel.tensor import (
-    gather_partitioned_checkpoints,
-    split,
-    use_userbuffers,
-    wait_for_weight_gradients,
+from simulator.parallel.tensor import split, use_userbuffers, wait_for_weight_gradients
+from simulator.plan.parallel import (
+    Dispatcher,
+    ParallelPlan,
+    PipelineEngine,
+    Schedule,
+    Sharding,
 )
-from simulator.plan.parallel import Dispatcher, ParallelPlan, PipelineEngine, Schedule
 from simulator.plan.step import Attention, Finetune, Fusion, Plan, Recompute
 from simulator.training.backward import training_graph
 from simulator.training.finetune import adapt, dequantize
@@ -64,9 +66,6 @@ def micro_batches(work, plan: Plan, parallel: ParallelPlan, num_devices: int) ->
     if parallel.sequence_parallel and parallel.tp == 1:
         raise PlanError("sequence parallelism splits the tensor-parallel ranks' tokens: it "
                         "needs tp > 1")
-    if parallel.partition_activations and parallel.tp == 1:
-        raise PlanError("partition_activations splits checkpointed layer inputs over the "
-                        "tensor-parallel ranks: it needs tp > 1 (--tp), or leave it off")
     if parallel.partition_activations and plan.recompute is not Recompute.FULL:
         raise PlanError("partition_activations splits checkpointed layer inputs: it needs "
                         f"recompute = full, not {plan.recompute.value} (--recompute full)")
@@ -168,7 +167,9 @@ def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
                                  plan.channels_last)
     step = add_qkv_kernels(step, plan)   # eager rotary kernels, attention layout copies
     if parallel.partition_activations and not parallel.activations_split:
-        gather_partitioned_checkpoints(step, parallel.tp)
+        # DeepSpeed's copies (simulator.parallel.partitioned); a bf16 step under DeepSpeed 2021
+        # is DeeperSpeed's, which gathers the pieces in fp32
+        partition_checkpoints(step, parallel.tp, parallel.sharding is Sharding.DEEPSPEED_2021)
     if not parallel.overlap_tp_comm:
         wait_for_weight_gradients(step)
     if parallel.tp_comm_overlap and parallel.tp > 1:

@@ -209,38 +209,6 @@ class _Split:
         self.remap[name] = self.out.add(g, [name])
 
 
-def gather_partitioned_checkpoints(step: OpGraph, tp: int) -> OpGraph:
-    """DeepSpeed's ``partition_activations``: each checkpointed layer keeps 1/tp of its input
-    per tensor-parallel rank (``partition_activations`` in ``CheckpointFunction.forward``:
-    a ``narrow(...).clone()`` of the flattened input, priced with the forward's work as nothing
-    here) and all-gathers it over the ranks when the backward reaches the layer, before the
-    layer is recomputed (``gather_partitioned_activations``: ``dist.all_gather`` per input,
-    deepspeed/runtime/activation_checkpointing/checkpointing.py). One all-gather per
-    recomputed layer of its saved inputs' bytes; the recomputation waits for it. Not modelled:
-    the memory it saves (the checkpoints' 1 - 1/tp). Returns ``step``."""
-    regions: dict[int, list[str]] = {}
-    for name in step.names():
-        op = step.op(name)
-        if op.task is Task.RECOMPUTE and op.out_bytes and any(
-                step.op(src).task is not Task.RECOMPUTE for src in step.inputs(name)):
-            regions.setdefault(op.layer, []).append(name)   # where a recomputed layer starts
-    for layer, entries in regions.items():
-        outside = {src: step.op(src) for name in entries for src in step.inputs(name)
-                   if step.op(src).task is not Task.RECOMPUTE}
-        saved = sum(op.out_bytes for op in outside.values() if op.phase is Phase.FORWARD)
-        if not saved:
-            continue
-        gather = collective(f"checkpoint_all_gather:L{layer}", "all_gather", saved // tp, saved,
-                            0, tp, Axis.TENSOR, step.op(entries[0]), phase=Phase.RECOMPUTE)
-        gather = gather.evolve(task=Task.RECOMPUTE, forward_of=step.op(entries[0]).forward_of)
-        step.add(gather, [])
-        for index, src in enumerate(sorted(outside)):   # the backward's arrival too
-            step.add_edge(src, gather.name, index, nbytes=0)
-        for name in entries:
-            step.add_edge(gather.name, name, len(step.inputs(name)), nbytes=0)
-    return step
-
-
 def use_userbuffers(step: OpGraph) -> OpGraph:
     """Megatron-Core's ``tp_comm_overlap``: every tensor-parallel all-gather and
     reduce-scatter inside a transformer layer of ``step`` (``Op.layer`` >= 0) carries the

@@ -170,13 +170,15 @@ class ParallelPlan:
                 "each layer's before it runs (Megatron-LM --overlap-param-gather)"})
     # DeepSpeed activation checkpointing's partition_activations (GPT-NeoX
     # partition-activations): each checkpointed layer's input is kept 1/tp per tensor-parallel
-    # rank and all-gathered before the layer is recomputed (deepspeed/runtime/
-    # activation_checkpointing/checkpointing.py: partition_activations in CheckpointFunction
-    # .forward, gather_partitioned_activations in its backward; simulator.parallel.tensor).
-    # Default False, as DeepSpeed's (activation_checkpointing/config.py).
+    # rank and all-gathered before the layer is recomputed, with copies around both (deepspeed/
+    # runtime/activation_checkpointing/checkpointing.py: partition_activations in
+    # CheckpointFunction.forward, get_full_inputs in its backward; simulator.parallel
+    # .partitioned). At tp = 1 the copies still run (a one-rank group). Default False, as
+    # DeepSpeed's (activation_checkpointing/config.py).
     partition_activations: bool = field(default=False, metadata={
         "help": "DeepSpeed: keep each checkpointed layer input split over the tensor-parallel "
-                "ranks, all-gathered before its recomputation (needs recompute = full, tp > 1)"})
+                "ranks, all-gathered before its recomputation, with DeepSpeed's copies (needs "
+                "recompute = full)"})
     # A tensor-parallel backward collective overlaps the weight-gradient GEMMs of the linears
     # whose input gradient it reduces (Megatron-LM's asynchronous tensor-parallel all-reduce,
     # on by default; --no-async-tensor-model-parallel-allreduce turns it off). False: it waits
