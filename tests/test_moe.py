@@ -109,6 +109,7 @@ def test_expert_parallel_flops_equal_the_closed_form_on_many_devices():
 
 def test_each_expert_rank_holds_experts_over_ep_and_exchanges_its_token_copies():
     work = replace(get_workload("mixtral-8x7b").with_layers(2), seq_len=1024)
+    work = replace(work, moe=replace(work.moe, imbalance=1.0))   # a balanced router
     one = simulate(work, "h100", num_devices=16, micro_batch=1, precision="bf16")
     r = simulate(work, "h100", num_devices=16, micro_batch=1, precision="bf16", ep=8)
     experts = 2 * 8 * 3 * 4096 * 14336   # 2 layers of 8 SwiGLU experts
@@ -167,7 +168,8 @@ def test_all_to_all_across_nodes_is_priced_on_both_networks():
     (simulator.cost.collectives.hierarchical_time_s)."""
     work = replace(get_workload("mixtral-8x7b").with_layers(1), seq_len=1024)
     # padded to capacity: every rank exchanges exactly its copies (no sampling imbalance)
-    work = replace(work, moe=replace(work.moe, experts=16, capacity_factor=1.0))
+    work = replace(work, moe=replace(work.moe, experts=16, capacity_factor=1.0,
+                                     pad_to_capacity=True))
     r = simulate(work, "h100", num_devices=16, micro_batch=1, precision="bf16", ep=16)
     low = r.lowered
     i = int(np.flatnonzero((low.kind == OpKind.COLLECTIVE) & (low.axis == int(Axis.EXPERT)))[0])
@@ -182,10 +184,13 @@ def test_all_to_all_across_nodes_is_priced_on_both_networks():
 
 
 def _imbalanced_runs(work, **plan):
-    moes = {"balanced": work.moe, "skewed": replace(work.moe, imbalance=1.5),
-            "capped": replace(work.moe, imbalance=1.5, capacity_factor=1.0),
+    moes = {"balanced": replace(work.moe, imbalance=1.0),
+            "skewed": replace(work.moe, imbalance=1.5),
+            "capped": replace(work.moe, imbalance=1.5, capacity_factor=1.0,
+                              pad_to_capacity=True),
             # balanced and padded to capacity: no host synchronisation (tests/test_moe_sync.py)
-            "padded": replace(work.moe, capacity_factor=1.0)}
+            "padded": replace(work.moe, imbalance=1.0, capacity_factor=1.0,
+                              pad_to_capacity=True)}
     return {key: simulate(replace(work, moe=moe), "h100", micro_batch=1, precision="bf16",
                           **plan) for key, moe in moes.items()}
 
@@ -405,7 +410,8 @@ def test_deepep_sends_each_token_once_per_node_then_forwards_it_inside():
     assert nodes_per_token(deepseek.moe, 8) == pytest.approx(4 * (1 - 0.75 ** 8))
     work = replace(mixtral.with_layers(2), seq_len=1024)
     # padded to capacity: the mean copies exactly (no sampling imbalance)
-    work = replace(work, moe=replace(work.moe, experts=16, capacity_factor=1.0))
+    work = replace(work, moe=replace(work.moe, experts=16, capacity_factor=1.0,
+                                     pad_to_capacity=True))
     copies = 1024 * 2 * 4096 * 2   # tokens x top_k x hidden x bf16
     runs = {}
     for dispatcher in ("alltoall", "deepep"):

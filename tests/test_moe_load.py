@@ -53,17 +53,22 @@ def test_busiest_load_is_the_larger_figure_dropless_and_the_capacity_padded():
     """Dropless: the larger of the imbalance and the floor. A capacity factor C pads every
     expert's input to C x the mean (Megatron-Core's moe_pad_expert_input_to_capacity, NeMo's
     recipes): the load is C, above the busiest expert's as below it."""
-    moe = get_workload("mixtral-8x7b").moe
+    moe = replace(get_workload("mixtral-8x7b").moe, imbalance=1.0, pad_to_capacity=False)
     floor = sampling_load(2048, 8, 8, 2)
     assert busiest_load(moe, 2048, 8) == floor
     assert busiest_load(replace(moe, imbalance=1.5), 2048, 8) == 1.5
+    padded = replace(moe, capacity_factor=1.25, pad_to_capacity=True)
+    assert busiest_load(replace(padded, imbalance=1.5), 2048, 8) == 1.25
+    assert busiest_load(replace(padded, capacity_factor=1.0), 2048, 8) == 1.0
+    assert busiest_load(padded, 2048, 8) == 1.25 > floor
+    # dropping without padding: the busiest runs min(dropless, C)
     assert busiest_load(replace(moe, imbalance=1.5, capacity_factor=1.25), 2048, 8) == 1.25
-    assert busiest_load(replace(moe, capacity_factor=1.0), 2048, 8) == 1.0
-    assert busiest_load(replace(moe, capacity_factor=1.25), 2048, 8) == 1.25 > floor
+    assert busiest_load(replace(moe, capacity_factor=1.25), 2048, 8) == floor
 
 
 def test_a_dropless_expert_parallel_step_runs_the_floor_on_its_busiest_rank():
     work = replace(get_workload("mixtral-8x7b").with_layers(2), seq_len=1024)
+    work = replace(work, moe=replace(work.moe, imbalance=1.0))   # a balanced router
     r = simulate(work, "h100", num_devices=8, micro_batch=1, precision="bf16", ep=8)
     low = r.lowered
     grouped = np.array([fn == "grouped_linear" for fn in low.fn])

@@ -7,7 +7,8 @@ sets ``cuda_sync_point = "before_ep_alltoall"`` and calls
 ``torch.cuda.current_stream().synchronize()`` there, once per MoE layer's forward; padded to a
 capacity (``moe_pad_expert_input_to_capacity``, NeMo's performance recipes) it is
 ``"no_sync"``; with one rank there is no all-to-all, but a dropless dispatcher still reads the
-tokens per expert on the host (``"before_ep_alltoall"`` or ``"before_finish"``).
+tokens per expert on the host (``"before_ep_alltoall"`` or ``"before_finish"``); dropping
+over a capacity without padding it reads the count kept (``"before_permutation_1"``).
 """
 from dataclasses import replace
 
@@ -65,9 +66,9 @@ def test_recomputation_synchronises_again():
 @pytest.mark.parametrize("case", ["capacity", "one-rank-padded", "deepep", "deepep-in-a-node"])
 def test_no_synchronisation_when_the_sizes_are_known(case):
     if case == "capacity":    # padded to capacity: Megatron-Core's "no_sync"
-        run = _run(_work(capacity_factor=1.0))
+        run = _run(_work(capacity_factor=1.0, pad_to_capacity=True))
     elif case == "one-rank-padded":
-        run = _run(_work(capacity_factor=1.0), num_devices=1, ep=1)
+        run = _run(_work(capacity_factor=1.0, pad_to_capacity=True), num_devices=1, ep=1)
     elif case == "deepep":    # DeepEP's dispatch is not Megatron-Core's all-to-all dispatcher
         run = _run(replace(_work(), moe=replace(_work().moe, experts=16)), num_devices=16,
                    ep=16, moe_dispatcher="deepep")
@@ -87,6 +88,18 @@ def test_one_rank_dropless_synchronises_at_the_permutation():
     assert sync_calls(run.lowered, run.device_spec).sum() == LAYERS
 
 
+@pytest.mark.parametrize("ep", [8, 1])
+def test_dropping_without_padding_synchronises_before_the_permutation(ep):
+    """A capacity factor without padding: the copies kept are known only on the device, so
+    Megatron-Core's dispatcher reads their count first (cuda_sync_point
+    "before_permutation_1", token_dispatcher.py at NVIDIA/Megatron-LM d98e8a64dd): once per
+    MoE layer's forward, at the permutation, not at the all-to-all."""
+    run = _run(_work(capacity_factor=1.0), num_devices=ep, ep=ep)
+    names = _synced(run)
+    assert len(names) == LAYERS and all(name.endswith("permute") for name in names), names
+    assert sync_calls(run.lowered, run.device_spec).sum() == LAYERS
+
+
 def test_the_synchronisation_costs_the_hosts_issue_time_and_nothing_else():
     """Dropless and padded to a capacity factor equal to dropless's busiest load run the same
     work (the same load); only the host waits differ: dropless is slower, by less than the
@@ -94,7 +107,7 @@ def test_the_synchronisation_costs_the_hosts_issue_time_and_nothing_else():
     device can expose)."""
     dropless = _run(_work())
     busiest = max(dropless.lowered.load) / 1000
-    padded = _run(_work(capacity_factor=busiest))
+    padded = _run(_work(capacity_factor=busiest, pad_to_capacity=True))
     assert set(dropless.lowered.load) == set(padded.lowered.load)
     assert dropless.flops_per_step == padded.flops_per_step
     extra = dropless.step_time_s - padded.step_time_s

@@ -18,24 +18,24 @@ dispatcher and grouped GEMMs (megatron/core/transformer/moe/, ``TEGroupedMLP``):
   token order (``Role.EXPERT_COMBINE``; the all-to-all back first under expert parallelism);
 - shared experts: one dense MLP of ``shared_experts`` x ``expert_ffn_hidden`` features.
 
-Load imbalance and token dropping. The busiest expert (or expert-parallel rank) receives
-``imbalance`` times the mean load, and every rank waits for it at the combine; with a
-``capacity_factor`` C (GShard, sec. 2.2; Switch, sec. 2.2) an expert keeps at most C x the
-mean load and drops the rest, its input padded to C x the mean (Megatron-Core's
-``--moe-pad-expert-input-to-capacity``, as NeMo's recipes run). With expert parallelism
-(ep > 1) the expert GEMMs therefore run ``load`` times their mean work on the rank that paces
-the step (dropless: the larger of the imbalance and the sampling spread; with C: C;
-``simulator.parallel.expert.busiest_load``): the
-``load`` fact of each grouped GEMM (per mille), set by ``simulator.parallel.expert``, which
+Load imbalance and token dropping. ``imbalance`` is the busiest expert's load over the mean
+(1 + MaxVio, Wang et al. 2024, arXiv:2408.15664, eq. 4), a property of the trained router;
+left out, the cited measurement for the workload's router type (``MAXVIO``: an aux-loss
+router, or the loss-free bias of ``router_bias``). With expert parallelism (ep > 1) the rank
+holding the busiest experts paces each MoE layer: its load (``simulator.parallel.expert``:
+the router's spread mapped onto ep ranks of experts / ep experts, or the sampling spread of a
+micro-batch, the larger) is the ``load`` fact of each grouped GEMM (per mille), which
 ``simulator.cost.efficiency.executed_fraction`` applies to its time. With ep = 1 one device
 runs every expert in one grouped GEMM: its work is the same however the tokens spread, so the
-graph built here is balanced (load 1). Their
-FLOPs stay the mean (the closed form: every routed token counted once), so MFU counts model
-FLOPs only; tokens dropped over capacity are not subtracted from them (their share depends on
-the distribution of loads, which one factor does not give). Default ``imbalance`` 1.0: a
-router balanced in expectation (``--moe-router-force-load-balancing``, what benchmarks run),
-whose random spread over a micro-batch ``simulator.parallel.expert.sampling_load`` still
-adds; measured imbalance of a real router is the user's input (``[moe] imbalance``).
+graph built here is balanced (load 1). With a ``capacity_factor`` C (GShard, sec. 2.2;
+Switch, sec. 2.2) each rank keeps at most C x the mean of its token copies per expert and
+drops the rest (Megatron-Core's ``--moe-expert-capacity-factor``): with
+``pad_to_capacity`` (``--moe-pad-expert-input-to-capacity``, NeMo's performance recipes)
+every expert's input is padded to C x the mean, so the load is exactly C; without it (the
+default, Megatron-Core's) the busiest rank runs at most C and the dropped copies (their
+expected share, ``simulator.parallel.expert.dropped_fraction``) are neither computed nor
+sent. Model FLOPs count the copies the experts run: every routed copy when dropless or padded
+(the closed form), the kept ones when dropping.
 
 Multi-head latent attention (MLA, DeepSeek-V2, arXiv:2405.04434, sec. 2.1.2; DeepSeek-V3,
 arXiv:2412.19437, sec. 2.1.1): queries through a low-rank bottleneck (q_lora_rank, with an
@@ -61,6 +61,18 @@ class Router(str, Enum):
     SIGMOID = "sigmoid"   # sigmoid scores, top-k, normalised over the chosen (DeepSeek-V3)
 
 
+#: A trained router's MaxVio (the busiest expert's load over the mean, minus 1) by its load
+#: balancing, and the routed experts it was measured over: Wang et al. 2024, "Auxiliary-Loss-
+#: Free Load Balancing Strategy for Mixture-of-Experts" (arXiv:2408.15664v1), Table 2,
+#: MaxVio_global (eq. 4: the experts' loads over the validation set) of the 3B model (the
+#: larger of the two; 200B tokens): 0.52 with an auxiliary loss (sec. 4.1: softmax gate,
+#: alpha = 0.001), 0.04 loss-free (a per-expert bias, update rate 0.001); the 1B model: 0.72
+#: and 0.04. Both models: DeepSeekMoE layers of 64 routed experts, 6 per token, 2 shared
+#: (Appendix, Table 5). An aux-loss router with a larger alpha (Mixtral's Megatron-Core
+#: recipes: 0.01) is likely better balanced than this; no measurement of one was found.
+MAXVIO = {"aux_loss": 0.52, "loss_free": 0.04}
+MAXVIO_EXPERTS = 64
+
 #: The largest figures of the MoE fields, far beyond any published model (DeepSeek-V3: 256
 #: routed experts, 8 per token; Qwen3: 128; Arctic: 128 experts; Switch-C: 2,048 experts).
 MAX_EXPERTS = 2**14
@@ -80,7 +92,11 @@ class MoE:
     router_bias: bool = False              # a per-expert score bias (DeepSeek-V3's
     #                                        e_score_correction_bias, not trained by gradient)
     shared_gate: bool = False              # a sigmoid gate on the shared experts (Qwen-MoE)
-    imbalance: float = 1.0                 # busiest expert's load / the mean load
+    imbalance: float | None = None         # busiest expert's load / the mean load
+    #                                        (None: MAXVIO's figure for the router)
+    pad_to_capacity: bool = False          # with a capacity_factor: pad every expert's
+    #                                        input to capacity (else drop, Megatron-Core's
+    #                                        default: moe_pad_expert_input_to_capacity False)
     max_nodes: int | None = None           # node-limited routing: each token's experts on at
     #                                        most this many nodes (DeepSeek-V3: 4, its
     #                                        topk_group of 8 expert groups, one per node)
@@ -113,9 +129,12 @@ class MoE:
         if self.router_bias and self.router is not Router.SIGMOID:
             raise WorkloadError("[moe] router_bias = true needs router = 'sigmoid' (DeepSeek-"
                                 f"V3's score correction bias), not {self.router.value!r}")
+        if self.pad_to_capacity and self.capacity_factor is None:
+            raise WorkloadError("[moe] pad_to_capacity = true needs a capacity_factor (each "
+                                "expert's input is padded to capacity_factor x the mean)")
         for key, low in (("capacity_factor", 0.0), ("imbalance", 1.0)):
             value = getattr(self, key)
-            if value is None and key == "capacity_factor":
+            if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or \
                     not math.isfinite(value) or not low <= value <= 64 or \
@@ -272,4 +291,4 @@ def moe_mlp(c, b: Builder, x: str, rows: int) -> str:
     return b.dropout(y, rows * h, base="mlp_dropout") if c.dropout else y
 
 
-__all__ = ["MLA", "MoE", "Router", "mla_attention", "mla_params", "moe_mlp", "moe_mlp_params"]
+__all__ = ["MAXVIO", "MAXVIO_EXPERTS", "MLA", "MoE", "Router", "mla_attention", "mla_params", "moe_mlp", "moe_mlp_params"]

@@ -33,7 +33,8 @@ _OPTIONAL = {"kv_heads": int, "ffn_hidden": int, "ffn": Ffn, "norm": Norm, "name
 #: (float: a number; None in a type: the key may be left out).
 _MOE = {"experts": int, "top_k": int, "shared_experts": int, "expert_ffn_hidden": int,
         "capacity_factor": float, "first_dense_layers": int, "router": Router,
-        "router_bias": bool, "shared_gate": bool, "imbalance": float, "max_nodes": int}
+        "router_bias": bool, "shared_gate": bool, "imbalance": float, "max_nodes": int,
+        "pad_to_capacity": bool}
 _MOE_REQUIRED = ("experts", "top_k")
 _MLA = {"kv_lora_rank": int, "qk_nope_head_dim": int, "qk_rope_head_dim": int,
         "v_head_dim": int, "q_lora_rank": int}

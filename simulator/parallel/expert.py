@@ -20,15 +20,29 @@ output), returning a new graph. It reads each op's ``Role``:
   one device runs all the experts and the imbalance changes nothing). Their backward is the
   all-to-all the other way (``ADJOINT``).
 
-Load: the larger of the workload's ``imbalance`` (a measured figure of a trained router, the
-user's) and the spread of a router balanced in expectation (``sampling_load``: a micro-batch's
-copies fall on the ranks at random, so the busiest of ep ranks receives, in expectation,
-the mean plus E[max of ep correlated normals] standard deviations: closed form, checked
-against a Monte Carlo of top-k routing in tests/test_moe_load.py; Mixtral 8x7B, 4,096 tokens
-x top-2 a rank over 8 ranks: 1.015); with a capacity factor C, exactly C (every expert's
-input padded to capacity, as NeMo's recipes run: ``busiest_load``). A floor: real routers are also skewed (tokens of a sequence,
-a domain, route alike) and that part is the ``imbalance`` the user gives; no cited measurement
-of it for an aux-loss router is built in.
+Load: the larger of the router's imbalance on the ep ranks and the spread of a router
+balanced in expectation. The router's: the workload's ``imbalance`` (the busiest expert's
+load over the mean), by default the measured MaxVio of its router type
+(``workloads.moe.MAXVIO``: Wang et al. 2024, arXiv:2408.15664, Table 2, aux-loss 0.52,
+loss-free 0.04, over 64 experts), taken as a spread sigma of the experts' loads (1 + sigma
+(Z_e - mean Z), Z iid normal: ``router_spread``, ``expert_imbalance``) and summed over a
+rank's experts / ep experts (``rank_imbalance``: 1 + sigma E[max of ep normals] / sqrt(experts
+/ ep); Mixtral's aux-loss default on 8 ranks: 1.316, DeepSeek-V3's loss-free on 64: 1.020).
+The sampling spread (``sampling_load``): a micro-batch's copies fall on the ranks at random,
+so the busiest of ep ranks receives, in expectation, the mean plus E[max of ep correlated
+normals] standard deviations: closed form, checked against a Monte Carlo of top-k routing in
+tests/test_moe_load.py; Mixtral 8x7B, 4,096 tokens x top-2 a rank over 8 ranks: 1.015.
+
+Capacity (``busiest_load``, ``dropped_fraction``): with a capacity factor C each rank keeps
+at most C x its mean copies per expert (Megatron-Core's ``apply_router_token_dropping``,
+moe_utils.py at NVIDIA/Megatron-LM d98e8a64dd). Padded to capacity (``pad_to_capacity``,
+NeMo's recipes) every expert runs exactly C x the mean, however the tokens spread. Dropping
+without padding (Megatron-Core's default) the busiest rank runs min(load, C) (an upper
+bound), and the copies over capacity are dropped: their expected share, E[(X - C)^+] of
+normal per-expert loads (the router's spread and the binomial sampling of a rank's tokens),
+comes off every rank's permutation and grouped GEMMs (FLOPs, model FLOPs included) and so off
+the all-to-alls (``_keep``); the GEMMs keep the rows per expert of all the copies for their
+shape efficiency. ``--json`` reports the figures (``figures``: parallel.moe).
 
 Placement: Megatron-Core's MoE parallel folding (NVIDIA/Megatron-LM 7f22e210cd, 2024-11-23,
 "MoE parallel folding: separate MoE parallel states from dense", in every release since
@@ -55,17 +69,16 @@ counts to the host and calls ``torch.cuda.current_stream().synchronize()`` befor
 dispatch all-to-all of each MoE layer's forward (``cuda_sync_point = "before_ep_alltoall"``,
 megatron/core/transformer/moe/token_dispatcher.py at NVIDIA/Megatron-LM c230e0d7c2, MCore
 v0.9-0.10; with a capacity factor and ``--moe-pad-expert-input-to-capacity`` the sizes are
-known and it does not: ``"no_sync"``; a capacity factor is taken as padded throughout, load
-and sync). With ep = 1 the dropless permutation carries it (no all-to-all; the host still
-reads the tokens per expert: ``"before_ep_alltoall"`` or ``"before_finish"``); DeepEP's
-dispatch (``deepep``), in a node or across nodes, does not. The dispatch carries the fact
-``sync``, and
-``simulator.cost.host.sync_calls`` makes the host wait for the device before issuing it (in
-the forward and a recomputation; the backward reuses the sizes). The dropless permutation
-itself (moe_utils.permute at the same commit: ``masked_select``, whose output size the host
-must read) waits just before it, so the host waits once either way. Not modelled: a capacity
-factor without padding (load min(busiest, C) and a sync "before_permutation_1"), DeepEP's
-own sync.
+known and it does not: ``"no_sync"``). With ep = 1 the dropless permutation carries it (no
+all-to-all; the host still reads the tokens per expert: ``"before_ep_alltoall"`` or
+``"before_finish"``); dropping over a capacity without padding, the host reads the count of
+copies kept before the permutation (``"before_permutation_1"``, token_dispatcher.py at
+d98e8a64dd), at any ep; DeepEP's dispatch (``deepep``), in a node or across nodes, does not.
+The dispatch carries the fact ``sync``, and ``simulator.cost.host.sync_calls`` makes the host
+wait for the device before issuing it (in the forward and a recomputation; the backward
+reuses the sizes). The dropless permutation itself (moe_utils.permute at the same commit:
+``masked_select``, whose output size the host must read) waits just before it, so the host
+waits once either way. Not modelled: DeepEP's own sync.
 
 Gradients (``reduce_expert_gradients``): a rank's experts are held by the dp x cp / ep ranks
 of its expert-data-parallel group, tp x ep apart (Megatron-Core's ``expert_data_parallel``
@@ -79,8 +92,12 @@ ZeRO shards the experts' states over the same group (``simulator.schedule.memory
 
 Left out: the update of the experts' shard is priced as 1/(dp x cp) of them (not 1/(dp x cp
 / ep)); the split is made for the per-layer reductions (Megatron-Core, FSDP, DDP), not for
-DeepSpeed's multi-layer buckets, hybrid sharding's copies or ZeRO-3's gathers; token
-dropping's effect on the bytes beyond the capacity cut of ``load``.
+DeepSpeed's multi-layer buckets, hybrid sharding's copies or ZeRO-3's gathers; with
+dropping, the activation between the expert GEMMs and the un-permutation keep every copy's
+size; the far tail of the dropped share (the normal approximation to the binomial
+underestimates it: at C = 1.1, 8 experts, 2,048 tokens, 5.4e-5 for a Monte Carlo's 4.4e-5);
+a router's imbalance by layer, by domain or over training (one figure for every layer and
+step); Megatron-Core's ``--moe-token-drop-policy`` (which copies are dropped, not how many).
 """
 from __future__ import annotations
 
@@ -94,6 +111,7 @@ from simulator.graph.collective import Axis, collective
 from simulator.graph.op import Block, Op, OpKind, Phase, Role
 from simulator.graph.opgraph import OpGraph
 from simulator.parallel.tensor import grouped
+from workloads.moe import MAXVIO, MAXVIO_EXPERTS
 
 #: Roles of the grouped expert GEMMs.
 EXPERTS = frozenset({Role.EXPERT_COLUMN, Role.EXPERT_ROW})
@@ -127,19 +145,31 @@ def shard(forward: OpGraph, ep: int, local: int = 0, overlap_shared: bool = Fals
     ``overlap_shared``: the shared experts run beside the all-to-alls (else after the
     combine); ``deepep``: DeepEP's two-hop dispatch (``nodes_per_token``) for ``moe`` (the
     workload's ``workloads.moe.MoE``)."""
-    # Megatron-Core's dropless all-to-all dispatcher reads the split sizes on the host first
-    # (DeepEP's dispatch is not that dispatcher, inside a node as across nodes)
-    sync = moe is not None and moe.capacity_factor is None and not deepep
+    # Megatron-Core's all-to-all dispatcher reads the split sizes on the host first, dropless
+    # and dropping without padding (DeepEP's dispatch is not that dispatcher)
+    sync = moe is not None and not deepep and not (
+        moe.capacity_factor is not None and moe.pad_to_capacity)
     if not any(op.role in EXPERTS for op in forward.ops()):
         return forward
-    if ep == 1:   # no all-to-all: the host still reads the tokens per expert, at the permutation
-        return _sync_permutation(forward) if sync else forward
+    copies = _copies_per_rank(forward)
+    dropping = moe is not None and moe.capacity_factor is not None and not moe.pad_to_capacity
+    kept = 1.0 - dropped_fraction(moe, copies) if dropping else 1.0
+    if ep == 1 or dropping:
+        # ep = 1: no all-to-all, the host still reads the tokens per expert at the
+        # permutation; dropping: "before_permutation_1" (token_dispatcher.py at d98e8a64dd)
+        forward = _sync_permutation(forward) if sync else forward
+    if ep == 1:   # one device runs every copy kept: balanced
+        return _keep(forward, kept, None) if dropping else forward
     members = local or ep
     hops = None
     if deepep and moe is not None and ep > members:
         hops = (ep // members, members, nodes_per_token(moe, ep // members))
-    load = busiest_load(moe, _copies_per_rank(forward), ep) if moe is not None else 1.0
-    out = _shard(forward, ep, local, hops, moe.top_k if moe is not None else 1, load, sync)
+    # the busiest rank's work over the mean of all routed copies: its all-to-alls' share
+    load = busiest_load(moe, copies, ep) if moe is not None else 1.0
+    out = _shard(forward, ep, local, hops, moe.top_k if moe is not None else 1, load,
+                 sync and not dropping)
+    if dropping:   # the grouped GEMMs' load: over the mean of the copies kept
+        out = _keep(out, kept, load / kept)
     if not overlap_shared:
         _shared_after_combine(out)
     return out
@@ -175,15 +205,96 @@ def sampling_load(copies: float, ep: int, experts: int = 0, top_k: int = 1) -> f
     return 1.0 + expected_max_normal(ep) * math.sqrt(distinct / copies)
 
 
+def expert_imbalance(moe) -> float:
+    """The busiest expert's load over the mean (1 + MaxVio) of ``moe``'s router: its
+    ``imbalance``, or the measurement for its router type (``workloads.moe.MAXVIO``: loss-free
+    with ``router_bias``, else an auxiliary loss) carried over to its count of experts as a
+    spread: measured over 64 experts as 1 + ``router_spread`` x E[max of 64 normals], so over
+    E experts 1 + that spread x E[max of E normals] (8 experts, an aux-loss router: 1.316)."""
+    if moe.imbalance is not None:
+        return float(moe.imbalance)
+    maxvio = MAXVIO["loss_free" if moe.router_bias else "aux_loss"]
+    return 1.0 + maxvio * expected_max_normal(moe.experts) / expected_max_normal(MAXVIO_EXPERTS)
+
+
+def router_spread(moe) -> float:
+    """sigma of the router's load model: the experts' loads over the mean are 1 + sigma (Z_e -
+    mean Z), Z_e independent standard normals (they sum to the total), so the busiest of E is
+    1 + sigma E[max of E normals] = ``expert_imbalance`` (0 for one expert)."""
+    top = expected_max_normal(moe.experts)
+    return (expert_imbalance(moe) - 1.0) / top if top > 0 else 0.0
+
+
+def rank_imbalance(moe, ep: int) -> float:
+    """The busiest of ``ep`` ranks' load over the mean when each holds g = experts / ep of the
+    experts (Megatron-Core's contiguous placement) and their loads follow ``router_spread``'s
+    model: a rank's load is 1 + (sigma / sqrt g) (W_r - mean W), W_r independent standard
+    normals (the mean of its g Z_e, times sqrt g), so the busiest is 1 + sigma E[max of ep
+    normals] / sqrt(g): the expert's imbalance with one expert a rank (ep = experts), 1 with
+    one rank; DeepSeek-V3's default (loss-free, 256 experts) over ep = 64 ranks: 1.020."""
+    if ep <= 1:
+        return 1.0
+    return 1.0 + router_spread(moe) * expected_max_normal(ep) / math.sqrt(moe.experts / ep)
+
+
+def dropless_load(moe, copies: float, ep: int) -> float:
+    """The busiest rank's token copies over the mean with no capacity: the larger of the
+    router's imbalance on ``ep`` ranks (``rank_imbalance``) and a micro-batch's sampling
+    spread (``sampling_load``, ``copies`` a rank)."""
+    return max(rank_imbalance(moe, ep), sampling_load(copies, ep, moe.experts, moe.top_k))
+
+
+def dropped_fraction(moe, copies: float) -> float:
+    """The expected share of the token copies dropped over capacity: 0 dropless or padded;
+    with a capacity factor C and no padding, each rank keeps at most C x its mean copies per
+    expert (Megatron-Core's ``apply_router_token_dropping``: capacity ceil(tokens x top_k /
+    experts x C) of the rank's own tokens, moe_utils.py at NVIDIA/Megatron-LM d98e8a64dd).
+    An expert's copies from a rank (``copies`` a rank, T = copies / top_k tokens), over their
+    mean, are taken as normal: mean 1, variance sigma^2 (1 - 1/E) from the router
+    (``router_spread``) plus (E - k) / copies from sampling (each token picks an expert with
+    probability k / E: binomial). The dropped share is E[(X - C)^+] = s phi(z) - (C - 1)(1 -
+    Phi(z)), z = (C - 1) / s: at least max(0, 1 - C) (Jensen), 0 as C grows."""
+    c = moe.capacity_factor
+    if c is None or moe.pad_to_capacity or copies <= 0:
+        return 0.0
+    e, k = moe.experts, moe.top_k
+    variance = router_spread(moe) ** 2 * (1 - 1 / e) + (e - k) / copies
+    if variance <= 0:
+        return max(0.0, 1.0 - c)
+    from scipy import stats
+
+    s = math.sqrt(variance)
+    z = (c - 1.0) / s
+    return float(s * stats.norm.pdf(z) - (c - 1.0) * stats.norm.sf(z))
+
+
 def busiest_load(moe, copies: float, ep: int) -> float:
-    """The grouped GEMMs' ``load`` on the rank that paces the step: dropless, the larger of
-    the workload's ``imbalance`` and the sampling floor (``sampling_load``); with a capacity
-    factor C, C: every expert's input padded to capacity (Megatron-Core's
-    ``--moe-pad-expert-input-to-capacity``, NeMo's recipes), so each runs exactly C x the
-    mean, however the tokens spread (dropping without padding is not modelled)."""
-    if moe.capacity_factor is not None:
+    """The busiest rank's work over the mean (all routed copies), the load that paces the
+    step: dropless, ``dropless_load``; with a capacity factor C padded to capacity
+    (Megatron-Core's ``--moe-pad-expert-input-to-capacity``, NeMo's recipes), exactly C,
+    however the tokens spread; dropping without padding, min(dropless, C): no expert of any
+    rank keeps more than C x its mean (an upper bound: dropping at a rank's other experts
+    can only lower it)."""
+    if moe.capacity_factor is None:
+        return dropless_load(moe, copies, ep)
+    if moe.pad_to_capacity:
         return float(moe.capacity_factor)
-    return max(float(moe.imbalance), sampling_load(copies, ep, moe.experts, moe.top_k))
+    return min(dropless_load(moe, copies, ep), float(moe.capacity_factor))
+
+
+def figures(moe, forward: OpGraph) -> dict | None:
+    """The load figures of a rank's ``forward`` (``shard``'s output) for ``--json``:
+    ``imbalance`` (the busiest expert's over the mean, ``expert_imbalance``),
+    ``busiest_load`` (the busiest rank's work over the mean of all routed copies) and
+    ``dropped_fraction`` (the expected share dropped over capacity); None without experts."""
+    op = next((op for op in forward.ops() if op.role in EXPERTS), None)
+    if moe is None or op is None:
+        return None
+    facts = dict(op.extra)
+    dropped = facts.get("dropped", 0) / 1e6
+    load = (facts.get("load") or 1000) / 1000
+    return {"imbalance": expert_imbalance(moe), "busiest_load": load * (1 - dropped),
+            "dropped_fraction": dropped}
 
 
 def _sync_permutation(forward: OpGraph) -> OpGraph:
@@ -196,6 +307,32 @@ def _sync_permutation(forward: OpGraph) -> OpGraph:
         op = forward.op(name)
         if op.role is Role.EXPERT_DISPATCH:
             op = op.evolve(extra=(*op.extra, ("sync", 1)))
+        out.add(op, forward.inputs(name))
+    return out
+
+
+def _keep(forward: OpGraph, kept: float, load: float | None) -> OpGraph:
+    """``forward`` (or a rank's share of it, ``_shard``'s output) with ``kept`` of each MoE
+    layer's token copies: the permutation writes them and the grouped expert GEMMs run them
+    (their fact ``dropped``: the share dropped, per million; ``load``: the busiest rank's
+    work over the mean kept, None: unchanged). The GEMMs keep the shape (rows per expert) of
+    all the routed copies, as dropless and padded do (the busiest rank's rows are near it,
+    not the mean kept); the activation between them and the un-permutation keep their size
+    (vector work of every copy's slot). The all-to-alls were sized by ``_shard`` on the
+    busiest rank's kept copies."""
+    dropped = round(1e6 * (1.0 - kept))
+    out = OpGraph(forward.name)
+    for name in forward.names():
+        op = forward.op(name)
+        if op.role is Role.EXPERT_DISPATCH and op.fn == "permute":
+            written = round(op.out_bytes * kept)
+            op = op.evolve(bytes_written=written, out_bytes=written)
+        elif op.role in EXPERTS:
+            slots = round(op.flops // (2 * op.k * op.n) * kept)
+            part = grouped(op.evolve(flops=2 * slots * op.k * op.n), op.k, op.n)
+            facts = tuple((key, round(1000 * load) if key == "load" and load is not None
+                           else value) for key, value in part.extra)
+            op = part.evolve(m=op.m, extra=(*facts, ("dropped", dropped)))
         out.add(op, forward.inputs(name))
     return out
 
@@ -355,5 +492,7 @@ def _all_to_all(name: str, source: Op, template: Op, ep: int, local: int,
                       local=local)
 
 
-__all__ = ["EXPERTS", "busiest_load", "check", "expected_max_normal", "local_members",
-           "nodes_per_token", "reduce_expert_gradients", "sampling_load", "shard"]
+__all__ = ["EXPERTS", "busiest_load", "check", "dropless_load", "dropped_fraction",
+           "expected_max_normal", "expert_imbalance", "figures", "local_members", "nodes_per_token",
+           "rank_imbalance", "reduce_expert_gradients", "router_spread", "sampling_load",
+           "shard"]
