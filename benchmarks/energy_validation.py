@@ -14,7 +14,8 @@ can express, each as the submission configured it (``smc-ac-power/benchmarks/*``
   micro-batch 2, global batch 2,048 of 2,048 tokens, sequence parallel, distributed optimizer,
   TP communication overlap, FP8 (Transformer Engine, hybrid), no recomputation;
 - ResNet-50 on one node of 8 H100 SXM (MXNet, DALI): global batch 3,200 (400 per GPU), fp16,
-  NHWC, batch norm fused with its ReLU and residual add, CUDA graphs (``EXTRA``).
+  NHWC, batch norm fused with its ReLU and residual add, its statistics and scale-bias-ReLU
+  fused into the convolutions (cuDNN's NormConvolution), CUDA graphs (``EXTRA``).
 
 Llama 2 70B LoRA fine-tuning (NeMo; SMC's H100 nodes, 1 and 8, tp 4; Lenovo's 8 x B200, tp 1)
 is extracted too but not predicted (``NOT_EXPRESSIBLE`` says why).
@@ -58,8 +59,12 @@ RUNS = {
 #: Plan fields beyond validation_rows.csv's columns, as the submission set them: ResNet-50's
 #: ``run_and_time.sh`` and ``config_SMCH100_common.sh``: --input-layout and --conv-layout NHWC
 #: (channels last), --fuse-bn-relu and --fuse-bn-add-relu (the "compiled" fusion above: the
-#: normalisation's elementwise tail folded into its producer), MXNET_ENABLE_CUDA_GRAPHS=1.
-EXTRA = {"resnet": {"channels_last": True, "graphs": True}}
+#: normalisation's elementwise tail folded into its producer), MXNET_ENABLE_CUDA_GRAPHS=1;
+#: and ``config_SMCH100.sh``'s NETWORK="resnet-v1b-mainloop-fl" (line 18), whose bottlenecks
+#: are cuDNN's fused batch-norm convolutions (``symbols/resnet-v1b-mainloop-fl.py`` lines
+#: 209-294: NormConvolution with statistics out and scale-bias-ReLU in, BNStatsFinalize,
+#: ScaleBiasAddRelu at each block's end): ``conv_norm_fusion`` (simulator.training.convnorm).
+EXTRA = {"resnet": {"channels_last": True, "graphs": True, "conv_norm_fusion": True}}
 #: Metered runs hwsim cannot express yet, and why (their rows stay in mlperf_power.csv).
 NOT_EXPRESSIBLE = {
     ("llama2_70b_lora", "1xSMC-H100-SXM-80GB"): "LoRA under tensor parallelism (tp 4) is refused",

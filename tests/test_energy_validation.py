@@ -70,8 +70,9 @@ def test_gpt3_step_within_10_percent():
 
 
 @pytest.mark.xfail(strict=True, reason="issue 25's target is not met: node energy per step "
-                   "+1.4 % (GPT-3) but +80 % (ResNet-50: hwsim's step 1.53x the MLPerf "
-                   "MXNet run's, its GPUs alone above the metered node); median 41 %")
+                   "+1.4 % (GPT-3) but +51 % (ResNet-50: hwsim's step 1.28x the MLPerf "
+                   "MXNet run's with cuDNN's batch-norm/convolution fusion priced, 1.53x "
+                   "before); median 26 %")
 def test_metered_energy_within_15_percent_median():
     errors = [abs(r["predicted_j"] / r["measured_j"] - 1) for r in ev.rows()]
     assert statistics.median(errors) <= 0.15
@@ -87,8 +88,8 @@ def test_metered_power_profile_splits_the_node():
     one-node LoRA, B200 LoRA): consistent with those GPUs at their TDP (689, 703 and 1,002 W if
     the other parts draw no more loaded than at idle; an inference, not a GPU reading). Then
     hwsim's validation: its average GPU power, ResNet-50 within 10 % of the metered node's GPUs
-    (+2.5 % at this commit), GPT-3 within 20 % (-14 %: more idle and exposed communication in
-    hwsim's step)."""
+    (+2.5 % at this commit, with cuDNN's batch-norm/convolution fusion priced as before it),
+    GPT-3 within 20 % (-14 %: more idle and exposed communication in hwsim's step)."""
     rows = {(r["machine"], r["benchmark"], r["system"]): r for r in ev.profile()}
     flat_out = [("smc-h100", "gpt3", "64xSMC-H100-SXM-80GB"),
                 ("smc-h100", "llama2_70b_lora", "1xSMC-H100-SXM-80GB"),

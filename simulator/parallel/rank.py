@@ -36,6 +36,7 @@ from simulator.plan.parallel import (
 )
 from simulator.plan.step import Attention, Finetune, Fusion, Plan, Recompute
 from simulator.training.backward import training_graph
+from simulator.training.convnorm import fuse_conv_norm
 from simulator.training.finetune import adapt, dequantize
 from simulator.training.fusion import fuse_attention, fuse_elementwise
 from simulator.training.layout import add_layout_transposes
@@ -163,8 +164,10 @@ def _dense_held(parallel: ParallelPlan, layers: int, dense: int, stage: int) -> 
 def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
                 per_node: int) -> Lowered:
     """The device-independent half of a stage: its lowered training step (sweeps memoize it)."""
-    step = add_layout_transposes(dequantize(training_graph(forward, plan), plan),
-                                 plan.channels_last)
+    step = dequantize(training_graph(forward, plan), plan)
+    if plan.conv_norm_fusion:   # cuDNN's batch-norm/convolution fusion (training.convnorm)
+        step = fuse_conv_norm(step)
+    step = add_layout_transposes(step, plan.channels_last)
     step = add_qkv_kernels(step, plan)   # eager rotary kernels, attention layout copies
     if parallel.partition_activations and not parallel.activations_split:
         # DeepSpeed's copies (simulator.parallel.partitioned); a bf16 step under DeepSpeed 2021

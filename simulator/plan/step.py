@@ -218,6 +218,15 @@ class Plan:
     channels_last: bool = field(default=False, metadata={
         "help": "convolutions' activations in NHWC (torch.channels_last): no NCHW/NHWC "
                 "transposes around 16-bit convolutions"})
+    # cuDNN's batch-norm/convolution fusion (simulator.training.convnorm): statistics in the
+    # convolution's epilogue, scale, shift and ReLU in the next one's prologue, one kernel for
+    # a block's last norm, residual add and ReLU, and for a norm's and its ReLU's backward
+    # (NVIDIA's MXNet ResNet-50 for MLPerf: NormConvolution, ScaleBiasAddRelu). NHWC only.
+    conv_norm_fusion: bool = field(default=False, metadata={
+        "help": "cuDNN's batch-norm/convolution fusion (NVIDIA's MXNet ResNet-50 for MLPerf): "
+                "norm statistics in the convolution's epilogue, scale, shift and ReLU in the "
+                "next convolution's prologue, a block's norm, residual add and ReLU in one "
+                "kernel; needs --channels-last and fp16 or bf16"})
     # Clip gradients by their global norm before the update: one more pass reading every
     # gradient (torch.nn.utils.clip_grad_norm_; Megatron-LM --clip-grad, 1.0 by default).
     grad_clip: bool = field(default=False, metadata={
@@ -330,9 +339,16 @@ class Plan:
         object.__setattr__(self, "recompute", _enum(Recompute, self.recompute, "recompute"))
         object.__setattr__(self, "optimizer", _enum(Optimizer, self.optimizer, "optimizer"))
         for name in ("grad_clip", "fp32_grads", "graphs", "channels_last", "sync_each_layer",
-                     "sync_each_pass"):
+                     "sync_each_pass", "conv_norm_fusion"):
             if not isinstance(getattr(self, name), bool):
                 raise PlanError(f"{name} = {getattr(self, name)!r} must be true or false")
+        if self.conv_norm_fusion and not self.channels_last:
+            raise PlanError("conv_norm_fusion = true needs channels_last = true: cuDNN's "
+                            "fused batch-norm convolutions are NHWC only (add --channels-last)")
+        if self.conv_norm_fusion and self.precision not in (Precision.FP16, Precision.BF16):
+            raise PlanError(f"conv_norm_fusion = true needs a 16-bit precision, not "
+                            f"{self.precision.value}: cuDNN fuses batch norms into fp16 and "
+                            "bf16 convolutions (--precision fp16 or bf16)")
         if self.sync_each_layer and self.recompute is not Recompute.FULL:
             raise PlanError(f"sync_each_layer = true synchronises at checkpointed layers: it "
                             f"needs recompute = full, not {self.recompute.value} (--recompute "

@@ -1,0 +1,227 @@
+"""cuDNN's batch-norm/convolution fusion (``Plan.conv_norm_fusion``): the training step's
+batch norms folded into the convolutions around them.
+
+What the libraries do. cuDNN's fused-ops API (``cudnnFusedOps_t``, cuDNN 7.6 to 8.x, its
+legacy API reference; the same patterns are cuDNN frontend graphs: the "SBRCS", "scale-bias-
+relu-wgrad", "DBN Add Relu" and "Dgrad Drelu DBNweight" samples of NVIDIA/cudnn-frontend,
+samples/cpp/convolution/fprop.cpp, wgrads.cpp, dgrads.cpp and samples/cpp/norm/batchnorm.cpp,
+commit 3929da2) runs a ResNet's conv -> batch norm -> ReLU -> conv chain as
+``CUDNN_FUSED_SCALE_BIAS_ACTIVATION_CONV_BNSTATS`` ("[per channel scale], [per channel bias],
+[activation], convolution, [generate BN stats]"), ``CUDNN_FUSED_BN_FINALIZE_STATISTICS_TRAINING``
+(per-channel vectors only), ``CUDNN_FUSED_SCALE_BIAS_ACTIVATION_WGRAD`` (the weight gradient of a
+convolution whose input is ``relu(x * scale + bias)``, computed from the raw ``x``) and
+``CUDNN_FUSED_SCALE_BIAS_ADD_ACTIVATION_GEN_BITMASK`` (a block's last norm, the residual add and
+the ReLU in one kernel writing a one-bit ReLU mask). NVIDIA's MXNet ResNet-50 for MLPerf
+(mlcommons/training_results_v4.0 commit 6fe9543, e.g.
+smc-ac-power/benchmarks/resnet/implementations/mxnet/symbols/resnet-v1b-mainloop-fl.py, lines
+209-302: ``NormConvolution``, ``BNStatsFinalize``, ``ScaleBiasAddRelu``) builds its bottlenecks
+from them; its operators (MXNet's src/operator/nn/cudnn/cudnn_norm_convolution-inl.h and
+cudnn_scale_bias_add_relu-inl.h, by Dick Carter and Kartikeya Goyal) run the backward of a
+norm + ReLU as one NHWC batch-norm backward kernel with the ReLU fused (``nhwc_bn_op.Backward``,
+the ReLU's mask recomputed from the raw input and the statistics, or read from the bitmask at
+a block's end, where the same kernel writes the residual's gradient too), and a convolution's
+data gradient that must be summed with another gradient of the same tensor is written with
+``beta = 1`` (``kAddTo``): it reads the gradient already there instead of a separate sum.
+
+What changes in the graph, per batch norm ``bn`` whose input is a convolution ``c`` (its
+tensor ``t`` of c's output size):
+
+- forward: ``c`` computes the statistics in its epilogue (2 vector FLOPs per output element:
+  a sum and a sum of squares), so the norm's statistics pass (one read of ``t``) is gone; where
+  every reader of ``bn`` (or of its ReLU) is a convolution, the scale, bias and ReLU run in
+  those convolutions' prologues: ``bn`` and its ReLU write nothing (2 t, or t + t read back by
+  the ReLU, no longer moved) and their ops merge into ``c``, whose raw output the readers read;
+  where a reader is not a convolution (the stem's max pool, a block's residual add), one pass
+  applies them: ``bn`` reads ``t`` once and writes its output (a residual add takes ``bn`` in:
+  it reads the raw ``t`` and its ReLU merges into it, writing its output and the one-bit mask);
+- backward: the ReLU's gradient merges into ``bn``'s (its separate pass, read the gradient and
+  the mask or output, write the gradient, is gone; a block end's kernel also writes the
+  residual's gradient, and reads the one-bit mask in both passes); a gradient sum whose
+  producers include a convolution's data gradient merges into that data gradient, which reads
+  each other gradient once more (``kAddTo``).
+
+Not modelled: the convolutions' prologue arithmetic (3 vector FLOPs per input element) and
+BN finalisation's per-channel kernels (a few thousand elements); the batch-norm backward's own
+passes are hwsim's two-pass channel norm (``CHANNEL_NORMS``: statistics, then the gradient),
+as without the fusion -- MXNet's persistent NHWC kernels can keep part of a tile on chip
+between the two, which is not credited. Recomputed copies (``Recompute.FULL``) are left as
+they are. It is cuDNN's: ``simulate`` does not yet refuse it on a device of another vendor.
+"""
+from __future__ import annotations
+
+from simulator.graph.lower import READS_OUTPUT
+from simulator.graph.op import Op, OpKind, Phase, Task
+from simulator.graph.opgraph import OpGraph
+
+#: Vector FLOPs per output element of the statistics epilogue: a sum and a sum of squares.
+STATS_FLOPS_PER_ELEMENT = 2
+#: Bits of the ReLU mask per element that a block end's fused kernel writes
+#: (``CUDNN_FUSED_SCALE_BIAS_ADD_ACTIVATION_GEN_BITMASK``: one bit each, packed in int32s).
+MASK_BITS_PER_ELEMENT = 1
+
+
+def _fwd(graph: OpGraph, name: str) -> bool:
+    return graph.op(name).phase is Phase.FORWARD
+
+
+def _is(graph: OpGraph, name: str, kind: OpKind, fn: str | None = None) -> bool:
+    op = graph.op(name)
+    return op.kind is kind and op.phase is Phase.FORWARD and (fn is None or op.fn == fn)
+
+
+def _readers(graph: OpGraph, name: str) -> list[str]:
+    return [c for c in graph.consumers(name) if _fwd(graph, c)]
+
+
+def _grad(graph: OpGraph, forward: str) -> str | None:
+    """The backward op computing the gradient of forward op ``forward``'s inputs."""
+    for name in graph.consumers(forward):
+        op = graph.op(name)
+        if op.forward_of == forward and op.task is Task.DATA_GRAD:
+            return name
+    return None
+
+
+def _mask_bytes(op: Op) -> int:
+    elements = op.out_bytes // op.dtype.bytes
+    return -(-elements * MASK_BITS_PER_ELEMENT // 8)
+
+
+def fuse_conv_norm(step: OpGraph) -> OpGraph:
+    """``step`` with its batch norms fused into the convolutions around them (the module's
+    docstring says how); ``step`` is not changed. A graph with no convolution followed by a
+    batch norm comes back as it is."""
+    merged: dict[str, str] = {}      # op name -> the op it now lives in
+    ops: dict[str, Op] = {}          # host name -> its new record
+    for bn in step.names():
+        if not _is(step, bn, OpKind.NORM, "batchnorm") or len(step.inputs(bn)) != 1:
+            continue
+        conv = step.inputs(bn)[0]
+        if not _is(step, conv, OpKind.CONV):
+            continue
+        readers = _readers(step, bn)
+        relu = readers[0] if len(readers) == 1 and _is(step, readers[0], OpKind.ELEMENTWISE,
+                                                       "relu") else None
+        if all(_is(step, r, OpKind.CONV) for r in _readers(step, relu or bn)):
+            _into_conv(step, conv, bn, relu, merged, ops)
+        elif relu is None and len(readers) == 1 and _is(step, readers[0], OpKind.ELEMENTWISE,
+                                                        "add"):
+            _block_end(step, conv, bn, readers[0], merged, ops)
+        # else (the stem's norm, read by a max pool): a batch norm of its own, as it was
+    _add_to(step, merged, ops)
+    return _rebuild(step, merged, ops)
+
+
+def _get(step: OpGraph, ops: dict[str, Op], name: str) -> Op:
+    return ops.get(name, step.op(name))
+
+
+def _with_stats(step: OpGraph, ops: dict[str, Op], conv: str) -> None:
+    """Convolution ``conv`` computes its output's batch-norm statistics in its epilogue."""
+    c = _get(step, ops, conv)
+    ops[conv] = c.evolve(vector_flops=c.vector_flops
+                         + STATS_FLOPS_PER_ELEMENT * (c.out_bytes // c.dtype.bytes))
+
+
+def _take_params(step: OpGraph, ops: dict[str, Op], host: str, norm: Op) -> None:
+    """``host`` owns the merged norm's scale and shift (its weight gradient and update)."""
+    h = _get(step, ops, host)
+    ops[host] = h.evolve(params=h.params + norm.params, param_tensors=h.tensors + norm.tensors)
+
+
+def _into_conv(step: OpGraph, conv: str, bn: str, relu: str | None, merged: dict[str, str],
+               ops: dict[str, Op]) -> None:
+    """conv -> bn (-> ReLU) read by convolutions only: the statistics in ``conv``'s epilogue,
+    scale, shift and ReLU in the readers' prologues (and the weight gradients'): ``bn`` and
+    its ReLU move no tensor; their backward is one kernel (the ReLU's mask recomputed)."""
+    _with_stats(step, ops, conv)
+    _take_params(step, ops, conv, step.op(bn))
+    merged[bn] = conv
+    if relu is None:
+        return
+    merged[relu] = conv
+    grad_bn, grad_relu = _grad(step, bn), _grad(step, relu)
+    if grad_bn is not None and grad_relu is not None:
+        merged[grad_relu] = grad_bn   # it read the gradient the norm's backward now reads
+
+
+def _block_end(step: OpGraph, conv: str, bn: str, add: str, merged: dict[str, str],
+               ops: dict[str, Op]) -> None:
+    """conv -> bn -> residual add (-> ReLU): one kernel applies the norm(s), adds, and applies
+    the ReLU writing its one-bit mask; the backward of the add's first norm takes the ReLU's
+    gradient in, reads the mask in both its passes and writes the residual's gradient too."""
+    _with_stats(step, ops, conv)
+    _take_params(step, ops, add, step.op(bn))
+    merged[bn] = add
+    readers = _readers(step, add)
+    relu = readers[0] if len(readers) == 1 and _is(step, readers[0], OpKind.ELEMENTWISE,
+                                                   "relu") else None
+    if relu is None:
+        return
+    act, mask = step.op(relu), _mask_bytes(step.op(relu))
+    if relu not in merged:   # the first of the add's norms to come here merges the ReLU
+        plus = _get(step, ops, add)
+        merged[relu] = add
+        ops[add] = plus.evolve(bytes_written=act.bytes_written + mask,
+                               out_bytes=act.out_bytes, mask_bytes=plus.mask_bytes + mask,
+                               vector_flops=plus.vector_flops + act.flops + act.vector_flops)
+    grad_relu, grad_bn = _grad(step, relu), _grad(step, bn)
+    if grad_relu is None or grad_bn is None or step.inputs(add)[0] != bn:
+        return
+    dnorm = _get(step, ops, grad_bn)
+    others = [c for c in step.consumers(grad_relu) if c != grad_bn]
+    written = step.op(grad_relu).out_bytes if others else 0   # the residual's gradient
+    ops[grad_bn] = dnorm.evolve(bytes_read=dnorm.bytes_read + 2 * mask,
+                                bytes_written=dnorm.bytes_written + written,
+                                out_bytes=dnorm.out_bytes + written)
+    merged[grad_relu] = grad_bn
+
+
+def _add_to(step: OpGraph, merged: dict[str, str], ops: dict) -> None:
+    """Gradient sums with a convolution's data gradient among their producers: the data
+    gradient adds into the buffer the other gradients are in (``kAddTo``)."""
+    for name in step.names():
+        op = step.op(name)
+        if op.task is not Task.GRAD_SUM or op.phase is not Phase.BACKWARD:
+            continue
+        producers = step.inputs(name)
+        dgrads = [p for p in producers if step.op(p).kind is OpKind.CONV
+                  and step.op(p).task is Task.DATA_GRAD and p not in merged]
+        if not dgrads:
+            continue
+        host = dgrads[0]
+        dgrad = ops.get(host, step.op(host))
+        ops[host] = dgrad.evolve(bytes_read=dgrad.bytes_read
+                                 + (len(producers) - 1) * op.out_bytes)
+        merged[name] = host
+
+
+def _resolve(merged: dict[str, str], name: str) -> str:
+    while name in merged:
+        name = merged[name]
+    return name
+
+
+def _rebuild(step: OpGraph, merged: dict[str, str], ops: dict[str, Op]) -> OpGraph:
+    """The graph with each merged op's edges moved to the op it lives in."""
+    out = OpGraph(step.name)
+    order = step.names()
+    for name in order:
+        if name in merged:
+            continue
+        out.add(ops.get(name, step.op(name)), [])
+        if step.nx.nodes[name].get("early"):
+            out.issue_early(name)
+    for src, dst, data in step.nx.edges(data=True):
+        a, b = _resolve(merged, src), _resolve(merged, dst)
+        if a == b:
+            continue
+        reads = data.get(READS_OUTPUT, True)
+        if out.nx.has_edge(a, b):
+            reads = reads or out.nx.edges[a, b].get(READS_OUTPUT, True)
+        out.add_edge(a, b, data["index"], data["bytes"])
+        out.nx.edges[a, b][READS_OUTPUT] = reads
+    return out
+
+
+__all__ = ["MASK_BITS_PER_ELEMENT", "STATS_FLOPS_PER_ELEMENT", "fuse_conv_norm"]
