@@ -48,14 +48,16 @@ configuration over 30 ``torch.utils.benchmark`` repeats (Dao-AILab/flash-attenti
 training benchmark reports the median of 10 iterations, each after fresh ``torch.randn`` inputs
 (``benchmark/sdpa_benchmark_training/README.md``, ``--num_iterations 10``). So they are bursts,
 as the GEMM tables that a spec's ``matmul_sustained`` scales are, and a training step divides
-their compute by that ratio too (``simulator.cost.power.sustained_times``): the ratio is a
-clock's, and a chip held at its power limit lowers the clock of every tensor-core kernel it
-runs, whatever fraction of the peak the kernel reaches (small or thin GEMMs far below the best
-shape's rate and materialized attention's bmm's are scaled alike, so the 0.2-0.75 of the peak
-that these kernels reach is no reason to exempt them). Not modelled: a kernel drawing less than
-the cap (the online softmax off the tensor cores) and so keeping a higher clock; no measured
-power draw or held clock of a fused attention kernel was found (searched 2026-12-04), and a
-GEMM's is not known by shape either. Its movement (validation, never fitted on; the tree of
+their compute by that ratio too (``simulator.cost.power.sustained_times``): one rule for
+every tensor-core kernel, whatever fraction of the peak it reaches (small or thin GEMMs far
+below the best shape's rate and materialized attention's bmm's are scaled alike, so the
+0.2-0.75 of the peak that these kernels reach is no reason to exempt fused attention). The
+ratio is measured on a GEMM drawing the board's full power; a kernel that draws less (fused
+attention's online softmax runs off the tensor cores) would keep a higher clock, so for it the
+ratio is an upper bound on the slowdown. That is not modelled: no measured power draw or held
+clock of a fused attention kernel was found (searched 2026-12-04), and a GEMM's draw is not
+known by shape either. Work on the CUDA cores (fp32 GEMMs, vector and streaming kernels) is
+not scaled: no sustained figure of it is measured. Its movement (validation, never fitted on; the tree of
 7bb0998 without and with attention scaled): 112 rows on the H100, B200 and GB200 (97
 validation, 15 calibration; the A100's GEMM figure is already sustained: no ratio), 81 closer,
 31 further; validation median |error| 6.3 -> 6.4 %, p90 16.6 -> 18.3 %, bias +5.3 -> +4.7 %;

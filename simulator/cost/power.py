@@ -134,13 +134,14 @@ def sustained_times(lowered: Lowered, device: DeviceSpec, compute_s: np.ndarray,
     how); the compute of every tensor-core kernel in a tensor-core format (matmuls,
     convolutions, which cuDNN runs as implicit GEMMs, and fused attention; not fp32, which runs
     on the CUDA cores) is divided by it, its memory time and fixed cost kept, as
-    ``scaled_times`` does for a clock. The ratio is a clock's: a chip held at its power limit
-    lowers the clock of whatever runs on it, whatever fraction of the peak that kernel reaches
-    (small GEMMs and materialized attention's bmm's are scaled alike), and fused attention's
-    tables are bursts too (``simulator.cost.attention``'s docstring: each table's timing, and
-    how the rows moved when the ratio was applied to it). Not modelled: a kernel that draws
-    less than the cap and so keeps a higher clock (no measured draw of a GEMM or attention
-    kernel by shape is known). The step's tensor-core kernels then run at the reference this
+    ``scaled_times`` does for a clock. One rule for every tensor-core kernel, whatever
+    fraction of the peak it reaches (small GEMMs and materialized attention's bmm's are scaled
+    alike, and fused attention's tables are bursts too: ``simulator.cost.attention``'s
+    docstring gives each table's timing and how the rows moved when the ratio was applied to
+    it). The ratio is a full-power GEMM's; a kernel drawing less keeps a higher clock, so for
+    it the ratio is an upper bound on the slowdown: not modelled (no measured draw of a GEMM or
+    attention kernel by shape is known). CUDA-core work (fp32 GEMMs, vector and streaming
+    kernels) is not scaled: no sustained figure of it is measured. The step's tensor-core kernels then run at the reference this
     module's power model assumes (a busy device at its TDP). Kernel-level comparisons (a table
     of kernels timed alone: ``simulator.cost.roofline.op_costs``) keep the burst rate. A spec
     without the ratio (None: its figures are sustained, or no sustained figure is known) is
