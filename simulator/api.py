@@ -20,6 +20,7 @@ from simulator.errors import PlanError, SpecError, WorkloadError, did_you_mean, 
 from simulator.graph.lower import Lowered
 from simulator.graph.op import UNKNOWN, OpKind, Phase
 from simulator.graph.opgraph import OpGraph
+from simulator.parallel.expert import figures as expert_figures
 from simulator.parallel.pipeline import p2p_note
 from simulator.parallel.rank import build_stage, micro_batches, stage_forward
 from simulator.plan.fields import PARALLEL, PLAN, echo
@@ -43,7 +44,7 @@ from simulator.schedule.memory import stage_memory
 from simulator.schedule.stage import StageRun, interfere, price_stage
 from simulator.schedule.step import idle_s, step_time, throttled_j
 from simulator.schedule.streamed import stream
-from simulator.training import bias
+from simulator.training import bias, convnorm
 from simulator.training.saved import activation_bytes
 from workloads.base import Workload
 from workloads.zoo import get_workload
@@ -115,6 +116,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         attention.check_head_dim(plan.attention_kernel, getattr(work, "head_dim", None),
                                  plan.precision)
     format_note = precision.check(device, plan)   # PlanError where it cannot train in it
+    if plan.conv_norm_fusion:   # cuDNN's fused ops: NVIDIA, sm80 or later (training.convnorm)
+        convnorm.check_device(device)
     if not plan.channels_last and device.vendor != "NVIDIA":
         # the NCHW/NHWC transposes are cuDNN's (simulator.training.layout): XLA, Gaudi's and
         # Neuron's graph compilers and MIOpen choose their own layouts
@@ -237,6 +240,11 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                        "bubble_fraction": bubble / step_s,
                        "communication_s": comm_s,
                        "exposed_communication_s": exposed}
+    # a mixture of experts' load: the first stage holding MoE layers (all alike)
+    moe = next(filter(None, (expert_figures(getattr(work, "moe", None), r.forward)
+                             for r in runs)), None)
+    if moe is not None:
+        result.parallel["moe"] = moe
     if plan.rank_variability:   # the slowest device's pace: c, ranks, E[max], step factor
         slowest = variability.figures(n, plan.rank_variability)
         result.parallel["rank_variability"] = slowest

@@ -192,3 +192,20 @@ def test_pad_to_capacity_needs_a_capacity_factor(tmp_path):
                     'capacity_factor = 1.0\npad_to_capacity = true\n')
     work = get_workload(str(path))
     assert work.moe.pad_to_capacity and work.moe.capacity_factor == 1.0
+
+
+def test_json_reports_the_routers_load_and_the_dropped_share():
+    """``--json``'s parallel.moe: the expert imbalance, the busiest rank's work over the mean
+    of all routed copies and the expected share dropped (to the part per million)."""
+    moe = replace(get_workload("mixtral-8x7b").moe, capacity_factor=1.0)
+    d = dropped_fraction(moe, 2048)
+    dropping = _run(moe).summary()["parallel"]["moe"]
+    assert dropping["imbalance"] == pytest.approx(expert_imbalance(moe))
+    assert dropping["dropped_fraction"] == pytest.approx(d, abs=1e-6) and d > 0.05
+    assert dropping["busiest_load"] == pytest.approx(1.0, abs=1e-3)
+    padded = _run(replace(moe, pad_to_capacity=True)).summary()["parallel"]["moe"]
+    assert (padded["busiest_load"], padded["dropped_fraction"]) == (1.0, 0.0)
+    one = _run(moe, num_devices=1, ep=1).summary()["parallel"]["moe"]   # every copy kept
+    assert one["busiest_load"] == pytest.approx(1 - d, abs=1e-6)
+    dense = simulate("llama3-8b", "h100", micro_batch=1, precision="bf16").summary()
+    assert "moe" not in dense["parallel"]
