@@ -107,7 +107,8 @@ def test_graph_without_conv_norms_unchanged():
 
 @pytest.mark.parametrize("fields, match", [
     ({"conv_norm_fusion": True}, "channels_last"),
-    ({"conv_norm_fusion": True, "channels_last": True, "precision": "fp32"}, "16-bit"),
+    ({"conv_norm_fusion": True, "channels_last": True, "precision": "fp32"}, "fp16"),
+    ({"conv_norm_fusion": True, "channels_last": True, "precision": "bf16"}, "fp16"),
     ({"conv_norm_fusion": "yes", "channels_last": True}, "true or false"),
 ])
 def test_bad_plans_refused(fields, match):
@@ -120,3 +121,23 @@ def test_cli_one_line_exit_2(capsys):
                  "--precision", "fp16", "--conv-norm-fusion"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "channels_last" in err
+
+
+@pytest.mark.parametrize("device", ["tpu-v4", "mi300x", "cpu-host", "gaudi3", "v100-sxm2-32gb",
+                                    "t4", "p100-pcie-16gb"])
+def test_refused_where_cudnn_does_not_fuse(device, capsys):
+    """Another vendor's device, or an NVIDIA GPU older than sm80: one line, exit 2."""
+    with pytest.raises(PlanError, match="compute capability 8.0"):
+        simulate("resnet-50", device, micro_batch=8, precision="fp16", channels_last=True,
+                 conv_norm_fusion=True)
+    assert main(["predict", "resnet-50", "--device", device, "--micro-batch", "8",
+                 "--precision", "fp16", "--channels-last", "--conv-norm-fusion"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and device in err
+
+
+@pytest.mark.parametrize("device", ["a100-sxm4-80gb", "l40s", "b200"])
+def test_runs_on_sm80_and_later(device):
+    kw = {"micro_batch": 8, "precision": "fp16", "channels_last": True}
+    fused = simulate("resnet-50", device, conv_norm_fusion=True, **kw)
+    assert fused.step_time_s < simulate("resnet-50", device, **kw).step_time_s

@@ -119,6 +119,16 @@ class Quantization(str, Enum):
 #: LoRA's rank when none is given: PEFT's ``LoraConfig(r=8)`` default.
 DEFAULT_LORA_RANK = 8
 
+#: ``Plan.rank_variability``'s default: the spread of identical GPUs' speed on one GEMM, the
+#: coefficient of variation 1.4826 MAD / median of 392 V100 SXM2 GPUs' SGEMM (25536^3, FP32)
+#: kernel times on TACC Longhorn, each GPU's median over its runs (hal-uw/blox-pal
+#: ``aggregated_data/sim/sgemm-longhorn-agg.csv``, commit da726ca, MIT; measured in 2020 by the
+#: group of Sinha et al., SC'22; tests/data/gpu_variability.csv, recomputed by
+#: tests/test_rank_variability.py).
+#: Measured on V100; 132 A100 PCIe GPUs' ResNet-50 iterations on TACC Lonestar6 spread 0.0150;
+#: a prior for every other device (simulator.schedule.variability).
+RANK_VARIABILITY = 0.0172
+
 
 @dataclass(frozen=True)
 class Formats:
@@ -226,7 +236,7 @@ class Plan:
         "help": "cuDNN's batch-norm/convolution fusion (NVIDIA's MXNet ResNet-50 for MLPerf): "
                 "norm statistics in the convolution's epilogue, scale, shift and ReLU in the "
                 "next convolution's prologue, a block's norm, residual add and ReLU in one "
-                "kernel; needs --channels-last and fp16 or bf16"})
+                "kernel; needs --channels-last, fp16 and an NVIDIA GPU of compute capability 8.0+"})
     # Clip gradients by their global norm before the update: one more pass reading every
     # gradient (torch.nn.utils.clip_grad_norm_; Megatron-LM --clip-grad, 1.0 by default).
     grad_clip: bool = field(default=False, metadata={
@@ -287,12 +297,12 @@ class Plan:
                                  "loading, logging, the loss's .item(), LR scheduler)"})
     # Identical devices run at different speeds and a synchronous step waits for the slowest
     # of them (simulator.schedule.variability): c, the coefficient of variation of the
-    # devices' speed. 0 (off) by default: no measured per-device distribution is cited yet.
-    rank_variability: float = field(default=0.0, metadata={
+    # devices' speed; by default the spread measured on V100 GEMMs (RANK_VARIABILITY).
+    rank_variability: float = field(default=RANK_VARIABILITY, metadata={
         "metavar": "C", "help": "the devices' speed varies with coefficient of variation C "
-                                "(0 to 0.5; default 0, off): the step waits for the slowest "
-                                "of the job's devices, 1 + C E[max of N normals] times the "
-                                "median's"})
+                                f"(0 to 0.5; default {RANK_VARIABILITY:g}, 392 V100s' SGEMM "
+                                "times; 0 turns it off): the step waits for the slowest of the "
+                                "job's devices, 1 + C E[max of N normals] times the median's"})
     # The whole run's losses outside its steps (simulator.report.goodput): checkpoint writes,
     # evaluations, failures. They change neither the step nor its memory, only a run's totals
     # (--tokens / --steps); all off by default.
@@ -345,10 +355,12 @@ class Plan:
         if self.conv_norm_fusion and not self.channels_last:
             raise PlanError("conv_norm_fusion = true needs channels_last = true: cuDNN's "
                             "fused batch-norm convolutions are NHWC only (add --channels-last)")
-        if self.conv_norm_fusion and self.precision not in (Precision.FP16, Precision.BF16):
-            raise PlanError(f"conv_norm_fusion = true needs a 16-bit precision, not "
-                            f"{self.precision.value}: cuDNN fuses batch norms into fp16 and "
-                            "bf16 convolutions (--precision fp16 or bf16)")
+        if self.conv_norm_fusion and self.precision is not Precision.FP16:
+            # fp16 only: cuDNN's samples of these fused graphs all run half-precision
+            # inputs and outputs (simulator.training.convnorm's docstring); no bf16 source
+            raise PlanError(f"conv_norm_fusion = true needs precision = fp16, not "
+                            f"{self.precision.value}: cuDNN's fused batch-norm convolutions "
+                            "run fp16 (--precision fp16)")
         if self.sync_each_layer and self.recompute is not Recompute.FULL:
             raise PlanError(f"sync_each_layer = true synchronises at checkpointed layers: it "
                             f"needs recompute = full, not {self.recompute.value} (--recompute "

@@ -45,10 +45,23 @@ BN finalisation's per-channel kernels (a few thousand elements); the batch-norm 
 passes are hwsim's two-pass channel norm (``CHANNEL_NORMS``: statistics, then the gradient),
 as without the fusion -- MXNet's persistent NHWC kernels can keep part of a tile on chip
 between the two, which is not credited. Recomputed copies (``Recompute.FULL``) are left as
-they are. It is cuDNN's: ``simulate`` does not yet refuse it on a device of another vendor.
+they are.
+
+Where it runs (``check_device``, called by ``simulate``): cuDNN's, so NVIDIA GPUs only, and of
+compute capability 8.0 or later: cudnn-frontend 3929da2 samples/cpp/convolution/fprop.cpp
+lines 456-527 skip the "SBRCS" (scale-bias-ReLU-conv-genstats) graph unless the GPU is Ampere
+or Hopper and cuDNN is 8.8 or later, and NVIDIA's MLPerf MXNet ResNet-50 sets
+``MXNET_EXTENDED_NORMCONV_SUPPORT=1 # supports Arch 80 NormConv fusion`` (training_results_v4.0
+6fe9543, smc-ac-power/benchmarks/resnet/implementations/mxnet/config_SMCH100_common.sh line 3).
+Later GPUs (Ada's sm89, Blackwell) are let through, although that sample skips them too
+(its ``is_ampere_arch`` is 80 <= cc < 89): no source says they lack the fusion. Half precision only (``Plan``): every
+sample of these graphs (fprop.cpp, wgrads.cpp, dgrads.cpp, norm/batchnorm.cpp, the legacy
+fusion_sample.cpp, test/python/test_conv_genstats.py at 3929da2) runs fp16 inputs and outputs;
+no bf16 source was found.
 """
 from __future__ import annotations
 
+from simulator.errors import PlanError
 from simulator.graph.lower import READS_OUTPUT
 from simulator.graph.op import Op, OpKind, Phase, Task
 from simulator.graph.opgraph import OpGraph
@@ -58,6 +71,21 @@ STATS_FLOPS_PER_ELEMENT = 2
 #: Bits of the ReLU mask per element that a block end's fused kernel writes
 #: (``CUDNN_FUSED_SCALE_BIAS_ADD_ACTIVATION_GEN_BITMASK``: one bit each, packed in int32s).
 MASK_BITS_PER_ELEMENT = 1
+
+
+#: The catalogue's NVIDIA GPUs older than compute capability 8.0 (CUDA's compute capability
+#: table, developer.nvidia.com/cuda-gpus: Tesla P100 6.0, P4 6.1, V100 7.0, T4 7.5; the specs'
+#: headers name their Pascal, Volta and Turing dies).
+PRE_SM80 = ("p100-pcie-16gb", "p4", "t4", "v100-pcie-32gb", "v100-sxm2-32gb")
+
+
+def check_device(device) -> None:
+    """PlanError unless ``device`` runs cuDNN's fused batch-norm convolutions: an NVIDIA GPU of
+    compute capability 8.0 or later (the module's docstring cites where)."""
+    if device.vendor != "NVIDIA" or device.name in PRE_SM80:
+        raise PlanError(f"conv_norm_fusion = true needs an NVIDIA GPU of compute capability 8.0 "
+                        f"or later (cuDNN's fused batch-norm convolutions), not {device.name} "
+                        "(drop --conv-norm-fusion)")
 
 
 def _fwd(graph: OpGraph, name: str) -> bool:
@@ -224,4 +252,5 @@ def _rebuild(step: OpGraph, merged: dict[str, str], ops: dict[str, Op]) -> OpGra
     return out
 
 
-__all__ = ["MASK_BITS_PER_ELEMENT", "STATS_FLOPS_PER_ELEMENT", "fuse_conv_norm"]
+__all__ = ["MASK_BITS_PER_ELEMENT", "PRE_SM80", "STATS_FLOPS_PER_ELEMENT", "check_device",
+           "fuse_conv_norm"]
