@@ -69,7 +69,10 @@ class Router(str, Enum):
 #: alpha = 0.001), 0.04 loss-free (a per-expert bias, update rate 0.001); the 1B model: 0.72
 #: and 0.04. Both models: DeepSeekMoE layers of 64 routed experts, 6 per token, 2 shared
 #: (Appendix, Table 5). An aux-loss router with a larger alpha (Mixtral's Megatron-Core
-#: recipes: 0.01) is likely better balanced than this; no measurement of one was found.
+#: recipes: 0.01) is likely better balanced than this; no measurement of one was found. The
+#: table was read as quoted from v1 (the PDF itself was not readable here, 2026-12-04); a
+#: throughput benchmark's first steps from a random initialisation may route more evenly than
+#: the trained router measured here (not modelled).
 MAXVIO = {"aux_loss": 0.52, "loss_free": 0.04}
 MAXVIO_EXPERTS = 64
 
