@@ -245,13 +245,13 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                              for r in runs)), None)
     if moe is not None:
         result.parallel["moe"] = moe
-    if plan.rank_variability:   # the slowest device's pace: c, ranks, E[max], step factor
+    if plan.rank_variability and n > 1:   # the slowest device's pace: c, ranks, E[max], factor
         slowest = variability.figures(n, plan.rank_variability)
         result.parallel["rank_variability"] = slowest
         result.notes.append(
             f"rank variability {plan.rank_variability:g}: the slowest of {n:,} devices sets "
             f"the pace, {slowest['step_factor']:.4g} x the median device's step "
-            "(simulator.schedule.variability; a what-if, not a measured figure)")
+            f"(simulator.schedule.variability; {variability.provenance(plan.rank_variability)})")
     result.unknown_ops = sorted({op.fn.removeprefix(UNKNOWN) for op in run.forward.ops()
                                  if op.fn.startswith(UNKNOWN)})
     if result.unknown_ops:

@@ -60,11 +60,11 @@ def test_gpt3_node_energy_bracketed():
     assert row["predicted_j"] / row["measured_j"] - 1 == pytest.approx(0.014, abs=0.05)
 
 
-@pytest.mark.xfail(strict=True, reason="the step is -10.6 % (9.51 s against 10.64 s) since "
-                   "the run's TP communication overlap and overlapped pipeline messages are "
-                   "priced (+1.8 % before: a compensating error); the same rows of NeMo's "
-                   "GPT-3 175B validation table come out 10-16 % fast")
 def test_gpt3_step_within_10_percent():
+    """-5.9 % (10.01 s against 10.64 s) with the slowest of the 512 devices setting the pace
+    (simulator.schedule.variability); -10.6 % before it, since the run's TP communication
+    overlap and overlapped pipeline messages are priced (+1.8 % before those: a compensating
+    error)."""
     row = next(r for r in ev.rows() if r["benchmark"] == "gpt3")
     assert row["predicted_step_s"] == pytest.approx(row["measured_step_s"], rel=0.10)
 

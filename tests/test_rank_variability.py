@@ -157,9 +157,35 @@ def test_cli_reports_it_and_refuses_a_bad_value():
     status, out, _ = _run(["predict", "gpt2-small", "--device", "a100", "--micro-batch", "4",
                            "--json"])
     assert status == 0 and "rank_variability" not in json.loads(out)["parallel"]
+    status, out, _ = _run(["predict", "gpt2-small", "--device", "a100", "--num-devices", "8",
+                           "--micro-batch", "4", "--json"])
+    assert status == 0
+    assert json.loads(out)["parallel"]["rank_variability"]["coefficient_of_variation"] == \
+        V100_GEMM_SPREAD
+    status, out, _ = _run(["predict", "gpt2-small", "--device", "a100", "--num-devices", "8",
+                           "--micro-batch", "4", "--rank-variability", "0", "--json"])
+    assert status == 0 and "rank_variability" not in json.loads(out)["parallel"]
     status, _, err = _run(["predict", "gpt2-small", "--device", "a100",
                            "--rank-variability", "0.9"])
     assert status == 2 and err.count("\n") == 1 and "rank_variability" in err
+
+
+def test_the_default_is_on_and_zero_turns_it_off():
+    """By default a multi-device step waits for the slowest of its devices at the measured
+    spread; rank_variability = 0 gives the step without it, and one device is unchanged."""
+    kw = {"num_devices": 16, "micro_batch": 4, "global_batch": 64}
+    default = simulate("gpt2-small", "a100", **kw)
+    off = simulate("gpt2-small", "a100", rank_variability=0, **kw)
+    assert Plan().rank_variability == V100_GEMM_SPREAD
+    assert default.step_time_s == pytest.approx(
+        off.step_time_s * (1 + V100_GEMM_SPREAD * expected_max_normal(16)), rel=1e-12)
+    assert default.parallel["rank_variability"]["coefficient_of_variation"] == V100_GEMM_SPREAD
+    assert any("392 V100s" in note for note in default.notes)
+    assert "rank_variability" not in off.parallel
+    one = simulate("gpt2-small", "a100", micro_batch=4)
+    assert one.step_time_s == simulate("gpt2-small", "a100", micro_batch=4,
+                                       rank_variability=0).step_time_s
+    assert "rank_variability" not in one.parallel
 
 
 SPREADS = Path(__file__).parent / "data" / "gpu_variability.csv"

@@ -167,11 +167,11 @@ def test_predicted_plans_run_and_fit(run_id):
 
 
 def test_megatron_error_is_stable_over_model_sizes():
-    """Uncalibrated, every row is over-predicted by a similar factor: the spread of
-    predicted / measured over the ten rows (1.7B to 1T parameters, 32 to 3,072 GPUs) stays
-    within 30 % (measured: 1.05 to 1.15, a spread of 1.09)."""
+    """Uncalibrated, every row is off by a similar factor: the spread of predicted /
+    measured over the ten rows (1.7B to 1T parameters, 32 to 3,072 GPUs) stays within 30 %
+    (measured: 0.98 to 1.06, a spread of 1.08; every row over-predicted, 1.05 to 1.15, before
+    the slowest device's pace was priced, simulator.schedule.variability)."""
     ratios = [1 + e for e in errors(MEGATRON)]
-    assert all(r > 1 for r in ratios)
     assert max(ratios) / min(ratios) < 1.30
 
 
@@ -265,13 +265,18 @@ def test_table2_zero3_row_within_25_percent():
     assert predicted == pytest.approx(measured, rel=0.25)
 
 
-@pytest.mark.xfail(strict=True, reason="known miss: MT-NLG 530B (DeepSpeed's pipeline engine "
-                   "with Megatron-LM's tensor slicing, 2021) measured 126, 121, 113 TFLOP/s per "
-                   "GPU, predicted +30 to +36 %; Narayanan's PTD-P run of the same model on "
-                   "2,240 of the same GPUs measured 159 (predicted +11 %): each sample's work "
-                   "is priced 18-22 % fast and, at micro-batch 1, 6.6 s a step are missing "
-                   "(docs/model.md, the MT-NLG paragraph, sizes what was ruled out)")
-@pytest.mark.parametrize("run_id", MTNLG)
+_MTNLG_MISS = pytest.mark.xfail(strict=True, reason="known miss: MT-NLG 530B (DeepSpeed's "
+                                "pipeline engine with Megatron-LM's tensor slicing, 2021) "
+                                "measured 113 TFLOP/s per GPU on 3,360 GPUs, predicted +28 % "
+                                "(126 and 121 on 2,240 and 2,800: +23, +24 %; +30 to +36 % "
+                                "before the slowest device's pace was priced); Narayanan's "
+                                "PTD-P run of the same model on 2,240 of the same GPUs measured "
+                                "159 (predicted +5 %): each sample's work is priced fast and, at "
+                                "micro-batch 1, seconds a step are missing (docs/model.md, the "
+                                "MT-NLG paragraph, sizes what was ruled out)")
+
+
+@pytest.mark.parametrize("run_id", [*MTNLG[:2], pytest.param(MTNLG[2], marks=_MTNLG_MISS)])
 def test_mtnlg_rows_within_25_percent(run_id):
     measured, predicted = measured_and_predicted(run_id)
     assert predicted == pytest.approx(measured, rel=0.25)
@@ -459,17 +464,16 @@ _WEAK_MISS = pytest.mark.xfail(strict=True, reason="known miss: GPT-3 175B fp8 f
                                "2,048 GPUs measured +5.9 %, predicted +0.4 % on the DGX H100 "
                                "network it ran on (+3.1 % on a 25 GB/s network): what grows "
                                "with scale is not the network's bandwidth")
-_WEAK_MISS_LLAMA = pytest.mark.xfail(strict=True, reason="known miss: Llama 3.1 70B fp8 from 64 "
-                                     "to 2,048 GPUs measured +3.5 %, predicted +0.0 % on the "
-                                     "DGX H100 network it ran on (+1.6 % on a 25 GB/s network)")
 @pytest.mark.parametrize("model, precision", [
     ("gpt3-175b", "bf16"), pytest.param("gpt3-175b", "fp8", marks=_WEAK_MISS),
-    ("llama3.1-70b", "bf16"), pytest.param("llama3.1-70b", "fp8", marks=_WEAK_MISS_LLAMA)])
+    ("llama3.1-70b", "bf16"), ("llama3.1-70b", "fp8")])
 def test_nemo_h100_weak_scaling(model, precision):
     """Weak scaling at 2 sequences per GPU: the step grows as the data-parallel groups reach
     over more nodes. From the fewest GPUs to 2,048, bf16 / fp8: GPT-3 measured +2.2 / +5.9 %,
-    predicted +0.3 / +0.4 %; Llama measured +1.4 / +3.5 %, predicted +0.0 / +0.0 % (tolerance
-    2 points). On a 25 GB/s network with the ring priced as hierarchical phases, whose bytes
+    predicted +1.7 / +1.8 %; Llama measured +1.4 / +3.5 %, predicted +1.9 / +1.9 % (tolerance
+    2 points; +0.3 / +0.4 and +0.0 / +0.0 % before the slowest of the devices set the pace,
+    simulator.schedule.variability: its expected maximum grows from 128 or 64 devices to
+    2,048). On a 25 GB/s network with the ring priced as hierarchical phases, whose bytes
     out of a node grow as (k - 1)/k with k nodes, it came out +2.2 / +3.1 and +1.0 / +1.6 %;
     NCCL's flat ring sends (n - 1)/n of the buffer whatever the nodes, and on the 50 GB/s NICs
     the runs had its growth is a few milliseconds: what grows with scale (stragglers, the

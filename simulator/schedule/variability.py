@@ -30,8 +30,8 @@ and SM clock correlate at r = -0.87). A check on another generation and workload
 40GB GPUs of TACC Lonestar6 (cabinets c302-c315, whose nodes' ``nvidia-smi -L`` in
 hal-uw/gpu_variability_sc22_artifact ``sec5b_bert/uuids/`` reads A100-PCIE-40GB), the mean
 ResNet-50 iteration of each (blox-pal ``resnet-ls6-agg.csv``), spread 0.0150. Other devices
-have no measurement: the V100 figure is their prior. ``Plan.rank_variability``'s default is
-still 0 (off); ``--rank-variability 0.0172`` applies the measured spread.
+have no measurement: the V100 figure is their prior. It is ``Plan.rank_variability``'s default
+(``simulator.plan.step.RANK_VARIABILITY``); ``--rank-variability 0`` turns it off.
 
 Not modelled: which phase each rank gates (the whole step is scaled, exposed communication too,
 which a slower chip does not slow: an upper bound where communication is exposed; so are steps
@@ -48,6 +48,8 @@ import math
 import statistics
 from functools import lru_cache
 
+from simulator.plan.step import RANK_VARIABILITY
+
 #: The most devices ``expected_max_normal`` accepts (2**40 is beyond any job); more is a
 #: ValueError.
 MAX_RANKS = 2 ** 40
@@ -58,7 +60,7 @@ NORMAL_MAD = 1.482602218505602
 #: The measured spread of identical GPUs' speed on one GEMM: ``spread`` of 392 V100 SXM2 GPUs'
 #: SGEMM kernel times (the module's docstring; tests/data/gpu_variability.csv, recomputed by
 #: tests/test_rank_variability.py).
-V100_GEMM_SPREAD = 0.0172
+V100_GEMM_SPREAD = RANK_VARIABILITY
 
 
 @lru_cache(maxsize=4096)
@@ -104,6 +106,14 @@ def spread(times) -> float:
     return NORMAL_MAD * statistics.median(abs(t - middle) for t in values) / middle
 
 
+def provenance(c: float) -> str:
+    """Where a note says ``c`` comes from: the measured default or the user's what-if."""
+    if c == V100_GEMM_SPREAD:
+        return ("c measured: 392 V100s' SGEMM times, a prior for other devices; "
+                "--rank-variability 0 turns it off")
+    return "c set by the plan, a what-if"
+
+
 def figures(n: int, c: float) -> dict:
     """What a Result reports of it (``parallel.rank_variability`` in ``--json``)."""
     return {"coefficient_of_variation": c, "ranks": n,
@@ -111,4 +121,4 @@ def figures(n: int, c: float) -> dict:
 
 
 __all__ = ["MAX_RANKS", "NORMAL_MAD", "V100_GEMM_SPREAD", "expected_max_normal", "figures",
-           "slowest_of", "spread"]
+           "provenance", "slowest_of", "spread"]
