@@ -5,6 +5,7 @@ DeepSpeed v0.3.15 (EleutherAI/DeeperSpeed eb7f5cff) runs it."""
 import pytest
 
 from simulator import simulate
+from simulator.cli import main
 from simulator.errors import PlanError
 from simulator.parallel.partitioned import FN, regather_kernels
 from workloads.transformer import TransformerConfig
@@ -16,6 +17,8 @@ SIZE = BATCH * SEQ * HIDDEN * 2   # one layer's 16-bit input
 
 def _run(tp=2, **fields):
     fields.setdefault("precision", "fp16")   # bf16 gathers in fp32 (test_bf16_gathers_in_fp32)
+    if tp == 1:   # DeepSpeed's only at tp = 1 (test_tp1_needs_deepspeed)
+        fields.setdefault("sharding", "deepspeed")
     return simulate(MODEL, "dgx-a100", micro_batch=BATCH, tp=tp, dp=8 // tp,
                     recompute=fields.pop("recompute", "full"), **fields)
 
@@ -102,3 +105,25 @@ def test_copies_never_speed_a_step_up(tp):
 def test_needs_full_recomputation(recompute, needs):
     with pytest.raises(PlanError, match=f"partition_activations.*{needs}"):
         _run(2, recompute=recompute, partition_activations=True)
+
+
+@pytest.mark.parametrize("fields", [{}, {"sharding": "megatron"}])
+def test_tp1_needs_deepspeed(fields, capsys):
+    """At tp = 1 the copies are DeepSpeed's one-rank group's; Megatron-LM refuses distributing
+    saved activations there (arguments.py line 1411 at d98e8a64dd)."""
+    with pytest.raises(PlanError, match="tp = 1 is DeepSpeed's only.*--sharding deepspeed"):
+        simulate(MODEL, "dgx-a100", micro_batch=BATCH, dp=8, recompute="full",
+                 partition_activations=True, **fields)
+    argv = ["predict", "gpt2", "--device", "h100-sxm5-80gb", "--recompute", "full",
+            "--partition-activations"] + [a for k, v in fields.items() for a in (f"--{k}", v)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "partition_activations" in err
+
+
+@pytest.mark.parametrize("fields", [{"sharding": "deepspeed"}, {"sharding": "deepspeed-2021"},
+                                    {"sharding": "deepspeed", "pipeline_engine": "deepspeed"}])
+def test_tp1_runs_under_deepspeed(fields):
+    on = simulate(MODEL, "dgx-a100", micro_batch=BATCH, dp=8, recompute="full",
+                  precision="fp16", partition_activations=True, **fields)
+    assert not _kernels(on.ops, "gather").empty

@@ -70,6 +70,15 @@ def micro_batches(work, plan: Plan, parallel: ParallelPlan, num_devices: int) ->
     if parallel.partition_activations and plan.recompute is not Recompute.FULL:
         raise PlanError("partition_activations splits checkpointed layer inputs: it needs "
                         f"recompute = full, not {plan.recompute.value} (--recompute full)")
+    if (parallel.partition_activations and parallel.tp == 1
+            and parallel.sharding not in (Sharding.DEEPSPEED, Sharding.DEEPSPEED_2021)):
+        # the one-rank copies are DeepSpeed's (simulator.parallel.partitioned; its pipeline
+        # engine already needs its sharding, ParallelPlan); Megatron-LM
+        # refuses distributing saved activations at tp = 1 (megatron/training/arguments.py
+        # line 1411 at d98e8a64dd: "assert args.tensor_model_parallel_size > 1")
+        raise PlanError(f"partition_activations = true at tp = 1 is DeepSpeed's only (its "
+                        f"one-rank group's copies), not sharding = {parallel.sharding.value}: "
+                        "add --sharding deepspeed or deepspeed-2021, or use tp > 1")
     if parallel.hidden_sharded:
         _check_hidden_sharded(parallel, shape)
     if shape is None:
