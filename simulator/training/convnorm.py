@@ -62,9 +62,9 @@ no bf16 source was found.
 from __future__ import annotations
 
 from simulator.errors import PlanError
-from simulator.graph.lower import READS_OUTPUT
 from simulator.graph.op import Op, OpKind, Phase, Task
 from simulator.graph.opgraph import OpGraph
+from simulator.training.fusion import rebuild_merged
 
 #: Vector FLOPs per output element of the statistics epilogue: a sum and a sum of squares.
 STATS_FLOPS_PER_ELEMENT = 2
@@ -137,7 +137,7 @@ def fuse_conv_norm(step: OpGraph) -> OpGraph:
             _block_end(step, conv, bn, readers[0], merged, ops)
         # else (the stem's norm, read by a max pool): a batch norm of its own, as it was
     _add_to(step, merged, ops)
-    return _rebuild(step, merged, ops)
+    return rebuild_merged(step, merged, ops, keep_early=True)
 
 
 def _get(step: OpGraph, ops: dict[str, Op], name: str) -> Op:
@@ -222,34 +222,6 @@ def _add_to(step: OpGraph, merged: dict[str, str], ops: dict) -> None:
         ops[host] = dgrad.evolve(bytes_read=dgrad.bytes_read
                                  + (len(producers) - 1) * op.out_bytes)
         merged[name] = host
-
-
-def _resolve(merged: dict[str, str], name: str) -> str:
-    while name in merged:
-        name = merged[name]
-    return name
-
-
-def _rebuild(step: OpGraph, merged: dict[str, str], ops: dict[str, Op]) -> OpGraph:
-    """The graph with each merged op's edges moved to the op it lives in."""
-    out = OpGraph(step.name)
-    order = step.names()
-    for name in order:
-        if name in merged:
-            continue
-        out.add(ops.get(name, step.op(name)), [])
-        if step.nx.nodes[name].get("early"):
-            out.issue_early(name)
-    for src, dst, data in step.nx.edges(data=True):
-        a, b = _resolve(merged, src), _resolve(merged, dst)
-        if a == b:
-            continue
-        reads = data.get(READS_OUTPUT, True)
-        if out.nx.has_edge(a, b):
-            reads = reads or out.nx.edges[a, b].get(READS_OUTPUT, True)
-        out.add_edge(a, b, data["index"], data["bytes"])
-        out.nx.edges[a, b][READS_OUTPUT] = reads
-    return out
 
 
 __all__ = ["MASK_BITS_PER_ELEMENT", "PRE_SM80", "STATS_FLOPS_PER_ELEMENT", "check_device",

@@ -82,20 +82,39 @@ def fuse_elementwise(graph: OpGraph) -> OpGraph:
                 merged[name] = host
                 continue
         fused[name] = op
+    return rebuild_merged(graph, merged, fused, order)
+
+
+def rebuild_merged(graph: OpGraph, merged: dict[str, str], ops: dict[str, Op],
+                   order: list[str] | None = None, keep_early: bool = False) -> OpGraph:
+    """``graph`` with each op of ``merged`` (name -> the op it now lives in, possibly itself
+    merged further) gone and its edges moved to its host; an op's record is ``ops[name]``
+    where given, else ``graph``'s. A merged edge reads the output if any of the edges it
+    stands for did. ``order``: ``graph.names()`` where the caller has it. ``keep_early``: ops marked ``OpGraph.issue_early`` stay marked
+    (``fuse_elementwise`` does not keep the mark, ``convnorm.fuse_conv_norm`` does)."""
     out = OpGraph(graph.name)
-    for name in order:
+    for name in graph.names() if order is None else order:
         if name in merged:
             continue
-        out.add(fused[name], [])
+        out.add(ops.get(name, graph.op(name)), [])
+        if keep_early and graph.nx.nodes[name].get("early"):
+            out.issue_early(name)
     for src, dst, data in graph.nx.edges(data=True):
-        a, b = merged.get(src, src), merged.get(dst, dst)
-        if a != b:  # a merged edge reads the output if any of the edges it stands for did
-            reads = data.get(READS_OUTPUT, True)
-            if out.nx.has_edge(a, b):
-                reads = reads or out.nx.edges[a, b].get(READS_OUTPUT, True)
-            out.add_edge(a, b, data["index"], data["bytes"])
-            out.nx.edges[a, b][READS_OUTPUT] = reads
+        a, b = _host(merged, src), _host(merged, dst)
+        if a == b:
+            continue
+        reads = data.get(READS_OUTPUT, True)
+        if out.nx.has_edge(a, b):
+            reads = reads or out.nx.edges[a, b].get(READS_OUTPUT, True)
+        out.add_edge(a, b, data["index"], data["bytes"])
+        out.nx.edges[a, b][READS_OUTPUT] = reads
     return out
+
+
+def _host(merged: dict[str, str], name: str) -> str:
+    while name in merged:
+        name = merged[name]
+    return name
 
 
 def _absorb(host: Op, op: Op, keep_output: bool) -> Op:
