@@ -93,13 +93,15 @@ def test_calibrating_from_a_record_needs_no_device_here(tmp_path):
     assert load_device(str(out)).matmul_efficiency < 0.9  # the timings were 1.3x the ideal
 
 
-def test_best_over_passes_keeps_each_items_fastest_result_and_reports_progress():
-    from simulator.calibrate.timing import best_over_passes
+def test_median_over_passes_keeps_each_items_lower_median_and_reports_progress():
+    """``hwsim validate``'s timing: every item once per pass, interleaved, each item's lower
+    median (tuples ordered by their seconds), progress after each call and when done."""
+    from simulator.calibrate.timing import median_over_passes
 
     runs = iter([3.0, (5.0, "a"), 2.0, (4.0, "b"), 2.5, (6.0, "c")])
     seen = []
-    best = best_over_passes(["x", "y"], lambda item: next(runs), 3,
-                            lambda done, total, label: seen.append((done, total, label)))
-    assert best == [2.0, (4.0, "b")]
+    middle = median_over_passes(["x", "y"], lambda item: next(runs), 3,
+                                lambda done, total, label: seen.append((done, total, label)))
+    assert middle == [2.5, (5.0, "a")]
     assert seen == [(0, 6, "x"), (1, 6, "y"), (2, 6, "x"), (3, 6, "y"), (4, 6, "x"),
                     (5, 6, "y"), (6, 6, "done")]

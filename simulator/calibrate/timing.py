@@ -8,7 +8,7 @@ once, then every item again), so that a slow spell of a shared machine, tens of 
 on one pass of many items rather than on every timing of one; each item keeps the lower median
 of its passes (``median_over_passes``: with two passes their best, with three the middle one)
 and, for ``hwsim calibrate``, every pass's timing (``Measurement.samples``: the fit repeated on
-halves of them says how stable it is, ``simulator.calibrate.fit.stability``). torch is imported
+halves of them says how stable it is, ``simulator.calibrate.stability``). torch is imported
 by the callers' functions, never at module import.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from simulator.calibrate.functions import micro_model
 #: Interleaved passes over the cases (and the models ``hwsim validate`` times): three, so that
 #: the lower median is the middle pass and one pass spoiled by a slow spell of a shared machine
 #: moves no figure; their timings split in halves (passes 1 and 3, pass 2) measure the fit's
-#: stability (``simulator.calibrate.fit.stability``).
+#: stability (``simulator.calibrate.stability``).
 PASSES = 3
 
 
@@ -71,15 +71,6 @@ def median_over_passes(items: list, time_one: Callable, passes: int,
                        label: Callable[[object], str] = str) -> list:
     """Each item's ``lower_median`` over ``passes`` interleaved passes (``over_passes``)."""
     return [lower_median(runs) for runs in over_passes(items, time_one, passes, progress, label)]
-
-
-def best_over_passes(items: list, time_one: Callable, passes: int,
-                     progress: Callable[[int, int, str], None] | None = None,
-                     label: Callable[[object], str] = str) -> list:
-    """Each item's fastest result over ``passes`` interleaved passes (``over_passes``)."""
-    seconds = lambda got: got[0] if isinstance(got, tuple) else got  # noqa: E731
-    return [min(runs, key=seconds)
-            for runs in over_passes(items, time_one, passes, progress, label)]
 
 
 def torch_case(torch, case: Case, device: str):
@@ -175,5 +166,5 @@ def best_of(torch, fn, device: str, min_time_s: float, min_reps: int = 1) -> flo
     return float(min(samples))  # best of five batches: interference only ever adds time
 
 
-__all__ = ["PASSES", "best_of", "best_over_passes", "lower_median", "measure",
+__all__ = ["PASSES", "best_of", "lower_median", "measure",
            "median_over_passes", "over_passes", "torch_case", "training_step"]
