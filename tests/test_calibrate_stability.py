@@ -5,6 +5,7 @@ from timings made by the cost model itself (closed form: exact up to the optimis
 tolerance). No torch: kernels and chains of linears only."""
 import dataclasses
 
+import numpy as np
 import pytest
 
 from hardware_specs.loader import load_device, parse_device
@@ -57,13 +58,45 @@ def test_lower_median_and_interleaved_passes():
     assert median_over_passes(["x", "y"], lambda item: next(timings), 3) == [4.0, 3.0]
 
 
-def test_halves_split_the_passes_odd_and_even():
+def test_halves_are_the_first_pass_and_the_last():
     m = Measurement(cases(quick=True)[0], 2.0, (3.0, 2.0, 1.0))
     first, second = halves([m])
-    assert first[0].seconds == 1.0 and first[0].samples == (3.0, 1.0)   # passes 1 and 3
-    assert second[0].seconds == 2.0 and second[0].samples == (2.0,)     # pass 2
+    assert first[0].seconds == 3.0 and first[0].samples == (3.0,)       # pass 1
+    assert second[0].seconds == 1.0 and second[0].samples == (1.0,)    # pass 3
+    # a case timed again (checked_fit: three more timings) splits as the others, on its passes
+    again = Measurement(m.case, 1.0, (3.0, 2.0, 1.0, 0.5, 0.7, 0.9))
+    assert halves([m, again]) == ([first[0], first[0]], [second[0], second[0]])
+    two = dataclasses.replace(m, samples=(3.0, 2.0))                    # two passes: 1 and 2
+    assert [h[0].seconds for h in halves([two])] == [3.0, 2.0]
     assert halves([dataclasses.replace(m, samples=(2.0,))]) is None     # one pass: no halves
     assert halves([Measurement(m.case, 2.0)]) is None                   # recorded without
+
+
+def _noisy(todo, ideal, sigma, rng, retimed=()):
+    """Three passes of every case, each timing the ideal times an independent log-normal factor
+    of spread ``sigma`` (the same on every pass); the cases of ``retimed`` (indices) three more,
+    as checked_fit appends them."""
+    out = []
+    for i, (c, t) in enumerate(zip(todo, ideal)):
+        times = tuple(t * np.exp(rng.normal(0.0, sigma, 6 if i in retimed else 3)))
+        out.append(Measurement(c, lower_median(list(times[:3])), times))
+    return out
+
+
+def test_equal_noise_on_every_pass_gives_unbiased_halves():
+    """The same noise on every pass (sigma 0.1, 4,000 cases, half of them timed again): the
+    halves' timings are alike, the median log ratio of a case's two halves 0 within 0.015 (5
+    standard errors: 1.2533 x 0.1 sqrt(2) / sqrt(4000) = 0.0028). The old halves (odd passes'
+    lower median against even ones') sat at -0.026 on these timings: the faster of passes 1 and
+    3 against pass 2 on the cases timed once (-0.56 sigma, the mean of the smaller of two
+    normals), a bias the spread reported as instability on a steady machine."""
+    case = cases(quick=True)[0]
+    measurements = _noisy([case] * 4000, [1e-3] * 4000, 0.1, np.random.default_rng(20),
+                          retimed=range(0, 4000, 2))
+    first, second = halves(measurements)
+    logs = np.log([a.seconds / b.seconds for a, b in zip(first, second)])
+    assert abs(float(np.median(logs))) < 0.015
+    assert float(np.std(logs)) == pytest.approx(0.1 * np.sqrt(2), rel=0.05)
 
 
 def test_the_fit_recovers_a_cpus_known_parameters(quick):
@@ -81,12 +114,25 @@ def test_steady_timings_are_stable(quick):
     assert not spread.unstable and spread.warning() == ""
 
 
+def test_noise_alike_on_every_pass_is_stable(quick):
+    """5 % noise (log-normal) on every timing of every pass, the same spread on each: the two
+    halves' fits differ by noise alone, under 5 % (median over the cases), and no warning; one
+    pass 1.6x slow on top of the same noise is still called unstable."""
+    measurements = _noisy(*quick, 0.05, np.random.default_rng(4))
+    spread = stability(CPU, measurements, Calibration(CPU).fit(measurements))
+    assert spread.median < 0.05 and not spread.unstable
+    slow = [dataclasses.replace(m, samples=m.samples[:2] + (1.6 * m.samples[2],))
+            for m in measurements]
+    spread = stability(CPU, slow, Calibration(CPU).fit(slow))
+    assert spread.unstable and spread.median > 0.25
+
+
 def test_a_slow_pass_makes_the_calibration_unstable_and_it_says_so(quick):
-    """Pass 2 of 3 run while another process held the core, 1.6x slower on every case: the
-    figures (lower medians) are the steady ones, but the half that is pass 2 fits a device
+    """Pass 3 of 3 run while another process held the core, 1.6x slower on every case: the
+    figures (lower medians) are the steady ones, but the half that is pass 3 fits a device
     1.6x slower. Its predictions differ by about 1 - 1/1.6 = 37.5 % (not exactly: an op in
     cache streams at the level's datasheet bandwidth, which no fitted figure scales)."""
-    measurements = _passes(*quick, slow=(1.0, 1.6, 1.0))
+    measurements = _passes(*quick, slow=(1.0, 1.0, 1.6))
     fit = checked_fit(CPU, measurements)   # not refused: its figures are the steady ones
     assert fit.matmul_efficiency_ == pytest.approx(TRUTH["matmul_efficiency"], rel=1e-3)
     spread = fit.spread_

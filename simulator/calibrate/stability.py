@@ -1,9 +1,14 @@
 """How stable a calibration is: the fit repeated on two halves of its timings.
 
 ``hwsim calibrate`` times every case in three interleaved passes (``simulator.calibrate.timing``)
-and keeps each pass's timing. Split in halves (passes 1 and 3, pass 2), they are two independent
-calibrations' worth of timings of the same cases; each half is fitted as the whole is
-(started from the whole's fit), and every case predicted with both fits. Timings of a steady
+and keeps each pass's timing. Split in two equal halves, the first pass and the last (passes 1
+and 3), they are two independent calibrations' worth of timings of the same cases, each one
+timing a case and the same rule for every case; each half is fitted as the whole is (started
+from the whole's fit), and every case predicted with both fits. Equal halves: a half that was
+the faster of two passes (min of passes 1 and 3 against pass 2, as before) is faster than a
+single pass on any noisy machine, steady or not, and the spread measured that bias (a false
+"unstable"). Not measured: a slow spell on the middle pass alone, which the lower median (the
+middle of the three timings) keeps out of the figures anyway. Timings of a steady
 device give two equal fits; a shared machine's slow spells (tens of seconds, the 2-vCPU
 development machine's two-thread steps switching between speeds ~35 % apart, docs/accuracy.md)
 fall on one half and pull them apart.
@@ -19,7 +24,6 @@ import numpy as np
 
 from hardware_specs.spec import DeviceSpec
 from simulator.calibrate.fit import Calibration, Measurement
-from simulator.calibrate.timing import lower_median
 
 #: Fits on halves of a calibration's timings whose predictions of its cases differ by more than
 #: this (median over the cases) mark it unstable. Chosen, not fitted: it is issue 20's target
@@ -56,13 +60,19 @@ class Spread:
 
 
 def halves(measurements: list[Measurement]) -> tuple[list[Measurement], list[Measurement]] | None:
-    """Each case's pass timings split in two halves, odd passes and even ones (passes 1 and 3,
-    pass 2 of three), each half's figure its lower median: two independent calibrations' worth of
-    timings. None when a case has fewer than two (recorded without them, or one pass)."""
-    if not measurements or any(len(m.samples) < 2 for m in measurements):
+    """Each case's first pass and its last, two equal halves of one timing each: two independent
+    calibrations' worth of timings. The passes are the first ``n`` timings of every case, ``n``
+    the fewest any case has (the calibration's interleaved passes, three by default, pass 1
+    against pass 3); the timings ``checked_fit`` adds to a case timed again come after them and
+    are left out, so every case is split by the same rule. None when a case has fewer than two
+    (recorded without them, or one pass)."""
+    if not measurements:
         return None
-    return tuple([Measurement(m.case, lower_median(list(m.samples[start::2])), m.samples[start::2])
-                  for m in measurements] for start in (0, 1))
+    passes = min(len(m.samples) for m in measurements)
+    if passes < 2:
+        return None
+    return tuple([Measurement(m.case, m.samples[index], (m.samples[index],))
+                  for m in measurements] for index in (0, passes - 1))
 
 
 def stability(device: DeviceSpec, measurements: list[Measurement],
