@@ -174,7 +174,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     if streamed is not None:
         memory, step_s = streamed.on_chip, step_s + streamed.time_s
     # the whole device step, streaming included, at the slowest device's pace: the others wait
-    step_s *= variability.slowest_of(n, plan.rank_variability)
+    spread_c = variability.coefficient(plan.rank_variability, device)
+    step_s *= variability.slowest_of(n, spread_c)
     step_s += plan.step_overhead_ms * 1e-3   # outside the step's graph: the devices idle
     peak = sum(memory.values())
     if parallel.pp > 1 and getattr(getattr(work, "moe", None), "first_dense_layers", 0):
@@ -245,13 +246,17 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                              for r in runs)), None)
     if moe is not None:
         result.parallel["moe"] = moe
-    if plan.rank_variability and n > 1:   # the slowest device's pace: c, ranks, E[max], factor
-        slowest = variability.figures(n, plan.rank_variability)
+    if spread_c and n > 1:   # the slowest device's pace: c, ranks, E[max], factor
+        slowest = variability.figures(n, spread_c)
         result.parallel["rank_variability"] = slowest
         result.notes.append(
-            f"rank variability {plan.rank_variability:g}: the slowest of {n:,} devices sets "
+            f"rank variability {spread_c:g}: the slowest of {n:,} devices sets "
             f"the pace, {slowest['step_factor']:.4g} x the median device's step "
             f"(simulator.schedule.variability; {variability.provenance(plan.rank_variability)})")
+    elif plan.rank_variability is None and n > 1:
+        result.notes.append(
+            f"rank variability 0: no measured per-chip spread for {device.name} (the V100 "
+            f"figure applies to GPUs only; --rank-variability C sets one)")
     result.unknown_ops = sorted({op.fn.removeprefix(UNKNOWN) for op in run.forward.ops()
                                  if op.fn.startswith(UNKNOWN)})
     if result.unknown_ops:

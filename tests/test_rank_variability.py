@@ -176,7 +176,7 @@ def test_the_default_is_on_and_zero_turns_it_off():
     kw = {"num_devices": 16, "micro_batch": 4, "global_batch": 64}
     default = simulate("gpt2-small", "a100", **kw)
     off = simulate("gpt2-small", "a100", rank_variability=0, **kw)
-    assert Plan().rank_variability == V100_GEMM_SPREAD
+    assert Plan().rank_variability is None     # the measured default, by device class
     assert default.step_time_s == pytest.approx(
         off.step_time_s * (1 + V100_GEMM_SPREAD * expected_max_normal(16)), rel=1e-12)
     assert default.parallel["rank_variability"]["coefficient_of_variation"] == V100_GEMM_SPREAD
@@ -186,6 +186,34 @@ def test_the_default_is_on_and_zero_turns_it_off():
     assert one.step_time_s == simulate("gpt2-small", "a100", micro_batch=4,
                                        rank_variability=0).step_time_s
     assert "rank_variability" not in one.parallel
+
+
+@pytest.mark.parametrize("device", ["tpu-v4", "alveo-u280"])
+def test_the_default_leaves_devices_without_a_measured_spread_alone(device):
+    """The V100 spread is GPUs' (boost clocks under a power cap): a TPU's and an FPGA's
+    (fixed bitstream clock) 4-device steps are unchanged by the default, with a note saying
+    no spread is measured; an explicit C still applies to them."""
+    kw = {"num_devices": 4, "micro_batch": 1, "global_batch": 8}
+    default = simulate("gpt2-small", device, **kw)
+    off = simulate("gpt2-small", device, rank_variability=0, **kw)
+    assert default.step_time_s == off.step_time_s
+    assert "rank_variability" not in default.parallel
+    assert any("no measured per-chip spread" in note for note in default.notes)
+    assert not any("392 V100s" in note for note in default.notes)
+    assert not any("per-chip spread" in note for note in off.notes)
+    set_c = simulate("gpt2-small", device, rank_variability=0.02, **kw)
+    assert set_c.step_time_s == pytest.approx(
+        off.step_time_s * (1 + 0.02 * expected_max_normal(4)), rel=1e-12)
+    assert any("a what-if" in note for note in set_c.notes)
+
+
+def test_the_default_scales_amd_gpus_too():
+    """An AMD GPU (spec class gpu) takes the V100 figure as its prior."""
+    kw = {"num_devices": 4, "micro_batch": 1, "global_batch": 8}
+    default = simulate("gpt2-small", "mi250x", **kw)
+    off = simulate("gpt2-small", "mi250x", rank_variability=0, **kw)
+    assert default.step_time_s == pytest.approx(
+        off.step_time_s * (1 + V100_GEMM_SPREAD * expected_max_normal(4)), rel=1e-12)
 
 
 SPREADS = Path(__file__).parent / "data" / "gpu_variability.csv"

@@ -126,7 +126,9 @@ DEFAULT_LORA_RANK = 8
 #: group of Sinha et al., SC'22; tests/data/gpu_variability.csv, recomputed by
 #: tests/test_rank_variability.py).
 #: Measured on V100; 132 A100 PCIe GPUs' ResNet-50 iterations on TACC Lonestar6 spread 0.0150;
-#: a prior for every other device (simulator.schedule.variability).
+#: a prior for the other GPUs (spec class "gpu": power-managed boost clocks). Devices of other
+#: classes (FPGAs at the bitstream's fixed clock, TPUs, IPUs, Gaudi, Trainium, CPUs) have no
+#: measured per-chip spread: 0 unless the plan sets one (simulator.schedule.variability).
 RANK_VARIABILITY = 0.0172
 
 
@@ -297,12 +299,14 @@ class Plan:
                                  "loading, logging, the loss's .item(), LR scheduler)"})
     # Identical devices run at different speeds and a synchronous step waits for the slowest
     # of them (simulator.schedule.variability): c, the coefficient of variation of the
-    # devices' speed; by default the spread measured on V100 GEMMs (RANK_VARIABILITY).
-    rank_variability: float = field(default=RANK_VARIABILITY, metadata={
+    # devices' speed; None (the default): the spread measured on V100 GEMMs (RANK_VARIABILITY)
+    # on a GPU, 0 on other devices (no measured per-chip spread); a number applies to any device.
+    rank_variability: float | None = field(default=None, metadata={
         "metavar": "C", "help": "the devices' speed varies with coefficient of variation C "
-                                f"(0 to 0.5; default {RANK_VARIABILITY:g}, 392 V100s' SGEMM "
-                                "times; 0 turns it off): the step waits for the slowest of the "
-                                "job's devices, 1 + C E[max of N normals] times the median's"})
+                                f"(0 to 0.5; default {RANK_VARIABILITY:g} on GPUs, 392 V100s' "
+                                "SGEMM times, and 0 on other devices; 0 turns it off): the "
+                                "step waits for the slowest of the job's devices, "
+                                "1 + C E[max of N normals] times the median's"})
     # The whole run's losses outside its steps (simulator.report.goodput): checkpoint writes,
     # evaluations, failures. They change neither the step nor its memory, only a run's totals
     # (--tokens / --steps); all off by default.
@@ -332,8 +336,9 @@ class Plan:
                                _enum(OptimizerImpl, self.optimizer_impl, "optimizer_impl"))
         object.__setattr__(self, "step_overhead_ms",
                            _milliseconds(self.step_overhead_ms, "step_overhead_ms"))
-        object.__setattr__(self, "rank_variability", bounded(
-            _number(self.rank_variability, float), "rank_variability", 0.0, 0.5))
+        if self.rank_variability is not None:
+            object.__setattr__(self, "rank_variability", bounded(
+                _number(self.rank_variability, float), "rank_variability", 0.0, 0.5))
         self._check_run()
         object.__setattr__(self, "attention_kernel",
                            _enum(AttentionKernel, self.attention_kernel, "attention_kernel"))

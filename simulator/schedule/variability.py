@@ -29,9 +29,16 @@ mechanism is each chip's clock under the power cap (the GPUs ran at 297 W of 300
 and SM clock correlate at r = -0.87). A check on another generation and workload: 132 A100 PCIe
 40GB GPUs of TACC Lonestar6 (cabinets c302-c315, whose nodes' ``nvidia-smi -L`` in
 hal-uw/gpu_variability_sc22_artifact ``sec5b_bert/uuids/`` reads A100-PCIE-40GB), the mean
-ResNet-50 iteration of each (blox-pal ``resnet-ls6-agg.csv``), spread 0.0150. Other devices
-have no measurement: the V100 figure is their prior. It is ``Plan.rank_variability``'s default
-(``simulator.plan.step.RANK_VARIABILITY``); ``--rank-variability 0`` turns it off.
+ResNet-50 iteration of each (blox-pal ``resnet-ls6-agg.csv``), spread 0.0150.
+
+Which devices get it by default (``coefficient``): GPUs (spec class ``gpu``: NVIDIA's and AMD's,
+each chip boosting its clock under a power cap), the V100 figure measured on NVIDIA and a prior
+for the other GPUs (AMD's are unmeasured). Devices of other classes have no measured per-chip
+spread and get c = 0 with a note saying so: an FPGA runs the bitstream's fixed clock, and no
+per-chip spread is cited for TPUs, IPUs, Gaudi, Trainium or CPUs. It is
+``Plan.rank_variability``'s default (None: ``simulator.plan.step.RANK_VARIABILITY`` on a GPU,
+0 elsewhere); a number, ``--rank-variability C``, applies to any device, and
+``--rank-variability 0`` turns it off.
 
 Not modelled: which phase each rank gates (the whole step is scaled, exposed communication too,
 which a slower chip does not slow: an upper bound where communication is exposed; so are steps
@@ -106,10 +113,21 @@ def spread(times) -> float:
     return NORMAL_MAD * statistics.median(abs(t - middle) for t in values) / middle
 
 
-def provenance(c: float) -> str:
-    """Where a note says ``c`` comes from: the measured default or the user's what-if."""
-    if c == V100_GEMM_SPREAD:
-        return ("c measured: 392 V100s' SGEMM times, a prior for other devices; "
+def coefficient(c: float | None, device) -> float:
+    """The coefficient of variation a plan's ``rank_variability`` ``c`` gives on ``device`` (a
+    DeviceSpec): ``c`` when the plan sets it; by default (None) the measured V100 spread on a
+    GPU (spec class ``gpu``) and 0 on any other device (the module's docstring)."""
+    if c is not None:
+        return c
+    from hardware_specs.spec import DeviceClass
+    return V100_GEMM_SPREAD if device.device_class is DeviceClass.GPU else 0.0
+
+
+def provenance(c: float | None) -> str:
+    """Where a note says the coefficient comes from: the plan's ``rank_variability`` ``c``,
+    None for the measured default, a number for the user's what-if."""
+    if c is None:
+        return ("c measured: 392 V100s' SGEMM times, a prior for other GPUs; "
                 "--rank-variability 0 turns it off")
     return "c set by the plan, a what-if"
 
@@ -120,5 +138,6 @@ def figures(n: int, c: float) -> dict:
             "expected_max_sigma": expected_max_normal(n), "step_factor": slowest_of(n, c)}
 
 
-__all__ = ["MAX_RANKS", "NORMAL_MAD", "V100_GEMM_SPREAD", "expected_max_normal", "figures",
+__all__ = ["MAX_RANKS", "NORMAL_MAD", "V100_GEMM_SPREAD", "coefficient", "expected_max_normal",
+           "figures",
            "provenance", "slowest_of", "spread"]
