@@ -125,7 +125,7 @@ DEFAULT_LORA_RANK = 8
 #: ``aggregated_data/sim/sgemm-longhorn-agg.csv``, commit da726ca, MIT; measured in 2020 by the
 #: group of Sinha et al., SC'22; tests/data/gpu_variability.csv, recomputed by
 #: tests/test_rank_variability.py).
-#: Measured on V100; 132 A100 PCIe GPUs' ResNet-50 iterations on TACC Lonestar6 spread 0.0150;
+#: Measured on V100; 204 A100 PCIe GPUs' ResNet-50 iterations on TACC Lonestar6 spread 0.0160;
 #: a prior for the other GPUs (spec class "gpu": power-managed boost clocks). Devices of other
 #: classes (FPGAs at the bitstream's fixed clock, TPUs, IPUs, Gaudi, Trainium, CPUs) have no
 #: measured per-chip spread: 0 unless the plan sets one (simulator.schedule.variability).

@@ -26,10 +26,13 @@ tests/data/gpu_variability.csv keeps the per-GPU medians). The rule for what a h
 removes is the modified z-score above 3.5 (Iglewicz & Hoaglin 1993): 3 of the 392, up to 1.20x
 the median; the standard deviation of the other 389 is 0.0164, so they are close to normal. The
 mechanism is each chip's clock under the power cap (the GPUs ran at 297 W of 300 W; kernel time
-and SM clock correlate at r = -0.87). A check on another generation and workload: 132 A100 PCIe
-40GB GPUs of TACC Lonestar6 (cabinets c302-c315, whose nodes' ``nvidia-smi -L`` in
-hal-uw/gpu_variability_sc22_artifact ``sec5b_bert/uuids/`` reads A100-PCIE-40GB), the mean
-ResNet-50 iteration of each (blox-pal ``resnet-ls6-agg.csv``), spread 0.0150.
+and SM clock correlate at r = -0.87). A check on another generation and workload: 204 A100 PCIe
+40GB GPUs of TACC Lonestar6, the mean ResNet-50 iteration of each (blox-pal
+``aggregated_data/ls6/resnet-ls6-agg.csv``), spread 0.0160. The rule: the file's GPUs in the
+cabinets whose nodes' ``nvidia-smi -L`` in hal-uw/gpu_variability_sc22_artifact (commit 93ba0d4,
+``sec5b_bert/uuids/`` and ``sec5d_pagerank/uuids/``) reads A100-PCIE-40GB: c302, c303, c305,
+c306, c308, c309, c315, c316, c317; c304 (3 GPUs) has no record and c310's one record
+(``c310-006_uuid.txt``) is empty, so their 15 are left out (all 219 of the file: 0.0158).
 
 Which devices get it by default (``coefficient``): GPUs (spec class ``gpu``: NVIDIA's and AMD's,
 each chip boosting its clock under a power cap), the V100 figure measured on NVIDIA and a prior
