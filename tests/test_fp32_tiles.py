@@ -8,8 +8,10 @@ linear.csv``) name ``ampere_sgemm_128x128`` for large calls on the L4 and the A1
 tile's halvings, a tile of tm x tn running at (1 + c (1/128 + 1/128)) / (1 + c (1/tm + 1/tn)) of
 the widest's rate; c (FMAs' time per operand loaded) is one figure for the five GPUs, fitted by
 ``simulator.calibrate.fp32_tiles.fit_load_cost`` on their calls of 1e10-2e11 FLOPs
-(``tests/data/neusight_linear_small.csv``) with each GPU's ``fp32_matmul_efficiency`` refitted
-on its calls of 2e11 FLOPs and more, and held out by GPU. Batched GEMMs keep the widest tile.
+(``tests/data/neusight_linear_small.csv``) with each GPU at its spec's ``fp32_matmul_efficiency``
+(the L4's and A100 PCIe cards' refitted on their calls of 2e11 FLOPs and more, the rule their
+figures come from; the T4's and V100's DeepBench's, as shipped), and held out by GPU. Batched
+GEMMs keep the widest tile.
 """
 import dataclasses
 
@@ -40,31 +42,35 @@ def fitted():
 
 
 def test_the_specs_carry_the_fit(fitted):
-    """One cost, 8, for the five GPUs, in each spec; median |error| on the 2,090 calls 5.9 ->
-    4.0 %."""
-    assert fitted["cost"] == 8
+    """One cost, 6, for the five GPUs, in each spec; median |error| on the 2,090 calls 8.4 ->
+    5.9 % (the T4's and V100's calls keep a +9 % median bias at their DeepBench efficiencies,
+    which no tile choice removes)."""
+    assert fitted["cost"] == 6
     for device in NARROW_DEVICES:
         arch = load_device(NEUSIGHT_CATALOGUE[device]).architecture
         assert arch.fp32_tile_load_cost == fitted["cost"] and arch.fp32_matrix_tile == WIDEST
-    assert fitted["median"] < 0.045
-    assert np.median(list(fitted["before"].values())) > 0.055
+    assert fitted["median"] < 0.062
+    assert np.median(list(fitted["before"].values())) > 0.085
 
 
 @pytest.mark.parametrize("device, bound", [
-    ("NVIDIA L4", 0.09), ("Tesla T4", 0.058), ("Tesla V100-PCIE-32GB", 0.032),
-    ("NVIDIA A100-PCIE-40GB", 0.033), ("NVIDIA A100 80GB PCIe", 0.033)])
+    ("NVIDIA L4", 0.09), ("Tesla T4", 0.105), ("Tesla V100-PCIE-32GB", 0.085),
+    ("NVIDIA A100-PCIE-40GB", 0.045), ("NVIDIA A100 80GB PCIe", 0.042)])
 def test_held_out_by_device(fitted, device, bound):
-    """Each GPU at the cost fitted on the other four (6 for the A100 80GB PCIe, 8 for the
-    rest): median |error| L4 10.9 -> 8.5 %, T4 6.0 -> 5.4, V100 3.9 -> 2.9, A100 PCIe 40GB
-    5.5 -> 3.1, A100 80GB PCIe 4.3 -> 3.1 (before: the widest tile alone), none worse."""
+    """Each GPU at the cost fitted on the other four (7 for the L4 and T4, 8 for the V100, 1 for
+    each A100 PCIe card: the fit is flat, 5.9-6.2 % from 5 to 10), at its spec's efficiency:
+    median |error| L4 10.9 -> 8.3 %, T4 10.8 -> 10.1, V100 9.0 -> 8.0, A100 PCIe 40GB
+    5.5 -> 4.1, A100 80GB PCIe 4.3 -> 4.0 (before: the widest tile alone), none worse."""
     assert fitted["held_out"][device] < bound
-    assert fitted["held_out"][device] < fitted["before"][device] - 0.005
+    assert fitted["held_out"][device] < fitted["before"][device]
 
 
 def test_the_fit_recovers_a_synthetic_cost():
     """Calls priced by hwsim itself at cost 12 and efficiency 0.6 on two GPUs: the fit finds 12,
     within 0.1 % of every call (the efficiency refit on the large calls leaves their fixed
-    launch cost's share, 4e-5)."""
+    launch cost's share, 4e-5). Kept at its spec's efficiency (0.464, not refitted), the T4's
+    calls are slow by that ratio (within 0.5 %: the launch cost's share) whatever the cost:
+    the fit prices the specs as shipped."""
     rows, large = [], []
     shapes = [(m, n, k) for m in (256, 768, 1536, 3072) for n in (512, 1000, 2560)
               for k in (1024, 4096)]
@@ -79,17 +85,22 @@ def test_the_fit_recovers_a_synthetic_cost():
             times = predicted_s(spec, chosen, DType.FP32)
             table += [{"device": device, "precision": "fp32", "m": m, "n": n, "k": k,
                        "time_ms": t * 1e3} for (m, n, k), t in zip(chosen, times)]
-    result = fit_load_cost(rows, large, ("NVIDIA L4", "Tesla T4"), grid=tuple(range(0, 17, 2)))
+    both = ("NVIDIA L4", "Tesla T4")
+    result = fit_load_cost(rows, large, both, grid=tuple(range(0, 17, 2)), refit=both)
     assert result["cost"] == 12
     assert result["median"] < 1e-3
+    shipped = fit_load_cost(rows, large, both, grid=tuple(range(0, 17, 2)), refit=both[:1])
+    assert shipped["cost"] == 12 and shipped["medians"]["NVIDIA L4"] < 1e-3
+    assert shipped["medians"]["Tesla T4"] == pytest.approx(0.6 / 0.464 - 1, rel=5e-3)
 
 
 def test_a_partial_wave_in_closed_form():
-    """A 1024^3 fp32 GEMM on the L4's 58 SMs: 64 tiles of 128 x 128 fill 64 / 116 of two waves;
-    64 x 32 tiles (512, 9 waves: 512 / 522) at (1 + 8/64) / (1 + 8 (1/64 + 1/32)) = 0.818 of
-    the rate are the fastest (64 x 64: 256 / 290 x 0.9 = 0.794); hwsim's time is the FLOPs at
-    peak x efficiency x that factor over the reference's (4096 / 4118)."""
-    rate = (1 + 8 / 64) / (1 + 8 * (1 / 64 + 1 / 32))
+    """A 1024^3 fp32 GEMM on the L4's 58 SMs (load cost 6): 64 tiles of 128 x 128 fill 64 / 116
+    of two waves; 64 x 32 tiles (512, 9 waves: 512 / 522) at (1 + 6/64) / (1 + 6 (1/64 + 1/32))
+    = 0.854 of the rate are the fastest (0.837; 64 x 64: 256 / 290 x 0.921 = 0.813); hwsim's
+    time is the FLOPs at peak x efficiency x that factor over the reference's (4096 / 4118)."""
+    assert L4.architecture.fp32_tile_load_cost == 6
+    rate = (1 + 6 / 64) / (1 + 6 * (1 / 64 + 1 / 32))
     factor = 512 / 522 * rate
     assert float(fp32_tiles(1024, 1024, 1024, 1, L4.architecture)) == pytest.approx(factor)
     reference = float(fp32_tiles(REFERENCE_GEMM, REFERENCE_GEMM, REFERENCE_GEMM, 1,
