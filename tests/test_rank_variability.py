@@ -10,6 +10,7 @@ import math
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -94,6 +95,14 @@ def test_one_device_or_no_variation_is_the_identity():
     assert figures(8, 0.02) == {"coefficient_of_variation": 0.02, "ranks": 8,
                                 "expected_max_sigma": expected_max_normal(8),
                                 "step_factor": 1 + 0.02 * expected_max_normal(8)}
+
+
+def test_one_implementation_serves_the_experts_and_the_ranks():
+    """The experts' busiest load and the slowest device read the same E[M_N]
+    (simulator.parallel.order_stats); a numpy integer is a count too."""
+    from simulator.parallel import expert, order_stats
+    assert expert.expected_max_normal is expected_max_normal is order_stats.expected_max_normal
+    assert expected_max_normal(np.int64(8)) == expected_max_normal(8)
 
 
 @pytest.mark.parametrize("n", [0, -1, 1.5, True, 2 ** 41])

@@ -102,14 +102,12 @@ step); Megatron-Core's ``--moe-token-drop-policy`` (which copies are dropped, no
 from __future__ import annotations
 
 import math
-from functools import lru_cache
-
-import numpy as np
 
 from simulator.errors import PlanError
 from simulator.graph.collective import Axis, collective
 from simulator.graph.op import Block, Op, OpKind, Phase, Role
 from simulator.graph.opgraph import OpGraph
+from simulator.parallel.order_stats import expected_max_normal
 from simulator.parallel.tensor import grouped
 from workloads.moe import MAXVIO, MAXVIO_EXPERTS
 
@@ -173,19 +171,6 @@ def shard(forward: OpGraph, ep: int, local: int = 0, overlap_shared: bool = Fals
     if not overlap_shared:
         _shared_after_combine(out)
     return out
-
-
-@lru_cache(maxsize=None)
-def expected_max_normal(n: int) -> float:
-    """E[max of n independent standard normals]: the integral of x n phi(x) Phi(x)^(n - 1)
-    (1/sqrt(pi) for n = 2, 3 / (2 sqrt(pi)) for n = 3; 0 for n = 1)."""
-    if n <= 1:
-        return 0.0
-    from scipy import integrate, stats
-
-    value, _ = integrate.quad(lambda x: x * n * stats.norm.pdf(x) * stats.norm.cdf(x) ** (n - 1),
-                              -np.inf, np.inf)
-    return float(value)
 
 
 def sampling_load(copies: float, ep: int, experts: int = 0, top_k: int = 1) -> float:

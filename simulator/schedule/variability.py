@@ -12,8 +12,9 @@ by the step's collectives, the slowest device of the whole job sets the step's p
 With each device's step time ``t (1 + c Z)``, Z a standard normal (c the coefficient of
 variation of the devices' speed), the step of N devices is the expected maximum of N draws,
 ``t (1 + c E[max of N standard normals])`` (``slowest_of``). E[max] has no closed form beyond
-N = 5; ``expected_max_normal`` integrates it: E[M_N] = int_0^inf (1 - Phi(x)^N) dx -
-int_-inf^0 Phi(x)^N dx (M_N's CDF is Phi^N). For large N it grows as sqrt(2 ln N).
+N = 5; ``expected_max_normal`` (``simulator.parallel.order_stats``, shared with the experts'
+load) integrates it: E[M_N] = int_0^inf (1 - Phi(x)^N) dx - int_-inf^0 Phi(x)^N dx (M_N's CDF
+is Phi^N). For large N it grows as sqrt(2 ln N).
 
 A measured c, ``V100_GEMM_SPREAD`` = 0.0172, at the kernel level: 392 V100 SXM2 GPUs of TACC
 Longhorn each ran the same SGEMM (25536 x 25536, FP32, cuBLAS
@@ -56,13 +57,9 @@ from __future__ import annotations
 
 import math
 import statistics
-from functools import lru_cache
 
+from simulator.parallel.order_stats import MAX_RANKS, expected_max_normal
 from simulator.plan.step import RANK_VARIABILITY
-
-#: The most devices ``expected_max_normal`` accepts (2**40 is beyond any job); more is a
-#: ValueError.
-MAX_RANKS = 2 ** 40
 
 #: sigma / MAD of a normal, 1 / Phi^-1(3/4) (``spread``).
 NORMAL_MAD = 1.482602218505602
@@ -71,29 +68,6 @@ NORMAL_MAD = 1.482602218505602
 #: SGEMM kernel times (the module's docstring; tests/data/gpu_variability.csv, recomputed by
 #: tests/test_rank_variability.py).
 V100_GEMM_SPREAD = RANK_VARIABILITY
-
-
-@lru_cache(maxsize=4096)
-def expected_max_normal(n: int) -> float:
-    """E[max of ``n`` independent standard normals] (0 for n = 1; 1/sqrt(pi) for n = 2).
-
-    Integrates the maximum's survival and distribution functions, ``1 - Phi^n`` over x > 0 and
-    ``Phi^n`` over x < 0, with ``Phi^n = exp(n log Phi)`` (``scipy.special.log_ndtr``), so
-    that the integrand stays exact far in the tails for any n."""
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_RANKS:
-        raise ValueError(f"n = {n!r} must be an integer from 1 to {MAX_RANKS}")
-    if n == 1:
-        return 0.0
-    # only when asked for: a plain predict loads no scipy
-    from scipy import integrate, special
-    # the upper tail: 1 - Phi(x)^n, negligible beyond sqrt(2 ln n) + 10
-    top = math.sqrt(2 * math.log(n)) + 10.0
-    mode = math.sqrt(2 * math.log(n))
-    upper, _ = integrate.quad(lambda x: -math.expm1(n * special.log_ndtr(x)), 0.0, top,
-                              points=[mode], limit=200, epsabs=1e-12, epsrel=1e-12)
-    lower, _ = integrate.quad(lambda x: math.exp(n * special.log_ndtr(x)), -12.0, 0.0,
-                              limit=200, epsabs=1e-12, epsrel=1e-12)
-    return upper - lower
 
 
 def slowest_of(n: int, c: float) -> float:
