@@ -123,7 +123,7 @@ def main() -> int:
     except CalibrationRefused as err:   # hwsim calibrate would write nothing: say so, go on
         print(f"{err}\nTHE FIGURES BELOW ARE THE REFUSED FIT'S, FOR DIAGNOSIS ONLY")
         fit, refused = Calibration(device).fit(measurements), True
-        fit.spread_ = stability(device, measurements, fit)
+    fit.spread_ = stability(device, measurements, fit)   # as hwsim calibrate does
     took = time.perf_counter() - start
     residuals = [abs(r) for r in fit.residuals_]
     print(f"calibration ({'quick' if args.quick else 'full'}, {args.passes} interleaved passes "

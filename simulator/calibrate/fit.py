@@ -15,7 +15,6 @@ import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,9 +33,6 @@ from simulator.graph.lower import lower
 from simulator.graph.op import DType
 from simulator.graph.opgraph import OpGraph
 from workloads.layers import Builder
-
-if TYPE_CHECKING:
-    from simulator.calibrate.stability import Spread
 
 #: The kinds of micro-benchmark ``Case``s.
 KINDS = ("matmul", "conv", "add", "sum", "layernorm", "softmax", "train", "function")
@@ -227,7 +223,9 @@ class Calibration:
             cases = [m for m in measurements if m.case.kind == "function" and m.case.fn == host]
             if cases:
                 self._fit_function(fn, cases, start)
-        self.spread_: Spread | None = None   # set by checked_fit (``stability``)
+        # a ``simulator.calibrate.stability.Spread``, set by the caller after ``checked_fit``
+        # (``hwsim calibrate``): this module does not import it, which imports this one
+        self.spread_ = None
         self.measurements_ = kernels + [m for m in measurements if m.case.kind == "function"]
         self.residuals_ = np.array([self._predict(m.case, self._device_for(m.case)) / m.seconds
                                     - 1.0 for m in self.measurements_])  # predicted/measured - 1
@@ -427,16 +425,13 @@ def checked_fit(device: DeviceSpec, measurements: list[Measurement], retime=None
             f"calibration of {device.name} refused, nothing written: {'; '.join(problems)}"
             f"{again}. The machine is too busy, or the device is not what the spec says: run "
             "it again on a quiet machine, or check --device")
-    from simulator.calibrate.stability import stability
-
-    fit.spread_ = stability(device, measurements, fit)   # said, and written, not refused
     return fit
 
 
-def provenance(env: dict[str, str], spread: Spread | None = None) -> str:
+def provenance(env: dict[str, str], spread=None) -> str:
     """Where a calibration's timings came from (``simulator.calibrate.records.environment``): host,
-    device, driver, torch version, threads, date (UTC); with ``spread``, how far fits on halves
-    of its timings disagree (``stability``)."""
+    device, driver, torch version, threads, date (UTC); with ``spread`` (a
+    ``simulator.calibrate.stability.Spread``), how far fits on halves of its timings disagree."""
     driver = f", driver {env['driver']}, CUDA {env['cuda']}" if env.get("driver") else ""
     return (f"hwsim calibrate on {env['host']} ({env['device']}{driver}), torch {env['torch']}, "
             f"{env['threads']} threads, {env['date']}"

@@ -370,7 +370,7 @@ def _calibrate(args) -> int:
     from hardware_specs.spec import DeviceClass
     from hardware_specs.writer import calibrated_toml
     from simulator.calibrate import fit as calibrate
-    from simulator.calibrate import records, timing
+    from simulator.calibrate import records, stability, timing
     from simulator.report.io import progress_bar, writable, write_atomic
 
     for path, option in ((args.out, "--out"), (args.record, "--record")):
@@ -396,6 +396,7 @@ def _calibrate(args) -> int:
     retime = None if args.recorded else (
         lambda again: timing.measure(again, runtime, progress=progress_bar))
     fit = calibrate.checked_fit(device, measurements, retime)
+    fit.spread_ = stability.stability(device, measurements, fit)   # said and written, not refused
     if args.record and not args.recorded:
         write_atomic(args.record, records.kernels_csv(fit.measurements_, env))
         print(f"wrote {args.record}: the timings, for hwsim calibrate --from")
