@@ -49,9 +49,13 @@ PUBLISHED = {row["run_id"]: row for row in
 # overlap and overlapped p2p on the NeMo rows that ran them, GPT-NeoX's bias adds, rotary slice
 # backward, DeepSpeed 2021 stage-1 walks, the GB200's sustained GEMMs derived from the B200's
 # and the B200 attention fit without PyTorch's call: median 6.3 %, p90 16.6 %, bias +5.3 %.
+# Sixth session: the slowest GPU sets the pace by default (C = 0.0172, per-GPU V100 SGEMM times),
+# fused attention at the sustained clock, the Blackwell rows' CUDA graphs, DeepSpeed's
+# partition_activations copies, the MoE router's measured imbalance: median 5.0 %, p90 16.7 %,
+# bias +1.3 %.
 # Regression values, not targets. Tolerance: 0.05 points, a tenth of
 # the tables' last digit.
-VALIDATION = {"n": 246, "median": 0.0627, "p90": 0.1655, "max": 0.6458, "bias": 0.0533}
+VALIDATION = {"n": 246, "median": 0.0500, "p90": 0.1675, "max": 0.5558, "bias": 0.0128}
 # The baseline's measured MFUs count half of a causal fused attention core, as hwsim's MFU does
 # since issue 23 (simulator.report.figures.counted_fraction).
 BASELINE = {"n": 246, "median": 0.1734, "p90": 0.6842, "max": 3.7389, "bias": 0.1417}
