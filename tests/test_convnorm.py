@@ -141,3 +141,16 @@ def test_runs_on_sm80_and_later(device):
     kw = {"micro_batch": 8, "precision": "fp16", "channels_last": True}
     fused = simulate("resnet-50", device, conv_norm_fusion=True, **kw)
     assert fused.step_time_s < simulate("resnet-50", device, **kw).step_time_s
+
+
+def test_a_renamed_pre_sm80_spec_is_refused_too():
+    """A V100 spec under another name (a calibrated or user's copy) is refused by its missing
+    bf16 peak (bf16 tensor cores came with compute capability 8.0), not let through by name."""
+    import dataclasses
+
+    from hardware_specs.loader import load_device
+
+    copy = dataclasses.replace(load_device("v100-sxm2-32gb"), name="v100-calibrated")
+    with pytest.raises(PlanError, match="compute capability 8.0"):
+        simulate("resnet-50", copy, micro_batch=8, precision="fp16", channels_last=True,
+                 conv_norm_fusion=True)

@@ -21,7 +21,7 @@ from simulator.calibrate.functions import micro_model
 
 #: Interleaved passes over the cases (and the models ``hwsim validate`` times): three, so that
 #: the lower median is the middle pass and one pass spoiled by a slow spell of a shared machine
-#: moves no figure; their timings split in halves (passes 1 and 3, pass 2) measure the fit's
+#: moves no figure; their first and last passes, two equal halves, measure the fit's
 #: stability (``simulator.calibrate.stability``).
 PASSES = 3
 

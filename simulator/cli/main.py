@@ -346,7 +346,7 @@ def format_summary(s: dict, device=None) -> str:
 
 def _missing_price(name: str, device, purchase: bool) -> str:
     """Why ``name`` has no on-demand (``purchase``: purchase) price, for a cost shown as n/a:
-    'mi210 is not rented by anyone (searched 2026-12-04), its spec says where' from the
+    'alveo-u280 is not rented by anyone (searched 2026-12-04), its spec says where' from the
     spec's record (``DeviceSpec.rent_unpriced``), 'no on-demand price cited for h20 (searched
     2026-12-04), its spec says why' where it is offered but no citable price was found."""
     kind = "purchase" if purchase else "on-demand"

@@ -272,8 +272,10 @@ def figures(moe, forward: OpGraph) -> dict | None:
     ``imbalance`` (the busiest expert's over the mean, ``expert_imbalance``),
     ``busiest_load`` (the busiest rank's work over the mean of all routed copies) and
     ``dropped_fraction`` (the expected share dropped over capacity); None without experts."""
+    if moe is None:   # a dense model: no topological walk of its graph
+        return None
     op = next((op for op in forward.ops() if op.role in EXPERTS), None)
-    if moe is None or op is None:
+    if op is None:
         return None
     facts = dict(op.extra)
     dropped = facts.get("dropped", 0) / 1e6

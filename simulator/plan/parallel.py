@@ -173,12 +173,13 @@ class ParallelPlan:
     # rank and all-gathered before the layer is recomputed, with copies around both (deepspeed/
     # runtime/activation_checkpointing/checkpointing.py: partition_activations in
     # CheckpointFunction.forward, get_full_inputs in its backward; simulator.parallel
-    # .partitioned). At tp = 1 the copies still run (a one-rank group). Default False, as
+    # .partitioned). At tp = 1 the copies still run (a one-rank group), and only DeepSpeed runs
+    # them there: --sharding deepspeed or deepspeed-2021 (Megatron-LM refuses it). Default False, as
     # DeepSpeed's (activation_checkpointing/config.py).
     partition_activations: bool = field(default=False, metadata={
         "help": "DeepSpeed: keep each checkpointed layer input split over the tensor-parallel "
                 "ranks, all-gathered before its recomputation, with DeepSpeed's copies (needs "
-                "recompute = full)"})
+                "recompute = full; at tp = 1, --sharding deepspeed or deepspeed-2021)"})
     # A tensor-parallel backward collective overlaps the weight-gradient GEMMs of the linears
     # whose input gradient it reduces (Megatron-LM's asynchronous tensor-parallel all-reduce,
     # on by default; --no-async-tensor-model-parallel-allreduce turns it off). False: it waits

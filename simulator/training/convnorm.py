@@ -62,7 +62,7 @@ no bf16 source was found.
 from __future__ import annotations
 
 from simulator.errors import PlanError
-from simulator.graph.op import Op, OpKind, Phase, Task
+from simulator.graph.op import DType, Op, OpKind, Phase, Task
 from simulator.graph.opgraph import OpGraph
 from simulator.training.fusion import rebuild_merged
 
@@ -81,8 +81,12 @@ PRE_SM80 = ("p100-pcie-16gb", "p4", "t4", "v100-pcie-32gb", "v100-sxm2-32gb")
 
 def check_device(device) -> None:
     """PlanError unless ``device`` runs cuDNN's fused batch-norm convolutions: an NVIDIA GPU of
-    compute capability 8.0 or later (the module's docstring cites where)."""
-    if device.vendor != "NVIDIA" or device.name in PRE_SM80:
+    compute capability 8.0 or later (the module's docstring cites where). Besides the
+    catalogue's names, a spec without a bf16 peak is taken as older than 8.0 (bf16 tensor cores
+    came with compute capability 8.0: a calibrated or user's copy of a V100 or T4 spec, named
+    otherwise, is refused too)."""
+    if (device.vendor != "NVIDIA" or device.name in PRE_SM80
+            or DType.BF16 not in device.peak_flops_per_s):
         raise PlanError(f"conv_norm_fusion = true needs an NVIDIA GPU of compute capability 8.0 "
                         f"or later (cuDNN's fused batch-norm convolutions), not {device.name} "
                         "(drop --conv-norm-fusion)")
