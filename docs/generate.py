@@ -100,7 +100,7 @@ def devices_section() -> list[str]:
                + [_num(value) + (" (prior)" if figure in d.power_priors else "")
                   for figure, value in (("tdp_w", d.tdp_w), ("idle_w", d.idle_power_w))]
                + [_num(d.price_per_hour_usd) if d.price_per_hour_usd is not None
-                  else (d.unpriced_words() or NONE).split(" (")[0],   # not offered / none cited
+                  else d.unpriced_label() or NONE,   # not offered / none cited / n/a
                   _efficiencies(d, defaults)]
                for name, d in devices.items()]
     memory = [[_code(name),

@@ -190,12 +190,20 @@ class Unpriced:
             raise SpecError(f"searched = {clean(repr(self.searched))[:60]} must be a date, "
                             "YYYY-MM-DD")
 
+    @property
+    def label(self) -> str:
+        """The short form the cost cells and docs/devices.md print: ``not offered``, ``none
+        cited`` or ``n/a`` (not a product)."""
+        if self.searched is None:
+            return "n/a"
+        return "none cited" if self.offered else "not offered"
+
     def words(self) -> str:
         """``not offered (searched 2026-12-04)``, ``none cited (searched 2026-12-04)`` or
-        ``n/a (this machine)``: what ``hwsim devices`` and the cost columns print."""
+        ``n/a (this machine)``: what ``hwsim devices`` and predict print."""
         if self.searched is None:
             return "n/a (this machine)"
-        return f"{'none cited' if self.offered else 'not offered'} (searched {self.searched})"
+        return f"{self.label} (searched {self.searched})"
 
 
 @dataclass(frozen=True)
@@ -381,6 +389,14 @@ class DeviceSpec:
             return None
         record = self.purchase_unpriced if purchase else self.rent_unpriced
         return "none cited" if record is None else record.words()
+
+    def unpriced_label(self, purchase: bool = False) -> str | None:
+        """``unpriced_words``' short form (``Unpriced.label``): 'not offered', 'none cited',
+        'n/a'; None where the price is given."""
+        if (self.purchase_usd if purchase else self.price_per_hour_usd) is not None:
+            return None
+        record = self.purchase_unpriced if purchase else self.rent_unpriced
+        return "none cited" if record is None else record.label
 
     def conv_efficiency_for(self, dtype: DType) -> float:
         """The efficiency a ``dtype`` convolution runs at (``simulator.cost.roofline.price``'s

@@ -250,7 +250,7 @@ _OWN_COLUMNS = ("own_cost_usd",)
 
 
 def _unpriced_cells(shown, specs):
-    """``shown`` with a missing price's cells saying why (``DeviceSpec.unpriced_words``, short:
+    """``shown`` with a missing price's cells saying why (``DeviceSpec.unpriced_label``:
     'not offered' where no one rents (sells) the device, 'none cited' where no citable price
     was found) instead of n/a, on rows of valid plans of devices among ``specs``; the numbers
     of those columns as the table's other floats print. The legend line, or None."""
@@ -264,12 +264,11 @@ def _unpriced_cells(shown, specs):
         for column in (c for c in columns if c in shown):
             if shown[column].isna().all() and purchase:
                 continue      # no --own-years: the column is empty for every device
-            why = shown["device"].map(lambda name, p=purchase: (
-                devices[name].unpriced_words(p) if name in devices else None))
-            why = why.where(shown[column].isna() & ok & why.notna())
-            if why.isna().all():
+            short = shown["device"].map(lambda name, p=purchase: (
+                devices[name].unpriced_label(p) if name in devices else None))
+            short = short.where(shown[column].isna() & ok & short.notna())
+            if short.isna().all():
                 continue
-            short = why.str.split(" (", regex=False).str[0]
             labels |= set(short.dropna())
             shown[column] = short.where(short.notna(), shown[column].map(
                 lambda v: "n/a" if math.isnan(v) else f"{v:.4g}"))
