@@ -23,7 +23,7 @@ from simulator.errors import PlanError
 from simulator.plan.step import Plan
 from simulator.schedule.variability import (
     NORMAL_MAD,
-    V100_GEMM_SPREAD,
+    RANK_VARIABILITY,
     expected_max_normal,
     figures,
     slowest_of,
@@ -170,7 +170,7 @@ def test_cli_reports_it_and_refuses_a_bad_value():
                            "--micro-batch", "4", "--json"])
     assert status == 0
     assert json.loads(out)["parallel"]["rank_variability"]["coefficient_of_variation"] == \
-        V100_GEMM_SPREAD
+        RANK_VARIABILITY
     status, out, _ = _run(["predict", "gpt2-small", "--device", "a100", "--num-devices", "8",
                            "--micro-batch", "4", "--rank-variability", "0", "--json"])
     assert status == 0 and "rank_variability" not in json.loads(out)["parallel"]
@@ -187,8 +187,8 @@ def test_the_default_is_on_and_zero_turns_it_off():
     off = simulate("gpt2-small", "a100", rank_variability=0, **kw)
     assert Plan().rank_variability is None     # the measured default, by device class
     assert default.step_time_s == pytest.approx(
-        off.step_time_s * (1 + V100_GEMM_SPREAD * expected_max_normal(16)), rel=1e-12)
-    assert default.parallel["rank_variability"]["coefficient_of_variation"] == V100_GEMM_SPREAD
+        off.step_time_s * (1 + RANK_VARIABILITY * expected_max_normal(16)), rel=1e-12)
+    assert default.parallel["rank_variability"]["coefficient_of_variation"] == RANK_VARIABILITY
     assert any("392 V100s" in note for note in default.notes)
     assert "rank_variability" not in off.parallel
     one = simulate("gpt2-small", "a100", micro_batch=4)
@@ -222,7 +222,7 @@ def test_the_default_scales_amd_gpus_too():
     default = simulate("gpt2-small", "mi250x", **kw)
     off = simulate("gpt2-small", "mi250x", rank_variability=0, **kw)
     assert default.step_time_s == pytest.approx(
-        off.step_time_s * (1 + V100_GEMM_SPREAD * expected_max_normal(4)), rel=1e-12)
+        off.step_time_s * (1 + RANK_VARIABILITY * expected_max_normal(4)), rel=1e-12)
 
 
 SPREADS = Path(__file__).parent / "data" / "gpu_variability.csv"
@@ -234,12 +234,12 @@ def _per_gpu(device: str) -> list[dict]:
 
 
 def test_the_default_is_the_v100_sgemm_spread():
-    """V100_GEMM_SPREAD from its data: 392 V100 SXM2 GPUs of TACC Longhorn, each GPU's median
+    """RANK_VARIABILITY from its data: 392 V100 SXM2 GPUs of TACC Longhorn, each GPU's median
     SGEMM (25536^3) kernel time (hal-uw/blox-pal sgemm-longhorn-agg.csv, commit da726ca):
     1.4826 MAD / median = 0.0172 (to the constant's four decimals)."""
     rows = _per_gpu("v100-sxm2-16gb")
     assert len(rows) == 392 and {row["benchmark"] for row in rows} == {"sgemm-25536"}
-    assert spread(float(row["time_s"]) for row in rows) == pytest.approx(V100_GEMM_SPREAD,
+    assert spread(float(row["time_s"]) for row in rows) == pytest.approx(RANK_VARIABILITY,
                                                                          abs=5e-5)
 
 
@@ -250,7 +250,7 @@ def test_the_v100_spread_is_a_normal_less_its_outliers():
     under the 300 W cap (r < -0.8): the spread is the chips' clocks."""
     times = [float(row["time_s"]) for row in _per_gpu("v100-sxm2-16gb")]
     middle = statistics.median(times)
-    sigma = V100_GEMM_SPREAD * middle
+    sigma = RANK_VARIABILITY * middle
     outliers = [t for t in times if abs(t - middle) / sigma > 3.5]
     kept = [t for t in times if abs(t - middle) / sigma <= 3.5]
     assert len(outliers) == 3 and all(t > middle for t in outliers)
@@ -275,7 +275,7 @@ def test_the_a100_spread_agrees_with_the_prior():
     assert [row["gpu"][:4] for row in rows].count("c317") == 48
     measured = spread(float(row["time_s"]) for row in rows)
     assert measured == pytest.approx(0.01595, abs=5e-5)
-    assert abs(measured - V100_GEMM_SPREAD) < 0.0015
+    assert abs(measured - RANK_VARIABILITY) < 0.0015
 
 
 def test_spread_closed_form_and_refusals():

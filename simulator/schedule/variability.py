@@ -16,7 +16,7 @@ N = 5; ``expected_max_normal`` (``simulator.parallel.order_stats``, shared with 
 load) integrates it: E[M_N] = int_0^inf (1 - Phi(x)^N) dx - int_-inf^0 Phi(x)^N dx (M_N's CDF
 is Phi^N). For large N it grows as sqrt(2 ln N).
 
-A measured c, ``V100_GEMM_SPREAD`` = 0.0172, at the kernel level: 392 V100 SXM2 GPUs of TACC
+A measured c, ``RANK_VARIABILITY`` = 0.0172 (``simulator.plan.step``), at the kernel level: 392 V100 SXM2 GPUs of TACC
 Longhorn each ran the same SGEMM (25536 x 25536, FP32, cuBLAS
 ``volta_sgemm_128x32_sliced1x4_nn``) many times; each GPU's median kernel time, and across GPUs
 the robust coefficient of variation ``spread``: 1.4826 MAD / median (the MAD of a normal is
@@ -64,12 +64,6 @@ from simulator.plan.step import RANK_VARIABILITY
 #: sigma / MAD of a normal, 1 / Phi^-1(3/4) (``spread``).
 NORMAL_MAD = 1.482602218505602
 
-#: The measured spread of identical GPUs' speed on one GEMM: ``spread`` of 392 V100 SXM2 GPUs'
-#: SGEMM kernel times (the module's docstring; tests/data/gpu_variability.csv, recomputed by
-#: tests/test_rank_variability.py).
-V100_GEMM_SPREAD = RANK_VARIABILITY
-
-
 def slowest_of(n: int, c: float) -> float:
     """The factor by which the slowest of ``n`` devices' steps exceeds the median device's,
     their speeds varying with coefficient of variation ``c``: 1 + c E[max of n]. 1 for one
@@ -97,7 +91,7 @@ def coefficient(c: float | None, device) -> float:
     if c is not None:
         return c
     from hardware_specs.spec import DeviceClass
-    return V100_GEMM_SPREAD if device.device_class is DeviceClass.GPU else 0.0
+    return RANK_VARIABILITY if device.device_class is DeviceClass.GPU else 0.0
 
 
 def provenance(c: float | None) -> str:
@@ -115,6 +109,6 @@ def figures(n: int, c: float) -> dict:
             "expected_max_sigma": expected_max_normal(n), "step_factor": slowest_of(n, c)}
 
 
-__all__ = ["MAX_RANKS", "NORMAL_MAD", "V100_GEMM_SPREAD", "coefficient", "expected_max_normal",
+__all__ = ["MAX_RANKS", "NORMAL_MAD", "RANK_VARIABILITY", "coefficient", "expected_max_normal",
            "figures",
            "provenance", "slowest_of", "spread"]
