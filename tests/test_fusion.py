@@ -5,7 +5,8 @@ from hypothesis import given, settings, strategies as st
 from simulator import simulate
 from simulator.training.fusion import fuse_attention, fuse_elementwise
 from simulator.training.saved import activation_bytes_by_layer, saved_tensors
-from simulator.graph.op import DType, OpKind, Phase
+from simulator.graph.op import DType, Op, OpKind, Phase
+from simulator.graph.opgraph import OpGraph
 from simulator.plan.step import Plan
 from simulator.training.backward import training_graph
 from workloads.presets import TRANSFORMERS
@@ -63,6 +64,37 @@ def test_elementwise_fusion_keeps_arithmetic_and_cuts_traffic():
     moved = lambda g: sum(op.bytes for op in g.ops())
     assert moved(fused) < moved(step)
 
+
+
+def _issue_marked(kinds: dict[str, tuple[OpKind, str, bool]]) -> OpGraph:
+    """Ops added in the dict's order: name -> (kind, the op it reads or "", issue_early)."""
+    g = OpGraph("g")
+    for name, (kind, src, early) in kinds.items():
+        g.add(Op(name=name, kind=kind, bytes_read=4, bytes_written=4, out_bytes=4),
+              [src] if src else [])
+        if early:
+            g.issue_early(name)
+    return g
+
+
+def test_elementwise_fusion_keeps_issue_early_marks():
+    """A kept op keeps its issue_early mark, so an early op a later pass adds (a gradient
+    add, a data-parallel reduction) is placed among it as in the unfused graph: ``e`` (an fp8
+    cast or a layout copy reading ``a``) stays just after ``a``, before ``g`` added later
+    reading ``a`` too (with the mark lost, ``g`` went first). ``f`` folds into ``e``, which
+    stays early; the early ``c`` folds into ``b``, which does not become early."""
+    step = _issue_marked({"a": (OpKind.MATMUL, "", False), "b": (OpKind.MATMUL, "a", False),
+                          "c": (OpKind.ELEMENTWISE, "b", True),
+                          "e": (OpKind.COPY, "a", True), "f": (OpKind.ELEMENTWISE, "e", False)})
+    assert step.names() == ["a", "e", "b", "c", "f"]
+    fused = fuse_elementwise(step)
+    assert fused.names() == ["a", "e", "b"]
+    assert dict(fused.nx.nodes(data="early")) == {"a": None, "e": True, "b": None}
+    for graph in (step, fused):
+        graph.add(Op(name="g", kind=OpKind.COPY, bytes_read=4, bytes_written=4), ["a"])
+        graph.issue_early("g")
+    assert fused.names() == ["a", "e", "g", "b"]
+    assert [n for n in step.names() if n in fused] == fused.names()
 
 @settings(max_examples=15, deadline=None)
 @given(layers=st.integers(1, 3), heads=st.sampled_from([1, 2, 4]), seq=st.integers(4, 128),

@@ -141,7 +141,7 @@ def fuse_conv_norm(step: OpGraph) -> OpGraph:
             _block_end(step, conv, bn, readers[0], merged, ops)
         # else (the stem's norm, read by a max pool): a batch norm of its own, as it was
     _add_to(step, merged, ops)
-    return rebuild_merged(step, merged, ops, keep_early=True)
+    return rebuild_merged(step, merged, ops)
 
 
 def _get(step: OpGraph, ops: dict[str, Op], name: str) -> Op:

@@ -86,18 +86,23 @@ def fuse_elementwise(graph: OpGraph) -> OpGraph:
 
 
 def rebuild_merged(graph: OpGraph, merged: dict[str, str], ops: dict[str, Op],
-                   order: list[str] | None = None, keep_early: bool = False) -> OpGraph:
+                   order: list[str] | None = None) -> OpGraph:
     """``graph`` with each op of ``merged`` (name -> the op it now lives in, possibly itself
     merged further) gone and its edges moved to its host; an op's record is ``ops[name]``
     where given, else ``graph``'s. A merged edge reads the output if any of the edges it
-    stands for did. ``order``: ``graph.names()`` where the caller has it. ``keep_early``: ops marked ``OpGraph.issue_early`` stay marked
-    (``fuse_elementwise`` does not keep the mark, ``convnorm.fuse_conv_norm`` does)."""
+    stands for did. ``order``: ``graph.names()`` where the caller has it.
+
+    An op that stays keeps its ``OpGraph.issue_early`` mark: the passes after a rewrite
+    (gradient accumulation, the data-parallel collectives) add early ops of their own, placed
+    among the marked ones by it. A merged op's mark goes with it, never to a host that lacks
+    one (that would issue the host's own work early): ``fuse_elementwise``'s merged op reads
+    only its host, so it ran just after it, where the fused kernel runs."""
     out = OpGraph(graph.name)
     for name in graph.names() if order is None else order:
         if name in merged:
             continue
         out.add(ops.get(name, graph.op(name)), [])
-        if keep_early and graph.nx.nodes[name].get("early"):
+        if graph.nx.nodes[name].get("early"):
             out.issue_early(name)
     for src, dst, data in graph.nx.edges(data=True):
         a, b = _host(merged, src), _host(merged, dst)
