@@ -93,6 +93,22 @@ def test_the_dropped_share_is_the_normal_excess_over_capacity():
     assert dropped_fraction(replace(even, capacity_factor=1.5), copies) == 0.0
 
 
+
+@pytest.mark.parametrize("capacity", [0.25, 0.9, 1.0, 1.1, 1.5, 2.0, 4.0])
+@pytest.mark.parametrize("imbalance, copies", [(1.0, 256), (1.4, 4096), (3.0, 1e6)])
+def test_the_dropped_share_is_scipys_normal_closed_form(capacity, imbalance, copies):
+    """The math.erfc form gives scipy.stats.norm's s pdf(z) - (C - 1) sf(z) to 1e-12 of its
+    terms, the far upper tail included (C = 4: z = 20, a share of 6.5e-88, where 1 - Phi(z)
+    taken as 1 - cdf would round to 0; there the two terms cancel to 0.3 % of their size in
+    either form)."""
+    moe = MoE(experts=8, top_k=2, imbalance=imbalance, capacity_factor=capacity)
+    s = math.sqrt(router_spread(moe) ** 2 * (1 - 1 / 8) + (8 - 2) / copies)
+    z = (capacity - 1) / s
+    terms = s * stats.norm.pdf(z), (capacity - 1) * stats.norm.sf(z)
+    got = dropped_fraction(moe, copies)
+    assert got > 0
+    assert abs(got - (terms[0] - terms[1])) <= 1e-12 * (abs(terms[0]) + abs(terms[1]))
+
 @pytest.mark.parametrize("tokens, experts, top_k, capacity", [(2048, 8, 2, 1.0),
                                                                 (1024, 64, 6, 1.0),
                                                                 (4096, 16, 4, 1.0),

@@ -246,11 +246,11 @@ def dropped_fraction(moe, copies: float) -> float:
     variance = router_spread(moe) ** 2 * (1 - 1 / e) + (e - k) / copies
     if variance <= 0:
         return max(0.0, 1.0 - c)
-    from scipy import stats
-
     s = math.sqrt(variance)
     z = (c - 1.0) / s
-    return float(s * stats.norm.pdf(z) - (c - 1.0) * stats.norm.sf(z))
+    pdf = math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    survival = 0.5 * math.erfc(z / math.sqrt(2.0))   # 1 - Phi(z), exact in the far tail
+    return s * pdf - (c - 1.0) * survival
 
 
 def busiest_load(moe, copies: float, ep: int) -> float:
