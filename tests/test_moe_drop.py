@@ -153,8 +153,7 @@ def test_dropping_bounds(capacity, imbalance, copies, ep):
 
 def _run(moe, **plan):
     work = replace(get_workload("mixtral-8x7b").with_layers(2), seq_len=1024)
-    fields = dict(num_devices=8, micro_batch=1, precision="bf16", ep=8)
-    fields.update(plan)
+    fields = {"num_devices": 8, "micro_batch": 1, "precision": "bf16", "ep": 8, **plan}
     return simulate(replace(work, moe=moe), "h100", **fields)
 
 

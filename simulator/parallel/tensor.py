@@ -258,10 +258,10 @@ def grouped(op: Op, k: int, n: int, experts: int | None = None) -> Op:
 def _scaled(op: Op, tp: int) -> Op:
     """1/tp of an op's work on a split tensor. Parameters (a norm's) stay replicated; a matmul
     of a batch of heads keeps 1/tp of the heads, any other matmul 1/tp of its rows."""
-    fields = dict(flops=op.flops // tp, vector_flops=op.vector_flops // tp,
-                  bytes_read=op.bytes_read // tp, bytes_written=op.bytes_written // tp,
-                  out_bytes=op.out_bytes // tp, mask_bytes=op.mask_bytes // tp,
-                  stats_bytes=op.stats_bytes // tp)
+    fields = {"flops": op.flops // tp, "vector_flops": op.vector_flops // tp,
+              "bytes_read": op.bytes_read // tp, "bytes_written": op.bytes_written // tp,
+              "out_bytes": op.out_bytes // tp, "mask_bytes": op.mask_bytes // tp,
+              "stats_bytes": op.stats_bytes // tp}
     if op.kind in (OpKind.MATMUL, OpKind.ATTENTION):
         if op.batch > 1 and op.batch % tp == 0:
             fields["batch"] = op.batch // tp
