@@ -73,6 +73,18 @@ class Router(str, Enum):
 #: table was read as quoted from v1 (the PDF itself was not readable here, 2026-12-04); a
 #: throughput benchmark's first steps from a random initialisation may route more evenly than
 #: the trained router measured here (not modelled).
+#: Where the validation rows use it (issue 24, read 2026-12-04): NeMo's Mixtral performance
+#: runs never do: their recipes' performance mode adds MegatronTokenDropCallback (capacity
+#: factor 1.0, inputs padded to capacity; nemo/collections/llm/recipes/mixtral_8x7b.py and
+#: mixtral_8x22b.py at NVIDIA/NeMo v2.2.0 and v2.3.0, the 25.02 and 25.04 containers), so
+#: every expert runs the mean load. The Megatron-Core Mixtral 8x7B row (dropless, aux_loss at
+#: 1e-2, NVIDIA/Megatron-LM megatron/core/transformer/moe/README.md at c230e0d7c2) does, as a
+#: figure measured outside its setting: ten times the alpha, 8 experts top-2 against 64 top-6,
+#: and a router whose state the README leaves open (its example script: check a dropless
+#: model's performance after at least 500 iterations or from a trained checkpoint). No
+#: measured MaxVio of an aux-loss router at alpha 0.01, nor of Mixtral's, was found (searched:
+#: the pages and docs corpora for arXiv 2408.15664's text and figures, Mixtral's routing
+#: analysis, Megatron-LM's MoE README): a known limitation, not a fitted figure.
 MAXVIO = {"aux_loss": 0.52, "loss_free": 0.04}
 MAXVIO_EXPERTS = 64
 
