@@ -4,7 +4,14 @@ The backward is derived op by op, the way autograd runs it:
 - a matmul or convolution gets a data-gradient op per input that needs a gradient and a
   weight-gradient op if it has a weight, each with the forward's FLOPs (so the backward of a
   matmul is exactly twice its forward); inputs from outside the graph (token ids, images) get
-  no gradient, as in PyTorch;
+  no gradient, as in PyTorch. The gradients of a product of two activations (attention's
+  Q K^T and P V) carry their own shape (``grad_shape``): of C (m x n) = A (m x k) B (k x n),
+  dA = dC B^T is m x k deep n and dB = A^T dC is k x n deep m, so tile and wave quantisation
+  see the output each gradient kernel writes. A linear's and a convolution's keep the
+  forward's shape (same FLOPs): a linear's weight gradient is a small output over all the
+  tokens, which cuBLAS runs split-k, and hwsim splits k only where the spec gives
+  ``tile_fixed_k`` (``simulator.cost.efficiency``); a convolution's passes are fitted apart
+  (``simulator.calibrate.conv``);
 - an addition passes its gradient through without a kernel; a tensor read by several ops gets
   one accumulation op summing their gradients;
 - every other op gets one backward op of its kind reading the output gradient and what the
@@ -71,6 +78,23 @@ PASSTHROUGH = frozenset({"add", "view"})
 WGRAD = "wgrad"
 BGRAD = "bgrad"   # a biased linear's bias gradient under eager fusion
 REGATHER = "regather"
+
+
+def grad_shape(op: Op, operand: int | None) -> dict:
+    """The (m, n, k) of the GEMM that gives the gradient of ``operand`` (0: A, 1: B) of a
+    product of two activations C = A B (A m x k, B k x n, per batch entry): dA = dC B^T writes
+    m x k over a depth of n, dB = A^T dC writes k x n over a depth of m, the forward's FLOPs
+    each. NeuSight's trace of BERT-large on the A100 80GB PCIe shows it (sitar-lab/NeuSight
+    ``scripts/asplos/label/NVIDIA_A100_80GB_PCIe/bert_large-train-512-2.csv``, commit
+    6945927): the scores' Q K^T (32 x 512 x 512 outputs, depth 64) takes 0.125 ms forward and
+    0.482 ms backward, two products of 512 x 64 outputs, depth 512, which take 0.221 ms each
+    alone in its bmm table (``dataset/test/bmm.csv``). Not a matmul, or an operand that
+    cannot be told (``None``: one operand in the graph): no change (the forward's shape)."""
+    if op.kind is not OpKind.MATMUL or operand is None:
+        return {}
+    if operand == 0:
+        return {"m": op.m, "n": op.k, "k": op.n}
+    return {"m": op.k, "n": op.n, "k": op.m}
 
 
 def starts_backward(op: Op) -> bool:
@@ -220,10 +244,11 @@ class _Derivation:
             index = inputs.index(src)
             in_bytes = self.forward.op(src).out_bytes
             other = [] if weighted else [s for s in inputs if s != src]
+            shape = {} if weighted else grad_shape(op, index if len(inputs) == 2 else None)
             name = self._add(op, "dgrad" if weighted or len(inputs) == 1 else f"dgrad{index}",
                              Task.DATA_GRAD, deps, other,
                              bytes_read=grad_bytes + op.bytes_read - in_bytes,
-                             bytes_written=in_bytes, out_bytes=in_bytes)
+                             bytes_written=in_bytes, out_bytes=in_bytes, **shape)
             self._contribute(src, name)
         if weighted and not op.frozen:
             gdtype = self.plan.formats.gradient
