@@ -11,7 +11,9 @@ tests: they live in benchmarks/, with their figures in docs/speed.md.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from hypothesis import settings
@@ -70,6 +72,17 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     for marker, (modules, extra) in NEEDS.items():
         if item.get_closest_marker(marker) and (missing := _missing(modules)):
             pytest.skip(f"needs {', '.join(missing)}: pip install \"hwsim[{extra}]\"")
+
+
+def load_module(path: Path, name: str) -> ModuleType:
+    """The Python file ``path`` outside the packages (a benchmark, docs/generate.py, a test
+    model) imported as module ``name``, registered in ``sys.modules`` first: dataclasses look
+    their module up there while a class builds."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def edit(text: str, *edits: tuple[str, str]) -> str:

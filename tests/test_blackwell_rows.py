@@ -4,25 +4,16 @@ performance summary ran them: the NeMo 25.02 DGX-B200 and 25.04 DGX-GB200 tables
 container's fp8 recipe, read through benchmarks/validation_report.py as the report reads them."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_module
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _report():
-    spec = importlib.util.spec_from_file_location(
-        "validation_report", ROOT / "benchmarks" / "validation_report.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-report = _report()
+report = load_module(ROOT / "benchmarks" / "validation_report.py", "validation_report")
 ROWS = {row["run_id"]: row for row in report.load_rows()}
 
 # run id: (GPUs, GBS, MBS, tp, pp, cp, vp, GA, tokens/s/GPU), as the page's tables print them

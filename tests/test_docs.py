@@ -3,11 +3,12 @@ catalogue and the zoo today, the README stays a short first read whose first cod
 the two commands CI and reviewers run, and the links between README and docs resolve."""
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import load_module
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -16,14 +17,7 @@ INSTALL_AND_PREDICT = "pip install -e . && hwsim predict"
 INSTALL_AND_TEST = 'pip install -e ".[test]" && python -m pytest'
 
 
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("docs_generate", DOCS / "generate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-generate = _load_generator()
+generate = load_module(DOCS / "generate.py", "docs_generate")
 
 
 @pytest.mark.parametrize("file", sorted(generate.SECTIONS))

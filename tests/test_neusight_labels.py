@@ -18,27 +18,20 @@ move the bounds with it, in the same commit, saying why.
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 import statistics
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_module
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location(
-        "neusight_labels", ROOT / "benchmarks" / "neusight_labels.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return _module()
+    return load_module(ROOT / "benchmarks" / "neusight_labels.py", "neusight_labels")
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,12 @@ is fitted on it. Where the label and its own kernels agree, an error of hwsim's 
 kernel prices; where they do not, the label holds time the kernels do not.
 """
 import csv
-import importlib.util
 import statistics
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import load_module
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMS = ROOT / "tests" / "data" / "neusight_trace_sums.csv"
@@ -35,11 +36,7 @@ def rows():
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location(
-        "neusight_labels", ROOT / "benchmarks" / "neusight_labels.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(ROOT / "benchmarks" / "neusight_labels.py", "neusight_labels")
 
 
 def _key(r):

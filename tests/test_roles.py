@@ -10,7 +10,6 @@ FlashAttention's recomputation), 136,960 and 70,976 parameters per device.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -26,6 +25,7 @@ from simulator.parallel.tensor import split
 from simulator.plan.parallel import ParallelPlan
 from simulator.plan.step import Plan
 from simulator.training.backward import training_graph
+from tests.conftest import load_module
 from workloads.transformer import Ffn, Norm, TransformerConfig
 from workloads.zoo import TRANSFORMERS
 
@@ -101,10 +101,7 @@ def torch():
 @pytest.fixture(scope="module")
 def gpt(torch):
     from workloads.torch_import import import_module
-    spec = importlib.util.spec_from_file_location("hwsim_test_roles_gpt", GPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return import_module(*module.factory())
+    return import_module(*load_module(GPT, "hwsim_test_roles_gpt").factory())
 
 
 @pytest.mark.torch

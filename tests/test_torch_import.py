@@ -9,7 +9,6 @@ backward also recomputes QK^T, which hwsim counts apart as recomputation (checke
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from simulator.cli import main  # noqa: E402
 from simulator.graph.op import TENSOR_KINDS, DType, OpKind, Phase  # noqa: E402
 from simulator.plan.step import Plan  # noqa: E402
 from simulator.training.backward import training_graph  # noqa: E402
+from tests.conftest import load_module  # noqa: E402
 from workloads.torch_import import import_module, load_factory  # noqa: E402
 from workloads.transformer import TransformerConfig  # noqa: E402
 
@@ -39,10 +39,7 @@ MODELS = ROOT / "tests" / "models"
 
 
 def factory(name: str):
-    spec = importlib.util.spec_from_file_location(f"hwsim_test_{name}", MODELS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.factory()
+    return load_module(MODELS / f"{name}.py", f"hwsim_test_{name}").factory()
 
 
 def torch_step_flops(model, inputs) -> int:

@@ -12,26 +12,17 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import load_module
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 
 
-def _load_report():
-    spec = importlib.util.spec_from_file_location(
-        "validation_report", ROOT / "benchmarks" / "validation_report.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class builds
-    spec.loader.exec_module(module)
-    return module
-
-
-report = _load_report()
+report = load_module(ROOT / "benchmarks" / "validation_report.py", "validation_report")
 ROWS = report.load_rows()
 PUBLISHED = {row["run_id"]: row for row in
              csv.DictReader((DATA / "published_runs.csv").open(newline="", encoding="utf-8"))}
