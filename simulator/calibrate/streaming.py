@@ -13,7 +13,10 @@ with the longest rows (``row``) -- and the fit's error on them is reported, so t
 judged on shapes it did not see.
 
 Data: NeuSight (Lee et al., ASPLOS 2025; github.com/sitar-lab/NeuSight, MIT licence), PyTorch
-2.1.0 fp32 kernels timed on seven NVIDIA GPUs (``tests/data/neusight_vector_kernels.csv``).
+2.1.0 fp32 kernels timed on seven NVIDIA GPUs (``tests/data/neusight_vector_kernels.csv``);
+NVIDIA's cuDNN norm benchmark (github.com/NVIDIA/cudnn-frontend ``benchmark/norms``, MIT
+licence), bf16 RMSNorm and LayerNorm forward and backward kernels timed on an H200 and a GB200
+with the cache flushed before each call (``tests/data/cudnn_norm_kernels.csv``, ``fit_flushed``).
 """
 from __future__ import annotations
 
@@ -165,5 +168,61 @@ def fit_ramp(table: list[dict], device: str, bandwidth_bytes_per_s: float,
                    len(fitted), len(held), errors[len(errors) // 2], plain[len(plain) // 2])
 
 
-__all__ = ["CLASSES", "RampFit", "StreamingFit", "fit", "fit_ramp", "fit_tables",
-           "kernel_bytes", "no_intercept_efficiency"]
+#: Bytes of one element and of one per-row statistic (mean, inverse variance: fp32) of the
+#: cuDNN norm benchmark (NVIDIA/cudnn-frontend ``benchmark/norms/benchmark_single_norm.py``).
+_NORM_ELEMENT = {"bfloat16": 2, "float16": 2, "float32": 4}
+_STAT = 4
+
+
+def norm_bytes(norm: str, rows: int, row: int, bias: bool, direction: str,
+               dtype: str = "bfloat16") -> float:
+    """Bytes one norm kernel of ``rows`` x ``row`` moves, as cudnn-frontend's norm benchmark
+    counts them (``compute_bandwidth_bytes``): forward reads x and the scale (and bias),
+    writes y and the statistics (rms_norm: inverse variance; layer_norm: mean too); backward
+    reads dy, x, the statistics and the scale, writes dx and the scale's gradient (layer_norm
+    and a biased rms_norm: the bias's too)."""
+    es, stats = _NORM_ELEMENT[dtype], (1 if norm == "rms_norm" else 2)
+    numel = rows * row
+    if direction == "fwd":
+        params = row * (2 if norm == "layer_norm" and bias else 1)
+        return float((2 * numel + params) * es + stats * _STAT * rows)
+    grads = row * (2 if norm == "layer_norm" or bias else 1)
+    return float((3 * numel + row + grads) * es + stats * _STAT * rows)
+
+
+def fit_flushed(table: list[dict], device: str, backend: str, bandwidth_bytes_per_s: float,
+                l2_bytes: float) -> StreamingFit:
+    """Fit ``backend``'s norm kernels on ``device`` (dicts with ``device, backend, norm, rows,
+    row, bias, direction, dtype, gb_per_s``, as ``tests/data/cudnn_norm_kernels.csv``) by the
+    rule of ``fit``: geometric mean of the fraction of the datasheet bandwidth reached, the
+    longest-row fifth held out.
+
+    The kernels kept are those that move at least the last-level cache (not 4x, as ``fit``'s
+    NeuSight timings need): the benchmark zeroes a 256 MiB buffer before every timed call,
+    so a kernel's inputs come from memory whatever its size, and only its writes, up to the
+    cache's size, may still be in the cache when it ends. Each kernel's time is its bytes over
+    the published rate (the table's times are rounded to a microsecond; the rate was computed
+    from the unrounded median).
+    """
+    usable = []
+    for r in table:
+        if r["device"] != device or r["backend"] != backend:
+            continue
+        nbytes = norm_bytes(r["norm"], int(r["rows"]), int(r["row"]), r["bias"] == "True",
+                            r["direction"], r["dtype"])
+        if nbytes >= l2_bytes:
+            usable.append((int(r["row"]), nbytes, nbytes / (float(r["gb_per_s"]) * 1e9)))
+    if len(usable) < 10:
+        raise ValueError(f"{device}: {len(usable)} {backend} norm kernels of at least the "
+                         "cache; need 10")
+    usable.sort()
+    cut = len(usable) - max(1, round(HELD_OUT * len(usable)))
+    fitted, held = usable[:cut], usable[cut:]
+    efficiency = no_intercept_efficiency([(b, t) for _, b, t in fitted], bandwidth_bytes_per_s)
+    errors = sorted(abs(b / (efficiency * bandwidth_bytes_per_s) / t - 1) for _, b, t in held)
+    return StreamingFit(device, "norm", efficiency, len(fitted), len(held),
+                        errors[len(errors) // 2])
+
+
+__all__ = ["CLASSES", "RampFit", "StreamingFit", "fit", "fit_flushed", "fit_ramp",
+           "fit_tables", "kernel_bytes", "no_intercept_efficiency", "norm_bytes"]
