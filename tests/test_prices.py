@@ -215,9 +215,10 @@ def test_a_record_dated_wrongly_is_one_line_in_the_specs_own_words(tmp_path, cap
     assert dated_today.purchase_unpriced.searched == today.isoformat()
 
 
-def test_cost_na_names_the_device_and_where_the_reason_is(capsys):
+def test_cost_na_names_the_device_and_where_the_reason_is(capsys, device_file):
     """A run on a device with no cited price prints 'cost n/a' with the device, that its spec
-    says why, and the flag that supplies a price; owning it likewise for the purchase price."""
+    says why, and the flag that supplies a price; owning it likewise for the purchase price.
+    One sentence for each of ``Unpriced.label``'s states, and a spec with no record at all."""
     code, out, _ = cli(["predict", "gpt2-small", "--device", "mi210", "--micro-batch", "4",
                         "--steps", "10", "--own-years", "4", "--electricity-usd-per-kwh", "0.1"],
                        capsys)
@@ -236,6 +237,22 @@ def test_cost_na_names_the_device_and_where_the_reason_is(capsys):
                        capsys)
     assert ("owning             n/a (tpu-v4 is not sold by anyone (searched 2026-12-04), its "
             "spec says where: --set purchase_usd=...)") in out
+    own = ["--steps", "10", "--own-years", "4", "--electricity-usd-per-kwh", "0.1"]
+    code, out, _ = cli(["predict", "mlp", "--device", "cpu-host", "--micro-batch", "4", *own],
+                       capsys)
+    assert code == 0
+    assert ("owning             n/a (cpu-host is not a product: no purchase price: --set "
+            "purchase_usd=...) (devices and nodes over 4 years, electricity at $0.1/kWh) vs "
+            "renting n/a (cpu-host is not a product: no on-demand price: --price-per-hour USD)"
+            ) in out
+    path = device_file(("[price]\nusd_per_hour = 1.5\n", ""))
+    code, out, _ = cli(["predict", "gpt2-small", "--device", path, "--micro-batch", "1", *own],
+                       capsys)
+    assert code == 0
+    assert ("owning             n/a (no purchase price cited for test-gpu, its spec says why: "
+            "--set purchase_usd=...) (devices and nodes over 4 years, electricity at $0.1/kWh) "
+            "vs renting n/a (no on-demand price cited for test-gpu, its spec says why: "
+            "--price-per-hour USD)") in out
 
 
 def test_compare_cost_cells_say_why_a_price_is_missing(capsys):

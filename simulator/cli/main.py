@@ -346,20 +346,21 @@ def format_summary(s: dict, device=None) -> str:
 
 def _missing_price(name: str, device, purchase: bool) -> str:
     """Why ``name`` has no on-demand (``purchase``: purchase) price, for a cost shown as n/a:
-    'alveo-u280 is not rented by anyone (searched 2026-12-04), its spec says where' from the
-    spec's record (``DeviceSpec.rent_unpriced``), 'no on-demand price cited for h20 (searched
-    2026-12-04), its spec says why' where it is offered but no citable price was found."""
+    a sentence for each of the spec's ``unpriced_label`` states (``Unpriced.label``, which
+    decides them), with the record's search date: 'alveo-u280 is not rented by anyone
+    (searched 2026-12-04), its spec says where' (not offered), 'no on-demand price cited for
+    h20 (searched 2026-12-04), its spec says why' (none cited; no date without a record),
+    'cpu-host is not a product: no on-demand price' (n/a)."""
     kind = "purchase" if purchase else "on-demand"
-    record = None if device is None else (device.purchase_unpriced if purchase
-                                          else device.rent_unpriced)
-    if record is None:
-        return f"no {kind} price cited for {name}, its spec says why"
-    if record.searched is None:
+    label = "none cited" if device is None else device.unpriced_label(purchase)
+    if label == "n/a":
         return f"{name} is not a product: no {kind} price"
-    if not record.offered:
-        return (f"{name} is not {'sold' if purchase else 'rented'} by anyone (searched "
-                f"{record.searched}), its spec says where")
-    return f"no {kind} price cited for {name} (searched {record.searched}), its spec says why"
+    record = device and (device.purchase_unpriced if purchase else device.rent_unpriced)
+    searched = f" (searched {record.searched})" if record else ""
+    if label == "not offered":
+        return (f"{name} is not {'sold' if purchase else 'rented'} by anyone{searched}, its "
+                "spec says where")
+    return f"no {kind} price cited for {name}{searched}, its spec says why"
 
 
 def _calibrate(args) -> int:
