@@ -169,6 +169,21 @@ def test_cli_plot_bad_input_is_one_line(argv, message, tmp_path, capsys, monkeyp
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("axis", ["--x", "--y"])
+def test_cli_pareto_of_a_name_column_is_one_line(axis, tmp_path, capsys):
+    """A column of names (device, status) on an axis was an internal error (exit 70, pandas'
+    'could not convert string to float'): one line naming the column and numeric ones."""
+    table = tmp_path / "rows.csv"
+    table.write_text("device,status,fits,total_time_days,cost_usd\n"
+                     "a100,ok,True,2.0,10.0\nh100,ok,True,1.0,20.0\n")
+    out = tmp_path / "pareto.png"
+    assert main(["plot", "pareto", str(table), axis, "device", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "column 'device' holds names" in err and "total_time_days, cost_usd" in err
+    assert not out.exists()
+
+
 # -- matplotlib is optional ---------------------------------------------------------------------
 def test_missing_matplotlib_is_one_line(single, monkeypatch, capsys, tmp_path):
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:

@@ -280,6 +280,8 @@ def pareto(df, x: str = "total_time_days", y: str = "cost_usd", hue: str | None 
     a point of ``x`` against ``y``, coloured by ``hue``, and the front of those no other beats
     on both (lower is better). Rows whose ``status`` is not ``ok`` or that do not fit are
     left out."""
+    from pandas.api.types import is_numeric_dtype
+
     for column in (x, y):
         if column in _RUN_TOTALS and column not in df.columns and "step_time_s" in df.columns:
             raise PlotError(f"pareto: no column {column!r}: the rows have no run totals (give "
@@ -287,6 +289,11 @@ def pareto(df, x: str = "total_time_days", y: str = "cost_usd", hue: str | None 
                             "cost_usd_per_step")
         if column not in df.columns:
             raise PlotError(f"pareto: no column {column!r} (columns: {', '.join(df.columns)})")
+        if not is_numeric_dtype(df[column]):   # a name (device, status): no front to draw
+            numeric = [c for c in (*_RUN_TOTALS, "step_time_s", "cost_usd_per_step",
+                                   "energy_j_per_step") if c in df.columns]
+            raise PlotError(f"pareto: column {column!r} holds names, not numbers: give a "
+                            f"numeric column such as {', '.join(numeric) or 'step_time_s'}")
     rows = df
     if "status" in rows.columns:
         rows = rows[rows["status"] == "ok"]
