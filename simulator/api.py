@@ -178,14 +178,16 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     step_s *= variability.slowest_of(n, spread_c)
     step_s += plan.step_overhead_ms * 1e-3   # outside the step's graph: the devices idle
     peak = sum(memory.values())
-    if parallel.pp > 1 and getattr(getattr(work, "moe", None), "first_dense_layers", 0):
-        # layers unlike each other (a mixture of experts' dense first layers): count the
-        # whole model's forward, not a stage's layers times the model's (system_flops)
+    if parallel.pp > 1 and (getattr(getattr(work, "moe", None), "first_dense_layers", 0)
+                            or plan.finetune is not Finetune.FULL):
+        # layers unlike each other (a mixture of experts' dense first layers; a fine-tune's
+        # first layer, whose input needs no gradient): count the whole model's forward, not a
+        # stage's layers times the model's (system_flops)
         whole = replace(parallel, pp=1, virtual_stages=1, schedule="1f1b",
                         first_stage_layers=None, last_stage_layers=None)
         unsplit, _ = cache.stage_forward(work, plan, whole, 0, cluster)
     model_flops, hardware_flops = system_flops(run, unsplit, parallel, m,
-                                                getattr(work, "layers", None))
+                                                getattr(work, "layers", None), plan)
     comm = lowered.kind == OpKind.COLLECTIVE
 
     def joules(time_s):

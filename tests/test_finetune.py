@@ -112,8 +112,8 @@ def test_a_workload_toml_fine_tunes(tmp_path):
     (["--finetune", "lora", "--lora-targets", "qkv,ffn"], "lora_targets = 'ffn' is not known"),
     (["--finetune", "lora", "--lora-rank", "0"], "lora_rank = 0 must be a positive integer"),
     (["--finetune", "qlora"], "invalid choice: 'qlora'"),
-    (["--finetune", "lora", "--num-devices", "2", "--tp", "2"],
-     "finetune = lora with tp = 2, pp = 1"),
+    (["--finetune", "lora", "--lora-rank", "3", "--num-devices", "2", "--tp", "2"],
+     "lora_rank = 3 with tp = 2"),
 ])
 def test_bad_fine_tuning_input_is_one_line_and_exit_2(capsys, flags, message):
     assert main(["predict", "gpt2-small", "--device", "a100", *flags]) == 2

@@ -232,7 +232,9 @@ def add_tied_embedding_reduce(step: OpGraph, plan: Plan, local: int = 0) -> OpGr
     ops = [op for _, op in step.nx.nodes(data="op")]   # no order needed: no topological sort
     update = {op.layer: op.name for op in ops if op.task is Task.UPDATE}
     for op in ops:
-        elements = dict(op.extra).get("tied", 0) if op.phase is Phase.FORWARD else 0
+        frozen = op.frozen   # a fine-tune's frozen embedding: no gradient to sum
+        elements = dict(op.extra).get("tied", 0) if op.phase is Phase.FORWARD and not frozen \
+            else 0
         if not elements:
             continue
         nbytes = elements * plan.formats.gradient.bytes

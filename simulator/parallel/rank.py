@@ -34,7 +34,7 @@ from simulator.plan.parallel import (
     Schedule,
     Sharding,
 )
-from simulator.plan.step import Attention, Finetune, Fusion, Plan, Recompute
+from simulator.plan.step import Attention, Finetune, Fusion, LoraTarget, Plan, Recompute
 from simulator.training.backward import training_graph
 from simulator.training.convnorm import fuse_conv_norm
 from simulator.training.finetune import adapt, dequantize
@@ -60,10 +60,8 @@ def micro_batches(work, plan: Plan, parallel: ParallelPlan, num_devices: int) ->
         raise PlanError(f"cp = {parallel.cp}: context parallelism builds the model for "
                         f"seq_len / cp tokens, and {work.name} was traced at its whole "
                         "sequence: use dp, tp and pp for an imported model")
-    if plan.finetune is not Finetune.FULL and (parallel.tp > 1 or parallel.pp > 1):
-        raise PlanError(f"finetune = {plan.finetune.value} with tp = {parallel.tp}, pp = "
-                        f"{parallel.pp}: LoRA adapters are not split over tensor or pipeline "
-                        "ranks yet; use dp (and zero) for a fine-tune")
+    if plan.finetune is not Finetune.FULL and parallel.tp > 1 and shape is not None:
+        _check_adapters(plan, parallel.tp, shape)
     if parallel.sequence_parallel and parallel.tp == 1:
         raise PlanError("sequence parallelism splits the tensor-parallel ranks' tokens: it "
                         "needs tp > 1")
@@ -108,6 +106,22 @@ def check_nodes(parallel: ParallelPlan, cluster: ClusterSpec | None) -> None:
         raise PlanError(f"cp = {cp} with tp = {tp} fills nodes of {per_node} devices unevenly "
                         f"({local} of its ranks a node): use a cp that is a multiple of "
                         f"{local} or divides it")
+
+
+def _check_adapters(plan: Plan, tp: int, shape: TransformerShape) -> None:
+    """LoRA adapters split over tp ranks as NeMo's ``ParallelLinearAdapter`` splits them
+    (``simulator.parallel.tensor``): beside a column-parallel linear (q, k, v; fc1, gate, up)
+    A's rank r splits (Megatron-core's ``ColumnParallelLinear`` divides its output size by
+    tp) and B's output features split as the base's do, which holds no replicated KV head."""
+    column = {LoraTarget.QKV, LoraTarget.MLP} & plan.targets
+    if column and plan.rank % tp:
+        raise PlanError(f"lora_rank = {plan.rank} with tp = {tp}: the adapters beside "
+                        "column-parallel linears split their rank over the tp ranks; use a "
+                        f"rank that is a multiple of {tp} (--lora-rank)")
+    if LoraTarget.QKV in plan.targets and shape.kv_heads < tp:
+        raise PlanError(f"finetune = lora on qkv with kv_heads = {shape.kv_heads} < tp = {tp}: "
+                        "the k and v adapters' outputs split over tp ranks and cannot follow "
+                        "replicated KV heads; use tp <= kv_heads or --lora-targets o,mlp")
 
 
 def _check_hidden_sharded(parallel: ParallelPlan, shape: TransformerShape | None) -> None:

@@ -34,6 +34,26 @@ and ``replicated`` (its replicated weight elements), from which
 that share them and ``simulator.report.figures`` counts the replicated FLOPs as hardware
 FLOPs, not model FLOPs.
 
+LoRA adapters (``simulator.training.finetune``: A and B beside a frozen linear, each with the
+fact ``lora_a`` / ``lora_b`` holding the base's ``Role``) split as NeMo's
+``ParallelLinearAdapter`` splits them (NVIDIA/NeMo r2.0.0rc1, 579983f,
+nemo/collections/nlp/modules/common/megatron/adapters/parallel_adapters.py, built with
+``gather_output=False`` by nemo/collections/nlp/parts/peft_config.py ``_create_lora_config``):
+beside a column-parallel base, A is a ColumnParallelLinear(k, r, gather_output=True) (r / tp
+of its outputs, then an all-gather of the m x r result, whose backward is a slice) and B a
+ColumnParallelLinear(r, n) (n / tp of its outputs, like the base's); beside a row-parallel
+base, A is a RowParallelLinear(k, r, input_is_parallel=True) (k / tp of its inputs, its m x r
+output all-reduced) and B a ColumnParallelLinear(r, n) whose n / tp outputs are gathered back
+(a slice backward) or, with sequence parallelism, all-to-all'ed to 1/tp of the tokens
+(``a2a_experimental``, as MLPerf's LoRA runs it). B reads A's whole output through an
+identity whose backward all-reduces the m x r gradient
+(``copy_to_tensor_model_parallel_region``). A column adapter reads its input through its own
+f, shared by the adapters of one input: an identity (backward: all-reduce) or, with sequence
+parallelism, an all-gather of the shard (backward: reduce-scatter), as the adapter gathers the
+layernorm output itself under TP communication overlap. These collectives carry the fact
+``lora``: plain NCCL (Megatron's mappings), never userbuffers, and the adapter keeps its
+gathered input for its weight gradient. No adapter weight is replicated over the tp ranks.
+
 Left out: the three small all-reduces of the vocab-parallel cross-entropy (3 x tokens x 4
 bytes, against tokens x hidden x 2 for each of the layers' all-reduces).
 """
@@ -45,6 +65,7 @@ from simulator.errors import PlanError
 from simulator.graph.collective import Axis, collective
 from simulator.graph.op import Block, Op, OpKind, Phase, Role, Task
 from simulator.graph.opgraph import OpGraph
+from simulator.training.finetune import ADAPTER_A, ADAPTER_B
 from workloads.base import TransformerShape
 
 #: Roles whose output features split (the vocab-parallel head is column-parallel).
@@ -87,12 +108,16 @@ class _Split:
         self.remap: dict[str, str] = {}  # op -> the op its readers read instead (after g)
         self.entry: dict[str, str] = {}  # producer -> its f (or all-gather) op
         self.partial: set[str] = set()   # row-parallel partial sums not yet reduced
+        self.adapter_entry: dict[str, str] = {}   # producer -> the LoRA adapters' own f
 
     def run(self) -> OpGraph:
         for name in self.forward.names():
             op = self.forward.op(name)
             inputs = self.forward.inputs(name)
-            if op.role is Role.EXPERT_COLUMN:   # the experts split as the dense MLP does
+            facts = dict(op.extra)
+            if ADAPTER_A in facts or ADAPTER_B in facts:   # a LoRA adapter's A or B
+                self._adapter(name, op, inputs, facts)
+            elif op.role is Role.EXPERT_COLUMN:   # the experts split as the dense MLP does
                 reads = [self._enter(src, op) for src in inputs]
                 self._add(grouped(op, op.k, math.ceil(op.n / self.tp)), reads, split=True)
             elif op.role is Role.EXPERT_ROW:
@@ -173,6 +198,65 @@ class _Split:
         facts = (("replicas", self.tp // kv), ("replicated", op.k * kv_features + bias))
         return _linear(op, op.m, op.k, n).evolve(extra=(*op.extra, *facts))
 
+    def _adapter(self, name: str, op: Op, inputs: list[str], facts: dict) -> None:
+        """A LoRA adapter's matrix split as NeMo's ``ParallelLinearAdapter`` splits it (the
+        module docstring's "LoRA adapters")."""
+        tp, es = self.tp, op.dtype.bytes
+        column = facts.get(ADAPTER_A, facts.get(ADAPTER_B)) == int(Role.COLUMN)
+        if ADAPTER_A in facts and column:   # ColumnParallelLinear(k, r, gather_output=True)
+            self._add(_linear(op, op.m, op.k, op.n // tp), [self._adapter_entry(src, op)
+                                                            for src in inputs])
+            size = op.m * op.n * es
+            g = collective(f"{name}.tp_all_gather", "all_gather", size // tp, size, size, tp,
+                           Axis.TENSOR, op, scatter=tp, lora=1)   # backward: a slice
+            self.remap[name] = self.out.add(g, [name])
+        elif ADAPTER_A in facts:            # RowParallelLinear(k, r, input_is_parallel)
+            self._add(_linear(op, op.m, op.k // tp, op.n), self._reads(inputs))
+            size = op.m * op.n * es
+            g = collective(f"{name}.tp_all_reduce", "all_reduce", size, size, size, tp,
+                           Axis.TENSOR, op, lora=1)
+            self.remap[name] = self.out.add(g, [name])
+        else:                               # ColumnParallelLinear(r, n): its input whole
+            src = self._reads(inputs)[0]
+            size = self.out.op(src).out_bytes
+            f = collective(f"{name}.tp_identity", "identity", 0, 0, size, tp, Axis.TENSOR, op,
+                           lora=1)          # backward: the all-reduce of r-wide gradients
+            self._add(_linear(op, op.m, op.k, op.n // tp), [self.out.add(f, [src])],
+                      split=True)
+            if not column:                  # the output back to the row-parallel base's
+                self._adapter_exit(name, op)
+
+    def _adapter_entry(self, src: str, reader: Op) -> str:
+        """An adapter's own f before its A (one per input, shared by the adapters reading
+        it): the identity whose backward all-reduces the input's gradient, or with sequence
+        parallelism the all-gather of the shard (backward: reduce-scatter)."""
+        src = self.remap.get(src, src)
+        if src not in self.adapter_entry:
+            size = self.out.op(src).out_bytes
+            if self.sp:
+                op = collective(f"{src}.lora_tp_all_gather", "all_gather", size,
+                                size * self.tp, size * self.tp, self.tp, Axis.TENSOR, reader,
+                                lora=1)
+            else:
+                op = collective(f"{src}.lora_tp_identity", "identity", 0, 0, size, self.tp,
+                                Axis.TENSOR, reader, lora=1)
+            self.adapter_entry[src] = self.out.add(op, [src])
+        return self.adapter_entry[src]
+
+    def _adapter_exit(self, name: str, op: Op) -> None:
+        """B's output (n / tp features) back to the layout of a row-parallel base's reduced
+        output: with sequence parallelism an all-to-all to 1/tp of the tokens (NeMo's
+        ``a2a_experimental``), else an all-gather (``gather_output``; backward: a slice)."""
+        size = op.out_bytes   # the whole m x n output
+        if self.sp:
+            x = collective(f"{name}.tp_all_to_all", "all_to_all", size // self.tp,
+                           size // self.tp, size // self.tp, self.tp, Axis.TENSOR, op, lora=1)
+            self.split.add(x.name)
+        else:
+            x = collective(f"{name}.tp_all_gather", "all_gather", size // self.tp, size, size,
+                           self.tp, Axis.TENSOR, op, scatter=self.tp, lora=1)
+        self.remap[name] = self.out.add(x, [name])
+
     def _reads(self, inputs: list[str]) -> list[str]:
         return [self.remap.get(src, src) for src in inputs]
 
@@ -221,8 +305,10 @@ def use_userbuffers(step: OpGraph) -> OpGraph:
     NCCL collectives. ``step`` is changed in place and returned."""
     for name in step.names():
         op = step.op(name)
+        facts = dict(op.extra)
         if op.kind is OpKind.COLLECTIVE and op.fn in ("all_gather", "reduce_scatter") and \
-                dict(op.extra).get("axis") == int(Axis.TENSOR) and op.layer >= 0:
+                facts.get("axis") == int(Axis.TENSOR) and op.layer >= 0 and \
+                not facts.get("lora"):   # LoRA adapters' own are Megatron's NCCL mappings
             step.nx.nodes[name]["op"] = op.evolve(extra=(*op.extra, ("userbuffers", 1)))
     return step
 

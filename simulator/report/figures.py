@@ -32,7 +32,7 @@ HOURS_PER_YEAR = 24 * 365.25
 
 
 def system_flops(run, unsplit, parallel: ParallelPlan, m: int,
-                  layers: int | None) -> tuple[float, float]:
+                  layers: int | None, plan: Plan | None = None) -> tuple[float, float]:
     """Model and hardware FLOPs of one step of the whole system (all replicas), each op's
     ``counted_fraction``: a causal fused attention core counts half its s x s products, those
     on or below the diagonal (counted whole, as in Narayanan et al. 2021, eq. 3, they made MFU
@@ -46,6 +46,9 @@ def system_flops(run, unsplit, parallel: ParallelPlan, m: int,
     pacing stage on every rank, for every layer (layers alone recompute). Times the dp x cp
     ranks that split the batch and the sequences (``ParallelPlan.replicas``: a
     context-parallel rank's graph holds 1/cp of every sequence's tokens and attention).
+    A fine-tune's (frozen weights: ``plan`` given) backward is not twice its forward: its
+    forward and backward are counted from the unsplit model's training graph
+    (``_trained_flops``) instead of 3 x the forward.
     """
     model, hardware = _flops(run.lowered, m)
     if parallel.tp == 1 and parallel.pp == 1:
@@ -60,8 +63,29 @@ def system_flops(run, unsplit, parallel: ParallelPlan, m: int,
     in_run = parallel.stage_layers(layers)[run.stage] if parallel.pp > 1 else layers
     recomputed = (hardware - model) / in_run * layers * parallel.tp
     model_step = 3.0 * forward * m * parallel.replicas
+    if plan is not None and any(op.frozen for op in ops):
+        model_step = _trained_flops(unsplit, plan, layers) * m * parallel.replicas
     replicated = _replicated_flops(run.forward) / in_run * layers * parallel.tp * 3.0 * m
     return model_step, model_step + (recomputed + replicated) * parallel.replicas
+
+
+def _trained_flops(unsplit, plan: Plan, layers: int) -> float:
+    """Model FLOPs of one micro-batch's forward and backward of a fine-tune's whole model of
+    ``layers`` layers, from the training graph of ``unsplit`` (a model of some of them, every
+    layer alike): what lies outside the layers, its first layer (whose input, the embedding's
+    output, needs no gradient: autograd skips the data gradients there) and its other layers'
+    mean times the rest."""
+    from simulator.graph.lower import lower
+    from simulator.training.backward import training_graph
+
+    low = lower(training_graph(unsplit, plan))
+    tensor = np.isin(low.kind, [int(k) for k in TENSOR_KINDS])
+    trained = tensor & ((low.phase == Phase.FORWARD) | (low.phase == Phase.BACKWARD))
+    flops = np.where(trained, low.flops * counted_fraction(low.kind, low.causal), 0.0)
+    held = int(low.layer.max()) + 1
+    first = flops[low.layer == 0].sum()
+    rest = flops[low.layer > 0].sum() / (held - 1) if held > 1 else first
+    return float(flops[low.layer < 0].sum() + first + rest * (layers - 1))
 
 
 def _replicated_flops(forward) -> float:

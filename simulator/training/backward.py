@@ -60,7 +60,7 @@ from simulator.plan.step import (
     Recompute,
 )
 from simulator.training.bias import add_bias_kernels, bias_elements
-from simulator.training.finetune import needs_grad
+from simulator.training.finetune import needs_grad, tensor_format
 from simulator.training.fp8 import add_casts as add_fp8_casts
 from simulator.training.loss import add_backward as add_loss_backward
 from simulator.training.loss import add_forward as add_loss_forward
@@ -110,8 +110,8 @@ def gathered_shard(graph: OpGraph, name: str) -> str | None:
     op = graph.op(name)
     facts = dict(op.extra)
     if op.kind is not OpKind.COLLECTIVE or op.fn != "all_gather" or \
-            facts.get("axis") != int(Axis.TENSOR) or facts.get("scatter"):
-        return None
+            facts.get("axis") != int(Axis.TENSOR) or facts.get("scatter") or facts.get("lora"):
+        return None   # a LoRA adapter's gather: its plain ColumnParallelLinear keeps it whole
     inputs = graph.inputs(name)
     return inputs[0] if inputs else None
 
@@ -155,7 +155,7 @@ class _Derivation:
         for name in order:
             op = self.forward.op(name)
             if op.kind in TENSOR_KINDS:
-                op = op.evolve(dtype=formats.of(op.kind, op.block))
+                op = op.evolve(dtype=tensor_format(op, formats))
             head = vocab_head(self.forward, name)
             if head is not None:  # a language model's loss: its kernels (training.loss)
                 add_loss_forward(self.out, op, self.forward.inputs(name)[0], head, self.plan)
@@ -190,7 +190,7 @@ class _Derivation:
         """A backward op of ``op`` doing ``task``, named ``name:op``, reading the output
         gradient (``deps``) and what the forward saved (``saved``)."""
         if op.kind in TENSOR_KINDS:
-            fields.setdefault("dtype", self.plan.formats.of(op.kind, op.block))
+            fields.setdefault("dtype", tensor_format(op, self.plan.formats))
         fields.setdefault("phase", Phase.BACKWARD)
         bwd = op.evolve(name=f"{name}:{op.name}", params=0, saves=(), mask_bytes=0,
                         stats_bytes=0, forward_of=op.name, no_grad=(), task=task, **fields)
@@ -369,7 +369,7 @@ class _Derivation:
         for name in members:
             op = self.forward.op(name)
             copy = op.evolve(name=f"recompute:{name}", phase=Phase.RECOMPUTE, forward_of=name,
-                             task=Task.RECOMPUTE, dtype=formats.of(op.kind, op.block)
+                             task=Task.RECOMPUTE, dtype=tensor_format(op, formats)
                              if op.kind in TENSOR_KINDS else op.dtype)
             self.out.add(copy, [self._saved(src) for src in self.forward.inputs(name)])
             self.recomputed[name] = copy.name

@@ -8,7 +8,11 @@
   arXiv:2106.09685, sec. 4.1): beside each targeted linear W (k -> n), y = W x + (B A x) s
   with A (k -> r) and B (r -> n) trained and W frozen; the adapters' output is scaled (s =
   alpha / r) and added, as PEFT's ``lora.Linear.forward`` runs it (its dropout, 0 by default,
-  left out). Every other parameter is frozen too.
+  left out). Every other parameter is frozen too (a tied head with the embedding it reads).
+  A and B carry the fact ``lora_a`` / ``lora_b``, the base's ``Role``, from which
+  ``simulator.parallel.tensor`` splits them over tensor-parallel ranks as NeMo's
+  ``ParallelLinearAdapter`` does; they run in the activation format under fp8 (plain torch
+  linears, outside Transformer Engine's autocast: ``tensor_format``).
 - QLoRA (Dettmers et al. 2023, "QLoRA: Efficient Finetuning of Quantized LLMs",
   arXiv:2305.14314, sec. 3): the frozen linears of the layers are stored as 4-bit NormalFloat
   in blocks of 64 with double-quantised constants (8-bit per 64 weights, fp32 per 256 blocks:
@@ -22,12 +26,15 @@
 from __future__ import annotations
 
 from simulator.errors import PlanError
-from simulator.graph.op import Block, Op, OpKind, Role, Task
+from simulator.graph.collective import Axis
+from simulator.graph.op import Block, DType, Op, OpKind, Role, Task
 from simulator.graph.opgraph import OpGraph
-from simulator.plan.step import Finetune, LoraTarget, Plan, Quantization
+from simulator.plan.step import Finetune, Formats, LoraTarget, Plan, Quantization
 
 #: Bits per stored weight of each quantisation (QLoRA sec. 3: 4 + 0.127 for NF4's constants).
 BITS = {Quantization.NF4: 4 + 8 / 64 + 32 / (64 * 256), Quantization.INT8: 8}
+#: Facts on an adapter's A (k -> r) and B (r -> n) matrices: the base linear's ``Role``.
+ADAPTER_A, ADAPTER_B = "lora_a", "lora_b"
 #: Vector arithmetic per weight of a dequantisation: a table lookup (or a convert) and a scale.
 DEQUANTIZE_FLOPS_PER_ELEMENT = 2
 
@@ -44,7 +51,7 @@ def adapt(forward: OpGraph, plan: Plan) -> OpGraph:
     for name in forward.names():
         op = forward.op(name)
         inputs = [remap.get(src, src) for src in forward.inputs(name)]
-        if op.params:
+        if op.params or op.role is Role.VOCAB_HEAD:   # a tied head's weight is the embedding's
             op = op.evolve(frozen=True)
         out.add(op, inputs)
         if _targeted(op, plan.targets) and inputs:
@@ -68,8 +75,8 @@ def _targeted(op: Op, targets: frozenset[LoraTarget]) -> bool:
 
 def _adapter(out: OpGraph, base: Op, x: str, rank: int) -> str:
     """B A x s added to ``base``'s output; returns the sum's name (what readers read)."""
-    a = out.add(_linear(base, "lora_a", base.k, rank), [x])
-    b = out.add(_linear(base, "lora_b", rank, base.n), [a])
+    a = out.add(_linear(base, "lora_a", base.k, rank, ADAPTER_A), [x])
+    b = out.add(_linear(base, "lora_b", rank, base.n, ADAPTER_B), [a])
     numel, es = base.m * base.n, base.dtype.bytes
     vector = dict(kind=OpKind.ELEMENTWISE, dtype=base.dtype, layer=base.layer,
                   block=base.block, bytes_written=numel * es, out_bytes=numel * es)
@@ -79,28 +86,52 @@ def _adapter(out: OpGraph, base: Op, x: str, rank: int) -> str:
                       bytes_read=2 * numel * es, **vector), [base.name, scaled])
 
 
-def _linear(base: Op, suffix: str, k: int, n: int) -> Op:
-    """An adapter matrix (k -> n, no bias) over ``base``'s rows, trained."""
+def _linear(base: Op, suffix: str, k: int, n: int, fact: str) -> Op:
+    """An adapter matrix (k -> n, no bias) over ``base``'s rows, trained; the fact ``fact``
+    (``ADAPTER_A`` or ``ADAPTER_B``) holds the base's ``Role`` (how tensor parallelism splits
+    it, ``simulator.parallel.tensor``)."""
     m, es = base.m, base.dtype.bytes
     return base.evolve(name=f"{base.name}.{suffix}", flops=2 * m * k * n, m=m, k=k, n=n,
                        bytes_read=(m * k + k * n) * es, bytes_written=m * n * es,
                        out_bytes=m * n * es, params=k * n, param_tensors=1,
-                       role=Role.REPLICATED, frozen=False, extra=())
+                       role=Role.REPLICATED, frozen=False, extra=((fact, int(base.role)),))
+
+
+def tensor_format(op: Op, formats: Formats) -> DType:
+    """The format tensor op ``op`` runs in: ``Formats.of``'s, but a LoRA adapter's matrix
+    runs in the activation format under fp8: it is a plain torch linear (PEFT's ``lora_A`` /
+    ``lora_B`` ``nn.Linear``; NeMo's ``ParallelLinearAdapter`` builds Megatron-core's
+    ``ColumnParallelLinear`` / ``RowParallelLinear``, not Transformer Engine modules), which
+    TE's ``fp8_autocast`` leaves in 16 bits."""
+    facts = dict(op.extra)
+    if ADAPTER_A in facts or ADAPTER_B in facts:
+        return formats.activation
+    return formats.of(op.kind, op.block)
 
 
 def needs_grad(forward: OpGraph) -> set[str] | None:
     """The ops whose output needs a gradient: those with trainable parameters and those
-    reading such an output (autograd's ``requires_grad``); None when nothing is frozen (every
-    op then gets its gradient, as before fine-tuning existed)."""
+    reading such an output (autograd's ``requires_grad``), and a pipeline stage's receive of
+    the previous stage's output, whose adapters need its gradient (every stage holds layers,
+    and ``adapt`` puts adapters in every layer); None when nothing is frozen (every op then
+    gets its gradient, as before fine-tuning existed)."""
     names = forward.names()
     if not any(forward.op(n).frozen for n in names):
         return None
     needed: set[str] = set()
     for name in names:
         op = forward.op(name)
-        if (op.params and not op.frozen) or any(src in needed for src in forward.inputs(name)):
+        if (op.params and not op.frozen) or _received(op) or \
+                any(src in needed for src in forward.inputs(name)):
             needed.add(name)
     return needed
+
+
+def _received(op: Op) -> bool:
+    """A pipeline message from the previous stage (``simulator.parallel.pipeline``)."""
+    facts = dict(op.extra)
+    return op.kind is OpKind.COLLECTIVE and op.fn == "send_recv" and \
+        facts.get("axis") == int(Axis.PIPELINE) and not facts.get("send")
 
 
 def quantized(op: Op, plan: Plan) -> bool:
@@ -156,5 +187,5 @@ def dequantize(step: OpGraph, plan: Plan) -> OpGraph:
     return step
 
 
-__all__ = ["BITS", "adapt", "dequantize", "frozen_weight_bytes", "needs_grad", "quantized",
-           "stored_weight_bytes"]
+__all__ = ["ADAPTER_A", "ADAPTER_B", "BITS", "adapt", "dequantize", "frozen_weight_bytes",
+           "needs_grad", "quantized", "stored_weight_bytes", "tensor_format"]

@@ -71,6 +71,7 @@ from __future__ import annotations
 from simulator.graph.op import DType, Op, OpKind, Phase, Task
 from simulator.graph.opgraph import OpGraph
 from simulator.plan.step import Fp8Modules, Fp8Recipe, Plan
+from simulator.training.finetune import tensor_format
 
 #: fn of the cast kernels (``cast_transpose`` for the weights, too).
 CAST = "cast_transpose"
@@ -109,7 +110,7 @@ def saved_bytes(op: Op, src: Op, plan: Plan) -> int | None:
     ``op`` is not an fp8 GEMM under ``plan``."""
     width = plan.formats.activation.bytes
     if (plan.formats.compute is not DType.FP8 or op.kind is not OpKind.MATMUL
-            or op.fn not in LINEARS or plan.formats.of(op.kind, op.block) is not DType.FP8):
+            or op.fn not in LINEARS or tensor_format(op, plan.formats) is not DType.FP8):
         return None
     return src.out_bytes // width * _FP8
 
