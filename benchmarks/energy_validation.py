@@ -16,9 +16,28 @@ can express, each as the submission configured it (``smc-ac-power/benchmarks/*``
 - ResNet-50 on one node of 8 H100 SXM (MXNet, DALI): global batch 3,200 (400 per GPU), fp16,
   NHWC, batch norm fused with its ReLU and residual add, its statistics and scale-bias-ReLU
   fused into the convolutions (cuDNN's NormConvolution), CUDA graphs (``EXTRA``).
+- BERT-large (MLPerf phase 2) on one node of 8 H100 SXM (SMC, v4.0) and of 8 B200 (Lenovo
+  ThinkSystem SR780a V3, water cooled, v5.0), the same NVIDIA PyTorch code and config (the
+  ``RUNS`` comment below): 48 packed sequences of 512 tokens per GPU, global batch 384 packs
+  (768 samples), data parallel only, the encoder in fp8 (Transformer Engine, hybrid, delayed
+  scaling), fused bias/GELU/dropout-add kernels, CUDA graphs, Apex's DistributedFusedLAMB
+  (optimizer state sharded over the 8 GPUs: ``zero`` 1). Not expressed, so not priced: LAMB's
+  per-tensor trust ratios (hwsim's nearest update, AdamW, has none), the fp8 attention
+  (``fp8_dpa``), attention within each packed sample only (``--pad_fmha``: two ~256-token
+  samples per pack attend block-diagonally; hwsim prices the full 512 x 512) and the MLM head
+  on the masked tokens alone (``--dense_seq_output``: at most 76 of 512 per sample).
 
-Llama 2 70B LoRA fine-tuning (NeMo; SMC's H100 nodes, 1 and 8, tp 4; Lenovo's 8 x B200, tp 1)
-is extracted too but not predicted (``NOT_EXPRESSIBLE`` says why).
+- Llama 2 70B LoRA fine-tuning on 1 and 8 nodes of 8 H100 SXM (NeMo r2.0.0.rc0.beta, the
+  ``RUNS`` comment below): tp 4, sequence parallel, TP communication overlap, FP8 (hybrid),
+  cp 2 on eight nodes, rank-16 adapters on q, k, v and o as NeMo's ``ParallelLinearAdapter``
+  splits them (``simulator.parallel.tensor``), no recomputation. Not expressed, so not priced:
+  the run's fp8 frozen weights (``fp8_params``: TE's ``fp8_model_init``, 1 byte per frozen
+  weight and no weight cast), its fp8 attention (``FP8_DPA=1``), the adapters' dropout (0.1,
+  before A) and NeMo's one fused qkv adapter (hwsim adapts q, k and v apart, PEFT's way:
+  three A matrices, one all-gather of their shared input).
+
+Lenovo's Llama 2 70B LoRA on 8 x B200 (tp 1) is extracted too but not predicted
+(``NOT_EXPRESSIBLE`` says why).
 
 Compared per node and per step: energy (mean node power x step time) and mean node power,
 hwsim's as 8 x the device's ``avg_power_w`` plus the node overhead of the ``dgx-h100`` preset
@@ -45,6 +64,15 @@ from simulator.api import simulate
 
 TABLE = ROOT / "tests" / "data" / "mlperf_power.csv"
 CLUSTER = "dgx-h100"
+#: BERT-large's plan as NVIDIA's MLPerf BERT ran it (``RUNS``' comment), over the GPT-3 row's.
+BERT = {"model": "bert-large", "vocab": "", "seq_len": "", "device_count": "8", "dp": "8",
+        "tp": "1", "pp": "1", "cp": "1", "zero": "1", "sequence_parallel": "false",
+        "schedule": "1f1b", "virtual_stages": "1", "overlap_tp_comm": "false",
+        "tp_comm_overlap": "false", "overlap_param_gather": "false", "overlap_p2p_comm": "false",
+        "micro_batch": "48", "global_batch": "384", "precision": "fp8", "recompute": "none",
+        "attention": "fused", "attention_kernel": "cudnn", "fusion": "compiled",
+        "optimizer": "adamw", "optimizer_impl": "fused", "grad_clip": "true", "graphs": "true",
+        "devices_per_node": "8"}
 #: Each metered run: (MLPerf benchmark, system), the published row its configuration starts
 #: from, and what it changes.
 RUNS = {
@@ -55,6 +83,45 @@ RUNS = {
                {"device": "h100-sxm5-80gb", "device_count": "8", "dp": "8",
                 "micro_batch": "400", "global_batch": "3200", "cluster": CLUSTER,
                 "devices_per_node": "8", "fusion": "compiled"}),
+    # BERT-large, MLPerf phase 2 (NVIDIA's PyTorch BERT: smc-ac-power/benchmarks/bert/
+    # implementations/pytorch/config_SMCH100_1x8x48x1_pack.sh, run_and_time.sh in v4.0;
+    # Lenovo/benchmarks/bert/config_DGXB200_1x8x48x1_pack.sh, run_and_time.sh, modeling.py,
+    # run_pretraining.py in v5.0): BATCHSIZE 48 packs of at most 512 tokens per GPU,
+    # PACKING_FACTOR 2 (the log's global_batch_size 768 samples = 384 packs), GRADIENT_STEPS 1,
+    # 8 GPUs data parallel; --fp16 with the encoder under fp8_autocast (modeling.py: recipe
+    # DelayedScaling, Format.HYBRID, fp8_dpa=True; the v4.0 log says 'using fp8 FMHA'); --fused_
+    # bias_fc, --fused_bias_mha, --fused_dropout_add, --fused_gemm_gelu (fusion compiled);
+    # --use_cuda_graph (graphs); --distributed_lamb (apex DistributedFusedLAMB, max_grad_norm
+    # 1.0: state sharded, gradients reduce-scattered and weights all-gathered: zero 1, grad
+    # clip); Transformer Engine's fused attention (cuDNN). Node presets: dgx-h100 (as above)
+    # and dgx-b200 (its datasheet's ~14.3 kW maximum: 6.3 kW besides 8 x 1,000 W; no measured
+    # maximum of a B200 node is cited, so it is the rating's upper bound).
+    "bert-h100": (("bert", "1xSMC-H100-SXM-80GB"), "nemo-gpt3-175b-fp8-512", BERT | {
+        "device": "h100-sxm5-80gb", "cluster": CLUSTER}),
+    "bert-b200": (("bert", "SR780aV3-8xB200_SXM_180GB"), "nemo-gpt3-175b-fp8-512", BERT | {
+        "device": "b200", "cluster": "dgx-b200"}),
+    # Llama 2 70B LoRA (NeMo r2.0.0.rc0.beta, Megatron-core 0.7; smc-ac-power/benchmarks/
+    # llama2-70b_lora/implementations/nemo: Dockerfile,
+    # configs/config_SMCH100_1x8x4xtp4pp1cp1.sh, config_SMCH100_8x8x1xtp4pp1cp2.sh,
+    # config_common.sh, conf/megatron_gpt_peft_tuning_config.yaml, conf/base/model_config.yaml):
+    # tp 4, pp 1, sequence parallel, TP communication overlap,
+    # FP8 (hybrid), micro-batch 1 of 8,192 packed tokens, global batch 8 (MINIBS x devices /
+    # (tp pp) / cp: 4 x 8 / 4 = 8 on one node, dp 2; 1 x 64 / 4 / 2 = 8 on eight, cp 2, dp 8),
+    # no recomputation (activations_checkpoint_granularity null), fused_adam (not the
+    # distributed optimizer: zero 0), TE fused attention (NVTE_FUSED_ATTN=1); vocabulary
+    # 32,000 padded to a multiple of 128 x tp = 512 (make_vocab_size_divisible_by 128)
+    "lora-1node": (("llama2_70b_lora", "1xSMC-H100-SXM-80GB"), "nemo-llama3.1-70b-fp8-64",
+                   {"model": "llama2-70b", "vocab": "32256", "device_count": "8", "dp": "2",
+                    "tp": "4", "pp": "1", "cp": "1", "zero": "0", "schedule": "1f1b",
+                    "virtual_stages": "1", "overlap_param_gather": "false",
+                    "overlap_p2p_comm": "false", "micro_batch": "1", "global_batch": "8",
+                    "cluster": CLUSTER, "devices_per_node": "8"}),
+    "lora-8node": (("llama2_70b_lora", "8xSMC-H100-SXM-80GB"), "nemo-llama3.1-70b-fp8-64",
+                   {"model": "llama2-70b", "vocab": "32256", "device_count": "64", "dp": "8",
+                    "tp": "4", "pp": "1", "cp": "2", "zero": "0", "schedule": "1f1b",
+                    "virtual_stages": "1", "overlap_param_gather": "false",
+                    "overlap_p2p_comm": "false", "micro_batch": "1", "global_batch": "8",
+                    "cluster": CLUSTER, "devices_per_node": "8"}),
 }
 #: Plan fields beyond validation_rows.csv's columns, as the submission set them: ResNet-50's
 #: ``run_and_time.sh`` and ``config_SMCH100_common.sh``: --input-layout and --conv-layout NHWC
@@ -65,10 +132,21 @@ RUNS = {
 #: 209-294: NormConvolution with statistics out and scale-bias-ReLU in, BNStatsFinalize,
 #: ScaleBiasAddRelu at each block's end): ``conv_norm_fusion`` (simulator.training.convnorm).
 EXTRA = {"resnet": {"channels_last": True, "graphs": True, "conv_norm_fusion": True}}
+#: Lenovo's B200s at their 1,000 W limit: the dgx-b200 preset's 700 W is a DGX B200's default
+#: set point (its User Guide), not another system's; a B200's own limit is its TDP (b200.toml).
+EXTRA["bert-b200"] = {"power_limit_w": 1000.0}
+#: The LoRA runs' peft block (conf/megatron_gpt_peft_tuning_config.yaml): adapter_dim 16,
+#: target_modules ['attention'] (NeMo's attention_qkv and attention_dense: q, k, v and o).
+LORA = {"finetune": "lora", "lora_rank": 16, "lora_targets": "qkv,o"}
+EXTRA.update({"lora-1node": LORA, "lora-8node": LORA})
 #: Metered runs hwsim cannot express yet, and why (their rows stay in mlperf_power.csv).
 NOT_EXPRESSIBLE = {
-    ("llama2_70b_lora", "1xSMC-H100-SXM-80GB"): "LoRA under tensor parallelism (tp 4) is refused",
-    ("llama2_70b_lora", "8xSMC-H100-SXM-80GB"): "LoRA under tensor parallelism (tp 4) is refused",
+    ("retinanet", "SR780aV3-8xB200_SXM_180GB"):
+        "RetinaNet (ResNeXt-50 32x4d backbone, feature pyramid, focal loss, 800 x 800 images): "
+        "hwsim's zoo has no ResNeXt (grouped convolutions), feature pyramid or detection head",
+    ("stable_diffusion", "SR780aV3-8xB200_SXM_180GB"):
+        "Stable Diffusion v2 (a latent-diffusion UNet with cross-attention, the VAE encoder and "
+        "OpenCLIP text encoder frozen): hwsim has no UNet nor diffusion step in its zoo",
     ("llama2_70b_lora", "SR780aV3-8xB200_SXM_180GB"):
         "fp8 frozen weights and fp8 saved activations (the run's FP8 and FP8_ACT): hwsim holds "
         "them in 16 bits and finds 272 GB per B200 where the run used 169 GB of 180",
@@ -180,7 +258,8 @@ def _pct(a: float, b: float) -> str:
 
 def section() -> list[str]:
     """The comparison as a markdown table (for docs/accuracy.md)."""
-    lines = [("| MLPerf v4.0 run (SMC, H100 SXM) | runs | step time, measured / hwsim | "
+    lines = [("| MLPerf Training run (v4.0 SMC H100 SXM, v5.0 Lenovo B200) | runs | "
+              "step time, measured / hwsim | "
               "node power (W), measured / hwsim (GPUs alone) | node energy per step (kJ), "
               "measured / hwsim (GPUs alone) | energy error (GPUs alone) |"),
              "|---|---|---|---|---|---|"]

@@ -15,7 +15,9 @@ from benchmarks import energy_validation as ev
 
 #: The extracted medians (tests/data/mlperf_power.csv): GPT-3 10.636 s and 6,904 W per node,
 #: ResNet-50 0.05667 s and 7,097 W.
-MEASURED = {"gpt3": (10.636, 6904.0), "resnet": (0.05667, 7097.0)}
+MEASURED = {"gpt3": (10.636, 6904.0), "resnet": (0.05667, 7097.0),
+            # Llama 2 70B LoRA: one node 3.834 s and 7,179 W; eight nodes 0.6501 s and 5,899 W
+            "lora-1node": (3.8338, 7178.6), "lora-8node": (0.65006, 5899.0)}
 
 
 def _table():
@@ -69,10 +71,22 @@ def test_gpt3_step_within_10_percent():
     assert row["predicted_step_s"] == pytest.approx(row["measured_step_s"], rel=0.10)
 
 
+@pytest.mark.parametrize("bench", ["lora-1node", "lora-8node"])
+def test_llama2_70b_lora_step_within_15_percent_and_energy_bracketed(bench):
+    """Llama 2 70B LoRA on 1 and 8 SMC nodes (tp 4, sequence parallel, fp8; cp 2 on eight),
+    expressed from the submission's configs (benchmarks/energy_validation.RUNS): step +11.0 %
+    and -6.9 % at this commit; the metered node energy between hwsim's GPUs alone (-22 %,
+    -24 %) and its GPUs plus the dgx-h100 node overhead (+21 %, +20 %: SMC's immersion-cooled
+    node draws less besides its GPUs, at most 1,693 W at its floor, profile())."""
+    row = next(r for r in ev.rows() if r["benchmark"] == bench)
+    assert row["predicted_step_s"] == pytest.approx(row["measured_step_s"], rel=0.15)
+    assert row["predicted_gpus_j"] < row["measured_j"] < row["predicted_j"]
+
+
 @pytest.mark.xfail(strict=True, reason="issue 25's target is not met: node energy per step "
-                   "+1.4 % (GPT-3) but +51 % (ResNet-50: hwsim's step 1.28x the MLPerf "
-                   "MXNet run's with cuDNN's batch-norm/convolution fusion priced, 1.53x "
-                   "before); median 26 %")
+                   "+4.3 % (GPT-3), +21 % and +20 % (Llama 2 70B LoRA, 1 and 8 nodes) but "
+                   "+52 % (ResNet-50: hwsim's step 1.31x the MLPerf MXNet run's with cuDNN's "
+                   "batch-norm/convolution fusion priced); median 21 %")
 def test_metered_energy_within_15_percent_median():
     errors = [abs(r["predicted_j"] / r["measured_j"] - 1) for r in ev.rows()]
     assert statistics.median(errors) <= 0.15
