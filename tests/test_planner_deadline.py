@@ -164,3 +164,22 @@ def test_the_default_moe_search_space_fits_its_bound_and_runs():
                              seq_len=64, moe=MoE(experts=8, top_k=2))
     report = capacity_plan(tiny, 1e8, devices=["h100"], workers=1, progress=False)
     assert report.rejected.empty and (report.feasible.ep > 1).any()
+
+
+def test_a_deadline_no_batch_split_reaches_is_one_line(capsys):
+    """A deadline needing more devices than the global batch can be split over left no
+    configuration, and the answer read 'nothing feasible among 0 configurations: ; relax
+    ...' (exit 2, no reason): it says which count the deadline needs and what to change."""
+    from simulator.cli import main
+    from simulator.errors import PlanError
+
+    with pytest.raises(PlanError, match=r"needs at least [\d,]+ devices, more than any plan "
+                                        r"of a global batch of 65,536 sequences"):
+        deadline_space(TINY, resolve_devices(["h100"], None), 1e12, 1e-9)
+    assert main(["plan", "gpt2-small", "--tokens", "1e9", "--devices", "h100",
+                 "--deadline-days", "1e-9"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "global batch of 4,096 sequences" in err
+    assert ": ;" not in err and "give a larger --global-batch" in err
+    empty = capacity.CapacityReport(*(pd.DataFrame(),) * 4)
+    assert empty.why_nothing().startswith("nothing to evaluate")

@@ -74,6 +74,9 @@ class CapacityReport:
         """One line saying why no configuration is feasible (empty when some are)."""
         if not self.feasible.empty:
             return ""
+        if self.rows.empty:
+            return ("nothing to evaluate: no configuration of these devices and plans; add "
+                    "devices or device counts, or relax the deadline")
         parts = [f"{count} {kind} (closest: {_closest(self.rejected, kind)})"
                  for kind, count in self.rejections().items()]
         return (f"nothing feasible among {len(self.rows)} configurations: " + "; ".join(parts)
@@ -320,6 +323,14 @@ def deadline_space(work, specs, tokens: float, deadline_days: float,
             configs += [(spec, None, plan) for plan in _smallest_splits(plans, work, spec)]
     if not configs:
         _require_plans(sorted(counts), work, fixed)
+        if counts and not any(_plans(n, work, fixed) for n in counts):
+            # the deadline needs more devices than the global batch can be split over
+            batch = fixed.get("global_batch") or _batch(work)
+            raise PlanError(
+                f"the deadline of {deadline_days:g} days needs at least {min(counts):,} "
+                f"devices, more than any plan of a global batch of {batch:,} sequences can "
+                "use (tp x pp x cp x dp devices, dp x micro-batch dividing the batch): "
+                "relax the deadline, or give a larger --global-batch")
     # the same plan on different devices side by side: a worker builds its graphs once
     configs.sort(key=lambda c: sorted((k, str(v)) for k, v in c[2].items()))
     if len(configs) > MAX_CONFIGS:
