@@ -148,6 +148,9 @@ class Architecture:
     # and picks the fastest; each operand a tile loads per k-step costs this many FMAs' time,
     # so a narrower tile runs slower (``efficiency.fp32_tiles``)
     fp32_tile_load_cost: int | None = None
+    # the narrowest tile side the library also runs for batched fp32 GEMMs (torch.bmm), picked
+    # as above; None: batched GEMMs keep fp32_matrix_tile (``efficiency.fp32_tiles``)
+    fp32_batched_narrowest: int | None = None
     systolic_array: tuple[int, int] | None = None       # (rows, cols) of one matrix unit
     matrix_units_per_core: int | None = None
     simd_width_bits: int | None = None
@@ -156,7 +159,7 @@ class Architecture:
 
     def __post_init__(self) -> None:
         for name in ("compute_units", "tile_fixed_k", "fp32_tile_fixed_k", "fp32_tile_load_cost",
-                     "matrix_units_per_core",
+                     "fp32_batched_narrowest", "matrix_units_per_core",
                      "simd_width_bits", "fma_units_per_core", "dsp_count"):
             within(getattr(self, name), name, "count", optional=True)
         within(self.clock_hz, "clock_hz", "hz", optional=True)

@@ -28,10 +28,11 @@ from hardware_specs.spec import Architecture, Link, LinkKind
 
 _ARCH_INTS = ("compute_units", "matrix_units_per_core", "simd_width_bits",
               "fma_units_per_core", "dsp_count", "tile_fixed_k", "fp32_tile_fixed_k",
-              "fp32_tile_load_cost")
+              "fp32_tile_load_cost", "fp32_batched_narrowest")
 _ARCH_TUPLES = {"matrix_tile": 3, "fp32_matrix_tile": 3, "systolic_array": 2}
 _ARCH_KEYS = ("compute_units", "clock_ghz", "matrix_tile", "tile_fixed_k", "fp32_matrix_tile",
-              "fp32_tile_fixed_k", "fp32_tile_load_cost", "systolic_array",
+              "fp32_tile_fixed_k", "fp32_tile_load_cost", "fp32_batched_narrowest",
+              "systolic_array",
               "matrix_units_per_core", "simd_width_bits", "fma_units_per_core", "dsp_count")
 _LINK_REQUIRED = ("name", "kind", "bandwidth_gb_per_s")
 _LINK_OPTIONAL = ("count", "latency_us")
