@@ -213,6 +213,22 @@ def test_cli(tmp_path, capsys):
     assert main(["plan", "gpt2-small", "--tokens", "1e9", "--rank-by", "speed"]) == 2
 
 
+def test_plan_notes_keep_a_semicolon_inside_their_parentheses(capsys):
+    """The rows join a configuration's notes with '; '; the plan split them back at every
+    '; ', so a note with one in its parenthesis printed as two broken lines ('... (the V100
+    figure applies to GPUs only' and '--rank-variability C sets one)')."""
+    from simulator.cli.explore import split_notes
+
+    assert split_notes("a (b; c) d; e; f (g; (h; i)) j") == ["a (b; c) d", "e", "f (g; (h; i)) j"]
+    assert split_notes("") == [] and split_notes("one") == ["one"]
+    assert main(["plan", "gpt3-125m", "--tokens", "1e9", "--devices", "tpu-v4",
+                 "--device-counts", "2", "--grid", "tp=1", "--grid", "zero=1", "--grid",
+                 "micro_batch=1", "--workers", "1"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert any("GPUs only; --rank-variability C sets one)" in note for note in notes)
+    assert all(note.count("(") == note.count(")") for note in notes)
+
+
 def test_a_recommended_device_on_priors_or_datasheet_rates_is_named(capsys):
     """``hwsim plan`` says, as ``compare`` does, which shown configuration's device runs its
     GEMMs or streams on class priors or the datasheet: Gaudi 3's streams are its datasheet

@@ -214,7 +214,7 @@ def plan_text(report, top: int = 10, specs=()) -> str:
                      "than another) or unable to run it: " + ", ".join(
                          f"{name} ({by if by.startswith('cannot') else 'by ' + by})"
                          for name, by in report.pruned.items()))
-    notes = feasible.head(top)["notes"].dropna().str.split("; ").explode()
+    notes = feasible.head(top)["notes"].dropna().map(split_notes).explode()
     lines += [f"note: {note}" for note in dict.fromkeys(notes) if note]
     if feasible["cost_usd"].isna().any():
         lines.append("note: devices without a price have no cost (give --price-per-hour "
@@ -231,6 +231,20 @@ def plan_text(report, top: int = 10, specs=()) -> str:
 
 
 # -------------------------------------------------------------------------------- helpers
+
+def split_notes(text: str) -> list[str]:
+    """A row's notes (``sweep.flatten`` joins them with '; ') one by one: split at '; '
+    outside parentheses only, since a note may hold one in its own parenthesis ('rank
+    variability 0: ... (the V100 figure applies to GPUs only; --rank-variability C sets
+    one)')."""
+    notes, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch == "(") - (ch == ")")
+        if depth <= 0 and text.startswith("; ", i):
+            notes.append(text[start:i])
+            start, depth = i + 2, 0
+    return [note for note in (*notes, text[start:]) if note]
+
 
 def _pipeline_shown(rows):
     """``rows`` with the schedule as shown: none without a pipeline, the chunks per device
