@@ -16,6 +16,9 @@ from benchmarks import energy_validation as ev
 #: The extracted medians (tests/data/mlperf_power.csv): GPT-3 10.636 s and 6,904 W per node,
 #: ResNet-50 0.05667 s and 7,097 W.
 MEASURED = {"gpt3": (10.636, 6904.0), "resnet": (0.05667, 7097.0),
+            # BERT-large: SMC's H100 node 0.09516 s and 6,848 W; Lenovo's B200 node 0.06325 s
+            # and 9,790 W (the training time between evaluations over its steps)
+            "bert-h100": (0.095159, 6847.7), "bert-b200": (0.063253, 9790.3),
             # Llama 2 70B LoRA: one node 3.834 s and 7,179 W; eight nodes 0.6501 s and 5,899 W
             "lora-1node": (3.8338, 7178.6), "lora-8node": (0.65006, 5899.0)}
 
@@ -83,6 +86,21 @@ def test_llama2_70b_lora_step_within_15_percent_and_energy_bracketed(bench):
     assert row["predicted_gpus_j"] < row["measured_j"] < row["predicted_j"]
 
 
+@pytest.mark.parametrize("bench, step_error", [("bert-h100", 0.269), ("bert-b200", 0.220)])
+def test_bert_energy_bracketed_and_step_error_pinned(bench, step_error):
+    """BERT-large (MLPerf phase 2, 8 GPUs data parallel, fp8 encoder, CUDA graphs), as NVIDIA's
+    MLPerf code configured it (benchmarks/energy_validation.RUNS): the metered node energy lies
+    between hwsim's GPUs alone (-2.9 % H100, -7.8 % B200 at 1,000 W) and its GPUs plus the node
+    preset's overhead (+49 %, +71 %: dgx-h100's measured 2.8 kW, dgx-b200's rated 6.3 kW). The
+    step is slow, +26.9 % and +22.0 % at this commit, pinned within 5 points: the run's
+    block-diagonal attention over packed samples, its fp8 attention and its MLM head on the
+    masked tokens alone are not expressed (docs/accuracy.md, 'Metered energy')."""
+    row = next(r for r in ev.rows() if r["benchmark"] == bench)
+    assert row["predicted_gpus_j"] < row["measured_j"] < row["predicted_j"]
+    assert row["predicted_step_s"] / row["measured_step_s"] - 1 == pytest.approx(step_error,
+                                                                                abs=0.05)
+
+
 @pytest.mark.xfail(strict=True, reason="issue 25's target is not met: node energy per step "
                    "+4.3 % (GPT-3), +21 % and +20 % (Llama 2 70B LoRA, 1 and 8 nodes) but "
                    "+52 % (ResNet-50: hwsim's step 1.31x the MLPerf MXNet run's with cuDNN's "
@@ -94,26 +112,32 @@ def test_metered_energy_within_15_percent_median():
 
 def test_metered_power_profile_splits_the_node():
     """What the power logs say about a node's parts (benchmarks/energy_validation.profile;
-    analysis, nothing in hwsim set from it). First, checks of the logs alone, not of hwsim: two
-    bounds on the non-GPU parts agree, at the lowest reading a run logged (SMC's H100 node
-    2,325 W, Lenovo's B200 node 2,969 W) less eight GPUs at their measured idle, at most 1,693 /
-    1,873 W; at the training plateau (90th percentile) less eight GPUs at their TDP, at least
-    1,609-1,719 / 1,885 W, within 5 % of the first where the GPUs compute flat out (GPT-3,
-    one-node LoRA, B200 LoRA): consistent with those GPUs at their TDP (689, 703 and 1,002 W if
-    the other parts draw no more loaded than at idle; an inference, not a GPU reading). Then
-    hwsim's validation: its average GPU power, ResNet-50 within 10 % of the metered node's GPUs
-    (+2.5 % at this commit, with cuDNN's batch-norm/convolution fusion priced as before it),
-    GPT-3 within 20 % (-14 %: more idle and exposed communication in hwsim's step)."""
+    analysis, nothing in hwsim set from it). First, checks of the logs alone, not of hwsim: at
+    the lowest reading any run on the node type logged (SMC's H100 node 2,055 W, a BERT run's;
+    Lenovo's B200 node 2,719 W, a BERT run's) less eight GPUs at their measured idle, the other
+    parts draw at most 1,423 / 1,623 W at idle; at the training plateau (90th percentile) less
+    eight GPUs at their TDP, at least 1,609-1,719 / 1,885-2,198 W where the GPUs compute flat
+    out (GPT-3, one-node LoRA; B200 LoRA, BERT, RetinaNet, Stable Diffusion). The second bound
+    lies above the first: the other parts draw at least 186-296 / 262-575 W more while
+    training than at that floor (397 W on the B200 node's BERT; or the GPUs exceed their TDP). With only the GPT-3, ResNet and
+    LoRA runs the two bounds agreed within 5 % (floors 2,325 / 2,969 W); the BERT runs' nodes
+    idle lower. Then hwsim's validation: its average GPU power, ResNet-50 within 10 % of the
+    metered node's GPUs (-4.5 % at this commit; +2.5 % against the earlier 2,325 W floor),
+    GPT-3 within 20 % (-12 %, -14 % before: more idle and exposed communication in hwsim's
+    step), both against the GPUs' share with the other parts at their idle bound."""
     rows = {(r["machine"], r["benchmark"], r["system"]): r for r in ev.profile()}
     flat_out = [("smc-h100", "gpt3", "64xSMC-H100-SXM-80GB"),
                 ("smc-h100", "llama2_70b_lora", "1xSMC-H100-SXM-80GB"),
-                ("lenovo-b200", "llama2_70b_lora", "SR780aV3-8xB200_SXM_180GB")]
+                ("lenovo-b200", "llama2_70b_lora", "SR780aV3-8xB200_SXM_180GB"),
+                ("lenovo-b200", "bert", "SR780aV3-8xB200_SXM_180GB"),
+                ("lenovo-b200", "retinanet", "SR780aV3-8xB200_SXM_180GB"),
+                ("lenovo-b200", "stable_diffusion", "SR780aV3-8xB200_SXM_180GB")]
     for key in flat_out:
         r = rows[key]
-        assert r["gpu_plateau_w"] == pytest.approx(r["tdp_w"], rel=0.03), key
-        assert r["rest_min_w"] == pytest.approx(r["rest_w"], rel=0.05), key
+        assert r["rest_min_w"] > r["rest_w"] + 150, key
     smc = rows[flat_out[0]]
-    assert smc["rest_w"] == pytest.approx(2325 - 8 * 79)
+    assert smc["rest_w"] == pytest.approx(2055 - 8 * 79)
+    assert rows[flat_out[2]]["rest_w"] == pytest.approx(2719 - 8 * 137)
     per_gpu = {r["benchmark"]: r["predicted_gpus_w"] / 8 for r in ev.rows()}
     resnet = rows[("smc-h100", "resnet", "1xSMC-H100-SXM-80GB")]
     assert per_gpu["resnet"] == pytest.approx(resnet["gpu_mean_w"], rel=0.10)
