@@ -178,20 +178,21 @@ def test_labels_cover_nine_gpus_at_ten_percent(bench, table, inference):
     8 GPUs have their own median within 10 % (the T4 10.6 %, the L4 14.5 %, the P4 30.4 %).
     Since cuBLAS's narrower fp32 tiles (tests/test_fp32_tiles.py) 7: the A100 80GB PCIe's
     linears are priced closer on its own traces and its median goes 9.7 -> 17.3 % (see
-    test_measured_gpus_within_bound); the L4 13.1 %, all 113 labels 5.6 %."""
+    test_measured_gpus_within_bound); the L4 13.1 %, all 113 labels 5.6 %. Since the T4's and
+    V100's batched GEMMs run cuBLAS's narrower tiles too (tests/test_fp32_batched_tiles.py) 8:
+    the T4 10.6 -> 5.2 %, the V100 6.2 -> 2.6 %, all 113 labels 5.0 % (2026-12-04)."""
     both = table + inference
     assert len({r.gpu for r in both}) >= 9
     assert bench.median_abs_error(both) <= 0.10
     within = [g for g in {r.gpu for r in both}
               if bench.median_abs_error([r for r in both if r.gpu == g]) <= 0.10]
-    assert len(within) >= 7
+    assert len(within) >= 8
 
 
 @pytest.mark.xfail(strict=True, reason="issue 20: none worse than 25 % is not met: the L4's "
                    "training labels (+50 %), the MI210's and MI250's gpt2-large/gpt3-xl training "
-                   "labels (-40 %), the P4's inference labels (-30 to -41 %) and the T4's BERT "
-                   "batch 8 (+30 %); diagnosed on NeuSight's per-op traces, no cited mechanism "
-                   "(docstring)")
+                   "labels (-40 %) and the P4's inference labels (-30 to -41 %); diagnosed "
+                   "on NeuSight's per-op traces, no cited mechanism (docstring)")
 def test_no_label_worse_than_25_percent(table, inference):
     """Diagnosis on NeuSight's per-op trace of each label (``tests/test_neusight_traces.py``).
     MI210/MI250 gpt2-large batch 4 and gpt3-xl: the label's forward is 2.7x and 1.7x the sum
@@ -204,13 +205,15 @@ def test_no_label_worse_than_25_percent(table, inference):
     there, 0.8-0.88 for the same sizes in NeuSight's kernel table and 0.16-0.47 in its
     training-set table, and in the kernel table the rate falls with the call's length (0.80
     under 0.1 s, 0.43 over 1 s): heat over seconds, not a power limit, and hwsim's power model
-    has no thermal state (``tests/test_neusight_traces.py`` for both). L4 and T4: hwsim
-    prices NeuSight's own fp32 Linear calls whose 128 x 128 tiles leave part of the last
-    wave idle far too slow (L4: +70 % median at a wave factor of 0.4-0.6, +1 % at full waves;
-    T4 +59 %; the V100 and A100 PCIe show it too, +41-74 %), as BERT's 1024 x 1024 outputs
-    on the L4's 58 SMs; the libraries pick narrower tiles there (the tables' kernel names:
-    128x64, 64x64), which hwsim's one tile per device does not model (see the session
-    report's what-if)."""
+    has no thermal state (``tests/test_neusight_traces.py`` for both). L4 (gpt3-xl inference
+    +25.0 %, the worst NVIDIA label; the T4's BERT batch 8 is +24.0 % since its batched
+    GEMMs run narrower tiles): the label's own trace (``NVIDIA_L4/gpt3_xl-inf-2048-2.csv``)
+    ran its GEMMs at 12.6-16.0 TFLOP/s (fc1 4096 x 12288 x 3072 in 23.7 ms, the output
+    projection 4096 x 3072 x 3072 in 4.8 ms: 0.42-0.53 of the 30.3 TFLOP/s fp32 peak),
+    where none of the L4's 1,040 fp32 Linear calls of NeuSight's kernel table exceeds 12.4
+    (median 8.9 over its 755 calls of 5e10 FLOPs and more, which the spec's 0.298 is fitted
+    on): the label was measured in a faster state of the 72 W card than the kernel table,
+    and no kernel-level figure reaches it."""
     assert max(abs(r.error) for r in table + inference) <= 0.25
 
 
