@@ -234,3 +234,21 @@ def test_cli(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("hwsim: error: ") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--ep", "0"], "ep = 0 must be a positive integer"),
+    (["--own-years", "3", "--tokens", "1e9"], "needs both own_years and electricity"),
+    (["--tp", "5", "--num-devices", "5"], "tp = 5 must divide"),
+])
+def test_compare_with_flags_no_device_can_run_is_one_line(flags, message, capsys):
+    """A plan every device refuses for the same reason is the flags' mistake: one line, exit
+    2 (it printed a table of 'invalid: ...' rows and exited 0); a row invalid on one device
+    only stays a row."""
+    assert main(["compare", "gpt2-small", "--devices", "a100,h100", *flags]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and message in captured.err
+    assert main(["compare", "gpt2-small", "--devices", "a100,h100", "--power-limit-w", "120",
+                 "--csv"]) == 0   # above the A100's floor (92 W), below the H100's (153 W)
+    rows = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
+    assert rows.status.str.startswith("invalid").tolist() == [False, True]

@@ -101,6 +101,9 @@ def compare_command(args) -> int:
     specs = _specs(args, _hardware(args))
     rows = compare(_model(args), specs, num_devices=args.num_devices,
                    tokens=args.tokens, totals=run_values(args), **fields)
+    reasons = set(rows["status"])
+    if len(reasons) == 1 and not reasons <= {"ok"}:   # the flags, not a device: one line
+        raise PlanError(reasons.pop().removeprefix("invalid: "))
     if args.json:
         print(rows.to_json(orient="records", indent=2))
     elif args.csv:
