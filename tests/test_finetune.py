@@ -108,7 +108,7 @@ def test_a_workload_toml_fine_tunes(tmp_path):
 
 @pytest.mark.parametrize("flags, message", [
     (["--lora-rank", "16"], "lora_rank = 16 needs finetune = lora"),
-    (["--frozen-weights", "nf4"], "frozen_weights = "),
+    (["--frozen-weights", "nf4"], "frozen_weights = 'nf4' needs finetune = lora"),
     (["--finetune", "lora", "--lora-targets", "qkv,ffn"], "lora_targets = 'ffn' is not known"),
     (["--finetune", "lora", "--lora-rank", "0"], "lora_rank = 0 must be a positive integer"),
     (["--finetune", "qlora"], "invalid choice: 'qlora'"),

@@ -409,9 +409,10 @@ class Plan:
                                _enum(Quantization, self.frozen_weights, "frozen_weights"))
         lora = self.finetune is Finetune.LORA
         for name in ("lora_rank", "lora_targets", "frozen_weights"):
-            if getattr(self, name) is not None and not lora:
-                raise PlanError(f"{name} = {getattr(self, name)!r} needs finetune = lora "
-                                "(--finetune lora)")
+            value = getattr(self, name)
+            if value is not None and not lora:   # an enum as the flag's value: 'nf4'
+                shown = value.value if isinstance(value, Enum) else value
+                raise PlanError(f"{name} = {shown!r} needs finetune = lora (--finetune lora)")
         if self.lora_rank is not None and (isinstance(self.lora_rank, bool) or not isinstance(
                 self.lora_rank, int) or self.lora_rank <= 0):
             raise PlanError(f"lora_rank = {self.lora_rank!r} must be a positive integer")
