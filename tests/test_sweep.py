@@ -252,3 +252,22 @@ def test_compare_with_flags_no_device_can_run_is_one_line(flags, message, capsys
                  "--csv"]) == 0   # above the A100's floor (92 W), below the H100's (153 W)
     rows = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
     assert rows.status.str.startswith("invalid").tolist() == [False, True]
+
+
+def test_compare_says_which_micro_batch_each_device_ran(capsys):
+    """Given a global batch and no micro-batch, each device runs the largest micro-batch that
+    divides its replica's batch and fits (issue 22, item 1: 'say which'); compare's table and
+    --json did not show it, though it differs by device: Llama 2 7B, 8 devices, ZeRO 1, a
+    global batch of 64 (8 per replica) takes 2 on an 80 GB A100 and 8 on a 192 GB MI300X."""
+    import json
+
+    assert main(["compare", "llama2-7b", "--devices", "a100,mi300x", "--num-devices", "8",
+                 "--zero", "1", "--global-batch", "64", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["micro_batch"] for row in rows] == [2, 8]
+    for row in rows:   # the largest of 1, 2, 4, 8 that fits
+        alone = simulate("llama2-7b", row["device"], num_devices=8, zero=1, global_batch=64,
+                         micro_batch=row["micro_batch"])
+        assert alone.fits and alone.step_time_s == pytest.approx(row["step_time_s"])
+    assert not simulate("llama2-7b", "a100", num_devices=8, zero=1, global_batch=64,
+                        micro_batch=4).fits

@@ -45,9 +45,10 @@ PARALLEL_FIELDS = plan_fields.PARALLEL
 PLAN_FIELDS = plan_fields.PLAN
 FIELDS = {**PARALLEL_FIELDS, **PLAN_FIELDS}
 CONFIG_COLUMNS = ("config", "status", "model", "device", "num_devices", *FIELDS)
-#: Columns of ``compare`` (those present: run totals only with tokens).
-COMPARE_COLUMNS = ("device", "num_devices", "cluster", "status", "step_time_s", "samples_per_s",
-                   "tokens_per_s", "mfu", "peak_memory_bytes", "memory_capacity_bytes", "fits",
+#: Columns of ``compare`` (those present: run totals only with tokens); ``micro_batch`` is the
+#: one each device ran (with a global batch and no micro_batch: the largest that fits it).
+COMPARE_COLUMNS = ("device", "num_devices", "cluster", "status", "micro_batch", "step_time_s",
+                   "samples_per_s", "tokens_per_s", "mfu", "peak_memory_bytes", "memory_capacity_bytes", "fits",
                    "energy_j_per_step", "avg_power_w", "tokens_per_joule", "samples_per_kwh",
                    "tflops_per_watt", "price_per_hour_usd", "cost_usd_per_step",
                    "total_time_days", "goodput", "energy_kwh", "co2_kg", "cost_usd",
