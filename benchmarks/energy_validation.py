@@ -15,7 +15,10 @@ can express, each as the submission configured it (``smc-ac-power/benchmarks/*``
   TP communication overlap, FP8 (Transformer Engine, hybrid), no recomputation;
 - ResNet-50 on one node of 8 H100 SXM (MXNet, DALI): global batch 3,200 (400 per GPU), fp16,
   NHWC, batch norm fused with its ReLU and residual add, its statistics and scale-bias-ReLU
-  fused into the convolutions (cuDNN's NormConvolution), CUDA graphs (``EXTRA``).
+  fused into the convolutions (cuDNN's NormConvolution), CUDA graphs (``EXTRA``); and on
+  8 nodes (``config_SMCH100_multi_8x8x50.sh``: 50 images per GPU, global batch 3,200,
+  NETWORK="resnet-v1b-fl": batch norm fused with its ReLU and residual add but no
+  NormConvolution, SHARP all-reduce not priced apart from NCCL's).
 - BERT-large (MLPerf phase 2) on one node of 8 H100 SXM (SMC, v4.0) and of 8 B200 (Lenovo
   ThinkSystem SR780a V3, water cooled, v5.0), the same NVIDIA PyTorch code and config (the
   ``RUNS`` comment below): 48 packed sequences of 512 tokens per GPU, global batch 384 packs
@@ -83,6 +86,14 @@ RUNS = {
                {"device": "h100-sxm5-80gb", "device_count": "8", "dp": "8",
                 "micro_batch": "400", "global_batch": "3200", "cluster": CLUSTER,
                 "devices_per_node": "8", "fusion": "compiled"}),
+    # The same ResNet-50 on 8 nodes (config_SMCH100_multi_8x8x50.sh): BATCHSIZE 50 per GPU,
+    # dp 64, global batch 3,200, NETWORK="resnet-v1b-fl" (symbols/resnet-v1b-fl.py: BatchNorm
+    # with act_type relu and BatchNormAddRelu, no NormConvolution), the common config's NHWC
+    # layouts, --fuse-bn-relu, --fuse-bn-add-relu and MXNET_ENABLE_CUDA_GRAPHS=1
+    "resnet-8node": (("resnet", "8xSMC-H100-SXM-80GB"), "lambda-resnet50-A100_80GB_SXM4",
+                     {"device": "h100-sxm5-80gb", "device_count": "64", "dp": "64",
+                      "micro_batch": "50", "global_batch": "3200", "cluster": CLUSTER,
+                      "devices_per_node": "8", "fusion": "compiled"}),
     # BERT-large, MLPerf phase 2 (NVIDIA's PyTorch BERT: smc-ac-power/benchmarks/bert/
     # implementations/pytorch/config_SMCH100_1x8x48x1_pack.sh, run_and_time.sh in v4.0;
     # Lenovo/benchmarks/bert/config_DGXB200_1x8x48x1_pack.sh, run_and_time.sh, modeling.py,
@@ -131,7 +142,8 @@ RUNS = {
 #: are cuDNN's fused batch-norm convolutions (``symbols/resnet-v1b-mainloop-fl.py`` lines
 #: 209-294: NormConvolution with statistics out and scale-bias-ReLU in, BNStatsFinalize,
 #: ScaleBiasAddRelu at each block's end): ``conv_norm_fusion`` (simulator.training.convnorm).
-EXTRA = {"resnet": {"channels_last": True, "graphs": True, "conv_norm_fusion": True}}
+EXTRA = {"resnet": {"channels_last": True, "graphs": True, "conv_norm_fusion": True},
+         "resnet-8node": {"channels_last": True, "graphs": True}}
 #: Lenovo's B200s at their 1,000 W limit: the dgx-b200 preset's 700 W is a DGX B200's default
 #: set point (its User Guide), not another system's; a B200's own limit is its TDP (b200.toml).
 EXTRA["bert-b200"] = {"power_limit_w": 1000.0}

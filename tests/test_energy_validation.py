@@ -19,6 +19,8 @@ MEASURED = {"gpt3": (10.636, 6904.0), "resnet": (0.05667, 7097.0),
             # BERT-large: SMC's H100 node 0.09516 s and 6,848 W; Lenovo's B200 node 0.06325 s
             # and 9,790 W (the training time between evaluations over its steps)
             "bert-h100": (0.095159, 6847.7), "bert-b200": (0.063253, 9790.3),
+            # ResNet-50 on 8 SMC nodes: 0.010675 s and 5,809 W per node
+            "resnet-8node": (0.010675, 5808.5),
             # Llama 2 70B LoRA: one node 3.834 s and 7,179 W; eight nodes 0.6501 s and 5,899 W
             "lora-1node": (3.8338, 7178.6), "lora-8node": (0.65006, 5899.0)}
 
@@ -101,12 +103,22 @@ def test_bert_energy_bracketed_and_step_error_pinned(bench, step_error):
                                                                                 abs=0.05)
 
 
+def test_resnet_8node_step_error_pinned():
+    """ResNet-50 on 8 SMC nodes (50 images per GPU, NHWC, batch norm fused with its ReLU and
+    residual add, CUDA graphs; no NormConvolution, the submission's resnet-v1b-fl network): the
+    step is +27.3 % at this commit, pinned within 5 points, and even hwsim's GPUs alone draw
+    more energy per step than the metered node (+8.7 %; with the dgx-h100 overhead +70 %): the
+    node's other parts cannot be placed under the GPUs' share while the step is that slow."""
+    row = next(r for r in ev.rows() if r["benchmark"] == "resnet-8node")
+    assert row["predicted_step_s"] / row["measured_step_s"] - 1 == pytest.approx(0.273, abs=0.05)
+    assert row["measured_j"] < row["predicted_gpus_j"] < row["predicted_j"]
+
+
 @pytest.mark.xfail(strict=True, reason="issue 25's target is not met: node energy per step "
                    "+4.1 % (GPT-3), +21 % and +20 % (Llama 2 70B LoRA, 1 and 8 nodes) but "
-                   "+45 % (ResNet-50: hwsim's step 1.25x the MLPerf MXNet run's with cuDNN's "
-                   "batch-norm/convolution fusion priced), +49 % and +71 % (BERT-large on the "
-                   "H100 and B200 nodes: steps 1.27x and 1.22x, node overheads 2.8 and 6.3 kW); "
-                   "median 33 %")
+                   "+45 % and +70 % (ResNet-50 on 1 and 8 nodes: hwsim's steps 1.25x and 1.27x "
+                   "the MLPerf MXNet runs'), +49 % and +71 % (BERT-large on the H100 and B200 "
+                   "nodes: steps 1.27x and 1.22x, node overheads 2.8 and 6.3 kW); median 45 %")
 def test_metered_energy_within_15_percent_median():
     errors = [abs(r["predicted_j"] / r["measured_j"] - 1) for r in ev.rows()]
     assert statistics.median(errors) <= 0.15
