@@ -15,6 +15,7 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     fp8_matmul_efficiency = 0.7   # optional: fp8 GEMMs', default: matmul_efficiency
     fp32_matmul_efficiency = 0.9  # optional: fp32 GEMMs' (CUDA cores), default: matmul_efficiency
     matmul_sustained = 0.9        # optional: sustained over burst GEMM rate, default: none
+    fp8_matmul_sustained = 0.85   # optional: fp8 GEMMs' ratio, default: matmul_sustained
     conv_efficiency = 0.7         # optional, in (0, 1], default: matmul_efficiency
     fp32_conv_efficiency = 1.0    # optional: fp32 convolutions', default: conv_efficiency
     attention_efficiency = 0.65   # optional (fused attention), in (0, 1], default: as conv
@@ -118,7 +119,7 @@ _COMPUTE_REQUIRED = ("peak_tflops", "vector_tflops", "op_overhead_us")
 EFFICIENCIES = ("matmul_efficiency", "conv_efficiency", "attention_efficiency",
                 "vector_efficiency", "memory_efficiency", "matmul_memory_efficiency",
                 "norm_memory_efficiency", "fp8_matmul_efficiency", "fp32_matmul_efficiency",
-                "fp32_conv_efficiency", "matmul_sustained")
+                "fp32_conv_efficiency", "matmul_sustained", "fp8_matmul_sustained")
 _COMPUTE_OPTIONAL = EFFICIENCIES
 #: A GPU whose spec cites no streaming measurement gets these priors: the medians over the
 #: seven GPUs NeuSight timed (P4, P100, T4, V100, A100 PCIe 40GB and 80GB, L4; elementwise

@@ -236,6 +236,9 @@ class DeviceSpec:
     # over the burst rate of one tool on the device or its die; simulator.cost.power
     # .sustained_times). None: the figures are already sustained.
     matmul_sustained: float | None = None
+    # The same ratio for fp8 GEMMs, where the tool measured (or the spec derives) it apart
+    # from the 16-bit one: the fp8 GEMMs' sustained over burst rate. None: matmul_sustained.
+    fp8_matmul_sustained: float | None = None
     memory_efficiency: float = 1.0
     # Convolutions run library algorithms (implicit GEMM, Winograd, direct) of their own
     # efficiency; None: as matmuls.
@@ -344,7 +347,8 @@ class DeviceSpec:
             fraction(getattr(self, name), name)
         for name in ("conv_efficiency", "attention_efficiency", "matmul_memory_efficiency",
                      "norm_memory_efficiency", "fp8_matmul_efficiency",
-                     "fp32_matmul_efficiency", "fp32_conv_efficiency", "matmul_sustained"):
+                     "fp32_matmul_efficiency", "fp32_conv_efficiency", "matmul_sustained",
+                     "fp8_matmul_sustained"):
             fraction(getattr(self, name), name, optional=True)
         for fn, value in self.function_efficiency.items():
             fraction(value, f"function_efficiency.{fn}")

@@ -69,6 +69,24 @@ def test_fp32_gemms_on_the_cuda_cores_are_not_scaled_fp8_ones_are():
         compute[0] / 0.888, rel=1e-9)
 
 
+def test_an_fp8_ratio_scales_the_fp8_gemms_and_only_them():
+    """With ``fp8_matmul_sustained`` the fp8 GEMM's compute is its burst over that ratio, a
+    bf16 GEMM's over ``matmul_sustained`` still; without it fp8 takes ``matmul_sustained``."""
+    spec = dataclasses.replace(H100, fp8_matmul_sustained=0.7)
+    for dtype, ratio in ((DType.FP8, 0.7), (DType.BF16, 0.888)):
+        low = _lowered(dtype)
+        compute, memory, time = op_costs(low, spec)
+        assert sustained_times(low, spec, compute, memory, time)[0][0] == pytest.approx(
+            compute[0] / ratio, rel=1e-9)
+    # an fp8 ratio alone (no 16-bit one): the bf16 GEMMs keep the burst rate
+    only = dataclasses.replace(H100, matmul_sustained=None, fp8_matmul_sustained=0.7)
+    low = _lowered(DType.BF16)
+    compute, memory, time = op_costs(low, only)
+    assert np.array_equal(sustained_times(low, only, compute, memory, time)[1], time)
+    with pytest.raises(SpecError, match="fp8_matmul_sustained"):
+        override(H100, {"fp8_matmul_sustained": 1.5})
+
+
 def test_no_ratio_changes_nothing():
     bare = dataclasses.replace(H100, matmul_sustained=None)
     low = _lowered(DType.BF16)

@@ -151,13 +151,20 @@ def sustained_times(lowered: Lowered, device: DeviceSpec, compute_s: np.ndarray,
     module's power model assumes (a busy device at its TDP). Kernel-level comparisons (a table
     of kernels timed alone: ``simulator.cost.roofline.op_costs``) keep the burst rate. A spec
     without the ratio (None: its figures are sustained, or no sustained figure is known) is
-    unchanged."""
+    unchanged. fp8 kernels take ``fp8_matmul_sustained`` where the spec gives it (the same
+    tool's fp8 rows: the B200's MSMF over MAMF in fp8, the GB200's derived from them), else
+    ``matmul_sustained``, so that a step's fp8 GEMMs run at the fp8 sustained rate itself."""
     ratio = device.matmul_sustained
-    if ratio is None or ratio >= 1.0 or len(time_s) == 0:
+    fp8_ratio = device.fp8_matmul_sustained
+    fp8_ratio = ratio if fp8_ratio is None else fp8_ratio
+    if (ratio is None and fp8_ratio is None) or len(time_s) == 0:
         return compute_s, time_s
     clock = np.ones(len(time_s), dtype=np.float64)
-    held = np.isin(lowered.kind, _TENSOR_CORE_CODES) & (lowered.dtype != DType.FP32)
-    clock[held] = ratio
+    tensor = np.isin(lowered.kind, _TENSOR_CORE_CODES) & (lowered.dtype != DType.FP32)
+    fp8 = lowered.dtype == DType.FP8
+    for held, value in ((tensor & ~fp8, ratio), (tensor & fp8, fp8_ratio)):
+        if value is not None and value < 1.0:
+            clock[held] = value
     return scaled_times(compute_s, memory_s, time_s, clock)
 
 
