@@ -2,6 +2,8 @@
 system, communication seconds, and whole-run totals (time, energy, CO2, cost)."""
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from hardware_specs.spec import DeviceSpec
@@ -69,12 +71,23 @@ def system_flops(run, unsplit, parallel: ParallelPlan, m: int,
     return model_step, model_step + (recomputed + replicated) * parallel.replicas
 
 
+#: ``_trained_flops``' counts by unsplit graph (the stage cache's, reused by a sweep), then plan.
+_TRAINED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _trained_flops(unsplit, plan: Plan, layers: int) -> float:
     """Model FLOPs of one micro-batch's forward and backward of a fine-tune's whole model of
     ``layers`` layers, from the training graph of ``unsplit`` (a model of some of them, every
     layer alike): what lies outside the layers, its first layer (whose input, the embedding's
     output, needs no gradient: autograd skips the data gradients there) and its other layers'
-    mean times the rest."""
+    mean times the rest. Memoized per graph and plan: a sweep's cached graphs count once."""
+    memo = _TRAINED.setdefault(unsplit, {})
+    if (plan, layers) not in memo:
+        memo[(plan, layers)] = _count_trained(unsplit, plan, layers)
+    return memo[(plan, layers)]
+
+
+def _count_trained(unsplit, plan: Plan, layers: int) -> float:
     from simulator.graph.lower import lower
     from simulator.training.backward import training_graph
 
