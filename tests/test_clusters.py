@@ -61,6 +61,27 @@ def test_every_preset_loads(name):
     assert cluster.name == name and cluster.source
 
 
+def test_hwsim_devices_lists_every_preset(capsys):
+    """The presets were named only by an unknown --cluster's error, whose neighbour said
+    '(presets: see 'hwsim devices')', which listed none: each is a line of its own, its
+    figures those of the file (DGX A100: 6,500 W a node less 8 x 400 W GPUs), and its source."""
+    from simulator.cli import main
+
+    assert main(["devices"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("cluster presets"))
+    rows = {line.split()[0]: line for line in lines[start + 1:] if not line.startswith(" ")}
+    assert sorted(rows) == list_clusters()
+    for name, line in rows.items():
+        cluster = load_cluster(name)
+        assert f"{cluster.nodes} x {cluster.devices_per_node} {cluster.device.name}," in line
+        assert f"source: {cluster.source}" in lines[lines.index(line) + 1]
+    assert "hdr-infiniband 25 GB/s between nodes (switch), node overhead 3,300 W" in \
+        rows["dgx-a100"]
+    assert rows["dgx-b200"].endswith("set point 700 W")
+    assert "tpu-v4-pod-slice   16 x 4 tpu-v4, ici 270 GB/s in a node" in rows["tpu-v4-pod-slice"]
+
+
 def test_dgx_a100_figures():
     c = load_cluster("dgx-a100")
     assert c.device.name == "a100-sxm4-80gb"

@@ -91,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
 def add_plan_flags(p: argparse.ArgumentParser) -> None:
     """The hardware and plan flags of a simulated step (predict, plot)."""
     p.add_argument("--device", default=None, help="catalogue name ('hwsim devices') or .toml")
-    p.add_argument("--cluster", default=None, help="a cluster preset (dgx-a100, dgx-h100, "
-                   "tpu-v4-pod-slice) or cluster .toml, instead of --device")
+    p.add_argument("--cluster", default=None, help="a cluster preset ('hwsim devices' lists "
+                   "them: dgx-h100, gb200-nvl72, tpu-v5p-pod-slice, ...) or cluster .toml, "
+                   "instead of --device")
     p.add_argument("--num-devices", type=int, default=None,
                    help="devices in all (default dp x tp x pp x cp, or the cluster's)")
     p.add_argument("--seq-len", type=int, default=None, help="override the model's context")
@@ -512,7 +513,28 @@ def _devices(args) -> int:
     print("power: 'TDP ... (prior)', 'idle prior': a figure not published for the device, a "
           "prior from measured devices of its class (the spec's [power] comments say which; "
           "its energy figures are uncertain): give --set tdp_w=W or --set idle_power_w=W")
+    _clusters()
     return 0
+
+
+def _clusters() -> None:
+    """The cluster presets (``--cluster NAME``): nodes x devices, the networks inside and
+    between nodes (per device and direction), a node's power besides its devices and the
+    devices' set point where the preset cites them, and the preset's source."""
+    from hardware_specs.cluster import list_clusters, load_cluster
+
+    clusters = {name: load_cluster(name) for name in list_clusters()}
+    print("cluster presets (--cluster NAME): nodes x devices per node, the networks per device "
+          "and direction, a node's power besides its devices, the devices' set point")
+    for name, c in clusters.items():
+        between = ("" if c.inter is None else f", {c.inter.name} "
+                   f"{c.inter.bandwidth_bytes_per_s / 1e9:g} GB/s between nodes")
+        power = (f", node overhead {c.node_overhead_w:,.0f} W" if c.node_overhead_w else "")
+        limit = (f", set point {c.power_limit_w:g} W" if c.power_limit_w else "")
+        print(f"{name:18s} {c.nodes} x {c.devices_per_node} {c.device.name}, {c.intra.name} "
+              f"{c.intra.bandwidth_bytes_per_s / 1e9:g} GB/s in a node{between}"
+              f" ({c.topology.value}){power}{limit}")
+        print(f"{'':18s} source: {c.source}")
 
 
 def _half_words(device) -> str:
