@@ -121,6 +121,29 @@ def test_predict_a_config_from_the_cli(capsys):
     assert out["tokens_per_s"] == pytest.approx(out["samples_per_s"] * 1024)
 
 
+def test_a_models_folder_is_read_by_its_config(tmp_path, capsys):
+    """A downloaded model's folder, as from_pretrained takes it, is its config.json: before,
+    a folder named like a zoo alias (meta-llama/Llama-2-7b-hf's Llama-2-7b-hf/) silently ran
+    the zoo model its name spells, whatever its config said, and any other folder was an
+    'unknown model'. Here a folder named Llama-2-7b-hf holding Qwen2-0.5B's config."""
+    import shutil
+
+    folder = tmp_path / "Llama-2-7b-hf"
+    folder.mkdir()
+    shutil.copy(config("Qwen2-0.5B"), folder / "config.json")
+    for spec in (str(folder), f"{folder}/"):
+        assert get_workload(spec).num_params() == 494_032_768
+    assert simulate(str(folder), "h100", micro_batch=1).params == 494_032_768
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["predict", str(empty), "--device", "a100"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a folder without a config.json" in err
+    assert main(["predict", "x" * 5000, "--device", "a100"]) == 2   # no path: a model name
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown model" in err and len(err) < 600
+
+
 def test_simulate_a_config_from_the_api():
     result = simulate(config("Qwen2-0.5B"), "h100", micro_batch=1)
     assert result.params == 494_032_768

@@ -65,6 +65,10 @@ def get_workload(spec: str | Workload) -> Workload:
         return load_workload_toml(spec)
     if is_hf_config(spec):
         return load_hf_config(spec)
+    if _is(spec, "config.json"):
+        # a downloaded model's folder, as from_pretrained takes it: its config.json, not the
+        # zoo model its name spells (a fine-tuned Llama-2-7b-hf/ keeps its own figures)
+        return load_hf_config(Path(spec) / "config.json")
     if spec.endswith(".onnx"):
         from workloads.onnx_import import load_onnx  # needs the onnx extra
         return load_onnx(spec)
@@ -74,9 +78,22 @@ def get_workload(spec: str | Workload) -> Workload:
     name = zoo_name(spec)
     if name is not None:
         return MODELS[name]
-    raise WorkloadError(f"unknown model {spec!r}{did_you_mean(spec, MODELS)}: see 'hwsim "
-                        "models' for the zoo, or give a Hugging Face config.json, a workload "
-                        ".toml file, a .onnx file or file.py:factory")
+    if _is(spec):
+        raise WorkloadError(f"{shown(spec, 200)} is a folder without a config.json: give a "
+                            "Hugging Face config.json (or its folder), a workload .toml, "
+                            "a .onnx file or file.py:factory")
+    raise WorkloadError(f"unknown model {shown(spec, 200)}{did_you_mean(spec, MODELS)}: see "
+                        "'hwsim models' for the zoo, or give a Hugging Face config.json, a "
+                        "workload .toml file, a .onnx file or file.py:factory")
+
+
+def _is(spec: str, file: str | None = None) -> bool:
+    """Whether ``spec`` is a folder (holding ``file``); False for any name no path can be
+    (too long, a NUL byte)."""
+    try:
+        return (Path(spec) / file).is_file() if file else Path(spec).is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def load_workload_toml(path: str | Path) -> TransformerConfig:
