@@ -26,9 +26,10 @@ can express, each as the submission configured it (``smc-ac-power/benchmarks/*``
   scaling), fused bias/GELU/dropout-add kernels, CUDA graphs, Apex's DistributedFusedLAMB
   (optimizer state sharded over the 8 GPUs: ``zero`` 1). Not expressed, so not priced: LAMB's
   per-tensor trust ratios (hwsim's nearest update, AdamW, has none), the fp8 attention
-  (``fp8_dpa``), attention within each packed sample only (``--pad_fmha``: two ~256-token
-  samples per pack attend block-diagonally; hwsim prices the full 512 x 512) and the MLM head
-  on the masked tokens alone (``--dense_seq_output``: at most 76 of 512 per sample).
+  (``fp8_dpa``) and attention within each packed sample only (``--pad_fmha``: two ~256-token
+  samples per pack attend block-diagonally; hwsim prices the full 512 x 512). The MLM head
+  runs on the masked tokens alone (``--dense_seq_output``; ``mlm_share`` 0.15, BERT's
+  masking rate: an upper bound, padding is never masked).
 
 - Llama 2 70B LoRA fine-tuning on 1 and 8 nodes of 8 H100 SXM (NeMo r2.0.0.rc0.beta, the
   ``RUNS`` comment below): tp 4, sequence parallel, TP communication overlap, FP8 (hybrid),
@@ -68,7 +69,8 @@ from simulator.api import simulate
 TABLE = ROOT / "tests" / "data" / "mlperf_power.csv"
 CLUSTER = "dgx-h100"
 #: BERT-large's plan as NVIDIA's MLPerf BERT ran it (``RUNS``' comment), over the GPT-3 row's.
-BERT = {"model": "bert-large", "vocab": "", "seq_len": "", "device_count": "8", "dp": "8",
+BERT = {"model": "bert-large", "vocab": "", "seq_len": "", "model_options": "mlm_share=0.15",
+        "device_count": "8", "dp": "8",
         "tp": "1", "pp": "1", "cp": "1", "zero": "1", "sequence_parallel": "false",
         "schedule": "1f1b", "virtual_stages": "1", "overlap_tp_comm": "false",
         "tp_comm_overlap": "false", "overlap_param_gather": "false", "overlap_p2p_comm": "false",
@@ -104,7 +106,8 @@ RUNS = {
     # bias_fc, --fused_bias_mha, --fused_dropout_add, --fused_gemm_gelu (fusion compiled);
     # --use_cuda_graph (graphs); --distributed_lamb (apex DistributedFusedLAMB, max_grad_norm
     # 1.0: state sharded, gradients reduce-scattered and weights all-gathered: zero 1, grad
-    # clip); Transformer Engine's fused attention (cuDNN). Node presets: dgx-h100 (as above)
+    # clip); --dense_seq_output: the MLM head on the masked positions alone, 15 % of them at
+    # most (TransformerConfig.mlm_share); Transformer Engine's fused attention (cuDNN). Node presets: dgx-h100 (as above)
     # and dgx-b200 (its datasheet's ~14.3 kW maximum: 6.3 kW besides 8 x 1,000 W; no measured
     # maximum of a B200 node is cited, so it is the rating's upper bound).
     "bert-h100": (("bert", "1xSMC-H100-SXM-80GB"), "nemo-gpt3-175b-fp8-512", BERT | {

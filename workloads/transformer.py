@@ -110,6 +110,14 @@ class TransformerConfig:
     # ``add``, ``mul``). Off by default: the presets and configs price the fused kernels.
     hf_eager: bool = False
     gelu_kernels: int = 1
+    # BERT's MLM head on the masked positions alone: the share of the sequence's positions it
+    # runs on, gathered first (torch.index_select), as NVIDIA's MLPerf BERT does with
+    # --dense_seq_output (training_results_v5.0 0fdc28f, Lenovo/benchmarks/bert/modeling.py,
+    # BertPreTrainingHeads.forward). None: every position (Hugging Face's BertForPreTraining).
+    # BERT masks 15 % of the tokens (Devlin et al. 2019, sec. 3.1; MLPerf's
+    # create_pretraining_data.py: round(len x masked_lm_prob 0.15), at most 76 a sample), so
+    # 0.15 is the share at most (padding is never masked). Encoder style only.
+    mlm_share: float | None = None
 
     def __post_init__(self) -> None:
         for key in ("layers", "hidden", "heads", "vocab", "seq_len"):
@@ -129,6 +137,12 @@ class TransformerConfig:
                 or not 0 < self.rotary_pct <= 1:
             raise WorkloadError(f"{self.name}: rotary_pct = {self.rotary_pct!r} must be a "
                                 "fraction in (0, 1] (GPT-NeoX's rotary_pct; 1: whole heads)")
+        if self.mlm_share is not None and (
+                isinstance(self.mlm_share, bool) or not isinstance(self.mlm_share, (int, float))
+                or not 0 < self.mlm_share <= 1 or self.style is not Style.ENCODER):
+            raise WorkloadError(f"{self.name}: mlm_share = {self.mlm_share!r} must be a fraction "
+                                "in (0, 1] on an encoder (the share of positions the MLM head "
+                                "runs on: 0.15 for BERT's masked tokens)")
         if self.head_size is None and self.hidden % self.heads:
             raise WorkloadError(f"{self.name}: heads = {self.heads} must divide hidden = "
                                 f"{self.hidden} (head dimension = hidden / heads)")
@@ -446,6 +460,9 @@ def _head(c: TransformerConfig, b: Builder, x: str, batch: int) -> None:
         b.loss(b.linear("classifier", cls, batch, h, c.vocab, bias=True), batch, c.vocab)
         return
     if c.style is Style.ENCODER:  # MLM transform, then the tied decoder with its own bias
+        if c.mlm_share is not None:  # the masked positions gathered (index_select) first
+            rows = max(1, round(rows * c.mlm_share))
+            x = b.copy("mlm_gather", x, rows * h)
         x = b.activation("gelu", b.linear("mlm_dense", x, rows, h, h, True), rows * h)
         x = b.norm(c.norm.value, x, rows, h, bias=c.norm is Norm.LAYERNORM)
         logits = b.linear("lm_head", x, rows, h, c.vocab, bias=True, tied=True,
