@@ -11,7 +11,8 @@ from simulator.explore.capacity import capacity_plan, with_fixed
 from simulator.explore.sweep import FIELDS
 
 SHARED = ("--seq-len", "--cluster", "--pue", "--carbon-intensity", "--own-years",
-          "--electricity-usd-per-kwh", "--node-cost-usd", "--price-per-hour", "--set")
+          "--electricity-usd-per-kwh", "--node-cost-usd", "--price-per-hour", "--set",
+          "--node-overhead-w")
 
 
 def _options(command: str) -> set[str]:
@@ -180,3 +181,35 @@ def test_no_device_runs_the_fixed_plan_is_one_line(capsys):
                            "--precision", "fp8", "--workers", "1"], capsys)
     assert code == 2 and out == "" and err.count("\n") == 1
     assert "none of the 2 devices can run gpt2-small" in err and "fp8" in err
+
+
+def test_node_overhead_reaches_compare_sweep_and_plan_rows(tmp_path, capsys):
+    """--node-overhead-w was predict's only: compare, sweep and plan rows counted a device's
+    node as drawing nothing besides its devices. 8 A100s are one node: 1,000 W more for the
+    run's time adds 1,000 x total_time_s / 3.6e6 kWh (pue 1), and every row echoes it."""
+    import io
+    import json
+
+    import pandas as pd
+
+    base = ["gpt2-small", "--devices", "a100", "--tokens", "1e9"]
+    rows = []
+    for extra in ([], ["--node-overhead-w", "1000"]):
+        assert main(["compare", *base, "--num-devices", "8", "--json", *extra]) == 0
+        rows.append(json.loads(capsys.readouterr().out)[0])
+    bare, node = rows
+    assert node["total_time_days"] == bare["total_time_days"]
+    assert node["energy_kwh"] - bare["energy_kwh"] == pytest.approx(
+        1000 * bare["total_time_days"] * 86400 / 3.6e6, rel=1e-6)   # --json: 10 digits
+    assert main(["sweep", *base, "--device-counts", "8", "--workers", "1",
+                 "--node-overhead-w", "1000"]) == 0
+    swept = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert swept.node_overhead_w.tolist() == [1000.0]
+    assert swept.energy_kwh.tolist() == pytest.approx([node["energy_kwh"]], rel=1e-6)
+    out = tmp_path / "plan.csv"
+    assert main(["plan", *base, "--device-counts", "8", "--grid", "tp=1", "--grid", "zero=1",
+                 "--grid", "micro_batch=1", "--workers", "1", "--node-overhead-w", "1000",
+                 "--out", str(out)]) == 0
+    assert pd.read_csv(out).node_overhead_w.tolist() == [1000.0]
+    assert main(["compare", *base, "--node-overhead-w", "-5"]) == 2
+    assert "node_overhead_w = -5.0 is outside" in capsys.readouterr().err

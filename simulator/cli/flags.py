@@ -48,8 +48,12 @@ def add_set_flag(p: argparse.ArgumentParser) -> None:
 
 def add_run_flags(p: argparse.ArgumentParser, prices: bool = True) -> None:
     """The run totals' flags every command that predicts shares (predict, compare, sweep,
-    plan): datacentre PUE, carbon intensity, the cost of owning (``own_cost_usd``) and, with
-    ``prices``, per-device prices."""
+    plan): datacentre PUE, carbon intensity, a node's power besides its devices, the cost of
+    owning (``own_cost_usd``) and, with ``prices``, per-device prices."""
+    p.add_argument("--node-overhead-w", type=float, default=None, metavar="WATTS",
+                   help="run totals: power per node besides the devices (hosts, NICs, fans; "
+                        "default: a cluster preset's measured, else datasheet, maximum node "
+                        "power less its devices' TDPs, else 0)")
     p.add_argument("--pue", type=positive_float, default=None,
                    help="datacentre power usage effectiveness for run totals (default 1.0)")
     p.add_argument("--carbon-intensity", dest="carbon_intensity", type=positive_float, default=None,
@@ -72,6 +76,7 @@ def add_run_flags(p: argparse.ArgumentParser, prices: bool = True) -> None:
 def run_values(args: argparse.Namespace) -> dict:
     """``simulate``'s run-total keywords from ``add_run_flags``' flags (those given)."""
     values = {"pue": args.pue, "grid_kg_co2_per_kwh": args.carbon_intensity,
+              "node_overhead_w": args.node_overhead_w,
               "own_years": args.own_years,
               "electricity_usd_per_kwh": args.electricity_usd_per_kwh,
               "node_cost_usd": args.node_cost_usd}

@@ -98,10 +98,6 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
                    help="devices in all (default dp x tp x pp x cp, or the cluster's)")
     p.add_argument("--seq-len", type=int, default=None, help="override the model's context")
     add_plan_fields(p)
-    p.add_argument("--node-overhead-w", type=float, default=None, metavar="WATTS",
-                   help="run totals: power per node besides the devices (hosts, NICs, fans; "
-                        "default: a cluster preset's measured, else datasheet, maximum node "
-                        "power less its devices' TDPs, else 0)")
     run = p.add_mutually_exclusive_group()
     run.add_argument("--tokens", type=positive_float, default=None,
                      help="whole run: tokens to train on")
@@ -183,8 +179,7 @@ def simulate_args(args):
     if args.price_per_hour:
         hardware = _priced(hardware, args.price_per_hour)
     result = simulate(work, hardware, parallel=parallel, num_devices=num_devices,
-                      tokens=args.tokens, steps=args.steps, node_overhead_w=args.node_overhead_w,
-                      **totals, **fields)
+                      tokens=args.tokens, steps=args.steps, **totals, **fields)
     return result
 
 
