@@ -334,7 +334,11 @@ def test_efficiency_figures_closed_form():
     assert s["tokens_per_joule"] == pytest.approx(r.tokens_per_s / watts)
     assert s["samples_per_kwh"] == pytest.approx(r.samples_per_s / watts * 3.6e6)
     assert s["tflops_per_watt"] == pytest.approx(r.tflops_per_device / r.avg_power_w)
+    # the same figures as the Result's attributes (DESIGN: 'the same figures as attributes')
+    assert (r.tokens_per_joule, r.samples_per_kwh, r.tflops_per_watt) == (
+        s["tokens_per_joule"], s["samples_per_kwh"], s["tflops_per_watt"])
     assert simulate("resnet-18", "a100").summary()["tokens_per_joule"] is None
+    assert simulate("resnet-18", "a100").tokens_per_joule is None
     from simulator.explore.sweep import compare
 
     rows = compare("gpt2-small", ["a100", "t4"])

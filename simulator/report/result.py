@@ -106,6 +106,21 @@ class Result:
                 "samples_per_kwh": self.samples_per_s / watts * 3.6e6,
                 "tflops_per_watt": self.tflops_per_device / self.avg_power_w}
 
+    @property
+    def tokens_per_joule(self) -> float | None:
+        """Tokens per joule of the devices alone (``efficiency``); None without tokens."""
+        return self.efficiency()["tokens_per_joule"]
+
+    @property
+    def samples_per_kwh(self) -> float | None:
+        """Samples per kWh of the devices alone (``efficiency``)."""
+        return self.efficiency()["samples_per_kwh"]
+
+    @property
+    def tflops_per_watt(self) -> float | None:
+        """Model TFLOP/s per device over its average power (``efficiency``)."""
+        return self.efficiency()["tflops_per_watt"]
+
     def to_json(self) -> str:
         """``summary()`` as JSON: numbers only, never NaN or Infinity (``InternalError``)."""
         try:
