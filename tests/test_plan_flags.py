@@ -213,3 +213,19 @@ def test_node_overhead_reaches_compare_sweep_and_plan_rows(tmp_path, capsys):
     assert pd.read_csv(out).node_overhead_w.tolist() == [1000.0]
     assert main(["compare", *base, "--node-overhead-w", "-5"]) == 2
     assert "node_overhead_w = -5.0 is outside" in capsys.readouterr().err
+
+
+def test_run_total_flags_without_a_run_say_so(capsys):
+    """predict --own-years 3 --electricity-usd-per-kwh 0.1 without --tokens or --steps printed
+    no owning line and said nothing: the flags it cannot use are named in a note."""
+    import json
+
+    argv = ["predict", "gpt2-small", "--device", "h100", "--own-years", "3",
+            "--electricity-usd-per-kwh", "0.1", "--pue", "1.2", "--json"]
+    assert main(argv) == 0
+    notes = json.loads(capsys.readouterr().out)["notes"]
+    assert ("--own-years, --electricity-usd-per-kwh, --pue change only the whole run's totals, "
+            "which need --tokens or --steps: nothing here uses them") in notes
+    assert main([*argv, "--tokens", "1e9"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["own_cost_usd"] > 0 and not any("--tokens" in n for n in summary["notes"])

@@ -180,6 +180,14 @@ def simulate_args(args):
         hardware = _priced(hardware, args.price_per_hour)
     result = simulate(work, hardware, parallel=parallel, num_devices=num_devices,
                       tokens=args.tokens, steps=args.steps, **totals, **fields)
+    unused = [f"--{name.replace('_', '-')}" for name in ("own_years", "electricity_usd_per_kwh",
+                                                         "node_cost_usd", "pue",
+                                                         "carbon_intensity", "node_overhead_w",
+                                                         "price_per_hour")
+              if getattr(args, name) is not None]
+    if unused and args.tokens is None and args.steps is None:   # said, not silently dropped
+        result.notes.append(f"{', '.join(unused)} change only the whole run's totals, which "
+                            "need --tokens or --steps: nothing here uses them")
     return result
 
 
