@@ -36,7 +36,8 @@ from typing import Any
 from hardware_specs import units
 from hardware_specs.loader import _Checker, load_device, read_toml
 from hardware_specs.spec import DeviceClass, DeviceSpec, Link, LinkKind, fraction, within
-from simulator.errors import PlanError, SpecError, did_you_mean, read_input, shown
+from simulator.errors import (PlanError, SpecError, canonical, did_you_mean, read_input,
+                              shown)
 
 
 class Topology(str, Enum):
@@ -199,12 +200,14 @@ def load_cluster(name_or_path: str) -> ClusterSpec:
         data = read_input(text, "cluster spec", SpecError, hint=": give an existing .toml file "
                           f"or a preset name ({', '.join(list_clusters())})")
         return parse_cluster(data, shown(text, 200)[1:-1])
-    resource = _presets() / f"{text.lower()}.toml"
-    if text.lower() not in list_clusters():
+    # loosely spelled as device names are (``canonical``: DGX_A100, dgxa100, TPU v4 pod slice)
+    name = {canonical(n): n for n in list_clusters()}.get(canonical(text))
+    if name is None:
         raise SpecError(f"unknown cluster {shown(text)}"
                         f"{did_you_mean(text, list_clusters())}: choose one of "
                         f"{', '.join(list_clusters())} or give a cluster .toml file")
-    return parse_cluster(resource.read_bytes(), f"hardware_specs/clusters/{text.lower()}.toml")
+    resource = _presets() / f"{name}.toml"
+    return parse_cluster(resource.read_bytes(), f"hardware_specs/clusters/{name}.toml")
 
 
 def parse_cluster(data: bytes, path: str) -> ClusterSpec:

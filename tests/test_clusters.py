@@ -157,6 +157,14 @@ def test_unknown_cluster_lists_the_presets():
         load_cluster("dgx-z9")
 
 
+@pytest.mark.parametrize("spelling, name", [("dgxa100", "dgx-a100"), ("DGX_H100", "dgx-h100"),
+                                             ("tpu v4 pod slice", "tpu-v4-pod-slice"),
+                                             ("GB200-NVL72", "gb200-nvl72")])
+def test_presets_take_loose_spellings_as_devices_do(spelling, name):
+    """Issue 22 item 10: 'b-200' and 'tpuv4' were devices but 'dgxa100' an unknown cluster."""
+    assert load_cluster(spelling).name == name
+
+
 def test_missing_file():
     with pytest.raises(SpecError, match="no cluster spec file"):
         load_cluster("nowhere/cluster.toml")
