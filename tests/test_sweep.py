@@ -271,3 +271,37 @@ def test_compare_says_which_micro_batch_each_device_ran(capsys):
         assert alone.fits and alone.step_time_s == pytest.approx(row["step_time_s"])
     assert not simulate("llama2-7b", "a100", num_devices=8, zero=1, global_batch=64,
                         micro_batch=4).fits
+
+
+def test_compare_no_device_can_run_for_different_reasons_is_one_line(capsys):
+    """Every device refusing the plan, each for its own reason (a power limit under each
+    device's floor, which the reason names), is still the flags' mistake: one line naming each
+    device's reason, exit 2 (it printed a table of 'invalid: ...' rows and exited 0); past three
+    reasons, the first three and 'and N more devices'."""
+    assert main(["compare", "gpt2-small", "--devices", "h100,a100",
+                 "--power-limit-w", "50"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    err = captured.err
+    assert err.startswith("hwsim: error: no device can run this plan: power_limit_w = 50 W")
+    assert "h100-sxm5-80gb" in err and "at least 153" in err   # each device's own floor
+    assert "a100-sxm4-80gb" in err and "at least 92" in err
+    assert err.count("h100-sxm5-80gb") == 1 and "and 1 more" not in err   # named once
+    assert main(["compare", "gpt2-small", "--devices", "a100,h100,b200,mi300x,h200",
+                 "--power-limit-w", "50"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.count("give at least") == 3
+    assert err.rstrip().endswith("; and 2 more devices") and "mi300x" not in err
+
+
+def test_no_device_runs_names_the_devices_a_reason_does_not():
+    """A reason that does not name its device is prefixed by the devices giving it, once."""
+    from simulator.cli.explore import _no_device_runs
+
+    rows = pd.DataFrame({"device": ["a", "b", "c"],
+                         "status": ["invalid: x too big", "invalid: x too big",
+                                    "invalid: c has no y"]})
+    assert _no_device_runs(rows) == "no device can run this plan: a, b: x too big; c has no y"
+    assert _no_device_runs(rows, shown=1) == ("no device can run this plan: a, b: x too big; "
+                                              "and 1 more device")
+    assert _no_device_runs(rows.iloc[:2]) == "x too big"

@@ -101,9 +101,8 @@ def compare_command(args) -> int:
     specs = _specs(args, _hardware(args))
     rows = compare(_model(args), specs, num_devices=args.num_devices,
                    tokens=args.tokens, totals=run_values(args), **fields)
-    reasons = set(rows["status"])
-    if len(reasons) == 1 and not reasons <= {"ok"}:   # the flags, not a device: one line
-        raise PlanError(reasons.pop().removeprefix("invalid: "))
+    if len(rows) and not (rows["status"] == "ok").any():   # the flags, not a device: one line
+        raise PlanError(_no_device_runs(rows))
     if args.json:
         print(rows.to_json(orient="records", indent=2))
     elif args.csv:
@@ -116,6 +115,22 @@ def compare_command(args) -> int:
         if summary:
             print(summary)
     return 0
+
+
+def _no_device_runs(rows, shown: int = 3) -> str:
+    """The one line for a compare no device can run: the reason alone when every device gives
+    the same one; else each distinct reason with the devices giving it (a reason that names its
+    device is not prefixed again), the first ``shown`` of them and 'and N more devices'."""
+    by_reason: dict[str, list[str]] = {}
+    for device, status in zip(rows["device"], rows["status"]):
+        by_reason.setdefault(status.removeprefix("invalid: "), []).append(str(device))
+    if len(by_reason) == 1:
+        return next(iter(by_reason))
+    parts = [reason if all(name in reason for name in names)
+             else f"{', '.join(names)}: {reason}" for reason, names in by_reason.items()]
+    more = sum(len(names) for names in list(by_reason.values())[shown:])
+    tail = f"; and {more} more device{'s' * (more > 1)}" if more else ""
+    return "no device can run this plan: " + "; ".join(parts[:shown]) + tail
 
 
 def sweep_command(args) -> int:
