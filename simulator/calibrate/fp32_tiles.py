@@ -13,8 +13,11 @@ calls of 1e10 to 2e11 FLOPs (``NARROW_TABLE``; under 1e10 the calls' ~20 us floo
 events, which hwsim prices apart, is a large share), refitting the
 ``fp32_matmul_efficiency`` of the L4 and the two A100 PCIe cards on their calls of 2e11 and more
 (``simulator.calibrate.gemm.fit``, the rule their specs' figures come from; ``REFIT_DEVICES``)
-while the T4 and V100 keep their specs' DeepBench figures, and holds each GPU out in turn. Batched GEMMs keep the widest tile (``efficiency.fp32_tiles``):
-NeuSight's fp32 bmm calls on the A100 PCIe and L4 run ``ampere_sgemm_128x128`` alone.
+while the T4 and V100 keep their specs' DeepBench figures, and holds each GPU out in turn.
+Batched GEMMs keep the widest tile on the A100 PCIe and L4 (``efficiency.fp32_tiles``), whose
+fp32 bmm calls in NeuSight's tables run ``ampere_sgemm_128x128`` alone; the T4's and V100's
+choose among the same tiles at the same c (``fp32_batched_narrowest``, nothing refitted:
+``tests/test_fp32_batched_tiles.py``).
 """
 from __future__ import annotations
 
