@@ -9,7 +9,13 @@ warm-up that compiles the kernels.
 """
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as ``python benchmarks/bench_cluster.py``
+    sys.path.insert(0, str(ROOT))
 
 from simulator import simulate
 from simulator.plan.parallel import ParallelPlan

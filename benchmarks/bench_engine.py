@@ -6,7 +6,13 @@ hand-off to arrays and every engine pass. Best of 20 after a warm-up that compil
 """
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as ``python benchmarks/bench_engine.py``
+    sys.path.insert(0, str(ROOT))
 
 from hardware_specs.loader import load_device
 from simulator.cost.energy import op_energy, step_energy

@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as ``python benchmarks/bench_plan.py``
+    sys.path.insert(0, str(ROOT))
 
 from simulator.explore.capacity import capacity_plan
 

@@ -13,9 +13,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as ``python benchmarks/bench_price.py``
+    sys.path.insert(0, str(ROOT))
 
 from hardware_specs.loader import load_device
 from simulator.cost.roofline import op_costs

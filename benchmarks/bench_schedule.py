@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as ``python benchmarks/bench_schedule.py``
+    sys.path.insert(0, str(ROOT))
 
 from simulator.engine import kernels
 

@@ -11,7 +11,13 @@ figure on a 2-core machine. ``--no-memo`` leaves out the workers' stage caches
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as ``python benchmarks/bench_sweep.py``
+    sys.path.insert(0, str(ROOT))
 
 DEVICES = ["a100-sxm4-40gb", "a100-sxm4-80gb", "h100-sxm5-80gb", "h200-sxm", "mi300x"]
 COUNTS = [8, 16, 32, 64, 128]

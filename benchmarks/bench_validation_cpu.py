@@ -31,16 +31,25 @@ from pathlib import Path
 
 import torch
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as ``python benchmarks/bench_validation_cpu.py``
+    sys.path.insert(0, str(ROOT))
+
 from hardware_specs.host import on_cores
 from hardware_specs.loader import load_device
-from simulator.calibrate.fit import Calibration, CalibrationRefused, Measurement, cases, checked_fit
+from simulator.calibrate.fit import (
+    Calibration,
+    CalibrationRefused,
+    Measurement,
+    cases,
+    checked_fit,
+)
 from simulator.calibrate.records import environment
 from simulator.calibrate.stability import stability
 from simulator.calibrate.timing import best_of, lower_median, over_passes, torch_case
 from simulator.calibrate.validate import measure_step, predict_rows, report
 from workloads.torch_import import load_factory_parts
 
-ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"tests/models": "test models (issue 6: median < 15 %, none > 35 %)",
            "benchmarks/models": "held-out models (issue 20: median <= 10 %, none > 25 %)"}
 BOUNDS = {"tests/models": (0.15, 0.35, False),       # median, largest, inclusive

@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as ``python benchmarks/neusight_labels.py``: this tree's
+    sys.path.insert(0, str(ROOT))   # simulator, not the one an editable install points at
 LABELS = ROOT / "tests" / "data" / "neusight_train_labels.csv"
 INFERENCE_LABELS = ROOT / "tests" / "data" / "neusight_inference_labels.csv"
 CONFIGS = ROOT / "tests" / "data" / "neusight_configs"
