@@ -53,73 +53,84 @@ def test_measured_medians():
     assert got["gpt3"]["nodes"] == 64
 
 
-def test_gpt3_node_energy_bracketed():
-    """GPT-3 175B on 512 H100 (the row whose configuration hwsim expresses fully): the metered
-    node energy per step lies between hwsim's GPUs alone (-35 %) and its GPUs plus the
-    dgx-h100 preset's node overhead: +1.4 % at this commit, with the overhead from an 8 x
-    H100 node's measured maximum (8.4 kW, Latif et al. 2025, less 8 x 700 W: 2.8 kW); +8.3 %
-    before the run's TP communication overlap and overlapped pipeline messages were priced
-    (ParallelPlan.tp_comm_overlap, overlap_p2p_comm: its step then 10.83 s, now 9.51 s);
-    +24.7 % with the datasheet's rating (10.2 kW: 4.6 kW), the overhead before (+34.8 % at the
-    10.83 s step)."""
-    row = next(r for r in ev.rows() if r["benchmark"] == "gpt3")
+#: The rule asserted of every metered row: its node energy per step lies between hwsim's GPUs
+#: alone and its GPUs plus the node preset's overhead (dgx-h100: an 8 x H100 node's measured
+#: maximum less its GPUs, 2.8 kW; dgx-b200: the DGX B200 datasheet's ~14.3 kW rating less
+#: 8 x 1,000 W, 6.3 kW, the only B200-node figure cited: no datasheet power rating or measured
+#: maximum of Lenovo's water-cooled SR780a V3 is in hand, so its upper bound is loose). Rows
+#: where it does not hold, and why (strict: a row that comes back inside flips the xfail).
+OUTSIDE_BRACKET = {
+    "resnet-8node": "ResNet-50 on 8 SMC nodes (50 images per GPU, no NormConvolution): hwsim's "
+                    "step is +27 % slow, so even its GPUs alone (+8.7 %) draw more energy per "
+                    "step than the metered node",
+}
+#: Issue 25's target, row by row: node energy per step within 15 % of the meter. Rows that
+#: miss it, and by how much at this commit (strict xfails; the median's xfail is below).
+ENERGY_OVER_15 = {
+    "resnet": "+45 %: step +25 % (hwsim's MXNet ResNet-50 step 1.25x the run's)",
+    "resnet-8node": "+70 %: step +27 %, and the dgx-h100 overhead on top",
+    "bert-h100": "+38 %: step +18 % (packed samples' block-diagonal attention and fp8 "
+                 "attention not expressed) and the 2.8 kW overhead on an immersion-cooled node",
+    "bert-b200": "+60 %: the dgx-b200 preset's rated 6.3 kW overhead on a water-cooled node",
+    "lora-1node": "+21 %: the 2.8 kW overhead on SMC's immersion-cooled node, which draws at "
+                  "most 1,693 W besides its GPUs at its floor (profile())",
+    "lora-8node": "+20 %: as on one node",
+}
+#: The same 15 % asked of each row's step time; rows that miss it at this commit.
+STEP_OVER_15 = {
+    "resnet": "+25 %: hwsim's ResNet-50 step on 8 H100s with NormConvolution",
+    "resnet-8node": "+27 %: ResNet-50 at 50 images per GPU without NormConvolution",
+    "bert-h100": "+18 %: the run's block-diagonal attention within packed samples "
+                 "(--pad_fmha) and its fp8 attention are not expressed",
+}
+
+
+def _marked(known: dict) -> list:
+    return [pytest.param(bench, marks=pytest.mark.xfail(strict=True, reason=known[bench]))
+            if bench in known else bench for bench in ev.RUNS]
+
+
+def _row(bench: str) -> dict:
+    return next(r for r in ev.rows() if r["benchmark"] == bench)
+
+
+@pytest.mark.parametrize("bench", _marked(OUTSIDE_BRACKET))
+def test_metered_energy_between_gpus_alone_and_node(bench):
+    """GPT-3 175B on 512 H100 (-34 % / +4 % at this commit), ResNet-50 on one node, BERT-large
+    on the H100 and B200 nodes, Llama 2 70B LoRA on 1 and 8 nodes: the meter's node energy per
+    step lies above hwsim's GPUs alone and below its GPUs plus the node overhead."""
+    row = _row(bench)
     assert row["predicted_gpus_j"] < row["measured_j"] < row["predicted_j"]
-    assert row["predicted_j"] / row["measured_j"] - 1 == pytest.approx(0.014, abs=0.05)
+
+
+@pytest.mark.parametrize("bench", _marked(ENERGY_OVER_15))
+def test_metered_energy_within_15_percent(bench):
+    row = _row(bench)
+    assert row["predicted_j"] == pytest.approx(row["measured_j"], rel=0.15)
+
+
+@pytest.mark.parametrize("bench", _marked(STEP_OVER_15))
+def test_metered_step_within_15_percent(bench):
+    """Llama 2 70B LoRA +11 % and -7 % (tp 4, sequence parallel, fp8; cp 2 on eight nodes),
+    GPT-3 -6 % (its own 10 % test below), BERT-large on the B200 node +15 % at this commit."""
+    row = _row(bench)
+    assert row["predicted_step_s"] == pytest.approx(row["measured_step_s"], rel=0.15)
 
 
 def test_gpt3_step_within_10_percent():
-    """-5.9 % (10.01 s against 10.64 s) with the slowest of the 512 devices setting the pace
+    """-5.6 % (10.04 s against 10.64 s) with the slowest of the 512 devices setting the pace
     (simulator.schedule.variability); -10.6 % before it, since the run's TP communication
     overlap and overlapped pipeline messages are priced (+1.8 % before those: a compensating
     error)."""
-    row = next(r for r in ev.rows() if r["benchmark"] == "gpt3")
+    row = _row("gpt3")
     assert row["predicted_step_s"] == pytest.approx(row["measured_step_s"], rel=0.10)
-
-
-@pytest.mark.parametrize("bench", ["lora-1node", "lora-8node"])
-def test_llama2_70b_lora_step_within_15_percent_and_energy_bracketed(bench):
-    """Llama 2 70B LoRA on 1 and 8 SMC nodes (tp 4, sequence parallel, fp8; cp 2 on eight),
-    expressed from the submission's configs (benchmarks/energy_validation.RUNS): step +11.0 %
-    and -6.9 % at this commit; the metered node energy between hwsim's GPUs alone (-22 %,
-    -24 %) and its GPUs plus the dgx-h100 node overhead (+21 %, +20 %: SMC's immersion-cooled
-    node draws less besides its GPUs, at most 1,693 W at its floor, profile())."""
-    row = next(r for r in ev.rows() if r["benchmark"] == bench)
-    assert row["predicted_step_s"] == pytest.approx(row["measured_step_s"], rel=0.15)
-    assert row["predicted_gpus_j"] < row["measured_j"] < row["predicted_j"]
-
-
-@pytest.mark.parametrize("bench, step_error", [("bert-h100", 0.178), ("bert-b200", 0.141)])
-def test_bert_energy_bracketed_and_step_error_pinned(bench, step_error):
-    """BERT-large (MLPerf phase 2, 8 GPUs data parallel, fp8 encoder, CUDA graphs), as NVIDIA's
-    MLPerf code configured it (benchmarks/energy_validation.RUNS): the metered node energy lies
-    between hwsim's GPUs alone (-10.2 % H100, -14.2 % B200 at 1,000 W) and its GPUs plus the
-    node preset's overhead (+37.9 %, +59.2 %: dgx-h100's measured 2.8 kW, dgx-b200's rated
-    6.3 kW). The step is slow, +17.8 % and +14.1 % at this commit (+26.9 % and +22.0 % before
-    the MLM head ran on the masked 15 % alone, TransformerConfig.mlm_share), pinned within 5
-    points: the run's block-diagonal attention over packed samples and its fp8 attention are
-    not expressed (docs/accuracy.md, 'Metered energy')."""
-    row = next(r for r in ev.rows() if r["benchmark"] == bench)
-    assert row["predicted_gpus_j"] < row["measured_j"] < row["predicted_j"]
-    assert row["predicted_step_s"] / row["measured_step_s"] - 1 == pytest.approx(step_error,
-                                                                                abs=0.05)
-
-
-def test_resnet_8node_step_error_pinned():
-    """ResNet-50 on 8 SMC nodes (50 images per GPU, NHWC, batch norm fused with its ReLU and
-    residual add, CUDA graphs; no NormConvolution, the submission's resnet-v1b-fl network): the
-    step is +27.3 % at this commit, pinned within 5 points, and even hwsim's GPUs alone draw
-    more energy per step than the metered node (+8.7 %; with the dgx-h100 overhead +70 %): the
-    node's other parts cannot be placed under the GPUs' share while the step is that slow."""
-    row = next(r for r in ev.rows() if r["benchmark"] == "resnet-8node")
-    assert row["predicted_step_s"] / row["measured_step_s"] - 1 == pytest.approx(0.273, abs=0.05)
-    assert row["measured_j"] < row["predicted_gpus_j"] < row["predicted_j"]
 
 
 @pytest.mark.xfail(strict=True, reason="issue 25's target is not met: node energy per step "
                    "+4.1 % (GPT-3), +21 % and +20 % (Llama 2 70B LoRA, 1 and 8 nodes) but "
                    "+45 % and +70 % (ResNet-50 on 1 and 8 nodes: hwsim's steps 1.25x and 1.27x "
-                   "the MLPerf MXNet runs'), +38 % and +59 % (BERT-large on the H100 and B200 "
-                   "nodes: steps 1.18x and 1.14x, node overheads 2.8 and 6.3 kW); median 38 %")
+                   "the MLPerf MXNet runs'), +38 % and +60 % (BERT-large on the H100 and B200 "
+                   "nodes: steps 1.18x and 1.15x, node overheads 2.8 and 6.3 kW); median 38 %")
 def test_metered_energy_within_15_percent_median():
     errors = [abs(r["predicted_j"] / r["measured_j"] - 1) for r in ev.rows()]
     assert statistics.median(errors) <= 0.15
