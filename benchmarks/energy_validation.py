@@ -20,16 +20,19 @@ can express, each as the submission configured it (``smc-ac-power/benchmarks/*``
   NETWORK="resnet-v1b-fl": batch norm fused with its ReLU and residual add but no
   NormConvolution, SHARP all-reduce not priced apart from NCCL's).
 - BERT-large (MLPerf phase 2) on one node of 8 H100 SXM (SMC, v4.0) and of 8 B200 (Lenovo
-  ThinkSystem SR780a V3, water cooled, v5.0), the same NVIDIA PyTorch code and config (the
-  ``RUNS`` comment below): 48 packed sequences of 512 tokens per GPU, global batch 384 packs
-  (768 samples), data parallel only, the encoder in fp8 (Transformer Engine, hybrid, delayed
-  scaling), fused bias/GELU/dropout-add kernels, CUDA graphs, Apex's DistributedFusedLAMB
-  (optimizer state sharded over the 8 GPUs: ``zero`` 1). Not expressed, so not priced: LAMB's
-  per-tensor trust ratios (hwsim's nearest update, AdamW, has none), the fp8 attention
-  (``fp8_dpa``) and attention within each packed sample only (``--pad_fmha``: two ~256-token
-  samples per pack attend block-diagonally; hwsim prices the full 512 x 512). The MLM head
-  runs on the masked tokens alone (``--dense_seq_output``; ``mlm_share`` 0.15, BERT's
-  masking rate: an upper bound, padding is never masked).
+  ThinkSystem SR780a V3, water cooled, v5.0), the same NVIDIA PyTorch code and the same
+  training flags (the ``RUNS`` comment below): 48 packed sequences of 512 tokens per GPU,
+  global batch 384 packs (768 samples), data parallel only, the encoder's GEMMs in fp8
+  (Transformer Engine, hybrid, delayed scaling), fused bias/GELU/dropout-add kernels, CUDA
+  graphs, Apex's DistributedFusedLAMB (optimizer state sharded over the 8 GPUs: ``zero`` 1).
+  The two differ in the attention kernel: the H100 run's is Transformer Engine's fp8 cuDNN
+  fused attention, the B200 run's FlashAttention-2's varlen kernel in fp16 (its config sets
+  USE_FLASH_ATTENTION=1; ``attention_kernel`` flash-attn-2). Not expressed, so not priced:
+  LAMB's per-tensor trust ratios (hwsim's nearest update, AdamW, has none), the H100 run's fp8
+  attention (hwsim prices cuDNN's 16-bit kernel) and attention within each packed sample only
+  (``--pad_fmha``: two ~256-token samples per pack attend block-diagonally; hwsim prices the
+  full 512 x 512). The MLM head runs on the masked tokens alone (``--dense_seq_output``;
+  ``mlm_share`` 0.15, BERT's masking rate: an upper bound, padding is never masked).
 
 - Llama 2 70B LoRA fine-tuning on 1 and 8 nodes of 8 H100 SXM (NeMo r2.0.0.rc0.beta, the
   ``RUNS`` comment below): tp 4, sequence parallel, TP communication overlap, FP8 (hybrid),
@@ -107,13 +110,21 @@ RUNS = {
     # --use_cuda_graph (graphs); --distributed_lamb (apex DistributedFusedLAMB, max_grad_norm
     # 1.0: state sharded, gradients reduce-scattered and weights all-gathered: zero 1, grad
     # clip); --dense_seq_output: the MLM head on the masked positions alone, 15 % of them at
-    # most (TransformerConfig.mlm_share); Transformer Engine's fused attention (cuDNN). Node presets: dgx-h100 (as above)
-    # and dgx-b200 (its datasheet's ~14.3 kW maximum: 6.3 kW besides 8 x 1,000 W; no measured
-    # maximum of a B200 node is cited, so it is the rating's upper bound).
+    # most (TransformerConfig.mlm_share). Attention (te_layers.py, v5.0 lines 62, 117-216;
+    # v4.0 the same): without USE_FLASH_ATTENTION (the SMC H100 config does not set it)
+    # Transformer Engine's fused attention, backend FusedAttnBackend["FP8"] (cuDNN's fp8 FMHA:
+    # hwsim prices its 16-bit cuDNN kernel, attention_kernel cudnn); Lenovo's
+    # config_DGXB200_1x8x48x1_pack.sh line 20 sets USE_FLASH_ATTENTION=1: the QKV GEMM writes
+    # fp16 and flash_attn's _flash_attn_varlen_forward (FlashAttention-2, the container's
+    # flash-attn 2.x, te_layers.py lines 35-36) runs it, attention_kernel flash-attn-2 (its
+    # B200 fit: cudnn-frontend's sdpa benchmark, simulator.cost.attention). Node presets:
+    # dgx-h100 (as above) and dgx-b200 (its datasheet's ~14.3 kW maximum: 6.3 kW besides
+    # 8 x 1,000 W; no measured maximum of a B200 node, nor a power rating of Lenovo's
+    # SR780a V3, is cited, so it is the DGX rating's upper bound).
     "bert-h100": (("bert", "1xSMC-H100-SXM-80GB"), "nemo-gpt3-175b-fp8-512", BERT | {
         "device": "h100-sxm5-80gb", "cluster": CLUSTER}),
     "bert-b200": (("bert", "SR780aV3-8xB200_SXM_180GB"), "nemo-gpt3-175b-fp8-512", BERT | {
-        "device": "b200", "cluster": "dgx-b200"}),
+        "device": "b200", "cluster": "dgx-b200", "attention_kernel": "flash-attn-2"}),
     # Llama 2 70B LoRA (NeMo r2.0.0.rc0.beta, Megatron-core 0.7; smc-ac-power/benchmarks/
     # llama2-70b_lora/implementations/nemo: Dockerfile,
     # configs/config_SMCH100_1x8x4xtp4pp1cp1.sh, config_SMCH100_8x8x1xtp4pp1cp2.sh,
@@ -182,12 +193,18 @@ def measured() -> dict[str, dict]:
     return out
 
 
+def run_id(bench: str) -> str:
+    """The run's id: its round and submitter (v4.0 SMC; v5.0 Lenovo for the SR780a V3 node)."""
+    lenovo = RUNS[bench][0][1].startswith("SR780aV3")
+    return f"mlperf-v5.0-lenovo-{bench}" if lenovo else f"mlperf-v4.0-smc-{bench}"
+
+
 @cache
 def predicted(bench: str):
     """hwsim's Result for the benchmark's run, and its cluster's node overhead in watts."""
     _, base, changes = RUNS[bench]
     row = dict(next(r for r in vr.load_rows() if r["run_id"] == base))
-    row.update(changes, run_id=f"mlperf-v4.0-smc-{bench}")
+    row.update(changes, run_id=run_id(bench))
     cluster = vr.hardware(row)
     plan = dataclasses.replace(vr.step_plan(row), **EXTRA.get(bench, {}))
     result = simulate(vr.workload(row), cluster, plan, parallel=vr.parallel_plan(row))
