@@ -81,6 +81,12 @@ BERT = {"model": "bert-large", "vocab": "", "seq_len": "", "model_options": "mlm
         "attention": "fused", "attention_kernel": "cudnn", "fusion": "compiled",
         "optimizer": "adamw", "optimizer_impl": "fused", "grad_clip": "true", "graphs": "true",
         "devices_per_node": "8"}
+#: Llama 2 70B LoRA's plan on one node (``RUNS``' comment), over the Llama 3.1 70B row's; the
+#: eight-node run changes the devices, dp and cp.
+LORA_PLAN = {"model": "llama2-70b", "vocab": "32256", "device_count": "8", "dp": "2", "tp": "4",
+             "pp": "1", "cp": "1", "zero": "0", "schedule": "1f1b", "virtual_stages": "1",
+             "overlap_param_gather": "false", "overlap_p2p_comm": "false", "micro_batch": "1",
+             "global_batch": "8", "cluster": CLUSTER, "devices_per_node": "8"}
 #: Each metered run: (MLPerf benchmark, system), the published row its configuration starts
 #: from, and what it changes.
 RUNS = {
@@ -136,17 +142,9 @@ RUNS = {
     # distributed optimizer: zero 0), TE fused attention (NVTE_FUSED_ATTN=1); vocabulary
     # 32,000 padded to a multiple of 128 x tp = 512 (make_vocab_size_divisible_by 128)
     "lora-1node": (("llama2_70b_lora", "1xSMC-H100-SXM-80GB"), "nemo-llama3.1-70b-fp8-64",
-                   {"model": "llama2-70b", "vocab": "32256", "device_count": "8", "dp": "2",
-                    "tp": "4", "pp": "1", "cp": "1", "zero": "0", "schedule": "1f1b",
-                    "virtual_stages": "1", "overlap_param_gather": "false",
-                    "overlap_p2p_comm": "false", "micro_batch": "1", "global_batch": "8",
-                    "cluster": CLUSTER, "devices_per_node": "8"}),
+                   LORA_PLAN),
     "lora-8node": (("llama2_70b_lora", "8xSMC-H100-SXM-80GB"), "nemo-llama3.1-70b-fp8-64",
-                   {"model": "llama2-70b", "vocab": "32256", "device_count": "64", "dp": "8",
-                    "tp": "4", "pp": "1", "cp": "2", "zero": "0", "schedule": "1f1b",
-                    "virtual_stages": "1", "overlap_param_gather": "false",
-                    "overlap_p2p_comm": "false", "micro_batch": "1", "global_batch": "8",
-                    "cluster": CLUSTER, "devices_per_node": "8"}),
+                   LORA_PLAN | {"device_count": "64", "dp": "8", "cp": "2"}),
 }
 #: Plan fields beyond validation_rows.csv's columns, as the submission set them: ResNet-50's
 #: ``run_and_time.sh`` and ``config_SMCH100_common.sh``: --input-layout and --conv-layout NHWC
