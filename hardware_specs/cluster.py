@@ -120,8 +120,10 @@ class ClusterSpec:
     def with_nodes(self, nodes: int) -> ClusterSpec:
         """The same node design, ``nodes`` of them (a DGX H100 node -> a 32-node SuperPOD)."""
         if self.topology is Topology.TORUS:
-            raise PlanError(f"cluster {self.name} is a {self.torus_dims} torus: give a slice of "
-                            f"the size you want, not a number of nodes")
+            raise PlanError(f"cluster {self.name} is a {self.torus_dims} torus of "
+                            f"{self.num_devices} devices, not scaled by nodes: for another size "
+                            f"give --device {self.device.name} --num-devices N (cluster_for "
+                            "builds its network) or a cluster .toml file")
         if nodes > 1 and self.inter is None:
             raise PlanError(f"cluster {self.name} has no [inter] network: it cannot span "
                             f"{nodes} nodes")

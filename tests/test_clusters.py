@@ -142,9 +142,17 @@ def test_with_nodes_scales_a_node_out():
     assert c.num_devices == 256 and c.inter.bandwidth_bytes_per_s == 50e9
 
 
-def test_with_nodes_refuses_a_torus():
+def test_with_nodes_refuses_a_torus(capsys):
     with pytest.raises(PlanError, match="torus"):
         load_cluster("tpu-v4-pod-slice").with_nodes(2)
+    # the refusal says how to get another size ('give a slice of the size you want' did not)
+    from simulator.cli import main
+
+    assert main(["predict", "gpt2-small", "--cluster", "tpu-v5p-pod-slice", "--num-devices",
+                 "128"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "give --device tpu-v5p --num-devices N" in err
+    assert main(["predict", "gpt2-small", "--device", "tpu-v5p", "--num-devices", "128"]) == 0
 
 
 def test_load_by_path(tmp_path):
