@@ -156,9 +156,6 @@ RUNS = {
 #: ScaleBiasAddRelu at each block's end): ``conv_norm_fusion`` (simulator.training.convnorm).
 EXTRA = {"resnet": {"channels_last": True, "graphs": True, "conv_norm_fusion": True},
          "resnet-8node": {"channels_last": True, "graphs": True}}
-#: Lenovo's B200s at their 1,000 W limit: the dgx-b200 preset's 700 W is a DGX B200's default
-#: set point (its User Guide), not another system's; a B200's own limit is its TDP (b200.toml).
-EXTRA["bert-b200"] = {"power_limit_w": 1000.0}
 #: The LoRA runs' peft block (conf/megatron_gpt_peft_tuning_config.yaml): adapter_dim 16,
 #: target_modules ['attention'] (NeMo's attention_qkv and attention_dense: q, k, v and o).
 LORA = {"finetune": "lora", "lora_rank": 16, "lora_targets": "qkv,o"}
