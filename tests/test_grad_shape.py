@@ -25,7 +25,7 @@ from hardware_specs.loader import load_device
 from simulator.calibrate.gemm import NEUSIGHT_CATALOGUE
 from simulator.cost.roofline import op_costs
 from simulator.graph.lower import lower
-from simulator.graph.op import DType, OpKind
+from simulator.graph.op import DType, OpKind, Role
 from simulator.graph.opgraph import OpGraph
 from simulator.plan.step import Plan
 from simulator.training.backward import grad_shape, training_graph
@@ -69,16 +69,47 @@ def _attention_step(batch: int, m: int, n: int, k: int):
 
 def test_the_gradients_of_a_product_in_closed_form():
     """BERT-large's scores at batch 2 (32 heads' 512 x 512 outputs, depth 64): dA is 512 x 64
-    deep 512, dB 64 x 512 deep 512, each the forward's FLOPs; the linears' gradients keep their
-    forward's shape (a weight gradient's split-k is not modelled on every spec)."""
+    deep 512, dB 64 x 512 deep 512, each the forward's FLOPs. The linears' data gradients
+    (dx = dy W, rows x in_features deep out_features) have their own shape too; their weight
+    gradients keep the forward's (a weight gradient's split-k is not modelled on every spec)."""
     forward, step = _attention_step(32, 512, 512, 64)
     c = forward.op("c")
     dgrad0, dgrad1 = step.op("dgrad0:c"), step.op("dgrad1:c")
     assert (dgrad0.m, dgrad0.n, dgrad0.k, dgrad0.batch) == (512, 64, 512, 32)
     assert (dgrad1.m, dgrad1.n, dgrad1.k, dgrad1.batch) == (64, 512, 512, 32)
     assert dgrad0.flops == dgrad1.flops == c.flops == 2 * 32 * 512 * 512 * 64
-    for name in ("dgrad:a", "wgrad:a"):
-        op, fwd = step.op(name), forward.op("a")
+    a = forward.op("a")
+    assert (a.m, a.n, a.k) == (32 * 512, 64, 8)
+    dgrad, wgrad = step.op("dgrad:a"), step.op("wgrad:a")
+    assert (dgrad.m, dgrad.n, dgrad.k) == (32 * 512, 8, 64)
+    assert (wgrad.m, wgrad.n, wgrad.k) == (a.m, a.n, a.k)
+    assert dgrad.flops == wgrad.flops == a.flops
+
+
+def test_expert_and_convolution_gradients():
+    """A grouped expert GEMM's data gradient is each expert's dx (rows per expert x in_f,
+    deep out_f, batch = experts); a convolution's keep the forward's implicit GEMM (fitted
+    apart); every weight gradient keeps the forward's shape."""
+    plan = Plan(micro_batch=1, precision="fp32")
+    graph = OpGraph()
+    builder = Builder(graph, dtype=DType.FP32)
+    h = builder.linear("h", builder.input("x", 64 * 32), 64, 32, 48, bias=False)
+    e = builder.grouped_linear("e", h, 128, 8, 48, 96, Role.EXPERT_COLUMN)
+    builder.loss(e, 128, 96)
+    step = training_graph(graph, plan)
+    fwd, dgrad, wgrad = graph.op(e), step.op(f"dgrad:{e}"), step.op(f"wgrad:{e}")
+    assert (fwd.m, fwd.n, fwd.k, fwd.batch) == (16, 96, 48, 8)
+    assert (dgrad.m, dgrad.n, dgrad.k, dgrad.batch) == (16, 48, 96, 8)
+    assert (wgrad.m, wgrad.n, wgrad.k, wgrad.batch) == (fwd.m, fwd.n, fwd.k, fwd.batch)
+    graph = OpGraph()
+    builder = Builder(graph, dtype=DType.FP32)
+    x = builder.linear("x", builder.input("img", 2 * 16 * 16 * 4), 2 * 16 * 16, 4, 3)
+    conv, ho, wo = builder.conv2d("conv", x, 2, 3, 16, 16, 8, 3, 1, 1)
+    builder.loss(conv, 2 * ho * wo, 8)
+    step = training_graph(graph, plan)
+    fwd = graph.op(conv)
+    for name in (f"dgrad:{conv}", f"wgrad:{conv}"):
+        op = step.op(name)
         assert (op.m, op.n, op.k) == (fwd.m, fwd.n, fwd.k)
 
 

@@ -4,14 +4,17 @@ The backward is derived op by op, the way autograd runs it:
 - a matmul or convolution gets a data-gradient op per input that needs a gradient and a
   weight-gradient op if it has a weight, each with the forward's FLOPs (so the backward of a
   matmul is exactly twice its forward); inputs from outside the graph (token ids, images) get
-  no gradient, as in PyTorch. The gradients of a product of two activations (attention's
-  Q K^T and P V) carry their own shape (``grad_shape``): of C (m x n) = A (m x k) B (k x n),
-  dA = dC B^T is m x k deep n and dB = A^T dC is k x n deep m, so tile and wave quantisation
-  see the output each gradient kernel writes. A linear's and a convolution's keep the
-  forward's shape (same FLOPs): a linear's weight gradient is a small output over all the
-  tokens, which cuBLAS runs split-k, and hwsim splits k only where the spec gives
-  ``tile_fixed_k`` (``simulator.cost.efficiency``); a convolution's passes are fitted apart
-  (``simulator.calibrate.conv``);
+  no gradient, as in PyTorch. The data gradients of a product carry their own shape
+  (``grad_shape``): of C (m x n) = A (m x k) B (k x n), dA = dC B^T is m x k deep n and
+  dB = A^T dC is k x n deep m, so tile and wave quantisation see the output each gradient
+  kernel writes. That holds for both operands of a product of two activations (attention's
+  Q K^T and P V) and for a linear's input (y = x W^T over m rows, W n x k: dx = dy W is
+  m x k deep n; a grouped expert GEMM's per expert). A linear's weight gradient
+  (dW = dy^T x, n x k deep m) keeps the forward's shape (same FLOPs): its output is small
+  and its depth all the tokens, which cuBLAS runs split-k, and hwsim splits k only where the
+  spec gives ``tile_fixed_k`` (``simulator.cost.efficiency``), so its own shape would price
+  it as a few tiles over a long k on every other spec. A convolution's gradients keep the
+  forward's implicit GEMM: its passes are fitted apart (``simulator.calibrate.conv``);
 - an addition passes its gradient through without a kernel; a tensor read by several ops gets
   one accumulation op summing their gradients;
 - every other op gets one backward op of its kind reading the output gradient and what the
@@ -82,9 +85,10 @@ REGATHER = "regather"
 
 def grad_shape(op: Op, operand: int | None) -> dict:
     """The (m, n, k) of the GEMM that gives the gradient of ``operand`` (0: A, 1: B) of a
-    product of two activations C = A B (A m x k, B k x n, per batch entry): dA = dC B^T writes
-    m x k over a depth of n, dB = A^T dC writes k x n over a depth of m, the forward's FLOPs
-    each. NeuSight's trace of BERT-large on the A100 80GB PCIe shows it (sitar-lab/NeuSight
+    product C = A B (A m x k, B k x n, per batch entry): dA = dC B^T writes m x k over a depth
+    of n, dB = A^T dC writes k x n over a depth of m, the forward's FLOPs each. A linear is
+    the product with A its input and B its weight's transpose (W n x k), so its data gradient
+    is operand 0's (its weight gradient is not asked for: the module docstring). NeuSight's trace of BERT-large on the A100 80GB PCIe shows it (sitar-lab/NeuSight
     ``scripts/asplos/label/NVIDIA_A100_80GB_PCIe/bert_large-train-512-2.csv``, commit
     6945927): the scores' Q K^T (32 x 512 x 512 outputs, depth 64) takes 0.125 ms forward and
     0.482 ms backward, two products of 512 x 64 outputs, depth 512, which take 0.221 ms each
@@ -244,7 +248,7 @@ class _Derivation:
             index = inputs.index(src)
             in_bytes = self.forward.op(src).out_bytes
             other = [] if weighted else [s for s in inputs if s != src]
-            shape = {} if weighted else grad_shape(op, index if len(inputs) == 2 else None)
+            shape = grad_shape(op, 0 if weighted else index if len(inputs) == 2 else None)
             name = self._add(op, "dgrad" if weighted or len(inputs) == 1 else f"dgrad{index}",
                              Task.DATA_GRAD, deps, other,
                              bytes_read=grad_bytes + op.bytes_read - in_bytes,
@@ -259,6 +263,8 @@ class _Derivation:
             shard = gathered_shard(self.forward, inputs[0]) if inputs else None
             reads, saved = ([*deps, self._regather(inputs[0], shard, deps)], []) if shard \
                 else (deps, inputs[:1])
+            # at the forward's (m, n, k), not dW's own n x k deep m: cuBLAS runs that split-k,
+            # which hwsim models only where the spec gives tile_fixed_k (module docstring)
             name = self._add(op, WGRAD, Task.WEIGHT_GRAD, reads, saved,
                              bytes_read=grad_bytes + in_bytes, bytes_written=weight_bytes,
                              out_bytes=weight_bytes)
@@ -300,7 +306,8 @@ class _Derivation:
                 self.grads.setdefault(src, []).extend(deps)
             return
         moved = (op.out_bytes, op.out_bytes) if op.fn == "identity" else \
-            (op.bytes_written, op.bytes_read)
+            (op.out_bytes, op.out_bytes * facts["group"]) if op.fn == "split" else \
+            (op.bytes_written, op.bytes_read)   # a split's gradient: its shard gathered whole
         extra = tuple((key, value) for key, value in op.extra if key != "send")
         full = sum(self.forward.op(s).out_bytes for s in wanted)
         name = self._add(op, "grad", Task.DATA_GRAD, deps, [], fn=fn, bytes_read=moved[0],

@@ -236,8 +236,9 @@ def _grad_cast(step: OpGraph, forward: str, readers: list[str], width: int,
         p for r in readers for p in step.inputs(r)
         if step.op(p).phase is Phase.BACKWARD and step.op(p).task is not Task.REGATHER
         and step.op(p).fn != CAST))
-    first = step.op(readers[0])   # a data or weight gradient: the forward's m, n, k
-    elements = first.m * first.n * _groups(first)
+    first = step.op(readers[0])
+    output = step.op(forward)   # the gradient of the forward's output, m x n (the data
+    elements = output.m * output.n * _groups(output)   # gradient has its own shape: grad_shape)
     _add(step, first, f"{CAST}:grad:{forward}", elements * width, 2 * elements * _FP8,
          Task.DATA_GRAD, Phase.BACKWARD, sources, readers)
     if current:
