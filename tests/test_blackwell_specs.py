@@ -55,9 +55,23 @@ def test_the_gb200_sustained_ratio_is_the_b200_msmf_run_up_the_power_curve_to_12
     x = brentq(lambda c: float(dynamic_scale(c)) - (1200 - 137) / dynamic, 1.0, 2.0)
     assert 1339 * x == pytest.approx(1445, abs=1)   # MHz, under the 2,062 MHz maximum
     assert GB200.matmul_sustained == pytest.approx(1456.3 * 152 / 148 * x / 1822.0, abs=5e-4)
-    # the fp8 ratio from the same run's fp8 rows: B200 fp8 MSMF 2795.7 over GB200 fp8 MAMF
+
+
+def test_the_gb200_fp8_ratio_runs_the_fp8_msmf_point_up_the_curve():
+    """The fp8 ratio from the fp8 rows' own point (B200 fp8 MSMF 2795.7 TFLOP/s at ~990 W and
+    1,331 MHz), not the bf16 point's clock factor: its own x, 2795.7 x 152/148 x x over the
+    GB200's fp8 MAMF 3615.6."""
+    from scipy.optimize import brentq
+
+    from simulator.cost.power import dynamic_scale
+
+    dynamic = (990 - 137) * 152 / 148
+    x = brentq(lambda c: float(dynamic_scale(c)) - (1200 - 137) / dynamic, 1.0, 2.0)
+    assert 1331 * x == pytest.approx(1439, abs=1)   # MHz
     assert GB200.fp8_matmul_sustained == pytest.approx(2795.7 * 152 / 148 * x / 3615.6,
-                                                       abs=5e-4)
+                                                       abs=1e-4)
+    # the bf16 point's clock factor (1.079) would give 0.857: the figure is not that one
+    assert GB200.fp8_matmul_sustained > 2795.7 * 152 / 148 * 1.0790 / 3615.6 + 1e-3
 
 
 _CAPPED = TransformerConfig("capped", 4, 2048, 16, vocab=50257, seq_len=2048)
