@@ -5,8 +5,9 @@ nemo/collections/nlp/modules/common/megatron/adapters/parallel_adapters.py, with
 ``gather_output=False`` from nemo/collections/nlp/parts/peft_config.py): beside a
 column-parallel linear A is a ColumnParallelLinear(k, r, gather_output=True) and B a
 ColumnParallelLinear(r, n); beside a row-parallel one A is a RowParallelLinear(k, r,
-input_is_parallel=True) and B a ColumnParallelLinear(r, n) whose output is gathered (or, with
-sequence parallelism and ``a2a_experimental``, all-to-all'ed to a sequence shard)."""
+input_is_parallel=True) and B a ColumnParallelLinear(r, n) whose output is gathered (with
+sequence parallelism then split to a sequence shard, NeMo's default; or, with
+``a2a_experimental``, ``ParallelPlan.lora_a2a``, all-to-all'ed to it)."""
 from dataclasses import replace
 
 import pytest
@@ -110,7 +111,9 @@ def test_adapter_collectives_per_layer():
     with sequence parallelism the all-gather of its shard: NeMo's adapter gathers the
     layernorm output itself under TP communication overlap), A's r-wide outputs gathered
     (column) or all-reduced (row), each B's identity (its backward all-reduces the r-wide
-    gradient), and beside o and down B's output gathered, or all-to-all'ed to a shard."""
+    gradient), and beside o and down B's output gathered (with sequence parallelism then
+    split to the rank's tokens, no traffic: NeMo's default), or with lora_a2a all-to-all'ed
+    to the shard."""
     tp, r_bytes, h_bytes = 2, T * R * 2, T * H * 2
     column, row = 5, 2   # q, k, v, gate, up; o, down
     plain = ([("all_gather", r_bytes // tp, r_bytes)] * column
@@ -121,9 +124,11 @@ def test_adapter_collectives_per_layer():
     shards = ([("all_gather", r_bytes // tp, r_bytes)] * column
               + [("all_gather", h_bytes // tp, h_bytes)] * 2   # the two norms' outputs
               + [("all_reduce", r_bytes, r_bytes)] * row
-              + [("all_to_all", h_bytes // tp, h_bytes // tp)] * row
               + [("identity", 0, 0)] * (column + row))
-    assert _collectives(_rank(sp=True)) == sorted(shards)
+    gathered = [("all_gather", h_bytes // tp, h_bytes), ("split", 0, 0)] * row
+    assert _collectives(_rank(sp=True)) == sorted(shards + gathered)
+    a2a = [("all_to_all", h_bytes // tp, h_bytes // tp)] * row
+    assert _collectives(_rank(sp=True, lora_a2a=True)) == sorted(shards + a2a)
 
 
 def test_adapter_collectives_backward():
@@ -137,7 +142,72 @@ def test_adapter_collectives_backward():
     assert backward["grad:L1.rmsnorm.lora_tp_all_gather"].fn == "reduce_scatter"
     assert "grad:L1.q_proj.lora_a.tp_all_gather" not in backward
     assert backward["grad:L1.q_proj.lora_b.tp_identity"].fn == "all_reduce"
-    assert backward["grad:L1.o_proj.lora_b.tp_all_to_all"].fn == "all_to_all"
+    assert backward["grad:L1.o_proj.lora_b.tp_split"].fn == "all_gather"
+    a2a = training_graph(_rank(sp=True, lora_a2a=True), plan)
+    assert a2a.op("grad:L1.o_proj.lora_b.tp_all_to_all").fn == "all_to_all"
+
+
+@pytest.mark.parametrize("tp", [2, 4])
+def test_row_adapter_exit_bytes_both_paths(tp):
+    """The bytes a row-parallel adapter's exit moves per layer, forward and backward, in
+    closed form (bf16, T tokens, out features H beside o, H beside down). NeMo's default
+    (parallel_adapters.py at 579983f: B's gather_output all-gathers the m x n output, whose
+    backward is a slice; scatter_to_sequence_parallel_region slices it forward and
+    all-gathers the m / tp x n gradient backward): an all-gather of T x H x 2 bytes each
+    way. a2a_experimental: one all-to-all of T x H x 2 / tp bytes each way."""
+    plan = Plan(**PLAN)
+    h_bytes = T * H * 2
+
+    def exits(a2a):
+        step = training_graph(_rank(tp=tp, sp=True, lora_a2a=a2a), plan)
+        ops = [step.op(n) for n in step.names() if step.op(n).layer == 0
+               and step.op(n).kind is OpKind.COLLECTIVE and ".lora_b.tp_" in n
+               and "identity" not in n]
+        return sorted((op.phase.name, op.fn, op.bytes_read, op.bytes_written) for op in ops)
+
+    gather = ("all_gather", h_bytes // tp, h_bytes)
+    assert exits(False) == sorted(
+        [("FORWARD", *gather), ("FORWARD", "split", 0, 0), ("BACKWARD", *gather)] * 2)
+    shard = ("all_to_all", h_bytes // tp, h_bytes // tp)
+    assert exits(True) == sorted([("FORWARD", *shard), ("BACKWARD", *shard)] * 2)
+
+
+def test_lora_a2a_is_on_the_plan_and_moves_the_step():
+    """API keyword, CLI flag and JSON echo; under sequence parallelism on a cluster the two
+    exits price differently (the all-to-all moves 1/tp of the gathered bytes)."""
+    run = dict(num_devices=4, micro_batch=1, finetune="lora", lora_rank=R,
+               lora_targets=EVERY)
+    base = simulate(LLAMA, "h100-sxm5-80gb", parallel=ParallelPlan(
+        tp=4, sequence_parallel=True), **run)
+    a2a = simulate(LLAMA, "h100-sxm5-80gb", parallel=ParallelPlan(
+        tp=4, sequence_parallel=True, lora_a2a=True), **run)
+    assert a2a.step_time_s != base.step_time_s
+    assert ParallelPlan().lora_a2a is False   # NeMo's default: a2a_experimental False
+
+
+def test_lora_a2a_flag_reaches_the_plan(capsys):
+    import json
+
+    assert main(["predict", "llama2-7b", "--device", "h100", "--num-devices", "4", "--tp", "4",
+                 "--sequence-parallel", "--lora-a2a", "--finetune", "lora", "--micro-batch",
+                 "1", "--seq-len", "512", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "lora_a2a" in json.dumps(out)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--finetune", "lora", "--tp", "4"],
+     "lora_a2a = true moves the LoRA adapters' output to sequence shards: it needs sequence "
+     "parallelism; add --sequence-parallel or drop --lora-a2a"),
+    (["--tp", "4", "--sequence-parallel"],
+     "lora_a2a = true moves LoRA adapters' outputs, and finetune = full has none: add "
+     "--finetune lora or drop --lora-a2a"),
+])
+def test_lora_a2a_bad_input_is_one_line(capsys, flags, message):
+    code = main(["predict", "llama2-7b", "--device", "h100", "--num-devices", "4",
+                 "--micro-batch", "1", "--seq-len", "512", "--lora-a2a", *flags])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and message in err
 
 
 def test_a_later_pipeline_stage_sends_its_input_gradient_back():
@@ -205,3 +275,14 @@ def test_roles_of_the_adapted_linears():
              if ADAPTER_A in dict(op.extra) and op.layer == 0}
     assert roles["q_proj"] == roles["up_proj"] == Role.COLUMN
     assert roles["o_proj"] == roles["fc2"] == Role.ROW
+
+
+def test_the_mlperf_lora_rows_run_the_all_to_all():
+    """The two metered MLPerf LoRA runs set a2a_experimental (their config_common.sh,
+    LORA_A2A=1): their adapters' exits are all-to-alls, not the default's gather and split."""
+    from benchmarks import energy_validation as ev
+
+    for bench in ("lora-1node", "lora-8node"):
+        names = ev.predicted(bench)[0].lowered.names
+        assert any(n.endswith("lora_b.tp_all_to_all") for n in names)
+        assert not any(n.endswith("lora_b.tp_split") for n in names)

@@ -568,16 +568,17 @@ def _require_plans(counts, work, fixed: dict | None) -> None:
 
 
 def _check_tp_overlap(fixed: dict) -> None:
-    """ParallelPlan's PlanError, up front, when ``fixed`` asks for tp_comm_overlap without
-    sequence parallelism: every searched tp > 1 candidate would be refused with it (NeMo's
-    MegatronCommOverlapCallback turns the overlap off instead, with a warning, and Megatron-LM
-    asserts: neither turns sequence parallelism on)."""
+    """ParallelPlan's PlanError, up front, when ``fixed`` asks for tp_comm_overlap or
+    lora_a2a without sequence parallelism: every searched tp > 1 candidate would be refused
+    with it (NeMo's MegatronCommOverlapCallback turns the tp overlap off instead, with a
+    warning, and Megatron-LM asserts: neither turns sequence parallelism on)."""
     from simulator.plan.parallel import ParallelPlan
 
-    if fixed.get("tp_comm_overlap") and fixed.get("tp", 2) > 1:
-        ParallelPlan(tp=fixed.get("tp", 2), tp_comm_overlap=True,
-                     sequence_parallel=bool(fixed.get("sequence_parallel")),
-                     hidden_sharded=bool(fixed.get("hidden_sharded")))
+    for name in ("tp_comm_overlap", "lora_a2a"):   # each needs sequence parallelism
+        if fixed.get(name) and fixed.get("tp", 2) > 1:
+            ParallelPlan(tp=fixed.get("tp", 2), **{name: True},
+                         sequence_parallel=bool(fixed.get("sequence_parallel")),
+                         hidden_sharded=bool(fixed.get("hidden_sharded")))
 
 
 def _given(fixed: dict, name: str, values) -> tuple:

@@ -33,16 +33,18 @@ class Axis(IntEnum):
 
 #: The backward of each forward collective (Shoeybi et al. 2019, sec. 3, f and g; Korthikanti
 #: et al. 2022, sec. 4.2.2, g and g-bar): None passes the gradient through without a kernel.
+#: ``split`` keeps this rank's 1/group of a whole tensor, a slice with no traffic forward
+#: (Megatron's ``scatter_to_sequence_parallel_region``), its gradient all-gathered backward.
 ADJOINT = {"all_reduce": None, "identity": "all_reduce",
            "all_gather": "reduce_scatter", "reduce_scatter": "all_gather",
-           "send_recv": "send_recv", "all_to_all": "all_to_all"}
+           "send_recv": "send_recv", "all_to_all": "all_to_all", "split": "all_gather"}
 
 
 def collective(name: str, fn: str, nbytes_read: int, nbytes_written: int, out_bytes: int,
                group: int, axis: Axis, template: Op, phase: Phase = Phase.FORWARD,
                local: int = 0, **extra: int) -> Op:
     """A collective op of ``group`` devices on ``axis``'s communicator. ``fn`` is a
-    ``Collective`` value (or ``identity``: no traffic forward); the
+    ``Collective`` value (or ``identity`` or ``split``: no traffic forward); the
     buffer NCCL counts is the larger of the bytes read and written."""
     facts = (("group", group), ("local", local), ("axis", int(axis)), *extra.items())
     return Op(name=name, kind=OpKind.COLLECTIVE, phase=phase, dtype=template.dtype, fn=fn,

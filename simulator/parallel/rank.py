@@ -62,6 +62,10 @@ def micro_batches(work, plan: Plan, parallel: ParallelPlan, num_devices: int) ->
                         "sequence: use dp, tp and pp for an imported model")
     if plan.finetune is not Finetune.FULL and parallel.tp > 1 and shape is not None:
         _check_adapters(plan, parallel.tp, shape)
+    if parallel.lora_a2a and plan.finetune is not Finetune.LORA:
+        raise PlanError(f"lora_a2a = true moves LoRA adapters' outputs, and finetune = "
+                        f"{plan.finetune.value} has none: add --finetune lora or drop "
+                        "--lora-a2a")
     if parallel.sequence_parallel and parallel.tp == 1:
         raise PlanError("sequence parallelism splits the tensor-parallel ranks' tokens: it "
                         "needs tp > 1")
@@ -160,7 +164,8 @@ def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
     if plan.attention is Attention.FUSED:
         forward = fuse_attention(forward)
     forward = widen_attention(forward, cp)
-    ranked = split(forward, parallel.tp, parallel.activations_split, _shape(work))
+    ranked = split(forward, parallel.tp, parallel.activations_split, _shape(work),
+                   parallel.lora_a2a)
     per_node = cluster.devices_per_node if cluster else 1
     ranked = shard_experts(ranked, parallel.ep,
                            local_members(parallel.ep, parallel.tp, per_node),

@@ -43,9 +43,13 @@ beside a column-parallel base, A is a ColumnParallelLinear(k, r, gather_output=T
 of its outputs, then an all-gather of the m x r result, whose backward is a slice) and B a
 ColumnParallelLinear(r, n) (n / tp of its outputs, like the base's); beside a row-parallel
 base, A is a RowParallelLinear(k, r, input_is_parallel=True) (k / tp of its inputs, its m x r
-output all-reduced) and B a ColumnParallelLinear(r, n) whose n / tp outputs are gathered back
-(a slice backward) or, with sequence parallelism, all-to-all'ed to 1/tp of the tokens
-(``a2a_experimental``, as MLPerf's LoRA runs it). B reads A's whole output through an
+output all-reduced) and B a ColumnParallelLinear(r, n, gather_output=True) whose n / tp
+outputs are gathered back (a slice backward). With sequence parallelism that whole m x n
+output is then split to this rank's 1/tp of the tokens (``scatter_to_sequence_parallel_region``:
+a slice forward, no kernel, op ``split``; its backward all-gathers the m / tp x n gradient),
+NeMo's default; or, with ``ParallelPlan.lora_a2a`` (NeMo's ``a2a_experimental``, as MLPerf's
+LoRA runs it), B keeps its n / tp outputs and one all-to-all moves them to the token shard
+(``all2all_hp2sp``; backward the reverse all-to-all). B reads A's whole output through an
 identity whose backward all-reduces the m x r gradient
 (``copy_to_tensor_model_parallel_region``). A column adapter reads its input through its own
 f, shared by the adapters of one input: an identity (backward: all-reduce) or, with sequence
@@ -84,21 +88,24 @@ def check(shape: TransformerShape, tp: int) -> None:
 
 
 def split(forward: OpGraph, tp: int, sequence_parallel: bool = False,
-          shape: TransformerShape | None = None) -> OpGraph:
+          shape: TransformerShape | None = None, lora_a2a: bool = False) -> OpGraph:
     """What one of ``tp`` tensor-parallel ranks runs of ``forward`` (``forward`` if tp = 1);
-    ``shape``: the transformer's, which says when KV heads are replicated (kv_heads < tp)."""
+    ``shape``: the transformer's, which says when KV heads are replicated (kv_heads < tp);
+    ``lora_a2a``: under sequence parallelism a row-parallel LoRA adapter's output reaches its
+    token shard by one all-to-all, not an all-gather and a split (the module docstring)."""
     if tp == 1:
         return forward
     if sequence_parallel and not any(op.role is Role.VOCAB_EMBEDDING for op in forward.ops()):
         raise PlanError("sequence parallelism needs a language model (a token embedding); "
                         "leave it off for this model")
-    return _Split(forward, tp, sequence_parallel, shape).run()
+    return _Split(forward, tp, sequence_parallel, shape, lora_a2a).run()
 
 
 class _Split:
     def __init__(self, forward: OpGraph, tp: int, sequence_parallel: bool,
-                 shape: TransformerShape | None = None) -> None:
+                 shape: TransformerShape | None = None, lora_a2a: bool = False) -> None:
         self.forward, self.tp, self.sp = forward, tp, sequence_parallel
+        self.a2a = lora_a2a
         replicated = shape is not None and shape.kv_heads < tp
         self.kv = shape.kv_heads if replicated else 0  # KV heads when each rank holds one
         self.shape = shape
@@ -245,17 +252,25 @@ class _Split:
 
     def _adapter_exit(self, name: str, op: Op) -> None:
         """B's output (n / tp features) back to the layout of a row-parallel base's reduced
-        output: with sequence parallelism an all-to-all to 1/tp of the tokens (NeMo's
-        ``a2a_experimental``), else an all-gather (``gather_output``; backward: a slice)."""
+        output: an all-gather of the whole m x n (``gather_output``; backward: a slice), with
+        sequence parallelism then split to 1/tp of the tokens (no kernel; backward: an
+        all-gather of the gradient); or with ``lora_a2a`` under sequence parallelism one
+        all-to-all to 1/tp of the tokens (NeMo's ``a2a_experimental``)."""
         size = op.out_bytes   # the whole m x n output
-        if self.sp:
+        if self.sp and self.a2a:
             x = collective(f"{name}.tp_all_to_all", "all_to_all", size // self.tp,
                            size // self.tp, size // self.tp, self.tp, Axis.TENSOR, op, lora=1)
             self.split.add(x.name)
-        else:
-            x = collective(f"{name}.tp_all_gather", "all_gather", size // self.tp, size, size,
-                           self.tp, Axis.TENSOR, op, scatter=self.tp, lora=1)
+            self.remap[name] = self.out.add(x, [name])
+            return
+        x = collective(f"{name}.tp_all_gather", "all_gather", size // self.tp, size, size,
+                       self.tp, Axis.TENSOR, op, scatter=self.tp, lora=1)
         self.remap[name] = self.out.add(x, [name])
+        if self.sp:   # scatter_to_sequence_parallel_region: this rank's tokens, a slice
+            cut = collective(f"{name}.tp_split", "split", 0, 0, size // self.tp, self.tp,
+                             Axis.TENSOR, op, lora=1)
+            self.split.add(cut.name)
+            self.remap[name] = self.out.add(cut, [self.remap[name]])
 
     def _reads(self, inputs: list[str]) -> list[str]:
         return [self.remap.get(src, src) for src in inputs]

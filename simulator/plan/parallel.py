@@ -143,6 +143,17 @@ class ParallelPlan:
         "help": "split norms, dropouts and the residual stream over the tp ranks along the "
                 "hidden dimension (GSPMD's 2D finalized layout, PaLM's): as "
                 "--sequence-parallel, needing tp to divide the hidden size, not seq_len"})
+    # A row-parallel LoRA adapter's exit under sequence parallelism (simulator.parallel.tensor):
+    # B's n / tp output features gathered whole (all-gather) then split to this rank's tokens
+    # (no kernel; its backward all-gathers the gradient), NeMo's default; or one all-to-all to
+    # the token shard (NeMo's ParallelLinearAdapter a2a_experimental, default False:
+    # nemo/collections/nlp/modules/common/megatron/adapters/parallel_adapters.py at NVIDIA/NeMo
+    # 579983f; MLPerf's Llama 2 70B LoRA sets it, LORA_A2A=1). Needs sequence parallelism (NeMo
+    # reads it only then) and a LoRA fine-tune (simulator.parallel.rank).
+    lora_a2a: bool = field(default=False, metadata={
+        "help": "LoRA under sequence parallelism: the adapters beside o and down move their "
+                "output to the token shard by one all-to-all (NeMo's a2a_experimental), not "
+                "an all-gather then a split (needs --sequence-parallel, --finetune lora)"})
     schedule: Schedule = field(default=Schedule.ONE_F_ONE_B, metadata={
         "help": "pipeline schedule"})
     virtual_stages: int = field(default=1, metadata={
@@ -387,6 +398,11 @@ class ParallelPlan:
             raise PlanError("tp_comm_overlap = true needs sequence parallelism (its all-gathers "
                             "and reduce-scatters are what overlaps): add --sequence-parallel "
                             "or drop --tp-comm-overlap")
+        if self.lora_a2a and self.tp > 1 and not self.activations_split:
+            # NeMo's adapter runs the all-to-all only under sequence parallelism
+            raise PlanError("lora_a2a = true moves the LoRA adapters' output to sequence "
+                            "shards: it needs sequence parallelism; add --sequence-parallel "
+                            "or drop --lora-a2a")
         if self.zero == 3 and self.sharding is Sharding.MEGATRON:
             raise PlanError("zero = 3 with sharding = megatron: Megatron-LM's DDP and "
                             "distributed optimizer run ZeRO 0-2; use --sharding fsdp or "
