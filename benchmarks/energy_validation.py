@@ -27,12 +27,14 @@ can express, each as the submission configured it (``smc-ac-power/benchmarks/*``
   graphs, Apex's DistributedFusedLAMB (optimizer state sharded over the 8 GPUs: ``zero`` 1).
   The two differ in the attention kernel: the H100 run's is Transformer Engine's fp8 cuDNN
   fused attention, the B200 run's FlashAttention-2's varlen kernel in fp16 (its config sets
-  USE_FLASH_ATTENTION=1; ``attention_kernel`` flash-attn-2). Not expressed, so not priced:
-  LAMB's per-tensor trust ratios (hwsim's nearest update, AdamW, has none), the H100 run's fp8
-  attention (hwsim prices cuDNN's 16-bit kernel) and attention within each packed sample only
-  (``--pad_fmha``: two ~256-token samples per pack attend block-diagonally; hwsim prices the
-  full 512 x 512). The MLM head runs on the masked tokens alone (``--dense_seq_output``;
-  ``mlm_share`` 0.15, BERT's masking rate: an upper bound, padding is never masked).
+  USE_FLASH_ATTENTION=1; ``attention_kernel`` flash-attn-2). Each packed row's samples
+  attend within themselves (``--pad_fmha --packed_samples``, the kernels given cu_seqlens):
+  ``packed_attention`` 0.7536, the mean sum(l_i^2) / 512^2 of a pack (``BERT_PACKED_ATTENTION``
+  shows the arithmetic), priced as 1 / 0.7536 equal samples of 386 tokens a row. Not expressed,
+  so not priced: LAMB's per-tensor trust ratios (hwsim's nearest update, AdamW, has none) and
+  the H100 run's fp8 attention (hwsim prices cuDNN's 16-bit kernel). The MLM head runs on the
+  masked tokens alone (``--dense_seq_output``; ``mlm_share`` 0.15, BERT's masking rate: an
+  upper bound, padding is never masked).
 
 - Llama 2 70B LoRA fine-tuning on 1 and 8 nodes of 8 H100 SXM (NeMo r2.0.0.rc0.beta, the
   ``RUNS`` comment below): tp 4, sequence parallel, TP communication overlap, FP8 (hybrid),
@@ -71,8 +73,28 @@ from simulator.api import simulate
 
 TABLE = ROOT / "tests" / "data" / "mlperf_power.csv"
 CLUSTER = "dgx-h100"
+#: MLPerf BERT's packed rows attend within each sample (``RUNS``' comment: --pad_fmha
+#: --packed_samples): the mean sum(l_i^2) / 512^2 of a row is the samples a pack holds times
+#: their mean l^2 / 512^2, whichever samples share a pack (sum over the rows of sum(l_i^2) =
+#: sum over the samples of l^2). Samples a pack: 156,726,829 samples into 78,404,631 packs
+#: ("Average sequences/sample 1.99895", the packing script's output in input_preprocessing/
+#: packed_data/README.md of both submissions: training_results_v4.0 6fe9543 smc-ac-power/
+#: benchmarks/bert/implementations/pytorch/, v5.0 0fdc28f Lenovo/benchmarks/bert/). Mean l^2:
+#: the MLPerf Wikipedia set's length histogram at 512 that Krell et al. 2021 (arXiv
+#: 2107.02027) published with their packing algorithms (graphcore/examples 2d8b565,
+#: tutorials/blogs_code/packedBERT/histograms.py, ``wikipedia_histogram``: count of samples of
+#: 1..512 tokens; 23.4 % of them 512): 16,279,552 samples, sum l 4,164,796,173, sum l^2
+#: 1,608,843,187,973 (summed here from its 512 counts), mean 255.8 tokens, where NVIDIA's
+#: output gives (156,726,829 x 512 - 4.04e10 padding) / 156,726,829 = 254.2 (0.6 % apart).
+#: 1.998956 x 98,826.0 / 262,144 = 0.7536: the attention core's FLOPs 75.4 % of 512 x 512's
+#: (not 0.5: the quarter of samples of 512 tokens pack alone). The packs' own padding (2.67e8
+#: tokens, 0.7 %) is ignored.
+BERT_SAMPLES_PER_PACK = 156_726_829 / 78_404_631
+BERT_MEAN_SQUARED_LENGTH = 1_608_843_187_973 / 16_279_552
+BERT_PACKED_ATTENTION = round(BERT_SAMPLES_PER_PACK * BERT_MEAN_SQUARED_LENGTH / 512 ** 2, 4)
 #: BERT-large's plan as NVIDIA's MLPerf BERT ran it (``RUNS``' comment), over the GPT-3 row's.
-BERT = {"model": "bert-large", "vocab": "", "seq_len": "", "model_options": "mlm_share=0.15",
+BERT = {"model": "bert-large", "vocab": "", "seq_len": "",
+        "model_options": f"mlm_share=0.15 packed_attention={BERT_PACKED_ATTENTION}",
         "device_count": "8", "dp": "8",
         "tp": "1", "pp": "1", "cp": "1", "zero": "1", "sequence_parallel": "false",
         "schedule": "1f1b", "virtual_stages": "1", "overlap_tp_comm": "false",
@@ -110,7 +132,12 @@ RUNS = {
     # Lenovo/benchmarks/bert/config_DGXB200_1x8x48x1_pack.sh, run_and_time.sh, modeling.py,
     # run_pretraining.py in v5.0): BATCHSIZE 48 packs of at most 512 tokens per GPU,
     # PACKING_FACTOR 2 (the log's global_batch_size 768 samples = 384 packs), GRADIENT_STEPS 1,
-    # 8 GPUs data parallel; --fp16 with the encoder under fp8_autocast (modeling.py: recipe
+    # 8 GPUs data parallel; --pad_fmha --packed_samples on the packed trainset (v4.0
+    # config_SMCH100_1x8x48x1_pack.sh lines 3, 15, 43-44 and v5.0 config_DGXB200_1x8x48x1_
+    # pack.sh lines 3, 15, 46-47: PACKING_FACTOR, EXTRA_PARAMS, DATADIR_PHASE2=${DATADIR_
+    # PHASE2_PACKED}; te_layers.py hands each sample's bounds, cu_seqlens, to the fused
+    # attention: v4.0 lines 63, 125, v5.0 lines 36-37, 75, 196: packed_attention,
+    # BERT_PACKED_ATTENTION); --fp16 with the encoder under fp8_autocast (modeling.py: recipe
     # DelayedScaling, Format.HYBRID, fp8_dpa=True; the v4.0 log says 'using fp8 FMHA'); --fused_
     # bias_fc, --fused_bias_mha, --fused_dropout_add, --fused_gemm_gelu (fusion compiled);
     # --use_cuda_graph (graphs); --distributed_lamb (apex DistributedFusedLAMB, max_grad_norm
@@ -160,13 +187,6 @@ EXTRA = {"resnet": {"channels_last": True, "graphs": True, "conv_norm_fusion": T
 #: target_modules ['attention'] (NeMo's attention_qkv and attention_dense: q, k, v and o).
 LORA = {"finetune": "lora", "lora_rank": 16, "lora_targets": "qkv,o"}
 EXTRA.update({"lora-1node": LORA, "lora-8node": LORA})
-#: Parallel-plan fields beyond the columns, as the submission set them: the LoRA runs'
-#: adapters move their output to the sequence shard by all-to-all (``lora_a2a``, NeMo's
-#: a2a_experimental): configs/config_common.sh line 13 ``export LORA_A2A=1``, read by
-#: conf/megatron_gpt_peft_tuning_config.yaml line 120 (``a2a_experimental:
-#: ${oc.decode:${oc.env:LORA_A2A,0}}``), smc-ac-power/benchmarks/llama2-70b_lora/
-#: implementations/nemo in training_results_v4.0 (6fe9543); both configs source the common one.
-PARALLEL_EXTRA = {"lora-1node": {"lora_a2a": True}, "lora-8node": {"lora_a2a": True}}
 #: Metered runs hwsim cannot express yet, and why (their rows stay in mlperf_power.csv).
 NOT_EXPRESSIBLE = {
     ("retinanet", "SR780aV3-8xB200_SXM_180GB"):
@@ -209,8 +229,7 @@ def predicted(bench: str):
     row.update(changes, run_id=run_id(bench))
     cluster = vr.hardware(row)
     plan = dataclasses.replace(vr.step_plan(row), **EXTRA.get(bench, {}))
-    parallel = dataclasses.replace(vr.parallel_plan(row), **PARALLEL_EXTRA.get(bench, {}))
-    result = simulate(vr.workload(row), cluster, plan, parallel=parallel)
+    result = simulate(vr.workload(row), cluster, plan, parallel=vr.parallel_plan(row))
     return result, cluster.node_overhead_w, cluster.devices_per_node
 
 

@@ -118,6 +118,17 @@ class TransformerConfig:
     # create_pretraining_data.py: round(len x masked_lm_prob 0.15), at most 76 a sample), so
     # 0.15 is the share at most (padding is never masked). Encoder style only.
     mlm_share: float | None = None
+    # Packed sequences attending within each sample only: the mean over the packed rows of
+    # sum(l_i^2) / seq_len^2, l_i the lengths of the samples packed into a row of seq_len
+    # tokens (Krell et al. 2021, "Efficient Sequence Packing without Cross-contamination",
+    # arXiv 2107.02027; NVIDIA's MLPerf BERT --pad_fmha --packed_samples: a varlen fused
+    # attention kernel given each sample's bounds, cu_seqlens). The GEMMs, norms and the rest
+    # still see seq_len real tokens a row; the attention core runs as 1 / packed_attention
+    # equal samples of packed_attention x seq_len tokens a row (``packed_core``), which keeps
+    # both the row's tokens and its score FLOPs (sum l_i^2), so a kernel fit prices it at the
+    # efficiency of that one length, not at each l_i's (an approximation: the fixed cost per
+    # query block is convex in the length). None (or 1): the whole row attends to itself.
+    packed_attention: float | None = None
 
     def __post_init__(self) -> None:
         for key in ("layers", "hidden", "heads", "vocab", "seq_len"):
@@ -143,6 +154,14 @@ class TransformerConfig:
             raise WorkloadError(f"{self.name}: mlm_share = {self.mlm_share!r} must be a fraction "
                                 "in (0, 1] on an encoder (the share of positions the MLM head "
                                 "runs on: 0.15 for BERT's masked tokens)")
+        if self.packed_attention is not None and (
+                isinstance(self.packed_attention, bool)
+                or not isinstance(self.packed_attention, (int, float))
+                or not 0 < self.packed_attention <= 1 or self.mla is not None):
+            raise WorkloadError(f"{self.name}: packed_attention = {self.packed_attention!r} must "
+                                "be a fraction in (0, 1], without [mla] (the mean of sum(l_i^2) "
+                                "/ seq_len^2 over packed rows of samples of l_i tokens: 1 for "
+                                "one sample a row, 1/k for k equal ones)")
         if self.head_size is None and self.hidden % self.heads:
             raise WorkloadError(f"{self.name}: heads = {self.heads} must divide hidden = "
                                 f"{self.hidden} (head dimension = hidden / heads)")
@@ -404,7 +423,7 @@ def _attention(c: TransformerConfig, b: Builder, x: str, batch: int) -> str:
         q = b.elementwise("mul", (q,), rows * qd, base="rope_q", extra=tag)
         k = b.elementwise("mul", (k,), rows * kv, base="rope_k", extra=tag)
     b.block = Block.ATTN_CORE
-    heads = batch * c.heads
+    heads, s = packed_core(batch * c.heads, s, c.packed_attention)
     causal = (("causal", 1),) if c.style is Style.DECODER else ()  # fused kernels skip blocks
     scores = b.matmul("scores", q, k, heads, s, s, d, extra=causal)
     if c.hf_eager:   # the scale and the mask as their own kernels (hf_eager)
@@ -417,6 +436,18 @@ def _attention(c: TransformerConfig, b: Builder, x: str, batch: int) -> str:
     b.block = Block.ATTN
     out = b.linear("o_proj", ctx, rows, qd, h, c.bias, role=Role.ROW)
     return b.dropout(out, rows * h, base="attn_out_dropout") if c.dropout else out
+
+
+def packed_core(heads: int, s: int, packed: float | None) -> tuple[int, int]:
+    """(score matrices, their side) of the attention core of ``heads`` (samples x heads)
+    rows of ``s`` tokens whose packed samples have a mean sum(l_i^2) / s^2 of ``packed``: as
+    many equal samples of round(packed x s) tokens as the rows' tokens fill (rounded down, so
+    the score FLOPs never exceed the unpacked ones). 1 / k on a row that k divides: k samples
+    of s / k, exactly."""
+    side = max(1, round(s * packed)) if packed else s
+    if side >= s:
+        return heads, s
+    return heads * s // side, side
 
 
 def _mlp(c: TransformerConfig, b: Builder, x: str, rows: int) -> str:
