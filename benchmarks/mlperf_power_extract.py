@@ -15,7 +15,10 @@ training time between consecutive evaluations (``eval_stop`` to the next ``eval_
 summed, over the steps between them summed (each gap's samples over the global batch, rounded:
 a step holds ``global_batch_size`` = d_batch_size x GPUs x average_packing_rate samples on
 average); a sum, not a median, as the gaps alternate between two speeds (B200: ~61.8 and
-~63.9 ms a step).
+~63.9 ms a step). Its mean power is taken over the same gaps, so that power and step time
+share one window: the block's first segment (``block_start`` to the first evaluation: warm-up
+and CUDA-graph capture, ~6.4 kW on the H100 node against ~6.8 kW while training) is in
+neither.
 Two more figures describe the power profile, for analysis (docs/accuracy.md, "Metered
 energy"): ``node_power_p90_w``, each node's 90th percentile reading inside the training blocks
 (the plateau while the GPUs compute), and ``node_power_floor_w``, each node's lowest reading
@@ -100,6 +103,9 @@ def run_row(repo: str, folder: str, system: str, bench: str, result: str,
         gaps = [((t1 - t0) / 1e3, round((v1 - v0) / batch))
                 for (t0, v0), (t1, v1) in zip(stops, starts[1:])]
         steps = [sum(t for t, _ in gaps) / sum(n for _, n in gaps)] * len(gaps)
+        # the power over the same gaps: the block's first segment (block_start to the first
+        # evaluation: warm-up and CUDA-graph capture) is in no gap, so it leaves both out
+        blocks = [(t0, t1) for (t0, _), (t1, _) in zip(stops, starts[1:])]
     if not steps:
         steps = [batch / float(v["throughput"]) for v in stats if "throughput" in v]
     nodes = [f for f in files if f.startswith(f"{base}/power/{result}/node_")]
