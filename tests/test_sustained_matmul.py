@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hardware_specs.loader import load_device
 from hardware_specs.override import override
 from simulator import simulate
-from simulator.cost.power import sustained_times
+from simulator.cost.power import burst, sustained_times
 from simulator.cost.roofline import op_costs
 from simulator.errors import SpecError
 from simulator.graph.lower import lower
@@ -88,11 +88,38 @@ def test_an_fp8_ratio_scales_the_fp8_gemms_and_only_them():
 
 
 def test_no_ratio_changes_nothing():
-    bare = dataclasses.replace(H100, matmul_sustained=None)
+    bare = burst(H100)
     low = _lowered(DType.BF16)
     compute, memory, time = op_costs(low, bare)
     out = sustained_times(low, bare, compute, memory, time)
     assert out[0] is compute and out[1] is time
+
+
+def test_burst_clears_the_fp8_ratio_too():
+    """``burst(spec)`` prices a kernel timed alone: on the B200 (fp8 ratio 0.814 of its own,
+    16-bit 0.822) its fp8 GEMM keeps its burst compute and time, where clearing
+    ``matmul_sustained`` alone still divides the fp8 compute by ``fp8_matmul_sustained``."""
+    b200 = load_device("b200")
+    assert b200.fp8_matmul_sustained is not None and b200.fp8_matmul_sustained < 1
+    low = _lowered(DType.FP8)
+    compute, memory, time = op_costs(low, b200)
+    out = sustained_times(low, burst(b200), compute, memory, time)
+    assert out[0] is compute and out[1] is time
+    half = dataclasses.replace(b200, matmul_sustained=None)
+    assert sustained_times(low, half, compute, memory, time)[0][0] == pytest.approx(
+        compute[0] / b200.fp8_matmul_sustained, rel=1e-9)
+    # in a step: the fp8 GEMMs run at the burst rate, the same spec's sustained step slower
+    from workloads.transformer import TransformerConfig
+
+    c = TransformerConfig("t", 2, 1024, 8, vocab=512, seq_len=2048)
+    held = simulate(c, b200, micro_batch=2, precision="fp8")
+    bursts = simulate(c, burst(b200), micro_batch=2, precision="fp8")
+    fp8 = (held.lowered.kind == OpKind.MATMUL) & (held.lowered.dtype == DType.FP8)
+    assert fp8.sum() > 0
+    np.testing.assert_allclose(held.times["compute_s"][fp8],
+                               bursts.times["compute_s"][fp8] / b200.fp8_matmul_sustained,
+                               rtol=1e-9)
+    assert bursts.step_time_s < held.step_time_s
 
 
 def test_a_ratio_outside_zero_one_is_refused():
@@ -106,10 +133,10 @@ def test_a_ratio_outside_zero_one_is_refused():
 def test_a_sustained_step_is_never_faster_than_the_burst_nor_slower_than_its_ratio(ratio):
     """Invariants: the step slows by at least nothing and at most 1 / ratio (only tensor-core
     compute is scaled); MFU and HFU stay at most 1."""
-    burst = simulate("gpt3-125m", dataclasses.replace(H100, matmul_sustained=None), **PLAN)
+    bursts = simulate("gpt3-125m", burst(H100), **PLAN)
     held = simulate("gpt3-125m", dataclasses.replace(H100, matmul_sustained=ratio), **PLAN)
-    assert burst.step_time_s <= held.step_time_s * (1 + 1e-12)
-    assert held.step_time_s <= burst.step_time_s / ratio * (1 + 1e-9)
+    assert bursts.step_time_s <= held.step_time_s * (1 + 1e-12)
+    assert held.step_time_s <= bursts.step_time_s / ratio * (1 + 1e-9)
     summary = held.summary()
     assert 0 < summary["mfu"] <= summary["hfu"] <= 1
 
@@ -122,21 +149,20 @@ def test_in_a_step_matmuls_and_fused_attention_slow_by_the_ratio():
 
     c = TransformerConfig("t", 2, 1024, 8, vocab=512, seq_len=2048)
     held = simulate(c, H100, micro_batch=2, precision="bf16")
-    burst = simulate(c, dataclasses.replace(H100, matmul_sustained=None), micro_batch=2,
-                     precision="bf16")
+    bursts = simulate(c, burst(H100), micro_batch=2, precision="bf16")
     low = held.lowered
     matmul = (low.kind == OpKind.MATMUL) & (low.dtype == DType.BF16) & (low.flops > 0)
     attention = low.kind == OpKind.ATTENTION
     assert matmul.sum() > 0 and attention.sum() == 3 * c.layers
     assert (low.dtype[attention] == DType.BF16).all()
-    assert (burst.times["compute_s"][attention] > 0).all()
+    assert (bursts.times["compute_s"][attention] > 0).all()
     for ops in (matmul, attention):
         np.testing.assert_allclose(held.times["compute_s"][ops],
-                                   burst.times["compute_s"][ops] / 0.888, rtol=1e-9)
+                                   bursts.times["compute_s"][ops] / 0.888, rtol=1e-9)
     others = ~matmul & ~attention & (low.kind != OpKind.CONV)
     np.testing.assert_array_equal(held.times["compute_s"][others],
-                                  burst.times["compute_s"][others])
-    assert held.step_time_s > burst.step_time_s
+                                  bursts.times["compute_s"][others])
+    assert held.step_time_s > bursts.step_time_s
 
 
 #: AMD's measured median engine clock of a bf16 GEMM on a warmed-up device (about 0.8 s of

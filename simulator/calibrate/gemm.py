@@ -183,11 +183,12 @@ def _tile_times(device, rows: list[dict], fixed: int, efficiency: float) -> np.n
     """hwsim's seconds for the bf16 GEMMs of ``rows`` on ``device`` with ``fixed`` as its
     ``tile_fixed_k`` and ``efficiency`` as its ``matmul_efficiency`` (no sustained ratio: a
     kernel timed alone)."""
+    from simulator.cost.power import burst
     from simulator.graph.op import DType
 
     arch = dataclasses.replace(device.architecture, tile_fixed_k=fixed or None)
-    priced = dataclasses.replace(device, architecture=arch, matmul_efficiency=efficiency,
-                                 matmul_sustained=None, priors=())
+    priced = dataclasses.replace(burst(device), architecture=arch,
+                                 matmul_efficiency=efficiency, priors=())
     return predicted_s(priced, [(int(r["m"]), int(r["n"]), int(r["k"])) for r in rows],
                        DType.BF16)
 

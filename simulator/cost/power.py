@@ -54,6 +54,7 @@ state is not chosen for a workload (``tests/test_neusight_traces.py``).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -127,6 +128,14 @@ def scaled_times(compute_s: np.ndarray, memory_s: np.ndarray, time_s: np.ndarray
     return compute, time_s + (np.maximum(compute, memory_s) - np.maximum(compute_s, memory_s))
 
 
+def burst(device: DeviceSpec) -> DeviceSpec:
+    """``device`` with its GEMM figures as bursts (a kernel timed alone, MAMF): both sustained
+    ratios cleared, ``matmul_sustained`` and ``fp8_matmul_sustained``, so that
+    ``sustained_times`` scales nothing (clearing ``matmul_sustained`` alone leaves the fp8
+    GEMMs at ``fp8_matmul_sustained`` on a spec that gives it: B200, GB200)."""
+    return dataclasses.replace(device, matmul_sustained=None, fp8_matmul_sustained=None)
+
+
 def sustained_times(lowered: Lowered, device: DeviceSpec, compute_s: np.ndarray,
                     memory_s: np.ndarray, time_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(compute_s, time_s) of each op as a training step runs it: GEMMs back to back at the
@@ -149,7 +158,8 @@ def sustained_times(lowered: Lowered, device: DeviceSpec, compute_s: np.ndarray,
     attention kernel by shape is known). CUDA-core work (fp32 GEMMs, vector and streaming
     kernels) is not scaled: no sustained figure of it is measured. The step's tensor-core kernels then run at the reference this
     module's power model assumes (a busy device at its TDP). Kernel-level comparisons (a table
-    of kernels timed alone: ``simulator.cost.roofline.op_costs``) keep the burst rate. A spec
+    of kernels timed alone: ``simulator.cost.roofline.op_costs``) keep the burst rate; a step
+    priced at the burst rate takes ``burst(device)``, which clears both ratios. A spec
     without the ratio (None: its figures are sustained, or no sustained figure is known) is
     unchanged. fp8 kernels take ``fp8_matmul_sustained`` where the spec gives it (the same
     tool's fp8 rows: the B200's MSMF over MAMF in fp8, the GB200's derived from them), else
@@ -199,5 +209,5 @@ def phase_clocks(lowered: Lowered, device: DeviceSpec, compute_s: np.ndarray,
     return clock
 
 
-__all__ = ["KNEE", "MIN_CLOCK", "V_FLOOR", "check_limit", "dynamic_scale", "energy_scale",
+__all__ = ["KNEE", "MIN_CLOCK", "V_FLOOR", "burst", "check_limit", "dynamic_scale", "energy_scale",
            "floor_w", "phase_clocks", "scaled_times", "sustained_times", "voltage"]
