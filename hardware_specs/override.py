@@ -141,6 +141,11 @@ def _architecture(device: DeviceSpec, path: str, field: str, value: Any) -> Devi
         new = _positive(value, path)
     elif field in _ARCH_TUPLES:
         new = _integers(value, path, _ARCH_TUPLES[field])
+    elif field == "fp32_batched_tiles":   # "64x128,64x64" or [[64, 128], [64, 64]]
+        tiles = value.split(",") if isinstance(value, str) else value
+        if not isinstance(tiles, (list, tuple)) or not tiles:
+            raise SpecError(f"--set {path}: must be tiles such as 64x128,64x64, not {value!r}")
+        new = tuple(_integers(tile, path, 2) for tile in tiles)
     else:
         new = _integer(value, path)
     arch = dataclasses.replace(device.architecture, **{field: new})

@@ -148,9 +148,11 @@ class Architecture:
     # and picks the fastest; each operand a tile loads per k-step costs this many FMAs' time,
     # so a narrower tile runs slower (``efficiency.fp32_tiles``)
     fp32_tile_load_cost: int | None = None
-    # the narrowest tile side the library also runs for batched fp32 GEMMs (torch.bmm), picked
-    # as above; None: batched GEMMs keep fp32_matrix_tile (``efficiency.fp32_tiles``)
-    fp32_batched_narrowest: int | None = None
+    # the output tiles (m rows x n columns of C = A B, each side a whole number) the library
+    # runs for batched fp32 GEMMs (torch.bmm), as its kernels' names show them; the fastest is
+    # picked as above, at the same load cost (needs fp32_tile_load_cost). None: batched GEMMs
+    # keep fp32_matrix_tile (``efficiency.fp32_tiles``)
+    fp32_batched_tiles: tuple[tuple[int, int], ...] | None = None
     systolic_array: tuple[int, int] | None = None       # (rows, cols) of one matrix unit
     matrix_units_per_core: int | None = None
     simd_width_bits: int | None = None
@@ -159,7 +161,7 @@ class Architecture:
 
     def __post_init__(self) -> None:
         for name in ("compute_units", "tile_fixed_k", "fp32_tile_fixed_k", "fp32_tile_load_cost",
-                     "fp32_batched_narrowest", "matrix_units_per_core",
+                     "matrix_units_per_core",
                      "simd_width_bits", "fma_units_per_core", "dsp_count"):
             within(getattr(self, name), name, "count", optional=True)
         within(self.clock_hz, "clock_hz", "hz", optional=True)
@@ -170,6 +172,19 @@ class Architecture:
                                 "numbers")
             for item in value or ():
                 within(item, name, "count")
+        tiles = self.fp32_batched_tiles
+        if tiles is not None:
+            if not (isinstance(tiles, tuple) and tiles and all(
+                    isinstance(t, tuple) and len(t) == 2 for t in tiles)):
+                raise SpecError(f"fp32_batched_tiles = {clean(repr(tiles))[:60]} must be a list "
+                                "of [rows, columns] tiles such as [[64, 128], [64, 64]]")
+            for tile in tiles:
+                for side in tile:
+                    within(side, "fp32_batched_tiles", "count")
+            if not self.fp32_tile_load_cost or not self.fp32_matrix_tile:
+                raise SpecError("fp32_batched_tiles needs fp32_matrix_tile and "
+                                "fp32_tile_load_cost (the rate of a tile is the widest tile's "
+                                "at that load cost); give them or drop fp32_batched_tiles")
 
 
 @dataclass(frozen=True)

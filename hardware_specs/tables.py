@@ -28,10 +28,10 @@ from hardware_specs.spec import Architecture, Link, LinkKind
 
 _ARCH_INTS = ("compute_units", "matrix_units_per_core", "simd_width_bits",
               "fma_units_per_core", "dsp_count", "tile_fixed_k", "fp32_tile_fixed_k",
-              "fp32_tile_load_cost", "fp32_batched_narrowest")
+              "fp32_tile_load_cost")
 _ARCH_TUPLES = {"matrix_tile": 3, "fp32_matrix_tile": 3, "systolic_array": 2}
 _ARCH_KEYS = ("compute_units", "clock_ghz", "matrix_tile", "tile_fixed_k", "fp32_matrix_tile",
-              "fp32_tile_fixed_k", "fp32_tile_load_cost", "fp32_batched_narrowest",
+              "fp32_tile_fixed_k", "fp32_tile_load_cost", "fp32_batched_tiles",
               "systolic_array",
               "matrix_units_per_core", "simd_width_bits", "fma_units_per_core", "dsp_count")
 _LINK_REQUIRED = ("name", "kind", "bandwidth_gb_per_s")
@@ -69,6 +69,12 @@ class OptionalTables:
                 fields[key] = self.integer(value, where)
             elif key in _ARCH_TUPLES:
                 fields[key] = self.integers(value, where, _ARCH_TUPLES[key])
+            elif key == "fp32_batched_tiles":
+                if not isinstance(value, list) or not value:
+                    raise self.fail(where, f"must be a list of [rows, columns] tiles such as "
+                                           f"[[64, 128], [64, 64]], not {value!r}")
+                fields[key] = tuple(self.integers(tile, f"{where}[{i}]", 2)
+                                    for i, tile in enumerate(value))
             else:
                 fields["clock_hz"] = units.ghz_to_hz(self.positive(value, where, "hz", units.GHZ))
         return self.made(Architecture, "architecture", **fields)

@@ -143,7 +143,8 @@ def device_toml(spec: DeviceSpec) -> str:
         if field.name == "clock_hz" and value is not None:
             facts["clock_ghz"] = round(value / 1e9, 6)
         elif value is not None:
-            facts[field.name] = list(value) if isinstance(value, tuple) else value
+            facts[field.name] = ([list(v) if isinstance(v, tuple) else v for v in value]
+                                 if isinstance(value, tuple) else value)
     if facts:
         out += ["", "[architecture]"] + [f"{k} = {v}" for k, v in facts.items()]
     for level in spec.memory:

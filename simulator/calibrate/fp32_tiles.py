@@ -16,8 +16,8 @@ events, which hwsim prices apart, is a large share), refitting the
 while the T4 and V100 keep their specs' DeepBench figures, and holds each GPU out in turn.
 Batched GEMMs keep the widest tile on the A100 PCIe and L4 (``efficiency.fp32_tiles``), whose
 fp32 bmm calls in NeuSight's tables run ``ampere_sgemm_128x128`` alone; the T4's and V100's
-choose among the same tiles at the same c (``fp32_batched_narrowest``, nothing refitted:
-``tests/test_fp32_batched_tiles.py``).
+choose among the tiles their kernels' names show (``fp32_batched_tiles``) at the same c
+(nothing refitted: ``tests/test_fp32_batched_tiles.py``).
 """
 from __future__ import annotations
 
@@ -52,7 +52,9 @@ def _narrow_errors(name: str, rows: list[dict], large_rows: list[dict] | None,
     from simulator.graph.op import DType
 
     device = load_device(name)
-    arch = dataclasses.replace(device.architecture, fp32_tile_load_cost=cost or None)
+    arch = dataclasses.replace(device.architecture, fp32_tile_load_cost=cost or None,
+                               fp32_batched_tiles=device.architecture.fp32_batched_tiles
+                               if cost else None)   # single GEMMs: batched tiles unused
     device = dataclasses.replace(device, architecture=arch)
     if large_rows is not None:
         device = dataclasses.replace(device, fp32_matmul_efficiency=fit(large_rows, device,

@@ -20,9 +20,9 @@ Vectorised over the lowered arrays; every factor is derived from a spec figure, 
   PCIe), a narrower tile running slower: per k-step a tm x tn tile does tm tn FMAs and loads
   tm + tn operands, each costing c FMAs' time (``fp32_tiles``); batched GEMMs keep the widest
   tile (NeuSight's fp32 bmm calls run ``ampere_sgemm_128x128`` alone on the A100 PCIe and L4)
-  unless the spec gives ``fp32_batched_narrowest``, the narrowest side the library runs for
-  them (the T4's and V100's ``volta_sgemm_128x64``, ``64x64``, ``128x32``, ``32x128``).
-  Not modelled: cuBLAS's
+  unless the spec lists the tiles the library runs for them (``fp32_batched_tiles``: the T4's
+  and V100's ``volta_sgemm_128x64``, ``64x64``, ``128x32``, ``32x128``, none 128 x 128), the
+  fastest of which is taken. Not modelled: cuBLAS's
   in-tile k slicing (``_sliced1x4``), its split-k grids and the L4's CUTLASS
   ``simt_sgemm_256...`` kernels (a wider tile; the table cuts their names).
 - TPU (``systolic_array``): the weight-stationary array holds a (k x n) block; k and n are
@@ -91,7 +91,8 @@ def fp32_tiles(m, n, k, batch, arch) -> np.ndarray:
     ``narrow_tiles``, a tile of tm x tn running at (1 + c (1/TM + 1/TN)) / (1 + c (1/tm + 1/tn))
     of the widest's (TM x TN) rate: per k-step it does tm tn FMAs and loads tm + tn operands,
     each costing c FMAs' time; a batched GEMM (``batch`` > 1) keeps the widest tile, or where
-    the spec gives ``fp32_batched_narrowest``, the best of the halvings down to that side."""
+    the spec lists ``fp32_batched_tiles``, the best of those (rows x columns of the output;
+    the widest only if listed)."""
     fixed32 = float(arch.fp32_tile_fixed_k or 0)   # k-steps of the fp32 loop, no split
     widest = arch.fp32_matrix_tile
     cost = arch.fp32_tile_load_cost
@@ -101,17 +102,24 @@ def fp32_tiles(m, n, k, batch, arch) -> np.ndarray:
     # the choice is fitted on single GEMMs (torch.nn.Linear); batched ones keep the widest
     # tile, as cuBLAS runs them on the A100 PCIe and L4 (ampere_sgemm_128x128 in all 6,860 of
     # NeuSight's fp32 bmm calls there), unless the spec says its library runs narrower ones
-    # for them too (the T4's and V100's volta_sgemm_128x64, 64x64, 128x32, 32x128)
-    floor = arch.fp32_batched_narrowest
-    best, batched = one, one
-    for tile in narrow_tiles(widest)[1:]:
+    # for them (fp32_batched_tiles: the T4's and V100's volta_sgemm_128x64, 64x64, 128x32,
+    # 32x128, as its kernel names show them)
+
+    def factor(tile):
         rate = (1 + cost * (1 / widest[0] + 1 / widest[1])) / (1 + cost * (1 / tile[0]
                                                                           + 1 / tile[1]))
-        factor = rate * gpu_tiles(m, n, k, batch, tile, arch.compute_units, fixed32,
-                                  splits=(1,))
-        best = np.maximum(best, factor)
-        if floor and min(tile[:2]) >= min(floor, *widest[:2]):
-            batched = np.maximum(batched, factor)
+        return rate * gpu_tiles(m, n, k, batch, (*tile[:2], widest[2]), arch.compute_units,
+                                fixed32, splits=(1,))
+
+    best = one
+    for tile in narrow_tiles(widest)[1:]:
+        best = np.maximum(best, factor(tile))
+    listed = arch.fp32_batched_tiles
+    if not listed:
+        return np.where(np.asarray(batch) > 1, one, best)
+    batched = np.zeros(np.shape(best))
+    for tile in listed:
+        batched = np.maximum(batched, factor(tile))
     return np.where(np.asarray(batch) > 1, batched, best)
 
 
