@@ -229,3 +229,9 @@ def test_run_total_flags_without_a_run_say_so(capsys):
     assert main([*argv, "--tokens", "1e9"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["own_cost_usd"] > 0 and not any("--tokens" in n for n in summary["notes"])
+    # one flag: the verb agrees with it ('--node-overhead-w change only' did not)
+    assert main(["predict", "gpt2-small", "--device", "h100", "--node-overhead-w", "1000",
+                 "--json"]) == 0
+    notes = json.loads(capsys.readouterr().out)["notes"]
+    assert ("--node-overhead-w changes only the whole run's totals, which need --tokens or "
+            "--steps: nothing here uses it") in notes

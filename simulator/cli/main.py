@@ -186,8 +186,9 @@ def simulate_args(args):
                                                          "price_per_hour")
               if getattr(args, name) is not None]
     if unused and args.tokens is None and args.steps is None:   # said, not silently dropped
-        result.notes.append(f"{', '.join(unused)} change only the whole run's totals, which "
-                            "need --tokens or --steps: nothing here uses them")
+        verb, them = ("changes", "it") if len(unused) == 1 else ("change", "them")
+        result.notes.append(f"{', '.join(unused)} {verb} only the whole run's totals, which "
+                            f"need --tokens or --steps: nothing here uses {them}")
     return result
 
 
