@@ -120,10 +120,14 @@ class ClusterSpec:
     def with_nodes(self, nodes: int) -> ClusterSpec:
         """The same node design, ``nodes`` of them (a DGX H100 node -> a 32-node SuperPOD)."""
         if self.topology is Topology.TORUS:
+            # each command's own flags: predict's --device, compare's and sweep's --devices
+            device = self.device.name
             raise PlanError(f"cluster {self.name} is a {self.torus_dims} torus of "
                             f"{self.num_devices} devices, not scaled by nodes: for another size "
-                            f"give --device {self.device.name} --num-devices N (cluster_for "
-                            "builds its network) or a cluster .toml file")
+                            f"give its device in place of the preset, with the count (predict: "
+                            f"--device {device} --num-devices N; compare: --devices {device} "
+                            f"--num-devices N; sweep: --devices {device} --device-counts N; "
+                            "cluster_for builds its network) or a cluster .toml file")
         if nodes > 1 and self.inter is None:
             raise PlanError(f"cluster {self.name} has no [inter] network: it cannot span "
                             f"{nodes} nodes")

@@ -148,11 +148,19 @@ def test_with_nodes_refuses_a_torus(capsys):
     # the refusal says how to get another size ('give a slice of the size you want' did not)
     from simulator.cli import main
 
-    assert main(["predict", "gpt2-small", "--cluster", "tpu-v5p-pod-slice", "--num-devices",
-                 "128"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "give --device tpu-v5p --num-devices N" in err
-    assert main(["predict", "gpt2-small", "--device", "tpu-v5p", "--num-devices", "128"]) == 0
+    # each command's own flags are named, and each suggestion runs (compare takes --devices:
+    # '--device tpu-v5p' was wrong there)
+    runs = {"predict": ["--device", "tpu-v5p", "--num-devices", "128"],
+            "compare": ["--devices", "tpu-v5p", "--num-devices", "128"]}
+    for command, suggested in runs.items():
+        assert main([command, "gpt2-small", "--cluster", "tpu-v5p-pod-slice", "--num-devices",
+                     "128"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{command}: {' '.join(suggested[:2])} " in err
+        assert " ".join(suggested).replace("128", "N") in err
+        assert main([command, "gpt2-small", *suggested]) == 0
+        capsys.readouterr()
+    assert "sweep: --devices tpu-v5p --device-counts N" in err
 
 
 def test_load_by_path(tmp_path):
