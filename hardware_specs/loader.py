@@ -25,6 +25,8 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     memory_efficiency = 0.88      # optional, in (0, 1], default 1.0
     matmul_memory_efficiency = 0.44   # optional: a memory-bound matmul's, default: memory's
     norm_memory_efficiency = 0.7  # optional: norms' and softmax's, default: memory's
+    norm_memory_efficiency_compiled = 0.6  # optional: generated ones' (compiled fusion),
+    #                               default: norm_memory_efficiency
     [[memory]]                    # innermost first, main memory last
     name = "hbm2e"   capacity_gb = 80   bandwidth_gb_per_s = 2039    # or capacity_mib, ...
     [streaming_memory]            # optional: off-chip memory reached only by explicit copies
@@ -118,8 +120,9 @@ _COMPUTE_REQUIRED = ("peak_tflops", "vector_tflops", "op_overhead_us")
 #: writer list them from here).
 EFFICIENCIES = ("matmul_efficiency", "conv_efficiency", "attention_efficiency",
                 "vector_efficiency", "memory_efficiency", "matmul_memory_efficiency",
-                "norm_memory_efficiency", "fp8_matmul_efficiency", "fp32_matmul_efficiency",
-                "fp32_conv_efficiency", "matmul_sustained", "fp8_matmul_sustained")
+                "norm_memory_efficiency", "norm_memory_efficiency_compiled",
+                "fp8_matmul_efficiency", "fp32_matmul_efficiency", "fp32_conv_efficiency",
+                "matmul_sustained", "fp8_matmul_sustained")
 _COMPUTE_OPTIONAL = EFFICIENCIES
 #: A GPU whose spec cites no streaming measurement gets these priors: the medians over the
 #: seven GPUs NeuSight timed (P4, P100, T4, V100, A100 PCIe 40GB and 80GB, L4; elementwise

@@ -7,8 +7,9 @@ A change is a dotted path into ``DeviceSpec`` (SI units, named as the fields are
     step_overhead_s, host_overhead_s,
     vector_flops_per_s,
     matmul_efficiency, conv_efficiency, attention_efficiency, vector_efficiency,
-    memory_efficiency, matmul_memory_efficiency, norm_memory_efficiency, fp8_matmul_efficiency,
-    fp32_matmul_efficiency, fp32_conv_efficiency, matmul_sustained, fp8_matmul_sustained,
+    memory_efficiency, matmul_memory_efficiency, norm_memory_efficiency,
+    norm_memory_efficiency_compiled, fp8_matmul_efficiency, fp32_matmul_efficiency,
+    fp32_conv_efficiency, matmul_sustained, fp8_matmul_sustained,
     energy_per_flop_j, energy_per_byte_j, name
     peak_flops_per_s.<dtype>                       e.g. peak_flops_per_s.bf16 = 2e15
     memory.<level name | main>.<capacity_bytes | bandwidth_bytes_per_s>

@@ -277,8 +277,12 @@ class DeviceSpec:
     matmul_memory_efficiency: float | None = None
     # Norms and softmax (OpKind.NORM, SOFTMAX) reduce each row or channel before writing it and
     # stream at this fraction of the datasheet bandwidth, less than an elementwise kernel
-    # (``simulator.calibrate.streaming``). None: at memory_efficiency.
+    # (``simulator.calibrate.streaming``): PyTorch eager's norm kernels, where measured. None:
+    # at memory_efficiency.
     norm_memory_efficiency: float | None = None
+    # The same for generated norm and softmax kernels (torch.compile's), which a plan's
+    # ``Fusion.COMPILED`` runs (``simulator.cost.roofline.price``). None: norm_memory_efficiency.
+    norm_memory_efficiency_compiled: float | None = None
     vector_efficiency: float = 1.0  # achieved fraction of the vector peak (norms, softmax, ...)
     # The efficiencies above that are a class prior, not a measurement of this device
     # (``hardware_specs.loader.GPU_PRIORS``).
@@ -361,9 +365,9 @@ class DeviceSpec:
         for name in ("matmul_efficiency", "memory_efficiency", "vector_efficiency"):
             fraction(getattr(self, name), name)
         for name in ("conv_efficiency", "attention_efficiency", "matmul_memory_efficiency",
-                     "norm_memory_efficiency", "fp8_matmul_efficiency",
-                     "fp32_matmul_efficiency", "fp32_conv_efficiency", "matmul_sustained",
-                     "fp8_matmul_sustained"):
+                     "norm_memory_efficiency", "norm_memory_efficiency_compiled",
+                     "fp8_matmul_efficiency", "fp32_matmul_efficiency", "fp32_conv_efficiency",
+                     "matmul_sustained", "fp8_matmul_sustained"):
             fraction(getattr(self, name), name, optional=True)
         for fn, value in self.function_efficiency.items():
             fraction(value, f"function_efficiency.{fn}")

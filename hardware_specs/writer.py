@@ -133,8 +133,9 @@ def device_toml(spec: DeviceSpec) -> str:
     out += [line for line in _compute_lines(spec)      # a class prior is the loader's to
             if line.split(" =")[0] not in spec.priors]  # give, not a fact of this device
     for key in ("attention_efficiency", "matmul_memory_efficiency",  # cited, not calibrated:
-                "norm_memory_efficiency", "fp8_matmul_efficiency", "fp32_matmul_efficiency",
-                "fp32_conv_efficiency", "matmul_sustained", "fp8_matmul_sustained"):
+                "norm_memory_efficiency", "norm_memory_efficiency_compiled",
+                "fp8_matmul_efficiency", "fp32_matmul_efficiency", "fp32_conv_efficiency",
+                "matmul_sustained", "fp8_matmul_sustained"):
         if getattr(spec, key) is not None and key not in spec.priors:  # a calibrated file
             out.append(f"{key} = {getattr(spec, key):.6g}")             # keeps their lines
     facts = {}   # every fact the spec has, as the loader reads it (clock in GHz, tuples as lists)

@@ -61,18 +61,25 @@ def test_measured_medians():
 #: maximum of Lenovo's water-cooled SR780a V3 is in hand, so its upper bound is loose). Rows
 #: where it does not hold, and why (strict: a row that comes back inside flips the xfail).
 OUTSIDE_BRACKET = {
+    "resnet": "ResNet-50 on one SMC node: hwsim's step is +38 % slow (its batch norms at the "
+              "H100's PyTorch eager norm figure, 0.447; MXNet's fused NHWC batch norm kernels "
+              "are not measured), so even its GPUs alone (+5.1 %) draw more energy per step "
+              "than the metered node",
     "resnet-8node": "ResNet-50 on 8 SMC nodes (50 images per GPU, no NormConvolution): hwsim's "
-                    "step is +27 % slow, so even its GPUs alone (+8.7 %) draw more energy per "
+                    "step is +35 % slow, so even its GPUs alone (+15.5 %) draw more energy per "
                     "step than the metered node",
+    "bert-b200": "BERT-large on Lenovo's B200 node: hwsim's step is +32 % slow (FlashAttention-2, "
+                 "whose B200 fit runs at 0.4-0.5x cuDNN's rate at 512 tokens; norms at the "
+                 "B200's carried PyTorch eager figure, 0.387), its GPUs alone +0.1 %",
 }
 #: Issue 25's target, row by row: node energy per step within 15 % of the meter. Rows that
 #: miss it, and by how much at this commit (strict xfails; the median's xfail is below).
 ENERGY_OVER_15 = {
-    "resnet": "+45 %: step +25 % (hwsim's MXNet ResNet-50 step 1.25x the run's)",
-    "resnet-8node": "+70 %: step +27 %, and the dgx-h100 overhead on top",
-    "bert-h100": "+31 %: step +13 % (fp8 attention not expressed) and the 2.8 kW overhead "
+    "resnet": "+59 %: step +38 % (hwsim's MXNet ResNet-50 step 1.38x the run's)",
+    "resnet-8node": "+80 %: step +35 %, and the dgx-h100 overhead on top",
+    "bert-h100": "+32 %: step +14 % (fp8 attention not expressed) and the 2.8 kW overhead "
                  "on an immersion-cooled node",
-    "bert-b200": "+83 %: step +31 % (FlashAttention-2, whose B200 fit runs at 0.4-0.5x "
+    "bert-b200": "+85 %: step +32 % (FlashAttention-2, whose B200 fit runs at 0.4-0.5x "
                  "cuDNN's rate at 512 tokens) and the dgx-b200 preset's rated 6.3 kW "
                  "overhead on a water-cooled node",
     "lora-1node": "+21 %: the 2.8 kW overhead on SMC's immersion-cooled node, which draws at "
@@ -81,9 +88,9 @@ ENERGY_OVER_15 = {
 }
 #: The same 15 % asked of each row's step time; rows that miss it at this commit.
 STEP_OVER_15 = {
-    "resnet": "+25 %: hwsim's ResNet-50 step on 8 H100s with NormConvolution",
-    "resnet-8node": "+27 %: ResNet-50 at 50 images per GPU without NormConvolution",
-    "bert-b200": "+31 %: the run's FlashAttention-2 (fp16), whose B200 fit (cudnn-frontend's "
+    "resnet": "+38 %: hwsim's ResNet-50 step on 8 H100s with NormConvolution",
+    "resnet-8node": "+35 %: ResNet-50 at 50 images per GPU without NormConvolution",
+    "bert-b200": "+32 %: the run's FlashAttention-2 (fp16), whose B200 fit (cudnn-frontend's "
                  "sdpa benchmark) runs at 0.4-0.5x cuDNN's rate at 512 tokens",
 }
 
@@ -99,10 +106,11 @@ def _row(bench: str) -> dict:
 
 @pytest.mark.parametrize("bench", _marked(OUTSIDE_BRACKET))
 def test_metered_energy_between_gpus_alone_and_node(bench):
-    """GPT-3 175B on 512 H100 (-34 % / +4 % at this commit), ResNet-50 on one node, BERT-large
-    on the H100 and B200 nodes (-15 % / +31 %, -1 % / +83 %), Llama 2 70B LoRA on 1 and 8
-    nodes: the meter's node energy per step lies above hwsim's GPUs alone and below its GPUs
-    plus the node overhead."""
+    """GPT-3 175B on 512 H100 (-34 % / +5 % at this commit), BERT-large on the H100 node
+    (-14 % / +32 %), Llama 2 70B LoRA on 1 and 8 nodes: the meter's node energy per step lies
+    above hwsim's GPUs alone and below its GPUs plus the node overhead. ResNet-50 on one node
+    and BERT-large on the B200 node left the bracket when their norms went from the cuDNN
+    figure to PyTorch eager's."""
     row = _row(bench)
     assert row["predicted_gpus_j"] < row["measured_j"] < row["predicted_j"]
 
@@ -116,7 +124,7 @@ def test_metered_energy_within_15_percent(bench):
 @pytest.mark.parametrize("bench", _marked(STEP_OVER_15))
 def test_metered_step_within_15_percent(bench):
     """Llama 2 70B LoRA +11 % and -7 % (tp 4, sequence parallel, fp8; cp 2 on eight nodes),
-    GPT-3 -6 % (its own 10 % test below), BERT-large on the H100 node +13 % (attention within
+    GPT-3 -5 % (its own 10 % test below), BERT-large on the H100 node +14 % (attention within
     each packed sample, ``packed_attention``)."""
     row = _row(bench)
     assert row["predicted_step_s"] == pytest.approx(row["measured_step_s"], rel=0.15)
@@ -127,7 +135,8 @@ def test_bert_runs_attention_kernels_and_ids_as_submitted():
     attention. Lenovo's v5.0 config_DGXB200_1x8x48x1_pack.sh sets it (line 20): te_layers.py
     (lines 62, 117, 171-208) then runs flash-attn's varlen FlashAttention-2 in fp16, as hwsim
     now prices it (it priced cuDNN's kernel, +14.6 % on the step; then +44.7 %, +30.5 % with its
-    attention within each packed sample, ``packed_attention``). The B200 run
+    attention within each packed sample, ``packed_attention``, +32.0 % with its norms at
+    PyTorch eager's figure). The B200 run
     is v5.0's and Lenovo's, not v4.0 SMC's."""
     kernels = {bench: ev.predicted(bench)[0].device_spec.attention_kernel
                for bench in ("bert-h100", "bert-b200")}
@@ -137,7 +146,7 @@ def test_bert_runs_attention_kernels_and_ids_as_submitted():
 
 
 def test_gpt3_step_within_10_percent():
-    """-5.6 % (10.04 s against 10.64 s) with the slowest of the 512 devices setting the pace
+    """-4.6 % (10.14 s against 10.64 s) with the slowest of the 512 devices setting the pace
     (simulator.schedule.variability); -10.6 % before it, since the run's TP communication
     overlap and overlapped pipeline messages are priced (+1.8 % before those: a compensating
     error)."""
@@ -146,10 +155,10 @@ def test_gpt3_step_within_10_percent():
 
 
 @pytest.mark.xfail(strict=True, reason="issue 25's target is not met: node energy per step "
-                   "+4.1 % (GPT-3), +21 % and +20 % (Llama 2 70B LoRA, 1 and 8 nodes) but "
-                   "+45 % and +70 % (ResNet-50 on 1 and 8 nodes: hwsim's steps 1.25x and 1.27x "
-                   "the MLPerf MXNet runs'), +31 % and +83 % (BERT-large on the H100 and B200 "
-                   "nodes: steps 1.13x and 1.30x, node overheads 2.8 and 6.3 kW); median 45 %")
+                   "+5.1 % (GPT-3), +21 % and +20 % (Llama 2 70B LoRA, 1 and 8 nodes) but "
+                   "+59 % and +80 % (ResNet-50 on 1 and 8 nodes: hwsim's steps 1.38x and 1.35x "
+                   "the MLPerf MXNet runs'), +32 % and +85 % (BERT-large on the H100 and B200 "
+                   "nodes: steps 1.14x and 1.32x, node overheads 2.8 and 6.3 kW); median 48 %")
 def test_metered_energy_within_15_percent_median():
     errors = [abs(r["predicted_j"] / r["measured_j"] - 1) for r in ev.rows()]
     assert statistics.median(errors) <= 0.15

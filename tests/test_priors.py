@@ -55,7 +55,8 @@ def test_no_device_runs_gemms_at_its_peak_without_a_measurement(name):
 def test_the_status_of_each_op_class():
     assert calibration_status(load_device("a100-sxm4-80gb")) == {
         "gemm": "measured", "conv": "fp32 measured", "attention": "kernel fit",
-        "stream": "measured", "norm": "measured", "vector": "datasheet"}
+        "stream": "measured", "norm": "measured", "compiled-norm": "as norm",
+        "vector": "datasheet"}
     assert calibration_status(load_device("v100-sxm2-32gb"))["conv"] == "measured"
     assert calibration_status(load_device("h100-sxm5-80gb"))["conv"] == "as gemm"
     l4 = calibration_status(load_device("l4"))

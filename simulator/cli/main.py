@@ -507,7 +507,8 @@ def _devices(args) -> int:
         print(f"{'':16s} source: {d.source}")
     print("per op class: measured (a cited kernel measurement), calibrated (hwsim calibrate), "
           "kernel-fit, prior (the class median), datasheet (the peak: optimistic), as-gemm, "
-          "fp32-measured (conv: fp32 measured, 16-bit as GEMMs)")
+          "fp32-measured (conv: fp32 measured, 16-bit as GEMMs), as-norm (compiled-norm: "
+          "norms under compiled fusion at the eager kernels' figure)")
     print("prices: on-demand USD per device-hour and purchase USD, each cited in the spec's "
           "[price] comments ('(system)': a whole computer's price, with no server node's parts "
           "to add); 'not offered (searched DATE)': no one rents (sells) the device, as far as "

@@ -21,7 +21,10 @@ The model is deliberately simple for now:
   main memory at ``device.memory_bandwidth_bytes_per_s * device.memory_efficiency``, a matmul
   at ``device.matmul_memory_efficiency`` instead where the spec gives it (a GEMM bound by its
   bytes does not stream them as a copy does), norms and softmax at
-  ``device.norm_memory_efficiency`` (they reduce each row before writing it);
+  ``device.norm_memory_efficiency`` (they reduce each row before writing it; PyTorch eager's
+  norm kernels where measured), or under ``Fusion.COMPILED`` at
+  ``device.norm_memory_efficiency_compiled`` where the spec gives it (generated kernels:
+  torch.compile's). Softmax takes the norms' figure either way: no softmax kernel is measured;
 - a function the device has measured (``device.function_efficiency``, by ``Op.fn``) runs at
   that fraction of its unit's peak instead of its kind's efficiency, and pays its own fixed
   cost per call (``device.function_overhead_s``) instead of ``op_overhead_s``;
@@ -47,6 +50,7 @@ from simulator.cost.efficiency import executed_fraction, shape_efficiency
 from simulator.cost.host import costs as host_costs
 from simulator.graph.lower import Lowered
 from simulator.graph.op import TENSOR_KINDS, DType, OpKind
+from simulator.plan.step import Fusion
 
 _TENSOR_CODES = np.array(sorted(int(kind) for kind in TENSOR_KINDS), dtype=np.int8)
 
@@ -84,9 +88,13 @@ def price(lowered: Lowered, device: DeviceSpec,
     vector = device.vector_flops_per_s * device.vector_efficiency
     peak = np.where(is_tensor, matrix, vector)
     streaming = None
+    norm = device.norm_memory_efficiency
+    if (plan is not None and plan.fusion is Fusion.COMPILED
+            and device.norm_memory_efficiency_compiled is not None):
+        norm = device.norm_memory_efficiency_compiled   # generated kernels (torch.compile's)
     own_streams = {OpKind.MATMUL: device.matmul_memory_efficiency,  # a GEMM's bytes: not one
-                   OpKind.NORM: device.norm_memory_efficiency,      # stream; norms and softmax
-                   OpKind.SOFTMAX: device.norm_memory_efficiency}   # reduce each row first
+                   OpKind.NORM: norm,                               # stream; norms and softmax
+                   OpKind.SOFTMAX: norm}   # reduce each row first (no softmax kernel measured)
     for kind, efficiency in own_streams.items():
         if efficiency is not None:
             if streaming is None:

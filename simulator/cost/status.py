@@ -10,8 +10,11 @@ Classes and their sources (docs/model.md):
   convolutions are (``fp32_conv_efficiency``: 16-bit ones as GEMMs); else as GEMMs;
 - ``attention``: a kernel fit of the chip (``simulator.cost.attention``), a cited
   ``attention_efficiency``, else as GEMMs;
-- ``stream`` (elementwise bytes) and ``norm`` (norms, softmax): NeuSight-measured streaming
-  rates, the GPU priors (``GPU_PRIORS``), or the datasheet bandwidth;
+- ``stream`` (elementwise bytes) and ``norm`` (norms, softmax): measured streaming rates
+  (NeuSight's kernels; PyTorch eager's in NVIDIA's cuDNN norm benchmark), the GPU priors
+  (``GPU_PRIORS``), or the datasheet bandwidth;
+- ``compiled-norm`` (norms, softmax under compiled fusion): ``norm_memory_efficiency_compiled``
+  measured (torch.compile's kernels), else ``as norm``;
 - ``vector`` (vector-unit compute): calibrated functions or ``vector_efficiency``, else the
   datasheet rate.
 """
@@ -42,9 +45,10 @@ def calibration_status(device) -> dict[str, str]:
                  else own("attention_efficiency", None, "as gemm"))
     stream = own("memory_efficiency", 1.0, DATASHEET)
     norm = own("norm_memory_efficiency", None, "as stream")
+    compiled = own("norm_memory_efficiency_compiled", None, "as norm")
     vector = (CALIBRATED if functions else own("vector_efficiency", 1.0, DATASHEET))
     return {"gemm": gemm, "conv": conv, "attention": attention, "stream": stream, "norm": norm,
-            "vector": vector}
+            "compiled-norm": compiled, "vector": vector}
 
 
 def status_line(device) -> str:
