@@ -68,16 +68,18 @@ def _catalogue() -> dict:
 
 
 def _efficiency_defaults() -> dict[str, object]:
-    """The DeviceSpec fields named ``*_efficiency`` with a scalar default (1.0 or None)."""
+    """The DeviceSpec fields named ``*_efficiency`` (and ``*_efficiency_compiled``) with a
+    scalar default (1.0 or None)."""
     from hardware_specs.spec import DeviceSpec
 
     return {f.name: f.default for f in dataclasses.fields(DeviceSpec)
-            if f.name.endswith("_efficiency") and f.default is not dataclasses.MISSING}
+            if f.name.removesuffix("_compiled").endswith("_efficiency")
+            and f.default is not dataclasses.MISSING}
 
 
 def _efficiencies(device, defaults: dict[str, object]) -> str:
     """The efficiencies a spec file gives (a measured figure, cited there), else a dash."""
-    given = [f"{name[:-len('_efficiency')]} {_num(getattr(device, name))}"
+    given = [f"{name.replace('_efficiency', '')} {_num(getattr(device, name))}"
              + (" (prior)" if name in device.priors else "")
              for name, default in defaults.items() if getattr(device, name) != default]
     if device.function_efficiency:
@@ -121,7 +123,8 @@ def devices_section() -> list[str]:
         "no citable dated price); measured efficiencies: the "
         "achieved fractions of the datasheet rates that the spec file gives, each cited there (one not listed is 1.0, or "
         "falls back as the schema says: conv and attention to matmul, matmul_memory and "
-        "norm_memory to memory); a GPU with no streaming measurement carries the class priors, "
+        "norm_memory to memory, norm_memory_compiled, under compiled fusion, to norm_memory); "
+        "a GPU with no streaming measurement carries the class priors, "
         "marked (prior): the medians of the GPUs measured (accuracy.md, Kernels). A TDP or idle "
         "draw marked (prior) is not published for the device: a class prior (idle) or a "
         "figure from measured devices of its class, as its spec's [power] comments say.") + [""]
