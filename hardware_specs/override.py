@@ -149,7 +149,11 @@ def _architecture(device: DeviceSpec, path: str, field: str, value: Any) -> Devi
         new = tuple(_integers(tile, path, 2) for tile in tiles)
     else:
         new = _integer(value, path)
-    arch = dataclasses.replace(device.architecture, **{field: new})
+    arch = device.architecture
+    if field == "compute_units" and arch.reference_units is None and arch.compute_units:
+        # the spec's efficiencies were measured at its own count: keep the reference there
+        arch = dataclasses.replace(arch, reference_units=arch.compute_units)
+    arch = dataclasses.replace(arch, **{field: new})
     return dataclasses.replace(device, architecture=arch)
 
 

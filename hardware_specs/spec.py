@@ -133,6 +133,11 @@ class Architecture:
     """Facts the efficiency model needs; every field is optional (None = not given)."""
 
     compute_units: int | None = None          # SMs / CUs / TPU cores / CPU cores / AIE tiles
+    # the SMs the spec's efficiencies were measured with, where a what-if changed compute_units
+    # (``hardware_specs.override``): shape efficiencies stay relative to the reference GEMM at
+    # this count, the per-SM kernel's rate held (``efficiency.shape_efficiency``). None:
+    # compute_units. Not a spec file key (the writer leaves it out).
+    reference_units: int | None = None
     clock_hz: float | None = None
     matrix_tile: tuple[int, int, int] | None = None     # GPU threadblock tile (m, n, k)
     # fixed cost of each output tile (pipeline fill, epilogue) in k-steps of its 16-bit main
@@ -160,8 +165,8 @@ class Architecture:
     dsp_count: int | None = None                         # FPGA DSP slices
 
     def __post_init__(self) -> None:
-        for name in ("compute_units", "tile_fixed_k", "fp32_tile_fixed_k", "fp32_tile_load_cost",
-                     "matrix_units_per_core",
+        for name in ("compute_units", "reference_units", "tile_fixed_k", "fp32_tile_fixed_k",
+                     "fp32_tile_load_cost", "matrix_units_per_core",
                      "simd_width_bits", "fma_units_per_core", "dsp_count"):
             within(getattr(self, name), name, "count", optional=True)
         within(self.clock_hz, "clock_hz", "hz", optional=True)

@@ -141,6 +141,8 @@ def device_toml(spec: DeviceSpec) -> str:
     facts = {}   # every fact the spec has, as the loader reads it (clock in GHz, tuples as lists)
     for field in dataclasses.fields(Architecture):
         value = getattr(spec.architecture, field.name)
+        if field.name == "reference_units":   # a what-if's, not a fact of a device's file
+            continue
         if field.name == "clock_hz" and value is not None:
             facts["clock_ghz"] = round(value / 1e9, 6)
         elif value is not None:

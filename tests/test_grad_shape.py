@@ -22,6 +22,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hardware_specs.loader import load_device
+from hardware_specs.override import override
+from hardware_specs.writer import device_toml
 from simulator.calibrate.gemm import NEUSIGHT_CATALOGUE
 from simulator.cost.roofline import op_costs
 from simulator.graph.lower import lower
@@ -191,21 +193,14 @@ def test_attention_shaped_calls_within_tolerance(device, bound):
 @settings(max_examples=40, deadline=None)
 def test_more_bandwidth_or_sms_never_slower(batch, m, n, k, factor):
     """A product's forward and both gradients on the A100 80GB PCIe never take longer with
-    ``factor`` times its memory bandwidth. With ``factor`` times its SMs at the same rate per
-    SM (the fp32 peak scaled with them; whole SMs) the property holds only within a bound:
-    a time is work / (peak x efficiency x f(shape) / f(ref)), f being the tile x wave factor
-    and f(ref) that of the 8192^3 GEMM the spec's efficiency was measured on, at the spec's
-    SMs. shape_efficiency evaluates f(ref) at the SM count it is given, so more SMs that
-    quantise the reference's tiles better raise f(ref) and may lengthen a time by f(ref) new /
-    f(ref) old, at most 1 / (the reference's wave factor at the spec's SMs): 1.002 on the A100
-    PCIe's 108 SMs (4,096 fp32 tiles in 38 waves; hypothesis found m = n = k = 1 at 1.9x SMs
-    3.5e-5 slower), 1.031 on an H100 SXM's 132 (2,048 128 x 256 tiles in 16 waves, 0.970).
-    units x f(shape) alone never falls with
-    more units (``tests/test_fp32_batched_tiles.py``): the bound is the reference's alone.
-    Holding f(ref) at the SM count the efficiency was measured at would make it exact (not
-    done: no spec records that count apart from compute_units)."""
-    from simulator.cost.efficiency import REFERENCE_GEMM, fp32_tiles
-
+    ``factor`` times its memory bandwidth, nor with ``factor`` times its SMs at the same rate
+    per SM (``--set architecture.compute_units``, the fp32 peak scaled with them; whole SMs).
+    A time is work / (peak x efficiency x f(shape) / f(ref)), f the tile x wave factor and
+    f(ref) the 8192^3 GEMM's the spec's efficiency was measured on; the override keeps f(ref)
+    at the spec's own SMs (``Architecture.reference_units``), so units x f(shape), which never
+    falls with more units, decides alone. Evaluated at the new count instead, f(ref) could
+    rise (a better-quantised reference) and lengthen a time by up to 1 / (its wave factor):
+    1.002 here, where hypothesis found m = n = k = 1 at 1.9x SMs 3.5e-5 slower."""
     device = load_device("a100-pcie-80gb")
     _, step = _attention_step(batch, m, n, k)
     names = ["c", "dgrad0:c", "dgrad1:c"]
@@ -224,11 +219,31 @@ def test_more_bandwidth_or_sms_never_slower(batch, m, n, k, factor):
                                  streaming_memory=wide(device.streaming_memory))
     assert np.all(seconds(faster) <= before * (1 + 1e-12))
     units = int(device.architecture.compute_units * factor)
-    arch = dataclasses.replace(device.architecture, compute_units=units)
+    more = override(device, {"architecture.compute_units": units})
+    assert more.architecture.reference_units == device.architecture.compute_units
     peaks = {d: rate * units / device.architecture.compute_units
              for d, rate in device.peak_flops_per_s.items()}
-    wider = dataclasses.replace(device, architecture=arch, peak_flops_per_s=peaks)
+    wider = dataclasses.replace(more, peak_flops_per_s=peaks)
+    assert np.all(seconds(wider) <= before * (1 + 1e-12))
+
+
+def test_the_reference_stays_at_the_measured_sms():
+    """The 8192^3 fp32 GEMM on the A100 PCIe's 108 SMs runs its 4,096 tiles in 38 waves
+    (factor 0.998, the spec's efficiency itself); with 128 SMs by --set (peak not scaled) in 32
+    full waves, so its compute time is 0.998 of the spec's: the efficiency stays relative to
+    the reference at 108 SMs (at 128 it would be unchanged, 1.0 / 1.0). The writer leaves the
+    what-if's count out."""
+    from simulator.cost.efficiency import REFERENCE_GEMM
+
+    device = load_device("a100-pcie-80gb")
+    more = override(device, {"architecture.compute_units": 128})
     ref = REFERENCE_GEMM
-    drift = float(fp32_tiles(ref, ref, ref, 1, arch)   # a time is over f(shape) / f(ref)
-                  / fp32_tiles(ref, ref, ref, 1, device.architecture))
-    assert np.all(seconds(wider) <= before * max(1.0, drift) * (1 + 1e-12))
+    graph = OpGraph()
+    builder = Builder(graph, dtype=DType.FP32)
+    name = builder.matmul("g", builder.input("a", ref * ref), builder.input("b", ref * ref),
+                          1, ref, ref, ref)
+    lowered = lower(graph)
+    at = list(lowered.names).index(name)
+    ratio = op_costs(lowered, more)[0][at] / op_costs(lowered, device)[0][at]
+    assert ratio == pytest.approx((4096 / (38 * 108)) / (4096 / (32 * 128)), rel=1e-12)
+    assert "reference_units" not in device_toml(more)

@@ -35,6 +35,8 @@ to the factor of the ``REFERENCE_GEMM`` (8192^3) those figures were measured on.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from hardware_specs.spec import DeviceClass, DeviceSpec
@@ -141,14 +143,19 @@ def shape_efficiency(lowered: Lowered, device: DeviceSpec) -> np.ndarray:
             # a fused attention kernel's tile loops over the whole key sequence, not over k
             fixed = np.where(lowered.kind[ops] == OpKind.ATTENTION, 0.0, fixed)
         ref = REFERENCE_GEMM
+        # the reference at the SMs the efficiencies were measured with (a what-if's more SMs
+        # keep the per-SM rate: more SMs never slower at a peak scaled with them)
+        measured = arch.reference_units or arch.compute_units
         eff[ops] = (gpu_tiles(m[ops], n[ops], k[ops], batch[ops], arch.matrix_tile,
                               arch.compute_units, fixed)
-                    / gpu_tiles(ref, ref, ref, 1, arch.matrix_tile, arch.compute_units,
+                    / gpu_tiles(ref, ref, ref, 1, arch.matrix_tile, measured,
                                 arch.tile_fixed_k or 0))
         if arch.fp32_matrix_tile:   # fp32 GEMMs run the library's CUDA-core kernel's tile
             own = ops[(lowered.kind[ops] == OpKind.MATMUL) & (lowered.dtype[ops] == DType.FP32)]
+            at_measured = arch if measured == arch.compute_units else \
+                dataclasses.replace(arch, compute_units=measured)
             eff[own] = (fp32_tiles(m[own], n[own], k[own], batch[own], arch)
-                        / fp32_tiles(ref, ref, ref, 1, arch))
+                        / fp32_tiles(ref, ref, ref, 1, at_measured))
     elif arch.systolic_array:
         rows, cols = arch.systolic_array
         eff = _pad(k, rows) * _pad(n, cols)
