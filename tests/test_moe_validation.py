@@ -1,0 +1,89 @@
+"""The mixture-of-experts validation rows (issue 24, item 5), each within a stated tolerance.
+
+Every row of tests/data/validation_rows.csv whose model is one of the zoo's mixtures of experts
+(``get_workload(model).moe``), predicted as benchmarks/validation_report.py predicts it (its
+``evaluate``: the row's plan, cluster preset and published metric). Today: NeMo's Mixtral 8x7B
+and 8x22B in fp8 on 64 and 256 B200s and GB200s (NeMo performance summary, 25.02 DGX-B200 and
+25.04 DGX-GB200 tables, capacity factor 1.0 padded to capacity) and Megatron-Core's Mixtral
+8x7B in bf16 on 64 H100s (its MoE README's 468 TFLOPS, dropless).
+
+Tolerance: 15 % of the published figure, each row alone. It is the one the project already
+holds NVIDIA's Megatron-Core-based recipe runs on DGX systems to, row by row: the NeMo H100
+recipes of NVIDIA/dgxc-benchmarking (tests/test_validation_multi.py,
+``test_nemo_h100_bf16_within_15_percent`` and ``test_nemo_h100_fp8_within_15_percent``). It
+was not chosen from these rows' errors. A row outside it is a strict xfail naming its diagnosed
+cause, so that the row coming inside fails the test and the mark must go.
+
+These rows stay *validation* rows: the test was added after every constant they touch was set
+and nothing may be fitted on them (benchmarks/validation_report.py's module docstring).
+"""
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import load_module
+from workloads.zoo import get_workload
+
+ROOT = Path(__file__).resolve().parent.parent
+
+report = load_module(ROOT / "benchmarks" / "validation_report.py", "validation_report")
+
+#: Each row alone within 15 % of its published figure (see the module docstring).
+TOLERANCE = 0.15
+
+
+def _is_moe(row: dict[str, str]) -> bool:
+    """The row's model is a zoo mixture of experts (a ``transformer`` row is a bare shape)."""
+    return row["model"] != "transformer" and \
+        getattr(get_workload(row["model"]), "moe", None) is not None
+
+
+ROWS = {row["run_id"]: row for row in report.load_rows() if _is_moe(row)}
+
+# Known misses, each with its diagnosed cause (measured at HEAD cfc5957 in a clean copy).
+KNOWN_MISSES = {
+    "nemo-mixtral-8x22b-fp8-gb200-256": (
+        "known miss: the GB200 rows' open gap, not the experts': predicted 3,157 tokens/s per GPU "
+        "against 2,731 (+15.6 %), while the same run on 256 B200s (same plan, padded to "
+        "capacity) is -0.9 %: hwsim puts the GB200 rack 1.43 times the DGX B200 on this run, "
+        "the page 1.22 times. The page's dense GB200 rows run high too (Llama 3.1 405B "
+        "+16.8 %, the same run on B200 +4.4 %; 70B +9.8 %). Open: the GB200's sustained GEMM "
+        "ratio is derived through the power curve, not measured (docs/model.md 'Sustained, not "
+        "burst'), and how the racks used their 72 GPUs is not published"),
+}
+
+
+@cache
+def _outcome(run_id: str):
+    return report.evaluate(ROWS[run_id])
+
+
+def test_the_selection_is_every_moe_row_and_all_are_validation():
+    """Five rows today; a new MoE row joins the bound below by itself. None of them may be
+    calibration (nothing was fitted on them), and every known miss names a selected row."""
+    assert sorted(ROWS) == sorted([
+        "megatron-core-mixtral-8x7b-bf16-64",
+        "nemo-mixtral-8x22b-fp8-b200-256", "nemo-mixtral-8x22b-fp8-gb200-256",
+        "nemo-mixtral-8x7b-fp8-b200-64", "nemo-mixtral-8x7b-fp8-gb200-64"])
+    assert {row["set"] for row in ROWS.values()} == {"validation"}
+    assert set(KNOWN_MISSES) <= set(ROWS)
+
+
+@pytest.mark.parametrize("run_id", [
+    pytest.param(run_id, marks=pytest.mark.xfail(strict=True, reason=KNOWN_MISSES[run_id]))
+    if run_id in KNOWN_MISSES else run_id for run_id in sorted(ROWS)])
+def test_moe_row_within_15_percent(run_id):
+    """NeMo's fp8 Mixtral rows, 8x7B (64 GPUs, ep 8) and 8x22B (256 GPUs, tp 2, pp 4, cp 8,
+    ep 8), on B200 and GB200, and Megatron-Core's bf16 Mixtral 8x7B on 64 H100s (tp 1, pp 4,
+    vp 8, ep 8, its dropless router priced with hwsim's aux-loss default, the busiest of 8
+    ranks at 1.316 x the mean; the run's alpha, 0.01, is ten times the MaxVio measurement's
+    and its imbalance is not published, docs/model.md 'Mixtures of experts'). At HEAD cfc5957:
+    B200 +6.9 / -0.9 %, GB200 +7.9 / +15.6 % (8x7B / 8x22B), Megatron-Core -10.8 %."""
+    outcome = _outcome(run_id)
+    assert outcome.measured == float(ROWS[run_id]["published_value"])
+    assert outcome.predicted == pytest.approx(outcome.measured, rel=TOLERANCE), (
+        f"{run_id}: predicted {outcome.predicted:,.1f} against {outcome.measured:,.1f} "
+        f"({outcome.error:+.1%}), outside {TOLERANCE:.0%}")
