@@ -27,6 +27,8 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     norm_memory_efficiency = 0.7  # optional: norms' and softmax's, default: memory's
     norm_memory_efficiency_compiled = 0.6  # optional: generated ones' (compiled fusion),
     #                               default: norm_memory_efficiency
+    conv_half_dim = 100           # optional (CPU, calibrated): 2-D convolutions' size at half
+                                  # their plateau rate (simulator.cost.efficiency.cpu_gemm)
     [[memory]]                    # innermost first, main memory last
     name = "hbm2e"   capacity_gb = 80   bandwidth_gb_per_s = 2039    # or capacity_mib, ...
     [streaming_memory]            # optional: off-chip memory reached only by explicit copies
@@ -71,6 +73,7 @@ from typing import Any
 
 from hardware_specs import host, units
 from hardware_specs.spec import (
+    HALF_DIM_MAX,
     LIMITS,
     POWER_FIGURES,
     DeviceClass,
@@ -140,6 +143,8 @@ GPU_PRIORS = {"memory_efficiency": 0.780, "norm_memory_efficiency": 0.617}
 #: recomputes them; ``DeviceSpec.priors`` names the fields a device runs on.
 MATMUL_PRIORS = {DeviceClass.GPU: 0.787, DeviceClass.ACCELERATOR: 0.823,
                  DeviceClass.TPU: 0.787, DeviceClass.FPGA: 0.787}
+#: Optional ``[compute]`` sizes, each a number > 0 (``DeviceSpec.conv_half_dim``).
+_COMPUTE_SIZES = ("conv_half_dim",)
 _COMPUTE_TIMES = {"optimizer_overhead_us": "optimizer_overhead_s",  # optional, microseconds
                   "step_overhead_us": "step_overhead_s", "host_overhead_us": "host_overhead_s"}
 _MEMORY_REQUIRED = ("name", "bandwidth_gb_per_s")
@@ -343,7 +348,8 @@ class _Checker(OptionalTables):
             source=self.text(doc["source"], "source"), path=self.path, **compute, **optional)
 
     def compute(self, table: dict) -> dict:
-        self.keys(table, "compute", _COMPUTE_REQUIRED, _COMPUTE_OPTIONAL + tuple(_COMPUTE_TIMES))
+        self.keys(table, "compute", _COMPUTE_REQUIRED,
+                  _COMPUTE_OPTIONAL + tuple(_COMPUTE_TIMES) + _COMPUTE_SIZES)
         result = {
             "peak_flops_per_s": self.peaks(table["peak_tflops"]),
             "vector_flops_per_s": units.tflops_to_flops_per_s(
@@ -359,6 +365,12 @@ class _Checker(OptionalTables):
             if key in table:
                 result[field] = units.us_to_s(self.positive(table[key], f"compute.{key}", "s",
                                                              units.US))
+        for key in _COMPUTE_SIZES:
+            if key in table:
+                result[key] = self.positive(table[key], f"compute.{key}")
+                if result[key] > HALF_DIM_MAX:
+                    raise self.fail(f"compute.{key}", f"{result[key]:g} is over {HALF_DIM_MAX:g};"
+                                    " give the size (elements) at half the plateau rate")
         return result
 
     def functions(self, table: dict) -> dict:

@@ -50,6 +50,11 @@ LIMITS = {
 }
 
 
+#: The largest ``conv_half_dim`` a spec may give: a GEMM of sides of ten million running at
+#: half its plateau rate is no device's (a bound, not a figure).
+HALF_DIM_MAX = 1e7
+
+
 def within(value, name: str, kind: str, *, optional: bool = False, low_open: bool = False):
     """``value`` checked against ``LIMITS[kind]`` (SpecError naming ``name``); None passes
     where ``optional``."""
@@ -310,6 +315,11 @@ class DeviceSpec:
     # inside one fused RNN call). Empty: every function runs at its kind's rates.
     function_efficiency: dict[str, float] = field(default_factory=dict)
     function_overhead_s: dict[str, float] = field(default_factory=dict)
+    # A CPU's 2-D convolutions (as GEMMs) by shape: the size s = 3 / (1/m + 1/n + 1/k) at which
+    # one runs at half its plateau rate, s / (s + h) of it in general
+    # (``simulator.cost.efficiency.cpu_gemm``), fitted by ``hwsim calibrate`` on its kernels.
+    # None: every shape at the plateau (the SIMD padding of n aside).
+    conv_half_dim: float | None = None
     price_per_hour_usd: float | None = None
     # What one device costs to buy (its share of a server's baseboard where it is sold so),
     # for the cost of owning it (``simulator.report.figures.own_cost``); None: not sold or
@@ -378,6 +388,8 @@ class DeviceSpec:
             fraction(value, f"function_efficiency.{fn}")
         for fn, value in self.function_overhead_s.items():
             within(value, f"function_overhead_s.{fn}", "s")
+        if self.conv_half_dim is not None:
+            bounded(self.conv_half_dim, "conv_half_dim", 0.0, HALF_DIM_MAX, error=SpecError)
         within(self.price_per_hour_usd, "price_per_hour_usd", "usd_per_hour", optional=True,
                low_open=True)
         within(self.purchase_usd, "purchase_usd", "usd", optional=True, low_open=True)

@@ -15,7 +15,8 @@ from hardware_specs.spec import Architecture, DeviceSpec
 CALIBRATED_KEYS = ("matmul_efficiency", "conv_efficiency", "vector_efficiency",
                    "memory_efficiency", "op_overhead_us", "optimizer_overhead_us",
                    "step_overhead_us", "host_overhead_us", "fp32_matmul_efficiency",
-                   "fp32_conv_efficiency")  # the fp32 ones: a calibration's serve fp32 (fit.py)
+                   "fp32_conv_efficiency",  # the fp32 ones: a calibration's serve fp32 (fit.py)
+                   "conv_half_dim")
 
 
 def calibrated_toml(device: DeviceSpec, calibrated: DeviceSpec, provenance: str) -> str:
@@ -63,6 +64,8 @@ def _compute_lines(spec: DeviceSpec) -> list[str]:
     # op_overhead_s (simulator.cost.host.host_per_op)
     if spec.host_overhead_s is not None and spec.host_overhead_s != spec.op_overhead_s:
         out.append(f"host_overhead_us = {spec.host_overhead_s * 1e6:.6g}")
+    if spec.conv_half_dim:   # a CPU's convolutions by shape, where fitted
+        out.append(f"conv_half_dim = {spec.conv_half_dim:.6g}")
     return out
 
 

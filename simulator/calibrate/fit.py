@@ -2,7 +2,8 @@
 
 ``cases()`` lists the micro-benchmarks, ``case_graph`` what hwsim prices for each;
 ``simulator.calibrate.timing.measure`` times them with torch; ``Calibration(device).fit(measurements)``
-fits the spec's efficiency parameters (``PARAMS``, then each function's figures) by least
+fits the spec's efficiency parameters (``PARAMS``, on a CPU with ``SHAPE_PARAMS``: its
+convolutions' rate by shape; then each function's figures) by least
 squares on the log of predicted / measured time, pricing every case with the same cost model
 the simulator uses; ``apply()`` returns the calibrated ``DeviceSpec`` (scikit-learn's shape:
 learned values end in ``_``). scipy is imported only when fitting, torch only to build the
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hardware_specs.spec import DeviceSpec
+from hardware_specs.spec import HALF_DIM_MAX, DeviceClass, DeviceSpec
 from simulator.calibrate.functions import (
     EFFICIENCY_ONLY,
     FIT_ORDER,
@@ -38,6 +39,10 @@ from workloads.layers import Builder
 KINDS = ("matmul", "conv", "add", "sum", "layernorm", "softmax", "train", "function")
 PARAMS = ("matmul_efficiency", "conv_efficiency", "vector_efficiency", "memory_efficiency",
           "op_overhead_s", "optimizer_overhead_s", "step_overhead_s")
+#: Fitted too where the device prices convolutions by shape with it (a CPU with SIMD lanes,
+#: ``simulator.cost.efficiency.cpu_gemm``): the size at which a 2-D convolution runs at half
+#: its plateau rate, on the conv kernels with the rest.
+SHAPE_PARAMS = ("conv_half_dim",)
 
 
 @dataclass(frozen=True)
@@ -194,7 +199,12 @@ class Calibration:
                                           # fp32 figures (which would price the cases
                                           # instead, leaving the fitted ones undetermined)
                                           fp32_matmul_efficiency=None,
-                                          fp32_conv_efficiency=None)
+                                          fp32_conv_efficiency=None,
+                                          # fitted anew where they apply (SHAPE_PARAMS)
+                                          conv_half_dim=None)
+        arch = device.architecture
+        shaped = device.device_class is DeviceClass.CPU and bool(arch.simd_width_bits)
+        self._params = PARAMS + (SHAPE_PARAMS if shaped else ())
 
     def fit(self, measurements: list[Measurement],
             start: Calibration | None = None) -> Calibration:
@@ -215,7 +225,7 @@ class Calibration:
         self.function_efficiency_: dict[str, float] = {}
         self.function_overhead_s_: dict[str, float] = {}
         x = self._fit_globals(kernels, start)
-        for name, value in zip(PARAMS, x):
+        for name, value in zip(self._params, x):
             setattr(self, name + "_", _cost(name, float(value)))
         self.dispatch_s_ = _cost("dispatch_s", float(x[-1]))
         for fn in FIT_ORDER:
@@ -237,7 +247,8 @@ class Calibration:
         if case.kind in ("train", "function"):
             return self.apply()
         return dataclasses.replace(self.device, op_overhead_s=self.dispatch_s_,
-                                   **{name: getattr(self, name + "_") for name in PARAMS[:-3]})
+                                   **{name: getattr(self, name + "_") for name in self._params
+                                      if name not in PARAMS[-3:]})
 
     @staticmethod
     def _predict(case: Case, device: DeviceSpec) -> float:
@@ -252,9 +263,12 @@ class Calibration:
         # x = the PARAMS, then the dispatch cost of a bare kernel call: a nuisance parameter.
         # A kernel timed alone pays only the dispatch; an op in a training step pays the
         # framework's per-op cost (module call, autograd), which is what op_overhead_s holds.
-        x0 = np.array([0.5, 0.5, 0.5, 0.8, 5e-6, 1e-6, 1e-5, 1e-6])
-        lo = np.array([_EFFICIENCY_FLOOR] * 4 + [1e-8, 0.0, 0.0, 1e-8])
-        hi = np.array([1.0] * 4 + [1e-2, 1e-3, 1e-2, 1e-3])
+        # the shape size (where fitted) starts at 32 elements and may fall to 0 (no shape
+        # dependence) or rise to HALF_DIM_MAX
+        sizes = len(self._params) - len(PARAMS)
+        x0 = np.array([0.5, 0.5, 0.5, 0.8, 5e-6, 1e-6, 1e-5] + [32.0] * sizes + [1e-6])
+        lo = np.array([_EFFICIENCY_FLOOR] * 4 + [1e-8, 0.0, 0.0] + [0.0] * sizes + [1e-8])
+        hi = np.array([1.0] * 4 + [1e-2, 1e-3, 1e-2] + [HALF_DIM_MAX] * sizes + [1e-3])
 
         def residuals(x):
             training = self._spec(x[:-1])
@@ -270,10 +284,10 @@ class Calibration:
         # zero, and a fit started only there stopped in a local minimum (the A100's synthetic
         # case: op_overhead_s 8.5 us for 6, residuals 9 %); started where the step is
         # host-bound it walks down to them (tests/test_calibrate.py)
-        scale = [0.1] * 4 + [1e-6] * 2 + [1e-5, 1e-6]
+        scale = [0.1] * 4 + [1e-6] * 2 + [1e-5] + [10.0] * sizes + [1e-6]
         if start is not None:   # one local fit from a fit of nearly the same timings
-            x0 = np.clip([getattr(start, name + "_") for name in PARAMS] + [start.dispatch_s_],
-                         lo, hi)
+            x0 = np.clip([getattr(start, name + "_") for name in self._params]
+                         + [start.dispatch_s_], lo, hi)
             return least_squares(residuals, x0, bounds=(lo, hi), x_scale=scale).x
         fits = []
         for vector in (0.02, 0.1, 0.5, 1.0):
@@ -320,13 +334,13 @@ class Calibration:
             self.function_overhead_s_[fn] = _cost("overhead_s", float(best[1]))
 
     def _spec(self, x, **changes) -> DeviceSpec:
-        values = dict(zip(PARAMS, map(float, x)))
+        values = dict(zip(self._params, map(float, x)))
         values.update(changes)
         return dataclasses.replace(self.device, **values)
 
     def apply(self) -> DeviceSpec:
         """The calibrated spec (a new object; the device given to the constructor is kept)."""
-        return self._spec([getattr(self, name + "_") for name in PARAMS],
+        return self._spec([getattr(self, name + "_") for name in self._params],
                           function_efficiency=dict(getattr(self, "function_efficiency_", {})),
                           function_overhead_s=dict(getattr(self, "function_overhead_s_", {})))
 
@@ -350,7 +364,7 @@ class Calibration:
         return out
 
     def report(self) -> str:
-        lines = [f"{name:20s} {getattr(self, name + '_'):.4g}" for name in PARAMS]
+        lines = [f"{name:20s} {getattr(self, name + '_'):.4g}" for name in self._params]
         lines.append(f"{'(bare dispatch_s)':20s} {self.dispatch_s_:.4g}")
         for fn, efficiency in self.function_efficiency_.items():
             over = self.function_overhead_s_.get(fn)

@@ -27,7 +27,23 @@ Vectorised over the lowered arrays; every factor is derived from a spec figure, 
   ``simt_sgemm_256...`` kernels (a wider tile; the table cuts their names).
 - TPU (``systolic_array``): the weight-stationary array holds a (k x n) block; k and n are
   padded to the array's rows and columns (Jouppi et al. 2017, sec. 2).
-- CPU (``simd_width_bits``): n is padded to the SIMD lanes of the format.
+- CPU (``simd_width_bits``): n is padded to the SIMD lanes of the format; where the spec gives
+  ``conv_half_dim`` (h), a 2-D convolution as a GEMM (m = N x Ho x Wo, n = the output
+  channels, k = the input channels per group x the kernel's taps) of size
+  s = 3 / (1/m + 1/n + 1/k) (the harmonic mean of its sides) runs at s / (s + h) of its
+  plateau rate (``cpu_gemm``), half of it at s = h. The form is Goto and van de Geijn's cost
+  model of a blocked GEMM ("Anatomy of High-Performance Matrix Multiplication", ACM TOMS
+  34(3), 2008, doi:10.1145/1356052.1356053): packing the operands and loading and storing the
+  output move each operand once per block, at a cost amortised over the side that operand
+  does not span, so the time per FLOP is the kernel's own plus a term in 1/m + 1/n + 1/k. h
+  is fitted by ``hwsim calibrate`` on its convolution kernels (``simulator.calibrate.fit``),
+  none is cited. Matmuls keep their plateau: on the development machine's Xeon (torch 2.13,
+  one thread) fp32 matmuls from 32 x 128 x 128 to 2048^3 all ran at 140-197 GFLOP/s, no
+  trend with size (docs/accuracy.md), while the calibration's convolutions ranged over 3x;
+  1-D convolutions, which no calibration kernel measures, keep theirs too. Not modelled:
+  which operand a shape makes costly (a 64-row product of a 16 MiB B packs B from memory:
+  113-143 GFLOP/s), a library's switch of algorithm by shape (oneDNN's direct, Winograd or
+  1 x 1 convolutions), threads' split.
 - causal fused attention skips the blocks above the diagonal: of nb x nb blocks of 128 rows
   (FlashAttention-2's block, Dao 2023) it runs nb(nb + 1)/2.
 The result multiplies the device's ``matmul_efficiency`` (a cited or calibrated base), relative
@@ -162,8 +178,24 @@ def shape_efficiency(lowered: Lowered, device: DeviceSpec) -> np.ndarray:
     elif device.device_class is DeviceClass.CPU and arch.simd_width_bits:
         lanes = np.maximum(arch.simd_width_bits // _DTYPE_BITS[lowered.dtype.astype(np.int64)], 1)
         eff = _pad(n, lanes)
+        half = device.conv_half_dim
+        if half:
+            # the calibration's convolution kernels are 2-D: a 1-D one's library kernel is not
+            # measured by them, and keeps its plateau (its own function figures, where fitted)
+            plane = lowered.kind == OpKind.CONV
+            if lowered.fn is not None:
+                plane = plane & (lowered.fn == "conv2d")
+            eff = np.where(plane, eff * cpu_gemm(m, n, k, half)
+                           / cpu_gemm(REFERENCE_GEMM, REFERENCE_GEMM, REFERENCE_GEMM, half), eff)
     return eff
 
+
+def cpu_gemm(m, n, k, half: float) -> np.ndarray:
+    """A CPU GEMM's fraction of its plateau rate: s / (s + ``half``), s = 3 / (1/m + 1/n +
+    1/k) (sides below 1 count as 1); 1/2 at s = ``half``, rising to 1 as every side grows."""
+    m, n, k = (np.maximum(np.asarray(a, dtype=np.float64), 1.0) for a in (m, n, k))
+    size = 3.0 / (1.0 / m + 1.0 / n + 1.0 / k)
+    return size / (size + half)
 
 def executed_fraction(lowered: Lowered) -> np.ndarray:
     """Share of an op's counted FLOPs that run on the device that paces the step: causal
