@@ -187,6 +187,13 @@ EXTRA = {"resnet": {"channels_last": True, "graphs": True, "conv_norm_fusion": T
 #: target_modules ['attention'] (NeMo's attention_qkv and attention_dense: q, k, v and o).
 LORA = {"finetune": "lora", "lora_rank": 16, "lora_targets": "qkv,o"}
 EXTRA.update({"lora-1node": LORA, "lora-8node": LORA})
+#: Parallel-plan fields beyond the columns, as the submission set them: the LoRA runs'
+#: adapters move their output to the sequence shard by all-to-all (``lora_a2a``, NeMo's
+#: a2a_experimental): configs/config_common.sh line 13 ``export LORA_A2A=1``, read by
+#: conf/megatron_gpt_peft_tuning_config.yaml line 120 (``a2a_experimental:
+#: ${oc.decode:${oc.env:LORA_A2A,0}}``), smc-ac-power/benchmarks/llama2-70b_lora/
+#: implementations/nemo in training_results_v4.0 (6fe9543); both configs source the common one.
+PARALLEL_EXTRA = {"lora-1node": {"lora_a2a": True}, "lora-8node": {"lora_a2a": True}}
 #: Metered runs hwsim cannot express yet, and why (their rows stay in mlperf_power.csv).
 NOT_EXPRESSIBLE = {
     ("retinanet", "SR780aV3-8xB200_SXM_180GB"):
@@ -229,7 +236,8 @@ def predicted(bench: str):
     row.update(changes, run_id=run_id(bench))
     cluster = vr.hardware(row)
     plan = dataclasses.replace(vr.step_plan(row), **EXTRA.get(bench, {}))
-    result = simulate(vr.workload(row), cluster, plan, parallel=vr.parallel_plan(row))
+    parallel = dataclasses.replace(vr.parallel_plan(row), **PARALLEL_EXTRA.get(bench, {}))
+    result = simulate(vr.workload(row), cluster, plan, parallel=parallel)
     return result, cluster.node_overhead_w, cluster.devices_per_node
 
 
