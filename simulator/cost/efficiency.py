@@ -76,7 +76,8 @@ def _pad(x: np.ndarray, tile: int) -> np.ndarray:
 def gpu_tiles(m, n, k, batch, tile: tuple[int, int, int], units: int,
               fixed_k=0.0, splits: tuple[int, ...] = SPLITS) -> np.ndarray:
     """Tile x wave quantisation efficiency of ``batch`` (m x k)(k x n) products; with a
-    per-tile ``fixed_k`` (k-steps), also the fixed cost's share, at the best split of k of
+    per-tile ``fixed_k`` (k-steps, added to the tile's padded loop: k / (ceil(k / tk) tk +
+    fixed_k) of a slice), also the fixed cost's share, at the best split of k of
     ``splits``."""
     tm, tn, tk = tile
     m, n, k, batch = (np.maximum(np.asarray(a, dtype=np.float64), 1) for a in (m, n, k, batch))
@@ -88,8 +89,11 @@ def gpu_tiles(m, n, k, batch, tile: tuple[int, int, int], units: int,
         part = np.ceil(k / split)   # the depth of each slice
         tiles = output_tiles * split
         waves = np.ceil(tiles / units)
+        # a tile's time goes as its padded loop plus the fixed cost, both in k-steps: the
+        # padding and the fixed cost add (multiplying them priced a depth-16 GEMM at 1/4 of
+        # the rate of the same tile's depth-64 one, and a shallower GEMM above a deeper one)
         eff = (tiles / (waves * units) * pad_m * pad_n
-               * k / (split * np.ceil(part / tk) * tk) * part / (part + fixed_k))
+               * k / (split * (np.ceil(part / tk) * tk + fixed_k)))
         best = np.maximum(best, np.where(part >= tk, eff, 0.0) if split > 1 else eff)
     return best
 
