@@ -36,7 +36,7 @@ _FRACTIONS = EFFICIENCIES
 _POSITIVE = ("vector_flops_per_s", "op_overhead_s", "optimizer_overhead_s", "step_overhead_s",
              "host_overhead_s", "idle_power_w",
              "tdp_w", "price_per_hour_usd", "purchase_usd", "energy_per_flop_j",
-             "energy_per_byte_j")
+             "energy_per_byte_j", "conv_half_dim")
 _TEXT = ("name", "vendor")
 _LEVEL_FIELDS = ("capacity_bytes", "bandwidth_bytes_per_s")
 _LINK_FIELDS = {"bandwidth_bytes_per_s": float, "count": int, "latency_s": float}

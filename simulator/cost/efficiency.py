@@ -201,6 +201,7 @@ def cpu_gemm(m, n, k, half: float) -> np.ndarray:
     size = 3.0 / (1.0 / m + 1.0 / n + 1.0 / k)
     return size / (size + half)
 
+
 def executed_fraction(lowered: Lowered) -> np.ndarray:
     """Share of an op's counted FLOPs that run on the device that paces the step: causal
     fused attention skips masked blocks; a mixture of experts' grouped GEMM runs its busiest
