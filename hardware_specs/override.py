@@ -134,7 +134,8 @@ def _memory(device: DeviceSpec, path: str, rest: str, value: Any) -> DeviceSpec:
 
 
 def _architecture(device: DeviceSpec, path: str, field: str, value: Any) -> DeviceSpec:
-    fields = {f.name: f for f in dataclasses.fields(Architecture)}
+    # reference_units is not a knob: it records the spec's own count when compute_units is set
+    fields = {f.name: f for f in dataclasses.fields(Architecture) if f.name != "reference_units"}
     if field not in fields:
         raise SpecError(f"--set {path}: unknown architecture field; choose one of "
                         f"{', '.join(fields)}")

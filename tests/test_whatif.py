@@ -121,3 +121,14 @@ def test_dataclass_fields_are_all_reachable():
     numeric = {f.name for f in dataclasses.fields(load_device("a100"))
                if f.type in ("float", "float | None")}
     assert numeric <= set(whatif._FRACTIONS + whatif._POSITIVE)
+
+
+def test_reference_units_is_not_a_knob(capsys):
+    """``Architecture.reference_units`` records the spec's own SM count when ``--set
+    architecture.compute_units`` changes it; setting it directly would move every GEMM against an
+    arbitrary reference, so it is refused in one line."""
+    assert main(["predict", "gpt2-small", "--device", "h100", "--set",
+                 "architecture.reference_units=10"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown architecture field" in err
+    assert "reference_units" not in err.split("choose one of")[1]

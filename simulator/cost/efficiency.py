@@ -7,7 +7,8 @@ Vectorised over the lowered arrays; every factor is derived from a spec figure, 
   Multiplication Background User's Guide", DU-09799-001, sec. 2.3-2.4). Where the spec gives
   the tile's fixed cost (``tile_fixed_k``: pipeline fill and epilogue, in k-steps of the 16-bit
   main loop; a faster format's main loop is shorter, its fixed cost not), a tile of depth k
-  does k / (k + fixed) of its time's work, and the library may split k into 2, 4 or 8 slices
+  does k / (ceil(k / tk) tk + fixed) of its time's work (its padded loop and the fixed cost
+  add), and the library may split k into 2, 4 or 8 slices
   to fill more SMs (cuBLAS's split-k / ``segment_k`` kernels): the best split is taken (the
   partial sums' reduction is not priced). Where the spec gives the tile of the library's fp32
   (CUDA-core) kernel (``fp32_matrix_tile``), fp32 matmuls are cut into that tile instead, with
@@ -94,7 +95,7 @@ def gpu_tiles(m, n, k, batch, tile: tuple[int, int, int], units: int,
         # the rate of the same tile's depth-64 one, and a shallower GEMM above a deeper one)
         eff = (tiles / (waves * units) * pad_m * pad_n
                * k / (split * (np.ceil(part / tk) * tk + fixed_k)))
-        best = np.maximum(best, np.where(part >= tk, eff, 0.0) if split > 1 else eff)
+        best = np.maximum(best, eff)   # a slice shallower than the k-tile pays its padding
     return best
 
 
