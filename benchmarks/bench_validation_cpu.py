@@ -139,6 +139,10 @@ def main() -> int:
           f"with the models): {len(residuals)} cases, timed and fitted in {took:.0f} s, median "
           f"|residual| {statistics.median(residuals):.1%}")
     print(f"stability: {fit.spread_.describe()}" if fit.spread_ else "stability: not measured")
+    if getattr(fit, "clock_hz_", None):   # the clock the fastest fp32 matmul held (fit.py)
+        print(f"clock: fastest fp32 matmul {fit.clock_hz_ / 1e9:.3f} GHz, the OS reports "
+              f"{device.architecture.clock_hz / 1e9:.3f}; matmul_efficiency "
+              f"{fit.matmul_efficiency_:.3f}, conv_efficiency {fit.conv_efficiency_:.3f}")
     if fit.spread_ and fit.spread_.unstable:
         print(fit.spread_.warning())
     tables, at = {}, 0

@@ -6,6 +6,10 @@ Read from the OS (each with a fallback, so that it never fails on a machine with
 - SIMD width: /proc/cpuinfo flags: avx512f -> 512, avx2 -> 256, else 128 (SSE; aarch64 NEON).
 - clock: /sys/devices/system/cpu/cpu0/cpufreq/base_frequency (the base clock, as the
   xeon-8380 file uses), else cpuinfo_max_freq, else "cpu MHz" in /proc/cpuinfo, else 2.0 GHz.
+  A VM reports no turbo clock: the development Xeon's 2.6 GHz gives one core 166 GFLOP/s,
+  and its fp32 GEMMs ran at up to 197 (P1, 2026-12-04). ``hwsim calibrate`` therefore
+  raises the clock, and every peak with it (``at_clock``), to the one its fastest fp32
+  matmul shows (``simulator.calibrate.fit.sustained_clock_hz``), never lowers it.
 - caches: /sys/devices/system/cpu/cpu0/cache/index*/ (level, type, size, shared_cpu_list).
 - memory capacity: MemTotal in /proc/meminfo, else sysconf(SC_PHYS_PAGES x SC_PAGE_SIZE).
 
@@ -109,6 +113,21 @@ def on_cores(spec: DeviceSpec, cores: int) -> DeviceSpec:
         vector_flops_per_s=spec.vector_flops_per_s * share,
         idle_power_w=spec.idle_power_w * share, tdp_w=spec.tdp_w * share,
         architecture=dataclasses.replace(spec.architecture, compute_units=cores))
+
+
+def at_clock(spec: DeviceSpec, clock_hz: float) -> DeviceSpec:
+    """``spec`` (a CPU with a clock) run at ``clock_hz``: every peak, matrix and vector, is
+    cores x FLOP per cycle x clock, so each scales by clock_hz / its clock; nothing else moves
+    (bandwidths are measured, power is a per-core prior). ``hwsim calibrate`` uses it with the
+    clock a CPU held under load (``simulator.calibrate.fit.sustained_clock_hz``)."""
+    old = spec.architecture.clock_hz
+    if not old or clock_hz <= 0:
+        raise ValueError(f"clock {clock_hz} Hz for {spec.name} (its clock: {old})")
+    ratio = clock_hz / old
+    return dataclasses.replace(
+        spec, peak_flops_per_s={d: v * ratio for d, v in spec.peak_flops_per_s.items()},
+        vector_flops_per_s=spec.vector_flops_per_s * ratio,
+        architecture=dataclasses.replace(spec.architecture, clock_hz=clock_hz))
 
 
 # ------------------------------------------------------------------------------ reading the OS

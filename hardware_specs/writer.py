@@ -25,6 +25,7 @@ def calibrated_toml(device: DeviceSpec, calibrated: DeviceSpec, provenance: str)
     text = original if original is not None else device_toml(device)
     lines = [f"# Calibrated: {provenance}.", f"# Base figures: {device.path or device.name}."]
     body = _replace_compute(_drop_functions(text.splitlines()), _compute_lines(calibrated))
+    body = _replace_clock(body, device, calibrated)
     body += _function_lines(calibrated)
     first = next(i for i, line in enumerate(body) if line.startswith("name ="))
     body[first] = f'name = "{calibrated.name}"'  # the device's name, not a memory level's
@@ -112,6 +113,35 @@ def _replace_compute(lines: list[str], new: list[str]) -> list[str]:
         out.append(line)
         if stripped == "[compute]":
             out.extend(["# measured by hwsim calibrate (see the header):"] + new)
+    return out
+
+
+def _replace_clock(lines: list[str], device: DeviceSpec, calibrated: DeviceSpec) -> list[str]:
+    """Where a calibration raised a CPU's clock (``simulator.calibrate.fit.sustained_clock_hz``):
+    its ``peak_tflops``, ``vector_tflops`` and ``clock_ghz`` lines replaced by the calibrated
+    figures, each under a comment giving the clock the file had. Otherwise the lines as they
+    were."""
+    old, new = device.architecture.clock_hz, calibrated.architecture.clock_hz
+    if not old or not new or new == old:
+        return lines
+    note = (f"# raised by hwsim calibrate: the clock its fastest fp32 matmul held, "
+            f"{new / 1e9:.4g} GHz, over the {old / 1e9:.4g} GHz the spec had (see the header)")
+    peaks = ", ".join(f"{d.name.lower()} = {v / 1e12:.12g}"
+                      for d, v in calibrated.peak_flops_per_s.items())
+    replace = {("compute", "peak_tflops"): f"peak_tflops = {{ {peaks} }}",
+               ("compute", "vector_tflops"):
+                   f"vector_tflops = {calibrated.vector_flops_per_s / 1e12:.12g}",
+               ("architecture", "clock_ghz"): f"clock_ghz = {round(new / 1e9, 6)}"}
+    out, section = [], None
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("["):
+            section = stripped.split("#", 1)[0].strip().strip("[]").strip()
+        key = stripped.split("=", 1)[0].strip() if "=" in stripped else ""
+        if (section, key) in replace:
+            out += [note, replace[(section, key)]]
+        else:
+            out.append(line)
     return out
 
 

@@ -5,9 +5,11 @@
 fits the spec's efficiency parameters (``PARAMS``, on a CPU with ``SHAPE_PARAMS``: its
 convolutions' rate by shape; then each function's figures) by least
 squares on the log of predicted / measured time, pricing every case with the same cost model
-the simulator uses; ``apply()`` returns the calibrated ``DeviceSpec`` (scikit-learn's shape:
-learned values end in ``_``). scipy is imported only when fitting, torch only to build the
-function micro-models' graphs.
+the simulator uses; on a CPU first raising its clock, and every peak, to the one its fastest
+fp32 matmul held where that is above the spec's (``sustained_clock_hz``: a VM reports its base
+clock, one core runs faster), so that no efficiency is held at its bound of 1; ``apply()``
+returns the calibrated ``DeviceSpec`` (scikit-learn's shape: learned values end in ``_``).
+scipy is imported only when fitting, torch only to build the function micro-models' graphs.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hardware_specs.host import at_clock
 from hardware_specs.spec import HALF_DIM_MAX, DeviceClass, DeviceSpec
 from simulator.calibrate.functions import (
     EFFICIENCY_ONLY,
@@ -205,6 +208,7 @@ class Calibration:
         arch = device.architecture
         shaped = device.device_class is DeviceClass.CPU and bool(arch.simd_width_bits)
         self._params = PARAMS + (SHAPE_PARAMS if shaped else ())
+        self._base = self.device      # before ``fit`` raises a CPU's clock from its timings
 
     def fit(self, measurements: list[Measurement],
             start: Calibration | None = None) -> Calibration:
@@ -222,6 +226,13 @@ class Calibration:
         ``start``: a fit of nearly the same timings (``simulator.calibrate.stability``'s halves)
         to start every least-squares problem from, once, instead of the grid of starts."""
         kernels = [m for m in measurements if m.case.kind != "function"]
+        # a CPU's clock (and every peak) raised to the one its fastest fp32 matmul held
+        # (``sustained_clock_hz``), so that no efficiency must exceed 1; never lowered
+        self.clock_hz_ = sustained_clock_hz(self._base, kernels)
+        base_clock = self._base.architecture.clock_hz
+        self.device = (at_clock(self._base, self.clock_hz_)
+                       if self.clock_hz_ is not None and self.clock_hz_ > base_clock
+                       else self._base)
         self.function_efficiency_: dict[str, float] = {}
         self.function_overhead_s_: dict[str, float] = {}
         x = self._fit_globals(kernels, start)
@@ -365,6 +376,11 @@ class Calibration:
 
     def report(self) -> str:
         lines = [f"{name:20s} {getattr(self, name + '_'):.4g}" for name in self._params]
+        measured, base = getattr(self, "clock_hz_", None), self._base.architecture.clock_hz
+        if measured is not None:
+            lines.append(f"{'clock_ghz':20s} {self.device.architecture.clock_hz / 1e9:.4g}  "
+                         f"(fastest fp32 matmul: {measured / 1e9:.4g} GHz; the OS reports "
+                         f"{base / 1e9:.4g}; {'raised' if measured > base else 'kept'})")
         lines.append(f"{'(bare dispatch_s)':20s} {self.dispatch_s_:.4g}")
         for fn, efficiency in self.function_efficiency_.items():
             over = self.function_overhead_s_.get(fn)
@@ -450,6 +466,28 @@ def provenance(env: dict[str, str], spread=None) -> str:
     return (f"hwsim calibrate on {env['host']} ({env['device']}{driver}), torch {env['torch']}, "
             f"{env['threads']} threads, {env['date']}"
             + (f"; {spread.describe()}" if spread is not None else ""))
+
+
+def sustained_clock_hz(device: DeviceSpec, measurements: Iterable[Measurement]) -> float | None:
+    """The clock a CPU held under load: its fastest fp32 matmul's rate (2 m n k / the
+    measured seconds) over the spec's fp32 FLOP per cycle (its peak / its clock: cores x
+    lanes x 2 x FMA units, ``hardware_specs.host``). None where it does not apply: not a CPU,
+    no clock, no fp32 matmul timed.
+
+    A lower bound on the clock: the time includes the call's dispatch and whatever the
+    kernel loses to its shape. ``Calibration.fit`` raises the spec's clock to it where it
+    exceeds the spec's, never lowers it: a peak and an efficiency enter every time only as
+    their product, so timings below the peak say nothing about the clock (an efficiency
+    under 1 explains them), and a busy machine's slow timings would otherwise lower every
+    peak and push the efficiencies up to match; a rate above the peak can only be a faster
+    clock (the VM reports its base clock, not the turbo one the core runs at)."""
+    clock = device.architecture.clock_hz
+    peak = device.peak_flops_per_s.get(DType.FP32)
+    if device.device_class is not DeviceClass.CPU or not clock or not peak:
+        return None
+    rates = [2 * math.prod(m.case.dims) / m.seconds for m in measurements
+             if m.case.kind == "matmul" and m.case.dtype == "fp32" and m.seconds > 0]
+    return max(rates) / (peak / clock) if rates else None
 
 
 def finite_positive(values: Iterable[float]) -> bool:
