@@ -63,7 +63,15 @@ def fit(table: list[dict], device: str, kind: str, bandwidth_bytes_per_s: float,
             usable.append((int(r["row"]), nbytes, float(r["latency_ms"]) * 1e-3))
     if len(usable) < 10:
         raise ValueError(f"{device}: {len(usable)} {kind} kernels outside the cache; need 10")
-    usable.sort()
+    return _held_out_fit(usable, device, kind, bandwidth_bytes_per_s)
+
+
+def _held_out_fit(usable: list[tuple[int, float, float]], device: str, kind: str,
+                  bandwidth_bytes_per_s: float) -> StreamingFit:
+    """The rule both tables' fits share: ``usable`` (row length, bytes, seconds) sorted by row
+    length, the longest fifth held out, the rest fitted by ``no_intercept_efficiency``; the
+    held-out calls' median |error|."""
+    usable = sorted(usable)
     cut = len(usable) - max(1, round(HELD_OUT * len(usable)))
     fitted, held = usable[:cut], usable[cut:]
     efficiency = no_intercept_efficiency([(nbytes, t) for _, nbytes, t in fitted],
@@ -215,13 +223,7 @@ def fit_flushed(table: list[dict], device: str, backend: str, bandwidth_bytes_pe
     if len(usable) < 10:
         raise ValueError(f"{device}: {len(usable)} {backend} norm kernels of at least the "
                          "cache; need 10")
-    usable.sort()
-    cut = len(usable) - max(1, round(HELD_OUT * len(usable)))
-    fitted, held = usable[:cut], usable[cut:]
-    efficiency = no_intercept_efficiency([(b, t) for _, b, t in fitted], bandwidth_bytes_per_s)
-    errors = sorted(abs(b / (efficiency * bandwidth_bytes_per_s) / t - 1) for _, b, t in held)
-    return StreamingFit(device, "norm", efficiency, len(fitted), len(held),
-                        errors[len(errors) // 2])
+    return _held_out_fit(usable, device, "norm", bandwidth_bytes_per_s)
 
 
 __all__ = ["CLASSES", "RampFit", "StreamingFit", "fit", "fit_flushed", "fit_ramp",
