@@ -41,6 +41,8 @@ if str(ROOT) not in sys.path:  # run as ``python benchmarks/validation_report.py
     sys.path.insert(0, str(ROOT))
 
 from hardware_specs.cluster import load_cluster
+from hardware_specs.loader import load_device
+from hardware_specs.override import override
 from simulator import Plan, simulate
 from workloads.transformer import Residual, TransformerConfig
 from workloads.zoo import get_workload
@@ -105,6 +107,7 @@ SOURCES = {
     "megatron21": "Megatron-LM 2021", "korthikanti22": "Megatron-LM 2022",
     "megatron": "Megatron-Core", "smith22": "MT-NLG (DeepSpeed)", "dao": "FlashAttention GPT",
     "dao23": "FlashAttention-2 GPT", "lambda": "Lambda ResNet-50",
+    "bloom": "BLOOM (Megatron-DeepSpeed)", "torchtitan": "torchtitan (FSDP2)",
 }
 
 
@@ -147,9 +150,15 @@ def hardware(row: dict[str, str]):
     """The catalogue device (the run's attention kernel is a plan field, ``step_plan``), or
     the cluster preset the run ran on (column ``cluster``), with ``devices_per_node`` of each
     node in use where the column gives it."""
+    # a catalogue device with the figures the run's source gives where its part differs
+    # (column device_set, space-separated path=value, hardware_specs.override; empty: none):
+    # torchtitan's Grand Teton H100s have 96 GB of HBM2e at 2.4 TB/s
+    changes = dict(item.split("=") for item in (row.get("device_set") or "").split())
     if not row.get("cluster"):
-        return row["device"]
+        return override(load_device(row["device"]), changes) if changes else row["device"]
     cluster = load_cluster(row["cluster"])
+    if changes:
+        cluster = dataclasses.replace(cluster, device=override(cluster.device, changes))
     per_node = int(row.get("devices_per_node") or cluster.devices_per_node)
     count = int(row["device_count"])
     if cluster.device.name != row["device"] or count % per_node:
@@ -219,6 +228,9 @@ def step_plan(row: dict[str, str]) -> Plan:
     # (Mixtral 8x7B only: in ["b200"]); 25.04's GB200 rows, NeMo v2.3.0's
     # scripts/performance/recommended_model_configs/model_configs_gb200.csv cuda_graphs column
     fields["graphs"] = _flag(row.get("graphs") or "false")
+    # the devices' power limit as the run set it (column power_limit_w; empty: the TDP):
+    # torchtitan's H100s ran at 500 W, 'the default 500W power limit' of their benchmark page
+    fields["power_limit_w"] = float(row["power_limit_w"]) if row.get("power_limit_w") else None
     # the host's synchronisations inside the step (column host_syncs, space-separated:
     # layer = Plan.sync_each_layer, pass = Plan.sync_each_pass; absent or empty: none)
     syncs = (row.get("host_syncs") or "").split()
