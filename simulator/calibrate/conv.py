@@ -7,13 +7,14 @@ channels x kernel area) that moves ``bytes`` takes
     t = max(flops / (peak x rate x tiles(M, N, K)), bytes / (bandwidth x memory_efficiency)) + fixed
 
 where ``peak`` is the device's fp32 datasheet rate, ``tiles`` hwsim's tile-and-wave efficiency
-of that implicit GEMM relative to the reference GEMM (``simulator.cost.efficiency.gpu_tiles``,
-the spec's tile and SM count), ``rate`` what cuDNN reaches on large convolutions relative to
-that, and ``fixed`` the cost of one call that does not shrink with its size. ``rate`` may exceed
-1: cuDNN runs most 3x3 stride-1 fp32 convolutions as Winograd transforms (three of four rows
-here name a Winograd kernel), which do fewer multiplications than the direct count (Lavin and
-Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016: F(2x2, 3x3) 2.25x fewer,
-F(4x4, 3x3) 4x), so the direct count runs faster than the peak.
+of that implicit GEMM relative to the reference GEMM (``simulator.cost.efficiency.conv_tiles``:
+the spec's tile, either way round, and SM count), ``rate`` what cuDNN reaches on large
+convolutions relative to that, and ``fixed`` the cost of one call that does not shrink with
+its size. ``rate`` may exceed 1: cuDNN runs most 3x3 stride-1 fp32 convolutions as Winograd
+transforms (three of four rows here name a Winograd kernel), which do fewer multiplications
+than the direct count (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks",
+CVPR 2016: F(2x2, 3x3) 2.25x fewer, F(4x4, 3x3) 4x), so the direct count runs faster than the
+peak.
 
 The fifth of the table with the most FLOPs is held out (a split by shape range, not at random)
 and the fit's median error on it reported: the fit is judged on larger convolutions than it saw.
@@ -98,12 +99,12 @@ def implicit_gemm(batch, cin, cout, kernel, size, stride, pad, width=None, kerne
 def _terms(m, n, k, flops, nbytes, spec, dtype):
     """Per row: direct FLOPs over the format's peak x tile efficiency (s), and the bytes'
     time at the streaming rate (s)."""
-    from simulator.cost.efficiency import REFERENCE_GEMM, gpu_tiles
+    from simulator.cost.efficiency import REFERENCE_GEMM, conv_tiles, gpu_tiles
 
     arch = spec.architecture
     tiles = np.ones(len(m))
     if arch.matrix_tile and arch.compute_units:
-        tiles = (gpu_tiles(m, n, k, 1, arch.matrix_tile, arch.compute_units)
+        tiles = (conv_tiles(m, n, k, 1, arch.matrix_tile, arch.compute_units)
                  / gpu_tiles(REFERENCE_GEMM, REFERENCE_GEMM, REFERENCE_GEMM, 1,
                              arch.matrix_tile, arch.compute_units))
     compute = flops / (spec.peak_for(dtype) * tiles)

@@ -4,7 +4,9 @@ Vectorised over the lowered arrays; every factor is derived from a spec figure, 
 - GPU (``matrix_tile`` and ``compute_units``): a matmul is cut into tiles of the threadblock tile
   (m x n), padded in k; tiles run in waves of one per SM. Tile quantisation wastes the padded
   part of the edge tiles, wave quantisation the idle SMs of the last wave (NVIDIA, "Matrix
-  Multiplication Background User's Guide", DU-09799-001, sec. 2.3-2.4). Where the spec gives
+  Multiplication Background User's Guide", DU-09799-001, sec. 2.3-2.4). A convolution's
+  implicit GEMM runs the tile either way round (``conv_tiles``: m x n or n x m, the better
+  of the two). Where the spec gives
   the tile's fixed cost (``tile_fixed_k``: pipeline fill and epilogue, in k-steps of the 16-bit
   main loop; a faster format's main loop is shorter, its fixed cost not), a tile of depth k
   does k / (ceil(k / tk) tk + fixed) of its time's work (its padded loop and the fixed cost
@@ -99,6 +101,26 @@ def gpu_tiles(m, n, k, batch, tile: tuple[int, int, int], units: int,
     return best
 
 
+def conv_tiles(m, n, k, batch, tile: tuple[int, int, int], units: int,
+               fixed_k=0.0, splits: tuple[int, ...] = SPLITS) -> np.ndarray:
+    """``gpu_tiles`` of a convolution's implicit GEMM (m = batch x output pixels, n = output
+    channels, k = input channels x taps) at the better of its tile's two orientations, tm x tn
+    or tn x tm. The libraries' tensor-core convolution kernels come in both: CUTLASS builds its
+    NHWC conv2d kernels from the same tile list as its GEMMs, 256 x 128 and 128 x 256, 256 x 64
+    and 64 x 256, each pair with the same warps and stages (NVIDIA/cutlass 7107b05,
+    python/cutlass_library/generator.py, ``GenerateSM80_TensorOp_16816``: ``tile_descriptions``
+    passed to ``CreateGemmOperator`` and ``CreateConv2dOperator`` alike), so a convolution of
+    64 or 128 output channels is not padded to a 256-wide side while its m, in the millions,
+    fills the other. Both orientations load tm + tn operands per k-step for tm tn FMAs: the
+    same rate, only the padding and waves differ. A square tile gives ``gpu_tiles``. GEMMs keep
+    the spec's one orientation (their fixed cost, ``tile_fixed_k``, was fitted with it)."""
+    tm, tn, tk = tile
+    one = gpu_tiles(m, n, k, batch, tile, units, fixed_k, splits)
+    if tm == tn:
+        return one
+    return np.maximum(one, gpu_tiles(m, n, k, batch, (tn, tm, tk), units, fixed_k, splits))
+
+
 def narrow_tiles(tile: tuple[int, int, int]) -> list[tuple[int, int, int]]:
     """The tiles of an fp32 kernel family whose widest tile is ``tile``: each side halved down
     to ``NARROWEST`` (of 128 x 128 x 8: 128, 64 or 32 by 128, 64 or 32)."""
@@ -167,10 +189,15 @@ def shape_efficiency(lowered: Lowered, device: DeviceSpec) -> np.ndarray:
         # the reference at the SMs the efficiencies were measured with (a what-if's more SMs
         # keep the per-SM rate: more SMs never slower at a peak scaled with them)
         measured = arch.reference_units or arch.compute_units
-        eff[ops] = (gpu_tiles(m[ops], n[ops], k[ops], batch[ops], arch.matrix_tile,
-                              arch.compute_units, fixed)
-                    / gpu_tiles(ref, ref, ref, 1, arch.matrix_tile, measured,
-                                arch.tile_fixed_k or 0))
+        tiles = gpu_tiles(m[ops], n[ops], k[ops], batch[ops], arch.matrix_tile,
+                          arch.compute_units, fixed)
+        conv = np.flatnonzero(lowered.kind[ops] == OpKind.CONV)
+        if conv.size and arch.matrix_tile[0] != arch.matrix_tile[1]:   # either way round
+            at = ops[conv]
+            tiles[conv] = conv_tiles(m[at], n[at], k[at], batch[at], arch.matrix_tile,
+                                     arch.compute_units, np.broadcast_to(fixed, ops.shape)[conv])
+        eff[ops] = tiles / gpu_tiles(ref, ref, ref, 1, arch.matrix_tile, measured,
+                                     arch.tile_fixed_k or 0)
         if arch.fp32_matrix_tile:   # fp32 GEMMs run the library's CUDA-core kernel's tile
             own = ops[(lowered.kind[ops] == OpKind.MATMUL) & (lowered.dtype[ops] == DType.FP32)]
             at_measured = arch if measured == arch.compute_units else \
