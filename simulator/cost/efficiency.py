@@ -109,7 +109,9 @@ def conv_tiles(m, n, k, batch, tile: tuple[int, int, int], units: int,
     NHWC conv2d kernels from the same tile list as its GEMMs, 256 x 128 and 128 x 256, 256 x 64
     and 64 x 256, each pair with the same warps and stages (NVIDIA/cutlass 7107b05,
     python/cutlass_library/generator.py, ``GenerateSM80_TensorOp_16816``: ``tile_descriptions``
-    passed to ``CreateGemmOperator`` and ``CreateConv2dOperator`` alike), so a convolution of
+    passed to ``CreateGemmOperator`` and ``CreateConv2dOperator`` alike; its sm90 convolutions
+    likewise, ``GenerateSM90_Conv3x`` putting each tile on clusters of 2 x 1 and of 1 x 2
+    CTAs), so a convolution of
     64 or 128 output channels is not padded to a 256-wide side while its m, in the millions,
     fills the other. Both orientations load tm + tn operands per k-step for tm tn FMAs: the
     same rate, only the padding and waves differ. A square tile gives ``gpu_tiles``. GEMMs keep
