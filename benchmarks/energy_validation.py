@@ -49,11 +49,15 @@ Lenovo's Llama 2 70B LoRA on 8 x B200 (tp 1) is extracted too but not predicted
 (``NOT_EXPRESSIBLE`` says why).
 
 Compared per node and per step: energy (mean node power x step time) and mean node power,
-hwsim's as 8 x the device's ``avg_power_w`` plus the node overhead of the ``dgx-h100`` preset
-(an 8 x H100 HGX node's measured maximum, 8.4 kW, Latif et al. 2025, less the GPUs' TDPs:
-2.8 kW, drawn over the whole step; the DGX H100 datasheet's 10.2 kW rating gave 4.6 kW) and,
-beside it, the GPUs alone. SMC's nodes are immersion cooled (no fans; the system json's
-"cooling"), so their other parts may draw less than an air-cooled node's.
+hwsim's as 8 x the device's ``avg_power_w`` plus its node's other parts at that power
+(``ClusterSpec.overhead_at``) on the preset of the metered machine: ``smc-h100`` (SMC's
+immersion-cooled node: its measured idle, 2,228 W, and its measured DC/AC conversion, 0.9736,
+both from the same submission's DLRM-DCNv2, 3D U-Net and SSD power logs, benchmarks not
+compared here: 1.60 kW besides eight idle GPUs, 1.73 kW with them at 700 W) and
+``lenovo-sr780a-v3`` (Lenovo's water-cooled B200 node: its idle, 2,888 W, from its RetinaNet
+logs: 1.79 kW), and beside it the GPUs alone. Before these presets (2026-12-05) the rows ran on
+``dgx-h100`` (an air-cooled 8 x H100 HGX node's measured maximum, 8.4 kW, Latif et al. 2025,
+less the GPUs' TDPs: 2.8 kW over the whole step) and ``dgx-b200`` (its 14.3 kW rating: 6.3 kW).
 """
 from __future__ import annotations
 
@@ -72,7 +76,10 @@ from benchmarks import validation_report as vr
 from simulator.api import simulate
 
 TABLE = ROOT / "tests" / "data" / "mlperf_power.csv"
-CLUSTER = "dgx-h100"
+#: The metered machines' presets (hardware_specs/clusters/smc-h100.toml, lenovo-sr780a-v3.toml):
+#: the same GPUs and networks as dgx-h100 and dgx-b200, their node power from their own idle.
+CLUSTER = "smc-h100"
+B200_CLUSTER = "lenovo-sr780a-v3"
 #: MLPerf BERT's packed rows attend within each sample (``RUNS``' comment: --pad_fmha
 #: --packed_samples): the mean sum(l_i^2) / 512^2 of a row is the samples a pack holds times
 #: their mean l^2 / 512^2, whichever samples share a pack (sum over the rows of sum(l_i^2) =
@@ -151,13 +158,11 @@ RUNS = {
     # fp16 and flash_attn's _flash_attn_varlen_forward (FlashAttention-2, the container's
     # flash-attn 2.x, te_layers.py lines 35-36) runs it, attention_kernel flash-attn-2 (its
     # B200 fit: cudnn-frontend's sdpa benchmark, simulator.cost.attention). Node presets:
-    # dgx-h100 (as above) and dgx-b200 (its datasheet's ~14.3 kW maximum: 6.3 kW besides
-    # 8 x 1,000 W; no measured maximum of a B200 node, nor a power rating of Lenovo's
-    # SR780a V3, is cited, so it is the DGX rating's upper bound).
+    # smc-h100 and lenovo-sr780a-v3 (as above; dgx-h100 and dgx-b200 until 2026-12-05).
     "bert-h100": (("bert", "1xSMC-H100-SXM-80GB"), "nemo-gpt3-175b-fp8-512", BERT | {
         "device": "h100-sxm5-80gb", "cluster": CLUSTER}),
     "bert-b200": (("bert", "SR780aV3-8xB200_SXM_180GB"), "nemo-gpt3-175b-fp8-512", BERT | {
-        "device": "b200", "cluster": "dgx-b200", "attention_kernel": "flash-attn-2"}),
+        "device": "b200", "cluster": B200_CLUSTER, "attention_kernel": "flash-attn-2"}),
     # Llama 2 70B LoRA (NeMo r2.0.0.rc0.beta, Megatron-core 0.7; smc-ac-power/benchmarks/
     # llama2-70b_lora/implementations/nemo: Dockerfile,
     # configs/config_SMCH100_1x8x4xtp4pp1cp1.sh, config_SMCH100_8x8x1xtp4pp1cp2.sh,
@@ -230,7 +235,8 @@ def run_id(bench: str) -> str:
 
 @cache
 def predicted(bench: str):
-    """hwsim's Result for the benchmark's run, and its cluster's node overhead in watts."""
+    """hwsim's Result for the benchmark's run, its node's power besides the GPUs at the
+    step's average GPU power (``ClusterSpec.overhead_at``), and the GPUs per node."""
     _, base, changes = RUNS[bench]
     row = dict(next(r for r in vr.load_rows() if r["run_id"] == base))
     row.update(changes, run_id=run_id(bench))
@@ -238,7 +244,7 @@ def predicted(bench: str):
     plan = dataclasses.replace(vr.step_plan(row), **EXTRA.get(bench, {}))
     parallel = dataclasses.replace(vr.parallel_plan(row), **PARALLEL_EXTRA.get(bench, {}))
     result = simulate(vr.workload(row), cluster, plan, parallel=parallel)
-    return result, cluster.node_overhead_w, cluster.devices_per_node
+    return result, cluster.overhead_at(result.avg_power_w), cluster.devices_per_node
 
 
 def rows() -> list[dict]:

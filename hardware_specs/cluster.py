@@ -11,6 +11,10 @@ A cluster is data, like a device (STYLE.md rule 2): one file per preset in
     node_power_w = 6500           # optional, cited: a node's maximum system power (datasheet)
     node_power_measured_w = 6000  # optional, cited: the most a node of this design was measured
                                   # to draw with its devices near full load (at most node_power_w)
+    node_idle_w = 2200            # optional, cited: a node's measured wall power with its devices
+                                  # idle (then its other parts follow the load: node_power_at)
+    supply_efficiency = 0.97      # optional, cited, with node_idle_w: the node's measured power
+                                  # conversion efficiency (DC out / AC in) under load (default 1)
     power_limit_w = 700           # optional, cited: the devices' default power set point as the
                                   # system ships (at most the device's TDP; default: the TDP)
     [intra]                       # the network inside a node (NVSwitch, PCIe, ICI)
@@ -86,6 +90,13 @@ class ClusterSpec:
     # load (a published measurement, cited in the preset); None where none is cited. Where
     # given, the node overhead is taken from it instead of the datasheet rating.
     node_power_measured_w: float | None = None
+    # A node's measured wall power with its devices idle (its other parts at rest, its power
+    # supplies' losses included); None where none is cited. Where given, the node's other parts
+    # follow the load (``node_power_at``) instead of drawing the maximum's remainder throughout.
+    node_idle_w: float | None = None
+    # The node's measured power conversion efficiency under load (DC out over AC in), which the
+    # devices' power above their idle pays at the wall; 1.0 where none is cited.
+    supply_efficiency: float = 1.0
     # The devices' default power limit as the system ships them (the set point nvidia-smi and
     # the BMC report), where its vendor documents one below the device's TDP; None: the TDP.
     # simulate() applies it when the plan gives no power_limit_w (simulator.cost.power).
@@ -101,14 +112,51 @@ class ClusterSpec:
         within(self.node_power_measured_w, "node_power_measured_w", "node_w", optional=True,
                low_open=True)
         within(self.power_limit_w, "power_limit_w", "w", optional=True, low_open=True)
+        within(self.node_idle_w, "node_idle_w", "node_w", optional=True, low_open=True)
+        fraction(self.supply_efficiency, "supply_efficiency")
+
+    @property
+    def node_max_w(self) -> float | None:
+        """The most a node draws: its measured maximum where one is cited, else its datasheet
+        rating; None without either."""
+        return (self.node_power_measured_w if self.node_power_measured_w is not None
+                else self.node_power_w)
+
+    def node_power_at(self, device_w: float) -> float:
+        """A node's wall power with each of its devices drawing ``device_w`` on average.
+
+        With a measured idle (``node_idle_w``): that idle plus the devices' power above their
+        own idle at the wall, through the power supplies (``supply_efficiency``):
+        ``node_idle_w + n (device_w - idle_w) / supply_efficiency``, held between the idle and
+        the node's maximum (``node_max_w``) where one is cited. The other parts (CPUs, NICs,
+        switches, fans or pumps) stay at their idle draw: no cited figure gives their
+        part-load rise, so this is a lower bound where they work harder. Without a measured
+        idle: the devices plus ``node_overhead_w``, the maximum's remainder at any load."""
+        n = self.devices_per_node
+        if self.node_idle_w is None:
+            return n * device_w + self.node_overhead_w
+        node_w = (self.node_idle_w
+                  + n * (device_w - self.device.idle_power_w) / self.supply_efficiency)
+        cap = self.node_max_w
+        return min(max(node_w, self.node_idle_w), cap if cap is not None else math.inf)
+
+    def overhead_at(self, device_w: float) -> float:
+        """Watts a node draws besides its devices when each draws ``device_w``:
+        ``node_power_at(device_w)`` less the devices' own, at least 0."""
+        if self.node_idle_w is None:
+            return self.node_overhead_w
+        return max(self.node_power_at(device_w) - self.devices_per_node * device_w, 0.0)
 
     @property
     def node_overhead_w(self) -> float:
-        """Watts a node draws besides its devices: its maximum system power less its devices'
-        TDPs; the measured maximum (``node_power_measured_w``) where one is cited, else the
-        datasheet's rating (an upper bound: fans and CPUs at full load); 0.0 without either."""
-        node_w = (self.node_power_measured_w if self.node_power_measured_w is not None
-                  else self.node_power_w)
+        """Watts a node draws besides its devices at full load (its devices at their TDP).
+        With a measured idle: ``overhead_at`` the TDP. Else its maximum system power less its
+        devices' TDPs; the measured maximum (``node_power_measured_w``) where one is cited,
+        else the datasheet's rating (an upper bound: fans and CPUs at full load); 0.0 without
+        either."""
+        if self.node_idle_w is not None:
+            return self.overhead_at(self.device.tdp_w)
+        node_w = self.node_max_w
         if node_w is None:
             return 0.0
         return max(node_w - self.devices_per_node * self.device.tdp_w, 0.0)
@@ -302,7 +350,7 @@ def torus_shape(num_devices: int, axes: int) -> tuple[int, ...]:
 
 _TOP_REQUIRED = ("name", "source", "device", "nodes", "devices_per_node", "topology", "intra")
 _TOP_OPTIONAL = ("inter", "torus_dims", "node_power_w", "node_power_measured_w",
-                 "power_limit_w")
+                 "power_limit_w", "node_idle_w", "supply_efficiency")
 _NET_REQUIRED = ("name", "kind", "bandwidth_gb_per_s", "latency_us")
 _NET_OPTIONAL = ("efficiency",)
 
@@ -330,6 +378,26 @@ class _ClusterChecker(_Checker):
             raise self.fail("node_power_measured_w", f"{measured:g} W is above node_power_w "
                             f"({rated:g} W, the rating); give the measured maximum, at most "
                             f"the rating")
+        idle = (self.positive(doc["node_idle_w"], "node_idle_w", "node_w")
+                if "node_idle_w" in doc else None)
+        devices_idle = per_node * device.idle_power_w
+        top = measured if measured is not None else rated
+        if idle is not None and idle < devices_idle:
+            raise self.fail("node_idle_w", f"{idle:g} W is below its {per_node} devices' own "
+                            f"idle ({devices_idle:g} W); give the whole node's idle draw")
+        if idle is not None and top is not None and idle >= top:
+            raise self.fail("node_idle_w", f"{idle:g} W is not below the node's maximum "
+                            f"({top:g} W); give the node's draw with its devices idle")
+        efficiency = 1.0
+        if "supply_efficiency" in doc:
+            if idle is None:
+                raise self.fail("supply_efficiency", "needs node_idle_w (the load it scales "
+                                "is the devices' power above the node's idle); add it or "
+                                "leave supply_efficiency out")
+            efficiency = self.positive(doc["supply_efficiency"], "supply_efficiency")
+            if efficiency > 1:
+                raise self.fail("supply_efficiency", f"{efficiency:g} is above 1; give DC "
+                                "out over AC in, a fraction such as 0.97")
         return self.made(
             ClusterSpec, "cluster",
             name=self.text(doc["name"], "name"), device=device,
@@ -337,7 +405,7 @@ class _ClusterChecker(_Checker):
             intra=self.network(self.table(doc, "intra"), "intra"), inter=inter,
             topology=topology, torus_dims=self.dims(doc, topology, nodes * per_node),
             node_power_w=rated, node_power_measured_w=measured,
-            power_limit_w=limit,
+            node_idle_w=idle, supply_efficiency=efficiency, power_limit_w=limit,
             source=self.text(doc["source"], "source"), path=self.path)
 
     def device_of(self, value: Any) -> DeviceSpec:

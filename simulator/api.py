@@ -75,7 +75,9 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     run, raises ``PlanError`` naming it. ``tokens`` or ``steps`` add
     whole-run totals; their energy is the devices' energy plus ``node_overhead_w`` per node
     (host CPUs, NICs, switches, fans; default: a cluster preset's measured or else datasheet
-    maximum system power less its devices' TDPs, ``ClusterSpec.node_overhead_w``, else 0), times ``pue`` (datacentre power usage effectiveness:
+    maximum system power less its devices' TDPs, ``ClusterSpec.node_overhead_w``, or, where
+    the preset cites a measured node idle, its other parts at the step's average device power,
+    ``ClusterSpec.overhead_at``; else 0), times ``pue`` (datacentre power usage effectiveness:
     cooling and power delivery; 1.0, the default, counts the devices alone). ``cache``: where
     the stages' device-independent graphs come from (a ``simulator.StageCache`` keeps them
     across calls; by default they are built afresh): the same figures either way.
@@ -129,7 +131,9 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     else:
         system_limit = None
     limit_w = check_limit(plan.power_limit_w, device)
-    if node_overhead_w is None:   # the preset's node maximum less its devices' TDPs
+    if node_overhead_w is None and (cluster is None or cluster.node_idle_w is None):
+        # the preset's node maximum less its devices' TDPs (with a measured node idle, the
+        # overhead follows the step's device power: _node_overhead, once the step is priced)
         node_overhead_w = cluster.node_overhead_w if cluster else 0.0
     parallel = parallel or ParallelPlan(dp=n)
     if fit_batch and "micro_batch" not in plan_fields and plan.global_batch is not None:
@@ -148,7 +152,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                              parallel.stage_layers(work.layers) if parallel.pp > 1 else None)
         result.totals = run_totals(result, device, work.tokens_per_sample, tokens, steps,
                                    grid_kg_co2_per_kwh, pue,
-                                   node_overhead_w * (cluster.nodes if cluster else 1),
+                                   _node_overhead(node_overhead_w, cluster, result)
+                                   * (cluster.nodes if cluster else 1),
                                    _owning(own_years, electricity_usd_per_kwh, node_cost_usd,
                                            cluster.nodes if cluster else 1), plan)
         return result.check()
@@ -319,10 +324,20 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     # a run without a cluster (one device) owns its share of a costed 8-GPU node's other parts
     nodes = cluster.nodes if cluster else n / COSTED_NODE_DEVICES
     result.totals = run_totals(result, device, per_sample_tokens, tokens, steps,
-                            grid_kg_co2_per_kwh, pue, node_overhead_w * nodes,
+                            grid_kg_co2_per_kwh, pue,
+                            _node_overhead(node_overhead_w, cluster, result) * nodes,
                             _owning(own_years, electricity_usd_per_kwh, node_cost_usd, nodes),
                             plan)
     return result.check()
+
+
+def _node_overhead(given_w: float | None, cluster, result: Result) -> float:
+    """A node's power besides its devices: ``given_w`` where given (or settled from a preset
+    without a measured idle), else the preset's other parts at the step's average device power
+    (``ClusterSpec.overhead_at``)."""
+    if given_w is not None:
+        return given_w
+    return cluster.overhead_at(result.avg_power_w)
 
 
 def fitting_micro_batch(work, hardware, plan: Plan, parallel: ParallelPlan, n: int,
