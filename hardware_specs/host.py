@@ -102,16 +102,21 @@ def cpu_model(info: list[dict[str, str]] | None = None) -> str:
 
 def on_cores(spec: DeviceSpec, cores: int) -> DeviceSpec:
     """``spec`` (a CPU) used by ``cores`` of its cores, as a framework limited to that many
-    threads uses it: compute peaks and power scale with the cores; bandwidths are kept (a
-    copy on fewer threads is not measured again)."""
+    threads uses it: compute peaks and power scale with the cores, and so does the capacity
+    of a cache each core has its own of (``MemoryLevel.private``: one thread has one core's
+    L2, 2 MiB of the development Xeon VM's 2 x 2 MiB, sysfs ``shared_cpu_list`` "0"; a
+    one-thread copy there ran at 88.6 GB/s over 512 KiB and 28.8 GB/s over 2 MiB,
+    2026-12-05); bandwidths are kept (a copy on fewer threads is not measured again)."""
     total = spec.architecture.compute_units or cores
     if cores >= total:
         return spec
     share = cores / total
+    memory = tuple(dataclasses.replace(level, capacity_bytes=level.capacity_bytes * share)
+                   if level.private else level for level in spec.memory)
     return dataclasses.replace(
         spec, peak_flops_per_s={d: v * share for d, v in spec.peak_flops_per_s.items()},
         vector_flops_per_s=spec.vector_flops_per_s * share,
-        idle_power_w=spec.idle_power_w * share, tdp_w=spec.tdp_w * share,
+        idle_power_w=spec.idle_power_w * share, tdp_w=spec.tdp_w * share, memory=memory,
         architecture=dataclasses.replace(spec.architecture, compute_units=cores))
 
 
@@ -198,8 +203,9 @@ def _size_bytes(text: str | None) -> float | None:
     return value * factor if value else None
 
 
-def _caches(cores: int) -> list[tuple[str, float]]:
-    """(name, total capacity in bytes) of each data/unified cache level, innermost first."""
+def _caches(cores: int) -> list[tuple[str, float, bool]]:
+    """(name, total capacity in bytes, private) of each data/unified cache level, innermost
+    first; private: one instance per core or more (a core's own, not shared)."""
     levels = {}
     for index in sorted(_CPU.glob("cache/index*")) if _CPU.exists() else []:
         if (_read(index / "type") or "").strip() == "Instruction":
@@ -208,8 +214,8 @@ def _caches(cores: int) -> list[tuple[str, float]]:
         sharing = _cpu_count_in(_read(index / "shared_cpu_list"))
         if level and size:
             instances = max(1, (os.cpu_count() or cores) // max(1, sharing))
-            levels[int(level)] = size * instances
-    return [(f"l{level}", levels[level]) for level in sorted(levels)]
+            levels[int(level)] = (size * instances, instances >= cores)
+    return [(f"l{level}", *levels[level]) for level in sorted(levels)]
 
 
 def _cpu_count_in(cpu_list: str | None) -> int:
@@ -238,12 +244,12 @@ def _memory_levels(cores: int) -> tuple[MemoryLevel, ...]:
     main = MemoryLevel("dram", _memory_capacity_bytes(),
                        copy_bandwidth(MAIN_MEMORY_COPY_BYTES, cores))
     levels, outer = [main], main.bandwidth_bytes_per_s
-    for name, capacity in reversed(_caches(cores)):
+    for name, capacity, private in reversed(_caches(cores)):
         if capacity < 2**20:
             continue
         bandwidth = copy_bandwidth(int(capacity // 2), cores)
         if bandwidth > outer:
-            levels.insert(0, MemoryLevel(name, capacity, bandwidth))
+            levels.insert(0, MemoryLevel(name, capacity, bandwidth, private))
             outer = bandwidth
     return tuple(levels)
 

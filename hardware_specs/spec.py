@@ -88,6 +88,9 @@ class MemoryLevel:
     name: str
     capacity_bytes: float
     bandwidth_bytes_per_s: float
+    #: a cache each core has its own of (``capacity_bytes`` is then the sum over the cores):
+    #: a framework on fewer cores has only theirs (``hardware_specs.host.on_cores``)
+    private: bool = False
 
     def __post_init__(self) -> None:
         label(self.name, "memory name")

@@ -17,7 +17,9 @@ The model is deliberately simple for now:
   whatever its dtype. 16-bit vector math on recent GPUs runs at about twice the fp32 rate
   (packed half2/bf16x2), but vector ops are almost always memory-bound, so this rarely changes
   a time;
-- ops stream their bytes from the innermost memory level that holds them (``level_bandwidth``),
+- ops stream their bytes from the innermost memory level that holds them (``level_bandwidth``):
+  an op alone (a kernel timed back to back) where its own bytes fit, an op of a step of
+  several ops only where the step's traffic fits too (``step_footprint``); else
   main memory at ``device.memory_bandwidth_bytes_per_s * device.memory_efficiency``, a matmul
   at ``device.matmul_memory_efficiency`` instead where the spec gives it (a GEMM bound by its
   bytes does not stream them as a copy does), norms and softmax at
@@ -100,7 +102,7 @@ def price(lowered: Lowered, device: DeviceSpec,
             if streaming is None:
                 streaming = np.full(n, device.memory_efficiency)
             streaming[lowered.kind == kind] = efficiency
-    bandwidth = level_bandwidth(lowered.nbytes, device, streaming)
+    bandwidth = level_bandwidth(lowered.nbytes, device, streaming, step_footprint(lowered))
     for fn, efficiency in device.function_efficiency.items():  # a measured function's own rate
         ops = lowered.fn == fn
         peak[ops] = np.where(is_tensor[ops], np.minimum(matrix[ops] / base[ops] * efficiency,
@@ -112,22 +114,51 @@ def price(lowered: Lowered, device: DeviceSpec,
     return peak.astype(np.float64), bandwidth, overhead
 
 
+def step_footprint(lowered: Lowered) -> float:
+    """The bytes a step's ops move, read and written, over all of them: the working set
+    ``level_bandwidth`` asks a cache to hold before it serves the step's ops. For one op (a
+    kernel timed alone) its own bytes, as before.
+
+    A cache holds what was touched last. An op timed back to back finds its operands where
+    its last call left them; an op of a training step finds them only if the step, which
+    runs over and over, has not moved more than the cache holds since: its backward reads
+    activations written in its forward, its update the weights and gradients, its forward
+    the weights the update wrote, and every output lands in memory the allocator last
+    handed to another tensor. The step's traffic (``nbytes`` summed, each tensor counted
+    at each touch) bounds that from above; its distinct bytes (what an ideal LRU cache
+    would need) are fewer. Measured on the development machine (Intel Xeon VM, 2 MiB of L2
+    per core, torch 2.13, one thread, 2026-12-05): ``a * s`` over 2^17 fp32 elements, back
+    to back, 11.7 us a call (90 GB/s: its 1 MiB stays in L2); the same multiply inside the
+    training step of the relu micro-model of that size (``simulator.calibrate.functions``;
+    5.0 MiB of traffic a step), 94 us a call (torch.profiler self time), the rate of
+    main memory; the calibration fitted with this rule and the per-core L2
+    (``hardware_specs.host.on_cores``) left a median residual of 5.8 % over its 75
+    micro-benchmarks against 7.5 % without either, on the same timings (docs/accuracy.md).
+    All or nothing, not modelled: the share of a step's bytes a cache still serves (a
+    forward chain of small tensors handing one another their outputs), reuse distances op
+    by op, hardware prefetching."""
+    return float(lowered.nbytes.sum()) if len(lowered) else 0.0
+
+
 def level_bandwidth(nbytes: np.ndarray, device: DeviceSpec,
-                    efficiency: np.ndarray | None = None) -> np.ndarray:
-    """Cache fit: an op whose bytes (read + written) fit in an on-chip level streams at that
+                    efficiency: np.ndarray | None = None,
+                    footprint: float = 0.0) -> np.ndarray:
+    """Cache fit: an op whose bytes (read + written) fit in an on-chip level, and whose
+    step's ``footprint`` (``step_footprint``: 0 for an op alone) fits too, streams at that
     level's bandwidth, else from main memory at its measured fraction of the datasheet rate.
 
     Optimistic for a first touch: it assumes the working set is already resident, as it is
-    for the chains of small activations that one op hands the next. Only levels a spec lists
-    (with a cited or measured bandwidth) count. ``efficiency``: each op's fraction of the main
-    memory's datasheet rate (None: ``device.memory_efficiency`` for all).
+    for a kernel called back to back and for a step whose traffic fits. Only levels a spec
+    lists (with a cited or measured bandwidth) count. ``efficiency``: each op's fraction of
+    the main memory's datasheet rate (None: ``device.memory_efficiency`` for all).
     """
     main = device.main_memory
     if efficiency is None:
         efficiency = np.full(len(nbytes), device.memory_efficiency)
     bandwidth = main.bandwidth_bytes_per_s * np.asarray(efficiency, dtype=np.float64)
+    held = np.maximum(np.asarray(nbytes, dtype=np.float64), footprint)
     for level in reversed(device.memory[:-1]):  # outermost cache first, innermost last wins
-        bandwidth = np.where(nbytes <= level.capacity_bytes, level.bandwidth_bytes_per_s,
+        bandwidth = np.where(held <= level.capacity_bytes, level.bandwidth_bytes_per_s,
                              bandwidth)
     return bandwidth
 
