@@ -53,7 +53,8 @@ def add_run_flags(p: argparse.ArgumentParser, prices: bool = True) -> None:
     p.add_argument("--node-overhead-w", type=float, default=None, metavar="WATTS",
                    help="run totals: power per node besides the devices (hosts, NICs, fans; "
                         "default: a cluster preset's measured, else datasheet, maximum node "
-                        "power less its devices' TDPs, else 0)")
+                        "power less its devices' TDPs; where the preset cites its node's "
+                        "measured idle, its other parts at the step's device power; else 0)")
     p.add_argument("--pue", type=positive_float, default=None,
                    help="datacentre power usage effectiveness for run totals (default 1.0)")
     p.add_argument("--carbon-intensity", dest="carbon_intensity", type=positive_float, default=None,
