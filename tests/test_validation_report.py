@@ -120,3 +120,20 @@ def test_render_replaces_only_the_section_and_appends_it_when_absent():
     assert report.render("# Accuracy\n", body).endswith(f"\n{block}\n")
     with pytest.raises(ValueError, match="exactly one"):
         report.render(f"{report.END}\n{report.BEGIN}\n", body)
+
+
+def test_device_set_and_power_limit_columns_reach_the_run():
+    """A row's device_set changes the catalogue part's figures (hardware_specs.override) on the
+    cluster preset it names, and power_limit_w reaches the plan; rows without them keep the
+    catalogue part and the TDP. torchtitan's page: 96 GB of HBM2e at 2.4 TB/s, 500 W."""
+    row = next(r for r in ROWS if r["run_id"] == "torchtitan-llama3.1-70b-2d-256")
+    cluster = report.hardware(row)
+    assert cluster.device.memory_bandwidth_bytes_per_s == 2.4e12
+    assert cluster.device.main_memory.capacity_bytes == 96e9
+    assert cluster.device.name == row["device"] == "h100-sxm5-80gb"
+    assert report.step_plan(row).power_limit_w == 500
+    plain = dict(row, device_set="", power_limit_w="", cluster="")
+    assert report.hardware(plain) == "h100-sxm5-80gb"
+    assert report.step_plan(plain).power_limit_w is None
+    with pytest.raises(Exception, match="memory.main.bandwidth_bytes_per_s"):
+        report.hardware(dict(row, device_set="memory.main.bandwidth_bytes_per_s=-1"))
