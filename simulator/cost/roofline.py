@@ -133,7 +133,9 @@ def step_footprint(lowered: Lowered) -> float:
     5.0 MiB of traffic a step), 94 us a call (torch.profiler self time), the rate of
     main memory; the calibration fitted with this rule and the per-core L2
     (``hardware_specs.host.on_cores``) left a median residual of 5.8 % over its 75
-    micro-benchmarks against 7.5 % without either, on the same timings (docs/accuracy.md).
+    micro-benchmarks against 6.9 % without either, on the same timings and memory levels
+    (docs/accuracy.md); with the bytes the step writes instead of its traffic, 6.2 %, so the
+    traffic is used (chosen on the calibration's cases, not on the models).
     All or nothing, not modelled: the share of a step's bytes a cache still serves (a
     forward chain of small tensors handing one another their outputs), reuse distances op
     by op, hardware prefetching."""
