@@ -125,3 +125,71 @@ def test_lora_of_a_model_without_its_linears_is_refused(capsys):
     assert main(["predict", "resnet-50", "--device", "a100", "--finetune", "lora"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "no linear of the targets qkv" in err
+
+
+# -- fp8 frozen weights (Transformer Engine's fp8_model_init, MLPerf's NeMo LoRA fp8_params) --
+FP8_LORA = dict(LORA, precision="fp8")
+
+
+@pytest.fixture(scope="module")
+def fp8_runs():
+    return {fw: simulate("llama2-7b", "h100-sxm5-80gb", frozen_weights=fw, **FP8_LORA)
+            for fw in (None, "fp8")}
+
+
+def test_fp8_frozen_weights_store_one_byte_per_weight(fp8_runs):
+    """The layers' linears at 1 byte each (no bias in Llama 2); the embedding, norms and head
+    (not TE linears) and the adapters stay bf16."""
+    quantised, rest = L * LAYER_LINEARS, LLAMA.num_params() - L * LAYER_LINEARS
+    assert fp8_runs["fp8"].memory_breakdown["weights"] == quantised * 1 + (rest + QKV_ADAPTERS) * 2
+    assert fp8_runs[None].memory_breakdown["weights"] - fp8_runs["fp8"].memory_breakdown[
+        "weights"] == quantised
+    assert BITS["fp8"] == 8
+
+
+def test_fp8_frozen_weights_are_neither_cast_nor_dequantised():
+    """Under fp8 a 16-bit frozen weight is cast once per step (TE's quantize_weight at the first
+    micro-batch); an fp8 one is read as stored: no weight cast, no dequantisation, the same
+    GEMMs (and the adapters' and activations' casts unchanged)."""
+    from simulator.training.finetune import dequantize
+    from simulator.training.fp8 import CAST
+    small = LLAMA.with_layers(2)
+    steps = {}
+    for fw in (None, "fp8"):
+        plan = Plan(micro_batch=1, finetune="lora", lora_rank=R, precision="fp8",
+                    frozen_weights=fw)
+        forward = stage_forward(small, plan, ParallelPlan(), 0, None)[1]
+        steps[fw] = dequantize(training_graph(forward, plan), plan)
+    names = {fw: set(step.names()) for fw, step in steps.items()}
+    weight_casts = {n for n in names[None] if n.startswith(f"{CAST}:weight:")}
+    assert len(weight_casts) == 2 * 7                   # every frozen linear of the 2 layers
+    assert names[None] - names["fp8"] == weight_casts   # all of them, and nothing else, gone
+    assert names["fp8"] <= names[None]
+    assert not any(steps["fp8"].op(n).fn == "dequantize" for n in names["fp8"])
+
+
+@pytest.mark.parametrize("device, seq_len", [("h100-sxm5-80gb", 512), ("h100-sxm5-80gb", 4096),
+                                             ("b200", 2048), ("mi300x", 1024)])
+def test_fp8_frozen_weights_never_slow_a_step_nor_change_its_flops(device, seq_len):
+    """The same step less the weight casts: never slower, the same FLOPs, less memory."""
+    kw = dict(FP8_LORA, seq_len=seq_len, lora_targets="qkv,o")
+    bf16 = simulate("llama2-7b", device, **kw)
+    fp8 = simulate("llama2-7b", device, frozen_weights="fp8", **kw)
+    assert fp8.step_time_s <= bf16.step_time_s
+    assert fp8.flops_per_step == bf16.flops_per_step
+    assert fp8.peak_memory_bytes < bf16.peak_memory_bytes
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--frozen-weights", "fp8"], "frozen_weights = 'fp8' needs precision = fp8"),
+    (["--frozen-weights", "fp8", "--precision", "fp8", "--device", "a100"],
+     "precision = fp8 needs fp8 matrix units and a100"),
+])
+def test_fp8_frozen_weights_refused_without_fp8(capsys, flags, message):
+    args = ["predict", "llama2-7b", "--micro-batch", "1", "--seq-len", "512", "--finetune",
+            "lora", *flags]
+    if "--device" not in flags:
+        args += ["--device", "h100-sxm5-80gb"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message in err

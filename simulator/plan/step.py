@@ -114,6 +114,9 @@ class Quantization(str, Enum):
     compute format before each GEMM."""
     NF4 = "nf4"      # 4-bit NormalFloat, double-quantised constants (Dettmers et al. 2023)
     INT8 = "int8"    # LLM.int8() (Dettmers et al. 2022): int8 with an fp32 scale per row
+    # Transformer Engine's fp8_model_init (MLPerf's NeMo LoRA: fp8_params): the frozen linears
+    # held as fp8 tensors that its fp8 GEMMs read as they are, no dequantisation and no cast
+    FP8 = "fp8"
 
 
 #: LoRA's rank when none is given: PEFT's ``LoraConfig(r=8)`` default.
@@ -224,6 +227,12 @@ class Plan:
         "help": "fp8 scaling: delayed (amax history; the amax taken inside each cast) or "
                 "current (per-tensor current scaling: an amax pass over each tensor before "
                 "its cast, norms writing 16 bits)"})
+    # The SwiGLU's input kept for its backward in fp8 (simulator.training.fp8.store_swiglu_input):
+    # Megatron-core's activation_func_fp8_input_store, MLPerf's NeMo LoRA FP8_ACT=1.
+    fp8_swiglu_input: bool = field(default=False, metadata={
+        "help": "keep the SwiGLU's input for its backward in fp8, 1 byte per element "
+                "(Megatron-core's activation_func_fp8_input_store): a cast kernel in the "
+                "forward, one back to 16 bits in the backward"})
     # Convolutions' activations in NHWC (PyTorch's memory_format=torch.channels_last): no layout
     # transposes around 16-bit convolutions (simulator.training.layout). False: NCHW, PyTorch's
     # default, where cuDNN's tensor-core kernels transpose each convolution's input and output.
@@ -265,7 +274,9 @@ class Plan:
                                         "qkv, o, mlp (default qkv)"})
     frozen_weights: Quantization | None = field(default=None, metadata={
         "help": "QLoRA: store the frozen linears as nf4 or int8, dequantised before each "
-                "GEMM (default: the precision's weight format)"})
+                "GEMM; fp8 (with --precision fp8): 1 byte each, read by the fp8 GEMMs as "
+                "stored (Transformer Engine's fp8_model_init) (default: the precision's "
+                "weight format)"})
     # The devices' power limit (nvidia-smi -pl): under it each phase of the step runs at the
     # clock that keeps its power within it (simulator.cost.power); None: the TDP.
     power_limit_w: float | None = field(default=None, metadata={
@@ -354,7 +365,7 @@ class Plan:
         object.__setattr__(self, "recompute", _enum(Recompute, self.recompute, "recompute"))
         object.__setattr__(self, "optimizer", _enum(Optimizer, self.optimizer, "optimizer"))
         for name in ("grad_clip", "fp32_grads", "graphs", "channels_last", "sync_each_layer",
-                     "sync_each_pass", "conv_norm_fusion"):
+                     "sync_each_pass", "conv_norm_fusion", "fp8_swiglu_input"):
             if not isinstance(getattr(self, name), bool):
                 raise PlanError(f"{name} = {getattr(self, name)!r} must be true or false")
         if self.conv_norm_fusion and not self.channels_last:
@@ -413,6 +424,10 @@ class Plan:
             if value is not None and not lora:   # an enum as the flag's value: 'nf4'
                 shown = value.value if isinstance(value, Enum) else value
                 raise PlanError(f"{name} = {shown!r} needs finetune = lora (--finetune lora)")
+        if self.frozen_weights is Quantization.FP8 and self.precision is not Precision.FP8:
+            raise PlanError(f"frozen_weights = 'fp8' needs precision = fp8 (--precision fp8): "
+                            f"the fp8 weights are read by fp8 GEMMs (precision is "
+                            f"{self.precision.value})")
         if self.lora_rank is not None and (isinstance(self.lora_rank, bool) or not isinstance(
                 self.lora_rank, int) or self.lora_rank <= 0):
             raise PlanError(f"lora_rank = {self.lora_rank!r} must be a positive integer")

@@ -65,6 +65,7 @@ from simulator.plan.step import (
 from simulator.training.bias import add_bias_kernels, bias_elements
 from simulator.training.finetune import needs_grad, tensor_format
 from simulator.training.fp8 import add_casts as add_fp8_casts
+from simulator.training.fp8 import store_swiglu_input
 from simulator.training.loss import add_backward as add_loss_backward
 from simulator.training.loss import add_forward as add_loss_forward
 from simulator.training.loss import vocab_head
@@ -168,7 +169,8 @@ class _Derivation:
         for name in reversed(order):
             self._backward(self.forward.op(name))
         self._optimizer()
-        return add_fp8_casts(self.out, self.plan)   # Transformer Engine's casts (training.fp8)
+        step = add_fp8_casts(self.out, self.plan)   # Transformer Engine's casts (training.fp8)
+        return store_swiglu_input(step, self.plan)   # Megatron-core's fp8 SwiGLU input
 
     # -- helpers ----------------------------------------------------------------------------------
     def _saved(self, name: str) -> str:

@@ -22,6 +22,21 @@
   recomputed or data gradient, first dequantises it to the compute format: an extra
   memory-bound pass reading the stored weight and writing it out (bitsandbytes' ``MatMul4Bit``
   dequantises in its forward and again in its backward).
+- fp8 frozen weights (``Quantization.FP8``, with ``Precision.FP8``): Transformer Engine's
+  ``fp8_model_init`` builds its modules' weights as fp8 tensors (``Float8Tensor``), as MLPerf's
+  NeMo Llama 2 70B LoRA runs do (``fp8_params``: training_results_v5.0 0fdc28f Lenovo/
+  benchmarks/llama2_70b_lora/custom_llama.py line 66 ``te.fp8_model_init()``, conf/
+  megatron_gpt_peft_tuning_config.yaml line 36 ``fp8_params: ${FP8}``, config_common.sh line 20
+  ``FP8=True``). The layers' frozen linears are stored at 1 byte per weight (the per-tensor scale
+  and amax, a few bytes, not counted) and the fp8 GEMMs read them as stored: no dequantisation
+  and no weight cast per step (TE's ``quantize_weight`` returns a ``QuantizedTensor`` weight as
+  it is, NVIDIA/TransformerEngine d0067d0da ``pytorch/module/linear.py`` lines 476-490; a frozen
+  weight is never updated, so its fp8 copy never goes stale). Embeddings, norms and the head
+  are not TE linears and stay in the weight format. Not modelled: on GPUs whose fp8 GEMMs take
+  only the TN layout (Hopper; ``is_non_tn_fp8_gemm_supported`` is true from compute
+  capability 10.0, ``pytorch/utils.py`` line 658) the data gradient's ``update_usage(
+  columnwise_usage=True)`` (linear.py line 1051) builds the weight's transpose once and keeps
+  it: 1 byte more per frozen weight there, not counted (memory only: made once, not per step).
 """
 from __future__ import annotations
 
@@ -32,7 +47,8 @@ from simulator.graph.opgraph import OpGraph
 from simulator.plan.step import Finetune, Formats, LoraTarget, Plan, Quantization
 
 #: Bits per stored weight of each quantisation (QLoRA sec. 3: 4 + 0.127 for NF4's constants).
-BITS = {Quantization.NF4: 4 + 8 / 64 + 32 / (64 * 256), Quantization.INT8: 8}
+BITS = {Quantization.NF4: 4 + 8 / 64 + 32 / (64 * 256), Quantization.INT8: 8,
+        Quantization.FP8: 8}
 #: Facts on an adapter's A (k -> r) and B (r -> n) matrices: the base linear's ``Role``.
 ADAPTER_A, ADAPTER_B = "lora_a", "lora_b"
 #: Vector arithmetic per weight of a dequantisation: a table lookup (or a convert) and a scale.
@@ -146,6 +162,8 @@ def stored_weight_bytes(op: Op, plan: Plan) -> float:
         return op.params * plan.formats.weight.bytes
     if plan.frozen_weights is Quantization.INT8:
         return op.k * op.n + 4 * op.n + _bias(op) * plan.formats.weight.bytes
+    if plan.frozen_weights is Quantization.FP8:   # 1 byte a weight; the bias in the weight format
+        return op.k * op.n + _bias(op) * plan.formats.weight.bytes
     return op.k * op.n * BITS[Quantization.NF4] / 8 + _bias(op) * plan.formats.weight.bytes
 
 
@@ -163,8 +181,8 @@ def dequantize(step: OpGraph, plan: Plan) -> OpGraph:
     """Before each GEMM on a quantised weight (forward, recomputed, data gradient), the pass
     that dequantises it: reads the stored weight, writes it in the compute format, which the
     GEMM reads and then frees. Issued as soon as the GEMM's first input is ready. ``step`` is
-    changed in place and returned."""
-    if plan.frozen_weights is None:
+    changed in place and returned. fp8 frozen weights need none: the fp8 GEMMs read them."""
+    if plan.frozen_weights is None or plan.frozen_weights is Quantization.FP8:
         return step
     for name in [n for n in step.names() if quantized(step.op(n), plan)
                  and step.op(n).task is not Task.WEIGHT_GRAD]:

@@ -24,7 +24,9 @@ GEMM reads transposed needs its own transposed fp8 copy:
   first micro-batch, ``pipeline_parallel/schedules.py``) and TE caches the fp8 weight and its
   transpose for the other micro-batches. Priced once per step (``Phase.OPTIMIZER``, task
   ``FORWARD``: it serves the forward GEMMs), after the layer's update; with Megatron-core's
-  ``--fp8-param-gather`` the update itself writes the fp8 weights, the same bytes.
+  ``--fp8-param-gather`` the update itself writes the fp8 weights, the same bytes. A frozen
+  weight stored in fp8 (``Plan.frozen_weights = fp8``, ``simulator.training.finetune``) has
+  no cast: the GEMMs read it as stored.
 - **te.Linear only** (``Plan.fp8_modules = linear``: llm-foundry's ``fc_type = 'te'``, which
   swaps ``nn.Linear`` for ``te.Linear`` and keeps its own norms, ``submit_benchmarks.py`` and
   ``llmfoundry/models/layers/fc.py`` at 5e85bd6): no norm writes fp8, so every GEMM input is
@@ -63,15 +65,30 @@ Sequence parallelism: TE all-gathers the fp8 norm output (``LayerNormLinear`` wi
 ``sequence_parallel``: ``ln_out`` quantized before ``gather_along_first_dim``), in the forward
 and again for the weight gradient: those all-gathers move 1 byte per element, not 2.
 
+The SwiGLU's input in fp8 (``Plan.fp8_swiglu_input``, ``store_swiglu_input``): Megatron-core's
+``activation_func_fp8_input_store`` (MLPerf's NeMo Llama 2 70B LoRA on B200: FP8_ACT=1,
+training_results_v5.0 0fdc28f Lenovo/benchmarks/llama2_70b_lora/config_DGXB200_1x8x1xtp1pp1cp1.sh
+line 13, read as ``activation_func_fp8_input_store: ${FP8_ACT}`` by conf/
+megatron_gpt_peft_tuning_config.yaml line 46 and handed to the model config by train.py line
+218). Megatron-core's SwiGLU (NVIDIA/Megatron-LM d98e8a64 ``megatron/core/fusions/
+fused_bias_swiglu.py`` lines 163-260; the container's Megatron-core is older, the lines the same
+in purpose) saves ``input.to(torch.float8_e4m3fn)`` for its backward instead of its 16-bit input
+(the fc1 output, gate and up) and casts it back with ``input.to(ctx.ori_input_dtype)`` before
+the SwiGLU's backward: two elementwise kernels, read 2 write 1 byte per element in the forward,
+read 1 write 2 in the backward, and the 16-bit input freed after the forward. SwiGLU only
+(``transformer_config.py`` line 2467 raises otherwise); independent of the GEMMs' precision (a
+torch cast, no scaling: e4m3's range clips what exceeds it).
+
 Not modelled: the row-wise fp8 copy, transient (freed after the forward GEMM); the dgelu fused into fc1's gradient cast
 (``cast_transpose_dbias_dgelu``); block-scaled recipes (MXFP8, per-block scales in the cast).
 """
 from __future__ import annotations
 
+from simulator.errors import PlanError
 from simulator.graph.op import DType, Op, OpKind, Phase, Task
 from simulator.graph.opgraph import OpGraph
-from simulator.plan.step import Fp8Modules, Fp8Recipe, Plan
-from simulator.training.finetune import tensor_format
+from simulator.plan.step import Fp8Modules, Fp8Recipe, Plan, Quantization
+from simulator.training.finetune import quantized, tensor_format
 
 #: fn of the cast kernels (``cast_transpose`` for the weights, too).
 CAST = "cast_transpose"
@@ -139,8 +156,9 @@ def add_casts(step: OpGraph, plan: Plan) -> OpGraph:
         _grad_cast(step, forward, readers, width, current)
     for name in names:
         op = step.op(name)
-        if not (op.params and op.n * op.k):
-            continue
+        if not (op.params and op.n * op.k) or (quantized(op, plan)
+                                               and plan.frozen_weights is Quantization.FP8):
+            continue   # an fp8 frozen weight: read as stored, never cast
         if fused and op.task is Task.FORWARD:
             _weight_cast(step, op, width, current)
         elif not fused and op.task in _FORWARD:
@@ -269,4 +287,53 @@ def _weight_recast(step: OpGraph, op: Op, width: int, current: bool = False) -> 
         _amax(step, name)
 
 
-__all__ = ["CAST", "NORMS", "add_casts", "fp8_gemms", "saved_bytes"]
+#: fn of the SwiGLU-input store's kernels: the cast to fp8 (forward) and back (backward).
+STORE, RESTORE = "fp8_store", "fp8_restore"
+#: The activation whose input Megatron-core stores in fp8 (``fused_bias_swiglu.py``).
+SWIGLU = "swiglu"
+
+
+def store_swiglu_input(step: OpGraph, plan: Plan) -> OpGraph:
+    """``Plan.fp8_swiglu_input``: each SwiGLU's backward reads its input from an fp8 copy made
+    in the forward (``STORE``, 1 byte per element, kept) through a cast back to 16 bits
+    (``RESTORE``, transient, issued when the SwiGLU's output gradient is ready). ``step`` is
+    changed in place and returned; PlanError if it has no SwiGLU."""
+    if not plan.fp8_swiglu_input:
+        return step
+    grads = [n for n in step.names() if step.op(n).fn == SWIGLU
+             and step.op(n).task is Task.DATA_GRAD]
+    if not any(step.op(n).fn == SWIGLU for n in step.names()):
+        raise PlanError("fp8_swiglu_input = true needs a SwiGLU MLP (Megatron-core stores only "
+                        "a SwiGLU's input in fp8) and this model has none: leave it false")
+    width = plan.formats.activation.bytes
+    for name in grads:
+        op = step.op(name)
+        inputs = step.inputs(name)
+        saved = [s for s in inputs if step.op(s).phase in (Phase.FORWARD, Phase.RECOMPUTE)]
+        grad = [s for s in inputs if s not in saved]
+        if not saved:
+            continue
+        elements = sum(step.op(s).out_bytes for s in saved) // width
+        first = step.op(saved[0])
+        vector = dict(kind=OpKind.COPY, dtype=plan.formats.activation, layer=op.layer,
+                      block=op.block, forward_of=op.forward_of)
+        store = step.add(Op(name=f"{STORE}:{op.forward_of}", phase=first.phase, task=first.task,
+                            fn=STORE, bytes_read=elements * width,
+                            bytes_written=elements * _FP8, out_bytes=elements * _FP8,
+                            **vector), [])
+        for index, src in enumerate(saved):
+            step.add_edge(src, store, index)
+            step.nx.remove_edge(src, name)
+        step.issue_early(store)
+        restore = step.add(Op(name=f"{RESTORE}:{op.forward_of}", phase=Phase.BACKWARD,
+                              task=Task.DATA_GRAD, fn=RESTORE, bytes_read=elements * _FP8,
+                              bytes_written=elements * width, out_bytes=elements * width,
+                              **vector), [store])
+        for src in grad:   # ordering only: cast back when the backward reaches the SwiGLU
+            step.add_edge(src, restore, len(step.inputs(restore)), nbytes=0)
+        step.add_edge(restore, name, len(step.inputs(name)))
+    return step
+
+
+__all__ = ["CAST", "NORMS", "RESTORE", "STORE", "add_casts", "fp8_gemms", "saved_bytes",
+           "store_swiglu_input"]

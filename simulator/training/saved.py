@@ -63,6 +63,10 @@ def saved_tensors(forward: OpGraph, plan: Plan) -> dict[tuple[str, str], tuple[i
                         keep("fp8", holder, fp8, op.layer)   # norm's shard under sequence
                         continue                            # parallelism: its fp8 output)
                     src = shard or src
+                elif op.fn == "swiglu" and plan.fp8_swiglu_input:   # its fp8 copy (training.fp8)
+                    keep("fp8", src, forward.op(src).out_bytes // plan.formats.activation.bytes,
+                         op.layer)
+                    continue
                 keep("out", src, forward.op(src).out_bytes, op.layer)
         if "output" in op.saves:
             keep("out", name, op.out_bytes, op.layer)
