@@ -39,14 +39,15 @@ can express, each as the submission configured it (``smc-ac-power/benchmarks/*``
 - Llama 2 70B LoRA fine-tuning on 1 and 8 nodes of 8 H100 SXM (NeMo r2.0.0.rc0.beta, the
   ``RUNS`` comment below): tp 4, sequence parallel, TP communication overlap, FP8 (hybrid),
   cp 2 on eight nodes, rank-16 adapters on q, k, v and o as NeMo's ``ParallelLinearAdapter``
-  splits them (``simulator.parallel.tensor``), no recomputation. Not expressed, so not priced:
-  the run's fp8 frozen weights (``fp8_params``: TE's ``fp8_model_init``, 1 byte per frozen
-  weight and no weight cast), its fp8 attention (``FP8_DPA=1``), the adapters' dropout (0.1,
-  before A) and NeMo's one fused qkv adapter (hwsim adapts q, k and v apart, PEFT's way:
-  three A matrices, one all-gather of their shared input).
-
-Lenovo's Llama 2 70B LoRA on 8 x B200 (tp 1) is extracted too but not predicted
-(``NOT_EXPRESSIBLE`` says why).
+  splits them (``simulator.parallel.tensor``), no recomputation, the frozen linears in fp8
+  (``fp8_params``: TE's ``fp8_model_init``, 1 byte per frozen weight and no weight cast:
+  ``frozen_weights`` fp8). And on one node of 8 B200 (Lenovo, v5.0, NeMo 25.04): tp 1, the
+  distributed optimizer, fp8 frozen weights, and the SwiGLU's input saved in fp8
+  (``FP8_ACT=1``: ``fp8_swiglu_input``). Not expressed, so not priced: their fp8 attention
+  (``FP8_DPA=1``; hwsim prices the 16-bit kernel), the adapters' dropout (0.1, before A),
+  NeMo's one fused qkv adapter (hwsim adapts q, k and v apart, PEFT's way: three A matrices,
+  one all-gather of their shared input) and, on the H100s, the transposed fp8 copy TE keeps
+  of each frozen weight (memory only, ``simulator.training.finetune``).
 
 Compared per node and per step: energy (mean node power x step time) and mean node power,
 hwsim's as 8 x the device's ``avg_power_w`` plus its node's other parts at that power
@@ -177,6 +178,23 @@ RUNS = {
                    LORA_PLAN),
     "lora-8node": (("llama2_70b_lora", "8xSMC-H100-SXM-80GB"), "nemo-llama3.1-70b-fp8-64",
                    LORA_PLAN | {"device_count": "64", "dp": "8", "cp": "2"}),
+    # The same benchmark on Lenovo's B200 node (training_results_v5.0 0fdc28f, Lenovo/
+    # benchmarks/llama2_70b_lora: Dockerfile (nvcr.io/nvdlfwea/pytorch:25.04-py3, NeMo
+    # 25.04-alpha.rc1), config_DGXB200_1x8x1xtp1pp1cp1.sh, config_common.sh, train.py,
+    # conf/megatron_gpt_peft_tuning_config.yaml): TP=1, CP=1, SP=0, MINIBS=1 (config lines
+    # 8-11), so global batch 1 x 8 / 1 / 1 = 8 (the yaml's line 25), dp 8, micro-batch 1 (MBS,
+    # common line 40) of 8,192 tokens (MAX_SEQLEN default, yaml line 30); FP8=True (common
+    # line 20: fp8 hybrid, train.py line 284, and fp8_params, yaml line 36); the distributed
+    # optimizer (yaml line 73, default True: zero 1); no TP overlap (TP_COMM_OVERLAP unset,
+    # yaml line 32, and tp 1); no CUDA graphs (LAYER_CUDA_GRAPH=0, MCORE_CUDA_GRAPH=0, config
+    # lines 17-18); no recomputation (train.py's Llama2Config70B sets none); vocabulary 32,000,
+    # already a multiple of NeMo's make_vocab_size_divisible_by 128 x tp 1 (NVIDIA/NeMo
+    # 8cfedd7 nemo/collections/llm/gpt/model/base.py line 295, which Llama2Config70B inherits).
+    "lora-b200": (("llama2_70b_lora", "SR780aV3-8xB200_SXM_180GB"), "nemo-llama3.1-70b-fp8-64",
+                  LORA_PLAN | {"device": "b200", "tp": "1", "dp": "8", "zero": "1",
+                               "vocab": "32000", "sequence_parallel": "false",
+                               "overlap_tp_comm": "false", "tp_comm_overlap": "false",
+                               "cluster": B200_CLUSTER}),
 }
 #: Plan fields beyond validation_rows.csv's columns, as the submission set them: ResNet-50's
 #: ``run_and_time.sh`` and ``config_SMCH100_common.sh``: --input-layout and --conv-layout NHWC
@@ -189,9 +207,17 @@ RUNS = {
 EXTRA = {"resnet": {"channels_last": True, "graphs": True, "conv_norm_fusion": True},
          "resnet-8node": {"channels_last": True, "graphs": True}}
 #: The LoRA runs' peft block (conf/megatron_gpt_peft_tuning_config.yaml): adapter_dim 16,
-#: target_modules ['attention'] (NeMo's attention_qkv and attention_dense: q, k, v and o).
-LORA = {"finetune": "lora", "lora_rank": 16, "lora_targets": "qkv,o"}
-EXTRA.update({"lora-1node": LORA, "lora-8node": LORA})
+#: target_modules ['attention'] (NeMo's attention_qkv and attention_dense: q, k, v and o; the
+#: v5.0 run's train.py lines 201-209: dim 16, target_modules linear_proj and linear_qkv). Their
+#: frozen weights in fp8: FP8=True sets fp8_params (v4.0 conf/megatron_gpt_peft_tuning_config.
+#: yaml line 80, configs/config_SMCH100_*.sh line 15-16; megatron_gpt3_model.py lines 323-324
+#: build the model under transformer_engine.pytorch.fp8_model_init; v5.0 as in ``RUNS``' comment
+#: and custom_llama.py line 66). The B200 run also stores the SwiGLU's input in fp8: FP8_ACT=1
+#: (config_DGXB200_1x8x1xtp1pp1cp1.sh line 13 -> yaml line 46 activation_func_fp8_input_store
+#: -> train.py line 218); the v4.0 configs leave their FP8_ACTIVATION unset (yaml line 89: 0).
+LORA = {"finetune": "lora", "lora_rank": 16, "lora_targets": "qkv,o", "frozen_weights": "fp8"}
+EXTRA.update({"lora-1node": LORA, "lora-8node": LORA,
+              "lora-b200": LORA | {"fp8_swiglu_input": True}})
 #: Parallel-plan fields beyond the columns, as the submission set them: the LoRA runs'
 #: adapters move their output to the sequence shard by all-to-all (``lora_a2a``, NeMo's
 #: a2a_experimental): configs/config_common.sh line 13 ``export LORA_A2A=1``, read by
@@ -207,9 +233,6 @@ NOT_EXPRESSIBLE = {
     ("stable_diffusion", "SR780aV3-8xB200_SXM_180GB"):
         "Stable Diffusion v2 (a latent-diffusion UNet with cross-attention, the VAE encoder and "
         "OpenCLIP text encoder frozen): hwsim has no UNet nor diffusion step in its zoo",
-    ("llama2_70b_lora", "SR780aV3-8xB200_SXM_180GB"):
-        "fp8 frozen weights and fp8 saved activations (the run's FP8 and FP8_ACT): hwsim holds "
-        "them in 16 bits and finds 272 GB per B200 where the run used 169 GB of 180",
 }
 
 

@@ -22,8 +22,10 @@ MEASURED = {"gpt3": (10.636, 6904.0), "resnet": (0.05667, 7097.0),
             "bert-h100": (0.095159, 6894.2), "bert-b200": (0.063253, 9789.9),
             # ResNet-50 on 8 SMC nodes: 0.010675 s and 5,809 W per node
             "resnet-8node": (0.010675, 5808.5),
-            # Llama 2 70B LoRA: one node 3.834 s and 7,179 W; eight nodes 0.6501 s and 5,899 W
-            "lora-1node": (3.8338, 7178.6), "lora-8node": (0.65006, 5899.0)}
+            # Llama 2 70B LoRA: one node 3.834 s and 7,179 W; eight nodes 0.6501 s and 5,899 W;
+            # Lenovo's B200 node 1.5247 s and 9,600 W
+            "lora-1node": (3.8338, 7178.6), "lora-8node": (0.65006, 5899.0),
+            "lora-b200": (1.52465, 9599.8)}
 
 
 def _table():
@@ -69,6 +71,10 @@ OUTSIDE_BRACKET = {
     "bert-b200": "BERT-large on Lenovo's B200 node: hwsim's step is +32 % slow (FlashAttention-2, "
                  "whose B200 fit runs at 0.4-0.5x cuDNN's rate at 512 tokens; norms at the "
                  "B200's carried PyTorch eager figure, 0.387), its GPUs alone +0.1 %",
+    "lora-8node": "Llama 2 70B LoRA on 8 SMC nodes: hwsim's whole node draws 3.5 % under the "
+                  "meter since its frozen weights are fp8 as the run's (no weight cast per "
+                  "step: step -7.2 -> -11.7 %, energy +1.7 -> -3.5 %); what else the run's "
+                  "step spends (cp 2's attention exchange, fp8 attention's casts) is not known",
 }
 #: Issue 25's target, row by row: node energy per step within 15 % of the meter. Rows that
 #: miss it, and by how much at this commit (strict xfails; the median is asserted below).
@@ -100,9 +106,11 @@ def _row(bench: str) -> dict:
 
 @pytest.mark.parametrize("bench", _marked(OUTSIDE_BRACKET))
 def test_metered_energy_between_gpus_alone_and_node(bench):
-    """BERT-large on the H100 node (-14 % / +14.5 % at this commit), Llama 2 70B LoRA on 1 and 8
-    nodes (-23 % / +3.5 %, -25 % / +1.7 %), ResNet-50 on one node (-7 % / +22 % since its
-    convolutions run their tile either way round, ``conv_tiles``: +5.1 % / +58 % before): the
+    """BERT-large on the H100 node (-14 % / +14.5 % at this commit), Llama 2 70B LoRA on one
+    SMC node (-23 % / +2.8 %) and on Lenovo's B200 node (-16 % / +3.9 %; -23 % / +3.5 % and
+    -25 % / +1.7 % on 1 and 8 SMC nodes before their weights were fp8), ResNet-50 on one
+    node (-7 % / +22 % since its convolutions run their tile either way round,
+    ``conv_tiles``: +5.1 % / +58 % before): the
     meter's node energy per step lies above hwsim's GPUs alone and below its whole node. GPT-3
     175B on 512 H100 (-34 % / +5 % with the dgx-h100 preset's 2.8 kW) left it when its node's
     other parts followed the load (-9.9 %). BERT-large on the B200 node left the bracket when its norms went
@@ -119,7 +127,9 @@ def test_metered_energy_within_15_percent(bench):
 
 @pytest.mark.parametrize("bench", _marked(STEP_OVER_15))
 def test_metered_step_within_15_percent(bench):
-    """Llama 2 70B LoRA +11 % and -7 % (tp 4, sequence parallel, fp8; cp 2 on eight nodes),
+    """Llama 2 70B LoRA +9.8 % and -11.7 % (tp 4, sequence parallel, fp8, fp8 frozen weights;
+    cp 2 on eight nodes; +10.5 % and -7.2 % with 16-bit frozen weights cast each step), +4.6 %
+    on Lenovo's B200 node (tp 1, fp8 frozen weights and SwiGLU input),
     GPT-3 -5 % (its own 10 % test below), BERT-large on the H100 node +14 % (attention within
     each packed sample, ``packed_attention``)."""
     row = _row(bench)
@@ -152,8 +162,10 @@ def test_gpt3_step_within_10_percent():
 
 def test_metered_energy_within_15_percent_median():
     """Issue 25's target: the median |error| of the metered rows' node energy per step within
-    15 %. 14.5 % at this commit (GPT-3 -9.9 %, ResNet-50 +22 / +41 %, BERT-large +14.5 /
-    +24.3 %, Llama 2 70B LoRA +3.5 / +1.7 %) since the metered machines' presets give their
+    15 %. 12.2 % at this commit (GPT-3 -9.9 %, ResNet-50 +22 / +41 %, BERT-large +14.5 /
+    +24.3 %, Llama 2 70B LoRA +2.8 / -3.5 % on SMC's H100s, +3.9 % on Lenovo's B200s; 14.5 %
+    without the B200 LoRA row, with 16-bit frozen weights) since the metered machines'
+    presets give their
     nodes' measured idle and conversion loss (smc-h100, lenovo-sr780a-v3); 32.4 % with the
     dgx-h100 and dgx-b200 presets' 2.8 and 6.3 kW drawn throughout."""
     errors = [abs(r["predicted_j"] / r["measured_j"] - 1) for r in ev.rows()]
@@ -192,3 +204,28 @@ def test_metered_power_profile_splits_the_node():
     resnet = rows[("smc-h100", "resnet", "1xSMC-H100-SXM-80GB")]
     assert per_gpu["resnet"] == pytest.approx(resnet["gpu_mean_w"], rel=0.10)
     assert per_gpu["gpt3"] == pytest.approx(smc["gpu_mean_w"], rel=0.20)
+
+
+def test_lora_b200_fits_only_with_the_runs_fp8_weights_and_swiglu_input():
+    """Lenovo's B200 LoRA run holds Llama 2 70B on one GPU (tp 1): its frozen linears in fp8
+    (fp8_params) and its SwiGLU's input saved in fp8 (FP8_ACT) bring hwsim's peak to 166 GB
+    of the 180, where the run's log reports max_memory_usage 168.827 (training_results_v5.0
+    0fdc28f Lenovo/results/SR780aV3-8xB200_SXM_180GB/llama2_70b_lora/result_0.txt, unit not
+    stated: -1.7 % if GB, -8.5 % if GiB); with either left at 16 bits it does not fit (203 GB
+    with fp8 weights alone, 234 GB with the fp8 SwiGLU input alone, 272 GB with neither)."""
+    import dataclasses
+
+    from simulator.api import simulate
+
+    result = ev.predicted("lora-b200")[0]
+    assert result.fits
+    assert result.peak_memory_bytes == pytest.approx(168.827e9, rel=0.10)
+    _, base, changes = ev.RUNS["lora-b200"]
+    row = dict(next(r for r in ev.vr.load_rows() if r["run_id"] == base))
+    row.update(changes, run_id=ev.run_id("lora-b200"))
+    for undone in ({"frozen_weights": None}, {"fp8_swiglu_input": False}):
+        plan = dataclasses.replace(ev.vr.step_plan(row), **(ev.EXTRA["lora-b200"] | undone))
+        parallel = dataclasses.replace(ev.vr.parallel_plan(row), **ev.PARALLEL_EXTRA.get(
+            "lora-b200", {}))
+        other = simulate(ev.vr.workload(row), ev.vr.hardware(row), plan, parallel=parallel)
+        assert not other.fits and other.peak_memory_bytes > 180e9
