@@ -36,7 +36,7 @@ from simulator.plan.parallel import (
 )
 from simulator.plan.step import Attention, Finetune, Fusion, LoraTarget, Plan, Recompute
 from simulator.training.backward import training_graph
-from simulator.training.convnorm import fuse_conv_norm
+from simulator.training.convnorm import fuse_conv_norm, fuse_norm_act
 from simulator.training.finetune import adapt, dequantize
 from simulator.training.fusion import fuse_attention, fuse_elementwise
 from simulator.training.layout import add_layout_transposes
@@ -195,6 +195,8 @@ def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
     step = dequantize(training_graph(forward, plan), plan)
     if plan.conv_norm_fusion:   # cuDNN's batch-norm/convolution fusion (training.convnorm)
         step = fuse_conv_norm(step)
+    elif plan.norm_act_fusion:   # batch norm with its ReLU / residual add (training.convnorm)
+        step = fuse_norm_act(step)
     step = add_layout_transposes(step, plan.channels_last)
     step = add_qkv_kernels(step, plan)   # eager rotary kernels, attention layout copies
     if parallel.partition_activations and not parallel.activations_split:

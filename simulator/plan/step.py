@@ -248,6 +248,14 @@ class Plan:
                 "norm statistics in the convolution's epilogue, scale, shift and ReLU in the "
                 "next convolution's prologue, a block's norm, residual add and ReLU in one "
                 "kernel; needs --channels-last, fp16 and an NVIDIA GPU of compute capability 8.0+"})
+    # Batch norm fused with its ReLU, and a residual block's last norm with the add and ReLU
+    # (simulator.training.convnorm.fuse_norm_act: NVIDIA's MXNet ResNet-50 for MLPerf without
+    # NormConvolution, --fuse-bn-relu / --fuse-bn-add-relu, NHWC fp16 kernels). Implied by
+    # conv_norm_fusion, which fuses these too.
+    norm_act_fusion: bool = field(default=False, metadata={
+        "help": "batch norm fused with its ReLU, and a block's last norm with the residual add "
+                "and ReLU, forward and backward (MXNet's BatchNorm act_type=relu and "
+                "BatchNormAddRelu); needs --channels-last and fp16"})
     # Clip gradients by their global norm before the update: one more pass reading every
     # gradient (torch.nn.utils.clip_grad_norm_; Megatron-LM --clip-grad, 1.0 by default).
     grad_clip: bool = field(default=False, metadata={
@@ -365,7 +373,8 @@ class Plan:
         object.__setattr__(self, "recompute", _enum(Recompute, self.recompute, "recompute"))
         object.__setattr__(self, "optimizer", _enum(Optimizer, self.optimizer, "optimizer"))
         for name in ("grad_clip", "fp32_grads", "graphs", "channels_last", "sync_each_layer",
-                     "sync_each_pass", "conv_norm_fusion", "fp8_swiglu_input"):
+                     "sync_each_pass", "conv_norm_fusion", "fp8_swiglu_input",
+                     "norm_act_fusion"):
             if not isinstance(getattr(self, name), bool):
                 raise PlanError(f"{name} = {getattr(self, name)!r} must be true or false")
         if self.conv_norm_fusion and not self.channels_last:
@@ -377,6 +386,15 @@ class Plan:
             raise PlanError(f"conv_norm_fusion = true needs precision = fp16, not "
                             f"{self.precision.value}: cuDNN's fused batch-norm convolutions "
                             "run fp16 (--precision fp16)")
+        if self.norm_act_fusion and not (self.channels_last
+                                         and self.precision is Precision.FP16):
+            # the NHWC kernels (apex/contrib/csrc/groupbn/nhwc_batch_norm_kernel.h, MXNet's
+            # nhwc_batch_norm) hold half-precision NHWC tensors: StorageType uint16_t
+            raise PlanError(f"norm_act_fusion = true needs channels_last = true and precision "
+                            f"= fp16, not {str(self.channels_last).lower()} and "
+                            f"{self.precision.value}: the "
+                            "fused batch-norm kernels are NHWC fp16 (--channels-last "
+                            "--precision fp16)")
         if self.sync_each_layer and self.recompute is not Recompute.FULL:
             raise PlanError(f"sync_each_layer = true synchronises at checkpointed layers: it "
                             f"needs recompute = full, not {self.recompute.value} (--recompute "

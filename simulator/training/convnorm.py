@@ -228,5 +228,88 @@ def _add_to(step: OpGraph, merged: dict[str, str], ops: dict) -> None:
         merged[name] = host
 
 
+def fuse_norm_act(step: OpGraph) -> OpGraph:
+    """``step`` with each batch norm fused with the ReLU after it, and a residual block's last
+    norm with the residual add and its ReLU (``Plan.norm_act_fusion``); ``step`` is not changed.
+    The convolutions are left as they are: this is the norm-side half of ``fuse_conv_norm``.
+
+    What the kernels do: NVIDIA's MXNet ResNet-50 for MLPerf without NormConvolution
+    (training_results_v4.0 6fe9543, smc-ac-power/benchmarks/resnet/implementations/mxnet:
+    ``run_and_time.sh`` --fuse-bn-relu 1 --fuse-bn-add-relu 1, ``symbols/resnet-v1b-fl.py``
+    ``BatchNorm(act_type='relu')`` and ``BatchNormAddRelu``) runs the NHWC batch-norm kernels
+    whose public copy is apex's (NVIDIA/apex 051cba7, apex/contrib/csrc/groupbn/
+    nhwc_batch_norm_kernel.h): the forward normalises, applies the ReLU and writes once
+    (``USE_RELU``); with ``USE_ADD_RELU`` it also reads the residual (``gmem_src1``), adds,
+    applies the ReLU and writes a one-bit mask per element (``gmem_relu_bitmask``); the backward
+    masks the gradient itself, recomputing the ReLU's input from x and the statistics
+    (``relu_bwd``) or reading the bitmask, and the add-ReLU backward writes the residual's
+    gradient too (``gmem_dst1``). So, per batch norm ``bn`` read by one ReLU: the ReLU runs in
+    ``bn``'s kernel (its output written, not ``bn``'s) and its gradient in ``bn``'s backward;
+    per ``bn`` that is the first input of a residual add: the add and its ReLU run in ``bn``'s
+    kernel, which reads the other addend, writes the sum's ReLU and the mask; ``bn``'s backward
+    takes the ReLU's gradient in, reads the mask in both its passes and writes the residual's
+    gradient. The norm's own two passes (statistics, then apply; hwsim's channel norm) stay.
+    Not modelled: the kernels' persistence (a few pixels a thread kept on chip across the
+    grid-wide reduction; at a ResNet layer's millions of pixels a few percent of the tensor)."""
+    merged: dict[str, str] = {}
+    ops: dict[str, Op] = {}
+    for bn in step.names():
+        if not _is(step, bn, OpKind.NORM, "batchnorm") or len(step.inputs(bn)) != 1:
+            continue
+        readers = _readers(step, bn)
+        if len(readers) != 1:
+            continue
+        if _is(step, readers[0], OpKind.ELEMENTWISE, "relu"):
+            _norm_relu(step, bn, readers[0], merged, ops)
+        elif (_is(step, readers[0], OpKind.ELEMENTWISE, "add")
+              and step.inputs(readers[0])[0] == bn):
+            _norm_add_relu(step, bn, readers[0], merged, ops)
+    return rebuild_merged(step, merged, ops)
+
+
+def _norm_relu(step: OpGraph, bn: str, relu: str, merged: dict[str, str],
+               ops: dict[str, Op]) -> None:
+    """bn -> ReLU in one kernel writing the ReLU's output; the ReLU's gradient in bn's."""
+    norm, act = _get(step, ops, bn), step.op(relu)
+    ops[bn] = norm.evolve(vector_flops=norm.vector_flops + act.flops + act.vector_flops)
+    merged[relu] = bn
+    grad_bn, grad_relu = _grad(step, bn), _grad(step, relu)
+    if grad_bn is not None and grad_relu is not None:
+        merged[grad_relu] = grad_bn   # it read the gradient the norm's backward now reads
+
+
+def _norm_add_relu(step: OpGraph, bn: str, add: str, merged: dict[str, str],
+                   ops: dict[str, Op]) -> None:
+    """bn -> residual add (-> ReLU) in bn's kernel: it reads the other addend and writes the
+    (ReLU'd) sum and the mask; its backward reads the mask in both passes and writes the
+    residual's gradient."""
+    norm, plus = _get(step, ops, bn), step.op(add)
+    others = sum(step.op(i).out_bytes for i in step.inputs(add)[1:])
+    readers = _readers(step, add)
+    relu = readers[0] if len(readers) == 1 and _is(step, readers[0], OpKind.ELEMENTWISE,
+                                                   "relu") else None
+    flops = norm.vector_flops + plus.flops + plus.vector_flops
+    merged[add] = bn
+    if relu is None:
+        ops[bn] = norm.evolve(bytes_read=norm.bytes_read + others, vector_flops=flops)
+        return
+    act, mask = step.op(relu), _mask_bytes(step.op(relu))
+    merged[relu] = bn
+    ops[bn] = norm.evolve(bytes_read=norm.bytes_read + others,
+                          bytes_written=act.bytes_written + mask, out_bytes=act.out_bytes,
+                          mask_bytes=norm.mask_bytes + mask,
+                          vector_flops=flops + act.flops + act.vector_flops)
+    grad_relu, grad_bn = _grad(step, relu), _grad(step, bn)
+    if grad_relu is None or grad_bn is None:
+        return
+    dnorm = _get(step, ops, grad_bn)
+    rest = [c for c in step.consumers(grad_relu) if c != grad_bn]
+    written = step.op(grad_relu).out_bytes if rest else 0   # the residual's gradient
+    ops[grad_bn] = dnorm.evolve(bytes_read=dnorm.bytes_read + 2 * mask,
+                                bytes_written=dnorm.bytes_written + written,
+                                out_bytes=dnorm.out_bytes + written)
+    merged[grad_relu] = grad_bn
+
+
 __all__ = ["MASK_BITS_PER_ELEMENT", "PRE_SM80", "STATS_FLOPS_PER_ELEMENT", "check_device",
-           "fuse_conv_norm"]
+           "fuse_conv_norm", "fuse_norm_act"]
