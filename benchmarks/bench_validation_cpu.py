@@ -11,7 +11,8 @@ CNNs of several styles, MLPs, transformers, RNNs, no op of which has a calibrati
 same P interleaved passes (default 3; every case and every model once, then again), each
 keeping the lower median of its passes (``simulator.calibrate.timing``): a slow spell of a
 shared machine then falls on both alike, not on the calibration alone or on the models alone.
-Prints the machine, threads, torch version, date and the load average before and after, the
+Prints the machine, threads, torch version, date, the load average before and after and the
+memory levels ``cpu-host`` measured as it loaded (its copies move with the machine's load), the
 calibration's stability (``simulator.calibrate.stability``: fits on halves of the timings), and
 each model's error with the median and the largest.
 
@@ -121,6 +122,12 @@ def main() -> int:
     print(f"{env['device']} on {env['host']}, torch {env['torch']}, {env['threads']} thread(s), "
           f"{env['date']}, load average {os.getloadavg()[0]:.2f} before")
     device = on_cores(load_device("cpu-host"), args.threads)
+    # measured at load (hardware_specs.host): a busy machine's copies move every memory-bound
+    # op, and since a step's ops stream past a cache its traffic exceeds (roofline.step_footprint)
+    # most of a model's are
+    print("memory levels: " + ", ".join(f"{m.name} {m.capacity_bytes / 2**20:.4g} MiB "
+                                         f"{m.bandwidth_bytes_per_s / 1e9:.1f} GB/s"
+                                         for m in device.memory))
     models = {folder: [load_factory_parts(f"{p}:factory")
                        for p in sorted((ROOT / folder).glob("*_model.py"))] for folder in FOLDERS}
     everything = [part for parts in models.values() for part in parts]
