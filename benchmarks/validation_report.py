@@ -108,7 +108,7 @@ SOURCES = {
     "megatron": "Megatron-Core", "smith22": "MT-NLG (DeepSpeed)", "dao": "FlashAttention GPT",
     "dao23": "FlashAttention-2 GPT", "lambda": "Lambda ResNet-50",
     "bloom": "BLOOM (Megatron-DeepSpeed)", "torchtitan": "torchtitan (FSDP2)",
-    "mlperf40": "MLPerf Training v4.0 (NeMo)",
+    "mlperf40": "MLPerf Training v4.0 (NeMo)", "mlperf50": "MLPerf Training v5.0 (NeMo)",
 }
 
 
