@@ -2,14 +2,19 @@
 
 A calibrated copy keeps the original file's text and comments (every datasheet figure keeps its
 source) and replaces only the calibrated keys of ``[compute]``, with a comment saying where
-the new values come from. A device built at run time (``cpu-host``) is written out whole.
-The text is parsed back before it is returned, so a written file always loads.
+the new values come from. A device built at run time (``cpu-host``) or changed by a what-if
+(``hardware_specs.override``) is written out whole, and reads back as the same spec: every
+figure at full precision (``_figure``), the what-if's ``reference_units`` and ``[functions]``
+included, so the written file predicts what the spec in memory does
+(``tests/test_spec_writer.py``). The text is parsed back before it is returned, so a written
+file always loads.
 """
 from __future__ import annotations
 
 import dataclasses
 from importlib import resources
 
+from hardware_specs import units
 from hardware_specs.spec import Architecture, DeviceSpec
 
 CALIBRATED_KEYS = ("matmul_efficiency", "conv_efficiency", "vector_efficiency",
@@ -50,23 +55,37 @@ def _source_text(device: DeviceSpec) -> str | None:
         return None
 
 
+def _figure(value: float, factor: float = 1.0) -> str:
+    """``value`` (SI) in the file's unit of ``factor`` SI units, written so that the loader,
+    which multiplies it by ``factor`` (``hardware_specs.units``), reads ``value`` back: the
+    shortest decimal of value / factor (a whole number without its point). Every figure a spec
+    file can hold (a decimal x factor) comes back exactly; an SI figure that no decimal x
+    factor gives (a what-if's ``--set memory.main.bandwidth_bytes_per_s=1.234e11``: about one
+    arbitrary decimal in twenty at 1e9) comes back as the nearest one that does, a unit in its
+    last place away: no figure in the file's unit reads back closer."""
+    number = value / factor
+    if number == int(number) and abs(number) < 2.0**53:
+        return str(int(number))
+    return repr(number)
+
+
 def _compute_lines(spec: DeviceSpec) -> list[str]:
-    out = [f"op_overhead_us = {spec.op_overhead_s * 1e6:.6g}",
-           f"matmul_efficiency = {spec.matmul_efficiency:.6g}",
-           f"vector_efficiency = {spec.vector_efficiency:.6g}",
-           f"memory_efficiency = {spec.memory_efficiency:.6g}"]
+    out = [f"op_overhead_us = {_figure(spec.op_overhead_s, units.US)}",
+           f"matmul_efficiency = {_figure(spec.matmul_efficiency)}",
+           f"vector_efficiency = {_figure(spec.vector_efficiency)}",
+           f"memory_efficiency = {_figure(spec.memory_efficiency)}"]
     if spec.conv_efficiency is not None:
-        out.append(f"conv_efficiency = {spec.conv_efficiency:.6g}")
+        out.append(f"conv_efficiency = {_figure(spec.conv_efficiency)}")
     if spec.optimizer_overhead_s > 0:
-        out.append(f"optimizer_overhead_us = {spec.optimizer_overhead_s * 1e6:.6g}")
+        out.append(f"optimizer_overhead_us = {_figure(spec.optimizer_overhead_s, units.US)}")
     if spec.step_overhead_s > 0:
-        out.append(f"step_overhead_us = {spec.step_overhead_s * 1e6:.6g}")
+        out.append(f"step_overhead_us = {_figure(spec.step_overhead_s, units.US)}")
     # the host's cost per op; absent, the loader leaves it None and the host issues at
     # op_overhead_s (simulator.cost.host.host_per_op)
     if spec.host_overhead_s is not None and spec.host_overhead_s != spec.op_overhead_s:
-        out.append(f"host_overhead_us = {spec.host_overhead_s * 1e6:.6g}")
+        out.append(f"host_overhead_us = {_figure(spec.host_overhead_s, units.US)}")
     if spec.conv_half_dim:   # a CPU's convolutions by shape, where fitted
-        out.append(f"conv_half_dim = {spec.conv_half_dim:.6g}")
+        out.append(f"conv_half_dim = {_figure(spec.conv_half_dim)}")
     return out
 
 
@@ -79,9 +98,9 @@ def _function_lines(spec: DeviceSpec) -> list[str]:
     for fn in fns:
         parts = []
         if fn in spec.function_efficiency:
-            parts.append(f"efficiency = {spec.function_efficiency[fn]:.6g}")
+            parts.append(f"efficiency = {_figure(spec.function_efficiency[fn])}")
         if fn in spec.function_overhead_s:
-            parts.append(f"overhead_us = {spec.function_overhead_s[fn] * 1e6:.6g}")
+            parts.append(f"overhead_us = {_figure(spec.function_overhead_s[fn], units.US)}")
         out.append(f"{fn} = {{ {', '.join(parts)} }}")
     return out
 
@@ -126,12 +145,10 @@ def _replace_clock(lines: list[str], device: DeviceSpec, calibrated: DeviceSpec)
         return lines
     note = (f"# raised by hwsim calibrate: the clock its fastest fp32 matmul held, "
             f"{new / 1e9:.4g} GHz, over the {old / 1e9:.4g} GHz the spec had (see the header)")
-    peaks = ", ".join(f"{d.name.lower()} = {v / 1e12:.12g}"
-                      for d, v in calibrated.peak_flops_per_s.items())
-    replace = {("compute", "peak_tflops"): f"peak_tflops = {{ {peaks} }}",
+    replace = {("compute", "peak_tflops"): _peak_line(calibrated),
                ("compute", "vector_tflops"):
-                   f"vector_tflops = {calibrated.vector_flops_per_s / 1e12:.12g}",
-               ("architecture", "clock_ghz"): f"clock_ghz = {round(new / 1e9, 6)}"}
+                   f"vector_tflops = {_figure(calibrated.vector_flops_per_s, units.TFLOPS)}",
+               ("architecture", "clock_ghz"): f"clock_ghz = {_figure(new, units.GHZ)}"}
     out, section = [], None
     for line in lines:
         stripped = line.strip()
@@ -145,24 +162,33 @@ def _replace_clock(lines: list[str], device: DeviceSpec, calibrated: DeviceSpec)
     return out
 
 
+def _peak_line(spec: DeviceSpec) -> str:
+    peaks = ", ".join(f"{d.name.lower()} = {_figure(v, units.TFLOPS)}"
+                      for d, v in spec.peak_flops_per_s.items())
+    return f"peak_tflops = {{ {peaks} }}"
+
+
 def _capacity_line(capacity_bytes: float) -> str:
     """The capacity key that reads back to the same bytes: whole MiB (what nvidia-smi reports,
     e.g. the H100 SXM5's 81559 MiB) as ``capacity_mib``, anything else in GB at full
     precision."""
-    mib = capacity_bytes / 2**20
+    mib = capacity_bytes / units.MIB
     if mib == int(mib):
         return f"capacity_mib = {int(mib)}"
-    return f"capacity_gb = {capacity_bytes / 1e9!r}"
+    return f"capacity_gb = {_figure(capacity_bytes, units.GB)}"
+
+
+def _level_lines(level) -> list[str]:
+    return [f'name = "{level.name}"', _capacity_line(level.capacity_bytes),
+            f"bandwidth_gb_per_s = {_figure(level.bandwidth_bytes_per_s, units.GB_PER_S)}"]
 
 
 def device_toml(spec: DeviceSpec) -> str:
     """A whole spec file for a device that has none (built at run time)."""
-    peaks = ", ".join(f"{d.name.lower()} = {v / 1e12:.12g}" for d, v in
-                      spec.peak_flops_per_s.items())
     out = [f'name = "{spec.name}"', f'vendor = "{spec.vendor}"',
            f'class = "{spec.device_class.value}"', f'source = "{spec.source}"', "",
-           "[compute]", f"peak_tflops = {{ {peaks} }}",
-           f"vector_tflops = {spec.vector_flops_per_s / 1e12:.12g}"]
+           "[compute]", _peak_line(spec),
+           f"vector_tflops = {_figure(spec.vector_flops_per_s, units.TFLOPS)}"]
     out += [line for line in _compute_lines(spec)      # a class prior is the loader's to
             if line.split(" =")[0] not in spec.priors]  # give, not a fact of this device
     for key in ("attention_efficiency", "matmul_memory_efficiency",  # cited, not calibrated:
@@ -170,37 +196,34 @@ def device_toml(spec: DeviceSpec) -> str:
                 "fp8_matmul_efficiency", "fp32_matmul_efficiency", "fp32_conv_efficiency",
                 "matmul_sustained", "fp8_matmul_sustained"):
         if getattr(spec, key) is not None and key not in spec.priors:  # a calibrated file
-            out.append(f"{key} = {getattr(spec, key):.6g}")             # keeps their lines
-    facts = {}   # every fact the spec has, as the loader reads it (clock in GHz, tuples as lists)
+            out.append(f"{key} = {_figure(getattr(spec, key))}")         # keeps their lines
+    # every fact the spec has, as the loader reads it (clock in GHz, tuples as lists), a
+    # what-if's reference_units included (the SMs its efficiencies were measured with)
+    facts = {}
     for field in dataclasses.fields(Architecture):
         value = getattr(spec.architecture, field.name)
-        if field.name == "reference_units":   # a what-if's, not a fact of a device's file
-            continue
         if field.name == "clock_hz" and value is not None:
-            facts["clock_ghz"] = round(value / 1e9, 6)
+            facts["clock_ghz"] = _figure(value, units.GHZ)
         elif value is not None:
             facts[field.name] = ([list(v) if isinstance(v, tuple) else v for v in value]
                                  if isinstance(value, tuple) else value)
     if facts:
         out += ["", "[architecture]"] + [f"{k} = {v}" for k, v in facts.items()]
     for level in spec.memory:
-        out += ["", "[[memory]]", f'name = "{level.name}"', _capacity_line(level.capacity_bytes),
-                f"bandwidth_gb_per_s = {level.bandwidth_bytes_per_s / 1e9:.6g}"]
+        out += ["", "[[memory]]", *_level_lines(level)]
     if spec.streaming_memory is not None:   # off-chip states, streamed in (Graphcore)
-        level = spec.streaming_memory
-        out += ["", "[streaming_memory]", f'name = "{level.name}"',
-                _capacity_line(level.capacity_bytes),
-                f"bandwidth_gb_per_s = {level.bandwidth_bytes_per_s / 1e9:.6g}"]
-    out += ["", "[power]"] + ([] if spec.idle_prior else [f"idle_w = {spec.idle_power_w:.6g}"])
-    out.append(f"tdp_w = {spec.tdp_w:.6g}")   # a prior idle is the loader's to give
+        out += ["", "[streaming_memory]", *_level_lines(spec.streaming_memory)]
+    out += ["", "[power]"] + ([] if spec.idle_prior else
+                              [f"idle_w = {_figure(spec.idle_power_w)}"])
+    out.append(f"tdp_w = {_figure(spec.tdp_w)}")   # a prior idle is the loader's to give
     if spec.given_power_priors:               # figures of the file that are priors stay so
         out.append("prior = [" + ", ".join(f'"{name}"' for name in spec.given_power_priors)
                    + "]")
     if spec.energy_per_flop_j is not None:
-        out.append(f"pj_per_flop = {spec.energy_per_flop_j * 1e12:.6g}")
+        out.append(f"pj_per_flop = {_figure(spec.energy_per_flop_j, units.PJ)}")
     if spec.energy_per_byte_j is not None:
-        out.append(f"pj_per_byte = {spec.energy_per_byte_j * 1e12:.6g}")
-    prices = [f"{key} = {value:.6g}" for key, value in (
+        out.append(f"pj_per_byte = {_figure(spec.energy_per_byte_j, units.PJ)}")
+    prices = [f"{key} = {_figure(value)}" for key, value in (
         ("usd_per_hour", spec.price_per_hour_usd), ("purchase_usd", spec.purchase_usd))
         if value is not None]
     if spec.purchase_is_system and spec.purchase_usd is not None:
@@ -214,6 +237,9 @@ def device_toml(spec: DeviceSpec) -> str:
         out += ["", "[price]", *prices]
     for link in spec.links:
         out += ["", "[[links]]", f'name = "{link.name}"', f'kind = "{link.kind.value}"',
-                f"bandwidth_gb_per_s = {link.bandwidth_bytes_per_s / 1e9:.6g}",
+                f"bandwidth_gb_per_s = {_figure(link.bandwidth_bytes_per_s, units.GB_PER_S)}",
                 f"count = {link.count}"]
+        if link.latency_s is not None:
+            out.append(f"latency_us = {_figure(link.latency_s, units.US)}")
+    out += _function_lines(spec)
     return "\n".join(out) + "\n"

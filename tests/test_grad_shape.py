@@ -231,8 +231,8 @@ def test_the_reference_stays_at_the_measured_sms():
     """The 8192^3 fp32 GEMM on the A100 PCIe's 108 SMs runs its 4,096 tiles in 38 waves
     (factor 0.998, the spec's efficiency itself); with 128 SMs by --set (peak not scaled) in 32
     full waves, so its compute time is 0.998 of the spec's: the efficiency stays relative to
-    the reference at 108 SMs (at 128 it would be unchanged, 1.0 / 1.0). The writer leaves the
-    what-if's count out."""
+    the reference at 108 SMs (at 128 it would be unchanged, 1.0 / 1.0). The writer keeps the
+    measured count, so a written what-if reads back with it (``tests/test_spec_writer.py``)."""
     from simulator.cost.efficiency import REFERENCE_GEMM
 
     device = load_device("a100-pcie-80gb")
@@ -246,4 +246,4 @@ def test_the_reference_stays_at_the_measured_sms():
     at = list(lowered.names).index(name)
     ratio = op_costs(lowered, more)[0][at] / op_costs(lowered, device)[0][at]
     assert ratio == pytest.approx((4096 / (38 * 108)) / (4096 / (32 * 128)), rel=1e-12)
-    assert "reference_units" not in device_toml(more)
+    assert "\nreference_units = 108\n" in device_toml(more)
