@@ -144,8 +144,7 @@ class Architecture:
     # the SMs the spec's efficiencies were measured with, where a what-if changed compute_units
     # (``hardware_specs.override``): shape efficiencies stay relative to the reference GEMM at
     # this count, the per-SM kernel's rate held (``efficiency.shape_efficiency``). None:
-    # compute_units. Not a knob of --set; the writer writes it (a written what-if predicts what
-    # the one in memory does) and needs compute_units with it.
+    # compute_units. Not a spec file key (the writer leaves it out).
     reference_units: int | None = None
     clock_hz: float | None = None
     matrix_tile: tuple[int, int, int] | None = None     # GPU threadblock tile (m, n, k)
@@ -155,7 +154,8 @@ class Architecture:
     # the tile of the library's fp32 (CUDA-core) GEMM kernel where it differs from the 16-bit
     # one (an H100's fp32 GEMMs run sm80 FFMA kernels of 128 x 128 x 8 tiles): fp32 matmuls are
     # cut into it, with its own fixed cost per tile in k-steps of the fp32 main loop
-    # (fp32_tile_fixed_k, else none) and no split of k (``efficiency.shape_efficiency``)
+    # (fp32_tile_fixed_k, else none) and no split of k unless fp32_split_k says
+    # (``efficiency.shape_efficiency``)
     fp32_matrix_tile: tuple[int, int, int] | None = None
     fp32_tile_fixed_k: int | None = None
     # the library also runs narrower fp32 tiles (halves of fp32_matrix_tile's sides down to 32)
@@ -167,6 +167,11 @@ class Architecture:
     # picked as above, at the same load cost (needs fp32_tile_load_cost). None: batched GEMMs
     # keep fp32_matrix_tile (``efficiency.fp32_tiles``)
     fp32_batched_tiles: tuple[tuple[int, int], ...] | None = None
+    # the most slices the library splits k of a single fp32 GEMM into (cuBLAS's sgemm grids of
+    # z > 1, as NeuSight's kernel tables record them): the best split of 1 to this many is
+    # taken, each slice a tile of its own paying fp32_tile_fixed_k, which prices the split
+    # (needs it; ``efficiency.fp32_tiles``). None: no split
+    fp32_split_k: int | None = None
     systolic_array: tuple[int, int] | None = None       # (rows, cols) of one matrix unit
     matrix_units_per_core: int | None = None
     simd_width_bits: int | None = None
@@ -175,13 +180,10 @@ class Architecture:
 
     def __post_init__(self) -> None:
         for name in ("compute_units", "reference_units", "tile_fixed_k", "fp32_tile_fixed_k",
-                     "fp32_tile_load_cost", "matrix_units_per_core",
+                     "fp32_tile_load_cost", "fp32_split_k", "matrix_units_per_core",
                      "simd_width_bits", "fma_units_per_core", "dsp_count"):
             within(getattr(self, name), name, "count", optional=True)
         within(self.clock_hz, "clock_hz", "hz", optional=True)
-        if self.reference_units is not None and self.compute_units is None:
-            raise SpecError("reference_units needs compute_units (the count it was changed "
-                            "to); give compute_units or drop reference_units")
         for name, length in (("matrix_tile", 3), ("fp32_matrix_tile", 3), ("systolic_array", 2)):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, tuple) or len(value) != length):
@@ -189,6 +191,10 @@ class Architecture:
                                 "numbers")
             for item in value or ():
                 within(item, name, "count")
+        if self.fp32_split_k and self.fp32_split_k > 1 and not self.fp32_tile_fixed_k:
+            raise SpecError("fp32_split_k needs fp32_tile_fixed_k (each slice's fixed cost is "
+                            "what a split costs; without it every split is free); give it or "
+                            "drop fp32_split_k")
         tiles = self.fp32_batched_tiles
         if tiles is not None:
             if not (isinstance(tiles, tuple) and tiles and all(

@@ -43,41 +43,56 @@ def fitted():
 
 def test_the_specs_carry_the_fit(fitted):
     """One cost, 6, for the five GPUs, in each spec; median |error| on the 2,090 calls 8.4 ->
-    5.9 % (the T4's and V100's calls keep a +9 % median bias at their DeepBench efficiencies,
-    which no tile choice removes)."""
+    5.9 % when fitted, 5.7 % since the L4's split-k (``fp32_split_k``, which alone takes the
+    L4's calls from 10.9 to 6.7 % with the widest tile: ``before``), no GPU worse than with
+    the widest tile alone (the T4's and V100's calls keep a +9 % median bias at their
+    DeepBench efficiencies, which no tile choice removes)."""
     assert fitted["cost"] == 6
     for device in NARROW_DEVICES:
         arch = load_device(NEUSIGHT_CATALOGUE[device]).architecture
         assert arch.fp32_tile_load_cost == fitted["cost"] and arch.fp32_matrix_tile == WIDEST
-    assert fitted["median"] < 0.062
-    assert np.median(list(fitted["before"].values())) > 0.085
+        assert fitted["medians"][device] <= fitted["before"][device]
+    assert fitted["median"] < 0.059
+    assert np.median(list(fitted["before"].values())) > 0.067
 
 
 @pytest.mark.parametrize("device, bound", [
-    ("NVIDIA L4", 0.09), ("Tesla T4", 0.105), ("Tesla V100-PCIE-32GB", 0.085),
+    ("NVIDIA L4", 0.07), ("Tesla T4", 0.105), ("Tesla V100-PCIE-32GB", 0.085),
     ("NVIDIA A100-PCIE-40GB", 0.045), ("NVIDIA A100 80GB PCIe", 0.042)])
 def test_held_out_by_device(fitted, device, bound):
-    """Each GPU at the cost fitted on the other four (7 for the L4 and T4, 8 for the V100, 1 for
-    each A100 PCIe card: the fit is flat, 5.9-6.2 % from 5 to 10), at its spec's efficiency:
-    median |error| L4 10.9 -> 8.3 %, T4 10.8 -> 10.1, V100 9.0 -> 8.0, A100 PCIe 40GB
-    5.5 -> 4.1, A100 80GB PCIe 4.3 -> 4.0 (before: the widest tile alone), none worse."""
+    """Each GPU at the cost fitted on the other four (7 for the L4, T4 and V100, 2 for each
+    A100 PCIe card: the fit is flat), at its spec's efficiency: median |error| L4 6.7 -> 6.7 %
+    (10.9 -> 8.3 before its split-k), T4 10.8 -> 10.1, V100 9.0 -> 7.9, A100 PCIe 40GB
+    5.5 -> 3.7, A100 80GB PCIe 4.3 -> 3.3 (before: the widest tile alone), none worse."""
     assert fitted["held_out"][device] < bound
     assert fitted["held_out"][device] < fitted["before"][device]
 
 
-def test_the_fit_recovers_a_synthetic_cost():
+def test_the_fit_recovers_a_synthetic_cost(monkeypatch):
     """Calls priced by hwsim itself at cost 12 and efficiency 0.6 on two GPUs: the fit finds 12,
     within 0.1 % of every call (the efficiency refit on the large calls leaves their fixed
     launch cost's share, 4e-5). Kept at its spec's efficiency (0.464, not refitted), the T4's
     calls are slow by that ratio (within 0.5 %: the launch cost's share) whatever the cost:
-    the fit prices the specs as shipped."""
+    the fit prices the specs as shipped. The L4 is taken without its split-k (``fp32_split_k``):
+    split, its calls of these shapes run 128 x 128 tiles in slices at every cost tried (none
+    picks a narrower tile), so they cannot show the cost."""
+    import hardware_specs.loader as loader
+
+    shipped_spec = loader.load_device
+
+    def unsplit(name):
+        spec = shipped_spec(name)
+        return dataclasses.replace(spec, architecture=dataclasses.replace(
+            spec.architecture, fp32_split_k=None))
+
+    monkeypatch.setattr(loader, "load_device", unsplit)
     rows, large = [], []
     shapes = [(m, n, k) for m in (256, 768, 1536, 3072) for n in (512, 1000, 2560)
               for k in (1024, 4096)]
     big = [(8192, 8192, 4096), (16384, 4096, 8192), (6144, 12288, 4096), (32768, 1024, 8192),
            (8192, 3072, 16384)]
     for device in ("NVIDIA L4", "Tesla T4"):
-        spec = load_device(NEUSIGHT_CATALOGUE[device])
+        spec = unsplit(NEUSIGHT_CATALOGUE[device])
         spec = dataclasses.replace(spec, fp32_matmul_efficiency=0.6,
                                    architecture=dataclasses.replace(spec.architecture,
                                                                     fp32_tile_load_cost=12))
@@ -98,18 +113,21 @@ def test_a_partial_wave_in_closed_form():
     """A 1024^3 fp32 GEMM on the L4's 58 SMs (load cost 6): 64 tiles of 128 x 128 fill 64 / 116
     of two waves; 64 x 32 tiles (512, 9 waves: 512 / 522) at (1 + 6/64) / (1 + 6 (1/64 + 1/32))
     = 0.854 of the rate are the fastest (0.837; 64 x 64: 256 / 290 x 0.921 = 0.813); hwsim's
-    time is the FLOPs at peak x efficiency x that factor over the reference's (4096 / 4118)."""
+    time is the FLOPs at peak x efficiency x that factor over the reference's (4096 / 4118).
+    The L4's spec splits k too (``fp32_split_k``, tests/test_fp32_split_k.py): left out here."""
     assert L4.architecture.fp32_tile_load_cost == 6
+    l4 = dataclasses.replace(L4, architecture=dataclasses.replace(
+        L4.architecture, fp32_split_k=None, fp32_tile_fixed_k=None))
     rate = (1 + 6 / 64) / (1 + 6 * (1 / 64 + 1 / 32))
     factor = 512 / 522 * rate
-    assert float(fp32_tiles(1024, 1024, 1024, 1, L4.architecture)) == pytest.approx(factor)
+    assert float(fp32_tiles(1024, 1024, 1024, 1, l4.architecture)) == pytest.approx(factor)
     reference = float(fp32_tiles(REFERENCE_GEMM, REFERENCE_GEMM, REFERENCE_GEMM, 1,
-                                 L4.architecture))
+                                 l4.architecture))
     assert reference == pytest.approx(4096 / 4118)
-    compute = 2 * 1024 ** 3 / (L4.peak_for(DType.FP32) * L4.fp32_matmul_efficiency
+    compute = 2 * 1024 ** 3 / (l4.peak_for(DType.FP32) * l4.fp32_matmul_efficiency
                                * factor / reference)
-    assert predicted_s(L4, [(1024, 1024, 1024)], DType.FP32)[0] == pytest.approx(
-        compute + L4.op_overhead_s, rel=1e-9)
+    assert predicted_s(l4, [(1024, 1024, 1024)], DType.FP32)[0] == pytest.approx(
+        compute + l4.op_overhead_s, rel=1e-9)
 
 
 def test_a_batched_gemm_keeps_the_widest_tile():

@@ -18,6 +18,16 @@ Batched GEMMs keep the widest tile on the A100 PCIe and L4 (``efficiency.fp32_ti
 fp32 bmm calls in NeuSight's tables run ``ampere_sgemm_128x128`` alone; the T4's and V100's
 choose among the tiles their kernels' names show (``fp32_batched_tiles``) at the same c
 (nothing refitted: ``tests/test_fp32_batched_tiles.py``).
+
+cuBLAS also splits k (``ampere_sgemm`` grids of z > 1 in NeuSight's kernel table,
+``scripts/asplos/data/dataset/test/linear.csv``: 567 of the L4's 1,040 fp32 Linear calls, z = 2
+to 24, e.g. 1024 x 1024 x 4096, BERT-large's fc2 at batch 2, as 128 x 128 tiles in nine slices:
+576 tiles on 58 SMs where 64 leave most of the second wave idle). Where a spec gives
+``fp32_split_k`` (the most slices, 24 on the L4), a single fp32 GEMM takes the best split, each
+slice a tile paying ``fp32_tile_fixed_k``; ``fit_split_fixed`` fits that fixed cost on the
+GPU's calls of ``NARROW_TABLE`` (refitting ``fp32_matmul_efficiency`` on its calls of 2e11 and
+more at each cost tried) and holds out the fifth with the most FLOPs
+(``tests/test_fp32_split_k.py``).
 """
 from __future__ import annotations
 
@@ -25,7 +35,7 @@ import dataclasses
 
 import numpy as np
 
-from simulator.calibrate.gemm import NEUSIGHT_CATALOGUE, TABLE, fit, predicted_s
+from simulator.calibrate.gemm import FIXED_GRID, NEUSIGHT_CATALOGUE, TABLE, fit, predicted_s
 
 #: NeuSight's fp32 torch.nn.Linear calls of 1e10 to 2e11 FLOPs on five NVIDIA GPUs whose kernel
 #: names show cuBLAS's narrower sgemm tiles (``fit_load_cost`` fits the tiles' load cost on them).
@@ -98,4 +108,48 @@ def fit_load_cost(rows: list[dict], large_rows: list[dict],
             "held_out_costs": {d: best([o for o in devices if o != d]) for d in devices}}
 
 
-__all__ = ["LOAD_GRID", "NARROW_DEVICES", "NARROW_TABLE", "REFIT_DEVICES", "fit_load_cost"]
+def fit_split_fixed(name: str, rows: list[dict], large_rows: list[dict], splits: int,
+                    grid: tuple[int, ...] = FIXED_GRID) -> dict:
+    """The fixed cost per fp32 tile (``fp32_tile_fixed_k``, k-steps of the fp32 loop) of the
+    catalogue spec ``name`` with ``fp32_split_k`` = ``splits``, fitted on its calls of ``rows``
+    (``NARROW_TABLE``, one device's): for each cost of ``grid`` the spec's
+    ``fp32_matmul_efficiency`` is refitted on ``large_rows`` (``NEUSIGHT_TABLE``, ``fit``'s
+    rule) and the cost with the smallest median |error| over the four fifths of ``rows`` with
+    the fewest FLOPs wins; the other fifth is held out. ``"before"``: the same two medians with
+    neither split nor fixed cost (the efficiency refitted the same way)."""
+    from hardware_specs.loader import load_device
+    from simulator.graph.op import DType
+
+    spec = load_device(name)
+    shapes = [(int(r["m"]), int(r["n"]), int(r["k"])) for r in rows]
+    measured = np.array([float(r["time_ms"]) * 1e-3 for r in rows])
+    flops = np.array([2.0 * m * n * k for m, n, k in shapes])
+    order = np.argsort(flops, kind="stable")
+    cut = int(0.8 * len(rows))
+    fitted, held = order[:cut], order[cut:]
+
+    def errors(fixed: int, split: int | None) -> tuple[np.ndarray, float]:
+        arch = dataclasses.replace(spec.architecture, fp32_tile_fixed_k=fixed or None,
+                                   fp32_split_k=split if fixed else None)
+        device = dataclasses.replace(spec, architecture=arch)
+        efficiency = fit(large_rows, device, "fp32")["efficiency"]
+        device = dataclasses.replace(device, fp32_matmul_efficiency=efficiency)
+        return np.abs(predicted_s(device, shapes, DType.FP32) / measured - 1), efficiency
+
+    best = None
+    for fixed in grid:
+        if not fixed:
+            continue   # a split with no fixed cost is free: the spec refuses it
+        err, efficiency = errors(fixed, splits)
+        score = float(np.median(err[fitted]))
+        if best is None or score < best["median"]:
+            best = {"fixed_k": fixed, "efficiency": efficiency, "median": score,
+                    "held_out_median": float(np.median(err[held])), "n": len(fitted)}
+    err, efficiency = errors(0, None)
+    best["before"] = {"efficiency": efficiency, "median": float(np.median(err[fitted])),
+                      "held_out_median": float(np.median(err[held]))}
+    return best
+
+
+__all__ = ["LOAD_GRID", "NARROW_DEVICES", "NARROW_TABLE", "REFIT_DEVICES", "fit_load_cost",
+           "fit_split_fixed"]

@@ -16,7 +16,10 @@ Vectorised over the lowered arrays; every factor is derived from a spec figure, 
   (CUDA-core) kernel (``fp32_matrix_tile``), fp32 matmuls are cut into that tile instead, with
   that kernel's own fixed cost where the spec gives one (``fp32_tile_fixed_k``, in k-steps of
   the fp32 loop; none without it) and no split of k (NeuSight's H100 fp32
-  ``torch.nn.Linear`` calls run sm80 FFMA kernels of 128 x 128 x 8 tiles, none split-k). Where
+  ``torch.nn.Linear`` calls run sm80 FFMA kernels of 128 x 128 x 8 tiles, 1,002 of 1,040 with
+  no split) unless the spec gives ``fp32_split_k`` (S): then a single fp32 GEMM takes the best
+  split of k into 1 to S slices, each slice a tile paying the fixed cost (the L4's cuBLAS
+  splits 567 of its 1,040 calls, ``ampere_sgemm`` grids of z = 2 to 24 and twice 57-58). Where
   the spec also gives ``fp32_tile_load_cost`` (c), the library picks the fastest of that tile's
   halvings down to 32 x 32 (cuBLAS's ``ampere_sgemm_128x64``, ``64x64``, ``32x128`` ... where
   128 x 128 tiles leave SMs idle, as NeuSight's kernel names show on the L4, T4, V100 and A100
@@ -26,7 +29,8 @@ Vectorised over the lowered arrays; every factor is derived from a spec figure, 
   unless the spec lists the tiles the library runs for them (``fp32_batched_tiles``: the T4's
   and V100's ``volta_sgemm_128x64``, ``64x64``, ``128x32``, ``32x128``, none 128 x 128), the
   fastest of which is taken. Not modelled: cuBLAS's
-  in-tile k slicing (``_sliced1x4``), its split-k grids and the L4's CUTLASS
+  in-tile k slicing (``_sliced1x4``), its split-k grids on GPUs whose spec has no
+  ``fp32_split_k`` (the T4's, V100's and P100's tables show them too), and the L4's CUTLASS
   ``simt_sgemm_256...`` kernels (a wider tile; the table cuts their names).
 - TPU (``systolic_array``): the weight-stationary array holds a (k x n) block; k and n are
   padded to the array's rows and columns (Jouppi et al. 2017, sec. 2).
@@ -139,11 +143,23 @@ def fp32_tiles(m, n, k, batch, arch) -> np.ndarray:
     of the widest's (TM x TN) rate: per k-step it does tm tn FMAs and loads tm + tn operands,
     each costing c FMAs' time; a batched GEMM (``batch`` > 1) keeps the widest tile, or where
     the spec lists ``fp32_batched_tiles``, the best of those (rows x columns of the output;
-    the widest only if listed)."""
-    fixed32 = float(arch.fp32_tile_fixed_k or 0)   # k-steps of the fp32 loop, no split
+    the widest only if listed). Where the spec gives ``fp32_split_k`` (S), a single GEMM's
+    tiles also take the best split of k into 1 to S slices (``gpu_tiles``: s slices of a
+    tile cost s (ceil(k / (s tk)) tk + ``fp32_tile_fixed_k``) k-steps and fill s times the
+    tiles of a wave)."""
+    fixed32 = float(arch.fp32_tile_fixed_k or 0)   # k-steps of the fp32 loop
     widest = arch.fp32_matrix_tile
     cost = arch.fp32_tile_load_cost
+    # single GEMMs split k into up to fp32_split_k slices where the spec says the library does
+    # (each slice pays fixed32: gpu_tiles); batched ones do not (2,089 of NeuSight's 2,092 fp32
+    # bmm calls on the L4 run ampere_sgemm_128x128 grids whose z is the batch, the other three
+    # z = 65,535, the grid's limit)
+    single = tuple(range(1, (arch.fp32_split_k or 1) + 1))
     one = gpu_tiles(m, n, k, batch, widest, arch.compute_units, fixed32, splits=(1,))
+    if len(single) > 1:
+        one = np.where(np.asarray(batch) > 1, one,
+                       gpu_tiles(m, n, k, batch, widest, arch.compute_units, fixed32,
+                                 splits=single))
     if not cost:
         return one
     # the choice is fitted on single GEMMs (torch.nn.Linear); batched ones keep the widest
@@ -152,15 +168,15 @@ def fp32_tiles(m, n, k, batch, arch) -> np.ndarray:
     # for them (fp32_batched_tiles: the T4's and V100's volta_sgemm_128x64, 64x64, 128x32,
     # 32x128, as its kernel names show them)
 
-    def factor(tile):
+    def factor(tile, splits=(1,)):
         rate = (1 + cost * (1 / widest[0] + 1 / widest[1])) / (1 + cost * (1 / tile[0]
                                                                           + 1 / tile[1]))
         return rate * gpu_tiles(m, n, k, batch, (*tile[:2], widest[2]), arch.compute_units,
-                                fixed32, splits=(1,))
+                                fixed32, splits=splits)
 
     best = one
     for tile in narrow_tiles(widest)[1:]:
-        best = np.maximum(best, factor(tile))
+        best = np.maximum(best, factor(tile, single))   # used for single GEMMs only
     listed = arch.fp32_batched_tiles
     if not listed:
         return np.where(np.asarray(batch) > 1, one, best)
