@@ -82,7 +82,15 @@ from hardware_specs.spec import (
     Unpriced,
 )
 from hardware_specs.tables import OptionalTables
-from simulator.errors import SpecError, canonical, did_you_mean, read_input, shown
+from simulator.errors import (
+    SpecError,
+    canonical,
+    did_you_mean,
+    is_fraction,
+    is_real,
+    read_input,
+    shown,
+)
 from simulator.graph.op import DType
 
 #: Short names users type -> catalogue names.
@@ -281,7 +289,7 @@ class _Checker(OptionalTables):
                  factor: float = 1.0) -> float:
         """A finite number > 0; with ``limit`` (a kind of ``spec.LIMITS``), ``value`` x
         ``factor`` (its SI figure) within that kind's physical bounds."""
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not is_real(value):
             raise self.fail(key, f"must be a number, not {shown(value)}")
         if not math.isfinite(value):
             raise self.fail(key, f"must be a finite number, not {value}")
@@ -296,9 +304,9 @@ class _Checker(OptionalTables):
         return float(value)
 
     def fraction(self, value: Any, key: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not is_real(value):
             raise self.fail(key, f"must be a number, not {shown(value)}")
-        if not 0 < value <= 1:
+        if not is_fraction(value):
             raise self.fail(key, f"must be in (0, 1], got {value}; it is a fraction of peak")
         return float(value)
 
@@ -386,7 +394,7 @@ class _Checker(OptionalTables):
                 efficiency[fn] = self.fraction(entry["efficiency"], f"{where}.efficiency")
             if "overhead_us" in entry:
                 value = entry["overhead_us"]
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                if not is_real(value) or value < 0:
                     raise self.fail(f"{where}.overhead_us", f"must be a number >= 0, not "
                                                             f"{value!r}")
                 overhead[fn] = units.us_to_s(float(value))

@@ -30,7 +30,7 @@ from typing import Any
 
 from hardware_specs.loader import EFFICIENCIES, IDLE_PRIORS, PEAK_DTYPES
 from hardware_specs.spec import Architecture, DeviceSpec
-from simulator.errors import SpecError, shown
+from simulator.errors import SpecError, is_fraction, shown
 
 _FRACTIONS = EFFICIENCIES
 _POSITIVE = ("vector_flops_per_s", "op_overhead_s", "optimizer_overhead_s", "step_overhead_s",
@@ -198,7 +198,7 @@ def _positive(value: Any, path: str) -> float:
 
 def _fraction(value: Any, path: str) -> float:
     number = _number(value, path)
-    if not 0 < number <= 1:
+    if not is_fraction(number):
         raise SpecError(f"--set {path}: must be in (0, 1], got {value!r}; it is a fraction "
                         "of peak")
     return number

@@ -5,7 +5,9 @@ a figure hwsim computed that breaks one of its own invariants is an ``InternalEr
 hwsim, reported as such, never printed as an answer). ``bounded`` is the one check of a number
 that enters (from the command line, the API, a spec, workload or cluster file): a finite number
 of the right type within the bounds its schema states, or one line naming the field, the value
-and the bound. ``read_input`` is the one way an input file is read: a regular file of bounded
+and the bound; ``is_real``, ``in_interval`` and ``is_fraction`` are its test alone, for the
+checks that word their own line (a share "in (0, 1] on an encoder", an efficiency "a fraction
+of peak"). ``read_input`` is the one way an input file is read: a regular file of bounded
 size (a FIFO, a device or a folder is refused without blocking).
 """
 from __future__ import annotations
@@ -44,21 +46,42 @@ class InternalError(Exception):
 MAX_TEXT_BYTES = 1 << 20
 
 
+def is_real(value) -> bool:
+    """Whether ``value`` is a real number and not a bool (``True`` is an int to Python, never
+    a figure)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def in_interval(value, low: float, high: float, *, low_open: bool = False,
+                high_open: bool = False) -> bool:
+    """Whether ``value`` is a real number (``is_real``) in [low, high], an end open where
+    asked; nan never is."""
+    if not is_real(value):
+        return False
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    return bool(above and below)
+
+
+def is_fraction(value) -> bool:
+    """Whether ``value`` is a real number in (0, 1], not a bool: an efficiency, a share of
+    positions, the part of a head a rotary embedding turns."""
+    return in_interval(value, 0.0, 1.0, low_open=True)
+
+
 def bounded(value, name: str, low: float, high: float, *, integer: bool = False,
             unit: str = "", error: type[HwsimError] = PlanError, low_open: bool = False):
     """``value`` if it is a finite number (an int where ``integer``) in [low, high] -- (low,
     high] where ``low_open`` -- else ``error`` naming ``name``, the value and the bound."""
     unit = f" {unit}" if unit else ""
     what = "an integer" if integer else "a number"
-    kinds = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kinds):
+    if not is_real(value) or (integer and not isinstance(value, numbers.Integral)):
         raise error(f"{name} = {shown(value)} must be {what}")
     if integer:
         value = int(value)
     elif not math.isfinite(value):
         raise error(f"{name} = {shown(value)} must be a finite number")
-    below = value <= low if low_open else value < low
-    if below or value > high:
+    if not in_interval(value, low, high, low_open=low_open):
         bracket = "(" if low_open else "["
         raise error(f"{name} = {shown(value)}{unit} is outside {bracket}{low:g}, {high:g}]{unit}")
     return value

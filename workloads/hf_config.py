@@ -20,7 +20,7 @@ import json
 import os
 from pathlib import Path
 
-from simulator.errors import WorkloadError, read_input
+from simulator.errors import WorkloadError, in_interval, is_fraction, read_input
 from workloads.moe import MLA, MoE, Router
 from workloads.transformer import Ffn, Norm, Residual, TransformerConfig
 
@@ -104,8 +104,7 @@ class _Config:
         """Whether any of the dropout probabilities ``keys`` is above 0."""
         for key in keys:
             value = self._get(key, 0.0)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                    not 0 <= value < 1:
+            if not in_interval(value, 0.0, 1.0, high_open=True):
                 raise WorkloadError(f"{self.path}: {key} = {value!r} must be a probability "
                                     "in [0, 1)")
             if value > 0:
@@ -115,7 +114,7 @@ class _Config:
     def fraction(self, key: str, default: float) -> float:
         """A fraction in (0, 1] (the part of each head a rotary embedding rotates)."""
         value = self._get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        if not is_fraction(value):
             raise WorkloadError(f"{self.path}: {key} = {value!r} must be a fraction in (0, 1]")
         return float(value)
 

@@ -47,11 +47,10 @@ replicated over tensor-parallel ranks, the up projections column-parallel (Megat
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from enum import Enum
 
-from simulator.errors import WorkloadError
+from simulator.errors import WorkloadError, in_interval
 from simulator.graph.op import Block, Role
 from workloads.layers import Builder
 
@@ -151,9 +150,7 @@ class MoE:
             value = getattr(self, key)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                    not math.isfinite(value) or not low <= value <= 64 or \
-                    (key == "capacity_factor" and value <= 0):
+            if not in_interval(value, low, 64, low_open=key == "capacity_factor"):
                 bound = "> 0" if key == "capacity_factor" else ">= 1"
                 raise WorkloadError(f"[moe] {key} = {value!r} must be a number {bound} and "
                                     "at most 64")

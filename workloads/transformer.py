@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import Enum
 
-from simulator.errors import WorkloadError
+from simulator.errors import WorkloadError, is_fraction
 from simulator.graph.opgraph import OpGraph
 from simulator.graph.op import Block, DType, Role
 from workloads.base import TransformerShape
@@ -144,20 +144,16 @@ class TransformerConfig:
             if value is not None and value > limit:
                 raise WorkloadError(f"{self.name}: {key} = {value:,} is above {limit:,}, beyond "
                                     "any real model (LIMITS); check the figure")
-        if isinstance(self.rotary_pct, bool) or not isinstance(self.rotary_pct, (int, float)) \
-                or not 0 < self.rotary_pct <= 1:
+        if not is_fraction(self.rotary_pct):
             raise WorkloadError(f"{self.name}: rotary_pct = {self.rotary_pct!r} must be a "
                                 "fraction in (0, 1] (GPT-NeoX's rotary_pct; 1: whole heads)")
-        if self.mlm_share is not None and (
-                isinstance(self.mlm_share, bool) or not isinstance(self.mlm_share, (int, float))
-                or not 0 < self.mlm_share <= 1 or self.style is not Style.ENCODER):
+        if self.mlm_share is not None and (not is_fraction(self.mlm_share)
+                                           or self.style is not Style.ENCODER):
             raise WorkloadError(f"{self.name}: mlm_share = {self.mlm_share!r} must be a fraction "
                                 "in (0, 1] on an encoder (the share of positions the MLM head "
                                 "runs on: 0.15 for BERT's masked tokens)")
-        if self.packed_attention is not None and (
-                isinstance(self.packed_attention, bool)
-                or not isinstance(self.packed_attention, (int, float))
-                or not 0 < self.packed_attention <= 1 or self.mla is not None):
+        if self.packed_attention is not None and (not is_fraction(self.packed_attention)
+                                                  or self.mla is not None):
             raise WorkloadError(f"{self.name}: packed_attention = {self.packed_attention!r} must "
                                 "be a fraction in (0, 1], without [mla] (the mean of sum(l_i^2) "
                                 "/ seq_len^2 over packed rows of samples of l_i tokens: 1 for "

@@ -4,8 +4,8 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from simulator.errors import (WorkloadError, canonical, clean, did_you_mean, read_input,
-                              shown)
+from simulator.errors import (WorkloadError, canonical, clean, did_you_mean, is_real,
+                              read_input, shown)
 from workloads import cnn, mlp
 from workloads.base import Workload
 from workloads.hf_config import is_hf_config, load_hf_config
@@ -152,7 +152,7 @@ def _typed(path: Path, key: str, value, kind):
     if kind is int:
         return _integer(path, key, value)
     if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not is_real(value):
             raise WorkloadError(f"{path}: [transformer] {key} = {value!r} must be a number")
         return float(value)
     if kind is bool or kind is str:
@@ -183,7 +183,7 @@ def _sub_table(path: Path, name: str, table, keys: dict, required: tuple, kind):
     for key, value in table.items():
         expected = keys[key]
         if expected is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if not is_real(value):
                 raise WorkloadError(f"{path}: [{name}] {key} = {value!r} must be a number")
             fields[key] = float(value)
         elif expected is int:

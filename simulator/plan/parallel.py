@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 
-from simulator.errors import PlanError, shown
+from simulator.errors import PlanError, in_interval, shown
 
 
 #: ZeRO's stages (Rajbhandari et al. 2020): 0 none, 1 optimizer states, 2 + gradients, 3 + weights.
@@ -351,8 +351,7 @@ class ParallelPlan:
                 bucket = float(bucket)
             except ValueError:
                 pass
-        if isinstance(bucket, bool) or not isinstance(bucket, (int, float)) or not (
-                0 < bucket < 2**40):
+        if not in_interval(bucket, 0, 2**40, low_open=True, high_open=True):
             raise PlanError(f"ddp_bucket_mb = {self.ddp_bucket_mb!r} must be a positive number "
                             "of MiB (PyTorch's default 25)")
         object.__setattr__(self, "ddp_bucket_mb", float(bucket))
