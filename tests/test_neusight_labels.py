@@ -73,7 +73,7 @@ def test_median_error_regression(bench, table):
 @pytest.mark.parametrize("gpu, bound", [("NVIDIA_A100_80GB_PCIe", 0.19),
                                         ("Tesla_V100-PCIE-32GB", 0.11),
                                         ("NVIDIA_H100_80GB_HBM3", 0.10),
-                                        ("NVIDIA_L4", 0.25)])
+                                        ("NVIDIA_L4", 0.12)])
 def test_measured_gpus_within_bound(bench, table, gpu, bound):
     """The GPUs with a measured fp32 GEMM efficiency: A100 PCIe 14.4 % (NeuSight's linear
     kernels, 0.929; 10.1 % at its bf16 MSMF 0.827: the measured GEMMs expose a shortfall
@@ -91,7 +91,9 @@ def test_measured_gpus_within_bound(bench, table, gpu, bound):
     +5.0 %, while the whole step against the trace's sum goes +5.3 -> -11.2 %: the linears are
     priced closer and had hidden a shortfall in the rest of the step (its attention products
     run slower than their 128 x 128 tiles: QK^T's forward 0.125 ms against hwsim's 0.066; the
-    labels are also 1.37-1.61x their traces on 5 of 8, tests/test_neusight_traces.py)."""
+    labels are also 1.37-1.61x their traces on 5 of 8, tests/test_neusight_traces.py). With
+    the L4's fp32 split-k (tests/test_fp32_split_k.py, 2026-12-05) the L4 12.7 -> 10.5 %
+    (BERT-large batch 2 +23.1 -> +16.3 %): at most 12 %, where it was 25 %."""
     mine = [r for r in table if r.gpu == gpu]
     assert mine and bench.median_abs_error(mine) <= bound
 
@@ -189,8 +191,8 @@ def test_labels_cover_nine_gpus_at_ten_percent(bench, table, inference):
     assert len(within) >= 8
 
 
-@pytest.mark.xfail(strict=True, reason="issue 20: none worse than 25 % is not met: the L4's "
-                   "training labels (+50 %), the MI210's and MI250's gpt2-large/gpt3-xl training "
+@pytest.mark.xfail(strict=True, reason="issue 20: none worse than 25 % is not met: "
+                   "the MI210's and MI250's gpt2-large/gpt3-xl training "
                    "labels (-40 %) and the P4's inference labels (-30 to -41 %); diagnosed "
                    "on NeuSight's per-op traces, no cited mechanism (docstring)")
 def test_no_label_worse_than_25_percent(table, inference):
@@ -207,8 +209,9 @@ def test_no_label_worse_than_25_percent(table, inference):
     under 0.1 s, 0.43 over 1 s): a clock held at about half the rested rate after 0.3 s of
     continuous load, which the P100's table shows too while its labels run at its rested rate,
     so not a figure for a run (``tests/test_p4_clock.py``, ``tests/test_neusight_traces.py``).
-    L4 (gpt3-xl inference +25.0 %, the worst NVIDIA label; the T4's BERT batch 8 is +24.3 %
-    since its batched GEMMs run narrower tiles): the label's own trace
+    L4 (gpt3-xl inference +22.8 %, +25.0 % before the L4's fp32 split-k; the T4's BERT batch
+    8, +24.3 % since its batched GEMMs run narrower tiles, is the worst NVIDIA label): the
+    label's own trace
     (``NVIDIA_L4/gpt3_xl-inf-2048-2.csv``)
     ran its GEMMs at 12.6-16.0 TFLOP/s (fc1 4096 x 12288 x 3072 in 23.7 ms, the output
     projection 4096 x 3072 x 3072 in 4.8 ms: 0.42-0.53 of the 30.3 TFLOP/s fp32 peak),
