@@ -182,3 +182,61 @@ def test_the_list_round_trips_and_overrides(tmp_path):
     assert changed.architecture.fp32_batched_tiles == ((64, 64), (32, 128))
     with pytest.raises(SpecError, match="fp32_batched_tiles"):
         override(t4, {"architecture.fp32_batched_tiles": "64x64x8"})
+
+
+def _every_tile_then_select(m, n, k, batch, arch):
+    """The oracle: every candidate tile priced for every GEMM, single or batched, then each
+    GEMM's own set chosen (as fp32_tiles did before 2026-12-05)."""
+    from simulator.cost.efficiency import gpu_tiles, narrow_tiles
+
+    widest, cost, fixed = arch.fp32_matrix_tile, arch.fp32_tile_load_cost, \
+        float(arch.fp32_tile_fixed_k or 0)
+    splits = tuple(range(1, (arch.fp32_split_k or 1) + 1))
+
+    def factor(tile, at_splits):
+        rate = (1 + cost * (1 / widest[0] + 1 / widest[1])) / (1 + cost * (1 / tile[0]
+                                                                          + 1 / tile[1]))
+        return rate * gpu_tiles(m, n, k, batch, (*tile[:2], widest[2]), arch.compute_units,
+                                fixed, splits=at_splits)
+
+    single = np.max([factor(t, splits) for t in narrow_tiles(widest)], axis=0)
+    batched = np.max([factor((*t, widest[2]), (1,)) for t in arch.fp32_batched_tiles], axis=0)
+    return np.where(np.asarray(batch) > 1, batched, single)
+
+
+@given(shapes=st.lists(st.tuples(st.integers(1, 4096), st.integers(1, 4096),
+                                 st.integers(1, 4096), st.sampled_from([1, 1, 2, 12, 96])),
+                       min_size=1, max_size=20),
+       device=st.sampled_from(["t4", "v100-pcie-32gb"]), split_k=st.sampled_from([None, 6]))
+@settings(max_examples=60, deadline=None)
+def test_each_gemm_is_priced_on_its_own_tiles_only(shapes, device, split_k):
+    """fp32_tiles prices single GEMMs on the narrow tiles and batched ones on the listed tiles,
+    each set only for its own GEMMs, and gives the oracle's factors bit for bit (every tile
+    priced for every GEMM, then chosen)."""
+    import simulator.cost.efficiency as efficiency
+
+    arch = dataclasses.replace(load_device(device).architecture, fp32_split_k=split_k,
+                               fp32_tile_fixed_k=8 if split_k else None)
+    m, n, k, batch = (np.array(column) for column in zip(*shapes))
+    calls = []
+    real = efficiency.gpu_tiles
+
+    def counted(m_, n_, k_, batch_, tile, *args, **kwargs):
+        calls.append((tile[:2], np.asarray(batch_).copy()))
+        return real(m_, n_, k_, batch_, tile, *args, **kwargs)
+
+    efficiency.gpu_tiles = counted
+    try:
+        got = fp32_tiles(m, n, k, batch, arch)
+    finally:
+        efficiency.gpu_tiles = real
+    assert np.array_equal(got, _every_tile_then_select(m, n, k, batch, arch))
+    listed = set(arch.fp32_batched_tiles)
+    for tile, priced in calls:   # each call prices one set: the batched or the single GEMMs
+        if np.any(priced > 1):
+            assert np.all(priced > 1) and tile in listed
+            assert len(priced) == np.count_nonzero(batch > 1)
+        else:
+            assert len(priced) == np.count_nonzero(batch <= 1)
+    assert len(calls) == (len(efficiency.narrow_tiles(arch.fp32_matrix_tile)) * np.any(batch <= 1)
+                          + len(listed) * np.any(batch > 1))

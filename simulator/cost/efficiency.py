@@ -143,47 +143,47 @@ def fp32_tiles(m, n, k, batch, arch) -> np.ndarray:
     of the widest's (TM x TN) rate: per k-step it does tm tn FMAs and loads tm + tn operands,
     each costing c FMAs' time; a batched GEMM (``batch`` > 1) keeps the widest tile, or where
     the spec lists ``fp32_batched_tiles``, the best of those (rows x columns of the output;
-    the widest only if listed). Where the spec gives ``fp32_split_k`` (S), a single GEMM's
+    the widest only if listed); each set of tiles is priced for its own GEMMs only. Where the spec gives ``fp32_split_k`` (S), a single GEMM's
     tiles also take the best split of k into 1 to S slices (``gpu_tiles``: s slices of a
     tile cost s (ceil(k / (s tk)) tk + ``fp32_tile_fixed_k``) k-steps and fill s times the
     tiles of a wave)."""
     fixed32 = float(arch.fp32_tile_fixed_k or 0)   # k-steps of the fp32 loop
     widest = arch.fp32_matrix_tile
     cost = arch.fp32_tile_load_cost
+    shape = np.broadcast(m, n, k, batch).shape
+    m, n, k, batch = (a.ravel() for a in np.broadcast_arrays(m, n, k, batch))
+    out = np.empty(m.shape)
+    alone = ~(batch > 1)   # single GEMMs; the others batched: each set priced on its own tiles
+
+    def best(rows, tiles, splits=(1,)):
+        """The best of ``tiles`` for the GEMMs ``rows``, at the best of ``splits``."""
+        shapes = (m[rows], n[rows], k[rows], batch[rows])
+        found = np.zeros(len(shapes[0]))
+        for tile in tiles:
+            rate = 1.0 if tile == widest else (
+                (1 + cost * (1 / widest[0] + 1 / widest[1]))
+                / (1 + cost * (1 / tile[0] + 1 / tile[1])))
+            found = np.maximum(found, rate * gpu_tiles(*shapes, (*tile[:2], widest[2]),
+                                                       arch.compute_units, fixed32,
+                                                       splits=splits))
+        return found
+
     # single GEMMs split k into up to fp32_split_k slices where the spec says the library does
     # (each slice pays fixed32: gpu_tiles); batched ones do not (2,089 of NeuSight's 2,092 fp32
     # bmm calls on the L4 run ampere_sgemm_128x128 grids whose z is the batch, the other three
     # z = 65,535, the grid's limit)
-    single = tuple(range(1, (arch.fp32_split_k or 1) + 1))
-    one = gpu_tiles(m, n, k, batch, widest, arch.compute_units, fixed32, splits=(1,))
-    if len(single) > 1:
-        one = np.where(np.asarray(batch) > 1, one,
-                       gpu_tiles(m, n, k, batch, widest, arch.compute_units, fixed32,
-                                 splits=single))
-    if not cost:
-        return one
-    # the choice is fitted on single GEMMs (torch.nn.Linear); batched ones keep the widest
-    # tile, as cuBLAS runs them on the A100 PCIe and L4 (ampere_sgemm_128x128 in all 6,860 of
-    # NeuSight's fp32 bmm calls there), unless the spec says its library runs narrower ones
-    # for them (fp32_batched_tiles: the T4's and V100's volta_sgemm_128x64, 64x64, 128x32,
-    # 32x128, as its kernel names show them)
-
-    def factor(tile, splits=(1,)):
-        rate = (1 + cost * (1 / widest[0] + 1 / widest[1])) / (1 + cost * (1 / tile[0]
-                                                                          + 1 / tile[1]))
-        return rate * gpu_tiles(m, n, k, batch, (*tile[:2], widest[2]), arch.compute_units,
-                                fixed32, splits=splits)
-
-    best = one
-    for tile in narrow_tiles(widest)[1:]:
-        best = np.maximum(best, factor(tile, single))   # used for single GEMMs only
-    listed = arch.fp32_batched_tiles
-    if not listed:
-        return np.where(np.asarray(batch) > 1, one, best)
-    batched = np.zeros(np.shape(best))
-    for tile in listed:
-        batched = np.maximum(batched, factor(tile))
-    return np.where(np.asarray(batch) > 1, batched, best)
+    splits = tuple(range(1, (arch.fp32_split_k or 1) + 1))
+    # the choice of narrower tiles is fitted on single GEMMs (torch.nn.Linear); batched ones
+    # keep the widest tile, as cuBLAS runs them on the A100 PCIe and L4 (ampere_sgemm_128x128
+    # in all 6,860 of NeuSight's fp32 bmm calls there), unless the spec says its library runs
+    # narrower ones for them (fp32_batched_tiles: the T4's and V100's volta_sgemm_128x64,
+    # 64x64, 128x32, 32x128, as its kernel names show them; the widest only if listed)
+    if np.any(alone):
+        out[alone] = best(alone, narrow_tiles(widest) if cost else [widest], splits)
+    if not np.all(alone):
+        listed = arch.fp32_batched_tiles if cost else None
+        out[~alone] = best(~alone, [(*t, widest[2]) for t in listed] if listed else [widest])
+    return out.reshape(shape)
 
 
 def shape_efficiency(lowered: Lowered, device: DeviceSpec) -> np.ndarray:
