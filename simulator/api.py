@@ -120,6 +120,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     format_note = precision.check(device, plan)   # PlanError where it cannot train in it
     if plan.conv_norm_fusion:   # cuDNN's fused ops: NVIDIA, sm80 or later (training.convnorm)
         convnorm.check_device(device)
+    if plan.norm_act_fusion:   # apex's NHWC batch-norm kernels: NVIDIA or AMD GPUs
+        convnorm.check_norm_act_device(device)
     if not plan.channels_last and device.vendor != "NVIDIA":
         # the NCHW/NHWC transposes are cuDNN's (simulator.training.layout): XLA, Gaudi's and
         # Neuron's graph compilers and MIOpen choose their own layouts

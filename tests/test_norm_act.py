@@ -135,3 +135,26 @@ def test_cli_one_line_exit_2(capsys):
                  "--precision", "fp16", "--norm-act-fusion"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "channels_last" in err
+
+
+@pytest.mark.parametrize("device", ["cpu-host", "tpu-v4", "gaudi3", "trainium2", "m2-ultra",
+                                    "epyc-9654", "alveo-u280"])
+def test_refused_off_nvidia_and_amd_gpus(device, capsys):
+    """apex's NHWC batch-norm kernels build for CUDA and ROCm GPUs only: any other device (an
+    AMD CPU or FPGA too, a GPU of another vendor) is refused in one line naming it, exit 2."""
+    with pytest.raises(PlanError, match="NVIDIA or AMD GPU"):
+        simulate("resnet-50", device, micro_batch=8, precision="fp16", channels_last=True,
+                 norm_act_fusion=True)
+    assert main(["predict", "resnet-50", "--device", device, "--micro-batch", "8",
+                 "--precision", "fp16", "--channels-last", "--norm-act-fusion"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and device in err and "--norm-act-fusion" in err
+
+
+@pytest.mark.parametrize("device", ["v100-sxm2-32gb", "mi300x"])
+def test_runs_on_cuda_and_rocm_gpus(device):
+    """No compute-capability floor (the kernels use no tensor cores; apex builds them from
+    sm60) and the ROCm build (USE_ROCM) runs on AMD's GPUs: faster there, as on the H100."""
+    kw = {"micro_batch": 8, "precision": "fp16", "channels_last": True}
+    fused = simulate("resnet-50", device, norm_act_fusion=True, **kw)
+    assert fused.step_time_s < simulate("resnet-50", device, **kw).step_time_s

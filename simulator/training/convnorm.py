@@ -61,6 +61,7 @@ no bf16 source was found.
 """
 from __future__ import annotations
 
+from hardware_specs.spec import DeviceClass
 from simulator.errors import PlanError
 from simulator.graph.op import DType, Op, OpKind, Phase, Task
 from simulator.graph.opgraph import OpGraph
@@ -90,6 +91,26 @@ def check_device(device) -> None:
         raise PlanError(f"conv_norm_fusion = true needs an NVIDIA GPU of compute capability 8.0 "
                         f"or later (cuDNN's fused batch-norm convolutions), not {device.name} "
                         "(drop --conv-norm-fusion)")
+
+
+#: The vendors whose GPUs run apex's NHWC batch-norm kernels (``check_norm_act_device``).
+NORM_ACT_VENDORS = ("NVIDIA", "AMD")
+
+
+def check_norm_act_device(device) -> None:
+    """PlanError unless ``device`` runs the NHWC batch-norm kernels ``fuse_norm_act`` prices:
+    a GPU of NVIDIA's (CUDA) or AMD's (ROCm). apex 051cba7's
+    apex/contrib/csrc/groupbn/nhwc_batch_norm_kernel.h builds both ways (``USE_ROCM``:
+    hip_runtime.h, a 64-bit ``bitmask_t`` for the wavefront's ballot,
+    ``__builtin_amdgcn_wave_barrier``; batch_norm.h launches with ``hipLaunchCooperativeKernel``
+    and describes tensors with MIOpen) and its setup.py builds ``bnp`` (the groupbn extension)
+    for ROCm PyTorch too; no compute-capability floor (apex cross-compiles from sm60, and the
+    kernels use no tensor cores). CPUs, TPUs, Gaudi, Trainium, IPUs and FPGAs have no such
+    kernel: their frameworks or graph compilers choose their own fusions."""
+    if device.device_class is not DeviceClass.GPU or device.vendor not in NORM_ACT_VENDORS:
+        raise PlanError(f"norm_act_fusion = true needs an NVIDIA or AMD GPU (apex's NHWC "
+                        f"batch-norm kernels, CUDA or ROCm), not {device.name} "
+                        "(drop --norm-act-fusion)")
 
 
 def _fwd(graph: OpGraph, name: str) -> bool:
@@ -311,5 +332,5 @@ def _norm_add_relu(step: OpGraph, bn: str, add: str, merged: dict[str, str],
     merged[grad_relu] = grad_bn
 
 
-__all__ = ["MASK_BITS_PER_ELEMENT", "PRE_SM80", "STATS_FLOPS_PER_ELEMENT", "check_device",
-           "fuse_conv_norm", "fuse_norm_act"]
+__all__ = ["MASK_BITS_PER_ELEMENT", "NORM_ACT_VENDORS", "PRE_SM80", "STATS_FLOPS_PER_ELEMENT",
+           "check_device", "check_norm_act_device", "fuse_conv_norm", "fuse_norm_act"]
