@@ -126,7 +126,7 @@ RUNS = {
     "resnet": (("resnet", "1xSMC-H100-SXM-80GB"), "lambda-resnet50-A100_80GB_SXM4",
                {"device": "h100-sxm5-80gb", "device_count": "8", "dp": "8",
                 "micro_batch": "400", "global_batch": "3200", "cluster": CLUSTER,
-                "devices_per_node": "8", "fusion": "compiled"}),
+                "devices_per_node": "8", "fusion": "eager"}),
     # The same ResNet-50 on 8 nodes (config_SMCH100_multi_8x8x50.sh): BATCHSIZE 50 per GPU,
     # dp 64, global batch 3,200, NETWORK="resnet-v1b-fl" (symbols/resnet-v1b-fl.py: BatchNorm
     # with act_type relu and BatchNormAddRelu, no NormConvolution), the common config's NHWC
@@ -134,7 +134,7 @@ RUNS = {
     "resnet-8node": (("resnet", "8xSMC-H100-SXM-80GB"), "lambda-resnet50-A100_80GB_SXM4",
                      {"device": "h100-sxm5-80gb", "device_count": "64", "dp": "64",
                       "micro_batch": "50", "global_batch": "3200", "cluster": CLUSTER,
-                      "devices_per_node": "8", "fusion": "compiled"}),
+                      "devices_per_node": "8", "fusion": "eager"}),
     # BERT-large, MLPerf phase 2 (NVIDIA's PyTorch BERT: smc-ac-power/benchmarks/bert/
     # implementations/pytorch/config_SMCH100_1x8x48x1_pack.sh, run_and_time.sh in v4.0;
     # Lenovo/benchmarks/bert/config_DGXB200_1x8x48x1_pack.sh, run_and_time.sh, modeling.py,
@@ -198,14 +198,18 @@ RUNS = {
 }
 #: Plan fields beyond validation_rows.csv's columns, as the submission set them: ResNet-50's
 #: ``run_and_time.sh`` and ``config_SMCH100_common.sh``: --input-layout and --conv-layout NHWC
-#: (channels last), --fuse-bn-relu and --fuse-bn-add-relu (the "compiled" fusion above: the
-#: normalisation's elementwise tail folded into its producer), MXNET_ENABLE_CUDA_GRAPHS=1;
+#: (channels last), --fuse-bn-relu and --fuse-bn-add-relu (each batch norm's ReLU, and a block's
+#: last norm's residual add and ReLU, in the norm's NHWC kernel: ``norm_act_fusion``,
+#: ``simulator.training.convnorm.fuse_norm_act``), MXNET_ENABLE_CUDA_GRAPHS=1; fusion "eager"
+#: (``RUNS``): MXNet runs the kernels its symbols name, nothing generated, and no other
+#: elementwise chain is merged (``fusion`` "compiled", which the rows set until 2026-12-05, also
+#: folded the forward batch norms into the convolutions and ran norms at torch.compile's rate);
 #: and ``config_SMCH100.sh``'s NETWORK="resnet-v1b-mainloop-fl" (line 18), whose bottlenecks
 #: are cuDNN's fused batch-norm convolutions (``symbols/resnet-v1b-mainloop-fl.py`` lines
 #: 209-294: NormConvolution with statistics out and scale-bias-ReLU in, BNStatsFinalize,
 #: ScaleBiasAddRelu at each block's end): ``conv_norm_fusion`` (simulator.training.convnorm).
 EXTRA = {"resnet": {"channels_last": True, "graphs": True, "conv_norm_fusion": True},
-         "resnet-8node": {"channels_last": True, "graphs": True}}
+         "resnet-8node": {"channels_last": True, "graphs": True, "norm_act_fusion": True}}
 #: The LoRA runs' peft block (conf/megatron_gpt_peft_tuning_config.yaml): adapter_dim 16,
 #: target_modules ['attention'] (NeMo's attention_qkv and attention_dense: q, k, v and o; the
 #: v5.0 run's train.py lines 201-209: dim 16, target_modules linear_proj and linear_qkv). Their
