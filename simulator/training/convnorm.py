@@ -218,16 +218,8 @@ def _block_end(step: OpGraph, conv: str, bn: str, add: str, merged: dict[str, st
         ops[add] = plus.evolve(bytes_written=act.bytes_written + mask,
                                out_bytes=act.out_bytes, mask_bytes=plus.mask_bytes + mask,
                                vector_flops=plus.vector_flops + act.flops + act.vector_flops)
-    grad_relu, grad_bn = _grad(step, relu), _grad(step, bn)
-    if grad_relu is None or grad_bn is None or step.inputs(add)[0] != bn:
-        return
-    dnorm = _get(step, ops, grad_bn)
-    others = [c for c in step.consumers(grad_relu) if c != grad_bn]
-    written = step.op(grad_relu).out_bytes if others else 0   # the residual's gradient
-    ops[grad_bn] = dnorm.evolve(bytes_read=dnorm.bytes_read + 2 * mask,
-                                bytes_written=dnorm.bytes_written + written,
-                                out_bytes=dnorm.out_bytes + written)
-    merged[grad_relu] = grad_bn
+    if step.inputs(add)[0] == bn:
+        _relu_grad_into_norm(step, bn, relu, mask, merged, ops)
 
 
 def _add_to(step: OpGraph, merged: dict[str, str], ops: dict) -> None:
@@ -320,6 +312,14 @@ def _norm_add_relu(step: OpGraph, bn: str, add: str, merged: dict[str, str],
                           bytes_written=act.bytes_written + mask, out_bytes=act.out_bytes,
                           mask_bytes=norm.mask_bytes + mask,
                           vector_flops=flops + act.flops + act.vector_flops)
+    _relu_grad_into_norm(step, bn, relu, mask, merged, ops)
+
+
+def _relu_grad_into_norm(step: OpGraph, bn: str, relu: str, mask: int,
+                         merged: dict[str, str], ops: dict[str, Op]) -> None:
+    """A block end's backward (both fusions): the ReLU's gradient merges into ``bn``'s
+    backward, which reads the one-bit mask in both its passes and, where another op also
+    reads the ReLU's gradient (the residual branch), writes that gradient too."""
     grad_relu, grad_bn = _grad(step, relu), _grad(step, bn)
     if grad_relu is None or grad_bn is None:
         return
