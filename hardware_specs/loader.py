@@ -27,6 +27,8 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     norm_memory_efficiency = 0.7  # optional: norms' and softmax's, default: memory's
     norm_memory_efficiency_compiled = 0.6  # optional: generated ones' (compiled fusion),
     #                               default: norm_memory_efficiency
+    batch_norm_memory_efficiency = 0.79  # optional: NHWC batch norms' forward (channels_last),
+    batch_norm_backward_memory_efficiency = 0.53  # and backward; default: as the other norms
     conv_half_dim = 100           # optional (CPU, calibrated): 2-D convolutions' size at half
                                   # their plateau rate (simulator.cost.efficiency.cpu_gemm)
     [[memory]]                    # innermost first, main memory last
@@ -132,6 +134,7 @@ _COMPUTE_REQUIRED = ("peak_tflops", "vector_tflops", "op_overhead_us")
 EFFICIENCIES = ("matmul_efficiency", "conv_efficiency", "attention_efficiency",
                 "vector_efficiency", "memory_efficiency", "matmul_memory_efficiency",
                 "norm_memory_efficiency", "norm_memory_efficiency_compiled",
+                "batch_norm_memory_efficiency", "batch_norm_backward_memory_efficiency",
                 "fp8_matmul_efficiency", "fp32_matmul_efficiency", "fp32_conv_efficiency",
                 "matmul_sustained", "fp8_matmul_sustained")
 _COMPUTE_OPTIONAL = EFFICIENCIES

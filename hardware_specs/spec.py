@@ -306,6 +306,12 @@ class DeviceSpec:
     # The same for generated norm and softmax kernels (torch.compile's), which a plan's
     # ``Fusion.COMPILED`` runs (``simulator.cost.roofline.price``). None: norm_memory_efficiency.
     norm_memory_efficiency_compiled: float | None = None
+    # Batch norms in NHWC (a plan's channels_last; ``simulator.cost.roofline.price``), forward
+    # and backward: cuDNN's NHWC batch-norm kernels (PyTorch's channels-last path; MXNet's NHWC
+    # kernels of NVIDIA's MLPerf ResNet are their relatives), fitted by
+    # ``simulator.calibrate.streaming.fit_batch_norm``. None: as the other norms.
+    batch_norm_memory_efficiency: float | None = None
+    batch_norm_backward_memory_efficiency: float | None = None
     vector_efficiency: float = 1.0  # achieved fraction of the vector peak (norms, softmax, ...)
     # The efficiencies above that are a class prior, not a measurement of this device
     # (``hardware_specs.loader.GPU_PRIORS``).
@@ -394,6 +400,7 @@ class DeviceSpec:
             fraction(getattr(self, name), name)
         for name in ("conv_efficiency", "attention_efficiency", "matmul_memory_efficiency",
                      "norm_memory_efficiency", "norm_memory_efficiency_compiled",
+                     "batch_norm_memory_efficiency", "batch_norm_backward_memory_efficiency",
                      "fp8_matmul_efficiency", "fp32_matmul_efficiency", "fp32_conv_efficiency",
                      "matmul_sustained", "fp8_matmul_sustained"):
             fraction(getattr(self, name), name, optional=True)

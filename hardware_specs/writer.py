@@ -193,6 +193,7 @@ def device_toml(spec: DeviceSpec) -> str:
             if line.split(" =")[0] not in spec.priors]  # give, not a fact of this device
     for key in ("attention_efficiency", "matmul_memory_efficiency",  # cited, not calibrated:
                 "norm_memory_efficiency", "norm_memory_efficiency_compiled",
+                "batch_norm_memory_efficiency", "batch_norm_backward_memory_efficiency",
                 "fp8_matmul_efficiency", "fp32_matmul_efficiency", "fp32_conv_efficiency",
                 "matmul_sustained", "fp8_matmul_sustained"):
         if getattr(spec, key) is not None and key not in spec.priors:  # a calibrated file

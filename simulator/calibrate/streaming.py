@@ -16,7 +16,12 @@ Data: NeuSight (Lee et al., ASPLOS 2025; github.com/sitar-lab/NeuSight, MIT lice
 2.1.0 fp32 kernels timed on seven NVIDIA GPUs (``tests/data/neusight_vector_kernels.csv``);
 NVIDIA's cuDNN norm benchmark (github.com/NVIDIA/cudnn-frontend ``benchmark/norms``, MIT
 licence), bf16 RMSNorm and LayerNorm forward and backward kernels timed on an H200 and a GB200
-with the cache flushed before each call (``tests/data/cudnn_norm_kernels.csv``, ``fit_flushed``).
+with the cache flushed before each call (``tests/data/cudnn_norm_kernels.csv``, ``fit_flushed``);
+cuDNN's NHWC batch norm (PyTorch's channels-last BatchNorm3d routed to cuDNN 8.2), fp16 data,
+timed on an A100-SXM4-40GB and a V100-SXM2-32GB by Xiao Wang (github.com/xwang233/code-snippet
+2c053c8, MIT licence, ``batchnorm3d-channels-last/A100/A100-SXM4-40GB.md`` and
+``V100/Tesla_V100-SXM2-32GB.md``, column "PR (ch-last)"; ``tests/data/batchnorm_nhwc.csv``,
+``fit_batch_norm``).
 """
 from __future__ import annotations
 
@@ -226,5 +231,46 @@ def fit_flushed(table: list[dict], device: str, backend: str, bandwidth_bytes_pe
     return _held_out_fit(usable, device, "norm", bandwidth_bytes_per_s)
 
 
-__all__ = ["CLASSES", "RampFit", "StreamingFit", "fit", "fit_flushed", "fit_ramp",
+#: The fewest channels of the batch norms ``fit_batch_norm`` fits on: ResNet's narrowest
+#: (64, its stem and first stage). The A100 table's narrower NHWC norms reach far less of the
+#: bandwidth (at 16 x c x 112^3, forward 0.14 / 0.27 / 0.46 / 0.70 / 0.85 at 4 / 8 / 16 / 32 /
+#: 64 channels; the V100's alike), a regime no modelled network's batch norm runs in.
+BATCH_NORM_MIN_CHANNELS = 64
+_HALF = 2
+
+
+def batch_norm_bytes(direction: str, batch: int, channels: int, dhw: int) -> float:
+    """Bytes hwsim counts for one fp16 batch norm (``simulator.graph.op.CHANNEL_NORMS``: a
+    statistics pass, then the normalising pass), its parameters and statistics aside:
+    forward reads x twice and writes y (3 tensors); backward reads dy and x to reduce, then
+    both again, and writes dx (5 tensors)."""
+    tensors = {"forward": 3, "backward": 5}[direction]
+    return float(tensors * _HALF * batch * channels * dhw ** 3)
+
+
+def fit_batch_norm(table: list[dict], device: str, direction: str,
+                   bandwidth_bytes_per_s: float, l2_bytes: float) -> StreamingFit:
+    """Fit ``device``'s batch norms of ``direction`` (dicts with ``device, direction, batch,
+    channels, dhw, ms``, as ``tests/data/batchnorm_nhwc.csv``) by ``fit``'s rule: kernels of at least
+    4 x the last-level cache (timed back to back, as NeuSight's), of at least
+    ``BATCH_NORM_MIN_CHANNELS`` channels; the geometric mean of the fraction of the datasheet
+    bandwidth reached at hwsim's byte count (``batch_norm_bytes``), the fifth with the most
+    values per channel (batch x d^3) held out."""
+    usable = []
+    for r in table:
+        if (r["device"] != device or r["direction"] != direction
+                or int(r["channels"]) < BATCH_NORM_MIN_CHANNELS):
+            continue
+        batch, channels, dhw = int(r["batch"]), int(r["channels"]), int(r["dhw"])
+        nbytes = batch_norm_bytes(direction, batch, channels, dhw)
+        if nbytes >= CACHE_MULTIPLE * l2_bytes:
+            usable.append((batch * dhw ** 3, nbytes, float(r["ms"]) * 1e-3))
+    if len(usable) < 5:
+        raise ValueError(f"{device}: {len(usable)} {direction} batch norms outside the cache; "
+                         "need 5")
+    return _held_out_fit(usable, device, f"batch-norm {direction}", bandwidth_bytes_per_s)
+
+
+__all__ = ["BATCH_NORM_MIN_CHANNELS", "CLASSES", "RampFit", "StreamingFit", "batch_norm_bytes",
+           "fit", "fit_batch_norm", "fit_flushed", "fit_ramp",
            "fit_tables", "kernel_bytes", "no_intercept_efficiency", "norm_bytes"]

@@ -27,6 +27,9 @@ The model is deliberately simple for now:
   norm kernels where measured), or under ``Fusion.COMPILED`` at
   ``device.norm_memory_efficiency_compiled`` where the spec gives it (generated kernels:
   torch.compile's). Softmax takes the norms' figure either way: no softmax kernel is measured;
+  batch norms of a ``channels_last`` plan (NHWC) at ``device.batch_norm_memory_efficiency``
+  forward and ``batch_norm_backward_memory_efficiency`` backward where the spec gives them
+  (cuDNN's NHWC batch-norm kernels; NCHW batch norms keep the norms' figure);
 - a function the device has measured (``device.function_efficiency``, by ``Op.fn``) runs at
   that fraction of its unit's peak instead of its kind's efficiency, and pays its own fixed
   cost per call (``device.function_overhead_s``) instead of ``op_overhead_s``;
@@ -51,7 +54,7 @@ from simulator.cost.attention import fitted_rates
 from simulator.cost.efficiency import executed_fraction, shape_efficiency
 from simulator.cost.host import costs as host_costs
 from simulator.graph.lower import Lowered
-from simulator.graph.op import TENSOR_KINDS, DType, OpKind
+from simulator.graph.op import TENSOR_KINDS, DType, OpKind, Phase
 from simulator.plan.step import Fusion
 
 _TENSOR_CODES = np.array(sorted(int(kind) for kind in TENSOR_KINDS), dtype=np.int8)
@@ -102,6 +105,16 @@ def price(lowered: Lowered, device: DeviceSpec,
             if streaming is None:
                 streaming = np.full(n, device.memory_efficiency)
             streaming[lowered.kind == kind] = efficiency
+    if plan is not None and plan.channels_last and lowered.fn is not None:
+        batch_norm = (lowered.kind == OpKind.NORM) & (lowered.fn == "batchnorm")
+        backward = lowered.phase == Phase.BACKWARD
+        for ops, efficiency in ((batch_norm & ~backward, device.batch_norm_memory_efficiency),
+                                (batch_norm & backward,
+                                 device.batch_norm_backward_memory_efficiency)):
+            if efficiency is not None and ops.any():
+                if streaming is None:
+                    streaming = np.full(n, device.memory_efficiency)
+                streaming[ops] = efficiency
     bandwidth = level_bandwidth(lowered.nbytes, device, streaming, step_footprint(lowered))
     for fn, efficiency in device.function_efficiency.items():  # a measured function's own rate
         ops = lowered.fn == fn
