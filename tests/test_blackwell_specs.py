@@ -74,6 +74,45 @@ def test_the_gb200_fp8_ratio_runs_the_fp8_msmf_point_up_the_curve():
     assert GB200.fp8_matmul_sustained > 2795.7 * 152 / 148 * 1.0790 / 3615.6 + 1e-3
 
 
+def _ratio(msmf_w, clock_mhz, msmf, mamf, budget_idle_w):
+    """The GB200's sustained ratio from a B200 MSMF point (``msmf`` TFLOP/s at ``msmf_w`` W
+    and ``clock_mhz``; the B200's own dynamic draw above its measured idle, scaled to 152 SMs)
+    run up hwsim's power curve until it draws 1,200 W above ``budget_idle_w``, over the GB200's
+    burst ``mamf``: (the clock it reaches in MHz, the ratio)."""
+    from scipy.optimize import brentq
+
+    from simulator.cost.power import dynamic_scale
+
+    dynamic = (msmf_w - B200.idle_power_w) * 152 / 148
+    x = brentq(lambda c: float(dynamic_scale(c)) - (GB200.tdp_w - budget_idle_w) / dynamic,
+               1.0, 2.0)
+    return clock_mhz * x, msmf * 152 / 148 * x / mamf
+
+
+def test_the_gb200_ratios_rest_on_the_b200s_measured_idle_not_the_gb200s_prior():
+    """Both derivations take the B200's measured idle (137 W, nvidia-smi; not a prior) for the
+    B200 point's dynamic draw and for the GB200's 1,200 W budget; the GB200's own 156 W is the
+    loader's class prior (13 % of its TDP, flagged idle_prior), no measurement, so the spec
+    keeps the B200's and states the ratios the prior would give: 0.879 (bf16) and 0.852 (fp8),
+    each within 0.007 below the spec's."""
+    from hardware_specs.loader import IDLE_PRIORS
+    from hardware_specs.spec import DeviceClass
+
+    assert B200.idle_power_w == 137 and not B200.idle_prior
+    assert GB200.idle_prior and GB200.idle_power_w == pytest.approx(
+        IDLE_PRIORS[DeviceClass.GPU] * 1200) == pytest.approx(156)
+    bf16 = _ratio(994, 1339, 1456.3, 1822.0, B200.idle_power_w)
+    fp8 = _ratio(990, 1331, 2795.7, 3615.6, B200.idle_power_w)
+    assert GB200.matmul_sustained == pytest.approx(bf16[1], abs=5e-4)
+    assert GB200.fp8_matmul_sustained == pytest.approx(fp8[1], abs=1e-4)
+    assert (bf16[0], fp8[0]) == (pytest.approx(1445, abs=1), pytest.approx(1439, abs=1))
+    with_prior = [_ratio(*point, GB200.idle_power_w)[1] for point in
+                  ((994, 1339, 1456.3, 1822.0), (990, 1331, 2795.7, 3615.6))]
+    assert with_prior == [pytest.approx(0.879, abs=5e-4), pytest.approx(0.852, abs=5e-4)]
+    assert all(0 < held - prior < 0.007 for held, prior in
+               zip((GB200.matmul_sustained, GB200.fp8_matmul_sustained), with_prior))
+
+
 _CAPPED = TransformerConfig("capped", 4, 2048, 16, vocab=50257, seq_len=2048)
 
 
