@@ -46,12 +46,34 @@ def test_more_step_traffic_is_never_a_faster_level(nbytes, small, more):
                           alone)
 
 
+# The traffic of the calibration's chain step Case("train", (16, 8, 4, 1)), written out from
+# its shapes: 16 layers of Linear(8, 8) with a ReLU between each two, batch 4, fp32 (4 bytes),
+# cross-entropy over the last layer's 4 x 8 logits (int64 labels), eager AdamW for-loop.
+_L, _WIDTH, _BATCH = 16, 8, 4
+_A = 4 * _BATCH * _WIDTH            # an activation or its gradient: 128 bytes
+_W, _B = 4 * _WIDTH**2, 4 * _WIDTH  # a weight (256) and a bias (32)
+_CHAIN_TRAFFIC = float(
+    _L * (_A + _W + _B + _A)        # forward linears: read x, W, b; write y
+    + (_L - 1) * 2 * _A             # forward ReLUs: read, write
+    + (_A + 8 * _BATCH) + (_A + 4)  # loss: read logits and labels; write log-softmax, loss
+    + 2 * _A                        # loss backward: read the log-softmax, write the gradient
+    + (_L - 1) * 3 * _A             # ReLU backward: read gradient and output, write
+    + (_L - 1) * (_A + _W + _B + _A)  # data gradients of layers 1-15 (the first's input
+                                      # needs none): read dy and the other operands, W and
+                                      # b (backward.py's rule: the forward's reads less x)
+    + _L * (2 * _A + _W) + _B       # weight gradients: read dy and x, write dW; layer 0's x
+                                    # is taken as its forward's reads less W, so b too
+    + _L * (_A + _B)                # eager bias gradients: read dy, write db
+    + _L * (_WIDTH**2 + _WIDTH) * 4 * (12 + 8))   # AdamW for-loop: 12 reads, 8 writes of
+                                                  # each fp32 parameter (plan.step's count)
+
+
 def test_the_footprint_is_the_steps_traffic():
     one = _lowered(Case("matmul", (256, 256, 256)))  # a kernel timed alone: its input
     assert list(one.nbytes) == [0, 3 * 256 * 256 * 4]  # placeholder moves nothing
     assert step_footprint(one) == float(one.nbytes[-1])
     step = _lowered(Case("train", (16, 8, 4, 1)))             # a training step, 111 ops
-    assert step_footprint(step) == float(step.nbytes.sum()) == 129956.0
+    assert step_footprint(step) == float(step.nbytes.sum()) == _CHAIN_TRAFFIC
 
 
 def test_a_kernel_alone_is_priced_as_before_and_a_large_step_past_the_cache():
