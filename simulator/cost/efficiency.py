@@ -118,8 +118,15 @@ def conv_tiles(m, n, k, batch, tile: tuple[int, int, int], units: int,
     CTAs), so a convolution of
     64 or 128 output channels is not padded to a 256-wide side while its m, in the millions,
     fills the other. Both orientations load tm + tn operands per k-step for tm tn FMAs: the
-    same rate, only the padding and waves differ. A square tile gives ``gpu_tiles``. GEMMs keep
-    the spec's one orientation (their fixed cost, ``tile_fixed_k``, was fitted with it)."""
+    same rate, only the padding and waves differ. A square tile gives ``gpu_tiles``.
+
+    Two limitations. The source is a proxy: the ResNet-50 runs this moved (the metered MLPerf
+    rows, benchmarks/energy_validation.py) ran cuDNN through MXNet, whose tile list is not
+    public; CUTLASS's generator is the nearest public list, not the kernels those runs used.
+    And GEMMs keep the spec's one orientation only because their fixed cost, ``tile_fixed_k``,
+    was fitted with it, not because the libraries lack the transposed tile (the same generator
+    lists both for GEMMs too): a GEMM of a narrow n that the other orientation would pad less
+    is priced at the spec's orientation."""
     tm, tn, tk = tile
     one = gpu_tiles(m, n, k, batch, tile, units, fixed_k, splits)
     if tm == tn:
