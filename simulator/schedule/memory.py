@@ -26,7 +26,7 @@ def zero_state_bytes(params: float, stage: int, dp: int, k: float = 12,
     return {"weights": weight_bytes * params / (dp if stage >= 3 else 1),
             "gradients": grad_bytes * params / (dp if stage >= 2 else 1),
             "optimizer_states": k * params / (dp if stage >= 1 else 1)}
-    
+
 
 def stage_memory(run, plan: Plan, parallel: ParallelPlan, m: int) -> dict[str, float]:
     """Per-device states under ZeRO plus the tensors live at the peak of the stage's step.
