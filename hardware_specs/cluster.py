@@ -15,6 +15,8 @@ A cluster is data, like a device (STYLE.md rule 2): one file per preset in
                                   # idle (then its other parts follow the load: node_power_at)
     supply_efficiency = 0.97      # optional, cited, with node_idle_w: the node's measured power
                                   # conversion efficiency (DC out / AC in) under load (default 1)
+    supply_efficiency_idle = 0.94 # optional, cited, with supply_efficiency: the same at rest
+                                  # (default: supply_efficiency, one efficiency at any load)
     power_limit_w = 700           # optional, cited: the devices' default power set point as the
                                   # system ships (at most the device's TDP; default: the TDP)
     [intra]                       # the network inside a node (NVSwitch, PCIe, ICI)
@@ -94,9 +96,12 @@ class ClusterSpec:
     # supplies' losses included); None where none is cited. Where given, the node's other parts
     # follow the load (``node_power_at``) instead of drawing the maximum's remainder throughout.
     node_idle_w: float | None = None
-    # The node's measured power conversion efficiency under load (DC out over AC in), which the
-    # devices' power above their idle pays at the wall; 1.0 where none is cited.
+    # The node's measured power conversion efficiency under load (DC out over AC in), at which
+    # a loaded node's DC draw is converted at the wall; 1.0 where none is cited.
     supply_efficiency: float = 1.0
+    # The same efficiency measured with the node at rest (its idle's DC draw is
+    # ``node_idle_w`` times it); None: ``supply_efficiency``, one efficiency at any load.
+    supply_efficiency_idle: float | None = None
     # The devices' default power limit as the system ships them (the set point nvidia-smi and
     # the BMC report), where its vendor documents one below the device's TDP; None: the TDP.
     # simulate() applies it when the plan gives no power_limit_w (simulator.cost.power).
@@ -114,6 +119,11 @@ class ClusterSpec:
         within(self.power_limit_w, "power_limit_w", "w", optional=True, low_open=True)
         within(self.node_idle_w, "node_idle_w", "node_w", optional=True, low_open=True)
         fraction(self.supply_efficiency, "supply_efficiency")
+        fraction(self.supply_efficiency_idle, "supply_efficiency_idle", optional=True)
+        if (self.supply_efficiency_idle is not None
+                and self.supply_efficiency_idle > self.supply_efficiency):
+            raise SpecError(f"supply_efficiency_idle = {self.supply_efficiency_idle:g} is above "
+                            f"supply_efficiency ({self.supply_efficiency:g})")
 
     @property
     def node_max_w(self) -> float | None:
@@ -125,18 +135,27 @@ class ClusterSpec:
     def node_power_at(self, device_w: float) -> float:
         """A node's wall power with each of its devices drawing ``device_w`` on average.
 
-        With a measured idle (``node_idle_w``): that idle plus the devices' power above their
-        own idle at the wall, through the power supplies (``supply_efficiency``):
-        ``node_idle_w + n (device_w - idle_w) / supply_efficiency``, held between the idle and
-        the node's maximum (``node_max_w``) where one is cited. The other parts (CPUs, NICs,
-        switches, fans or pumps) stay at their idle draw: no cited figure gives their
-        part-load rise, so this is a lower bound where they work harder. Without a measured
-        idle: the devices plus ``node_overhead_w``, the maximum's remainder at any load."""
+        With a measured idle (``node_idle_w``): the node's DC draw is its DC draw at rest
+        (the idle times the supplies' efficiency at rest, ``supply_efficiency_idle``) plus the
+        devices' power above their own idle, converted at the wall at the efficiency under
+        load (``supply_efficiency``):
+        ``(supply_efficiency_idle x node_idle_w + n (device_w - idle_w)) / supply_efficiency``,
+        held between the idle and the node's maximum (``node_max_w``) where one is cited.
+        With one efficiency at any load this is ``node_idle_w + n (device_w - idle_w) /
+        supply_efficiency``. Where the efficiency at rest is the lower, as a power supply's
+        at light load, the form falls under the idle just above rest, where the efficiency
+        between the two measured ones is not known: the node is held at its idle there. The
+        other parts (CPUs, NICs, switches, fans or pumps) stay at their idle draw: no cited
+        figure gives their part-load rise, so this is a lower bound where they work harder.
+        Without a measured idle: the devices plus ``node_overhead_w``, the maximum's remainder
+        at any load."""
         n = self.devices_per_node
         if self.node_idle_w is None:
             return n * device_w + self.node_overhead_w
-        node_w = (self.node_idle_w
-                  + n * (device_w - self.device.idle_power_w) / self.supply_efficiency)
+        at_rest = (self.supply_efficiency_idle if self.supply_efficiency_idle is not None
+                   else self.supply_efficiency)
+        node_w = ((at_rest * self.node_idle_w + n * (device_w - self.device.idle_power_w))
+                  / self.supply_efficiency)
         cap = self.node_max_w
         return min(max(node_w, self.node_idle_w), cap if cap is not None else math.inf)
 
@@ -350,7 +369,7 @@ def torus_shape(num_devices: int, axes: int) -> tuple[int, ...]:
 
 _TOP_REQUIRED = ("name", "source", "device", "nodes", "devices_per_node", "topology", "intra")
 _TOP_OPTIONAL = ("inter", "torus_dims", "node_power_w", "node_power_measured_w",
-                 "power_limit_w", "node_idle_w", "supply_efficiency")
+                 "power_limit_w", "node_idle_w", "supply_efficiency", "supply_efficiency_idle")
 _NET_REQUIRED = ("name", "kind", "bandwidth_gb_per_s", "latency_us")
 _NET_OPTIONAL = ("efficiency",)
 
@@ -398,6 +417,18 @@ class _ClusterChecker(_Checker):
             if efficiency > 1:
                 raise self.fail("supply_efficiency", f"{efficiency:g} is above 1; give DC "
                                 "out over AC in, a fraction such as 0.97")
+        at_rest = None
+        if "supply_efficiency_idle" in doc:
+            if "supply_efficiency" not in doc:
+                raise self.fail("supply_efficiency_idle", "needs supply_efficiency (the "
+                                "efficiency under load it rises to); add it or leave "
+                                "supply_efficiency_idle out")
+            at_rest = self.positive(doc["supply_efficiency_idle"], "supply_efficiency_idle")
+            if at_rest > efficiency:
+                raise self.fail("supply_efficiency_idle", f"{at_rest:g} is above "
+                                f"supply_efficiency ({efficiency:g}); node_power_at takes the "
+                                "efficiency to rise from rest to load: give the one measured "
+                                "at rest, at most the one under load")
         return self.made(
             ClusterSpec, "cluster",
             name=self.text(doc["name"], "name"), device=device,
@@ -405,7 +436,8 @@ class _ClusterChecker(_Checker):
             intra=self.network(self.table(doc, "intra"), "intra"), inter=inter,
             topology=topology, torus_dims=self.dims(doc, topology, nodes * per_node),
             node_power_w=rated, node_power_measured_w=measured,
-            node_idle_w=idle, supply_efficiency=efficiency, power_limit_w=limit,
+            node_idle_w=idle, supply_efficiency=efficiency,
+            supply_efficiency_idle=at_rest, power_limit_w=limit,
             source=self.text(doc["source"], "source"), path=self.path)
 
     def device_of(self, value: Any) -> DeviceSpec:

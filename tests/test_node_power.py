@@ -25,19 +25,28 @@ DATA = Path(__file__).parent / "data"
 
 
 def test_smc_node_closed_form():
-    """smc-h100: 2,228 W at rest (its DLRM, 3D U-Net and SSD logs' floors) and DC/AC 0.9736 under
-    load (the same runs' DC logs): node_power_at(P) = 2,228 + 8 (P - 79) / 0.9736; at 700 W
-    GPUs 7,331 W, 1,731 W of it besides them (1,596 W at rest: 2,228 - 8 x 79)."""
+    """smc-h100 from its two measured points (the preset's DC and AC logs): at rest 2,228 W at
+    the wall at DC/AC 0.941, so 2,096.5 W DC; under load DC/AC 0.9736, the DC draw being the
+    rest's plus the eight GPUs' rise above their 79 W idle. At 700 W GPUs: (2,096.548 + 8 x 621)
+    / 0.9736 = 7,064.548 / 0.9736 = 7,256.1 W, 1,656.1 W of it besides the GPUs; the GPUs' rise
+    then costs 4,968 W DC for 5,028.1 W AC, 0.988 on the increment (not 0.9736 on top of the
+    idle's own losses: 7,331 W before). The node is held at its idle until the DC form passes
+    it, 2,228 x (0.9736 - 0.941) / 8 = 9.08 W per GPU above idle."""
     node = load_cluster("smc-h100")
-    assert (node.node_idle_w, node.supply_efficiency) == (2228, 0.9736)
+    assert (node.node_idle_w, node.supply_efficiency_idle, node.supply_efficiency) == (
+        2228, 0.941, 0.9736)
     assert node.device.idle_power_w == 79 and node.device.tdp_w == 700
-    for gpu_w in (79.0, 400.0, 601.0, 700.0):
-        expected = 2228 + 8 * (gpu_w - 79) / 0.9736
-        assert node.node_power_at(gpu_w) == pytest.approx(expected, rel=1e-12)
-        assert node.overhead_at(gpu_w) == pytest.approx(expected - 8 * gpu_w, rel=1e-12)
+    assert node.node_power_at(700.0) == pytest.approx(7256.1093, abs=1e-3)
+    assert node.node_overhead_w == pytest.approx(7256.1093 - 5600, abs=1e-3)
+    assert 8 * 621 / (node.node_power_at(700.0) - 2228) == pytest.approx(0.98804, abs=1e-5)
+    for gpu_w, node_w in ((400.0, 4791.0312), (601.0, 6442.6335)):
+        # (2,096.548 + 8 x 321) / 0.9736, (2,096.548 + 8 x 522) / 0.9736
+        assert node.node_power_at(gpu_w) == pytest.approx(node_w, abs=1e-3)
+        assert node.overhead_at(gpu_w) == pytest.approx(node_w - 8 * gpu_w, abs=1e-3)
+    for gpu_w in (79.0, 84.0, 88.0):
+        assert node.node_power_at(gpu_w) == 2228
+    assert node.node_power_at(88.2) > 2228
     assert node.overhead_at(79.0) == pytest.approx(2228 - 8 * 79)
-    assert node.node_overhead_w == pytest.approx(2228 + 8 * 621 / 0.9736 - 5600)
-    assert round(node.node_power_at(700.0)) == 7331 and round(node.node_overhead_w) == 1731
 
 
 def test_lenovo_node_idle_is_its_retinanet_floor():
@@ -68,13 +77,17 @@ def test_presets_without_an_idle_keep_the_maximum_remainder():
 
 @settings(max_examples=200, deadline=None)
 @given(idle_share=st.floats(0.0, 0.999), efficiency=st.floats(0.5, 1.0),
+       rest_share=st.one_of(st.none(), st.floats(0.5, 1.0)),
        load=st.floats(0.0, 1.0), other=st.floats(0.0, 1.0),
        cap=st.sampled_from(["rated", "measured", "none"]))
-def test_node_power_between_idle_and_maximum(idle_share, efficiency, load, other, cap):
+def test_node_power_between_idle_and_maximum(idle_share, efficiency, rest_share, load, other,
+                                             cap):
     """For any measured idle between the devices' own idle and the node's maximum, any
-    conversion efficiency and any device power from idle to TDP: the node draws at least its
-    idle and at most its maximum (never above the datasheet rating), more at a higher device
-    power, and its other parts never less than nothing."""
+    conversion efficiency under load and any at rest up to it (or none) and any device power
+    from idle to TDP: the node draws at least its idle and at most its maximum (never above
+    the datasheet rating), more at a higher device power, its other parts never less than
+    nothing; where neither bound holds it, its DC draw (the wall's times the efficiency under
+    load) is the idle's DC draw plus the devices' rise."""
     base = load_cluster("dgx-h100")
     n, device = base.devices_per_node, base.device
     rated = base.node_power_w
@@ -85,7 +98,9 @@ def test_node_power_between_idle_and_maximum(idle_share, efficiency, load, other
     idle = low + idle_share * (ceiling - low)
     node = dataclasses.replace(base, node_power_w=rated if cap != "none" else None,
                                node_power_measured_w=measured, node_idle_w=idle,
-                               supply_efficiency=efficiency)
+                               supply_efficiency=efficiency,
+                               supply_efficiency_idle=None if rest_share is None
+                               else rest_share * efficiency)
     gpu_w = device.idle_power_w + load * (device.tdp_w - device.idle_power_w)
     power = node.node_power_at(gpu_w)
     assert idle <= power
@@ -96,6 +111,10 @@ def test_node_power_between_idle_and_maximum(idle_share, efficiency, load, other
     assert node.node_power_at(min(gpu_w + 10, device.tdp_w)) >= power
     assert node.overhead_at(gpu_w) >= 0.0
     assert node.overhead_at(gpu_w) == pytest.approx(max(power - n * gpu_w, 0.0), abs=1e-6)
+    rest = efficiency if rest_share is None else rest_share * efficiency
+    if idle < power and (top is None or power < top):
+        assert power * efficiency == pytest.approx(
+            rest * idle + n * (gpu_w - device.idle_power_w), rel=1e-9)
 
 
 def test_run_totals_charge_the_load_following_overhead():
@@ -122,11 +141,16 @@ def test_run_totals_charge_the_load_following_overhead():
      r"node_idle_w: 9000 W is not below the node's maximum \(8000 W\)"),
     ("node_idle_w = 2228\nsupply_efficiency = 1.2", r"supply_efficiency: 1.2 is above 1"),
     ("supply_efficiency = 0.97", r"supply_efficiency: needs node_idle_w"),
+    ("node_idle_w = 2228\nsupply_efficiency_idle = 0.94",
+     r"supply_efficiency_idle: needs supply_efficiency"),
+    ("node_idle_w = 2228\nsupply_efficiency = 0.94\nsupply_efficiency_idle = 0.97",
+     r"supply_efficiency_idle: 0.97 is above supply_efficiency \(0.94\)"),
     ('node_idle_w = "low"', r"node_idle_w: must be a number"),
 ])
 def test_node_idle_figures_are_checked_on_load(tmp_path, edit, pattern):
     """A node idle under its devices' own idle or not under its maximum, an efficiency above 1
-    or without an idle to scale from: refused on load, the file and the key named."""
+    or without an idle to scale from, one at rest without one under load or above it: refused
+    on load, the file and the key named."""
     text = Path(load_cluster("smc-h100").path).read_text()
     kept = "\n".join(line for line in text.splitlines()
                      if not line.startswith(("node_idle_w", "supply_efficiency")))
