@@ -52,7 +52,7 @@ can express, each as the submission configured it (``smc-ac-power/benchmarks/*``
 Compared per node and per step: energy (mean node power x step time) and mean node power,
 hwsim's as 8 x the device's ``avg_power_w`` plus its node's other parts at that power
 (``ClusterSpec.overhead_at``) on the preset of the metered machine: ``smc-h100`` (SMC's
-immersion-cooled node: its measured idle, 2,228 W, and its measured DC/AC conversion, 0.941 at
+immersion-cooled node: its measured idle, 2,230.5 W, and its measured DC/AC conversion, 0.941 at
 rest and 0.9736 under load, from the same submission's DLRM-DCNv2, 3D U-Net and SSD power logs,
 benchmarks not compared here: 1.60 kW besides eight idle GPUs, 1.66 kW with them at 700 W) and
 ``lenovo-sr780a-v3`` (Lenovo's water-cooled B200 node: its idle, 2,888 W, from its RetinaNet

@@ -25,28 +25,29 @@ DATA = Path(__file__).parent / "data"
 
 
 def test_smc_node_closed_form():
-    """smc-h100 from its two measured points (the preset's DC and AC logs): at rest 2,228 W at
-    the wall at DC/AC 0.941, so 2,096.5 W DC; under load DC/AC 0.9736, the DC draw being the
-    rest's plus the eight GPUs' rise above their 79 W idle. At 700 W GPUs: (2,096.548 + 8 x 621)
-    / 0.9736 = 7,064.548 / 0.9736 = 7,256.1 W, 1,656.1 W of it besides the GPUs; the GPUs' rise
-    then costs 4,968 W DC for 5,028.1 W AC, 0.988 on the increment (not 0.9736 on top of the
-    idle's own losses: 7,331 W before). The node is held at its idle until the DC form passes
-    it, 2,228 x (0.9736 - 0.941) / 8 = 9.08 W per GPU above idle."""
+    """smc-h100 from its two measured points (the preset's DC and AC logs): at rest 2,230.5 W at
+    the wall (the median of 440 node-run floors) at DC/AC 0.941, so 2,098.9 W DC; under load
+    DC/AC 0.9736, the DC draw being the rest's plus the eight GPUs' rise above their 79 W
+    idle. At 700 W GPUs: (2,098.9005 + 8 x 621) / 0.9736 = 7,066.9005 / 0.9736 = 7,258.5 W,
+    1,658.5 W of it besides the GPUs; the GPUs' rise then costs 4,968 W DC for 5,028.0 W AC,
+    0.988 on the increment (not 0.9736 on top of the idle's own losses: 7,331 W before). The
+    node is held at its idle until the DC form passes it, 2,230.5 x (0.9736 - 0.941) / 8 =
+    9.09 W per GPU above idle."""
     node = load_cluster("smc-h100")
     assert (node.node_idle_w, node.supply_efficiency_idle, node.supply_efficiency) == (
-        2228, 0.941, 0.9736)
+        2230.5, 0.941, 0.9736)
     assert node.device.idle_power_w == 79 and node.device.tdp_w == 700
-    assert node.node_power_at(700.0) == pytest.approx(7256.1093, abs=1e-3)
-    assert node.node_overhead_w == pytest.approx(7256.1093 - 5600, abs=1e-3)
-    assert 8 * 621 / (node.node_power_at(700.0) - 2228) == pytest.approx(0.98804, abs=1e-5)
-    for gpu_w, node_w in ((400.0, 4791.0312), (601.0, 6442.6335)):
-        # (2,096.548 + 8 x 321) / 0.9736, (2,096.548 + 8 x 522) / 0.9736
+    assert node.node_power_at(700.0) == pytest.approx(7258.5256, abs=1e-3)
+    assert node.node_overhead_w == pytest.approx(7258.5256 - 5600, abs=1e-3)
+    assert 8 * 621 / (node.node_power_at(700.0) - 2230.5) == pytest.approx(0.98806, abs=1e-5)
+    for gpu_w, node_w in ((400.0, 4793.4475), (601.0, 6445.0498)):
+        # (2,098.9005 + 8 x 321) / 0.9736, (2,098.9005 + 8 x 522) / 0.9736
         assert node.node_power_at(gpu_w) == pytest.approx(node_w, abs=1e-3)
         assert node.overhead_at(gpu_w) == pytest.approx(node_w - 8 * gpu_w, abs=1e-3)
     for gpu_w in (79.0, 84.0, 88.0):
-        assert node.node_power_at(gpu_w) == 2228
-    assert node.node_power_at(88.2) > 2228
-    assert node.overhead_at(79.0) == pytest.approx(2228 - 8 * 79)
+        assert node.node_power_at(gpu_w) == 2230.5
+    assert node.node_power_at(88.2) > 2230.5
+    assert node.overhead_at(79.0) == pytest.approx(2230.5 - 8 * 79)
 
 
 def test_lenovo_node_idle_is_its_retinanet_floor():
