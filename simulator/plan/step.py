@@ -95,6 +95,10 @@ class Fp8Recipe(str, Enum):
     #                      taken inside the cast kernel (TE's DelayedScaling, its default)
     CURRENT = "current"  # per-tensor current scaling: an amax pass over the tensor, then the
     #                      cast (TE's Float8CurrentScaling; NeMo 25.04's performance runs)
+    TORCHAO_TENSORWISE = "torchao-tensorwise"  # torchao's Float8Linear, dynamic tensorwise
+    #   scaling (torchtitan's float8 converter): 16-bit norms, the weight cast at every forward
+    #   call, the amax of activations and gradients fused into their producer under compiled
+    #   fusion (torchao eab345c torchao/float8/roofline_utils.py)
 
 
 class Finetune(str, Enum):
@@ -226,7 +230,9 @@ class Plan:
     fp8_recipe: Fp8Recipe = field(default=Fp8Recipe.DELAYED, metadata={
         "help": "fp8 scaling: delayed (amax history; the amax taken inside each cast) or "
                 "current (per-tensor current scaling: an amax pass over each tensor before "
-                "its cast, norms writing 16 bits)"})
+                "its cast, norms writing 16 bits) or torchao-tensorwise (torchao's Float8Linear: "
+                "an amax pass and a cast per tensor, the amax fused into the producer under "
+                "compiled fusion, the weight cast at every forward call)"})
     # The SwiGLU's input kept for its backward in fp8 (simulator.training.fp8.store_swiglu_input):
     # Megatron-core's activation_func_fp8_input_store, MLPerf's NeMo LoRA FP8_ACT=1.
     fp8_swiglu_input: bool = field(default=False, metadata={

@@ -79,6 +79,29 @@ read 1 write 2 in the backward, and the 16-bit input freed after the forward. Sw
 (``transformer_config.py`` line 2467 raises otherwise); independent of the GEMMs' precision (a
 torch cast, no scaling: e4m3's range clips what exceeds it).
 
+torchao's Float8Linear (``Plan.fp8_recipe = torchao-tensorwise``: torchtitan's float8 converter,
+dynamic tensorwise scaling). Counted from torchao's own estimate of what its compiled linear
+moves, ``torchao/float8/roofline_utils.py`` ``get_tensor_memory_traffic_bytes`` and
+``get_float8_mem_sympy`` at pytorch/ao eab345c (the torchao of torchtitan's Dec 2024 runs), for
+each of the three GEMM inputs (input, weight, output gradient): an amax pass over the 16-bit
+tensor (read 2 per element, "kernel 1"; its second stage, a few bytes, not priced), then one cast
+that reads it once and writes it twice in fp8, row- and column-major (read 2, write 2, "kernel
+3"); the backward GEMMs read the copies the forward made. Under ``Fusion.COMPILED`` the amax of
+the input and of the output gradient is fused into the op that produces them
+(``fuse_with_prev=True``: "assume for float8 activations/gradients that torch.compile will fuse
+to the preceding op", ``benchmarks/float8/float8_roofline.py``), the weight's never is
+(``fuse_with_prev=False``: a leaf): under ``Fusion.EAGER`` every amax is a pass of its own. The
+norms are torchtitan's own modules and write 16 bits; the weight is cast at every forward call
+(``Float8Linear.forward``: ``cast_weight_to_float8_t`` each call, no cache across micro-batches),
+a recomputed forward included. Under sequence parallelism torchtitan's Float8 TP plan
+(torchtitan 9dec370 ``torchtitan/parallelisms/parallelize_llama.py`` lines 147-161,
+``PrepareFloat8ModuleInput``, ``Float8ColwiseParallel``) casts the norm's output to fp8 before
+its all-gather: those gathers move 1 byte per element. Not priced: the extra fp8 read of the
+row+column-major cast kernel that torchao lists as a torch.compile limitation
+(``model_torch_compile_limitations``, pytorch/pytorch#130015), off in its own estimate by default;
+the per-tensor amax all-reduce of a sharded tensor; FSDP's fp8 weight all-gather (not set by the
+rows' configs).
+
 Not modelled: the row-wise fp8 copy, transient (freed after the forward GEMM); the dgelu fused into fc1's gradient cast
 (``cast_transpose_dbias_dgelu``); block-scaled recipes (MXFP8, per-block scales in the cast).
 """
@@ -87,7 +110,7 @@ from __future__ import annotations
 from simulator.errors import PlanError
 from simulator.graph.op import DType, Op, OpKind, Phase, Task
 from simulator.graph.opgraph import OpGraph
-from simulator.plan.step import Fp8Modules, Fp8Recipe, Plan, Quantization
+from simulator.plan.step import Fp8Modules, Fp8Recipe, Fusion, Plan, Quantization
 from simulator.training.finetune import quantized, tensor_format
 
 #: fn of the cast kernels (``cast_transpose`` for the weights, too).
@@ -148,6 +171,8 @@ def add_casts(step: OpGraph, plan: Plan) -> OpGraph:
                 by_input.setdefault(inputs[0], []).append(name)
         elif op.task in (Task.DATA_GRAD, Task.WEIGHT_GRAD):
             by_output.setdefault(op.forward_of, []).append(name)
+    if plan.fp8_recipe is Fp8Recipe.TORCHAO_TENSORWISE:
+        return _torchao_casts(step, plan, names, by_input, by_output, width)
     fused = plan.fp8_modules is Fp8Modules.FUSED
     current = plan.fp8_recipe is Fp8Recipe.CURRENT
     for src, readers in by_input.items():
@@ -163,6 +188,45 @@ def add_casts(step: OpGraph, plan: Plan) -> OpGraph:
             _weight_cast(step, op, width, current)
         elif not fused and op.task in _FORWARD:
             _weight_recast(step, op, width, current)
+    return step
+
+
+def _torchao_casts(step: OpGraph, plan: Plan, names: list[str], by_input: dict[str, list[str]],
+                   by_output: dict[str, list[str]], width: int) -> OpGraph:
+    """``Fp8Recipe.TORCHAO_TENSORWISE``: torchao's Float8Linear (the module docstring). Each
+    cast reads the 16-bit tensor once and writes it twice in fp8; an amax pass reads it once
+    more, except the input's and the output gradient's under compiled fusion (fused into their
+    producer); the weight is cast, with its amax pass, at every forward call."""
+    fused_amax = plan.fusion is Fusion.COMPILED
+    for src, readers in by_input.items():
+        first = step.op(readers[0])
+        elements = first.m * first.k * _groups(first)
+        op = step.op(src)
+        if (op.kind is OpKind.COLLECTIVE and op.fn == "all_gather"
+                and _fused_norm(step, src, readers) is not None):   # Float8 TP: cast, then
+            for gather in (src, f"{REGATHER}:{src}"):              # gather fp8
+                if gather in step:
+                    _narrow(step, gather, width)
+        name = f"{CAST}:{readers[0]}"
+        _add(step, first, name, elements * width, 2 * elements * _FP8, first.task, first.phase,
+             [src], readers, kept=elements * _FP8)
+        if not fused_amax:
+            _amax(step, name)
+        for reader in readers:   # the weight gradient reads the kept fp8 copy
+            wgrad = [c for c in step.consumers(src) if step.op(c).task is Task.WEIGHT_GRAD
+                     and step.op(c).forward_of == (step.op(reader).forward_of or reader)]
+            for grad in wgrad:
+                step.nx.remove_edge(src, grad)
+                step.add_edge(name, grad, len(step.inputs(grad)))
+    for forward, readers in by_output.items():
+        _grad_cast(step, forward, readers, width, current=not fused_amax)
+    for name in names:
+        op = step.op(name)
+        if not (op.params and op.n * op.k) or (quantized(op, plan)
+                                               and plan.frozen_weights is Quantization.FP8):
+            continue
+        if op.task in _FORWARD:
+            _weight_recast(step, op, width, current=True)   # a leaf: its amax never fused
     return step
 
 

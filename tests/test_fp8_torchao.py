@@ -1,0 +1,99 @@
+"""fp8 through torchao's Float8Linear, dynamic tensorwise scaling (Plan.fp8_recipe =
+torchao-tensorwise; simulator.training.fp8): the cast bytes in closed form as torchao's own
+estimate counts them (pytorch/ao eab345c torchao/float8/roofline_utils.py), the amax fused into
+the producer under compiled fusion, and a bad recipe refused in one line."""
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulator.graph.op import DType, Phase
+from simulator.plan.step import Plan
+from simulator.training.backward import training_graph
+from simulator.training.fp8 import CAST
+from tests.test_cli import hwsim
+from workloads.transformer import TransformerConfig
+
+
+def _step(layers, hidden, heads, seq, batch, fusion="compiled", recipe="torchao-tensorwise",
+          precision="fp8", modules="fused"):
+    c = TransformerConfig("t", layers, hidden, heads, vocab=100, seq_len=seq)
+    plan = Plan(micro_batch=batch, precision=precision, fp8_recipe=recipe, fusion=fusion,
+                fp8_modules=modules)
+    return c, training_graph(c.forward_graph(batch, DType.BF16), plan)
+
+
+def _bytes(step, phase):
+    return sum(step.op(n).bytes_read + step.op(n).bytes_written for n in step.names()
+               if step.op(n).fn == CAST and step.op(n).phase is phase)
+
+
+@pytest.mark.parametrize("fusion, amax", [("compiled", 0), ("eager", 2)])
+@pytest.mark.parametrize("layers, hidden, heads, seq, batch", [
+    (1, 64, 4, 16, 2), (3, 128, 8, 32, 1), (2, 96, 3, 8, 5)])
+def test_cast_bytes_in_closed_form(layers, hidden, heads, seq, batch, fusion, amax):
+    """Per layer of a GPT (q, k, v, o, fc1, fc2 in fp8, 16-bit activations): forward, the
+    four GEMM inputs (the norms' outputs h, shared by q, k, v; the attention output h; the
+    GeLU output f) are each read once and written twice in fp8 (2 + 2 bytes per element), plus
+    an amax pass (2) under eager fusion only; each weight is cast at its forward call with its
+    own amax pass (2 + 2 + 2, compiled or not); backward, each GEMM's output gradient 2 + 2,
+    plus the amax pass under eager; nothing in the optimizer phase."""
+    c, step = _step(layers, hidden, heads, seq, batch, fusion=fusion)
+    rows, h, f = batch * seq, hidden, c.ffn_dim
+    weights = 4 * h * h + 2 * h * f
+    assert _bytes(step, Phase.FORWARD) == layers * (rows * (4 + amax) * (3 * h + f)
+                                                    + 6 * weights)
+    assert _bytes(step, Phase.BACKWARD) == layers * rows * (4 + amax) * (5 * h + f)
+    assert _bytes(step, Phase.OPTIMIZER) == 0
+    # torchtitan's norms are its own modules: they write 16 bits, as in bf16
+    _, bf16 = _step(layers, hidden, heads, seq, batch, fusion=fusion, precision="bf16")
+    for name in ("L0.layernorm", "L0.layernorm#1", "layernorm"):
+        assert bf16.op(name).bytes_written == step.op(name).bytes_written
+
+
+def test_a_recomputed_forward_casts_its_weights_again():
+    """Float8Linear casts its weight at every forward call: under full recompute the
+    recomputed forward's GEMMs cast them again (6 bytes per weight element each time)."""
+    c, step = _step(2, 64, 4, 16, 2)
+    plan = Plan(micro_batch=2, precision="fp8", fp8_recipe="torchao-tensorwise",
+                fusion="compiled", recompute="full")
+    full = training_graph(c.forward_graph(2, DType.BF16), plan)
+    weights = 2 * (4 * 64 * 64 + 2 * 64 * c.ffn_dim)
+    assert _bytes(full, Phase.RECOMPUTE) - _bytes(step, Phase.RECOMPUTE) >= 6 * weights
+    assert _bytes(full, Phase.RECOMPUTE) == _bytes(full, Phase.FORWARD)
+
+
+@settings(max_examples=25, deadline=None)
+@given(layers=st.integers(1, 3), heads=st.integers(1, 4), per_head=st.sampled_from([8, 16]),
+       seq=st.integers(2, 24), batch=st.integers(1, 4))
+def test_fused_amax_never_moves_more(layers, heads, per_head, seq, batch):
+    """Invariant: under compiled fusion no cast moves more bytes than under eager fusion, nor
+    than Transformer Engine's current scaling through te.Linear (the torchtitan rows' earlier
+    stand-in: every amax a pass of its own, the weight cast at every forward call)."""
+    shape = (layers, heads * per_head, heads, seq, batch)
+    _, fused = _step(*shape)
+    _, eager = _step(*shape, fusion="eager")
+    _, te = _step(*shape, recipe="current", modules="linear")
+    casts = [n for n in fused.names() if fused.op(n).fn == CAST]
+    assert casts and set(casts) == {n for n in eager.names() if eager.op(n).fn == CAST}
+    for name in casts:
+        moved = fused.op(name).bytes_read + fused.op(name).bytes_written
+        assert moved <= eager.op(name).bytes_read + eager.op(name).bytes_written
+        assert moved <= te.op(name).bytes_read + te.op(name).bytes_written
+
+
+def test_torchao_step_never_slower_than_te_current_linear():
+    """The same model and plan under compiled fusion: torchao's casts (amax fused) never make
+    the step slower than TE's current scaling through te.Linear."""
+    from simulator import simulate
+    kw = dict(precision="fp8", micro_batch=4, fusion="compiled")
+    fused = simulate("gpt3-1.3b", "h100", fp8_recipe="torchao-tensorwise", **kw)
+    te = simulate("gpt3-1.3b", "h100", fp8_recipe="current", fp8_modules="linear", **kw)
+    assert fused.step_time_s <= te.step_time_s
+
+
+def test_an_unknown_recipe_is_one_line_exit_2():
+    proc = hwsim("predict", "gpt2-small", "--device", "h100", "--precision", "fp8",
+                 "--fp8-recipe", "torchao-rowwise")
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "fp8-recipe" in lines[0] and "torchao-tensorwise" in lines[0]
