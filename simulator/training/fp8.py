@@ -90,7 +90,8 @@ that reads it once and writes it twice in fp8, row- and column-major (read 2, wr
 the input and of the output gradient is fused into the op that produces them
 (``fuse_with_prev=True``: "assume for float8 activations/gradients that torch.compile will fuse
 to the preceding op", ``benchmarks/float8/float8_roofline.py``), the weight's never is
-(``fuse_with_prev=False``: a leaf): under ``Fusion.EAGER`` every amax is a pass of its own. The
+(``fuse_with_prev=False``: a leaf), nor that of an input no kernel produces (a micro-benchmark's
+``workloads.layers.Builder.input``): under ``Fusion.EAGER`` every amax is a pass of its own. The
 norms are torchtitan's own modules and write 16 bits; the weight is cast at every forward call
 (``Float8Linear.forward``: ``cast_weight_to_float8_t`` each call, no cache across micro-batches),
 a recomputed forward included. Under sequence parallelism torchtitan's Float8 TP plan
@@ -210,8 +211,8 @@ def _torchao_casts(step: OpGraph, plan: Plan, names: list[str], by_input: dict[s
         name = f"{CAST}:{readers[0]}"
         _add(step, first, name, elements * width, 2 * elements * _FP8, first.task, first.phase,
              [src], readers, kept=elements * _FP8)
-        if not fused_amax:
-            _amax(step, name)
+        if not fused_amax or op.fn == "input":   # a placeholder (a micro-benchmark's
+            _amax(step, name)                      # input): no kernel to fuse the amax into
         for reader in readers:   # the weight gradient reads the kept fp8 copy
             wgrad = [c for c in step.consumers(src) if step.op(c).task is Task.WEIGHT_GRAD
                      and step.op(c).forward_of == (step.op(reader).forward_of or reader)]
