@@ -45,6 +45,9 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     usd_per_hour = 1.5            # device-hour (provider, region, date), and what buying
     purchase_usd = 15000          # one costs (for own_cost_usd); at least one of them
     purchase_is_system = true     # optional: purchase_usd buys a whole computer (Mac Studio)
+    node_parts_usd = 651.5        # optional, with purchase_usd: the node's parts a device
+                                  # still needs (Bow: a host server's share), in place of a
+                                  # GPU server's (own_cost_usd)
     no_usd_per_hour = { offered = false, searched = 2026-12-04 }   # instead of a figure: no
     no_purchase_usd = { offered = true, searched = 2026-12-04 }    # one rents (sells) it, or
                                   # it is offered but no citable dated price was found, as
@@ -172,8 +175,8 @@ _POWER_OPTIONAL = ("idle_w", "pj_per_flop", "pj_per_byte", "prior")
 #: as MATMUL_PRIORS does for classes without one; 0.15. FPGAs (none measured) must give idle_w.
 IDLE_PRIORS = {DeviceClass.GPU: 0.13, DeviceClass.CPU: 0.10, DeviceClass.TPU: 0.47,
                DeviceClass.ACCELERATOR: 0.15}
-_PRICE_OPTIONAL = ("usd_per_hour", "purchase_usd", "purchase_is_system", "no_usd_per_hour",
-                   "no_purchase_usd")   # a price or its record at least
+_PRICE_OPTIONAL = ("usd_per_hour", "purchase_usd", "purchase_is_system", "node_parts_usd",
+                   "no_usd_per_hour", "no_purchase_usd")   # a price or its record at least
 #: What a catalogue name may be (a file stem of ``devices/``).
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
@@ -471,10 +474,10 @@ class _Checker(OptionalTables):
 
     def price(self, table: dict) -> tuple[float | None, float | None, bool, dict]:
         """(on-demand USD per device-hour, purchase USD per device, whether that purchase
-        is a whole computer, the ``Unpriced`` records of the prices not given by their
-        ``DeviceSpec`` field), the prices either None."""
+        is a whole computer, the ``Unpriced`` records of the prices not given and
+        ``node_parts_usd`` where given, by their ``DeviceSpec`` field), the prices either None."""
         self.keys(table, "price", (), _PRICE_OPTIONAL)
-        if not set(table) - {"purchase_is_system"}:
+        if not set(table) - {"purchase_is_system", "node_parts_usd"}:
             raise self.fail("price", "empty table: give usd_per_hour, purchase_usd or both "
                             "(or no_usd_per_hour / no_purchase_usd records)")
         unpriced = {}
@@ -494,6 +497,13 @@ class _Checker(OptionalTables):
         if system and "purchase_usd" not in table:
             raise self.fail("price.purchase_is_system", "needs purchase_usd (the system's "
                             "price): give it or drop purchase_is_system")
+        if "node_parts_usd" in table:
+            if "purchase_usd" not in table or system:
+                raise self.fail("price.node_parts_usd", "needs purchase_usd of a device that is "
+                                "not a whole system: give purchase_usd, or drop node_parts_usd "
+                                "(or purchase_is_system)")
+            unpriced["node_parts_usd"] = self.positive(table["node_parts_usd"],
+                                                       "price.node_parts_usd", "usd")
         hourly, bought = (self.positive(table[key], f"price.{key}", kind) if key in table
                           else None for key, kind in (("usd_per_hour", "usd_per_hour"),
                                                       ("purchase_usd", "usd")))

@@ -348,6 +348,12 @@ class DeviceSpec:
     # power supply are in that price, so owning it adds no node's other parts
     # (``simulator.report.figures.own_cost``); False: a device that goes into a server.
     purchase_is_system: bool = False
+    # What each device still needs of a node besides purchase_usd, where that price already
+    # holds the rest of a server (a Graphcore IPU-Machine: chassis, power supplies, fans, BMC,
+    # the gateway's RoCE NICs; the host server is bought apart): own_cost adds devices x this
+    # in place of the nodes' parts (``--node-cost-usd``, a GPU server's). None: the nodes'
+    # parts (a device that goes into a GPU server) or none (purchase_is_system).
+    node_parts_usd: float | None = None
     # Where price_per_hour_usd (purchase_usd) is None: whether the device is offered at all,
     # and when that was searched (``Unpriced``); None: the spec says nothing (a user's file).
     rent_unpriced: Unpriced | None = None
@@ -413,6 +419,11 @@ class DeviceSpec:
         within(self.price_per_hour_usd, "price_per_hour_usd", "usd_per_hour", optional=True,
                low_open=True)
         within(self.purchase_usd, "purchase_usd", "usd", optional=True, low_open=True)
+        within(self.node_parts_usd, "node_parts_usd", "usd", optional=True)
+        if self.node_parts_usd is not None and (self.purchase_usd is None
+                                                or self.purchase_is_system):
+            raise SpecError("node_parts_usd needs purchase_usd of a device that is not a whole "
+                            "system (purchase_is_system): give purchase_usd, or drop one of them")
         for name in ("rent_unpriced", "purchase_unpriced"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), Unpriced):
                 raise SpecError(f"{name} must be an Unpriced record or None")

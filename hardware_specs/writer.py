@@ -229,6 +229,8 @@ def device_toml(spec: DeviceSpec) -> str:
         if value is not None]
     if spec.purchase_is_system and spec.purchase_usd is not None:
         prices.append("purchase_is_system = true")
+    if spec.node_parts_usd is not None:
+        prices.append(f"node_parts_usd = {_figure(spec.node_parts_usd)}")
     for key, value, record in (("no_usd_per_hour", spec.price_per_hour_usd, spec.rent_unpriced),
                                ("no_purchase_usd", spec.purchase_usd, spec.purchase_unpriced)):
         if value is None and record is not None and record.searched is not None:

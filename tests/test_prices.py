@@ -343,6 +343,43 @@ def test_a_whole_system_purchase_owns_no_node_parts(device, price):
     assert not load_device("rtx-4090").purchase_is_system
 
 
+def test_a_bow_owns_a_host_servers_share_not_a_gpu_nodes_parts():
+    """A Bow IPU's price is a quarter of a Bow-2000's, which holds the chassis, power, fans, BMC
+    and the IPU-Gateway's NICs: owning one adds a host server's share (one host per 16 IPUs,
+    Bow Pod16; SemiAnalysis's $10,424 CPU server) instead of an eighth of a DGX H100's $32,010
+    of other parts, which would count those twice."""
+    bow = load_device("graphcore-bow")
+    assert bow.node_parts_usd == 10_424 / 16 == 651.5
+    assert bow.node_parts_usd < DEFAULT_NODE_COST_USD / 8
+    for n in (1, 8):
+        r = simulate("gpt2-small", bow, micro_batch=4, tokens=1e8, own_years=4,
+                     electricity_usd_per_kwh=0.1, **({"num_devices": n} if n > 1 else {}))
+        t = r.totals
+        share = t["total_time_s"] / 3600 / (4 * HOURS_PER_YEAR)
+        assert t["own_cost_usd"] == pytest.approx(
+            share * n * (8112.50 + 651.50) + t["energy_kwh"] * 0.1, rel=1e-12)
+    assert load_device("h100-sxm5-80gb").node_parts_usd is None   # a GPU: the nodes' parts
+
+
+def test_node_parts_usd_is_checked_and_written_back():
+    from hardware_specs.writer import device_toml
+
+    base = (DEVICES / "t4.toml").read_text()
+    table = "\n[price]\n" + _price_table(DEVICES / "t4.toml")
+    parts = load_device_text(base.replace(
+        table, "\n[price]\npurchase_usd = 2000\nnode_parts_usd = 250.25\n"))
+    assert parts.node_parts_usd == 250.25
+    assert load_device_text(device_toml(parts)).node_parts_usd == 250.25
+    for text, match in (
+            ("usd_per_hour = 1\nnode_parts_usd = 250\n", "node_parts_usd.*needs purchase_usd"),
+            ("purchase_usd = 2000\npurchase_is_system = true\nnode_parts_usd = 250\n",
+             "node_parts_usd.*not a whole system"),
+            ("purchase_usd = 2000\nnode_parts_usd = -1\n", "node_parts_usd.*> 0"),
+            ("node_parts_usd = 250\n", "price.*empty table")):
+        with pytest.raises(SpecError, match=match):
+            load_device_text(base.replace(table, "\n[price]\n" + text))
+
+
 def test_purchase_is_system_is_checked_and_written_back():
     from hardware_specs.writer import device_toml
 

@@ -259,13 +259,17 @@ def own_cost(device: DeviceSpec, devices: int, total_s: float, kwh: float, own_y
     paying the share of those years it takes, plus its energy (``kwh``, with the PUE and the
     nodes' power) at ``electricity_usd_per_kwh``. None when the device has no purchase price.
     A device whose purchase price is a whole computer (``DeviceSpec.purchase_is_system``: a Mac
-    Studio) has no node parts besides it: ``nodes_cost_usd`` is not added. Not counted: the
+    Studio) has no node parts besides it: ``nodes_cost_usd`` is not added; one whose price
+    holds all of a server but its host (``DeviceSpec.node_parts_usd``: Graphcore's Bow, a host
+    server's share) adds ``devices`` x that in its place. Not counted: the
     cluster's network beyond the nodes, buildings, staff, financing, idle time between runs
     (the run pays its own hours only)."""
     if device.purchase_usd is None:
         return None
     share = total_s / 3600 / (own_years * HOURS_PER_YEAR)
-    nodes = 0.0 if device.purchase_is_system else nodes_cost_usd
+    nodes = (0.0 if device.purchase_is_system
+             else devices * device.node_parts_usd if device.node_parts_usd is not None
+             else nodes_cost_usd)
     return share * (devices * device.purchase_usd + nodes) + kwh * electricity_usd_per_kwh
 
 
