@@ -46,8 +46,12 @@ can express, each as the submission configured it (``smc-ac-power/benchmarks/*``
   (``FP8_ACT=1``: ``fp8_swiglu_input``). Not expressed, so not priced: their fp8 attention
   (``FP8_DPA=1``; hwsim prices the 16-bit kernel), the adapters' dropout (0.1, before A),
   NeMo's one fused qkv adapter (hwsim adapts q, k and v apart, PEFT's way: three A matrices,
-  one all-gather of their shared input) and, on the H100s, the transposed fp8 copy TE keeps
-  of each frozen weight (memory only, ``simulator.training.finetune``).
+  one all-gather of their shared input). On the H100s the runs set Megatron-core's
+  ``disable_parameter_transpose_cache`` (yaml line 91), so TE (090e724, the Dockerfile's
+  TE_REVISION) transposes each fp8 frozen weight in every backward and keeps no transposed
+  copy: ``fp8_transpose_cache`` false, a kernel reading and writing 1 byte per frozen weight
+  on the rank before each data-gradient GEMM, every micro-batch (``simulator.training.
+  finetune.transpose_fp8``); the B200 run keeps TE's cache (train.py line 222).
 
 Compared per node and per step: energy (mean node power x step time) and mean node power,
 hwsim's as 8 x the device's ``avg_power_w`` plus its node's other parts at that power
@@ -219,8 +223,13 @@ EXTRA = {"resnet": {"channels_last": True, "graphs": True, "conv_norm_fusion": T
 #: and custom_llama.py line 66). The B200 run also stores the SwiGLU's input in fp8: FP8_ACT=1
 #: (config_DGXB200_1x8x1xtp1pp1cp1.sh line 13 -> yaml line 46 activation_func_fp8_input_store
 #: -> train.py line 218); the v4.0 configs leave their FP8_ACTIVATION unset (yaml line 89: 0).
+#: The v4.0 runs set disable_parameter_transpose_cache: True (conf/megatron_gpt_peft_tuning_
+#: config.yaml line 91): their fp8 frozen weights are transposed in every backward
+#: (``fp8_transpose_cache`` false, simulator.training.finetune.transpose_fp8: TE 090e724, the
+#: Dockerfile's TE_REVISION); the v5.0 run leaves the cache on (train.py line 222).
 LORA = {"finetune": "lora", "lora_rank": 16, "lora_targets": "qkv,o", "frozen_weights": "fp8"}
-EXTRA.update({"lora-1node": LORA, "lora-8node": LORA,
+LORA_V40 = LORA | {"fp8_transpose_cache": False}
+EXTRA.update({"lora-1node": LORA_V40, "lora-8node": LORA_V40,
               "lora-b200": LORA | {"fp8_swiglu_input": True}})
 #: Parallel-plan fields beyond the columns, as the submission set them: the LoRA runs'
 #: adapters move their output to the sequence shard by all-to-all (``lora_a2a``, NeMo's

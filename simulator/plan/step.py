@@ -291,6 +291,15 @@ class Plan:
                 "GEMM; fp8 (with --precision fp8): 1 byte each, read by the fp8 GEMMs as "
                 "stored (Transformer Engine's fp8_model_init) (default: the precision's "
                 "weight format)"})
+    # Transformer Engine's cache of an fp8 frozen weight's transpose across micro-batches
+    # (simulator.training.finetune.transpose_fp8); False: Megatron-core's
+    # disable_parameter_transpose_cache (MLPerf v4.0's SMC H100 LoRA runs), a transpose
+    # kernel before each data-gradient GEMM, every micro-batch.
+    fp8_transpose_cache: bool = field(default=True, metadata={
+        "help": "fp8 frozen weights (--frozen-weights fp8): Transformer Engine keeps each "
+                "weight's transpose across micro-batches (Megatron-core's default); "
+                "--no-fp8-transpose-cache: disable_parameter_transpose_cache, the weight "
+                "transposed in every backward (read 1, write 1 byte per weight)"})
     # The devices' power limit (nvidia-smi -pl): under it each phase of the step runs at the
     # clock that keeps its power within it (simulator.cost.power); None: the TDP.
     power_limit_w: float | None = field(default=None, metadata={
@@ -380,7 +389,7 @@ class Plan:
         object.__setattr__(self, "optimizer", _enum(Optimizer, self.optimizer, "optimizer"))
         for name in ("grad_clip", "fp32_grads", "graphs", "channels_last", "sync_each_layer",
                      "sync_each_pass", "conv_norm_fusion", "fp8_swiglu_input",
-                     "norm_act_fusion"):
+                     "norm_act_fusion", "fp8_transpose_cache"):
             if not isinstance(getattr(self, name), bool):
                 raise PlanError(f"{name} = {getattr(self, name)!r} must be true or false")
         if self.conv_norm_fusion and not self.channels_last:
@@ -452,6 +461,12 @@ class Plan:
             raise PlanError(f"frozen_weights = 'fp8' needs precision = fp8 (--precision fp8): "
                             f"the fp8 weights are read by fp8 GEMMs (precision is "
                             f"{self.precision.value})")
+        if not self.fp8_transpose_cache and self.frozen_weights is not Quantization.FP8:
+            # 16-bit weights without the cache are cast and transposed at every forward call
+            # (simulator.training.fp8: fp8_modules = linear), not this flag's kernel
+            raise PlanError("fp8_transpose_cache = false needs frozen_weights = 'fp8' "
+                            "(--finetune lora --frozen-weights fp8): it transposes fp8 frozen "
+                            "weights; drop --no-fp8-transpose-cache")
         if self.lora_rank is not None and (isinstance(self.lora_rank, bool) or not isinstance(
                 self.lora_rank, int) or self.lora_rank <= 0):
             raise PlanError(f"lora_rank = {self.lora_rank!r} must be a positive integer")

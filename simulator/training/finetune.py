@@ -37,6 +37,22 @@
   capability 10.0, ``pytorch/utils.py`` line 658) the data gradient's ``update_usage(
   columnwise_usage=True)`` (linear.py line 1051) builds the weight's transpose once and keeps
   it: 1 byte more per frozen weight there, not counted (memory only: made once, not per step).
+- fp8 frozen weights without the transpose cache (``Plan.fp8_transpose_cache`` false:
+  Megatron-core's ``disable_parameter_transpose_cache``, which MLPerf v4.0's SMC H100 LoRA runs
+  set, conf/megatron_gpt_peft_tuning_config.yaml line 91): Megatron-core's TE linears then
+  pass ``is_first_microbatch=None`` (NVIDIA/Megatron-LM core_r0.7.0.beta 3c0f3ef
+  ``megatron/core/transformer/custom_layers/transformer_engine.py`` lines 162-165 and
+  281-284; NeMo r2.0.0.rc0.beta copies the yaml key into the TransformerConfig,
+  ``megatron_base_model.py`` lines 547-553), and TE of that time (NVIDIA/TransformerEngine
+  090e724, 2024-04-19, the runs' Dockerfile ``TE_REVISION``) transposes the fp8 weight in
+  every backward: ``weight.transpose_2d(cache=ctx.is_first_microbatch is not None)``
+  (``pytorch/module/linear.py`` lines 410-411, ``layernorm_linear.py`` 410-411,
+  ``layernorm_mlp.py`` 606-611) runs ``tex.fp8_transpose`` when not cached
+  (``pytorch/float8_tensor.py`` line 576). Priced (``transpose_fp8``) as a copy before each
+  data-gradient GEMM on such a weight, every micro-batch: read 1 byte and write 1 byte per
+  weight element, at the streaming rate; the transposed copy is freed after its GEMM, so
+  none is kept (Megatron's default, the cache on, keeps one per weight from the first
+  micro-batch on: memory only, not counted, as above).
 """
 from __future__ import annotations
 
@@ -53,6 +69,8 @@ BITS = {Quantization.NF4: 4 + 8 / 64 + 32 / (64 * 256), Quantization.INT8: 8,
 ADAPTER_A, ADAPTER_B = "lora_a", "lora_b"
 #: Vector arithmetic per weight of a dequantisation: a table lookup (or a convert) and a scale.
 DEQUANTIZE_FLOPS_PER_ELEMENT = 2
+#: fn of the transpose of an fp8 frozen weight made at each backward (``transpose_fp8``).
+FP8_TRANSPOSE = "fp8_transpose"
 
 
 def adapt(forward: OpGraph, plan: Plan) -> OpGraph:
@@ -181,8 +199,11 @@ def dequantize(step: OpGraph, plan: Plan) -> OpGraph:
     """Before each GEMM on a quantised weight (forward, recomputed, data gradient), the pass
     that dequantises it: reads the stored weight, writes it in the compute format, which the
     GEMM reads and then frees. Issued as soon as the GEMM's first input is ready. ``step`` is
-    changed in place and returned. fp8 frozen weights need none: the fp8 GEMMs read them."""
-    if plan.frozen_weights is None or plan.frozen_weights is Quantization.FP8:
+    changed in place and returned. fp8 frozen weights need none: the fp8 GEMMs read them
+    (but see ``transpose_fp8``, which this runs for them)."""
+    if plan.frozen_weights is Quantization.FP8:
+        return transpose_fp8(step, plan)
+    if plan.frozen_weights is None:
         return step
     for name in [n for n in step.names() if quantized(step.op(n), plan)
                  and step.op(n).task is not Task.WEIGHT_GRAD]:
@@ -205,5 +226,32 @@ def dequantize(step: OpGraph, plan: Plan) -> OpGraph:
     return step
 
 
-__all__ = ["ADAPTER_A", "ADAPTER_B", "BITS", "adapt", "dequantize", "frozen_weight_bytes",
-           "needs_grad", "quantized", "stored_weight_bytes", "tensor_format"]
+def transpose_fp8(step: OpGraph, plan: Plan) -> OpGraph:
+    """fp8 frozen weights without TE's transpose cache (``Plan.fp8_transpose_cache`` false):
+    before each data-gradient GEMM on such a weight, the kernel that transposes it (TE's
+    ``fp8_transpose``: reads 1 byte and writes 1 byte per weight element), which the GEMM
+    reads and then frees; every micro-batch. Issued as soon as the GEMM's first input is
+    ready. ``step`` is changed in place and returned; unchanged with the cache on."""
+    if plan.fp8_transpose_cache or plan.frozen_weights is not Quantization.FP8:
+        return step
+    for name in [n for n in step.names() if quantized(step.op(n), plan)
+                 and step.op(n).task is Task.DATA_GRAD]:
+        op = step.op(name)
+        elements = op.k * op.n
+        t = Op(name=f"{FP8_TRANSPOSE}:{name}", kind=OpKind.COPY, phase=op.phase,
+               dtype=DType.FP8, fn=FP8_TRANSPOSE, bytes_read=elements, bytes_written=elements,
+               out_bytes=elements, layer=op.layer, block=op.block,
+               forward_of=op.forward_of or name, task=op.task)
+        first = step.inputs(name)[:1]
+        step.add(t, [])
+        for src in first:   # ordering only: transposed just in time
+            step.add_edge(src, t.name, nbytes=0)
+        step.add_edge(t.name, name, index=len(step.inputs(name)))
+        if first:
+            step.issue_early(t.name)
+    return step
+
+
+__all__ = ["ADAPTER_A", "ADAPTER_B", "BITS", "FP8_TRANSPOSE", "adapt", "dequantize",
+           "frozen_weight_bytes", "needs_grad", "quantized", "stored_weight_bytes",
+           "tensor_format", "transpose_fp8"]
