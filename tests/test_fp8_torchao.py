@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.graph.op import DType, Phase
+from simulator.graph.op import DType, OpKind, Phase
 from simulator.plan.step import Plan
 from simulator.training.backward import training_graph
 from simulator.training.fp8 import CAST
@@ -150,3 +150,32 @@ def test_layer_speedup_against_torchaos_microbenchmark():
         speedups.append(predicted)
     # the published reading: too small to gain (below 1), large shapes gain (above 1)
     assert speedups[0] < 1 < speedups[1]
+
+
+def test_float8_tensor_parallel_gathers_fp8():
+    """tp = 2 with sequence parallelism: torchtitan's float8 TP plan gathers fp8 (1 byte per
+    element) where bf16 gathers 2: the norm outputs' all-gathers (PrepareFloat8ModuleInput,
+    forward and the backward's regather) and the backward all-gathers of the row-parallel
+    linears' output gradients (Float8RowwiseParallel); the reduce-scatters, and the gradient
+    all-gathers under TE's delayed recipe, keep 16 bits."""
+    from simulator import simulate
+    from simulator.plan.parallel import ParallelPlan
+
+    def collectives(**kw):
+        run = simulate("gpt3-1.3b", "h100", micro_batch=2, fusion="compiled",
+                       parallel=ParallelPlan(tp=2, sequence_parallel=True, dp=2), **kw)
+        low = run.lowered
+        return {n: int(low.bytes_read[i]) for i, n in enumerate(low.names)
+                if low.kind[i] == OpKind.COLLECTIVE and ".tp_" in n
+                and n.split(":")[-1].startswith("L0.")}
+
+    bf16 = collectives(precision="bf16")
+    torchao = collectives(precision="fp8", fp8_recipe="torchao-tensorwise")
+    te = collectives(precision="fp8")
+    narrowed = {n for n in bf16 if torchao[n] * 2 == bf16[n]}
+    gathers = ("L0.layernorm.tp_all_gather", "L0.layernorm#1.tp_all_gather")
+    assert narrowed == {*gathers, *(f"regather:{n}" for n in gathers),
+                        "grad:L0.o_proj.tp_reduce_scatter", "grad:L0.fc2.tp_reduce_scatter"}
+    assert narrowed and all(torchao[n] == bf16[n] for n in bf16 if n not in narrowed)
+    grads = {n for n in narrowed if n.startswith("grad:")}
+    assert grads and all(te[n] == bf16[n] for n in grads)

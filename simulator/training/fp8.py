@@ -97,7 +97,12 @@ norms are torchtitan's own modules and write 16 bits; the weight is cast at ever
 a recomputed forward included. Under sequence parallelism torchtitan's Float8 TP plan
 (torchtitan 9dec370 ``torchtitan/parallelisms/parallelize_llama.py`` lines 147-161,
 ``PrepareFloat8ModuleInput``, ``Float8ColwiseParallel``) casts the norm's output to fp8 before
-its all-gather: those gathers move 1 byte per element. Not priced: the extra fp8 read of the
+its all-gather: those gathers move 1 byte per element; and ``Float8RowwiseParallel`` (torchao
+eab345c ``torchao/float8/float8_tensor_parallel.py``, ``_prepare_output_fn``:
+``NoopFwToFloat8BwDynamic`` after the output's reduce-scatter) casts the output gradient of a
+row-parallel linear to fp8 before the backward all-gather of that reduce-scatter, which moves
+1 byte per element too (the cast is still priced on the gathered tensor, read 2, write 2, not
+as torchao splits it: the shard cast before the gather, the column-major copy after). Not priced: the extra fp8 read of the
 row+column-major cast kernel that torchao lists as a torch.compile limitation
 (``model_torch_compile_limitations``, pytorch/pytorch#130015), off in its own estimate by default;
 the per-tensor amax all-reduce of a sharded tensor; FSDP's fp8 weight all-gather (not set by the
@@ -221,6 +226,11 @@ def _torchao_casts(step: OpGraph, plan: Plan, names: list[str], by_input: dict[s
                 step.add_edge(name, grad, len(step.inputs(grad)))
     for forward, readers in by_output.items():
         _grad_cast(step, forward, readers, width, current=not fused_amax)
+        for out in step.consumers(forward):   # Float8RowwiseParallel: the gradient cast to
+            grad = f"grad:{out}"               # fp8 before the reduce-scatter's adjoint gathers it
+            if (step.op(out).fn == "reduce_scatter" and grad in step
+                    and step.op(grad).fn == "all_gather"):
+                _narrow(step, grad, width)
     for name in names:
         op = step.op(name)
         if not (op.params and op.n * op.k) or (quantized(op, plan)
