@@ -33,6 +33,8 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
                                   # their plateau rate (simulator.cost.efficiency.cpu_gemm)
     [[memory]]                    # innermost first, main memory last
     name = "hbm2e"   capacity_gb = 80   bandwidth_gb_per_s = 2039    # or capacity_mib, ...
+    private = true                # optional, a cache: each core has its own (capacity: the sum
+                                  # over the cores; MemoryLevel.private, host.on_cores)
     [streaming_memory]            # optional: off-chip memory reached only by explicit copies
     name = "ddr4"    capacity_gb = 64   bandwidth_gb_per_s = 16   # (Graphcore; see streamed.py)
     [power]
@@ -430,7 +432,7 @@ class _Checker(OptionalTables):
         if not isinstance(level, dict):
             raise self.fail(where, "must be a [[memory]] table")
         capacity_keys = [k for k in level if k in units.CAPACITY_KEYS]
-        self.keys(level, where, _MEMORY_REQUIRED, tuple(units.CAPACITY_KEYS))
+        self.keys(level, where, _MEMORY_REQUIRED, tuple(units.CAPACITY_KEYS) + ("private",))
         if len(capacity_keys) != 1:
             raise self.fail(f"{where}.capacity_gb", "give exactly one capacity key "
                             f"({', '.join(units.CAPACITY_KEYS)})")
@@ -439,9 +441,13 @@ class _Checker(OptionalTables):
                                  units.CAPACITY_KEYS[capacity_key])
         bandwidth = self.positive(level["bandwidth_gb_per_s"], f"{where}.bandwidth_gb_per_s",
                                   "bytes_per_s", units.GB_PER_S)
+        private = level.get("private", False)
+        if not isinstance(private, bool):
+            raise self.fail(f"{where}.private", f"must be true or false, got {shown(private)}")
         return self.made(MemoryLevel, where, name=self.text(level["name"], f"{where}.name"),
                          capacity_bytes=units.capacity_to_bytes(capacity_key, capacity),
-                         bandwidth_bytes_per_s=units.gb_per_s_to_bytes_per_s(bandwidth))
+                         bandwidth_bytes_per_s=units.gb_per_s_to_bytes_per_s(bandwidth),
+                         private=private)
 
     def power(self, table: dict) -> tuple[float | None, float, float | None, float | None,
                                           tuple[str, ...]]:

@@ -4,9 +4,9 @@ A calibrated copy keeps the original file's text and comments (every datasheet f
 source) and replaces only the calibrated keys of ``[compute]``, with a comment saying where
 the new values come from. A device built at run time (``cpu-host``) or changed by a what-if
 (``hardware_specs.override``) is written out whole, and reads back as the same spec: every
-figure at full precision (``_figure``), the what-if's ``reference_units`` and ``[functions]``
-included, so the written file predicts what the spec in memory does
-(``tests/test_spec_writer.py``). The text is parsed back before it is returned, so a written
+figure at full precision (``_figure``), the what-if's ``reference_units``, ``[functions]`` and
+each memory level's ``private`` included, so the written file predicts what the spec in memory
+does (``tests/test_spec_writer.py``). The text is parsed back before it is returned, so a written
 file always loads.
 """
 from __future__ import annotations
@@ -179,8 +179,10 @@ def _capacity_line(capacity_bytes: float) -> str:
 
 
 def _level_lines(level) -> list[str]:
+    private = ["private = true"] if level.private else []   # a core's own cache (on_cores)
     return [f'name = "{level.name}"', _capacity_line(level.capacity_bytes),
-            f"bandwidth_gb_per_s = {_figure(level.bandwidth_bytes_per_s, units.GB_PER_S)}"]
+            f"bandwidth_gb_per_s = {_figure(level.bandwidth_bytes_per_s, units.GB_PER_S)}",
+            *private]
 
 
 def device_toml(spec: DeviceSpec) -> str:

@@ -107,3 +107,51 @@ def test_reference_units_needs_compute_units():
     text = text.replace("\ncompute_units = 2\n", "\nreference_units = 2\n")
     with pytest.raises(SpecError, match="reference_units needs compute_units"):
         parse_device(text.encode(), "bad.toml")
+
+
+def _with_caches(device):
+    """``device`` with cpu-host's kind of memory levels (``hardware_specs.host``): a private L2
+    (each core its own; capacity the sum over the cores), a shared L3, then main memory."""
+    from hardware_specs.spec import MemoryLevel
+
+    main = device.main_memory
+    return dataclasses.replace(device, path="<cpu-host>", architecture=dataclasses.replace(
+        device.architecture, compute_units=40), memory=(
+        MemoryLevel("l2", 80 * units.MIB, 103.4e9, private=True),
+        MemoryLevel("l3", 60 * units.MIB, 27.8e9), main))
+
+
+def test_memory_levels_read_back_with_their_private_flag():
+    """Every memory level, ``MemoryLevel.private`` included (added by 42486e8 and not written
+    until 2026-12-05: a calibrated cpu-host spec read back had a shared L2, and one thread of it
+    was priced with the whole chip's L2 instead of one core's)."""
+    from hardware_specs.host import on_cores
+
+    device = _with_caches(load_device("xeon-8380"))
+    again = _read_back(device)
+    assert [level.private for level in again.memory] == [True, False, False]
+    assert _differences(device, again) == []
+    # one thread of the read-back spec has one core's L2, 80 MiB / 40 cores = 2 MiB
+    assert on_cores(again, 1).memory == on_cores(device, 1).memory
+    assert on_cores(again, 1).memory[0].capacity_bytes == 2 * units.MIB
+    assert on_cores(again, 1).memory[1].capacity_bytes == 60 * units.MIB
+
+
+def test_a_calibrated_built_device_keeps_its_private_levels():
+    """``calibrated_toml`` of a device with no source file (cpu-host: ``device_toml`` whole)."""
+    from hardware_specs.writer import calibrated_toml
+
+    device = _with_caches(load_device("xeon-8380"))
+    calibrated = dataclasses.replace(device, name="xeon-8380-calibrated",
+                                     memory_efficiency=0.5)
+    again = parse_device(calibrated_toml(device, calibrated, "a test").encode(), "c.toml")
+    assert again.memory == device.memory
+    assert again.memory_efficiency == 0.5
+
+
+def test_private_must_be_a_boolean():
+    text = device_toml(_with_caches(load_device("xeon-8380")))
+    assert "\nprivate = true\n" in text
+    with pytest.raises(SpecError, match=r"memory\[0\]\.private.*must be true or false"):
+        parse_device(text.replace("\nprivate = true\n", '\nprivate = "yes"\n').encode(),
+                     "bad.toml")
