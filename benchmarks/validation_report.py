@@ -204,6 +204,14 @@ def parallel_plan(row: dict[str, str]) -> ParallelPlan:
     for key in ("first_stage_layers", "last_stage_layers"):
         if row.get(key):
             fields[key] = int(row[key])
+    # context parallel's key/value exchange as the run's framework ran it (column cp_comm
+    # where a row has one): torchtitan runs PyTorch's context_parallel ring (torch-ring),
+    # Megatron-LM / NeMo its default --cp-comm-type p2p (ParallelPlan.cp_comm; neither
+    # mlcommons/training_results_v5.0 0fdc28f NVIDIA/benchmarks/llama31_405b, nor
+    # NVIDIA/dgxc-benchmarking, nor NeMo 8cfedd7's llama31_405b recipe and MegatronStrategy
+    # set cp_comm_type)
+    fields["cp_comm"] = row.get("cp_comm") or (
+        "torch-ring" if row["source"].startswith("pytorch/torchtitan") else "p2p")
     return ParallelPlan(schedule=row["schedule"], **fields)
 
 

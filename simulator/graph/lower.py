@@ -43,9 +43,13 @@ _OP_FIELDS = {
 # flash-attn's unpad gathers, ``simulator.training.qkv.UNPAD_SYNCS``;
 # ``simulator.cost.host.sync_calls``). ``userbuffers``: 1 on a tensor-parallel collective
 # TransformerEngine's userbuffers overlap with its GEMM (``ParallelPlan.tp_comm_overlap``,
-# ``simulator.cost.overlap``; 0: none).
+# ``simulator.cost.overlap``; 0: none). ``ring``: context parallelism run as a ring of
+# attention steps (``simulator.parallel.context``, ``simulator.cost.ring``: 1
+# TransformerEngine's p2p, 2 PyTorch's context_parallel; 0: none), on the fused attention ops
+# and the key/value collectives, and ``ring_steps`` its cp steps.
 _EXTRA_FIELDS = {"group": (np.int64, 1), "local": (np.int64, 0), "axis": (np.int8, 0),
-                 "load": (np.int64, 0), "sync": (np.int8, 0), "userbuffers": (np.int8, 0)}
+                 "load": (np.int64, 0), "sync": (np.int8, 0), "userbuffers": (np.int8, 0),
+                 "ring": (np.int8, 0), "ring_steps": (np.int64, 0)}
 #: ``Lowered.collective`` codes: the index of an op's ``fn`` in this tuple, -1 for any other fn.
 COLLECTIVE_FNS = tuple(kind.value for kind in Collective)
 
@@ -92,6 +96,8 @@ class Lowered:
     load: np.ndarray = None        # int64, an expert GEMM's busiest load / mean, per mille
     sync: np.ndarray = None        # int8, the host's synchronisations before it in the forward
     userbuffers: np.ndarray = None  # int8, 1: a collective overlapped with its GEMM
+    ring: np.ndarray = None         # int8, context parallel's ring (simulator.cost.ring), 0: none
+    ring_steps: np.ndarray = None   # int64, the ring's cp steps (0: none)
 
     def __len__(self) -> int:
         return len(self.names)

@@ -15,8 +15,12 @@ things differ, and this module makes them:
 - ``gather_keys_values``: before each attention, the ranks all-gather its keys and values
   (``Axis.CONTEXT``), the all-gather method of Llama 3 ("we first all-gather the K and V
   tensors, and then compute attention output for the local Q tensor chunk", sec. 3.3.2); its
-  adjoint, a reduce-scatter of their gradients, comes from ``simulator.training.backward``. Megatron-LM's
-  default ring exchange overlaps the same bytes with the attention; here they are not hidden.
+  adjoint, a reduce-scatter of their gradients, comes from ``simulator.training.backward``.
+  With ``ring`` (``ParallelPlan.cp_comm`` p2p or torch-ring) the gathers, their reduce-scatters
+  and the attention ops carry the facts ``ring`` (1 TransformerEngine's p2p ring, Megatron-LM's
+  default; 2 PyTorch's context_parallel) and ``ring_steps`` = cp, and
+  ``simulator.cost.ring`` prices the attention as the ring's cp chunked kernel calls with the
+  exchange beside them; with ``ring`` 0 (allgather) the gather is not hidden.
 
 Only fused attention splits so (Megatron-LM runs context parallelism with its fused attention
 kernels only): a graph with a materialised attention core is a ``PlanError``.
@@ -50,23 +54,27 @@ def widen_attention(forward: OpGraph, cp: int) -> OpGraph:
     return out
 
 
-def gather_keys_values(ranked: OpGraph, cp: int, local: int = 0) -> OpGraph:
+def gather_keys_values(ranked: OpGraph, cp: int, local: int = 0, ring: int = 0) -> OpGraph:
     """Insert the all-gather of each attention's keys and values over the ``cp`` ranks
     (``local`` of them per node, 0: as many as fit) into a rank's graph (after the
-    tensor-parallel split: the heads it holds)."""
+    tensor-parallel split: the heads it holds); ``ring`` (``RING_CODES``) marks them and the
+    attention as a ring of ``cp`` steps (``simulator.cost.ring``)."""
     if cp == 1:
         return ranked
+    facts = {"ring": ring, "ring_steps": cp} if ring else {}
     out = OpGraph(ranked.name)
     gathered: dict[str, str] = {}
     for name in ranked.names():
         op, inputs = ranked.op(name), ranked.inputs(name)
         if op.kind is OpKind.ATTENTION:
+            if ring:
+                op = op.evolve(extra=(*op.extra, *facts.items()))
             reads = inputs[:1]
             for src in inputs[1:]:
                 if src not in gathered:
                     size = ranked.op(src).out_bytes
                     gather = collective(f"{src}.cp_all_gather", "all_gather", size, size * cp,
-                                        size * cp, cp, Axis.CONTEXT, op, local=local)
+                                        size * cp, cp, Axis.CONTEXT, op, local=local, **facts)
                     gathered[src] = out.add(gather, [src])
                 reads.append(gathered[src])
             inputs = reads
@@ -74,4 +82,8 @@ def gather_keys_values(ranked: OpGraph, cp: int, local: int = 0) -> OpGraph:
     return out
 
 
-__all__ = ["gather_keys_values", "widen_attention"]
+#: ``ParallelPlan.cp_comm`` values and the ``ring`` fact each gives (0: no ring).
+RING_CODES = {"allgather": 0, "p2p": 1, "torch-ring": 2}
+
+
+__all__ = ["RING_CODES", "gather_keys_values", "widen_attention"]

@@ -12,7 +12,7 @@ from hardware_specs.cluster import ClusterSpec
 from simulator.errors import PlanError
 from simulator.graph.lower import Lowered, lower
 from simulator.graph.opgraph import OpGraph
-from simulator.parallel.context import gather_keys_values, widen_attention
+from simulator.parallel.context import RING_CODES, gather_keys_values, widen_attention
 from simulator.parallel.data import (
     add_data_parallel,
     add_grad_accumulation,
@@ -173,7 +173,8 @@ def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
                            parallel.moe_dispatcher is Dispatcher.DEEPEP,
                            getattr(work, "moe", None))
     # Megatron-LM's rank order: tp fastest, then cp, then dp, then pp
-    ranked = gather_keys_values(ranked, cp, max(min(cp, per_node // parallel.tp), 1))
+    ranked = gather_keys_values(ranked, cp, max(min(cp, per_node // parallel.tp), 1),
+                                RING_CODES[parallel.cp_comm.value])
     local = 2 if 2 * parallel.tp * parallel.cp * parallel.dp <= per_node else 1
     ranked = stage_graph(ranked, stage == 0, stage == p - 1, parallel.tp,
                          parallel.activations_split, local, chunks)

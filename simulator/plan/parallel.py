@@ -77,6 +77,20 @@ class Dispatcher(str, Enum):
     #                        forwarded inside the node over NVLink (Megatron-Core flex + DeepEP)
 
 
+class CpComm(str, Enum):
+    """How context parallelism's ranks exchange keys and values (simulator.parallel.context,
+    simulator.cost.ring)."""
+    ALLGATHER = "allgather"    # one all-gather before the attention, not hidden (Llama 3,
+    #                            Dubey et al. 2024 sec. 3.3.2; Megatron-LM --cp-comm-type
+    #                            all_gather)
+    P2P = "p2p"                # TransformerEngine's ring: cp attention steps, each chunk's
+    #                            send/recv beside the previous step (Megatron-LM's default
+    #                            --cp-comm-type p2p)
+    TORCH_RING = "torch-ring"  # PyTorch's context_parallel (torchtitan): cp SDPA steps and
+    #                            their log-sum-exp merges, keys and values all-gathered
+    #                            beside the first step
+
+
 class PipelineEngine(str, Enum):
     """Who runs the pipeline's schedule (``simulator.parallel.pipeline``)."""
     MEGATRON = "megatron"    # Megatron-LM's schedules: p2p on their own stream
@@ -108,6 +122,14 @@ class ParallelPlan:
     cp: int = field(default=1, metadata={
         "help": "context parallel: ranks sharing each sequence's tokens (Megatron-LM "
                 "--context-parallel-size; needs --attention fused)"})
+    # How the cp ranks exchange keys and values (CpComm; simulator.cost.ring). Default p2p,
+    # Megatron-LM's (megatron/training/arguments.py line 3221 at NVIDIA/Megatron-LM
+    # d98e8a64dd: --cp-comm-type default ["p2p"]), the framework whose rank order and
+    # schedules hwsim models by default.
+    cp_comm: CpComm = field(default=CpComm.P2P, metadata={
+        "help": "context parallel's key/value exchange: p2p (TransformerEngine's ring, "
+                "overlapped), torch-ring (PyTorch context_parallel: SDPA steps and merges) or "
+                "allgather (gathered before the attention, not hidden)"})
     # Expert parallelism: a mixture of experts' routed experts sharded over ep ranks taken
     # from the dp x cp replicas (Megatron-Core --expert-model-parallel-size; expert tensor
     # parallelism = tp), their tokens exchanged by all-to-all (simulator.parallel.expert).
@@ -328,7 +350,7 @@ class ParallelPlan:
 
     def __post_init__(self) -> None:
         for name, kind in (("sharding", Sharding), ("pipeline_engine", PipelineEngine),
-                           ("moe_dispatcher", Dispatcher)):
+                           ("moe_dispatcher", Dispatcher), ("cp_comm", CpComm)):
             try:
                 object.__setattr__(self, name, kind(getattr(self, name)))
             except ValueError:

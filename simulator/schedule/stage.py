@@ -18,6 +18,7 @@ from simulator.cost.host import syncs as host_syncs
 from simulator.cost.overlap import overlapped
 from simulator.cost.power import phase_clocks, scaled_times, sustained_times
 from simulator.cost.roofline import op_costs
+from simulator.cost.ring import ring_times
 from simulator.graph.collective import Axis
 from simulator.graph.lower import Lowered
 from simulator.graph.op import OpKind, Phase
@@ -98,6 +99,9 @@ def price_stage(lowered: Lowered, forward: OpGraph, device: DeviceSpec,
     if power_limit_w is not None and power_limit_w < device.tdp_w:
         clock = phase_clocks(lowered, device, compute_s, memory_s, time_s, power_limit_w)
         compute_s, time_s = scaled_times(compute_s, memory_s, time_s, clock)
+    if lowered.ring is not None and lowered.ring.any():
+        # context parallelism's ring of attention calls and its exchange (simulator.cost.ring)
+        time_s = ring_times(lowered, device, compute_s, memory_s, time_s)
     hidden = None
     if lowered.userbuffers is not None and lowered.userbuffers.any():
         time_s, hidden = overlapped(lowered, device, compute_s, memory_s, time_s,
