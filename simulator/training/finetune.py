@@ -216,14 +216,20 @@ def dequantize(step: OpGraph, plan: Plan) -> OpGraph:
                  bytes_read=int(stored), bytes_written=written, out_bytes=written,
                  layer=op.layer, block=op.block, forward_of=op.forward_of or name,
                  task=op.task)
-        first = step.inputs(name)[:1]
-        step.add(deq, [])
-        for src in first:   # ordering only: dequantise just in time
-            step.add_edge(src, deq.name, nbytes=0)
-        step.add_edge(deq.name, name, index=len(step.inputs(name)))
-        if first:
-            step.issue_early(deq.name)
+        _insert_before(step, deq, name)
     return step
+
+
+def _insert_before(step: OpGraph, op: Op, gemm: str) -> None:
+    """Add ``op`` to ``step`` as the last input of ``gemm``, issued just in time: as soon as
+    ``gemm``'s first input is ready (an ordering edge of no bytes from it)."""
+    first = step.inputs(gemm)[:1]
+    step.add(op, [])
+    for src in first:   # ordering only
+        step.add_edge(src, op.name, nbytes=0)
+    step.add_edge(op.name, gemm, index=len(step.inputs(gemm)))
+    if first:
+        step.issue_early(op.name)
 
 
 def transpose_fp8(step: OpGraph, plan: Plan) -> OpGraph:
@@ -242,13 +248,7 @@ def transpose_fp8(step: OpGraph, plan: Plan) -> OpGraph:
                dtype=DType.FP8, fn=FP8_TRANSPOSE, bytes_read=elements, bytes_written=elements,
                out_bytes=elements, layer=op.layer, block=op.block,
                forward_of=op.forward_of or name, task=op.task)
-        first = step.inputs(name)[:1]
-        step.add(t, [])
-        for src in first:   # ordering only: transposed just in time
-            step.add_edge(src, t.name, nbytes=0)
-        step.add_edge(t.name, name, index=len(step.inputs(name)))
-        if first:
-            step.issue_early(t.name)
+        _insert_before(step, t, name)
     return step
 
 
