@@ -144,7 +144,8 @@ class Architecture:
     # the SMs the spec's efficiencies were measured with, where a what-if changed compute_units
     # (``hardware_specs.override``): shape efficiencies stay relative to the reference GEMM at
     # this count, the per-SM kernel's rate held (``efficiency.shape_efficiency``). None:
-    # compute_units. Not a spec file key (the writer leaves it out).
+    # compute_units. Not a knob of --set; the writer writes it (a written what-if predicts what
+    # the one in memory does) and needs compute_units with it.
     reference_units: int | None = None
     clock_hz: float | None = None
     matrix_tile: tuple[int, int, int] | None = None     # GPU threadblock tile (m, n, k)
@@ -184,6 +185,9 @@ class Architecture:
                      "simd_width_bits", "fma_units_per_core", "dsp_count"):
             within(getattr(self, name), name, "count", optional=True)
         within(self.clock_hz, "clock_hz", "hz", optional=True)
+        if self.reference_units is not None and self.compute_units is None:
+            raise SpecError("reference_units needs compute_units (the count it was changed "
+                            "to); give compute_units or drop reference_units")
         for name, length in (("matrix_tile", 3), ("fp32_matrix_tile", 3), ("systolic_array", 2)):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, tuple) or len(value) != length):
