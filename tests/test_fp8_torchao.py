@@ -27,27 +27,53 @@ def _bytes(step, phase):
                if step.op(n).fn == CAST and step.op(n).phase is phase)
 
 
-@pytest.mark.parametrize("fusion, amax", [("compiled", 0), ("eager", 2)])
+@pytest.mark.parametrize("fusion", ["compiled", "eager"])
 @pytest.mark.parametrize("layers, hidden, heads, seq, batch", [
     (1, 64, 4, 16, 2), (3, 128, 8, 32, 1), (2, 96, 3, 8, 5)])
-def test_cast_bytes_in_closed_form(layers, hidden, heads, seq, batch, fusion, amax):
-    """Per layer of a GPT (q, k, v, o, fc1, fc2 in fp8, 16-bit activations): forward, the
-    four GEMM inputs (the norms' outputs h, shared by q, k, v; the attention output h; the
-    GeLU output f) are each read once and written twice in fp8 (2 + 2 bytes per element), plus
-    an amax pass (2) under eager fusion only; each weight is cast at its forward call with its
-    own amax pass (2 + 2 + 2, compiled or not); backward, each GEMM's output gradient 2 + 2,
-    plus the amax pass under eager; nothing in the optimizer phase."""
+def test_cast_bytes_in_closed_form(layers, hidden, heads, seq, batch, fusion):
+    """Per layer of a GPT (q, k, v, o, fc1, fc2 in fp8, 16-bit activations, attention as
+    bmm + softmax + bmm): forward, the four GEMM inputs (the norms' outputs h, shared by q, k,
+    v; the attention output h; the GeLU output f) are each read once and written twice in fp8
+    (2 + 2 bytes per element), plus an amax pass (2) unless compile fuses it into the producer:
+    the norms and the GeLU are kernels it generates, the attention's context bmm is not (so the
+    o_proj input keeps its pass compiled or not); each weight is cast at its forward call with
+    its own amax pass (2 + 2 + 2). Backward, each GEMM's output gradient 2 + 2, plus the amax
+    pass for q, k and v (written by the bmms' backward) and, under eager, for all six;
+    nothing in the optimizer phase."""
     c, step = _step(layers, hidden, heads, seq, batch, fusion=fusion)
     rows, h, f = batch * seq, hidden, c.ffn_dim
     weights = 4 * h * h + 2 * h * f
-    assert _bytes(step, Phase.FORWARD) == layers * (rows * (4 + amax) * (3 * h + f)
+    amax_fwd = 2 * h if fusion == "compiled" else 2 * (3 * h + f)
+    amax_bwd = 2 * 3 * h if fusion == "compiled" else 2 * (5 * h + f)
+    assert _bytes(step, Phase.FORWARD) == layers * (rows * (4 * (3 * h + f) + amax_fwd)
                                                     + 6 * weights)
-    assert _bytes(step, Phase.BACKWARD) == layers * rows * (4 + amax) * (5 * h + f)
+    assert _bytes(step, Phase.BACKWARD) == layers * rows * (4 * (5 * h + f) + amax_bwd)
     assert _bytes(step, Phase.OPTIMIZER) == 0
     # torchtitan's norms are its own modules: they write 16 bits, as in bf16
     _, bf16 = _step(layers, hidden, heads, seq, batch, fusion=fusion, precision="bf16")
     for name in ("L0.layernorm", "L0.layernorm#1", "layernorm"):
         assert bf16.op(name).bytes_written == step.op(name).bytes_written
+
+
+def test_compile_fuses_the_amax_only_into_kernels_it_generates():
+    """Llama 3 8B under compiled fusion with SDPA's FlashAttention: the amax of a GEMM input or
+    output gradient is fused only where an elementwise op or a norm writes it. The o_proj input
+    (the attention kernel's output) and the v_proj output gradient (its backward's dV) keep
+    their amax pass (read 2 + 2 per element, write 2); the norms' outputs, the SwiGLU's and the
+    RoPE backward's q and k gradients, and the residual gradients do not (read 2, write 2)."""
+    from simulator import simulate
+    run = simulate("llama3-8b", "h100", micro_batch=1, fusion="compiled", precision="fp8",
+                   fp8_recipe="torchao-tensorwise")
+    low = run.lowered
+    ratio = {n.split(":", 1)[1]: low.bytes_read[i] / low.bytes_written[i]
+             for i, n in enumerate(low.names) if n.startswith(f"{CAST}:")
+             and n.split(":")[-1].startswith("L0.")
+             and not n.startswith(f"{CAST}:weight:")}
+    unfused = {"L0.o_proj", "grad:L0.v_proj"}
+    fused = {"L0.q_proj", "L0.gate_proj", "L0.fc2", "grad:L0.q_proj", "grad:L0.k_proj",
+             "grad:L0.o_proj", "grad:L0.fc2", "grad:L0.gate_proj", "grad:L0.up_proj"}
+    assert set(ratio) == unfused | fused
+    assert all(ratio[n] == 2 for n in unfused) and all(ratio[n] == 1 for n in fused)
 
 
 def test_a_recomputed_forward_casts_its_weights_again():

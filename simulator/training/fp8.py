@@ -87,11 +87,18 @@ each of the three GEMM inputs (input, weight, output gradient): an amax pass ove
 tensor (read 2 per element, "kernel 1"; its second stage, a few bytes, not priced), then one cast
 that reads it once and writes it twice in fp8, row- and column-major (read 2, write 2, "kernel
 3"); the backward GEMMs read the copies the forward made. Under ``Fusion.COMPILED`` the amax of
-the input and of the output gradient is fused into the op that produces them
-(``fuse_with_prev=True``: "assume for float8 activations/gradients that torch.compile will fuse
-to the preceding op", ``benchmarks/float8/float8_roofline.py``), the weight's never is
-(``fuse_with_prev=False``: a leaf), nor that of an input no kernel produces (a micro-benchmark's
-``workloads.layers.Builder.input``): under ``Fusion.EAGER`` every amax is a pass of its own. The
+the input and of the output gradient is fused into the op that produces them only where that
+op is a kernel Inductor generates: an elementwise op or a norm (through a tensor-parallel
+gather, whose input is cast before it is gathered). torchao's roofline assumes it fuses for
+every activation and gradient (``fuse_with_prev=True``: "assume for float8
+activations/gradients that torch.compile will fuse to the preceding op",
+``benchmarks/float8/float8_roofline.py``), an assumption, not a measurement: the input of the
+attention's output projection comes out of SDPA's FlashAttention kernel and the value's
+gradient out of its backward (the query's and key's pass through the RoPE backward, an
+elementwise op), library kernels compile calls but does not write, so their amax stays a pass
+of its own, as does that of a bmm's output (unfused attention) and of an input no kernel
+produces (a micro-benchmark's ``workloads.layers.Builder.input``). The weight's amax is never
+fused (``fuse_with_prev=False``: a leaf); under ``Fusion.EAGER`` every amax is a pass of its own. The
 norms are torchtitan's own modules and write 16 bits; the weight is cast at every forward call
 (``Float8Linear.forward``: ``cast_weight_to_float8_t`` each call, no cache across micro-batches),
 a recomputed forward included. Under sequence parallelism torchtitan's Float8 TP plan
@@ -201,8 +208,9 @@ def _torchao_casts(step: OpGraph, plan: Plan, names: list[str], by_input: dict[s
                    by_output: dict[str, list[str]], width: int) -> OpGraph:
     """``Fp8Recipe.TORCHAO_TENSORWISE``: torchao's Float8Linear (the module docstring). Each
     cast reads the 16-bit tensor once and writes it twice in fp8; an amax pass reads it once
-    more, except the input's and the output gradient's under compiled fusion (fused into their
-    producer); the weight is cast, with its amax pass, at every forward call."""
+    more, except the input's and the output gradient's under compiled fusion when a kernel
+    compile generates writes them (fused into it); the weight is cast, with its amax pass, at
+    every forward call."""
     fused_amax = plan.fusion is Fusion.COMPILED
     for src, readers in by_input.items():
         first = step.op(readers[0])
@@ -216,8 +224,8 @@ def _torchao_casts(step: OpGraph, plan: Plan, names: list[str], by_input: dict[s
         name = f"{CAST}:{readers[0]}"
         _add(step, first, name, elements * width, 2 * elements * _FP8, first.task, first.phase,
              [src], readers, kept=elements * _FP8)
-        if not fused_amax or op.fn == "input":   # a placeholder (a micro-benchmark's
-            _amax(step, name)                      # input): no kernel to fuse the amax into
+        if not (fused_amax and _generated(step, [src])):
+            _amax(step, name)
         for reader in readers:   # the weight gradient reads the kept fp8 copy
             wgrad = [c for c in step.consumers(src) if step.op(c).task is Task.WEIGHT_GRAD
                      and step.op(c).forward_of == (step.op(reader).forward_of or reader)]
@@ -225,7 +233,8 @@ def _torchao_casts(step: OpGraph, plan: Plan, names: list[str], by_input: dict[s
                 step.nx.remove_edge(src, grad)
                 step.add_edge(name, grad, len(step.inputs(grad)))
     for forward, readers in by_output.items():
-        _grad_cast(step, forward, readers, width, current=not fused_amax)
+        _grad_cast(step, forward, readers, width, current=not (
+            fused_amax and _generated(step, _grad_sources(step, readers))))
         for out in step.consumers(forward):   # Float8RowwiseParallel: the gradient cast to
             grad = f"grad:{out}"               # fp8 before the reduce-scatter's adjoint gathers it
             if (step.op(out).fn == "reduce_scatter" and grad in step
@@ -239,6 +248,27 @@ def _torchao_casts(step: OpGraph, plan: Plan, names: list[str], by_input: dict[s
         if op.task in _FORWARD:
             _weight_recast(step, op, width, current=True)   # a leaf: its amax never fused
     return step
+
+
+#: Kernels Inductor generates (and so can fuse an amax reduction into): elementwise ops and
+#: norms. Attention (SDPA's FlashAttention / cuDNN kernels, forward and backward), GEMMs and
+#: bmm (extern calls), collectives' inputs aside, are library kernels it calls, not writes.
+_GENERATED = frozenset({OpKind.ELEMENTWISE, OpKind.NORM})
+
+
+def _generated(step: OpGraph, sources: list[str]) -> bool:
+    """Whether every op that writes the tensor read from ``sources`` is a kernel torch.compile
+    generates (through a tensor-parallel gather, whose input torchtitan's Float8 TP plan casts
+    before it gathers): only then can the amax be fused into its producer."""
+    if not sources:
+        return False
+    for src in sources:
+        op = step.op(src)
+        if op.kind is OpKind.COLLECTIVE and op.fn in _PASS and len(step.inputs(src)) == 1:
+            op = step.op(step.inputs(src)[0])
+        if op.kind not in _GENERATED:
+            return False
+    return True
 
 
 def _amax(step: OpGraph, cast: str) -> None:
@@ -322,13 +352,18 @@ def _narrow(step: OpGraph, name: str, width: int) -> None:
         out_bytes=op.out_bytes // width * _FP8)
 
 
-def _grad_cast(step: OpGraph, forward: str, readers: list[str], width: int,
-               current: bool = False) -> None:
-    """One cast of the output gradient of ``forward`` for its data- and weight-gradient GEMMs."""
-    sources = list(dict.fromkeys(
+def _grad_sources(step: OpGraph, readers: list[str]) -> list[str]:
+    """The ops that write the output gradient the gradient GEMMs ``readers`` read."""
+    return list(dict.fromkeys(
         p for r in readers for p in step.inputs(r)
         if step.op(p).phase is Phase.BACKWARD and step.op(p).task is not Task.REGATHER
         and step.op(p).fn != CAST))
+
+
+def _grad_cast(step: OpGraph, forward: str, readers: list[str], width: int,
+               current: bool = False) -> None:
+    """One cast of the output gradient of ``forward`` for its data- and weight-gradient GEMMs."""
+    sources = _grad_sources(step, readers)
     first = step.op(readers[0])
     output = step.op(forward)   # the gradient of the forward's output, m x n (the data
     elements = output.m * output.n * _groups(output)   # gradient has its own shape: grad_shape)
