@@ -34,10 +34,12 @@ def test_cast_bytes_in_closed_form(layers, hidden, heads, seq, batch, fusion):
     """Per layer of a GPT (q, k, v, o, fc1, fc2 in fp8, 16-bit activations, attention as
     bmm + softmax + bmm): forward, the four GEMM inputs (the norms' outputs h, shared by q, k,
     v; the attention output h; the GeLU output f) are each read once and written twice in fp8
-    (2 + 2 bytes per element), plus an amax pass (2) unless compile fuses it into the producer:
+    (2 + 2 bytes per element), the fp8 copy read once more (1: torch.compile's row- and
+    column-major cast, torchao's model_torch_compile_limitations; priced alike under eager),
+    plus an amax pass (2) unless compile fuses it into the producer:
     the norms and the GeLU are kernels it generates, the attention's context bmm is not (so the
     o_proj input keeps its pass compiled or not); each weight is cast at its forward call with
-    its own amax pass (2 + 2 + 2). Backward, each GEMM's output gradient 2 + 2, plus the amax
+    its own amax pass (2 + 2 + 2 + 1). Backward, each GEMM's output gradient 2 + 2 + 1, plus the amax
     pass for q, k and v (written by the bmms' backward) and, under eager, for all six;
     nothing in the optimizer phase."""
     c, step = _step(layers, hidden, heads, seq, batch, fusion=fusion)
@@ -45,9 +47,9 @@ def test_cast_bytes_in_closed_form(layers, hidden, heads, seq, batch, fusion):
     weights = 4 * h * h + 2 * h * f
     amax_fwd = 2 * h if fusion == "compiled" else 2 * (3 * h + f)
     amax_bwd = 2 * 3 * h if fusion == "compiled" else 2 * (5 * h + f)
-    assert _bytes(step, Phase.FORWARD) == layers * (rows * (4 * (3 * h + f) + amax_fwd)
-                                                    + 6 * weights)
-    assert _bytes(step, Phase.BACKWARD) == layers * rows * (4 * (5 * h + f) + amax_bwd)
+    assert _bytes(step, Phase.FORWARD) == layers * (rows * (5 * (3 * h + f) + amax_fwd)
+                                                    + 7 * weights)
+    assert _bytes(step, Phase.BACKWARD) == layers * rows * (5 * (5 * h + f) + amax_bwd)
     assert _bytes(step, Phase.OPTIMIZER) == 0
     # torchtitan's norms are its own modules: they write 16 bits, as in bf16
     _, bf16 = _step(layers, hidden, heads, seq, batch, fusion=fusion, precision="bf16")
@@ -59,8 +61,9 @@ def test_compile_fuses_the_amax_only_into_kernels_it_generates():
     """Llama 3 8B under compiled fusion with SDPA's FlashAttention: the amax of a GEMM input or
     output gradient is fused only where an elementwise op or a norm writes it. The o_proj input
     (the attention kernel's output) and the v_proj output gradient (its backward's dV) keep
-    their amax pass (read 2 + 2 per element, write 2); the norms' outputs, the SwiGLU's and the
-    RoPE backward's q and k gradients, and the residual gradients do not (read 2, write 2)."""
+    their amax pass (read 2 + 2 + 1 per element, write 2); the norms' outputs, the SwiGLU's and
+    the RoPE backward's q and k gradients, and the residual gradients do not (read 2 + 1,
+    write 2)."""
     from simulator import simulate
     run = simulate("llama3-8b", "h100", micro_batch=1, fusion="compiled", precision="fp8",
                    fp8_recipe="torchao-tensorwise")
@@ -73,18 +76,18 @@ def test_compile_fuses_the_amax_only_into_kernels_it_generates():
     fused = {"L0.q_proj", "L0.gate_proj", "L0.fc2", "grad:L0.q_proj", "grad:L0.k_proj",
              "grad:L0.o_proj", "grad:L0.fc2", "grad:L0.gate_proj", "grad:L0.up_proj"}
     assert set(ratio) == unfused | fused
-    assert all(ratio[n] == 2 for n in unfused) and all(ratio[n] == 1 for n in fused)
+    assert all(ratio[n] == 2.5 for n in unfused) and all(ratio[n] == 1.5 for n in fused)
 
 
 def test_a_recomputed_forward_casts_its_weights_again():
     """Float8Linear casts its weight at every forward call: under full recompute the
-    recomputed forward's GEMMs cast them again (6 bytes per weight element each time)."""
+    recomputed forward's GEMMs cast them again (7 bytes per weight element each time)."""
     c, step = _step(2, 64, 4, 16, 2)
     plan = Plan(micro_batch=2, precision="fp8", fp8_recipe="torchao-tensorwise",
                 fusion="compiled", recompute="full")
     full = training_graph(c.forward_graph(2, DType.BF16), plan)
     weights = 2 * (4 * 64 * 64 + 2 * 64 * c.ffn_dim)
-    assert _bytes(full, Phase.RECOMPUTE) - _bytes(step, Phase.RECOMPUTE) >= 6 * weights
+    assert _bytes(full, Phase.RECOMPUTE) - _bytes(step, Phase.RECOMPUTE) >= 7 * weights
     assert _bytes(full, Phase.RECOMPUTE) == _bytes(full, Phase.FORWARD)
 
 
@@ -93,8 +96,10 @@ def test_a_recomputed_forward_casts_its_weights_again():
        seq=st.integers(2, 24), batch=st.integers(1, 4))
 def test_fused_amax_never_moves_more(layers, heads, per_head, seq, batch):
     """Invariant: under compiled fusion no cast moves more bytes than under eager fusion, nor
-    than Transformer Engine's current scaling through te.Linear (the torchtitan rows' earlier
-    stand-in: every amax a pass of its own, the weight cast at every forward call)."""
+    more than Transformer Engine's current scaling through te.Linear (the torchtitan rows'
+    earlier stand-in: every amax a pass of its own, the weight cast at every forward call) by
+    more than compile's extra read of the fp8 copy (1 byte per element, half the bytes the
+    cast writes)."""
     shape = (layers, heads * per_head, heads, seq, batch)
     _, fused = _step(*shape)
     _, eager = _step(*shape, fusion="eager")
@@ -104,7 +109,8 @@ def test_fused_amax_never_moves_more(layers, heads, per_head, seq, batch):
     for name in casts:
         moved = fused.op(name).bytes_read + fused.op(name).bytes_written
         assert moved <= eager.op(name).bytes_read + eager.op(name).bytes_written
-        assert moved <= te.op(name).bytes_read + te.op(name).bytes_written
+        extra = fused.op(name).bytes_written // 2
+        assert moved <= te.op(name).bytes_read + te.op(name).bytes_written + extra
 
 
 def test_torchao_step_never_slower_than_te_current_linear():

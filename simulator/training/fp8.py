@@ -109,11 +109,17 @@ eab345c ``torchao/float8/float8_tensor_parallel.py``, ``_prepare_output_fn``:
 ``NoopFwToFloat8BwDynamic`` after the output's reduce-scatter) casts the output gradient of a
 row-parallel linear to fp8 before the backward all-gather of that reduce-scatter, which moves
 1 byte per element too (the cast is still priced on the gathered tensor, read 2, write 2, not
-as torchao splits it: the shard cast before the gather, the column-major copy after). Not priced: the extra fp8 read of the
-row+column-major cast kernel that torchao lists as a torch.compile limitation
-(``model_torch_compile_limitations``, pytorch/pytorch#130015), off in its own estimate by default;
-the per-tensor amax all-reduce of a sharded tensor; FSDP's fp8 weight all-gather (not set by the
-rows' configs).
+as torchao splits it: the shard cast before the gather, the column-major copy after). Every
+cast also reads its fp8 output once more, 1 byte per element: torchao's own estimate lists it
+as what torch.compile does ("today, the kernel to do cast_to_fp8_row_major_and_col_major(
+input_bf16, ...) has an extra memory read of the input in fp8", ``model_torch_compile_
+limitations``, pytorch/pytorch#130015; the same extra load reproduced in Inductor's generated
+kernel on 2024-09-25, pytorch/pytorch#133242, three months before torch 1963fc8 of the
+Dec-2024 rows; no fix before that commit found), off in its estimate's default but stated
+there, at the rows' torchao, as what compile does. Eager runs the column-major copy as a
+transpose kernel of its own (read 1, write 1): priced as the same extra read, its write not
+counted. Not priced: the per-tensor amax all-reduce of a sharded
+tensor; FSDP's fp8 weight all-gather.
 
 Not modelled: the row-wise fp8 copy, transient (freed after the forward GEMM); the dgelu fused into fc1's gradient cast
 (``cast_transpose_dbias_dgelu``); block-scaled recipes (MXFP8, per-block scales in the cast).
@@ -226,6 +232,7 @@ def _torchao_casts(step: OpGraph, plan: Plan, names: list[str], by_input: dict[s
              [src], readers, kept=elements * _FP8)
         if not (fused_amax and _generated(step, [src])):
             _amax(step, name)
+        _fp8_reread(step, name)
         for reader in readers:   # the weight gradient reads the kept fp8 copy
             wgrad = [c for c in step.consumers(src) if step.op(c).task is Task.WEIGHT_GRAD
                      and step.op(c).forward_of == (step.op(reader).forward_of or reader)]
@@ -235,6 +242,7 @@ def _torchao_casts(step: OpGraph, plan: Plan, names: list[str], by_input: dict[s
     for forward, readers in by_output.items():
         _grad_cast(step, forward, readers, width, current=not (
             fused_amax and _generated(step, _grad_sources(step, readers))))
+        _fp8_reread(step, f"{CAST}:grad:{forward}")
         for out in step.consumers(forward):   # Float8RowwiseParallel: the gradient cast to
             grad = f"grad:{out}"               # fp8 before the reduce-scatter's adjoint gathers it
             if (step.op(out).fn == "reduce_scatter" and grad in step
@@ -247,6 +255,7 @@ def _torchao_casts(step: OpGraph, plan: Plan, names: list[str], by_input: dict[s
             continue
         if op.task in _FORWARD:
             _weight_recast(step, op, width, current=True)   # a leaf: its amax never fused
+            _fp8_reread(step, f"{CAST}:weight:{op.name}")
     return step
 
 
@@ -269,6 +278,14 @@ def _generated(step: OpGraph, sources: list[str]) -> bool:
         if op.kind not in _GENERATED:
             return False
     return True
+
+
+def _fp8_reread(step: OpGraph, cast: str) -> None:
+    """torch.compile's row- and column-major cast reads its fp8 output once more, 1 byte per
+    element (torchao eab345c roofline_utils.py, ``model_torch_compile_limitations``;
+    pytorch/pytorch#130015, #133242): ``cast``'s bytes read + half its bytes written."""
+    op = step.op(cast)
+    step.nx.nodes[cast]["op"] = op.evolve(bytes_read=op.bytes_read + op.bytes_written // 2)
 
 
 def _amax(step: OpGraph, cast: str) -> None:
