@@ -119,7 +119,16 @@ Dec-2024 rows; no fix before that commit found), off in its estimate's default b
 there, at the rows' torchao, as what compile does. Eager runs the column-major copy as a
 transpose kernel of its own (read 1, write 1): priced as the same extra read, its write not
 counted. Not priced: the per-tensor amax all-reduce of a sharded
-tensor; FSDP's fp8 weight all-gather.
+tensor. Not modelled: FSDP's float8 weight all-gather (torchao eab345c
+``torchao/float8/fsdp_utils.py``: with ``enable_fsdp_float8_all_gather`` and
+``precompute_float8_dynamic_scale_for_fsdp`` the amax of every weight shard is taken once per
+step after the optimizer, one ``_foreach_norm`` and one all-reduce; ``fsdp_pre_all_gather``
+casts each shard to fp8 before every all-gather, read 2 write 1 per shard element; the
+all-gather moves 1 byte per element; the linear gets the gathered fp8 weight and casts nothing
+at its call). torchtitan's 405B config turns both on (``train_configs/llama3_405b.toml``
+lines 57-60 at 9dec370: the six Dec-2024 405B validation rows, whose notes say so); hwsim
+prices those rows with 16-bit weight all-gathers and the full gathered weight cast at every
+forward call, recompute included, as without it.
 
 Not modelled: the row-wise fp8 copy, transient (freed after the forward GEMM); the dgelu fused into fc1's gradient cast
 (``cast_transpose_dbias_dgelu``); block-scaled recipes (MXFP8, per-block scales in the cast).
