@@ -2,7 +2,8 @@
 
 A change is a dotted path into ``DeviceSpec`` (SI units, named as the fields are) and a value::
 
-    tdp_w, idle_power_w, price_per_hour_usd, purchase_usd, op_overhead_s,
+    tdp_w, idle_power_w, price_per_hour_usd, purchase_usd, node_parts_usd,
+    op_overhead_s,
     optimizer_overhead_s,
     step_overhead_s, host_overhead_s,
     vector_flops_per_s,
@@ -35,8 +36,8 @@ from simulator.errors import SpecError, is_fraction, shown
 _FRACTIONS = EFFICIENCIES
 _POSITIVE = ("vector_flops_per_s", "op_overhead_s", "optimizer_overhead_s", "step_overhead_s",
              "host_overhead_s", "idle_power_w",
-             "tdp_w", "price_per_hour_usd", "purchase_usd", "energy_per_flop_j",
-             "energy_per_byte_j", "conv_half_dim")
+             "tdp_w", "price_per_hour_usd", "purchase_usd", "node_parts_usd",
+             "energy_per_flop_j", "energy_per_byte_j", "conv_half_dim")
 _TEXT = ("name", "vendor")
 _LEVEL_FIELDS = ("capacity_bytes", "bandwidth_bytes_per_s")
 _LINK_FIELDS = {"bandwidth_bytes_per_s": float, "count": int, "latency_s": float}
