@@ -248,21 +248,38 @@ def batch_norm_bytes(direction: str, batch: int, channels: int, dhw: int) -> flo
     return float(tensors * _HALF * batch * channels * dhw ** 3)
 
 
+def timed_batch_norm_bytes(direction: str, batch: int, channels: int, dhw: int) -> float:
+    """Bytes one timed call of the source's benchmark moves (xwang233/code-snippet 2c053c8
+    ``batchnorm3d-channels-last/s.py``): forward as ``batch_norm_bytes``; backward
+    ``out.backward(go, retain_graph=True)`` on a leaf ``x`` (``requires_grad_()``) whose
+    gradient nothing zeroes between calls (100 warm-up backward calls, then 100 timed), so
+    each timed call also accumulates ``x.grad += dx`` (PyTorch's AccumulateGrad in place,
+    ``torch/csrc/autograd/functions/accumulate_grad.h``, ``accumulateGrad``: a gradient
+    already defined and grad mode off, ``variable_grad += new_grad``: reads two fp16 tensors,
+    writes one) and the fp32 weight's and bias's gradients of
+    ``channels`` each the same way: 5 + 3 tensors, plus 2 x 3 x 4 bytes a channel."""
+    nbytes = batch_norm_bytes(direction, batch, channels, dhw)
+    if direction == "backward":
+        nbytes += 3 * _HALF * batch * channels * dhw ** 3 + 2 * 3 * 4 * channels
+    return float(nbytes)
+
+
 def fit_batch_norm(table: list[dict], device: str, direction: str,
                    bandwidth_bytes_per_s: float, l2_bytes: float) -> StreamingFit:
     """Fit ``device``'s batch norms of ``direction`` (dicts with ``device, direction, batch,
     channels, dhw, ms``, as ``tests/data/batchnorm_nhwc.csv``) by ``fit``'s rule: kernels of at least
     4 x the last-level cache (timed back to back, as NeuSight's), of at least
     ``BATCH_NORM_MIN_CHANNELS`` channels; the geometric mean of the fraction of the datasheet
-    bandwidth reached at hwsim's byte count (``batch_norm_bytes``), the fifth with the most
-    values per channel (batch x d^3) held out."""
+    bandwidth reached at the bytes the timed call moves (``timed_batch_norm_bytes``: the
+    backward's accumulation into the leaf's gradient included, which hwsim's backward op does
+    not do), the fifth with the most values per channel (batch x d^3) held out."""
     usable = []
     for r in table:
         if (r["device"] != device or r["direction"] != direction
                 or int(r["channels"]) < BATCH_NORM_MIN_CHANNELS):
             continue
         batch, channels, dhw = int(r["batch"]), int(r["channels"]), int(r["dhw"])
-        nbytes = batch_norm_bytes(direction, batch, channels, dhw)
+        nbytes = timed_batch_norm_bytes(direction, batch, channels, dhw)
         if nbytes >= CACHE_MULTIPLE * l2_bytes:
             usable.append((batch * dhw ** 3, nbytes, float(r["ms"]) * 1e-3))
     if len(usable) < 5:
@@ -273,4 +290,5 @@ def fit_batch_norm(table: list[dict], device: str, direction: str,
 
 __all__ = ["BATCH_NORM_MIN_CHANNELS", "CLASSES", "RampFit", "StreamingFit", "batch_norm_bytes",
            "fit", "fit_batch_norm", "fit_flushed", "fit_ramp",
-           "fit_tables", "kernel_bytes", "no_intercept_efficiency", "norm_bytes"]
+           "fit_tables", "kernel_bytes", "no_intercept_efficiency", "norm_bytes",
+           "timed_batch_norm_bytes"]
