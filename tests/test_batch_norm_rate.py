@@ -33,9 +33,10 @@ from simulator.graph.lower import lower
 from simulator.graph.op import DType, OpKind, Phase
 from simulator.plan.step import Plan
 from simulator.training.backward import training_graph
-from workloads.cnn import RESNET50
+from workloads.cnn import RESNET18, RESNET50
 
 DATA = Path(__file__).parent / "data" / "batchnorm_nhwc.csv"
+DEVICES = Path(__file__).parent.parent / "hardware_specs" / "devices"
 A100 = ("A100-SXM4-40GB", 1555e9, 40 * 2**20)      # datasheet 1,555 GB/s, 40 MB L2
 V100 = ("Tesla V100-SXM2-32GB", 900e9, 6 * 2**20)   # datasheet 900 GB/s, 6 MB L2
 
@@ -120,15 +121,44 @@ def test_v100_agrees_at_the_largest_shapes():
     assert forward.held_out_median_error > 0.2
 
 
-def test_specs_carry_the_a100_fit():
-    """The A100-SXM4-40GB's spec is its fit rounded; the 80 GB part and the H100 SXM carry it."""
+def test_specs_carry_the_a100_fit_to_every_ga100_part_and_no_other():
+    """One rule (as norm_memory_efficiency's): the A100-SXM4-40GB's fit, rounded, on every
+    part with its die and SM count (GA100, 108 SMs: the A100 SXM4 and PCIe, 40 and 80 GB),
+    on no other spec in the catalogue (no Hopper or Blackwell batch norm measured; the
+    V100's own fit is held out badly)."""
     fits = [round(fit_batch_norm(_table(), A100[0], d, *A100[1:]).efficiency, 3)
             for d in ("forward", "backward")]
-    for name in ("a100-sxm4-40gb", "a100-sxm4-80gb", "h100-sxm5-80gb"):
+    assert fits == [0.791, 0.842]
+    ga100 = {"a100-sxm4-40gb", "a100-sxm4-80gb", "a100-pcie-40gb", "a100-pcie-80gb"}
+    names = sorted(p.stem for p in DEVICES.glob("*.toml"))
+    assert ga100 <= set(names)
+    for name in names:
         spec = load_device(name)
-        assert [spec.batch_norm_memory_efficiency,
-                spec.batch_norm_backward_memory_efficiency] == fits == [0.791, 0.842]
-    assert load_device("v100-sxm2-32gb").batch_norm_memory_efficiency is None
+        got = [spec.batch_norm_memory_efficiency, spec.batch_norm_backward_memory_efficiency]
+        if name in ga100:
+            assert got == fits and spec.architecture.compute_units == 108, name
+        else:
+            assert got == [None, None], name
+
+
+def test_narrow_batch_norms_stream_at_the_norms_figure():
+    """Below the fit's floor (64 channels; the source's narrower norms reach 0.14-0.70) a
+    channels_last batch norm streams at norm_memory_efficiency, forward and backward: a
+    ResNet-18 of width 32 on the A100 40 GB, whose stem and first stage (32 channels) keep
+    0.721 and whose later stages (64-256) take 0.791 / 0.842."""
+    net = dataclasses.replace(RESNET18, width=32)
+    plan = Plan(micro_batch=8, precision="fp16", channels_last=True)
+    low = lower(training_graph(net.forward_graph(8, DType.FP16), plan))
+    a100 = load_device("a100-sxm4-40gb")
+    bn = (low.kind == OpKind.NORM) & (low.fn == "batchnorm")
+    back = low.phase == Phase.BACKWARD
+    narrow = bn & (low.channels < BATCH_NORM_MIN_CHANNELS)
+    assert (narrow & ~back).sum() == (narrow & back).sum() == 5   # stem + 2 blocks x 2
+    assert set(low.channels[bn & ~narrow]) == {64, 128, 256}
+    bandwidth = price(low, a100, plan)[1]
+    np.testing.assert_allclose(bandwidth[narrow], 0.721 * 1555e9)
+    np.testing.assert_allclose(bandwidth[bn & ~narrow & ~back], 0.791 * 1555e9)
+    np.testing.assert_allclose(bandwidth[bn & ~narrow & back], 0.842 * 1555e9)
 
 
 def _step(n=4):
@@ -185,3 +215,20 @@ def test_bad_value_refused_in_one_line(capsys):
                  "--precision", "fp16", "--set", "batch_norm_memory_efficiency=0"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "batch_norm_memory_efficiency" in err
+
+
+@pytest.mark.torch
+def test_an_imported_modules_batch_norms_carry_their_channels():
+    """A traced torch module's batch norms know their channels (forward and backward), so the
+    64-channel floor applies to imported models as to hwsim's own."""
+    torch = pytest.importorskip("torch")
+    from workloads.torch_import import import_module
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3), torch.nn.BatchNorm2d(32),
+                                 torch.nn.ReLU(), torch.nn.Conv2d(32, 96, 1),
+                                 torch.nn.BatchNorm2d(96))
+    graph = import_module(module, (torch.randn(2, 3, 16, 16),)).forward_graph(2)
+    plan = Plan(micro_batch=2, precision="fp16", channels_last=True)
+    low = lower(training_graph(graph, plan))
+    bn = low.fn == "batchnorm"
+    assert sorted(low.channels[bn & (low.phase != Phase.BACKWARD)]) == [32, 96]
+    assert sorted(low.channels[bn & (low.phase == Phase.BACKWARD)]) == [32, 96]

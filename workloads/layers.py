@@ -226,7 +226,8 @@ class Builder:
                          bytes_read=passes * numel * es + params * es, bytes_written=numel * es,
                          out_bytes=numel * es, params=params, saves=("inputs",),
                          param_tensors=(2 if bias else 1) if affine else 0,
-                         stats_bytes=n_stats * stat_rows * STATS_DTYPE.bytes)
+                         stats_bytes=n_stats * stat_rows * STATS_DTYPE.bytes,
+                         extra=(("channels", width),) if fn == "batchnorm" else ())
 
     def softmax(self, x: str, rows: int, width: int, base: str = "softmax") -> str:
         numel = rows * width

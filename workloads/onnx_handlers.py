@@ -154,7 +154,8 @@ def norm(c, i, node) -> None:
     passes = 2 if fn in CHANNEL_NORMS else 1   # statistics, then normalise
     c.emit(i, node, OpKind.NORM, fn, outputs=node.outputs[:1], flops=_VECTOR[fn] * numel,
            bytes_read=(passes * numel + sum(c.m.numel(t) for t in affine)) * es,
-           params=c.take(affine), saves=_IN, stats_bytes=n_stats * stat_rows * STATS_DTYPE.bytes)
+           params=c.take(affine), saves=_IN, stats_bytes=n_stats * stat_rows * STATS_DTYPE.bytes,
+           extra=(("channels", stat_rows),) if fn == "batchnorm" else ())
 
 
 def softmax(c, i, node) -> None:

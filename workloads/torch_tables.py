@@ -219,9 +219,10 @@ def norm(em, node, args, kwargs):
     # in training a channel norm reads its input twice (statistics, then normalise); with
     # running statistics (``..._no_training``) once
     again = em.read_bytes(x) if fn in CHANNEL_NORMS and "no_training" not in t else 0
+    extra = (("channels", stats // 2),) if fn == "batchnorm" else ()
     name, grad = em.emit(OpKind.NORM, fn, reads, main_out(node), flops=flops, saves=("inputs",),
                          bytes_read=sum(em.read_bytes(s) for s in reads) + again,
-                         stats_bytes=stats * STATS_DTYPE.bytes)
+                         stats_bytes=stats * STATS_DTYPE.bytes, extra=extra)
     return em.outputs(name, grad, node.out)
 
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from simulator.cost.roofline import BATCH_NORM_MIN_CHANNELS
+
 #: Kernel classes, by the NeuSight op names they cover, and the bytes each element moves
 #: (fp32): an elementwise binary op reads two and writes one; the others read one, write one.
 CLASSES = {"elementwise": ("add", "mul", "relu", "gelu"), "norm": ("ln", "softmax")}
@@ -231,11 +233,6 @@ def fit_flushed(table: list[dict], device: str, backend: str, bandwidth_bytes_pe
     return _held_out_fit(usable, device, "norm", bandwidth_bytes_per_s)
 
 
-#: The fewest channels of the batch norms ``fit_batch_norm`` fits on: ResNet's narrowest
-#: (64, its stem and first stage). The A100 table's narrower NHWC norms reach far less of the
-#: bandwidth (at 16 x c x 112^3, forward 0.14 / 0.27 / 0.46 / 0.70 / 0.85 at 4 / 8 / 16 / 32 /
-#: 64 channels; the V100's alike), a regime no modelled network's batch norm runs in.
-BATCH_NORM_MIN_CHANNELS = 64
 _HALF = 2
 
 

@@ -29,7 +29,9 @@ The model is deliberately simple for now:
   torch.compile's). Softmax takes the norms' figure either way: no softmax kernel is measured;
   batch norms of a ``channels_last`` plan (NHWC) at ``device.batch_norm_memory_efficiency``
   forward and ``batch_norm_backward_memory_efficiency`` backward where the spec gives them
-  (cuDNN's NHWC batch-norm kernels; NCHW batch norms keep the norms' figure);
+  and the norm has at least ``BATCH_NORM_MIN_CHANNELS`` channels (cuDNN's NHWC batch-norm
+  kernels, fitted from 64 channels up; NCHW batch norms and narrower ones keep the norms'
+  figure);
 - a function the device has measured (``device.function_efficiency``, by ``Op.fn``) runs at
   that fraction of its unit's peak instead of its kind's efficiency, and pays its own fixed
   cost per call (``device.function_overhead_s``) instead of ``op_overhead_s``;
@@ -56,6 +58,13 @@ from simulator.cost.host import costs as host_costs
 from simulator.graph.lower import Lowered
 from simulator.graph.op import TENSOR_KINDS, DType, OpKind, Phase
 from simulator.plan.step import Fusion
+
+#: The fewest channels a batch norm has for the NHWC batch-norm figures to price it: the fit's
+#: floor (``simulator.calibrate.streaming.fit_batch_norm``), ResNet's narrowest (64, its stem
+#: and first stage). The source's narrower NHWC norms reach far less of the bandwidth (A100 at
+#: 16 x c x 112^3, forward 0.14 / 0.27 / 0.46 / 0.70 / 0.85 at 4 / 8 / 16 / 32 / 64 channels;
+#: the V100's alike), so below it a batch norm streams at the norms' figure.
+BATCH_NORM_MIN_CHANNELS = 64
 
 _TENSOR_CODES = np.array(sorted(int(kind) for kind in TENSOR_KINDS), dtype=np.int8)
 
@@ -106,7 +115,9 @@ def price(lowered: Lowered, device: DeviceSpec,
                 streaming = np.full(n, device.memory_efficiency)
             streaming[lowered.kind == kind] = efficiency
     if plan is not None and plan.channels_last and lowered.fn is not None:
-        batch_norm = (lowered.kind == OpKind.NORM) & (lowered.fn == "batchnorm")
+        channels = lowered.channels if lowered.channels is not None else np.zeros(n, np.int64)
+        batch_norm = ((lowered.kind == OpKind.NORM) & (lowered.fn == "batchnorm")
+                      & (channels >= BATCH_NORM_MIN_CHANNELS))
         backward = lowered.phase == Phase.BACKWARD
         for ops, efficiency in ((batch_norm & ~backward, device.batch_norm_memory_efficiency),
                                 (batch_norm & backward,
@@ -230,4 +241,4 @@ def _roofline(lowered: Lowered, device: DeviceSpec, plan=None):
     return engine(len(lowered)).roofline(flops, nbytes, peak, bandwidth, overhead)
 
 
-__all__ = ["op_costs", "price"]
+__all__ = ["BATCH_NORM_MIN_CHANNELS", "op_costs", "price"]

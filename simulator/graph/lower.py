@@ -46,10 +46,12 @@ _OP_FIELDS = {
 # ``simulator.cost.overlap``; 0: none). ``ring``: context parallelism run as a ring of
 # attention steps (``simulator.parallel.context``, ``simulator.cost.ring``: 1
 # TransformerEngine's p2p, 2 PyTorch's context_parallel; 0: none), on the fused attention ops
-# and the key/value collectives, and ``ring_steps`` its cp steps.
+# and the key/value collectives, and ``ring_steps`` its cp steps. ``channels``: a batch norm's
+# channels, forward and backward (``simulator.cost.roofline``: NHWC figures from 64 up; 0:
+# not a batch norm).
 _EXTRA_FIELDS = {"group": (np.int64, 1), "local": (np.int64, 0), "axis": (np.int8, 0),
                  "load": (np.int64, 0), "sync": (np.int8, 0), "userbuffers": (np.int8, 0),
-                 "ring": (np.int8, 0), "ring_steps": (np.int64, 0)}
+                 "ring": (np.int8, 0), "ring_steps": (np.int64, 0), "channels": (np.int64, 0)}
 #: ``Lowered.collective`` codes: the index of an op's ``fn`` in this tuple, -1 for any other fn.
 COLLECTIVE_FNS = tuple(kind.value for kind in Collective)
 
@@ -98,6 +100,7 @@ class Lowered:
     userbuffers: np.ndarray = None  # int8, 1: a collective overlapped with its GEMM
     ring: np.ndarray = None         # int8, context parallel's ring (simulator.cost.ring), 0: none
     ring_steps: np.ndarray = None   # int64, the ring's cp steps (0: none)
+    channels: np.ndarray = None     # int64, a batch norm's channels (0: not a batch norm)
 
     def __len__(self) -> int:
         return len(self.names)
