@@ -16,7 +16,7 @@ from simulator.calibrate.stability import STABILITY_BOUND, halves, stability
 from simulator.calibrate.timing import lower_median, median_over_passes, over_passes
 
 # a catalogue CPU, not cpu-host: cpu-host's caches are this machine's, and where they hold every
-# quick case's bytes no timing determines memory_efficiency (the fit then returns its start)
+# quick case's bytes no timing determines memory_efficiency (the fit then keeps the spec's)
 CPU = load_device("xeon-8380")
 TRUTH = {"matmul_efficiency": 0.62, "conv_efficiency": 0.35, "vector_efficiency": 0.02,
          "memory_efficiency": 0.7, "op_overhead_s": 4e-6, "optimizer_overhead_s": 9e-6,

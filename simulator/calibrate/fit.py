@@ -236,6 +236,11 @@ class Calibration:
         self.function_efficiency_: dict[str, float] = {}
         self.function_overhead_s_: dict[str, float] = {}
         x = self._fit_globals(kernels, start)
+        # a figure no case's time depends on keeps the spec's value (``undetermined``); the
+        # others fitted again with it held, once, from where the fit stopped
+        self.held_ = self.undetermined(kernels, x)
+        if self.held_:
+            x = self._fit_globals(kernels, held=self.held_, x0=x)
         for name, value in zip(self._params, x):
             setattr(self, name + "_", _cost(name, float(value)))
         self.dispatch_s_ = _cost("dispatch_s", float(x[-1]))
@@ -265,28 +270,79 @@ class Calibration:
     def _predict(case: Case, device: DeviceSpec) -> float:
         return predicted_seconds(case, device)
 
+    def _predictions(self, measurements: list[Measurement], x) -> np.ndarray:
+        """Each case's predicted seconds at ``x`` (the ``_params``, then the bare dispatch):
+        a kernel timed alone pays the bare dispatch, a training step the per-op cost."""
+        training = self._spec(x[:-1])
+        bare = self._spec(x[:-1], op_overhead_s=x[-1])
+        return np.array([predicted_seconds(m.case, training if m.case.kind == "train" else bare)
+                         for m in measurements])
+
+    def undetermined(self, measurements: list[Measurement], x) -> dict[str, float]:
+        """The ``PARAMS`` that no case's predicted time depends on, each with the spec's own
+        value (``self.device``'s: a datasheet figure, a prior, or cpu-host's copy rate measured
+        at load, ``hardware_specs.host``), which the fit then keeps instead of writing a number
+        the timings did not determine. One is undetermined where, the others at ``x``, setting
+        it to its fitted value, the spec's, or half of either moves no case's predicted time by
+        ``UNDETERMINED`` or more: ``memory_efficiency`` where no case's bytes (a training step's:
+        its traffic, ``roofline.step_footprint``) exceed the outermost cache the spec lists, or
+        where every op that streams from main memory is bound by its arithmetic; a host cost
+        hidden behind a GPU's kernels. On the development VM (480 MiB of L3 reported, no case
+        past it) the fit left ``memory_efficiency`` at 0.006, which would have priced a step of
+        more than 480 MiB at 0.2 GB/s (helper Q1, 2026-12-05)."""
+        base = np.log(self._predictions(measurements, x))
+        out = {}
+        for i, name in enumerate(self._params):
+            if name not in PARAMS:          # a shape size: no spec value to keep
+                continue
+            own = getattr(self.device, name)
+            if own is None:                 # conv_efficiency: the spec's convolutions' rate
+                own = self.device.conv_efficiency_for(DType.FP32)
+            moved = 0.0
+            for value in {float(x[i]), own, x[i] / 2, own / 2}:
+                trial = np.array(x, dtype=np.float64)
+                trial[i] = value
+                moved = max(moved, float(np.max(np.abs(
+                    np.log(self._predictions(measurements, trial)) - base))))
+            if moved < UNDETERMINED:
+                out[name] = float(own)
+        return out
+
     def _fit_globals(self, measurements: list[Measurement],
-                     start: Calibration | None = None) -> np.ndarray:
+                     start: Calibration | None = None, held: dict[str, float] | None = None,
+                     x0: np.ndarray | None = None) -> np.ndarray:
+        """The ``_params`` and the bare dispatch, least squares on log time; ``held``: names
+        kept at the given values, not fitted; ``x0``: one local fit from there (else from
+        ``start``'s figures, else from a grid of starts)."""
         from scipy.optimize import least_squares
 
         measured = np.array([m.seconds for m in measurements])
-        in_training = np.array([m.case.kind == "train" for m in measurements])
         # x = the PARAMS, then the dispatch cost of a bare kernel call: a nuisance parameter.
         # A kernel timed alone pays only the dispatch; an op in a training step pays the
         # framework's per-op cost (module call, autograd), which is what op_overhead_s holds.
         # the shape size (where fitted) starts at 32 elements and may fall to 0 (no shape
         # dependence) or rise to HALF_DIM_MAX
         sizes = len(self._params) - len(PARAMS)
-        x0 = np.array([0.5, 0.5, 0.5, 0.8, 5e-6, 1e-6, 1e-5] + [32.0] * sizes + [1e-6])
+        given = x0
+        if x0 is None:
+            x0 = np.array([0.5, 0.5, 0.5, 0.8, 5e-6, 1e-6, 1e-5] + [32.0] * sizes + [1e-6])
+        x0 = np.array(x0, dtype=np.float64)
         lo = np.array([_EFFICIENCY_FLOOR] * 4 + [1e-8, 0.0, 0.0] + [0.0] * sizes + [1e-8])
         hi = np.array([1.0] * 4 + [1e-2, 1e-3, 1e-2] + [HALF_DIM_MAX] * sizes + [1e-3])
+        held = held or {}
+        free = np.array([name not in held for name in self._params] + [True])
+        fixed = x0.copy()
+        for i, name in enumerate(self._params):
+            if name in held:
+                fixed[i] = held[name]
 
-        def residuals(x):
-            training = self._spec(x[:-1])
-            bare = self._spec(x[:-1], op_overhead_s=x[-1])
-            predicted = np.array([predicted_seconds(m.case, training if t else bare)
-                                  for m, t in zip(measurements, in_training)])
-            return np.log(predicted) - np.log(measured)
+        def full(z):
+            x = fixed.copy()
+            x[free] = z
+            return x
+
+        def residuals(z):
+            return np.log(self._predictions(measurements, full(z))) - np.log(measured)
 
         # max(compute, memory) leaves flat regions where a parameter does not bind: start from
         # a grid of vector and memory efficiencies and keep the best local fit. The
@@ -295,19 +351,23 @@ class Calibration:
         # zero, and a fit started only there stopped in a local minimum (the A100's synthetic
         # case: op_overhead_s 8.5 us for 6, residuals 9 %); started where the step is
         # host-bound it walks down to them (tests/test_calibrate.py)
-        scale = [0.1] * 4 + [1e-6] * 2 + [1e-5] + [10.0] * sizes + [1e-6]
-        if start is not None:   # one local fit from a fit of nearly the same timings
-            x0 = np.clip([getattr(start, name + "_") for name in self._params]
-                         + [start.dispatch_s_], lo, hi)
-            return least_squares(residuals, x0, bounds=(lo, hi), x_scale=scale).x
+        scale = np.array([0.1] * 4 + [1e-6] * 2 + [1e-5] + [10.0] * sizes + [1e-6])
+        bounds = (lo[free], hi[free])
+        if given is not None or start is not None:
+            # one local fit: from this fit's figures, or from a fit of nearly the same timings
+            z0 = fixed[free] if given is not None else np.array(
+                [getattr(start, name + "_") for name in self._params] + [start.dispatch_s_])[free]
+            return full(least_squares(residuals, np.clip(z0, *bounds), bounds=bounds,
+                                      x_scale=scale[free]).x)
         fits = []
         for vector in (0.02, 0.1, 0.5, 1.0):
             for memory in (0.1, 0.4, 0.9):
                 for host in ((1e-6, 1e-5), (1e-4, 1e-4)):
-                    x0[2], x0[3] = vector, memory
-                    x0[5], x0[6] = host
-                    fits.append(least_squares(residuals, x0, bounds=(lo, hi), x_scale=scale))
-        return min(fits, key=lambda f: f.cost).x
+                    z0 = fixed.copy()
+                    z0[2], z0[3], z0[5], z0[6] = vector, memory, *host
+                    fits.append(least_squares(residuals, z0[free], bounds=bounds,
+                                              x_scale=scale[free]))
+        return full(min(fits, key=lambda f: f.cost).x)
 
     def _fit_function(self, fn: str, measurements: list[Measurement],
                       start: Calibration | None = None) -> None:
@@ -357,8 +417,10 @@ class Calibration:
 
     def problems(self) -> list[str]:
         """Why this fit must not be written (empty when it may): its median |error| over the
-        micro-benchmarks above ``FIT_BOUND``, or an efficiency pinned at the fit's lower
-        bound (the timings did not determine it: a value no device has)."""
+        micro-benchmarks above ``FIT_BOUND``, an efficiency pinned at the fit's lower
+        bound (the timings did not determine it: a value no device has), or a fitted
+        ``memory_efficiency`` below ``MEMORY_EFFICIENCY_FLOOR`` (a figure kept at the spec's,
+        ``held_``, is the spec's and not judged)."""
         out = []
         median = float(np.median(np.abs(self.residuals_)))
         if median > FIT_BOUND:
@@ -372,6 +434,32 @@ class Calibration:
         if pinned:
             out.append(f"{', '.join(pinned)} at the fit's lower bound (not determined by the "
                        "timings)")
+        memory = self.memory_efficiency_
+        if ("memory_efficiency" not in getattr(self, "held_", {})
+                and 1.01 * _EFFICIENCY_FLOOR < memory < MEMORY_EFFICIENCY_FLOOR):
+            main = self.device.main_memory
+            out.append(f"memory_efficiency = {memory:.3g} is below its physical floor "
+                       f"{MEMORY_EFFICIENCY_FLOOR:g} (main memory at "
+                       f"{memory * main.bandwidth_bytes_per_s / 1e9:.3g} of the spec's "
+                       f"{main.bandwidth_bytes_per_s / 1e9:.4g} GB/s)")
+        return out
+
+    def held_lines(self) -> list[str]:
+        """What the output says of each figure kept at the spec's value (``held_``)."""
+        out = []
+        for name, value in getattr(self, "held_", {}).items():
+            line = (f"{name} kept at the spec's {value:.4g}: no case's predicted time depends "
+                    "on it, so the timings do not determine it")
+            if name == "memory_efficiency":
+                main, caches = self.device.main_memory, self.device.memory[:-1]
+                past = (f" (no case's bytes exceed the {caches[-1].name}'s "
+                        f"{caches[-1].capacity_bytes / 2**20:.4g} MiB)" if caches else "")
+                line += (f"{past}; main memory {main.name} streams at "
+                         f"{value * main.bandwidth_bytes_per_s / 1e9:.4g} GB/s, "
+                         f"{value:.4g} x the spec's {main.bandwidth_bytes_per_s / 1e9:.4g} GB/s"
+                         + (" (a copy measured at load)" if self.device.name.startswith(
+                             "cpu-host") else ""))
+            out.append(line)
         return out
 
     def report(self) -> str:
@@ -382,6 +470,7 @@ class Calibration:
                          f"(fastest fp32 matmul: {measured / 1e9:.4g} GHz; the OS reports "
                          f"{base / 1e9:.4g}; {'raised' if measured > base else 'kept'})")
         lines.append(f"{'(bare dispatch_s)':20s} {self.dispatch_s_:.4g}")
+        lines += self.held_lines()
         for fn, efficiency in self.function_efficiency_.items():
             over = self.function_overhead_s_.get(fn)
             lines.append(f"  function {fn:14s} efficiency {efficiency:.4g}"
@@ -417,6 +506,20 @@ NEGLIGIBLE_S = 1e-9
 #: ``_fit_function``): a value there was not determined by the timings.
 _EFFICIENCY_FLOOR = 1e-3
 _FUNCTION_FLOOR = 1e-4
+#: A figure that, set to its fitted value, the spec's or half of either, moves no case's
+#: predicted time by this fraction or more is not determined by the timings
+#: (``Calibration.undetermined``): the spec's value is kept. Chosen, not fitted: a tenth of a
+#: percent is below any timing's repeatability (the synthetic fits recover known figures with
+#: residuals under 1e-4, tests/test_calibrate.py; a quiet machine's passes differ by percents).
+UNDETERMINED = 1e-3
+#: A fitted ``memory_efficiency`` below this is refused: no memory system streams so far below
+#: its rate. Stated from the catalogue, not fitted: a core alone gets at least its even share
+#: of the bandwidth that all of them share at full load, 1/56 = 0.018 of the rate on the
+#: largest CPU listed (xeon-8480, 56 cores, 307.2 GB/s: a calibration on one of its cores
+#: keeps the whole part's bandwidth, ``hardware_specs.host.on_cores``, so a low fraction is
+#: physical there); the GPUs' measured figures lie in 0.736-0.894 (hardware_specs/devices).
+#: Below it: the development VM's undetermined 0.006 (0.2 of its 27 GB/s, 2026-12-05).
+MEMORY_EFFICIENCY_FLOOR = 0.01
 
 
 class CalibrationRefused(HwsimError):
@@ -458,14 +561,17 @@ def checked_fit(device: DeviceSpec, measurements: list[Measurement], retime=None
     return fit
 
 
-def provenance(env: dict[str, str], spread=None) -> str:
+def provenance(env: dict[str, str], spread=None, held: dict[str, float] | None = None) -> str:
     """Where a calibration's timings came from (``simulator.calibrate.records.environment``): host,
     device, driver, torch version, threads, date (UTC); with ``spread`` (a
-    ``simulator.calibrate.stability.Spread``), how far fits on halves of its timings disagree."""
+    ``simulator.calibrate.stability.Spread``), how far fits on halves of its timings disagree;
+    with ``held`` (``Calibration.held_``), the figures kept at the spec's values."""
     driver = f", driver {env['driver']}, CUDA {env['cuda']}" if env.get("driver") else ""
+    kept = ("; kept at the spec's values, not determined by the timings: "
+            + ", ".join(f"{name} {value:.4g}" for name, value in held.items())) if held else ""
     return (f"hwsim calibrate on {env['host']} ({env['device']}{driver}), torch {env['torch']}, "
             f"{env['threads']} threads, {env['date']}"
-            + (f"; {spread.describe()}" if spread is not None else ""))
+            + (f"; {spread.describe()}" if spread is not None else "") + kept)
 
 
 def sustained_clock_hz(device: DeviceSpec, measurements: Iterable[Measurement]) -> float | None:

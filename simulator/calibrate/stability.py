@@ -36,9 +36,9 @@ STABILITY_BOUND = 0.10
 class Spread:
     """How far fits on two halves of the timings disagree: over the cases, the median and the
     largest |prediction of one half's fit / the other's - 1|. Not the fitted figures
-    themselves: one the timings do not determine (``memory_efficiency`` where every case's
-    bytes fit in a cache) moves freely between the halves, 110x in one run here, while no
-    prediction moves."""
+    themselves: one the timings hardly determine moves far between the halves while no
+    prediction moves (``memory_efficiency`` where every case's bytes fit in a cache moved 110x
+    in one run here, before such a figure kept the spec's value, ``Calibration.undetermined``)."""
 
     median: float
     worst: float

@@ -407,7 +407,7 @@ def _calibrate(args) -> int:
         write_atomic(args.record, records.kernels_csv(fit.measurements_, env))
         print(f"wrote {args.record}: the timings, for hwsim calibrate --from")
     calibrated = dataclasses.replace(fit.apply(), name=f"{device.name}-calibrated")
-    text = calibrated_toml(device, calibrated, calibrate.provenance(env, fit.spread_))
+    text = calibrated_toml(device, calibrated, calibrate.provenance(env, fit.spread_, fit.held_))
     out = args.out or f"{device.name}-calibrated.toml"
     write_atomic(out, text)
     print(fit.report())
