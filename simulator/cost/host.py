@@ -43,6 +43,19 @@ A dropless mixture of experts under expert parallelism synchronises before each 
 dispatch all-to-all in the forward (Megatron-Core's all-to-all dispatcher reads the split
 sizes on the host: ``simulator.parallel.expert``, the op's ``sync`` fact).
 
+One autograd call, two ops: a convolution's backward is one ``aten::convolution_backward``
+call (PyTorch ``tools/autograd/derivatives.yaml``, ``convolution``'s entry: ``input, weight,
+bias: convolution_backward_symint(..., grad_input_mask)``, one formula for all three
+gradients), which hwsim prices as two ops, the data gradient and the weight gradient. On a CPU,
+where the host's cost is the call's, a weight gradient whose data gradient is also in the graph
+(``shared_call``) pays no per-call cost of its own: the data gradient pays it, once. Profiled
+on the development machine (torch 2.13 CPU, one thread, 2026-12-05, Q1's
+``benchmarks/profile_step_cpu.py``): the ResNet-style test model's step runs 9
+``convolution_backward`` calls for its 9 convolutions, which hwsim priced as 17 ops. A first
+convolution, whose input needs no gradient, runs the call for its weight alone (one op, one
+cost). On a GPU the call launches a kernel per gradient, each keeping its fixed cost; the
+host's cost of the one call is still counted twice there (not modelled).
+
 Not modelled: the loss's ``.item()`` and other synchronisations at the step's end (a step
 starts with host and device both idle, ``simulator.schedule.step``: the same thing); the CUDA
 launch queue's depth (the host never stalls on a full queue); host threads of
@@ -55,9 +68,10 @@ import numpy as np
 from hardware_specs.spec import DeviceClass, DeviceSpec
 from simulator.errors import PlanError
 from simulator.graph.lower import Lowered
-from simulator.graph.op import OpKind, Phase
+from simulator.graph.op import OpKind, Phase, Task
 from simulator.parallel.data import NCCL_COPY_IN, NCCL_COPY_OUT
 from simulator.plan.step import Fusion, Optimizer, OptimizerImpl, Plan
+from simulator.training.backward import WGRAD
 
 # What a CUDA graph saves on the device per kernel: NVIDIA, "Getting Started with CUDA Graphs"
 # (A. Gray, 2019, https://developer.nvidia.com/blog/cuda-graphs/): a 2.9 us kernel on a V100
@@ -173,11 +187,36 @@ def costs(lowered: Lowered, device: DeviceSpec,
         host[lowered.fn == fn] = own
         fixed[lowered.fn == fn] = own
     if serial(device):
+        host[shared_call(lowered)] = 0.0   # the data gradient's call computes it too
         return host, np.zeros(n)
     host += sync_calls(lowered, device, plan) * host_per_op(device)   # the synchronize() calls
     if graphs:
         fixed = np.maximum(fixed - GRAPH_SAVES_S, 0.0)
     return fixed * launches, host
+
+
+#: Functions whose backward is one call computing every gradient it is asked for:
+#: ``aten::convolution_backward`` (``tools/autograd/derivatives.yaml``, ``convolution``).
+ONE_CALL_BACKWARD = frozenset({"conv1d", "conv2d", "conv3d", "conv_transpose1d",
+                               "conv_transpose2d", "conv_transpose3d"})
+
+
+def shared_call(lowered: Lowered) -> np.ndarray:
+    """Bool per op: a weight gradient of a ``ONE_CALL_BACKWARD`` function whose data gradient
+    (of the same forward op) is in the graph too, so that one call computes both. The ops are
+    told by their names (``simulator.training.backward``: ``wgrad:<op>`` and ``dgrad:<op>``)."""
+    out = np.zeros(len(lowered), dtype=bool)
+    if lowered.fn is None:
+        return out
+    wgrad = ((lowered.task == Task.WEIGHT_GRAD) & (lowered.kind == OpKind.CONV)
+             & np.isin(lowered.fn, tuple(ONE_CALL_BACKWARD)))
+    if not wgrad.any():
+        return out
+    names = set(lowered.names)
+    for i in np.flatnonzero(wgrad):
+        prefix, _, forward = lowered.names[i].partition(":")
+        out[i] = prefix == WGRAD and f"dgrad:{forward}" in names
+    return out
 
 
 def syncs(lowered: Lowered, device: DeviceSpec, plan: Plan | None = None) -> np.ndarray:
