@@ -33,8 +33,8 @@ The exchange beside the calls (``exposed_s``), C the gathers' time and A the att
   keys and values again and the accumulated dK, dV after each step (2 C); the last step's
   dK, dV leave after it: T = max(A + 2 C / cp, A / cp + 2 C).
 - torch-ring: PyTorch's default rotater (``_RotateMethod.ALL_GATHER``) gathers all the keys
-  and values once, issued before step 0 and waited for at step 1: T = max(A, A / cp + C)
-  with the remaining cp - 1 steps after the gather, i.e. first = (cp - 1) / cp. Backward it
+  and values once, issued before step 0 and waited for at step 1, with the remaining cp - 1
+  steps after the gather: T = max(A, (cp - 1) A / cp + C), i.e. first = (cp - 1) / cp. Backward it
   gathers them again the same way and rotates dK, dV with all-to-alls after each step (the
   ``dkv_rotater``), the last waited for after the loop: first = (cp - 1) / cp, last = 1 / cp
   of 2 C.
