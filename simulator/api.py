@@ -44,7 +44,7 @@ from simulator.schedule.memory import stage_memory
 from simulator.schedule.stage import StageRun, interfere, price_stage
 from simulator.schedule.step import idle_s, step_time, throttled_j
 from simulator.schedule.streamed import stream
-from simulator.training import bias, convnorm
+from simulator.training import bias, convnorm, finetune
 from simulator.training.saved import activation_bytes
 from workloads.base import Workload
 from workloads.zoo import get_workload
@@ -122,6 +122,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         convnorm.check_device(device)
     if plan.norm_act_fusion:   # apex's NHWC batch-norm kernels: NVIDIA or AMD GPUs
         convnorm.check_norm_act_device(device)
+    if not plan.fp8_transpose_cache:   # TE transposes fp8 weights on TN-only GPUs alone
+        finetune.check_transpose_device(device)
     if not plan.channels_last and device.vendor != "NVIDIA":
         # the NCHW/NHWC transposes are cuDNN's (simulator.training.layout): XLA, Gaudi's and
         # Neuron's graph compilers and MIOpen choose their own layouts

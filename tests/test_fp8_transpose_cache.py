@@ -88,3 +88,32 @@ def test_the_metered_h100_lora_rows_set_it_as_their_config_does():
     for row in ("lora-1node", "lora-8node"):
         assert ev.EXTRA[row]["fp8_transpose_cache"] is False
     assert ev.EXTRA["lora-b200"].get("fp8_transpose_cache", True) is True
+
+
+@pytest.mark.parametrize("device", ["b200", "gb200", "mi300x", "gaudi3"])
+def test_refused_where_fp8_gemms_need_no_transpose(device, capsys):
+    """From compute capability 10.0 (B200, GB200) TE's fp8 GEMMs take non-TN layouts
+    (``is_non_tn_fp8_gemm_supported``, TE d0067d0da pytorch/utils.py lines 658-663): no
+    transpose to repeat, so the flag is refused in one line (exit 2), not priced; likewise
+    off NVIDIA's GPUs (TE's fp8 path is CUDA's)."""
+    kw = dict(micro_batch=1, seq_len=512, finetune="lora", precision="fp8",
+              frozen_weights="fp8")
+    with pytest.raises(PlanError, match="fp8_transpose_cache = false needs a GPU whose fp8 "
+                                        "GEMMs are TN-only"):
+        simulate("llama2-7b", device, fp8_transpose_cache=False, **kw)
+    assert main(["predict", "llama2-7b", "--device", device, "--micro-batch", "1",
+                 "--seq-len", "512", "--precision", "fp8", "--finetune", "lora",
+                 "--frozen-weights", "fp8", "--no-fp8-transpose-cache"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"not {device} (drop --no-fp8-transpose-cache)" in err
+
+
+@pytest.mark.parametrize("device", ["h100-sxm5-80gb", "h200-sxm", "l40s", "rtx-4090"])
+def test_priced_on_tn_only_gpus(device):
+    """Ada and Hopper GPUs (compute capability 8.9, 9.0) run fp8 GEMMs TN only: the transposes
+    are priced there, so the step is slower than with the cache on."""
+    kw = dict(micro_batch=1, seq_len=512, finetune="lora", precision="fp8",
+              frozen_weights="fp8")
+    cached = simulate("llama2-7b", device, **kw)
+    fresh = simulate("llama2-7b", device, fp8_transpose_cache=False, **kw)
+    assert fresh.step_time_s > cached.step_time_s

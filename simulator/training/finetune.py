@@ -33,8 +33,9 @@
   it is, NVIDIA/TransformerEngine d0067d0da ``pytorch/module/linear.py`` lines 476-490; a frozen
   weight is never updated, so its fp8 copy never goes stale). Embeddings, norms and the head
   are not TE linears and stay in the weight format. Not modelled: on GPUs whose fp8 GEMMs take
-  only the TN layout (Hopper; ``is_non_tn_fp8_gemm_supported`` is true from compute
-  capability 10.0, ``pytorch/utils.py`` line 658) the data gradient's ``update_usage(
+  only the TN layout (Ada, Hopper, sm120; ``is_non_tn_fp8_gemm_supported`` is true for compute
+  capability 10.x, 11.x and 13.0 on, ``(10, 0) <= cc < (12, 0) or cc >= (13, 0)``,
+  ``pytorch/utils.py`` lines 658-663) the data gradient's ``update_usage(
   columnwise_usage=True)`` (linear.py line 1051) builds the weight's transpose once and keeps
   it: 1 byte more per frozen weight there, not counted (memory only: made once, not per step).
 - fp8 frozen weights without the transpose cache (``Plan.fp8_transpose_cache`` false:
@@ -52,7 +53,10 @@
   data-gradient GEMM on such a weight, every micro-batch: read 1 byte and write 1 byte per
   weight element, at the streaming rate; the transposed copy is freed after its GEMM, so
   none is kept (Megatron's default, the cache on, keeps one per weight from the first
-  micro-batch on: memory only, not counted, as above).
+  micro-batch on: memory only, not counted, as above). Only on GPUs whose fp8 GEMMs are
+  TN-only (``check_transpose_device``): from compute capability 10.0 (B200, GB200) TE's fp8
+  GEMMs take the weight as stored and no transpose exists to cache or repeat, so the flag is
+  refused there, as on every device that is not an NVIDIA GPU (TE's fp8 path is CUDA's).
 """
 from __future__ import annotations
 
@@ -71,6 +75,14 @@ ADAPTER_A, ADAPTER_B = "lora_a", "lora_b"
 DEQUANTIZE_FLOPS_PER_ELEMENT = 2
 #: fn of the transpose of an fp8 frozen weight made at each backward (``transpose_fp8``).
 FP8_TRANSPOSE = "fp8_transpose"
+#: The catalogue's GPUs whose fp8 GEMMs take only the TN layout (name prefixes): TE's
+#: ``is_non_tn_fp8_gemm_supported`` (d0067d0da ``pytorch/utils.py`` lines 658-663) is false
+#: below compute capability 10.0 and for 12.x; CUDA's compute capability table
+#: (developer.nvidia.com/cuda-gpus): L4, L40S, RTX 4090 8.9 (Ada); H100, H800, H200, H20,
+#: GH200 9.0 (Hopper); RTX 5090 12.0. B200 and GB200 (10.0) take non-TN layouts. The spec has
+#: no compute-capability or architecture field, so the rule goes by name, as
+#: ``simulator.cost.attention.HOPPER`` does: a renamed copy of one of these is refused too.
+TN_ONLY_FP8 = ("h100-", "h800-", "h200-", "h20", "gh200", "l4", "rtx-4090", "rtx-5090")
 
 
 def adapt(forward: OpGraph, plan: Plan) -> OpGraph:
@@ -232,6 +244,16 @@ def _insert_before(step: OpGraph, op: Op, gemm: str) -> None:
         step.issue_early(op.name)
 
 
+def check_transpose_device(device) -> None:
+    """PlanError unless ``device`` is a GPU whose fp8 GEMMs take only the TN layout
+    (``TN_ONLY_FP8``), where TE transposes an fp8 weight for the data gradient and
+    ``fp8_transpose_cache`` = false repeats that every micro-batch (``transpose_fp8``)."""
+    if device.vendor != "NVIDIA" or not device.name.startswith(TN_ONLY_FP8):
+        raise PlanError(f"fp8_transpose_cache = false needs a GPU whose fp8 GEMMs are TN-only "
+                        f"(Ada, Hopper, RTX 5090: Transformer Engine transposes fp8 weights "
+                        f"there), not {device.name} (drop --no-fp8-transpose-cache)")
+
+
 def transpose_fp8(step: OpGraph, plan: Plan) -> OpGraph:
     """fp8 frozen weights without TE's transpose cache (``Plan.fp8_transpose_cache`` false):
     before each data-gradient GEMM on such a weight, the kernel that transposes it (TE's
@@ -252,6 +274,6 @@ def transpose_fp8(step: OpGraph, plan: Plan) -> OpGraph:
     return step
 
 
-__all__ = ["ADAPTER_A", "ADAPTER_B", "BITS", "FP8_TRANSPOSE", "adapt", "dequantize",
-           "frozen_weight_bytes", "needs_grad", "quantized", "stored_weight_bytes",
-           "tensor_format", "transpose_fp8"]
+__all__ = ["ADAPTER_A", "ADAPTER_B", "BITS", "FP8_TRANSPOSE", "TN_ONLY_FP8", "adapt",
+           "check_transpose_device", "dequantize", "frozen_weight_bytes", "needs_grad",
+           "quantized", "stored_weight_bytes", "tensor_format", "transpose_fp8"]
