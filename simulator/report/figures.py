@@ -26,7 +26,11 @@ DEFAULT_PUE = 1.0
 # Owning: a node's parts besides its devices -- CPUs, memory, NICs and transceivers, storage,
 # chassis, power supplies -- $32,010 for an 8-GPU DGX H100 (SemiAnalysis's bill of materials,
 # "AI Server Cost Analysis", 2023-05: 5,200 + 7,860 + 3,456 + 10,908 + 563 + 875 + 463 + 1,200
-# + 1,485, as summed in epoch-research/training-cost-trends, h100_manufacturing_cost.ipynb).
+# + 1,485, as summed in epoch-research/training-cost-trends, h100_manufacturing_cost.ipynb
+# (c98330c), "the SemiAnalysis estimate"). An analyst's bill of materials, not a price: the one
+# labelled exception to the rule that owned costs come from list, street or reseller prices
+# (docs/devices.md, 'Prices'), kept as the only itemised source found of a server's non-GPU
+# parts; graphcore-bow's node_parts_usd takes its host server from the same article.
 # A cluster's network beyond the nodes, buildings and staff are not counted.
 DEFAULT_NODE_COST_USD = 32_010.0
 COSTED_NODE_DEVICES = 8   # the GPUs of the node that figure costs
