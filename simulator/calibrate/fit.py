@@ -31,7 +31,7 @@ from simulator.calibrate.functions import (
     micro_model,
 )
 from simulator.cost.host import costs as host_costs
-from simulator.cost.roofline import op_costs
+from simulator.cost.roofline import op_costs, step_footprint
 from simulator.errors import HwsimError
 from simulator.graph.lower import lower
 from simulator.graph.op import DType
@@ -452,8 +452,13 @@ class Calibration:
                     "on it, so the timings do not determine it")
             if name == "memory_efficiency":
                 main, caches = self.device.main_memory, self.device.memory[:-1]
+                largest = max((max(float(lowered.nbytes.max(initial=0)), step_footprint(lowered))
+                               for lowered in (_lowered(m.case) for m in self.measurements_)),
+                              default=0.0)
                 past = (f" (no case's bytes exceed the {caches[-1].name}'s "
-                        f"{caches[-1].capacity_bytes / 2**20:.4g} MiB)" if caches else "")
+                        f"{caches[-1].capacity_bytes / 2**20:.4g} MiB)"
+                        if caches and largest <= caches[-1].capacity_bytes else
+                        " (every op that streams from it is bound by its arithmetic)")
                 line += (f"{past}; main memory {main.name} streams at "
                          f"{value * main.bandwidth_bytes_per_s / 1e9:.4g} GB/s, "
                          f"{value:.4g} x the spec's {main.bandwidth_bytes_per_s / 1e9:.4g} GB/s"
