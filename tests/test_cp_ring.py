@@ -37,16 +37,89 @@ def test_the_ring_computes_one_cp_th_of_the_scores(m, cp, causal):
     assert scores == (cp * m * m / 2 if causal else cp * m * m)
 
 
+# Bytes per element of each eager op the code runs, (reads, writes), bf16 2 and fp32 4 bytes:
+# torch's _SDPAMerger step (pytorch 0123248a torch/distributed/tensor/experimental/_attention.py)
+MERGE_OPS = [(2, 4),        # block_out.to(torch.float32)
+             (4 + 4, 4),    # out - block_out
+             (4, 4),        # times sigmoid(lse - block_lse)
+             (4 + 4, 4)]    # out - that
+CAST_OPS = [(2, 4)]         # the first step's conversion; the final cast back is 4 -> 2
+ACCUMULATE_OPS = [(4 + 2, 4)]   # grad_query += grad_query_ into the fp32 accumulator
+CAT_OPS = [(2, 2)]          # torch.cat of the keys and values it sends, per bf16 byte pair
+# TransformerEngine d0067d0da context_parallel.py, all in bf16
+CORRECTION_OPS = [(2 + 2, 2)]   # out.add_(out_per_step * exp(...)), one fused kernel
+INIT_OPS = [(2, 2)]             # flash_attn_fwd_out_correction_init
+ADD_OPS, COPY_OPS = [(2 + 2, 2)], [(2, 2)]   # dq.add_(dq_), dq.copy_(dq_)
+
+
+def _per_bf16(ops):
+    """An op list's bytes per element in units of the bf16 tensor's 2 bytes."""
+    return sum(r + w for r, w in ops) / 2
+
+
 def test_merge_bytes_closed_forms():
-    """torch-ring: 19 x the output per later step, 3 x at each end, the send copies 2 x the
-    keys and values per step but the last; backward 5 x the gradients per step; p2p:
-    TransformerEngine's fused correction 3 x per later step and 2 x at the first."""
-    out, kv, grad = 1000.0, 300.0, 1600.0
-    assert merge_bytes(out, kv, grad, 4, TORCH_RING, False) == 1000 * (19 * 3 + 6) + 2 * 3 * 300
-    assert merge_bytes(out, kv, grad, 4, TORCH_RING, True) == 5 * 4 * 1600
-    assert merge_bytes(out, kv, grad, 4, P2P, False) == 1000 * (3 * 3 + 2)
-    assert merge_bytes(out, kv, grad, 4, P2P, True) == 0
-    assert merge_bytes(out, kv, grad, 1, TORCH_RING, False) == 0
+    """Each ring's extra bytes from the per-op byte lists the code cites: torch-ring's merge
+    per later step and its two ends, the send copies on every step but the last, the
+    backward's fp32 accumulation of one step's dQ, dK, dV on all cp steps; p2p's fused
+    correction per later step and its first, and its bf16 gradient accumulation (the last
+    rank: dQ copied then added, dK, dV half a chunk before the diagonal step)."""
+    out, kv, cp = 1000.0, 300.0, 4
+    step, ends = _per_bf16(MERGE_OPS), _per_bf16(CAST_OPS)
+    assert (step, ends) == (19, 3)
+    assert merge_bytes(out, kv, cp, TORCH_RING, False) == \
+        out * (step * (cp - 1) + 2 * ends) + _per_bf16(CAT_OPS) * (cp - 1) * kv
+    assert merge_bytes(out, kv, cp, TORCH_RING, True) == \
+        _per_bf16(ACCUMULATE_OPS) * cp * (out + kv)
+    assert merge_bytes(out, kv, cp, P2P, False) == \
+        out * (_per_bf16(CORRECTION_OPS) * (cp - 1) + _per_bf16(INIT_OPS))
+    add, copy = _per_bf16(ADD_OPS), _per_bf16(COPY_OPS)
+    dq = copy + add * (cp - 1)
+    dkv = copy / 2 + add / 2 * (cp - 2) + add   # half copy, half adds, the diagonal's add
+    assert merge_bytes(out, kv, cp, P2P, True) == out * dq + kv * dkv == 1000 * 11 + 300 * 7
+    assert merge_bytes(out, kv, cp, P2P, True, causal=False) == (out + kv) * dq
+    assert merge_bytes(out, kv, 1, TORCH_RING, False) == 0
+    assert merge_bytes(out, kv, 1, P2P, True) == 0
+
+
+def test_the_merge_bytes_reach_the_attention_time():
+    """The same lowered cp = 4 graph with its ring marked torch-ring, then p2p: each
+    attention op's time differs by exactly the two rings' extra bytes over the device's
+    streaming rate (the calls' shapes, hence the kernel ratio, are the same); forward the
+    output and the rank's keys and values, backward its dQ and one chunk's dK, dV."""
+    from hardware_specs.loader import load_device
+    from simulator.graph.op import DType, Task
+
+    run = simulate("llama2-7b", "h100-sxm5-80gb",
+                   parallel=ParallelPlan(cp=4, cp_comm="torch-ring"), **KW)
+    low = run.lowered
+    device = load_device("h100-sxm5-80gb")
+    rng = np.random.default_rng(1)
+    compute = rng.uniform(0, 1e-3, len(low))
+    memory = rng.uniform(0, 1e-3, len(low))
+    time = np.maximum(compute, memory)
+    torch_t = ring_times(low, device, compute, memory, time)
+    p2p_low = replace(low, ring=np.where(low.ring > 0, P2P, 0).astype(low.ring.dtype))
+    p2p_t = ring_times(p2p_low, device, compute, memory, time)
+    stream = device.memory_bandwidth_bytes_per_s * device.memory_efficiency
+    attention = np.flatnonzero((low.kind == OpKind.ATTENTION) & (low.ring > 0))
+    seen = set()
+    for j in attention:
+        task = Task(int(low.task[j]))
+        if task == Task.FORWARD:
+            out = float(low.out_bytes[j])
+            kv = float(low.bytes_read[j] - low.out_bytes[j]) / 4
+        elif task == Task.DATA_GRAD:
+            out = float(low.batch[j] * low.m[j] * low.k[j] * DType(int(low.dtype[j])).bytes)
+            kv = (float(low.bytes_written[j]) - out) / 4
+        else:
+            continue
+        seen.add(task)
+        backward = task == Task.DATA_GRAD
+        want = (merge_bytes(out, kv, 4, TORCH_RING, backward)
+                - merge_bytes(out, kv, 4, P2P, backward)) / stream
+        assert torch_t[j] - p2p_t[j] == pytest.approx(want, rel=1e-9)
+        assert want > 0
+    assert seen == {Task.FORWARD, Task.DATA_GRAD}
 
 
 def test_exposed_exchange_closed_forms():
@@ -148,3 +221,4 @@ def test_an_unknown_exchange_is_one_line():
                                         "allgather, p2p, torch-ring"):
         ParallelPlan(cp=2, cp_comm="ring")
     assert replace(ParallelPlan(), cp_comm="p2p").cp_comm.value == "p2p"
+

@@ -48,18 +48,22 @@ The exchange beside the calls (``exposed_s``), C the gathers' time and A the att
   the last copies the keys and values it sends into one buffer (``torch.cat``: read and
   write, 2 x their bytes). The backward accumulates dQ, dK and dV in fp32 (``accum_dtype =
   torch.float32``, ``grad_query += grad_query_``, ...): at least the accumulator read and
-  written and the step's bf16 gradient read, 5 x the gradients' bytes for each of cp steps
+  written and the step's bf16 gradient read, 5 x one step's gradients' bytes (the rank's own
+  dQ and its chunk's dK, dV, not the single op's dK, dV for all cp ranks' keys) for each of
+  cp steps
   (a lower bound: the code's chunk-and-concatenate partial updates and the send buffers'
   copies are left out). These stream at the device's ``memory_bandwidth_bytes_per_s x
   memory_efficiency``, added to the attention op's time. The last rank's steps are counted
   (every later step of it a whole, not partial, merge: i <= rank).
 
 TransformerEngine's forward corrects the output after the ring with one fused kernel per
-step (``TE_CORRECTION``, ``TE_INIT``).
+step (``TE_CORRECTION``, ``TE_INIT``); its backward accumulates dQ into one buffer and dK, dV
+into the received ones with eager ``add_`` / ``copy_`` in bf16 at every step (``TE_COPY``,
+``TE_ADD``; the last rank's, whose later steps add the whole dQ), streamed the same way.
 
 Not modelled: each call's own launch on the host (the ring's cp calls and PyTorch's eager
-merge kernels are issued as one op), TransformerEngine's backward accumulation of dQ, dK, dV
-(not read here), the ring's exchange contending with the calls for SMs or HBM
+merge kernels are issued as one op), TransformerEngine's fp8 paths (per-step buffers, then
+one combine), the ring's exchange contending with the calls for SMs or HBM
 (``simulator.cost.interference`` sees the collectives' exposed time only), and ranks whose
 steps mix m x c and c x m calls.
 """
@@ -68,7 +72,7 @@ from __future__ import annotations
 import numpy as np
 
 from simulator.graph.collective import Axis
-from simulator.graph.op import OpKind, Phase, Task
+from simulator.graph.op import DType, OpKind, Phase, Task
 
 #: ``Lowered.ring`` codes (``simulator.parallel.context.RING_CODES``).
 P2P, TORCH_RING = 1, 2
@@ -91,6 +95,18 @@ ACCUMULATE_STEP = 5
 #: 3 x its bytes per later step; ``flash_attn_fwd_out_correction_init`` reads and writes it
 #: once, 2 x).
 TE_CORRECTION, TE_INIT = 3, 2
+#: TransformerEngine's backward accumulation of dQ, dK, dV (same file and commit,
+#: ``AttnFuncWithCPAndKVP2P.backward``, bf16, lines 2653-2698 and 2756-2812), each
+#: an eager in-place op in the gradients' dtype: ``dq.add_(dq_)`` reads both and writes one
+#: (3 x the bytes it covers), ``dq.copy_(dq_)`` reads one and writes one (2 x). On the last
+#: rank (``rank == cp_size - 1``) dQ is copied at step 0 and added at every later step:
+#: 2 + 3 (cp - 1) x the rank's dQ. dK, dV (into the received ``dkv`` buffer) are half a
+#: chunk at each step before the last (the local queries against the first half of the
+#: arriving keys): step 0 copies half (``dk[0, ...].copy_(dk_)``, 1 x), steps 1 .. cp - 2 add
+#: half (``dk[0, ...].add_(dk_)``, 1.5 x); the last step (the diagonal block) adds all
+#: (``dk.add_(dk_)``, 3 x): 1.5 cp + 1 x the rank's dK, dV. Without a mask every step covers
+#: the whole: 2 + 3 (cp - 1) x both.
+TE_COPY, TE_ADD = 2, 3
 
 
 def step_shapes(m: int, cp: int, causal: bool) -> list[tuple[int, int, bool, int]]:
@@ -103,18 +119,23 @@ def step_shapes(m: int, cp: int, causal: bool) -> list[tuple[int, int, bool, int
     return [(m, m, True, 1), (m, max(m // 2, 1), False, cp - 1)]
 
 
-def merge_bytes(out_bytes: float, kv_bytes: float, grad_bytes: float, cp: int, ring: int,
-                backward: bool) -> float:
+def merge_bytes(out_bytes: float, kv_bytes: float, cp: int, ring: int,
+                backward: bool, causal: bool = True) -> float:
     """Bytes the torch-ring merges and send copies (forward: ``out_bytes`` the output's,
-    ``kv_bytes`` the rank's own keys and values) or accumulations (backward: ``grad_bytes`` the
-    dQ, dK, dV the gradient kernel writes) move; p2p: TransformerEngine's output corrections
-    forward, nothing backward."""
+    ``kv_bytes`` the rank's own keys and values) or accumulations (backward: ``out_bytes`` the
+    rank's own dQ, ``kv_bytes`` its own dK, dV: one step's gradients) move; p2p:
+    TransformerEngine's output corrections forward, its gradients' accumulation backward
+    (``causal``: the last rank's half-chunk dK, dV steps)."""
     if cp <= 1:
         return 0.0
-    if ring == P2P:   # the output corrections; the backward's accumulation is not read here
-        return 0.0 if backward else out_bytes * (TE_CORRECTION * (cp - 1) + TE_INIT)
+    if ring == P2P:
+        if not backward:
+            return out_bytes * (TE_CORRECTION * (cp - 1) + TE_INIT)
+        whole = TE_COPY + TE_ADD * (cp - 1)
+        halves = (TE_COPY / 2 + TE_ADD / 2 * (cp - 2) + TE_ADD) if causal else whole
+        return out_bytes * whole + kv_bytes * halves
     if backward:
-        return ACCUMULATE_STEP * cp * grad_bytes
+        return ACCUMULATE_STEP * cp * (out_bytes + kv_bytes)
     return out_bytes * (MERGE_STEP * (cp - 1) + 2 * MERGE_ENDS) + SEND_COPY * (cp - 1) * kv_bytes
 
 
@@ -135,7 +156,6 @@ def kernel_ratio(lowered, device, ops: np.ndarray) -> np.ndarray:
     """Each ring attention op's time as the ring's calls over its time as one call, both
     under the device's attention kernel fit (1 where it has none)."""
     from simulator.cost.attention import fit_for, padded_head, pass_time_s, resolve
-    from simulator.graph.op import DType
 
     ratio = np.ones(len(ops))
     kernel = getattr(device, "attention_kernel", None)
@@ -179,8 +199,13 @@ def ring_times(lowered, device, compute_s: np.ndarray, memory_s: np.ndarray,
         cp = int(lowered.ring_steps[j])
         # the op reads its queries (the output's bytes) and all cp ranks' keys and values
         kv = max(float(lowered.bytes_read[j] - lowered.out_bytes[j]), 0.0) / cp
-        extra = merge_bytes(float(lowered.out_bytes[j]), kv, float(lowered.bytes_written[j]),
-                            cp, int(ring[j]), backward) / stream
+        out = float(lowered.out_bytes[j])
+        if backward:   # it writes dQ for its m queries and dK, dV for all cp ranks' keys
+            out = float(lowered.batch[j] * lowered.m[j] * lowered.k[j]
+                        * DType(int(lowered.dtype[j])).bytes)
+            kv = max(float(lowered.bytes_written[j]) - out, 0.0) / cp
+        extra = merge_bytes(out, kv, cp, int(ring[j]), backward,
+                            bool(lowered.causal[j])) / stream
         before = max(float(compute_s[j]), float(memory_s[j]))
         time_s[j] += max(float(compute_s[j]) * ratio, float(memory_s[j])) - before + extra
     comm = (lowered.kind == OpKind.COLLECTIVE) & (lowered.axis == int(Axis.CONTEXT)) & (
@@ -216,7 +241,7 @@ def ring_times(lowered, device, compute_s: np.ndarray, memory_s: np.ndarray,
     return time_s
 
 
-__all__ = ["ACCUMULATE_STEP", "MERGE_ENDS", "MERGE_STEP", "P2P", "SEND_COPY", "TE_CORRECTION",
-           "TE_INIT", "TORCH_RING",
+__all__ = ["ACCUMULATE_STEP", "MERGE_ENDS", "MERGE_STEP", "P2P", "SEND_COPY", "TE_ADD",
+           "TE_COPY", "TE_CORRECTION", "TE_INIT", "TORCH_RING",
            "exposed_s",
            "kernel_ratio", "merge_bytes", "ring_times", "step_shapes"]
