@@ -204,14 +204,15 @@ def parallel_plan(row: dict[str, str]) -> ParallelPlan:
     for key in ("first_stage_layers", "last_stage_layers"):
         if row.get(key):
             fields[key] = int(row[key])
-    # context parallel's key/value exchange as the run's framework ran it (column cp_comm
-    # where a row has one): torchtitan runs PyTorch's context_parallel ring (torch-ring),
-    # Megatron-LM / NeMo its default --cp-comm-type p2p (ParallelPlan.cp_comm; neither
-    # mlcommons/training_results_v5.0 0fdc28f NVIDIA/benchmarks/llama31_405b, nor
-    # NVIDIA/dgxc-benchmarking, nor NeMo 8cfedd7's llama31_405b recipe and MegatronStrategy
-    # set cp_comm_type)
-    fields["cp_comm"] = row.get("cp_comm") or (
-        "torch-ring" if row["source"].startswith("pytorch/torchtitan") else "p2p")
+    # context parallel's key/value exchange as the run ran it (column cp_comm, set on every
+    # row with cp > 1, each citing its source in config_source: torchtitan 9dec370's
+    # rotate-method default -> torch-ring, Megatron-core's cp_comm_type default -> p2p;
+    # ParallelPlan.cp_comm); empty where cp is 1
+    if int(row["cp"] or 1) > 1:
+        if not row.get("cp_comm"):
+            raise ValueError(f"{row['run_id']}: cp {row['cp']} without cp_comm: set "
+                             "allgather, p2p or torch-ring as the run's framework ran it")
+        fields["cp_comm"] = row["cp_comm"]
     return ParallelPlan(schedule=row["schedule"], **fields)
 
 

@@ -222,3 +222,22 @@ def test_an_unknown_exchange_is_one_line():
         ParallelPlan(cp=2, cp_comm="ring")
     assert replace(ParallelPlan(), cp_comm="p2p").cp_comm.value == "p2p"
 
+
+def test_each_context_parallel_row_cites_its_exchange():
+    """Every validation row with cp > 1 sets cp_comm and cites where its framework's default
+    comes from (torchtitan 9dec370's rotate method -> torch-ring, Megatron-core's
+    cp_comm_type -> p2p); cp 1 rows leave it empty; a cp > 1 row without it is refused."""
+    from benchmarks.validation_report import load_rows, parallel_plan
+
+    cite = {"torch-ring": "torchtitan 9dec370 torchtitan/config_manager.py lines 365-367",
+            "p2p": "megatron/core/extensions/transformer_engine.py lines 2141-2142"}
+    rows = load_rows()
+    ring = [row for row in rows if int(row["cp"] or 1) > 1]
+    assert len(ring) >= 10
+    for row in ring:
+        assert cite[row["cp_comm"]] in row["config_source"], row["run_id"]
+        assert parallel_plan(row).cp_comm.value == row["cp_comm"]
+    assert {row["cp_comm"] for row in ring} == {"torch-ring", "p2p"}
+    assert not any(row["cp_comm"] for row in rows if int(row["cp"] or 1) == 1)
+    with pytest.raises(ValueError, match="without cp_comm"):
+        parallel_plan({**ring[0], "cp_comm": ""})
