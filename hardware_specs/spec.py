@@ -313,7 +313,8 @@ class DeviceSpec:
     # Batch norms in NHWC (a plan's channels_last; ``simulator.cost.roofline.price``), forward
     # and backward: cuDNN's NHWC batch-norm kernels (PyTorch's channels-last path; MXNet's NHWC
     # kernels of NVIDIA's MLPerf ResNet are their relatives), fitted by
-    # ``simulator.calibrate.streaming.fit_batch_norm``. None: as the other norms.
+    # ``simulator.calibrate.streaming.fit_batch_norm``; a GPU without them gets the class prior
+    # (``hardware_specs.loader.GPU_PRIORS``). None (other classes): as the other norms.
     batch_norm_memory_efficiency: float | None = None
     batch_norm_backward_memory_efficiency: float | None = None
     vector_efficiency: float = 1.0  # achieved fraction of the vector peak (norms, softmax, ...)

@@ -10,6 +10,7 @@ streams its batch norms at those figures where the spec gives them
 import csv
 import dataclasses
 import math
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -124,8 +125,14 @@ def test_v100_agrees_at_the_largest_shapes():
 def test_specs_carry_the_a100_fit_to_every_ga100_part_and_no_other():
     """One rule (as norm_memory_efficiency's): the A100-SXM4-40GB's fit, rounded, on every
     part with its die and SM count (GA100, 108 SMs: the A100 SXM4 and PCIe, 40 and 80 GB),
-    on no other spec in the catalogue (no Hopper or Blackwell batch norm measured; the
-    V100's own fit is held out badly)."""
+    on no other spec file in the catalogue (no Hopper or Blackwell batch norm measured; the
+    V100's own fit is held out badly): every other GPU runs on the class prior
+    (GPU_PRIORS, named in its priors), every other class has none."""
+    from hardware_specs.loader import GPU_PRIORS
+    from hardware_specs.spec import DeviceClass
+
+    prior = [GPU_PRIORS["batch_norm_memory_efficiency"],
+             GPU_PRIORS["batch_norm_backward_memory_efficiency"]]
     fits = [round(fit_batch_norm(_table(), A100[0], d, *A100[1:]).efficiency, 3)
             for d in ("forward", "backward")]
     assert fits == [0.791, 0.842]
@@ -135,10 +142,16 @@ def test_specs_carry_the_a100_fit_to_every_ga100_part_and_no_other():
     for name in names:
         spec = load_device(name)
         got = [spec.batch_norm_memory_efficiency, spec.batch_norm_backward_memory_efficiency]
+        in_file = {"batch_norm_memory_efficiency", "batch_norm_backward_memory_efficiency"} \
+            & set(tomllib.loads((DEVICES / f"{name}.toml").read_text())["compute"])
         if name in ga100:
             assert got == fits and spec.architecture.compute_units == 108, name
+            assert len(in_file) == 2 and not in_file & set(spec.priors), name
+        elif spec.device_class is DeviceClass.GPU:
+            assert got == prior and in_file == set() and "batch_norm_memory_efficiency" \
+                in spec.priors, name
         else:
-            assert got == [None, None], name
+            assert got == [None, None] and in_file == set(), name
 
 
 def test_narrow_batch_norms_stream_at_the_norms_figure():

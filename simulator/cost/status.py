@@ -13,6 +13,9 @@ Classes and their sources (docs/model.md):
 - ``stream`` (elementwise bytes) and ``norm`` (norms, softmax): measured streaming rates
   (NeuSight's kernels; PyTorch eager's in NVIDIA's cuDNN norm benchmark), the GPU priors
   (``GPU_PRIORS``), or the datasheet bandwidth;
+- ``batch-norm`` (NHWC batch norms of a channels_last plan, at least 64 channels):
+  ``batch_norm_memory_efficiency`` measured (cuDNN's NHWC kernel, the GA100 parts), the GPU
+  prior (``GPU_PRIORS``: the median over the measured dies), else ``as norm``;
 - ``compiled-norm`` (norms, softmax under compiled fusion): ``norm_memory_efficiency_compiled``
   measured (torch.compile's kernels), else ``as norm``;
 - ``vector`` (vector-unit compute): calibrated functions or ``vector_efficiency``, else the
@@ -21,6 +24,7 @@ Classes and their sources (docs/model.md):
 from __future__ import annotations
 
 from simulator.cost.attention import fit_for
+from simulator.cost.roofline import BATCH_NORM_MIN_CHANNELS
 
 MEASURED, PRIOR, DATASHEET, CALIBRATED = "measured", "prior", "datasheet", "calibrated"
 _GEMM_FNS = ("linear", "matmul", "bmm", "addmm", "mm")
@@ -45,10 +49,11 @@ def calibration_status(device) -> dict[str, str]:
                  else own("attention_efficiency", None, "as gemm"))
     stream = own("memory_efficiency", 1.0, DATASHEET)
     norm = own("norm_memory_efficiency", None, "as stream")
+    batch_norm = own("batch_norm_memory_efficiency", None, "as norm")
     compiled = own("norm_memory_efficiency_compiled", None, "as norm")
     vector = (CALIBRATED if functions else own("vector_efficiency", 1.0, DATASHEET))
     return {"gemm": gemm, "conv": conv, "attention": attention, "stream": stream, "norm": norm,
-            "compiled-norm": compiled, "vector": vector}
+            "batch-norm": batch_norm, "compiled-norm": compiled, "vector": vector}
 
 
 def status_line(device) -> str:
@@ -56,21 +61,42 @@ def status_line(device) -> str:
                     for cls, state in calibration_status(device).items())
 
 
-def priors_note(device) -> str | None:
-    """What a Result says of the class priors ``device`` runs on (None: none)."""
-    if not device.priors:
+#: The priors of NHWC batch norms: named in a prediction only where it prices one at them.
+BATCH_NORM_PRIORS = ("batch_norm_memory_efficiency", "batch_norm_backward_memory_efficiency")
+
+
+def nhwc_batch_norms(lowered, plan) -> bool:
+    """Whether a step prices any batch norm at the NHWC batch-norm figures (a channels_last
+    plan, at least ``BATCH_NORM_MIN_CHANNELS`` channels: ``simulator.cost.roofline.price``)."""
+    if not plan.channels_last or lowered.fn is None or lowered.channels is None:
+        return False
+    return bool(((lowered.fn == "batchnorm")
+                 & (lowered.channels >= BATCH_NORM_MIN_CHANNELS)).any())
+
+
+def priors_note(device, batch_norms: bool = True) -> str | None:
+    """What a Result says of the class priors ``device`` runs on (None: none). ``batch_norms``
+    False: the prediction prices no NHWC batch norm at their figures, so their priors go
+    unnamed."""
+    fields = [field for field in device.priors
+              if batch_norms or field not in BATCH_NORM_PRIORS]
+    if not fields:
         return None
     parts = []
     kind = device.device_class.value.upper()
-    if "matmul_efficiency" in device.priors:
+    if "matmul_efficiency" in fields:
         parts.append(f"GEMMs run at {device.matmul_efficiency:.1%} of its peak, the median "
                      f"measured on other {kind}s" if device.device_class.value in ("gpu",
                                                                                   "accelerator")
                      else f"GEMMs run at {device.matmul_efficiency:.1%} of its peak, the median "
                           "measured on GPUs and accelerators (none of its class is measured)")
-    if any(field != "matmul_efficiency" for field in device.priors):
+    if any(field not in ("matmul_efficiency", *BATCH_NORM_PRIORS) for field in fields):
         parts.append(f"memory-bound kernels stream at the medians measured on other {kind}s")
-    return (f"{device.name} has no measured {' or '.join(device.priors)}: "
+    if any(field in BATCH_NORM_PRIORS for field in fields):
+        parts.append(f"NHWC batch norms stream at {device.batch_norm_memory_efficiency:.1%} "
+                     f"forward and {device.batch_norm_backward_memory_efficiency:.1%} backward "
+                     f"of its bandwidth, the median over the measured {kind} dies")
+    return (f"{device.name} has no measured {' or '.join(fields)}: "
             f"{'; '.join(parts)} (priors)")
 
 
@@ -89,4 +115,5 @@ def priors_summary(devices) -> str | None:
             "each op class): " + "; ".join(shown))
 
 
-__all__ = ["calibration_status", "priors_note", "priors_summary", "status_line"]
+__all__ = ["BATCH_NORM_PRIORS", "calibration_status", "nhwc_batch_norms", "priors_note",
+           "priors_summary", "status_line"]
