@@ -246,3 +246,22 @@ def test_float8_tensor_parallel_gathers_fp8():
     assert narrowed and all(torchao[n] == bf16[n] for n in bf16 if n not in narrowed)
     grads = {n for n in narrowed if n.startswith("grad:")}
     assert grads and all(te[n] == bf16[n] for n in grads)
+
+
+@pytest.mark.parametrize("flags, named", [
+    (("--finetune", "lora", "--frozen-weights", "fp8"), "frozen_weights = 'fp8'"),
+    (("--fp8-swiglu-input",), "fp8_swiglu_input = true"),
+])
+def test_transformer_engine_options_are_refused_with_torchao(flags, named):
+    """torchao's Float8Linear casts the weight at every forward call and keeps no fp8 SwiGLU
+    input: Transformer Engine's fp8 frozen weights and Megatron-core's fp8 SwiGLU store are not
+    its options (review R-D finding 1): one line, exit 2, from the CLI and the API."""
+    proc = hwsim("predict", "llama2-7b", "--device", "h100", "--precision", "fp8",
+                 "--fp8-recipe", "torchao-tensorwise", *flags)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert named in proc.stderr and "torchao" in proc.stderr
+    from simulator.errors import HwsimError
+    extra = ({"finetune": "lora", "frozen_weights": "fp8"} if "--finetune" in flags
+             else {"fp8_swiglu_input": True})
+    with pytest.raises(HwsimError, match="not torchao's"):
+        Plan(precision="fp8", fp8_recipe="torchao-tensorwise", **extra)

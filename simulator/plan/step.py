@@ -461,6 +461,17 @@ class Plan:
             raise PlanError(f"frozen_weights = 'fp8' needs precision = fp8 (--precision fp8): "
                             f"the fp8 weights are read by fp8 GEMMs (precision is "
                             f"{self.precision.value})")
+        if self.fp8_recipe is Fp8Recipe.TORCHAO_TENSORWISE:
+            # Transformer Engine's and Megatron-core's options: torchao's Float8Linear casts the
+            # weight at every forward call and stores no fp8 SwiGLU input (training.fp8)
+            for name, given, flag in (
+                    ("frozen_weights = 'fp8'", self.frozen_weights is Quantization.FP8,
+                     "--frozen-weights fp8"),
+                    ("fp8_swiglu_input = true", self.fp8_swiglu_input, "--fp8-swiglu-input")):
+                if given:
+                    raise PlanError(f"{name} is Transformer Engine's / Megatron-core's, not "
+                                    f"torchao's (fp8_recipe = torchao-tensorwise): drop {flag} "
+                                    "or use fp8_recipe delayed or current")
         if not self.fp8_transpose_cache and self.frozen_weights is not Quantization.FP8:
             # 16-bit weights without the cache are cast and transposed at every forward call
             # (simulator.training.fp8: fp8_modules = linear), not this flag's kernel
