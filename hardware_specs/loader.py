@@ -80,7 +80,8 @@ from importlib import resources
 from typing import Any
 
 from hardware_specs import host, units
-from hardware_specs.spec import (
+from hardware_specs.spec import (  # EFFICIENCIES: re-exported for callers of the loader
+    EFFICIENCIES,
     HALF_DIM_MAX,
     LIMITS,
     POWER_FIGURES,
@@ -135,14 +136,6 @@ _TOP_REQUIRED = ("name", "vendor", "class", "source", "compute", "memory", "powe
 _TOP_OPTIONAL = ("price", "architecture", "links", "functions", "streaming_memory")
 _FUNCTION_KEYS = ("efficiency", "overhead_us")
 _COMPUTE_REQUIRED = ("peak_tflops", "vector_tflops", "op_overhead_us")
-#: The optional efficiencies of ``[compute]``, each a fraction in (0, 1] (``override`` and the
-#: writer list them from here).
-EFFICIENCIES = ("matmul_efficiency", "conv_efficiency", "attention_efficiency",
-                "vector_efficiency", "memory_efficiency", "matmul_memory_efficiency",
-                "norm_memory_efficiency", "norm_memory_efficiency_compiled",
-                "batch_norm_memory_efficiency", "batch_norm_backward_memory_efficiency",
-                "fp8_matmul_efficiency", "fp32_matmul_efficiency", "fp32_conv_efficiency",
-                "matmul_sustained", "fp8_matmul_sustained")
 _COMPUTE_OPTIONAL = EFFICIENCIES
 #: A GPU whose spec cites no streaming measurement gets these priors: the medians over the
 #: seven GPUs NeuSight timed (P4, P100, T4, V100, A100 PCIe 40GB and 80GB, L4; elementwise

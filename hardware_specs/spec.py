@@ -28,6 +28,16 @@ FALLBACK = {
 
 #: The figures of a spec's [power] table that may be priors (``DeviceSpec.power_priors``).
 POWER_FIGURES = ("idle_w", "tdp_w")
+#: The efficiencies of a spec's ``[compute]``, each a fraction in (0, 1]: the three every spec
+#: has (``REQUIRED_EFFICIENCIES``), then the optional ones, in the order the writer writes them.
+#: The one list the loader, ``override`` (what-if paths), the spec's checks and the writer read.
+REQUIRED_EFFICIENCIES = ("matmul_efficiency", "vector_efficiency", "memory_efficiency")
+EFFICIENCIES = ("matmul_efficiency", "conv_efficiency", "attention_efficiency",
+                "vector_efficiency", "memory_efficiency", "matmul_memory_efficiency",
+                "norm_memory_efficiency", "norm_memory_efficiency_compiled",
+                "batch_norm_memory_efficiency", "batch_norm_backward_memory_efficiency",
+                "fp8_matmul_efficiency", "fp32_matmul_efficiency", "fp32_conv_efficiency",
+                "matmul_sustained", "fp8_matmul_sustained")
 
 
 #: Physical bounds of a device's figures, SI: (low, high, unit). A figure outside them is a typo
@@ -407,14 +417,11 @@ class DeviceSpec:
                 POWER_FIGURES) or len(set(self.power_priors)) != len(self.power_priors):
             raise SpecError(f"power_priors = {clean(repr(self.power_priors))[:60]} must name "
                             f"each of {', '.join(POWER_FIGURES)} at most once")
-        for name in ("matmul_efficiency", "memory_efficiency", "vector_efficiency"):
+        for name in REQUIRED_EFFICIENCIES:
             fraction(getattr(self, name), name)
-        for name in ("conv_efficiency", "attention_efficiency", "matmul_memory_efficiency",
-                     "norm_memory_efficiency", "norm_memory_efficiency_compiled",
-                     "batch_norm_memory_efficiency", "batch_norm_backward_memory_efficiency",
-                     "fp8_matmul_efficiency", "fp32_matmul_efficiency", "fp32_conv_efficiency",
-                     "matmul_sustained", "fp8_matmul_sustained"):
-            fraction(getattr(self, name), name, optional=True)
+        for name in EFFICIENCIES:
+            if name not in REQUIRED_EFFICIENCIES:
+                fraction(getattr(self, name), name, optional=True)
         for fn, value in self.function_efficiency.items():
             fraction(value, f"function_efficiency.{fn}")
         for fn, value in self.function_overhead_s.items():

@@ -15,7 +15,7 @@ import dataclasses
 from importlib import resources
 
 from hardware_specs import units
-from hardware_specs.spec import Architecture, DeviceSpec
+from hardware_specs.spec import EFFICIENCIES, REQUIRED_EFFICIENCIES, Architecture, DeviceSpec
 
 CALIBRATED_KEYS = ("matmul_efficiency", "conv_efficiency", "vector_efficiency",
                    "memory_efficiency", "op_overhead_us", "optimizer_overhead_us",
@@ -87,6 +87,10 @@ def _compute_lines(spec: DeviceSpec) -> list[str]:
     if spec.conv_half_dim:   # a CPU's convolutions by shape, where fitted
         out.append(f"conv_half_dim = {_figure(spec.conv_half_dim)}")
     return out
+
+
+#: The efficiencies ``_compute_lines`` writes (calibrated ones); ``device_toml`` the others.
+_COMPUTE_WRITTEN = (*REQUIRED_EFFICIENCIES, "conv_efficiency")
 
 
 def _function_lines(spec: DeviceSpec) -> list[str]:
@@ -193,13 +197,11 @@ def device_toml(spec: DeviceSpec) -> str:
            f"vector_tflops = {_figure(spec.vector_flops_per_s, units.TFLOPS)}"]
     out += [line for line in _compute_lines(spec)      # a class prior is the loader's to
             if line.split(" =")[0] not in spec.priors]  # give, not a fact of this device
-    for key in ("attention_efficiency", "matmul_memory_efficiency",  # cited, not calibrated:
-                "norm_memory_efficiency", "norm_memory_efficiency_compiled",
-                "batch_norm_memory_efficiency", "batch_norm_backward_memory_efficiency",
-                "fp8_matmul_efficiency", "fp32_matmul_efficiency", "fp32_conv_efficiency",
-                "matmul_sustained", "fp8_matmul_sustained"):
-        if getattr(spec, key) is not None and key not in spec.priors:  # a calibrated file
-            out.append(f"{key} = {_figure(getattr(spec, key))}")         # keeps their lines
+    for key in EFFICIENCIES:           # the rest, cited, not calibrated: a calibrated file
+        if key in _COMPUTE_WRITTEN:    # keeps their lines
+            continue
+        if getattr(spec, key) is not None and key not in spec.priors:
+            out.append(f"{key} = {_figure(getattr(spec, key))}")
     # every fact the spec has, as the loader reads it (clock in GHz, tuples as lists), a
     # what-if's reference_units included (the SMs its efficiencies were measured with)
     facts = {}
