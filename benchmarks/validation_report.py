@@ -229,6 +229,9 @@ def step_plan(row: dict[str, str]) -> Plan:
     # where eager code added a linear's bias (column bias_add; empty: fused, in the GEMM)
     fields["bias_add"] = row.get("bias_add") or "fused"
     fields["fp8_modules"] = row.get("fp8_modules") or "fused"
+    # how the framework ran the projections reading one input (column projections; empty:
+    # separate, a GEMM each): fused for Megatron-Core's linear_qkv and linear_fc1
+    fields["projections"] = row.get("projections") or "separate"
     # how Transformer Engine scaled the fp8 tensors (column fp8_recipe; empty: delayed, TE's
     # default): current for NeMo 25.04's runs (per-tensor current scaling, as its page says)
     fields["fp8_recipe"] = row.get("fp8_recipe") or "delayed"

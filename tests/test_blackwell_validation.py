@@ -56,6 +56,14 @@ KNOWN_MISSES = {
         "through the power curve from the B200's measurement, not measured on a GB200 "
         "(docs/model.md 'Sustained, not burst'; gb200.toml), and how the racks used their "
         "72 GPUs is not published"),
+    **{run_id: (
+        "known miss: the GB200 rows' open gap (above: hwsim puts the GB200 at 1.19 times the "
+        "B200, the NeMo page at 1.06 times). +8.0 / +7.9 % until Megatron-Core's fused "
+        "projections were priced (projections fused, simulator.training.projections: one "
+        "linear_qkv and one linear_fc1 GEMM, no input-gradient sum): +17.4 / +17.2 %, the "
+        "same mechanism that brought the H100 rows of this run from -14 % to -4 %")
+       for run_id in ("mlperf50-llama3.1-405b-fp8-gb200-256",
+                      "mlperf50-llama3.1-405b-fp8-gb200-512")},
 }
 
 
@@ -85,7 +93,7 @@ def test_dense_blackwell_row_within_15_percent(run_id):
     """Each dense fp8 row on B200 or GB200 within 15 % of its published tokens/s. At HEAD
     bc12eec: B200 GPT-3 175B -9.1 %, Llama 3 8B +10.8 %, 70B +3.0 %, 405B +4.4 %; GB200 GPT-3
     175B -4.6 %, 8B -0.9 %, 70B +9.8 %, 405B +16.8 % (the known miss); MLPerf v5.0 405B on
-    256 / 512 GB200s +8.3 / +8.2 %."""
+    256 / 512 GB200s +8.3 / +8.2 % (+17.4 / +17.2 % with the fused projections, known misses)."""
     outcome = _outcome(run_id)
     assert outcome.measured == float(ROWS[run_id]["published_value"])
     assert outcome.predicted == pytest.approx(outcome.measured, rel=TOLERANCE), (

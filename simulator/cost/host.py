@@ -72,6 +72,7 @@ from simulator.graph.op import OpKind, Phase, Task
 from simulator.parallel.data import NCCL_COPY_IN, NCCL_COPY_OUT
 from simulator.plan.step import Fusion, Optimizer, OptimizerImpl, Plan
 from simulator.training.backward import WGRAD
+from simulator.training.projections import SLICE as SLICE_FN
 
 # What a CUDA graph saves on the device per kernel: NVIDIA, "Getting Started with CUDA Graphs"
 # (A. Gray, 2019, https://developer.nvidia.com/blog/cuda-graphs/): a 2.9 us kernel on a V100
@@ -153,6 +154,8 @@ def costs(lowered: Lowered, device: DeviceSpec,
     compiled = plan is not None and plan.fusion is Fusion.COMPILED
     per_op = host_per_op(device) * (COMPILED_HOST_FRACTION if compiled else 1.0)
     kernel = ~((lowered.kind == OpKind.COLLECTIVE) & (lowered.nbytes == 0))  # f's identity
+    # a fused projection's slice views (simulator.training.projections): no kernel
+    kernel &= ~((lowered.kind == OpKind.COPY) & (lowered.fn == SLICE_FN))
     host = np.where(kernel, per_op, 0.0)
     launches = kernel.astype(np.float64)
     updates = lowered.kind == OpKind.OPTIMIZER   # the optimizer runs eagerly, compiled or not

@@ -34,12 +34,21 @@ from simulator.plan.parallel import (
     Schedule,
     Sharding,
 )
-from simulator.plan.step import Attention, Finetune, Fusion, LoraTarget, Plan, Recompute
+from simulator.plan.step import (
+    Attention,
+    Finetune,
+    Fusion,
+    LoraTarget,
+    Plan,
+    Projections,
+    Recompute,
+)
 from simulator.training.backward import training_graph
 from simulator.training.convnorm import fuse_conv_norm, fuse_norm_act
 from simulator.training.finetune import adapt, dequantize
 from simulator.training.fusion import fuse_attention, fuse_elementwise
 from simulator.training.layout import add_layout_transposes
+from simulator.training.projections import fuse_projections
 from simulator.training.qkv import add_qkv_kernels
 from workloads.base import TransformerShape
 from workloads.transformer import Style, TransformerConfig
@@ -175,6 +184,8 @@ def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
     # Megatron-LM's rank order: tp fastest, then cp, then dp, then pp
     ranked = gather_keys_values(ranked, cp, max(min(cp, per_node // parallel.tp), 1),
                                 RING_CODES[parallel.cp_comm.value])
+    if plan.projections is Projections.FUSED:   # Megatron-Core's linear_qkv, linear_fc1
+        ranked = fuse_projections(ranked)
     local = 2 if 2 * parallel.tp * parallel.cp * parallel.dp <= per_node else 1
     ranked = stage_graph(ranked, stage == 0, stage == p - 1, parallel.tp,
                          parallel.activations_split, local, chunks)

@@ -75,8 +75,8 @@ WEIGHTED = frozenset({"linear", "grouped_linear", "rnn_linear", "conv1d", "conv2
                       "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"})
 #: Ops whose gradient passes to their inputs unchanged, without a kernel: an addition, and an
 #: alias (an imported view that only gives a tensor op a distinct operand, e.g. q and k split
-#: from one projection).
-PASSTHROUGH = frozenset({"add", "view"})
+#: from one projection), and a fused projection's slice (``simulator.training.projections``).
+PASSTHROUGH = frozenset({"add", "view", "slice"})
 #: Name prefixes (display labels; an op's ``task`` says what it is): weight-gradient ops, and
 #: the backward's all-gather of a sequence shard (``gathered_shard``).
 WGRAD = "wgrad"
@@ -182,6 +182,8 @@ class _Derivation:
         producers = self.grads.get(op.name, [])
         if len(producers) <= 1:
             return producers
+        if dict(op.extra).get("slices"):   # a fused projection's output: its slices' gradients
+            return list(dict.fromkeys(producers))   # side by side, no sum (training.projections)
         out_bytes = op.out_bytes
         acc = Op(name=f"grad_accumulate:{op.name}", kind=OpKind.ELEMENTWISE,
                  phase=Phase.BACKWARD, dtype=op.dtype, fn="add",
