@@ -122,7 +122,9 @@ LORA_PLAN = {"model": "llama2-70b", "vocab": "32256", "device_count": "8", "dp":
              "overlap_param_gather": "false", "overlap_p2p_comm": "false", "micro_batch": "1",
              "global_batch": "8", "cluster": CLUSTER, "devices_per_node": "8"}
 #: Each metered run: (MLPerf benchmark, system), the published row its configuration starts
-#: from, and what it changes.
+#: from, and what it changes. The GPT-3, BERT and LoRA runs keep their base rows' column
+#: ``projections`` fused (one q, k, v GEMM: NeMo's Megatron-Core ``linear_qkv``, which the
+#: LoRA runs' adapters target, and BERT's te_layers.py QKV GEMM, below).
 RUNS = {
     "gpt3": (("gpt3", "64xSMC-H100-SXM-80GB"), "nemo-gpt3-175b-fp8-512",
              {"micro_batch": "2", "global_batch": "2048", "cluster": CLUSTER,
