@@ -280,6 +280,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         result.notes.append(f"{device.name} has no calibration of its vector ops' compute "
                             "(norms, activations, softmax): they run at the datasheet vector rate, "
                             "so step time is an optimistic bound (hwsim calibrate measures them)")
+    if note := status.stream_note(device):   # no measurement of its class: the datasheet
+        result.notes.append(note)
     if format_note:
         result.notes.append(format_note)
     if note := bias.note(plan):   # --bias-add separate under compiled fusion: nothing to add

@@ -194,3 +194,22 @@ def test_other_classes_stream_batch_norms_as_norms():
         assert spec.batch_norm_memory_efficiency is None and not set(BATCH_NORMS) & set(
             spec.priors)
         assert calibration_status(spec)["batch-norm"] == "as norm"
+
+
+@pytest.mark.parametrize("name, noted", [("tpu-v5p", True), ("gaudi3", True),
+                                         ("epyc-9654", True), ("a100", False),
+                                         ("h100-pcie-80gb", False), ("cpu-host", False)])
+def test_a_prediction_says_when_it_streams_at_the_datasheet_bandwidth(name, noted):
+    """A device with no measured memory_efficiency and no class prior (none of its class is
+    measured) streams at 100 % of its datasheet bandwidth: the prediction says so, as it does of
+    GEMMs at the datasheet peak. GPUs (measured or on the GPU prior) and cpu-host (its bandwidth
+    measured here) do not get the note."""
+    result = simulate("gpt2-small", name, micro_batch=1)
+    notes = [n for n in result.notes if "stream at the datasheet bandwidth" in n]
+    assert bool(notes) is noted, result.notes
+    assert (calibration_status(load_device(name))["stream"] == "datasheet") is (
+        noted or name == "cpu-host")
+    if noted:
+        gbs = load_device(name).memory_bandwidth_bytes_per_s / 1e9
+        assert notes[0].startswith(f"{load_device(name).name} has no measured memory efficiency")
+        assert f"({gbs:,.0f} GB/s)" in notes[0]

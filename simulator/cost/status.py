@@ -100,6 +100,22 @@ def priors_note(device, batch_norms: bool = True) -> str | None:
             f"{'; '.join(parts)} (priors)")
 
 
+def stream_note(device) -> str | None:
+    """What a Result says of a device whose memory-bound kernels stream at the datasheet
+    bandwidth: no measured ``memory_efficiency`` and no class prior (no device of its class is
+    measured: TPUs, FPGAs, CPUs, accelerators but the GPUs); None where they do not, or where
+    the bandwidth is this machine's own measurement (``cpu-host``) or a calibration's."""
+    from hardware_specs.host import HOST_NAME
+
+    if (calibration_status(device)["stream"] != DATASHEET or device.name == HOST_NAME
+            or device.function_efficiency):
+        return None
+    return (f"{device.name} has no measured memory efficiency and none of its class is "
+            f"measured: memory-bound kernels stream at the datasheet bandwidth "
+            f"({device.memory_bandwidth_bytes_per_s / 1e9:,.0f} GB/s), so step time is an "
+            "optimistic bound")
+
+
 def priors_summary(devices) -> str | None:
     """One line naming the devices of ``devices`` that run on class priors or the datasheet
     for their GEMMs or streams, and for which op classes (None: none does)."""
@@ -116,4 +132,4 @@ def priors_summary(devices) -> str | None:
 
 
 __all__ = ["BATCH_NORM_PRIORS", "calibration_status", "nhwc_batch_norms", "priors_note",
-           "priors_summary", "status_line"]
+           "priors_summary", "status_line", "stream_note"]
