@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 
 from hardware_specs.cluster import ClusterSpec, cluster_for, list_clusters, load_cluster
-from hardware_specs.loader import load_device
+from hardware_specs.loader import ALIASES, list_devices, load_device
 from hardware_specs.spec import DeviceSpec
 from simulator.cost import attention, host, precision, status
 from simulator.cost.energy import op_energy, step_energy
@@ -526,9 +526,24 @@ def resolve_hardware(hardware, num_devices: int | None) -> tuple[DeviceSpec, Clu
                                 f"{cluster.name} nodes of {per_node} devices")
             cluster = cluster.with_nodes(num_devices // per_node)
         return cluster.device, cluster, cluster.num_devices
-    device = hardware if isinstance(hardware, DeviceSpec) else load_device(hardware)
+    device = hardware if isinstance(hardware, DeviceSpec) else _device(hardware)
     n = 1 if num_devices is None else num_devices
     return device, (cluster_for(device, n) if n > 1 else None), n
+
+
+def _device(hardware):
+    """``load_device``, whose error for an unknown name also suggests the cluster presets
+    close to it: ``hardware`` names either."""
+    try:
+        return load_device(hardware)
+    except SpecError as err:
+        if not isinstance(hardware, str) or not str(err).startswith("unknown device"):
+            raise
+        close = did_you_mean(hardware, [*list_devices(), *ALIASES, *list_clusters()])
+        if not any(name in close for name in list_clusters()):
+            raise
+        raise SpecError(f"unknown device or cluster {shown(hardware)}{close}: see 'hwsim "
+                        f"devices', or a cluster preset: {', '.join(list_clusters())}") from None
 
 
 class StageBuilder:

@@ -46,6 +46,12 @@ def test_the_api_resolves_spellings_and_suggests():
     assert simulate("resnet50", "RTX4090", micro_batch=1).model == "resnet-50"
     with pytest.raises(WorkloadError, match="did you mean"):
         simulate("resnet5", "a100")
+    # simulate's hardware names a device or a cluster preset: a misspelt preset is suggested
+    with pytest.raises(SpecError, match=r"unknown device or cluster 'dgx-a10' \(did you mean "
+                                        r"dgx-a100"):
+        simulate("resnet50", "dgx-a10")
+    with pytest.raises(SpecError, match=r"unknown device 'a10O' \(did you mean a100\?\)"):
+        simulate("resnet50", "a10O")   # nothing close among the presets: the device error
 
 
 @pytest.mark.parametrize("argv, fragment", [
