@@ -177,6 +177,36 @@ def test_a_bad_config_is_one_line_and_exit_2(tmp_path, capsys, text, message):
     assert "\n" not in err and message in err and str(path) in err
 
 
+@pytest.mark.parametrize("name, key, value, message", [
+    ("Llama-2-7b-hf", "hidden_act", "swishy",
+     "hidden_act = 'swishy' is not an activation of transformers (ACT2FN): gelu,"),
+    ("gpt2", "activation_function", 3, "activation_function = 3 must be a string"),
+    ("pythia-160m", "hidden_act", "gelu2", "hidden_act = 'gelu2' is not an activation"),
+    ("phi-2", "hidden_act", "", "hidden_act = '' is not an activation"),
+    ("falcon-7b", "activation", "GELU", "activation = 'GELU' is not an activation"),
+])
+def test_an_activation_transformers_does_not_know_is_one_line(tmp_path, capsys, name, key, value,
+                                                               message):
+    """A published config with its activation's name replaced: transformers' ACT2FN would
+    fail on it (KeyError), so hwsim refuses it rather than price the MLP as some other one."""
+    data = json.loads(Path(config(name)).read_text())
+    data[key] = value
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    assert main(["predict", str(path), "--device", "a100"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message in err and str(path) in err
+
+
+def test_every_activation_of_the_fixtures_is_known():
+    from workloads.hf_config import ACTIVATIONS
+
+    keys = ("hidden_act", "hidden_activation", "activation_function", "activation")
+    seen = {data[k] for name in PUBLISHED
+            for data in [json.loads(Path(config(name)).read_text())] for k in keys if k in data}
+    assert seen and seen <= ACTIVATIONS, seen - ACTIVATIONS
+
+
 def _dropouts(work) -> dict[str, int]:
     """How many dropout ops of each kind one forward graph holds, by the op's name."""
     graph = work.forward_graph(1)

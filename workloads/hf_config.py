@@ -29,6 +29,15 @@ from workloads.transformer import Ffn, Norm, Residual, TransformerConfig
 MAX_DEFAULT_SEQ_LEN = 8192
 
 
+#: The names ``transformers.activations.ACT2CLS`` maps (transformers main, 2025: a config
+#: naming another fails to load there with a KeyError).
+ACTIVATIONS = frozenset({
+    "gelu", "gelu_10", "gelu_fast", "gelu_new", "gelu_python", "gelu_pytorch_tanh",
+    "gelu_python_tanh", "gelu_accurate", "hardswish", "laplace", "leaky_relu", "linear", "mish",
+    "quick_gelu", "relu", "relu2", "relu6", "sigmoid", "silu", "sqrtsoftplus", "swish", "tanh",
+    "prelu", "xielu"})
+
+
 def is_hf_config(spec: str) -> bool:
     """A model argument that names a Hugging Face config: a ``.json`` file."""
     return spec.lower().endswith(".json")
@@ -100,6 +109,15 @@ class _Config:
                                 if value is not None else f"{self.path}: {key} is missing")
         return value
 
+    def activation(self, key: str, default: str) -> str:
+        """An activation's name, one ``transformers`` knows (``ACT2FN``; another fails there
+        too). hwsim prices the MLP it sits in by its kind (gated or not), whatever the name."""
+        value = self.text(key, default)
+        if value not in ACTIVATIONS:
+            raise WorkloadError(f"{self.path}: {key} = {value!r} is not an activation of "
+                                f"transformers (ACT2FN): {', '.join(sorted(ACTIVATIONS))}")
+        return value
+
     def rate(self, *keys: str) -> bool:
         """Whether any of the dropout probabilities ``keys`` is above 0."""
         for key in keys:
@@ -142,7 +160,7 @@ def _core(c: _Config) -> dict:
 
 
 def _gate(c: _Config, key: str = "hidden_act") -> Ffn:
-    act = c.text(key, "silu")
+    act = c.activation(key, "silu")
     return Ffn.SWIGLU if act in ("silu", "swish") else Ffn.GEGLU
 
 
@@ -229,7 +247,7 @@ def _gpt2(c: _Config) -> dict:
     """GPT2LMHeadModel: learned positions (n_positions), LayerNorm, GeLU, biases, tied."""
     hidden = c.count("n_embd")
     positions = c.count("n_positions", 1024)
-    act = c.text("activation_function", "gelu_new")
+    act = c.activation("activation_function", "gelu_new")
     return {"layers": c.count("n_layer"), "hidden": hidden, "heads": c.count("n_head"),
             "vocab": c.count("vocab_size"), "ffn_hidden": c.count("n_inner", 4 * hidden),
             "ffn": Ffn.RELU if act == "relu" else Ffn.GELU,
@@ -243,6 +261,7 @@ def _gpt_neox(c: _Config) -> dict:
     """GPTNeoXForCausalLM (Pythia): parallel attention and MLP with a norm each
     (``use_parallel_residual``), LayerNorm, GeLU, rotary, biases, untied."""
     parallel = c.flag("use_parallel_residual", True)
+    c.activation("hidden_act", "gelu")   # checked; the MLP is priced as a GeLU one
     return {**_core(c), "ffn": Ffn.GELU, "learned_positions": False,
             "rotary_pct": c.fraction("rotary_pct", 1.0),
             "tied_embeddings": c.flag("tie_word_embeddings", False),
@@ -260,7 +279,7 @@ def _opt(c: _Config) -> dict:
     c.refuse("do_layer_norm_before", True, "post-norm OPT layers (OPT-350m) are not modelled")
     c.refuse("layer_norm_elementwise_affine", True, "norms without weights are not modelled")
     positions = c.count("max_position_embeddings", 2048)
-    act = c.text("activation_function", "relu")
+    act = c.activation("activation_function", "relu")
     return {"layers": c.count("num_hidden_layers"), "hidden": hidden,
             "heads": c.count("num_attention_heads"), "vocab": c.count("vocab_size"),
             "ffn_hidden": c.count("ffn_dim"), "ffn": Ffn.RELU if act == "relu" else Ffn.GELU,
@@ -276,6 +295,7 @@ def _falcon(c: _Config) -> dict:
     180B) attention, parallel attention and MLP (one norm, or ``num_ln_in_parallel_attn``),
     LayerNorm, GeLU, rotary or ALiBi (no position parameters), tied."""
     hidden, heads = c.count("hidden_size"), c.count("num_attention_heads")
+    c.activation("activation", "gelu")   # checked; the MLP is priced as a GeLU one
     new = c.flag("new_decoder_architecture", False)
     if new:
         kv = c.count("num_kv_heads", heads)
@@ -298,6 +318,7 @@ def _phi(c: _Config) -> dict:
     """PhiForCausalLM (Phi-1.5, Phi-2): parallel attention and MLP sharing one LayerNorm, GeLU,
     rotary, biases everywhere, an untied LM head with a bias."""
     c.refuse("qk_layernorm", False, "Phi's query/key norms are not modelled")
+    c.activation("hidden_act", "gelu_new")   # checked; the MLP is priced as a GeLU one
     return {**_core(c), "ffn": Ffn.GELU, "learned_positions": False, "bias": True,
             "head_bias": True, "residual": Residual.SHARED_NORM,
             "rotary_pct": c.fraction("partial_rotary_factor", 0.5),
