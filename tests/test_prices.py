@@ -534,6 +534,11 @@ def test_run_flags_are_one_vocabulary(capsys):
      "finite number > 0"),
     (["compare", "gpt2-small", "--devices", "a100", "--seq-len", "0"], "seq_len = 0"),
     (["compare", "resnet-50", "--devices", "a100", "--seq-len", "128"], "language models"),
+    # a grid intensity in g/kWh (the unit most tables use) is 1,000 x too large: say the unit
+    (["predict", "gpt2-small", "--device", "a100", "--tokens", "1e9", "--carbon-intensity",
+      "400"], "outside [0, 10] (--carbon-intensity is in kg CO2 per kWh"),
+    (["compare", "gpt2-small", "--devices", "a100", "--tokens", "1e9", "--pue", "0.5"],
+     "pue = 0.5 is outside [1, 10] (--pue: the facility's power over its IT power"),
 ])
 def test_bad_run_flags_are_one_line(argv, words, capsys):
     code, out, err = cli(argv, capsys)
