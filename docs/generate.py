@@ -242,6 +242,28 @@ def kernels_section() -> list[str]:
                            "held-out median |error|", "catalogue"], rows)
 
 
+def gemm_fits_section() -> list[str]:
+    """The GEMM fits of ``simulator.calibrate.gemm`` on DeepBench's and NeuSight's tables: per
+    GPU and format the efficiency, the GEMMs fitted and held out (the largest fifth), the
+    held-out median and worst |error|, and the figure the spec carries."""
+    from hardware_specs.loader import load_device
+    from simulator.calibrate import gemm
+
+    fits = [("DeepBench", device, precision, f)
+            for (device, precision), f in gemm.fit_deepbench().items()]
+    fits += [("NeuSight", device, "fp32", f) for device, f in gemm.fit_neusight().items()]
+    rows = []
+    for table, device, precision, f in fits:
+        spec = load_device(f["spec"])
+        carried = spec.matmul_efficiency if precision == "fp16" else spec.fp32_matmul_efficiency
+        rows.append([table, device, _code(f["spec"]), precision, f"{f['efficiency']:.3f}",
+                     str(f["n"]), str(f["held"]), f"{100 * f['held_out_median']:.1f} %",
+                     f"{100 * f['held_out_max']:.1f} %",
+                     NONE if carried is None else f"{carried:.3f}"])
+    return _table(["table", "GPU", "spec", "format", "efficiency", "fitted", "held out",
+                   "held-out median |error|", "held-out worst", "spec's figure"], rows)
+
+
 def attention_core_section() -> list[str]:
     """FlashAttention's A100 timings of Megatron-LM's attention core against hwsim on the
     a100-sxm4-40gb, with and without ``matmul_memory_efficiency``."""
@@ -373,7 +395,7 @@ SECTIONS: dict[str, dict[str, Callable[[], list[str]]]] = {
     "model.md": {"zoo": zoo_section},
     "accuracy.md": {"kernels": kernels_section, "attention-core": attention_core_section,
                     "layer-22b": layer_22b_section, "neusight-labels": neusight_labels_section,
-                    "conv-fits": conv_fits_section,
+                    "conv-fits": conv_fits_section, "gemm-fits": gemm_fits_section,
                     "attention-kernels": attention_kernels_section,
                     "metered-energy": metered_energy_section},
 }

@@ -104,3 +104,16 @@ def test_the_l4_runs_far_below_its_datasheet(neusight_fits):
     from hardware_specs.spec import DeviceClass
 
     assert neusight_fits["NVIDIA L4"]["efficiency"] < 0.4 * MATMUL_PRIORS[DeviceClass.GPU]
+
+
+def test_every_fit_reports_its_held_out_fifth():
+    """docs/accuracy.md's GEMM table (docs/generate.py gemm_fits_section): each fit holds out
+    the fifth of its large GEMMs with the most FLOPs, so held is n / 4 (rounded up) or close."""
+    from simulator.calibrate.gemm import fit_deepbench
+
+    fits = fit_deepbench()
+    assert sorted(fits) == [("t4", "fp16"), ("t4", "fp32"), ("v100-sxm2", "fp16"),
+                            ("v100-sxm2", "fp32")]
+    for f in fits.values():
+        assert (f["n"], f["held"]) == (12, 4)
+        assert f["held_out_median"] <= f["held_out_max"] < 0.10

@@ -65,8 +65,9 @@ def predicted_s(device, shapes, dtype) -> np.ndarray:
 
 
 def fit(rows: list[dict], device, precision: str) -> dict:
-    """``{"efficiency", "held_out_median", "held_out_max", "n"}`` of ``device`` (a DeviceSpec)
-    on the ``precision`` ("fp32" or "fp16") rows of ``rows`` (one device's)."""
+    """``{"efficiency", "held_out_median", "held_out_max", "n", "held"}`` of ``device`` (a
+    DeviceSpec) on the ``precision`` ("fp32" or "fp16") rows of ``rows`` (one device's): ``n``
+    GEMMs fitted on, ``held`` held out."""
     from simulator.graph.op import DType
 
     chosen = [r for r in rows if r["precision"] == precision]
@@ -83,7 +84,22 @@ def fit(rows: list[dict], device, precision: str) -> dict:
     efficiency = float(np.median(time_s[fitted] / measured[fitted]))
     errors = np.abs(time_s[held] / efficiency / measured[held] - 1)
     return {"efficiency": efficiency, "held_out_median": float(np.median(errors)),
-            "held_out_max": float(errors.max()), "n": len(fitted)}
+            "held_out_max": float(errors.max()), "n": len(fitted), "held": len(held)}
+
+
+#: DeepBench's GPUs and the catalogue spec each is priced on.
+DEEPBENCH_CATALOGUE = {"v100-sxm2": "v100-sxm2-32gb", "t4": "t4"}
+
+
+def fit_deepbench(path: Path = TABLE) -> dict[tuple[str, str], dict]:
+    """(table device, precision) -> ``fit``'s dict with ``"spec"``, for DeepBench's V100 and T4
+    in fp16 (tensor cores: the specs' ``matmul_efficiency``) and fp32 (``fp32_matmul_efficiency``)."""
+    from hardware_specs.loader import load_device
+
+    rows = load(path)
+    return {(device, precision): {**fit([r for r in rows if r["device"] == device],
+                                        load_device(name), precision), "spec": name}
+            for device, name in DEEPBENCH_CATALOGUE.items() for precision in ("fp16", "fp32")}
 
 
 def fit_neusight(path: Path = NEUSIGHT_TABLE) -> dict[str, dict]:
