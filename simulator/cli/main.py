@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--record", default=None, metavar="CSV", help="also write the timings, with "
                    "device, driver, torch version and date, to this file")
     c.add_argument("--from", dest="recorded", default=None, metavar="CSV", help="fit timings "
-                   "recorded with --record (on another machine) instead of timing here")
+                   "recorded with --record (on another machine), or a published GEMM or "
+                   "streaming kernel table (tests/data/neusight_linear_kernels.csv, "
+                   "deepbench_gemm.csv, neusight_vector_kernels.csv), instead of timing here")
     v = sub.add_parser("validate", help="time real training steps here with torch and compare "
                        "them with hwsim's predictions")
     v.add_argument("models", nargs="+", metavar="MODEL", help="path/to/file.py:factory")
@@ -376,13 +378,19 @@ def _calibrate(args) -> int:
     from hardware_specs.spec import DeviceClass
     from hardware_specs.writer import calibrated_toml
     from simulator.calibrate import fit as calibrate
-    from simulator.calibrate import records, stability, timing
+    from simulator.calibrate import published, records, stability, timing
     from simulator.report.io import progress_bar, writable, write_atomic
 
     for path, option in ((args.out, "--out"), (args.record, "--record")):
         if path:
             writable(path, option)   # before any timing
     device = load_device(args.device)
+    if args.recorded and published.kind_of(args.recorded):   # a published kernel table
+        out, lines, text = published.calibrate(args.recorded, device, args.out)
+        write_atomic(out, text)
+        print("\n".join(lines))
+        print(f"wrote {out}: use it with --device {out}")
+        return 0
     if args.recorded:  # fit recorded timings: nothing is timed, the device need not be here
         _set_threads(args.threads, None)
         measurements, env = records.read_kernels(args.recorded)

@@ -1,0 +1,98 @@
+"""``hwsim calibrate --device D --from TABLE.csv`` on a published kernel table (issue 20 item 2;
+simulator/calibrate/published.py): the figures the catalogue carries and the held-out errors
+docs/accuracy.md reports ("GEMM kernels", "Kernels"), written into a spec that loads; a table
+without D's rows, too few rows or a non-physical fit is one line, exit 2, nothing written."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from hardware_specs.loader import load_device
+from simulator.cli import main
+
+DATA = Path(__file__).parent / "data"
+
+
+def calibrate(capsys, tmp_path, device: str, table: Path) -> tuple[int, str, str, Path]:
+    out = tmp_path / "spec.toml"
+    code = main(["calibrate", "--device", device, "--from", str(table), "--out", str(out)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err, out
+
+
+@pytest.mark.parametrize("device, table, fields, report", [
+    # NeuSight's fp32 nn.Linear calls on the L4: docs/accuracy.md, GEMM kernels
+    ("l4", "neusight_linear_kernels.csv", {"fp32_matmul_efficiency": 0.298},
+     ["gemm fp32: fp32_matmul_efficiency = 0.298 on 205 GEMMs; held out (the 52 largest): "
+      "median |error| 7.5 %, worst 32.8 %"]),
+    # DeepBench's T4 in both formats
+    ("t4", "deepbench_gemm.csv", {"matmul_efficiency": 0.616, "fp32_matmul_efficiency": 0.464},
+     ["gemm fp16: matmul_efficiency = 0.616 on 12 GEMMs; held out (the 4 largest): median "
+      "|error| 4.1 %, worst 6.0 %", "gemm fp32: fp32_matmul_efficiency = 0.464"]),
+    # NeuSight's streaming kernels on the L4 and the MI210: docs/accuracy.md, Kernels
+    ("l4", "neusight_vector_kernels.csv",
+     {"memory_efficiency": 0.780, "norm_memory_efficiency": 0.775},
+     ["stream elementwise: memory_efficiency = 0.780 on 187 kernels; held out (the 47 longest "
+      "rows): median |error| 0.4 %", "stream norm: norm_memory_efficiency = 0.775 on 107 "
+      "kernels; held out (the 27 longest rows): median |error| 17.8 %"]),
+    ("mi210", "neusight_vector_kernels_amd.csv",
+     {"memory_efficiency": 0.736, "norm_memory_efficiency": 0.359}, ["median |error| 15.4 %"]),
+])
+def test_a_published_table_gives_the_catalogue_figures(capsys, tmp_path, device, table, fields,
+                                                       report):
+    code, out, err, path = calibrate(capsys, tmp_path, device, DATA / table)
+    assert code == 0 and err == "", err
+    for line in report:
+        assert line in out
+    written = load_device(str(path))
+    assert written.name == f"{load_device(device).name}-calibrated"
+    for field, value in fields.items():
+        assert getattr(written, field) == pytest.approx(value, abs=1e-3)
+        assert getattr(load_device(device), field) == pytest.approx(value, abs=1e-3)
+    # a prior is replaced only where the table measured it (the L4's fp16 GEMMs stay a prior)
+    assert set(written.priors) == set(load_device(device).priors) - set(fields)
+
+
+def _table(tmp_path: Path, source: str, device: str, change) -> Path:
+    """``source``'s rows of ``device`` passed through ``change`` (a list of dicts -> another)."""
+    with open(DATA / source, newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = change([dict(r) for r in reader if r["device"] == device])
+        header = reader.fieldnames
+    path = tmp_path / "table.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, header)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _large(row: dict) -> bool:
+    return 2 * int(row["m"]) * int(row["n"]) * int(row["k"]) >= 2e11
+
+
+@pytest.mark.parametrize("device, change, words", [
+    ("l4", lambda rows: [{**r, "time_ms": str(float(r["time_ms"]) / 10)} for r in rows],
+     "fp32_matmul_efficiency = 2.98, outside (0, 1]"),
+    ("l4", lambda rows: [{**r, "time_ms": "nan"} for r in rows],
+     "fp32_matmul_efficiency = nan, outside (0, 1]"),
+    ("l4", lambda rows: [{**r, "m": "x"} for r in rows], "cannot fit l4 on it"),
+    ("l4", lambda rows: [r for r in rows if not _large(r)] + [r for r in rows if _large(r)][:5],
+     "5 fp32 GEMMs of l4 of at least 2e+11 FLOPs; the fit needs 10"),
+    ("b200", lambda rows: rows, "no rows of b200 (the table's devices: NVIDIA L4)"),
+])
+def test_a_bad_table_is_one_line_and_writes_nothing(capsys, tmp_path, device, change, words):
+    table = _table(tmp_path, "neusight_linear_kernels.csv", "NVIDIA L4", change)
+    code, out, err, path = calibrate(capsys, tmp_path, device, table)
+    assert code == 2 and out == "" and not path.exists()
+    assert err.count("\n") == 1 and words in err and "Traceback" not in err
+
+
+def test_a_hwsim_record_is_still_read_as_one(capsys, tmp_path):
+    """A CSV of neither published kind keeps the record reader's error."""
+    table = tmp_path / "x.csv"
+    table.write_text("a,b\n1,2\n")
+    code, _, err, path = calibrate(capsys, tmp_path, "l4", table)
+    assert code == 2 and "not a hwsim record" in err and not path.exists()
