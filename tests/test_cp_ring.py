@@ -12,6 +12,9 @@ from simulator import PlanError, simulate
 from simulator.cost.ring import (
     P2P,
     TORCH_RING,
+    TORCH_RING_TRACED,
+    TORCH_RINGS,
+    backward_exchange,
     exposed_s,
     merge_bytes,
     ring_times,
@@ -19,6 +22,7 @@ from simulator.cost.ring import (
 )
 from simulator.graph.collective import Axis
 from simulator.graph.op import OpKind, Phase
+from simulator.parallel.context import expanded_heads
 from simulator.plan.parallel import ParallelPlan
 
 KW = dict(micro_batch=1, global_batch=1, precision="bf16", attention="fused",
@@ -46,6 +50,7 @@ MERGE_OPS = [(2, 4),        # block_out.to(torch.float32)
 CAST_OPS = [(2, 4)]         # the first step's conversion; the final cast back is 4 -> 2
 ACCUMULATE_OPS = [(4 + 2, 4)]   # grad_query += grad_query_ into the fp32 accumulator
 CAT_OPS = [(2, 2)]          # torch.cat of the keys and values it sends, per bf16 byte pair
+TRACED_MERGE_OPS = [(4 + 2, 4)]   # inductor's one kernel per merge step
 # TransformerEngine d0067d0da context_parallel.py, all in bf16
 CORRECTION_OPS = [(2 + 2, 2)]   # out.add_(out_per_step * exp(...)), one fused kernel
 INIT_OPS = [(2, 2)]             # flash_attn_fwd_out_correction_init
@@ -79,6 +84,13 @@ def test_merge_bytes_closed_forms():
     assert merge_bytes(out, kv, cp, P2P, True, causal=False) == (out + kv) * dq
     assert merge_bytes(out, kv, 1, TORCH_RING, False) == 0
     assert merge_bytes(out, kv, 1, P2P, True) == 0
+    # traced by torch.compile: one fused kernel per merge (read the fp32 running output and
+    # the bf16 step output, write fp32), only the first send copy live; the same backward
+    assert _per_bf16(TRACED_MERGE_OPS) == 5
+    assert merge_bytes(out, kv, cp, TORCH_RING_TRACED, False) == \
+        out * _per_bf16(TRACED_MERGE_OPS) * (cp - 1) + _per_bf16(CAT_OPS) * kv == 15600
+    assert merge_bytes(out, kv, cp, TORCH_RING_TRACED, True) == \
+        merge_bytes(out, kv, cp, TORCH_RING, True)
 
 
 def test_the_merge_bytes_reach_the_attention_time():
@@ -134,18 +146,38 @@ def test_exposed_exchange_closed_forms():
     assert exposed_s(a, c, 1, P2P, False) == c
 
 
+def test_torch_ring_backward_exchange_closed_forms():
+    """PyTorch's ring backward: the keys and values gathered again (C, cp - 1 chunks
+    received) and dK, dV of one chunk sent in fp32 at each of cp steps (2 cp chunks of 16-bit
+    bytes): C (1 + 2 cp / (cp - 1)); eager beside the steps, traced all exposed (each
+    collective waited for where it is issued), forward too."""
+    assert backward_exchange(2) == 5
+    assert backward_exchange(4) == pytest.approx(1 + 8 / 3)
+    a, c, cp = 8.0, 3.0, 4
+    assert exposed_s(a, c, cp, TORCH_RING, True) == pytest.approx(6 + 11 - 8)
+    assert exposed_s(a, c, cp, TORCH_RING_TRACED, False) == c
+    assert exposed_s(a, c, cp, TORCH_RING_TRACED, True) == pytest.approx(11)
+    assert exposed_s(1e9, c, cp, TORCH_RING_TRACED, False) == c   # however long the attention
+
+
 @settings(max_examples=200, deadline=None)
 @given(a=st.floats(0, 1e3), c=st.floats(0, 1e3), faster=st.floats(0, 1),
-       cp=st.integers(2, 32), ring=st.sampled_from([P2P, TORCH_RING]), backward=st.booleans())
+       cp=st.integers(2, 32), ring=st.sampled_from([P2P, TORCH_RING, TORCH_RING_TRACED]),
+       backward=st.booleans())
 def test_the_exposed_exchange_is_bounded_and_monotone(a, c, faster, cp, ring, backward):
-    """Never negative, never more than the exchange itself (twice the bytes backward), a
-    faster link (less C) never exposes more, and TransformerEngine's per-step ring never
-    exposes more than PyTorch's gather beside the first step."""
+    """Never negative, never more than the exchange itself (backward: twice the bytes for
+    p2p, 1 + 2 cp / (cp - 1) times for PyTorch's ring), a faster link (less C) never exposes
+    more, TransformerEngine's per-step ring never exposes more than PyTorch's gather beside
+    the first step, nor that more than the traced ring, which exposes all."""
     e = exposed_s(a, c, cp, ring, backward)
-    assert -1e-9 <= e <= (2 if backward else 1) * c + 1e-9 * (1 + a + c)
-    assert exposed_s(a, c * faster, cp, ring, backward) <= e + 1e-9 * (1 + a + c)
+    whole = (backward_exchange(cp) if ring in TORCH_RINGS else 2) * c if backward else c
+    tol = 1e-9 * (1 + a + c)
+    assert -1e-9 <= e <= whole + tol
+    assert exposed_s(a, c * faster, cp, ring, backward) <= e + tol
     assert exposed_s(a, c, cp, P2P, backward) <= exposed_s(a, c, cp, TORCH_RING, backward) \
-        + 1e-9 * (1 + a + c)
+        + tol <= exposed_s(a, c, cp, TORCH_RING_TRACED, backward) + 2 * tol
+    if ring == TORCH_RING_TRACED:
+        assert e == pytest.approx(whole)
 
 
 @pytest.mark.parametrize("comm", ["allgather", "p2p", "torch-ring"])
@@ -241,3 +273,65 @@ def test_each_context_parallel_row_cites_its_exchange():
     assert not any(row["cp_comm"] for row in rows if int(row["cp"] or 1) == 1)
     with pytest.raises(ValueError, match="without cp_comm"):
         parallel_plan({**ring[0], "cp_comm": ""})
+
+
+@pytest.mark.parametrize("heads, kv_heads, tp, expand", [
+    (32, 8, 1, 4),      # Llama 3.1 8B
+    (128, 8, 8, 16),    # Llama 3.1 405B at tp 8: 16 query heads, one key/value head
+    (32, 32, 4, 1),     # no grouped-query attention
+    (64, 8, 16, 4),     # kv_heads < tp: one replicated key/value head, 4 query heads
+    (8, 1, 1, 8)])      # multi-query attention
+def test_expanded_heads_closed_forms(heads, kv_heads, tp, expand):
+    """torchtitan's repeat_kv: a rank's query heads over its key/value heads."""
+    assert expanded_heads(heads, kv_heads, tp) == expand
+
+
+def _gqa(comm, fusion="eager", cp=2):
+    return simulate("llama3-8b", "h100-sxm5-80gb", seq_len=4096, fusion=fusion,
+                    parallel=ParallelPlan(cp=cp, cp_comm=comm), **KW)
+
+
+def _context(run, phase):
+    low = run.lowered
+    return np.flatnonzero((low.kind == OpKind.COLLECTIVE) & (low.axis == int(Axis.CONTEXT))
+                          & (low.phase == phase))
+
+
+def test_torch_ring_gathers_keys_and_values_at_the_query_heads():
+    """Llama 3 8B (32 query, 8 key/value heads): PyTorch's ring gathers 4 x the bytes
+    TransformerEngine's p2p ring does, and its attention reads them so; FLOPs unchanged."""
+    p2p, torch = _gqa("p2p"), _gqa("torch-ring")
+    for phase in (Phase.FORWARD, Phase.BACKWARD):
+        ops_p, ops_t = _context(p2p, phase), _context(torch, phase)
+        assert len(ops_p) == len(ops_t) > 0
+        assert (torch.lowered.bytes_written[ops_t] == 4 * p2p.lowered.bytes_written[ops_p]).all()
+    attention = np.flatnonzero((p2p.lowered.kind == OpKind.ATTENTION)
+                               & (p2p.lowered.phase == Phase.FORWARD))
+    low_p, low_t = p2p.lowered, torch.lowered
+    query = low_p.out_bytes[attention]   # the output's bytes, as the query's
+    assert (low_t.bytes_read[attention] - query
+            == 4 * (low_p.bytes_read[attention] - query)).all()
+    assert torch.flops_per_step == p2p.flops_per_step
+
+
+def test_a_compiled_block_traces_the_ring_and_exposes_its_exchange():
+    """Under compiled fusion PyTorch's ring is ring 3 and its exchange is all exposed: each
+    forward gather takes as long as the all-gather plan's (same bytes for a model without
+    grouped-query attention), each backward reduce-scatter 1 + 2 cp / (cp - 1) = 5 times
+    (cp = 2); eager it stays ring 2, partly hidden."""
+    kw = dict(KW, fusion="compiled")
+    runs = {comm: simulate("llama2-7b", "h100-sxm5-80gb",
+                           parallel=ParallelPlan(cp=2, cp_comm=comm), **kw)
+            for comm in ("allgather", "torch-ring")}
+    traced, plain = runs["torch-ring"], runs["allgather"]
+    marked = traced.lowered.ring > 0
+    assert marked.any() and (traced.lowered.ring[marked] == TORCH_RING_TRACED).all()
+    t_traced = np.asarray(traced.times["time_s"])
+    t_plain = np.asarray(plain.times["time_s"])
+    forward, backward = _context(traced, Phase.FORWARD), _context(traced, Phase.BACKWARD)
+    assert len(forward) and len(backward)
+    assert t_traced[forward] == pytest.approx(t_plain[_context(plain, Phase.FORWARD)])
+    assert t_traced[backward] == pytest.approx(5 * t_plain[_context(plain, Phase.BACKWARD)])
+    eager = simulate("llama2-7b", "h100-sxm5-80gb",
+                     parallel=ParallelPlan(cp=2, cp_comm="torch-ring"), **KW)
+    assert (eager.lowered.ring[eager.lowered.ring > 0] == TORCH_RING).all()

@@ -35,9 +35,26 @@ The exchange beside the calls (``exposed_s``), C the gathers' time and A the att
 - torch-ring: PyTorch's default rotater (``_RotateMethod.ALL_GATHER``) gathers all the keys
   and values once, issued before step 0 and waited for at step 1, with the remaining cp - 1
   steps after the gather: T = max(A, (cp - 1) A / cp + C), i.e. first = (cp - 1) / cp. Backward it
-  gathers them again the same way and rotates dK, dV with all-to-alls after each step (the
-  ``dkv_rotater``), the last waited for after the loop: first = (cp - 1) / cp, last = 1 / cp
-  of 2 C.
+  gathers them again the same way and, at each of the cp steps, sends the accumulated dK, dV of
+  one chunk on in fp32 (the ``dkv_rotater``, ``_RotateMethod.ALL_TO_ALL``, ``accum_dtype``
+  float32: twice a chunk's 16-bit bytes), the last waited for after the loop: 2 cp chunks
+  against the gather's cp - 1, an exchange of C (1 + 2 cp / (cp - 1)) (``backward_exchange``),
+  first = (cp - 1) / cp, last = 1 / cp of it.
+- torch-ring inside a compiled block (``TORCH_RING_TRACED``, ``Plan.fusion`` compiled:
+  torchtitan compiles each TransformerBlock with ``fullgraph=True``, pytorch/torchtitan 9dec370
+  torchtitan/parallelisms/parallelize_llama.py line 303): torch.compile traces the ring into the
+  block's graph, and a functional collective traced so is waited for where it is issued
+  (torch/distributed/_functional_collectives.py ``_maybe_wrap_tensor``: "if _are_we_tracing():
+  return wait_tensor(self)"; eager it returns an ``AsyncCollectiveTensor`` waited for at first
+  use); inductor moves waits only with ``reorder_for_compute_comm_overlap``, False by default
+  (torch/_inductor/config.py). So nothing of the exchange is hidden: T = A + C forward, A + C
+  (1 + 2 cp / (cp - 1)) backward. Inductor fuses each merge step's pointwise ops into one
+  kernel (``MERGE_STEP_TRACED``) and drops the send copies of steps 1 .. cp - 2, whose result
+  the all-gather rotater never reads (dead code); the backward's accumulations, priced at one
+  pass each below, stay.
+- torch-ring's keys and values are gathered at the query heads (``simulator.parallel.context.
+  expanded_heads``: torchtitan's ``repeat_kv`` before SDPA), so a grouped-query model's exchange,
+  send copies and dK, dV accumulations move heads / kv_heads times its key/value bytes.
 - torch-ring also merges each step's output into an fp32 running output with the
   log-sum-exps (``_SDPAMerger`` with ``convert_to_f32``, its default), as eager PyTorch ops
   on the whole output: per later step ``block_out.to(float32)`` (read 2, write 4 bytes per
@@ -62,7 +79,8 @@ into the received ones with eager ``add_`` / ``copy_`` in bf16 at every step (``
 ``TE_ADD``; the last rank's, whose later steps add the whole dQ), streamed the same way.
 
 Not modelled: each call's own launch on the host (the ring's cp calls and PyTorch's eager
-merge kernels are issued as one op), TransformerEngine's fp8 paths (per-step buffers, then
+merge kernels are issued as one op; traced, the block's graph issues them), ``repeat_kv``'s own
+copy of the keys and values, TransformerEngine's fp8 paths (per-step buffers, then
 one combine), the ring's exchange contending with the calls for SMs or HBM
 (``simulator.cost.interference`` sees the collectives' exposed time only), and ranks whose
 steps mix m x c and c x m calls.
@@ -73,15 +91,22 @@ import numpy as np
 
 from simulator.graph.collective import Axis
 from simulator.graph.op import DType, OpKind, Phase, Task
+from simulator.parallel.context import RING_CODES, TORCH_RING_TRACED
 
-#: ``Lowered.ring`` codes (``simulator.parallel.context.RING_CODES``).
-P2P, TORCH_RING = 1, 2
+#: ``Lowered.ring`` codes (``simulator.parallel.context.RING_CODES``); TORCH_RING_TRACED:
+#: PyTorch's ring inside a block under torch.compile (``Plan.fusion`` compiled).
+P2P, TORCH_RING = RING_CODES["p2p"], RING_CODES["torch-ring"]
+TORCH_RINGS = (TORCH_RING, TORCH_RING_TRACED)
 #: Bytes a torch-ring merge step moves per output element, in units of the bf16 output's
 #: bytes: to(float32) 2 + 4, out - block_out 4 + 4 + 4, times the sigmoid 4 + 4, out - that
 #: 4 + 4 + 4: 38 = 19 x 2; the first step's conversion and the final cast back 2 + 4 (3 x 2)
 #: each (``_SDPAMerger.step`` / ``_merge_one`` / ``results``, torch/distributed/tensor/
 #: experimental/_attention.py, pytorch/pytorch 0123248a).
 MERGE_STEP, MERGE_ENDS = 19, 3
+#: A traced merge step: inductor fuses ``_SDPAMerger.step``'s pointwise chain into one kernel
+#: between two SDPA calls, reading the fp32 running output (4 bytes) and the step's bf16
+#: output (2), writing the fp32 output (4): 10 = 5 x 2 bytes per output element.
+MERGE_STEP_TRACED = 5
 #: The send buffer of each step but the last: ``torch.cat([key.flatten(), value.flatten()])``
 #: reads and writes the keys and values (2 x their bytes).
 SEND_COPY = 2
@@ -125,7 +150,8 @@ def merge_bytes(out_bytes: float, kv_bytes: float, cp: int, ring: int,
     ``kv_bytes`` the rank's own keys and values) or accumulations (backward: ``out_bytes`` the
     rank's own dQ, ``kv_bytes`` its own dK, dV: one step's gradients) move; p2p:
     TransformerEngine's output corrections forward, its gradients' accumulation backward
-    (``causal``: the last rank's half-chunk dK, dV steps)."""
+    (``causal``: the last rank's half-chunk dK, dV steps). Traced (``TORCH_RING_TRACED``),
+    each merge is one fused kernel and only the first send copy is live."""
     if cp <= 1:
         return 0.0
     if ring == P2P:
@@ -136,7 +162,17 @@ def merge_bytes(out_bytes: float, kv_bytes: float, cp: int, ring: int,
         return out_bytes * whole + kv_bytes * halves
     if backward:
         return ACCUMULATE_STEP * cp * (out_bytes + kv_bytes)
+    if ring == TORCH_RING_TRACED:
+        return out_bytes * MERGE_STEP_TRACED * (cp - 1) + SEND_COPY * kv_bytes
     return out_bytes * (MERGE_STEP * (cp - 1) + 2 * MERGE_ENDS) + SEND_COPY * (cp - 1) * kv_bytes
+
+
+def backward_exchange(cp: int) -> float:
+    """PyTorch's ring's backward exchange in units of its forward all-gather: the keys and
+    values gathered again (1) and, at each of the cp steps, the accumulated dK, dV of one
+    rank's chunk sent on in fp32 (``dkv_rotater``, all-to-all, ``accum_dtype`` float32:
+    twice a chunk's 16-bit bytes): 2 cp chunks against the gather's cp - 1 received."""
+    return 1.0 + 2.0 * cp / (cp - 1.0)
 
 
 def exposed_s(attention_s: float, comm_s: float, cp: int, ring: int, backward: bool) -> float:
@@ -146,10 +182,17 @@ def exposed_s(attention_s: float, comm_s: float, cp: int, ring: int, backward: b
 
     if cp <= 1:
         return comm_s
-    first = 1.0 / cp if ring == P2P else (cp - 1.0) / cp
-    if backward:
-        return pipelined_s(attention_s, 2.0 * comm_s, first, 1.0 / cp) - attention_s
-    return pipelined_s(attention_s, comm_s, first, 0.0) - attention_s
+    if ring in TORCH_RINGS and backward:
+        comm_s *= backward_exchange(cp)
+    if ring == TORCH_RING_TRACED:
+        return comm_s   # each collective waited for where it is issued: nothing hidden
+    if ring == P2P:
+        first = 1.0 / cp
+        comm_s *= 2.0 if backward else 1.0
+    else:
+        first = (cp - 1.0) / cp
+    return pipelined_s(attention_s, comm_s, first, 1.0 / cp if backward else 0.0) \
+        - attention_s
 
 
 def kernel_ratio(lowered, device, ops: np.ndarray) -> np.ndarray:
@@ -241,7 +284,7 @@ def ring_times(lowered, device, compute_s: np.ndarray, memory_s: np.ndarray,
     return time_s
 
 
-__all__ = ["ACCUMULATE_STEP", "MERGE_ENDS", "MERGE_STEP", "P2P", "SEND_COPY", "TE_ADD",
-           "TE_COPY", "TE_CORRECTION", "TE_INIT", "TORCH_RING",
-           "exposed_s",
+__all__ = ["ACCUMULATE_STEP", "MERGE_ENDS", "MERGE_STEP", "MERGE_STEP_TRACED", "P2P", "SEND_COPY",
+           "TE_ADD", "TE_COPY", "TE_CORRECTION", "TE_INIT", "TORCH_RING", "TORCH_RINGS",
+           "TORCH_RING_TRACED", "backward_exchange", "exposed_s",
            "kernel_ratio", "merge_bytes", "ring_times", "step_shapes"]

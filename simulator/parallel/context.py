@@ -54,11 +54,14 @@ def widen_attention(forward: OpGraph, cp: int) -> OpGraph:
     return out
 
 
-def gather_keys_values(ranked: OpGraph, cp: int, local: int = 0, ring: int = 0) -> OpGraph:
+def gather_keys_values(ranked: OpGraph, cp: int, local: int = 0, ring: int = 0,
+                       expand: int = 1) -> OpGraph:
     """Insert the all-gather of each attention's keys and values over the ``cp`` ranks
     (``local`` of them per node, 0: as many as fit) into a rank's graph (after the
     tensor-parallel split: the heads it holds); ``ring`` (``RING_CODES``) marks them and the
-    attention as a ring of ``cp`` steps (``simulator.cost.ring``)."""
+    attention as a ring of ``cp`` steps (``simulator.cost.ring``). ``expand``: the keys and
+    values go into the attention at ``expand`` times their heads (``expanded_heads``), so the
+    gathers move, and the attention reads, that many times their bytes."""
     if cp == 1:
         return ranked
     facts = {"ring": ring, "ring_steps": cp} if ring else {}
@@ -69,10 +72,13 @@ def gather_keys_values(ranked: OpGraph, cp: int, local: int = 0, ring: int = 0) 
         if op.kind is OpKind.ATTENTION:
             if ring:
                 op = op.evolve(extra=(*op.extra, *facts.items()))
+            if expand > 1:
+                query = ranked.op(inputs[0]).out_bytes
+                op = op.evolve(bytes_read=query + expand * (op.bytes_read - query))
             reads = inputs[:1]
             for src in inputs[1:]:
                 if src not in gathered:
-                    size = ranked.op(src).out_bytes
+                    size = ranked.op(src).out_bytes * expand
                     gather = collective(f"{src}.cp_all_gather", "all_gather", size, size * cp,
                                         size * cp, cp, Axis.CONTEXT, op, local=local, **facts)
                     gathered[src] = out.add(gather, [src])
@@ -82,8 +88,27 @@ def gather_keys_values(ranked: OpGraph, cp: int, local: int = 0, ring: int = 0) 
     return out
 
 
+def expanded_heads(heads: int, kv_heads: int, tp: int) -> int:
+    """How many times its key/value heads a rank's attention takes them at in PyTorch's
+    context_parallel: its query heads over its key/value heads (1 without grouped-query
+    attention). The ring's SDPA calls take keys and values at the query heads: torchtitan's
+    Llama expands them with ``repeat_kv`` before ``F.scaled_dot_product_attention``
+    (pytorch/torchtitan 9dec370 torchtitan/models/llama/model.py lines 201-202), as PyTorch's
+    SDPA asks of grouped-query inputs unless ``enable_gqa`` is passed, which the ring's ops
+    (``_scaled_dot_product_ring_flash_attention``, pytorch/pytorch 0123248a
+    torch/distributed/tensor/experimental/_attention.py) take no argument for. After the
+    tensor-parallel split a rank holds heads / tp query heads and kv_heads / tp key/value
+    heads, at least one (``simulator.parallel.tensor``: replicated when kv_heads < tp)."""
+    query = max(heads // max(tp, 1), 1)
+    return max(query // max(kv_heads // max(tp, 1), 1), 1)
+
+
 #: ``ParallelPlan.cp_comm`` values and the ``ring`` fact each gives (0: no ring).
 RING_CODES = {"allgather": 0, "p2p": 1, "torch-ring": 2}
+#: The ``ring`` fact of torch-ring in a block under torch.compile (``Plan.fusion`` compiled):
+#: traced into the graph (``simulator.cost.ring``).
+TORCH_RING_TRACED = 3
 
 
-__all__ = ["RING_CODES", "gather_keys_values", "widen_attention"]
+__all__ = ["RING_CODES", "TORCH_RING_TRACED", "expanded_heads", "gather_keys_values",
+           "widen_attention"]

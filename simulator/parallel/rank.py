@@ -12,7 +12,13 @@ from hardware_specs.cluster import ClusterSpec
 from simulator.errors import PlanError
 from simulator.graph.lower import Lowered, lower
 from simulator.graph.opgraph import OpGraph
-from simulator.parallel.context import RING_CODES, gather_keys_values, widen_attention
+from simulator.parallel.context import (
+    RING_CODES,
+    TORCH_RING_TRACED,
+    expanded_heads,
+    gather_keys_values,
+    widen_attention,
+)
 from simulator.parallel.data import (
     add_data_parallel,
     add_grad_accumulation,
@@ -182,8 +188,18 @@ def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
                            parallel.moe_dispatcher is Dispatcher.DEEPEP,
                            getattr(work, "moe", None))
     # Megatron-LM's rank order: tp fastest, then cp, then dp, then pp
-    ranked = gather_keys_values(ranked, cp, max(min(cp, per_node // parallel.tp), 1),
-                                RING_CODES[parallel.cp_comm.value])
+    ring = RING_CODES[parallel.cp_comm.value]
+    shape = _shape(work)
+    expand = 1
+    if ring == RING_CODES["torch-ring"]:
+        # PyTorch's ring takes the keys and values at the query heads (expanded_heads); inside
+        # a compiled block it is traced into the graph (simulator.cost.ring)
+        if shape is not None:
+            expand = expanded_heads(shape.heads, shape.kv_heads, parallel.tp)
+        if plan.fusion is Fusion.COMPILED:
+            ring = TORCH_RING_TRACED
+    ranked = gather_keys_values(ranked, cp, max(min(cp, per_node // parallel.tp), 1), ring,
+                                expand)
     if plan.projections is Projections.FUSED:   # Megatron-Core's linear_qkv, linear_fc1
         ranked = fuse_projections(ranked)
     local = 2 if 2 * parallel.tp * parallel.cp * parallel.dp <= per_node else 1

@@ -87,8 +87,9 @@ class CpComm(str, Enum):
     #                            send/recv beside the previous step (Megatron-LM's default
     #                            --cp-comm-type p2p)
     TORCH_RING = "torch-ring"  # PyTorch's context_parallel (torchtitan): cp SDPA steps and
-    #                            their log-sum-exp merges, keys and values all-gathered
-    #                            beside the first step
+    #                            their log-sum-exp merges, keys and values (at the query
+    #                            heads) all-gathered beside the first step; under compiled
+    #                            fusion traced into the graph, the exchange not hidden
 
 
 class PipelineEngine(str, Enum):
@@ -128,7 +129,8 @@ class ParallelPlan:
     # schedules hwsim models by default.
     cp_comm: CpComm = field(default=CpComm.P2P, metadata={
         "help": "context parallel's key/value exchange: p2p (TransformerEngine's ring, "
-                "overlapped), torch-ring (PyTorch context_parallel: SDPA steps and merges) or "
+                "overlapped), torch-ring (PyTorch context_parallel: SDPA steps and merges; "
+                "with --fusion compiled traced, its exchange not hidden) or "
                 "allgather (gathered before the attention, not hidden)"})
     # Expert parallelism: a mixture of experts' routed experts sharded over ep ranks taken
     # from the dp x cp replicas (Megatron-Core --expert-model-parallel-size; expert tensor
