@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from simulator import simulate
+from simulator import PlanError, simulate
 from simulator.cli import main
 from simulator.graph.op import Task
 from simulator.parallel.rank import stage_forward
@@ -114,11 +114,24 @@ def test_a_workload_toml_fine_tunes(tmp_path):
     (["--finetune", "qlora"], "invalid choice: 'qlora'"),
     (["--finetune", "lora", "--lora-rank", "3", "--num-devices", "2", "--tp", "2"],
      "lora_rank = 3 with tp = 2"),
+    # GPT-2 small's linears are 768 wide: B A of rank 769 cannot have that rank
+    (["--finetune", "lora", "--lora-rank", "769"],
+     "lora_rank = 769 is above the width of L0.q_proj (768 -> 768)"),
 ])
 def test_bad_fine_tuning_input_is_one_line_and_exit_2(capsys, flags, message):
     assert main(["predict", "gpt2-small", "--device", "a100", *flags]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and message in err
+
+
+def test_a_rank_at_the_narrowest_adapted_width_runs():
+    """The bound is min(k, n) of each adapted linear: Llama 3 8B's k and v projections are
+    4096 -> 1024 (8 KV heads of 128), so rank 1024 runs and 1025 is refused."""
+    simulate("llama3-8b", "a100", micro_batch=1, seq_len=128, finetune="lora", lora_rank=1024)
+    with pytest.raises(PlanError, match=r"lora_rank = 1025 is above the width of L0.k_proj "
+                                        r"\(4096 -> 1024\)"):
+        simulate("llama3-8b", "a100", micro_batch=1, seq_len=128, finetune="lora",
+                 lora_rank=1025)
 
 
 def test_lora_of_a_model_without_its_linears_is_refused(capsys):

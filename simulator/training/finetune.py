@@ -101,6 +101,11 @@ def adapt(forward: OpGraph, plan: Plan) -> OpGraph:
             op = op.evolve(frozen=True)
         out.add(op, inputs)
         if _targeted(op, plan.targets) and inputs:
+            if plan.rank > min(op.k, op.n):   # B A has rank at most min(k, n): more is waste
+                raise PlanError(f"lora_rank = {plan.rank} is above the width of {op.name} "
+                                f"({op.k} -> {op.n}): an adapter's B A has rank at most "
+                                f"{min(op.k, op.n)} and more parameters than the weight it "
+                                "adapts; give a rank below it (--lora-rank; PEFT's default 8)")
             remap[name] = _adapter(out, op, inputs[0], plan.rank)
             adapted += 1
     if not adapted:
