@@ -40,6 +40,9 @@ def test_unknown_names_suggest_the_closest():
     with pytest.raises(SpecError, match=r"unknown cluster 'dgx-a10' \(did you mean dgx-a100"):
         load_cluster("dgx-a10")
     assert did_you_mean("zzzz", ["a100", "h100"]) == ""
+    for empty in ("", "  "):   # not read as the current folder
+        with pytest.raises(WorkloadError, match="the model is empty: give a zoo name"):
+            get_workload(empty)
 
 
 def test_the_api_resolves_spellings_and_suggests():

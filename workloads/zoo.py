@@ -61,6 +61,10 @@ def get_workload(spec: str | Workload) -> Workload:
         return import_module(*spec)
     if not isinstance(spec, str):
         return spec
+    if not spec.strip():   # not the current folder, which Path("") names
+        raise WorkloadError("the model is empty: give a zoo name (see 'hwsim models'), a "
+                            "Hugging Face config.json, a workload .toml file, a .onnx file or "
+                            "file.py:factory")
     if spec.endswith(".toml"):
         return load_workload_toml(spec)
     if is_hf_config(spec):
