@@ -72,7 +72,8 @@ def _device(tmp_path: Path, old: str, new: str) -> Path:
     (["--node-overhead-w", "inf", "--steps", "10"], "node_overhead_w"),     # was Infinity
     (["--tokens", "1e30"], "tokens"),
     (["--global-batch", str(2**40)], "global_batch"),
-    (["--num-devices", str(2**30)], "above 1,048,576"),
+    (["--num-devices", str(2**30)], "--num-devices = 1,073,741,824 is above 1,048,576"),
+    (["--tp", str(2**21)], "--tp = 2,097,152 is above 1,048,576"),   # the flag, not dp
 ])
 def test_numbers_out_of_bounds_are_one_line(args, named):
     assert named in one_line(*run("predict", "gpt2-small", "--device", "a100", *args))

@@ -257,13 +257,13 @@ def _hardware_and_parallel(args):
     """(device or cluster, ParallelPlan, num_devices) from the flags; dp defaults to the
     devices left over by tp x pp."""
     from hardware_specs.cluster import load_cluster
-    from simulator.plan.parallel import COUNTS, ParallelPlan, data_parallel_size
+    from simulator.plan.parallel import COUNTS, ParallelPlan, data_parallel_size, positive
 
     counts = {"--num-devices": args.num_devices,
               **{flag(name): getattr(args, name) for name in COUNTS}}
     for name, value in counts.items():
-        if value is not None and value < 1:
-            raise PlanError(f"{name} = {value} must be a positive integer")
+        if value is not None:
+            positive(value, name)   # named by its flag, before dp is derived from it
     if args.device is None and args.cluster is None:
         raise PlanError("the following arguments are required: --device (or --cluster)")
     if args.device is not None and args.cluster is not None:
