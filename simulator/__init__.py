@@ -23,6 +23,12 @@ _LAZY = {"simulate": "simulator.api", "Result": "simulator.report.result",
          "Calibration": "simulator.calibrate.fit", "override": "hardware_specs.override"}
 
 
+def __dir__() -> list[str]:
+    """The module's names with the lazy ones (``simulate``, ``compare``, ...), for ``dir()`` and
+    tab completion."""
+    return sorted(set(globals()) | set(_LAZY))
+
+
 def __getattr__(name: str):
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)

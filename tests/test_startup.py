@@ -50,3 +50,12 @@ def test_a_bad_input_is_refused_before_numba_loads():
     """numba (and the scipy its first call loads) come in when a step is priced."""
     modules = loaded("predict", "no-such-model", "--device", "a100")
     assert modules & (OPTIONAL | {"numba", "pandas", "scipy"}) == set()
+
+
+def test_dir_lists_the_lazy_names_without_loading_them():
+    """``dir(simulator)`` (tab completion) shows ``simulate``, ``compare``, ... though they load
+    on first use only."""
+    code = ("import sys, simulator; names = dir(simulator); "
+            "assert {'simulate', 'compare', 'sweep', 'capacity_plan', 'Result'} <= set(names), names; "
+            "assert 'simulator.api' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
