@@ -130,3 +130,18 @@ def test_fused_never_slower(tp, kv):
 def test_unknown_projections_is_a_plan_error():
     with pytest.raises(PlanError, match="projections"):
         Plan(projections="merged")
+
+
+def test_edges_from_later_ops_and_marks_are_kept():
+    """An op added after its reader (an ordering edge, as expert parallelism's shared-expert
+    overlap adds) keeps its edge, and an op's marks (``issue_early``) stay."""
+    from simulator.graph.op import Op
+    forward = _forward()
+    forward.add(Op(name="late", kind=OpKind.COPY))
+    forward.add_edge("late", "L1.o_proj", 1, nbytes=0)
+    forward.issue_early("L1.o_proj")
+    fused = fuse_projections(forward)
+    assert "L1.q_proj+k_proj+v_proj" in fused
+    assert fused.nx.edges["late", "L1.o_proj"]["bytes"] == 0
+    assert fused.nx.nodes["L1.o_proj"].get("early")
+    assert fused.is_dag() and len(fused.names()) == len(fused)

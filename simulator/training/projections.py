@@ -94,23 +94,24 @@ def fuse_projections(forward: OpGraph) -> OpGraph:
     if not found:
         return forward
     member = {name: names for names in found for name in names}
+    fused = {name: fused_name(names) for names in found for name in names}
     out = OpGraph(forward.name)
-    for name in forward.nx.nodes:
-        if name in member:
-            if name == member[name][0]:
-                names = member[name]
-                fused = out.add(merged([forward.op(n) for n in names], fused_name(names)),
-                                forward.inputs(name))
-                for n in names:   # each member's output: a view of its slice
-                    op = forward.op(n)
-                    out.add(Op(name=n, kind=OpKind.COPY, fn=SLICE, dtype=op.dtype,
-                               out_bytes=op.out_bytes, layer=op.layer, block=op.block,
-                               role=op.role), [fused])
-            continue
-        out.add(forward.op(name), [])
-        for src in forward.inputs(name):
-            edge = forward.nx.edges[src, name]
-            out.add_edge(src, name, edge["index"], edge["bytes"])
+    for name in forward.nx.nodes:   # the ops first, in order (an edge may come from a later one)
+        if name not in member:
+            out.add(forward.op(name))
+            out.nx.nodes[name].update(forward.nx.nodes[name])   # its marks (issue_early)
+        elif name == member[name][0]:
+            names = member[name]
+            out.add(merged([forward.op(n) for n in names], fused[name]))
+            for n in names:   # each member's output: a view of its slice
+                op = forward.op(n)
+                out.add(Op(name=n, kind=OpKind.COPY, fn=SLICE, dtype=op.dtype,
+                           out_bytes=op.out_bytes, layer=op.layer, block=op.block,
+                           role=op.role))
+                out.add_edge(fused[name], n)
+    for src, dst, edge in forward.nx.edges(data=True):   # a member's input: the fused op's
+        if not out.nx.has_edge(src, fused.get(dst, dst)):
+            out.nx.add_edge(src, fused.get(dst, dst), **edge)
     return out
 
 
