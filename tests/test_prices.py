@@ -126,7 +126,7 @@ def test_every_device_has_a_price_or_a_dated_record(capsys):
     assert "rent $1.65/h buy none cited (searched 2026-12-05)" in rows["alveo-u250"]
     assert ("rent none cited (searched 2026-12-05) buy $8,112"
             in rows["graphcore-bow"])              # IPU-M2000 list price / 4, Bow at the same
-    assert ("rent not offered (searched 2026-12-04) buy none cited (searched 2026-12-05)"
+    assert ("rent not offered (searched 2026-12-05) buy none cited (searched 2026-12-05)"
             in rows["versal-vck5000"])                               # no cloud rents it
     assert ("rent not offered (searched 2026-12-04) buy not offered (searched 2026-12-04)"
             in rows["snapdragon-8g3"])                               # a phone SoC
@@ -139,6 +139,19 @@ def test_every_device_has_a_price_or_a_dated_record(capsys):
     for path in DEVICES.glob("*.toml"):
         assert re.search(rf"rent ({missing}|\$[\d.]+/h) buy ({missing}|\$[\d,]+)",
                          rows[path.stem]), path.stem
+
+
+def test_the_docs_count_the_specs_with_neither_price():
+    """docs/devices.md says how many catalogue files give neither price figure (only the two
+    dated records); that count is the catalogue's, so the sentence cannot drift from the specs
+    (it said 5 while 4 did, the MI210, Alveo U280, VCK5000 and Snapdragon 8 Gen 3)."""
+    text = " ".join((DEVICES.parents[1] / "docs" / "devices.md").read_text().split())
+    stated = re.search(r"(\d+) files give neither price figure", text)
+    assert stated, "docs/devices.md no longer states how many specs give neither price"
+    neither = sorted(path.stem for path in DEVICES.glob("*.toml")
+                     if (spec := load_device(str(path))).price_per_hour_usd is None
+                     and spec.purchase_usd is None)
+    assert int(stated.group(1)) == len(neither), neither
 
 
 def test_a_missing_price_record_is_checked_and_written_back():
@@ -232,7 +245,7 @@ def test_cost_na_names_the_device_and_where_the_reason_is(capsys, device_file):
     code, out, _ = cli(["predict", "gpt2-small", "--device", "versal-vck5000", "--micro-batch",
                         "1", "--steps", "10"], capsys)
     assert code == 0
-    assert ("cost n/a (versal-vck5000 is not rented by anyone (searched 2026-12-04), its spec "
+    assert ("cost n/a (versal-vck5000 is not rented by anyone (searched 2026-12-05), its spec "
             "says where: --price-per-hour USD)") in out
     code, out, _ = cli(["predict", "gpt2-small", "--device", "tpu-v4", "--micro-batch", "1",
                         "--steps", "10", "--own-years", "4", "--electricity-usd-per-kwh", "0.1"],
