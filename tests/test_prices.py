@@ -37,10 +37,10 @@ def _price_table(path: Path) -> str:
 def test_catalogue_prices_are_cited_and_plausible():
     """Each [price] table cites its figures (a source and a year in its comments), on-demand
     prices lie between $0.05 and $50 per device-hour and purchase prices between $500 and
-    $100,000 (the catalogue's range: a T4 hour, a B200's share of a DGX). At least 37
+    $100,000 (the catalogue's range: a T4 hour, a B200's share of a DGX). At least 38
     devices have an on-demand price (the three server CPUs per socket-hour; the V100 PCIe
-    32 GB its nearest rented part's) and 30 a purchase price (TPUs and Trainium are not sold;
-    the others say why no figure is cited)."""
+    32 GB its nearest rented part's; the M4 Max a whole Mac host's) and 30 a purchase price
+    (TPUs and Trainium are not sold; the others say why no figure is cited)."""
     hourly = bought = 0
     for path in sorted(DEVICES.glob("*.toml")):
         spec = load_device(str(path))
@@ -57,7 +57,7 @@ def test_catalogue_prices_are_cited_and_plausible():
         if spec.purchase_usd is not None:
             bought += 1
             assert 500 <= spec.purchase_usd <= 100_000, path.name
-    assert hourly >= 37 and bought >= 30
+    assert hourly >= 38 and bought >= 30
 
 
 # A missing price is stated with its reason: "No on-demand price per device-hour cited: <why>"
@@ -115,8 +115,9 @@ def test_every_device_has_a_price_or_a_dated_record(capsys):
     assert "rent $1.20/h buy not offered (searched 2026-12-04)" in rows["tpu-v5e"]  # not sold
     assert "rent $4.20/h buy not offered (searched 2026-12-04)" in rows["tpu-v5p"]
     assert "rent $5.37/h buy not offered (searched 2026-12-04)" in rows["trainium2"]
-    assert ("rent none cited (searched 2026-12-05) buy $9,499 (system)"
-            in rows["m3-ultra"])                                     # a whole Mac Studio
+    assert ("rent not offered (searched 2026-12-05) buy $9,499 (system)"
+            in rows["m3-ultra"])                  # a whole Mac Studio; AWS rents the 60-core part
+    assert "rent $6.25/h buy $5,000 (system)" in rows["m4-max"]      # AWS mac-m4max.metal host
     assert ("rent not offered (searched 2026-12-04) buy $6,999 (system)"
             in rows["m2-ultra"])                                     # no M2 Ultra on AWS
     assert "rent $10.50/h buy none cited (searched 2026-12-05)" in rows["gb200"]
@@ -352,7 +353,9 @@ def test_a_whole_system_purchase_owns_no_node_parts(device, price):
     share = t["total_time_s"] / 3600 / (4 * HOURS_PER_YEAR)
     assert load_device(device).purchase_is_system
     assert t["own_cost_usd"] == pytest.approx(share * price + t["energy_kwh"] * 0.1, rel=1e-12)
-    assert t["cost_usd"] is None                                       # not rented: n/a
+    rent = load_device(device).price_per_hour_usd          # the M4 Max: AWS's Mac host, $6.25
+    assert t["cost_usd"] == (None if rent is None else                 # m3-ultra: not rented
+                             pytest.approx(t["device_hours"] * rent, rel=1e-12))
     assert not load_device("rtx-4090").purchase_is_system
 
 
