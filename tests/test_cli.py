@@ -167,6 +167,10 @@ BAD_CASES = [
      ["steps", "-1"]),
     ("nan-tokens", lambda t: ["gpt2-small", "--device", "a100", "--tokens", "nan"],
      ["tokens", "nan"]),
+    ("negative-tokens-exponent",      # a value, not an unknown option: the flag's own check
+     lambda t: ["gpt2-small", "--device", "a100", "--tokens", "-1e9"], ["tokens", "-1e9", "> 0"]),
+    ("negative-pue-exponent", lambda t: ["gpt2-small", "--device", "a100", "--pue", "-1.2E0"],
+     ["pue", "-1.2E0"]),
     ("seq-len-on-cnn", lambda t: ["resnet-50", "--device", "a100", "--seq-len", "128"],
      ["seq-len", "resnet-50"]),
     ("tp-not-dividing-heads", lambda t: ["gpt2-small", "--device", "a100", "--tp", "5"],

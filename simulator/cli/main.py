@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import re
 import signal
 import sys
 
@@ -34,8 +35,18 @@ PLOTS = ("roofline", "timeline", "memory", "pareto")
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A negative number written with an exponent (--tokens -1e9) is a value, so its flag's
+        # own check says what is wrong with it: argparse's matcher (no option of hwsim looks
+        # like a number) knows only -5 and -.5, and took -1e9 for an unknown option.
+        self._negative_number_matcher = _NEGATIVE_NUMBER
+
     def error(self, message: str):  # one line, not usage + error
         raise HwsimError(f"{message} (see '{self.prog} --help')")
+
+
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^-(inf|nan)$", re.IGNORECASE)
 
 
 def build_parser() -> argparse.ArgumentParser:
