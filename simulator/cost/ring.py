@@ -230,12 +230,25 @@ def kernel_ratio(lowered, device, ops: np.ndarray) -> np.ndarray:
 def ring_times(lowered, device, compute_s: np.ndarray, memory_s: np.ndarray,
                time_s: np.ndarray) -> np.ndarray:
     """Each op's seconds with the ring attention ops priced as their chunked calls (and
-    merges) and the key/value collectives as the part of them the ring leaves exposed."""
-    time_s = time_s.copy()
+    merges) and the key/value collectives as the part of them the ring leaves exposed:
+    ``ring_kernels`` then ``ring_exposure``."""
+    return ring_exposure(lowered, ring_kernels(lowered, device, compute_s, memory_s, time_s)[1])
+
+
+def ring_kernels(lowered, device, compute_s: np.ndarray, memory_s: np.ndarray,
+                 time_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(compute_s, time_s) with each ring attention op priced as its chunked calls: its
+    compute times ``kernel_ratio``, its merges' traffic added to its time. The compute is
+    returned too, so that the power model's busy share (``simulator.cost.power``,
+    ``simulator.cost.energy``) is the calls' own: before, a ratio under 1 (a causal ring's
+    calls skip more masked blocks than one call) shortened the op's time but not its compute,
+    and a phase clocked on the times before it drew above the limit (gpt2-small on 2 A100s,
+    cp 2, at a 184 W limit: the recompute phase 191 W)."""
+    compute_s, time_s = compute_s.copy(), time_s.copy()
     ring = lowered.ring
     attention = np.flatnonzero((lowered.kind == OpKind.ATTENTION) & (ring > 0))
     if not len(attention):
-        return time_s
+        return compute_s, time_s
     stream = float(device.memory_bandwidth_bytes_per_s * device.memory_efficiency)
     for j, ratio in zip(attention, kernel_ratio(lowered, device, attention)):
         backward = lowered.task[j] == Task.DATA_GRAD
@@ -250,7 +263,19 @@ def ring_times(lowered, device, compute_s: np.ndarray, memory_s: np.ndarray,
         extra = merge_bytes(out, kv, cp, int(ring[j]), backward,
                             bool(lowered.causal[j])) / stream
         before = max(float(compute_s[j]), float(memory_s[j]))
-        time_s[j] += max(float(compute_s[j]) * ratio, float(memory_s[j])) - before + extra
+        compute_s[j] *= ratio
+        time_s[j] += max(float(compute_s[j]), float(memory_s[j])) - before + extra
+    return compute_s, time_s
+
+
+def ring_exposure(lowered, time_s: np.ndarray) -> np.ndarray:
+    """Each op's seconds with the key/value collectives of the ring attention ops as the part
+    of them the ring leaves exposed under the attention's time (``exposed_s``)."""
+    time_s = time_s.copy()
+    ring = lowered.ring
+    attention = np.flatnonzero((lowered.kind == OpKind.ATTENTION) & (ring > 0))
+    if not len(attention):
+        return time_s
     comm = (lowered.kind == OpKind.COLLECTIVE) & (lowered.axis == int(Axis.CONTEXT)) & (
         ring > 0)
     readers = np.repeat(np.arange(len(lowered)), np.diff(lowered.indptr))
@@ -287,4 +312,5 @@ def ring_times(lowered, device, compute_s: np.ndarray, memory_s: np.ndarray,
 __all__ = ["ACCUMULATE_STEP", "MERGE_ENDS", "MERGE_STEP", "MERGE_STEP_TRACED", "P2P", "SEND_COPY",
            "TE_ADD", "TE_COPY", "TE_CORRECTION", "TE_INIT", "TORCH_RING", "TORCH_RINGS",
            "TORCH_RING_TRACED", "backward_exchange", "exposed_s",
-           "kernel_ratio", "merge_bytes", "ring_times", "step_shapes"]
+           "kernel_ratio", "merge_bytes", "ring_exposure", "ring_kernels", "ring_times",
+           "step_shapes"]

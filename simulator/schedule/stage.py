@@ -18,7 +18,7 @@ from simulator.cost.host import syncs as host_syncs
 from simulator.cost.overlap import overlapped
 from simulator.cost.power import phase_clocks, scaled_times, sustained_times
 from simulator.cost.roofline import op_costs
-from simulator.cost.ring import ring_times
+from simulator.cost.ring import ring_exposure, ring_kernels
 from simulator.graph.collective import Axis
 from simulator.graph.lower import Lowered
 from simulator.graph.op import OpKind, Phase
@@ -95,13 +95,16 @@ def price_stage(lowered: Lowered, forward: OpGraph, device: DeviceSpec,
     compute_s, memory_s, time_s = op_costs(lowered, device, cluster, plan)
     # a step's GEMMs run sustained, not as a burst (the spec's matmul_sustained, if any)
     compute_s, time_s = sustained_times(lowered, device, compute_s, memory_s, time_s)
+    ring = lowered.ring is not None and lowered.ring.any()
+    if ring:   # context parallelism's ring of attention calls (simulator.cost.ring)
+        compute_s, time_s = ring_kernels(lowered, device, compute_s, memory_s, time_s)
     clock = None
     if power_limit_w is not None and power_limit_w < device.tdp_w:
+        # clocked on the ops as they run (the ring's calls too), so a phase's power fits
         clock = phase_clocks(lowered, device, compute_s, memory_s, time_s, power_limit_w)
         compute_s, time_s = scaled_times(compute_s, memory_s, time_s, clock)
-    if lowered.ring is not None and lowered.ring.any():
-        # context parallelism's ring of attention calls and its exchange (simulator.cost.ring)
-        time_s = ring_times(lowered, device, compute_s, memory_s, time_s)
+    if ring:   # the ring's exchange, exposed where the (clocked) attention does not hide it
+        time_s = ring_exposure(lowered, time_s)
     hidden = None
     if lowered.userbuffers is not None and lowered.userbuffers.any():
         time_s, hidden = overlapped(lowered, device, compute_s, memory_s, time_s,
