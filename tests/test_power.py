@@ -453,18 +453,41 @@ def test_every_device_power_figure_cites_a_source_or_says_prior(path):
         assert "prior" in comments.lower()
 
 
-def test_compare_and_plan_print_perf_per_watt(capsys):
-    """Issue 25: compare and plan print perf/W (tflops_per_watt, and tokens_per_joule in
-    compare), the figures of Result.summary."""
+def test_compare_and_plan_print_perf_per_watt(capsys, tmp_path):
+    """Issue 25: compare and plan print perf/W; issue 22 item 6: tokens_per_joule and
+    samples_per_kwh in compare, plan and sweep rows. Each printed figure is Result.summary's
+    (compare also the power limit each device ran under: the TDP, or --power-limit-w under
+    it); plan plans language models only, so its text has tokens_per_joule."""
+    import pandas as pd
+
     from simulator.cli.main import main
 
-    assert main(["compare", "gpt2-small", "--devices", "a100,t4"]) == 0
+    assert main(["compare", "gpt2-small", "--devices", "a100,t4", "--power-limit-w", "200"]) == 0
     lines = capsys.readouterr().out.splitlines()
     header = lines[0].split()
-    assert {"tflops_per_watt", "tokens_per_joule", "samples_per_kwh"} <= set(header)
-    row = dict(zip(header, next(line for line in lines if line.split()[0] == "t4").split()))
-    expected = simulate("gpt2-small", "t4").summary()["tflops_per_watt"]
-    assert float(row["tflops_per_watt"]) == pytest.approx(expected, rel=1e-3)
+    assert {"tflops_per_watt", "tokens_per_joule", "samples_per_kwh", "power_limit_w"} <= set(
+        header)
+    for name, limit in (("t4", 70), ("a100-sxm4-80gb", 200)):   # t4's TDP is under 200 W
+        row = dict(zip(header, next(line for line in lines if line.split()[0] == name).split()))
+        expected = simulate("gpt2-small", name, power_limit_w=200).summary()
+        assert float(row["power_limit_w"]) == limit == expected["power_limit_w"]
+        for key in ("tflops_per_watt", "tokens_per_joule", "samples_per_kwh"):
+            assert float(row[key]) == pytest.approx(expected[key], rel=1e-3), (name, key)
     assert main(["plan", "gpt2-small", "--tokens", "1e9", "--devices", "h100",
                  "--device-counts", "1", "--grid", "tp=1", "--workers", "1", "--top", "1"]) == 0
-    assert "tflops_per_watt" in capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[1].split()
+    row = dict(zip(header, lines[2].split()))
+    expected = simulate("gpt2-small", "h100", micro_batch=int(row["micro_batch"])).summary()
+    for key in ("tflops_per_watt", "tokens_per_joule", "samples_per_kwh"):
+        assert float(row[key]) == pytest.approx(expected[key], rel=1e-3), key
+    out = tmp_path / "sweep.csv"
+    assert main(["sweep", "gpt2-small", "--devices", "a100", "--device-counts", "1", "--grid",
+                 "power_limit_w=150,400", "--workers", "1", "--out", str(out)]) == 0
+    rows = pd.read_csv(out).sort_values("power_limit_w")
+    assert list(rows["power_limit_w"]) == [150, 400]
+    assert rows["tokens_per_joule"].notna().all() and rows["samples_per_kwh"].notna().all()
+    # the energy side of the trade-off: at 150 W each joule buys more tokens, each second fewer
+    assert rows["tokens_per_joule"].iloc[0] > rows["tokens_per_joule"].iloc[1]
+    assert rows["tokens_per_s"].iloc[0] < rows["tokens_per_s"].iloc[1]
+

@@ -218,3 +218,71 @@ def test_json_of_a_prior_device_says_so():
                          check=True)
     notes = json.loads(out.stdout)["notes"]
     assert any("TDP (320 W) is a prior" in note for note in notes)
+
+
+def _paragraphs(section: str) -> list[list[str]]:
+    """The section's lines in blank-line-separated paragraphs."""
+    paragraphs: list[list[str]] = [[]]
+    for line in section.splitlines():
+        if line.strip():
+            paragraphs[-1].append(line)
+        else:
+            paragraphs.append([])
+    return [p for p in paragraphs if p]
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_each_power_figure_cites_in_its_own_paragraph(path):
+    """Figure by figure, not the section as a whole: each [power] figure's own paragraph (its
+    inline comment and the comments beside it, up to a blank line) cites a source, or, for a
+    figure the loaded spec flags as a prior, says it is one."""
+    device = load_device(path.stem)
+    figures = 0
+    for paragraph in _paragraphs(_power_section(path)):
+        comments = _comments("\n".join(paragraph))
+        for line in paragraph:
+            key = re.match(r"^(\w+)\s*=", line)
+            if key is None or key.group(1) == "prior":
+                continue
+            figures += 1
+            if key.group(1) in device.power_priors:
+                assert _NOT_OWN.search(comments), f"{path.name}: {key.group(1)} is a prior"
+            else:
+                assert _CITATION.search(comments), f"{path.name}: {key.group(1)} cites nothing"
+    assert figures >= 1   # tdp_w at least
+
+
+CLUSTERS = sorted((Path(__file__).parents[1] / "hardware_specs" / "clusters").glob("*.toml"))
+#: A cluster preset's node power figures (ClusterSpec), each needing a cited source.
+_NODE_POWER = ("node_power_w", "node_power_measured_w", "node_idle_w", "supply_efficiency",
+               "supply_efficiency_idle", "power_limit_w")
+
+
+@pytest.mark.parametrize("path", CLUSTERS, ids=lambda p: p.stem)
+def test_cluster_node_power_figures_cite_a_source_or_say_none(path):
+    """Issue 25 for the cluster presets: each node power figure (rating, measured maximum,
+    measured idle, supply efficiencies, a set point) is preceded by comments that cite where
+    it comes from; a preset with none says so, and then charges no node overhead."""
+    from hardware_specs.cluster import load_cluster
+
+    text = path.read_text()
+    top = text.split("\n[", 1)[0].splitlines()
+    cluster = load_cluster(path.stem)
+    given = []
+    for i, line in enumerate(top):
+        key = re.match(r"^(\w+)\s*=", line)
+        if key is None or key.group(1) not in _NODE_POWER:
+            continue
+        given.append(key.group(1))
+        block = [line.split("#", 1)[1] if "#" in line else ""]
+        j = i - 1
+        while j >= 0 and top[j].startswith("#"):   # the comment block right above it
+            block.append(top[j][1:])
+            j -= 1
+        assert _CITATION.search(" ".join(block)) or re.search(
+            r"measured|logs?\b|MLPerf|Latif|datasheet", " ".join(block)), (path.name, key.group(1))
+    if not given:
+        assert re.search(r"no (cited )?node power", text, re.IGNORECASE), path.name
+        assert cluster.node_overhead_w == 0.0 and cluster.node_power_w is None
+    else:
+        assert cluster.node_power_w is not None or cluster.node_idle_w is not None

@@ -204,7 +204,8 @@ def plan_text(report, top: int = 10, specs=()) -> str:
     ``specs`` (the devices or clusters searched), those of the configurations shown that run
     on class priors or datasheet rates are named (``priors_summary``), as ``compare`` does."""
     columns = ["rank", *_PLAN_COLUMNS, "total_time_days", "cost_usd", "own_cost_usd",
-               "energy_kwh", "mfu", "tflops_per_watt", "peak_memory_bytes"]
+               "energy_kwh", "mfu", "tflops_per_watt", "tokens_per_joule", "samples_per_kwh",
+               "peak_memory_bytes"]
     for size in ("cp", "ep"):   # shown only when some plan splits sequences or experts
         if size not in report.rows or (report.rows[size].fillna(1) == 1).all():
             columns.remove(size)

@@ -49,7 +49,8 @@ CONFIG_COLUMNS = ("config", "status", "model", "device", "num_devices", *FIELDS)
 #: one each device ran (with a global batch and no micro_batch: the largest that fits it).
 COMPARE_COLUMNS = ("device", "num_devices", "cluster", "status", "micro_batch", "step_time_s",
                    "samples_per_s", "tokens_per_s", "mfu", "peak_memory_bytes", "memory_capacity_bytes", "fits",
-                   "energy_j_per_step", "avg_power_w", "tokens_per_joule", "samples_per_kwh",
+                   "energy_j_per_step", "avg_power_w", "power_limit_w", "tokens_per_joule",
+                   "samples_per_kwh",
                    "tflops_per_watt", "price_per_hour_usd", "cost_usd_per_step",
                    "total_time_days", "goodput", "energy_kwh", "co2_kg", "cost_usd",
                    "own_cost_usd")
