@@ -179,3 +179,26 @@ def test_a_node_under_a_lower_limit_draws_no_more(name):
             for r in runs]
     assert node == sorted(node, reverse=True)
     assert [r.step_time_s for r in runs] == sorted(r.step_time_s for r in runs)
+
+
+@pytest.mark.parametrize("value, words", [
+    ("20", "below what a100-sxm4-80gb can be held to while busy"),   # under its 50 W idle
+    ("abc", "must be a power in watts"),
+    ("nan", "must be a power in watts"),
+    ("0", "must be a power in watts"),
+    ("-5", "must be a power in watts"),
+])
+def test_cli_refuses_a_limit_below_the_floor_or_not_a_number(value, words):
+    """--power-limit-w under what the device can be held to (its idle and more), zero,
+    negative or not a number: one line naming the flag or field, exit 2, no traceback; the
+    abbreviation --power-limit is the same flag."""
+    import subprocess
+    import sys
+
+    run = [sys.executable, "-m", "simulator.cli", "predict", "gpt2-small", "--device", "a100",
+           f"--power-limit={value}"]
+    bad = subprocess.run(run, capture_output=True, text=True, check=False)
+    assert bad.returncode == 2, bad.stderr
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in bad.stderr
+    assert ("power_limit_w" in lines[0] or "power-limit" in lines[0]) and words in lines[0]
