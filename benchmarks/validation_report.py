@@ -250,6 +250,9 @@ def step_plan(row: dict[str, str]) -> Plan:
     if set(syncs) - {"layer", "pass"}:
         raise ValueError(f"{row['run_id']}: host_syncs {row['host_syncs']!r}: layer, pass")
     fields["sync_each_layer"], fields["sync_each_pass"] = "layer" in syncs, "pass" in syncs
+    # CUDA_LAUNCH_BLOCKING=1 where the run's launch script exported it (column
+    # launch_blocking; absent or empty: false): BLOOM-176B's tr11-176B-ml.slurm line 203
+    fields["launch_blocking"] = _flag(row.get("launch_blocking") or "false")
     return Plan(grad_clip=_flag(row["grad_clip"]), fp32_grads=_flag(row["fp32_grads"]), **fields)
 
 

@@ -56,6 +56,26 @@ convolution, whose input needs no gradient, runs the call for its weight alone (
 cost). On a GPU the call launches a kernel per gradient, each keeping its fixed cost; the
 host's cost of the one call is still counted twice there (not modelled).
 
+Launch blocking (``Plan.launch_blocking``, ``blocking``): with ``CUDA_LAUNCH_BLOCKING=1`` CUDA
+makes every kernel launch synchronous ("Programmers can globally disable asynchronicity of
+kernel launches ... by setting the CUDA_LAUNCH_BLOCKING environment variable to 1", CUDA C++
+Programming Guide, "Concurrent Execution between Host and Device"; PyTorch's "CUDA semantics",
+"Asynchronous execution": "you can force synchronous computation by setting environment
+variable CUDA_LAUNCH_BLOCKING=1"). NCCL's kernels are launched the same way and block too
+(NVIDIA/nccl PR #774, J. Bachan, 2023-01-20: "CUDA_LAUNCH_BLOCKING=1 causes that kernel launch
+to block until the kernel completes"; sjeaugey in NVIDIA/nccl issue #141, 2018-11-05: NCCL
+works with it from CUDA 9). So the host issues an op only once the kernel before it, on any
+stream, has ended: every op is a synchronisation (``syncs``) that costs no call of its own
+(the wait is inside the launch), and no op is issued ahead of the micro-batch (``release``).
+An op's time on the step is then its host cost plus its device time, nothing of the host
+hidden behind the device and no two kernels (a collective beside a GEMM) running at once.
+The host's cost per op is the same ``host_per_op`` as without it (the device spec's, e.g.
+the A100's 3.3 us of PyTorch's operator_benchmark, early 2020) and each kernel keeps its fixed
+cost on the device; what the wait itself adds (the driver noticing the kernel's end before the
+launch returns) has no kernel-level measurement here and is not modelled (0). Refused where
+CUDA does not run (not an NVIDIA GPU) and with ``graphs`` (a graph replays its kernels in one
+launch: not modelled).
+
 Not modelled: the loss's ``.item()`` and other synchronisations at the step's end (a step
 starts with host and device both idle, ``simulator.schedule.step``: the same thing); the CUDA
 launch queue's depth (the host never stalls on a full queue); host threads of
@@ -109,6 +129,19 @@ UPDATE_LINES = {Optimizer.ADAMW: (8, 1), Optimizer.ADAM: (8, 1), Optimizer.SGD: 
 FUSED_LINES = {Optimizer.ADAMW: 2, Optimizer.ADAM: 2, Optimizer.SGD: 1}
 
 
+def blocking(plan: Plan | None, device: DeviceSpec) -> bool:
+    """Whether every kernel launch waits for its kernel to end (``Plan.launch_blocking``,
+    CUDA_LAUNCH_BLOCKING=1); a PlanError where ``device`` is no NVIDIA GPU, where CUDA's
+    switch does not exist."""
+    if plan is None or not plan.launch_blocking:
+        return False
+    if device.device_class is not DeviceClass.GPU or device.vendor != "NVIDIA":
+        raise PlanError(f"launch_blocking = true is CUDA's CUDA_LAUNCH_BLOCKING=1: "
+                        f"{device.name} ({device.vendor}, {device.device_class.value}) is not "
+                        "an NVIDIA GPU; drop --launch-blocking")
+    return True
+
+
 def serial(device: DeviceSpec) -> bool:
     """Whether ``device``'s host is the device itself (a CPU): its per-op costs are paid in
     line with its kernels, not on a stream of their own."""
@@ -151,6 +184,7 @@ def costs(lowered: Lowered, device: DeviceSpec,
     if graphs and serial(device):
         raise PlanError(f"graphs = true needs a GPU (CUDA graphs): {device.name} is a CPU; "
                         "drop --graphs")
+    blocking(plan, device)   # refused where CUDA does not run
     compiled = plan is not None and plan.fusion is Fusion.COMPILED
     per_op = host_per_op(device) * (COMPILED_HOST_FRACTION if compiled else 1.0)
     kernel = ~((lowered.kind == OpKind.COLLECTIVE) & (lowered.nbytes == 0))  # f's identity
@@ -223,9 +257,14 @@ def shared_call(lowered: Lowered) -> np.ndarray:
 
 
 def syncs(lowered: Lowered, device: DeviceSpec, plan: Plan | None = None) -> np.ndarray:
-    """Bool per op: the host synchronises with the device before issuing it (all False on a
-    CPU, whose host is the device, and without the plan's sync fields): ``sync_calls`` > 0."""
-    return sync_calls(lowered, device, plan) > 0
+    """Bool per op: the host waits until the device has run everything issued before it (all
+    False on a CPU, whose host is the device, and without the plan's sync fields):
+    ``sync_calls`` > 0, and every op under launch blocking (``blocking``: the launch before it
+    returned only when its kernel had ended, a wait with no call of its own)."""
+    out = sync_calls(lowered, device, plan) > 0
+    if blocking(plan, device):
+        out[:] = True
+    return out
 
 
 def sync_calls(lowered: Lowered, device: DeviceSpec, plan: Plan | None = None) -> np.ndarray:
@@ -292,11 +331,13 @@ def release(issue_s: np.ndarray, device: DeviceSpec, plan: Plan | None = None) -
     running sum of the issue costs in program order, from the first op's issue (the host
     issues it while the device still runs the micro-batch before: micro-batches run back to
     back, so a step that is not host-bound waits on the host only as it starts, for one op).
-    Under ``graphs`` one replay call, issued ahead as well, releases every kernel at once."""
+    Under ``graphs`` one replay call, issued ahead as well, releases every kernel at once;
+    under launch blocking (``blocking``) nothing is issued ahead: the host issues the
+    micro-batch's first op after the last kernel before it has ended."""
     if plan is not None and plan.graphs or not len(issue_s):
         return np.zeros(len(issue_s))
     issued = np.cumsum(issue_s)
-    if plan is not None and plan.sync_each_pass:
+    if plan is not None and plan.sync_each_pass or blocking(plan, device):
         return issued   # the micro-batch starts with a synchronisation: no op issued ahead
     return issued - issued[0]
 
@@ -311,6 +352,11 @@ def note(lowered: Lowered, time_s: np.ndarray, per_micro: np.ndarray, device: De
     if plan is not None and plan.graphs:
         return None   # one replay call per micro-batch
     host_s, device_s = float(issue[per_micro].sum()), float(time_s[per_micro].sum())
+    if blocking(plan, device):
+        return (f"CUDA_LAUNCH_BLOCKING: each launch waits for its kernel, so the host's "
+                f"{host_s * 1e3:.3g} ms per micro-batch ({host_per_op(device) * 1e6:.3g} us per "
+                f"eager op) adds to its {device_s * 1e3:.3g} ms of kernels, and no collective "
+                "overlaps compute (simulator/cost/host.py)")
     if host_s <= device_s:
         return None
     return (f"the host issuing kernels sets the pace: {host_s * 1e3:.3g} ms of host time per "
@@ -319,6 +365,6 @@ def note(lowered: Lowered, time_s: np.ndarray, per_micro: np.ndarray, device: De
             "cut it (simulator/cost/host.py)")
 
 
-__all__ = ["COMPILED_HOST_FRACTION", "ELEMENTS_PER_LAUNCH", "GRAPH_SAVES_S", "costs",
+__all__ = ["COMPILED_HOST_FRACTION", "ELEMENTS_PER_LAUNCH", "GRAPH_SAVES_S", "blocking", "costs",
            "host_per_op", "implementation", "note", "optimizer_launches", "release", "serial",
            "sync_calls", "syncs"]

@@ -340,6 +340,13 @@ class Plan:
         "help": "a device synchronisation as each micro-batch's forward, backward and the "
                 "optimizer step start (timers that synchronise: DeepSpeed's "
                 "wall_clock_breakdown before v0.6.4, its throughput timer)"})
+    # CUDA_LAUNCH_BLOCKING=1 (simulator.cost.host.blocking): every kernel launch returns only
+    # when its kernel has finished, so the host's cost per op and the device's time add up op
+    # by op. Off by default, as CUDA's is (a debugging switch); BLOOM-176B trained with it.
+    launch_blocking: bool = field(default=False, metadata={
+        "help": "CUDA_LAUNCH_BLOCKING=1: each kernel launch (NCCL's too) waits for its kernel "
+                "to finish, so the host's cost per op adds to the device's time instead of "
+                "hiding behind it (NVIDIA GPUs; not with --graphs)"})
     step_overhead_ms: float = field(default=0.0, metadata={
         "metavar": "MS", "help": "milliseconds per step outside the step's graph (data "
                                  "loading, logging, the loss's .item(), LR scheduler)"})
@@ -402,7 +409,7 @@ class Plan:
         object.__setattr__(self, "recompute", _enum(Recompute, self.recompute, "recompute"))
         object.__setattr__(self, "optimizer", _enum(Optimizer, self.optimizer, "optimizer"))
         for name in ("grad_clip", "fp32_grads", "graphs", "channels_last", "sync_each_layer",
-                     "sync_each_pass", "conv_norm_fusion", "fp8_swiglu_input",
+                     "sync_each_pass", "launch_blocking", "conv_norm_fusion", "fp8_swiglu_input",
                      "norm_act_fusion", "fp8_transpose_cache"):
             if not isinstance(getattr(self, name), bool):
                 raise PlanError(f"{name} = {getattr(self, name)!r} must be true or false")
@@ -431,6 +438,12 @@ class Plan:
         if self.graphs and (self.sync_each_layer or self.sync_each_pass):
             raise PlanError("graphs = true cannot capture a device synchronisation: drop "
                             "--sync-each-layer / --sync-each-pass or --graphs")
+        if self.graphs and self.launch_blocking:
+            # hwsim prices launch blocking per kernel launch; a graph's replay is one launch of
+            # all its kernels, which it does not model
+            raise PlanError("graphs = true with launch_blocking = true is not modelled: launch "
+                            "blocking is priced per kernel launch, a CUDA graph replays its "
+                            "kernels in one; drop --graphs or --launch-blocking")
         positive(self.micro_batch, "micro_batch", maximum=MAX_BATCH)
         gb = self.global_batch
         if gb is not None:
