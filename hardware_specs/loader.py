@@ -162,6 +162,21 @@ GPU_PRIORS = {"memory_efficiency": 0.780, "norm_memory_efficiency": 0.617,
 #: recomputes them; ``DeviceSpec.priors`` names the fields a device runs on.
 MATMUL_PRIORS = {DeviceClass.GPU: 0.787, DeviceClass.ACCELERATOR: 0.823,
                  DeviceClass.TPU: 0.787, DeviceClass.FPGA: 0.787}
+#: The device classes with at least one catalogue spec that cites a measurement of the field:
+#: its streaming rate (``memory_efficiency``: GPUs, NeuSight's and PyTorch's kernels; their
+#: medians are GPU_PRIORS) or its vector units' rate (``vector_efficiency``: none). A device of
+#: any other class runs that op class at its datasheet rate, and ``hwsim devices`` says so
+#: ("datasheet (class unmeasured)", ``simulator.cost.status``): no prior can be the median of
+#: measured devices of its class, and none is carried over from another class. Searched for on
+#: 2026-12-05 without finding a figure in a form that could be cited and checked: STREAM results
+#: for the Xeon 8380/8480 and EPYC 9654, Gaudi 2/3, Trainium and TPU HBM streaming rates, and
+#: GPU FFMA throughput against the datasheet rate. Leads not yet read in full: Lee et al., ISCA
+#: 2025 (arXiv 2501.00210: Gaudi-2 vs A100 memory microbenchmarks); Jia et al. 2018 / 2019
+#: (arXiv 1804.06826, 1903.07486: Volta, Turing T4 throughput and clock throttling); Luo et al.
+#: 2024 (arXiv 2402.13499: Hopper). ``tests/test_priors.py`` derives these sets from the
+#: catalogue files, so a spec that cites a measurement moves its class in.
+MEASURED_CLASSES = {"memory_efficiency": frozenset({DeviceClass.GPU}),
+                    "vector_efficiency": frozenset()}
 #: Optional ``[compute]`` sizes, each a number > 0 (``DeviceSpec.conv_half_dim``).
 _COMPUTE_SIZES = ("conv_half_dim",)
 _COMPUTE_TIMES = {"optimizer_overhead_us": "optimizer_overhead_s",  # optional, microseconds

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hardware_specs.loader import GPU_PRIORS, MATMUL_PRIORS, list_devices, load_device
+from hardware_specs.loader import (GPU_PRIORS, MATMUL_PRIORS, MEASURED_CLASSES, list_devices,
+                                   load_device)
 from hardware_specs.spec import DeviceClass
 from hardware_specs.writer import device_toml
 from simulator import simulate
-from simulator.cost.status import calibration_status, priors_note
+from simulator.cost.status import UNMEASURED_CLASS, calibration_status, priors_note
 
 DEVICES = Path(__file__).resolve().parents[1] / "hardware_specs" / "devices"
 
@@ -58,7 +59,7 @@ def test_the_status_of_each_op_class():
         "gemm": "measured", "conv": "fp32 measured", "attention": "kernel fit",
         "stream": "measured", "norm": "measured", "batch-norm": "measured",
         "compiled-norm": "as norm",
-        "vector": "datasheet"}
+        "vector": "datasheet (class unmeasured)"}
     assert calibration_status(load_device("v100-sxm2-32gb"))["conv"] == "measured"
     assert calibration_status(load_device("h100-sxm5-80gb"))["conv"] == "as gemm"
     l4 = calibration_status(load_device("l4"))
@@ -207,9 +208,46 @@ def test_a_prediction_says_when_it_streams_at_the_datasheet_bandwidth(name, note
     result = simulate("gpt2-small", name, micro_batch=1)
     notes = [n for n in result.notes if "stream at the datasheet bandwidth" in n]
     assert bool(notes) is noted, result.notes
-    assert (calibration_status(load_device(name))["stream"] == "datasheet") is (
-        noted or name == "cpu-host")
+    assert (calibration_status(load_device(name))["stream"] == UNMEASURED_CLASS) is noted
+    assert calibration_status(load_device(name))["stream"] != "datasheet"   # GPUs: priors
     if noted:
         gbs = load_device(name).memory_bandwidth_bytes_per_s / 1e9
         assert notes[0].startswith(f"{load_device(name).name} has no measured memory efficiency")
         assert f"({gbs:,.0f} GB/s)" in notes[0]
+
+
+def test_the_measured_classes_are_those_of_the_catalogue_files_that_cite_a_measurement():
+    """MEASURED_CLASSES: a class is in a field's set exactly when a catalogue file of that class
+    cites the field (memory_efficiency: the GPUs; vector_efficiency: none yet)."""
+    for field, classes in MEASURED_CLASSES.items():
+        cited = {tomllib.loads(path.read_text())["class"] for path in DEVICES.glob("*.toml")
+                 if field in tomllib.loads(path.read_text())["compute"]}
+        assert {c.value for c in classes} == cited, field
+    assert DeviceClass.GPU in MEASURED_CLASSES["memory_efficiency"]
+
+
+@pytest.mark.parametrize("name", sorted(set(list_devices()) - {"cpu-host"}))
+def test_a_datasheet_rate_says_whether_its_class_has_a_measured_device(name):
+    """Streams and vector compute at the datasheet rate are marked 'class unmeasured' exactly
+    where no catalogue device of the class is measured; no device of a measured class runs at
+    its datasheet bandwidth (GPUs take the prior)."""
+    spec = load_device(name)
+    status = calibration_status(spec)
+    for cls, field in (("stream", "memory_efficiency"), ("vector", "vector_efficiency")):
+        measured_class = spec.device_class in MEASURED_CLASSES[field]
+        if getattr(spec, field) == 1.0 and field not in spec.priors:
+            assert status[cls] == ("datasheet" if measured_class else UNMEASURED_CLASS), cls
+        else:
+            assert status[cls] in ("measured", "prior"), cls
+        assert status[cls] != "datasheet"   # no measured class leaves a device at its peak
+
+
+def test_hwsim_devices_says_which_classes_have_no_measured_device():
+    out = subprocess.run([sys.executable, "-m", "simulator.cli", "devices"], capture_output=True,
+                         text=True, check=True).stdout
+    rows = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    for name in ("tpu-v4", "gaudi2", "alveo-u280", "xeon-8380"):
+        assert "stream:datasheet/class-unmeasured" in rows[name], name
+    assert "stream:prior" in rows["h100-pcie-80gb"] and "stream:measured" in rows["a100-sxm4-80gb"]
+    assert "vector:datasheet/class-unmeasured" in rows["a100-sxm4-80gb"]
+    assert "stream:measured" in rows["cpu-host"]    # its bandwidth is timed on this machine

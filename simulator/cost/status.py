@@ -12,14 +12,17 @@ Classes and their sources (docs/model.md):
   ``attention_efficiency``, else as GEMMs;
 - ``stream`` (elementwise bytes) and ``norm`` (norms, softmax): measured streaming rates
   (NeuSight's kernels; PyTorch eager's in NVIDIA's cuDNN norm benchmark), the GPU priors
-  (``GPU_PRIORS``), or the datasheet bandwidth;
+  (``GPU_PRIORS``), or the datasheet bandwidth: ``datasheet (class unmeasured)`` where no
+  catalogue device of its class is measured (``hardware_specs.loader.MEASURED_CLASSES``: TPUs,
+  accelerators, FPGAs, CPUs), ``measured`` for ``cpu-host`` (its bandwidth is timed here);
 - ``batch-norm`` (NHWC batch norms of a channels_last plan, at least 64 channels):
   ``batch_norm_memory_efficiency`` measured (cuDNN's NHWC kernel, the GA100 parts), the GPU
   prior (``GPU_PRIORS``: the median over the measured dies), else ``as norm``;
 - ``compiled-norm`` (norms, softmax under compiled fusion): ``norm_memory_efficiency_compiled``
   measured (torch.compile's kernels), else ``as norm``;
 - ``vector`` (vector-unit compute): calibrated functions or ``vector_efficiency``, else the
-  datasheet rate.
+  datasheet rate, ``datasheet (class unmeasured)`` while no device of its class is measured
+  (today none of any class: ``MEASURED_CLASSES``).
 """
 from __future__ import annotations
 
@@ -27,13 +30,24 @@ from simulator.cost.attention import fit_for
 from simulator.cost.roofline import BATCH_NORM_MIN_CHANNELS
 
 MEASURED, PRIOR, DATASHEET, CALIBRATED = "measured", "prior", "datasheet", "calibrated"
+#: The datasheet rate, with no measured device of the class to take a prior from.
+UNMEASURED_CLASS = "datasheet (class unmeasured)"
+#: States in which an op class runs at no measurement of its own device.
+UNMEASURED = (PRIOR, DATASHEET, UNMEASURED_CLASS)
 _GEMM_FNS = ("linear", "matmul", "bmm", "addmm", "mm")
 
 
 def calibration_status(device) -> dict[str, str]:
     """Op class -> how ``device`` prices it."""
+    from hardware_specs.host import HOST_NAME
+    from hardware_specs.loader import MEASURED_CLASSES
+
     priors = set(device.priors)
     functions = device.function_efficiency
+
+    def datasheet(field: str) -> str:
+        return (DATASHEET if device.device_class in MEASURED_CLASSES[field]
+                else UNMEASURED_CLASS)
 
     def own(field: str, empty: float | None, fallback: str) -> str:
         value = getattr(device, field)
@@ -47,17 +61,20 @@ def calibration_status(device) -> dict[str, str]:
         "conv_efficiency", None, "fp32 measured" if device.fp32_conv_efficiency else "as gemm")
     attention = ("kernel fit" if fit_for(device, "auto") is not None
                  else own("attention_efficiency", None, "as gemm"))
-    stream = own("memory_efficiency", 1.0, DATASHEET)
+    stream = (MEASURED if device.name == HOST_NAME
+              else own("memory_efficiency", 1.0, datasheet("memory_efficiency")))
     norm = own("norm_memory_efficiency", None, "as stream")
     batch_norm = own("batch_norm_memory_efficiency", None, "as norm")
     compiled = own("norm_memory_efficiency_compiled", None, "as norm")
-    vector = (CALIBRATED if functions else own("vector_efficiency", 1.0, DATASHEET))
+    vector = (CALIBRATED if functions
+              else own("vector_efficiency", 1.0, datasheet("vector_efficiency")))
     return {"gemm": gemm, "conv": conv, "attention": attention, "stream": stream, "norm": norm,
             "batch-norm": batch_norm, "compiled-norm": compiled, "vector": vector}
 
 
 def status_line(device) -> str:
-    return " ".join(f"{cls}:{state.replace(' ', '-')}"
+    """``cls:state`` words, e.g. ``stream:datasheet/class-unmeasured``."""
+    return " ".join(f"{cls}:{state.replace(' (', '/').replace(')', '').replace(' ', '-')}"
                     for cls, state in calibration_status(device).items())
 
 
@@ -107,7 +124,8 @@ def stream_note(device) -> str | None:
     the bandwidth is this machine's own measurement (``cpu-host``) or a calibration's."""
     from hardware_specs.host import HOST_NAME
 
-    if (calibration_status(device)["stream"] != DATASHEET or device.name == HOST_NAME
+    if (calibration_status(device)["stream"] not in (DATASHEET, UNMEASURED_CLASS)
+            or device.name == HOST_NAME
             or device.function_efficiency):
         return None
     return (f"{device.name} has no measured memory efficiency and none of its class is "
@@ -122,7 +140,7 @@ def priors_summary(devices) -> str | None:
     shown = []
     for device in devices:
         weak = [cls for cls, state in calibration_status(device).items()
-                if state in (PRIOR, DATASHEET) and cls in ("gemm", "stream", "norm")]
+                if state in UNMEASURED and cls in ("gemm", "stream", "norm")]
         if weak:
             shown.append(f"{device.name} ({', '.join(weak)})")
     if not shown:
@@ -131,5 +149,5 @@ def priors_summary(devices) -> str | None:
             "each op class): " + "; ".join(shown))
 
 
-__all__ = ["BATCH_NORM_PRIORS", "calibration_status", "nhwc_batch_norms", "priors_note",
+__all__ = ["BATCH_NORM_PRIORS", "UNMEASURED", "UNMEASURED_CLASS", "calibration_status", "nhwc_batch_norms", "priors_note",
            "priors_summary", "status_line", "stream_note"]
