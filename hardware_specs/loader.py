@@ -162,21 +162,28 @@ GPU_PRIORS = {"memory_efficiency": 0.780, "norm_memory_efficiency": 0.617,
 #: recomputes them; ``DeviceSpec.priors`` names the fields a device runs on.
 MATMUL_PRIORS = {DeviceClass.GPU: 0.787, DeviceClass.ACCELERATOR: 0.823,
                  DeviceClass.TPU: 0.787, DeviceClass.FPGA: 0.787}
+#: A GPU whose spec cites no measurement of its vector units (``vector_efficiency``: norms',
+#: activations', softmax's arithmetic) runs them at this fraction of its fp32 vector peak: the
+#: median over the GPUs whose FMA-chain throughput GPUInspector.jl measured against the peak at
+#: the maximum clock (A100-SXM4-40GB 19.1/19.5 = 0.979, V100-SXM2-32GB 15.5/15.7 = 0.987, A40
+#: 23.3/37.4 = 0.623; tests/data/vector_fma_throughput.csv, derived again by
+#: ``tests/test_priors.py``). No other class has a measured device (MEASURED_CLASSES).
+VECTOR_PRIORS = {DeviceClass.GPU: 0.979}
 #: The device classes with at least one catalogue spec that cites a measurement of the field:
 #: its streaming rate (``memory_efficiency``: GPUs, NeuSight's and PyTorch's kernels; their
-#: medians are GPU_PRIORS) or its vector units' rate (``vector_efficiency``: none). A device of
-#: any other class runs that op class at its datasheet rate, and ``hwsim devices`` says so
+#: medians are GPU_PRIORS) or its vector units' rate (``vector_efficiency``: GPUs, the A100 and
+#: V100 SXM parts). A device of any other class runs that op class at its datasheet rate, and ``hwsim devices`` says so
 #: ("datasheet (class unmeasured)", ``simulator.cost.status``): no prior can be the median of
 #: measured devices of its class, and none is carried over from another class. Searched for on
 #: 2026-12-05 without finding a figure in a form that could be cited and checked: STREAM results
-#: for the Xeon 8380/8480 and EPYC 9654, Gaudi 2/3, Trainium and TPU HBM streaming rates, and
-#: GPU FFMA throughput against the datasheet rate. Leads not yet read in full: Lee et al., ISCA
-#: 2025 (arXiv 2501.00210: Gaudi-2 vs A100 memory microbenchmarks); Jia et al. 2018 / 2019
-#: (arXiv 1804.06826, 1903.07486: Volta, Turing T4 throughput and clock throttling); Luo et al.
-#: 2024 (arXiv 2402.13499: Hopper). ``tests/test_priors.py`` derives these sets from the
+#: for the Xeon 8380/8480 and EPYC 9654 (Dell's PowerEdge notes give them as charts only), Gaudi
+#: 2/3, Trainium and TPU HBM streaming rates, and the vector units' throughput of any non-GPU.
+#: Leads not yet read in full: Lee et al., ISCA 2025 (arXiv 2501.00210: Gaudi-2 vs A100 memory
+#: microbenchmarks); Jia et al. 2018 / 2019 (arXiv 1804.06826, 1903.07486: Volta, Turing T4
+#: throughput and clock throttling); Luo et al. 2024 (arXiv 2402.13499: Hopper). ``tests/test_priors.py`` derives these sets from the
 #: catalogue files, so a spec that cites a measurement moves its class in.
 MEASURED_CLASSES = {"memory_efficiency": frozenset({DeviceClass.GPU}),
-                    "vector_efficiency": frozenset()}
+                    "vector_efficiency": frozenset({DeviceClass.GPU})}
 #: Optional ``[compute]`` sizes, each a number > 0 (``DeviceSpec.conv_half_dim``).
 _COMPUTE_SIZES = ("conv_half_dim",)
 _COMPUTE_TIMES = {"optimizer_overhead_us": "optimizer_overhead_s",  # optional, microseconds
@@ -359,6 +366,9 @@ class _Checker(OptionalTables):
         if "matmul_efficiency" not in compute and device_class in MATMUL_PRIORS:
             compute.update(matmul_efficiency=MATMUL_PRIORS[device_class],
                            priors=(*compute.get("priors", ()), "matmul_efficiency"))
+        if "vector_efficiency" not in compute and device_class in VECTOR_PRIORS:
+            compute.update(vector_efficiency=VECTOR_PRIORS[device_class],
+                           priors=(*compute.get("priors", ()), "vector_efficiency"))
         idle_prior = power[0] is None
         if idle_prior:
             if device_class not in IDLE_PRIORS:

@@ -199,7 +199,8 @@ def test_causal_fused_attention_runs_half_the_blocks():
     ref = gpu_tiles(REFERENCE_GEMM, REFERENCE_GEMM, REFERENCE_GEMM, 1, (128, 128, 32), 108)
     peak = 312e12 * A100.attention_efficiency * gpu_tiles(s, s, d, heads, (128, 128, 32),
                                                           108) / ref
-    expected = low.flops[i] * 17 / 32 / peak + low.vector_flops[i] / A100.vector_flops_per_s
+    expected = low.flops[i] * 17 / 32 / peak + low.vector_flops[i] / (
+        A100.vector_flops_per_s * A100.vector_efficiency)
     assert causal.times["compute_s"][i] == pytest.approx(expected, rel=1e-9)
 
 
@@ -213,7 +214,8 @@ def test_fused_attention_runs_at_its_own_efficiency_and_falls_back_to_the_gemm_o
     kind = own.lowered.kind
     attention = kind == 2
     assert attention.sum() == 3 * c.layers   # forward, its recompute and its gradient
-    vector = own.lowered.vector_flops[attention] / A100.vector_flops_per_s
+    vector = own.lowered.vector_flops[attention] / (A100.vector_flops_per_s
+                                                   * A100.vector_efficiency)
     # compute = flops / (peak x efficiency) + fused vector work: the matmul part scales
     matmul_part = lambda r: r.times["compute_s"][attention] - vector  # noqa: E731
     assert matmul_part(gemm) * A100.matmul_efficiency == pytest.approx(

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hardware_specs.loader import (GPU_PRIORS, MATMUL_PRIORS, MEASURED_CLASSES, list_devices,
-                                   load_device)
+from hardware_specs.loader import (GPU_PRIORS, MATMUL_PRIORS, MEASURED_CLASSES, VECTOR_PRIORS,
+                                   list_devices, load_device)
 from hardware_specs.spec import DeviceClass
 from hardware_specs.writer import device_toml
 from simulator import simulate
@@ -59,7 +59,7 @@ def test_the_status_of_each_op_class():
         "gemm": "measured", "conv": "fp32 measured", "attention": "kernel fit",
         "stream": "measured", "norm": "measured", "batch-norm": "measured",
         "compiled-norm": "as norm",
-        "vector": "datasheet (class unmeasured)"}
+        "vector": "measured"}
     assert calibration_status(load_device("v100-sxm2-32gb"))["conv"] == "measured"
     assert calibration_status(load_device("h100-sxm5-80gb"))["conv"] == "as gemm"
     l4 = calibration_status(load_device("l4"))
@@ -249,5 +249,57 @@ def test_hwsim_devices_says_which_classes_have_no_measured_device():
     for name in ("tpu-v4", "gaudi2", "alveo-u280", "xeon-8380"):
         assert "stream:datasheet/class-unmeasured" in rows[name], name
     assert "stream:prior" in rows["h100-pcie-80gb"] and "stream:measured" in rows["a100-sxm4-80gb"]
-    assert "vector:datasheet/class-unmeasured" in rows["a100-sxm4-80gb"]
+    assert "vector:measured" in rows["a100-sxm4-80gb"] and "vector:prior" in rows["l4"]
+    assert "vector:datasheet/class-unmeasured" in rows["tpu-v4"]
     assert "stream:measured" in rows["cpu-host"]    # its bandwidth is timed on this machine
+
+
+def _vector_table() -> list[dict]:
+    import csv
+
+    with open(Path(__file__).parent / "data" / "vector_fma_throughput.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_vector_prior_is_the_median_of_the_measured_gpus():
+    """VECTOR_PRIORS: the median, over the accepted GPU rows of the committed GPUInspector.jl
+    table, of measured over theoretical FP32 FMA throughput; each catalogue spec citing a
+    vector_efficiency gives its own die's row (the A100-SXM4-80GB the 40GB part's)."""
+    rows = [r for r in _vector_table() if r["accepted"] == "yes"]
+    ratio = {r["device"]: float(r["measured_tflops"]) / float(r["theoretical_tflops"])
+             for r in rows}
+    assert len(ratio) == 3 and all(0 < value <= 1 for value in ratio.values())
+    assert VECTOR_PRIORS == {DeviceClass.GPU: pytest.approx(
+        statistics.median(ratio.values()), abs=5e-4)}
+    for r in rows:
+        if r["catalogue"]:
+            assert load_device(r["catalogue"]).vector_efficiency == pytest.approx(
+                ratio[r["device"]], abs=5e-4)
+            assert float(r["theoretical_tflops"]) == load_device(r["catalogue"]).vector_flops_per_s / 1e12
+    assert load_device("a100-sxm4-80gb").vector_efficiency == load_device(
+        "a100-sxm4-40gb").vector_efficiency
+    rejected = [r for r in _vector_table() if r["accepted"] != "yes"]
+    assert all(float(r["measured_tflops"]) > float(r["theoretical_tflops"]) for r in rejected)
+
+
+@pytest.mark.parametrize("name", sorted(set(list_devices()) - {"cpu-host"}))
+def test_no_gpu_runs_its_vector_units_at_the_datasheet_rate(name):
+    spec = load_device(name)
+    status = calibration_status(spec)["vector"]
+    if spec.device_class is DeviceClass.GPU:
+        assert spec.vector_efficiency < 1.0
+        assert status == ("prior" if "vector_efficiency" in spec.priors else "measured")
+        if status == "prior":
+            assert spec.vector_efficiency == VECTOR_PRIORS[DeviceClass.GPU]
+            written = [line.split(" =")[0] for line in device_toml(spec).splitlines()]
+            assert "vector_efficiency" not in written
+    else:
+        assert status == UNMEASURED_CLASS and spec.vector_efficiency == 1.0
+
+
+def test_a_prediction_on_the_vector_prior_says_so():
+    note = next(n for n in simulate("gpt2-small", "h100-pcie-80gb", micro_batch=1).notes
+                if n.endswith("(priors)"))
+    assert "vector_efficiency" in note
+    assert "vector-unit arithmetic (norms, activations, softmax) runs at 97.9% of its vector peak" \
+        in note

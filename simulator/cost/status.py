@@ -20,9 +20,10 @@ Classes and their sources (docs/model.md):
   prior (``GPU_PRIORS``: the median over the measured dies), else ``as norm``;
 - ``compiled-norm`` (norms, softmax under compiled fusion): ``norm_memory_efficiency_compiled``
   measured (torch.compile's kernels), else ``as norm``;
-- ``vector`` (vector-unit compute): calibrated functions or ``vector_efficiency``, else the
-  datasheet rate, ``datasheet (class unmeasured)`` while no device of its class is measured
-  (today none of any class: ``MEASURED_CLASSES``).
+- ``vector`` (vector-unit compute): calibrated functions, a measured ``vector_efficiency``
+  (GPUInspector.jl's FMA kernel: A100 and V100 SXM parts), the GPU prior
+  (``hardware_specs.loader.VECTOR_PRIORS``), else the datasheet rate, ``datasheet (class
+  unmeasured)`` where no device of its class is measured (all but GPUs: ``MEASURED_CLASSES``).
 """
 from __future__ import annotations
 
@@ -107,8 +108,13 @@ def priors_note(device, batch_norms: bool = True) -> str | None:
                                                                                   "accelerator")
                      else f"GEMMs run at {device.matmul_efficiency:.1%} of its peak, the median "
                           "measured on GPUs and accelerators (none of its class is measured)")
-    if any(field not in ("matmul_efficiency", *BATCH_NORM_PRIORS) for field in fields):
+    if any(field not in ("matmul_efficiency", "vector_efficiency", *BATCH_NORM_PRIORS)
+           for field in fields):
         parts.append(f"memory-bound kernels stream at the medians measured on other {kind}s")
+    if "vector_efficiency" in fields:
+        parts.append(f"vector-unit arithmetic (norms, activations, softmax) runs at "
+                     f"{device.vector_efficiency:.1%} of its vector peak, the median measured "
+                     f"on other {kind}s")
     if any(field in BATCH_NORM_PRIORS for field in fields):
         parts.append(f"NHWC batch norms stream at {device.batch_norm_memory_efficiency:.1%} "
                      f"forward and {device.batch_norm_backward_memory_efficiency:.1%} backward "
