@@ -50,10 +50,13 @@ PUBLISHED = {row["run_id"]: row for row in
 # (dgxc Llama 3.1 8B/405B, MLPerf v4.0 GPT-3 and v5.0 Llama 3.1 405B, BLOOM-176B, torchtitan),
 # context parallelism as a ring of chunked calls, torchao's fp8 recipe for the torchtitan rows:
 # 284 rows, median 5.1 %, p90 16.7 %, max 58.2 % (BLOOM at GBS 192), bias +0.7 % (the 246
-# earlier rows: 4.7 %, +1.2 %).
+# earlier rows: 4.7 %, +1.2 %). Ninth session: Megatron-style fused q/k/v and gate/up projections
+# on the 312 rows whose frameworks fuse them, PyTorch's traced ring at the query heads, launch
+# blocking on BLOOM, GPU vector-unit prior: median 5.3 %, p90 16.4 %, max 78.0 % (DeepSpeed's
+# 2021 ZeRO-3 row), bias +2.0 %.
 # Regression values, not targets. Tolerance: 0.05 points, a tenth of
 # the tables' last digit.
-VALIDATION = {"n": 284, "median": 0.0511, "p90": 0.1667, "max": 0.5822, "bias": 0.0070}
+VALIDATION = {"n": 284, "median": 0.0534, "p90": 0.1639, "max": 0.7799, "bias": 0.0202}
 # The baseline's measured MFUs count half of a causal fused attention core, as hwsim's MFU does
 # since issue 23 (simulator.report.figures.counted_fraction).
 BASELINE = {"n": 284, "median": 0.1838, "p90": 1.1023, "max": 8.7833, "bias": 0.1593}
