@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 from pathlib import Path
 
 from simulator.errors import SpecError
@@ -60,12 +61,39 @@ def _rows(path, device) -> list[dict]:
     names = {**gemm.NEUSIGHT_CATALOGUE, **gemm.DEEPBENCH_CATALOGUE,
              **{d["device"]: d["catalogue"].split()[0] for d in _stream_devices().values()
                 if d["catalogue"]}}
-    mine = [r for r in rows if device.name in (r.get("device"), names.get(r.get("device")))]
+    mine = [(line, r) for line, r in enumerate(rows, start=2)
+            if device.name in (r.get("device"), names.get(r.get("device")))]
     if not mine:
         held = sorted({r.get("device") or "" for r in rows})
         raise SpecError(f"{path}: no rows of {device.name} (the table's devices: "
                         f"{', '.join(held[:12]) or 'none'}); give a catalogue device it holds")
-    return mine
+    for line, r in mine:   # a NaN, infinite, zero or negative figure is never fitted on
+        _check_row(path, line, r)
+    return [r for _, r in mine]
+
+
+#: The numeric columns of each kind of table: sizes (whole numbers > 0) and times (> 0)
+_SIZES = {"gemm": ("m", "n", "k"), "stream": ("rows", "row")}
+_TIMES = {"gemm": "time_ms", "stream": "latency_ms"}
+
+
+def _check_row(path, line: int, row: dict) -> None:
+    """One line naming the row, column and value of a size that is not a whole number > 0 or
+    a time that is not a finite number > 0."""
+    kind = "gemm" if GEMM_COLUMNS <= row.keys() else "stream"
+    for column in _SIZES[kind]:
+        value = row.get(column) or ""
+        if not (value.strip().isascii() and value.strip().isdigit() and int(value) > 0):
+            raise SpecError(f"{path}: line {line}: {column} = {value!r} is not a whole number "
+                            "> 0; give the kernel's size")
+    value = row.get(_TIMES[kind]) or ""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise SpecError(f"{path}: line {line}: {_TIMES[kind]} = {value!r} is not a finite "
+                        "number > 0; give the kernel's measured time in milliseconds")
 
 
 def _stream_devices() -> dict[str, dict]:
