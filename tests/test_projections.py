@@ -145,3 +145,44 @@ def test_edges_from_later_ops_and_marks_are_kept():
     assert fused.nx.edges["late", "L1.o_proj"]["bytes"] == 0
     assert fused.nx.nodes["L1.o_proj"].get("early")
     assert fused.is_dag() and len(fused.names()) == len(fused)
+
+
+def test_an_ordering_edge_does_not_keep_a_member_apart():
+    """Expert parallelism makes a shared expert's gate and up wait for the layer's combine
+    all-to-all (a 0-byte ordering edge, simulator.parallel.expert): they still read one tensor
+    and fuse, and the fused linear waits for the combine (before: left apart at ep > 1 only)."""
+    from simulator.graph.op import Op
+    forward = _forward()
+    forward.add(Op(name="combine", kind=OpKind.COPY))
+    for name in ("L1.gate_proj", "L1.up_proj"):
+        forward.add_edge("combine", name, len(forward.inputs(name)), nbytes=0)
+    assert ["L1.gate_proj", "L1.up_proj"] in groups(forward)
+    fused = fuse_projections(forward)
+    assert fused.nx.edges["combine", "L1.gate_proj+up_proj"]["bytes"] == 0
+    assert fused.is_dag()
+    # a second input that carries bytes is a different tensor: left apart
+    forward.add(Op(name="other", kind=OpKind.COPY, out_bytes=64))
+    forward.add_edge("other", "L1.up_proj", len(forward.inputs("L1.up_proj")))
+    assert ["L1.gate_proj", "L1.up_proj"] not in groups(forward)
+
+
+def test_shared_experts_fuse_under_expert_parallelism():
+    """qwen2-moe's shared expert gate and up are one linear_fc1 at ep 4 as at ep 1."""
+    found = []
+
+    import simulator.training.projections as projections
+    original = projections.groups
+
+    def spy(forward):
+        out = original(forward)
+        found.extend(tuple(n.split(".", 1)[1] for n in names) for names in out)
+        return out
+
+    kwargs = dict(num_devices=8, seq_len=256, micro_batch=1, global_batch=8,
+                  precision="bf16", projections="fused")
+    try:
+        projections.groups = spy
+        simulate("qwen2-moe", "h100-sxm5-80gb", ep=4, **kwargs)
+    finally:
+        projections.groups = original
+    assert ("shared_gate_proj", "shared_up_proj") in found

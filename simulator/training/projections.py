@@ -56,7 +56,10 @@ def groups(forward: OpGraph) -> list[list[str]]:
     for name in forward.nx.nodes:
         op = forward.op(name)
         inputs = forward.inputs(name)
-        if not _fusable(op) or len(inputs) != 1:
+        # one tensor read; any other edge orders it only (0 bytes: a shared expert waiting for
+        # its layer's combine all-to-all, simulator.parallel.expert), which the fused op keeps
+        if not _fusable(op) or not inputs or any(
+                forward.nx.edges[src, name].get("bytes") != 0 for src in inputs[1:]):
             continue
         key = (inputs[0], op.layer, op.block, op.dtype, op.frozen, op.m, op.k)
         found.setdefault(key, []).append(name)
