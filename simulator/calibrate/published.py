@@ -133,12 +133,17 @@ def fit_table(path: str | Path, device) -> tuple[dict[str, float], list[str]]:
         else:
             from simulator.calibrate import streaming
 
+            # the table's name of D or D's catalogue name: either finds its L2, and the fit
+            # reads every row of D under one name
             table_device = rows[0]["device"]
-            known = _stream_devices().get(table_device)
+            known = _stream_devices().get(table_device) or next(
+                (d for d in _stream_devices().values()
+                 if (d["catalogue"] or " ").split()[0] == device.name), None)
             if known is None:
                 raise SpecError(f"{path}: {table_device}'s L2 is not known (tests/data/"
                                 "neusight_devices.csv): which kernels stream from memory is "
                                 "undecided")
+            rows = [{**r, "device": table_device} for r in rows]
             for cls, field in STREAM_FIELDS.items():
                 f = streaming.fit(rows, table_device, cls, device.memory_bandwidth_bytes_per_s,
                                   float(known["l2_mb"]) * 2**20)
