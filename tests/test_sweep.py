@@ -305,3 +305,21 @@ def test_no_device_runs_names_the_devices_a_reason_does_not():
     assert _no_device_runs(rows, shown=1) == ("no device can run this plan: a, b: x too big; "
                                               "and 1 more device")
     assert _no_device_runs(rows.iloc[:2]) == "x too big"
+
+
+@pytest.mark.parametrize("cp_comm", ["torch-ring", "p2p"])
+def test_the_memo_tells_a_traced_torch_ring_apart(cp_comm):
+    """stage_forward reads fusion only for PyTorch's context-parallel ring (traced under
+    compiled fusion, simulator.parallel.rank): plans differing only in fusion share a forward
+    graph elsewhere but not there. Each one is what simulate() says whatever the order (before:
+    the first built graph served both, compiled 1.33 s for 1.38 s on Llama 3 8B, cp 4)."""
+    parallel = ParallelPlan(dp=1, cp=2, cp_comm=cp_comm)
+    for order in (("eager", "compiled"), ("compiled", "eager")):
+        cache = StageCache()
+        for fusion in order:
+            cached = simulate(TINY, "h100", parallel=parallel, global_batch=2, micro_batch=1,
+                              fusion=fusion, cache=cache)
+            plain = simulate(TINY, "h100", parallel=parallel, global_batch=2, micro_batch=1,
+                             fusion=fusion)
+            assert cached.summary() == plain.summary(), (order, fusion)
+        assert len(cache.forwards) == (2 if cp_comm == "torch-ring" else 1)

@@ -23,6 +23,7 @@ from simulator.plan.step import Plan
 #: plans differing only in them share one forward graph. A field not named here is part of
 #: the key (a field added later: a miss until it is named here, never a stale graph).
 FORWARD_UNREAD = {
+    # fusion: read only by PyTorch's context-parallel ring, keyed apart there (_ring_fusion)
     Plan: ("global_batch", "recompute", "optimizer", "fusion", "grad_clip", "fp32_grads",
            # a run's goodput (simulator.report.goodput): read by its totals alone
            "checkpoint_every", "storage_gb_s", "eval_every", "eval_batches", "failure_rate",
@@ -62,7 +63,8 @@ class StageCache(StageBuilder):
         """``simulator.parallel.rank.stage_forward``, kept by the workload, stage, devices per
         node and the plans less their ``FORWARD_UNREAD`` fields."""
         per_node = cluster.devices_per_node if cluster else 1
-        key = (_identity(work), _read(plan), _read(parallel), stage, per_node)
+        key = (_identity(work), _read(plan), _read(parallel), stage, per_node,
+               _ring_fusion(plan, parallel))
         build = super().stage_forward
         return self._remember(self.forwards, key, work,
                               lambda: build(work, plan, parallel, stage, cluster))
@@ -99,6 +101,14 @@ def _read(plan):
     """``plan`` with the fields ``stage_forward`` does not read at their defaults."""
     unread = FORWARD_UNREAD[type(plan)]
     return replace(plan, **{f.name: f.default for f in fields(plan) if f.name in unread})
+
+
+def _ring_fusion(plan, parallel):
+    """``plan.fusion`` where ``stage_forward`` reads it (PyTorch's context-parallel ring, traced
+    under compiled fusion: ``simulator.parallel.rank``), else None: an unread field elsewhere."""
+    if parallel.cp > 1 and parallel.cp_comm.value == "torch-ring":
+        return plan.fusion
+    return None
 
 
 def _identity(work):
