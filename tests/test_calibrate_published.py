@@ -121,6 +121,16 @@ def test_rows_under_the_catalogue_name_fit_as_under_the_tables(capsys, tmp_path,
     assert code == 0 and err == "" and report in out and path.exists()
 
 
+def test_a_table_saved_with_a_byte_order_mark_is_read(capsys, tmp_path):
+    """A CSV saved by a spreadsheet starts with a UTF-8 byte order mark: its first column is
+    still 'device' (it was read as a hwsim record: 'missing column(s) kind, fn, ...')."""
+    table = tmp_path / "bom.csv"
+    table.write_text((DATA / "neusight_linear_kernels.csv").read_text(encoding="utf-8"),
+                     encoding="utf-8-sig")
+    code, out, err, path = calibrate(capsys, tmp_path, "l4", table)
+    assert code == 0 and err == "" and "fp32_matmul_efficiency = 0.298" in out
+
+
 def test_a_hwsim_record_is_still_read_as_one(capsys, tmp_path):
     """A CSV of neither published kind keeps the record reader's error."""
     table = tmp_path / "x.csv"

@@ -42,7 +42,7 @@ def kind_of(path: str | Path) -> str | None:
     """``"gemm"`` or ``"stream"`` for a published table's header, else None (a hwsim record,
     or anything else: ``records.read_kernels`` says what is wrong with it)."""
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             header = set(next(csv.reader(handle), []))
     except (OSError, UnicodeDecodeError):
         return None
@@ -56,7 +56,7 @@ def kind_of(path: str | Path) -> str | None:
 def _rows(path, device) -> list[dict]:
     from simulator.calibrate import gemm
 
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.DictReader(handle))
     names = {**gemm.NEUSIGHT_CATALOGUE, **gemm.DEEPBENCH_CATALOGUE,
              **{d["device"]: d["catalogue"].split()[0] for d in _stream_devices().values()
