@@ -123,19 +123,24 @@ def _drop_functions(lines: list[str]) -> list[str]:
     return out
 
 
-def _replace_compute(lines: list[str], new: list[str]) -> list[str]:
-    """Drop the calibrated keys inside ``[compute]`` and put the new ones under its header."""
+def _replace_compute(lines: list[str], new: list[str], keys=CALIBRATED_KEYS,
+                     header: str = "# measured by hwsim calibrate (see the header):",
+                     name: str | None = None) -> list[str]:
+    """Drop ``keys`` inside ``[compute]`` and put ``header`` and the ``new`` lines under its
+    header line; with ``name``, the top-level ``name`` line names it (a derived spec)."""
     out, section = [], None
     for line in lines:
         stripped = line.strip()
         if stripped.startswith("["):
             section = stripped.strip("[]").strip()
         key = stripped.split("=", 1)[0].strip() if "=" in stripped else ""
-        if section == "compute" and key in CALIBRATED_KEYS:
+        if section == "compute" and key in keys:
             continue
+        if section is None and key == "name" and name is not None:
+            line = f'name = "{name}"'
         out.append(line)
         if stripped == "[compute]":
-            out.extend(["# measured by hwsim calibrate (see the header):"] + new)
+            out.extend([header] + new)
     return out
 
 

@@ -166,24 +166,15 @@ def spec_text(device, figures: dict[str, float], source: str) -> str:
     """``device``'s spec file with ``figures`` written into its ``[compute]`` table (the lines
     of those keys replaced), named ``<name>-calibrated``; validated before it is returned."""
     from hardware_specs.loader import parse_device
-    from hardware_specs.writer import _source_text, device_toml
+    from hardware_specs.writer import _replace_compute, _source_text, device_toml
 
     text = _source_text(device) or device_toml(device)
-    out, section = [f"# Calibrated: {', '.join(figures)} fitted by hwsim calibrate --from "
-                    f"{source} (simulator/calibrate/published.py).",
-                    f"# Base figures: {device.path or device.name}."], None
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("["):
-            section = stripped.strip("[]").strip()
-        key = stripped.split("=", 1)[0].strip() if "=" in stripped else ""
-        if section == "compute" and key in figures:
-            continue
-        if section is None and key == "name":
-            line = f'name = "{device.name}-calibrated"'
-        out.append(line)
-        if stripped == "[compute]":
-            out += [f"# fitted on {source}:"] + [f"{k} = {v:.4g}" for k, v in figures.items()]
+    out = [f"# Calibrated: {', '.join(figures)} fitted by hwsim calibrate --from "
+           f"{source} (simulator/calibrate/published.py).",
+           f"# Base figures: {device.path or device.name}."]
+    out += _replace_compute(text.splitlines(), [f"{k} = {v:.4g}" for k, v in figures.items()],
+                            keys=tuple(figures), header=f"# fitted on {source}:",
+                            name=f"{device.name}-calibrated")
     body = "\n".join(out) + "\n"
     checked = parse_device(body.encode(), f"{device.name}-calibrated.toml")
     for key, value in figures.items():   # the loader reads back what was fitted
