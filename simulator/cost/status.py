@@ -127,11 +127,9 @@ def stream_note(device) -> str | None:
     """What a Result says of a device whose memory-bound kernels stream at the datasheet
     bandwidth: no measured ``memory_efficiency`` and no class prior (no device of its class is
     measured: TPUs, FPGAs, CPUs, accelerators but the GPUs); None where they do not, or where
-    the bandwidth is this machine's own measurement (``cpu-host``) or a calibration's."""
-    from hardware_specs.host import HOST_NAME
-
+    the bandwidth is this machine's own measurement (``cpu-host``: its stream status is
+    measured, ``calibration_status``) or a calibration's."""
     if (calibration_status(device)["stream"] not in (DATASHEET, UNMEASURED_CLASS)
-            or device.name == HOST_NAME
             or device.function_efficiency):
         return None
     return (f"{device.name} has no measured memory efficiency and none of its class is "
@@ -155,5 +153,5 @@ def priors_summary(devices) -> str | None:
             "each op class): " + "; ".join(shown))
 
 
-__all__ = ["BATCH_NORM_PRIORS", "UNMEASURED", "UNMEASURED_CLASS", "calibration_status", "nhwc_batch_norms", "priors_note",
-           "priors_summary", "status_line", "stream_note"]
+__all__ = ["BATCH_NORM_PRIORS", "UNMEASURED", "UNMEASURED_CLASS", "calibration_status",
+           "nhwc_batch_norms", "priors_note", "priors_summary", "status_line", "stream_note"]
