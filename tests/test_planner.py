@@ -98,12 +98,12 @@ def test_pareto_front_by_hand():
 
 
 def test_devices_without_a_price_and_a_budget():
-    # the MI250X has a purchase price but no cited on-demand one
-    report = capacity_plan(TINY, TOKENS, devices=["mi250x"], device_counts=[1], plans={"tp": [1]},
+    # the MI100 has a purchase price but no cited on-demand one
+    report = capacity_plan(TINY, TOKENS, devices=["mi100"], device_counts=[1], plans={"tp": [1]},
                   budget_usd=1e9, workers=1, progress=False)
     assert report.feasible.empty
     assert set(report.rejected.reason) == {NO_PRICE}
-    free = capacity_plan(TINY, TOKENS, devices=["mi250x"], device_counts=[1], plans={"tp": [1]},
+    free = capacity_plan(TINY, TOKENS, devices=["mi100"], device_counts=[1], plans={"tp": [1]},
                 workers=1, progress=False)
     assert len(free.feasible) == 1 and math.isnan(free.feasible.cost_usd.iloc[0])
 

@@ -37,7 +37,7 @@ def _price_table(path: Path) -> str:
 def test_catalogue_prices_are_cited_and_plausible():
     """Each [price] table cites its figures (a source and a year in its comments), on-demand
     prices lie between $0.05 and $50 per device-hour and purchase prices between $500 and
-    $100,000 (the catalogue's range: a T4 hour, a B200's share of a DGX). At least 38
+    $100,000 (the catalogue's range: a T4 hour, a B200's share of a DGX). At least 40
     devices have an on-demand price (the three server CPUs per socket-hour; the V100 PCIe
     32 GB its nearest rented part's; the M4 Max a whole Mac host's) and 30 a purchase price
     (TPUs and Trainium are not sold; the others say why no figure is cited)."""
@@ -57,7 +57,7 @@ def test_catalogue_prices_are_cited_and_plausible():
         if spec.purchase_usd is not None:
             bought += 1
             assert 500 <= spec.purchase_usd <= 100_000, path.name
-    assert hourly >= 38 and bought >= 30
+    assert hourly >= 40 and bought >= 30
 
 
 # A missing price is stated with its reason: "No on-demand price per device-hour cited: <why>"
@@ -112,6 +112,8 @@ def test_every_device_has_a_price_or_a_dated_record(capsys):
     assert "rent $6.00/h buy $25,734" in rows["mi300x"]              # Oracle/Azure; UBB share
     assert "rent $2.10/h buy $15,770" in rows["mi250"]               # RunPod's MI250 page
     assert "rent $1.05/h buy $7,885" in rows["mi250-die"]            # half the package
+    assert "rent $1.60/h buy $14,500" in rows["mi250x"]              # Cirrascale via cloud-gpus
+    assert "rent $0.80/h buy $7,250" in rows["mi250x-die"]           # half the package
     assert "rent $1.20/h buy not offered (searched 2026-12-04)" in rows["tpu-v5e"]  # not sold
     assert "rent $4.20/h buy not offered (searched 2026-12-04)" in rows["tpu-v5p"]
     assert "rent $5.37/h buy not offered (searched 2026-12-04)" in rows["trainium2"]
@@ -318,6 +320,10 @@ def test_the_cloud_prices_are_the_instance_price_per_device():
     # RunPod's MI250 page: $2.10 per package-hour; a GCD (mi250-die) pays half of it
     assert load_device("mi250").price_per_hour_usd == pytest.approx(2.10 / 1, abs=1e-9)
     assert load_device("mi250-die").price_per_hour_usd == pytest.approx(2.10 / 2, abs=1e-9)
+    # Cirrascale's MI250X, $1.60 per GPU-hour (cloud-gpus.com's dataset, commit c12d1c9) read
+    # as one package; a GCD (mi250x-die) pays half of it
+    assert load_device("mi250x").price_per_hour_usd == pytest.approx(1.60 / 1, abs=1e-9)
+    assert load_device("mi250x-die").price_per_hour_usd == pytest.approx(1.60 / 2, abs=1e-9)
     # A server CPU's socket-hour: the instance's price per physical core (AWS us-east-1,
     # m7a.metal-48xl 192 single-thread cores, m6i.metal 64 and m7i.metal-48xl 96 two-thread
     # cores) times the catalogue part's cores (96, 40, 56).
@@ -488,7 +494,7 @@ def test_prices_by_device():
 
 
 def test_compare_rows_rent_and_own(capsys):
-    code, out, _ = cli(["compare", "gpt3-1.3b", "--devices", "a100,h100,mi250x",
+    code, out, _ = cli(["compare", "gpt3-1.3b", "--devices", "a100,h100,h20",
                         "--num-devices", "8", "--micro-batch", "4", "--global-batch", "64",
                         "--tokens", "1e10", "--price-per-hour", "a100=1.8,h100=2.5",
                         "--own-years", "4", "--electricity-usd-per-kwh", "0.1", "--json"],
@@ -498,7 +504,7 @@ def test_compare_rows_rent_and_own(capsys):
     a100 = rows["a100-sxm4-80gb"]
     assert a100["price_per_hour_usd"] == 1.8
     assert a100["cost_usd"] == pytest.approx(a100["total_time_days"] * 24 * 8 * 1.8)
-    assert rows["mi250x"]["cost_usd"] is None and rows["mi250x"]["own_cost_usd"] > 0
+    assert rows["h20"]["cost_usd"] is None and rows["h20"]["own_cost_usd"] > 0
     assert all(row["own_cost_usd"] < row["cost_usd"] for row in rows.values()
                if row["cost_usd"] is not None)
 
