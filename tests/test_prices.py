@@ -100,15 +100,15 @@ def test_every_device_has_a_price_or_a_dated_record(capsys):
     assert reasons > 0        # the catalogue still has gaps: the check ran on some
     t4 = (DEVICES / "t4.toml").read_text()
     bare = load_device_text(t4.replace(
-        "no_purchase_usd = { offered = true, searched = 2026-12-05 }\n", ""))
+        "no_purchase_usd = { offered = true, searched = 2026-12-06 }\n", ""))
     assert _price_gaps(bare) == ["purchase_usd"]          # neither figure nor record: refused
     assert main(["devices"]) == 0
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
     assert "rent $4.00/h buy $17,349" in rows["a100-sxm4-80gb"]       # Oracle; HGX share
     assert "rent $1.29/h buy $15,000" in rows["a100-pcie-40gb"]       # Lambda; list price
-    assert ("rent none cited (searched 2026-12-05) buy none cited (searched 2026-12-05)"
+    assert ("rent none cited (searched 2026-12-06) buy none cited (searched 2026-12-06)"
             in rows["mi210"])                                         # offered, uncitable
-    assert "rent $8.60/h buy none cited (searched 2026-12-05)" in rows["mi355x"]   # OCI
+    assert "rent $8.60/h buy none cited (searched 2026-12-06)" in rows["mi355x"]   # OCI
     assert "rent $6.00/h buy $25,734" in rows["mi300x"]              # Oracle/Azure; UBB share
     assert "rent $2.10/h buy $15,770" in rows["mi250"]               # RunPod's MI250 page
     assert "rent $1.05/h buy $7,885" in rows["mi250-die"]            # half the package
@@ -122,14 +122,14 @@ def test_every_device_has_a_price_or_a_dated_record(capsys):
     assert "rent $6.25/h buy $5,000 (system)" in rows["m4-max"]      # AWS mac-m4max.metal host
     assert ("rent not offered (searched 2026-12-04) buy $6,999 (system)"
             in rows["m2-ultra"])                                     # no M2 Ultra on AWS
-    assert "rent $10.50/h buy none cited (searched 2026-12-05)" in rows["gb200"]
-    assert "rent none cited (searched 2026-12-05) buy $6,400" in rows["mi100"]
+    assert "rent $10.50/h buy none cited (searched 2026-12-06)" in rows["gb200"]
+    assert "rent none cited (searched 2026-12-06) buy $6,400" in rows["mi100"]
     assert "rent $1.30/h buy $8,125" in rows["gaudi2"]               # Intel Tiber AI Cloud / 8
     assert "rent $2.49/h buy $15,625" in rows["gaudi3"]              # Intel Tiber AI Cloud / 8
-    assert "rent $1.65/h buy none cited (searched 2026-12-05)" in rows["alveo-u250"]
-    assert ("rent none cited (searched 2026-12-05) buy $8,112"
+    assert "rent $1.65/h buy none cited (searched 2026-12-06)" in rows["alveo-u250"]
+    assert ("rent none cited (searched 2026-12-06) buy $8,112"
             in rows["graphcore-bow"])              # IPU-M2000 list price / 4, Bow at the same
-    assert ("rent not offered (searched 2026-12-05) buy none cited (searched 2026-12-05)"
+    assert ("rent not offered (searched 2026-12-06) buy none cited (searched 2026-12-06)"
             in rows["versal-vck5000"])                               # no cloud rents it
     assert ("rent not offered (searched 2026-12-04) buy not offered (searched 2026-12-04)"
             in rows["snapdragon-8g3"])                               # a phone SoC
@@ -166,25 +166,25 @@ def test_a_missing_price_record_is_checked_and_written_back():
     from hardware_specs.writer import device_toml
 
     base = (DEVICES / "t4.toml").read_text()
-    record = "no_purchase_usd = { offered = true, searched = 2026-12-05 }\n"
+    record = "no_purchase_usd = { offered = true, searched = 2026-12-06 }\n"
     assert record in base
     t4 = load_device_text(base)
-    assert t4.purchase_unpriced == Unpriced(offered=True, searched="2026-12-05")
+    assert t4.purchase_unpriced == Unpriced(offered=True, searched="2026-12-06")
     assert t4.rent_unpriced is None and t4.unpriced_words() is None
-    assert t4.unpriced_words(purchase=True) == "none cited (searched 2026-12-05)"
+    assert t4.unpriced_words(purchase=True) == "none cited (searched 2026-12-06)"
     again = load_device_text(device_toml(t4))
     assert again.purchase_unpriced == t4.purchase_unpriced
     for bad, words in (
-            ("no_purchase_usd = { offered = true, searched = 2026-12-05 }\npurchase_usd = 2000\n",
+            ("no_purchase_usd = { offered = true, searched = 2026-12-06 }\npurchase_usd = 2000\n",
              "no_purchase_usd.*given with purchase_usd"),
-            ('no_purchase_usd = { offered = true, searched = "2026-12-05" }\n',
+            ('no_purchase_usd = { offered = true, searched = "2026-12-06" }\n',
              "no_purchase_usd.searched.*TOML date"),
-            ("no_purchase_usd = { offered = 1, searched = 2026-12-05 }\n",
+            ("no_purchase_usd = { offered = 1, searched = 2026-12-06 }\n",
              "no_purchase_usd.offered.*true or false"),
             ("no_purchase_usd = { offered = true }\n", "no_purchase_usd.searched.*missing"),
-            ("no_purchase_usd = { offered = true, searched = 2026-12-05, why = 1 }\n",
+            ("no_purchase_usd = { offered = true, searched = 2026-12-06, why = 1 }\n",
              "no_purchase_usd.why.*unknown key"),
-            ("no_purchase_usd = 2026-12-05\n", "no_purchase_usd.*inline table")):
+            ("no_purchase_usd = 2026-12-06\n", "no_purchase_usd.*inline table")):
         with pytest.raises(SpecError, match=words):
             load_device_text(base.replace(record, bad))
     only_record = load_device_text(re.sub(
@@ -205,31 +205,31 @@ def test_a_record_dated_wrongly_is_one_line_in_the_specs_own_words(tmp_path, cap
     import datetime
 
     base = (DEVICES / "t4.toml").read_text()
-    record = "no_purchase_usd = { offered = true, searched = 2026-12-05 }\n"
+    record = "no_purchase_usd = { offered = true, searched = 2026-12-06 }\n"
     assert record in base
     today = datetime.date.today()
     tomorrow = (today + datetime.timedelta(days=1)).isoformat()
     path = tmp_path / "t4-dated.toml"
     for bad, words in (
-            (record.replace("2026-12-05", "2026-12-05T10:00:00"),
-             r"no_purchase_usd\.searched: must be a TOML date .*, got 2026-12-05T10:00:00$"),
-            (record.replace("2026-12-05", "2026-12-05T10:00:00Z"),
-             r"no_purchase_usd\.searched: .*, got 2026-12-05T10:00:00\+00:00$"),
-            (record.replace("2026-12-05", "10:00:00"),
+            (record.replace("2026-12-06", "2026-12-06T10:00:00"),
+             r"no_purchase_usd\.searched: must be a TOML date .*, got 2026-12-06T10:00:00$"),
+            (record.replace("2026-12-06", "2026-12-06T10:00:00Z"),
+             r"no_purchase_usd\.searched: .*, got 2026-12-06T10:00:00\+00:00$"),
+            (record.replace("2026-12-06", "10:00:00"),
              r"no_purchase_usd\.searched: .*, got 10:00:00$"),
-            (record.replace("2026-12-05", "2099-12-04"),
+            (record.replace("2026-12-06", "2099-12-04"),
              rf"no_purchase_usd\.searched: 2099-12-04 is after today \({today.isoformat()}\)"),
-            (record.replace("2026-12-05", tomorrow),
+            (record.replace("2026-12-06", tomorrow),
              rf"no_purchase_usd\.searched: {tomorrow} is after today"),
-            (record + "purchase_is_system = 2026-12-05\n",
-             r"purchase_is_system: must be true or false, got 2026-12-05$")):
+            (record + "purchase_is_system = 2026-12-06\n",
+             r"purchase_is_system: must be true or false, got 2026-12-06$")):
         path.write_text(base.replace(record, bad))
         code, out, err = cli(["predict", "gpt2-small", "--device", str(path)], capsys)
         lines = err.strip().splitlines()
         assert (code, out, len(lines)) == (2, "", 1), (bad, err)
         assert re.search(words, lines[0]) and "datetime" not in err, (bad, err)
     dated_today = load_device_text(base.replace(record, record.replace(
-        "2026-12-05", today.isoformat())))
+        "2026-12-06", today.isoformat())))
     assert dated_today.purchase_unpriced.searched == today.isoformat()
 
 
@@ -241,14 +241,14 @@ def test_cost_na_names_the_device_and_where_the_reason_is(capsys, device_file):
                         "--steps", "10", "--own-years", "4", "--electricity-usd-per-kwh", "0.1"],
                        capsys)
     assert code == 0
-    assert ("cost n/a (no on-demand price cited for mi210 (searched 2026-12-05), its spec "
+    assert ("cost n/a (no on-demand price cited for mi210 (searched 2026-12-06), its spec "
             "says why: --price-per-hour USD)") in out
-    assert ("owning             n/a (no purchase price cited for mi210 (searched 2026-12-05), "
+    assert ("owning             n/a (no purchase price cited for mi210 (searched 2026-12-06), "
             "its spec says why: --set purchase_usd=...)") in out
     code, out, _ = cli(["predict", "gpt2-small", "--device", "versal-vck5000", "--micro-batch",
                         "1", "--steps", "10"], capsys)
     assert code == 0
-    assert ("cost n/a (versal-vck5000 is not rented by anyone (searched 2026-12-05), its spec "
+    assert ("cost n/a (versal-vck5000 is not rented by anyone (searched 2026-12-06), its spec "
             "says where: --price-per-hour USD)") in out
     code, out, _ = cli(["predict", "gpt2-small", "--device", "tpu-v4", "--micro-batch", "1",
                         "--steps", "10", "--own-years", "4", "--electricity-usd-per-kwh", "0.1"],
