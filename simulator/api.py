@@ -8,17 +8,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
 
 from hardware_specs.cluster import ClusterSpec, cluster_for, list_clusters, load_cluster
 from hardware_specs.loader import ALIASES, list_devices, load_device
 from hardware_specs.spec import DeviceSpec
 from simulator.cost import attention, host, precision, status
-from simulator.cost.energy import op_energy, step_energy
 from simulator.cost.power import check_limit
 from simulator.errors import PlanError, SpecError, WorkloadError, did_you_mean, shown
 from simulator.graph.lower import Lowered
-from simulator.graph.op import UNKNOWN, OpKind, Phase
+from simulator.graph.op import UNKNOWN, Phase
 from simulator.graph.opgraph import OpGraph
 from simulator.parallel.expert import figures as expert_figures
 from simulator.parallel.pipeline import p2p_note
@@ -42,7 +40,7 @@ from simulator.schedule import variability
 from simulator.schedule.ahead import paid_once
 from simulator.schedule.memory import stage_memory
 from simulator.schedule.stage import StageRun, interfere, price_stage
-from simulator.schedule.step import idle_s, step_time, throttled_j
+from simulator.schedule.step import device_energy, pipeline_energy, step_time
 from simulator.schedule.streamed import stream
 from simulator.training import bias, convnorm, finetune
 from simulator.training.saved import activation_bytes
@@ -86,8 +84,9 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     ``own_years``, the run's share of them, plus its energy at that price
     (``simulator.report.figures.own_cost``).
 
-    Per-device figures (memory, power, ``tflops_per_device``, MFU, HFU) are those of the
-    busiest device; ``samples_per_s`` and ``tokens_per_s`` are the whole system's.
+    Per-device figures (memory, ``tflops_per_device``, MFU, HFU) are those of the busiest
+    device; energy and power per device are the mean device's (every pipeline stage's devices
+    powered for the whole step: ``simulator.schedule.step.pipeline_energy``); ``samples_per_s`` and ``tokens_per_s`` are the whole system's.
     Arguments of the wrong type or out of bounds raise hwsim's errors (``HwsimError``); a
     result breaking one of hwsim's invariants (``Result.check``) raises ``InternalError``.
     """
@@ -197,23 +196,10 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         unsplit, _ = cache.stage_forward(work, plan, whole, 0, cluster)
     model_flops, hardware_flops = system_flops(run, unsplit, parallel, m,
                                                 getattr(work, "layers", None), plan)
-    comm = lowered.kind == OpKind.COLLECTIVE
-
-    def joules(time_s):
-        energy_j = op_energy(lowered, device, run.compute_s, run.memory_s, time_s, run.clock,
-                             limit_w)
-        # static power is counted once, over the step, not per stream
-        return np.where(comm, np.maximum(energy_j - device.idle_power_w * time_s, 0.0),
-                        energy_j)
-
-    energy_j = joules(run.time_s)
-    # the step's reduction slows the last micro-batch only: the others' ops as they run alone
-    micro_j = energy_j if run.alone_s is None else joules(run.alone_s)
-    waiting, exposed = idle_s(run, m, step_s, bubble, max(r.t_micro for r in runs))
-    energy = step_energy(lowered, energy_j, m) + device.idle_power_w * waiting
-    if m > 1:
-        energy -= (m - 1) * float((energy_j - micro_j)[run.per_micro].sum())
-    energy -= throttled_j(run, energy_j, micro_j, m, device.idle_power_w, limit_w)  # the limit
+    # every device is powered for the whole step, whichever stage finishes last
+    t = max(r.t_micro for r in runs)
+    _, energy_j, exposed = device_energy(run, device, limit_w, m, step_s, bubble, t)
+    energy = pipeline_energy(runs, parallel.pp, device, limit_w, m, step_s, bubble)
     from simulator.engine.dispatch import engine
 
     path_s, on_path = engine(len(lowered)).critical_path(lowered.indptr, lowered.indices,

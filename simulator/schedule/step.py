@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.cost.energy import over_tdp_j
+from hardware_specs.spec import DeviceSpec
+from simulator.cost.energy import op_energy, over_tdp_j, step_energy
+from simulator.graph.op import OpKind
 from simulator.plan.parallel import ParallelPlan
 from simulator.schedule.pipeline import bubble_over_ideal, in_flight_micro_batches
 from simulator.schedule.stage import StageRun, streams
@@ -72,6 +74,73 @@ def throttled_j(run: StageRun, energy_j: np.ndarray, micro_j: np.ndarray, m: int
     return (m - 1) * each + last
 
 
+def device_energy(run: StageRun, device: DeviceSpec, limit_w: float, m: int, step: float,
+                  bubble: float, t: float,
+                  idle_ops: np.ndarray | None = None) -> tuple[float, np.ndarray, float]:
+    """(joules of one device of ``run``'s stage over the whole step, each op's joules as the
+    last micro-batch runs it, seconds its compute stream waits on communication).
+
+    The device is powered for all of the step (``step`` seconds): its ops' energy
+    (``simulator.cost.energy``; a collective's above idle only, static power being counted
+    once over the step, not per stream) plus idle power while its compute stream waits (on
+    communication, the pipeline bubble, a slower stage, the step's tail after its own last
+    op: ``idle_s``), less what overlapping streams would draw above the limit. ``idle_ops``:
+    ops the device does not run (their slots drawn at idle power, their collectives nothing):
+    a middle pipeline stage priced as the first without its embedding (``pipeline_energy``)."""
+    lowered, idle = run.lowered, float(device.idle_power_w)
+    comm = lowered.kind == OpKind.COLLECTIVE
+
+    def joules(time_s: np.ndarray) -> np.ndarray:
+        energy_j = op_energy(lowered, device, run.compute_s, run.memory_s, time_s, run.clock,
+                             limit_w)
+        energy_j = np.where(comm, np.maximum(energy_j - idle * time_s, 0.0), energy_j)
+        if idle_ops is not None:
+            energy_j = np.where(idle_ops, np.where(comm, 0.0, idle * time_s), energy_j)
+        return energy_j
+
+    energy_j = joules(run.time_s)
+    # the step's reduction slows the last micro-batch only: the others' ops as they run alone
+    micro_j = energy_j if run.alone_s is None else joules(run.alone_s)
+    waiting, exposed = idle_s(run, m, step, bubble, t)
+    energy = step_energy(lowered, energy_j, m) + idle * waiting
+    if m > 1:
+        energy -= (m - 1) * float((energy_j - micro_j)[run.per_micro].sum())
+    energy -= throttled_j(run, energy_j, micro_j, m, idle, limit_w)   # above the limit
+    return energy, energy_j, exposed
+
+
+def pipeline_energy(runs: list[StageRun], pp: int, device: DeviceSpec, limit_w: float, m: int,
+                    step: float, bubble: float) -> float:
+    """Joules of the mean device over one step: every pipeline device is powered for the whole
+    step, whichever stage finishes last, so the system's energy is the sum over the ``pp``
+    stages of each one's devices (all stages hold the same number) times its device's
+    ``device_energy``; this is that sum over all the devices.
+
+    ``runs``: the simulated stages (the first, the last, and the second where it stands for
+    uneven middle stages). A middle stage not simulated (an even split: the same layers as
+    the first) is priced as the first stage with its ops outside the layers (the embedding,
+    its gradient and update) drawing idle power. Its pipeline sends and receives are the
+    first stage's (one direction each, where a middle stage has both): collectives count
+    their energy above idle only, a small share, left out."""
+    t = max(run.t_micro for run in runs)
+    by_stage = {run.stage: run for run in runs}
+    priced = {stage: device_energy(run, device, limit_w, m, step, bubble, t)[0]
+              for stage, run in by_stage.items()}
+    total = 0.0
+    for stage in range(pp):
+        if stage in priced:
+            total += priced[stage]
+        elif 1 in priced:   # uneven: stage 1 runs the middle stages' layers
+            total += priced[1]
+        else:
+            if "middle" not in priced:
+                first = by_stage[0]
+                priced["middle"] = device_energy(first, device, limit_w, m, step, bubble, t,
+                                                 first.lowered.layer < 0)[0]
+            total += priced["middle"]
+    return total / pp
+
+
 def _gaps(start: np.ndarray, end: np.ndarray, mask: np.ndarray, horizon: float) -> float:
     """Idle time of the ops in ``mask`` (one stream, in order) from 0 to ``horizon``."""
     if not mask.any():
@@ -84,4 +153,4 @@ def _gaps(start: np.ndarray, end: np.ndarray, mask: np.ndarray, horizon: float) 
     return float(start[0] + gaps + max(horizon - reach[-1], 0.0))
 
 
-__all__ = ["idle_s", "in_flight", "step_time", "throttled_j"]
+__all__ = ["device_energy", "idle_s", "in_flight", "pipeline_energy", "step_time", "throttled_j"]
