@@ -63,7 +63,7 @@ import dataclasses
 import numpy as np
 
 from hardware_specs.spec import DeviceClass, DeviceSpec
-from simulator.graph.lower import Lowered
+from simulator.graph.lower import Lowered, members
 from simulator.graph.op import TENSOR_KINDS, DType, OpKind
 
 FLASH_BLOCK = 128
@@ -202,7 +202,7 @@ def shape_efficiency(lowered: Lowered, device: DeviceSpec) -> np.ndarray:
     if device.device_class is DeviceClass.GPU and arch.matrix_tile and arch.compute_units:
         # only tensor ops run on the matrix units (the others' factor is never used): a
         # 1M-op graph's split-k search over every op took 145 ms (benchmarks/bench_price.py)
-        ops = np.flatnonzero(np.isin(lowered.kind, _TENSOR_CODES))
+        ops = np.flatnonzero(members(lowered.kind, _TENSOR_CODES))
         fixed = float(arch.tile_fixed_k or 0)
         if fixed:   # fixed in time: a format's faster main loop makes it more k-steps
             rate16 = max(device.peak_for(DType.FP16), device.peak_for(DType.BF16))

@@ -87,7 +87,7 @@ import numpy as np
 
 from hardware_specs.spec import DeviceClass, DeviceSpec
 from simulator.errors import PlanError
-from simulator.graph.lower import Lowered
+from simulator.graph.lower import Lowered, members
 from simulator.graph.op import OpKind, Phase, Task
 from simulator.parallel.data import NCCL_COPY_IN, NCCL_COPY_OUT
 from simulator.plan.step import Fusion, Optimizer, OptimizerImpl, Plan
@@ -215,7 +215,7 @@ def costs(lowered: Lowered, device: DeviceSpec,
     # into a list reduce-scatter (``nccl_copy_in``): ``tensors`` kernels launched from C++
     # (ProcessGroupNCCL), one per tensor, each a dispatch without the module call and the
     # autograd node
-    copies = np.isin(lowered.fn, (NCCL_COPY_OUT, NCCL_COPY_IN))
+    copies = members(lowered.fn, (NCCL_COPY_OUT, NCCL_COPY_IN))
     if copies.any():
         launches[copies] = lowered.tensors[copies]
         host[copies] = lowered.tensors[copies] * COMPILED_HOST_FRACTION * host_per_op(device)
@@ -246,7 +246,7 @@ def shared_call(lowered: Lowered) -> np.ndarray:
     if lowered.fn is None:
         return out
     wgrad = ((lowered.task == Task.WEIGHT_GRAD) & (lowered.kind == OpKind.CONV)
-             & np.isin(lowered.fn, tuple(ONE_CALL_BACKWARD)))
+             & members(lowered.fn, ONE_CALL_BACKWARD))
     if not wgrad.any():
         return out
     names = set(lowered.names)
@@ -292,7 +292,7 @@ def sync_calls(lowered: Lowered, device: DeviceSpec, plan: Plan | None = None) -
     # DeepSpeed 2021's stage 1 optimizer, a wait per parameter tensor in its overflow and norm
     # walks (simulator.parallel.checks): the op's ``sync`` calls (not its backward copies')
     if lowered.sync is not None and lowered.sync.any():
-        forward = np.isin(lowered.phase, (int(Phase.FORWARD), int(Phase.RECOMPUTE),
+        forward = members(lowered.phase, (int(Phase.FORWARD), int(Phase.RECOMPUTE),
                                           int(Phase.OPTIMIZER)))
         marked = (lowered.sync > 0) & forward
         out[marked] += lowered.sync[marked]
@@ -302,7 +302,7 @@ def sync_calls(lowered: Lowered, device: DeviceSpec, plan: Plan | None = None) -
     if not len(compute):
         return out
     phase = lowered.phase[compute]
-    backward = np.isin(phase, (int(Phase.BACKWARD), int(Phase.RECOMPUTE)))
+    backward = members(phase, (int(Phase.BACKWARD), int(Phase.RECOMPUTE)))
     if plan.sync_each_pass:
         for mask in (phase == int(Phase.FORWARD), backward, phase == int(Phase.OPTIMIZER)):
             if mask.any():

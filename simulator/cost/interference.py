@@ -46,6 +46,7 @@ from __future__ import annotations
 import numpy as np
 
 from simulator.graph.collective import Collective
+from simulator.graph.lower import members
 from simulator.graph.op import OpKind
 
 #: SMs (CTAs, one per NCCL channel) a collective holds: NVIDIA/nccl issue #689 (S. Jeaugey,
@@ -87,7 +88,7 @@ def slowed_times(lowered, device, compute_s: np.ndarray, memory_s: np.ndarray,
     # DeepSpeed 2021's copies and fills on a communicator's stream: HBM only, their bytes
     # over their span (their SMs, a copy kernel's grid, are not counted)
     fn = getattr(lowered, "fn", None)
-    copying = np.zeros(len(start), dtype=bool) if fn is None else np.isin(
+    copying = np.zeros(len(start), dtype=bool) if fn is None else members(
         fn, (FLAT_COPY, NCCL_COPY_IN, NCCL_COPY_OUT, ZERO_FILL))
     copies = np.flatnonzero(copying & (lowered.kind != OpKind.COLLECTIVE) & (stream > 0)
                             & (end > start) & counted)

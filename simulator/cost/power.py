@@ -61,7 +61,7 @@ import numpy as np
 
 from hardware_specs.spec import DeviceSpec
 from simulator.errors import PlanError
-from simulator.graph.lower import Lowered
+from simulator.graph.lower import Lowered, members
 from simulator.graph.op import DType, OpKind, Phase
 
 #: Voltage at and below the knee, relative to the reference clock's (Perseus A100 sweep fit,
@@ -170,7 +170,7 @@ def sustained_times(lowered: Lowered, device: DeviceSpec, compute_s: np.ndarray,
     if (ratio is None and fp8_ratio is None) or len(time_s) == 0:
         return compute_s, time_s
     clock = np.ones(len(time_s), dtype=np.float64)
-    tensor = np.isin(lowered.kind, _TENSOR_CORE_CODES) & (lowered.dtype != DType.FP32)
+    tensor = members(lowered.kind, _TENSOR_CORE_CODES) & (lowered.dtype != DType.FP32)
     fp8 = lowered.dtype == DType.FP8
     for held, value in ((tensor & ~fp8, ratio), (tensor & fp8, fp8_ratio)):
         if value is not None and value < 1.0:

@@ -55,7 +55,7 @@ from hardware_specs.spec import DeviceSpec
 from simulator.cost.attention import fitted_rates
 from simulator.cost.efficiency import executed_fraction, shape_efficiency
 from simulator.cost.host import costs as host_costs
-from simulator.graph.lower import Lowered
+from simulator.graph.lower import Lowered, members
 from simulator.graph.op import TENSOR_KINDS, DType, OpKind, Phase
 from simulator.plan.step import Fusion
 
@@ -82,7 +82,7 @@ def price(lowered: Lowered, device: DeviceSpec,
     # simulator.cost.attention.HALF_ONLY_PRECISIONS): SDPA's memory-efficient kernel, whose
     # tiles are GEMMs of the format, is priced as those GEMMs, not at attention_efficiency
     # (a half-precision kernel's figure)
-    full = np.isin(lowered.dtype, [DType.FP32, DType.TF32])
+    full = members(lowered.dtype, (DType.FP32, DType.TF32))
     if device.attention_efficiency is not None:
         base[(lowered.kind == OpKind.ATTENTION) & ~full] = device.attention_efficiency
     for dtype, efficiency in ((DType.FP8, device.fp8_matmul_efficiency),    # measured GEMM
@@ -93,7 +93,7 @@ def price(lowered: Lowered, device: DeviceSpec,
     conv = lowered.kind == OpKind.CONV
     for dtype in np.unique(lowered.dtype[conv]):  # cuDNN's algorithms: DeviceSpec's rule
         base[conv & (lowered.dtype == dtype)] = device.conv_efficiency_for(DType(int(dtype)))
-    is_tensor = np.isin(lowered.kind, _TENSOR_CODES)
+    is_tensor = members(lowered.kind, _TENSOR_CODES)
     rate = matrix_rate[lowered.dtype.astype(np.int64)]
     # at most the datasheet peak: a shape that fills its last wave better than the reference
     # GEMM has a shape factor above 1 (an fp32 lm_head on an A100 PCIe ran at 19.51 of 19.5

@@ -20,7 +20,7 @@ from simulator.cost.power import phase_clocks, scaled_times, sustained_times
 from simulator.cost.roofline import op_costs
 from simulator.cost.ring import ring_exposure, ring_kernels
 from simulator.graph.collective import Axis
-from simulator.graph.lower import Lowered
+from simulator.graph.lower import Lowered, members
 from simulator.graph.op import OpKind, Phase
 from simulator.graph.opgraph import OpGraph
 from simulator.parallel.data import FLAT_COPY, NCCL_COPY_IN, NCCL_COPY_OUT, ZERO_FILL
@@ -189,7 +189,7 @@ def streams(lowered: Lowered) -> np.ndarray:
     pipe = lowered.axis == int(Axis.PIPELINE)
     on = np.where(comm, np.where(data, 2, np.where(pipe, 3, 1)), 0).astype(np.int64)
     if lowered.fn is not None:   # a list all-gather's copies run on its NCCL stream
-        on[np.isin(lowered.fn, (NCCL_COPY_OUT, NCCL_COPY_IN, ZERO_FILL, FLAT_COPY))] = 2
+        on[members(lowered.fn, (NCCL_COPY_OUT, NCCL_COPY_IN, ZERO_FILL, FLAT_COPY))] = 2
     return on
 
 
