@@ -23,7 +23,7 @@ from simulator.parallel.pipeline import p2p_note
 from simulator.parallel.rank import build_stage, micro_batches, stage_forward
 from simulator.plan.fields import PARALLEL, PLAN, echo
 from simulator.plan.parallel import ParallelPlan, Schedule, data_parallel_size, positive
-from simulator.plan.step import Attention, Finetune, Plan
+from simulator.plan.step import Attention, Finetune, Plan, Projections
 from simulator.report.depth import extrapolate
 from simulator.report.figures import (
     COSTED_NODE_DEVICES,
@@ -105,6 +105,9 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         plan = Plan(**plan_fields)
     elif plan_fields:
         raise PlanError("give either plan= or plan fields as keywords, not both")
+    if plan.projections is None:   # the model's own (an imported config's architecture)
+        plan = replace(plan, projections=Projections(getattr(work, "projections", None)
+                                                     or Projections.SEPARATE.value))
     if parallel_fields:
         if parallel is not None:
             raise PlanError("give either parallel= or parallel fields as keywords, not both")

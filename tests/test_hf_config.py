@@ -14,7 +14,8 @@ import pytest
 
 from simulator import simulate
 from simulator.cli import main
-from workloads.hf_config import load_hf_config
+from workloads.hf_config import ARCHITECTURES, load_hf_config
+from workloads.hf_config import PROJECTIONS as PROJECTIONS_BY_TYPE
 from workloads.transformer import Ffn, Norm, Residual
 from workloads.zoo import get_workload
 
@@ -142,6 +143,37 @@ def test_a_models_folder_is_read_by_its_config(tmp_path, capsys):
     assert main(["predict", "x" * 5000, "--device", "a100"]) == 2   # no path: a model name
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown model" in err and len(err) < 600
+
+
+#: fixture -> the projections its architecture's modeling code runs (workloads.hf_config.PROJECTIONS)
+PROJECTIONS = {"gpt2": "fused", "pythia-160m": "fused", "falcon-7b": "fused",
+               "Llama-2-7b-hf": "separate", "Meta-Llama-3-8B": "separate",
+               "Mistral-7B-v0.1": "separate", "Qwen2-0.5B": "separate", "gemma-2b": "separate",
+               "opt-125m": "separate", "phi-2": "separate", "Mixtral-8x7B-v0.1": "separate"}
+
+
+def test_every_architecture_says_how_it_runs_its_projections():
+    assert set(PROJECTIONS_BY_TYPE) == set(ARCHITECTURES)
+    assert set(PROJECTIONS) == set(PUBLISHED)
+    for name, projections in PROJECTIONS.items():
+        assert load_hf_config(config(name)).projections == projections, name
+
+
+def test_gpt2_runs_one_qkv_gemm_unless_the_plan_says_otherwise():
+    """GPT-2's c_attn is one Conv1D of 3 x hidden outputs: one GEMM a layer for q, k and v
+    (its forward and its input gradient's), not three and a sum; a plan naming separate
+    projections still gets three."""
+    work = load_hf_config(config("gpt2")).with_layers(1)
+
+    def linears(result) -> int:
+        ops = result.ops
+        return int(((ops.kind == "matmul") & (ops.phase == "forward")
+                    & ops.name.str.contains("proj|qkv|attn")).sum())
+
+    own = simulate(work, "h100", micro_batch=1, seq_len=128)
+    apart = simulate(work, "h100", micro_batch=1, seq_len=128, projections="separate")
+    assert own.hardware_flops_per_step == apart.hardware_flops_per_step
+    assert linears(apart) - linears(own) == 2   # q, k, v: three GEMMs -> one
 
 
 def test_simulate_a_config_from_the_api():

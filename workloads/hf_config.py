@@ -8,9 +8,11 @@ model's ``num_parameters()`` (tests/test_hf_config.py checks eleven published mo
 
 Modelled as the closest zoo layer, with the same parameters and GEMM FLOPs (the vector
 work differs slightly): Gemma's GeLU-gated MLP (``Ffn.GEGLU``) and its embedding scaled by
-sqrt(hidden); a fused query_key_value projection (GPT-NeoX,
-Falcon) as three; a sliding attention window (Mistral) as full causal attention over seq_len:
+sqrt(hidden); a sliding attention window (Mistral) as full causal attention over seq_len:
 exact while seq_len <= the window, which is why the default seq_len stops there.
+The projections run as the architecture's code runs them (``PROJECTIONS``): GPT-2's
+``c_attn`` and GPT-NeoX's and Falcon's ``query_key_value`` as one q, k, v GEMM
+(``TransformerConfig.projections`` "fused", which the plan's ``projections`` overrides).
 Not modelled (a one-line error): mixtures of experts (Mixtral), OPT's projected embeddings
 (``word_embed_proj_dim`` != ``hidden_size``) and post-norm layers, Phi's ``qk_layernorm``.
 """
@@ -55,6 +57,7 @@ def load_hf_config(path: str | Path) -> TransformerConfig:
     fields = ARCHITECTURES[kind](config)
     name = path.parent.name if path.name == "config.json" and path.parent.name else path.stem
     fields.setdefault("seq_len", config.seq_len(fields.get("positions")))
+    fields["projections"] = PROJECTIONS[kind]
     try:
         return TransformerConfig(name=name or "hf-model", **fields)
     except WorkloadError as err:
@@ -327,10 +330,43 @@ def _phi(c: _Config) -> dict:
             "attention_dropout": c.rate("attention_dropout")}
 
 
+#: model_type -> (how its ``transformers`` modeling code runs the projections that read one
+#: input, where it says so): "fused" where q, k and v are one linear whose output is split
+#: (none of the fused types has a gated MLP, so its MLP's one input linear is alone either
+#: way), "separate" where they are a linear each (and a gated MLP's gate and up too).
+#: huggingface/transformers, read 2026-12-06 at the commit given, src/transformers/models/:
+PROJECTIONS = {
+    # gpt2/modeling_gpt2.py (c44b2d9): GPT2Attention.c_attn = Conv1D(3 * embed_dim, embed_dim),
+    # forward: query, key, value = self.c_attn(hidden_states).split(self.split_size, dim=2)
+    "gpt2": "fused",
+    # gpt_neox/modeling_gpt_neox.py (203bf6f): GPTNeoXAttention.query_key_value =
+    # nn.Linear(hidden_size, 3 * hidden_size), its output viewed per head and sliced
+    "gpt_neox": "fused",
+    # falcon/modeling_falcon.py (4427208): FalconAttention.query_key_value = FalconLinear(
+    # hidden_size, qkv_out_dim): 3 x hidden, hidden + 2 head_dim (multi-query) or
+    # (2 num_kv_heads + num_attention_heads) head_dim (new_decoder_architecture)
+    "falcon": "fused",
+    # llama/modeling_llama.py (5dd4a63): LlamaAttention q_proj, k_proj, v_proj and LlamaMLP
+    # gate_proj, up_proj, a nn.Linear each; Mistral's, Qwen2's, Gemma's, Mixtral's and
+    # Qwen2-MoE's attention are Llama's q_proj, k_proj, v_proj under their names (hwsim's
+    # routed experts are not fused either way: simulator.training.projections.groups)
+    "llama": "separate", "mistral": "separate", "qwen2": "separate", "gemma": "separate",
+    "mixtral": "separate", "qwen2_moe": "separate",
+    # opt/modeling_opt.py (ab91074): OPTAttention q_proj, k_proj, v_proj
+    "opt": "separate",
+    # phi/modeling_phi.py (0faeaf3): PhiAttention q_proj, k_proj, v_proj (Phi-3's qkv_proj
+    # and gate_up_proj are one GEMM each, but model_type phi3 is not read)
+    "phi": "separate",
+    # deepseek_v3: multi-head latent attention, no column pair of one input (its projections
+    # are not touched either way, simulator.training.projections)
+    "deepseek_v3": "separate",
+}
+
 #: model_type -> its fields.
 ARCHITECTURES = {"llama": _llama, "mistral": _llama, "qwen2": _llama, "gemma": _gemma,
                  "mixtral": _mixtral, "qwen2_moe": _qwen2_moe, "deepseek_v3": _deepseek_v3,
                  "gpt2": _gpt2, "gpt_neox": _gpt_neox, "opt": _opt, "falcon": _falcon,
                  "phi": _phi}
 
-__all__ = ["ARCHITECTURES", "MAX_DEFAULT_SEQ_LEN", "is_hf_config", "load_hf_config"]
+__all__ = ["ARCHITECTURES", "MAX_DEFAULT_SEQ_LEN", "PROJECTIONS", "is_hf_config",
+           "load_hf_config"]

@@ -110,6 +110,12 @@ class TransformerConfig:
     # ``add``, ``mul``). Off by default: the presets and configs price the fused kernels.
     hf_eager: bool = False
     gelu_kernels: int = 1
+    # How the model's own code runs the projections reading one input: "fused" (q, k and v one
+    # GEMM, and a gated MLP's gate and up one: Hugging Face's GPT-2 c_attn, GPT-NeoX's and
+    # Falcon's query_key_value), "separate" (a GEMM each), None (not known: the plan's
+    # default, separate). A plan that names ``projections`` overrides it
+    # (``simulator.training.projections``; an imported config sets it, workloads.hf_config).
+    projections: str | None = None
     # BERT's MLM head on the masked positions alone: the share of the sequence's positions it
     # runs on, gathered first (torch.index_select), as NVIDIA's MLPerf BERT does with
     # --dense_seq_output (training_results_v5.0 0fdc28f, Lenovo/benchmarks/bert/modeling.py,
@@ -147,6 +153,9 @@ class TransformerConfig:
         if not is_fraction(self.rotary_pct):
             raise WorkloadError(f"{self.name}: rotary_pct = {self.rotary_pct!r} must be a "
                                 "fraction in (0, 1] (GPT-NeoX's rotary_pct; 1: whole heads)")
+        if self.projections not in (None, "fused", "separate"):
+            raise WorkloadError(f"{self.name}: projections = {self.projections!r} must be "
+                                "'fused' or 'separate' (or left out: the plan's default)")
         if self.mlm_share is not None and (not is_fraction(self.mlm_share)
                                            or self.style is not Style.ENCODER):
             raise WorkloadError(f"{self.name}: mlm_share = {self.mlm_share!r} must be a fraction "

@@ -85,8 +85,9 @@ class BiasAdd(str, Enum):
 class Projections(str, Enum):
     """How a framework runs the column-parallel projections that read one input
     (``simulator.training.projections``)."""
-    SEPARATE = "separate"  # q, k, v and gate, up a GEMM each (Hugging Face, torchtitan)
-    FUSED = "fused"        # one linear_qkv and one linear_fc1 (Megatron-Core, NeMo)
+    SEPARATE = "separate"  # q, k, v and gate, up a GEMM each (HF's Llama, torchtitan)
+    FUSED = "fused"        # one linear_qkv and one linear_fc1 (Megatron-Core, NeMo; HF's
+    #                        GPT-2 c_attn, GPT-NeoX and Falcon query_key_value)
 
 
 class Fp8Modules(str, Enum):
@@ -230,11 +231,13 @@ class Plan:
         "help": "a biased linear's bias under eager fusion: fused (in the GEMM's epilogue) or "
                 "separate (a kernel reading and writing the output after the GEMM, unless an "
                 "activation's kernel adds it: GPT-NeoX on PyTorch 1.8)"})
-    projections: Projections = field(default=Projections.SEPARATE, metadata={
+    projections: Projections | None = field(default=None, metadata={
         "help": "the projections reading one input: separate (q, k, v and a gated MLP's gate "
-                "and up a GEMM each, their input gradients summed: Hugging Face, torchtitan) "
-                "or fused (one GEMM each for q, k, v and for gate, up: Megatron-Core's "
-                "linear_qkv and linear_fc1, NeMo)"})
+                "and up a GEMM each, their input gradients summed: Hugging Face's Llama, "
+                "torchtitan) or fused (one GEMM each for q, k, v and for gate, up: "
+                "Megatron-Core's linear_qkv and linear_fc1, NeMo; Hugging Face's GPT-2, "
+                "GPT-NeoX, Falcon). Default: the model's own (an imported Hugging Face "
+                "config's architecture, workloads.hf_config.PROJECTIONS), else separate"})
     fp8_modules: Fp8Modules = field(default=Fp8Modules.FUSED, metadata={
         "help": "fp8's Transformer Engine modules: fused (LayerNormLinear/LayerNormMLP, "
                 "weights cast once per step) or linear (te.Linear only: 16-bit norms, weights "
@@ -398,8 +401,9 @@ class Plan:
         object.__setattr__(self, "fusion", _enum(Fusion, self.fusion, "fusion"))
         object.__setattr__(self, "rotary", _enum(Rotary, self.rotary, "rotary"))
         object.__setattr__(self, "bias_add", _enum(BiasAdd, self.bias_add, "bias_add"))
-        object.__setattr__(self, "projections",
-                           _enum(Projections, self.projections, "projections"))
+        if self.projections is not None:   # None: the model's own (simulate resolves it)
+            object.__setattr__(self, "projections",
+                               _enum(Projections, self.projections, "projections"))
         object.__setattr__(self, "fp8_modules",
                            _enum(Fp8Modules, self.fp8_modules, "fp8_modules"))
         object.__setattr__(self, "fp8_recipe", _enum(Fp8Recipe, self.fp8_recipe, "fp8_recipe"))
