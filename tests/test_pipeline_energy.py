@@ -3,7 +3,7 @@ devices are powered for the whole step, so the energy does not depend on which s
 last. Two stages of gpt2-small (pp 2 on two H100s), the last one's times stretched by a
 factor s: as s crosses the tie where the last stage takes over the pace, the step's energy
 moves continuously and never falls as s grows, and the mean device draws between idle power
-and the TDP over the step. Before (the last-finishing stage's device times all devices) the
+and the TDP over the step, and so does each stage's. Before (the last-finishing stage's device times all devices) the
 energy jumped at the tie by the two stages' difference."""
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from simulator.plan.parallel import ParallelPlan
 from simulator.plan.step import Plan
 from simulator.schedule.ahead import paid_once
 from simulator.schedule.stage import interfere
-from simulator.schedule.step import pipeline_energy, step_time
+from simulator.schedule.step import device_energy, pipeline_energy, step_time
 from workloads.zoo import get_workload
 
 SLACK = 1 + 1e-9
@@ -52,6 +52,10 @@ def _energy(stages, s: float) -> tuple[float, float, int]:
     runs, parallel, device, m = stages
     runs = [runs[0], _stretched(runs[1], s)]
     step, bubble, pace = step_time(runs, parallel, m)
+    t = max(run.t_micro for run in runs)
+    for run in runs:   # each stage's device, not only their mean, within idle and the TDP
+        joules = device_energy(run, device, device.tdp_w, m, step, bubble, t)[0]
+        assert device.idle_power_w * step / SLACK <= joules <= device.tdp_w * step * SLACK
     return pipeline_energy(runs, 2, device, device.tdp_w, m, step, bubble), step, pace
 
 
@@ -86,3 +90,28 @@ def test_energy_monotone_in_a_stage_and_within_idle_and_tdp(stages, a, b):
     device = stages[2]
     for energy, step in ((e_low, step_low), (e_high, step_high)):
         assert device.idle_power_w * step / SLACK <= energy <= device.tdp_w * step * SLACK
+
+
+def test_a_middle_stage_priced_as_the_first_without_its_embedding():
+    """pp 4 of four layers, one a stage, split 'unevenly' (1 and 1 given) so that stage 1 is
+    simulated: the first stage with its ops outside the layers at idle power (how
+    ``pipeline_energy`` prices a middle stage of an even split) is within 2 % of the
+    simulated middle stage (which also sends and receives both ways), and below the first."""
+    work = get_workload("gpt2-small").with_layers(4)
+    plan = Plan(micro_batch=2, global_batch=16)
+    parallel = ParallelPlan(dp=1, pp=4, first_stage_layers=1, last_stage_layers=1)
+    device, cluster, n = resolve_hardware("h100", 4)
+    m = micro_batches(work, plan, parallel, n)
+    runs = []
+    for stage in (0, 1, 3):
+        _, forward = _FRESH.stage_forward(work, plan, parallel, stage, cluster)
+        run = run_stage(forward, plan, parallel, device, cluster, stage)
+        runs.append(paid_once(interfere(run, device, parallel.comm_interference)))
+    step, bubble, _ = step_time(runs, parallel, m)
+    t = max(run.t_micro for run in runs)
+    first, middle = (device_energy(run, device, device.tdp_w, m, step, bubble, t)[0]
+                     for run in runs[:2])
+    estimate = device_energy(runs[0], device, device.tdp_w, m, step, bubble, t,
+                             runs[0].lowered.layer < 0)[0]
+    assert device.idle_power_w * step <= estimate < first
+    assert estimate == pytest.approx(middle, rel=0.02)
