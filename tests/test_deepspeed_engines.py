@@ -109,6 +109,51 @@ def test_deepspeed_2021_zero_fills_each_gather_buffer():
     assert not np.any(run("deepspeed").lowered.fn == ZERO_FILL)
 
 
+def test_deepspeed_2021_builds_a_view_per_rank_before_each_gather():
+    """v0.3.13's ``_allgather_param`` builds its list of dp views in Python after the
+    synchronisation (``partitions.append(flat_tensor.narrow(...))`` per rank): each gather's
+    host cost is its launch, the ``torch.cuda.synchronize()`` call and dp x
+    ``GATHER_VIEW_FRACTION`` eager ops; nothing else pays for views. The device waits for the
+    loop, so the step grows by at most the loops' host time, by more than nothing, and by more
+    at a larger dp; today's coordinator builds no list."""
+    from hardware_specs.loader import load_device
+    from simulator import Plan, simulate
+    from simulator.cost import host
+    from simulator.graph.lower import COLLECTIVE_FNS
+    from simulator.parallel.data import NCCL_COPY_OUT
+    from simulator.plan.parallel import ParallelPlan
+    from workloads.transformer import TransformerConfig
+
+    work = TransformerConfig("small", layers=4, hidden=1024, heads=8, vocab=8192, seq_len=1024)
+    a100 = load_device("a100-sxm4-80gb")
+    per_op = host.host_per_op(a100)
+
+    def run(dp, sharding="deepspeed-2021"):   # no straggler scaling: the host's time alone
+        return simulate(work, a100, Plan(micro_batch=1, global_batch=dp, rank_variability=0.0),
+                        parallel=ParallelPlan(dp=dp, zero=3, sharding=sharding,
+                                              comm_interference=False))
+
+    r = run(64)
+    low = r.lowered
+    copies = np.flatnonzero(low.fn == NCCL_COPY_OUT)
+    gathers = low.indices[low.indptr[copies]]
+    assert len(copies) and np.all(low.collective[gathers] == COLLECTIVE_FNS.index("all_gather"))
+    views = host.list_views(low)
+    assert np.allclose(views[gathers], 64 * host.GATHER_VIEW_FRACTION)
+    assert np.count_nonzero(views) == len(gathers)
+    _, issue = host.costs(low, a100, None)
+    assert np.allclose(issue[gathers], per_op * (2 + 64 * host.GATHER_VIEW_FRACTION))
+    loops = len(gathers) * 64 * host.GATHER_VIEW_FRACTION * per_op
+    import unittest.mock as mock
+    with mock.patch.object(host, "GATHER_VIEW_FRACTION", 0.0):
+        without = run(64).step_time_s
+    assert 0 < r.step_time_s - without <= loops * (1 + 1e-9)
+    with mock.patch.object(host, "GATHER_VIEW_FRACTION", 0.0):
+        without_small = run(16).step_time_s
+    assert r.step_time_s - without > run(16).step_time_s - without_small
+    assert not host.list_views(run(64, "deepspeed").lowered).any()
+
+
 # -- ZeRO-3 of 2021: a list reduce-scatter per parameter, its inputs copied in -----------------
 
 def test_deepspeed_2021_copies_each_gradient_into_its_list_reduce_scatter():
@@ -153,7 +198,9 @@ def test_deepspeed_2021_copies_each_gradient_into_its_list_reduce_scatter():
     device = load_device(a100)
     overhead, issue = host.costs(low, device, None)
     assert np.allclose(overhead[copies], low.tensors[copies] * device.op_overhead_s)
-    assert np.allclose(issue[copies], low.tensors[copies] * host.COMPILED_HOST_FRACTION
+    # each copy a C++ dispatch, and before them the Python loop's view per rank and tensor
+    assert np.allclose(issue[copies], low.tensors[copies] * (host.COMPILED_HOST_FRACTION
+                                                             + host.SCATTER_VIEW_FRACTION)
                        * host.host_per_op(device))
     today = run("deepspeed")
     assert not np.any(today.lowered.fn == NCCL_COPY_IN)

@@ -108,6 +108,15 @@ GRAPH_SAVES_S = 3.8e-6 - 3.4e-6
 # too). hwsim calibrate measures both figures on a host (the bare dispatch_s and
 # op_overhead_s it fits).
 COMPILED_HOST_FRACTION = 0.29
+# Host cost per rank of the Python loops that build DeepSpeed v0.3.13's list collectives
+# (``list_views``), as a fraction of an eager op's: measured on the development machine with
+# benchmarks/host_list_views.py (torch 2.13 CPU, one thread, best of 7, 1,536 ranks; three
+# runs on 2026-12-06 under a load of 5 on 2 cores: the eager kernel 10.7 / 11.9 / 12.0 us, the
+# gather loop 0.60 / 0.55 / 0.54 of it, the reduce-scatter loop 0.65 / 0.58 / 0.55; medians
+# used). The eager kernel is COMPILED_HOST_FRACTION's reference (a 50-multiply chain, forward
+# and backward, per kernel).
+GATHER_VIEW_FRACTION = 0.55
+SCATTER_VIEW_FRACTION = 0.58
 # multi_tensor_apply (aten/src/ATen/native/cuda/MultiTensorApply.cuh, depth_to_max_tensors):
 # a launch takes at most 110, 64, 48, 36 tensors for 1, 2, 3, 4 tensor lists; AdamW's foreach
 # lines take 1 to 3 lists (48 used), the fused kernel 4 (params, grads, exp_avg, exp_avg_sq).
@@ -227,6 +236,7 @@ def costs(lowered: Lowered, device: DeviceSpec,
         host[shared_call(lowered)] = 0.0   # the data gradient's call computes it too
         return host, np.zeros(n)
     host += sync_calls(lowered, device, plan) * host_per_op(device)   # the synchronize() calls
+    host += list_views(lowered) * host_per_op(device)   # DeepSpeed 2021's lists of views
     if graphs:
         fixed = np.maximum(fixed - GRAPH_SAVES_S, 0.0)
     return fixed * launches, host
@@ -236,6 +246,32 @@ def costs(lowered: Lowered, device: DeviceSpec,
 #: ``aten::convolution_backward`` (``tools/autograd/derivatives.yaml``, ``convolution``).
 ONE_CALL_BACKWARD = frozenset({"conv1d", "conv2d", "conv3d", "conv_transpose1d",
                                "conv_transpose2d", "conv_transpose3d"})
+
+
+def list_views(lowered: Lowered) -> np.ndarray:
+    """Float64 per op: the eager ops' worth of host time DeepSpeed v0.3.13 spends in Python
+    building the list of one view per rank that each list collective takes, before issuing it
+    (microsoft/DeepSpeed v0.3.13, deepspeed/runtime/zero/partition_parameters.py).
+
+    - A list all-gather (``_allgather_param``): after the buffer's ``torch.zeros`` and
+      ``torch.cuda.synchronize()``, ``partitions.append(flat_tensor.narrow(...))`` and a
+      ``torch.distributed.get_rank`` per rank: ``GATHER_VIEW_FRACTION`` of an eager op per
+      rank, on the gather the copies out read (whose synchronisation precedes it, so the
+      device waits for the loop).
+    - A list reduce-scatter (``_reduce_scatter_gradient``): ``param.grad.view(-1).narrow(...)``
+      per rank, ``SCATTER_VIEW_FRACTION`` of an eager op per rank and parameter tensor, on
+      the copies in (``nccl_copy_in``, issued before the reduce-scatters).
+
+    The copies themselves, issued from C++ (ProcessGroupNCCL), are priced apart
+    (``COMPILED_HOST_FRACTION`` each)."""
+    out = np.zeros(len(lowered), dtype=np.float64)
+    if lowered.fn is None:
+        return out
+    for i in np.flatnonzero(lowered.fn == NCCL_COPY_OUT):
+        out[lowered.indices[lowered.indptr[i]]] += lowered.tensors[i] * GATHER_VIEW_FRACTION
+    scatter = lowered.fn == NCCL_COPY_IN
+    out[scatter] += lowered.tensors[scatter] * SCATTER_VIEW_FRACTION
+    return out
 
 
 def shared_call(lowered: Lowered) -> np.ndarray:
@@ -365,6 +401,6 @@ def note(lowered: Lowered, time_s: np.ndarray, per_micro: np.ndarray, device: De
             "cut it (simulator/cost/host.py)")
 
 
-__all__ = ["COMPILED_HOST_FRACTION", "ELEMENTS_PER_LAUNCH", "GRAPH_SAVES_S", "blocking", "costs",
-           "host_per_op", "implementation", "note", "optimizer_launches", "release", "serial",
-           "sync_calls", "syncs"]
+__all__ = ["COMPILED_HOST_FRACTION", "ELEMENTS_PER_LAUNCH", "GATHER_VIEW_FRACTION", "GRAPH_SAVES_S",
+           "SCATTER_VIEW_FRACTION", "blocking", "costs", "host_per_op", "implementation",
+           "list_views", "note", "optimizer_launches", "release", "serial", "sync_calls", "syncs"]
