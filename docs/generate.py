@@ -411,16 +411,23 @@ def render(text: str, name: str, body: list[str], where: str = "") -> str:
     return pattern.sub(lambda _: "\n".join([begin, *body, end]), text)
 
 
-def regenerate(text: str, file: str) -> str:
-    """``text`` of ``docs/<file>`` with every generated section rebuilt from the data."""
-    for name, build in SECTIONS[file].items():
-        text = render(text, name, build(), where=f"docs/{file}")
+def built(file: str) -> dict[str, list[str]]:
+    """Every generated section of ``docs/<file>``, built from the data (name -> lines)."""
+    return {name: build() for name, build in SECTIONS[file].items()}
+
+
+def regenerate(text: str, file: str, sections: dict[str, list[str]] | None = None) -> str:
+    """``text`` of ``docs/<file>`` with every generated section rebuilt from the data
+    (``sections``: ``built(file)``'s result, where the caller has it already)."""
+    sections = built(file) if sections is None else sections
+    for name, body in sections.items():
+        text = render(text, name, body, where=f"docs/{file}")
     return text
 
 
-def generated(path: Path) -> str:
+def generated(path: Path, sections: dict[str, list[str]] | None = None) -> str:
     """The text ``path`` should have: its own, with every generated section rebuilt."""
-    return regenerate(path.read_text(encoding="utf-8"), path.name)
+    return regenerate(path.read_text(encoding="utf-8"), path.name, sections)
 
 
 def main(argv: list[str]) -> int:

@@ -339,7 +339,7 @@ def fitted_rates(lowered, device) -> tuple[np.ndarray, np.ndarray]:
         return empty, np.zeros(0)
     # a fit is of a half-precision kernel: fp32 attention is not its (HALF_ONLY_PRECISIONS)
     full = members(lowered.dtype, [DType[name] for name in HALF_ONLY_DTYPES])
-    ops = np.flatnonzero((lowered.kind == OpKind.ATTENTION) & ~full)
+    ops = np.flatnonzero(lowered.mask("kind", OpKind.ATTENTION) & ~full)
     if not len(ops):
         return empty, np.zeros(0)
     task = lowered.task[ops]

@@ -209,14 +209,14 @@ def shape_efficiency(lowered: Lowered, device: DeviceSpec) -> np.ndarray:
             rates = np.array([device.peak_for(DType(c)) for c in range(max(DType) + 1)])
             fixed = fixed * rates[lowered.dtype[ops].astype(np.int64)] / rate16
             # a fused attention kernel's tile loops over the whole key sequence, not over k
-            fixed = np.where(lowered.kind[ops] == OpKind.ATTENTION, 0.0, fixed)
+            fixed = np.where(lowered.mask("kind", OpKind.ATTENTION)[ops], 0.0, fixed)
         ref = REFERENCE_GEMM
         # the reference at the SMs the efficiencies were measured with (a what-if's more SMs
         # keep the per-SM rate: more SMs never slower at a peak scaled with them)
         measured = arch.reference_units or arch.compute_units
         tiles = gpu_tiles(m[ops], n[ops], k[ops], batch[ops], arch.matrix_tile,
                           arch.compute_units, fixed)
-        conv = np.flatnonzero(lowered.kind[ops] == OpKind.CONV)
+        conv = np.flatnonzero(lowered.mask("kind", OpKind.CONV)[ops])
         if conv.size and arch.matrix_tile[0] != arch.matrix_tile[1]:   # either way round
             at = ops[conv]
             tiles[conv] = conv_tiles(m[at], n[at], k[at], batch[at], arch.matrix_tile,
@@ -224,7 +224,8 @@ def shape_efficiency(lowered: Lowered, device: DeviceSpec) -> np.ndarray:
         eff[ops] = tiles / gpu_tiles(ref, ref, ref, 1, arch.matrix_tile, measured,
                                      arch.tile_fixed_k or 0)
         if arch.fp32_matrix_tile:   # fp32 GEMMs run the library's CUDA-core kernel's tile
-            own = ops[(lowered.kind[ops] == OpKind.MATMUL) & (lowered.dtype[ops] == DType.FP32)]
+            own = ops[(lowered.mask("kind", OpKind.MATMUL)
+                        & lowered.mask("dtype", DType.FP32))[ops]]
             at_measured = arch if measured == arch.compute_units else \
                 dataclasses.replace(arch, compute_units=measured)
             eff[own] = (fp32_tiles(m[own], n[own], k[own], batch[own], arch)
@@ -239,7 +240,7 @@ def shape_efficiency(lowered: Lowered, device: DeviceSpec) -> np.ndarray:
         if half:
             # the calibration's convolution kernels are 2-D: a 1-D one's library kernel is not
             # measured by them, and keeps its plateau (its own function figures, where fitted)
-            plane = lowered.kind == OpKind.CONV
+            plane = lowered.mask("kind", OpKind.CONV)
             if lowered.fn is not None:
                 plane = plane & (lowered.fn == "conv2d")
             eff = np.where(plane, eff * cpu_gemm(m, n, k, half)
@@ -263,7 +264,7 @@ def executed_fraction(lowered: Lowered) -> np.ndarray:
     if lowered.load is not None and lowered.load.any():
         loaded = lowered.load > 0
         frac[loaded] = lowered.load[loaded] / 1000.0
-    causal = (lowered.kind == OpKind.ATTENTION) & (lowered.causal > 0)
+    causal = lowered.mask("kind", OpKind.ATTENTION) & (lowered.causal > 0)
     if causal.any():
         blocks = np.ceil(np.maximum(lowered.m[causal], 1) / FLASH_BLOCK)
         frac[causal] = (blocks + 1) / (2 * blocks)

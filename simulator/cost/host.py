@@ -196,12 +196,12 @@ def costs(lowered: Lowered, device: DeviceSpec,
     blocking(plan, device)   # refused where CUDA does not run
     compiled = plan is not None and plan.fusion is Fusion.COMPILED
     per_op = host_per_op(device) * (COMPILED_HOST_FRACTION if compiled else 1.0)
-    kernel = ~((lowered.kind == OpKind.COLLECTIVE) & (lowered.nbytes == 0))  # f's identity
+    kernel = ~(lowered.mask("kind", OpKind.COLLECTIVE) & (lowered.nbytes == 0))  # f's identity
     # a fused projection's slice views (simulator.training.projections): no kernel
-    kernel &= ~((lowered.kind == OpKind.COPY) & (lowered.fn == SLICE_FN))
+    kernel &= ~(lowered.mask("kind", OpKind.COPY) & (lowered.fn == SLICE_FN))
     host = np.where(kernel, per_op, 0.0)
     launches = kernel.astype(np.float64)
-    updates = lowered.kind == OpKind.OPTIMIZER   # the optimizer runs eagerly, compiled or not
+    updates = lowered.mask("kind", OpKind.OPTIMIZER)  # the optimizer runs eagerly, compiled or not
     if updates.any():
         optimizer = plan.optimizer if plan is not None else Optimizer.ADAMW
         impl = implementation(plan, device)
@@ -334,7 +334,7 @@ def sync_calls(lowered: Lowered, device: DeviceSpec, plan: Plan | None = None) -
         out[marked] += lowered.sync[marked]
     if plan is None or not (plan.sync_each_layer or plan.sync_each_pass):
         return out
-    compute = np.flatnonzero(~((lowered.kind == OpKind.COLLECTIVE) & (lowered.nbytes > 0)))
+    compute = np.flatnonzero(~(lowered.mask("kind", OpKind.COLLECTIVE) & (lowered.nbytes > 0)))
     if not len(compute):
         return out
     phase = lowered.phase[compute]

@@ -84,13 +84,14 @@ def price(lowered: Lowered, device: DeviceSpec,
     # (a half-precision kernel's figure)
     full = members(lowered.dtype, (DType.FP32, DType.TF32))
     if device.attention_efficiency is not None:
-        base[(lowered.kind == OpKind.ATTENTION) & ~full] = device.attention_efficiency
+        base[lowered.mask("kind", OpKind.ATTENTION) & ~full] = device.attention_efficiency
     for dtype, efficiency in ((DType.FP8, device.fp8_matmul_efficiency),    # measured GEMM
                               (DType.FP32, device.fp32_matmul_efficiency)):  # figures per format
         if efficiency is not None:
-            gemm = (lowered.kind == OpKind.MATMUL) | (full & (lowered.kind == OpKind.ATTENTION))
+            gemm = (lowered.mask("kind", OpKind.MATMUL)
+                    | (full & lowered.mask("kind", OpKind.ATTENTION)))
             base[gemm & (lowered.dtype == dtype)] = efficiency
-    conv = lowered.kind == OpKind.CONV
+    conv = lowered.mask("kind", OpKind.CONV)
     for dtype in np.unique(lowered.dtype[conv]):  # cuDNN's algorithms: DeviceSpec's rule
         base[conv & (lowered.dtype == dtype)] = device.conv_efficiency_for(DType(int(dtype)))
     is_tensor = members(lowered.kind, _TENSOR_CODES)
@@ -113,12 +114,12 @@ def price(lowered: Lowered, device: DeviceSpec,
         if efficiency is not None:
             if streaming is None:
                 streaming = np.full(n, device.memory_efficiency)
-            streaming[lowered.kind == kind] = efficiency
+            streaming[lowered.mask("kind", kind)] = efficiency
     if plan is not None and plan.channels_last and lowered.fn is not None:
         channels = lowered.channels if lowered.channels is not None else np.zeros(n, np.int64)
-        batch_norm = ((lowered.kind == OpKind.NORM) & (lowered.fn == "batchnorm")
+        batch_norm = (lowered.mask("kind", OpKind.NORM) & (lowered.fn == "batchnorm")
                       & (channels >= BATCH_NORM_MIN_CHANNELS))
-        backward = lowered.phase == Phase.BACKWARD
+        backward = lowered.mask("phase", Phase.BACKWARD)
         for ops, efficiency in ((batch_norm & ~backward, device.batch_norm_memory_efficiency),
                                 (batch_norm & backward,
                                  device.batch_norm_backward_memory_efficiency)):
@@ -195,7 +196,7 @@ def op_costs(lowered: Lowered, device: DeviceSpec, cluster=None,
     collectives on ``cluster`` (a ``hardware_specs.cluster.ClusterSpec``); ``plan``: how the
     host issues the kernels (``simulator.cost.host``)."""
     compute_s, memory_s, time_s = _roofline(lowered, device, plan)
-    comm = np.flatnonzero(lowered.kind == OpKind.COLLECTIVE)
+    comm = np.flatnonzero(lowered.mask("kind", OpKind.COLLECTIVE))
     if len(comm):
         compute_s, time_s = compute_s.copy(), time_s.copy()
         compute_s[comm] = 0.0
