@@ -188,9 +188,10 @@ def test_validation_report_shows_errors_and_peak_memory_where_measured():
 
 @pytest.mark.slow
 def test_calibrating_a_calibrated_spec_starts_from_no_function_figures():
-    """Old [functions] figures must not price stage 1's chains, nor survive a new fit."""
+    """Old [functions] figures must not price stage 1's chains, nor survive a new fit (on the
+    quick cases: the property holds on any set, and the whole set's two fits took 78 s)."""
     truth = {"matmul_efficiency": 0.6, "vector_efficiency": 0.05}
-    todo = [c for c in cases() if c.kind != "function"]
+    todo = [c for c in cases(quick=True) if c.kind != "function"]
     measured = _synthetic(truth, {}, 2e-6, todo)
     stale = dataclasses.replace(A100, function_efficiency={"linear": 1e-3},
                                 function_overhead_s={"adamw": 1e-3})
