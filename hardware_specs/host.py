@@ -44,6 +44,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from hardware_specs.priors import class_priors
 from hardware_specs.spec import (
     Architecture,
     DeviceClass,
@@ -77,7 +78,10 @@ def host_device() -> DeviceSpec:
     elif "avx512_bf16" in flags:
         peaks[DType.BF16] = 2 * fp32
     model = cpu_model(info)
-    return DeviceSpec(
+    # its GEMMs and vector units at the class priors until ``hwsim calibrate`` fits them (no
+    # catalogue CPU is measured: the cross-class medians); its bandwidth is measured here
+    priors = class_priors(DeviceClass.CPU, given={"memory_efficiency"})
+    return DeviceSpec(**priors, priors=tuple(priors),
         name=HOST_NAME, vendor=(info[0].get("vendor_id", "unknown") if info else "unknown"),
         device_class=DeviceClass.CPU, peak_flops_per_s=peaks, vector_flops_per_s=fp32,
         memory=_memory_levels(cores), op_overhead_s=OP_OVERHEAD_S,

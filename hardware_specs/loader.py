@@ -90,6 +90,9 @@ from hardware_specs.spec import (  # EFFICIENCIES: re-exported for callers of th
     MemoryLevel,
     Unpriced,
 )
+from hardware_specs.priors import (  # noqa: F401  (re-exported: callers import them here)
+    CLASS_PRIORS, CROSS_CLASS_PRIORS, GPU_PRIORS, MATMUL_PRIORS, MEASURED_CLASSES,
+    VECTOR_PRIORS, class_priors)
 from hardware_specs.tables import OptionalTables
 from simulator.errors import (
     SpecError,
@@ -137,53 +140,6 @@ _TOP_OPTIONAL = ("price", "architecture", "links", "functions", "streaming_memor
 _FUNCTION_KEYS = ("efficiency", "overhead_us")
 _COMPUTE_REQUIRED = ("peak_tflops", "vector_tflops", "op_overhead_us")
 _COMPUTE_OPTIONAL = EFFICIENCIES
-#: A GPU whose spec cites no streaming measurement gets these priors: the medians over the
-#: seven GPUs NeuSight timed (P4, P100, T4, V100, A100 PCIe 40GB and 80GB, L4; elementwise
-#: 0.736-0.894, norms and softmax 0.450-0.775), fitted by ``simulator.calibrate.streaming``
-#: (``tests/test_streaming.py`` derives them again). NHWC batch norms (channels_last, at least
-#: ``simulator.cost.roofline.BATCH_NORM_MIN_CHANNELS`` channels), forward and backward: the
-#: median over the GPUs whose cuDNN NHWC batch norm is measured and accepted, a die counted
-#: once: today the GA100's (the A100-SXM4-40GB's fit, ``tests/data/batchnorm_nhwc.csv``,
-#: carried to the four GA100 parts), so the median of one, 0.791 / 0.842. The V100-SXM2-32GB's
-#: table does not enter: its own fit is refused for its own spec (held-out error 27 %
-#: forward), and a figure not accepted for the part it was timed on is not accepted for parts
-#: never timed (``tests/test_priors.py`` derives them). ``DeviceSpec.priors`` names those used.
-GPU_PRIORS = {"memory_efficiency": 0.780, "norm_memory_efficiency": 0.617,
-              "batch_norm_memory_efficiency": 0.791,
-              "batch_norm_backward_memory_efficiency": 0.842}
-#: A device whose spec cites no GEMM measurement (``matmul_efficiency``) runs its GEMMs at its
-#: class's prior, never at its datasheet peak: the median over the catalogue specs of its class
-#: that cite one (GPUs: A100 SXM4 40/80GB 0.824, A100 PCIe 80GB 0.827, H100 SXM 0.803, H200
-#: 0.763, B200 0.787, GB200 0.729, MI300X 0.471, MI325X 0.600, MI355X 0.622, V100 SXM2/PCIe
-#: 0.848, T4 0.616 -> 0.787; accelerators: Gaudi 2 0.969, Gaudi 3 0.677 -> 0.823); TPUs and
-#: FPGAs, with no measured member, the median over all those specs (0.787). A fraction of the device's own peak, as
-#: the streaming priors are of its own bandwidth: its balance of compute and bandwidth decides
-#: which bounds an op. CPUs get theirs from ``hwsim calibrate``. ``tests/test_priors.py``
-#: recomputes them; ``DeviceSpec.priors`` names the fields a device runs on.
-MATMUL_PRIORS = {DeviceClass.GPU: 0.787, DeviceClass.ACCELERATOR: 0.823,
-                 DeviceClass.TPU: 0.787, DeviceClass.FPGA: 0.787}
-#: A GPU whose spec cites no measurement of its vector units (``vector_efficiency``: norms',
-#: activations', softmax's arithmetic) runs them at this fraction of its fp32 vector peak: the
-#: median over the GPUs whose FMA-chain throughput GPUInspector.jl measured against the peak at
-#: the maximum clock (A100-SXM4-40GB 19.1/19.5 = 0.979, V100-SXM2-32GB 15.5/15.7 = 0.987, A40
-#: 23.3/37.4 = 0.623; tests/data/vector_fma_throughput.csv, derived again by
-#: ``tests/test_priors.py``). No other class has a measured device (MEASURED_CLASSES).
-VECTOR_PRIORS = {DeviceClass.GPU: 0.979}
-#: The device classes with at least one catalogue spec that cites a measurement of the field:
-#: its streaming rate (``memory_efficiency``: GPUs, NeuSight's and PyTorch's kernels; their
-#: medians are GPU_PRIORS) or its vector units' rate (``vector_efficiency``: GPUs, the A100 and
-#: V100 SXM parts). A device of any other class runs that op class at its datasheet rate, and ``hwsim devices`` says so
-#: ("datasheet (class unmeasured)", ``simulator.cost.status``): no prior can be the median of
-#: measured devices of its class, and none is carried over from another class. Searched for on
-#: 2026-12-05 without finding a figure in a form that could be cited and checked: STREAM results
-#: for the Xeon 8380/8480 and EPYC 9654 (Dell's PowerEdge notes give them as charts only), Gaudi
-#: 2/3, Trainium and TPU HBM streaming rates, and the vector units' throughput of any non-GPU.
-#: Leads not yet read in full: Lee et al., ISCA 2025 (arXiv 2501.00210: Gaudi-2 vs A100 memory
-#: microbenchmarks); Jia et al. 2018 / 2019 (arXiv 1804.06826, 1903.07486: Volta, Turing T4
-#: throughput and clock throttling); Luo et al. 2024 (arXiv 2402.13499: Hopper). ``tests/test_priors.py`` derives these sets from the
-#: catalogue files, so a spec that cites a measurement moves its class in.
-MEASURED_CLASSES = {"memory_efficiency": frozenset({DeviceClass.GPU}),
-                    "vector_efficiency": frozenset({DeviceClass.GPU})}
 #: Optional ``[compute]`` sizes, each a number > 0 (``DeviceSpec.conv_half_dim``).
 _COMPUTE_SIZES = ("conv_half_dim",)
 _COMPUTE_TIMES = {"optimizer_overhead_us": "optimizer_overhead_s",  # optional, microseconds
@@ -360,15 +316,8 @@ class _Checker(OptionalTables):
             optional["streaming_memory"] = self.memory_level(
                 self.table(doc, "streaming_memory"), 0, "streaming_memory")
         device_class = self.choice(doc["class"], DeviceClass, "class", "device class")
-        if device_class is DeviceClass.GPU:
-            priors = tuple(key for key in GPU_PRIORS if key not in compute)
-            compute.update({key: GPU_PRIORS[key] for key in priors}, priors=priors)
-        if "matmul_efficiency" not in compute and device_class in MATMUL_PRIORS:
-            compute.update(matmul_efficiency=MATMUL_PRIORS[device_class],
-                           priors=(*compute.get("priors", ()), "matmul_efficiency"))
-        if "vector_efficiency" not in compute and device_class in VECTOR_PRIORS:
-            compute.update(vector_efficiency=VECTOR_PRIORS[device_class],
-                           priors=(*compute.get("priors", ()), "vector_efficiency"))
+        priors = class_priors(device_class, compute)    # never the datasheet peak
+        compute.update(priors, priors=tuple(priors))
         idle_prior = power[0] is None
         if idle_prior:
             if device_class not in IDLE_PRIORS:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from hardware_specs import units
-from hardware_specs.loader import ALIASES, GPU_PRIORS, MATMUL_PRIORS, list_devices, load_device
+from hardware_specs.loader import (ALIASES, CROSS_CLASS_PRIORS, GPU_PRIORS, MATMUL_PRIORS,
+                                   list_devices, load_device)
 from hardware_specs.spec import DeviceClass
 from simulator.errors import SpecError
 from simulator.graph.op import DType
@@ -114,7 +115,11 @@ def test_optional_keys_default(device_file):
                                "batch_norm_backward_memory_efficiency", "vector_efficiency")
     other = load_device(device_file(('class = "gpu"', 'class = "tpu"'),
                                     ("memory_efficiency = 0.9\n", "")))
-    assert other.priors == () and other.memory_efficiency == 1.0   # priors are per class
+    # a class with no measured member: the cross-class priors, never the datasheet rate
+    assert other.priors == ("memory_efficiency", "vector_efficiency")
+    assert (other.memory_efficiency, other.vector_efficiency) == (
+        CROSS_CLASS_PRIORS["memory_efficiency"], CROSS_CLASS_PRIORS["vector_efficiency"])
+    assert other.norm_memory_efficiency is None     # GPU kernels' figures are not carried over
 
 
 def test_function_figures_load_in_si(device_file):

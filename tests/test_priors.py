@@ -9,49 +9,62 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hardware_specs.loader import (GPU_PRIORS, MATMUL_PRIORS, MEASURED_CLASSES, VECTOR_PRIORS,
-                                   list_devices, load_device)
+from hardware_specs.loader import (CROSS_CLASS_PRIORS, GPU_PRIORS, MATMUL_PRIORS,
+                                   MEASURED_CLASSES, VECTOR_PRIORS, class_priors, list_devices,
+                                   load_device)
 from hardware_specs.spec import DeviceClass
 from hardware_specs.writer import device_toml
 from simulator import simulate
-from simulator.cost.status import UNMEASURED_CLASS, calibration_status, priors_note
+from simulator.cost.status import (CROSS_CLASS, UNMEASURED_CLASS, calibration_status,
+                                   priors_note, stream_note)
 
 DEVICES = Path(__file__).resolve().parents[1] / "hardware_specs" / "devices"
 
 
-def _cited() -> dict[str, list[float]]:
-    """matmul_efficiency of every catalogue file that cites one, by class."""
+def _cited(field: str = "matmul_efficiency") -> dict[str, list[float]]:
+    """``field`` of every catalogue file that cites one, by class."""
     out: dict[str, list[float]] = {}
     for path in sorted(DEVICES.glob("*.toml")):
         doc = tomllib.loads(path.read_text())
-        if "matmul_efficiency" in doc["compute"]:
-            out.setdefault(doc["class"], []).append(doc["compute"]["matmul_efficiency"])
+        if field in doc["compute"]:
+            out.setdefault(doc["class"], []).append(doc["compute"][field])
     return out
 
 
 def test_the_gemm_priors_are_the_class_medians_of_the_cited_measurements():
     cited = _cited()
-    everything = [e for values in cited.values() for e in values]
     for device_class, prior in MATMUL_PRIORS.items():
-        values = cited.get(device_class.value) or everything   # no measured member: all
-        assert prior == pytest.approx(statistics.median(values), abs=5e-4), device_class
-    assert DeviceClass.CPU not in MATMUL_PRIORS   # CPUs: hwsim calibrate
+        assert prior == pytest.approx(statistics.median(cited[device_class.value]),
+                                      abs=5e-4), device_class
+    assert set(MATMUL_PRIORS) == {DeviceClass(c) for c in cited}   # measured classes only
 
 
-@pytest.mark.parametrize("name", sorted(set(list_devices()) - {"cpu-host"}))
+@pytest.mark.parametrize("field", sorted(CROSS_CLASS_PRIORS))
+def test_the_cross_class_priors_are_the_medians_over_every_measured_device(field):
+    """A class with no measured member takes, per op class, the median over every catalogue
+    file that cites a measurement of it, whatever its class (issue 20, item 3)."""
+    everything = [e for values in _cited(field).values() for e in values]
+    assert len(everything) >= 3
+    assert CROSS_CLASS_PRIORS[field] == pytest.approx(statistics.median(everything), abs=5e-4)
+    assert CROSS_CLASS_PRIORS[field] < 1.0
+
+
+@pytest.mark.parametrize("name", sorted(list_devices()))
 def test_no_device_runs_gemms_at_its_peak_without_a_measurement(name):
     spec = load_device(name)
     status = calibration_status(spec)
-    if spec.device_class is DeviceClass.CPU:
-        assert status["gemm"] in ("datasheet", "calibrated", "measured")
-        return
     assert spec.matmul_efficiency < 1.0
-    assert status["gemm"] == ("prior" if "matmul_efficiency" in spec.priors else "measured")
+    if "matmul_efficiency" not in spec.priors:
+        assert status["gemm"] == "measured"
+        return
+    assert status["gemm"] == ("prior" if spec.device_class in MATMUL_PRIORS else CROSS_CLASS)
     if status["gemm"] == "prior":
         assert spec.matmul_efficiency == MATMUL_PRIORS[spec.device_class]
-        written = [line.split(" =")[0] for line in device_toml(spec).splitlines()]
-        assert "matmul_efficiency" not in written   # a prior is not a fact to write (a
-        #                                             measured fp32_matmul_efficiency is)
+    else:
+        assert spec.matmul_efficiency == CROSS_CLASS_PRIORS["matmul_efficiency"]
+    written = [line.split(" =")[0] for line in device_toml(spec).splitlines()]
+    assert "matmul_efficiency" not in written   # a prior is not a fact to write (a
+    #                                             measured fp32_matmul_efficiency is)
 
 
 def test_the_status_of_each_op_class():
@@ -67,7 +80,7 @@ def test_the_status_of_each_op_class():
     h100 = calibration_status(load_device("h100-pcie-80gb"))
     assert (h100["gemm"], h100["attention"], h100["stream"], h100["norm"]) == (
         "prior", "kernel fit", "prior", "prior")
-    assert calibration_status(load_device("xeon-8380"))["gemm"] == "datasheet"
+    assert calibration_status(load_device("xeon-8380"))["gemm"] == CROSS_CLASS
 
 
 def test_predictions_say_which_priors_they_ran_on():
@@ -88,7 +101,7 @@ def test_hwsim_devices_shows_each_class():
     rows = {line.split()[0]: line for line in out.splitlines()}
     assert "gemm:measured" in rows["a100-sxm4-80gb"]
     assert "attention:kernel-fit" in rows["h100-sxm5-80gb"]
-    assert "gemm:prior" in rows["l4"] and "gemm:datasheet" in rows["xeon-8380"]
+    assert "gemm:prior" in rows["l4"] and "gemm:prior/cross-class" in rows["xeon-8380"]
     assert "gemm:measured" in rows["t4"]   # DeepBench's GEMMs (simulator.calibrate.gemm)
 
 
@@ -197,28 +210,39 @@ def test_other_classes_stream_batch_norms_as_norms():
         assert calibration_status(spec)["batch-norm"] == "as norm"
 
 
-@pytest.mark.parametrize("name, noted", [("tpu-v5p", True), ("gaudi3", True),
-                                         ("epyc-9654", True), ("a100", False),
-                                         ("h100-pcie-80gb", False), ("cpu-host", False)])
-def test_a_prediction_says_when_it_streams_at_the_datasheet_bandwidth(name, noted):
-    """A device with no measured memory_efficiency and no class prior (none of its class is
-    measured) streams at 100 % of its datasheet bandwidth: the prediction says so, as it does of
-    GEMMs at the datasheet peak. GPUs (measured or on the GPU prior) and cpu-host (its bandwidth
-    measured here) do not get the note."""
+@pytest.mark.parametrize("name", ["tpu-v5p", "gaudi3", "epyc-9654", "trainium2"])
+def test_a_class_with_no_measured_member_streams_at_the_cross_class_prior(name):
+    """No device of its class has a measured streaming rate: its memory-bound kernels stream
+    at the median over the measured devices (0.780 of its own bandwidth), and the prediction
+    says so, with the figure, instead of the datasheet-bandwidth note."""
     result = simulate("gpt2-small", name, micro_batch=1)
-    notes = [n for n in result.notes if "stream at the datasheet bandwidth" in n]
-    assert bool(notes) is noted, result.notes
-    assert (calibration_status(load_device(name))["stream"] == UNMEASURED_CLASS) is noted
-    assert calibration_status(load_device(name))["stream"] != "datasheet"   # GPUs: priors
-    if noted:
-        gbs = load_device(name).memory_bandwidth_bytes_per_s / 1e9
-        assert notes[0].startswith(f"{load_device(name).name} has no measured memory efficiency")
-        assert f"({gbs:,.0f} GB/s)" in notes[0]
+    spec = load_device(name)
+    assert spec.memory_efficiency == CROSS_CLASS_PRIORS["memory_efficiency"]
+    assert calibration_status(spec)["stream"] == CROSS_CLASS
+    assert not any("stream at the datasheet bandwidth" in n for n in result.notes)
+    note = next(n for n in result.notes if n.endswith("(priors)"))
+    assert ("memory-bound kernels stream at 78.0% of its bandwidth, the median measured on "
+            "GPUs (none of its class is measured)") in note
+    assert ("runs at 97.9% of its vector peak, the median measured on GPUs (none of its class "
+            "is measured)") in note
+
+
+def test_only_a_device_built_without_the_loader_streams_at_the_datasheet_bandwidth():
+    """The datasheet-bandwidth note is left for a DeviceSpec made in code without a prior (no
+    catalogue or spec-file device is: the loader gives every class one)."""
+    import dataclasses
+
+    bare = dataclasses.replace(load_device("tpu-v5p"), memory_efficiency=1.0, priors=())
+    assert calibration_status(bare)["stream"] == UNMEASURED_CLASS
+    assert stream_note(bare).startswith("tpu-v5p has no measured memory efficiency")
+    assert "(2,765 GB/s)" in stream_note(bare)
+    assert stream_note(load_device("tpu-v5p")) is None
+    assert stream_note(load_device("cpu-host")) is None   # its bandwidth is measured here
 
 
 def test_the_measured_classes_are_those_of_the_catalogue_files_that_cite_a_measurement():
     """MEASURED_CLASSES: a class is in a field's set exactly when a catalogue file of that class
-    cites the field (memory_efficiency: the GPUs; vector_efficiency: none yet)."""
+    cites the field (streams and vector units: the GPUs; GEMMs: GPUs and accelerators)."""
     for field, classes in MEASURED_CLASSES.items():
         cited = {tomllib.loads(path.read_text())["class"] for path in DEVICES.glob("*.toml")
                  if field in tomllib.loads(path.read_text())["compute"]}
@@ -226,20 +250,29 @@ def test_the_measured_classes_are_those_of_the_catalogue_files_that_cite_a_measu
     assert DeviceClass.GPU in MEASURED_CLASSES["memory_efficiency"]
 
 
-@pytest.mark.parametrize("name", sorted(set(list_devices()) - {"cpu-host"}))
-def test_a_datasheet_rate_says_whether_its_class_has_a_measured_device(name):
-    """Streams and vector compute at the datasheet rate are marked 'class unmeasured' exactly
-    where no catalogue device of the class is measured; no device of a measured class runs at
-    its datasheet bandwidth (GPUs take the prior)."""
+@pytest.mark.parametrize("name", sorted(list_devices()))
+def test_no_device_streams_or_computes_at_its_datasheet_rate_unless_measured_at_it(name):
+    """Issue 20's 'no device at its datasheet peak without a measurement', for streams, vector
+    arithmetic and GEMMs: an efficiency of 1.0 is a measurement of the device (cpu-host's
+    bandwidth, timed here); every other figure is the device's own measurement or a prior,
+    its class's where the class has a measured member, else the cross-class one, and says
+    which."""
     spec = load_device(name)
     status = calibration_status(spec)
-    for cls, field in (("stream", "memory_efficiency"), ("vector", "vector_efficiency")):
-        measured_class = spec.device_class in MEASURED_CLASSES[field]
-        if getattr(spec, field) == 1.0 and field not in spec.priors:
-            assert status[cls] == ("datasheet" if measured_class else UNMEASURED_CLASS), cls
+    given = tomllib.loads((DEVICES / f"{name}.toml").read_text())["compute"] \
+        if name != "cpu-host" else {}
+    for cls, field in (("stream", "memory_efficiency"), ("vector", "vector_efficiency"),
+                       ("gemm", "matmul_efficiency")):
+        value = getattr(spec, field)
+        if field in spec.priors:
+            measured_class = spec.device_class in MEASURED_CLASSES[field]
+            assert status[cls] == ("prior" if measured_class else CROSS_CLASS), cls
+            assert value == class_priors(spec.device_class, ())[field] < 1.0, cls
         else:
-            assert status[cls] in ("measured", "prior"), cls
-        assert status[cls] != "datasheet"   # no measured class leaves a device at its peak
+            assert status[cls] in ("measured", "calibrated"), cls
+            assert field in given or (name, cls) == ("cpu-host", "stream"), cls
+            assert value < 1.0 or status[cls] == "measured", cls
+        assert status[cls] not in ("datasheet", UNMEASURED_CLASS), cls
 
 
 def test_hwsim_devices_says_which_classes_have_no_measured_device():
@@ -247,10 +280,11 @@ def test_hwsim_devices_says_which_classes_have_no_measured_device():
                          text=True, check=True).stdout
     rows = {line.split()[0]: line for line in out.splitlines() if line.strip()}
     for name in ("tpu-v4", "gaudi2", "alveo-u280", "xeon-8380"):
-        assert "stream:datasheet/class-unmeasured" in rows[name], name
+        assert "stream:prior/cross-class" in rows[name], name
+        assert "vector:prior/cross-class" in rows[name], name
     assert "stream:prior" in rows["h100-pcie-80gb"] and "stream:measured" in rows["a100-sxm4-80gb"]
     assert "vector:measured" in rows["a100-sxm4-80gb"] and "vector:prior" in rows["l4"]
-    assert "vector:datasheet/class-unmeasured" in rows["tpu-v4"]
+    assert "gemm:prior/cross-class" in rows["tpu-v4"] and "gemm:measured" in rows["gaudi2"]
     assert "stream:measured" in rows["cpu-host"]    # its bandwidth is timed on this machine
 
 
@@ -282,8 +316,8 @@ def test_the_vector_prior_is_the_median_of_the_measured_gpus():
     assert all(float(r["measured_tflops"]) > float(r["theoretical_tflops"]) for r in rejected)
 
 
-@pytest.mark.parametrize("name", sorted(set(list_devices()) - {"cpu-host"}))
-def test_no_gpu_runs_its_vector_units_at_the_datasheet_rate(name):
+@pytest.mark.parametrize("name", sorted(list_devices()))
+def test_no_device_runs_its_vector_units_at_the_datasheet_rate(name):
     spec = load_device(name)
     status = calibration_status(spec)["vector"]
     if spec.device_class is DeviceClass.GPU:
@@ -294,7 +328,8 @@ def test_no_gpu_runs_its_vector_units_at_the_datasheet_rate(name):
             written = [line.split(" =")[0] for line in device_toml(spec).splitlines()]
             assert "vector_efficiency" not in written
     else:
-        assert status == UNMEASURED_CLASS and spec.vector_efficiency == 1.0
+        assert status == CROSS_CLASS
+        assert spec.vector_efficiency == CROSS_CLASS_PRIORS["vector_efficiency"]
 
 
 def test_a_prediction_on_the_vector_prior_says_so():

@@ -411,9 +411,14 @@ class Calibration:
 
     def apply(self) -> DeviceSpec:
         """The calibrated spec (a new object; the device given to the constructor is kept)."""
+        held = getattr(self, "held_", {})
         return self._spec([getattr(self, name + "_") for name in self._params],
                           function_efficiency=dict(getattr(self, "function_efficiency_", {})),
-                          function_overhead_s=dict(getattr(self, "function_overhead_s_", {})))
+                          function_overhead_s=dict(getattr(self, "function_overhead_s_", {})),
+                          # a figure fitted is this device's, no longer a class prior; one
+                          # held at the spec's value stays what it was
+                          priors=tuple(name for name in self.device.priors
+                                       if name not in self._params or name in held))
 
     def problems(self) -> list[str]:
         """Why this fit must not be written (empty when it may): its median |error| over the

@@ -31,10 +31,15 @@ from simulator.cost.attention import fit_for
 from simulator.cost.roofline import BATCH_NORM_MIN_CHANNELS
 
 MEASURED, PRIOR, DATASHEET, CALIBRATED = "measured", "prior", "datasheet", "calibrated"
-#: The datasheet rate, with no measured device of the class to take a prior from.
+#: A prior of a class with no measured member: the median over the measured devices of every
+#: class (``hardware_specs.loader.CROSS_CLASS_PRIORS``).
+CROSS_CLASS = "prior (cross-class)"
+#: The datasheet rate, with no measured device of the class to take a prior from: no
+#: catalogue spec is left there (every class takes at least the cross-class prior); a
+#: DeviceSpec built in code without the loader may be.
 UNMEASURED_CLASS = "datasheet (class unmeasured)"
 #: States in which an op class runs at no measurement of its own device.
-UNMEASURED = (PRIOR, DATASHEET, UNMEASURED_CLASS)
+UNMEASURED = (PRIOR, CROSS_CLASS, DATASHEET, UNMEASURED_CLASS)
 _GEMM_FNS = ("linear", "matmul", "bmm", "addmm", "mm")
 
 
@@ -53,7 +58,8 @@ def calibration_status(device) -> dict[str, str]:
     def own(field: str, empty: float | None, fallback: str) -> str:
         value = getattr(device, field)
         if field in priors:
-            return PRIOR
+            return (PRIOR if device.device_class in MEASURED_CLASSES.get(
+                field, (device.device_class,)) else CROSS_CLASS)
         return fallback if value is None or value == empty else MEASURED
 
     gemm = (CALIBRATED if any(fn in functions for fn in _GEMM_FNS)
@@ -74,7 +80,7 @@ def calibration_status(device) -> dict[str, str]:
 
 
 def status_line(device) -> str:
-    """``cls:state`` words, e.g. ``stream:datasheet/class-unmeasured``."""
+    """``cls:state`` words, e.g. ``stream:prior/cross-class``."""
     return " ".join(f"{cls}:{state.replace(' (', '/').replace(')', '').replace(' ', '-')}"
                     for cls, state in calibration_status(device).items())
 
@@ -100,21 +106,32 @@ def priors_note(device, batch_norms: bool = True) -> str | None:
               if batch_norms or field not in BATCH_NORM_PRIORS]
     if not fields:
         return None
+    from hardware_specs.loader import MEASURED_CLASSES
+
     parts = []
     kind = device.device_class.value.upper()
+
+    def median(field: str) -> str:
+        """Whose median the prior of ``field`` is: its class's, or every measured class's."""
+        classes = MEASURED_CLASSES.get(field, frozenset({device.device_class}))
+        if device.device_class in classes:
+            return f"the median measured on other {kind}s"
+        names = sorted("GPUs" if c.value == "gpu" else f"{c.value}s" for c in classes)
+        return f"the median measured on {' and '.join(names)} (none of its class is measured)"
+
     if "matmul_efficiency" in fields:
-        parts.append(f"GEMMs run at {device.matmul_efficiency:.1%} of its peak, the median "
-                     f"measured on other {kind}s" if device.device_class.value in ("gpu",
-                                                                                  "accelerator")
-                     else f"GEMMs run at {device.matmul_efficiency:.1%} of its peak, the median "
-                          "measured on GPUs and accelerators (none of its class is measured)")
+        parts.append(f"GEMMs run at {device.matmul_efficiency:.1%} of its peak, "
+                     f"{median('matmul_efficiency')}")
     if any(field not in ("matmul_efficiency", "vector_efficiency", *BATCH_NORM_PRIORS)
            for field in fields):
-        parts.append(f"memory-bound kernels stream at the medians measured on other {kind}s")
+        parts.append(f"memory-bound kernels stream at the medians measured on other {kind}s"
+                     if "norm_memory_efficiency" in fields or device.device_class.value == "gpu"
+                     else f"memory-bound kernels stream at {device.memory_efficiency:.1%} of its "
+                          f"bandwidth, {median('memory_efficiency')}")
     if "vector_efficiency" in fields:
         parts.append(f"vector-unit arithmetic (norms, activations, softmax) runs at "
-                     f"{device.vector_efficiency:.1%} of its vector peak, the median measured "
-                     f"on other {kind}s")
+                     f"{device.vector_efficiency:.1%} of its vector peak, "
+                     f"{median('vector_efficiency')}")
     if any(field in BATCH_NORM_PRIORS for field in fields):
         parts.append(f"NHWC batch norms stream at {device.batch_norm_memory_efficiency:.1%} "
                      f"forward and {device.batch_norm_backward_memory_efficiency:.1%} backward "

@@ -1,0 +1,96 @@
+"""The efficiency priors a device without its own measurement of an op class runs on, never its
+datasheet peak (issue 20, item 3): the class medians, the cross-class medians, and the rule
+that gives a spec its priors (``class_priors``). ``hardware_specs.loader`` applies it to every
+spec file it reads and ``hardware_specs.host`` to ``cpu-host``; ``DeviceSpec.priors`` names the
+fields a device runs on; ``simulator.cost.status`` says so. ``tests/test_priors.py`` derives
+each figure from the catalogue files and the committed measurements."""
+from __future__ import annotations
+
+from hardware_specs.spec import DeviceClass
+
+#: A GPU whose spec cites no streaming measurement gets these priors: the medians over the
+#: seven GPUs NeuSight timed (P4, P100, T4, V100, A100 PCIe 40GB and 80GB, L4; elementwise
+#: 0.736-0.894, norms and softmax 0.450-0.775), fitted by ``simulator.calibrate.streaming``
+#: (``tests/test_streaming.py`` derives them again). NHWC batch norms (channels_last, at least
+#: ``simulator.cost.roofline.BATCH_NORM_MIN_CHANNELS`` channels), forward and backward: the
+#: median over the GPUs whose cuDNN NHWC batch norm is measured and accepted, a die counted
+#: once: today the GA100's (the A100-SXM4-40GB's fit, ``tests/data/batchnorm_nhwc.csv``,
+#: carried to the four GA100 parts), so the median of one, 0.791 / 0.842. The V100-SXM2-32GB's
+#: table does not enter: its own fit is refused for its own spec (held-out error 27 %
+#: forward), and a figure not accepted for the part it was timed on is not accepted for parts
+#: never timed (``tests/test_priors.py`` derives them). ``DeviceSpec.priors`` names those used.
+GPU_PRIORS = {"memory_efficiency": 0.780, "norm_memory_efficiency": 0.617,
+              "batch_norm_memory_efficiency": 0.791,
+              "batch_norm_backward_memory_efficiency": 0.842}
+#: A device whose spec cites no GEMM measurement (``matmul_efficiency``) runs its GEMMs at its
+#: class's prior, never at its datasheet peak: the median over the catalogue specs of its class
+#: that cite one (GPUs: A100 SXM4 40/80GB 0.824, A100 PCIe 80GB 0.827, H100 SXM 0.803, H200
+#: 0.763, B200 0.787, GB200 0.729, MI300X 0.471, MI325X 0.600, MI355X 0.622, V100 SXM2/PCIe
+#: 0.848, T4 0.616 -> 0.787; accelerators: Gaudi 2 0.969, Gaudi 3 0.677 -> 0.823). A class with
+#: no measured member (TPUs, FPGAs, CPUs) takes ``CROSS_CLASS_PRIORS``. A fraction of the
+#: device's own peak, as the streaming priors are of its own bandwidth: its balance of compute
+#: and bandwidth decides which bounds an op. A calibrated CPU (``hwsim calibrate``) replaces it
+#: with its fit. ``tests/test_priors.py`` recomputes them; ``DeviceSpec.priors`` names the
+#: fields a device runs on.
+MATMUL_PRIORS = {DeviceClass.GPU: 0.787, DeviceClass.ACCELERATOR: 0.823}
+#: A GPU whose spec cites no measurement of its vector units (``vector_efficiency``: norms',
+#: activations', softmax's arithmetic) runs them at this fraction of its fp32 vector peak: the
+#: median over the GPUs whose FMA-chain throughput GPUInspector.jl measured against the peak at
+#: the maximum clock (A100-SXM4-40GB 19.1/19.5 = 0.979, V100-SXM2-32GB 15.5/15.7 = 0.987, A40
+#: 23.3/37.4 = 0.623; tests/data/vector_fma_throughput.csv, derived again by
+#: ``tests/test_priors.py``).
+VECTOR_PRIORS = {DeviceClass.GPU: 0.979}
+#: A device of a class with no measured member takes, for each of these op classes, the median
+#: of the fitted efficiency over every catalogue spec that cites a measurement of it, whatever
+#: its class (``tests/test_priors.py`` recomputes each from the files): streams
+#: (``memory_efficiency``: the 13 GPU specs citing NeuSight's or PyTorch's kernels, 0.736-0.894,
+#: median 0.780, the L4's, = GPU_PRIORS' figure), vector arithmetic (``vector_efficiency``: the
+#: A100-SXM4-40/80GB 0.979 and V100-SXM2 0.987 -> 0.979) and GEMMs (``matmul_efficiency``: the
+#: 15 GPU and accelerator specs above, 0.787). Today that is every TPU, accelerator (Gaudi,
+#: Trainium, Graphcore, Snapdragon) and FPGA for streams and vector arithmetic, and the TPUs,
+#: FPGAs and catalogue CPUs for GEMMs. A documented prior, not a measurement: no device runs an
+#: op class at its datasheet peak because no device of its class was measured; ``hwsim
+#: devices`` marks these ``prior/cross-class`` and predictions say so (``simulator.cost.status``).
+#: Not carried over: the norm and NHWC batch-norm figures (PyTorch's and cuDNN's GPU kernels;
+#: other classes' norms stream as their streams do). Searched for, 2026-12-05 and -06, without
+#: a figure that could be read and checked in its primary source here: STREAM results for the
+#: Xeon 8380/8480 and EPYC 9654 (Dell's PowerEdge notes and AnandTech's reviews give them as
+#: charts), Gaudi 2/3, Trainium and TPU HBM streaming rates, the vector units' throughput of any
+#: non-GPU, Jia et al. 2019 (arXiv 1912.03413: the Graphcore GC2, not the catalogue's Bow; only
+#: secondary summaries of its figures were reachable) and Lee et al., ISCA 2025 (arXiv
+#: 2501.00210: Gaudi-2 vs A100; only its abstract and a secondary summary were reachable, which
+#: reports Gaudi-2's TPC ADD/SCALE at ~50 % and TRIAD at ~99 % of the vector peak and 64 % of
+#: the HBM bandwidth for gathers of rows of 256 B and more; not used until read in the paper).
+CROSS_CLASS_PRIORS = {"matmul_efficiency": 0.787, "memory_efficiency": 0.780,
+                      "vector_efficiency": 0.979}
+#: Per field, the class priors: the median over the measured devices of the class.
+CLASS_PRIORS = {**{field: {DeviceClass.GPU: value} for field, value in GPU_PRIORS.items()},
+                "matmul_efficiency": MATMUL_PRIORS, "vector_efficiency": VECTOR_PRIORS}
+#: The device classes with at least one catalogue spec that cites a measurement of the field:
+#: its streaming rate (``memory_efficiency``: GPUs, NeuSight's and PyTorch's kernels; their
+#: medians are GPU_PRIORS), its vector units' rate (``vector_efficiency``: GPUs, the A100 and
+#: V100 SXM parts) or its GEMMs' (``matmul_efficiency``: GPUs and accelerators). A device of
+#: any other class takes the cross-class prior (``CROSS_CLASS_PRIORS``), ``prior (cross-class)``
+#: in ``hwsim devices``. ``tests/test_priors.py`` derives these sets from the catalogue files,
+#: so a spec that cites a measurement moves its class in.
+MEASURED_CLASSES = {"memory_efficiency": frozenset({DeviceClass.GPU}),
+                    "vector_efficiency": frozenset({DeviceClass.GPU}),
+                    "matmul_efficiency": frozenset({DeviceClass.GPU, DeviceClass.ACCELERATOR})}
+
+
+def class_priors(device_class: DeviceClass, given) -> dict[str, float]:
+    """The efficiency priors a spec of ``device_class`` that gives the fields ``given`` runs
+    on, field -> figure, in ``DeviceSpec.priors``' order: its class's (``CLASS_PRIORS``) where
+    the class has one, else the cross-class one (``CROSS_CLASS_PRIORS``) where the field has
+    one; fields given are measurements, never priors."""
+    out = {}
+    for field, by_class in CLASS_PRIORS.items():
+        if field in given:
+            continue
+        value = by_class.get(device_class, CROSS_CLASS_PRIORS.get(field))
+        if value is not None:
+            out[field] = value
+    return out
+
+__all__ = ["CLASS_PRIORS", "CROSS_CLASS_PRIORS", "GPU_PRIORS", "MATMUL_PRIORS",
+           "MEASURED_CLASSES", "VECTOR_PRIORS", "class_priors"]
