@@ -112,3 +112,42 @@ def device_file(tmp_path):
         path.write_text(edit(DEVICE_TOML, *edits))
         return str(path)
     return write
+
+
+#: ``memo_fits``' counts over the session: fits computed, and fits answered from the memo.
+FIT_COUNTS = {"computed": 0, "reused": 0}
+
+
+@pytest.fixture(scope="module")
+def memo_fits():
+    """A module's calibration fits, each distinct one computed once: ``Calibration.fit`` is a
+    pure function of the spec it starts from and the timings (no clock, no randomness; a fit
+    from a ``start`` is always computed), and the calibration tests fit the same synthetic
+    timings in several tests (a clean fit, then the same timings refused, written, compared),
+    each fit a grid of 24 least-squares problems (tens of seconds of the CI run). The memo
+    restores a deep copy of the finished fit's state, so a test that changes its fit changes
+    no other's."""
+    import copy
+
+    from simulator.calibrate.fit import Calibration
+
+    original = Calibration.fit
+    done: dict = {}
+
+    def fit(self, measurements, start=None):
+        if start is not None:
+            return original(self, measurements, start)
+        key = (repr(self._base), tuple((m.case, m.seconds, tuple(m.samples))
+                                       for m in measurements))
+        if key not in done:
+            FIT_COUNTS["computed"] += 1
+            original(self, measurements)
+            done[key] = copy.deepcopy(self.__dict__)
+        else:
+            FIT_COUNTS["reused"] += 1
+        self.__dict__.update(copy.deepcopy(done[key]))
+        return self
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Calibration, "fit", fit)
+        yield

@@ -11,7 +11,10 @@ from hardware_specs.loader import load_device, parse_device
 from hardware_specs.spec import DeviceClass
 from hardware_specs.writer import calibrated_toml
 from simulator.calibrate.fit import (PARAMS, Calibration, Case, Measurement, case_graph,
-                                 cases, predicted_seconds)
+                                     cases, predicted_seconds)
+
+# each distinct calibration fit computed once per module (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("memo_fits")
 
 ROOT = Path(__file__).resolve().parents[1]
 A100 = load_device("a100")

@@ -20,6 +20,9 @@ from simulator.calibrate.fit import _lowered
 from simulator.cli import main
 from simulator.cost.roofline import step_footprint
 
+# each distinct calibration fit computed once per module (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("memo_fits")
+
 XEON = load_device("xeon-8380")
 TRUTH = {"matmul_efficiency": 0.71, "conv_efficiency": 0.43, "vector_efficiency": 0.02,
          "memory_efficiency": 0.3, "op_overhead_s": 6e-6, "optimizer_overhead_s": 15e-6,

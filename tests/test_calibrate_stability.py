@@ -15,6 +15,9 @@ from simulator.calibrate.fit import PARAMS, Calibration, Measurement, cases, che
 from simulator.calibrate.stability import STABILITY_BOUND, halves, stability
 from simulator.calibrate.timing import lower_median, median_over_passes, over_passes
 
+# each distinct calibration fit computed once per module (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("memo_fits")
+
 # a catalogue CPU, not cpu-host: cpu-host's caches are this machine's, and where they hold every
 # quick case's bytes no timing determines memory_efficiency (the fit then keeps the spec's)
 CPU = load_device("xeon-8380")
