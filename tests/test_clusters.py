@@ -7,6 +7,8 @@ GB/s one way, scaling-book; 4 x 4 x 4 cube, Cloud TPU docs).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hardware_specs.cluster import (ClusterSpec, Topology, cluster_for, list_clusters,
@@ -101,6 +103,24 @@ def test_aws_p4d_figures():
     assert c.inter.bandwidth_bytes_per_s == pytest.approx(400e9 / 8 / 8)
     # EFA v1: "effective 340Gbps for all_reduce tests" of 400 (stas00/ml-engineering)
     assert c.inter.kind is LinkKind.ETHERNET and c.inter.efficiency == 0.85
+
+
+def test_jean_zay_a100_figures():
+    # BLOOM paper (arXiv:2211.05100) sec. 3.4.1: nodes of 8 A100 80GB, four 100 Gb/s Omni-Path
+    # links per node (4 x 100 / 8 / 8 = 6.25 GB/s per GPU), priced as InfiniBand; the BLOOM
+    # validation rows run on it
+    import csv
+
+    c = load_cluster("jean-zay-a100")
+    assert c.device.name == "a100-sxm4-80gb" and c.devices_per_node == 8
+    assert c.inter.bandwidth_bytes_per_s == pytest.approx(4 * 100e9 / 8 / 8)
+    assert c.inter.kind is LinkKind.INFINIBAND
+    assert c.intra == cluster_for(c.device, 8).intra   # NVLink as before: no cited link count
+    rows = Path(__file__).parent / "data" / "validation_rows.csv"
+    with rows.open(newline="") as f:
+        bloom = {r["run_id"]: r["cluster"] for r in csv.DictReader(f)
+                 if r["run_id"].startswith("bloom-")}
+    assert bloom == {"bloom-176B-gbs2048": "jean-zay-a100", "bloom-176B-gbs192": "jean-zay-a100"}
 
 
 def test_aws_p4d_network_slows_data_parallel_steps():
