@@ -36,10 +36,27 @@ MATMUL_PRIORS = {DeviceClass.GPU: 0.787, DeviceClass.ACCELERATOR: 0.823}
 #: A GPU whose spec cites no measurement of its vector units (``vector_efficiency``: norms',
 #: activations', softmax's arithmetic) runs them at this fraction of its fp32 vector peak: the
 #: median over the GPUs whose FMA-chain throughput GPUInspector.jl measured against the peak at
-#: the maximum clock (A100-SXM4-40GB 19.1/19.5 = 0.979, V100-SXM2-32GB 15.5/15.7 = 0.987, A40
-#: 23.3/37.4 = 0.623; tests/data/vector_fma_throughput.csv, derived again by
-#: ``tests/test_priors.py``).
-VECTOR_PRIORS = {DeviceClass.GPU: 0.979}
+#: the maximum clock, over those whose SM has FP32 lanes of its own (A100-SXM4-40GB 19.1/19.5 =
+#: 0.979, V100-SXM2-32GB 15.5/15.7 = 0.987 -> 0.983; tests/data/vector_fma_throughput.csv,
+#: derived again by ``tests/test_priors.py``). A GPU whose SM shares FP32 lanes with INT32
+#: (``Architecture.fp32_lanes_shared_with_int32``: GA10x, AD10x) takes
+#: ``SHARED_LANE_VECTOR_PRIOR`` instead.
+VECTOR_PRIORS = {DeviceClass.GPU: 0.983}
+#: The vector prior of a GPU whose SM shares FP32 lanes with INT32: the median over the measured
+#: GPUs with such an SM, today the A40 alone (GA102, 23.3 of 37.4 TFLOP/s = 0.623 in the same
+#: GPUInspector.jl kernel). Why the SM and not the device: NVIDIA's Ampere GA102 whitepaper
+#: (2020) gives each GA10x SM partition one warp scheduler and dispatch unit (one warp
+#: instruction per clock), a datapath of 16 FP32 lanes and one of 16 lanes doing FP32 or INT32;
+#: its Ada whitepaper (2022) gives the AD10x partition the same two datapaths. A 32-thread
+#: instruction holds a 16-lane datapath two clocks, so the FP32 peak needs an FP32 instruction
+#: issued every clock, and each integer, address, load or branch instruction of the kernel
+#: takes an issue slot and the shared datapath from it. GA100 and GV100 partitions have 16
+#: FP32 lanes and 16 INT32 lanes apart: an FP32 instruction every other clock reaches the peak,
+#: leaving the other slot to the rest (their 0.979 and 0.987). Hopper (GH100: 32 FP32 lanes per
+#: partition, INT32 apart) also needs an FP32 issue every clock but shares no lane; with no
+#: measurement it keeps ``VECTOR_PRIORS``, which may be optimistic for it. One measured die: a
+#: prior, not a fit (``tests/test_priors.py`` derives it from the committed row).
+SHARED_LANE_VECTOR_PRIOR = 0.623
 #: A device of a class with no measured member takes, for each of these op classes, the median
 #: of the fitted efficiency over every catalogue spec that cites a measurement of it, whatever
 #: its class (``tests/test_priors.py`` recomputes each from the files): streams
@@ -78,19 +95,23 @@ MEASURED_CLASSES = {"memory_efficiency": frozenset({DeviceClass.GPU}),
                     "matmul_efficiency": frozenset({DeviceClass.GPU, DeviceClass.ACCELERATOR})}
 
 
-def class_priors(device_class: DeviceClass, given) -> dict[str, float]:
+def class_priors(device_class: DeviceClass, given, architecture=None) -> dict[str, float]:
     """The efficiency priors a spec of ``device_class`` that gives the fields ``given`` runs
     on, field -> figure, in ``DeviceSpec.priors``' order: its class's (``CLASS_PRIORS``) where
     the class has one, else the cross-class one (``CROSS_CLASS_PRIORS``) where the field has
-    one; fields given are measurements, never priors."""
+    one; a GPU whose ``architecture`` shares FP32 lanes with INT32 takes the vector prior of
+    such SMs (``SHARED_LANE_VECTOR_PRIOR``). Fields given are measurements, never priors."""
+    shared = (device_class is DeviceClass.GPU and architecture is not None
+              and bool(architecture.fp32_lanes_shared_with_int32))
     out = {}
     for field, by_class in CLASS_PRIORS.items():
         if field in given:
             continue
-        value = by_class.get(device_class, CROSS_CLASS_PRIORS.get(field))
+        value = (SHARED_LANE_VECTOR_PRIOR if shared and field == "vector_efficiency"
+                 else by_class.get(device_class, CROSS_CLASS_PRIORS.get(field)))
         if value is not None:
             out[field] = value
     return out
 
 __all__ = ["CLASS_PRIORS", "CROSS_CLASS_PRIORS", "GPU_PRIORS", "MATMUL_PRIORS",
-           "MEASURED_CLASSES", "VECTOR_PRIORS", "class_priors"]
+           "MEASURED_CLASSES", "SHARED_LANE_VECTOR_PRIOR", "VECTOR_PRIORS", "class_priors"]

@@ -188,11 +188,18 @@ class Architecture:
     simd_width_bits: int | None = None
     fma_units_per_core: int | None = None
     dsp_count: int | None = None                         # FPGA DSP slices
+    # FP32 lanes per SM that also execute INT32 (NVIDIA GA10x and AD10x: 64 of 128, one of the
+    # two 16-lane datapaths of each SM partition does FP32 or INT32). Its vector units then
+    # reach their FP32 peak only with an FP32 instruction issued every cycle; a GPU with it
+    # takes the vector prior measured on such an SM (``hardware_specs.priors``). None: FP32
+    # lanes of their own (GA100, GV100, GH100: INT32 units apart)
+    fp32_lanes_shared_with_int32: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("compute_units", "reference_units", "tile_fixed_k", "fp32_tile_fixed_k",
                      "fp32_tile_load_cost", "fp32_split_k", "matrix_units_per_core",
-                     "simd_width_bits", "fma_units_per_core", "dsp_count"):
+                     "simd_width_bits", "fma_units_per_core", "dsp_count",
+                     "fp32_lanes_shared_with_int32"):
             within(getattr(self, name), name, "count", optional=True)
         within(self.clock_hz, "clock_hz", "hz", optional=True)
         if self.reference_units is not None and self.compute_units is None:

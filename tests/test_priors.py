@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from hardware_specs.loader import (CROSS_CLASS_PRIORS, GPU_PRIORS, MATMUL_PRIORS,
-                                   MEASURED_CLASSES, VECTOR_PRIORS, class_priors, list_devices,
-                                   load_device)
+                                   MEASURED_CLASSES, SHARED_LANE_VECTOR_PRIOR, VECTOR_PRIORS,
+                                   class_priors, list_devices, load_device)
 from hardware_specs.spec import DeviceClass
 from hardware_specs.writer import device_toml
 from simulator import simulate
@@ -267,7 +267,8 @@ def test_no_device_streams_or_computes_at_its_datasheet_rate_unless_measured_at_
         if field in spec.priors:
             measured_class = spec.device_class in MEASURED_CLASSES[field]
             assert status[cls] == ("prior" if measured_class else CROSS_CLASS), cls
-            assert value == class_priors(spec.device_class, ())[field] < 1.0, cls
+            assert value == class_priors(spec.device_class, (),
+                                         spec.architecture)[field] < 1.0, cls
         else:
             assert status[cls] in ("measured", "calibrated"), cls
             assert field in given or (name, cls) == ("cpu-host", "stream"), cls
@@ -297,14 +298,22 @@ def _vector_table() -> list[dict]:
 
 def test_the_vector_prior_is_the_median_of_the_measured_gpus():
     """VECTOR_PRIORS: the median, over the accepted GPU rows of the committed GPUInspector.jl
-    table, of measured over theoretical FP32 FMA throughput; each catalogue spec citing a
-    vector_efficiency gives its own die's row (the A100-SXM4-80GB the 40GB part's)."""
+    table whose SM has FP32 lanes of its own, of measured over theoretical FP32 FMA throughput
+    (A100 0.979, V100 0.987); SHARED_LANE_VECTOR_PRIOR the same over the rows whose SM shares
+    FP32 lanes with INT32 (the A40's GA102, 0.623); the cross-class prior the median over all
+    (0.979, as over the catalogue files). Each catalogue spec citing a vector_efficiency gives
+    its own die's row (the A100-SXM4-80GB the 40GB part's)."""
     rows = [r for r in _vector_table() if r["accepted"] == "yes"]
     ratio = {r["device"]: float(r["measured_tflops"]) / float(r["theoretical_tflops"])
              for r in rows}
     assert len(ratio) == 3 and all(0 < value <= 1 for value in ratio.values())
-    assert VECTOR_PRIORS == {DeviceClass.GPU: pytest.approx(
-        statistics.median(ratio.values()), abs=5e-4)}
+    own = [ratio[r["device"]] for r in rows if r["fp32_lanes_shared_with_int32"] == "0"]
+    shared = [ratio[r["device"]] for r in rows if r["fp32_lanes_shared_with_int32"] != "0"]
+    assert len(own) == 2 and len(shared) == 1
+    assert VECTOR_PRIORS == {DeviceClass.GPU: pytest.approx(statistics.median(own), abs=5e-4)}
+    assert SHARED_LANE_VECTOR_PRIOR == pytest.approx(statistics.median(shared), abs=5e-4)
+    assert CROSS_CLASS_PRIORS["vector_efficiency"] == pytest.approx(
+        statistics.median(ratio.values()), abs=5e-4)
     for r in rows:
         if r["catalogue"]:
             assert load_device(r["catalogue"]).vector_efficiency == pytest.approx(
@@ -324,7 +333,9 @@ def test_no_device_runs_its_vector_units_at_the_datasheet_rate(name):
         assert spec.vector_efficiency < 1.0
         assert status == ("prior" if "vector_efficiency" in spec.priors else "measured")
         if status == "prior":
-            assert spec.vector_efficiency == VECTOR_PRIORS[DeviceClass.GPU]
+            assert spec.vector_efficiency == (
+                SHARED_LANE_VECTOR_PRIOR if spec.architecture.fp32_lanes_shared_with_int32
+                else VECTOR_PRIORS[DeviceClass.GPU])
             written = [line.split(" =")[0] for line in device_toml(spec).splitlines()]
             assert "vector_efficiency" not in written
     else:
@@ -336,5 +347,41 @@ def test_a_prediction_on_the_vector_prior_says_so():
     note = next(n for n in simulate("gpt2-small", "h100-pcie-80gb", micro_batch=1).notes
                 if n.endswith("(priors)"))
     assert "vector_efficiency" in note
-    assert "vector-unit arithmetic (norms, activations, softmax) runs at 97.9% of its vector peak" \
+    assert "vector-unit arithmetic (norms, activations, softmax) runs at 98.3% of its vector peak" \
         in note
+
+
+@pytest.mark.parametrize("name", ["l4", "l40s", "rtx-4090"])
+def test_an_sm_sharing_fp32_lanes_with_int32_takes_the_a40s_vector_figure(name):
+    """GA10x / AD10x SMs (64 of 128 FP32 lanes shared with INT32, the spec's
+    fp32_lanes_shared_with_int32): the vector prior measured on such an SM (the A40's 0.623),
+    one rule on the spec field, not a device list; a spec without the field, or one of another
+    class, keeps its class's prior; the prediction names the figure and why."""
+    import dataclasses
+
+    from simulator.cost.roofline import price
+    from simulator.graph.lower import lower
+    from simulator.graph.op import DType, OpKind
+    from simulator.plan.step import Plan
+    from simulator.training.backward import training_graph
+    from workloads.cnn import RESNET50
+
+    spec = load_device(name)
+    assert spec.architecture.fp32_lanes_shared_with_int32 == 64
+    assert spec.vector_efficiency == SHARED_LANE_VECTOR_PRIOR == 0.623
+    assert class_priors(DeviceClass.GPU, (), dataclasses.replace(
+        spec.architecture, fp32_lanes_shared_with_int32=None))["vector_efficiency"] == 0.983
+    assert class_priors(DeviceClass.TPU, (), spec.architecture)["vector_efficiency"] == 0.979
+    written = device_toml(spec)
+    assert "fp32_lanes_shared_with_int32 = 64" in written and "vector_efficiency" not in written
+    note = next(n for n in simulate("gpt2-small", name, micro_batch=1).notes
+                if n.endswith("(priors)"))
+    assert ("runs at 62.3% of its vector peak, the A40's (GA102), the measured GPU whose SM "
+            "shares FP32 lanes with INT32 as this one's does") in note
+    # the vector units' rate is the prior's: elementwise arithmetic at 0.623 of the peak
+    plan = Plan(micro_batch=8, precision="fp16")
+    low = lower(training_graph(RESNET50.forward_graph(8, DType.FP16), plan))
+    rate = price(low, spec, plan)[0]
+    vector = low.kind == OpKind.ELEMENTWISE
+    assert vector.any()
+    np.testing.assert_allclose(rate[vector], 0.623 * spec.vector_flops_per_s)

@@ -12,9 +12,10 @@ Classes and their sources (docs/model.md):
   ``attention_efficiency``, else as GEMMs;
 - ``stream`` (elementwise bytes) and ``norm`` (norms, softmax): measured streaming rates
   (NeuSight's kernels; PyTorch eager's in NVIDIA's cuDNN norm benchmark), the GPU priors
-  (``GPU_PRIORS``), or the datasheet bandwidth: ``datasheet (class unmeasured)`` where no
-  catalogue device of its class is measured (``hardware_specs.loader.MEASURED_CLASSES``: TPUs,
-  accelerators, FPGAs, CPUs), ``measured`` for ``cpu-host`` (its bandwidth is timed here);
+  (``GPU_PRIORS``), or the cross-class prior, ``prior (cross-class)``, where no catalogue
+  device of its class is measured (``hardware_specs.priors.MEASURED_CLASSES``: TPUs,
+  accelerators, FPGAs, CPUs; ``CROSS_CLASS_PRIORS``), ``measured`` for ``cpu-host`` (its
+  bandwidth is timed here);
 - ``batch-norm`` (NHWC batch norms of a channels_last plan, at least 64 channels):
   ``batch_norm_memory_efficiency`` measured (cuDNN's NHWC kernel, the GA100 parts), the GPU
   prior (``GPU_PRIORS``: the median over the measured dies), else ``as norm``;
@@ -22,8 +23,9 @@ Classes and their sources (docs/model.md):
   measured (torch.compile's kernels), else ``as norm``;
 - ``vector`` (vector-unit compute): calibrated functions, a measured ``vector_efficiency``
   (GPUInspector.jl's FMA kernel: A100 and V100 SXM parts), the GPU prior
-  (``hardware_specs.loader.VECTOR_PRIORS``), else the datasheet rate, ``datasheet (class
-  unmeasured)`` where no device of its class is measured (all but GPUs: ``MEASURED_CLASSES``).
+  (``hardware_specs.priors.VECTOR_PRIORS``; ``SHARED_LANE_VECTOR_PRIOR`` where the SM shares
+  FP32 lanes with INT32), else the cross-class prior where no device of its class is measured
+  (all but GPUs: ``MEASURED_CLASSES``).
 """
 from __future__ import annotations
 
@@ -129,9 +131,12 @@ def priors_note(device, batch_norms: bool = True) -> str | None:
                      else f"memory-bound kernels stream at {device.memory_efficiency:.1%} of its "
                           f"bandwidth, {median('memory_efficiency')}")
     if "vector_efficiency" in fields:
+        shared = (device.device_class.value == "gpu"
+                  and device.architecture.fp32_lanes_shared_with_int32)
         parts.append(f"vector-unit arithmetic (norms, activations, softmax) runs at "
                      f"{device.vector_efficiency:.1%} of its vector peak, "
-                     f"{median('vector_efficiency')}")
+                     + ("the A40's (GA102), the measured GPU whose SM shares FP32 lanes with "
+                        "INT32 as this one's does" if shared else median("vector_efficiency")))
     if any(field in BATCH_NORM_PRIORS for field in fields):
         parts.append(f"NHWC batch norms stream at {device.batch_norm_memory_efficiency:.1%} "
                      f"forward and {device.batch_norm_backward_memory_efficiency:.1%} backward "
