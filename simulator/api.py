@@ -20,7 +20,7 @@ from simulator.graph.op import UNKNOWN, Phase
 from simulator.graph.opgraph import OpGraph
 from simulator.parallel.expert import figures as expert_figures
 from simulator.parallel.pipeline import p2p_note
-from simulator.parallel.rank import build_stage, micro_batches, stage_forward
+from simulator.parallel.rank import build_stage, micro_batches, stage_forward, stand_ins
 from simulator.plan.fields import PARALLEL, PLAN, echo
 from simulator.plan.parallel import ParallelPlan, Schedule, data_parallel_size, positive
 from simulator.plan.step import Attention, Finetune, Plan, Projections
@@ -165,9 +165,10 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         return result.check()
     m = micro_batches(work, plan, parallel, n)
     runs, unsplit = [], None
-    stages = {0, parallel.pp - 1}          # the first (embedding) and last (head) stages
-    if parallel.uneven and parallel.pp > 2:
-        stages.add(1)                      # and a middle one when it runs other layers
+    # the first (embedding) and last (head) stages, and a middle one for each kind of middle
+    # stage unlike the first (an uneven split's, a mixture of experts' past its dense layers)
+    middle = stand_ins(work, parallel) if parallel.pp > 1 else {}
+    stages = {0, parallel.pp - 1, *middle.values()}
     cache = _FRESH if cache is None else cache
     for stage in sorted(stages):
         unsplit, forward = cache.stage_forward(work, plan, parallel, stage, cluster)
@@ -202,7 +203,7 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     # every device is powered for the whole step, whichever stage finishes last
     t = max(r.t_micro for r in runs)
     _, energy_j, exposed = device_energy(run, device, limit_w, m, step_s, bubble, t)
-    energy = pipeline_energy(runs, parallel.pp, device, limit_w, m, step_s, bubble)
+    energy = pipeline_energy(runs, parallel.pp, device, limit_w, m, step_s, bubble, middle)
     from simulator.engine.dispatch import engine
 
     path_s, on_path = engine(len(lowered)).critical_path(lowered.indptr, lowered.indices,

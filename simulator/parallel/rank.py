@@ -217,6 +217,26 @@ def _dense_held(parallel: ParallelPlan, layers: int, dense: int, stage: int) -> 
     return sum(max(0, min(dense, starts[i] + sizes[i]) - starts[i]) for i in held)
 
 
+def stand_ins(work, parallel: ParallelPlan) -> dict[int, int]:
+    """Each middle pipeline device (1 .. pp - 2) -> the simulated device whose step stands
+    for it: 0, the first device with its embedding at idle power
+    (``simulator.schedule.step.pipeline_energy``), where it holds what the first holds (an
+    even split); else the first middle device holding the same layers (an uneven split's
+    stage 1; a mixture of experts whose dense first layers the first devices hold)."""
+    if parallel.pp <= 2:
+        return {}
+    chunks = parallel.chunk_layers(work.layers)
+    moe = getattr(work, "moe", None)
+    dense = moe.first_dense_layers if moe is not None else 0
+
+    def held(stage: int) -> tuple:
+        return (tuple(chunks[stage]),
+                _dense_held(parallel, work.layers, dense, stage) if dense else 0)
+
+    seen = {} if parallel.uneven else {held(0): 0}
+    return {stage: seen.setdefault(held(stage), stage) for stage in range(1, parallel.pp - 1)}
+
+
 def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
                 per_node: int) -> Lowered:
     """The device-independent half of a stage: its lowered training step (sweeps memoize it)."""
@@ -263,4 +283,4 @@ def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
     return lower(step)
 
 
-__all__ = ["build_stage", "micro_batches", "stage_forward"]
+__all__ = ["build_stage", "micro_batches", "stage_forward", "stand_ins"]

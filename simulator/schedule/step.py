@@ -110,29 +110,34 @@ def device_energy(run: StageRun, device: DeviceSpec, limit_w: float, m: int, ste
 
 
 def pipeline_energy(runs: list[StageRun], pp: int, device: DeviceSpec, limit_w: float, m: int,
-                    step: float, bubble: float) -> float:
+                    step: float, bubble: float,
+                    stand_in: dict[int, int] | None = None) -> float:
     """Joules of the mean device over one step: every pipeline device is powered for the whole
     step, whichever stage finishes last, so the system's energy is the sum over the ``pp``
     stages of each one's devices (all stages hold the same number) times its device's
     ``device_energy``; this is that sum over all the devices.
 
-    ``runs``: the simulated stages (the first, the last, and the second where it stands for
-    uneven middle stages). A middle stage not simulated (an even split: the same layers as
-    the first) is priced as the first stage with its ops outside the layers (the embedding,
-    its gradient and update) drawing idle power. Its pipeline sends and receives are the
-    first stage's (one direction each, where a middle stage has both): collectives count
-    their energy above idle only, a small share, left out (1.2-1.4 % under a simulated
-    middle stage, ``tests/test_pipeline_energy.py``)."""
+    ``runs``: the simulated stages (the first, the last, and a middle one for each kind of
+    middle stage unlike the first). ``stand_in``: each middle stage not simulated -> the
+    simulated stage standing for it (``simulator.parallel.rank.stand_ins``; None: stage 1
+    where it is simulated, else 0). Stage 0 stands for a middle stage holding the same layers
+    (an even split): the first stage with its ops outside the layers (the embedding, its
+    gradient and update) drawing idle power. Its pipeline sends and receives are the first
+    stage's (one direction each, where a middle stage has both): collectives count their
+    energy above idle only, a small share, left out (1.2-1.4 % under a simulated middle
+    stage, ``tests/test_pipeline_energy.py``)."""
     t = max(run.t_micro for run in runs)
     by_stage = {run.stage: run for run in runs}
     priced = {stage: device_energy(run, device, limit_w, m, step, bubble, t)[0]
               for stage, run in by_stage.items()}
+    if stand_in is None:
+        stand_in = {stage: 1 if 1 in priced else 0 for stage in range(1, pp - 1)}
     total = 0.0
     for stage in range(pp):
         if stage in priced:
             total += priced[stage]
-        elif 1 in priced:   # uneven: stage 1 runs the middle stages' layers
-            total += priced[1]
+        elif stand_in[stage]:
+            total += priced[stand_in[stage]]
         else:
             if "middle" not in priced:
                 first = by_stage[0]
