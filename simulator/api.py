@@ -106,8 +106,7 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     elif plan_fields:
         raise PlanError("give either plan= or plan fields as keywords, not both")
     if plan.projections is None:   # the model's own (an imported config's architecture)
-        plan = replace(plan, projections=Projections(getattr(work, "projections", None)
-                                                     or Projections.SEPARATE.value))
+        plan = replace(plan, projections=own_projections(work))
     if parallel_fields:
         if parallel is not None:
             raise PlanError("give either parallel= or parallel fields as keywords, not both")
@@ -325,6 +324,12 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                             _owning(own_years, electricity_usd_per_kwh, node_cost_usd, nodes),
                             plan)
     return result.check()
+
+
+def own_projections(work) -> Projections:
+    """The projections ``work`` runs where a plan names none (``Plan.projections`` None): an
+    imported config's architecture's (``workloads.hf_config.PROJECTIONS``), else separate."""
+    return Projections(getattr(work, "projections", None) or Projections.SEPARATE.value)
 
 
 def _node_overhead(given_w: float | None, cluster, result: Result) -> float:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hardware_specs.loader import load_device
 from simulator import simulate
 from simulator.cli import main
 from workloads.hf_config import ARCHITECTURES, load_hf_config
@@ -277,3 +278,17 @@ def test_attention_and_hidden_dropout_are_read_apart(tmp_path, name, keys, hidde
     counts = _dropouts(get_workload(str(path)))
     assert counts.pop("attn_dropout", 0) == attention
     assert sum(counts.values()) == hidden
+
+
+def test_a_sweep_row_names_the_projections_the_model_ran():
+    """A sweep's or a plan's row says which projections ran: the model's own where the grid
+    and flags name none (review finding: the column was empty, Plan.projections' None, for a
+    GPT-2 config that ran one q, k, v GEMM), the grid's where it names them."""
+    from simulator.explore.sweep import _config_columns
+
+    device = load_device("h100")
+    gpt2, llama = load_hf_config(config("gpt2")), load_hf_config(config("Meta-Llama-3-8B"))
+    assert _config_columns(gpt2, device, 1, {})["projections"] == "fused"
+    assert _config_columns(llama, device, 1, {})["projections"] == "separate"
+    assert _config_columns(gpt2, device, 1, {"projections": "separate"})["projections"] \
+        == "separate"

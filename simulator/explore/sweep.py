@@ -30,7 +30,7 @@ from hardware_specs.cluster import ClusterSpec, list_clusters, load_cluster
 from hardware_specs.loader import load_device
 from hardware_specs.override import override
 from hardware_specs.spec import DeviceSpec
-from simulator.api import simulate
+from simulator.api import own_projections, simulate
 from simulator.errors import PlanError, SpecError, WorkloadError
 from simulator.explore.memo import StageCache
 from simulator.plan import fields as plan_fields
@@ -400,6 +400,8 @@ def evaluate(work, device: DeviceSpec, num_devices: int | None, fields: dict,
 def _config_columns(work, device: DeviceSpec, n: int | None, fields: dict) -> dict:
     row = {"model": getattr(work, "name", str(work)), "device": device.name, "num_devices": n}
     row.update({key: plain(fields.get(key, field.default)) for key, field in FIELDS.items()})
+    if row["projections"] is None:   # what the model runs (simulate resolves it so)
+        row["projections"] = own_projections(work).value
     return row
 
 
