@@ -13,7 +13,8 @@ exact while seq_len <= the window, which is why the default seq_len stops there.
 The projections run as the architecture's code runs them (``PROJECTIONS``): GPT-2's
 ``c_attn`` and GPT-NeoX's and Falcon's ``query_key_value`` as one q, k, v GEMM
 (``TransformerConfig.projections`` "fused", which the plan's ``projections`` overrides).
-Not modelled (a one-line error): mixtures of experts (Mixtral), OPT's projected embeddings
+Mixtures of experts (Mixtral, Qwen2-MoE, DeepSeek-V3) as the zoo's ``MoE``. Not modelled (a
+one-line error): Qwen2-MoE's dense ``mlp_only_layers``, OPT's projected embeddings
 (``word_embed_proj_dim`` != ``hidden_size``) and post-norm layers, Phi's ``qk_layernorm``.
 """
 from __future__ import annotations
