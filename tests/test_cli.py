@@ -414,7 +414,16 @@ def test_human_output():
     proc = hwsim("predict", "gpt2-small", "--device", "a100", "--steps", "10")
     assert proc.returncode == 0, proc.stderr
     assert "step time" in proc.stdout and "whole run" in proc.stdout
+    assert "J/step at" in proc.stdout and "mean device" not in proc.stdout   # one device
     assert proc.stderr == ""
+
+
+def test_human_output_says_energy_is_per_device(tmp_path):
+    """The energy line of several devices is one device's, the mean device's (as --json's
+    energy_j_per_step and avg_power_w), not the system's (review finding: it did not say)."""
+    out = hwsim("predict", write_workload(tmp_path, TINY_TOML), "--device", "a100",
+                "--num-devices", "2").stdout
+    assert "J/step at" in out and "per device (the mean device)" in out
 
 
 def test_models_lists_the_zoo_with_params():

@@ -309,6 +309,7 @@ def format_summary(s: dict, device=None) -> str:
         f"{s['memory_capacity_bytes'] / gib:.1f} GiB -> {'fits' if s['fits'] else 'DOES NOT FIT'}",
         "    " + ", ".join(f"{k} {v / gib:.2f}" for k, v in s["memory_breakdown"].items()),
         f"  energy             {s['energy_j_per_step']:.4g} J/step at {s['avg_power_w']:.0f} W"
+        + (" per device (the mean device)" if s["num_devices"] > 1 else "")
         + (f" (power limit {s['power_limit_w']:.0f} W)" if s.get("power_limit_w") else ""),
     ]
     if s.get("samples_per_kwh"):
