@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -360,13 +361,13 @@ class Calibration:
             return full(least_squares(residuals, np.clip(z0, *bounds), bounds=bounds,
                                       x_scale=scale[free]).x)
         fits = []
-        for vector in (0.02, 0.1, 0.5, 1.0):
-            for memory in (0.1, 0.4, 0.9):
-                for host in ((1e-6, 1e-5), (1e-4, 1e-4)):
-                    z0 = fixed.copy()
-                    z0[2], z0[3], z0[5], z0[6] = vector, memory, *host
-                    fits.append(least_squares(residuals, z0[free], bounds=bounds,
-                                              x_scale=scale[free]))
+        for vector, memory, host in itertools.product((0.02, 0.1, 0.5, 1.0), (0.1, 0.4, 0.9),
+                                                      ((1e-6, 1e-5), (1e-4, 1e-4))):
+            z0 = fixed.copy()
+            z0[2], z0[3], z0[5], z0[6] = vector, memory, *host
+            fits.append(least_squares(residuals, z0[free], bounds=bounds, x_scale=scale[free]))
+            if _exact(fits[-1]):
+                break
         return full(min(fits, key=lambda f: f.cost).x)
 
     def _fit_function(self, fn: str, measurements: list[Measurement],
@@ -396,9 +397,13 @@ class Calibration:
         if start is not None and fn in start.function_efficiency_:   # once, from its figures
             efficiencies = (start.function_efficiency_[fn],)
             start_s = [min(start.function_overhead_s_.get(fn, 0.0), 1e-3)] * overhead
-        fits = [least_squares(residuals, [np.log(e)] + start_s, bounds=(lo, hi),
-                              x_scale=[1.0] + [1e-5] * overhead, xtol=1e-12, ftol=1e-12)
-                for e in efficiencies]
+        fits = []
+        for e in efficiencies:
+            fits.append(least_squares(residuals, [np.log(e)] + start_s, bounds=(lo, hi),
+                                      x_scale=[1.0] + [1e-5] * overhead, xtol=1e-12,
+                                      ftol=1e-12))
+            if _exact(fits[-1]):
+                break
         best = min(fits, key=lambda f: f.cost).x
         self.function_efficiency_[fn] = float(np.exp(best[0]))
         if overhead:
@@ -522,6 +527,12 @@ _FUNCTION_FLOOR = 1e-4
 #: percent is below any timing's repeatability (the synthetic fits recover known figures with
 #: residuals under 1e-4, tests/test_calibrate.py; a quiet machine's passes differ by percents).
 UNDETERMINED = 1e-3
+#: A local fit whose root-mean-square log residual is under this fits its timings exactly: no
+#: other start of the grid can do better, so the grid stops there (``_fit_globals``,
+#: ``_fit_function``). A tenth of ``UNDETERMINED``, far below any timing's repeatability: only
+#: timings the cost model itself produced (the tests' synthetic ones, each fit otherwise a grid
+#: of 24 least-squares problems) stop early; a machine's timings run the whole grid.
+EXACT_RMS = 1e-4
 #: A fitted ``memory_efficiency`` below this is refused: no memory system streams so far below
 #: its rate. Stated from the catalogue, not fitted: a core alone gets at least its even share
 #: of the bandwidth that all of them share at full load, 1/56 = 0.018 of the rate on the
@@ -539,6 +550,12 @@ class CalibrationRefused(HwsimError):
 def _cost(name: str, value: float) -> float:
     """A fitted value with fixed costs (names ending in ``_s``) below ``NEGLIGIBLE_S`` as 0."""
     return 0.0 if name.endswith("_s") and value < NEGLIGIBLE_S else value
+
+
+def _exact(fit) -> bool:
+    """A least-squares result (log residuals) that fits its timings exactly: RMS under
+    ``EXACT_RMS``."""
+    return bool(np.sqrt(np.mean(np.square(fit.fun))) < EXACT_RMS)
 
 
 def checked_fit(device: DeviceSpec, measurements: list[Measurement], retime=None,
