@@ -201,3 +201,26 @@ def test_calibrating_a_calibrated_spec_starts_from_no_function_figures():
     fresh, again = Calibration(A100).fit(measured), Calibration(stale).fit(measured)
     assert again.apply() == fresh.apply()
     assert again.apply().function_efficiency == {} == again.apply().function_overhead_s
+
+
+def test_the_grid_of_starts_stops_only_at_an_exact_fit(monkeypatch):
+    """Timings the cost model made are fitted exactly by the first start near them, and the
+    grid stops there; the same timings 3 % apart case by case (a machine's) run all 24 starts."""
+    import scipy.optimize
+
+    from simulator.calibrate import fit as fitting
+
+    calls = []
+    real = scipy.optimize.least_squares
+    monkeypatch.setattr(scipy.optimize, "least_squares",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    todo = [c for c in cases(quick=True) if c.kind in ("matmul", "add")][:3]
+    truth = {"matmul_efficiency": 0.7, "vector_efficiency": 0.02, "memory_efficiency": 0.8}
+    exact = _synthetic(truth, {}, 2e-6, todo)
+    fit = Calibration(A100)._fit_globals(exact)
+    assert len(calls) < 24 and fit[0] == pytest.approx(0.7, rel=1e-2)
+    calls.clear()
+    noisy = [Measurement(m.case, m.seconds * (1.03 if i % 2 else 0.97))
+             for i, m in enumerate(exact)]
+    Calibration(A100)._fit_globals(noisy)
+    assert len(calls) == 24 and fitting.EXACT_RMS < 0.03
