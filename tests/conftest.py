@@ -11,6 +11,7 @@ tests: they live in benchmarks/, with their figures in docs/speed.md.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -20,8 +21,13 @@ from hypothesis import settings
 
 # No wall-clock deadline on any property test (hypothesis' default is 200 ms an example): the
 # suite bounds no timing, since a slow spell of a shared machine is not a failing model.
-settings.register_profile("hwsim", deadline=None)
-settings.load_profile("hwsim")
+# Derandomized: every run draws the same examples, so a run that passed here passes in CI, and
+# a failure is reproduced by running the test again. HWSIM_HYPOTHESIS=explore draws new examples
+# each run (what to run after changing a model, to look for counterexamples the fixed draw
+# misses: a CP step on tpu-v6e faster under a lower power limit was found so, 2026-12-06).
+settings.register_profile("hwsim", deadline=None, derandomize=True)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HWSIM_HYPOTHESIS", "hwsim"))
 
 # What each marker needs installed, and the extra that installs it.
 NEEDS = {
