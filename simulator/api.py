@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-
 from hardware_specs.cluster import ClusterSpec, cluster_for, list_clusters, load_cluster
 from hardware_specs.loader import ALIASES, list_devices, load_device
 from hardware_specs.spec import DeviceSpec
@@ -201,8 +200,9 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
                                                 getattr(work, "layers", None), plan)
     # every device is powered for the whole step, whichever stage finishes last
     t = max(r.t_micro for r in runs)
-    _, energy_j, exposed = device_energy(run, device, limit_w, m, step_s, bubble, t)
-    energy = pipeline_energy(runs, parallel.pp, device, limit_w, m, step_s, bubble, middle)
+    own, energy_j, exposed = device_energy(run, device, limit_w, m, step_s, bubble, t)
+    energy = pipeline_energy(runs, parallel.pp, device, limit_w, m, step_s, bubble, middle,
+                             known={run.stage: own})
     from simulator.engine.dispatch import engine
 
     path_s, on_path = engine(len(lowered)).critical_path(lowered.indptr, lowered.indices,

@@ -111,7 +111,8 @@ def device_energy(run: StageRun, device: DeviceSpec, limit_w: float, m: int, ste
 
 def pipeline_energy(runs: list[StageRun], pp: int, device: DeviceSpec, limit_w: float, m: int,
                     step: float, bubble: float,
-                    stand_in: dict[int, int] | None = None) -> float:
+                    stand_in: dict[int, int] | None = None,
+                    known: dict[int, float] | None = None) -> float:
     """Joules of the mean device over one step: every pipeline device is powered for the whole
     step, whichever stage finishes last, so the system's energy is the sum over the ``pp``
     stages of each one's devices (all stages hold the same number) times its device's
@@ -125,11 +126,14 @@ def pipeline_energy(runs: list[StageRun], pp: int, device: DeviceSpec, limit_w: 
     gradient and update) drawing idle power. Its pipeline sends and receives are the first
     stage's (one direction each, where a middle stage has both): collectives count their
     energy above idle only, a small share, left out (1.2-1.4 % under a simulated middle
-    stage, ``tests/test_pipeline_energy.py``)."""
+    stage, ``tests/test_pipeline_energy.py``). ``known``: stages whose ``device_energy`` the
+    caller has already (not priced again)."""
     t = max(run.t_micro for run in runs)
     by_stage = {run.stage: run for run in runs}
-    priced = {stage: device_energy(run, device, limit_w, m, step, bubble, t)[0]
-              for stage, run in by_stage.items()}
+    priced = dict(known or {})
+    for stage, run in by_stage.items():
+        if stage not in priced:
+            priced[stage] = device_energy(run, device, limit_w, m, step, bubble, t)[0]
     if stand_in is None:
         stand_in = {stage: 1 if 1 in priced else 0 for stage in range(1, pp - 1)}
     total = 0.0
