@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from simulator.graph.opgraph import OpGraph
 from simulator.graph.op import CHANNEL_NORMS, Block, DType, Op, OpKind, Role
+from simulator.graph.conv_backend import onednn_paths
 
 # Arithmetic per element of the vector ops (cost model only; not model FLOPs).
 # Counted from the formulas: layernorm = mean, centre, square, mean, scale, shift.
@@ -166,7 +167,14 @@ class Builder:
         name = self._add(base, (x,) if x else (), kind=OpKind.CONV, fn="conv2d",
                          flops=2 * n * ho * wo * cout * k, m=n * ho * wo, n=cout, k=k,
                          extra=(("kernel", kernel), ("stride", stride), ("pad", pad),
-                                ("groups", groups), ("cin", cin), ("h", h), ("w", w)),
+                                ("groups", groups), ("cin", cin), ("h", h), ("w", w),
+                                ("onednn", onednn_paths(
+                                    images=n, input_elements=n * cin * h * w,
+                                    kernel=(kernel, kernel), strided=stride > 1,
+                                    dilated=False, groups=groups,
+                                    floating=self.dtype in (DType.FP32, DType.TF32,
+                                                             DType.FP16, DType.BF16))),
+                                ("reorder_elements", n * (cin * h * w + cout * ho * wo))),
                          bytes_read=(n * cin * h * w + params) * es,
                          bytes_written=n * cout * ho * wo * es, out_bytes=n * cout * ho * wo * es,
                          params=params, saves=("inputs",), param_tensors=1 + int(bias))

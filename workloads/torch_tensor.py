@@ -18,6 +18,7 @@ from __future__ import annotations
 from math import prod
 
 from simulator.graph.op import Block, OpKind
+from simulator.graph.conv_backend import onednn_paths
 from workloads.layers import STATS_DTYPE
 from workloads.torch_values import Src, einsum_flops, first, gemm, main_out, packet
 
@@ -106,9 +107,16 @@ def conv(em, node, args, kwargs):
         m, n, k = n_batch * out_sp, wshape[0], wshape[1] * kernel
         cin = wshape[1] * groups
     name = f"conv_transpose{spatial}d" if transposed else f"conv{spatial}d"
+    # the library PyTorch's CPU build runs it with, and what that copies (conv_backend)
+    onednn = onednn_paths(images=n_batch, input_elements=x.meta.numel,
+                          kernel=tuple(wshape[2:]), strided=_beyond_one(stride),
+                          dilated=_beyond_one(dilation), groups=groups,
+                          transposed=transposed, floating=x.meta.floating) \
+        if spatial <= 2 else 0
     extra = (("kernel", kernel), ("stride", _first_int(stride)), ("pad", _first_int(pad)),
              ("dilation", _first_int(dilation)), ("groups", groups), ("cin", cin),
-             ("transposed", int(transposed)))
+             ("transposed", int(transposed)), ("onednn", onednn),
+             ("reorder_elements", x.meta.numel + prod(out.shape)))
     return tensor_op(em, node, OpKind.CONV, name, "conv", [x, w], bias, out, flops=flops,
                      m=m, n=n, k=k, extra=extra)
 
@@ -156,6 +164,12 @@ def _one_operand_einsum(em, node, args, kwargs):
 
 def _arg(args: tuple, index: int, default):
     return args[index] if len(args) > index else default
+
+
+def _beyond_one(value) -> bool:
+    """A stride or dilation argument above 1 in some dimension."""
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    return any(isinstance(v, int) and v > 1 for v in values)
 
 
 def _first_int(value) -> int:

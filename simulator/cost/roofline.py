@@ -51,13 +51,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from hardware_specs.spec import DeviceSpec
+from hardware_specs.spec import DeviceClass, DeviceSpec
 from simulator.cost.attention import fitted_rates
 from simulator.cost.efficiency import executed_fraction, shape_efficiency
 from simulator.cost.host import costs as host_costs
 from simulator.graph.lower import Lowered, members
 from simulator.graph.op import TENSOR_KINDS, DType, OpKind, Phase
 from simulator.plan.step import Fusion
+from simulator.graph.conv_backend import ONE_THREAD, THREADS
 
 #: The fewest channels a batch norm has for the NHWC batch-norm figures to price it: the fit's
 #: floor (``simulator.calibrate.streaming.fit_batch_norm``), ResNet's narrowest (64, its stem
@@ -136,7 +137,34 @@ def price(lowered: Lowered, device: DeviceSpec,
     fused, rates = fitted_rates(lowered, device)  # fused attention by its kernel's fit
     peak[fused] = rates
     overhead, _ = host_costs(lowered, device, plan)  # on a GPU the host is its own stream
+    reorders = reorder_seconds(lowered, device, plan)
+    if reorders is not None:
+        overhead = overhead + reorders
     return peak.astype(np.float64), bandwidth, overhead
+
+
+def reorder_seconds(lowered: Lowered, device: DeviceSpec, plan=None) -> np.ndarray | None:
+    """Float64 per op (None where no op has any): on a CPU, the seconds oneDNN spends copying
+    a convolution's activations between PyTorch's NCHW layout and its own blocked one
+    (``simulator.graph.conv_backend``): each pass (forward, data gradient, weight gradient) of a
+    convolution PyTorch runs on oneDNN for the device's threads copies its input and its output
+    once each way, 2 x ``reorder_elements`` x the element size read and as many written, at the
+    bandwidth of the level that holds them (``level_bandwidth``, the step's footprint). These
+    are primitives of their own, run after one another, so the time adds to the op's.
+    Channels-last plans (``Plan.channels_last``) compute on their tensors as they are: none."""
+    if (device.device_class is not DeviceClass.CPU or lowered.onednn is None
+            or (plan is not None and plan.channels_last)):
+        return None
+    # a spec without a core count is used whole, by PyTorch's default of a thread per core
+    bit = ONE_THREAD if device.architecture.compute_units == 1 else THREADS
+    ops = lowered.mask("kind", OpKind.CONV) & ((lowered.onednn & bit) != 0)
+    if not ops.any():
+        return None
+    element = np.array([DType(int(code)).bytes for code in range(max(DType) + 1)],
+                       dtype=np.float64)[lowered.dtype.astype(np.int64)]
+    moved = np.where(ops, 2.0 * lowered.reorder_elements * element, 0.0)   # read + written
+    bandwidth = level_bandwidth(moved, device, None, step_footprint(lowered))
+    return np.where(ops, moved / bandwidth, 0.0)
 
 
 def step_footprint(lowered: Lowered) -> float:
@@ -242,4 +270,4 @@ def _roofline(lowered: Lowered, device: DeviceSpec, plan=None):
     return engine(len(lowered)).roofline(flops, nbytes, peak, bandwidth, overhead)
 
 
-__all__ = ["BATCH_NORM_MIN_CHANNELS", "op_costs", "price"]
+__all__ = ["BATCH_NORM_MIN_CHANNELS", "op_costs", "price", "reorder_seconds"]
