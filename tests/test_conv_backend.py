@@ -7,8 +7,8 @@
   convolution (``tests/data/onednn_conv_reorders.csv``, measured here) shows each pass copying
   the input's and the output's activations between NCHW and the blocked layout once each:
   six activation reorders a step, the count hwsim prices.
-- Their price is the closed form 2 x (input + output elements) x the element size over the
-  bandwidth of the level holding them, on a CPU, per pass, for a convolution on oneDNN at the
+- Their price is the closed form: each copy (input, output) 2 x its elements x the element
+  size over the bandwidth of the level holding it, on a CPU, per pass, for a convolution on oneDNN at the
   device's threads; none on a GPU or for a channels-last plan.
 """
 from __future__ import annotations
@@ -140,9 +140,9 @@ def test_reorder_seconds_closed_form():
     conv = lowered.mask("kind", OpKind.CONV)
     # c0 forward + weight gradient, c1 forward + data + weight gradient: five passes
     assert int(conv.sum()) == 5 and (seconds[conv] > 0).all() and (seconds[~conv] == 0).all()
-    moved = 2.0 * 4 * (2 * 8 * 16 * 16) * 2          # (input + output) x 4 bytes, both ways
-    bandwidth = level_bandwidth(np.array([moved]), device, None, step_footprint(lowered))[0]
-    assert seconds[conv] == pytest.approx(np.full(5, moved / bandwidth), rel=1e-12)
+    copy = 2.0 * 4 * (2 * 8 * 16 * 16)        # an activation of 2 x 8 x 16 x 16, both ways
+    bandwidth = level_bandwidth(np.array([copy]), device, None, step_footprint(lowered))[0]
+    assert seconds[conv] == pytest.approx(np.full(5, 2 * copy / bandwidth), rel=1e-12)
 
 
 def test_no_reorders_on_a_gpu_channels_last_or_off_onednn():

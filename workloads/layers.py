@@ -174,7 +174,8 @@ class Builder:
                                     dilated=False, groups=groups,
                                     floating=self.dtype in (DType.FP32, DType.TF32,
                                                              DType.FP16, DType.BF16))),
-                                ("reorder_elements", n * (cin * h * w + cout * ho * wo))),
+                                ("reorder_input", n * cin * h * w),
+                                ("reorder_output", n * cout * ho * wo)),
                          bytes_read=(n * cin * h * w + params) * es,
                          bytes_written=n * cout * ho * wo * es, out_bytes=n * cout * ho * wo * es,
                          params=params, saves=("inputs",), param_tensors=1 + int(bias))

@@ -116,7 +116,7 @@ def conv(em, node, args, kwargs):
     extra = (("kernel", kernel), ("stride", _first_int(stride)), ("pad", _first_int(pad)),
              ("dilation", _first_int(dilation)), ("groups", groups), ("cin", cin),
              ("transposed", int(transposed)), ("onednn", onednn),
-             ("reorder_elements", x.meta.numel + prod(out.shape)))
+             ("reorder_input", x.meta.numel), ("reorder_output", prod(out.shape)))
     return tensor_op(em, node, OpKind.CONV, name, "conv", [x, w], bias, out, flops=flops,
                      m=m, n=n, k=k, extra=extra)
 

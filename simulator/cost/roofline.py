@@ -146,12 +146,13 @@ def price(lowered: Lowered, device: DeviceSpec,
 def reorder_seconds(lowered: Lowered, device: DeviceSpec, plan=None) -> np.ndarray | None:
     """Float64 per op (None where no op has any): on a CPU, the seconds oneDNN spends copying
     a convolution's activations between PyTorch's NCHW layout and its own blocked one
-    (``simulator.graph.conv_backend``): each pass (forward, data gradient, weight gradient) of a
-    convolution PyTorch runs on oneDNN for the device's threads copies its input and its output
-    once each way, 2 x ``reorder_elements`` x the element size read and as many written, at the
-    bandwidth of the level that holds them (``level_bandwidth``, the step's footprint). These
-    are primitives of their own, run after one another, so the time adds to the op's.
-    Channels-last plans (``Plan.channels_last``) compute on their tensors as they are: none."""
+    (``simulator.graph.conv_backend``): each pass (forward, data gradient, weight gradient) of
+    a convolution PyTorch runs on oneDNN for the device's threads copies its input and its
+    output once each way (``reorder_input`` / ``reorder_output`` elements, each read and
+    written), each copy at the bandwidth of the level that holds it (``level_bandwidth``, the
+    step's footprint as for any op). These are primitives of their own, run after one another,
+    so the time adds to the op's. Channels-last plans (``Plan.channels_last``) compute on their
+    tensors as they are: none."""
     if (device.device_class is not DeviceClass.CPU or lowered.onednn is None
             or (plan is not None and plan.channels_last)):
         return None
@@ -162,9 +163,12 @@ def reorder_seconds(lowered: Lowered, device: DeviceSpec, plan=None) -> np.ndarr
         return None
     element = np.array([DType(int(code)).bytes for code in range(max(DType) + 1)],
                        dtype=np.float64)[lowered.dtype.astype(np.int64)]
-    moved = np.where(ops, 2.0 * lowered.reorder_elements * element, 0.0)   # read + written
-    bandwidth = level_bandwidth(moved, device, None, step_footprint(lowered))
-    return np.where(ops, moved / bandwidth, 0.0)
+    footprint = step_footprint(lowered)
+    out = np.zeros(len(lowered))
+    for elements in (lowered.reorder_input, lowered.reorder_output):
+        moved = np.where(ops, 2.0 * elements * element, 0.0)       # read + written
+        out += moved / level_bandwidth(moved, device, None, footprint)
+    return np.where(ops, out, 0.0)
 
 
 def step_footprint(lowered: Lowered) -> float:

@@ -23,7 +23,7 @@ the input's and the output's elements once each way. Channels-last tensors (``nh
 computed on as they are: only the (small) weights are reordered.
 
 ``onednn_paths`` is recorded on each convolution op (``Op.extra`` ``onednn``; its input and
-output elements as ``reorder_elements``) so that a CPU's pricing
+output elements as ``reorder_input`` and ``reorder_output``) so that a CPU's pricing
 (``simulator.cost.roofline.reorder_seconds``) knows, for the threads it runs on, whether the
 call goes to oneDNN and what it copies.
 """

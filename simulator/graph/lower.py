@@ -49,13 +49,14 @@ _OP_FIELDS = {
 # and the key/value collectives, and ``ring_steps`` its cp steps. ``channels``: a batch norm's
 # channels, forward and backward (``simulator.cost.roofline``: NHWC figures from 64 up; 0:
 # not a batch norm). ``onednn``: a convolution PyTorch's CPU build runs on oneDNN,
-# ``simulator.graph.conv_backend`` bits (0: not), and ``reorder_elements`` its
-# input's and output's elements, which oneDNN copies to and from its blocked layout in each
-# pass (``simulator.cost.roofline.reorder_seconds``).
+# ``simulator.graph.conv_backend`` bits (0: not), and ``reorder_input`` /
+# ``reorder_output`` its input's and output's elements, which oneDNN copies to and from its
+# blocked layout in each pass (``simulator.cost.roofline.reorder_seconds``).
 _EXTRA_FIELDS = {"group": (np.int64, 1), "local": (np.int64, 0), "axis": (np.int8, 0),
                  "load": (np.int64, 0), "sync": (np.int8, 0), "userbuffers": (np.int8, 0),
                  "ring": (np.int8, 0), "ring_steps": (np.int64, 0), "channels": (np.int64, 0),
-                 "onednn": (np.int8, 0), "reorder_elements": (np.int64, 0)}
+                 "onednn": (np.int8, 0), "reorder_input": (np.int64, 0),
+                 "reorder_output": (np.int64, 0)}
 #: ``Lowered.collective`` codes: the index of an op's ``fn`` in this tuple, -1 for any other fn.
 COLLECTIVE_FNS = tuple(kind.value for kind in Collective)
 
@@ -106,7 +107,8 @@ class Lowered:
     ring_steps: np.ndarray = None   # int64, the ring's cp steps (0: none)
     channels: np.ndarray = None     # int64, a batch norm's channels (0: not a batch norm)
     onednn: np.ndarray = None       # int8, conv_backend bits: a convolution run on oneDNN
-    reorder_elements: np.ndarray = None  # int64, the elements oneDNN's layout copies move
+    reorder_input: np.ndarray = None   # int64, a convolution's input elements (oneDNN copies)
+    reorder_output: np.ndarray = None  # int64, its output elements
 
     def __len__(self) -> int:
         return len(self.names)
