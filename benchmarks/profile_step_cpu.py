@@ -85,7 +85,7 @@ def main() -> int:
     import torch
 
     from hardware_specs.loader import load_device
-    from simulator.calibrate.timing import best_of, training_step
+    from simulator.calibrate.timing import best_of, flushing_subnormals, training_step
     from workloads.torch_import import import_module
 
     torch.set_num_threads(args.threads)
@@ -97,7 +97,8 @@ def main() -> int:
     seconds = best_of(torch, step, "cpu", 0.5, min_reps=5)
     print(f"{name}: measured {seconds * 1e3:.3f} ms a step, hwsim {result.step_time_s * 1e3:.3f}"
           f" ms ({result.step_time_s / seconds - 1:+.1%}), {args.threads} thread(s)")
-    rows = measured_ops(torch, step, args.steps, args.shapes)
+    with flushing_subnormals(torch):   # as best_of times it
+        rows = measured_ops(torch, step, args.steps, args.shapes)
     print(f"\ntorch.profiler, self time per step (profiled total "
           f"{sum(r[0] for r in rows) / 1e3:.3f} ms):")
     for us, calls, key in rows:

@@ -164,3 +164,4 @@ def test_reorders_add_to_a_cpu_steps_time():
     assert op_costs(lowered, CPU, plan=plan)[2].sum() == pytest.approx(
         op_costs(cl, CPU, plan=cl_plan)[2].sum() + reorder_seconds(lowered, CPU, plan).sum(),
         rel=1e-9)
+
