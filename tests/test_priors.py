@@ -385,3 +385,31 @@ def test_an_sm_sharing_fp32_lanes_with_int32_takes_the_a40s_vector_figure(name):
     vector = low.kind == OpKind.ELEMENTWISE
     assert vector.any()
     np.testing.assert_allclose(rate[vector], 0.623 * spec.vector_flops_per_s)
+
+
+def test_a_what_if_on_the_fp32_lanes_moves_the_vector_prior_not_a_measurement():
+    """``--set architecture.fp32_lanes_shared_with_int32`` derives the vector prior again, as a
+    spec file with that architecture would load (``hardware_specs.override``): the A100 PCIe
+    80GB (no measurement) 0.983 -> 0.623, the L4 set to 0 (lanes of their own) 0.623 -> 0.983,
+    and the prediction's note follows; the A100 SXM4's measured 0.979 and a figure the user
+    sets are kept; a TPU keeps the cross-class 0.979; its other priors do not move."""
+    from hardware_specs.override import override
+
+    key = "architecture.fp32_lanes_shared_with_int32"
+    pcie = load_device("a100-pcie-80gb")
+    shared = override(pcie, {key: "64"})
+    assert (pcie.vector_efficiency, shared.vector_efficiency) == (0.983, 0.623)
+    assert shared.priors == pcie.priors == ("vector_efficiency",)
+    note = next(n for n in simulate("gpt2-small", shared, micro_batch=1).notes
+                if n.endswith("(priors)"))
+    assert "runs at 62.3% of its vector peak, the A40's (GA102)" in note
+    l4 = load_device("l4")
+    own = override(l4, {key: 0})
+    assert (l4.vector_efficiency, own.vector_efficiency) == (0.623, 0.983)
+    assert own.architecture.fp32_lanes_shared_with_int32 is None
+    assert {f: getattr(own, f) for f in own.priors if f != "vector_efficiency"} == {
+        f: getattr(l4, f) for f in l4.priors if f != "vector_efficiency"}
+    assert override(load_device("a100-sxm4-40gb"), {key: 64}).vector_efficiency == 0.979
+    set_too = override(l4, {key: 0, "vector_efficiency": 0.5})
+    assert set_too.vector_efficiency == 0.5 and "vector_efficiency" not in set_too.priors
+    assert override(load_device("tpu-v4"), {key: 64}).vector_efficiency == 0.979
