@@ -44,18 +44,24 @@ MATMUL_PRIORS = {DeviceClass.GPU: 0.787, DeviceClass.ACCELERATOR: 0.823}
 VECTOR_PRIORS = {DeviceClass.GPU: 0.983}
 #: The vector prior of a GPU whose SM shares FP32 lanes with INT32: the median over the measured
 #: GPUs with such an SM, today the A40 alone (GA102, 23.3 of 37.4 TFLOP/s = 0.623 in the same
-#: GPUInspector.jl kernel). Why the SM and not the device: NVIDIA's Ampere GA102 whitepaper
+#: GPUInspector.jl kernel). The reason given when it was set: NVIDIA's Ampere GA102 whitepaper
 #: (2020) gives each GA10x SM partition one warp scheduler and dispatch unit (one warp
-#: instruction per clock), a datapath of 16 FP32 lanes and one of 16 lanes doing FP32 or INT32;
-#: its Ada whitepaper (2022) gives the AD10x partition the same two datapaths. A 32-thread
-#: instruction holds a 16-lane datapath two clocks, so the FP32 peak needs an FP32 instruction
-#: issued every clock, and each integer, address, load or branch instruction of the kernel
-#: takes an issue slot and the shared datapath from it. GA100 and GV100 partitions have 16
-#: FP32 lanes and 16 INT32 lanes apart: an FP32 instruction every other clock reaches the peak,
-#: leaving the other slot to the rest (their 0.979 and 0.987). Hopper (GH100: 32 FP32 lanes per
-#: partition, INT32 apart) also needs an FP32 issue every clock but shares no lane; with no
-#: measurement it keeps ``VECTOR_PRIORS``, which may be optimistic for it. One measured die: a
-#: prior, not a fit (``tests/test_priors.py`` derives it from the committed row).
+#: instruction per clock), a datapath of 16 FP32 lanes and one of 16 lanes doing FP32 or INT32
+#: (its Ada whitepaper, 2022: the same for AD10x), so the FP32 peak needs an FP32 instruction
+#: issued every clock and each other instruction takes a slot from it. Measured per SM per clock
+#: that costs an FMA kernel nothing: cudapeak's FMA kernel (github astron-rd/cudapeak
+#: kernels/fp32.cu, two FMA chains per thread; results astron-rd/cudapeak-results@b0971c9, the
+#: SM clock read by NVML during the run) reaches 252.8-252.9 of 256 FLOP per SM per clock on
+#: GA104 (RTX A4000) and AD104/AD102 (RTX 4000 Ada, RTX 4070, RTX 5000 Ada): 0.988, as GA100
+#: (A100 PCIe 40GB) reaches 125.2 of 128, 0.978. GPUInspector's kernel has no integer work
+#: in its loop either (pc2/GPUInspector.jl ext/CUDAExt/peakflops_gpu_fmas.jl: ~1000 FMAs per
+#: loop counter) and its ratio is against the peak at the maximum clock: the A40's 23.3 TFLOP/s
+#: is its 10,752 lanes x 2 at 1.08 GHz, not the 1.74 GHz of its rating, so the 0.623 is the
+#: clock that 300 W card held (or that run), not its SM's datapaths (cudapeak's L40S, clock
+#: not recorded: 79.4 of the 91.6 rated, 0.866). Kept on the field, as the one measured
+#: shared-lane card, until a clock-under-load mechanism replaces it; not carried to other SMs
+#: whose lanes also run INT32 (Pascal, Blackwell GB20x: the per-clock figures give no reason).
+#: One measured die: a prior, not a fit (``tests/test_priors.py`` derives it from the row).
 SHARED_LANE_VECTOR_PRIOR = 0.623
 #: A device of a class with no measured member takes, for each of these op classes, the median
 #: of the fitted efficiency over every catalogue spec that cites a measurement of it, whatever

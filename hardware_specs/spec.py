@@ -188,11 +188,12 @@ class Architecture:
     simd_width_bits: int | None = None
     fma_units_per_core: int | None = None
     dsp_count: int | None = None                         # FPGA DSP slices
-    # FP32 lanes per SM that also execute INT32 (NVIDIA GA10x and AD10x: 64 of 128, one of the
-    # two 16-lane datapaths of each SM partition does FP32 or INT32). Its vector units then
-    # reach their FP32 peak only with an FP32 instruction issued every cycle; a GPU with it
-    # takes the vector prior measured on such an SM (``hardware_specs.priors``). None: FP32
-    # lanes of their own (GA100, GV100, GH100: INT32 units apart)
+    # FP32 lanes per SM that also execute INT32 in a GA10x/AD10x SM (64 of 128: one of the two
+    # 16-lane datapaths of each SM partition does FP32 or INT32). A GPU with it takes the vector
+    # prior measured on such a card, the A40 (``hardware_specs.priors``: a clock held under
+    # load, per-clock rates show, not the datapaths). None: GA100, GV100, GH100 (INT32 units
+    # apart), and the Pascal and Blackwell GB20x specs, whose lanes all run FP32 or INT32 but to
+    # which the A40's figure does not carry (``hardware_specs.priors``)
     fp32_lanes_shared_with_int32: int | None = None
 
     def __post_init__(self) -> None:

@@ -372,6 +372,8 @@ def test_an_sm_sharing_fp32_lanes_with_int32_takes_the_a40s_vector_figure(name):
     assert class_priors(DeviceClass.GPU, (), dataclasses.replace(
         spec.architecture, fp32_lanes_shared_with_int32=None))["vector_efficiency"] == 0.983
     assert class_priors(DeviceClass.TPU, (), spec.architecture)["vector_efficiency"] == 0.979
+    for other in ("p4", "p100-pcie-16gb", "rtx-5090"):   # lanes run INT32, figure not carried
+        assert load_device(other).vector_efficiency == 0.983, other
     written = device_toml(spec)
     assert "fp32_lanes_shared_with_int32 = 64" in written and "vector_efficiency" not in written
     note = next(n for n in simulate("gpt2-small", name, micro_batch=1).notes
