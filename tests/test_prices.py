@@ -39,8 +39,9 @@ def test_catalogue_prices_are_cited_and_plausible():
     prices lie between $0.05 and $50 per device-hour and purchase prices between $500 and
     $100,000 (the catalogue's range: a T4 hour, a B200's share of a DGX). At least 40
     devices have an on-demand price (the three server CPUs per socket-hour; the V100 PCIe
-    32 GB its nearest rented part's; the M4 Max a whole Mac host's) and 30 a purchase price
-    (TPUs and Trainium are not sold; the others say why no figure is cited)."""
+    32 GB its nearest rented part's; the M4 Max a whole Mac host's) and 34 a purchase price
+    (the T4, P4, L4 and L40S an Amazon.com street price since 2026-12-06; TPUs and Trainium
+    are not sold; the others say why no figure is cited)."""
     hourly = bought = 0
     for path in sorted(DEVICES.glob("*.toml")):
         spec = load_device(str(path))
@@ -57,7 +58,7 @@ def test_catalogue_prices_are_cited_and_plausible():
         if spec.purchase_usd is not None:
             bought += 1
             assert 500 <= spec.purchase_usd <= 100_000, path.name
-    assert hourly >= 40 and bought >= 30
+    assert hourly >= 40 and bought >= 34
 
 
 # A missing price is stated with its reason: "No on-demand price per device-hour cited: <why>"
@@ -98,8 +99,8 @@ def test_every_device_has_a_price_or_a_dated_record(capsys):
                 f"{path.name}: write 'No purchase price cited: <why>' (or that it is not sold)")
             reasons += 1
     assert reasons > 0        # the catalogue still has gaps: the check ran on some
-    t4 = (DEVICES / "t4.toml").read_text()
-    bare = load_device_text(t4.replace(
+    mi325x = (DEVICES / "mi325x.toml").read_text()
+    bare = load_device_text(mi325x.replace(
         "no_purchase_usd = { offered = true, searched = 2026-12-06 }\n", ""))
     assert _price_gaps(bare) == ["purchase_usd"]          # neither figure nor record: refused
     assert main(["devices"]) == 0
@@ -111,6 +112,14 @@ def test_every_device_has_a_price_or_a_dated_record(capsys):
     assert "rent $8.60/h buy none cited (searched 2026-12-06)" in rows["mi355x"]   # OCI
     assert "rent $6.00/h buy $25,734" in rows["mi300x"]              # Oracle/Azure; UBB share
     assert "rent $2.10/h buy $15,770" in rows["mi250"]               # RunPod's MI250 page
+    # Amazon.com buy-box street prices, the first point of each card's Keepa history
+    # (United-Compute/gpu-price-tracker): T4 2019-07-17, P4 2018-02-25, L4 2024-08-05,
+    # L40S 2023-11-13
+    assert "rent $0.53/h buy $2,337" in rows["t4"]
+    assert "rent $0.84/h buy $2,995" in rows["p4"]
+    assert "rent $0.43/h buy $2,950" in rows["l4"]
+    assert "rent $0.86/h buy $13,745" in rows["l40s"]
+    assert "rent $1.95/h buy none cited (searched 2026-12-06)" in rows["mi325x"]
     assert "rent $1.05/h buy $7,885" in rows["mi250-die"]            # half the package
     assert "rent $1.60/h buy $14,500" in rows["mi250x"]              # Cirrascale via cloud-gpus
     assert "rent $0.80/h buy $7,250" in rows["mi250x-die"]           # half the package
@@ -165,15 +174,15 @@ def test_a_missing_price_record_is_checked_and_written_back():
     from hardware_specs.spec import Unpriced
     from hardware_specs.writer import device_toml
 
-    base = (DEVICES / "t4.toml").read_text()
+    base = (DEVICES / "mi325x.toml").read_text()
     record = "no_purchase_usd = { offered = true, searched = 2026-12-06 }\n"
     assert record in base
-    t4 = load_device_text(base)
-    assert t4.purchase_unpriced == Unpriced(offered=True, searched="2026-12-06")
-    assert t4.rent_unpriced is None and t4.unpriced_words() is None
-    assert t4.unpriced_words(purchase=True) == "none cited (searched 2026-12-06)"
-    again = load_device_text(device_toml(t4))
-    assert again.purchase_unpriced == t4.purchase_unpriced
+    mi325x = load_device_text(base)                   # rented, with no cited purchase price
+    assert mi325x.purchase_unpriced == Unpriced(offered=True, searched="2026-12-06")
+    assert mi325x.rent_unpriced is None and mi325x.unpriced_words() is None
+    assert mi325x.unpriced_words(purchase=True) == "none cited (searched 2026-12-06)"
+    again = load_device_text(device_toml(mi325x))
+    assert again.purchase_unpriced == mi325x.purchase_unpriced
     for bad, words in (
             ("no_purchase_usd = { offered = true, searched = 2026-12-06 }\npurchase_usd = 2000\n",
              "no_purchase_usd.*given with purchase_usd"),
@@ -190,7 +199,7 @@ def test_a_missing_price_record_is_checked_and_written_back():
     only_record = load_device_text(re.sub(
         r"\n\[price\]\n(?:#.*\n|\w+ = .*\n)+", "\n[price]\n" + record, base))
     assert (only_record.price_per_hour_usd, only_record.purchase_usd) == (None, None)
-    bought = override(t4, {"purchase_usd": 2000})
+    bought = override(mi325x, {"purchase_usd": 2000})
     assert bought.purchase_unpriced is None and bought.unpriced_words(purchase=True) is None
     rented = with_prices([load_device("mi210")], {"mi210": 1.0})[0]
     assert rented.rent_unpriced is None and rented.purchase_unpriced is not None
@@ -204,7 +213,7 @@ def test_a_record_dated_wrongly_is_one_line_in_the_specs_own_words(tmp_path, cap
     never Python's ``datetime.datetime(...)``), exit 2; today's date is accepted."""
     import datetime
 
-    base = (DEVICES / "t4.toml").read_text()
+    base = (DEVICES / "mi325x.toml").read_text()
     record = "no_purchase_usd = { offered = true, searched = 2026-12-06 }\n"
     assert record in base
     today = datetime.date.today()
