@@ -117,14 +117,17 @@ _CAPPED = TransformerConfig("capped", 4, 2048, 16, vocab=50257, seq_len=2048)
 
 
 @settings(max_examples=25, deadline=None)
-@given(cap_w=st.integers(400, 1000))
+@given(cap_w=st.integers(420, 1000))
 def test_the_b200_and_gb200_under_one_power_cap_are_within_their_peak_ratio(cap_w):
     """The same die under the same power limit: neither steps faster than the other by more
     than their bf16 peak ratio, 2500 / 2250 (the GB200's 152 SMs against 148, at 2,062 MHz
     against 1,965). Before the GB200 had a sustained ratio its burst GEMM rate ran at its
     1,200 W clock: at 1,000 W gpt3-1.3b stepped 1.15 times faster on it than on the B200. Under
-    about 330 W the GB200's idle prior (13 % of 1,200 W = 156 W, against the B200's measured
-    137 W) leaves it less dynamic power, and it falls outside (0.87 at 290 W): not tested."""
+    about 410 W the GB200's idle prior (13 % of 1,200 W = 156 W, against the B200's measured
+    137 W) leaves it less dynamic power, and it falls outside (0.89 at 400 W, 0.90 at 420 W):
+    not tested. The bound was 330 W while the GB200 ran its own attention table, a later
+    cuDNN's kernel (simulator.cost.attention): with the same die's fit on both, the prior's
+    19 W shows from higher caps."""
     ratio = 2500 / 2250
     b200 = simulate(_CAPPED, B200, micro_batch=4, precision="bf16", power_limit_w=cap_w)
     gb200 = simulate(_CAPPED, GB200, micro_batch=4, precision="bf16", power_limit_w=cap_w)

@@ -26,18 +26,39 @@ fits the parameters (``FITS`` holds its output; ``tests/test_attention_kernels.p
 again, holds out the longest sequences and checks both).
 
 Devices of the measured chip (an A100 of any form factor, an H100, H800 or H200: the same
-GA100 / GH100 SMs) use its fit as fractions of their own peak. The B200 and GB200 each have
-their own table (NVIDIA cuDNN frontend's training benchmark, ``tests/data/
-attention_kernels_blackwell.csv``: cuDNN and PyTorch's FlashAttention-2 backend, causal, head
-dimension 128 only, so their ``h`` is held at 0: ``simulator.calibrate.attention``). The B200's
-cuDNN rows were timed through PyTorch's SDPA: the call's host cost (0.079 ms forward, 0.088 ms
-backward, from the same artifact's 512-token row less the cuDNN-frontend kernel's time there)
-is taken off each before fitting (``CALL_FLOOR_S``), as hwsim prices dispatch apart. Its fixed
-cost c stays above the GB200's (10.6 / 18.1 against 5.1 / 5.3 key blocks): an additive term
-fitted jointly with e and c over all six of the artifact's lengths (512-16,384) finds 0.057 ms
-forward and 0 backward, c 11.5 / 15.0, so the rest is the B200's cuDNN 9.13 kernel through
-SDPA, not the call (an unexplained gap: cuDNN versions differ, 9.13 against 9.17). Other
-devices have no attention measurement and keep the spec's ``attention_efficiency`` (or the
+GA100 / GH100 SMs) use its fit as fractions of their own peak. The B200 has its own table
+(NVIDIA cuDNN frontend's training benchmark, ``tests/data/attention_kernels_blackwell.csv``:
+cuDNN and PyTorch's FlashAttention-2 backend, causal, head dimension 128 only, so ``h`` is
+held at 0: ``simulator.calibrate.attention``). Its cuDNN rows were timed through PyTorch's
+SDPA: the call's host cost (0.079 ms forward, 0.088 ms backward, from the same artifact's
+512-token row less the cuDNN-frontend kernel's time there) is taken off each before fitting
+(``CALL_FLOOR_S``), as hwsim prices dispatch apart.
+
+The GB200 is the same die (``hardware_specs/devices/gb200.toml``: the B200 silicon at a higher
+power limit, whose GEMMs already take the B200's tile) and runs the B200's fits at its own peak
+and SMs (PyTorch's FlashAttention-2 backend's too: the same kernel in both tables, PyTorch 2.9
+and 2.10, whose fits differ by 9-13 % in e). Its own table is fitted and checked (``FITS``),
+not used: it measures a later cuDNN. Its rows are cuDNN 9.17.0 (NGC 25.11, cudnn-frontend d48a60eb, 2025-12-18) through cuDNN
+frontend, the B200's 9.13.1 (NGC 25.09, bb37575d) through SDPA, and most of the gap between
+the two tables is that release, not the part (``tests/data/attention_cudnn_versions.csv``, the
+same benchmark's other artifacts). On one part, the GB300, 9.13.1 (bb37575d, SDPA) -> 9.17.0
+(d48a60eb) gains 11.8 % forward and 9.0 % backward at 32,768 tokens, where PyTorch's call
+(~0.08 ms) is under 0.5 % of the 19.6 / 66.7 ms timed, and 27 % / 14 % at 8,192. The GB200's
+9.17 rows over the B200's 9.13 rows at 8,192-32,768 tokens (1.18-1.35 forward, 1.21-1.29
+backward), less that gain at each length, leave 1.06-1.12: the part's own gain, about the
+1.11 of the two datasheet peaks (2500 / 2250) that pricing at each one's peak applies
+(assumed: that 9.17 gains on the GB200 what it gains on the GB300, sm_103 against sm_100).
+The B200's fit stands for the release of the validated runs' era: the same benchmark on the
+B200 with cuDNN 9.10.2 (NGC 25.05, f937055, 2025-06-12) is within 5 % of 9.13.1 at 4,096-32,768
+tokens, 9.10.2 as fast or faster (forward 1,211 / 1,359 / 1,435 against 1,171 / 1,332 / 1,419 TFLOP/s
+at 8k / 16k / 32k; backward 945 / 1,074 / 1,132 against 943 / 1,075 / 1,109), and every
+Blackwell run hwsim is checked on ran a container of early 2025 (NeMo 25.02 and 25.04, MLPerf
+Training v5.0, published 2025-06), months before 9.17. The B200's fixed cost c stays above the
+GB200's own (10.6 / 18.1 against 5.1 / 5.3 key blocks): the same release gap, largest at short
+lengths. A current (9.17 or later) stack would run nearer the GB200's own fit,
+``FITS[('gb200', ...)]``; no plan field selects it.
+
+Other devices have no attention measurement and keep the spec's ``attention_efficiency`` (or the
 matmul efficiency) times the tile model (``simulator.cost.efficiency``).
 
 Burst rates, slowed in a training step as GEMMs are. Every table above was timed in short runs,
@@ -80,8 +101,10 @@ BLOCK = 128   # FlashAttention-2/3's query and key block (Dao 2023, sec. 3.1; Sh
 
 # Which measured device's fit a catalogue device uses: the same chip's SMs and clocks scale
 # with its own peak (an A100 PCIe runs the A100's kernels; H800 and H200 are GH100).
+# The GB200 is the B200's die: it runs the B200's fit (cuDNN 9.13, the release of the
+# validated runs' era; its own table measures cuDNN 9.17, see the module's docstring).
 CHIPS = {"a100-": "a100-sxm4-80gb", "h100-": "h100-sxm5-80gb", "h800-": "h100-sxm5-80gb",
-         "h200-": "h100-sxm5-80gb", "b200": "b200", "gb200": "gb200"}
+         "h200-": "h100-sxm5-80gb", "b200": "b200", "gb200": "b200"}
 # The kernel a current stack runs when the plan does not say (attention_kernel = auto):
 # Ampere: FlashAttention-2 (PyTorch's SDPA flash backend, Hugging Face's flash_attention_2,
 # Megatron-LM / Transformer Engine's flash-attn backend on sm80). Hopper: cuDNN's fused
@@ -93,7 +116,7 @@ CHIPS = {"a100-": "a100-sxm4-80gb", "h100-": "h100-sxm5-80gb", "h800-": "h100-sx
 # (B200, GB200): cuDNN's, by the same preference ("Hopper+").
 DEFAULT_KERNEL = {"a100-sxm4-80gb": AttentionKernel.FLASH_ATTN_2,
                   "h100-sxm5-80gb": AttentionKernel.CUDNN,
-                  "b200": AttentionKernel.CUDNN, "gb200": AttentionKernel.CUDNN}
+                  "b200": AttentionKernel.CUDNN}
 HOPPER_ONLY = frozenset({AttentionKernel.FLASH_ATTN_3})
 
 # Backward e / forward e where a kernel is benchmarked only forward + backward together:
