@@ -92,7 +92,7 @@ from hardware_specs.spec import (  # EFFICIENCIES: re-exported for callers of th
 )
 from hardware_specs.priors import (  # noqa: F401  (re-exported: callers import them here)
     CLASS_PRIORS, CROSS_CLASS_PRIORS, GPU_PRIORS, MATMUL_PRIORS, MEASURED_CLASSES,
-    SHARED_LANE_VECTOR_PRIOR, VECTOR_PRIORS, class_priors)
+    SHARED_LANE_VECTOR_PRIOR, STREAM_PRIORS, VECTOR_PRIORS, class_priors)
 from hardware_specs.tables import OptionalTables
 from simulator.errors import (
     SpecError,

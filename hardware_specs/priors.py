@@ -26,13 +26,17 @@ GPU_PRIORS = {"memory_efficiency": 0.780, "norm_memory_efficiency": 0.617,
 #: class's prior, never at its datasheet peak: the median over the catalogue specs of its class
 #: that cite one (GPUs: A100 SXM4 40/80GB 0.824, A100 PCIe 80GB 0.827, H100 SXM 0.803, H200
 #: 0.763, B200 0.787, GB200 0.729, MI300X 0.471, MI325X 0.600, MI355X 0.622, V100 SXM2/PCIe
-#: 0.848, T4 0.616 -> 0.787; accelerators: Gaudi 2 0.969, Gaudi 3 0.677 -> 0.823). A class with
-#: no measured member (TPUs, FPGAs, CPUs) takes ``CROSS_CLASS_PRIORS``. A fraction of the
+#: 0.848, T4 0.616 -> 0.787; accelerators: Gaudi 2 0.969, Gaudi 3 0.677, Trainium 0.830 (an
+#: NKI bf16 GEMM on one NeuronCore-v2, AWS's matmul tutorial) -> 0.830; TPUs: v5e 0.923 (XLA's
+#: bf16 jnp.matmul of 8192^3, the JAX Pallas TPU matmul guide), the median of one ->
+#: 0.923; ``tests/data/nongpu_kernel_rates.csv``). A class with no measured member (FPGAs,
+#: CPUs) takes ``CROSS_CLASS_PRIORS``. A fraction of the
 #: device's own peak, as the streaming priors are of its own bandwidth: its balance of compute
 #: and bandwidth decides which bounds an op. A calibrated CPU (``hwsim calibrate``) replaces it
 #: with its fit. ``tests/test_priors.py`` recomputes them; ``DeviceSpec.priors`` names the
 #: fields a device runs on.
-MATMUL_PRIORS = {DeviceClass.GPU: 0.787, DeviceClass.ACCELERATOR: 0.823}
+MATMUL_PRIORS = {DeviceClass.GPU: 0.787, DeviceClass.ACCELERATOR: 0.830,
+                 DeviceClass.TPU: 0.923}
 #: A GPU whose spec cites no measurement of its vector units (``vector_efficiency``: norms',
 #: activations', softmax's arithmetic) runs them at this fraction of its fp32 vector peak: the
 #: median over the GPUs whose FMA-chain throughput GPUInspector.jl measured against the peak at
@@ -63,42 +67,59 @@ VECTOR_PRIORS = {DeviceClass.GPU: 0.983}
 #: whose lanes also run INT32 (Pascal, Blackwell GB20x: the per-clock figures give no reason).
 #: One measured die: a prior, not a fit (``tests/test_priors.py`` derives it from the row).
 SHARED_LANE_VECTOR_PRIOR = 0.623
+#: An FPGA whose spec cites no streaming measurement streams at this fraction of its own
+#: bandwidth: the median over the measured FPGAs, today the Alveo U280 alone (Shuhai's
+#: hardware engines on all 32 HBM pseudo-channels, "up to 425 GB/s" of the 460 GB/s datasheet
+#: figure = 0.924; Wang et al., FCCM 2020, arXiv 2005.04324, abstract;
+#: ``tests/data/nongpu_kernel_rates.csv``). Carried by the class rule to the DDR4 parts (Alveo
+#: U250, VCK5000) although no DDR4 figure is read: the best a hand-written RTL engine reaches,
+#: an upper figure for a kernel made with HLS (Choi et al., FPGA 2021, measure HLS designs
+#: well below it before their optimisations); a prior, not a fit.
+STREAM_PRIORS = {DeviceClass.FPGA: 0.924}
 #: A device of a class with no measured member takes, for each of these op classes, the median
 #: of the fitted efficiency over every catalogue spec that cites a measurement of it, whatever
 #: its class (``tests/test_priors.py`` recomputes each from the files): streams
 #: (``memory_efficiency``: the 13 GPU specs citing NeuSight's or PyTorch's kernels, 0.736-0.894,
-#: median 0.780, the L4's, = GPU_PRIORS' figure), vector arithmetic (``vector_efficiency``: the
-#: A100-SXM4-40/80GB 0.979 and V100-SXM2 0.987 -> 0.979) and GEMMs (``matmul_efficiency``: the
-#: 15 GPU and accelerator specs above, 0.787). Today that is every TPU, accelerator (Gaudi,
-#: Trainium, Graphcore, Snapdragon) and FPGA for streams and vector arithmetic, and the TPUs,
-#: FPGAs and catalogue CPUs for GEMMs. A documented prior, not a measurement: no device runs an
+#: and the Alveo U280's 0.924: 14 values, median (0.780 + 0.850) / 2 = 0.815), vector
+#: arithmetic (``vector_efficiency``: the A100-SXM4-40/80GB 0.979 and V100-SXM2 0.987 -> 0.979)
+#: and GEMMs (``matmul_efficiency``: the 17 GPU, accelerator and TPU specs above, 0.803, the
+#: H100 SXM's). Today that is every TPU, accelerator (Gaudi, Trainium, Graphcore, Snapdragon)
+#: and catalogue CPU for streams, every non-GPU for vector arithmetic, and the FPGAs and
+#: catalogue CPUs for GEMMs. A documented prior, not a measurement: no device runs an
 #: op class at its datasheet peak because no device of its class was measured; ``hwsim
 #: devices`` marks these ``prior/cross-class`` and predictions say so (``simulator.cost.status``).
 #: Not carried over: the norm and NHWC batch-norm figures (PyTorch's and cuDNN's GPU kernels;
 #: other classes' norms stream as their streams do). Searched for, 2026-12-05 and -06, without
 #: a figure that could be read and checked in its primary source here: STREAM results for the
 #: Xeon 8380/8480 and EPYC 9654 (Dell's PowerEdge notes and AnandTech's reviews give them as
-#: charts), Gaudi 2/3, Trainium and TPU HBM streaming rates, the vector units' throughput of any
-#: non-GPU, Jia et al. 2019 (arXiv 1912.03413: the Graphcore GC2, not the catalogue's Bow; only
-#: secondary summaries of its figures were reachable) and Lee et al., ISCA 2025 (arXiv
-#: 2501.00210: Gaudi-2 vs A100; only its abstract and a secondary summary were reachable, which
-#: reports Gaudi-2's TPC ADD/SCALE at ~50 % and TRIAD at ~99 % of the vector peak and 64 % of
-#: the HBM bandwidth for gathers of rows of 256 B and more; not used until read in the paper).
-CROSS_CLASS_PRIORS = {"matmul_efficiency": 0.787, "memory_efficiency": 0.780,
+#: charts; simon-r/My_Stream_Benchmark RESULTS.md @11d386c gives a 2-socket Platinum 8480+
+#: "axpy (TRIAD)" of 372.2 GB/s but not the DIMMs or their speed, so no fraction of a datasheet
+#: figure follows), Gaudi 2/3, Trainium and TPU HBM streaming rates, the vector units'
+#: throughput of any non-GPU, Jia et al. 2019 (arXiv 1912.03413: the Graphcore GC2, not the
+#: catalogue's Bow; only secondary summaries of its figures were reachable) and Lee et al.,
+#: ISCA 2025 (arXiv 2501.00210: Gaudi-2 vs A100; only its abstract and a secondary summary were
+#: reachable, which reports Gaudi-2's TPC ADD/SCALE at ~50 % and TRIAD at ~99 % of the vector
+#: peak and 64 % of the HBM bandwidth for gathers of rows of 256 B and more; not used until
+#: read in the paper; searched again 2026-12-06: the stored arxiv.org/html/2501.00210v1 page
+#: is readable only to its introduction).
+CROSS_CLASS_PRIORS = {"matmul_efficiency": 0.803, "memory_efficiency": 0.815,
                       "vector_efficiency": 0.979}
 #: Per field, the class priors: the median over the measured devices of the class.
 CLASS_PRIORS = {**{field: {DeviceClass.GPU: value} for field, value in GPU_PRIORS.items()},
                 "matmul_efficiency": MATMUL_PRIORS, "vector_efficiency": VECTOR_PRIORS}
+CLASS_PRIORS["memory_efficiency"] = {**CLASS_PRIORS["memory_efficiency"], **STREAM_PRIORS}
 #: The device classes with at least one catalogue spec that cites a measurement of the field:
-#: its streaming rate (``memory_efficiency``: GPUs, NeuSight's and PyTorch's kernels; their
-#: medians are GPU_PRIORS), its vector units' rate (``vector_efficiency``: GPUs, the A100 and
-#: V100 SXM parts) or its GEMMs' (``matmul_efficiency``: GPUs and accelerators). A device of
-#: any other class takes the cross-class prior (``CROSS_CLASS_PRIORS``), ``prior (cross-class)``
-#: in ``hwsim devices``. ``tests/test_priors.py`` derives these sets from the catalogue files,
-#: so a spec that cites a measurement moves its class in.
-MEASURED_CLASSES = {"memory_efficiency": frozenset({DeviceClass.GPU}),
+#: its streaming rate (``memory_efficiency``: GPUs, NeuSight's and PyTorch's kernels, their
+#: medians GPU_PRIORS; FPGAs, the Alveo U280's HBM, STREAM_PRIORS), its vector units' rate
+#: (``vector_efficiency``: GPUs, the A100 and V100 SXM parts) or its GEMMs'
+#: (``matmul_efficiency``: GPUs, accelerators and TPUs). A device of any other class takes the
+#: cross-class prior (``CROSS_CLASS_PRIORS``), ``prior (cross-class)`` in ``hwsim devices``.
+#: ``tests/test_priors.py`` derives these sets from the catalogue files, so a spec that cites a
+#: measurement moves its class in.
+MEASURED_CLASSES = {"memory_efficiency": frozenset({DeviceClass.GPU, DeviceClass.FPGA}),
                     "vector_efficiency": frozenset({DeviceClass.GPU}),
-                    "matmul_efficiency": frozenset({DeviceClass.GPU, DeviceClass.ACCELERATOR})}
+                    "matmul_efficiency": frozenset({DeviceClass.GPU, DeviceClass.ACCELERATOR,
+                                                    DeviceClass.TPU})}
 
 
 def class_priors(device_class: DeviceClass, given, architecture=None) -> dict[str, float]:
@@ -120,4 +141,5 @@ def class_priors(device_class: DeviceClass, given, architecture=None) -> dict[st
     return out
 
 __all__ = ["CLASS_PRIORS", "CROSS_CLASS_PRIORS", "GPU_PRIORS", "MATMUL_PRIORS",
-           "MEASURED_CLASSES", "SHARED_LANE_VECTOR_PRIOR", "VECTOR_PRIORS", "class_priors"]
+           "MEASURED_CLASSES", "SHARED_LANE_VECTOR_PRIOR", "STREAM_PRIORS", "VECTOR_PRIORS",
+           "class_priors"]

@@ -36,6 +36,9 @@ MEASURED, PRIOR, DATASHEET, CALIBRATED = "measured", "prior", "datasheet", "cali
 #: A prior of a class with no measured member: the median over the measured devices of every
 #: class (``hardware_specs.loader.CROSS_CLASS_PRIORS``).
 CROSS_CLASS = "prior (cross-class)"
+#: A device class as the notes name it, in the plural.
+PLURALS = {"gpu": "GPUs", "tpu": "TPUs", "cpu": "CPUs", "fpga": "FPGAs",
+           "accelerator": "accelerators"}
 #: The datasheet rate, with no measured device of the class to take a prior from: no
 #: catalogue spec is left there (every class takes at least the cross-class prior); a
 #: DeviceSpec built in code without the loader may be.
@@ -111,22 +114,23 @@ def priors_note(device, batch_norms: bool = True) -> str | None:
     from hardware_specs.loader import MEASURED_CLASSES
 
     parts = []
-    kind = device.device_class.value.upper()
+    own = PLURALS[device.device_class.value]
 
     def median(field: str) -> str:
         """Whose median the prior of ``field`` is: its class's, or every measured class's."""
         classes = MEASURED_CLASSES.get(field, frozenset({device.device_class}))
         if device.device_class in classes:
-            return f"the median measured on other {kind}s"
-        names = sorted("GPUs" if c.value == "gpu" else f"{c.value}s" for c in classes)
-        return f"the median measured on {' and '.join(names)} (none of its class is measured)"
+            return f"the median measured on other {own}"
+        names = sorted(PLURALS[c.value] for c in classes)
+        listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+        return f"the median measured on {listed} (none of its class is measured)"
 
     if "matmul_efficiency" in fields:
         parts.append(f"GEMMs run at {device.matmul_efficiency:.1%} of its peak, "
                      f"{median('matmul_efficiency')}")
     if any(field not in ("matmul_efficiency", "vector_efficiency", *BATCH_NORM_PRIORS)
            for field in fields):
-        parts.append(f"memory-bound kernels stream at the medians measured on other {kind}s"
+        parts.append(f"memory-bound kernels stream at the medians measured on other {own}"
                      if "norm_memory_efficiency" in fields or device.device_class.value == "gpu"
                      else f"memory-bound kernels stream at {device.memory_efficiency:.1%} of its "
                           f"bandwidth, {median('memory_efficiency')}")
@@ -140,7 +144,8 @@ def priors_note(device, batch_norms: bool = True) -> str | None:
     if any(field in BATCH_NORM_PRIORS for field in fields):
         parts.append(f"NHWC batch norms stream at {device.batch_norm_memory_efficiency:.1%} "
                      f"forward and {device.batch_norm_backward_memory_efficiency:.1%} backward "
-                     f"of its bandwidth, the median over the measured {kind} dies")
+                     f"of its bandwidth, the median over the measured "
+                     f"{device.device_class.value.upper()} dies")
     return (f"{device.name} has no measured {' or '.join(fields)}: "
             f"{'; '.join(parts)} (priors)")
 
