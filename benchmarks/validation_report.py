@@ -226,6 +226,9 @@ def step_plan(row: dict[str, str]) -> Plan:
     # how the rotary embedding ran under eager fusion (column rotary; empty: eager PyTorch),
     # and which Transformer Engine modules ran fp8 (column fp8_modules; empty: fused)
     fields["rotary"] = row.get("rotary") or "eager"
+    # the loss's kernels (column loss_kernels; empty: auto, as the fusion): torch for
+    # torchtitan, which compiled its blocks, not its loss (9dec370 train.py lines 131-138)
+    fields["loss_kernels"] = row.get("loss_kernels") or "auto"
     # where eager code added a linear's bias (column bias_add; empty: fused, in the GEMM)
     fields["bias_add"] = row.get("bias_add") or "fused"
     fields["fp8_modules"] = row.get("fp8_modules") or "fused"

@@ -6,6 +6,7 @@ from simulator.graph.op import DType, OpKind, Phase
 from simulator.parallel.tensor import split
 from simulator.plan.step import Plan
 from simulator.training.backward import training_graph
+from simulator.training.fusion import fuse_elementwise
 from workloads.mlp import MLPConfig
 from workloads.transformer import TransformerConfig
 
@@ -98,3 +99,78 @@ def test_a_classifier_keeps_its_one_loss_op():
     losses = [op for op in step.ops() if op.fn == "cross_entropy"]
     assert [op.kind for op in losses] == [OpKind.LOSS, OpKind.LOSS]
     assert not any(op.fn in ("to_copy", "exp", "div") for op in step.ops())
+
+
+def _torch_step(precision="bf16", fusion="eager"):
+    dtype = DType.FP32 if precision == "fp32" else DType.BF16
+    return training_graph(MODEL.forward_graph(BATCH, dtype),
+                          Plan(micro_batch=BATCH, precision=precision, fusion=fusion,
+                               loss_kernels="torch"))
+
+
+def test_torch_loss_moves_48_bytes_per_logit():
+    """PyTorch's eager F.cross_entropy on an fp32 cast (torchtitan): cast (2 + 4), log_softmax
+    (cunn_SoftMaxForward: three reads of the row, one write: 16) = 22 bytes forward; the nll
+    gradient written (4), log_softmax's backward (cunn_SoftMaxBackward: the gradient read for
+    its sum, then gradient and output read, one write: 16), the cast back (4 + 2) = 26
+    backward; per row the int64 target and the fp32 logit it picks, each way."""
+    ops = _loss_ops(_torch_step())
+    assert [op.fn for op in ops if op.phase is Phase.FORWARD] == [
+        "to_copy", "log_softmax", "cross_entropy"]
+    assert [op.fn for op in ops if op.phase is Phase.BACKWARD] == [
+        "nll_backward", "log_softmax_backward", "to_copy_backward"]
+    assert _bytes(ops, Phase.FORWARD) == 22 * ELEMENTS + ROWS * (8 + 4) + 4
+    assert _bytes(ops, Phase.BACKWARD) == 26 * ELEMENTS + ROWS * (8 + 4)
+
+
+def test_torch_loss_writes_a_new_tensor_per_kernel():
+    """No pass works in place: the cast, the log-softmax, the nll gradient and the log-softmax
+    gradient are 4 bytes per logit each, the gradient cast back 2; the backward of the
+    log-softmax reads the forward's kept output, not the cast; the 16-bit logits (``pred``,
+    deleted only after the loss returns) are read by the loss too."""
+    step = _torch_step()
+    sizes = {name: step.op(name).out_bytes for name in (
+        "loss.to_copy", "loss.log_softmax", "grad:loss.nll_backward",
+        "grad:loss.log_softmax_backward", "grad:loss.to_copy_backward")}
+    assert list(sizes.values()) == [4 * ELEMENTS] * 4 + [2 * ELEMENTS]
+    assert set(step.consumers("loss.to_copy")) == {"loss.log_softmax"}
+    assert set(step.consumers("loss.log_softmax")) == {"loss", "grad:loss.log_softmax_backward"}
+    assert "loss" in step.consumers("lm_head")
+    assert set(step.consumers("grad:loss.to_copy_backward")) >= {"dgrad:lm_head",
+                                                                 "wgrad:lm_head"}
+
+
+def test_torch_loss_stays_unfused_under_compiled_blocks():
+    """torchtitan compiles its blocks, not its loss: elementwise fusion leaves the loss's
+    kernels as they are, while it still folds the blocks' vector ops."""
+    step = _torch_step(fusion="compiled")
+    fused = fuse_elementwise(step)
+    loss = [op.name for op in _loss_ops(step)]
+    assert [op.name for op in _loss_ops(fused)] == loss
+    assert len(fused) < len(step)
+
+
+def test_fp32_logits_skip_the_torch_casts():
+    ops = _loss_ops(_torch_step(precision="fp32"))
+    assert "to_copy" not in {op.fn for op in ops}
+    assert "to_copy_backward" not in {op.fn for op in ops}
+
+
+def test_zero3_backward_gathers_keep_no_forward_output_alive():
+    """A ZeRO-3 backward gather waits for the forward's last op but reads none of its output:
+    the logits are freed after the loss, not held through the backward. With PyTorch's loss
+    the peak is then the backward's three fp32 tensors of the logits' size (12 bytes per
+    logit), not those and the 16-bit logits."""
+    from simulator import ParallelPlan
+    from simulator.graph.lower import COLLECTIVE_FNS
+    from simulator.parallel.rank import build_stage
+
+    low = build_stage(MODEL.forward_graph(BATCH, DType.BF16),
+                      Plan(micro_batch=BATCH, loss_kernels="torch"),
+                      ParallelPlan(dp=2, zero=3), per_node=8)
+    gathers = [j for j in range(len(low.out_bytes))
+               if low.kind[j] == OpKind.COLLECTIVE and low.phase[j] == int(Phase.BACKWARD)
+               and low.collective[j] == COLLECTIVE_FNS.index("all_gather")]
+    assert gathers
+    for j in gathers:
+        assert not low.edge_output[low.indptr[j]:low.indptr[j + 1]].any()

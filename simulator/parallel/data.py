@@ -454,7 +454,12 @@ def _gather_weights(step: OpGraph, plan: Plan, shards: int, local: int,
         if synchronous:   # DeepSpeed 2021: the gather's buffer zero-filled first
             inputs = [step.add(zero_fill(gather.name, index, first, plan, nbytes, phase),
                                inputs)]
-        step.add(gather, inputs)
+        # what a gather follows it only waits for (a hook's position, the stream's order): it
+        # reads none of those outputs, so it keeps none alive (the forward's last output, the
+        # logits, would otherwise live through the whole backward)
+        step.add(gather, [])
+        for position, src in enumerate(inputs):
+            step.add_edge(src, gather.name, position, nbytes=0)
         if previous or deps:
             step.issue_early(gather.name)
         ready = gather.name

@@ -68,6 +68,13 @@ class Fusion(str, Enum):
     COMPILED = "compiled"  # vector ops folded into their producer (torch.compile, XLA)
 
 
+class LossKernels(str, Enum):
+    """How a language model's cross-entropy over the vocabulary runs (``simulator.training.loss``)."""
+    AUTO = "auto"    # as the step's fusion: one fused kernel compiled, Megatron-LM's eager passes
+    TORCH = "torch"  # PyTorch's F.cross_entropy on an fp32 cast, eager (log_softmax, nll_loss),
+    #                  outside any compiled region: torchtitan 9dec370 train.py lines 131-138
+
+
 class Rotary(str, Enum):
     """How eager PyTorch runs a rotary embedding (``simulator.training.qkv``; ``Fusion.EAGER``
     only: compiled fusion keeps it one kernel)."""
@@ -224,6 +231,13 @@ class Plan:
                 "and scattered back: llm-foundry's flash path)"})
     fusion: Fusion = field(default=Fusion.EAGER, metadata={
         "help": "eager (a kernel per op) or compiled (vector ops fused)"})
+    # The loss's kernels (simulator.training.loss): torchtitan compiled its blocks but not its
+    # loss ("compiling loss function causes CUDA errors", train.py lines 136-138 at 9dec370)
+    loss_kernels: LossKernels = field(default=LossKernels.AUTO, metadata={
+        "help": "a language model's cross-entropy: auto (a fused kernel under compiled fusion, "
+                "Megatron-LM's eager passes under eager) or torch (PyTorch's eager "
+                "F.cross_entropy on an fp32 cast: log_softmax, nll_loss; torchtitan, whose "
+                "loss was not compiled)"})
     rotary: Rotary = field(default=Rotary.EAGER, metadata={
         "help": "a rotary embedding under eager fusion: eager (PyTorch, a kernel per op) or "
                 "scripted (torch.jit.script with the legacy fuser: GPT-NeoX's fp16 path)"})
@@ -400,6 +414,8 @@ class Plan:
                            _enum(AttentionKernel, self.attention_kernel, "attention_kernel"))
         object.__setattr__(self, "fusion", _enum(Fusion, self.fusion, "fusion"))
         object.__setattr__(self, "rotary", _enum(Rotary, self.rotary, "rotary"))
+        object.__setattr__(self, "loss_kernels",
+                           _enum(LossKernels, self.loss_kernels, "loss_kernels"))
         object.__setattr__(self, "bias_add", _enum(BiasAdd, self.bias_add, "bias_add"))
         if self.projections is not None:   # None: the model's own (simulate resolves it)
             object.__setattr__(self, "projections",

@@ -71,11 +71,13 @@ def fuse_elementwise(graph: OpGraph) -> OpGraph:
     for name in order:
         op = graph.op(name)
         inputs = graph.inputs(name)
-        if op.kind in FUSIBLE and len(inputs) == 1:
+        eager = dict(op.extra).get("eager")   # run by eager code outside the compiled region
+        if op.kind in FUSIBLE and len(inputs) == 1 and not eager:
             readers = [graph.op(c).phase for c in graph.consumers(inputs[0])]
             host = merged.get(inputs[0], inputs[0])
             base = fused.get(host, graph.op(host))
             if (readers.count(op.phase) == 1 and base.phase == op.phase
+                    and not dict(base.extra).get("eager")
                     and base.kind not in (OpKind.LOSS, OpKind.OPTIMIZER,
                                                   OpKind.COLLECTIVE)):
                 fused[host] = _absorb(base, op, keep_output=len(readers) > 1)

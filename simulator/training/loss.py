@@ -50,6 +50,35 @@ per micro-batch of Pythia 70M), and what the frameworks do with them is several 
   ``online_softmax_kernel``, then ``cross_entropy_kernel`` writing the gradient in the
   forward) read the logits twice in the forward: not modelled separately.
 
+- **torch** (``Plan.loss_kernels = torch``): PyTorch's ``F.cross_entropy(pred.float(), labels)``
+  run eagerly, outside any compiled region, as torchtitan runs it (9dec370 ``train.py`` lines
+  131-138: ``loss_fn`` casts with ``.float()``; "compiling loss function causes CUDA errors,
+  turning off for now", so only the blocks are compiled; ``del pred`` only after ``loss_fn``
+  returns, lines 304-307, so the 16-bit logits live through the loss's forward). Its kernels
+  (``aten/src/ATen/native/cuda/SoftMax.cu``; a row of 128,256 fp32 logits is over
+  ``sharedMemPerBlock``'s 48 KiB, so ``cunn_SoftMaxForward`` runs, not its shared-memory
+  variant), per element:
+
+  ====================  ==========================================  =========  ========
+  kernel                code                                        read (B)   written
+  ====================  ==========================================  =========  ========
+  cast                  ``pred.float()``                            a          4 (new)
+  log_softmax           ``cunn_SoftMaxForward``: max, sum of exp,   3 x 4      4 (new)
+                        write: three loops over the row
+  nll_loss backward     ``nll_loss_backward``: zero-filled          0          4 (new)
+                        gradient, -1/N at each target
+  log_softmax backward  ``cunn_SoftMaxBackward``: sum of the        3 x 4      4 (new)
+                        gradient, then gradient and output read
+  cast                  backward of ``.float()``                    4          a (new)
+  ====================  ==========================================  =========  ========
+
+  Every kernel writes a new tensor, so memory holds at once: the 16-bit logits, the fp32 cast
+  and the log-softmax in the forward (a + 8 bytes per logit, until the cast is freed after
+  the log-softmax), then the kept log-softmax, the nll gradient and the log-softmax gradient
+  in the backward (12 bytes per logit). Over 32,768 tokens x 128,256 logits (torchtitan's
+  Llama 3.1 8B at 32K local tokens) that is 50 GB, against the fused kernel's 16-bit logits
+  and gradient.
+
 Only a loss whose logits come from a language model's vocabulary head (``Role.VOCAB_HEAD``) is
 lowered so; a classifier's loss over a few classes keeps its one op.
 """
@@ -57,7 +86,7 @@ from __future__ import annotations
 
 from simulator.graph.op import Block, DType, Op, OpKind, Phase, Role, Task
 from simulator.graph.opgraph import OpGraph
-from simulator.plan.step import Fusion, Plan
+from simulator.plan.step import Fusion, LossKernels, Plan
 
 #: The format the frameworks compute the loss in (``.float()``).
 LOSS_DTYPE = DType.FP32
@@ -68,6 +97,13 @@ ROW_READ, ROW_WRITTEN = 8 + 8 + 4 + 4, 1 + 8 + 4 + 4
 #: The backward's row work: reads the masked target, the mask and the loss gradient (fp32),
 #: updates one logit per row (read and written).
 GRAD_ROW_READ, GRAD_ROW_WRITTEN = 8 + 1 + 4 + 4, 4
+
+
+def kernels(plan: Plan) -> str:
+    """Which loss runs: ``"fused"``, ``"megatron"`` (eager, in place) or ``"torch"``."""
+    if plan.loss_kernels is LossKernels.TORCH:
+        return "torch"
+    return "fused" if plan.fusion is Fusion.COMPILED else "megatron"
 
 
 def vocab_head(forward: OpGraph, name: str) -> Op | None:
@@ -119,16 +155,19 @@ def kept_bytes(head: Op, plan: Plan) -> int:
     """What the eager loss keeps for its backward: the fp32 softmax (the 16-bit logits are
     freed after the cast); 0 under ``Fusion.COMPILED`` (the fused kernel keeps the logits, as
     the loss op's saved input, and the per-row statistics)."""
-    if plan.fusion is Fusion.COMPILED:
+    if kernels(plan) == "fused":
         return 0
     elements, _, _ = shape(head)
-    return elements * LOSS_DTYPE.bytes
+    return elements * LOSS_DTYPE.bytes   # torch: the log-softmax, kept for its backward
 
 
 def add_forward(out: OpGraph, loss: Op, logits: str, head: Op, plan: Plan) -> None:
     """Add ``loss``'s forward kernels to ``out``, the ``LOSS`` op (same name) last."""
     elements, rows, width = shape(head)
-    if plan.fusion is Fusion.COMPILED:   # one fused kernel: per-row log-sum-exp kept
+    if kernels(plan) == "torch":
+        _add_torch_forward(out, loss, logits, elements, rows, width)
+        return
+    if kernels(plan) == "fused":   # one fused kernel: per-row log-sum-exp kept
         stats = rows * LOSS_DTYPE.bytes
         out.add(loss.evolve(bytes_read=elements * width + rows * DType.INT64.bytes,
                             bytes_written=stats + rows * LOSS_DTYPE.bytes, stats_bytes=stats),
@@ -161,9 +200,11 @@ def add_backward(out: OpGraph, loss: Op, logits: str, head: Op, plan: Plan) -> s
     """Add the eager backward kernels of ``loss`` to ``out`` after its forward (built by
     ``add_forward``); the name of the op writing the logits' gradient. None under
     ``Fusion.COMPILED``: the fused kernel's backward is a vector op's, derived as any."""
-    if plan.fusion is Fusion.COMPILED:
+    if kernels(plan) == "fused":
         return None
     elements, rows, width = shape(head)
+    if kernels(plan) == "torch":
+        return _add_torch_backward(out, loss, elements, rows, width)
     buffer = f"{loss.name}.to_copy" if f"{loss.name}.to_copy" in out else logits
     previous = loss.name
     for fn, (read, written) in eager_grad_passes(elements, rows, width).items():
@@ -180,5 +221,69 @@ def add_backward(out: OpGraph, loss: Op, logits: str, head: Op, plan: Plan) -> s
     return previous
 
 
+#: An op run by eager code outside the compiled region (``fuse_elementwise`` leaves it alone).
+EAGER = (("eager", 1),)
+
+
+def torch_passes(elements: int, rows: int, width: int) -> dict[str, tuple[int, int]]:
+    """PyTorch's eager ``F.cross_entropy`` on an fp32 cast: fn -> (bytes read, bytes written),
+    forward (``to_copy``, ``log_softmax``, ``loss``) then backward (``nll_backward``,
+    ``log_softmax_backward``, ``to_copy_backward``). ``width``: bytes per logit of the head."""
+    f = LOSS_DTYPE.bytes
+    passes = {"to_copy": (elements * width, elements * f)} if width != f else {}
+    passes.update({
+        "log_softmax": (3 * elements * f, elements * f),
+        "loss": (rows * (DType.INT64.bytes + f), f),
+        "nll_backward": (rows * (DType.INT64.bytes + f), elements * f),
+        "log_softmax_backward": (3 * elements * f, elements * f),
+    })
+    if width != f:
+        passes["to_copy_backward"] = (elements * f, elements * width)
+    return passes
+
+
+def _add_torch_forward(out: OpGraph, loss: Op, logits: str, elements: int, rows: int,
+                       width: int) -> None:
+    passes = torch_passes(elements, rows, width)
+    source = logits
+    if "to_copy" in passes:
+        read, written = passes["to_copy"]
+        source = out.add(Op(name=f"{loss.name}.to_copy", kind=OpKind.COPY, dtype=LOSS_DTYPE,
+                            fn="to_copy", bytes_read=read, bytes_written=written,
+                            out_bytes=written, layer=loss.layer, block=Block.HEAD,
+                            extra=EAGER), [logits])
+    read, written = passes["log_softmax"]
+    soft = out.add(Op(name=f"{loss.name}.log_softmax", kind=OpKind.SOFTMAX, dtype=LOSS_DTYPE,
+                      fn="log_softmax", flops=4 * elements, bytes_read=read,
+                      bytes_written=written, out_bytes=written, layer=loss.layer,
+                      block=Block.HEAD, extra=EAGER), [source])
+    read, written = passes["loss"]
+    # the loss reads the log-softmax; ``pred`` (the 16-bit logits) is held until it returns
+    out.add(loss.evolve(bytes_read=read, bytes_written=written, out_bytes=written,
+                        flops=rows, saves=(), extra=EAGER), [soft])
+    out.add_edge(logits, loss.name, 1, nbytes=0)
+
+
+def _add_torch_backward(out: OpGraph, loss: Op, elements: int, rows: int, width: int) -> str:
+    passes = torch_passes(elements, rows, width)
+    previous = loss.name
+    for fn in ("nll_backward", "log_softmax_backward", "to_copy_backward"):
+        if fn not in passes:
+            continue
+        read, written = passes[fn]
+        kind = {"nll_backward": OpKind.ELEMENTWISE, "log_softmax_backward": OpKind.SOFTMAX,
+                "to_copy_backward": OpKind.COPY}[fn]
+        op = Op(name=f"grad:{loss.name}.{fn}", kind=kind, phase=Phase.BACKWARD,
+                dtype=LOSS_DTYPE, fn=fn, flops=3 * elements if fn == "log_softmax_backward"
+                else 0, bytes_read=read, bytes_written=written, out_bytes=written,
+                layer=loss.layer, block=Block.HEAD, forward_of=loss.name,
+                task=Task.DATA_GRAD, extra=EAGER)
+        out.add(op, [previous])
+        if fn == "log_softmax_backward":   # reads the kept log-softmax
+            out.add_edge(f"{loss.name}.log_softmax", op.name, 1)
+        previous = op.name
+    return previous
+
+
 __all__ = ["add_backward", "add_forward", "eager_grad_passes", "eager_passes", "kept_bytes",
-           "vocab_head"]
+           "kernels", "torch_passes", "vocab_head"]
