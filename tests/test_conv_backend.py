@@ -104,8 +104,7 @@ def test_each_pass_copies_input_and_output_activations_once_each_way():
         n, c, h, k, kernel, groups = (int(v) for v in conv.split("x"))
         own = [r for r in rows if r["conv"] == conv]
         passes = _passes(own)
-        assert [p[-1]["prop_kind"] if p[-1]["primitive"] == "convolution" else
-                [r for r in p if r["primitive"] == "convolution"][0]["prop_kind"]
+        assert [next(r["prop_kind"] for r in p if r["primitive"] == "convolution")
                 for p in passes] == ["forward_training", "backward_data", "backward_weights"]
         activations = {f"{n}x{c}x{h}x{h}", f"{n}x{k}x{h}x{h}"}
         copies = [r for r in own if r["primitive"] == "reorder" and r["problem"] in activations]

@@ -70,7 +70,9 @@ FLASH_BLOCK = 128
 REFERENCE_GEMM = 8192   # m = n = k of the GEMM the cited matmul_efficiency figures measure
 NARROWEST = 32   # the narrowest side of cuBLAS's sgemm tiles (ampere_sgemm_32x128, 64x32, 32x32)
 SPLITS = (1, 2, 4, 8)   # k slices a library may run in parallel (split-k)
-_DTYPE_BITS = np.array([DType(code).bytes * 8 for code in range(max(DType) + 1)], dtype=np.int64)
+#: Bytes of one element of each format, indexed by its ``DType`` code (``Lowered.dtype``).
+DTYPE_BYTES = np.array([DType(code).bytes for code in range(max(DType) + 1)], dtype=np.int64)
+_DTYPE_BITS = DTYPE_BYTES * 8
 _TENSOR_CODES = np.array(sorted(int(kind) for kind in TENSOR_KINDS), dtype=np.int8)
 
 

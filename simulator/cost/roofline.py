@@ -53,12 +53,12 @@ import numpy as np
 
 from hardware_specs.spec import DeviceClass, DeviceSpec
 from simulator.cost.attention import fitted_rates
-from simulator.cost.efficiency import executed_fraction, shape_efficiency
+from simulator.cost.efficiency import DTYPE_BYTES, executed_fraction, shape_efficiency
 from simulator.cost.host import costs as host_costs
+from simulator.graph.conv_backend import ONE_THREAD, THREADS
 from simulator.graph.lower import Lowered, members
 from simulator.graph.op import TENSOR_KINDS, DType, OpKind, Phase
 from simulator.plan.step import Fusion
-from simulator.graph.conv_backend import ONE_THREAD, THREADS
 
 #: The fewest channels a batch norm has for the NHWC batch-norm figures to price it: the fit's
 #: floor (``simulator.calibrate.streaming.fit_batch_norm``), ResNet's narrowest (64, its stem
@@ -161,14 +161,13 @@ def reorder_seconds(lowered: Lowered, device: DeviceSpec, plan=None) -> np.ndarr
     ops = lowered.mask("kind", OpKind.CONV) & ((lowered.onednn & bit) != 0)
     if not ops.any():
         return None
-    element = np.array([DType(int(code)).bytes for code in range(max(DType) + 1)],
-                       dtype=np.float64)[lowered.dtype.astype(np.int64)]
+    element = DTYPE_BYTES[lowered.dtype.astype(np.int64)]
     footprint = step_footprint(lowered)
     out = np.zeros(len(lowered))
     for elements in (lowered.reorder_input, lowered.reorder_output):
         moved = np.where(ops, 2.0 * elements * element, 0.0)       # read + written
         out += moved / level_bandwidth(moved, device, None, footprint)
-    return np.where(ops, out, 0.0)
+    return out
 
 
 def step_footprint(lowered: Lowered) -> float:
