@@ -69,7 +69,7 @@ def test_no_device_runs_gemms_at_its_peak_without_a_measurement(name):
 
 def test_the_status_of_each_op_class():
     assert calibration_status(load_device("a100-sxm4-80gb")) == {
-        "gemm": "measured", "conv": "fp32 measured", "attention": "kernel fit",
+        "gemm": "measured", "conv": "measured", "attention": "kernel fit",
         "stream": "measured", "norm": "measured", "batch-norm": "measured",
         "compiled-norm": "as norm",
         "vector": "measured"}

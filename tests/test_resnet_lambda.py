@@ -5,7 +5,9 @@ SGD, synthetic data, each GPU at the batch Lambda ran. Measured on 2026-12-03 (8
 V100 +1 %, A100 40GB PCIe +14 %, A100 80GB PCIe +24 %, A100 80GB SXM4 +28 %, RTX 4090 -30 %,
 H100 PCIe +4 %, H100 SXM5 +13 %: median |error| 14.3 % (issue 20's bound: 15 %). Before the
 channel norms' second pass and the NCHW transposes (simulator.training.layout) the median was
-85.3 %, after the first alone 60.2 %.
+85.3 %, after the first alone 60.2 %. With the A100s' 16-bit convolutions at Ladder's measured
+rate (0.680, tests/test_conv_harness.py; 2026-12-06): A100 40GB PCIe +11.8 %, 80GB PCIe +20.0 %,
+80GB SXM4 +23.1 %, the rest unchanged: median 11.8 %.
 """
 from __future__ import annotations
 
@@ -31,11 +33,11 @@ def errors():
 
 
 def test_median_error_within_issue_bound(errors):
-    """Median |error| over the seven GPUs at most 15 % (14.3 % when measured)."""
+    """Median |error| over the seven GPUs at most 15 % (14.3 % when measured; 11.8 % since)."""
     assert len(errors) == 7
     assert statistics.median(abs(e) for e in errors.values()) <= 0.15
 
 
 def test_every_gpu_within_35_percent(errors):
-    """The worst, the RTX 4090 (-30 %) and the A100 80GB SXM4 (+28 %), within 35 %."""
+    """The worst, the RTX 4090 (-30 %) and the A100 80GB SXM4 (+28 %; +23 % since), within 35 %."""
     assert max(abs(e) for e in errors.values()) <= 0.35

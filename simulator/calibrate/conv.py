@@ -42,6 +42,12 @@ convolutions, PyTorch 2.1.0, cuDNN 8.9.2, CUDA 12.1, every fourth row
 convolutions, of the backward's data and weight gradients, or of 16-bit tensor-core kernels.
 NeuSight timed each call with CUDA events around it, so ``fixed`` holds the host's cost of a
 call as well as the kernels' (0.1-0.3 ms even for a 5-MFLOP convolution).
+
+A third table, too small for ``fit`` (eight shapes a GPU), sets the A100's 16-bit rate: Ladder's
+cuDNN fp16 timings (OSDI 2024 artifact, microsoft/BitBLAS branch osdi24_ladder_artifact 8dc7a39,
+MIT; ``tests/data/ladder_cudnn_conv_fp16.csv``), one script on an A100 80GB PCIe and a V100 PCIe
+16GB; ``fit_against_reference`` carries the V100's measured rate over by the ratio of the rates
+the two GPUs show on the same compute-bound shapes.
 """
 from __future__ import annotations
 
@@ -235,6 +241,114 @@ CATALOGUE = {"NVIDIA A100 80GB PCIe": "a100-pcie-80gb", "Tesla P100-PCIE-16GB": 
              "Tesla T4": "t4", "Tesla V100-PCIE-32GB": "v100-pcie-32gb"}
 
 
+#: Ladder's cuDNN convolution table (``tests/data/ladder_cudnn_conv_fp16.csv``): the GPU fitted,
+#: and the GPU timed by the same script whose 16-bit convolution rate is measured (its spec's
+#: ``conv_efficiency``: DeepBench's V100, carried over to the PCIe part).
+LADDER_TABLE_PAIR = ("NVIDIA A100 80GB PCIe", "Tesla V100 PCIe 16GB")
+
+
+@dataclass(frozen=True)
+class HarnessFit:
+    """A GPU's 16-bit convolution rate carried over from another GPU timed by the same script:
+    ``rate`` = ``reference_rate`` x the geometric mean of ``ratios``, each the rate one
+    compute-bound shape shows on this GPU over the rate it shows on the reference."""
+
+    device: str
+    catalogue: str
+    reference: str
+    reference_catalogue: str
+    reference_rate: float             # the reference spec's conv_efficiency (measured elsewhere)
+    rate: float                       # of the fp16 peak x tile efficiency
+    ratios: tuple[float, ...]         # per compute-bound shape, this GPU's rate over the reference's
+    fixed_s: float                    # per call, this GPU (its batch-1 rows)
+    reference_fixed_s: float
+    errors: tuple[float, ...]         # predicted / measured - 1 on those shapes, this GPU
+
+
+def _harness_terms(rows: list[dict], spec):
+    """(batch, compute s at rate 1, memory s, measured s) of ``rows`` (one GPU's of
+    ``tests/data/ladder_cudnn_conv_fp16.csv``: fp16 NCHW forward convolutions, square)."""
+    from simulator.graph.op import DType
+
+    col = {key: np.array([float(r[key]) for r in rows]) for key in
+           ("batch", "cin", "cout", "kernel", "size", "stride", "pad", "latency_ms")}
+    m, n, k, flops, nbytes = implicit_gemm(col["batch"], col["cin"], col["cout"], col["kernel"],
+                                           col["size"], col["stride"], col["pad"],
+                                           element_bytes=DType.FP16.bytes)
+    compute, memory = _terms(m, n, k, flops, nbytes, spec, DType.FP16)
+    return col["batch"], compute, memory, col["latency_ms"] * 1e-3
+
+
+def _harness_fixed(batch, compute, memory, measured, rate) -> float:
+    """The fixed cost per call: the median over the batch-1 rows (the host's dispatch and the
+    launches, timed between two CUDA events, dwarf their kernels) of measured - the model."""
+    small = batch == 1
+    return max(0.0, float(np.median(measured[small] - np.maximum(compute[small] / rate,
+                                                                   memory[small]))))
+
+
+def fit_against_reference(rows: list[dict], device: str = LADDER_TABLE_PAIR[0],
+                          reference: str = LADDER_TABLE_PAIR[1]) -> HarnessFit:
+    """``device``'s 16-bit convolution rate from one script's timings of the same shapes on
+    ``device`` and on ``reference`` (rows as ``tests/data/ladder_cudnn_conv_fp16.csv``, each
+    naming its catalogue spec).
+
+    The script times each call alone between two CUDA events, in NCHW with cuDNN's default
+    algorithm choice (no autotuning), so a shape's time holds what hwsim's model of a
+    convolution leaves out -- the host's dispatch, the layout handling of an NCHW call, an
+    algorithm cuDNN's heuristic picks -- and says little of the rate by itself. Timed by one
+    script on two GPUs, those costs are the same per shape on both, to first order, while the
+    reference GPU's rate is known from a cleaner measurement (its spec's ``conv_efficiency``).
+    So per compute-bound shape (batch above 1, the compute time at rate 1 at least the memory
+    time on both GPUs) the rate the shape shows, ``compute / (measured - fixed)``, is taken on
+    each GPU, and ``rate`` = the reference's rate x the geometric mean of their ratios. The fixed
+    cost of each GPU is the median residual of its batch-1 rows (``_harness_fixed``), fitted
+    alternately with the rate."""
+    from hardware_specs.loader import load_device
+
+    def mine(name):
+        chosen = [r for r in rows if r["device"] == name]
+        if not chosen:
+            raise ValueError(f"{name}: no rows")
+        names = {r["catalogue"] for r in chosen}
+        if len(names) != 1:
+            raise ValueError(f"{name}: rows name {sorted(names)}; need one catalogue spec")
+        return chosen, load_device(names.pop())
+
+    rows_a, spec_a = mine(device)
+    rows_b, spec_b = mine(reference)
+    key = ("batch", "cin", "cout", "kernel", "size", "stride", "pad")
+    if [tuple(r[c] for c in key) for r in rows_a] != [tuple(r[c] for c in key) for r in rows_b]:
+        raise ValueError(f"{device} and {reference}: not the same shapes in the same order")
+    batch, compute_a, memory_a, measured_a = _harness_terms(rows_a, spec_a)
+    _, compute_b, memory_b, measured_b = _harness_terms(rows_b, spec_b)
+    reference_rate = spec_conv_efficiency(spec_b, "fp16")
+    bound = (batch > 1) & (compute_a >= memory_a) & (compute_b >= memory_b)
+    if not bound.any():
+        raise ValueError("no compute-bound shape timed on both GPUs")
+    fixed_b = _harness_fixed(batch, compute_b, memory_b, measured_b, reference_rate)
+    shown_b = compute_b[bound] / np.maximum(measured_b[bound] - fixed_b, 1e-9)
+    rate, fixed_a = reference_rate, 0.0
+    for _ in range(_ROUNDS):
+        fixed_a = _harness_fixed(batch, compute_a, memory_a, measured_a, rate)
+        shown_a = compute_a[bound] / np.maximum(measured_a[bound] - fixed_a, 1e-9)
+        ratios = shown_a / shown_b
+        rate = reference_rate * float(np.exp(np.mean(np.log(ratios))))
+    # each shape's own factor (what the script adds to the model), from the reference's rows
+    factor = shown_b / reference_rate
+    predicted = fixed_a + compute_a[bound] / (rate * factor)
+    errors = predicted / measured_a[bound] - 1
+    return HarnessFit(device, spec_a.name, reference, spec_b.name, reference_rate, rate,
+                      tuple(float(x) for x in ratios), fixed_a, fixed_b,
+                      tuple(float(x) for x in errors))
+
+
+def fit_harness_table(path) -> HarnessFit:
+    """``fit_against_reference`` on the table at ``path`` (Ladder's A100 against its V100)."""
+    with open(path, newline="") as handle:
+        return fit_against_reference(list(csv.DictReader(handle)))
+
+
 def fit_table(path) -> dict[str, ConvFit]:
     """Every GPU's fit from the conv table at ``path``."""
     from hardware_specs.loader import load_device
@@ -244,6 +358,7 @@ def fit_table(path) -> dict[str, ConvFit]:
     return {device: fit(rows, device, load_device(name)) for device, name in CATALOGUE.items()}
 
 
-__all__ = ["CATALOGUE", "DEEPBENCH_CATALOGUE", "ConvFit", "deepbench_pass_rates", "fit",
-           "fit_deepbench", "fit_deepbench_table", "fit_table", "implicit_gemm", "predict_s",
+__all__ = ["CATALOGUE", "DEEPBENCH_CATALOGUE", "LADDER_TABLE_PAIR", "ConvFit", "HarnessFit",
+           "deepbench_pass_rates", "fit", "fit_against_reference", "fit_deepbench",
+           "fit_deepbench_table", "fit_harness_table", "fit_table", "implicit_gemm", "predict_s",
            "spec_conv_efficiency"]
