@@ -126,9 +126,12 @@ LORA_PLAN = {"model": "llama2-70b", "vocab": "32256", "device_count": "8", "dp":
 #: ``projections`` fused (one q, k, v GEMM: NeMo's Megatron-Core ``linear_qkv``, which the
 #: LoRA runs' adapters target, and BERT's te_layers.py QKV GEMM, below).
 RUNS = {
+    # 12 virtual stages: mlcommons/training_results_v4.0 6fe9543 smc-ac-power/benchmarks/gpt3/
+    # implementations/nemo/conf/custom.yaml line 63 (INTERLEAVED_PIPELINE, default 12), which
+    # config_SMCH100_64x8x128x4x8.sh and config_common.sh leave unset; the base row ran 6
     "gpt3": (("gpt3", "64xSMC-H100-SXM-80GB"), "nemo-gpt3-175b-fp8-512",
-             {"micro_batch": "2", "global_batch": "2048", "cluster": CLUSTER,
-              "devices_per_node": "8"}),
+             {"micro_batch": "2", "global_batch": "2048", "virtual_stages": "12",
+              "cluster": CLUSTER, "devices_per_node": "8"}),
     "resnet": (("resnet", "1xSMC-H100-SXM-80GB"), "lambda-resnet50-A100_80GB_SXM4",
                {"device": "h100-sxm5-80gb", "device_count": "8", "dp": "8",
                 "micro_batch": "400", "global_batch": "3200", "cluster": CLUSTER,

@@ -385,8 +385,10 @@ def test_flash_attention_speedup_over_standard_attention_within_10_percent():
 
 # -- H100, 2024 software: NVIDIA's DGX Cloud benchmarking recipes (NVIDIA/dgxc-benchmarking) --
 # Held out (added after every mechanism they exercise): NeMo's GPT-3 175B (nemo_megatron/
-# README_175b.md and gpt3_175b_hydra.yaml) and Llama 3.1 70B (llama3.1/README_70b.md, NeMo
-# 24.09; NeMo-Framework-Launcher's llama3_1_70b.yaml), each at 2 sequences per GPU, bf16 (fp32
+# README_175b.md and gpt3_175b_hydra.yaml at 0b71cfd, NeMo 24.12: 6 virtual stages, the yaml's,
+# which the README's table header gives as 12; tests/data/validation_rows.csv's config_source)
+# and Llama 3.1 70B (llama3.1/README_70b.md and llama3.1_70b.yaml at 143b90d, NeMo 24.09: the
+# recipe's own yaml, not NeMo-Framework-Launcher's), each at 2 sequences per GPU, bf16 (fp32
 # master weights, bf16 gradient sync) and fp8 (Transformer Engine), on DGX H100 nodes. Both
 # configurations: micro-batch 1, sequence parallelism, the interleaved schedule, the
 # distributed optimizer with overlapped gradient and parameter sync (ZeRO-1), tensor-parallel
@@ -397,7 +399,7 @@ def test_flash_attention_speedup_over_standard_attention_within_10_percent():
 # (``dgx-h100``: one 400 Gb/s NDR NIC per GPU, at the rate NCCL reaches), not the 200 Gb/s
 # HDR network ``cluster_for`` builds by default.
 # model -> (zoo name, tp, pp, cp, virtual stages, sequence length)
-NEMO_RUNS = {"gpt3-175b": ("gpt3-175b", 4, 8, 1, 12, 2048),
+NEMO_RUNS = {"gpt3-175b": ("gpt3-175b", 4, 8, 1, 6, 2048),
              "llama3.1-70b": ("llama3-70b", 4, 4, 2, 5, 8192)}
 
 
@@ -447,9 +449,13 @@ def test_nemo_h100_runs_fit():
 
 @pytest.mark.parametrize("model", sorted(NEMO_RUNS))
 def test_nemo_h100_bf16_within_15_percent(model):
-    """bf16, uncalibrated: GPT-3 175B on 128 to 2,048 H100s predicted +3.3 to +4.9 %
-    (measured 63.1k to 988k tokens/s, 53.5 to 52.4 % MFU), Llama 3.1 70B on 64 to 2,048 -0.1
-    to +1.2 % (71.2k to 2.25M tokens/s, 54.1 to 53.4 % MFU), within 15 %. With the H100's GEMMs
+    """bf16, uncalibrated: GPT-3 175B on 128 to 2,048 H100s predicted -0.7 to +0.0 % at the
+    run's 6 virtual stages (-2.4 to -1.7 % at the 12 these rows had before the twelfth
+    session; +3.3 to +4.9 % when this was written) (measured 63.1k to 988k tokens/s, 53.5 to
+    52.4 % MFU), Llama 3.1 70B on 64 to 2,048 -6.6 to -6.1 % (-0.1 to +1.2 % when this was
+    written) (71.2k to 2.25M tokens/s, 54.1 to 53.4 % MFU), within 15 %. These tests' plans
+    leave TP-communication and pipeline send overlap off; the validation report's rows set them
+    as the runs did. With the H100's GEMMs
     at their burst figure (before matmul_sustained, docs/model.md 'Sustained, not burst') every
     row was over-predicted, +13 to +15 % and +8 to +10 %; on cluster_for's 25 GB/s HDR network,
     not the DGX H100s' 50 GB/s NDR they ran on, they had come out +6 % (both): the slower
