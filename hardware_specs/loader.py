@@ -92,7 +92,7 @@ from hardware_specs.spec import (  # EFFICIENCIES: re-exported for callers of th
 )
 from hardware_specs.priors import (  # noqa: F401  (re-exported: callers import them here)
     CLASS_PRIORS, CROSS_CLASS_PRIORS, GPU_PRIORS, MATMUL_PRIORS, MEASURED_CLASSES,
-    SHARED_LANE_VECTOR_PRIOR, STREAM_PRIORS, VECTOR_PRIORS, class_priors)
+    STREAM_PRIORS, VECTOR_PRIORS, class_priors)
 from hardware_specs.tables import OptionalTables
 from simulator.errors import (
     SpecError,
@@ -316,8 +316,7 @@ class _Checker(OptionalTables):
             optional["streaming_memory"] = self.memory_level(
                 self.table(doc, "streaming_memory"), 0, "streaming_memory")
         device_class = self.choice(doc["class"], DeviceClass, "class", "device class")
-        priors = class_priors(device_class, compute,   # never the datasheet peak
-                              optional.get("architecture"))
+        priors = class_priors(device_class, compute)   # never the datasheet peak
         compute.update(priors, priors=tuple(priors))
         idle_prior = power[0] is None
         if idle_prior:

@@ -16,8 +16,6 @@ A change is a dotted path into ``DeviceSpec`` (SI units, named as the fields are
     peak_flops_per_s.<dtype>                       e.g. peak_flops_per_s.bf16 = 2e15
     memory.<level name | main>.<capacity_bytes | bandwidth_bytes_per_s>
     architecture.<field>                           e.g. architecture.compute_units = 144
-                                                   (fp32_lanes_shared_with_int32 = 0: FP32
-                                                   lanes of their own, as when left out)
     links.<link name>.<bandwidth_bytes_per_s | count | latency_s>
 
 Values are validated as the loader validates a spec file (``hardware_specs.loader``): finite
@@ -26,10 +24,9 @@ itself), efficiencies in (0, 1], idle power at most the TDP; a mistake is one ``
 the path and the fix. Values may be strings (from the command line): they are parsed for the
 field's type. The spec is frozen: ``override`` returns a new one.
 
-The efficiency priors a spec runs on (``DeviceSpec.priors``) are derived again from the spec as
-changed, as the loader derives them (``hardware_specs.priors.class_priors``): setting
-``architecture.fp32_lanes_shared_with_int32`` moves a GPU's vector prior between 0.983 and
-0.623. A figure the spec cites, or one set here, is a measurement and is kept.
+The efficiency priors a spec runs on (``DeviceSpec.priors``) depend on its device class alone
+(``hardware_specs.priors.class_priors``), which is not settable, so no --set path moves one; an
+efficiency set here is a measurement, no longer a prior.
 """
 from __future__ import annotations
 
@@ -38,7 +35,6 @@ import math
 from typing import Any
 
 from hardware_specs.loader import EFFICIENCIES, IDLE_PRIORS, PEAK_DTYPES
-from hardware_specs.priors import CLASS_PRIORS, class_priors
 from hardware_specs.spec import Architecture, DeviceSpec
 from simulator.errors import SpecError, is_fraction, shown
 
@@ -74,7 +70,6 @@ def override(device: DeviceSpec, changes: dict[str, object]) -> DeviceSpec:
     if set(device.priors) & keys:        # figures the user gives are no longer priors
         device = dataclasses.replace(
             device, priors=tuple(name for name in device.priors if name not in keys))
-    device = _rederived(device)
     given = {"idle_w"} if "idle_power_w" in keys else set()
     given |= {"tdp_w"} if "tdp_w" in keys else set()
     if set(device.power_priors) & given:   # power figures the user gives are not priors
@@ -94,20 +89,6 @@ def override(device: DeviceSpec, changes: dict[str, object]) -> DeviceSpec:
         raise SpecError(f"--set: idle_power_w = {device.idle_power_w:g} W exceeds tdp_w = "
                         f"{device.tdp_w:g} W; set both consistently")
     return device
-
-
-def _rederived(device: DeviceSpec) -> DeviceSpec:
-    """``device`` with the efficiency priors it still runs on derived again as the loader
-    derives them (``hardware_specs.priors.class_priors``) from the spec as changed: the vector
-    prior follows ``architecture.fp32_lanes_shared_with_int32``. A figure the spec cites or the
-    user sets is not in ``device.priors`` and is kept."""
-    if not device.priors:
-        return device
-    given = set(CLASS_PRIORS) - set(device.priors)
-    fresh = class_priors(device.device_class, given, device.architecture)
-    moved = {name: fresh[name] for name in device.priors
-             if name in fresh and fresh[name] != getattr(device, name)}
-    return dataclasses.replace(device, **moved) if moved else device
 
 
 def _apply(device: DeviceSpec, path: str, value: Any) -> DeviceSpec:
@@ -173,8 +154,6 @@ def _architecture(device: DeviceSpec, path: str, field: str, value: Any) -> Devi
         if not isinstance(tiles, (list, tuple)) or not tiles:
             raise SpecError(f"--set {path}: must be tiles such as 64x128,64x64, not {value!r}")
         new = tuple(_integers(tile, path, 2) for tile in tiles)
-    elif field == "fp32_lanes_shared_with_int32" and _number(value, path) == 0:
-        new = None                        # 0: FP32 lanes of their own, as the spec leaves it out
     else:
         new = _integer(value, path)
     arch = device.architecture

@@ -38,35 +38,34 @@ GPU_PRIORS = {"memory_efficiency": 0.780, "norm_memory_efficiency": 0.617,
 MATMUL_PRIORS = {DeviceClass.GPU: 0.787, DeviceClass.ACCELERATOR: 0.830,
                  DeviceClass.TPU: 0.923}
 #: A GPU whose spec cites no measurement of its vector units (``vector_efficiency``: norms',
-#: activations', softmax's arithmetic) runs them at this fraction of its fp32 vector peak: the
-#: median over the GPUs whose FMA-chain throughput GPUInspector.jl measured against the peak at
-#: the maximum clock, over those whose SM has FP32 lanes of its own (A100-SXM4-40GB 19.1/19.5 =
-#: 0.979, V100-SXM2-32GB 15.5/15.7 = 0.987 -> 0.983; tests/data/vector_fma_throughput.csv,
-#: derived again by ``tests/test_priors.py``). A GPU whose SM shares FP32 lanes with INT32
-#: (``Architecture.fp32_lanes_shared_with_int32``: GA10x, AD10x) takes
-#: ``SHARED_LANE_VECTOR_PRIOR`` instead.
-VECTOR_PRIORS = {DeviceClass.GPU: 0.983}
-#: The vector prior of a GPU whose SM shares FP32 lanes with INT32: the median over the measured
-#: GPUs with such an SM, today the A40 alone (GA102, 23.3 of 37.4 TFLOP/s = 0.623 in the same
-#: GPUInspector.jl kernel). The reason given when it was set: NVIDIA's Ampere GA102 whitepaper
-#: (2020) gives each GA10x SM partition one warp scheduler and dispatch unit (one warp
-#: instruction per clock), a datapath of 16 FP32 lanes and one of 16 lanes doing FP32 or INT32
-#: (its Ada whitepaper, 2022: the same for AD10x), so the FP32 peak needs an FP32 instruction
-#: issued every clock and each other instruction takes a slot from it. Measured per SM per clock
-#: that costs an FMA kernel nothing: cudapeak's FMA kernel (github astron-rd/cudapeak
-#: kernels/fp32.cu, two FMA chains per thread; results astron-rd/cudapeak-results@b0971c9, the
-#: SM clock read by NVML during the run) reaches 252.8-252.9 of 256 FLOP per SM per clock on
-#: GA104 (RTX A4000) and AD104/AD102 (RTX 4000 Ada, RTX 4070, RTX 5000 Ada): 0.988, as GA100
-#: (A100 PCIe 40GB) reaches 125.2 of 128, 0.978. GPUInspector's kernel has no integer work
-#: in its loop either (pc2/GPUInspector.jl ext/CUDAExt/peakflops_gpu_fmas.jl: ~1000 FMAs per
-#: loop counter) and its ratio is against the peak at the maximum clock: the A40's 23.3 TFLOP/s
-#: is its 10,752 lanes x 2 at 1.08 GHz, not the 1.74 GHz of its rating, so the 0.623 is the
-#: clock that 300 W card held (or that run), not its SM's datapaths (cudapeak's L40S, clock
-#: not recorded: 79.4 of the 91.6 rated, 0.866). Kept on the field, as the one measured
-#: shared-lane card, until a clock-under-load mechanism replaces it; not carried to other SMs
-#: whose lanes also run INT32 (Pascal, Blackwell GB20x: the per-clock figures give no reason).
-#: One measured die: a prior, not a fit (``tests/test_priors.py`` derives it from the row).
-SHARED_LANE_VECTOR_PRIOR = 0.623
+#: activations', softmax's arithmetic) runs them at this fraction of its fp32 vector peak (the
+#: datasheet's, at the boost clock): the median, over the GPUs whose FMA-chain throughput was
+#: measured at the clocks the card chose itself, of measured over rated
+#: (tests/data/vector_fma_throughput.csv, derived again by ``tests/test_priors.py``):
+#: GPUInspector.jl's A100-SXM4-40GB 19.1/19.5 = 0.979, V100-SXM2-32GB 15.5/15.7 = 0.987 and
+#: A40 23.3/37.4 = 0.623; cudapeak's (github astron-rd/cudapeak kernels/fp32.cu, results
+#: astron-rd/cudapeak-results@b0971c9, the best of three runs) A100 PCIe 40GB 18.93/19.5 =
+#: 0.971 at the 1,410 MHz NVML read, L40S 79.38/91.6 = 0.867 (clock not recorded) and RTX
+#: A4000 19.50/19.17 = 1.017 at 1,590-1,620 MHz, above its 1,560 MHz rating -> (0.971 + 0.979)
+#: / 2 = 0.975. What the rows measure is the clock the card holds under a sustained FMA load,
+#: not its SM's datapaths: per SM per clock, cudapeak's kernel at clocks locked by the
+#: benchmark reaches 0.978 of the FP32 lanes' rate on GA100 (A100 PCIe, 765 MHz) and 0.988 on
+#: GA104 (RTX A4000, 735 MHz), AD104 (RTX 4000 Ada, RTX 4070) and AD102 (RTX 5000 Ada),
+#: whose SMs share half their FP32 lanes with INT32 (NVIDIA's Ampere GA102 whitepaper, 2020;
+#: its Ada whitepaper, 2022): shared lanes cost an FMA kernel nothing per clock (until
+#: 2026-12-06 such SMs took the A40's 0.623, ``SHARED_LANE_VECTOR_PRIOR``, now removed). The
+#: held clock is the board's (its power limit, its cooling, the load's own power): the A40's
+#: 23.3 TFLOP/s is its 10,752 lanes at 1.08 GHz, below its 1,305 MHz base clock (TechPowerUp's
+#: figure; its 1,740 MHz maximum is CUDA's, on GPUInspector's page), while the RTX A4000 ran
+#: above its rated boost, and no datasheet figure orders the measured boards (board watts per
+#: FP32 lane-GHz: A100 SXM4 400 W 41 pJ held its rating, A40 300 W 16 pJ 62 %, L40S 350 W 7.6 pJ
+#: 87 %, RTX A4000 140 W 15 pJ 102 %; its 140 W and 735 / 1,560 MHz: NVIDIA's datasheet as
+#: ecer.com and technical.city reproduce it). So one prior for every GPU without a measurement,
+#: the median of the boards measured, their spread (0.62-1.02) stated; a measured board cites its
+#: own figure (``vector_efficiency`` in its spec). Not accepted: rows above the rated peak from another
+#: kernel or an unnamed board (the GTX 1650's, xytpai/nvbench's RTX 4090), rows at clocks the
+#: benchmark locked (the per-clock rows above).
+VECTOR_PRIORS = {DeviceClass.GPU: 0.975}
 #: An FPGA whose spec cites no streaming measurement streams at this fraction of its own
 #: bandwidth: the median over the measured FPGAs, today the Alveo U280 alone (Shuhai's
 #: hardware engines on all 32 HBM pseudo-channels, "up to 425 GB/s" of the 460 GB/s datasheet
@@ -81,7 +80,8 @@ STREAM_PRIORS = {DeviceClass.FPGA: 0.924}
 #: its class (``tests/test_priors.py`` recomputes each from the files): streams
 #: (``memory_efficiency``: the 13 GPU specs citing NeuSight's or PyTorch's kernels, 0.736-0.894,
 #: and the Alveo U280's 0.924: 14 values, median (0.780 + 0.850) / 2 = 0.815), vector
-#: arithmetic (``vector_efficiency``: the A100-SXM4-40/80GB 0.979 and V100-SXM2 0.987 -> 0.979)
+#: arithmetic (``vector_efficiency``: the A100-SXM4-40/80GB 0.979, V100-SXM2 0.987, A100 PCIe
+#: 40GB 0.971 and L40S 0.867 -> 0.979)
 #: and GEMMs (``matmul_efficiency``: the 17 GPU, accelerator and TPU specs above, 0.803, the
 #: H100 SXM's). Today that is every TPU, accelerator (Gaudi, Trainium, Graphcore, Snapdragon)
 #: and catalogue CPU for streams, every non-GPU for vector arithmetic, and the FPGAs and
@@ -111,7 +111,7 @@ CLASS_PRIORS["memory_efficiency"] = {**CLASS_PRIORS["memory_efficiency"], **STRE
 #: The device classes with at least one catalogue spec that cites a measurement of the field:
 #: its streaming rate (``memory_efficiency``: GPUs, NeuSight's and PyTorch's kernels, their
 #: medians GPU_PRIORS; FPGAs, the Alveo U280's HBM, STREAM_PRIORS), its vector units' rate
-#: (``vector_efficiency``: GPUs, the A100 and V100 SXM parts) or its GEMMs'
+#: (``vector_efficiency``: GPUs, the A100, V100 and L40S parts) or its GEMMs'
 #: (``matmul_efficiency``: GPUs, accelerators and TPUs). A device of any other class takes the
 #: cross-class prior (``CROSS_CLASS_PRIORS``), ``prior (cross-class)`` in ``hwsim devices``.
 #: ``tests/test_priors.py`` derives these sets from the catalogue files, so a spec that cites a
@@ -122,24 +122,20 @@ MEASURED_CLASSES = {"memory_efficiency": frozenset({DeviceClass.GPU, DeviceClass
                                                     DeviceClass.TPU})}
 
 
-def class_priors(device_class: DeviceClass, given, architecture=None) -> dict[str, float]:
+def class_priors(device_class: DeviceClass, given) -> dict[str, float]:
     """The efficiency priors a spec of ``device_class`` that gives the fields ``given`` runs
     on, field -> figure, in ``DeviceSpec.priors``' order: its class's (``CLASS_PRIORS``) where
     the class has one, else the cross-class one (``CROSS_CLASS_PRIORS``) where the field has
-    one; a GPU whose ``architecture`` shares FP32 lanes with INT32 takes the vector prior of
-    such SMs (``SHARED_LANE_VECTOR_PRIOR``). Fields given are measurements, never priors."""
-    shared = (device_class is DeviceClass.GPU and architecture is not None
-              and bool(architecture.fp32_lanes_shared_with_int32))
+    one. Fields given are measurements, never priors."""
     out = {}
     for field, by_class in CLASS_PRIORS.items():
         if field in given:
             continue
-        value = (SHARED_LANE_VECTOR_PRIOR if shared and field == "vector_efficiency"
-                 else by_class.get(device_class, CROSS_CLASS_PRIORS.get(field)))
+        value = by_class.get(device_class, CROSS_CLASS_PRIORS.get(field))
         if value is not None:
             out[field] = value
     return out
 
 __all__ = ["CLASS_PRIORS", "CROSS_CLASS_PRIORS", "GPU_PRIORS", "MATMUL_PRIORS",
-           "MEASURED_CLASSES", "SHARED_LANE_VECTOR_PRIOR", "STREAM_PRIORS", "VECTOR_PRIORS",
+           "MEASURED_CLASSES", "STREAM_PRIORS", "VECTOR_PRIORS",
            "class_priors"]

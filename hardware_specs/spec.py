@@ -188,19 +188,11 @@ class Architecture:
     simd_width_bits: int | None = None
     fma_units_per_core: int | None = None
     dsp_count: int | None = None                         # FPGA DSP slices
-    # FP32 lanes per SM that also execute INT32 in a GA10x/AD10x SM (64 of 128: one of the two
-    # 16-lane datapaths of each SM partition does FP32 or INT32). A GPU with it takes the vector
-    # prior measured on such a card, the A40 (``hardware_specs.priors``: a clock held under
-    # load, per-clock rates show, not the datapaths). None: GA100, GV100, GH100 (INT32 units
-    # apart), and the Pascal and Blackwell GB20x specs, whose lanes all run FP32 or INT32 but to
-    # which the A40's figure does not carry (``hardware_specs.priors``)
-    fp32_lanes_shared_with_int32: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("compute_units", "reference_units", "tile_fixed_k", "fp32_tile_fixed_k",
                      "fp32_tile_load_cost", "fp32_split_k", "matrix_units_per_core",
-                     "simd_width_bits", "fma_units_per_core", "dsp_count",
-                     "fp32_lanes_shared_with_int32"):
+                     "simd_width_bits", "fma_units_per_core", "dsp_count"):
             within(getattr(self, name), name, "count", optional=True)
         within(self.clock_hz, "clock_hz", "hz", optional=True)
         if self.reference_units is not None and self.compute_units is None:

@@ -12,7 +12,6 @@ A mixin of the loader's checker (it uses its ``fail``, ``keys``, ``made``, ``pos
     simd_width_bits = 512
     fma_units_per_core = 2
     dsp_count = 12288             # FPGA DSP slices
-    fp32_lanes_shared_with_int32 = 64   # per SM (GA10x, AD10x): the vector prior of such SMs
     reference_units = 132         # a written what-if's (``hardware_specs.writer``): the
                                   # compute_units its efficiencies were measured with
 
@@ -31,14 +30,13 @@ from hardware_specs.spec import Architecture, Link, LinkKind
 
 _ARCH_INTS = ("compute_units", "matrix_units_per_core", "simd_width_bits",
               "fma_units_per_core", "dsp_count", "tile_fixed_k", "fp32_tile_fixed_k",
-              "fp32_tile_load_cost", "fp32_split_k", "reference_units",
-              "fp32_lanes_shared_with_int32")
+              "fp32_tile_load_cost", "fp32_split_k", "reference_units")
 _ARCH_TUPLES = {"matrix_tile": 3, "fp32_matrix_tile": 3, "systolic_array": 2}
 _ARCH_KEYS = ("compute_units", "clock_ghz", "matrix_tile", "tile_fixed_k", "fp32_matrix_tile",
               "fp32_tile_fixed_k", "fp32_tile_load_cost", "fp32_batched_tiles",
               "fp32_split_k", "systolic_array",
               "matrix_units_per_core", "simd_width_bits", "fma_units_per_core", "dsp_count",
-              "reference_units", "fp32_lanes_shared_with_int32")
+              "reference_units")
 _LINK_REQUIRED = ("name", "kind", "bandwidth_gb_per_s")
 _LINK_OPTIONAL = ("count", "latency_us")
 

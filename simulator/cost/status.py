@@ -22,10 +22,10 @@ Classes and their sources (docs/model.md):
 - ``compiled-norm`` (norms, softmax under compiled fusion): ``norm_memory_efficiency_compiled``
   measured (torch.compile's kernels), else ``as norm``;
 - ``vector`` (vector-unit compute): calibrated functions, a measured ``vector_efficiency``
-  (GPUInspector.jl's FMA kernel: A100 and V100 SXM parts), the GPU prior
-  (``hardware_specs.priors.VECTOR_PRIORS``; ``SHARED_LANE_VECTOR_PRIOR`` where the SM shares
-  FP32 lanes with INT32), else the cross-class prior where no device of its class is measured
-  (all but GPUs: ``MEASURED_CLASSES``).
+  (an FMA-chain kernel at the clocks the card held: GPUInspector.jl's A100 and V100 SXM parts,
+  cudapeak's A100 PCIe 40GB and L40S), the GPU prior (``hardware_specs.priors.VECTOR_PRIORS``,
+  the median of the measured boards), else the cross-class prior where no device of its class
+  is measured (all but GPUs: ``MEASURED_CLASSES``).
 """
 from __future__ import annotations
 
@@ -135,12 +135,9 @@ def priors_note(device, batch_norms: bool = True) -> str | None:
                      else f"memory-bound kernels stream at {device.memory_efficiency:.1%} of its "
                           f"bandwidth, {median('memory_efficiency')}")
     if "vector_efficiency" in fields:
-        shared = (device.device_class.value == "gpu"
-                  and device.architecture.fp32_lanes_shared_with_int32)
         parts.append(f"vector-unit arithmetic (norms, activations, softmax) runs at "
                      f"{device.vector_efficiency:.1%} of its vector peak, "
-                     + ("the A40's (GA102), the measured GPU whose SM shares FP32 lanes with "
-                        "INT32 as this one's does" if shared else median("vector_efficiency")))
+                     f"{median('vector_efficiency')}")
     if any(field in BATCH_NORM_PRIORS for field in fields):
         parts.append(f"NHWC batch norms stream at {device.batch_norm_memory_efficiency:.1%} "
                      f"forward and {device.batch_norm_backward_memory_efficiency:.1%} backward "
