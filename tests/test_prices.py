@@ -120,6 +120,7 @@ def test_every_device_has_a_price_or_a_dated_record(capsys):
     assert "rent $0.43/h buy $2,950" in rows["l4"]
     assert "rent $0.86/h buy $13,745" in rows["l40s"]
     assert "rent $1.95/h buy none cited (searched 2026-12-06)" in rows["mi325x"]
+    assert "rent $5.32/h buy $12,000" in rows["h20"]     # Alibaba Cloud gn8v, yuan converted
     assert "rent $1.05/h buy $7,885" in rows["mi250-die"]            # half the package
     assert "rent $1.60/h buy $14,500" in rows["mi250x"]              # Cirrascale via cloud-gpus
     assert "rent $0.80/h buy $7,250" in rows["mi250x-die"]           # half the package
@@ -333,6 +334,15 @@ def test_the_cloud_prices_are_the_instance_price_per_device():
     # as one package; a GCD (mi250x-die) pays half of it
     assert load_device("mi250x").price_per_hour_usd == pytest.approx(1.60 / 1, abs=1e-9)
     assert load_device("mi250x-die").price_per_hour_usd == pytest.approx(1.60 / 2, abs=1e-9)
+    # Alibaba Cloud's one-GPU ecs.gn8v.4xlarge (H20), 36.3852 CNY/h as quoted in a repository
+    # dated by the commit that added it (2026-04-24), at that day's ECB reference rates
+    # (USD 1.1712, CNY 8.0067 per euro), to the cent's hundredth
+    assert load_device("h20").price_per_hour_usd == pytest.approx(36.3852 * 1.1712 / 8.0067,
+                                                                  abs=5e-5)
+    h20 = " ".join(_price_table(DEVICES / "h20.toml").replace("# ", "").split())
+    for cited in ("github.com/dylanyunlon/Neuron_SP", "commit 56d50e7f of 2026-04-24",
+                  "36.3852 CNY/h", "USD 1.1712 and CNY 8.0067 per euro"):
+        assert cited in h20, cited
     # A server CPU's socket-hour: the instance's price per physical core (AWS us-east-1,
     # m7a.metal-48xl 192 single-thread cores, m6i.metal 64 and m7i.metal-48xl 96 two-thread
     # cores) times the catalogue part's cores (96, 40, 56).
@@ -503,7 +513,7 @@ def test_prices_by_device():
 
 
 def test_compare_rows_rent_and_own(capsys):
-    code, out, _ = cli(["compare", "gpt3-1.3b", "--devices", "a100,h100,h20",
+    code, out, _ = cli(["compare", "gpt3-1.3b", "--devices", "a100,h100,mi100",
                         "--num-devices", "8", "--micro-batch", "4", "--global-batch", "64",
                         "--tokens", "1e10", "--price-per-hour", "a100=1.8,h100=2.5",
                         "--own-years", "4", "--electricity-usd-per-kwh", "0.1", "--json"],
@@ -513,7 +523,7 @@ def test_compare_rows_rent_and_own(capsys):
     a100 = rows["a100-sxm4-80gb"]
     assert a100["price_per_hour_usd"] == 1.8
     assert a100["cost_usd"] == pytest.approx(a100["total_time_days"] * 24 * 8 * 1.8)
-    assert rows["h20"]["cost_usd"] is None and rows["h20"]["own_cost_usd"] > 0
+    assert rows["mi100"]["cost_usd"] is None and rows["mi100"]["own_cost_usd"] > 0
     assert all(row["own_cost_usd"] < row["cost_usd"] for row in rows.values()
                if row["cost_usd"] is not None)
 
