@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from hardware_specs.cluster import ClusterSpec, cluster_for, list_clusters, load_cluster
 from hardware_specs.loader import ALIASES, list_devices, load_device
-from hardware_specs.spec import DeviceSpec
+from hardware_specs.spec import DeviceClass, DeviceSpec
 from simulator.cost import attention, host, precision, status
 from simulator.cost.power import check_limit
 from simulator.errors import PlanError, SpecError, WorkloadError, did_you_mean, shown
@@ -124,6 +124,9 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         convnorm.check_norm_act_device(device)
     if not plan.fp8_transpose_cache:   # TE transposes fp8 weights on TN-only GPUs alone
         finetune.check_transpose_device(device)
+    if not plan.math_attention_dropout and device.device_class is DeviceClass.CPU:
+        # PyTorch's CPU flash kernel refuses dropout_p > 0 (training.fusion.MATH_PATH)
+        plan = replace(plan, math_attention_dropout=True)
     if not plan.channels_last and device.vendor != "NVIDIA":
         # the NCHW/NHWC transposes are cuDNN's (simulator.training.layout): XLA, Gaudi's and
         # Neuron's graph compilers and MIOpen choose their own layouts

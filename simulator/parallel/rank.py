@@ -52,7 +52,7 @@ from simulator.plan.step import (
 from simulator.training.backward import training_graph
 from simulator.training.convnorm import fuse_conv_norm, fuse_norm_act
 from simulator.training.finetune import adapt, dequantize
-from simulator.training.fusion import fuse_attention, fuse_elementwise
+from simulator.training.fusion import fuse_attention, fuse_elementwise, math_attention
 from simulator.training.layout import add_layout_transposes
 from simulator.training.projections import fuse_projections
 from simulator.training.qkv import add_qkv_kernels
@@ -178,6 +178,8 @@ def stage_forward(work, plan: Plan, parallel: ParallelPlan, stage: int,
                     plan)
     if plan.attention is Attention.FUSED:
         forward = fuse_attention(forward)
+    if plan.math_attention_dropout:   # PyTorch's CPU build: SDPA's math path under dropout
+        forward = math_attention(forward)
     forward = widen_attention(forward, cp)
     ranked = split(forward, parallel.tp, parallel.activations_split, _shape(work),
                    parallel.lora_a2a)

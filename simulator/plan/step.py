@@ -271,6 +271,13 @@ class Plan:
     # Convolutions' activations in NHWC (PyTorch's memory_format=torch.channels_last): no layout
     # transposes around 16-bit convolutions (simulator.training.layout). False: NCHW, PyTorch's
     # default, where cuDNN's tensor-core kernels transpose each convolution's input and output.
+    # PyTorch's CPU build has no fused attention kernel that takes dropout: SDPA with
+    # dropout_p > 0 runs its math path there (simulator.training.fusion.math_attention)
+    math_attention_dropout: bool = field(default=False, metadata={
+        "help": "run fused attention that has dropout as PyTorch SDPA's math path (the "
+                "scores, safe softmax, dropout and both products as their own kernels), as "
+                "PyTorch's CPU build does, whose flash kernel takes no dropout (always on "
+                "for a CPU)"})
     channels_last: bool = field(default=False, metadata={
         "help": "convolutions' activations in NHWC (torch.channels_last): no NCHW/NHWC "
                 "transposes around 16-bit convolutions"})
