@@ -25,6 +25,9 @@ import functools
 #: ones before it known: the loss and the small ops that other micro-models contain come first.
 FUNCTIONS: dict[str, tuple[tuple[int, ...], ...]] = {
     "cross_entropy": ((64, 128), (512, 1024)),
+    # the micro-models' own wrapper (x times the parameter scale, its gradient a sum over x):
+    # fitted first, on the elementwise functions' sizes, so theirs are not left carrying it
+    "mul": ((1 << 12,), (1 << 17,)),
     "add": ((1 << 12,), (1 << 17,)),
     "linear": ((32, 128, 128), (256, 64, 256), (128, 512, 512), (512, 256, 1024)),
     "conv2d": ((4, 16, 32, 32, 16, 3, 1), (8, 32, 16, 16, 64, 3, 1), (8, 64, 16, 16, 64, 1, 1),
@@ -123,6 +126,8 @@ def _body(torch, nn, F, fn, d, gen):
         return _lambda(nn, lambda self, a: a + a), randn(*d)
     if fn == "softmax":
         return nn.Softmax(dim=-1), randn(*d)
+    if fn == "mul":   # the scale alone
+        return _lambda(nn, lambda self, x: x), randn(*d)
     if fn == "cross_entropy":  # logits (N, C): the importer's loss rule appends cross-entropy
         return nn.Identity(), randn(*d)
     if fn == "sdpa":
