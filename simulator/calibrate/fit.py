@@ -248,7 +248,7 @@ class Calibration:
         for fn in FIT_ORDER:
             host = FITTED_ON.get(fn, fn)
             cases = [m for m in measurements if m.case.kind == "function" and m.case.fn == host]
-            if fn == "linear":
+            if fn == "linear" and cases:   # (only where its micro-models were timed)
                 # a micro-model step calls its function once, so the function's per-call
                 # cost and the micro-model's own fixed costs are collinear there; the chains
                 # call the linear 1 to 16 times (tests/test_calibrate.py): fitted on the
