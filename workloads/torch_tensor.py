@@ -131,16 +131,16 @@ def attention(em, node, args, kwargs):
     causal = bool(args[at] if len(args) > at else kwargs.get("is_causal", False))
     # dropout_p sits just before is_causal in every one of them
     dropout = args[at - 1] if len(args) > at - 1 else kwargs.get("dropout_p", 0.0)
-    dropped = (("dropout", 1),) if isinstance(dropout, (int, float)) and dropout > 0 else ()
+    facts = (("dropout", 1),) if isinstance(dropout, (int, float)) and dropout > 0 else ()
     if mask:   # its producer is the op's last input (simulator.training.fusion.math_attention)
-        dropped += (("mask", 1),)
+        facts += (("mask", 1),)
     length, width = q.meta.shape[-2], q.meta.shape[-1]
     keys, v_width = k.meta.shape[-2], v.meta.shape[-1]
     batch = q.meta.numel // max(length * width, 1)
     flops = 2 * batch * length * keys * (width + v_width)
     name, grad = em.emit(OpKind.ATTENTION, "sdpa", [q, k, v, *mask], [out], flops=flops,
                          m=length, n=keys, k=width, batch=batch, block=Block.ATTN,
-                         extra=(("causal", int(causal)), *dropped), saves=("inputs", "output"),
+                         extra=(("causal", int(causal)), *facts), saves=("inputs", "output"),
                          stats_bytes=batch * length * STATS_DTYPE.bytes)
     return em.outputs(name, grad, node.out)
 

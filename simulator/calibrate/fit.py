@@ -28,6 +28,7 @@ from simulator.calibrate.functions import (
     EFFICIENCY_ONLY,
     FIT_ORDER,
     FITTED_ON,
+    FITTED_ON_CHAINS,
     FUNCTIONS,
     micro_model,
 )
@@ -248,11 +249,7 @@ class Calibration:
         for fn in FIT_ORDER:
             host = FITTED_ON.get(fn, fn)
             cases = [m for m in measurements if m.case.kind == "function" and m.case.fn == host]
-            if fn == "linear" and cases:   # (only where its micro-models were timed)
-                # a micro-model step calls its function once, so the function's per-call
-                # cost and the micro-model's own fixed costs are collinear there; the chains
-                # call the linear 1 to 16 times (tests/test_calibrate.py): fitted on the
-                # micro-models alone it took 25 us a call and priced the chains +50 %
+            if fn in FITTED_ON_CHAINS and cases:   # (where its micro-models were timed)
                 cases += [m for m in measurements if m.case.kind == "train"]
             if cases:
                 self._fit_function(fn, cases, start)

@@ -268,9 +268,6 @@ class Plan:
         "help": "keep the SwiGLU's input for its backward in fp8, 1 byte per element "
                 "(Megatron-core's activation_func_fp8_input_store): a cast kernel in the "
                 "forward, one back to 16 bits in the backward"})
-    # Convolutions' activations in NHWC (PyTorch's memory_format=torch.channels_last): no layout
-    # transposes around 16-bit convolutions (simulator.training.layout). False: NCHW, PyTorch's
-    # default, where cuDNN's tensor-core kernels transpose each convolution's input and output.
     # PyTorch's CPU build has no fused attention kernel that takes dropout: SDPA with
     # dropout_p > 0 runs its math path there (simulator.training.fusion.math_attention)
     math_attention_dropout: bool = field(default=False, metadata={
@@ -278,6 +275,9 @@ class Plan:
                 "scores, safe softmax, dropout and both products as their own kernels), as "
                 "PyTorch's CPU build does, whose flash kernel takes no dropout (always on "
                 "for a CPU)"})
+    # Convolutions' activations in NHWC (PyTorch's memory_format=torch.channels_last): no layout
+    # transposes around 16-bit convolutions (simulator.training.layout). False: NCHW, PyTorch's
+    # default, where cuDNN's tensor-core kernels transpose each convolution's input and output.
     channels_last: bool = field(default=False, metadata={
         "help": "convolutions' activations in NHWC (torch.channels_last): no NCHW/NHWC "
                 "transposes around 16-bit convolutions"})
