@@ -106,8 +106,9 @@ CROSS_CLASS_PRIORS = {"matmul_efficiency": 0.803, "memory_efficiency": 0.815,
                       "vector_efficiency": 0.979}
 #: Per field, the class priors: the median over the measured devices of the class.
 CLASS_PRIORS = {**{field: {DeviceClass.GPU: value} for field, value in GPU_PRIORS.items()},
+                "memory_efficiency": {DeviceClass.GPU: GPU_PRIORS["memory_efficiency"],
+                                      **STREAM_PRIORS},
                 "matmul_efficiency": MATMUL_PRIORS, "vector_efficiency": VECTOR_PRIORS}
-CLASS_PRIORS["memory_efficiency"] = {**CLASS_PRIORS["memory_efficiency"], **STREAM_PRIORS}
 #: The device classes with at least one catalogue spec that cites a measurement of the field:
 #: its streaming rate (``memory_efficiency``: GPUs, NeuSight's and PyTorch's kernels, their
 #: medians GPU_PRIORS; FPGAs, the Alveo U280's HBM, STREAM_PRIORS), its vector units' rate

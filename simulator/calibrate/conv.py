@@ -226,12 +226,17 @@ def deepbench_pass_rates(rows: list[dict], device: str, spec, precision: str = "
     return out
 
 
+def _read_rows(path) -> list[dict[str, str]]:
+    """The rows of the CSV table at ``path``, each a dict by column name."""
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def fit_deepbench_table(path, precision: str = "fp16") -> dict[str, ConvFit]:
     """Every DeepBench GPU's fit in ``precision`` from the table at ``path``."""
     from hardware_specs.loader import load_device
 
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = _read_rows(path)
     return {device: fit_deepbench(rows, device, load_device(name), precision)
             for device, name in DEEPBENCH_CATALOGUE.items()}
 
@@ -345,16 +350,14 @@ def fit_against_reference(rows: list[dict], device: str = LADDER_TABLE_PAIR[0],
 
 def fit_harness_table(path) -> HarnessFit:
     """``fit_against_reference`` on the table at ``path`` (Ladder's A100 against its V100)."""
-    with open(path, newline="") as handle:
-        return fit_against_reference(list(csv.DictReader(handle)))
+    return fit_against_reference(_read_rows(path))
 
 
 def fit_table(path) -> dict[str, ConvFit]:
     """Every GPU's fit from the conv table at ``path``."""
     from hardware_specs.loader import load_device
 
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = _read_rows(path)
     return {device: fit(rows, device, load_device(name)) for device, name in CATALOGUE.items()}
 
 
