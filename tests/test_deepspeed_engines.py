@@ -356,6 +356,46 @@ def test_the_pipeline_engine_buckets_by_memory_opt_allreduce_size():
     assert reduce.sum() == 1
 
 
+@pytest.mark.parametrize("precision, fp32_grads, reduction", [
+    ("bf16", True, "all_reduce"), ("bf16", False, "reduce_scatter"),
+    ("fp16", True, "reduce_scatter")])
+def test_the_pipeline_engines_bf16_optimizer_all_reduces_fp32_gradients(precision, fp32_grads,
+                                                                       reduction):
+    """bf16 with fp32 gradient accumulation under DeepSpeed's pipeline engine is its
+    BF16_Optimizer (microsoft/DeepSpeed 56c522386, 2022-04-19, "bf16+pipeline parallelism"):
+    its fp32 master weights and Adam states sharded over the data-parallel ranks (ZeRO 1: the
+    bf16 weights all-gathered after the update, ``all_gather_dp_groups``), but ReduceGrads
+    all-reduces every fp32 gradient, flat (``_bf16_reduce_grads`` ->
+    ``buffered_allreduce_fallback``): twice a reduce-scatter's traffic. Other formats at ZeRO 1
+    keep the ZeRO optimizer's reduce-scatter."""
+    from simulator import Plan, simulate
+    from simulator.graph.collective import Axis
+    from simulator.graph.lower import COLLECTIVE_FNS
+    from simulator.graph.op import OpKind
+    from simulator.parallel.data import FLAT_COPY
+    from simulator.plan.parallel import ParallelPlan
+    from workloads.transformer import TransformerConfig
+
+    work = TransformerConfig("small", layers=4, hidden=1024, heads=8, vocab=8192, seq_len=1024)
+    r = simulate(work, "a100-sxm4-80gb",
+                 Plan(micro_batch=1, global_batch=32, precision=precision, fp32_grads=fp32_grads),
+                 parallel=ParallelPlan(dp=8, pp=2, zero=1, sharding="deepspeed",
+                                       pipeline_engine="deepspeed", comm_interference=False))
+    low = r.lowered
+    data = (low.axis == int(Axis.DATA)) & (low.kind == OpKind.COLLECTIVE)
+    kinds = {COLLECTIVE_FNS[c] for c in low.collective[data] if c >= 0}
+    assert reduction in kinds and kinds - {reduction} == {"all_gather"}
+    reduced = data & (low.collective == COLLECTIVE_FNS.index(reduction))
+    gathered = data & (low.collective == COLLECTIVE_FNS.index("all_gather"))
+    grad_bytes = 4 if fp32_grads else 2
+    # every parameter's gradient reduced whole (all-reduce) or its 1/8 kept (reduce-scatter);
+    # the bf16 / fp16 weights gathered back from their 1/8 shards
+    assert low.bytes_read[reduced].sum() == grad_bytes * low.bytes_written[gathered].sum() / 2
+    out = low.bytes_written[reduced].sum() / low.bytes_read[reduced].sum()
+    assert out == pytest.approx(1.0 if reduction == "all_reduce" else 1 / 8, rel=1e-6)
+    assert np.any(low.fn == FLAT_COPY) == (reduction == "all_reduce")
+
+
 @pytest.mark.parametrize("zero, sharding", [(2, "deepspeed"), (3, "deepspeed-2021"),
                                             (0, "fsdp"), (1, "megatron")])
 def test_the_pipeline_engine_refuses_zero_2_3_and_other_libraries(zero, sharding):

@@ -39,7 +39,7 @@ from simulator.plan.parallel import (
     PipelineEngine,
     Sharding,
 )
-from simulator.plan.step import Plan
+from simulator.plan.step import Plan, Precision
 
 
 def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int = 0,
@@ -80,7 +80,7 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
     # Megatron-LM's distributed optimizer (stages 1-2) reduces per layer
     ddp = zero == 0 and parallel.sharding is Sharding.FSDP
     megatron = zero == 0 and parallel.sharding is Sharding.MEGATRON
-    by_engine = engine_reduces(parallel, zero)
+    by_engine = engine_reduces(parallel, zero, plan)
     buckets: list[list[str]] = []
     filled = 0
     for name in reversed(updates):
@@ -535,18 +535,33 @@ def per_parameter(step: OpGraph, bucket: list[str], sync: Op,
 MEMORY_OPT_ALLREDUCE_SIZE = 500_000_000
 
 
-def engine_reduces(parallel: ParallelPlan, zero: int) -> bool:
+def engine_reduces(parallel: ParallelPlan, zero: int, plan: Plan | None = None) -> bool:
     """DeepSpeed's engine all-reduces the gradients itself after the backward, flat, in
     buckets of ``MEMORY_OPT_ALLREDUCE_SIZE`` elements (``buffered_allreduce_fallback``): the
     plain engine's ``backward`` -> ``allreduce_gradients`` at ZeRO 0, the pipeline engine's
     ``ReduceGrads`` (one stage too: GPT-NeoX runs it at pipe-parallel-size 1) at ZeRO 0, and
     before v0.4.0 at ZeRO 1 as well (pipe/engine.py ``_exec_reduce_grads``, v0.3.13-v0.3.16 and
     EleutherAI/DeeperSpeed eb7f5cff; from v0.4.0 ``allreduce_gradients`` leaves ZeRO 1 to its
-    optimizer)."""
+    optimizer).
+
+    The pipeline engine under bf16 with fp32 gradients (``plan``) at ZeRO 1 too: that is
+    DeepSpeed's ``BF16_Optimizer`` (deepspeed/runtime/bf16_optimizer.py, from microsoft/
+    DeepSpeed 56c522386 "bf16+pipeline parallelism", 2022-04-19, the ``olruwase/bf16-updates``
+    branch BLOOM-176B trained with; today's engine.py ``_do_optimizer_sanity_check`` returns
+    BFLOAT16 for bf16 with fp32 accumulation at ZeRO stage 1 as well), which shards the fp32
+    master weights and Adam's states over the data-parallel ranks (hwsim's ZeRO 1: sharded
+    update, bf16 weights all-gathered after it, ``all_gather_dp_groups``) but whose
+    ``ReduceGrads`` all-reduces every fp32 gradient, not a reduce-scatter (pipe/engine.py
+    ``_exec_reduce_grads`` -> ``_bf16_reduce_grads`` -> ``buffered_allreduce_fallback(grads=
+    self.optimizer.get_grads_for_reduction())`` at 56c522386; ``using_bf16_optimizer`` ->
+    ``_bf16_reduce_grads`` at 38327e07f, 2025)."""
     if parallel.sharding not in (Sharding.DEEPSPEED, Sharding.DEEPSPEED_2021):
         return False
+    pipeline = parallel.pipeline_engine is PipelineEngine.DEEPSPEED
+    if zero == 1 and pipeline and plan is not None and parallel.sharding is Sharding.DEEPSPEED:
+        return plan.precision is Precision.BF16 and plan.fp32_grads
     return zero == 0 or (zero == 1 and parallel.sharding is Sharding.DEEPSPEED_2021
-                         and parallel.pipeline_engine is PipelineEngine.DEEPSPEED)
+                         and pipeline)
 
 
 #: ``Op.fn`` of DeepSpeed 2021's passes over a gradient bucket around its all-reduce

@@ -268,7 +268,7 @@ def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
     # EleutherAI/gpt-neox 53112bf) and blocks on each pipeline message; the plain engine
     # at ZeRO 0 all-reduces after the backward too (``engine_reduces``)
     deepspeed_engine = parallel.pipeline_engine is PipelineEngine.DEEPSPEED
-    after = deepspeed_engine or engine_reduces(parallel, parallel.zero)
+    after = deepspeed_engine or engine_reduces(parallel, parallel.zero, plan)
     step = add_data_parallel(step, plan, parallel.replicas, parallel.zero, dp_local,
                              parallel.overlap_grad_reduce and not after, parallel)
     if deepspeed_engine and parallel.pp > 1:
