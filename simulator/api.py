@@ -176,7 +176,7 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         run = interfere(run_stage(forward, plan, parallel, device, cluster, stage, cache),
                         device, parallel.comm_interference, parallel.comm_sms)
         runs.append(paid_once(run))
-    step_s, bubble, pace = step_time(runs, parallel, m)
+    step_s, bubble, pace = step_time(runs, parallel, m, middle)
     run = runs[pace]
     lowered = run.lowered
     memories = [stage_memory(r, plan, parallel, m) for r in runs]

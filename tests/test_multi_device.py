@@ -163,14 +163,30 @@ def test_sequence_parallel_backward_gathers_the_shard_again():
 
 
 @pytest.mark.parametrize("schedule, v", [("gpipe", 1), ("1f1b", 1), ("interleaved", 2)])
-def test_pipeline_bubble_closed_form(schedule, v):
+def test_pipeline_bubble_closed_form(schedule, v, monkeypatch):
+    """The bubble is every other stage's micro-batch once, at its own pace, over v
+    (``simulator.schedule.step.step_time``): (p - 1) / v of the slowest stage's at most,
+    with equality only where the stages are alike."""
+    import simulator.api as api
+    from simulator.schedule.step import stage_times
+
+    seen = {}
+
+    def spy(runs, parallel, m, stand_in=None):
+        seen["times"] = stage_times(runs, parallel.pp, stand_in)
+        return step_time(runs, parallel, m, stand_in)
+
+    step_time = api.step_time
+    monkeypatch.setattr(api, "step_time", spy)
     p, m = 4, 8
     r = _run(ParallelPlan(pp=p, schedule=schedule, virtual_stages=v), global_batch=2 * m)
     per_micro = r.parallel["micro_batch_s"]   # the slower of the first and last stages
     assert per_micro >= r.ops[~r.ops.phase.isin(["optimizer", "communication"])].end_s.max()
     bubble = r.parallel["bubble_fraction"] * r.step_time_s
-    assert bubble == pytest.approx((p - 1) / v * per_micro, rel=1e-9)
-    assert bubble / (m * per_micro + bubble) == pytest.approx(bubble_over_total(p, m, schedule, v))
+    assert len(seen["times"]) == p and max(seen["times"]) == pytest.approx(per_micro)
+    assert bubble == pytest.approx((sum(seen["times"]) - per_micro) / v, rel=1e-9)
+    assert bubble <= (p - 1) / v * per_micro
+    assert bubble / (m * per_micro + bubble) <= bubble_over_total(p, m, schedule, v)
 
 
 def test_pipeline_first_stage_holds_more_micro_batches_under_gpipe():
@@ -423,7 +439,10 @@ def test_uneven_stages():
     one keeps the step's FLOPs (the same model). 1F1B's steady state is paced by the slowest
     stage: evenly split, the last (6 layers and the 50,257-word head); one layer fewer on the
     first and last stages balances them (5, 7, 7, 5: faster, the reason Llama 3 405B ran 7 of
-    its 126 layers on its first and last stages); three fewer overloads the middle ones."""
+    its 126 layers on its first and last stages); three fewer overloads the middle ones. The
+    even split's middle stages take the first stage's time, embedding included, in the
+    pipeline's fill and drain (``simulator.schedule.step.stage_times``); given explicitly,
+    the middle stage is simulated: 0.06 % apart."""
     kw = dict(micro_batch=1, global_batch=8, precision="bf16", recompute="full")
 
     def run(**stages):
@@ -431,7 +450,8 @@ def test_uneven_stages():
     even, given = run(), run(first_stage_layers=6, last_stage_layers=6)
     balanced = run(first_stage_layers=5, last_stage_layers=5)
     heavy = run(first_stage_layers=3, last_stage_layers=3)
-    assert given.step_time_s == even.step_time_s
+    assert given.step_time_s == pytest.approx(even.step_time_s, rel=1e-3)
+    assert given.step_time_s <= even.step_time_s
     assert given.peak_memory_bytes == even.peak_memory_bytes
     assert balanced.parallel["stage_layers"] == [5, 7, 7, 5]
     for uneven in (balanced, heavy):
@@ -449,7 +469,8 @@ def test_uneven_interleaved_stages():
     step's FLOPs are those of any other split of it, the first device's exchange reads its
     first chunk's last layer, and it is faster than the split that piles the spare layers on
     the first and last chunks (5, 2 | 2, 2 | 2, 2 | 2, 5), whose end devices pace the
-    pipeline."""
+    pipeline. (Given explicitly, the even split's middle devices are simulated, not stood for
+    by the first with its embedding: 0.04 % apart, ``test_uneven_stages``.)"""
     kw = dict(micro_batch=1, global_batch=8, precision="bf16", recompute="full")
 
     def run(work, **stages):
@@ -457,7 +478,7 @@ def test_uneven_interleaved_stages():
             pp=4, schedule="interleaved", virtual_stages=2, **stages), **kw)
     gpt = get_workload(GPT)
     even, given = run(gpt), run(gpt, first_stage_layers=3, last_stage_layers=3)
-    assert given.step_time_s == even.step_time_s
+    assert given.step_time_s == pytest.approx(even.step_time_s, rel=1e-3)
     assert given.peak_memory_bytes == even.peak_memory_bytes
     short = replace(gpt, layers=22)
     fewer = run(short, first_stage_layers=2, last_stage_layers=2)

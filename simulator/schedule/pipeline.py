@@ -7,6 +7,8 @@ sec. 4.2.3.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from simulator.errors import PlanError
@@ -52,10 +54,17 @@ def in_flight_micro_batches(p: int, m: int, stage: int,
     return chunks / v
 
 
-def pipeline_blocks(p: int, m: int, gpipe: bool, t_f: float, t_b: float) -> dict:
+def pipeline_blocks(p: int, m: int, gpipe: bool, t_f: float | Sequence[float],
+                    t_b: float | Sequence[float]) -> dict:
     """{(stage, is_backward): [(start, duration)]}: each stage runs its blocks in order; a
     forward waits for the previous stage's, a backward for the next stage's (the last stage's
-    for its own forward)."""
+    for its own forward). ``t_f``, ``t_b``: one micro-batch's forward and backward, the same on
+    every stage or one per stage, first to last."""
+    fwd = [float(t_f)] * p if np.ndim(t_f) == 0 else [float(x) for x in t_f]
+    bwd = [float(t_b)] * p if np.ndim(t_b) == 0 else [float(x) for x in t_b]
+    if len(fwd) != p or len(bwd) != p:
+        raise PlanError(f"pipeline_blocks: {len(fwd)} forward and {len(bwd)} backward times "
+                        f"for {p} stages")
     orders = []
     for s in range(p):
         warm = m if gpipe else min(p - s - 1, m)
@@ -75,14 +84,14 @@ def pipeline_blocks(p: int, m: int, gpipe: bool, t_f: float, t_b: float) -> dict
                 if dep[0] >= 0 and dep not in done:
                     break
                 start = max(free[s], done.get(dep, 0.0))
-                free[s] = done[(s, backward, j)] = start + (t_b if backward else t_f)
+                free[s] = done[(s, backward, j)] = start + (bwd[s] if backward else fwd[s])
                 nxt[s] += 1
         if sum(nxt) == before:  # cannot happen for these orders; never loop forever
             raise RuntimeError("pipeline schedule deadlocked")
     blocks: dict = {}
     for (s, backward, _), end in done.items():
-        blocks.setdefault((s, backward), []).append((end - (t_b if backward else t_f),
-                                                     t_b if backward else t_f))
+        took = bwd[s] if backward else fwd[s]
+        blocks.setdefault((s, backward), []).append((end - took, took))
     return blocks
 
 

@@ -15,25 +15,47 @@ from hardware_specs.spec import DeviceSpec
 from simulator.cost.energy import op_energy, over_tdp_j, step_energy
 from simulator.graph.op import OpKind
 from simulator.plan.parallel import ParallelPlan
-from simulator.schedule.pipeline import bubble_over_ideal, in_flight_micro_batches
+from simulator.schedule.pipeline import in_flight_micro_batches
 from simulator.schedule.stage import StageRun, streams
 
 
-def step_time(runs: list[StageRun], parallel: ParallelPlan, m: int) -> tuple[float, float, int]:
+def step_time(runs: list[StageRun], parallel: ParallelPlan, m: int,
+              stand_in: dict[int, int] | None = None) -> tuple[float, float, int]:
     """(step seconds, pipeline bubble seconds, index of the run that sets the pace).
 
     ``(m - 1) t + bubble + t_last``: t the slowest stage's micro-batch (forward + backward),
-    bubble = (p-1)/v t for 1F1B and interleaved, (p-1) t for GPipe (Narayanan et al. 2021,
-    sec. 2.2: bubble / ideal = (p-1)/(v m)), t_last the last micro-batch with the step's tail
-    (the gradient reduction not hidden by the backward, the update), for the stage finishing
-    last.
+    t_last the last micro-batch with the step's tail (the gradient reduction not hidden by the
+    backward, the update), for the stage finishing last. The bubble is the pipeline's fill
+    and drain: every other stage's micro-batch once, each at its own pace,
+    (sum of the p stages' t_s - t) / v (``stage_times``). With equal stages that is
+    Narayanan et al. 2021's (p - 1) / v t (sec. 2.2: bubble / ideal = (p - 1) / (v m)); with
+    stages unlike each other (the first holds the embedding, the last the head and the loss)
+    it is the flow-shop makespan of m equal jobs, sum t_s + (m - 1) t: exact for one
+    micro-batch (each stage's forward, then each one's backward, in turn) and for middle
+    stages alike with slower end stages under 1F1B (checked against an event simulation of
+    the schedule, ``tests/test_pipeline_bubble.py``), an upper bound otherwise, where
+    (p - 1) t overcounts by the sum of the faster stages' shortfall.
     """
     t = max(run.t_micro for run in runs)
     p, v = parallel.pp, parallel.virtual_stages
-    bubble = bubble_over_ideal(p, m, parallel.schedule, v) * m * t if p > 1 else 0.0
+    bubble = (sum(stage_times(runs, p, stand_in)) - t) / v if p > 1 else 0.0
     lasts = [run.t_last + (t - run.t_micro) for run in runs]
     pace = int(np.argmax(lasts))
     return (m - 1) * t + bubble + lasts[pace], bubble, pace
+
+
+def stage_times(runs: list[StageRun], pp: int,
+                stand_in: dict[int, int] | None = None) -> list[float]:
+    """Each of the ``pp`` pipeline devices' micro-batch time (forward + backward), first to
+    last: a simulated stage's own, a middle one's that of the stage standing for it
+    (``simulator.parallel.rank.stand_ins``; None: stage 1 where it is simulated, else 0).
+    Stage 0 stands for the middle stages of an even split with its embedding's ops counted
+    (its forward gather and backward scatter: under 1 % of a GPT stage's time)."""
+    by_stage = {run.stage: run.t_micro for run in runs}
+    if stand_in is None:
+        stand_in = {stage: 1 if 1 in by_stage else 0 for stage in range(1, pp - 1)}
+    return [by_stage[stage] if stage in by_stage else by_stage[stand_in[stage]]
+            for stage in range(pp)]
 
 
 def in_flight(parallel: ParallelPlan, m: int, stage: int) -> float:
