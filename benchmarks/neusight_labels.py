@@ -31,6 +31,19 @@ both dropouts off (``predict_inference_ms``): the time at which its last forward
 the loss left out, and for BERT the masked-LM head (``mlm_dense`` on) left out; the pooler
 and classifier (a 1024 x 1024 GEMM on one token per sample, then 1024 x 2) are not priced
 (microseconds). ``no_grad`` changes what is kept for a backward, not the kernels run; it also skips autograd's bookkeeping, which hwsim's per-op host cost includes (``simulator.cost.host``): not taken out, a few microseconds per op against forwards of 70 ms and more.
+
+Multi-GPU training labels (``scripts/asplos/label/<GPU>/<model>-train-<seq>-<batch>-<plan>.json``,
+copied to ``tests/data/neusight_distributed_labels.csv``): GPT-2 large and the GPT-3 XL config on
+four A100 SXM4 40GB or H100 80GB HBM3, trained by Megatron-LM (core_r0.5.0) through accelerate
+1.0.0 (``scripts/asplos/collect_label_distributed.py``, ``run_label_distributed.py``,
+``install_megatron.sh``) with ``dp4``, ``tp4`` or ``pp4_1`` (four stages, one micro-batch), fp32,
+clipping 1.0. The CUDA events on rank 0 hold ``model(**batch)``, which under accelerate's
+Megatron-LM integration is Megatron's whole ``train_step`` (``MegatronEngine.forward`` in training
+mode: the gradient buffers zeroed, ``forward_backward_func`` over the micro-batches, the
+gradients all-reduced after the backward by ``finalize_model_grads``, clipped and the update by
+apex's FusedAdam), and ``accelerator.backward``, a no-op there; the ``optimizer.step()`` after the
+events is accelerate's no-op wrapper. hwsim prices the whole step (``predict_distributed_ms``:
+``Result.step_time_s``) of the model Megatron builds from the config (``megatron_workload``).
 """
 from __future__ import annotations
 
@@ -45,6 +58,12 @@ if str(ROOT) not in sys.path:  # run as ``python benchmarks/neusight_labels.py``
     sys.path.insert(0, str(ROOT))   # simulator, not the one an editable install points at
 LABELS = ROOT / "tests" / "data" / "neusight_train_labels.csv"
 INFERENCE_LABELS = ROOT / "tests" / "data" / "neusight_inference_labels.csv"
+DISTRIBUTED_LABELS = ROOT / "tests" / "data" / "neusight_distributed_labels.csv"
+#: Megatron-LM pads the vocabulary to a multiple of this x tp (``--make-vocab-size-divisible-by``,
+#: default 128: megatron/arguments.py at NVIDIA/Megatron-LM core_r0.5.0; padded by
+#: megatron/tokenizer/tokenizer.py ``_vocab_size_with_padding``, which accelerate's
+#: ``initialize`` calls): GPT-2's 50,257 words become 50,304 at tp 1 and 50,688 at tp 4.
+VOCAB_DIVISOR = 128
 CONFIGS = ROOT / "tests" / "data" / "neusight_configs"
 #: NeuSight model names whose config hwsim reads from the zoo instead (its HF reader covers
 #: decoders; BERT-large is the zoo's ``bert-large``: 24 layers, 1024 wide, 16 heads, vocab 30522).
@@ -135,7 +154,76 @@ def rows() -> list[Row]:
     return out
 
 
-def median_abs_error(table: list[Row]) -> float:
+class DistributedRow(NamedTuple):
+    gpu: str
+    device: str
+    model: str
+    seq_len: int
+    batch: int           # the global batch
+    plan: str            # NeuSight's name: dp4, tp4, pp4_1
+    measured_ms: float
+    predicted_ms: float
+    neusight_ms: float   # NeuSight's own prediction of the label
+
+    @property
+    def error(self) -> float:
+        return self.predicted_ms / self.measured_ms - 1
+
+    @property
+    def neusight_error(self) -> float:
+        return self.neusight_ms / self.measured_ms - 1
+
+
+def megatron_workload(model: str, tp: int):
+    """The GPT Megatron-LM builds from NeuSight's Hugging Face config (accelerate 1.0.0's
+    ``parse_gpt2_config``: layers, hidden, heads, positions and vocabulary; Megatron's
+    defaults for the rest: dropout 0.1 on the hidden states and the attention, 4 x hidden MLP,
+    tied embeddings), in fp32. hwsim's default transformer is Megatron's layer (the fused
+    query/key/value GEMM, bias and GELU one kernel, the bias, dropout and residual add fused
+    in the jit/compiled kernels, Megatron's eager vocabulary-parallel cross-entropy) but for
+    the softmax: outside 16 bits Megatron's fused scale-mask-softmax kernel is not used, and
+    the mask runs as its own kernel (``mask_kernel``; the scale is in the score GEMM). The
+    vocabulary is padded to a multiple of 128 x tp (``VOCAB_DIVISOR``)."""
+    import dataclasses
+
+    work = workload(model, eager=False)
+    step = VOCAB_DIVISOR * tp
+    return dataclasses.replace(work, vocab=-(-work.vocab // step) * step, mask_kernel=True)
+
+
+def predict_distributed_ms(model: str, device: str, seq_len: int, batch: int, dp: int, tp: int,
+                           pp: int, micro_batches: int = 1) -> float:
+    """hwsim's whole fp32 training step of ``megatron_workload`` on dp x tp x pp devices
+    (``cluster_for``: one node on the device's NVLink), as Megatron-LM core_r0.5.0 ran it through
+    accelerate: 1F1B over ``micro_batches`` micro-batches, Megatron's DDP (``sharding``
+    megatron) reducing the gradients in one bucket after the backward (``overlap_grad_reduce``
+    off, its default), gradient accumulation fused into the weight-gradient GEMMs (apex, on by
+    default), gradients clipped by their global norm (``grad_clip``: 1.0) and apex's FusedAdam
+    (``optimizer_impl`` fused). In milliseconds."""
+    from simulator.api import simulate
+
+    result = simulate(megatron_workload(model, tp), device, num_devices=dp * tp * pp, dp=dp,
+                      tp=tp, pp=pp, schedule="1f1b", micro_batch=batch // dp // micro_batches,
+                      global_batch=batch, seq_len=seq_len, precision="fp32",
+                      attention="materialized", optimizer="adamw", optimizer_impl="fused",
+                      grad_clip=True, overlap_grad_reduce=False, sharding="megatron")
+    return result.step_time_s * 1e3
+
+
+def distributed_rows() -> list[DistributedRow]:
+    out = []
+    for r in labels(DISTRIBUTED_LABELS):
+        seq, batch = int(r["seq_len"]), int(r["global_batch"])
+        dp, tp, pp, m = (int(r[k]) for k in ("dp", "tp", "pp", "micro_batches"))
+        out.append(DistributedRow(r["gpu"], r["catalogue"], r["model"], seq, batch, r["plan"],
+                                  float(r["e2e_ms"]),
+                                  predict_distributed_ms(r["model"], r["catalogue"], seq, batch,
+                                                         dp, tp, pp, m),
+                                  float(r["neusight_ms"])))
+    return out
+
+
+def median_abs_error(table: list) -> float:
     return statistics.median(abs(r.error) for r in table)
 
 
@@ -143,29 +231,52 @@ def _pct(x: float, sign: bool = True) -> str:
     return (f"{100 * x:+.1f} %" if sign else f"{100 * x:.1f} %")
 
 
-def markdown_lines(table: list[Row] | None = None,
-                   inference: list[Row] | None = None) -> list[str]:
-    """The training table (one line per label), its per-GPU and overall median |error|, then
-    the same two for the inference labels and a per-GPU summary of both, as Markdown lines
+def markdown_lines(table: list[Row] | None = None, inference: list[Row] | None = None,
+                   distributed: list[DistributedRow] | None = None) -> list[str]:
+    """The training table (one line per label), its per-GPU and overall median |error|, the
+    same two for the inference labels and for the multi-GPU training labels (with NeuSight's
+    own error beside each), and a per-GPU summary of all three, as Markdown lines
     (``docs/generate.py`` renders them into ``docs/accuracy.md``)."""
     table = rows() if table is None else table
     inference = inference_rows() if inference is None else inference
+    distributed = distributed_rows() if distributed is None else distributed
     lines = ["Training (forward + backward):", ""]
     lines += _mode_lines(table)
     lines += ["", "Inference (forward under `no_grad`, `eval()`):", ""]
     lines += _mode_lines(inference)
-    both = table + inference
-    gpus = list(dict.fromkeys(r.gpu for r in both))
-    lines += ["", f"Both, per GPU ({len(gpus)} GPUs):", "",
+    lines += ["", "Multi-GPU training (Megatron-LM on four GPUs, the whole step):", ""]
+    lines += _distributed_lines(distributed)
+    every = table + inference + distributed
+    gpus = list(dict.fromkeys(r.gpu for r in every))
+    lines += ["", f"All three, per GPU ({len(gpus)} GPUs):", "",
               "| GPU | labels | median \\|error\\| | worst |", "|---|---|---|---|"]
     for gpu in gpus:
-        mine = [r for r in both if r.gpu == gpu]
+        mine = [r for r in every if r.gpu == gpu]
         worst = max(mine, key=lambda r: abs(r.error))
         lines.append(f"| {gpu.replace('_', ' ')} | {len(mine)} | "
                      f"{_pct(median_abs_error(mine), False)} | {_pct(worst.error)} |")
-    worst = max(both, key=lambda r: abs(r.error))
-    lines.append(f"| all | {len(both)} | {_pct(median_abs_error(both), False)} | "
+    worst = max(every, key=lambda r: abs(r.error))
+    lines.append(f"| all | {len(every)} | {_pct(median_abs_error(every), False)} | "
                  f"{_pct(worst.error)} |")
+    return lines
+
+
+def _distributed_lines(table: list[DistributedRow]) -> list[str]:
+    lines = ["| GPU | priced on | model | sequence | global batch | plan | measured | hwsim | "
+             "error | NeuSight's error |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in table:
+        lines.append(f"| {r.gpu.replace('_', ' ')} | `{r.device}` x 4 | {r.model} | "
+                     f"{r.seq_len:,} | {r.batch} | {r.plan} | {r.measured_ms:,.1f} ms | "
+                     f"{r.predicted_ms:,.1f} | {_pct(r.error)} | {_pct(r.neusight_error)} |")
+    lines += ["", "| GPU | labels | median \\|error\\| | worst | bias (median error) | "
+              "NeuSight's median \\|error\\| |", "|---|---|---|---|---|---|"]
+    for gpu in [*dict.fromkeys(r.gpu for r in table), None]:
+        mine = [r for r in table if gpu is None or r.gpu == gpu]
+        worst = max(mine, key=lambda r: abs(r.error))
+        name = "all" if gpu is None else gpu.replace("_", " ")
+        lines.append(f"| {name} | {len(mine)} | {_pct(median_abs_error(mine), False)} | "
+                     f"{_pct(worst.error)} | {_pct(statistics.median(r.error for r in mine))} | "
+                     f"{_pct(statistics.median(abs(r.neusight_error) for r in mine), False)} |")
     return lines
 
 

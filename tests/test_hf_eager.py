@@ -93,3 +93,20 @@ def test_a_workload_toml_can_say_so(tmp_path):
             > (kinds[0] == OpKind.ELEMENTWISE).sum())
     with pytest.raises(WorkloadError, match="hf_eager"):
         get_workload(str(bad))
+
+
+def test_mask_kernel_is_one_kernel_over_the_scores():
+    """``mask_kernel`` (Megatron-LM's softmax outside 16 bits: the mask a masked_fill of its
+    own, the scale in the score GEMM): one elementwise kernel of batch x heads x s x s per
+    layer before the softmax, no scale kernel; off by default; a fused kernel absorbs it."""
+    masked = dataclasses.replace(BASE, mask_kernel=True)
+    _, plain = _ops(BASE)
+    graph, ops = _ops(masked)
+    assert BASE.mask_kernel is False
+    core = [op for op in ops if op.layer == 0 and op.block is Block.ATTN_CORE]
+    assert [op.kind for op in core] == [OpKind.MATMUL, OpKind.ELEMENTWISE, OpKind.SOFTMAX,
+                                        OpKind.ELEMENTWISE, OpKind.MATMUL]
+    assert core[1].name.endswith("attn_mask")
+    assert core[1].bytes_read == core[1].bytes_written == 2 * 4 * 128 * 128 * 4
+    assert len(ops) - len(plain) == BASE.layers
+    assert not any("attn_mask" in n for n in fuse_attention(graph).names())

@@ -174,7 +174,7 @@ def test_inference_median_error_regression(inference, bench):
     assert bench.median_abs_error(inference) <= 0.06
 
 
-def test_labels_cover_nine_gpus_at_ten_percent(bench, table, inference):
+def test_labels_cover_nine_gpus_at_ten_percent(bench, table, inference, distributed):
     """Issue 20's first target, its median part: NeuSight's labels on at least 9 GPUs with a
     median |error| of at most 10 %: 11 GPUs, 5.6 % over 113 labels when first measured;
     8 GPUs have their own median within 10 % (the T4 10.6 %, the L4 14.5 %, the P4 30.4 %).
@@ -182,13 +182,16 @@ def test_labels_cover_nine_gpus_at_ten_percent(bench, table, inference):
     linears are priced closer on its own traces and its median goes 9.7 -> 17.3 % (see
     test_measured_gpus_within_bound); the L4 13.1 %, all 113 labels 5.6 %. Since the T4's and
     V100's batched GEMMs run cuBLAS's narrower tiles too (tests/test_fp32_batched_tiles.py) 8:
-    the T4 10.6 -> 5.2 %, the V100 6.2 -> 2.6 %, all 113 labels 5.0 % (2026-12-04)."""
-    both = table + inference
-    assert len({r.gpu for r in both}) >= 9
-    assert bench.median_abs_error(both) <= 0.10
-    within = [g for g in {r.gpu for r in both}
-              if bench.median_abs_error([r for r in both if r.gpu == g]) <= 0.10]
-    assert len(within) >= 8
+    the T4 10.6 -> 5.2 %, the V100 6.2 -> 2.6 %, all 113 labels 5.0 % (2026-12-04). With the
+    11 multi-GPU training labels (2026-12-06) the A100 SXM4 40GB, which has no single-GPU
+    label, is a twelfth GPU and the ninth within 10 % (its three labels 2.0 %), and 124 labels
+    are 4.9 %."""
+    every = table + inference + distributed
+    assert len({r.gpu for r in every}) >= 9
+    assert bench.median_abs_error(every) <= 0.10
+    within = [g for g in {r.gpu for r in every}
+              if bench.median_abs_error([r for r in every if r.gpu == g]) <= 0.10]
+    assert len(within) >= 9 and "NVIDIA_A100-SXM4-40GB" in within
 
 
 @pytest.mark.xfail(strict=True, reason="issue 20: none worse than 25 % is not met: "
@@ -222,9 +225,84 @@ def test_no_label_worse_than_25_percent(table, inference):
     assert max(abs(r.error) for r in table + inference) <= 0.25
 
 
-def test_markdown_has_a_line_per_label_and_per_gpu(bench, table, inference):
-    lines = bench.markdown_lines(table, inference)
+def test_markdown_has_a_line_per_label_and_per_gpu(bench, table, inference, distributed):
+    lines = bench.markdown_lines(table, inference, distributed)
     train = 2 + len(table) + 1 + 2 + 7 + 1
     infer = 2 + len(inference) + 1 + 2 + 10 + 1
-    assert len(lines) == 2 + train + 3 + infer + 3 + 2 + 11 + 1
-    assert lines[-1].startswith("| all | 113 |")
+    multi = 2 + len(distributed) + 1 + 2 + 2 + 1
+    assert len(lines) == 2 + train + 3 + infer + 3 + multi + 3 + 2 + 12 + 1
+    assert lines[-1].startswith("| all | 124 |")
+    assert any(line.startswith("| NVIDIA A100-SXM4-40GB | 3 |") for line in lines[-14:])
+
+
+# ---------------------------------------------------------------- multi-GPU training labels
+
+@pytest.fixture(scope="module")
+def distributed(bench):
+    return bench.distributed_rows()
+
+
+def test_distributed_labels_are_neusights_four_gpu_runs(bench):
+    """The 11 labels of NeuSight's ``summary/distributed.csv`` (its A100x4 and H100x4 measured
+    latencies and its own predictions, 452.3 / 510.5 ms the A100's dp4), each from its
+    label file, on four GPUs, one kind of parallelism each as its name says."""
+    from hardware_specs.loader import list_devices
+
+    rows = bench.labels(bench.DISTRIBUTED_LABELS)
+    assert len(rows) == 11
+    assert {r["gpu"] for r in rows} == {"NVIDIA_A100-SXM4-40GB", "NVIDIA_H100_80GB_HBM3"}
+    for r in rows:
+        dp, tp, pp, m = (int(r[k]) for k in ("dp", "tp", "pp", "micro_batches"))
+        assert dp * tp * pp == 4 and m == 1
+        assert r["plan"] == ("dp4" if dp == 4 else "tp4" if tp == 4 else "pp4_1")
+        assert r["source"] == (f"scripts/asplos/label/{r['gpu']}/{r['model']}-train-"
+                               f"{r['seq_len']}-{r['global_batch']}-{r['plan']}.json")
+        assert r["catalogue"] in list_devices()
+    a100 = {r["plan"]: (float(r["e2e_ms"]), float(r["neusight_ms"]))
+            for r in rows if r["gpu"] == "NVIDIA_A100-SXM4-40GB"}
+    assert {k: (round(x, 1), round(y, 1)) for k, (x, y) in a100.items()} == {
+        "dp4": (452.3, 510.5), "tp4": (484.9, 525.6), "pp4_1": (1597.6, 1761.6)}
+
+
+def test_distributed_median_error_regression(bench, distributed):
+    """Validation, never fitted on. When first priced (2026-12-06, the pipeline bubble of
+    unlike stages and the fp32 mask kernel in): median |error| 5.5 % over the 11 labels,
+    bias -3.5 % (NeuSight's own 8.4 %); the A100 SXM4 40GB 2.0 % over its three (dp4 +17.0 %,
+    pp4_1 +2.0 %, tp4 -1.5 %), the H100 6.5 % (tp4 -7.5 to -11.0 %, pp4_1 -3.5 to -5.5 %, dp4
+    -1.5 and +9.4 %), none worse than 17.0 %: bounds just above those."""
+    assert all(r.predicted_ms > 0 and math.isfinite(r.predicted_ms) for r in distributed)
+    assert bench.median_abs_error(distributed) <= 0.065
+    a100 = [r for r in distributed if r.gpu == "NVIDIA_A100-SXM4-40GB"]
+    assert len(a100) == 3 and bench.median_abs_error(a100) <= 0.03
+    assert max(abs(r.error) for r in distributed) <= 0.18
+
+
+def test_one_micro_batch_pipeline_is_one_gpus_step(bench):
+    """pp4_1 in closed form: with one micro-batch the four stages run one after another
+    (every forward, then every backward), so the step is one GPU's forward + backward of the
+    whole model (``micro_batch_s`` of the same plan on one device) plus the pipeline's sends
+    and the last stage's update: within 1 % of it and above it, before the wait for the
+    slowest of the four devices (``rank_variability``'s factor). The form it replaced, four
+    times the slowest stage (the head's), was 21 % above."""
+    from simulator.api import simulate
+
+    kw = dict(seq_len=1024, micro_batch=4, global_batch=4, precision="fp32",
+              attention="materialized", optimizer="adamw", optimizer_impl="fused",
+              grad_clip=True, overlap_grad_reduce=False, sharding="megatron")
+    work = bench.megatron_workload("gpt2_large", 1)
+    one = simulate(work, "h100-sxm5-80gb", **kw).parallel["micro_batch_s"]
+    piped = simulate(work, "h100-sxm5-80gb", num_devices=4, pp=4, **kw)
+    step = piped.step_time_s / piped.parallel["rank_variability"]["step_factor"]
+    assert one < step < 1.01 * one
+    assert 4 * piped.parallel["micro_batch_s"] > 1.15 * step
+
+
+def test_megatron_model_pads_the_vocabulary_and_runs_the_mask_alone(bench):
+    """Megatron-LM's GPT from the config: 50,257 words padded to 50,304 (128) at tp 1 and
+    50,688 (512) at tp 4; the mask its own kernel over the scores (fp32 has no fused
+    scale-mask-softmax), the scale not (it is in the score GEMM), GELU one kernel."""
+    one, four = bench.megatron_workload("gpt2_large", 1), bench.megatron_workload("gpt2_large", 4)
+    assert (one.vocab, four.vocab) == (50304, 50688)
+    names = [n.split(".")[-1] for n in one.forward_graph(1).names()]
+    assert names.count("attn_mask") == one.layers and "attn_scale" not in names
+    assert not any(n.startswith("gelu_") for n in names)

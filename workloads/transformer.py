@@ -110,6 +110,13 @@ class TransformerConfig:
     # ``add``, ``mul``). Off by default: the presets and configs price the fused kernels.
     hf_eager: bool = False
     gelu_kernels: int = 1
+    # The causal mask as its own elementwise kernel over the s x s scores before the softmax,
+    # the scale folded into the score GEMM: Megatron-LM's FusedScaleMaskSoftmax outside 16 bits
+    # (megatron/model/fused_softmax.py at NVIDIA/Megatron-LM core_r0.5.0: is_kernel_available
+    # needs fp16 or bf16 input, else forward_torch_softmax runs mask_func, a masked_fill_, then
+    # torch.nn.Softmax; CoreAttention's baddbmm takes alpha = 1 / sqrt(head size)). Off by
+    # default (the fused 16-bit kernel); hf_eager already has the mask's kernel.
+    mask_kernel: bool = False
     # How the model's own code runs the projections reading one input: "fused" (q, k and v one
     # GEMM, and a gated MLP's gate and up one: Hugging Face's GPT-2 c_attn, GPT-NeoX's and
     # Falcon's query_key_value), "separate" (a GEMM each), None (not known: the plan's
@@ -433,6 +440,7 @@ def _attention(c: TransformerConfig, b: Builder, x: str, batch: int) -> str:
     scores = b.matmul("scores", q, k, heads, s, s, d, extra=causal)
     if c.hf_eager:   # the scale and the mask as their own kernels (hf_eager)
         scores = b.elementwise("scale", (scores,), heads * s * s, base="attn_scale")
+    if c.hf_eager or c.mask_kernel:   # the mask as its own kernel (hf_eager, mask_kernel)
         scores = b.elementwise("add", (scores,), heads * s * s, base="attn_mask")
     probs = b.softmax(scores, heads * s, s)  # scale and causal mask fused, as in Megatron
     if c.drops_attention:

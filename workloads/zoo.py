@@ -28,7 +28,8 @@ _OPTIONAL = {"kv_heads": int, "ffn_hidden": int, "ffn": Ffn, "norm": Norm, "name
              "tied_embeddings": bool, "learned_positions": bool, "bias": bool, "dropout": bool,
              "attention_dropout": bool,
              "head_size": int, "residual": Residual, "mtp": int, "rotary_pct": float,
-             "hf_eager": bool, "gelu_kernels": int, "packed_attention": float}
+             "hf_eager": bool, "gelu_kernels": int, "mask_kernel": bool,
+             "packed_attention": float}
 #: ``[moe]`` (workloads.moe.MoE) and ``[mla]`` (workloads.moe.MLA): their keys and types
 #: (float: a number; None in a type: the key may be left out).
 _MOE = {"experts": int, "top_k": int, "shared_experts": int, "expert_ffn_hidden": int,
