@@ -123,6 +123,37 @@ def test_jean_zay_a100_figures():
     assert bloom == {"bloom-176B-gbs2048": "jean-zay-a100", "bloom-176B-gbs192": "jean-zay-a100"}
 
 
+def test_jean_zay_link_efficiency_is_its_measured_nccl_all_reduce():
+    """BigScience's all_reduce_bench on 4 x 8 A100 80GB of Jean Zay (bigscience-workshop/
+    bigscience 358e3c8, experiments/bandwidth/all_reduce_bench-a100-n4.txt): a 4 GB fp32
+    all-reduce over 32 ranks, whose NCCL ring crossed each node through one 100 Gb/s Omni-Path
+    link each way (its log: two channels, in by NET/IB/1, out by NET/IB/3): the ring's bus
+    bandwidth over trials 1-4 (trial 0 holds NCCL's setup) is one link's achieved rate, and
+    hwsim's flat ring of two members a node, one link's worth, runs at it."""
+    import csv
+    import statistics
+
+    from simulator.cost.collectives import Collective, flat_ring_s
+
+    path = Path(__file__).parent / "data" / "jean_zay_all_reduce.csv"
+    with path.open(newline="") as f:
+        trials = list(csv.DictReader(f))
+    assert [int(t["trial"]) for t in trials] == [0, 1, 2, 3, 4]
+    n, nbytes = int(trials[0]["ranks"]), float(trials[0]["bytes"])
+    seconds = statistics.median(float(t["median_s"]) for t in trials[1:])
+    busbw = nbytes / seconds * 2 * (n - 1) / n
+    assert busbw == pytest.approx(5.07e9, rel=2e-3)
+    link = 100e9 / 8    # one Omni-Path link, per direction
+    c = load_cluster("jean-zay-a100")
+    assert c.inter.efficiency == pytest.approx(busbw / link, abs=5e-4)
+    assert c.inter.bandwidth_bytes_per_s * 2 == pytest.approx(link)   # two GPUs a link
+    # a ring of 8 ranks, two a node, over 4 nodes: its bus bandwidth is one link's, measured
+    ranks, size = 8, 1e9
+    moved = size * 2 * (ranks - 1) / ranks
+    priced = flat_ring_s(Collective.ALL_REDUCE, size, ranks, 2, c.intra, c.inter)
+    assert moved / priced == pytest.approx(busbw, rel=2e-3)
+
+
 def test_aws_p4d_network_slows_data_parallel_steps():
     # the same 16 A100 40GB, nodes joined by a quarter of the DGX A100's per-GPU rate: the
     # gradient all-reduce crosses the network, so the step cannot be faster, and is slower
