@@ -114,13 +114,14 @@ BERT = {"model": "bert-large", "vocab": "", "seq_len": "",
         "micro_batch": "48", "global_batch": "384", "precision": "fp8", "recompute": "none",
         "attention": "fused", "attention_kernel": "cudnn", "fusion": "compiled",
         "optimizer": "adamw", "optimizer_impl": "fused", "grad_clip": "true", "graphs": "true",
-        "devices_per_node": "8"}
+        "devices_per_node": "8", "fp8_params": "false"}
 #: Llama 2 70B LoRA's plan on one node (``RUNS``' comment), over the Llama 3.1 70B row's; the
 #: eight-node run changes the devices, dp and cp.
 LORA_PLAN = {"model": "llama2-70b", "vocab": "32256", "device_count": "8", "dp": "2", "tp": "4",
              "pp": "1", "cp": "1", "zero": "0", "schedule": "1f1b", "virtual_stages": "1",
              "overlap_param_gather": "false", "overlap_p2p_comm": "false", "micro_batch": "1",
-             "global_batch": "8", "cluster": CLUSTER, "devices_per_node": "8"}
+             "global_batch": "8", "cluster": CLUSTER, "devices_per_node": "8",
+             "fp8_params": "false"}
 #: Each metered run: (MLPerf benchmark, system), the published row its configuration starts
 #: from, and what it changes. The GPT-3, BERT and LoRA runs keep their base rows' column
 #: ``projections`` fused (one q, k, v GEMM: NeMo's Megatron-Core ``linear_qkv``, which the

@@ -238,6 +238,9 @@ def step_plan(row: dict[str, str]) -> Plan:
     # how Transformer Engine scaled the fp8 tensors (column fp8_recipe; empty: delayed, TE's
     # default): current for NeMo 25.04's runs (per-tensor current scaling, as its page says)
     fields["fp8_recipe"] = row.get("fp8_recipe") or "delayed"
+    # the fp8 linears' trained weights held in fp8 (column fp8_params; absent or empty: false):
+    # NeMo's fp8_params, Megatron-core's fp8_param_gather, where each row's config sets it
+    fields["fp8_params"] = _flag(row.get("fp8_params") or "false")
     fields["global_batch"] = int(row["global_batch"]) if row["global_batch"] else None
     # CUDA graphs (column graphs; empty: false) as the NeMo release of each page ran them:
     # 25.02's B200 rows, NeMo v2.2.0 scripts/llm/performance/pretrain_*.py's enable_cuda_graph

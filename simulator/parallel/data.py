@@ -12,7 +12,9 @@ Distributed", VLDB, sec. 3.2.3; Zhao et al. 2023, "PyTorch FSDP", sec. 3.3-3.4):
   (``ParallelPlan.overlap_grad_reduce`` False, Megatron-LM before 2023) the first reduction
   waits for the whole backward and the others follow it on the in-order stream.
   Stage 0 all-reduces; stages 1-3 reduce-scatter, and each replica updates its 1/dp shard;
-- stages 1-2 then all-gather the updated weights (after the update: not overlapped);
+- stages 1-2 then all-gather the updated weights (after the update: not overlapped), in the
+  weight format, but the fp8 primary weights (``Plan.fp8_params``, ``simulator.training.fp8``)
+  at 1 byte per element, as the distributed optimizer's uint8 parameter buffer holds them;
 - stage 3 / FSDP full shard all-gathers each layer's weights before its forward and again
   before its backward, prefetching one layer ahead: the gather of a layer waits only for the
   previous layer's first op (forward order, then backward order).
@@ -30,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from simulator.graph.collective import Axis, collective
-from simulator.graph.op import Op, OpKind, Phase, Task
+from simulator.graph.op import DType, Op, OpKind, Phase, Task
 from simulator.graph.opgraph import OpGraph
 from simulator.parallel.checks import add_checks
 from simulator.plan.parallel import (
@@ -40,6 +42,7 @@ from simulator.plan.parallel import (
     Sharding,
 )
 from simulator.plan.step import Plan, Precision
+from simulator.training.fp8 import fp8_param_elements
 
 
 def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int = 0,
@@ -63,6 +66,7 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
     backward = [] if overlap else _backward_ends(step)
     formats = plan.formats
     updates = _updates(step)
+    fp8 = fp8_param_elements(step, plan)   # layer -> its weight elements held in fp8
     fn = "all_reduce" if zero == 0 else "reduce_scatter"
     deepspeed = parallel.sharding in (Sharding.DEEPSPEED, Sharding.DEEPSPEED_2021)
     # issue the reductions in the order the backward makes gradients ready (last layer
@@ -166,7 +170,8 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
             if zero:
                 _shard_update(step, name, update, shards)
             if zero in (1, 2):
-                weights = update.params * formats.weight.bytes
+                weights = (update.params * formats.weight.bytes
+                           - fp8.get(update.layer, 0) * (formats.weight.bytes - DType.FP8.bytes))
                 gather = collective(f"dp_all_gather:L{update.layer}", "all_gather",
                                     weights // shards, weights, 0, shards, Axis.DATA, update,
                                     phase=Phase.COMMUNICATION, local=shard_local)

@@ -81,6 +81,13 @@ def micro_batches(work, plan: Plan, parallel: ParallelPlan, num_devices: int) ->
         raise PlanError(f"lora_a2a = true moves LoRA adapters' outputs, and finetune = "
                         f"{plan.finetune.value} has none: add --finetune lora or drop "
                         "--lora-a2a")
+    if plan.fp8_params and parallel.zero not in (1, 2):
+        # Megatron-LM refuses --fp8-param-gather without its distributed optimizer (d98e8a64dd
+        # megatron/training/arguments.py lines 1095-1097); ZeRO-3's (FSDP's) fp8 gathers are
+        # not modelled (simulator.training.fp8)
+        raise PlanError(f"fp8_params = true is modelled with a distributed optimizer, zero = 1 "
+                        f"or 2 (Megatron-LM's --fp8-param-gather needs one), not zero = "
+                        f"{parallel.zero}: add --zero 1 or drop --fp8-params")
     if parallel.sequence_parallel and parallel.tp == 1:
         raise PlanError("sequence parallelism splits the tensor-parallel ranks' tokens: it "
                         "needs tp > 1")

@@ -268,6 +268,15 @@ class Plan:
         "help": "keep the SwiGLU's input for its backward in fp8, 1 byte per element "
                 "(Megatron-core's activation_func_fp8_input_store): a cast kernel in the "
                 "forward, one back to 16 bits in the backward"})
+    # The trained weights of Transformer Engine's fp8 linears held in fp8 (simulator.training.
+    # fp8, "fp8 primary weights"): TE's fp8_model_init, NeMo's fp8_params, Megatron-LM's
+    # --fp8-param-gather; the frozen weights' counterpart is frozen_weights = 'fp8'.
+    fp8_params: bool = field(default=False, metadata={
+        "help": "keep the trained weights of the fp8 linears in fp8, 1 byte each, the fp32 "
+                "master in the optimizer (Transformer Engine's fp8_model_init: NeMo "
+                "fp8_params, Megatron-LM --fp8-param-gather): the update writes them in fp8, "
+                "the distributed optimizer all-gathers them at 1 byte, a transpose replaces "
+                "their cast; needs --precision fp8 and --zero 1 or 2"})
     # PyTorch's CPU build has no fused attention kernel that takes dropout: SDPA with
     # dropout_p > 0 runs its math path there (simulator.training.fusion.math_attention)
     math_attention_dropout: bool = field(default=False, metadata={
@@ -437,7 +446,7 @@ class Plan:
         object.__setattr__(self, "optimizer", _enum(Optimizer, self.optimizer, "optimizer"))
         for name in ("grad_clip", "fp32_grads", "graphs", "channels_last", "sync_each_layer",
                      "sync_each_pass", "launch_blocking", "conv_norm_fusion", "fp8_swiglu_input",
-                     "norm_act_fusion", "fp8_transpose_cache"):
+                     "norm_act_fusion", "fp8_transpose_cache", "fp8_params"):
             if not isinstance(getattr(self, name), bool):
                 raise PlanError(f"{name} = {getattr(self, name)!r} must be true or false")
         if self.conv_norm_fusion and not self.channels_last:
@@ -521,11 +530,13 @@ class Plan:
             for name, given, flag in (
                     ("frozen_weights = 'fp8'", self.frozen_weights is Quantization.FP8,
                      "--frozen-weights fp8"),
-                    ("fp8_swiglu_input = true", self.fp8_swiglu_input, "--fp8-swiglu-input")):
+                    ("fp8_swiglu_input = true", self.fp8_swiglu_input, "--fp8-swiglu-input"),
+                    ("fp8_params = true", self.fp8_params, "--fp8-params")):
                 if given:
                     raise PlanError(f"{name} is Transformer Engine's / Megatron-core's, not "
                                     f"torchao's (fp8_recipe = torchao-tensorwise): drop {flag} "
                                     "or use fp8_recipe delayed or current")
+        self._check_fp8_params(lora)
         if not self.fp8_transpose_cache and self.frozen_weights is not Quantization.FP8:
             # 16-bit weights without the cache are cast and transposed at every forward call
             # (simulator.training.fp8: fp8_modules = linear), not this flag's kernel
@@ -540,6 +551,27 @@ class Plan:
             targets = [_enum(LoraTarget, part.strip(), "lora_targets") for part in parts]
             object.__setattr__(self, "lora_targets",
                                ",".join(t.value for t in LoraTarget if t in targets))
+
+    def _check_fp8_params(self, lora: bool) -> None:
+        """``fp8_params``: TE's fp8 primary weights, of a full training's fp8 linears as
+        Megatron-core and NeMo build them (the data-parallel side, ZeRO 1-2, is checked with
+        the parallel plan: ``simulator.parallel.rank.micro_batches``)."""
+        if not self.fp8_params:
+            return
+        if self.precision is not Precision.FP8:
+            raise PlanError(f"fp8_params = true needs precision = fp8 (--precision fp8): the "
+                            f"fp8 weights are read by fp8 GEMMs (precision is "
+                            f"{self.precision.value})")
+        if lora:   # the frozen base is what fp8_model_init holds in fp8 there
+            raise PlanError("fp8_params = true keeps trained weights in fp8; a LoRA base is "
+                            "frozen: use --frozen-weights fp8 (the same fp8_model_init) and "
+                            "drop --fp8-params")
+        if self.fp8_modules is not Fp8Modules.FUSED:
+            # te.Linear without is_first_microbatch (llm-foundry) would transpose the fp8
+            # weight at every call: not modelled
+            raise PlanError("fp8_params = true is modelled for Megatron-core's TE modules "
+                            "(fp8_modules = fused, the weight transposed once a step), not "
+                            "fp8_modules = linear: drop --fp8-params")
 
     @property
     def rank(self) -> int:

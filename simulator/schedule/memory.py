@@ -4,11 +4,12 @@ from __future__ import annotations
 import numpy as np
 
 from simulator.errors import PlanError
-from simulator.graph.op import Phase, Role, Task
+from simulator.graph.op import DType, Phase, Role, Task
 from simulator.plan.parallel import ParallelPlan, Sharding, positive
 from simulator.plan.step import Plan
 from simulator.schedule.step import in_flight
 from simulator.training.finetune import frozen_weight_bytes
+from simulator.training.fp8 import fp8_param_elements
 from simulator.training.saved import activation_bytes
 
 
@@ -33,7 +34,8 @@ def stage_memory(run, plan: Plan, parallel: ParallelPlan, m: int) -> dict[str, f
 
     States: ``parallel.zero_state_bytes`` of the parameters on this device (its stage's, on
     its tensor-parallel rank) over the dp replicas; frozen parameters (fine-tuning) hold
-    their weights only, as stored (``simulator.training.finetune``). Activations: tensor
+    their weights only, as stored (``simulator.training.finetune``); fp8 primary weights
+    (``Plan.fp8_params``) 1 byte each. Activations: tensor
     liveness over the schedule of one micro-batch (``kernels.liveness``): an op's output lives
     from its start until the last op reading it ends, the backward ops that read saved tensors
     included, so recomputation shortens lifetimes the way it does in a framework. At the peak
@@ -60,6 +62,10 @@ def stage_memory(run, plan: Plan, parallel: ParallelPlan, m: int) -> dict[str, f
         held = zero_state_bytes(experts, parallel.zero, max(parallel.shards // parallel.ep, 1),
                                 **sizes)
         out = {key: out[key] + held[key] for key in out}
+    # fp8 primary weights (Plan.fp8_params, simulator.training.fp8): 1 byte each, not the
+    # weight format's (ZeRO 1-2 only: each rank holds them whole)
+    out["weights"] -= (sum(fp8_param_elements(forward, plan).values())
+                       * (per["weights"] - DType.FP8.bytes))
     frozen = frozen_weight_bytes(forward, plan)   # fine-tuning: weights alone, maybe quantised
     if frozen:
         out["weights"] += frozen / (parallel.shards if parallel.zero == 3 else 1)

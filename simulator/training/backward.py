@@ -46,6 +46,7 @@ from simulator.graph.op import (
     CHANNEL_NORMS,
     TENSOR_KINDS,
     Block,
+    DType,
     Op,
     OpKind,
     Phase,
@@ -56,6 +57,7 @@ from simulator.plan.step import (
     OPTIMIZER_FLOPS_PER_PARAM,
     OPTIMIZER_STATES,
     UNFUSED_EXTRA_PASSES,
+    Fp8Recipe,
     Fusion,
     OptimizerImpl,
     Plan,
@@ -65,7 +67,7 @@ from simulator.plan.step import (
 from simulator.training.bias import add_bias_kernels, bias_elements
 from simulator.training.finetune import needs_grad, tensor_format
 from simulator.training.fp8 import add_casts as add_fp8_casts
-from simulator.training.fp8 import store_swiglu_input
+from simulator.training.fp8 import fp8_param_elements, store_swiglu_input
 from simulator.training.loss import add_backward as add_loss_backward
 from simulator.training.loss import add_forward as add_loss_forward
 from simulator.training.loss import vocab_head
@@ -405,7 +407,9 @@ class _Derivation:
         ``torch._amp_foreach_non_finite_check_and_unscale_``); ``grad_clip`` reads each
         gradient once more for the global norm; with a master copy the update writes the fp32
         weights and a separate pass then copies them to the 16-bit weights the model reads
-        (``_copy_main_params_to_model_params``: read 4 bytes, write 2)."""
+        (``_copy_main_params_to_model_params``: read 4 bytes, write 2), or casts them to the
+        fp8 weights the model holds (``Plan.fp8_params``, ``simulator.training.fp8``: write 1,
+        and under current scaling read the master once more for its amax)."""
         f, opt = self.plan.formats, self.plan.optimizer
         master = 4  # fp32 master weights (or the fp32 weights themselves)
         states = 4 * OPTIMIZER_STATES[opt]
@@ -421,17 +425,21 @@ class _Derivation:
                  + (2 if clip else 0))  # unscale: a multiply; norm: a multiply-add
         per_layer: dict[int, int] = {}
         tensors: dict[int, int] = {}
+        fp8 = fp8_param_elements(self.forward, self.plan)   # weights held in fp8, by layer
+        amax = 4 if self.plan.fp8_recipe is Fp8Recipe.CURRENT else 0
         for op in self.forward.ops():
             if op.params and not op.frozen:   # frozen parameters have no optimizer state
                 per_layer[op.layer] = per_layer.get(op.layer, 0) + op.params
                 tensors[op.layer] = tensors.get(op.layer, 0) + op.tensors
         for layer, params in sorted(per_layer.items()):
+            narrow = fp8.get(layer, 0)
             op = Op(name=f"optimizer:L{layer}", kind=OpKind.OPTIMIZER, phase=Phase.OPTIMIZER,
                     fn=opt.value, flops=flops * params,
                     bytes_read=params * (widen_read + master + states + grad + unscale + clip
-                                         + copy_read + extra_read),
+                                         + copy_read + extra_read) + narrow * amax,
                     bytes_written=params * (widen_written + master + states + unscale
-                                            + copy_written + extra_written),
+                                            + copy_written + extra_written)
+                    - narrow * (copy_written - DType.FP8.bytes),
                     layer=layer, block=Block.NONE, params=params, param_tensors=tensors[layer],
                     task=Task.UPDATE)
             self.out.add(op, self.weight_grads.get(layer, []))

@@ -23,10 +23,41 @@ GEMM reads transposed needs its own transposed fp8 copy:
   (``megatron/core/extensions/transformer_engine.py``; ``set_is_first_microbatch`` at each step's
   first micro-batch, ``pipeline_parallel/schedules.py``) and TE caches the fp8 weight and its
   transpose for the other micro-batches. Priced once per step (``Phase.OPTIMIZER``, task
-  ``FORWARD``: it serves the forward GEMMs), after the layer's update; with Megatron-core's
-  ``--fp8-param-gather`` the update itself writes the fp8 weights, the same bytes. A frozen
+  ``FORWARD``: it serves the forward GEMMs), after the layer's update. A frozen
   weight stored in fp8 (``Plan.frozen_weights = fp8``, ``simulator.training.finetune``) has
-  no cast: the GEMMs read it as stored.
+  no cast: the GEMMs read it as stored; a trained one (``Plan.fp8_params``, below) a transpose.
+- **fp8 primary weights** (``Plan.fp8_params``: TE's ``fp8_model_init``, which NeMo's
+  ``fp8_params`` and Megatron-LM's ``--fp8-param-gather`` build the model under; NVIDIA/NeMo
+  8cfedd7 ``nemo/collections/nlp/models/language_modeling/megatron_gpt_model.py`` lines
+  400-409, ``nemo/lightning/pytorch/plugins/mixed_precision.py``): the trained weights of the
+  TE linears are ``Float8Tensor`` s, 1 byte per element (``fp8_param``; their biases, the
+  norms, embeddings and the output layer stay 16-bit), and the fp32 master copy lives in the
+  optimizer. The update casts its fp32 master shard straight into the fp8 weights (Megatron-
+  core's ``_copy_main_params_to_model_params`` -> ``quantize_param_shard``, NVIDIA/Megatron-LM
+  d98e8a64dd ``megatron/core/optimizer/distrib_optimizer.py`` lines 2825-2851, TE's
+  ``cast_master_weights_to_fp8``; NeMo's ``distributed_fused_adam``, ``nemo/core/optim/
+  distributed_adam.py`` ``_check_params_shard_dtypes``, ``quantize_param_fragment``): read 4,
+  write 1 byte per element instead of 2 (``simulator.training.backward``); under current
+  scaling it first reads the master shard once more for its amax (TE d0067d0da
+  ``pytorch/tensor/utils.py`` ``_cast_master_weights_to_fp8_current_scaling``:
+  ``tex.compute_amax``); the per-weight amax all-reduce over the data-parallel group (a few
+  bytes) is not priced. The distributed optimizer's parameter buffer is uint8 for them
+  (Megatron-core ``param_and_grad_buffer.py`` line 923, ``param_dtype = torch.uint8``; NeMo
+  ``distributed_adam.py`` lines 396-408, ``param_sync_dtype=torch.uint8``): its all-gather
+  moves 1 byte per element (``simulator.parallel.data``; a mixture of experts' layer splits
+  its experts' share off that gather in proportion to parameters, ``simulator.parallel.
+  expert``, not to bytes: the norms and router left 16-bit are a small share). After the
+  gather TE makes the weight's transpose on GPUs whose fp8 GEMMs are TN-only
+  (``post_all_gather_processing``, TE d0067d0da ``pytorch/tensor/utils.py`` lines 1404-1427:
+  ``_create_transpose`` unless ``is_non_tn_fp8_gemm_supported``; with an older TE the
+  transpose is made in the next forward instead, Megatron-core ``fp8_utils.py`` lines
+  706-707): read
+  1, write 1 per element, once per step, in place of the weight's cast (read 2, write 2),
+  priced where the cast was. Counted as on Hopper, as this module's casts are: on B200 and
+  GB200 (compute capability 10.0) no transpose is made. Memory: the weights at 1 byte
+  (``simulator.schedule.memory``); the transpose kept from the gather to the next update,
+  1 byte per element on Hopper, is not counted, as the 16-bit weights' cached fp8 copies
+  are not.
 - **te.Linear only** (``Plan.fp8_modules = linear``: llm-foundry's ``fc_type = 'te'``, which
   swaps ``nn.Linear`` for ``te.Linear`` and keeps its own norms, ``submit_benchmarks.py`` and
   ``llmfoundry/models/layers/fc.py`` at 5e85bd6): no norm writes fp8, so every GEMM input is
@@ -139,7 +170,7 @@ from simulator.errors import PlanError
 from simulator.graph.op import DType, Op, OpKind, Phase, Task
 from simulator.graph.opgraph import OpGraph
 from simulator.plan.step import Fp8Modules, Fp8Recipe, Fusion, Plan, Quantization
-from simulator.training.finetune import quantized, tensor_format
+from simulator.training.finetune import FP8_TRANSPOSE, quantized, tensor_format
 
 #: fn of the cast kernels (``cast_transpose`` for the weights, too).
 CAST = "cast_transpose"
@@ -165,6 +196,27 @@ LINEARS = frozenset({"linear", "grouped_linear"})
 
 def _is_fp8(op: Op) -> bool:
     return op.kind is OpKind.MATMUL and op.dtype is DType.FP8 and op.fn in LINEARS
+
+
+def fp8_param(op: Op, plan: Plan) -> bool:
+    """Whether ``op`` is a forward or derived op of a TE linear whose trained weight is held
+    in fp8 (``Plan.fp8_params``): a trained weight of a linear whose GEMMs run in fp8."""
+    return (plan.fp8_params and bool(op.params) and not op.frozen
+            and op.kind is OpKind.MATMUL and op.fn in LINEARS
+            and tensor_format(op, plan.formats) is DType.FP8)
+
+
+def fp8_param_elements(graph: OpGraph, plan: Plan) -> dict[int, int]:
+    """Weight elements held in fp8 (``fp8_param``), by layer, of ``graph``'s forward ops (a
+    forward graph or a training step): n x k per linear, each expert's of a grouped one; a
+    bias stays in the weight format. Empty unless ``plan.fp8_params``."""
+    out: dict[int, int] = {}
+    if not plan.fp8_params:
+        return out
+    for op in graph.ops():
+        if op.task is Task.FORWARD and fp8_param(op, plan):
+            out[op.layer] = out.get(op.layer, 0) + op.n * op.k * _groups(op)
+    return out
 
 
 def _groups(op: Op) -> int:
@@ -212,7 +264,9 @@ def add_casts(step: OpGraph, plan: Plan) -> OpGraph:
         if not (op.params and op.n * op.k) or (quantized(op, plan)
                                                and plan.frozen_weights is Quantization.FP8):
             continue   # an fp8 frozen weight: read as stored, never cast
-        if fused and op.task is Task.FORWARD:
+        if fused and op.task is Task.FORWARD and fp8_param(op, plan):
+            _weight_transpose(step, op)
+        elif fused and op.task is Task.FORWARD:
             _weight_cast(step, op, width, current)
         elif not fused and op.task in _FORWARD:
             _weight_recast(step, op, width, current)
@@ -409,6 +463,19 @@ def _weight_cast(step: OpGraph, op: Op, width: int, current: bool = False) -> No
         _amax(step, f"{CAST}:weight:{op.name}")
 
 
+def _weight_transpose(step: OpGraph, op: Op) -> None:
+    """An fp8 primary weight's transpose (``Plan.fp8_params``), once per step, after its
+    layer's update: read 1, write 1 per element (``FP8_TRANSPOSE``, TE's ``fp8_transpose``)."""
+    elements = op.n * op.k * _groups(op)
+    update = f"optimizer:L{op.layer}"
+    name = f"{FP8_TRANSPOSE}:weight:{op.name}"
+    step.add(Op(name=name, kind=OpKind.COPY, phase=Phase.OPTIMIZER, dtype=DType.FP8,
+                fn=FP8_TRANSPOSE, bytes_read=elements, bytes_written=elements, layer=op.layer,
+                block=op.block, forward_of=op.forward_of or op.name, task=Task.FORWARD),
+             [update] if update in step else [])
+    step.issue_early(name)
+
+
 def _weight_recast(step: OpGraph, op: Op, width: int, current: bool = False) -> None:
     """``Fp8Modules.LINEAR``: the weight's fp8 copy and its transpose at each forward call of
     ``op`` (forward or recomputed), just before it (TE's ``update_fp8_weights = is_first_microbatch
@@ -471,5 +538,5 @@ def store_swiglu_input(step: OpGraph, plan: Plan) -> OpGraph:
     return step
 
 
-__all__ = ["CAST", "NORMS", "RESTORE", "STORE", "add_casts", "fp8_gemms", "saved_bytes",
-           "store_swiglu_input"]
+__all__ = ["CAST", "NORMS", "RESTORE", "STORE", "add_casts", "fp8_gemms", "fp8_param",
+           "fp8_param_elements", "saved_bytes", "store_swiglu_input"]
