@@ -30,6 +30,9 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     batch_norm_memory_efficiency = 0.79  # optional: NHWC batch norms' forward (channels_last),
     batch_norm_backward_memory_efficiency = 0.53  # and backward; default: a GPU's class prior
     #                               (GPU_PRIORS), other classes as the other norms
+    batch_norm_nchw_memory_efficiency = 0.41   # optional: NCHW batch norms' forward (no
+    batch_norm_nchw_backward_memory_efficiency = 0.46  # channels_last) and backward; default
+    #                               as the NHWC ones'
     conv_half_dim = 100           # optional (CPU, calibrated): 2-D convolutions' size at half
                                   # their plateau rate (simulator.cost.efficiency.cpu_gemm)
     [[memory]]                    # innermost first, main memory last

@@ -10,7 +10,8 @@ A change is a dotted path into ``DeviceSpec`` (SI units, named as the fields are
     matmul_efficiency, conv_efficiency, attention_efficiency, vector_efficiency,
     memory_efficiency, matmul_memory_efficiency, norm_memory_efficiency,
     norm_memory_efficiency_compiled, batch_norm_memory_efficiency,
-    batch_norm_backward_memory_efficiency, fp8_matmul_efficiency, fp32_matmul_efficiency,
+    batch_norm_backward_memory_efficiency, batch_norm_nchw_memory_efficiency,
+    batch_norm_nchw_backward_memory_efficiency, fp8_matmul_efficiency, fp32_matmul_efficiency,
     fp32_conv_efficiency, matmul_sustained, fp8_matmul_sustained  (spec.EFFICIENCIES),
     energy_per_flop_j, energy_per_byte_j, name
     peak_flops_per_s.<dtype>                       e.g. peak_flops_per_s.bf16 = 2e15

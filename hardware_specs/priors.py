@@ -18,10 +18,16 @@ from hardware_specs.spec import DeviceClass
 #: carried to the four GA100 parts), so the median of one, 0.791 / 0.842. The V100-SXM2-32GB's
 #: table does not enter: its own fit is refused for its own spec (held-out error 27 %
 #: forward), and a figure not accepted for the part it was timed on is not accepted for parts
-#: never timed (``tests/test_priors.py`` derives them). ``DeviceSpec.priors`` names those used.
+#: never timed (``tests/test_priors.py`` derives them). NCHW batch norms (no channels_last),
+#: forward and backward: the median over the GPU dies whose cuDNN NCHW batch norms are measured,
+#: today the GA100's (``simulator.calibrate.streaming.profiled_batch_norm_efficiency`` on the
+#: kernels of a profiled ResNet-50 step on an A100 40GB, ``EVT_NCHW_BATCH_NORMS``), so the median
+#: of one, 0.406 / 0.460. ``DeviceSpec.priors`` names those used.
 GPU_PRIORS = {"memory_efficiency": 0.780, "norm_memory_efficiency": 0.617,
               "batch_norm_memory_efficiency": 0.791,
-              "batch_norm_backward_memory_efficiency": 0.842}
+              "batch_norm_backward_memory_efficiency": 0.842,
+              "batch_norm_nchw_memory_efficiency": 0.406,
+              "batch_norm_nchw_backward_memory_efficiency": 0.460}
 #: A device whose spec cites no GEMM measurement (``matmul_efficiency``) runs its GEMMs at its
 #: class's prior, never at its datasheet peak: the median over the catalogue specs of its class
 #: that cite one (GPUs: A100 SXM4 40/80GB 0.824, A100 PCIe 80GB 0.827, H100 SXM 0.803, H200

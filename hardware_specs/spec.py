@@ -36,6 +36,7 @@ EFFICIENCIES = ("matmul_efficiency", "conv_efficiency", "attention_efficiency",
                 "vector_efficiency", "memory_efficiency", "matmul_memory_efficiency",
                 "norm_memory_efficiency", "norm_memory_efficiency_compiled",
                 "batch_norm_memory_efficiency", "batch_norm_backward_memory_efficiency",
+                "batch_norm_nchw_memory_efficiency", "batch_norm_nchw_backward_memory_efficiency",
                 "fp8_matmul_efficiency", "fp32_matmul_efficiency", "fp32_conv_efficiency",
                 "matmul_sustained", "fp8_matmul_sustained")
 
@@ -327,6 +328,12 @@ class DeviceSpec:
     # (``hardware_specs.loader.GPU_PRIORS``). None (other classes): as the other norms.
     batch_norm_memory_efficiency: float | None = None
     batch_norm_backward_memory_efficiency: float | None = None
+    # The same in NCHW (PyTorch's default format; a plan without channels_last): cuDNN's NCHW
+    # batch-norm kernels (``bn_fw_tr_1C11_*``, ``bn_bw_1C11_*``), about half as fast as its NHWC
+    # ones, fitted by ``simulator.calibrate.streaming.profiled_batch_norm_efficiency``; a GPU without them
+    # gets the class prior. None (other classes): as the other norms.
+    batch_norm_nchw_memory_efficiency: float | None = None
+    batch_norm_nchw_backward_memory_efficiency: float | None = None
     vector_efficiency: float = 1.0  # achieved fraction of the vector peak (norms, softmax, ...)
     # The efficiencies above that are a class prior, not a measurement of this device
     # (``hardware_specs.loader.GPU_PRIORS``).

@@ -289,7 +289,7 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     host_note = host.note(run.lowered, run.time_s, run.per_micro, device, plan)
     if host_note:
         result.notes.append(host_note)
-    if note := status.priors_note(device, status.nhwc_batch_norms(lowered, plan)):
+    if note := status.priors_note(device, status.priced_batch_norm_priors(lowered, plan)):
         result.notes.append(note)
     if run.clock is not None and (run.clock < 1).any():
         phases = [(name, float(run.clock[lowered.phase == phase].min()))

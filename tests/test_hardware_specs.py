@@ -106,13 +106,17 @@ def test_optional_keys_default(device_file):
     assert spec.device_class is DeviceClass.GPU
     assert spec.priors == ("memory_efficiency", "norm_memory_efficiency",
                            "batch_norm_memory_efficiency",
-                           "batch_norm_backward_memory_efficiency", "matmul_efficiency",
+                           "batch_norm_backward_memory_efficiency",
+                           "batch_norm_nchw_memory_efficiency",
+                           "batch_norm_nchw_backward_memory_efficiency", "matmul_efficiency",
                            "vector_efficiency")
     assert (spec.memory_efficiency, spec.norm_memory_efficiency) == (
         GPU_PRIORS["memory_efficiency"], GPU_PRIORS["norm_memory_efficiency"])
     measured = load_device(device_file())          # the template cites memory_efficiency
     assert measured.priors == ("norm_memory_efficiency", "batch_norm_memory_efficiency",
-                               "batch_norm_backward_memory_efficiency", "vector_efficiency")
+                               "batch_norm_backward_memory_efficiency",
+                               "batch_norm_nchw_memory_efficiency",
+                               "batch_norm_nchw_backward_memory_efficiency", "vector_efficiency")
     other = load_device(device_file(('class = "gpu"', 'class = "tpu"'),
                                     ("memory_efficiency = 0.9\n", "")))
     # a class with no measured member: the cross-class priors, never the datasheet rate

@@ -15,8 +15,13 @@ kernel-level evidence only; 2026-12-06): V100 +3.0 -> +18.8 %, A100 40GB PCIe +1
 at 2.3 times what a profiled NCHW step's transpose kernels take (tests/test_layout.py), which
 hid that the NCHW batch norms are priced short: that profile's (apuaaChen/EVT_AE 917438b,
 ResNet-50 fp16 at batch 128 on an A100 40GB) cuDNN NCHW batch-norm kernels take 33.4 ms a step,
-2.1 times its NHWC ones (16.1 ms), where hwsim prices 20.7 ms and 18.2 ms (docs/accuracy.md,
-Convolution kernels). Not modelled yet: both bounds below are strict xfails until it is.
+2.1 times its NHWC ones (16.1 ms), where hwsim priced 20.7 ms and 18.2 ms (docs/accuracy.md,
+Convolution kernels). With the NCHW batch norms at the rate of that profile's kernels (0.406
+forward, 0.460 backward of the bandwidth, carried to the GA100 parts and, as the GPU class prior,
+to the other GPUs; tests/test_batch_norm_rate.py; 2026-12-06): V100 +18.8 -> +5.4 %, A100 40GB
+PCIe +30.6 -> +10.1 %, 80GB PCIe +39.2 -> +20.1 %, 80GB SXM4 +42.2 -> +22.7 %, RTX 4090 -18.9 ->
+-27.8 %, H100 PCIe +23.2 -> +8.5 %, H100 SXM5 +23.7 -> +22.7 %: median 20.1 %, above the issue's
+15 % (a strict xfail below); every GPU within 35 %.
 """
 from __future__ import annotations
 
@@ -42,19 +47,19 @@ def errors():
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "median 23.7 %: 11.8 % while the 1x1 convolutions' transposes (2.3 x the profiled ones) "
-    "stood in for the NCHW batch norms' slower kernels, which are not modelled"))
+    "median 20.1 % (A100 80GB PCIe +20.1 %, SXM4 +22.7 %, H100 SXM5 +22.7 %, RTX 4090 -27.8 %): "
+    "11.8 % while the 1x1 convolutions' transposes (2.3 x the profiled ones) stood in for the "
+    "NCHW batch norms' slower kernels; the rest not identified"))
 def test_median_error_within_issue_bound(errors):
     """Median |error| over the seven GPUs at most 15 % (14.3 % when measured; 11.8 % before the
-    1x1 convolutions ran untransposed; 23.7 % since)."""
+    1x1 convolutions ran untransposed; 23.7 % then; 20.1 % with the NCHW batch norms' rate)."""
     assert len(errors) == 7
     assert statistics.median(abs(e) for e in errors.values()) <= 0.15
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "A100 80GB SXM4 +42.2 %, 80GB PCIe +39.2 %: the NCHW batch norms' slower kernels are not "
-    "modelled (+23.1 % and +20.0 % while the 1x1 convolutions' transposes stood in for them)"))
 def test_every_gpu_within_35_percent(errors):
     """The worst, the RTX 4090 (-30 %) and the A100 80GB SXM4 (+28 %; +23 % after Ladder's
-    convolution rate; +42 % since the 1x1 convolutions run untransposed), within 35 %."""
+    convolution rate; +42 % while the 1x1 convolutions ran untransposed and the NCHW batch norms
+    at the row norms' rate; the RTX 4090 -27.8 % and the A100 SXM4 +22.7 % with their own), within
+    35 %."""
     assert max(abs(e) for e in errors.values()) <= 0.35

@@ -285,7 +285,60 @@ def fit_batch_norm(table: list[dict], device: str, direction: str,
     return _held_out_fit(usable, device, f"batch-norm {direction}", bandwidth_bytes_per_s)
 
 
-__all__ = ["BATCH_NORM_MIN_CHANNELS", "CLASSES", "RampFit", "StreamingFit", "batch_norm_bytes",
+#: cuDNN's NCHW batch-norm kernels in ten fp16 training steps of torchvision's ResNet-50 (v1.5,
+#: a 4-channel input) at batch 128 on an A100 40GB: (kernel, direction, total ms, calls), the
+#: PyTorch profiler's "Self CUDA" column of apuaaChen/EVT_AE 917438b
+#: ``benchmark/resnet/torch_result.md`` (the EVT paper's artifact, 2023-11-21; NGC PyTorch
+#: 23.07 per its Dockerfile, so cuDNN 8.9.3; CUDA graphs, apex AMP). The repository has no
+#: licence file: these figures are quoted, no file is copied. 53 forward and 53 backward calls a
+#: step, ResNet-50's 53 batch norms.
+EVT_NCHW_BATCH_NORMS = (
+    ("bn_fw_tr_1C11_kernel_NCHW", "forward", 68.682, 110),
+    ("bn_fw_tr_1C11_kernel_NCHW", "forward", 31.512, 130),
+    ("bn_fw_tr_1C11_kernel_NCHW", "forward", 21.237, 10),
+    ("bn_fw_tr_1C11_singleread_spec", "forward", 10.098, 190),
+    ("bn_fw_tr_1C11_singleread", "forward", 3.583, 90),
+    ("bn_bw_1C11_kernel_new", "backward", 99.443, 110),
+    ("bn_bw_1C11_kernel_new", "backward", 54.276, 220),
+    ("bn_bw_1C11_kernel_new", "backward", 29.380, 10),
+    ("bn_bw_1C11_singleread_spec", "backward", 15.916, 190),
+)
+#: The same steps in channels_last (``torch_cl_result.md``): cuDNN's NHWC kernels, a check on
+#: the NHWC figures fitted on xwang233's table (``fit_batch_norm``), not fitted on.
+EVT_NHWC_BATCH_NORMS = (
+    ("batchnorm_fwtr_nhwc_semiPersist", "forward", 36.143, 410),
+    ("batchnorm_fwtr_nhwc_semiPersist", "forward", 31.514, 120),
+    ("batchnorm_bwtr_nhwc_semiPersist", "backward", 73.223, 250),
+    ("batchnorm_bwtr_nhwc_semiPersist", "backward", 19.950, 280),
+)
+EVT_STEPS, EVT_BATCH, EVT_BANDWIDTH = 10, 128, 1555e9   # A100 40GB: 1,555 GB/s (datasheet)
+
+
+def profiled_batch_norm_efficiency(kernels, direction: str) -> float:
+    """The fraction of the A100 40GB's datasheet bandwidth that the profiled step's batch norms
+    of ``direction`` reach (``kernels``: ``EVT_NCHW_BATCH_NORMS`` or ``EVT_NHWC_BATCH_NORMS``):
+    the bytes hwsim counts for ResNet-50's 53 batch norms of that direction at batch 128 in fp16
+    (``batch_norm_bytes``' tensors: forward 3, backward 5, through
+    ``simulator.graph.lower``), over the profile's kernel time a step. One figure over the
+    step's mix of shapes: the profile sums by kernel, not by call."""
+    from simulator.graph.lower import lower
+    from simulator.graph.op import DType, OpKind, Phase
+    from simulator.plan.step import Plan
+    from simulator.training.backward import training_graph
+    from workloads.cnn import RESNET50
+
+    step = lower(training_graph(RESNET50.forward_graph(EVT_BATCH, DType.FP16),
+                                Plan(micro_batch=EVT_BATCH, precision="fp16")))
+    ops = (step.kind == OpKind.NORM) & (step.fn == "batchnorm")
+    ops &= (step.phase == Phase.BACKWARD) == (direction == "backward")
+    seconds = sum(ms for _, d, ms, _ in kernels if d == direction) * 1e-3 / EVT_STEPS
+    return float(step.nbytes[ops].sum() / (seconds * EVT_BANDWIDTH))
+
+
+__all__ = ["BATCH_NORM_MIN_CHANNELS", "CLASSES", "EVT_BANDWIDTH", "EVT_BATCH",
+           "EVT_NCHW_BATCH_NORMS", "EVT_NHWC_BATCH_NORMS", "EVT_STEPS",
+           "RampFit", "StreamingFit", "batch_norm_bytes",
+           "profiled_batch_norm_efficiency",
            "fit", "fit_batch_norm", "fit_flushed", "fit_ramp",
            "fit_tables", "kernel_bytes", "no_intercept_efficiency", "norm_bytes",
            "timed_batch_norm_bytes"]

@@ -30,8 +30,10 @@ The model is deliberately simple for now:
   batch norms of a ``channels_last`` plan (NHWC) at ``device.batch_norm_memory_efficiency``
   forward and ``batch_norm_backward_memory_efficiency`` backward where the spec gives them
   and the norm has at least ``BATCH_NORM_MIN_CHANNELS`` channels (cuDNN's NHWC batch-norm
-  kernels, fitted from 64 channels up; NCHW batch norms and narrower ones keep the norms'
-  figure);
+  kernels, fitted from 64 channels up), those of any other plan (NCHW) at
+  ``batch_norm_nchw_memory_efficiency`` and ``batch_norm_nchw_backward_memory_efficiency``
+  (cuDNN's NCHW kernels, about half as fast); narrower ones, and any without a figure, keep
+  the norms' figure;
 - a function the device has measured (``device.function_efficiency``, by ``Op.fn``) runs at
   that fraction of its unit's peak instead of its kind's efficiency, and pays its own fixed
   cost per call (``device.function_overhead_s``) instead of ``op_overhead_s``;
@@ -116,14 +118,18 @@ def price(lowered: Lowered, device: DeviceSpec,
             if streaming is None:
                 streaming = np.full(n, device.memory_efficiency)
             streaming[lowered.mask("kind", kind)] = efficiency
-    if plan is not None and plan.channels_last and lowered.fn is not None:
+    if plan is not None and lowered.fn is not None:
         channels = lowered.channels if lowered.channels is not None else np.zeros(n, np.int64)
         batch_norm = (lowered.mask("kind", OpKind.NORM) & (lowered.fn == "batchnorm")
                       & (channels >= BATCH_NORM_MIN_CHANNELS))
         backward = lowered.mask("phase", Phase.BACKWARD)
-        for ops, efficiency in ((batch_norm & ~backward, device.batch_norm_memory_efficiency),
-                                (batch_norm & backward,
-                                 device.batch_norm_backward_memory_efficiency)):
+        forward_figure, backward_figure = (
+            (device.batch_norm_memory_efficiency, device.batch_norm_backward_memory_efficiency)
+            if plan.channels_last else
+            (device.batch_norm_nchw_memory_efficiency,
+             device.batch_norm_nchw_backward_memory_efficiency))
+        for ops, efficiency in ((batch_norm & ~backward, forward_figure),
+                                (batch_norm & backward, backward_figure)):
             if efficiency is not None and ops.any():
                 if streaming is None:
                     streaming = np.full(n, device.memory_efficiency)

@@ -77,11 +77,13 @@ def calibration_status(device) -> dict[str, str]:
               else own("memory_efficiency", 1.0, datasheet("memory_efficiency")))
     norm = own("norm_memory_efficiency", None, "as stream")
     batch_norm = own("batch_norm_memory_efficiency", None, "as norm")
+    nchw_batch_norm = own("batch_norm_nchw_memory_efficiency", None, "as norm")
     compiled = own("norm_memory_efficiency_compiled", None, "as norm")
     vector = (CALIBRATED if functions
               else own("vector_efficiency", 1.0, datasheet("vector_efficiency")))
     return {"gemm": gemm, "conv": conv, "attention": attention, "stream": stream, "norm": norm,
-            "batch-norm": batch_norm, "compiled-norm": compiled, "vector": vector}
+            "batch-norm": batch_norm, "nchw-batch-norm": nchw_batch_norm,
+            "compiled-norm": compiled, "vector": vector}
 
 
 def status_line(device) -> str:
@@ -90,25 +92,31 @@ def status_line(device) -> str:
                     for cls, state in calibration_status(device).items())
 
 
-#: The priors of NHWC batch norms: named in a prediction only where it prices one at them.
-BATCH_NORM_PRIORS = ("batch_norm_memory_efficiency", "batch_norm_backward_memory_efficiency")
+#: The priors of NHWC batch norms and of NCHW ones: named in a prediction only where it prices
+#: one at them.
+NHWC_BATCH_NORM_PRIORS = ("batch_norm_memory_efficiency", "batch_norm_backward_memory_efficiency")
+NCHW_BATCH_NORM_PRIORS = ("batch_norm_nchw_memory_efficiency",
+                          "batch_norm_nchw_backward_memory_efficiency")
+BATCH_NORM_PRIORS = NHWC_BATCH_NORM_PRIORS + NCHW_BATCH_NORM_PRIORS
 
 
-def nhwc_batch_norms(lowered, plan) -> bool:
-    """Whether a step prices any batch norm at the NHWC batch-norm figures (a channels_last
-    plan, at least ``BATCH_NORM_MIN_CHANNELS`` channels: ``simulator.cost.roofline.price``)."""
-    if not plan.channels_last or lowered.fn is None or lowered.channels is None:
-        return False
-    return bool(((lowered.fn == "batchnorm")
-                 & (lowered.channels >= BATCH_NORM_MIN_CHANNELS)).any())
+def priced_batch_norm_priors(lowered, plan) -> tuple[str, ...]:
+    """The batch-norm figures a step prices any batch norm at (at least
+    ``BATCH_NORM_MIN_CHANNELS`` channels: ``simulator.cost.roofline.price``): the NHWC ones under
+    a channels_last plan, else the NCHW ones; none where the step has no such batch norm."""
+    if lowered.fn is None or lowered.channels is None or not bool(
+            ((lowered.fn == "batchnorm") & (lowered.channels >= BATCH_NORM_MIN_CHANNELS)).any()):
+        return ()
+    return NHWC_BATCH_NORM_PRIORS if plan.channels_last else NCHW_BATCH_NORM_PRIORS
 
 
-def priors_note(device, batch_norms: bool = True) -> str | None:
-    """What a Result says of the class priors ``device`` runs on (None: none). ``batch_norms``
-    False: the prediction prices no NHWC batch norm at their figures, so their priors go
-    unnamed."""
+def priors_note(device, batch_norms=BATCH_NORM_PRIORS) -> str | None:
+    """What a Result says of the class priors ``device`` runs on (None: none). ``batch_norms``:
+    the batch-norm figures the prediction prices at (``priced_batch_norm_priors``; False or
+    empty: none), the other batch-norm priors go unnamed."""
+    priced = () if batch_norms is False else tuple(batch_norms)
     fields = [field for field in device.priors
-              if batch_norms or field not in BATCH_NORM_PRIORS]
+              if field not in BATCH_NORM_PRIORS or field in priced]
     if not fields:
         return None
     from hardware_specs.loader import MEASURED_CLASSES
@@ -138,11 +146,13 @@ def priors_note(device, batch_norms: bool = True) -> str | None:
         parts.append(f"vector-unit arithmetic (norms, activations, softmax) runs at "
                      f"{device.vector_efficiency:.1%} of its vector peak, "
                      f"{median('vector_efficiency')}")
-    if any(field in BATCH_NORM_PRIORS for field in fields):
-        parts.append(f"NHWC batch norms stream at {device.batch_norm_memory_efficiency:.1%} "
-                     f"forward and {device.batch_norm_backward_memory_efficiency:.1%} backward "
-                     f"of its bandwidth, the median over the measured "
-                     f"{device.device_class.value.upper()} dies")
+    for layout, (forward, backward) in (("NHWC", NHWC_BATCH_NORM_PRIORS),
+                                        ("NCHW", NCHW_BATCH_NORM_PRIORS)):
+        if forward in fields or backward in fields:
+            parts.append(f"{layout} batch norms stream at {getattr(device, forward):.1%} "
+                         f"forward and {getattr(device, backward):.1%} backward of its "
+                         f"bandwidth, the median over the measured "
+                         f"{device.device_class.value.upper()} dies")
     return (f"{device.name} has no measured {' or '.join(fields)}: "
             f"{'; '.join(parts)} (priors)")
 
@@ -177,5 +187,6 @@ def priors_summary(devices) -> str | None:
             "each op class): " + "; ".join(shown))
 
 
-__all__ = ["BATCH_NORM_PRIORS", "UNMEASURED", "UNMEASURED_CLASS", "calibration_status",
-           "nhwc_batch_norms", "priors_note", "priors_summary", "status_line", "stream_note"]
+__all__ = ["BATCH_NORM_PRIORS", "NCHW_BATCH_NORM_PRIORS", "NHWC_BATCH_NORM_PRIORS", "UNMEASURED",
+           "UNMEASURED_CLASS", "calibration_status", "priced_batch_norm_priors", "priors_note",
+           "priors_summary", "status_line", "stream_note"]
