@@ -32,8 +32,7 @@ from simulator.calibrate.functions import (
     FUNCTIONS,
     micro_model,
 )
-from simulator.cost.host import costs as host_costs
-from simulator.cost.roofline import op_costs, step_footprint
+from simulator.cost.roofline import op_and_issue_costs, step_footprint
 from simulator.errors import HwsimError
 from simulator.graph.lower import lower
 from simulator.graph.op import DType
@@ -187,8 +186,8 @@ def case_seconds(case: Case, time_s: np.ndarray, issue_s: np.ndarray | None = No
 
 def predicted_seconds(case: Case, device: DeviceSpec) -> float:
     """What hwsim predicts for ``case`` on ``device``: its ops priced, with the host."""
-    lowered = _lowered(case)
-    return case_seconds(case, op_costs(lowered, device)[2], host_costs(lowered, device)[1])
+    _, _, time_s, issue_s = op_and_issue_costs(_lowered(case), device)
+    return case_seconds(case, time_s, issue_s)
 
 
 class Calibration:

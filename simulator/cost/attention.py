@@ -353,7 +353,6 @@ def fitted_rates(lowered, device) -> tuple[np.ndarray, np.ndarray]:
     FLOP/s (of the executed FLOPs). A forward pass, and the forward run again by activation
     recompute, use the forward's parameters; FlashAttention's own recompute inside the
     backward (``flash_recompute:``) and the gradient kernel the backward's."""
-    from simulator.graph.lower import members
     from simulator.graph.op import DType, OpKind, Task
 
     empty = np.zeros(0, dtype=np.int64)
@@ -361,7 +360,7 @@ def fitted_rates(lowered, device) -> tuple[np.ndarray, np.ndarray]:
     if fits is None:
         return empty, np.zeros(0)
     # a fit is of a half-precision kernel: fp32 attention is not its (HALF_ONLY_PRECISIONS)
-    full = members(lowered.dtype, [DType[name] for name in HALF_ONLY_DTYPES])
+    full = lowered.among("dtype", [DType[name] for name in HALF_ONLY_DTYPES])
     ops = np.flatnonzero(lowered.mask("kind", OpKind.ATTENTION) & ~full)
     if not len(ops):
         return empty, np.zeros(0)

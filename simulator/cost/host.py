@@ -202,7 +202,7 @@ def costs(lowered: Lowered, device: DeviceSpec,
     per_op = host_per_op(device) * (COMPILED_HOST_FRACTION if compiled else 1.0)
     kernel = ~(lowered.mask("kind", OpKind.COLLECTIVE) & (lowered.nbytes == 0))  # f's identity
     # a fused projection's slice views (simulator.training.projections): no kernel
-    kernel &= ~(lowered.mask("kind", OpKind.COPY) & (lowered.fn == SLICE_FN))
+    kernel &= ~(lowered.mask("kind", OpKind.COPY) & lowered.among("fn", (SLICE_FN,)))
     host = np.where(kernel, per_op, 0.0)
     launches = kernel.astype(np.float64)
     updates = lowered.mask("kind", OpKind.OPTIMIZER)  # the optimizer runs eagerly, compiled or not
@@ -228,14 +228,15 @@ def costs(lowered: Lowered, device: DeviceSpec,
     # into a list reduce-scatter (``nccl_copy_in``): ``tensors`` kernels launched from C++
     # (ProcessGroupNCCL), one per tensor, each a dispatch without the module call and the
     # autograd node
-    copies = members(lowered.fn, (NCCL_COPY_OUT, NCCL_COPY_IN))
+    copies = lowered.among("fn", (NCCL_COPY_OUT, NCCL_COPY_IN))
     if copies.any():
         launches[copies] = lowered.tensors[copies]
         host[copies] = lowered.tensors[copies] * COMPILED_HOST_FRACTION * host_per_op(device)
     fixed = np.full(n, float(device.op_overhead_s))   # each kernel's fixed cost on the device
     for fn, own in device.function_overhead_s.items():  # a function's own per-call cost
-        host[lowered.fn == fn] = own
-        fixed[lowered.fn == fn] = own
+        calls = lowered.among("fn", (fn,))
+        host[calls] = own
+        fixed[calls] = own
     if serial(device):
         host[shared_call(lowered)] = 0.0   # the data gradient's call computes it too
         return host, np.zeros(n)
@@ -281,11 +282,22 @@ def list_views(lowered: Lowered) -> np.ndarray:
 def shared_call(lowered: Lowered) -> np.ndarray:
     """Bool per op: a weight gradient of a ``ONE_CALL_BACKWARD`` function whose data gradient
     (of the same forward op) is in the graph too, so that one call computes both. The ops are
-    told by their names (``simulator.training.backward``: ``wgrad:<op>`` and ``dgrad:<op>``)."""
+    told by their names (``simulator.training.backward``: ``wgrad:<op>`` and ``dgrad:<op>``).
+    Read-only, computed once per graph (a CPU calibration's fit prices each of its graphs tens
+    of thousands of times, and the names' test was a tenth of its time)."""
+    found = lowered.__dict__.get("_shared_call")   # frozen: the instance dict itself
+    if found is None:
+        found = _shared_call(lowered)
+        found.setflags(write=False)
+        lowered.__dict__["_shared_call"] = found
+    return found
+
+
+def _shared_call(lowered: Lowered) -> np.ndarray:
     out = np.zeros(len(lowered), dtype=bool)
     if lowered.fn is None:
         return out
-    wgrad = ((lowered.task == Task.WEIGHT_GRAD) & (lowered.kind == OpKind.CONV)
+    wgrad = (lowered.mask("task", Task.WEIGHT_GRAD) & lowered.mask("kind", OpKind.CONV)
              & members(lowered.fn, ONE_CALL_BACKWARD))
     if not wgrad.any():
         return out

@@ -58,7 +58,7 @@ from simulator.cost.attention import fitted_rates
 from simulator.cost.efficiency import DTYPE_BYTES, executed_fraction, shape_efficiency
 from simulator.cost.host import costs as host_costs
 from simulator.graph.conv_backend import ONE_THREAD, THREADS
-from simulator.graph.lower import Lowered, members
+from simulator.graph.lower import Lowered
 from simulator.graph.op import TENSOR_KINDS, DType, OpKind, Phase
 from simulator.plan.step import Fusion
 
@@ -76,6 +76,14 @@ def price(lowered: Lowered, device: DeviceSpec,
           plan=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-op float64 ``(peak_flops_per_s, bandwidth_bytes_per_s, overhead_s)`` on ``device``
     (``plan``, a ``simulator.plan.step.Plan``: how the host issues the kernels)."""
+    return _price(lowered, device, plan)[:3]
+
+
+def _price(lowered: Lowered, device: DeviceSpec, plan=None):
+    """``price``'s three columns, then the positions of the fused attention ops priced by a
+    kernel fit (``fitted_rates``), which ``_roofline`` needs too, and the host's issue cost of
+    each op (``simulator.cost.host.costs``' second column, which a calibration's fit needs
+    too: computed once)."""
     n = len(lowered)
     matrix_rate = np.zeros(max(DType) + 1, dtype=np.float64)  # indexed by DType code
     for dtype in DType:
@@ -85,7 +93,7 @@ def price(lowered: Lowered, device: DeviceSpec,
     # simulator.cost.attention.HALF_ONLY_PRECISIONS): SDPA's memory-efficient kernel, whose
     # tiles are GEMMs of the format, is priced as those GEMMs, not at attention_efficiency
     # (a half-precision kernel's figure)
-    full = members(lowered.dtype, (DType.FP32, DType.TF32))
+    full = lowered.among("dtype", (DType.FP32, DType.TF32))
     if device.attention_efficiency is not None:
         base[lowered.mask("kind", OpKind.ATTENTION) & ~full] = device.attention_efficiency
     for dtype, efficiency in ((DType.FP8, device.fp8_matmul_efficiency),    # measured GEMM
@@ -97,7 +105,7 @@ def price(lowered: Lowered, device: DeviceSpec,
     conv = lowered.mask("kind", OpKind.CONV)
     for dtype in np.unique(lowered.dtype[conv]):  # cuDNN's algorithms: DeviceSpec's rule
         base[conv & (lowered.dtype == dtype)] = device.conv_efficiency_for(DType(int(dtype)))
-    is_tensor = members(lowered.kind, _TENSOR_CODES)
+    is_tensor = lowered.among("kind", _TENSOR_CODES)
     rate = matrix_rate[lowered.dtype.astype(np.int64)]
     # at most the datasheet peak: a shape that fills its last wave better than the reference
     # GEMM has a shape factor above 1 (an fp32 lm_head on an A100 PCIe ran at 19.51 of 19.5
@@ -136,17 +144,17 @@ def price(lowered: Lowered, device: DeviceSpec,
                 streaming[ops] = efficiency
     bandwidth = level_bandwidth(lowered.nbytes, device, streaming, step_footprint(lowered))
     for fn, efficiency in device.function_efficiency.items():  # a measured function's own rate
-        ops = lowered.fn == fn
+        ops = lowered.among("fn", (fn,))
         peak[ops] = np.where(is_tensor[ops], np.minimum(matrix[ops] / base[ops] * efficiency,
                                                         rate[ops]),
                              device.vector_flops_per_s * efficiency)
     fused, rates = fitted_rates(lowered, device)  # fused attention by its kernel's fit
     peak[fused] = rates
-    overhead, _ = host_costs(lowered, device, plan)  # on a GPU the host is its own stream
+    overhead, issue = host_costs(lowered, device, plan)  # on a GPU the host is its own stream
     reorders = reorder_seconds(lowered, device, plan)
     if reorders is not None:
         overhead = overhead + reorders
-    return peak.astype(np.float64), bandwidth, overhead
+    return peak.astype(np.float64), bandwidth, overhead, fused, issue
 
 
 def reorder_seconds(lowered: Lowered, device: DeviceSpec, plan=None) -> np.ndarray | None:
@@ -232,13 +240,21 @@ def op_costs(lowered: Lowered, device: DeviceSpec, cluster=None,
     """Per-op float64 ``(compute_s, memory_s, time_s)`` of ``lowered`` on ``device``; the
     collectives on ``cluster`` (a ``hardware_specs.cluster.ClusterSpec``); ``plan``: how the
     host issues the kernels (``simulator.cost.host``)."""
-    compute_s, memory_s, time_s = _roofline(lowered, device, plan)
+    return op_and_issue_costs(lowered, device, cluster, plan)[:3]
+
+
+def op_and_issue_costs(lowered: Lowered, device: DeviceSpec, cluster=None,
+                       plan=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``op_costs``' three columns, then the host's float64 issue cost of each op
+    (``simulator.cost.host.costs``' ``issue_s``), priced once for both: a calibration's fit
+    wants both for each of its cases, tens of thousands of times."""
+    compute_s, memory_s, time_s, issue_s = _roofline(lowered, device, plan)
     comm = np.flatnonzero(lowered.mask("kind", OpKind.COLLECTIVE))
     if len(comm):
         compute_s, time_s = compute_s.copy(), time_s.copy()
         compute_s[comm] = 0.0
         time_s[comm] = communication_s(lowered, comm, cluster)
-    return compute_s, memory_s, time_s
+    return compute_s, memory_s, time_s, issue_s
 
 
 def communication_s(lowered: Lowered, ops: np.ndarray, cluster) -> np.ndarray:
@@ -268,15 +284,15 @@ def communication_s(lowered: Lowered, ops: np.ndarray, cluster) -> np.ndarray:
 def _roofline(lowered: Lowered, device: DeviceSpec, plan=None):
     from simulator.engine.dispatch import engine
 
-    peak, bandwidth, overhead = price(lowered, device, plan)
+    peak, bandwidth, overhead, fused, issue = _price(lowered, device, plan)
     # vector work fused into a tensor op runs on the vector units: fold it into an equivalent
     # count at the op's own peak, so the kernel sees one number per op
     vector_rate = device.vector_flops_per_s * device.vector_efficiency
     vector = lowered.vector_flops.astype(np.float64) * (peak / vector_rate)
-    vector[fitted_rates(lowered, device)[0]] = 0.0   # a kernel fit times its softmax too
+    vector[fused] = 0.0   # a kernel fit times its softmax too
     flops = lowered.flops.astype(np.float64) * executed_fraction(lowered) + vector
     nbytes = lowered.nbytes.astype(np.float64)
-    return engine(len(lowered)).roofline(flops, nbytes, peak, bandwidth, overhead)
+    return (*engine(len(lowered)).roofline(flops, nbytes, peak, bandwidth, overhead), issue)
 
 
 __all__ = ["BATCH_NORM_MIN_CHANNELS", "op_costs", "price", "reorder_seconds"]

@@ -141,6 +141,19 @@ class Lowered:
             masks[key] = found
         return found
 
+    def among(self, column: str, wanted) -> np.ndarray:
+        """Read-only bool per op: ``column`` equals one of the few ``wanted`` (``members``),
+        computed once per graph and ``wanted``, as ``mask`` is: ``members`` compares a column
+        once per value, and the ``fn`` column's strings one element at a time."""
+        masks = self.__dict__.setdefault("_masks", {})   # frozen: the instance dict itself
+        key = (column, tuple(wanted))
+        found = masks.get(key)
+        if found is None:
+            found = members(getattr(self, column), key[1])
+            found.setflags(write=False)
+            masks[key] = found
+        return found
+
     def position(self) -> dict[str, int]:
         """Name -> position (built on demand; the engine itself never needs it)."""
         return {name: i for i, name in enumerate(self.names)}
@@ -179,7 +192,7 @@ def lower(graph: OpGraph) -> Lowered:
     """Flatten ``graph`` into a ``Lowered`` in ``graph.names()`` order."""
     names = graph.names()
     position = {name: i for i, name in enumerate(names)}
-    nodes, pred = graph.nx.nodes, graph.nx.pred
+    nodes, pred = graph.nx._node, graph.nx._pred   # the views' own dicts (``OpGraph.names``)
     columns: dict[str, list[int]] = {field: [] for field in _OP_FIELDS}
     appenders = [(columns[field].append, field) for field in _OP_FIELDS]
     counts: list[int] = []

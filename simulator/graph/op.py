@@ -6,7 +6,7 @@ pricing lives in ``simulator.engine``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from enum import Enum, IntEnum
 
 
@@ -209,7 +209,16 @@ class Op:
         return facts
 
     def evolve(self, **changes) -> "Op":
-        return replace(self, **changes)
+        """A copy with ``changes``: ``dataclasses.replace``'s result (an unknown field is its
+        TypeError), without its per-call walk over the fields' definitions (a tenth of the
+        validation report's time, 2026-12-06)."""
+        values = {name: getattr(self, name) for name in _INIT_FIELDS}
+        values.update(changes)
+        return Op(**values)
+
+
+#: ``Op``'s fields, in order, as ``evolve`` copies them (every one is an ``__init__`` field).
+_INIT_FIELDS = tuple(f.name for f in fields(Op) if f.init)
 
 
 __all__ = ["Block", "DType", "Op", "OpKind", "Phase", "Role", "TENSOR_KINDS", "Task"]
