@@ -18,20 +18,22 @@ move the bounds with it, in the same commit, saying why.
 """
 from __future__ import annotations
 
+import importlib
 import math
 import statistics
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import load_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return load_module(ROOT / "benchmarks" / "neusight_labels.py", "neusight_labels")
+    # as docs/generate.py imports it (tests/test_docs.py): one module, its predictions priced
+    # once per session
+    return importlib.import_module("benchmarks.neusight_labels")
 
 
 @pytest.fixture(scope="module")
