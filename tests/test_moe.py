@@ -163,6 +163,24 @@ def test_zero_shards_the_experts_over_their_expert_data_parallel_group():
     assert one["weights"] - eight["weights"] == pytest.approx(2 * experts * 7 / 8)
 
 
+def test_zero_updates_the_experts_over_their_expert_data_parallel_group():
+    """The update's share follows the states' (Megatron-Core's distributed optimizer splits
+    each buffer over its own group, the experts' the expert-data-parallel one): ZeRO-1 on 16
+    devices, each rank updates half an expert a layer with ep = 8 (1 expert over 2 ranks) as
+    with ep = 1 (8 experts over 16), so the update's elements and bytes are ep's own."""
+    work = replace(get_workload("mixtral-8x7b").with_layers(2), seq_len=1024)
+    updates = {}
+    for ep in (1, 8):
+        low = simulate(work, "h100", num_devices=16, micro_batch=1, precision="bf16", ep=ep,
+                       zero=1).lowered
+        rows = [i for i, name in enumerate(low.names) if name.startswith("optimizer:L")]
+        assert rows
+        updates[ep] = (sum(int(low.bytes_read[i]) for i in rows),
+                       sum(int(low.bytes_written[i]) for i in rows))
+    for one, eight in zip(updates[1], updates[8]):
+        assert eight == pytest.approx(one, rel=1e-6)
+
+
 def test_all_to_all_across_nodes_is_priced_on_both_networks():
     """ep = 16 of 8-GPU nodes: 7 peers over NVLink, 8 over InfiniBand, pairwise
     (simulator.cost.collectives.hierarchical_time_s)."""

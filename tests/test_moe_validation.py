@@ -49,12 +49,14 @@ ROWS = {row["run_id"]: row for row in report.load_rows() if _is_moe(row)}
 # fit, its own table being a later cuDNN (simulator.cost.attention).
 KNOWN_MISSES: dict[str, str] = {
     "nemo-mixtral-8x7b-fp8-b200-64": (
-        "known miss, not diagnosed: +9.3 % -> +20.4 % once the run's fp8 weights are gathered "
-        "at 1 byte (fp8_params, thirteenth session: NeMo v2.2.0's bf16_with_fp8_mixed). hwsim's "
-        "step was bound by the experts' all-gather over InfiniBand (their expert-data-parallel "
-        "group of 8 spans the 8 nodes, 2 micro-batches a step), half of it past the first "
-        "forward; at 1 byte it hides there. What the run loses that hwsim does not price is "
-        "open (its GB200 twin is +8.5 %, the dense B200 rows +0.1 to +14.1 %)"),
+        "known miss, diagnosed in part (docs/accuracy.md, 'Mixtral 8x7B on 64 B200s'): +9.3 % "
+        "-> +20.4 % once the run's fp8 weights are gathered at 1 byte (fp8_params: NeMo v2.2.0's "
+        "bf16_with_fp8_mixed), +19.7 % since the experts' update is sharded over their "
+        "expert-data-parallel group of 8. The config is read right and the gather's overlap is "
+        "Megatron-core 0.11's, CUDA graphs included; the 2-byte gather's exposure stood in for "
+        "an unpriced cost. hwsim's step sits at the edge of its InfiniBand (the last backward's "
+        "reduce-scatters, the first forward's gathers), unmeasured for this collective; the "
+        "dense B200 rows are optimistic too (+0.1 to +14.1 %, one node +13.9 %)"),
 }
 
 

@@ -88,10 +88,11 @@ in two: the dense parameters' over the replicas, the experts' over their group. 
 a node the expert group has one rank per node: its reduction crosses the inter-node network
 whole, not the 1/8 the hierarchical all-reduce of all the replicas sends there.
 
-ZeRO shards the experts' states over the same group (``simulator.schedule.memory``).
+ZeRO shards the experts' states over the same group (``simulator.schedule.memory``), and
+so each rank's update covers 1/(dp x cp / ep) of its experts (``shard_expert_updates``;
+Megatron-Core's distributed optimizer splits each buffer over its own group).
 
-Left out: the update of the experts' shard is priced as 1/(dp x cp) of them (not 1/(dp x cp
-/ ep)); the split is made for the per-layer reductions (Megatron-Core, FSDP, DDP), not for
+Left out: the split is made for the per-layer reductions (Megatron-Core, FSDP, DDP), not for
 DeepSpeed's multi-layer buckets, hybrid sharding's copies or ZeRO-3's gathers; with
 dropping, the activation between the expert GEMMs and the un-permutation keep every copy's
 size; the far tail of the dropped share (the normal approximation to the binomial
@@ -105,7 +106,7 @@ import math
 
 from simulator.errors import PlanError
 from simulator.graph.collective import Axis, collective
-from simulator.graph.op import Block, Op, OpKind, Phase, Role
+from simulator.graph.op import Block, Op, OpKind, Phase, Role, Task
 from simulator.graph.opgraph import OpGraph
 from simulator.parallel.order_stats import expected_max_normal
 from simulator.parallel.tensor import grouped
@@ -465,6 +466,45 @@ def reduce_expert_gradients(step: OpGraph, replicas: int, ep: int, stride: int,
     return step
 
 
+def shard_expert_updates(step: OpGraph, shards: int, ep: int) -> OpGraph:
+    """The update of a ZeRO-sharded training ``step`` (changed in place and returned) with its
+    experts' share sharded over their expert-data-parallel group, ``shards`` // ``ep`` ranks,
+    not over all ``shards``: ``simulator.parallel.data`` priced each layer's update as 1 /
+    ``shards`` of its parameters; the experts' part of it is ``ep`` times that. Megatron-Core's
+    distributed optimizer splits each gradient buffer's buckets over the buffer's own
+    data-parallel group (NVIDIA/Megatron-LM 791b70e031, core_r0.11.0, NeMo 25.02's:
+    megatron/core/optimizer/distrib_optimizer.py lines 169-177, ``gbuf_size //
+    data_parallel_world_size``), and the experts' buffers are on the expert-data-parallel
+    group (megatron/core/distributed/distributed_data_parallel.py lines 254-259), as
+    ``simulator.schedule.memory`` shards their states. Nothing when ``shards`` <= 1 (ZeRO 0:
+    every rank updates all it holds), ep = 1 or the step has no experts. The layer's update
+    is scaled as a whole (flops, bytes, elements): its per-element traffic is taken as the
+    same for the experts' weights and the others' (they differ by the fp8 weights' bytes
+    only, ``simulator.training.fp8``)."""
+    group = max(shards // ep, 1)
+    if shards <= 1 or ep == 1 or group == shards:
+        return step
+    experts: dict[int, int] = {}   # layer -> its experts' parameters (this rank's)
+    params: dict[int, int] = {}    # layer -> its trainable parameters
+    for op in step.ops():
+        if op.phase is Phase.FORWARD and op.params and not op.frozen:
+            params[op.layer] = params.get(op.layer, 0) + op.params
+            if op.role in EXPERTS:
+                experts[op.layer] = experts.get(op.layer, 0) + op.params
+    for name in list(step.names()):
+        op = step.op(name)
+        share = experts.get(op.layer, 0)
+        if op.task is not Task.UPDATE or not share:
+            continue
+        total = params[op.layer]
+        # dense / shards + experts / group, over the total / shards priced
+        num, den = total - share + share * shards // group, total
+        step.nx.nodes[name]["op"] = op.evolve(
+            flops=op.flops * num // den, params=-(-op.params * num // den),
+            bytes_read=op.bytes_read * num // den, bytes_written=op.bytes_written * num // den)
+    return step
+
+
 #: The data-parallel collectives of one layer's parameters (``simulator.parallel.data``).
 _PER_LAYER = frozenset({"all_reduce", "reduce_scatter", "all_gather"})
 
@@ -482,4 +522,4 @@ def _all_to_all(name: str, source: Op, template: Op, ep: int, local: int,
 __all__ = ["EXPERTS", "busiest_load", "check", "dropless_load", "dropped_fraction",
            "expected_max_normal", "expert_imbalance", "figures", "local_members", "nodes_per_token",
            "rank_imbalance", "reduce_expert_gradients", "router_spread", "sampling_load",
-           "shard"]
+           "shard", "shard_expert_updates"]

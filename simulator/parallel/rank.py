@@ -27,7 +27,7 @@ from simulator.parallel.data import (
     engine_reduces,
 )
 from simulator.parallel.expert import check as check_expert_parallel
-from simulator.parallel.expert import local_members, reduce_expert_gradients
+from simulator.parallel.expert import local_members, reduce_expert_gradients, shard_expert_updates
 from simulator.parallel.expert import shard as shard_experts
 from simulator.parallel.partitioned import partition_checkpoints
 from simulator.parallel.pipeline import block_on_p2p, overlap_p2p, stage_graph
@@ -285,6 +285,8 @@ def build_stage(forward: OpGraph, plan: Plan, parallel: ParallelPlan,
         overlap_p2p(step)
     reduce_expert_gradients(step, parallel.replicas, parallel.ep, parallel.tp * parallel.ep,
                             per_node)   # MoE parallel folding: cp folds into the experts' dp
+    if parallel.zero:   # the experts' update: 1 / (shards / ep) of them, not 1 / shards
+        shard_expert_updates(step, parallel.shards, parallel.ep)
     add_replicated_grad_reduce(step, plan)
     if parallel.pp > 1:   # Megatron-LM's rank order: the first and last stages are pp-1 apart
         ends_local = 2 if parallel.num_devices <= per_node else 1
