@@ -197,7 +197,24 @@ def fp32_tiles(m, n, k, batch, arch) -> np.ndarray:
 
 def shape_efficiency(lowered: Lowered, device: DeviceSpec) -> np.ndarray:
     """Per-op factor for tensor ops, 1 for the reference GEMM (1 where the spec gives no
-    facts)."""
+    facts). Read-only; the last one kept per graph with what it depends on besides the graph
+    (the device's class, architecture, per-format peaks where a tile has a fixed cost, and
+    ``conv_half_dim``): a GPU calibration's fit prices each of its graphs tens of thousands of
+    times at one architecture, and the tile search was most of an H100 fit's time."""
+    arch = device.architecture
+    key = (device.device_class, arch, device.conv_half_dim,
+           tuple(device.peak_for(DType(c)) for c in range(max(DType) + 1))
+           if arch.tile_fixed_k else None)
+    last = lowered.__dict__.get("_shape_efficiency")   # frozen: the instance dict itself
+    if last is not None and last[0] == key:
+        return last[1]
+    eff = _shape_efficiency(lowered, device)
+    eff.setflags(write=False)
+    lowered.__dict__["_shape_efficiency"] = (key, eff)
+    return eff
+
+
+def _shape_efficiency(lowered: Lowered, device: DeviceSpec) -> np.ndarray:
     arch = device.architecture
     m, n, k, batch = lowered.m, lowered.n, lowered.k, lowered.batch
     eff = np.ones(len(lowered))
