@@ -419,13 +419,7 @@ def reduce_expert_gradients(step: OpGraph, replicas: int, ep: int, stride: int,
     ep = 1 or the step has no experts."""
     if ep == 1:
         return step
-    experts: dict[int, int] = {}   # layer -> its experts' parameters (this rank's)
-    params: dict[int, int] = {}    # layer -> all its parameters
-    for op in step.ops():
-        if op.phase is Phase.FORWARD and op.params:
-            params[op.layer] = params.get(op.layer, 0) + op.params
-            if op.role in EXPERTS:
-                experts[op.layer] = experts.get(op.layer, 0) + op.params
+    params, experts = _layer_parameters(step, trainable=False)
     if not experts:
         return step
     group = replicas // ep
@@ -466,6 +460,19 @@ def reduce_expert_gradients(step: OpGraph, replicas: int, ep: int, stride: int,
     return step
 
 
+def _layer_parameters(step: OpGraph, trainable: bool) -> tuple[dict[int, int], dict[int, int]]:
+    """Per layer of ``step``'s forward ops (this rank's): its parameters, and its experts'
+    (``EXPERTS`` roles); ``trainable``: frozen ones left out (what an update covers)."""
+    params: dict[int, int] = {}
+    experts: dict[int, int] = {}
+    for op in step.ops():
+        if op.phase is Phase.FORWARD and op.params and not (trainable and op.frozen):
+            params[op.layer] = params.get(op.layer, 0) + op.params
+            if op.role in EXPERTS:
+                experts[op.layer] = experts.get(op.layer, 0) + op.params
+    return params, experts
+
+
 def shard_expert_updates(step: OpGraph, shards: int, ep: int) -> OpGraph:
     """The update of a ZeRO-sharded training ``step`` (changed in place and returned) with its
     experts' share sharded over their expert-data-parallel group, ``shards`` // ``ep`` ranks,
@@ -484,13 +491,7 @@ def shard_expert_updates(step: OpGraph, shards: int, ep: int) -> OpGraph:
     group = max(shards // ep, 1)
     if shards <= 1 or ep == 1 or group == shards:
         return step
-    experts: dict[int, int] = {}   # layer -> its experts' parameters (this rank's)
-    params: dict[int, int] = {}    # layer -> its trainable parameters
-    for op in step.ops():
-        if op.phase is Phase.FORWARD and op.params and not op.frozen:
-            params[op.layer] = params.get(op.layer, 0) + op.params
-            if op.role in EXPERTS:
-                experts[op.layer] = experts.get(op.layer, 0) + op.params
+    params, experts = _layer_parameters(step, trainable=True)
     for name in list(step.names()):
         op = step.op(name)
         share = experts.get(op.layer, 0)
