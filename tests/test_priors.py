@@ -86,7 +86,7 @@ def test_the_status_of_each_op_class():
 def test_predictions_say_which_priors_they_ran_on():
     result = simulate("gpt2-small", "h100-pcie-80gb", micro_batch=1)
     note = next(n for n in result.notes if n.endswith("(priors)"))
-    assert note == priors_note(load_device("h100-pcie-80gb"), batch_norms=False)
+    assert note == priors_note(load_device("h100-pcie-80gb"), batch_norms=())
     assert "GEMMs run at 78.7% of its peak, the median measured on other GPUs" in note
     assert "memory-bound kernels stream at the medians measured on other GPUs" in note
     tpu = simulate("gpt2-small", "tpu-v5p", micro_batch=1)

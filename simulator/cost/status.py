@@ -110,13 +110,12 @@ def priced_batch_norm_priors(lowered, plan) -> tuple[str, ...]:
     return NHWC_BATCH_NORM_PRIORS if plan.channels_last else NCHW_BATCH_NORM_PRIORS
 
 
-def priors_note(device, batch_norms=BATCH_NORM_PRIORS) -> str | None:
+def priors_note(device, batch_norms: tuple[str, ...] = BATCH_NORM_PRIORS) -> str | None:
     """What a Result says of the class priors ``device`` runs on (None: none). ``batch_norms``:
-    the batch-norm figures the prediction prices at (``priced_batch_norm_priors``; False or
-    empty: none), the other batch-norm priors go unnamed."""
-    priced = () if batch_norms is False else tuple(batch_norms)
+    the batch-norm figures the prediction prices at (``priced_batch_norm_priors``; empty:
+    none); the other batch-norm priors go unnamed."""
     fields = [field for field in device.priors
-              if field not in BATCH_NORM_PRIORS or field in priced]
+              if field not in BATCH_NORM_PRIORS or field in batch_norms]
     if not fields:
         return None
     from hardware_specs.loader import MEASURED_CLASSES
