@@ -31,8 +31,9 @@ Schema (datasheet units, the unit in the key name; ``hardware_specs.units`` conv
     batch_norm_backward_memory_efficiency = 0.53  # and backward; default: a GPU's class prior
     #                               (GPU_PRIORS), other classes as the other norms
     batch_norm_nchw_memory_efficiency = 0.41   # optional: NCHW batch norms' forward (no
-    batch_norm_nchw_backward_memory_efficiency = 0.46  # channels_last) and backward; default
-    #                               as the NHWC ones'
+    batch_norm_nchw_backward_memory_efficiency = 0.46  # channels_last) and backward; default:
+    #                               a GPU's class prior carried per SM (priors.
+    #                               nchw_batch_norm_prior), other classes as the NHWC ones'
     conv_half_dim = 100           # optional (CPU, calibrated): 2-D convolutions' size at half
                                   # their plateau rate (simulator.cost.efficiency.cpu_gemm)
     [[memory]]                    # innermost first, main memory last
@@ -319,7 +320,11 @@ class _Checker(OptionalTables):
             optional["streaming_memory"] = self.memory_level(
                 self.table(doc, "streaming_memory"), 0, "streaming_memory")
         device_class = self.choice(doc["class"], DeviceClass, "class", "device class")
-        priors = class_priors(device_class, compute)   # never the datasheet peak
+        memory = self.memory(doc["memory"])
+        arch = optional.get("architecture")
+        priors = class_priors(device_class, compute,   # never the datasheet peak
+                              arch.compute_units if arch is not None else None,
+                              memory[-1].bandwidth_bytes_per_s)
         compute.update(priors, priors=tuple(priors))
         idle_prior = power[0] is None
         if idle_prior:
@@ -337,7 +342,7 @@ class _Checker(OptionalTables):
             name=self.text(doc["name"], "name"),
             vendor=self.text(doc["vendor"], "vendor"),
             device_class=device_class,
-            memory=self.memory(doc["memory"]),
+            memory=memory,
             idle_power_w=power[0], tdp_w=power[1], price_per_hour_usd=price,
             purchase_usd=purchase, purchase_is_system=system, **unpriced,
             energy_per_flop_j=power[2], energy_per_byte_j=power[3],

@@ -25,9 +25,11 @@ itself), efficiencies in (0, 1], idle power at most the TDP; a mistake is one ``
 the path and the fix. Values may be strings (from the command line): they are parsed for the
 field's type. The spec is frozen: ``override`` returns a new one.
 
-The efficiency priors a spec runs on (``DeviceSpec.priors``) depend on its device class alone
-(``hardware_specs.priors.class_priors``), which is not settable, so no --set path moves one; an
-efficiency set here is a measurement, no longer a prior.
+The efficiency priors a spec runs on (``DeviceSpec.priors``) depend on its device class
+(``hardware_specs.priors.class_priors``), which is not settable; the NCHW batch-norm priors also
+on its SM count and main-memory bandwidth, and follow a --set of either (they are carried per
+SM: ``hardware_specs.priors.nchw_batch_norm_prior``). An efficiency set here is a measurement,
+no longer a prior.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ import math
 from typing import Any
 
 from hardware_specs.loader import EFFICIENCIES, IDLE_PRIORS, PEAK_DTYPES
+from hardware_specs.priors import NCHW_CAPS, nchw_batch_norm_prior
 from hardware_specs.spec import Architecture, DeviceSpec
 from simulator.errors import SpecError, is_fraction, shown
 
@@ -68,6 +71,7 @@ def override(device: DeviceSpec, changes: dict[str, object]) -> DeviceSpec:
             raise SpecError(f"--set {text}" if text.startswith(str(path).strip())
                             else f"--set {path}: {text}") from None
     keys = {str(path).strip() for path in (changes or {})}
+    device = _carried_priors(device)
     if set(device.priors) & keys:        # figures the user gives are no longer priors
         device = dataclasses.replace(
             device, priors=tuple(name for name in device.priors if name not in keys))
@@ -90,6 +94,18 @@ def override(device: DeviceSpec, changes: dict[str, object]) -> DeviceSpec:
         raise SpecError(f"--set: idle_power_w = {device.idle_power_w:g} W exceeds tdp_w = "
                         f"{device.tdp_w:g} W; set both consistently")
     return device
+
+
+def _carried_priors(device: DeviceSpec) -> DeviceSpec:
+    """``device`` with its NCHW batch-norm priors carried again from its SMs and main-memory
+    bandwidth as they now are (``hardware_specs.priors.nchw_batch_norm_prior``): a what-if on
+    either moves them as the loader would have."""
+    carried = {field: nchw_batch_norm_prior(
+                   field, device.architecture.compute_units if device.architecture else None,
+                   device.memory[-1].bandwidth_bytes_per_s, getattr(device, cap))
+               for field, cap in NCHW_CAPS.items() if field in device.priors}
+    changed = {f: v for f, v in carried.items() if v != getattr(device, f)}
+    return dataclasses.replace(device, **changed) if changed else device
 
 
 def _apply(device: DeviceSpec, path: str, value: Any) -> DeviceSpec:

@@ -22,7 +22,9 @@ from hardware_specs.spec import DeviceClass
 #: forward and backward: the median over the GPU dies whose cuDNN NCHW batch norms are measured,
 #: today the GA100's (``simulator.calibrate.streaming.profiled_batch_norm_efficiency`` on the
 #: kernels of a profiled ResNet-50 step on an A100 40GB, ``EVT_NCHW_BATCH_NORMS``), so the median
-#: of one, 0.406 / 0.460. ``DeviceSpec.priors`` names those used.
+#: of one, 0.406 / 0.460 of that die's 1,555 GB/s: carried to a GPU with an SM count as the same
+#: absolute rate per SM (``nchw_batch_norm_prior``), not as a fraction of its own DRAM.
+#: ``DeviceSpec.priors`` names those used.
 GPU_PRIORS = {"memory_efficiency": 0.780, "norm_memory_efficiency": 0.617,
               "batch_norm_memory_efficiency": 0.791,
               "batch_norm_backward_memory_efficiency": 0.842,
@@ -129,11 +131,47 @@ MEASURED_CLASSES = {"memory_efficiency": frozenset({DeviceClass.GPU, DeviceClass
                                                     DeviceClass.TPU})}
 
 
-def class_priors(device_class: DeviceClass, given) -> dict[str, float]:
+#: Where the NCHW batch-norm figures of ``GPU_PRIORS`` were measured: the A100 40GB's 108 SMs
+#: (NVIDIA A100 Tensor Core GPU Architecture whitepaper, 2020) and 1,555 GB/s (datasheet).
+NCHW_BATCH_NORM_REFERENCE = (108, 1555e9)
+#: Each NCHW figure with the NHWC figure that caps it (the same direction).
+NCHW_CAPS = {"batch_norm_nchw_memory_efficiency": "batch_norm_memory_efficiency",
+             "batch_norm_nchw_backward_memory_efficiency":
+                 "batch_norm_backward_memory_efficiency"}
+
+
+def nchw_batch_norm_prior(field: str, compute_units: int | None, bandwidth: float,
+                          cap: float) -> float:
+    """The NCHW batch-norm prior (``field``: forward or backward) of a GPU with
+    ``compute_units`` SMs (or CUs) and ``bandwidth`` bytes/s of main memory: the measured die's
+    absolute rate per SM (``GPU_PRIORS``' figure x 1,555 GB/s / 108 SMs: 5.84 GB/s forward,
+    6.62 backward) times its SMs, as a fraction of its own bandwidth, at most ``cap`` (its NHWC
+    figure for the direction: a kernel held by its DRAM reaches no more than cuDNN's best one).
+
+    Why per SM: cuDNN's NCHW kernels run a fixed number of thread blocks per channel, each at a
+    rate set by the bytes it keeps in flight (Little's law), not by the DRAM. xwang233's
+    contiguous tables (``tests/data/batchnorm_nchw_contiguous.csv``) show it: at 2-32 channels
+    the bandwidth grows in proportion to the channels, and a V100 (900 GB/s, 80 SMs at 1.53 GHz)
+    moves each channel as fast as an A100 40GB (1,555 GB/s, 108 at 1.41): the per-channel rate
+    carries neither with the DRAM (1.73x) nor with the clock (0.92x)
+    (``tests/test_nchw_batch_norm_carry.py``). With every SM busy, the rate is the SMs' blocks
+    at that per-block rate, so it carries with the SM count. A GPU whose spec gives no SM count
+    takes the measured die's fraction."""
+    value = GPU_PRIORS[field]
+    if compute_units:
+        sms, reference = NCHW_BATCH_NORM_REFERENCE
+        value = value * reference / sms * compute_units / bandwidth
+    return round(min(value, cap), 3)
+
+
+def class_priors(device_class: DeviceClass, given, compute_units: int | None = None,
+                 bandwidth: float | None = None) -> dict[str, float]:
     """The efficiency priors a spec of ``device_class`` that gives the fields ``given`` runs
     on, field -> figure, in ``DeviceSpec.priors``' order: its class's (``CLASS_PRIORS``) where
     the class has one, else the cross-class one (``CROSS_CLASS_PRIORS``) where the field has
-    one. Fields given are measurements, never priors."""
+    one. A GPU's NCHW batch-norm priors are carried per SM (``nchw_batch_norm_prior``: its
+    ``compute_units`` and main-memory ``bandwidth``). Fields given are measurements, never
+    priors."""
     out = {}
     for field, by_class in CLASS_PRIORS.items():
         if field in given:
@@ -141,8 +179,12 @@ def class_priors(device_class: DeviceClass, given) -> dict[str, float]:
         value = by_class.get(device_class, CROSS_CLASS_PRIORS.get(field))
         if value is not None:
             out[field] = value
+    for field, cap in NCHW_CAPS.items():
+        if field in out and bandwidth is not None:
+            out[field] = nchw_batch_norm_prior(
+                field, compute_units, bandwidth, given[cap] if cap in given else out[cap])
     return out
 
 __all__ = ["CLASS_PRIORS", "CROSS_CLASS_PRIORS", "GPU_PRIORS", "MATMUL_PRIORS",
-           "MEASURED_CLASSES", "STREAM_PRIORS", "VECTOR_PRIORS",
-           "class_priors"]
+           "MEASURED_CLASSES", "NCHW_BATCH_NORM_REFERENCE", "NCHW_CAPS", "STREAM_PRIORS",
+           "VECTOR_PRIORS", "class_priors", "nchw_batch_norm_prior"]

@@ -71,8 +71,9 @@ def test_the_status_of_each_op_class():
     assert calibration_status(load_device("a100-sxm4-80gb")) == {
         "gemm": "measured", "conv": "measured", "attention": "kernel fit",
         "stream": "measured", "norm": "measured", "batch-norm": "measured",
-        "nchw-batch-norm": "measured", "compiled-norm": "as norm",
+        "nchw-batch-norm": "prior", "compiled-norm": "as norm",
         "vector": "measured"}
+    assert calibration_status(load_device("a100-sxm4-40gb"))["nchw-batch-norm"] == "measured"
     assert calibration_status(load_device("v100-sxm2-32gb"))["conv"] == "measured"
     assert calibration_status(load_device("h100-sxm5-80gb"))["conv"] == "as gemm"
     l4 = calibration_status(load_device("l4"))
@@ -159,26 +160,29 @@ NCHW_BATCH_NORMS = ("batch_norm_nchw_memory_efficiency",
                     "batch_norm_nchw_backward_memory_efficiency")
 
 
-def test_the_nchw_batch_norm_priors_are_the_median_over_the_measured_dies():
-    """The NCHW batch-norm priors: the median over the GPU dies whose cuDNN NCHW batch norms are
-    measured, each die once: the GA100's, from a profiled ResNet-50 step on an A100 40GB
-    (``EVT_NCHW_BATCH_NORMS``), carried to the four GA100 parts; every other GPU runs on it and
-    says so, and an NCHW prediction on it names it."""
+def test_the_nchw_batch_norm_priors_are_the_measured_die_carried_per_sm():
+    """The NCHW batch-norm priors: the GPU dies whose cuDNN NCHW batch norms are measured, each
+    die once: the GA100's, from a profiled ResNet-50 step on an A100 40GB
+    (``EVT_NCHW_BATCH_NORMS``), the two 40GB parts' own figures; every other GPU runs on that
+    rate carried per SM (``tests/test_nchw_batch_norm_carry.py``) and says so, and an NCHW
+    prediction on it names it."""
     from simulator.calibrate.streaming import EVT_NCHW_BATCH_NORMS, profiled_batch_norm_efficiency
 
     for field, direction in zip(NCHW_BATCH_NORMS, ("forward", "backward")):
         assert GPU_PRIORS[field] == pytest.approx(
             profiled_batch_norm_efficiency(EVT_NCHW_BATCH_NORMS, direction), abs=5e-4)
-    measured = {tuple(getattr(load_device(name), f) for f in NCHW_BATCH_NORMS)
+    measured = {name: tuple(getattr(load_device(name), f) for f in NCHW_BATCH_NORMS)
                 for name in list_devices()
                 if not set(NCHW_BATCH_NORMS) & set(load_device(name).priors)
                 and load_device(name).batch_norm_nchw_memory_efficiency is not None}
-    assert measured == {(GPU_PRIORS[NCHW_BATCH_NORMS[0]], GPU_PRIORS[NCHW_BATCH_NORMS[1]])}
+    assert measured == {name: (GPU_PRIORS[NCHW_BATCH_NORMS[0]], GPU_PRIORS[NCHW_BATCH_NORMS[1]])
+                        for name in ("a100-pcie-40gb", "a100-sxm4-40gb")}
     h100 = load_device("h100-sxm5-80gb")
     assert set(NCHW_BATCH_NORMS) <= set(h100.priors)
     nchw = simulate("resnet-50", h100, micro_batch=8, precision="fp16").notes
     nhwc = simulate("resnet-50", h100, micro_batch=8, precision="fp16", channels_last=True).notes
-    assert any("NCHW batch norms stream at 40.6% forward and 46.0% backward" in n for n in nchw)
+    assert any("NCHW batch norms stream at 23.0% forward and 26.1% backward of its bandwidth, "
+               "the measured die's rate per SM times its SMs" in n for n in nchw)
     assert not any("NHWC batch norms" in n for n in nchw)
     assert not any("NCHW batch norms" in n for n in nhwc)
     assert any("NHWC batch norms" in n for n in nhwc)

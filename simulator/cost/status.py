@@ -148,10 +148,12 @@ def priors_note(device, batch_norms: tuple[str, ...] = BATCH_NORM_PRIORS) -> str
     for layout, (forward, backward) in (("NHWC", NHWC_BATCH_NORM_PRIORS),
                                         ("NCHW", NCHW_BATCH_NORM_PRIORS)):
         if forward in fields or backward in fields:
+            whence = (f"the median over the measured {device.device_class.value.upper()} dies"
+                      if layout == "NHWC" or device.architecture.compute_units is None else
+                      "the measured die's rate per SM times its SMs")
             parts.append(f"{layout} batch norms stream at {getattr(device, forward):.1%} "
                          f"forward and {getattr(device, backward):.1%} backward of its "
-                         f"bandwidth, the median over the measured "
-                         f"{device.device_class.value.upper()} dies")
+                         f"bandwidth, {whence}")
     return (f"{device.name} has no measured {' or '.join(fields)}: "
             f"{'; '.join(parts)} (priors)")
 
