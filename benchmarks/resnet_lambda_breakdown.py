@@ -10,11 +10,12 @@ need if the convolutions were priced right (the measured step less the priced co
 
 ``--what-if`` (a diagnosis, never the model): the NCHW batch norms' rate, measured on one A100
 40GB (0.406 / 0.460 of 1,555 GB/s, docs/accuracy.md, Convolution kernels), carried to each GPU
-as an absolute rate per SM (Little's law: a kernel far below its DRAM's peak is held by the
-bytes its SMs keep in flight, not by the DRAM) instead of as a fraction of each GPU's DRAM
-peak; optionally also scaled by the boost clock. SM counts and clocks: the vendors' whitepapers
-(V100 80 SMs 1.53 GHz; A100 108, 1.41; RTX 4090 128, 2.52; H100 PCIe 114, 1.755; H100 SXM5 132,
-1.98). docs/accuracy.md (Lambda's rows) records the figures and why this is not modelled.
+three ways: per SM (hwsim's prior since 2026-12-06, ``hardware_specs.priors.
+nchw_batch_norm_prior``: Little's law, a kernel far below its DRAM's peak is held by the bytes its
+SMs keep in flight), as a fraction of each GPU's DRAM peak (hwsim's rule before), and per SM
+scaled by the boost clock. SM counts and clocks: the vendors' whitepapers (V100 80 SMs 1.53 GHz;
+A100 108, 1.41; RTX 4090 128, 2.52; H100 PCIe 114, 1.755; H100 SXM5 132, 1.98).
+docs/accuracy.md (Lambda's rows) records the figures.
 """
 from __future__ import annotations
 
@@ -88,14 +89,15 @@ def breakdown(rows: list[dict]) -> None:
 def what_if(rows: list[dict]) -> None:
     name, reference_bandwidth, forward, backward = REFERENCE
     sms, clock = SMS_CLOCK[name]
-    for mode in ("fraction of DRAM peak (hwsim)", "per SM", "per SM x clock"):
+    for mode in ("per SM (hwsim)", "fraction of DRAM peak", "per SM x clock"):
         errors = []
         for row in rows:
             device = load_device(row["catalogue"])
-            if mode != "fraction of DRAM peak (hwsim)":
+            if mode != "per SM (hwsim)":
                 own_sms, own_clock = SMS_CLOCK[row["catalogue"]]
-                scale = own_sms / sms * (own_clock / clock if mode == "per SM x clock" else 1)
                 peak = device.memory[-1].bandwidth_bytes_per_s
+                scale = (peak / reference_bandwidth if mode == "fraction of DRAM peak"
+                         else own_sms / sms * own_clock / clock)
                 # at most the NHWC kernels' measured fractions (0.791, 0.842): a DRAM-bound kernel
                 device = dataclasses.replace(
                     device,
@@ -112,7 +114,7 @@ def what_if(rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--what-if", action="store_true",
-                        help="also carry the NCHW batch-norm rate per SM (diagnosis only)")
+                        help="also carry the NCHW batch-norm rate the other ways (diagnosis only)")
     args = parser.parse_args()
     rows = list(csv.DictReader(ROWS.open()))
     breakdown(rows)
