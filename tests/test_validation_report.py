@@ -57,9 +57,11 @@ PUBLISHED = {row["run_id"]: row for row in
 # NCHW batch norms at their own kernels' rate (Lambda ResNet-50 8.2 -> 22.0 %), DeepSpeed's
 # BF16_Optimizer all-reduce and Jean Zay's measured network (BLOOM 23.2 -> 3.4 %), fp8 primary
 # weights, the pipeline bubble of unlike stages: median 5.4 %, p90 18.2 %, bias +2.1 %.
+# Fourteenth session: NCHW batch norms carried per SM (Lambda ResNet-50 22.0 -> 12.6 %): median
+# 5.4 %, p90 16.3 %, bias +2.0 %.
 # Regression values, not targets. Tolerance: 0.05 points, a tenth of
 # the tables' last digit.
-VALIDATION = {"n": 293, "median": 0.0545, "p90": 0.1819, "max": 0.6429, "bias": 0.0213}
+VALIDATION = {"n": 293, "median": 0.0537, "p90": 0.1633, "max": 0.6429, "bias": 0.0200}
 # The baseline's measured MFUs count half of a causal fused attention core, as hwsim's MFU does
 # since issue 23 (simulator.report.figures.counted_fraction).
 BASELINE = {"n": 293, "median": 0.1875, "p90": 1.4480, "max": 8.7833, "bias": 0.1670}
