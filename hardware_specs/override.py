@@ -71,10 +71,10 @@ def override(device: DeviceSpec, changes: dict[str, object]) -> DeviceSpec:
             raise SpecError(f"--set {text}" if text.startswith(str(path).strip())
                             else f"--set {path}: {text}") from None
     keys = {str(path).strip() for path in (changes or {})}
-    device = _carried_priors(device)
     if set(device.priors) & keys:        # figures the user gives are no longer priors
         device = dataclasses.replace(
             device, priors=tuple(name for name in device.priors if name not in keys))
+    device = _carried_priors(device)     # after: a figure the user gives is not carried
     given = {"idle_w"} if "idle_power_w" in keys else set()
     given |= {"tdp_w"} if "tdp_w" in keys else set()
     if set(device.power_priors) & given:   # power figures the user gives are not priors

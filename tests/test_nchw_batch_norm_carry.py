@@ -124,3 +124,8 @@ def test_a_what_if_on_sms_or_bandwidth_carries_the_priors_again():
     a100 = load_device("a100-sxm4-40gb")
     assert override(a100, {"memory.main.bandwidth_bytes_per_s": 3.1e12}
                     ).batch_norm_nchw_memory_efficiency == 0.406
+    given = override(h100, {"batch_norm_nchw_memory_efficiency": 0.5,
+                            "architecture.compute_units": 66})
+    assert given.batch_norm_nchw_memory_efficiency == 0.5    # a measurement, not carried
+    assert "batch_norm_nchw_memory_efficiency" not in given.priors
+    assert given.batch_norm_nchw_backward_memory_efficiency == pytest.approx(0.130, abs=1e-3)
