@@ -17,7 +17,12 @@ the attention's scale and mask, and GPT-2's ``gelu_new``, as their own kernels, 
 NeuSight's per-op traces of these runs list), ``precision="fp32"``,
 ``attention="materialized"``, and the forward + backward of one micro-batch (``Result.parallel["micro_batch_s"]``: no optimizer,
 no per-step framework cost). The loss is in hwsim's backward graph and in NeuSight's timed
-backward, its forward in hwsim's only (a cross-entropy over the vocabulary: well under 1 %).
+backward, its forward in hwsim's only (a cross-entropy over the vocabulary: well under 1 %),
+as PyTorch's own ``F.cross_entropy`` runs it on the fp32 logits (``loss_kernels="torch"``:
+the log-softmax, the nll gradient and the log-softmax gradient each a tensor of its own).
+Memory (``predict_peak_bytes``, ``launched_fits``): the peak of the harness's iteration, no
+optimizer states; every training run its scripts launched fits in hwsim's count where it has
+a label and does not where it has none (tests/test_neusight_labels.py).
 
 Inference labels (``scripts/asplos/label/<GPU>/<model>-inf-<seq>-<batch>.json``, the ``-fusion``
 variants left out; copied to ``tests/data/neusight_inference_labels.csv``): the same
@@ -110,13 +115,78 @@ def workload(model: str, eager: bool = True):
     return dataclasses.replace(work, hf_eager=True, gelu_kernels=8 if gelu_new else 1)
 
 
-def predict_ms(model: str, device: str, seq_len: int, batch: int, eager: bool = True) -> float:
-    """hwsim's forward + backward of one fp32 micro-batch, in milliseconds."""
+@cache
+def train(model: str, device: str, seq_len: int, batch: int, eager: bool = True):
+    """hwsim's ``Result`` of one fp32 training step of ``model`` as NeuSight's harness runs it
+    (``eager``: Hugging Face's eager modules and PyTorch's own ``F.cross_entropy`` on the fp32
+    logits, ``loss_kernels="torch"``: the log-softmax, the nll gradient and the log-softmax
+    gradient each a tensor of their own; False: the fused kernels hwsim prices by default)."""
     from simulator.api import simulate
 
-    result = simulate(workload(model, eager), device, micro_batch=batch, seq_len=seq_len,
-                      precision="fp32", attention="materialized", optimizer="sgd")
-    return result.parallel["micro_batch_s"] * 1e3
+    return simulate(workload(model, eager), device, micro_batch=batch, seq_len=seq_len,
+                    precision="fp32", attention="materialized", optimizer="sgd",
+                    **({"loss_kernels": "torch"} if eager else {}))
+
+
+def predict_ms(model: str, device: str, seq_len: int, batch: int, eager: bool = True) -> float:
+    """hwsim's forward + backward of one fp32 micro-batch, in milliseconds."""
+    return train(model, device, seq_len, batch, eager).parallel["micro_batch_s"] * 1e3
+
+
+def predict_peak_bytes(model: str, device: str, seq_len: int, batch: int) -> float:
+    """hwsim's peak memory of one training iteration as NeuSight's harness runs it: weights,
+    gradients and the live tensors at the peak (``Result.peak_memory_bytes``), less the
+    optimizer states, since the harness runs no optimizer step (hwsim's plan has an
+    optimizer: SGD's momentum, one fp32 word a parameter). The gradients are there: the
+    harness never zeroes them, so from its second iteration on they are held throughout."""
+    result = train(model, device, seq_len, batch)
+    return result.peak_memory_bytes - result.memory_breakdown["optimizer_states"]
+
+
+#: The training runs NeuSight's label scripts launch on each GPU (scripts/asplos/
+#: run_label_amd.py lines 50-59, run_label_nvidia.py lines 52-61, the same ten; the NVIDIA list's
+#: two Switch Transformer runs are not modelled), and the GPUs that ran them: those with a
+#: training label. ``measure_e2e`` returns None only on an out-of-memory error (any other
+#: error is raised), and ``collect_label.py`` then writes no label: a launched run without a
+#: label ran out of memory (``trace_graph`` runs the whole model first, then one layer).
+LAUNCHED_TRAIN = (("bert_large", 512, 2), ("bert_large", 512, 8), ("gpt2_large", 1024, 1),
+                  ("gpt2_large", 1024, 4), ("gpt3_xl", 2048, 1), ("gpt3_xl", 2048, 2),
+                  ("opt_13", 2048, 1), ("opt_13", 2048, 2), ("gpt3_27", 2048, 1),
+                  ("gpt3_27", 2048, 2))
+
+
+class Fit(NamedTuple):
+    gpu: str
+    device: str
+    model: str
+    seq_len: int
+    batch: int
+    labelled: bool       # NeuSight has its label: it ran
+    peak_bytes: float    # hwsim's peak, no optimizer (``predict_peak_bytes``)
+    capacity_bytes: int
+
+    @property
+    def fraction(self) -> float:
+        return self.peak_bytes / self.capacity_bytes
+
+
+def launched_fits() -> list[Fit]:
+    """Every launched training run on every GPU with a training label: whether it ran, and
+    hwsim's peak memory (each model, sequence and batch priced once)."""
+    from hardware_specs.loader import load_device
+
+    table = labels()
+    gpus = dict.fromkeys((r["gpu"], r["catalogue"]) for r in table)
+    ran = {(r["gpu"], r["model"], int(r["seq_len"]), int(r["batch"])) for r in table}
+    # the bytes do not depend on the device (the same on the MI100, MI210, L4 and H100,
+    # 2026-12-06): each run priced once, on a GPU that has its label where one has (the
+    # Result ``rows`` priced, kept by ``train``), else on the MI210
+    where = {(r["model"], int(r["seq_len"]), int(r["batch"])): r["catalogue"] for r in table}
+    peaks = {run: predict_peak_bytes(run[0], where.get(run, "mi210"), run[1], run[2])
+             for run in LAUNCHED_TRAIN}
+    return [Fit(gpu, device, model, seq, batch, (gpu, model, seq, batch) in ran,
+                peaks[(model, seq, batch)], load_device(device).memory_bytes)
+            for gpu, device in gpus for model, seq, batch in LAUNCHED_TRAIN]
 
 
 def predict_inference_ms(model: str, device: str, seq_len: int, batch: int) -> float:
@@ -130,7 +200,7 @@ def predict_inference_ms(model: str, device: str, seq_len: int, batch: int) -> f
 
     work = dataclasses.replace(workload(model), dropout=False, attention_dropout=False)
     result = simulate(work, device, micro_batch=batch, seq_len=seq_len, precision="fp32",
-                      attention="materialized", optimizer="sgd")
+                      attention="materialized", optimizer="sgd", loss_kernels="torch")
     lowered, names = result.lowered, result.lowered.names
     head = names.index("mlm_dense") if model == "bert_large" else len(names)
     kept = [i for i in range(head)
@@ -318,6 +388,10 @@ def _mode_lines(table: list[Row]) -> list[str]:
 
 def main(argv: list[str]) -> int:
     print("\n".join(markdown_lines()))
+    print("\nTraining runs launched (hwsim's peak, no optimizer, of the GPU's memory):\n")
+    for fit in launched_fits():
+        print(f"{fit.gpu:24s} {fit.model:11s} {fit.seq_len:5d} {fit.batch}  "
+              f"{'ran    ' if fit.labelled else 'no label'}  {fit.fraction:.3f}")
     return 0
 
 

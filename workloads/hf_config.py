@@ -258,7 +258,10 @@ def _gpt2(c: _Config) -> dict:
             "tied_embeddings": c.flag("tie_word_embeddings", True), "positions": positions,
             "seq_len": min(c.count("n_ctx", positions), positions, MAX_DEFAULT_SEQ_LEN),
             "dropout": c.rate("resid_pdrop", "embd_pdrop"),
-            "attention_dropout": c.rate("attn_pdrop")}
+            "attention_dropout": c.rate("attn_pdrop"),
+            # GPT2Attention's present (key, value): views of c_attn's output, returned while
+            # use_cache is on (the default, in training too); priced with hf_eager only
+            "kv_cache_views": c.flag("use_cache", True)}
 
 
 def _gpt_neox(c: _Config) -> dict:
@@ -291,7 +294,10 @@ def _opt(c: _Config) -> dict:
             "tied_embeddings": c.flag("tie_word_embeddings", True),
             "positions": positions + 2,   # OPTLearnedPositionalEmbedding's offset of 2
             "seq_len": min(positions, MAX_DEFAULT_SEQ_LEN),
-            "dropout": c.rate("dropout"), "attention_dropout": c.rate("attention_dropout")}
+            "dropout": c.rate("dropout"), "attention_dropout": c.rate("attention_dropout"),
+            # OPTDecoder drops no embedding; OPTAttention scales the queries and clamps the
+            # masked scores with torch.max (priced with hf_eager only)
+            "embedding_dropout": False, "mask_clamp": True}
 
 
 def _falcon(c: _Config) -> dict:

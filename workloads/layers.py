@@ -73,11 +73,13 @@ class Builder:
 
     # -- tensor arithmetic ----------------------------------------------------------------------
     def linear(self, base: str, x: str | None, rows: int, in_f: int, out_f: int,
-               bias: bool = True, tied: bool = False, role: Role = Role.REPLICATED) -> str:
+               bias: bool = True, tied: bool = False, role: Role = Role.REPLICATED,
+               extra: tuple[tuple[str, int], ...] = ()) -> str:
         """y = x W^T + b over ``rows`` rows (tokens, or batch for an MLP).
 
         ``tied``: W is another op's parameter (tied embeddings): counted there, still read here
         and still given a weight gradient here. ``role``: its place in the parallel split.
+        ``extra``: facts for later passes (``Op.extra``).
         """
         es = self.es
         params = (0 if tied else in_f * out_f) + (out_f if bias else 0)
@@ -87,7 +89,7 @@ class Builder:
                          bytes_read=(rows * in_f + in_f * out_f + (out_f if bias else 0)) * es,
                          bytes_written=rows * out_f * es,
                          out_bytes=rows * out_f * es, params=params, saves=("inputs",),
-                         param_tensors=(0 if tied else 1) + int(bias), role=role)
+                         param_tensors=(0 if tied else 1) + int(bias), role=role, extra=extra)
 
     def grouped_linear(self, base: str, x: str, slots: int, experts: int, in_f: int,
                        out_f: int, role: Role, load: int = 1000) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from simulator.errors import WorkloadError, is_fraction
+from simulator.graph.lower import KV_CACHE
 from simulator.graph.opgraph import OpGraph
 from simulator.graph.op import Block, DType, Role
 from workloads.base import TransformerShape
@@ -117,6 +118,25 @@ class TransformerConfig:
     # torch.nn.Softmax; CoreAttention's baddbmm takes alpha = 1 / sqrt(head size)). Off by
     # default (the fused 16-bit kernel); hf_eager already has the mask's kernel.
     mask_kernel: bool = False
+    # Hugging Face's eager modules, model by model (workloads.hf_config sets them from the
+    # config's model_type; transformers 4.38.1, the version NeuSight pins; what each keeps is
+    # measured with PyTorch in tests/data/hf_eager_memory.csv):
+    # - ``mask_clamp`` (OPT's OPTAttention, with hf_eager): the queries scaled before the score
+    #   GEMM (``q_proj(x) * scaling``: a kernel over the queries, not the scores), the mask
+    #   added to the scores, then ``torch.max`` of them and the dtype's minimum, which keeps
+    #   the masked scores (fp32, heads x s x s) for its backward; NeuSight's opt_13 traces list
+    #   ``mul`` over (1, 2048, 2048), ``add`` and ``max`` over the scores.
+    # - ``kv_cache_views`` (GPT-2's GPT2Attention, with hf_eager): with ``use_cache`` (the
+    #   config's default, in training too) each layer returns its key and value (``present``)
+    #   as views of c_attn's output, which the model's output holds until the caller drops it
+    #   (NeuSight's harness: after the loss, before the backward), so the whole q, k, v output
+    #   of every layer lives to the forward's end (OPT's present is its contiguous k and v,
+    #   kept for the backward anyway).
+    # - ``embedding_dropout`` False: no dropout on the embeddings (OPT's OPTDecoder), the
+    #   layers' dropouts as ``dropout``.
+    mask_clamp: bool = False
+    kv_cache_views: bool = False
+    embedding_dropout: bool = True
     # How the model's own code runs the projections reading one input: "fused" (q, k and v one
     # GEMM, and a gated MLP's gate and up one: Hugging Face's GPT-2 c_attn, GPT-NeoX's and
     # Falcon's query_key_value), "separate" (a GEMM each), None (not known: the plan's
@@ -379,7 +399,7 @@ def _embed(c: TransformerConfig, b: Builder, batch: int) -> str:
         x = b.add(x, b.embedding("type_embed", rows, c.type_vocab, h), rows * h, base="type_add")
     if c.style is Style.ENCODER:
         x = b.norm(c.norm.value, x, rows, h, bias=c.norm is Norm.LAYERNORM)
-    return b.dropout(x, rows * h, base="emb_dropout") if c.dropout else x
+    return b.dropout(x, rows * h, base="emb_dropout") if c.dropout and c.embedding_dropout else x
 
 
 def _layer(c: TransformerConfig, b: Builder, x: str, batch: int) -> str:
@@ -424,9 +444,14 @@ def _attention(c: TransformerConfig, b: Builder, x: str, batch: int) -> str:
     rows, kv = batch * s, c.n_kv_heads * d
     b.block = Block.ATTN
     qkv_bias = c._bias(c.qkv_bias)
-    q = b.linear("q_proj", x, rows, h, qd, qkv_bias, role=Role.COLUMN)
-    k = b.linear("k_proj", x, rows, h, kv, qkv_bias, role=Role.COLUMN)
-    v = b.linear("v_proj", x, rows, h, kv, qkv_bias, role=Role.COLUMN)
+    # GPT-2's present: c_attn's one output (q, k and v), held to the forward's end
+    held = ((KV_CACHE, 1),) if c.hf_eager and c.kv_cache_views else ()
+    q = b.linear("q_proj", x, rows, h, qd, qkv_bias, role=Role.COLUMN, extra=held)
+    k = b.linear("k_proj", x, rows, h, kv, qkv_bias, role=Role.COLUMN, extra=held)
+    v = b.linear("v_proj", x, rows, h, kv, qkv_bias, role=Role.COLUMN, extra=held)
+    clamp = c.hf_eager and c.mask_clamp   # OPT: the queries scaled, the masked scores clamped
+    if clamp:
+        q = b.elementwise("scale", (q,), rows * qd, base="q_scale")
     if not c.learned_positions and c.style is Style.DECODER:  # rotary embedding of q and k
         # one op each (a fused kernel); tagged with the rotated and the head's dimensions for
         # simulator.training.qkv, which prices PyTorch's eager kernels in their place
@@ -438,10 +463,13 @@ def _attention(c: TransformerConfig, b: Builder, x: str, batch: int) -> str:
     heads, s = packed_core(batch * c.heads, s, c.packed_attention)
     causal = (("causal", 1),) if c.style is Style.DECODER else ()  # fused kernels skip blocks
     scores = b.matmul("scores", q, k, heads, s, s, d, extra=causal)
-    if c.hf_eager:   # the scale and the mask as their own kernels (hf_eager)
+    if c.hf_eager and not clamp:   # the scale and the mask as their own kernels (hf_eager)
         scores = b.elementwise("scale", (scores,), heads * s * s, base="attn_scale")
     if c.hf_eager or c.mask_kernel:   # the mask as its own kernel (hf_eager, mask_kernel)
         scores = b.elementwise("add", (scores,), heads * s * s, base="attn_mask")
+    if clamp:   # torch.max(scores, finfo.min): its backward reads the masked scores
+        scores = b.elementwise("mul", (scores,), heads * s * s, saves=("inputs",),
+                               base="attn_clamp")
     probs = b.softmax(scores, heads * s, s)  # scale and causal mask fused, as in Megatron
     if c.drops_attention:
         probs = b.dropout(probs, heads * s * s, base="attn_dropout")

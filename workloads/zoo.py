@@ -29,6 +29,7 @@ _OPTIONAL = {"kv_heads": int, "ffn_hidden": int, "ffn": Ffn, "norm": Norm, "name
              "attention_dropout": bool,
              "head_size": int, "residual": Residual, "mtp": int, "rotary_pct": float,
              "hf_eager": bool, "gelu_kernels": int, "mask_kernel": bool,
+             "mask_clamp": bool, "kv_cache_views": bool, "embedding_dropout": bool,
              "packed_attention": float}
 #: ``[moe]`` (workloads.moe.MoE) and ``[mla]`` (workloads.moe.MLA): their keys and types
 #: (float: a number; None in a type: the key may be left out).

@@ -24,6 +24,9 @@ from simulator.graph.opgraph import OpGraph
 #: Edge attribute set by ``simulator.training.backward``: False when the reader needs only the producer's
 #: kept bytes (mask, statistics), not its output. Absent means True.
 READS_OUTPUT = "reads_output"
+#: The fact of an op whose output a returned key/value cache holds to the forward's end
+#: (Hugging Face GPT-2's ``present``: ``TransformerConfig.kv_cache_views``); ``Lowered.kv_cache``.
+KV_CACHE = "kv_cache"
 
 # Op fields copied one-to-one into an array, and the array's dtype.
 _OP_FIELDS = {
@@ -56,7 +59,7 @@ _EXTRA_FIELDS = {"group": (np.int64, 1), "local": (np.int64, 0), "axis": (np.int
                  "load": (np.int64, 0), "sync": (np.int8, 0), "userbuffers": (np.int8, 0),
                  "ring": (np.int8, 0), "ring_steps": (np.int64, 0), "channels": (np.int64, 0),
                  "onednn": (np.int8, 0), "reorder_input": (np.int64, 0),
-                 "reorder_output": (np.int64, 0)}
+                 "reorder_output": (np.int64, 0), KV_CACHE: (np.int8, 0)}
 #: ``Lowered.collective`` codes: the index of an op's ``fn`` in this tuple, -1 for any other fn.
 COLLECTIVE_FNS = tuple(kind.value for kind in Collective)
 
@@ -109,6 +112,7 @@ class Lowered:
     onednn: np.ndarray = None       # int8, conv_backend bits: a convolution run on oneDNN
     reorder_input: np.ndarray = None   # int64, a convolution's input elements (oneDNN copies)
     reorder_output: np.ndarray = None  # int64, its output elements
+    kv_cache: np.ndarray = None     # int8, 1: its output held to the forward's end (KV_CACHE)
 
     def __len__(self) -> int:
         return len(self.names)

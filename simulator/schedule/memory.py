@@ -88,6 +88,28 @@ def stage_memory(run, plan: Plan, parallel: ParallelPlan, m: int) -> dict[str, f
     return out
 
 
+def held_to_forward_end(lowered, start: np.ndarray, end: np.ndarray, counted: np.ndarray,
+                        out_free: np.ndarray, keep_free: np.ndarray):
+    """``(out_free, peak_time)`` with the outputs of the ops marked ``kv_cache`` freed no
+    earlier than the end of the forward (the loss included): Hugging Face's GPT-2 returns
+    each layer's key and value as views of its q, k, v projection's output, which the
+    model's output holds until the caller drops it before the backward
+    (``TransformerConfig.kv_cache_views``). The peak is found again as
+    ``kernels.liveness`` finds it: frees before allocations at one instant, the earliest
+    instant of the peak."""
+    forward = lowered.phase == Phase.FORWARD
+    release = float(end[forward].max()) if forward.any() else 0.0
+    held = lowered.kv_cache.astype(bool) & forward   # (its backward ops carry the fact too)
+    out_free = np.where(held, np.maximum(out_free, release), out_free)
+    times = np.concatenate([out_free, keep_free, start, start])[np.tile(counted, 4)]
+    delta = np.concatenate([-lowered.out_bytes, -lowered.keep_bytes, lowered.out_bytes,
+                            lowered.keep_bytes])[np.tile(counted, 4)]
+    order = np.argsort(times, kind="stable")
+    live = np.cumsum(delta[order])
+    peak = int(np.argmax(live)) if len(live) else 0
+    return out_free, float(times[order][peak]) if len(live) and live[peak] > 0 else 0.0
+
+
 def zero3_gathered_params(forward) -> float:
     """Parameters ZeRO-3 holds gathered at once on a device: those outside the layers
     (embeddings, final norm, head: FSDP's root unit, gathered once for the forward and kept
@@ -108,14 +130,18 @@ def zero3_gathered_params(forward) -> float:
 def live_tensors(lowered, start: np.ndarray, end: np.ndarray):
     """``(counted, peak_time, out_free, keep_free)`` of one schedule (``kernels.liveness``):
     which ops hold memory of their own (not weight-gradient ops, the optimizer, whose bytes
-    are the persistent states) and when their outputs and kept bytes are freed."""
+    are the persistent states) and when their outputs and kept bytes are freed; the outputs
+    a returned key/value cache holds, to the forward's end (``held_to_forward_end``)."""
     from simulator.engine.dispatch import engine
 
     counted = (lowered.phase != Phase.OPTIMIZER) & (lowered.task != Task.WEIGHT_GRAD)
     _, at, out_free, keep_free = engine(len(lowered)).liveness(
         lowered.indptr, lowered.indices, lowered.edge_output, start, end,
         lowered.out_bytes, lowered.keep_bytes, counted)
+    if lowered.kv_cache is not None and lowered.kv_cache.any():
+        out_free, at = held_to_forward_end(lowered, start, end, counted, out_free, keep_free)
     return counted, at, out_free, keep_free
 
 
-__all__ = ["live_tensors", "stage_memory", "zero3_gathered_params", "zero_state_bytes"]
+__all__ = ["held_to_forward_end", "live_tensors", "stage_memory", "zero3_gathered_params",
+           "zero_state_bytes"]
