@@ -76,16 +76,26 @@ def config(name: str) -> dict:
 
 
 def measure(name: str) -> dict:
-    """One row of the table: ``name``'s second iteration, counted as the module says."""
+    """One row of the table: ``name`` counted as the module says (F.dropout restored after)."""
+    import torch
+    import torch.nn.functional as F
+
+    def dropout(x, p=0.5, training=True, inplace=False):   # CUDA's: a bool mask kept
+        return torch.native_dropout(x, p, True)[0] if training and p > 0 else x
+
+    original, F.dropout = F.dropout, dropout
+    try:
+        return _measure(name)
+    finally:
+        F.dropout = original
+
+
+def _measure(name: str) -> dict:
     import torch
     import torch.nn.functional as F
     from torch.profiler import ProfilerActivity, profile
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForPreTraining
 
-    def dropout(x, p=0.5, training=True, inplace=False):   # CUDA's: a bool mask kept
-        return torch.native_dropout(x, p, True)[0] if training and p > 0 else x
-
-    F.dropout = dropout
     cfg = config(name)
     _, _, batch, seq = SCALED[name]
     torch.manual_seed(0)
