@@ -44,7 +44,7 @@ from hardware_specs.cluster import load_cluster
 from hardware_specs.loader import load_device
 from hardware_specs.override import override
 from simulator import Plan, simulate
-from workloads.transformer import Residual, TransformerConfig
+from workloads.transformer import Ffn, Norm, Residual, TransformerConfig
 from workloads.zoo import get_workload
 
 try:
@@ -134,8 +134,11 @@ def workload(row: dict[str, str]):
     shape = {key: int(row[key]) for key in ("layers", "hidden", "heads", "vocab", "seq_len")
              if row[key]}
     options = dict(item.split("=") for item in row["model_options"].split())
-    options = {key: Residual(value) if key == "residual" else _option(value)
-               for key, value in options.items()}   # residual=parallel (GPT-NeoX)
+    # residual=parallel (GPT-NeoX); ffn=swiglu, norm=layernorm (OLMo's SwiGLU block with
+    # LayerNorm, AMD-OLMo's rows): the enumerated fields by their value
+    enums = {"residual": Residual, "ffn": Ffn, "norm": Norm}
+    options = {key: enums[key](value) if key in enums else _option(value)
+               for key, value in options.items()}
     # moe.<field>=<value>: a mixture of experts' [moe] field as the run set it
     # (moe.capacity_factor=1.0: NeMo's MegatronTokenDropCallback)
     moe = {key[4:]: options.pop(key) for key in list(options) if key.startswith("moe.")}
