@@ -109,6 +109,7 @@ SOURCES = {
     "dao23": "FlashAttention-2 GPT", "lambda": "Lambda ResNet-50",
     "bloom": "BLOOM (Megatron-DeepSpeed)", "torchtitan": "torchtitan (FSDP2)",
     "mlperf40": "MLPerf Training v4.0 (NeMo)", "mlperf50": "MLPerf Training v5.0 (NeMo)",
+    "maxtext": "MaxText (JAX, TPU)", "palm": "PaLM (Pathways, TPU v4)",
 }
 
 
@@ -189,6 +190,14 @@ def parallel_plan(row: dict[str, str]) -> ParallelPlan:
     # Megatron-LM's --overlap-param-gather as the run's config set it (column
     # overlap_param_gather; absent or empty: off, Megatron-LM's default)
     fields["overlap_param_gather"] = _flag(row.get("overlap_param_gather") or "false")
+    # the residual stream and the norms sharded over the tp ranks along the hidden dimension
+    # (column hidden_sharded; absent or empty: false): GSPMD's layout, which MaxText's
+    # logical_axis_rules ('activation_embed' -> 'tensor') and PaLM ("2D finalized") ran;
+    # hybrid sharding's group (column shard_group; empty: all dp ranks): PaLM's FSDP within
+    # each pod of 256 replicas
+    fields["hidden_sharded"] = _flag(row.get("hidden_sharded") or "false")
+    if row.get("shard_group"):
+        fields["shard_group"] = int(row["shard_group"])
     # Megatron-Core's tp_comm_overlap (TransformerEngine's userbuffers) and interleaved
     # overlap_p2p_comm as the run's config set them (columns tp_comm_overlap,
     # overlap_p2p_comm; absent or empty: off, ModelParallelConfig's defaults)
@@ -291,6 +300,8 @@ def predicted_value(row: dict[str, str], result) -> float:
         # the sources' model FLOPs: Megatron-LM's formula, the causal attention core counted
         # whole (hwsim counts half of a fused one, simulator.report.figures.counted_fraction)
         return result.tokens_per_s / result.num_devices * megatron_flops_per_token(row) / 1e12
+    if metric == "tflops_per_device" and row["flops_counted"] == "maxtext":
+        return result.tokens_per_s / result.num_devices * maxtext_flops_per_token(row) / 1e12
     raise ValueError(f"{row['run_id']}: unknown metric {metric!r} / {row['flops_counted']!r}")
 
 
@@ -303,6 +314,27 @@ def megatron_flops_per_token(row: dict[str, str]) -> float:
     layers, hidden = int(row["layers"]), int(row["hidden"])
     seq, vocab = int(row["seq_len"]), int(row["vocab"])
     return 72 * layers * hidden**2 * (1 + seq / (6 * hidden) + vocab / (12 * layers * hidden))
+
+
+def maxtext_flops_per_token(row: dict[str, str]) -> float:
+    """Model FLOPs per token as MaxText's README tables count them
+    (``calculate_tflops_training_per_device``, MaxText/maxtext_utils.py lines 94-101 at
+    AI-Hypercomputer/maxtext 04262f3cf, the commit that published the tables): 6 N per token,
+    N every parameter of the pytree (the input embedding and the untied output layer
+    included), plus the causal attention core, 6 x heads x head_dim x layers x seq_len. N is
+    counted here from the row's shape as MaxText's llama2 decoder holds it (embedding and
+    logits V x h each; per layer q, k, v, o and the gated MLP's three matrices, two RMSNorm
+    scales; the final norm), not from hwsim's workload (tests/test_validation_report.py
+    checks that the two agree)."""
+    layers, hidden, heads = int(row["layers"]), int(row["hidden"]), int(row["heads"])
+    seq, vocab = int(row["seq_len"]), int(row["vocab"])
+    options = dict(item.split("=") for item in row["model_options"].split())
+    q_dim = heads * int(options.get("head_size") or hidden // heads)
+    kv_dim = int(options.get("kv_heads") or heads) * q_dim // heads
+    ffn = int(options["ffn_hidden"])
+    per_layer = hidden * (2 * q_dim + 2 * kv_dim) + 3 * hidden * ffn + 2 * hidden
+    params = 2 * vocab * hidden + layers * per_layer + hidden
+    return 6 * params + 6 * q_dim * layers * seq
 
 
 def megatron_moe_flops_per_token(work) -> float:

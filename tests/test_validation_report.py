@@ -149,3 +149,42 @@ def test_device_set_and_power_limit_columns_reach_the_run():
     assert report.step_plan(plain).power_limit_w is None
     with pytest.raises(Exception, match="memory.main.bandwidth_bytes_per_s"):
         report.hardware(dict(row, device_set="memory.main.bandwidth_bytes_per_s=-1"))
+
+
+TPU_ROWS = [row for row in ROWS if row["device"].startswith("tpu-")]
+
+
+@pytest.mark.parametrize("row", [r for r in TPU_ROWS if r["flops_counted"] == "maxtext"],
+                         ids=lambda r: r["run_id"])
+def test_maxtext_rows_count_flops_as_maxtext_did(row):
+    """MaxText's README counts 6 N a token plus the causal attention core (maxtext_utils.py at
+    04262f3cf): N counted from the row's shape as MaxText's llama2 decoder holds it is hwsim's
+    workload's parameter count, exactly; and the published TFLOP/s over the chip's bf16 peak
+    (459 v5p, 197 v5e) is the MFU the table published beside it, within the TFLOP/s figure's
+    rounding (three digits: +-0.5 TFLOP/s). One row's two figures disagree: 1024B on v5p-2048,
+    2.49e+02 TFLOP/s is 54.2 % of 459, its MFU column 64.05 % (294 TFLOP/s); the row keeps the
+    TFLOP/s as published (docs/accuracy.md, 'TPU runs')."""
+    attention = 6 * int(row["heads"]) * 128 * int(row["layers"]) * int(row["seq_len"])
+    params = (report.maxtext_flops_per_token(row) - attention) / 6
+    assert params == report.workload(row).num_params()
+    peak = {"tpu-v5p": 459, "tpu-v5e": 197}[row["device"]]
+    mfu = 100 * float(row["published_value"]) / peak
+    published = float(PUBLISHED[row["run_id"]]["mfu_pct"])
+    if row["run_id"] == "maxtext-1024b-v5p-2048":
+        assert mfu == pytest.approx(54.25, abs=0.01) and published == 64.05
+    else:
+        assert mfu == pytest.approx(published, abs=100 * 0.5 / peak + 0.005)
+
+
+def test_hidden_sharded_and_shard_group_columns_reach_the_plan():
+    """PaLM's row: GSPMD's 2D finalized layout (hidden_sharded) and FSDP within each pod's
+    256 replicas (shard_group); MaxText's rows hidden-sharded where tp > 1; every other row
+    neither (empty columns: false, all dp ranks)."""
+    palm = next(r for r in ROWS if r["run_id"] == "palm-540b-6144")
+    plan = report.parallel_plan(palm)
+    assert plan.hidden_sharded and plan.shard_group == 256 and plan.num_devices == 6144
+    for row in ROWS:
+        expected = row["run_id"].startswith(("palm-", "maxtext-")) and int(row["tp"]) > 1
+        assert (row["hidden_sharded"] == "true") == expected, row["run_id"]
+    plain = report.parallel_plan(dict(palm, hidden_sharded="", shard_group=""))
+    assert not plain.hidden_sharded and plain.shard_group is None
