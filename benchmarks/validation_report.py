@@ -180,6 +180,10 @@ def parallel_plan(row: dict[str, str]) -> ParallelPlan:
     # the library that ran data parallelism, the sharding and the pipeline (columns sharding,
     # pipeline_engine; absent or empty: PyTorch DDP or FSDP, Megatron-LM's schedules)
     fields["sharding"] = row.get("sharding") or "fsdp"
+    # fsdp-whole: PyTorch FSDP with the whole model one unit, no auto_wrap_policy
+    # (ParallelPlan.fsdp_whole_model; OLMo's wrapping_strategy null, the AMD-OLMo row)
+    if fields["sharding"] == "fsdp-whole":
+        fields["sharding"], fields["fsdp_whole_model"] = "fsdp", True
     fields["pipeline_engine"] = row.get("pipeline_engine") or "megatron"
     # DeepSpeed's reduce_bucket_size as the run's config set it (column zero_reduce_bucket;
     # absent or empty: DeepSpeed's default)

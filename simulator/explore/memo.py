@@ -36,6 +36,7 @@ FORWARD_UNREAD = {
                    "fused_grad_accumulation", "overlap_param_gather", "sharding",
                    "fsdp_prefetch", "fsdp_version",
                    "fsdp_limit_all_gathers", "fsdp_backward_post", "fsdp_reshard_after_forward",
+                   "fsdp_whole_model",
                    "shard_group",
                    "zero_prefetch_bucket", "zero_max_live", "zero_reduce_bucket",
                    "zero_contiguous_gradients",

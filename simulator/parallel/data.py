@@ -84,6 +84,7 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
     # Megatron-LM's distributed optimizer (stages 1-2) reduces per layer
     ddp = zero == 0 and parallel.sharding is Sharding.FSDP
     megatron = zero == 0 and parallel.sharding is Sharding.MEGATRON
+    whole = zero == 3 and parallel.sharding is Sharding.FSDP and parallel.fsdp_whole_model
     by_engine = engine_reduces(parallel, zero, plan)
     buckets: list[list[str]] = []
     filled = 0
@@ -93,6 +94,8 @@ def add_data_parallel(step: OpGraph, plan: Plan, dp: int, zero: int, local: int 
             full = filled >= limit
         elif megatron:
             full = overlap and filled >= megatron_bucket(dp)
+        elif whole:   # FSDP's one top-level unit: all its gradients in one reduce-scatter
+            full = False
         else:
             full = not deepspeed or filled >= (
                 MEMORY_OPT_ALLREDUCE_SIZE if by_engine else parallel.zero_reduce_bucket)
@@ -424,8 +427,9 @@ def _gather_weights(step: OpGraph, plan: Plan, shards: int, local: int,
     parallel = parallel or ParallelPlan()
     deepspeed = parallel.sharding in (Sharding.DEEPSPEED, Sharding.DEEPSPEED_2021)
     names = step.names()
-    forward_uses = _uses(step, names, (Phase.FORWARD,), deepspeed)
-    backward_uses = _uses(step, names, (Phase.BACKWARD, Phase.RECOMPUTE), deepspeed)
+    whole = not deepspeed and parallel.fsdp_whole_model
+    forward_uses = _uses(step, names, (Phase.FORWARD,), deepspeed, whole)
+    backward_uses = _uses(step, names, (Phase.BACKWARD, Phase.RECOMPUTE), deepspeed, whole)
     ahead_of: dict[int, str] = {}   # gather -> the reduction issued after it (BACKWARD_POST)
     if deepspeed:
         gathers = _deepspeed_gathers(forward_uses + backward_uses, parallel,
@@ -646,10 +650,11 @@ def zero_fill(gather: str, index: int, first: Op, plan: Plan, nbytes: int,
 
 
 def _uses(step: OpGraph, names: list[str], phases: tuple[Phase, ...],
-          per_module: bool) -> list[Use]:
+          per_module: bool, whole: bool = False) -> list[Use]:
     """The uses of weights in one pass, in issue order: consecutive ops reading one unit's
     weights (FSDP: a block's, whose pre-backward hook gathers it for its recomputation and
-    backward both; DeepSpeed: a module's, its recomputed forward and its backward apart)."""
+    backward both, or with ``whole`` the whole model's, the root unit; DeepSpeed: a module's,
+    its recomputed forward and its backward apart)."""
     uses: list[Use] = []
     last = None
     layer_params: dict[int, int] = {}
@@ -668,6 +673,8 @@ def _uses(step: OpGraph, names: list[str], phases: tuple[Phase, ...],
             if owner.params < DEEPSPEED_PERSISTENCE:
                 continue   # persistent: never partitioned (stage3_param_persistence_threshold)
             key, unit, params = (owner.name, op.phase), owner.name, owner.params
+        elif whole:   # one top-level FSDP instance: every weight in the root unit
+            key, unit, params = ROOT, ROOT, sum(layer_params.values())
         else:
             key, unit, params = owner.layer, owner.layer, layer_params[owner.layer]
         if not uses or key != last:

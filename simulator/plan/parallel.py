@@ -311,6 +311,17 @@ class ParallelPlan:
     fsdp_reshard_after_forward: bool = field(default=True, metadata={
         "help": "FSDP: keep the gathered weights from the forward to the backward "
                 "(reshard_after_forward=False, SHARD_GRAD_OP): no backward gathers"})
+    # FSDP's wrapping: a unit per transformer block (the usual auto_wrap_policy), or the whole
+    # model one top-level FullyShardedDataParallel instance (no auto_wrap_policy: OLMo's
+    # wrapping_strategy null, "the model is wrapped with a single top-level FSDP instance",
+    # allenai/OLMo olmo/config.py FSDPConfig). The root unit is not resharded after the forward
+    # (torch/distributed/fsdp/_runtime_utils.py: _post_forward frees the unsharded parameter
+    # only for non-root handles), so one all-gather before each micro-batch's forward, kept
+    # through its backward, and one reduce-scatter of all gradients once the backward is done.
+    fsdp_whole_model: bool = field(default=False, metadata={
+        "help": "FSDP: the whole model one unit (no auto_wrap_policy): one all-gather before "
+                "each micro-batch's forward, one reduce-scatter after its backward, neither "
+                "overlapped with compute (default: a unit per transformer block)"})
     shard_group: int | None = field(default=None, metadata={
         "metavar": "RANKS",
         "help": "hybrid sharding: shard over this many replicas (FSDP HYBRID_SHARD: a "

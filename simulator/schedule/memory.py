@@ -82,7 +82,9 @@ def stage_memory(run, plan: Plan, parallel: ParallelPlan, m: int) -> dict[str, f
     if parallel.zero == 3 and parallel.shards > 1:
         # FSDP SHARD_GRAD_OP (reshard_after_forward False) keeps every unit gathered from
         # its forward to its backward
-        keeps = parallel.sharding is Sharding.FSDP and not parallel.fsdp_reshard_after_forward
+        # (or, one top-level unit, fsdp_whole_model, gathers the whole model at once)
+        keeps = parallel.sharding is Sharding.FSDP and (not parallel.fsdp_reshard_after_forward
+                                                        or parallel.fsdp_whole_model)
         held = forward.params() if keeps else zero3_gathered_params(forward)
         out["workspace"] += held * per["weights"]
     return out

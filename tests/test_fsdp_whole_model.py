@@ -1,0 +1,72 @@
+"""FSDP with the whole model one unit (ParallelPlan.fsdp_whole_model): no auto_wrap_policy, one
+top-level FullyShardedDataParallel instance (OLMo's ``wrapping_strategy: null``, the AMD-OLMo
+MI250 validation row).
+
+The root unit is not resharded after the forward (torch/distributed/fsdp/_runtime_utils.py:
+``_post_forward`` frees the unsharded parameter of non-root handles only), so each micro-batch
+gathers every weight once before its forward and keeps them through its backward, and its
+post-backward hook reduce-scatters every gradient at once when the backward is done: nothing to
+overlap either with.
+"""
+from __future__ import annotations
+
+import pytest
+
+from simulator import Plan, simulate
+from simulator.graph.op import Phase
+from simulator.plan.parallel import ParallelPlan
+from tests.test_fsdp_backward_post import SMALL, _data_ops
+from workloads.transformer import TransformerConfig
+
+A100 = "a100-sxm4-80gb"
+
+
+def _run(whole: bool, dp: int = 16, m: int = 1):
+    plan = Plan(micro_batch=1, global_batch=dp * m)
+    return simulate(SMALL, A100, plan, parallel=ParallelPlan(
+        dp=dp, zero=3, comm_interference=False, fsdp_whole_model=whole))
+
+
+@pytest.mark.parametrize("m", [1, 2])
+def test_one_gather_and_one_reduce_scatter_a_micro_batch(m):
+    """In a micro-batch's graph (the schedule runs it m times): one all-gather, in the
+    forward, and one reduce-scatter; per block (the default) a gather per block and the root
+    in the forward, again per block in the backward, and a reduce-scatter per block."""
+    whole, block = _run(True, m=m), _run(False, m=m)
+    gathers, scatters = _data_ops(whole, "all_gather"), _data_ops(whole, "reduce_scatter")
+    assert len(gathers) == 1 and len(scatters) == 1
+    assert set(whole.lowered.phase[gathers]) == {int(Phase.FORWARD)}
+    assert len(_data_ops(block, "all_gather")) > len(gathers)
+    assert len(_data_ops(block, "reduce_scatter")) >= SMALL.layers
+
+
+def test_the_gather_carries_every_weight():
+    """The single gather moves the whole model's weights (its gathered output, every
+    parameter in bf16: SMALL's embeddings, blocks and head), the sum of the per-block run's
+    forward gathers."""
+    whole, block = _run(True), _run(False)
+    low_w, low_b = whole.lowered, block.lowered
+    fw = [g for g in _data_ops(block, "all_gather") if low_b.phase[g] == int(Phase.FORWARD)]
+    out_w = sum(low_w.bytes_written[g] for g in _data_ops(whole, "all_gather"))
+    out_b = sum(low_b.bytes_written[g] for g in fw)
+    assert out_w == pytest.approx(out_b, rel=1e-9)
+    assert out_w == pytest.approx(2 * SMALL.num_params(), rel=0.02)
+
+
+def test_whole_model_unit_is_slower_and_holds_the_model():
+    """Nothing overlaps the gather and the reduce-scatter, so the step is longer than with a
+    unit per block; and the workspace holds every weight gathered at once."""
+    whole, block = _run(True), _run(False)
+    assert whole.step_time_s > block.step_time_s
+    assert whole.peak_memory_bytes > block.peak_memory_bytes
+
+
+def test_zero_below_3_ignores_it():
+    """Below ZeRO 3 no weight is gathered per unit (DDP, ZeRO 1): the knob moves nothing."""
+    tiny = TransformerConfig("tiny", layers=2, hidden=512, heads=8, vocab=4096, seq_len=512)
+    plan = Plan(micro_batch=1, global_batch=8)
+    for zero in (0, 1):
+        a = simulate(tiny, A100, plan, parallel=ParallelPlan(dp=8, zero=zero))
+        b = simulate(tiny, A100, plan, parallel=ParallelPlan(dp=8, zero=zero,
+                                                             fsdp_whole_model=True))
+        assert a.step_time_s == b.step_time_s
