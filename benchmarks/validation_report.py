@@ -110,7 +110,7 @@ SOURCES = {
     "bloom": "BLOOM (Megatron-DeepSpeed)", "torchtitan": "torchtitan (FSDP2)",
     "mlperf40": "MLPerf Training v4.0 (NeMo)", "mlperf50": "MLPerf Training v5.0 (NeMo)",
     "maxtext": "MaxText (JAX, TPU)", "palm": "PaLM (Pathways, TPU v4)",
-    "tpurecipes": "tpu-recipes (MaxText, TPU v6e and v5p)",
+    "tpurecipes": "tpu-recipes (MaxText, TPU v6e and v5p)", "amd": "AMD-OLMo (OLMo, MI250)",
 }
 
 
