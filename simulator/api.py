@@ -17,6 +17,7 @@ from simulator.errors import PlanError, SpecError, WorkloadError, did_you_mean, 
 from simulator.graph.lower import Lowered
 from simulator.graph.op import UNKNOWN, Phase
 from simulator.graph.opgraph import OpGraph
+from simulator.parallel.data import whole_model_note
 from simulator.parallel.expert import figures as expert_figures
 from simulator.parallel.pipeline import p2p_note
 from simulator.parallel.rank import build_stage, micro_batches, stage_forward, stand_ins
@@ -279,6 +280,8 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
     if note := bias.note(plan):   # --bias-add separate under compiled fusion: nothing to add
         result.notes.append(note)
     if note := p2p_note(parallel):   # --overlap-p2p-comm off the interleaved schedule: nothing
+        result.notes.append(note)
+    if note := whole_model_note(parallel):   # --fsdp-whole-model below ZeRO 3: nothing
         result.notes.append(note)
     if streamed is not None:
         result.notes.append(streamed.note(device))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from simulator import Plan, simulate
+from simulator import Plan, PlanError, simulate
 from simulator.graph.op import Phase
 from simulator.plan.parallel import ParallelPlan
 from tests.test_fsdp_backward_post import SMALL, _data_ops
@@ -61,8 +61,9 @@ def test_whole_model_unit_is_slower_and_holds_the_model():
     assert whole.peak_memory_bytes > block.peak_memory_bytes
 
 
-def test_zero_below_3_ignores_it():
-    """Below ZeRO 3 no weight is gathered per unit (DDP, ZeRO 1): the knob moves nothing."""
+def test_zero_below_3_changes_nothing_and_says_so():
+    """Below ZeRO 3 no weight is gathered per unit (DDP, ZeRO 1): the knob moves nothing, and
+    the result's note says so; at ZeRO 3 it applies and no such note is given."""
     tiny = TransformerConfig("tiny", layers=2, hidden=512, heads=8, vocab=4096, seq_len=512)
     plan = Plan(micro_batch=1, global_batch=8)
     for zero in (0, 1):
@@ -70,3 +71,16 @@ def test_zero_below_3_ignores_it():
         b = simulate(tiny, A100, plan, parallel=ParallelPlan(dp=8, zero=zero,
                                                              fsdp_whole_model=True))
         assert a.step_time_s == b.step_time_s
+        assert any(f"fsdp_whole_model: zero = {zero}" in note and "changes nothing" in note
+                   for note in b.notes)
+    assert not any("fsdp_whole_model" in note for note in _run(True).notes)
+
+
+@pytest.mark.parametrize("sharding", ["deepspeed", "deepspeed-2021", "megatron"])
+def test_refused_outside_pytorch_fsdp(sharding):
+    """Neither DeepSpeed nor Megatron-LM wraps FSDP units: asking for one is refused in one
+    line naming the fix, not run as if it were not asked."""
+    with pytest.raises(PlanError, match=f"fsdp_whole_model = true with sharding = "
+                                        f"{sharding}.*--sharding fsdp"):
+        ParallelPlan(dp=8, zero=3 if sharding != "megatron" else 1, sharding=sharding,
+                     fsdp_whole_model=True)

@@ -789,6 +789,18 @@ def _forward_op(step: OpGraph, op: Op) -> Op | None:
     return None
 
 
+def whole_model_note(parallel: ParallelPlan) -> str | None:
+    """The result's note when ``fsdp_whole_model`` is asked where it changes nothing: only
+    ZeRO 3 over more than one shard gathers weights per unit (below it no weight is
+    gathered: DDP, ZeRO 1-2); None where it applies or is not asked."""
+    if not parallel.fsdp_whole_model or (parallel.zero == 3 and parallel.shards > 1):
+        return None
+    why = (f"zero = {parallel.zero}, no weight is gathered per unit" if parallel.zero != 3
+           else "one shard, no weight is gathered")
+    return f"fsdp_whole_model: {why}; it changes nothing (it applies at zero = 3)"
+
+
 __all__ = ["FLAT_COPY", "MEMORY_OPT_ALLREDUCE_SIZE", "NCCL_COPY_IN", "NCCL_COPY_OUT", "ZERO_FILL",
            "add_data_parallel", "add_grad_accumulation", "add_replicated_grad_reduce",
-           "add_tied_embedding_reduce", "engine_reduces", "megatron_bucket"]
+           "add_tied_embedding_reduce", "engine_reduces", "megatron_bucket",
+           "whole_model_note"]

@@ -437,6 +437,12 @@ class ParallelPlan:
             raise PlanError("lora_a2a = true moves the LoRA adapters' output to sequence "
                             "shards: it needs sequence parallelism; add --sequence-parallel "
                             "or drop --lora-a2a")
+        if self.fsdp_whole_model and self.sharding is not Sharding.FSDP:
+            # one top-level FullyShardedDataParallel instance: PyTorch FSDP's wrapping; neither
+            # DeepSpeed nor Megatron-LM wraps units (simulator.parallel.data reads it for fsdp)
+            raise PlanError(f"fsdp_whole_model = true with sharding = {self.sharding.value}: "
+                            "the whole model one PyTorch FSDP unit; use --sharding fsdp "
+                            "--zero 3 or drop --fsdp-whole-model")
         if self.zero == 3 and self.sharding is Sharding.MEGATRON:
             raise PlanError("zero = 3 with sharding = megatron: Megatron-LM's DDP and "
                             "distributed optimizer run ZeRO 0-2; use --sharding fsdp or "
