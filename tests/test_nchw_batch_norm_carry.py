@@ -129,3 +129,19 @@ def test_a_what_if_on_sms_or_bandwidth_carries_the_priors_again():
     assert given.batch_norm_nchw_memory_efficiency == 0.5    # a measurement, not carried
     assert "batch_norm_nchw_memory_efficiency" not in given.priors
     assert given.batch_norm_nchw_backward_memory_efficiency == pytest.approx(0.130, abs=1e-3)
+
+
+def test_the_note_names_the_carry_and_its_cap():
+    """A prediction's note says how each GPU's NCHW priors were found: carried per SM (the
+    H100 SXM5: 0.230, under its NHWC 0.791), capped at the NHWC figures where the carry
+    exceeds them (the L4's 58 SMs on 300 GB/s: 1.13, so 0.791), the measured die's fraction
+    without an SM count (the H20)."""
+    from simulator.cost.status import NCHW_BATCH_NORM_PRIORS, priors_note
+
+    def note(name):
+        return priors_note(load_device(name), NCHW_BATCH_NORM_PRIORS).split("; ")[-1]
+
+    assert note("h100-sxm5-80gb").endswith("the measured die's rate per SM times its SMs (priors)")
+    assert note("l4").startswith("NCHW batch norms stream at 79.1% forward and 84.2% backward")
+    assert note("l4").endswith("rate per SM times its SMs, at most its NHWC figures (priors)")
+    assert note("h20").endswith("the median over the measured GPU dies (priors)")

@@ -29,6 +29,7 @@ Classes and their sources (docs/model.md):
 """
 from __future__ import annotations
 
+from hardware_specs.priors import NCHW_CAPS
 from simulator.cost.attention import fit_for
 from simulator.cost.roofline import BATCH_NORM_MIN_CHANNELS
 
@@ -148,9 +149,12 @@ def priors_note(device, batch_norms: tuple[str, ...] = BATCH_NORM_PRIORS) -> str
     for layout, (forward, backward) in (("NHWC", NHWC_BATCH_NORM_PRIORS),
                                         ("NCHW", NCHW_BATCH_NORM_PRIORS)):
         if forward in fields or backward in fields:
-            whence = (f"the median over the measured {device.device_class.value.upper()} dies"
-                      if layout == "NHWC" or device.architecture.compute_units is None else
-                      "the measured die's rate per SM times its SMs")
+            per_sm = layout == "NCHW" and device.architecture.compute_units is not None
+            whence = ("the measured die's rate per SM times its SMs" if per_sm else
+                      f"the median over the measured {device.device_class.value.upper()} dies")
+            if per_sm and any(getattr(device, field) == getattr(device, NCHW_CAPS[field])
+                              for field in (forward, backward) if field in fields):
+                whence += ", at most its NHWC figures"   # nchw_batch_norm_prior's cap
             parts.append(f"{layout} batch norms stream at {getattr(device, forward):.1%} "
                          f"forward and {getattr(device, backward):.1%} backward of its "
                          f"bandwidth, {whence}")
