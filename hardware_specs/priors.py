@@ -144,7 +144,7 @@ def nchw_batch_norm_prior(field: str, compute_units: int | None, bandwidth: floa
                           cap: float) -> float:
     """The NCHW batch-norm prior (``field``: forward or backward) of a GPU with
     ``compute_units`` SMs (or CUs) and ``bandwidth`` bytes/s of main memory: the measured die's
-    absolute rate per SM (``GPU_PRIORS``' figure x 1,555 GB/s / 108 SMs: 5.84 GB/s forward,
+    absolute rate per SM (``GPU_PRIORS``' figure x 1,555 GB/s / 108 SMs: 5.85 GB/s forward,
     6.62 backward) times its SMs, as a fraction of its own bandwidth, at most ``cap`` (its NHWC
     figure for the direction: a kernel held by its DRAM reaches no more than cuDNN's best one).
 
