@@ -159,12 +159,6 @@ def _measure(name: str) -> dict:
             **{f"peak_{phase_name}": peaks[phase_name] for phase_name in PHASES}}
 
 
-def read() -> list[dict]:
-    with TABLE.open(newline="") as handle:
-        return [row for row in csv.DictReader(line for line in handle
-                                              if not line.startswith("#"))]
-
-
 def main(argv: list[str]) -> int:
     import datetime
 
