@@ -295,8 +295,8 @@ def _opt(c: _Config) -> dict:
             "positions": positions + 2,   # OPTLearnedPositionalEmbedding's offset of 2
             "seq_len": min(positions, MAX_DEFAULT_SEQ_LEN),
             "dropout": c.rate("dropout"), "attention_dropout": c.rate("attention_dropout"),
-            # OPTDecoder drops no embedding; OPTAttention scales the queries and clamps the
-            # masked scores with torch.max (priced with hf_eager only)
+            # OPTDecoder drops no embedding (priced always); OPTAttention scales the queries
+            # and clamps the masked scores with torch.max (priced with hf_eager only)
             "embedding_dropout": False, "mask_clamp": True}
 
 
