@@ -84,3 +84,20 @@ def test_refused_outside_pytorch_fsdp(sharding):
                                         f"{sharding}.*--sharding fsdp"):
         ParallelPlan(dp=8, zero=3 if sharding != "megatron" else 1, sharding=sharding,
                      fsdp_whole_model=True)
+
+
+def test_every_unsharded_gradient_is_held_to_the_backwards_end():
+    """The one unit's post-backward hook reduce-scatters when the backward is done, so its
+    unsharded gradients (bf16, one a parameter) accumulate over the backward. With activations
+    negligible (16 tokens) the peak is at the backward's end: the workspace holds the gathered
+    weights and every gradient, 2 x 2 bytes a parameter (within 1 %), where a unit per block
+    reduces each block's as its backward ends and holds neither."""
+    from dataclasses import replace
+
+    config = replace(SMALL, seq_len=16)
+    plan = Plan(micro_batch=1, global_batch=16)
+    runs = [simulate(config, A100, plan, parallel=ParallelPlan(
+        dp=16, zero=3, comm_interference=False, fsdp_whole_model=whole)) for whole in (True, False)]
+    whole, block = (run.memory_breakdown["workspace"] for run in runs)
+    assert whole == pytest.approx(4 * config.num_params(), rel=0.01)
+    assert block < 0.6 * whole

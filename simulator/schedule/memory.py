@@ -70,12 +70,17 @@ def stage_memory(run, plan: Plan, parallel: ParallelPlan, m: int) -> dict[str, f
     if frozen:
         out["weights"] += frozen / (parallel.shards if parallel.zero == 3 else 1)
     counted, at, out_free, keep_free = live_tensors(lowered, run.start, run.end)
+    gradients = 0.0
+    if (parallel.zero == 3 and parallel.shards > 1 and parallel.sharding is Sharding.FSDP
+            and parallel.fsdp_whole_model):
+        gradients, at = whole_model_gradients(lowered, run.start, run.end, counted, out_free,
+                                              keep_free)
     began = counted & (run.start <= at)
     live = (np.where(began & (at < out_free), lowered.out_bytes, 0)
             + np.where(began & (at < keep_free), lowered.keep_bytes, 0))
     forward_like = (lowered.phase == Phase.FORWARD) | (lowered.phase == Phase.RECOMPUTE)
     out["activations"] = float(live[forward_like].sum())
-    out["workspace"] = float(live[~forward_like].sum())
+    out["workspace"] = float(live[~forward_like].sum()) + gradients
     held = in_flight(parallel, m, run.stage)
     if held > 1:
         out["activations"] += (held - 1) * float(activation_bytes(forward, plan))
@@ -112,6 +117,32 @@ def held_to_forward_end(lowered, start: np.ndarray, end: np.ndarray, counted: np
     return out_free, float(times[order][peak]) if len(live) and live[peak] > 0 else 0.0
 
 
+def whole_model_gradients(lowered, start: np.ndarray, end: np.ndarray, counted: np.ndarray,
+                          out_free: np.ndarray, keep_free: np.ndarray) -> tuple[float, float]:
+    """``(gradient_bytes, peak_time)`` under FSDP with the whole model one unit
+    (``ParallelPlan.fsdp_whole_model``): its post-backward hook reduce-scatters every
+    gradient at once when the backward is done, so each unsharded gradient a weight-gradient
+    op writes lives from that op's start to the backward's end. The peak is found again over
+    the step's tensors and these (frees before allocations at one instant, the earliest instant
+    of the peak, as ``kernels.liveness``); the gradients live then are returned. Not counted:
+    a cast of the gradients to another reduce dtype before the reduce-scatter."""
+    grads = lowered.task == Task.WEIGHT_GRAD
+    backward = lowered.phase == Phase.BACKWARD
+    release = float(end[backward].max()) if backward.any() else 0.0
+    out, keep = lowered.out_bytes, lowered.keep_bytes
+    chosen = np.concatenate([counted, counted, grads, counted, counted, grads])
+    times = np.concatenate([out_free, keep_free, np.full(len(out), release),
+                            start, start, start])[chosen]
+    delta = np.concatenate([-out, -keep, -out, out, keep, out])[chosen]
+    order = np.argsort(times, kind="stable")
+    live = np.cumsum(delta[order])
+    if not len(live) or live.max() <= 0:
+        return 0.0, 0.0
+    at = float(times[order][int(np.argmax(live))])
+    held = grads & (start <= at) & (at < release)
+    return float(out[held].sum()), at
+
+
 def zero3_gathered_params(forward) -> float:
     """Parameters ZeRO-3 holds gathered at once on a device: those outside the layers
     (embeddings, final norm, head: FSDP's root unit, gathered once for the forward and kept
@@ -145,5 +176,5 @@ def live_tensors(lowered, start: np.ndarray, end: np.ndarray):
     return counted, at, out_free, keep_free
 
 
-__all__ = ["held_to_forward_end", "live_tensors", "stage_memory", "zero3_gathered_params",
-           "zero_state_bytes"]
+__all__ = ["held_to_forward_end", "live_tensors", "stage_memory", "whole_model_gradients",
+           "zero3_gathered_params", "zero_state_bytes"]
