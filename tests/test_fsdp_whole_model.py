@@ -101,3 +101,26 @@ def test_every_unsharded_gradient_is_held_to_the_backwards_end():
     whole, block = (run.memory_breakdown["workspace"] for run in runs)
     assert whole == pytest.approx(4 * config.num_params(), rel=0.01)
     assert block < 0.6 * whole
+
+
+def test_the_other_unit_options_say_so_too():
+    """FSDP's other unit options (SHARD_GRAD_OP, BACKWARD_POST, the prefetch depth, the
+    gather limit) move nothing below ZeRO 3 or under DeepSpeed's sharding, and the one note
+    names every one asked; none is given at ZeRO 3 with FSDP sharding, where they apply."""
+    tiny = TransformerConfig("tiny", layers=2, hidden=512, heads=8, vocab=4096, seq_len=512)
+    plan = Plan(micro_batch=1, global_batch=8)
+    asked = dict(fsdp_reshard_after_forward=False, fsdp_prefetch=0,
+                 fsdp_limit_all_gathers=False)
+    base = simulate(tiny, A100, plan, parallel=ParallelPlan(dp=8, zero=2))
+    below = simulate(tiny, A100, plan, parallel=ParallelPlan(dp=8, zero=2, **asked))
+    assert below.step_time_s == base.step_time_s
+    note, = [n for n in below.notes if "FSDP's unit options" in n]
+    assert note.startswith("fsdp_reshard_after_forward = false, fsdp_prefetch = 0, "
+                           "fsdp_limit_all_gathers = false: zero = 2, no weight is gathered "
+                           "per unit; they change nothing")
+    deepspeed = simulate(tiny, A100, plan, parallel=ParallelPlan(
+        dp=8, zero=3, sharding="deepspeed", fsdp_backward_post=True))
+    assert any(n.startswith("fsdp_backward_post: sharding deepspeed gathers by its own rules; "
+                            "it changes nothing") for n in deepspeed.notes)
+    at_three = simulate(tiny, A100, plan, parallel=ParallelPlan(dp=8, zero=3, **asked))
+    assert not any("FSDP's unit options" in n for n in at_three.notes)

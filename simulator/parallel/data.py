@@ -790,14 +790,25 @@ def _forward_op(step: OpGraph, op: Op) -> Op | None:
 
 
 def whole_model_note(parallel: ParallelPlan) -> str | None:
-    """The result's note when ``fsdp_whole_model`` is asked where it changes nothing: only
-    ZeRO 3 over more than one shard gathers weights per unit (below it no weight is
-    gathered: DDP, ZeRO 1-2); None where it applies or is not asked."""
-    if not parallel.fsdp_whole_model or (parallel.zero == 3 and parallel.shards > 1):
+    """The result's note when FSDP's unit options are asked where they change nothing:
+    ``fsdp_whole_model``, ``fsdp_reshard_after_forward`` False, ``fsdp_backward_post``,
+    ``fsdp_prefetch`` other than 1, ``fsdp_limit_all_gathers`` False. Only FSDP sharding at ZeRO 3
+    over more than one shard gathers weights per unit (below it no weight is gathered: DDP,
+    ZeRO 1-2; DeepSpeed gathers by its own rules); None where they apply or none is asked."""
+    asked = [name for name, given in (
+        ("fsdp_whole_model", parallel.fsdp_whole_model),
+        ("fsdp_reshard_after_forward = false", not parallel.fsdp_reshard_after_forward),
+        ("fsdp_backward_post", parallel.fsdp_backward_post),
+        (f"fsdp_prefetch = {parallel.fsdp_prefetch}", parallel.fsdp_prefetch != 1),
+        ("fsdp_limit_all_gathers = false", not parallel.fsdp_limit_all_gathers)) if given]
+    if not asked or (parallel.zero == 3 and parallel.shards > 1
+                     and parallel.sharding is Sharding.FSDP):
         return None
     why = (f"zero = {parallel.zero}, no weight is gathered per unit" if parallel.zero != 3
-           else "one shard, no weight is gathered")
-    return f"fsdp_whole_model: {why}; it changes nothing (it applies at zero = 3)"
+           else "one shard, no weight is gathered" if parallel.shards <= 1
+           else f"sharding {parallel.sharding.value} gathers by its own rules")
+    return (f"{', '.join(asked)}: {why}; {'it changes' if len(asked) == 1 else 'they change'} "
+            "nothing (FSDP's unit options apply at zero = 3)")
 
 
 __all__ = ["FLAT_COPY", "MEMORY_OPT_ALLREDUCE_SIZE", "NCCL_COPY_IN", "NCCL_COPY_OUT", "ZERO_FILL",
