@@ -131,11 +131,16 @@ def _option(text: str):
     return float(text) if "." in text else int(text)   # rotary_pct=0.25
 
 
+def model_options(row: dict[str, str]) -> dict[str, str]:
+    """The row's ``model_options`` column, ``key=value`` words, as text."""
+    return dict(item.split("=") for item in row["model_options"].split())
+
+
 def workload(row: dict[str, str]):
     """A zoo model (its shape columns, where given, replace the zoo's) or the row's shape."""
     shape = {key: int(row[key]) for key in ("layers", "hidden", "heads", "vocab", "seq_len")
              if row[key]}
-    options = dict(item.split("=") for item in row["model_options"].split())
+    options = model_options(row)
     # residual=parallel (GPT-NeoX); ffn=swiglu, norm=layernorm (OLMo's SwiGLU block with
     # LayerNorm, AMD-OLMo's rows): the enumerated fields by their value
     enums = {"residual": Residual, "ffn": Ffn, "norm": Norm}
@@ -333,7 +338,7 @@ def maxtext_flops_per_token(row: dict[str, str]) -> float:
     checks that the two agree)."""
     layers, hidden, heads = int(row["layers"]), int(row["hidden"]), int(row["heads"])
     seq, vocab = int(row["seq_len"]), int(row["vocab"])
-    options = dict(item.split("=") for item in row["model_options"].split())
+    options = model_options(row)
     q_dim = heads * int(options.get("head_size") or hidden // heads)
     kv_dim = int(options.get("kv_heads") or heads) * q_dim // heads
     ffn = int(options["ffn_hidden"])

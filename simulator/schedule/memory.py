@@ -108,13 +108,9 @@ def held_to_forward_end(lowered, start: np.ndarray, end: np.ndarray, counted: np
     release = float(end[forward].max()) if forward.any() else 0.0
     held = lowered.kv_cache.astype(bool) & forward   # (its backward ops carry the fact too)
     out_free = np.where(held, np.maximum(out_free, release), out_free)
-    times = np.concatenate([out_free, keep_free, start, start])[np.tile(counted, 4)]
-    delta = np.concatenate([-lowered.out_bytes, -lowered.keep_bytes, lowered.out_bytes,
-                            lowered.keep_bytes])[np.tile(counted, 4)]
-    order = np.argsort(times, kind="stable")
-    live = np.cumsum(delta[order])
-    peak = int(np.argmax(live)) if len(live) else 0
-    return out_free, float(times[order][peak]) if len(live) and live[peak] > 0 else 0.0
+    out, keep = lowered.out_bytes, lowered.keep_bytes
+    return out_free, _peak_time(frees=((out_free, out, counted), (keep_free, keep, counted)),
+                                allocations=((start, out, counted), (start, keep, counted)))
 
 
 def whole_model_gradients(lowered, start: np.ndarray, end: np.ndarray, counted: np.ndarray,
@@ -130,17 +126,26 @@ def whole_model_gradients(lowered, start: np.ndarray, end: np.ndarray, counted: 
     backward = lowered.phase == Phase.BACKWARD
     release = float(end[backward].max()) if backward.any() else 0.0
     out, keep = lowered.out_bytes, lowered.keep_bytes
-    chosen = np.concatenate([counted, counted, grads, counted, counted, grads])
-    times = np.concatenate([out_free, keep_free, np.full(len(out), release),
-                            start, start, start])[chosen]
-    delta = np.concatenate([-out, -keep, -out, out, keep, out])[chosen]
+    at = _peak_time(frees=((out_free, out, counted), (keep_free, keep, counted),
+                           (np.full(len(out), release), out, grads)),
+                    allocations=((start, out, counted), (start, keep, counted),
+                                 (start, out, grads)))
+    held = grads & (start <= at) & (at < release)
+    return float(out[held].sum()), at
+
+
+def _peak_time(frees, allocations) -> float:
+    """The earliest instant at which the live bytes peak, each of ``frees`` and
+    ``allocations`` a ``(times, bytes, chosen)`` of the ops: frees before allocations at one
+    instant, as ``kernels.liveness`` orders them; 0.0 where nothing is ever live."""
+    events = (*((t, -b, c) for t, b, c in frees), *allocations)
+    times = np.concatenate([t[c] for t, _, c in events])
+    delta = np.concatenate([b[c] for _, b, c in events])
     order = np.argsort(times, kind="stable")
     live = np.cumsum(delta[order])
     if not len(live) or live.max() <= 0:
-        return 0.0, 0.0
-    at = float(times[order][int(np.argmax(live))])
-    held = grads & (start <= at) & (at < release)
-    return float(out[held].sum()), at
+        return 0.0
+    return float(times[order][int(np.argmax(live))])
 
 
 def zero3_gathered_params(forward) -> float:
