@@ -101,7 +101,7 @@ def _carried_priors(device: DeviceSpec) -> DeviceSpec:
     bandwidth as they now are (``hardware_specs.priors.nchw_batch_norm_prior``): a what-if on
     either moves them as the loader would have."""
     carried = {field: nchw_batch_norm_prior(
-                   field, device.architecture.compute_units if device.architecture else None,
+                   field, device.architecture.compute_units,
                    device.memory[-1].bandwidth_bytes_per_s, getattr(device, cap))
                for field, cap in NCHW_CAPS.items() if field in device.priors}
     changed = {f: v for f, v in carried.items() if v != getattr(device, f)}

@@ -95,9 +95,8 @@ def status_line(device) -> str:
 
 #: The priors of NHWC batch norms and of NCHW ones: named in a prediction only where it prices
 #: one at them.
-NHWC_BATCH_NORM_PRIORS = ("batch_norm_memory_efficiency", "batch_norm_backward_memory_efficiency")
-NCHW_BATCH_NORM_PRIORS = ("batch_norm_nchw_memory_efficiency",
-                          "batch_norm_nchw_backward_memory_efficiency")
+#: (forward, backward) each: the NCHW figures and the NHWC ones that cap them (``NCHW_CAPS``).
+NCHW_BATCH_NORM_PRIORS, NHWC_BATCH_NORM_PRIORS = tuple(NCHW_CAPS), tuple(NCHW_CAPS.values())
 BATCH_NORM_PRIORS = NHWC_BATCH_NORM_PRIORS + NCHW_BATCH_NORM_PRIORS
 
 
