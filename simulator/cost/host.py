@@ -90,7 +90,7 @@ from simulator.errors import PlanError
 from simulator.graph.lower import Lowered, members
 from simulator.graph.op import OpKind, Phase, Task
 from simulator.parallel.data import NCCL_COPY_IN, NCCL_COPY_OUT
-from simulator.plan.step import Fusion, Optimizer, OptimizerImpl, Plan
+from simulator.plan.step import OPTIMIZER_IMPLS, Fusion, Optimizer, OptimizerImpl, Plan
 from simulator.training.backward import WGRAD
 from simulator.training.projections import SLICE as SLICE_FN
 
@@ -138,8 +138,27 @@ ELEMENTS_PER_LAUNCH = 320 * 65536
 # calls over every tensor, and the step increment. _fused_adamw: _foreach_add_ of the
 # (device) steps and _fused_adamw_: 2 calls. SGD (_single_tensor_sgd): grad.add(param),
 # buf.mul_().add_(), param.add_(): 4 kernels; _fused_sgd_: 1.
-UPDATE_LINES = {Optimizer.ADAMW: (8, 1), Optimizer.ADAM: (8, 1), Optimizer.SGD: (4, 0)}
-FUSED_LINES = {Optimizer.ADAMW: 2, Optimizer.ADAM: 2, Optimizer.SGD: 1}
+# SGD without momentum (its default weight decay 0): param.add_, 1 kernel; _fused_sgd_: 1.
+# Adafactor (torch/optim/_adafactor.py, PyTorch 2.13.0, weight decay 0), per tensor: the
+# parameter's norm, the gradient's row norm then square_, div_ and row_var.lerp_, the same for
+# the columns, the outer product, row_var.mean, clamp_, div_, clamp_, rsqrt_, mul_(grad), the
+# update's norm, param.add_: 18 kernels; step_t += 1 and step_t.item() on the CPU step tensor:
+# 2 host-only (its two .item() of device norms are synchronisations, ``UPDATE_SYNCS``). Its
+# foreach form (``_multi_tensor_adafactor``): 13 _foreach_ calls over the list (mul_, div_,
+# lerp_ for the rows and for the columns, clamp_min_ and div_ of the estimate, clamp_min_,
+# rsqrt_, mul_ by the gradients, mul_ by the step sizes, add_ to the parameters) and the CPU
+# steps' _foreach_add_, host only; per tensor (``FOREACH_PER_TENSOR``) the calls it leaves in
+# list comprehensions: the parameter's norm, the row and column norms, the outer product,
+# row_var.mean and the update's norm (6 kernels) and three .item() of the CPU step (host).
+# bitsandbytes' AdamW8bit (``Optimizer8bit.step``, ``Optimizer2State.update_step`` at 95f9af3),
+# per tensor: one kernel, after p.data.contiguous() and p.grad.contiguous() (host only).
+UPDATE_LINES = {Optimizer.ADAMW: (8, 1), Optimizer.ADAM: (8, 1), Optimizer.SGD: (4, 0),
+                Optimizer.SGD_NOMOMENTUM: (1, 0), Optimizer.ADAFACTOR: (18, 2),
+                Optimizer.ADAMW_8BIT: (1, 2), Optimizer.NONE: (0, 0)}
+FUSED_LINES = {Optimizer.ADAMW: 2, Optimizer.ADAM: 2, Optimizer.SGD: 1,
+               Optimizer.SGD_NOMOMENTUM: 1}
+FOREACH_LINES = {Optimizer.ADAFACTOR: (13, 1)}     # a foreach form's own calls, where they differ
+FOREACH_PER_TENSOR = {Optimizer.ADAFACTOR: (6, 3)}  # (kernels, host only) per tensor in foreach
 
 
 def blocking(plan: Plan | None, device: DeviceSpec) -> bool:
@@ -167,6 +186,9 @@ def implementation(plan: Plan | None, device: DeviceSpec) -> OptimizerImpl:
     parameter is on a CUDA-like device, the for-loop on a CPU; fused only when asked)."""
     if plan is not None and plan.optimizer_impl is not None:
         return plan.optimizer_impl
+    own = OPTIMIZER_IMPLS.get(plan.optimizer) if plan is not None else None
+    if own:   # PyTorch's Adafactor and bitsandbytes: a for-loop unless asked (step.py)
+        return own[0]
     return OptimizerImpl.SINGLE if serial(device) else OptimizerImpl.FOREACH
 
 
@@ -181,10 +203,14 @@ def optimizer_launches(lowered: Lowered, ops: np.ndarray, optimizer: Optimizer,
     if impl is OptimizerImpl.SINGLE:
         return (kernels + host_only) * tensors, kernels * tensors
     share = tensors / max(tensors.sum(), 1.0)
+    own, own_host = (0, 0)
+    if impl is OptimizerImpl.FOREACH:
+        kernels, host_only = FOREACH_LINES.get(optimizer, (kernels, host_only))
+        own, own_host = FOREACH_PER_TENSOR.get(optimizer, (0, 0))
     lines = kernels + host_only if impl is OptimizerImpl.FOREACH else FUSED_LINES[optimizer]
     launches = (kernels if impl is OptimizerImpl.FOREACH else 1) * np.maximum(np.maximum(
         tensors / TENSORS_PER_LAUNCH[impl], elements / ELEMENTS_PER_LAUNCH), share)
-    return lines * share, launches
+    return lines * share + (own + own_host) * tensors, launches + own * tensors
 
 
 def costs(lowered: Lowered, device: DeviceSpec,

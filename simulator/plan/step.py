@@ -28,6 +28,10 @@ class Optimizer(str, Enum):
     ADAM = "adam"
     ADAMW = "adamw"
     SGD = "sgd"              # with momentum, as ImageNet training uses it
+    SGD_NOMOMENTUM = "sgd-nomomentum"  # torch.optim.SGD's defaults: no momentum buffer
+    ADAFACTOR = "adafactor"  # torch.optim.Adafactor: factored second moment, no first
+    ADAMW_8BIT = "adamw8bit"  # bitsandbytes' AdamW8bit: both moments in 8 bits, blockwise
+    NONE = "none"            # no update: forward and backward only (the gradients are kept)
 
 
 class OptimizerImpl(str, Enum):
@@ -185,13 +189,35 @@ FORMATS = {
     Precision.FP8: Formats(DType.BF16, DType.FP8, DType.BF16, DType.BF16, True),
 }
 
-# fp32 state elements per parameter, besides the master copy (Rajbhandari et al. 2020, sec. 3.1:
-# Adam keeps momentum and variance).
-OPTIMIZER_STATES = {Optimizer.ADAM: 2, Optimizer.ADAMW: 2, Optimizer.SGD: 1}
+# Bytes of optimizer state per parameter, besides the master copy (Rajbhandari et al. 2020,
+# sec. 3.1: Adam keeps momentum and variance, 4 bytes each; SGD its momentum buffer).
+# - sgd-nomomentum: none (torch/optim/sgd.py, momentum 0: no momentum_buffer).
+# - adafactor: a row and a column vector per matrix (torch/optim/_adafactor.py, PyTorch
+#   2.13.0, ``row_var`` and ``col_var``: m + n elements for an m x n weight), counted as 0 a
+#   parameter; a vector parameter's full ``variance`` (biases, norms' weights) is not counted.
+# - adamw8bit: two uint8 states and an fp32 absmax per 256-element block of each
+#   (bitsandbytes-foundation/bitsandbytes 95f9af3 bitsandbytes/optim/optimizer.py
+#   ``Optimizer2State.init_state``: ``blocksize = 256``, ``absmax1``/``absmax2`` float32), 2 +
+#   8 / 256 bytes; tensors under ``min_8bit_size`` (4,096 elements) keep fp32 states there,
+#   not counted (biases and norms).
+OPTIMIZER_STATE_BYTES = {Optimizer.ADAM: 8, Optimizer.ADAMW: 8, Optimizer.SGD: 4,
+                         Optimizer.SGD_NOMOMENTUM: 0, Optimizer.ADAFACTOR: 0,
+                         Optimizer.ADAMW_8BIT: 2 + 2 * 4 / 256, Optimizer.NONE: 0}
 # Arithmetic per parameter of one update, counted from PyTorch's single-tensor implementations
 # (torch/optim/adamw.py, sgd.py): AdamW 13 (moments 7, denominator 3, step 2, decay 1);
-# SGD with momentum and weight decay 6.
-OPTIMIZER_FLOPS_PER_PARAM = {Optimizer.ADAM: 13, Optimizer.ADAMW: 13, Optimizer.SGD: 6}
+# SGD with momentum and weight decay 6; SGD without momentum (its default weight decay 0):
+# ``param.add_(grad, alpha=-lr)``, 2. Adafactor (torch/optim/_adafactor.py
+# ``_single_tensor_adafactor``, PyTorch 2.13.0, its default weight decay 0) on an m x n
+# weight: the parameter's norm 2, the gradient's row and column norms 2 each, the outer
+# product ``row_var @ col_var`` 1, its division 1, ``clamp_`` 1, ``rsqrt_`` 1, ``mul_(grad)``
+# 1, the update's norm 2, ``param.add_`` 2: 15. bitsandbytes' 8-bit AdamW (csrc/kernels.cu
+# ``kOptimizerStatic8bit2StateBlockwise`` at 95f9af3): AdamW's 13, dequantizing the two
+# states 2, their block absmax 4 (abs, max), normalising them 2, and ``quantize_2D``'s search
+# of the 256-entry map, 11 operations a state (7 halvings, a last comparison, its midpoint's
+# add, multiply and comparison): 43.
+OPTIMIZER_FLOPS_PER_PARAM = {Optimizer.ADAM: 13, Optimizer.ADAMW: 13, Optimizer.SGD: 6,
+                             Optimizer.SGD_NOMOMENTUM: 2, Optimizer.ADAFACTOR: 15,
+                             Optimizer.ADAMW_8BIT: 43, Optimizer.NONE: 0}
 # Passes over fp32 arrays of the parameter's size that an unfused update (for-loop or foreach)
 # makes besides the fused kernel's (which reads weight, gradient and states once and writes
 # weight and states once), as (reads, writes). Counted in torch/optim/adamw.py
@@ -201,7 +227,32 @@ OPTIMIZER_FLOPS_PER_PARAM = {Optimizer.ADAM: 13, Optimizer.ADAMW: 13, Optimizer.
 # param.addcdiv_ (R3 W1): 12 reads, 8 writes against _fused_adamw_'s 4 and 3. SGD with
 # momentum and weight decay (torch/optim/sgd.py, _single_tensor_sgd): grad.add(param) (R2 W1),
 # buf.mul_ (R1 W1), .add_(grad) (R2 W1), param.add_ (R2 W1): 7 and 4 against 3 and 2.
-UNFUSED_EXTRA_PASSES = {Optimizer.ADAM: (8, 5), Optimizer.ADAMW: (8, 5), Optimizer.SGD: (4, 3)}
+# SGD without momentum: param.add_ alone, the fused kernel's passes (none besides). Adafactor
+# (``_single_tensor_adafactor``; it has no fused form) on an m x n weight: ``param.norm`` (R1),
+# the row and column norms of the gradient (R1 each; their m- and n-vectors not counted), the
+# outer product (W1), ``div_`` (R1 W1), ``clamp_`` (R1 W1), ``rsqrt_`` (R1 W1), ``mul_(grad)``
+# (R2 W1), the update's norm (R1), ``param.add_`` (R2 W1): 11 and 6 against a fused kernel's
+# 2 and 1 (weight and gradient read, weight written); the foreach form
+# (``_multi_tensor_adafactor``) scales the updates by a ``_foreach_mul_`` before adding them:
+# one pass more each (``FOREACH_EXTRA_PASSES``). bitsandbytes' 8-bit AdamW is one fused kernel
+# a tensor: none besides.
+UNFUSED_EXTRA_PASSES = {Optimizer.ADAM: (8, 5), Optimizer.ADAMW: (8, 5), Optimizer.SGD: (4, 3),
+                        Optimizer.SGD_NOMOMENTUM: (0, 0), Optimizer.ADAFACTOR: (9, 5),
+                        Optimizer.ADAMW_8BIT: (0, 0), Optimizer.NONE: (0, 0)}
+FOREACH_EXTRA_PASSES = {Optimizer.ADAFACTOR: (1, 1)}
+# Host synchronisations per parameter tensor inside the update: Adafactor's
+# ``param.norm(2).item()`` and ``update.norm(2).item()`` (both forms); bitsandbytes'
+# ``sync_gpu(p)`` (``torch.cuda.synchronize()``) after each tensor's kernel
+# (bitsandbytes/optim/optimizer.py ``Optimizer8bit.step`` and bitsandbytes/utils.py at 95f9af3;
+# since b43edf5, 2025-07-11).
+UPDATE_SYNCS = {Optimizer.ADAFACTOR: 2, Optimizer.ADAMW_8BIT: 1}
+# The implementations each optimizer has (``Plan.optimizer_impl``): PyTorch's Adafactor a
+# for-loop and a foreach form (``adafactor``: ``_multi_tensor_adafactor`` if foreach, else
+# ``_single_tensor_adafactor``; foreach defaults to None, the for-loop, on every device);
+# bitsandbytes' optimizers one kernel per tensor from a Python loop (``Optimizer8bit.step``),
+# priced as ``single``; no update, none.
+OPTIMIZER_IMPLS = {Optimizer.ADAFACTOR: (OptimizerImpl.SINGLE, OptimizerImpl.FOREACH),
+                   Optimizer.ADAMW_8BIT: (OptimizerImpl.SINGLE,), Optimizer.NONE: ()}
 
 
 @dataclass(frozen=True)
@@ -444,6 +495,14 @@ class Plan:
         object.__setattr__(self, "precision", _enum(Precision, self.precision, "precision"))
         object.__setattr__(self, "recompute", _enum(Recompute, self.recompute, "recompute"))
         object.__setattr__(self, "optimizer", _enum(Optimizer, self.optimizer, "optimizer"))
+        impls = OPTIMIZER_IMPLS.get(self.optimizer)
+        if self.optimizer_impl is not None and impls is not None \
+                and self.optimizer_impl not in impls:
+            ran = ("runs no update" if not impls else "runs as "
+                   + " or ".join(impl.value for impl in impls))
+            raise PlanError(f"optimizer_impl = {self.optimizer_impl.value} does not exist for "
+                            f"optimizer = {self.optimizer.value}, which {ran}; drop "
+                            "--optimizer-impl" + (f" or pick {impls[-1].value}" if impls else ""))
         for name in ("grad_clip", "fp32_grads", "graphs", "channels_last", "sync_each_layer",
                      "sync_each_pass", "launch_blocking", "conv_norm_fusion", "fp8_swiglu_input",
                      "norm_act_fusion", "fp8_transpose_cache", "fp8_params"):
@@ -467,6 +526,9 @@ class Plan:
                             f"{self.precision.value}: the "
                             "fused batch-norm kernels are NHWC fp16 (--channels-last "
                             "--precision fp16)")
+        if self.grad_clip and self.optimizer is Optimizer.NONE:
+            raise PlanError("grad_clip = true clips the gradients an update reads: optimizer = "
+                            "none runs no update; drop --grad-clip or pick an optimizer")
         if self.sync_each_layer and self.recompute is not Recompute.FULL:
             raise PlanError(f"sync_each_layer = true synchronises at checkpointed layers: it "
                             f"needs recompute = full, not {self.recompute.value} (--recompute "
@@ -602,7 +664,7 @@ class Plan:
         Mixed-precision Adam: 2 + 2 + (4 master + 4 + 4) = 16 (ZeRO paper, sec. 3.1).
         """
         f = self.formats
-        states = 4 * OPTIMIZER_STATES[self.optimizer] + (4 if f.master else 0)
+        states = OPTIMIZER_STATE_BYTES[self.optimizer] + (4 if f.master else 0)
         return {"weights": f.weight.bytes, "gradients": f.gradient.bytes,
                 "optimizer_states": states}
 

@@ -54,11 +54,14 @@ from simulator.graph.op import (
 )
 from simulator.graph.opgraph import OpGraph
 from simulator.plan.step import (
+    FOREACH_EXTRA_PASSES,
     OPTIMIZER_FLOPS_PER_PARAM,
-    OPTIMIZER_STATES,
+    OPTIMIZER_STATE_BYTES,
     UNFUSED_EXTRA_PASSES,
+    UPDATE_SYNCS,
     Fp8Recipe,
     Fusion,
+    Optimizer,
     OptimizerImpl,
     Plan,
     Precision,
@@ -411,16 +414,25 @@ class _Derivation:
         fp8 weights the model holds (``Plan.fp8_params``, ``simulator.training.fp8``: write 1,
         and under current scaling read the master once more for its amax)."""
         f, opt = self.plan.formats, self.plan.optimizer
+        if opt is Optimizer.NONE:   # forward and backward only: no update op
+            return
         master = 4  # fp32 master weights (or the fp32 weights themselves)
-        states = 4 * OPTIMIZER_STATES[opt]
+        states = OPTIMIZER_STATE_BYTES[opt]
         copy_read, copy_written = (master, f.weight.bytes) if f.master else (0, 0)
         grad = 4 if f.master else f.gradient.bytes  # the gradient the update reads
         widen_read, widen_written = ((f.gradient.bytes, grad) if grad > f.gradient.bytes
                                      else (0, 0))
         unscale = grad if self.plan.precision is Precision.FP16 else 0  # read, then written
         clip = grad if self.plan.grad_clip else 0
-        extra_read, extra_written = (0, 0) if self.plan.optimizer_impl is OptimizerImpl.FUSED \
-            else (4 * n for n in UNFUSED_EXTRA_PASSES[opt])   # for-loop or foreach: more passes
+        impl = self.plan.optimizer_impl
+        passes = (0, 0) if impl is OptimizerImpl.FUSED else UNFUSED_EXTRA_PASSES[opt]
+        if impl is OptimizerImpl.FOREACH:   # a foreach form's own passes, where it has more
+            passes = tuple(a + b for a, b in zip(passes, FOREACH_EXTRA_PASSES.get(opt, (0, 0))))
+        extra_read, extra_written = (4 * n for n in passes)   # for-loop or foreach: more passes
+        # the host waits for the device inside the update (simulator.cost.host.sync_calls):
+        # per tensor, Adafactor's two ``.item()`` of norms, bitsandbytes' ``sync_gpu`` after
+        # each tensor's kernel
+        syncs = UPDATE_SYNCS.get(opt, 0)
         flops = (OPTIMIZER_FLOPS_PER_PARAM[opt] + (1 if unscale else 0)
                  + (2 if clip else 0))  # unscale: a multiply; norm: a multiply-add
         per_layer: dict[int, int] = {}
@@ -441,5 +453,6 @@ class _Derivation:
                                             + copy_written + extra_written)
                     - narrow * (copy_written - DType.FP8.bytes),
                     layer=layer, block=Block.NONE, params=params, param_tensors=tensors[layer],
-                    task=Task.UPDATE)
+                    task=Task.UPDATE,
+                    extra=(("sync", min(syncs * max(tensors[layer], 1), 127)),) if syncs else ())
             self.out.add(op, self.weight_grads.get(layer, []))

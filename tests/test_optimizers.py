@@ -1,0 +1,137 @@
+"""The optimizers beyond Adam and SGD: counts against the code that runs them (docs/model.md,
+'Which optimizer'). PyTorch 2.13.0's torch/optim/sgd.py and _adafactor.py; bitsandbytes
+95f9af3's AdamW8bit (bitsandbytes/optim/optimizer.py, csrc/kernels.cu)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import simulator
+from hardware_specs.loader import load_device
+from simulator.cost import host
+from simulator.errors import PlanError
+from simulator.graph.op import Task
+from simulator.plan.step import Optimizer, OptimizerImpl, Plan
+
+A100 = load_device("a100-sxm4-80gb")
+
+
+def _run(**kw):
+    return simulator.simulate("gpt2", A100, micro_batch=2, **kw)
+
+
+def _updates(result):
+    low = result.lowered
+    return low, low.task == int(Task.UPDATE)
+
+
+# -- memory ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("optimizer, fp32_states, bf16_states", [
+    ("adamw", 8, 12), ("sgd", 4, 8), ("sgd-nomomentum", 0, 4), ("adafactor", 0, 4),
+    # two uint8 moments and an fp32 absmax per 256-element block of each
+    ("adamw8bit", 2 + 8 / 256, 6 + 8 / 256), ("none", 0, 4)])
+def test_state_bytes_per_parameter(optimizer, fp32_states, bf16_states):
+    """Optimizer states besides the weights and gradients; under bf16 the fp32 master (4 B)
+    is counted with them, `none` included (PyTorch AMP's fp32 weights)."""
+    assert Plan(precision="fp32", optimizer=optimizer).state_bytes_per_param()[
+        "optimizer_states"] == fp32_states
+    assert Plan(precision="bf16", optimizer=optimizer).state_bytes_per_param()[
+        "optimizer_states"] == bf16_states
+
+
+def test_peak_memory_orders_by_state_bytes():
+    peak = {o: _run(precision="bf16", optimizer=o).memory_breakdown["optimizer_states"]
+            for o in ("adamw", "adamw8bit", "adafactor", "none")}
+    params = _run(precision="bf16").params
+    assert peak["adamw"] - peak["adamw8bit"] == pytest.approx(params * (8 - 2 - 8 / 256),
+                                                              rel=1e-6)
+    assert peak["adafactor"] == pytest.approx(peak["none"])
+    assert peak["adafactor"] < peak["adamw8bit"] < peak["adamw"]
+
+
+# -- the update op ----------------------------------------------------------------------------
+@pytest.mark.parametrize("optimizer, impl, read, written, ops", [
+    # fp32: weight 4 + gradient 4 read, weight 4 written, besides the states and passes
+    ("sgd-nomomentum", "single", 8, 4, 2),          # param.add_(grad): R2 W1
+    ("adafactor", "single", 8 + 36, 4 + 20, 15),    # 11 reads and 6 writes of fp32 arrays
+    ("adafactor", "foreach", 8 + 40, 4 + 24, 15),   # + the _foreach_mul_ of the step sizes
+    ("adamw8bit", "single", 8 + 2 + 8 / 256, 4 + 2 + 8 / 256, 43)])  # one kernel's pass
+def test_update_traffic_per_parameter(optimizer, impl, read, written, ops):
+    low, upd = _updates(_run(precision="fp32", optimizer=optimizer, optimizer_impl=impl))
+    params = low.params[upd].astype(float)
+    assert low.bytes_read[upd] == pytest.approx(params * read, rel=1e-9)
+    assert low.bytes_written[upd] == pytest.approx(params * written, rel=1e-9)
+    assert low.flops[upd] == pytest.approx(params * ops, rel=1e-9)
+
+
+def test_none_runs_no_update_and_is_the_fastest():
+    low, upd = _updates(_run(optimizer="none"))
+    assert not upd.any()
+    steps = {o: _run(optimizer=o).step_time_s
+             for o in ("none", "sgd-nomomentum", "sgd", "adamw")}
+    assert steps["none"] < steps["sgd-nomomentum"] <= steps["sgd"] <= steps["adamw"]
+
+
+@pytest.mark.parametrize("optimizer, per_tensor", [("adafactor", 2), ("adamw8bit", 1)])
+def test_the_host_waits_inside_the_update(optimizer, per_tensor):
+    """Adafactor's two .item() of norms per tensor; bitsandbytes' sync_gpu after each tensor."""
+    low, upd = _updates(_run(optimizer=optimizer))
+    assert list(low.sync[upd]) == list(np.minimum(per_tensor * low.tensors[upd], 127))
+    calls = host.sync_calls(low, A100, Plan(optimizer=optimizer))
+    assert (calls[upd] == low.sync[upd]).all()
+    low, upd = _updates(_run(optimizer="adamw"))
+    assert not low.sync[upd].any()
+
+
+def test_launches_counted_from_the_code():
+    class Fake:
+        tensors = np.array([10, 30])
+        params = np.array([10_000, 30_000])
+
+    mask = np.array([True, True])
+    calls, kernels = host.optimizer_launches(Fake, mask, Optimizer.ADAFACTOR, OptimizerImpl.SINGLE)
+    assert list(calls) == [20 * 10, 20 * 30] and list(kernels) == [18 * 10, 18 * 30]
+    calls, kernels = host.optimizer_launches(Fake, mask, Optimizer.ADAFACTOR,
+                                             OptimizerImpl.FOREACH)
+    # 13 _foreach_ calls and the CPU steps' increment over the list; 6 kernels and 3 host
+    # calls per tensor left in list comprehensions
+    assert calls.sum() == pytest.approx(14 + 9 * 40)
+    # each layer's share of the 13 launches (40 tensors fit one launch of 48), then its own
+    assert kernels.sum() == pytest.approx(13 + 6 * 40)
+    calls, kernels = host.optimizer_launches(Fake, mask, Optimizer.ADAMW_8BIT,
+                                             OptimizerImpl.SINGLE)
+    assert list(calls) == [30, 90] and list(kernels) == [10, 30]
+    calls, kernels = host.optimizer_launches(Fake, mask, Optimizer.SGD_NOMOMENTUM,
+                                             OptimizerImpl.FUSED)
+    assert calls.sum() == pytest.approx(1)
+
+
+def test_default_implementations():
+    """PyTorch's Adafactor runs its for-loop unless foreach=True (``adafactor``: foreach
+    defaults to None); bitsandbytes a kernel per tensor; the rest as PyTorch's default."""
+    assert host.implementation(Plan(optimizer="adafactor"), A100) is OptimizerImpl.SINGLE
+    assert host.implementation(Plan(optimizer="adamw8bit"), A100) is OptimizerImpl.SINGLE
+    assert host.implementation(Plan(optimizer="sgd-nomomentum"), A100) is OptimizerImpl.FOREACH
+
+
+# -- refusals ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("kw, words", [
+    (dict(optimizer="adafactor", optimizer_impl="fused"), "single or foreach"),
+    (dict(optimizer="adamw8bit", optimizer_impl="foreach"), "runs as single"),
+    (dict(optimizer="none", optimizer_impl="single"), "runs no update"),
+    (dict(optimizer="none", grad_clip=True), "drop --grad-clip")])
+def test_impossible_combinations_are_one_plan_error(kw, words):
+    with pytest.raises(PlanError, match=words):
+        Plan(**kw)
+
+
+def test_cli_refuses_in_one_line_with_exit_2():
+    out = subprocess.run([sys.executable, "-m", "simulator.cli", "predict", "gpt2",
+                          "--device", "a100-sxm4-80gb", "--optimizer", "adamw8bit",
+                          "--optimizer-impl", "fused"], capture_output=True, text=True)
+    assert out.returncode == 2 and not out.stdout
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    assert "optimizer_impl" in out.stderr and "adamw8bit" in out.stderr
