@@ -124,7 +124,7 @@ def train(model: str, device: str, seq_len: int, batch: int, eager: bool = True)
     from simulator.api import simulate
 
     return simulate(workload(model, eager), device, micro_batch=batch, seq_len=seq_len,
-                    precision="fp32", attention="materialized", optimizer="sgd",
+                    precision="fp32", attention="materialized", optimizer="none",
                     **({"loss_kernels": "torch"} if eager else {}))
 
 
@@ -135,12 +135,11 @@ def predict_ms(model: str, device: str, seq_len: int, batch: int, eager: bool = 
 
 def predict_peak_bytes(model: str, device: str, seq_len: int, batch: int) -> float:
     """hwsim's peak memory of one training iteration as NeuSight's harness runs it: weights,
-    gradients and the live tensors at the peak (``Result.peak_memory_bytes``), less the
-    optimizer states, since the harness runs no optimizer step (hwsim's plan has an
-    optimizer: SGD's momentum, one fp32 word a parameter). The gradients are there: the
-    harness never zeroes them, so from its second iteration on they are held throughout."""
-    result = train(model, device, seq_len, batch)
-    return result.peak_memory_bytes - result.memory_breakdown["optimizer_states"]
+    gradients and the live tensors at the peak (``Result.peak_memory_bytes``), with no
+    optimizer (``optimizer="none"``: the harness runs no optimizer step, and in fp32 there is
+    no master copy). The gradients are there: the harness never zeroes them, so from its
+    second iteration on they are held throughout."""
+    return train(model, device, seq_len, batch).peak_memory_bytes
 
 
 #: The training runs NeuSight's label scripts launch on each GPU (scripts/asplos/
@@ -200,7 +199,7 @@ def predict_inference_ms(model: str, device: str, seq_len: int, batch: int) -> f
 
     work = dataclasses.replace(workload(model), dropout=False, attention_dropout=False)
     result = simulate(work, device, micro_batch=batch, seq_len=seq_len, precision="fp32",
-                      attention="materialized", optimizer="sgd", loss_kernels="torch")
+                      attention="materialized", optimizer="none", loss_kernels="torch")
     lowered, names = result.lowered, result.lowered.names
     head = names.index("mlm_dense") if model == "bert_large" else len(names)
     kept = [i for i in range(head)
