@@ -23,7 +23,7 @@ from simulator.parallel.pipeline import p2p_note
 from simulator.parallel.rank import build_stage, micro_batches, stage_forward, stand_ins
 from simulator.plan.fields import PARALLEL, PLAN, echo
 from simulator.plan.parallel import ParallelPlan, Schedule, data_parallel_size, positive
-from simulator.plan.step import Attention, Finetune, Plan, Projections
+from simulator.plan.step import Attention, Finetune, Optimizer, Plan, Projections
 from simulator.report.depth import extrapolate
 from simulator.report.figures import (
     COSTED_NODE_DEVICES,
@@ -279,6 +279,11 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         result.notes.append(format_note)
     if note := bias.note(plan):   # --bias-add separate under compiled fusion: nothing to add
         result.notes.append(note)
+    if plan.optimizer is Optimizer.NONE:   # what the memory's optimizer_states still holds
+        result.notes.append("optimizer none: the forward and backward only, no update"
+                            + (" (optimizer_states holds the fp32 master copy of mixed precision, "
+                               "as PyTorch AMP holds fp32 weights)" if plan.formats.master
+                               else ""))
     if note := p2p_note(parallel):   # --overlap-p2p-comm off the interleaved schedule: nothing
         result.notes.append(note)
     if note := whole_model_note(parallel):   # --fsdp-whole-model below ZeRO 3: nothing

@@ -135,3 +135,11 @@ def test_cli_refuses_in_one_line_with_exit_2():
     assert out.returncode == 2 and not out.stdout
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
     assert "optimizer_impl" in out.stderr and "adamw8bit" in out.stderr
+
+
+def test_none_says_what_its_memory_still_holds():
+    bf16 = [n for n in _run(precision="bf16", optimizer="none").notes if "optimizer none" in n]
+    fp32 = [n for n in _run(precision="fp32", optimizer="none").notes if "optimizer none" in n]
+    assert len(bf16) == 1 and "fp32 master" in bf16[0]
+    assert len(fp32) == 1 and "master" not in fp32[0]
+    assert not [n for n in _run(optimizer="adamw").notes if "optimizer none" in n]
