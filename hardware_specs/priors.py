@@ -36,15 +36,16 @@ GPU_PRIORS = {"memory_efficiency": 0.780, "norm_memory_efficiency": 0.617,
 #: 0.763, B200 0.787, GB200 0.729, MI300X 0.471, MI325X 0.600, MI355X 0.622, V100 SXM2/PCIe
 #: 0.848, T4 0.616 -> 0.787; accelerators: Gaudi 2 0.969, Gaudi 3 0.677, Trainium 0.830 (an
 #: NKI bf16 GEMM on one NeuronCore-v2, AWS's matmul tutorial) -> 0.830; TPUs: v5e 0.923 (XLA's
-#: bf16 jnp.matmul of 8192^3, the JAX Pallas TPU matmul guide), the median of one ->
-#: 0.923; ``tests/data/nongpu_kernel_rates.csv``). A class with no measured member (FPGAs,
+#: bf16 jnp.matmul of 8192^3, the JAX Pallas TPU matmul guide), v6e 0.793 (XLA's bf16
+#: dot_general of 8192^3 in profiler device time, yangwhale/gpu-tpu-pedia) -> 0.858, carried to
+#: v3, v4 and v5p; ``tests/data/nongpu_kernel_rates.csv``). A class with no measured member (FPGAs,
 #: CPUs) takes ``CROSS_CLASS_PRIORS``. A fraction of the
 #: device's own peak, as the streaming priors are of its own bandwidth: its balance of compute
 #: and bandwidth decides which bounds an op. A calibrated CPU (``hwsim calibrate``) replaces it
 #: with its fit. ``tests/test_priors.py`` recomputes them; ``DeviceSpec.priors`` names the
 #: fields a device runs on.
 MATMUL_PRIORS = {DeviceClass.GPU: 0.787, DeviceClass.ACCELERATOR: 0.830,
-                 DeviceClass.TPU: 0.923}
+                 DeviceClass.TPU: 0.858}
 #: A GPU whose spec cites no measurement of its vector units (``vector_efficiency``: norms',
 #: activations', softmax's arithmetic) runs them at this fraction of its fp32 vector peak (the
 #: datasheet's, at the boost clock): the median, over the GPUs whose FMA-chain throughput was
@@ -90,8 +91,9 @@ STREAM_PRIORS = {DeviceClass.FPGA: 0.924}
 #: and the Alveo U280's 0.924: 14 values, median (0.780 + 0.850) / 2 = 0.815), vector
 #: arithmetic (``vector_efficiency``: the A100-SXM4-40/80GB 0.979, V100-SXM2 0.987, A100 PCIe
 #: 40GB 0.971 and L40S 0.867 -> 0.979)
-#: and GEMMs (``matmul_efficiency``: the 17 GPU, accelerator and TPU specs above, 0.803, the
-#: H100 SXM's). Today that is every TPU, accelerator (Gaudi, Trainium, Graphcore, Snapdragon)
+#: and GEMMs (``matmul_efficiency``: the 18 GPU, accelerator and TPU specs above, (0.793 +
+#: 0.803) / 2 = 0.798, between the TPU v6e's and the H100 SXM's; 0.803 until v6e's was cited,
+#: 2026-12-06). Today that is every TPU, accelerator (Gaudi, Trainium, Graphcore, Snapdragon)
 #: and catalogue CPU for streams, every non-GPU for vector arithmetic, and the FPGAs and
 #: catalogue CPUs for GEMMs. A documented prior, not a measurement: no device runs an
 #: op class at its datasheet peak because no device of its class was measured; ``hwsim
@@ -110,7 +112,7 @@ STREAM_PRIORS = {DeviceClass.FPGA: 0.924}
 #: peak and 64 % of the HBM bandwidth for gathers of rows of 256 B and more; not used until
 #: read in the paper; searched again 2026-12-06: the stored arxiv.org/html/2501.00210v1 page
 #: is readable only to its introduction).
-CROSS_CLASS_PRIORS = {"matmul_efficiency": 0.803, "memory_efficiency": 0.815,
+CROSS_CLASS_PRIORS = {"matmul_efficiency": 0.798, "memory_efficiency": 0.815,
                       "vector_efficiency": 0.979}
 #: Per field, the class priors: the median over the measured devices of the class.
 CLASS_PRIORS = {**{field: {DeviceClass.GPU: value} for field, value in GPU_PRIORS.items()},

@@ -320,8 +320,9 @@ def test_hwsim_devices_says_which_classes_have_no_measured_device():
     assert "stream:prior" in rows["h100-pcie-80gb"] and "stream:measured" in rows["a100-sxm4-80gb"]
     assert "vector:measured" in rows["a100-sxm4-80gb"] and "vector:prior" in rows["l4"]
     assert "gemm:prior/cross-class" in rows["xeon-8380"] and "gemm:measured" in rows["gaudi2"]
-    # tests/data/nongpu_kernel_rates.csv: the TPU v5e's and Trainium's GEMMs, the U280's HBM
-    assert "gemm:measured" in rows["tpu-v5e"] and "gemm:prior " in rows["tpu-v4"]
+    # tests/data/nongpu_kernel_rates.csv: the TPU v5e's, v6e's and Trainium's GEMMs, the U280's
+    assert "gemm:measured" in rows["tpu-v5e"] and "gemm:prior " in rows["tpu-v4"]     # HBM
+    assert "gemm:measured" in rows["tpu-v6e"] and "gemm:prior " in rows["tpu-v5p"]
     assert "gemm:measured" in rows["trainium1"]
     assert "stream:measured" in rows["alveo-u280"] and "stream:prior " in rows["alveo-u250"]
     assert "gemm:prior/cross-class" in rows["alveo-u280"]
