@@ -220,3 +220,15 @@ def test_the_gfx942_mamf_rows_sit_alike_against_amds_held_clocks():
     step = {d.name: d.matmul_efficiency * (d.matmul_sustained or 1.0) * d.peak_for(DType.BF16)
             / _held_peak(d, HELD[d.name][0]) for d in (mi325x, mi300x)}
     assert step["mi325x"] == pytest.approx(step["mi300x"], rel=0.05)
+
+
+def test_the_h200_fp8_figure_is_its_fp8_mamf_held_at_its_own_ratio():
+    """The H200's figures are sustained ones (MSMF, no ratio): its fp8 GEMMs run at its measured
+    fp8 MAMF (1453.4 of 1978.9 TFLOP/s, ml-engineering 744d01e) held at its bf16 MSMF / MAMF,
+    755 / 850, as the H100 SXM5 holds its fp8 MAMF at the same ratio; below the bf16 figure."""
+    h200 = load_device("h200-sxm")
+    assert h200.fp8_matmul_efficiency == pytest.approx(1453.4 / 1978.9 * 755 / 850, abs=5e-4)
+    assert h200.matmul_efficiency == pytest.approx(755 / 989.4, abs=5e-4)
+    assert h200.fp8_matmul_efficiency < h200.matmul_efficiency
+    # the H100 SXM5's fp8 GEMMs, sustained: below the H200's (its MAMF 1402.6 < 1453.4)
+    assert H100.fp8_matmul_efficiency * H100.matmul_sustained < h200.fp8_matmul_efficiency
