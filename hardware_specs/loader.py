@@ -132,6 +132,10 @@ ALIASES: dict[str, str] = {
     "mi250x-gcd": "mi250x-die",
     "p100": "p100-pcie-16gb",
     "v100-pcie": "v100-pcie-32gb",
+    "3090": "rtx-3090",
+    "a6000": "rtx-a6000",
+    "6000-ada": "rtx-6000-ada",
+    "rtx-8000": "quadro-rtx-8000",
 }
 
 #: dtype names allowed in ``peak_tflops`` (formats a matrix unit computes in).

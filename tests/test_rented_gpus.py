@@ -122,3 +122,11 @@ def test_the_catalogue_property_tests_cover_them(name):
     spec = load_device(name)
     for precision in ("fp16", "fp32"):
         _check_limits(simulate("gpt2-small", spec, micro_batch=2, precision=precision), spec)
+
+
+@pytest.mark.parametrize("spelled, name", [
+    ("3090", "rtx-3090"), ("RTX 3090", "rtx-3090"), ("a6000", "rtx-a6000"),
+    ("RTX_A6000", "rtx-a6000"), ("6000-ada", "rtx-6000-ada"), ("RTX 6000 Ada", "rtx-6000-ada"),
+    ("rtx-8000", "quadro-rtx-8000"), ("Quadro RTX 8000", "quadro-rtx-8000"), ("A10", "a10")])
+def test_common_spellings(spelled, name):
+    assert load_device(spelled).name == name
