@@ -44,7 +44,7 @@ from hardware_specs.cluster import load_cluster
 from hardware_specs.loader import load_device
 from hardware_specs.override import override
 from simulator import Plan, simulate
-from workloads.transformer import Ffn, Norm, Residual, TransformerConfig
+from workloads.transformer import Ffn, Head, Norm, Residual, TransformerConfig
 from workloads.zoo import get_workload
 
 try:
@@ -95,18 +95,21 @@ class Outcome:
 
     @property
     def source(self) -> str:
-        """Where the row was published (``SOURCES``, by the run id's first word)."""
-        head = self.run_id.split("-")[0]
+        """Where the row was published (``SOURCES``, by the run id's first two words, else
+        its first: lambda-bert apart from lambda's ResNet-50 rows)."""
+        words = self.run_id.split("-")
+        head = "-".join(words[:2]) if "-".join(words[:2]) in SOURCES else words[0]
         return SOURCES.get(head, head)
 
 
-#: The publication behind each row, by its run id's first word: the report groups the rows by
-#: it too, so that one large table (llm-foundry's 216 runs) cannot hide a family that is off.
+#: The publication behind each row, by its run id's first two words or else its first: the
+#: report groups the rows by it too, so that one large table (llm-foundry's 216 runs) cannot hide a family that is off.
 SOURCES = {
     "foundry": "llm-foundry (MPT, FSDP)", "pythia": "Pythia (GPT-NeoX)", "nemo": "NeMo",
     "megatron21": "Megatron-LM 2021", "korthikanti22": "Megatron-LM 2022",
     "megatron": "Megatron-Core", "smith22": "MT-NLG (DeepSpeed)", "dao": "FlashAttention GPT",
     "dao23": "FlashAttention-2 GPT", "lambda": "Lambda ResNet-50",
+    "lambda-bert": "Lambda BERT SQuAD (DeepLearningExamples)",
     "bloom": "BLOOM (Megatron-DeepSpeed)", "torchtitan": "torchtitan (FSDP2)",
     "mlperf40": "MLPerf Training v4.0 (NeMo)", "mlperf50": "MLPerf Training v5.0 (NeMo)",
     "maxtext": "MaxText (JAX, TPU)", "palm": "PaLM (Pathways, TPU v4)",
@@ -143,7 +146,8 @@ def workload(row: dict[str, str]):
     options = model_options(row)
     # residual=parallel (GPT-NeoX); ffn=swiglu, norm=layernorm (OLMo's SwiGLU block with
     # LayerNorm, AMD-OLMo's rows): the enumerated fields by their value
-    enums = {"residual": Residual, "ffn": Ffn, "norm": Norm}
+    # head=span: BERT's SQuAD fine-tuning (Lambda's bert_*_squad rows)
+    enums = {"residual": Residual, "ffn": Ffn, "norm": Norm, "head": Head}
     options = {key: enums[key](value) if key in enums else _option(value)
                for key, value in options.items()}
     # moe.<field>=<value>: a mixture of experts' [moe] field as the run set it

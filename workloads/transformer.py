@@ -48,6 +48,18 @@ class Style(str, Enum):
     VISION = "vision"    # ViT: patch embedding, class token, pre-norm, classifier head
 
 
+class Head(str, Enum):
+    """What the model's last layer feeds (``TransformerConfig.head``)."""
+
+    LM = "lm"      # the style's own: the LM head (decoder), the MLM head (encoder), the
+    #                classifier on the class token (vision)
+    # extractive question answering: one linear hidden -> 2 at every position (start and end
+    # logits), a cross-entropy over the sequence's positions for each (Devlin et al. 2019,
+    # sec. 4.2; NVIDIA DeepLearningExamples PyTorch/LanguageModeling/BERT modeling.py
+    # BertForQuestionAnswering and run_squad.py, the run Lambda's BERT SQuAD benchmark times)
+    SPAN = "span"
+
+
 #: The largest figure of each field: far beyond any real model (the largest published: 126
 #: layers, hidden 25,600 and ffn 102,400 (Megatron-LM's 1T), vocab 262,144 (Gemma 3), a 10M-token
 #: context (Llama 4 Scout)), small enough that a step's counts stay exact in int64.
@@ -162,6 +174,9 @@ class TransformerConfig:
     # efficiency of that one length, not at each l_i's (an approximation: the fixed cost per
     # query block is convex in the length). None (or 1): the whole row attends to itself.
     packed_attention: float | None = None
+    # What the last layer feeds (``Head``): the style's own head, or ``span``, extractive
+    # question answering's start and end logits (BERT fine-tuned on SQuAD), in place of it.
+    head: Head = Head.LM
 
     def __post_init__(self) -> None:
         for key in ("layers", "hidden", "heads", "vocab", "seq_len"):
@@ -188,6 +203,12 @@ class TransformerConfig:
             raise WorkloadError(f"{self.name}: mlm_share = {self.mlm_share!r} must be a fraction "
                                 "in (0, 1] on an encoder (the share of positions the MLM head "
                                 "runs on: 0.15 for BERT's masked tokens)")
+        if not isinstance(self.head, Head):
+            raise WorkloadError(f"{self.name}: head = {self.head!r}: choose "
+                                + " | ".join(repr(h.value) for h in Head))
+        if self.head is Head.SPAN and (self.style is Style.VISION or self.mlm_share is not None):
+            raise WorkloadError(f"{self.name}: head = 'span' (question answering over the "
+                                "sequence's positions) needs a text model without mlm_share")
         if self.packed_attention is not None and (not is_fraction(self.packed_attention)
                                                   or self.mla is not None):
             raise WorkloadError(f"{self.name}: packed_attention = {self.packed_attention!r} must "
@@ -324,6 +345,9 @@ class TransformerConfig:
         h = self.hidden
         if self.style is Style.VISION:
             return self._norm_params() + h * self.vocab + self.vocab
+        if self.head is Head.SPAN:   # qa_outputs: hidden -> start, end (a pre-norm decoder's
+            #                          final norm before it)
+            return 2 * h + 2 + (self._norm_params() if self.style is Style.DECODER else 0)
         if self.style is Style.ENCODER:  # MLM transform (dense, gelu, norm) + tied decoder + bias
             return h * h + h + self._norm_params() + self.vocab
         untied = 0 if self.tied_embeddings else self.vocab * h
@@ -530,6 +554,12 @@ def _head(c: TransformerConfig, b: Builder, x: str, batch: int) -> None:
         x = b.norm(c.norm.value, x, rows, h, bias=c.norm is Norm.LAYERNORM)
         cls = b.copy("cls_select", x, batch * h)
         b.loss(b.linear("classifier", cls, batch, h, c.vocab, bias=True), batch, c.vocab)
+        return
+    if c.head is Head.SPAN:   # start and end logits; a cross-entropy over s positions each
+        if c.style is Style.DECODER:   # the final norm of a pre-norm stack (GPT-2's ln_f)
+            x = b.norm(c.norm.value, x, rows, h, bias=c.norm is Norm.LAYERNORM)
+        logits = b.linear("qa_outputs", x, rows, h, 2, bias=True)
+        b.loss(logits, 2 * batch, c.sequence)
         return
     if c.style is Style.ENCODER:  # MLM transform, then the tied decoder with its own bias
         if c.mlm_share is not None:  # the masked positions gathered (index_select) first
