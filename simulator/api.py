@@ -119,6 +119,7 @@ def simulate(workload: str | Workload, hardware: str | DeviceSpec | ClusterSpec,
         attention.check_head_dim(plan.attention_kernel, getattr(work, "head_dim", None),
                                  plan.precision)
     format_note = precision.check(device, plan)   # PlanError where it cannot train in it
+    host.check_optimizer_device(plan, device)   # bitsandbytes' kernel: NVIDIA and AMD GPUs
     if plan.conv_norm_fusion:   # cuDNN's fused ops: NVIDIA, sm80 or later (training.convnorm)
         convnorm.check_device(device)
     if plan.norm_act_fusion:   # apex's NHWC batch-norm kernels: NVIDIA or AMD GPUs

@@ -14,7 +14,7 @@ from hardware_specs.loader import load_device
 from simulator.cost import host
 from simulator.errors import PlanError
 from simulator.graph.op import Task
-from simulator.plan.step import Optimizer, OptimizerImpl, Plan
+from simulator.plan.step import UPDATE_SYNCS, Optimizer, OptimizerImpl, Plan
 
 A100 = load_device("a100-sxm4-80gb")
 
@@ -143,3 +143,130 @@ def test_none_says_what_its_memory_still_holds():
     assert len(bf16) == 1 and "fp32 master" in bf16[0]
     assert len(fp32) == 1 and "master" not in fp32[0]
     assert not [n for n in _run(optimizer="adamw").notes if "optimizer none" in n]
+
+
+# -- where the counts do not hold: refused in one line ------------------------------------------
+@pytest.mark.parametrize("kw, words", [
+    # the gradient reductions hang off the updates none does not run (pp 2 was a KeyError,
+    # dp 8 priced no reduction at all)
+    (dict(optimizer="none", dp=2), "dp = 2"),
+    (dict(optimizer="none", pp=2, global_batch=4), "pp = 2"),
+    (dict(optimizer="none", tp=2), "tp = 2"),
+    (dict(optimizer="none", fused_grad_accumulation=False), "fused_grad_accumulation"),
+    # ZeRO's flat shards: Adafactor keeps a full variance for a 1-D tensor
+    (dict(optimizer="adafactor", dp=2, zero=1), "flat 1-D shards"),
+    (dict(optimizer="adafactor", dp=2, zero=3), "flat 1-D shards"),
+    # Megatron-LM builds Adam or SGD (megatron/core/optimizer/__init__.py)
+    (dict(optimizer="adamw8bit", dp=2, sharding="megatron"), "Megatron-LM builds"),
+    (dict(optimizer="adafactor", dp=2, sharding="megatron"), "Megatron-LM builds")])
+def test_parallel_plans_the_counts_do_not_cover_are_refused(kw, words):
+    with pytest.raises(PlanError, match=words):
+        simulator.simulate("gpt2", A100, micro_batch=2, **kw)
+
+
+def test_the_plans_they_do_cover_still_run():
+    """One rank for none; ZeRO over one rank (nothing sharded) for Adafactor; Megatron-LM's
+    SGD with momentum 0 (its --sgd-momentum)."""
+    assert _run(optimizer="none", zero=0).step_time_s > 0
+    assert _run(optimizer="adafactor", zero=1).step_time_s > 0
+    assert simulator.simulate("gpt2", A100, micro_batch=2, dp=2, sharding="megatron",
+                              optimizer="sgd-nomomentum").step_time_s > 0
+
+
+def test_adafactor_refuses_convolutions():
+    """A [cout, cin, kh, kw] weight's row and column factors are cout*cin*kh and cout*cin*kw
+    elements (tests/test_optimizers.py::test_adafactor_and_sgd_against_pytorch measures them),
+    not the m + n counted."""
+    with pytest.raises(PlanError, match="convolution"):
+        simulator.simulate("resnet-18", A100, micro_batch=2, optimizer="adafactor")
+
+
+@pytest.mark.parametrize("device", ["tpu-v5p", "gaudi2", "m4-max", "epyc-9654"])
+def test_bitsandbytes_runs_on_nvidia_and_amd_gpus_only(device):
+    with pytest.raises(PlanError, match="NVIDIA and AMD GPUs"):
+        simulator.simulate("gpt2", device, micro_batch=2, optimizer="adamw8bit")
+    assert simulator.simulate("gpt2", "mi300x", micro_batch=2,
+                              optimizer="adamw8bit").step_time_s > 0
+
+
+# -- the counts against PyTorch's own code (an independent anchor) ----------------------------
+def _dispatched(torch, params, optimizer):
+    """(kernels, host syncs, host-only calls) of ``optimizer``'s second step, as the aten ops
+    PyTorch dispatches: ops on the CPU ``step`` tensors are host-only, ``.item()`` of
+    anything else (``_local_scalar_dense``) a wait for the device, the rest kernels (the
+    profiler's record_function markers left out)."""
+    from torch.utils import _pytree as pytree
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    calls = []
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            tensors = [a for a in pytree.tree_leaves((args, kwargs))
+                       if isinstance(a, torch.Tensor)]
+            calls.append((str(func), [t.data_ptr() for t in tensors]))
+            return func(*args, **(kwargs or {}))
+
+    for p in params:
+        p.grad = torch.randn_like(p)
+    optimizer.step()   # the first step makes the states
+    with Count():
+        optimizer.step()
+    steps = {s.data_ptr() for state in optimizer.state.values() for key, s in state.items()
+             if key == "step" and torch.is_tensor(s)}
+    kernels = syncs = host_only = 0
+    for name, ptrs in calls:
+        if name.startswith("profiler.") or "lift_fresh" in name:
+            continue
+        if ptrs and ptrs[0] in steps:   # step_t += 1, step_t.item(), the steps' foreach add
+            host_only += 1
+        elif "_local_scalar_dense" in name:
+            syncs += 1
+        else:
+            kernels += 1
+    return kernels, syncs, host_only
+
+
+@pytest.mark.torch
+def test_adafactor_and_sgd_against_pytorch():
+    torch = pytest.importorskip("torch")
+    if not hasattr(torch.optim, "Adafactor"):
+        pytest.skip("torch.optim.Adafactor is PyTorch 2.5+")
+    n = 3
+
+    def matrices():
+        return [torch.nn.Parameter(torch.randn(8, 16)) for _ in range(n)]
+
+    # the for-loop (Adafactor's default: foreach=None runs _single_tensor_adafactor)
+    ps = matrices()
+    kernels, host_only = host.UPDATE_LINES[Optimizer.ADAFACTOR]
+    syncs = UPDATE_SYNCS[Optimizer.ADAFACTOR]
+    assert _dispatched(torch, ps, torch.optim.Adafactor(ps)) == (
+        kernels * n, syncs * n, host_only * n)
+    # foreach: 13 list calls, 6 kernels, 2 syncs and 3 host-only .item() of the steps per
+    # tensor, and the steps' _foreach_add_
+    ps = matrices()
+    lists, steps_add = host.FOREACH_LINES[Optimizer.ADAFACTOR]
+    own, own_host = host.FOREACH_PER_TENSOR[Optimizer.ADAFACTOR]
+    assert _dispatched(torch, ps, torch.optim.Adafactor(ps, foreach=True)) == (
+        lists + own * n, syncs * n, steps_add + own_host * n)
+    # its states: a row and a column vector per matrix (m + n elements, counted as 0 a
+    # parameter); a convolution's are 1/kh + 1/kw of its elements (refused above)
+    def states(shape):
+        p = torch.nn.Parameter(torch.randn(*shape))
+        p.grad = torch.randn_like(p)
+        opt = torch.optim.Adafactor([p])
+        opt.step()
+        return sum(s.numel() for key, s in opt.state[p].items() if key != "step")
+
+    assert states((8, 16)) == 8 + 16
+    assert states((4, 3, 3, 3)) == 2 * 4 * 3 * 3      # 1/kh + 1/kw of its 108 elements
+    assert states((4, 3, 1, 1)) == 2 * 4 * 3          # twice its elements
+    assert states((16,)) == 16                         # a vector's full variance
+    # SGD without momentum: param.add_ a tensor, one _foreach_add_ over the list
+    ps = matrices()
+    assert _dispatched(torch, ps, torch.optim.SGD(ps, lr=0.1, foreach=False)) == (
+        host.UPDATE_LINES[Optimizer.SGD_NOMOMENTUM][0] * n, 0, 0)
+    ps = matrices()
+    assert _dispatched(torch, ps, torch.optim.SGD(ps, lr=0.1, foreach=True)) == (
+        host.FUSED_LINES[Optimizer.SGD_NOMOMENTUM], 0, 0)

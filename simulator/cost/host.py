@@ -180,6 +180,27 @@ def serial(device: DeviceSpec) -> bool:
     return device.device_class is DeviceClass.CPU
 
 
+#: The GPUs bitsandbytes' 8-bit optimizer kernel runs on (bitsandbytes-foundation/bitsandbytes
+#: 95f9af3: ``kOptimizerStatic8bit2StateBlockwise`` in csrc/kernels.cu, built for CUDA and,
+#: through csrc/compat.cuh, HIP (ROCm); bitsandbytes/backends/*/ops.py register
+#: ``optimizer_update_8bit_blockwise`` for cuda, xpu and cpu only, the cpu one a chain of
+#: PyTorch ops).
+BNB_KERNEL_VENDORS = ("NVIDIA", "AMD")
+
+
+def check_optimizer_device(plan: Plan, device: DeviceSpec) -> None:
+    """PlanError where ``plan``'s optimizer does not run as counted on ``device``:
+    bitsandbytes' AdamW8bit is one CUDA/HIP kernel a tensor (``BNB_KERNEL_VENDORS``'s GPUs);
+    its CPU path dequantises, updates and quantises with PyTorch ops (backends/cpu/ops.py,
+    ``_optimizer_update_8bit_blockwise_cpu``), not counted, and TPUs, Gaudi, Trainium, IPUs,
+    FPGAs and Apple GPUs have no kernel of it."""
+    if plan.optimizer is Optimizer.ADAMW_8BIT and (
+            device.device_class is not DeviceClass.GPU or device.vendor not in BNB_KERNEL_VENDORS):
+        raise PlanError(f"optimizer = adamw8bit: bitsandbytes' 8-bit kernel runs on NVIDIA and "
+                        f"AMD GPUs, not on {device.name} ({device.vendor} "
+                        f"{device.device_class.value}); pick another optimizer")
+
+
 def implementation(plan: Plan | None, device: DeviceSpec) -> OptimizerImpl:
     """The optimizer implementation a step runs: the plan's, else PyTorch's default
     (``torch/optim/optimizer.py`` ``_default_to_fused_or_foreach``: foreach when every

@@ -45,6 +45,7 @@ from simulator.plan.step import (
     Finetune,
     Fusion,
     LoraTarget,
+    Optimizer,
     Plan,
     Projections,
     Recompute,
@@ -105,6 +106,7 @@ def micro_batches(work, plan: Plan, parallel: ParallelPlan, num_devices: int) ->
                         "add --sharding deepspeed or deepspeed-2021, or use tp > 1")
     if parallel.hidden_sharded:
         _check_hidden_sharded(parallel, shape)
+    _check_optimizer(plan, parallel)
     if shape is None:
         m = parallel.validate(num_devices, 1, 1, None, plan.global_batch, plan.micro_batch)
     else:
@@ -114,6 +116,52 @@ def micro_batches(work, plan: Plan, parallel: ParallelPlan, num_devices: int) ->
         check_tensor_parallel(shape, parallel.tp)
     check_expert_parallel(work, parallel.ep)
     return m
+
+
+#: The optimizers Megatron-LM builds (NVIDIA/Megatron-LM d98e8a64dd
+#: megatron/core/optimizer/__init__.py lines 546-630: adam, lion, sgd with ``sgd_momentum``,
+#: else "optimizer is not supported"; megatron/training/arguments.py line 2914 adds muon and
+#: soap; none of them Adafactor or bitsandbytes').
+MEGATRON_OPTIMIZERS = (Optimizer.ADAM, Optimizer.ADAMW, Optimizer.SGD, Optimizer.SGD_NOMOMENTUM)
+
+
+def _check_optimizer(plan: Plan, parallel: ParallelPlan) -> None:
+    """PlanError where ``plan``'s optimizer runs otherwise than ``simulator.plan.step``
+    counts it under ``parallel``.
+
+    - ``none``: every gradient reduction (data, context and expert parallelism's, the
+      tensor-parallel replicas' and the pipeline's tied embeddings'), ZeRO's sharding and
+      unfused gradient accumulation hang off a layer's update (``simulator.parallel.data``):
+      one rank, fused accumulation only.
+    - ``adafactor`` under ZeRO 1-3 over several ranks: DeepSpeed hands its optimizer one flat
+      fp32 partition per group (microsoft/DeepSpeed 38327e07f
+      deepspeed/runtime/zero/stage_1_and_2.py line 416, ``param_group['params'] =
+      [self.single_partition_of_fp32_groups[i]]``; stage3.py likewise), as FSDP's flat
+      parameters do, and PyTorch's Adafactor keeps a full ``variance`` for a 1-D tensor
+      (torch/optim/_adafactor.py ``_init_group``), not the row and column factors counted.
+    - Megatron-LM (``--sharding megatron``) builds Adam, SGD or its own (``MEGATRON_OPTIMIZERS``),
+      not Adafactor or bitsandbytes'."""
+    opt = plan.optimizer
+    if opt is Optimizer.NONE:
+        axes = [f"{name} = {value}" for name, value in (
+            ("dp", parallel.dp), ("tp", parallel.tp), ("pp", parallel.pp), ("cp", parallel.cp),
+            ("ep", parallel.ep), ("zero", parallel.zero)) if value > (0 if name == "zero" else 1)]
+        if not parallel.fused_grad_accumulation:
+            axes.append("fused_grad_accumulation = false")
+        if axes:
+            raise PlanError(f"optimizer = none is modelled on one rank: with {', '.join(axes)} "
+                            "the gradient reductions and accumulations hang off the update it "
+                            "does not run; use one device (dp = tp = pp = cp = ep = 1, zero 0) "
+                            "or pick an optimizer")
+    if opt is Optimizer.ADAFACTOR and parallel.zero and parallel.shards > 1:
+        raise PlanError(f"optimizer = adafactor with zero = {parallel.zero}: ZeRO and FSDP hand "
+                        "the optimizer flat 1-D shards, for which Adafactor keeps a full fp32 "
+                        "variance instead of its row and column factors (not modelled); use "
+                        "--zero 0 or another optimizer")
+    if parallel.sharding is Sharding.MEGATRON and opt not in MEGATRON_OPTIMIZERS:
+        raise PlanError(f"optimizer = {opt.value} with sharding = megatron: Megatron-LM builds "
+                        "Adam, SGD (with or without momentum) or its own (Lion, Muon, SOAP), not "
+                        f"{opt.value}; use --sharding fsdp or deepspeed, or --optimizer adamw")
 
 
 def check_nodes(parallel: ParallelPlan, cluster: ClusterSpec | None) -> None:

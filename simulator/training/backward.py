@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from simulator.errors import PlanError
 from simulator.graph.collective import ADJOINT, Axis, reassembly
 from simulator.graph.lower import READS_OUTPUT
 from simulator.graph.op import (
@@ -441,6 +442,15 @@ class _Derivation:
         amax = 4 if self.plan.fp8_recipe is Fp8Recipe.CURRENT else 0
         for op in self.forward.ops():
             if op.params and not op.frozen:   # frozen parameters have no optimizer state
+                if opt is Optimizer.ADAFACTOR and op.kind is OpKind.CONV:
+                    # torch/optim/_adafactor.py factors the last two dimensions only: a
+                    # [cout, cin, kh, kw] weight's row_var holds cout*cin*kh elements and its
+                    # col_var cout*cin*kw (2 x its elements at 1 x 1), not the m + n counted
+                    raise PlanError(f"optimizer = adafactor: {op.name} is a convolution, and "
+                                    "Adafactor factors a weight's last two dimensions only: a "
+                                    "kernel's row and column states hold 1/kh + 1/kw of its "
+                                    "elements (twice them at 1 x 1), not counted; pick "
+                                    "another optimizer")
                 per_layer[op.layer] = per_layer.get(op.layer, 0) + op.params
                 tensors[op.layer] = tensors.get(op.layer, 0) + op.tensors
         for layer, params in sorted(per_layer.items()):
