@@ -46,6 +46,12 @@ DEVICES = {
     "RTX 4090": ("rtx-4090", ""),
     "H100 80GB PCIe Gen5": ("h100-pcie-80gb", ""),
     "H100 80GB SXM5": ("h100-sxm5-80gb", ""),
+    # the GPUs added to the catalogue on 2026-12-06 (issue 20 item 5), on the GPU priors
+    "A10 (LambdaCloud)": ("a10", ""),
+    "RTX 3090": ("rtx-3090", ""),
+    "RTX A6000": ("rtx-a6000", ""),
+    "RTX 6000 Ada": ("rtx-6000-ada", ""),
+    "Quadro RTX 8000": ("quadro-rtx-8000", ""),
 }
 #: hwsim's options for DeepLearningExamples' BertForQuestionAnswering as run_squad.py runs it:
 #: the span head; the position table of 512 rows (bert_config.json) though the sequence is 384;
