@@ -229,6 +229,15 @@ def test_plan_notes_keep_a_semicolon_inside_their_parentheses(capsys):
     assert all(note.count("(") == note.count(")") for note in notes)
 
 
+def test_rows_without_notes_print_none():
+    """A row with no notes ('') explodes to NaN; before, the planner printed 'note: nan'."""
+    import pandas as pd
+
+    from simulator.cli.explore import note_lines
+    assert note_lines(pd.Series(["a; b (c; d)", "", None, "a"])) == [
+        "note: a", "note: b (c; d)"]
+
+
 def test_a_recommended_device_on_priors_or_datasheet_rates_is_named(capsys):
     """``hwsim plan`` says, as ``compare`` does, which shown configuration's device runs its
     GEMMs or streams on class priors or the datasheet: Gaudi 3's streams are its datasheet

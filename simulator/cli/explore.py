@@ -233,8 +233,7 @@ def plan_text(report, top: int = 10, specs=()) -> str:
                      "than another) or unable to run it: " + ", ".join(
                          f"{name} ({by if by.startswith('cannot') else 'by ' + by})"
                          for name, by in report.pruned.items()))
-    notes = feasible.head(top)["notes"].dropna().map(split_notes).explode()
-    lines += [f"note: {note}" for note in dict.fromkeys(notes) if note]
+    lines += note_lines(feasible.head(top)["notes"])
     if feasible["cost_usd"].isna().any():
         lines.append("note: devices without a price have no cost (give --price-per-hour "
                      "DEVICE=USD)")
@@ -250,6 +249,14 @@ def plan_text(report, top: int = 10, specs=()) -> str:
 
 
 # -------------------------------------------------------------------------------- helpers
+
+def note_lines(notes) -> list[str]:
+    """``note: ...`` once per distinct note of the rows' ``notes`` (a pandas Series of
+    '; '-joined notes, None or '' where a row has none: ``explode`` gives NaN for a row's
+    empty list, dropped, not printed as 'note: nan')."""
+    split = notes.dropna().map(split_notes).explode().dropna()
+    return [f"note: {note}" for note in dict.fromkeys(split) if note]
+
 
 def split_notes(text: str) -> list[str]:
     """A row's notes (``sweep.flatten`` joins them with '; ') one by one: split at '; '
