@@ -82,19 +82,24 @@ VECTOR_PRIORS = {DeviceClass.GPU: 0.975}
 #: ``tests/data/nongpu_kernel_rates.csv``). Carried by the class rule to the DDR4 parts (Alveo
 #: U250, VCK5000) although no DDR4 figure is read: the best a hand-written RTL engine reaches,
 #: an upper figure for a kernel made with HLS (Choi et al., FPGA 2021, measure HLS designs
-#: well below it before their optimisations); a prior, not a fit.
-STREAM_PRIORS = {DeviceClass.FPGA: 0.924}
+#: well below it before their optimisations); a prior, not a fit. A TPU likewise: the median
+#: over the measured TPUs, today the v5e alone (XLA's elementwise x * 2 of a bf16 16384^2
+#: array in device time, 657.7 of 819 GB/s = 0.803; AMLeng/tpu-kernels, 2026-05-04;
+#: ``tests/data/nongpu_kernel_rates.csv``), carried to v3, v4, v5p and v6e (HBM2 to HBM3 parts
+#: whose streaming nobody timed; a prior, not a fit).
+STREAM_PRIORS = {DeviceClass.FPGA: 0.924, DeviceClass.TPU: 0.803}
 #: A device of a class with no measured member takes, for each of these op classes, the median
 #: of the fitted efficiency over every catalogue spec that cites a measurement of it, whatever
 #: its class (``tests/test_priors.py`` recomputes each from the files): streams
 #: (``memory_efficiency``: the 13 GPU specs citing NeuSight's or PyTorch's kernels, 0.736-0.894,
-#: and the Alveo U280's 0.924: 14 values, median (0.780 + 0.850) / 2 = 0.815), vector
+#: the Alveo U280's 0.924 and the TPU v5e's 0.803: 15 values, median 0.803; 0.815 over the
+#: 14 before the v5e's was cited, 2026-12-06), vector
 #: arithmetic (``vector_efficiency``: the A100-SXM4-40/80GB 0.979, V100-SXM2 0.987, A100 PCIe
 #: 40GB 0.971 and L40S 0.867 -> 0.979)
 #: and GEMMs (``matmul_efficiency``: the 18 GPU, accelerator and TPU specs above, (0.793 +
 #: 0.803) / 2 = 0.798, between the TPU v6e's and the H100 SXM's; 0.803 until v6e's was cited,
-#: 2026-12-06). Today that is every TPU, accelerator (Gaudi, Trainium, Graphcore, Snapdragon)
-#: and catalogue CPU for streams, every non-GPU for vector arithmetic, and the FPGAs and
+#: 2026-12-06). Today that is every accelerator (Gaudi, Trainium, Graphcore, Snapdragon)
+#: and catalogue CPU for streams (TPUs until 2026-12-06), every non-GPU for vector arithmetic, and the FPGAs and
 #: catalogue CPUs for GEMMs. A documented prior, not a measurement: no device runs an
 #: op class at its datasheet peak because no device of its class was measured; ``hwsim
 #: devices`` marks these ``prior/cross-class`` and predictions say so (``simulator.cost.status``).
@@ -112,7 +117,7 @@ STREAM_PRIORS = {DeviceClass.FPGA: 0.924}
 #: peak and 64 % of the HBM bandwidth for gathers of rows of 256 B and more; not used until
 #: read in the paper; searched again 2026-12-06: the stored arxiv.org/html/2501.00210v1 page
 #: is readable only to its introduction).
-CROSS_CLASS_PRIORS = {"matmul_efficiency": 0.798, "memory_efficiency": 0.815,
+CROSS_CLASS_PRIORS = {"matmul_efficiency": 0.798, "memory_efficiency": 0.803,
                       "vector_efficiency": 0.979}
 #: Per field, the class priors: the median over the measured devices of the class.
 CLASS_PRIORS = {**{field: {DeviceClass.GPU: value} for field, value in GPU_PRIORS.items()},
@@ -121,13 +126,15 @@ CLASS_PRIORS = {**{field: {DeviceClass.GPU: value} for field, value in GPU_PRIOR
                 "matmul_efficiency": MATMUL_PRIORS, "vector_efficiency": VECTOR_PRIORS}
 #: The device classes with at least one catalogue spec that cites a measurement of the field:
 #: its streaming rate (``memory_efficiency``: GPUs, NeuSight's and PyTorch's kernels, their
-#: medians GPU_PRIORS; FPGAs, the Alveo U280's HBM, STREAM_PRIORS), its vector units' rate
+#: medians GPU_PRIORS; FPGAs, the Alveo U280's HBM, and TPUs, the v5e's, STREAM_PRIORS), its
+#: vector units' rate
 #: (``vector_efficiency``: GPUs, the A100, V100 and L40S parts) or its GEMMs'
 #: (``matmul_efficiency``: GPUs, accelerators and TPUs). A device of any other class takes the
 #: cross-class prior (``CROSS_CLASS_PRIORS``), ``prior (cross-class)`` in ``hwsim devices``.
 #: ``tests/test_priors.py`` derives these sets from the catalogue files, so a spec that cites a
 #: measurement moves its class in.
-MEASURED_CLASSES = {"memory_efficiency": frozenset({DeviceClass.GPU, DeviceClass.FPGA}),
+MEASURED_CLASSES = {"memory_efficiency": frozenset({DeviceClass.GPU, DeviceClass.FPGA,
+                                                    DeviceClass.TPU}),
                     "vector_efficiency": frozenset({DeviceClass.GPU}),
                     "matmul_efficiency": frozenset({DeviceClass.GPU, DeviceClass.ACCELERATOR,
                                                     DeviceClass.TPU})}
