@@ -174,3 +174,23 @@ def test_zero3_backward_gathers_keep_no_forward_output_alive():
     assert gathers
     for j in gathers:
         assert not low.edge_output[low.indptr[j]:low.indptr[j + 1]].any()
+
+
+def test_megatron_loss_keeps_its_eager_passes_under_compiled_blocks():
+    """Megatron-Core without --cross-entropy-loss-fusion (off by default, core_r0.8.0
+    arguments.py lines 1134-1136): under compiled (Transformer Engine) fusion the loss runs the
+    same eager passes as under eager fusion, 38 + 14 bytes a 16-bit logit, and elementwise
+    fusion leaves them apart; ``auto`` under compiled fusion reads the logits once each way."""
+    forward = MODEL.forward_graph(BATCH, DType.BF16)
+    eager = _loss_ops(training_graph(forward, Plan(micro_batch=BATCH)))
+    step = training_graph(forward, Plan(micro_batch=BATCH, fusion="compiled",
+                                        loss_kernels="megatron"))
+    ops = _loss_ops(step)
+    assert [(op.fn, op.phase) for op in ops] == [(op.fn, op.phase) for op in eager]
+    for phase in (Phase.FORWARD, Phase.BACKWARD):
+        assert _bytes(ops, phase) == _bytes(eager, phase)
+    assert _bytes(ops, Phase.FORWARD) - _bytes(ops, Phase.BACKWARD) > 20 * ELEMENTS
+    fused = fuse_elementwise(step)
+    assert [op.name for op in _loss_ops(fused)] == [op.name for op in ops]
+    auto = _loss_ops(training_graph(forward, Plan(micro_batch=BATCH, fusion="compiled")))
+    assert sum(op.bytes_read for op in auto) < sum(op.bytes_read for op in ops) / 5

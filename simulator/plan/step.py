@@ -77,6 +77,9 @@ class LossKernels(str, Enum):
     AUTO = "auto"    # as the step's fusion: one fused kernel compiled, Megatron-LM's eager passes
     TORCH = "torch"  # PyTorch's F.cross_entropy on an fp32 cast, eager (log_softmax, nll_loss),
     #                  outside any compiled region: torchtitan 9dec370 train.py lines 131-138
+    MEGATRON = "megatron"  # Megatron-Core's vocab_parallel_cross_entropy, its eager fp32 passes,
+    #                  under any fusion: Megatron-LM without --cross-entropy-loss-fusion (off by
+    #                  default, core_r0.8.0 megatron/training/arguments.py lines 1134-1136)
 
 
 class Rotary(str, Enum):
@@ -286,9 +289,10 @@ class Plan:
     # loss ("compiling loss function causes CUDA errors", train.py lines 136-138 at 9dec370)
     loss_kernels: LossKernels = field(default=LossKernels.AUTO, metadata={
         "help": "a language model's cross-entropy: auto (a fused kernel under compiled fusion, "
-                "Megatron-LM's eager passes under eager) or torch (PyTorch's eager "
+                "Megatron-LM's eager passes under eager), torch (PyTorch's eager "
                 "F.cross_entropy on an fp32 cast: log_softmax, nll_loss; torchtitan, whose "
-                "loss was not compiled)"})
+                "loss was not compiled) or megatron (Megatron-LM's eager passes under any "
+                "fusion: Megatron-Core without --cross-entropy-loss-fusion)"})
     rotary: Rotary = field(default=Rotary.EAGER, metadata={
         "help": "a rotary embedding under eager fusion: eager (PyTorch, a kernel per op) or "
                 "scripted (torch.jit.script with the legacy fuser: GPT-NeoX's fp16 path)"})

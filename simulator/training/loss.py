@@ -50,6 +50,15 @@ per micro-batch of Pythia 70M), and what the frameworks do with them is several 
   ``online_softmax_kernel``, then ``cross_entropy_kernel`` writing the gradient in the
   forward) read the logits twice in the forward: not modelled separately.
 
+- **megatron** (``Plan.loss_kernels = megatron``): the eager passes above under any fusion.
+  Megatron-Core with Transformer Engine fuses the blocks' kernels (``Fusion.COMPILED``) but runs
+  ``vocab_parallel_cross_entropy`` unfused unless ``--cross-entropy-loss-fusion`` is given
+  (``store_true``, off by default: NVIDIA/Megatron-LM core_r0.8.0
+  ``megatron/training/arguments.py`` lines 1134-1136; ``LanguageModule
+  .compute_language_model_loss`` calls the fused kernel only with it). NeMo's GPTConfig turns it
+  on (``cross_entropy_loss_fusion: bool = True``, NVIDIA/NeMo ``nemo/collections/llm/gpt/model/
+  base.py`` line 303; the MLPerf v5.0 Llama 3.1 405B logs print ``cross_entropy_loss_fusion:
+  true``), so NeMo's and MLPerf's rows keep ``auto``.
 - **torch** (``Plan.loss_kernels = torch``): PyTorch's ``F.cross_entropy(pred.float(), labels)``
   run eagerly, outside any compiled region, as torchtitan runs it (9dec370 ``train.py`` lines
   131-138: ``loss_fn`` casts with ``.float()``; "compiling loss function causes CUDA errors,
@@ -103,6 +112,8 @@ def kernels(plan: Plan) -> str:
     """Which loss runs: ``"fused"``, ``"megatron"`` (eager, in place) or ``"torch"``."""
     if plan.loss_kernels is LossKernels.TORCH:
         return "torch"
+    if plan.loss_kernels is LossKernels.MEGATRON:
+        return "megatron"
     return "fused" if plan.fusion is Fusion.COMPILED else "megatron"
 
 
@@ -173,6 +184,8 @@ def add_forward(out: OpGraph, loss: Op, logits: str, head: Op, plan: Plan) -> No
                             bytes_written=stats + rows * LOSS_DTYPE.bytes, stats_bytes=stats),
                 [logits])
         return
+    # Megatron's passes under compiled blocks run outside the compiled region (megatron)
+    extra = EAGER if plan.fusion is Fusion.COMPILED else ()
     buffer = logits   # the tensor the passes work on in place
     previous = logits
     passes = eager_passes(elements, rows, width)
@@ -186,14 +199,14 @@ def add_forward(out: OpGraph, loss: Op, logits: str, head: Op, plan: Plan) -> No
         op = Op(name=f"{loss.name}.{fn}", kind=kind, dtype=LOSS_DTYPE, fn=fn,
                 flops=elements if fn != "to_copy" else 0, bytes_read=read,
                 bytes_written=written, out_bytes=out_bytes, layer=loss.layer,
-                block=Block.HEAD)
+                block=Block.HEAD, extra=extra)
         out.add(op, [buffer] if previous == buffer else [buffer, previous])
         if fn == "to_copy":
             buffer = op.name
         previous = op.name
     read, written = passes["loss"]
     out.add(loss.evolve(bytes_read=read, bytes_written=written, out_bytes=LOSS_DTYPE.bytes,
-                        flops=rows * 4, saves=()), [buffer, previous])
+                        flops=rows * 4, saves=(), extra=loss.extra + extra), [buffer, previous])
 
 
 def add_backward(out: OpGraph, loss: Op, logits: str, head: Op, plan: Plan) -> str | None:
@@ -205,6 +218,7 @@ def add_backward(out: OpGraph, loss: Op, logits: str, head: Op, plan: Plan) -> s
     elements, rows, width = shape(head)
     if kernels(plan) == "torch":
         return _add_torch_backward(out, loss, elements, rows, width)
+    extra = EAGER if plan.fusion is Fusion.COMPILED else ()   # megatron under compiled blocks
     buffer = f"{loss.name}.to_copy" if f"{loss.name}.to_copy" in out else logits
     previous = loss.name
     for fn, (read, written) in eager_grad_passes(elements, rows, width).items():
@@ -213,7 +227,7 @@ def add_backward(out: OpGraph, loss: Op, logits: str, head: Op, plan: Plan) -> s
                 else OpKind.ELEMENTWISE, phase=Phase.BACKWARD, dtype=LOSS_DTYPE, fn=fn,
                 flops=elements if fn == "mul" else 0, bytes_read=read, bytes_written=written,
                 out_bytes=elements * width if last else 0, layer=loss.layer,
-                block=Block.HEAD, forward_of=loss.name, task=Task.DATA_GRAD)
+                block=Block.HEAD, forward_of=loss.name, task=Task.DATA_GRAD, extra=extra)
         out.add(op, [])
         out.add_edge(previous, op.name, 0, nbytes=0 if previous != loss.name else None)
         out.add_edge(buffer, op.name, 1)
