@@ -109,6 +109,19 @@ def test_launches_counted_from_the_code():
     assert calls.sum() == pytest.approx(1)
 
 
+def test_adafactor_knows_a_layers_vectors():
+    """Hugging Face's GPT2Block holds 12 tensors: ln_1, ln_2 (weight and bias each) and four
+    Conv1D linears (weight and bias): 4 matrices, 8 vectors, whose Adafactor updates are 9
+    kernels each, not a matrix's 18 (host.VECTOR_LINES); its attention's c_attn is one
+    projection (``projections="fused"``)."""
+    low, upd = _updates(_run(optimizer="adafactor", projections="fused"))
+    layers = upd & (low.layer >= 0)
+    assert set(low.tensors[layers]) == {12} and set(low.vectors[layers]) == {8}
+    calls, kernels = host.optimizer_launches(low, layers, Optimizer.ADAFACTOR,
+                                             OptimizerImpl.SINGLE)
+    assert set(kernels) == {4 * 18 + 8 * 9} and set(calls) == {4 * 20 + 8 * 11}
+
+
 def test_default_implementations():
     """PyTorch's Adafactor runs its for-loop unless foreach=True (``adafactor``: foreach
     defaults to None); bitsandbytes a kernel per tensor; the rest as PyTorch's default."""
@@ -250,6 +263,22 @@ def test_adafactor_and_sgd_against_pytorch():
     own, own_host = host.FOREACH_PER_TENSOR[Optimizer.ADAFACTOR]
     assert _dispatched(torch, ps, torch.optim.Adafactor(ps, foreach=True)) == (
         lists + own * n, syncs * n, steps_add + own_host * n)
+
+    # a layer of 2 matrices and 3 vectors (a linear's weight and bias, a norm's two, and a
+    # GEMM's weight without bias) as host.optimizer_launches prices its update op
+    class Layer:
+        tensors, vectors, params = np.array([5]), np.array([3]), np.array([2 * 128 + 3 * 16])
+
+    for foreach in (False, True):
+        ps = [torch.nn.Parameter(torch.randn(*shape))
+              for shape in ((8, 16), (16,), (16,), (16,), (16, 8))]
+        kernels, waits, host_only = _dispatched(torch, ps,
+                                                torch.optim.Adafactor(ps, foreach=foreach))
+        calls, launches = host.optimizer_launches(
+            Layer, np.array([True]), Optimizer.ADAFACTOR,
+            OptimizerImpl.FOREACH if foreach else OptimizerImpl.SINGLE)
+        assert (launches[0], calls[0], waits) == (kernels, kernels + host_only, 2 * 5)
+
     # its states: a row and a column vector per matrix (m + n elements, counted as 0 a
     # parameter); a convolution's are 1/kh + 1/kw of its elements (refused above)
     def states(shape):

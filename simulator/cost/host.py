@@ -159,6 +159,17 @@ FUSED_LINES = {Optimizer.ADAMW: 2, Optimizer.ADAM: 2, Optimizer.SGD: 1,
                Optimizer.SGD_NOMOMENTUM: 1}
 FOREACH_LINES = {Optimizer.ADAFACTOR: (13, 1)}     # a foreach form's own calls, where they differ
 FOREACH_PER_TENSOR = {Optimizer.ADAFACTOR: (6, 3)}  # (kernels, host only) per tensor in foreach
+# Adafactor's 1-D tensors (biases, norms' weights: the update op's ``vectors``) skip the factors:
+# per tensor param.norm, grad * grad, variance.lerp_, clone, clamp_, rsqrt_, mul_(grad), the
+# update's norm, param.add_: 9 kernels, and the step's 2 host-only calls. Its foreach form
+# groups them apart (``_group_tensors_by_device_dtype_and_is_multidim``): 7 _foreach_ calls
+# (mul, lerp_, clamp_min_, rsqrt_, mul_ by the gradients, mul_ by the step sizes, add_) and the
+# steps' _foreach_add_, and per tensor the parameter's norm, the clone and the update's norm
+# (3 kernels) and three .item() of the CPU step. Counted as tests/test_optimizers.py counts
+# the aten ops PyTorch 2.13.0 dispatches.
+VECTOR_LINES = {Optimizer.ADAFACTOR: (9, 2)}
+FOREACH_VECTOR_LINES = {Optimizer.ADAFACTOR: (7, 1)}
+FOREACH_VECTOR_PER_TENSOR = {Optimizer.ADAFACTOR: (3, 3)}
 
 
 def blocking(plan: Plan | None, device: DeviceSpec) -> bool:
@@ -217,21 +228,34 @@ def optimizer_launches(lowered: Lowered, ops: np.ndarray, optimizer: Optimizer,
                        impl: OptimizerImpl) -> tuple[np.ndarray, np.ndarray]:
     """(host calls, device kernels) of the update ops ``ops`` (a mask): each hwsim update op
     holds one layer's ``tensors``; a foreach or fused call covers every tensor of the step, so
-    its calls are shared out over the layers by their tensors."""
+    its calls are shared out over the layers by their tensors. Adafactor's 1-D tensors (the
+    ops' ``vectors``) run their own lines (``VECTOR_LINES``), in a foreach group of their own."""
     tensors = lowered.tensors[ops].astype(np.float64)
     elements = lowered.params[ops].astype(np.float64)   # the rank's share under ZeRO
-    kernels, host_only = UPDATE_LINES[optimizer]
-    if impl is OptimizerImpl.SINGLE:
-        return (kernels + host_only) * tensors, kernels * tensors
-    share = tensors / max(tensors.sum(), 1.0)
-    own, own_host = (0, 0)
-    if impl is OptimizerImpl.FOREACH:
-        kernels, host_only = FOREACH_LINES.get(optimizer, (kernels, host_only))
-        own, own_host = FOREACH_PER_TENSOR.get(optimizer, (0, 0))
-    lines = kernels + host_only if impl is OptimizerImpl.FOREACH else FUSED_LINES[optimizer]
-    launches = (kernels if impl is OptimizerImpl.FOREACH else 1) * np.maximum(np.maximum(
-        tensors / TENSORS_PER_LAUNCH[impl], elements / ELEMENTS_PER_LAUNCH), share)
-    return lines * share + (own + own_host) * tensors, launches + own * tensors
+    vectors = getattr(lowered, "vectors", None)
+    vectors = (np.minimum(vectors[ops].astype(np.float64), tensors)
+               if vectors is not None and optimizer in VECTOR_LINES else np.zeros_like(tensors))
+    groups = [(tensors - vectors, elements, UPDATE_LINES[optimizer],
+               FOREACH_LINES.get(optimizer), FOREACH_PER_TENSOR.get(optimizer, (0, 0)))]
+    if vectors.any():   # their elements are a few per mille: the launches go by tensors
+        groups.append((vectors, np.zeros_like(elements), VECTOR_LINES[optimizer],
+                       FOREACH_VECTOR_LINES[optimizer], FOREACH_VECTOR_PER_TENSOR[optimizer]))
+    calls, launches = np.zeros_like(tensors), np.zeros_like(tensors)
+    for count, size, (kernels, host_only), listed, (own, own_host) in groups:
+        if impl is OptimizerImpl.SINGLE:
+            calls += (kernels + host_only) * count
+            launches += kernels * count
+            continue
+        share = count / max(count.sum(), 1.0)
+        if impl is OptimizerImpl.FOREACH:
+            kernels, host_only = listed or (kernels, host_only)
+            lines = kernels + host_only
+        else:
+            lines, own, own_host = FUSED_LINES[optimizer], 0, 0
+        calls += lines * share + (own + own_host) * count
+        launches += (kernels if impl is OptimizerImpl.FOREACH else 1) * np.maximum(np.maximum(
+            count / TENSORS_PER_LAUNCH[impl], size / ELEMENTS_PER_LAUNCH), share) + own * count
+    return calls, launches
 
 
 def costs(lowered: Lowered, device: DeviceSpec,

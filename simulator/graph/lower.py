@@ -54,12 +54,14 @@ _OP_FIELDS = {
 # not a batch norm). ``onednn``: a convolution PyTorch's CPU build runs on oneDNN,
 # ``simulator.graph.conv_backend`` bits (0: not), and ``reorder_input`` /
 # ``reorder_output`` its input's and output's elements, which oneDNN copies to and from its
-# blocked layout in each pass (``simulator.cost.roofline.reorder_seconds``).
+# blocked layout in each pass (``simulator.cost.roofline.reorder_seconds``). ``vectors``: the
+# 1-D tensors among an Adafactor update's ``tensors`` (``simulator.cost.host.VECTOR_LINES``).
 _EXTRA_FIELDS = {"group": (np.int64, 1), "local": (np.int64, 0), "axis": (np.int8, 0),
                  "load": (np.int64, 0), "sync": (np.int8, 0), "userbuffers": (np.int8, 0),
                  "ring": (np.int8, 0), "ring_steps": (np.int64, 0), "channels": (np.int64, 0),
                  "onednn": (np.int8, 0), "reorder_input": (np.int64, 0),
-                 "reorder_output": (np.int64, 0), KV_CACHE: (np.int8, 0)}
+                 "reorder_output": (np.int64, 0), KV_CACHE: (np.int8, 0),
+                 "vectors": (np.int64, 0)}
 #: ``Lowered.collective`` codes: the index of an op's ``fn`` in this tuple, -1 for any other fn.
 COLLECTIVE_FNS = tuple(kind.value for kind in Collective)
 
@@ -113,6 +115,7 @@ class Lowered:
     reorder_input: np.ndarray = None   # int64, a convolution's input elements (oneDNN copies)
     reorder_output: np.ndarray = None  # int64, its output elements
     kv_cache: np.ndarray = None     # int8, 1: its output held to the forward's end (KV_CACHE)
+    vectors: np.ndarray = None      # int64, an Adafactor update's 1-D tensors (of ``tensors``)
 
     def __len__(self) -> int:
         return len(self.names)

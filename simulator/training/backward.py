@@ -438,6 +438,7 @@ class _Derivation:
                  + (2 if clip else 0))  # unscale: a multiply; norm: a multiply-add
         per_layer: dict[int, int] = {}
         tensors: dict[int, int] = {}
+        vectors: dict[int, int] = {}
         fp8 = fp8_param_elements(self.forward, self.plan)   # weights held in fp8, by layer
         amax = 4 if self.plan.fp8_recipe is Fp8Recipe.CURRENT else 0
         for op in self.forward.ops():
@@ -453,6 +454,11 @@ class _Derivation:
                                     "another optimizer")
                 per_layer[op.layer] = per_layer.get(op.layer, 0) + op.params
                 tensors[op.layer] = tensors.get(op.layer, 0) + op.tensors
+                # a GEMM's or embedding's first tensor is its weight matrix; its bias, and a
+                # norm's or any other op's tensors, are vectors (Adafactor runs them otherwise)
+                matrix = 1 if op.kind in (OpKind.MATMUL, OpKind.EMBEDDING) else 0
+                vectors[op.layer] = vectors.get(op.layer, 0) + op.tensors - min(matrix,
+                                                                                op.tensors)
         for layer, params in sorted(per_layer.items()):
             narrow = fp8.get(layer, 0)
             op = Op(name=f"optimizer:L{layer}", kind=OpKind.OPTIMIZER, phase=Phase.OPTIMIZER,
@@ -464,5 +470,6 @@ class _Derivation:
                     - narrow * (copy_written - DType.FP8.bytes),
                     layer=layer, block=Block.NONE, params=params, param_tensors=tensors[layer],
                     task=Task.UPDATE,
-                    extra=(("sync", min(syncs * max(tensors[layer], 1), 127)),) if syncs else ())
+                    extra=((("sync", min(syncs * max(tensors[layer], 1), 127)),) if syncs else ())
+                    + ((("vectors", vectors[layer]),) if opt is Optimizer.ADAFACTOR else ()))
             self.out.add(op, self.weight_grads.get(layer, []))
