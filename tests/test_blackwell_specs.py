@@ -37,6 +37,22 @@ def test_a_b200_steps_fp8_gemms_run_at_the_measured_fp8_msmf():
     assert held == pytest.approx(2795.7 / 4500, rel=2e-3)
 
 
+def test_a_b200_fp8_gemm_of_the_mamf_shape_runs_at_the_measured_fp8_mamf():
+    """The burst the spec's fp8 figure is: stas00's fp8 MAMF, 3435.2 TFLOP/s at 9472 x 5632 x
+    8192 (compute/accelerator/README.md, fast-mamf 082816f9). hwsim prices that GEMM within 1 %
+    of it (3,429); it priced it 7.0 % under (3,194) while fp8 GEMMs were referred to the 16-bit
+    reference GEMM, whose tile fixed cost is half the fp8 kernel's in k-steps, a cost the
+    measured fp8 figure already holds (simulator.cost.efficiency). The bf16 MAMF shape
+    (1536 x 9472 x 14336, 1770.9) within 4 % (+3.0 %)."""
+    from simulator.calibrate.gemm import predicted_s
+
+    for shape, dtype, mamf, tolerance in (((9472, 5632, 8192), DType.FP8, 3435.2, 0.01),
+                                          ((1536, 9472, 14336), DType.BF16, 1770.9, 0.04)):
+        flops = 2.0 * shape[0] * shape[1] * shape[2]
+        burst = flops / predicted_s(B200, [shape], dtype)[0] / 1e12
+        assert burst == pytest.approx(mamf, rel=tolerance)
+
+
 def test_the_gb200_has_its_sm_count_and_the_b200_tile():
     assert GB200.architecture.compute_units == 152
     assert GB200.architecture.matrix_tile == B200.architecture.matrix_tile

@@ -58,8 +58,27 @@ KNOWN_MISSES = {
         "GB200's sustained fp8 GEMM ratio is derived through the power curve from the B200's "
         "measurement, not measured on a GB200 (docs/model.md 'Sustained, not burst'; "
         "gb200.toml), and NVL72 collectives at these sizes are not measured "
-        "(docs/accuracy.md, eleventh session)"),
+        "(docs/accuracy.md, eleventh session); +28.4 % since fp8 GEMMs run at the measured "
+        "fp8 MAMF"),
 }
+# Outside since fp8 GEMMs run at the measured fp8 MAMF (an fp8 GEMM referred to the fp8
+# reference GEMM, simulator.cost.efficiency; the fifteenth session): the rows' error before ->
+# after. What the runs' steps spend that hwsim's do not is open (docs/accuracy.md, fifteenth
+# session: GPT-3 175B on the same parts is +5.3 / +6.4 %, so no uniform fp8 GEMM rate closes
+# them).
+_FP8_REFERENCE = {
+    "mlperf50-llama3.1-405b-fp8-gb200-256": "+13.1 -> +19.1 %",
+    "mlperf50-llama3.1-405b-fp8-gb200-512": "+12.9 -> +18.8 %",
+    "mlperf50-llama3.1-405b-fp8-carina-512": "+12.0 -> +17.9 %",
+    "mlperf50-llama3.1-405b-fp8-carina-1024": "+12.8 -> +18.8 %",
+    "mlperf50-llama3.1-405b-fp8-carina-1536": "+13.3 -> +19.3 %",
+    "mlperf50-llama3.1-405b-fp8-carina-2048": "+13.9 -> +19.9 %",
+    "nemo-llama3-405b-fp8-b200-128": "+14.1 -> +19.9 %",
+    "nemo-llama3-8b-fp8-b200-8": "+13.9 -> +18.1 %",
+}
+KNOWN_MISSES.update({run_id: (
+    f"known miss: {moved} since fp8 GEMMs run at the measured fp8 MAMF; the Blackwell rows' "
+    "open gap (docs/accuracy.md, fifteenth session)") for run_id, moved in _FP8_REFERENCE.items()})
 
 
 @cache

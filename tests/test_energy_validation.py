@@ -77,6 +77,11 @@ OUTSIDE_BRACKET = {
                   "run's disable_parameter_transpose_cache: step -9.3 %, energy -1.9 %); "
                   "what else the run's "
                   "step spends (cp 2's attention exchange, fp8 attention's casts) is not known",
+    "lora-b200": "Llama 2 70B LoRA on Lenovo's B200 node: hwsim's whole node draws 1.7 % under "
+                 "the meter since its fp8 GEMMs run at the measured fp8 MAMF (referred to the "
+                 "fp8 reference GEMM, simulator.cost.efficiency: step +2.7 -> -1.1 %, energy "
+                 "+2.1 -> -1.7 %); the node's other parts at the step's GPU power are the "
+                 "preset's (lenovo-sr780a-v3), not metered apart",
 }
 #: Issue 25's target, row by row: node energy per step within 15 % of the meter. Rows that
 #: miss it, and by how much at this commit (strict xfails; the median is asserted below).
@@ -85,11 +90,17 @@ ENERGY_OVER_15 = {
                     "node's other parts at 8 x the GPUs' share of a short step)",
     "bert-b200": "+20 %: step +27 % (FlashAttention-2, whose B200 fit runs at 0.4-0.5x "
                  "cuDNN's rate at 512 tokens)",
+    "gpt3": "-16.3 %: step -11.1 % since fp8 GEMMs run at the measured fp8 MAMF (-14.0 % and "
+            "-8.8 % before); the NeMo GPT-3 175B fp8 rows on H100 are optimistic too "
+            "(docs/accuracy.md, fifteenth session)",
 }
 #: The same 15 % asked of each row's step time; rows that miss it at this commit.
 STEP_OVER_15 = {
     "bert-b200": "+27 %: the run's FlashAttention-2 (fp16), whose B200 fit (cudnn-frontend's "
                  "sdpa benchmark) runs at 0.4-0.5x cuDNN's rate at 512 tokens",
+    "lora-8node": "-15.1 % since fp8 GEMMs run at the measured fp8 MAMF (-13.8 % before): "
+                  "what else the run's step spends (cp 2's attention exchange, fp8 "
+                  "attention's casts) is not known",
 }
 
 
@@ -156,6 +167,11 @@ def test_bert_runs_attention_kernels_and_ids_as_submitted():
     assert ev.run_id("bert-h100") == "mlperf-v4.0-smc-bert-h100"
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "-11.1 % (9.46 s against 10.64 s) since fp8 GEMMs run at the measured fp8 MAMF, referred "
+    "to the fp8 reference GEMM (simulator.cost.efficiency; -8.8 % before): as the NeMo GPT-3 "
+    "175B fp8 rows on H100, the run's step spends more than hwsim's (docs/accuracy.md, "
+    "fifteenth session)"))
 def test_gpt3_step_within_10_percent():
     """-4.6 % (10.14 s against 10.64 s) with the slowest of the 512 devices setting the pace
     (simulator.schedule.variability); -10.6 % before it, since the run's TP communication

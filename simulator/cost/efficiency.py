@@ -54,7 +54,13 @@ Vectorised over the lowered arrays; every factor is derived from a spec figure, 
 - causal fused attention skips the blocks above the diagonal: of nb x nb blocks of 128 rows
   (FlashAttention-2's block, Dao 2023) it runs nb(nb + 1)/2.
 The result multiplies the device's ``matmul_efficiency`` (a cited or calibrated base), relative
-to the factor of the ``REFERENCE_GEMM`` (8192^3) those figures were measured on.
+to the factor of the ``REFERENCE_GEMM`` (8192^3) those figures were measured on. Each figure is
+relative to the reference in the format it was measured in: an fp8 GEMM on a spec that gives
+``fp8_matmul_efficiency`` (a measured fp8 kernel, whose own fixed cost, twice the 16-bit one in
+k-steps, is in the figure) against the fp8 reference GEMM, so that an fp8 8192^3 runs at that
+figure; every other tensor op against the 16-bit one. (Against the 16-bit reference, the fp8
+fixed cost was counted twice: hwsim priced the B200's fp8 GEMM of the shape the cited fp8 MAMF
+was measured on, 9472 x 5632 x 8192, at 3,194 TFLOP/s, 7.0 % under the 3,435 measured.)
 """
 from __future__ import annotations
 
@@ -198,13 +204,14 @@ def fp32_tiles(m, n, k, batch, arch) -> np.ndarray:
 def shape_efficiency(lowered: Lowered, device: DeviceSpec) -> np.ndarray:
     """Per-op factor for tensor ops, 1 for the reference GEMM (1 where the spec gives no
     facts). Read-only; the last one kept per graph with what it depends on besides the graph
-    (the device's class, architecture, per-format peaks where a tile has a fixed cost, and
-    ``conv_half_dim``): a GPU calibration's fit prices each of its graphs tens of thousands of
+    (the device's class, architecture, per-format peaks where a tile has a fixed cost, whether
+    fp8 GEMMs take their own reference, and ``conv_half_dim``): a GPU calibration's fit prices each of its graphs tens of thousands of
     times at one architecture, and the tile search was most of an H100 fit's time."""
     arch = device.architecture
     key = (device.device_class, arch, device.conv_half_dim,
            tuple(device.peak_for(DType(c)) for c in range(max(DType) + 1))
-           if arch.tile_fixed_k else None)
+           if arch.tile_fixed_k else None,
+           bool(arch.tile_fixed_k) and device.fp8_matmul_efficiency is not None)
     last = lowered.__dict__.get("_shape_efficiency")   # frozen: the instance dict itself
     if last is not None and last[0] == key:
         return last[1]
@@ -242,6 +249,15 @@ def _shape_efficiency(lowered: Lowered, device: DeviceSpec) -> np.ndarray:
                                      arch.compute_units, np.broadcast_to(fixed, ops.shape)[conv])
         eff[ops] = tiles / gpu_tiles(ref, ref, ref, 1, arch.matrix_tile, measured,
                                      arch.tile_fixed_k or 0)
+        if arch.tile_fixed_k and device.fp8_matmul_efficiency is not None:
+            # a measured fp8 figure already holds the fp8 kernel's own fixed cost: its
+            # reference is the fp8 GEMM of the reference shape, not the 16-bit one
+            own = np.flatnonzero((lowered.mask("kind", OpKind.MATMUL)
+                                  & lowered.mask("dtype", DType.FP8))[ops])
+            if own.size:
+                fixed8 = arch.tile_fixed_k * device.peak_for(DType.FP8) / rate16
+                eff[ops[own]] = tiles[own] / gpu_tiles(ref, ref, ref, 1, arch.matrix_tile,
+                                                       measured, fixed8)
         if arch.fp32_matrix_tile:   # fp32 GEMMs run the library's CUDA-core kernel's tile
             own = ops[(lowered.mask("kind", OpKind.MATMUL)
                         & lowered.mask("dtype", DType.FP32))[ops]]
