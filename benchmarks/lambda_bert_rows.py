@@ -9,7 +9,7 @@ commit ``COMMIT``: ``pytorch/pytorch-train-throughput-fp16.csv`` (columns ``bert
 ``bert_base_squad``: training sequences/s), ``pytorch/pytorch-train-bs-fp16.csv`` (the global
 batch), ``pytorch/scripts/compile_results_pytorch.py`` (which ``pytorch/results/<folder>`` each
 table row was compiled from) and each run's log there (the per-GPU batch, the parameter count,
-the time stamps of iterations 1 and 101). A run whose two epochs of SQuAD (88,641 features)
+the time stamps of iteration 1 and of 101 or the last logged). A run whose two epochs of SQuAD (88,641 features)
 end before step 101 is left out: ``run_squad.py`` counts ``max_steps`` (100) steps in its
 published figure however many ran (the bert_base 8-GPU runs: 2 x 35 steps). Nothing is fitted: each row is the run as Lambda ran
 it (NVIDIA DeepLearningExamples' PyTorch BERT ``run_squad.py`` on Lambda's fork, branch
@@ -104,16 +104,16 @@ def log_facts(git_dir: str, folder: str, size: str) -> dict:
     added = git(git_dir, "log", "--diff-filter=A", "--format=%h", "--abbrev=7", COMMIT, "--", path).split()
     stamps = dict((int(i), s) for s, i in re.findall(
         r"DLL (\S+ \S+) - Training Epoch: \d+ Training Iteration: (\d+) ", text))
-    steady = None
-    if 1 in stamps and 101 in stamps:
-        t = [datetime.datetime.strptime(stamps[i], "%Y-%m-%d %H:%M:%S.%f") for i in (1, 101)]
-        steady = (t[1] - t[0]).total_seconds() / 100
+    steady, last = None, max(stamps, default=0)
+    if 1 in stamps and last > 1:   # iteration 101, else the last logged (an epoch's end)
+        t = [datetime.datetime.strptime(stamps[i], "%Y-%m-%d %H:%M:%S.%f") for i in (1, last)]
+        steady = (t[1] - t[0]).total_seconds() / (last - 1)
     per_epoch = int(re.search(r"Iteration: +0%\S* +\| *0/(\d+) ", text).group(1))
     return {"path": path, "added": added[-1] if added else "?", "per_epoch": per_epoch,
             "batch": int(re.search(r"train_batch_size : (\d+)", text).group(1)),
             "params": int(re.search(r"model_weights_num : (\d+)", text).group(1)),
             "e2e": float(re.search(r"e2e_train_time : ([\d.]+)", text).group(1)),
-            "steady": steady}
+            "steady": steady, "last": last}
 
 
 def rows(git_dir: str) -> list[dict[str, str]]:
@@ -139,9 +139,9 @@ def rows(git_dir: str) -> list[dict[str, str]]:
             run_id = f"lambda-bert-{size}-" + (f"{count}x_" if count > 1 else "") + \
                 gpu.replace(" ", "_")
             steady = facts["steady"]
-            window = (f"the log's iterations 1 to 101 took {steady:.4f} s a step "
+            window = (f"the log's iterations 1 to {facts['last']} took {steady:.4f} s a step "
                       f"({micro * count / steady:.0f} sequences/s steady)" if steady else
-                      "iteration 101's time stamp is not in the log")
+                      "the log has one iteration's time stamp")
             config = (f"pytorch/pytorch-train-bs-fp16.csv (global batch {total:,}, {micro} per "
                       f"GPU); pytorch/scripts/config_v1 PyTorch_bert_{size}_squad_FP16_PARAMS, "
                       "run by scripts/run_squad.sh of LambdaLabsML/DeepLearningExamples "
