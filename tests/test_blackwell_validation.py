@@ -57,9 +57,10 @@ KNOWN_MISSES = {
         "times (NeMo 25.07's page: 638 tokens/s/GPU for this layout on GB200). Open: the "
         "GB200's sustained fp8 GEMM ratio is derived through the power curve from the B200's "
         "measurement, not measured on a GB200 (docs/model.md 'Sustained, not burst'; "
-        "gb200.toml), and NVL72 collectives at these sizes are not measured "
-        "(docs/accuracy.md, eleventh session); +28.4 % since fp8 GEMMs run at the measured "
-        "fp8 MAMF"),
+        "gb200.toml; at the B200's measured ratio it would be about 3.5 points less); NVL72 "
+        "collectives, measured since (OpenXLA's sm_100_GB200 table), are not optimistic in "
+        "hwsim where bandwidth-bound (docs/accuracy.md, eleventh and fifteenth sessions); "
+        "+28.4 % since fp8 GEMMs run at the measured fp8 MAMF"),
 }
 # Outside since fp8 GEMMs run at the measured fp8 MAMF (an fp8 GEMM referred to the fp8
 # reference GEMM, simulator.cost.efficiency; the fifteenth session): the rows' error before ->
