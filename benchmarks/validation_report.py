@@ -107,7 +107,8 @@ class Outcome:
 SOURCES = {
     "foundry": "llm-foundry (MPT, FSDP)", "pythia": "Pythia (GPT-NeoX)", "nemo": "NeMo",
     "megatron21": "Megatron-LM 2021", "korthikanti22": "Megatron-LM 2022",
-    "megatron": "Megatron-Core", "smith22": "MT-NLG (DeepSpeed)", "dao": "FlashAttention GPT",
+    "megatron": "Megatron-Core", "mcore08": "Megatron-Core r0.8.0 (README weak scaling)",
+    "smith22": "MT-NLG (DeepSpeed)", "dao": "FlashAttention GPT",
     "dao23": "FlashAttention-2 GPT", "lambda": "Lambda ResNet-50",
     "lambda-bert": "Lambda BERT SQuAD (DeepLearningExamples)",
     "bloom": "BLOOM (Megatron-DeepSpeed)", "torchtitan": "torchtitan (FSDP2)",
