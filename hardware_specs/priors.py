@@ -74,7 +74,11 @@ MATMUL_PRIORS = {DeviceClass.GPU: 0.787, DeviceClass.ACCELERATOR: 0.830,
 #: own figure (``vector_efficiency`` in its spec). Not accepted: rows above the rated peak from another
 #: kernel or an unnamed board (the GTX 1650's, xytpai/nvbench's RTX 4090), rows at clocks the
 #: benchmark locked (the per-clock rows above).
-VECTOR_PRIORS = {DeviceClass.GPU: 0.975}
+#: A TPU without its own measurement: the median over the measured TPUs, today the v5e alone
+#: (a Pallas kernel of independent f32 chains sustains 5.99 of its 6.14 TFLOP/s, 0.976;
+#: AMLeng/tpu-kernels 1182eec, ``tests/data/nongpu_kernel_rates.csv``), carried to v3, v4, v5p
+#: and v6e (their vector peaks are counted ALUs at derived or assumed clocks, their specs say).
+VECTOR_PRIORS = {DeviceClass.GPU: 0.975, DeviceClass.TPU: 0.976}
 #: An FPGA whose spec cites no streaming measurement streams at this fraction of its own
 #: bandwidth: the median over the measured FPGAs, today the Alveo U280 alone (Shuhai's
 #: hardware engines on all 32 HBM pseudo-channels, "up to 425 GB/s" of the 460 GB/s datasheet
@@ -95,11 +99,13 @@ STREAM_PRIORS = {DeviceClass.FPGA: 0.924, DeviceClass.TPU: 0.803}
 #: the Alveo U280's 0.924 and the TPU v5e's 0.803: 15 values, median 0.803; 0.815 over the
 #: 14 before the v5e's was cited, 2026-12-06), vector
 #: arithmetic (``vector_efficiency``: the A100-SXM4-40/80GB 0.979, V100-SXM2 0.987, A100 PCIe
-#: 40GB 0.971 and L40S 0.867 -> 0.979)
+#: 40GB 0.971, L40S 0.867 and TPU v5e 0.976 -> (0.976 + 0.979) / 2 = 0.9775; 0.979 before the
+#: v5e's, 2026-12-06)
 #: and GEMMs (``matmul_efficiency``: the 18 GPU, accelerator and TPU specs above, (0.793 +
 #: 0.803) / 2 = 0.798, between the TPU v6e's and the H100 SXM's; 0.803 until v6e's was cited,
 #: 2026-12-06). Today that is every accelerator (Gaudi, Trainium, Graphcore, Snapdragon)
-#: and catalogue CPU for streams (TPUs until 2026-12-06), every non-GPU for vector arithmetic, and the FPGAs and
+#: and catalogue CPU for streams (TPUs until 2026-12-06), every non-GPU but the TPUs for vector
+#: arithmetic, and the FPGAs and
 #: catalogue CPUs for GEMMs. A documented prior, not a measurement: no device runs an
 #: op class at its datasheet peak because no device of its class was measured; ``hwsim
 #: devices`` marks these ``prior/cross-class`` and predictions say so (``simulator.cost.status``).
@@ -118,7 +124,7 @@ STREAM_PRIORS = {DeviceClass.FPGA: 0.924, DeviceClass.TPU: 0.803}
 #: read in the paper; searched again 2026-12-06: the stored arxiv.org/html/2501.00210v1 page
 #: is readable only to its introduction).
 CROSS_CLASS_PRIORS = {"matmul_efficiency": 0.798, "memory_efficiency": 0.803,
-                      "vector_efficiency": 0.979}
+                      "vector_efficiency": 0.9775}
 #: Per field, the class priors: the median over the measured devices of the class.
 CLASS_PRIORS = {**{field: {DeviceClass.GPU: value} for field, value in GPU_PRIORS.items()},
                 "memory_efficiency": {DeviceClass.GPU: GPU_PRIORS["memory_efficiency"],
@@ -128,14 +134,14 @@ CLASS_PRIORS = {**{field: {DeviceClass.GPU: value} for field, value in GPU_PRIOR
 #: its streaming rate (``memory_efficiency``: GPUs, NeuSight's and PyTorch's kernels, their
 #: medians GPU_PRIORS; FPGAs, the Alveo U280's HBM, and TPUs, the v5e's, STREAM_PRIORS), its
 #: vector units' rate
-#: (``vector_efficiency``: GPUs, the A100, V100 and L40S parts) or its GEMMs'
+#: (``vector_efficiency``: GPUs, the A100, V100 and L40S parts; TPUs, the v5e) or its GEMMs'
 #: (``matmul_efficiency``: GPUs, accelerators and TPUs). A device of any other class takes the
 #: cross-class prior (``CROSS_CLASS_PRIORS``), ``prior (cross-class)`` in ``hwsim devices``.
 #: ``tests/test_priors.py`` derives these sets from the catalogue files, so a spec that cites a
 #: measurement moves its class in.
 MEASURED_CLASSES = {"memory_efficiency": frozenset({DeviceClass.GPU, DeviceClass.FPGA,
                                                     DeviceClass.TPU}),
-                    "vector_efficiency": frozenset({DeviceClass.GPU}),
+                    "vector_efficiency": frozenset({DeviceClass.GPU, DeviceClass.TPU}),
                     "matmul_efficiency": frozenset({DeviceClass.GPU, DeviceClass.ACCELERATOR,
                                                     DeviceClass.TPU})}
 

@@ -90,11 +90,11 @@ def test_a_figure_that_moves_a_case_is_fitted(cached):
     fitted (TRUTH's 0.3 comes back). There, at 0.3 of 204.8 GB/s, every vector case is bound
     by its bytes (an add: 1 FLOP per 12 bytes, 61 GB/s against 118 GFLOP/s at 0.02 of the
     vector peak), so vector_efficiency moves no time and keeps the spec's figure instead (the
-    cross-class prior, 0.979: no catalogue CPU's vector units are measured), which stays a
+    cross-class prior, 0.9775: no catalogue CPU's vector units are measured), which stays a
     prior in the calibrated spec; the fitted figures are the device's own."""
     plain = dataclasses.replace(XEON, memory_efficiency=SPEC_MEMORY, priors=_own_memory(XEON))
     fit = checked_fit(plain, _timings(plain, TRUTH))
-    assert fit.held_ == {"vector_efficiency": 0.979}
+    assert fit.held_ == {"vector_efficiency": 0.9775}
     assert fit.apply().priors == ("vector_efficiency",)
     assert fit.memory_efficiency_ == pytest.approx(0.3, rel=1e-3)
     assert fit.matmul_efficiency_ == pytest.approx(0.71, rel=1e-3)

@@ -117,7 +117,7 @@ def test_optional_keys_default(device_file):
                                "batch_norm_backward_memory_efficiency",
                                "batch_norm_nchw_memory_efficiency",
                                "batch_norm_nchw_backward_memory_efficiency", "vector_efficiency")
-    other = load_device(device_file(('class = "gpu"', 'class = "tpu"'),
+    other = load_device(device_file(('class = "gpu"', 'class = "accelerator"'),
                                     ("memory_efficiency = 0.9\n", "")))
     # a class with no measured member: the cross-class priors, never the datasheet rate
     assert other.priors == ("memory_efficiency", "vector_efficiency")
