@@ -58,6 +58,14 @@ KNOWN_MISSES: dict[str, str] = {
         "reduce-scatters, the first forward's gathers), unmeasured for this collective; the "
         "dense B200 rows are optimistic too (+0.1 to +14.1 %, one node +13.9 %)"),
 }
+# dgxc-benchmarking's Grok 1 314B fp8 rows on 512-2048 H100s (fifteenth session, nothing fitted):
+# +16.5 / +17.5 / +18.5 % where their bf16 twins are +9.9..+10.8 % (inside): hwsim's fp8
+# speed-up 1.32 against the measured 1.24; not diagnosed (docs/accuracy.md, 'Fifteenth
+# session: new runs'), as the NeMo GPT-3 175B fp8 H100 rows' (+12.6..+16.8 %).
+KNOWN_MISSES.update({f"nemo-grok1-314b-fp8-{gpus}": (
+    "known miss, not diagnosed: fp8 +16.5..+18.5 % against bf16 +9.9..+10.8 % on the same plan "
+    "(hwsim's fp8 speed-up 1.32, measured 1.24); added in the fifteenth session, nothing fitted")
+    for gpus in (512, 1024, 2048)})
 
 
 @cache
