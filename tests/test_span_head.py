@@ -87,3 +87,16 @@ def test_a_workload_file_names_it(tmp_path: Path):
     path.write_text(path.read_text().replace('"span"', '"qa"'))
     with pytest.raises(WorkloadError, match=r"head = 'qa': choose 'lm' \| 'span'"):
         load_workload_toml(str(path))
+
+
+def test_a_workload_file_describes_the_squad_model_of_lambdas_rows(tmp_path: Path):
+    """BERT-large fine-tuned on SQuAD as a TOML file: the encoder's style, token types and
+    512-row position table under a 384-token sequence, and the span head, give the model of
+    the lambda-bert-large rows (the logged count less the pooler)."""
+    path = tmp_path / "bert-large-squad.toml"
+    path.write_text('[transformer]\nlayers = 24\nhidden = 1024\nheads = 16\nvocab = 30528\n'
+                    'seq_len = 384\npositions = 512\nstyle = "encoder"\ntype_vocab = 2\n'
+                    'head = "span"\n')
+    work = load_workload_toml(str(path))
+    assert work.style is Style.ENCODER and work.num_params() == 335_150_082 - 1024 * 1025
+    assert _layer_ops(work) == _layer_ops(dataclasses.replace(SQUAD, name=work.name))

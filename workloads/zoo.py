@@ -11,7 +11,7 @@ from workloads.base import Workload
 from workloads.hf_config import is_hf_config, load_hf_config
 from workloads.presets import TRANSFORMERS
 from workloads.moe import MLA, MoE, Router
-from workloads.transformer import Ffn, Head, Norm, Residual, TransformerConfig
+from workloads.transformer import Ffn, Head, Norm, Residual, Style, TransformerConfig
 
 MODELS: dict[str, Workload] = {**TRANSFORMERS, **cnn.PRESETS, **mlp.PRESETS}
 #: Names users give for zoo models beyond their loose spellings (``canonical``: resnet50,
@@ -30,7 +30,9 @@ _OPTIONAL = {"kv_heads": int, "ffn_hidden": int, "ffn": Ffn, "norm": Norm, "name
              "head_size": int, "residual": Residual, "mtp": int, "rotary_pct": float,
              "hf_eager": bool, "gelu_kernels": int, "mask_kernel": bool,
              "mask_clamp": bool, "kv_cache_views": bool, "embedding_dropout": bool,
-             "packed_attention": float, "head": Head}
+             "packed_attention": float, "head": Head,
+             # an encoder (BERT): its style, token-type table and position table
+             "style": Style, "type_vocab": int, "positions": int}
 #: ``[moe]`` (workloads.moe.MoE) and ``[mla]`` (workloads.moe.MLA): their keys and types
 #: (float: a number; None in a type: the key may be left out).
 _MOE = {"experts": int, "top_k": int, "shared_experts": int, "expert_ffn_hidden": int,
