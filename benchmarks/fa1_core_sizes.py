@@ -13,11 +13,15 @@ priced time grow per doubling of the sequence; (3) the one size-aware mechanism 
 ``fixed cost per kernel + bytes / (efficiency x bandwidth)`` (Hockney's r_inf / n_1/2)
 fitted on two of the three sizes and judged on the third (held out by shape range), with
 the GEMMs' ``matmul_memory_efficiency`` and the fixed cost both free and every other op at
-the spec's figures; (4) what dropout adds, measured and priced, per size.
+the spec's figures; (3b) the same with the fixed cost per wave of output tiles of each
+batched GEMM instead of per kernel (128 x 128 tiles over the A100's 108 SMs: the s x s
+outputs' tiles grow as s^2, the s x 64 outputs' as s, a cost linear in s for the GEMMs that
+loop over k = s); (4) what dropout adds, measured and priced, per size.
 """
 from __future__ import annotations
 
 import csv
+import math
 import sys
 from pathlib import Path
 
@@ -33,6 +37,10 @@ from simulator.calibrate.attention_core import CORE  # noqa: E402
 from workloads.transformer import TransformerConfig  # noqa: E402
 
 SIZES = (512, 1024, 2048)
+#: The core's GEMMs whose output is s x s (QK^T and its twin in the backward, dP = dO V^T);
+#: the others' output is s x 64 (PV, dV, dQ, dK), the depth s.
+SQUARE_OUTPUT = ("L0.scores", "dgrad0:L0.context")
+TILE, SMS = 128, 108
 
 
 def features(device) -> dict:
@@ -49,10 +57,13 @@ def features(device) -> dict:
             for phase in ("forward", "backward"):
                 ops_ = core[core.phase == phase]
                 gemm = ops_.kind == "matmul"
+                heads = 16 * 8
+                waves = sum(math.ceil(heads * (s // TILE) ** (2 if name in SQUARE_OUTPUT else 1)
+                                      / SMS) for name in ops_.name[gemm])
                 out[(s, dropout, phase)] = (
                     float(ops_.memory_s[gemm].sum()) * device.matmul_memory_efficiency,
                     float(ops_.time_s[~gemm].sum()), len(ops_),
-                    float(ops_.time_s.sum()))
+                    float(ops_.time_s.sum()), waves)
     return out
 
 
@@ -81,11 +92,14 @@ def main() -> None:
 
     def predict(params, k):
         efficiency, fixed_us = params
-        gemm_s, other_s, kernels, _ = feats[k]
-        return gemm_s / efficiency + other_s + kernels * fixed_us * 1e-6
+        gemm_s, other_s, kernels, _, waves = feats[k]
+        count = waves if per_wave else kernels
+        return gemm_s / efficiency + other_s + count * fixed_us * 1e-6
 
     def residuals(params, keys):
         return [np.log(predict(params, k) / measured[k]) for k in keys]
+
+    per_wave = False
 
     print("(3) fixed cost per kernel + bytes / rate, fitted on two sizes, held out the third")
     for train in ((1024, 2048), (512, 1024), (512, 2048)):
@@ -94,6 +108,15 @@ def main() -> None:
         fit = least_squares(residuals, [0.5, 5.0], args=(keys,), bounds=([0.1, 0.0], [1.0, 200.0]))
         errs = np.expm1(residuals(fit.x, held))
         print(f"  fit on {train}: efficiency {fit.x[0]:.3f}, fixed {fit.x[1]:.1f} us/kernel; "
+              f"held-out {held[0][0]}: " + " ".join(f"{e:+.1%}" for e in errs))
+    per_wave = True
+    print("(3b) fixed cost per wave of GEMM output tiles + bytes / rate, the same splits")
+    for train in ((1024, 2048), (512, 1024), (512, 2048)):
+        keys = [k for k in measured if k[0] in train]
+        held = [k for k in measured if k[0] not in train]
+        fit = least_squares(residuals, [0.5, 1.0], args=(keys,), bounds=([0.1, 0.0], [1.0, 200.0]))
+        errs = np.expm1(residuals(fit.x, held))
+        print(f"  fit on {train}: efficiency {fit.x[0]:.3f}, fixed {fit.x[1]:.2f} us/wave; "
               f"held-out {held[0][0]}: " + " ".join(f"{e:+.1%}" for e in errs))
     print("(4) what dropout adds, measured / priced (ms)")
     for s in SIZES:
