@@ -57,7 +57,7 @@ _OP_FIELDS = {
 # blocked layout in each pass (``simulator.cost.roofline.reorder_seconds``). ``vectors``: the
 # 1-D tensors among an Adafactor update's ``tensors`` (``simulator.cost.host.VECTOR_LINES``).
 _EXTRA_FIELDS = {"group": (np.int64, 1), "local": (np.int64, 0), "axis": (np.int8, 0),
-                 "load": (np.int64, 0), "sync": (np.int8, 0), "userbuffers": (np.int8, 0),
+                 "load": (np.int64, 0), "sync": (np.int32, 0), "userbuffers": (np.int8, 0),
                  "ring": (np.int8, 0), "ring_steps": (np.int64, 0), "channels": (np.int64, 0),
                  "onednn": (np.int8, 0), "reorder_input": (np.int64, 0),
                  "reorder_output": (np.int64, 0), KV_CACHE: (np.int8, 0),
@@ -106,7 +106,7 @@ class Lowered:
     collective: np.ndarray = None  # int8, index in ``COLLECTIVE_FNS``, -1 if not a collective
     fn: np.ndarray = None          # object (str), ``Op.fn``: per-function rates look it up
     load: np.ndarray = None        # int64, an expert GEMM's busiest load / mean, per mille
-    sync: np.ndarray = None        # int8, the host's synchronisations before it in the forward
+    sync: np.ndarray = None        # int32, the host's synchronisations before it in the forward
     userbuffers: np.ndarray = None  # int8, 1: a collective overlapped with its GEMM
     ring: np.ndarray = None         # int8, context parallel's ring (simulator.cost.ring), 0: none
     ring_steps: np.ndarray = None   # int64, the ring's cp steps (0: none)

@@ -70,7 +70,7 @@ def add_checks(step: OpGraph, plan: Plan, parallel: ParallelPlan) -> OpGraph:
                     dtype=plan.formats.gradient, fn="sum", flops=0, vector_flops=params,
                     bytes_read=read, bytes_written=written, out_bytes=FP32, layer=layer,
                     block=Block.NONE, task=Task.GRAD_SUM,
-                    extra=(("sync", min(tensors, 127)),))
+                    extra=(("sync", tensors),))
             step.add(op, [])
             for src in previous:
                 step.add_edge(src, op.name, nbytes=0)

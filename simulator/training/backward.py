@@ -470,6 +470,6 @@ class _Derivation:
                     - narrow * (copy_written - DType.FP8.bytes),
                     layer=layer, block=Block.NONE, params=params, param_tensors=tensors[layer],
                     task=Task.UPDATE,
-                    extra=((("sync", min(syncs * max(tensors[layer], 1), 127)),) if syncs else ())
+                    extra=((("sync", syncs * max(tensors[layer], 1)),) if syncs else ())
                     + ((("vectors", vectors[layer]),) if opt is Optimizer.ADAFACTOR else ()))
             self.out.add(op, self.weight_grads.get(layer, []))
