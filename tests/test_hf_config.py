@@ -35,6 +35,10 @@ PUBLISHED = {
     "falcon-7b": ("tiiuae/falcon-7b", 6_921_720_704),
     "phi-2": ("microsoft/phi-2", 2_779_683_840),
     "Mixtral-8x7B-v0.1": ("mistralai/Mixtral-8x7B-v0.1", 46_702_792_704),
+    # BertForMaskedLM and RobertaForMaskedLM (encoders): the counts their num_parameters()
+    # prints (no pooler; the MLM decoder tied, its bias counted once)
+    "bert-base-uncased": ("google-bert/bert-base-uncased", 109_514_298),
+    "roberta-base": ("FacebookAI/roberta-base", 124_697_433),
 }
 
 
@@ -150,7 +154,8 @@ def test_a_models_folder_is_read_by_its_config(tmp_path, capsys):
 PROJECTIONS = {"gpt2": "fused", "pythia-160m": "fused", "falcon-7b": "fused",
                "Llama-2-7b-hf": "separate", "Meta-Llama-3-8B": "separate",
                "Mistral-7B-v0.1": "separate", "Qwen2-0.5B": "separate", "gemma-2b": "separate",
-               "opt-125m": "separate", "phi-2": "separate", "Mixtral-8x7B-v0.1": "separate"}
+               "opt-125m": "separate", "phi-2": "separate", "Mixtral-8x7B-v0.1": "separate",
+               "bert-base-uncased": "separate", "roberta-base": "separate"}
 
 
 def test_every_architecture_says_how_it_runs_its_projections():
@@ -192,7 +197,8 @@ def test_seq_len_beyond_a_learned_position_table_is_refused(capsys):
     (None, "no such config file"),
     ("{not json", "not valid JSON"),
     ("[1, 2]", "one JSON object"),
-    ('{"model_type": "bert", "hidden_size": 768}', "model_type 'bert' is not supported"),
+    ('{"model_type": "deberta-v2", "hidden_size": 768}',
+     "model_type 'deberta-v2' is not supported"),
     ('{"model_type": "llama", "hidden_size": 4096}', "num_attention_heads is missing"),
     ('{"model_type": "llama", "hidden_size": -1, "num_attention_heads": 2, '
      '"num_hidden_layers": 1, "vocab_size": 10, "intermediate_size": 8}',
@@ -296,3 +302,86 @@ def test_a_sweep_row_names_the_projections_the_model_ran():
     assert _config_columns(llama, device, 1, {})["projections"] == "separate"
     assert _config_columns(gpt2, device, 1, {"projections": "separate"})["projections"] \
         == "separate"
+
+
+def _variant(tmp_path, name: str, **keys) -> str:
+    data = {**json.loads(Path(config(name)).read_text()), **keys}
+    path = tmp_path / name / "config.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def test_bert_and_roberta_are_read_as_encoders():
+    from workloads.transformer import Head, Style
+    bert, roberta = (load_hf_config(config(n)) for n in ("bert-base-uncased", "roberta-base"))
+    zoo = get_workload("bert-base")
+    for model in (bert, roberta):
+        assert model.style is Style.ENCODER and model.head is Head.LM
+        assert model.projections == "separate" and model.drops_attention and model.dropout
+        # the zoo's BERT-base layer, parameter for parameter
+        assert model.layer_params() == zoo.layer_params()
+    assert (bert.positions, bert.seq_len, bert.type_vocab) == (512, 512, 2)
+    # RobertaEmbeddings numbers positions from pad_token_id + 1 = 2: 514 rows, 512 tokens
+    assert (roberta.positions, roberta.seq_len, roberta.type_vocab) == (514, 512, 1)
+
+
+@pytest.mark.parametrize("name, architecture", [("bert-base-uncased", "BertForQuestionAnswering"),
+                                                ("roberta-base", "RobertaForQuestionAnswering")])
+def test_a_question_answering_encoder_has_the_span_head(tmp_path, name, architecture):
+    """*ForQuestionAnswering: the encoder without its pooler and qa_outputs (h -> 2), in place
+    of the MLM head (dense h x h + h, LayerNorm 2h, the decoder's bias of vocab_size)."""
+    from workloads.transformer import Head
+    mlm = load_hf_config(config(name))
+    qa = load_hf_config(_variant(tmp_path, name, architectures=[architecture]))
+    h = mlm.hidden
+    assert qa.head is Head.SPAN
+    assert qa.num_params() == mlm.num_params() - (h * h + h + 2 * h + mlm.vocab) + 2 * h + 2
+    assert qa.forward_graph(1).params() == qa.num_params()
+    if name == "bert-base-uncased":   # 108,891,648 for the encoder without pooler + 1,538
+        assert qa.num_params() == 108_893_186
+
+
+@pytest.mark.parametrize("keys, message", [
+    ({"architectures": ["BertForSequenceClassification"]},
+     "architectures = ['BertForSequenceClassification']: hwsim models Bert's MLM and "
+     "question-answering heads only (name BertForMaskedLM or BertForQuestionAnswering"),
+    ({"architectures": ["BertForPreTraining"]}, "next-sentence head"),
+    ({"architectures": "BertForMaskedLM"}, "give one class name"),
+    ({"position_embedding_type": "relative_key"}, "position_embedding_type = 'relative_key'"),
+    ({"is_decoder": True}, "is_decoder = True"),
+    ({"tie_word_embeddings": False}, "untied MLM decoder"),
+    ({"hidden_dropout_prob": 1.5}, "hidden_dropout_prob = 1.5 must be a probability"),
+    ({"type_vocab_size": 0}, "type_vocab_size = 0 must be a positive integer"),
+])
+def test_a_bert_config_hwsim_cannot_model_is_one_line(tmp_path, capsys, keys, message):
+    path = _variant(tmp_path, "bert-base-uncased", **keys)
+    assert main(["predict", path, "--device", "a100"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message in err and path in err
+
+
+def test_roberta_needs_a_position_after_its_padding_offset(tmp_path, capsys):
+    path = _variant(tmp_path, "roberta-base", max_position_embeddings=2)
+    assert main(["predict", path, "--device", "a100"]) == 2
+    assert "leaves no position after the padding offset of 2" in capsys.readouterr().err
+
+
+def test_an_encoders_seq_len_beyond_its_position_table_is_refused(capsys):
+    assert main(["predict", config("bert-base-uncased"), "--device", "a100",
+                 "--seq-len", "1024"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "position table (positions = 512)" in err
+
+
+def test_an_encoders_absent_dropout_is_bertconfigs_default(tmp_path):
+    """BertConfig's hidden_dropout_prob and attention_probs_dropout_prob default to 0.1."""
+    data = json.loads(Path(config("bert-base-uncased")).read_text())
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "architectures"):
+        del data[key]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    model = load_hf_config(path)
+    assert model.dropout and model.drops_attention and model.num_params() == 109_514_298
+    assert not load_hf_config(_variant(tmp_path, "bert-base-uncased", hidden_dropout_prob=0.0,
+                                       attention_probs_dropout_prob=0.0)).drops_attention

@@ -4,7 +4,9 @@ What every open model ships: the architecture's hyper-parameters under the names
 ``transformers`` class reads (``LlamaConfig``, ``GPT2Config``, ...). Each supported
 ``model_type`` maps them onto ``TransformerConfig``'s fields as that class builds the model
 (``transformers/models/<type>/modeling_<type>.py``), so that ``num_params()`` equals the
-model's ``num_parameters()`` (tests/test_hf_config.py checks eleven published models).
+model's ``num_parameters()`` (tests/test_hf_config.py checks thirteen published models).
+Encoders (``bert``, ``roberta``) are read as the zoo's BERT encoder with the head their
+``architectures`` names (the MLM head, or question answering's span head).
 
 Modelled as the closest zoo layer, with the same parameters and GEMM FLOPs (the vector
 work differs slightly): Gemma's GeLU-gated MLP (``Ffn.GEGLU``) and its embedding scaled by
@@ -25,7 +27,7 @@ from pathlib import Path
 
 from simulator.errors import WorkloadError, in_interval, is_fraction, read_input
 from workloads.moe import MLA, MoE, Router
-from workloads.transformer import Ffn, Norm, Residual, TransformerConfig
+from workloads.transformer import Ffn, Head, Norm, Residual, Style, TransformerConfig
 
 #: The longest default context: a config's ``max_position_embeddings`` is often what rotary
 #: scaling reaches (Qwen2: 131072), not what the model trained on; --seq-len gives more.
@@ -122,10 +124,11 @@ class _Config:
                                 f"transformers (ACT2FN): {', '.join(sorted(ACTIVATIONS))}")
         return value
 
-    def rate(self, *keys: str) -> bool:
-        """Whether any of the dropout probabilities ``keys`` is above 0."""
+    def rate(self, *keys: str, default: float = 0.0) -> bool:
+        """Whether any of the dropout probabilities ``keys`` is above 0 (``default`` where a
+        key is absent: the value the config class gives it)."""
         for key in keys:
-            value = self._get(key, 0.0)
+            value = self._get(key, default)
             if not in_interval(value, 0.0, 1.0, high_open=True):
                 raise WorkloadError(f"{self.path}: {key} = {value!r} must be a probability "
                                     "in [0, 1)")
@@ -337,6 +340,75 @@ def _phi(c: _Config) -> dict:
             "attention_dropout": c.rate("attention_dropout")}
 
 
+#: An encoder's ``architectures`` -> its head: the class name's suffix after ``Bert`` or
+#: ``Roberta``. transformers' BertForMaskedLM and RobertaForMaskedLM build the encoder without
+#: its pooler and the MLM head (a dense h -> h, GeLU, LayerNorm, the decoder tied to the word
+#: embeddings with a bias of vocab_size: the zoo's encoder head); *ForQuestionAnswering the
+#: encoder without pooler and ``qa_outputs`` (h -> 2: ``Head.SPAN``).
+ENCODER_HEADS = {"ForMaskedLM": Head.LM, "ForQuestionAnswering": Head.SPAN}
+
+
+def _encoder_head(c: _Config, family: str) -> Head:
+    """The head ``architectures`` names (absent: the MLM head, the pretraining objective)."""
+    names = c.data.get("architectures")
+    if names is None:
+        return Head.LM
+    fix = f"name {family}ForMaskedLM or {family}ForQuestionAnswering"
+    if not (isinstance(names, list) and len(names) == 1 and isinstance(names[0], str)):
+        raise WorkloadError(f"{c.path}: architectures = {names!r}: give one class name ({fix})")
+    name = names[0]
+    for suffix, head in ENCODER_HEADS.items():
+        if name == family + suffix:
+            return head
+    raise WorkloadError(f"{c.path}: architectures = {names!r}: hwsim models {family}'s MLM "
+                        f"and question-answering heads only ({fix}; a classifier, the "
+                        "pooler and the next-sentence head are not modelled)")
+
+
+def _encoder(c: _Config, family: str, offset: int) -> dict:
+    """BertForMaskedLM, RobertaForMaskedLM and their *ForQuestionAnswering: post-norm
+    LayerNorm encoder layers, GeLU (or ReLU) MLP, biases everywhere, learned absolute
+    positions of max_position_embeddings rows (``offset`` of them never read: RoBERTa's
+    padding_idx + 1) and type_vocab_size token types, an embedding LayerNorm, tied MLM
+    decoder; dropout as hidden_dropout_prob and attention_probs_dropout_prob (0.1 where
+    absent, BertConfig's and RobertaConfig's default)."""
+    c.refuse("is_decoder", False, f"hwsim reads {family} as an encoder (is_decoder false)")
+    c.refuse("add_cross_attention", False, "cross-attention layers are not modelled")
+    c.refuse("position_embedding_type", "absolute", "relative position embeddings are not "
+             "modelled (position_embedding_type \"absolute\")")
+    c.refuse("tie_word_embeddings", True, "an untied MLM decoder is not modelled")
+    act = c.activation("hidden_act", "gelu")
+    positions = c.count("max_position_embeddings", 512)
+    if positions <= offset:
+        raise WorkloadError(f"{c.path}: max_position_embeddings = {positions} leaves no "
+                            f"position after the padding offset of {offset} (pad_token_id + 1)")
+    return {"layers": c.count("num_hidden_layers", 12), "hidden": c.count("hidden_size", 768),
+            "heads": c.count("num_attention_heads", 12), "vocab": c.count("vocab_size"),
+            "ffn_hidden": c.count("intermediate_size", 3072),
+            "ffn": Ffn.RELU if act == "relu" else Ffn.GELU, "norm": Norm.LAYERNORM,
+            "style": Style.ENCODER, "type_vocab": c.count("type_vocab_size", 2),
+            "positions": positions, "seq_len": min(positions - offset, MAX_DEFAULT_SEQ_LEN),
+            "tied_embeddings": True, "bias": True,
+            "dropout": c.rate("hidden_dropout_prob", default=0.1),
+            "attention_dropout": c.rate("attention_probs_dropout_prob", default=0.1),
+            "head": _encoder_head(c, family)}
+
+
+def _bert(c: _Config) -> dict:
+    """BERT (Devlin et al. 2019): positions from 0, so every row of the table is read."""
+    return _encoder(c, "Bert", 0)
+
+
+def _roberta(c: _Config) -> dict:
+    """RoBERTa (Liu et al. 2019): BERT's layers; RobertaEmbeddings numbers the positions from
+    padding_idx + 1 (``create_position_ids_from_input_ids``), so roberta-base's 514 rows
+    (pad_token_id 1) hold a context of 512."""
+    pad = c.data.get("pad_token_id", 1)
+    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
+        raise WorkloadError(f"{c.path}: pad_token_id = {pad!r} must be an integer >= 0")
+    return _encoder(c, "Roberta", pad + 1)
+
+
 #: model_type -> (how its ``transformers`` modeling code runs the projections that read one
 #: input, where it says so): "fused" where q, k and v are one linear whose output is split
 #: (none of the fused types has a gated MLP, so its MLP's one input linear is alone either
@@ -367,13 +439,16 @@ PROJECTIONS = {
     # deepseek_v3: multi-head latent attention, no column pair of one input (its projections
     # are not touched either way, simulator.training.projections)
     "deepseek_v3": "separate",
+    # bert/modeling_bert.py (v4.46.3): BertSelfAttention.query, key, value, a nn.Linear each;
+    # roberta/modeling_roberta.py (v4.46.3): RobertaSelfAttention, the same
+    "bert": "separate", "roberta": "separate",
 }
 
 #: model_type -> its fields.
 ARCHITECTURES = {"llama": _llama, "mistral": _llama, "qwen2": _llama, "gemma": _gemma,
                  "mixtral": _mixtral, "qwen2_moe": _qwen2_moe, "deepseek_v3": _deepseek_v3,
                  "gpt2": _gpt2, "gpt_neox": _gpt_neox, "opt": _opt, "falcon": _falcon,
-                 "phi": _phi}
+                 "phi": _phi, "bert": _bert, "roberta": _roberta}
 
 __all__ = ["ARCHITECTURES", "MAX_DEFAULT_SEQ_LEN", "PROJECTIONS", "is_hf_config",
            "load_hf_config"]

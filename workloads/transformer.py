@@ -219,7 +219,7 @@ class TransformerConfig:
             raise WorkloadError(f"{self.name}: heads = {self.heads} must divide hidden = "
                                 f"{self.hidden} (head dimension = hidden / heads)")
         if self.learned_positions and self.positions is not None and \
-                self.style is Style.DECODER and self.seq_len > self.positions:
+                self.style is not Style.VISION and self.seq_len > self.positions:
             raise WorkloadError(f"{self.name}: seq_len = {self.seq_len} is longer than its "
                                 f"learned position table (positions = {self.positions})")
         if self.heads % self.n_kv_heads:
