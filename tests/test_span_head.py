@@ -100,3 +100,20 @@ def test_a_workload_file_describes_the_squad_model_of_lambdas_rows(tmp_path: Pat
     work = load_workload_toml(str(path))
     assert work.style is Style.ENCODER and work.num_params() == 335_150_082 - 1024 * 1025
     assert _layer_ops(work) == _layer_ops(dataclasses.replace(SQUAD, name=work.name))
+
+
+def test_a_workload_file_refuses_what_it_cannot_describe(tmp_path: Path):
+    """A vision style in a file would ignore its seq_len (a ViT's sequence is its patches, whose
+    image size and patch are no keys) and an encoder's sequence longer than its position table
+    has tokens with no position row: both refused in one line naming the key."""
+    base = 'layers = 2\nhidden = 64\nheads = 4\nvocab = 1000\nseq_len = 384\n'
+    path = tmp_path / "m.toml"
+    path.write_text(f'[transformer]\n{base}style = "vision"\n')
+    with pytest.raises(WorkloadError, match=r"style = 'vision' cannot be described in a file"):
+        load_workload_toml(str(path))
+    path.write_text(f'[transformer]\n{base}style = "encoder"\npositions = 128\n')
+    with pytest.raises(WorkloadError, match=r"seq_len = 384 is longer than its learned "
+                                            r"position table \(positions = 128\)"):
+        load_workload_toml(str(path))
+    path.write_text(f'[transformer]\n{base}style = "encoder"\npositions = 512\n')
+    assert load_workload_toml(str(path)).positions == 512

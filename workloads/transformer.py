@@ -218,6 +218,7 @@ class TransformerConfig:
         if self.head_size is None and self.hidden % self.heads:
             raise WorkloadError(f"{self.name}: heads = {self.heads} must divide hidden = "
                                 f"{self.hidden} (head dimension = hidden / heads)")
+        # a text model's tokens each take a row of the table (a ViT's sequence is its patches)
         if self.learned_positions and self.positions is not None and \
                 self.style is not Style.VISION and self.seq_len > self.positions:
             raise WorkloadError(f"{self.name}: seq_len = {self.seq_len} is longer than its "

@@ -138,6 +138,12 @@ def load_workload_toml(path: str | Path) -> TransformerConfig:
     for key, kind in _OPTIONAL.items():
         if key in table and key not in ("name", "mtp"):
             kwargs[key] = _typed(path, key, table[key], kind)
+    if kwargs.get("style") is Style.VISION:
+        # a ViT's sequence is its patches (image_size, patch: no keys here): seq_len would be
+        # ignored and vocab read as classes
+        raise WorkloadError(f"{path}: [transformer] style = 'vision' cannot be described in a "
+                            "file (its image size and patch are not keys): use a vit-* model "
+                            "of the zoo, or style = 'decoder' | 'encoder'")
     if "mtp" in table:   # 0 or 1 (TransformerConfig checks it)
         kwargs["mtp"] = table["mtp"]
     for name, keys, required, kind in (("moe", _MOE, _MOE_REQUIRED, MoE),
