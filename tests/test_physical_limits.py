@@ -86,6 +86,10 @@ def test_the_refusals_and_fallbacks_say_what_to_do():
     with pytest.raises(PlanError, match="precision = fp8 needs fp8 matrix units and "
                                         "a100-sxm4-80gb's spec gives no fp8 peak"):
         simulate("gpt2-small", "a100", precision="fp8")
+    # the 16-bit format the device has: fp16 on Turing, which has no bf16 arithmetic
+    for device, choice in (("a100", "bf16"), ("quadro-rtx-8000", "fp16"), ("t4", "fp16")):
+        with pytest.raises(PlanError, match=f"Trainium\\): choose {choice}$"):
+            simulate("gpt2-small", device, precision="fp8")
     with pytest.raises(PlanError, match="snapdragon-8g3's matrix unit runs only integer"):
         simulate("gpt2-small", "snapdragon-8g3", precision="bf16")
     fp32 = simulate("gpt2-small", "snapdragon-8g3", precision="fp32")

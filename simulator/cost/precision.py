@@ -42,9 +42,12 @@ def check(device, plan) -> str | None:
         return None
     name = plan.precision.value
     if dtype is DType.FP8:
+        # the 16-bit format the device has (Turing, Volta and Pascal have no bf16 arithmetic)
+        choice = next((fmt.name.lower() for fmt in (DType.BF16, DType.FP16) if fmt in peaks),
+                      "fp32")
         raise PlanError(f"precision = fp8 needs fp8 matrix units and {device.name}'s spec gives "
                         "no fp8 peak (fp8 training runs on H100/H200/B200, MI300, Gaudi 3, "
-                        "Trainium): choose bf16")
+                        f"Trainium): choose {choice}")
     if not any(fmt in peaks for fmt in _FLOATS) and dtype is not DType.FP32 \
             and dtype is not DType.TF32:
         raise PlanError(f"precision = {name}: {device.name}'s matrix unit runs only integer "
