@@ -343,10 +343,15 @@ def test_a_question_answering_encoder_has_the_span_head(tmp_path, name, architec
 
 
 @pytest.mark.parametrize("keys, message", [
-    ({"architectures": ["BertForSequenceClassification"]},
-     "architectures = ['BertForSequenceClassification']: hwsim models Bert's MLM and "
-     "question-answering heads only (name BertForMaskedLM or BertForQuestionAnswering"),
+    ({"architectures": ["BertForTokenClassification"]},
+     "architectures = ['BertForTokenClassification']: hwsim models Bert's MLM, "
+     "question-answering and sequence-classification heads only (name BertForMaskedLM, "
+     "BertForQuestionAnswering or BertForSequenceClassification"),
     ({"architectures": ["BertForPreTraining"]}, "next-sentence head"),
+    ({"architectures": ["BertForSequenceClassification"], "id2label": []},
+     "id2label = [] must be an object"),
+    ({"architectures": ["BertForSequenceClassification"], "num_labels": 0},
+     "num_labels = 0 must be a positive integer"),
     ({"architectures": "BertForMaskedLM"}, "give one class name"),
     ({"position_embedding_type": "relative_key"}, "position_embedding_type = 'relative_key'"),
     ({"is_decoder": True}, "is_decoder = True"),
@@ -385,3 +390,52 @@ def test_an_encoders_absent_dropout_is_bertconfigs_default(tmp_path):
     assert model.dropout and model.drops_attention and model.num_params() == 109_514_298
     assert not load_hf_config(_variant(tmp_path, "bert-base-uncased", hidden_dropout_prob=0.0,
                                        attention_probs_dropout_prob=0.0)).drops_attention
+
+
+@pytest.mark.parametrize("name, architecture, published", [
+    ("bert-base-uncased", "BertForSequenceClassification", 109_483_778),
+    ("roberta-base", "RobertaForSequenceClassification", 124_647_170)])
+def test_a_sequence_classifier_counts_the_published_parameters(tmp_path, name, architecture,
+                                                               published):
+    """*ForSequenceClassification with 2 labels (PretrainedConfig's default): the
+    num_parameters() printed for bert-base-uncased and roberta-base fine-tuned on a binary
+    task (public repositories' logs: 109,483,778 and 124,647,170); the encoder without MLM
+    head plus pooler h x h + h and classifier h x 2 + 2."""
+    from workloads.transformer import Head
+    model = load_hf_config(_variant(tmp_path, name, architectures=[architecture]))
+    assert model.head is Head.CLASSIFY and model.labels == 2
+    assert model.num_params() == published
+    assert model.forward_graph(2).params() == published
+
+
+def test_a_classifiers_labels_are_id2labels_entries_else_num_labels(tmp_path):
+    arch = ["BertForSequenceClassification"]
+    three = load_hf_config(_variant(tmp_path, "bert-base-uncased", architectures=arch,
+                                    id2label={"0": "a", "1": "b", "2": "c"}, num_labels=7))
+    five = load_hf_config(_variant(tmp_path, "roberta-base", num_labels=5,
+                                   architectures=["RobertaForSequenceClassification"]))
+    assert (three.labels, five.labels) == (3, 5)
+    two = load_hf_config(_variant(tmp_path, "bert-base-uncased", architectures=arch))
+    assert three.num_params() - two.num_params() == 768 + 1
+    # the loss is a cross-entropy over labels classes a sample, not over the vocabulary
+    loss = [op for op in three.forward_graph(4).ops() if op.fn == "cross_entropy"]
+    assert len(loss) == 1 and loss[0].flops == 6 * 4 * 3
+
+
+def test_the_classify_head_is_an_encoders_with_positive_labels():
+    """head = "classify" (also a workload TOML's [transformer] key, with labels): the pooler's
+    and classifier's weights in closed form; refused on a decoder or without a class."""
+    import dataclasses
+
+    from simulator.errors import WorkloadError
+    from workloads.transformer import Head
+    bert = get_workload("bert-large")
+    h = bert.hidden
+    classify = dataclasses.replace(bert, head=Head.CLASSIFY, labels=3)
+    assert classify.head_params() == h * h + h + 3 * h + 3
+    assert classify.forward_graph(1).params() == classify.num_params()
+    for bad in (dict(labels=0), dict(labels=True), dict(mlm_share=0.15)):
+        with pytest.raises(WorkloadError, match="labels|mlm_share"):
+            dataclasses.replace(bert, head=Head.CLASSIFY, **bad)
+    with pytest.raises(WorkloadError, match="needs style = 'encoder'"):
+        dataclasses.replace(get_workload("gpt2"), head=Head.CLASSIFY)

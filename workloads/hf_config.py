@@ -6,7 +6,8 @@ What every open model ships: the architecture's hyper-parameters under the names
 (``transformers/models/<type>/modeling_<type>.py``), so that ``num_params()`` equals the
 model's ``num_parameters()`` (tests/test_hf_config.py checks thirteen published models).
 Encoders (``bert``, ``roberta``) are read as the zoo's BERT encoder with the head their
-``architectures`` names (the MLM head, or question answering's span head).
+``architectures`` names (the MLM head, question answering's span head, or the sequence
+classifier).
 
 Modelled as the closest zoo layer, with the same parameters and GEMM FLOPs (the vector
 work differs slightly): Gemma's GeLU-gated MLP (``Ffn.GEGLU``) and its embedding scaled by
@@ -344,8 +345,12 @@ def _phi(c: _Config) -> dict:
 #: ``Roberta``. transformers' BertForMaskedLM and RobertaForMaskedLM build the encoder without
 #: its pooler and the MLM head (a dense h -> h, GeLU, LayerNorm, the decoder tied to the word
 #: embeddings with a bias of vocab_size: the zoo's encoder head); *ForQuestionAnswering the
-#: encoder without pooler and ``qa_outputs`` (h -> 2: ``Head.SPAN``).
-ENCODER_HEADS = {"ForMaskedLM": Head.LM, "ForQuestionAnswering": Head.SPAN}
+#: encoder without pooler and ``qa_outputs`` (h -> 2: ``Head.SPAN``); *ForSequenceClassification
+#: BERT's pooler (dense h -> h, tanh) and classifier h -> num_labels, RoBERTa's
+#: RobertaClassificationHead (dense h -> h, tanh, out_proj h -> num_labels) on an encoder
+#: without pooler: the same weights (``Head.CLASSIFY``).
+ENCODER_HEADS = {"ForMaskedLM": Head.LM, "ForQuestionAnswering": Head.SPAN,
+                 "ForSequenceClassification": Head.CLASSIFY}
 
 
 def _encoder_head(c: _Config, family: str) -> Head:
@@ -353,16 +358,30 @@ def _encoder_head(c: _Config, family: str) -> Head:
     names = c.data.get("architectures")
     if names is None:
         return Head.LM
-    fix = f"name {family}ForMaskedLM or {family}ForQuestionAnswering"
+    fix = (f"name {family}ForMaskedLM, {family}ForQuestionAnswering or "
+           f"{family}ForSequenceClassification")
     if not (isinstance(names, list) and len(names) == 1 and isinstance(names[0], str)):
         raise WorkloadError(f"{c.path}: architectures = {names!r}: give one class name ({fix})")
     name = names[0]
     for suffix, head in ENCODER_HEADS.items():
         if name == family + suffix:
             return head
-    raise WorkloadError(f"{c.path}: architectures = {names!r}: hwsim models {family}'s MLM "
-                        f"and question-answering heads only ({fix}; a classifier, the "
-                        "pooler and the next-sentence head are not modelled)")
+    raise WorkloadError(f"{c.path}: architectures = {names!r}: hwsim models {family}'s MLM, "
+                        f"question-answering and sequence-classification heads only ({fix}; "
+                        "token classification, multiple choice and the next-sentence head "
+                        "are not modelled)")
+
+
+def _labels(c: _Config) -> int:
+    """The classes: as PretrainedConfig counts them, id2label's entries, else num_labels, else
+    2."""
+    names = c.data.get("id2label")
+    if names is not None:
+        if not isinstance(names, dict) or not names:
+            raise WorkloadError(f"{c.path}: id2label = {names!r} must be an object of one "
+                                "entry a class (\"0\": \"NEGATIVE\", ...)")
+        return len(names)
+    return c.count("num_labels", 2)
 
 
 def _encoder(c: _Config, family: str, offset: int) -> dict:
@@ -378,6 +397,7 @@ def _encoder(c: _Config, family: str, offset: int) -> dict:
              "modelled (position_embedding_type \"absolute\")")
     c.refuse("tie_word_embeddings", True, "an untied MLM decoder is not modelled")
     act = c.activation("hidden_act", "gelu")
+    head = _encoder_head(c, family)
     positions = c.count("max_position_embeddings", 512)
     if positions <= offset:
         raise WorkloadError(f"{c.path}: max_position_embeddings = {positions} leaves no "
@@ -391,7 +411,7 @@ def _encoder(c: _Config, family: str, offset: int) -> dict:
             "tied_embeddings": True, "bias": True,
             "dropout": c.rate("hidden_dropout_prob", default=0.1),
             "attention_dropout": c.rate("attention_probs_dropout_prob", default=0.1),
-            "head": _encoder_head(c, family)}
+            "head": head, "labels": _labels(c) if head is Head.CLASSIFY else 2}
 
 
 def _bert(c: _Config) -> dict:

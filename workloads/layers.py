@@ -30,6 +30,9 @@ VECTOR_FLOPS_PER_ELEMENT = {
     # (counted as 1 per element per pass by ``top_k``); un-permuting multiplies each token
     # copy by its routing probability and adds it into its token (2 per copy element)
     "sigmoid": 3, "topk": 1, "unpermute": 2,
+    # tanh (BERT's pooler): an exp, two adds and a divide, as torch_tables and the ONNX reader
+    # count it
+    "tanh": 4,
 }
 STATS_DTYPE = DType.FP32  # norms keep per-row statistics in fp32 (PyTorch's native kernels)
 

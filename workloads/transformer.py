@@ -58,6 +58,12 @@ class Head(str, Enum):
     # sec. 4.2; NVIDIA DeepLearningExamples PyTorch/LanguageModeling/BERT modeling.py
     # BertForQuestionAnswering and run_squad.py, the run Lambda's BERT SQuAD benchmark times)
     SPAN = "span"
+    # sequence classification (an encoder fine-tuned on GLUE and the like): the first token's
+    # final hidden state through a dense h -> h, tanh and dropout, then a linear h -> labels, a
+    # cross-entropy over ``labels`` classes a sample (transformers' BertPooler and
+    # BertForSequenceClassification.classifier; RobertaClassificationHead: the same weights,
+    # one more dropout over batch x hidden, not priced)
+    CLASSIFY = "classify"
 
 
 #: The largest figure of each field: far beyond any real model (the largest published: 126
@@ -177,6 +183,7 @@ class TransformerConfig:
     # What the last layer feeds (``Head``): the style's own head, or ``span``, extractive
     # question answering's start and end logits (BERT fine-tuned on SQuAD), in place of it.
     head: Head = Head.LM
+    labels: int = 2                   # head = "classify": the classes (HF num_labels)
 
     def __post_init__(self) -> None:
         for key in ("layers", "hidden", "heads", "vocab", "seq_len"):
@@ -209,6 +216,14 @@ class TransformerConfig:
         if self.head is Head.SPAN and (self.style is Style.VISION or self.mlm_share is not None):
             raise WorkloadError(f"{self.name}: head = 'span' (question answering over the "
                                 "sequence's positions) needs a text model without mlm_share")
+        if self.head is Head.CLASSIFY and (self.style is not Style.ENCODER
+                                           or self.mlm_share is not None):
+            raise WorkloadError(f"{self.name}: head = 'classify' (the first token's pooled "
+                                "state -> labels) needs style = 'encoder' without mlm_share")
+        if isinstance(self.labels, bool) or not isinstance(self.labels, int) or \
+                not 0 < self.labels <= 2**24:
+            raise WorkloadError(f"{self.name}: labels = {self.labels!r} must be a positive "
+                                "integer up to 16,777,216 (the classes of head = 'classify')")
         if self.packed_attention is not None and (not is_fraction(self.packed_attention)
                                                   or self.mla is not None):
             raise WorkloadError(f"{self.name}: packed_attention = {self.packed_attention!r} must "
@@ -349,6 +364,8 @@ class TransformerConfig:
         if self.head is Head.SPAN:   # qa_outputs: hidden -> start, end (a pre-norm decoder's
             #                          final norm before it)
             return 2 * h + 2 + (self._norm_params() if self.style is Style.DECODER else 0)
+        if self.head is Head.CLASSIFY:   # pooler dense h -> h, classifier h -> labels
+            return h * h + h + h * self.labels + self.labels
         if self.style is Style.ENCODER:  # MLM transform (dense, gelu, norm) + tied decoder + bias
             return h * h + h + self._norm_params() + self.vocab
         untied = 0 if self.tied_embeddings else self.vocab * h
@@ -561,6 +578,14 @@ def _head(c: TransformerConfig, b: Builder, x: str, batch: int) -> None:
             x = b.norm(c.norm.value, x, rows, h, bias=c.norm is Norm.LAYERNORM)
         logits = b.linear("qa_outputs", x, rows, h, 2, bias=True)
         b.loss(logits, 2 * batch, c.sequence)
+        return
+    if c.head is Head.CLASSIFY:   # the first token: pooler (dense, tanh), dropout, classifier
+        cls = b.copy("cls_select", x, batch * h)
+        y = b.linear("pooler", cls, batch, h, h, bias=True)
+        y = b.elementwise("tanh", (y,), batch * h, saves=("output",))
+        if c.dropout:
+            y = b.dropout(y, batch * h, base="cls_dropout")
+        b.loss(b.linear("classifier", y, batch, h, c.labels, bias=True), batch, c.labels)
         return
     if c.style is Style.ENCODER:  # MLM transform, then the tied decoder with its own bias
         if c.mlm_share is not None:  # the masked positions gathered (index_select) first

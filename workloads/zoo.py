@@ -30,7 +30,7 @@ _OPTIONAL = {"kv_heads": int, "ffn_hidden": int, "ffn": Ffn, "norm": Norm, "name
              "head_size": int, "residual": Residual, "mtp": int, "rotary_pct": float,
              "hf_eager": bool, "gelu_kernels": int, "mask_kernel": bool,
              "mask_clamp": bool, "kv_cache_views": bool, "embedding_dropout": bool,
-             "packed_attention": float, "head": Head,
+             "packed_attention": float, "head": Head, "labels": int,
              # an encoder (BERT): its style, token-type table and position table
              "style": Style, "type_vocab": int, "positions": int}
 #: ``[moe]`` (workloads.moe.MoE) and ``[mla]`` (workloads.moe.MLA): their keys and types
