@@ -439,3 +439,50 @@ def test_the_classify_head_is_an_encoders_with_positive_labels():
             dataclasses.replace(bert, head=Head.CLASSIFY, **bad)
     with pytest.raises(WorkloadError, match="needs style = 'encoder'"):
         dataclasses.replace(get_workload("gpt2"), head=Head.CLASSIFY)
+
+
+def _vit_base(tmp_path, **keys) -> str:
+    """google/vit-base-patch16-224's hyper-parameters (its model card and Dosovitskiy et al.
+    2021, Table 1: ViT-Base, 224 px, 16 px patches, 1000 ImageNet classes) under ViTConfig's
+    key names; the labels' names are placeholders (no Hub file is committed for ViT)."""
+    data = {"architectures": ["ViTForImageClassification"], "model_type": "vit",
+            "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+            "intermediate_size": 3072, "hidden_act": "gelu", "image_size": 224,
+            "patch_size": 16, "num_channels": 3, "qkv_bias": True,
+            "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+            "id2label": {str(i): f"LABEL_{i}" for i in range(1000)}, **keys}
+    path = tmp_path / "vit-base-patch16-224" / "config.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def test_a_vit_config_is_the_zoos_vit(tmp_path):
+    """ViTForImageClassification of ViT-Base/16 with 1000 classes: 86,567,656 parameters,
+    the count published for google/vit-base-patch16-224 and torchvision's vit_b_16
+    (IMAGENET1K_V1's model card: 86,567,656 params), the zoo's vit-b16 layer for layer."""
+    from workloads.transformer import Style
+    vit = load_hf_config(_vit_base(tmp_path))
+    zoo = get_workload("vit-b16")
+    assert vit.style is Style.VISION and vit.sequence == zoo.sequence == 197
+    assert vit.num_params() == zoo.num_params() == 86_567_656
+    assert vit.forward_graph(1).params() == vit.num_params()
+    assert not vit.dropout and not vit.drops_attention and vit.projections == "separate"
+    # qkv_bias false: no bias on q, k, v (3 x 768 a layer)
+    plain = load_hf_config(_vit_base(tmp_path, qkv_bias=False))
+    assert vit.num_params() - plain.num_params() == 12 * 3 * 768
+    ten = load_hf_config(_vit_base(tmp_path, id2label=None, num_labels=10))
+    assert vit.num_params() - ten.num_params() == 990 * 769
+
+
+@pytest.mark.parametrize("keys, message", [
+    ({"architectures": ["ViTModel"]}, "architectures = ['ViTModel']: hwsim models ViT's image "
+     "classifier only (name ViTForImageClassification"),
+    ({"patch_size": 512}, "patch_size = 512 is larger than image_size = 224"),
+    ({"num_channels": 0}, "num_channels = 0 must be a positive integer"),
+])
+def test_a_vit_config_hwsim_cannot_model_is_one_line(tmp_path, capsys, keys, message):
+    path = _vit_base(tmp_path, **keys)
+    assert main(["predict", path, "--device", "a100"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message in err and path in err

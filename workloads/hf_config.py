@@ -5,7 +5,8 @@ What every open model ships: the architecture's hyper-parameters under the names
 ``model_type`` maps them onto ``TransformerConfig``'s fields as that class builds the model
 (``transformers/models/<type>/modeling_<type>.py``), so that ``num_params()`` equals the
 model's ``num_parameters()`` (tests/test_hf_config.py checks thirteen published models).
-Encoders (``bert``, ``roberta``) are read as the zoo's BERT encoder with the head their
+ViT image classifiers (``vit``) are read as the zoo's ViT; encoders (``bert``, ``roberta``)
+as the zoo's BERT encoder with the head their
 ``architectures`` names (the MLM head, question answering's span head, or the sequence
 classifier).
 
@@ -429,6 +430,34 @@ def _roberta(c: _Config) -> dict:
     return _encoder(c, "Roberta", pad + 1)
 
 
+def _vit(c: _Config) -> dict:
+    """ViTForImageClassification (or no ``architectures``): the zoo's ViT (``style`` vision:
+    a patch_size x patch_size convolution of num_channels, a class token, learned positions for
+    the (image_size / patch_size)^2 + 1 tokens, pre-norm LayerNorm layers, GeLU MLP, q, k, v
+    biases as ``qkv_bias``, a final LayerNorm and a linear classifier h -> num_labels on the
+    class token); dropout as hidden_dropout_prob and attention_probs_dropout_prob (ViTConfig's
+    default 0.0)."""
+    names = c.data.get("architectures")
+    if names is not None and names != ["ViTForImageClassification"]:
+        raise WorkloadError(f"{c.path}: architectures = {names!r}: hwsim models ViT's image "
+                            "classifier only (name ViTForImageClassification; ViTModel's "
+                            "pooler and masked image modelling are not modelled)")
+    act = c.activation("hidden_act", "gelu")
+    image, patch = c.count("image_size", 224), c.count("patch_size", 16)
+    if patch > image:
+        raise WorkloadError(f"{c.path}: patch_size = {patch} is larger than image_size = "
+                            f"{image}")
+    return {"layers": c.count("num_hidden_layers", 12), "hidden": c.count("hidden_size", 768),
+            "heads": c.count("num_attention_heads", 12), "vocab": _labels(c),
+            "ffn_hidden": c.count("intermediate_size", 3072),
+            "ffn": Ffn.RELU if act == "relu" else Ffn.GELU, "norm": Norm.LAYERNORM,
+            "style": Style.VISION, "image_size": image, "patch": patch,
+            "channels": c.count("num_channels", 3), "seq_len": (image // patch) ** 2 + 1,
+            "tied_embeddings": False, "bias": True, "qkv_bias": c.flag("qkv_bias", True),
+            "dropout": c.rate("hidden_dropout_prob"),
+            "attention_dropout": c.rate("attention_probs_dropout_prob")}
+
+
 #: model_type -> (how its ``transformers`` modeling code runs the projections that read one
 #: input, where it says so): "fused" where q, k and v are one linear whose output is split
 #: (none of the fused types has a gated MLP, so its MLP's one input linear is alone either
@@ -462,13 +491,16 @@ PROJECTIONS = {
     # bert/modeling_bert.py (v4.46.3): BertSelfAttention.query, key, value, a nn.Linear each;
     # roberta/modeling_roberta.py (v4.46.3): RobertaSelfAttention, the same
     "bert": "separate", "roberta": "separate",
+    # vit/modeling_vit.py (v4.46.3): ViTSelfAttention.query, key, value, a nn.Linear each
+    "vit": "separate",
 }
 
 #: model_type -> its fields.
 ARCHITECTURES = {"llama": _llama, "mistral": _llama, "qwen2": _llama, "gemma": _gemma,
                  "mixtral": _mixtral, "qwen2_moe": _qwen2_moe, "deepseek_v3": _deepseek_v3,
                  "gpt2": _gpt2, "gpt_neox": _gpt_neox, "opt": _opt, "falcon": _falcon,
-                 "phi": _phi, "bert": _bert, "roberta": _roberta}
+                 "phi": _phi, "bert": _bert, "roberta": _roberta,
+                 "vit": _vit}
 
 __all__ = ["ARCHITECTURES", "MAX_DEFAULT_SEQ_LEN", "PROJECTIONS", "is_hf_config",
            "load_hf_config"]
