@@ -90,34 +90,30 @@ def main() -> None:
                              f" / {feats[(b, dropout, phase)][3] / feats[(a, dropout, phase)][3]:.2f}")
             print(f"  dropout={int(dropout)} {phase:8s} " + ", ".join(parts))
 
-    def predict(params, k):
-        efficiency, fixed_us = params
-        gemm_s, other_s, kernels, _, waves = feats[k]
-        count = waves if per_wave else kernels
-        return gemm_s / efficiency + other_s + count * fixed_us * 1e-6
+    def held_out_fits(count_at: int, start: list[float], unit: str, digits: int) -> None:
+        """``bytes / rate + count x fixed`` fitted on two sizes and judged on the third, the
+        count the features' ``count_at``-th (2: kernels, 4: waves of output tiles)."""
+        def predict(params, k):
+            efficiency, fixed_us = params
+            gemm_s, other_s = feats[k][:2]
+            return gemm_s / efficiency + other_s + feats[k][count_at] * fixed_us * 1e-6
 
-    def residuals(params, keys):
-        return [np.log(predict(params, k) / measured[k]) for k in keys]
+        def residuals(params, keys):
+            return [np.log(predict(params, k) / measured[k]) for k in keys]
 
-    per_wave = False
+        for train in ((1024, 2048), (512, 1024), (512, 2048)):
+            keys = [k for k in measured if k[0] in train]
+            held = [k for k in measured if k[0] not in train]
+            fit = least_squares(residuals, start, args=(keys,),
+                                bounds=([0.1, 0.0], [1.0, 200.0]))
+            errs = np.expm1(residuals(fit.x, held))
+            print(f"  fit on {train}: efficiency {fit.x[0]:.3f}, fixed {fit.x[1]:.{digits}f} "
+                  f"us/{unit}; held-out {held[0][0]}: " + " ".join(f"{e:+.1%}" for e in errs))
 
     print("(3) fixed cost per kernel + bytes / rate, fitted on two sizes, held out the third")
-    for train in ((1024, 2048), (512, 1024), (512, 2048)):
-        keys = [k for k in measured if k[0] in train]
-        held = [k for k in measured if k[0] not in train]
-        fit = least_squares(residuals, [0.5, 5.0], args=(keys,), bounds=([0.1, 0.0], [1.0, 200.0]))
-        errs = np.expm1(residuals(fit.x, held))
-        print(f"  fit on {train}: efficiency {fit.x[0]:.3f}, fixed {fit.x[1]:.1f} us/kernel; "
-              f"held-out {held[0][0]}: " + " ".join(f"{e:+.1%}" for e in errs))
-    per_wave = True
+    held_out_fits(2, [0.5, 5.0], "kernel", 1)
     print("(3b) fixed cost per wave of GEMM output tiles + bytes / rate, the same splits")
-    for train in ((1024, 2048), (512, 1024), (512, 2048)):
-        keys = [k for k in measured if k[0] in train]
-        held = [k for k in measured if k[0] not in train]
-        fit = least_squares(residuals, [0.5, 1.0], args=(keys,), bounds=([0.1, 0.0], [1.0, 200.0]))
-        errs = np.expm1(residuals(fit.x, held))
-        print(f"  fit on {train}: efficiency {fit.x[0]:.3f}, fixed {fit.x[1]:.2f} us/wave; "
-              f"held-out {held[0][0]}: " + " ".join(f"{e:+.1%}" for e in errs))
+    held_out_fits(4, [0.5, 1.0], "wave", 2)
     print("(4) what dropout adds, measured / priced (ms)")
     for s in SIZES:
         for phase in ("forward", "backward"):
